@@ -1,0 +1,164 @@
+package mem
+
+import "fmt"
+
+// Apply replays one redo record with the LSN it was committed at: recovery
+// replays the log with it and standbys apply the primary's log with it.
+// Replay is idempotent (a put stores the whole after-image, a delete of a
+// missing row does nothing), so replaying a record twice, or over an image
+// that already holds some of its effects, gives the same state.
+//
+// The record is checked in full before anything is applied: an unknown
+// table, a malformed row or key, or two operations on one row reject it
+// with ErrCorrupt or ErrNoTable and nothing changes. Apply does not call
+// the CommitLog. It is meant for a database that takes no local writes
+// (a standby, or recovery before serving); concurrent readers are fine.
+func (db *DB) Apply(lsn uint64, r *Redo) error {
+	if lsn == 0 || lsn > tidLSN {
+		return errorf(ErrInvalid, "apply: LSN %d out of range", lsn)
+	}
+	if len(r.Ops) == 0 {
+		db.advance(lsn)
+		return nil
+	}
+	if k := r.Ops[0].Kind; k >= OpCreateTable {
+		if len(r.Ops) != 1 {
+			return errorf(ErrCorrupt, "apply LSN %d: a schema change must be alone in its record", lsn)
+		}
+		return db.applyDDL(lsn, r.Ops[0])
+	}
+	tx := db.Begin()
+	defer tx.Rollback()
+	seen := make(map[string]bool, len(r.Ops))
+	for i, op := range r.Ops {
+		w, err := db.resolveOp(op)
+		if err != nil {
+			return fmt.Errorf("apply LSN %d op %d: %w", lsn, i, err)
+		}
+		k := wmapKey(w.t, w.key)
+		if seen[k] {
+			return errorf(ErrCorrupt, "apply LSN %d op %d: a second operation on one row", lsn, i)
+		}
+		seen[k] = true
+		tx.writes = append(tx.writes, w)
+	}
+	if len(tx.writes) > linearWrites {
+		tx.owned = make(map[ownKey]int, len(tx.writes))
+	}
+	db.gate.RLock()
+	defer db.gate.RUnlock()
+	// Find and lock each target row; a put of a missing row becomes an
+	// insert and a delete of one is dropped.
+	writes := tx.writes
+	tx.writes = tx.writes[:0]
+	for _, w := range writes {
+		if w.t.dropped.Load() {
+			tx.abort()
+			return errorf(ErrNoTable, "apply LSN %d: table %q was dropped", lsn, w.t.name)
+		}
+		if !tx.lockExisting(&w) && w.op == wDelete {
+			continue
+		}
+		tx.writes = append(tx.writes, w)
+		if w.locked {
+			tx.markOwned(len(tx.writes) - 1)
+		}
+	}
+	for i := range tx.writes {
+		w := &tx.writes[i]
+		if w.op == wInsert {
+			w.rid = w.t.heap.insert(w.row, tidLocked|tidAbsent)
+			tx.markOwned(i)
+		}
+		if err := tx.claimKeys(w, false); err != nil {
+			tx.abort()
+			return err
+		}
+	}
+	tx.install(lsn)
+	db.advance(lsn)
+	return nil
+}
+
+// resolveOp checks one data operation and turns it into a write.
+func (db *DB) resolveOp(op Op) (write, error) {
+	t, err := db.tableByID(op.Table)
+	if err != nil {
+		return write{}, err
+	}
+	s := t.state.Load().s
+	switch op.Kind {
+	case OpPut:
+		if err := s.validateRow(op.Data); err != nil {
+			return write{}, err
+		}
+		row := append([]byte(nil), op.Data...)
+		return write{t: t, op: wUpdate, row: row, key: s.appendRowKey(nil, 0, row)}, nil
+	case OpDelete:
+		if _, err := s.decodeKey(0, op.Data); err != nil {
+			return write{}, err
+		}
+		return write{t: t, op: wDelete, key: append([]byte(nil), op.Data...)}, nil
+	}
+	return write{}, errorf(ErrCorrupt, "op kind %s in a data record", op.Kind)
+}
+
+// lockExisting finds and locks the row a replayed write targets. It reports
+// whether the row exists; a put of a missing row becomes an insert.
+func (tx *Tx) lockExisting(w *write) bool {
+	st := w.t.state.Load()
+	for {
+		h, _, found, _ := tx.point(w.t, st, 0, w.key) // executing: never errs
+		if !found {
+			if w.op == wUpdate {
+				w.op = wInsert
+			}
+			return false
+		}
+		if prev := w.t.heap.lock(h.rid); prev != h.tid {
+			w.t.heap.setTID(h.rid, prev) // changed meanwhile: look again
+			continue
+		}
+		w.rid, w.tid, w.locked = h.rid, h.tid, true
+		return true
+	}
+}
+
+// applyDDL replays a schema change.
+func (db *DB) applyDDL(lsn uint64, op Op) error {
+	switch op.Kind {
+	case OpCreateTable:
+		def, err := DecodeTableDef(op.Data)
+		if err != nil {
+			return fmt.Errorf("apply LSN %d: %w", lsn, err)
+		}
+		if def.ID == 0 || def.ID != op.Table {
+			return errorf(ErrCorrupt, "apply LSN %d: table id %d in a record for table %d", lsn, def.ID, op.Table)
+		}
+		_, _, err = db.createTable(def, lsn)
+		return err
+	case OpDropTable:
+		t, err := db.tableByID(op.Table)
+		if err != nil {
+			return fmt.Errorf("apply LSN %d: %w", lsn, err)
+		}
+		return db.dropTable(t, lsn)
+	case OpCreateIndex:
+		t, err := db.tableByID(op.Table)
+		if err != nil {
+			return fmt.Errorf("apply LSN %d: %w", lsn, err)
+		}
+		def, err := DecodeIndexDef(op.Data)
+		if err != nil {
+			return fmt.Errorf("apply LSN %d: %w", lsn, err)
+		}
+		return db.createIndex(t, def, lsn)
+	case OpDropIndex:
+		t, err := db.tableByID(op.Table)
+		if err != nil {
+			return fmt.Errorf("apply LSN %d: %w", lsn, err)
+		}
+		return db.dropIndex(t, string(op.Data), lsn)
+	}
+	return errorf(ErrCorrupt, "apply LSN %d: op kind %s", lsn, op.Kind)
+}

@@ -1,0 +1,172 @@
+package mem_test
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"testing"
+
+	"github.com/mmdb/mmdb/internal/benchutil"
+	"github.com/mmdb/mmdb/mem"
+)
+
+// Engine micro-benchmarks, each at 1, 2 and 8 concurrent clients, over a
+// table of -bench.rows rows (id uint64 key, a uint64 and a 32-byte string).
+// Results and the machine are recorded in docs/benchmarks.md.
+
+var benchRows = flag.Int("bench.rows", 1_000_000, "rows preloaded for the engine benchmarks")
+
+var clientCounts = []int{1, 2, 8}
+
+func kvTable(b *testing.B, kind mem.IndexKind, rows int) (*mem.DB, *mem.Table) {
+	b.Helper()
+	db := mem.Open(mem.Options{})
+	t, err := db.CreateTable(mem.TableDef{
+		Name: "kv",
+		Columns: []mem.ColumnDef{
+			{Name: "id", Type: mem.TypeUint64},
+			{Name: "n", Type: mem.TypeUint64},
+			{Name: "payload", Type: mem.TypeString, MaxLen: 32},
+		},
+		PrimaryKey: []string{"id"}, PrimaryKind: kind,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const batch = 1000
+	for lo := 0; lo < rows; lo += batch {
+		tx := db.Begin()
+		for id := lo; id < min(lo+batch, rows); id++ {
+			if err := tx.Insert(t, kvRow(uint64(id))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return db, t
+}
+
+func kvRow(id uint64) []mem.Value {
+	return []mem.Value{mem.Uint64(id), mem.Uint64(id), mem.String("0123456789abcdef0123456789abcdef")}
+}
+
+// spread maps operation i to a key, scattering consecutive operations.
+func spread(i, rows int) uint64 { return uint64((i * 7919) % rows) }
+
+func forClients(b *testing.B, run func(b *testing.B, clients int)) {
+	for _, c := range clientCounts {
+		b.Run(fmt.Sprintf("clients=%d", c), func(b *testing.B) { run(b, c) })
+	}
+}
+
+func BenchmarkGet(b *testing.B) {
+	db, t := kvTable(b, mem.Hash, *benchRows)
+	forClients(b, func(b *testing.B, clients int) {
+		keys := make([][]mem.Value, clients)
+		for c := range keys {
+			keys[c] = make([]mem.Value, 1)
+		}
+		benchutil.RunClients(b, clients, func(c, i int) {
+			keys[c][0] = mem.Uint64(spread(i, *benchRows))
+			tx := db.Begin()
+			r, ok, err := tx.Get(t, keys[c])
+			if err != nil || !ok || r.Uint64(1) != keys[c][0].AsUint64() {
+				b.Errorf("get %v: %v %v", keys[c][0], ok, err)
+			}
+			if _, err := tx.Commit(); err != nil {
+				b.Error(err)
+			}
+		})
+	})
+}
+
+func BenchmarkUpdate(b *testing.B) {
+	db, t := kvTable(b, mem.Hash, *benchRows)
+	forClients(b, func(b *testing.B, clients int) {
+		keys := make([][]mem.Value, clients)
+		sets := make([][]mem.ColumnValue, clients)
+		for c := range keys {
+			keys[c] = make([]mem.Value, 1)
+			sets[c] = make([]mem.ColumnValue, 1)
+		}
+		benchutil.RunClients(b, clients, func(c, i int) {
+			keys[c][0] = mem.Uint64(spread(i, *benchRows))
+			sets[c][0] = mem.ColumnValue{Column: 1, Value: mem.Uint64(uint64(i))}
+			for {
+				tx := db.Begin()
+				if err := tx.Update(t, keys[c], sets[c]); err != nil {
+					b.Fatal(err)
+				}
+				_, err := tx.Commit()
+				if err == nil {
+					return
+				}
+				if !errors.Is(err, mem.ErrConflict) {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkInsert(b *testing.B) {
+	forClients(b, func(b *testing.B, clients int) {
+		db, t := kvTable(b, mem.Hash, 0)
+		rows := make([][]mem.Value, clients)
+		benchutil.RunClients(b, clients, func(c, i int) {
+			rows[c] = append(rows[c][:0], kvRow(uint64(i))...)
+			tx := db.Begin()
+			if err := tx.Insert(t, rows[c]); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := tx.Commit(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+}
+
+func BenchmarkDelete(b *testing.B) {
+	forClients(b, func(b *testing.B, clients int) {
+		db, t := kvTable(b, mem.Hash, b.N)
+		keys := make([][]mem.Value, clients)
+		for c := range keys {
+			keys[c] = make([]mem.Value, 1)
+		}
+		benchutil.RunClients(b, clients, func(c, i int) {
+			keys[c][0] = mem.Uint64(uint64(i))
+			tx := db.Begin()
+			if err := tx.Delete(t, keys[c]); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := tx.Commit(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+}
+
+// BenchmarkScan reads 10 consecutive rows of an ordered primary key.
+func BenchmarkScan(b *testing.B) {
+	db, t := kvTable(b, mem.Ordered, *benchRows)
+	forClients(b, func(b *testing.B, clients int) {
+		bounds := make([][]mem.Value, clients)
+		for c := range bounds {
+			bounds[c] = make([]mem.Value, 1)
+		}
+		benchutil.RunClients(b, clients, func(c, i int) {
+			bounds[c][0] = mem.Uint64(spread(i, *benchRows-10))
+			tx := db.Begin()
+			n := 0
+			err := tx.Scan(t, mem.ScanSpec{Lower: bounds[c], Limit: 10}, func(mem.Record) bool { n++; return true })
+			if err != nil || n != 10 {
+				b.Fatalf("scan: %d rows, %v", n, err)
+			}
+			if _, err := tx.Commit(); err != nil && !errors.Is(err, mem.ErrConflict) {
+				b.Fatal(err)
+			}
+		})
+	})
+}

@@ -1,0 +1,369 @@
+package mem
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// CommitLog is the commit hook: it receives every committing transaction's
+// redo record and returns the LSN it assigned. The engine calls it after
+// validation, with the transaction's row locks held and before any of its
+// writes is visible, so it must be quick: take the record (copy what it
+// keeps; r is only valid during the call), assign the next LSN, and return.
+// Waiting for durability belongs after Commit returns, keyed by the LSN.
+// Calls come from many goroutines at once; LSNs must be strictly increasing
+// in the order the calls return, with no gaps. An error aborts the
+// transaction: nothing of it becomes visible.
+type CommitLog interface {
+	Commit(r *Redo) (lsn uint64, err error)
+}
+
+// Counter is the CommitLog used when no log is configured: it only counts.
+type Counter struct{ last atomic.Uint64 }
+
+// NewCounter returns a Counter whose next LSN is after+1.
+func NewCounter(after uint64) *Counter {
+	c := &Counter{}
+	c.last.Store(after)
+	return c
+}
+
+// Commit assigns the next LSN.
+func (c *Counter) Commit(*Redo) (uint64, error) { return c.last.Add(1), nil }
+
+// Options configure a DB.
+type Options struct {
+	// Log receives redo records and assigns LSNs. Nil means a Counter
+	// starting after StartLSN: no log.
+	Log CommitLog
+	// StartLSN is the LSN the database starts at (the last LSN recovered).
+	StartLSN uint64
+	// Logger receives engine events. Nil means no output.
+	Logger hclog.Logger
+}
+
+// DB is an in-memory database: a catalog of tables and the transactions
+// over them. All methods are safe for concurrent use.
+type DB struct {
+	log    CommitLog
+	logger hclog.Logger
+
+	// gate orders commits against whole-database events. Every commit and
+	// apply holds it shared from its first lock to its last install; DDL
+	// and snapshot starts hold it exclusively, so they see no commit
+	// half-done.
+	gate sync.RWMutex
+
+	ddlMu     sync.Mutex // serializes DDL
+	nextID    uint32     // guarded by ddlMu
+	catalog   atomic.Pointer[catalog]
+	lsn       atomic.Uint64 // highest LSN installed
+	snaps     atomic.Pointer[[]*Snapshot]
+	statePool sync.Pool // *txState
+}
+
+type catalog struct {
+	byName map[string]*Table
+	byID   map[uint32]*Table
+}
+
+// Open returns an empty database.
+func Open(opts Options) *DB {
+	db := &DB{log: opts.Log, logger: opts.Logger, nextID: 1}
+	if db.log == nil {
+		db.log = NewCounter(opts.StartLSN)
+	}
+	if db.logger == nil {
+		db.logger = hclog.NewNullLogger()
+	}
+	db.lsn.Store(opts.StartLSN)
+	db.catalog.Store(&catalog{byName: map[string]*Table{}, byID: map[uint32]*Table{}})
+	db.statePool.New = func() any { return new(txState) }
+	return db
+}
+
+// LastLSN returns the highest LSN whose changes are installed.
+func (db *DB) LastLSN() uint64 { return db.lsn.Load() }
+
+func (db *DB) advance(lsn uint64) {
+	for {
+		cur := db.lsn.Load()
+		if lsn <= cur || db.lsn.CompareAndSwap(cur, lsn) {
+			return
+		}
+	}
+}
+
+// Table is a handle on a table. It stays usable until the table is
+// dropped; operations on a dropped table fail with ErrNoTable.
+type Table struct {
+	db      *DB
+	id      uint32
+	name    string
+	state   atomic.Pointer[tableState]
+	heap    *heap
+	rows    atomic.Int64
+	dropped atomic.Bool
+}
+
+// tableState is a table's schema with its index structures, replaced as a
+// whole by index DDL.
+type tableState struct {
+	s   *schema
+	idx []index // parallel to s.indexes
+}
+
+func newIndex(d indexDef) index {
+	if d.kind == Hash {
+		return newHashIndex()
+	}
+	return newOrderedIndex()
+}
+
+// ID returns the table's stable id.
+func (t *Table) ID() uint32 { return t.id }
+
+// Name returns the table's name.
+func (t *Table) Name() string { return t.name }
+
+// Def returns the table's definition.
+func (t *Table) Def() TableDef { return t.state.Load().s.def.Clone() }
+
+// Column returns the ordinal of the named column.
+func (t *Table) Column(name string) (int, error) { return t.state.Load().s.column(name) }
+
+// Index returns the ordinal of the named index; "primary" is 0.
+func (t *Table) Index(name string) (int, error) { return t.state.Load().s.indexByName(name) }
+
+// Table returns the named table.
+func (db *DB) Table(name string) (*Table, error) {
+	t, ok := db.catalog.Load().byName[name]
+	if !ok {
+		return nil, errorf(ErrNoTable, "%q", name)
+	}
+	return t, nil
+}
+
+// tableByID returns a table by id.
+func (db *DB) tableByID(id uint32) (*Table, error) {
+	t, ok := db.catalog.Load().byID[id]
+	if !ok {
+		return nil, errorf(ErrNoTable, "id %d", id)
+	}
+	return t, nil
+}
+
+// Tables returns the definitions of all tables, by name.
+func (db *DB) Tables() []TableDef {
+	cat := db.catalog.Load()
+	out := make([]TableDef, 0, len(cat.byName))
+	for _, t := range cat.byName {
+		out = append(out, t.Def())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ddl runs one schema change with commits held off: prepare (which may
+// fail, changing nothing), log op unless applying one logged at applyLSN,
+// then publish.
+func (db *DB) ddl(op Op, applyLSN uint64, prepare func() error, publish func()) (uint64, error) {
+	db.gate.Lock()
+	defer db.gate.Unlock()
+	if prepare != nil {
+		if err := prepare(); err != nil {
+			return 0, err
+		}
+	}
+	lsn := applyLSN
+	if lsn == 0 {
+		var err error
+		if lsn, err = db.log.Commit(&Redo{Ops: []Op{op}}); err != nil {
+			return 0, fmt.Errorf("mem: log %s: %w", op.Kind, err)
+		}
+	}
+	publish()
+	db.advance(lsn)
+	return lsn, nil
+}
+
+// CreateTable creates a table and returns its handle.
+func (db *DB) CreateTable(def TableDef) (*Table, error) {
+	def.ID = 0
+	t, _, err := db.createTable(def, 0)
+	return t, err
+}
+
+func (db *DB) createTable(def TableDef, applyLSN uint64) (*Table, uint64, error) {
+	db.ddlMu.Lock()
+	defer db.ddlMu.Unlock()
+	if def.ID == 0 {
+		def.ID = db.nextID
+	}
+	s, err := compileSchema(def)
+	if err != nil {
+		return nil, 0, err
+	}
+	cat := db.catalog.Load()
+	if _, ok := cat.byName[def.Name]; ok {
+		return nil, 0, errorf(ErrTableExist, "%q", def.Name)
+	}
+	if _, ok := cat.byID[def.ID]; ok {
+		return nil, 0, errorf(ErrTableExist, "id %d", def.ID)
+	}
+	t := &Table{db: db, id: def.ID, name: def.Name, heap: newHeap(s.minRow)}
+	st := &tableState{s: s}
+	for _, d := range s.indexes {
+		st.idx = append(st.idx, newIndex(d))
+	}
+	t.state.Store(st)
+	lsn, err := db.ddl(Op{Kind: OpCreateTable, Table: def.ID, Data: encodeTableDef(nil, s.def)}, applyLSN, nil, func() {
+		next := cat.clone()
+		next.byName[t.name] = t
+		next.byID[t.id] = t
+		db.catalog.Store(next)
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if def.ID >= db.nextID {
+		db.nextID = def.ID + 1
+	}
+	db.logger.Info("table created", "table", t.name, "table-id", t.id, "lsn", lsn)
+	return t, lsn, nil
+}
+
+func (c *catalog) clone() *catalog {
+	n := &catalog{byName: make(map[string]*Table, len(c.byName)+1), byID: make(map[uint32]*Table, len(c.byID)+1)}
+	for k, v := range c.byName {
+		n.byName[k] = v
+	}
+	for k, v := range c.byID {
+		n.byID[k] = v
+	}
+	return n
+}
+
+// DropTable drops a table and all its rows.
+func (db *DB) DropTable(name string) error {
+	t, err := db.Table(name)
+	if err != nil {
+		return err
+	}
+	return db.dropTable(t, 0)
+}
+
+func (db *DB) dropTable(t *Table, applyLSN uint64) error {
+	db.ddlMu.Lock()
+	defer db.ddlMu.Unlock()
+	if t.dropped.Load() {
+		return errorf(ErrNoTable, "%q", t.name)
+	}
+	lsn, err := db.ddl(Op{Kind: OpDropTable, Table: t.id}, applyLSN, nil, func() {
+		next := db.catalog.Load().clone()
+		delete(next.byName, t.name)
+		delete(next.byID, t.id)
+		t.dropped.Store(true)
+		db.catalog.Store(next)
+	})
+	if err == nil {
+		db.logger.Info("table dropped", "table", t.name, "table-id", t.id, "lsn", lsn)
+	}
+	return err
+}
+
+// CreateIndex adds a secondary index to a table and builds it from the
+// table's rows. Commits wait while it builds.
+func (db *DB) CreateIndex(table string, def IndexDef) error {
+	t, err := db.Table(table)
+	if err != nil {
+		return err
+	}
+	return db.createIndex(t, def, 0)
+}
+
+func (db *DB) createIndex(t *Table, def IndexDef, applyLSN uint64) error {
+	db.ddlMu.Lock()
+	defer db.ddlMu.Unlock()
+	if t.dropped.Load() {
+		return errorf(ErrNoTable, "%q", t.name)
+	}
+	old := t.state.Load()
+	s, err := old.s.withIndex(def)
+	if err != nil {
+		return err
+	}
+	ix := len(s.indexes) - 1
+	var built index
+	lsn, err := db.ddl(Op{Kind: OpCreateIndex, Table: t.id, Data: encodeIndexDef(nil, def)}, applyLSN,
+		func() (err error) {
+			built, err = t.buildIndex(s, ix)
+			return err
+		},
+		func() {
+			t.state.Store(&tableState{s: s, idx: append(old.idx[:len(old.idx):len(old.idx)], built)})
+		})
+	if err == nil {
+		db.logger.Info("index created", "table", t.name, "index", def.Name, "kind", def.Kind.String(), "entries", built.entries(), "lsn", lsn)
+	}
+	return err
+}
+
+// DropIndex removes a secondary index.
+func (db *DB) DropIndex(table, name string) error {
+	t, err := db.Table(table)
+	if err != nil {
+		return err
+	}
+	return db.dropIndex(t, name, 0)
+}
+
+func (db *DB) dropIndex(t *Table, name string, applyLSN uint64) error {
+	db.ddlMu.Lock()
+	defer db.ddlMu.Unlock()
+	if t.dropped.Load() {
+		return errorf(ErrNoTable, "%q", t.name)
+	}
+	old := t.state.Load()
+	s, ix, err := old.s.withoutIndex(name)
+	if err != nil {
+		return err
+	}
+	lsn, err := db.ddl(Op{Kind: OpDropIndex, Table: t.id, Data: []byte(name)}, applyLSN, nil, func() {
+		idx := append(append([]index(nil), old.idx[:ix]...), old.idx[ix+1:]...)
+		t.state.Store(&tableState{s: s, idx: idx})
+	})
+	if err == nil {
+		db.logger.Info("index dropped", "table", t.name, "index", name, "lsn", lsn)
+	}
+	return err
+}
+
+// buildIndex builds index ix of schema s from the table's rows. A unique
+// index fails on a duplicate key. The caller holds commits off.
+func (t *Table) buildIndex(s *schema, ix int) (index, error) {
+	x := newIndex(s.indexes[ix])
+	var key []byte
+	var cands []uint64
+	var err error
+	t.heap.each(func(rid uint64, row []byte) bool {
+		key = s.appendRowKey(key[:0], ix, row)
+		if s.indexes[ix].unique {
+			cands = x.lookup(key, cands[:0])
+			for _, c := range cands {
+				if eq, _ := s.rowKeyEqual(ix, t.heap.readOwned(c), key, nil); eq {
+					vals, _ := s.decodeKey(ix, key)
+					err = errorf(ErrDuplicate, "table %q index %q: key %v appears more than once", s.def.Name, s.indexes[ix].name, vals)
+					return false
+				}
+			}
+		}
+		x.add(key, rid)
+		return true
+	})
+	return x, err
+}

@@ -1,0 +1,407 @@
+package mem
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Heap pages. Rows live in slotted pages in the CUBRID style: records grow
+// up from the start of the page and the slot directory grows down from the
+// end. A row is addressed by its RID = page<<16 | slot, stable for the
+// row's life unless an update no longer fits its page (then the row moves
+// and every index entry is rewritten while the row is locked).
+//
+//	0                                                      PageSize
+//	+--------+--------+----- free -----+--------+--------+--------+
+//	| rec 0  | rec 2  |  ...           | slot 2 | slot 1 | slot 0 |
+//	+--------+--------+----------------+--------+--------+--------+
+//	                                     8 B each: offset<<32 | length
+//
+// A slot word of zero is an empty slot. Published record bytes are never
+// overwritten: an update writes the new version into free space and then
+// switches the slot word; when the page runs out of room it is compacted
+// into a fresh array that replaces the old one. A reader that still holds
+// the old array keeps reading valid bytes and the Go collector frees it
+// once nobody does, so readers need no latch and no epoch scheme.
+//
+// Each slot also has a TID word, kept beside the page (in tids) rather than
+// in it so that compaction never moves it:
+//
+//	bit 63  locked   a committing transaction (or the applier) owns the row
+//	bit 62  absent   no row: deleted, or an insert not yet committed
+//	0..61   LSN of the commit that wrote the current version
+//
+// A reader loads the TID, then the slot word and bytes, then the TID again;
+// if it changed or was locked it retries. Page arrays hold no pointers, so
+// the collector never scans row data: its work grows with pages, not rows.
+
+// PageSize is the size of a heap page.
+const PageSize = 32 << 10
+
+const (
+	// fillLimit is how full an insert may leave a page: the rest is kept
+	// for new versions of its rows, so that updates do not have to compact
+	// the page each time (CUBRID's unfill factor).
+	fillLimit = PageSize * 8 / 10
+
+	slotSize  = 8
+	tidLocked = uint64(1) << 63
+	tidAbsent = uint64(1) << 62
+	tidLSN    = tidAbsent - 1
+	chunkBits = 10 // pages per directory chunk: 1024
+)
+
+type pageArray = [PageSize]byte
+
+type page struct {
+	mu   sync.Mutex // latch for writers: allocation, installs, compaction, snapshot visits
+	data atomic.Pointer[pageArray]
+	tids []atomic.Uint64
+
+	// Guarded by mu.
+	nslots int      // length of the slot directory
+	end    int      // end of record bytes
+	dead   int      // record bytes no slot points to
+	live   int      // slots in use
+	free   []uint16 // empty slots below nslots
+	listed bool     // on the heap's list of pages with room
+}
+
+func slotWord(d *pageArray, slot int) *uint64 {
+	return (*uint64)(unsafe.Pointer(&d[PageSize-slotSize*(slot+1)]))
+}
+
+func loadLoc(d *pageArray, slot int) (off, n int) {
+	w := atomic.LoadUint64(slotWord(d, slot))
+	return int(w >> 32), int(uint32(w))
+}
+
+// room returns the bytes available for one more record, counting dead
+// bytes (reclaimable by compaction) when withDead is set.
+func (p *page) room(newSlot bool, withDead bool) int {
+	dir := p.nslots
+	if newSlot {
+		dir++
+	}
+	r := PageSize - slotSize*dir - p.end
+	if withDead {
+		r += p.dead
+	}
+	return r
+}
+
+// compact copies the live records into a fresh array and publishes it.
+// Slot skip is about to be written and counts as empty: when it is a new
+// slot, its word in the old array may still lie under record bytes.
+func (p *page) compact(skip int) {
+	old := p.data.Load()
+	fresh := new(pageArray)
+	end := 0
+	for s := 0; s < p.nslots; s++ {
+		if s == skip {
+			continue
+		}
+		off, n := loadLoc(old, s)
+		if n == 0 {
+			continue
+		}
+		copy(fresh[end:], old[off:off+n])
+		*slotWord(fresh, s) = uint64(end)<<32 | uint64(n)
+		end += n
+	}
+	p.end, p.dead = end, 0
+	p.data.Store(fresh)
+}
+
+// put writes rec into free space (compacting if needed) and points slot at
+// it. The caller holds p.mu and has checked that it fits.
+func (p *page) put(slot int, rec []byte) {
+	if PageSize-slotSize*p.nslots-p.end < len(rec) {
+		p.compact(slot)
+	}
+	d := p.data.Load()
+	copy(d[p.end:], rec)
+	atomic.StoreUint64(slotWord(d, slot), uint64(p.end)<<32|uint64(len(rec)))
+	p.end += len(rec)
+}
+
+// clear empties a slot; its bytes become dead.
+func (p *page) clear(slot int) {
+	d := p.data.Load()
+	_, n := loadLoc(d, slot)
+	atomic.StoreUint64(slotWord(d, slot), 0)
+	p.dead += n
+	p.live--
+	p.free = append(p.free, uint16(slot))
+}
+
+type pageChunk [1 << chunkBits]atomic.Pointer[page]
+
+// heap is a table's set of pages.
+type heap struct {
+	maxSlots int
+	chunks   atomic.Pointer[[]*pageChunk]
+	npages   atomic.Int64
+
+	allocMu sync.Mutex // guards cur, roomy and adding pages; taken before any page latch
+	cur     int        // page that takes inserts, -1 before the first
+	roomy   []int      // pages that regained room through deletes
+}
+
+func newHeap(minRow int) *heap {
+	n := PageSize / (minRow + slotSize)
+	if n > 1<<16 {
+		n = 1 << 16
+	}
+	h := &heap{maxSlots: n, cur: -1}
+	h.chunks.Store(&[]*pageChunk{})
+	return h
+}
+
+func (h *heap) page(i int) *page {
+	return (*h.chunks.Load())[i>>chunkBits][i&(1<<chunkBits-1)].Load()
+}
+
+func ridOf(pg, slot int) uint64      { return uint64(pg)<<16 | uint64(slot) }
+func splitRID(rid uint64) (int, int) { return int(rid >> 16), int(rid & 0xFFFF) }
+
+// addPage appends an empty page. The caller holds allocMu.
+func (h *heap) addPage() int {
+	i := int(h.npages.Load())
+	chunks := *h.chunks.Load()
+	if i>>chunkBits == len(chunks) {
+		grown := append(append([]*pageChunk(nil), chunks...), new(pageChunk))
+		h.chunks.Store(&grown)
+		chunks = grown
+	}
+	p := &page{tids: make([]atomic.Uint64, h.maxSlots)}
+	p.data.Store(new(pageArray))
+	chunks[i>>chunkBits][i&(1<<chunkBits-1)].Store(p)
+	h.npages.Store(int64(i + 1))
+	return i
+}
+
+// tryInsert places rec in page pg if it fits below the fill limit (or the
+// page is empty), returning the slot.
+func (h *heap) tryInsert(pg int, rec []byte, tid uint64) (int, bool) {
+	p := h.page(pg)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	reuse := len(p.free) > 0
+	if !reuse && p.nslots >= h.maxSlots {
+		return 0, false
+	}
+	if p.live > 0 && PageSize-p.room(!reuse, true)+len(rec) > fillLimit {
+		return 0, false
+	}
+	if p.room(!reuse, true) < len(rec) {
+		return 0, false
+	}
+	var slot int
+	if reuse {
+		slot = int(p.free[len(p.free)-1])
+		p.free = p.free[:len(p.free)-1]
+	} else {
+		slot = p.nslots
+		p.nslots++
+	}
+	p.put(slot, rec)
+	p.tids[slot].Store(tid) // after the bytes: a reader holding a stale RID sees absent until now
+	p.live++
+	return slot, true
+}
+
+// insert stores rec in a new slot whose TID word is tid and returns its
+// RID. Pages that regained room are filled before new pages are added.
+func (h *heap) insert(rec []byte, tid uint64) uint64 {
+	h.allocMu.Lock()
+	defer h.allocMu.Unlock()
+	if h.cur >= 0 {
+		if slot, ok := h.tryInsert(h.cur, rec, tid); ok {
+			return ridOf(h.cur, slot)
+		}
+	}
+	for len(h.roomy) > 0 {
+		pg := h.roomy[len(h.roomy)-1]
+		h.roomy = h.roomy[:len(h.roomy)-1]
+		p := h.page(pg)
+		p.mu.Lock()
+		p.listed = false
+		p.mu.Unlock()
+		if slot, ok := h.tryInsert(pg, rec, tid); ok {
+			h.cur = pg
+			return ridOf(pg, slot)
+		}
+	}
+	h.cur = h.addPage()
+	slot, ok := h.tryInsert(h.cur, rec, tid)
+	if !ok {
+		panic("mem: a row larger than an empty page passed validation")
+	}
+	return ridOf(h.cur, slot)
+}
+
+// read returns the committed version of a row: its TID word and bytes, or
+// a TID with tidAbsent set and nil bytes. It waits while the row is locked.
+func (h *heap) read(rid uint64) (uint64, []byte) {
+	pg, slot := splitRID(rid)
+	p := h.page(pg)
+	w := &p.tids[slot]
+	for spin := 0; ; spin++ {
+		t1 := w.Load()
+		if t1&tidLocked != 0 {
+			backoff(spin)
+			continue
+		}
+		if t1&tidAbsent != 0 {
+			return t1, nil
+		}
+		d := p.data.Load()
+		off, n := loadLoc(d, slot)
+		b := d[off : off+n : off+n]
+		if w.Load() == t1 {
+			return t1, b
+		}
+	}
+}
+
+// readOwned returns the current bytes of a row the caller has locked.
+func (h *heap) readOwned(rid uint64) []byte {
+	pg, slot := splitRID(rid)
+	p := h.page(pg)
+	d := p.data.Load()
+	off, n := loadLoc(d, slot)
+	return d[off : off+n : off+n]
+}
+
+// tid returns a row's TID word without waiting.
+func (h *heap) tid(rid uint64) uint64 {
+	pg, slot := splitRID(rid)
+	return h.page(pg).tids[slot].Load()
+}
+
+// lock sets the lock bit of a row's TID word, waiting while another
+// transaction holds it. It returns the TID word as it was before locking.
+func (h *heap) lock(rid uint64) uint64 {
+	pg, slot := splitRID(rid)
+	w := &h.page(pg).tids[slot]
+	for spin := 0; ; spin++ {
+		t := w.Load()
+		if t&tidLocked == 0 && w.CompareAndSwap(t, t|tidLocked) {
+			return t
+		}
+		backoff(spin)
+	}
+}
+
+// setTID stores a TID word: the unlock of a locked row.
+func (h *heap) setTID(rid uint64, tid uint64) {
+	pg, slot := splitRID(rid)
+	h.page(pg).tids[slot].Store(tid)
+}
+
+// replace writes a new version of a locked row into its page. It returns
+// false when the page has no room even after compaction; the caller then
+// moves the row. keep, if not nil, sees the old version first (snapshots).
+func (h *heap) replace(rid uint64, rec []byte, keep func(pg, slot int, old []byte)) bool {
+	pg, slot := splitRID(rid)
+	p := h.page(pg)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d := p.data.Load()
+	off, n := loadLoc(d, slot)
+	if p.room(false, true)+n < len(rec) {
+		return false
+	}
+	if keep != nil {
+		keep(pg, slot, d[off:off+n:off+n])
+	}
+	// The old version becomes dead only after the new one is in place, but
+	// its bytes may be compacted away by put, so count them first.
+	atomic.StoreUint64(slotWord(d, slot), 0)
+	p.dead += n
+	p.put(slot, rec)
+	return true
+}
+
+// remove empties the slot of a locked row and stores its final TID word.
+// keep, if not nil, sees the old version first.
+func (h *heap) remove(rid uint64, tid uint64, keep func(pg, slot int, old []byte)) {
+	pg, slot := splitRID(rid)
+	p := h.page(pg)
+	p.mu.Lock()
+	d := p.data.Load()
+	if keep != nil {
+		off, n := loadLoc(d, slot)
+		keep(pg, slot, d[off:off+n:off+n])
+	}
+	p.tids[slot].Store(tid)
+	p.clear(slot)
+	// A page that is less than half full takes inserts again.
+	relist := !p.listed && p.room(false, true) >= PageSize/2
+	if relist {
+		p.listed = true
+	}
+	p.mu.Unlock()
+	if relist {
+		h.allocMu.Lock()
+		h.roomy = append(h.roomy, pg)
+		h.allocMu.Unlock()
+	}
+}
+
+// backoff waits a little before a retry: spin, then yield.
+func backoff(spin int) {
+	if spin < 16 {
+		return
+	}
+	runtime.Gosched()
+}
+
+// each calls fn with every present row, page by page under the page latch,
+// until fn returns false. The caller holds commits off, so no row is
+// locked.
+func (h *heap) each(fn func(rid uint64, row []byte) bool) {
+	n := int(h.npages.Load())
+	for pg := 0; pg < n; pg++ {
+		p := h.page(pg)
+		p.mu.Lock()
+		d := p.data.Load()
+		for slot := 0; slot < p.nslots; slot++ {
+			if p.tids[slot].Load()&tidAbsent != 0 {
+				continue
+			}
+			off, sz := loadLoc(d, slot)
+			if !fn(ridOf(pg, slot), d[off:off+sz:off+sz]) {
+				p.mu.Unlock()
+				return
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// peek returns a row's TID word and, when it is neither locked nor absent,
+// its bytes, without waiting. Validation uses it: waiting there, with locks
+// held, could deadlock.
+func (h *heap) peek(rid uint64) (uint64, []byte) {
+	pg, slot := splitRID(rid)
+	p := h.page(pg)
+	w := &p.tids[slot]
+	for {
+		t1 := w.Load()
+		if t1&(tidLocked|tidAbsent) != 0 {
+			return t1, nil
+		}
+		d := p.data.Load()
+		off, n := loadLoc(d, slot)
+		b := d[off : off+n : off+n]
+		if t2 := w.Load(); t2 == t1 {
+			return t1, b
+		} else if t2&tidLocked != 0 {
+			return t2, nil
+		}
+	}
+}

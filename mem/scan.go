@@ -1,0 +1,231 @@
+package mem
+
+import (
+	"bytes"
+	"slices"
+	"sort"
+	"unsafe"
+)
+
+// ScanSpec describes an index scan. Prefix fixes the leading key columns;
+// Lower and Upper bound the key columns that follow it (each may name
+// fewer columns than remain, bounding a tuple prefix). Lower is inclusive,
+// Upper exclusive unless UpperInclusive. A hash index serves only a full
+// key in Prefix, with no bounds and no Reverse. Rows with equal keys in a
+// non-unique index come in no particular order.
+type ScanSpec struct {
+	Index          int // ordinal from Table.Index; 0 is the primary key
+	Prefix         []Value
+	Lower, Upper   []Value
+	UpperInclusive bool
+	Reverse        bool
+	Limit          int // 0: no limit
+}
+
+// bounds encodes a scan's key range [lo, hi); hi nil is unbounded. For a
+// hash index lo is the full key.
+func (s *schema) bounds(spec ScanSpec) (lo, hi []byte, err error) {
+	if spec.Index < 0 || spec.Index >= len(s.indexes) {
+		return nil, nil, errorf(ErrNoIndex, "table %q has no index %d", s.def.Name, spec.Index)
+	}
+	d := &s.indexes[spec.Index]
+	p, err := s.appendKey(nil, spec.Index, 0, spec.Prefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	if d.kind == Hash {
+		if len(spec.Prefix) != len(d.cols) || spec.Lower != nil || spec.Upper != nil || spec.Reverse {
+			return nil, nil, errorf(ErrInvalid, "table %q: hash index %q serves lookups on its full key only; use an ordered index to scan", s.def.Name, d.name)
+		}
+		return p, nil, nil
+	}
+	lo = p
+	if spec.Lower != nil {
+		if lo, err = s.appendKey(slices.Clip(p), spec.Index, len(spec.Prefix), spec.Lower); err != nil {
+			return nil, nil, err
+		}
+	}
+	if spec.Upper == nil {
+		return lo, prefixEnd(p), nil
+	}
+	u, err := s.appendKey(slices.Clip(p), spec.Index, len(spec.Prefix), spec.Upper)
+	if err != nil {
+		return nil, nil, err
+	}
+	if spec.UpperInclusive {
+		if hi = prefixEnd(u); hi == nil {
+			return lo, prefixEnd(p), nil
+		}
+		return lo, hi, nil
+	}
+	return lo, u, nil
+}
+
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// collect feeds fn the committed rows of index ix in [lo, hi), in index
+// order, at most limit (0: all). It is the one definition of a scan's
+// committed result, run at execution and again at validation.
+func (tx *Tx) collect(t *Table, st *tableState, ix int, lo, hi []byte, reverse bool, limit int, fn func(h hit, row []byte) bool) error {
+	s := st.s
+	n := 0
+	var err error
+	visit := func(key []byte, rid uint64) bool {
+		tid, row, _, e := tx.visible(t, rid)
+		if e != nil {
+			err = e
+			return false
+		}
+		if row == nil {
+			return true // a stale entry or this transaction's own placeholder
+		}
+		var eq bool
+		if eq, tx.scratch = s.rowKeyEqual(ix, row, key, tx.scratch); !eq {
+			return true // the entry is being replaced
+		}
+		n++
+		return fn(hit{rid, tid}, row) && (limit == 0 || n < limit)
+	}
+	if s.indexes[ix].kind == Hash {
+		cands := st.idx[ix].lookup(lo, nil)
+		slices.Sort(cands)
+		for _, c := range cands {
+			if !visit(lo, c) {
+				break
+			}
+		}
+		return err
+	}
+	st.idx[ix].(*orderedIndex).scan(lo, hi, reverse, func(key string, rid uint64) bool {
+		return visit(unsafeBytes(key), rid)
+	})
+	return err
+}
+
+// Scan calls fn with the rows of an index range in index order (reversed
+// with Reverse) until fn returns false or Limit rows were delivered. The
+// transaction's own writes are included. Records stay valid after Scan.
+func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
+	st, err := tx.state(t)
+	if err != nil {
+		return err
+	}
+	if spec.Limit < 0 {
+		return errorf(ErrInvalid, "negative scan limit %d", spec.Limit)
+	}
+	lo, hi, err := st.s.bounds(spec)
+	if err != nil {
+		return err
+	}
+	lo, hi = tx.own(lo), tx.own(hi)
+	if hi != nil && len(hi) == 0 {
+		hi = nil
+	}
+	pending := 0
+	for i := range tx.writes {
+		if tx.writes[i].t == t {
+			pending++
+		}
+	}
+	rec := scanRec{t: t, st: st, ix: spec.Index, lo: lo, hi: hi, reverse: spec.Reverse, limit: spec.Limit}
+	if pending == 0 {
+		// Stream: what fn did not see was not read, so validation re-runs
+		// only as far as fn went.
+		err = tx.collect(t, st, spec.Index, lo, hi, spec.Reverse, spec.Limit, func(h hit, row []byte) bool {
+			rec.hits = append(rec.hits, h)
+			if !fn(Record{s: st.s, b: row}) {
+				rec.limit = len(rec.hits)
+				return false
+			}
+			return true
+		})
+		tx.scans = append(tx.scans, rec)
+		return err
+	}
+	if spec.Limit > 0 {
+		rec.limit = spec.Limit + pending // enough even if every write hides a row
+	}
+	return tx.scanMerged(t, st, &rec, spec, fn)
+}
+
+// scanMerged is Scan for a table this transaction wrote: the committed
+// rows are collected, overlaid with the writes, sorted and delivered.
+func (tx *Tx) scanMerged(t *Table, st *tableState, rec *scanRec, spec ScanSpec, fn func(Record) bool) error {
+	type entry struct{ key, pk, row []byte }
+	var out []entry
+	s := st.s
+	err := tx.collect(t, st, rec.ix, rec.lo, rec.hi, rec.reverse, rec.limit, func(h hit, row []byte) bool {
+		rec.hits = append(rec.hits, h)
+		pk := s.appendRowKey(nil, 0, row)
+		if tx.findWrite(t, pk) < 0 {
+			out = append(out, entry{key: s.appendRowKey(nil, rec.ix, row), pk: pk, row: row})
+		}
+		return true
+	})
+	tx.scans = append(tx.scans, *rec)
+	if err != nil {
+		return err
+	}
+	hash := s.indexes[rec.ix].kind == Hash
+	for i := range tx.writes {
+		w := &tx.writes[i]
+		if w.t != t || w.op == wDelete {
+			continue
+		}
+		key := s.appendRowKey(nil, rec.ix, w.row)
+		in := bytes.Compare(key, rec.lo) >= 0 && (rec.hi == nil || bytes.Compare(key, rec.hi) < 0)
+		if hash {
+			in = bytes.Equal(key, rec.lo)
+		}
+		if in {
+			out = append(out, entry{key: key, pk: w.key, row: bytes.Clone(w.row)})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		c := bytes.Compare(out[i].key, out[j].key)
+		if c == 0 {
+			c = bytes.Compare(out[i].pk, out[j].pk)
+		}
+		if rec.reverse {
+			return c > 0
+		}
+		return c < 0
+	})
+	for i, e := range out {
+		if spec.Limit > 0 && i >= spec.Limit {
+			break
+		}
+		if !fn(Record{s: s, b: e.row}) {
+			break
+		}
+	}
+	return nil
+}
+
+// GetBy returns the row with the given full key in a unique secondary
+// index (or the primary key, index 0).
+func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
+	st, err := tx.state(t)
+	if err != nil {
+		return Record{}, false, err
+	}
+	if ix < 0 || ix >= len(st.s.indexes) {
+		return Record{}, false, errorf(ErrNoIndex, "table %q has no index %d", t.name, ix)
+	}
+	d := &st.s.indexes[ix]
+	if !d.unique {
+		return Record{}, false, errorf(ErrInvalid, "table %q: index %q is not unique; scan it", t.name, d.name)
+	}
+	if ix == 0 {
+		return tx.Get(t, key)
+	}
+	var found Record
+	err = tx.Scan(t, ScanSpec{Index: ix, Prefix: key, Limit: 1}, func(r Record) bool {
+		found = r
+		return false
+	})
+	if err == nil && len(key) != len(d.cols) {
+		err = errorf(ErrInvalid, "table %q index %q has %d key columns, got %d values", t.name, d.name, len(d.cols), len(key))
+	}
+	return found, found.Valid(), err
+}

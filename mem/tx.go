@@ -1,0 +1,755 @@
+package mem
+
+import (
+	"bytes"
+	"slices"
+	"sort"
+)
+
+// Transactions use optimistic concurrency control in the style of Silo
+// (Tu et al., SOSP 2013), which gives serializability without read locks:
+//
+//   - Execution reads committed rows without locking, remembering each row's
+//     TID (read set), each lookup that found nothing (absent set) and each
+//     scan's result (scan set). Writes are buffered in the transaction and
+//     read back by its own later reads.
+//   - Commit, phase 1: lock the rows to update or delete in a global order
+//     (table, RID), checking each is unchanged since it was read; place each
+//     inserted row in the heap as a locked, absent placeholder; claim the new
+//     index keys (a unique index rejects a key another row holds).
+//   - Phase 2, validation: every row read still has its TID and is not
+//     locked by another transaction; every lookup and scan, run again, gives
+//     the same rows. Anything else is ErrConflict: the transaction aborts.
+//   - Phase 3: the redo record goes to the CommitLog, which returns the LSN.
+//   - Phase 4: install the new versions with TID = LSN, drop stale index
+//     entries, unlock.
+//
+// Re-running lookups and scans at validation is how phantoms are caught:
+// precise (only a real change aborts) and cheap for the short lookups of
+// the workloads mmdb serves. The serialization point is validation, with
+// all write locks held; the LSN is assigned there too, so conflicting
+// transactions get LSNs in their serialization order and replaying the log
+// in LSN order rebuilds the same state.
+
+type wop uint8
+
+const (
+	wInsert wop = iota + 1
+	wUpdate
+	wDelete
+)
+
+type write struct {
+	t      *Table
+	op     wop
+	key    []byte // encoded primary key
+	row    []byte // new row (insert, update)
+	rid    uint64 // the row (update, delete); the placeholder (insert, once placed)
+	tid    uint64 // the row's TID when read (update, delete)
+	locked bool   // rid is locked (or placed) by this transaction
+	claims []claim
+}
+
+// claim is an index entry added at commit for this write's row.
+type claim struct {
+	ix  int
+	key []byte
+}
+
+type hit struct{ rid, tid uint64 }
+
+type readRec struct {
+	t *Table
+	hit
+}
+
+type absentRec struct {
+	t   *Table
+	st  *tableState // a schema change since is a conflict
+	ix  int
+	key []byte
+}
+
+type scanRec struct {
+	t       *Table
+	st      *tableState
+	ix      int
+	lo, hi  []byte
+	reverse bool
+	limit   int
+	hits    []hit
+}
+
+// Tx is a transaction. A Tx is used by one goroutine at a time. After
+// Commit or Rollback it is finished: every method returns ErrTxDone, and
+// Rollback does nothing, so defer tx.Rollback() is always safe.
+type Tx struct {
+	db *DB
+	*txState
+}
+
+// txState is the working state of a transaction. It is recycled through
+// a pool when the transaction ends; the Tx handle never is, so a finished
+// handle cannot reach a later transaction's state.
+type txState struct {
+	validating bool
+	reads      []readRec
+	absents    []absentRec
+	scans      []scanRec
+	writes     []write
+	byKey      map[string]int // write index by table id and key, once writes grow
+	owned      map[ownKey]int // write index by row, during commit of many writes
+	redo       Redo
+	arena      []byte // keys and rows of this transaction; recycled, so never handed out
+	cands      []uint64
+	scratch    []byte
+	hitBuf     []hit
+}
+
+type ownKey struct {
+	t   *Table
+	rid uint64
+}
+
+const linearWrites = 8 // below this many writes, search them linearly
+
+// Begin starts a transaction.
+func (db *DB) Begin() *Tx {
+	return &Tx{db: db, txState: db.statePool.Get().(*txState)}
+}
+
+// maxRecycledArena bounds the arena kept for the next transaction.
+const maxRecycledArena = 64 << 10
+
+// finish ends the transaction and recycles its state.
+func (tx *Tx) finish() {
+	db, st := tx.db, tx.txState
+	tx.db, tx.txState = nil, nil
+	clear(st.reads)
+	clear(st.absents)
+	clear(st.scans)
+	clear(st.writes)
+	clear(st.redo.Ops)
+	arena := st.arena[:0]
+	if cap(arena) > maxRecycledArena {
+		arena = nil
+	}
+	*st = txState{
+		reads: st.reads[:0], absents: st.absents[:0], scans: st.scans[:0], writes: st.writes[:0],
+		redo: Redo{Ops: st.redo.Ops[:0]}, arena: arena, cands: st.cands[:0], scratch: st.scratch[:0], hitBuf: st.hitBuf[:0],
+	}
+	db.statePool.Put(st)
+}
+
+// Rollback ends the transaction, discarding its writes. It leaves no trace:
+// nothing was written outside the transaction. Rolling back a finished
+// transaction does nothing.
+func (tx *Tx) Rollback() {
+	if tx.db == nil {
+		return
+	}
+	tx.finish()
+}
+
+// own copies b into the transaction's arena.
+func (tx *Tx) own(b []byte) []byte {
+	start := len(tx.arena)
+	tx.arena = append(tx.arena, b...)
+	return tx.arena[start:len(tx.arena):len(tx.arena)]
+}
+
+func (tx *Tx) state(t *Table) (*tableState, error) {
+	if tx.db == nil {
+		return nil, ErrTxDone
+	}
+	if t == nil || t.db != tx.db {
+		return nil, errorf(ErrInvalid, "table handle from another database")
+	}
+	if t.dropped.Load() {
+		return nil, errorf(ErrNoTable, "%q (dropped)", t.name)
+	}
+	return t.state.Load(), nil
+}
+
+// pk encodes a full primary key into the scratch buffer.
+func (tx *Tx) pk(st *tableState, key []Value) ([]byte, error) {
+	if n := len(st.s.indexes[0].cols); len(key) != n {
+		return nil, errorf(ErrInvalid, "table %q: primary key has %d columns, got %d values", st.s.def.Name, n, len(key))
+	}
+	var err error
+	tx.scratch, err = st.s.appendKey(tx.scratch[:0], 0, 0, key)
+	return tx.scratch, err
+}
+
+func wmapKey(t *Table, key []byte) string {
+	return string(append([]byte{byte(t.id >> 24), byte(t.id >> 16), byte(t.id >> 8), byte(t.id)}, key...))
+}
+
+// findWrite returns the index of this transaction's write of the row with
+// the given primary key, or -1.
+func (tx *Tx) findWrite(t *Table, key []byte) int {
+	if tx.byKey != nil {
+		if i, ok := tx.byKey[wmapKey(t, key)]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := range tx.writes {
+		if w := &tx.writes[i]; w.t == t && bytes.Equal(w.key, key) {
+			return i
+		}
+	}
+	return -1
+}
+
+func (tx *Tx) addWrite(w write) {
+	tx.writes = append(tx.writes, w)
+	switch {
+	case tx.byKey != nil:
+		tx.byKey[wmapKey(w.t, w.key)] = len(tx.writes) - 1
+	case len(tx.writes) > linearWrites:
+		tx.byKey = make(map[string]int, 2*len(tx.writes))
+		for i := range tx.writes {
+			tx.byKey[wmapKey(tx.writes[i].t, tx.writes[i].key)] = i
+		}
+	}
+}
+
+// visible reads the committed version of a row. retry means the RID is
+// stale (the row is gone and its index entries are being removed): look
+// it up again. Executing, it waits for a locked row. Validating, it never
+// waits: a row locked by another transaction is a conflict, and a row this
+// one locked reads as committed (its own placeholder reads as absent).
+func (tx *Tx) visible(t *Table, rid uint64) (tid uint64, row []byte, retry bool, err error) {
+	if !tx.validating {
+		tid, row = t.heap.read(rid)
+		return tid, row, row == nil, nil
+	}
+	tid, row = t.heap.peek(rid)
+	switch {
+	case tid&tidLocked != 0:
+		if tx.ownedWrite(t, rid) == nil {
+			return 0, nil, false, errorf(ErrConflict, "table %q: a row read is being changed", t.name)
+		}
+		if tid&tidAbsent != 0 {
+			return tid, nil, false, nil
+		}
+		return tid &^ tidLocked, t.heap.readOwned(rid), false, nil
+	case tid&tidAbsent != 0:
+		return tid, nil, true, nil
+	}
+	return tid, row, false, nil
+}
+
+// point finds the committed row with key in unique index ix.
+func (tx *Tx) point(t *Table, st *tableState, ix int, key []byte) (hit, []byte, bool, error) {
+	for {
+		tx.cands = st.idx[ix].lookup(key, tx.cands[:0])
+		again := false
+		for _, c := range tx.cands {
+			tid, row, retry, err := tx.visible(t, c)
+			if err != nil {
+				return hit{}, nil, false, err
+			}
+			if retry {
+				again = true
+				break
+			}
+			if row == nil {
+				continue
+			}
+			var eq bool
+			if eq, tx.scratch = st.s.rowKeyEqual(ix, row, key, tx.scratch); eq {
+				return hit{c, tid}, row, true, nil
+			}
+		}
+		if !again {
+			return hit{}, nil, false, nil
+		}
+	}
+}
+
+// get reads the row with the given primary key as this transaction sees
+// it, recording the read for validation.
+func (tx *Tx) get(t *Table, st *tableState, key []byte) (Record, hit, bool, error) {
+	if i := tx.findWrite(t, key); i >= 0 {
+		w := &tx.writes[i]
+		if w.op == wDelete {
+			return Record{}, hit{}, false, nil
+		}
+		return Record{s: st.s, b: bytes.Clone(w.row)}, hit{w.rid, w.tid}, true, nil
+	}
+	h, row, found, err := tx.point(t, st, 0, key)
+	if err != nil {
+		return Record{}, hit{}, false, err
+	}
+	if !found {
+		tx.absents = append(tx.absents, absentRec{t: t, st: st, ix: 0, key: tx.own(key)})
+		return Record{}, hit{}, false, nil
+	}
+	tx.reads = append(tx.reads, readRec{t: t, hit: h})
+	return Record{s: st.s, b: row}, h, true, nil
+}
+
+// Get returns the row with the given primary key, and whether it exists.
+func (tx *Tx) Get(t *Table, key []Value) (Record, bool, error) {
+	st, err := tx.state(t)
+	if err != nil {
+		return Record{}, false, err
+	}
+	k, err := tx.pk(st, key)
+	if err != nil {
+		return Record{}, false, err
+	}
+	r, _, found, err := tx.get(t, st, k)
+	return r, found, err
+}
+
+// Insert adds a row (all columns, in table order). A row with the same
+// primary key gives ErrDuplicate; a duplicate in a unique secondary index
+// is found at Commit.
+func (tx *Tx) Insert(t *Table, row []Value) error {
+	return tx.put(t, row, false)
+}
+
+// Upsert inserts a row or replaces the one with the same primary key.
+func (tx *Tx) Upsert(t *Table, row []Value) error {
+	return tx.put(t, row, true)
+}
+
+func (tx *Tx) put(t *Table, vals []Value, replace bool) error {
+	st, err := tx.state(t)
+	if err != nil {
+		return err
+	}
+	start := len(tx.arena)
+	if tx.arena, err = st.s.encodeRow(tx.arena, vals); err != nil {
+		return err
+	}
+	row := tx.arena[start:len(tx.arena):len(tx.arena)]
+	key := tx.own(st.s.appendRowKey(tx.scratch[:0], 0, row))
+	_, h, found, err := tx.get(t, st, key)
+	if err != nil {
+		return err
+	}
+	if found && !replace {
+		return errorf(ErrDuplicate, "table %q: primary key %s", t.name, describeKey(st.s, 0, key))
+	}
+	if i := tx.findWrite(t, key); i >= 0 {
+		w := &tx.writes[i]
+		w.row = row
+		if w.op == wDelete {
+			w.op = wUpdate
+		}
+		return nil
+	}
+	if found {
+		tx.addWrite(write{t: t, op: wUpdate, key: key, row: row, rid: h.rid, tid: h.tid})
+	} else {
+		tx.addWrite(write{t: t, op: wInsert, key: key, row: row})
+	}
+	return nil
+}
+
+// Update changes some columns of the row with the given primary key.
+// Primary key columns cannot change (delete and insert instead). A missing
+// row gives ErrNotFound.
+func (tx *Tx) Update(t *Table, key []Value, set []ColumnValue) error {
+	st, err := tx.state(t)
+	if err != nil {
+		return err
+	}
+	k, err := tx.pk(st, key)
+	if err != nil {
+		return err
+	}
+	k = tx.own(k)
+	for _, cv := range set {
+		if slices.Contains(st.s.indexes[0].cols, cv.Column) {
+			return errorf(ErrInvalid, "table %q: primary key column %q cannot be updated; delete and insert instead", t.name, st.s.cols[cv.Column].Name)
+		}
+	}
+	cur, h, found, err := tx.get(t, st, k)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return errorf(ErrNotFound, "table %q: primary key %s", t.name, describeKey(st.s, 0, k))
+	}
+	start := len(tx.arena)
+	if tx.arena, err = cur.patch(tx.arena, set); err != nil {
+		return err
+	}
+	row := tx.arena[start:len(tx.arena):len(tx.arena)]
+	if i := tx.findWrite(t, k); i >= 0 {
+		tx.writes[i].row = row
+		return nil
+	}
+	tx.addWrite(write{t: t, op: wUpdate, key: k, row: row, rid: h.rid, tid: h.tid})
+	return nil
+}
+
+// Delete removes the row with the given primary key. A missing row gives
+// ErrNotFound.
+func (tx *Tx) Delete(t *Table, key []Value) error {
+	st, err := tx.state(t)
+	if err != nil {
+		return err
+	}
+	k, err := tx.pk(st, key)
+	if err != nil {
+		return err
+	}
+	k = tx.own(k)
+	_, h, found, err := tx.get(t, st, k)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return errorf(ErrNotFound, "table %q: primary key %s", t.name, describeKey(st.s, 0, k))
+	}
+	if i := tx.findWrite(t, k); i >= 0 {
+		w := &tx.writes[i]
+		if w.op == wInsert {
+			tx.removeWrite(i)
+		} else {
+			w.op, w.row = wDelete, nil
+		}
+		return nil
+	}
+	tx.addWrite(write{t: t, op: wDelete, key: k, rid: h.rid, tid: h.tid})
+	return nil
+}
+
+func (tx *Tx) removeWrite(i int) {
+	tx.writes = slices.Delete(tx.writes, i, i+1)
+	if tx.byKey != nil {
+		tx.byKey = nil
+		ws := tx.writes
+		tx.writes = tx.writes[:0:0]
+		for _, w := range ws {
+			tx.addWrite(w)
+		}
+	}
+}
+
+func describeKey(s *schema, ix int, key []byte) string {
+	vals, err := s.decodeKey(ix, key)
+	if err != nil {
+		return "(undecodable key)"
+	}
+	var b bytes.Buffer
+	b.WriteByte('(')
+	for i, v := range vals {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(v.String())
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+// ownedWrite returns this transaction's write of a row it has locked or
+// placed, or nil.
+func (tx *Tx) ownedWrite(t *Table, rid uint64) *write {
+	if tx.owned != nil {
+		if i, ok := tx.owned[ownKey{t, rid}]; ok {
+			return &tx.writes[i]
+		}
+		return nil
+	}
+	for i := range tx.writes {
+		if w := &tx.writes[i]; w.locked && w.t == t && w.rid == rid {
+			return w
+		}
+	}
+	return nil
+}
+
+func (tx *Tx) markOwned(i int) {
+	w := &tx.writes[i]
+	w.locked = true
+	if tx.owned != nil {
+		tx.owned[ownKey{w.t, w.rid}] = i
+	}
+}
+
+// Commit makes the transaction's writes visible atomically and returns its
+// LSN (0 for a transaction that wrote nothing). ErrConflict means it
+// serialized badly with another transaction and was rolled back; retry it.
+// Any error leaves no trace of the transaction.
+func (tx *Tx) Commit() (uint64, error) {
+	if tx.db == nil {
+		return 0, ErrTxDone
+	}
+	db := tx.db
+	defer tx.finish()
+	if len(tx.writes) == 0 {
+		tx.validating = true
+		if len(tx.reads)+len(tx.absents) <= 1 && len(tx.scans) == 0 {
+			return 0, nil // one point read is atomic by itself
+		}
+		return 0, tx.validate()
+	}
+	db.gate.RLock()
+	defer db.gate.RUnlock()
+	for i := range tx.writes {
+		if t := tx.writes[i].t; t.dropped.Load() {
+			return 0, errorf(ErrNoTable, "%q was dropped", t.name)
+		}
+	}
+	if err := tx.lockAndClaim(true); err != nil {
+		tx.abort()
+		return 0, err
+	}
+	tx.validating = true
+	if err := tx.validate(); err != nil {
+		tx.abort()
+		return 0, err
+	}
+	for i := range tx.writes {
+		w := &tx.writes[i]
+		op := Op{Kind: OpPut, Table: w.t.id, Data: w.row}
+		if w.op == wDelete {
+			op = Op{Kind: OpDelete, Table: w.t.id, Data: w.key}
+		}
+		tx.redo.Ops = append(tx.redo.Ops, op)
+	}
+	lsn, err := db.log.Commit(&tx.redo)
+	if err != nil {
+		tx.abort()
+		return 0, err
+	}
+	tx.install(lsn)
+	db.advance(lsn)
+	return lsn, nil
+}
+
+// lockAndClaim is commit phase 1. Rows to change are locked in (table,
+// RID) order, so two committers never wait on each other in a cycle;
+// inserts are placed after. With check, unique keys are checked and a row
+// changed since it was read is a conflict (Apply passes false).
+func (tx *Tx) lockAndClaim(check bool) error {
+	sort.SliceStable(tx.writes, func(i, j int) bool {
+		a, b := &tx.writes[i], &tx.writes[j]
+		if (a.op == wInsert) != (b.op == wInsert) {
+			return b.op == wInsert
+		}
+		if a.t.id != b.t.id {
+			return a.t.id < b.t.id
+		}
+		return a.rid < b.rid
+	})
+	if tx.byKey != nil {
+		tx.byKey = nil // indices changed; not needed any more
+		tx.owned = make(map[ownKey]int, len(tx.writes))
+	}
+	for i := range tx.writes {
+		w := &tx.writes[i]
+		if w.op == wInsert {
+			break
+		}
+		prev := w.t.heap.lock(w.rid)
+		tx.markOwned(i)
+		if check && prev != w.tid {
+			return errorf(ErrConflict, "table %q: a row changed since it was read", w.t.name)
+		}
+	}
+	for i := range tx.writes {
+		w := &tx.writes[i]
+		if w.op == wInsert {
+			w.rid = w.t.heap.insert(w.row, tidLocked|tidAbsent)
+			tx.markOwned(i)
+		}
+	}
+	for i := range tx.writes {
+		if err := tx.claimKeys(&tx.writes[i], check); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// claimKeys adds the index entries a write needs before it installs: all
+// keys of an inserted row, and the changed secondary keys of an updated one.
+func (tx *Tx) claimKeys(w *write, check bool) error {
+	if w.op == wDelete {
+		return nil
+	}
+	st := w.t.state.Load()
+	s := st.s
+	for ix := range s.indexes {
+		if w.op == wUpdate && ix == 0 {
+			continue // the primary key never changes
+		}
+		start := len(tx.arena)
+		tx.arena = s.appendRowKey(tx.arena, ix, w.row)
+		key := tx.arena[start:len(tx.arena):len(tx.arena)]
+		if w.op == wUpdate {
+			var same bool
+			if same, tx.scratch = s.rowKeyEqual(ix, w.t.heap.readOwned(w.rid), key, tx.scratch); same {
+				continue
+			}
+		}
+		if check && s.indexes[ix].unique {
+			err := st.idx[ix].claim(key, w.rid, func(c uint64) error { return tx.uniqueCheck(w, s, ix, key, c) })
+			if err != nil {
+				return err
+			}
+		} else {
+			st.idx[ix].add(key, w.rid)
+		}
+		w.claims = append(w.claims, claim{ix: ix, key: key})
+	}
+	return nil
+}
+
+// uniqueCheck decides whether row c, found under key in unique index ix,
+// stops w from taking the key.
+func (tx *Tx) uniqueCheck(w *write, s *schema, ix int, key []byte, c uint64) error {
+	if c == w.rid {
+		return nil
+	}
+	dup := errorf(ErrDuplicate, "table %q index %q: key %s", s.def.Name, s.indexes[ix].name, describeKey(s, ix, key))
+	tid, row := w.t.heap.peek(c)
+	if tid&tidLocked != 0 {
+		o := tx.ownedWrite(w.t, c)
+		if o == nil {
+			return errorf(ErrConflict, "table %q index %q: another transaction is taking the same key", s.def.Name, s.indexes[ix].name)
+		}
+		if o.op == wDelete {
+			return nil
+		}
+		row = o.row // the row's version once this transaction commits
+	} else if tid&tidAbsent != 0 {
+		return nil
+	}
+	var eq bool
+	if eq, tx.scratch = s.rowKeyEqual(ix, row, key, tx.scratch); eq {
+		return dup
+	}
+	return nil
+}
+
+// validate is commit phase 2.
+func (tx *Tx) validate() error {
+	for _, r := range tx.reads {
+		tid := r.t.heap.tid(r.rid)
+		if tid&tidLocked != 0 {
+			if tx.ownedWrite(r.t, r.rid) == nil {
+				return errorf(ErrConflict, "table %q: a row read is being changed", r.t.name)
+			}
+			tid &^= tidLocked
+		}
+		if tid != r.tid {
+			return errorf(ErrConflict, "table %q: a row read has changed", r.t.name)
+		}
+	}
+	for _, a := range tx.absents {
+		if a.t.dropped.Load() || a.t.state.Load() != a.st {
+			return errorf(ErrConflict, "table %q was changed by DDL", a.t.name)
+		}
+		_, _, found, err := tx.point(a.t, a.st, a.ix, a.key)
+		if err != nil {
+			return err
+		}
+		if found {
+			return errorf(ErrConflict, "table %q: a row looked up and not found now exists", a.t.name)
+		}
+	}
+	for i := range tx.scans {
+		sc := &tx.scans[i]
+		if sc.t.dropped.Load() || sc.t.state.Load() != sc.st {
+			return errorf(ErrConflict, "table %q was changed by DDL", sc.t.name)
+		}
+		tx.hitBuf = tx.hitBuf[:0]
+		err := tx.collect(sc.t, sc.st, sc.ix, sc.lo, sc.hi, sc.reverse, sc.limit, func(h hit, _ []byte) bool {
+			tx.hitBuf = append(tx.hitBuf, h)
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(tx.hitBuf, sc.hits) {
+			return errorf(ErrConflict, "table %q: a scan's result has changed", sc.t.name)
+		}
+	}
+	return nil
+}
+
+// abort undoes phase 1: claims, placeholders and locks.
+func (tx *Tx) abort() {
+	for i := len(tx.writes) - 1; i >= 0; i-- {
+		w := &tx.writes[i]
+		st := w.t.state.Load()
+		for j := len(w.claims) - 1; j >= 0; j-- {
+			st.idx[w.claims[j].ix].del(w.claims[j].key, w.rid)
+		}
+		if !w.locked {
+			continue
+		}
+		if w.op == wInsert {
+			w.t.heap.remove(w.rid, tidAbsent, nil)
+		} else {
+			w.t.heap.setTID(w.rid, w.tid)
+		}
+	}
+}
+
+// install is commit phase 4: every write becomes visible with TID lsn.
+func (tx *Tx) install(lsn uint64) {
+	snaps := tx.db.snaps.Load()
+	for i := range tx.writes {
+		w := &tx.writes[i]
+		var keep func(pg, slot int, old []byte)
+		if snaps != nil && w.op != wInsert {
+			keep = keeper(*snaps, w.t, w.tid&tidLSN)
+		}
+		switch w.op {
+		case wInsert:
+			w.t.heap.setTID(w.rid, lsn)
+			w.t.rows.Add(1)
+		case wUpdate:
+			tx.installUpdate(w, lsn, keep)
+		case wDelete:
+			st := w.t.state.Load()
+			old := w.t.heap.readOwned(w.rid)
+			for ix := range st.idx {
+				tx.scratch = st.s.appendRowKey(tx.scratch[:0], ix, old)
+				st.idx[ix].del(tx.scratch, w.rid)
+			}
+			w.t.heap.remove(w.rid, tidAbsent|lsn, keep)
+			w.t.rows.Add(-1)
+		}
+	}
+}
+
+func (tx *Tx) installUpdate(w *write, lsn uint64, keep func(pg, slot int, old []byte)) {
+	st := w.t.state.Load()
+	s := st.s
+	old := w.t.heap.readOwned(w.rid)
+	if w.t.heap.replace(w.rid, w.row, keep) {
+		for _, c := range w.claims {
+			tx.scratch = s.appendRowKey(tx.scratch[:0], c.ix, old)
+			st.idx[c.ix].del(tx.scratch, w.rid)
+		}
+		w.t.heap.setTID(w.rid, lsn)
+		return
+	}
+	// No room in the page: move the row and repoint every index entry.
+	moved := w.t.heap.insert(w.row, tidLocked|tidAbsent)
+	for ix := range st.idx {
+		tx.scratch = s.appendRowKey(tx.scratch[:0], ix, old)
+		st.idx[ix].del(tx.scratch, w.rid)
+	}
+	for _, c := range w.claims {
+		st.idx[c.ix].del(c.key, w.rid)
+	}
+	for ix := range st.idx {
+		tx.scratch = s.appendRowKey(tx.scratch[:0], ix, w.row)
+		st.idx[ix].add(tx.scratch, moved)
+	}
+	w.t.heap.remove(w.rid, tidAbsent|lsn, keep)
+	w.t.heap.setTID(moved, lsn)
+}
