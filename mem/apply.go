@@ -17,6 +17,9 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 	if lsn == 0 || lsn > tidLSN {
 		return errorf(ErrInvalid, "apply: LSN %d out of range", lsn)
 	}
+	if r == nil {
+		return errorf(ErrInvalid, "apply LSN %d: no record", lsn)
+	}
 	if len(r.Ops) == 0 {
 		db.advance(lsn)
 		return nil
@@ -37,7 +40,8 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 		}
 		k := wmapKey(w.t, w.key)
 		if seen[k] {
-			return errorf(ErrCorrupt, "apply LSN %d op %d: a second operation on one row", lsn, i)
+			s := w.t.state.Load().s
+			return errorf(ErrCorrupt, "apply LSN %d op %d: a second operation on table %q primary key %s", lsn, i, w.t.name, describeKey(s, 0, w.key))
 		}
 		seen[k] = true
 		tx.writes = append(tx.writes, w)
@@ -82,6 +86,9 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 
 // resolveOp checks one data operation and turns it into a write.
 func (db *DB) resolveOp(op Op) (write, error) {
+	if op.Kind != OpPut && op.Kind != OpDelete {
+		return write{}, errorf(ErrCorrupt, "op kind %s in a data record", op.Kind)
+	}
 	t, err := db.tableByID(op.Table)
 	if err != nil {
 		return write{}, err
@@ -94,13 +101,12 @@ func (db *DB) resolveOp(op Op) (write, error) {
 		}
 		row := append([]byte(nil), op.Data...)
 		return write{t: t, op: wUpdate, row: row, key: s.appendRowKey(nil, 0, row)}, nil
-	case OpDelete:
+	default:
 		if _, err := s.decodeKey(0, op.Data); err != nil {
 			return write{}, err
 		}
-		return write{t: t, op: wDelete, key: append([]byte(nil), op.Data...)}, nil
 	}
-	return write{}, errorf(ErrCorrupt, "op kind %s in a data record", op.Kind)
+	return write{t: t, op: wDelete, key: append([]byte(nil), op.Data...)}, nil
 }
 
 // lockExisting finds and locks the row a replayed write targets. It reports
@@ -124,8 +130,14 @@ func (tx *Tx) lockExisting(w *write) bool {
 	}
 }
 
-// applyDDL replays a schema change.
+// applyDDL replays a schema change. A change already in effect (the same
+// table or index exists, or is already gone) is skipped, so that replay
+// stays idempotent.
 func (db *DB) applyDDL(lsn uint64, op Op) error {
+	if db.ddlInEffect(op) {
+		db.advance(lsn)
+		return nil
+	}
 	switch op.Kind {
 	case OpCreateTable:
 		def, err := DecodeTableDef(op.Data)
@@ -161,4 +173,53 @@ func (db *DB) applyDDL(lsn uint64, op Op) error {
 		return db.dropIndex(t, string(op.Data), lsn)
 	}
 	return errorf(ErrCorrupt, "apply LSN %d: op kind %s", lsn, op.Kind)
+}
+
+// ddlInEffect reports whether a replayed schema change is already in
+// effect. Only an exact match counts: a different table under the id, or a
+// different index under the name, still fails when applied. A dropped
+// index leaves nothing to tell it from one that never was, so dropping a
+// missing secondary index is always taken as a repeat.
+func (db *DB) ddlInEffect(op Op) bool {
+	t, exists := db.catalog.Load().byID[op.Table]
+	switch op.Kind {
+	case OpCreateTable:
+		def, err := DecodeTableDef(op.Data)
+		if err != nil || !exists {
+			return false
+		}
+		have := t.state.Load().s.def
+		return encodeTableDefString(have) == encodeTableDefString(def)
+	case OpDropTable:
+		// Gone already: dropped before, as ids are never reused. An id
+		// never handed out is an error, not a repeat.
+		db.ddlMu.Lock()
+		defer db.ddlMu.Unlock()
+		return !exists && uint64(op.Table) < db.nextID
+	case OpCreateIndex:
+		def, err := DecodeIndexDef(op.Data)
+		if err != nil || !exists {
+			return false
+		}
+		for _, ix := range t.state.Load().s.secondaryDefs() {
+			if ix.Name == def.Name {
+				return string(encodeIndexDef(nil, ix)) == string(encodeIndexDef(nil, def))
+			}
+		}
+		return false
+	case OpDropIndex:
+		if !exists {
+			return false
+		}
+		_, err := t.state.Load().s.indexByName(string(op.Data))
+		return err != nil && string(op.Data) != "" && string(op.Data) != "primary"
+	}
+	return false
+}
+
+func encodeTableDefString(def TableDef) string {
+	if def.PrimaryKind == 0 {
+		def.PrimaryKind = Hash
+	}
+	return string(encodeTableDef(nil, def))
 }

@@ -2,6 +2,7 @@ package mem
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -59,7 +60,7 @@ type DB struct {
 	gate sync.RWMutex
 
 	ddlMu     sync.Mutex // serializes DDL
-	nextID    uint32     // guarded by ddlMu
+	nextID    uint64     // guarded by ddlMu; table ids are uint32, so past MaxUint32 they are used up
 	catalog   atomic.Pointer[catalog]
 	lsn       atomic.Uint64 // highest LSN installed
 	snaps     atomic.Pointer[[]*Snapshot]
@@ -202,7 +203,10 @@ func (db *DB) createTable(def TableDef, applyLSN uint64) (*Table, uint64, error)
 	db.ddlMu.Lock()
 	defer db.ddlMu.Unlock()
 	if def.ID == 0 {
-		def.ID = db.nextID
+		if db.nextID > math.MaxUint32 {
+			return nil, 0, errorf(ErrLimit, "table %q: all table ids are used", def.Name)
+		}
+		def.ID = uint32(db.nextID)
 	}
 	s, err := compileSchema(def)
 	if err != nil {
@@ -230,8 +234,8 @@ func (db *DB) createTable(def TableDef, applyLSN uint64) (*Table, uint64, error)
 	if err != nil {
 		return nil, 0, err
 	}
-	if def.ID >= db.nextID {
-		db.nextID = def.ID + 1
+	if uint64(def.ID) >= db.nextID {
+		db.nextID = uint64(def.ID) + 1
 	}
 	db.logger.Info("table created", "table", t.name, "table-id", t.id, "lsn", lsn)
 	return t, lsn, nil

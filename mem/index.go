@@ -228,9 +228,13 @@ func (x *orderedIndex) intern(key []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
+// unsafeString views b as a string without copying, for pivots and
+// comparisons that do not outlive b.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
 func (x *orderedIndex) lookup(key []byte, dst []uint64) []uint64 {
 	x.mu.RLock()
-	x.tree.Ascend(oitem{key: string(key)}, func(it oitem) bool {
+	x.tree.Ascend(oitem{key: unsafeString(key)}, func(it oitem) bool {
 		if it.key != string(key) {
 			return false
 		}
@@ -245,7 +249,7 @@ func (x *orderedIndex) claim(key []byte, rid uint64, check func(uint64) error) e
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var err error
-	x.tree.Ascend(oitem{key: string(key)}, func(it oitem) bool {
+	x.tree.Ascend(oitem{key: unsafeString(key)}, func(it oitem) bool {
 		if it.key != string(key) {
 			return false
 		}
@@ -273,7 +277,7 @@ func (x *orderedIndex) addLocked(key []byte, rid uint64) {
 func (x *orderedIndex) del(key []byte, rid uint64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if _, ok := x.tree.Delete(oitem{key: string(key), rid: rid}); !ok {
+	if _, ok := x.tree.Delete(oitem{key: unsafeString(key), rid: rid}); !ok {
 		return
 	}
 	x.keyBytes -= int64(len(key))
@@ -293,7 +297,7 @@ func (x *orderedIndex) reintern() {
 	x.slab, x.slabBytes = nil, 0
 	fresh := btree.NewBTreeGOptions(oless, btree.Options{NoLocks: true, Degree: 64})
 	for _, it := range items {
-		it.key = x.intern(unsafe.Slice(unsafe.StringData(it.key), len(it.key)))
+		it.key = x.intern(unsafeBytes(it.key))
 		fresh.Load(it)
 	}
 	x.tree = fresh
@@ -333,11 +337,11 @@ func (x *orderedIndex) scan(lo, hi []byte, reverse bool, fn func(key string, rid
 		case resume != nil:
 			x.tree.Ascend(*resume, collect)
 		case reverse && hi != nil:
-			x.tree.Descend(oitem{key: string(hi)}, collect)
+			x.tree.Descend(oitem{key: unsafeString(hi)}, collect)
 		case reverse:
 			x.tree.Reverse(collect)
 		default:
-			x.tree.Ascend(oitem{key: string(lo)}, collect)
+			x.tree.Ascend(oitem{key: unsafeString(lo)}, collect)
 		}
 		x.mu.RUnlock()
 		for _, it := range items {

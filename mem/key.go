@@ -184,6 +184,9 @@ func (s *schema) decodeKey(ix int, key []byte) ([]Value, error) {
 				break
 			}
 			key = key[i:]
+			if len(out) > col.MaxLen {
+				return nil, errorf(ErrCorrupt, "table %q index %q column %q: %d bytes, limit %d", s.def.Name, d.name, col.Name, len(out), col.MaxLen)
+			}
 			vals = append(vals, Value{typ: col.Type, str: string(out)})
 		case col.Type == TypeBool:
 			if len(key) < 1 || key[0] > 1 {

@@ -108,8 +108,8 @@ func (d *decoder) uvarint(what string) uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail("bad " + what)
+	if n <= 0 || n != uvarintLen(v) {
+		d.fail("bad " + what) // overflowing, truncated or not in its shortest form
 		return 0
 	}
 	d.b = d.b[n:]
@@ -141,6 +141,24 @@ func (d *decoder) bytes(what string) []byte {
 	v := d.b[:n:n]
 	d.b = d.b[n:]
 	return v
+}
+
+// flag reads a byte that must be 0 or 1.
+func (d *decoder) flag(what string) bool {
+	b := d.byte1(what)
+	if b > 1 {
+		d.fail(fmt.Sprintf("%s is %d, want 0 or 1", what, b))
+	}
+	return b == 1
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
 }
 
 func (d *decoder) str(what string) string { return string(d.bytes(what)) }
@@ -231,7 +249,7 @@ func (d *decoder) count(what string, limit int) int {
 func (d *decoder) indexDef() IndexDef {
 	ix := IndexDef{Name: d.str("index name")}
 	ix.Kind = IndexKind(d.byte1("index kind"))
-	ix.Unique = d.byte1("index unique") != 0
+	ix.Unique = d.flag("index unique")
 	n := d.count("index columns", MaxKeyColumns)
 	for i := 0; i < n; i++ {
 		ix.Columns = append(ix.Columns, d.str("index column"))
@@ -257,7 +275,7 @@ func DecodeTableDef(b []byte) (TableDef, error) {
 	for i := 0; i < n && d.err == nil; i++ {
 		c := ColumnDef{Name: d.str("column name")}
 		c.Type = Type(d.byte1("column type"))
-		c.Nullable = d.byte1("column nullable") != 0
+		c.Nullable = d.flag("column nullable")
 		c.MaxLen = d.count("column max length", MaxRowSize)
 		def.Columns = append(def.Columns, c)
 	}

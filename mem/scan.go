@@ -22,8 +22,9 @@ type ScanSpec struct {
 	Limit          int // 0: no limit
 }
 
-// bounds encodes a scan's key range [lo, hi); hi nil is unbounded. For a
-// hash index lo is the full key.
+// bounds encodes a scan's key range [lo, hi); hi nil is unbounded, and
+// an empty non-nil hi is an empty range (an exclusive bound at the prefix
+// itself). For a hash index lo is the full key.
 func (s *schema) bounds(spec ScanSpec) (lo, hi []byte, err error) {
 	if spec.Index < 0 || spec.Index >= len(s.indexes) {
 		return nil, nil, errorf(ErrNoIndex, "table %q has no index %d", s.def.Name, spec.Index)
@@ -57,6 +58,9 @@ func (s *schema) bounds(spec ScanSpec) (lo, hi []byte, err error) {
 			return lo, prefixEnd(p), nil
 		}
 		return lo, hi, nil
+	}
+	if u == nil {
+		u = []byte{}
 	}
 	return lo, u, nil
 }
@@ -117,9 +121,11 @@ func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
 	if err != nil {
 		return err
 	}
-	lo, hi = tx.own(lo), tx.own(hi)
 	if hi != nil && len(hi) == 0 {
-		hi = nil
+		return nil // nothing is below the empty key
+	}
+	if lo, hi = tx.own(lo), tx.own(hi); len(hi) == 0 {
+		hi = nil // own keeps no distinction between nil and empty
 	}
 	pending := 0
 	for i := range tx.writes {
@@ -216,6 +222,9 @@ func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
 	if !d.unique {
 		return Record{}, false, errorf(ErrInvalid, "table %q: index %q is not unique; scan it", t.name, d.name)
 	}
+	if len(key) != len(d.cols) {
+		return Record{}, false, errorf(ErrInvalid, "table %q index %q has %d key columns, got %d values", t.name, d.name, len(d.cols), len(key))
+	}
 	if ix == 0 {
 		return tx.Get(t, key)
 	}
@@ -224,8 +233,5 @@ func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
 		found = r
 		return false
 	})
-	if err == nil && len(key) != len(d.cols) {
-		err = errorf(ErrInvalid, "table %q index %q has %d key columns, got %d values", t.name, d.name, len(d.cols), len(key))
-	}
 	return found, found.Valid(), err
 }

@@ -2,8 +2,8 @@ package mem
 
 import (
 	"bytes"
+	"cmp"
 	"slices"
-	"sort"
 )
 
 // Transactions use optimistic concurrency control in the style of Silo
@@ -531,16 +531,20 @@ func (tx *Tx) Commit() (uint64, error) {
 // inserts are placed after. With check, unique keys are checked and a row
 // changed since it was read is a conflict (Apply passes false).
 func (tx *Tx) lockAndClaim(check bool) error {
-	sort.SliceStable(tx.writes, func(i, j int) bool {
-		a, b := &tx.writes[i], &tx.writes[j]
-		if (a.op == wInsert) != (b.op == wInsert) {
-			return b.op == wInsert
-		}
-		if a.t.id != b.t.id {
-			return a.t.id < b.t.id
-		}
-		return a.rid < b.rid
-	})
+	if len(tx.writes) > 1 {
+		slices.SortStableFunc(tx.writes, func(a, b write) int {
+			if (a.op == wInsert) != (b.op == wInsert) {
+				if a.op == wInsert {
+					return 1
+				}
+				return -1
+			}
+			if c := cmp.Compare(a.t.id, b.t.id); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.rid, b.rid)
+		})
+	}
 	if tx.byKey != nil {
 		tx.byKey = nil // indices changed; not needed any more
 		tx.owned = make(map[ownKey]int, len(tx.writes))
@@ -553,6 +557,7 @@ func (tx *Tx) lockAndClaim(check bool) error {
 		prev := w.t.heap.lock(w.rid)
 		tx.markOwned(i)
 		if check && prev != w.tid {
+			w.tid = prev // abort must restore what it found, not what was read
 			return errorf(ErrConflict, "table %q: a row changed since it was read", w.t.name)
 		}
 	}
@@ -737,18 +742,20 @@ func (tx *Tx) installUpdate(w *write, lsn uint64, keep func(pg, slot int, old []
 		w.t.heap.setTID(w.rid, lsn)
 		return
 	}
-	// No room in the page: move the row and repoint every index entry.
+	// No room in the page: move the row and repoint every index entry. The
+	// new entries go in before the old ones go, so that a lookup always
+	// finds the row under one of them, locked until the move is done.
 	moved := w.t.heap.insert(w.row, tidLocked|tidAbsent)
+	for ix := range st.idx {
+		tx.scratch = s.appendRowKey(tx.scratch[:0], ix, w.row)
+		st.idx[ix].add(tx.scratch, moved)
+	}
 	for ix := range st.idx {
 		tx.scratch = s.appendRowKey(tx.scratch[:0], ix, old)
 		st.idx[ix].del(tx.scratch, w.rid)
 	}
 	for _, c := range w.claims {
 		st.idx[c.ix].del(c.key, w.rid)
-	}
-	for ix := range st.idx {
-		tx.scratch = s.appendRowKey(tx.scratch[:0], ix, w.row)
-		st.idx[ix].add(tx.scratch, moved)
 	}
 	w.t.heap.remove(w.rid, tidAbsent|lsn, keep)
 	w.t.heap.setTID(moved, lsn)
