@@ -34,7 +34,9 @@ func TestApplyDDLIdempotent(t *testing.T) {
 	}
 	steps := []func() error{
 		func() error { _, err := src.CreateTable(def); return err },
-		func() error { return src.CreateIndex("t", IndexDef{Name: "by_s", Columns: []string{"s"}, Kind: Ordered}) },
+		func() error {
+			return src.CreateIndex("t", IndexDef{Name: "by_s", Columns: []string{"s"}, Kind: Ordered})
+		},
 		func() error { return src.DropIndex("t", "by_s") },
 		func() error { return src.DropTable("t") },
 	}

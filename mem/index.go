@@ -38,7 +38,9 @@ type index interface {
 
 const hashShards = 256
 
-type hslot struct{ h, rid uint64 }
+// hslot is one hash entry. Readers load its words without a lock, so
+// writers store them atomically.
+type hslot struct{ h, rid atomic.Uint64 }
 
 const (
 	hEmpty = 0
@@ -46,12 +48,18 @@ const (
 	hUsed  = uint64(1) << 63
 )
 
+// hashShard is an open-addressing table (linear probing) guarded by a
+// seqlock: writers serialize on mu and make seq odd while they change the
+// table; readers take no lock, probe, and retry if seq moved. A resize
+// builds a new slot array and publishes it, so a reader never probes a
+// half-copied one.
 type hashShard struct {
-	mu    sync.RWMutex
-	slots []hslot // power-of-two length
-	used  int
+	mu    sync.Mutex
+	seq   atomic.Uint64
+	slots atomic.Pointer[[]hslot] // power-of-two length
+	used  int                     // guarded by mu
 	tombs int
-	_     [16]byte // keep neighbouring shards' locks off one cache line
+	_     [24]byte // keep neighbouring shards off one cache line
 }
 
 type hashIndex struct {
@@ -63,7 +71,8 @@ type hashIndex struct {
 func newHashIndex() *hashIndex {
 	x := &hashIndex{seed: maphash.MakeSeed()}
 	for i := range x.shards {
-		x.shards[i].slots = make([]hslot, 8)
+		slots := make([]hslot, 8)
+		x.shards[i].slots.Store(&slots)
 	}
 	return x
 }
@@ -73,110 +82,146 @@ func (x *hashIndex) hash(key []byte) (uint64, *hashShard) {
 	return h, &x.shards[h&(hashShards-1)]
 }
 
-func (sh *hashShard) find(h uint64, dst []uint64) []uint64 {
-	mask := uint64(len(sh.slots) - 1)
-	for i := (h >> 8) & mask; ; i = (i + 1) & mask {
-		s := &sh.slots[i]
-		if s.h == hEmpty {
-			return dst
+// find appends the RIDs of entries with hash h in slots.
+func find(slots []hslot, h uint64, dst []uint64) []uint64 {
+	mask := uint64(len(slots) - 1)
+	for i, n := (h>>8)&mask, 0; n < len(slots); i, n = (i+1)&mask, n+1 {
+		e := slots[i].h.Load()
+		if e == hEmpty {
+			break
 		}
-		if s.h == h {
-			dst = append(dst, s.rid)
+		if e == h {
+			dst = append(dst, slots[i].rid.Load())
 		}
 	}
+	return dst
 }
 
 func (x *hashIndex) lookup(key []byte, dst []uint64) []uint64 {
 	h, sh := x.hash(key)
-	sh.mu.RLock()
-	dst = sh.find(h, dst)
-	sh.mu.RUnlock()
-	return dst
+	n := len(dst)
+	for spin := 0; ; spin++ {
+		s1 := sh.seq.Load()
+		if s1&1 != 0 {
+			backoff(spin)
+			continue
+		}
+		dst = find(*sh.slots.Load(), h, dst[:n])
+		if sh.seq.Load() == s1 {
+			return dst
+		}
+	}
 }
 
+// insert adds an entry. The caller holds mu and has made seq odd.
 func (sh *hashShard) insert(h, rid uint64) {
-	if (sh.used+sh.tombs+1)*4 > len(sh.slots)*3 {
-		n := len(sh.slots)
+	slots := *sh.slots.Load()
+	if (sh.used+sh.tombs+1)*4 > len(slots)*3 {
+		n := len(slots)
 		if (sh.used+1)*2 > n {
 			n *= 2
 		}
-		sh.rehash(n)
+		slots = sh.rehash(slots, n)
 	}
-	mask := uint64(len(sh.slots) - 1)
+	mask := uint64(len(slots) - 1)
 	for i := (h >> 8) & mask; ; i = (i + 1) & mask {
-		s := &sh.slots[i]
-		if s.h == hEmpty || s.h == hTomb {
-			if s.h == hTomb {
+		s := &slots[i]
+		if old := s.h.Load(); old == hEmpty || old == hTomb {
+			if old == hTomb {
 				sh.tombs--
 			}
-			*s = hslot{h, rid}
+			s.rid.Store(rid)
+			s.h.Store(h)
 			sh.used++
 			return
 		}
 	}
 }
 
-func (sh *hashShard) rehash(n int) {
-	old := sh.slots
-	sh.slots = make([]hslot, n)
-	sh.used, sh.tombs = 0, 0
-	for _, s := range old {
-		if s.h&hUsed != 0 {
-			sh.insert(s.h, s.rid)
+// rehash moves the live entries into a new array of n slots and
+// publishes it.
+func (sh *hashShard) rehash(old []hslot, n int) []hslot {
+	slots := make([]hslot, n)
+	mask := uint64(n - 1)
+	for i := range old {
+		h := old[i].h.Load()
+		if h&hUsed == 0 {
+			continue
 		}
+		j := (h >> 8) & mask
+		for slots[j].h.Load() != hEmpty {
+			j = (j + 1) & mask
+		}
+		slots[j].h.Store(h)
+		slots[j].rid.Store(old[i].rid.Load())
 	}
+	sh.tombs = 0
+	sh.slots.Store(&slots)
+	return slots
+}
+
+// write runs fn as a writer of the shard.
+func (sh *hashShard) write(fn func() error) error {
+	sh.mu.Lock()
+	sh.seq.Add(1)
+	err := fn()
+	sh.seq.Add(1)
+	sh.mu.Unlock()
+	return err
 }
 
 func (x *hashIndex) claim(key []byte, rid uint64, check func(uint64) error) error {
 	h, sh := x.hash(key)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	var buf [4]uint64
-	for _, c := range sh.find(h, buf[:0]) {
-		if err := check(c); err != nil {
-			return err
+	return sh.write(func() error {
+		var buf [4]uint64
+		for _, c := range find(*sh.slots.Load(), h, buf[:0]) {
+			if err := check(c); err != nil {
+				return err
+			}
 		}
-	}
-	sh.insert(h, rid)
-	x.count.Add(1)
-	return nil
+		sh.insert(h, rid)
+		x.count.Add(1)
+		return nil
+	})
 }
 
 func (x *hashIndex) add(key []byte, rid uint64) {
 	h, sh := x.hash(key)
-	sh.mu.Lock()
-	sh.insert(h, rid)
-	sh.mu.Unlock()
+	_ = sh.write(func() error {
+		sh.insert(h, rid)
+		return nil
+	})
 	x.count.Add(1)
 }
 
 func (x *hashIndex) del(key []byte, rid uint64) {
 	h, sh := x.hash(key)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	mask := uint64(len(sh.slots) - 1)
-	for i := (h >> 8) & mask; ; i = (i + 1) & mask {
-		s := &sh.slots[i]
-		if s.h == hEmpty {
-			return
+	_ = sh.write(func() error {
+		slots := *sh.slots.Load()
+		mask := uint64(len(slots) - 1)
+		for i, n := (h>>8)&mask, 0; n < len(slots); i, n = (i+1)&mask, n+1 {
+			s := &slots[i]
+			e := s.h.Load()
+			if e == hEmpty {
+				return nil
+			}
+			if e == h && s.rid.Load() == rid {
+				s.h.Store(hTomb)
+				s.rid.Store(0)
+				sh.used--
+				sh.tombs++
+				x.count.Add(-1)
+				return nil
+			}
 		}
-		if s.h == h && s.rid == rid {
-			s.h, s.rid = hTomb, 0
-			sh.used--
-			sh.tombs++
-			x.count.Add(-1)
-			return
-		}
-	}
+		return nil
+	})
 }
 
 func (x *hashIndex) memBytes() int64 {
 	var n int64
 	for i := range x.shards {
-		sh := &x.shards[i]
-		sh.mu.RLock()
-		n += int64(len(sh.slots)) * int64(unsafe.Sizeof(hslot{}))
-		sh.mu.RUnlock()
+		n += int64(len(*x.shards[i].slots.Load())) * int64(unsafe.Sizeof(hslot{}))
 	}
 	return n + int64(unsafe.Sizeof(*x))
 }
@@ -305,10 +350,11 @@ func (x *orderedIndex) reintern() {
 
 // scan calls fn for entries with lo <= key < hi (hi nil: no upper bound),
 // ascending or descending, in batches so that the lock is not held while
-// fn runs. fn returns false to stop.
-func (x *orderedIndex) scan(lo, hi []byte, reverse bool, fn func(key string, rid uint64) bool) {
+// fn runs. fn returns false to stop. buf is reused for the batches and
+// returned for the next scan.
+func (x *orderedIndex) scan(lo, hi []byte, reverse bool, buf []oitem, fn func(key string, rid uint64) bool) []oitem {
 	const batch = 64
-	items := make([]oitem, 0, batch)
+	items := buf[:0]
 	var resume *oitem
 	for {
 		items = items[:0]
@@ -346,11 +392,11 @@ func (x *orderedIndex) scan(lo, hi []byte, reverse bool, fn func(key string, rid
 		x.mu.RUnlock()
 		for _, it := range items {
 			if !fn(it.key, it.rid) {
-				return
+				return items
 			}
 		}
 		if len(items) < batch {
-			return
+			return items
 		}
 		last := items[len(items)-1]
 		resume = &last

@@ -100,9 +100,15 @@ func (tx *Tx) collect(t *Table, st *tableState, ix int, lo, hi []byte, reverse b
 		}
 		return err
 	}
-	st.idx[ix].(*orderedIndex).scan(lo, hi, reverse, func(key string, rid uint64) bool {
+	// The batch buffer is taken out while the scan runs, so that fn may
+	// scan again (a nested scan gets a buffer of its own).
+	buf := tx.items
+	tx.items = nil
+	buf = st.idx[ix].(*orderedIndex).scan(lo, hi, reverse, buf, func(key string, rid uint64) bool {
 		return visit(unsafeBytes(key), rid)
 	})
+	clear(buf) // the keys point into index slabs
+	tx.items = buf
 	return err
 }
 
@@ -127,12 +133,7 @@ func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
 	if lo, hi = tx.own(lo), tx.own(hi); len(hi) == 0 {
 		hi = nil // own keeps no distinction between nil and empty
 	}
-	pending := 0
-	for i := range tx.writes {
-		if tx.writes[i].t == t {
-			pending++
-		}
-	}
+	pending := tx.writesOn(t)
 	rec := scanRec{t: t, st: st, ix: spec.Index, lo: lo, hi: hi, reverse: spec.Reverse, limit: spec.Limit}
 	if pending == 0 {
 		// Stream: what fn did not see was not read, so validation re-runs
@@ -152,6 +153,17 @@ func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
 		rec.limit = spec.Limit + pending // enough even if every write hides a row
 	}
 	return tx.scanMerged(t, st, &rec, spec, fn)
+}
+
+// writesOn counts this transaction's writes to table t.
+func (tx *Tx) writesOn(t *Table) int {
+	n := 0
+	for i := range tx.writes {
+		if tx.writes[i].t == t {
+			n++
+		}
+	}
+	return n
 }
 
 // scanMerged is Scan for a table this transaction wrote: the committed
@@ -227,6 +239,24 @@ func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
 	}
 	if ix == 0 {
 		return tx.Get(t, key)
+	}
+	if tx.writesOn(t) == 0 {
+		// A point read, validated like a primary-key read: while the row
+		// keeps its TID it keeps its key, and a unique key has one row.
+		if tx.scratch, err = st.s.appendKey(tx.scratch[:0], ix, 0, key); err != nil {
+			return Record{}, false, err
+		}
+		k := tx.own(tx.scratch)
+		h, row, found, err := tx.point(t, st, ix, k)
+		switch {
+		case err != nil:
+			return Record{}, false, err
+		case !found:
+			tx.absents = append(tx.absents, absentRec{t: t, st: st, ix: ix, key: k})
+			return Record{}, false, nil
+		}
+		tx.reads = append(tx.reads, readRec{t: t, hit: h})
+		return Record{s: st.s, b: row}, true, nil
 	}
 	var found Record
 	err = tx.Scan(t, ScanSpec{Index: ix, Prefix: key, Limit: 1}, func(r Record) bool {

@@ -104,6 +104,7 @@ type txState struct {
 	cands      []uint64
 	scratch    []byte
 	hitBuf     []hit
+	items      []oitem // ordered scan batches
 }
 
 type ownKey struct {
@@ -121,22 +122,35 @@ func (db *DB) Begin() *Tx {
 // maxRecycledArena bounds the arena kept for the next transaction.
 const maxRecycledArena = 64 << 10
 
-// finish ends the transaction and recycles its state.
+// finish ends the transaction and recycles its state. Only what was used
+// is reset: a point read touches two or three of these buffers.
 func (tx *Tx) finish() {
 	db, st := tx.db, tx.txState
 	tx.db, tx.txState = nil, nil
-	clear(st.reads)
-	clear(st.absents)
-	clear(st.scans)
-	clear(st.writes)
-	clear(st.redo.Ops)
-	arena := st.arena[:0]
-	if cap(arena) > maxRecycledArena {
-		arena = nil
+	st.validating = false
+	if len(st.reads) > 0 {
+		clear(st.reads)
+		st.reads = st.reads[:0]
 	}
-	*st = txState{
-		reads: st.reads[:0], absents: st.absents[:0], scans: st.scans[:0], writes: st.writes[:0],
-		redo: Redo{Ops: st.redo.Ops[:0]}, arena: arena, cands: st.cands[:0], scratch: st.scratch[:0], hitBuf: st.hitBuf[:0],
+	if len(st.absents) > 0 {
+		clear(st.absents)
+		st.absents = st.absents[:0]
+	}
+	if len(st.scans) > 0 {
+		clear(st.scans)
+		st.scans = st.scans[:0]
+	}
+	if len(st.writes) > 0 {
+		clear(st.writes)
+		st.writes = st.writes[:0]
+		clear(st.redo.Ops)
+		st.redo.Ops = st.redo.Ops[:0]
+	}
+	st.byKey, st.owned = nil, nil
+	if cap(st.arena) > maxRecycledArena {
+		st.arena = nil
+	} else if len(st.arena) > 0 {
+		st.arena = st.arena[:0]
 	}
 	db.statePool.Put(st)
 }
@@ -351,6 +365,22 @@ func (tx *Tx) put(t *Table, vals []Value, replace bool) error {
 	return nil
 }
 
+// existing reads the row with the given primary key for a change to it:
+// its encoded key (owned by the transaction), the row and its hit, or
+// ErrNotFound.
+func (tx *Tx) existing(t *Table, st *tableState, key []Value) ([]byte, Record, hit, error) {
+	k, err := tx.pk(st, key)
+	if err != nil {
+		return nil, Record{}, hit{}, err
+	}
+	k = tx.own(k)
+	cur, h, found, err := tx.get(t, st, k)
+	if err == nil && !found {
+		err = errorf(ErrNotFound, "table %q: primary key %s", t.name, describeKey(st.s, 0, k))
+	}
+	return k, cur, h, err
+}
+
 // Update changes some columns of the row with the given primary key.
 // Primary key columns cannot change (delete and insert instead). A missing
 // row gives ErrNotFound.
@@ -359,22 +389,14 @@ func (tx *Tx) Update(t *Table, key []Value, set []ColumnValue) error {
 	if err != nil {
 		return err
 	}
-	k, err := tx.pk(st, key)
-	if err != nil {
-		return err
-	}
-	k = tx.own(k)
 	for _, cv := range set {
 		if slices.Contains(st.s.indexes[0].cols, cv.Column) {
 			return errorf(ErrInvalid, "table %q: primary key column %q cannot be updated; delete and insert instead", t.name, st.s.cols[cv.Column].Name)
 		}
 	}
-	cur, h, found, err := tx.get(t, st, k)
+	k, cur, h, err := tx.existing(t, st, key)
 	if err != nil {
 		return err
-	}
-	if !found {
-		return errorf(ErrNotFound, "table %q: primary key %s", t.name, describeKey(st.s, 0, k))
 	}
 	start := len(tx.arena)
 	if tx.arena, err = cur.patch(tx.arena, set); err != nil {
@@ -396,17 +418,9 @@ func (tx *Tx) Delete(t *Table, key []Value) error {
 	if err != nil {
 		return err
 	}
-	k, err := tx.pk(st, key)
+	k, _, h, err := tx.existing(t, st, key)
 	if err != nil {
 		return err
-	}
-	k = tx.own(k)
-	_, h, found, err := tx.get(t, st, k)
-	if err != nil {
-		return err
-	}
-	if !found {
-		return errorf(ErrNotFound, "table %q: primary key %s", t.name, describeKey(st.s, 0, k))
 	}
 	if i := tx.findWrite(t, k); i >= 0 {
 		w := &tx.writes[i]

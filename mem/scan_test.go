@@ -1,0 +1,77 @@
+package mem
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestNestedScan scans inside a scan's callback, over batches longer than
+// one index batch: each scan must deliver exactly its own rows.
+func TestNestedScan(t *testing.T) {
+	db := Open(Options{})
+	tb, err := db.CreateTable(TableDef{
+		Name:        "t",
+		Columns:     []ColumnDef{{Name: "k", Type: TypeInt64}, {Name: "g", Type: TypeInt64}},
+		PrimaryKey:  []string{"k"},
+		PrimaryKind: Ordered,
+		Indexes:     []IndexDef{{Name: "by_g", Columns: []string{"g"}, Kind: Ordered}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300 // several batches of 64
+	tx := db.Begin()
+	for k := 0; k < n; k++ {
+		if err := tx.Insert(tb, []Value{Int64(int64(k)), Int64(int64(k % 3))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	byG, _ := tb.Index("by_g")
+	tx = db.Begin()
+	defer tx.Rollback()
+	// A first scan leaves the transaction's batch buffer allocated.
+	if err := tx.Scan(tb, ScanSpec{Limit: 100}, func(Record) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	var outer []int64
+	err = tx.Scan(tb, ScanSpec{}, func(r Record) bool {
+		outer = append(outer, r.Int64(0))
+		if len(outer) > n {
+			t.Fatalf("outer scan delivered more than the %d rows there are", n)
+		}
+		if r.Int64(0)%50 != 0 {
+			return true
+		}
+		var inner []int64
+		err := tx.Scan(tb, ScanSpec{Index: byG, Prefix: []Value{Int64(1)}}, func(r Record) bool {
+			inner = append(inner, r.Int64(0))
+			return true
+		})
+		if err != nil || len(inner) != n/3 {
+			t.Fatalf("inner scan: %d rows, %v", len(inner), err)
+		}
+		for i, k := range inner {
+			if k%3 != 1 || (i > 0 && k <= inner[i-1]) {
+				t.Fatalf("inner scan row %d: key %d", i, k)
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(outer) != n {
+		t.Fatalf("outer scan: %d rows, want %d", len(outer), n)
+	}
+	for i, k := range outer {
+		if k != int64(i) {
+			t.Fatalf("outer scan row %d: key %d: %s", i, k, fmt.Sprint(outer[max(0, i-3):i+1]))
+		}
+	}
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
