@@ -177,6 +177,9 @@ func (h *heap) addPage() int {
 		chunks = grown
 	}
 	p := &page{tids: make([]atomic.Uint64, h.maxSlots)}
+	for i := range p.tids {
+		p.tids[i].Store(tidAbsent) // a slot never used holds no row
+	}
 	p.data.Store(new(pageArray))
 	chunks[i>>chunkBits][i&(1<<chunkBits-1)].Store(p)
 	h.npages.Store(int64(i + 1))

@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 )
@@ -73,5 +74,36 @@ func TestNestedScan(t *testing.T) {
 	}
 	if _, err := tx.Commit(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStaleEntryFails plants an index entry that points at no row, as an
+// engine bug would leave: a lookup must fail with ErrCorrupt, not spin.
+func TestStaleEntryFails(t *testing.T) {
+	db := Open(Options{})
+	tb, err := db.CreateTable(TableDef{
+		Name:       "t",
+		Columns:    []ColumnDef{{Name: "k", Type: TypeInt64}},
+		PrimaryKey: []string{"k"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := db.Begin()
+	if err := tx.Insert(tb, []Value{Int64(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// A second entry for key 7 pointing at a slot that holds no row.
+	st := tb.state.Load()
+	key, _ := st.s.appendKey(nil, 0, 0, []Value{Int64(7)})
+	st.idx[0].add(key, ridOf(0, 5))
+	tx = db.Begin()
+	defer tx.Rollback()
+	_, _, err = tx.Get(tb, []Value{Int64(7)})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Get through a stale entry: %v, want ErrCorrupt", err)
 	}
 }

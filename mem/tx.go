@@ -255,9 +255,20 @@ func (tx *Tx) visible(t *Table, rid uint64) (tid uint64, row []byte, retry bool,
 	return tid, row, false, nil
 }
 
+// maxStaleRounds bounds how often a lookup retries a stale entry. An
+// entry outlives its row only while the commit removing it runs, so a
+// stale entry that stays is an engine bug: report it, do not spin.
+const maxStaleRounds = 10000
+
 // point finds the committed row with key in unique index ix.
 func (tx *Tx) point(t *Table, st *tableState, ix int, key []byte) (hit, []byte, bool, error) {
-	for {
+	for round := 0; ; round++ {
+		if round == maxStaleRounds {
+			return hit{}, nil, false, errorf(ErrCorrupt, "table %q index %q: an entry for key %s points at no row and is not going away", t.name, st.s.indexes[ix].name, describeKey(st.s, ix, key))
+		}
+		if round > 0 {
+			backoff(round)
+		}
 		tx.cands = st.idx[ix].lookup(key, tx.cands[:0])
 		again := false
 		for _, c := range tx.cands {
