@@ -1,7 +1,9 @@
 package mem
 
 import (
+	"encoding/binary"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -229,15 +231,28 @@ func (x *hashIndex) memBytes() int64 {
 func (x *hashIndex) entries() int64 { return x.count.Load() }
 
 // oitem is an ordered index entry. Entries with equal keys (non-unique
-// indexes) are ordered by RID.
+// indexes) are ordered by RID. pfx holds the key's first 8 bytes,
+// big-endian and zero-padded, so that most comparisons in a B-tree descent
+// decide without touching the key's bytes in their slab (a cache miss
+// each).
 type oitem struct {
+	pfx uint64
 	key string
 	rid uint64
 }
 
+func mkItem(key string, rid uint64) oitem {
+	var b [8]byte
+	copy(b[:], key)
+	return oitem{pfx: binary.BigEndian.Uint64(b[:]), key: key, rid: rid}
+}
+
 func oless(a, b oitem) bool {
-	if a.key != b.key {
-		return a.key < b.key
+	if a.pfx != b.pfx {
+		return a.pfx < b.pfx
+	}
+	if c := strings.Compare(a.key, b.key); c != 0 {
+		return c < 0
 	}
 	return a.rid < b.rid
 }
@@ -279,7 +294,7 @@ func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), l
 
 func (x *orderedIndex) lookup(key []byte, dst []uint64) []uint64 {
 	x.mu.RLock()
-	x.tree.Ascend(oitem{key: unsafeString(key)}, func(it oitem) bool {
+	x.tree.Ascend(mkItem(unsafeString(key), 0), func(it oitem) bool {
 		if it.key != string(key) {
 			return false
 		}
@@ -294,7 +309,7 @@ func (x *orderedIndex) claim(key []byte, rid uint64, check func(uint64) error) e
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var err error
-	x.tree.Ascend(oitem{key: unsafeString(key)}, func(it oitem) bool {
+	x.tree.Ascend(mkItem(unsafeString(key), 0), func(it oitem) bool {
 		if it.key != string(key) {
 			return false
 		}
@@ -315,14 +330,14 @@ func (x *orderedIndex) add(key []byte, rid uint64) {
 }
 
 func (x *orderedIndex) addLocked(key []byte, rid uint64) {
-	x.tree.Set(oitem{key: x.intern(key), rid: rid})
+	x.tree.Set(mkItem(x.intern(key), rid))
 	x.keyBytes += int64(len(key))
 }
 
 func (x *orderedIndex) del(key []byte, rid uint64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if _, ok := x.tree.Delete(oitem{key: unsafeString(key), rid: rid}); !ok {
+	if _, ok := x.tree.Delete(mkItem(unsafeString(key), rid)); !ok {
 		return
 	}
 	x.keyBytes -= int64(len(key))
@@ -342,7 +357,7 @@ func (x *orderedIndex) reintern() {
 	x.slab, x.slabBytes = nil, 0
 	fresh := btree.NewBTreeGOptions(oless, btree.Options{NoLocks: true, Degree: 64})
 	for _, it := range items {
-		it.key = x.intern(unsafeBytes(it.key))
+		it = mkItem(x.intern(unsafeBytes(it.key)), it.rid)
 		fresh.Load(it)
 	}
 	x.tree = fresh
@@ -350,10 +365,15 @@ func (x *orderedIndex) reintern() {
 
 // scan calls fn for entries with lo <= key < hi (hi nil: no upper bound),
 // ascending or descending, in batches so that the lock is not held while
-// fn runs. fn returns false to stop. buf is reused for the batches and
-// returned for the next scan.
-func (x *orderedIndex) scan(lo, hi []byte, reverse bool, buf []oitem, fn func(key string, rid uint64) bool) []oitem {
-	const batch = 64
+// fn runs. fn returns false to stop. want, if not zero, is how many
+// entries the caller expects to need: the first batch is no larger. buf is
+// reused for the batches and returned for the next scan.
+func (x *orderedIndex) scan(lo, hi []byte, reverse bool, want int, buf []oitem, fn func(key string, rid uint64) bool) []oitem {
+	const maxBatch = 64
+	batch := maxBatch
+	if want > 0 && want < maxBatch {
+		batch = want
+	}
 	items := buf[:0]
 	var resume *oitem
 	for {
@@ -383,11 +403,11 @@ func (x *orderedIndex) scan(lo, hi []byte, reverse bool, buf []oitem, fn func(ke
 		case resume != nil:
 			x.tree.Ascend(*resume, collect)
 		case reverse && hi != nil:
-			x.tree.Descend(oitem{key: unsafeString(hi)}, collect)
+			x.tree.Descend(mkItem(unsafeString(hi), 0), collect)
 		case reverse:
 			x.tree.Reverse(collect)
 		default:
-			x.tree.Ascend(oitem{key: unsafeString(lo)}, collect)
+			x.tree.Ascend(mkItem(unsafeString(lo), 0), collect)
 		}
 		x.mu.RUnlock()
 		for _, it := range items {
@@ -400,6 +420,7 @@ func (x *orderedIndex) scan(lo, hi []byte, reverse bool, buf []oitem, fn func(ke
 		}
 		last := items[len(items)-1]
 		resume = &last
+		batch = maxBatch
 	}
 }
 

@@ -104,7 +104,7 @@ func (tx *Tx) collect(t *Table, st *tableState, ix int, lo, hi []byte, reverse b
 	// scan again (a nested scan gets a buffer of its own).
 	buf := tx.items
 	tx.items = nil
-	buf = st.idx[ix].(*orderedIndex).scan(lo, hi, reverse, buf, func(key string, rid uint64) bool {
+	buf = st.idx[ix].(*orderedIndex).scan(lo, hi, reverse, limit, buf, func(key string, rid uint64) bool {
 		return visit(unsafeBytes(key), rid)
 	})
 	clear(buf) // the keys point into index slabs
