@@ -74,7 +74,10 @@ func Tables() []mem.TableDef {
 				{Name: "is_active", Type: mem.TypeBool}, {Name: "error_cntrl", Type: mem.TypeUint64},
 				{Name: "data_a", Type: mem.TypeUint64}, {Name: "data_b", Type: mem.TypeString, MaxLen: 5},
 			},
-			PrimaryKey: []string{"s_id", "sf_type"}, PrimaryKind: mem.Ordered,
+			// Point reads by (s_id, sf_type) dominate; INSERT_CALL_FORWARDING
+			// lists a subscriber's types through the ordered by_s_id.
+			PrimaryKey: []string{"s_id", "sf_type"},
+			Indexes:    []mem.IndexDef{{Name: "by_s_id", Columns: []string{"s_id"}, Kind: mem.Ordered}},
 		},
 		{
 			Name: "call_forwarding",
@@ -96,6 +99,7 @@ type DB struct {
 	sub, ai, sf *mem.Table
 	cf          *mem.Table
 	subNbrIx    int
+	sfBySID     int
 	bit1, vlr   int
 	sfActive    int
 	sfDataA     int
@@ -137,6 +141,7 @@ func Open(db *mem.DB, p uint64) (*DB, error) {
 	must(table("special_facility", &d.sf))
 	must(table("call_forwarding", &d.cf))
 	must(func() (e error) { d.subNbrIx, e = d.sub.Index("by_sub_nbr"); return e })
+	must(func() (e error) { d.sfBySID, e = d.sf.Index("by_s_id"); return e })
 	must(col(&d.sub, "bit_1", &d.bit1))
 	must(col(&d.sub, "vlr_location", &d.vlr))
 	must(col(&d.sf, "is_active", &d.sfActive))
@@ -439,7 +444,7 @@ func (c *Client) insertCallForwarding(tx *mem.Tx, sid uint64) (bool, error) {
 	sfType := 1 + c.r.Uint64N(4)
 	st := uint64(8 * c.r.IntN(3))
 	hasType := false
-	err = tx.Scan(d.sf, mem.ScanSpec{Prefix: c.keys(mem.Uint64(id))}, func(r mem.Record) bool {
+	err = tx.Scan(d.sf, mem.ScanSpec{Index: d.sfBySID, Prefix: c.keys(mem.Uint64(id))}, func(r mem.Record) bool {
 		hasType = hasType || r.Uint64(1) == sfType
 		return true
 	})
