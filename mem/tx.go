@@ -105,6 +105,9 @@ type txState struct {
 	scratch    []byte
 	hitBuf     []hit
 	items      []oitem // ordered scan batches
+	claimBuf   []claim // backing store of the writes' claims
+	ck         uniqueCtx
+	checkFn    func(uint64) error // tx.uniqueCheck, bound once per state
 }
 
 type ownKey struct {
@@ -143,6 +146,9 @@ func (tx *Tx) finish() {
 	if len(st.writes) > 0 {
 		clear(st.writes)
 		st.writes = st.writes[:0]
+		clear(st.claimBuf)
+		st.claimBuf = st.claimBuf[:0]
+		st.ck = uniqueCtx{}
 		clear(st.redo.Ops)
 		st.redo.Ops = st.redo.Ops[:0]
 	}
@@ -352,7 +358,8 @@ func (tx *Tx) put(t *Table, vals []Value, replace bool) error {
 		return err
 	}
 	row := tx.arena[start:len(tx.arena):len(tx.arena)]
-	key := tx.own(st.s.appendRowKey(tx.scratch[:0], 0, row))
+	tx.scratch = st.s.appendRowKey(tx.scratch[:0], 0, row)
+	key := tx.own(tx.scratch)
 	_, h, found, err := tx.get(t, st, key)
 	if err != nil {
 		return err
@@ -477,7 +484,7 @@ func describeKey(s *schema, ix int, key []byte) string {
 
 // ownedWrite returns this transaction's write of a row it has locked or
 // placed, or nil.
-func (tx *Tx) ownedWrite(t *Table, rid uint64) *write {
+func (tx *txState) ownedWrite(t *Table, rid uint64) *write {
 	if tx.owned != nil {
 		if i, ok := tx.owned[ownKey{t, rid}]; ok {
 			return &tx.writes[i]
@@ -623,21 +630,38 @@ func (tx *Tx) claimKeys(w *write, check bool) error {
 			}
 		}
 		if check && s.indexes[ix].unique {
-			err := st.idx[ix].claim(key, w.rid, func(c uint64) error { return tx.uniqueCheck(w, s, ix, key, c) })
-			if err != nil {
+			tx.ck = uniqueCtx{w: w, s: s, ix: ix, key: key}
+			if tx.checkFn == nil {
+				tx.checkFn = tx.txState.uniqueCheck
+			}
+			if err := st.idx[ix].claim(key, w.rid, tx.checkFn); err != nil {
 				return err
 			}
 		} else {
 			st.idx[ix].add(key, w.rid)
 		}
-		w.claims = append(w.claims, claim{ix: ix, key: key})
+		// A write's claims are appended together, so they can share one
+		// buffer for the whole transaction.
+		tx.claimBuf = append(tx.claimBuf, claim{ix: ix, key: key})
+		w.claims = tx.claimBuf[len(tx.claimBuf)-len(w.claims)-1 : len(tx.claimBuf) : len(tx.claimBuf)]
 	}
 	return nil
 }
 
-// uniqueCheck decides whether row c, found under key in unique index ix,
-// stops w from taking the key.
-func (tx *Tx) uniqueCheck(w *write, s *schema, ix int, key []byte, c uint64) error {
+// uniqueCtx is what uniqueCheck needs besides the candidate; it is kept
+// in the transaction so that the check passed to an index is one bound
+// method value, not a closure allocated per key.
+type uniqueCtx struct {
+	w   *write
+	s   *schema
+	ix  int
+	key []byte
+}
+
+// uniqueCheck decides whether row c, found under tx.ck.key in unique
+// index tx.ck.ix, stops tx.ck.w from taking the key.
+func (tx *txState) uniqueCheck(c uint64) error {
+	w, s, ix, key := tx.ck.w, tx.ck.s, tx.ck.ix, tx.ck.key
 	if c == w.rid {
 		return nil
 	}
