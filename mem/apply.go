@@ -4,15 +4,19 @@ import "fmt"
 
 // Apply replays one redo record with the LSN it was committed at: recovery
 // replays the log with it and standbys apply the primary's log with it.
-// Replay is idempotent (a put stores the whole after-image, a delete of a
-// missing row does nothing), so replaying a record twice, or over an image
-// that already holds some of its effects, gives the same state.
+// A record below LastLSN is already applied and is skipped (after it is
+// checked), so replaying a log twice, or a log that overlaps an image,
+// never rolls a row back. A record at LastLSN is applied: an image loads
+// as many records at its one LSN, and re-applying is harmless because a
+// put stores the whole after-image, a delete of a missing row does
+// nothing, and a schema change already in effect is skipped.
 //
 // The record is checked in full before anything is applied: an unknown
-// table, a malformed row or key, or two operations on one row reject it
-// with ErrCorrupt or ErrNoTable and nothing changes. Apply does not call
-// the CommitLog. It is meant for a database that takes no local writes
-// (a standby, or recovery before serving); concurrent readers are fine.
+// table, a malformed row or key, two operations on one row, or a put that
+// would break a unique index reject it with ErrCorrupt or ErrNoTable and
+// nothing changes. Apply does not call the CommitLog. Calls are
+// serialized; they are meant for a database that takes no local writes (a
+// standby, or recovery before serving), while readers run concurrently.
 func (db *DB) Apply(lsn uint64, r *Redo) error {
 	if lsn == 0 || lsn > tidLSN {
 		return errorf(ErrInvalid, "apply: LSN %d out of range", lsn)
@@ -20,13 +24,14 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 	if r == nil {
 		return errorf(ErrInvalid, "apply LSN %d: no record", lsn)
 	}
-	if len(r.Ops) == 0 {
-		db.advance(lsn)
-		return nil
-	}
-	if k := r.Ops[0].Kind; k >= OpCreateTable {
+	db.applyMu.Lock()
+	defer db.applyMu.Unlock()
+	if len(r.Ops) > 0 && r.Ops[0].Kind >= OpCreateTable {
 		if len(r.Ops) != 1 {
 			return errorf(ErrCorrupt, "apply LSN %d: a schema change must be alone in its record", lsn)
+		}
+		if lsn < db.LastLSN() {
+			return nil
 		}
 		return db.applyDDL(lsn, r.Ops[0])
 	}
@@ -46,21 +51,38 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 		seen[k] = true
 		tx.writes = append(tx.writes, w)
 	}
+	if lsn < db.LastLSN() {
+		return nil
+	}
 	if len(tx.writes) > linearWrites {
 		tx.owned = make(map[ownKey]int, len(tx.writes))
 	}
 	db.gate.RLock()
 	defer db.gate.RUnlock()
-	// Find and lock each target row; a put of a missing row becomes an
-	// insert and a delete of one is dropped.
+	if err := tx.applyLock(lsn); err != nil {
+		tx.abort()
+		return err
+	}
+	tx.install(lsn)
+	db.advance(lsn)
+	return nil
+}
+
+// applyLock finds and locks each target row of a replayed record (a put
+// of a missing row becomes an insert, a delete of one is dropped), then
+// places the inserts and claims their keys, checking unique indexes.
+func (tx *Tx) applyLock(lsn uint64) error {
 	writes := tx.writes
 	tx.writes = tx.writes[:0]
 	for _, w := range writes {
 		if w.t.dropped.Load() {
-			tx.abort()
 			return errorf(ErrNoTable, "apply LSN %d: table %q was dropped", lsn, w.t.name)
 		}
-		if !tx.lockExisting(&w) && w.op == wDelete {
+		exists, err := tx.lockExisting(&w)
+		if err != nil {
+			return fmt.Errorf("apply LSN %d: %w", lsn, err)
+		}
+		if !exists && w.op == wDelete {
 			continue
 		}
 		tx.writes = append(tx.writes, w)
@@ -74,13 +96,10 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 			w.rid = w.t.heap.insert(w.row, tidLocked|tidAbsent)
 			tx.markOwned(i)
 		}
-		if err := tx.claimKeys(w, false); err != nil {
-			tx.abort()
-			return err
+		if err := tx.claimKeys(w, true); err != nil {
+			return errorf(ErrCorrupt, "apply LSN %d: %v", lsn, err)
 		}
 	}
-	tx.install(lsn)
-	db.advance(lsn)
 	return nil
 }
 
@@ -111,28 +130,31 @@ func (db *DB) resolveOp(op Op) (write, error) {
 
 // lockExisting finds and locks the row a replayed write targets. It reports
 // whether the row exists; a put of a missing row becomes an insert.
-func (tx *Tx) lockExisting(w *write) bool {
+func (tx *Tx) lockExisting(w *write) (bool, error) {
 	st := w.t.state.Load()
 	for {
-		h, _, found, _ := tx.point(w.t, st, 0, w.key) // executing: never errs
+		h, _, found, err := tx.point(w.t, st, 0, w.key)
+		if err != nil {
+			return false, err
+		}
 		if !found {
 			if w.op == wUpdate {
 				w.op = wInsert
 			}
-			return false
+			return false, nil
 		}
 		if prev := w.t.heap.lock(h.rid); prev != h.tid {
 			w.t.heap.setTID(h.rid, prev) // changed meanwhile: look again
 			continue
 		}
 		w.rid, w.tid, w.locked = h.rid, h.tid, true
-		return true
+		return true, nil
 	}
 }
 
-// applyDDL replays a schema change. A change already in effect (the same
-// table or index exists, or is already gone) is skipped, so that replay
-// stays idempotent.
+// applyDDL replays a schema change. One already in effect (the same table
+// or index exists, or is already gone) is skipped, so that replay stays
+// idempotent.
 func (db *DB) applyDDL(lsn uint64, op Op) error {
 	if db.ddlInEffect(op) {
 		db.advance(lsn)

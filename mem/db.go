@@ -60,9 +60,10 @@ type DB struct {
 	gate sync.RWMutex
 
 	ddlMu     sync.Mutex // serializes DDL
+	applyMu   sync.Mutex // serializes Apply
 	nextID    uint64     // guarded by ddlMu; table ids are uint32, so past MaxUint32 they are used up
 	catalog   atomic.Pointer[catalog]
-	lsn       atomic.Uint64 // highest LSN installed
+	lsn       atomic.Uint64 // highest LSN installed; lower ones may still be installing unless the gate is held exclusively
 	snaps     atomic.Pointer[[]*Snapshot]
 	statePool sync.Pool // *txState
 }
@@ -109,6 +110,12 @@ type Table struct {
 	heap    *heap
 	rows    atomic.Int64
 	dropped atomic.Bool
+
+	// Installs into the table are bracketed by these counters (started,
+	// then done), so that validation can find an instant when none is in
+	// flight: see Tx.validate.
+	installsStarted atomic.Uint64
+	installsDone    atomic.Uint64
 }
 
 // tableState is a table's schema with its index structures, replaced as a

@@ -9,22 +9,21 @@ import (
 // table, column, index or limit involved); test for them with errors.Is.
 // The server maps them to gRPC codes (SPEC section 11) as noted.
 var (
-	ErrNoTable    = errors.New("mem: no such table")                   // NOT_FOUND
-	ErrNoColumn   = errors.New("mem: no such column")                  // INVALID_ARGUMENT
-	ErrNoIndex    = errors.New("mem: no such index")                   // NOT_FOUND
-	ErrTableExist = errors.New("mem: table already exists")            // ALREADY_EXISTS
-	ErrIndexExist = errors.New("mem: index already exists")            // ALREADY_EXISTS
-	ErrType       = errors.New("mem: wrong type")                      // INVALID_ARGUMENT
-	ErrNull       = errors.New("mem: NULL in a NOT NULL column")       // INVALID_ARGUMENT
-	ErrTooLong    = errors.New("mem: value too long")                  // INVALID_ARGUMENT
-	ErrInvalid    = errors.New("mem: invalid argument")                // INVALID_ARGUMENT
-	ErrDuplicate  = errors.New("mem: duplicate key")                   // ALREADY_EXISTS
-	ErrNotFound   = errors.New("mem: row not found")                   // NOT_FOUND
-	ErrConflict   = errors.New("mem: serialization conflict")          // ABORTED: retry the transaction
-	ErrTxDone     = errors.New("mem: transaction already finished")    // FAILED_PRECONDITION
-	ErrCorrupt    = errors.New("mem: corrupt record")                  // bytes from disk or network that do not decode
-	ErrLimit      = errors.New("mem: limit exceeded")                  // RESOURCE_EXHAUSTED
-	ErrReadOnly   = errors.New("mem: database is read-only (standby)") // FAILED_PRECONDITION
+	ErrNoTable    = errors.New("mem: no such table")                // NOT_FOUND
+	ErrNoColumn   = errors.New("mem: no such column")               // INVALID_ARGUMENT
+	ErrNoIndex    = errors.New("mem: no such index")                // NOT_FOUND
+	ErrTableExist = errors.New("mem: table already exists")         // ALREADY_EXISTS
+	ErrIndexExist = errors.New("mem: index already exists")         // ALREADY_EXISTS
+	ErrType       = errors.New("mem: wrong type")                   // INVALID_ARGUMENT
+	ErrNull       = errors.New("mem: NULL in a NOT NULL column")    // INVALID_ARGUMENT
+	ErrTooLong    = errors.New("mem: value too long")               // INVALID_ARGUMENT
+	ErrInvalid    = errors.New("mem: invalid argument")             // INVALID_ARGUMENT
+	ErrDuplicate  = errors.New("mem: duplicate key")                // ALREADY_EXISTS
+	ErrNotFound   = errors.New("mem: row not found")                // NOT_FOUND
+	ErrConflict   = errors.New("mem: serialization conflict")       // ABORTED: retry the transaction
+	ErrTxDone     = errors.New("mem: transaction already finished") // FAILED_PRECONDITION
+	ErrCorrupt    = errors.New("mem: corrupt record")               // bytes from disk or network that do not decode
+	ErrLimit      = errors.New("mem: limit exceeded")               // RESOURCE_EXHAUSTED
 )
 
 func errorf(base error, format string, args ...any) error {

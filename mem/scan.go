@@ -83,8 +83,7 @@ func (tx *Tx) collect(t *Table, st *tableState, ix int, lo, hi []byte, reverse b
 		if row == nil {
 			return true // a stale entry or this transaction's own placeholder
 		}
-		var eq bool
-		if eq, tx.scratch = s.rowKeyEqual(ix, row, key, tx.scratch); !eq {
+		if !tx.keyEqual(s, ix, row, key) {
 			return true // the entry is being replaced
 		}
 		n++

@@ -24,10 +24,11 @@ type Snapshot struct {
 }
 
 type snapTable struct {
-	t    *Table
-	def  TableDef
-	s    *schema
-	next atomic.Int64 // pages below next have been visited; read and set under the page latch
+	t       *Table
+	def     TableDef
+	s       *schema
+	next    atomic.Int64 // pages below next have been visited; read and set under the page latch
+	scanned atomic.Bool  // a table is scanned once: visited pages keep no old versions
 
 	mu   sync.Mutex
 	kept map[uint64][]byte // RID -> the version as of the snapshot
@@ -88,8 +89,9 @@ func (sn *Snapshot) Close() {
 }
 
 // Scan calls fn with every row of the table as of the snapshot, in heap
-// order, until fn returns an error. Scan it once per snapshot: a page
-// once visited no longer keeps old versions.
+// order, until fn returns an error. Each table can be scanned once per
+// snapshot (a page once visited keeps no old versions); a second Scan of
+// it fails with ErrInvalid.
 func (sn *Snapshot) Scan(table uint32, fn func(Record) error) error {
 	var st *snapTable
 	for _, x := range sn.tables {
@@ -99,6 +101,9 @@ func (sn *Snapshot) Scan(table uint32, fn func(Record) error) error {
 	}
 	if st == nil {
 		return errorf(ErrNoTable, "id %d is not in the snapshot", table)
+	}
+	if st.scanned.Swap(true) {
+		return errorf(ErrInvalid, "table %q was already scanned in this snapshot", st.def.Name)
 	}
 	h := st.t.heap
 	var rows [][]byte

@@ -3,6 +3,7 @@ package mem
 import (
 	"bytes"
 	"cmp"
+	"fmt"
 	"slices"
 )
 
@@ -26,10 +27,13 @@ import (
 //
 // Re-running lookups and scans at validation is how phantoms are caught:
 // precise (only a real change aborts) and cheap for the short lookups of
-// the workloads mmdb serves. The serialization point is validation, with
-// all write locks held; the LSN is assigned there too, so conflicting
-// transactions get LSNs in their serialization order and replaying the log
-// in LSN order rebuilds the same state.
+// the workloads mmdb serves. All checks run in one window in which no
+// install into the tables read is in flight (see validate); that instant,
+// with all write locks held, is the serialization point. LSNs are assigned
+// right after it. Transactions that write a common row get LSNs in their
+// serialization order; a reader may get a higher LSN than a later writer
+// of a row it only read, which is harmless for replay because the redo is
+// physical: their write sets are disjoint.
 
 type wop uint8
 
@@ -106,6 +110,9 @@ type txState struct {
 	hitBuf     []hit
 	items      []oitem // ordered scan batches
 	claimBuf   []claim // backing store of the writes' claims
+	cmp        []byte  // keyEqual's buffer: never the buffer a key under comparison is in
+	tables     []*Table
+	marks      []installMark
 	ck         uniqueCtx
 	checkFn    func(uint64) error // tx.uniqueCheck, bound once per state
 }
@@ -266,6 +273,14 @@ func (tx *Tx) visible(t *Table, rid uint64) (tid uint64, row []byte, retry bool,
 // stale entry that stays is an engine bug: report it, do not spin.
 const maxStaleRounds = 10000
 
+// keyEqual reports whether row's key in index ix is key. It encodes into
+// its own buffer, because key itself often lives in tx.scratch.
+func (tx *txState) keyEqual(s *schema, ix int, row, key []byte) bool {
+	var eq bool
+	eq, tx.cmp = s.rowKeyEqual(ix, row, key, tx.cmp)
+	return eq
+}
+
 // point finds the committed row with key in unique index ix.
 func (tx *Tx) point(t *Table, st *tableState, ix int, key []byte) (hit, []byte, bool, error) {
 	for round := 0; ; round++ {
@@ -289,8 +304,7 @@ func (tx *Tx) point(t *Table, st *tableState, ix int, key []byte) (hit, []byte, 
 			if row == nil {
 				continue
 			}
-			var eq bool
-			if eq, tx.scratch = st.s.rowKeyEqual(ix, row, key, tx.scratch); eq {
+			if tx.keyEqual(st.s, ix, row, key) {
 				return hit{c, tid}, row, true, nil
 			}
 		}
@@ -551,7 +565,7 @@ func (tx *Tx) Commit() (uint64, error) {
 	lsn, err := db.log.Commit(&tx.redo)
 	if err != nil {
 		tx.abort()
-		return 0, err
+		return 0, fmt.Errorf("mem: commit log: %w", err)
 	}
 	tx.install(lsn)
 	db.advance(lsn)
@@ -624,8 +638,7 @@ func (tx *Tx) claimKeys(w *write, check bool) error {
 		tx.arena = s.appendRowKey(tx.arena, ix, w.row)
 		key := tx.arena[start:len(tx.arena):len(tx.arena)]
 		if w.op == wUpdate {
-			var same bool
-			if same, tx.scratch = s.rowKeyEqual(ix, w.t.heap.readOwned(w.rid), key, tx.scratch); same {
+			if tx.keyEqual(s, ix, w.t.heap.readOwned(w.rid), key) {
 				continue
 			}
 		}
@@ -679,15 +692,99 @@ func (tx *txState) uniqueCheck(c uint64) error {
 	} else if tid&tidAbsent != 0 {
 		return nil
 	}
-	var eq bool
-	if eq, tx.scratch = s.rowKeyEqual(ix, row, key, tx.scratch); eq {
+	if tx.keyEqual(s, ix, row, key) {
 		return dup
 	}
 	return nil
 }
 
-// validate is commit phase 2.
+// testHookAbsentChecked, when set by a test, runs in validation before
+// each absent lookup after the first: a fault point for putting a commit
+// between two checks.
+var testHookAbsentChecked func(i int)
+
+// maxValidateRounds bounds how often validation waits for a quiet moment
+// before it gives up with ErrConflict.
+const maxValidateRounds = 1000
+
+type installMark struct {
+	t       *Table
+	started uint64
+}
+
+// validate is commit phase 2. TID checks alone would not need it, but
+// re-run lookups and scans do: a lookup that finds nothing now and found
+// nothing at execution may have missed a row that came and went between.
+// So every check runs inside one window in which no install into any
+// table read is in flight or starts (the tables' install counters do not
+// move): all checks see the same instant, and with the write locks held
+// that instant is the transaction's serialization point.
 func (tx *Tx) validate() error {
+	if len(tx.absents) == 0 && len(tx.scans) == 0 {
+		// TIDs only ever grow, so a row unchanged when checked was
+		// unchanged at the first check too: that is the instant.
+		return tx.validateReads()
+	}
+	tx.marks = tx.marks[:0]
+	mark := func(t *Table) {
+		for _, m := range tx.marks {
+			if m.t == t {
+				return
+			}
+		}
+		tx.marks = append(tx.marks, installMark{t: t})
+	}
+	for _, r := range tx.reads {
+		mark(r.t)
+	}
+	for _, a := range tx.absents {
+		mark(a.t)
+	}
+	for _, sc := range tx.scans {
+		mark(sc.t)
+	}
+	for round := 0; round < maxValidateRounds; round++ {
+		if round > 0 {
+			backoff(round)
+		}
+		if !tx.quiet() {
+			continue
+		}
+		if err := tx.validateOnce(); err != nil {
+			return err
+		}
+		if tx.stillQuiet() {
+			return nil
+		}
+	}
+	return errorf(ErrConflict, "validation found no moment without commits in flight on the tables read")
+}
+
+// quiet records the install counters of the marked tables and reports
+// whether no install into them is in flight.
+func (tx *Tx) quiet() bool {
+	for i := range tx.marks {
+		m := &tx.marks[i]
+		m.started = m.t.installsStarted.Load()
+		if m.t.installsDone.Load() != m.started {
+			return false
+		}
+	}
+	return true
+}
+
+// stillQuiet reports whether no install into the marked tables has
+// started since quiet.
+func (tx *Tx) stillQuiet() bool {
+	for _, m := range tx.marks {
+		if m.t.installsStarted.Load() != m.started {
+			return false
+		}
+	}
+	return true
+}
+
+func (tx *Tx) validateReads() error {
 	for _, r := range tx.reads {
 		tid := r.t.heap.tid(r.rid)
 		if tid&tidLocked != 0 {
@@ -700,7 +797,18 @@ func (tx *Tx) validate() error {
 			return errorf(ErrConflict, "table %q: a row read has changed", r.t.name)
 		}
 	}
-	for _, a := range tx.absents {
+	return nil
+}
+
+// validateOnce runs every check once.
+func (tx *Tx) validateOnce() error {
+	if err := tx.validateReads(); err != nil {
+		return err
+	}
+	for i, a := range tx.absents {
+		if testHookAbsentChecked != nil && i > 0 {
+			testHookAbsentChecked(i)
+		}
 		if a.t.dropped.Load() || a.t.state.Load() != a.st {
 			return errorf(ErrConflict, "table %q was changed by DDL", a.t.name)
 		}
@@ -752,7 +860,26 @@ func (tx *Tx) abort() {
 }
 
 // install is commit phase 4: every write becomes visible with TID lsn.
+// The installs into each table are bracketed by its install counters.
 func (tx *Tx) install(lsn uint64) {
+	tables := tx.tables[:0]
+	for i := range tx.writes {
+		if t := tx.writes[i].t; !slices.Contains(tables, t) {
+			tables = append(tables, t)
+		}
+	}
+	for _, t := range tables {
+		t.installsStarted.Add(1)
+	}
+	tx.installWrites(lsn)
+	for _, t := range tables {
+		t.installsDone.Add(1)
+	}
+	clear(tables)
+	tx.tables = tables
+}
+
+func (tx *Tx) installWrites(lsn uint64) {
 	snaps := tx.db.snaps.Load()
 	for i := range tx.writes {
 		w := &tx.writes[i]
