@@ -111,11 +111,11 @@ type Table struct {
 	rows    atomic.Int64
 	dropped atomic.Bool
 
-	// Installs into the table are bracketed by these counters (started,
-	// then done), so that validation can find an instant when none is in
-	// flight: see Tx.validate.
-	installsStarted atomic.Uint64
-	installsDone    atomic.Uint64
+	// installMu is held shared by every install into the table and
+	// exclusively by a validation that re-runs lookups or scans of it, so
+	// that all of a validation's checks see one instant: see Tx.validate.
+	// Taken in table id order.
+	installMu sync.RWMutex
 }
 
 // tableState is a table's schema with its index structures, replaced as a

@@ -57,8 +57,9 @@ func TestGetChecksKey(t *testing.T) {
 
 // TestValidationIsOneInstant: V reads "a(1) absent" and "b(1) absent" at
 // execution, around a commit that moves the one row from b to a and one
-// that moves it back. If V's two re-checks straddle a third move, each
-// passes on its own, yet no instant had both absent: V must not commit.
+// that moves it back. A third move attempted between V's two re-checks
+// must not install until V's validation is over: V then either commits,
+// serialized before the move, or aborts on the move's locks.
 func TestValidationIsOneInstant(t *testing.T) {
 	db := Open(Options{})
 	a, b, out := reviewKV(t, db, "a"), reviewKV(t, db, "b"), reviewKV(t, db, "out")
@@ -85,11 +86,33 @@ func TestValidationIsOneInstant(t *testing.T) {
 	if err := v.Insert(out, []Value{Uint64(1), Uint64(1)}); err != nil {
 		t.Fatal(err)
 	}
+	// Between V's two re-checks, start the third move; it must not install
+	// until V's validation is over.
+	moved := make(chan struct{})
 	var once sync.Once
-	testHookAbsentChecked = func(int) { once.Do(func() { move(b, a) }) }
+	testHookAbsentChecked = func(int) {
+		once.Do(func() {
+			go func() {
+				move(b, a)
+				close(moved)
+			}()
+			select {
+			case <-moved:
+				t.Error("a commit installed into tables V was validating")
+			case <-time.After(50 * time.Millisecond):
+			}
+		})
+	}
 	defer func() { testHookAbsentChecked = nil }()
-	if _, err := v.Commit(); !errors.Is(err, ErrConflict) {
-		t.Fatalf("V committed (err %v) having seen a(1) and b(1) both absent, which never held at once", err)
+	lsn, err := v.Commit()
+	<-moved
+	switch {
+	case errors.Is(err, ErrConflict):
+		// V saw the move's locks: aborting is serializable too.
+	case err != nil:
+		t.Fatalf("V: %v", err)
+	case db.LastLSN() <= lsn:
+		t.Fatalf("the third move got LSN %d, not after V's %d", db.LastLSN(), lsn)
 	}
 }
 

@@ -112,7 +112,6 @@ type txState struct {
 	claimBuf   []claim // backing store of the writes' claims
 	cmp        []byte  // keyEqual's buffer: never the buffer a key under comparison is in
 	tables     []*Table
-	marks      []installMark
 	ck         uniqueCtx
 	checkFn    func(uint64) error // tx.uniqueCheck, bound once per state
 }
@@ -699,89 +698,44 @@ func (tx *txState) uniqueCheck(c uint64) error {
 }
 
 // testHookAbsentChecked, when set by a test, runs in validation before
-// each absent lookup after the first: a fault point for putting a commit
-// between two checks.
+// each absent lookup after the first: a fault point for trying to put a
+// commit between two checks.
 var testHookAbsentChecked func(i int)
 
-// maxValidateRounds bounds how often validation waits for a quiet moment
-// before it gives up with ErrConflict.
-const maxValidateRounds = 1000
-
-type installMark struct {
-	t       *Table
-	started uint64
-}
-
-// validate is commit phase 2. TID checks alone would not need it, but
-// re-run lookups and scans do: a lookup that finds nothing now and found
-// nothing at execution may have missed a row that came and went between.
-// So every check runs inside one window in which no install into any
-// table read is in flight or starts (the tables' install counters do not
-// move): all checks see the same instant, and with the write locks held
-// that instant is the transaction's serialization point.
+// validate is commit phase 2. TID checks need no more than a pass over
+// the read set: TIDs only grow, so a row unchanged when checked was
+// unchanged at the first check too, and that is the instant the reads
+// held. Re-run lookups and scans are different: one that finds nothing
+// now and found nothing at execution may have missed a row that came and
+// went in between. So when there are any, every check runs with the
+// install locks of all tables read held exclusively: no commit changes
+// them meanwhile, all checks see one instant, and with the write locks
+// held that instant is the transaction's serialization point.
 func (tx *Tx) validate() error {
 	if len(tx.absents) == 0 && len(tx.scans) == 0 {
-		// TIDs only ever grow, so a row unchanged when checked was
-		// unchanged at the first check too: that is the instant.
 		return tx.validateReads()
 	}
-	tx.marks = tx.marks[:0]
-	mark := func(t *Table) {
-		for _, m := range tx.marks {
-			if m.t == t {
-				return
-			}
-		}
-		tx.marks = append(tx.marks, installMark{t: t})
-	}
+	tables := tx.tables[:0]
 	for _, r := range tx.reads {
-		mark(r.t)
+		tables = append(tables, r.t)
 	}
 	for _, a := range tx.absents {
-		mark(a.t)
+		tables = append(tables, a.t)
 	}
 	for _, sc := range tx.scans {
-		mark(sc.t)
+		tables = append(tables, sc.t)
 	}
-	for round := 0; round < maxValidateRounds; round++ {
-		if round > 0 {
-			backoff(round)
-		}
-		if !tx.quiet() {
-			continue
-		}
-		if err := tx.validateOnce(); err != nil {
-			return err
-		}
-		if tx.stillQuiet() {
-			return nil
-		}
+	tables = sortTables(tables)
+	for _, t := range tables {
+		t.installMu.Lock()
 	}
-	return errorf(ErrConflict, "validation found no moment without commits in flight on the tables read")
-}
-
-// quiet records the install counters of the marked tables and reports
-// whether no install into them is in flight.
-func (tx *Tx) quiet() bool {
-	for i := range tx.marks {
-		m := &tx.marks[i]
-		m.started = m.t.installsStarted.Load()
-		if m.t.installsDone.Load() != m.started {
-			return false
-		}
+	err := tx.validateOnce()
+	for _, t := range tables {
+		t.installMu.Unlock()
 	}
-	return true
-}
-
-// stillQuiet reports whether no install into the marked tables has
-// started since quiet.
-func (tx *Tx) stillQuiet() bool {
-	for _, m := range tx.marks {
-		if m.t.installsStarted.Load() != m.started {
-			return false
-		}
-	}
-	return true
+	clear(tables)
+	tx.tables = tables
+	return err
 }
 
 func (tx *Tx) validateReads() error {
@@ -859,24 +813,30 @@ func (tx *Tx) abort() {
 	}
 }
 
-// install is commit phase 4: every write becomes visible with TID lsn.
-// The installs into each table are bracketed by its install counters.
+// install is commit phase 4: every write becomes visible with TID lsn,
+// with the install locks of the tables written held shared.
 func (tx *Tx) install(lsn uint64) {
 	tables := tx.tables[:0]
 	for i := range tx.writes {
-		if t := tx.writes[i].t; !slices.Contains(tables, t) {
-			tables = append(tables, t)
-		}
+		tables = append(tables, tx.writes[i].t)
 	}
+	tables = sortTables(tables)
 	for _, t := range tables {
-		t.installsStarted.Add(1)
+		t.installMu.RLock()
 	}
 	tx.installWrites(lsn)
 	for _, t := range tables {
-		t.installsDone.Add(1)
+		t.installMu.RUnlock()
 	}
 	clear(tables)
 	tx.tables = tables
+}
+
+// sortTables sorts tables by id and drops repeats: the order in which
+// install locks are taken.
+func sortTables(tables []*Table) []*Table {
+	slices.SortFunc(tables, func(a, b *Table) int { return cmp.Compare(a.id, b.id) })
+	return slices.Compact(tables)
 }
 
 func (tx *Tx) installWrites(lsn uint64) {
