@@ -1987,7 +1987,7 @@ func ccSnapshotRows(sn *Snapshot, tb *Table, yieldEvery int, kept *int64) (ccRow
 		if n++; yieldEvery > 0 && n%yieldEvery == 0 {
 			runtime.Gosched() // let writers change pages the scan has not reached
 			if kept != nil {
-				*kept = max(*kept, sn.keptBytes())
+				*kept = max(*kept, sn.KeptBytes())
 			}
 		}
 		return nil

@@ -167,8 +167,9 @@ func keeper(snaps []*Snapshot, t *Table, oldLSN uint64) func(pg, slot int, old [
 	}
 }
 
-// keptBytes returns the bytes of old versions the snapshot holds.
-func (sn *Snapshot) keptBytes() int64 {
+// KeptBytes returns the bytes of old row versions the snapshot holds
+// right now: the extra memory it costs, which checkpoints report.
+func (sn *Snapshot) KeptBytes() int64 {
 	var n int64
 	for _, st := range sn.tables {
 		st.mu.Lock()

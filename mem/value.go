@@ -32,16 +32,6 @@ func (t Type) String() string {
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
-// ParseType maps a type name ("int64", "string", ...) to its Type.
-func ParseType(name string) (Type, bool) {
-	for t, s := range typeNames {
-		if s == name {
-			return t, true
-		}
-	}
-	return 0, false
-}
-
 // variable reports whether values of the type have a variable length.
 func (t Type) variable() bool { return t == TypeString || t == TypeBytes }
 
