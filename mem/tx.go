@@ -27,9 +27,10 @@ import (
 //
 // Re-running lookups and scans at validation is how phantoms are caught:
 // precise (only a real change aborts) and cheap for the short lookups of
-// the workloads mmdb serves. All checks run in one window in which no
-// install into the tables read is in flight (see validate); that instant,
-// with all write locks held, is the serialization point. LSNs are assigned
+// the workloads mmdb serves. Re-runs happen with the install locks of the
+// tables read held exclusively, so no commit lands between two checks
+// (see validate); that instant, with all write locks held, is the
+// serialization point. LSNs are assigned
 // right after it. Transactions that write a common row get LSNs in their
 // serialization order; a reader may get a higher LSN than a later writer
 // of a row it only read, which is harmless for replay because the redo is
