@@ -240,22 +240,11 @@ func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
 		return tx.Get(t, key)
 	}
 	if tx.writesOn(t) == 0 {
-		// A point read, validated like a primary-key read: while the row
-		// keeps its TID it keeps its key, and a unique key has one row.
 		if tx.scratch, err = st.s.appendKey(tx.scratch[:0], ix, 0, key); err != nil {
 			return Record{}, false, err
 		}
-		k := tx.own(tx.scratch)
-		h, row, found, err := tx.point(t, st, ix, k)
-		switch {
-		case err != nil:
-			return Record{}, false, err
-		case !found:
-			tx.absents = append(tx.absents, absentRec{t: t, st: st, ix: ix, key: k})
-			return Record{}, false, nil
-		}
-		tx.reads = append(tx.reads, readRec{t: t, hit: h})
-		return Record{s: st.s, b: row}, true, nil
+		r, _, found, err := tx.pointRead(t, st, ix, tx.scratch)
+		return r, found, err
 	}
 	var found Record
 	err = tx.Scan(t, ScanSpec{Index: ix, Prefix: key, Limit: 1}, func(r Record) bool {

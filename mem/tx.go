@@ -324,12 +324,20 @@ func (tx *Tx) get(t *Table, st *tableState, key []byte) (Record, hit, bool, erro
 		}
 		return Record{s: st.s, b: bytes.Clone(w.row)}, hit{w.rid, w.tid}, true, nil
 	}
-	h, row, found, err := tx.point(t, st, 0, key)
+	return tx.pointRead(t, st, 0, key)
+}
+
+// pointRead reads the committed row with key in unique index ix and
+// records the read for validation: the row's TID if found (while the row
+// keeps its TID it keeps its key, and a unique key has one row), else the
+// lookup, to be re-run.
+func (tx *Tx) pointRead(t *Table, st *tableState, ix int, key []byte) (Record, hit, bool, error) {
+	h, row, found, err := tx.point(t, st, ix, key)
 	if err != nil {
 		return Record{}, hit{}, false, err
 	}
 	if !found {
-		tx.absents = append(tx.absents, absentRec{t: t, st: st, ix: 0, key: tx.own(key)})
+		tx.absents = append(tx.absents, absentRec{t: t, st: st, ix: ix, key: tx.own(key)})
 		return Record{}, hit{}, false, nil
 	}
 	tx.reads = append(tx.reads, readRec{t: t, hit: h})
