@@ -292,6 +292,9 @@ func (x *orderedIndex) intern(key []byte) string {
 // comparisons that do not outlive b.
 func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
+// unsafeBytes views s as bytes without copying; they must not be written.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
 func (x *orderedIndex) lookup(key []byte, dst []uint64) []uint64 {
 	x.mu.RLock()
 	x.tree.Ascend(mkItem(unsafeString(key), 0), func(it oitem) bool {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"slices"
 	"sort"
-	"unsafe"
 )
 
 // ScanSpec describes an index scan. Prefix fixes the leading key columns;
@@ -64,8 +63,6 @@ func (s *schema) bounds(spec ScanSpec) (lo, hi []byte, err error) {
 	}
 	return lo, u, nil
 }
-
-func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // collect feeds fn the committed rows of index ix in [lo, hi), in index
 // order, at most limit (0: all). It is the one definition of a scan's
