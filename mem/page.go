@@ -55,10 +55,18 @@ const (
 
 type pageArray = [PageSize]byte
 
-type page struct {
-	mu   sync.Mutex // latch for writers: allocation, installs, compaction, snapshot visits
+// pageRef is what a reader needs of a page: its array and TID words. The
+// heap's directory holds these inline, so that a read goes from a RID
+// straight to the TID word and, in parallel, the slot word, without first
+// loading the page's header: one dependent cache miss fewer per read.
+type pageRef struct {
 	data atomic.Pointer[pageArray]
-	tids []atomic.Uint64
+	tids []atomic.Uint64 // set before the page is published
+}
+
+type page struct {
+	*pageRef
+	mu sync.Mutex // latch for writers: allocation, installs, compaction, snapshot visits
 
 	// Guarded by mu.
 	nslots int      // length of the slot directory
@@ -137,7 +145,11 @@ func (p *page) clear(slot int) {
 	p.free = append(p.free, uint16(slot))
 }
 
-type pageChunk [1 << chunkBits]atomic.Pointer[page]
+// pageChunk is a block of the heap's page directory.
+type pageChunk struct {
+	refs  [1 << chunkBits]pageRef
+	pages [1 << chunkBits]atomic.Pointer[page]
+}
 
 // heap is a table's set of pages.
 type heap struct {
@@ -161,7 +173,12 @@ func newHeap(minRow int) *heap {
 }
 
 func (h *heap) page(i int) *page {
-	return (*h.chunks.Load())[i>>chunkBits][i&(1<<chunkBits-1)].Load()
+	return (*h.chunks.Load())[i>>chunkBits].pages[i&(1<<chunkBits-1)].Load()
+}
+
+// ref returns the reader's part of page i.
+func (h *heap) ref(i int) *pageRef {
+	return &(*h.chunks.Load())[i>>chunkBits].refs[i&(1<<chunkBits-1)]
 }
 
 func ridOf(pg, slot int) uint64      { return uint64(pg)<<16 | uint64(slot) }
@@ -176,12 +193,15 @@ func (h *heap) addPage() int {
 		h.chunks.Store(&grown)
 		chunks = grown
 	}
-	p := &page{tids: make([]atomic.Uint64, h.maxSlots)}
-	for i := range p.tids {
-		p.tids[i].Store(tidAbsent) // a slot never used holds no row
+	c := chunks[i>>chunkBits]
+	r := &c.refs[i&(1<<chunkBits-1)]
+	r.tids = make([]atomic.Uint64, h.maxSlots)
+	for i := range r.tids {
+		r.tids[i].Store(tidAbsent) // a slot never used holds no row
 	}
-	p.data.Store(new(pageArray))
-	chunks[i>>chunkBits][i&(1<<chunkBits-1)].Store(p)
+	r.data.Store(new(pageArray))
+	p := &page{pageRef: r}
+	c.pages[i&(1<<chunkBits-1)].Store(p)
 	h.npages.Store(int64(i + 1))
 	return i
 }
@@ -250,7 +270,7 @@ func (h *heap) insert(rec []byte, tid uint64) uint64 {
 // a TID with tidAbsent set and nil bytes. It waits while the row is locked.
 func (h *heap) read(rid uint64) (uint64, []byte) {
 	pg, slot := splitRID(rid)
-	p := h.page(pg)
+	p := h.ref(pg)
 	w := &p.tids[slot]
 	for spin := 0; ; spin++ {
 		t1 := w.Load()
@@ -273,8 +293,7 @@ func (h *heap) read(rid uint64) (uint64, []byte) {
 // readOwned returns the current bytes of a row the caller has locked.
 func (h *heap) readOwned(rid uint64) []byte {
 	pg, slot := splitRID(rid)
-	p := h.page(pg)
-	d := p.data.Load()
+	d := h.ref(pg).data.Load()
 	off, n := loadLoc(d, slot)
 	return d[off : off+n : off+n]
 }
@@ -282,14 +301,14 @@ func (h *heap) readOwned(rid uint64) []byte {
 // tid returns a row's TID word without waiting.
 func (h *heap) tid(rid uint64) uint64 {
 	pg, slot := splitRID(rid)
-	return h.page(pg).tids[slot].Load()
+	return h.ref(pg).tids[slot].Load()
 }
 
 // lock sets the lock bit of a row's TID word, waiting while another
 // transaction holds it. It returns the TID word as it was before locking.
 func (h *heap) lock(rid uint64) uint64 {
 	pg, slot := splitRID(rid)
-	w := &h.page(pg).tids[slot]
+	w := &h.ref(pg).tids[slot]
 	for spin := 0; ; spin++ {
 		t := w.Load()
 		if t&tidLocked == 0 && w.CompareAndSwap(t, t|tidLocked) {
@@ -302,7 +321,7 @@ func (h *heap) lock(rid uint64) uint64 {
 // setTID stores a TID word: the unlock of a locked row.
 func (h *heap) setTID(rid uint64, tid uint64) {
 	pg, slot := splitRID(rid)
-	h.page(pg).tids[slot].Store(tid)
+	h.ref(pg).tids[slot].Store(tid)
 }
 
 // replace writes a new version of a locked row into its page. It returns
@@ -391,7 +410,7 @@ func (h *heap) each(fn func(rid uint64, row []byte) bool) {
 // held, could deadlock.
 func (h *heap) peek(rid uint64) (uint64, []byte) {
 	pg, slot := splitRID(rid)
-	p := h.page(pg)
+	p := h.ref(pg)
 	w := &p.tids[slot]
 	for {
 		t1 := w.Load()

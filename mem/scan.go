@@ -86,18 +86,20 @@ func (tx *Tx) collect(t *Table, st *tableState, ix int, lo, hi []byte, reverse b
 		n++
 		return fn(hit{rid, tid}, row) && (limit == 0 || n < limit)
 	}
+	// The scan's buffers are taken out while it runs, so that fn may scan
+	// again (a nested scan gets buffers of its own).
 	if s.indexes[ix].kind == Hash {
-		cands := st.idx[ix].lookup(lo, nil)
+		cands := st.idx[ix].lookup(lo, tx.scanCands[:0])
+		tx.scanCands = nil
 		slices.Sort(cands)
 		for _, c := range cands {
 			if !visit(lo, c) {
 				break
 			}
 		}
+		tx.scanCands = cands
 		return err
 	}
-	// The batch buffer is taken out while the scan runs, so that fn may
-	// scan again (a nested scan gets a buffer of its own).
 	buf := tx.items
 	tx.items = nil
 	buf = st.idx[ix].(*orderedIndex).scan(lo, hi, reverse, limit, buf, func(key string, rid uint64) bool {

@@ -105,8 +105,9 @@ type txState struct {
 	byKey      map[string]int // write index by table id and key, once writes grow
 	owned      map[ownKey]int // write index by row, during commit of many writes
 	redo       Redo
-	arena      []byte // keys and rows of this transaction; recycled, so never handed out
-	cands      []uint64
+	arena      []byte   // keys and rows of this transaction; recycled, so never handed out
+	cands      []uint64 // point lookups' candidates
+	scanCands  []uint64 // hash scans' candidates
 	scratch    []byte
 	hitBuf     []hit
 	items      []oitem // ordered scan batches

@@ -74,10 +74,11 @@ func Tables() []mem.TableDef {
 				{Name: "is_active", Type: mem.TypeBool}, {Name: "error_cntrl", Type: mem.TypeUint64},
 				{Name: "data_a", Type: mem.TypeUint64}, {Name: "data_b", Type: mem.TypeString, MaxLen: 5},
 			},
-			// Point reads by (s_id, sf_type) dominate; INSERT_CALL_FORWARDING
-			// lists a subscriber's types through the ordered by_s_id.
+			// Every access path of the mix is an equality lookup, so every
+			// index is a hash index: INSERT_CALL_FORWARDING lists a
+			// subscriber's types through by_s_id.
 			PrimaryKey: []string{"s_id", "sf_type"},
-			Indexes:    []mem.IndexDef{{Name: "by_s_id", Columns: []string{"s_id"}, Kind: mem.Ordered}},
+			Indexes:    []mem.IndexDef{{Name: "by_s_id", Columns: []string{"s_id"}, Kind: mem.Hash}},
 		},
 		{
 			Name: "call_forwarding",
@@ -86,7 +87,10 @@ func Tables() []mem.TableDef {
 				{Name: "start_time", Type: mem.TypeUint64}, {Name: "end_time", Type: mem.TypeUint64},
 				{Name: "numberx", Type: mem.TypeString, MaxLen: 15},
 			},
-			PrimaryKey: []string{"s_id", "sf_type", "start_time"}, PrimaryKind: mem.Ordered,
+			// GET_NEW_DESTINATION reads the (at most 3) rows of one
+			// (s_id, sf_type) through by_type and filters on start_time.
+			PrimaryKey: []string{"s_id", "sf_type", "start_time"},
+			Indexes:    []mem.IndexDef{{Name: "by_type", Columns: []string{"s_id", "sf_type"}, Kind: mem.Hash}},
 		},
 	}
 }
@@ -100,9 +104,11 @@ type DB struct {
 	cf          *mem.Table
 	subNbrIx    int
 	sfBySID     int
+	cfByType    int
 	bit1, vlr   int
 	sfActive    int
 	sfDataA     int
+	cfStart     int
 	cfEnd       int
 	cfNumberx   int
 }
@@ -142,10 +148,12 @@ func Open(db *mem.DB, p uint64) (*DB, error) {
 	must(table("call_forwarding", &d.cf))
 	must(func() (e error) { d.subNbrIx, e = d.sub.Index("by_sub_nbr"); return e })
 	must(func() (e error) { d.sfBySID, e = d.sf.Index("by_s_id"); return e })
+	must(func() (e error) { d.cfByType, e = d.cf.Index("by_type"); return e })
 	must(col(&d.sub, "bit_1", &d.bit1))
 	must(col(&d.sub, "vlr_location", &d.vlr))
 	must(col(&d.sf, "is_active", &d.sfActive))
 	must(col(&d.sf, "data_a", &d.sfDataA))
+	must(col(&d.cf, "start_time", &d.cfStart))
 	must(col(&d.cf, "end_time", &d.cfEnd))
 	must(col(&d.cf, "numberx", &d.cfNumberx))
 	if err != nil {
@@ -164,8 +172,16 @@ func nurandA(p uint64) uint64 {
 	return 2097151
 }
 
-// SubNbr is the 15-digit subscriber number of s_id.
-func SubNbr(sid uint64) string { return fmt.Sprintf("%015d", sid) }
+// SubNbr is the 15-digit subscriber number of s_id: s_id in decimal,
+// zero-padded (s_id < 10^15).
+func SubNbr(sid uint64) string {
+	var b [15]byte
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = byte('0' + sid%10)
+		sid /= 10
+	}
+	return string(b[:])
+}
 
 func letters(r *rand.Rand, n int) string {
 	b := make([]byte, n)
@@ -389,11 +405,8 @@ func (c *Client) getNewDestination(tx *mem.Tx, sid uint64) (bool, error) {
 		return false, err
 	}
 	n := 0
-	err = tx.Scan(d.cf, mem.ScanSpec{
-		Prefix: c.keys(mem.Uint64(sid), mem.Uint64(sfType)),
-		Upper:  []mem.Value{mem.Uint64(st)}, UpperInclusive: true,
-	}, func(r mem.Record) bool {
-		if et < r.Uint64(d.cfEnd) {
+	err = tx.Scan(d.cf, mem.ScanSpec{Index: d.cfByType, Prefix: c.keys(mem.Uint64(sid), mem.Uint64(sfType))}, func(r mem.Record) bool {
+		if r.Uint64(d.cfStart) <= st && et < r.Uint64(d.cfEnd) {
 			c.sink += uint64(len(r.Str(d.cfNumberx)))
 			n++
 		}

@@ -140,3 +140,13 @@ func BenchmarkTATP(b *testing.B) {
 		})
 	}
 }
+
+// TestSubNbr checks SubNbr against the TATP definition: s_id as a
+// zero-padded 15-digit decimal string.
+func TestSubNbr(t *testing.T) {
+	for _, sid := range []uint64{0, 1, 9, 10, 42, 1_000_000, 123_456_789_012_345, 999_999_999_999_999} {
+		if got, want := SubNbr(sid), fmt.Sprintf("%015d", sid); got != want {
+			t.Errorf("SubNbr(%d) = %q, want %q", sid, got, want)
+		}
+	}
+}
