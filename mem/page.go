@@ -61,7 +61,7 @@ type pageArray = [PageSize]byte
 // loading the page's header: one dependent cache miss fewer per read.
 type pageRef struct {
 	data atomic.Pointer[pageArray]
-	tids []atomic.Uint64 // set before the page is published
+	tids []atomic.Uint64 // set before any RID of the page reaches an index: readers get it through that
 }
 
 type page struct {
