@@ -176,7 +176,8 @@ func (db *DB) applyDDL(lsn uint64, op Op) error {
 		if err != nil {
 			return fmt.Errorf("apply LSN %d: %w", lsn, err)
 		}
-		return db.dropTable(t, lsn)
+		_, err = db.dropTable(t, lsn)
+		return err
 	case OpCreateIndex:
 		t, err := db.tableByID(op.Table)
 		if err != nil {
@@ -186,13 +187,15 @@ func (db *DB) applyDDL(lsn uint64, op Op) error {
 		if err != nil {
 			return fmt.Errorf("apply LSN %d: %w", lsn, err)
 		}
-		return db.createIndex(t, def, lsn)
+		_, err = db.createIndex(t, def, lsn)
+		return err
 	case OpDropIndex:
 		t, err := db.tableByID(op.Table)
 		if err != nil {
 			return fmt.Errorf("apply LSN %d: %w", lsn, err)
 		}
-		return db.dropIndex(t, string(op.Data), lsn)
+		_, err = db.dropIndex(t, string(op.Data), lsn)
+		return err
 	}
 	return errorf(ErrCorrupt, "apply LSN %d: op kind %s", lsn, op.Kind)
 }

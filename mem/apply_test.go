@@ -32,18 +32,28 @@ func TestApplyDDLIdempotent(t *testing.T) {
 		Columns:    []ColumnDef{{Name: "k", Type: TypeInt64}, {Name: "s", Type: TypeString, MaxLen: 8}},
 		PrimaryKey: []string{"k"},
 	}
-	steps := []func() error{
-		func() error { _, err := src.CreateTable(def); return err },
-		func() error {
+	steps := []func() (uint64, error){
+		func() (uint64, error) {
+			tbl, err := src.CreateTable(def)
+			if err != nil {
+				return 0, err
+			}
+			return tbl.CreatedLSN(), nil
+		},
+		func() (uint64, error) {
 			return src.CreateIndex("t", IndexDef{Name: "by_s", Columns: []string{"s"}, Kind: Ordered})
 		},
-		func() error { return src.DropIndex("t", "by_s") },
-		func() error { return src.DropTable("t") },
+		func() (uint64, error) { return src.DropIndex("t", "by_s") },
+		func() (uint64, error) { return src.DropTable("t") },
 	}
 	dst := Open(Options{})
 	for i, step := range steps {
-		if err := step(); err != nil {
+		lsn, err := step()
+		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
+		}
+		if lsn != uint64(i+1) {
+			t.Fatalf("step %d returned LSN %d; the log assigned %d", i, lsn, i+1)
 		}
 		rec, err := DecodeRedo(log.recs[i])
 		if err != nil {

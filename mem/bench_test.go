@@ -181,7 +181,7 @@ func BenchmarkGCCycle(b *testing.B) {
 	for _, rows := range []int{1_000_000, 10_000_000} {
 		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) {
 			db, _ := kvTable(b, mem.Hash, rows)
-			if err := db.CreateIndex("kv", mem.IndexDef{Name: "by_n", Columns: []string{"n"}, Kind: mem.Ordered}); err != nil {
+			if _, err := db.CreateIndex("kv", mem.IndexDef{Name: "by_n", Columns: []string{"n"}, Kind: mem.Ordered}); err != nil {
 				b.Fatal(err)
 			}
 			runtime.GC()

@@ -110,6 +110,7 @@ type Table struct {
 	heap    *heap
 	rows    atomic.Int64
 	dropped atomic.Bool
+	created uint64 // the LSN that created it
 
 	// installMu is held shared by every install into the table and
 	// exclusively by a validation that re-runs lookups or scans of it, so
@@ -131,6 +132,9 @@ func newIndex(d indexDef) index {
 	}
 	return newOrderedIndex()
 }
+
+// CreatedLSN returns the LSN of the change that created the table.
+func (t *Table) CreatedLSN() uint64 { return t.created }
 
 // ID returns the table's stable id.
 func (t *Table) ID() uint32 { return t.id }
@@ -179,7 +183,7 @@ func (db *DB) Tables() []TableDef {
 // ddl runs one schema change with commits held off: prepare (which may
 // fail, changing nothing), log op unless applying one logged at applyLSN,
 // then publish.
-func (db *DB) ddl(op Op, applyLSN uint64, prepare func() error, publish func()) (uint64, error) {
+func (db *DB) ddl(op Op, applyLSN uint64, prepare func() error, publish func(lsn uint64)) (uint64, error) {
 	db.gate.Lock()
 	defer db.gate.Unlock()
 	if prepare != nil {
@@ -194,7 +198,7 @@ func (db *DB) ddl(op Op, applyLSN uint64, prepare func() error, publish func()) 
 			return 0, fmt.Errorf("mem: log %s: %w", op.Kind, err)
 		}
 	}
-	publish()
+	publish(lsn)
 	db.advance(lsn)
 	return lsn, nil
 }
@@ -232,7 +236,8 @@ func (db *DB) createTable(def TableDef, applyLSN uint64) (*Table, uint64, error)
 		st.idx = append(st.idx, newIndex(d))
 	}
 	t.state.Store(st)
-	lsn, err := db.ddl(Op{Kind: OpCreateTable, Table: def.ID, Data: encodeTableDef(nil, s.def)}, applyLSN, nil, func() {
+	lsn, err := db.ddl(Op{Kind: OpCreateTable, Table: def.ID, Data: encodeTableDef(nil, s.def)}, applyLSN, nil, func(lsn uint64) {
+		t.created = lsn
 		next := cat.clone()
 		next.byName[t.name] = t
 		next.byID[t.id] = t
@@ -259,22 +264,23 @@ func (c *catalog) clone() *catalog {
 	return n
 }
 
-// DropTable drops a table and all its rows.
-func (db *DB) DropTable(name string) error {
+// DropTable drops a table and all its rows, and returns the LSN of the
+// change.
+func (db *DB) DropTable(name string) (uint64, error) {
 	t, err := db.Table(name)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	return db.dropTable(t, 0)
 }
 
-func (db *DB) dropTable(t *Table, applyLSN uint64) error {
+func (db *DB) dropTable(t *Table, applyLSN uint64) (uint64, error) {
 	db.ddlMu.Lock()
 	defer db.ddlMu.Unlock()
 	if t.dropped.Load() {
-		return errorf(ErrNoTable, "%q", t.name)
+		return 0, errorf(ErrNoTable, "%q", t.name)
 	}
-	lsn, err := db.ddl(Op{Kind: OpDropTable, Table: t.id}, applyLSN, nil, func() {
+	lsn, err := db.ddl(Op{Kind: OpDropTable, Table: t.id}, applyLSN, nil, func(lsn uint64) {
 		next := db.catalog.Load().clone()
 		delete(next.byName, t.name)
 		delete(next.byID, t.id)
@@ -284,29 +290,30 @@ func (db *DB) dropTable(t *Table, applyLSN uint64) error {
 	if err == nil {
 		db.logger.Info("table dropped", "table", t.name, "table-id", t.id, "lsn", lsn)
 	}
-	return err
+	return lsn, err
 }
 
 // CreateIndex adds a secondary index to a table and builds it from the
-// table's rows. Commits wait while it builds.
-func (db *DB) CreateIndex(table string, def IndexDef) error {
+// table's rows, and returns the LSN of the change. Commits wait while it
+// builds.
+func (db *DB) CreateIndex(table string, def IndexDef) (uint64, error) {
 	t, err := db.Table(table)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	return db.createIndex(t, def, 0)
 }
 
-func (db *DB) createIndex(t *Table, def IndexDef, applyLSN uint64) error {
+func (db *DB) createIndex(t *Table, def IndexDef, applyLSN uint64) (uint64, error) {
 	db.ddlMu.Lock()
 	defer db.ddlMu.Unlock()
 	if t.dropped.Load() {
-		return errorf(ErrNoTable, "%q", t.name)
+		return 0, errorf(ErrNoTable, "%q", t.name)
 	}
 	old := t.state.Load()
 	s, err := old.s.withIndex(def)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	ix := len(s.indexes) - 1
 	var built index
@@ -315,43 +322,43 @@ func (db *DB) createIndex(t *Table, def IndexDef, applyLSN uint64) error {
 			built, err = t.buildIndex(s, ix)
 			return err
 		},
-		func() {
+		func(uint64) {
 			t.state.Store(&tableState{s: s, idx: append(old.idx[:len(old.idx):len(old.idx)], built)})
 		})
 	if err == nil {
 		db.logger.Info("index created", "table", t.name, "index", def.Name, "kind", def.Kind.String(), "entries", built.entries(), "lsn", lsn)
 	}
-	return err
+	return lsn, err
 }
 
-// DropIndex removes a secondary index.
-func (db *DB) DropIndex(table, name string) error {
+// DropIndex removes a secondary index and returns the LSN of the change.
+func (db *DB) DropIndex(table, name string) (uint64, error) {
 	t, err := db.Table(table)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	return db.dropIndex(t, name, 0)
 }
 
-func (db *DB) dropIndex(t *Table, name string, applyLSN uint64) error {
+func (db *DB) dropIndex(t *Table, name string, applyLSN uint64) (uint64, error) {
 	db.ddlMu.Lock()
 	defer db.ddlMu.Unlock()
 	if t.dropped.Load() {
-		return errorf(ErrNoTable, "%q", t.name)
+		return 0, errorf(ErrNoTable, "%q", t.name)
 	}
 	old := t.state.Load()
 	s, ix, err := old.s.withoutIndex(name)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	lsn, err := db.ddl(Op{Kind: OpDropIndex, Table: t.id, Data: []byte(name)}, applyLSN, nil, func() {
+	lsn, err := db.ddl(Op{Kind: OpDropIndex, Table: t.id, Data: []byte(name)}, applyLSN, nil, func(lsn uint64) {
 		idx := append(append([]index(nil), old.idx[:ix]...), old.idx[ix+1:]...)
 		t.state.Store(&tableState{s: s, idx: idx})
 	})
 	if err == nil {
 		db.logger.Info("index dropped", "table", t.name, "index", name, "lsn", lsn)
 	}
-	return err
+	return lsn, err
 }
 
 // buildIndex builds index ix of schema s from the table's rows. A unique

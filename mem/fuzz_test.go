@@ -557,13 +557,13 @@ func fzRecords(t testing.TB) (setup, later []biLogRec) {
 	biMust(t, tx.Delete(f.ev, []Value{String("b"), Uint64(3)}))
 	_, err := tx.Commit()
 	biMust(t, err)
-	biMust(t, f.db.CreateIndex("acct", IndexDef{Name: "by_bal", Columns: []string{"bal", "tag"}, Kind: Ordered}))
-	biMust(t, f.db.DropIndex("acct", "by_region"))
+	biMust(t, errOnly(f.db.CreateIndex("acct", IndexDef{Name: "by_bal", Columns: []string{"bal", "tag"}, Kind: Ordered})))
+	biMust(t, errOnly(f.db.DropIndex("acct", "by_region")))
 	_, err = f.db.CreateTable(biTableDef(func(d *TableDef) {
 		d.Indexes = []IndexDef{{Name: "uq_s", Columns: []string{"s"}, Unique: true, Kind: Hash}}
 	}))
 	biMust(t, err)
-	biMust(t, f.db.DropTable("ev"))
+	biMust(t, errOnly(f.db.DropTable("ev")))
 	later = f.log.records()[len(setup):]
 	return setup, later
 }

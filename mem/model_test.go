@@ -1315,10 +1315,10 @@ func (h *mharness) ddl() {
 	dup := false
 	if pos < 0 {
 		dup = opt.unique && hasDup(h.rows, opt)
-		err = h.db.CreateIndex("t", opt.def())
+		_, err = h.db.CreateIndex("t", opt.def())
 		kind = OpCreateIndex
 	} else {
-		err = h.db.DropIndex("t", opt.name)
+		_, err = h.db.DropIndex("t", opt.name)
 		kind = OpDropIndex
 	}
 	h.log.setFail(false)

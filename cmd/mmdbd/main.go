@@ -1,0 +1,57 @@
+// Command mmdbd is mmdb's one binary: it runs a node (serve) and is the
+// client tool (status; shell and bench follow).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `usage: mmdbd <command> [flags]
+
+commands:
+  serve    run a node (mmdbd serve -h lists every configuration flag)
+  status   show a node's role, LSNs and tables
+  help     show this text
+
+Run "mmdbd <command> -h" for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run runs one command and returns the process's exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(rest, stderr)
+	case "status":
+		err = status(rest, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "mmdbd: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, errHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			return 2
+		}
+		fmt.Fprintf(stderr, "mmdbd %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}

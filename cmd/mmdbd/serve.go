@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/server"
+)
+
+// errUsage reports bad flags and errHelp a request for help; the flag
+// package has printed the text.
+var (
+	errUsage = errors.New("usage")
+	errHelp  = errors.New("help")
+)
+
+// parseFlags parses a command's flags.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %q\n", fs.Args())
+		return errUsage
+	}
+	return nil
+}
+
+// serve runs a node until SIGTERM or SIGINT, then shuts it down gracefully.
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mmdbd serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "an HCL configuration `file`; flags and MMDB_* variables override it")
+	flags := conf.RegisterFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := conf.Load(*path, os.Environ(), flags)
+	if err != nil {
+		return err
+	}
+	logger := hclog.New(&hclog.LoggerOptions{
+		Name:       "mmdbd",
+		Level:      hclog.LevelFromString(cfg.LogLevel),
+		JSONFormat: cfg.LogFormat == "json",
+		Output:     stderr,
+	})
+	srv, err := server.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen on %s (%s): %w", cfg.Listen, cfg.Origin("listen"), err), srv.Shutdown(context.Background()))
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	select {
+	case sig := <-sigs:
+		logger.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
+	case err := <-served:
+		return errors.Join(err, srv.Shutdown(context.Background()))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	return errors.Join(srv.Shutdown(ctx), <-served)
+}

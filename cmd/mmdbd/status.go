@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// statusJSON is `mmdbd status -json`: the field names of SPEC section 10.
+type statusJSON struct {
+	Node             string        `json:"node"`
+	Role             string        `json:"role"`
+	Epoch            uint64        `json:"epoch"`
+	Durability       string        `json:"durability"`
+	SyncMode         string        `json:"sync_mode"`
+	LastLSN          uint64        `json:"last_lsn"`
+	DurableLSN       uint64        `json:"durable_lsn"`
+	AppliedLSN       uint64        `json:"applied_lsn"`
+	CheckpointLSN    uint64        `json:"checkpoint_lsn"`
+	Standbys         []standbyJSON `json:"standbys"`
+	Tables           []tableJSON   `json:"tables"`
+	UptimeSeconds    float64       `json:"uptime_s"`
+	Version          string        `json:"version"`
+	OpenTransactions uint32        `json:"open_transactions"`
+}
+
+type standbyJSON struct {
+	Name        string `json:"name"`
+	Addr        string `json:"addr"`
+	State       string `json:"state"`
+	ReceivedLSN uint64 `json:"received_lsn"`
+	AppliedLSN  uint64 `json:"applied_lsn"`
+	LagRecords  uint64 `json:"lag_records"`
+	LagMs       uint64 `json:"lag_ms"`
+}
+
+type tableJSON struct {
+	Name       string `json:"name"`
+	Rows       uint64 `json:"rows"`
+	Bytes      uint64 `json:"bytes"`
+	HeapBytes  uint64 `json:"heap_bytes"`
+	IndexBytes uint64 `json:"index_bytes"`
+}
+
+func toStatusJSON(r *pb.StatusResponse) statusJSON {
+	out := statusJSON{
+		Node: r.GetNode(), Role: r.GetRole(), Epoch: r.GetEpoch(), Durability: r.GetDurability(), SyncMode: r.GetSyncMode(),
+		LastLSN: r.GetLastLsn(), DurableLSN: r.GetDurableLsn(), AppliedLSN: r.GetAppliedLsn(), CheckpointLSN: r.GetCheckpointLsn(),
+		Standbys: []standbyJSON{}, Tables: []tableJSON{},
+		UptimeSeconds: r.GetUptime().AsDuration().Seconds(), Version: r.GetVersion(), OpenTransactions: r.GetOpenTransactions(),
+	}
+	for _, s := range r.GetStandbys() {
+		out.Standbys = append(out.Standbys, standbyJSON{s.GetName(), s.GetAddr(), s.GetState(), s.GetReceivedLsn(), s.GetAppliedLsn(), s.GetLagRecords(), s.GetLagMs()})
+	}
+	for _, t := range r.GetTables() {
+		out.Tables = append(out.Tables, tableJSON{t.GetName(), t.GetRows(), t.GetBytes(), t.GetHeapBytes(), t.GetIndexBytes()})
+	}
+	return out
+}
+
+// status prints a node's status, as text or JSON.
+func status(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mmdbd status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:7700", "the node's `host:port`")
+	asJSON := fs.Bool("json", false, "print JSON (SPEC section 10's field names)")
+	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", *addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	resp, err := pb.NewAdminServiceClient(conn).Status(ctx, &pb.StatusRequest{})
+	if err != nil {
+		return fmt.Errorf("status of %s: %w", *addr, err)
+	}
+	st := toStatusJSON(resp)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return printStatus(stdout, st)
+}
+
+func printStatus(w io.Writer, st statusJSON) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "node\t%s\nrole\t%s\nepoch\t%d\ndurability\t%s\nsync mode\t%s\n", st.Node, st.Role, st.Epoch, st.Durability, st.SyncMode)
+	fmt.Fprintf(tw, "last lsn\t%d\ndurable lsn\t%d\napplied lsn\t%d\ncheckpoint lsn\t%d\n", st.LastLSN, st.DurableLSN, st.AppliedLSN, st.CheckpointLSN)
+	fmt.Fprintf(tw, "open transactions\t%d\nuptime\t%s\nversion\t%s\n", st.OpenTransactions, time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second), st.Version)
+	fmt.Fprintf(tw, "\nstandby\taddr\tstate\treceived lsn\tapplied lsn\tlag records\tlag ms\n")
+	for _, s := range st.Standbys {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", s.Name, s.Addr, s.State, s.ReceivedLSN, s.AppliedLSN, s.LagRecords, s.LagMs)
+	}
+	fmt.Fprintf(tw, "\ntable\trows\tbytes\theap bytes\tindex bytes\n")
+	for _, t := range st.Tables {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", t.Name, t.Rows, t.Bytes, t.HeapBytes, t.IndexBytes)
+	}
+	return tw.Flush()
+}

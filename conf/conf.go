@@ -1,0 +1,276 @@
+// Package conf is mmdbd's configuration. A Config starts from
+// DefaultConfig, then takes an HCL file, then MMDB_* environment variables,
+// then command-line flags, each overriding the one before; Validate checks
+// the result and names, for every problem, the key and where it was set
+// (file and line, variable or flag).
+//
+// Every key has the three spellings: `data_dir` in the file, `-data-dir` as a
+// flag and MMDB_DATA_DIR in the environment. docs/configuration.md documents
+// each key; keys.go lists them.
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is a node's configuration. Fields are named after their keys.
+type Config struct {
+	Node                string
+	Listen              string
+	DataDir             string
+	LogLevel            string
+	LogFormat           string
+	MaxMessageBytes     int64
+	MaxScanRows         int64
+	MaxValueBytes       int64
+	MaxOpenTransactions int64
+	TxIdleTimeout       time.Duration
+	ShutdownTimeout     time.Duration
+	MetricsListen       string
+
+	// Durability and the log (issue #4).
+	Durability       string
+	DurabilityFloor  string
+	LogChannels      []string
+	MmapSyncInterval time.Duration
+
+	// Checkpoints (issue #5).
+	CheckpointInterval time.Duration
+	CheckpointLogBytes int64
+	LogRetentionBytes  int64
+	BootstrapFrom      string
+
+	// Replication (issue #6).
+	Role          string
+	Peers         []Peer
+	SyncMode      string
+	SyncQuorum    int64
+	SyncTimeout   time.Duration
+	OnSyncTimeout string
+
+	// TLS (issue #7).
+	TLSCertFile   string
+	TLSKeyFile    string
+	TLSCAFile     string
+	TLSClientAuth bool
+
+	// origin records where each key was last set, for messages.
+	origin map[string]string
+}
+
+// Peer is another node of the cluster.
+type Peer struct {
+	Name string
+	Addr string
+}
+
+// The values of the enumerated keys.
+const (
+	DurabilityNoLog    = "no-log"
+	DurabilityMmapLog  = "mmap-log"
+	DurabilityFsyncLog = "fsync-log"
+
+	RolePrimary    = "primary"
+	RoleStandby    = "standby"
+	RolePropagator = "propagator"
+
+	SyncAsync       = "async"
+	SyncReceivedAck = "received-ack"
+	SyncAppliedAck  = "applied-ack"
+)
+
+// durabilities lists the levels from weakest to strongest.
+var durabilities = []string{DurabilityNoLog, DurabilityMmapLog, DurabilityFsyncLog}
+
+// DefaultConfig returns the embedded defaults: a primary on 127.0.0.1:7700
+// with its data in ./mmdb-data and no log.
+func DefaultConfig() *Config {
+	return &Config{
+		Node:                "mmdb",
+		Listen:              "127.0.0.1:7700",
+		DataDir:             "./mmdb-data",
+		LogLevel:            "info",
+		LogFormat:           "text",
+		MaxMessageBytes:     4 << 20,
+		MaxScanRows:         10000,
+		MaxValueBytes:       32 << 10,
+		MaxOpenTransactions: 10000,
+		TxIdleTimeout:       30 * time.Second,
+		ShutdownTimeout:     10 * time.Second,
+
+		Durability:       DurabilityNoLog,
+		DurabilityFloor:  DurabilityNoLog,
+		MmapSyncInterval: time.Second,
+
+		CheckpointInterval: 5 * time.Minute,
+		CheckpointLogBytes: 1 << 30,
+		LogRetentionBytes:  4 << 30,
+
+		Role:          RolePrimary,
+		SyncMode:      SyncAsync,
+		SyncQuorum:    1,
+		SyncTimeout:   2 * time.Second,
+		OnSyncTimeout: "degrade",
+
+		origin: map[string]string{},
+	}
+}
+
+// Origin says where key was last set: "mmdb.hcl:3", "env MMDB_LISTEN",
+// "flag -listen", or "default".
+func (c *Config) Origin(key string) string {
+	if o, ok := c.origin[key]; ok {
+		return o
+	}
+	return "default"
+}
+
+// IsSet reports whether key was set anywhere but the defaults.
+func (c *Config) IsSet(key string) bool {
+	_, ok := c.origin[key]
+	return ok
+}
+
+func (c *Config) setOrigin(key, where string) {
+	if c.origin == nil {
+		c.origin = map[string]string{}
+	}
+	c.origin[key] = where
+}
+
+// Problem is one thing Validate found wrong.
+type Problem struct {
+	Key    string
+	Origin string
+	Msg    string
+}
+
+func (p Problem) Error() string { return fmt.Sprintf("%s: %s: %s", p.Origin, p.Key, p.Msg) }
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Validate checks every key and the keys against each other. It reports all
+// problems at once, each a Problem naming the key and where it was set.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, Problem{Key: key, Origin: c.Origin(key), Msg: fmt.Sprintf(format, args...)})
+	}
+	if !nameRE.MatchString(c.Node) {
+		bad("node", "%q is not a node name: 1 to 64 letters, digits, '.', '_' or '-'", c.Node)
+	}
+	c.checkAddr(bad, "listen", c.Listen, true)
+	c.checkAddr(bad, "metrics_listen", c.MetricsListen, false)
+	c.checkAddr(bad, "bootstrap_from", c.BootstrapFrom, false)
+	oneOf(bad, "log_level", c.LogLevel, "trace", "debug", "info", "warn", "error", "off")
+	oneOf(bad, "log_format", c.LogFormat, "text", "json")
+	between(bad, "max_message_bytes", c.MaxMessageBytes, 1<<10, 1<<30)
+	between(bad, "max_scan_rows", c.MaxScanRows, 1, 1<<24)
+	between(bad, "max_value_bytes", c.MaxValueBytes, 1, 1<<30)
+	between(bad, "max_open_transactions", c.MaxOpenTransactions, 1, 1<<24)
+	positive(bad, "tx_idle_timeout", c.TxIdleTimeout)
+	positive(bad, "shutdown_timeout", c.ShutdownTimeout)
+
+	oneOf(bad, "durability", c.Durability, durabilities...)
+	oneOf(bad, "durability_floor", c.DurabilityFloor, durabilities...)
+	if DurabilityRank(c.DurabilityFloor) > DurabilityRank(c.Durability) {
+		bad("durability_floor", "%q is stronger than durability %q", c.DurabilityFloor, c.Durability)
+	}
+	if c.DataDir == "" && c.Durability != DurabilityNoLog {
+		bad("data_dir", "empty (a diskless node) needs durability %q, not %q", DurabilityNoLog, c.Durability)
+	}
+	seen := map[string]bool{}
+	for _, ch := range c.LogChannels {
+		if ch == "" || seen[ch] {
+			bad("log_channels", "each channel needs its own non-empty directory; %q is empty or repeated", ch)
+		}
+		seen[ch] = true
+	}
+	if len(c.LogChannels) > 64 {
+		bad("log_channels", "%d channels; at most 64", len(c.LogChannels))
+	}
+	positive(bad, "mmap_sync_interval", c.MmapSyncInterval)
+	positive(bad, "checkpoint_interval", c.CheckpointInterval)
+	between(bad, "checkpoint_log_bytes", c.CheckpointLogBytes, 1<<20, 1<<50)
+	between(bad, "log_retention_bytes", c.LogRetentionBytes, 0, 1<<50)
+
+	oneOf(bad, "role", c.Role, RolePrimary, RoleStandby, RolePropagator)
+	names := map[string]bool{c.Node: true}
+	for _, p := range c.Peers {
+		if !nameRE.MatchString(p.Name) || names[p.Name] {
+			bad("peer", "%q is not a valid peer name, or repeats the node's or another peer's", p.Name)
+		}
+		names[p.Name] = true
+		c.checkAddr(bad, "peer", p.Addr, true)
+	}
+	oneOf(bad, "sync_mode", c.SyncMode, SyncAsync, SyncReceivedAck, SyncAppliedAck)
+	between(bad, "sync_quorum", c.SyncQuorum, 0, 64)
+	if c.SyncMode != SyncAsync && c.Role == RolePrimary && int(c.SyncQuorum) > len(c.Peers) {
+		bad("sync_quorum", "%d standbys must acknowledge but only %d peers are configured", c.SyncQuorum, len(c.Peers))
+	}
+	positive(bad, "sync_timeout", c.SyncTimeout)
+	oneOf(bad, "on_sync_timeout", c.OnSyncTimeout, "degrade", "block")
+
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("tls_cert_file", "tls_cert_file and tls_key_file go together")
+	}
+	if c.TLSClientAuth && (c.TLSCAFile == "" || c.TLSCertFile == "") {
+		bad("tls_client_auth", "mutual TLS needs tls_ca_file and tls_cert_file")
+	}
+	return errors.Join(errs...)
+}
+
+// DurabilityRank orders durability levels, weakest first; -1 for an unknown
+// level.
+func DurabilityRank(level string) int {
+	for i, l := range durabilities {
+		if l == level {
+			return i
+		}
+	}
+	return -1
+}
+
+func (c *Config) checkAddr(bad func(string, string, ...any), key, addr string, required bool) {
+	if addr == "" {
+		if required {
+			bad(key, "an address (host:port) is required")
+		}
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		bad(key, "%q is not host:port: %v", addr, err)
+		return
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && key != "listen" && key != "metrics_listen") {
+		bad(key, "%q: port %q is not a number from 1 to 65535", addr, port)
+	}
+}
+
+func oneOf(bad func(string, string, ...any), key, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	bad(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+func between(bad func(string, string, ...any), key string, v, lo, hi int64) {
+	if v < lo || v > hi {
+		bad(key, "%d is out of range [%d, %d]", v, lo, hi)
+	}
+}
+
+func positive(bad func(string, string, ...any), key string, d time.Duration) {
+	if d <= 0 {
+		bad(key, "%s must be positive", d)
+	}
+}

@@ -1,0 +1,194 @@
+package conf
+
+import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, name, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func parseFlags(t *testing.T, args ...string) *Flags {
+	t.Helper()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	f := RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPrecedence: defaults < file < environment < flags, and Origin says
+// which one set each key.
+func TestPrecedence(t *testing.T) {
+	path := writeFile(t, "node.hcl", `
+node          = "a"
+listen        = "127.0.0.1:7001"
+max_scan_rows = 500
+log_channels  = ["/d1", "/d2"]
+
+peer "b" {
+  addr = "127.0.0.1:7002"
+}
+`)
+	env := []string{"HOME=/root", "MMDB_LISTEN=127.0.0.1:7101", "MMDB_TX_IDLE_TIMEOUT=2s"}
+	c, err := Load(path, env, parseFlags(t, "-max-scan-rows", "9", "-tls-client-auth=false"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		got    any
+		want   any
+		origin string
+	}{
+		"node":            {c.Node, "a", path + ":2"},
+		"listen":          {c.Listen, "127.0.0.1:7101", "env MMDB_LISTEN"},
+		"max_scan_rows":   {c.MaxScanRows, int64(9), "flag -max-scan-rows"},
+		"tx_idle_timeout": {c.TxIdleTimeout, 2 * time.Second, "env MMDB_TX_IDLE_TIMEOUT"},
+		"log_channels":    {c.LogChannels, []string{"/d1", "/d2"}, path + ":5"},
+		"peer":            {c.Peers, []Peer{{"b", "127.0.0.1:7002"}}, path + ":7"},
+		"data_dir":        {c.DataDir, "./mmdb-data", "default"},
+		"tls_client_auth": {c.TLSClientAuth, false, "flag -tls-client-auth"},
+	}
+	for k, w := range want {
+		if !reflect.DeepEqual(w.got, w.want) {
+			t.Errorf("%s = %v, want %v", k, w.got, w.want)
+		}
+		if o := c.Origin(k); o != w.origin {
+			t.Errorf("%s set at %q, want %q", k, o, w.origin)
+		}
+	}
+}
+
+// TestEveryKeyHasAFlagAndAVariable sets each key through its flag and
+// through its variable and checks both reach the field.
+func TestEveryKeyHasAFlagAndAVariable(t *testing.T) {
+	sample := func(k key) (text string, want any) {
+		switch k.field(DefaultConfig()).(type) {
+		case *string:
+			return "127.0.0.1:9", "127.0.0.1:9"
+		case *int64:
+			return "12345", int64(12345)
+		case *bool:
+			return "true", true
+		case *time.Duration:
+			return "1500ms", 1500 * time.Millisecond
+		case *[]string:
+			return "/x,/y", []string{"/x", "/y"}
+		case *[]Peer:
+			return "p=127.0.0.1:9", []Peer{{"p", "127.0.0.1:9"}}
+		}
+		t.Fatalf("key %s: no sample for its type", k.name)
+		return "", nil
+	}
+	for _, k := range keys {
+		text, want := sample(k)
+		viaFlag := DefaultConfig()
+		if err := parseFlags(t, "-"+flagName(k.name)+"="+text).Apply(viaFlag); err != nil {
+			t.Fatalf("flag -%s: %v", flagName(k.name), err)
+		}
+		viaEnv := DefaultConfig()
+		if err := viaEnv.LoadEnv([]string{envName(k.name) + "=" + text}); err != nil {
+			t.Fatalf("%s: %v", envName(k.name), err)
+		}
+		for src, c := range map[string]*Config{"flag": viaFlag, "env": viaEnv} {
+			if got := reflect.ValueOf(k.field(c)).Elem().Interface(); !reflect.DeepEqual(got, want) {
+				t.Errorf("%s via %s: got %v, want %v", k.name, src, got, want)
+			}
+			if !c.IsSet(k.name) {
+				t.Errorf("%s via %s: not marked set", k.name, src)
+			}
+		}
+	}
+}
+
+// TestErrorsNameWhere: every problem names the key and where it was set.
+func TestErrorsNameWhere(t *testing.T) {
+	cases := []struct {
+		name, file string
+		env        []string
+		args       []string
+		want       []string
+	}{
+		{"unknown key", "listen = \"127.0.0.1:1\"\nlsiten = \"x\"\n", nil, nil, []string{"f.hcl:2", "lsiten", "unknown key"}},
+		{"wrong type", "max_scan_rows = \"many\"\n", nil, nil, []string{"f.hcl:1", "max_scan_rows", "whole number"}},
+		{"fraction", "max_scan_rows = 1.5\n", nil, nil, []string{"f.hcl:1", "max_scan_rows", "whole number"}},
+		{"bad duration", "\n\ntx_idle_timeout = \"soon\"\n", nil, nil, []string{"f.hcl:3", "tx_idle_timeout", "duration"}},
+		{"duration as number", "tx_idle_timeout = 30\n", nil, nil, []string{"f.hcl:1", "tx_idle_timeout", "duration string"}},
+		{"syntax", "listen = \n", nil, nil, []string{"f.hcl:1"}},
+		{"unknown block", "tls {\n}\n", nil, nil, []string{"f.hcl:1", "unknown block"}},
+		{"bad value in file", "durability = \"sometimes\"\n", nil, nil, []string{"f.hcl:1: durability", `"sometimes"`, "fsync-log"}},
+		{"floor above level", "durability_floor = \"fsync-log\"\n", nil, nil, []string{"f.hcl:1: durability_floor", "stronger"}},
+		{"bad address", "listen = \"nowhere\"\n", nil, nil, []string{"f.hcl:1: listen", "host:port"}},
+		{"unknown variable", "", []string{"MMDB_LISTN=x"}, nil, []string{"env MMDB_LISTN", "no such configuration key"}},
+		{"bad variable", "", []string{"MMDB_MAX_SCAN_ROWS=lots"}, nil, []string{"env MMDB_MAX_SCAN_ROWS", "integer"}},
+		{"bad value from env", "", []string{"MMDB_ROLE=boss"}, nil, []string{"env MMDB_ROLE: role", `"boss"`}},
+		{"bad value from flag", "", nil, []string{"-sync-mode", "eventually"}, []string{"flag -sync-mode: sync_mode", `"eventually"`}},
+		{"quorum without peers", "sync_mode = \"applied-ack\"\n", nil, nil, []string{"sync_quorum", "peers"}},
+		{"diskless needs no-log", "data_dir = \"\"\ndurability = \"fsync-log\"\n", nil, nil, []string{"f.hcl:1: data_dir", "no-log"}},
+		{"duplicate peer", "peer \"b\" {\n addr = \"127.0.0.1:1\"\n}\npeer \"b\" {\n addr = \"127.0.0.1:2\"\n}\n", nil, nil, []string{"peer", `"b"`}},
+		{"peer without port", "peer \"b\" {\n addr = \"127.0.0.1\"\n}\n", nil, nil, []string{"f.hcl:1: peer", "host:port"}},
+		{"half of tls", "tls_cert_file = \"/c.pem\"\n", nil, nil, []string{"f.hcl:1: tls_cert_file", "tls_key_file"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeFile(t, "f.hcl", tc.file)
+			_, err := Load(path, tc.env, parseFlags(t, tc.args...))
+			if err == nil {
+				t.Fatal("Load accepted it")
+			}
+			for _, w := range tc.want {
+				if w == "f.hcl:1" || strings.HasPrefix(w, "f.hcl:") {
+					w = strings.Replace(w, "f.hcl", path, 1)
+				}
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestExampleIsValidAndEveryKeyDocumented: the example config loads, and
+// docs/configuration.md and the example name every key.
+func TestExampleIsValidAndEveryKeyDocumented(t *testing.T) {
+	example := filepath.Join("..", "docs", "example.hcl")
+	if _, err := Load(example, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if !strings.Contains(string(doc), "### `"+k.name+"`") {
+			t.Errorf("docs/configuration.md has no section for %s", k.name)
+		}
+		if !strings.Contains(string(ex), k.name) {
+			t.Errorf("docs/example.hcl does not mention %s", k.name)
+		}
+	}
+}

@@ -1,0 +1,361 @@
+package conf
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math/big"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// key is one configuration key: its file name, its help, and the field it
+// sets. The flag is the name with dashes and the environment variable is
+// MMDB_ and the name in capitals.
+type key struct {
+	name  string
+	help  string
+	field func(c *Config) any // a pointer to the field
+}
+
+// keys lists every key, in the order docs/configuration.md gives them.
+var keys = []key{
+	{"node", "this node's name, unique among its peers", func(c *Config) any { return &c.Node }},
+	{"listen", "the gRPC address to serve on (host:port; port 0 picks one)", func(c *Config) any { return &c.Listen }},
+	{"data_dir", "the directory for the log and checkpoint images; empty for a diskless node", func(c *Config) any { return &c.DataDir }},
+	{"log_level", "trace, debug, info, warn, error or off", func(c *Config) any { return &c.LogLevel }},
+	{"log_format", "text or json", func(c *Config) any { return &c.LogFormat }},
+	{"max_message_bytes", "the largest gRPC message the server takes or sends", func(c *Config) any { return &c.MaxMessageBytes }},
+	{"max_scan_rows", "the most rows one Scan returns", func(c *Config) any { return &c.MaxScanRows }},
+	{"max_value_bytes", "the largest string or bytes value a request may carry", func(c *Config) any { return &c.MaxValueBytes }},
+	{"max_open_transactions", "the most interactive transactions open at once", func(c *Config) any { return &c.MaxOpenTransactions }},
+	{"tx_idle_timeout", "how long an interactive transaction may stay idle before it is rolled back", func(c *Config) any { return &c.TxIdleTimeout }},
+	{"shutdown_timeout", "how long a graceful shutdown waits for in-flight requests", func(c *Config) any { return &c.ShutdownTimeout }},
+	{"metrics_listen", "the HTTP address for Prometheus metrics; empty for none", func(c *Config) any { return &c.MetricsListen }},
+	{"durability", "what a commit waits for: no-log, mmap-log or fsync-log", func(c *Config) any { return &c.Durability }},
+	{"durability_floor", "the weakest durability a transaction may ask for", func(c *Config) any { return &c.DurabilityFloor }},
+	{"log_channels", "the log's channel directories, one per channel", func(c *Config) any { return &c.LogChannels }},
+	{"mmap_sync_interval", "how often mmap-log flushes its mapped files", func(c *Config) any { return &c.MmapSyncInterval }},
+	{"checkpoint_interval", "the time between checkpoints", func(c *Config) any { return &c.CheckpointInterval }},
+	{"checkpoint_log_bytes", "new log bytes that start a checkpoint", func(c *Config) any { return &c.CheckpointLogBytes }},
+	{"log_retention_bytes", "log kept past the last checkpoint for standbys", func(c *Config) any { return &c.LogRetentionBytes }},
+	{"bootstrap_from", "the node a diskless node loads its initial image from", func(c *Config) any { return &c.BootstrapFrom }},
+	{"role", "primary, standby or propagator", func(c *Config) any { return &c.Role }},
+	{"peer", "another node: name=host:port (a peer block in the file)", func(c *Config) any { return &c.Peers }},
+	{"sync_mode", "what a commit waits for from standbys: async, received-ack or applied-ack", func(c *Config) any { return &c.SyncMode }},
+	{"sync_quorum", "how many standbys must acknowledge a commit", func(c *Config) any { return &c.SyncQuorum }},
+	{"sync_timeout", "how long a commit waits for its quorum", func(c *Config) any { return &c.SyncTimeout }},
+	{"on_sync_timeout", "degrade or block when the quorum does not answer in time", func(c *Config) any { return &c.OnSyncTimeout }},
+	{"tls_cert_file", "the node's TLS certificate (PEM)", func(c *Config) any { return &c.TLSCertFile }},
+	{"tls_key_file", "the node's TLS private key (PEM)", func(c *Config) any { return &c.TLSKeyFile }},
+	{"tls_ca_file", "the CA that signs peers' and clients' certificates (PEM)", func(c *Config) any { return &c.TLSCAFile }},
+	{"tls_client_auth", "require and verify client certificates (mutual TLS)", func(c *Config) any { return &c.TLSClientAuth }},
+}
+
+// KeyNames returns the names of all keys, in documentation order.
+func KeyNames() []string {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = k.name
+	}
+	return names
+}
+
+func lookupKey(name string) (key, bool) {
+	for _, k := range keys {
+		if k.name == name {
+			return k, true
+		}
+	}
+	return key{}, false
+}
+
+func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+func envName(key string) string  { return "MMDB_" + strings.ToUpper(key) }
+
+// setString sets a key from its text form (an environment variable or a
+// flag). Lists are comma-separated; peers are name=host:port.
+func (c *Config) setString(k key, s string) error {
+	switch p := k.field(c).(type) {
+	case *string:
+		*p = s
+	case *int64:
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 0, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", s)
+		}
+		*p = n
+	case *bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		*p = b
+	case *time.Duration:
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 500ms or 30s", s)
+		}
+		*p = d
+	case *[]string:
+		*p = splitList(s)
+	case *[]Peer:
+		var peers []Peer
+		for _, item := range splitList(s) {
+			name, addr, ok := strings.Cut(item, "=")
+			if !ok {
+				return fmt.Errorf("%q is not name=host:port", item)
+			}
+			peers = append(peers, Peer{Name: strings.TrimSpace(name), Addr: strings.TrimSpace(addr)})
+		}
+		*p = peers
+	default:
+		panic(fmt.Sprintf("conf: key %s has an unhandled field type %T", k.name, p))
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// LoadFile reads an HCL file over the configuration: top-level attributes
+// for the keys, and one `peer "name" { addr = "host:port" }` block per peer.
+// Unknown keys and values of the wrong type are errors naming the file and
+// line.
+func (c *Config) LoadFile(path string) error {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("conf: read %s: %w", path, err)
+	}
+	return c.loadHCL(src, path)
+}
+
+func (c *Config) loadHCL(src []byte, filename string) error {
+	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
+	if diags.HasErrors() {
+		return fmt.Errorf("conf: %w", diags)
+	}
+	body := f.Body.(*hclsyntax.Body)
+	var errs []error
+	fail := func(r hcl.Range, key, format string, args ...any) {
+		errs = append(errs, Problem{Key: key, Origin: where(r), Msg: fmt.Sprintf(format, args...)})
+	}
+	attrs := make([]*hclsyntax.Attribute, 0, len(body.Attributes))
+	for _, a := range body.Attributes {
+		attrs = append(attrs, a)
+	}
+	slices.SortFunc(attrs, func(a, b *hclsyntax.Attribute) int { return a.SrcRange.Start.Line - b.SrcRange.Start.Line })
+	for _, a := range attrs {
+		k, ok := lookupKey(a.Name)
+		if !ok || k.name == "peer" {
+			fail(a.NameRange, a.Name, "unknown key")
+			continue
+		}
+		v, diags := a.Expr.Value(nil)
+		if diags.HasErrors() {
+			fail(a.SrcRange, a.Name, "%s", diags.Error())
+			continue
+		}
+		if err := c.setValue(k, v); err != nil {
+			fail(a.SrcRange, a.Name, "%v", err)
+			continue
+		}
+		c.setOrigin(k.name, where(a.SrcRange))
+	}
+	var peers []Peer
+	for _, b := range body.Blocks {
+		if b.Type != "peer" || len(b.Labels) != 1 {
+			fail(b.TypeRange, b.Type, "unknown block; the only block is peer \"name\" { addr = \"host:port\" }")
+			continue
+		}
+		p := Peer{Name: b.Labels[0]}
+		for name, a := range b.Body.Attributes {
+			v, diags := a.Expr.Value(nil)
+			if name != "addr" || diags.HasErrors() || v.Type() != cty.String || v.IsNull() {
+				fail(a.SrcRange, "peer", "a peer block holds one string attribute, addr")
+				continue
+			}
+			p.Addr = v.AsString()
+		}
+		peers = append(peers, p)
+		c.setOrigin("peer", where(b.DefRange()))
+	}
+	if peers != nil {
+		c.Peers = peers
+	}
+	return errors.Join(errs...)
+}
+
+func where(r hcl.Range) string { return fmt.Sprintf("%s:%d", r.Filename, r.Start.Line) }
+
+// setValue sets a key from an HCL value: strings, whole numbers, bools,
+// durations as strings ("30s"), and lists of strings.
+func (c *Config) setValue(k key, v cty.Value) error {
+	if v.IsNull() || !v.IsKnown() {
+		return errors.New("needs a value")
+	}
+	switch p := k.field(c).(type) {
+	case *string:
+		if v.Type() != cty.String {
+			return fmt.Errorf("needs a string, not %s", v.Type().FriendlyName())
+		}
+		*p = v.AsString()
+	case *int64:
+		if v.Type() != cty.Number {
+			return fmt.Errorf("needs a whole number, not %s", v.Type().FriendlyName())
+		}
+		n, acc := v.AsBigFloat().Int64()
+		if acc != big.Exact {
+			return fmt.Errorf("%s is not a whole number in range", v.AsBigFloat().String())
+		}
+		*p = n
+	case *bool:
+		if v.Type() != cty.Bool {
+			return fmt.Errorf("needs true or false, not %s", v.Type().FriendlyName())
+		}
+		*p = v.True()
+	case *time.Duration:
+		if v.Type() != cty.String {
+			return fmt.Errorf("needs a duration string such as \"30s\", not %s", v.Type().FriendlyName())
+		}
+		return c.setString(k, v.AsString())
+	case *[]string:
+		if !v.Type().IsTupleType() && !v.Type().IsListType() {
+			return fmt.Errorf("needs a list of strings, not %s", v.Type().FriendlyName())
+		}
+		var list []string
+		for it := v.ElementIterator(); it.Next(); {
+			_, e := it.Element()
+			if e.Type() != cty.String || e.IsNull() {
+				return errors.New("needs a list of strings")
+			}
+			list = append(list, e.AsString())
+		}
+		*p = list
+	default:
+		panic(fmt.Sprintf("conf: key %s has an unhandled field type %T", k.name, p))
+	}
+	return nil
+}
+
+// LoadEnv applies the MMDB_* variables of environ (os.Environ's form).
+// A variable naming no key is an error, so that a typo is not ignored.
+func (c *Config) LoadEnv(environ []string) error {
+	var errs []error
+	for _, kv := range environ {
+		name, val, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "MMDB_") {
+			continue
+		}
+		k, ok := lookupKey(strings.ToLower(strings.TrimPrefix(name, "MMDB_")))
+		if !ok {
+			errs = append(errs, Problem{Key: name, Origin: "env " + name, Msg: "no such configuration key"})
+			continue
+		}
+		if err := c.setString(k, val); err != nil {
+			errs = append(errs, Problem{Key: k.name, Origin: "env " + name, Msg: err.Error()})
+			continue
+		}
+		c.setOrigin(k.name, "env "+name)
+	}
+	return errors.Join(errs...)
+}
+
+// Flags are the configuration keys registered on a flag.FlagSet.
+type Flags struct {
+	fs  *flag.FlagSet
+	set map[string]*flagValue
+}
+
+// flagValue holds a flag's text until Apply; repeated list flags append.
+type flagValue struct {
+	isBool bool
+	list   bool
+	vals   []string
+}
+
+func (v *flagValue) String() string { return strings.Join(v.vals, ",") }
+func (v *flagValue) Set(s string) error {
+	if v.list {
+		v.vals = append(v.vals, s)
+	} else {
+		v.vals = []string{s}
+	}
+	return nil
+}
+func (v *flagValue) IsBoolFlag() bool { return v.isBool }
+
+// RegisterFlags adds a flag for every key to fs.
+func RegisterFlags(fs *flag.FlagSet) *Flags {
+	f := &Flags{fs: fs, set: map[string]*flagValue{}}
+	def := DefaultConfig()
+	for _, k := range keys {
+		v := &flagValue{}
+		switch k.field(def).(type) {
+		case *bool:
+			v.isBool = true
+		case *[]string, *[]Peer:
+			v.list = true
+		}
+		f.set[k.name] = v
+		fs.Var(v, flagName(k.name), k.help)
+	}
+	return f
+}
+
+// Apply sets the keys whose flags were given on the command line.
+func (f *Flags) Apply(c *Config) error {
+	var errs []error
+	f.fs.Visit(func(fl *flag.Flag) {
+		name := strings.ReplaceAll(fl.Name, "-", "_")
+		v, ok := f.set[name]
+		if !ok {
+			return
+		}
+		k, _ := lookupKey(name)
+		if err := c.setString(k, strings.Join(v.vals, ",")); err != nil {
+			errs = append(errs, Problem{Key: k.name, Origin: "flag -" + fl.Name, Msg: err.Error()})
+			return
+		}
+		c.setOrigin(k.name, "flag -"+fl.Name)
+	})
+	return errors.Join(errs...)
+}
+
+// Load builds a node's configuration: the defaults, then the file at path
+// (if not empty), then environ's MMDB_* variables, then the flags given,
+// and validates the result.
+func Load(path string, environ []string, flags *Flags) (*Config, error) {
+	c := DefaultConfig()
+	if path != "" {
+		if err := c.LoadFile(path); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.LoadEnv(environ); err != nil {
+		return nil, fmt.Errorf("conf: environment: %w", err)
+	}
+	if flags != nil {
+		if err := flags.Apply(c); err != nil {
+			return nil, fmt.Errorf("conf: flags: %w", err)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("conf: invalid configuration:\n%w", err)
+	}
+	return c, nil
+}

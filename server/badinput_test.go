@@ -1,0 +1,291 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/mmdb/mmdb/conf"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// Bad input, for every RPC: each malformed request gets the code SPEC
+// section 11 names and a message naming what is wrong, and changes nothing.
+
+// fingerprint is everything a client can see of the database.
+func (n *node) fingerprint() string {
+	n.t.Helper()
+	c := ctx(n.t)
+	st, err := n.admin.Status(c, &pb.StatusRequest{})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "lsn %d open %d\n", st.GetLastLsn(), st.GetOpenTransactions())
+	l, err := n.db.ListTables(c, &pb.ListTablesRequest{})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	for _, t := range l.GetTables() {
+		d, err := n.db.DescribeTable(c, &pb.DescribeTableRequest{Table: t.GetName()})
+		if err != nil {
+			n.t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%v\n", d.GetTable())
+		for _, r := range n.scanAll(t.GetName(), 0, false) {
+			fmt.Fprintf(&b, "%v\n", r)
+		}
+	}
+	return b.String()
+}
+
+func TestBadInput(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) { c.MaxScanRows = 100; c.MaxValueBytes = 40 })
+	n.withAccounts(3)
+	c := ctx(t)
+	open, err := n.db.Begin(c, &pb.BeginRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := open.GetTxId()
+	setBal := func(v *pb.Value) []*pb.ColumnValue { return []*pb.ColumnValue{{Column: "bal", Value: v}} }
+	noKind := &pb.Value{}
+	farFuture := &pb.Value{Kind: &pb.Value_Timestamp{Timestamp: timestamppb.New(maxTimestamp.AddDate(1, 0, 0))}}
+	str := func(n int) *pb.Value { return vS(strings.Repeat("x", n)) }
+	cases := []struct {
+		name  string
+		call  func(context.Context, pb.DatabaseServiceClient) error
+		code  codes.Code
+		frags []string
+	}{
+		{"create nil table", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.CreateTable(c, &pb.CreateTableRequest{})
+			return err
+		}, codes.InvalidArgument, []string{"missing"}},
+		{"create existing", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.CreateTable(c, &pb.CreateTableRequest{Table: accountsTable()})
+			return err
+		}, codes.AlreadyExists, []string{`"acct"`}},
+		{"create unknown type", func(c context.Context, db pb.DatabaseServiceClient) error {
+			tb := accountsTable()
+			tb.Name, tb.Columns[3].Type = "t2", 99
+			_, err := db.CreateTable(c, &pb.CreateTableRequest{Table: tb})
+			return err
+		}, codes.InvalidArgument, []string{`"t2"`, `"bal"`, "type"}},
+		{"create string without length", func(c context.Context, db pb.DatabaseServiceClient) error {
+			tb := accountsTable()
+			tb.Name, tb.Columns[1].MaxLength = "t2", 0
+			_, err := db.CreateTable(c, &pb.CreateTableRequest{Table: tb})
+			return err
+		}, codes.InvalidArgument, []string{`"t2"`, `"name"`}},
+		{"create key on unknown column", func(c context.Context, db pb.DatabaseServiceClient) error {
+			tb := accountsTable()
+			tb.Name, tb.PrimaryKey = "t2", []string{"nope"}
+			_, err := db.CreateTable(c, &pb.CreateTableRequest{Table: tb})
+			return err
+		}, codes.InvalidArgument, []string{`"t2"`, `"nope"`}},
+		{"create unknown index kind", func(c context.Context, db pb.DatabaseServiceClient) error {
+			tb := accountsTable()
+			tb.Name, tb.Indexes[0].Kind = "t2", 9
+			_, err := db.CreateTable(c, &pb.CreateTableRequest{Table: tb})
+			return err
+		}, codes.InvalidArgument, []string{`"t2"`, `"by_name"`, "kind"}},
+		{"drop unknown", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.DropTable(c, &pb.DropTableRequest{Table: "nope"})
+			return err
+		}, codes.NotFound, []string{`"nope"`}},
+		{"describe unknown", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.DescribeTable(c, &pb.DescribeTableRequest{Table: "nope"})
+			return err
+		}, codes.NotFound, []string{`"nope"`}},
+		{"get unknown table", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Get(c, &pb.GetRequest{Table: "nope", Key: key(vI(1))})
+			return err
+		}, codes.NotFound, []string{`"nope"`}},
+		{"get unknown index", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Get(c, &pb.GetRequest{Table: "acct", Index: "nope", Key: key(vI(1))})
+			return err
+		}, codes.NotFound, []string{`"acct"`, `"nope"`}},
+		{"get wrong key type", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Get(c, &pb.GetRequest{Table: "acct", Key: key(vS("1"))})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, `"id"`}},
+		{"get value without kind", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Get(c, &pb.GetRequest{Table: "acct", Key: key(noKind)})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "key value 0", "no kind"}},
+		{"get short key", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Get(c, &pb.GetRequest{Table: "acct"})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`}},
+		{"get by non-unique index", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Get(c, &pb.GetRequest{Table: "acct", Index: "by_region", Key: key(vS("r1"))})
+			return err
+		}, codes.InvalidArgument, []string{`"by_region"`}},
+		{"get unknown transaction", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Get(c, &pb.GetRequest{Table: "acct", Key: key(vI(1)), TxId: tx + 1})
+			return err
+		}, codes.NotFound, []string{"not open"}},
+		{"insert nil row", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct"})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "row"}},
+		{"insert short row", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9))})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`}},
+		{"insert null into not null", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), vS("n9"), vS("r"), vNull(), vNull())})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, `"bal"`, "NULL"}},
+		{"insert too long for the column", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), str(17), vS("r"), vI(1), vNull())})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, `"name"`, "16"}},
+		{"insert past max_value_bytes", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), vS("n9"), vS("r"), vI(1), &pb.Value{Kind: &pb.Value_Bytes{Bytes: make([]byte, 41)}})})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "max_value_bytes (40)"}},
+		{"insert timestamp out of range", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), vS("n9"), vS("r"), farFuture, vNull())})
+			return err
+		}, codes.InvalidArgument, []string{"timestamp", "range"}},
+		{"insert duplicate key", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(1, 1)})
+			return err
+		}, codes.AlreadyExists, []string{`"acct"`}},
+		{"insert duplicate unique name", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), vS("n1"), vS("r"), vI(1), vNull())})
+			return err
+		}, codes.AlreadyExists, []string{`"acct"`, `"by_name"`}},
+		{"update missing row", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(99)), Set: setBal(vI(1))})
+			return err
+		}, codes.NotFound, []string{`"acct"`}},
+		{"update unknown column", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(1)), Set: []*pb.ColumnValue{{Column: "nope", Value: vI(1)}}})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, `"nope"`}},
+		{"update wrong type", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(1)), Set: setBal(vS("x"))})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, `"bal"`}},
+		{"update primary key", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(1)), Set: []*pb.ColumnValue{{Column: "id", Value: vI(5)}}})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, `"id"`}},
+		{"update value without kind", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(1)), Set: setBal(noKind)})
+			return err
+		}, codes.InvalidArgument, []string{`"bal"`, "no kind"}},
+		{"upsert wrong type", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Upsert(c, &pb.UpsertRequest{Table: "acct", Row: row(vI(1), vI(2), vS("r"), vI(1), vNull())})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, `"name"`}},
+		{"delete missing row", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Delete(c, &pb.DeleteRequest{Table: "acct", Key: key(vI(99))})
+			return err
+		}, codes.NotFound, []string{`"acct"`}},
+		{"delete unknown table", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Delete(c, &pb.DeleteRequest{Table: "nope", Key: key(vI(1))})
+			return err
+		}, codes.NotFound, []string{`"nope"`}},
+		{"scan unknown index", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := recvAll(db.Scan(c, &pb.ScanRequest{Table: "acct", Index: "nope"}))
+			return err
+		}, codes.NotFound, []string{`"acct"`, `"nope"`}},
+		{"scan past max_scan_rows", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := recvAll(db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 101}))
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "max_scan_rows (100)"}},
+		{"scan wrong prefix type", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := recvAll(db.Scan(c, &pb.ScanRequest{Table: "acct", Index: "by_region", Prefix: key(vI(1))}))
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, `"region"`}},
+		{"scan after of the wrong length", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := recvAll(db.Scan(c, &pb.ScanRequest{Table: "acct", After: key(vI(1), vI(2))}))
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "after"}},
+		{"commit op with its own tx_id", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Commit(c, &pb.CommitRequest{Operations: []*pb.Operation{{Op: &pb.Operation_Delete{Delete: &pb.DeleteRequest{Table: "acct", Key: key(vI(1)), TxId: tx}}}}})
+			return err
+		}, codes.InvalidArgument, []string{"operation 0", "tx_id"}},
+		{"commit empty op", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Commit(c, &pb.CommitRequest{Operations: []*pb.Operation{{Op: &pb.Operation_Delete{Delete: &pb.DeleteRequest{Table: "acct", Key: key(vI(1))}}}, {}}})
+			return err
+		}, codes.InvalidArgument, []string{"operation 1", "empty"}},
+		{"commit condition without expect", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Commit(c, &pb.CommitRequest{Conditions: []*pb.Condition{{Table: "acct", Key: key(vI(1))}}, Operations: []*pb.Operation{{Op: &pb.Operation_Delete{Delete: &pb.DeleteRequest{Table: "acct", Key: key(vI(1))}}}}})
+			return err
+		}, codes.InvalidArgument, []string{"condition 0", "expect"}},
+		{"commit condition on unknown column", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Commit(c, &pb.CommitRequest{Conditions: []*pb.Condition{{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS, Equals: []*pb.ColumnValue{{Column: "nope", Value: vI(1)}}}}})
+			return err
+		}, codes.InvalidArgument, []string{"condition 0", `"nope"`}},
+		{"commit unknown transaction", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Commit(c, &pb.CommitRequest{TxId: tx + 1})
+			return err
+		}, codes.NotFound, []string{"not open"}},
+		{"rollback unknown transaction", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Rollback(c, &pb.RollbackRequest{TxId: tx + 1})
+			return err
+		}, codes.NotFound, []string{"not open"}},
+		{"message past max_message_bytes", func(c context.Context, db pb.DatabaseServiceClient) error {
+			big := &pb.Value{Kind: &pb.Value_Bytes{Bytes: make([]byte, 5<<20)}}
+			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), vS("n9"), vS("r"), vI(1), big)})
+			return err
+		}, codes.ResourceExhausted, []string{"larger than max"}},
+		{"session empty request", func(c context.Context, db pb.DatabaseServiceClient) error {
+			s, err := db.Session(c)
+			if err != nil {
+				return err
+			}
+			if err := s.Send(&pb.SessionRequest{Requests: []*pb.Request{{Id: 7}}}); err != nil {
+				return err
+			}
+			m, err := s.Recv()
+			if err != nil {
+				return err
+			}
+			if err := s.CloseSend(); err != nil {
+				return err
+			}
+			r := m.GetReplies()[0]
+			if r.GetId() != 7 {
+				return fmt.Errorf("reply id %d", r.GetId())
+			}
+			return statusOf(r)
+		}, codes.InvalidArgument, []string{"empty"}},
+	}
+	want := n.fingerprint()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call(c, n.db)
+			wantCode(t, err, tc.code, tc.frags...)
+			if got := n.fingerprint(); got != want {
+				t.Fatalf("the request changed the database:\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+	// The open transaction survived all of it, and a failed statement in it
+	// left it usable.
+	if _, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(1, 1), TxId: tx}); err == nil {
+		t.Fatal("duplicate insert in a transaction succeeded")
+	}
+	if _, err := n.db.Commit(c, &pb.CommitRequest{TxId: tx}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// statusOf turns a Session reply's code and message back into an error.
+func statusOf(r *pb.Reply) error {
+	if r.GetCode() == 0 {
+		return nil
+	}
+	return status.Error(codes.Code(r.GetCode()), r.GetMessage())
+}

@@ -1,0 +1,367 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/mmdb/mmdb/mem"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// maxAutoRetries bounds how often a transaction the server runs on its own
+// (a single write, a batch) is retried after a serialization conflict
+// before ABORTED goes back to the client.
+const maxAutoRetries = 16
+
+// dbService implements DatabaseService over one mem.DB.
+type dbService struct {
+	pb.UnimplementedDatabaseServiceServer
+	db          *mem.DB
+	txs         *txTable
+	cv          converter
+	maxScanRows int
+	maxMsgBytes int
+	quit        <-chan struct{} // closed when shutdown begins
+}
+
+// run runs fn in the interactive transaction txID, or, when txID is zero,
+// in a transaction of its own that it commits, retrying conflicts. It
+// returns the commit's LSN (zero inside an interactive transaction) and
+// fn's or the commit's error, for the caller to turn into a status.
+func (s *dbService) run(ctx context.Context, txID uint64, fn func(tx *mem.Tx) error) (uint64, error) {
+	if txID != 0 {
+		return 0, s.txs.use(txID, fn)
+	}
+	for attempt := 0; ; attempt++ {
+		tx := s.db.Begin()
+		if err := fn(tx); err != nil {
+			tx.Rollback()
+			return 0, err
+		}
+		lsn, err := tx.Commit()
+		if errors.Is(err, mem.ErrConflict) && attempt < maxAutoRetries && ctx.Err() == nil {
+			continue
+		}
+		return lsn, err
+	}
+}
+
+// index returns the ordinal of a table's index by name; empty is the
+// primary key.
+func index(t *mem.Table, name string) (int, error) {
+	if name == "" {
+		return 0, nil
+	}
+	return t.Index(name)
+}
+
+func (s *dbService) CreateTable(_ context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
+	def, err := memTableDef(req.GetTable())
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.db.CreateTable(def)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CreateTableResponse{Lsn: t.CreatedLSN()}, nil
+}
+
+func (s *dbService) DropTable(_ context.Context, req *pb.DropTableRequest) (*pb.DropTableResponse, error) {
+	lsn, err := s.db.DropTable(req.GetTable())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DropTableResponse{Lsn: lsn}, nil
+}
+
+func (s *dbService) ListTables(context.Context, *pb.ListTablesRequest) (*pb.ListTablesResponse, error) {
+	resp := &pb.ListTablesResponse{}
+	for _, st := range s.db.Stats() {
+		resp.Tables = append(resp.Tables, pbTableStatus(st))
+	}
+	return resp, nil
+}
+
+func (s *dbService) DescribeTable(_ context.Context, req *pb.DescribeTableRequest) (*pb.DescribeTableResponse, error) {
+	t, err := s.db.Table(req.GetTable())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DescribeTableResponse{Table: pbTable(t.Def())}, nil
+}
+
+func (s *dbService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	resp := &pb.GetResponse{}
+	if _, err := s.run(ctx, req.GetTxId(), func(tx *mem.Tx) error { return s.get(tx, req, resp) }); err != nil {
+		return nil, toStatus(err)
+	}
+	return resp, nil
+}
+
+func (s *dbService) get(tx *mem.Tx, req *pb.GetRequest, resp *pb.GetResponse) error {
+	t, err := s.db.Table(req.GetTable())
+	if err != nil {
+		return err
+	}
+	ix, err := index(t, req.GetIndex())
+	if err != nil {
+		return err
+	}
+	key, err := s.cv.values(nil, req.GetKey(), "key")
+	if err != nil {
+		return fmt.Errorf("table %q: %w", t.Name(), err)
+	}
+	rec, found, err := tx.GetBy(t, ix, key)
+	if err != nil {
+		return err
+	}
+	resp.Found, resp.Row = found, nil
+	if found {
+		resp.Row = pbRow(rec)
+	}
+	return nil
+}
+
+func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.InsertResponse, error) {
+	lsn, err := s.run(ctx, req.GetTxId(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), false) })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.InsertResponse{Lsn: lsn}, nil
+}
+
+func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.UpsertResponse, error) {
+	lsn, err := s.run(ctx, req.GetTxId(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), true) })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.UpsertResponse{Lsn: lsn}, nil
+}
+
+func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.UpdateResponse, error) {
+	lsn, err := s.run(ctx, req.GetTxId(), func(tx *mem.Tx) error { return s.update(tx, req) })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.UpdateResponse{Lsn: lsn}, nil
+}
+
+func (s *dbService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
+	lsn, err := s.run(ctx, req.GetTxId(), func(tx *mem.Tx) error { return s.del(tx, req) })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DeleteResponse{Lsn: lsn}, nil
+}
+
+func (s *dbService) put(tx *mem.Tx, table string, row *pb.Row, replace bool) error {
+	t, err := s.db.Table(table)
+	if err != nil {
+		return err
+	}
+	if row == nil {
+		return errorf(codes.InvalidArgument, "table %q: the row is missing", table)
+	}
+	vals, err := s.cv.values(nil, row.GetValues(), "row")
+	if err != nil {
+		return fmt.Errorf("table %q: %w", table, err)
+	}
+	if replace {
+		return tx.Upsert(t, vals)
+	}
+	return tx.Insert(t, vals)
+}
+
+func (s *dbService) update(tx *mem.Tx, req *pb.UpdateRequest) error {
+	t, err := s.db.Table(req.GetTable())
+	if err != nil {
+		return err
+	}
+	key, err := s.cv.values(nil, req.GetKey(), "key")
+	if err != nil {
+		return fmt.Errorf("table %q: %w", t.Name(), err)
+	}
+	set, err := s.columnValues(t, req.GetSet(), "set")
+	if err != nil {
+		return err
+	}
+	return tx.Update(t, key, set)
+}
+
+// columnValues resolves named column values to ordinals.
+func (s *dbService) columnValues(t *mem.Table, cvs []*pb.ColumnValue, what string) ([]mem.ColumnValue, error) {
+	out := make([]mem.ColumnValue, len(cvs))
+	for i, cv := range cvs {
+		c, err := t.Column(cv.GetColumn())
+		if err != nil {
+			return nil, err
+		}
+		v, err := s.cv.value(cv.GetValue())
+		if err != nil {
+			return nil, fmt.Errorf("table %q: %s column %q: %w", t.Name(), what, cv.GetColumn(), err)
+		}
+		out[i] = mem.ColumnValue{Column: c, Value: v}
+	}
+	return out, nil
+}
+
+func (s *dbService) del(tx *mem.Tx, req *pb.DeleteRequest) error {
+	t, err := s.db.Table(req.GetTable())
+	if err != nil {
+		return err
+	}
+	key, err := s.cv.values(nil, req.GetKey(), "key")
+	if err != nil {
+		return fmt.Errorf("table %q: %w", t.Name(), err)
+	}
+	return tx.Delete(t, key)
+}
+
+func (s *dbService) Begin(context.Context, *pb.BeginRequest) (*pb.BeginResponse, error) {
+	id, err := s.txs.begin()
+	if err != nil {
+		return nil, err
+	}
+	return &pb.BeginResponse{TxId: id, IdleTimeout: durationpb.New(s.txs.idle)}, nil
+}
+
+func (s *dbService) Rollback(_ context.Context, req *pb.RollbackRequest) (*pb.RollbackResponse, error) {
+	if err := s.txs.end(req.GetTxId(), func(*mem.Tx) error { return nil }); err != nil {
+		return nil, err
+	}
+	return &pb.RollbackResponse{}, nil
+}
+
+// errConditionFailed ends a batch whose condition does not hold.
+var errConditionFailed = errors.New("a condition failed")
+
+func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
+	for i, op := range req.GetOperations() {
+		if opTxID(op) != 0 {
+			return nil, errorf(codes.InvalidArgument, "operation %d: tx_id must be zero inside a batch; the batch's own tx_id names the transaction", i)
+		}
+	}
+	resp := &pb.CommitResponse{}
+	batch := func(tx *mem.Tx) error { return s.batch(tx, req, resp) }
+	var err error
+	if id := req.GetTxId(); id != 0 {
+		err = s.txs.end(id, func(tx *mem.Tx) error {
+			if err := batch(tx); err != nil {
+				return err
+			}
+			var err error
+			resp.Lsn, err = tx.Commit()
+			return err
+		})
+	} else {
+		resp.Lsn, err = s.run(ctx, 0, batch)
+	}
+	if errors.Is(err, errConditionFailed) {
+		resp.Results = nil
+		return resp, nil
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp.Committed = true
+	return resp, nil
+}
+
+// batch checks a batch's conditions and runs its operations in tx.
+func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResponse) error {
+	resp.Results = resp.Results[:0]
+	for i, c := range req.GetConditions() {
+		ok, err := s.holds(tx, c)
+		if err != nil {
+			return fmt.Errorf("condition %d: %w", i, err)
+		}
+		if !ok {
+			resp.FailedCondition = uint32(i)
+			return errConditionFailed
+		}
+	}
+	for i, op := range req.GetOperations() {
+		res := &pb.GetResponse{}
+		var err error
+		switch o := op.GetOp().(type) {
+		case *pb.Operation_Get:
+			err = s.get(tx, o.Get, res)
+		case *pb.Operation_Insert:
+			err = s.put(tx, o.Insert.GetTable(), o.Insert.GetRow(), false)
+		case *pb.Operation_Upsert:
+			err = s.put(tx, o.Upsert.GetTable(), o.Upsert.GetRow(), true)
+		case *pb.Operation_Update:
+			err = s.update(tx, o.Update)
+		case *pb.Operation_Delete:
+			err = s.del(tx, o.Delete)
+		default:
+			err = errorf(codes.InvalidArgument, "the operation is empty; set one of get, insert, update, upsert, delete")
+		}
+		if err != nil {
+			return fmt.Errorf("operation %d: %w", i, err)
+		}
+		resp.Results = append(resp.Results, res)
+	}
+	return nil
+}
+
+// opTxID returns the tx_id an operation of a batch carries.
+func opTxID(op *pb.Operation) uint64 {
+	switch o := op.GetOp().(type) {
+	case *pb.Operation_Get:
+		return o.Get.GetTxId()
+	case *pb.Operation_Insert:
+		return o.Insert.GetTxId()
+	case *pb.Operation_Upsert:
+		return o.Upsert.GetTxId()
+	case *pb.Operation_Update:
+		return o.Update.GetTxId()
+	case *pb.Operation_Delete:
+		return o.Delete.GetTxId()
+	}
+	return 0
+}
+
+// holds checks one condition of a batch.
+func (s *dbService) holds(tx *mem.Tx, c *pb.Condition) (bool, error) {
+	t, err := s.db.Table(c.GetTable())
+	if err != nil {
+		return false, err
+	}
+	key, err := s.cv.values(nil, c.GetKey(), "key")
+	if err != nil {
+		return false, fmt.Errorf("table %q: %w", t.Name(), err)
+	}
+	want, err := s.columnValues(t, c.GetEquals(), "equals")
+	if err != nil {
+		return false, err
+	}
+	rec, found, err := tx.Get(t, key)
+	if err != nil {
+		return false, err
+	}
+	switch c.GetExpect() {
+	case pb.Condition_EXPECT_EXISTS:
+		if !found {
+			return false, nil
+		}
+		for _, w := range want {
+			if !rec.Value(w.Column).Equal(w.Value) {
+				return false, nil
+			}
+		}
+		return true, nil
+	case pb.Condition_EXPECT_NOT_EXISTS:
+		if len(want) != 0 {
+			return false, errorf(codes.InvalidArgument, "equals needs EXPECT_EXISTS")
+		}
+		return !found, nil
+	default:
+		return false, errorf(codes.InvalidArgument, "expect is unset; say EXPECT_EXISTS or EXPECT_NOT_EXISTS")
+	}
+}

@@ -1,0 +1,769 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mmdb/mmdb/conf"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// End-to-end tests: a real server on a loopback port and a real gRPC
+// client, as users run them.
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// node is a server under test and a client connected to it.
+type node struct {
+	t     *testing.T
+	srv   *Server
+	conn  *grpc.ClientConn
+	db    pb.DatabaseServiceClient
+	admin pb.AdminServiceClient
+	addr  string
+	done  chan error
+}
+
+// startNode starts a server on 127.0.0.1 with a port the kernel picks, in
+// a temporary data directory; edit adjusts the config first. It stops at
+// the end of the test.
+func startNode(t *testing.T, edit func(c *conf.Config)) *node {
+	t.Helper()
+	cfg := conf.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	if edit != nil {
+		edit(cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{t: t, srv: srv, addr: lis.Addr().String(), done: make(chan error, 1)}
+	go func() { n.done <- srv.Serve(lis) }()
+	n.conn, err = grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.db = pb.NewDatabaseServiceClient(n.conn)
+	n.admin = pb.NewAdminServiceClient(n.conn)
+	t.Cleanup(n.stop)
+	return n
+}
+
+// stop shuts the server down (once) and closes the client.
+func (n *node) stop() {
+	if n.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.srv.Shutdown(ctx); err != nil {
+		n.t.Errorf("shutdown: %v", err)
+	}
+	if err := <-n.done; err != nil {
+		n.t.Errorf("serve: %v", err)
+	}
+	if err := n.conn.Close(); err != nil {
+		n.t.Errorf("close client: %v", err)
+	}
+	n.srv = nil
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// Value constructors for requests.
+func vI(v int64) *pb.Value  { return &pb.Value{Kind: &pb.Value_Int64{Int64: v}} }
+func vS(v string) *pb.Value { return &pb.Value{Kind: &pb.Value_String_{String_: v}} }
+func vNull() *pb.Value      { return &pb.Value{Kind: &pb.Value_Null{}} }
+func row(vs ...*pb.Value) *pb.Row {
+	return &pb.Row{Values: vs}
+}
+func key(vs ...*pb.Value) []*pb.Value { return vs }
+
+// accountsTable is the table most tests use: an ordered primary key, a
+// unique hash index on name and a non-unique ordered index on region.
+func accountsTable() *pb.Table {
+	return &pb.Table{
+		Name: "acct",
+		Columns: []*pb.Column{
+			{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64},
+			{Name: "name", Type: pb.ColumnType_COLUMN_TYPE_STRING, MaxLength: 16},
+			{Name: "region", Type: pb.ColumnType_COLUMN_TYPE_STRING, MaxLength: 8},
+			{Name: "bal", Type: pb.ColumnType_COLUMN_TYPE_INT64},
+			{Name: "note", Type: pb.ColumnType_COLUMN_TYPE_BYTES, MaxLength: 64, Nullable: true},
+		},
+		PrimaryKey:  []string{"id"},
+		PrimaryKind: pb.IndexKind_INDEX_KIND_ORDERED,
+		Indexes: []*pb.Index{
+			{Name: "by_name", Columns: []string{"name"}, Unique: true, Kind: pb.IndexKind_INDEX_KIND_HASH},
+			{Name: "by_region", Columns: []string{"region"}, Kind: pb.IndexKind_INDEX_KIND_ORDERED},
+		},
+	}
+}
+
+func acctRow(id int64, bal int64) *pb.Row {
+	return row(vI(id), vS(fmt.Sprintf("n%d", id)), vS(fmt.Sprintf("r%d", id%3)), vI(bal), vNull())
+}
+
+// withAccounts creates acct and inserts rows 1..n with balance 100.
+func (n *node) withAccounts(rows int) {
+	n.t.Helper()
+	if _, err := n.db.CreateTable(ctx(n.t), &pb.CreateTableRequest{Table: accountsTable()}); err != nil {
+		n.t.Fatal(err)
+	}
+	for i := 1; i <= rows; i++ {
+		if _, err := n.db.Insert(ctx(n.t), &pb.InsertRequest{Table: "acct", Row: acctRow(int64(i), 100)}); err != nil {
+			n.t.Fatal(err)
+		}
+	}
+}
+
+// wantCode fails unless err is a status with code and its message holds
+// every fragment.
+func wantCode(t *testing.T, err error, code codes.Code, fragments ...string) {
+	t.Helper()
+	st, _ := status.FromError(err)
+	if st.Code() != code {
+		t.Fatalf("got %v (%v), want code %v", st.Code(), err, code)
+	}
+	for _, f := range fragments {
+		if !strings.Contains(st.Message(), f) {
+			t.Fatalf("message %q does not name %q", st.Message(), f)
+		}
+	}
+}
+
+func (n *node) get(id int64) (*pb.Row, bool) {
+	n.t.Helper()
+	r, err := n.db.Get(ctx(n.t), &pb.GetRequest{Table: "acct", Key: key(vI(id))})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return r.GetRow(), r.GetFound()
+}
+
+func balance(r *pb.Row) int64 { return r.GetValues()[3].GetInt64() }
+
+// scanAll reads a whole table through the primary key, paging with after.
+func (n *node) scanAll(table string, pageSize uint32, reverse bool) []*pb.Row {
+	n.t.Helper()
+	var rows []*pb.Row
+	var after []*pb.Value
+	for {
+		st, err := n.db.Scan(ctx(n.t), &pb.ScanRequest{Table: table, Limit: pageSize, After: after, Reverse: reverse})
+		if err != nil {
+			n.t.Fatal(err)
+		}
+		var last *pb.ScanResponse
+		for {
+			m, err := st.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				n.t.Fatal(err)
+			}
+			rows = append(rows, m.GetRows()...)
+			last = m
+		}
+		if !last.GetMore() {
+			return rows
+		}
+		after = last.GetResumeKey()
+	}
+}
+
+func TestHealthAndReflection(t *testing.T) {
+	n := startNode(t, nil)
+	for _, svc := range []string{"", "mmdb.v1.DatabaseService"} {
+		r, err := healthpb.NewHealthClient(n.conn).Check(ctx(t), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health of %q: %v %v", svc, r, err)
+		}
+	}
+	services := n.srv.grpc.GetServiceInfo()
+	for _, want := range []string{"mmdb.v1.DatabaseService", "mmdb.v1.AdminService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+		if _, ok := services[want]; !ok {
+			t.Errorf("service %s is not registered", want)
+		}
+	}
+}
+
+func TestDDL(t *testing.T) {
+	n := startNode(t, nil)
+	c := ctx(t)
+	cr, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: accountsTable()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cr.GetLsn() == 0 {
+		t.Fatal("CreateTable returned LSN 0")
+	}
+	d, err := n.db.DescribeTable(c, &pb.DescribeTableRequest{Table: "acct"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(d.GetTable(), accountsTable()) {
+		t.Fatalf("described %v\nwant %v", d.GetTable(), accountsTable())
+	}
+	_, err = n.db.CreateTable(c, &pb.CreateTableRequest{Table: accountsTable()})
+	wantCode(t, err, codes.AlreadyExists, `"acct"`)
+	l, err := n.db.ListTables(c, &pb.ListTablesRequest{})
+	if err != nil || len(l.GetTables()) != 1 || l.GetTables()[0].GetName() != "acct" {
+		t.Fatalf("list: %v %v", l, err)
+	}
+	dr, err := n.db.DropTable(c, &pb.DropTableRequest{Table: "acct"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dr.GetLsn() != cr.GetLsn()+1 {
+		t.Fatalf("drop LSN %d after create LSN %d", dr.GetLsn(), cr.GetLsn())
+	}
+	_, err = n.db.DescribeTable(c, &pb.DescribeTableRequest{Table: "acct"})
+	wantCode(t, err, codes.NotFound, `"acct"`)
+}
+
+func TestDML(t *testing.T) {
+	n := startNode(t, nil)
+	n.withAccounts(3)
+	c := ctx(t)
+	r, found := n.get(2)
+	if !found || balance(r) != 100 || r.GetValues()[1].GetString_() != "n2" || r.GetValues()[4].GetNull() != 0 {
+		t.Fatalf("get 2: %v %v", r, found)
+	}
+	if _, found := n.get(9); found {
+		t.Fatal("row 9 found")
+	}
+	byName, err := n.db.Get(c, &pb.GetRequest{Table: "acct", Index: "by_name", Key: key(vS("n3"))})
+	if err != nil || !byName.GetFound() || byName.GetRow().GetValues()[0].GetInt64() != 3 {
+		t.Fatalf("get by name: %v %v", byName, err)
+	}
+	type lsner interface{ GetLsn() uint64 }
+	var lsns []uint64
+	for _, write := range []func() (lsner, error){
+		func() (lsner, error) {
+			return n.db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(2)), Set: []*pb.ColumnValue{{Column: "bal", Value: vI(7)}}})
+		},
+		func() (lsner, error) { return n.db.Upsert(c, &pb.UpsertRequest{Table: "acct", Row: acctRow(4, 40)}) },
+		func() (lsner, error) { return n.db.Delete(c, &pb.DeleteRequest{Table: "acct", Key: key(vI(1))}) },
+	} {
+		w, err := write()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lsns = append(lsns, w.GetLsn())
+	}
+	for i := 1; i < len(lsns); i++ {
+		if lsns[i] != lsns[i-1]+1 {
+			t.Fatalf("write LSNs %v are not consecutive", lsns)
+		}
+	}
+	st, err := n.admin.Status(c, &pb.StatusRequest{})
+	if err != nil || st.GetLastLsn() != lsns[2] {
+		t.Fatalf("status last LSN %d, want %d (%v)", st.GetLastLsn(), lsns[2], err)
+	}
+	if r, _ := n.get(2); balance(r) != 7 {
+		t.Fatalf("row 2 after update: %v", r)
+	}
+	if _, found := n.get(1); found {
+		t.Fatal("row 1 still there after delete")
+	}
+	if rows := n.scanAll("acct", 0, false); len(rows) != 3 {
+		t.Fatalf("%d rows, want 3", len(rows))
+	}
+}
+
+func TestBatchCommit(t *testing.T) {
+	n := startNode(t, nil)
+	n.withAccounts(2)
+	c := ctx(t)
+	transfer := &pb.CommitRequest{
+		Conditions: []*pb.Condition{
+			{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS, Equals: []*pb.ColumnValue{{Column: "bal", Value: vI(100)}}},
+			{Table: "acct", Key: key(vI(3)), Expect: pb.Condition_EXPECT_NOT_EXISTS},
+		},
+		Operations: []*pb.Operation{
+			{Op: &pb.Operation_Update{Update: &pb.UpdateRequest{Table: "acct", Key: key(vI(1)), Set: []*pb.ColumnValue{{Column: "bal", Value: vI(60)}}}}},
+			{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "acct", Row: acctRow(3, 40)}}},
+			{Op: &pb.Operation_Get{Get: &pb.GetRequest{Table: "acct", Key: key(vI(3))}}},
+		},
+	}
+	r, err := n.db.Commit(c, transfer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.GetCommitted() || r.GetLsn() == 0 || len(r.GetResults()) != 3 || balance(r.GetResults()[2].GetRow()) != 40 {
+		t.Fatalf("commit: %v", r)
+	}
+	// The same batch again: row 1 no longer has 100, so nothing is written.
+	r, err = n.db.Commit(c, transfer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.GetCommitted() || r.GetFailedCondition() != 0 || r.GetLsn() != 0 {
+		t.Fatalf("second commit: %v", r)
+	}
+	// A failing operation rolls the whole batch back.
+	before := n.scanAll("acct", 0, false)
+	_, err = n.db.Commit(c, &pb.CommitRequest{Operations: []*pb.Operation{
+		{Op: &pb.Operation_Delete{Delete: &pb.DeleteRequest{Table: "acct", Key: key(vI(2))}}},
+		{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "acct", Row: acctRow(1, 1)}}},
+	}})
+	wantCode(t, err, codes.AlreadyExists, "operation 1")
+	if after := n.scanAll("acct", 0, false); !rowsEqual(before, after) {
+		t.Fatalf("a failed batch changed the table:\n%v\n%v", before, after)
+	}
+}
+
+func rowsEqual(a, b []*pb.Row) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !proto.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestInteractiveTransaction(t *testing.T) {
+	n := startNode(t, nil)
+	n.withAccounts(2)
+	c := ctx(t)
+	b, err := n.db.Begin(c, &pb.BeginRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := b.GetTxId()
+	if _, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(5, 5), TxId: id}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := n.db.Get(c, &pb.GetRequest{Table: "acct", Key: key(vI(5)), TxId: id})
+	if err != nil || !in.GetFound() {
+		t.Fatalf("the transaction does not see its own insert: %v %v", in, err)
+	}
+	if _, found := n.get(5); found {
+		t.Fatal("an uncommitted insert is visible outside its transaction")
+	}
+	// A failed operation leaves the transaction usable.
+	_, err = n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(1, 1), TxId: id})
+	wantCode(t, err, codes.AlreadyExists)
+	cr, err := n.db.Commit(c, &pb.CommitRequest{TxId: id})
+	if err != nil || !cr.GetCommitted() || cr.GetLsn() == 0 {
+		t.Fatalf("commit: %v %v", cr, err)
+	}
+	if _, found := n.get(5); !found {
+		t.Fatal("a committed insert is not visible")
+	}
+	_, err = n.db.Get(c, &pb.GetRequest{Table: "acct", Key: key(vI(5)), TxId: id})
+	wantCode(t, err, codes.NotFound, "not open")
+
+	// Rollback leaves no trace.
+	b, _ = n.db.Begin(c, &pb.BeginRequest{})
+	if _, err := n.db.Delete(c, &pb.DeleteRequest{Table: "acct", Key: key(vI(1)), TxId: b.GetTxId()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.db.Rollback(c, &pb.RollbackRequest{TxId: b.GetTxId()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, found := n.get(1); !found {
+		t.Fatal("a rolled-back delete took effect")
+	}
+
+	// Two transactions that read and write the same row: one aborts.
+	t1, _ := n.db.Begin(c, &pb.BeginRequest{})
+	t2, _ := n.db.Begin(c, &pb.BeginRequest{})
+	for _, tx := range []uint64{t1.GetTxId(), t2.GetTxId()} {
+		if _, err := n.db.Get(c, &pb.GetRequest{Table: "acct", Key: key(vI(2)), TxId: tx}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(2)), Set: []*pb.ColumnValue{{Column: "bal", Value: vI(int64(tx % 1000))}}, TxId: tx}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.db.Commit(c, &pb.CommitRequest{TxId: t1.GetTxId()}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = n.db.Commit(c, &pb.CommitRequest{TxId: t2.GetTxId()})
+	wantCode(t, err, codes.Aborted)
+	if r, _ := n.get(2); balance(r) != int64(t1.GetTxId()%1000) {
+		t.Fatalf("row 2 holds %v, not the first commit's write", r)
+	}
+	st, _ := n.admin.Status(c, &pb.StatusRequest{})
+	if st.GetOpenTransactions() != 0 {
+		t.Fatalf("%d transactions still open", st.GetOpenTransactions())
+	}
+}
+
+func TestIdleTimeoutRollsBack(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) { c.TxIdleTimeout = 50 * time.Millisecond })
+	n.withAccounts(1)
+	c := ctx(t)
+	b, err := n.db.Begin(c, &pb.BeginRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.GetIdleTimeout().AsDuration() != 50*time.Millisecond {
+		t.Fatalf("idle timeout %v", b.GetIdleTimeout().AsDuration())
+	}
+	if _, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(2, 2), TxId: b.GetTxId()}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n.srv.txs.open() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle transaction was never rolled back")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, err = n.db.Commit(c, &pb.CommitRequest{TxId: b.GetTxId()})
+	wantCode(t, err, codes.NotFound, "tx_idle_timeout")
+	if _, found := n.get(2); found {
+		t.Fatal("the rolled-back transaction's insert is visible")
+	}
+}
+
+func TestMaxOpenTransactions(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) { c.MaxOpenTransactions = 2 })
+	c := ctx(t)
+	for i := 0; i < 2; i++ {
+		if _, err := n.db.Begin(c, &pb.BeginRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := n.db.Begin(c, &pb.BeginRequest{})
+	wantCode(t, err, codes.ResourceExhausted, "max_open_transactions (2)")
+}
+
+func TestScanPaging(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) { c.MaxScanRows = 50 })
+	n.withAccounts(230)
+	c := ctx(t)
+	for _, reverse := range []bool{false, true} {
+		for _, page := range []uint32{1, 7, 50} {
+			rows := n.scanAll("acct", page, reverse)
+			if len(rows) != 230 {
+				t.Fatalf("page %d reverse %v: %d rows", page, reverse, len(rows))
+			}
+			for i, r := range rows {
+				want := int64(i + 1)
+				if reverse {
+					want = int64(230 - i)
+				}
+				if got := r.GetValues()[0].GetInt64(); got != want {
+					t.Fatalf("page %d reverse %v: row %d has id %d, want %d", page, reverse, i, got, want)
+				}
+			}
+		}
+	}
+	// A range with a prefix and bounds on the non-unique region index.
+	st, err := n.db.Scan(c, &pb.ScanRequest{Table: "acct", Index: "by_region", Prefix: key(vS("r1")), Limit: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.GetRows()) != 50 || !m.GetMore() || len(m.GetResumeKey()) != 0 {
+		t.Fatalf("region scan: %d rows, more %v, resume key %v", len(m.GetRows()), m.GetMore(), m.GetResumeKey())
+	}
+	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 51}))
+	wantCode(t, err, codes.InvalidArgument, "max_scan_rows (50)")
+	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Index: "by_region", After: key(vS("r1"))}))
+	wantCode(t, err, codes.InvalidArgument, "not unique")
+	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Index: "by_name", Lower: key(vS("n1"))}))
+	wantCode(t, err, codes.InvalidArgument, "hash index")
+}
+
+// recvAll reads a scan stream to its end.
+func recvAll(st grpc.ServerStreamingClient[pb.ScanResponse], err error) ([]*pb.Row, error) {
+	if err != nil {
+		return nil, err
+	}
+	var rows []*pb.Row
+	for {
+		m, err := st.Recv()
+		if err == io.EOF {
+			return rows, nil
+		}
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, m.GetRows()...)
+	}
+}
+
+func TestSessionPipelining(t *testing.T) {
+	n := startNode(t, nil)
+	n.withAccounts(10)
+	s, err := n.db.Session(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Send everything before reading any reply.
+	const msgs = 200
+	for i := 0; i < msgs; i++ {
+		var reqs []*pb.Request
+		for j := 0; j < 5; j++ {
+			id := uint64(i*5 + j)
+			var r *pb.Request
+			switch j {
+			case 0, 1, 2:
+				r = &pb.Request{Id: id, Op: &pb.Request_Get{Get: &pb.GetRequest{Table: "acct", Key: key(vI(int64(id%10 + 1)))}}}
+			case 3:
+				r = &pb.Request{Id: id, Op: &pb.Request_Update{Update: &pb.UpdateRequest{Table: "acct", Key: key(vI(int64(i%10 + 1))), Set: []*pb.ColumnValue{{Column: "bal", Value: vI(int64(i))}}}}}
+			case 4:
+				r = &pb.Request{Id: id, Op: &pb.Request_Get{Get: &pb.GetRequest{Table: "nope", Key: key(vI(1))}}}
+			}
+			reqs = append(reqs, r)
+		}
+		if err := s.Send(&pb.SessionRequest{Requests: reqs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	next := uint64(0)
+	var lastLSN uint64
+	for {
+		m, err := s.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range m.GetReplies() {
+			if r.GetId() != next {
+				t.Fatalf("reply %d came where %d was due", r.GetId(), next)
+			}
+			switch next % 5 {
+			case 0, 1, 2:
+				if r.GetCode() != 0 || !r.GetGet().GetFound() {
+					t.Fatalf("get reply %d: %v", next, r)
+				}
+			case 3:
+				if r.GetCode() != 0 || r.GetUpdate().GetLsn() <= lastLSN {
+					t.Fatalf("update reply %d: %v (last LSN %d)", next, r, lastLSN)
+				}
+				lastLSN = r.GetUpdate().GetLsn()
+			case 4:
+				if codes.Code(r.GetCode()) != codes.NotFound || !strings.Contains(r.GetMessage(), `"nope"`) {
+					t.Fatalf("bad-table reply %d: %v", next, r)
+				}
+			}
+			next++
+		}
+	}
+	if next != msgs*5 {
+		t.Fatalf("%d replies, want %d", next, msgs*5)
+	}
+}
+
+func TestSessionRollsBackOpenTransactions(t *testing.T) {
+	n := startNode(t, nil)
+	n.withAccounts(1)
+	c, cancel := context.WithCancel(ctx(t))
+	s, err := n.db.Session(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange := func(r *pb.Request) *pb.Reply {
+		t.Helper()
+		if err := s.Send(&pb.SessionRequest{Requests: []*pb.Request{r}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.GetReplies()[0]
+	}
+	b := exchange(&pb.Request{Op: &pb.Request_Begin{Begin: &pb.BeginRequest{}}})
+	id := b.GetBegin().GetTxId()
+	if w := exchange(&pb.Request{Op: &pb.Request_Insert{Insert: &pb.InsertRequest{Table: "acct", Row: acctRow(2, 2), TxId: id}}}); w.GetCode() != 0 {
+		t.Fatal(w)
+	}
+	cancel()
+	deadline := time.Now().Add(10 * time.Second)
+	for n.srv.txs.open() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session's transaction outlived the session")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, found := n.get(2); found {
+		t.Fatal("the abandoned transaction's insert is visible")
+	}
+}
+
+// TestConcurrentTransfers moves money between accounts from many clients
+// at once, in interactive transactions retried on ABORTED, while readers
+// check the total in single consistent scans.
+func TestConcurrentTransfers(t *testing.T) {
+	n := startNode(t, nil)
+	const accounts, workers, transfers = 10, 8, 60
+	n.withAccounts(accounts)
+	c := ctx(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers+1)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < transfers; i++ {
+				from, to := int64((w+i)%accounts+1), int64((w*7+i*3+1)%accounts+1)
+				if from == to {
+					continue
+				}
+				if err := transfer(c, n.db, from, to, 1); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	var rg sync.WaitGroup
+	rg.Add(1)
+	go func() {
+		defer rg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			rows, err := recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct"}))
+			if err != nil {
+				errs <- err
+				return
+			}
+			sum := int64(0)
+			for _, r := range rows {
+				sum += balance(r)
+			}
+			if sum != accounts*100 {
+				errs <- fmt.Errorf("a scan saw a total of %d, want %d", sum, accounts*100)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	rg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// transfer moves amount between two accounts in an interactive
+// transaction, retrying it while it aborts.
+func transfer(c context.Context, db pb.DatabaseServiceClient, from, to, amount int64) error {
+	for {
+		err := tryTransfer(c, db, from, to, amount)
+		if status.Code(err) != codes.Aborted {
+			return err
+		}
+	}
+}
+
+func tryTransfer(c context.Context, db pb.DatabaseServiceClient, from, to, amount int64) error {
+	b, err := db.Begin(c, &pb.BeginRequest{})
+	if err != nil {
+		return err
+	}
+	id := b.GetTxId()
+	for _, step := range []struct{ id, delta int64 }{{from, -amount}, {to, amount}} {
+		g, err := db.Get(c, &pb.GetRequest{Table: "acct", Key: key(vI(step.id)), TxId: id})
+		if err != nil {
+			return err
+		}
+		set := []*pb.ColumnValue{{Column: "bal", Value: vI(balance(g.GetRow()) + step.delta)}}
+		if _, err := db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(step.id)), Set: set, TxId: id}); err != nil {
+			return err
+		}
+	}
+	_, err = db.Commit(c, &pb.CommitRequest{TxId: id})
+	return err
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, func(c *conf.Config) { c.DataDir = dir })
+	n.withAccounts(1)
+	c := ctx(t)
+	b, err := n.db.Begin(c, &pb.BeginRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(2, 2), TxId: b.GetTxId()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := n.db.Session(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&pb.SessionRequest{Requests: []*pb.Request{{Op: &pb.Request_Get{Get: &pb.GetRequest{Table: "acct", Key: key(vI(1))}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.Recv(); err != nil || m.GetReplies()[0].GetCode() != 0 {
+		t.Fatalf("session before shutdown: %v %v", m, err)
+	}
+	// A second node on the same data directory is refused while the first runs.
+	cfg := conf.DefaultConfig()
+	cfg.DataDir = dir
+	if _, err := New(cfg, nil); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("a second node on a locked data_dir: %v", err)
+	}
+	srv := n.srv
+	n.stop()
+	// The open session ended with UNAVAILABLE, the transaction is rolled
+	// back, and the data directory is free again.
+	if _, err := s.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("session after shutdown: %v", err)
+	}
+	if k := srv.txs.open(); k != 0 {
+		t.Fatalf("%d transactions open after shutdown", k)
+	}
+	srv2, err := New(cfg, nil)
+	if err != nil {
+		t.Fatalf("the data directory stayed locked: %v", err)
+	}
+	if err := srv2.Shutdown(c); err != nil {
+		t.Fatal(err)
+	}
+}

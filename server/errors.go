@@ -1,0 +1,72 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/mem"
+)
+
+// codeOf maps the engine's errors to gRPC codes (SPEC section 11).
+var codeOf = []struct {
+	err  error
+	code codes.Code
+}{
+	{mem.ErrNoTable, codes.NotFound},
+	{mem.ErrNoIndex, codes.NotFound},
+	{mem.ErrNotFound, codes.NotFound},
+	{mem.ErrNoColumn, codes.InvalidArgument},
+	{mem.ErrType, codes.InvalidArgument},
+	{mem.ErrNull, codes.InvalidArgument},
+	{mem.ErrTooLong, codes.InvalidArgument},
+	{mem.ErrInvalid, codes.InvalidArgument},
+	{mem.ErrTableExist, codes.AlreadyExists},
+	{mem.ErrIndexExist, codes.AlreadyExists},
+	{mem.ErrDuplicate, codes.AlreadyExists},
+	{mem.ErrConflict, codes.Aborted},
+	{mem.ErrTxDone, codes.FailedPrecondition},
+	{mem.ErrLimit, codes.ResourceExhausted},
+	{mem.ErrCorrupt, codes.DataLoss},
+	{context.Canceled, codes.Canceled},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
+}
+
+// toStatus turns an error into a gRPC status error. Errors that already are
+// statuses pass through; engine errors get their code and lose the "mem: "
+// prefix, which says nothing to a client; anything else is INTERNAL.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Err()
+	}
+	msg := strings.ReplaceAll(err.Error(), "mem: ", "")
+	for _, m := range codeOf {
+		if errors.Is(err, m.err) {
+			return status.Error(m.code, msg)
+		}
+	}
+	return status.Error(codes.Internal, msg)
+}
+
+// codeError is a request error the server finds itself, with its gRPC
+// code. Unlike a status error its text is just the message, so wrapping it
+// with context ("operation 2: ...") reads well, and toStatus keeps the code.
+type codeError struct {
+	code codes.Code
+	msg  string
+}
+
+func (e *codeError) Error() string              { return e.msg }
+func (e *codeError) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+
+// errorf returns a codeError.
+func errorf(code codes.Code, format string, args ...any) error {
+	return &codeError{code: code, msg: fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,131 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/mem"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// received is one result of a Session stream's Recv.
+type received struct {
+	msg *pb.SessionRequest
+	err error
+}
+
+// Session answers the requests of a stream in order. A reader goroutine
+// receives ahead while requests run, so a pipelining client keeps the
+// server busy; replies go back one SessionResponse per SessionRequest.
+// Transactions begun on the stream and still open when it ends are rolled
+// back. At shutdown the stream finishes the message in hand and ends with
+// UNAVAILABLE.
+func (s *dbService) Session(stream grpc.BidiStreamingServer[pb.SessionRequest, pb.SessionResponse]) error {
+	ctx := stream.Context()
+	in := make(chan received, 16)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			select {
+			case in <- received{m, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	owned := map[uint64]bool{}
+	defer func() {
+		for id := range owned {
+			_ = s.txs.end(id, func(*mem.Tx) error { return nil }) // already ended is fine
+		}
+	}()
+	for {
+		var r received
+		select {
+		case r = <-in:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-s.quit:
+			return errorf(codes.Unavailable, "the server is shutting down; reconnect to another node or retry later")
+		}
+		if r.err != nil {
+			if errors.Is(r.err, io.EOF) || status.Code(r.err) == codes.Canceled {
+				return nil
+			}
+			return r.err
+		}
+		resp := &pb.SessionResponse{Replies: make([]*pb.Reply, len(r.msg.GetRequests()))}
+		for i, req := range r.msg.GetRequests() {
+			resp.Replies[i] = s.handle(ctx, req, owned)
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// handle runs one Session request through the unary handlers.
+func (s *dbService) handle(ctx context.Context, req *pb.Request, owned map[uint64]bool) *pb.Reply {
+	reply := &pb.Reply{Id: req.GetId()}
+	var err error
+	switch o := req.GetOp().(type) {
+	case *pb.Request_Get:
+		var res *pb.GetResponse
+		if res, err = s.Get(ctx, o.Get); err == nil {
+			reply.Result = &pb.Reply_Get{Get: res}
+		}
+	case *pb.Request_Insert:
+		var res *pb.InsertResponse
+		if res, err = s.Insert(ctx, o.Insert); err == nil {
+			reply.Result = &pb.Reply_Insert{Insert: res}
+		}
+	case *pb.Request_Update:
+		var res *pb.UpdateResponse
+		if res, err = s.Update(ctx, o.Update); err == nil {
+			reply.Result = &pb.Reply_Update{Update: res}
+		}
+	case *pb.Request_Upsert:
+		var res *pb.UpsertResponse
+		if res, err = s.Upsert(ctx, o.Upsert); err == nil {
+			reply.Result = &pb.Reply_Upsert{Upsert: res}
+		}
+	case *pb.Request_Delete:
+		var res *pb.DeleteResponse
+		if res, err = s.Delete(ctx, o.Delete); err == nil {
+			reply.Result = &pb.Reply_Delete{Delete: res}
+		}
+	case *pb.Request_Commit:
+		var res *pb.CommitResponse
+		if res, err = s.Commit(ctx, o.Commit); err == nil {
+			reply.Result = &pb.Reply_Commit{Commit: res}
+		}
+		delete(owned, o.Commit.GetTxId())
+	case *pb.Request_Begin:
+		var res *pb.BeginResponse
+		if res, err = s.Begin(ctx, o.Begin); err == nil {
+			reply.Result = &pb.Reply_Begin{Begin: res}
+			owned[res.TxId] = true
+		}
+	case *pb.Request_Rollback:
+		var res *pb.RollbackResponse
+		if res, err = s.Rollback(ctx, o.Rollback); err == nil {
+			reply.Result = &pb.Reply_Rollback{Rollback: res}
+		}
+		delete(owned, o.Rollback.GetTxId())
+	default:
+		err = errorf(codes.InvalidArgument, "the request is empty; set one of get, insert, update, upsert, delete, commit, begin, rollback")
+	}
+	if err != nil {
+		st := status.Convert(err)
+		reply.Code, reply.Message = uint32(st.Code()), st.Message()
+	}
+	return reply
+}

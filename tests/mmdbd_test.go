@@ -1,0 +1,358 @@
+// Package tests runs real mmdbd processes on loopback, as operators and
+// users do: start, status, signals, configuration errors.
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// mmdbd is the binary under test, built once by TestMain.
+var mmdbd string
+
+func TestMain(m *testing.M) {
+	os.Exit(buildAndRun(m))
+}
+
+func buildAndRun(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "mmdbd-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	mmdbd = filepath.Join(dir, "mmdbd")
+	build := exec.Command("go", "build", "-o", mmdbd, "../cmd/mmdbd")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build mmdbd:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// proc is a running mmdbd serve.
+type proc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string
+	mu   sync.Mutex
+	log  bytes.Buffer // everything it printed on stderr
+	exit chan error
+}
+
+var servingRE = regexp.MustCompile(`serving: addr=(\S+)`)
+
+// start runs mmdbd serve on a loopback port the kernel picks, with a
+// temporary data directory, and waits until it serves. It is killed at the
+// end of the test if it is still running.
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	args = append([]string{"serve", "-listen", "127.0.0.1:0", "-data-dir", t.TempDir()}, args...)
+	p := &proc{t: t, cmd: exec.Command(mmdbd, args...), exit: make(chan error, 1)}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill() // already gone is fine
+			<-p.exit
+		}
+	})
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.log.WriteString(line + "\n")
+			p.mu.Unlock()
+			if m := servingRE.FindStringSubmatch(line); m != nil {
+				found <- m[1]
+			}
+		}
+		p.exit <- p.cmd.Wait()
+	}()
+	select {
+	case p.addr = <-found:
+	case err := <-p.exit:
+		p.exit <- err
+		t.Fatalf("mmdbd exited before serving (%v):\n%s", err, p.output())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("mmdbd did not serve within 30s:\n%s", p.output())
+	}
+	return p
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait() int {
+	p.t.Helper()
+	select {
+	case <-p.exit:
+	case <-time.After(30 * time.Second):
+		p.t.Fatalf("mmdbd did not exit within 30s:\n%s", p.output())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func (p *proc) client() (pb.DatabaseServiceClient, *grpc.ClientConn) {
+	p.t.Helper()
+	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(func() {
+		if err := conn.Close(); err != nil {
+			p.t.Error(err)
+		}
+	})
+	return pb.NewDatabaseServiceClient(conn), conn
+}
+
+// runTool runs an mmdbd client command and returns its stdout, stderr and
+// exit code.
+func runTool(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(mmdbd, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if err != nil && cmd.ProcessState == nil {
+		t.Fatal(err)
+	}
+	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+}
+
+func testCtx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestStatusJSON(t *testing.T) {
+	p := start(t, "-node", "n1")
+	db, _ := p.client()
+	c := testCtx(t)
+	_, err := db.CreateTable(c, &pb.CreateTableRequest{Table: &pb.Table{
+		Name:       "kv",
+		Columns:    []*pb.Column{{Name: "k", Type: pb.ColumnType_COLUMN_TYPE_UINT64}, {Name: "v", Type: pb.ColumnType_COLUMN_TYPE_STRING, MaxLength: 8}},
+		PrimaryKey: []string{"k"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lsn uint64
+	for i := uint64(1); i <= 3; i++ {
+		w, err := db.Insert(c, &pb.InsertRequest{Table: "kv", Row: &pb.Row{Values: []*pb.Value{
+			{Kind: &pb.Value_Uint64{Uint64: i}}, {Kind: &pb.Value_String_{String_: "x"}},
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lsn = w.GetLsn()
+	}
+	out, errOut, code := runTool(t, "status", "-addr", p.addr, "-json")
+	if code != 0 {
+		t.Fatalf("status exited %d: %s", code, errOut)
+	}
+	var st map[string]any
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status -json printed %q: %v", out, err)
+	}
+	// SPEC section 10's field names.
+	for _, f := range []string{"role", "epoch", "durability", "sync_mode", "last_lsn", "durable_lsn", "applied_lsn", "checkpoint_lsn", "standbys", "tables"} {
+		if _, ok := st[f]; !ok {
+			t.Errorf("status -json has no %q", f)
+		}
+	}
+	if st["node"] != "n1" || st["role"] != "primary" || st["durability"] != "no-log" || st["sync_mode"] != "async" || st["last_lsn"] != float64(lsn) {
+		t.Errorf("status: %s", out)
+	}
+	tables, _ := st["tables"].([]any)
+	if len(tables) != 1 {
+		t.Fatalf("tables: %v", st["tables"])
+	}
+	tb := tables[0].(map[string]any)
+	for _, f := range []string{"name", "rows", "bytes"} {
+		if _, ok := tb[f]; !ok {
+			t.Errorf("table entry has no %q", f)
+		}
+	}
+	if tb["name"] != "kv" || tb["rows"] != float64(3) || tb["bytes"].(float64) <= 0 {
+		t.Errorf("table entry: %v", tb)
+	}
+	text, _, code := runTool(t, "status", "-addr", p.addr)
+	if code != 0 || !strings.Contains(text, "primary") || !regexp.MustCompile(`kv\s+3\s`).MatchString(text) {
+		t.Errorf("status text (exit %d):\n%s", code, text)
+	}
+}
+
+func TestStatusOfNoServer(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runTool(t, "status", "-addr", addr, "-timeout", "2s")
+	if code != 1 || !strings.Contains(errOut, addr) {
+		t.Fatalf("status of a closed port: exit %d, %q", code, errOut)
+	}
+}
+
+// TestSIGTERMShutsDownGracefully: in-flight streams end with UNAVAILABLE,
+// open transactions are rolled back, and the process exits 0.
+func TestSIGTERMShutsDownGracefully(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			p := start(t)
+			db, _ := p.client()
+			c := testCtx(t)
+			if _, err := db.Begin(c, &pb.BeginRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			s, err := db.Session(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Send(&pb.SessionRequest{Requests: []*pb.Request{{Id: 1, Op: &pb.Request_Begin{Begin: &pb.BeginRequest{}}}}}); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := s.Recv(); err != nil || m.GetReplies()[0].GetCode() != 0 {
+				t.Fatalf("session: %v %v", m, err)
+			}
+			if err := p.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Recv(); status.Code(err) != codes.Unavailable {
+				t.Errorf("the session ended with %v, want UNAVAILABLE", err)
+			}
+			if code := p.wait(); code != 0 {
+				t.Fatalf("exit code %d after %v:\n%s", code, sig, p.output())
+			}
+			// The session's transaction ended with its stream; the other one
+			// is rolled back at shutdown.
+			out := p.output()
+			for _, want := range []string{"shutting down: signal=", "rolled back open transactions at shutdown: count=1", "stopped"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the log does not say %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+// TestBadConfigurationRefused: the node does not start, exits 1, and says
+// which key is wrong and where it was set.
+func TestBadConfigurationRefused(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "node.hcl")
+	if err := os.WriteFile(file, []byte("node = \"a\"\ndurability = \"sometimes\"\nmax_scan_rows = 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"bad file", []string{"-config", file}, []string{file + ":2: durability", file + ":3: max_scan_rows"}},
+		{"missing file", []string{"-config", filepath.Join(dir, "nope.hcl")}, []string{"nope.hcl", "no such file"}},
+		{"bad flag value", []string{"-tx-idle-timeout", "soon"}, []string{"flag -tx-idle-timeout", "duration"}},
+		{"not yet available", []string{"-durability", "fsync-log"}, []string{"flag -durability: durability", "not available"}},
+		{"unknown flag", []string{"-lsiten", "x"}, []string{"lsiten"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"serve", "-listen", "127.0.0.1:0", "-data-dir", t.TempDir()}, tc.args...)
+			_, errOut, code := runTool(t, args...)
+			if code == 0 {
+				t.Fatal("mmdbd serve accepted it")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(errOut, w) {
+					t.Errorf("stderr does not say %q:\n%s", w, errOut)
+				}
+			}
+		})
+	}
+}
+
+// TestEmbeddedDefaults runs `mmdbd serve` with no arguments, as README's
+// first command does: it serves on 127.0.0.1:7700 with ./mmdb-data.
+func TestEmbeddedDefaults(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:7700")
+	if err != nil {
+		t.Skipf("port 7700 is taken here (%v); the defaults cannot be tried", err)
+	}
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(mmdbd, "serve")
+	cmd.Dir = dir
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	served := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "serving: addr=127.0.0.1:7700") {
+			served = true
+			break
+		}
+	}
+	if !served {
+		t.Fatal("mmdbd serve did not report serving on 127.0.0.1:7700")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "mmdb-data", "LOCK")); err != nil {
+		t.Errorf("no lock in ./mmdb-data: %v", err)
+	}
+	out, errOut, code := runTool(t, "status")
+	if code != 0 || !strings.Contains(out, "primary") {
+		t.Errorf("status with its default address: exit %d\n%s%s", code, out, errOut)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }() // drain the rest of the log
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("mmdbd serve exited with %v", err)
+	}
+}
