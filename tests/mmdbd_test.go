@@ -356,3 +356,45 @@ func TestEmbeddedDefaults(t *testing.T) {
 		t.Fatalf("mmdbd serve exited with %v", err)
 	}
 }
+
+// TestShellCommands runs `mmdbd shell -c` against a real node: DDL, writes,
+// reads, scans and a transaction, printed as aligned tables; an error stops
+// the script with a non-zero exit and changes nothing after it.
+func TestShellCommands(t *testing.T) {
+	p := start(t)
+	script := `create table subs (id uint64, nbr string(15), loc uint64 null,
+	                          primary key (id) ordered, unique index by_nbr (nbr))
+insert subs 1 "000000000000001" 42
+insert subs 2 "000000000000002" null; upsert subs 3 three 7
+update subs 2 set loc = 9
+begin; delete subs 3; rollback
+begin; delete subs 1; commit
+get subs index by_nbr "000000000000002"
+scan subs reverse limit 5`
+	out, errOut, code := runTool(t, "shell", "-addr", p.addr, "-c", script)
+	if code != 0 {
+		t.Fatalf("shell exited %d: %s\n%s", code, errOut, out)
+	}
+	want := []string{
+		"ok, lsn 1", "ok, lsn 2", "ok, lsn 3", "ok, lsn 4", "ok, lsn 5", "rolled back", "committed, lsn 6",
+		"id  nbr              loc\n2   000000000000002  9\n(1 row)\n",
+		"id  nbr              loc\n3   three            7\n2   000000000000002  9\n(2 rows)\n",
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("the output lacks %q:\n%s", w, out)
+		}
+	}
+	out, errOut, code = runTool(t, "shell", "-addr", p.addr, "-c", "insert subs 2 dup 1; insert subs 4 four 4")
+	if code != 1 || !strings.Contains(errOut, `ALREADY_EXISTS: duplicate key: table "subs"`) {
+		t.Fatalf("duplicate insert: exit %d, stderr %q, stdout %q", code, errOut, out)
+	}
+	out, _, _ = runTool(t, "shell", "-addr", p.addr, "-c", "get subs 4; tables")
+	if !strings.Contains(out, "(0 rows)") || !regexp.MustCompile(`subs\s+2\s`).MatchString(out) {
+		t.Fatalf("the statement after the error ran:\n%s", out)
+	}
+	_, errOut, code = runTool(t, "shell", "-addr", p.addr, "-c", "get subs x")
+	if code != 1 || !strings.Contains(errOut, "column id (uint64)") {
+		t.Fatalf("bad value: exit %d, %q", code, errOut)
+	}
+}

@@ -1,5 +1,5 @@
 // Command mmdbd is mmdb's one binary: it runs a node (serve) and is the
-// client tool (status; shell and bench follow).
+// client tool (status, shell; bench follows).
 package main
 
 import (
@@ -14,6 +14,7 @@ const usage = `usage: mmdbd <command> [flags]
 commands:
   serve    run a node (mmdbd serve -h lists every configuration flag)
   status   show a node's role, LSNs and tables
+  shell    an interactive shell (-c "statements" runs them and exits)
   help     show this text
 
 Run "mmdbd <command> -h" for a command's flags.
@@ -36,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(rest, stderr)
 	case "status":
 		err = status(rest, stdout, stderr)
+	case "shell":
+		err = shell(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

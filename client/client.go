@@ -1,0 +1,213 @@
+// Package client is the Go client for mmdb. A Client knows several node
+// addresses and sends each call to the node it believes is the primary:
+//
+//   - UNAVAILABLE (a node down, restarting or shutting down) moves on to the
+//     next address, after a backoff that grows to Options.MaxBackoff;
+//   - FAILED_PRECONDITION naming the primary (a standby refusing a write)
+//     moves straight to the primary it names;
+//   - the context's deadline bounds everything, retries included.
+//
+// Every other error goes back to the caller as a gRPC status error; test it
+// with status.Code. Tx runs a function in an interactive transaction and
+// retries it on ABORTED.
+//
+// A write that fails with UNAVAILABLE may or may not have committed (the
+// connection can drop after the node applied it and before the reply came
+// back); the client retries it, so an insert retried that way can report
+// ALREADY_EXISTS for its own first attempt. Use Commit with conditions, or
+// Upsert, where that matters.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Addrs are the nodes' host:port addresses; at least one.
+	Addrs []string
+	// DialOptions are added to every connection. Without transport
+	// credentials among them the connections are plaintext.
+	DialOptions []grpc.DialOption
+	// MinBackoff and MaxBackoff bound the wait between attempts after
+	// UNAVAILABLE. Zero means 20ms and 2s.
+	MinBackoff, MaxBackoff time.Duration
+	// MaxAttempts bounds the attempts of one call (zero means 10); the
+	// context's deadline bounds them too.
+	MaxAttempts int
+	// MaxMessageBytes is the largest reply accepted; zero means 64 MiB.
+	MaxMessageBytes int
+	// Logger receives retries and redirects. Nil means no output.
+	Logger hclog.Logger
+}
+
+// Client is safe for concurrent use.
+type Client struct {
+	opts Options
+	log  hclog.Logger
+
+	mu    sync.Mutex
+	addrs []string // known nodes; grows when a redirect names a new one
+	cur   int      // index in addrs of the node calls go to
+	conns map[string]*grpc.ClientConn
+}
+
+// New returns a Client. It connects lazily, on the first call.
+func New(opts Options) (*Client, error) {
+	if len(opts.Addrs) == 0 {
+		return nil, errors.New("client: no addresses")
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 20 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 2 * time.Second
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 10
+	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = 64 << 20
+	}
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Client{opts: opts, log: log, addrs: append([]string(nil), opts.Addrs...), conns: map[string]*grpc.ClientConn{}}, nil
+}
+
+// Close closes every connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for addr, conn := range c.conns {
+		if err := conn.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("client: close connection to %s: %w", addr, err))
+		}
+	}
+	c.conns = map[string]*grpc.ClientConn{}
+	return errors.Join(errs...)
+}
+
+// Addr returns the address calls go to now.
+func (c *Client) Addr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.addrs[c.cur]
+}
+
+// conn returns the connection to the current node, dialing it if needed.
+func (c *Client) conn() (*grpc.ClientConn, string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	addr := c.addrs[c.cur]
+	if conn, ok := c.conns[addr]; ok {
+		return conn, addr, nil
+	}
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.opts.MaxMessageBytes)),
+	}, c.opts.DialOptions...)
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, addr, fmt.Errorf("client: connect to %s: %w", addr, err)
+	}
+	c.conns[addr] = conn
+	return conn, addr, nil
+}
+
+// moveOn points calls at the node after from, unless another call moved
+// them already.
+func (c *Client) moveOn(from string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.addrs[c.cur] == from {
+		c.cur = (c.cur + 1) % len(c.addrs)
+	}
+}
+
+// follow points calls at the primary a redirect named, learning its
+// address if it is new.
+func (c *Client) follow(primary string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, a := range c.addrs {
+		if a == primary {
+			c.cur = i
+			return
+		}
+	}
+	c.addrs = append(c.addrs, primary)
+	c.cur = len(c.addrs) - 1
+}
+
+// primaryIn returns the primary a NOT_PRIMARY error names, if err is one.
+func primaryIn(err error) (string, bool) {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.FailedPrecondition {
+		return "", false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain && info.GetReason() == pb.ReasonNotPrimary {
+			p := info.GetMetadata()[pb.MetadataPrimary]
+			return p, p != ""
+		}
+	}
+	return "", false
+}
+
+// call runs fn against the current node, moving on after UNAVAILABLE and
+// following redirects, until it succeeds, fails otherwise, runs out of
+// attempts, or ctx ends.
+func (c *Client) call(ctx context.Context, fn func(conn *grpc.ClientConn) error) error {
+	backoff := c.opts.MinBackoff
+	var err error
+	for attempt := 1; ; attempt++ {
+		var conn *grpc.ClientConn
+		var addr string
+		if conn, addr, err = c.conn(); err != nil {
+			return err
+		}
+		err = fn(conn)
+		if err == nil {
+			return nil
+		}
+		if attempt >= c.opts.MaxAttempts || ctx.Err() != nil {
+			return err
+		}
+		if primary, ok := primaryIn(err); ok {
+			c.log.Debug("following the primary", "from", addr, "primary", primary)
+			c.follow(primary)
+			continue
+		}
+		if status.Code(err) != codes.Unavailable {
+			return err
+		}
+		c.log.Debug("node unavailable; trying the next", "addr", addr, "attempt", attempt, "error", err)
+		c.moveOn(addr)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return err
+		}
+		backoff = min(2*backoff, c.opts.MaxBackoff)
+	}
+}
+
+func (c *Client) db(fn func(pb.DatabaseServiceClient) error) func(*grpc.ClientConn) error {
+	return func(conn *grpc.ClientConn) error { return fn(pb.NewDatabaseServiceClient(conn)) }
+}

@@ -1,0 +1,315 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/conf"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/server"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// serve starts a real node on a loopback port and returns its address.
+func serve(t *testing.T, edit func(*conf.Config)) string {
+	t.Helper()
+	cfg := conf.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	if edit != nil {
+		edit(cfg)
+	}
+	srv, err := server.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return lis.Addr().String()
+}
+
+// deadAddr returns a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func newClient(t *testing.T, addrs ...string) *Client {
+	t.Helper()
+	c, err := New(Options{Addrs: addrs, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return c
+}
+
+func testCtx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+var counters = &pb.Table{
+	Name: "counters",
+	Columns: []*pb.Column{
+		{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_UINT64},
+		{Name: "name", Type: pb.ColumnType_COLUMN_TYPE_STRING, MaxLength: 16},
+		{Name: "n", Type: pb.ColumnType_COLUMN_TYPE_INT64},
+		{Name: "at", Type: pb.ColumnType_COLUMN_TYPE_TIMESTAMP, Nullable: true},
+	},
+	PrimaryKey:  []string{"id"},
+	PrimaryKind: pb.IndexKind_INDEX_KIND_ORDERED,
+	Indexes: []*pb.Index{
+		{Name: "by_name", Columns: []string{"name"}, Unique: true},
+		{Name: "by_n", Columns: []string{"n"}, Kind: pb.IndexKind_INDEX_KIND_ORDERED},
+	},
+}
+
+func TestOperations(t *testing.T) {
+	c := newClient(t, serve(t, func(c *conf.Config) { c.MaxScanRows = 10 }))
+	ctx := testCtx(t)
+	if _, err := c.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 22, 1, 2, 3, 4, time.UTC)
+	var last uint64
+	for i := uint64(1); i <= 35; i++ {
+		lsn, err := c.Insert(ctx, "counters", Uint64(i), String(fmt.Sprint("c", i)), Int64(0), Time(at))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lsn <= last {
+			t.Fatalf("insert LSN %d after %d", lsn, last)
+		}
+		last = lsn
+	}
+	r, found, err := c.GetBy(ctx, "counters", "by_name", String("c7"))
+	if err != nil || !found || r.Uint64(0) != 7 || !r.Time(3).Equal(at) || r.IsNull(3) {
+		t.Fatalf("get by name: %v %v %v", r, found, err)
+	}
+	if _, err := c.Update(ctx, "counters", []*pb.Value{Uint64(7)}, Set{"n", Int64(70)}, Set{"at", Null()}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _, _ := c.Get(ctx, "counters", Uint64(7)); r.Int64(2) != 70 || !r.IsNull(3) || !r.Time(3).IsZero() {
+		t.Fatalf("after update: %v", r)
+	}
+	if _, err := c.Upsert(ctx, "counters", Uint64(8), String("c8"), Int64(80), Null()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Delete(ctx, "counters", Uint64(9)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Delete(ctx, "counters", Uint64(9))
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("second delete: %v", err)
+	}
+	// The whole table, through four pages of max_scan_rows.
+	rows, err := c.Scan(ctx, &pb.ScanRequest{Table: "counters"})
+	if err != nil || len(rows) != 34 {
+		t.Fatalf("scan: %d rows, %v", len(rows), err)
+	}
+	// A non-unique range past the limit cannot be paged.
+	rows, err = c.Scan(ctx, &pb.ScanRequest{Table: "counters", Index: "by_n", Prefix: []*pb.Value{Int64(0)}})
+	if !errors.Is(err, ErrMore) || len(rows) != 10 {
+		t.Fatalf("non-unique scan: %d rows, %v", len(rows), err)
+	}
+	res, err := c.Commit(ctx, &pb.CommitRequest{
+		Conditions: []*pb.Condition{{Table: "counters", Key: []*pb.Value{Uint64(9)}, Expect: pb.Condition_EXPECT_NOT_EXISTS}},
+		Operations: []*pb.Operation{{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "counters", Row: &pb.Row{Values: []*pb.Value{Uint64(9), String("c9"), Int64(9), Null()}}}}}},
+	})
+	if err != nil || !res.GetCommitted() {
+		t.Fatalf("commit: %v %v", res, err)
+	}
+	tables, err := c.ListTables(ctx)
+	if err != nil || len(tables) != 1 || tables[0].GetRows() != 35 {
+		t.Fatalf("list: %v %v", tables, err)
+	}
+	st, err := c.Status(ctx)
+	if err != nil || st.GetLastLsn() != res.GetLsn() {
+		t.Fatalf("status: %v %v", st, err)
+	}
+}
+
+// TestTxRetriesAborts: read-modify-write increments from many goroutines
+// conflict; Tx retries them, so none is lost.
+func TestTxRetriesAborts(t *testing.T) {
+	c := newClient(t, serve(t, nil))
+	ctx := testCtx(t)
+	if _, err := c.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Insert(ctx, "counters", Uint64(1), String("x"), Int64(0), Null()); err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 6, 15
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				_, err := c.Tx(ctx, func(tx *Tx) error {
+					r, _, err := tx.Get("counters", Uint64(1))
+					if err != nil {
+						return err
+					}
+					return tx.Update("counters", []*pb.Value{Uint64(1)}, Set{"n", Int64(r.Int64(2) + 1)})
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if r, _, _ := c.Get(ctx, "counters", Uint64(1)); r.Int64(2) != workers*each {
+		t.Fatalf("counter %d, want %d", r.Int64(2), workers*each)
+	}
+	// An error from fn rolls back and comes back as is.
+	mine := errors.New("changed my mind")
+	_, err := c.Tx(ctx, func(tx *Tx) error {
+		if err := tx.Delete("counters", Uint64(1)); err != nil {
+			return err
+		}
+		return mine
+	})
+	if !errors.Is(err, mine) {
+		t.Fatalf("Tx returned %v", err)
+	}
+	if _, found, _ := c.Get(ctx, "counters", Uint64(1)); !found {
+		t.Fatal("the rolled-back delete took effect")
+	}
+}
+
+// TestMovesOnFromADeadNode: the first address refuses connections; calls
+// reach the second.
+func TestMovesOnFromADeadNode(t *testing.T) {
+	live := serve(t, nil)
+	c := newClient(t, deadAddr(t), live)
+	if _, err := c.Status(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr() != live {
+		t.Fatalf("calls go to %s, not the live node %s", c.Addr(), live)
+	}
+}
+
+// TestDeadlineBoundsRetries: with no node up, a call gives up at its
+// deadline.
+func TestDeadlineBoundsRetries(t *testing.T) {
+	c, err := New(Options{Addrs: []string{deadAddr(t), deadAddr(t)}, MinBackoff: time.Millisecond, MaxAttempts: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = c.Status(ctx)
+	if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+		t.Fatalf("got %v", err)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("the call gave up before its deadline")
+	}
+}
+
+// standby answers every write as a standby does, naming the primary.
+type standby struct {
+	pb.UnimplementedDatabaseServiceServer
+	primary string
+	calls   int
+	mu      sync.Mutex
+}
+
+func (s *standby) Insert(context.Context, *pb.InsertRequest) (*pb.InsertResponse, error) {
+	s.mu.Lock()
+	s.calls++
+	s.mu.Unlock()
+	st, err := status.New(codes.FailedPrecondition, "this node is a standby; the primary is "+s.primary).
+		WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: pb.ReasonNotPrimary, Metadata: map[string]string{pb.MetadataPrimary: s.primary}})
+	if err != nil {
+		return nil, err
+	}
+	return nil, st.Err()
+}
+
+// TestFollowsThePrimary: a write sent to a standby goes on to the primary
+// its error names, even one the client was not given.
+func TestFollowsThePrimary(t *testing.T) {
+	primary := serve(t, nil)
+	sb := &standby{primary: primary}
+	g := grpc.NewServer()
+	pb.RegisterDatabaseServiceServer(g, sb)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }() // returns when stopped below
+	defer g.Stop()
+	c := newClient(t, lis.Addr().String())
+	ctx := testCtx(t)
+	if _, err := c.CreateTable(ctx, counters); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("the fake standby should not know CreateTable: %v", err)
+	}
+	// Point a second client at the primary to create the table.
+	if _, err := newClient(t, primary).CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Insert(ctx, "counters", Uint64(1), String("x"), Int64(1), Null()); err != nil {
+		t.Fatal(err)
+	}
+	sb.mu.Lock()
+	calls := sb.calls
+	sb.mu.Unlock()
+	if c.Addr() != primary || calls != 1 {
+		t.Fatalf("client at %s after %d standby calls; want the primary %s", c.Addr(), calls, primary)
+	}
+}

@@ -1,0 +1,348 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// Set assigns a column in Update.
+type Set struct {
+	Column string
+	Value  *pb.Value
+}
+
+func sets(s []Set) []*pb.ColumnValue {
+	out := make([]*pb.ColumnValue, len(s))
+	for i, v := range s {
+		out[i] = &pb.ColumnValue{Column: v.Column, Value: v.Value}
+	}
+	return out
+}
+
+// CreateTable creates a table and returns the LSN of the change.
+func (c *Client) CreateTable(ctx context.Context, t *pb.Table) (uint64, error) {
+	var r *pb.CreateTableResponse
+	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+		r, err = db.CreateTable(ctx, &pb.CreateTableRequest{Table: t})
+		return err
+	}))
+	return r.GetLsn(), err
+}
+
+// DropTable drops a table and returns the LSN of the change.
+func (c *Client) DropTable(ctx context.Context, name string) (uint64, error) {
+	var r *pb.DropTableResponse
+	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+		r, err = db.DropTable(ctx, &pb.DropTableRequest{Table: name})
+		return err
+	}))
+	return r.GetLsn(), err
+}
+
+// ListTables lists the tables with their sizes.
+func (c *Client) ListTables(ctx context.Context) ([]*pb.TableStatus, error) {
+	var r *pb.ListTablesResponse
+	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+		r, err = db.ListTables(ctx, &pb.ListTablesRequest{})
+		return err
+	}))
+	return r.GetTables(), err
+}
+
+// DescribeTable returns a table's definition.
+func (c *Client) DescribeTable(ctx context.Context, name string) (*pb.Table, error) {
+	var r *pb.DescribeTableResponse
+	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+		r, err = db.DescribeTable(ctx, &pb.DescribeTableRequest{Table: name})
+		return err
+	}))
+	return r.GetTable(), err
+}
+
+// Status returns the current node's status.
+func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
+	var r *pb.StatusResponse
+	err := c.call(ctx, func(conn *grpc.ClientConn) (err error) {
+		r, err = pb.NewAdminServiceClient(conn).Status(ctx, &pb.StatusRequest{})
+		return err
+	})
+	return r, err
+}
+
+// Get reads the row with the given primary key.
+func (c *Client) Get(ctx context.Context, table string, key ...*pb.Value) (Row, bool, error) {
+	return c.get(ctx, &pb.GetRequest{Table: table, Key: key})
+}
+
+// GetBy reads the row with the given key in a unique index.
+func (c *Client) GetBy(ctx context.Context, table, index string, key ...*pb.Value) (Row, bool, error) {
+	return c.get(ctx, &pb.GetRequest{Table: table, Index: index, Key: key})
+}
+
+func (c *Client) get(ctx context.Context, req *pb.GetRequest) (Row, bool, error) {
+	var r *pb.GetResponse
+	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+		r, err = db.Get(ctx, req)
+		return err
+	}))
+	return Row(r.GetRow().GetValues()), r.GetFound(), err
+}
+
+// Insert adds a row and returns its LSN.
+func (c *Client) Insert(ctx context.Context, table string, row ...*pb.Value) (uint64, error) {
+	var r *pb.InsertResponse
+	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+		r, err = db.Insert(ctx, &pb.InsertRequest{Table: table, Row: &pb.Row{Values: row}})
+		return err
+	}))
+	return r.GetLsn(), err
+}
+
+// Upsert inserts or replaces a row and returns its LSN.
+func (c *Client) Upsert(ctx context.Context, table string, row ...*pb.Value) (uint64, error) {
+	var r *pb.UpsertResponse
+	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+		r, err = db.Upsert(ctx, &pb.UpsertRequest{Table: table, Row: &pb.Row{Values: row}})
+		return err
+	}))
+	return r.GetLsn(), err
+}
+
+// Update sets columns of the row with the given primary key and returns
+// the LSN.
+func (c *Client) Update(ctx context.Context, table string, key []*pb.Value, set ...Set) (uint64, error) {
+	var r *pb.UpdateResponse
+	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+		r, err = db.Update(ctx, &pb.UpdateRequest{Table: table, Key: key, Set: sets(set)})
+		return err
+	}))
+	return r.GetLsn(), err
+}
+
+// Delete removes the row with the given primary key and returns the LSN.
+func (c *Client) Delete(ctx context.Context, table string, key ...*pb.Value) (uint64, error) {
+	var r *pb.DeleteResponse
+	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+		r, err = db.Delete(ctx, &pb.DeleteRequest{Table: table, Key: key})
+		return err
+	}))
+	return r.GetLsn(), err
+}
+
+// Commit runs an atomic batch. Check the reply's Committed: false means a
+// condition failed and nothing was written.
+func (c *Client) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
+	var r *pb.CommitResponse
+	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+		r, err = db.Commit(ctx, req)
+		return err
+	}))
+	return r, err
+}
+
+// Scan returns the rows of an index range. With req.Limit zero it reads
+// the whole range, page by page, following resume keys (on the primary
+// key or a unique index; other ranges stop at the server's max_scan_rows
+// and return ErrMore). Each page is its own transaction.
+func (c *Client) Scan(ctx context.Context, req *pb.ScanRequest) ([]Row, error) {
+	return c.scan(ctx, req, 0)
+}
+
+// ErrMore says a Scan stopped at the server's row limit on a range it
+// cannot page through; narrow the range.
+var ErrMore = errors.New("client: the range has more rows than max_scan_rows and cannot be paged (not the primary key or a unique index)")
+
+func (c *Client) scan(ctx context.Context, req *pb.ScanRequest, txID uint64) ([]Row, error) {
+	req = cloneScan(req)
+	req.TxId = txID
+	all := req.GetLimit() == 0
+	var rows []Row
+	for {
+		var last *pb.ScanResponse
+		var page []Row
+		err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) error {
+			page, last = page[:0], nil
+			st, err := db.Scan(ctx, req)
+			if err != nil {
+				return err
+			}
+			for {
+				m, err := st.Recv()
+				if err == io.EOF {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				for _, r := range m.GetRows() {
+					page = append(page, Row(r.GetValues()))
+				}
+				last = m
+			}
+		}))
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, page...)
+		if !all || !last.GetMore() {
+			return rows, nil
+		}
+		if len(last.GetResumeKey()) == 0 {
+			return rows, ErrMore
+		}
+		req.After = last.GetResumeKey()
+	}
+}
+
+func cloneScan(r *pb.ScanRequest) *pb.ScanRequest {
+	return &pb.ScanRequest{
+		Table: r.GetTable(), Index: r.GetIndex(), Prefix: r.GetPrefix(), Lower: r.GetLower(), Upper: r.GetUpper(),
+		UpperInclusive: r.GetUpperInclusive(), Reverse: r.GetReverse(), Limit: r.GetLimit(), After: r.GetAfter(),
+	}
+}
+
+// Tx is an interactive transaction, used by one goroutine. Its calls go
+// to the node that began it; they are not retried elsewhere, because the
+// transaction lives on that node.
+type Tx struct {
+	db  pb.DatabaseServiceClient
+	ctx context.Context
+	id  uint64
+}
+
+// ID returns the transaction's id.
+func (tx *Tx) ID() uint64 { return tx.id }
+
+// Get reads a row by primary key in the transaction.
+func (tx *Tx) Get(table string, key ...*pb.Value) (Row, bool, error) {
+	r, err := tx.db.Get(tx.ctx, &pb.GetRequest{Table: table, Key: key, TxId: tx.id})
+	return Row(r.GetRow().GetValues()), r.GetFound(), err
+}
+
+// GetBy reads a row by a unique index key in the transaction.
+func (tx *Tx) GetBy(table, index string, key ...*pb.Value) (Row, bool, error) {
+	r, err := tx.db.Get(tx.ctx, &pb.GetRequest{Table: table, Index: index, Key: key, TxId: tx.id})
+	return Row(r.GetRow().GetValues()), r.GetFound(), err
+}
+
+// Insert adds a row in the transaction.
+func (tx *Tx) Insert(table string, row ...*pb.Value) error {
+	_, err := tx.db.Insert(tx.ctx, &pb.InsertRequest{Table: table, Row: &pb.Row{Values: row}, TxId: tx.id})
+	return err
+}
+
+// Upsert inserts or replaces a row in the transaction.
+func (tx *Tx) Upsert(table string, row ...*pb.Value) error {
+	_, err := tx.db.Upsert(tx.ctx, &pb.UpsertRequest{Table: table, Row: &pb.Row{Values: row}, TxId: tx.id})
+	return err
+}
+
+// Update sets columns of a row in the transaction.
+func (tx *Tx) Update(table string, key []*pb.Value, set ...Set) error {
+	_, err := tx.db.Update(tx.ctx, &pb.UpdateRequest{Table: table, Key: key, Set: sets(set), TxId: tx.id})
+	return err
+}
+
+// Delete removes a row in the transaction.
+func (tx *Tx) Delete(table string, key ...*pb.Value) error {
+	_, err := tx.db.Delete(tx.ctx, &pb.DeleteRequest{Table: table, Key: key, TxId: tx.id})
+	return err
+}
+
+// Scan reads an index range in the transaction (at most one page of
+// req.Limit or max_scan_rows rows).
+func (tx *Tx) Scan(req *pb.ScanRequest) ([]Row, error) {
+	req = cloneScan(req)
+	req.TxId = tx.id
+	st, err := tx.db.Scan(tx.ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	for {
+		m, err := st.Recv()
+		if err == io.EOF {
+			return rows, nil
+		}
+		if err != nil {
+			return rows, err
+		}
+		for _, r := range m.GetRows() {
+			rows = append(rows, Row(r.GetValues()))
+		}
+	}
+}
+
+// Tx runs fn in an interactive transaction and commits it, returning the
+// commit's LSN. When the commit (or anything in fn) fails with ABORTED,
+// the whole of fn runs again in a new transaction after a short random
+// wait, until it commits, fails otherwise, or ctx ends; so fn must be safe
+// to run more than once. If fn returns an error the transaction is rolled
+// back and the error returned.
+func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) {
+	for attempt := 0; ; attempt++ {
+		lsn, err := c.tryTx(ctx, fn)
+		if status.Code(err) != codes.Aborted || ctx.Err() != nil {
+			return lsn, err
+		}
+		wait := time.Duration(rand.Int64N(int64(c.opts.MinBackoff) << min(attempt, 6)))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return 0, err
+		}
+	}
+}
+
+func (c *Client) tryTx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) {
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := fn(tx); err != nil {
+		// The transaction may already be gone (aborted, timed out); a failed
+		// rollback adds nothing to fn's error.
+		_ = tx.Rollback()
+		return 0, err
+	}
+	return tx.Commit()
+}
+
+// Begin starts an interactive transaction on the current node; ctx is
+// used for all of its calls. Prefer Tx, which also retries aborts. The
+// node rolls back a transaction left idle past its tx_idle_timeout.
+func (c *Client) Begin(ctx context.Context) (*Tx, error) {
+	tx := &Tx{ctx: ctx}
+	err := c.call(ctx, func(conn *grpc.ClientConn) error {
+		tx.db = pb.NewDatabaseServiceClient(conn)
+		r, err := tx.db.Begin(ctx, &pb.BeginRequest{})
+		tx.id = r.GetTxId()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return tx, nil
+}
+
+// Commit commits the transaction and returns its LSN. ABORTED means it
+// conflicted with another and left no trace; run it again.
+func (tx *Tx) Commit() (uint64, error) {
+	r, err := tx.db.Commit(tx.ctx, &pb.CommitRequest{TxId: tx.id})
+	return r.GetLsn(), err
+}
+
+// Rollback discards the transaction.
+func (tx *Tx) Rollback() error {
+	_, err := tx.db.Rollback(tx.ctx, &pb.RollbackRequest{TxId: tx.id})
+	return err
+}

@@ -1,0 +1,580 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/peterh/liner"
+	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/client"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// shell runs the interactive shell, or with -c the given statements.
+func shell(args []string, stdout, stderr io.Writer) (err error) {
+	fs := flag.NewFlagSet("mmdbd shell", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:7700", "the node's `host:port`; several, comma-separated, to fail over")
+	commands := fs.String("c", "", "run these `statements` and exit (non-zero at the first error)")
+	timeout := fs.Duration("timeout", 10*time.Second, "the deadline of each statement")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	c, err := client.New(client.Options{Addrs: strings.Split(*addr, ",")})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, c.Close()) }()
+	sh := &session{c: c, out: stdout, timeout: *timeout, schemas: map[string]*pb.Table{}}
+	defer sh.abandon(stderr)
+	if *commands != "" {
+		return sh.run(*commands)
+	}
+	return sh.interactive(stderr)
+}
+
+// session is the shell's state: the client, the open transaction, and
+// the table definitions it has looked up.
+type session struct {
+	c       *client.Client
+	out     io.Writer
+	timeout time.Duration
+	tx      *client.Tx
+	txCtx   context.CancelFunc
+	schemas map[string]*pb.Table
+}
+
+// abandon rolls back a transaction left open when the shell ends.
+func (sh *session) abandon(stderr io.Writer) {
+	if sh.tx == nil {
+		return
+	}
+	if err := sh.tx.Rollback(); err != nil {
+		fmt.Fprintf(stderr, "rollback of the open transaction: %v\n", err)
+	} else {
+		fmt.Fprintln(stderr, "rolled back the open transaction")
+	}
+	sh.endTx()
+}
+
+func (sh *session) endTx() {
+	sh.txCtx()
+	sh.tx, sh.txCtx = nil, nil
+}
+
+// interactive reads statements with line editing and history until EOF
+// (Ctrl-D) or "exit".
+func (sh *session) interactive(stderr io.Writer) error {
+	ln := liner.NewLiner()
+	defer ln.Close()
+	ln.SetCtrlCAborts(true)
+	history := ""
+	if home, err := os.UserHomeDir(); err == nil {
+		history = filepath.Join(home, ".mmdb_history")
+		if f, err := os.Open(history); err == nil {
+			_, _ = ln.ReadHistory(f) // a damaged history file only loses history
+			if err := f.Close(); err != nil {
+				fmt.Fprintf(stderr, "close %s: %v\n", history, err)
+			}
+		}
+	}
+	fmt.Fprintf(sh.out, "connected to %s; \"help\" lists the statements, Ctrl-D quits\n", sh.c.Addr())
+	for {
+		prompt := "mmdb> "
+		if sh.tx != nil {
+			prompt = fmt.Sprintf("mmdb tx %d> ", sh.tx.ID())
+		}
+		line, err := ln.Prompt(prompt)
+		for err == nil && openParens(line) > 0 {
+			var more string
+			more, err = ln.Prompt("...> ")
+			line += "\n" + more
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, liner.ErrPromptAborted) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read a statement: %w", err)
+		}
+		if strings.TrimSpace(line) == "exit" || strings.TrimSpace(line) == "quit" {
+			break
+		}
+		if strings.TrimSpace(line) != "" {
+			ln.AppendHistory(line)
+		}
+		if err := sh.run(line); err != nil {
+			fmt.Fprintf(sh.out, "error: %v\n", err)
+		}
+	}
+	if history == "" {
+		return nil
+	}
+	f, err := os.Create(history)
+	if err != nil {
+		return fmt.Errorf("save history: %w", err)
+	}
+	if _, err := ln.WriteHistory(f); err != nil {
+		return errors.Join(fmt.Errorf("save history to %s: %w", history, err), f.Close())
+	}
+	return f.Close()
+}
+
+// run runs every statement of input, stopping at the first error.
+func (sh *session) run(input string) error {
+	stmts, err := tokenize(input)
+	if err != nil {
+		return err
+	}
+	for _, st := range stmts {
+		if err := sh.exec(&parser{toks: st}); err != nil {
+			return plainError(err)
+		}
+	}
+	return nil
+}
+
+// plainError shows a gRPC error as its code and message, without grpc's
+// "rpc error: code = ... desc =" wrapping.
+func plainError(err error) error {
+	if st, ok := grpcstatus.FromError(err); ok {
+		return fmt.Errorf("%s: %s", codeName(st.Code().String()), st.Message())
+	}
+	return err
+}
+
+// codeName spells a code's Go name (AlreadyExists) as gRPC documents it
+// (ALREADY_EXISTS).
+func codeName(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(r)
+	}
+	return strings.ToUpper(b.String())
+}
+
+func (sh *session) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), sh.timeout)
+}
+
+// exec runs one statement.
+func (sh *session) exec(p *parser) error {
+	ctx, cancel := sh.ctx()
+	defer cancel()
+	word, _ := p.name("a statement")
+	switch strings.ToLower(word) {
+	case "help":
+		fmt.Fprint(sh.out, shellHelp)
+		return p.end()
+	case "tables":
+		return sh.tables(ctx, p)
+	case "describe":
+		return sh.describe(ctx, p)
+	case "create":
+		if err := p.expect("table"); err != nil {
+			return err
+		}
+		t, err := p.parseCreateTable()
+		if err != nil {
+			return err
+		}
+		lsn, err := sh.c.CreateTable(ctx, t)
+		return sh.done(lsn, err)
+	case "drop":
+		if err := p.expect("table"); err != nil {
+			return err
+		}
+		name, err := p.name("a table name")
+		if err != nil {
+			return err
+		}
+		if err := p.end(); err != nil {
+			return err
+		}
+		delete(sh.schemas, name)
+		lsn, err := sh.c.DropTable(ctx, name)
+		return sh.done(lsn, err)
+	case "get":
+		return sh.get(ctx, p)
+	case "scan":
+		return sh.scan(ctx, p)
+	case "insert", "upsert":
+		return sh.put(ctx, p, strings.ToLower(word) == "upsert")
+	case "update":
+		return sh.update(ctx, p)
+	case "delete":
+		return sh.delete(ctx, p)
+	case "begin", "commit", "rollback":
+		if err := p.end(); err != nil {
+			return err
+		}
+		return sh.txStatement(strings.ToLower(word))
+	case "status":
+		if err := p.end(); err != nil {
+			return err
+		}
+		st, err := sh.c.Status(ctx)
+		if err != nil {
+			return err
+		}
+		return printStatus(sh.out, toStatusJSON(st))
+	case "":
+		return fmt.Errorf("expected a statement, found %s", p.found())
+	default:
+		return fmt.Errorf("unknown statement %q; \"help\" lists them", word)
+	}
+}
+
+// done reports a write.
+func (sh *session) done(lsn uint64, err error) error {
+	if err != nil {
+		return err
+	}
+	if sh.tx != nil && lsn == 0 {
+		fmt.Fprintln(sh.out, "ok")
+		return nil
+	}
+	fmt.Fprintf(sh.out, "ok, lsn %d\n", lsn)
+	return nil
+}
+
+func (sh *session) txStatement(word string) error {
+	switch {
+	case word == "begin" && sh.tx != nil:
+		return fmt.Errorf("transaction %d is open; commit or roll it back first", sh.tx.ID())
+	case word != "begin" && sh.tx == nil:
+		return fmt.Errorf("no transaction is open")
+	}
+	switch word {
+	case "begin":
+		ctx, cancel := context.WithCancel(context.Background())
+		tx, err := sh.c.Begin(ctx)
+		if err != nil {
+			cancel()
+			return err
+		}
+		sh.tx, sh.txCtx = tx, cancel
+		fmt.Fprintf(sh.out, "transaction %d\n", tx.ID())
+		return nil
+	case "commit":
+		defer sh.endTx()
+		lsn, err := sh.tx.Commit()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(sh.out, "committed, lsn %d\n", lsn)
+		return nil
+	default:
+		defer sh.endTx()
+		if err := sh.tx.Rollback(); err != nil {
+			return err
+		}
+		fmt.Fprintln(sh.out, "rolled back")
+		return nil
+	}
+}
+
+// schema returns a table's definition, looked up once.
+func (sh *session) schema(ctx context.Context, name string) (*pb.Table, error) {
+	if t, ok := sh.schemas[name]; ok {
+		return t, nil
+	}
+	t, err := sh.c.DescribeTable(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	sh.schemas[name] = t
+	return t, nil
+}
+
+// keyColumns returns the columns of a table's index; "" is the primary key.
+func keyColumns(t *pb.Table, index string) ([]*pb.Column, error) {
+	names := t.GetPrimaryKey()
+	if index != "" {
+		i := slices.IndexFunc(t.GetIndexes(), func(ix *pb.Index) bool { return ix.GetName() == index })
+		if i < 0 {
+			return nil, fmt.Errorf("table %s has no index %q", t.GetName(), index)
+		}
+		names = t.GetIndexes()[i].GetColumns()
+	}
+	cols := make([]*pb.Column, len(names))
+	for i, n := range names {
+		j := slices.IndexFunc(t.GetColumns(), func(c *pb.Column) bool { return c.GetName() == n })
+		if j < 0 {
+			return nil, fmt.Errorf("table %s: key column %q is not a column", t.GetName(), n)
+		}
+		cols[i] = t.GetColumns()[j]
+	}
+	return cols, nil
+}
+
+// tableAndIndex reads "T [index I]".
+func (sh *session) tableAndIndex(ctx context.Context, p *parser) (*pb.Table, string, []*pb.Column, error) {
+	name, err := p.name("a table name")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	t, err := sh.schema(ctx, name)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	index := ""
+	if p.accept("index") {
+		if index, err = p.name("an index name"); err != nil {
+			return nil, "", nil, err
+		}
+	}
+	cols, err := keyColumns(t, index)
+	return t, index, cols, err
+}
+
+func (sh *session) get(ctx context.Context, p *parser) error {
+	t, index, cols, err := sh.tableAndIndex(ctx, p)
+	if err != nil {
+		return err
+	}
+	key, err := p.values(cols)
+	if err != nil {
+		return err
+	}
+	var row client.Row
+	var found bool
+	if sh.tx != nil {
+		row, found, err = sh.tx.GetBy(t.GetName(), index, key...)
+	} else {
+		row, found, err = sh.c.GetBy(ctx, t.GetName(), index, key...)
+	}
+	if err != nil {
+		return err
+	}
+	if !found {
+		return sh.printRows(t, nil)
+	}
+	return sh.printRows(t, []client.Row{row})
+}
+
+var scanWords = []string{"prefix", "from", "to", "through", "reverse", "limit"}
+
+func (sh *session) scan(ctx context.Context, p *parser) error {
+	t, index, cols, err := sh.tableAndIndex(ctx, p)
+	if err != nil {
+		return err
+	}
+	req := &pb.ScanRequest{Table: t.GetName(), Index: index, Limit: 100}
+	rest := func() []*pb.Column { return cols[min(len(req.Prefix), len(cols)):] }
+	for p.more() {
+		switch {
+		case p.accept("prefix"):
+			req.Prefix, err = p.values(cols, scanWords...)
+		case p.accept("from"):
+			req.Lower, err = p.values(rest(), scanWords...)
+		case p.accept("to"):
+			req.Upper, err = p.values(rest(), scanWords...)
+		case p.accept("through"):
+			req.Upper, err = p.values(rest(), scanWords...)
+			req.UpperInclusive = true
+		case p.accept("reverse"):
+			req.Reverse = true
+		case p.accept("limit"):
+			var n string
+			if n, err = p.name("a row count"); err == nil {
+				var v uint64
+				if _, err = fmt.Sscan(n, &v); err == nil {
+					req.Limit = uint32(v)
+				}
+			}
+		default:
+			return fmt.Errorf("expected one of %s, found %s", strings.Join(scanWords, ", "), p.found())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	var rows []client.Row
+	if sh.tx != nil {
+		rows, err = sh.tx.Scan(req)
+	} else {
+		rows, err = sh.c.Scan(ctx, req)
+	}
+	if err != nil {
+		return err
+	}
+	return sh.printRows(t, rows)
+}
+
+func (sh *session) put(ctx context.Context, p *parser, replace bool) error {
+	name, err := p.name("a table name")
+	if err != nil {
+		return err
+	}
+	t, err := sh.schema(ctx, name)
+	if err != nil {
+		return err
+	}
+	row, err := p.values(t.GetColumns())
+	if err != nil {
+		return err
+	}
+	var lsn uint64
+	switch {
+	case sh.tx != nil && replace:
+		err = sh.tx.Upsert(name, row...)
+	case sh.tx != nil:
+		err = sh.tx.Insert(name, row...)
+	case replace:
+		lsn, err = sh.c.Upsert(ctx, name, row...)
+	default:
+		lsn, err = sh.c.Insert(ctx, name, row...)
+	}
+	return sh.done(lsn, err)
+}
+
+func (sh *session) update(ctx context.Context, p *parser) error {
+	t, _, cols, err := sh.tableAndIndex(ctx, p)
+	if err != nil {
+		return err
+	}
+	key, err := p.values(cols, "set")
+	if err != nil {
+		return err
+	}
+	if err := p.expect("set"); err != nil {
+		return err
+	}
+	var sets []client.Set
+	for {
+		col, err := p.name("a column name")
+		if err != nil {
+			return err
+		}
+		i := slices.IndexFunc(t.GetColumns(), func(c *pb.Column) bool { return c.GetName() == col })
+		if i < 0 {
+			return fmt.Errorf("table %s has no column %q", t.GetName(), col)
+		}
+		if err := p.expect("="); err != nil {
+			return err
+		}
+		if !p.more() {
+			return fmt.Errorf("column %s: expected a value", col)
+		}
+		v, err := parseValue(p.peek(), t.GetColumns()[i])
+		if err != nil {
+			return err
+		}
+		p.pos++
+		sets = append(sets, client.Set{Column: col, Value: v})
+		if !p.accept(",") {
+			break
+		}
+	}
+	if err := p.end(); err != nil {
+		return err
+	}
+	if sh.tx != nil {
+		return sh.done(0, sh.tx.Update(t.GetName(), key, sets...))
+	}
+	return sh.done(sh.c.Update(ctx, t.GetName(), key, sets...))
+}
+
+func (sh *session) delete(ctx context.Context, p *parser) error {
+	t, _, cols, err := sh.tableAndIndex(ctx, p)
+	if err != nil {
+		return err
+	}
+	key, err := p.values(cols)
+	if err != nil {
+		return err
+	}
+	if sh.tx != nil {
+		return sh.done(0, sh.tx.Delete(t.GetName(), key...))
+	}
+	return sh.done(sh.c.Delete(ctx, t.GetName(), key...))
+}
+
+func (sh *session) tables(ctx context.Context, p *parser) error {
+	if err := p.end(); err != nil {
+		return err
+	}
+	ts, err := sh.c.ListTables(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(sh.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "table\trows\tbytes")
+	for _, t := range ts {
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", t.GetName(), t.GetRows(), t.GetBytes())
+	}
+	return tw.Flush()
+}
+
+func (sh *session) describe(ctx context.Context, p *parser) error {
+	name, err := p.name("a table name")
+	if err != nil {
+		return err
+	}
+	if err := p.end(); err != nil {
+		return err
+	}
+	delete(sh.schemas, name)
+	t, err := sh.schema(ctx, name)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(sh.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "column\ttype\tnull\tmax length")
+	for _, c := range t.GetColumns() {
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\n", c.GetName(), typeName(c.GetType()), c.GetNullable(), c.GetMaxLength())
+	}
+	fmt.Fprintln(tw, "\nindex\tcolumns\tunique\tkind")
+	fmt.Fprintf(tw, "primary\t%s\ttrue\t%s\n", strings.Join(t.GetPrimaryKey(), ", "), kindName(t.GetPrimaryKind()))
+	for _, ix := range t.GetIndexes() {
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", ix.GetName(), strings.Join(ix.GetColumns(), ", "), ix.GetUnique(), kindName(ix.GetKind()))
+	}
+	return tw.Flush()
+}
+
+func kindName(k pb.IndexKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "INDEX_KIND_"))
+}
+
+// printRows prints rows as an aligned table under the column names.
+func (sh *session) printRows(t *pb.Table, rows []client.Row) error {
+	tw := tabwriter.NewWriter(sh.out, 0, 4, 2, ' ', 0)
+	for i, c := range t.GetColumns() {
+		if i > 0 {
+			fmt.Fprint(tw, "\t")
+		}
+		fmt.Fprint(tw, c.GetName())
+	}
+	fmt.Fprintln(tw)
+	for _, r := range rows {
+		for i, v := range r {
+			if i > 0 {
+				fmt.Fprint(tw, "\t")
+			}
+			fmt.Fprint(tw, formatValue(v))
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	noun := "rows"
+	if len(rows) == 1 {
+		noun = "row"
+	}
+	_, err := fmt.Fprintf(sh.out, "(%d %s)\n", len(rows), noun)
+	return err
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+func TestTokenize(t *testing.T) {
+	stmts, err := tokenize(`insert t 1 "a; \"b\"\n" x=y;scan t
+	  get t (1,2)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [][]string
+	for _, st := range stmts {
+		var words []string
+		for _, tk := range st {
+			w := tk.text
+			if tk.quoted {
+				w = "Q:" + w
+			}
+			words = append(words, w)
+		}
+		got = append(got, words)
+	}
+	want := [][]string{
+		{"insert", "t", "1", "Q:a; \"b\"\n", "x", "=", "y"},
+		{"scan", "t"},
+		{"get", "t", "(", "1", ",", "2", ")"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %q", got)
+	}
+	for i := range want {
+		if strings.Join(got[i], "|") != strings.Join(want[i], "|") {
+			t.Errorf("statement %d: got %q, want %q", i, got[i], want[i])
+		}
+	}
+	if _, err := tokenize(`get t "open`); err == nil || !strings.Contains(err.Error(), "unterminated") {
+		t.Fatalf("unterminated string: %v", err)
+	}
+}
+
+func TestParseValue(t *testing.T) {
+	col := func(typ pb.ColumnType) *pb.Column { return &pb.Column{Name: "c", Type: typ} }
+	good := []struct {
+		tok  token
+		typ  pb.ColumnType
+		want string
+	}{
+		{token{text: "-7"}, pb.ColumnType_COLUMN_TYPE_INT64, "-7"},
+		{token{text: "0x10"}, pb.ColumnType_COLUMN_TYPE_UINT64, "16"},
+		{token{text: "1.5"}, pb.ColumnType_COLUMN_TYPE_FLOAT64, "1.5"},
+		{token{text: "true"}, pb.ColumnType_COLUMN_TYPE_BOOL, "true"},
+		{token{text: "null"}, pb.ColumnType_COLUMN_TYPE_STRING, "NULL"},
+		{token{text: "null", quoted: true}, pb.ColumnType_COLUMN_TYPE_STRING, "null"},
+		{token{text: "0xbeef"}, pb.ColumnType_COLUMN_TYPE_BYTES, "0xbeef"},
+		{token{text: "0xbeef", quoted: true}, pb.ColumnType_COLUMN_TYPE_BYTES, "0x307862656566"},
+		{token{text: "2026-11-22T10:00:00.5Z"}, pb.ColumnType_COLUMN_TYPE_TIMESTAMP, "2026-11-22T10:00:00.5Z"},
+		{token{text: "1000000000"}, pb.ColumnType_COLUMN_TYPE_TIMESTAMP, "1970-01-01T00:00:01Z"},
+	}
+	for _, g := range good {
+		v, err := parseValue(g.tok, col(g.typ))
+		if err != nil {
+			t.Fatalf("%v as %v: %v", g.tok, g.typ, err)
+		}
+		if got := formatValue(v); got != g.want {
+			t.Errorf("%v as %v: %s, want %s", g.tok, g.typ, got, g.want)
+		}
+	}
+	bad := []struct {
+		text string
+		typ  pb.ColumnType
+	}{
+		{"x", pb.ColumnType_COLUMN_TYPE_INT64},
+		{"-1", pb.ColumnType_COLUMN_TYPE_UINT64},
+		{"maybe", pb.ColumnType_COLUMN_TYPE_BOOL},
+		{"0xZZ", pb.ColumnType_COLUMN_TYPE_BYTES},
+		{"yesterday", pb.ColumnType_COLUMN_TYPE_TIMESTAMP},
+	}
+	for _, b := range bad {
+		if _, err := parseValue(token{text: b.text}, col(b.typ)); err == nil || !strings.Contains(err.Error(), "column c") {
+			t.Errorf("%q as %v: %v", b.text, b.typ, err)
+		}
+	}
+}
+
+func TestParseCreateTable(t *testing.T) {
+	stmts, err := tokenize(`create table acct (id int64, name string(16), note bytes(8) null,
+		primary key (id) ordered, unique hash index by_name (name), ordered index by_note (note, id))`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &parser{toks: stmts[0][2:]}
+	got, err := p.parseCreateTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &pb.Table{
+		Name: "acct",
+		Columns: []*pb.Column{
+			{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64},
+			{Name: "name", Type: pb.ColumnType_COLUMN_TYPE_STRING, MaxLength: 16},
+			{Name: "note", Type: pb.ColumnType_COLUMN_TYPE_BYTES, MaxLength: 8, Nullable: true},
+		},
+		PrimaryKey:  []string{"id"},
+		PrimaryKind: pb.IndexKind_INDEX_KIND_ORDERED,
+		Indexes: []*pb.Index{
+			{Name: "by_name", Columns: []string{"name"}, Unique: true, Kind: pb.IndexKind_INDEX_KIND_HASH},
+			{Name: "by_note", Columns: []string{"note", "id"}, Kind: pb.IndexKind_INDEX_KIND_ORDERED},
+		},
+	}
+	if !proto.Equal(got, want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
+	for _, bad := range []string{
+		"create table t (id int32)",
+		"create table t (id int64",
+		"create table t (id string(x))",
+		"create table t (id int64, primary key id)",
+		"create table t (id int64) extra",
+	} {
+		stmts, err := tokenize(bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := (&parser{toks: stmts[0][2:]}).parseCreateTable(); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+func TestOpenParens(t *testing.T) {
+	for in, want := range map[string]int{
+		"create table t (a int64,": 1,
+		`insert t "(" 1`:           0,
+		`insert t "\"(" (`:         1,
+		"create table t (a int64)": 0,
+		"create table t ((":        2,
+	} {
+		if got := openParens(in); got != want {
+			t.Errorf("openParens(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
