@@ -313,3 +313,79 @@ func TestFollowsThePrimary(t *testing.T) {
 		t.Fatalf("client at %s after %d standby calls; want the primary %s", c.Addr(), calls, primary)
 	}
 }
+
+// TestSessionPipelines: many goroutines share one session, each keeping
+// several messages in flight; every reply reaches its sender, in order.
+func TestSessionPipelines(t *testing.T) {
+	c := newClient(t, serve(t, nil))
+	ctx := testCtx(t)
+	if _, err := c.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.OpenSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, msgs, window = 4, 30, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var inflight []*Pending
+			var ids []uint64
+			check := func() error {
+				replies, err := inflight[0].Wait()
+				if err != nil {
+					return err
+				}
+				id := ids[0]
+				inflight, ids = inflight[1:], ids[1:]
+				if replies[0].GetId() != id || ReplyError(replies[0]) != nil || ReplyError(replies[1]) == nil {
+					return fmt.Errorf("replies to message %d: %v", id, replies)
+				}
+				if got, _ := s.Get(ctx, &pb.GetRequest{Table: "counters", Key: []*pb.Value{Uint64(id)}}); !got.GetFound() {
+					return fmt.Errorf("row %d was not inserted", id)
+				}
+				return nil
+			}
+			for m := 0; m < msgs; m++ {
+				id := uint64(w*1000 + m + 1)
+				row := &pb.Row{Values: []*pb.Value{Uint64(id), String(fmt.Sprint(id)), Int64(1), Null()}}
+				inflight = append(inflight, s.Start([]*pb.Request{
+					{Id: id, Op: &pb.Request_Insert{Insert: &pb.InsertRequest{Table: "counters", Row: row}}},
+					{Id: id, Op: &pb.Request_Insert{Insert: &pb.InsertRequest{Table: "counters", Row: row}}}, // a duplicate
+				}))
+				ids = append(ids, id)
+				if len(inflight) == window {
+					if err := check(); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+			for len(inflight) > 0 {
+				if err := check(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Do(&pb.Request{Op: &pb.Request_Begin{Begin: &pb.BeginRequest{}}}); err == nil {
+		t.Fatal("a closed session took a request")
+	}
+	tables, err := c.ListTables(ctx)
+	if err != nil || tables[0].GetRows() != workers*msgs {
+		t.Fatalf("%v rows, want %d (%v)", tables, workers*msgs, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/mmdb/mmdb/internal/pbmem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -33,7 +34,7 @@ func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusRes
 		Standbys:         []*pb.StandbyStatus{},
 	}
 	for _, st := range s.db.Stats() {
-		resp.Tables = append(resp.Tables, pbTableStatus(st))
+		resp.Tables = append(resp.Tables, pbmem.TableStatus(st))
 	}
 	return resp, nil
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/mmdb/mmdb/internal/pbmem"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -60,9 +61,9 @@ func index(t *mem.Table, name string) (int, error) {
 }
 
 func (s *dbService) CreateTable(_ context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
-	def, err := memTableDef(req.GetTable())
+	def, err := pbmem.TableDef(req.GetTable())
 	if err != nil {
-		return nil, err
+		return nil, toStatus(err)
 	}
 	t, err := s.db.CreateTable(def)
 	if err != nil {
@@ -82,7 +83,7 @@ func (s *dbService) DropTable(_ context.Context, req *pb.DropTableRequest) (*pb.
 func (s *dbService) ListTables(context.Context, *pb.ListTablesRequest) (*pb.ListTablesResponse, error) {
 	resp := &pb.ListTablesResponse{}
 	for _, st := range s.db.Stats() {
-		resp.Tables = append(resp.Tables, pbTableStatus(st))
+		resp.Tables = append(resp.Tables, pbmem.TableStatus(st))
 	}
 	return resp, nil
 }
@@ -92,7 +93,7 @@ func (s *dbService) DescribeTable(_ context.Context, req *pb.DescribeTableReques
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.DescribeTableResponse{Table: pbTable(t.Def())}, nil
+	return &pb.DescribeTableResponse{Table: pbmem.Table(t.Def())}, nil
 }
 
 func (s *dbService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
@@ -122,7 +123,7 @@ func (s *dbService) get(tx *mem.Tx, req *pb.GetRequest, resp *pb.GetResponse) er
 	}
 	resp.Found, resp.Row = found, nil
 	if found {
-		resp.Row = pbRow(rec)
+		resp.Row = pbmem.Row(rec)
 	}
 	return nil
 }

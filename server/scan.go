@@ -6,6 +6,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/mmdb/mmdb/internal/pbmem"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -150,7 +151,7 @@ func (q *scanQuery) keyEquals(r mem.Record, key []mem.Value) bool {
 func (q *scanQuery) keyOf(r mem.Record) []*pb.Value {
 	key := make([]*pb.Value, len(q.keyCols))
 	for i, c := range q.keyCols {
-		key[i] = pbValue(r.Value(c))
+		key[i] = pbmem.Value(r.Value(c))
 	}
 	return key
 }
@@ -165,7 +166,7 @@ func (s *dbService) sendRows(stream grpc.ServerStreamingServer[pb.ScanResponse],
 	msg := &pb.ScanResponse{}
 	size := 0
 	for i, r := range rows {
-		msg.Rows = append(msg.Rows, pbRow(r))
+		msg.Rows = append(msg.Rows, pbmem.Row(r))
 		size += len(r.Encoded()) + 2*r.NumColumns()
 		if i == len(rows)-1 {
 			break

@@ -99,7 +99,6 @@ func Tables() []mem.TableDef {
 type DB struct {
 	DB          *mem.DB
 	P           uint64 // subscribers
-	a           uint64 // NURand constant
 	sub, ai, sf *mem.Table
 	cf          *mem.Table
 	subNbrIx    int
@@ -129,7 +128,7 @@ func Create(db *mem.DB, p uint64) (*DB, error) {
 
 // Open returns the handles of existing TATP tables in db.
 func Open(db *mem.DB, p uint64) (*DB, error) {
-	d := &DB{DB: db, P: p, a: nurandA(p)}
+	d := &DB{DB: db, P: p}
 	var err error
 	must := func(f func() error) {
 		if err == nil {
@@ -222,9 +221,8 @@ func (d *DB) Load(workers int, seed uint64, progress func(done uint64)) error {
 	var wg sync.WaitGroup
 	for w := 0; w < max(workers, 1); w++ {
 		wg.Add(1)
-		go func(w int) {
+		go func() {
 			defer wg.Done()
-			r := rand.New(rand.NewPCG(seed, uint64(w)))
 			for {
 				mu.Lock()
 				start := next + 1
@@ -235,7 +233,7 @@ func (d *DB) Load(workers int, seed uint64, progress func(done uint64)) error {
 					return
 				}
 				end := min(start+batch-1, d.P)
-				err := d.loadRange(r, start, end)
+				err := d.loadRange(newGen(d.P, seed), start, end)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
@@ -247,53 +245,25 @@ func (d *DB) Load(workers int, seed uint64, progress func(done uint64)) error {
 					progress(n)
 				}
 			}
-		}(w)
+		}()
 	}
 	wg.Wait()
 	return firstErr
 }
 
-func (d *DB) loadRange(r *rand.Rand, start, end uint64) error {
+func (d *DB) loadRange(g *gen, start, end uint64) error {
 	tx := d.DB.Begin()
 	defer tx.Rollback()
-	row := make([]mem.Value, 0, 34)
+	tables := [numTables]*mem.Table{d.sub, d.ai, d.sf, d.cf}
 	for sid := start; sid <= end; sid++ {
-		row = append(row[:0], mem.Uint64(sid), mem.String(SubNbr(sid)))
-		for i := 0; i < 10; i++ {
-			row = append(row, mem.Bool(r.IntN(2) == 1))
-		}
-		for i := 0; i < 10; i++ {
-			row = append(row, mem.Uint64(uint64(r.IntN(16))))
-		}
-		for i := 0; i < 10; i++ {
-			row = append(row, mem.Uint64(uint64(r.IntN(256))))
-		}
-		row = append(row, mem.Uint64(1+r.Uint64N(1<<32-1)), mem.Uint64(1+r.Uint64N(1<<32-1)))
-		if err := tx.Insert(d.sub, row); err != nil {
-			return fmt.Errorf("tatp: load subscriber %d: %w", sid, err)
-		}
-		for _, t := range distinct(r, 1+r.IntN(4)) {
-			err := tx.Insert(d.ai, []mem.Value{mem.Uint64(sid), mem.Uint64(t),
-				mem.Uint64(uint64(r.IntN(256))), mem.Uint64(uint64(r.IntN(256))),
-				mem.String(letters(r, 3)), mem.String(letters(r, 5))})
-			if err != nil {
-				return fmt.Errorf("tatp: load access_info %d/%d: %w", sid, t, err)
+		err := g.subscriber(sid, func(t int, row []mem.Value) error {
+			if err := tx.Insert(tables[t], row); err != nil {
+				return fmt.Errorf("tatp: load %s of subscriber %d: %w", tableNames[t], sid, err)
 			}
-		}
-		for _, t := range distinct(r, 1+r.IntN(4)) {
-			err := tx.Insert(d.sf, []mem.Value{mem.Uint64(sid), mem.Uint64(t),
-				mem.Bool(r.IntN(100) < 85), mem.Uint64(uint64(r.IntN(256))),
-				mem.Uint64(uint64(r.IntN(256))), mem.String(letters(r, 5))})
-			if err != nil {
-				return fmt.Errorf("tatp: load special_facility %d/%d: %w", sid, t, err)
-			}
-			for _, st := range startTimes(r, r.IntN(4)) {
-				err := tx.Insert(d.cf, []mem.Value{mem.Uint64(sid), mem.Uint64(t), mem.Uint64(st),
-					mem.Uint64(st + 1 + uint64(r.IntN(8))), mem.String(SubNbr(1 + r.Uint64N(d.P)))})
-				if err != nil {
-					return fmt.Errorf("tatp: load call_forwarding %d/%d/%d: %w", sid, t, st, err)
-				}
-			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
 	if _, err := tx.Commit(); err != nil {
@@ -302,10 +272,82 @@ func (d *DB) loadRange(r *rand.Rand, start, end uint64) error {
 	return nil
 }
 
+// The tables, in the order of Tables.
+const (
+	tSubscriber = iota
+	tAccessInfo
+	tSpecialFacility
+	tCallForwarding
+	numTables
+)
+
+var tableNames = [numTables]string{"subscriber", "access_info", "special_facility", "call_forwarding"}
+
+// gen makes the rows of a database of p subscribers. Each subscriber's
+// rows come from a random stream of their own, seeded by the load's seed
+// and the s_id, so the database depends on the seed alone: not on how the
+// loaders split the work, nor on which loader (in-process or over gRPC).
+type gen struct {
+	src     *rand.PCG
+	r       *rand.Rand
+	seed, p uint64
+	row     []mem.Value
+}
+
+func newGen(p, seed uint64) *gen {
+	src := rand.NewPCG(0, 0)
+	return &gen{src: src, r: rand.New(src), seed: seed, p: p, row: make([]mem.Value, 0, 34)}
+}
+
+// subscriber makes the rows of subscriber sid, in load order, and hands
+// each to emit with its table. A row is valid only during its emit call.
+func (g *gen) subscriber(sid uint64, emit func(table int, row []mem.Value) error) error {
+	g.src.Seed(g.seed, sid)
+	r, p := g.r, g.p
+	row := append(g.row[:0], mem.Uint64(sid), mem.String(SubNbr(sid)))
+	for i := 0; i < 10; i++ {
+		row = append(row, mem.Bool(r.IntN(2) == 1))
+	}
+	for i := 0; i < 10; i++ {
+		row = append(row, mem.Uint64(uint64(r.IntN(16))))
+	}
+	for i := 0; i < 10; i++ {
+		row = append(row, mem.Uint64(uint64(r.IntN(256))))
+	}
+	row = append(row, mem.Uint64(1+r.Uint64N(1<<32-1)), mem.Uint64(1+r.Uint64N(1<<32-1)))
+	if err := emit(tSubscriber, row); err != nil {
+		return err
+	}
+	for _, t := range distinct(r, 1+r.IntN(4)) {
+		row = append(row[:0], mem.Uint64(sid), mem.Uint64(t),
+			mem.Uint64(uint64(r.IntN(256))), mem.Uint64(uint64(r.IntN(256))),
+			mem.String(letters(r, 3)), mem.String(letters(r, 5)))
+		if err := emit(tAccessInfo, row); err != nil {
+			return err
+		}
+	}
+	for _, t := range distinct(r, 1+r.IntN(4)) {
+		row = append(row[:0], mem.Uint64(sid), mem.Uint64(t),
+			mem.Bool(r.IntN(100) < 85), mem.Uint64(uint64(r.IntN(256))),
+			mem.Uint64(uint64(r.IntN(256))), mem.String(letters(r, 5)))
+		if err := emit(tSpecialFacility, row); err != nil {
+			return err
+		}
+		for _, st := range startTimes(r, r.IntN(4)) {
+			row = append(row[:0], mem.Uint64(sid), mem.Uint64(t), mem.Uint64(st),
+				mem.Uint64(st+1+uint64(r.IntN(8))), mem.String(SubNbr(1+r.Uint64N(p))))
+			if err := emit(tCallForwarding, row); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Client runs the TATP mix. Each goroutine needs its own Client.
 type Client struct {
+	picker
 	d    *DB
-	r    *rand.Rand
 	key  []mem.Value
 	row  []mem.Value
 	set  []mem.ColumnValue
@@ -314,15 +356,27 @@ type Client struct {
 
 // NewClient returns a client with its own random stream.
 func (d *DB) NewClient(seed uint64) *Client {
-	return &Client{d: d, r: rand.New(rand.NewPCG(seed, 0x7a7b)), key: make([]mem.Value, 3), set: make([]mem.ColumnValue, 1)}
+	return &Client{picker: newPicker(d.P, seed), d: d, key: make([]mem.Value, 3), set: make([]mem.ColumnValue, 1)}
 }
 
-func (c *Client) sid() uint64 {
-	return ((c.r.Uint64N(c.d.a+1) | (1 + c.r.Uint64N(c.d.P))) % c.d.P) + 1
+// picker draws a client's random choices: transactions, subscribers and
+// the parameters of each transaction.
+type picker struct {
+	r    *rand.Rand
+	p, a uint64
+}
+
+func newPicker(p, seed uint64) picker {
+	return picker{r: rand.New(rand.NewPCG(seed, 0x7a7b)), p: p, a: nurandA(p)}
+}
+
+// sid draws a subscriber by NURand.
+func (c *picker) sid() uint64 {
+	return ((c.r.Uint64N(c.a+1) | (1 + c.r.Uint64N(c.p))) % c.p) + 1
 }
 
 // Next picks the next transaction of the mix.
-func (c *Client) Next() Tx {
+func (c *picker) Next() Tx {
 	p := c.r.IntN(100)
 	for t := Tx(0); t < NumTx; t++ {
 		if p < mix[t] {

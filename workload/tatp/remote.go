@@ -1,0 +1,252 @@
+package tatp
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/internal/pbmem"
+	"github.com/mmdb/mmdb/mem"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// The mix over gRPC. Each transaction is one or two calls, as a client
+// that cares about latency would write it:
+//
+//   - the reads are one Get, or (GET_NEW_DESTINATION) one Commit batch of
+//     Gets: the special facility and the three call forwarding rows its
+//     start times can name, filtered here;
+//   - UPDATE_SUBSCRIBER_DATA is one batch whose condition is that the
+//     special facility exists;
+//   - the transactions that find the subscriber by sub_nbr do that Get,
+//     then a batch whose condition is that the row still has that sub_nbr,
+//     so the pair serializes as one transaction would.
+
+// Caller sends the two calls the mix uses, by unary RPC or on a Session
+// stream.
+type Caller interface {
+	Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error)
+	Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error)
+}
+
+// CreateRemote creates the TATP tables on a node.
+func CreateRemote(ctx context.Context, db pb.DatabaseServiceClient) error {
+	for _, def := range Tables() {
+		if _, err := db.CreateTable(ctx, &pb.CreateTableRequest{Table: pbmem.Table(def)}); err != nil {
+			return fmt.Errorf("tatp: create %s: %w", def.Name, err)
+		}
+	}
+	return nil
+}
+
+// LoadRemote loads p subscribers onto a node with parallel loaders, in
+// batches of one Commit each. The rows are those Load makes for the same
+// seed. progress, if not nil, is called with the subscribers loaded so far.
+func LoadRemote(ctx context.Context, db pb.DatabaseServiceClient, p uint64, workers int, seed uint64, progress func(done uint64)) error {
+	const batch = 200
+	var next, done uint64
+	var mu sync.Mutex
+	errs := make(chan error, max(workers, 1))
+	var wg sync.WaitGroup
+	for w := 0; w < max(workers, 1); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				start := next + 1
+				next += batch
+				mu.Unlock()
+				if start > p || ctx.Err() != nil {
+					return
+				}
+				end := min(start+batch-1, p)
+				if err := loadRemoteRange(ctx, db, newGen(p, seed), start, end); err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				done += end - start + 1
+				n := done
+				mu.Unlock()
+				if progress != nil {
+					progress(n)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func loadRemoteRange(ctx context.Context, db pb.DatabaseServiceClient, g *gen, start, end uint64) error {
+	req := &pb.CommitRequest{}
+	for sid := start; sid <= end; sid++ {
+		err := g.subscriber(sid, func(t int, row []mem.Value) error {
+			req.Operations = append(req.Operations, &pb.Operation{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{
+				Table: tableNames[t], Row: &pb.Row{Values: pbmem.Values(row)},
+			}}})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := db.Commit(ctx, req); err != nil {
+		return fmt.Errorf("tatp: load subscribers %d-%d: %w", start, end, err)
+	}
+	return nil
+}
+
+// RemoteClient runs the mix over gRPC. Each goroutine needs its own.
+type RemoteClient struct {
+	picker
+	call Caller
+}
+
+// NewRemoteClient returns a client for a node holding p subscribers.
+func NewRemoteClient(p, seed uint64, call Caller) *RemoteClient {
+	return &RemoteClient{picker: newPicker(p, seed), call: call}
+}
+
+// Column ordinals of the rows the mix reads (Tables' order).
+const (
+	sfIsActive = 2
+	cfStart    = 2
+	cfEnd      = 3
+)
+
+func u64(v uint64) *pb.Value { return &pb.Value{Kind: &pb.Value_Uint64{Uint64: v}} }
+func str(v string) *pb.Value { return &pb.Value{Kind: &pb.Value_String_{String_: v}} }
+
+func get(table string, key ...*pb.Value) *pb.Operation {
+	return &pb.Operation{Op: &pb.Operation_Get{Get: &pb.GetRequest{Table: table, Key: key}}}
+}
+
+func update(table string, key []*pb.Value, col string, v *pb.Value) *pb.Operation {
+	return &pb.Operation{Op: &pb.Operation_Update{Update: &pb.UpdateRequest{Table: table, Key: key, Set: []*pb.ColumnValue{{Column: col, Value: v}}}}}
+}
+
+func exists(table string, key ...*pb.Value) *pb.Condition {
+	return &pb.Condition{Table: table, Key: key, Expect: pb.Condition_EXPECT_EXISTS}
+}
+
+// Run executes one transaction of kind t; ok reports whether it succeeded
+// in the TATP sense. The node retries serialization conflicts of single
+// calls itself; an ABORTED that still comes back is retried here.
+func (c *RemoteClient) Run(ctx context.Context, t Tx) (ok bool, err error) {
+	for attempt := 0; ; attempt++ {
+		ok, err = c.run(ctx, t)
+		if status.Code(err) != codes.Aborted || attempt == 100 {
+			return ok, err
+		}
+	}
+}
+
+func (c *RemoteClient) run(ctx context.Context, t Tx) (bool, error) {
+	sid := c.sid()
+	switch t {
+	case GetSubscriberData:
+		r, err := c.call.Get(ctx, &pb.GetRequest{Table: "subscriber", Key: []*pb.Value{u64(sid)}})
+		return r.GetFound(), err
+	case GetAccessData:
+		r, err := c.call.Get(ctx, &pb.GetRequest{Table: "access_info", Key: []*pb.Value{u64(sid), u64(1 + c.r.Uint64N(4))}})
+		return r.GetFound(), err
+	case GetNewDestination:
+		return c.getNewDestination(ctx, sid)
+	case UpdateSubscriberData:
+		sf := []*pb.Value{u64(sid), u64(1 + c.r.Uint64N(4))}
+		r, err := c.call.Commit(ctx, &pb.CommitRequest{
+			Conditions: []*pb.Condition{exists("special_facility", sf...)},
+			Operations: []*pb.Operation{
+				update("subscriber", []*pb.Value{u64(sid)}, "bit_1", &pb.Value{Kind: &pb.Value_Bool{Bool: c.r.IntN(2) == 1}}),
+				update("special_facility", sf, "data_a", u64(uint64(c.r.IntN(256)))),
+			},
+		})
+		return r.GetCommitted(), err
+	case UpdateLocation:
+		vlr := u64(1 + c.r.Uint64N(1<<32-1))
+		return c.bySubNbr(ctx, sid, func(id uint64) ([]*pb.Condition, []*pb.Operation) {
+			return nil, []*pb.Operation{update("subscriber", []*pb.Value{u64(id)}, "vlr_location", vlr)}
+		})
+	case InsertCallForwarding:
+		sfType, st := 1+c.r.Uint64N(4), uint64(8*c.r.IntN(3))
+		end, numberx := st+1+uint64(c.r.IntN(8)), SubNbr(1+c.r.Uint64N(c.p))
+		return c.bySubNbr(ctx, sid, func(id uint64) ([]*pb.Condition, []*pb.Operation) {
+			row := &pb.Row{Values: []*pb.Value{u64(id), u64(sfType), u64(st), u64(end), str(numberx)}}
+			return []*pb.Condition{exists("special_facility", u64(id), u64(sfType))},
+				[]*pb.Operation{{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "call_forwarding", Row: row}}}}
+		})
+	case DeleteCallForwarding:
+		sfType, st := 1+c.r.Uint64N(4), uint64(8*c.r.IntN(3))
+		return c.bySubNbr(ctx, sid, func(id uint64) ([]*pb.Condition, []*pb.Operation) {
+			key := []*pb.Value{u64(id), u64(sfType), u64(st)}
+			return nil, []*pb.Operation{{Op: &pb.Operation_Delete{Delete: &pb.DeleteRequest{Table: "call_forwarding", Key: key}}}}
+		})
+	}
+	return false, fmt.Errorf("tatp: no transaction %d", t)
+}
+
+func (c *RemoteClient) getNewDestination(ctx context.Context, sid uint64) (bool, error) {
+	sfType, st, et := 1+c.r.Uint64N(4), uint64(8*c.r.IntN(3)), 1+c.r.Uint64N(24)
+	ops := []*pb.Operation{get("special_facility", u64(sid), u64(sfType))}
+	for start := uint64(0); start <= 16; start += 8 {
+		ops = append(ops, get("call_forwarding", u64(sid), u64(sfType), u64(start)))
+	}
+	r, err := c.call.Commit(ctx, &pb.CommitRequest{Operations: ops})
+	if err != nil {
+		return false, err
+	}
+	res := r.GetResults()
+	if len(res) != len(ops) {
+		return false, fmt.Errorf("tatp: GET_NEW_DESTINATION: %d results for %d gets", len(res), len(ops))
+	}
+	if !res[0].GetFound() || !res[0].GetRow().GetValues()[sfIsActive].GetBool() {
+		return false, nil
+	}
+	for _, cf := range res[1:] {
+		if v := cf.GetRow().GetValues(); cf.GetFound() && v[cfStart].GetUint64() <= st && et < v[cfEnd].GetUint64() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// bySubNbr finds sid's subscriber through sub_nbr, then commits the
+// conditions and operations batch makes for the s_id found, on the further
+// condition that the subscriber still has that sub_nbr. A missing row or
+// a duplicate key is a TATP failure, not an error.
+func (c *RemoteClient) bySubNbr(ctx context.Context, sid uint64, batch func(id uint64) ([]*pb.Condition, []*pb.Operation)) (bool, error) {
+	nbr := SubNbr(sid)
+	r, err := c.call.Get(ctx, &pb.GetRequest{Table: "subscriber", Index: "by_sub_nbr", Key: []*pb.Value{str(nbr)}})
+	if err != nil || !r.GetFound() {
+		return false, err
+	}
+	id := r.GetRow().GetValues()[0].GetUint64()
+	same := exists("subscriber", u64(id))
+	same.Equals = []*pb.ColumnValue{{Column: "sub_nbr", Value: str(nbr)}}
+	conds, ops := batch(id)
+	cr, err := c.call.Commit(ctx, &pb.CommitRequest{Conditions: append([]*pb.Condition{same}, conds...), Operations: ops})
+	switch status.Code(err) {
+	case codes.AlreadyExists, codes.NotFound:
+		return false, nil
+	}
+	return cr.GetCommitted(), err
+}
+
+// Unary makes a Caller of a DatabaseService client: one RPC per call.
+func Unary(db pb.DatabaseServiceClient) Caller { return unary{db} }
+
+type unary struct{ db pb.DatabaseServiceClient }
+
+func (u unary) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	return u.db.Get(ctx, req)
+}
+
+func (u unary) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
+	return u.db.Commit(ctx, req)
+}

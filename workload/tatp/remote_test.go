@@ -1,0 +1,113 @@
+package tatp
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/mmdb/mmdb/client"
+	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/mem"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/server"
+)
+
+// TestRemoteMix loads TATP onto a real node over gRPC, checks it holds
+// exactly the rows the in-process loader makes for the same seed, and runs
+// the mix over unary calls and over a Session, checking success rates.
+func TestRemoteMix(t *testing.T) {
+	const p = 2000
+	cfg := conf.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	srv, err := server.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	defer func() {
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+	}()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := conn.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	db := pb.NewDatabaseServiceClient(conn)
+	if err := CreateRemote(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if err := LoadRemote(ctx, db, p, 2, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	local := load(t, p)
+	rows := func(db *mem.DB) map[string]int64 {
+		m := map[string]int64{}
+		for _, s := range db.Stats() {
+			m[s.Name] = s.Rows
+		}
+		return m
+	}
+	if got, want := rows(srv.DB()), rows(local.DB); len(got) != 4 || got["call_forwarding"] != want["call_forwarding"] ||
+		got["access_info"] != want["access_info"] || got["special_facility"] != want["special_facility"] || got["subscriber"] != p {
+		t.Fatalf("remote load: %v rows; the local loader made %v", got, want)
+	}
+
+	t.Run("unary", func(t *testing.T) {
+		checkMix(t, 4, 1500, func(w int) func() (Tx, bool, error) {
+			c := NewRemoteClient(p, uint64(w), Unary(db))
+			return func() (Tx, bool, error) {
+				tx := c.Next()
+				ok, err := c.Run(ctx, tx)
+				return tx, ok, err
+			}
+		})
+	})
+	t.Run("session", func(t *testing.T) {
+		cl, err := client.New(client.Options{Addrs: []string{lis.Addr().String()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := cl.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+		s, err := cl.OpenSession(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := s.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+		checkMix(t, 4, 1500, func(w int) func() (Tx, bool, error) {
+			c := NewRemoteClient(p, uint64(w+10), s)
+			return func() (Tx, bool, error) {
+				tx := c.Next()
+				ok, err := c.Run(ctx, tx)
+				return tx, ok, err
+			}
+		})
+	})
+}
