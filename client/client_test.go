@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
-	"github.com/mmdb/mmdb/server"
 )
 
 func TestMain(m *testing.M) {
@@ -26,44 +26,7 @@ func TestMain(m *testing.M) {
 
 // serve starts a real node on a loopback port and returns its address.
 func serve(t *testing.T, edit func(*conf.Config)) string {
-	t.Helper()
-	cfg := conf.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	if edit != nil {
-		edit(cfg)
-	}
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		if err := srv.Shutdown(context.Background()); err != nil {
-			t.Error(err)
-		}
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return lis.Addr().String()
-}
-
-// deadAddr returns a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
-	}
+	_, addr := servertest.Start(t, edit)
 	return addr
 }
 
@@ -229,7 +192,7 @@ func TestTxRetriesAborts(t *testing.T) {
 // reach the second.
 func TestMovesOnFromADeadNode(t *testing.T) {
 	live := serve(t, nil)
-	c := newClient(t, deadAddr(t), live)
+	c := newClient(t, servertest.DeadAddr(t), live)
 	if _, err := c.Status(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +204,7 @@ func TestMovesOnFromADeadNode(t *testing.T) {
 // TestDeadlineBoundsRetries: with no node up, a call gives up at its
 // deadline.
 func TestDeadlineBoundsRetries(t *testing.T) {
-	c, err := New(Options{Addrs: []string{deadAddr(t), deadAddr(t)}, MinBackoff: time.Millisecond, MaxAttempts: 1 << 30})
+	c, err := New(Options{Addrs: []string{servertest.DeadAddr(t), servertest.DeadAddr(t)}, MinBackoff: time.Millisecond, MaxAttempts: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}

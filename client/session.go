@@ -24,7 +24,7 @@ type Session struct {
 		Recv() (*pb.SessionResponse, error)
 		CloseSend() error
 	}
-	cancel context.CancelFunc
+	cancel   context.CancelFunc
 	recvDone chan struct{}
 
 	sendMu sync.Mutex // orders Send with the queue of waiters

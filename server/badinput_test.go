@@ -151,6 +151,10 @@ func TestBadInput(t *testing.T) {
 			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), vS("n9"), vS("r"), vI(1), &pb.Value{Kind: &pb.Value_Bytes{Bytes: make([]byte, 41)}})})
 			return err
 		}, codes.InvalidArgument, []string{`"acct"`, "max_value_bytes (40)"}},
+		{"insert string not UTF-8", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), vS("n\xff"), vS("r"), vI(1), vNull())})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "row value 1", "UTF-8"}},
 		{"insert timestamp out of range", func(c context.Context, db pb.DatabaseServiceClient) error {
 			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), vS("n9"), vS("r"), farFuture, vNull())})
 			return err

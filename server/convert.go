@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 
@@ -37,6 +38,10 @@ func (cv converter) value(v *pb.Value) (mem.Value, error) {
 	case *pb.Value_Bool:
 		return mem.Bool(k.Bool), nil
 	case *pb.Value_String_:
+		if !utf8.ValidString(k.String_) {
+			// Protobuf requires it; the generated decoder does not check.
+			return mem.Value{}, errorf(codes.InvalidArgument, "a string value is not valid UTF-8; use a bytes column for binary data")
+		}
 		if len(k.String_) > cv.maxValueBytes {
 			return mem.Value{}, errorf(codes.InvalidArgument, "a string of %d bytes exceeds max_value_bytes (%d)", len(k.String_), cv.maxValueBytes)
 		}

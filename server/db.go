@@ -105,17 +105,13 @@ func (s *dbService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetRespons
 }
 
 func (s *dbService) get(tx *mem.Tx, req *pb.GetRequest, resp *pb.GetResponse) error {
-	t, err := s.db.Table(req.GetTable())
+	t, key, err := s.tableKey(req.GetTable(), req.GetKey())
 	if err != nil {
 		return err
 	}
 	ix, err := index(t, req.GetIndex())
 	if err != nil {
 		return err
-	}
-	key, err := s.cv.values(nil, req.GetKey(), "key")
-	if err != nil {
-		return fmt.Errorf("table %q: %w", t.Name(), err)
 	}
 	rec, found, err := tx.GetBy(t, ix, key)
 	if err != nil {
@@ -178,14 +174,23 @@ func (s *dbService) put(tx *mem.Tx, table string, row *pb.Row, replace bool) err
 	return tx.Insert(t, vals)
 }
 
+// tableKey resolves a request's table and converts its key.
+func (s *dbService) tableKey(table string, key []*pb.Value) (*mem.Table, []mem.Value, error) {
+	t, err := s.db.Table(table)
+	if err != nil {
+		return nil, nil, err
+	}
+	vals, err := s.cv.values(nil, key, "key")
+	if err != nil {
+		return nil, nil, fmt.Errorf("table %q: %w", t.Name(), err)
+	}
+	return t, vals, nil
+}
+
 func (s *dbService) update(tx *mem.Tx, req *pb.UpdateRequest) error {
-	t, err := s.db.Table(req.GetTable())
+	t, key, err := s.tableKey(req.GetTable(), req.GetKey())
 	if err != nil {
 		return err
-	}
-	key, err := s.cv.values(nil, req.GetKey(), "key")
-	if err != nil {
-		return fmt.Errorf("table %q: %w", t.Name(), err)
 	}
 	set, err := s.columnValues(t, req.GetSet(), "set")
 	if err != nil {
@@ -212,13 +217,9 @@ func (s *dbService) columnValues(t *mem.Table, cvs []*pb.ColumnValue, what strin
 }
 
 func (s *dbService) del(tx *mem.Tx, req *pb.DeleteRequest) error {
-	t, err := s.db.Table(req.GetTable())
+	t, key, err := s.tableKey(req.GetTable(), req.GetKey())
 	if err != nil {
 		return err
-	}
-	key, err := s.cv.values(nil, req.GetKey(), "key")
-	if err != nil {
-		return fmt.Errorf("table %q: %w", t.Name(), err)
 	}
 	return tx.Delete(t, key)
 }
@@ -330,13 +331,9 @@ func opTxID(op *pb.Operation) uint64 {
 
 // holds checks one condition of a batch.
 func (s *dbService) holds(tx *mem.Tx, c *pb.Condition) (bool, error) {
-	t, err := s.db.Table(c.GetTable())
+	t, key, err := s.tableKey(c.GetTable(), c.GetKey())
 	if err != nil {
 		return false, err
-	}
-	key, err := s.cv.values(nil, c.GetKey(), "key")
-	if err != nil {
-		return false, fmt.Errorf("table %q: %w", t.Name(), err)
 	}
 	want, err := s.columnValues(t, c.GetEquals(), "equals")
 	if err != nil {

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 
 // node is a server under test and a client connected to it.
 type node struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *Server
 	conn  *grpc.ClientConn
 	db    pb.DatabaseServiceClient
@@ -43,7 +43,7 @@ type node struct {
 // startNode starts a server on 127.0.0.1 with a port the kernel picks, in
 // a temporary data directory; edit adjusts the config first. It stops at
 // the end of the test.
-func startNode(t *testing.T, edit func(c *conf.Config)) *node {
+func startNode(t testing.TB, edit func(c *conf.Config)) *node {
 	t.Helper()
 	cfg := conf.DefaultConfig()
 	cfg.DataDir = t.TempDir()
@@ -94,7 +94,7 @@ func (n *node) stop() {
 	n.srv = nil
 }
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return c
@@ -764,6 +764,55 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("the data directory stayed locked: %v", err)
 	}
 	if err := srv2.Shutdown(c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPanicIsRecovered: a handler that panics fails its call with
+// INTERNAL, and the node goes on serving.
+func TestPanicIsRecovered(t *testing.T) {
+	cfg := conf.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	srv, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc := grpc.ServiceDesc{
+		ServiceName: "test.Panics",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "Boom", Handler: func(_ any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+			in := new(pb.StatusRequest)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			boom := func(context.Context, any) (any, error) { panic("boom") }
+			return ic(ctx, in, &grpc.UnaryServerInfo{FullMethod: "/test.Panics/Boom"}, boom)
+		}}},
+	}
+	srv.grpc.RegisterService(&desc, struct{}{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ctx(t)
+	err = conn.Invoke(c, "/test.Panics/Boom", &pb.StatusRequest{}, &pb.StatusResponse{})
+	wantCode(t, err, codes.Internal, "/test.Panics/Boom")
+	if _, err := pb.NewAdminServiceClient(conn).Status(c, &pb.StatusRequest{}); err != nil {
+		t.Fatalf("after the panic: %v", err)
+	}
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 }

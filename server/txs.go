@@ -67,19 +67,29 @@ func notOpen(id uint64) error {
 	return errorf(codes.NotFound, "transaction %d is not open: it was committed, rolled back, rolled back after tx_idle_timeout, or never begun", id)
 }
 
-// use runs fn on the transaction, holding it. If fn's error ends the
-// transaction (end says so), or fn ends it itself, it is removed.
-func (tt *txTable) use(id uint64, fn func(tx *mem.Tx) error) error {
+// hold returns the open transaction id, locked; the caller unlocks it.
+func (tt *txTable) hold(id uint64) (*openTx, error) {
 	ot := tt.lookup(id)
 	if ot == nil {
-		return notOpen(id)
+		return nil, notOpen(id)
 	}
 	ot.mu.Lock()
-	defer ot.mu.Unlock()
 	if ot.done {
-		return notOpen(id)
+		ot.mu.Unlock()
+		return nil, notOpen(id)
 	}
-	err := fn(ot.tx)
+	return ot, nil
+}
+
+// use runs fn on the transaction, holding it; the transaction stays open
+// whatever fn returns (a failed operation changes nothing).
+func (tt *txTable) use(id uint64, fn func(tx *mem.Tx) error) error {
+	ot, err := tt.hold(id)
+	if err != nil {
+		return err
+	}
+	defer ot.mu.Unlock()
+	err = fn(ot.tx)
 	ot.idleSince = tt.now()
 	return err
 }
@@ -87,16 +97,12 @@ func (tt *txTable) use(id uint64, fn func(tx *mem.Tx) error) error {
 // end runs fn (a commit or rollback) on the transaction and removes it,
 // whatever fn returns: a failed commit rolls the transaction back.
 func (tt *txTable) end(id uint64, fn func(tx *mem.Tx) error) error {
-	ot := tt.lookup(id)
-	if ot == nil {
-		return notOpen(id)
+	ot, err := tt.hold(id)
+	if err != nil {
+		return err
 	}
-	ot.mu.Lock()
 	defer ot.mu.Unlock()
-	if ot.done {
-		return notOpen(id)
-	}
-	err := fn(ot.tx)
+	err = fn(ot.tx)
 	ot.tx.Rollback() // a no-op after a commit
 	tt.remove(ot)
 	return err

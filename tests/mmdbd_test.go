@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -219,14 +220,7 @@ func TestStatusJSON(t *testing.T) {
 }
 
 func TestStatusOfNoServer(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
-	}
+	addr := servertest.DeadAddr(t)
 	_, errOut, code := runTool(t, "status", "-addr", addr, "-timeout", "2s")
 	if code != 1 || !strings.Contains(errOut, addr) {
 		t.Fatalf("status of a closed port: exit %d, %q", code, errOut)
@@ -396,5 +390,45 @@ scan subs reverse limit 5`
 	_, errOut, code = runTool(t, "shell", "-addr", p.addr, "-c", "get subs x")
 	if code != 1 || !strings.Contains(errOut, "column id (uint64)") {
 		t.Fatalf("bad value: exit %d, %q", code, errOut)
+	}
+}
+
+// TestBenchRuns runs each workload of `mmdbd bench -json` briefly, over
+// gRPC against a real node and in-process, and checks the report.
+func TestBenchRuns(t *testing.T) {
+	p := start(t)
+	short := []string{"-duration", "300ms", "-warmup", "100ms", "-clients", "3", "-json"}
+	cases := [][]string{
+		{"-workload", "ping", "-addr", p.addr},
+		{"-workload", "kv", "-addr", p.addr, "-keys", "500", "-read-ratio", "0.5"},
+		{"-workload", "kv", "-addr", p.addr, "-api", "session", "-pipeline", "4", "-window", "2"},
+		{"-workload", "tatp", "-addr", p.addr, "-subscribers", "300"},
+		{"-workload", "tatp", "-addr", p.addr, "-api", "session"},
+		{"-workload", "tatp", "-inprocess", "-subscribers", "300"},
+		{"-workload", "kv", "-inprocess", "-keys", "500"},
+	}
+	for _, args := range cases {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			out, errOut, code := runTool(t, append(append([]string{"bench"}, args...), short...)...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			var res map[string]any
+			if err := json.Unmarshal([]byte(out), &res); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			for _, f := range []string{"workload", "mode", "api", "clients", "duration_s", "tx_per_sec", "ok_per_sec", "p50_us", "p99_us", "p999_us", "errors"} {
+				if _, ok := res[f]; !ok {
+					t.Errorf("no %q in %s", f, out)
+				}
+			}
+			if res["errors"] != float64(0) || res["tx_per_sec"].(float64) <= 0 || res["ok_per_sec"].(float64) <= 0 || res["clients"] != float64(3) {
+				t.Errorf("report: %s", out)
+			}
+		})
+	}
+	_, errOut, code := runTool(t, "bench", "-workload", "ping", "-inprocess")
+	if code == 0 || !strings.Contains(errOut, "no -inprocess form") {
+		t.Errorf("ping in-process: exit %d, %q", code, errOut)
 	}
 }

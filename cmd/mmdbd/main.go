@@ -1,5 +1,5 @@
 // Command mmdbd is mmdb's one binary: it runs a node (serve) and is the
-// client tool (status, shell; bench follows).
+// client tool (status, shell, bench).
 package main
 
 import (
@@ -15,6 +15,7 @@ commands:
   serve    run a node (mmdbd serve -h lists every configuration flag)
   status   show a node's role, LSNs and tables
   shell    an interactive shell (-c "statements" runs them and exits)
+  bench    measure a workload (tatp, kv, ping) in-process or over gRPC
   help     show this text
 
 Run "mmdbd <command> -h" for a command's flags.
@@ -39,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = status(rest, stdout, stderr)
 	case "shell":
 		err = shell(rest, stdout, stderr)
+	case "bench":
+		err = bench(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -147,3 +147,23 @@ func TestOpenParens(t *testing.T) {
 		}
 	}
 }
+
+// FuzzShellParse feeds arbitrary input to the shell's tokenizer and the
+// create table parser: errors are fine, panics are not.
+func FuzzShellParse(f *testing.F) {
+	f.Add(`create table t (id int64, s string(8) null, primary key (id) ordered, unique hash index ix (s))`)
+	f.Add(`insert t 1 "a\"b"; scan t prefix 1 from 2 to 3 reverse limit 4`)
+	f.Add(`update t 1 set a = "x", b = null`)
+	f.Fuzz(func(t *testing.T, input string) {
+		stmts, err := tokenize(input)
+		if err != nil {
+			return
+		}
+		for _, st := range stmts {
+			_, _ = (&parser{toks: st}).parseCreateTable()
+			p := &parser{toks: st}
+			_, _ = p.values([]*pb.Column{{Name: "a", Type: pb.ColumnType_COLUMN_TYPE_TIMESTAMP}, {Name: "b", Type: pb.ColumnType_COLUMN_TYPE_BYTES}}, "set")
+		}
+		_ = openParens(input)
+	})
+}

@@ -3,7 +3,6 @@ package tatp
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -46,41 +45,9 @@ func CreateRemote(ctx context.Context, db pb.DatabaseServiceClient) error {
 // batches of one Commit each. The rows are those Load makes for the same
 // seed. progress, if not nil, is called with the subscribers loaded so far.
 func LoadRemote(ctx context.Context, db pb.DatabaseServiceClient, p uint64, workers int, seed uint64, progress func(done uint64)) error {
-	const batch = 200
-	var next, done uint64
-	var mu sync.Mutex
-	errs := make(chan error, max(workers, 1))
-	var wg sync.WaitGroup
-	for w := 0; w < max(workers, 1); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				start := next + 1
-				next += batch
-				mu.Unlock()
-				if start > p || ctx.Err() != nil {
-					return
-				}
-				end := min(start+batch-1, p)
-				if err := loadRemoteRange(ctx, db, newGen(p, seed), start, end); err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				done += end - start + 1
-				n := done
-				mu.Unlock()
-				if progress != nil {
-					progress(n)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return inBatches(p, 200, workers, progress, func(start, end uint64) error {
+		return loadRemoteRange(ctx, db, newGen(p, seed), start, end)
+	})
 }
 
 func loadRemoteRange(ctx context.Context, db pb.DatabaseServiceClient, g *gen, start, end uint64) error {

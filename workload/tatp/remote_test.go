@@ -2,7 +2,6 @@ package tatp
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -10,10 +9,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/mmdb/mmdb/client"
-	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/servertest"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
-	"github.com/mmdb/mmdb/server"
 )
 
 // TestRemoteMix loads TATP onto a real node over gRPC, checks it holds
@@ -21,27 +19,8 @@ import (
 // the mix over unary calls and over a Session, checking success rates.
 func TestRemoteMix(t *testing.T) {
 	const p = 2000
-	cfg := conf.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	defer func() {
-		if err := srv.Shutdown(context.Background()); err != nil {
-			t.Error(err)
-		}
-		if err := <-served; err != nil {
-			t.Error(err)
-		}
-	}()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	srv, addr := servertest.Start(t, nil)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +62,7 @@ func TestRemoteMix(t *testing.T) {
 		})
 	})
 	t.Run("session", func(t *testing.T) {
-		cl, err := client.New(client.Options{Addrs: []string{lis.Addr().String()}})
+		cl, err := client.New(client.Options{Addrs: []string{addr}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -214,7 +214,16 @@ func startTimes(r *rand.Rand, k int) []uint64 {
 // parallel loaders, in transactions of batch subscribers. progress, if
 // not nil, is called with the number of subscribers loaded so far.
 func (d *DB) Load(workers int, seed uint64, progress func(done uint64)) error {
-	const batch = 500
+	return inBatches(d.P, 500, workers, progress, func(start, end uint64) error {
+		return d.loadRange(newGen(d.P, seed), start, end)
+	})
+}
+
+// inBatches loads subscribers 1..p in batches of size, calling load for
+// each from workers goroutines, until all are loaded or one call fails;
+// it returns the first failure. progress, if not nil, is called with the
+// number of subscribers loaded so far after each batch.
+func inBatches(p, size uint64, workers int, progress func(done uint64), load func(start, end uint64) error) error {
 	var next, done uint64
 	var mu sync.Mutex
 	var firstErr error
@@ -226,14 +235,14 @@ func (d *DB) Load(workers int, seed uint64, progress func(done uint64)) error {
 			for {
 				mu.Lock()
 				start := next + 1
-				next += batch
+				next += size
 				failed := firstErr != nil
 				mu.Unlock()
-				if failed || start > d.P {
+				if failed || start > p {
 					return
 				}
-				end := min(start+batch-1, d.P)
-				err := d.loadRange(newGen(d.P, seed), start, end)
+				end := min(start+size-1, p)
+				err := load(start, end)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err

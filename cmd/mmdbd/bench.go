@@ -1,0 +1,372 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/mmdb/mmdb/conf"
+)
+
+// benchOpts are mmdbd bench's flags.
+type benchOpts struct {
+	workload    string
+	addr        string
+	inprocess   bool
+	api         string
+	clients     int
+	duration    time.Duration
+	warmup      time.Duration
+	subscribers uint64
+	readRatio   float64
+	keys        uint64
+	valueSize   int
+	pipeline    int
+	window      int
+	seed        uint64
+	json        bool
+}
+
+// op does one unit of a client's work: one transaction, or one pipelined
+// message of requests.
+type op func(ctx context.Context) opResult
+
+// opResult is what an op did: the kind of work (an index into the
+// workload's kinds), how many operations it was and how many succeeded.
+// An error is an unexpected failure; expected ones (TATP's) only lower ok.
+// lat, when set, is the latency the op measured itself (a pipelined
+// message's, from its send); otherwise the call is timed.
+type opResult struct {
+	kind, n, ok int
+	lat         time.Duration
+	err         error
+}
+
+// workload is a prepared benchmark: its kinds of operation, one op per
+// client, and what to release at the end.
+type workload struct {
+	kinds []string
+	newOp func(client int) (op, error)
+	close func() error
+}
+
+// bench runs a workload and reports throughput and latency.
+func bench(args []string, stdout, stderr io.Writer) (err error) {
+	fs := flag.NewFlagSet("mmdbd bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o benchOpts
+	fs.StringVar(&o.workload, "workload", "tatp", "tatp, kv (single-row get/put) or ping (grpc.health.v1 Check, the transport baseline)")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:7700", "the node to load over gRPC (ignored with -inprocess)")
+	fs.BoolVar(&o.inprocess, "inprocess", false, "run against the engine in this process, with the node flags below, instead of over gRPC")
+	fs.StringVar(&o.api, "api", "unary", "over gRPC: unary (one RPC per call) or session (a Session stream per client)")
+	fs.IntVar(&o.clients, "clients", 16, "concurrent clients")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to measure")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "how long to run before measuring")
+	fs.Uint64Var(&o.subscribers, "subscribers", 100000, "tatp: subscribers to load (an existing TATP database is used as it is)")
+	fs.Float64Var(&o.readRatio, "read-ratio", 0.8, "kv: the share of gets; the rest are puts")
+	fs.Uint64Var(&o.keys, "keys", 100000, "kv: keys to load and draw from")
+	fs.IntVar(&o.valueSize, "value-size", 100, "kv: bytes per value")
+	fs.IntVar(&o.pipeline, "pipeline", 16, "kv with -api session: requests per message")
+	fs.IntVar(&o.window, "window", 4, "kv with -api session: messages in flight per client")
+	fs.Uint64Var(&o.seed, "seed", 1, "the random seed of the load and the clients")
+	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
+	flags := conf.RegisterFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := o.check(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var w *workload
+	if o.inprocess {
+		w, err = inprocessWorkload(ctx, o, flags, stderr)
+	} else {
+		w, err = grpcWorkload(ctx, o, stderr)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, w.close()) }()
+	res, err := runBench(ctx, o, w, stderr)
+	if err != nil {
+		return err
+	}
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	return res.print(stdout)
+}
+
+func (o *benchOpts) check() error {
+	switch {
+	case !slices.Contains([]string{"tatp", "kv", "ping"}, o.workload):
+		return fmt.Errorf("-workload %q: one of tatp, kv, ping", o.workload)
+	case o.api != "unary" && o.api != "session":
+		return fmt.Errorf("-api %q: unary or session", o.api)
+	case o.inprocess && o.workload == "ping":
+		return errors.New("-workload ping measures the transport; it has no -inprocess form")
+	case o.workload == "ping" && o.api == "session":
+		return errors.New("-workload ping is a unary health check; it has no session form")
+	case o.clients < 1 || o.duration <= 0 || o.warmup < 0:
+		return errors.New("-clients must be at least 1 and -duration positive")
+	case o.readRatio < 0 || o.readRatio > 1:
+		return fmt.Errorf("-read-ratio %g: between 0 and 1", o.readRatio)
+	case o.keys < 1 || o.subscribers < 1 || o.valueSize < 0 || o.pipeline < 1 || o.window < 1:
+		return errors.New("-keys, -subscribers, -pipeline and -window must be at least 1, -value-size at least 0")
+	}
+	return nil
+}
+
+func (o *benchOpts) mode() string {
+	if o.inprocess {
+		return "inprocess"
+	}
+	return "grpc"
+}
+
+// loadBar is a progress bar on stderr for loading n items.
+func loadBar(stderr io.Writer, n uint64, what string) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(int64(n),
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetDescription("loading "+what),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }),
+	)
+}
+
+// sample is one measured op: its latency stands for each of its n
+// operations.
+type sample struct {
+	lat time.Duration
+	n   uint32
+}
+
+// clientStats is what one client measured.
+type clientStats struct {
+	kinds   [][]sample // per kind
+	ops, ok []int64
+	errors  int64
+	lastErr error
+}
+
+// runBench runs every client for the warmup, then measures for the
+// duration, printing a progress line on stderr each second.
+func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (*benchResult, error) {
+	ops := make([]op, o.clients)
+	for i := range ops {
+		var err error
+		if ops[i], err = w.newOp(i); err != nil {
+			return nil, err
+		}
+	}
+	start := time.Now()
+	measureFrom, end := start.Add(o.warmup), start.Add(o.warmup+o.duration)
+	stats := make([]*clientStats, o.clients)
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	for i := range ops {
+		st := &clientStats{kinds: make([][]sample, len(w.kinds)), ops: make([]int64, len(w.kinds)), ok: make([]int64, len(w.kinds))}
+		stats[i] = st
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				t0 := time.Now()
+				if !t0.Before(end) {
+					return
+				}
+				r := ops[i](ctx)
+				if r.lat == 0 {
+					r.lat = time.Since(t0)
+				}
+				if t0.Before(measureFrom) {
+					continue
+				}
+				if r.err != nil {
+					st.errors++
+					st.lastErr = r.err
+					continue
+				}
+				s := sample{r.lat, uint32(r.n)}
+				st.kinds[r.kind] = append(st.kinds[r.kind], s)
+				st.ops[r.kind] += int64(r.n)
+				st.ok[r.kind] += int64(r.ok)
+				done.Add(int64(r.n))
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	var pw sync.WaitGroup
+	pw.Add(1)
+	go func() {
+		defer pw.Done()
+		progress(stderr, o, start, measureFrom, end, &done, stop)
+	}()
+	wg.Wait()
+	close(stop)
+	pw.Wait()
+	return summarize(o, w.kinds, stats, o.duration), nil
+}
+
+// progress prints a line a second until stop is closed.
+func progress(stderr io.Writer, o benchOpts, start, measureFrom, end time.Time, done *atomic.Int64, stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last, lastAt := int64(0), measureFrom
+	for {
+		select {
+		case <-stop:
+			fmt.Fprintln(stderr)
+			return
+		case now := <-t.C:
+			if now.Before(measureFrom) {
+				fmt.Fprintf(stderr, "\rwarming up %s of %s", now.Sub(start).Round(time.Second), o.warmup)
+				continue
+			}
+			n := done.Load()
+			rate := float64(n-last) / now.Sub(lastAt).Seconds()
+			last, lastAt = n, now
+			fmt.Fprintf(stderr, "\r%s %s: %s of %s, %.0f ops/s      ", o.workload, o.api, now.Sub(measureFrom).Round(time.Second), end.Sub(measureFrom), rate)
+		}
+	}
+}
+
+// benchResult is a run's outcome; its JSON is `mmdbd bench -json`.
+type benchResult struct {
+	Workload     string       `json:"workload"`
+	Mode         string       `json:"mode"`
+	API          string       `json:"api"`
+	Clients      int          `json:"clients"`
+	DurationS    float64      `json:"duration_s"`
+	TxPerSec     float64      `json:"tx_per_sec"`
+	OKPerSec     float64      `json:"ok_per_sec"`
+	P50us        float64      `json:"p50_us"`
+	P99us        float64      `json:"p99_us"`
+	P999us       float64      `json:"p999_us"`
+	Errors       int64        `json:"errors"`
+	LastError    string       `json:"last_error,omitempty"`
+	Durability   string       `json:"durability,omitempty"`
+	Subscribers  uint64       `json:"subscribers,omitempty"`
+	Keys         uint64       `json:"keys,omitempty"`
+	ReadRatio    *float64     `json:"read_ratio,omitempty"`
+	ValueSize    int          `json:"value_size,omitempty"`
+	Pipeline     int          `json:"pipeline,omitempty"`
+	Window       int          `json:"window,omitempty"`
+	Transactions []kindResult `json:"transactions"`
+}
+
+// kindResult is one kind of operation's share of a run.
+type kindResult struct {
+	Name  string  `json:"name"`
+	Count int64   `json:"count"`
+	OK    int64   `json:"ok"`
+	P50us float64 `json:"p50_us"`
+	P99us float64 `json:"p99_us"`
+}
+
+func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duration) *benchResult {
+	res := &benchResult{Workload: o.workload, Mode: o.mode(), API: o.api, Clients: o.clients, DurationS: d.Seconds(), Transactions: []kindResult{}}
+	if o.inprocess {
+		res.API = "none"
+	}
+	switch o.workload {
+	case "tatp":
+		res.Subscribers = o.subscribers
+	case "kv":
+		res.Keys, res.ReadRatio, res.ValueSize = o.keys, &o.readRatio, o.valueSize
+		if o.api == "session" && !o.inprocess {
+			res.Pipeline, res.Window = o.pipeline, o.window
+		}
+	}
+	var all []sample
+	var total, ok int64
+	for k, name := range kinds {
+		var ks []sample
+		kr := kindResult{Name: name}
+		for _, st := range stats {
+			ks = append(ks, st.kinds[k]...)
+			kr.Count += st.ops[k]
+			kr.OK += st.ok[k]
+		}
+		kr.P50us, kr.P99us = percentile(ks, 0.5), percentile(ks, 0.99)
+		res.Transactions = append(res.Transactions, kr)
+		all = append(all, ks...)
+		total += kr.Count
+		ok += kr.OK
+	}
+	for _, st := range stats {
+		res.Errors += st.errors
+		if st.lastErr != nil {
+			res.LastError = st.lastErr.Error()
+		}
+	}
+	res.TxPerSec, res.OKPerSec = float64(total)/d.Seconds(), float64(ok)/d.Seconds()
+	res.P50us, res.P99us, res.P999us = percentile(all, 0.5), percentile(all, 0.99), percentile(all, 0.999)
+	return res
+}
+
+// percentile returns the q-quantile of the samples' latencies, each
+// weighted by its operations, in microseconds.
+func percentile(s []sample, q float64) float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	sort.Slice(s, func(i, j int) bool { return s[i].lat < s[j].lat })
+	var total uint64
+	for _, x := range s {
+		total += uint64(x.n)
+	}
+	want := uint64(q * float64(total))
+	var seen uint64
+	for _, x := range s {
+		seen += uint64(x.n)
+		if seen > want {
+			return float64(x.lat.Nanoseconds()) / 1e3
+		}
+	}
+	return float64(s[len(s)-1].lat.Nanoseconds()) / 1e3
+}
+
+func (r *benchResult) print(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "workload %s, %s, api %s, %d clients, %gs measured\n", r.Workload, r.Mode, r.API, r.Clients, r.DurationS)
+	fmt.Fprintf(tw, "tx/s\t%.0f\nok/s\t%.0f\nerrors\t%d\n", r.TxPerSec, r.OKPerSec, r.Errors)
+	if r.LastError != "" {
+		fmt.Fprintf(tw, "last error\t%s\n", r.LastError)
+	}
+	fmt.Fprintf(tw, "latency p50/p99/p99.9\t%.1f / %.1f / %.1f µs\n\n", r.P50us, r.P99us, r.P999us)
+	fmt.Fprintln(tw, "kind\tcount\tok\tp50 µs\tp99 µs")
+	for _, k := range r.Transactions {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.1f\n", strings.ToLower(k.Name), k.Count, k.OK, k.P50us, k.P99us)
+	}
+	return tw.Flush()
+}
+
+// benchDataDir is a scratch data directory for an in-process run that was
+// given none, so that it never takes a running node's lock.
+func benchDataDir() (string, func() error, error) {
+	dir, err := os.MkdirTemp("", "mmdb-bench-")
+	if err != nil {
+		return "", nil, fmt.Errorf("bench: scratch data directory: %w", err)
+	}
+	return dir, func() error { return os.RemoveAll(dir) }, nil
+}

@@ -1,0 +1,406 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/mmdb/mmdb/client"
+	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/pbmem"
+	"github.com/mmdb/mmdb/mem"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/server"
+	"github.com/mmdb/mmdb/workload/tatp"
+)
+
+var tatpKinds = func() []string {
+	var k []string
+	for t := tatp.Tx(0); t < tatp.NumTx; t++ {
+		k = append(k, t.String())
+	}
+	return k
+}()
+
+// kvTable is the kv workload's table: a uint64 key and a bytes value.
+func kvTable(valueSize int) mem.TableDef {
+	return mem.TableDef{
+		Name:       "kv",
+		Columns:    []mem.ColumnDef{{Name: "k", Type: mem.TypeUint64}, {Name: "v", Type: mem.TypeBytes, MaxLen: max(valueSize, 1)}},
+		PrimaryKey: []string{"k"},
+	}
+}
+
+// kvDraw draws the kv workload's next operation: a get, or a put with a
+// fresh value.
+type kvDraw struct {
+	r     *rand.Rand
+	o     benchOpts
+	value []byte
+}
+
+func newKVDraw(o benchOpts, client int) *kvDraw {
+	return &kvDraw{r: rand.New(rand.NewPCG(o.seed, uint64(client)+1)), o: o, value: make([]byte, o.valueSize)}
+}
+
+// next returns the key and whether the operation is a get.
+func (d *kvDraw) next() (uint64, bool) {
+	k := 1 + d.r.Uint64N(d.o.keys)
+	if d.r.Float64() < d.o.readRatio {
+		return k, true
+	}
+	for i := range d.value {
+		d.value[i] = byte(d.r.Uint32())
+	}
+	return k, false
+}
+
+// inprocessWorkload runs against an engine in this process, configured as
+// a node would be by the node flags.
+func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stderr io.Writer) (*workload, error) {
+	cfg, err := conf.Load("", os.Environ(), flags)
+	if err != nil {
+		return nil, err
+	}
+	cleanup := func() error { return nil }
+	if !cfg.IsSet("data_dir") {
+		if cfg.DataDir, cleanup, err = benchDataDir(); err != nil {
+			return nil, err
+		}
+	}
+	srv, err := server.New(cfg, nil)
+	if err != nil {
+		return nil, errors.Join(err, cleanup())
+	}
+	closeAll := func() error { return errors.Join(srv.Shutdown(ctx), cleanup()) }
+	db := srv.DB()
+	switch o.workload {
+	case "tatp":
+		d, err := tatp.Create(db, o.subscribers)
+		if err == nil {
+			bar := loadBar(stderr, o.subscribers, "subscribers")
+			err = d.Load(runtime.GOMAXPROCS(0), o.seed, func(n uint64) { _ = bar.Set64(int64(n)) })
+		}
+		if err != nil {
+			return nil, errors.Join(err, closeAll())
+		}
+		return &workload{kinds: tatpKinds, close: closeAll, newOp: func(i int) (op, error) {
+			c := d.NewClient(o.seed + uint64(i) + 1)
+			return func(context.Context) opResult {
+				t := c.Next()
+				ok, err := c.Run(t)
+				return opResult{kind: int(t), n: 1, ok: b2i(ok), err: err}
+			}, nil
+		}}, nil
+	default: // kv
+		t, err := db.CreateTable(kvTable(o.valueSize))
+		if err == nil {
+			err = loadKVInProcess(db, t, o, stderr)
+		}
+		if err != nil {
+			return nil, errors.Join(err, closeAll())
+		}
+		return &workload{kinds: []string{"get", "put"}, close: closeAll, newOp: func(i int) (op, error) {
+			d := newKVDraw(o, i)
+			key := make([]mem.Value, 1)
+			row := make([]mem.Value, 2)
+			return func(context.Context) opResult {
+				k, get := d.next()
+				key[0] = mem.Uint64(k)
+				row[0], row[1] = mem.Uint64(k), mem.Bytes(d.value)
+				// Retry conflicts, as the server does for a single write.
+				for {
+					tx := db.Begin()
+					var err error
+					if get {
+						_, _, err = tx.Get(t, key)
+					} else {
+						err = tx.Upsert(t, row)
+					}
+					if err == nil {
+						_, err = tx.Commit()
+					} else {
+						tx.Rollback()
+					}
+					if !errors.Is(err, mem.ErrConflict) {
+						return opResult{kind: b2i(!get), n: 1, ok: b2i(err == nil), err: err}
+					}
+				}
+			}, nil
+		}}, nil
+	}
+}
+
+func loadKVInProcess(db *mem.DB, t *mem.Table, o benchOpts, stderr io.Writer) error {
+	bar := loadBar(stderr, o.keys, "keys")
+	r := rand.New(rand.NewPCG(o.seed, 0))
+	value := make([]byte, o.valueSize)
+	for start := uint64(1); start <= o.keys; start += 1000 {
+		tx := db.Begin()
+		end := min(start+999, o.keys)
+		for k := start; k <= end; k++ {
+			for i := range value {
+				value[i] = byte(r.Uint32())
+			}
+			if err := tx.Upsert(t, []mem.Value{mem.Uint64(k), mem.Bytes(value)}); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("bench: load key %d: %w", k, err)
+			}
+		}
+		if _, err := tx.Commit(); err != nil {
+			return fmt.Errorf("bench: load keys %d-%d: %w", start, end, err)
+		}
+		_ = bar.Set64(int64(end))
+	}
+	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// grpcWorkload runs against a node over gRPC, one connection per client
+// so that clients share no transport state, as separate processes would.
+func grpcWorkload(ctx context.Context, o benchOpts, stderr io.Writer) (*workload, error) {
+	var conns []*grpc.ClientConn
+	var clients []*client.Client
+	var sessions []*client.Session
+	closeAll := func() error {
+		var errs []error
+		for _, s := range sessions {
+			errs = append(errs, s.Close())
+		}
+		for _, c := range clients {
+			errs = append(errs, c.Close())
+		}
+		for _, c := range conns {
+			errs = append(errs, c.Close())
+		}
+		return errors.Join(errs...)
+	}
+	dial := func() (*grpc.ClientConn, error) {
+		conn, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, fmt.Errorf("bench: connect to %s: %w", o.addr, err)
+		}
+		conns = append(conns, conn)
+		return conn, nil
+	}
+	// session opens a Session stream on its own connection.
+	session := func() (*client.Session, error) {
+		c, err := client.New(client.Options{Addrs: []string{o.addr}})
+		if err != nil {
+			return nil, err
+		}
+		clients = append(clients, c)
+		s, err := c.OpenSession(ctx)
+		if err != nil {
+			return nil, err
+		}
+		sessions = append(sessions, s)
+		return s, nil
+	}
+	setup, err := dial()
+	if err != nil {
+		return nil, err
+	}
+	db := pb.NewDatabaseServiceClient(setup)
+	switch o.workload {
+	case "ping":
+		return &workload{kinds: []string{"ping"}, close: closeAll, newOp: func(int) (op, error) {
+			conn, err := dial()
+			if err != nil {
+				return nil, err
+			}
+			h := healthpb.NewHealthClient(conn)
+			req := &healthpb.HealthCheckRequest{}
+			return func(ctx context.Context) opResult {
+				_, err := h.Check(ctx, req)
+				return opResult{n: 1, ok: b2i(err == nil), err: err}
+			}, nil
+		}}, nil
+	case "tatp":
+		p, err := prepareRemoteTATP(ctx, db, o, stderr)
+		if err != nil {
+			return nil, errors.Join(err, closeAll())
+		}
+		return &workload{kinds: tatpKinds, close: closeAll, newOp: func(i int) (op, error) {
+			var call tatp.Caller
+			if o.api == "session" {
+				s, err := session()
+				if err != nil {
+					return nil, err
+				}
+				call = s
+			} else {
+				conn, err := dial()
+				if err != nil {
+					return nil, err
+				}
+				call = tatp.Unary(pb.NewDatabaseServiceClient(conn))
+			}
+			c := tatp.NewRemoteClient(p, o.seed+uint64(i)+1, call)
+			return func(ctx context.Context) opResult {
+				t := c.Next()
+				ok, err := c.Run(ctx, t)
+				return opResult{kind: int(t), n: 1, ok: b2i(ok), err: err}
+			}, nil
+		}}, nil
+	default: // kv
+		if err := prepareRemoteKV(ctx, db, o, stderr); err != nil {
+			return nil, errors.Join(err, closeAll())
+		}
+		return &workload{kinds: []string{"get", "put"}, close: closeAll, newOp: func(i int) (op, error) {
+			if o.api == "session" {
+				s, err := session()
+				if err != nil {
+					return nil, err
+				}
+				return kvSessionOp(o, i, s), nil
+			}
+			conn, err := dial()
+			if err != nil {
+				return nil, err
+			}
+			return kvUnaryOp(o, i, pb.NewDatabaseServiceClient(conn)), nil
+		}}, nil
+	}
+}
+
+// prepareRemoteTATP loads TATP unless the node already holds it, and
+// returns the number of subscribers.
+func prepareRemoteTATP(ctx context.Context, db pb.DatabaseServiceClient, o benchOpts, stderr io.Writer) (uint64, error) {
+	tables, err := db.ListTables(ctx, &pb.ListTablesRequest{})
+	if err != nil {
+		return 0, fmt.Errorf("bench: list tables on %s: %w", o.addr, err)
+	}
+	if i := slices.IndexFunc(tables.GetTables(), func(t *pb.TableStatus) bool { return t.GetName() == "subscriber" }); i >= 0 {
+		p := tables.GetTables()[i].GetRows()
+		fmt.Fprintf(stderr, "using the %d subscribers already loaded on %s\n", p, o.addr)
+		if p == 0 {
+			return 0, errors.New("bench: the node's subscriber table is empty; drop the TATP tables to reload")
+		}
+		return p, nil
+	}
+	if err := tatp.CreateRemote(ctx, db); err != nil {
+		return 0, err
+	}
+	bar := loadBar(stderr, o.subscribers, "subscribers")
+	if err := tatp.LoadRemote(ctx, db, o.subscribers, runtime.GOMAXPROCS(0), o.seed, func(n uint64) { _ = bar.Set64(int64(n)) }); err != nil {
+		return 0, err
+	}
+	return o.subscribers, nil
+}
+
+// prepareRemoteKV creates and loads the kv table unless it exists.
+func prepareRemoteKV(ctx context.Context, db pb.DatabaseServiceClient, o benchOpts, stderr io.Writer) error {
+	if _, err := db.DescribeTable(ctx, &pb.DescribeTableRequest{Table: "kv"}); err == nil {
+		fmt.Fprintf(stderr, "using the kv table already on %s\n", o.addr)
+		return nil
+	}
+	if _, err := db.CreateTable(ctx, &pb.CreateTableRequest{Table: pbmem.Table(kvTable(o.valueSize))}); err != nil {
+		return fmt.Errorf("bench: create kv: %w", err)
+	}
+	bar := loadBar(stderr, o.keys, "keys")
+	r := rand.New(rand.NewPCG(o.seed, 0))
+	value := make([]byte, o.valueSize)
+	for start := uint64(1); start <= o.keys; start += 1000 {
+		req := &pb.CommitRequest{}
+		end := min(start+999, o.keys)
+		for k := start; k <= end; k++ {
+			for i := range value {
+				value[i] = byte(r.Uint32())
+			}
+			req.Operations = append(req.Operations, &pb.Operation{Op: &pb.Operation_Upsert{Upsert: &pb.UpsertRequest{
+				Table: "kv", Row: &pb.Row{Values: []*pb.Value{client.Uint64(k), client.Bytes(slices.Clone(value))}},
+			}}})
+		}
+		if _, err := db.Commit(ctx, req); err != nil {
+			return fmt.Errorf("bench: load keys %d-%d: %w", start, end, err)
+		}
+		_ = bar.Set64(int64(end))
+	}
+	return nil
+}
+
+func kvRequest(d *kvDraw) (*pb.Request, bool) {
+	k, get := d.next()
+	if get {
+		return &pb.Request{Op: &pb.Request_Get{Get: &pb.GetRequest{Table: "kv", Key: []*pb.Value{client.Uint64(k)}}}}, true
+	}
+	row := &pb.Row{Values: []*pb.Value{client.Uint64(k), client.Bytes(slices.Clone(d.value))}}
+	return &pb.Request{Op: &pb.Request_Upsert{Upsert: &pb.UpsertRequest{Table: "kv", Row: row}}}, false
+}
+
+func kvUnaryOp(o benchOpts, i int, db pb.DatabaseServiceClient) op {
+	d := newKVDraw(o, i)
+	return func(ctx context.Context) opResult {
+		req, get := kvRequest(d)
+		var err error
+		if get {
+			_, err = db.Get(ctx, req.GetGet())
+		} else {
+			_, err = db.Upsert(ctx, req.GetUpsert())
+		}
+		return opResult{kind: b2i(!get), n: 1, ok: b2i(err == nil), err: err}
+	}
+}
+
+// kvSessionOp keeps o.window messages of o.pipeline requests in flight on
+// its session; each op waits for the oldest message and sends a new one.
+// Its kind is the message's first request's, its latency the message's
+// from send to replies.
+func kvSessionOp(o benchOpts, i int, s *client.Session) op {
+	d := newKVDraw(o, i)
+	type flight struct {
+		p    *client.Pending
+		sent time.Time
+		kind int
+	}
+	var inflight []flight
+	send := func() {
+		reqs := make([]*pb.Request, o.pipeline)
+		kind := 0
+		for j := range reqs {
+			var get bool
+			reqs[j], get = kvRequest(d)
+			if j == 0 {
+				kind = b2i(!get)
+			}
+		}
+		inflight = append(inflight, flight{s.Start(reqs), time.Now(), kind})
+	}
+	return func(context.Context) opResult {
+		for len(inflight) < o.window {
+			send()
+		}
+		f := inflight[0]
+		inflight = inflight[1:]
+		replies, err := f.p.Wait()
+		res := opResult{kind: f.kind, n: o.pipeline, lat: time.Since(f.sent), err: err}
+		if err != nil {
+			return res
+		}
+		for _, r := range replies {
+			if err := client.ReplyError(r); err != nil {
+				res.err = err
+				continue
+			}
+			res.ok++
+		}
+		return res
+	}
+}

@@ -1,0 +1,58 @@
+// Package servertest starts real mmdb nodes on loopback for the tests of
+// packages above the server (client, workloads).
+package servertest
+
+import (
+	"context"
+	"net"
+	"testing"
+
+	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/server"
+)
+
+// Start runs a node on 127.0.0.1 with a port the kernel picks and a
+// temporary data directory; edit, if not nil, adjusts the configuration
+// first. The node shuts down when the test ends. It returns the node and
+// its address.
+func Start(t testing.TB, edit func(*conf.Config)) (*server.Server, string) {
+	t.Helper()
+	cfg := conf.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	if edit != nil {
+		edit(cfg)
+	}
+	srv, err := server.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return srv, lis.Addr().String()
+}
+
+// DeadAddr returns a loopback address nothing listens on.
+func DeadAddr(t testing.TB) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
