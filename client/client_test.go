@@ -352,3 +352,58 @@ func TestSessionPipelines(t *testing.T) {
 		t.Fatalf("%v rows, want %d (%v)", tables, workers*msgs, err)
 	}
 }
+
+// TestSessionLargeReplies: replies too big for one message come in
+// several, and the session still matches them to their requests.
+func TestSessionLargeReplies(t *testing.T) {
+	c := newClient(t, serve(t, func(c *conf.Config) { c.MaxMessageBytes = 64 << 10 }))
+	ctx := testCtx(t)
+	blobs := &pb.Table{
+		Name:       "blobs",
+		Columns:    []*pb.Column{{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_UINT64}, {Name: "b", Type: pb.ColumnType_COLUMN_TYPE_BYTES, MaxLength: 4096}},
+		PrimaryKey: []string{"id"},
+	}
+	if _, err := c.CreateTable(ctx, blobs); err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 40; i++ {
+		if _, err := c.Insert(ctx, "blobs", Uint64(i), Bytes(make([]byte, 4000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := c.OpenSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	var reqs []*pb.Request
+	for i := uint64(1); i <= 40; i++ {
+		reqs = append(reqs, &pb.Request{Id: i, Op: &pb.Request_Get{Get: &pb.GetRequest{Table: "blobs", Key: []*pb.Value{Uint64(i)}}}})
+	}
+	for round := 0; round < 2; round++ { // the second message follows the first's several responses
+		replies, err := s.Do(reqs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range replies {
+			if r.GetId() != uint64(i+1) || !r.GetGet().GetFound() || len(r.GetGet().GetRow().GetValues()[1].GetBytes()) != 4000 {
+				t.Fatalf("reply %d: id %d, %v", i, r.GetId(), ReplyError(r))
+			}
+		}
+	}
+	// One batch whose results would not fit fails before it commits.
+	ops := []*pb.Operation{{Op: &pb.Operation_Delete{Delete: &pb.DeleteRequest{Table: "blobs", Key: []*pb.Value{Uint64(1)}}}}}
+	for _, r := range reqs {
+		ops = append(ops, &pb.Operation{Op: &pb.Operation_Get{Get: r.GetGet()}})
+	}
+	if _, err := c.Commit(ctx, &pb.CommitRequest{Operations: ops}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("oversized batch: %v", err)
+	}
+	if _, found, _ := c.Get(ctx, "blobs", Uint64(1)); !found {
+		t.Fatal("the oversized batch's delete committed")
+	}
+}

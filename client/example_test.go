@@ -12,7 +12,7 @@ import (
 
 // The README's client snippet.
 func Example() {
-	c, err := client.New(client.Options{Addrs: []string{"127.0.0.1:7700", "127.0.0.1:7701"}})
+	c, err := client.New(client.Options{Addrs: []string{"127.0.0.1:7700"}})
 	if err != nil {
 		log.Fatal(err)
 	}

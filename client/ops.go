@@ -222,6 +222,14 @@ type Tx struct {
 // ID returns the transaction's id.
 func (tx *Tx) ID() uint64 { return tx.id }
 
+// WithContext returns the transaction with its calls bound to ctx
+// instead of the context it began with.
+func (tx *Tx) WithContext(ctx context.Context) *Tx {
+	c := *tx
+	c.ctx = ctx
+	return &c
+}
+
 // Get reads a row by primary key in the transaction.
 func (tx *Tx) Get(table string, key ...*pb.Value) (Row, bool, error) {
 	r, err := tx.db.Get(tx.ctx, &pb.GetRequest{Table: table, Key: key, TxId: tx.id})
@@ -282,16 +290,20 @@ func (tx *Tx) Scan(req *pb.ScanRequest) ([]Row, error) {
 	}
 }
 
+// maxTxAttempts bounds how often Tx runs a transaction that keeps
+// aborting.
+const maxTxAttempts = 100
+
 // Tx runs fn in an interactive transaction and commits it, returning the
 // commit's LSN. When the commit (or anything in fn) fails with ABORTED,
 // the whole of fn runs again in a new transaction after a short random
-// wait, until it commits, fails otherwise, or ctx ends; so fn must be safe
-// to run more than once. If fn returns an error the transaction is rolled
-// back and the error returned.
+// wait, until it commits, fails otherwise, ctx ends, or it has aborted
+// 100 times; so fn must be safe to run more than once. If fn returns an
+// error the transaction is rolled back and the error returned.
 func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) {
-	for attempt := 0; ; attempt++ {
+	for attempt := 1; ; attempt++ {
 		lsn, err := c.tryTx(ctx, fn)
-		if status.Code(err) != codes.Aborted || ctx.Err() != nil {
+		if status.Code(err) != codes.Aborted || ctx.Err() != nil || attempt == maxTxAttempts {
 			return lsn, err
 		}
 		wait := time.Duration(rand.Int64N(int64(c.opts.MinBackoff) << min(attempt, 6)))

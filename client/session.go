@@ -28,6 +28,7 @@ type Session struct {
 	recvDone chan struct{}
 
 	sendMu sync.Mutex // orders Send with the queue of waiters
+	closed bool       // CloseSend was called; guarded by sendMu
 
 	mu      sync.Mutex
 	waiting []*Pending // in send order
@@ -48,6 +49,17 @@ type Pending struct {
 func (p *Pending) Wait() ([]*pb.Reply, error) {
 	<-p.done
 	return p.replies, p.err
+}
+
+// WaitContext is Wait that gives up when ctx ends. The requests may still
+// run on the node; their replies are then dropped.
+func (p *Pending) WaitContext(ctx context.Context) ([]*pb.Reply, error) {
+	select {
+	case <-p.done:
+		return p.replies, p.err
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 }
 
 // OpenSession opens a Session stream on the current node. ctx bounds the
@@ -87,40 +99,61 @@ func (s *Session) receive() {
 			s.mu.Unlock()
 			return
 		}
-		if len(s.waiting) == 0 {
-			s.err = errors.New("client: the node sent a reply nobody asked for")
+		if err := s.deliver(m.GetReplies()); err != nil {
+			s.err = err
 			s.mu.Unlock()
 			s.cancel()
-			continue // Recv fails next, after the cancel
+			continue // Recv fails next, after the cancel, and fails the waiters
+		}
+		s.mu.Unlock()
+	}
+}
+
+// deliver hands replies to the waiters in send order; the replies to one
+// message may come in several responses. The caller holds s.mu.
+func (s *Session) deliver(replies []*pb.Reply) error {
+	for len(replies) > 0 {
+		if len(s.waiting) == 0 {
+			return fmt.Errorf("client: the node sent %d replies nobody asked for", len(replies))
 		}
 		p := s.waiting[0]
-		s.waiting = s.waiting[1:]
-		s.mu.Unlock()
-		if len(m.GetReplies()) != p.n {
-			p.err = fmt.Errorf("client: %d replies to %d requests", len(m.GetReplies()), p.n)
+		take := min(p.n-len(p.replies), len(replies))
+		p.replies = append(p.replies, replies[:take]...)
+		replies = replies[take:]
+		if len(p.replies) == p.n {
+			s.waiting = s.waiting[1:]
+			close(p.done)
 		}
-		p.replies = m.GetReplies()
-		close(p.done)
 	}
+	return nil
 }
 
 // Start sends reqs as one message and returns at once.
 func (s *Session) Start(reqs []*pb.Request) *Pending {
 	p := &Pending{n: len(reqs), done: make(chan struct{})}
+	if len(reqs) == 0 {
+		close(p.done)
+		return p
+	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	s.mu.Lock()
-	if s.err != nil {
-		p.err = s.err
+	err := s.err
+	if err == nil && s.closed {
+		err = errors.New("client: the session is closed")
+	}
+	if err != nil {
+		p.err = err
 		s.mu.Unlock()
 		close(p.done)
 		return p
 	}
 	s.waiting = append(s.waiting, p)
 	s.mu.Unlock()
-	if err := s.stream.Send(&pb.SessionRequest{Requests: reqs}); err != nil {
+	if err := s.stream.Send(&pb.SessionRequest{Requests: reqs}); err != nil && !errors.Is(err, io.EOF) {
 		// The receiver fails every waiter, this one included, once the
-		// stream's error reaches Recv.
+		// stream's error reaches Recv. io.EOF means the node ended the
+		// stream: Recv then reports why, which the cancel would hide.
 		s.cancel()
 	}
 	return p
@@ -139,9 +172,10 @@ func ReplyError(r *pb.Reply) error {
 	return status.Error(codes.Code(r.GetCode()), r.GetMessage())
 }
 
-// one sends a single request and returns its reply or error.
-func (s *Session) one(req *pb.Request) (*pb.Reply, error) {
-	replies, err := s.Do(req)
+// one sends a single request and returns its reply or error, waiting
+// until ctx ends at the most.
+func (s *Session) one(ctx context.Context, req *pb.Request) (*pb.Reply, error) {
+	replies, err := s.Start([]*pb.Request{req}).WaitContext(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -149,14 +183,14 @@ func (s *Session) one(req *pb.Request) (*pb.Reply, error) {
 }
 
 // Get sends one Get on the session.
-func (s *Session) Get(_ context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
-	r, err := s.one(&pb.Request{Op: &pb.Request_Get{Get: req}})
+func (s *Session) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
+	r, err := s.one(ctx, &pb.Request{Op: &pb.Request_Get{Get: req}})
 	return r.GetGet(), err
 }
 
 // Commit sends one Commit on the session.
-func (s *Session) Commit(_ context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
-	r, err := s.one(&pb.Request{Op: &pb.Request_Commit{Commit: req}})
+func (s *Session) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
+	r, err := s.one(ctx, &pb.Request{Op: &pb.Request_Commit{Commit: req}})
 	return r.GetCommit(), err
 }
 
@@ -165,7 +199,11 @@ func (s *Session) Commit(_ context.Context, req *pb.CommitRequest) (*pb.CommitRe
 // node.
 func (s *Session) Close() error {
 	s.sendMu.Lock()
-	err := s.stream.CloseSend()
+	var err error
+	if !s.closed {
+		s.closed = true
+		err = s.stream.CloseSend()
+	}
 	s.sendMu.Unlock()
 	<-s.recvDone
 	s.cancel()

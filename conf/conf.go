@@ -170,9 +170,13 @@ func (c *Config) Validate() error {
 	c.checkAddr(bad, "bootstrap_from", c.BootstrapFrom, false)
 	oneOf(bad, "log_level", c.LogLevel, "trace", "debug", "info", "warn", "error", "off")
 	oneOf(bad, "log_format", c.LogFormat, "text", "json")
-	between(bad, "max_message_bytes", c.MaxMessageBytes, 1<<10, 1<<30)
+	// A message must hold a whole row (up to 32 KiB) with room to spare.
+	between(bad, "max_message_bytes", c.MaxMessageBytes, 64<<10, 1<<30)
 	between(bad, "max_scan_rows", c.MaxScanRows, 1, 1<<24)
 	between(bad, "max_value_bytes", c.MaxValueBytes, 1, 1<<30)
+	if c.MaxValueBytes > c.MaxMessageBytes/2 {
+		bad("max_value_bytes", "%d is more than half of max_message_bytes (%d)", c.MaxValueBytes, c.MaxMessageBytes)
+	}
 	between(bad, "max_open_transactions", c.MaxOpenTransactions, 1, 1<<24)
 	positive(bad, "tx_idle_timeout", c.TxIdleTimeout)
 	positive(bad, "shutdown_timeout", c.ShutdownTimeout)

@@ -87,7 +87,7 @@ func (c *Config) setString(k key, s string) error {
 	case *string:
 		*p = s
 	case *int64:
-		n, err := strconv.ParseInt(strings.TrimSpace(s), 0, 64)
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 		if err != nil {
 			return fmt.Errorf("%q is not an integer", s)
 		}

@@ -64,6 +64,28 @@ func (s *schema) bounds(spec ScanSpec) (lo, hi []byte, err error) {
 	return lo, u, nil
 }
 
+// InRange reports whether key, the full key of an index row, lies in the
+// range spec describes on that index (Limit and Reverse aside): a scan of
+// spec would meet it. Servers use it to check a resume point.
+func (t *Table) InRange(spec ScanSpec, key []Value) (bool, error) {
+	st := t.state.Load()
+	lo, hi, err := st.s.bounds(spec)
+	if err != nil {
+		return false, err
+	}
+	if n := len(st.s.indexes[spec.Index].cols); len(key) != n {
+		return false, errorf(ErrInvalid, "table %q: a key of index %q has %d values, got %d", t.name, st.s.indexes[spec.Index].name, n, len(key))
+	}
+	k, err := st.s.appendKey(nil, spec.Index, 0, key)
+	if err != nil {
+		return false, err
+	}
+	if hi == nil && st.s.indexes[spec.Index].kind == Hash {
+		return bytes.Equal(k, lo), nil
+	}
+	return bytes.Compare(k, lo) >= 0 && (hi == nil || bytes.Compare(k, hi) < 0), nil
+}
+
 // collect feeds fn the committed rows of index ix in [lo, hi), in index
 // order, at most limit (0: all). It is the one definition of a scan's
 // committed result, run at execution and again at validation.

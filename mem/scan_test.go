@@ -107,3 +107,59 @@ func TestStaleEntryFails(t *testing.T) {
 		t.Fatalf("Get through a stale entry: %v, want ErrCorrupt", err)
 	}
 }
+
+// TestInRange checks InRange against what a scan of the same range returns.
+func TestInRange(t *testing.T) {
+	db := Open(Options{})
+	tb, err := db.CreateTable(TableDef{
+		Name:        "r",
+		Columns:     []ColumnDef{{Name: "a", Type: TypeInt64}, {Name: "b", Type: TypeString, MaxLen: 4}},
+		PrimaryKey:  []string{"a", "b"},
+		PrimaryKind: Ordered,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := db.Begin()
+	for a := int64(0); a < 4; a++ {
+		for _, b := range []string{"", "x", "xy", "y"} {
+			if err := tx.Insert(tb, []Value{Int64(a), String(b)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	specs := []ScanSpec{
+		{},
+		{Prefix: []Value{Int64(1)}},
+		{Prefix: []Value{Int64(1)}, Lower: []Value{String("x")}},
+		{Prefix: []Value{Int64(1)}, Upper: []Value{String("x")}},
+		{Prefix: []Value{Int64(1)}, Upper: []Value{String("x")}, UpperInclusive: true},
+		{Lower: []Value{Int64(1), String("xy")}, Upper: []Value{Int64(3)}},
+		{Lower: []Value{Int64(1)}, Upper: []Value{Int64(2)}, UpperInclusive: true},
+	}
+	for _, spec := range specs {
+		in := map[string]bool{}
+		rtx := db.Begin()
+		if err := rtx.Scan(tb, spec, func(r Record) bool { in[fmt.Sprint(r.Int64(0), r.Str(1))] = true; return true }); err != nil {
+			t.Fatal(err)
+		}
+		rtx.Rollback()
+		for a := int64(0); a < 4; a++ {
+			for _, b := range []string{"", "x", "xy", "y"} {
+				got, err := tb.InRange(spec, []Value{Int64(a), String(b)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := in[fmt.Sprint(a, b)]; got != want {
+					t.Errorf("spec %+v key (%d, %q): InRange %v, scan %v", spec, a, b, got, want)
+				}
+			}
+		}
+	}
+	if _, err := tb.InRange(ScanSpec{}, []Value{Int64(1)}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a short key: %v", err)
+	}
+}

@@ -239,15 +239,13 @@ func (s *dbService) Rollback(_ context.Context, req *pb.RollbackRequest) (*pb.Ro
 	return &pb.RollbackResponse{}, nil
 }
 
+// replySlack is room kept in a reply for what is not results.
+const replySlack = 1 << 10
+
 // errConditionFailed ends a batch whose condition does not hold.
 var errConditionFailed = errors.New("a condition failed")
 
 func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
-	for i, op := range req.GetOperations() {
-		if opTxID(op) != 0 {
-			return nil, errorf(codes.InvalidArgument, "operation %d: tx_id must be zero inside a batch; the batch's own tx_id names the transaction", i)
-		}
-	}
 	resp := &pb.CommitResponse{}
 	batch := func(tx *mem.Tx) error { return s.batch(tx, req, resp) }
 	var err error
@@ -274,8 +272,15 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 	return resp, nil
 }
 
-// batch checks a batch's conditions and runs its operations in tx.
+// batch checks a batch's conditions and runs its operations in tx. With
+// an interactive transaction, any error here rolls it back, as the proto
+// says.
 func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResponse) error {
+	for i, op := range req.GetOperations() {
+		if opTxID(op) != 0 {
+			return errorf(codes.InvalidArgument, "operation %d: tx_id must be zero inside a batch; the batch's own tx_id names the transaction", i)
+		}
+	}
 	resp.Results = resp.Results[:0]
 	for i, c := range req.GetConditions() {
 		ok, err := s.holds(tx, c)
@@ -287,12 +292,19 @@ func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResp
 			return errConditionFailed
 		}
 	}
+	size := 0 // of the results so far, encoded
 	for i, op := range req.GetOperations() {
 		res := &pb.GetResponse{}
 		var err error
 		switch o := op.GetOp().(type) {
 		case *pb.Operation_Get:
-			err = s.get(tx, o.Get, res)
+			if err = s.get(tx, o.Get, res); err == nil {
+				// Fail before the commit rather than commit and then fail
+				// to send the reply.
+				if size += res.SizeVT() + 8; size > s.maxMsgBytes-replySlack {
+					err = errorf(codes.ResourceExhausted, "the results reach max_message_bytes (%d); split the batch", s.maxMsgBytes)
+				}
+			}
 		case *pb.Operation_Insert:
 			err = s.put(tx, o.Insert.GetTable(), o.Insert.GetRow(), false)
 		case *pb.Operation_Upsert:

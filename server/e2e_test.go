@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -175,11 +176,16 @@ func balance(r *pb.Row) int64 { return r.GetValues()[3].GetInt64() }
 
 // scanAll reads a whole table through the primary key, paging with after.
 func (n *node) scanAll(table string, pageSize uint32, reverse bool) []*pb.Row {
+	return n.scanPages(&pb.ScanRequest{Table: table, Limit: pageSize, Reverse: reverse})
+}
+
+// scanPages reads all of req's range, a page of req.Limit rows at a time,
+// resuming each page after the last.
+func (n *node) scanPages(req *pb.ScanRequest) []*pb.Row {
 	n.t.Helper()
 	var rows []*pb.Row
-	var after []*pb.Value
 	for {
-		st, err := n.db.Scan(ctx(n.t), &pb.ScanRequest{Table: table, Limit: pageSize, After: after, Reverse: reverse})
+		st, err := n.db.Scan(ctx(n.t), req)
 		if err != nil {
 			n.t.Fatal(err)
 		}
@@ -198,7 +204,8 @@ func (n *node) scanAll(table string, pageSize uint32, reverse bool) []*pb.Row {
 		if !last.GetMore() {
 			return rows
 		}
-		after = last.GetResumeKey()
+		req = proto.Clone(req).(*pb.ScanRequest)
+		req.After = last.GetResumeKey()
 	}
 }
 
@@ -308,6 +315,7 @@ func TestBatchCommit(t *testing.T) {
 	c := ctx(t)
 	transfer := &pb.CommitRequest{
 		Conditions: []*pb.Condition{
+			{Table: "acct", Key: key(vI(2)), Expect: pb.Condition_EXPECT_EXISTS},
 			{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS, Equals: []*pb.ColumnValue{{Column: "bal", Value: vI(100)}}},
 			{Table: "acct", Key: key(vI(3)), Expect: pb.Condition_EXPECT_NOT_EXISTS},
 		},
@@ -329,7 +337,7 @@ func TestBatchCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.GetCommitted() || r.GetFailedCondition() != 0 || r.GetLsn() != 0 {
+	if r.GetCommitted() || r.GetFailedCondition() != 1 || r.GetLsn() != 0 || len(r.GetResults()) != 0 {
 		t.Fatalf("second commit: %v", r)
 	}
 	// A failing operation rolls the whole batch back.
@@ -469,6 +477,9 @@ func TestScanPaging(t *testing.T) {
 	n := startNode(t, func(c *conf.Config) { c.MaxScanRows = 50 })
 	n.withAccounts(230)
 	c := ctx(t)
+	if _, err := n.srv.DB().CreateIndex("acct", mem.IndexDef{Name: "by_name_ordered", Columns: []string{"name"}, Unique: true, Kind: mem.Ordered}); err != nil {
+		t.Fatal(err)
+	}
 	for _, reverse := range []bool{false, true} {
 		for _, page := range []uint32{1, 7, 50} {
 			rows := n.scanAll("acct", page, reverse)
@@ -498,6 +509,34 @@ func TestScanPaging(t *testing.T) {
 	if len(m.GetRows()) != 50 || !m.GetMore() || len(m.GetResumeKey()) != 0 {
 		t.Fatalf("region scan: %d rows, more %v, resume key %v", len(m.GetRows()), m.GetMore(), m.GetResumeKey())
 	}
+	// Paging a unique secondary index inside bounds, names from n100 to
+	// n199 as strings order them, forward and backward.
+	for _, reverse := range []bool{false, true} {
+		var got []string
+		for _, r := range n.scanPages(&pb.ScanRequest{Table: "acct", Index: "by_name_ordered", Lower: key(vS("n100")), Upper: key(vS("n199")),
+			UpperInclusive: true, Reverse: reverse, Limit: 7}) {
+			got = append(got, r.GetValues()[1].GetString_())
+		}
+		want := 0
+		for i := 1; i <= 230; i++ {
+			if name := fmt.Sprintf("n%d", i); name >= "n100" && name <= "n199" {
+				want++ // n100-n199, and n11-n19 between them
+			}
+		}
+		if len(got) != want {
+			t.Fatalf("reverse %v: %d names in [n100, n199], want %d: %v", reverse, len(got), want, got)
+		}
+		for i := 1; i < len(got); i++ {
+			if (got[i] <= got[i-1]) != reverse {
+				t.Fatalf("reverse %v: %q after %q", reverse, got[i], got[i-1])
+			}
+		}
+	}
+	// A resume key outside the scan's range is refused, not obeyed.
+	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Index: "by_name_ordered", Lower: key(vS("n100")), Upper: key(vS("n199")), After: key(vS("n2"))}))
+	wantCode(t, err, codes.InvalidArgument, "outside")
+	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Lower: key(vI(10)), After: key(vI(3))}))
+	wantCode(t, err, codes.InvalidArgument, "outside")
 	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 51}))
 	wantCode(t, err, codes.InvalidArgument, "max_scan_rows (50)")
 	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Index: "by_region", After: key(vS("r1"))}))

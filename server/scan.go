@@ -98,14 +98,18 @@ func (s *dbService) resume(q *scanQuery, req *pb.ScanRequest) error {
 		return err
 	}
 	p := len(q.spec.Prefix)
-	if len(after) != len(q.keyCols) || len(after) < p {
+	if len(after) != len(q.keyCols) {
 		return errorf(codes.InvalidArgument, "table %q: after has %d values; the index key has %d", name, len(after), len(q.keyCols))
 	}
-	for i, v := range q.spec.Prefix {
-		if !after[i].Equal(v) {
-			return errorf(codes.InvalidArgument, "table %q: after does not start with the scan's prefix", name)
-		}
+	in, err := q.t.InRange(q.spec, after)
+	if err != nil {
+		return err
 	}
+	if !in {
+		return errorf(codes.InvalidArgument, "table %q: after is outside the scan's prefix and bounds; pass the resume_key of the same scan", name)
+	}
+	// after lies in the range, so it is a tighter bound than the one it
+	// replaces.
 	if q.spec.Reverse {
 		q.spec.Upper, q.spec.UpperInclusive = after[p:], false
 		return nil

@@ -62,14 +62,34 @@ func (s *dbService) Session(stream grpc.BidiStreamingServer[pb.SessionRequest, p
 			}
 			return r.err
 		}
-		resp := &pb.SessionResponse{Replies: make([]*pb.Reply, len(r.msg.GetRequests()))}
-		for i, req := range r.msg.GetRequests() {
-			resp.Replies[i] = s.handle(ctx, req, owned)
-		}
-		if err := stream.Send(resp); err != nil {
+		if err := s.answer(ctx, stream, r.msg.GetRequests(), owned); err != nil {
 			return err
 		}
 	}
+}
+
+// answer runs a message's requests and sends their replies, in one
+// SessionResponse or, when they would pass half of max_message_bytes, in
+// several.
+func (s *dbService) answer(ctx context.Context, stream grpc.BidiStreamingServer[pb.SessionRequest, pb.SessionResponse], reqs []*pb.Request, owned map[uint64]bool) error {
+	resp := &pb.SessionResponse{Replies: make([]*pb.Reply, 0, len(reqs))}
+	size := 0
+	for i, req := range reqs {
+		reply := s.handle(ctx, req, owned)
+		n := reply.SizeVT() + 8
+		// A reply fits a message on its own (a row is at most 32 KiB and a
+		// batch's results stop short of the limit); send what is pending
+		// first if this one would take the message past half the limit.
+		if len(resp.Replies) > 0 && size+n > s.maxMsgBytes/2 {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			resp, size = &pb.SessionResponse{Replies: make([]*pb.Reply, 0, len(reqs)-i)}, 0
+		}
+		resp.Replies = append(resp.Replies, reply)
+		size += n
+	}
+	return stream.Send(resp)
 }
 
 // handle runs one Session request through the unary handlers.

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -324,6 +325,12 @@ func TestEmbeddedDefaults(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill() // a failed test must not leave it on port 7700
+			_ = cmd.Wait()
+		}
+	})
 	sc := bufio.NewScanner(stderr)
 	served := false
 	for sc.Scan() {
@@ -401,7 +408,8 @@ func TestBenchRuns(t *testing.T) {
 	cases := [][]string{
 		{"-workload", "ping", "-addr", p.addr},
 		{"-workload", "kv", "-addr", p.addr, "-keys", "500", "-read-ratio", "0.5"},
-		{"-workload", "kv", "-addr", p.addr, "-api", "session", "-pipeline", "4", "-window", "2"},
+		{"-workload", "kv", "-addr", p.addr, "-keys", "500", "-api", "session", "-pipeline", "4", "-window", "2"},
+		{"-workload", "kv", "-addr", p.addr, "-keys", "600"}, // does not match the table loaded: refused
 		{"-workload", "tatp", "-addr", p.addr, "-subscribers", "300"},
 		{"-workload", "tatp", "-addr", p.addr, "-api", "session"},
 		{"-workload", "tatp", "-inprocess", "-subscribers", "300"},
@@ -410,6 +418,12 @@ func TestBenchRuns(t *testing.T) {
 	for _, args := range cases {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			out, errOut, code := runTool(t, append(append([]string{"bench"}, args...), short...)...)
+			if slices.Contains(args, "600") {
+				if code == 0 || !strings.Contains(errOut, "does not match -keys 600") {
+					t.Fatalf("a mismatched kv table: exit %d, %q", code, errOut)
+				}
+				return
+			}
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, errOut)
 			}

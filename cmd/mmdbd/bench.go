@@ -109,9 +109,14 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		err = enc.Encode(res)
+	} else {
+		err = res.print(stdout)
 	}
-	return res.print(stdout)
+	if err == nil && res.Errors > 0 {
+		err = fmt.Errorf("%d operations failed; the last: %s", res.Errors, res.LastError)
+	}
+	return err
 }
 
 func (o *benchOpts) check() error {

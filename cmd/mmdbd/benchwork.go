@@ -307,7 +307,15 @@ func prepareRemoteTATP(ctx context.Context, db pb.DatabaseServiceClient, o bench
 
 // prepareRemoteKV creates and loads the kv table unless it exists.
 func prepareRemoteKV(ctx context.Context, db pb.DatabaseServiceClient, o benchOpts, stderr io.Writer) error {
-	if _, err := db.DescribeTable(ctx, &pb.DescribeTableRequest{Table: "kv"}); err == nil {
+	if t, err := db.DescribeTable(ctx, &pb.DescribeTableRequest{Table: "kv"}); err == nil {
+		tables, err := db.ListTables(ctx, &pb.ListTablesRequest{})
+		if err != nil {
+			return fmt.Errorf("bench: list tables on %s: %w", o.addr, err)
+		}
+		i := slices.IndexFunc(tables.GetTables(), func(t *pb.TableStatus) bool { return t.GetName() == "kv" })
+		if cols := t.GetTable().GetColumns(); len(cols) != 2 || int(cols[1].GetMaxLength()) < o.valueSize || i < 0 || tables.GetTables()[i].GetRows() != o.keys {
+			return fmt.Errorf("bench: %s already has a kv table that does not match -keys %d -value-size %d; drop it (mmdbd shell -c \"drop table kv\") to reload", o.addr, o.keys, o.valueSize)
+		}
 		fmt.Fprintf(stderr, "using the kv table already on %s\n", o.addr)
 		return nil
 	}
@@ -317,9 +325,11 @@ func prepareRemoteKV(ctx context.Context, db pb.DatabaseServiceClient, o benchOp
 	bar := loadBar(stderr, o.keys, "keys")
 	r := rand.New(rand.NewPCG(o.seed, 0))
 	value := make([]byte, o.valueSize)
-	for start := uint64(1); start <= o.keys; start += 1000 {
+	// Batches of about 1 MiB, well under the default max_message_bytes.
+	per := uint64(max(1, (1<<20)/(o.valueSize+32)))
+	for start := uint64(1); start <= o.keys; start += per {
 		req := &pb.CommitRequest{}
-		end := min(start+999, o.keys)
+		end := min(start+per-1, o.keys)
 		for k := start; k <= end; k++ {
 			for i := range value {
 				value[i] = byte(r.Uint32())

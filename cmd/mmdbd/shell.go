@@ -50,7 +50,6 @@ type session struct {
 	out     io.Writer
 	timeout time.Duration
 	tx      *client.Tx
-	txCtx   context.CancelFunc
 	schemas map[string]*pb.Table
 }
 
@@ -59,7 +58,9 @@ func (sh *session) abandon(stderr io.Writer) {
 	if sh.tx == nil {
 		return
 	}
-	if err := sh.tx.Rollback(); err != nil {
+	ctx, cancel := sh.ctx()
+	defer cancel()
+	if err := sh.tx.WithContext(ctx).Rollback(); err != nil {
 		fmt.Fprintf(stderr, "rollback of the open transaction: %v\n", err)
 	} else {
 		fmt.Fprintln(stderr, "rolled back the open transaction")
@@ -67,10 +68,7 @@ func (sh *session) abandon(stderr io.Writer) {
 	sh.endTx()
 }
 
-func (sh *session) endTx() {
-	sh.txCtx()
-	sh.tx, sh.txCtx = nil, nil
-}
+func (sh *session) endTx() { sh.tx = nil }
 
 // interactive reads statements with line editing and history until EOF
 // (Ctrl-D) or "exit".
@@ -220,7 +218,7 @@ func (sh *session) exec(p *parser) error {
 		if err := p.end(); err != nil {
 			return err
 		}
-		return sh.txStatement(strings.ToLower(word))
+		return sh.txStatement(ctx, strings.ToLower(word))
 	case "status":
 		if err := p.end(); err != nil {
 			return err
@@ -250,7 +248,7 @@ func (sh *session) done(lsn uint64, err error) error {
 	return nil
 }
 
-func (sh *session) txStatement(word string) error {
+func (sh *session) txStatement(ctx context.Context, word string) error {
 	switch {
 	case word == "begin" && sh.tx != nil:
 		return fmt.Errorf("transaction %d is open; commit or roll it back first", sh.tx.ID())
@@ -259,18 +257,17 @@ func (sh *session) txStatement(word string) error {
 	}
 	switch word {
 	case "begin":
-		ctx, cancel := context.WithCancel(context.Background())
+		// Each later statement binds the transaction to its own context.
 		tx, err := sh.c.Begin(ctx)
 		if err != nil {
-			cancel()
 			return err
 		}
-		sh.tx, sh.txCtx = tx, cancel
+		sh.tx = tx
 		fmt.Fprintf(sh.out, "transaction %d\n", tx.ID())
 		return nil
 	case "commit":
 		defer sh.endTx()
-		lsn, err := sh.tx.Commit()
+		lsn, err := sh.tx.WithContext(ctx).Commit()
 		if err != nil {
 			return err
 		}
@@ -278,7 +275,7 @@ func (sh *session) txStatement(word string) error {
 		return nil
 	default:
 		defer sh.endTx()
-		if err := sh.tx.Rollback(); err != nil {
+		if err := sh.tx.WithContext(ctx).Rollback(); err != nil {
 			return err
 		}
 		fmt.Fprintln(sh.out, "rolled back")
@@ -352,7 +349,7 @@ func (sh *session) get(ctx context.Context, p *parser) error {
 	var row client.Row
 	var found bool
 	if sh.tx != nil {
-		row, found, err = sh.tx.GetBy(t.GetName(), index, key...)
+		row, found, err = sh.tx.WithContext(ctx).GetBy(t.GetName(), index, key...)
 	} else {
 		row, found, err = sh.c.GetBy(ctx, t.GetName(), index, key...)
 	}
@@ -404,7 +401,7 @@ func (sh *session) scan(ctx context.Context, p *parser) error {
 	}
 	var rows []client.Row
 	if sh.tx != nil {
-		rows, err = sh.tx.Scan(req)
+		rows, err = sh.tx.WithContext(ctx).Scan(req)
 	} else {
 		rows, err = sh.c.Scan(ctx, req)
 	}
@@ -430,9 +427,9 @@ func (sh *session) put(ctx context.Context, p *parser, replace bool) error {
 	var lsn uint64
 	switch {
 	case sh.tx != nil && replace:
-		err = sh.tx.Upsert(name, row...)
+		err = sh.tx.WithContext(ctx).Upsert(name, row...)
 	case sh.tx != nil:
-		err = sh.tx.Insert(name, row...)
+		err = sh.tx.WithContext(ctx).Insert(name, row...)
 	case replace:
 		lsn, err = sh.c.Upsert(ctx, name, row...)
 	default:
@@ -483,7 +480,7 @@ func (sh *session) update(ctx context.Context, p *parser) error {
 		return err
 	}
 	if sh.tx != nil {
-		return sh.done(0, sh.tx.Update(t.GetName(), key, sets...))
+		return sh.done(0, sh.tx.WithContext(ctx).Update(t.GetName(), key, sets...))
 	}
 	return sh.done(sh.c.Update(ctx, t.GetName(), key, sets...))
 }
@@ -498,7 +495,7 @@ func (sh *session) delete(ctx context.Context, p *parser) error {
 		return err
 	}
 	if sh.tx != nil {
-		return sh.done(0, sh.tx.Delete(t.GetName(), key...))
+		return sh.done(0, sh.tx.WithContext(ctx).Delete(t.GetName(), key...))
 	}
 	return sh.done(sh.c.Delete(ctx, t.GetName(), key...))
 }

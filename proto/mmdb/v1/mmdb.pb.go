@@ -2107,7 +2107,10 @@ func (x *Condition) GetEquals() []*ColumnValue {
 // operations run in order, all in one transaction. If a condition fails,
 // nothing is written and the reply says which. The tx_id fields of the
 // operations must be zero; the request's own tx_id, if set, runs the batch
-// in that interactive transaction and commits it.
+// in that interactive transaction and commits it (a failed condition or
+// operation then rolls the transaction back). A batch whose get results
+// would not fit in max_message_bytes fails with RESOURCE_EXHAUSTED before
+// it commits.
 type CommitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conditions    []*Condition           `protobuf:"bytes,1,rep,name=conditions,proto3" json:"conditions,omitempty"`
@@ -2556,7 +2559,9 @@ func (*Request_Begin) isRequest_Op() {}
 
 func (*Request_Rollback) isRequest_Op() {}
 
-// SessionResponse carries the replies to one SessionRequest, in order.
+// SessionResponse carries replies, in the order of the requests. The
+// replies to one SessionRequest come in one SessionResponse, or in several
+// in a row when together they would pass max_message_bytes.
 type SessionResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Replies       []*Reply               `protobuf:"bytes,1,rep,name=replies,proto3" json:"replies,omitempty"`
@@ -2852,7 +2857,8 @@ type StatusResponse struct {
 	SyncMode   string                 `protobuf:"bytes,5,opt,name=sync_mode,json=syncMode,proto3" json:"sync_mode,omitempty"`
 	// The highest LSN committed on this node.
 	LastLsn uint64 `protobuf:"varint,6,opt,name=last_lsn,json=lastLsn,proto3" json:"last_lsn,omitempty"`
-	// The highest LSN that, with every LSN below it, meets the durability level.
+	// The highest LSN that, with every LSN below it, is durable in the redo
+	// log; zero on a node without a log (durability no-log).
 	DurableLsn uint64 `protobuf:"varint,7,opt,name=durable_lsn,json=durableLsn,proto3" json:"durable_lsn,omitempty"`
 	// The highest LSN whose changes are visible to readers.
 	AppliedLsn uint64 `protobuf:"varint,8,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`

@@ -92,6 +92,7 @@ type DatabaseServiceClient interface {
 	// Session carries many requests on one stream: the client sends requests
 	// without waiting and the server answers each, in order. Each request
 	// gets its own reply status; a failed request does not end the stream.
+	// Each request runs as the unary call of the same name would.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 }
 
@@ -293,6 +294,7 @@ type DatabaseServiceServer interface {
 	// Session carries many requests on one stream: the client sends requests
 	// without waiting and the server answers each, in order. Each request
 	// gets its own reply status; a failed request does not end the stream.
+	// Each request runs as the unary call of the same name would.
 	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	mustEmbedUnimplementedDatabaseServiceServer()
 }
