@@ -1,0 +1,403 @@
+package vfs
+
+import (
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// SectorSize is the unit in which MemFS's crashes keep or lose unsynced
+// writes: a crash may keep any subset of the sectors written since the
+// last Sync, which is how torn writes look on real disks.
+const SectorSize = 512
+
+// MemFS is an in-memory file system that can crash. It tracks, for every
+// file, the data written and the data synced, and for every directory the
+// names created and the names synced. Crash returns a new MemFS holding
+// what a real machine would have kept: synced names, pointing at synced
+// data, plus (optionally) a random subset of unsynced sectors.
+//
+// CrashAfter makes the file system crash by itself at its k-th mutating
+// operation (writes, syncs, creates, renames, removes, allocations, size
+// changes): that operation and every later one fail with ErrCrashed, so a
+// test can crash a workload at every point in turn.
+type MemFS struct {
+	mu      sync.Mutex
+	names   map[string]*memInode // the namespace as it is now
+	durable map[string]*memInode // the namespace a crash keeps
+	dirs    map[string]bool
+	ops     int
+	crashAt int // 0: never
+	crashed bool
+	space   int64 // bytes files may hold in all; 0: unlimited
+}
+
+// memInode is a file's contents.
+type memInode struct {
+	data   []byte
+	synced []byte
+}
+
+// NewMemFS returns an empty file system with the root directory.
+func NewMemFS() *MemFS {
+	return &MemFS{names: map[string]*memInode{}, durable: map[string]*memInode{}, dirs: map[string]bool{"/": true, ".": true}}
+}
+
+// CrashAfter makes the k-th mutating operation from now, and all after
+// it, fail with ErrCrashed (k >= 1).
+func (fs *MemFS) CrashAfter(k int) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.crashAt = fs.ops + k
+}
+
+// Ops returns the number of mutating operations so far.
+func (fs *MemFS) Ops() int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.ops
+}
+
+// SetSpace limits the bytes all files together may hold: writes and
+// allocations past it fail with ENOSPC. Zero means no limit.
+func (fs *MemFS) SetSpace(bytes int64) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.space = bytes
+}
+
+// Crash returns what survives a crash now: the synced names, each with
+// its file's synced data; with r, each unsynced sector of a durable file
+// is also kept with probability one half. The MemFS itself stops working.
+func (fs *MemFS) Crash(r *rand.Rand) *MemFS {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.crashed = true
+	out := NewMemFS()
+	for d := range fs.dirs {
+		out.dirs[d] = true
+	}
+	kept := map[*memInode]*memInode{}
+	for _, name := range sortedKeys(fs.durable) {
+		ino := fs.durable[name]
+		n, ok := kept[ino]
+		if !ok {
+			n = &memInode{data: tornCopy(ino, r)}
+			n.synced = append([]byte(nil), n.data...)
+			kept[ino] = n
+		}
+		out.names[name], out.durable[name] = n, n
+	}
+	return out
+}
+
+// tornCopy returns a file's synced data with, when r is set, some of the
+// sectors written since also kept.
+func tornCopy(ino *memInode, r *rand.Rand) []byte {
+	out := append([]byte(nil), ino.synced...)
+	if r == nil {
+		return out
+	}
+	for off := 0; off < len(ino.data); off += SectorSize {
+		end := min(off+SectorSize, len(ino.data))
+		if off < len(ino.synced) && string(ino.data[off:end]) == string(ino.synced[off:min(end, len(ino.synced))]) {
+			continue
+		}
+		if r.IntN(2) == 0 {
+			continue
+		}
+		if len(out) < end {
+			out = append(out, make([]byte, end-len(out))...)
+		}
+		copy(out[off:end], ino.data[off:end])
+	}
+	return out
+}
+
+// op counts a mutating operation; it fails if the file system has crashed
+// or crashes now. The caller holds fs.mu.
+func (fs *MemFS) op(what, name string) error {
+	if fs.crashed {
+		return &os.PathError{Op: what, Path: name, Err: ErrCrashed}
+	}
+	fs.ops++
+	if fs.crashAt > 0 && fs.ops >= fs.crashAt {
+		fs.crashed = true
+		return &os.PathError{Op: what, Path: name, Err: ErrCrashed}
+	}
+	return nil
+}
+
+func (fs *MemFS) checkDir(what, name string) error {
+	if !fs.dirs[filepath.Dir(name)] {
+		return &os.PathError{Op: what, Path: name, Err: os.ErrNotExist}
+	}
+	return nil
+}
+
+func (fs *MemFS) used() int64 {
+	var n int64
+	seen := map[*memInode]bool{}
+	for _, ino := range fs.names {
+		if !seen[ino] {
+			seen[ino] = true
+			n += int64(len(ino.data))
+		}
+	}
+	return n
+}
+
+// Create implements FS.
+func (fs *MemFS) Create(name string) (File, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	name = clean(name)
+	if err := fs.op("create", name); err != nil {
+		return nil, err
+	}
+	if err := fs.checkDir("create", name); err != nil {
+		return nil, err
+	}
+	if _, ok := fs.names[name]; ok {
+		return nil, &os.PathError{Op: "create", Path: name, Err: os.ErrExist}
+	}
+	ino := &memInode{}
+	fs.names[name] = ino
+	return &memFile{fs: fs, ino: ino, name: name}, nil
+}
+
+// Open implements FS.
+func (fs *MemFS) Open(name string) (File, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	name = clean(name)
+	if fs.crashed {
+		return nil, &os.PathError{Op: "open", Path: name, Err: ErrCrashed}
+	}
+	ino, ok := fs.names[name]
+	if !ok {
+		return nil, &os.PathError{Op: "open", Path: name, Err: os.ErrNotExist}
+	}
+	return &memFile{fs: fs, ino: ino, name: name}, nil
+}
+
+// Remove implements FS.
+func (fs *MemFS) Remove(name string) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	name = clean(name)
+	if err := fs.op("remove", name); err != nil {
+		return err
+	}
+	if _, ok := fs.names[name]; !ok {
+		return &os.PathError{Op: "remove", Path: name, Err: os.ErrNotExist}
+	}
+	delete(fs.names, name)
+	return nil
+}
+
+// Rename implements FS.
+func (fs *MemFS) Rename(oldname, newname string) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	oldname, newname = clean(oldname), clean(newname)
+	if err := fs.op("rename", oldname); err != nil {
+		return err
+	}
+	ino, ok := fs.names[oldname]
+	if !ok {
+		return &os.LinkError{Op: "rename", Old: oldname, New: newname, Err: os.ErrNotExist}
+	}
+	if err := fs.checkDir("rename", newname); err != nil {
+		return err
+	}
+	delete(fs.names, oldname)
+	fs.names[newname] = ino
+	return nil
+}
+
+// MkdirAll implements FS. Directories are durable at once.
+func (fs *MemFS) MkdirAll(dir string) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	dir = clean(dir)
+	if err := fs.op("mkdir", dir); err != nil {
+		return err
+	}
+	for d := dir; !fs.dirs[d]; d = filepath.Dir(d) {
+		fs.dirs[d] = true
+	}
+	return nil
+}
+
+// ReadDir implements FS.
+func (fs *MemFS) ReadDir(dir string) ([]string, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	dir = clean(dir)
+	if fs.crashed {
+		return nil, &os.PathError{Op: "readdir", Path: dir, Err: ErrCrashed}
+	}
+	if !fs.dirs[dir] {
+		return nil, &os.PathError{Op: "readdir", Path: dir, Err: os.ErrNotExist}
+	}
+	var names []string
+	for _, name := range sortedKeys(fs.names) {
+		if filepath.Dir(name) == dir {
+			names = append(names, filepath.Base(name))
+		}
+	}
+	return names, nil
+}
+
+// SyncDir implements FS: the directory's names become durable as they are.
+func (fs *MemFS) SyncDir(dir string) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	dir = clean(dir)
+	if err := fs.op("syncdir", dir); err != nil {
+		return err
+	}
+	for name := range fs.durable {
+		if filepath.Dir(name) == dir {
+			delete(fs.durable, name)
+		}
+	}
+	for name, ino := range fs.names {
+		if filepath.Dir(name) == dir {
+			fs.durable[name] = ino
+		}
+	}
+	return nil
+}
+
+type memFile struct {
+	fs     *MemFS
+	ino    *memInode
+	name   string
+	closed bool
+}
+
+func (f *memFile) Name() string { return f.name }
+
+func (f *memFile) check(what string) error {
+	if f.closed {
+		return &os.PathError{Op: what, Path: f.name, Err: os.ErrClosed}
+	}
+	return nil
+}
+
+func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("read"); err != nil {
+		return 0, err
+	}
+	if f.fs.crashed {
+		return 0, &os.PathError{Op: "read", Path: f.name, Err: ErrCrashed}
+	}
+	if off >= int64(len(f.ino.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, f.ino.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("write"); err != nil {
+		return 0, err
+	}
+	if err := f.fs.op("write", f.name); err != nil {
+		return 0, err
+	}
+	if end := off + int64(len(p)); end > int64(len(f.ino.data)) {
+		if f.fs.space > 0 && f.fs.used()+end-int64(len(f.ino.data)) > f.fs.space {
+			return 0, &os.PathError{Op: "write", Path: f.name, Err: errNoSpace}
+		}
+		f.ino.data = append(f.ino.data, make([]byte, end-int64(len(f.ino.data)))...)
+	}
+	copy(f.ino.data[off:], p)
+	return len(p), nil
+}
+
+func (f *memFile) Sync() error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("sync"); err != nil {
+		return err
+	}
+	if err := f.fs.op("sync", f.name); err != nil {
+		return err
+	}
+	f.ino.synced = append(f.ino.synced[:0], f.ino.data...)
+	return nil
+}
+
+func (f *memFile) Allocate(size int64) error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("allocate"); err != nil {
+		return err
+	}
+	if err := f.fs.op("allocate", f.name); err != nil {
+		return err
+	}
+	if grow := size - int64(len(f.ino.data)); grow > 0 {
+		if f.fs.space > 0 && f.fs.used()+grow > f.fs.space {
+			return &os.PathError{Op: "allocate", Path: f.name, Err: errNoSpace}
+		}
+		f.ino.data = append(f.ino.data, make([]byte, grow)...)
+	}
+	return nil
+}
+
+func (f *memFile) Size() (int64, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("stat"); err != nil {
+		return 0, err
+	}
+	return int64(len(f.ino.data)), nil
+}
+
+func (f *memFile) Truncate(size int64) error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("truncate"); err != nil {
+		return err
+	}
+	if err := f.fs.op("truncate", f.name); err != nil {
+		return err
+	}
+	if grow := size - int64(len(f.ino.data)); grow <= 0 {
+		f.ino.data = f.ino.data[:size]
+	} else {
+		if f.fs.space > 0 && f.fs.used()+grow > f.fs.space {
+			return &os.PathError{Op: "truncate", Path: f.name, Err: errNoSpace}
+		}
+		f.ino.data = append(f.ino.data, make([]byte, grow)...)
+	}
+	return nil
+}
+
+func (f *memFile) Close() error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("close"); err != nil {
+		return err
+	}
+	f.closed = true
+	return nil
+}
+
+// errNoSpace is how the operating system reports a full disk.
+var errNoSpace error = unix.ENOSPC

@@ -1,0 +1,169 @@
+// Package vfs is the small file system interface the redo log (and later
+// the checkpoints) write through, with two implementations: Default, the
+// operating system's, and MemFS, an in-memory one that tests crash to
+// find out what a real crash would have kept.
+//
+// The interface promises only what POSIX file systems promise: data
+// written to a file survives a crash once File.Sync returns; a file's
+// name (its creation, a rename, a removal) survives once SyncDir of its
+// directory returns. MemFS keeps exactly that and no more.
+package vfs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"golang.org/x/sys/unix"
+)
+
+// FS is a file system.
+type FS interface {
+	// Create makes a new file for reading and writing; it fails if name
+	// exists.
+	Create(name string) (File, error)
+	// Open opens an existing file for reading and writing.
+	Open(name string) (File, error)
+	// Remove removes a file.
+	Remove(name string) error
+	// Rename renames a file, replacing newname if it exists.
+	Rename(oldname, newname string) error
+	// MkdirAll makes a directory and its parents.
+	MkdirAll(dir string) error
+	// ReadDir returns the names in a directory, sorted.
+	ReadDir(dir string) ([]string, error)
+	// SyncDir makes the names in a directory durable.
+	SyncDir(dir string) error
+}
+
+// File is an open file.
+type File interface {
+	io.ReaderAt
+	io.WriterAt
+	// Sync makes the file's data durable (fdatasync).
+	Sync() error
+	// Allocate reserves space for the file's first size bytes, so later
+	// writes there cannot fail for want of space.
+	Allocate(size int64) error
+	// Size returns the file's size.
+	Size() (int64, error)
+	// Truncate sets the file's size.
+	Truncate(size int64) error
+	// Close closes the file.
+	Close() error
+	// Name returns the name the file was opened with.
+	Name() string
+}
+
+// Default is the operating system's file system.
+var Default FS = osFS{}
+
+type osFS struct{}
+
+func (osFS) Create(name string) (File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) Open(name string) (File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) Remove(name string) error             { return os.Remove(name) }
+func (osFS) Rename(oldname, newname string) error { return os.Rename(oldname, newname) }
+func (osFS) MkdirAll(dir string) error            { return os.MkdirAll(dir, 0o755) }
+
+func (osFS) ReadDir(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return names, nil
+}
+
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		return errors.Join(fmt.Errorf("sync directory %s: %w", dir, err), d.Close())
+	}
+	return d.Close()
+}
+
+type osFile struct{ f *os.File }
+
+func (o osFile) ReadAt(p []byte, off int64) (int, error)  { return o.f.ReadAt(p, off) }
+func (o osFile) WriteAt(p []byte, off int64) (int, error) { return o.f.WriteAt(p, off) }
+func (o osFile) Truncate(size int64) error                { return o.f.Truncate(size) }
+func (o osFile) Close() error                             { return o.f.Close() }
+func (o osFile) Name() string                             { return o.f.Name() }
+
+func (o osFile) Sync() error {
+	if err := unix.Fdatasync(int(o.f.Fd())); err != nil {
+		return &os.PathError{Op: "fdatasync", Path: o.f.Name(), Err: err}
+	}
+	return nil
+}
+
+// Allocate uses fallocate; where the file system has none it writes
+// zeros over the part of the range past the file's end.
+func (o osFile) Allocate(size int64) error {
+	err := unix.Fallocate(int(o.f.Fd()), 0, 0, size)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
+		return &os.PathError{Op: "fallocate", Path: o.f.Name(), Err: err}
+	}
+	cur, err := o.Size()
+	if err != nil {
+		return err
+	}
+	zeros := make([]byte, 1<<20)
+	for off := cur; off < size; off += int64(len(zeros)) {
+		if _, err := o.f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o osFile) Size() (int64, error) {
+	st, err := o.f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// ErrCrashed is what every operation of a crashed MemFS returns.
+var ErrCrashed = errors.New("vfs: the file system has crashed")
+
+// clean normalizes a name for MemFS's maps.
+func clean(name string) string { return filepath.Clean(name) }
+
+// sortedKeys returns a map's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
