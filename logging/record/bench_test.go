@@ -70,7 +70,7 @@ func BenchmarkCompressTATP(b *testing.B) {
 						}
 					}
 					var err error
-					if out, err = e.Append(out[:0], 1, &bl); err != nil {
+					if out, err = e.Append(out[:0], 1, 64, &bl); err != nil {
 						b.Fatal(err)
 					}
 					raw += bl.Len()

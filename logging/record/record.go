@@ -20,19 +20,21 @@
 //
 // Block (BlockHeaderSize bytes of header, then the payload):
 //
-//	+--------+--------+--------+-------+----------+----------+-------+---------+
-//	| crc32c | stored | raw    | flags | reserved | firstLSN | count | payload |
-//	| uint32 | uint32 | uint32 | uint8 | 3 bytes  | uint64   | uint32| stored  |
-//	+--------+--------+--------+-------+----------+----------+-------+---------+
-//	  0        4        8        12      13         16         24      28
+//	+--------+--------+--------+-------+----------+----------+--------+--------+---------+
+//	| crc32c | stored | raw    | flags | reserved | firstLSN | count  | synced | payload |
+//	| uint32 | uint32 | uint32 | uint8 | 3 bytes  | uint64   | uint32 | uint32 | stored  |
+//	+--------+--------+--------+-------+----------+----------+--------+--------+---------+
+//	  0        4        8        12      13         16         24       28       32
 //
 // stored is the payload's length in the file, raw its length once
 // decompressed (equal to stored when flags says none). flags holds the
-// compression: 0 none, 1 s2, 2 zstd. crc32c covers the segment's seq (8
-// bytes), header bytes 4 to 28 and the stored payload: a block left over
-// from a recycled segment's previous use fails its checksum, so it reads
-// as garbage, not as data. A block header of all zeros ends the segment's
-// data.
+// compression: 0 none, 1 s2, 2 zstd. synced is how far into the segment
+// the data was durable (synced) when the block was written: recovery uses
+// it to tell a torn tail, which can only lie past it, from corruption of
+// synced data. crc32c covers the segment's seq (8 bytes), header bytes 4
+// to 32 and the stored payload: a block left over from a recycled
+// segment's previous use fails its checksum, so it reads as garbage, not
+// as data. A block header of all zeros ends the segment's data.
 //
 // The raw payload holds count records, one after another:
 //
@@ -66,7 +68,7 @@ const (
 	// SegmentHeaderSize is the size of a segment header.
 	SegmentHeaderSize = 64
 	// BlockHeaderSize is the size of a block header.
-	BlockHeaderSize = 28
+	BlockHeaderSize = 32
 	// MaxBlockSize bounds a block's raw and stored payload.
 	MaxBlockSize = 16 << 20
 )
@@ -202,8 +204,9 @@ type Encoder struct {
 	scratch []byte
 }
 
-// Append appends the block of b's records to dst, for the segment seq.
-func (e *Encoder) Append(dst []byte, seq uint64, b *Builder) ([]byte, error) {
+// Append appends the block of b's records to dst, for the segment seq,
+// whose first synced bytes are durable.
+func (e *Encoder) Append(dst []byte, seq uint64, synced uint32, b *Builder) ([]byte, error) {
 	if b.count == 0 {
 		return dst, errors.New("record: an empty block")
 	}
@@ -224,6 +227,7 @@ func (e *Encoder) Append(dst []byte, seq uint64, b *Builder) ([]byte, error) {
 	h[12] = byte(flags)
 	binary.LittleEndian.PutUint64(h[16:], b.first)
 	binary.LittleEndian.PutUint32(h[24:], b.count)
+	binary.LittleEndian.PutUint32(h[28:], synced)
 	dst = append(dst, h[:]...)
 	dst = append(dst, payload...)
 	binary.LittleEndian.PutUint32(dst[start:], blockCRC(seq, dst[start+4:start+BlockHeaderSize], payload))
@@ -262,6 +266,7 @@ type BlockHeader struct {
 	Compression Compression
 	FirstLSN    uint64
 	Count       uint32
+	Synced      uint32
 }
 
 // Size returns the whole block's size in the file.
@@ -285,6 +290,7 @@ func DecodeBlockHeader(b []byte) (BlockHeader, error) {
 		Compression: Compression(b[12]),
 		FirstLSN:    binary.LittleEndian.Uint64(b[16:]),
 		Count:       binary.LittleEndian.Uint32(b[24:]),
+		Synced:      binary.LittleEndian.Uint32(b[28:]),
 	}
 	switch {
 	case h.Compression > Zstd:

@@ -65,7 +65,7 @@ func TestBlockRoundTrip(t *testing.T) {
 		for _, n := range []int{1, 2, 50, 700} {
 			recs := randomRecords(r, n)
 			e := &Encoder{Compression: c, MinCompress: 64}
-			data, err := e.Append([]byte("prefix"), 7, build(t, recs))
+			data, err := e.Append([]byte("prefix"), 7, 64, build(t, recs))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +93,7 @@ func TestEveryBitFlipIsCaught(t *testing.T) {
 	for _, c := range []Compression{None, S2, Zstd} {
 		recs := randomRecords(r, 20)
 		e := &Encoder{Compression: c, MinCompress: 64}
-		data, err := e.Append(nil, 9, build(t, recs))
+		data, err := e.Append(nil, 9, 64, build(t, recs))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,7 +116,7 @@ func TestEveryBitFlipIsCaught(t *testing.T) {
 // TestStaleBlockFromAnotherSegment: a block read back under another
 // segment's seq (as in a recycled file) fails its checksum.
 func TestStaleBlockFromAnotherSegment(t *testing.T) {
-	data, err := (&Encoder{}).Append(nil, 1, build(t, randomRecords(rand.New(rand.NewPCG(5, 6)), 3)))
+	data, err := (&Encoder{}).Append(nil, 1, 64, build(t, randomRecords(rand.New(rand.NewPCG(5, 6)), 3)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestBuilderRules(t *testing.T) {
 			t.Errorf("LSN %d after 5 was accepted", lsn)
 		}
 	}
-	if _, err := (&Encoder{}).Append(nil, 1, &Builder{}); err == nil {
+	if _, err := (&Encoder{}).Append(nil, 1, 64, &Builder{}); err == nil {
 		t.Error("an empty block was encoded")
 	}
 	if err := b.Add(6, 0, make([]byte, MaxBlockSize)); err == nil {
@@ -171,7 +171,7 @@ func TestSegmentHeader(t *testing.T) {
 func FuzzBlock(f *testing.F) {
 	r := rand.New(rand.NewPCG(7, 8))
 	for _, c := range []Compression{None, S2, Zstd} {
-		data, err := (&Encoder{Compression: c, MinCompress: 1}).Append(nil, 1, build(f, randomRecords(r, 5)))
+		data, err := (&Encoder{Compression: c, MinCompress: 1}).Append(nil, 1, 64, build(f, randomRecords(r, 5)))
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -187,7 +187,7 @@ func FuzzBlock(f *testing.F) {
 			}
 			return
 		}
-		again, err := (&Encoder{}).Append(nil, 1, build(t, recs))
+		again, err := (&Encoder{}).Append(nil, 1, 64, build(t, recs))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +217,7 @@ func FuzzSegmentHeader(f *testing.F) {
 func FuzzPayload(f *testing.F) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for _, c := range []Compression{None, S2, Zstd} {
-		data, err := (&Encoder{Compression: c, MinCompress: 1}).Append(nil, 1, build(f, randomRecords(r, 4)))
+		data, err := (&Encoder{Compression: c, MinCompress: 1}).Append(nil, 1, 64, build(f, randomRecords(r, 4)))
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -231,6 +231,7 @@ func FuzzPayload(f *testing.F) {
 		hdr[12] = c
 		binary.LittleEndian.PutUint64(hdr[16:], first)
 		binary.LittleEndian.PutUint32(hdr[24:], count)
+		binary.LittleEndian.PutUint32(hdr[28:], 64)
 		binary.LittleEndian.PutUint32(hdr[0:], blockCRC(1, hdr[4:], payload))
 		var d Decoder
 		defer d.Close()
@@ -241,7 +242,7 @@ func FuzzPayload(f *testing.F) {
 			}
 			return
 		}
-		again, err := (&Encoder{}).Append(nil, 1, build(t, recs))
+		again, err := (&Encoder{}).Append(nil, 1, 64, build(t, recs))
 		if err != nil {
 			t.Fatal(err)
 		}

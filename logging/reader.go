@@ -1,0 +1,437 @@
+package logging
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/mmdb/mmdb/logging/record"
+	"github.com/mmdb/mmdb/logging/vfs"
+)
+
+// ErrCorrupt is returned, wrapped with the file and offset, for damage
+// that is not a torn tail: a bad block followed by a good one, a missing
+// segment, records out of order.
+var ErrCorrupt = errors.New("logging: corrupt log")
+
+// Tail is where a channel's valid data ends: the last segment read and
+// the offset after its last good block. Torn says the bytes from there on
+// are a torn write (a crash in the middle of the last write), which
+// recovery truncates.
+type Tail struct {
+	Seq    uint64
+	Offset int64
+	Torn   bool
+}
+
+// channelReader reads one channel's records in LSN order, block by block.
+type channelReader struct {
+	fs   vfs.FS
+	dir  string
+	segs []uint64
+	i    int // index in segs of the segment being read
+
+	f    vfs.File
+	size int64
+	seq  uint64
+	off  int64
+
+	dec    record.Decoder
+	recs   []record.Record
+	next   int
+	last   uint64 // LSN of the last record returned
+	synced int64  // the most any block read from this segment says was synced
+	tail   Tail
+	done   bool
+}
+
+func newChannelReader(fs vfs.FS, dir string) (*channelReader, error) {
+	segs, err := listSegments(fs, dir)
+	if err != nil {
+		return nil, err
+	}
+	for i := 1; i < len(segs); i++ {
+		if segs[i] != segs[i-1]+1 {
+			return nil, fmt.Errorf("%w: %s: segment %s is missing (found %s and %s)", ErrCorrupt, dir, SegmentName(segs[i-1]+1), SegmentName(segs[i-1]), SegmentName(segs[i]))
+		}
+	}
+	return &channelReader{fs: fs, dir: dir, segs: segs}, nil
+}
+
+func (r *channelReader) name() string { return filepath.Join(r.dir, SegmentName(r.seq)) }
+
+// next returns the channel's next record; ok is false at the end of its
+// valid data.
+func (r *channelReader) nextRecord() (rec record.Record, ok bool, err error) {
+	for r.next >= len(r.recs) {
+		if r.done {
+			return record.Record{}, false, nil
+		}
+		if err := r.readBlock(); err != nil {
+			return record.Record{}, false, err
+		}
+	}
+	rec = r.recs[r.next]
+	r.next++
+	r.last = rec.LSN
+	return rec, true, nil
+}
+
+// readBlock reads the next block into r.recs, moving through segments;
+// at the end of the data it sets r.done and r.tail.
+func (r *channelReader) readBlock() error {
+	r.recs, r.next = nil, 0
+	for !r.done {
+		if r.f == nil {
+			if r.i == len(r.segs) {
+				r.done = true
+				return nil
+			}
+			if err := r.openSegment(); err != nil {
+				return err
+			}
+			continue // r.done is set if its header was torn
+		}
+		if r.off+record.BlockHeaderSize > r.size {
+			if err := r.endSegment(); err != nil {
+				return err
+			}
+			continue
+		}
+		hdr := make([]byte, record.BlockHeaderSize)
+		if _, err := r.f.ReadAt(hdr, r.off); err != nil {
+			return fmt.Errorf("logging: read %s at %d: %w", r.name(), r.off, err)
+		}
+		h, err := record.DecodeBlockHeader(hdr)
+		if errors.Is(err, record.ErrEnd) {
+			if err := r.endSegment(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err == nil && r.off+h.Size() > r.size {
+			err = fmt.Errorf("%w: a block of %d bytes passes the end of the file", record.ErrCorrupt, h.Size())
+		}
+		var recs []record.Record
+		if err == nil {
+			payload := make([]byte, h.Stored)
+			if _, err = r.f.ReadAt(payload, r.off+record.BlockHeaderSize); err == nil {
+				recs, err = r.dec.Block(r.seq, hdr, h, payload)
+			}
+		}
+		if err != nil {
+			return r.badBlock(err)
+		}
+		if recs[0].LSN <= r.last {
+			return fmt.Errorf("%w: %s at offset %d: LSN %d after %d", ErrCorrupt, r.name(), r.off, recs[0].LSN, r.last)
+		}
+		r.recs = recs
+		r.synced = max(r.synced, int64(h.Synced))
+		r.off += h.Size()
+		r.tail = Tail{Seq: r.seq, Offset: r.off}
+		return nil
+	}
+	return nil
+}
+
+// openSegment opens segs[i] and checks its header. A damaged header on
+// the last segment, with nothing valid after it, is a torn creation.
+func (r *channelReader) openSegment() error {
+	r.seq = r.segs[r.i]
+	f, err := r.fs.Open(r.name())
+	if err != nil {
+		return fmt.Errorf("logging: open %s: %w", r.name(), err)
+	}
+	size, err := f.Size()
+	if err != nil {
+		return errors.Join(fmt.Errorf("logging: size of %s: %w", r.name(), err), f.Close())
+	}
+	r.f, r.size, r.off, r.synced = f, size, 0, 0
+	hdr := make([]byte, record.SegmentHeaderSize)
+	if _, err = f.ReadAt(hdr, 0); err == nil {
+		var h record.SegmentHeader
+		if h, err = record.DecodeSegmentHeader(hdr); err == nil && h.Seq != r.seq {
+			err = fmt.Errorf("%w: the header says segment %d", record.ErrCorrupt, h.Seq)
+		}
+	}
+	if err != nil {
+		return r.badBlock(fmt.Errorf("segment header: %w", err))
+	}
+	r.off = record.SegmentHeaderSize
+	r.tail = Tail{Seq: r.seq, Offset: r.off}
+	return nil
+}
+
+// endSegment closes the segment read to its end and moves to the next.
+func (r *channelReader) endSegment() error {
+	err := r.f.Close()
+	r.f = nil
+	r.i++
+	if err != nil {
+		return fmt.Errorf("logging: close %s: %w", r.name(), err)
+	}
+	return nil
+}
+
+// badBlock decides what a block (or segment header) that does not decode
+// at r.off is: corruption, which stops recovery, or a torn tail, where the
+// channel's data ends.
+//
+// The writer syncs a segment's preallocation and header before its blocks
+// and a whole segment before starting the next, and each block records
+// how much of its segment was synced when it was written (segmentWriter).
+// So the bad block is corruption if any later segment holds a valid block,
+// or if a valid block of this segment (before or after it) says the bytes
+// at r.off were synced. Past that proof, a torn write shows as zeros: the
+// segment was zero-filled and synced before the block was written, and a
+// sector the crash did not keep reads back as those zeros. So the bad
+// block is torn if its bytes hold a zero run where a sector was lost, and
+// corruption otherwise.
+func (r *channelReader) badBlock(cause error) error {
+	name, off := r.name(), r.off
+	later, synced, err := r.validBlocksAfter()
+	if err != nil {
+		return err
+	}
+	if later != "" {
+		return fmt.Errorf("%w: %s at offset %d: %v (a valid block follows in %s)", ErrCorrupt, name, off, cause, later)
+	}
+	if w := max(r.synced, synced); off < w {
+		return fmt.Errorf("%w: %s at offset %d: %v (the segment was synced to offset %d)", ErrCorrupt, name, off, cause, w)
+	}
+	torn, err := r.lostSector()
+	if err != nil {
+		return err
+	}
+	if !torn {
+		return fmt.Errorf("%w: %s at offset %d: %v (past the synced data, but not a torn write: no sector of it is blank)", ErrCorrupt, name, off, cause)
+	}
+	r.tail = Tail{Seq: r.seq, Offset: off, Torn: true}
+	r.done = true
+	return r.closeCurrent()
+}
+
+// minBlankRun is the shortest run of zeros, within one sector, taken as a
+// sector the crash lost. Shorter runs occur in real data.
+const minBlankRun = 32
+
+// lostSector reports whether the bad block at r.off shows a sector the
+// crash lost: a sector it spans that is all zeros, or whose part of the
+// block is a zero run of at least minBlankRun bytes. The block's extent
+// comes from its header when that is plausible, else it is taken to be one
+// sector (or the segment header).
+func (r *channelReader) lostSector() (bool, error) {
+	end := r.off + vfs.SectorSize
+	if r.off == 0 {
+		end = record.SegmentHeaderSize
+	} else if hdr, err := readAt(r.f, r.off, record.BlockHeaderSize); err == nil {
+		if h, err := record.DecodeBlockHeader(hdr); err == nil {
+			end = r.off + h.Size()
+		}
+	}
+	end = min(end, r.size)
+	if end <= r.off {
+		return true, nil // nothing of it is in the file
+	}
+	first := r.off / vfs.SectorSize * vfs.SectorSize
+	last := min((end+vfs.SectorSize-1)/vfs.SectorSize*vfs.SectorSize, r.size)
+	data, err := readAt(r.f, first, int(last-first))
+	if err != nil {
+		return false, err
+	}
+	for sec := first; sec < last; sec += vfs.SectorSize {
+		whole := data[sec-first : min(sec+vfs.SectorSize, last)-first]
+		part := data[max(sec, r.off)-first : min(sec+vfs.SectorSize, end)-first]
+		if allZero(whole) || len(part) >= minBlankRun && allZero(part) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func readAt(f vfs.File, off int64, n int) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("logging: read %s at %d: %w", f.Name(), off, err)
+	}
+	return b, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *channelReader) closeCurrent() error {
+	if r.f == nil {
+		return nil
+	}
+	err := r.f.Close()
+	r.f = nil
+	if err != nil {
+		return fmt.Errorf("logging: close %s: %w", r.name(), err)
+	}
+	return nil
+}
+
+// validBlocksAfter searches the rest of the current segment (past r.off)
+// for valid blocks and returns the most any of them says was synced, and
+// searches every later segment, naming the first that holds a valid block.
+func (r *channelReader) validBlocksAfter() (later string, synced int64, err error) {
+	for i := r.i; i < len(r.segs); i++ {
+		seq := r.segs[i]
+		name := filepath.Join(r.dir, SegmentName(seq))
+		data, err := readAll(r.fs, name)
+		if err != nil {
+			return "", 0, err
+		}
+		if i == r.i {
+			_, synced = scan(data, r.off+1, seq)
+			continue
+		}
+		if found, _ := scan(data, record.SegmentHeaderSize, seq); found {
+			return name, synced, nil
+		}
+	}
+	return "", synced, nil
+}
+
+// scan looks for valid blocks of segment seq starting anywhere in data at
+// or after from, and returns whether it found any and the most their
+// synced fields say.
+func scan(data []byte, from int64, seq uint64) (found bool, synced int64) {
+	var dec record.Decoder
+	defer dec.Close()
+	for p := from; p+record.BlockHeaderSize <= int64(len(data)); p++ {
+		h, err := record.DecodeBlockHeader(data[p:])
+		if err != nil || p+h.Size() > int64(len(data)) {
+			continue
+		}
+		if _, err := dec.Block(seq, data[p:], h, data[p+record.BlockHeaderSize:p+h.Size()]); err == nil {
+			found, synced = true, max(synced, int64(h.Synced))
+		}
+	}
+	return found, synced
+}
+
+func readAll(fs vfs.FS, name string) ([]byte, error) {
+	f, err := fs.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("logging: open %s: %w", name, err)
+	}
+	size, err := f.Size()
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("logging: size of %s: %w", name, err), f.Close())
+	}
+	data := make([]byte, size)
+	if _, err := f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, errors.Join(fmt.Errorf("logging: read %s: %w", name, err), f.Close())
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("logging: close %s: %w", name, err)
+	}
+	return data, nil
+}
+
+// Reader reads the records of all channels merged in LSN order, from the
+// first LSN after a given one, and stops at the first gap (SPEC 3): a LSN
+// that no channel holds ends recovery, because no later commit may be
+// acknowledged while an earlier one is missing.
+type Reader struct {
+	chans []*channelReader
+	heads []*record.Record // each channel's next record; nil when done
+	want  uint64           // the next LSN to return
+	after uint64
+}
+
+// NewReader reads the channels in dirs, skipping records with LSNs up to
+// and including after (those an image already holds).
+func NewReader(fs vfs.FS, dirs []string, after uint64) (*Reader, error) {
+	r := &Reader{want: after + 1, after: after}
+	for _, d := range dirs {
+		c, err := newChannelReader(fs, d)
+		if err != nil {
+			return nil, err
+		}
+		r.chans = append(r.chans, c)
+		r.heads = append(r.heads, nil)
+	}
+	for i := range r.chans {
+		if err := r.advance(i); err != nil {
+			return nil, errors.Join(err, r.Close())
+		}
+	}
+	return r, nil
+}
+
+func (r *Reader) advance(i int) error {
+	rec, ok, err := r.chans[i].nextRecord()
+	if err != nil {
+		return err
+	}
+	r.heads[i] = nil
+	if ok {
+		r.heads[i] = &rec
+	}
+	return nil
+}
+
+// Next returns the next record in LSN order; ok is false at the end of
+// the log or at the first gap. The record's body is valid until the next
+// call.
+func (r *Reader) Next() (rec record.Record, ok bool, err error) {
+	for {
+		min := -1
+		for i, h := range r.heads {
+			if h != nil && (min < 0 || h.LSN < r.heads[min].LSN) {
+				min = i
+			}
+		}
+		if min < 0 || r.heads[min].LSN > r.want {
+			return record.Record{}, false, nil
+		}
+		rec = *r.heads[min]
+		if rec.LSN < r.want && rec.LSN > r.after {
+			return record.Record{}, false, fmt.Errorf("%w: LSN %d is in two channels", ErrCorrupt, rec.LSN)
+		}
+		rec.Body = append([]byte(nil), rec.Body...) // the channel's buffer moves on
+		if err := r.advance(min); err != nil {
+			return record.Record{}, false, err
+		}
+		if rec.LSN < r.want {
+			continue // held by the image
+		}
+		r.want++
+		return rec, true, nil
+	}
+}
+
+// Last returns the LSN of the last record returned (or the starting
+// point, before any).
+func (r *Reader) Last() uint64 { return r.want - 1 }
+
+// Tails returns where each channel's valid data ends, once Next has
+// returned false. A channel whose records past a gap were not read has
+// its tail where reading stopped.
+func (r *Reader) Tails() []Tail {
+	tails := make([]Tail, len(r.chans))
+	for i, c := range r.chans {
+		tails[i] = c.tail
+	}
+	return tails
+}
+
+// Close releases the readers' resources.
+func (r *Reader) Close() error {
+	var errs []error
+	for _, c := range r.chans {
+		c.dec.Close()
+		errs = append(errs, c.closeCurrent())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,158 @@
+// Package logging is mmdb's redo log: commit records grouped into
+// checksummed, compressed blocks (package record), written to segment
+// files in one or more channel directories, and read back in LSN order for
+// recovery. It knows nothing of tables; the engine hands it encoded redo
+// records.
+package logging
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/mmdb/mmdb/logging/record"
+	"github.com/mmdb/mmdb/logging/vfs"
+)
+
+// segmentSuffix ends a segment file's name; the name before it is the
+// segment's seq in 16 hex digits, so names sort in seq order.
+const segmentSuffix = ".log"
+
+// SegmentName returns the file name of segment seq.
+func SegmentName(seq uint64) string { return fmt.Sprintf("%016x%s", seq, segmentSuffix) }
+
+// listSegments returns the seqs of the segments in dir, in order. Other
+// files are ignored; a missing directory holds no segments.
+func listSegments(fs vfs.FS, dir string) ([]uint64, error) {
+	names, err := fs.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("logging: list %s: %w", dir, err)
+	}
+	var seqs []uint64
+	for _, n := range names {
+		hex, ok := strings.CutSuffix(n, segmentSuffix)
+		if !ok || len(hex) != 16 {
+			continue
+		}
+		seq, err := strconv.ParseUint(hex, 16, 64)
+		if err != nil {
+			continue
+		}
+		seqs = append(seqs, seq)
+	}
+	return seqs, nil
+}
+
+// segmentWriter appends blocks to a channel's segments, starting a new
+// preallocated segment when the current one is full. It is owned by one
+// goroutine (the channel's flusher).
+//
+// Invariants, which recovery relies on to tell a torn tail from
+// corruption: every byte of w.f before w.synced is durable; a new
+// segment's preallocation, header and name are durable before any block is
+// written to it; and a segment is synced in full before the next is
+// created. So a valid block in a later segment proves the earlier ones
+// whole, and a block's synced field proves the bytes before it whole.
+type segmentWriter struct {
+	fs      vfs.FS
+	dir     string
+	channel uint32
+	size    int64 // bytes preallocated per segment
+
+	f      vfs.File
+	seq    uint64
+	off    int64 // where the next block goes
+	synced int64 // bytes of the segment known durable
+	buf    []byte
+}
+
+// newSegmentWriter returns a writer whose first segment will be seq
+// next.
+func newSegmentWriter(fs vfs.FS, dir string, channel uint32, size int64, next uint64) *segmentWriter {
+	return &segmentWriter{fs: fs, dir: dir, channel: channel, size: size, seq: next - 1}
+}
+
+// write encodes b's records as one block and appends it, starting a new
+// segment first if the block does not fit the current one.
+func (w *segmentWriter) write(b *record.Builder, enc *record.Encoder) error {
+	var err error
+	if w.f != nil {
+		if w.buf, err = enc.Append(w.buf[:0], w.seq, uint32(w.synced), b); err != nil {
+			return err
+		}
+	}
+	if w.f == nil || w.off+int64(len(w.buf)) > w.size {
+		// The block's size once encoded is a fair bound for the new segment.
+		if err := w.rotate(int64(max(len(w.buf), b.Len()+record.BlockHeaderSize))); err != nil {
+			return err
+		}
+		if w.buf, err = enc.Append(w.buf[:0], w.seq, uint32(w.synced), b); err != nil {
+			return err
+		}
+	}
+	if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
+		return fmt.Errorf("logging: write %s at %d: %w", w.f.Name(), w.off, err)
+	}
+	w.off += int64(len(w.buf))
+	return nil
+}
+
+// sync makes everything written durable.
+func (w *segmentWriter) sync() error {
+	if w.f == nil {
+		return nil
+	}
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("logging: sync %s: %w", w.f.Name(), err)
+	}
+	w.synced = w.off
+	return nil
+}
+
+// rotate syncs and closes the current segment and starts the next, large
+// enough for a block of need bytes.
+func (w *segmentWriter) rotate(need int64) error {
+	if err := w.close(); err != nil {
+		return err
+	}
+	seq := w.seq + 1
+	name := filepath.Join(w.dir, SegmentName(seq))
+	f, err := w.fs.Create(name)
+	if err != nil {
+		return fmt.Errorf("logging: create segment %s: %w", name, err)
+	}
+	size := max(w.size, record.SegmentHeaderSize+need)
+	if err := f.Allocate(size); err != nil {
+		return errors.Join(fmt.Errorf("logging: preallocate %d bytes for %s: %w", size, name, err), f.Close(), w.fs.Remove(name))
+	}
+	if _, err := f.WriteAt(record.AppendSegmentHeader(nil, record.SegmentHeader{Channel: w.channel, Seq: seq}), 0); err != nil {
+		return errors.Join(fmt.Errorf("logging: write the header of %s: %w", name, err), f.Close())
+	}
+	if err := f.Sync(); err != nil {
+		return errors.Join(fmt.Errorf("logging: sync the header of %s: %w", name, err), f.Close())
+	}
+	if err := w.fs.SyncDir(w.dir); err != nil {
+		return errors.Join(fmt.Errorf("logging: sync directory %s: %w", w.dir, err), f.Close())
+	}
+	w.f, w.seq, w.off, w.synced = f, seq, record.SegmentHeaderSize, record.SegmentHeaderSize
+	return nil
+}
+
+// close syncs and closes the current segment, if any.
+func (w *segmentWriter) close() error {
+	if w.f == nil {
+		return nil
+	}
+	err := w.sync()
+	if cerr := w.f.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("logging: close %s: %w", w.f.Name(), cerr)
+	}
+	w.f = nil
+	return err
+}
