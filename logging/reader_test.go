@@ -64,7 +64,7 @@ func (l *testLog) flush(c int) {
 	if l.blocks[c].Count() == 0 {
 		return
 	}
-	if err := l.writers[c].write(l.blocks[c], l.enc[c]); err != nil {
+	if _, err := l.writers[c].write(l.blocks[c], l.enc[c]); err != nil {
 		l.t.Fatal(err)
 	}
 	l.blocks[c].Reset()
@@ -263,7 +263,7 @@ func TestCrashAtEveryOperation(t *testing.T) {
 				}
 				for c, w := range l.writers {
 					if l.blocks[c].Count() > 0 {
-						if err := w.write(l.blocks[c], l.enc[c]); err != nil {
+						if _, err := w.write(l.blocks[c], l.enc[c]); err != nil {
 							return err
 						}
 						l.blocks[c].Reset()

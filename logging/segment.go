@@ -79,28 +79,29 @@ func newSegmentWriter(fs vfs.FS, dir string, channel uint32, size int64, next ui
 }
 
 // write encodes b's records as one block and appends it, starting a new
-// segment first if the block does not fit the current one.
-func (w *segmentWriter) write(b *record.Builder, enc *record.Encoder) error {
+// segment first if the block does not fit the current one. It returns the
+// block's size.
+func (w *segmentWriter) write(b *record.Builder, enc *record.Encoder) (int, error) {
 	var err error
 	if w.f != nil {
 		if w.buf, err = enc.Append(w.buf[:0], w.seq, uint32(w.synced), b); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if w.f == nil || w.off+int64(len(w.buf)) > w.size {
 		// The block's size once encoded is a fair bound for the new segment.
 		if err := w.rotate(int64(max(len(w.buf), b.Len()+record.BlockHeaderSize))); err != nil {
-			return err
+			return 0, err
 		}
 		if w.buf, err = enc.Append(w.buf[:0], w.seq, uint32(w.synced), b); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
-		return fmt.Errorf("logging: write %s at %d: %w", w.f.Name(), w.off, err)
+		return 0, fmt.Errorf("logging: write %s at %d: %w", w.f.Name(), w.off, err)
 	}
 	w.off += int64(len(w.buf))
-	return nil
+	return len(w.buf), nil
 }
 
 // sync makes everything written durable.

@@ -234,6 +234,13 @@ func (e *Encoder) Append(dst []byte, seq uint64, synced uint32, b *Builder) ([]b
 	return dst, nil
 }
 
+// Close releases the encoder's resources.
+func (e *Encoder) Close() {
+	if e.zenc != nil {
+		_ = e.zenc.Close() // closing an encoder that only ran EncodeAll cannot fail
+	}
+}
+
 func (e *Encoder) compress(dst, src []byte) ([]byte, error) {
 	switch e.Compression {
 	case S2:

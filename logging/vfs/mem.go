@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,7 +34,8 @@ type MemFS struct {
 	ops     int
 	crashAt int // 0: never
 	crashed bool
-	space   int64 // bytes files may hold in all; 0: unlimited
+	space   int64         // bytes files may hold in all; 0: unlimited
+	delay   time.Duration // how long a Sync takes
 }
 
 // memInode is a file's contents.
@@ -68,6 +70,14 @@ func (fs *MemFS) SetSpace(bytes int64) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	fs.space = bytes
+}
+
+// SetSyncDelay makes every File.Sync take d, as a disk's flush would, so
+// that tests see group commit form.
+func (fs *MemFS) SetSyncDelay(d time.Duration) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.delay = d
 }
 
 // Crash returns what survives a crash now: the synced names, each with
@@ -330,6 +340,10 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (f *memFile) Sync() error {
+	f.fs.mu.Lock()
+	delay := f.fs.delay
+	f.fs.mu.Unlock()
+	time.Sleep(delay)
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
 	if err := f.check("sync"); err != nil {
