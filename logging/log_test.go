@@ -95,7 +95,7 @@ func TestLogGroupCommit(t *testing.T) {
 // concurrent writers, for many k: after recovery every acknowledged record
 // is there, with its body, and nothing past what was appended.
 func TestLogCrash(t *testing.T) {
-	for k := 1; k < 400; k += 7 {
+	for k := 1; k < 400; k += 3 {
 		fs := vfs.NewMemFS()
 		dirs := channelDirs(2)
 		l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 4 << 10, MinCompress: 64})

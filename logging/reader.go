@@ -185,9 +185,9 @@ func (r *channelReader) endSegment() error {
 // or if a valid block of this segment (before or after it) says the bytes
 // at r.off were synced. Past that proof, a torn write shows as zeros: the
 // segment was zero-filled and synced before the block was written, and a
-// sector the crash did not keep reads back as those zeros. So the bad
-// block is torn if its bytes hold a zero run where a sector was lost, and
-// corruption otherwise.
+// sector the crash did not keep reads back as it was synced (lostSector).
+// So the bad block is torn if it shows a lost sector, and corruption
+// otherwise.
 func (r *channelReader) badBlock(cause error) error {
 	name, off := r.name(), r.off
 	later, synced, err := r.validBlocksAfter()
@@ -212,15 +212,19 @@ func (r *channelReader) badBlock(cause error) error {
 	return r.closeCurrent()
 }
 
-// minBlankRun is the shortest run of zeros, within one sector, taken as a
-// sector the crash lost. Shorter runs occur in real data.
-const minBlankRun = 32
-
 // lostSector reports whether the bad block at r.off shows a sector the
-// crash lost: a sector it spans that is all zeros, or whose part of the
-// block is a zero run of at least minBlankRun bytes. The block's extent
-// comes from its header when that is plausible, else it is taken to be one
-// sector (or the segment header).
+// crash did not keep. Such a sector reads back as it was last synced:
+// zeros from the block's first byte in it onwards (the bytes before, in
+// the block's first sector, belong to earlier, synced blocks). So the
+// block is torn if, in its first sector, its own bytes are all zero, or
+// if a later sector it spans is zero from its start to the end of the
+// sector. The block's extent comes from its header when that is
+// plausible, else it is taken to be one sector (or, at offset 0, the
+// segment header).
+//
+// A block that is corrupt, and also happens to hold such zeros where a
+// sector boundary falls, is taken for torn; the zeros would have to be in
+// the compressed payload, or make up the block's last bytes.
 func (r *channelReader) lostSector() (bool, error) {
 	end := r.off + vfs.SectorSize
 	if r.off == 0 {
@@ -240,10 +244,11 @@ func (r *channelReader) lostSector() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	for sec := first; sec < last; sec += vfs.SectorSize {
-		whole := data[sec-first : min(sec+vfs.SectorSize, last)-first]
-		part := data[max(sec, r.off)-first : min(sec+vfs.SectorSize, end)-first]
-		if allZero(whole) || len(part) >= minBlankRun && allZero(part) {
+	if allZero(data[r.off-first : min(first+vfs.SectorSize, end)-first]) {
+		return true, nil
+	}
+	for sec := first + vfs.SectorSize; sec < last; sec += vfs.SectorSize {
+		if allZero(data[sec-first : min(sec+vfs.SectorSize, last)-first]) {
 			return true, nil
 		}
 	}

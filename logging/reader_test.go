@@ -130,7 +130,7 @@ func TestReadBackAcrossChannelsAndSegments(t *testing.T) {
 // synced, keeping a random part of them: recovery reads at least every
 // synced record, never a damaged one, and calls the rest a torn tail.
 func TestTornTail(t *testing.T) {
-	for seed := uint64(0); seed < 40; seed++ {
+	for seed := uint64(0); seed < 60; seed++ {
 		fs := vfs.NewMemFS()
 		l := newTestLog(t, fs, 2, 4096, seed)
 		l.add(400)
