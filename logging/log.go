@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -126,6 +127,9 @@ func Open(opts Options) (*Log, error) {
 	if opts.MaxBlockBytes <= 0 {
 		opts.MaxBlockBytes = 256 << 10
 	}
+	if opts.MaxBlockBytes > record.MaxBlockSize/2 || opts.SegmentSize > math.MaxUint32 {
+		return nil, fmt.Errorf("logging: MaxBlockBytes %d (at most %d) or SegmentSize %d (at most 4 GiB) too large", opts.MaxBlockBytes, record.MaxBlockSize/2, opts.SegmentSize)
+	}
 	if opts.SlowSync <= 0 {
 		opts.SlowSync = 100 * time.Millisecond
 	}
@@ -134,8 +138,9 @@ func Open(opts Options) (*Log, error) {
 		l.log = hclog.NewNullLogger()
 	}
 	for i, dir := range opts.Dirs {
-		if err := opts.FS.MkdirAll(dir); err != nil {
-			return nil, fmt.Errorf("logging: create channel directory %s: %w", dir, err)
+		// The directory must survive a crash with the segments in it.
+		if err := durableDir(opts.FS, dir); err != nil {
+			return nil, err
 		}
 		segs, err := listSegments(opts.FS, dir)
 		if err != nil {
@@ -163,6 +168,9 @@ func Open(opts Options) (*Log, error) {
 // log owns body from then on. It does not wait; Wait does. LSNs are
 // assigned in the order Append calls return, with no gaps.
 func (l *Log) Append(body []byte) (uint64, error) {
+	if len(body) > l.opts.MaxBlockBytes {
+		return 0, fmt.Errorf("logging: a record of %d bytes; the most is %d", len(body), l.opts.MaxBlockBytes)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err != nil {
@@ -222,6 +230,10 @@ func (l *Log) LastLSN() uint64 {
 // closes the segments.
 func (l *Log) Close() error {
 	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		return errors.New("logging: the log is already closed")
+	}
 	l.closing = true
 	l.mu.Unlock()
 	for _, c := range l.chans {
@@ -276,6 +288,7 @@ func (c *channel) flush(spare []pendingRecord) []pendingRecord {
 		l.log.Error("the redo log failed; commits are refused", "channel", c.id, "error", err)
 	}
 	l.advance()
+	clear(batch) // drop the bodies
 	return batch[:0]
 }
 
@@ -314,6 +327,7 @@ func (c *channel) write(batch []pendingRecord) (Stats, error) {
 	}
 	if err == nil {
 		st.Records, st.Syncs = int64(len(batch)), 1
+		err = c.w.marker()
 	}
 	return st, err
 }

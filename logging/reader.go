@@ -41,9 +41,10 @@ type channelReader struct {
 	recs   []record.Record
 	next   int
 	last   uint64 // LSN of the last record returned
-	synced int64  // the most any block read from this segment says was synced
-	tail   Tail
-	done   bool
+	synced  int64 // the most any block read from this segment says was synced
+	prevEnd int64 // where the previous segment's data ended; -1 before the first
+	tail    Tail
+	done    bool
 }
 
 func newChannelReader(fs vfs.FS, dir string) (*channelReader, error) {
@@ -56,7 +57,7 @@ func newChannelReader(fs vfs.FS, dir string) (*channelReader, error) {
 			return nil, fmt.Errorf("%w: %s: segment %s is missing (found %s and %s)", ErrCorrupt, dir, SegmentName(segs[i-1]+1), SegmentName(segs[i-1]), SegmentName(segs[i]))
 		}
 	}
-	return &channelReader{fs: fs, dir: dir, segs: segs}, nil
+	return &channelReader{fs: fs, dir: dir, segs: segs, prevEnd: -1}, nil
 }
 
 func (r *channelReader) name() string { return filepath.Join(r.dir, SegmentName(r.seq)) }
@@ -105,7 +106,7 @@ func (r *channelReader) readBlock() error {
 		}
 		h, err := record.DecodeBlockHeader(hdr)
 		if errors.Is(err, record.ErrEnd) {
-			if err := r.endSegment(); err != nil {
+			if err := r.endOfData(); err != nil {
 				return err
 			}
 			continue
@@ -116,12 +117,21 @@ func (r *channelReader) readBlock() error {
 		var recs []record.Record
 		if err == nil {
 			payload := make([]byte, h.Stored)
-			if _, err = r.f.ReadAt(payload, r.off+record.BlockHeaderSize); err == nil {
+			if h.Stored > 0 {
+				_, err = r.f.ReadAt(payload, r.off+record.BlockHeaderSize)
+			}
+			if err == nil {
 				recs, err = r.dec.Block(r.seq, hdr, h, payload)
 			}
 		}
 		if err != nil {
 			return r.badBlock(err)
+		}
+		if len(recs) == 0 { // a marker
+			r.synced = max(r.synced, int64(h.Synced))
+			r.off += h.Size()
+			r.tail = Tail{Seq: r.seq, Offset: r.off}
+			continue
 		}
 		if recs[0].LSN <= r.last {
 			return fmt.Errorf("%w: %s at offset %d: LSN %d after %d", ErrCorrupt, r.name(), r.off, recs[0].LSN, r.last)
@@ -149,8 +159,8 @@ func (r *channelReader) openSegment() error {
 	}
 	r.f, r.size, r.off, r.synced = f, size, 0, 0
 	hdr := make([]byte, record.SegmentHeaderSize)
+	var h record.SegmentHeader
 	if _, err = f.ReadAt(hdr, 0); err == nil {
-		var h record.SegmentHeader
 		if h, err = record.DecodeSegmentHeader(hdr); err == nil && h.Seq != r.seq {
 			err = fmt.Errorf("%w: the header says segment %d", record.ErrCorrupt, h.Seq)
 		}
@@ -158,13 +168,44 @@ func (r *channelReader) openSegment() error {
 	if err != nil {
 		return r.badBlock(fmt.Errorf("segment header: %w", err))
 	}
+	// The previous segment was synced whole, to PrevEnd, before this one
+	// was created: its data must have ended exactly there.
+	if h.PrevEnd != 0 && r.prevEnd >= 0 && uint64(r.prevEnd) != h.PrevEnd {
+		return fmt.Errorf("%w: %s: its data ends at offset %d, but %s says it was synced to offset %d", ErrCorrupt,
+			filepath.Join(r.dir, SegmentName(r.seq-1)), r.prevEnd, r.name(), h.PrevEnd)
+	}
 	r.off = record.SegmentHeaderSize
 	r.tail = Tail{Seq: r.seq, Offset: r.off}
 	return nil
 }
 
+// endOfData handles a zero block header: the end of the segment's data,
+// unless proven otherwise. In a segment with a successor, the successor's
+// PrevEnd checks the end (openSegment). In the last segment, a valid block
+// further on whose synced field passes this offset proves the zeros a
+// lost synced block: corruption. Valid blocks further on that prove
+// nothing were written after the last sync and are a torn tail.
+func (r *channelReader) endOfData() error {
+	if r.i == len(r.segs)-1 {
+		found, synced, err := r.validBlocksAfter()
+		if err != nil {
+			return err
+		}
+		if w := max(r.synced, synced); r.off < w {
+			return fmt.Errorf("%w: %s at offset %d: a blank block header where the segment was synced to offset %d", ErrCorrupt, r.name(), r.off, w)
+		}
+		if found {
+			r.tail = Tail{Seq: r.seq, Offset: r.off, Torn: true}
+			r.done = true
+			return r.closeCurrent()
+		}
+	}
+	return r.endSegment()
+}
+
 // endSegment closes the segment read to its end and moves to the next.
 func (r *channelReader) endSegment() error {
+	r.prevEnd = r.off
 	err := r.f.Close()
 	r.f = nil
 	r.i++
@@ -179,23 +220,24 @@ func (r *channelReader) endSegment() error {
 // channel's data ends.
 //
 // The writer syncs a segment's preallocation and header before its blocks
-// and a whole segment before starting the next, and each block records
-// how much of its segment was synced when it was written (segmentWriter).
-// So the bad block is corruption if any later segment holds a valid block,
-// or if a valid block of this segment (before or after it) says the bytes
-// at r.off were synced. Past that proof, a torn write shows as zeros: the
+// and a whole segment before starting the next, and each block (markers
+// included) records how much of its segment was synced when it was
+// written (segmentWriter). So the bad block is corruption if a later
+// segment exists, or if a valid block of this segment (before or after
+// it) says the bytes at r.off were synced. Past that proof, a torn write shows as zeros: the
 // segment was zero-filled and synced before the block was written, and a
 // sector the crash did not keep reads back as it was synced (lostSector).
 // So the bad block is torn if it shows a lost sector, and corruption
 // otherwise.
 func (r *channelReader) badBlock(cause error) error {
 	name, off := r.name(), r.off
-	later, synced, err := r.validBlocksAfter()
+	if r.i < len(r.segs)-1 {
+		later := filepath.Join(r.dir, SegmentName(r.segs[r.i+1]))
+		return fmt.Errorf("%w: %s at offset %d: %v (the segment was synced whole before %s was created)", ErrCorrupt, name, off, cause, later)
+	}
+	_, synced, err := r.validBlocksAfter()
 	if err != nil {
 		return err
-	}
-	if later != "" {
-		return fmt.Errorf("%w: %s at offset %d: %v (a valid block follows in %s)", ErrCorrupt, name, off, cause, later)
 	}
 	if w := max(r.synced, synced); off < w {
 		return fmt.Errorf("%w: %s at offset %d: %v (the segment was synced to offset %d)", ErrCorrupt, name, off, cause, w)
@@ -284,26 +326,16 @@ func (r *channelReader) closeCurrent() error {
 	return nil
 }
 
-// validBlocksAfter searches the rest of the current segment (past r.off)
-// for valid blocks and returns the most any of them says was synced, and
-// searches every later segment, naming the first that holds a valid block.
-func (r *channelReader) validBlocksAfter() (later string, synced int64, err error) {
-	for i := r.i; i < len(r.segs); i++ {
-		seq := r.segs[i]
-		name := filepath.Join(r.dir, SegmentName(seq))
-		data, err := readAll(r.fs, name)
-		if err != nil {
-			return "", 0, err
-		}
-		if i == r.i {
-			_, synced = scan(data, r.off+1, seq)
-			continue
-		}
-		if found, _ := scan(data, record.SegmentHeaderSize, seq); found {
-			return name, synced, nil
-		}
+// validBlocksAfter searches the rest of the current segment, past r.off,
+// for valid blocks, and returns whether it found any and the most their
+// synced fields say.
+func (r *channelReader) validBlocksAfter() (found bool, synced int64, err error) {
+	data, err := readAll(r.fs, r.name())
+	if err != nil {
+		return false, 0, err
 	}
-	return "", synced, nil
+	found, synced = scan(data, r.off+1, r.seq)
+	return found, synced, nil
 }
 
 // scan looks for valid blocks of segment seq starting anywhere in data at

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/mmdb/mmdb/logging/record"
@@ -31,7 +32,7 @@ func newTestLog(t *testing.T, fs vfs.FS, channels int, segSize int64, seed uint6
 	l := &testLog{t: t, fs: fs, r: rand.New(rand.NewPCG(seed, 1)), bodies: map[uint64][]byte{}}
 	for c := 0; c < channels; c++ {
 		dir := fmt.Sprintf("/log/ch%d", c)
-		if err := fs.MkdirAll(dir); err != nil {
+		if err := durableDir(fs, dir); err != nil {
 			t.Fatal(err)
 		}
 		l.dirs = append(l.dirs, dir)
@@ -70,13 +71,16 @@ func (l *testLog) flush(c int) {
 	l.blocks[c].Reset()
 }
 
-// syncAll flushes and syncs every channel; everything added so far is
-// then durable.
+// syncAll flushes and syncs every channel, then writes the marker that
+// records the sync, as Log does; everything added so far is then durable.
 func (l *testLog) syncAll() {
 	l.t.Helper()
 	for c, w := range l.writers {
 		l.flush(c)
 		if err := w.sync(); err != nil {
+			l.t.Fatal(err)
+		}
+		if err := w.marker(); err != nil {
 			l.t.Fatal(err)
 		}
 	}
@@ -172,8 +176,60 @@ func TestCorruptionIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = readAllRecords(t, fs, l.dirs, l.bodies)
-	if !errors.Is(err, ErrCorrupt) || !bytes.Contains([]byte(err.Error()), []byte(name)) || !bytes.Contains([]byte(err.Error()), []byte("offset 64")) {
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "offset 64") ||
+		!strings.Contains(err.Error(), "synced to offset") {
 		t.Fatalf("a flipped byte in the first block: %v", err)
+	}
+}
+
+// corruptAt overwrites bytes of a segment file.
+func corruptAt(t *testing.T, fs vfs.FS, name string, off int64, b []byte) {
+	t.Helper()
+	f, err := fs.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCorruptionProofs damages synced data where only one of the proofs
+// can tell it from a torn tail, each in turn.
+func TestCorruptionProofs(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(l *testLog) (file string, off int64, b []byte)
+		want  string
+	}{
+		{"a bad block in a segment with a successor", func(l *testLog) (string, int64, []byte) {
+			return filepath.Join(l.dirs[0], SegmentName(1)), record.SegmentHeaderSize + 3, []byte{0xFF, 0xFF}
+		}, "synced whole before"},
+		{"a blank header in a segment with a successor", func(l *testLog) (string, int64, []byte) {
+			return filepath.Join(l.dirs[0], SegmentName(1)), record.SegmentHeaderSize, make([]byte, record.BlockHeaderSize)
+		}, "says it was synced to offset"},
+		{"a blank header in the last segment, before a later block's watermark", func(l *testLog) (string, int64, []byte) {
+			return filepath.Join(l.dirs[0], SegmentName(l.writers[0].seq)), record.SegmentHeaderSize, make([]byte, record.BlockHeaderSize)
+		}, "blank block header"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewMemFS()
+			l := newTestLog(t, fs, 1, 2048, 8)
+			for i := 0; i < 30; i++ {
+				l.add(20)
+				l.syncAll()
+			}
+			if l.writers[0].seq < 3 {
+				t.Fatalf("only %d segments", l.writers[0].seq)
+			}
+			file, off, b := tc.setup(l)
+			corruptAt(t, fs, file, off, b)
+			_, _, err := readAllRecords(t, fs, l.dirs, l.bodies)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want corruption saying %q", err, tc.want)
+			}
+		})
 	}
 }
 
@@ -221,7 +277,7 @@ func TestCorruptLastSyncedBlock(t *testing.T) {
 	l.add(200)
 	l.syncAll()
 	w := l.writers[0]
-	at := w.off - 10 // inside the last block's payload
+	at := w.off - record.BlockHeaderSize - 10 // inside the last block's payload, before the marker
 	f, err := fs.Open(filepath.Join(l.dirs[0], SegmentName(w.seq)))
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +289,7 @@ func TestCorruptLastSyncedBlock(t *testing.T) {
 	if _, err := f.WriteAt([]byte{b[0] ^ 0x01}, at); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := readAllRecords(t, fs, l.dirs, l.bodies); !errors.Is(err, ErrCorrupt) {
+	if _, _, err := readAllRecords(t, fs, l.dirs, l.bodies); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "synced to offset") {
 		t.Fatalf("a flipped bit in the last synced block: %v", err)
 	}
 }

@@ -49,6 +49,20 @@ func listSegments(fs vfs.FS, dir string) ([]uint64, error) {
 	return seqs, nil
 }
 
+// durableDir creates dir and its parents, and syncs each parent so that
+// the whole path survives a crash.
+func durableDir(fs vfs.FS, dir string) error {
+	if err := fs.MkdirAll(dir); err != nil {
+		return fmt.Errorf("logging: create directory %s: %w", dir, err)
+	}
+	for d := filepath.Clean(dir); filepath.Dir(d) != d; d = filepath.Dir(d) {
+		if err := fs.SyncDir(filepath.Dir(d)); err != nil {
+			return fmt.Errorf("logging: sync directory %s: %w", filepath.Dir(d), err)
+		}
+	}
+	return nil
+}
+
 // segmentWriter appends blocks to a channel's segments, starting a new
 // preallocated segment when the current one is full. It is owned by one
 // goroutine (the channel's flusher).
@@ -65,11 +79,12 @@ type segmentWriter struct {
 	channel uint32
 	size    int64 // bytes preallocated per segment
 
-	f      vfs.File
-	seq    uint64
-	off    int64 // where the next block goes
-	synced int64 // bytes of the segment known durable
-	buf    []byte
+	f       vfs.File
+	seq     uint64
+	off     int64  // where the next block goes
+	synced  int64  // bytes of the segment known durable
+	prevEnd uint64 // where the previous segment's data ended (0: not known)
+	buf     []byte
 }
 
 // newSegmentWriter returns a writer whose first segment will be seq
@@ -104,6 +119,22 @@ func (w *segmentWriter) write(b *record.Builder, enc *record.Encoder) (int, erro
 	return len(w.buf), nil
 }
 
+// marker appends a marker block recording how much of the segment is
+// synced, so that recovery can prove the last group whole even when no
+// block follows it. It is not synced itself; if it is lost, recovery
+// falls back on its other evidence.
+func (w *segmentWriter) marker() error {
+	if w.f == nil || w.off+record.BlockHeaderSize > w.size {
+		return nil // the next segment's header will say where this one ended
+	}
+	w.buf = record.AppendMarker(w.buf[:0], w.seq, uint32(w.synced))
+	if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
+		return fmt.Errorf("logging: write %s at %d: %w", w.f.Name(), w.off, err)
+	}
+	w.off += int64(len(w.buf))
+	return nil
+}
+
 // sync makes everything written durable.
 func (w *segmentWriter) sync() error {
 	if w.f == nil {
@@ -119,6 +150,9 @@ func (w *segmentWriter) sync() error {
 // rotate syncs and closes the current segment and starts the next, large
 // enough for a block of need bytes.
 func (w *segmentWriter) rotate(need int64) error {
+	if w.f != nil {
+		w.prevEnd = uint64(w.off)
+	}
 	if err := w.close(); err != nil {
 		return err
 	}
@@ -132,7 +166,7 @@ func (w *segmentWriter) rotate(need int64) error {
 	if err := f.Allocate(size); err != nil {
 		return errors.Join(fmt.Errorf("logging: preallocate %d bytes for %s: %w", size, name, err), f.Close(), w.fs.Remove(name))
 	}
-	if _, err := f.WriteAt(record.AppendSegmentHeader(nil, record.SegmentHeader{Channel: w.channel, Seq: seq}), 0); err != nil {
+	if _, err := f.WriteAt(record.AppendSegmentHeader(nil, record.SegmentHeader{Channel: w.channel, Seq: seq, PrevEnd: w.prevEnd}), 0); err != nil {
 		return errors.Join(fmt.Errorf("logging: write the header of %s: %w", name, err), f.Close())
 	}
 	if err := f.Sync(); err != nil {

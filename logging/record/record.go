@@ -9,14 +9,16 @@
 //
 // Segment header (SegmentHeaderSize bytes, little-endian):
 //
-//	+---------+---------+---------+---------+-------------+--------+
-//	| magic   | version | channel | seq     | reserved    | crc32c |
-//	| 8 bytes | uint32  | uint32  | uint64  | 36 bytes, 0 | uint32 |
-//	+---------+---------+---------+---------+-------------+--------+
-//	  0         8         12        16        24            60
+//	+---------+---------+---------+---------+---------+-------------+--------+
+//	| magic   | version | channel | seq     | prevEnd | reserved    | crc32c |
+//	| 8 bytes | uint32  | uint32  | uint64  | uint64  | 28 bytes, 0 | uint32 |
+//	+---------+---------+---------+---------+---------+-------------+--------+
+//	  0         8         12        16        24        32            60
 //
-// seq numbers a channel's segments from 1. crc32c (Castagnoli) covers bytes
-// 0 to 60.
+// seq numbers a channel's segments from 1. prevEnd is where the data of
+// segment seq-1 ended, synced, when this one was created (0: not known),
+// so recovery can prove that segment whole. crc32c (Castagnoli) covers
+// bytes 0 to 60.
 //
 // Block (BlockHeaderSize bytes of header, then the payload):
 //
@@ -28,7 +30,10 @@
 //
 // stored is the payload's length in the file, raw its length once
 // decompressed (equal to stored when flags says none). flags holds the
-// compression: 0 none, 1 s2, 2 zstd. synced is how far into the segment
+// compression: 0 none, 1 s2, 2 zstd. A marker block has no records
+// (count, stored and raw all zero): the writer adds one after a sync when
+// nothing else is waiting, so that its synced field records the sync.
+// synced is how far into the segment
 // the data was durable (synced) when the block was written: recovery uses
 // it to tell a torn tail, which can only lie past it, from corruption of
 // synced data. crc32c covers the segment's seq (8 bytes), header bytes 4
@@ -111,6 +116,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type SegmentHeader struct {
 	Channel uint32
 	Seq     uint64
+	PrevEnd uint64
 }
 
 // AppendSegmentHeader appends h's encoding to dst.
@@ -120,6 +126,7 @@ func AppendSegmentHeader(dst []byte, h SegmentHeader) []byte {
 	binary.LittleEndian.PutUint32(b[8:], Version)
 	binary.LittleEndian.PutUint32(b[12:], h.Channel)
 	binary.LittleEndian.PutUint64(b[16:], h.Seq)
+	binary.LittleEndian.PutUint64(b[24:], h.PrevEnd)
 	binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
 	return append(dst, b[:]...)
 }
@@ -138,7 +145,10 @@ func DecodeSegmentHeader(b []byte) (SegmentHeader, error) {
 	if v := binary.LittleEndian.Uint32(b[8:]); v != Version {
 		return SegmentHeader{}, fmt.Errorf("%w: segment format version %d; this build reads %d", ErrCorrupt, v, Version)
 	}
-	return SegmentHeader{Channel: binary.LittleEndian.Uint32(b[12:]), Seq: binary.LittleEndian.Uint64(b[16:])}, nil
+	if !allZero(b[32:60]) {
+		return SegmentHeader{}, fmt.Errorf("%w: segment header reserved bytes are not zero", ErrCorrupt)
+	}
+	return SegmentHeader{Channel: binary.LittleEndian.Uint32(b[12:]), Seq: binary.LittleEndian.Uint64(b[16:]), PrevEnd: binary.LittleEndian.Uint64(b[24:])}, nil
 }
 
 // Record is one commit record.
@@ -234,6 +244,17 @@ func (e *Encoder) Append(dst []byte, seq uint64, synced uint32, b *Builder) ([]b
 	return dst, nil
 }
 
+// AppendMarker appends a marker block for segment seq: no records, only
+// a header whose synced field says how much of the segment is durable.
+func AppendMarker(dst []byte, seq uint64, synced uint32) []byte {
+	start := len(dst)
+	var h [BlockHeaderSize]byte
+	binary.LittleEndian.PutUint32(h[28:], synced)
+	dst = append(dst, h[:]...)
+	binary.LittleEndian.PutUint32(dst[start:], blockCRC(seq, dst[start+4:start+BlockHeaderSize], nil))
+	return dst
+}
+
 // Close releases the encoder's resources.
 func (e *Encoder) Close() {
 	if e.zenc != nil {
@@ -304,7 +325,7 @@ func DecodeBlockHeader(b []byte) (BlockHeader, error) {
 		return h, fmt.Errorf("%w: block compression %d", ErrCorrupt, b[12])
 	case b[13] != 0 || b[14] != 0 || b[15] != 0:
 		return h, fmt.Errorf("%w: block reserved bytes are not zero", ErrCorrupt)
-	case h.Stored > MaxBlockSize || h.Raw > MaxBlockSize || h.Count == 0:
+	case h.Stored > MaxBlockSize || h.Raw > MaxBlockSize || (h.Count == 0) != (h.Raw == 0):
 		return h, fmt.Errorf("%w: block of %d stored, %d raw bytes and %d records", ErrCorrupt, h.Stored, h.Raw, h.Count)
 	case h.Compression == None && h.Stored != h.Raw:
 		return h, fmt.Errorf("%w: uncompressed block with %d stored and %d raw bytes", ErrCorrupt, h.Stored, h.Raw)
@@ -332,6 +353,9 @@ type Decoder struct {
 // from, decompresses its payload and returns its records. The records'
 // bodies alias the decoder's buffer, valid until the next call.
 func (d *Decoder) Block(seq uint64, header []byte, h BlockHeader, stored []byte) ([]Record, error) {
+	if len(header) < BlockHeaderSize {
+		return nil, fmt.Errorf("%w: block header of %d bytes", ErrCorrupt, len(header))
+	}
 	if uint32(len(stored)) != h.Stored {
 		return nil, fmt.Errorf("%w: block payload of %d bytes, want %d", ErrCorrupt, len(stored), h.Stored)
 	}

@@ -30,7 +30,8 @@ type MemFS struct {
 	mu      sync.Mutex
 	names   map[string]*memInode // the namespace as it is now
 	durable map[string]*memInode // the namespace a crash keeps
-	dirs    map[string]bool
+	dirs    map[string]bool      // directories as they are now
+	durDirs map[string]bool      // directories whose names a crash keeps
 	ops     int
 	crashAt int // 0: never
 	crashed bool
@@ -46,7 +47,12 @@ type memInode struct {
 
 // NewMemFS returns an empty file system with the root directory.
 func NewMemFS() *MemFS {
-	return &MemFS{names: map[string]*memInode{}, durable: map[string]*memInode{}, dirs: map[string]bool{"/": true, ".": true}}
+	return &MemFS{
+		names:   map[string]*memInode{},
+		durable: map[string]*memInode{},
+		dirs:    map[string]bool{"/": true, ".": true},
+		durDirs: map[string]bool{"/": true, ".": true},
+	}
 }
 
 // CrashAfter makes the k-th mutating operation from now, and all after
@@ -88,11 +94,16 @@ func (fs *MemFS) Crash(r *rand.Rand) *MemFS {
 	defer fs.mu.Unlock()
 	fs.crashed = true
 	out := NewMemFS()
-	for d := range fs.dirs {
-		out.dirs[d] = true
+	for d := range fs.durDirs {
+		if fs.keptDir(d) {
+			out.dirs[d], out.durDirs[d] = true, true
+		}
 	}
 	kept := map[*memInode]*memInode{}
 	for _, name := range sortedKeys(fs.durable) {
+		if !out.dirs[filepath.Dir(name)] {
+			continue // its directory did not survive
+		}
 		ino := fs.durable[name]
 		n, ok := kept[ino]
 		if !ok {
@@ -103,6 +114,17 @@ func (fs *MemFS) Crash(r *rand.Rand) *MemFS {
 		out.names[name], out.durable[name] = n, n
 	}
 	return out
+}
+
+// keptDir reports whether a crash keeps directory d: its name and those
+// of all its parents were synced.
+func (fs *MemFS) keptDir(d string) bool {
+	for ; d != "/" && d != "."; d = filepath.Dir(d) {
+		if !fs.durDirs[d] {
+			return false
+		}
+	}
+	return true
 }
 
 // tornCopy returns a file's synced data with, when r is set, some of the
@@ -230,7 +252,8 @@ func (fs *MemFS) Rename(oldname, newname string) error {
 	return nil
 }
 
-// MkdirAll implements FS. Directories are durable at once.
+// MkdirAll implements FS. A new directory's name survives a crash once
+// its parent is synced (SyncDir).
 func (fs *MemFS) MkdirAll(dir string) error {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -282,6 +305,11 @@ func (fs *MemFS) SyncDir(dir string) error {
 			fs.durable[name] = ino
 		}
 	}
+	for d := range fs.dirs {
+		if filepath.Dir(d) == dir && d != dir {
+			fs.durDirs[d] = true
+		}
+	}
 	return nil
 }
 
@@ -309,6 +337,9 @@ func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
 	}
 	if f.fs.crashed {
 		return 0, &os.PathError{Op: "read", Path: f.name, Err: ErrCrashed}
+	}
+	if len(p) == 0 {
+		return 0, nil // as os.File does
 	}
 	if off >= int64(len(f.ino.data)) {
 		return 0, io.EOF

@@ -85,12 +85,14 @@ func must(t *testing.T, err error) {
 func TestMemFSCrashKeepsOnlyWhatWasSynced(t *testing.T) {
 	fs := NewMemFS()
 	must(t, fs.MkdirAll("/d"))
+	must(t, fs.SyncDir("/"))
 	f, err := fs.Create("/d/synced")
 	must(t, err)
 	_, err = f.WriteAt([]byte("durable"), 0)
 	must(t, err)
 	must(t, f.Sync())
 	must(t, fs.SyncDir("/d"))
+	must(t, fs.MkdirAll("/d/unsynced-dir"))
 	_, err = f.WriteAt([]byte(" and more"), 7)
 	must(t, err)
 	g, err := fs.Create("/d/unnamed") // synced data, name never synced
@@ -107,6 +109,9 @@ func TestMemFSCrashKeepsOnlyWhatWasSynced(t *testing.T) {
 	if len(names) != 1 || names[0] != "synced" {
 		t.Fatalf("names after the crash: %v", names)
 	}
+	if _, err := after.ReadDir("/d/unsynced-dir"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a directory whose parent was not synced survived: %v", err)
+	}
 	h, err := after.Open("/d/synced")
 	must(t, err)
 	if n, _ := h.Size(); n != 7 {
@@ -117,7 +122,7 @@ func TestMemFSCrashKeepsOnlyWhatWasSynced(t *testing.T) {
 // TestMemFSTornWrites: with a random source, a crash keeps some unsynced
 // sectors and not others, and never anything that was not written.
 func TestMemFSTornWrites(t *testing.T) {
-	kept := map[int]bool{}
+	kept, lost := map[int]bool{}, map[int]bool{}
 	for seed := uint64(0); seed < 20; seed++ {
 		fs := NewMemFS()
 		f, err := fs.Create("/f")
@@ -140,13 +145,15 @@ func TestMemFSTornWrites(t *testing.T) {
 			switch {
 			case bytes.Equal(sector, data[:SectorSize]):
 				kept[s] = true
-			case !bytes.Equal(sector, make([]byte, SectorSize)):
+			case bytes.Equal(sector, make([]byte, SectorSize)):
+				lost[s] = true
+			default:
 				t.Fatalf("seed %d sector %d is neither old nor new", seed, s)
 			}
 		}
 	}
-	if len(kept) == 0 {
-		t.Fatalf("no unsynced sector was ever kept: %v", kept)
+	if len(kept) != 8 || len(lost) != 8 {
+		t.Fatalf("over 20 crashes each sector should be kept sometimes and lost sometimes: kept %v, lost %v", kept, lost)
 	}
 }
 
