@@ -37,12 +37,12 @@ type channelReader struct {
 	seq  uint64
 	off  int64
 
-	dec    record.Decoder
-	recs   []record.Record
-	next   int
-	last   uint64 // LSN of the last record returned
-	synced  int64 // the most any block read from this segment says was synced
-	prevEnd int64 // where the previous segment's data ended; -1 before the first
+	dec     record.Decoder
+	recs    []record.Record
+	next    int
+	last    uint64 // LSN of the last record returned
+	synced  int64  // the most any block read from this segment says was synced
+	prevEnd int64  // where the previous segment's data ended; -1 before the first
 	tail    Tail
 	done    bool
 }
