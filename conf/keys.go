@@ -59,15 +59,6 @@ var keys = []key{
 	{"tls_client_auth", "require and verify client certificates (mutual TLS)", func(c *Config) any { return &c.TLSClientAuth }},
 }
 
-// KeyNames returns the names of all keys, in documentation order.
-func KeyNames() []string {
-	names := make([]string, len(keys))
-	for i, k := range keys {
-		names[i] = k.name
-	}
-	return names
-}
-
 func lookupKey(name string) (key, bool) {
 	for _, k := range keys {
 		if k.name == name {

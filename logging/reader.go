@@ -117,10 +117,7 @@ func (r *channelReader) readBlock() error {
 		var recs []record.Record
 		if err == nil {
 			payload := make([]byte, h.Stored)
-			if h.Stored > 0 {
-				_, err = r.f.ReadAt(payload, r.off+record.BlockHeaderSize)
-			}
-			if err == nil {
+			if _, err = r.f.ReadAt(payload, r.off+record.BlockHeaderSize); err == nil {
 				recs, err = r.dec.Block(r.seq, hdr, h, payload)
 			}
 		}
@@ -286,11 +283,11 @@ func (r *channelReader) lostSector() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if allZero(data[r.off-first : min(first+vfs.SectorSize, end)-first]) {
+	if record.Blank(data[r.off-first : min(first+vfs.SectorSize, end)-first]) {
 		return true, nil
 	}
 	for sec := first + vfs.SectorSize; sec < last; sec += vfs.SectorSize {
-		if allZero(data[sec-first : min(sec+vfs.SectorSize, last)-first]) {
+		if record.Blank(data[sec-first : min(sec+vfs.SectorSize, last)-first]) {
 			return true, nil
 		}
 	}
@@ -303,15 +300,6 @@ func readAt(f vfs.File, off int64, n int) ([]byte, error) {
 		return nil, fmt.Errorf("logging: read %s at %d: %w", f.Name(), off, err)
 	}
 	return b, nil
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func (r *channelReader) closeCurrent() error {

@@ -194,11 +194,8 @@ func (sh *session) exec(p *parser) error {
 		if err := p.expect("table"); err != nil {
 			return err
 		}
-		name, err := p.name("a table name")
+		name, err := p.lastName("a table name")
 		if err != nil {
-			return err
-		}
-		if err := p.end(); err != nil {
 			return err
 		}
 		delete(sh.schemas, name)
@@ -517,11 +514,8 @@ func (sh *session) tables(ctx context.Context, p *parser) error {
 }
 
 func (sh *session) describe(ctx context.Context, p *parser) error {
-	name, err := p.name("a table name")
+	name, err := p.lastName("a table name")
 	if err != nil {
-		return err
-	}
-	if err := p.end(); err != nil {
 		return err
 	}
 	delete(sh.schemas, name)

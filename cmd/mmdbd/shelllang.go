@@ -325,6 +325,15 @@ func (p *parser) values(cols []*pb.Column, stop ...string) ([]*pb.Value, error) 
 	return out, nil
 }
 
+// lastName reads a name that ends the statement.
+func (p *parser) lastName(what string) (string, error) {
+	n, err := p.name(what)
+	if err != nil {
+		return "", err
+	}
+	return n, p.end()
+}
+
 func (p *parser) end() error {
 	if p.more() {
 		return fmt.Errorf("unexpected %s", p.found())

@@ -145,7 +145,7 @@ func DecodeSegmentHeader(b []byte) (SegmentHeader, error) {
 	if v := binary.LittleEndian.Uint32(b[8:]); v != Version {
 		return SegmentHeader{}, fmt.Errorf("%w: segment format version %d; this build reads %d", ErrCorrupt, v, Version)
 	}
-	if !allZero(b[32:60]) {
+	if !Blank(b[32:60]) {
 		return SegmentHeader{}, fmt.Errorf("%w: segment header reserved bytes are not zero", ErrCorrupt)
 	}
 	return SegmentHeader{Channel: binary.LittleEndian.Uint32(b[12:]), Seq: binary.LittleEndian.Uint64(b[16:]), PrevEnd: binary.LittleEndian.Uint64(b[24:])}, nil
@@ -195,9 +195,6 @@ func (b *Builder) Len() int { return len(b.raw) }
 
 // Count returns the number of records added.
 func (b *Builder) Count() int { return int(b.count) }
-
-// LastLSN returns the LSN of the last record added.
-func (b *Builder) LastLSN() uint64 { return b.last }
 
 // Reset empties the builder, keeping its buffer.
 func (b *Builder) Reset() { *b = Builder{raw: b.raw[:0]} }
@@ -308,7 +305,7 @@ func DecodeBlockHeader(b []byte) (BlockHeader, error) {
 		return BlockHeader{}, fmt.Errorf("%w: block header of %d bytes", ErrCorrupt, len(b))
 	}
 	b = b[:BlockHeaderSize]
-	if allZero(b) {
+	if Blank(b) {
 		return BlockHeader{}, ErrEnd
 	}
 	h := BlockHeader{
@@ -333,7 +330,9 @@ func DecodeBlockHeader(b []byte) (BlockHeader, error) {
 	return h, nil
 }
 
-func allZero(b []byte) bool {
+// Blank reports whether b is all zeros, as a segment is where nothing was
+// written (it is preallocated zero-filled) or where a crash lost a sector.
+func Blank(b []byte) bool {
 	for _, c := range b {
 		if c != 0 {
 			return false

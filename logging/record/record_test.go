@@ -177,25 +177,29 @@ func FuzzBlock(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var d Decoder
-		defer d.Close()
-		recs, _, err := decodeOne(&d, 1, data)
-		if err != nil {
-			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrEnd) {
-				t.Fatalf("an error that is not ErrCorrupt: %v", err)
-			}
-			return
+	f.Fuzz(checkDecodes)
+}
+
+// checkDecodes decodes data as a block of segment 1: an error must be
+// ErrCorrupt or ErrEnd, and records that decode must re-encode to the
+// same records.
+func checkDecodes(t *testing.T, data []byte) {
+	var d Decoder
+	defer d.Close()
+	recs, _, err := decodeOne(&d, 1, data)
+	if err != nil {
+		if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrEnd) {
+			t.Fatalf("an error that is not ErrCorrupt: %v", err)
 		}
-		again, err := (&Encoder{}).Append(nil, 1, 64, build(t, recs))
-		if err != nil {
-			t.Fatal(err)
-		}
-		back, _, err := decodeOne(&d, 1, again)
-		if err != nil || !sameRecords(back, recs) {
-			t.Fatalf("re-encoded records differ: %v", err)
-		}
-	})
+		return
+	}
+	again, err := (&Encoder{}).Append(nil, 1, 64, build(t, recs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back, _, err := decodeOne(&d, 1, again); err != nil || !sameRecords(back, recs) {
+		t.Fatalf("re-encoded records differ: %v", err)
+	}
 }
 
 // FuzzSegmentHeader decodes arbitrary bytes as a segment header.
@@ -233,21 +237,6 @@ func FuzzPayload(f *testing.F) {
 		binary.LittleEndian.PutUint32(hdr[24:], count)
 		binary.LittleEndian.PutUint32(hdr[28:], 64)
 		binary.LittleEndian.PutUint32(hdr[0:], blockCRC(1, hdr[4:], payload))
-		var d Decoder
-		defer d.Close()
-		recs, _, err := decodeOne(&d, 1, append(hdr[:], payload...))
-		if err != nil {
-			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrEnd) {
-				t.Fatalf("an error that is not ErrCorrupt: %v", err)
-			}
-			return
-		}
-		again, err := (&Encoder{}).Append(nil, 1, 64, build(t, recs))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if back, _, err := decodeOne(&d, 1, again); err != nil || !sameRecords(back, recs) {
-			t.Fatalf("re-encoded records differ: %v", err)
-		}
+		checkDecodes(t, append(hdr[:], payload...))
 	})
 }

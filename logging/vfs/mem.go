@@ -63,13 +63,6 @@ func (fs *MemFS) CrashAfter(k int) {
 	fs.crashAt = fs.ops + k
 }
 
-// Ops returns the number of mutating operations so far.
-func (fs *MemFS) Ops() int {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	return fs.ops
-}
-
 // SetSpace limits the bytes all files together may hold: writes and
 // allocations past it fail with ENOSPC. Zero means no limit.
 func (fs *MemFS) SetSpace(bytes int64) {
