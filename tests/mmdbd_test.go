@@ -64,7 +64,8 @@ type proc struct {
 	exit chan error
 }
 
-var servingRE = regexp.MustCompile(`serving: addr=(\S+)`)
+// servingRE finds the address in the "serving" line, text or JSON.
+var servingRE = regexp.MustCompile(`serving: addr=(\S+)|"@message":"serving".*"addr":"([^"]+)"`)
 
 // start runs mmdbd serve on a loopback port the kernel picks, with a
 // temporary data directory, and waits until it serves. It is killed at the
@@ -95,7 +96,7 @@ func start(t *testing.T, args ...string) *proc {
 			p.log.WriteString(line + "\n")
 			p.mu.Unlock()
 			if m := servingRE.FindStringSubmatch(line); m != nil {
-				found <- m[1]
+				found <- m[1] + m[2]
 			}
 		}
 		p.exit <- p.cmd.Wait()
@@ -444,5 +445,41 @@ func TestBenchRuns(t *testing.T) {
 	_, errOut, code := runTool(t, "bench", "-workload", "ping", "-inprocess")
 	if code == 0 || !strings.Contains(errOut, "no -inprocess form") {
 		t.Errorf("ping in-process: exit %d, %q", code, errOut)
+	}
+}
+
+// TestLogLinesAreStructured: with -log-format json every line is one JSON
+// event whose keys are kebab-case (SPEC 10), debug call lines included.
+func TestLogLinesAreStructured(t *testing.T) {
+	p := start(t, "-log-format", "json", "-log-level", "debug")
+	db, _ := p.client()
+	c := testCtx(t)
+	if _, err := db.Get(c, &pb.GetRequest{Table: "nope"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("get: %v", err)
+	}
+	if _, err := db.Begin(c, &pb.BeginRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	kebab := regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
+	lines := strings.Split(strings.TrimSpace(p.output()), "\n")
+	if len(lines) < 4 || !strings.Contains(p.output(), `"grpc-method":"Get"`) {
+		t.Fatalf("no per-call debug line among %d log lines:\n%s", len(lines), p.output())
+	}
+	for _, line := range lines {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("a log line that is not one JSON event: %q: %v", line, err)
+		}
+		for k := range ev {
+			if !strings.HasPrefix(k, "@") && !kebab.MatchString(k) {
+				t.Errorf("key %q is not kebab-case in %s", k, line)
+			}
+		}
 	}
 }
