@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,7 +34,12 @@ type Options struct {
 	Epoch         uint64        // stamped on every record
 	SlowSync      time.Duration // syncs slower than this are logged; zero means 100ms
 	Logger        hclog.Logger
-	StartLSN      uint64 // the last LSN recovered; the first record gets the next
+	// StartLSN and Tails come from recovery (Reader.Last and
+	// Reader.Finish): the last LSN it kept, which the first record
+	// follows, and where each channel's data ends. Nil Tails say the
+	// directories hold no log yet.
+	StartLSN uint64
+	Tails    []Tail
 }
 
 // Log is the redo log for the fsync-log level: each commit's encoded redo
@@ -105,12 +112,18 @@ type pendingRecord struct {
 	body []byte
 }
 
-// Open starts a log whose channels begin new segments after the ones
-// already in their directories; recovery has read those (Reader) and the
-// caller passes the last LSN it recovered as StartLSN.
+// Open starts a log after what recovery read. Each channel starts a new
+// segment (record.FlagOpened) that voids what the channel holds past its
+// tail or above StartLSN, so records that followed a gap can never be
+// mistaken for the new records with their LSNs; then torn tails are
+// truncated, and segments past damage that recovery was told to ignore
+// are renamed with the suffix .void for the operator.
 func Open(opts Options) (*Log, error) {
 	if len(opts.Dirs) == 0 {
 		return nil, errors.New("logging: no channel directories")
+	}
+	if opts.Tails != nil && len(opts.Tails) != len(opts.Dirs) {
+		return nil, fmt.Errorf("logging: %d tails for %d channels", len(opts.Tails), len(opts.Dirs))
 	}
 	if opts.FS == nil {
 		opts.FS = vfs.Default
@@ -137,31 +150,112 @@ func Open(opts Options) (*Log, error) {
 	if l.log == nil {
 		l.log = hclog.NewNullLogger()
 	}
+	fail := func(err error) (*Log, error) {
+		for _, c := range l.chans {
+			err = errors.Join(err, c.w.close())
+		}
+		return nil, err
+	}
+	tails := opts.Tails
+	if tails == nil {
+		tails = make([]Tail, len(opts.Dirs))
+	}
 	for i, dir := range opts.Dirs {
-		// The directory must survive a crash with the segments in it.
-		if err := durableDir(opts.FS, dir); err != nil {
-			return nil, err
+		if err := prepareDir(opts.FS, dir, tails[i]); err != nil {
+			return fail(err)
 		}
-		segs, err := listSegments(opts.FS, dir)
-		if err != nil {
-			return nil, err
-		}
-		next := uint64(1)
-		if len(segs) > 0 {
-			next = segs[len(segs)-1] + 1
-		}
-		c := &channel{l: l, id: i, w: newSegmentWriter(opts.FS, dir, uint32(i), opts.SegmentSize, next), kick: make(chan struct{}, 1)}
+		c := &channel{l: l, id: i, kick: make(chan struct{}, 1),
+			w: newSegmentWriter(opts.FS, dir, uint32(i), uint32(len(opts.Dirs)), opts.SegmentSize, tails[i], opts.StartLSN)}
 		c.enc = record.Encoder{Compression: opts.Compression, MinCompress: opts.MinCompress}
 		if opts.NoCompression {
 			c.enc.Compression = record.None
 		}
 		l.chans = append(l.chans, c)
+		if err := c.w.start(); err != nil {
+			return fail(err)
+		}
+	}
+	// The new segments now bound the old data: the torn bytes can go.
+	for i, t := range tails {
+		if t.Torn {
+			if err := truncateSegment(opts.FS, filepath.Join(opts.Dirs[i], SegmentName(t.Seq)), t.Offset); err != nil {
+				return fail(err)
+			}
+		}
 	}
 	for _, c := range l.chans {
 		l.done.Add(1)
 		go c.flushLoop()
 	}
 	return l, nil
+}
+
+// prepareDir makes a channel's directory durable, removes segments left
+// half-created by a crash, sets aside the segments after tail when tail
+// says damage was ignored, and checks that tail is where the directory's
+// segments end.
+func prepareDir(fs vfs.FS, dir string, tail Tail) error {
+	if err := durableDir(fs, dir); err != nil {
+		return err
+	}
+	names, err := fs.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("logging: list %s: %w", dir, err)
+	}
+	changed := false
+	for _, n := range names {
+		if strings.HasSuffix(n, segmentSuffix+tempSuffix) {
+			if err := fs.Remove(filepath.Join(dir, n)); err != nil {
+				return fmt.Errorf("logging: remove %s: %w", filepath.Join(dir, n), err)
+			}
+			changed = true
+		}
+	}
+	segs, err := listSegments(fs, dir)
+	if err != nil {
+		return err
+	}
+	for _, seq := range segs {
+		if seq <= tail.Seq {
+			continue
+		}
+		if !tail.Corrupt {
+			return fmt.Errorf("logging: %s holds segment %s, past the recovered tail in %s: the log must be read (Reader) before it is opened", dir, SegmentName(seq), SegmentName(tail.Seq))
+		}
+		name := filepath.Join(dir, SegmentName(seq))
+		if err := fs.Rename(name, name+voidSuffix); err != nil {
+			return fmt.Errorf("logging: set aside %s: %w", name, err)
+		}
+		changed = true
+	}
+	if len(segs) > 0 && segs[len(segs)-1] < tail.Seq || len(segs) == 0 && tail.Seq != 0 {
+		return fmt.Errorf("logging: %s has no segment %s, where the recovered tail is", dir, SegmentName(tail.Seq))
+	}
+	if changed {
+		if err := fs.SyncDir(dir); err != nil {
+			return fmt.Errorf("logging: sync directory %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// truncateSegment cuts a torn tail off segment file name.
+func truncateSegment(fs vfs.FS, name string, size int64) error {
+	f, err := fs.Open(name)
+	if err != nil {
+		return fmt.Errorf("logging: open %s: %w", name, err)
+	}
+	err = f.Truncate(size)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		return errors.Join(fmt.Errorf("logging: truncate %s at %d: %w", name, size, err), f.Close())
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("logging: close %s: %w", name, err)
+	}
+	return nil
 }
 
 // Append assigns the next LSN to a record and queues it on a channel; the

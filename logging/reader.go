@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 
 	"github.com/mmdb/mmdb/logging/record"
@@ -15,62 +16,148 @@ import (
 // segment, records out of order.
 var ErrCorrupt = errors.New("logging: corrupt log")
 
+// ErrMismatch is returned, wrapped, when the log in the directories is
+// not the one the configuration describes: another channel count, a
+// channel's directory missing or in another's place.
+var ErrMismatch = errors.New("logging: the log does not match its configuration")
+
 // Tail is where a channel's valid data ends: the last segment read and
 // the offset after its last good block. Torn says the bytes from there on
 // are a torn write (a crash in the middle of the last write), which
-// recovery truncates.
+// recovery truncates. Corrupt says reading stopped at damage that
+// recovery was told to ignore (Err): the bytes from there on, and the
+// channel's later segments, are set aside.
 type Tail struct {
-	Seq    uint64
-	Offset int64
-	Torn   bool
+	Seq     uint64
+	Offset  int64
+	Torn    bool
+	Corrupt bool
+	Err     error
 }
 
 // channelReader reads one channel's records in LSN order, block by block.
+//
+// Before reading it decodes every segment's header: a segment's data ends
+// where its successor's header says (prevEnd), and the first segment of
+// each opening of the log voids the records above its base in the
+// segments before it (record.FlagOpened).
 type channelReader struct {
-	fs   vfs.FS
-	dir  string
-	segs []uint64
-	i    int // index in segs of the segment being read
+	fs     vfs.FS
+	dir    string
+	ignore bool // stop at corruption instead of failing (recovery_ignore_corruption)
+	segs   []uint64
+	ends   []int64  // ends[i]: where segs[i]'s data ends; -1 for the last segment
+	voids  []uint64 // voids[i]: records of segs[i] above it are void
+	cut    bool     // segments after the last of segs were dropped for damage
+	cutErr error    // why
+	found  bool     // the directory held segments
+	i      int      // index in segs of the segment being read
 
 	f    vfs.File
 	size int64
 	seq  uint64
 	off  int64
 
-	dec     record.Decoder
-	recs    []record.Record
-	next    int
-	last    uint64 // LSN of the last record returned
-	synced  int64  // the most any block read from this segment says was synced
-	prevEnd int64  // where the previous segment's data ended; -1 before the first
-	tail    Tail
-	done    bool
+	dec    record.Decoder
+	recs   []record.Record
+	next   int
+	last   uint64 // LSN of the last record kept
+	synced int64  // the most any block read from this segment says was synced
+	tail   Tail
+	done   bool
 }
 
-func newChannelReader(fs vfs.FS, dir string) (*channelReader, error) {
+func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool) (*channelReader, error) {
 	segs, err := listSegments(fs, dir)
 	if err != nil {
 		return nil, err
 	}
-	for i := 1; i < len(segs); i++ {
-		if segs[i] != segs[i-1]+1 {
-			return nil, fmt.Errorf("%w: %s: segment %s is missing (found %s and %s)", ErrCorrupt, dir, SegmentName(segs[i-1]+1), SegmentName(segs[i-1]), SegmentName(segs[i]))
+	r := &channelReader{fs: fs, dir: dir, ignore: ignore, found: len(segs) > 0}
+	var hdrs []record.SegmentHeader
+	for i, seq := range segs {
+		if i > 0 && seq != segs[i-1]+1 {
+			err = fmt.Errorf("%w: %s: segment %s is missing (found %s and %s)", ErrCorrupt, dir, SegmentName(segs[i-1]+1), SegmentName(segs[i-1]), SegmentName(seq))
+		} else {
+			var h record.SegmentHeader
+			h, err = readSegmentHeader(fs, dir, seq)
+			if err == nil && (int(h.Channel) != channel || int(h.Channels) != channels) {
+				return nil, fmt.Errorf("%w: %s belongs to channel %d of a log with %d channels, but its directory is configured as channel %d of %d: restore the log_channels setting the log was written with",
+					ErrMismatch, filepath.Join(dir, SegmentName(seq)), h.Channel, h.Channels, channel, channels)
+			}
+			if err == nil && i > 0 && h.PrevEnd == 0 {
+				err = fmt.Errorf("%w: %s does not say where %s ended", ErrCorrupt, filepath.Join(dir, SegmentName(seq)), SegmentName(segs[i-1]))
+			}
+			hdrs = append(hdrs, h)
+		}
+		if err != nil {
+			if !ignore {
+				return nil, err
+			}
+			// Read up to the damage; the rest is set aside.
+			r.cut, r.cutErr = true, err
+			segs, hdrs = segs[:i], hdrs[:i]
+			break
 		}
 	}
-	return &channelReader{fs: fs, dir: dir, segs: segs, prevEnd: -1}, nil
+	r.segs = segs
+	r.ends = make([]int64, len(segs))
+	r.voids = make([]uint64, len(segs))
+	void := uint64(math.MaxUint64)
+	for i := len(segs) - 1; i >= 0; i-- {
+		r.voids[i], r.ends[i] = void, -1
+		if i+1 < len(segs) {
+			r.ends[i] = int64(hdrs[i+1].PrevEnd)
+		}
+		if hdrs[i].Opened() {
+			void = min(void, hdrs[i].Base)
+		}
+	}
+	return r, nil
+}
+
+// readSegmentHeader reads and decodes the header of segment seq in dir.
+func readSegmentHeader(fs vfs.FS, dir string, seq uint64) (record.SegmentHeader, error) {
+	name := filepath.Join(dir, SegmentName(seq))
+	f, err := fs.Open(name)
+	if err != nil {
+		return record.SegmentHeader{}, fmt.Errorf("logging: open %s: %w", name, err)
+	}
+	b, err := readAt(f, 0, record.SegmentHeaderSize)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("logging: close %s: %w", name, cerr)
+	}
+	if err != nil {
+		return record.SegmentHeader{}, err
+	}
+	h, err := record.DecodeSegmentHeader(b)
+	if err == nil && h.Seq != seq {
+		err = fmt.Errorf("%w: the header says segment %d", record.ErrCorrupt, h.Seq)
+	}
+	if err != nil {
+		return record.SegmentHeader{}, fmt.Errorf("%w: %s at offset 0: segment header: %v", ErrCorrupt, name, err)
+	}
+	return h, nil
 }
 
 func (r *channelReader) name() string { return filepath.Join(r.dir, SegmentName(r.seq)) }
 
-// next returns the channel's next record; ok is false at the end of its
-// valid data.
+// nextRecord returns the channel's next record; ok is false at the end of
+// its valid data.
 func (r *channelReader) nextRecord() (rec record.Record, ok bool, err error) {
 	for r.next >= len(r.recs) {
 		if r.done {
 			return record.Record{}, false, nil
 		}
 		if err := r.readBlock(); err != nil {
-			return record.Record{}, false, err
+			if !r.ignore || !errors.Is(err, ErrCorrupt) {
+				return record.Record{}, false, err
+			}
+			// Stop here; the rest of the channel is set aside.
+			r.tail = Tail{Seq: r.seq, Offset: r.off, Corrupt: true, Err: err}
+			r.recs, r.done = nil, true
+			if err := r.closeCurrent(); err != nil {
+				return record.Record{}, false, err
+			}
 		}
 	}
 	rec = r.recs[r.next]
@@ -79,22 +166,39 @@ func (r *channelReader) nextRecord() (rec record.Record, ok bool, err error) {
 	return rec, true, nil
 }
 
-// readBlock reads the next block into r.recs, moving through segments;
-// at the end of the data it sets r.done and r.tail.
+// readBlock reads the next block into r.recs (without its void records),
+// moving through segments; at the end of the data it sets r.done and
+// r.tail.
 func (r *channelReader) readBlock() error {
 	r.recs, r.next = nil, 0
 	for !r.done {
 		if r.f == nil {
 			if r.i == len(r.segs) {
 				r.done = true
+				if r.cut {
+					r.tail.Corrupt, r.tail.Err = true, r.cutErr
+				}
 				return nil
 			}
 			if err := r.openSegment(); err != nil {
 				return err
 			}
-			continue // r.done is set if its header was torn
+			continue
+		}
+		end := r.ends[r.i]
+		if end >= 0 && r.off == end {
+			if err := r.endSegment(); err != nil {
+				return err
+			}
+			continue
+		}
+		if end >= 0 && r.off > end {
+			return fmt.Errorf("%w: %s: its data runs to offset %d, past offset %d, where %s says it ended", ErrCorrupt, r.name(), r.off, end, SegmentName(r.segs[r.i+1]))
 		}
 		if r.off+record.BlockHeaderSize > r.size {
+			if end >= 0 {
+				return fmt.Errorf("%w: %s: its data ends at offset %d (the end of the file), but %s says it ended at offset %d", ErrCorrupt, r.name(), r.off, SegmentName(r.segs[r.i+1]), end)
+			}
 			if err := r.endSegment(); err != nil {
 				return err
 			}
@@ -124,26 +228,25 @@ func (r *channelReader) readBlock() error {
 		if err != nil {
 			return r.badBlock(err)
 		}
-		if len(recs) == 0 { // a marker
-			r.synced = max(r.synced, int64(h.Synced))
-			r.off += h.Size()
-			r.tail = Tail{Seq: r.seq, Offset: r.off}
-			continue
-		}
-		if recs[0].LSN <= r.last {
+		r.synced = max(r.synced, int64(h.Synced))
+		if len(recs) > 0 && recs[0].LSN <= r.last {
 			return fmt.Errorf("%w: %s at offset %d: LSN %d after %d", ErrCorrupt, r.name(), r.off, recs[0].LSN, r.last)
 		}
-		r.recs = recs
-		r.synced = max(r.synced, int64(h.Synced))
 		r.off += h.Size()
 		r.tail = Tail{Seq: r.seq, Offset: r.off}
-		return nil
+		for len(recs) > 0 && recs[len(recs)-1].LSN > r.voids[r.i] {
+			recs = recs[:len(recs)-1]
+		}
+		if len(recs) > 0 {
+			r.recs = recs
+			return nil
+		}
 	}
 	return nil
 }
 
-// openSegment opens segs[i] and checks its header. A damaged header on
-// the last segment, with nothing valid after it, is a torn creation.
+// openSegment opens segs[i]; its header was checked when the reader was
+// made.
 func (r *channelReader) openSegment() error {
 	r.seq = r.segs[r.i]
 	f, err := r.fs.Open(r.name())
@@ -154,55 +257,38 @@ func (r *channelReader) openSegment() error {
 	if err != nil {
 		return errors.Join(fmt.Errorf("logging: size of %s: %w", r.name(), err), f.Close())
 	}
-	r.f, r.size, r.off, r.synced = f, size, 0, 0
-	hdr := make([]byte, record.SegmentHeaderSize)
-	var h record.SegmentHeader
-	if _, err = f.ReadAt(hdr, 0); err == nil {
-		if h, err = record.DecodeSegmentHeader(hdr); err == nil && h.Seq != r.seq {
-			err = fmt.Errorf("%w: the header says segment %d", record.ErrCorrupt, h.Seq)
-		}
-	}
-	if err != nil {
-		return r.badBlock(fmt.Errorf("segment header: %w", err))
-	}
-	// The previous segment was synced whole, to PrevEnd, before this one
-	// was created: its data must have ended exactly there.
-	if h.PrevEnd != 0 && r.prevEnd >= 0 && uint64(r.prevEnd) != h.PrevEnd {
-		return fmt.Errorf("%w: %s: its data ends at offset %d, but %s says it was synced to offset %d", ErrCorrupt,
-			filepath.Join(r.dir, SegmentName(r.seq-1)), r.prevEnd, r.name(), h.PrevEnd)
-	}
-	r.off = record.SegmentHeaderSize
+	r.f, r.size, r.off, r.synced = f, size, record.SegmentHeaderSize, 0
 	r.tail = Tail{Seq: r.seq, Offset: r.off}
 	return nil
 }
 
-// endOfData handles a zero block header: the end of the segment's data,
-// unless proven otherwise. In a segment with a successor, the successor's
-// PrevEnd checks the end (openSegment). In the last segment, a valid block
-// further on whose synced field passes this offset proves the zeros a
-// lost synced block: corruption. Valid blocks further on that prove
-// nothing were written after the last sync and are a torn tail.
+// endOfData handles a zero block header: the end of the last segment's
+// data, unless proven otherwise. (In an earlier segment it is damage: its
+// successor's header says where its data ends.) A valid block further on
+// whose synced field passes this offset proves the zeros a lost synced
+// block: corruption. Valid blocks further on that prove nothing were
+// written after the last sync and are a torn tail.
 func (r *channelReader) endOfData() error {
-	if r.i == len(r.segs)-1 {
-		found, synced, err := r.validBlocksAfter()
-		if err != nil {
-			return err
-		}
-		if w := max(r.synced, synced); r.off < w {
-			return fmt.Errorf("%w: %s at offset %d: a blank block header where the segment was synced to offset %d", ErrCorrupt, r.name(), r.off, w)
-		}
-		if found {
-			r.tail = Tail{Seq: r.seq, Offset: r.off, Torn: true}
-			r.done = true
-			return r.closeCurrent()
-		}
+	if end := r.ends[r.i]; end >= 0 {
+		return fmt.Errorf("%w: %s at offset %d: a blank block header, but %s says the segment's data ended at offset %d", ErrCorrupt, r.name(), r.off, SegmentName(r.segs[r.i+1]), end)
+	}
+	found, synced, err := r.validBlocksAfter()
+	if err != nil {
+		return err
+	}
+	if w := max(r.synced, synced); r.off < w {
+		return fmt.Errorf("%w: %s at offset %d: a blank block header where the segment was synced to offset %d", ErrCorrupt, r.name(), r.off, w)
+	}
+	if found {
+		r.tail = Tail{Seq: r.seq, Offset: r.off, Torn: true}
+		r.done = true
+		return r.closeCurrent()
 	}
 	return r.endSegment()
 }
 
 // endSegment closes the segment read to its end and moves to the next.
 func (r *channelReader) endSegment() error {
-	r.prevEnd = r.off
 	err := r.f.Close()
 	r.f = nil
 	r.i++
@@ -212,25 +298,25 @@ func (r *channelReader) endSegment() error {
 	return nil
 }
 
-// badBlock decides what a block (or segment header) that does not decode
-// at r.off is: corruption, which stops recovery, or a torn tail, where the
-// channel's data ends.
+// badBlock decides what a block that does not decode at r.off is:
+// corruption, which stops recovery, or a torn tail, where the channel's
+// data ends.
 //
 // The writer syncs a segment's preallocation and header before its blocks
 // and a whole segment before starting the next, and each block (markers
 // included) records how much of its segment was synced when it was
-// written (segmentWriter). So the bad block is corruption if a later
-// segment exists, or if a valid block of this segment (before or after
-// it) says the bytes at r.off were synced. Past that proof, a torn write shows as zeros: the
+// written (segmentWriter). So the bad block is corruption if it lies
+// before where the next segment's header says this one ended, or if a
+// valid block of this segment (before or after it) says the bytes at
+// r.off were synced. Past that proof, a torn write shows as zeros: the
 // segment was zero-filled and synced before the block was written, and a
 // sector the crash did not keep reads back as it was synced (lostSector).
 // So the bad block is torn if it shows a lost sector, and corruption
 // otherwise.
 func (r *channelReader) badBlock(cause error) error {
 	name, off := r.name(), r.off
-	if r.i < len(r.segs)-1 {
-		later := filepath.Join(r.dir, SegmentName(r.segs[r.i+1]))
-		return fmt.Errorf("%w: %s at offset %d: %v (the segment was synced whole before %s was created)", ErrCorrupt, name, off, cause, later)
+	if end := r.ends[r.i]; end >= 0 {
+		return fmt.Errorf("%w: %s at offset %d: %v (%s says this segment was synced to offset %d)", ErrCorrupt, name, off, cause, SegmentName(r.segs[r.i+1]), end)
 	}
 	_, synced, err := r.validBlocksAfter()
 	if err != nil {
@@ -258,17 +344,14 @@ func (r *channelReader) badBlock(cause error) error {
 // block is torn if, in its first sector, its own bytes are all zero, or
 // if a later sector it spans is zero from its start to the end of the
 // sector. The block's extent comes from its header when that is
-// plausible, else it is taken to be one sector (or, at offset 0, the
-// segment header).
+// plausible, else it is taken to be one sector.
 //
 // A block that is corrupt, and also happens to hold such zeros where a
 // sector boundary falls, is taken for torn; the zeros would have to be in
 // the compressed payload, or make up the block's last bytes.
 func (r *channelReader) lostSector() (bool, error) {
 	end := r.off + vfs.SectorSize
-	if r.off == 0 {
-		end = record.SegmentHeaderSize
-	} else if hdr, err := readAt(r.f, r.off, record.BlockHeaderSize); err == nil {
+	if hdr, err := readAt(r.f, r.off, record.BlockHeaderSize); err == nil {
 		if h, err := record.DecodeBlockHeader(hdr); err == nil {
 			end = r.off + h.Size()
 		}
@@ -374,14 +457,36 @@ type Reader struct {
 	after uint64
 }
 
-// NewReader reads the channels in dirs, skipping records with LSNs up to
-// and including after (those an image already holds).
-func NewReader(fs vfs.FS, dirs []string, after uint64) (*Reader, error) {
-	r := &Reader{want: after + 1, after: after}
-	for _, d := range dirs {
-		c, err := newChannelReader(fs, d)
+// ReaderOptions say what a Reader reads.
+type ReaderOptions struct {
+	FS   vfs.FS   // nil means vfs.Default
+	Dirs []string // the channels' directories, in channel order
+	// After skips the records with LSNs up to and including it (those an
+	// image already holds).
+	After uint64
+	// IgnoreCorruption makes a channel's data end at corruption instead of
+	// failing (recovery_ignore_corruption); the Tail says so.
+	IgnoreCorruption bool
+}
+
+// NewReader reads the log in opts.Dirs. Every directory must hold
+// segments of the same log, written with as many channels as there are
+// directories, or none may.
+func NewReader(opts ReaderOptions) (*Reader, error) {
+	if opts.FS == nil {
+		opts.FS = vfs.Default
+	}
+	r := &Reader{want: opts.After + 1, after: opts.After}
+	var empty, full []string
+	for i, d := range opts.Dirs {
+		c, err := newChannelReader(opts.FS, d, i, len(opts.Dirs), opts.IgnoreCorruption)
 		if err != nil {
 			return nil, err
+		}
+		if c.found {
+			full = append(full, d)
+		} else {
+			empty = append(empty, d)
 		}
 		r.chans = append(r.chans, c)
 		r.heads = append(r.heads, nil)
@@ -389,6 +494,16 @@ func NewReader(fs vfs.FS, dirs []string, after uint64) (*Reader, error) {
 	for i := range r.chans {
 		if err := r.advance(i); err != nil {
 			return nil, errors.Join(err, r.Close())
+		}
+	}
+	// Open starts every channel's first segment before it takes records,
+	// so directories without segments are a crash during the first
+	// opening only when the others hold nothing but that first segment.
+	if len(empty) > 0 {
+		for i, c := range r.chans {
+			if c.found && (r.heads[i] != nil || len(c.segs) != 1 || c.cut) {
+				return nil, errors.Join(fmt.Errorf("%w: the channel directories %q hold no segments, but %q do: a directory is missing or log_channels changed", ErrMismatch, empty, full), r.Close())
+			}
 		}
 	}
 	return r, nil
@@ -440,15 +555,26 @@ func (r *Reader) Next() (rec record.Record, ok bool, err error) {
 // point, before any).
 func (r *Reader) Last() uint64 { return r.want - 1 }
 
-// Tails returns where each channel's valid data ends, once Next has
-// returned false. A channel whose records past a gap were not read has
-// its tail where reading stopped.
-func (r *Reader) Tails() []Tail {
+// Finish reads every channel to the end of its data, checking the
+// records past the point where Next stopped (they will be voided when the
+// log is opened again), and returns where each channel's data ends. Call
+// it once Next has returned false.
+func (r *Reader) Finish() ([]Tail, error) {
 	tails := make([]Tail, len(r.chans))
 	for i, c := range r.chans {
+		for {
+			_, ok, err := c.nextRecord()
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				break
+			}
+		}
+		r.heads[i] = nil
 		tails[i] = c.tail
 	}
-	return tails
+	return tails, nil
 }
 
 // Close releases the readers' resources.

@@ -18,8 +18,14 @@ import (
 )
 
 // segmentSuffix ends a segment file's name; the name before it is the
-// segment's seq in 16 hex digits, so names sort in seq order.
-const segmentSuffix = ".log"
+// segment's seq in 16 hex digits, so names sort in seq order. A segment
+// being created has tempSuffix after that until it is complete; a
+// segment recovery set aside for damage has voidSuffix.
+const (
+	segmentSuffix = ".log"
+	tempSuffix    = ".tmp"
+	voidSuffix    = ".void"
+)
 
 // SegmentName returns the file name of segment seq.
 func SegmentName(seq uint64) string { return fmt.Sprintf("%016x%s", seq, segmentSuffix) }
@@ -74,24 +80,33 @@ func durableDir(fs vfs.FS, dir string) error {
 // created. So a valid block in a later segment proves the earlier ones
 // whole, and a block's synced field proves the bytes before it whole.
 type segmentWriter struct {
-	fs      vfs.FS
-	dir     string
-	channel uint32
-	size    int64 // bytes preallocated per segment
+	fs       vfs.FS
+	dir      string
+	channel  uint32
+	channels uint32
+	size     int64  // bytes preallocated per segment
+	opened   bool   // the next segment is the first since the log was opened
+	base     uint64 // the last LSN recovered when the log was opened
 
 	f       vfs.File
 	seq     uint64
 	off     int64  // where the next block goes
 	synced  int64  // bytes of the segment known durable
-	prevEnd uint64 // where the previous segment's data ended (0: not known)
+	prevEnd uint64 // where the previous segment's data ended (0: there is none)
 	buf     []byte
 }
 
-// newSegmentWriter returns a writer whose first segment will be seq
-// next.
-func newSegmentWriter(fs vfs.FS, dir string, channel uint32, size int64, next uint64) *segmentWriter {
-	return &segmentWriter{fs: fs, dir: dir, channel: channel, size: size, seq: next - 1}
+// newSegmentWriter returns a writer for channel (of channels) in dir,
+// whose existing data ends at tail; recovery kept the records up to LSN
+// base. Its first segment, which start creates, follows tail's and voids
+// what the channel holds past tail or above base (record.FlagOpened).
+func newSegmentWriter(fs vfs.FS, dir string, channel, channels uint32, size int64, tail Tail, base uint64) *segmentWriter {
+	return &segmentWriter{fs: fs, dir: dir, channel: channel, channels: channels, size: size,
+		opened: true, base: base, seq: tail.Seq, prevEnd: uint64(tail.Offset)}
 }
+
+// start creates the writer's first segment.
+func (w *segmentWriter) start() error { return w.rotate(0) }
 
 // write encodes b's records as one block and appends it, starting a new
 // segment first if the block does not fit the current one. It returns the
@@ -148,7 +163,9 @@ func (w *segmentWriter) sync() error {
 }
 
 // rotate syncs and closes the current segment and starts the next, large
-// enough for a block of need bytes.
+// enough for a block of need bytes. The new segment is preallocated and
+// given its header under a temporary name, synced, and then renamed into
+// place, so a segment file under its own name always has a whole header.
 func (w *segmentWriter) rotate(need int64) error {
 	if w.f != nil {
 		w.prevEnd = uint64(w.off)
@@ -158,24 +175,32 @@ func (w *segmentWriter) rotate(need int64) error {
 	}
 	seq := w.seq + 1
 	name := filepath.Join(w.dir, SegmentName(seq))
-	f, err := w.fs.Create(name)
+	tmp := name + tempSuffix
+	f, err := w.fs.Create(tmp)
 	if err != nil {
-		return fmt.Errorf("logging: create segment %s: %w", name, err)
+		return fmt.Errorf("logging: create segment %s: %w", tmp, err)
+	}
+	h := record.SegmentHeader{Channel: w.channel, Channels: w.channels, Seq: seq, PrevEnd: w.prevEnd}
+	if w.opened {
+		h.Flags, h.Base = record.FlagOpened, w.base
 	}
 	size := max(w.size, record.SegmentHeaderSize+need)
 	if err := f.Allocate(size); err != nil {
-		return errors.Join(fmt.Errorf("logging: preallocate %d bytes for %s: %w", size, name, err), f.Close(), w.fs.Remove(name))
+		return errors.Join(fmt.Errorf("logging: preallocate %d bytes for %s: %w", size, tmp, err), f.Close(), w.fs.Remove(tmp))
 	}
-	if _, err := f.WriteAt(record.AppendSegmentHeader(nil, record.SegmentHeader{Channel: w.channel, Seq: seq, PrevEnd: w.prevEnd}), 0); err != nil {
-		return errors.Join(fmt.Errorf("logging: write the header of %s: %w", name, err), f.Close())
+	if _, err := f.WriteAt(record.AppendSegmentHeader(nil, h), 0); err != nil {
+		return errors.Join(fmt.Errorf("logging: write the header of %s: %w", tmp, err), f.Close())
 	}
 	if err := f.Sync(); err != nil {
-		return errors.Join(fmt.Errorf("logging: sync the header of %s: %w", name, err), f.Close())
+		return errors.Join(fmt.Errorf("logging: sync the header of %s: %w", tmp, err), f.Close())
+	}
+	if err := w.fs.Rename(tmp, name); err != nil {
+		return errors.Join(fmt.Errorf("logging: rename %s to %s: %w", tmp, name, err), f.Close())
 	}
 	if err := w.fs.SyncDir(w.dir); err != nil {
 		return errors.Join(fmt.Errorf("logging: sync directory %s: %w", w.dir, err), f.Close())
 	}
-	w.f, w.seq, w.off, w.synced = f, seq, record.SegmentHeaderSize, record.SegmentHeaderSize
+	w.f, w.seq, w.off, w.synced, w.opened = f, seq, record.SegmentHeaderSize, record.SegmentHeaderSize, false
 	return nil
 }
 

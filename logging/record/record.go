@@ -9,15 +9,21 @@
 //
 // Segment header (SegmentHeaderSize bytes, little-endian):
 //
-//	+---------+---------+---------+---------+---------+-------------+--------+
-//	| magic   | version | channel | seq     | prevEnd | reserved    | crc32c |
-//	| 8 bytes | uint32  | uint32  | uint64  | uint64  | 28 bytes, 0 | uint32 |
-//	+---------+---------+---------+---------+---------+-------------+--------+
-//	  0         8         12        16        24        32            60
+//	+---------+---------+---------+---------+---------+----------+--------+--------+-------------+--------+
+//	| magic   | version | channel | seq     | prevEnd | channels | flags  | base   | reserved    | crc32c |
+//	| 8 bytes | uint32  | uint32  | uint64  | uint64  | uint32   | uint32 | uint64 | 12 bytes, 0 | uint32 |
+//	+---------+---------+---------+---------+---------+----------+--------+--------+-------------+--------+
+//	  0         8         12        16        24        32         36       40       48            60
 //
-// seq numbers a channel's segments from 1. prevEnd is where the data of
-// segment seq-1 ended, synced, when this one was created (0: not known),
-// so recovery can prove that segment whole. crc32c (Castagnoli) covers
+// seq numbers a channel's segments from 1; channel is the channel's
+// number and channels how many the log has. prevEnd is where the data of
+// segment seq-1 ended, synced, when this one was created (0: there is no
+// such segment), so recovery can prove that segment whole and knows where
+// to stop reading it. flags bit 0 (FlagOpened) marks the first segment a
+// channel started when the log was opened: recovery had kept the records
+// up to LSN base, so records above base in the channel's earlier segments
+// are void (they followed a gap), and the data of segment seq-1 ends at
+// prevEnd (anything after it was a torn tail). crc32c (Castagnoli) covers
 // bytes 0 to 60.
 //
 // Block (BlockHeaderSize bytes of header, then the payload):
@@ -112,12 +118,23 @@ var (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// FlagOpened marks a channel's first segment after the log was opened
+// (see the segment header).
+const FlagOpened = 1
+
 // SegmentHeader is the first thing in a segment file.
 type SegmentHeader struct {
-	Channel uint32
-	Seq     uint64
-	PrevEnd uint64
+	Channel  uint32
+	Seq      uint64
+	PrevEnd  uint64
+	Channels uint32
+	Flags    uint32
+	Base     uint64
 }
+
+// Opened reports whether the segment was the first its channel started
+// when the log was opened.
+func (h SegmentHeader) Opened() bool { return h.Flags&FlagOpened != 0 }
 
 // AppendSegmentHeader appends h's encoding to dst.
 func AppendSegmentHeader(dst []byte, h SegmentHeader) []byte {
@@ -127,6 +144,9 @@ func AppendSegmentHeader(dst []byte, h SegmentHeader) []byte {
 	binary.LittleEndian.PutUint32(b[12:], h.Channel)
 	binary.LittleEndian.PutUint64(b[16:], h.Seq)
 	binary.LittleEndian.PutUint64(b[24:], h.PrevEnd)
+	binary.LittleEndian.PutUint32(b[32:], h.Channels)
+	binary.LittleEndian.PutUint32(b[36:], h.Flags)
+	binary.LittleEndian.PutUint64(b[40:], h.Base)
 	binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
 	return append(dst, b[:]...)
 }
@@ -145,10 +165,26 @@ func DecodeSegmentHeader(b []byte) (SegmentHeader, error) {
 	if v := binary.LittleEndian.Uint32(b[8:]); v != Version {
 		return SegmentHeader{}, fmt.Errorf("%w: segment format version %d; this build reads %d", ErrCorrupt, v, Version)
 	}
-	if !Blank(b[32:60]) {
+	if !Blank(b[48:60]) {
 		return SegmentHeader{}, fmt.Errorf("%w: segment header reserved bytes are not zero", ErrCorrupt)
 	}
-	return SegmentHeader{Channel: binary.LittleEndian.Uint32(b[12:]), Seq: binary.LittleEndian.Uint64(b[16:]), PrevEnd: binary.LittleEndian.Uint64(b[24:])}, nil
+	h := SegmentHeader{
+		Channel:  binary.LittleEndian.Uint32(b[12:]),
+		Seq:      binary.LittleEndian.Uint64(b[16:]),
+		PrevEnd:  binary.LittleEndian.Uint64(b[24:]),
+		Channels: binary.LittleEndian.Uint32(b[32:]),
+		Flags:    binary.LittleEndian.Uint32(b[36:]),
+		Base:     binary.LittleEndian.Uint64(b[40:]),
+	}
+	switch {
+	case h.Flags&^FlagOpened != 0:
+		return SegmentHeader{}, fmt.Errorf("%w: segment header flags %#x", ErrCorrupt, h.Flags)
+	case h.Channels == 0 || h.Channel >= h.Channels:
+		return SegmentHeader{}, fmt.Errorf("%w: segment header says channel %d of %d", ErrCorrupt, h.Channel, h.Channels)
+	case h.Seq == 0:
+		return SegmentHeader{}, fmt.Errorf("%w: segment header says seq 0", ErrCorrupt)
+	}
+	return h, nil
 }
 
 // Record is one commit record.

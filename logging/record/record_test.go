@@ -148,7 +148,7 @@ func TestBuilderRules(t *testing.T) {
 }
 
 func TestSegmentHeader(t *testing.T) {
-	h := SegmentHeader{Channel: 3, Seq: 1 << 40}
+	h := SegmentHeader{Channel: 3, Seq: 1 << 40, PrevEnd: 4096, Channels: 4, Flags: FlagOpened, Base: 77}
 	b := AppendSegmentHeader(nil, h)
 	if len(b) != SegmentHeaderSize {
 		t.Fatalf("%d bytes", len(b))
@@ -162,6 +162,17 @@ func TestSegmentHeader(t *testing.T) {
 		bad[i] ^= 0x10
 		if _, err := DecodeSegmentHeader(bad); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("byte %d flipped: %v", i, err)
+		}
+	}
+	// Well-formed checksums over impossible fields.
+	for _, bad := range []SegmentHeader{
+		{Channel: 4, Seq: 1, Channels: 4},
+		{Channel: 0, Seq: 1, Channels: 0},
+		{Channel: 0, Seq: 0, Channels: 1},
+		{Channel: 0, Seq: 1, Channels: 1, Flags: 2},
+	} {
+		if _, err := DecodeSegmentHeader(AppendSegmentHeader(nil, bad)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%+v: %v", bad, err)
 		}
 	}
 }
@@ -204,7 +215,7 @@ func checkDecodes(t *testing.T, data []byte) {
 
 // FuzzSegmentHeader decodes arbitrary bytes as a segment header.
 func FuzzSegmentHeader(f *testing.F) {
-	f.Add(AppendSegmentHeader(nil, SegmentHeader{Channel: 1, Seq: 2}))
+	f.Add(AppendSegmentHeader(nil, SegmentHeader{Channel: 1, Seq: 2, Channels: 2, Flags: FlagOpened, Base: 9}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		h, err := DecodeSegmentHeader(data)
 		if err != nil {

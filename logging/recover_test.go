@@ -1,0 +1,290 @@
+package logging
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/mmdb/mmdb/logging/record"
+	"github.com/mmdb/mmdb/logging/vfs"
+)
+
+// recovered is what recoverLog read: the records by LSN, the last LSN
+// and the tails to open the log with.
+type recovered struct {
+	bodies map[uint64][]byte
+	last   uint64
+	tails  []Tail
+}
+
+// recoverLog reads the whole log, as recovery does.
+func recoverLog(fs vfs.FS, dirs []string, ignore bool) (recovered, error) {
+	r, err := NewReader(ReaderOptions{FS: fs, Dirs: dirs, IgnoreCorruption: ignore})
+	if err != nil {
+		return recovered{}, err
+	}
+	out := recovered{bodies: map[uint64][]byte{}}
+	for {
+		rec, ok, err := r.Next()
+		if err != nil {
+			return recovered{}, errors.Join(err, r.Close())
+		}
+		if !ok {
+			break
+		}
+		out.bodies[rec.LSN] = rec.Body
+	}
+	out.last = r.Last()
+	out.tails, err = r.Finish()
+	return out, errors.Join(err, r.Close())
+}
+
+// TestRecoveryCycles runs the log through many crash-and-recover cycles
+// on one file system: each cycle opens the log after what recovery read,
+// appends from eight writers until the file system crashes at a random
+// operation (keeping a random part of what was not synced), and recovers.
+// Every acknowledged record must come back with its body, every record of
+// an earlier cycle must stay as it was recovered, and records that
+// followed a gap (void once the log is reopened) must never reappear,
+// though their LSNs are given to new records.
+func TestRecoveryCycles(t *testing.T) {
+	for seed := uint64(0); seed < 12; seed++ {
+		r := rand.New(rand.NewPCG(seed, 3))
+		fs := vfs.NewMemFS()
+		dirs := channelDirs(1 + int(seed%3))
+		known := map[uint64][]byte{}
+		var start uint64
+		var tails []Tail
+		for cycle := 0; cycle < 8; cycle++ {
+			l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 4 << 10, MinCompress: 64, StartLSN: start, Tails: tails})
+			if err != nil {
+				t.Fatalf("seed %d cycle %d: open: %v", seed, cycle, err)
+			}
+			fs.CrashAfter(5 + r.IntN(150))
+			var mu sync.Mutex
+			bodies := map[uint64][]byte{}
+			var maxAcked uint64
+			var wg sync.WaitGroup
+			for w := 0; w < 8; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						body := []byte(fmt.Sprintf("cycle %d writer %d append %d", cycle, w, i))
+						lsn, err := l.Append(bytes.Clone(body))
+						if err != nil {
+							return
+						}
+						mu.Lock()
+						bodies[lsn] = body
+						mu.Unlock()
+						if l.Wait(context.Background(), lsn) != nil {
+							return
+						}
+						mu.Lock()
+						maxAcked = max(maxAcked, lsn)
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			if err := l.Close(); !errors.Is(err, vfs.ErrCrashed) {
+				t.Fatalf("seed %d cycle %d: close: %v", seed, cycle, err)
+			}
+			fs = fs.Crash(rand.New(rand.NewPCG(seed, uint64(cycle))))
+			got, err := recoverLog(fs, dirs, false)
+			if err != nil {
+				t.Fatalf("seed %d cycle %d: recovery: %v", seed, cycle, err)
+			}
+			if got.last < max(maxAcked, start) || got.last > l.LastLSN() {
+				t.Fatalf("seed %d cycle %d: recovered to LSN %d; %d acknowledged, %d before the cycle, %d appended", seed, cycle, got.last, maxAcked, start, l.LastLSN())
+			}
+			for lsn := uint64(1); lsn <= got.last; lsn++ {
+				want := known[lsn]
+				if lsn > start {
+					want = bodies[lsn]
+				}
+				if !bytes.Equal(got.bodies[lsn], want) {
+					t.Fatalf("seed %d cycle %d: LSN %d is %q, want %q", seed, cycle, lsn, got.bodies[lsn], want)
+				}
+			}
+			for lsn := start + 1; lsn <= got.last; lsn++ {
+				known[lsn] = bodies[lsn]
+			}
+			start, tails = got.last, got.tails
+		}
+	}
+}
+
+// TestGapRecordsAreVoided: records that followed a gap are dropped when
+// the log is reopened, and new records take their LSNs.
+func TestGapRecordsAreVoided(t *testing.T) {
+	fs := vfs.NewMemFS()
+	l := newTestLog(t, fs, 2, 1<<20, 5)
+	l.add(100)
+	l.syncAll()
+	l.add(50)
+	l.flush(0)
+	l.flush(1)
+	if err := l.writers[1].sync(); err != nil { // only channel 1 (odd LSNs) syncs
+		t.Fatal(err)
+	}
+	fs = fs.Crash(nil)
+	got, err := recoverLog(fs, l.dirs, false)
+	if err != nil || got.last != 101 {
+		t.Fatalf("recovered to %d: %v", got.last, err)
+	}
+	log, err := Open(Options{FS: fs, Dirs: l.dirs, SegmentSize: 1 << 20, StartLSN: got.last, Tails: got.tails})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		lsn, err := log.Append([]byte(fmt.Sprintf("new %d", i)))
+		if err != nil || lsn != 102+uint64(i) {
+			t.Fatalf("append: LSN %d, %v", lsn, err)
+		}
+	}
+	if err := log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := recoverLog(fs, l.dirs, false)
+	if err != nil || again.last != 111 {
+		t.Fatalf("recovered to %d: %v", again.last, err)
+	}
+	for lsn := uint64(102); lsn <= 111; lsn++ {
+		if want := fmt.Sprintf("new %d", lsn-102); string(again.bodies[lsn]) != want {
+			t.Fatalf("LSN %d is %q, want %q", lsn, again.bodies[lsn], want)
+		}
+	}
+}
+
+// TestTornTailIsTruncated: opening the log after a torn tail cuts the
+// torn bytes off the segment, and the log reads cleanly afterwards.
+func TestTornTailIsTruncated(t *testing.T) {
+	fs := vfs.NewMemFS()
+	l := newTestLog(t, fs, 1, 1<<20, 2)
+	l.add(100)
+	l.syncAll()
+	l.add(100)
+	l.flush(0)
+	name := filepath.Join(l.dirs[0], SegmentName(1))
+	corruptAt(t, fs, name, l.writers[0].off-10, []byte{0xAA}) // garbage in the unsynced last block
+	fs = fs.Crash(rand.New(rand.NewPCG(1, 1)))
+	got, err := recoverLog(fs, l.dirs, false)
+	if err != nil || got.last < 100 || !got.tails[0].Torn {
+		t.Fatalf("recovered to %d, tail %+v: %v", got.last, got.tails[0], err)
+	}
+	log, err := Open(Options{FS: fs, Dirs: l.dirs, SegmentSize: 1 << 20, StartLSN: got.last, Tails: got.tails})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if size := fileSize(t, fs, name); size != got.tails[0].Offset {
+		t.Fatalf("segment is %d bytes, want it cut at %d", size, got.tails[0].Offset)
+	}
+	again, err := recoverLog(fs, l.dirs, false)
+	if err != nil || again.last != got.last || again.tails[0].Torn {
+		t.Fatalf("second recovery to %d (want %d), tail %+v: %v", again.last, got.last, again.tails[0], err)
+	}
+}
+
+func fileSize(t *testing.T, fs vfs.FS, name string) int64 {
+	t.Helper()
+	f, err := fs.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	size, err := f.Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return size
+}
+
+// TestIgnoreCorruption: corruption in the middle of a channel stops
+// recovery with the file and offset; told to ignore it, recovery keeps
+// what comes before, the reopened log sets the later segments aside
+// (never deleting them) and carries on, and the next recovery needs no
+// telling.
+func TestIgnoreCorruption(t *testing.T) {
+	fs := vfs.NewMemFS()
+	l := newTestLog(t, fs, 1, 2048, 9)
+	for i := 0; i < 20; i++ {
+		l.add(20)
+		l.syncAll()
+	}
+	if l.writers[0].seq < 4 {
+		t.Fatalf("only %d segments", l.writers[0].seq)
+	}
+	name := filepath.Join(l.dirs[0], SegmentName(2))
+	corruptAt(t, fs, name, record.SegmentHeaderSize+5, []byte{0xFF})
+	if _, err := recoverLog(fs, l.dirs, false); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), name+" at offset 64") {
+		t.Fatalf("corruption not reported with its place: %v", err)
+	}
+	got, err := recoverLog(fs, l.dirs, true)
+	if err != nil || !got.tails[0].Corrupt || got.tails[0].Seq != 2 || got.tails[0].Offset != record.SegmentHeaderSize || got.tails[0].Err == nil {
+		t.Fatalf("ignoring: tail %+v: %v", got.tails[0], err)
+	}
+	for lsn := uint64(1); lsn <= got.last; lsn++ {
+		if !bytes.Equal(got.bodies[lsn], l.bodies[lsn]) {
+			t.Fatalf("LSN %d differs", lsn)
+		}
+	}
+	log, err := Open(Options{FS: fs, Dirs: l.dirs, SegmentSize: 1 << 20, StartLSN: got.last, Tails: got.tails})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.Append([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if err := log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, err := fs.ReadDir(l.dirs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var void int
+	for _, n := range names {
+		if strings.HasSuffix(n, voidSuffix) {
+			void++
+		}
+	}
+	if void != int(l.writers[0].seq)-2 {
+		t.Fatalf("%d segments set aside, want %d: %v", void, l.writers[0].seq-2, names)
+	}
+	again, err := recoverLog(fs, l.dirs, false)
+	if err != nil || again.last != got.last+1 || string(again.bodies[again.last]) != "after" {
+		t.Fatalf("recovery after the repair: to %d (want %d): %v", again.last, got.last+1, err)
+	}
+}
+
+// TestChannelMismatch: a log read with another channel count, or with a
+// channel's directory missing, is refused rather than read short.
+func TestChannelMismatch(t *testing.T) {
+	fs := vfs.NewMemFS()
+	l := newTestLog(t, fs, 2, 1<<20, 1)
+	l.add(50)
+	l.syncAll()
+	if _, err := recoverLog(fs, l.dirs[:1], false); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("two channels read as one: %v", err)
+	}
+	if _, err := recoverLog(fs, []string{l.dirs[1], l.dirs[0]}, false); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("channels swapped: %v", err)
+	}
+	if _, err := recoverLog(fs, []string{l.dirs[0], "/elsewhere"}, false); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("a channel's directory missing: %v", err)
+	}
+	if _, err := Open(Options{FS: fs, Dirs: l.dirs}); err == nil || !strings.Contains(err.Error(), "must be read") {
+		t.Fatalf("opening a log that was not read: %v", err)
+	}
+}
