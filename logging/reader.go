@@ -455,6 +455,7 @@ type Reader struct {
 	heads []*record.Record // each channel's next record; nil when done
 	want  uint64           // the next LSN to return
 	after uint64
+	gap   bool // Next stopped where a channel held a later LSN
 }
 
 // ReaderOptions say what a Reader reads.
@@ -533,6 +534,7 @@ func (r *Reader) Next() (rec record.Record, ok bool, err error) {
 			}
 		}
 		if min < 0 || r.heads[min].LSN > r.want {
+			r.gap = min >= 0
 			return record.Record{}, false, nil
 		}
 		rec = *r.heads[min]
@@ -554,6 +556,10 @@ func (r *Reader) Next() (rec record.Record, ok bool, err error) {
 // Last returns the LSN of the last record returned (or the starting
 // point, before any).
 func (r *Reader) Last() uint64 { return r.want - 1 }
+
+// Gap reports whether Next stopped at a gap (a channel holds a later
+// LSN) rather than at the end of the log.
+func (r *Reader) Gap() bool { return r.gap }
 
 // Finish reads every channel to the end of its data, checking the
 // records past the point where Next stopped (they will be voided when the

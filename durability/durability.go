@@ -1,0 +1,282 @@
+// Package durability gives a node its durability level (SPEC 4): it
+// recovers the database from the redo log at start, then plugs into the
+// engine as its commit hook (mem.CommitLog) and makes each commit wait
+// for what its level promises before the server acknowledges it.
+//
+//   - no-log: nothing is written. Commits get their LSN from a counter
+//     and their records stay in an in-memory ring (Ring), for replication.
+//   - mmap-log: not available in this build yet.
+//   - fsync-log: records go to the redo log (package logging); a commit
+//     waits for its group's fdatasync.
+//
+// A transaction may ask for a stronger level than the node's, never for
+// a weaker one than the node's floor (Check); asking for a level that
+// writes a log on a node that keeps none is refused before the commit.
+package durability
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mmdb/mmdb/logging"
+	"github.com/mmdb/mmdb/logging/vfs"
+	"github.com/mmdb/mmdb/mem"
+)
+
+// Level is a durability level, weakest first.
+type Level int8
+
+// The levels.
+const (
+	NoLog Level = iota
+	MmapLog
+	FsyncLog
+)
+
+var levelNames = []string{"no-log", "mmap-log", "fsync-log"}
+
+func (l Level) String() string {
+	if l < 0 || int(l) >= len(levelNames) {
+		return fmt.Sprintf("level(%d)", l)
+	}
+	return levelNames[l]
+}
+
+// ParseLevel returns the level a config or request names.
+func ParseLevel(s string) (Level, error) {
+	for i, n := range levelNames {
+		if n == s {
+			return Level(i), nil
+		}
+	}
+	return 0, fmt.Errorf("durability: unknown level %q (no-log, mmap-log or fsync-log)", s)
+}
+
+// ErrLevel is returned, wrapped, for a level a transaction may not ask
+// for on this node.
+var ErrLevel = errors.New("durability: level not available")
+
+// Options configure a Store.
+type Options struct {
+	FS    vfs.FS // nil means vfs.Default
+	Level Level  // the node's level: what a commit waits for by default
+	Floor Level  // the weakest level a transaction may ask for
+	// Dirs are the log's channel directories. Empty means no log at all
+	// (a diskless node): there is nothing to recover, and Level must be
+	// NoLog.
+	Dirs []string
+	// IgnoreCorruption makes recovery keep what precedes corruption and
+	// set the rest aside instead of refusing to start.
+	IgnoreCorruption bool
+	// SegmentSize is the log's segment size; zero means the log's default.
+	SegmentSize int64
+	// RingBytes bounds the records a no-log node keeps in memory; zero
+	// means 64 MiB.
+	RingBytes int64
+	Epoch     uint64
+	Logger    hclog.Logger
+}
+
+// Recovery says what recovery did.
+type Recovery struct {
+	Records  int64         // records replayed
+	Bytes    int64         // their encoded size
+	LastLSN  uint64        // the last LSN replayed
+	Duration time.Duration // how long it took
+	Stop     string        // why it stopped
+}
+
+// Store is a node's database with its durability: the engine, and the log
+// or ring behind it.
+type Store struct {
+	opts     Options
+	db       *mem.DB
+	log      *logging.Log // nil for NoLog
+	ring     *Ring        // NoLog only
+	mu       sync.Mutex   // orders LSNs into the ring
+	last     uint64       // NoLog: the last LSN assigned (guarded by mu)
+	recovery Recovery
+}
+
+// Open recovers the database from the log in opts.Dirs and opens the log
+// for new commits, at the node's level.
+func Open(opts Options) (*Store, error) {
+	if opts.FS == nil {
+		opts.FS = vfs.Default
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.Floor > opts.Level {
+		return nil, fmt.Errorf("durability: floor %s is stronger than the level %s", opts.Floor, opts.Level)
+	}
+	if len(opts.Dirs) == 0 && opts.Level != NoLog {
+		return nil, fmt.Errorf("durability: %s needs log directories", opts.Level)
+	}
+	if opts.Level == MmapLog {
+		return nil, fmt.Errorf("durability: %s is not available in this build", opts.Level)
+	}
+	if opts.RingBytes <= 0 {
+		opts.RingBytes = 64 << 20
+	}
+	s := &Store{opts: opts}
+	s.db = mem.Open(mem.Options{Log: s, Logger: opts.Logger.Named("mem")})
+	var tails []logging.Tail
+	if len(opts.Dirs) > 0 {
+		var err error
+		if tails, err = s.recover(); err != nil {
+			return nil, err
+		}
+	}
+	s.last = s.recovery.LastLSN
+	if opts.Level == NoLog {
+		s.ring = NewRing(opts.RingBytes)
+		return s, nil
+	}
+	log, err := logging.Open(logging.Options{
+		FS: opts.FS, Dirs: opts.Dirs, SegmentSize: opts.SegmentSize, Epoch: opts.Epoch,
+		Logger: opts.Logger.Named("log"), StartLSN: s.recovery.LastLSN, Tails: tails,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("durability: open the log: %w", err)
+	}
+	s.log = log
+	return s, nil
+}
+
+// recover replays the log into the database and returns where each
+// channel's data ends.
+func (s *Store) recover() ([]logging.Tail, error) {
+	start := time.Now()
+	r, err := logging.NewReader(logging.ReaderOptions{FS: s.opts.FS, Dirs: s.opts.Dirs, IgnoreCorruption: s.opts.IgnoreCorruption})
+	if err != nil {
+		return nil, fmt.Errorf("durability: recovery: %w", err)
+	}
+	rec := &s.recovery
+	for {
+		lr, ok, err := r.Next()
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("durability: recovery after LSN %d: %w", r.Last(), err), r.Close())
+		}
+		if !ok {
+			break
+		}
+		redo, err := mem.DecodeRedo(lr.Body)
+		if err == nil {
+			err = s.db.Apply(lr.LSN, redo)
+		}
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("durability: recovery: replay LSN %d: %w", lr.LSN, err), r.Close())
+		}
+		rec.Records++
+		rec.Bytes += int64(len(lr.Body))
+	}
+	rec.LastLSN = r.Last()
+	gap := r.Gap()
+	tails, err := r.Finish()
+	if err = errors.Join(err, r.Close()); err != nil {
+		return nil, fmt.Errorf("durability: recovery: %w", err)
+	}
+	rec.Duration = time.Since(start)
+	rec.Stop = "the end of the log"
+	if gap {
+		rec.Stop = fmt.Sprintf("a gap: no channel holds LSN %d", rec.LastLSN+1)
+	}
+	for i, t := range tails {
+		switch {
+		case t.Corrupt:
+			s.opts.Logger.Error("recovery ignored corruption (recovery_ignore_corruption); the rest of the channel is set aside",
+				"channel", i, "dir", s.opts.Dirs[i], "error", t.Err)
+			rec.Stop += fmt.Sprintf("; ignored corruption in channel %d", i)
+		case t.Torn:
+			s.opts.Logger.Info("recovery found a torn tail and truncates it", "channel", i, "segment", logging.SegmentName(t.Seq), "offset", t.Offset)
+			rec.Stop += fmt.Sprintf("; a torn tail in channel %d", i)
+		}
+	}
+	s.opts.Logger.Info("recovered the log", "records", rec.Records, "bytes", rec.Bytes, "duration", rec.Duration,
+		"last-lsn", rec.LastLSN, "stopped-at", rec.Stop)
+	return tails, nil
+}
+
+// Commit is the engine's commit hook (mem.CommitLog): it encodes the
+// record and hands it to the log, or to the ring on a no-log node.
+func (s *Store) Commit(r *mem.Redo) (uint64, error) {
+	body := r.AppendBinary(nil)
+	if s.log != nil {
+		return s.log.Append(body)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last++
+	s.ring.Add(s.last, body)
+	return s.last, nil
+}
+
+// DB returns the database.
+func (s *Store) DB() *mem.DB { return s.db }
+
+// Recovery returns what recovery did at Open.
+func (s *Store) Recovery() Recovery { return s.recovery }
+
+// Level returns the node's level.
+func (s *Store) Level() Level { return s.opts.Level }
+
+// Ring returns a no-log node's ring of recent records; nil on a node with
+// a log.
+func (s *Store) Ring() *Ring { return s.ring }
+
+// Check says whether a transaction may ask for level: not weaker than the
+// floor, and not a level that writes a log on a node that keeps none.
+func (s *Store) Check(level Level) error {
+	switch {
+	case level < NoLog || level > FsyncLog:
+		return fmt.Errorf("%w: unknown level %d", ErrLevel, level)
+	case level < s.opts.Floor:
+		return fmt.Errorf("%w: %s is weaker than this node's durability_floor %s", ErrLevel, level, s.opts.Floor)
+	case level > NoLog && s.log == nil:
+		return fmt.Errorf("%w: %s needs a redo log, and this node runs %s", ErrLevel, level, s.opts.Level)
+	}
+	return nil
+}
+
+// Wait returns once the commit at lsn meets level (checked with Check
+// before the commit), or with the log's failure, or when ctx ends.
+func (s *Store) Wait(ctx context.Context, lsn uint64, level Level) error {
+	if level == NoLog || s.log == nil {
+		return nil
+	}
+	return s.log.Wait(ctx, lsn)
+}
+
+// DurableLSN returns the largest LSN that, with all before it, is durable
+// in the log; zero on a node without one.
+func (s *Store) DurableLSN() uint64 {
+	if s.log == nil {
+		return 0
+	}
+	return s.log.DurableLSN()
+}
+
+// LogStats returns the log's counts (zero without a log).
+func (s *Store) LogStats() logging.Stats {
+	if s.log == nil {
+		return logging.Stats{}
+	}
+	return s.log.Stats()
+}
+
+// Close writes and syncs what the log holds and closes it.
+func (s *Store) Close() error {
+	if s.log == nil {
+		return nil
+	}
+	if err := s.log.Close(); err != nil {
+		return fmt.Errorf("durability: close the log: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,296 @@
+package durability
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/mmdb/mmdb/logging/vfs"
+	"github.com/mmdb/mmdb/mem"
+)
+
+const (
+	accounts = 8
+	initial  = 100
+)
+
+var dirs = []string{"/data/log/0", "/data/log/1"}
+
+// bank is the crash tests' workload: accounts whose balances always sum
+// to accounts*initial, and a table of markers, one per transaction, that
+// says which transactions committed.
+type bank struct {
+	acct, mark *mem.Table
+}
+
+func setupBank(t *testing.T, s *Store) bank {
+	t.Helper()
+	db := s.DB()
+	acct, err := db.CreateTable(mem.TableDef{Name: "acct", Columns: []mem.ColumnDef{
+		{Name: "id", Type: mem.TypeInt64}, {Name: "bal", Type: mem.TypeInt64},
+	}, PrimaryKey: []string{"id"}, PrimaryKind: mem.Ordered})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark, err := db.CreateTable(mem.TableDef{Name: "mark", Columns: []mem.ColumnDef{
+		{Name: "tag", Type: mem.TypeString, MaxLen: 64},
+	}, PrimaryKey: []string{"tag"}, PrimaryKind: mem.Ordered})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := db.Begin()
+	for i := 0; i < accounts; i++ {
+		if err := tx.Insert(acct, []mem.Value{mem.Int64(int64(i)), mem.Int64(initial)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lsn, err := tx.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Wait(context.Background(), lsn, s.Level()); err != nil {
+		t.Fatal(err)
+	}
+	return bank{acct, mark}
+}
+
+// transfer moves an amount between two accounts and inserts the marker
+// tag, in one transaction.
+func (b bank) transfer(db *mem.DB, from, to int64, amount int64, tag string) (uint64, error) {
+	tx := db.Begin()
+	defer tx.Rollback()
+	var bal [2]int64
+	for i, id := range []int64{from, to} {
+		rec, ok, err := tx.Get(b.acct, []mem.Value{mem.Int64(id)})
+		if err != nil || !ok {
+			return 0, fmt.Errorf("get %d: %v %v", id, ok, err)
+		}
+		bal[i] = rec.Int64(1)
+	}
+	if err := tx.Update(b.acct, []mem.Value{mem.Int64(from)}, []mem.ColumnValue{{Column: 1, Value: mem.Int64(bal[0] - amount)}}); err != nil {
+		return 0, err
+	}
+	if err := tx.Update(b.acct, []mem.Value{mem.Int64(to)}, []mem.ColumnValue{{Column: 1, Value: mem.Int64(bal[1] + amount)}}); err != nil {
+		return 0, err
+	}
+	if err := tx.Insert(b.mark, []mem.Value{mem.String(tag)}); err != nil {
+		return 0, err
+	}
+	return tx.Commit()
+}
+
+// check verifies a recovered database: balances sum right (no partial
+// transaction), every acknowledged marker is there, and no marker of a
+// rolled-back transaction is.
+func (b bank) check(t *testing.T, db *mem.DB, acked map[string]bool, what string) int {
+	t.Helper()
+	acct, err := db.Table("acct")
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	mark, err := db.Table("mark")
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	tx := db.Begin()
+	defer tx.Rollback()
+	var sum int64
+	n := 0
+	if err := tx.Scan(acct, mem.ScanSpec{}, func(r mem.Record) bool { sum += r.Int64(1); n++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if n != accounts || sum != accounts*initial {
+		t.Fatalf("%s: %d accounts summing to %d, want %d summing to %d: a partial transaction", what, n, sum, accounts, accounts*initial)
+	}
+	present := map[string]bool{}
+	if err := tx.Scan(mark, mem.ScanSpec{}, func(r mem.Record) bool { present[r.Str(0)] = true; return true }); err != nil {
+		t.Fatal(err)
+	}
+	for tag := range acked {
+		if !present[tag] {
+			t.Fatalf("%s: acknowledged commit %s is lost", what, tag)
+		}
+	}
+	for tag := range present {
+		if strings.HasPrefix(tag, "rolledback") {
+			t.Fatalf("%s: rolled-back transaction %s is visible", what, tag)
+		}
+	}
+	return len(present)
+}
+
+// runBank has workers transfer (and now and then roll back) until the
+// store fails; it returns the acknowledged markers.
+func runBank(s *Store, b bank, workers, each int, level Level) map[string]bool {
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 5))
+			for i := 0; i < each; i++ {
+				from, to := r.Int64N(accounts), r.Int64N(accounts)
+				if from == to {
+					continue
+				}
+				if i%5 == 4 {
+					tx := s.DB().Begin()
+					_ = tx.Insert(b.mark, []mem.Value{mem.String(fmt.Sprintf("rolledback-%d-%d", w, i))})
+					tx.Rollback()
+				}
+				tag := fmt.Sprintf("w%d-%d", w, i)
+				lsn, err := b.transfer(s.DB(), from, to, r.Int64N(10), tag)
+				if errors.Is(err, mem.ErrConflict) {
+					continue
+				}
+				if err != nil {
+					return
+				}
+				if s.Wait(context.Background(), lsn, level) != nil {
+					return
+				}
+				mu.Lock()
+				acked[tag] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return acked
+}
+
+// TestCrashAtEveryOperation: fsync-log under eight concurrent writers,
+// the file system crashed at its k-th operation for every k (keeping a
+// random part of what was not synced), then recovered: every acknowledged
+// commit is there, no transaction is partial, no rolled-back one shows,
+// and the recovered database takes commits again and survives a second
+// crash.
+func TestCrashAtEveryOperation(t *testing.T) {
+	k := 1
+	for ; ; k++ {
+		fs := vfs.NewMemFS()
+		s, err := Open(Options{FS: fs, Level: FsyncLog, Dirs: dirs, SegmentSize: 8 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := setupBank(t, s)
+		fs.CrashAfter(k)
+		acked := runBank(s, b, 8, 20, FsyncLog)
+		crashed := s.Close() != nil
+		after := fs.Crash(rand.New(rand.NewPCG(uint64(k), 2)))
+		s2, err := Open(Options{FS: after, Level: FsyncLog, Dirs: dirs, SegmentSize: 8 << 10})
+		if err != nil {
+			t.Fatalf("k=%d: recovery: %v", k, err)
+		}
+		b.check(t, s2.DB(), acked, fmt.Sprintf("k=%d", k))
+		// The recovered store goes on, and survives a crash of its own.
+		b2 := bank{acct: mustTable(t, s2.DB(), "acct"), mark: mustTable(t, s2.DB(), "mark")}
+		more := runBank(s2, b2, 2, 5, FsyncLog)
+		for tag := range acked {
+			more[tag] = true
+		}
+		s3, err := Open(Options{FS: after.Crash(nil), Level: FsyncLog, Dirs: dirs, SegmentSize: 8 << 10})
+		if err != nil {
+			t.Fatalf("k=%d: second recovery: %v", k, err)
+		}
+		b.check(t, s3.DB(), more, fmt.Sprintf("k=%d, second crash", k))
+		if !crashed {
+			break // the workload ended before the k-th operation
+		}
+	}
+	t.Logf("crashed at each of %d operations", k-1)
+	if k < 100 {
+		t.Fatalf("the workload took only %d operations", k)
+	}
+}
+
+func mustTable(t *testing.T, db *mem.DB, name string) *mem.Table {
+	t.Helper()
+	tb, err := db.Table(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+// TestNoLogKeepsNothing: a no-log node writes no log, so a restart comes
+// back empty; its ring holds the recent records in LSN order.
+func TestNoLogKeepsNothing(t *testing.T) {
+	fs := vfs.NewMemFS()
+	s, err := Open(Options{FS: fs, Level: NoLog, Dirs: dirs, RingBytes: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setupBank(t, s)
+	acked := runBank(s, b, 2, 20, NoLog)
+	if len(acked) == 0 {
+		t.Fatal("nothing committed")
+	}
+	b.check(t, s.DB(), acked, "no-log, before restart")
+	if names, _ := fs.ReadDir(dirs[0]); len(names) != 0 {
+		t.Fatalf("no-log wrote %v", names)
+	}
+	var lsns []uint64
+	if !s.Ring().Since(s.DB().LastLSN()-3, func(lsn uint64, body []byte) bool {
+		if _, err := mem.DecodeRedo(body); err != nil {
+			t.Fatal(err)
+		}
+		lsns = append(lsns, lsn)
+		return true
+	}) || len(lsns) != 3 || lsns[2] != s.DB().LastLSN() {
+		t.Fatalf("the ring's last records: %v (last LSN %d)", lsns, s.DB().LastLSN())
+	}
+	if s.Ring().Since(0, func(uint64, []byte) bool { return true }) {
+		t.Fatal("a 300-byte ring still holds LSN 1")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(Options{FS: fs, Level: NoLog, Dirs: dirs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tables := s2.DB().Tables(); len(tables) != 0 || s2.DB().LastLSN() != 0 {
+		t.Fatalf("no-log restart: %d tables, LSN %d", len(tables), s2.DB().LastLSN())
+	}
+}
+
+// TestLevelChecks: a transaction may ask for a stronger level than the
+// node's when the node has a log, never a weaker one than the floor.
+func TestLevelChecks(t *testing.T) {
+	noLog, err := Open(Options{Level: NoLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := noLog.Check(FsyncLog); !errors.Is(err, ErrLevel) || !strings.Contains(err.Error(), "needs a redo log") {
+		t.Fatalf("fsync-log on a no-log node: %v", err)
+	}
+	fs := vfs.NewMemFS()
+	s, err := Open(Options{FS: fs, Level: FsyncLog, Floor: FsyncLog, Dirs: dirs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(NoLog); !errors.Is(err, ErrLevel) || !strings.Contains(err.Error(), "durability_floor") {
+		t.Fatalf("no-log under an fsync-log floor: %v", err)
+	}
+	if err := s.Check(FsyncLog); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Options{Level: NoLog, Floor: FsyncLog}); err == nil {
+		t.Fatal("a floor above the level was accepted")
+	}
+	if _, err := ParseLevel("fsync"); err == nil {
+		t.Fatal("ParseLevel took fsync")
+	}
+	for _, l := range []Level{NoLog, MmapLog, FsyncLog} {
+		if got, err := ParseLevel(l.String()); err != nil || got != l {
+			t.Fatalf("%v: %v %v", l, got, err)
+		}
+	}
+}
