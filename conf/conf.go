@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -39,6 +40,9 @@ type Config struct {
 	DurabilityFloor  string
 	LogChannels      []string
 	MmapSyncInterval time.Duration
+	// RecoveryIgnoreCorruption lets recovery keep what precedes corruption
+	// in the log and set the rest aside, instead of refusing to start.
+	RecoveryIgnoreCorruption bool
 
 	// Checkpoints (issue #5).
 	CheckpointInterval time.Duration
@@ -122,6 +126,18 @@ func DefaultConfig() *Config {
 	}
 }
 
+// LogDirs returns the log's channel directories: log_channels, or one
+// channel in data_dir/log; none on a diskless node.
+func (c *Config) LogDirs() []string {
+	switch {
+	case c.DataDir == "":
+		return nil
+	case len(c.LogChannels) > 0:
+		return c.LogChannels
+	}
+	return []string{filepath.Join(c.DataDir, "log")}
+}
+
 // Origin says where key was last set: "mmdb.hcl:3", "env MMDB_LISTEN",
 // "flag -listen", or "default".
 func (c *Config) Origin(key string) string {
@@ -195,6 +211,9 @@ func (c *Config) Validate() error {
 			bad("log_channels", "each channel needs its own non-empty directory; %q is empty or repeated", ch)
 		}
 		seen[ch] = true
+	}
+	if c.DataDir == "" && len(c.LogChannels) > 0 {
+		bad("log_channels", "set, but data_dir is empty (a diskless node), which keeps no log")
 	}
 	if len(c.LogChannels) > 64 {
 		bad("log_channels", "%d channels; at most 64", len(c.LogChannels))

@@ -43,6 +43,7 @@ var keys = []key{
 	{"durability_floor", "the weakest durability a transaction may ask for", func(c *Config) any { return &c.DurabilityFloor }},
 	{"log_channels", "the log's channel directories, one per channel", func(c *Config) any { return &c.LogChannels }},
 	{"mmap_sync_interval", "how often mmap-log flushes its mapped files", func(c *Config) any { return &c.MmapSyncInterval }},
+	{"recovery_ignore_corruption", "start despite corruption in the log, keeping what precedes it", func(c *Config) any { return &c.RecoveryIgnoreCorruption }},
 	{"checkpoint_interval", "the time between checkpoints", func(c *Config) any { return &c.CheckpointInterval }},
 	{"checkpoint_log_bytes", "new log bytes that start a checkpoint", func(c *Config) any { return &c.CheckpointLogBytes }},
 	{"log_retention_bytes", "log kept past the last checkpoint for standbys", func(c *Config) any { return &c.LogRetentionBytes }},

@@ -28,6 +28,7 @@ durability         = "no-log"
 durability_floor   = "no-log"
 # log_channels     = ["/disk1/mmdb-log", "/disk2/mmdb-log"]
 mmap_sync_interval = "1s"
+recovery_ignore_corruption = false
 
 # Checkpoints.
 checkpoint_interval  = "5m"

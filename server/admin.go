@@ -16,8 +16,8 @@ type adminService struct {
 	s *Server
 }
 
-// Status reports the node. Without a log nothing is durable, so the
-// durable LSN is zero; without checkpoints so is the checkpoint LSN.
+// Status reports the node. Without a log (no-log) nothing is durable, so
+// the durable LSN is zero; without checkpoints so is the checkpoint LSN.
 func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
 	s := a.s
 	last := s.db.LastLSN()
@@ -27,6 +27,7 @@ func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusRes
 		Durability:       s.cfg.Durability,
 		SyncMode:         s.cfg.SyncMode,
 		LastLsn:          last,
+		DurableLsn:       s.store.DurableLSN(),
 		AppliedLsn:       last,
 		Uptime:           durationpb.New(time.Since(s.start)),
 		Version:          version(),

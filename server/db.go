@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"syscall"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/internal/pbmem"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -22,6 +25,7 @@ const maxAutoRetries = 16
 type dbService struct {
 	pb.UnimplementedDatabaseServiceServer
 	db          *mem.DB
+	store       *durability.Store
 	txs         *txTable
 	cv          converter
 	maxScanRows int
@@ -30,12 +34,20 @@ type dbService struct {
 }
 
 // run runs fn in the interactive transaction txID, or, when txID is zero,
-// in a transaction of its own that it commits, retrying conflicts. It
-// returns the commit's LSN (zero inside an interactive transaction) and
-// fn's or the commit's error, for the caller to turn into a status.
-func (s *dbService) run(ctx context.Context, txID uint64, fn func(tx *mem.Tx) error) (uint64, error) {
+// in a transaction of its own that it commits, retrying conflicts, and
+// waits until the commit meets the durability asked for (dur). It returns
+// the commit's LSN (zero inside an interactive transaction) and fn's, the
+// commit's or the wait's error, for the caller to turn into a status.
+func (s *dbService) run(ctx context.Context, txID uint64, dur pb.Durability, fn func(tx *mem.Tx) error) (uint64, error) {
 	if txID != 0 {
+		if dur != pb.Durability_DURABILITY_UNSPECIFIED {
+			return 0, errorf(codes.InvalidArgument, "durability %s with tx_id %d: an interactive transaction takes its durability from Begin or Commit", dur, txID)
+		}
 		return 0, s.txs.use(txID, fn)
+	}
+	level, err := s.level(dur)
+	if err != nil {
+		return 0, err
 	}
 	for attempt := 0; ; attempt++ {
 		tx := s.db.Begin()
@@ -47,7 +59,52 @@ func (s *dbService) run(ctx context.Context, txID uint64, fn func(tx *mem.Tx) er
 		if errors.Is(err, mem.ErrConflict) && attempt < maxAutoRetries && ctx.Err() == nil {
 			continue
 		}
-		return lsn, err
+		if err != nil {
+			return 0, err
+		}
+		return lsn, s.durable(ctx, lsn, level)
+	}
+}
+
+// level returns the durability level a request asks for, checked against
+// what the node allows.
+func (s *dbService) level(dur pb.Durability) (durability.Level, error) {
+	var level durability.Level
+	switch dur {
+	case pb.Durability_DURABILITY_UNSPECIFIED:
+		return s.store.Level(), nil
+	case pb.Durability_DURABILITY_NO_LOG:
+		level = durability.NoLog
+	case pb.Durability_DURABILITY_MMAP_LOG:
+		level = durability.MmapLog
+	case pb.Durability_DURABILITY_FSYNC_LOG:
+		level = durability.FsyncLog
+	default:
+		return 0, errorf(codes.InvalidArgument, "durability %d is not one of the Durability values", dur)
+	}
+	if err := s.store.Check(level); err != nil {
+		return 0, errorf(codes.FailedPrecondition, "%s", strings.TrimPrefix(err.Error(), "durability: "))
+	}
+	return level, nil
+}
+
+// durable waits until the commit at lsn (zero: nothing was written) meets
+// level. A commit that does not is installed in memory all the same: the
+// error says so.
+func (s *dbService) durable(ctx context.Context, lsn uint64, level durability.Level) error {
+	if lsn == 0 {
+		return nil
+	}
+	err := s.store.Wait(ctx, lsn, level)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("the commit at LSN %d is in memory but not yet %s: %w", lsn, level, ctx.Err())
+	case errors.Is(err, syscall.ENOSPC):
+		return errorf(codes.ResourceExhausted, "the disk is full: the commit at LSN %d is in memory but not %s, and the node takes no more writes: %v", lsn, level, err)
+	default:
+		return errorf(codes.Unavailable, "the redo log failed: the commit at LSN %d is in memory but not %s, and the node takes no more writes: %v", lsn, level, err)
 	}
 }
 
@@ -60,20 +117,26 @@ func index(t *mem.Table, name string) (int, error) {
 	return t.Index(name)
 }
 
-func (s *dbService) CreateTable(_ context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
+func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
 	def, err := pbmem.TableDef(req.GetTable())
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	t, err := s.db.CreateTable(def)
+	if err == nil {
+		err = s.durable(ctx, t.CreatedLSN(), s.store.Level())
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.CreateTableResponse{Lsn: t.CreatedLSN()}, nil
 }
 
-func (s *dbService) DropTable(_ context.Context, req *pb.DropTableRequest) (*pb.DropTableResponse, error) {
+func (s *dbService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*pb.DropTableResponse, error) {
 	lsn, err := s.db.DropTable(req.GetTable())
+	if err == nil {
+		err = s.durable(ctx, lsn, s.store.Level())
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -98,7 +161,7 @@ func (s *dbService) DescribeTable(_ context.Context, req *pb.DescribeTableReques
 
 func (s *dbService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
 	resp := &pb.GetResponse{}
-	if _, err := s.run(ctx, req.GetTxId(), func(tx *mem.Tx) error { return s.get(tx, req, resp) }); err != nil {
+	if _, err := s.run(ctx, req.GetTxId(), 0, func(tx *mem.Tx) error { return s.get(tx, req, resp) }); err != nil {
 		return nil, toStatus(err)
 	}
 	return resp, nil
@@ -125,7 +188,7 @@ func (s *dbService) get(tx *mem.Tx, req *pb.GetRequest, resp *pb.GetResponse) er
 }
 
 func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.InsertResponse, error) {
-	lsn, err := s.run(ctx, req.GetTxId(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), false) })
+	lsn, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), false) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -133,7 +196,7 @@ func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.Inse
 }
 
 func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.UpsertResponse, error) {
-	lsn, err := s.run(ctx, req.GetTxId(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), true) })
+	lsn, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), true) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -141,7 +204,7 @@ func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.Upse
 }
 
 func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.UpdateResponse, error) {
-	lsn, err := s.run(ctx, req.GetTxId(), func(tx *mem.Tx) error { return s.update(tx, req) })
+	lsn, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.update(tx, req) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -149,7 +212,7 @@ func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.Upda
 }
 
 func (s *dbService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
-	lsn, err := s.run(ctx, req.GetTxId(), func(tx *mem.Tx) error { return s.del(tx, req) })
+	lsn, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.del(tx, req) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -224,8 +287,12 @@ func (s *dbService) del(tx *mem.Tx, req *pb.DeleteRequest) error {
 	return tx.Delete(t, key)
 }
 
-func (s *dbService) Begin(context.Context, *pb.BeginRequest) (*pb.BeginResponse, error) {
-	id, err := s.txs.begin()
+func (s *dbService) Begin(_ context.Context, req *pb.BeginRequest) (*pb.BeginResponse, error) {
+	level, err := s.level(req.GetDurability())
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.txs.begin(level)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +300,7 @@ func (s *dbService) Begin(context.Context, *pb.BeginRequest) (*pb.BeginResponse,
 }
 
 func (s *dbService) Rollback(_ context.Context, req *pb.RollbackRequest) (*pb.RollbackResponse, error) {
-	if err := s.txs.end(req.GetTxId(), func(*mem.Tx) error { return nil }); err != nil {
+	if err := s.txs.end(req.GetTxId(), func(*openTx) error { return nil }); err != nil {
 		return nil, err
 	}
 	return &pb.RollbackResponse{}, nil
@@ -250,16 +317,25 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 	batch := func(tx *mem.Tx) error { return s.batch(tx, req, resp) }
 	var err error
 	if id := req.GetTxId(); id != 0 {
-		err = s.txs.end(id, func(tx *mem.Tx) error {
-			if err := batch(tx); err != nil {
+		err = s.txs.end(id, func(ot *openTx) error {
+			level := ot.level
+			if req.GetDurability() != pb.Durability_DURABILITY_UNSPECIFIED {
+				var err error
+				if level, err = s.level(req.GetDurability()); err != nil {
+					return err
+				}
+			}
+			if err := batch(ot.tx); err != nil {
 				return err
 			}
 			var err error
-			resp.Lsn, err = tx.Commit()
-			return err
+			if resp.Lsn, err = ot.tx.Commit(); err != nil {
+				return err
+			}
+			return s.durable(ctx, resp.Lsn, level)
 		})
 	} else {
-		resp.Lsn, err = s.run(ctx, 0, batch)
+		resp.Lsn, err = s.run(ctx, 0, req.GetDurability(), batch)
 	}
 	if errors.Is(err, errConditionFailed) {
 		resp.Results = nil
@@ -277,8 +353,12 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 // says.
 func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResponse) error {
 	for i, op := range req.GetOperations() {
-		if opTxID(op) != 0 {
+		txID, dur := opFields(op)
+		if txID != 0 {
 			return errorf(codes.InvalidArgument, "operation %d: tx_id must be zero inside a batch; the batch's own tx_id names the transaction", i)
+		}
+		if dur != pb.Durability_DURABILITY_UNSPECIFIED {
+			return errorf(codes.InvalidArgument, "operation %d: durability must be unspecified inside a batch; the batch's own durability applies", i)
 		}
 	}
 	resp.Results = resp.Results[:0]
@@ -324,21 +404,22 @@ func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResp
 	return nil
 }
 
-// opTxID returns the tx_id an operation of a batch carries.
-func opTxID(op *pb.Operation) uint64 {
+// opFields returns the tx_id and durability an operation of a batch
+// carries; both must be unset.
+func opFields(op *pb.Operation) (uint64, pb.Durability) {
 	switch o := op.GetOp().(type) {
 	case *pb.Operation_Get:
-		return o.Get.GetTxId()
+		return o.Get.GetTxId(), 0
 	case *pb.Operation_Insert:
-		return o.Insert.GetTxId()
+		return o.Insert.GetTxId(), o.Insert.GetDurability()
 	case *pb.Operation_Upsert:
-		return o.Upsert.GetTxId()
+		return o.Upsert.GetTxId(), o.Upsert.GetDurability()
 	case *pb.Operation_Update:
-		return o.Update.GetTxId()
+		return o.Update.GetTxId(), o.Update.GetDurability()
 	case *pb.Operation_Delete:
-		return o.Delete.GetTxId()
+		return o.Delete.GetTxId(), o.Delete.GetDurability()
 	}
-	return 0
+	return 0, 0
 }
 
 // holds checks one condition of a batch.

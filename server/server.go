@@ -2,10 +2,11 @@
 // (DatabaseService, AdminService, grpc.health.v1 and server reflection)
 // as its Config says, and shuts down gracefully.
 //
-// A request flows server -> mem (transaction) -> reply. Later issues add
-// the log, durability waits and replication between the transaction and
-// the reply; the Config keys for them are parsed now, and New refuses a
-// value this build cannot honour instead of ignoring it.
+// A request flows server -> mem (transaction) -> durability (the commit
+// waits for its level) -> reply. New recovers the database from the log
+// before serving. Later issues add replication between the durability
+// wait and the reply; the Config keys for it are parsed now, and New
+// refuses a value this build cannot honour instead of ignoring it.
 package server
 
 import (
@@ -33,6 +34,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -42,6 +44,7 @@ type Server struct {
 	cfg    *conf.Config
 	log    hclog.Logger
 	db     *mem.DB
+	store  *durability.Store
 	grpc   *grpc.Server
 	health *health.Server
 	dbs    *dbService
@@ -66,7 +69,6 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	s := &Server{
 		cfg:    cfg,
 		log:    logger,
-		db:     mem.Open(mem.Options{Logger: logger.Named("mem")}),
 		start:  time.Now(),
 		quit:   make(chan struct{}),
 		reaped: make(chan struct{}),
@@ -78,9 +80,15 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		}
 		s.lock = lock
 	}
+	store, err := openStore(cfg, logger)
+	if err != nil {
+		return nil, errors.Join(err, s.unlock())
+	}
+	s.store, s.db = store, store.DB()
 	s.txs = newTxTable(s.db, int(cfg.MaxOpenTransactions), cfg.TxIdleTimeout, logger)
 	s.dbs = &dbService{
 		db:          s.db,
+		store:       s.store,
 		txs:         s.txs,
 		cv:          converter{maxValueBytes: int(cfg.MaxValueBytes)},
 		maxScanRows: int(cfg.MaxScanRows),
@@ -108,11 +116,8 @@ func supported(cfg *conf.Config) error {
 	later := func(key, what string) {
 		errs = append(errs, fmt.Errorf("%s: %s: %s is not available in this version", cfg.Origin(key), key, what))
 	}
-	if cfg.Durability != conf.DurabilityNoLog {
-		later("durability", fmt.Sprintf("durability %q (only %q)", cfg.Durability, conf.DurabilityNoLog))
-	}
-	if len(cfg.LogChannels) > 0 {
-		later("log_channels", "the redo log")
+	if cfg.Durability == conf.DurabilityMmapLog {
+		later("durability", fmt.Sprintf("durability %q (only %q and %q)", cfg.Durability, conf.DurabilityNoLog, conf.DurabilityFsyncLog))
 	}
 	if cfg.Role != conf.RolePrimary {
 		later("role", fmt.Sprintf("role %q (only %q)", cfg.Role, conf.RolePrimary))
@@ -134,6 +139,38 @@ func supported(cfg *conf.Config) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+// openStore recovers the database from the log and opens the log, at
+// the configured durability.
+func openStore(cfg *conf.Config, logger hclog.Logger) (*durability.Store, error) {
+	level, err := durability.ParseLevel(cfg.Durability)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	floor, err := durability.ParseLevel(cfg.DurabilityFloor)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	store, err := durability.Open(durability.Options{
+		Level: level, Floor: floor, Dirs: cfg.LogDirs(), IgnoreCorruption: cfg.RecoveryIgnoreCorruption,
+		RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return store, nil
+}
+
+// unlock releases the data directory's lock, if held.
+func (s *Server) unlock() error {
+	if s.lock == nil {
+		return nil
+	}
+	if err := s.lock.Close(); err != nil { // closing releases the flock
+		return fmt.Errorf("server: unlock data_dir: %w", err)
 	}
 	return nil
 }
@@ -236,10 +273,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if n := s.txs.rollbackAll(); n > 0 {
 			s.log.Info("rolled back open transactions at shutdown", "count", n)
 		}
-		if s.lock != nil {
-			err = s.lock.Close() // closing releases the flock
-		}
-		s.log.Info("stopped", "last-lsn", s.db.LastLSN())
+		err = errors.Join(s.store.Close(), s.unlock())
+		s.log.Info("stopped", "last-lsn", s.db.LastLSN(), "durable-lsn", s.store.DurableLSN())
 	})
 	return err
 }

@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -44,7 +43,7 @@ func (s *dbService) Session(stream grpc.BidiStreamingServer[pb.SessionRequest, p
 	owned := map[uint64]bool{}
 	defer func() {
 		for id := range owned {
-			_ = s.txs.end(id, func(*mem.Tx) error { return nil }) // already ended is fine
+			_ = s.txs.end(id, func(*openTx) error { return nil }) // already ended is fine
 		}
 	}()
 	for {

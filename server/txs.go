@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 
+	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/mem"
 )
 
@@ -15,10 +16,11 @@ import (
 // that name it (a mem.Tx is used by one goroutine at a time) and guards
 // done, which is set when the transaction ends for any reason.
 type openTx struct {
-	id   uint64
-	mu   sync.Mutex
-	tx   *mem.Tx
-	done bool
+	id    uint64
+	mu    sync.Mutex
+	tx    *mem.Tx
+	level durability.Level // what its commit waits for, unless Commit says otherwise
+	done  bool
 	// idleSince is when the last request on it finished; guarded by mu.
 	idleSince time.Time
 }
@@ -42,8 +44,9 @@ func newTxTable(db *mem.DB, max int, idle time.Duration, log hclog.Logger) *txTa
 	return &txTable{db: db, max: max, idle: idle, log: log, now: time.Now, m: map[uint64]*openTx{}}
 }
 
-// begin starts a transaction and returns its id.
-func (tt *txTable) begin() (uint64, error) {
+// begin starts a transaction whose commit waits for level and returns
+// its id.
+func (tt *txTable) begin(level durability.Level) (uint64, error) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
 	if len(tt.m) >= tt.max {
@@ -53,7 +56,7 @@ func (tt *txTable) begin() (uint64, error) {
 	for id == 0 || tt.m[id] != nil {
 		id = rand.Uint64()
 	}
-	tt.m[id] = &openTx{id: id, tx: tt.db.Begin(), idleSince: tt.now()}
+	tt.m[id] = &openTx{id: id, tx: tt.db.Begin(), level: level, idleSince: tt.now()}
 	return id, nil
 }
 
@@ -96,13 +99,13 @@ func (tt *txTable) use(id uint64, fn func(tx *mem.Tx) error) error {
 
 // end runs fn (a commit or rollback) on the transaction and removes it,
 // whatever fn returns: a failed commit rolls the transaction back.
-func (tt *txTable) end(id uint64, fn func(tx *mem.Tx) error) error {
+func (tt *txTable) end(id uint64, fn func(ot *openTx) error) error {
 	ot, err := tt.hold(id)
 	if err != nil {
 		return err
 	}
 	defer ot.mu.Unlock()
-	err = fn(ot.tx)
+	err = fn(ot)
 	ot.tx.Rollback() // a no-op after a commit
 	tt.remove(ot)
 	return err

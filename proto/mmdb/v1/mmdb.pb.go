@@ -162,6 +162,66 @@ func (IndexKind) EnumDescriptor() ([]byte, []int) {
 	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{1}
 }
 
+// Durability is what a commit waits for before its reply (SPEC 4). A
+// request may ask for a stronger level than the node's durability, never
+// a weaker one than its durability_floor (FAILED_PRECONDITION), and not
+// mmap-log or fsync-log on a node that writes no log.
+type Durability int32
+
+const (
+	// The node's durability.
+	Durability_DURABILITY_UNSPECIFIED Durability = 0
+	// The change is in memory.
+	Durability_DURABILITY_NO_LOG Durability = 1
+	// The record is in the memory-mapped log: it survives a process crash.
+	Durability_DURABILITY_MMAP_LOG Durability = 2
+	// The record is on stable storage (fdatasync).
+	Durability_DURABILITY_FSYNC_LOG Durability = 3
+)
+
+// Enum value maps for Durability.
+var (
+	Durability_name = map[int32]string{
+		0: "DURABILITY_UNSPECIFIED",
+		1: "DURABILITY_NO_LOG",
+		2: "DURABILITY_MMAP_LOG",
+		3: "DURABILITY_FSYNC_LOG",
+	}
+	Durability_value = map[string]int32{
+		"DURABILITY_UNSPECIFIED": 0,
+		"DURABILITY_NO_LOG":      1,
+		"DURABILITY_MMAP_LOG":    2,
+		"DURABILITY_FSYNC_LOG":   3,
+	}
+)
+
+func (x Durability) Enum() *Durability {
+	p := new(Durability)
+	*p = x
+	return p
+}
+
+func (x Durability) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Durability) Descriptor() protoreflect.EnumDescriptor {
+	return file_mmdb_v1_mmdb_proto_enumTypes[2].Descriptor()
+}
+
+func (Durability) Type() protoreflect.EnumType {
+	return &file_mmdb_v1_mmdb_proto_enumTypes[2]
+}
+
+func (x Durability) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Durability.Descriptor instead.
+func (Durability) EnumDescriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{2}
+}
+
 // Expect says whether the row must exist.
 type Condition_Expect int32
 
@@ -196,11 +256,11 @@ func (x Condition_Expect) String() string {
 }
 
 func (Condition_Expect) Descriptor() protoreflect.EnumDescriptor {
-	return file_mmdb_v1_mmdb_proto_enumTypes[2].Descriptor()
+	return file_mmdb_v1_mmdb_proto_enumTypes[3].Descriptor()
 }
 
 func (Condition_Expect) Type() protoreflect.EnumType {
-	return &file_mmdb_v1_mmdb_proto_enumTypes[2]
+	return &file_mmdb_v1_mmdb_proto_enumTypes[3]
 }
 
 func (x Condition_Expect) Number() protoreflect.EnumNumber {
@@ -1376,10 +1436,13 @@ func (x *ScanResponse) GetResumeKey() []*Value {
 
 // InsertRequest adds a row.
 type InsertRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	Row           *Row                   `protobuf:"bytes,2,opt,name=row,proto3" json:"row,omitempty"`
-	TxId          uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Row   *Row                   `protobuf:"bytes,2,opt,name=row,proto3" json:"row,omitempty"`
+	TxId  uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	// What the commit waits for; only without tx_id (an interactive
+	// transaction takes it from Begin or Commit).
+	Durability    Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1435,13 +1498,23 @@ func (x *InsertRequest) GetTxId() uint64 {
 	return 0
 }
 
+func (x *InsertRequest) GetDurability() Durability {
+	if x != nil {
+		return x.Durability
+	}
+	return Durability_DURABILITY_UNSPECIFIED
+}
+
 // UpdateRequest changes columns of the row with the given primary key.
 type UpdateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	Key           []*Value               `protobuf:"bytes,2,rep,name=key,proto3" json:"key,omitempty"`
-	Set           []*ColumnValue         `protobuf:"bytes,3,rep,name=set,proto3" json:"set,omitempty"`
-	TxId          uint64                 `protobuf:"varint,4,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Key   []*Value               `protobuf:"bytes,2,rep,name=key,proto3" json:"key,omitempty"`
+	Set   []*ColumnValue         `protobuf:"bytes,3,rep,name=set,proto3" json:"set,omitempty"`
+	TxId  uint64                 `protobuf:"varint,4,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	// What the commit waits for; only without tx_id (an interactive
+	// transaction takes it from Begin or Commit).
+	Durability    Durability `protobuf:"varint,5,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1504,12 +1577,22 @@ func (x *UpdateRequest) GetTxId() uint64 {
 	return 0
 }
 
+func (x *UpdateRequest) GetDurability() Durability {
+	if x != nil {
+		return x.Durability
+	}
+	return Durability_DURABILITY_UNSPECIFIED
+}
+
 // UpsertRequest inserts or replaces a row.
 type UpsertRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	Row           *Row                   `protobuf:"bytes,2,opt,name=row,proto3" json:"row,omitempty"`
-	TxId          uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Row   *Row                   `protobuf:"bytes,2,opt,name=row,proto3" json:"row,omitempty"`
+	TxId  uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	// What the commit waits for; only without tx_id (an interactive
+	// transaction takes it from Begin or Commit).
+	Durability    Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1565,12 +1648,22 @@ func (x *UpsertRequest) GetTxId() uint64 {
 	return 0
 }
 
+func (x *UpsertRequest) GetDurability() Durability {
+	if x != nil {
+		return x.Durability
+	}
+	return Durability_DURABILITY_UNSPECIFIED
+}
+
 // DeleteRequest removes the row with the given primary key.
 type DeleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	Key           []*Value               `protobuf:"bytes,2,rep,name=key,proto3" json:"key,omitempty"`
-	TxId          uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Key   []*Value               `protobuf:"bytes,2,rep,name=key,proto3" json:"key,omitempty"`
+	TxId  uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	// What the commit waits for; only without tx_id (an interactive
+	// transaction takes it from Begin or Commit).
+	Durability    Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1624,6 +1717,13 @@ func (x *DeleteRequest) GetTxId() uint64 {
 		return x.TxId
 	}
 	return 0
+}
+
+func (x *DeleteRequest) GetDurability() Durability {
+	if x != nil {
+		return x.Durability
+	}
+	return Durability_DURABILITY_UNSPECIFIED
 }
 
 // InsertResponse is the reply of Insert: the LSN it committed at, or zero
@@ -1812,7 +1912,9 @@ func (x *DeleteResponse) GetLsn() uint64 {
 
 // BeginRequest is the request of Begin.
 type BeginRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the transaction's commit waits for, unless Commit says otherwise.
+	Durability    Durability `protobuf:"varint,1,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1845,6 +1947,13 @@ func (x *BeginRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use BeginRequest.ProtoReflect.Descriptor instead.
 func (*BeginRequest) Descriptor() ([]byte, []int) {
 	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *BeginRequest) GetDurability() Durability {
+	if x != nil {
+		return x.Durability
+	}
+	return Durability_DURABILITY_UNSPECIFIED
 }
 
 // BeginResponse names the new transaction.
@@ -2112,10 +2221,13 @@ func (x *Condition) GetEquals() []*ColumnValue {
 // would not fit in max_message_bytes fails with RESOURCE_EXHAUSTED before
 // it commits.
 type CommitRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Conditions    []*Condition           `protobuf:"bytes,1,rep,name=conditions,proto3" json:"conditions,omitempty"`
-	Operations    []*Operation           `protobuf:"bytes,2,rep,name=operations,proto3" json:"operations,omitempty"`
-	TxId          uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Conditions []*Condition           `protobuf:"bytes,1,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	Operations []*Operation           `protobuf:"bytes,2,rep,name=operations,proto3" json:"operations,omitempty"`
+	TxId       uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	// What the commit waits for; with tx_id, unspecified keeps Begin's.
+	// The durability fields of the operations must be unspecified.
+	Durability    Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2169,6 +2281,13 @@ func (x *CommitRequest) GetTxId() uint64 {
 		return x.TxId
 	}
 	return 0
+}
+
+func (x *CommitRequest) GetDurability() Durability {
+	if x != nil {
+		return x.Durability
+	}
+	return Durability_DURABILITY_UNSPECIFIED
 }
 
 // CommitResponse is the reply of Commit.
@@ -3250,24 +3369,36 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x04rows\x18\x01 \x03(\v2\f.mmdb.v1.RowR\x04rows\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12-\n" +
 	"\n" +
-	"resume_key\x18\x03 \x03(\v2\x0e.mmdb.v1.ValueR\tresumeKey\"Z\n" +
+	"resume_key\x18\x03 \x03(\v2\x0e.mmdb.v1.ValueR\tresumeKey\"\x8f\x01\n" +
 	"\rInsertRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x1e\n" +
 	"\x03row\x18\x02 \x01(\v2\f.mmdb.v1.RowR\x03row\x12\x13\n" +
-	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\"\x84\x01\n" +
+	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\x123\n" +
+	"\n" +
+	"durability\x18\x04 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
+	"durability\"\xb9\x01\n" +
 	"\rUpdateRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12 \n" +
 	"\x03key\x18\x02 \x03(\v2\x0e.mmdb.v1.ValueR\x03key\x12&\n" +
 	"\x03set\x18\x03 \x03(\v2\x14.mmdb.v1.ColumnValueR\x03set\x12\x13\n" +
-	"\x05tx_id\x18\x04 \x01(\x04R\x04txId\"Z\n" +
+	"\x05tx_id\x18\x04 \x01(\x04R\x04txId\x123\n" +
+	"\n" +
+	"durability\x18\x05 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
+	"durability\"\x8f\x01\n" +
 	"\rUpsertRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x1e\n" +
 	"\x03row\x18\x02 \x01(\v2\f.mmdb.v1.RowR\x03row\x12\x13\n" +
-	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\"\\\n" +
+	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\x123\n" +
+	"\n" +
+	"durability\x18\x04 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
+	"durability\"\x91\x01\n" +
 	"\rDeleteRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12 \n" +
 	"\x03key\x18\x02 \x03(\v2\x0e.mmdb.v1.ValueR\x03key\x12\x13\n" +
-	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\"\"\n" +
+	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\x123\n" +
+	"\n" +
+	"durability\x18\x04 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
+	"durability\"\"\n" +
 	"\x0eInsertResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"\"\n" +
 	"\x0eUpdateResponse\x12\x10\n" +
@@ -3275,8 +3406,11 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x0eUpsertResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"\"\n" +
 	"\x0eDeleteResponse\x12\x10\n" +
-	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"\x0e\n" +
-	"\fBeginRequest\"b\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"C\n" +
+	"\fBeginRequest\x123\n" +
+	"\n" +
+	"durability\x18\x01 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
+	"durability\"b\n" +
 	"\rBeginResponse\x12\x13\n" +
 	"\x05tx_id\x18\x01 \x01(\x04R\x04txId\x12<\n" +
 	"\fidle_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\"\x82\x02\n" +
@@ -3295,7 +3429,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x06Expect\x12\x16\n" +
 	"\x12EXPECT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rEXPECT_EXISTS\x10\x01\x12\x15\n" +
-	"\x11EXPECT_NOT_EXISTS\x10\x02\"\x8c\x01\n" +
+	"\x11EXPECT_NOT_EXISTS\x10\x02\"\xc1\x01\n" +
 	"\rCommitRequest\x122\n" +
 	"\n" +
 	"conditions\x18\x01 \x03(\v2\x12.mmdb.v1.ConditionR\n" +
@@ -3303,7 +3437,10 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\n" +
 	"operations\x18\x02 \x03(\v2\x12.mmdb.v1.OperationR\n" +
 	"operations\x12\x13\n" +
-	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\"\x9b\x01\n" +
+	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\x123\n" +
+	"\n" +
+	"durability\x18\x04 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
+	"durability\"\x9b\x01\n" +
 	"\x0eCommitResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1c\n" +
 	"\tcommitted\x18\x02 \x01(\bR\tcommitted\x12)\n" +
@@ -3393,7 +3530,13 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\tIndexKind\x12\x1a\n" +
 	"\x16INDEX_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fINDEX_KIND_HASH\x10\x01\x12\x16\n" +
-	"\x12INDEX_KIND_ORDERED\x10\x022\x81\a\n" +
+	"\x12INDEX_KIND_ORDERED\x10\x02*r\n" +
+	"\n" +
+	"Durability\x12\x1a\n" +
+	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11DURABILITY_NO_LOG\x10\x01\x12\x17\n" +
+	"\x13DURABILITY_MMAP_LOG\x10\x02\x12\x18\n" +
+	"\x14DURABILITY_FSYNC_LOG\x10\x032\x81\a\n" +
 	"\x0fDatabaseService\x12H\n" +
 	"\vCreateTable\x12\x1b.mmdb.v1.CreateTableRequest\x1a\x1c.mmdb.v1.CreateTableResponse\x12B\n" +
 	"\tDropTable\x12\x19.mmdb.v1.DropTableRequest\x1a\x1a.mmdb.v1.DropTableResponse\x12E\n" +
@@ -3425,152 +3568,159 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 	return file_mmdb_v1_mmdb_proto_rawDescData
 }
 
-var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
-	(Condition_Expect)(0),         // 2: mmdb.v1.Condition.Expect
-	(*Value)(nil),                 // 3: mmdb.v1.Value
-	(*Row)(nil),                   // 4: mmdb.v1.Row
-	(*ColumnValue)(nil),           // 5: mmdb.v1.ColumnValue
-	(*Column)(nil),                // 6: mmdb.v1.Column
-	(*Index)(nil),                 // 7: mmdb.v1.Index
-	(*Table)(nil),                 // 8: mmdb.v1.Table
-	(*CreateTableRequest)(nil),    // 9: mmdb.v1.CreateTableRequest
-	(*CreateTableResponse)(nil),   // 10: mmdb.v1.CreateTableResponse
-	(*DropTableRequest)(nil),      // 11: mmdb.v1.DropTableRequest
-	(*DropTableResponse)(nil),     // 12: mmdb.v1.DropTableResponse
-	(*ListTablesRequest)(nil),     // 13: mmdb.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),    // 14: mmdb.v1.ListTablesResponse
-	(*DescribeTableRequest)(nil),  // 15: mmdb.v1.DescribeTableRequest
-	(*DescribeTableResponse)(nil), // 16: mmdb.v1.DescribeTableResponse
-	(*GetRequest)(nil),            // 17: mmdb.v1.GetRequest
-	(*GetResponse)(nil),           // 18: mmdb.v1.GetResponse
-	(*ScanRequest)(nil),           // 19: mmdb.v1.ScanRequest
-	(*ScanResponse)(nil),          // 20: mmdb.v1.ScanResponse
-	(*InsertRequest)(nil),         // 21: mmdb.v1.InsertRequest
-	(*UpdateRequest)(nil),         // 22: mmdb.v1.UpdateRequest
-	(*UpsertRequest)(nil),         // 23: mmdb.v1.UpsertRequest
-	(*DeleteRequest)(nil),         // 24: mmdb.v1.DeleteRequest
-	(*InsertResponse)(nil),        // 25: mmdb.v1.InsertResponse
-	(*UpdateResponse)(nil),        // 26: mmdb.v1.UpdateResponse
-	(*UpsertResponse)(nil),        // 27: mmdb.v1.UpsertResponse
-	(*DeleteResponse)(nil),        // 28: mmdb.v1.DeleteResponse
-	(*BeginRequest)(nil),          // 29: mmdb.v1.BeginRequest
-	(*BeginResponse)(nil),         // 30: mmdb.v1.BeginResponse
-	(*Operation)(nil),             // 31: mmdb.v1.Operation
-	(*Condition)(nil),             // 32: mmdb.v1.Condition
-	(*CommitRequest)(nil),         // 33: mmdb.v1.CommitRequest
-	(*CommitResponse)(nil),        // 34: mmdb.v1.CommitResponse
-	(*RollbackRequest)(nil),       // 35: mmdb.v1.RollbackRequest
-	(*RollbackResponse)(nil),      // 36: mmdb.v1.RollbackResponse
-	(*SessionRequest)(nil),        // 37: mmdb.v1.SessionRequest
-	(*Request)(nil),               // 38: mmdb.v1.Request
-	(*SessionResponse)(nil),       // 39: mmdb.v1.SessionResponse
-	(*Reply)(nil),                 // 40: mmdb.v1.Reply
-	(*StatusRequest)(nil),         // 41: mmdb.v1.StatusRequest
-	(*StatusResponse)(nil),        // 42: mmdb.v1.StatusResponse
-	(*StandbyStatus)(nil),         // 43: mmdb.v1.StandbyStatus
-	(*TableStatus)(nil),           // 44: mmdb.v1.TableStatus
-	(structpb.NullValue)(0),       // 45: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 46: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 47: google.protobuf.Duration
+	(Durability)(0),               // 2: mmdb.v1.Durability
+	(Condition_Expect)(0),         // 3: mmdb.v1.Condition.Expect
+	(*Value)(nil),                 // 4: mmdb.v1.Value
+	(*Row)(nil),                   // 5: mmdb.v1.Row
+	(*ColumnValue)(nil),           // 6: mmdb.v1.ColumnValue
+	(*Column)(nil),                // 7: mmdb.v1.Column
+	(*Index)(nil),                 // 8: mmdb.v1.Index
+	(*Table)(nil),                 // 9: mmdb.v1.Table
+	(*CreateTableRequest)(nil),    // 10: mmdb.v1.CreateTableRequest
+	(*CreateTableResponse)(nil),   // 11: mmdb.v1.CreateTableResponse
+	(*DropTableRequest)(nil),      // 12: mmdb.v1.DropTableRequest
+	(*DropTableResponse)(nil),     // 13: mmdb.v1.DropTableResponse
+	(*ListTablesRequest)(nil),     // 14: mmdb.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),    // 15: mmdb.v1.ListTablesResponse
+	(*DescribeTableRequest)(nil),  // 16: mmdb.v1.DescribeTableRequest
+	(*DescribeTableResponse)(nil), // 17: mmdb.v1.DescribeTableResponse
+	(*GetRequest)(nil),            // 18: mmdb.v1.GetRequest
+	(*GetResponse)(nil),           // 19: mmdb.v1.GetResponse
+	(*ScanRequest)(nil),           // 20: mmdb.v1.ScanRequest
+	(*ScanResponse)(nil),          // 21: mmdb.v1.ScanResponse
+	(*InsertRequest)(nil),         // 22: mmdb.v1.InsertRequest
+	(*UpdateRequest)(nil),         // 23: mmdb.v1.UpdateRequest
+	(*UpsertRequest)(nil),         // 24: mmdb.v1.UpsertRequest
+	(*DeleteRequest)(nil),         // 25: mmdb.v1.DeleteRequest
+	(*InsertResponse)(nil),        // 26: mmdb.v1.InsertResponse
+	(*UpdateResponse)(nil),        // 27: mmdb.v1.UpdateResponse
+	(*UpsertResponse)(nil),        // 28: mmdb.v1.UpsertResponse
+	(*DeleteResponse)(nil),        // 29: mmdb.v1.DeleteResponse
+	(*BeginRequest)(nil),          // 30: mmdb.v1.BeginRequest
+	(*BeginResponse)(nil),         // 31: mmdb.v1.BeginResponse
+	(*Operation)(nil),             // 32: mmdb.v1.Operation
+	(*Condition)(nil),             // 33: mmdb.v1.Condition
+	(*CommitRequest)(nil),         // 34: mmdb.v1.CommitRequest
+	(*CommitResponse)(nil),        // 35: mmdb.v1.CommitResponse
+	(*RollbackRequest)(nil),       // 36: mmdb.v1.RollbackRequest
+	(*RollbackResponse)(nil),      // 37: mmdb.v1.RollbackResponse
+	(*SessionRequest)(nil),        // 38: mmdb.v1.SessionRequest
+	(*Request)(nil),               // 39: mmdb.v1.Request
+	(*SessionResponse)(nil),       // 40: mmdb.v1.SessionResponse
+	(*Reply)(nil),                 // 41: mmdb.v1.Reply
+	(*StatusRequest)(nil),         // 42: mmdb.v1.StatusRequest
+	(*StatusResponse)(nil),        // 43: mmdb.v1.StatusResponse
+	(*StandbyStatus)(nil),         // 44: mmdb.v1.StandbyStatus
+	(*TableStatus)(nil),           // 45: mmdb.v1.TableStatus
+	(structpb.NullValue)(0),       // 46: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 47: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 48: google.protobuf.Duration
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	45, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	46, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
-	3,  // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
-	3,  // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
+	46, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	47, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	4,  // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
+	4,  // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
 	0,  // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
 	1,  // 5: mmdb.v1.Index.kind:type_name -> mmdb.v1.IndexKind
-	6,  // 6: mmdb.v1.Table.columns:type_name -> mmdb.v1.Column
+	7,  // 6: mmdb.v1.Table.columns:type_name -> mmdb.v1.Column
 	1,  // 7: mmdb.v1.Table.primary_kind:type_name -> mmdb.v1.IndexKind
-	7,  // 8: mmdb.v1.Table.indexes:type_name -> mmdb.v1.Index
-	8,  // 9: mmdb.v1.CreateTableRequest.table:type_name -> mmdb.v1.Table
-	44, // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
-	8,  // 11: mmdb.v1.DescribeTableResponse.table:type_name -> mmdb.v1.Table
-	3,  // 12: mmdb.v1.GetRequest.key:type_name -> mmdb.v1.Value
-	4,  // 13: mmdb.v1.GetResponse.row:type_name -> mmdb.v1.Row
-	3,  // 14: mmdb.v1.ScanRequest.prefix:type_name -> mmdb.v1.Value
-	3,  // 15: mmdb.v1.ScanRequest.lower:type_name -> mmdb.v1.Value
-	3,  // 16: mmdb.v1.ScanRequest.upper:type_name -> mmdb.v1.Value
-	3,  // 17: mmdb.v1.ScanRequest.after:type_name -> mmdb.v1.Value
-	4,  // 18: mmdb.v1.ScanResponse.rows:type_name -> mmdb.v1.Row
-	3,  // 19: mmdb.v1.ScanResponse.resume_key:type_name -> mmdb.v1.Value
-	4,  // 20: mmdb.v1.InsertRequest.row:type_name -> mmdb.v1.Row
-	3,  // 21: mmdb.v1.UpdateRequest.key:type_name -> mmdb.v1.Value
-	5,  // 22: mmdb.v1.UpdateRequest.set:type_name -> mmdb.v1.ColumnValue
-	4,  // 23: mmdb.v1.UpsertRequest.row:type_name -> mmdb.v1.Row
-	3,  // 24: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
-	47, // 25: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
-	17, // 26: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
-	21, // 27: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
-	22, // 28: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
-	23, // 29: mmdb.v1.Operation.upsert:type_name -> mmdb.v1.UpsertRequest
-	24, // 30: mmdb.v1.Operation.delete:type_name -> mmdb.v1.DeleteRequest
-	3,  // 31: mmdb.v1.Condition.key:type_name -> mmdb.v1.Value
-	2,  // 32: mmdb.v1.Condition.expect:type_name -> mmdb.v1.Condition.Expect
-	5,  // 33: mmdb.v1.Condition.equals:type_name -> mmdb.v1.ColumnValue
-	32, // 34: mmdb.v1.CommitRequest.conditions:type_name -> mmdb.v1.Condition
-	31, // 35: mmdb.v1.CommitRequest.operations:type_name -> mmdb.v1.Operation
-	18, // 36: mmdb.v1.CommitResponse.results:type_name -> mmdb.v1.GetResponse
-	38, // 37: mmdb.v1.SessionRequest.requests:type_name -> mmdb.v1.Request
-	17, // 38: mmdb.v1.Request.get:type_name -> mmdb.v1.GetRequest
-	21, // 39: mmdb.v1.Request.insert:type_name -> mmdb.v1.InsertRequest
-	22, // 40: mmdb.v1.Request.update:type_name -> mmdb.v1.UpdateRequest
-	23, // 41: mmdb.v1.Request.upsert:type_name -> mmdb.v1.UpsertRequest
-	24, // 42: mmdb.v1.Request.delete:type_name -> mmdb.v1.DeleteRequest
-	33, // 43: mmdb.v1.Request.commit:type_name -> mmdb.v1.CommitRequest
-	29, // 44: mmdb.v1.Request.begin:type_name -> mmdb.v1.BeginRequest
-	35, // 45: mmdb.v1.Request.rollback:type_name -> mmdb.v1.RollbackRequest
-	40, // 46: mmdb.v1.SessionResponse.replies:type_name -> mmdb.v1.Reply
-	18, // 47: mmdb.v1.Reply.get:type_name -> mmdb.v1.GetResponse
-	25, // 48: mmdb.v1.Reply.insert:type_name -> mmdb.v1.InsertResponse
-	26, // 49: mmdb.v1.Reply.update:type_name -> mmdb.v1.UpdateResponse
-	27, // 50: mmdb.v1.Reply.upsert:type_name -> mmdb.v1.UpsertResponse
-	28, // 51: mmdb.v1.Reply.delete:type_name -> mmdb.v1.DeleteResponse
-	34, // 52: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
-	30, // 53: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
-	36, // 54: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
-	43, // 55: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
-	44, // 56: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	47, // 57: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	9,  // 58: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	11, // 59: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	13, // 60: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	15, // 61: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	17, // 62: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	19, // 63: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	21, // 64: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	22, // 65: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	23, // 66: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	24, // 67: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	29, // 68: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	33, // 69: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	35, // 70: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	37, // 71: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	41, // 72: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	10, // 73: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	12, // 74: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	14, // 75: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	16, // 76: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	18, // 77: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	20, // 78: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	25, // 79: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	26, // 80: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	27, // 81: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	28, // 82: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	30, // 83: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	34, // 84: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	36, // 85: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	39, // 86: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	42, // 87: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	73, // [73:88] is the sub-list for method output_type
-	58, // [58:73] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	8,  // 8: mmdb.v1.Table.indexes:type_name -> mmdb.v1.Index
+	9,  // 9: mmdb.v1.CreateTableRequest.table:type_name -> mmdb.v1.Table
+	45, // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
+	9,  // 11: mmdb.v1.DescribeTableResponse.table:type_name -> mmdb.v1.Table
+	4,  // 12: mmdb.v1.GetRequest.key:type_name -> mmdb.v1.Value
+	5,  // 13: mmdb.v1.GetResponse.row:type_name -> mmdb.v1.Row
+	4,  // 14: mmdb.v1.ScanRequest.prefix:type_name -> mmdb.v1.Value
+	4,  // 15: mmdb.v1.ScanRequest.lower:type_name -> mmdb.v1.Value
+	4,  // 16: mmdb.v1.ScanRequest.upper:type_name -> mmdb.v1.Value
+	4,  // 17: mmdb.v1.ScanRequest.after:type_name -> mmdb.v1.Value
+	5,  // 18: mmdb.v1.ScanResponse.rows:type_name -> mmdb.v1.Row
+	4,  // 19: mmdb.v1.ScanResponse.resume_key:type_name -> mmdb.v1.Value
+	5,  // 20: mmdb.v1.InsertRequest.row:type_name -> mmdb.v1.Row
+	2,  // 21: mmdb.v1.InsertRequest.durability:type_name -> mmdb.v1.Durability
+	4,  // 22: mmdb.v1.UpdateRequest.key:type_name -> mmdb.v1.Value
+	6,  // 23: mmdb.v1.UpdateRequest.set:type_name -> mmdb.v1.ColumnValue
+	2,  // 24: mmdb.v1.UpdateRequest.durability:type_name -> mmdb.v1.Durability
+	5,  // 25: mmdb.v1.UpsertRequest.row:type_name -> mmdb.v1.Row
+	2,  // 26: mmdb.v1.UpsertRequest.durability:type_name -> mmdb.v1.Durability
+	4,  // 27: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
+	2,  // 28: mmdb.v1.DeleteRequest.durability:type_name -> mmdb.v1.Durability
+	2,  // 29: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
+	48, // 30: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	18, // 31: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
+	22, // 32: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
+	23, // 33: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
+	24, // 34: mmdb.v1.Operation.upsert:type_name -> mmdb.v1.UpsertRequest
+	25, // 35: mmdb.v1.Operation.delete:type_name -> mmdb.v1.DeleteRequest
+	4,  // 36: mmdb.v1.Condition.key:type_name -> mmdb.v1.Value
+	3,  // 37: mmdb.v1.Condition.expect:type_name -> mmdb.v1.Condition.Expect
+	6,  // 38: mmdb.v1.Condition.equals:type_name -> mmdb.v1.ColumnValue
+	33, // 39: mmdb.v1.CommitRequest.conditions:type_name -> mmdb.v1.Condition
+	32, // 40: mmdb.v1.CommitRequest.operations:type_name -> mmdb.v1.Operation
+	2,  // 41: mmdb.v1.CommitRequest.durability:type_name -> mmdb.v1.Durability
+	19, // 42: mmdb.v1.CommitResponse.results:type_name -> mmdb.v1.GetResponse
+	39, // 43: mmdb.v1.SessionRequest.requests:type_name -> mmdb.v1.Request
+	18, // 44: mmdb.v1.Request.get:type_name -> mmdb.v1.GetRequest
+	22, // 45: mmdb.v1.Request.insert:type_name -> mmdb.v1.InsertRequest
+	23, // 46: mmdb.v1.Request.update:type_name -> mmdb.v1.UpdateRequest
+	24, // 47: mmdb.v1.Request.upsert:type_name -> mmdb.v1.UpsertRequest
+	25, // 48: mmdb.v1.Request.delete:type_name -> mmdb.v1.DeleteRequest
+	34, // 49: mmdb.v1.Request.commit:type_name -> mmdb.v1.CommitRequest
+	30, // 50: mmdb.v1.Request.begin:type_name -> mmdb.v1.BeginRequest
+	36, // 51: mmdb.v1.Request.rollback:type_name -> mmdb.v1.RollbackRequest
+	41, // 52: mmdb.v1.SessionResponse.replies:type_name -> mmdb.v1.Reply
+	19, // 53: mmdb.v1.Reply.get:type_name -> mmdb.v1.GetResponse
+	26, // 54: mmdb.v1.Reply.insert:type_name -> mmdb.v1.InsertResponse
+	27, // 55: mmdb.v1.Reply.update:type_name -> mmdb.v1.UpdateResponse
+	28, // 56: mmdb.v1.Reply.upsert:type_name -> mmdb.v1.UpsertResponse
+	29, // 57: mmdb.v1.Reply.delete:type_name -> mmdb.v1.DeleteResponse
+	35, // 58: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
+	31, // 59: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
+	37, // 60: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
+	44, // 61: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
+	45, // 62: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
+	48, // 63: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	10, // 64: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	12, // 65: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	14, // 66: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	16, // 67: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	18, // 68: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	20, // 69: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	22, // 70: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	23, // 71: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	24, // 72: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	25, // 73: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	30, // 74: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	34, // 75: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	36, // 76: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	38, // 77: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	42, // 78: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	11, // 79: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	13, // 80: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	15, // 81: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	17, // 82: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	19, // 83: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	21, // 84: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	26, // 85: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	27, // 86: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	28, // 87: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	29, // 88: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	31, // 89: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	35, // 90: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	37, // 91: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	40, // 92: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	43, // 93: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	79, // [79:94] is the sub-list for method output_type
+	64, // [64:79] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -3620,7 +3770,7 @@ func file_mmdb_v1_mmdb_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   2,

@@ -1136,6 +1136,11 @@ func (m *InsertRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.Durability != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
+		i--
+		dAtA[i] = 0x20
+	}
 	if m.TxId != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.TxId))
 		i--
@@ -1190,6 +1195,11 @@ func (m *UpdateRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.Durability != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
+		i--
+		dAtA[i] = 0x28
 	}
 	if m.TxId != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.TxId))
@@ -1260,6 +1270,11 @@ func (m *UpsertRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.Durability != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
+		i--
+		dAtA[i] = 0x20
+	}
 	if m.TxId != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.TxId))
 		i--
@@ -1314,6 +1329,11 @@ func (m *DeleteRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.Durability != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
+		i--
+		dAtA[i] = 0x20
 	}
 	if m.TxId != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.TxId))
@@ -1523,6 +1543,11 @@ func (m *BeginRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.Durability != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
+		i--
+		dAtA[i] = 0x8
 	}
 	return len(dAtA) - i, nil
 }
@@ -1810,6 +1835,11 @@ func (m *CommitRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.Durability != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
+		i--
+		dAtA[i] = 0x20
 	}
 	if m.TxId != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.TxId))
@@ -3234,6 +3264,9 @@ func (m *InsertRequest) SizeVT() (n int) {
 	if m.TxId != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.TxId))
 	}
+	if m.Durability != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -3263,6 +3296,9 @@ func (m *UpdateRequest) SizeVT() (n int) {
 	if m.TxId != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.TxId))
 	}
+	if m.Durability != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -3283,6 +3319,9 @@ func (m *UpsertRequest) SizeVT() (n int) {
 	}
 	if m.TxId != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.TxId))
+	}
+	if m.Durability != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -3306,6 +3345,9 @@ func (m *DeleteRequest) SizeVT() (n int) {
 	}
 	if m.TxId != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.TxId))
+	}
+	if m.Durability != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -3369,6 +3411,9 @@ func (m *BeginRequest) SizeVT() (n int) {
 	}
 	var l int
 	_ = l
+	if m.Durability != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -3512,6 +3557,9 @@ func (m *CommitRequest) SizeVT() (n int) {
 	}
 	if m.TxId != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.TxId))
+	}
+	if m.Durability != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -6387,6 +6435,25 @@ func (m *InsertRequest) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Durability", wireType)
+			}
+			m.Durability = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Durability |= Durability(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -6557,6 +6624,25 @@ func (m *UpdateRequest) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Durability", wireType)
+			}
+			m.Durability = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Durability |= Durability(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -6695,6 +6781,25 @@ func (m *UpsertRequest) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Durability", wireType)
+			}
+			m.Durability = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Durability |= Durability(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -6827,6 +6932,25 @@ func (m *DeleteRequest) UnmarshalVT(dAtA []byte) error {
 				b := dAtA[iNdEx]
 				iNdEx++
 				m.TxId |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Durability", wireType)
+			}
+			m.Durability = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Durability |= Durability(b&0x7F) << shift
 				if b < 0x80 {
 					break
 				}
@@ -7162,6 +7286,25 @@ func (m *BeginRequest) UnmarshalVT(dAtA []byte) error {
 			return fmt.Errorf("proto: BeginRequest: illegal tag %d (wire type %d)", fieldNum, wire)
 		}
 		switch fieldNum {
+		case 1:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Durability", wireType)
+			}
+			m.Durability = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Durability |= Durability(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -7828,6 +7971,25 @@ func (m *CommitRequest) UnmarshalVT(dAtA []byte) error {
 				b := dAtA[iNdEx]
 				iNdEx++
 				m.TxId |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Durability", wireType)
+			}
+			m.Durability = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Durability |= Durability(b&0x7F) << shift
 				if b < 0x80 {
 					break
 				}
