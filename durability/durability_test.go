@@ -7,7 +7,9 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
@@ -292,5 +294,63 @@ func TestLevelChecks(t *testing.T) {
 		if got, err := ParseLevel(l.String()); err != nil || got != l {
 			t.Fatalf("%v: %v %v", l, got, err)
 		}
+	}
+}
+
+// TestFullDisk: on a full disk a commit fails with ENOSPC and changes
+// nothing, reads go on, and once space is freed commits are taken again.
+func TestFullDisk(t *testing.T) {
+	fs := vfs.NewMemFS()
+	s, err := Open(Options{FS: fs, Level: FsyncLog, Dirs: dirs[:1], SegmentSize: 8 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setupBank(t, s)
+	fs.SetSpace(48 << 10)
+	var failed error
+	i := 0
+	for ; i < 10000; i++ {
+		lsn, err := b.transfer(s.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
+		if err != nil {
+			failed = err
+			break
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		err = s.Wait(ctx, lsn, FsyncLog)
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("wait: %v", err)
+		}
+	}
+	if !errors.Is(failed, syscall.ENOSPC) {
+		t.Fatalf("filling the disk: %v", failed)
+	}
+	if _, ok, err := s.DB().Begin().Get(b.mark, []mem.Value{mem.String(fmt.Sprintf("t%d", i))}); err != nil || ok {
+		t.Fatalf("the refused commit is visible (%v) or reads fail: %v", ok, err)
+	}
+	fs.SetSpace(0)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lsn, err := b.transfer(s.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
+		if err == nil {
+			if err := s.Wait(context.Background(), lsn, FsyncLog); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		if !errors.Is(err, syscall.ENOSPC) || time.Now().After(deadline) {
+			t.Fatalf("once space is freed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(Options{FS: fs, Level: FsyncLog, Dirs: dirs[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := b.check(t, s2.DB(), nil, "after the full disk"); n != i+1 {
+		t.Fatalf("%d transfers recovered, want %d", n, i+1)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -66,6 +67,7 @@ type Log struct {
 	durable  uint64        // see the invariant
 	advanced chan struct{} // closed when durable advances or the log fails
 	err      error         // the first write or sync failure: the log takes no more commits
+	full     error         // the disk was full at the last try: Append refuses records until a flush succeeds
 	next     int           // the channel the next commit goes to
 	closing  bool
 	done     sync.WaitGroup
@@ -273,6 +275,11 @@ func (l *Log) Append(body []byte) (uint64, error) {
 	if l.closing {
 		return 0, errors.New("logging: the log is closed")
 	}
+	if l.full != nil {
+		// Refused before it has an LSN: the commit aborts cleanly. The
+		// flushers retry and clear this once space is found.
+		return 0, l.full
+	}
 	l.last++
 	lsn := l.last
 	c := l.chans[l.next]
@@ -344,31 +351,51 @@ func (l *Log) Close() error {
 	return errors.Join(append(errs, l.err)...)
 }
 
+// retryFull is how often a channel whose disk is full tries again.
+const retryFull = 200 * time.Millisecond
+
 // flushLoop writes and syncs the channel's records until the log closes.
+// While the disk is full it retries every retryFull.
 func (c *channel) flushLoop() {
 	defer c.l.done.Done()
 	var spare []pendingRecord
-	for range c.kick {
-		spare = c.flush(spare)
+	var retry <-chan time.Time
+	for {
+		select {
+		case _, ok := <-c.kick:
+			if !ok {
+				c.flush(spare) // what came in while closing
+				return
+			}
+		case <-retry:
+		}
+		var full bool
+		spare, full = c.flush(spare)
+		retry = nil
+		if full {
+			retry = time.After(retryFull)
+		}
 	}
-	c.flush(spare) // what came in while closing
 }
 
 // flush takes the channel's pending records, writes them and syncs; it
-// returns the emptied slice for reuse.
-func (c *channel) flush(spare []pendingRecord) []pendingRecord {
+// returns the emptied slice for reuse, and whether the disk was full. A
+// full disk (ENOSPC, from creating a segment: blocks go into preallocated
+// space) does not fail the log: the records not written go back to the
+// front of the queue, Append refuses new ones, and the next try resumes.
+func (c *channel) flush(spare []pendingRecord) ([]pendingRecord, bool) {
 	l := c.l
 	l.mu.Lock()
 	batch := c.pending
 	c.pending = spare[:0]
 	if len(batch) == 0 || l.err != nil {
 		l.mu.Unlock()
-		return batch[:0]
+		return batch[:0], false
 	}
 	c.inflight = batch[0].lsn
 	l.mu.Unlock()
 
-	st, err := c.write(batch)
+	st, written, err := c.write(batch)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c.inflight = 0
@@ -377,19 +404,34 @@ func (c *channel) flush(spare []pendingRecord) []pendingRecord {
 	c.stats.RawBytes += st.RawBytes
 	c.stats.StoredBytes += st.StoredBytes
 	c.stats.SyncTime += st.SyncTime
-	if err != nil && l.err == nil {
+	full := errors.Is(err, syscall.ENOSPC) && !l.closing
+	switch {
+	case full:
+		if l.full == nil {
+			l.log.Error("the disk is full: commits are refused until space is freed", "channel", c.id, "error", err)
+		}
+		l.full = fmt.Errorf("logging: the disk is full: %w", err)
+		c.pending = append(batch[written:], c.pending...)
+		batch = batch[:written]
+	case err != nil && l.err == nil:
 		l.err = err
 		l.log.Error("the redo log failed; commits are refused", "channel", c.id, "error", err)
+	case err == nil && l.full != nil:
+		l.full = nil
+		l.log.Info("the disk has space again: commits are taken")
 	}
 	l.advance()
 	clear(batch) // drop the bodies
-	return batch[:0]
+	return batch[:0], full
 }
 
-// write writes a batch as blocks and syncs them once.
-func (c *channel) write(batch []pendingRecord) (Stats, error) {
+// write writes a batch as blocks and syncs them once. On a failure it
+// returns how many of the batch's first records were written and synced
+// nonetheless.
+func (c *channel) write(batch []pendingRecord) (Stats, int, error) {
 	var st Stats
 	var b record.Builder
+	written, inBlock := 0, 0 // records written in full blocks; records in b
 	put := func() error {
 		n, err := c.w.write(&b, &c.enc)
 		if err != nil {
@@ -397,33 +439,53 @@ func (c *channel) write(batch []pendingRecord) (Stats, error) {
 		}
 		st.RawBytes += int64(b.Len())
 		st.StoredBytes += int64(n)
+		written += inBlock
 		b.Reset()
+		inBlock = 0
 		return nil
+	}
+	sync := func() error {
+		start := time.Now()
+		err := c.w.sync()
+		st.SyncTime = time.Since(start)
+		if st.SyncTime > c.l.opts.SlowSync {
+			c.l.log.Warn("slow log sync", "channel", c.id, "duration", st.SyncTime, "records", written)
+		}
+		if err == nil {
+			st.Records, st.Syncs = int64(written), 1
+			err = c.w.marker()
+		}
+		return err
 	}
 	for _, r := range batch {
 		if b.Len() > 0 && b.Len()+len(r.body) > c.l.opts.MaxBlockBytes {
 			if err := put(); err != nil {
-				return st, err
+				return c.keep(st, err, sync, written)
 			}
 		}
 		if err := b.Add(r.lsn, c.l.opts.Epoch, r.body); err != nil {
-			return st, err
+			return st, 0, err
 		}
+		inBlock++
 	}
 	if err := put(); err != nil {
-		return st, err
+		return c.keep(st, err, sync, written)
 	}
-	start := time.Now()
-	err := c.w.sync()
-	st.SyncTime = time.Since(start)
-	if st.SyncTime > c.l.opts.SlowSync {
-		c.l.log.Warn("slow log sync", "channel", c.id, "duration", st.SyncTime, "records", len(batch))
+	return st, written, sync()
+}
+
+// keep handles a failure to write a block: after a full disk it syncs
+// the blocks written before, so that the records left over can be
+// written again later without repeating any; after any other failure, or
+// when that sync fails, the error stands and the log fails.
+func (c *channel) keep(st Stats, err error, sync func() error, written int) (Stats, int, error) {
+	if !errors.Is(err, syscall.ENOSPC) {
+		return st, 0, err
 	}
-	if err == nil {
-		st.Records, st.Syncs = int64(len(batch)), 1
-		err = c.w.marker()
+	if serr := sync(); serr != nil {
+		return st, 0, serr
 	}
-	return st, err
+	return st, written, err
 }
 
 // advance recomputes the durable LSN and wakes the waiters; the caller

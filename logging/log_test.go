@@ -122,8 +122,10 @@ func TestLogCrash(t *testing.T) {
 	}
 }
 
-// TestLogFullDisk: when the disk fills, appends and waits fail with
-// ENOSPC, nothing acknowledged is lost, and the log stays failed.
+// TestLogFullDisk: when the disk fills, the records already queued wait
+// (neither lost nor failed), Append refuses new ones with ENOSPC before
+// giving them an LSN, and once space is freed the waiting records become
+// durable and appends are taken again, all without a restart.
 func TestLogFullDisk(t *testing.T) {
 	fs := vfs.NewMemFS()
 	fs.SetSpace(64 << 10)
@@ -132,34 +134,60 @@ func TestLogFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var failed error
-	var acked uint64
 	bodies := map[uint64][]byte{}
-	for i := 0; i < 10000 && failed == nil; i++ {
-		body := bytes.Repeat([]byte{'x'}, 100)
+	var refused error
+	var waiting []uint64 // appended, not yet durable when the disk filled
+	for i := 0; i < 10000 && refused == nil; i++ {
+		body := bytes.Repeat([]byte{byte(i)}, 100)
 		lsn, err := l.Append(body)
 		if err != nil {
-			failed = err
+			refused = err
 			break
 		}
 		bodies[lsn] = body
-		if err := l.Wait(context.Background(), lsn); err != nil {
-			failed = err
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err = l.Wait(ctx, lsn)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("waiting on a full disk: %v", err)
+			}
+			waiting = append(waiting, lsn)
+		}
+	}
+	if !errors.Is(refused, unix.ENOSPC) {
+		t.Fatalf("filling the disk: %v", refused)
+	}
+	last := l.LastLSN()
+	if _, err := l.Append([]byte("more")); !errors.Is(err, unix.ENOSPC) || l.LastLSN() != last {
+		t.Fatalf("an append on the full disk: %v (last LSN %d, was %d)", err, l.LastLSN(), last)
+	}
+	fs.SetSpace(0) // space is freed
+	if len(waiting) > 0 {
+		if err := l.Wait(context.Background(), waiting[len(waiting)-1]); err != nil {
+			t.Fatalf("the records queued when the disk filled: %v", err)
+		}
+	}
+	var lsn uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if lsn, err = l.Append([]byte("after")); err == nil || time.Now().After(deadline) {
 			break
 		}
-		acked = lsn
+		time.Sleep(10 * time.Millisecond)
 	}
-	if !errors.Is(failed, unix.ENOSPC) {
-		t.Fatalf("filling the disk: %v", failed)
+	if err != nil || lsn != last+1 {
+		t.Fatalf("appending once space is back: LSN %d (want %d): %v", lsn, last+1, err)
 	}
-	if _, err := l.Append([]byte("more")); !errors.Is(err, unix.ENOSPC) {
-		t.Fatalf("an append after the failure: %v", err)
+	bodies[lsn] = []byte("after")
+	if err := l.Wait(context.Background(), lsn); err != nil {
+		t.Fatal(err)
 	}
-	if err := l.Close(); !errors.Is(err, unix.ENOSPC) {
+	if err := l.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	last, _, err := readAllRecords(t, fs, dirs, bodies)
-	if err != nil || last < acked {
-		t.Fatalf("after the full disk: read to LSN %d, %d acknowledged: %v", last, acked, err)
+	got, _, err := readAllRecords(t, fs, dirs, bodies)
+	if err != nil || got != lsn {
+		t.Fatalf("after the full disk: read to LSN %d, want %d: %v", got, lsn, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -32,6 +33,7 @@ var codeOf = []struct {
 	{mem.ErrTxDone, codes.FailedPrecondition},
 	{mem.ErrLimit, codes.ResourceExhausted},
 	{mem.ErrCorrupt, codes.DataLoss},
+	{syscall.ENOSPC, codes.ResourceExhausted}, // the log's disk is full: the commit was refused
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

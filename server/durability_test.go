@@ -1,0 +1,104 @@
+package server
+
+import (
+	"testing"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/mmdb/mmdb/conf"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// TestFsyncLogSurvivesRestart: what an fsync-log node acknowledged, by
+// single writes, batches, interactive transactions and DDL, is there
+// after a restart on the same data directory, LSNs included.
+func TestFsyncLogSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	fsync := func(c *conf.Config) { c.DataDir, c.Durability = dir, conf.DurabilityFsyncLog }
+	n := startNode(t, fsync)
+	n.withAccounts(20)
+	c := ctx(t)
+	if _, err := n.db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(3)), Set: []*pb.ColumnValue{{Column: "bal", Value: vI(7)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.db.Delete(c, &pb.DeleteRequest{Table: "acct", Key: key(vI(4))}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := n.db.Begin(c, &pb.BeginRequest{Durability: pb.Durability_DURABILITY_FSYNC_LOG})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(100, 1), TxId: b.GetTxId()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.db.Commit(c, &pb.CommitRequest{TxId: b.GetTxId()}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := n.db.Commit(c, &pb.CommitRequest{Operations: []*pb.Operation{
+		{Op: &pb.Operation_Upsert{Upsert: &pb.UpsertRequest{Table: "acct", Row: acctRow(101, 2)}}},
+	}})
+	if err != nil || !resp.GetCommitted() {
+		t.Fatalf("batch: %v %v", resp, err)
+	}
+	st, err := n.admin.Status(c, &pb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetDurableLsn() != st.GetLastLsn() || st.GetLastLsn() == 0 {
+		t.Fatalf("status: durable LSN %d, last %d: every acknowledged commit is durable", st.GetDurableLsn(), st.GetLastLsn())
+	}
+	before := n.fingerprint()
+	n.stop()
+
+	again := startNode(t, fsync)
+	if after := again.fingerprint(); after != before {
+		t.Fatalf("after a restart:\n%s\nbefore:\n%s", after, before)
+	}
+	if _, err := again.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(102, 3)}); err != nil {
+		t.Fatalf("a write after recovery: %v", err)
+	}
+}
+
+// TestDurabilityRequests: a request may not ask for less than the
+// node's durability_floor, nor for a log on a node without one, nor set
+// durability where it does not apply; each gets a clear error and
+// changes nothing.
+func TestDurabilityRequests(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) {
+		c.Durability, c.DurabilityFloor = conf.DurabilityFsyncLog, conf.DurabilityMmapLog
+	})
+	n.withAccounts(2)
+	c := ctx(t)
+	b, err := n.db.Begin(c, &pb.BeginRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := n.fingerprint()
+	ins := func(id int64, d pb.Durability, tx uint64) *pb.InsertRequest {
+		return &pb.InsertRequest{Table: "acct", Row: acctRow(id, 1), Durability: d, TxId: tx}
+	}
+	_, err = n.db.Insert(c, ins(10, pb.Durability_DURABILITY_NO_LOG, 0))
+	wantCode(t, err, codes.FailedPrecondition, "no-log", "durability_floor", "mmap-log")
+	_, err = n.db.Begin(c, &pb.BeginRequest{Durability: pb.Durability_DURABILITY_NO_LOG})
+	wantCode(t, err, codes.FailedPrecondition, "durability_floor")
+	_, err = n.db.Insert(c, ins(11, pb.Durability_DURABILITY_FSYNC_LOG, b.GetTxId()))
+	wantCode(t, err, codes.InvalidArgument, "Begin or Commit")
+	_, err = n.db.Insert(c, ins(12, 42, 0))
+	wantCode(t, err, codes.InvalidArgument, "42")
+	_, err = n.db.Commit(c, &pb.CommitRequest{Operations: []*pb.Operation{{Op: &pb.Operation_Insert{Insert: ins(13, pb.Durability_DURABILITY_FSYNC_LOG, 0)}}}})
+	wantCode(t, err, codes.InvalidArgument, "operation 0", "durability")
+	if after := n.fingerprint(); after != before {
+		t.Fatalf("refused requests changed the database:\n%s\nbefore:\n%s", after, before)
+	}
+	if _, err := n.db.Insert(c, ins(14, pb.Durability_DURABILITY_MMAP_LOG, 0)); err != nil {
+		t.Fatalf("a level between the floor and the node's: %v", err)
+	}
+
+	noLog := startNode(t, nil)
+	noLog.withAccounts(1)
+	_, err = noLog.db.Insert(c, ins(20, pb.Durability_DURABILITY_FSYNC_LOG, 0))
+	wantCode(t, err, codes.FailedPrecondition, "fsync-log", "needs a redo log")
+	if _, ok := noLog.get(20); ok {
+		t.Fatal("the refused insert is visible")
+	}
+}
