@@ -1,0 +1,205 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+const (
+	crashAccounts = 32
+	crashBalance  = 1000
+)
+
+func vInt(v int64) *pb.Value { return &pb.Value{Kind: &pb.Value_Int64{Int64: v}} }
+
+// TestKill9FsyncLog runs 32 concurrent writers against a real mmdbd at
+// fsync-log, kills it with SIGKILL in the middle of their traffic, and
+// restarts it on the same data directory, several times over: every
+// commit a writer saw acknowledged is there after each restart, and the
+// balances, which every transfer keeps summing to the same total, still
+// do (no transaction is partial).
+func TestKill9FsyncLog(t *testing.T) {
+	dir := t.TempDir()
+	args := []string{"-data-dir", dir, "-durability", "fsync-log",
+		"-log-channels", filepath.Join(dir, "ch0") + "," + filepath.Join(dir, "ch1")}
+	p := start(t, args...)
+	db, _ := p.client()
+	c := testCtx(t)
+	if _, err := db.CreateTable(c, &pb.CreateTableRequest{Table: &pb.Table{
+		Name:       "acct",
+		Columns:    []*pb.Column{{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64}, {Name: "bal", Type: pb.ColumnType_COLUMN_TYPE_INT64}},
+		PrimaryKey: []string{"id"}, PrimaryKind: pb.IndexKind_INDEX_KIND_ORDERED,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateTable(c, &pb.CreateTableRequest{Table: &pb.Table{
+		Name:       "mark",
+		Columns:    []*pb.Column{{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64}},
+		PrimaryKey: []string{"id"}, PrimaryKind: pb.IndexKind_INDEX_KIND_ORDERED,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(0); i < crashAccounts; i++ {
+		if _, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: &pb.Row{Values: []*pb.Value{vInt(i), vInt(crashBalance)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acked := map[int64]bool{}
+	for round := 0; round < 3; round++ {
+		n := writeUntilKilled(t, p, db, round, acked)
+		t.Logf("round %d: %d commits acknowledged before the kill", round, n)
+		if n == 0 {
+			t.Fatalf("round %d: nothing was acknowledged before the kill", round)
+		}
+		p = start(t, args...)
+		db, _ = p.client()
+		checkBank(t, db, acked)
+	}
+}
+
+// writeUntilKilled has 32 writers transfer between accounts, each
+// transfer with a marker row, and kills the node once they have
+// committed a while; it adds the acknowledged markers to acked and
+// returns how many this round added.
+func writeUntilKilled(t *testing.T, p *proc, db pb.DatabaseServiceClient, round int, acked map[int64]bool) int {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	added := 0
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(round), uint64(w)))
+			for seq := int64(0); ctx.Err() == nil; seq++ {
+				mark := int64(round)<<40 | int64(w)<<20 | seq
+				ok, err := transfer(ctx, db, r, mark)
+				if err != nil {
+					return // the node is gone
+				}
+				if ok {
+					mu.Lock()
+					acked[mark] = true
+					added++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	// Let the writers get going, then kill the node under them.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := added
+		mu.Unlock()
+		if n >= 300 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exit
+	wg.Wait()
+	return added
+}
+
+// transfer moves a random amount between two random accounts and inserts
+// the marker, in one batch whose conditions check the balances it read;
+// ok says whether it committed.
+func transfer(ctx context.Context, db pb.DatabaseServiceClient, r *rand.Rand, mark int64) (bool, error) {
+	a, b := r.Int64N(crashAccounts), r.Int64N(crashAccounts)
+	for a == b {
+		b = r.Int64N(crashAccounts)
+	}
+	var bal [2]int64
+	for i, id := range []int64{a, b} {
+		resp, err := db.Get(ctx, &pb.GetRequest{Table: "acct", Key: []*pb.Value{vInt(id)}})
+		if err != nil {
+			return false, err
+		}
+		bal[i] = resp.GetRow().GetValues()[1].GetInt64()
+	}
+	amount := r.Int64N(50)
+	cond := func(id, bal int64) *pb.Condition {
+		return &pb.Condition{Table: "acct", Key: []*pb.Value{vInt(id)}, Expect: pb.Condition_EXPECT_EXISTS,
+			Equals: []*pb.ColumnValue{{Column: "bal", Value: vInt(bal)}}}
+	}
+	set := func(id, bal int64) *pb.Operation {
+		return &pb.Operation{Op: &pb.Operation_Update{Update: &pb.UpdateRequest{Table: "acct", Key: []*pb.Value{vInt(id)},
+			Set: []*pb.ColumnValue{{Column: "bal", Value: vInt(bal)}}}}}
+	}
+	resp, err := db.Commit(ctx, &pb.CommitRequest{
+		Conditions: []*pb.Condition{cond(a, bal[0]), cond(b, bal[1])},
+		Operations: []*pb.Operation{set(a, bal[0]-amount), set(b, bal[1]+amount),
+			{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(mark)}}}}}},
+	})
+	if err != nil {
+		return false, err
+	}
+	return resp.GetCommitted(), nil
+}
+
+// checkBank checks the restarted node: the balances sum to the total and
+// every acknowledged marker is there.
+func checkBank(t *testing.T, db pb.DatabaseServiceClient, acked map[int64]bool) {
+	t.Helper()
+	sum, n := int64(0), 0
+	for _, r := range scanTable(t, db, "acct") {
+		sum += r.GetValues()[1].GetInt64()
+		n++
+	}
+	if n != crashAccounts || sum != crashAccounts*crashBalance {
+		t.Fatalf("after the restart: %d accounts summing to %d, want %d summing to %d", n, sum, crashAccounts, crashAccounts*crashBalance)
+	}
+	present := map[int64]bool{}
+	for _, r := range scanTable(t, db, "mark") {
+		present[r.GetValues()[0].GetInt64()] = true
+	}
+	for mark := range acked {
+		if !present[mark] {
+			t.Fatalf("after the restart: acknowledged commit %#x is lost (%d acknowledged, %d present)", mark, len(acked), len(present))
+		}
+	}
+}
+
+// scanTable returns every row of a table, page by page.
+func scanTable(t *testing.T, db pb.DatabaseServiceClient, table string) []*pb.Row {
+	t.Helper()
+	var rows []*pb.Row
+	var after []*pb.Value
+	for {
+		stream, err := db.Scan(testCtx(t), &pb.ScanRequest{Table: table, Limit: 5000, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		more := false
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				t.Fatalf("scan %s: %v", table, err)
+			}
+			rows = append(rows, resp.GetRows()...)
+			if resp.GetMore() {
+				more, after = true, resp.GetResumeKey()
+			}
+		}
+		if !more {
+			return rows
+		}
+	}
+}
