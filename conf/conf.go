@@ -218,7 +218,9 @@ func (c *Config) Validate() error {
 	if len(c.LogChannels) > 64 {
 		bad("log_channels", "%d channels; at most 64", len(c.LogChannels))
 	}
-	positive(bad, "mmap_sync_interval", c.MmapSyncInterval)
+	if c.MmapSyncInterval < 0 {
+		bad("mmap_sync_interval", "%s is negative; 0 means only when a segment is full", c.MmapSyncInterval)
+	}
 	positive(bad, "checkpoint_interval", c.CheckpointInterval)
 	between(bad, "checkpoint_log_bytes", c.CheckpointLogBytes, 1<<20, 1<<50)
 	between(bad, "log_retention_bytes", c.LogRetentionBytes, 0, 1<<50)

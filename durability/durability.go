@@ -5,7 +5,11 @@
 //
 //   - no-log: nothing is written. Commits get their LSN from a counter
 //     and their records stay in an in-memory ring (Ring), for replication.
-//   - mmap-log: not available in this build yet.
+//   - mmap-log: records go to the redo log, whose channels copy them into
+//     memory-mapped, preallocated segments and msync those every
+//     MmapSyncInterval; a commit waits until its record is copied (its
+//     channel's flusher copies each group in one go), so it survives a
+//     crash of the process.
 //   - fsync-log: records go to the redo log (package logging); a commit
 //     waits for its group's fdatasync.
 //
@@ -75,6 +79,9 @@ type Options struct {
 	IgnoreCorruption bool
 	// SegmentSize is the log's segment size; zero means the log's default.
 	SegmentSize int64
+	// MmapSyncInterval is how often mmap-log syncs its mappings; zero
+	// means only when a segment is full (or a commit asks for fsync-log).
+	MmapSyncInterval time.Duration
 	// RingBytes bounds the records a no-log node keeps in memory; zero
 	// means 64 MiB.
 	RingBytes int64
@@ -118,9 +125,6 @@ func Open(opts Options) (*Store, error) {
 	if len(opts.Dirs) == 0 && opts.Level != NoLog {
 		return nil, fmt.Errorf("durability: %s needs log directories", opts.Level)
 	}
-	if opts.Level == MmapLog {
-		return nil, fmt.Errorf("durability: %s is not available in this build", opts.Level)
-	}
 	if opts.RingBytes <= 0 {
 		opts.RingBytes = 64 << 20
 	}
@@ -141,6 +145,7 @@ func Open(opts Options) (*Store, error) {
 	log, err := logging.Open(logging.Options{
 		FS: opts.FS, Dirs: opts.Dirs, SegmentSize: opts.SegmentSize, Epoch: opts.Epoch,
 		Logger: opts.Logger.Named("log"), StartLSN: s.recovery.LastLSN, Tails: tails,
+		Mapped: opts.Level == MmapLog, SyncInterval: opts.MmapSyncInterval,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("durability: open the log: %w", err)
@@ -247,8 +252,11 @@ func (s *Store) Check(level Level) error {
 // Wait returns once the commit at lsn meets level (checked with Check
 // before the commit), or with the log's failure, or when ctx ends.
 func (s *Store) Wait(ctx context.Context, lsn uint64, level Level) error {
-	if level == NoLog || s.log == nil {
+	switch {
+	case level == NoLog || s.log == nil:
 		return nil
+	case level == MmapLog:
+		return s.log.WaitWritten(ctx, lsn)
 	}
 	return s.log.Wait(ctx, lsn)
 }

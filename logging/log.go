@@ -41,22 +41,31 @@ type Options struct {
 	// directories hold no log yet.
 	StartLSN uint64
 	Tails    []Tail
+	// Mapped writes blocks by copying them into memory-mapped segments
+	// (mmap-log) and syncs them every SyncInterval (zero: only when a
+	// segment is full, or when Wait asks), instead of after every group.
+	Mapped       bool
+	SyncInterval time.Duration
 }
 
-// Log is the redo log for the fsync-log level: each commit's encoded redo
-// record is appended (Append, from the engine's commit hook, which the
-// durability package provides) and the server waits (Wait) until the
-// record is durable before acknowledging.
+// Log is the redo log: each commit's encoded redo record is appended
+// (Append, from the engine's commit hook, which the durability package
+// provides) and the server waits until the record is written (WaitWritten:
+// it survives the process's crash) or durable (Wait: it survives the
+// machine's) before acknowledging.
 //
 // Commits go to the channels round-robin, so each channel holds every
 // n-th LSN, in order. Each channel has a flusher goroutine that takes all
-// the records waiting for it, writes them as one or more blocks and syncs
-// once: a group commit, whose size grows by itself with the load, since
-// records queue while a sync runs.
+// the records waiting for it and writes them as one or more blocks: with
+// write(2), then one fdatasync (fsync-log), or by copying them into the
+// mapped segment, synced now and then (Mapped, mmap-log). That is a group
+// commit, whose size grows by itself with the load, since records queue
+// while the flusher works.
 //
-// Invariant (under mu): every assigned LSN above durable is in exactly one
-// channel's pending list or in flight at its flusher; durable is the
-// largest LSN such that every LSN up to it is synced on its channel.
+// Invariant (under mu): every assigned LSN above written is in exactly
+// one channel's pending list or in flight at its flusher; written is the
+// largest LSN such that every LSN up to it is written on its channel, and
+// durable the largest such that every LSN up to it is synced.
 type Log struct {
 	opts  Options
 	log   hclog.Logger
@@ -64,8 +73,10 @@ type Log struct {
 
 	mu       sync.Mutex
 	last     uint64        // the last LSN assigned
+	written  uint64        // see the invariant
 	durable  uint64        // see the invariant
-	advanced chan struct{} // closed when durable advances or the log fails
+	syncReq  uint64        // Mapped: the largest LSN a Wait needs synced
+	advanced chan struct{} // closed when written or durable advances, or the log fails
 	err      error         // the first write or sync failure: the log takes no more commits
 	full     error         // the disk was full at the last try: Append refuses records until a flush succeeds
 	next     int           // the channel the next commit goes to
@@ -81,7 +92,8 @@ type channel struct {
 	enc      record.Encoder
 	kick     chan struct{}
 	pending  []pendingRecord // guarded by l.mu
-	inflight uint64          // the smallest LSN the flusher holds; 0: none (guarded by l.mu)
+	inflight uint64          // the smallest LSN the flusher holds, not yet written; 0: none (guarded by l.mu)
+	unsynced uint64          // the smallest LSN written but not synced; 0: none (guarded by l.mu)
 	stats    Stats           // guarded by l.mu
 }
 
@@ -148,7 +160,7 @@ func Open(opts Options) (*Log, error) {
 	if opts.SlowSync <= 0 {
 		opts.SlowSync = 100 * time.Millisecond
 	}
-	l := &Log{opts: opts, log: opts.Logger, last: opts.StartLSN, durable: opts.StartLSN, advanced: make(chan struct{})}
+	l := &Log{opts: opts, log: opts.Logger, last: opts.StartLSN, written: opts.StartLSN, durable: opts.StartLSN, advanced: make(chan struct{})}
 	if l.log == nil {
 		l.log = hclog.NewNullLogger()
 	}
@@ -168,6 +180,7 @@ func Open(opts Options) (*Log, error) {
 		}
 		c := &channel{l: l, id: i, kick: make(chan struct{}, 1),
 			w: newSegmentWriter(opts.FS, dir, uint32(i), uint32(len(opts.Dirs)), opts.SegmentSize, tails[i], opts.StartLSN)}
+		c.w.mapped = opts.Mapped
 		c.enc = record.Encoder{Compression: opts.Compression, MinCompress: opts.MinCompress}
 		if opts.NoCompression {
 			c.enc.Compression = record.None
@@ -285,21 +298,43 @@ func (l *Log) Append(body []byte) (uint64, error) {
 	c := l.chans[l.next]
 	l.next = (l.next + 1) % len(l.chans)
 	c.pending = append(c.pending, pendingRecord{lsn: lsn, body: body})
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
+	c.poke()
 	return lsn, nil
 }
 
 // Wait returns when lsn is durable, when the log has failed (with the
-// failure), or when ctx ends.
+// failure), or when ctx ends. With Mapped, it has the flushers sync now
+// rather than at their next interval.
 func (l *Log) Wait(ctx context.Context, lsn uint64) error {
+	if l.opts.Mapped {
+		l.mu.Lock()
+		ask := l.durable < lsn && l.syncReq < lsn
+		if ask {
+			l.syncReq = lsn
+		}
+		l.mu.Unlock()
+		if ask {
+			for _, c := range l.chans {
+				c.poke()
+			}
+		}
+	}
+	return l.wait(ctx, lsn, &l.durable)
+}
+
+// WaitWritten returns when lsn is written (it survives a crash of the
+// process, not of the machine), when the log has failed, or when ctx
+// ends.
+func (l *Log) WaitWritten(ctx context.Context, lsn uint64) error {
+	return l.wait(ctx, lsn, &l.written)
+}
+
+func (l *Log) wait(ctx context.Context, lsn uint64, mark *uint64) error {
 	for {
 		l.mu.Lock()
-		durable, err, advanced := l.durable, l.err, l.advanced
+		at, err, advanced := *mark, l.err, l.advanced
 		l.mu.Unlock()
-		if durable >= lsn {
+		if at >= lsn {
 			return nil
 		}
 		if err != nil {
@@ -310,6 +345,14 @@ func (l *Log) Wait(ctx context.Context, lsn uint64) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// poke wakes the channel's flusher.
+func (c *channel) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -355,22 +398,31 @@ func (l *Log) Close() error {
 const retryFull = 200 * time.Millisecond
 
 // flushLoop writes and syncs the channel's records until the log closes.
-// While the disk is full it retries every retryFull.
+// While the disk is full it retries every retryFull; with Mapped and a
+// SyncInterval it syncs on that interval.
 func (c *channel) flushLoop() {
 	defer c.l.done.Done()
 	var spare []pendingRecord
-	var retry <-chan time.Time
+	var retry, tick <-chan time.Time
+	if c.l.opts.Mapped && c.l.opts.SyncInterval > 0 {
+		t := time.NewTicker(c.l.opts.SyncInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
+		syncNow := false
 		select {
 		case _, ok := <-c.kick:
 			if !ok {
-				c.flush(spare) // what came in while closing
+				c.flush(spare, true) // what came in while closing
 				return
 			}
 		case <-retry:
+		case <-tick:
+			syncNow = true
 		}
 		var full bool
-		spare, full = c.flush(spare)
+		spare, full = c.flush(spare, syncNow)
 		retry = nil
 		if full {
 			retry = time.After(retryFull)
@@ -378,32 +430,40 @@ func (c *channel) flushLoop() {
 	}
 }
 
-// flush takes the channel's pending records, writes them and syncs; it
-// returns the emptied slice for reuse, and whether the disk was full. A
-// full disk (ENOSPC, from creating a segment: blocks go into preallocated
-// space) does not fail the log: the records not written go back to the
-// front of the queue, Append refuses new ones, and the next try resumes.
-func (c *channel) flush(spare []pendingRecord) ([]pendingRecord, bool) {
+// flush takes the channel's pending records and writes them, then syncs
+// what the channel has written if it must: always without Mapped, else
+// when syncNow or a Wait asks. It returns the emptied slice for reuse, and
+// whether the disk was full.
+//
+// A full disk (ENOSPC, from creating a segment: blocks go into
+// preallocated space) does not fail the log: the records not written go
+// back to the front of the queue, Append refuses new ones, and the next
+// try resumes.
+func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, bool) {
 	l := c.l
 	l.mu.Lock()
 	batch := c.pending
 	c.pending = spare[:0]
-	if len(batch) == 0 || l.err != nil {
+	if l.err != nil {
 		l.mu.Unlock()
 		return batch[:0], false
 	}
-	c.inflight = batch[0].lsn
+	if len(batch) > 0 {
+		c.inflight = batch[0].lsn
+	}
 	l.mu.Unlock()
 
-	st, written, err := c.write(batch)
+	var st Stats
+	written := 0
+	var err error
+	if len(batch) > 0 {
+		st, written, err = c.write(batch)
+	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	c.inflight = 0
-	c.stats.Records += st.Records
-	c.stats.Syncs += st.Syncs
-	c.stats.RawBytes += st.RawBytes
-	c.stats.StoredBytes += st.StoredBytes
-	c.stats.SyncTime += st.SyncTime
+	if written > 0 && c.unsynced == 0 {
+		c.unsynced = batch[0].lsn
+	}
 	full := errors.Is(err, syscall.ENOSPC) && !l.closing
 	switch {
 	case full:
@@ -413,21 +473,63 @@ func (c *channel) flush(spare []pendingRecord) ([]pendingRecord, bool) {
 		l.full = fmt.Errorf("logging: the disk is full: %w", err)
 		c.pending = append(batch[written:], c.pending...)
 		batch = batch[:written]
-	case err != nil && l.err == nil:
-		l.err = err
-		l.log.Error("the redo log failed; commits are refused", "channel", c.id, "error", err)
-	case err == nil && l.full != nil:
+	case err != nil:
+		l.fail(c, err)
+	case l.full != nil:
 		l.full = nil
 		l.log.Info("the disk has space again: commits are taken")
 	}
+	sync := l.err == nil && c.unsynced != 0 && (!l.opts.Mapped || syncNow || l.syncReq >= c.unsynced)
 	l.advance()
+	l.mu.Unlock()
+
+	if sync {
+		st.Syncs, st.SyncTime, err = c.sync()
+		l.mu.Lock()
+		if err != nil {
+			l.fail(c, err)
+		} else {
+			c.unsynced = 0
+		}
+		l.advance()
+		l.mu.Unlock()
+	}
+	l.mu.Lock()
+	c.stats.Records += st.Records
+	c.stats.Syncs += st.Syncs
+	c.stats.RawBytes += st.RawBytes
+	c.stats.StoredBytes += st.StoredBytes
+	c.stats.SyncTime += st.SyncTime
+	l.mu.Unlock()
 	clear(batch) // drop the bodies
 	return batch[:0], full
 }
 
-// write writes a batch as blocks and syncs them once. On a failure it
-// returns how many of the batch's first records were written and synced
-// nonetheless.
+// fail records the log's first failure; the caller holds mu.
+func (l *Log) fail(c *channel, err error) {
+	if l.err == nil {
+		l.err = err
+		l.log.Error("the redo log failed; commits are refused", "channel", c.id, "error", err)
+	}
+}
+
+// sync syncs what the channel has written and records the sync with a
+// marker block.
+func (c *channel) sync() (int64, time.Duration, error) {
+	start := time.Now()
+	err := c.w.sync()
+	took := time.Since(start)
+	if took > c.l.opts.SlowSync {
+		c.l.log.Warn("slow log sync", "channel", c.id, "duration", took)
+	}
+	if err != nil {
+		return 0, took, err
+	}
+	return 1, took, c.w.marker()
+}
+
+// write writes a batch as blocks. On a full disk it returns how many of
+// the batch's first records it wrote before.
 func (c *channel) write(batch []pendingRecord) (Stats, int, error) {
 	var st Stats
 	var b record.Builder
@@ -440,74 +542,51 @@ func (c *channel) write(batch []pendingRecord) (Stats, int, error) {
 		st.RawBytes += int64(b.Len())
 		st.StoredBytes += int64(n)
 		written += inBlock
+		st.Records = int64(written)
 		b.Reset()
 		inBlock = 0
 		return nil
 	}
-	sync := func() error {
-		start := time.Now()
-		err := c.w.sync()
-		st.SyncTime = time.Since(start)
-		if st.SyncTime > c.l.opts.SlowSync {
-			c.l.log.Warn("slow log sync", "channel", c.id, "duration", st.SyncTime, "records", written)
-		}
-		if err == nil {
-			st.Records, st.Syncs = int64(written), 1
-			err = c.w.marker()
-		}
-		return err
-	}
 	for _, r := range batch {
 		if b.Len() > 0 && b.Len()+len(r.body) > c.l.opts.MaxBlockBytes {
 			if err := put(); err != nil {
-				return c.keep(st, err, sync, written)
+				return st, written, err
 			}
 		}
 		if err := b.Add(r.lsn, c.l.opts.Epoch, r.body); err != nil {
-			return st, 0, err
+			return st, written, err
 		}
 		inBlock++
 	}
-	if err := put(); err != nil {
-		return c.keep(st, err, sync, written)
-	}
-	return st, written, sync()
+	return st, written, put()
 }
 
-// keep handles a failure to write a block: after a full disk it syncs
-// the blocks written before, so that the records left over can be
-// written again later without repeating any; after any other failure, or
-// when that sync fails, the error stands and the log fails.
-func (c *channel) keep(st Stats, err error, sync func() error, written int) (Stats, int, error) {
-	if !errors.Is(err, syscall.ENOSPC) {
-		return st, 0, err
-	}
-	if serr := sync(); serr != nil {
-		return st, 0, serr
-	}
-	return st, written, err
-}
-
-// advance recomputes the durable LSN and wakes the waiters; the caller
-// holds mu. After a failure the durable LSN stays where it was: the
-// failed records are neither pending nor in flight, but not durable.
+// advance recomputes the written and durable LSNs and wakes the waiters;
+// the caller holds mu. After a failure they stay where they were: the
+// failed records are neither pending nor in flight, but not written.
 func (l *Log) advance() {
 	if l.err != nil {
 		close(l.advanced)
 		l.advanced = make(chan struct{})
 		return
 	}
-	d := l.last
+	w := l.last
 	for _, c := range l.chans {
 		if c.inflight != 0 {
-			d = min(d, c.inflight-1)
+			w = min(w, c.inflight-1)
 		}
 		if len(c.pending) > 0 {
-			d = min(d, c.pending[0].lsn-1)
+			w = min(w, c.pending[0].lsn-1)
 		}
 	}
-	if d > l.durable {
-		l.durable = d
+	d := w
+	for _, c := range l.chans {
+		if c.unsynced != 0 {
+			d = min(d, c.unsynced-1)
+		}
+	}
+	if w > l.written || d > l.durable {
+		l.written, l.durable = max(l.written, w), max(l.durable, d)
 		close(l.advanced)
 		l.advanced = make(chan struct{})
 	}

@@ -48,6 +48,7 @@ type channelReader struct {
 	segs   []uint64
 	ends   []int64  // ends[i]: where segs[i]'s data ends; -1 for the last segment
 	voids  []uint64 // voids[i]: records of segs[i] above it are void
+	mapped bool     // the last segment was written through a mapping (record.FlagMapped)
 	cut    bool     // segments after the last of segs were dropped for damage
 	cutErr error    // why
 	found  bool     // the directory held segments
@@ -100,6 +101,9 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool)
 		}
 	}
 	r.segs = segs
+	if len(hdrs) > 0 {
+		r.mapped = hdrs[len(hdrs)-1].Mapped()
+	}
 	r.ends = make([]int64, len(segs))
 	r.voids = make([]uint64, len(segs))
 	void := uint64(math.MaxUint64)
@@ -312,22 +316,25 @@ func (r *channelReader) endSegment() error {
 // segment was zero-filled and synced before the block was written, and a
 // sector the crash did not keep reads back as it was synced (lostSector).
 // So the bad block is torn if it shows a lost sector, and corruption
-// otherwise.
+// otherwise. In a mapped segment (mmap-log) blocks are copied whole, in
+// order, so a bad last block is also a copy that a crash cut short.
 func (r *channelReader) badBlock(cause error) error {
 	name, off := r.name(), r.off
 	if end := r.ends[r.i]; end >= 0 {
 		return fmt.Errorf("%w: %s at offset %d: %v (%s says this segment was synced to offset %d)", ErrCorrupt, name, off, cause, SegmentName(r.segs[r.i+1]), end)
 	}
-	_, synced, err := r.validBlocksAfter()
+	found, synced, err := r.validBlocksAfter()
 	if err != nil {
 		return err
 	}
 	if w := max(r.synced, synced); off < w {
 		return fmt.Errorf("%w: %s at offset %d: %v (the segment was synced to offset %d)", ErrCorrupt, name, off, cause, w)
 	}
-	torn, err := r.lostSector()
-	if err != nil {
-		return err
+	torn := r.mapped && !found // a copy into the mapping cut short
+	if !torn {
+		if torn, err = r.lostSector(); err != nil {
+			return err
+		}
 	}
 	if !torn {
 		return fmt.Errorf("%w: %s at offset %d: %v (past the synced data, but not a torn write: no sector of it is blank)", ErrCorrupt, name, off, cause)

@@ -87,8 +87,10 @@ type segmentWriter struct {
 	size     int64  // bytes preallocated per segment
 	opened   bool   // the next segment is the first since the log was opened
 	base     uint64 // the last LSN recovered when the log was opened
+	mapped   bool   // blocks are copied into a mapping of the segment (mmap-log)
 
 	f       vfs.File
+	m       vfs.Mapping // the current segment's mapping, when mapped
 	seq     uint64
 	off     int64  // where the next block goes
 	synced  int64  // bytes of the segment known durable
@@ -127,11 +129,23 @@ func (w *segmentWriter) write(b *record.Builder, enc *record.Encoder) (int, erro
 			return 0, err
 		}
 	}
-	if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
-		return 0, fmt.Errorf("logging: write %s at %d: %w", w.f.Name(), w.off, err)
+	if err := w.put(w.buf); err != nil {
+		return 0, err
 	}
-	w.off += int64(len(w.buf))
 	return len(w.buf), nil
+}
+
+// put appends b to the current segment.
+func (w *segmentWriter) put(b []byte) error {
+	if w.m != nil {
+		if copy(w.m.Bytes()[w.off:], b) != len(b) {
+			return fmt.Errorf("logging: %d bytes at %d pass the end of %s's mapping", len(b), w.off, w.f.Name())
+		}
+	} else if _, err := w.f.WriteAt(b, w.off); err != nil {
+		return fmt.Errorf("logging: write %s at %d: %w", w.f.Name(), w.off, err)
+	}
+	w.off += int64(len(b))
+	return nil
 }
 
 // marker appends a marker block recording how much of the segment is
@@ -143,19 +157,21 @@ func (w *segmentWriter) marker() error {
 		return nil // the next segment's header will say where this one ended
 	}
 	w.buf = record.AppendMarker(w.buf[:0], w.seq, uint32(w.synced))
-	if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
-		return fmt.Errorf("logging: write %s at %d: %w", w.f.Name(), w.off, err)
-	}
-	w.off += int64(len(w.buf))
-	return nil
+	return w.put(w.buf)
 }
 
 // sync makes everything written durable.
 func (w *segmentWriter) sync() error {
-	if w.f == nil {
+	if w.f == nil || w.synced == w.off {
 		return nil
 	}
-	if err := w.f.Sync(); err != nil {
+	var err error
+	if w.m != nil {
+		err = w.m.Flush(w.off)
+	} else {
+		err = w.f.Sync()
+	}
+	if err != nil {
 		return fmt.Errorf("logging: sync %s: %w", w.f.Name(), err)
 	}
 	w.synced = w.off
@@ -184,6 +200,9 @@ func (w *segmentWriter) rotate(need int64) error {
 	if w.opened {
 		h.Flags, h.Base = record.FlagOpened, w.base
 	}
+	if w.mapped {
+		h.Flags |= record.FlagMapped
+	}
 	size := max(w.size, record.SegmentHeaderSize+need)
 	if err := f.Allocate(size); err != nil {
 		return errors.Join(fmt.Errorf("logging: preallocate %d bytes for %s: %w", size, tmp, err), f.Close(), w.fs.Remove(tmp))
@@ -200,6 +219,13 @@ func (w *segmentWriter) rotate(need int64) error {
 	if err := w.fs.SyncDir(w.dir); err != nil {
 		return errors.Join(fmt.Errorf("logging: sync directory %s: %w", w.dir, err), f.Close())
 	}
+	if w.mapped {
+		// Every byte is preallocated, so writing through the mapping
+		// cannot meet a full disk (which would be SIGBUS).
+		if w.m, err = f.Map(size); err != nil {
+			return errors.Join(fmt.Errorf("logging: map %s: %w", name, err), f.Close())
+		}
+	}
 	w.f, w.seq, w.off, w.synced, w.opened = f, seq, record.SegmentHeaderSize, record.SegmentHeaderSize, false
 	return nil
 }
@@ -210,6 +236,12 @@ func (w *segmentWriter) close() error {
 		return nil
 	}
 	err := w.sync()
+	if w.m != nil {
+		if uerr := w.m.Unmap(); uerr != nil && err == nil {
+			err = fmt.Errorf("logging: unmap %s: %w", w.f.Name(), uerr)
+		}
+		w.m = nil
+	}
 	if cerr := w.f.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("logging: close %s: %w", w.f.Name(), cerr)
 	}

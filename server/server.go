@@ -116,9 +116,6 @@ func supported(cfg *conf.Config) error {
 	later := func(key, what string) {
 		errs = append(errs, fmt.Errorf("%s: %s: %s is not available in this version", cfg.Origin(key), key, what))
 	}
-	if cfg.Durability == conf.DurabilityMmapLog {
-		later("durability", fmt.Sprintf("durability %q (only %q and %q)", cfg.Durability, conf.DurabilityNoLog, conf.DurabilityFsyncLog))
-	}
 	if cfg.Role != conf.RolePrimary {
 		later("role", fmt.Sprintf("role %q (only %q)", cfg.Role, conf.RolePrimary))
 	}
@@ -156,7 +153,7 @@ func openStore(cfg *conf.Config, logger hclog.Logger) (*durability.Store, error)
 	}
 	store, err := durability.Open(durability.Options{
 		Level: level, Floor: floor, Dirs: cfg.LogDirs(), IgnoreCorruption: cfg.RecoveryIgnoreCorruption,
-		RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
+		MmapSyncInterval: cfg.MmapSyncInterval, RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)

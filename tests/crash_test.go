@@ -20,15 +20,21 @@ const (
 
 func vInt(v int64) *pb.Value { return &pb.Value{Kind: &pb.Value_Int64{Int64: v}} }
 
-// TestKill9FsyncLog runs 32 concurrent writers against a real mmdbd at
-// fsync-log, kills it with SIGKILL in the middle of their traffic, and
-// restarts it on the same data directory, several times over: every
+// TestKill9 runs 32 concurrent writers against a real mmdbd at mmap-log
+// and at fsync-log, kills it with SIGKILL in the middle of their traffic,
+// and restarts it on the same data directory, several times over: every
 // commit a writer saw acknowledged is there after each restart, and the
 // balances, which every transfer keeps summing to the same total, still
 // do (no transaction is partial).
-func TestKill9FsyncLog(t *testing.T) {
+func TestKill9(t *testing.T) {
+	for _, level := range []string{"mmap-log", "fsync-log"} {
+		t.Run(level, func(t *testing.T) { kill9(t, level) })
+	}
+}
+
+func kill9(t *testing.T, level string) {
 	dir := t.TempDir()
-	args := []string{"-data-dir", dir, "-durability", "fsync-log",
+	args := []string{"-data-dir", dir, "-durability", level,
 		"-log-channels", filepath.Join(dir, "ch0") + "," + filepath.Join(dir, "ch1")}
 	p := start(t, args...)
 	db, _ := p.client()

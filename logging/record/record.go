@@ -19,7 +19,8 @@
 // number and channels how many the log has. prevEnd is where the data of
 // segment seq-1 ended, synced, when this one was created (0: there is no
 // such segment), so recovery can prove that segment whole and knows where
-// to stop reading it. flags bit 0 (FlagOpened) marks the first segment a
+// to stop reading it. flags bit 1 (FlagMapped) marks a segment mmap-log
+// wrote through a mapping. flags bit 0 (FlagOpened) marks the first segment a
 // channel started when the log was opened: recovery had kept the records
 // up to LSN base, so records above base in the channel's earlier segments
 // are void (they followed a gap), and the data of segment seq-1 ends at
@@ -118,9 +119,15 @@ var (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// FlagOpened marks a channel's first segment after the log was opened
-// (see the segment header).
-const FlagOpened = 1
+// Segment header flags. FlagOpened marks a channel's first segment after
+// the log was opened (see the segment header). FlagMapped marks a segment
+// written through a memory mapping (mmap-log), whose blocks are copied in
+// whole but not synced one by one: a damaged block with nothing valid
+// after it and past the synced data is a copy a crash cut short.
+const (
+	FlagOpened = 1
+	FlagMapped = 2
+)
 
 // SegmentHeader is the first thing in a segment file.
 type SegmentHeader struct {
@@ -135,6 +142,9 @@ type SegmentHeader struct {
 // Opened reports whether the segment was the first its channel started
 // when the log was opened.
 func (h SegmentHeader) Opened() bool { return h.Flags&FlagOpened != 0 }
+
+// Mapped reports whether the segment was written through a mapping.
+func (h SegmentHeader) Mapped() bool { return h.Flags&FlagMapped != 0 }
 
 // AppendSegmentHeader appends h's encoding to dst.
 func AppendSegmentHeader(dst []byte, h SegmentHeader) []byte {
@@ -177,7 +187,7 @@ func DecodeSegmentHeader(b []byte) (SegmentHeader, error) {
 		Base:     binary.LittleEndian.Uint64(b[40:]),
 	}
 	switch {
-	case h.Flags&^FlagOpened != 0:
+	case h.Flags&^(FlagOpened|FlagMapped) != 0:
 		return SegmentHeader{}, fmt.Errorf("%w: segment header flags %#x", ErrCorrupt, h.Flags)
 	case h.Channels == 0 || h.Channel >= h.Channels:
 		return SegmentHeader{}, fmt.Errorf("%w: segment header says channel %d of %d", ErrCorrupt, h.Channel, h.Channels)

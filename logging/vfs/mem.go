@@ -1,6 +1,7 @@
 package vfs
 
 import (
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -101,6 +102,30 @@ func (fs *MemFS) Crash(r *rand.Rand) *MemFS {
 		n, ok := kept[ino]
 		if !ok {
 			n = &memInode{data: tornCopy(ino, r)}
+			n.synced = append([]byte(nil), n.data...)
+			kept[ino] = n
+		}
+		out.names[name], out.durable[name] = n, n
+	}
+	return out
+}
+
+// CrashProcess returns what survives the process's crash (kill -9) now:
+// everything written, synced or not, under the names as they are. The
+// MemFS itself stops working.
+func (fs *MemFS) CrashProcess() *MemFS {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.crashed = true
+	out := NewMemFS()
+	for d := range fs.dirs {
+		out.dirs[d], out.durDirs[d] = true, true
+	}
+	kept := map[*memInode]*memInode{}
+	for name, ino := range fs.names {
+		n, ok := kept[ino]
+		if !ok {
+			n = &memInode{data: append([]byte(nil), ino.data...)}
 			n.synced = append([]byte(nil), n.data...)
 			kept[ino] = n
 		}
@@ -397,6 +422,45 @@ func (f *memFile) Allocate(size int64) error {
 	}
 	return nil
 }
+
+// Map returns the file's data itself: writes to it are kept by a
+// process crash (CrashProcess) at once, and by a machine crash (Crash)
+// once flushed.
+func (f *memFile) Map(size int64) (Mapping, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("mmap"); err != nil {
+		return nil, err
+	}
+	if size > int64(len(f.ino.data)) {
+		return nil, &os.PathError{Op: "mmap", Path: f.name, Err: fmt.Errorf("mapping %d bytes of a %d-byte file", size, len(f.ino.data))}
+	}
+	return &memMapping{f: f, b: f.ino.data[:size:size]}, nil
+}
+
+type memMapping struct {
+	f *memFile
+	b []byte
+}
+
+func (m *memMapping) Bytes() []byte { return m.b }
+
+func (m *memMapping) Flush(n int64) error {
+	fs := m.f.fs
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if err := fs.op("msync", m.f.name); err != nil {
+		return err
+	}
+	ino := m.f.ino
+	if len(ino.synced) < len(ino.data) {
+		ino.synced = append(ino.synced, make([]byte, len(ino.data)-len(ino.synced))...)
+	}
+	copy(ino.synced[:n], ino.data[:n])
+	return nil
+}
+
+func (m *memMapping) Unmap() error { return nil }
 
 func (f *memFile) Size() (int64, error) {
 	f.fs.mu.Lock()

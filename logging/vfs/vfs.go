@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,10 +53,26 @@ type File interface {
 	Size() (int64, error)
 	// Truncate sets the file's size.
 	Truncate(size int64) error
+	// Map maps the file's first size bytes (all preallocated) into memory
+	// for reading and writing. Writes through the mapping are durable once
+	// Mapping.Flush returns, and survive the process's crash (not the
+	// machine's) at once; the file must not be written otherwise, or
+	// resized, while it is mapped.
+	Map(size int64) (Mapping, error)
 	// Close closes the file.
 	Close() error
 	// Name returns the name the file was opened with.
 	Name() string
+}
+
+// Mapping is a file mapped into memory.
+type Mapping interface {
+	// Bytes returns the mapped memory.
+	Bytes() []byte
+	// Flush makes the first n bytes of the mapping durable (msync).
+	Flush(n int64) error
+	// Unmap releases the mapping; Bytes must not be used after.
+	Unmap() error
 }
 
 // Default is the operating system's file system.
@@ -140,6 +157,40 @@ func (o osFile) Allocate(size int64) error {
 		if _, err := o.f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// Map maps the file with mmap-go, shared, so writes reach the page cache
+// at once.
+func (o osFile) Map(size int64) (Mapping, error) {
+	m, err := mmap.MapRegion(o.f, int(size), mmap.RDWR, 0, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "mmap", Path: o.f.Name(), Err: err}
+	}
+	return osMapping{m: m, name: o.f.Name()}, nil
+}
+
+type osMapping struct {
+	m    mmap.MMap
+	name string
+}
+
+func (m osMapping) Bytes() []byte { return m.m }
+
+// Flush msyncs the pages holding the first n bytes.
+func (m osMapping) Flush(n int64) error {
+	page := int64(os.Getpagesize())
+	n = min((n+page-1)/page*page, int64(len(m.m)))
+	if err := unix.Msync(m.m[:n], unix.MS_SYNC); err != nil {
+		return &os.PathError{Op: "msync", Path: m.name, Err: err}
+	}
+	return nil
+}
+
+func (m osMapping) Unmap() error {
+	if err := m.m.Unmap(); err != nil {
+		return &os.PathError{Op: "munmap", Path: m.name, Err: err}
 	}
 	return nil
 }
