@@ -35,6 +35,7 @@ import (
 
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/durability"
+	logstats "github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -233,6 +234,16 @@ func (s *Server) serverOptions() []grpc.ServerOption {
 
 // DB returns the node's database.
 func (s *Server) DB() *mem.DB { return s.db }
+
+// WaitDurable waits until the commit at lsn meets the node's durability,
+// as a reply to a client would: for callers that commit on DB directly.
+func (s *Server) WaitDurable(ctx context.Context, lsn uint64) error {
+	return s.store.Wait(ctx, lsn, s.store.Level())
+}
+
+// LogStats returns what the node's redo log has written (zero without
+// one).
+func (s *Server) LogStats() logstats.Stats { return s.store.LogStats() }
 
 // Serve serves on lis until Shutdown; it returns nil after a shutdown.
 func (s *Server) Serve(lis net.Listener) error {

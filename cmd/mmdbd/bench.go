@@ -19,6 +19,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/logging"
 )
 
 // benchOpts are mmdbd bench's flags.
@@ -61,6 +62,9 @@ type workload struct {
 	kinds []string
 	newOp func(client int) (op, error)
 	close func() error
+	// In process only: the node's durability and its log's counts.
+	durability string
+	logStats   func() logging.Stats
 }
 
 // bench runs a workload and reports throughput and latency.
@@ -102,9 +106,17 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, w.close()) }()
+	var before logging.Stats
+	if w.logStats != nil {
+		before = w.logStats()
+	}
 	res, err := runBench(ctx, o, w, stderr)
 	if err != nil {
 		return err
+	}
+	res.Durability = w.durability
+	if w.logStats != nil {
+		res.Log = newLogResult(before, w.logStats())
 	}
 	if o.json {
 		enc := json.NewEncoder(stdout)
@@ -270,6 +282,7 @@ type benchResult struct {
 	Errors       int64        `json:"errors"`
 	LastError    string       `json:"last_error,omitempty"`
 	Durability   string       `json:"durability,omitempty"`
+	Log          *logResult   `json:"log,omitempty"`
 	Subscribers  uint64       `json:"subscribers,omitempty"`
 	Keys         uint64       `json:"keys,omitempty"`
 	ReadRatio    *float64     `json:"read_ratio,omitempty"`
@@ -277,6 +290,32 @@ type benchResult struct {
 	Pipeline     int          `json:"pipeline,omitempty"`
 	Window       int          `json:"window,omitempty"`
 	Transactions []kindResult `json:"transactions"`
+}
+
+// logResult is what the redo log did during an in-process run (warm-up
+// included).
+type logResult struct {
+	Records          int64   `json:"records"`
+	Syncs            int64   `json:"syncs"`
+	GroupSize        float64 `json:"avg_group_size"`
+	BytesPerCommit   float64 `json:"log_bytes_per_commit"`
+	CompressionRatio float64 `json:"compression_ratio"`
+}
+
+func newLogResult(before, after logging.Stats) *logResult {
+	d := logging.Stats{Records: after.Records - before.Records, Syncs: after.Syncs - before.Syncs,
+		RawBytes: after.RawBytes - before.RawBytes, StoredBytes: after.StoredBytes - before.StoredBytes}
+	if d.Records == 0 {
+		return nil
+	}
+	r := &logResult{Records: d.Records, Syncs: d.Syncs, BytesPerCommit: float64(d.StoredBytes) / float64(d.Records)}
+	if d.Syncs > 0 {
+		r.GroupSize = float64(d.Records) / float64(d.Syncs)
+	}
+	if d.StoredBytes > 0 {
+		r.CompressionRatio = float64(d.RawBytes) / float64(d.StoredBytes)
+	}
+	return r
 }
 
 // kindResult is one kind of operation's share of a run.
@@ -358,7 +397,14 @@ func (r *benchResult) print(w io.Writer) error {
 	if r.LastError != "" {
 		fmt.Fprintf(tw, "last error\t%s\n", r.LastError)
 	}
-	fmt.Fprintf(tw, "latency p50/p99/p99.9\t%.1f / %.1f / %.1f µs\n\n", r.P50us, r.P99us, r.P999us)
+	fmt.Fprintf(tw, "latency p50/p99/p99.9\t%.1f / %.1f / %.1f µs\n", r.P50us, r.P99us, r.P999us)
+	if r.Durability != "" {
+		fmt.Fprintf(tw, "durability\t%s\n", r.Durability)
+	}
+	if l := r.Log; l != nil {
+		fmt.Fprintf(tw, "log\t%d records, %d syncs (%.1f per group), %.1f bytes per commit, compression %.2fx\n", l.Records, l.Syncs, l.GroupSize, l.BytesPerCommit, l.CompressionRatio)
+	}
+	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "kind\tcount\tok\tp50 µs\tp99 µs")
 	for _, k := range r.Transactions {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.1f\n", strings.ToLower(k.Name), k.Count, k.OK, k.P50us, k.P99us)

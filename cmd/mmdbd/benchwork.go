@@ -84,6 +84,7 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 	}
 	closeAll := func() error { return errors.Join(srv.Shutdown(ctx), cleanup()) }
 	db := srv.DB()
+	wait := func(lsn uint64) error { return srv.WaitDurable(ctx, lsn) }
 	switch o.workload {
 	case "tatp":
 		d, err := tatp.Create(db, o.subscribers)
@@ -94,8 +95,9 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 		if err != nil {
 			return nil, errors.Join(err, closeAll())
 		}
-		return &workload{kinds: tatpKinds, close: closeAll, newOp: func(i int) (op, error) {
+		return &workload{kinds: tatpKinds, close: closeAll, logStats: srv.LogStats, durability: cfg.Durability, newOp: func(i int) (op, error) {
 			c := d.NewClient(o.seed + uint64(i) + 1)
+			c.Wait = wait
 			return func(context.Context) opResult {
 				t := c.Next()
 				ok, err := c.Run(t)
@@ -110,7 +112,7 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 		if err != nil {
 			return nil, errors.Join(err, closeAll())
 		}
-		return &workload{kinds: []string{"get", "put"}, close: closeAll, newOp: func(i int) (op, error) {
+		return &workload{kinds: []string{"get", "put"}, close: closeAll, logStats: srv.LogStats, durability: cfg.Durability, newOp: func(i int) (op, error) {
 			d := newKVDraw(o, i)
 			key := make([]mem.Value, 1)
 			row := make([]mem.Value, 2)
@@ -128,7 +130,10 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 						err = tx.Upsert(t, row)
 					}
 					if err == nil {
-						_, err = tx.Commit()
+						var lsn uint64
+						if lsn, err = tx.Commit(); err == nil && lsn != 0 {
+							err = wait(lsn)
+						}
 					} else {
 						tx.Rollback()
 					}

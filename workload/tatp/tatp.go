@@ -356,6 +356,9 @@ func (g *gen) subscriber(sid uint64, emit func(table int, row []mem.Value) error
 // Client runs the TATP mix. Each goroutine needs its own Client.
 type Client struct {
 	picker
+	// Wait, if set, is called with each commit's LSN before Run returns,
+	// as a server waits for durability before it replies.
+	Wait func(lsn uint64) error
 	d    *DB
 	key  []mem.Value
 	row  []mem.Value
@@ -446,9 +449,12 @@ func (c *Client) run(t Tx) (bool, error) {
 	if !ok {
 		return false, nil // rolled back by the deferred Rollback
 	}
-	_, err = tx.Commit()
+	lsn, err := tx.Commit()
 	if errors.Is(err, mem.ErrDuplicate) {
 		return false, nil // a concurrent INSERT_CALL_FORWARDING took the key
+	}
+	if err == nil && lsn != 0 && c.Wait != nil {
+		err = c.Wait(lsn)
 	}
 	return err == nil, err
 }
