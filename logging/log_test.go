@@ -28,10 +28,17 @@ func bodyOf(w, i int) []byte {
 	return bytes.Repeat([]byte(fmt.Sprintf("w%d-%d;", w, i)), 1+(w+i)%7)
 }
 
-// appendConcurrently has workers append and wait for records; it returns
-// each LSN's body and the LSNs whose Wait succeeded.
-func appendConcurrently(t *testing.T, l *Log, workers, each int) (map[uint64][]byte, []uint64) {
-	t.Helper()
+// appendConcurrently has workers append records, each worker up to each
+// of them (body gives worker w's i-th), and wait for each with wait (nil:
+// Wait); a worker stops at its first failure. It returns each LSN's body
+// and the LSNs whose wait succeeded.
+func appendConcurrently(l *Log, workers, each int, body func(w, i int) []byte, wait func(lsn uint64, i int) error) (map[uint64][]byte, []uint64) {
+	if body == nil {
+		body = bodyOf
+	}
+	if wait == nil {
+		wait = func(lsn uint64, _ int) error { return l.Wait(context.Background(), lsn) }
+	}
 	var mu sync.Mutex
 	bodies := map[uint64][]byte{}
 	var acked []uint64
@@ -41,15 +48,15 @@ func appendConcurrently(t *testing.T, l *Log, workers, each int) (map[uint64][]b
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				body := bodyOf(w, i)
-				lsn, err := l.Append(bytes.Clone(body))
+				b := body(w, i)
+				lsn, err := l.Append(bytes.Clone(b))
 				if err != nil {
 					return
 				}
 				mu.Lock()
-				bodies[lsn] = body
+				bodies[lsn] = b
 				mu.Unlock()
-				if err := l.Wait(context.Background(), lsn); err != nil {
+				if err := wait(lsn, i); err != nil {
 					return
 				}
 				mu.Lock()
@@ -71,7 +78,7 @@ func TestLogGroupCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 		const workers, each = 8, 300
-		bodies, acked := appendConcurrently(t, l, workers, each)
+		bodies, acked := appendConcurrently(l, workers, each, nil, nil)
 		if len(acked) != workers*each || l.DurableLSN() != workers*each {
 			t.Fatalf("%d channels: %d acknowledged, durable LSN %d", channels, len(acked), l.DurableLSN())
 		}
@@ -103,7 +110,7 @@ func TestLogCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 		fs.CrashAfter(k)
-		bodies, acked := appendConcurrently(t, l, 8, 40)
+		bodies, acked := appendConcurrently(l, 8, 40, nil, nil)
 		if err := l.Close(); err != nil && !errors.Is(err, vfs.ErrCrashed) {
 			t.Fatalf("k=%d: close: %v", k, err)
 		}

@@ -254,27 +254,6 @@ func TestMissingSegment(t *testing.T) {
 	}
 }
 
-// TestGapStopsRecovery: when one channel lost its unsynced tail, the
-// merged log stops at the first missing LSN even though the other channel
-// holds later records.
-func TestGapStopsRecovery(t *testing.T) {
-	fs := vfs.NewMemFS()
-	l := newTestLog(t, fs, 2, 1<<20, 5)
-	l.add(100)
-	l.syncAll()
-	l.add(50)
-	l.flush(0)
-	l.flush(1)
-	if err := l.writers[1].sync(); err != nil { // only channel 1 (odd LSNs) syncs
-		t.Fatal(err)
-	}
-	after := fs.Crash(nil)
-	last, _, err := readAllRecords(t, after, l.dirs, l.bodies)
-	if err != nil || last != 101 {
-		t.Fatalf("recovered to LSN %d (%v); channel 0 lost 102, so recovery must stop at 101", last, err)
-	}
-}
-
 // TestCorruptLastSyncedBlock: a flipped byte in the last block, synced and
 // with nothing after it, is corruption, not a torn tail.
 func TestCorruptLastSyncedBlock(t *testing.T) {
