@@ -2,6 +2,7 @@ package logging
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -31,7 +32,7 @@ type Options struct {
 	Compression   record.Compression
 	NoCompression bool
 	MinCompress   int
-	MaxBlockBytes int           // a block's raw payload; zero means 256 KiB
+	MaxBlockBytes int           // a block's raw payload, unless one record is larger; zero means 256 KiB
 	Epoch         uint64        // stamped on every record
 	SlowSync      time.Duration // syncs slower than this are logged; zero means 100ms
 	Logger        hclog.Logger
@@ -47,6 +48,12 @@ type Options struct {
 	Mapped       bool
 	SyncInterval time.Duration
 }
+
+// MaxRecordBytes is the largest record the log takes: one to a block.
+const MaxRecordBytes = record.MaxBlockSize - 3*binary.MaxVarintLen64
+
+// ErrTooLarge is returned, wrapped, for a record over MaxRecordBytes.
+var ErrTooLarge = errors.New("logging: record too large")
 
 // Log is the redo log: each commit's encoded redo record is appended
 // (Append, from the engine's commit hook, which the durability package
@@ -277,8 +284,8 @@ func truncateSegment(fs vfs.FS, name string, size int64) error {
 // log owns body from then on. It does not wait; Wait does. LSNs are
 // assigned in the order Append calls return, with no gaps.
 func (l *Log) Append(body []byte) (uint64, error) {
-	if len(body) > l.opts.MaxBlockBytes {
-		return 0, fmt.Errorf("logging: a record of %d bytes; the most is %d", len(body), l.opts.MaxBlockBytes)
+	if len(body) > MaxRecordBytes {
+		return 0, fmt.Errorf("%w: a record of %d bytes; the most is %d", ErrTooLarge, len(body), MaxRecordBytes)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

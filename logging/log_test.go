@@ -198,3 +198,32 @@ func TestLogFullDisk(t *testing.T) {
 		t.Fatalf("after the full disk: read to LSN %d, want %d: %v", got, lsn, err)
 	}
 }
+
+// TestLargeRecords: a record larger than MaxBlockBytes gets a block of
+// its own; one over MaxRecordBytes is refused before it gets an LSN.
+func TestLargeRecords(t *testing.T) {
+	fs := vfs.NewMemFS()
+	dirs := channelDirs(1)
+	l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 64 << 10, MaxBlockBytes: 4 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies := map[uint64][]byte{}
+	for i, n := range []int{100, 300 << 10, 200, 5 << 10} {
+		body := bytes.Repeat([]byte{byte(i)}, n)
+		lsn, err := l.Append(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies[lsn] = body
+	}
+	if _, err := l.Append(make([]byte, MaxRecordBytes+1)); !errors.Is(err, ErrTooLarge) || l.LastLSN() != 4 {
+		t.Fatalf("a record over the limit: %v (last LSN %d)", err, l.LastLSN())
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if last, _, err := readAllRecords(t, fs, dirs, bodies); err != nil || last != 4 {
+		t.Fatalf("read back to %d: %v", last, err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/mem"
 )
 
@@ -33,7 +34,8 @@ var codeOf = []struct {
 	{mem.ErrTxDone, codes.FailedPrecondition},
 	{mem.ErrLimit, codes.ResourceExhausted},
 	{mem.ErrCorrupt, codes.DataLoss},
-	{syscall.ENOSPC, codes.ResourceExhausted}, // the log's disk is full: the commit was refused
+	{syscall.ENOSPC, codes.ResourceExhausted},      // the log's disk is full: the commit was refused
+	{logging.ErrTooLarge, codes.ResourceExhausted}, // a transaction's redo record over the log's limit
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }
