@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -85,7 +84,8 @@ type Log struct {
 	syncReq  uint64        // Mapped: the largest LSN a Wait needs synced
 	advanced chan struct{} // closed when written or durable advances, or the log fails
 	err      error         // the first write or sync failure: the log takes no more commits
-	full     error         // the disk was full at the last try: Append refuses records until a flush succeeds
+	full     error         // why the last channel to find its disk full did; Append refuses records while nfull > 0
+	nfull    int           // channels whose disk was full at their last try
 	next     int           // the channel the next commit goes to
 	closing  bool
 	done     sync.WaitGroup
@@ -101,6 +101,7 @@ type channel struct {
 	pending  []pendingRecord // guarded by l.mu
 	inflight uint64          // the smallest LSN the flusher holds, not yet written; 0: none (guarded by l.mu)
 	unsynced uint64          // the smallest LSN written but not synced; 0: none (guarded by l.mu)
+	full     bool            // its disk was full at the last try (guarded by l.mu)
 	stats    Stats           // guarded by l.mu
 }
 
@@ -133,12 +134,13 @@ type pendingRecord struct {
 	body []byte
 }
 
-// Open starts a log after what recovery read. Each channel starts a new
-// segment (record.FlagOpened) that voids what the channel holds past its
-// tail or above StartLSN, so records that followed a gap can never be
-// mistaken for the new records with their LSNs; then torn tails are
-// truncated, and segments past damage that recovery was told to ignore
-// are renamed with the suffix .void for the operator.
+// Open starts a log after what recovery read. Segments past damage that
+// recovery was told to ignore are renamed with the suffix .void for the
+// operator; each channel's last segment is cut at its torn tail and
+// synced; then each channel starts a new segment (record.FlagOpened) that
+// voids what the channel holds past its tail or above StartLSN, so
+// records that followed a gap can never be mistaken for the new records
+// with their LSNs.
 func Open(opts Options) (*Log, error) {
 	if len(opts.Dirs) == 0 {
 		return nil, errors.New("logging: no channel directories")
@@ -197,14 +199,6 @@ func Open(opts Options) (*Log, error) {
 			return fail(err)
 		}
 	}
-	// The new segments now bound the old data: the torn bytes can go.
-	for i, t := range tails {
-		if t.Torn {
-			if err := truncateSegment(opts.FS, filepath.Join(opts.Dirs[i], SegmentName(t.Seq)), t.Offset); err != nil {
-				return fail(err)
-			}
-		}
-	}
 	for _, c := range l.chans {
 		l.done.Add(1)
 		go c.flushLoop()
@@ -245,13 +239,26 @@ func prepareDir(fs vfs.FS, dir string, tail Tail) error {
 			return fmt.Errorf("logging: %s holds segment %s, past the recovered tail in %s: the log must be read (Reader) before it is opened", dir, SegmentName(seq), SegmentName(tail.Seq))
 		}
 		name := filepath.Join(dir, SegmentName(seq))
-		if err := fs.Rename(name, name+voidSuffix); err != nil {
+		// A unique name: an earlier set-aside copy of this seq stays.
+		if err := fs.Rename(name, fmt.Sprintf("%s.%d%s", name, time.Now().UnixNano(), voidSuffix)); err != nil {
 			return fmt.Errorf("logging: set aside %s: %w", name, err)
 		}
 		changed = true
 	}
 	if len(segs) > 0 && segs[len(segs)-1] < tail.Seq || len(segs) == 0 && tail.Seq != 0 {
 		return fmt.Errorf("logging: %s has no segment %s, where the recovered tail is", dir, SegmentName(tail.Seq))
+	}
+	// Recovery replayed what the last segment holds, synced or not (after
+	// a process crash the page cache still has it): make it durable, torn
+	// bytes cut off, before the new segment says where its data ends.
+	if tail.Seq != 0 {
+		size := int64(-1)
+		if tail.Torn {
+			size = tail.Offset
+		}
+		if err := syncSegment(fs, filepath.Join(dir, SegmentName(tail.Seq)), size); err != nil {
+			return err
+		}
 	}
 	if changed {
 		if err := fs.SyncDir(dir); err != nil {
@@ -261,18 +268,21 @@ func prepareDir(fs vfs.FS, dir string, tail Tail) error {
 	return nil
 }
 
-// truncateSegment cuts a torn tail off segment file name.
-func truncateSegment(fs vfs.FS, name string, size int64) error {
+// syncSegment makes segment file name durable, first cutting it to size
+// bytes unless size is negative.
+func syncSegment(fs vfs.FS, name string, size int64) error {
 	f, err := fs.Open(name)
 	if err != nil {
 		return fmt.Errorf("logging: open %s: %w", name, err)
 	}
-	err = f.Truncate(size)
+	if size >= 0 {
+		err = f.Truncate(size)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
 	if err != nil {
-		return errors.Join(fmt.Errorf("logging: truncate %s at %d: %w", name, size, err), f.Close())
+		return errors.Join(fmt.Errorf("logging: sync %s (cut to %d): %w", name, size, err), f.Close())
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("logging: close %s: %w", name, err)
@@ -293,9 +303,9 @@ func (l *Log) Append(body []byte) (uint64, error) {
 		return 0, l.err
 	}
 	if l.closing {
-		return 0, errors.New("logging: the log is closed")
+		return 0, ErrClosed
 	}
-	if l.full != nil {
+	if l.nfull > 0 {
 		// Refused before it has an LSN: the commit aborts cleanly. The
 		// flushers retry and clear this once space is found.
 		return 0, l.full
@@ -315,16 +325,13 @@ func (l *Log) Append(body []byte) (uint64, error) {
 func (l *Log) Wait(ctx context.Context, lsn uint64) error {
 	if l.opts.Mapped {
 		l.mu.Lock()
-		ask := l.durable < lsn && l.syncReq < lsn
-		if ask {
+		if l.durable < lsn && l.syncReq < lsn && !l.closing {
 			l.syncReq = lsn
-		}
-		l.mu.Unlock()
-		if ask {
 			for _, c := range l.chans {
-				c.poke()
+				c.poke() // under mu: Close closes kick only after closing is set
 			}
 		}
+		l.mu.Unlock()
 	}
 	return l.wait(ctx, lsn, &l.durable)
 }
@@ -471,20 +478,24 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 	if written > 0 && c.unsynced == 0 {
 		c.unsynced = batch[0].lsn
 	}
-	full := errors.Is(err, syscall.ENOSPC) && !l.closing
+	full := errors.Is(err, errNoRoom) && !l.closing
 	switch {
 	case full:
-		if l.full == nil {
+		if !c.full {
+			c.full = true
+			l.nfull++
 			l.log.Error("the disk is full: commits are refused until space is freed", "channel", c.id, "error", err)
 		}
 		l.full = fmt.Errorf("logging: the disk is full: %w", err)
-		c.pending = append(batch[written:], c.pending...)
+		// A new slice: batch's array goes back to the caller as spare.
+		c.pending = append(append(make([]pendingRecord, 0, len(batch)-written+len(c.pending)), batch[written:]...), c.pending...)
 		batch = batch[:written]
 	case err != nil:
 		l.fail(c, err)
-	case l.full != nil:
-		l.full = nil
-		l.log.Info("the disk has space again: commits are taken")
+	case c.full:
+		c.full = false
+		l.nfull--
+		l.log.Info("the disk has space again", "channel", c.id)
 	}
 	sync := l.err == nil && c.unsynced != 0 && (!l.opts.Mapped || syncNow || l.syncReq >= c.unsynced)
 	l.advance()
@@ -512,10 +523,17 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 	return batch[:0], full
 }
 
+// ErrFailed is returned, wrapped, by a log that failed to write or sync:
+// it takes no more records.
+var ErrFailed = errors.New("logging: the log failed")
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("logging: the log is closed")
+
 // fail records the log's first failure; the caller holds mu.
 func (l *Log) fail(c *channel, err error) {
 	if l.err == nil {
-		l.err = err
+		l.err = fmt.Errorf("%w: %w", ErrFailed, err)
 		l.log.Error("the redo log failed; commits are refused", "channel", c.id, "error", err)
 	}
 }

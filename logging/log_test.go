@@ -227,3 +227,75 @@ func TestLargeRecords(t *testing.T) {
 		t.Fatalf("read back to %d: %v", last, err)
 	}
 }
+
+// TestFullDiskUnderLoad: records appended while a flush that met a full
+// disk is retried, with syncs slow enough for appends to arrive during
+// them, are written in order and none is acknowledged before it is
+// durable.
+func TestFullDiskUnderLoad(t *testing.T) {
+	fs := vfs.NewMemFS()
+	dirs := channelDirs(1)
+	l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 4096, NoCompression: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte{'x'}, 1000)
+	bodies := map[uint64][]byte{}
+	for i := 0; i < 3; i++ {
+		lsn, err := l.Append(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies[lsn] = body
+	}
+	fs.SetSpace(1)
+	lsn, err := l.Append(body) // needs a new segment: the disk is full
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies[lsn] = body
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lsn, err := l.Append([]byte("refused"))
+		if err != nil {
+			break
+		}
+		bodies[lsn] = []byte("refused") // taken before the flusher found the disk full
+		if time.Now().After(deadline) {
+			t.Fatal("appends were not refused on a full disk")
+		}
+	}
+	fs.SetSpace(0)
+	fs.SetSyncDelay(50 * time.Millisecond)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 10; {
+				b := bodyOf(w, i)
+				lsn, err := l.Append(bytes.Clone(b))
+				if err != nil {
+					time.Sleep(5 * time.Millisecond) // still full: try again
+					continue
+				}
+				mu.Lock()
+				bodies[lsn] = b
+				mu.Unlock()
+				if err := l.Wait(context.Background(), lsn); err != nil {
+					t.Error(err)
+					return
+				}
+				i++
+			}
+		}()
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if last, _, err := readAllRecords(t, fs, dirs, bodies); err != nil || last != l.LastLSN() {
+		t.Fatalf("read back to %d of %d: %v", last, l.LastLSN(), err)
+	}
+}

@@ -75,6 +75,7 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool)
 	}
 	r := &channelReader{fs: fs, dir: dir, ignore: ignore, found: len(segs) > 0}
 	var hdrs []record.SegmentHeader
+	cutVoid := uint64(math.MaxUint64)
 	for i, seq := range segs {
 		if i > 0 && seq != segs[i-1]+1 {
 			err = fmt.Errorf("%w: %s: segment %s is missing (found %s and %s)", ErrCorrupt, dir, SegmentName(segs[i-1]+1), SegmentName(segs[i-1]), SegmentName(seq))
@@ -94,8 +95,14 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool)
 			if !ignore {
 				return nil, err
 			}
-			// Read up to the damage; the rest is set aside.
+			// Read up to the damage; the rest is set aside. The openings
+			// recorded past the damage still void what they voided.
 			r.cut, r.cutErr = true, err
+			for _, later := range segs[i:] {
+				if h, err := readSegmentHeader(fs, dir, later); err == nil && h.Opened() {
+					cutVoid = min(cutVoid, h.Base)
+				}
+			}
 			segs, hdrs = segs[:i], hdrs[:i]
 			break
 		}
@@ -106,7 +113,7 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool)
 	}
 	r.ends = make([]int64, len(segs))
 	r.voids = make([]uint64, len(segs))
-	void := uint64(math.MaxUint64)
+	void := cutVoid
 	for i := len(segs) - 1; i >= 0; i-- {
 		r.voids[i], r.ends[i] = void, -1
 		if i+1 < len(segs) {
@@ -179,9 +186,6 @@ func (r *channelReader) readBlock() error {
 		if r.f == nil {
 			if r.i == len(r.segs) {
 				r.done = true
-				if r.cut {
-					r.tail.Corrupt, r.tail.Err = true, r.cutErr
-				}
 				return nil
 			}
 			if err := r.openSegment(); err != nil {
@@ -586,6 +590,9 @@ func (r *Reader) Finish() ([]Tail, error) {
 		}
 		r.heads[i] = nil
 		tails[i] = c.tail
+		if c.cut { // however the kept segments ended, the rest is set aside
+			tails[i].Corrupt, tails[i].Err = true, c.cutErr
+		}
 	}
 	return tails, nil
 }

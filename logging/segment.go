@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/mmdb/mmdb/logging/record"
 	"github.com/mmdb/mmdb/logging/vfs"
@@ -68,6 +69,10 @@ func durableDir(fs vfs.FS, dir string) error {
 	}
 	return nil
 }
+
+// errNoRoom marks a full disk met while preallocating a new segment: the
+// only place the log can meet one, and one it recovers from (Log.flush).
+var errNoRoom = errors.New("no room for a new segment")
 
 // segmentWriter appends blocks to a channel's segments, starting a new
 // preallocated segment when the current one is full. It is owned by one
@@ -205,16 +210,19 @@ func (w *segmentWriter) rotate(need int64) error {
 	}
 	size := max(w.size, record.SegmentHeaderSize+need)
 	if err := f.Allocate(size); err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("%w: %w", errNoRoom, err)
+		}
 		return errors.Join(fmt.Errorf("logging: preallocate %d bytes for %s: %w", size, tmp, err), f.Close(), w.fs.Remove(tmp))
 	}
 	if _, err := f.WriteAt(record.AppendSegmentHeader(nil, h), 0); err != nil {
-		return errors.Join(fmt.Errorf("logging: write the header of %s: %w", tmp, err), f.Close())
+		return errors.Join(fmt.Errorf("logging: write the header of %s: %w", tmp, err), f.Close(), w.fs.Remove(tmp))
 	}
 	if err := f.Sync(); err != nil {
-		return errors.Join(fmt.Errorf("logging: sync the header of %s: %w", tmp, err), f.Close())
+		return errors.Join(fmt.Errorf("logging: sync the header of %s: %w", tmp, err), f.Close(), w.fs.Remove(tmp))
 	}
 	if err := w.fs.Rename(tmp, name); err != nil {
-		return errors.Join(fmt.Errorf("logging: rename %s to %s: %w", tmp, name, err), f.Close())
+		return errors.Join(fmt.Errorf("logging: rename %s to %s: %w", tmp, name, err), f.Close(), w.fs.Remove(tmp))
 	}
 	if err := w.fs.SyncDir(w.dir); err != nil {
 		return errors.Join(fmt.Errorf("logging: sync directory %s: %w", w.dir, err), f.Close())

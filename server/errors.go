@@ -36,6 +36,8 @@ var codeOf = []struct {
 	{mem.ErrCorrupt, codes.DataLoss},
 	{syscall.ENOSPC, codes.ResourceExhausted},      // the log's disk is full: the commit was refused
 	{logging.ErrTooLarge, codes.ResourceExhausted}, // a transaction's redo record over the log's limit
+	{logging.ErrFailed, codes.Unavailable},         // the log failed: the node takes no more writes
+	{logging.ErrClosed, codes.Unavailable},         // shutting down
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

@@ -111,25 +111,28 @@ func (fs *MemFS) Crash(r *rand.Rand) *MemFS {
 }
 
 // CrashProcess returns what survives the process's crash (kill -9) now:
-// everything written, synced or not, under the names as they are. The
-// MemFS itself stops working.
+// everything written, synced or not, under the names as they are. What
+// was not synced stays so: a later Crash of the result can still lose
+// it. The MemFS itself stops working.
 func (fs *MemFS) CrashProcess() *MemFS {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	fs.crashed = true
 	out := NewMemFS()
 	for d := range fs.dirs {
-		out.dirs[d], out.durDirs[d] = true, true
+		out.dirs[d], out.durDirs[d] = true, fs.durDirs[d]
 	}
 	kept := map[*memInode]*memInode{}
 	for name, ino := range fs.names {
 		n, ok := kept[ino]
 		if !ok {
-			n = &memInode{data: append([]byte(nil), ino.data...)}
-			n.synced = append([]byte(nil), n.data...)
+			n = &memInode{data: append([]byte(nil), ino.data...), synced: append([]byte(nil), ino.synced...)}
 			kept[ino] = n
 		}
-		out.names[name], out.durable[name] = n, n
+		out.names[name] = n
+		if fs.durable[name] == ino {
+			out.durable[name] = n
+		}
 	}
 	return out
 }
