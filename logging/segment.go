@@ -143,8 +143,8 @@ func (w *segmentWriter) write(b *record.Builder, enc *record.Encoder) (int, erro
 // put appends b to the current segment.
 func (w *segmentWriter) put(b []byte) error {
 	if w.m != nil {
-		if copy(w.m.Bytes()[w.off:], b) != len(b) {
-			return fmt.Errorf("logging: %d bytes at %d pass the end of %s's mapping", len(b), w.off, w.f.Name())
+		if err := w.m.Copy(w.off, b); err != nil {
+			return fmt.Errorf("logging: %w", err)
 		}
 	} else if _, err := w.f.WriteAt(b, w.off); err != nil {
 		return fmt.Errorf("logging: write %s at %d: %w", w.f.Name(), w.off, err)

@@ -54,7 +54,7 @@ func TestFsyncLogSurvivesRestart(t *testing.T) {
 	if after := again.fingerprint(); after != before {
 		t.Fatalf("after a restart:\n%s\nbefore:\n%s", after, before)
 	}
-	if _, err := again.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(102, 3)}); err != nil {
+	if _, err := again.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(102, 3)}); err != nil {
 		t.Fatalf("a write after recovery: %v", err)
 	}
 }

@@ -446,7 +446,13 @@ type memMapping struct {
 	b []byte
 }
 
-func (m *memMapping) Bytes() []byte { return m.b }
+// Copy copies under the file system's lock, as a CPU's stores and a
+// crash are ordered.
+func (m *memMapping) Copy(off int64, b []byte) error {
+	m.f.fs.mu.Lock()
+	defer m.f.fs.mu.Unlock()
+	return copyInto(m.b, off, b, m.f.name)
+}
 
 func (m *memMapping) Flush(n int64) error {
 	fs := m.f.fs

@@ -67,8 +67,9 @@ type File interface {
 
 // Mapping is a file mapped into memory.
 type Mapping interface {
-	// Bytes returns the mapped memory.
-	Bytes() []byte
+	// Copy copies b into the mapped memory at off (a memcpy, no system
+	// call); it fails if b does not fit.
+	Copy(off int64, b []byte) error
 	// Flush makes the first n bytes of the mapping durable (msync).
 	Flush(n int64) error
 	// Unmap releases the mapping; Bytes must not be used after.
@@ -176,7 +177,16 @@ type osMapping struct {
 	name string
 }
 
-func (m osMapping) Bytes() []byte { return m.m }
+func (m osMapping) Copy(off int64, b []byte) error { return copyInto(m.m, off, b, m.name) }
+
+// copyInto copies b into a mapping's memory at off.
+func copyInto(mem []byte, off int64, b []byte, name string) error {
+	if off < 0 || off+int64(len(b)) > int64(len(mem)) {
+		return fmt.Errorf("vfs: %d bytes at %d pass the end of %s's %d-byte mapping", len(b), off, name, len(mem))
+	}
+	copy(mem[off:], b)
+	return nil
+}
 
 // Flush msyncs the pages holding the first n bytes.
 func (m osMapping) Flush(n int64) error {
