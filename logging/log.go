@@ -120,13 +120,17 @@ func (l *Log) Stats() Stats {
 	defer l.mu.Unlock()
 	var s Stats
 	for _, c := range l.chans {
-		s.Records += c.stats.Records
-		s.Syncs += c.stats.Syncs
-		s.RawBytes += c.stats.RawBytes
-		s.StoredBytes += c.stats.StoredBytes
-		s.SyncTime += c.stats.SyncTime
+		s.add(c.stats)
 	}
 	return s
+}
+
+func (s *Stats) add(o Stats) {
+	s.Records += o.Records
+	s.Syncs += o.Syncs
+	s.RawBytes += o.RawBytes
+	s.StoredBytes += o.StoredBytes
+	s.SyncTime += o.SyncTime
 }
 
 type pendingRecord struct {
@@ -474,6 +478,7 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 		st, written, err = c.write(batch)
 	}
 	l.mu.Lock()
+	c.stats.add(st)
 	c.inflight = 0
 	if written > 0 && c.unsynced == 0 {
 		c.unsynced = batch[0].lsn
@@ -502,8 +507,9 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 	l.mu.Unlock()
 
 	if sync {
-		st.Syncs, st.SyncTime, err = c.sync()
+		syncs, took, err := c.sync()
 		l.mu.Lock()
+		c.stats.add(Stats{Syncs: syncs, SyncTime: took})
 		if err != nil {
 			l.fail(c, err)
 		} else {
@@ -512,13 +518,6 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 		l.advance()
 		l.mu.Unlock()
 	}
-	l.mu.Lock()
-	c.stats.Records += st.Records
-	c.stats.Syncs += st.Syncs
-	c.stats.RawBytes += st.RawBytes
-	c.stats.StoredBytes += st.StoredBytes
-	c.stats.SyncTime += st.SyncTime
-	l.mu.Unlock()
 	clear(batch) // drop the bodies
 	return batch[:0], full
 }

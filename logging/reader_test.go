@@ -200,6 +200,22 @@ func corruptAt(t *testing.T, fs vfs.FS, name string, off int64, b []byte) {
 	}
 }
 
+// syncedSegments writes a one-channel log in rounds of 20 records, each
+// synced, over 2 KiB segments, and checks it spans at least min segments.
+func syncedSegments(t *testing.T, seed uint64, rounds int, min uint64) (*vfs.MemFS, *testLog) {
+	t.Helper()
+	fs := vfs.NewMemFS()
+	l := newTestLog(t, fs, 1, 2048, seed)
+	for i := 0; i < rounds; i++ {
+		l.add(20)
+		l.syncAll()
+	}
+	if l.writers[0].seq < min {
+		t.Fatalf("only %d segments", l.writers[0].seq)
+	}
+	return fs, l
+}
+
 // TestCorruptionProofs damages synced data where only one of the proofs
 // can tell it from a torn tail, each in turn.
 func TestCorruptionProofs(t *testing.T) {
@@ -220,15 +236,7 @@ func TestCorruptionProofs(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			fs := vfs.NewMemFS()
-			l := newTestLog(t, fs, 1, 2048, 8)
-			for i := 0; i < 30; i++ {
-				l.add(20)
-				l.syncAll()
-			}
-			if l.writers[0].seq < 3 {
-				t.Fatalf("only %d segments", l.writers[0].seq)
-			}
+			fs, l := syncedSegments(t, 8, 30, 3)
 			file, off, b := tc.setup(l)
 			corruptAt(t, fs, file, off, b)
 			_, _, err := readAllRecords(t, fs, l.dirs, l.bodies)

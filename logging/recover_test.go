@@ -198,15 +198,7 @@ func fileSize(t *testing.T, fs vfs.FS, name string) int64 {
 // (never deleting them) and carries on, and the next recovery needs no
 // telling.
 func TestIgnoreCorruption(t *testing.T) {
-	fs := vfs.NewMemFS()
-	l := newTestLog(t, fs, 1, 2048, 9)
-	for i := 0; i < 20; i++ {
-		l.add(20)
-		l.syncAll()
-	}
-	if l.writers[0].seq < 4 {
-		t.Fatalf("only %d segments", l.writers[0].seq)
-	}
+	fs, l := syncedSegments(t, 9, 20, 4)
 	name := filepath.Join(l.dirs[0], SegmentName(2))
 	corruptAt(t, fs, name, record.SegmentHeaderSize+5, []byte{0xFF})
 	if _, err := recoverLog(fs, l.dirs, false); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), name+" at offset 64") {

@@ -35,7 +35,7 @@ import (
 
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/durability"
-	logstats "github.com/mmdb/mmdb/logging"
+	redolog "github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -243,7 +243,7 @@ func (s *Server) WaitDurable(ctx context.Context, lsn uint64) error {
 
 // LogStats returns what the node's redo log has written (zero without
 // one).
-func (s *Server) LogStats() logstats.Stats { return s.store.LogStats() }
+func (s *Server) LogStats() redolog.Stats { return s.store.LogStats() }
 
 // Serve serves on lis until Shutdown; it returns nil after a shutdown.
 func (s *Server) Serve(lis net.Listener) error {
