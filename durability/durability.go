@@ -211,16 +211,29 @@ func (s *Store) recover() ([]logging.Tail, error) {
 // Commit is the engine's commit hook (mem.CommitLog): it encodes the
 // record and hands it to the log, or to the ring on a no-log node.
 func (s *Store) Commit(r *mem.Redo) (uint64, error) {
-	body := r.AppendBinary(nil)
 	if s.log != nil {
-		return s.log.Append(body)
+		// The log copies the record, so the encoding buffer is reused.
+		buf := encodeBufs.Get().(*[]byte)
+		*buf = r.AppendBinary((*buf)[:0])
+		lsn, err := s.log.Append(*buf)
+		if cap(*buf) <= maxPooledBuf {
+			encodeBufs.Put(buf)
+		}
+		return lsn, err
 	}
+	body := r.AppendBinary(nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.last++
 	s.ring.Add(s.last, body)
 	return s.last, nil
 }
+
+// encodeBufs holds buffers for encoding redo records; buffers grown past
+// maxPooledBuf (a bulk load's records) are left to the collector.
+var encodeBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledBuf = 64 << 10
 
 // DB returns the database.
 func (s *Store) DB() *mem.DB { return s.db }

@@ -231,7 +231,7 @@ func TestMmapLogKill(t *testing.T) {
 			t.Fatal(err)
 		}
 		b := setupBank(t, s)
-		fs.CrashAfter(k)
+		fs.CrashAfter(60 + 2*k) // each commit copies once, and a segment switch takes a few more operations
 		var killed *vfs.MemFS
 		var before map[string]bool
 		runBank(s, b, 8, 20, MmapLog, func(acked map[string]bool) {

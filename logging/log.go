@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -62,11 +63,20 @@ var ErrTooLarge = errors.New("logging: record too large")
 //
 // Commits go to the channels round-robin, so each channel holds every
 // n-th LSN, in order. Each channel has a flusher goroutine that takes all
-// the records waiting for it and writes them as one or more blocks: with
-// write(2), then one fdatasync (fsync-log), or by copying them into the
-// mapped segment, synced now and then (Mapped, mmap-log). That is a group
-// commit, whose size grows by itself with the load, since records queue
-// while the flusher works.
+// the records waiting for it and writes them as one or more blocks with
+// write(2), then one fdatasync (fsync-log). That is a group commit, whose
+// size grows by itself with the load, since records queue while the
+// flusher works.
+//
+// With Mapped (mmap-log), Append itself copies the record into the
+// channel's mapped segment as a block of its own, under the log's lock, so
+// the record is written when Append returns and the commit waits for no
+// other goroutine; the flusher only syncs (msync) now and then. A record
+// goes through the flusher instead, queued as above, when it does not fit
+// the segment (the flusher starts the next one: that may meet a full disk
+// or take milliseconds), when it is large enough to be worth compressing,
+// or when records of its channel are already queued (order within a
+// channel is LSN order).
 //
 // Invariant (under mu): every assigned LSN above written is in exactly
 // one channel's pending list or in flight at its flusher; written is the
@@ -82,7 +92,8 @@ type Log struct {
 	written  uint64        // see the invariant
 	durable  uint64        // see the invariant
 	syncReq  uint64        // Mapped: the largest LSN a Wait needs synced
-	advanced chan struct{} // closed when written or durable advances, or the log fails
+	advanced chan struct{} // closed when written or durable advances, or the log fails, if watched
+	watched  bool          // a waiter holds advanced
 	err      error         // the first write or sync failure: the log takes no more commits
 	full     error         // why the last channel to find its disk full did; Append refuses records while nfull > 0
 	nfull    int           // channels whose disk was full at their last try
@@ -101,6 +112,10 @@ type channel struct {
 	pending  []pendingRecord // guarded by l.mu
 	inflight uint64          // the smallest LSN the flusher holds, not yet written; 0: none (guarded by l.mu)
 	unsynced uint64          // the smallest LSN written but not synced; 0: none (guarded by l.mu)
+	syncing  bool            // the flusher is syncing; LSNs written meanwhile go to after (guarded by l.mu)
+	after    uint64          // the smallest LSN written since the sync began; 0: none (guarded by l.mu)
+	one      record.Builder  // Mapped: a commit's own block (guarded by l.mu)
+	raw      record.Encoder  // Mapped: encodes one-record blocks, uncompressed (guarded by l.mu)
 	full     bool            // its disk was full at the last try (guarded by l.mu)
 	stats    Stats           // guarded by l.mu
 }
@@ -294,8 +309,9 @@ func syncSegment(fs vfs.FS, name string, size int64) error {
 	return nil
 }
 
-// Append assigns the next LSN to a record and queues it on a channel; the
-// log owns body from then on. It does not wait; Wait does. LSNs are
+// Append assigns the next LSN to a record and writes it (Mapped) or
+// queues a copy of it on a channel; it does not keep body. It does not
+// wait; Wait does. LSNs are
 // assigned in the order Append calls return, with no gaps.
 func (l *Log) Append(body []byte) (uint64, error) {
 	if len(body) > MaxRecordBytes {
@@ -318,9 +334,58 @@ func (l *Log) Append(body []byte) (uint64, error) {
 	lsn := l.last
 	c := l.chans[l.next]
 	l.next = (l.next + 1) % len(l.chans)
-	c.pending = append(c.pending, pendingRecord{lsn: lsn, body: body})
+	if l.opts.Mapped {
+		copied, err := c.copyIn(lsn, body)
+		if err != nil {
+			l.fail(c, err)
+			l.advance()
+			return 0, l.err
+		}
+		if copied {
+			l.advance()
+			return lsn, nil
+		}
+	}
+	c.pending = append(c.pending, pendingRecord{lsn: lsn, body: slices.Clone(body)})
 	c.poke()
 	return lsn, nil
+}
+
+// copyIn writes the record at lsn into the channel's mapped segment as a
+// block of its own, unless records of the channel are queued or in flight
+// before it, it is large enough to be worth compressing, or the block does
+// not fit the segment; it reports whether it did. The caller holds mu.
+func (c *channel) copyIn(lsn uint64, body []byte) (bool, error) {
+	if len(c.pending) > 0 || c.inflight != 0 {
+		return false, nil
+	}
+	c.one.Reset()
+	if err := c.one.Add(lsn, c.l.opts.Epoch, body); err != nil {
+		return false, err
+	}
+	if c.enc.Compression != record.None && c.one.Len() >= c.enc.MinCompress {
+		return false, nil
+	}
+	n, err := c.w.writeIfRoom(&c.one, &c.raw)
+	if n == 0 || err != nil {
+		return false, err
+	}
+	c.stats.add(Stats{Records: 1, RawBytes: int64(c.one.Len()), StoredBytes: int64(n)})
+	c.wrote(lsn)
+	return true, nil
+}
+
+// wrote notes that the channel has written the records from lsn on, not
+// yet synced; the caller holds mu.
+func (c *channel) wrote(lsn uint64) {
+	switch {
+	case c.syncing:
+		if c.after == 0 {
+			c.after = lsn
+		}
+	case c.unsynced == 0:
+		c.unsynced = lsn
+	}
 }
 
 // Wait returns when lsn is durable, when the log has failed (with the
@@ -351,6 +416,9 @@ func (l *Log) wait(ctx context.Context, lsn uint64, mark *uint64) error {
 	for {
 		l.mu.Lock()
 		at, err, advanced := *mark, l.err, l.advanced
+		if at < lsn && err == nil {
+			l.watched = true
+		}
 		l.mu.Unlock()
 		if at >= lsn {
 			return nil
@@ -480,8 +548,8 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 	l.mu.Lock()
 	c.stats.add(st)
 	c.inflight = 0
-	if written > 0 && c.unsynced == 0 {
-		c.unsynced = batch[0].lsn
+	if written > 0 {
+		c.wrote(batch[0].lsn)
 	}
 	full := errors.Is(err, errNoRoom) && !l.closing
 	switch {
@@ -503,23 +571,42 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 		l.log.Info("the disk has space again", "channel", c.id)
 	}
 	sync := l.err == nil && c.unsynced != 0 && (!l.opts.Mapped || syncNow || l.syncReq >= c.unsynced)
+	off := c.w.off
+	c.syncing = sync
 	l.advance()
 	l.mu.Unlock()
 
 	if sync {
-		syncs, took, err := c.sync()
-		l.mu.Lock()
-		c.stats.add(Stats{Syncs: syncs, SyncTime: took})
-		if err != nil {
-			l.fail(c, err)
-		} else {
-			c.unsynced = 0
-		}
-		l.advance()
-		l.mu.Unlock()
+		c.sync(off)
 	}
 	clear(batch) // drop the bodies
 	return batch[:0], full
+}
+
+// sync makes the channel's first off bytes of its current segment durable
+// and records that with a marker block. With Mapped, commits may copy
+// blocks past off meanwhile: those stay unsynced (c.after).
+func (c *channel) sync(off int64) {
+	l := c.l
+	start := time.Now()
+	err := c.w.syncTo(off)
+	took := time.Since(start)
+	if took > l.opts.SlowSync {
+		l.log.Warn("slow log sync", "channel", c.id, "duration", took)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c.syncing = false
+	if err == nil {
+		c.w.synced = off
+		c.unsynced, c.after = c.after, 0
+		c.stats.add(Stats{Syncs: 1, SyncTime: took})
+		err = c.w.marker()
+	}
+	if err != nil {
+		l.fail(c, err)
+	}
+	l.advance()
 }
 
 // ErrFailed is returned, wrapped, by a log that failed to write or sync:
@@ -535,21 +622,6 @@ func (l *Log) fail(c *channel, err error) {
 		l.err = fmt.Errorf("%w: %w", ErrFailed, err)
 		l.log.Error("the redo log failed; commits are refused", "channel", c.id, "error", err)
 	}
-}
-
-// sync syncs what the channel has written and records the sync with a
-// marker block.
-func (c *channel) sync() (int64, time.Duration, error) {
-	start := time.Now()
-	err := c.w.sync()
-	took := time.Since(start)
-	if took > c.l.opts.SlowSync {
-		c.l.log.Warn("slow log sync", "channel", c.id, "duration", took)
-	}
-	if err != nil {
-		return 0, took, err
-	}
-	return 1, took, c.w.marker()
 }
 
 // write writes a batch as blocks. On a full disk it returns how many of
@@ -590,8 +662,7 @@ func (c *channel) write(batch []pendingRecord) (Stats, int, error) {
 // failed records are neither pending nor in flight, but not written.
 func (l *Log) advance() {
 	if l.err != nil {
-		close(l.advanced)
-		l.advanced = make(chan struct{})
+		l.wake()
 		return
 	}
 	w := l.last
@@ -611,7 +682,15 @@ func (l *Log) advance() {
 	}
 	if w > l.written || d > l.durable {
 		l.written, l.durable = max(l.written, w), max(l.durable, d)
+		l.wake()
+	}
+}
+
+// wake wakes the waiters, if any; the caller holds mu.
+func (l *Log) wake() {
+	if l.watched {
 		close(l.advanced)
 		l.advanced = make(chan struct{})
+		l.watched = false
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mmdb/mmdb/logging/record"
 	"github.com/mmdb/mmdb/logging/vfs"
@@ -277,7 +278,8 @@ func TestMappedLog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fs.CrashAfter(3 + r.IntN(60))
+		fs.SetSyncDelay(100 * time.Microsecond) // commits copy in while an msync runs
+		fs.CrashAfter(3 + r.IntN(2000))         // about 1,600 copies and 150 other operations
 		var mu sync.Mutex
 		var synced uint64
 		bodies, acked := appendConcurrently(l, 8, 200, func(w, i int) []byte {

@@ -75,8 +75,10 @@ func durableDir(fs vfs.FS, dir string) error {
 var errNoRoom = errors.New("no room for a new segment")
 
 // segmentWriter appends blocks to a channel's segments, starting a new
-// preallocated segment when the current one is full. It is owned by one
-// goroutine (the channel's flusher).
+// preallocated segment when the current one is full. The channel's
+// flusher owns it, except that with Mapped a commit may copy its own block
+// in (Log.Append) while nothing of the channel is queued or in flight;
+// then the log's lock guards it, and only syncTo runs outside that lock.
 //
 // Invariants, which recovery relies on to tell a torn tail from
 // corruption: every byte of w.f before w.synced is durable; a new
@@ -119,20 +121,36 @@ func (w *segmentWriter) start() error { return w.rotate(0) }
 // segment first if the block does not fit the current one. It returns the
 // block's size.
 func (w *segmentWriter) write(b *record.Builder, enc *record.Encoder) (int, error) {
-	var err error
-	if w.f != nil {
-		if w.buf, err = enc.Append(w.buf[:0], w.seq, uint32(w.synced), b); err != nil {
-			return 0, err
-		}
+	if n, err := w.writeIfRoom(b, enc); n != 0 || err != nil {
+		return n, err
 	}
-	if w.f == nil || w.off+int64(len(w.buf)) > w.size {
-		// The block's size once encoded is a fair bound for the new segment.
-		if err := w.rotate(int64(max(len(w.buf), b.Len()+record.BlockHeaderSize))); err != nil {
-			return 0, err
-		}
-		if w.buf, err = enc.Append(w.buf[:0], w.seq, uint32(w.synced), b); err != nil {
-			return 0, err
-		}
+	// The block's size once encoded is a fair bound for the new segment.
+	if err := w.rotate(int64(max(len(w.buf), b.Len()+record.BlockHeaderSize))); err != nil {
+		return 0, err
+	}
+	var err error
+	if w.buf, err = enc.Append(w.buf[:0], w.seq, uint32(w.synced), b); err != nil {
+		return 0, err
+	}
+	if err := w.put(w.buf); err != nil {
+		return 0, err
+	}
+	return len(w.buf), nil
+}
+
+// writeIfRoom encodes b's records as one block and appends it if it fits
+// the current segment; it returns the block's size, or 0 when it does not
+// fit (or there is no segment) and nothing was written.
+func (w *segmentWriter) writeIfRoom(b *record.Builder, enc *record.Encoder) (int, error) {
+	if w.f == nil {
+		return 0, nil
+	}
+	var err error
+	if w.buf, err = enc.Append(w.buf[:0], w.seq, uint32(w.synced), b); err != nil {
+		return 0, err
+	}
+	if w.off+int64(len(w.buf)) > w.size {
+		return 0, nil
 	}
 	if err := w.put(w.buf); err != nil {
 		return 0, err
@@ -167,19 +185,33 @@ func (w *segmentWriter) marker() error {
 
 // sync makes everything written durable.
 func (w *segmentWriter) sync() error {
-	if w.f == nil || w.synced == w.off {
+	if w.synced == w.off {
+		return nil
+	}
+	if err := w.syncTo(w.off); err != nil {
+		return err
+	}
+	w.synced = w.off
+	return nil
+}
+
+// syncTo makes the current segment's first off bytes durable (at least:
+// without a mapping, all of it). It does not touch the writer's state, so
+// with Mapped the log runs it outside its lock while commits copy blocks
+// past off; the caller then records the sync in synced.
+func (w *segmentWriter) syncTo(off int64) error {
+	if w.f == nil {
 		return nil
 	}
 	var err error
 	if w.m != nil {
-		err = w.m.Flush(w.off)
+		err = w.m.Flush(off)
 	} else {
 		err = w.f.Sync()
 	}
 	if err != nil {
 		return fmt.Errorf("logging: sync %s: %w", w.f.Name(), err)
 	}
-	w.synced = w.off
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,8 +25,8 @@ const SectorSize = 512
 // data, plus (optionally) a random subset of unsynced sectors.
 //
 // CrashAfter makes the file system crash by itself at its k-th mutating
-// operation (writes, syncs, creates, renames, removes, allocations, size
-// changes): that operation and every later one fail with ErrCrashed, so a
+// operation (writes, copies into mappings, syncs, creates, renames,
+// removes, allocations, size changes): that operation and every later one fail with ErrCrashed, so a
 // test can crash a workload at every point in turn.
 type MemFS struct {
 	mu      sync.Mutex
@@ -391,21 +392,37 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
+// Sync makes durable what the file held when it was called: data written
+// while it takes its delay may or may not be, so this keeps none of it.
 func (f *memFile) Sync() error {
-	f.fs.mu.Lock()
-	delay := f.fs.delay
-	f.fs.mu.Unlock()
-	time.Sleep(delay)
-	f.fs.mu.Lock()
-	defer f.fs.mu.Unlock()
-	if err := f.check("sync"); err != nil {
+	data, err := f.fs.syncing(f, -1)
+	if err != nil {
 		return err
 	}
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
 	if err := f.fs.op("sync", f.name); err != nil {
 		return err
 	}
-	f.ino.synced = append(f.ino.synced[:0], f.ino.data...)
+	f.ino.synced = append(f.ino.synced[:0], data...)
 	return nil
+}
+
+// syncing copies the first n bytes of f's data (n < 0: all of it), as a
+// sync called now must make durable, and then waits the sync delay.
+func (fs *MemFS) syncing(f *memFile, n int64) ([]byte, error) {
+	fs.mu.Lock()
+	if err := f.check("sync"); err != nil {
+		fs.mu.Unlock()
+		return nil, err
+	}
+	if n < 0 {
+		n = int64(len(f.ino.data))
+	}
+	data, delay := slices.Clone(f.ino.data[:n]), fs.delay
+	fs.mu.Unlock()
+	time.Sleep(delay)
+	return data, nil
 }
 
 func (f *memFile) Allocate(size int64) error {
@@ -447,15 +464,25 @@ type memMapping struct {
 }
 
 // Copy copies under the file system's lock, as a CPU's stores and a
-// crash are ordered.
+// crash are ordered. It counts as a mutating operation: a crash can fall
+// between two copies, and none lands after it.
 func (m *memMapping) Copy(off int64, b []byte) error {
 	m.f.fs.mu.Lock()
 	defer m.f.fs.mu.Unlock()
+	if err := m.f.fs.op("copy", m.f.name); err != nil {
+		return err
+	}
 	return copyInto(m.b, off, b, m.f.name)
 }
 
+// Flush, like Sync, keeps only what the first n bytes held when it was
+// called.
 func (m *memMapping) Flush(n int64) error {
 	fs := m.f.fs
+	data, err := fs.syncing(m.f, n)
+	if err != nil {
+		return err
+	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if err := fs.op("msync", m.f.name); err != nil {
@@ -465,7 +492,7 @@ func (m *memMapping) Flush(n int64) error {
 	if len(ino.synced) < len(ino.data) {
 		ino.synced = append(ino.synced, make([]byte, len(ino.data)-len(ino.synced))...)
 	}
-	copy(ino.synced[:n], ino.data[:n])
+	copy(ino.synced, data)
 	return nil
 }
 
