@@ -120,6 +120,7 @@ func (c *Client) conn() (*grpc.ClientConn, string, error) {
 	}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(pb.WindowBytes), grpc.WithInitialConnWindowSize(pb.ConnWindowBytes),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.opts.MaxMessageBytes)),
 	}, c.opts.DialOptions...)
 	conn, err := grpc.NewClient(addr, opts...)

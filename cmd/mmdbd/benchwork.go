@@ -197,7 +197,8 @@ func grpcWorkload(ctx context.Context, o benchOpts, stderr io.Writer) (*workload
 		return errors.Join(errs...)
 	}
 	dial := func() (*grpc.ClientConn, error) {
-		conn, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(pb.WindowBytes), grpc.WithInitialConnWindowSize(pb.ConnWindowBytes))
 		if err != nil {
 			return nil, fmt.Errorf("bench: connect to %s: %w", o.addr, err)
 		}
