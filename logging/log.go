@@ -71,17 +71,20 @@ var ErrTooLarge = errors.New("logging: record too large")
 // With Mapped (mmap-log), Append itself copies the record into the
 // channel's mapped segment as a block of its own, under the log's lock, so
 // the record is written when Append returns and the commit waits for no
-// other goroutine; the flusher only syncs (msync) now and then. A record
+// other goroutine; the flusher only syncs (msync) now and then. (The copy
+// can take a page fault under the lock: the first store to a fresh page
+// of the segment, or to a page an msync has just written back.) A record
 // goes through the flusher instead, queued as above, when it does not fit
 // the segment (the flusher starts the next one: that may meet a full disk
 // or take milliseconds), when it is large enough to be worth compressing,
 // or when records of its channel are already queued (order within a
 // channel is LSN order).
 //
-// Invariant (under mu): every assigned LSN above written is in exactly
-// one channel's pending list or in flight at its flusher; written is the
-// largest LSN such that every LSN up to it is written on its channel, and
-// durable the largest such that every LSN up to it is synced.
+// Invariant (under mu): every assigned LSN is written on its channel, or
+// in exactly one channel's pending list, or in flight at its flusher;
+// written is the largest LSN such that every LSN up to it is written on
+// its channel, and durable the largest such that every LSN up to it is
+// synced.
 type Log struct {
 	opts  Options
 	log   hclog.Logger
@@ -337,6 +340,7 @@ func (l *Log) Append(body []byte) (uint64, error) {
 	if l.opts.Mapped {
 		copied, err := c.copyIn(lsn, body)
 		if err != nil {
+			l.last, l.next = lsn-1, c.id // nothing has this LSN
 			l.fail(c, err)
 			l.advance()
 			return 0, l.err
@@ -585,23 +589,32 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 
 // sync makes the channel's first off bytes of its current segment durable
 // and records that with a marker block. With Mapped, commits may copy
-// blocks past off meanwhile: those stay unsynced (c.after).
+// blocks past off meanwhile: those stay unsynced (c.after). When a segment
+// switch has synced everything already, there is nothing to do but note
+// it.
 func (c *channel) sync(off int64) {
 	l := c.l
-	start := time.Now()
-	err := c.w.syncTo(off)
-	took := time.Since(start)
-	if took > l.opts.SlowSync {
-		l.log.Warn("slow log sync", "channel", c.id, "duration", took)
+	var err error
+	var took time.Duration
+	fresh := off != c.w.synced // the flusher alone sets synced
+	if fresh {
+		start := time.Now()
+		err = c.w.syncTo(off)
+		took = time.Since(start)
+		if took > l.opts.SlowSync {
+			l.log.Warn("slow log sync", "channel", c.id, "duration", took)
+		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c.syncing = false
-	if err == nil {
-		c.w.synced = off
+	if err == nil && l.err == nil {
 		c.unsynced, c.after = c.after, 0
-		c.stats.add(Stats{Syncs: 1, SyncTime: took})
-		err = c.w.marker()
+		if fresh {
+			c.w.synced = off
+			c.stats.add(Stats{Syncs: 1, SyncTime: took})
+			err = c.w.marker()
+		}
 	}
 	if err != nil {
 		l.fail(c, err)

@@ -320,21 +320,24 @@ func (r *channelReader) endSegment() error {
 // segment was zero-filled and synced before the block was written, and a
 // sector the crash did not keep reads back as it was synced (lostSector).
 // So the bad block is torn if it shows a lost sector, and corruption
-// otherwise. In a mapped segment (mmap-log) blocks are copied whole, in
-// order, so a bad last block is also a copy that a crash cut short.
+// otherwise. A mapped segment (mmap-log) has no such evidence: the kernel
+// writes its pages back whenever and in whatever order it likes, an msync
+// included, and a page can go out while a block is being copied into it,
+// so past the proof a power loss can leave any mix of old and new sectors
+// with valid blocks after them. There a bad block past the proof is torn.
 func (r *channelReader) badBlock(cause error) error {
 	name, off := r.name(), r.off
 	if end := r.ends[r.i]; end >= 0 {
 		return fmt.Errorf("%w: %s at offset %d: %v (%s says this segment was synced to offset %d)", ErrCorrupt, name, off, cause, SegmentName(r.segs[r.i+1]), end)
 	}
-	found, synced, err := r.validBlocksAfter()
+	_, synced, err := r.validBlocksAfter()
 	if err != nil {
 		return err
 	}
 	if w := max(r.synced, synced); off < w {
 		return fmt.Errorf("%w: %s at offset %d: %v (the segment was synced to offset %d)", ErrCorrupt, name, off, cause, w)
 	}
-	torn := r.mapped && !found // a copy into the mapping cut short
+	torn := r.mapped
 	if !torn {
 		if torn, err = r.lostSector(); err != nil {
 			return err

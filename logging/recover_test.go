@@ -375,6 +375,58 @@ func TestMappedCopyCutShort(t *testing.T) {
 	}
 }
 
+// TestMappedWritebackOutOfOrder: past the last sync, a power loss can
+// keep a mapped segment's pages in any order, and an msync can write out
+// a page while a block is half copied into it: a bad block, neither blank
+// nor zero-filled, with a valid block after it that proves nothing
+// synced. In a mapped segment that is a torn tail; in a segment written
+// with write(2), whose lost sectors read back blank, it is corruption.
+func TestMappedWritebackOutOfOrder(t *testing.T) {
+	for _, mapped := range []bool{true, false} {
+		fs := vfs.NewMemFS()
+		l, err := Open(Options{FS: fs, Dirs: channelDirs(1), NoCompression: true, Mapped: mapped, SegmentSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := l.Append(bytes.Repeat([]byte{'a'}, 40))
+		if err == nil {
+			err = l.Wait(context.Background(), last)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := l.chans[0].w
+		end := w.off // after the sync's marker
+		// Two blocks, B and C, written but not synced.
+		for _, b := range []byte{'b', 'c'} {
+			lsn, err := l.Append(bytes.Repeat([]byte{b}, 40))
+			if err == nil {
+				err = l.WaitWritten(context.Background(), lsn)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		size := w.off - end
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// B's payload holds what a half-done copy left; C is whole; the
+		// marker Close added after them, whose synced field would prove B
+		// synced, did not reach the disk.
+		name := filepath.Join("/log/ch0", SegmentName(1))
+		corruptAt(t, fs, name, end+record.BlockHeaderSize+10, bytes.Repeat([]byte{0xa5}, 20))
+		corruptAt(t, fs, name, end+size, make([]byte, record.BlockHeaderSize))
+		got, err := recoverLog(fs, channelDirs(1), false)
+		switch {
+		case mapped && (err != nil || got.last != last || !got.tails[0].Torn || got.tails[0].Offset != end):
+			t.Fatalf("mapped: recovered to %d (want %d), tail %+v (want torn at %d): %v", got.last, last, got.tails, end, err)
+		case !mapped && !errors.Is(err, ErrCorrupt):
+			t.Fatalf("written: %v, want corruption", err)
+		}
+	}
+}
+
 // TestKillThenPowerLoss: what recovery replays after a process crash may
 // exist only in the page cache; the reopened log makes it durable before
 // it takes new commits, so a power loss after those commits loses

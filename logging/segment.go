@@ -77,8 +77,11 @@ var errNoRoom = errors.New("no room for a new segment")
 // segmentWriter appends blocks to a channel's segments, starting a new
 // preallocated segment when the current one is full. The channel's
 // flusher owns it, except that with Mapped a commit may copy its own block
-// in (Log.Append) while nothing of the channel is queued or in flight;
-// then the log's lock guards it, and only syncTo runs outside that lock.
+// in (Log.Append) under the log's lock, and only while nothing of the
+// channel is queued or in flight at the flusher. So the flusher writes,
+// starts segments and closes them without the lock (commits are kept out
+// by what it holds in flight), and syncs (syncTo) without it while
+// commits copy in past the offset it syncs to.
 //
 // Invariants, which recovery relies on to tell a torn tail from
 // corruption: every byte of w.f before w.synced is durable; a new

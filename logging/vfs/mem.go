@@ -45,6 +45,8 @@ type MemFS struct {
 type memInode struct {
 	data   []byte
 	synced []byte
+	began  uint64 // syncs begun (File.Sync and Mapping.Flush)
+	kept   uint64 // the latest-begun sync whose snapshot synced holds
 }
 
 // NewMemFS returns an empty file system with the root directory.
@@ -73,8 +75,9 @@ func (fs *MemFS) SetSpace(bytes int64) {
 	fs.space = bytes
 }
 
-// SetSyncDelay makes every File.Sync take d, as a disk's flush would, so
-// that tests see group commit form.
+// SetSyncDelay makes every File.Sync and Mapping.Flush take d, as a
+// disk's flush would, so that tests see group commit form and writes that
+// race a sync.
 func (fs *MemFS) SetSyncDelay(d time.Duration) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -395,34 +398,46 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 // Sync makes durable what the file held when it was called: data written
 // while it takes its delay may or may not be, so this keeps none of it.
 func (f *memFile) Sync() error {
-	data, err := f.fs.syncing(f, -1)
+	f.fs.mu.Lock()
+	err := f.check("sync")
+	f.fs.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	f.fs.mu.Lock()
-	defer f.fs.mu.Unlock()
-	if err := f.fs.op("sync", f.name); err != nil {
-		return err
-	}
-	f.ino.synced = append(f.ino.synced[:0], data...)
-	return nil
+	return f.fs.sync(f, "sync", -1)
 }
 
-// syncing copies the first n bytes of f's data (n < 0: all of it), as a
-// sync called now must make durable, and then waits the sync delay.
-func (fs *MemFS) syncing(f *memFile, n int64) ([]byte, error) {
+// sync makes the first n bytes of f's data (n < 0: all of it) as they are
+// now durable, after the sync delay, unless a sync begun later has
+// finished first (durability only grows).
+func (fs *MemFS) sync(f *memFile, what string, n int64) error {
 	fs.mu.Lock()
-	if err := f.check("sync"); err != nil {
-		fs.mu.Unlock()
-		return nil, err
-	}
+	ino := f.ino
 	if n < 0 {
-		n = int64(len(f.ino.data))
+		n = int64(len(ino.data))
 	}
-	data, delay := slices.Clone(f.ino.data[:n]), fs.delay
+	ino.began++
+	gen, data, delay := ino.began, slices.Clone(ino.data[:n]), fs.delay
 	fs.mu.Unlock()
 	time.Sleep(delay)
-	return data, nil
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if err := fs.op(what, f.name); err != nil {
+		return err
+	}
+	if gen < ino.kept {
+		return nil
+	}
+	ino.kept = gen
+	if what == "sync" {
+		ino.synced = append(ino.synced[:0], data...)
+		return nil
+	}
+	if len(ino.synced) < len(ino.data) {
+		ino.synced = append(ino.synced, make([]byte, len(ino.data)-len(ino.synced))...)
+	}
+	copy(ino.synced, data)
+	return nil
 }
 
 func (f *memFile) Allocate(size int64) error {
@@ -476,25 +491,8 @@ func (m *memMapping) Copy(off int64, b []byte) error {
 }
 
 // Flush, like Sync, keeps only what the first n bytes held when it was
-// called.
-func (m *memMapping) Flush(n int64) error {
-	fs := m.f.fs
-	data, err := fs.syncing(m.f, n)
-	if err != nil {
-		return err
-	}
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	if err := fs.op("msync", m.f.name); err != nil {
-		return err
-	}
-	ino := m.f.ino
-	if len(ino.synced) < len(ino.data) {
-		ino.synced = append(ino.synced, make([]byte, len(ino.data)-len(ino.synced))...)
-	}
-	copy(ino.synced, data)
-	return nil
-}
+// called. A mapping outlives its file's Close.
+func (m *memMapping) Flush(n int64) error { return m.f.fs.sync(m.f, "msync", n) }
 
 func (m *memMapping) Unmap() error { return nil }
 

@@ -70,9 +70,12 @@ type Mapping interface {
 	// Copy copies b into the mapped memory at off (a memcpy, no system
 	// call); it fails if b does not fit.
 	Copy(off int64, b []byte) error
-	// Flush makes the first n bytes of the mapping durable (msync).
+	// Flush makes the first n bytes of the mapping durable (msync). It
+	// writes whole pages, so bytes past n in n's page may go out too, as
+	// they were at that moment; Copy may run while it does.
 	Flush(n int64) error
-	// Unmap releases the mapping; Bytes must not be used after.
+	// Unmap releases the mapping; neither Copy nor Flush may be called
+	// after.
 	Unmap() error
 }
 
