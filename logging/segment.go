@@ -102,6 +102,7 @@ type segmentWriter struct {
 	f       vfs.File
 	m       vfs.Mapping // the current segment's mapping, when mapped
 	seq     uint64
+	end     int64  // the current segment's size: w.size, or more for one large block
 	off     int64  // where the next block goes
 	synced  int64  // bytes of the segment known durable
 	prevEnd uint64 // where the previous segment's data ended (0: there is none)
@@ -127,18 +128,16 @@ func (w *segmentWriter) write(b *record.Builder, enc *record.Encoder) (int, erro
 	if n, err := w.writeIfRoom(b, enc); n != 0 || err != nil {
 		return n, err
 	}
-	// The block's size once encoded is a fair bound for the new segment.
-	if err := w.rotate(int64(max(len(w.buf), b.Len()+record.BlockHeaderSize))); err != nil {
+	// The raw payload plus a header bounds the block however it encodes
+	// (compression is kept only when it saves), so the new segment fits it.
+	if err := w.rotate(int64(b.Len() + record.BlockHeaderSize)); err != nil {
 		return 0, err
 	}
-	var err error
-	if w.buf, err = enc.Append(w.buf[:0], w.seq, uint32(w.synced), b); err != nil {
-		return 0, err
+	n, err := w.writeIfRoom(b, enc)
+	if n == 0 && err == nil {
+		err = fmt.Errorf("logging: a %d-byte block does not fit new segment %s of %d bytes", len(w.buf), SegmentName(w.seq), w.end)
 	}
-	if err := w.put(w.buf); err != nil {
-		return 0, err
-	}
-	return len(w.buf), nil
+	return n, err
 }
 
 // writeIfRoom encodes b's records as one block and appends it if it fits
@@ -152,7 +151,7 @@ func (w *segmentWriter) writeIfRoom(b *record.Builder, enc *record.Encoder) (int
 	if w.buf, err = enc.Append(w.buf[:0], w.seq, uint32(w.synced), b); err != nil {
 		return 0, err
 	}
-	if w.off+int64(len(w.buf)) > w.size {
+	if w.off+int64(len(w.buf)) > w.end {
 		return 0, nil
 	}
 	if err := w.put(w.buf); err != nil {
@@ -179,7 +178,7 @@ func (w *segmentWriter) put(b []byte) error {
 // block follows it. It is not synced itself; if it is lost, recovery
 // falls back on its other evidence.
 func (w *segmentWriter) marker() error {
-	if w.f == nil || w.off+record.BlockHeaderSize > w.size {
+	if w.f == nil || w.off+record.BlockHeaderSize > w.end {
 		return nil // the next segment's header will say where this one ended
 	}
 	w.buf = record.AppendMarker(w.buf[:0], w.seq, uint32(w.synced))
@@ -269,7 +268,7 @@ func (w *segmentWriter) rotate(need int64) error {
 			return errors.Join(fmt.Errorf("logging: map %s: %w", name, err), f.Close())
 		}
 	}
-	w.f, w.seq, w.off, w.synced, w.opened = f, seq, record.SegmentHeaderSize, record.SegmentHeaderSize, false
+	w.f, w.seq, w.end, w.off, w.synced, w.opened = f, seq, size, record.SegmentHeaderSize, record.SegmentHeaderSize, false
 	return nil
 }
 

@@ -26,8 +26,9 @@ const SectorSize = 512
 //
 // CrashAfter makes the file system crash by itself at its k-th mutating
 // operation (writes, copies into mappings, syncs, creates, renames,
-// removes, allocations, size changes): that operation and every later one fail with ErrCrashed, so a
-// test can crash a workload at every point in turn.
+// removes, allocations, size changes): that operation and every later one
+// fail with ErrCrashed, so a test can crash a workload at every point in
+// turn.
 type MemFS struct {
 	mu      sync.Mutex
 	names   map[string]*memInode // the namespace as it is now
@@ -407,13 +408,14 @@ func (f *memFile) Sync() error {
 	return f.fs.sync(f, "sync", -1)
 }
 
-// sync makes the first n bytes of f's data (n < 0: all of it) as they are
-// now durable, after the sync delay, unless a sync begun later has
-// finished first (durability only grows).
+// sync makes the first n bytes of f's data as they are now durable (n <
+// 0: the whole file, size included), after the sync delay, unless a sync
+// begun later has finished first (durability only grows).
 func (fs *MemFS) sync(f *memFile, what string, n int64) error {
 	fs.mu.Lock()
 	ino := f.ino
-	if n < 0 {
+	whole := n < 0
+	if whole {
 		n = int64(len(ino.data))
 	}
 	ino.began++
@@ -429,7 +431,7 @@ func (fs *MemFS) sync(f *memFile, what string, n int64) error {
 		return nil
 	}
 	ino.kept = gen
-	if what == "sync" {
+	if whole {
 		ino.synced = append(ino.synced[:0], data...)
 		return nil
 	}
