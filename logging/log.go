@@ -233,7 +233,7 @@ func Open(opts Options) (*Log, error) {
 // says damage was ignored, and checks that tail is where the directory's
 // segments end.
 func prepareDir(fs vfs.FS, dir string, tail Tail) error {
-	if err := durableDir(fs, dir); err != nil {
+	if err := vfs.MkdirDurable(fs, dir); err != nil {
 		return err
 	}
 	names, err := fs.ReadDir(dir)

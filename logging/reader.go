@@ -1,6 +1,7 @@
 package logging
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,7 @@ type channelReader struct {
 	cut    bool     // segments after the last of segs were dropped for damage
 	cutErr error    // why
 	found  bool     // the directory held segments
+	listed int      // how many, counting those not needed after the image
 	i      int      // index in segs of the segment being read
 
 	f    vfs.File
@@ -68,12 +70,13 @@ type channelReader struct {
 	done   bool
 }
 
-func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool) (*channelReader, error) {
+func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool, after uint64) (*channelReader, error) {
 	segs, err := listSegments(fs, dir)
 	if err != nil {
 		return nil, err
 	}
-	r := &channelReader{fs: fs, dir: dir, ignore: ignore, found: len(segs) > 0}
+	r := &channelReader{fs: fs, dir: dir, ignore: ignore, found: len(segs) > 0, listed: len(segs)}
+	segs = neededSegments(fs, dir, segs, after)
 	var hdrs []record.SegmentHeader
 	cutVoid := uint64(math.MaxUint64)
 	for i, seq := range segs {
@@ -88,6 +91,10 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool)
 			}
 			if err == nil && i > 0 && h.PrevEnd == 0 {
 				err = fmt.Errorf("%w: %s does not say where %s ended", ErrCorrupt, filepath.Join(dir, SegmentName(seq)), SegmentName(segs[i-1]))
+			}
+			if err == nil && i == 0 && seq != 1 && h.Base > after {
+				err = fmt.Errorf("%w: %s: the segments before it are gone, but they held records up to LSN %d and the log is read from LSN %d (the image they were removed for is missing?)",
+					ErrCorrupt, filepath.Join(dir, SegmentName(seq)), h.Base, after+1)
 			}
 			hdrs = append(hdrs, h)
 		}
@@ -124,6 +131,26 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool)
 		}
 	}
 	return r, nil
+}
+
+// neededSegments drops from segs (a channel's segments, in order) those
+// that hold no record past LSN after: the ones before the last segment
+// whose header bounds its predecessors' records at or below after
+// (SegmentHeader.Base). A checkpoint removes such segments, oldest first,
+// so what is left of them, and any hole their removal left, is not read.
+// A header that cannot be read stops the search; reading from the start
+// then reports it.
+func neededSegments(fs vfs.FS, dir string, segs []uint64, after uint64) []uint64 {
+	for i := len(segs) - 1; i > 0; i-- {
+		h, err := readSegmentHeader(fs, dir, segs[i])
+		if err != nil {
+			break
+		}
+		if h.Base <= after {
+			return segs[i:]
+		}
+	}
+	return segs
 }
 
 // readSegmentHeader reads and decodes the header of segment seq in dir.
@@ -430,6 +457,16 @@ func scan(data []byte, from int64, seq uint64) (found bool, synced int64) {
 	var dec record.Decoder
 	defer dec.Close()
 	for p := from; p+record.BlockHeaderSize <= int64(len(data)); p++ {
+		if data[p] == 0 {
+			// An all-zero header is never a block, so skip the headers
+			// that would start in a run of zeros: the preallocated rest
+			// of a segment is tens of MiB of them.
+			nz := nonZero(data[p:])
+			if nz < 0 {
+				break
+			}
+			p += max(0, int64(nz)-(record.BlockHeaderSize-1))
+		}
 		h, err := record.DecodeBlockHeader(data[p:])
 		if err != nil || p+h.Size() > int64(len(data)) {
 			continue
@@ -439,6 +476,23 @@ func scan(data []byte, from int64, seq uint64) (found bool, synced int64) {
 		}
 	}
 	return found, synced
+}
+
+// nonZero returns the index of the first byte of b that is not zero, or
+// -1; it compares eight bytes at a time.
+func nonZero(b []byte) int {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		if binary.LittleEndian.Uint64(b[i:]) != 0 {
+			break
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] != 0 {
+			return i
+		}
+	}
+	return -1
 }
 
 func readAll(fs vfs.FS, name string) ([]byte, error) {
@@ -494,7 +548,7 @@ func NewReader(opts ReaderOptions) (*Reader, error) {
 	r := &Reader{want: opts.After + 1, after: opts.After}
 	var empty, full []string
 	for i, d := range opts.Dirs {
-		c, err := newChannelReader(opts.FS, d, i, len(opts.Dirs), opts.IgnoreCorruption)
+		c, err := newChannelReader(opts.FS, d, i, len(opts.Dirs), opts.IgnoreCorruption, opts.After)
 		if err != nil {
 			return nil, err
 		}
@@ -516,7 +570,7 @@ func NewReader(opts ReaderOptions) (*Reader, error) {
 	// opening only when the others hold nothing but that first segment.
 	if len(empty) > 0 {
 		for i, c := range r.chans {
-			if c.found && (r.heads[i] != nil || len(c.segs) != 1 || c.cut) {
+			if c.found && (r.heads[i] != nil || c.listed != 1 || c.cut) {
 				return nil, errors.Join(fmt.Errorf("%w: the channel directories %q hold no segments, but %q do: a directory is missing or log_channels changed", ErrMismatch, empty, full), r.Close())
 			}
 		}

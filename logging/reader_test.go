@@ -32,7 +32,7 @@ func newTestLog(t *testing.T, fs vfs.FS, channels int, segSize int64, seed uint6
 	l := &testLog{t: t, fs: fs, r: rand.New(rand.NewPCG(seed, 1)), bodies: map[uint64][]byte{}}
 	for c := 0; c < channels; c++ {
 		dir := fmt.Sprintf("/log/ch%d", c)
-		if err := durableDir(fs, dir); err != nil {
+		if err := vfs.MkdirDurable(fs, dir); err != nil {
 			t.Fatal(err)
 		}
 		l.dirs = append(l.dirs, dir)

@@ -29,7 +29,12 @@ type recovered struct {
 
 // recoverLog reads the whole log, as recovery does.
 func recoverLog(fs vfs.FS, dirs []string, ignore bool) (recovered, error) {
-	r, err := NewReader(ReaderOptions{FS: fs, Dirs: dirs, IgnoreCorruption: ignore})
+	return readLog(ReaderOptions{FS: fs, Dirs: dirs, IgnoreCorruption: ignore})
+}
+
+// readLog reads the log opts describe, as recovery does.
+func readLog(opts ReaderOptions) (recovered, error) {
+	r, err := NewReader(opts)
 	if err != nil {
 		return recovered{}, err
 	}

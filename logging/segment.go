@@ -56,20 +56,6 @@ func listSegments(fs vfs.FS, dir string) ([]uint64, error) {
 	return seqs, nil
 }
 
-// durableDir creates dir and its parents, and syncs each parent so that
-// the whole path survives a crash.
-func durableDir(fs vfs.FS, dir string) error {
-	if err := fs.MkdirAll(dir); err != nil {
-		return fmt.Errorf("logging: create directory %s: %w", dir, err)
-	}
-	for d := filepath.Clean(dir); filepath.Dir(d) != d; d = filepath.Dir(d) {
-		if err := fs.SyncDir(filepath.Dir(d)); err != nil {
-			return fmt.Errorf("logging: sync directory %s: %w", filepath.Dir(d), err)
-		}
-	}
-	return nil
-}
-
 // errNoRoom marks a full disk met while preallocating a new segment: the
 // only place the log can meet one, and one it recovers from (Log.flush).
 var errNoRoom = errors.New("no room for a new segment")
@@ -97,6 +83,7 @@ type segmentWriter struct {
 	size     int64  // bytes preallocated per segment
 	opened   bool   // the next segment is the first since the log was opened
 	base     uint64 // the last LSN recovered when the log was opened
+	last     uint64 // the highest LSN in the channel's kept records: the next segment's base
 	mapped   bool   // blocks are copied into a mapping of the segment (mmap-log)
 
 	f       vfs.File
@@ -115,7 +102,7 @@ type segmentWriter struct {
 // what the channel holds past tail or above base (record.FlagOpened).
 func newSegmentWriter(fs vfs.FS, dir string, channel, channels uint32, size int64, tail Tail, base uint64) *segmentWriter {
 	return &segmentWriter{fs: fs, dir: dir, channel: channel, channels: channels, size: size,
-		opened: true, base: base, seq: tail.Seq, prevEnd: uint64(tail.Offset)}
+		opened: true, base: base, last: base, seq: tail.Seq, prevEnd: uint64(tail.Offset)}
 }
 
 // start creates the writer's first segment.
@@ -157,6 +144,7 @@ func (w *segmentWriter) writeIfRoom(b *record.Builder, enc *record.Encoder) (int
 	if err := w.put(w.buf); err != nil {
 		return 0, err
 	}
+	w.last = max(w.last, b.Last())
 	return len(w.buf), nil
 }
 
@@ -235,9 +223,9 @@ func (w *segmentWriter) rotate(need int64) error {
 	if err != nil {
 		return fmt.Errorf("logging: create segment %s: %w", tmp, err)
 	}
-	h := record.SegmentHeader{Channel: w.channel, Channels: w.channels, Seq: seq, PrevEnd: w.prevEnd}
+	h := record.SegmentHeader{Channel: w.channel, Channels: w.channels, Seq: seq, PrevEnd: w.prevEnd, Base: w.last}
 	if w.opened {
-		h.Flags, h.Base = record.FlagOpened, w.base
+		h.Flags = record.FlagOpened
 	}
 	if w.mapped {
 		h.Flags |= record.FlagMapped

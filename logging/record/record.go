@@ -24,8 +24,11 @@
 // channel started when the log was opened: recovery had kept the records
 // up to LSN base, so records above base in the channel's earlier segments
 // are void (they followed a gap), and the data of segment seq-1 ends at
-// prevEnd (anything after it was a torn tail). crc32c (Castagnoli) covers
-// bytes 0 to 60.
+// prevEnd (anything after it was a torn tail). In every segment, base
+// bounds the channel's earlier segments: every record they hold that is
+// not void has an LSN at or below it, so once an image holds LSN base
+// they are no longer needed (a checkpoint removes them, and recovery
+// after that image skips them). crc32c (Castagnoli) covers bytes 0 to 60.
 //
 // Block (BlockHeaderSize bytes of header, then the payload):
 //
@@ -235,6 +238,9 @@ func (b *Builder) Add(lsn, epoch uint64, body []byte) error {
 	b.count++
 	return nil
 }
+
+// Last returns the LSN of the last record added (0 when empty).
+func (b *Builder) Last() uint64 { return b.last }
 
 // Len returns the raw payload's size so far.
 func (b *Builder) Len() int { return len(b.raw) }

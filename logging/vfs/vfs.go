@@ -231,3 +231,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// MkdirDurable creates dir and its parents, and syncs each parent, so
+// that the whole path survives a crash.
+func MkdirDurable(fs FS, dir string) error {
+	if err := fs.MkdirAll(dir); err != nil {
+		return fmt.Errorf("vfs: create directory %s: %w", dir, err)
+	}
+	for d := filepath.Clean(dir); filepath.Dir(d) != d; d = filepath.Dir(d) {
+		if err := fs.SyncDir(filepath.Dir(d)); err != nil {
+			return fmt.Errorf("vfs: sync directory %s: %w", filepath.Dir(d), err)
+		}
+	}
+	return nil
+}

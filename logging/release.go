@@ -1,0 +1,104 @@
+package logging
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+)
+
+// Released says what Release removed.
+type Released struct {
+	Segments int
+	Bytes    int64
+}
+
+// Release removes the segments the log no longer needs once a durable
+// image holds every record up to LSN upto. A channel's segments before
+// the last one whose header bounds its predecessors' records at or below
+// upto (record.SegmentHeader.Base) hold nothing a recovery from that
+// image reads (Reader skips them the same way), so they may go; the
+// segment being written always stays. They are removed oldest first, and
+// only while the segments left in all channels add up to at least keep
+// bytes: log_retention_bytes, the log kept for standbys that are behind.
+//
+// Removal needs no crash safety of its own: a segment whose removal a
+// crash undid is skipped by the next recovery like any other not needed.
+func (l *Log) Release(upto uint64, keep int64) (Released, error) {
+	type channelSegs struct {
+		dir   string
+		segs  []uint64
+		sizes []int64
+		drop  int // segs[:drop] may go
+	}
+	var chans []channelSegs
+	var total int64
+	for _, dir := range l.opts.Dirs {
+		segs, err := listSegments(l.opts.FS, dir)
+		if err != nil {
+			return Released{}, err
+		}
+		c := channelSegs{dir: dir, segs: segs}
+		c.drop = len(segs) - len(neededSegments(l.opts.FS, dir, segs, upto))
+		for _, seq := range segs {
+			n, err := segmentSize(l, filepath.Join(dir, SegmentName(seq)))
+			if err != nil {
+				return Released{}, err
+			}
+			c.sizes = append(c.sizes, n)
+			total += n
+		}
+		chans = append(chans, c)
+	}
+	var rel Released
+	next := make([]int, len(chans)) // chans[i].segs[:next[i]] are gone
+	for {
+		// The oldest candidate of all channels (they rotate at about the
+		// same pace, so seqs compare across them).
+		pick := -1
+		for i, c := range chans {
+			if j := next[i]; j < c.drop && total-c.sizes[j] >= keep && (pick < 0 || c.segs[j] < chans[pick].segs[next[pick]]) {
+				pick = i
+			}
+		}
+		if pick < 0 {
+			break
+		}
+		c, j := &chans[pick], next[pick]
+		name := filepath.Join(c.dir, SegmentName(c.segs[j]))
+		if err := l.opts.FS.Remove(name); err != nil {
+			return rel, fmt.Errorf("logging: release %s: %w", name, err)
+		}
+		next[pick]++
+		total -= c.sizes[j]
+		rel.Segments++
+		rel.Bytes += c.sizes[j]
+	}
+	for i, c := range chans {
+		if next[i] == 0 {
+			continue
+		}
+		if err := l.opts.FS.SyncDir(c.dir); err != nil {
+			return rel, fmt.Errorf("logging: sync directory %s: %w", c.dir, err)
+		}
+	}
+	if rel.Segments > 0 {
+		l.log.Info("released log segments an image holds", "segments", rel.Segments, "bytes", rel.Bytes, "up-to-lsn", upto, "kept-bytes", total)
+	}
+	return rel, nil
+}
+
+// segmentSize returns the size of the segment file name.
+func segmentSize(l *Log, name string) (int64, error) {
+	f, err := l.opts.FS.Open(name)
+	if err != nil {
+		return 0, fmt.Errorf("logging: open %s: %w", name, err)
+	}
+	n, err := f.Size()
+	if err != nil {
+		return 0, errors.Join(fmt.Errorf("logging: size of %s: %w", name, err), f.Close())
+	}
+	if err := f.Close(); err != nil {
+		return 0, fmt.Errorf("logging: close %s: %w", name, err)
+	}
+	return n, nil
+}
