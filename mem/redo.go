@@ -204,6 +204,10 @@ func boolByte(b bool) byte {
 	return 0
 }
 
+// AppendBinary appends the table definition's encoding (the one an
+// OpCreateTable carries; DecodeTableDef reads it) to dst.
+func (d TableDef) AppendBinary(dst []byte) []byte { return encodeTableDef(dst, d) }
+
 func encodeTableDef(dst []byte, def TableDef) []byte {
 	dst = append(dst, tableDefVersion)
 	dst = binary.AppendUvarint(dst, uint64(def.ID))

@@ -19,6 +19,7 @@ import (
 type Snapshot struct {
 	db     *DB
 	lsn    uint64
+	nextID uint64
 	tables []*snapTable
 	closed atomic.Bool
 }
@@ -37,10 +38,12 @@ type snapTable struct {
 // Snapshot starts a snapshot. Close it when done: until then commits that
 // change unvisited rows pay for a copy.
 func (db *DB) Snapshot() *Snapshot {
+	db.ddlMu.Lock() // for nextID, which a table's creation sets after its gate
+	defer db.ddlMu.Unlock()
 	db.gate.Lock()
 	defer db.gate.Unlock()
 	cat := db.catalog.Load()
-	sn := &Snapshot{db: db, lsn: db.lsn.Load()}
+	sn := &Snapshot{db: db, lsn: db.lsn.Load(), nextID: db.nextID}
 	for _, t := range cat.byName {
 		st := t.state.Load()
 		sn.tables = append(sn.tables, &snapTable{t: t, def: st.s.def.Clone(), s: st.s, kept: map[uint64][]byte{}})
@@ -57,6 +60,10 @@ func (db *DB) Snapshot() *Snapshot {
 
 // LSN returns the LSN the snapshot is as of.
 func (sn *Snapshot) LSN() uint64 { return sn.lsn }
+
+// NextTableID returns the id the next new table would get: an image
+// keeps it (Loader), so that ids of dropped tables are never reused.
+func (sn *Snapshot) NextTableID() uint64 { return sn.nextID }
 
 // Tables returns the definitions of the snapshot's tables.
 func (sn *Snapshot) Tables() []TableDef {
