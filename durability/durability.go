@@ -87,6 +87,10 @@ type Options struct {
 	RingBytes int64
 	Epoch     uint64
 	Logger    hclog.Logger
+	// Restore, when set, fills the new, empty database from an image
+	// before the log is read, and returns the image's LSN (zero: there
+	// was none); recovery then replays the log after it.
+	Restore func(db *mem.DB) (uint64, error)
 }
 
 // Recovery says what recovery did.
@@ -130,10 +134,18 @@ func Open(opts Options) (*Store, error) {
 	}
 	s := &Store{opts: opts}
 	s.db = mem.Open(mem.Options{Log: s, Logger: opts.Logger.Named("mem")})
+	var image uint64
+	if opts.Restore != nil {
+		var err error
+		if image, err = opts.Restore(s.db); err != nil {
+			return nil, fmt.Errorf("durability: %w", err)
+		}
+		s.recovery.LastLSN = image
+	}
 	var tails []logging.Tail
 	if len(opts.Dirs) > 0 {
 		var err error
-		if tails, err = s.recover(); err != nil {
+		if tails, err = s.recover(image); err != nil {
 			return nil, err
 		}
 	}
@@ -154,11 +166,11 @@ func Open(opts Options) (*Store, error) {
 	return s, nil
 }
 
-// recover replays the log into the database and returns where each
-// channel's data ends.
-func (s *Store) recover() ([]logging.Tail, error) {
+// recover replays the log after LSN image (what a loaded image holds)
+// into the database and returns where each channel's data ends.
+func (s *Store) recover(image uint64) ([]logging.Tail, error) {
 	start := time.Now()
-	r, err := logging.NewReader(logging.ReaderOptions{FS: s.opts.FS, Dirs: s.opts.Dirs, IgnoreCorruption: s.opts.IgnoreCorruption})
+	r, err := logging.NewReader(logging.ReaderOptions{FS: s.opts.FS, Dirs: s.opts.Dirs, IgnoreCorruption: s.opts.IgnoreCorruption, After: image})
 	if err != nil {
 		return nil, fmt.Errorf("durability: recovery: %w", err)
 	}
@@ -203,7 +215,7 @@ func (s *Store) recover() ([]logging.Tail, error) {
 			rec.Stop += fmt.Sprintf("; a torn tail in channel %d", i)
 		}
 	}
-	s.opts.Logger.Info("recovered the log", "records", rec.Records, "bytes", rec.Bytes, "duration", rec.Duration,
+	s.opts.Logger.Info("recovered the log", "after-image-lsn", image, "records", rec.Records, "bytes", rec.Bytes, "duration", rec.Duration,
 		"last-lsn", rec.LastLSN, "stopped-at", rec.Stop)
 	return tails, nil
 }
@@ -289,6 +301,20 @@ func (s *Store) LogStats() logging.Stats {
 		return logging.Stats{}
 	}
 	return s.log.Stats()
+}
+
+// Release removes the log an image at LSN upto makes redundant, keeping
+// at least keep bytes of it (logging.Log.Release); a node without a log
+// has nothing to release.
+func (s *Store) Release(upto uint64, keep int64) (logging.Released, error) {
+	if s.log == nil {
+		return logging.Released{}, nil
+	}
+	rel, err := s.log.Release(upto, keep)
+	if err != nil {
+		return rel, fmt.Errorf("durability: %w", err)
+	}
+	return rel, nil
 }
 
 // Close writes and syncs what the log holds and closes it.

@@ -7,170 +7,31 @@ import (
 	"maps"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mmdb/mmdb/internal/banktest"
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 )
 
-const (
-	accounts = 8
-	initial  = 100
-)
-
 var dirs = []string{"/data/log/0", "/data/log/1"}
 
-// bank is the crash tests' workload: accounts whose balances always sum
-// to accounts*initial, and a table of markers, one per transaction, that
-// says which transactions committed.
-type bank struct {
-	acct, mark *mem.Table
-}
-
-func setupBank(t *testing.T, s *Store) bank {
+// setupBank creates the crash tests' bank in s's database.
+func setupBank(t *testing.T, s *Store) banktest.Bank {
 	t.Helper()
-	db := s.DB()
-	acct, err := db.CreateTable(mem.TableDef{Name: "acct", Columns: []mem.ColumnDef{
-		{Name: "id", Type: mem.TypeInt64}, {Name: "bal", Type: mem.TypeInt64},
-	}, PrimaryKey: []string{"id"}, PrimaryKind: mem.Ordered})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mark, err := db.CreateTable(mem.TableDef{Name: "mark", Columns: []mem.ColumnDef{
-		{Name: "tag", Type: mem.TypeString, MaxLen: 64},
-	}, PrimaryKey: []string{"tag"}, PrimaryKind: mem.Ordered})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx := db.Begin()
-	for i := 0; i < accounts; i++ {
-		if err := tx.Insert(acct, []mem.Value{mem.Int64(int64(i)), mem.Int64(initial)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	lsn, err := tx.Commit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Wait(context.Background(), lsn, s.Level()); err != nil {
-		t.Fatal(err)
-	}
-	return bank{acct, mark}
+	return banktest.Setup(t, s.DB(), waiter(s, s.Level()))
 }
 
-// transfer moves an amount between two accounts and inserts the marker
-// tag, in one transaction.
-func (b bank) transfer(db *mem.DB, from, to int64, amount int64, tag string) (uint64, error) {
-	tx := db.Begin()
-	defer tx.Rollback()
-	var bal [2]int64
-	for i, id := range []int64{from, to} {
-		rec, ok, err := tx.Get(b.acct, []mem.Value{mem.Int64(id)})
-		if err != nil || !ok {
-			return 0, fmt.Errorf("get %d: %v %v", id, ok, err)
-		}
-		bal[i] = rec.Int64(1)
-	}
-	if err := tx.Update(b.acct, []mem.Value{mem.Int64(from)}, []mem.ColumnValue{{Column: 1, Value: mem.Int64(bal[0] - amount)}}); err != nil {
-		return 0, err
-	}
-	if err := tx.Update(b.acct, []mem.Value{mem.Int64(to)}, []mem.ColumnValue{{Column: 1, Value: mem.Int64(bal[1] + amount)}}); err != nil {
-		return 0, err
-	}
-	if err := tx.Insert(b.mark, []mem.Value{mem.String(tag)}); err != nil {
-		return 0, err
-	}
-	return tx.Commit()
+// waiter returns a wait for level on s.
+func waiter(s *Store, level Level) func(uint64) error {
+	return func(lsn uint64) error { return s.Wait(context.Background(), lsn, level) }
 }
 
-// check verifies a recovered database: balances sum right (no partial
-// transaction), every acknowledged marker is there, and no marker of a
-// rolled-back transaction is.
-func (b bank) check(t *testing.T, db *mem.DB, acked map[string]bool, what string) int {
-	t.Helper()
-	acct, err := db.Table("acct")
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	mark, err := db.Table("mark")
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	tx := db.Begin()
-	defer tx.Rollback()
-	var sum int64
-	n := 0
-	if err := tx.Scan(acct, mem.ScanSpec{}, func(r mem.Record) bool { sum += r.Int64(1); n++; return true }); err != nil {
-		t.Fatal(err)
-	}
-	if n != accounts || sum != accounts*initial {
-		t.Fatalf("%s: %d accounts summing to %d, want %d summing to %d: a partial transaction", what, n, sum, accounts, accounts*initial)
-	}
-	present := map[string]bool{}
-	if err := tx.Scan(mark, mem.ScanSpec{}, func(r mem.Record) bool { present[r.Str(0)] = true; return true }); err != nil {
-		t.Fatal(err)
-	}
-	for tag := range acked {
-		if !present[tag] {
-			t.Fatalf("%s: acknowledged commit %s is lost", what, tag)
-		}
-	}
-	for tag := range present {
-		if strings.HasPrefix(tag, "rolledback") {
-			t.Fatalf("%s: rolled-back transaction %s is visible", what, tag)
-		}
-	}
-	return len(present)
-}
-
-// runBank has workers transfer (and now and then roll back) until the
-// store fails; it returns the acknowledged markers. onAck, if set, is
-// called with the acknowledged markers after each is added, under the
-// lock that guards them.
-func runBank(s *Store, b bank, workers, each int, level Level, onAck func(acked map[string]bool)) map[string]bool {
-	var mu sync.Mutex
-	acked := map[string]bool{}
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(w), 5))
-			for i := 0; i < each; i++ {
-				from, to := r.Int64N(accounts), r.Int64N(accounts)
-				if from == to {
-					continue
-				}
-				if i%5 == 4 {
-					tx := s.DB().Begin()
-					_ = tx.Insert(b.mark, []mem.Value{mem.String(fmt.Sprintf("rolledback-%d-%d", w, i))})
-					tx.Rollback()
-				}
-				tag := fmt.Sprintf("w%d-%d", w, i)
-				lsn, err := b.transfer(s.DB(), from, to, r.Int64N(10), tag)
-				if errors.Is(err, mem.ErrConflict) {
-					continue
-				}
-				if err != nil {
-					return
-				}
-				if s.Wait(context.Background(), lsn, level) != nil {
-					return
-				}
-				mu.Lock()
-				acked[tag] = true
-				if onAck != nil {
-					onAck(acked)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return acked
+// runBank runs the bank's transfers on s, waiting for level.
+func runBank(s *Store, b banktest.Bank, round, workers, each int, level Level, onAck func(acked map[string]bool)) map[string]bool {
+	return banktest.Run(s.DB(), b, round, workers, each, waiter(s, level), onAck)
 }
 
 // TestCrashAtEveryOperation: fsync-log under eight concurrent writers,
@@ -189,17 +50,17 @@ func TestCrashAtEveryOperation(t *testing.T) {
 		}
 		b := setupBank(t, s)
 		fs.CrashAfter(k)
-		acked := runBank(s, b, 8, 20, FsyncLog, nil)
+		acked := runBank(s, b, 0, 8, 20, FsyncLog, nil)
 		crashed := s.Close() != nil
 		after := fs.Crash(rand.New(rand.NewPCG(uint64(k), 2)))
 		s2, err := Open(Options{FS: after, Level: FsyncLog, Dirs: dirs, SegmentSize: 8 << 10})
 		if err != nil {
 			t.Fatalf("k=%d: recovery: %v", k, err)
 		}
-		b.check(t, s2.DB(), acked, fmt.Sprintf("k=%d", k))
+		banktest.Check(t, s2.DB(), acked, fmt.Sprintf("k=%d", k))
 		// The recovered store goes on, and survives a crash of its own.
-		b2 := bank{acct: mustTable(t, s2.DB(), "acct"), mark: mustTable(t, s2.DB(), "mark")}
-		more := runBank(s2, b2, 2, 5, FsyncLog, nil)
+		b2 := banktest.Of(t, s2.DB())
+		more := runBank(s2, b2, 1, 2, 5, FsyncLog, nil)
 		for tag := range acked {
 			more[tag] = true
 		}
@@ -207,7 +68,7 @@ func TestCrashAtEveryOperation(t *testing.T) {
 		if err != nil {
 			t.Fatalf("k=%d: second recovery: %v", k, err)
 		}
-		b.check(t, s3.DB(), more, fmt.Sprintf("k=%d, second crash", k))
+		banktest.Check(t, s3.DB(), more, fmt.Sprintf("k=%d, second crash", k))
 		if !crashed {
 			break // the workload ended before the k-th operation
 		}
@@ -234,7 +95,7 @@ func TestMmapLogKill(t *testing.T) {
 		fs.CrashAfter(k) // each commit copies into the mapping once: about one operation per commit
 		var killed *vfs.MemFS
 		var before map[string]bool
-		acked := runBank(s, b, 8, 20, MmapLog, func(acked map[string]bool) {
+		acked := runBank(s, b, 0, 8, 20, MmapLog, func(acked map[string]bool) {
 			if len(acked) == 1+k%60 && killed == nil {
 				killed, before = fs.CrashProcess(), maps.Clone(acked)
 			}
@@ -248,17 +109,8 @@ func TestMmapLogKill(t *testing.T) {
 		if err != nil {
 			t.Fatalf("k=%d: recovery: %v", k, err)
 		}
-		b.check(t, s2.DB(), before, fmt.Sprintf("k=%d", k))
+		banktest.Check(t, s2.DB(), before, fmt.Sprintf("k=%d", k))
 	}
-}
-
-func mustTable(t *testing.T, db *mem.DB, name string) *mem.Table {
-	t.Helper()
-	tb, err := db.Table(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tb
 }
 
 // TestNoLogKeepsNothing: a no-log node writes no log, so a restart comes
@@ -270,11 +122,11 @@ func TestNoLogKeepsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := setupBank(t, s)
-	acked := runBank(s, b, 2, 20, NoLog, nil)
+	acked := runBank(s, b, 0, 2, 20, NoLog, nil)
 	if len(acked) == 0 {
 		t.Fatal("nothing committed")
 	}
-	b.check(t, s.DB(), acked, "no-log, before restart")
+	banktest.Check(t, s.DB(), acked, "no-log, before restart")
 	if names, _ := fs.ReadDir(dirs[0]); len(names) != 0 {
 		t.Fatalf("no-log wrote %v", names)
 	}
@@ -350,7 +202,7 @@ func TestFullDisk(t *testing.T) {
 	var failed error
 	i := 0
 	for ; i < 10000; i++ {
-		lsn, err := b.transfer(s.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
+		lsn, err := b.Transfer(s.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
 		if err != nil {
 			failed = err
 			break
@@ -365,13 +217,13 @@ func TestFullDisk(t *testing.T) {
 	if !errors.Is(failed, syscall.ENOSPC) {
 		t.Fatalf("filling the disk: %v", failed)
 	}
-	if _, ok, err := s.DB().Begin().Get(b.mark, []mem.Value{mem.String(fmt.Sprintf("t%d", i))}); err != nil || ok {
+	if _, ok, err := s.DB().Begin().Get(b.Mark, []mem.Value{mem.String(fmt.Sprintf("t%d", i))}); err != nil || ok {
 		t.Fatalf("the refused commit is visible (%v) or reads fail: %v", ok, err)
 	}
 	fs.SetSpace(0)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		lsn, err := b.transfer(s.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
+		lsn, err := b.Transfer(s.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
 		if err == nil {
 			if err := s.Wait(context.Background(), lsn, FsyncLog); err != nil {
 				t.Fatal(err)
@@ -390,7 +242,7 @@ func TestFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := b.check(t, s2.DB(), nil, "after the full disk"); n != i+1 {
+	if n := banktest.Check(t, s2.DB(), nil, "after the full disk"); n != i+1 {
 		t.Fatalf("%d transfers recovered, want %d", n, i+1)
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/mmdb/mmdb/internal/pbmem"
@@ -17,7 +20,7 @@ type adminService struct {
 }
 
 // Status reports the node. Without a log (no-log) nothing is durable, so
-// the durable LSN is zero; without checkpoints so is the checkpoint LSN.
+// the durable LSN is zero; without images so is the checkpoint LSN.
 func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
 	s := a.s
 	last := s.db.LastLSN()
@@ -32,10 +35,39 @@ func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusRes
 		Uptime:           durationpb.New(time.Since(s.start)),
 		Version:          version(),
 		OpenTransactions: uint32(s.txs.open()),
+		CheckpointLsn:    s.checkpointLSN(),
 		Standbys:         []*pb.StandbyStatus{},
 	}
 	for _, st := range s.db.Stats() {
 		resp.Tables = append(resp.Tables, pbmem.TableStatus(st))
 	}
 	return resp, nil
+}
+
+// Checkpoint writes a checkpoint image now.
+func (a *adminService) Checkpoint(ctx context.Context, _ *pb.CheckpointRequest) (*pb.CheckpointResponse, error) {
+	c := a.s.ckpt
+	if c == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node has no data_dir (a diskless node), so it keeps no checkpoint images")
+	}
+	res, err := c.Run(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		a.s.log.Error("checkpoint failed", "error", err)
+		return nil, status.Errorf(codes.Internal, "checkpoint failed: %v", err)
+	}
+	return &pb.CheckpointResponse{
+		Lsn: res.Image.LSN, File: res.Image.Path, Bytes: uint64(res.Image.Bytes), Rows: res.Image.Rows,
+		Duration: durationpb.New(res.Duration), Skipped: res.Skipped, ReleasedSegments: uint32(res.Released.Segments),
+	}, nil
+}
+
+// checkpointLSN returns the newest image's LSN; zero without images.
+func (s *Server) checkpointLSN() uint64 {
+	if s.ckpt == nil {
+		return 0
+	}
+	return s.ckpt.LSN()
 }

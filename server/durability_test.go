@@ -102,3 +102,52 @@ func TestDurabilityRequests(t *testing.T) {
 		t.Fatal("the refused insert is visible")
 	}
 }
+
+// TestCheckpoints: AdminService.Checkpoint writes an image at the last
+// LSN (status reports it) and skips when nothing is new; a clean shutdown
+// writes one too, so the restart replays no log; a no-log node with a
+// data_dir restarts from its last image; a diskless node has none.
+func TestCheckpoints(t *testing.T) {
+	for _, level := range []string{conf.DurabilityFsyncLog, conf.DurabilityNoLog} {
+		t.Run(level, func(t *testing.T) {
+			dir := t.TempDir()
+			edit := func(c *conf.Config) { c.DataDir, c.Durability = dir, level }
+			n := startNode(t, edit)
+			n.withAccounts(50)
+			c := ctx(t)
+			resp, err := n.admin.Checkpoint(c, &pb.CheckpointRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := n.admin.Status(c, &pb.StatusRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetSkipped() || resp.GetLsn() != st.GetLastLsn() || st.GetCheckpointLsn() != resp.GetLsn() || resp.GetRows() != 50 {
+				t.Fatalf("checkpoint %v; status: last LSN %d, checkpoint LSN %d", resp, st.GetLastLsn(), st.GetCheckpointLsn())
+			}
+			if again, err := n.admin.Checkpoint(c, &pb.CheckpointRequest{}); err != nil || !again.GetSkipped() || again.GetLsn() != resp.GetLsn() {
+				t.Fatalf("a checkpoint with nothing new: %v, %v", again, err)
+			}
+			if _, err := n.db.Delete(c, &pb.DeleteRequest{Table: "acct", Key: key(vI(4))}); err != nil {
+				t.Fatal(err)
+			}
+			before := n.fingerprint()
+			n.stop()
+			again := startNode(t, edit)
+			if after := again.fingerprint(); after != before {
+				t.Fatalf("after a restart:\n%s\nbefore:\n%s", after, before)
+			}
+			st, err = again.admin.Status(ctx(t), &pb.StatusRequest{})
+			if err != nil || st.GetCheckpointLsn() != st.GetLastLsn() || st.GetCheckpointLsn() <= resp.GetLsn() {
+				t.Fatalf("after a clean shutdown: checkpoint LSN %d, last LSN %d (first image at %d): %v", st.GetCheckpointLsn(), st.GetLastLsn(), resp.GetLsn(), err)
+			}
+			if rec := again.srv.store.Recovery(); rec.Records != 0 {
+				t.Fatalf("the restart after a clean shutdown replayed %d records", rec.Records)
+			}
+		})
+	}
+	diskless := startNode(t, func(c *conf.Config) { c.DataDir = "" })
+	_, err := diskless.admin.Checkpoint(ctx(t), &pb.CheckpointRequest{})
+	wantCode(t, err, codes.FailedPrecondition)
+}

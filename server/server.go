@@ -33,9 +33,11 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/durability"
 	redolog "github.com/mmdb/mmdb/logging"
+	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -46,6 +48,7 @@ type Server struct {
 	log    hclog.Logger
 	db     *mem.DB
 	store  *durability.Store
+	ckpt   *checkpoint.Checkpointer // nil without a data_dir
 	grpc   *grpc.Server
 	health *health.Server
 	dbs    *dbService
@@ -81,11 +84,18 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		}
 		s.lock = lock
 	}
-	store, err := openStore(cfg, logger)
+	store, slots, err := openStore(cfg, logger)
 	if err != nil {
 		return nil, errors.Join(err, s.unlock())
 	}
 	s.store, s.db = store, store.DB()
+	if cfg.DataDir != "" {
+		s.ckpt = checkpoint.New(s.db, store, slots, checkpoint.Options{
+			Dir: checkpoint.Dir(cfg.DataDir), Interval: cfg.CheckpointInterval, LogBytes: cfg.CheckpointLogBytes,
+			RetainLogBytes: cfg.LogRetentionBytes, Logger: logger.Named("checkpoint"),
+		})
+		s.ckpt.Start()
+	}
 	s.txs = newTxTable(s.db, int(cfg.MaxOpenTransactions), cfg.TxIdleTimeout, logger)
 	s.dbs = &dbService{
 		db:          s.db,
@@ -141,25 +151,39 @@ func supported(cfg *conf.Config) error {
 	return nil
 }
 
-// openStore recovers the database from the log and opens the log, at
-// the configured durability.
-func openStore(cfg *conf.Config, logger hclog.Logger) (*durability.Store, error) {
+// openStore restores the database from the newest checkpoint image and
+// the log after it, and opens the log, at the configured durability. It
+// returns what the image slots hold.
+func openStore(cfg *conf.Config, logger hclog.Logger) (*durability.Store, checkpoint.Slots, error) {
 	level, err := durability.ParseLevel(cfg.Durability)
 	if err != nil {
-		return nil, fmt.Errorf("server: %w", err)
+		return nil, checkpoint.Slots{}, fmt.Errorf("server: %w", err)
 	}
 	floor, err := durability.ParseLevel(cfg.DurabilityFloor)
 	if err != nil {
-		return nil, fmt.Errorf("server: %w", err)
+		return nil, checkpoint.Slots{}, fmt.Errorf("server: %w", err)
 	}
-	store, err := durability.Open(durability.Options{
+	opts := durability.Options{
 		Level: level, Floor: floor, Dirs: cfg.LogDirs(), IgnoreCorruption: cfg.RecoveryIgnoreCorruption,
 		MmapSyncInterval: cfg.MmapSyncInterval, RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("server: %w", err)
 	}
-	return store, nil
+	var slots checkpoint.Slots
+	if cfg.DataDir != "" {
+		clog := logger.Named("checkpoint")
+		if slots, err = checkpoint.Inspect(vfs.Default, checkpoint.Dir(cfg.DataDir), clog); err != nil {
+			return nil, slots, fmt.Errorf("server: %w", err)
+		}
+		if slots.Newest.LSN != 0 {
+			opts.Restore = func(db *mem.DB) (uint64, error) {
+				return checkpoint.Load(vfs.Default, slots.Newest.Path, db, clog)
+			}
+		}
+	}
+	store, err := durability.Open(opts)
+	if err != nil {
+		return nil, slots, fmt.Errorf("server: %w", err)
+	}
+	return store, slots, nil
 }
 
 // unlock releases the data directory's lock, if held.
@@ -290,7 +314,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if n := s.txs.rollbackAll(); n > 0 {
 			s.log.Info("rolled back open transactions at shutdown", "count", n)
 		}
-		err = errors.Join(s.store.Close(), s.unlock())
+		if s.ckpt != nil {
+			// A clean shutdown leaves an image of everything, so the next
+			// start replays no log.
+			s.ckpt.Stop()
+			if _, cerr := s.ckpt.Run(context.Background()); cerr != nil {
+				err = fmt.Errorf("server: checkpoint at shutdown: %w", cerr)
+			}
+		}
+		err = errors.Join(err, s.store.Close(), s.unlock())
 		s.log.Info("stopped", "last-lsn", s.db.LastLSN(), "durable-lsn", s.store.DurableLSN())
 	})
 	return err

@@ -26,18 +26,26 @@ func vInt(v int64) *pb.Value { return &pb.Value{Kind: &pb.Value_Int64{Int64: v}}
 // commit a writer saw acknowledged is there after each restart, and the
 // balances, which every transfer keeps summing to the same total, still
 // do (no transaction is partial).
+//
+// With checkpoints, images are also written all the time (every 20 ms,
+// and back to back on request), so the kills land in the middle of them
+// too, and every restart loads the newest image before the log.
 func TestKill9(t *testing.T) {
 	for _, level := range []string{"mmap-log", "fsync-log"} {
-		t.Run(level, func(t *testing.T) { kill9(t, level) })
+		t.Run(level, func(t *testing.T) { kill9(t, level, false) })
 	}
+	t.Run("fsync-log with checkpoints", func(t *testing.T) { kill9(t, "fsync-log", true) })
 }
 
-func kill9(t *testing.T, level string) {
+func kill9(t *testing.T, level string, checkpoints bool) {
 	dir := t.TempDir()
 	args := []string{"-data-dir", dir, "-durability", level,
 		"-log-channels", filepath.Join(dir, "ch0") + "," + filepath.Join(dir, "ch1")}
+	if checkpoints {
+		args = append(args, "-checkpoint-interval", "20ms")
+	}
 	p := start(t, args...)
-	db, _ := p.client()
+	db, conn := p.client()
 	c := testCtx(t)
 	if _, err := db.CreateTable(c, &pb.CreateTableRequest{Table: &pb.Table{
 		Name:       "acct",
@@ -60,14 +68,42 @@ func kill9(t *testing.T, level string) {
 	}
 	acked := map[int64]bool{}
 	for round := 0; round < 3; round++ {
+		stop := make(chan struct{})
+		var images sync.WaitGroup
+		if checkpoints {
+			images.Add(1)
+			go func() {
+				defer images.Done()
+				admin := pb.NewAdminServiceClient(conn)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := admin.Checkpoint(context.Background(), &pb.CheckpointRequest{}); err != nil {
+						return // the node is gone
+					}
+				}
+			}()
+		}
 		n := writeUntilKilled(t, p, db, round, acked)
+		close(stop)
+		images.Wait()
 		t.Logf("round %d: %d commits acknowledged before the kill", round, n)
 		if n == 0 {
 			t.Fatalf("round %d: nothing was acknowledged before the kill", round)
 		}
 		p = start(t, args...)
-		db, _ = p.client()
+		db, conn = p.client()
 		checkBank(t, db, acked)
+		if checkpoints {
+			st, err := pb.NewAdminServiceClient(conn).Status(testCtx(t), &pb.StatusRequest{})
+			if err != nil || st.GetCheckpointLsn() == 0 {
+				t.Fatalf("round %d: the restarted node has no image (checkpoint LSN %d): %v", round, st.GetCheckpointLsn(), err)
+			}
+			t.Logf("round %d: restarted from the image at LSN %d of %d", round, st.GetCheckpointLsn(), st.GetLastLsn())
+		}
 	}
 }
 

@@ -1,5 +1,5 @@
 // Command mmdbd is mmdb's one binary: it runs a node (serve) and is the
-// client tool (status, shell, bench).
+// client tool (status, checkpoint, shell, bench).
 package main
 
 import (
@@ -12,11 +12,12 @@ import (
 const usage = `usage: mmdbd <command> [flags]
 
 commands:
-  serve    run a node (mmdbd serve -h lists every configuration flag)
-  status   show a node's role, LSNs and tables
-  shell    an interactive shell (-c "statements" runs them and exits)
-  bench    measure a workload (tatp, kv, ping) in-process or over gRPC
-  help     show this text
+  serve       run a node (mmdbd serve -h lists every configuration flag)
+  status      show a node's role, LSNs and tables
+  checkpoint  write a checkpoint image on a node now
+  shell       an interactive shell (-c "statements" runs them and exits)
+  bench       measure a workload (tatp, kv, ping) in-process or over gRPC
+  help        show this text
 
 Run "mmdbd <command> -h" for a command's flags.
 `
@@ -38,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(rest, stderr)
 	case "status":
 		err = status(rest, stdout, stderr)
+	case "checkpoint":
+		err = checkpoint(rest, stdout, stderr)
 	case "shell":
 		err = shell(rest, stdout, stderr)
 	case "bench":

@@ -69,11 +69,36 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 
 // status prints a node's status, as text or JSON.
 func status(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("mmdbd status", flag.ContinueOnError)
+	var asJSON *bool
+	return adminCall("status", args, stderr, 5*time.Second, func(fs *flag.FlagSet) {
+		asJSON = fs.Bool("json", false, "print JSON (SPEC section 10's field names)")
+	}, func(ctx context.Context, addr string, admin pb.AdminServiceClient) error {
+		resp, err := admin.Status(ctx, &pb.StatusRequest{})
+		if err != nil {
+			return fmt.Errorf("status of %s: %w", addr, err)
+		}
+		st := toStatusJSON(resp)
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		}
+		return printStatus(stdout, st)
+	})
+}
+
+// adminCall runs an admin command: it parses the command's flags (-addr
+// and -timeout, plus those flags adds), connects to the node, and calls
+// fn with its AdminService and a context that ends after -timeout.
+func adminCall(cmd string, args []string, stderr io.Writer, timeout time.Duration, flags func(*flag.FlagSet),
+	fn func(ctx context.Context, addr string, admin pb.AdminServiceClient) error) error {
+	fs := flag.NewFlagSet("mmdbd "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:7700", "the node's `host:port`")
-	asJSON := fs.Bool("json", false, "print JSON (SPEC section 10's field names)")
-	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
+	limit := fs.Duration("timeout", timeout, "give up after this long")
+	if flags != nil {
+		flags(fs)
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -82,19 +107,9 @@ func status(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("connect to %s: %w", *addr, err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), *limit)
 	defer cancel()
-	resp, err := pb.NewAdminServiceClient(conn).Status(ctx, &pb.StatusRequest{})
-	if err != nil {
-		return fmt.Errorf("status of %s: %w", *addr, err)
-	}
-	st := toStatusJSON(resp)
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
-	}
-	return printStatus(stdout, st)
+	return fn(ctx, *addr, pb.NewAdminServiceClient(conn))
 }
 
 func printStatus(w io.Writer, st statusJSON) error {

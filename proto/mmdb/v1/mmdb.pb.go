@@ -3120,6 +3120,141 @@ func (x *StatusResponse) GetOpenTransactions() uint32 {
 	return 0
 }
 
+// CheckpointRequest is the request of Checkpoint.
+type CheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointRequest) Reset() {
+	*x = CheckpointRequest{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointRequest) ProtoMessage() {}
+
+func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{40}
+}
+
+// CheckpointResponse describes the image written.
+type CheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The image's LSN: it holds exactly the commits at or below it.
+	Lsn uint64 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// The image file.
+	File     string               `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	Bytes    uint64               `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Rows     uint64               `protobuf:"varint,4,opt,name=rows,proto3" json:"rows,omitempty"`
+	Duration *durationpb.Duration `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	// Nothing was committed since the newest image, which is described
+	// instead; no image was written.
+	Skipped bool `protobuf:"varint,6,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// Log segments the image made redundant and removed.
+	ReleasedSegments uint32 `protobuf:"varint,7,opt,name=released_segments,json=releasedSegments,proto3" json:"released_segments,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CheckpointResponse) Reset() {
+	*x = CheckpointResponse{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointResponse) ProtoMessage() {}
+
+func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
+func (*CheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *CheckpointResponse) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *CheckpointResponse) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *CheckpointResponse) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CheckpointResponse) GetRows() uint64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *CheckpointResponse) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *CheckpointResponse) GetSkipped() bool {
+	if x != nil {
+		return x.Skipped
+	}
+	return false
+}
+
+func (x *CheckpointResponse) GetReleasedSegments() uint32 {
+	if x != nil {
+		return x.ReleasedSegments
+	}
+	return 0
+}
+
 // StandbyStatus is one standby as its primary sees it.
 type StandbyStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3136,7 +3271,7 @@ type StandbyStatus struct {
 
 func (x *StandbyStatus) Reset() {
 	*x = StandbyStatus{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3148,7 +3283,7 @@ func (x *StandbyStatus) String() string {
 func (*StandbyStatus) ProtoMessage() {}
 
 func (x *StandbyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3161,7 +3296,7 @@ func (x *StandbyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StandbyStatus.ProtoReflect.Descriptor instead.
 func (*StandbyStatus) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{40}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *StandbyStatus) GetName() string {
@@ -3228,7 +3363,7 @@ type TableStatus struct {
 
 func (x *TableStatus) Reset() {
 	*x = TableStatus{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3240,7 +3375,7 @@ func (x *TableStatus) String() string {
 func (*TableStatus) ProtoMessage() {}
 
 func (x *TableStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3253,7 +3388,7 @@ func (x *TableStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableStatus.ProtoReflect.Descriptor instead.
 func (*TableStatus) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{41}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TableStatus) GetName() string {
@@ -3498,7 +3633,16 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x06tables\x18\v \x03(\v2\x14.mmdb.v1.TableStatusR\x06tables\x121\n" +
 	"\x06uptime\x18\f \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12\x18\n" +
 	"\aversion\x18\r \x01(\tR\aversion\x12+\n" +
-	"\x11open_transactions\x18\x0e \x01(\rR\x10openTransactions\"\xc9\x01\n" +
+	"\x11open_transactions\x18\x0e \x01(\rR\x10openTransactions\"\x13\n" +
+	"\x11CheckpointRequest\"\xe2\x01\n" +
+	"\x12CheckpointResponse\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\tR\x04file\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12\x12\n" +
+	"\x04rows\x18\x04 \x01(\x04R\x04rows\x125\n" +
+	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x18\n" +
+	"\askipped\x18\x06 \x01(\bR\askipped\x12+\n" +
+	"\x11released_segments\x18\a \x01(\rR\x10releasedSegments\"\xc9\x01\n" +
 	"\rStandbyStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
@@ -3552,9 +3696,11 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05Begin\x12\x15.mmdb.v1.BeginRequest\x1a\x16.mmdb.v1.BeginResponse\x129\n" +
 	"\x06Commit\x12\x16.mmdb.v1.CommitRequest\x1a\x17.mmdb.v1.CommitResponse\x12?\n" +
 	"\bRollback\x12\x18.mmdb.v1.RollbackRequest\x1a\x19.mmdb.v1.RollbackResponse\x12@\n" +
-	"\aSession\x12\x17.mmdb.v1.SessionRequest\x1a\x18.mmdb.v1.SessionResponse(\x010\x012I\n" +
+	"\aSession\x12\x17.mmdb.v1.SessionRequest\x1a\x18.mmdb.v1.SessionResponse(\x010\x012\x90\x01\n" +
 	"\fAdminService\x129\n" +
-	"\x06Status\x12\x16.mmdb.v1.StatusRequest\x1a\x17.mmdb.v1.StatusResponseB+Z)github.com/mmdb/mmdb/proto/mmdb/v1;mmdbv1b\x06proto3"
+	"\x06Status\x12\x16.mmdb.v1.StatusRequest\x1a\x17.mmdb.v1.StatusResponse\x12E\n" +
+	"\n" +
+	"Checkpoint\x12\x1a.mmdb.v1.CheckpointRequest\x1a\x1b.mmdb.v1.CheckpointResponseB+Z)github.com/mmdb/mmdb/proto/mmdb/v1;mmdbv1b\x06proto3"
 
 var (
 	file_mmdb_v1_mmdb_proto_rawDescOnce sync.Once
@@ -3569,7 +3715,7 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 }
 
 var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
@@ -3615,15 +3761,17 @@ var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(*Reply)(nil),                 // 41: mmdb.v1.Reply
 	(*StatusRequest)(nil),         // 42: mmdb.v1.StatusRequest
 	(*StatusResponse)(nil),        // 43: mmdb.v1.StatusResponse
-	(*StandbyStatus)(nil),         // 44: mmdb.v1.StandbyStatus
-	(*TableStatus)(nil),           // 45: mmdb.v1.TableStatus
-	(structpb.NullValue)(0),       // 46: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 47: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 48: google.protobuf.Duration
+	(*CheckpointRequest)(nil),     // 44: mmdb.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),    // 45: mmdb.v1.CheckpointResponse
+	(*StandbyStatus)(nil),         // 46: mmdb.v1.StandbyStatus
+	(*TableStatus)(nil),           // 47: mmdb.v1.TableStatus
+	(structpb.NullValue)(0),       // 48: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 50: google.protobuf.Duration
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	46, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	47, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	48, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	49, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
 	4,  // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
 	4,  // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
 	0,  // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
@@ -3632,7 +3780,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	1,  // 7: mmdb.v1.Table.primary_kind:type_name -> mmdb.v1.IndexKind
 	8,  // 8: mmdb.v1.Table.indexes:type_name -> mmdb.v1.Index
 	9,  // 9: mmdb.v1.CreateTableRequest.table:type_name -> mmdb.v1.Table
-	45, // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
+	47, // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
 	9,  // 11: mmdb.v1.DescribeTableResponse.table:type_name -> mmdb.v1.Table
 	4,  // 12: mmdb.v1.GetRequest.key:type_name -> mmdb.v1.Value
 	5,  // 13: mmdb.v1.GetResponse.row:type_name -> mmdb.v1.Row
@@ -3652,7 +3800,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	4,  // 27: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
 	2,  // 28: mmdb.v1.DeleteRequest.durability:type_name -> mmdb.v1.Durability
 	2,  // 29: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
-	48, // 30: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	50, // 30: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
 	18, // 31: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
 	22, // 32: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
 	23, // 33: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
@@ -3683,44 +3831,47 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	35, // 58: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
 	31, // 59: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
 	37, // 60: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
-	44, // 61: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
-	45, // 62: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	48, // 63: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	10, // 64: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	12, // 65: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	14, // 66: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	16, // 67: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	18, // 68: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	20, // 69: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	22, // 70: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	23, // 71: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	24, // 72: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	25, // 73: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	30, // 74: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	34, // 75: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	36, // 76: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	38, // 77: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	42, // 78: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	11, // 79: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	13, // 80: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	15, // 81: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	17, // 82: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	19, // 83: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	21, // 84: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	26, // 85: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	27, // 86: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	28, // 87: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	29, // 88: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	31, // 89: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	35, // 90: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	37, // 91: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	40, // 92: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	43, // 93: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	79, // [79:94] is the sub-list for method output_type
-	64, // [64:79] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	46, // 61: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
+	47, // 62: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
+	50, // 63: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	50, // 64: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	10, // 65: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	12, // 66: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	14, // 67: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	16, // 68: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	18, // 69: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	20, // 70: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	22, // 71: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	23, // 72: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	24, // 73: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	25, // 74: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	30, // 75: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	34, // 76: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	36, // 77: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	38, // 78: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	42, // 79: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	44, // 80: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	11, // 81: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	13, // 82: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	15, // 83: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	17, // 84: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	19, // 85: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	21, // 86: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	26, // 87: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	27, // 88: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	28, // 89: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	29, // 90: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	31, // 91: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	35, // 92: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	37, // 93: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	40, // 94: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	43, // 95: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	45, // 96: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	81, // [81:97] is the sub-list for method output_type
+	65, // [65:81] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -3771,7 +3922,7 @@ func file_mmdb_v1_mmdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   42,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,323 @@
+// Package checkpoint gives the database a disk image (SPEC 5): it writes
+// consistent images while commits go on, keeps two of them in ping-pong
+// slots, releases the log they make redundant, and restarts a node from
+// the newest valid one. The image format is package image.
+//
+// # Technique
+//
+// A checkpoint takes a mem.Snapshot: the engine fixes the LSN C (commits
+// pause for an instant) and the scan then reads each table page by page
+// as of C, while commits go on; a commit that changes a row the scan has
+// not reached yet keeps a copy of the version the snapshot needs
+// (copy-on-write versions). So the image holds exactly the commits <= C,
+// and the extra memory is only the rows changed ahead of the scan.
+//
+// # Slots
+//
+// Two files, image-a.mmdb and image-b.mmdb, in the checkpoint directory.
+// A checkpoint writes the slot that does not hold the newest image, under
+// a temporary name; it syncs the file, renames it into place and syncs the
+// directory. Only then is it an image: a crash at any point leaves the
+// newest image as it was, and the other slot holds either its old image
+// or the new one, whole. The log is then released up to the older
+// image's LSN, not the new one's, so that the older image plus the log
+// still restores the database if the newest turns out damaged.
+//
+// # Restart
+//
+// Inspect checks both slots (every checksum, and the end frame's counts)
+// and picks the newest valid image; a damaged one is skipped with a
+// warning, and when images exist but none is valid the node refuses to
+// start (ErrNoImage). Load fills the engine from it, on all cores; the
+// durability package then replays the log after its LSN.
+package checkpoint
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mmdb/mmdb/checkpoint/image"
+	"github.com/mmdb/mmdb/logging"
+	"github.com/mmdb/mmdb/logging/vfs"
+	"github.com/mmdb/mmdb/mem"
+)
+
+// Log is what a checkpoint needs of the node's redo log
+// (durability.Store): how much it has written, and releasing what an
+// image makes redundant.
+type Log interface {
+	LogStats() logging.Stats
+	Release(upto uint64, keep int64) (logging.Released, error)
+}
+
+// Options configure a Checkpointer.
+type Options struct {
+	FS  vfs.FS // nil means vfs.Default
+	Dir string // the slots' directory
+	// Interval and LogBytes start a checkpoint when that long has passed,
+	// or the log has grown by that much, since the last (zero: never).
+	Interval time.Duration
+	LogBytes int64
+	// RetainLogBytes is log_retention_bytes: the log kept past the older
+	// image, for standbys.
+	RetainLogBytes int64
+	Epoch          uint64
+	Logger         hclog.Logger
+}
+
+// Result says what a checkpoint did.
+type Result struct {
+	Image    Image
+	Skipped  bool          // nothing was committed since the newest image
+	Duration time.Duration // how long it took
+	// KeptBytes is the most memory the snapshot held in old row versions,
+	// sampled after each table: the checkpoint's extra memory.
+	KeptBytes int64
+	Released  logging.Released
+}
+
+// Checkpointer writes checkpoints of a database, one at a time.
+type Checkpointer struct {
+	opts Options
+	db   *mem.DB
+	log  Log
+
+	mu      sync.Mutex // held for a whole checkpoint
+	slots   Slots      // guarded by mu
+	lastLSN uint64     // the newest image's LSN, for Status (guarded by smu)
+	smu     sync.Mutex
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// New returns a Checkpointer for db, whose slots hold what Inspect found.
+// log may be nil (a node without one).
+func New(db *mem.DB, log Log, slots Slots, opts Options) *Checkpointer {
+	if opts.FS == nil {
+		opts.FS = vfs.Default
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	return &Checkpointer{opts: opts, db: db, log: log, slots: slots, lastLSN: slots.Newest.LSN}
+}
+
+// LSN returns the LSN of the newest image; zero if there is none.
+func (c *Checkpointer) LSN() uint64 {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	return c.lastLSN
+}
+
+// Run writes a checkpoint now, after any running one, unless nothing was
+// committed since the newest image.
+func (c *Checkpointer) Run(ctx context.Context) (Result, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	start := time.Now()
+	sn := c.db.Snapshot()
+	defer sn.Close()
+	if sn.LSN() == 0 || sn.LSN() == c.slots.Newest.LSN {
+		return Result{Image: c.slots.Newest, Skipped: true}, nil
+	}
+	slot := 0
+	if c.slots.Newest.LSN != 0 && c.slots.Newest.Slot == 0 {
+		slot = 1
+	}
+	res := Result{Image: Image{Slot: slot, Path: slotPath(c.opts.Dir, slot), LSN: sn.LSN()}}
+	if err := c.write(ctx, sn, &res); err != nil {
+		return Result{}, err
+	}
+	older := c.slots.Newest
+	c.slots = Slots{Newest: res.Image, Older: older}
+	c.smu.Lock()
+	c.lastLSN = res.Image.LSN
+	c.smu.Unlock()
+	res.Duration = time.Since(start)
+	if c.log != nil {
+		// The older image and the log after it must still restore the
+		// database should the new image prove damaged.
+		rel, err := c.log.Release(older.LSN, c.opts.RetainLogBytes)
+		if err != nil {
+			c.opts.Logger.Warn("could not release the log the images hold; it stays on disk", "error", err)
+		}
+		res.Released = rel
+	}
+	c.opts.Logger.Info("checkpoint written", "file", res.Image.Path, "lsn", res.Image.LSN, "rows", res.Image.Rows,
+		"bytes", res.Image.Bytes, "duration", res.Duration, "mb-per-s", fmt.Sprintf("%.0f", float64(res.Image.Bytes)/1e6/res.Duration.Seconds()),
+		"kept-bytes", res.KeptBytes, "released-segments", res.Released.Segments)
+	return res, nil
+}
+
+// write writes the snapshot into res.Image's slot: a temporary file,
+// synced, renamed into place, the directory synced.
+func (c *Checkpointer) write(ctx context.Context, sn *mem.Snapshot, res *Result) error {
+	fs, dir, path := c.opts.FS, c.opts.Dir, res.Image.Path
+	if err := vfs.MkdirDurable(fs, dir); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	tmp := path + tempSuffix
+	if err := fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("checkpoint: remove %s: %w", tmp, err)
+	}
+	f, err := fs.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("checkpoint: create %s: %w", tmp, err)
+	}
+	err = c.fill(ctx, f, sn, res)
+	if err == nil {
+		if err = f.Sync(); err != nil {
+			err = fmt.Errorf("checkpoint: sync %s: %w", tmp, err)
+		}
+	}
+	if cerr := f.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("checkpoint: close %s: %w", tmp, cerr)
+	}
+	if err != nil {
+		if rerr := fs.Remove(tmp); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("checkpoint: remove %s: %w", tmp, rerr))
+		}
+		return err
+	}
+	if err := fs.Rename(tmp, path); err != nil {
+		return fmt.Errorf("checkpoint: rename %s to %s: %w", tmp, path, err)
+	}
+	if err := fs.SyncDir(dir); err != nil {
+		return fmt.Errorf("checkpoint: sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// fill writes the snapshot's image into f.
+func (c *Checkpointer) fill(ctx context.Context, f vfs.File, sn *mem.Snapshot, res *Result) error {
+	fw := &fileWriter{f: f}
+	bw := bufio.NewWriterSize(fw, 1<<20)
+	w, err := image.NewWriter(bw, image.Header{LSN: sn.LSN(), Epoch: c.opts.Epoch, NextTable: sn.NextTableID(), Created: time.Now().UnixNano()})
+	if err != nil {
+		return fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
+	}
+	defs := sn.Tables()
+	for _, def := range defs {
+		if err := w.Table(def.ID, def.AppendBinary(nil)); err != nil {
+			return fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
+		}
+	}
+	for _, def := range defs {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
+		}
+		err := sn.Scan(def.ID, func(r mem.Record) error { return w.Row(def.ID, r.Encoded()) })
+		if err != nil {
+			return fmt.Errorf("checkpoint: %s: table %q: %w", f.Name(), def.Name, err)
+		}
+		res.KeptBytes = max(res.KeptBytes, sn.KeptBytes())
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
+	}
+	res.Image.Bytes, res.Image.Rows = w.Size(), w.Totals().Rows
+	return nil
+}
+
+// fileWriter writes a vfs.File from the start, in order.
+type fileWriter struct {
+	f   vfs.File
+	off int64
+}
+
+func (w *fileWriter) Write(b []byte) (int, error) {
+	n, err := w.f.WriteAt(b, w.off)
+	if err != nil {
+		return n, fmt.Errorf("write %s at %d: %w", w.f.Name(), w.off, err)
+	}
+	w.off += int64(n)
+	return n, nil
+}
+
+// Start runs checkpoints in the background on Options.Interval and
+// Options.LogBytes until Stop.
+func (c *Checkpointer) Start() {
+	c.stop, c.done = make(chan struct{}), make(chan struct{})
+	go c.loop()
+}
+
+// Stop stops the background checkpoints, waiting for a running one.
+func (c *Checkpointer) Stop() {
+	if c.stop == nil {
+		return
+	}
+	close(c.stop)
+	<-c.done
+	c.stop = nil
+}
+
+// loop checks once a second (or at Interval, if shorter) whether a
+// checkpoint is due. A failed one is retried after a pause, and logged.
+func (c *Checkpointer) loop() {
+	defer close(c.done)
+	tick := time.Second
+	if c.opts.Interval > 0 {
+		tick = min(tick, c.opts.Interval)
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	last, lastBytes := time.Now(), c.logBytes()
+	var retry time.Time // after a failure, not before then
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		grown := c.logBytes() - lastBytes
+		due := (c.opts.Interval > 0 && time.Since(last) >= c.opts.Interval) || (c.opts.LogBytes > 0 && grown >= c.opts.LogBytes)
+		if !due || time.Now().Before(retry) {
+			continue
+		}
+		startBytes := c.logBytes()
+		if _, err := c.Run(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.opts.Logger.Error("checkpoint failed; retrying in 10s", "error", err)
+			retry = time.Now().Add(checkpointRetry)
+			continue
+		}
+		last, lastBytes = time.Now(), startBytes
+	}
+}
+
+// checkpointRetry is the pause after a failed background checkpoint.
+const checkpointRetry = 10 * time.Second
+
+// logBytes returns what the log has written so far (zero without one).
+func (c *Checkpointer) logBytes() int64 {
+	if c.log == nil {
+		return 0
+	}
+	return c.log.LogStats().StoredBytes
+}
+
+// Dir returns the checkpoint directory within a data directory.
+func Dir(dataDir string) string { return filepath.Join(dataDir, "checkpoint") }

@@ -1,0 +1,286 @@
+package checkpoint_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/mmdb/mmdb/checkpoint"
+	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/internal/banktest"
+	"github.com/mmdb/mmdb/logging/vfs"
+	"github.com/mmdb/mmdb/mem"
+)
+
+var (
+	dirs    = []string{"/data/log/0", "/data/log/1"}
+	ckptDir = "/data/checkpoint"
+)
+
+// node is a store with its checkpointer, on a MemFS.
+type node struct {
+	fs    *vfs.MemFS
+	store *durability.Store
+	ckpt  *checkpoint.Checkpointer
+}
+
+// open restarts a node on fs the way the server does: the newest valid
+// image, then the log after it.
+func open(t *testing.T, fs *vfs.MemFS) (*node, error) {
+	t.Helper()
+	slots, err := checkpoint.Inspect(fs, ckptDir, nil)
+	if err != nil {
+		return nil, err
+	}
+	opts := durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: dirs, SegmentSize: 4 << 10}
+	if slots.Newest.LSN != 0 {
+		opts.Restore = func(db *mem.DB) (uint64, error) { return checkpoint.Load(fs, slots.Newest.Path, db, nil) }
+	}
+	s, err := durability.Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &node{fs: fs, store: s, ckpt: checkpoint.New(s.DB(), s, slots, checkpoint.Options{FS: fs, Dir: ckptDir})}, nil
+}
+
+func (n *node) wait(lsn uint64) error {
+	return n.store.Wait(context.Background(), lsn, durability.FsyncLog)
+}
+
+// run has the bank's writers commit while checkpoints are taken one
+// after another, until the writers are done or the file system fails. It
+// returns the acknowledged markers and the checkpoints written.
+func (n *node) run(b banktest.Bank, round, workers, each int) (map[string]bool, []checkpoint.Result) {
+	stop := make(chan struct{})
+	var results []checkpoint.Result
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			res, err := n.ckpt.Run(context.Background())
+			if err != nil {
+				return
+			}
+			if !res.Skipped {
+				results = append(results, res)
+			}
+		}
+	}()
+	acked := banktest.Run(n.store.DB(), b, round, workers, each, n.wait, nil)
+	close(stop)
+	wg.Wait()
+	return acked, results
+}
+
+// TestCrashAtEveryOperation: fsync-log under concurrent writers with
+// checkpoints written back to back (so log segments are released too),
+// the file system crashed at its k-th operation for every k, keeping a
+// random part of what was not synced: the restart from the newest valid
+// image and the log after it has every acknowledged commit, no partial
+// transaction and no rolled-back one, and survives a second round.
+func TestCrashAtEveryOperation(t *testing.T) {
+	var images, released int
+	k := 1
+	for ; ; k++ {
+		fs := vfs.NewMemFS()
+		n, err := open(t, fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := banktest.Setup(t, n.store.DB(), n.wait)
+		fs.CrashAfter(k)
+		acked, results := n.run(b, 0, 4, 40)
+		crashed := n.store.Close() != nil
+		for _, r := range results {
+			images++
+			released += r.Released.Segments
+		}
+		after := fs.Crash(rand.New(rand.NewPCG(uint64(k), 3)))
+		n2, err := open(t, after)
+		if err != nil {
+			t.Fatalf("k=%d: restart: %v", k, err)
+		}
+		banktest.Check(t, n2.store.DB(), acked, fmt.Sprintf("k=%d", k))
+		more, _ := n2.run(banktest.Of(t, n2.store.DB()), 1, 2, 10)
+		maps.Copy(more, acked)
+		n3, err := open(t, after.Crash(nil))
+		if err != nil {
+			t.Fatalf("k=%d: second restart: %v", k, err)
+		}
+		banktest.Check(t, n3.store.DB(), more, fmt.Sprintf("k=%d, second crash", k))
+		if !crashed {
+			break
+		}
+	}
+	t.Logf("crashed at each of %d operations; %d images written, %d log segments released", k-1, images, released)
+	if images < 100 || released == 0 {
+		t.Fatalf("the workload wrote %d images and released %d segments: too few to test them", images, released)
+	}
+}
+
+// damage is a way to damage an image file.
+type damage struct {
+	name string
+	do   func(t *testing.T, fs *vfs.MemFS, path string)
+}
+
+var damages = []damage{
+	{"truncated", func(t *testing.T, fs *vfs.MemFS, path string) {
+		f := openFile(t, fs, path)
+		size, _ := f.Size()
+		if err := f.Truncate(size * 2 / 3); err != nil {
+			t.Fatal(err)
+		}
+		closeFile(t, f)
+	}},
+	{"bit flip", func(t *testing.T, fs *vfs.MemFS, path string) {
+		f := openFile(t, fs, path)
+		size, _ := f.Size()
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, size/2); err != nil {
+			t.Fatal(err)
+		}
+		b[0] ^= 0x10
+		if _, err := f.WriteAt(b, size/2); err != nil {
+			t.Fatal(err)
+		}
+		closeFile(t, f)
+	}},
+	{"bad header", func(t *testing.T, fs *vfs.MemFS, path string) {
+		f := openFile(t, fs, path)
+		if _, err := f.WriteAt([]byte("NOTANIMG"), 0); err != nil {
+			t.Fatal(err)
+		}
+		closeFile(t, f)
+	}},
+}
+
+func openFile(t *testing.T, fs *vfs.MemFS, path string) vfs.File {
+	t.Helper()
+	f, err := fs.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func closeFile(t *testing.T, f vfs.File) {
+	t.Helper()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDamagedImage: with the newest image damaged (truncated, a flipped
+// bit, a bad header) the restart falls back to the older image and the
+// log after it and loses nothing; with both damaged it refuses, naming
+// both files.
+func TestDamagedImage(t *testing.T) {
+	for _, d := range damages {
+		t.Run(d.name, func(t *testing.T) {
+			fs := vfs.NewMemFS()
+			n, err := open(t, fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := banktest.Setup(t, n.store.DB(), n.wait)
+			acked := banktest.Run(n.store.DB(), b, 0, 2, 300, n.wait, nil)
+			older := mustCheckpoint(t, n)
+			maps.Copy(acked, banktest.Run(n.store.DB(), b, 1, 2, 300, n.wait, nil))
+			// A table created after the older image comes back from the log.
+			if _, err := n.store.DB().CreateTable(mem.TableDef{Name: "later", Columns: []mem.ColumnDef{{Name: "k", Type: mem.TypeInt64}}, PrimaryKey: []string{"k"}}); err != nil {
+				t.Fatal(err)
+			}
+			newest := mustCheckpoint(t, n)
+			maps.Copy(acked, banktest.Run(n.store.DB(), b, 2, 2, 300, n.wait, nil))
+			third := mustCheckpoint(t, n) // releases the log up to newest's LSN; older's slot now holds third
+			if third.Released.Segments == 0 {
+				t.Fatalf("the third checkpoint released no log")
+			}
+			if err := n.store.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if third.Image.Path != older.Image.Path || newest.Image.Path == third.Image.Path {
+				t.Fatalf("slots: %s, %s, %s: not ping-pong", older.Image.Path, newest.Image.Path, third.Image.Path)
+			}
+			d.do(t, fs, third.Image.Path)
+			n2, err := open(t, fs)
+			if err != nil {
+				t.Fatalf("restart with the newest image damaged: %v", err)
+			}
+			banktest.Check(t, n2.store.DB(), acked, "fallen back to the older image")
+			if _, err := n2.store.DB().Table("later"); err != nil {
+				t.Fatal(err)
+			}
+			if n2.ckpt.LSN() != newest.Image.LSN {
+				t.Fatalf("restored from the image at LSN %d, want %d", n2.ckpt.LSN(), newest.Image.LSN)
+			}
+			if err := n2.store.Close(); err != nil {
+				t.Fatal(err)
+			}
+			d.do(t, fs, newest.Image.Path)
+			_, err = open(t, fs)
+			if !errors.Is(err, checkpoint.ErrNoImage) || !strings.Contains(err.Error(), filepath.Base(newest.Image.Path)) || !strings.Contains(err.Error(), filepath.Base(third.Image.Path)) {
+				t.Fatalf("restart with both images damaged: %v", err)
+			}
+		})
+	}
+}
+
+func mustCheckpoint(t *testing.T, n *node) checkpoint.Result {
+	t.Helper()
+	res, err := n.ckpt.Run(context.Background())
+	if err != nil || res.Skipped {
+		t.Fatalf("checkpoint: %+v, %v", res, err)
+	}
+	return res
+}
+
+// TestRestartReplaysOnlyAfterTheImage: a restart loads the image and
+// replays only the records after it; a checkpoint with nothing new is
+// skipped.
+func TestRestartReplaysOnlyAfterTheImage(t *testing.T) {
+	fs := vfs.NewMemFS()
+	n, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := banktest.Setup(t, n.store.DB(), n.wait)
+	acked := banktest.Run(n.store.DB(), b, 0, 2, 100, n.wait, nil)
+	img := mustCheckpoint(t, n)
+	if res, err := n.ckpt.Run(context.Background()); err != nil || !res.Skipped || res.Image.LSN != img.Image.LSN {
+		t.Fatalf("a checkpoint with nothing new: %+v, %v", res, err)
+	}
+	tx := n.store.DB().Begin()
+	if err := tx.Insert(b.Mark, []mem.Value{mem.String("after-image")}); err != nil {
+		t.Fatal(err)
+	}
+	lsn, err := tx.Commit()
+	if err != nil || n.wait(lsn) != nil {
+		t.Fatal(err)
+	}
+	acked["after-image"] = true
+	if err := n.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n2, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	banktest.Check(t, n2.store.DB(), acked, "restart")
+	if rec := n2.store.Recovery(); rec.Records != 1 || rec.LastLSN != lsn {
+		t.Fatalf("recovery replayed %d records to LSN %d; want 1, to %d", rec.Records, rec.LastLSN, lsn)
+	}
+}

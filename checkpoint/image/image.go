@@ -1,0 +1,212 @@
+// Package image is the format of mmdb's database images: what a
+// checkpoint writes to disk and what a node streams to another. An image
+// holds the tables and rows of a consistent snapshot as of one LSN.
+// Everything here is part of the format; changing a constant or a layout
+// needs a new Version.
+//
+// An image is a header followed by frames:
+//
+//	image := header frame* end-frame
+//
+// Header (HeaderSize bytes, little-endian):
+//
+//	+---------+---------+--------+--------+--------+-----------+---------+-------------+--------+
+//	| magic   | version | flags  | lsn    | epoch  | nextTable | created | reserved    | crc32c |
+//	| 8 bytes | uint32  | uint32 | uint64 | uint64 | uint64    | int64   | 12 bytes, 0 | uint32 |
+//	+---------+---------+--------+--------+--------+-----------+---------+-------------+--------+
+//	  0         8         12       16       24       32          40        48            60
+//
+// lsn is the image's LSN C: it holds exactly the commits with LSN <= C.
+// epoch is the epoch of the node that wrote it, nextTable the id the next
+// new table gets (ids of dropped tables are never reused), created the
+// time it was started (Unix nanoseconds). flags is zero. crc32c
+// (Castagnoli) covers bytes 0 to 60.
+//
+// Frame (FrameHeaderSize bytes of header, then the payload):
+//
+//	+--------+--------+--------+----------+--------+--------+--------+--------+---------+
+//	| crc32c | kind   | codec  | reserved | table  | count  | raw    | stored | payload |
+//	| uint32 | uint8  | uint8  | 2 bytes  | uint32 | uint32 | uint32 | uint32 | stored  |
+//	+--------+--------+--------+----------+--------+--------+--------+--------+---------+
+//	  0        4        5        6          8        12       16       20       24
+//
+// kind is FrameTable (the payload is a table definition, encoded as
+// mem.TableDef.AppendBinary does; count is 0), FrameRows (count rows of
+// table, each uvarint(len) followed by the row as mem encodes it) or
+// FrameEnd (the last frame: uint32 tables, uint64 row frames, uint64 rows,
+// for a reader to check it saw them all). codec says how the payload is
+// stored: CodecNone, or CodecS2 (klauspost/compress s2 block format,
+// used when it is smaller); raw is its length once decoded, stored its
+// length in the image. crc32c covers the image's lsn (8 bytes), the
+// frame's offset in the image (8 bytes), header bytes 4 to 24 and the
+// stored payload, so a frame copied from another image or another place
+// fails its check.
+//
+// Table frames come first, then the rows of each table, then the end
+// frame. A reader can tell a damaged image (a bad checksum, a frame past
+// the end of the file, no end frame) from a good one before loading it.
+package image
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+)
+
+// Format constants.
+const (
+	Magic           = "MMDBIMG\x00"
+	Version         = 1
+	HeaderSize      = 64
+	FrameHeaderSize = 24
+	// MaxFrameBytes bounds a frame's raw and stored payload, so a damaged
+	// length cannot make a reader allocate without limit.
+	MaxFrameBytes = 16 << 20
+)
+
+// Frame kinds.
+const (
+	FrameTable = 1
+	FrameRows  = 2
+	FrameEnd   = 3
+)
+
+// Payload codecs.
+const (
+	CodecNone = 0
+	CodecS2   = 1
+)
+
+// ErrCorrupt is returned, wrapped with the offset, for an image that is
+// damaged or not an image at all.
+var ErrCorrupt = errors.New("image: corrupt image")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Header is an image's header.
+type Header struct {
+	LSN       uint64
+	Epoch     uint64
+	NextTable uint64
+	Created   int64 // Unix nanoseconds
+}
+
+// AppendHeader appends h's encoding to dst.
+func AppendHeader(dst []byte, h Header) []byte {
+	b := make([]byte, HeaderSize)
+	copy(b, Magic)
+	binary.LittleEndian.PutUint32(b[8:], Version)
+	binary.LittleEndian.PutUint64(b[16:], h.LSN)
+	binary.LittleEndian.PutUint64(b[24:], h.Epoch)
+	binary.LittleEndian.PutUint64(b[32:], h.NextTable)
+	binary.LittleEndian.PutUint64(b[40:], uint64(h.Created))
+	binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
+	return append(dst, b...)
+}
+
+// DecodeHeader decodes an image header.
+func DecodeHeader(b []byte) (Header, error) {
+	if len(b) < HeaderSize {
+		return Header{}, fmt.Errorf("%w: a header of %d bytes, want %d", ErrCorrupt, len(b), HeaderSize)
+	}
+	b = b[:HeaderSize]
+	if string(b[:8]) != Magic {
+		return Header{}, fmt.Errorf("%w: no image magic", ErrCorrupt)
+	}
+	if crc := binary.LittleEndian.Uint32(b[60:]); crc != crc32.Checksum(b[:60], castagnoli) {
+		return Header{}, fmt.Errorf("%w: header checksum mismatch", ErrCorrupt)
+	}
+	if v := binary.LittleEndian.Uint32(b[8:]); v != Version {
+		return Header{}, fmt.Errorf("%w: format version %d, this build reads %d", ErrCorrupt, v, Version)
+	}
+	if f := binary.LittleEndian.Uint32(b[12:]); f != 0 {
+		return Header{}, fmt.Errorf("%w: header flags %#x", ErrCorrupt, f)
+	}
+	h := Header{
+		LSN:       binary.LittleEndian.Uint64(b[16:]),
+		Epoch:     binary.LittleEndian.Uint64(b[24:]),
+		NextTable: binary.LittleEndian.Uint64(b[32:]),
+		Created:   int64(binary.LittleEndian.Uint64(b[40:])),
+	}
+	if h.LSN == 0 {
+		return Header{}, fmt.Errorf("%w: image LSN 0", ErrCorrupt)
+	}
+	return h, nil
+}
+
+// frameHeader is a decoded frame header.
+type frameHeader struct {
+	kind   uint8
+	codec  uint8
+	table  uint32
+	count  uint32
+	raw    uint32
+	stored uint32
+}
+
+func putFrameHeader(b []byte, h frameHeader) {
+	b[4], b[5], b[6], b[7] = h.kind, h.codec, 0, 0
+	binary.LittleEndian.PutUint32(b[8:], h.table)
+	binary.LittleEndian.PutUint32(b[12:], h.count)
+	binary.LittleEndian.PutUint32(b[16:], h.raw)
+	binary.LittleEndian.PutUint32(b[20:], h.stored)
+}
+
+func decodeFrameHeader(b []byte) (frameHeader, error) {
+	h := frameHeader{
+		kind:   b[4],
+		codec:  b[5],
+		table:  binary.LittleEndian.Uint32(b[8:]),
+		count:  binary.LittleEndian.Uint32(b[12:]),
+		raw:    binary.LittleEndian.Uint32(b[16:]),
+		stored: binary.LittleEndian.Uint32(b[20:]),
+	}
+	switch {
+	case h.kind < FrameTable || h.kind > FrameEnd:
+		return h, fmt.Errorf("frame kind %d", h.kind)
+	case h.codec > CodecS2:
+		return h, fmt.Errorf("codec %d", h.codec)
+	case b[6] != 0 || b[7] != 0:
+		return h, errors.New("reserved bytes set")
+	case h.raw > MaxFrameBytes || h.stored > MaxFrameBytes:
+		return h, fmt.Errorf("a payload of %d bytes (%d stored), past the limit of %d", h.raw, h.stored, MaxFrameBytes)
+	case h.codec == CodecNone && h.raw != h.stored:
+		return h, fmt.Errorf("an uncompressed payload of %d bytes stored in %d", h.raw, h.stored)
+	}
+	return h, nil
+}
+
+// frameCRC is a frame's checksum: see the package doc.
+func frameCRC(lsn uint64, off int64, hdr, payload []byte) uint32 {
+	var pre [16]byte
+	binary.LittleEndian.PutUint64(pre[:], lsn)
+	binary.LittleEndian.PutUint64(pre[8:], uint64(off))
+	crc := crc32.Update(0, castagnoli, pre[:])
+	crc = crc32.Update(crc, castagnoli, hdr[4:FrameHeaderSize])
+	return crc32.Update(crc, castagnoli, payload)
+}
+
+// endPayloadSize is the size of the end frame's payload.
+const endPayloadSize = 20
+
+// Totals is what an image holds, as its end frame records it.
+type Totals struct {
+	Tables    uint32
+	RowFrames uint64
+	Rows      uint64
+}
+
+func appendTotals(dst []byte, t Totals) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, t.Tables)
+	dst = binary.LittleEndian.AppendUint64(dst, t.RowFrames)
+	return binary.LittleEndian.AppendUint64(dst, t.Rows)
+}
+
+func decodeTotals(b []byte) Totals {
+	return Totals{
+		Tables:    binary.LittleEndian.Uint32(b),
+		RowFrames: binary.LittleEndian.Uint64(b[4:]),
+		Rows:      binary.LittleEndian.Uint64(b[12:]),
+	}
+}

@@ -1,0 +1,218 @@
+package image
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"testing"
+)
+
+// testImage is an image's content: tables and their rows.
+type testImage struct {
+	h      Header
+	tables []uint32
+	defs   map[uint32][]byte
+	rows   map[uint32][][]byte
+}
+
+func randomImage(seed uint64, tables, rows int) testImage {
+	r := rand.New(rand.NewPCG(seed, 7))
+	im := testImage{h: Header{LSN: 1 + r.Uint64N(1e9), Epoch: r.Uint64N(9), NextTable: uint64(tables + 1), Created: r.Int64()},
+		defs: map[uint32][]byte{}, rows: map[uint32][][]byte{}}
+	for t := 1; t <= tables; t++ {
+		id := uint32(t * 3)
+		im.tables = append(im.tables, id)
+		im.defs[id] = []byte(fmt.Sprintf("table-%d", id))
+		for i := 0; i < r.IntN(rows+1); i++ {
+			// Compressible rows, with some random bytes.
+			row := bytes.Repeat([]byte{byte(i)}, r.IntN(300))
+			row = append(row, byte(r.Uint32()), byte(r.Uint32()))
+			im.rows[id] = append(im.rows[id], row)
+		}
+	}
+	return im
+}
+
+func (im testImage) encode(t testing.TB) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, im.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range im.tables {
+		if err := w.Table(id, im.defs[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range im.tables {
+		for _, row := range im.rows[id] {
+			if err := w.Row(id, row); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if w.Size() != int64(buf.Len()) {
+		t.Fatalf("Size %d, wrote %d", w.Size(), buf.Len())
+	}
+	return buf.Bytes()
+}
+
+// decode reads an image back into a testImage.
+func decode(b []byte) (testImage, error) {
+	r, err := NewReader(bytes.NewReader(b))
+	if err != nil {
+		return testImage{}, err
+	}
+	im := testImage{h: r.Header(), defs: map[uint32][]byte{}, rows: map[uint32][][]byte{}}
+	for {
+		f, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return im, nil
+		}
+		if err != nil {
+			return testImage{}, err
+		}
+		p, err := f.Payload(nil)
+		if err != nil {
+			return testImage{}, err
+		}
+		switch f.Kind {
+		case FrameTable:
+			im.tables = append(im.tables, f.Table)
+			im.defs[f.Table] = p
+		case FrameRows:
+			err = f.Rows(p, func(row []byte) error {
+				im.rows[f.Table] = append(im.rows[f.Table], bytes.Clone(row))
+				return nil
+			})
+		}
+		if err != nil {
+			return testImage{}, err
+		}
+	}
+}
+
+func sameImage(a, b testImage) error {
+	if a.h != b.h {
+		return fmt.Errorf("header %+v, want %+v", b.h, a.h)
+	}
+	if fmt.Sprint(a.tables) != fmt.Sprint(b.tables) {
+		return fmt.Errorf("tables %v, want %v", b.tables, a.tables)
+	}
+	for _, id := range a.tables {
+		if !bytes.Equal(a.defs[id], b.defs[id]) || len(a.rows[id]) != len(b.rows[id]) {
+			return fmt.Errorf("table %d: %d rows, want %d", id, len(b.rows[id]), len(a.rows[id]))
+		}
+		for i := range a.rows[id] {
+			if !bytes.Equal(a.rows[id][i], b.rows[id][i]) {
+				return fmt.Errorf("table %d row %d differs", id, i)
+			}
+		}
+	}
+	return nil
+}
+
+func TestRoundTrip(t *testing.T) {
+	for seed := uint64(0); seed < 20; seed++ {
+		rows := 3000
+		if seed%4 == 0 {
+			rows = 30000 // tables of several frames
+		}
+		im := randomImage(seed, int(seed%5), rows)
+		got, err := decode(im.encode(t))
+		if err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		if err := sameImage(im, got); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+	}
+}
+
+// TestEveryDamageIsFound flips one bit at every offset of an image, and
+// truncates it at every length: each must fail with ErrCorrupt, never
+// read back as an image.
+func TestEveryDamageIsFound(t *testing.T) {
+	im := randomImage(3, 3, 40)
+	b := im.encode(t)
+	for off := range b {
+		d := bytes.Clone(b)
+		d[off] ^= 1 << (off % 8)
+		if _, err := decode(d); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("bit flipped at offset %d of %d: %v", off, len(b), err)
+		}
+	}
+	for n := 0; n < len(b); n++ {
+		if _, err := decode(b[:n]); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("truncated to %d of %d bytes: %v", n, len(b), err)
+		}
+	}
+}
+
+// TestFramesAreBoundToTheirPlace: a frame moved within an image, or taken
+// from another image, fails its checksum.
+func TestFramesAreBoundToTheirPlace(t *testing.T) {
+	a := randomImage(5, 2, 5)
+	b := a
+	b.h.LSN++
+	ea, eb := a.encode(t), b.encode(t)
+	mixed := append(bytes.Clone(ea[:HeaderSize+10]), eb[HeaderSize+10:]...)
+	if _, err := decode(mixed); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("frames of another image: %v", err)
+	}
+}
+
+func TestWriterRefusesDisorder(t *testing.T) {
+	w, err := NewWriter(io.Discard, Header{LSN: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Row(1, []byte("x")); err == nil {
+		t.Fatal("rows of an undefined table")
+	}
+	w, _ = NewWriter(io.Discard, Header{LSN: 1})
+	for _, step := range []error{w.Table(1, nil), w.Table(2, nil), w.Row(1, []byte("a")), w.Row(2, []byte("b"))} {
+		if step != nil {
+			t.Fatal(step)
+		}
+	}
+	if err := w.Row(1, []byte("c")); err == nil {
+		t.Fatal("a table's rows after another's")
+	}
+	if err := w.Table(3, nil); err == nil {
+		t.Fatal("a table after rows")
+	}
+	if _, err := NewWriter(io.Discard, Header{}); err == nil {
+		t.Fatal("an image at LSN 0")
+	}
+}
+
+// FuzzReader: any bytes either fail to read with ErrCorrupt or are an
+// image that, written again, reads back the same.
+func FuzzReader(f *testing.F) {
+	for seed := uint64(0); seed < 4; seed++ {
+		f.Add(randomImage(seed, int(seed), 20).encode(f))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		im, err := decode(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("not ErrCorrupt: %v", err)
+			}
+			return
+		}
+		again, err := decode(im.encode(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sameImage(im, again); err != nil {
+			t.Fatalf("a decoded image written again: %v", err)
+		}
+	})
+}

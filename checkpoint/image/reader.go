@@ -1,0 +1,173 @@
+package image
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/s2"
+)
+
+// Frame is one frame of an image, as stored: Payload decodes it.
+type Frame struct {
+	Kind   uint8
+	Table  uint32
+	Count  int    // rows in a FrameRows frame
+	Offset int64  // where the frame starts in the image
+	Stored []byte // the payload as stored; the frame owns it
+	codec  uint8
+	raw    int
+}
+
+// Payload returns the frame's decoded payload, in dst if it is large
+// enough.
+func (f Frame) Payload(dst []byte) ([]byte, error) {
+	if f.codec == CodecNone {
+		return f.Stored, nil
+	}
+	if cap(dst) < f.raw {
+		dst = make([]byte, f.raw)
+	}
+	if n, err := s2.DecodedLen(f.Stored); err != nil || n != f.raw {
+		return nil, fmt.Errorf("%w: frame at offset %d: its payload decodes to %d bytes, not %d (%v)", ErrCorrupt, f.Offset, n, f.raw, err)
+	}
+	out, err := s2.Decode(dst[:f.raw], f.Stored)
+	if err != nil {
+		return nil, fmt.Errorf("%w: frame at offset %d: %v", ErrCorrupt, f.Offset, err)
+	}
+	return out, nil
+}
+
+// Rows calls fn with each row of a FrameRows frame's decoded payload.
+// The row is valid only during the call.
+func (f Frame) Rows(payload []byte, fn func(row []byte) error) error {
+	for i := 0; i < f.Count; i++ {
+		n, k := binary.Uvarint(payload)
+		if k <= 0 || n > uint64(len(payload)-k) {
+			return fmt.Errorf("%w: frame at offset %d: row %d of %d runs past the payload", ErrCorrupt, f.Offset, i, f.Count)
+		}
+		if err := fn(payload[k : k+int(n) : k+int(n)]); err != nil {
+			return err
+		}
+		payload = payload[k+int(n):]
+	}
+	if len(payload) != 0 {
+		return fmt.Errorf("%w: frame at offset %d: %d bytes after its %d rows", ErrCorrupt, f.Offset, len(payload), f.Count)
+	}
+	return nil
+}
+
+// Reader reads an image's frames in order, checking each frame's
+// checksum and that the frames make a whole image: tables before rows,
+// rows only of defined tables, and an end frame whose totals match.
+type Reader struct {
+	r      io.Reader
+	h      Header
+	off    int64
+	tables map[uint32]bool
+	rows   bool // a rows frame was read
+	seen   Totals
+	done   bool
+}
+
+// NewReader reads and checks the image header.
+func NewReader(r io.Reader) (*Reader, error) {
+	b := make([]byte, HeaderSize)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, readErr(err, 0, "the header")
+	}
+	h, err := DecodeHeader(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w (at offset 0)", err)
+	}
+	return &Reader{r: r, h: h, off: HeaderSize, tables: map[uint32]bool{}}, nil
+}
+
+// Header returns the image's header.
+func (r *Reader) Header() Header { return r.h }
+
+// Offset returns how far the reader has read.
+func (r *Reader) Offset() int64 { return r.off }
+
+// Totals returns what the frames read so far hold.
+func (r *Reader) Totals() Totals { return r.seen }
+
+// readErr describes a failed read at off: the image ending early is
+// damage, anything else an I/O error.
+func readErr(err error, off int64, what string) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: the image ends at offset %d, in %s (truncated)", ErrCorrupt, off, what)
+	}
+	return fmt.Errorf("image: read %s at offset %d: %w", what, off, err)
+}
+
+// Next returns the next table or rows frame; after the end frame, checked
+// against what was read, it returns io.EOF.
+func (r *Reader) Next() (Frame, error) {
+	if r.done {
+		return Frame{}, io.EOF
+	}
+	var hdr [FrameHeaderSize]byte
+	off := r.off
+	if _, err := io.ReadFull(r.r, hdr[:]); err != nil {
+		return Frame{}, readErr(err, off, "a frame header")
+	}
+	h, err := decodeFrameHeader(hdr[:])
+	if err != nil {
+		return Frame{}, fmt.Errorf("%w: frame at offset %d: %v", ErrCorrupt, off, err)
+	}
+	stored := make([]byte, h.stored)
+	if _, err := io.ReadFull(r.r, stored); err != nil {
+		return Frame{}, readErr(err, off+FrameHeaderSize, "a frame payload")
+	}
+	if crc := binary.LittleEndian.Uint32(hdr[:]); crc != frameCRC(r.h.LSN, off, hdr[:], stored) {
+		return Frame{}, fmt.Errorf("%w: frame at offset %d: checksum mismatch", ErrCorrupt, off)
+	}
+	r.off += FrameHeaderSize + int64(h.stored)
+	f := Frame{Kind: h.kind, Table: h.table, Count: int(h.count), Offset: off, Stored: stored, codec: h.codec, raw: int(h.raw)}
+	if err := r.account(f, h); err != nil {
+		return Frame{}, fmt.Errorf("%w: frame at offset %d: %v", ErrCorrupt, off, err)
+	}
+	if f.Kind == FrameEnd {
+		r.done = true
+		return Frame{}, io.EOF
+	}
+	return f, nil
+}
+
+// account checks a frame against those before it and counts it.
+func (r *Reader) account(f Frame, h frameHeader) error {
+	switch f.Kind {
+	case FrameTable:
+		if r.rows {
+			return fmt.Errorf("table %d defined after rows", f.Table)
+		}
+		if r.tables[f.Table] {
+			return fmt.Errorf("table %d defined twice", f.Table)
+		}
+		if f.Count != 0 || h.codec != CodecNone {
+			return fmt.Errorf("a table frame with %d rows, codec %d", f.Count, h.codec)
+		}
+		r.tables[f.Table] = true
+		r.seen.Tables++
+	case FrameRows:
+		if !r.tables[f.Table] {
+			return fmt.Errorf("rows of table %d, which is not defined", f.Table)
+		}
+		if f.Count == 0 {
+			return errors.New("a rows frame without rows")
+		}
+		r.rows = true
+		r.seen.RowFrames++
+		r.seen.Rows += uint64(f.Count)
+	case FrameEnd:
+		if h.codec != CodecNone || len(f.Stored) != endPayloadSize {
+			return fmt.Errorf("an end frame of %d bytes, codec %d", len(f.Stored), h.codec)
+		}
+		if t := decodeTotals(f.Stored); t != r.seen {
+			return fmt.Errorf("the end frame counts %+v, the image holds %+v", t, r.seen)
+		}
+	}
+	return nil
+}

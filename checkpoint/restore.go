@@ -1,0 +1,269 @@
+package checkpoint
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mmdb/mmdb/checkpoint/image"
+	"github.com/mmdb/mmdb/logging/vfs"
+	"github.com/mmdb/mmdb/mem"
+)
+
+// ErrNoImage is returned, wrapped, when the directory holds images but
+// none of them is whole: the node refuses to start rather than guess.
+var ErrNoImage = errors.New("checkpoint: no valid image")
+
+// Image describes the image in a slot.
+type Image struct {
+	Slot  int    // 0 or 1; -1 for none
+	Path  string // the file
+	LSN   uint64 // 0 when the slot holds no valid image
+	Bytes int64
+	Rows  uint64
+}
+
+// Slots is what the two slots hold: the newest valid image and the other
+// slot's (an older image, or none when it is empty or damaged).
+type Slots struct {
+	Newest Image
+	Older  Image
+}
+
+func noImage(slot int) Image { return Image{Slot: slot} }
+
+// slotPath returns the file of slot i in dir.
+func slotPath(dir string, i int) string { return filepath.Join(dir, slotNames[i]) }
+
+// slotNames are the files of the two slots.
+var slotNames = [2]string{"image-a.mmdb", "image-b.mmdb"}
+
+const tempSuffix = ".tmp"
+
+// Inspect reads and checks both slots in dir, and removes an image left
+// half-written by a crash. An image is valid when its header and every
+// frame's checksum are good, its end frame counts what it holds, and
+// nothing follows it. It fails with ErrNoImage when images exist but
+// none is valid, and finds no image at all in an empty or missing dir.
+func Inspect(fs vfs.FS, dir string, logger hclog.Logger) (Slots, error) {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	names, err := fs.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Slots{}, fmt.Errorf("checkpoint: list %s: %w", dir, err)
+	}
+	present := [2]bool{}
+	for _, n := range names {
+		switch {
+		case strings.HasSuffix(n, tempSuffix):
+			p := filepath.Join(dir, n)
+			if err := fs.Remove(p); err != nil {
+				return Slots{}, fmt.Errorf("checkpoint: remove the unfinished image %s: %w", p, err)
+			}
+			logger.Info("removed an image a checkpoint did not finish", "file", p)
+		case n == slotNames[0]:
+			present[0] = true
+		case n == slotNames[1]:
+			present[1] = true
+		}
+	}
+	imgs := [2]Image{noImage(0), noImage(1)}
+	var damage []error
+	for i := range imgs {
+		if !present[i] {
+			continue
+		}
+		img, err := check(fs, slotPath(dir, i))
+		if err != nil {
+			damage = append(damage, err)
+			logger.Warn("a checkpoint image is damaged; it will not be used", "file", slotPath(dir, i), "error", err)
+			continue
+		}
+		img.Slot = i
+		imgs[i] = img
+	}
+	switch {
+	case imgs[0].LSN == 0 && imgs[1].LSN == 0 && len(damage) > 0:
+		return Slots{}, fmt.Errorf("%w in %s: %w", ErrNoImage, dir, errors.Join(damage...))
+	case imgs[1].LSN > imgs[0].LSN:
+		return Slots{Newest: imgs[1], Older: imgs[0]}, nil
+	}
+	return Slots{Newest: imgs[0], Older: imgs[1]}, nil
+}
+
+// withFile opens path and calls fn with it and its size, then closes it.
+func withFile(fs vfs.FS, path string, fn func(f vfs.File, size int64) error) error {
+	f, err := fs.Open(path)
+	if err != nil {
+		return fmt.Errorf("checkpoint: open %s: %w", path, err)
+	}
+	size, err := f.Size()
+	if err != nil {
+		err = fmt.Errorf("checkpoint: size of %s: %w", path, err)
+	} else {
+		err = fn(f, size)
+	}
+	if cerr := f.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("checkpoint: close %s: %w", path, cerr))
+	}
+	return err
+}
+
+// newReader starts reading the image in f.
+func newReader(f vfs.File, size int64) (*image.Reader, error) {
+	r, err := image.NewReader(bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
+	}
+	return r, nil
+}
+
+// check reads a whole image file, checking every checksum (without
+// decompressing), and describes it.
+func check(fs vfs.FS, path string) (Image, error) {
+	var img Image
+	err := withFile(fs, path, func(f vfs.File, size int64) error {
+		r, err := newReader(f, size)
+		if err != nil {
+			return err
+		}
+		for {
+			_, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("checkpoint: %s: %w", path, err)
+			}
+		}
+		if r.Offset() != size {
+			return fmt.Errorf("checkpoint: %s: %w: %d bytes follow the end frame at offset %d", path, image.ErrCorrupt, size-r.Offset(), r.Offset())
+		}
+		img = Image{Path: path, LSN: r.Header().LSN, Bytes: size, Rows: r.Totals().Rows}
+		return nil
+	})
+	return img, err
+}
+
+// Load loads the image at path into db, an empty database, and returns
+// its LSN. Frames are decoded and their rows stored on all cores; the
+// indexes are built at the end (mem.Loader).
+func Load(fs vfs.FS, path string, db *mem.DB, logger hclog.Logger) (uint64, error) {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	start := time.Now()
+	var h image.Header
+	var totals image.Totals
+	var bytes int64
+	err := withFile(fs, path, func(f vfs.File, size int64) error {
+		r, err := newReader(f, size)
+		if err != nil {
+			return err
+		}
+		if err := load(r, db); err != nil {
+			return fmt.Errorf("checkpoint: load %s: %w", path, err)
+		}
+		h, totals, bytes = r.Header(), r.Totals(), size
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	d := time.Since(start)
+	logger.Info("loaded the checkpoint image", "file", path, "lsn", h.LSN, "tables", totals.Tables, "rows", totals.Rows,
+		"bytes", bytes, "duration", d, "mb-per-s", fmt.Sprintf("%.0f", float64(bytes)/1e6/d.Seconds()))
+	return h.LSN, nil
+}
+
+// load reads r's frames into db: tables as they come, rows on a worker
+// per core.
+func load(r *image.Reader, db *mem.DB) error {
+	h := r.Header()
+	l, err := db.Load(h.LSN, h.NextTable)
+	if err != nil {
+		return err
+	}
+	tables := map[uint32]*mem.Table{}
+	work := make(chan image.Frame, runtime.GOMAXPROCS(0))
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for fr := range work {
+				if err := loadRows(l, tables[fr.Table], fr, &buf); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	err = readFrames(r, l, tables, work)
+	close(work)
+	wg.Wait()
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return err
+	}
+	return l.Finish()
+}
+
+// readFrames creates the tables of r's table frames and hands its rows
+// frames to work.
+func readFrames(r *image.Reader, l *mem.Loader, tables map[uint32]*mem.Table, work chan<- image.Frame) error {
+	for {
+		fr, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if fr.Kind == image.FrameRows {
+			work <- fr
+			continue
+		}
+		def, err := mem.DecodeTableDef(fr.Stored)
+		if err == nil && def.ID != fr.Table {
+			err = fmt.Errorf("%w: the definition of table %d says id %d", mem.ErrCorrupt, fr.Table, def.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("frame at offset %d: %w", fr.Offset, err)
+		}
+		t, err := l.CreateTable(def)
+		if err != nil {
+			return fmt.Errorf("frame at offset %d: %w", fr.Offset, err)
+		}
+		tables[fr.Table] = t // the workers read it only after the rows frames that follow
+	}
+}
+
+func loadRows(l *mem.Loader, t *mem.Table, fr image.Frame, buf *[]byte) error {
+	p, err := fr.Payload(*buf)
+	if err != nil {
+		return err
+	}
+	*buf = p
+	return fr.Rows(p, func(row []byte) error {
+		if err := l.AddRow(t, row); err != nil {
+			return fmt.Errorf("frame at offset %d: %w", fr.Offset, err)
+		}
+		return nil
+	})
+}
