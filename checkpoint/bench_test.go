@@ -4,7 +4,10 @@ import (
 	"context"
 	"flag"
 	"runtime"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/logging/vfs"
@@ -50,3 +53,83 @@ func BenchmarkCheckpoint(b *testing.B) {
 		b.ReportMetric(float64(img.Rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 	})
 }
+
+// BenchmarkCheckpointUnderLoad runs the TATP mix on two clients for a
+// fixed time, once alone (idle) and once while checkpoints are written
+// back to back (checkpointing), and reports throughput, the p99 latency
+// of a transaction, and the most memory a checkpoint kept in old row
+// versions (kept-MB, against heap-MB of the database).
+func BenchmarkCheckpointUnderLoad(b *testing.B) {
+	db := mem.Open(mem.Options{})
+	d, err := tatp.Create(db, *benchSubscribers)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := d.Load(runtime.GOMAXPROCS(0), 1, nil); err != nil {
+		b.Fatal(err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	dir := b.TempDir()
+	for _, mode := range []string{"idle", "checkpointing"} {
+		b.Run(mode, func(b *testing.B) {
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var kept int64
+			images := 0
+			if mode == "checkpointing" {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c := checkpoint.New(db, nil, checkpoint.Slots{}, checkpoint.Options{Dir: dir})
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						res, err := c.Run(context.Background())
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						kept = max(kept, res.KeptBytes)
+						images++
+					}
+				}()
+			}
+			lat := make([][]time.Duration, 2)
+			var cw sync.WaitGroup
+			start := time.Now()
+			for c := range lat {
+				cw.Add(1)
+				go func() {
+					defer cw.Done()
+					cl := d.NewClient(uint64(c + 7))
+					for time.Since(start) < *underLoadFor {
+						t0 := time.Now()
+						if _, err := cl.Run(cl.Next()); err != nil {
+							b.Error(err)
+							return
+						}
+						lat[c] = append(lat[c], time.Since(t0))
+					}
+				}()
+			}
+			cw.Wait()
+			elapsed := time.Since(start)
+			close(stop)
+			wg.Wait()
+			all := slices.Concat(lat...)
+			slices.Sort(all)
+			b.ReportMetric(float64(len(all))/elapsed.Seconds(), "tx/s")
+			b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-us")
+			b.ReportMetric(float64(all[len(all)*999/1000].Microseconds()), "p999-us")
+			b.ReportMetric(float64(kept)/1e6, "kept-MB")
+			b.ReportMetric(float64(ms.HeapInuse)/1e6, "heap-MB")
+			b.ReportMetric(float64(images), "images")
+		})
+	}
+}
+
+var underLoadFor = flag.Duration("ckpt.load-time", 10*time.Second, "how long BenchmarkCheckpointUnderLoad runs each mode")

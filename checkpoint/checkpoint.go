@@ -51,10 +51,12 @@ import (
 )
 
 // Log is what a checkpoint needs of the node's redo log
-// (durability.Store): how much it has written, and releasing what an
-// image makes redundant.
+// (durability.Store): how much it has written, waiting until an image's
+// commits are durable in it, and releasing what an image makes
+// redundant.
 type Log interface {
 	LogStats() logging.Stats
+	Durable(ctx context.Context, lsn uint64) error
 	Release(upto uint64, keep int64) (logging.Released, error)
 }
 
@@ -177,6 +179,15 @@ func (c *Checkpointer) write(ctx context.Context, sn *mem.Snapshot, res *Result)
 	if err == nil {
 		if err = f.Sync(); err != nil {
 			err = fmt.Errorf("checkpoint: sync %s: %w", tmp, err)
+		}
+	}
+	if err == nil && c.log != nil {
+		// The image may hold commits the log has not made durable yet.
+		// It becomes an image only once they are: else a crash could
+		// leave it ahead of the log, and the older image plus the log
+		// could no longer stand in for it.
+		if err = c.log.Durable(ctx, sn.LSN()); err != nil {
+			err = fmt.Errorf("checkpoint: the log did not make LSN %d durable: %w", sn.LSN(), err)
 		}
 	}
 	if cerr := f.Close(); cerr != nil && err == nil {

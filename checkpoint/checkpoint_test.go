@@ -284,3 +284,26 @@ func TestRestartReplaysOnlyAfterTheImage(t *testing.T) {
 		t.Fatalf("recovery replayed %d records to LSN %d; want 1, to %d", rec.Records, rec.LastLSN, lsn)
 	}
 }
+
+// failedLog is a log that never makes anything durable.
+type failedLog struct{ *durability.Store }
+
+func (failedLog) Durable(context.Context, uint64) error { return errors.New("the log failed") }
+
+// TestImageWaitsForTheLog: an image whose commits the log cannot make
+// durable never becomes an image: the slot stays empty.
+func TestImageWaitsForTheLog(t *testing.T) {
+	fs := vfs.NewMemFS()
+	n, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	banktest.Setup(t, n.store.DB(), n.wait)
+	c := checkpoint.New(n.store.DB(), failedLog{n.store}, checkpoint.Slots{}, checkpoint.Options{FS: fs, Dir: ckptDir})
+	if _, err := c.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "the log failed") {
+		t.Fatalf("a checkpoint ahead of a failed log: %v", err)
+	}
+	if slots, err := checkpoint.Inspect(fs, ckptDir, nil); err != nil || slots.Newest.LSN != 0 {
+		t.Fatalf("after it: %+v, %v", slots, err)
+	}
+}

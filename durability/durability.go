@@ -286,6 +286,15 @@ func (s *Store) Wait(ctx context.Context, lsn uint64, level Level) error {
 	return s.log.Wait(ctx, lsn)
 }
 
+// Durable waits until every commit up to lsn is durable in the log (it
+// syncs an mmap-log's mappings); without a log it returns at once.
+func (s *Store) Durable(ctx context.Context, lsn uint64) error {
+	if s.log == nil {
+		return nil
+	}
+	return s.log.Wait(ctx, lsn)
+}
+
 // DurableLSN returns the largest LSN that, with all before it, is durable
 // in the log; zero on a node without one.
 func (s *Store) DurableLSN() uint64 {

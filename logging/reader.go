@@ -92,9 +92,9 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool,
 			if err == nil && i > 0 && h.PrevEnd == 0 {
 				err = fmt.Errorf("%w: %s does not say where %s ended", ErrCorrupt, filepath.Join(dir, SegmentName(seq)), SegmentName(segs[i-1]))
 			}
-			if err == nil && i == 0 && seq != 1 && h.Base > after {
+			if bound, ok := h.Bound(); err == nil && i == 0 && seq != 1 && (!ok || bound > after) {
 				err = fmt.Errorf("%w: %s: the segments before it are gone, but they held records up to LSN %d and the log is read from LSN %d (the image they were removed for is missing?)",
-					ErrCorrupt, filepath.Join(dir, SegmentName(seq)), h.Base, after+1)
+					ErrCorrupt, filepath.Join(dir, SegmentName(seq)), bound, after+1)
 			}
 			hdrs = append(hdrs, h)
 		}
@@ -136,7 +136,7 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool,
 // neededSegments drops from segs (a channel's segments, in order) those
 // that hold no record past LSN after: the ones before the last segment
 // whose header bounds its predecessors' records at or below after
-// (SegmentHeader.Base). A checkpoint removes such segments, oldest first,
+// (SegmentHeader.Bound). A checkpoint removes such segments, oldest first,
 // so what is left of them, and any hole their removal left, is not read.
 // A header that cannot be read stops the search; reading from the start
 // then reports it.
@@ -146,7 +146,7 @@ func neededSegments(fs vfs.FS, dir string, segs []uint64, after uint64) []uint64
 		if err != nil {
 			break
 		}
-		if h.Base <= after {
+		if bound, ok := h.Bound(); ok && bound <= after {
 			return segs[i:]
 		}
 	}

@@ -15,7 +15,7 @@ type Released struct {
 // Release removes the segments the log no longer needs once a durable
 // image holds every record up to LSN upto. A channel's segments before
 // the last one whose header bounds its predecessors' records at or below
-// upto (record.SegmentHeader.Base) hold nothing a recovery from that
+// upto (record.SegmentHeader.Bound) hold nothing a recovery from that
 // image reads (Reader skips them the same way), so they may go; the
 // segment being written always stays. They are removed oldest first, and
 // only while the segments left in all channels add up to at least keep

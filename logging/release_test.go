@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mmdb/mmdb/logging/record"
 	"github.com/mmdb/mmdb/logging/vfs"
 )
 
@@ -114,5 +115,46 @@ func TestReleaseHole(t *testing.T) {
 	}
 	if _, err := readAfter(t, fs, dirs, 0, bodies); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("read from the start with a hole: %v", err)
+	}
+}
+
+// TestOlderLogWithoutBounds: segments written before headers carried
+// FlagBound have base zero; the reader must not take that for a bound
+// and skip them.
+func TestOlderLogWithoutBounds(t *testing.T) {
+	fs := vfs.NewMemFS()
+	dirs := channelDirs(1)
+	l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies, _ := appendConcurrently(l, 2, 300, nil, nil)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, err := listSegments(fs, dirs[0])
+	if err != nil || len(segs) < 3 {
+		t.Fatalf("segments %v, %v", segs, err)
+	}
+	for _, seq := range segs[1:] {
+		h, err := readSegmentHeader(fs, dirs[0], seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Flags &^= record.FlagBound
+		h.Base = 0
+		f, err := fs.Open(filepath.Join(dirs[0], SegmentName(seq)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(record.AppendSegmentHeader(nil, h), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := readAfter(t, fs, dirs, 0, bodies); err != nil || got.last != 600 {
+		t.Fatalf("an older log read to LSN %d of 600: %v", got.last, err)
 	}
 }

@@ -223,7 +223,7 @@ func (w *segmentWriter) rotate(need int64) error {
 	if err != nil {
 		return fmt.Errorf("logging: create segment %s: %w", tmp, err)
 	}
-	h := record.SegmentHeader{Channel: w.channel, Channels: w.channels, Seq: seq, PrevEnd: w.prevEnd, Base: w.last}
+	h := record.SegmentHeader{Channel: w.channel, Channels: w.channels, Seq: seq, PrevEnd: w.prevEnd, Base: w.last, Flags: record.FlagBound}
 	if w.opened {
 		h.Flags = record.FlagOpened
 	}

@@ -24,9 +24,11 @@
 // channel started when the log was opened: recovery had kept the records
 // up to LSN base, so records above base in the channel's earlier segments
 // are void (they followed a gap), and the data of segment seq-1 ends at
-// prevEnd (anything after it was a torn tail). In every segment, base
+// prevEnd (anything after it was a torn tail). flags bit 2 (FlagBound)
+// says base, in a segment that is not opened, is the highest LSN the
+// channel had written before it. So in an opened or bound segment, base
 // bounds the channel's earlier segments: every record they hold that is
-// not void has an LSN at or below it, so once an image holds LSN base
+// not void has an LSN at or below it, and once an image holds LSN base
 // they are no longer needed (a checkpoint removes them, and recovery
 // after that image skips them). crc32c (Castagnoli) covers bytes 0 to 60.
 //
@@ -127,9 +129,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // written through a memory mapping (mmap-log), whose blocks are copied in
 // whole but not synced one by one: a damaged block with nothing valid
 // after it and past the synced data is a copy a crash cut short.
+// FlagBound says base bounds the records of the channel's earlier
+// segments (logs written before it have base only in opened segments).
 const (
 	FlagOpened = 1
 	FlagMapped = 2
+	FlagBound  = 4
 )
 
 // SegmentHeader is the first thing in a segment file.
@@ -145,6 +150,14 @@ type SegmentHeader struct {
 // Opened reports whether the segment was the first its channel started
 // when the log was opened.
 func (h SegmentHeader) Opened() bool { return h.Flags&FlagOpened != 0 }
+
+// Bound returns the bound base sets on the records of the channel's
+// earlier segments (see the segment header), and whether the header sets
+// one: an opened segment's base always does, another's only with
+// FlagBound.
+func (h SegmentHeader) Bound() (uint64, bool) {
+	return h.Base, h.Flags&(FlagOpened|FlagBound) != 0
+}
 
 // Mapped reports whether the segment was written through a mapping.
 func (h SegmentHeader) Mapped() bool { return h.Flags&FlagMapped != 0 }
@@ -190,7 +203,7 @@ func DecodeSegmentHeader(b []byte) (SegmentHeader, error) {
 		Base:     binary.LittleEndian.Uint64(b[40:]),
 	}
 	switch {
-	case h.Flags&^(FlagOpened|FlagMapped) != 0:
+	case h.Flags&^(FlagOpened|FlagMapped|FlagBound) != 0:
 		return SegmentHeader{}, fmt.Errorf("%w: segment header flags %#x", ErrCorrupt, h.Flags)
 	case h.Channels == 0 || h.Channel >= h.Channels:
 		return SegmentHeader{}, fmt.Errorf("%w: segment header says channel %d of %d", ErrCorrupt, h.Channel, h.Channels)

@@ -169,7 +169,7 @@ func TestSegmentHeader(t *testing.T) {
 		{Channel: 4, Seq: 1, Channels: 4},
 		{Channel: 0, Seq: 1, Channels: 0},
 		{Channel: 0, Seq: 0, Channels: 1},
-		{Channel: 0, Seq: 1, Channels: 1, Flags: 4},
+		{Channel: 0, Seq: 1, Channels: 1, Flags: 8},
 	} {
 		if _, err := DecodeSegmentHeader(AppendSegmentHeader(nil, bad)); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%+v: %v", bad, err)
