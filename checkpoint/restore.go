@@ -171,7 +171,10 @@ func Load(fs vfs.FS, path string, db *mem.DB, logger hclog.Logger) (uint64, erro
 		if err != nil {
 			return err
 		}
-		if err := load(r, db); err != nil {
+		progress := func() {
+			logger.Info("loading the checkpoint image", "file", path, "read-bytes", r.Offset(), "bytes", size, "rows", r.Totals().Rows)
+		}
+		if err := load(r, db, progress); err != nil {
 			return fmt.Errorf("checkpoint: load %s: %w", path, err)
 		}
 		h, totals, bytes = r.Header(), r.Totals(), size
@@ -187,8 +190,8 @@ func Load(fs vfs.FS, path string, db *mem.DB, logger hclog.Logger) (uint64, erro
 }
 
 // load reads r's frames into db: tables as they come, rows on a worker
-// per core.
-func load(r *image.Reader, db *mem.DB) error {
+// per core; progress is called every progressEvery while it reads.
+func load(r *image.Reader, db *mem.DB, progress func()) error {
 	h := r.Header()
 	l, err := db.Load(h.LSN, h.NextTable)
 	if err != nil {
@@ -215,7 +218,7 @@ func load(r *image.Reader, db *mem.DB) error {
 			}
 		}()
 	}
-	err = readFrames(r, l, tables, work)
+	err = readFrames(r, l, tables, work, progress)
 	close(work)
 	wg.Wait()
 	if err := errors.Join(append(errs, err)...); err != nil {
@@ -224,10 +227,18 @@ func load(r *image.Reader, db *mem.DB) error {
 	return l.Finish()
 }
 
+// progressEvery is how often a long load logs how far it is.
+const progressEvery = 2 * time.Second
+
 // readFrames creates the tables of r's table frames and hands its rows
 // frames to work.
-func readFrames(r *image.Reader, l *mem.Loader, tables map[uint32]*mem.Table, work chan<- image.Frame) error {
+func readFrames(r *image.Reader, l *mem.Loader, tables map[uint32]*mem.Table, work chan<- image.Frame, progress func()) error {
+	last := time.Now()
 	for {
+		if time.Since(last) >= progressEvery {
+			progress()
+			last = time.Now()
+		}
 		fr, err := r.Next()
 		if errors.Is(err, io.EOF) {
 			return nil
