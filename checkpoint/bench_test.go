@@ -17,10 +17,9 @@ import (
 
 var benchSubscribers = flag.Uint64("ckpt.subscribers", 100_000, "TATP subscribers for BenchmarkCheckpoint (1000000, about 10M rows, is the documented run)")
 
-// BenchmarkCheckpoint writes a checkpoint image of a TATP database to
-// disk (write) and restarts a database from it (load), reporting MB/s of
-// image and rows/s.
-func BenchmarkCheckpoint(b *testing.B) {
+// loadTATP returns a database holding a TATP population of
+// -ckpt.subscribers.
+func loadTATP(b *testing.B) (*mem.DB, *tatp.DB) {
 	db := mem.Open(mem.Options{})
 	d, err := tatp.Create(db, *benchSubscribers)
 	if err != nil {
@@ -29,6 +28,14 @@ func BenchmarkCheckpoint(b *testing.B) {
 	if err := d.Load(runtime.GOMAXPROCS(0), 1, nil); err != nil {
 		b.Fatal(err)
 	}
+	return db, d
+}
+
+// BenchmarkCheckpoint writes a checkpoint image of a TATP database to
+// disk (write) and restarts a database from it (load), reporting MB/s of
+// image and rows/s.
+func BenchmarkCheckpoint(b *testing.B) {
+	db, _ := loadTATP(b)
 	dir := b.TempDir()
 	var img checkpoint.Image
 	b.Run("write", func(b *testing.B) {
@@ -60,14 +67,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 // of a transaction, and the most memory a checkpoint kept in old row
 // versions (kept-MB, against heap-MB of the database).
 func BenchmarkCheckpointUnderLoad(b *testing.B) {
-	db := mem.Open(mem.Options{})
-	d, err := tatp.Create(db, *benchSubscribers)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := d.Load(runtime.GOMAXPROCS(0), 1, nil); err != nil {
-		b.Fatal(err)
-	}
+	db, d := loadTATP(b)
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	dir := b.TempDir()
