@@ -40,6 +40,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -92,13 +93,12 @@ type Checkpointer struct {
 	db   *mem.DB
 	log  Log
 
-	mu      sync.Mutex // held for a whole checkpoint
-	slots   Slots      // guarded by mu
-	lastLSN uint64     // the newest image's LSN, for Status (guarded by smu)
-	smu     sync.Mutex
+	mu      sync.Mutex    // held for a whole checkpoint
+	slots   Slots         // guarded by mu
+	lastLSN atomic.Uint64 // slots.Newest.LSN, for Status without waiting for mu
 
-	stop chan struct{}
-	done chan struct{}
+	stop context.CancelFunc // ends the background loop and its checkpoint
+	done chan struct{}      // closed when the loop has returned
 }
 
 // New returns a Checkpointer for db, whose slots hold what Inspect found.
@@ -110,15 +110,13 @@ func New(db *mem.DB, log Log, slots Slots, opts Options) *Checkpointer {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	return &Checkpointer{opts: opts, db: db, log: log, slots: slots, lastLSN: slots.Newest.LSN}
+	c := &Checkpointer{opts: opts, db: db, log: log, slots: slots}
+	c.lastLSN.Store(slots.Newest.LSN)
+	return c
 }
 
 // LSN returns the LSN of the newest image; zero if there is none.
-func (c *Checkpointer) LSN() uint64 {
-	c.smu.Lock()
-	defer c.smu.Unlock()
-	return c.lastLSN
-}
+func (c *Checkpointer) LSN() uint64 { return c.lastLSN.Load() }
 
 // Run writes a checkpoint now, after any running one, unless nothing was
 // committed since the newest image.
@@ -141,9 +139,7 @@ func (c *Checkpointer) Run(ctx context.Context) (Result, error) {
 	}
 	older := c.slots.Newest
 	c.slots = Slots{Newest: res.Image, Older: older}
-	c.smu.Lock()
-	c.lastLSN = res.Image.LSN
-	c.smu.Unlock()
+	c.lastLSN.Store(res.Image.LSN)
 	res.Duration = time.Since(start)
 	if c.log != nil {
 		// The older image and the log after it must still restore the
@@ -260,8 +256,10 @@ func (w *fileWriter) Write(b []byte) (int, error) {
 // Start runs checkpoints in the background on Options.Interval and
 // Options.LogBytes until Stop.
 func (c *Checkpointer) Start() {
-	c.stop, c.done = make(chan struct{}), make(chan struct{})
-	go c.loop()
+	var ctx context.Context
+	ctx, c.stop = context.WithCancel(context.Background())
+	c.done = make(chan struct{})
+	go c.loop(ctx)
 }
 
 // Stop stops the background checkpoints, waiting for a running one.
@@ -269,14 +267,15 @@ func (c *Checkpointer) Stop() {
 	if c.stop == nil {
 		return
 	}
-	close(c.stop)
+	c.stop()
 	<-c.done
 	c.stop = nil
 }
 
 // loop checks once a second (or at Interval, if shorter) whether a
-// checkpoint is due. A failed one is retried after a pause, and logged.
-func (c *Checkpointer) loop() {
+// checkpoint is due, until ctx ends. A failed one is retried after a
+// pause, and logged.
+func (c *Checkpointer) loop(ctx context.Context) {
 	defer close(c.done)
 	tick := time.Second
 	if c.opts.Interval > 0 {
@@ -286,18 +285,9 @@ func (c *Checkpointer) loop() {
 	defer t.Stop()
 	last, lastBytes := time.Now(), c.logBytes()
 	var retry time.Time // after a failure, not before then
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-c.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	for {
 		select {
-		case <-c.stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}

@@ -289,10 +289,7 @@ func (s *Store) Wait(ctx context.Context, lsn uint64, level Level) error {
 // Durable waits until every commit up to lsn is durable in the log (it
 // syncs an mmap-log's mappings); without a log it returns at once.
 func (s *Store) Durable(ctx context.Context, lsn uint64) error {
-	if s.log == nil {
-		return nil
-	}
-	return s.log.Wait(ctx, lsn)
+	return s.Wait(ctx, lsn, FsyncLog)
 }
 
 // DurableLSN returns the largest LSN that, with all before it, is durable

@@ -175,27 +175,13 @@ func TestTornTailIsTruncated(t *testing.T) {
 	if err := log.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if size := fileSize(t, fs, name); size != got.tails[0].Offset {
-		t.Fatalf("segment is %d bytes, want it cut at %d", size, got.tails[0].Offset)
+	if size, err := fileSize(fs, name); err != nil || size != got.tails[0].Offset {
+		t.Fatalf("segment is %d bytes, want it cut at %d: %v", size, got.tails[0].Offset, err)
 	}
 	again, err := recoverLog(fs, l.dirs, false)
 	if err != nil || again.last != got.last || again.tails[0].Torn {
 		t.Fatalf("second recovery to %d (want %d), tail %+v: %v", again.last, got.last, again.tails[0], err)
 	}
-}
-
-func fileSize(t *testing.T, fs vfs.FS, name string) int64 {
-	t.Helper()
-	f, err := fs.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	size, err := f.Size()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return size
 }
 
 // TestIgnoreCorruption: corruption in the middle of a channel stops

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+
+	"github.com/mmdb/mmdb/logging/vfs"
 )
 
 // Released says what Release removed.
@@ -40,7 +42,7 @@ func (l *Log) Release(upto uint64, keep int64) (Released, error) {
 		c := channelSegs{dir: dir, segs: segs}
 		c.drop = len(segs) - len(neededSegments(l.opts.FS, dir, segs, upto))
 		for _, seq := range segs {
-			n, err := segmentSize(l, filepath.Join(dir, SegmentName(seq)))
+			n, err := fileSize(l.opts.FS, filepath.Join(dir, SegmentName(seq)))
 			if err != nil {
 				return Released{}, err
 			}
@@ -87,9 +89,9 @@ func (l *Log) Release(upto uint64, keep int64) (Released, error) {
 	return rel, nil
 }
 
-// segmentSize returns the size of the segment file name.
-func segmentSize(l *Log, name string) (int64, error) {
-	f, err := l.opts.FS.Open(name)
+// fileSize returns the size of file name.
+func fileSize(fs vfs.FS, name string) (int64, error) {
+	f, err := fs.Open(name)
 	if err != nil {
 		return 0, fmt.Errorf("logging: open %s: %w", name, err)
 	}
