@@ -20,15 +20,11 @@ var benchSubscribers = flag.Uint64("ckpt.subscribers", 100_000, "TATP subscriber
 // loadTATP returns a database holding a TATP population of
 // -ckpt.subscribers.
 func loadTATP(b *testing.B) (*mem.DB, *tatp.DB) {
-	db := mem.Open(mem.Options{})
-	d, err := tatp.Create(db, *benchSubscribers)
+	d, err := tatp.Populated(*benchSubscribers)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := d.Load(runtime.GOMAXPROCS(0), 1, nil); err != nil {
-		b.Fatal(err)
-	}
-	return db, d
+	return d.DB, d
 }
 
 // BenchmarkCheckpoint writes a checkpoint image of a TATP database to

@@ -37,6 +37,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -206,36 +207,49 @@ func (c *Checkpointer) write(ctx context.Context, sn *mem.Snapshot, res *Result)
 
 // fill writes the snapshot's image into f.
 func (c *Checkpointer) fill(ctx context.Context, f vfs.File, sn *mem.Snapshot, res *Result) error {
-	fw := &fileWriter{f: f}
-	bw := bufio.NewWriterSize(fw, 1<<20)
-	w, err := image.NewWriter(bw, image.Header{LSN: sn.LSN(), Epoch: c.opts.Epoch, NextTable: sn.NextTableID(), Created: time.Now().UnixNano()})
+	bw := bufio.NewWriterSize(&fileWriter{f: f}, 1<<20)
+	h := image.Header{LSN: sn.LSN(), Epoch: c.opts.Epoch, NextTable: sn.NextTableID(), Created: time.Now().UnixNano()}
+	w, err := encode(ctx, bw, sn, h, &res.KeptBytes)
+	if err == nil {
+		err = bw.Flush()
+	}
 	if err != nil {
-		return fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
-	}
-	defs := sn.Tables()
-	for _, def := range defs {
-		if err := w.Table(def.ID, def.AppendBinary(nil)); err != nil {
-			return fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
-		}
-	}
-	for _, def := range defs {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
-		}
-		err := sn.Scan(def.ID, func(r mem.Record) error { return w.Row(def.ID, r.Encoded()) })
-		if err != nil {
-			return fmt.Errorf("checkpoint: %s: table %q: %w", f.Name(), def.Name, err)
-		}
-		res.KeptBytes = max(res.KeptBytes, sn.KeptBytes())
-	}
-	if err := w.Close(); err != nil {
-		return fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
-	}
-	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
 	}
 	res.Image.Bytes, res.Image.Rows = w.Size(), w.Totals().Rows
 	return nil
+}
+
+// encode writes the snapshot's image, with header h, to out. If kept is
+// not nil, it records the most memory the snapshot held in old row
+// versions, sampled after each table.
+func encode(ctx context.Context, out io.Writer, sn *mem.Snapshot, h image.Header, kept *int64) (*image.Writer, error) {
+	w, err := image.NewWriter(out, h)
+	if err != nil {
+		return nil, err
+	}
+	defs := sn.Tables()
+	for _, def := range defs {
+		if err := w.Table(def.ID, def.AppendBinary(nil)); err != nil {
+			return nil, err
+		}
+	}
+	for _, def := range defs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		err := sn.Scan(def.ID, func(r mem.Record) error { return w.Row(def.ID, r.Encoded()) })
+		if err != nil {
+			return nil, fmt.Errorf("table %q: %w", def.Name, err)
+		}
+		if kept != nil {
+			*kept = max(*kept, sn.KeptBytes())
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 // fileWriter writes a vfs.File from the start, in order.

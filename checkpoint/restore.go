@@ -83,7 +83,7 @@ func Inspect(fs vfs.FS, dir string, logger hclog.Logger) (Slots, error) {
 		if !present[i] {
 			continue
 		}
-		img, err := check(fs, slotPath(dir, i))
+		img, err := Verify(fs, slotPath(dir, i))
 		if err != nil {
 			damage = append(damage, err)
 			logger.Warn("a checkpoint image is damaged; it will not be used", "file", slotPath(dir, i), "error", err)
@@ -128,9 +128,9 @@ func newReader(f vfs.File, size int64) (*image.Reader, error) {
 	return r, nil
 }
 
-// check reads a whole image file, checking every checksum (without
+// Verify reads a whole image file, checking every checksum (without
 // decompressing), and describes it.
-func check(fs vfs.FS, path string) (Image, error) {
+func Verify(fs vfs.FS, path string) (Image, error) {
 	var img Image
 	err := withFile(fs, path, func(f vfs.File, size int64) error {
 		r, err := newReader(f, size)
@@ -159,34 +159,40 @@ func check(fs vfs.FS, path string) (Image, error) {
 // its LSN. Frames are decoded and their rows stored on all cores; the
 // indexes are built at the end (mem.Loader).
 func Load(fs vfs.FS, path string, db *mem.DB, logger hclog.Logger) (uint64, error) {
+	var h image.Header
+	err := withFile(fs, path, func(f vfs.File, size int64) error {
+		var err error
+		h, err = LoadFrom(bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20), path, size, db, logger)
+		return err
+	})
+	return h.LSN, err
+}
+
+// LoadFrom loads the image r reads (what names it in messages; size is
+// its length, if known, for progress) into db, an empty database, as
+// Load does, and returns its header. It logs progress every 2 s.
+func LoadFrom(r io.Reader, what string, size int64, db *mem.DB, logger hclog.Logger) (image.Header, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
 	start := time.Now()
-	var h image.Header
-	var totals image.Totals
-	var bytes int64
-	err := withFile(fs, path, func(f vfs.File, size int64) error {
-		r, err := newReader(f, size)
-		if err != nil {
-			return err
-		}
-		progress := func() {
-			logger.Info("loading the checkpoint image", "file", path, "read-bytes", r.Offset(), "bytes", size, "rows", r.Totals().Rows)
-		}
-		if err := load(r, db, progress); err != nil {
-			return fmt.Errorf("checkpoint: load %s: %w", path, err)
-		}
-		h, totals, bytes = r.Header(), r.Totals(), size
-		return nil
-	})
+	ir, err := image.NewReader(r)
 	if err != nil {
-		return 0, err
+		return image.Header{}, fmt.Errorf("checkpoint: %s: %w", what, err)
 	}
-	d := time.Since(start)
-	logger.Info("loaded the checkpoint image", "file", path, "lsn", h.LSN, "tables", totals.Tables, "rows", totals.Rows,
-		"bytes", bytes, "duration", d, "mb-per-s", fmt.Sprintf("%.0f", float64(bytes)/1e6/d.Seconds()))
-	return h.LSN, nil
+	progress := func() {
+		logger.Info("loading the image", "from", what, "read-bytes", ir.Offset(), "bytes", size, "rows", ir.Totals().Rows)
+	}
+	if err := load(ir, db, progress); err != nil {
+		return image.Header{}, fmt.Errorf("checkpoint: load %s: %w", what, err)
+	}
+	if size > 0 && ir.Offset() != size {
+		return image.Header{}, fmt.Errorf("checkpoint: %s: %w: the image ends at offset %d of %d", what, image.ErrCorrupt, ir.Offset(), size)
+	}
+	h, totals, d := ir.Header(), ir.Totals(), time.Since(start)
+	logger.Info("loaded the image", "from", what, "lsn", h.LSN, "tables", totals.Tables, "rows", totals.Rows,
+		"bytes", ir.Offset(), "duration", d, "mb-per-s", fmt.Sprintf("%.0f", float64(ir.Offset())/1e6/d.Seconds()))
+	return h, nil
 }
 
 // load reads r's frames into db: tables as they come, rows on a worker
@@ -277,4 +283,83 @@ func loadRows(l *mem.Loader, t *mem.Table, fr image.Frame, buf *[]byte) error {
 		}
 		return nil
 	})
+}
+
+// Install makes the image r reads the first image in dir, the checkpoint
+// directory of a data dir that holds no database yet (mmdbd image
+// restore, serve -from-image, bootstrap_from): the node then starts from
+// it and logs what follows. The image is checked as it is copied (every
+// checksum, the end frame's counts, nothing after it) and made durable
+// as a checkpoint's is: a temporary file, synced, renamed into place, the
+// directory synced.
+func Install(fs vfs.FS, dir string, r io.Reader) (Image, error) {
+	slots, err := Inspect(fs, dir, nil)
+	if err != nil && !errors.Is(err, ErrNoImage) {
+		return Image{}, err
+	}
+	if err != nil || slots.Newest.LSN != 0 {
+		return Image{}, fmt.Errorf("checkpoint: %s already holds images; restore into a data dir without a database", dir)
+	}
+	if err := vfs.MkdirDurable(fs, dir); err != nil {
+		return Image{}, fmt.Errorf("checkpoint: %w", err)
+	}
+	path := slotPath(dir, 0)
+	tmp := path + tempSuffix
+	f, err := fs.Create(tmp)
+	if err != nil {
+		return Image{}, fmt.Errorf("checkpoint: create %s: %w", tmp, err)
+	}
+	img, err := copyImage(f, r)
+	if err == nil {
+		if err = f.Sync(); err != nil {
+			err = fmt.Errorf("checkpoint: sync %s: %w", tmp, err)
+		}
+	}
+	if cerr := f.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("checkpoint: close %s: %w", tmp, cerr)
+	}
+	if err == nil {
+		if err = fs.Rename(tmp, path); err != nil {
+			err = fmt.Errorf("checkpoint: rename %s to %s: %w", tmp, path, err)
+		}
+	}
+	if err != nil {
+		if rerr := fs.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = errors.Join(err, fmt.Errorf("checkpoint: remove %s: %w", tmp, rerr))
+		}
+		return Image{}, err
+	}
+	if err := fs.SyncDir(dir); err != nil {
+		return Image{}, fmt.Errorf("checkpoint: sync directory %s: %w", dir, err)
+	}
+	img.Path = path
+	return img, nil
+}
+
+// copyImage copies the image r reads into f, checking it on the way.
+func copyImage(f vfs.File, r io.Reader) (Image, error) {
+	bw := bufio.NewWriterSize(&fileWriter{f: f}, 1<<20)
+	ir, err := image.NewReader(io.TeeReader(r, bw))
+	if err != nil {
+		return Image{}, fmt.Errorf("checkpoint: install %s: %w", f.Name(), err)
+	}
+	for {
+		if _, err = ir.Next(); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, io.EOF) {
+		return Image{}, fmt.Errorf("checkpoint: install %s: %w", f.Name(), err)
+	}
+	n, err := io.Copy(io.Discard, r)
+	switch {
+	case err != nil:
+		return Image{}, fmt.Errorf("checkpoint: install %s: read past the end frame: %w", f.Name(), err)
+	case n > 0:
+		return Image{}, fmt.Errorf("checkpoint: install %s: %w: %d bytes follow the end frame at offset %d", f.Name(), image.ErrCorrupt, n, ir.Offset())
+	}
+	if err := bw.Flush(); err != nil {
+		return Image{}, fmt.Errorf("checkpoint: install %s: %w", f.Name(), err)
+	}
+	return Image{Slot: 0, LSN: ir.Header().LSN, Bytes: ir.Offset(), Rows: ir.Totals().Rows}, nil
 }

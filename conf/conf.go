@@ -49,6 +49,9 @@ type Config struct {
 	CheckpointLogBytes int64
 	LogRetentionBytes  int64
 	BootstrapFrom      string
+	// FromImage is no key: serve -from-image sets it, to start a node
+	// once from an image file (mmdbd image fetch).
+	FromImage string
 
 	// Replication (issue #6).
 	Role          string
@@ -184,6 +187,9 @@ func (c *Config) Validate() error {
 	c.checkAddr(bad, "listen", c.Listen, true)
 	c.checkAddr(bad, "metrics_listen", c.MetricsListen, false)
 	c.checkAddr(bad, "bootstrap_from", c.BootstrapFrom, false)
+	if c.BootstrapFrom != "" && c.FromImage != "" {
+		bad("bootstrap_from", "set together with -from-image %s: a node starts from one image", c.FromImage)
+	}
 	oneOf(bad, "log_level", c.LogLevel, "trace", "debug", "info", "warn", "error", "off")
 	oneOf(bad, "log_format", c.LogFormat, "text", "json")
 	// A message must hold a whole row (up to 32 KiB) with room to spare.

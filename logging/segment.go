@@ -56,6 +56,18 @@ func listSegments(fs vfs.FS, dir string) ([]uint64, error) {
 	return seqs, nil
 }
 
+// HasSegments reports whether any of dirs holds a segment: whether a log
+// exists there.
+func HasSegments(fs vfs.FS, dirs []string) (bool, error) {
+	for _, d := range dirs {
+		segs, err := listSegments(fs, d)
+		if err != nil || len(segs) > 0 {
+			return len(segs) > 0, err
+		}
+	}
+	return false, nil
+}
+
 // errNoRoom marks a full disk met while preallocating a new segment: the
 // only place the log can meet one, and one it recovers from (Log.flush).
 var errNoRoom = errors.New("no room for a new segment")

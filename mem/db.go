@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"sort"
@@ -364,6 +365,9 @@ func (db *DB) dropIndex(t *Table, name string, applyLSN uint64) (uint64, error) 
 // buildIndex builds index ix of schema s from the table's rows. A unique
 // index fails on a duplicate key. The caller holds commits off.
 func (t *Table) buildIndex(s *schema, ix int) (index, error) {
+	if s.indexes[ix].kind == Hash {
+		return t.buildHashIndex(s, ix)
+	}
 	x := newIndex(s.indexes[ix])
 	var key []byte
 	var cands []uint64
@@ -384,4 +388,43 @@ func (t *Table) buildIndex(s *schema, ix int) (index, error) {
 		return true
 	})
 	return x, err
+}
+
+// buildHashIndex builds a hash index in two passes: it hashes every row's
+// key into a list per shard, then fills each shard's slot array, sized
+// once for its entries, while the array sits in cache. Adding the
+// entries one by one instead would grow 256 arrays again and again and
+// miss the cache on almost every entry.
+func (t *Table) buildHashIndex(s *schema, ix int) (*hashIndex, error) {
+	x := newHashIndex()
+	var parts [hashShards][]uint64 // each entry's hash and RID, in turn
+	var key []byte
+	t.heap.each(func(rid uint64, row []byte) bool {
+		key = s.appendRowKey(key[:0], ix, row)
+		h, _ := x.hash(key)
+		p := &parts[h&(hashShards-1)]
+		*p = append(*p, h, rid)
+		return true
+	})
+	var dup func(a, b uint64) error
+	if s.indexes[ix].unique {
+		var ka, kb []byte
+		dup = func(a, b uint64) error {
+			ka = s.appendRowKey(ka[:0], ix, t.heap.readOwned(a))
+			kb = s.appendRowKey(kb[:0], ix, t.heap.readOwned(b))
+			if !bytes.Equal(ka, kb) {
+				return nil
+			}
+			vals, _ := s.decodeKey(ix, ka)
+			return errorf(ErrDuplicate, "table %q index %q: key %v appears more than once", s.def.Name, s.indexes[ix].name, vals)
+		}
+	}
+	for i := range x.shards {
+		if err := x.shards[i].fill(parts[i], dup); err != nil {
+			return nil, err
+		}
+		x.count.Add(int64(len(parts[i]) / 2))
+		parts[i] = nil
+	}
+	return x, nil
 }

@@ -162,6 +162,36 @@ func (sh *hashShard) rehash(old []hslot, n int) []hslot {
 	return slots
 }
 
+// fill fills an empty shard, not yet shared, with entries (a hash and a
+// RID in turn), in an array sized for them at most half full. dup, if
+// set, is called for each pair of entries with equal hashes and may
+// refuse them.
+func (sh *hashShard) fill(entries []uint64, dup func(a, b uint64) error) error {
+	count := len(entries) / 2
+	n := 8
+	for n < 2*count {
+		n *= 2
+	}
+	slots := make([]hslot, n)
+	mask := uint64(n - 1)
+	for e := 0; e < len(entries); e += 2 {
+		h, rid := entries[e], entries[e+1]
+		i := (h >> 8) & mask
+		for ; slots[i].h.Load() != hEmpty; i = (i + 1) & mask {
+			if dup != nil && slots[i].h.Load() == h {
+				if err := dup(slots[i].rid.Load(), rid); err != nil {
+					return err
+				}
+			}
+		}
+		slots[i].h.Store(h)
+		slots[i].rid.Store(rid)
+	}
+	sh.used, sh.tombs = count, 0
+	sh.slots.Store(&slots)
+	return nil
+}
+
 // write runs fn as a writer of the shard.
 func (sh *hashShard) write(fn func() error) error {
 	sh.mu.Lock()

@@ -40,6 +40,7 @@ import (
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/replica"
 )
 
 // Server is one mmdb node.
@@ -49,6 +50,7 @@ type Server struct {
 	db     *mem.DB
 	store  *durability.Store
 	ckpt   *checkpoint.Checkpointer // nil without a data_dir
+	images *checkpoint.Shelf        // the images ImageService serves
 	grpc   *grpc.Server
 	health *health.Server
 	dbs    *dbService
@@ -109,6 +111,9 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	s.grpc = grpc.NewServer(s.serverOptions()...)
 	pb.RegisterDatabaseServiceServer(s.grpc, s.dbs)
 	pb.RegisterAdminServiceServer(s.grpc, &adminService{s: s})
+	s.images = s.newShelf()
+	chunk := min(replica.DefaultChunkBytes, int(cfg.MaxMessageBytes)/2)
+	pb.RegisterImageServiceServer(s.grpc, replica.NewImageServer(s.images, chunk, logger.Named("image")))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -135,9 +140,6 @@ func supported(cfg *conf.Config) error {
 	}
 	if cfg.SyncMode != conf.SyncAsync {
 		later("sync_mode", fmt.Sprintf("sync mode %q", cfg.SyncMode))
-	}
-	if cfg.BootstrapFrom != "" {
-		later("bootstrap_from", "bootstrapping from an image")
 	}
 	if cfg.TLSCertFile != "" || cfg.TLSClientAuth {
 		later("tls_cert_file", "TLS")
@@ -168,7 +170,12 @@ func openStore(cfg *conf.Config, logger hclog.Logger) (*durability.Store, checkp
 		MmapSyncInterval: cfg.MmapSyncInterval, RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
 	}
 	var slots checkpoint.Slots
-	if cfg.DataDir != "" {
+	if cfg.DataDir == "" {
+		opts.Restore = restoreWith(cfg, logger.Named("image"))
+	} else {
+		if err := seed(cfg, logger.Named("image")); err != nil {
+			return nil, slots, err
+		}
 		clog := logger.Named("checkpoint")
 		if slots, err = checkpoint.Inspect(vfs.Default, checkpoint.Dir(cfg.DataDir), clog); err != nil {
 			return nil, slots, fmt.Errorf("server: %w", err)
@@ -314,12 +321,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if n := s.txs.rollbackAll(); n > 0 {
 			s.log.Info("rolled back open transactions at shutdown", "count", n)
 		}
+		err = s.images.Close()
 		if s.ckpt != nil {
 			// A clean shutdown leaves an image of everything, so the next
 			// start replays no log.
 			s.ckpt.Stop()
 			if _, cerr := s.ckpt.Run(context.Background()); cerr != nil {
-				err = fmt.Errorf("server: checkpoint at shutdown: %w", cerr)
+				err = errors.Join(err, fmt.Errorf("server: checkpoint at shutdown: %w", cerr))
 			}
 		}
 		err = errors.Join(err, s.store.Close(), s.unlock())

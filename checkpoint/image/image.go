@@ -105,6 +105,12 @@ func AppendHeader(dst []byte, h Header) []byte {
 	return append(dst, b...)
 }
 
+// ID returns the checksum of h's encoding. With the LSN it names one
+// image: two images at the same LSN differ in their creation time.
+func (h Header) ID() uint32 {
+	return binary.LittleEndian.Uint32(AppendHeader(nil, h)[HeaderSize-4:])
+}
+
 // DecodeHeader decodes an image header.
 func DecodeHeader(b []byte) (Header, error) {
 	if len(b) < HeaderSize {

@@ -9,8 +9,8 @@ import (
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
-// checkpoint asks a node to write a checkpoint image now.
-func checkpoint(args []string, stdout, stderr io.Writer) error {
+// checkpointCmd asks a node to write a checkpoint image now.
+func checkpointCmd(args []string, stdout, stderr io.Writer) error {
 	return adminCall("checkpoint", args, stderr, 10*time.Minute, nil, func(ctx context.Context, addr string, admin pb.AdminServiceClient) error {
 		resp, err := admin.Checkpoint(ctx, &pb.CheckpointRequest{})
 		if err != nil {

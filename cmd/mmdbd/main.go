@@ -1,5 +1,5 @@
 // Command mmdbd is mmdb's one binary: it runs a node (serve) and is the
-// client tool (status, checkpoint, shell, bench).
+// client tool (status, checkpoint, image, shell, bench).
 package main
 
 import (
@@ -15,6 +15,7 @@ commands:
   serve       run a node (mmdbd serve -h lists every configuration flag)
   status      show a node's role, LSNs and tables
   checkpoint  write a checkpoint image on a node now
+  image       fetch a node's image to a file, restore or verify one
   shell       an interactive shell (-c "statements" runs them and exits)
   bench       measure a workload (tatp, kv, ping) in-process or over gRPC
   help        show this text
@@ -40,7 +41,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "status":
 		err = status(rest, stdout, stderr)
 	case "checkpoint":
-		err = checkpoint(rest, stdout, stderr)
+		err = checkpointCmd(rest, stdout, stderr)
+	case "image":
+		err = imageCmd(rest, stdout, stderr)
 	case "shell":
 		err = shell(rest, stdout, stderr)
 	case "bench":

@@ -39,25 +39,44 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// serve runs a node until SIGTERM or SIGINT, then shuts it down gracefully.
-func serve(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("mmdbd serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// configFlags registers -config and a flag for every configuration key
+// on fs; the function it returns loads the configuration once fs is
+// parsed.
+func configFlags(fs *flag.FlagSet) func() (*conf.Config, error) {
 	path := fs.String("config", "", "an HCL configuration `file`; flags and MMDB_* variables override it")
 	flags := conf.RegisterFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := conf.Load(*path, os.Environ(), flags)
-	if err != nil {
-		return err
-	}
-	logger := hclog.New(&hclog.LoggerOptions{
+	return func() (*conf.Config, error) { return conf.Load(*path, os.Environ(), flags) }
+}
+
+// nodeLogger is the logger of a node's configuration.
+func nodeLogger(cfg *conf.Config, stderr io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
 		Name:       "mmdbd",
 		Level:      hclog.LevelFromString(cfg.LogLevel),
 		JSONFormat: cfg.LogFormat == "json",
 		Output:     stderr,
 	})
+}
+
+// serve runs a node until SIGTERM or SIGINT, then shuts it down gracefully.
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mmdbd serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fromImage := fs.String("from-image", "", "start from this image `file` (mmdbd image fetch): loaded on a diskless node, installed as the first checkpoint in a data_dir without a database")
+	load := configFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	if cfg.FromImage = *fromImage; cfg.FromImage != "" {
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+	}
+	logger := nodeLogger(cfg, stderr)
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		return err

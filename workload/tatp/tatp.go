@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 
 	"github.com/mmdb/mmdb/mem"
@@ -124,6 +125,20 @@ func Create(db *mem.DB, p uint64) (*DB, error) {
 		}
 	}
 	return Open(db, p)
+}
+
+// Populated returns a new database without a log holding p subscribers,
+// loaded on all cores (seed 1): what benchmarks of whole databases start
+// from.
+func Populated(p uint64) (*DB, error) {
+	d, err := Create(mem.Open(mem.Options{}), p)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Load(runtime.GOMAXPROCS(0), 1, nil); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // Open returns the handles of existing TATP tables in db.

@@ -48,6 +48,8 @@ func samples() []proto.Message {
 			PrimaryKey: []string{"a"}, PrimaryKind: IndexKind_INDEX_KIND_ORDERED, Indexes: []*Index{{Name: "i", Columns: []string{"a"}, Unique: true}}}},
 		&StatusResponse{Node: "n", LastLsn: 5, Tables: []*TableStatus{{Name: "t", Rows: 1}}, Standbys: []*StandbyStatus{{Name: "s"}}},
 		&ScanResponse{Rows: []*Row{row, row}, More: true, ResumeKey: vals[1:2]},
+		&FetchImageRequest{Lsn: 9, Id: 0xdeadbeef, Offset: 1 << 40},
+		&FetchImageResponse{Image: &ImageInfo{Lsn: 9, Id: 7, Epoch: 2, Bytes: 1 << 30, Rows: 5}, Offset: 64, Data: []byte("chunk"), Crc32C: 0x01020304},
 	}
 }
 

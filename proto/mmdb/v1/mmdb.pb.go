@@ -3426,6 +3426,225 @@ func (x *TableStatus) GetIndexBytes() uint64 {
 	return 0
 }
 
+// FetchImageRequest is the request of FetchImage.
+type FetchImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// To resume a transfer: the image's lsn and id (from ImageInfo) and the
+	// offset to go on from. All zero starts a new transfer.
+	Lsn           uint64 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	Id            uint32 `protobuf:"fixed32,2,opt,name=id,proto3" json:"id,omitempty"`
+	Offset        uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchImageRequest) Reset() {
+	*x = FetchImageRequest{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchImageRequest) ProtoMessage() {}
+
+func (x *FetchImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchImageRequest.ProtoReflect.Descriptor instead.
+func (*FetchImageRequest) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *FetchImageRequest) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *FetchImageRequest) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *FetchImageRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+// ImageInfo describes an image being streamed.
+type ImageInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The image holds exactly the commits at or below this LSN; a node
+	// loading it follows the log from lsn + 1.
+	Lsn uint64 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// Identifies the image among those at the same LSN (the checksum of its
+	// header, which holds its creation time).
+	Id    uint32 `protobuf:"fixed32,2,opt,name=id,proto3" json:"id,omitempty"`
+	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The image's size; the transfer is complete at this offset.
+	Bytes         uint64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Rows          uint64 `protobuf:"varint,5,opt,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageInfo) Reset() {
+	*x = ImageInfo{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageInfo) ProtoMessage() {}
+
+func (x *ImageInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
+func (*ImageInfo) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ImageInfo) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *ImageInfo) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ImageInfo) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ImageInfo) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *ImageInfo) GetRows() uint64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+// FetchImageResponse is one chunk of an image.
+type FetchImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set in the first message of every stream, resumed or not.
+	Image *ImageInfo `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// Where data starts in the image.
+	Offset uint64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data   []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// CRC-32C (Castagnoli) of the image's id, then offset (both little
+	// endian, 4 and 8 bytes), then data: a chunk that arrives damaged, at
+	// the wrong offset or from another image fails it.
+	Crc32C        uint32 `protobuf:"fixed32,4,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchImageResponse) Reset() {
+	*x = FetchImageResponse{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchImageResponse) ProtoMessage() {}
+
+func (x *FetchImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchImageResponse.ProtoReflect.Descriptor instead.
+func (*FetchImageResponse) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *FetchImageResponse) GetImage() *ImageInfo {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *FetchImageResponse) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FetchImageResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *FetchImageResponse) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
+
 var File_mmdb_v1_mmdb_proto protoreflect.FileDescriptor
 
 const file_mmdb_v1_mmdb_proto_rawDesc = "" +
@@ -3660,7 +3879,22 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\n" +
 	"heap_bytes\x18\x04 \x01(\x04R\theapBytes\x12\x1f\n" +
 	"\vindex_bytes\x18\x05 \x01(\x04R\n" +
-	"indexBytes*\xd1\x01\n" +
+	"indexBytes\"M\n" +
+	"\x11FetchImageRequest\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\aR\x02id\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\"m\n" +
+	"\tImageInfo\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\aR\x02id\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\x12\x12\n" +
+	"\x04rows\x18\x05 \x01(\x04R\x04rows\"\x82\x01\n" +
+	"\x12FetchImageResponse\x12(\n" +
+	"\x05image\x18\x01 \x01(\v2\x12.mmdb.v1.ImageInfoR\x05image\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
+	"\x06crc32c\x18\x04 \x01(\aR\x06crc32c*\xd1\x01\n" +
 	"\n" +
 	"ColumnType\x12\x1b\n" +
 	"\x17COLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -3700,7 +3934,10 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\fAdminService\x129\n" +
 	"\x06Status\x12\x16.mmdb.v1.StatusRequest\x1a\x17.mmdb.v1.StatusResponse\x12E\n" +
 	"\n" +
-	"Checkpoint\x12\x1a.mmdb.v1.CheckpointRequest\x1a\x1b.mmdb.v1.CheckpointResponseB+Z)github.com/mmdb/mmdb/proto/mmdb/v1;mmdbv1b\x06proto3"
+	"Checkpoint\x12\x1a.mmdb.v1.CheckpointRequest\x1a\x1b.mmdb.v1.CheckpointResponse2W\n" +
+	"\fImageService\x12G\n" +
+	"\n" +
+	"FetchImage\x12\x1a.mmdb.v1.FetchImageRequest\x1a\x1b.mmdb.v1.FetchImageResponse0\x01B+Z)github.com/mmdb/mmdb/proto/mmdb/v1;mmdbv1b\x06proto3"
 
 var (
 	file_mmdb_v1_mmdb_proto_rawDescOnce sync.Once
@@ -3715,7 +3952,7 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 }
 
 var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
@@ -3765,13 +4002,16 @@ var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(*CheckpointResponse)(nil),    // 45: mmdb.v1.CheckpointResponse
 	(*StandbyStatus)(nil),         // 46: mmdb.v1.StandbyStatus
 	(*TableStatus)(nil),           // 47: mmdb.v1.TableStatus
-	(structpb.NullValue)(0),       // 48: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 50: google.protobuf.Duration
+	(*FetchImageRequest)(nil),     // 48: mmdb.v1.FetchImageRequest
+	(*ImageInfo)(nil),             // 49: mmdb.v1.ImageInfo
+	(*FetchImageResponse)(nil),    // 50: mmdb.v1.FetchImageResponse
+	(structpb.NullValue)(0),       // 51: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 52: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	48, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	49, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	51, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	52, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
 	4,  // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
 	4,  // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
 	0,  // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
@@ -3800,7 +4040,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	4,  // 27: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
 	2,  // 28: mmdb.v1.DeleteRequest.durability:type_name -> mmdb.v1.Durability
 	2,  // 29: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
-	50, // 30: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	53, // 30: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
 	18, // 31: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
 	22, // 32: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
 	23, // 33: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
@@ -3833,45 +4073,48 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	37, // 60: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
 	46, // 61: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
 	47, // 62: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	50, // 63: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	50, // 64: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
-	10, // 65: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	12, // 66: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	14, // 67: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	16, // 68: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	18, // 69: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	20, // 70: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	22, // 71: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	23, // 72: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	24, // 73: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	25, // 74: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	30, // 75: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	34, // 76: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	36, // 77: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	38, // 78: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	42, // 79: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	44, // 80: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	11, // 81: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	13, // 82: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	15, // 83: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	17, // 84: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	19, // 85: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	21, // 86: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	26, // 87: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	27, // 88: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	28, // 89: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	29, // 90: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	31, // 91: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	35, // 92: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	37, // 93: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	40, // 94: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	43, // 95: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	45, // 96: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	81, // [81:97] is the sub-list for method output_type
-	65, // [65:81] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	53, // 63: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	53, // 64: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	49, // 65: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
+	10, // 66: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	12, // 67: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	14, // 68: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	16, // 69: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	18, // 70: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	20, // 71: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	22, // 72: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	23, // 73: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	24, // 74: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	25, // 75: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	30, // 76: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	34, // 77: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	36, // 78: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	38, // 79: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	42, // 80: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	44, // 81: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	48, // 82: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	11, // 83: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	13, // 84: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	15, // 85: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	17, // 86: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	19, // 87: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	21, // 88: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	26, // 89: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	27, // 90: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	28, // 91: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	29, // 92: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	31, // 93: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	35, // 94: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	37, // 95: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	40, // 96: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	43, // 97: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	45, // 98: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	50, // 99: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	83, // [83:100] is the sub-list for method output_type
+	66, // [66:83] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -3922,9 +4165,9 @@ func file_mmdb_v1_mmdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   44,
+			NumMessages:   47,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_mmdb_v1_mmdb_proto_goTypes,
 		DependencyIndexes: file_mmdb_v1_mmdb_proto_depIdxs,

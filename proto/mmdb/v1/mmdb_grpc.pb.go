@@ -826,3 +826,132 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "mmdb/v1/mmdb.proto",
 }
+
+const (
+	ImageService_FetchImage_FullMethodName = "/mmdb.v1.ImageService/FetchImage"
+)
+
+// ImageServiceClient is the client API for ImageService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// ImageService serves the node's database image (SPEC 7): to back it up
+// (mmdbd image fetch) and to bootstrap standbys and diskless nodes. Any
+// primary or standby serves it.
+type ImageServiceClient interface {
+	// FetchImage streams an image: a consistent copy of the database as of
+	// an LSN, in the on-disk image format, in checksummed chunks. The first
+	// message describes the image. A node with a data_dir first writes a
+	// checkpoint (skipped when nothing is new) and streams that image; a
+	// diskless node encodes one in memory. A broken transfer resumes with
+	// the image's lsn and id and the offset it reached; the node keeps an
+	// image it served for five minutes after its last stream ends, and
+	// answers FAILED_PRECONDITION once it no longer has it.
+	FetchImage(ctx context.Context, in *FetchImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchImageResponse], error)
+}
+
+type imageServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewImageServiceClient(cc grpc.ClientConnInterface) ImageServiceClient {
+	return &imageServiceClient{cc}
+}
+
+func (c *imageServiceClient) FetchImage(ctx context.Context, in *FetchImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchImageResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ImageService_ServiceDesc.Streams[0], ImageService_FetchImage_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FetchImageRequest, FetchImageResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ImageService_FetchImageClient = grpc.ServerStreamingClient[FetchImageResponse]
+
+// ImageServiceServer is the server API for ImageService service.
+// All implementations must embed UnimplementedImageServiceServer
+// for forward compatibility.
+//
+// ImageService serves the node's database image (SPEC 7): to back it up
+// (mmdbd image fetch) and to bootstrap standbys and diskless nodes. Any
+// primary or standby serves it.
+type ImageServiceServer interface {
+	// FetchImage streams an image: a consistent copy of the database as of
+	// an LSN, in the on-disk image format, in checksummed chunks. The first
+	// message describes the image. A node with a data_dir first writes a
+	// checkpoint (skipped when nothing is new) and streams that image; a
+	// diskless node encodes one in memory. A broken transfer resumes with
+	// the image's lsn and id and the offset it reached; the node keeps an
+	// image it served for five minutes after its last stream ends, and
+	// answers FAILED_PRECONDITION once it no longer has it.
+	FetchImage(*FetchImageRequest, grpc.ServerStreamingServer[FetchImageResponse]) error
+	mustEmbedUnimplementedImageServiceServer()
+}
+
+// UnimplementedImageServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedImageServiceServer struct{}
+
+func (UnimplementedImageServiceServer) FetchImage(*FetchImageRequest, grpc.ServerStreamingServer[FetchImageResponse]) error {
+	return status.Error(codes.Unimplemented, "method FetchImage not implemented")
+}
+func (UnimplementedImageServiceServer) mustEmbedUnimplementedImageServiceServer() {}
+func (UnimplementedImageServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeImageServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ImageServiceServer will
+// result in compilation errors.
+type UnsafeImageServiceServer interface {
+	mustEmbedUnimplementedImageServiceServer()
+}
+
+func RegisterImageServiceServer(s grpc.ServiceRegistrar, srv ImageServiceServer) {
+	// If the following call panics, it indicates UnimplementedImageServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&ImageService_ServiceDesc, srv)
+}
+
+func _ImageService_FetchImage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FetchImageRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ImageServiceServer).FetchImage(m, &grpc.GenericServerStream[FetchImageRequest, FetchImageResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ImageService_FetchImageServer = grpc.ServerStreamingServer[FetchImageResponse]
+
+// ImageService_ServiceDesc is the grpc.ServiceDesc for ImageService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var ImageService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "mmdb.v1.ImageService",
+	HandlerType: (*ImageServiceServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "FetchImage",
+			Handler:       _ImageService_FetchImage_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "mmdb/v1/mmdb.proto",
+}

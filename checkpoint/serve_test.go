@@ -1,0 +1,230 @@
+package checkpoint_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mmdb/mmdb/checkpoint"
+	"github.com/mmdb/mmdb/checkpoint/image"
+	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/internal/banktest"
+	"github.com/mmdb/mmdb/internal/digest"
+	"github.com/mmdb/mmdb/logging/vfs"
+	"github.com/mmdb/mmdb/mem"
+)
+
+// bankDB returns a no-log database holding a bank after some transfers.
+func bankDB(t *testing.T) *mem.DB {
+	t.Helper()
+	s, err := durability.Open(durability.Options{Level: durability.NoLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	b := banktest.Setup(t, s.DB(), noWait)
+	banktest.Run(s.DB(), b, 0, 2, 200, noWait, nil)
+	return s.DB()
+}
+
+func noWait(uint64) error { return nil }
+
+func mustDigest(t *testing.T, db *mem.DB) digest.Digest {
+	t.Helper()
+	d, err := digest.Of(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// bytesOf reads a served image whole.
+func bytesOf(t *testing.T, img *checkpoint.Served) []byte {
+	t.Helper()
+	b, err := io.ReadAll(io.NewSectionReader(img, 0, img.Size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestEncodeLoad: an image encoded in memory loads into a database equal
+// to the source at the image's LSN, even as the source moves on.
+func TestEncodeLoad(t *testing.T) {
+	db := bankDB(t)
+	want := mustDigest(t, db)
+	img, err := checkpoint.Encode(context.Background(), db, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	banktest.Run(db, banktest.Of(t, db), 1, 2, 50, noWait, nil) // after the image
+	raw := bytesOf(t, img)
+	if int64(len(raw)) != img.Size || img.Header.LSN != want.LSN {
+		t.Fatalf("image of %d bytes at LSN %d; want %d bytes at %d", len(raw), img.Header.LSN, img.Size, want.LSN)
+	}
+	s, err := durability.Open(durability.Options{Level: durability.NoLog, Restore: func(db *mem.DB) (uint64, error) {
+		h, err := checkpoint.LoadFrom(bytes.NewReader(raw), "the test image", int64(len(raw)), db, nil)
+		return h.LSN, err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := mustDigest(t, s.DB()); !got.Equal(want) {
+		t.Fatalf("loaded %s\nwant %s", got, want)
+	}
+	if _, err := checkpoint.LoadFrom(bytes.NewReader(append(raw, 0)), "the test image", int64(len(raw))+1, mem.Open(mem.Options{}), nil); !errors.Is(err, image.ErrCorrupt) {
+		t.Fatalf("an image shorter than its stated size: %v", err)
+	}
+	if _, err := checkpoint.Encode(context.Background(), mem.Open(mem.Options{}), 0); !errors.Is(err, checkpoint.ErrEmpty) {
+		t.Fatalf("an image of an empty database: %v", err)
+	}
+}
+
+// TestShelf: a shelf serves the kept image while nothing is newer,
+// resumes by name while the image is kept, and drops it Keep after its
+// last reader.
+func TestShelf(t *testing.T) {
+	db := bankDB(t)
+	made := 0
+	shelf := checkpoint.NewShelf(checkpoint.ShelfOptions{
+		Source: func(ctx context.Context) (*checkpoint.Served, error) {
+			made++
+			return checkpoint.Encode(ctx, db, 0)
+		},
+		LSN:  db.LastLSN,
+		Keep: 50 * time.Millisecond,
+	})
+	defer func() {
+		if err := shelf.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	ctx := context.Background()
+	a, err := shelf.Get(ctx, checkpoint.ImageID{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := shelf.Get(ctx, checkpoint.ImageID{})
+	if err != nil || b != a || made != 1 {
+		t.Fatalf("a second image with nothing new: same %v, made %d, %v", b == a, made, err)
+	}
+	shelf.Put(b)
+	banktest.Run(db, banktest.Of(t, db), 1, 1, 5, noWait, nil)
+	c, err := shelf.Get(ctx, checkpoint.ImageID{})
+	if err != nil || c == a || made != 2 || c.Header.LSN <= a.Header.LSN {
+		t.Fatalf("an image after new commits: new %v, made %d, %v", c != a, made, err)
+	}
+	shelf.Put(c)
+	r, err := shelf.Get(ctx, a.Name())
+	if err != nil || r != a {
+		t.Fatalf("resume the first image: %v", err)
+	}
+	shelf.Put(r)
+	shelf.Put(a)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := shelf.Get(ctx, a.Name())
+		if errors.Is(err, checkpoint.ErrImageGone) {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("the first image is still kept long after its readers: %v", err)
+		}
+		shelf.Put(a)
+		time.Sleep(200 * time.Millisecond) // longer than Keep, so the image goes
+	}
+	if _, err := shelf.Get(ctx, checkpoint.ImageID{LSN: 1, ID: 2}); !errors.Is(err, checkpoint.ErrImageGone) {
+		t.Fatalf("an image never served: %v", err)
+	}
+}
+
+// TestCurrentOutlivesItsSlot: the image Current opened stays readable,
+// byte for byte, after later checkpoints replace its slot's file.
+func TestCurrentOutlivesItsSlot(t *testing.T) {
+	fs := vfs.NewMemFS()
+	n, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.store.Close()
+	b := banktest.Setup(t, n.store.DB(), n.wait)
+	if _, err := n.ckpt.Current(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
+	img, err := n.ckpt.Current(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Header.LSN != n.store.DB().LastLSN() || img.Header.LSN != n.ckpt.LSN() {
+		t.Fatalf("current image at LSN %d; the database is at %d, the newest image at %d", img.Header.LSN, n.store.DB().LastLSN(), n.ckpt.LSN())
+	}
+	before := bytesOf(t, img)
+	for round := 1; round <= 2; round++ { // both slots rewritten
+		banktest.Run(n.store.DB(), b, round, 1, 20, n.wait, nil)
+		mustCheckpoint(t, n)
+	}
+	if after := bytesOf(t, img); !bytes.Equal(before, after) {
+		t.Fatal("the served image changed when checkpoints replaced its slot")
+	}
+}
+
+// TestInstall: an image installed into an empty checkpoint directory is
+// the one a restart loads; a damaged image, or a directory that already
+// holds images, is refused and leaves nothing behind.
+func TestInstall(t *testing.T) {
+	db := bankDB(t)
+	want := mustDigest(t, db)
+	img, err := checkpoint.Encode(context.Background(), db, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := bytesOf(t, img)
+	fs := vfs.NewMemFS()
+	for name, bad := range map[string][]byte{
+		"a flipped bit":     flip(raw, len(raw)/2),
+		"a truncated image": raw[:len(raw)-1],
+		"trailing bytes":    append(append([]byte{}, raw...), 1),
+		"not an image":      []byte("hello"),
+	} {
+		if _, err := checkpoint.Install(fs, ckptDir, bytes.NewReader(bad)); !errors.Is(err, image.ErrCorrupt) {
+			t.Fatalf("install %s: %v", name, err)
+		}
+		if names, _ := fs.ReadDir(ckptDir); len(names) != 0 {
+			t.Fatalf("install %s left %q", name, names)
+		}
+	}
+	got, err := checkpoint.Install(fs, ckptDir, bytes.NewReader(raw))
+	if err != nil || got.LSN != want.LSN || got.Bytes != int64(len(raw)) {
+		t.Fatalf("install: %+v, %v", got, err)
+	}
+	fs = fs.Crash(nil) // installed means durable
+	n, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := mustDigest(t, n.store.DB()); !d.Equal(want) {
+		t.Fatalf("restart from the installed image: %s\nwant %s", d, want)
+	}
+	if err := n.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checkpoint.Install(fs, ckptDir, bytes.NewReader(raw)); err == nil || !strings.Contains(err.Error(), "already holds images") {
+		t.Fatalf("install over an image: %v", err)
+	}
+}
+
+func flip(b []byte, i int) []byte {
+	c := append([]byte{}, b...)
+	c[i] ^= 1
+	return c
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/schollz/progressbar/v3"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/checkpoint"
+	"github.com/mmdb/mmdb/checkpoint/image"
+	"github.com/mmdb/mmdb/logging/vfs"
+	"github.com/mmdb/mmdb/replica"
+	"github.com/mmdb/mmdb/server"
+)
+
+const imageUsage = `usage: mmdbd image <command> [flags]
+
+commands:
+  fetch    save a node's current image to a file (a backup), with progress;
+           an interrupted fetch resumes where it stopped when run again
+  restore  make an image file the database of an empty data_dir
+  verify   check every checksum of an image file and describe it
+
+Run "mmdbd image <command> -h" for a command's flags.
+`
+
+// imageCmd runs the image commands.
+func imageCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, imageUsage)
+		return errUsage
+	}
+	switch args[0] {
+	case "fetch":
+		return imageFetch(args[1:], stdout, stderr)
+	case "restore":
+		return imageRestore(args[1:], stdout, stderr)
+	case "verify":
+		return imageVerify(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, imageUsage)
+		return errHelp
+	}
+	fmt.Fprintf(stderr, "mmdbd image: unknown command %q\n\n%s", args[0], imageUsage)
+	return errUsage
+}
+
+// imageFetch saves a node's image to a file. The bytes go to FILE.part
+// first; a fetch that finds one resumes it. Only a whole, checked image
+// is renamed to FILE.
+func imageFetch(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mmdbd image fetch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	from := fs.String("from", "127.0.0.1:7700", "the node's `host:port`")
+	out := fs.String("out", "", "the image `file` to write (required)")
+	quiet := fs.Bool("quiet", false, "no progress bar")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "-out is required")
+		return errUsage
+	}
+	if _, err := os.Stat(*out); err == nil {
+		return fmt.Errorf("%s exists; remove it or choose another -out", *out)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	part := *out + ".part"
+	logger := hclog.New(&hclog.LoggerOptions{Name: "mmdbd", Level: hclog.Warn, Output: stderr})
+	start := time.Now()
+	info, resumes, err := fetchPart(ctx, *from, part, *quiet, stderr, logger)
+	if grpcstatus.Code(err) == codes.FailedPrecondition && info.Name != (checkpoint.ImageID{}) {
+		fmt.Fprintf(stderr, "%s no longer has the image %s began (%v); fetching a new one\n", *from, part, err)
+		if err = os.Remove(part); err == nil {
+			info, resumes, err = fetchPart(ctx, *from, part, *quiet, stderr, logger)
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintf(stderr, "interrupted; run the same command again to resume from %s\n", part)
+		}
+		return err
+	}
+	img, err := checkpoint.Verify(vfs.Default, part)
+	if err != nil {
+		return fmt.Errorf("the fetched image is damaged (remove %s and fetch again): %w", part, err)
+	}
+	if err := os.Rename(part, *out); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", part, *out, err)
+	}
+	if err := vfs.Default.SyncDir(filepath.Dir(*out)); err != nil {
+		return fmt.Errorf("sync the directory of %s: %w", *out, err)
+	}
+	d := time.Since(start)
+	_, err = fmt.Fprintf(stdout, "image at LSN %d: %s, %d rows, %d bytes in %s (%.0f MB/s), resumed %d times\n",
+		img.LSN, *out, img.Rows, img.Bytes, d.Round(time.Millisecond), float64(info.Size)/1e6/d.Seconds(), resumes)
+	return err
+}
+
+// fetchPart fetches the image of the node at addr into part, going on
+// from what part holds if it holds the start of an image, and syncs it.
+// It returns the image's description, even with an error once known, and
+// how often the transfer resumed.
+func fetchPart(ctx context.Context, addr, part string, quiet bool, stderr io.Writer, logger hclog.Logger) (replica.ImageInfo, int, error) {
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return replica.ImageInfo{}, 0, fmt.Errorf("open %s: %w", part, err)
+	}
+	opts := replica.FetchOptions{Logger: logger}
+	info := replica.ImageInfo{}
+	if opts.Resume, opts.Offset, err = partial(f); err != nil {
+		return info, 0, errors.Join(err, f.Close())
+	}
+	info.Name = opts.Resume
+	if opts.Offset > 0 {
+		fmt.Fprintf(stderr, "resuming %s at byte %d\n", part, opts.Offset)
+	}
+	resumes := 0
+	err = replica.Fetch(ctx, addr, opts, func(st *replica.ImageStream) error {
+		info = st.Info()
+		defer func() { resumes = st.Resumes() }()
+		var w io.Writer = io.NewOffsetWriter(f, opts.Offset)
+		if !quiet {
+			bar := progressbar.NewOptions64(info.Size,
+				progressbar.OptionSetWriter(stderr),
+				progressbar.OptionSetDescription(fmt.Sprintf("image at LSN %d", info.Name.LSN)),
+				progressbar.OptionShowBytes(true),
+				progressbar.OptionThrottle(200*time.Millisecond),
+				progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }),
+			)
+			if err := bar.Set64(opts.Offset); err != nil {
+				return fmt.Errorf("progress bar: %w", err)
+			}
+			w = io.MultiWriter(w, bar)
+		}
+		if _, err := io.Copy(w, st); err != nil {
+			return fmt.Errorf("write %s: %w", part, err)
+		}
+		return nil
+	})
+	if err == nil {
+		if err = f.Sync(); err != nil {
+			err = fmt.Errorf("sync %s: %w", part, err)
+		}
+	}
+	if cerr := f.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("close %s: %w", part, cerr))
+	}
+	return info, resumes, err
+}
+
+// partial returns the image a partly fetched file holds the start of,
+// and how much of it; nothing (and truncates the file) if it holds less
+// than a whole header.
+func partial(f *os.File) (checkpoint.ImageID, int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return checkpoint.ImageID{}, 0, fmt.Errorf("stat %s: %w", f.Name(), err)
+	}
+	b := make([]byte, image.HeaderSize)
+	if st.Size() >= image.HeaderSize {
+		if _, err := f.ReadAt(b, 0); err != nil {
+			return checkpoint.ImageID{}, 0, fmt.Errorf("read %s: %w", f.Name(), err)
+		}
+		if h, err := image.DecodeHeader(b); err == nil {
+			return checkpoint.ImageID{LSN: h.LSN, ID: h.ID()}, st.Size(), nil
+		}
+	}
+	if err := f.Truncate(0); err != nil {
+		return checkpoint.ImageID{}, 0, fmt.Errorf("truncate %s: %w", f.Name(), err)
+	}
+	return checkpoint.ImageID{}, 0, nil
+}
+
+// imageRestore installs an image file in an empty data dir.
+func imageRestore(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mmdbd image restore", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	in := fs.String("in", "", "the image `file` (required)")
+	load := configFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *in == "" {
+		fmt.Fprintln(stderr, "-in is required")
+		return errUsage
+	}
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	cfg.FromImage = *in
+	img, err := server.Restore(cfg, nodeLogger(cfg, stderr))
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "restored the image at LSN %d (%d rows) into %s; mmdbd serve starts from it\n", img.LSN, img.Rows, img.Path)
+	return err
+}
+
+// imageVerify checks an image file.
+func imageVerify(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mmdbd image verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	in := fs.String("in", "", "the image `file` (required)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *in == "" {
+		fmt.Fprintln(stderr, "-in is required")
+		return errUsage
+	}
+	img, err := checkpoint.Verify(vfs.Default, *in)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s: a whole image at LSN %d, %d rows, %d bytes\n", *in, img.LSN, img.Rows, img.Bytes)
+	return err
+}

@@ -1,0 +1,94 @@
+package replica_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/replica"
+)
+
+// fakeNode is a node that answers every FetchImage with the messages it
+// was given (each a uvarint length and a FetchImageResponse), however
+// wrong, then ends the stream.
+type fakeNode struct{ msgs [][]byte }
+
+func (n *fakeNode) Invoke(context.Context, string, any, any, ...grpc.CallOption) error {
+	return errors.New("not a unary node")
+}
+
+func (n *fakeNode) NewStream(ctx context.Context, _ *grpc.StreamDesc, _ string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
+	return &fakeStream{ctx: ctx, msgs: n.msgs}, nil
+}
+
+type fakeStream struct {
+	ctx  context.Context
+	msgs [][]byte
+}
+
+func (s *fakeStream) Header() (metadata.MD, error) { return nil, nil }
+func (s *fakeStream) Trailer() metadata.MD         { return nil }
+func (s *fakeStream) CloseSend() error             { return nil }
+func (s *fakeStream) Context() context.Context     { return s.ctx }
+func (s *fakeStream) SendMsg(any) error            { return nil }
+func (s *fakeStream) RecvMsg(m any) error {
+	if len(s.msgs) == 0 {
+		return io.EOF
+	}
+	b := s.msgs[0]
+	s.msgs = s.msgs[1:]
+	return proto.Unmarshal(b, m.(proto.Message))
+}
+
+// FuzzImageStream: whatever a node sends, an ImageStream neither panics
+// nor hangs, hands out no more than the image's size, and hands out only
+// chunks that passed their checks.
+func FuzzImageStream(f *testing.F) {
+	data := []byte("an image's bytes")
+	seed := func(ms ...*pb.FetchImageResponse) []byte {
+		var out []byte
+		for _, m := range ms {
+			b, err := proto.Marshal(m)
+			if err != nil {
+				f.Fatal(err)
+			}
+			out = append(binary.AppendUvarint(out, uint64(len(b))), b...)
+		}
+		return out
+	}
+	info := &pb.ImageInfo{Lsn: 3, Id: 9, Bytes: uint64(len(data)), Rows: 1}
+	f.Add(seed(&pb.FetchImageResponse{Image: info, Data: data, Crc32C: replica.ChunkCRC(9, 0, data)}))
+	f.Add(seed(&pb.FetchImageResponse{Image: info, Data: data[:5], Crc32C: replica.ChunkCRC(9, 0, data[:5])},
+		&pb.FetchImageResponse{Offset: 5, Data: data[5:], Crc32C: replica.ChunkCRC(9, 5, data[5:])}))
+	f.Add(seed(&pb.FetchImageResponse{Image: info, Data: data, Crc32C: 1}))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		node := &fakeNode{}
+		for len(in) > 0 {
+			n, k := binary.Uvarint(in)
+			if k <= 0 || n > uint64(len(in)-k) {
+				break
+			}
+			node.msgs = append(node.msgs, in[k:k+int(n)])
+			in = in[k+int(n):]
+		}
+		st, err := replica.OpenImage(context.Background(), node, replica.FetchOptions{Retries: 2, Backoff: 1})
+		if err != nil {
+			return
+		}
+		defer st.Close()
+		got, err := io.ReadAll(st)
+		if int64(len(got)) > st.Info().Size {
+			t.Fatalf("read %d bytes of an image of %d", len(got), st.Info().Size)
+		}
+		if err == nil && int64(len(got)) != st.Info().Size {
+			t.Fatalf("read %d bytes of an image of %d without an error", len(got), st.Info().Size)
+		}
+	})
+}

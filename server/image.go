@@ -1,0 +1,183 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mmdb/mmdb/checkpoint"
+	"github.com/mmdb/mmdb/conf"
+	redolog "github.com/mmdb/mmdb/logging"
+	"github.com/mmdb/mmdb/logging/vfs"
+	"github.com/mmdb/mmdb/mem"
+	"github.com/mmdb/mmdb/replica"
+)
+
+// imageKeep is how long a node keeps an image it served after the last
+// stream reading it ends, for a broken transfer to resume on it.
+const imageKeep = 5 * time.Minute
+
+// progressEvery is how often a node that loads an image over the network
+// logs how far it is.
+const progressEvery = 2 * time.Second
+
+// newShelf returns the shelf of images the node serves: the newest
+// checkpoint image (written first if anything is new) on a node with a
+// data dir, an image encoded in memory on a diskless one.
+func (s *Server) newShelf() *checkpoint.Shelf {
+	source := func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, s.db, 0) }
+	if s.ckpt != nil {
+		source = s.ckpt.Current
+	}
+	return checkpoint.NewShelf(checkpoint.ShelfOptions{
+		Source: source, LSN: s.db.LastLSN, Keep: imageKeep, Logger: s.log.Named("image"),
+	})
+}
+
+// bootstrap loads the image of the node at addr into db, an empty
+// database, while it arrives, and returns its LSN: how a diskless node
+// starts (bootstrap_from).
+func bootstrap(addr string, db *mem.DB, logger hclog.Logger) (uint64, error) {
+	var lsn uint64
+	start := time.Now()
+	err := replica.Fetch(context.Background(), addr, replica.FetchOptions{Logger: logger}, func(st *replica.ImageStream) error {
+		logger.Info("loading the image of another node", "from", addr, "lsn", st.Info().Name.LSN, "bytes", st.Info().Size, "rows", st.Info().Rows)
+		h, err := checkpoint.LoadFrom(bufio.NewReaderSize(st, 1<<20), addr, st.Info().Size, db, logger)
+		if err != nil {
+			return err
+		}
+		lsn = h.LSN
+		d := time.Since(start)
+		logger.Info("bootstrapped from another node's image", "from", addr, "lsn", lsn, "bytes", st.Info().Size,
+			"resumes", st.Resumes(), "duration", d, "mb-per-s", fmt.Sprintf("%.0f", float64(st.Info().Size)/1e6/d.Seconds()))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("server: bootstrap_from %s: %w", addr, err)
+	}
+	return lsn, nil
+}
+
+// seed gives a data dir that holds no database its first image: the
+// -from-image file, or the image of the bootstrap_from node. A data dir
+// that holds a database keeps it: bootstrap_from is for the first start,
+// and -from-image refuses to replace a database.
+func seed(cfg *conf.Config, logger hclog.Logger) error {
+	if cfg.FromImage == "" && cfg.BootstrapFrom == "" {
+		return nil
+	}
+	empty, err := noDatabase(cfg)
+	switch {
+	case err != nil:
+		return err
+	case !empty && cfg.FromImage != "":
+		return fmt.Errorf("server: -from-image %s: data_dir %s already holds a database (checkpoint images or log); a node starts from an image only in a data_dir without one", cfg.FromImage, cfg.DataDir)
+	case !empty:
+		logger.Info("data_dir holds a database; bootstrap_from is only for a first start", "data-dir", cfg.DataDir, "bootstrap-from", cfg.BootstrapFrom)
+		return nil
+	case cfg.FromImage != "":
+		_, err := installFile(cfg, logger)
+		return err
+	}
+	return replica.Fetch(context.Background(), cfg.BootstrapFrom, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery}, func(st *replica.ImageStream) error {
+		img, err := checkpoint.Install(vfs.Default, checkpoint.Dir(cfg.DataDir), bufio.NewReaderSize(st, 1<<20))
+		if err == nil {
+			logger.Info("installed another node's image as the first checkpoint", "from", cfg.BootstrapFrom, "lsn", img.LSN, "file", img.Path,
+				"bytes", img.Bytes, "rows", img.Rows, "resumes", st.Resumes())
+		}
+		return err
+	})
+}
+
+// noDatabase reports whether cfg's data dir holds neither checkpoint
+// images nor log.
+func noDatabase(cfg *conf.Config) (bool, error) {
+	names, err := os.ReadDir(checkpoint.Dir(cfg.DataDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("server: list %s: %w", checkpoint.Dir(cfg.DataDir), err)
+	}
+	if len(names) > 0 {
+		return false, nil
+	}
+	logged, err := redolog.HasSegments(vfs.Default, cfg.LogDirs())
+	if err != nil {
+		return false, fmt.Errorf("server: %w", err)
+	}
+	return !logged, nil
+}
+
+// installFile installs cfg.FromImage as the first image of cfg's data dir.
+func installFile(cfg *conf.Config, logger hclog.Logger) (checkpoint.Image, error) {
+	f, err := os.Open(cfg.FromImage)
+	if err != nil {
+		return checkpoint.Image{}, fmt.Errorf("server: %w", err)
+	}
+	img, err := checkpoint.Install(vfs.Default, checkpoint.Dir(cfg.DataDir), bufio.NewReaderSize(f, 1<<20))
+	if cerr := f.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("server: close %s: %w", cfg.FromImage, cerr))
+	}
+	if err != nil {
+		return checkpoint.Image{}, fmt.Errorf("server: -from-image %s: %w", cfg.FromImage, err)
+	}
+	logger.Info("installed an image as the first checkpoint", "image", cfg.FromImage, "lsn", img.LSN, "file", img.Path, "bytes", img.Bytes, "rows", img.Rows)
+	return img, nil
+}
+
+// Restore makes the image file cfg.FromImage the database of cfg's data
+// dir, which must hold none, without starting the node (mmdbd image
+// restore): the next start loads it.
+func Restore(cfg *conf.Config, logger hclog.Logger) (checkpoint.Image, error) {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	if cfg.DataDir == "" {
+		return checkpoint.Image{}, errors.New("server: restore needs a data_dir (a diskless node starts from an image with serve -from-image)")
+	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return checkpoint.Image{}, err
+	}
+	img, err := func() (checkpoint.Image, error) {
+		empty, err := noDatabase(cfg)
+		if err == nil && !empty {
+			err = fmt.Errorf("server: data_dir %s already holds a database (checkpoint images or log); restore into a data_dir without one", cfg.DataDir)
+		}
+		if err != nil {
+			return checkpoint.Image{}, err
+		}
+		return installFile(cfg, logger)
+	}()
+	if cerr := lock.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("server: unlock data_dir: %w", cerr))
+	}
+	return img, err
+}
+
+// loadFile loads cfg.FromImage into db on a diskless node.
+func loadFile(path string, logger hclog.Logger) func(db *mem.DB) (uint64, error) {
+	return func(db *mem.DB) (uint64, error) {
+		lsn, err := checkpoint.Load(vfs.Default, path, db, logger)
+		if err != nil {
+			return 0, fmt.Errorf("server: -from-image: %w", err)
+		}
+		return lsn, nil
+	}
+}
+
+// restoreWith returns how a node without a data dir fills its empty
+// database before serving: from -from-image or bootstrap_from, or not
+// at all.
+func restoreWith(cfg *conf.Config, logger hclog.Logger) func(db *mem.DB) (uint64, error) {
+	switch {
+	case cfg.FromImage != "":
+		return loadFile(cfg.FromImage, logger)
+	case cfg.BootstrapFrom != "":
+		return func(db *mem.DB) (uint64, error) { return bootstrap(cfg.BootstrapFrom, db, logger) }
+	}
+	return nil
+}
