@@ -30,6 +30,16 @@
 // warning, and when images exist but none is valid the node refuses to
 // start (ErrNoImage). Load fills the engine from it, on all cores; the
 // durability package then replays the log after its LSN.
+//
+// # Serving images
+//
+// A Shelf holds the images a node streams to others (package replica):
+// on a node with a data dir the newest slot's file, opened after a
+// checkpoint brings it up to date (Current); on a diskless node an image
+// encoded in memory from a snapshot (Encode). It keeps each for a while
+// after its last reader, so a broken transfer resumes on the same bytes.
+// Install makes a received image the first checkpoint of an empty data
+// dir; LoadFrom loads one straight from a stream.
 package checkpoint
 
 import (

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,9 +40,6 @@ type Served struct {
 	Rows   uint64
 	r      io.ReaderAt
 	close  func() error
-
-	refs  int         // streams reading it; guarded by Shelf.mu
-	timer *time.Timer // drops it once unused for Shelf's keep
 }
 
 // Name returns the image's ImageID.
@@ -58,23 +56,43 @@ type ShelfOptions struct {
 	// LSN, if set, returns the database's last LSN: while a kept image
 	// has it, nothing is newer and Get serves that image without Source.
 	LSN func() uint64
+	// Fresh is how long after it was made an image is served to new
+	// transfers even if the database has moved on since: any image is
+	// consistent, and a node that follows the log goes on from its LSN.
+	// It bounds how often a busy node makes images for fetches.
+	Fresh time.Duration
 	// Keep is how long an image stays after its last stream ends, for a
 	// broken transfer to resume on the same bytes.
 	Keep   time.Duration
 	Logger hclog.Logger
 }
 
+// maxIdle bounds the images a shelf keeps that no stream reads: making a
+// new one drops the oldest idle ones beyond it.
+const maxIdle = 2
+
 // Shelf keeps the images a node is serving. A transfer that breaks
 // resumes with the image's name, and gets the very bytes it was reading
 // as long as the image is kept: while a stream reads it, and for Keep
-// after the last one ends. A kept image costs its size in memory (a
-// node without a data dir) or on disk (a slot file a newer checkpoint
-// replaced stays open).
+// after the last one ends, unless newer idle images push it out
+// (maxIdle). A kept image costs its size in memory (a node without a
+// data dir) or on disk (a slot file a newer checkpoint replaced stays
+// open). Images are made one at a time.
 type Shelf struct {
 	opts   ShelfOptions
+	making sync.Mutex // held while Source runs
 	mu     sync.Mutex
-	images map[ImageID]*Served
+	images map[ImageID]*shelved
 	closed bool
+}
+
+// shelved is a kept image and its bookkeeping, guarded by Shelf.mu.
+type shelved struct {
+	img   *Served
+	made  time.Time
+	refs  int         // streams reading it
+	timer *time.Timer // drops it once unused for Keep
+	gen   uint64      // counts the timers set, so a stale one does nothing
 }
 
 // NewShelf returns an empty Shelf.
@@ -82,23 +100,25 @@ func NewShelf(opts ShelfOptions) *Shelf {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	return &Shelf{opts: opts, images: map[ImageID]*Served{}}
+	return &Shelf{opts: opts, images: map[ImageID]*shelved{}}
 }
 
 // Get returns the image named id, or, when id is zero, a current image:
-// a kept one if nothing was committed since it, else a new one from
-// Source. The caller Puts it back when its stream ends.
+// a kept one if nothing was committed since it or it is Fresh, else a
+// new one from Source. The caller Puts it back when its stream ends.
 func (s *Shelf) Get(ctx context.Context, id ImageID) (*Served, error) {
 	if id != (ImageID{}) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		img, ok := s.images[id]
+		e, ok := s.images[id]
 		if !ok || s.closed {
 			return nil, fmt.Errorf("%w: image %d/%08x (a newer one may be fetched from the start)", ErrImageGone, id.LSN, id.ID)
 		}
-		s.hold(img)
-		return img, nil
+		s.hold(e)
+		return e.img, nil
 	}
+	s.making.Lock()
+	defer s.making.Unlock()
 	if img := s.current(); img != nil {
 		return img, nil
 	}
@@ -111,41 +131,74 @@ func (s *Shelf) Get(ctx context.Context, id ImageID) (*Served, error) {
 	if s.closed {
 		return nil, errors.Join(errors.New("checkpoint: the node is shutting down"), img.close())
 	}
-	if have, ok := s.images[img.Name()]; ok {
+	e, ok := s.images[img.Name()]
+	if ok {
 		// The same image, opened twice: serve the kept one.
 		if err := img.close(); err != nil {
 			return nil, fmt.Errorf("checkpoint: close image %d: %w", img.Header.LSN, err)
 		}
-		img = have
+	} else {
+		e = &shelved{img: img, made: time.Now()}
+		s.images[img.Name()] = e
 	}
-	s.images[img.Name()] = img
-	s.hold(img)
-	return img, nil
+	s.hold(e)
+	s.trim()
+	return e.img, nil
 }
 
-// current returns, held, a kept image at the database's last LSN.
+// current returns, held, the newest kept image if it is at the
+// database's last LSN or still fresh.
 func (s *Shelf) current() *Served {
-	if s.opts.LSN == nil {
-		return nil
-	}
-	lsn := s.opts.LSN()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, img := range s.images {
-		if img.Header.LSN == lsn && !s.closed {
-			s.hold(img)
-			return img
+	var newest *shelved
+	for _, e := range s.images {
+		if newest == nil || e.img.Header.LSN > newest.img.Header.LSN {
+			newest = e
 		}
+	}
+	if newest == nil || s.closed {
+		return nil
+	}
+	if time.Since(newest.made) < s.opts.Fresh || (s.opts.LSN != nil && newest.img.Header.LSN == s.opts.LSN()) {
+		s.hold(newest)
+		return newest.img
 	}
 	return nil
 }
 
-// hold counts a stream reading img; s.mu is held.
-func (s *Shelf) hold(img *Served) {
-	img.refs++
-	if img.timer != nil {
-		img.timer.Stop()
-		img.timer = nil
+// trim drops the oldest idle images beyond maxIdle; s.mu is held.
+func (s *Shelf) trim() {
+	var idle []*shelved
+	for _, e := range s.images {
+		if e.refs == 0 {
+			idle = append(idle, e)
+		}
+	}
+	slices.SortFunc(idle, func(a, b *shelved) int { return a.made.Compare(b.made) })
+	for len(idle) > maxIdle {
+		s.drop(idle[0])
+		idle = idle[1:]
+	}
+}
+
+// drop closes an idle image and forgets it; s.mu is held.
+func (s *Shelf) drop(e *shelved) {
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	delete(s.images, e.img.Name())
+	if err := e.img.close(); err != nil {
+		s.opts.Logger.Warn("could not close a served image", "lsn", e.img.Header.LSN, "error", err)
+	}
+}
+
+// hold counts a stream reading e; s.mu is held.
+func (s *Shelf) hold(e *shelved) {
+	e.refs++
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
 	}
 }
 
@@ -154,24 +207,27 @@ func (s *Shelf) hold(img *Served) {
 func (s *Shelf) Put(img *Served) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	img.refs--
-	if img.refs == 0 && !s.closed {
-		img.timer = time.AfterFunc(s.opts.Keep, func() { s.expire(img) })
+	e, ok := s.images[img.Name()]
+	if !ok || e.img != img {
+		return // dropped at Close
+	}
+	e.refs--
+	if e.refs == 0 && !s.closed {
+		e.gen++
+		gen := e.gen
+		e.timer = time.AfterFunc(s.opts.Keep, func() { s.expire(e, gen) })
 	}
 }
 
-// expire drops img if no stream took it up again.
-func (s *Shelf) expire(img *Served) {
+// expire drops e if the timer that fired is its latest and no stream
+// took the image up again since it was set.
+func (s *Shelf) expire(e *shelved, gen uint64) {
 	s.mu.Lock()
-	if img.refs > 0 || s.images[img.Name()] != img || s.closed {
-		s.mu.Unlock()
+	defer s.mu.Unlock()
+	if e.gen != gen || e.refs > 0 || s.closed || s.images[e.img.Name()] != e {
 		return
 	}
-	delete(s.images, img.Name())
-	s.mu.Unlock()
-	if err := img.close(); err != nil {
-		s.opts.Logger.Warn("could not close a served image", "lsn", img.Header.LSN, "error", err)
-	}
+	s.drop(e)
 }
 
 // Close drops every image. Call it once no stream reads any.
@@ -180,11 +236,11 @@ func (s *Shelf) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	var errs []error
-	for name, img := range s.images {
-		if img.timer != nil {
-			img.timer.Stop()
+	for name, e := range s.images {
+		if e.timer != nil {
+			e.timer.Stop()
 		}
-		if err := img.close(); err != nil {
+		if err := e.img.close(); err != nil {
 			errs = append(errs, fmt.Errorf("checkpoint: close image %d: %w", name.LSN, err))
 		}
 		delete(s.images, name)

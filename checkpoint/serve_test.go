@@ -147,6 +147,51 @@ func TestShelf(t *testing.T) {
 	}
 }
 
+// TestShelfBounds: a fresh image is served though commits went on, and
+// making an image drops all but the two newest idle ones.
+func TestShelfBounds(t *testing.T) {
+	db := bankDB(t)
+	fresh := time.Hour
+	shelf := checkpoint.NewShelf(checkpoint.ShelfOptions{
+		Source: func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, db, 0) },
+		LSN:    db.LastLSN, Fresh: fresh, Keep: time.Hour,
+	})
+	defer shelf.Close()
+	ctx := context.Background()
+	get := func() *checkpoint.Served {
+		img, err := shelf.Get(ctx, checkpoint.ImageID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		shelf.Put(img)
+		return img
+	}
+	first := get()
+	banktest.Run(db, banktest.Of(t, db), 1, 1, 5, noWait, nil)
+	if again := get(); again != first {
+		t.Fatal("a fresh image was not served again after new commits")
+	}
+	shelf = checkpoint.NewShelf(checkpoint.ShelfOptions{
+		Source: func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, db, 0) },
+		LSN:    db.LastLSN, Keep: time.Hour,
+	})
+	defer shelf.Close()
+	var made []*checkpoint.Served
+	for round := 2; round < 6; round++ {
+		banktest.Run(db, banktest.Of(t, db), round, 1, 5, noWait, nil)
+		made = append(made, get())
+	}
+	for i, img := range made {
+		_, err := shelf.Get(ctx, img.Name())
+		if kept := err == nil; kept != (i >= len(made)-3) { // two idle, and the newest, held when made
+			t.Fatalf("image %d of %d: kept %v (%v)", i+1, len(made), kept, err)
+		}
+		if err == nil {
+			shelf.Put(img)
+		}
+	}
+}
+
 // TestCurrentOutlivesItsSlot: the image Current opened stays readable,
 // byte for byte, after later checkpoints replace its slot's file.
 func TestCurrentOutlivesItsSlot(t *testing.T) {

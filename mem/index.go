@@ -173,19 +173,23 @@ func (sh *hashShard) fill(entries []uint64, dup func(a, b uint64) error) error {
 		n *= 2
 	}
 	slots := make([]hslot, n)
+	// No reader sees the array before slots.Store publishes it, so the
+	// entries go in with plain stores, which the CPU overlaps; an atomic
+	// store waits for its cache line, a miss each in an array larger
+	// than the cache.
+	plain := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(slots))), 2*n)
 	mask := uint64(n - 1)
 	for e := 0; e < len(entries); e += 2 {
 		h, rid := entries[e], entries[e+1]
 		i := (h >> 8) & mask
-		for ; slots[i].h.Load() != hEmpty; i = (i + 1) & mask {
-			if dup != nil && slots[i].h.Load() == h {
-				if err := dup(slots[i].rid.Load(), rid); err != nil {
+		for ; plain[2*i] != hEmpty; i = (i + 1) & mask {
+			if dup != nil && plain[2*i] == h {
+				if err := dup(plain[2*i+1], rid); err != nil {
 					return err
 				}
 			}
 		}
-		slots[i].h.Store(h)
-		slots[i].rid.Store(rid)
+		plain[2*i], plain[2*i+1] = h, rid
 	}
 	sh.used, sh.tombs = count, 0
 	sh.slots.Store(&slots)

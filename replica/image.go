@@ -28,11 +28,14 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/checkpoint"
+	"github.com/mmdb/mmdb/checkpoint/image"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -109,7 +112,8 @@ func (s *ImageServer) FetchImage(req *pb.FetchImageRequest, stream grpc.ServerSt
 			return status.Errorf(codes.Internal, "read image %d at offset %d: %v", name.LSN, off, err)
 		}
 		msg.Offset, msg.Data, msg.Crc32C = off, buf[:n], ChunkCRC(name.ID, off, buf[:n])
-		// Send has encoded msg when it returns, so buf is free again.
+		// buf is reused for the next chunk: mmdb's codec has copied it
+		// into the encoded message by the time Send returns.
 		if err := stream.Send(msg); err != nil {
 			return err
 		}
@@ -121,12 +125,24 @@ func (s *ImageServer) FetchImage(req *pb.FetchImageRequest, stream grpc.ServerSt
 	}
 }
 
+// Keepalive pings between peers: a node's gRPC server must allow pings
+// this often (keepalive.EnforcementPolicy).
+const (
+	KeepaliveTime    = 10 * time.Second
+	KeepaliveTimeout = 10 * time.Second
+)
+
 // Dial connects to a peer node: flow-control windows as every mmdb
 // connection has them, and room for a whole image chunk in a message.
 func Dial(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	opts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(pb.WindowBytes), grpc.WithInitialConnWindowSize(pb.ConnWindowBytes),
+		// A link that silently stops carrying anything is found within
+		// KeepaliveTime plus KeepaliveTimeout, not after the kernel's
+		// two hours; a broken one is dialled again soon.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second}}),
 	}, opts...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
@@ -170,11 +186,12 @@ type FetchOptions struct {
 	// broken off earlier, whose first Offset bytes the caller holds.
 	Resume checkpoint.ImageID
 	Offset int64
-	// Retries bounds the attempts in a row that get no data before the
-	// stream gives up (default 10); Backoff is the first pause between
-	// them (default 100 ms), doubled each time up to 5 s.
-	Retries int
-	Backoff time.Duration
+	// Patience is how long the stream goes on trying, after the last
+	// chunk it received, before it gives up (default 1 min); Backoff is
+	// the first pause between attempts (default 100 ms), doubled each
+	// time up to 2 s.
+	Patience time.Duration
+	Backoff  time.Duration
 	// ProgressEvery, if set, is how often Read logs how far the transfer
 	// is.
 	ProgressEvery time.Duration
@@ -208,8 +225,8 @@ func (r retryable) Unwrap() error { return r.error }
 // OpenImage starts fetching an image over cc and waits for its
 // description.
 func OpenImage(ctx context.Context, cc grpc.ClientConnInterface, opts FetchOptions) (*ImageStream, error) {
-	if opts.Retries <= 0 {
-		opts.Retries = 10
+	if opts.Patience <= 0 {
+		opts.Patience = time.Minute
 	}
 	if opts.Backoff <= 0 {
 		opts.Backoff = 100 * time.Millisecond
@@ -264,16 +281,17 @@ func (s *ImageStream) Read(p []byte) (int, error) {
 func (s *ImageStream) Close() { s.cancel() }
 
 // next receives the next chunk into pending, opening a stream (again)
-// as needed; it gives up after Retries attempts in a row without one.
+// as needed; it gives up after Patience without one.
 func (s *ImageStream) next() error {
 	backoff := s.opts.Backoff
-	for failures := 0; ; failures++ {
+	start := time.Now()
+	for {
 		err := s.receive()
 		if err == nil {
 			return nil
 		}
 		s.endStream()
-		if !errors.As(err, new(retryable)) || failures >= s.opts.Retries || s.ctx.Err() != nil {
+		if !errors.As(err, new(retryable)) || time.Since(start)+backoff > s.opts.Patience || s.ctx.Err() != nil {
 			return fmt.Errorf("replica: fetch image at offset %d: %w", s.recv, err)
 		}
 		s.opts.Logger.Warn("the image transfer broke; resuming", "offset", s.recv, "bytes", s.info.Size, "pause", backoff, "error", err)
@@ -282,7 +300,7 @@ func (s *ImageStream) next() error {
 		case <-s.ctx.Done():
 			return fmt.Errorf("replica: fetch image at offset %d: %w", s.recv, s.ctx.Err())
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, 2*time.Second)
 		s.resumes++
 	}
 }
@@ -320,6 +338,17 @@ func (s *ImageStream) receive() error {
 		return retryable{fmt.Errorf("the node sent %d bytes at offset %d, past the image's end at %d", len(data), s.recv, s.info.Size)}
 	case msg.GetCrc32C() != ChunkCRC(s.info.Name.ID, msg.GetOffset(), data):
 		return retryable{fmt.Errorf("the chunk at offset %d failed its checksum", s.recv)}
+	case s.recv == 0 && len(data) >= image.HeaderSize:
+		// The description is not checksummed, but the image's header is:
+		// they must agree.
+		h, err := image.DecodeHeader(data)
+		if err == nil && (h.LSN != s.info.Name.LSN || h.ID() != s.info.Name.ID || h.Epoch != s.info.Epoch) {
+			err = fmt.Errorf("image %d/%08x epoch %d, described as %d/%08x epoch %d", h.LSN, h.ID(), h.Epoch, s.info.Name.LSN, s.info.Name.ID, s.info.Epoch)
+		}
+		if err != nil {
+			s.info, s.known = ImageInfo{Name: s.opts.Resume}, false // ask afresh
+			return retryable{fmt.Errorf("the image's header does not match its description: %w", err)}
+		}
 	}
 	s.pending = data
 	s.recv += int64(len(data))

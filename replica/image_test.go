@@ -255,7 +255,7 @@ func TestBadFetchRequests(t *testing.T) {
 	if status.Code(err) != codes.OutOfRange {
 		t.Errorf("an offset past the end: %v", err)
 	}
-	_, _, err = fetch(t, servertest.DeadAddr(t), replica.FetchOptions{Retries: 2})
+	_, _, err = fetch(t, servertest.DeadAddr(t), replica.FetchOptions{Patience: 300 * time.Millisecond})
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("a node that is not there: %v", err)
 	}

@@ -19,8 +19,13 @@ import (
 )
 
 // imageKeep is how long a node keeps an image it served after the last
-// stream reading it ends, for a broken transfer to resume on it.
-const imageKeep = 5 * time.Minute
+// stream reading it ends, for a broken transfer to resume on it;
+// imageFresh how long it serves an image to new transfers while commits
+// go on, rather than make a new one for each.
+const (
+	imageKeep  = 5 * time.Minute
+	imageFresh = 30 * time.Second
+)
 
 // progressEvery is how often a node that loads an image over the network
 // logs how far it is.
@@ -35,7 +40,7 @@ func (s *Server) newShelf() *checkpoint.Shelf {
 		source = s.ckpt.Current
 	}
 	return checkpoint.NewShelf(checkpoint.ShelfOptions{
-		Source: source, LSN: s.db.LastLSN, Keep: imageKeep, Logger: s.log.Named("image"),
+		Source: source, LSN: s.db.LastLSN, Fresh: imageFresh, Keep: imageKeep, Logger: s.log.Named("image"),
 	})
 }
 
@@ -94,14 +99,18 @@ func seed(cfg *conf.Config, logger hclog.Logger) error {
 	})
 }
 
-// noDatabase reports whether cfg's data dir holds neither checkpoint
-// images nor log.
+// noDatabase reports whether cfg's data dir holds neither a checkpoint
+// image nor log, as a start would see it: a temporary file left by a
+// crash is no image (Inspect removes it), damaged images are a database
+// (the start refuses it, saying why).
 func noDatabase(cfg *conf.Config) (bool, error) {
-	names, err := os.ReadDir(checkpoint.Dir(cfg.DataDir))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("server: list %s: %w", checkpoint.Dir(cfg.DataDir), err)
-	}
-	if len(names) > 0 {
+	slots, err := checkpoint.Inspect(vfs.Default, checkpoint.Dir(cfg.DataDir), nil)
+	switch {
+	case errors.Is(err, checkpoint.ErrNoImage):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("server: %w", err)
+	case slots.Newest.LSN != 0:
 		return false, nil
 	}
 	logged, err := redolog.HasSegments(vfs.Default, cfg.LogDirs())

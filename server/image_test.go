@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/digest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -88,6 +89,14 @@ func TestBootstrapIntoDataDir(t *testing.T) {
 	src.withAccounts(200)
 	want := src.digest()
 	dir := t.TempDir()
+	// A first bootstrap that crashed while installing left its temporary
+	// file: still no database, so the node bootstraps.
+	if err := os.MkdirAll(checkpoint.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(checkpoint.Dir(dir), "image-a.mmdb.tmp"), []byte("half an image"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	from := src.addr
 	edit := func(c *conf.Config) { c.DataDir, c.BootstrapFrom = dir, from }
 	n := startNode(t, edit)

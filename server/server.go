@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -260,6 +261,8 @@ func (s *Server) serverOptions() []grpc.ServerOption {
 		grpc.NumStreamWorkers(uint32(max(streamWorkers, 4*runtime.GOMAXPROCS(0)))),
 		grpc.InitialWindowSize(pb.WindowBytes),
 		grpc.InitialConnWindowSize(pb.ConnWindowBytes),
+		// Peers ping to find dead links (replica.Dial).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: replica.KeepaliveTime / 2, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxMessageBytes)),
 		grpc.MaxSendMsgSize(int(s.cfg.MaxMessageBytes)),
 		grpc.ChainUnaryInterceptor(unary...),

@@ -126,14 +126,22 @@ func (p *Proxy) accept() {
 		go func() {
 			defer p.wg.Done()
 			_, _ = io.Copy(s, c) // ends when either side closes
-			l.close()
+			p.forget(l)
 		}()
 		go func() {
 			defer p.wg.Done()
 			p.forwardDown(l)
-			l.close()
+			p.forget(l)
 		}()
 	}
+}
+
+// forget closes a link that ended and drops it.
+func (p *Proxy) forget(l *link) {
+	l.close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.links, l)
 }
 
 // forwardDown copies the target's bytes to the client, applying faults.

@@ -843,10 +843,12 @@ type ImageServiceClient interface {
 	// an LSN, in the on-disk image format, in checksummed chunks. The first
 	// message describes the image. A node with a data_dir first writes a
 	// checkpoint (skipped when nothing is new) and streams that image; a
-	// diskless node encodes one in memory. A broken transfer resumes with
-	// the image's lsn and id and the offset it reached; the node keeps an
-	// image it served for five minutes after its last stream ends, and
-	// answers FAILED_PRECONDITION once it no longer has it.
+	// diskless node encodes one in memory. An image made in the last 30 s
+	// is served again rather than a new one made. A broken transfer
+	// resumes with the image's lsn and id and the offset it reached; the
+	// node keeps an image it served for five minutes after its last stream
+	// ends, and answers FAILED_PRECONDITION once it no longer has it, or
+	// when nothing has been committed yet (there is no image).
 	FetchImage(ctx context.Context, in *FetchImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchImageResponse], error)
 }
 
@@ -889,10 +891,12 @@ type ImageServiceServer interface {
 	// an LSN, in the on-disk image format, in checksummed chunks. The first
 	// message describes the image. A node with a data_dir first writes a
 	// checkpoint (skipped when nothing is new) and streams that image; a
-	// diskless node encodes one in memory. A broken transfer resumes with
-	// the image's lsn and id and the offset it reached; the node keeps an
-	// image it served for five minutes after its last stream ends, and
-	// answers FAILED_PRECONDITION once it no longer has it.
+	// diskless node encodes one in memory. An image made in the last 30 s
+	// is served again rather than a new one made. A broken transfer
+	// resumes with the image's lsn and id and the offset it reached; the
+	// node keeps an image it served for five minutes after its last stream
+	// ends, and answers FAILED_PRECONDITION once it no longer has it, or
+	// when nothing has been committed yet (there is no image).
 	FetchImage(*FetchImageRequest, grpc.ServerStreamingServer[FetchImageResponse]) error
 	mustEmbedUnimplementedImageServiceServer()
 }
