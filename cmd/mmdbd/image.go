@@ -82,6 +82,11 @@ func imageFetch(args []string, stdout, stderr io.Writer) error {
 	start := time.Now()
 	info, resumes, err := fetchPart(ctx, *from, part, *quiet, stderr, logger)
 	if grpcstatus.Code(err) == codes.FailedPrecondition && info.Name != (checkpoint.ImageID{}) {
+		if _, verr := checkpoint.Verify(vfs.Default, part); verr == nil {
+			err = nil // the part was whole already
+		}
+	}
+	if grpcstatus.Code(err) == codes.FailedPrecondition && info.Name != (checkpoint.ImageID{}) {
 		fmt.Fprintf(stderr, "%s no longer has the image %s began (%v); fetching a new one\n", *from, part, err)
 		if err = os.Remove(part); err == nil {
 			info, resumes, err = fetchPart(ctx, *from, part, *quiet, stderr, logger)
