@@ -167,10 +167,32 @@ func (c *Checkpointer) Run(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
-// write writes the snapshot into res.Image's slot: a temporary file,
-// synced, renamed into place, the directory synced.
+// write writes the snapshot into res.Image's slot (writeSlot), once the
+// log holds its commits durably.
 func (c *Checkpointer) write(ctx context.Context, sn *mem.Snapshot, res *Result) error {
-	fs, dir, path := c.opts.FS, c.opts.Dir, res.Image.Path
+	fill := func(f vfs.File) error { return c.fill(ctx, f, sn, res) }
+	var ready func() error
+	if c.log != nil {
+		// The image may hold commits the log has not made durable yet.
+		// It becomes an image only once they are: else a crash could
+		// leave it ahead of the log, and the older image plus the log
+		// could no longer stand in for it.
+		ready = func() error {
+			if err := c.log.Durable(ctx, sn.LSN()); err != nil {
+				return fmt.Errorf("checkpoint: the log did not make LSN %d durable: %w", sn.LSN(), err)
+			}
+			return nil
+		}
+	}
+	return writeSlot(c.opts.FS, c.opts.Dir, res.Image.Path, fill, ready)
+}
+
+// writeSlot makes path, in dir, a file fill writes, so that a crash
+// leaves either the old file or the whole new one: fill writes a
+// temporary file, which is synced and closed; then, once ready (if set)
+// approves, it is renamed into place and the directory synced. On a
+// failure before the rename the temporary file is removed.
+func writeSlot(fs vfs.FS, dir, path string, fill func(f vfs.File) error, ready func() error) error {
 	if err := vfs.MkdirDurable(fs, dir); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -182,32 +204,28 @@ func (c *Checkpointer) write(ctx context.Context, sn *mem.Snapshot, res *Result)
 	if err != nil {
 		return fmt.Errorf("checkpoint: create %s: %w", tmp, err)
 	}
-	err = c.fill(ctx, f, sn, res)
+	err = fill(f)
 	if err == nil {
 		if err = f.Sync(); err != nil {
 			err = fmt.Errorf("checkpoint: sync %s: %w", tmp, err)
 		}
 	}
-	if err == nil && c.log != nil {
-		// The image may hold commits the log has not made durable yet.
-		// It becomes an image only once they are: else a crash could
-		// leave it ahead of the log, and the older image plus the log
-		// could no longer stand in for it.
-		if err = c.log.Durable(ctx, sn.LSN()); err != nil {
-			err = fmt.Errorf("checkpoint: the log did not make LSN %d durable: %w", sn.LSN(), err)
-		}
-	}
 	if cerr := f.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("checkpoint: close %s: %w", tmp, cerr)
 	}
+	if err == nil && ready != nil {
+		err = ready()
+	}
+	if err == nil {
+		if err = fs.Rename(tmp, path); err != nil {
+			err = fmt.Errorf("checkpoint: rename %s to %s: %w", tmp, path, err)
+		}
+	}
 	if err != nil {
-		if rerr := fs.Remove(tmp); rerr != nil {
+		if rerr := fs.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 			err = errors.Join(err, fmt.Errorf("checkpoint: remove %s: %w", tmp, rerr))
 		}
 		return err
-	}
-	if err := fs.Rename(tmp, path); err != nil {
-		return fmt.Errorf("checkpoint: rename %s to %s: %w", tmp, path, err)
 	}
 	if err := fs.SyncDir(dir); err != nil {
 		return fmt.Errorf("checkpoint: sync directory %s: %w", dir, err)

@@ -300,37 +300,15 @@ func Install(fs vfs.FS, dir string, r io.Reader) (Image, error) {
 	if err != nil || slots.Newest.LSN != 0 {
 		return Image{}, fmt.Errorf("checkpoint: %s already holds images; restore into a data dir without a database", dir)
 	}
-	if err := vfs.MkdirDurable(fs, dir); err != nil {
-		return Image{}, fmt.Errorf("checkpoint: %w", err)
-	}
 	path := slotPath(dir, 0)
-	tmp := path + tempSuffix
-	f, err := fs.Create(tmp)
+	var img Image
+	err = writeSlot(fs, dir, path, func(f vfs.File) error {
+		var err error
+		img, err = copyImage(f, r)
+		return err
+	}, nil)
 	if err != nil {
-		return Image{}, fmt.Errorf("checkpoint: create %s: %w", tmp, err)
-	}
-	img, err := copyImage(f, r)
-	if err == nil {
-		if err = f.Sync(); err != nil {
-			err = fmt.Errorf("checkpoint: sync %s: %w", tmp, err)
-		}
-	}
-	if cerr := f.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("checkpoint: close %s: %w", tmp, cerr)
-	}
-	if err == nil {
-		if err = fs.Rename(tmp, path); err != nil {
-			err = fmt.Errorf("checkpoint: rename %s to %s: %w", tmp, path, err)
-		}
-	}
-	if err != nil {
-		if rerr := fs.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-			err = errors.Join(err, fmt.Errorf("checkpoint: remove %s: %w", tmp, rerr))
-		}
 		return Image{}, err
-	}
-	if err := fs.SyncDir(dir); err != nil {
-		return Image{}, fmt.Errorf("checkpoint: sync directory %s: %w", dir, err)
 	}
 	img.Path = path
 	return img, nil

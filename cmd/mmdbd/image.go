@@ -68,9 +68,8 @@ func imageFetch(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *out == "" {
-		fmt.Fprintln(stderr, "-out is required")
-		return errUsage
+	if err := required(stderr, "out", *out); err != nil {
+		return err
 	}
 	if _, err := os.Stat(*out); err == nil {
 		return fmt.Errorf("%s exists; remove it or choose another -out", *out)
@@ -198,9 +197,8 @@ func imageRestore(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *in == "" {
-		fmt.Fprintln(stderr, "-in is required")
-		return errUsage
+	if err := required(stderr, "in", *in); err != nil {
+		return err
 	}
 	cfg, err := load()
 	if err != nil {
@@ -223,9 +221,8 @@ func imageVerify(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *in == "" {
-		fmt.Fprintln(stderr, "-in is required")
-		return errUsage
+	if err := required(stderr, "in", *in); err != nil {
+		return err
 	}
 	img, err := checkpoint.Verify(vfs.Default, *in)
 	if err != nil {
@@ -233,4 +230,13 @@ func imageVerify(args []string, stdout, stderr io.Writer) error {
 	}
 	_, err = fmt.Fprintf(stdout, "%s: a whole image at LSN %d, %d rows, %d bytes\n", *in, img.LSN, img.Rows, img.Bytes)
 	return err
+}
+
+// required fails with a usage error when a required flag is missing.
+func required(stderr io.Writer, name, value string) error {
+	if value == "" {
+		fmt.Fprintf(stderr, "-%s is required\n", name)
+		return errUsage
+	}
+	return nil
 }
