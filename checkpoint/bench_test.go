@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mmdb/mmdb/checkpoint"
+	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 	"github.com/mmdb/mmdb/workload/tatp"
@@ -127,5 +128,103 @@ func BenchmarkCheckpointUnderLoad(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRestart measures a restart: load the newest image of a TATP
+// database, then replay the log written after it (-ckpt.log-mb of it,
+// by TATP's write transactions on four clients at mmap-log), as
+// durability.Open does when a node starts. It reports the seconds each
+// part took, the log's size and the replay's records per second.
+func BenchmarkRestart(b *testing.B) {
+	db, _ := loadTATP(b)
+	dir := b.TempDir()
+	res, err := checkpoint.New(db, nil, checkpoint.Slots{}, checkpoint.Options{Dir: dir}).Run(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	db = nil
+	runtime.GC()
+	img := res.Image
+	var loadTime time.Duration
+	restore := func(db *mem.DB) (uint64, error) {
+		start := time.Now()
+		defer func() { loadTime = time.Since(start) }()
+		return checkpoint.Load(vfs.Default, img.Path, db, nil)
+	}
+	opts := durability.Options{Level: durability.MmapLog, Dirs: []string{b.TempDir()}, Restore: restore}
+	store, err := durability.Open(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	writeLog(b, store, int64(*restartLogMB)<<20)
+	last := store.DB().LastLSN()
+	if err := store.Close(); err != nil {
+		b.Fatal(err)
+	}
+	stats := store.LogStats()
+	store = nil
+	var rec durability.Recovery
+	var loads, replays time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		runtime.GC()
+		b.StartTimer()
+		s, err := durability.Open(opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		rec = s.Recovery()
+		loads += loadTime
+		replays += rec.Duration
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	b.ReportMetric(b.Elapsed().Seconds()/n, "restart-s")
+	b.ReportMetric(loads.Seconds()/n, "load-s")
+	b.ReportMetric(replays.Seconds()/n, "replay-s")
+	b.ReportMetric(float64(rec.Records)*n/replays.Seconds(), "records/s")
+	b.ReportMetric(float64(stats.StoredBytes)/1e6, "log-MB")
+	b.ReportMetric(float64(img.Bytes)/1e6, "image-MB")
+	if rec.LastLSN != last || rec.Records != int64(last-img.LSN) {
+		b.Fatalf("replayed %d records up to LSN %d; the log holds %d up to LSN %d", rec.Records, rec.LastLSN, last-img.LSN, last)
+	}
+}
+
+// writeLog runs TATP's write transactions on store's database until its
+// log holds at least bytes.
+func writeLog(b *testing.B, store *durability.Store, bytes int64) {
+	d, err := tatp.Open(store.DB(), *benchSubscribers)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for c := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := d.NewClient(uint64(c + 11))
+			for i := 0; ; i++ {
+				if i%1024 == 0 && store.LogStats().StoredBytes >= bytes {
+					return
+				}
+				t := cl.Next()
+				if t < tatp.UpdateSubscriberData {
+					continue
+				}
+				if _, err := cl.Run(t); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+var restartLogMB = flag.Int("ckpt.log-mb", 64, "MiB of log BenchmarkRestart replays after the image (1024 is the documented run)")
 
 var underLoadFor = flag.Duration("ckpt.load-time", 10*time.Second, "how long BenchmarkCheckpointUnderLoad runs each mode")

@@ -175,23 +175,8 @@ func (s *Store) recover(image uint64) ([]logging.Tail, error) {
 		return nil, fmt.Errorf("durability: recovery: %w", err)
 	}
 	rec := &s.recovery
-	for {
-		lr, ok, err := r.Next()
-		if err != nil {
-			return nil, errors.Join(fmt.Errorf("durability: recovery after LSN %d: %w", r.Last(), err), r.Close())
-		}
-		if !ok {
-			break
-		}
-		redo, err := mem.DecodeRedo(lr.Body)
-		if err == nil {
-			err = s.db.Apply(lr.LSN, redo)
-		}
-		if err != nil {
-			return nil, errors.Join(fmt.Errorf("durability: recovery: replay LSN %d: %w", lr.LSN, err), r.Close())
-		}
-		rec.Records++
-		rec.Bytes += int64(len(lr.Body))
+	if err := s.replay(r); err != nil {
+		return nil, errors.Join(err, r.Close())
 	}
 	rec.LastLSN = r.Last()
 	gap := r.Gap()
@@ -218,6 +203,41 @@ func (s *Store) recover(image uint64) ([]logging.Tail, error) {
 	s.opts.Logger.Info("recovered the log", "after-image-lsn", image, "records", rec.Records, "bytes", rec.Bytes, "duration", rec.Duration,
 		"last-lsn", rec.LastLSN, "stopped-at", rec.Stop)
 	return tails, nil
+}
+
+// replay applies the records r reads to the database, on every core
+// (mem.Replayer).
+func (s *Store) replay(r *logging.Reader) error {
+	rp := s.db.NewReplayer()
+	rec := &s.recovery
+	var redo mem.Redo // each record in turn; Add copies it
+	for {
+		lr, ok, err := r.Next()
+		if err != nil {
+			err = fmt.Errorf("durability: recovery after LSN %d: %w", r.Last(), err)
+			return errors.Join(err, rp.Close())
+		}
+		if !ok {
+			break
+		}
+		err = redo.Decode(lr.Body)
+		if err == nil {
+			err = rp.Add(lr.LSN, &redo)
+		}
+		if err != nil {
+			// A worker's failure comes back from Close as well.
+			if cerr := rp.Close(); cerr != nil && !errors.Is(err, cerr) {
+				err = errors.Join(err, cerr)
+			}
+			return fmt.Errorf("durability: recovery: replay LSN %d: %w", lr.LSN, err)
+		}
+		rec.Records++
+		rec.Bytes += int64(len(lr.Body))
+	}
+	if err := rp.Close(); err != nil {
+		return fmt.Errorf("durability: recovery: replay: %w", err)
+	}
+	return nil
 }
 
 // Commit is the engine's commit hook (mem.CommitLog): it encodes the

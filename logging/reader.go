@@ -60,6 +60,11 @@ type channelReader struct {
 	size int64
 	seq  uint64
 	off  int64
+	// win holds the segment's bytes from offset winOff: blocks are read
+	// out of it, and it is refilled with one large read when a block
+	// passes its end.
+	win    []byte
+	winOff int64
 
 	dec    record.Decoder
 	recs   []record.Record
@@ -239,9 +244,9 @@ func (r *channelReader) readBlock() error {
 			}
 			continue
 		}
-		hdr := make([]byte, record.BlockHeaderSize)
-		if _, err := r.f.ReadAt(hdr, r.off); err != nil {
-			return fmt.Errorf("logging: read %s at %d: %w", r.name(), r.off, err)
+		hdr, err := r.bytesAt(r.off, record.BlockHeaderSize)
+		if err != nil {
+			return err
 		}
 		h, err := record.DecodeBlockHeader(hdr)
 		if errors.Is(err, record.ErrEnd) {
@@ -255,10 +260,11 @@ func (r *channelReader) readBlock() error {
 		}
 		var recs []record.Record
 		if err == nil {
-			payload := make([]byte, h.Stored)
-			if _, err = r.f.ReadAt(payload, r.off+record.BlockHeaderSize); err == nil {
-				recs, err = r.dec.Block(r.seq, hdr, h, payload)
+			var block []byte
+			if block, err = r.bytesAt(r.off, int(h.Size())); err != nil {
+				return err
 			}
+			recs, err = r.dec.Block(r.seq, block[:record.BlockHeaderSize], h, block[record.BlockHeaderSize:])
 		}
 		if err != nil {
 			return r.badBlock(err)
@@ -293,6 +299,7 @@ func (r *channelReader) openSegment() error {
 		return errors.Join(fmt.Errorf("logging: size of %s: %w", r.name(), err), f.Close())
 	}
 	r.f, r.size, r.off, r.synced = f, size, record.SegmentHeaderSize, 0
+	r.win = r.win[:0]
 	r.tail = Tail{Seq: r.seq, Offset: r.off}
 	return nil
 }
@@ -418,6 +425,30 @@ func (r *channelReader) lostSector() (bool, error) {
 	return false, nil
 }
 
+// readAhead is how much of a segment one read brings into the window.
+const readAhead = 1 << 20
+
+// bytesAt returns n bytes of the current segment at offset off, which
+// the caller has checked lie within the file. They are valid until the
+// next call: the window they come from is refilled in place.
+func (r *channelReader) bytesAt(off int64, n int) ([]byte, error) {
+	if off < r.winOff || off+int64(n) > r.winOff+int64(len(r.win)) {
+		m := int(min(max(int64(n), readAhead), r.size-off))
+		if cap(r.win) < m {
+			r.win = make([]byte, m)
+		}
+		k, err := r.f.ReadAt(r.win[:m], off)
+		r.win, r.winOff = r.win[:k], off
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("logging: read %s at %d: %w", r.name(), off, err)
+		}
+		if k < n {
+			return nil, fmt.Errorf("logging: read %s at %d: %d bytes, the file shrank under the reader", r.name(), off, k)
+		}
+	}
+	return r.win[off-r.winOff : off-r.winOff+int64(n)], nil
+}
+
 func readAt(f vfs.File, off int64, n int) ([]byte, error) {
 	b := make([]byte, n)
 	if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
@@ -520,8 +551,13 @@ func readAll(fs vfs.FS, name string) ([]byte, error) {
 // acknowledged while an earlier one is missing.
 type Reader struct {
 	chans []*channelReader
-	heads []*record.Record // each channel's next record; nil when done
-	want  uint64           // the next LSN to return
+	heads []record.Record // each channel's next record, if has says so
+	has   []bool
+	// taken is the channel whose head Next returned last (-1: none): it
+	// moves on at the next call, so that the record stays valid until
+	// then.
+	taken int
+	want  uint64 // the next LSN to return
 	after uint64
 	gap   bool // Next stopped where a channel held a later LSN
 }
@@ -545,7 +581,7 @@ func NewReader(opts ReaderOptions) (*Reader, error) {
 	if opts.FS == nil {
 		opts.FS = vfs.Default
 	}
-	r := &Reader{want: opts.After + 1, after: opts.After}
+	r := &Reader{want: opts.After + 1, after: opts.After, taken: -1}
 	var empty, full []string
 	for i, d := range opts.Dirs {
 		c, err := newChannelReader(opts.FS, d, i, len(opts.Dirs), opts.IgnoreCorruption, opts.After)
@@ -558,7 +594,7 @@ func NewReader(opts ReaderOptions) (*Reader, error) {
 			empty = append(empty, d)
 		}
 		r.chans = append(r.chans, c)
-		r.heads = append(r.heads, nil)
+		r.heads, r.has = append(r.heads, record.Record{}), append(r.has, false)
 	}
 	for i := range r.chans {
 		if err := r.advance(i); err != nil {
@@ -570,7 +606,7 @@ func NewReader(opts ReaderOptions) (*Reader, error) {
 	// opening only when the others hold nothing but that first segment.
 	if len(empty) > 0 {
 		for i, c := range r.chans {
-			if c.found && (r.heads[i] != nil || c.listed != 1 || c.cut) {
+			if c.found && (r.has[i] || c.listed != 1 || c.cut) {
 				return nil, errors.Join(fmt.Errorf("%w: the channel directories %q hold no segments, but %q do: a directory is missing or log_channels changed", ErrMismatch, empty, full), r.Close())
 			}
 		}
@@ -583,10 +619,7 @@ func (r *Reader) advance(i int) error {
 	if err != nil {
 		return err
 	}
-	r.heads[i] = nil
-	if ok {
-		r.heads[i] = &rec
-	}
+	r.heads[i], r.has[i] = rec, ok
 	return nil
 }
 
@@ -594,10 +627,16 @@ func (r *Reader) advance(i int) error {
 // the log or at the first gap. The record's body is valid until the next
 // call.
 func (r *Reader) Next() (rec record.Record, ok bool, err error) {
+	if r.taken >= 0 {
+		if err := r.advance(r.taken); err != nil {
+			return record.Record{}, false, err
+		}
+		r.taken = -1
+	}
 	for {
 		min := -1
-		for i, h := range r.heads {
-			if h != nil && (min < 0 || h.LSN < r.heads[min].LSN) {
+		for i := range r.heads {
+			if r.has[i] && (min < 0 || r.heads[i].LSN < r.heads[min].LSN) {
 				min = i
 			}
 		}
@@ -605,18 +644,19 @@ func (r *Reader) Next() (rec record.Record, ok bool, err error) {
 			r.gap = min >= 0
 			return record.Record{}, false, nil
 		}
-		rec = *r.heads[min]
+		rec = r.heads[min]
 		if rec.LSN < r.want && rec.LSN > r.after {
 			return record.Record{}, false, fmt.Errorf("%w: LSN %d is in two channels", ErrCorrupt, rec.LSN)
 		}
-		rec.Body = append([]byte(nil), rec.Body...) // the channel's buffer moves on
-		if err := r.advance(min); err != nil {
-			return record.Record{}, false, err
-		}
 		if rec.LSN < r.want {
-			continue // held by the image
+			// Held by the image.
+			if err := r.advance(min); err != nil {
+				return record.Record{}, false, err
+			}
+			continue
 		}
 		r.want++
+		r.taken = min
 		return rec, true, nil
 	}
 }
@@ -635,6 +675,7 @@ func (r *Reader) Gap() bool { return r.gap }
 // it once Next has returned false.
 func (r *Reader) Finish() ([]Tail, error) {
 	tails := make([]Tail, len(r.chans))
+	r.taken = -1
 	for i, c := range r.chans {
 		for {
 			_, ok, err := c.nextRecord()
@@ -645,7 +686,7 @@ func (r *Reader) Finish() ([]Tail, error) {
 				break
 			}
 		}
-		r.heads[i] = nil
+		r.heads[i], r.has[i] = record.Record{}, false
 		tails[i] = c.tail
 		if c.cut { // however the kept segments ended, the rest is set aside
 			tails[i].Corrupt, tails[i].Err = true, c.cutErr

@@ -47,7 +47,7 @@ func readLog(opts ReaderOptions) (recovered, error) {
 		if !ok {
 			break
 		}
-		out.bodies[rec.LSN] = rec.Body
+		out.bodies[rec.LSN] = bytes.Clone(rec.Body)
 	}
 	out.last = r.Last()
 	out.tails, err = r.Finish()

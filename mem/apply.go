@@ -1,6 +1,9 @@
 package mem
 
-import "fmt"
+import (
+	"bytes"
+	"fmt"
+)
 
 // Apply replays one redo record with the LSN it was committed at: recovery
 // replays the log with it and standbys apply the primary's log with it.
@@ -37,26 +40,55 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 	}
 	tx := db.Begin()
 	defer tx.Rollback()
-	seen := make(map[string]bool, len(r.Ops))
-	for i, op := range r.Ops {
-		w, err := db.resolveOp(op)
-		if err != nil {
-			return fmt.Errorf("apply LSN %d op %d: %w", lsn, i, err)
-		}
-		k := wmapKey(w.t, w.key)
-		if seen[k] {
-			s := w.t.state.Load().s
-			return errorf(ErrCorrupt, "apply LSN %d op %d: a second operation on table %q primary key %s", lsn, i, w.t.name, describeKey(s, 0, w.key))
-		}
-		seen[k] = true
-		tx.writes = append(tx.writes, w)
+	var err error
+	if tx.writes, err = db.resolve(tx.writes, &tx.arena, lsn, r); err != nil {
+		return err
 	}
 	if lsn < db.LastLSN() {
 		return nil
 	}
+	return tx.installReplayed(lsn)
+}
+
+// resolve checks a data record and appends its ops to dst as writes: a
+// put as an update, a delete as a delete; applyLock finds out which rows
+// exist. The puts' primary keys are appended to *keys.
+func (db *DB) resolve(dst []write, keys *[]byte, lsn uint64, r *Redo) ([]write, error) {
+	var seen map[string]bool
+	if len(r.Ops) > linearWrites {
+		seen = make(map[string]bool, len(r.Ops))
+	}
+	first := len(dst)
+	for i, op := range r.Ops {
+		w, err := db.resolveOp(op, keys)
+		if err != nil {
+			return dst, fmt.Errorf("apply LSN %d op %d: %w", lsn, i, err)
+		}
+		var again bool
+		if seen != nil {
+			k := wmapKey(w.t, w.key)
+			again, seen[k] = seen[k], true
+		} else {
+			for _, o := range dst[first:] {
+				again = again || o.t == w.t && bytes.Equal(o.key, w.key)
+			}
+		}
+		if again {
+			s := w.t.state.Load().s
+			return dst, errorf(ErrCorrupt, "apply LSN %d op %d: a second operation on table %q primary key %s", lsn, i, w.t.name, describeKey(s, 0, w.key))
+		}
+		dst = append(dst, w)
+	}
+	return dst, nil
+}
+
+// installReplayed locks the rows tx.writes (a replayed record's writes)
+// target, claims their keys and installs them with TID lsn.
+func (tx *Tx) installReplayed(lsn uint64) error {
 	if len(tx.writes) > linearWrites {
 		tx.owned = make(map[ownKey]int, len(tx.writes))
 	}
+	db := tx.db
 	db.gate.RLock()
 	defer db.gate.RUnlock()
 	if err := tx.applyLock(lsn); err != nil {
@@ -103,8 +135,9 @@ func (tx *Tx) applyLock(lsn uint64) error {
 	return nil
 }
 
-// resolveOp checks one data operation and turns it into a write.
-func (db *DB) resolveOp(op Op) (write, error) {
+// resolveOp checks one data operation and turns it into a write; a put's
+// primary key is appended to *keys.
+func (db *DB) resolveOp(op Op, keys *[]byte) (write, error) {
 	if op.Kind != OpPut && op.Kind != OpDelete {
 		return write{}, errorf(ErrCorrupt, "op kind %s in a data record", op.Kind)
 	}
@@ -118,14 +151,17 @@ func (db *DB) resolveOp(op Op) (write, error) {
 		if err := s.validateRow(op.Data); err != nil {
 			return write{}, err
 		}
-		row := append([]byte(nil), op.Data...)
-		return write{t: t, op: wUpdate, row: row, key: s.appendRowKey(nil, 0, row)}, nil
+		// The row is copied into its page when installed; until then it
+		// is the record's.
+		start := len(*keys)
+		*keys = s.appendRowKey(*keys, 0, op.Data)
+		return write{t: t, op: wUpdate, row: op.Data, key: (*keys)[start:len(*keys):len(*keys)]}, nil
 	default:
 		if _, err := s.decodeKey(0, op.Data); err != nil {
 			return write{}, err
 		}
 	}
-	return write{t: t, op: wDelete, key: append([]byte(nil), op.Data...)}, nil
+	return write{t: t, op: wDelete, key: op.Data}, nil
 }
 
 // lockExisting finds and locks the row a replayed write targets. It reports

@@ -33,6 +33,9 @@ type index interface {
 	claim(key []byte, rid uint64, check func(rid uint64) error) error
 	add(key []byte, rid uint64)
 	del(key []byte, rid uint64)
+	// prefetch asks for the memory a lookup of key starts with to be
+	// brought into cache, without waiting for it.
+	prefetch(key []byte)
 	// memBytes estimates the memory the index uses.
 	memBytes() int64
 	entries() int64
@@ -254,6 +257,12 @@ func (x *hashIndex) del(key []byte, rid uint64) {
 	})
 }
 
+func (x *hashIndex) prefetch(key []byte) {
+	h, sh := x.hash(key)
+	slots := *sh.slots.Load()
+	prefetch(unsafe.Pointer(&slots[(h>>8)&uint64(len(slots)-1)]))
+}
+
 func (x *hashIndex) memBytes() int64 {
 	var n int64
 	for i := range x.shards {
@@ -460,6 +469,9 @@ func (x *orderedIndex) scan(lo, hi []byte, reverse bool, want int, buf []oitem, 
 		batch = maxBatch
 	}
 }
+
+// prefetch does nothing: a B-tree descent is a chain of dependent loads.
+func (x *orderedIndex) prefetch([]byte) {}
 
 func (x *orderedIndex) memBytes() int64 {
 	x.mu.RLock()

@@ -290,6 +290,24 @@ func (h *heap) read(rid uint64) (uint64, []byte) {
 	}
 }
 
+// prefetchSlot asks for a row's TID word, slot word and page latch to be
+// brought into cache, and prefetchRow for the start of its bytes (which the slot
+// word locates), without waiting.
+func (h *heap) prefetchSlot(rid uint64) {
+	pg, slot := splitRID(rid)
+	prefetch(unsafe.Pointer(h.page(pg))) // its latch
+	p := h.ref(pg)
+	prefetch(unsafe.Pointer(&p.tids[slot]))
+	prefetch(unsafe.Pointer(slotWord(p.data.Load(), slot)))
+}
+
+func (h *heap) prefetchRow(rid uint64) {
+	pg, slot := splitRID(rid)
+	d := h.ref(pg).data.Load()
+	off, _ := loadLoc(d, slot)
+	prefetch(unsafe.Pointer(&d[min(off, PageSize-1)]))
+}
+
 // readOwned returns the current bytes of a row the caller has locked.
 func (h *heap) readOwned(rid uint64) []byte {
 	pg, slot := splitRID(rid)
@@ -327,13 +345,20 @@ func (h *heap) setTID(rid uint64, tid uint64) {
 // replace writes a new version of a locked row into its page. It returns
 // false when the page has no room even after compaction; the caller then
 // moves the row. keep, if not nil, sees the old version first (snapshots).
-func (h *heap) replace(rid uint64, rec []byte, keep func(pg, slot int, old []byte)) bool {
+// overwrite lets a version of the old one's size take its place, when
+// nothing reads the heap (a Replayer) and keep is nil: readers do not
+// copy what they read.
+func (h *heap) replace(rid uint64, rec []byte, keep func(pg, slot int, old []byte), overwrite bool) bool {
 	pg, slot := splitRID(rid)
 	p := h.page(pg)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	d := p.data.Load()
 	off, n := loadLoc(d, slot)
+	if overwrite && keep == nil && n == len(rec) {
+		copy(d[off:off+n], rec)
+		return true
+	}
 	if p.room(false, true)+n < len(rec) {
 		return false
 	}

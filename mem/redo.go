@@ -3,6 +3,7 @@ package mem
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // OpKind says what a redo operation does. The numbers are part of the
@@ -165,12 +166,24 @@ func (d *decoder) str(what string) string { return string(d.bytes(what)) }
 
 // DecodeRedo decodes a record made by AppendBinary. The ops' Data alias b.
 func DecodeRedo(b []byte) (*Redo, error) {
+	r := &Redo{}
+	if err := r.Decode(b); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Decode decodes a record made by AppendBinary into r, reusing its Ops
+// slice (a reader of many records decodes them all into one Redo). The
+// ops' Data alias b. On error r's ops are not to be used.
+func (r *Redo) Decode(b []byte) error {
 	d := &decoder{b: b}
 	n := d.uvarint("op count")
 	if n > maxRedoOps || n > uint64(len(b)) {
-		return nil, errorf(ErrCorrupt, "redo record claims %d ops in %d bytes", n, len(b))
+		return errorf(ErrCorrupt, "redo record claims %d ops in %d bytes", n, len(b))
 	}
-	r := &Redo{Ops: make([]Op, 0, n)}
+	clear(r.Ops)
+	r.Ops = slices.Grow(r.Ops[:0], int(n))
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		kind := OpKind(d.byte1("op kind"))
 		if kind < OpPut || kind > OpDropIndex {
@@ -187,9 +200,9 @@ func DecodeRedo(b []byte) (*Redo, error) {
 		d.fail(fmt.Sprintf("%d trailing bytes", len(d.b)))
 	}
 	if d.err != nil {
-		return nil, fmt.Errorf("decode redo record: %w", d.err)
+		return fmt.Errorf("decode redo record: %w", d.err)
 	}
-	return r, nil
+	return nil
 }
 
 func appendStr(dst []byte, s string) []byte {

@@ -3,6 +3,7 @@ package mem
 import (
 	"encoding/binary"
 	"math"
+	"math/bits"
 )
 
 // Row format. An encoded row is what the heap stores, what redo records
@@ -91,18 +92,19 @@ func (s *schema) validateRow(b []byte) error {
 	if len(b) < s.varStart {
 		return errorf(ErrCorrupt, "table %q: row of %d bytes, need at least %d", s.def.Name, len(b), s.varStart)
 	}
-	for c := len(s.cols); c < s.nullBytes*8; c++ {
-		if b[c/8]&(1<<(c%8)) != 0 {
-			return errorf(ErrCorrupt, "table %q: NULL bit set past the last column", s.def.Name)
+	for i, m := range s.notNull {
+		if bad := b[i] & m; bad != 0 {
+			c := i*8 + bits.TrailingZeros8(bad)
+			if c >= len(s.cols) {
+				return errorf(ErrCorrupt, "table %q: NULL bit set past the last column", s.def.Name)
+			}
+			return errorf(ErrCorrupt, "table %q column %q: NULL in a NOT NULL column", s.def.Name, s.cols[c].Name)
 		}
 	}
 	prev := 0
-	for c := range s.cols {
+	for _, c := range s.checked {
 		col := &s.cols[c]
 		null := b[c/8]&(1<<(c%8)) != 0
-		if null && !col.Nullable {
-			return errorf(ErrCorrupt, "table %q column %q: NULL in a NOT NULL column", s.def.Name, col.Name)
-		}
 		switch {
 		case col.Type.variable():
 			end := int(binary.LittleEndian.Uint16(b[s.fixedEnd+2*col.off:]))
@@ -127,8 +129,9 @@ func (s *schema) validateRow(b []byte) error {
 }
 
 // Record is a read-only view of one stored row. Its bytes are immutable:
-// the heap never overwrites a published row in place, so a Record stays
-// valid after its transaction ends. Column arguments are ordinals in table
+// the heap never overwrites a published row in place (only a Replayer
+// does, while nothing may read), so a Record stays valid after its
+// transaction ends. Column arguments are ordinals in table
 // order (see Table.Column); accessors panic on an out-of-range ordinal, like
 // a slice index, and return the zero value for NULL.
 type Record struct {

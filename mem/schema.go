@@ -119,6 +119,12 @@ type schema struct {
 	minRow    int
 	maxRow    int
 	indexes   []indexDef // [0] is the primary key
+	// For validateRow: per NULL-bitmap byte, the bits that must be clear
+	// (NOT NULL columns, and the bits past the last column); and the
+	// columns whose bytes it checks, in order: variable-length, bool and
+	// nullable ones (any 8 bytes are a valid value of the other types).
+	notNull []byte
+	checked []int
 }
 
 func fixedWidth(t Type) int {
@@ -171,6 +177,15 @@ func compileSchema(def TableDef) (*schema, error) {
 		}
 	}
 	s.varStart = s.fixedEnd + 2*s.nvar
+	s.notNull = make([]byte, s.nullBytes)
+	for c := range s.nullBytes * 8 {
+		if c >= len(s.cols) || !s.cols[c].Nullable {
+			s.notNull[c/8] |= 1 << (c % 8)
+		}
+		if c < len(s.cols) && (s.cols[c].Type.variable() || s.cols[c].Type == TypeBool || s.cols[c].Nullable) {
+			s.checked = append(s.checked, c)
+		}
+	}
 	s.minRow = s.varStart
 	s.maxRow = s.varStart
 	for _, c := range s.cols {

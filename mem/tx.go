@@ -116,6 +116,10 @@ type txState struct {
 	tables     []*Table
 	ck         uniqueCtx
 	checkFn    func(uint64) error // tx.uniqueCheck, bound once per state
+	// deferred, set by a Replayer's worker, takes the keys a replayed
+	// record takes in unique secondary indexes, which are then added
+	// unchecked (see Replayer).
+	deferred *[]uniqueKey
 }
 
 type ownKey struct {
@@ -160,7 +164,7 @@ func (tx *Tx) finish() {
 		clear(st.redo.Ops)
 		st.redo.Ops = st.redo.Ops[:0]
 	}
-	st.byKey, st.owned = nil, nil
+	st.byKey, st.owned, st.deferred = nil, nil, nil
 	if cap(st.arena) > maxRecycledArena {
 		st.arena = nil
 	} else if len(st.arena) > 0 {
@@ -651,7 +655,11 @@ func (tx *Tx) claimKeys(w *write, check bool) error {
 				continue
 			}
 		}
-		if check && s.indexes[ix].unique {
+		switch {
+		case check && s.indexes[ix].unique && ix > 0 && tx.deferred != nil:
+			st.idx[ix].add(key, w.rid)
+			*tx.deferred = append(*tx.deferred, uniqueKey{t: w.t, ix: ix, key: bytes.Clone(key)})
+		case check && s.indexes[ix].unique:
 			tx.ck = uniqueCtx{w: w, s: s, ix: ix, key: key}
 			if tx.checkFn == nil {
 				tx.checkFn = tx.txState.uniqueCheck
@@ -659,7 +667,7 @@ func (tx *Tx) claimKeys(w *write, check bool) error {
 			if err := st.idx[ix].claim(key, w.rid, tx.checkFn); err != nil {
 				return err
 			}
-		} else {
+		default:
 			st.idx[ix].add(key, w.rid)
 		}
 		// A write's claims are appended together, so they can share one
@@ -880,7 +888,9 @@ func (tx *Tx) installUpdate(w *write, lsn uint64, keep func(pg, slot int, old []
 	st := w.t.state.Load()
 	s := st.s
 	old := w.t.heap.readOwned(w.rid)
-	if w.t.heap.replace(w.rid, w.row, keep) {
+	// A replay (deferred set) overwrites a row in place unless the old
+	// version's keys are still needed.
+	if w.t.heap.replace(w.rid, w.row, keep, tx.deferred != nil && len(w.claims) == 0) {
 		for _, c := range w.claims {
 			tx.scratch = s.appendRowKey(tx.scratch[:0], c.ix, old)
 			st.idx[c.ix].del(tx.scratch, w.rid)

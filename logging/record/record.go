@@ -415,7 +415,7 @@ type Decoder struct {
 
 // Block checks a block's checksum against the segment seq it was read
 // from, decompresses its payload and returns its records. The records'
-// bodies alias the decoder's buffer, valid until the next call.
+// bodies alias stored or the decoder's buffer, valid until the next call.
 func (d *Decoder) Block(seq uint64, header []byte, h BlockHeader, stored []byte) ([]Record, error) {
 	if len(header) < BlockHeaderSize {
 		return nil, fmt.Errorf("%w: block header of %d bytes", ErrCorrupt, len(header))
