@@ -398,6 +398,15 @@ func (t *Table) buildIndex(s *schema, ix int) (index, error) {
 func (t *Table) buildHashIndex(s *schema, ix int) (*hashIndex, error) {
 	x := newHashIndex()
 	var parts [hashShards][]uint64 // each entry's hash and RID, in turn
+	// Sized for the rows a shard gets on average plus five standard
+	// deviations, so that few grow (and copy) while they fill.
+	per := float64(t.rows.Load()) / hashShards
+	if per >= 1 {
+		c := 2 * int(per+5*math.Sqrt(per)+8)
+		for i := range parts {
+			parts[i] = make([]uint64, 0, c)
+		}
+	}
 	var key []byte
 	t.heap.each(func(rid uint64, row []byte) bool {
 		key = s.appendRowKey(key[:0], ix, row)

@@ -55,7 +55,10 @@
 // LSNs in memory.
 //
 // Apply replays a record at its LSN, idempotently, for recovery and
-// standbys. Snapshot gives a consistent view as of an LSN without stopping
+// standbys. A Replayer replays a whole log on every core, for recovery:
+// rows are spread over workers by primary key, so each row's changes are
+// installed in LSN order while different rows move independently, and
+// the database is not read until it is done. Snapshot gives a consistent view as of an LSN without stopping
 // writers, for checkpoints and images: image plus the log after its LSN,
 // applied in order, rebuild the committed state.
 //

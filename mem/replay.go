@@ -25,8 +25,9 @@ import (
 // when it is installed (another worker may not yet have installed the
 // record that gave the key up, or may already have installed a later one
 // that takes it). Each such key is checked when the workers next stand
-// still (before a schema change, and in Close), and a key two rows hold
-// fails replay with ErrCorrupt.
+// still (before a schema change, after a million such keys, and in
+// Close), and a key two rows hold fails replay with ErrCorrupt; a clash
+// that a later record ended by then goes unnoticed.
 type Replayer struct {
 	db      *DB
 	base    uint64 // LastLSN at the start: records below it are checked and skipped
@@ -39,6 +40,8 @@ type Replayer struct {
 	copied  Redo              // Add's copy of a record, in the batch
 	last    uint64            // the last LSN added
 	closed  bool
+
+	unchecked atomic.Int64 // the workers' deferred keys
 
 	failed atomic.Bool
 	errMu  sync.Mutex
@@ -100,13 +103,24 @@ func (db *DB) NewReplayer() *Replayer {
 }
 
 // Add replays the record at lsn (after the records added before it). The
-// record's checks run here; installing it runs on the workers, whose
-// first error a later Add or Close returns. Add copies what it keeps of
-// redo.
+// record's checks run here; installing it runs on the workers. An error,
+// a record's or a worker's, ends the replay: Add and Close return it
+// from then on. Add copies what it keeps of redo.
 func (r *Replayer) Add(lsn uint64, redo *Redo) error {
+	if r.closed {
+		return errors.New("mem: replayer: Add after Close")
+	}
 	if err := r.firstError(); err != nil {
 		return err
 	}
+	if err := r.add(lsn, redo); err != nil {
+		r.fail(err)
+		return err
+	}
+	return nil
+}
+
+func (r *Replayer) add(lsn uint64, redo *Redo) error {
 	if lsn == 0 || lsn > tidLSN {
 		return errorf(ErrInvalid, "apply: LSN %d out of range", lsn)
 	}
@@ -116,14 +130,18 @@ func (r *Replayer) Add(lsn uint64, redo *Redo) error {
 	if lsn <= r.last {
 		return errorf(ErrInvalid, "replay: LSN %d after LSN %d", lsn, r.last)
 	}
-	r.last = lsn
 	if len(redo.Ops) > 0 && redo.Ops[0].Kind >= OpCreateTable {
 		if err := r.settle(); err != nil {
 			return err
 		}
-		return r.db.Apply(lsn, redo)
+		if err := r.db.Apply(lsn, redo); err != nil {
+			return err
+		}
+		r.last = lsn
+		return nil
 	}
 	b := r.batch
+	writes, data, keys := len(b.writes), len(b.data), len(b.keys)
 	r.copied.Ops = r.copied.Ops[:0]
 	for _, op := range redo.Ops {
 		start := len(b.data)
@@ -131,18 +149,20 @@ func (r *Replayer) Add(lsn uint64, redo *Redo) error {
 		op.Data = b.data[start:len(b.data):len(b.data)]
 		r.copied.Ops = append(r.copied.Ops, op)
 	}
-	first := len(b.writes)
 	var err error
-	if b.writes, err = r.db.resolve(b.writes, &b.keys, lsn, &r.copied); err != nil {
-		b.writes = b.writes[:first]
-		return err
-	}
-	if lsn < r.base {
-		b.writes = b.writes[:first]
+	b.writes, err = r.db.resolve(b.writes, &b.keys, lsn, &r.copied)
+	if err != nil || lsn < r.base {
+		clear(b.writes[writes:])
+		b.writes, b.data, b.keys = b.writes[:writes], b.data[:data], b.keys[:keys]
+		if err != nil {
+			return err
+		}
+		r.last = lsn
 		return nil
 	}
+	r.last = lsn
 	n := uint64(len(r.workers))
-	for _, w := range b.writes[first:] {
+	for _, w := range b.writes[writes:] {
 		h := maphash.Bytes(r.seed, w.key) ^ uint64(w.t.id)*0x9e3779b97f4a7c15
 		b.worker = append(b.worker, uint8(h%n))
 	}
@@ -150,9 +170,17 @@ func (r *Replayer) Add(lsn uint64, redo *Redo) error {
 	b.ends = append(b.ends, len(b.writes))
 	if len(b.lsns) == replayBatchSize {
 		r.flush()
+		if r.unchecked.Load() > maxUnchecked {
+			return r.settle()
+		}
 	}
 	return nil
 }
+
+// maxUnchecked bounds the keys taken in unique secondary indexes that
+// wait to be checked: past it, the workers stop and the keys are checked.
+// (A variable for tests.)
+var maxUnchecked int64 = 1 << 20
 
 // flush sends the batch being filled to every worker.
 func (r *Replayer) flush() {
@@ -191,6 +219,7 @@ func (r *Replayer) settle() error {
 		clear(w.deferred)
 		w.deferred = w.deferred[:0]
 	}
+	r.unchecked.Store(0)
 	return nil
 }
 
@@ -266,7 +295,11 @@ func (r *Replayer) install(w *replayWorker, me uint8, b *replayBatch) error {
 		start = end
 		var err error
 		if len(tx.writes) > 0 {
+			n := len(w.deferred)
 			err = tx.installReplayed(lsn)
+			if len(w.deferred) > n {
+				r.unchecked.Add(int64(len(w.deferred) - n))
+			}
 		}
 		tx.Rollback()
 		if err != nil {

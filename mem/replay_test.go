@@ -2,6 +2,7 @@ package mem
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"strings"
@@ -53,6 +54,17 @@ func replayAll(t *testing.T, log *recLog) (*DB, error) {
 // indexes find every row.
 func TestReplayerMovesUniqueKeys(t *testing.T) {
 	withWorkers(t, 4)
+	for _, limit := range []int64{maxUnchecked, 5} {
+		t.Run(fmt.Sprintf("checked every %d keys", limit), func(t *testing.T) {
+			prev := maxUnchecked
+			maxUnchecked = limit
+			defer func() { maxUnchecked = prev }()
+			replayMovingKeys(t)
+		})
+	}
+}
+
+func replayMovingKeys(t *testing.T) {
 	log := &recLog{}
 	src := Open(Options{Log: log})
 	tbl, err := src.CreateTable(replayDef)
@@ -178,7 +190,9 @@ func TestReplayerUniqueViolation(t *testing.T) {
 }
 
 // TestReplayerBadInput: records out of order, an unknown table and two
-// operations on one row are refused by Add, and the error stays.
+// operations on one row are refused by Add; the error ends the replay
+// (later calls return it, nothing more is installed, LastLSN stays), and
+// Add after Close fails without a panic.
 func TestReplayerBadInput(t *testing.T) {
 	db := Open(Options{})
 	tbl, err := db.CreateTable(replayDef)
@@ -187,11 +201,14 @@ func TestReplayerBadInput(t *testing.T) {
 	}
 	base := db.LastLSN()
 	s := tbl.state.Load().s
-	row, err := s.encodeRow(nil, []Value{Int64(1), Int64(1), String("x")})
-	if err != nil {
-		t.Fatal(err)
+	row := func(id int64) []byte {
+		b, err := s.encodeRow(nil, []Value{Int64(id), Int64(id), String("x")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
 	}
-	put := Op{Kind: OpPut, Table: tbl.ID(), Data: row}
+	put := Op{Kind: OpPut, Table: tbl.ID(), Data: row(1)}
 	for _, tc := range []struct {
 		name string
 		lsn  uint64
@@ -200,23 +217,42 @@ func TestReplayerBadInput(t *testing.T) {
 	}{
 		{"LSN zero", 0, &Redo{}, ErrInvalid},
 		{"no record", base + 1, nil, ErrInvalid},
-		{"unknown table", base + 1, &Redo{Ops: []Op{{Kind: OpPut, Table: 99, Data: row}}}, ErrNoTable},
+		{"unknown table", base + 1, &Redo{Ops: []Op{{Kind: OpPut, Table: 99, Data: row(1)}}}, ErrNoTable},
 		{"a row twice", base + 1, &Redo{Ops: []Op{put, put}}, ErrCorrupt},
+		{"a bad row", base + 1, &Redo{Ops: []Op{{Kind: OpPut, Table: tbl.ID(), Data: row(1)[:3]}}}, ErrCorrupt},
 	} {
 		rp := db.NewReplayer()
-		if err := rp.Add(tc.lsn, tc.r); !errors.Is(err, tc.want) {
+		if err := rp.Add(base+1, &Redo{Ops: []Op{{Kind: OpPut, Table: tbl.ID(), Data: row(7)}}}); err != nil {
+			t.Fatalf("%s: a good record: %v", tc.name, err)
+		}
+		lsn := tc.lsn
+		if lsn == base+1 {
+			lsn = base + 2 // after the good record
+		}
+		if err := rp.Add(lsn, tc.r); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
-		if err := rp.Close(); err != nil {
-			t.Errorf("%s: Close: %v", tc.name, err)
+		if err := rp.Add(lsn+1, &Redo{Ops: []Op{{Kind: OpPut, Table: tbl.ID(), Data: row(8)}}}); !errors.Is(err, tc.want) {
+			t.Errorf("%s: the next Add: %v, want the error again", tc.name, err)
 		}
+		if err := rp.Close(); !errors.Is(err, tc.want) {
+			t.Errorf("%s: Close: %v, want the error again", tc.name, err)
+		}
+		if err := rp.Add(lsn+2, &Redo{}); err == nil {
+			t.Errorf("%s: Add after Close succeeded", tc.name)
+		}
+		if got := db.LastLSN(); got > base+1 {
+			t.Errorf("%s: LastLSN %d, past the last good record's %d", tc.name, got, base+1)
+		}
+		tx := db.Begin()
+		if _, ok, err := tx.Get(tbl, []Value{Int64(8)}); ok || err != nil {
+			t.Errorf("%s: a record after the bad one was installed (%v)", tc.name, err)
+		}
+		tx.Rollback()
 	}
 	rp := db.NewReplayer()
 	if err := rp.Add(base+2, &Redo{Ops: []Op{put}}); err != nil {
 		t.Fatal(err)
-	}
-	if err := rp.Add(base+2, &Redo{Ops: []Op{put}}); !errors.Is(err, ErrInvalid) {
-		t.Errorf("the same LSN twice: %v, want ErrInvalid", err)
 	}
 	if err := rp.Close(); err != nil {
 		t.Fatal(err)

@@ -125,6 +125,9 @@ type schema struct {
 	// nullable ones (any 8 bytes are a valid value of the other types).
 	notNull []byte
 	checked []int
+	// fixedPK says the primary key has no variable-length column: its
+	// bytes sit at the same place in every version of a row.
+	fixedPK bool
 }
 
 func fixedWidth(t Type) int {
@@ -208,10 +211,12 @@ func compileSchema(def TableDef) (*schema, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.fixedPK = true
 	for _, c := range pk.cols {
 		if s.cols[c].Nullable {
 			return nil, errorf(ErrInvalid, "table %q: primary key column %q must be NOT NULL", def.Name, s.cols[c].Name)
 		}
+		s.fixedPK = s.fixedPK && !s.cols[c].Type.variable()
 	}
 	s.indexes = append(s.indexes, pk)
 	for _, ix := range def.Indexes {

@@ -889,8 +889,11 @@ func (tx *Tx) installUpdate(w *write, lsn uint64, keep func(pg, slot int, old []
 	s := st.s
 	old := w.t.heap.readOwned(w.rid)
 	// A replay (deferred set) overwrites a row in place unless the old
-	// version's keys are still needed.
-	if w.t.heap.replace(w.rid, w.row, keep, tx.deferred != nil && len(w.claims) == 0) {
+	// version's keys are still needed. Only another worker's lookup that
+	// meets the row under a colliding hash reads it meanwhile, and with a
+	// fixed-width primary key the bytes it compares stay as they were.
+	overwrite := tx.deferred != nil && len(w.claims) == 0 && s.fixedPK
+	if w.t.heap.replace(w.rid, w.row, keep, overwrite) {
 		for _, c := range w.claims {
 			tx.scratch = s.appendRowKey(tx.scratch[:0], c.ix, old)
 			st.idx[c.ix].del(tx.scratch, w.rid)
