@@ -29,7 +29,10 @@
 // and picks the newest valid image; a damaged one is skipped with a
 // warning, and when images exist but none is valid the node refuses to
 // start (ErrNoImage). Load fills the engine from it, on all cores; the
-// durability package then replays the log after its LSN.
+// durability package then replays the log after its LSN, on all cores
+// too. Restart does all of that, as a node's start: if the newest image
+// passed its checksums but does not load after all, it warns and starts
+// from the older one, and the next checkpoint replaces the broken one.
 //
 // # Serving images
 //

@@ -1,9 +1,11 @@
 package checkpoint_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/mmdb/mmdb/checkpoint"
+	"github.com/mmdb/mmdb/checkpoint/image"
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/internal/banktest"
 	"github.com/mmdb/mmdb/logging/vfs"
@@ -34,15 +37,8 @@ type node struct {
 // image, then the log after it.
 func open(t *testing.T, fs *vfs.MemFS) (*node, error) {
 	t.Helper()
-	slots, err := checkpoint.Inspect(fs, ckptDir, nil)
-	if err != nil {
-		return nil, err
-	}
 	opts := durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: dirs, SegmentSize: 4 << 10}
-	if slots.Newest.LSN != 0 {
-		opts.Restore = func(db *mem.DB) (uint64, error) { return checkpoint.Load(fs, slots.Newest.Path, db, nil) }
-	}
-	s, err := durability.Open(opts)
+	s, slots, err := checkpoint.Restart(fs, ckptDir, opts, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -158,6 +154,7 @@ var damages = []damage{
 		}
 		closeFile(t, f)
 	}},
+	{"a row that breaks its table", breakRow},
 	{"bad header", func(t *testing.T, fs *vfs.MemFS, path string) {
 		f := openFile(t, fs, path)
 		if _, err := f.WriteAt([]byte("NOTANIMG"), 0); err != nil {
@@ -165,6 +162,71 @@ var damages = []damage{
 		}
 		closeFile(t, f)
 	}},
+}
+
+// breakRow rewrites the image at path with its first row cut short:
+// every checksum is good, so Inspect takes it, but it does not load.
+func breakRow(t *testing.T, fs *vfs.MemFS, path string) {
+	t.Helper()
+	f := openFile(t, fs, path)
+	size, err := f.Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := image.NewReader(io.NewSectionReader(f, 0, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	w, err := image.NewWriter(&out, r.Header())
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := false
+	for {
+		fr, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload, err := fr.Payload(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fr.Kind == image.FrameTable {
+			err = w.Table(fr.Table, payload)
+		} else {
+			err = fr.Rows(payload, func(row []byte) error {
+				if !broken {
+					broken, row = true, row[:len(row)-1]
+				}
+				return w.Row(fr.Table, row)
+			})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil || !broken {
+		t.Fatalf("rewrite %s: %v (a row broken: %v)", path, err, broken)
+	}
+	closeFile(t, f)
+	if err := fs.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	f, err = fs.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(out.Bytes(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	closeFile(t, f)
 }
 
 func openFile(t *testing.T, fs *vfs.MemFS, path string) vfs.File {
@@ -237,6 +299,57 @@ func TestDamagedImage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestImageThatDoesNotLoadIsReplaced: after a restart that fell back
+// from a newest image that passed its checksums but did not load, the
+// next checkpoint goes into that image's slot, not over the image the
+// node restarted from, and the restart after it loses nothing.
+func TestImageThatDoesNotLoadIsReplaced(t *testing.T) {
+	fs := vfs.NewMemFS()
+	n, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := banktest.Setup(t, n.store.DB(), n.wait)
+	acked := banktest.Run(n.store.DB(), b, 0, 2, 200, n.wait, nil)
+	older := mustCheckpoint(t, n)
+	maps.Copy(acked, banktest.Run(n.store.DB(), b, 1, 2, 200, n.wait, nil))
+	newest := mustCheckpoint(t, n)
+	maps.Copy(acked, banktest.Run(n.store.DB(), b, 2, 2, 200, n.wait, nil))
+	if err := n.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	breakRow(t, fs, newest.Image.Path)
+	n2, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n2.ckpt.LSN() != older.Image.LSN {
+		t.Fatalf("restarted from the image at LSN %d, want the older one's %d", n2.ckpt.LSN(), older.Image.LSN)
+	}
+	banktest.Check(t, n2.store.DB(), acked, "fallen back from an image that does not load")
+	maps.Copy(acked, banktest.Run(n2.store.DB(), b, 3, 2, 200, n2.wait, nil))
+	next := mustCheckpoint(t, n2)
+	if next.Image.Path != newest.Image.Path {
+		t.Fatalf("the checkpoint after the fallback went to %s, over the image restarted from; want %s", next.Image.Path, newest.Image.Path)
+	}
+	if err := n2.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n3, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := n3.store.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if n3.ckpt.LSN() != next.Image.LSN {
+		t.Fatalf("restarted from the image at LSN %d, want %d", n3.ckpt.LSN(), next.Image.LSN)
+	}
+	banktest.Check(t, n3.store.DB(), acked, "after the checkpoint that replaced the broken image")
 }
 
 func mustCheckpoint(t *testing.T, n *node) checkpoint.Result {

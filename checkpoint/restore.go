@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mmdb/mmdb/checkpoint/image"
+	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 )
@@ -99,6 +100,50 @@ func Inspect(fs vfs.FS, dir string, logger hclog.Logger) (Slots, error) {
 		return Slots{Newest: imgs[1], Older: imgs[0]}, nil
 	}
 	return Slots{Newest: imgs[0], Older: imgs[1]}, nil
+}
+
+// Restart restores a node's database the way a start does: from the
+// newest valid image in dir (Inspect) and the log after it, which opts
+// describes (Restore is set here; opts.FS should be fs). If that image
+// passed Inspect's checksums but does not load after all (a row that
+// breaks its table, a read error), the older image and the log after it
+// are tried, with a warning; the damaged slot then counts as empty, so
+// that the next checkpoint replaces it. It returns the store and what
+// the slots hold, for the Checkpointer.
+func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger) (*durability.Store, Slots, error) {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	slots, err := Inspect(fs, dir, logger)
+	if err != nil {
+		return nil, slots, err
+	}
+	open := func(img Image) (*durability.Store, bool, error) {
+		loadFailed := false
+		if img.LSN != 0 {
+			opts.Restore = func(db *mem.DB) (uint64, error) {
+				lsn, err := Load(fs, img.Path, db, logger)
+				loadFailed = err != nil
+				return lsn, err
+			}
+		}
+		store, err := durability.Open(opts)
+		return store, loadFailed, err
+	}
+	store, loadFailed, err := open(slots.Newest)
+	if err == nil || !loadFailed || slots.Older.LSN == 0 {
+		return store, slots, err
+	}
+	logger.Warn("the newest checkpoint image does not load; starting from the older one and the log after it",
+		"image", slots.Newest.Path, "lsn", slots.Newest.LSN, "error", err, "older", slots.Older.Path, "older-lsn", slots.Older.LSN)
+	store, _, err2 := open(slots.Older)
+	if err2 != nil {
+		return nil, slots, fmt.Errorf("%w in %s: neither image loads: %w", ErrNoImage, dir, errors.Join(err, err2))
+	}
+	return store, Slots{Newest: slots.Older, Older: noImage(slots.Newest.Slot)}, nil
 }
 
 // withFile opens path and calls fn with it and its size, then closes it.

@@ -170,24 +170,18 @@ func openStore(cfg *conf.Config, logger hclog.Logger) (*durability.Store, checkp
 		Level: level, Floor: floor, Dirs: cfg.LogDirs(), IgnoreCorruption: cfg.RecoveryIgnoreCorruption,
 		MmapSyncInterval: cfg.MmapSyncInterval, RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
 	}
-	var slots checkpoint.Slots
 	if cfg.DataDir == "" {
 		opts.Restore = restoreWith(cfg, logger.Named("image"))
-	} else {
-		if err := seed(cfg, logger.Named("image")); err != nil {
-			return nil, slots, err
+		store, err := durability.Open(opts)
+		if err != nil {
+			return nil, checkpoint.Slots{}, fmt.Errorf("server: %w", err)
 		}
-		clog := logger.Named("checkpoint")
-		if slots, err = checkpoint.Inspect(vfs.Default, checkpoint.Dir(cfg.DataDir), clog); err != nil {
-			return nil, slots, fmt.Errorf("server: %w", err)
-		}
-		if slots.Newest.LSN != 0 {
-			opts.Restore = func(db *mem.DB) (uint64, error) {
-				return checkpoint.Load(vfs.Default, slots.Newest.Path, db, clog)
-			}
-		}
+		return store, checkpoint.Slots{}, nil
 	}
-	store, err := durability.Open(opts)
+	if err := seed(cfg, logger.Named("image")); err != nil {
+		return nil, checkpoint.Slots{}, err
+	}
+	store, slots, err := checkpoint.Restart(vfs.Default, checkpoint.Dir(cfg.DataDir), opts, logger.Named("checkpoint"))
 	if err != nil {
 		return nil, slots, fmt.Errorf("server: %w", err)
 	}
