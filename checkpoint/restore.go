@@ -134,14 +134,29 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 		return store, loadFailed, err
 	}
 	store, loadFailed, err := open(slots.Newest)
-	if err == nil || !loadFailed || slots.Older.LSN == 0 {
+	switch {
+	case err == nil || !loadFailed:
 		return store, slots, err
+	case slots.Older.LSN == 0:
+		return nil, slots, fmt.Errorf("%w in %s: the newest image does not load and there is no older one: %w", ErrNoImage, dir, err)
 	}
 	logger.Warn("the newest checkpoint image does not load; starting from the older one and the log after it",
 		"image", slots.Newest.Path, "lsn", slots.Newest.LSN, "error", err, "older", slots.Older.Path, "older-lsn", slots.Older.LSN)
-	store, _, err2 := open(slots.Older)
-	if err2 != nil {
+	runtime.GC() // the half-loaded database is garbage
+	store, loadFailed, err2 := open(slots.Older)
+	switch {
+	case err2 != nil && loadFailed:
 		return nil, slots, fmt.Errorf("%w in %s: neither image loads: %w", ErrNoImage, dir, errors.Join(err, err2))
+	case err2 != nil:
+		return nil, slots, fmt.Errorf("checkpoint: the newest image does not load (%w), and the log after the older one does not replay: %w", err, err2)
+	}
+	// A checkpoint's image holds only commits already in the log, so the
+	// log after the older image reaches the newest's LSN, unless part of
+	// it is gone; then the broken image held commits nothing else does,
+	// and the next checkpoint would overwrite it.
+	if last := store.Recovery().LastLSN; last < slots.Newest.LSN {
+		return nil, slots, errors.Join(fmt.Errorf("checkpoint: the newest image (%s, LSN %d) does not load (%w), and the older image and the log after it reach only LSN %d: starting would lose the commits in between",
+			slots.Newest.Path, slots.Newest.LSN, err, last), store.Close())
 	}
 	return store, Slots{Newest: slots.Older, Older: noImage(slots.Newest.Slot)}, nil
 }

@@ -890,8 +890,9 @@ func (tx *Tx) installUpdate(w *write, lsn uint64, keep func(pg, slot int, old []
 	old := w.t.heap.readOwned(w.rid)
 	// A replay (deferred set) overwrites a row in place unless the old
 	// version's keys are still needed. Only another worker's lookup that
-	// meets the row under a colliding hash reads it meanwhile, and with a
-	// fixed-width primary key the bytes it compares stay as they were.
+	// meets the row under a colliding 63-bit hash reads it meanwhile, and
+	// with a fixed-width primary key the bytes it compares keep their
+	// values (the race detector would still see the copy).
 	overwrite := tx.deferred != nil && len(w.claims) == 0 && s.fixedPK
 	if w.t.heap.replace(w.rid, w.row, keep, overwrite) {
 		for _, c := range w.claims {
