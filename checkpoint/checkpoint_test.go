@@ -352,6 +352,39 @@ func TestImageThatDoesNotLoadIsReplaced(t *testing.T) {
 	banktest.Check(t, n3.store.DB(), acked, "after the checkpoint that replaced the broken image")
 }
 
+// TestFallbackThatWouldLoseCommits: on a no-log node with a data dir
+// (no log after the older image), a newest image that does not load is
+// not replaced by the older one: the start refuses, saying what it would
+// lose, and leaves both images alone.
+func TestFallbackThatWouldLoseCommits(t *testing.T) {
+	fs := vfs.NewMemFS()
+	opts := durability.Options{FS: fs, Level: durability.NoLog}
+	s, slots, err := checkpoint.Restart(fs, ckptDir, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{fs: fs, store: s, ckpt: checkpoint.New(s.DB(), s, slots, checkpoint.Options{FS: fs, Dir: ckptDir})}
+	noWait := func(uint64) error { return nil }
+	b := banktest.Setup(t, s.DB(), noWait)
+	banktest.Run(s.DB(), b, 0, 2, 50, noWait, nil)
+	older := mustCheckpoint(t, n)
+	banktest.Run(s.DB(), b, 1, 2, 50, noWait, nil)
+	newest := mustCheckpoint(t, n)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	breakRow(t, fs, newest.Image.Path)
+	_, _, err = checkpoint.Restart(fs, ckptDir, opts, nil)
+	if err == nil || errors.Is(err, checkpoint.ErrNoImage) || !strings.Contains(err.Error(), filepath.Base(newest.Image.Path)) ||
+		!strings.Contains(err.Error(), fmt.Sprintf("reach only LSN %d", older.Image.LSN)) {
+		t.Fatalf("restart that would lose the commits after LSN %d: %v", older.Image.LSN, err)
+	}
+	again, err := checkpoint.Inspect(fs, ckptDir, nil)
+	if err != nil || again.Newest.Path != newest.Image.Path || again.Older.Path != older.Image.Path {
+		t.Fatalf("the images after the refused start: %+v, %v", again, err)
+	}
+}
+
 func mustCheckpoint(t *testing.T, n *node) checkpoint.Result {
 	t.Helper()
 	res, err := n.ckpt.Run(context.Background())
