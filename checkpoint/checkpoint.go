@@ -25,14 +25,16 @@
 //
 // # Restart
 //
-// Inspect checks both slots (every checksum, and the end frame's counts)
-// and picks the newest valid image; a damaged one is skipped with a
-// warning, and when images exist but none is valid the node refuses to
-// start (ErrNoImage). Load fills the engine from it, on all cores; the
+// Inspect checks both slots' headers and end frames, which is enough to
+// tell a whole image from one a crash cut short, and picks the newest
+// whole image; a damaged one is skipped with a warning, and when images
+// exist but none is whole the node refuses to start (ErrNoImage). Load
+// fills the engine from it, on all cores, checking every frame; the
 // durability package then replays the log after its LSN, on all cores
 // too. Restart does all of that, as a node's start: if the newest image
-// passed its checksums but does not load after all, it warns and starts
-// from the older one, and the next checkpoint replaces the broken one.
+// does not load (damage inside, or a row that breaks its table), it warns
+// and starts from the older one, and the next checkpoint replaces the
+// broken one.
 //
 // # Serving images
 //

@@ -50,11 +50,14 @@ var slotNames = [2]string{"image-a.mmdb", "image-b.mmdb"}
 
 const tempSuffix = ".tmp"
 
-// Inspect reads and checks both slots in dir, and removes an image left
-// half-written by a crash. An image is valid when its header and every
-// frame's checksum are good, its end frame counts what it holds, and
-// nothing follows it. It fails with ErrNoImage when images exist but
-// none is valid, and finds no image at all in an empty or missing dir.
+// Inspect checks both slots in dir, and removes an image left
+// half-written by a crash. It checks what tells a whole image from one a
+// crash or a partial copy broke, cheaply: the header, and the end frame,
+// which must be the file's last bytes (image.CheckEnds). Damage in
+// between is found by Load, which checks every frame as it reads, and
+// Restart then falls back to the other slot. Inspect fails with
+// ErrNoImage when images exist but none passes, and finds no image at
+// all in an empty or missing dir.
 func Inspect(fs vfs.FS, dir string, logger hclog.Logger) (Slots, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
@@ -84,7 +87,7 @@ func Inspect(fs vfs.FS, dir string, logger hclog.Logger) (Slots, error) {
 		if !present[i] {
 			continue
 		}
-		img, err := Verify(fs, slotPath(dir, i))
+		img, err := checkEnds(fs, slotPath(dir, i))
 		if err != nil {
 			damage = append(damage, err)
 			logger.Warn("a checkpoint image is damaged; it will not be used", "file", slotPath(dir, i), "error", err)
@@ -103,9 +106,9 @@ func Inspect(fs vfs.FS, dir string, logger hclog.Logger) (Slots, error) {
 }
 
 // Restart restores a node's database the way a start does: from the
-// newest valid image in dir (Inspect) and the log after it, which opts
+// newest whole image in dir (Inspect) and the log after it, which opts
 // describes (Restore is set here; opts.FS should be fs). If that image
-// passed Inspect's checksums but does not load after all (a row that
+// does not load after all (a frame with a bad checksum, a row that
 // breaks its table, a read error), the older image and the log after it
 // are tried, with a warning; the damaged slot then counts as empty, so
 // that the next checkpoint replaces it. It returns the store and what
@@ -210,6 +213,21 @@ func Verify(fs vfs.FS, path string) (Image, error) {
 			return fmt.Errorf("checkpoint: %s: %w: %d bytes follow the end frame at offset %d", path, image.ErrCorrupt, size-r.Offset(), r.Offset())
 		}
 		img = Image{Path: path, LSN: r.Header().LSN, Bytes: size, Rows: r.Totals().Rows}
+		return nil
+	})
+	return img, err
+}
+
+// checkEnds describes the image at path if its ends are good
+// (image.CheckEnds).
+func checkEnds(fs vfs.FS, path string) (Image, error) {
+	var img Image
+	err := withFile(fs, path, func(f vfs.File, size int64) error {
+		h, totals, err := image.CheckEnds(f, size)
+		if err != nil {
+			return fmt.Errorf("checkpoint: %s: %w", path, err)
+		}
+		img = Image{Path: path, LSN: h.LSN, Bytes: size, Rows: totals.Rows}
 		return nil
 	})
 	return img, err

@@ -155,6 +155,91 @@ func TestEveryDamageIsFound(t *testing.T) {
 	}
 }
 
+// TestCheckEnds: an image passes with the reader's totals; cut short at
+// any length, extended, or with a bit flipped in its header or end frame
+// it fails with ErrCorrupt. (Damage in between is the reader's to find.)
+func TestCheckEnds(t *testing.T) {
+	im := randomImage(3, 3, 40)
+	b := im.encode(t)
+	h, tot, err := CheckEnds(bytes.NewReader(b), int64(len(b)))
+	if err != nil || h != im.h {
+		t.Fatalf("a whole image: %+v, %v", h, err)
+	}
+	r, err := NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := r.Next(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tot != r.Totals() {
+		t.Fatalf("CheckEnds counts %+v, the reader %+v", tot, r.Totals())
+	}
+	for n := 0; n < len(b); n++ {
+		if _, _, err := CheckEnds(bytes.NewReader(b[:n]), int64(n)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("cut to %d of %d bytes: %v", n, len(b), err)
+		}
+	}
+	long := append(bytes.Clone(b), make([]byte, 7)...)
+	if _, _, err := CheckEnds(bytes.NewReader(long), int64(len(long))); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("extended: %v", err)
+	}
+	for _, off := range append(rangeOf(0, HeaderSize), rangeOf(len(b)-endFrameSize, len(b))...) {
+		d := bytes.Clone(b)
+		d[off] ^= 1 << (off % 8)
+		if _, _, err := CheckEnds(bytes.NewReader(d), int64(len(d))); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("bit flipped at offset %d of %d: %v", off, len(b), err)
+		}
+	}
+}
+
+func rangeOf(from, to int) []int {
+	var out []int
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// FuzzCheckEnds: any bytes either fail with ErrCorrupt or end in an end
+// frame that the reader, if it reads them as one whole image, agrees
+// with.
+func FuzzCheckEnds(f *testing.F) {
+	for seed := uint64(0); seed < 4; seed++ {
+		f.Add(randomImage(seed, int(seed), 20).encode(f))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, tot, err := CheckEnds(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("not ErrCorrupt: %v", err)
+			}
+			return
+		}
+		r, err := NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("CheckEnds passed, the reader refuses the header: %v", err)
+		}
+		for {
+			if _, err := r.Next(); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				return // damage in between: the reader's to find
+			}
+		}
+		if r.Offset() != int64(len(b)) {
+			return // an end frame inside, bytes after it: the load's to find
+		}
+		if r.Header() != h || r.Totals() != tot {
+			t.Fatalf("CheckEnds: %+v %+v; the reader: %+v %+v, ending at %d of %d", h, tot, r.Header(), r.Totals(), r.Offset(), len(b))
+		}
+	})
+}
+
 // TestFramesAreBoundToTheirPlace: a frame moved within an image, or taken
 // from another image, fails its checksum.
 func TestFramesAreBoundToTheirPlace(t *testing.T) {

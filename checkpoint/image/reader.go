@@ -171,3 +171,42 @@ func (r *Reader) account(f Frame, h frameHeader) error {
 	}
 	return nil
 }
+
+// endFrameSize is the end frame's size: it ends every image.
+const endFrameSize = FrameHeaderSize + endPayloadSize
+
+// CheckEnds checks the two ends of an image of size bytes: its header,
+// and the end frame, which is the file's last bytes and whose checksum
+// binds it to that offset and to the header's LSN. An image that passes
+// is whole as written (not cut short, not extended, not another image's
+// tail), which a crash or a partial copy would break; damage in between
+// is found only by reading the frames (Reader), which a load does. It
+// returns the header and what the end frame counts.
+func CheckEnds(r io.ReaderAt, size int64) (Header, Totals, error) {
+	if size < HeaderSize+endFrameSize {
+		return Header{}, Totals{}, fmt.Errorf("%w: %d bytes, too short for an image", ErrCorrupt, size)
+	}
+	var hb [HeaderSize]byte
+	if _, err := r.ReadAt(hb[:], 0); err != nil {
+		return Header{}, Totals{}, readErr(err, 0, "the header")
+	}
+	h, err := DecodeHeader(hb[:])
+	if err != nil {
+		return Header{}, Totals{}, err
+	}
+	off := size - endFrameSize
+	var eb [endFrameSize]byte
+	if _, err := r.ReadAt(eb[:], off); err != nil {
+		return Header{}, Totals{}, readErr(err, off, "the end frame")
+	}
+	fh, err := decodeFrameHeader(eb[:])
+	switch {
+	case err != nil:
+		return Header{}, Totals{}, fmt.Errorf("%w: no end frame at offset %d: %v", ErrCorrupt, off, err)
+	case fh.kind != FrameEnd || fh.codec != CodecNone || fh.stored != endPayloadSize:
+		return Header{}, Totals{}, fmt.Errorf("%w: no end frame at offset %d (a frame of kind %d, %d bytes)", ErrCorrupt, off, fh.kind, fh.stored)
+	case binary.LittleEndian.Uint32(eb[:]) != frameCRC(h.LSN, off, eb[:FrameHeaderSize], eb[FrameHeaderSize:]):
+		return Header{}, Totals{}, fmt.Errorf("%w: the end frame at offset %d: checksum mismatch", ErrCorrupt, off)
+	}
+	return h, decodeTotals(eb[FrameHeaderSize:]), nil
+}
