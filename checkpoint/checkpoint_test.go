@@ -165,7 +165,7 @@ var damages = []damage{
 }
 
 // breakRow rewrites the image at path with its first row cut short:
-// every checksum is good, so Inspect takes it, but it does not load.
+// every checksum is good, but it does not load.
 func breakRow(t *testing.T, fs *vfs.MemFS, path string) {
 	t.Helper()
 	f := openFile(t, fs, path)
@@ -357,6 +357,14 @@ func TestImageThatDoesNotLoadIsReplaced(t *testing.T) {
 // not replaced by the older one: the start refuses, saying what it would
 // lose, and leaves both images alone.
 func TestFallbackThatWouldLoseCommits(t *testing.T) {
+	for _, d := range damages {
+		if d.name == "a row that breaks its table" || d.name == "bit flip" {
+			t.Run(d.name, func(t *testing.T) { fallbackThatWouldLoseCommits(t, d) })
+		}
+	}
+}
+
+func fallbackThatWouldLoseCommits(t *testing.T, d damage) {
 	fs := vfs.NewMemFS()
 	opts := durability.Options{FS: fs, Level: durability.NoLog}
 	s, slots, err := checkpoint.Restart(fs, ckptDir, opts, nil)
@@ -373,7 +381,7 @@ func TestFallbackThatWouldLoseCommits(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	breakRow(t, fs, newest.Image.Path)
+	d.do(t, fs, newest.Image.Path)
 	_, _, err = checkpoint.Restart(fs, ckptDir, opts, nil)
 	if err == nil || errors.Is(err, checkpoint.ErrNoImage) || !strings.Contains(err.Error(), filepath.Base(newest.Image.Path)) ||
 		!strings.Contains(err.Error(), fmt.Sprintf("reach only LSN %d", older.Image.LSN)) {

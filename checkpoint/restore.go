@@ -21,20 +21,24 @@ import (
 )
 
 // ErrNoImage is returned, wrapped, when the directory holds images but
-// none of them is whole: the node refuses to start rather than guess.
+// none of them is whole, or none loads: the node refuses to start rather
+// than guess.
 var ErrNoImage = errors.New("checkpoint: no valid image")
 
 // Image describes the image in a slot.
 type Image struct {
 	Slot  int    // 0 or 1; -1 for none
 	Path  string // the file
-	LSN   uint64 // 0 when the slot holds no valid image
+	LSN   uint64 // 0 when the slot holds no whole image (Inspect)
 	Bytes int64
 	Rows  uint64
 }
 
-// Slots is what the two slots hold: the newest valid image and the other
-// slot's (an older image, or none when it is empty or damaged).
+// Slots is what the two slots hold: the newest whole image and the other
+// slot's (an older image, or none when it is empty or not whole). Inspect
+// checks only an image's ends; the Newest a Checkpointer starts from has
+// loaded in full, but the Older has not been read until a checkpoint
+// replaces it.
 type Slots struct {
 	Newest Image
 	Older  Image
@@ -105,14 +109,21 @@ func Inspect(fs vfs.FS, dir string, logger hclog.Logger) (Slots, error) {
 	return Slots{Newest: imgs[0], Older: imgs[1]}, nil
 }
 
+// errWouldLose marks a fallback refused because it would lose commits.
+var errWouldLose = errors.New("checkpoint: refusing to start from the older image")
+
 // Restart restores a node's database the way a start does: from the
 // newest whole image in dir (Inspect) and the log after it, which opts
-// describes (Restore is set here; opts.FS should be fs). If that image
-// does not load after all (a frame with a bad checksum, a row that
-// breaks its table, a read error), the older image and the log after it
-// are tried, with a warning; the damaged slot then counts as empty, so
-// that the next checkpoint replaces it. It returns the store and what
-// the slots hold, for the Checkpointer.
+// describes (Restore and Recovered are set here; opts.FS should be fs).
+// If that image does not load after all (a frame with a bad checksum, a
+// row that breaks its table, a read error), the older image and the log
+// after it are tried, with a warning; the damaged slot then counts as
+// empty, so that the next checkpoint replaces it. If the older image and
+// the log after it do not reach the newest image's LSN (the log is gone,
+// or the node keeps none), the start is refused with nothing changed: the
+// operator decides whether to lose those commits (move the newest image
+// away) or repair it. It returns the store and what the slots hold, for
+// the Checkpointer.
 func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger) (*durability.Store, Slots, error) {
 	if fs == nil {
 		fs = vfs.Default
@@ -146,20 +157,26 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 	logger.Warn("the newest checkpoint image does not load; starting from the older one and the log after it",
 		"image", slots.Newest.Path, "lsn", slots.Newest.LSN, "error", err, "older", slots.Older.Path, "older-lsn", slots.Older.LSN)
 	runtime.GC() // the half-loaded database is garbage
+	// A checkpoint's image holds only commits already in the log, so the
+	// log after the older image reaches the newest's LSN, unless part of
+	// it is gone; then the broken image held commits nothing else does,
+	// and the next checkpoint would overwrite it. That is checked before
+	// the log is opened for writing, so a refused start changes nothing.
+	opts.Recovered = func(rec durability.Recovery) error {
+		if rec.LastLSN < slots.Newest.LSN {
+			return fmt.Errorf("%w: the newest image (%s, LSN %d) does not load (%w), and the older image and the log after it reach only LSN %d: starting would lose the commits in between",
+				errWouldLose, slots.Newest.Path, slots.Newest.LSN, err, rec.LastLSN)
+		}
+		return nil
+	}
 	store, loadFailed, err2 := open(slots.Older)
 	switch {
 	case err2 != nil && loadFailed:
 		return nil, slots, fmt.Errorf("%w in %s: neither image loads: %w", ErrNoImage, dir, errors.Join(err, err2))
+	case errors.Is(err2, errWouldLose):
+		return nil, slots, err2
 	case err2 != nil:
 		return nil, slots, fmt.Errorf("checkpoint: the newest image does not load (%w), and the log after the older one does not replay: %w", err, err2)
-	}
-	// A checkpoint's image holds only commits already in the log, so the
-	// log after the older image reaches the newest's LSN, unless part of
-	// it is gone; then the broken image held commits nothing else does,
-	// and the next checkpoint would overwrite it.
-	if last := store.Recovery().LastLSN; last < slots.Newest.LSN {
-		return nil, slots, errors.Join(fmt.Errorf("checkpoint: the newest image (%s, LSN %d) does not load (%w), and the older image and the log after it reach only LSN %d: starting would lose the commits in between",
-			slots.Newest.Path, slots.Newest.LSN, err, last), store.Close())
 	}
 	return store, Slots{Newest: slots.Older, Older: noImage(slots.Newest.Slot)}, nil
 }

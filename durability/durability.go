@@ -91,6 +91,11 @@ type Options struct {
 	// before the log is read, and returns the image's LSN (zero: there
 	// was none); recovery then replays the log after it.
 	Restore func(db *mem.DB) (uint64, error)
+	// Recovered, when set, is called once the log is replayed, before it
+	// is opened for new commits (which truncates a torn tail and sets
+	// aside what recovery ignored); an error stops Open with nothing on
+	// disk changed.
+	Recovered func(Recovery) error
 }
 
 // Recovery says what recovery did.
@@ -147,6 +152,11 @@ func Open(opts Options) (*Store, error) {
 		var err error
 		if tails, err = s.recover(image); err != nil {
 			return nil, err
+		}
+	}
+	if opts.Recovered != nil {
+		if err := opts.Recovered(s.recovery); err != nil {
+			return nil, fmt.Errorf("durability: %w", err)
 		}
 	}
 	s.last = s.recovery.LastLSN

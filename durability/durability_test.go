@@ -246,3 +246,78 @@ func TestFullDisk(t *testing.T) {
 		t.Fatalf("%d transfers recovered, want %d", n, i+1)
 	}
 }
+
+// TestRecoveredCanRefuse: a Recovered hook that refuses what recovery
+// reached stops Open before the log is opened for commits, so the log's
+// files are as they were; without it the same log opens (and gains the
+// segment an opening adds), with the Recovery the hook saw.
+func TestRecoveredCanRefuse(t *testing.T) {
+	fs := vfs.NewMemFS()
+	s, err := Open(Options{FS: fs, Level: FsyncLog, Dirs: dirs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setupBank(t, s)
+	acked := runBank(s, b, 0, 2, 15, FsyncLog, nil)
+	last := s.DB().LastLSN()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := logFiles(t, fs)
+	refusal := errors.New("not this one")
+	var seen Recovery
+	_, err = Open(Options{FS: fs, Level: FsyncLog, Dirs: dirs, Recovered: func(r Recovery) error { seen = r; return refusal }})
+	if !errors.Is(err, refusal) {
+		t.Fatalf("Open with a refusing hook: %v", err)
+	}
+	if seen.LastLSN != last || seen.Records != int64(last) {
+		t.Fatalf("the hook saw %+v; the log holds %d records", seen, last)
+	}
+	if after := logFiles(t, fs); !maps.Equal(after, before) {
+		t.Fatalf("a refused Open changed the log: %d files before, %d after", len(before), len(after))
+	}
+	s2, err := Open(Options{FS: fs, Level: FsyncLog, Dirs: dirs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s2.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	banktest.Check(t, s2.DB(), acked, "after a refused Open")
+	if maps.Equal(logFiles(t, fs), before) {
+		t.Fatal("an Open that went through left the log as it was: the test shows nothing")
+	}
+}
+
+// logFiles returns every log file's contents by path.
+func logFiles(t *testing.T, fs *vfs.MemFS) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, d := range dirs {
+		names, err := fs.ReadDir(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			f, err := fs.Open(d + "/" + n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			size, err := f.Size()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, size)
+			if _, err := f.ReadAt(b, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			out[d+"/"+n] = string(b)
+		}
+	}
+	return out
+}
