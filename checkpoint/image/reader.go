@@ -187,7 +187,7 @@ func CheckEnds(r io.ReaderAt, size int64) (Header, Totals, error) {
 		return Header{}, Totals{}, fmt.Errorf("%w: %d bytes, too short for an image", ErrCorrupt, size)
 	}
 	var hb [HeaderSize]byte
-	if err := readFull(r, hb[:], 0); err != nil {
+	if _, err := io.ReadFull(io.NewSectionReader(r, 0, HeaderSize), hb[:]); err != nil {
 		return Header{}, Totals{}, readErr(err, 0, "the header")
 	}
 	h, err := DecodeHeader(hb[:])
@@ -196,7 +196,7 @@ func CheckEnds(r io.ReaderAt, size int64) (Header, Totals, error) {
 	}
 	off := size - endFrameSize
 	var eb [endFrameSize]byte
-	if err := readFull(r, eb[:], off); err != nil {
+	if _, err := io.ReadFull(io.NewSectionReader(r, off, endFrameSize), eb[:]); err != nil {
 		return Header{}, Totals{}, readErr(err, off, "the end frame")
 	}
 	fh, err := decodeFrameHeader(eb[:])
@@ -209,17 +209,4 @@ func CheckEnds(r io.ReaderAt, size int64) (Header, Totals, error) {
 		return Header{}, Totals{}, fmt.Errorf("%w: the end frame at offset %d: checksum mismatch", ErrCorrupt, off)
 	}
 	return h, decodeTotals(eb[FrameHeaderSize:]), nil
-}
-
-// readFull reads len(b) bytes at off. io.ReaderAt may return io.EOF
-// along with all of them, at the end of the file; that is no error.
-func readFull(r io.ReaderAt, b []byte, off int64) error {
-	n, err := r.ReadAt(b, off)
-	switch {
-	case n == len(b):
-		return nil
-	case err == nil:
-		return io.ErrUnexpectedEOF
-	}
-	return err
 }
