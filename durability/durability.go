@@ -16,13 +16,21 @@
 // A transaction may ask for a stronger level than the node's, never for
 // a weaker one than the node's floor (Check); asking for a level that
 // writes a log on a node that keeps none is refused before the commit.
+//
+// A standby's Store refuses local commits (ErrStandby) and takes the
+// primary's records through Replicate instead, which logs each at its
+// own level and applies it. A Store with a Ring keeps its recent records
+// there, in LSN order, for the standbys it ships to.
 package durability
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -65,6 +73,14 @@ func ParseLevel(s string) (Level, error) {
 // for on this node.
 var ErrLevel = errors.New("durability: level not available")
 
+// ErrStandby is returned, wrapped with the primary's name when known, for
+// a commit on a standby.
+var ErrStandby = errors.New("durability: this node is a standby")
+
+// ErrReplica is returned, wrapped, when a replicated record cannot be
+// taken: it does not follow the last one, or the store failed earlier.
+var ErrReplica = errors.New("durability: replication")
+
 // Options configure a Store.
 type Options struct {
 	FS    vfs.FS // nil means vfs.Default
@@ -82,11 +98,14 @@ type Options struct {
 	// MmapSyncInterval is how often mmap-log syncs its mappings; zero
 	// means only when a segment is full (or a commit asks for fsync-log).
 	MmapSyncInterval time.Duration
-	// RingBytes bounds the records a no-log node keeps in memory; zero
-	// means 64 MiB.
+	// RingBytes bounds the recent records kept in memory for standbys
+	// (Ring). A no-log node always keeps them (zero means 64 MiB); a node
+	// with a log keeps none when it is zero.
 	RingBytes int64
-	Epoch     uint64
-	Logger    hclog.Logger
+	// Standby opens the store refusing local commits (SetPrimary).
+	Standby bool
+	Epoch   uint64
+	Logger  hclog.Logger
 	// Restore, when set, fills the new, empty database from an image
 	// before the log is read, and returns the image's LSN (zero: there
 	// was none); recovery then replays the log after it.
@@ -113,10 +132,14 @@ type Store struct {
 	opts     Options
 	db       *mem.DB
 	log      *logging.Log // nil for NoLog
-	ring     *Ring        // NoLog only
+	ring     *Ring        // nil when a node with a log keeps none
 	mu       sync.Mutex   // orders LSNs into the ring
 	last     uint64       // NoLog: the last LSN assigned (guarded by mu)
+	broken   error        // a replicated record was logged but did not apply (guarded by mu)
 	recovery Recovery
+	// primary is nil on a primary; on a standby it names the primary
+	// ("" while none is known), and commits are refused.
+	primary atomic.Pointer[string]
 }
 
 // Open recovers the database from the log in opts.Dirs and opens the log
@@ -138,6 +161,9 @@ func Open(opts Options) (*Store, error) {
 		opts.RingBytes = 64 << 20
 	}
 	s := &Store{opts: opts}
+	if opts.Standby {
+		s.primary.Store(new(string))
+	}
 	s.db = mem.Open(mem.Options{Log: s, Logger: opts.Logger.Named("mem")})
 	var image uint64
 	if opts.Restore != nil {
@@ -160,8 +186,10 @@ func Open(opts Options) (*Store, error) {
 		}
 	}
 	s.last = s.recovery.LastLSN
-	if opts.Level == NoLog {
+	if opts.Level == NoLog || opts.RingBytes > 0 {
 		s.ring = NewRing(opts.RingBytes)
+	}
+	if opts.Level == NoLog {
 		return s, nil
 	}
 	log, err := logging.Open(logging.Options{
@@ -251,24 +279,104 @@ func (s *Store) replay(r *logging.Reader) error {
 }
 
 // Commit is the engine's commit hook (mem.CommitLog): it encodes the
-// record and hands it to the log, or to the ring on a no-log node.
+// record and hands it to the log, or to the ring on a no-log node. A
+// standby refuses it.
 func (s *Store) Commit(r *mem.Redo) (uint64, error) {
-	if s.log != nil {
-		// The log copies the record, so the encoding buffer is reused.
-		buf := encodeBufs.Get().(*[]byte)
-		*buf = r.AppendBinary((*buf)[:0])
-		lsn, err := s.log.Append(*buf)
-		if cap(*buf) <= maxPooledBuf {
-			encodeBufs.Put(buf)
-		}
-		return lsn, err
+	if p := s.primary.Load(); p != nil {
+		return 0, standbyError(*p)
 	}
+	if s.ring != nil {
+		return s.commitRing(r)
+	}
+	// The log copies the record, so the encoding buffer is reused.
+	buf := encodeBufs.Get().(*[]byte)
+	*buf = r.AppendBinary((*buf)[:0])
+	lsn, err := s.log.Append(*buf)
+	if cap(*buf) <= maxPooledBuf {
+		encodeBufs.Put(buf)
+	}
+	return lsn, err
+}
+
+// commitRing commits into the ring as well as the log, if any, under mu:
+// the log assigns LSNs in the order its appends return, and the ring
+// takes them in that order.
+func (s *Store) commitRing(r *mem.Redo) (uint64, error) {
 	body := r.AppendBinary(nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.log != nil {
+		lsn, err := s.log.Append(body)
+		if err != nil {
+			return 0, err
+		}
+		s.ring.Add(lsn, body)
+		return lsn, nil
+	}
 	s.last++
 	s.ring.Add(s.last, body)
 	return s.last, nil
+}
+
+func standbyError(primary string) error {
+	if primary == "" {
+		return fmt.Errorf("%w, and no primary has reached it yet: writes go to the primary", ErrStandby)
+	}
+	return fmt.Errorf("%w: writes go to the primary, %s", ErrStandby, primary)
+}
+
+// SetPrimary makes the store refuse commits as a standby of primary (how
+// clients reach it, or "" while unknown).
+func (s *Store) SetPrimary(primary string) { s.primary.Store(&primary) }
+
+// Standby reports whether the store refuses commits, and names the
+// primary they go to ("" while unknown).
+func (s *Store) Standby() (primary string, ok bool) {
+	if p := s.primary.Load(); p != nil {
+		return *p, true
+	}
+	return "", false
+}
+
+// Replicate takes a record the primary committed at lsn, which must
+// follow the last one here: it logs body (the encoding of r) at the
+// node's level, keeps it in the ring, and applies r, visible to readers
+// when it returns. It does not wait for the log. A record that is logged
+// but does not apply leaves the store broken: it takes no more, and a
+// restart would stop at that record, so the node must be imaged again.
+func (s *Store) Replicate(lsn uint64, body []byte, r *mem.Redo) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken != nil {
+		return s.broken
+	}
+	if want := s.db.LastLSN() + 1; lsn != want {
+		return fmt.Errorf("%w: LSN %d does not follow this node's last, %d", ErrReplica, lsn, want-1)
+	}
+	if s.log != nil {
+		got, err := s.log.Append(body)
+		if err != nil {
+			return fmt.Errorf("durability: log replicated LSN %d: %w", lsn, err)
+		}
+		if got != lsn {
+			s.broken = fmt.Errorf("%w: the log put replicated LSN %d at %d", ErrReplica, lsn, got)
+			return s.broken
+		}
+	} else {
+		s.last = lsn
+	}
+	if err := s.db.Apply(lsn, r); err != nil {
+		if s.log != nil {
+			s.broken = fmt.Errorf("%w: LSN %d is logged but does not apply, and this node must be imaged again: %w", ErrReplica, lsn, err)
+			return s.broken
+		}
+		s.last = lsn - 1
+		return fmt.Errorf("durability: apply replicated LSN %d: %w", lsn, err)
+	}
+	if s.ring != nil {
+		s.ring.Add(lsn, slices.Clone(body))
+	}
+	return nil
 }
 
 // encodeBufs holds buffers for encoding redo records; buffers grown past
@@ -286,8 +394,8 @@ func (s *Store) Recovery() Recovery { return s.recovery }
 // Level returns the node's level.
 func (s *Store) Level() Level { return s.opts.Level }
 
-// Ring returns a no-log node's ring of recent records; nil on a node with
-// a log.
+// Ring returns the ring of recent records: a no-log node's, or that of a
+// node with a log and Options.RingBytes; nil otherwise.
 func (s *Store) Ring() *Ring { return s.ring }
 
 // Check says whether a transaction may ask for level: not weaker than the
@@ -320,6 +428,19 @@ func (s *Store) Wait(ctx context.Context, lsn uint64, level Level) error {
 // syncs an mmap-log's mappings); without a log it returns at once.
 func (s *Store) Durable(ctx context.Context, lsn uint64) error {
 	return s.Wait(ctx, lsn, FsyncLog)
+}
+
+// Shippable returns the largest LSN up to which every commit meets the
+// node's level: what may go to a standby, which must never hold a record
+// its primary could lose in a crash its level survives.
+func (s *Store) Shippable() uint64 {
+	switch {
+	case s.log == nil:
+		return math.MaxUint64 // a no-log commit meets its level once committed
+	case s.opts.Level == MmapLog:
+		return s.log.WrittenLSN()
+	}
+	return s.log.DurableLSN()
 }
 
 // DurableLSN returns the largest LSN that, with all before it, is durable

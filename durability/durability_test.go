@@ -131,16 +131,17 @@ func TestNoLogKeepsNothing(t *testing.T) {
 		t.Fatalf("no-log wrote %v", names)
 	}
 	var lsns []uint64
-	if !s.Ring().Since(s.DB().LastLSN()-3, func(lsn uint64, body []byte) bool {
-		if _, err := mem.DecodeRedo(body); err != nil {
+	recs, ok := s.Ring().Read(nil, s.DB().LastLSN()-3, 1<<20)
+	for _, r := range recs {
+		if _, err := mem.DecodeRedo(r.Body); err != nil {
 			t.Fatal(err)
 		}
-		lsns = append(lsns, lsn)
-		return true
-	}) || len(lsns) != 3 || lsns[2] != s.DB().LastLSN() {
+		lsns = append(lsns, r.LSN)
+	}
+	if !ok || len(lsns) != 3 || lsns[2] != s.DB().LastLSN() {
 		t.Fatalf("the ring's last records: %v (last LSN %d)", lsns, s.DB().LastLSN())
 	}
-	if s.Ring().Since(0, func(uint64, []byte) bool { return true }) {
+	if _, ok := s.Ring().Read(nil, 0, 1<<20); ok {
 		t.Fatal("a 300-byte ring still holds LSN 1")
 	}
 	if err := s.Close(); err != nil {

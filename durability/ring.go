@@ -1,72 +1,116 @@
 package durability
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
-// Ring keeps a no-log node's most recent commit records in memory,
-// bounded by their total size, oldest dropped first: the log a standby
-// catches up from when the primary writes none. Records are added in LSN
-// order. It is safe for concurrent use.
+// Ring keeps a node's most recent commit records in memory, bounded by
+// their total size, oldest dropped first: what a standby catches up from
+// (package replica). Records are added in LSN order without gaps. It is
+// safe for concurrent use.
 type Ring struct {
-	mu    sync.Mutex
-	max   int64
-	bytes int64
-	recs  []ringRecord // a circular buffer: head is the oldest, n records
-	head  int
-	n     int
+	mu      sync.Mutex
+	max     int64
+	bytes   int64
+	recs    []Record // a circular buffer: head is the oldest, n records
+	head    int
+	n       int
+	changed chan struct{} // closed at the next Add, if someone waits
 }
 
-type ringRecord struct {
-	lsn  uint64
-	body []byte
+// Record is a commit record in the ring.
+type Record struct {
+	LSN  uint64
+	Body []byte // the encoded redo (mem.Redo); never changed once added
+	At   int64  // when it was added, in Unix nanoseconds
 }
 
 // NewRing returns a ring holding at most maxBytes of record bodies (and
 // always the newest record, however large).
 func NewRing(maxBytes int64) *Ring { return &Ring{max: maxBytes} }
 
-// Add appends the record at lsn; the ring owns body from then on.
+// Add appends the record at lsn, which must follow the last one; the ring
+// owns body from then on.
 func (r *Ring) Add(lsn uint64, body []byte) {
+	now := time.Now().UnixNano()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for r.n > 0 && r.bytes+int64(len(body)) > r.max {
 		old := &r.recs[r.head]
-		r.bytes -= int64(len(old.body))
-		*old = ringRecord{}
+		r.bytes -= int64(len(old.Body))
+		*old = Record{}
 		r.head = (r.head + 1) % len(r.recs)
 		r.n--
 	}
 	if r.n == len(r.recs) {
-		grown := make([]ringRecord, max(16, 2*len(r.recs)))
+		grown := make([]Record, max(16, 2*len(r.recs)))
 		for i := 0; i < r.n; i++ {
 			grown[i] = r.recs[(r.head+i)%len(r.recs)]
 		}
 		r.recs, r.head = grown, 0
 	}
-	r.recs[(r.head+r.n)%len(r.recs)] = ringRecord{lsn: lsn, body: body}
+	r.recs[(r.head+r.n)%len(r.recs)] = Record{LSN: lsn, Body: body, At: now}
 	r.n++
 	r.bytes += int64(len(body))
+	if r.changed != nil {
+		close(r.changed)
+		r.changed = nil
+	}
 }
 
-// Since calls fn with each record after LSN after, oldest first, until fn
-// returns false. It returns false, calling fn not at all, when the ring no
-// longer holds the record right after after (it was dropped to bound the
-// ring): a reader that far behind must start over from an image.
-func (r *Ring) Since(after uint64, fn func(lsn uint64, body []byte) bool) bool {
+// Read appends to dst the records after LSN after, oldest first, until
+// their bodies reach maxBytes (at least one record is returned when there
+// is one). ok is false, and nothing is appended, when the ring no longer
+// holds the record right after after: it was dropped to bound the ring,
+// and a reader that far behind must start over from an image.
+func (r *Ring) Read(dst []Record, after uint64, maxBytes int) (_ []Record, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.n == 0 {
-		return true
+		return dst, true
 	}
-	if oldest := r.recs[r.head].lsn; after+1 < oldest {
-		return false
+	oldest := r.recs[r.head].LSN
+	if after+1 < oldest {
+		return dst, false
 	}
-	for i := 0; i < r.n; i++ {
+	size := 0
+	for i := int(after + 1 - oldest); i < r.n && (size < maxBytes || size == 0); i++ {
 		rec := r.recs[(r.head+i)%len(r.recs)]
-		if rec.lsn > after && !fn(rec.lsn, rec.body) {
-			break
-		}
+		dst = append(dst, rec)
+		size += len(rec.Body)
 	}
-	return true
+	return dst, true
+}
+
+// Wait returns a channel that is closed once a record after LSN after is
+// added; it is closed already if the ring holds one.
+func (r *Ring) Wait(after uint64) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n > 0 && r.recs[(r.head+r.n-1)%len(r.recs)].LSN > after {
+		return closed
+	}
+	if r.changed == nil {
+		r.changed = make(chan struct{})
+	}
+	return r.changed
+}
+
+var closed = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// AddedAt returns when the record at lsn was added, if the ring holds it.
+func (r *Ring) AddedAt(lsn uint64) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == 0 || lsn < r.recs[r.head].LSN || lsn-r.recs[r.head].LSN >= uint64(r.n) {
+		return time.Time{}, false
+	}
+	return time.Unix(0, r.recs[(r.head+int(lsn-r.recs[r.head].LSN))%len(r.recs)].At), true
 }
 
 // Len returns the number of records held and their total size.

@@ -453,6 +453,14 @@ func (l *Log) DurableLSN() uint64 {
 	return l.durable
 }
 
+// WrittenLSN returns the largest LSN that, with all before it, is
+// written (it survives a crash of the process).
+func (l *Log) WrittenLSN() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.written
+}
+
 // LastLSN returns the last LSN assigned.
 func (l *Log) LastLSN() uint64 {
 	l.mu.Lock()

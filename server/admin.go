@@ -38,6 +38,16 @@ func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusRes
 		CheckpointLsn:    s.checkpointLSN(),
 		Standbys:         []*pb.StandbyStatus{},
 	}
+	resp.Primary, _ = s.store.Standby()
+	if snd := s.shipper(); snd != nil {
+		resp.Degraded = snd.Degraded()
+		for _, sb := range snd.Standbys() {
+			resp.Standbys = append(resp.Standbys, &pb.StandbyStatus{
+				Name: sb.Name, Addr: sb.Addr, State: sb.State, Reason: sb.Reason, ReceivedLsn: sb.Received, AppliedLsn: sb.Applied,
+				LagRecords: sb.LagRecords, LagMs: uint64(sb.Lag.Milliseconds()),
+			})
+		}
+	}
 	for _, st := range s.db.Stats() {
 		resp.Tables = append(resp.Tables, pbmem.TableStatus(st))
 	}

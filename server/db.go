@@ -26,6 +26,7 @@ type dbService struct {
 	pb.UnimplementedDatabaseServiceServer
 	db          *mem.DB
 	store       *durability.Store
+	sync        syncWaiter
 	txs         *txTable
 	cv          converter
 	maxScanRows int
@@ -33,36 +34,43 @@ type dbService struct {
 	quit        <-chan struct{} // closed when shutdown begins
 }
 
+// syncWaiter waits for a commit's standbys (Server.waitSync).
+type syncWaiter interface {
+	waitSync(ctx context.Context, lsn uint64) (degraded bool, err error)
+}
+
 // run runs fn in the interactive transaction txID, or, when txID is zero,
 // in a transaction of its own that it commits, retrying conflicts, and
-// waits until the commit meets the durability asked for (dur). It returns
-// the commit's LSN (zero inside an interactive transaction) and fn's, the
-// commit's or the wait's error, for the caller to turn into a status.
-func (s *dbService) run(ctx context.Context, txID uint64, dur pb.Durability, fn func(tx *mem.Tx) error) (uint64, error) {
+// waits until the commit meets the durability asked for (dur) and the
+// sync mode. It returns the commit's LSN (zero inside an interactive
+// transaction), whether the sync mode degraded, and fn's, the commit's or
+// the wait's error, for the caller to turn into a status.
+func (s *dbService) run(ctx context.Context, txID uint64, dur pb.Durability, fn func(tx *mem.Tx) error) (lsn uint64, degraded bool, err error) {
 	if txID != 0 {
 		if dur != pb.Durability_DURABILITY_UNSPECIFIED {
-			return 0, errorf(codes.InvalidArgument, "durability %s with tx_id %d: an interactive transaction takes its durability from Begin or Commit", dur, txID)
+			return 0, false, errorf(codes.InvalidArgument, "durability %s with tx_id %d: an interactive transaction takes its durability from Begin or Commit", dur, txID)
 		}
-		return 0, s.txs.use(txID, fn)
+		return 0, false, s.txs.use(txID, fn)
 	}
 	level, err := s.level(dur)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	for attempt := 0; ; attempt++ {
 		tx := s.db.Begin()
 		if err := fn(tx); err != nil {
 			tx.Rollback()
-			return 0, err
+			return 0, false, err
 		}
 		lsn, err := tx.Commit()
 		if errors.Is(err, mem.ErrConflict) && attempt < maxAutoRetries && ctx.Err() == nil {
 			continue
 		}
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
-		return lsn, s.durable(ctx, lsn, level)
+		degraded, err := s.durable(ctx, lsn, level)
+		return lsn, degraded, err
 	}
 }
 
@@ -89,23 +97,33 @@ func (s *dbService) level(dur pb.Durability) (durability.Level, error) {
 }
 
 // durable waits until the commit at lsn (zero: nothing was written) meets
-// level. A commit that does not is installed in memory all the same: the
+// level, then until the standbys answer as the sync mode asks; degraded
+// says they did not in time and the node went on without them. A commit
+// that does not meet either is installed in memory all the same: the
 // error says so.
-func (s *dbService) durable(ctx context.Context, lsn uint64, level durability.Level) error {
+func (s *dbService) durable(ctx context.Context, lsn uint64, level durability.Level) (degraded bool, err error) {
 	if lsn == 0 {
-		return nil
+		return false, nil
 	}
-	err := s.store.Wait(ctx, lsn, level)
+	err = s.store.Wait(ctx, lsn, level)
 	switch {
 	case err == nil:
-		return nil
 	case ctx.Err() != nil:
-		return fmt.Errorf("the commit at LSN %d is in memory but not yet %s: %w", lsn, level, ctx.Err())
+		return false, fmt.Errorf("the commit at LSN %d is in memory but not yet %s: %w", lsn, level, ctx.Err())
 	case errors.Is(err, syscall.ENOSPC):
-		return errorf(codes.ResourceExhausted, "the disk is full: the commit at LSN %d is in memory but not %s, and the node takes no more writes: %v", lsn, level, err)
+		return false, errorf(codes.ResourceExhausted, "the disk is full: the commit at LSN %d is in memory but not %s, and the node takes no more writes: %v", lsn, level, err)
 	default:
-		return errorf(codes.Unavailable, "the redo log failed: the commit at LSN %d is in memory but not %s, and the node takes no more writes: %v", lsn, level, err)
+		return false, errorf(codes.Unavailable, "the redo log failed: the commit at LSN %d is in memory but not %s, and the node takes no more writes: %v", lsn, level, err)
 	}
+	degraded, err = s.sync.waitSync(ctx, lsn)
+	if err != nil {
+		code := codes.DeadlineExceeded
+		if errors.Is(err, context.Canceled) {
+			code = codes.Canceled
+		}
+		return false, errorf(code, "the commit at LSN %d is local (%s) but unconfirmed: its standbys did not answer before the deadline: %v", lsn, level, err)
+	}
+	return degraded, nil
 }
 
 // index returns the ordinal of a table's index by name; empty is the
@@ -123,24 +141,26 @@ func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest)
 		return nil, toStatus(err)
 	}
 	t, err := s.db.CreateTable(def)
+	var degraded bool
 	if err == nil {
-		err = s.durable(ctx, t.CreatedLSN(), s.store.Level())
+		degraded, err = s.durable(ctx, t.CreatedLSN(), s.store.Level())
 	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.CreateTableResponse{Lsn: t.CreatedLSN()}, nil
+	return &pb.CreateTableResponse{Lsn: t.CreatedLSN(), Degraded: degraded}, nil
 }
 
 func (s *dbService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*pb.DropTableResponse, error) {
 	lsn, err := s.db.DropTable(req.GetTable())
+	var degraded bool
 	if err == nil {
-		err = s.durable(ctx, lsn, s.store.Level())
+		degraded, err = s.durable(ctx, lsn, s.store.Level())
 	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.DropTableResponse{Lsn: lsn}, nil
+	return &pb.DropTableResponse{Lsn: lsn, Degraded: degraded}, nil
 }
 
 func (s *dbService) ListTables(context.Context, *pb.ListTablesRequest) (*pb.ListTablesResponse, error) {
@@ -161,7 +181,7 @@ func (s *dbService) DescribeTable(_ context.Context, req *pb.DescribeTableReques
 
 func (s *dbService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
 	resp := &pb.GetResponse{}
-	if _, err := s.run(ctx, req.GetTxId(), 0, func(tx *mem.Tx) error { return s.get(tx, req, resp) }); err != nil {
+	if _, _, err := s.run(ctx, req.GetTxId(), 0, func(tx *mem.Tx) error { return s.get(tx, req, resp) }); err != nil {
 		return nil, toStatus(err)
 	}
 	return resp, nil
@@ -188,35 +208,35 @@ func (s *dbService) get(tx *mem.Tx, req *pb.GetRequest, resp *pb.GetResponse) er
 }
 
 func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.InsertResponse, error) {
-	lsn, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), false) })
+	lsn, degraded, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), false) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.InsertResponse{Lsn: lsn}, nil
+	return &pb.InsertResponse{Lsn: lsn, Degraded: degraded}, nil
 }
 
 func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.UpsertResponse, error) {
-	lsn, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), true) })
+	lsn, degraded, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), true) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.UpsertResponse{Lsn: lsn}, nil
+	return &pb.UpsertResponse{Lsn: lsn, Degraded: degraded}, nil
 }
 
 func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.UpdateResponse, error) {
-	lsn, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.update(tx, req) })
+	lsn, degraded, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.update(tx, req) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.UpdateResponse{Lsn: lsn}, nil
+	return &pb.UpdateResponse{Lsn: lsn, Degraded: degraded}, nil
 }
 
 func (s *dbService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
-	lsn, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.del(tx, req) })
+	lsn, degraded, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.del(tx, req) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.DeleteResponse{Lsn: lsn}, nil
+	return &pb.DeleteResponse{Lsn: lsn, Degraded: degraded}, nil
 }
 
 func (s *dbService) put(tx *mem.Tx, table string, row *pb.Row, replace bool) error {
@@ -332,10 +352,11 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 			if resp.Lsn, err = ot.tx.Commit(); err != nil {
 				return err
 			}
-			return s.durable(ctx, resp.Lsn, level)
+			resp.Degraded, err = s.durable(ctx, resp.Lsn, level)
+			return err
 		})
 	} else {
-		resp.Lsn, err = s.run(ctx, 0, req.GetDurability(), batch)
+		resp.Lsn, resp.Degraded, err = s.run(ctx, 0, req.GetDurability(), batch)
 	}
 	if errors.Is(err, errConditionFailed) {
 		resp.Results = nil

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/mem"
 )
@@ -34,10 +35,11 @@ var codeOf = []struct {
 	{mem.ErrTxDone, codes.FailedPrecondition},
 	{mem.ErrLimit, codes.ResourceExhausted},
 	{mem.ErrCorrupt, codes.DataLoss},
-	{syscall.ENOSPC, codes.ResourceExhausted},      // the log's disk is full: the commit was refused
-	{logging.ErrTooLarge, codes.ResourceExhausted}, // a transaction's redo record over the log's limit
-	{logging.ErrFailed, codes.Unavailable},         // the log failed: the node takes no more writes
-	{logging.ErrClosed, codes.Unavailable},         // shutting down
+	{durability.ErrStandby, codes.FailedPrecondition}, // a write on a standby: the message names the primary
+	{syscall.ENOSPC, codes.ResourceExhausted},         // the log's disk is full: the commit was refused
+	{logging.ErrTooLarge, codes.ResourceExhausted},    // a transaction's redo record over the log's limit
+	{logging.ErrFailed, codes.Unavailable},            // the log failed: the node takes no more writes
+	{logging.ErrClosed, codes.Unavailable},            // shutting down
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

@@ -3,10 +3,12 @@
 // as its Config says, and shuts down gracefully.
 //
 // A request flows server -> mem (transaction) -> durability (the commit
-// waits for its level) -> reply. New recovers the database from the log
-// before serving. Later issues add replication between the durability
-// wait and the reply; the Config keys for it are parsed now, and New
-// refuses a value this build cannot honour instead of ignoring it.
+// waits for its level) -> replica (a primary's commit waits for its
+// standbys as sync_mode asks) -> reply. New recovers the database from
+// the log before serving. A standby takes the primary's log over
+// ReplicationService and refuses writes; a primary with peers ships its
+// log to them (package replica). New refuses configuration this build
+// cannot honour instead of ignoring it.
 package server
 
 import (
@@ -52,6 +54,8 @@ type Server struct {
 	store  *durability.Store
 	ckpt   *checkpoint.Checkpointer // nil without a data_dir
 	images *checkpoint.Shelf        // the images ImageService serves
+	recv   *replica.Receiver        // takes the log on a standby; refuses it on a primary
+	sender *replica.Sender          // ships the log; nil but on a primary with peers (set by Serve)
 	grpc   *grpc.Server
 	health *health.Server
 	dbs    *dbService
@@ -59,6 +63,7 @@ type Server struct {
 	start  time.Time
 	lock   *os.File // the data directory's lock, held while the node runs
 
+	syncMu   sync.Mutex    // guards sender, set once Serve knows the address
 	quit     chan struct{} // closed when shutdown begins
 	stopOnce sync.Once
 	reaped   chan struct{} // closed when the idle-transaction reaper has stopped
@@ -103,6 +108,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	s.dbs = &dbService{
 		db:          s.db,
 		store:       s.store,
+		sync:        s,
 		txs:         s.txs,
 		cv:          converter{maxValueBytes: int(cfg.MaxValueBytes)},
 		maxScanRows: int(cfg.MaxScanRows),
@@ -112,6 +118,12 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	s.grpc = grpc.NewServer(s.serverOptions()...)
 	pb.RegisterDatabaseServiceServer(s.grpc, s.dbs)
 	pb.RegisterAdminServiceServer(s.grpc, &adminService{s: s})
+	var peers []string
+	for _, p := range cfg.Peers {
+		peers = append(peers, p.Name)
+	}
+	s.recv = replica.NewReceiver(store, replica.ReceiverOptions{Node: cfg.Node, Peers: peers, Logger: logger.Named("replica")})
+	pb.RegisterReplicationServiceServer(s.grpc, s.recv)
 	s.images = s.newShelf()
 	chunk := min(replica.DefaultChunkBytes, int(cfg.MaxMessageBytes)/2)
 	pb.RegisterImageServiceServer(s.grpc, replica.NewImageServer(s.images, chunk, logger.Named("image")))
@@ -133,14 +145,8 @@ func supported(cfg *conf.Config) error {
 	later := func(key, what string) {
 		errs = append(errs, fmt.Errorf("%s: %s: %s is not available in this version", cfg.Origin(key), key, what))
 	}
-	if cfg.Role != conf.RolePrimary {
-		later("role", fmt.Sprintf("role %q (only %q)", cfg.Role, conf.RolePrimary))
-	}
-	if len(cfg.Peers) > 0 {
-		later("peer", "replication")
-	}
-	if cfg.SyncMode != conf.SyncAsync {
-		later("sync_mode", fmt.Sprintf("sync mode %q", cfg.SyncMode))
+	if cfg.Role == conf.RolePropagator {
+		later("role", fmt.Sprintf("role %q (only %q and %q)", cfg.Role, conf.RolePrimary, conf.RoleStandby))
 	}
 	if cfg.TLSCertFile != "" || cfg.TLSClientAuth {
 		later("tls_cert_file", "TLS")
@@ -169,6 +175,15 @@ func openStore(cfg *conf.Config, logger hclog.Logger) (*durability.Store, checkp
 	opts := durability.Options{
 		Level: level, Floor: floor, Dirs: cfg.LogDirs(), IgnoreCorruption: cfg.RecoveryIgnoreCorruption,
 		MmapSyncInterval: cfg.MmapSyncInterval, RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
+		Standby: cfg.Role == conf.RoleStandby,
+	}
+	if level != durability.NoLog {
+		// A node with a log keeps recent records in memory for the
+		// standbys it ships to (or will, once promoted).
+		opts.RingBytes = 0
+		if len(cfg.Peers) > 0 {
+			opts.RingBytes = min(cfg.LogRetentionBytes, maxShipRing)
+		}
 	}
 	if cfg.DataDir == "" {
 		opts.Restore = restoreWith(cfg, logger.Named("image"))
@@ -187,6 +202,10 @@ func openStore(cfg *conf.Config, logger hclog.Logger) (*durability.Store, checkp
 	}
 	return store, slots, nil
 }
+
+// maxShipRing bounds the records a node with a log keeps in memory for
+// its standbys; one further behind needs an image.
+const maxShipRing = 256 << 20
 
 // unlock releases the data directory's lock, if held.
 func (s *Server) unlock() error {
@@ -286,7 +305,11 @@ func (s *Server) LogStats() redolog.Stats { return s.store.LogStats() }
 func (s *Server) Serve(lis net.Listener) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(pb.DatabaseService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	s.log.Info("serving", "addr", lis.Addr().String(), "node", s.cfg.Node, "role", s.cfg.Role, "durability", s.cfg.Durability, "version", version())
+	if err := s.startSender(lis.Addr().String()); err != nil {
+		return err
+	}
+	s.log.Info("serving", "addr", lis.Addr().String(), "node", s.cfg.Node, "role", s.cfg.Role, "durability", s.cfg.Durability,
+		"sync-mode", s.cfg.SyncMode, "version", version())
 	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("server: serve on %s: %w", lis.Addr(), err)
 	}
@@ -302,6 +325,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.health.Shutdown()
 		close(s.quit)
+		s.recv.Close() // the primary's link would hold GracefulStop up
+		if snd := s.shipper(); snd != nil {
+			snd.Close()
+		}
 		done := make(chan struct{})
 		go func() {
 			s.grpc.GracefulStop()
@@ -331,6 +358,56 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Info("stopped", "last-lsn", s.db.LastLSN(), "durable-lsn", s.store.DurableLSN())
 	})
 	return err
+}
+
+// startSender starts shipping the log to the peers on a primary that has
+// them; addr is where clients reach this node.
+func (s *Server) startSender(addr string) error {
+	if s.cfg.Role != conf.RolePrimary || len(s.cfg.Peers) == 0 {
+		return nil
+	}
+	mode, err := replica.ParseMode(s.cfg.SyncMode)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	opts := replica.SenderOptions{
+		Node: s.cfg.Node, Addr: addr, Mode: mode, Quorum: int(s.cfg.SyncQuorum), Timeout: s.cfg.SyncTimeout,
+		Block: s.cfg.OnSyncTimeout == "block", MaxMessageBytes: int(s.cfg.MaxMessageBytes), Logger: s.log.Named("replica"),
+	}
+	for _, p := range s.cfg.Peers {
+		opts.Peers = append(opts.Peers, replica.Peer{Name: p.Name, Addr: p.Addr})
+	}
+	snd, err := replica.NewSender(s.store, opts)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	select {
+	case <-s.quit:
+		snd.Close() // shut down before it served
+	default:
+		s.sender = snd
+	}
+	return nil
+}
+
+// shipper returns the Sender, if the node ships its log.
+func (s *Server) shipper() *replica.Sender {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	return s.sender
+}
+
+// waitSync waits until the commit at lsn has the standbys' answers the
+// node's sync_mode asks for (replica.Sender.Wait); degraded says it did
+// not wait for them.
+func (s *Server) waitSync(ctx context.Context, lsn uint64) (degraded bool, err error) {
+	snd := s.shipper()
+	if snd == nil {
+		return false, nil
+	}
+	return snd.Wait(ctx, lsn, -1)
 }
 
 // version returns the module version and VCS revision the binary was built

@@ -22,6 +22,8 @@ type statusJSON struct {
 	Epoch            uint64        `json:"epoch"`
 	Durability       string        `json:"durability"`
 	SyncMode         string        `json:"sync_mode"`
+	Primary          string        `json:"primary,omitempty"`
+	Degraded         bool          `json:"degraded"`
 	LastLSN          uint64        `json:"last_lsn"`
 	DurableLSN       uint64        `json:"durable_lsn"`
 	AppliedLSN       uint64        `json:"applied_lsn"`
@@ -41,6 +43,7 @@ type standbyJSON struct {
 	AppliedLSN  uint64 `json:"applied_lsn"`
 	LagRecords  uint64 `json:"lag_records"`
 	LagMs       uint64 `json:"lag_ms"`
+	Reason      string `json:"reason,omitempty"`
 }
 
 type tableJSON struct {
@@ -54,12 +57,13 @@ type tableJSON struct {
 func toStatusJSON(r *pb.StatusResponse) statusJSON {
 	out := statusJSON{
 		Node: r.GetNode(), Role: r.GetRole(), Epoch: r.GetEpoch(), Durability: r.GetDurability(), SyncMode: r.GetSyncMode(),
+		Primary: r.GetPrimary(), Degraded: r.GetDegraded(),
 		LastLSN: r.GetLastLsn(), DurableLSN: r.GetDurableLsn(), AppliedLSN: r.GetAppliedLsn(), CheckpointLSN: r.GetCheckpointLsn(),
 		Standbys: []standbyJSON{}, Tables: []tableJSON{},
 		UptimeSeconds: r.GetUptime().AsDuration().Seconds(), Version: r.GetVersion(), OpenTransactions: r.GetOpenTransactions(),
 	}
 	for _, s := range r.GetStandbys() {
-		out.Standbys = append(out.Standbys, standbyJSON{s.GetName(), s.GetAddr(), s.GetState(), s.GetReceivedLsn(), s.GetAppliedLsn(), s.GetLagRecords(), s.GetLagMs()})
+		out.Standbys = append(out.Standbys, standbyJSON{s.GetName(), s.GetAddr(), s.GetState(), s.GetReceivedLsn(), s.GetAppliedLsn(), s.GetLagRecords(), s.GetLagMs(), s.GetReason()})
 	}
 	for _, t := range r.GetTables() {
 		out.Tables = append(out.Tables, tableJSON{t.GetName(), t.GetRows(), t.GetBytes(), t.GetHeapBytes(), t.GetIndexBytes()})
@@ -115,11 +119,20 @@ func adminCall(cmd string, args []string, stderr io.Writer, timeout time.Duratio
 func printStatus(w io.Writer, st statusJSON) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node\t%s\nrole\t%s\nepoch\t%d\ndurability\t%s\nsync mode\t%s\n", st.Node, st.Role, st.Epoch, st.Durability, st.SyncMode)
+	if st.Primary != "" {
+		fmt.Fprintf(tw, "primary\t%s\n", st.Primary)
+	}
+	if st.Degraded {
+		fmt.Fprintf(tw, "degraded\tyes: commits do not wait for the standbys until they catch up\n")
+	}
 	fmt.Fprintf(tw, "last lsn\t%d\ndurable lsn\t%d\napplied lsn\t%d\ncheckpoint lsn\t%d\n", st.LastLSN, st.DurableLSN, st.AppliedLSN, st.CheckpointLSN)
 	fmt.Fprintf(tw, "open transactions\t%d\nuptime\t%s\nversion\t%s\n", st.OpenTransactions, time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second), st.Version)
 	fmt.Fprintf(tw, "\nstandby\taddr\tstate\treceived lsn\tapplied lsn\tlag records\tlag ms\n")
 	for _, s := range st.Standbys {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", s.Name, s.Addr, s.State, s.ReceivedLSN, s.AppliedLSN, s.LagRecords, s.LagMs)
+		if s.Reason != "" {
+			fmt.Fprintf(tw, "\t(%s)\n", s.Reason)
+		}
 	}
 	fmt.Fprintf(tw, "\ntable\trows\tbytes\theap bytes\tindex bytes\n")
 	for _, t := range st.Tables {

@@ -4,6 +4,9 @@
 // down (from the target to the client), or at once, or flips one bit of a
 // byte on its way down.
 //
+// Stall holds back what comes down without closing anything, as a link
+// that has stopped carrying data one way.
+//
 // Positions count the bytes sent down over all connections since the
 // proxy started (Down), so a test can aim a fault at "this far into what
 // comes next".
@@ -28,6 +31,7 @@ type Proxy struct {
 	cutAt  []int64 // cut every link when down reaches each, in order
 	flipAt int64   // flip a bit of the byte at this position; -1: none
 	cuts   int
+	stall  chan struct{} // non-nil while bytes going down are held back; closed to release them
 	wg     sync.WaitGroup
 }
 
@@ -84,6 +88,20 @@ func (p *Proxy) FlipAt(pos int64) {
 	p.flipAt = pos
 }
 
+// Stall holds back the bytes going down (from the target to the client)
+// until Stall(false); the links stay open and bytes going up still flow.
+func (p *Proxy) Stall(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case on && p.stall == nil:
+		p.stall = make(chan struct{})
+	case !on && p.stall != nil:
+		close(p.stall)
+		p.stall = nil
+	}
+}
+
 // Cut closes every link now; new connections are forwarded as before.
 func (p *Proxy) Cut() {
 	p.mu.Lock()
@@ -100,6 +118,7 @@ func (p *Proxy) cutLocked() {
 }
 
 func (p *Proxy) close() {
+	p.Stall(false)
 	_ = p.lis.Close()
 	p.Cut()
 	p.wg.Wait()
@@ -163,6 +182,12 @@ func (p *Proxy) forwardDown(l *link) {
 // that stops reading does not block Cut.
 func (p *Proxy) deliver(l *link, b []byte) bool {
 	p.mu.Lock()
+	for p.stall != nil {
+		stall := p.stall
+		p.mu.Unlock()
+		<-stall
+		p.mu.Lock()
+	}
 	if !p.links[l] {
 		p.mu.Unlock()
 		return false

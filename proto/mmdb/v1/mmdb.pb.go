@@ -813,8 +813,12 @@ func (x *CreateTableRequest) GetTable() *Table {
 
 // CreateTableResponse is the reply of CreateTable.
 type CreateTableResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lsn           uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lsn   uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// The node's sync_mode did not wait for its standbys: they did not
+	// answer within sync_timeout and on_sync_timeout is degrade (SPEC 6).
+	// The commit is local; a failover may lose it.
+	Degraded      bool `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -854,6 +858,13 @@ func (x *CreateTableResponse) GetLsn() uint64 {
 		return x.Lsn
 	}
 	return 0
+}
+
+func (x *CreateTableResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
 }
 
 // DropTableRequest is the request of DropTable.
@@ -903,8 +914,12 @@ func (x *DropTableRequest) GetTable() string {
 
 // DropTableResponse is the reply of DropTable.
 type DropTableResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lsn           uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lsn   uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// The node's sync_mode did not wait for its standbys: they did not
+	// answer within sync_timeout and on_sync_timeout is degrade (SPEC 6).
+	// The commit is local; a failover may lose it.
+	Degraded      bool `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -944,6 +959,13 @@ func (x *DropTableResponse) GetLsn() uint64 {
 		return x.Lsn
 	}
 	return 0
+}
+
+func (x *DropTableResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
 }
 
 // ListTablesRequest is the request of ListTables.
@@ -1729,8 +1751,12 @@ func (x *DeleteRequest) GetDurability() Durability {
 // InsertResponse is the reply of Insert: the LSN it committed at, or zero
 // inside an interactive transaction.
 type InsertResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lsn           uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lsn   uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// The node's sync_mode did not wait for its standbys: they did not
+	// answer within sync_timeout and on_sync_timeout is degrade (SPEC 6).
+	// The commit is local; a failover may lose it.
+	Degraded      bool `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1772,11 +1798,22 @@ func (x *InsertResponse) GetLsn() uint64 {
 	return 0
 }
 
+func (x *InsertResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
 // UpdateResponse is the reply of Update: the LSN it committed at, or zero
 // inside an interactive transaction.
 type UpdateResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lsn           uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lsn   uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// The node's sync_mode did not wait for its standbys: they did not
+	// answer within sync_timeout and on_sync_timeout is degrade (SPEC 6).
+	// The commit is local; a failover may lose it.
+	Degraded      bool `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1818,11 +1855,22 @@ func (x *UpdateResponse) GetLsn() uint64 {
 	return 0
 }
 
+func (x *UpdateResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
 // UpsertResponse is the reply of Upsert: the LSN it committed at, or zero
 // inside an interactive transaction.
 type UpsertResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lsn           uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lsn   uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// The node's sync_mode did not wait for its standbys: they did not
+	// answer within sync_timeout and on_sync_timeout is degrade (SPEC 6).
+	// The commit is local; a failover may lose it.
+	Degraded      bool `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1864,11 +1912,22 @@ func (x *UpsertResponse) GetLsn() uint64 {
 	return 0
 }
 
+func (x *UpsertResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
 // DeleteResponse is the reply of Delete: the LSN it committed at, or zero
 // inside an interactive transaction.
 type DeleteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lsn           uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lsn   uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// The node's sync_mode did not wait for its standbys: they did not
+	// answer within sync_timeout and on_sync_timeout is degrade (SPEC 6).
+	// The commit is local; a failover may lose it.
+	Degraded      bool `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1908,6 +1967,13 @@ func (x *DeleteResponse) GetLsn() uint64 {
 		return x.Lsn
 	}
 	return 0
+}
+
+func (x *DeleteResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
 }
 
 // BeginRequest is the request of Begin.
@@ -2300,7 +2366,11 @@ type CommitResponse struct {
 	// When not committed, the index of the first condition that failed.
 	FailedCondition uint32 `protobuf:"varint,3,opt,name=failed_condition,json=failedCondition,proto3" json:"failed_condition,omitempty"`
 	// One result per operation; a get's result holds its row.
-	Results       []*GetResponse `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
+	Results []*GetResponse `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
+	// The node's sync_mode did not wait for its standbys: they did not
+	// answer within sync_timeout and on_sync_timeout is degrade (SPEC 6).
+	// The commit is local; a failover may lose it.
+	Degraded      bool `protobuf:"varint,5,opt,name=degraded,proto3" json:"degraded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2361,6 +2431,13 @@ func (x *CommitResponse) GetResults() []*GetResponse {
 		return x.Results
 	}
 	return nil
+}
+
+func (x *CommitResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
 }
 
 // RollbackRequest is the request of Rollback.
@@ -2988,8 +3065,15 @@ type StatusResponse struct {
 	Uptime           *durationpb.Duration `protobuf:"bytes,12,opt,name=uptime,proto3" json:"uptime,omitempty"`
 	Version          string               `protobuf:"bytes,13,opt,name=version,proto3" json:"version,omitempty"`
 	OpenTransactions uint32               `protobuf:"varint,14,opt,name=open_transactions,json=openTransactions,proto3" json:"open_transactions,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// On a standby: the primary it follows, as "name at host:port"; empty
+	// while none has reached it.
+	Primary string `protobuf:"bytes,15,opt,name=primary,proto3" json:"primary,omitempty"`
+	// On a primary: commits no longer wait for the standbys (they did not
+	// answer within sync_timeout, and on_sync_timeout is degrade) until
+	// they catch up.
+	Degraded      bool `protobuf:"varint,16,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -3118,6 +3202,20 @@ func (x *StatusResponse) GetOpenTransactions() uint32 {
 		return x.OpenTransactions
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
 }
 
 // CheckpointRequest is the request of Checkpoint.
@@ -3257,14 +3355,16 @@ func (x *CheckpointResponse) GetReleasedSegments() uint32 {
 
 // StandbyStatus is one standby as its primary sees it.
 type StandbyStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
-	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
-	ReceivedLsn   uint64                 `protobuf:"varint,4,opt,name=received_lsn,json=receivedLsn,proto3" json:"received_lsn,omitempty"`
-	AppliedLsn    uint64                 `protobuf:"varint,5,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
-	LagRecords    uint64                 `protobuf:"varint,6,opt,name=lag_records,json=lagRecords,proto3" json:"lag_records,omitempty"`
-	LagMs         uint64                 `protobuf:"varint,7,opt,name=lag_ms,json=lagMs,proto3" json:"lag_ms,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Addr        string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	State       string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	ReceivedLsn uint64                 `protobuf:"varint,4,opt,name=received_lsn,json=receivedLsn,proto3" json:"received_lsn,omitempty"`
+	AppliedLsn  uint64                 `protobuf:"varint,5,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
+	LagRecords  uint64                 `protobuf:"varint,6,opt,name=lag_records,json=lagRecords,proto3" json:"lag_records,omitempty"`
+	LagMs       uint64                 `protobuf:"varint,7,opt,name=lag_ms,json=lagMs,proto3" json:"lag_ms,omitempty"`
+	// Why the link is not streaming, when it is not.
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3346,6 +3446,13 @@ func (x *StandbyStatus) GetLagMs() uint64 {
 		return x.LagMs
 	}
 	return 0
+}
+
+func (x *StandbyStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 // TableStatus is a table's size in memory.
@@ -3645,6 +3752,485 @@ func (x *FetchImageResponse) GetCrc32C() uint32 {
 	return 0
 }
 
+// ShipRequest is a sender's message on a replication link: a hello first,
+// then batches.
+type ShipRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ShipRequest_Hello
+	//	*ShipRequest_Batch
+	Msg           isShipRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShipRequest) Reset() {
+	*x = ShipRequest{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShipRequest) ProtoMessage() {}
+
+func (x *ShipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShipRequest.ProtoReflect.Descriptor instead.
+func (*ShipRequest) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ShipRequest) GetMsg() isShipRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ShipRequest) GetHello() *ShipHello {
+	if x != nil {
+		if x, ok := x.Msg.(*ShipRequest_Hello); ok {
+			return x.Hello
+		}
+	}
+	return nil
+}
+
+func (x *ShipRequest) GetBatch() *LogBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*ShipRequest_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
+type isShipRequest_Msg interface {
+	isShipRequest_Msg()
+}
+
+type ShipRequest_Hello struct {
+	Hello *ShipHello `protobuf:"bytes,1,opt,name=hello,proto3,oneof"`
+}
+
+type ShipRequest_Batch struct {
+	Batch *LogBatch `protobuf:"bytes,2,opt,name=batch,proto3,oneof"`
+}
+
+func (*ShipRequest_Hello) isShipRequest_Msg() {}
+
+func (*ShipRequest_Batch) isShipRequest_Msg() {}
+
+// ShipHello introduces the sender.
+type ShipHello struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sender's node name, which must be one of the receiver's peers.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Where clients reach the sender; the receiver names it when it refuses
+	// a write.
+	Addr  string `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The sender's last LSN: a receiver that has applied more has diverged.
+	LastLsn       uint64 `protobuf:"varint,4,opt,name=last_lsn,json=lastLsn,proto3" json:"last_lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShipHello) Reset() {
+	*x = ShipHello{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShipHello) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShipHello) ProtoMessage() {}
+
+func (x *ShipHello) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShipHello.ProtoReflect.Descriptor instead.
+func (*ShipHello) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ShipHello) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ShipHello) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *ShipHello) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ShipHello) GetLastLsn() uint64 {
+	if x != nil {
+		return x.LastLsn
+	}
+	return 0
+}
+
+// LogBatch is consecutive commit records.
+type LogBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The LSN of the first record; the others follow without gaps.
+	FirstLsn uint64 `protobuf:"varint,1,opt,name=first_lsn,json=firstLsn,proto3" json:"first_lsn,omitempty"`
+	Count    uint32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// The epoch of the primary that wrote the records.
+	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The records, each a uvarint length and the record's encoded redo
+	// (package mem), compressed with S2 when compressed is set.
+	Data       []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	Compressed bool   `protobuf:"varint,5,opt,name=compressed,proto3" json:"compressed,omitempty"`
+	// The records' size uncompressed.
+	RawBytes uint32 `protobuf:"varint,6,opt,name=raw_bytes,json=rawBytes,proto3" json:"raw_bytes,omitempty"`
+	// CRC-32C (Castagnoli) of first_lsn, count, epoch, raw_bytes (little
+	// endian, 8, 4, 8 and 4 bytes), the compressed flag (one byte) and data
+	// as sent.
+	Crc32C uint32 `protobuf:"fixed32,7,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// The sender's last LSN when it sent the batch, for the lag.
+	SenderLsn uint64 `protobuf:"varint,8,opt,name=sender_lsn,json=senderLsn,proto3" json:"sender_lsn,omitempty"`
+	// The batch goes on in the next message: data larger than a message is
+	// split, each piece with the same fields and its own part of data; the
+	// checksum covers the whole.
+	More          bool `protobuf:"varint,9,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogBatch) Reset() {
+	*x = LogBatch{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogBatch) ProtoMessage() {}
+
+func (x *LogBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
+func (*LogBatch) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *LogBatch) GetFirstLsn() uint64 {
+	if x != nil {
+		return x.FirstLsn
+	}
+	return 0
+}
+
+func (x *LogBatch) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *LogBatch) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *LogBatch) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *LogBatch) GetCompressed() bool {
+	if x != nil {
+		return x.Compressed
+	}
+	return false
+}
+
+func (x *LogBatch) GetRawBytes() uint32 {
+	if x != nil {
+		return x.RawBytes
+	}
+	return 0
+}
+
+func (x *LogBatch) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
+
+func (x *LogBatch) GetSenderLsn() uint64 {
+	if x != nil {
+		return x.SenderLsn
+	}
+	return 0
+}
+
+func (x *LogBatch) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// ShipResponse is a receiver's message on a replication link: its state
+// first, then acknowledgements.
+type ShipResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ShipResponse_State
+	//	*ShipResponse_Ack
+	Msg           isShipResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShipResponse) Reset() {
+	*x = ShipResponse{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShipResponse) ProtoMessage() {}
+
+func (x *ShipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShipResponse.ProtoReflect.Descriptor instead.
+func (*ShipResponse) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ShipResponse) GetMsg() isShipResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ShipResponse) GetState() *ShipState {
+	if x != nil {
+		if x, ok := x.Msg.(*ShipResponse_State); ok {
+			return x.State
+		}
+	}
+	return nil
+}
+
+func (x *ShipResponse) GetAck() *ShipAck {
+	if x != nil {
+		if x, ok := x.Msg.(*ShipResponse_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
+type isShipResponse_Msg interface {
+	isShipResponse_Msg()
+}
+
+type ShipResponse_State struct {
+	State *ShipState `protobuf:"bytes,1,opt,name=state,proto3,oneof"`
+}
+
+type ShipResponse_Ack struct {
+	Ack *ShipAck `protobuf:"bytes,2,opt,name=ack,proto3,oneof"`
+}
+
+func (*ShipResponse_State) isShipResponse_Msg() {}
+
+func (*ShipResponse_Ack) isShipResponse_Msg() {}
+
+// ShipState says where the receiver stands when a link opens.
+type ShipState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Epoch uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The last LSN the receiver applied; the sender goes on after it.
+	AppliedLsn    uint64 `protobuf:"varint,3,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShipState) Reset() {
+	*x = ShipState{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShipState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShipState) ProtoMessage() {}
+
+func (x *ShipState) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShipState.ProtoReflect.Descriptor instead.
+func (*ShipState) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ShipState) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ShipState) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ShipState) GetAppliedLsn() uint64 {
+	if x != nil {
+		return x.AppliedLsn
+	}
+	return 0
+}
+
+// ShipAck reports the receiver's progress.
+type ShipAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every record up to it is held by the receiver, in memory at least.
+	ReceivedLsn uint64 `protobuf:"varint,1,opt,name=received_lsn,json=receivedLsn,proto3" json:"received_lsn,omitempty"`
+	// Every record up to it is applied: visible to the receiver's readers.
+	AppliedLsn    uint64 `protobuf:"varint,2,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShipAck) Reset() {
+	*x = ShipAck{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShipAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShipAck) ProtoMessage() {}
+
+func (x *ShipAck) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShipAck.ProtoReflect.Descriptor instead.
+func (*ShipAck) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ShipAck) GetReceivedLsn() uint64 {
+	if x != nil {
+		return x.ReceivedLsn
+	}
+	return 0
+}
+
+func (x *ShipAck) GetAppliedLsn() uint64 {
+	if x != nil {
+		return x.AppliedLsn
+	}
+	return 0
+}
+
 var File_mmdb_v1_mmdb_proto protoreflect.FileDescriptor
 
 const file_mmdb_v1_mmdb_proto_rawDesc = "" +
@@ -3684,13 +4270,15 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\fprimary_kind\x18\x04 \x01(\x0e2\x12.mmdb.v1.IndexKindR\vprimaryKind\x12(\n" +
 	"\aindexes\x18\x05 \x03(\v2\x0e.mmdb.v1.IndexR\aindexes\":\n" +
 	"\x12CreateTableRequest\x12$\n" +
-	"\x05table\x18\x01 \x01(\v2\x0e.mmdb.v1.TableR\x05table\"'\n" +
+	"\x05table\x18\x01 \x01(\v2\x0e.mmdb.v1.TableR\x05table\"C\n" +
 	"\x13CreateTableResponse\x12\x10\n" +
-	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"(\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1a\n" +
+	"\bdegraded\x18\x02 \x01(\bR\bdegraded\"(\n" +
 	"\x10DropTableRequest\x12\x14\n" +
-	"\x05table\x18\x01 \x01(\tR\x05table\"%\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\"A\n" +
 	"\x11DropTableResponse\x12\x10\n" +
-	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"\x13\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1a\n" +
+	"\bdegraded\x18\x02 \x01(\bR\bdegraded\"\x13\n" +
 	"\x11ListTablesRequest\"B\n" +
 	"\x12ListTablesResponse\x12,\n" +
 	"\x06tables\x18\x01 \x03(\v2\x14.mmdb.v1.TableStatusR\x06tables\",\n" +
@@ -3752,15 +4340,19 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\x123\n" +
 	"\n" +
 	"durability\x18\x04 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
-	"durability\"\"\n" +
+	"durability\">\n" +
 	"\x0eInsertResponse\x12\x10\n" +
-	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"\"\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1a\n" +
+	"\bdegraded\x18\x02 \x01(\bR\bdegraded\">\n" +
 	"\x0eUpdateResponse\x12\x10\n" +
-	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"\"\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1a\n" +
+	"\bdegraded\x18\x02 \x01(\bR\bdegraded\">\n" +
 	"\x0eUpsertResponse\x12\x10\n" +
-	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"\"\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1a\n" +
+	"\bdegraded\x18\x02 \x01(\bR\bdegraded\">\n" +
 	"\x0eDeleteResponse\x12\x10\n" +
-	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\"C\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1a\n" +
+	"\bdegraded\x18\x02 \x01(\bR\bdegraded\"C\n" +
 	"\fBeginRequest\x123\n" +
 	"\n" +
 	"durability\x18\x01 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
@@ -3794,12 +4386,13 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\x123\n" +
 	"\n" +
 	"durability\x18\x04 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
-	"durability\"\x9b\x01\n" +
+	"durability\"\xb7\x01\n" +
 	"\x0eCommitResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1c\n" +
 	"\tcommitted\x18\x02 \x01(\bR\tcommitted\x12)\n" +
 	"\x10failed_condition\x18\x03 \x01(\rR\x0ffailedCondition\x12.\n" +
-	"\aresults\x18\x04 \x03(\v2\x14.mmdb.v1.GetResponseR\aresults\"&\n" +
+	"\aresults\x18\x04 \x03(\v2\x14.mmdb.v1.GetResponseR\aresults\x12\x1a\n" +
+	"\bdegraded\x18\x05 \x01(\bR\bdegraded\"&\n" +
 	"\x0fRollbackRequest\x12\x13\n" +
 	"\x05tx_id\x18\x01 \x01(\x04R\x04txId\"\x12\n" +
 	"\x10RollbackResponse\">\n" +
@@ -3832,7 +4425,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	" \x01(\v2\x16.mmdb.v1.BeginResponseH\x00R\x05begin\x127\n" +
 	"\brollback\x18\v \x01(\v2\x19.mmdb.v1.RollbackResponseH\x00R\brollbackB\b\n" +
 	"\x06result\"\x0f\n" +
-	"\rStatusRequest\"\xeb\x03\n" +
+	"\rStatusRequest\"\xa1\x04\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
@@ -3852,7 +4445,9 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x06tables\x18\v \x03(\v2\x14.mmdb.v1.TableStatusR\x06tables\x121\n" +
 	"\x06uptime\x18\f \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12\x18\n" +
 	"\aversion\x18\r \x01(\tR\aversion\x12+\n" +
-	"\x11open_transactions\x18\x0e \x01(\rR\x10openTransactions\"\x13\n" +
+	"\x11open_transactions\x18\x0e \x01(\rR\x10openTransactions\x12\x18\n" +
+	"\aprimary\x18\x0f \x01(\tR\aprimary\x12\x1a\n" +
+	"\bdegraded\x18\x10 \x01(\bR\bdegraded\"\x13\n" +
 	"\x11CheckpointRequest\"\xe2\x01\n" +
 	"\x12CheckpointResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x12\n" +
@@ -3861,7 +4456,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x04rows\x18\x04 \x01(\x04R\x04rows\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x18\n" +
 	"\askipped\x18\x06 \x01(\bR\askipped\x12+\n" +
-	"\x11released_segments\x18\a \x01(\rR\x10releasedSegments\"\xc9\x01\n" +
+	"\x11released_segments\x18\a \x01(\rR\x10releasedSegments\"\xe1\x01\n" +
 	"\rStandbyStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
@@ -3871,7 +4466,8 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"appliedLsn\x12\x1f\n" +
 	"\vlag_records\x18\x06 \x01(\x04R\n" +
 	"lagRecords\x12\x15\n" +
-	"\x06lag_ms\x18\a \x01(\x04R\x05lagMs\"\x8b\x01\n" +
+	"\x06lag_ms\x18\a \x01(\x04R\x05lagMs\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"\x8b\x01\n" +
 	"\vTableStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x04R\x04rows\x12\x14\n" +
@@ -3894,7 +4490,42 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05image\x18\x01 \x01(\v2\x12.mmdb.v1.ImageInfoR\x05image\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
-	"\x06crc32c\x18\x04 \x01(\aR\x06crc32c*\xd1\x01\n" +
+	"\x06crc32c\x18\x04 \x01(\aR\x06crc32c\"k\n" +
+	"\vShipRequest\x12*\n" +
+	"\x05hello\x18\x01 \x01(\v2\x12.mmdb.v1.ShipHelloH\x00R\x05hello\x12)\n" +
+	"\x05batch\x18\x02 \x01(\v2\x11.mmdb.v1.LogBatchH\x00R\x05batchB\x05\n" +
+	"\x03msg\"d\n" +
+	"\tShipHello\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\blast_lsn\x18\x04 \x01(\x04R\alastLsn\"\xef\x01\n" +
+	"\bLogBatch\x12\x1b\n" +
+	"\tfirst_lsn\x18\x01 \x01(\x04R\bfirstLsn\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x1e\n" +
+	"\n" +
+	"compressed\x18\x05 \x01(\bR\n" +
+	"compressed\x12\x1b\n" +
+	"\traw_bytes\x18\x06 \x01(\rR\brawBytes\x12\x16\n" +
+	"\x06crc32c\x18\a \x01(\aR\x06crc32c\x12\x1d\n" +
+	"\n" +
+	"sender_lsn\x18\b \x01(\x04R\tsenderLsn\x12\x12\n" +
+	"\x04more\x18\t \x01(\bR\x04more\"g\n" +
+	"\fShipResponse\x12*\n" +
+	"\x05state\x18\x01 \x01(\v2\x12.mmdb.v1.ShipStateH\x00R\x05state\x12$\n" +
+	"\x03ack\x18\x02 \x01(\v2\x10.mmdb.v1.ShipAckH\x00R\x03ackB\x05\n" +
+	"\x03msg\"V\n" +
+	"\tShipState\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
+	"\vapplied_lsn\x18\x03 \x01(\x04R\n" +
+	"appliedLsn\"M\n" +
+	"\aShipAck\x12!\n" +
+	"\freceived_lsn\x18\x01 \x01(\x04R\vreceivedLsn\x12\x1f\n" +
+	"\vapplied_lsn\x18\x02 \x01(\x04R\n" +
+	"appliedLsn*\xd1\x01\n" +
 	"\n" +
 	"ColumnType\x12\x1b\n" +
 	"\x17COLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -3937,7 +4568,9 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"Checkpoint\x12\x1a.mmdb.v1.CheckpointRequest\x1a\x1b.mmdb.v1.CheckpointResponse2W\n" +
 	"\fImageService\x12G\n" +
 	"\n" +
-	"FetchImage\x12\x1a.mmdb.v1.FetchImageRequest\x1a\x1b.mmdb.v1.FetchImageResponse0\x01B+Z)github.com/mmdb/mmdb/proto/mmdb/v1;mmdbv1b\x06proto3"
+	"FetchImage\x12\x1a.mmdb.v1.FetchImageRequest\x1a\x1b.mmdb.v1.FetchImageResponse0\x012M\n" +
+	"\x12ReplicationService\x127\n" +
+	"\x04Ship\x12\x14.mmdb.v1.ShipRequest\x1a\x15.mmdb.v1.ShipResponse(\x010\x01B+Z)github.com/mmdb/mmdb/proto/mmdb/v1;mmdbv1b\x06proto3"
 
 var (
 	file_mmdb_v1_mmdb_proto_rawDescOnce sync.Once
@@ -3952,7 +4585,7 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 }
 
 var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
@@ -4005,13 +4638,19 @@ var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(*FetchImageRequest)(nil),     // 48: mmdb.v1.FetchImageRequest
 	(*ImageInfo)(nil),             // 49: mmdb.v1.ImageInfo
 	(*FetchImageResponse)(nil),    // 50: mmdb.v1.FetchImageResponse
-	(structpb.NullValue)(0),       // 51: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 52: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 53: google.protobuf.Duration
+	(*ShipRequest)(nil),           // 51: mmdb.v1.ShipRequest
+	(*ShipHello)(nil),             // 52: mmdb.v1.ShipHello
+	(*LogBatch)(nil),              // 53: mmdb.v1.LogBatch
+	(*ShipResponse)(nil),          // 54: mmdb.v1.ShipResponse
+	(*ShipState)(nil),             // 55: mmdb.v1.ShipState
+	(*ShipAck)(nil),               // 56: mmdb.v1.ShipAck
+	(structpb.NullValue)(0),       // 57: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 58: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 59: google.protobuf.Duration
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	51, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	52, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	57, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	58, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
 	4,  // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
 	4,  // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
 	0,  // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
@@ -4040,7 +4679,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	4,  // 27: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
 	2,  // 28: mmdb.v1.DeleteRequest.durability:type_name -> mmdb.v1.Durability
 	2,  // 29: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
-	53, // 30: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	59, // 30: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
 	18, // 31: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
 	22, // 32: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
 	23, // 33: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
@@ -4073,48 +4712,54 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	37, // 60: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
 	46, // 61: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
 	47, // 62: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	53, // 63: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	53, // 64: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	59, // 63: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	59, // 64: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
 	49, // 65: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
-	10, // 66: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	12, // 67: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	14, // 68: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	16, // 69: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	18, // 70: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	20, // 71: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	22, // 72: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	23, // 73: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	24, // 74: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	25, // 75: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	30, // 76: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	34, // 77: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	36, // 78: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	38, // 79: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	42, // 80: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	44, // 81: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	48, // 82: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	11, // 83: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	13, // 84: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	15, // 85: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	17, // 86: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	19, // 87: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	21, // 88: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	26, // 89: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	27, // 90: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	28, // 91: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	29, // 92: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	31, // 93: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	35, // 94: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	37, // 95: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	40, // 96: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	43, // 97: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	45, // 98: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	50, // 99: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	83, // [83:100] is the sub-list for method output_type
-	66, // [66:83] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	52, // 66: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
+	53, // 67: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
+	55, // 68: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
+	56, // 69: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
+	10, // 70: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	12, // 71: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	14, // 72: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	16, // 73: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	18, // 74: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	20, // 75: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	22, // 76: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	23, // 77: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	24, // 78: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	25, // 79: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	30, // 80: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	34, // 81: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	36, // 82: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	38, // 83: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	42, // 84: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	44, // 85: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	48, // 86: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	51, // 87: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	11, // 88: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	13, // 89: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	15, // 90: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	17, // 91: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	19, // 92: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	21, // 93: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	26, // 94: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	27, // 95: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	28, // 96: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	29, // 97: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	31, // 98: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	35, // 99: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	37, // 100: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	40, // 101: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	43, // 102: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	45, // 103: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	50, // 104: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	54, // 105: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	88, // [88:106] is the sub-list for method output_type
+	70, // [70:88] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -4159,15 +4804,23 @@ func file_mmdb_v1_mmdb_proto_init() {
 		(*Reply_Begin)(nil),
 		(*Reply_Rollback)(nil),
 	}
+	file_mmdb_v1_mmdb_proto_msgTypes[47].OneofWrappers = []any{
+		(*ShipRequest_Hello)(nil),
+		(*ShipRequest_Batch)(nil),
+	}
+	file_mmdb_v1_mmdb_proto_msgTypes[50].OneofWrappers = []any{
+		(*ShipResponse_State)(nil),
+		(*ShipResponse_Ack)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   47,
+			NumMessages:   53,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_mmdb_v1_mmdb_proto_goTypes,
 		DependencyIndexes: file_mmdb_v1_mmdb_proto_depIdxs,

@@ -959,3 +959,129 @@ var ImageService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "mmdb/v1/mmdb.proto",
 }
+
+const (
+	ReplicationService_Ship_FullMethodName = "/mmdb.v1.ReplicationService/Ship"
+)
+
+// ReplicationServiceClient is the client API for ReplicationService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// ReplicationService carries the log from a primary to its standbys (SPEC
+// 6). It is for peers, not clients: the sender (the primary) opens Ship on
+// each standby it is configured with.
+type ReplicationServiceClient interface {
+	// Ship is one replication link. The sender's first message is a hello;
+	// the receiver answers with where it stands (its epoch and applied
+	// LSN), or ends the call: FAILED_PRECONDITION when it will not follow
+	// this sender (it is a primary itself, it follows another sender, the
+	// sender's epoch is older than its own, or it is ahead of the sender),
+	// PERMISSION_DENIED for a sender that is not
+	// one of its peers. The sender then sends log batches in LSN order from
+	// the applied LSN on, and the receiver acknowledges what it holds
+	// (received) and what its readers see (applied). A batch with a gap, a
+	// bad checksum or an older epoch ends the call with DATA_LOSS or
+	// FAILED_PRECONDITION and nothing of it applied.
+	Ship(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ShipRequest, ShipResponse], error)
+}
+
+type replicationServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewReplicationServiceClient(cc grpc.ClientConnInterface) ReplicationServiceClient {
+	return &replicationServiceClient{cc}
+}
+
+func (c *replicationServiceClient) Ship(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ShipRequest, ShipResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ReplicationService_ServiceDesc.Streams[0], ReplicationService_Ship_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ShipRequest, ShipResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ReplicationService_ShipClient = grpc.BidiStreamingClient[ShipRequest, ShipResponse]
+
+// ReplicationServiceServer is the server API for ReplicationService service.
+// All implementations must embed UnimplementedReplicationServiceServer
+// for forward compatibility.
+//
+// ReplicationService carries the log from a primary to its standbys (SPEC
+// 6). It is for peers, not clients: the sender (the primary) opens Ship on
+// each standby it is configured with.
+type ReplicationServiceServer interface {
+	// Ship is one replication link. The sender's first message is a hello;
+	// the receiver answers with where it stands (its epoch and applied
+	// LSN), or ends the call: FAILED_PRECONDITION when it will not follow
+	// this sender (it is a primary itself, it follows another sender, the
+	// sender's epoch is older than its own, or it is ahead of the sender),
+	// PERMISSION_DENIED for a sender that is not
+	// one of its peers. The sender then sends log batches in LSN order from
+	// the applied LSN on, and the receiver acknowledges what it holds
+	// (received) and what its readers see (applied). A batch with a gap, a
+	// bad checksum or an older epoch ends the call with DATA_LOSS or
+	// FAILED_PRECONDITION and nothing of it applied.
+	Ship(grpc.BidiStreamingServer[ShipRequest, ShipResponse]) error
+	mustEmbedUnimplementedReplicationServiceServer()
+}
+
+// UnimplementedReplicationServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedReplicationServiceServer struct{}
+
+func (UnimplementedReplicationServiceServer) Ship(grpc.BidiStreamingServer[ShipRequest, ShipResponse]) error {
+	return status.Error(codes.Unimplemented, "method Ship not implemented")
+}
+func (UnimplementedReplicationServiceServer) mustEmbedUnimplementedReplicationServiceServer() {}
+func (UnimplementedReplicationServiceServer) testEmbeddedByValue()                            {}
+
+// UnsafeReplicationServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ReplicationServiceServer will
+// result in compilation errors.
+type UnsafeReplicationServiceServer interface {
+	mustEmbedUnimplementedReplicationServiceServer()
+}
+
+func RegisterReplicationServiceServer(s grpc.ServiceRegistrar, srv ReplicationServiceServer) {
+	// If the following call panics, it indicates UnimplementedReplicationServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&ReplicationService_ServiceDesc, srv)
+}
+
+func _ReplicationService_Ship_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ReplicationServiceServer).Ship(&grpc.GenericServerStream[ShipRequest, ShipResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ReplicationService_ShipServer = grpc.BidiStreamingServer[ShipRequest, ShipResponse]
+
+// ReplicationService_ServiceDesc is the grpc.ServiceDesc for ReplicationService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var ReplicationService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "mmdb.v1.ReplicationService",
+	HandlerType: (*ReplicationServiceServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Ship",
+			Handler:       _ReplicationService_Ship_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "mmdb/v1/mmdb.proto",
+}

@@ -1,0 +1,358 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/mem"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// ReceiverOptions configure a Receiver.
+type ReceiverOptions struct {
+	Node   string   // this node's name
+	Peers  []string // the nodes it takes log from
+	Epoch  uint64
+	Logger hclog.Logger
+}
+
+// Receiver is a standby's end of replication: it implements
+// ReplicationService. It follows one sender at a time. Records are
+// checked as their batch arrives (checksum, no gap, same epoch, each
+// record decodes) and acknowledged as received; an applier takes them in
+// LSN order (durability.Store.Replicate: logged at the node's own level,
+// then applied) and acknowledges them as applied. A batch that fails a
+// check ends the call with nothing of it applied; what was received
+// before is still applied. A bounded queue between the two holds
+// received batches: when the applier falls behind, receiving stops and
+// gRPC flow control holds the sender back.
+type Receiver struct {
+	pb.UnimplementedReplicationServiceServer
+	store *durability.Store
+	opts  ReceiverOptions
+	peers map[string]bool
+
+	mu     sync.Mutex
+	follow *following // the link being followed, if any
+	closed bool
+}
+
+// following is one followed link.
+type following struct {
+	node   string
+	epoch  uint64
+	cancel context.CancelCauseFunc
+	done   chan struct{} // closed when its call has ended and its records are applied
+}
+
+// queueBatches bounds the received batches waiting to be applied.
+const queueBatches = 16
+
+// NewReceiver returns the receiving end of replication into store.
+func NewReceiver(store *durability.Store, opts ReceiverOptions) *Receiver {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	r := &Receiver{store: store, opts: opts, peers: map[string]bool{}}
+	for _, p := range opts.Peers {
+		r.peers[p] = true
+	}
+	return r
+}
+
+var (
+	errReplaced = errors.New("replica: a newer link from the same sender replaced this one")
+	errClosed   = errors.New("replica: this node is shutting down")
+)
+
+// Close ends the link being followed, once what it received is applied,
+// and refuses new ones.
+func (r *Receiver) Close() {
+	r.mu.Lock()
+	r.closed = true
+	f := r.follow
+	if f != nil {
+		f.cancel(errClosed)
+	}
+	r.mu.Unlock()
+	if f != nil {
+		<-f.done
+	}
+}
+
+// Ship follows a sender (see ReplicationService in the proto).
+func (r *Receiver) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipResponse]) error {
+	m, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	hello := m.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "replication: the first message must be a hello")
+	}
+	log := r.opts.Logger.With("sender", hello.Node, "sender-addr", hello.Addr, "sender-epoch", hello.Epoch)
+	ctx, cancel := context.WithCancelCause(st.Context())
+	defer cancel(nil)
+	f, err := r.admit(ctx, hello, cancel)
+	if err != nil {
+		log.Warn("refused a replication link", "error", err)
+		return err
+	}
+	defer close(f.done)
+
+	applied := r.store.DB().LastLSN()
+	if err := st.Send(&pb.ShipResponse{Msg: &pb.ShipResponse_State{State: &pb.ShipState{Node: r.opts.Node, Epoch: r.opts.Epoch, AppliedLsn: applied}}}); err != nil {
+		return err
+	}
+	log.Info("following", "applied-lsn", applied, "sender-last-lsn", hello.LastLsn)
+
+	p := &progress{received: applied, applied: applied, poke: make(chan struct{}, 1)}
+	queue := make(chan []received, queueBatches)
+	drained, acked := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(drained)
+		if err := r.apply(queue, p); err != nil {
+			cancel(err)
+		}
+	}()
+	go func() {
+		defer close(acked)
+		if err := p.acknowledge(ctx, st); err != nil {
+			cancel(err)
+		}
+	}()
+	err = r.receive(ctx, st, hello, queue, p)
+	close(queue)
+	<-drained // what was received is applied, link or no link
+	cancel(err)
+	<-acked
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
+	}
+	switch {
+	case errors.Is(err, errReplaced):
+		log.Info("link replaced", "applied-lsn", p.appliedLSN())
+		return status.Error(codes.Aborted, err.Error())
+	case err != nil:
+		log.Warn("link ended", "applied-lsn", p.appliedLSN(), "error", err)
+		if _, ok := status.FromError(err); !ok {
+			code := codes.Unavailable
+			switch {
+			case errors.Is(err, ErrBatch) || errors.Is(err, mem.ErrCorrupt):
+				code = codes.DataLoss
+			case errors.Is(err, durability.ErrReplica):
+				code = codes.FailedPrecondition
+			}
+			return status.Error(code, err.Error())
+		}
+	}
+	return err
+}
+
+// admit decides whether to follow the sender that said hello; it takes
+// over from a link it replaces once that one has ended.
+func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel context.CancelCauseFunc) (*following, error) {
+	if !r.peers[hello.Node] {
+		return nil, status.Errorf(codes.PermissionDenied, "replication: %q is not a peer of %s", hello.Node, r.opts.Node)
+	}
+	if _, standby := r.store.Standby(); !standby {
+		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is not a standby", r.opts.Node)
+	}
+	if hello.Epoch < r.opts.Epoch {
+		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is at epoch %d; %s's epoch %d is older", r.opts.Node, r.opts.Epoch, hello.Node, hello.Epoch)
+	}
+	if applied := r.store.DB().LastLSN(); applied > hello.LastLsn {
+		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s has applied LSN %d, past %s's last LSN %d: their logs have diverged", r.opts.Node, applied, hello.Node, hello.LastLsn)
+	}
+	for {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return nil, status.Error(codes.Unavailable, errClosed.Error())
+		}
+		old := r.follow
+		if old == nil {
+			f := &following{node: hello.Node, epoch: hello.Epoch, cancel: cancel, done: make(chan struct{})}
+			r.follow = f
+			r.mu.Unlock()
+			r.store.SetPrimary(fmt.Sprintf("%s at %s", hello.Node, hello.Addr))
+			go func() {
+				<-f.done
+				r.mu.Lock()
+				if r.follow == f {
+					r.follow = nil
+				}
+				r.mu.Unlock()
+			}()
+			return f, nil
+		}
+		if old.node != hello.Node && hello.Epoch <= old.epoch {
+			r.mu.Unlock()
+			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s follows %s at epoch %d", r.opts.Node, old.node, old.epoch)
+		}
+		// The same sender again (its old link may be dead without our
+		// knowing), or a newer epoch's: end the old link and wait.
+		old.cancel(errReplaced)
+		r.mu.Unlock()
+		select {
+		case <-old.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		r.mu.Lock()
+		if r.follow == old {
+			r.follow = nil
+		}
+		r.mu.Unlock()
+	}
+}
+
+// received is a record checked and decoded, waiting to be applied.
+type received struct {
+	lsn  uint64
+	body []byte
+	redo *mem.Redo
+}
+
+// receive takes batches until the call ends or one fails its checks.
+func (r *Receiver) receive(ctx context.Context, st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipResponse], hello *pb.ShipHello, queue chan<- []received, p *progress) error {
+	// Recv does not heed ctx, which a Close or a replacing link ends: it
+	// runs on a goroutine of its own, which ends with the call.
+	type msg struct {
+		m   *pb.ShipRequest
+		err error
+	}
+	in := make(chan msg)
+	go func() {
+		for {
+			m, err := st.Recv()
+			select {
+			case in <- msg{m, err}:
+			case <-st.Context().Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var dec batchDecoder
+	next := p.receivedLSN() + 1
+	for {
+		var m msg
+		select {
+		case m = <-in:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		if m.err != nil {
+			return m.err
+		}
+		b := m.m.GetBatch()
+		if b == nil {
+			return status.Error(codes.InvalidArgument, "replication: after the hello, only batches")
+		}
+		recs, err := dec.add(b)
+		if err != nil {
+			return err
+		}
+		if recs == nil {
+			continue
+		}
+		if b.Epoch != hello.Epoch {
+			return status.Errorf(codes.FailedPrecondition, "replication: a batch from LSN %d of epoch %d on a link of epoch %d", b.FirstLsn, b.Epoch, hello.Epoch)
+		}
+		if b.FirstLsn != next {
+			return fmt.Errorf("%w: it starts at LSN %d where %d was due", ErrBatch, b.FirstLsn, next)
+		}
+		batch := make([]received, len(recs))
+		for i, rec := range recs {
+			redo, err := mem.DecodeRedo(rec.Body)
+			if err != nil {
+				return fmt.Errorf("%w: LSN %d: %w", ErrBatch, rec.LSN, err)
+			}
+			batch[i] = received{lsn: rec.LSN, body: rec.Body, redo: redo}
+		}
+		next += uint64(len(recs))
+		p.set(&p.received, next-1) // before the applier can pass it
+		select {
+		case queue <- batch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// apply applies the queued batches in order until the queue is closed.
+func (r *Receiver) apply(queue <-chan []received, p *progress) error {
+	var failed error
+	for batch := range queue {
+		if failed != nil {
+			continue // drain, so the receiver is not held up
+		}
+		for _, rec := range batch {
+			if err := r.store.Replicate(rec.lsn, rec.body, rec.redo); err != nil {
+				failed = fmt.Errorf("replica: %w", err)
+				break
+			}
+			p.set(&p.applied, rec.lsn)
+		}
+	}
+	return failed
+}
+
+// progress is a link's received and applied LSNs, and a poke for the
+// acker when they change.
+type progress struct {
+	mu                sync.Mutex
+	received, applied uint64
+	poke              chan struct{}
+}
+
+func (p *progress) set(field *uint64, lsn uint64) {
+	p.mu.Lock()
+	*field = lsn
+	p.mu.Unlock()
+	select {
+	case p.poke <- struct{}{}:
+	default:
+	}
+}
+
+func (p *progress) receivedLSN() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.received
+}
+
+func (p *progress) appliedLSN() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.applied
+}
+
+// acknowledge sends the latest progress whenever it changes, until ctx
+// ends; several changes while a send is under way go in one ack.
+func (p *progress) acknowledge(ctx context.Context, st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipResponse]) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.poke:
+		}
+		p.mu.Lock()
+		ack := &pb.ShipAck{ReceivedLsn: p.received, AppliedLsn: p.applied}
+		p.mu.Unlock()
+		if err := st.Send(&pb.ShipResponse{Msg: &pb.ShipResponse_Ack{Ack: ack}}); err != nil {
+			return err
+		}
+	}
+}

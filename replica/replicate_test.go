@@ -1,0 +1,438 @@
+package replica_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/internal/banktest"
+	"github.com/mmdb/mmdb/internal/digest"
+	"github.com/mmdb/mmdb/internal/faultproxy"
+	"github.com/mmdb/mmdb/logging/vfs"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/replica"
+)
+
+// standby is a standby store served over ReplicationService on loopback.
+type standby struct {
+	store *durability.Store
+	fs    *vfs.MemFS
+	addr  string
+	srv   *grpc.Server
+}
+
+func newStandby(t *testing.T, opts durability.Options, peers ...string) *standby {
+	t.Helper()
+	opts.Standby = true
+	st, err := durability.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(st, replica.ReceiverOptions{Node: "b", Peers: peers}))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	s := &standby{store: st, addr: lis.Addr().String(), srv: srv}
+	s.fs, _ = opts.FS.(*vfs.MemFS)
+	t.Cleanup(func() {
+		srv.Stop()
+		// A test may have crashed the standby's file system.
+		if err := st.Close(); err != nil && !errors.Is(err, vfs.ErrCrashed) {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+func newPrimary(t *testing.T, opts durability.Options) *durability.Store {
+	t.Helper()
+	if opts.RingBytes == 0 {
+		opts.RingBytes = 64 << 20
+	}
+	st, err := durability.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return st
+}
+
+func newSender(t *testing.T, st *durability.Store, opts replica.SenderOptions) *replica.Sender {
+	t.Helper()
+	if opts.Node == "" {
+		opts.Node, opts.Addr = "a", "127.0.0.1:1"
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	s, err := replica.NewSender(st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// caughtUp waits until the standby has applied the primary's last LSN.
+func caughtUp(t *testing.T, primary, standby *durability.Store) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for standby.DB().LastLSN() < primary.DB().LastLSN() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby is at LSN %d, the primary at %d", standby.DB().LastLSN(), primary.DB().LastLSN())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func sameData(t *testing.T, a, b *durability.Store) {
+	t.Helper()
+	da, err := digest.Of(a.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := digest.Of(b.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !da.Equal(db) {
+		t.Fatalf("primary %s, standby %s", da, db)
+	}
+}
+
+// TestAppliedAck: under applied-ack every acknowledged commit is visible
+// on the standby when the commit returns; the standby ends with the same
+// data and refuses writes naming the primary.
+func TestAppliedAck(t *testing.T) {
+	primary := newPrimary(t, durability.Options{FS: vfs.NewMemFS(), Level: durability.FsyncLog, Dirs: []string{"/a/log"}, SegmentSize: 1 << 20})
+	sb := newStandby(t, durability.Options{FS: vfs.NewMemFS(), Level: durability.FsyncLog, Dirs: []string{"/b/log"}, SegmentSize: 1 << 20}, "a")
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}, Mode: replica.AppliedAck, Quorum: 1})
+	ctx := context.Background()
+	wait := func(lsn uint64) error {
+		if err := primary.Wait(ctx, lsn, durability.FsyncLog); err != nil {
+			return err
+		}
+		if degraded, err := snd.Wait(ctx, lsn, -1); err != nil || degraded {
+			return errors.Join(err, errors.New("degraded"))
+		}
+		if got := sb.store.DB().LastLSN(); got < lsn {
+			t.Errorf("applied-ack returned for LSN %d with the standby at %d", lsn, got)
+		}
+		return nil
+	}
+	bank := banktest.Setup(t, primary.DB(), wait)
+	acked := banktest.Run(primary.DB(), bank, 0, 8, 50, wait, nil)
+	banktest.Check(t, sb.store.DB(), acked, "standby")
+	sameData(t, primary, sb.store)
+
+	_, err := banktest.Of(t, sb.store.DB()).Transfer(sb.store.DB(), 0, 1, 1, "on-standby")
+	if !errors.Is(err, durability.ErrStandby) || !strings.Contains(err.Error(), "a at 127.0.0.1:1") {
+		t.Fatalf("a write on the standby: %v", err)
+	}
+	st := snd.Standbys()
+	if len(st) != 1 || st[0].State != replica.StateStreaming || st[0].Applied != primary.DB().LastLSN() || st[0].LagRecords != 0 {
+		t.Fatalf("standby status %+v at LSN %d", st, primary.DB().LastLSN())
+	}
+
+	// The standby logs what it applies at its own level: after a crash of
+	// its machine it has a consistent prefix of the primary's commits
+	// (what it had synced), and after a clean stop all of them.
+	sb.srv.Stop()
+	crashed := sb.fs.Crash(nil)
+	again, err := durability.Open(durability.Options{FS: crashed, Level: durability.FsyncLog, Dirs: []string{"/b/log"}, SegmentSize: 1 << 20, Standby: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	banktest.Check(t, again.DB(), nil, "standby after a crash")
+	if again.DB().LastLSN() > primary.DB().LastLSN() {
+		t.Fatalf("the standby recovered LSN %d, past the primary's %d", again.DB().LastLSN(), primary.DB().LastLSN())
+	}
+	if err := again.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStandbyKeepsWhatItApplied: a standby stopped cleanly recovers
+// everything it applied from its own log.
+func TestStandbyKeepsWhatItApplied(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	fs := vfs.NewMemFS()
+	opts := durability.Options{FS: fs, Level: durability.MmapLog, Dirs: []string{"/b/log"}, SegmentSize: 1 << 20, Standby: true}
+	st, err := durability.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(st, replica.ReceiverOptions{Node: "b", Peers: []string{"a"}}))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: lis.Addr().String()}}, Mode: replica.AppliedAck, Quorum: 1})
+	bank := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	banktest.Run(primary.DB(), bank, 0, 4, 50, func(uint64) error { return nil }, nil)
+	caughtUp(t, primary, st)
+	snd.Close()
+	srv.Stop()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := durability.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	sameData(t, primary, again)
+}
+
+// TestLinkCutsAndResumes: a link cut again and again while commits go on
+// resumes from the standby's applied LSN each time, and the standby ends
+// with the primary's data.
+func TestLinkCutsAndResumes(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
+	proxy := faultproxy.New(t, sb.addr)
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: proxy.Addr()}}, Mode: replica.ReceivedAck, Quorum: 1})
+	ctx := context.Background()
+	wait := func(lsn uint64) error {
+		_, err := snd.Wait(ctx, lsn, -1)
+		return err
+	}
+	bank := banktest.Setup(t, primary.DB(), wait)
+	done := make(chan map[string]bool)
+	go func() { done <- banktest.Run(primary.DB(), bank, 0, 4, 300, func(uint64) error { return nil }, nil) }()
+	for range 5 {
+		time.Sleep(20 * time.Millisecond)
+		proxy.Cut()
+	}
+	acked := <-done
+	caughtUp(t, primary, sb.store)
+	banktest.Check(t, sb.store.DB(), acked, "standby")
+	sameData(t, primary, sb.store)
+	if proxy.Cuts() < 5 {
+		t.Fatalf("%d cuts", proxy.Cuts())
+	}
+}
+
+// TestDegradeAndResume: with on_sync_timeout = degrade, a commit whose
+// standby does not answer returns degraded after sync_timeout, the next
+// ones at once, and commits wait again once the standby is back and has
+// caught up. With block, a commit waits until its deadline.
+func TestDegradeAndResume(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
+	proxy := faultproxy.New(t, sb.addr)
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: proxy.Addr()}}, Mode: replica.AppliedAck, Quorum: 1, Timeout: 200 * time.Millisecond})
+	ctx := context.Background()
+	bank := banktest.Setup(t, primary.DB(), func(lsn uint64) error {
+		_, err := snd.Wait(ctx, lsn, -1)
+		return err
+	})
+	proxy.Stall(true) // the standby's acknowledgements are held back
+	lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	degraded, err := snd.Wait(ctx, lsn, -1)
+	if err != nil || !degraded || time.Since(start) < 200*time.Millisecond {
+		t.Fatalf("a commit without its standby: degraded %v, %v after %s", degraded, err, time.Since(start))
+	}
+	if !snd.Degraded() || snd.Standbys()[0].State != replica.StateDegraded {
+		t.Fatalf("not degraded: %+v", snd.Standbys())
+	}
+	lsn, _ = bank.Transfer(primary.DB(), 0, 1, 1, "t2")
+	start = time.Now()
+	if degraded, err := snd.Wait(ctx, lsn, -1); err != nil || !degraded || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("a commit while degraded: degraded %v, %v after %s", degraded, err, time.Since(start))
+	}
+	caughtUp(t, primary, sb.store) // it applies; the primary does not hear of it
+	if !snd.Degraded() {
+		t.Fatal("no longer degraded while the acknowledgements are held back")
+	}
+	proxy.Stall(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for snd.Degraded() {
+		if time.Now().After(deadline) {
+			t.Fatal("still degraded after the standby caught up")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	lsn, _ = bank.Transfer(primary.DB(), 0, 1, 1, "t3")
+	if degraded, err := snd.Wait(ctx, lsn, -1); err != nil || degraded || sb.store.DB().LastLSN() < lsn {
+		t.Fatalf("after the standby is back: degraded %v, %v", degraded, err)
+	}
+}
+
+// TestBlockUntilDeadline: with on_sync_timeout = block a commit whose
+// standby is away waits until its context ends and says it is
+// unconfirmed.
+func TestBlockUntilDeadline(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: "127.0.0.1:1"}}, Mode: replica.ReceivedAck, Quorum: 1, Timeout: 10 * time.Millisecond, Block: true})
+	tbl := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	lsn, err := tbl.Transfer(primary.DB(), 0, 1, 1, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	degraded, err := snd.Wait(ctx, lsn, -1)
+	if !errors.Is(err, replica.ErrUnconfirmed) || !errors.Is(err, context.DeadlineExceeded) || degraded {
+		t.Fatalf("blocked commit: degraded %v, %v", degraded, err)
+	}
+	if st := snd.Standbys()[0].State; st != replica.StateDisconnected && st != replica.StateConnecting {
+		t.Fatalf("an unreachable standby is %q", st)
+	}
+}
+
+// TestNeedsImage: a standby further behind than the primary's ring
+// reaches is not sent a gap: its link says it needs an image.
+func TestNeedsImage(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog, RingBytes: 200})
+	bank := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	banktest.Run(primary.DB(), bank, 0, 2, 20, func(uint64) error { return nil }, nil)
+	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}})
+	deadline := time.Now().Add(10 * time.Second)
+	for snd.Standbys()[0].State != replica.StateNeedsImage {
+		if time.Now().After(deadline) {
+			t.Fatalf("standby %+v", snd.Standbys())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if sb.store.DB().LastLSN() != 0 {
+		t.Fatalf("the standby applied up to LSN %d", sb.store.DB().LastLSN())
+	}
+}
+
+// TestRefusals: a receiver turns away log it must not take (from a node
+// not its peer, with a gap, damaged, of another epoch than its link's,
+// from a sender behind it), with a clear status, and applies nothing of
+// it.
+func TestRefusals(t *testing.T) {
+	src := newPrimary(t, durability.Options{Level: durability.NoLog})
+	banktest.Setup(t, src.DB(), func(uint64) error { return nil })
+	recs, _ := src.Ring().Read(nil, 0, 1<<20)
+	n := uint64(len(recs))
+
+	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
+	cc, err := replica.Dial(sb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := pb.NewReplicationServiceClient(cc)
+	// ship says hello and sends the batches, and returns the code the call
+	// ends with.
+	ship := func(hello *pb.ShipHello, batches ...*pb.LogBatch) (codes.Code, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := c.Ship(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: hello}})
+		for _, b := range batches {
+			_ = st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Batch{Batch: b}})
+		}
+		_ = st.CloseSend()
+		for {
+			if _, err := st.Recv(); err != nil {
+				return status.Code(err), status.Convert(err).Message()
+			}
+		}
+	}
+	hello := func() *pb.ShipHello { return &pb.ShipHello{Node: "a", Addr: "x:1", LastLsn: n} }
+	good := func() *pb.LogBatch { return replica.EncodeBatchForTest(t, recs, 0) }
+	cases := []struct {
+		name  string
+		hello *pb.ShipHello
+		batch *pb.LogBatch
+		code  codes.Code
+	}{
+		{"unknown peer", &pb.ShipHello{Node: "z", LastLsn: n}, good(), codes.PermissionDenied},
+		{"a gap", hello(), func() *pb.LogBatch { return replica.EncodeBatchForTest(t, recs[1:], 0) }(), codes.DataLoss},
+		{"a flipped bit", hello(), func() *pb.LogBatch { b := good(); b.Data[len(b.Data)/2] ^= 1; return b }(), codes.DataLoss},
+		{"a wrong count", hello(), func() *pb.LogBatch { b := good(); b.Count++; return b }(), codes.DataLoss},
+		{"another epoch in a batch", hello(), replica.EncodeBatchForTest(t, recs, 3), codes.FailedPrecondition},
+	}
+	for _, tc := range cases {
+		code, msg := ship(tc.hello, tc.batch)
+		if code != tc.code {
+			t.Errorf("%s: %s %q, want %s", tc.name, code, msg, tc.code)
+		}
+		if got := sb.store.DB().LastLSN(); got != 0 {
+			t.Fatalf("%s: the standby applied up to LSN %d", tc.name, got)
+		}
+	}
+	// The good batch goes in; then a sender behind the standby has
+	// diverged from it.
+	if code, msg := ship(hello(), good()); code != codes.Unavailable && code != codes.OK {
+		t.Fatalf("a good batch: %s %q", code, msg)
+	}
+	if got := sb.store.DB().LastLSN(); got != n {
+		t.Fatalf("the standby is at LSN %d, want %d", got, n)
+	}
+	if code, msg := ship(&pb.ShipHello{Node: "a", LastLsn: n - 1}); code != codes.FailedPrecondition || !strings.Contains(msg, "diverged") {
+		t.Fatalf("a sender behind the standby: %s %q", code, msg)
+	}
+}
+
+// TestOneSenderAtATime: a standby follows one sender. The same sender's
+// new link replaces its old one (which may be dead without the standby
+// knowing); another peer at the same epoch is refused.
+func TestOneSenderAtATime(t *testing.T) {
+	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a", "c")
+	cc, err := replica.Dial(sb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := pb.NewReplicationServiceClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	open := func(node string) (grpc.BidiStreamingClient[pb.ShipRequest, pb.ShipResponse], error) {
+		st, err := c.Ship(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: &pb.ShipHello{Node: node}}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := st.Recv()
+		if err == nil && m.GetState() == nil {
+			t.Fatalf("%s: no state first", node)
+		}
+		return st, err
+	}
+	first, err := open("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open("c"); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "follows a") {
+		t.Fatalf("another sender: %v", err)
+	}
+	if _, err := open("a"); err != nil {
+		t.Fatalf("the same sender again: %v", err)
+	}
+	if _, err := first.Recv(); status.Code(err) != codes.Aborted {
+		t.Fatalf("the replaced link: %v", err)
+	}
+}

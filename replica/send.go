@@ -1,0 +1,470 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/durability"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// Mode is a sync mode: what a commit waits for from the standbys (SPEC 6).
+type Mode int8
+
+// The sync modes, weakest first.
+const (
+	Async Mode = iota
+	ReceivedAck
+	AppliedAck
+)
+
+var modeNames = []string{"async", "received-ack", "applied-ack"}
+
+func (m Mode) String() string {
+	if m < 0 || int(m) >= len(modeNames) {
+		return fmt.Sprintf("mode(%d)", m)
+	}
+	return modeNames[m]
+}
+
+// ParseMode returns the sync mode a config or request names.
+func ParseMode(s string) (Mode, error) {
+	for i, n := range modeNames {
+		if n == s {
+			return Mode(i), nil
+		}
+	}
+	return 0, fmt.Errorf("replica: unknown sync mode %q (async, received-ack or applied-ack)", s)
+}
+
+// Peer is another node.
+type Peer struct {
+	Name string
+	Addr string
+}
+
+// The states of a standby, as its primary sees it (StandbyStatus.State).
+const (
+	StateConnecting   = "connecting"
+	StateStreaming    = "streaming"
+	StateCatchingUp   = "catching-up"
+	StateDisconnected = "disconnected"
+	StateNeedsImage   = "needs-image"
+	StateRefused      = "refused"
+	StateDegraded     = "degraded"
+)
+
+// SenderOptions configure a Sender.
+type SenderOptions struct {
+	Node  string // this node's name
+	Addr  string // where clients reach this node
+	Epoch uint64
+	Peers []Peer // the standbys to ship to
+	// Mode is what a commit waits for (Wait), Quorum how many standbys
+	// must answer, and Timeout how long a commit waits for them before it
+	// degrades (Block false) or goes on waiting until its deadline.
+	Mode    Mode
+	Quorum  int
+	Timeout time.Duration
+	Block   bool
+	// MaxMessageBytes bounds a message; zero means 4 MiB.
+	MaxMessageBytes int
+	// Dial connects to a peer; nil means Dial.
+	Dial   func(addr string) (*grpc.ClientConn, error)
+	Logger hclog.Logger
+}
+
+// Sender ships a primary's log to its standbys: one link per standby,
+// each a Ship stream that it opens and opens again when it breaks. A
+// link starts after the standby's applied LSN and sends the records the
+// store's ring holds, in batches, once they meet the node's durability
+// level (durability.Store.Shippable), so a standby never holds a commit
+// its primary could lose in a crash its level survives. A standby the
+// ring no longer reaches back far enough for needs an image: the link
+// says so in its state and tries again now and then.
+//
+// Memory is bounded on both sides: the sender reads from the ring, whose
+// size is fixed, and a batch at a time; gRPC flow control stops a Send
+// while the standby does not keep up.
+type Sender struct {
+	opts  SenderOptions
+	store *durability.Store
+	links []*link
+
+	mu       sync.Mutex
+	changed  chan struct{} // closed when a link's acknowledgements advance, if watched
+	degraded bool          // commits return without their quorum (on_sync_timeout = degrade)
+	resumeAt uint64        // the quorum LSN that ends the degradation
+
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+// link is one standby; its fields after peer are guarded by Sender.mu.
+type link struct {
+	peer     Peer
+	state    string
+	reason   string // why it is not streaming
+	received uint64
+	applied  uint64
+	sent     uint64
+	backlog  uint64 // the sender's last LSN when the link opened: until it is applied, the standby catches up
+}
+
+// NewSender starts shipping store's log to opts.Peers; Close stops it.
+func NewSender(store *durability.Store, opts SenderOptions) (*Sender, error) {
+	if store.Ring() == nil {
+		return nil, errors.New("replica: the store keeps no ring of records to ship")
+	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = 4 << 20
+	}
+	if opts.Dial == nil {
+		opts.Dial = func(addr string) (*grpc.ClientConn, error) { return Dial(addr) }
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Sender{opts: opts, store: store, cancel: cancel}
+	for _, p := range opts.Peers {
+		l := &link{peer: p, state: StateConnecting}
+		s.links = append(s.links, l)
+		s.done.Add(1)
+		go func() {
+			defer s.done.Done()
+			s.keep(ctx, l)
+		}()
+	}
+	return s, nil
+}
+
+// Close stops every link.
+func (s *Sender) Close() {
+	s.cancel()
+	s.done.Wait()
+}
+
+// keep runs a link until ctx ends, opening it again after a failure with
+// a growing pause.
+func (s *Sender) keep(ctx context.Context, l *link) {
+	log := s.opts.Logger.With("standby", l.peer.Name, "addr", l.peer.Addr)
+	cc, err := s.opts.Dial(l.peer.Addr)
+	if err != nil {
+		s.setState(l, StateRefused, err.Error())
+		log.Error("cannot reach the standby", "error", err)
+		return
+	}
+	defer func() { _ = cc.Close() }() // the link is over; nothing to report
+	pause, last := retryPause, ""
+	for ctx.Err() == nil {
+		sent := s.sentOf(l)
+		err := s.stream(ctx, pb.NewReplicationServiceClient(cc), l, log)
+		if ctx.Err() != nil {
+			return
+		}
+		state := StateDisconnected
+		switch {
+		case errors.Is(err, errNeedsImage):
+			state = StateNeedsImage
+		case status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.PermissionDenied:
+			state = StateRefused
+		}
+		s.setState(l, state, err.Error())
+		if msg := err.Error(); msg != last {
+			log.Warn("the link to the standby broke", "state", state, "error", err)
+			last = msg
+		}
+		if s.sentOf(l) > sent {
+			pause = retryPause // it got somewhere: try again soon
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, maxRetryPause)
+	}
+}
+
+// The pause before a link is opened again.
+const (
+	retryPause    = 100 * time.Millisecond
+	maxRetryPause = 5 * time.Second
+)
+
+var errNeedsImage = errors.New("replica: the standby needs an image")
+
+// stream runs one Ship call: hello, the standby's state, then batches
+// from the ring while acknowledgements come back.
+func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *link, log hclog.Logger) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	st, err := c.Ship(ctx)
+	if err != nil {
+		return fmt.Errorf("replica: open a link to %s: %w", l.peer.Name, err)
+	}
+	db := s.store.DB()
+	hello := &pb.ShipHello{Node: s.opts.Node, Addr: s.opts.Addr, Epoch: s.opts.Epoch, LastLsn: db.LastLSN()}
+	if err := st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: hello}}); err != nil {
+		_, err = st.Recv() // Send reports io.EOF; Recv has the reason
+		return fmt.Errorf("replica: hello to %s: %w", l.peer.Name, err)
+	}
+	first, err := st.Recv()
+	if err != nil {
+		return fmt.Errorf("replica: %s: %w", l.peer.Name, err)
+	}
+	state := first.GetState()
+	if state == nil {
+		return fmt.Errorf("replica: %s answered the hello without its state", l.peer.Name)
+	}
+	next := state.GetAppliedLsn()
+	s.mu.Lock()
+	l.state, l.reason, l.received, l.applied, l.sent, l.backlog = StateCatchingUp, "", next, next, next, hello.LastLsn
+	s.ackedLocked()
+	s.mu.Unlock()
+	log.Info("link open", "applied-lsn", next, "last-lsn", hello.LastLsn)
+	// Only this goroutine receives from now on; the stream ends when ctx
+	// does, and with it the goroutine.
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		cancel(s.acks(st, l))
+	}()
+	defer func() {
+		cancel(nil)
+		<-acked
+	}()
+
+	ring := s.store.Ring()
+	var (
+		recs []durability.Record
+		enc  batchEncoder
+	)
+	for {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		var ok bool
+		recs, ok = ring.Read(recs[:0], next, batchBytes)
+		if !ok {
+			return fmt.Errorf("%w: it has applied LSN %d and this node keeps its records from later on only", errNeedsImage, next)
+		}
+		if len(recs) == 0 {
+			select {
+			case <-ring.Wait(next):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		if err := s.store.Wait(ctx, recs[0].LSN, s.store.Level()); err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return fmt.Errorf("replica: the log failed before LSN %d could be shipped: %w", recs[0].LSN, err)
+		}
+		limit := s.store.Shippable()
+		for len(recs) > 0 && recs[len(recs)-1].LSN > limit {
+			recs = recs[:len(recs)-1]
+		}
+		msgs, err := enc.encode(recs, s.opts.Epoch, db.LastLSN(), s.opts.MaxMessageBytes/2)
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if err := st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Batch{Batch: m}}); err != nil {
+				// Send reports io.EOF; the acknowledgements' Recv has
+				// the reason, and ends ctx with it.
+				<-acked
+				return context.Cause(ctx)
+			}
+		}
+		next = recs[len(recs)-1].LSN
+		s.mu.Lock()
+		l.sent = next
+		s.mu.Unlock()
+	}
+}
+
+// acks takes a link's acknowledgements until the stream ends.
+func (s *Sender) acks(st grpc.BidiStreamingClient[pb.ShipRequest, pb.ShipResponse], l *link) error {
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return fmt.Errorf("replica: %s: %w", l.peer.Name, err)
+		}
+		ack := m.GetAck()
+		if ack == nil {
+			return fmt.Errorf("replica: %s sent something other than an acknowledgement", l.peer.Name)
+		}
+		s.mu.Lock()
+		if ack.ReceivedLsn < l.received || ack.AppliedLsn < l.applied || ack.AppliedLsn > ack.ReceivedLsn || ack.ReceivedLsn > l.sent {
+			bad := fmt.Errorf("replica: %s acknowledged received %d and applied %d, after %d and %d with %d sent",
+				l.peer.Name, ack.ReceivedLsn, ack.AppliedLsn, l.received, l.applied, l.sent)
+			s.mu.Unlock()
+			return bad
+		}
+		l.received, l.applied = ack.ReceivedLsn, ack.AppliedLsn
+		if l.applied >= l.backlog {
+			l.state = StateStreaming
+		}
+		s.ackedLocked()
+		s.mu.Unlock()
+	}
+}
+
+// ackedLocked wakes the commits waiting for acknowledgements and ends a
+// degradation once the quorum has caught up; the caller holds mu.
+func (s *Sender) ackedLocked() {
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+	if s.degraded && s.quorumLocked(s.opts.Mode) >= s.resumeAt {
+		s.degraded = false
+		s.opts.Logger.Info("the standbys caught up: commits wait for them again", "sync-mode", s.opts.Mode, "lsn", s.resumeAt)
+	}
+}
+
+// quorumLocked returns the largest LSN that Quorum standbys have
+// acknowledged under mode; the caller holds mu.
+func (s *Sender) quorumLocked(mode Mode) uint64 {
+	if s.opts.Quorum <= 0 {
+		return ^uint64(0)
+	}
+	acked := make([]uint64, 0, len(s.links))
+	for _, l := range s.links {
+		if mode == AppliedAck {
+			acked = append(acked, l.applied)
+		} else {
+			acked = append(acked, l.received)
+		}
+	}
+	if len(acked) < s.opts.Quorum {
+		return 0
+	}
+	// The Quorum-th largest.
+	for i := range s.opts.Quorum {
+		for j := i + 1; j < len(acked); j++ {
+			if acked[j] > acked[i] {
+				acked[i], acked[j] = acked[j], acked[i]
+			}
+		}
+	}
+	return acked[s.opts.Quorum-1]
+}
+
+// ErrUnconfirmed is returned, wrapped, when a commit's deadline passes
+// before its quorum answers (on_sync_timeout = block).
+var ErrUnconfirmed = errors.New("replica: the commit is local but unconfirmed by the standbys")
+
+// Wait returns once Quorum standbys have acknowledged the commit at lsn
+// as the sync mode asks (mode, or the node's when mode is negative).
+// When they do not answer within the timeout, it returns degraded (and
+// commits return at once, degraded, until the standbys catch up), or,
+// with Block, goes on waiting until ctx ends and returns ErrUnconfirmed.
+func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool, err error) {
+	if mode < 0 {
+		mode = s.opts.Mode
+	}
+	if mode == Async || lsn == 0 {
+		return false, nil
+	}
+	var timeout <-chan time.Time
+	for {
+		s.mu.Lock()
+		if s.quorumLocked(mode) >= lsn {
+			s.mu.Unlock()
+			return false, nil
+		}
+		if s.degraded {
+			s.mu.Unlock()
+			return true, nil
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		if timeout == nil && !s.opts.Block {
+			t := time.NewTimer(s.opts.Timeout)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			s.mu.Lock()
+			if !s.degraded {
+				s.degraded, s.resumeAt = true, s.store.DB().LastLSN()
+				s.opts.Logger.Warn("the standbys did not answer in sync_timeout: commits no longer wait for them until they catch up",
+					"sync-mode", mode, "lsn", lsn, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout, "resume-at", s.resumeAt)
+			}
+			s.mu.Unlock()
+			return true, nil
+		case <-ctx.Done():
+			return false, fmt.Errorf("%w: LSN %d waited for %d standbys to answer (%s): %w", ErrUnconfirmed, lsn, s.opts.Quorum, mode, ctx.Err())
+		}
+	}
+}
+
+// Degraded reports whether commits go on without their quorum.
+func (s *Sender) Degraded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.degraded
+}
+
+// Standby is a standby's state as its primary sees it.
+type Standby struct {
+	Name, Addr, State, Reason string
+	Received, Applied         uint64
+	LagRecords                uint64
+	Lag                       time.Duration // how long ago the oldest record it has not applied was committed
+}
+
+// Standbys returns the state of every link.
+func (s *Sender) Standbys() []Standby {
+	last := s.store.DB().LastLSN()
+	s.mu.Lock()
+	out := make([]Standby, 0, len(s.links))
+	for _, l := range s.links {
+		st := Standby{Name: l.peer.Name, Addr: l.peer.Addr, State: l.state, Reason: l.reason, Received: l.received, Applied: l.applied}
+		if last > l.applied {
+			st.LagRecords = last - l.applied
+		}
+		if s.degraded && st.LagRecords > 0 {
+			st.State = StateDegraded
+		}
+		out = append(out, st)
+	}
+	s.mu.Unlock()
+	for i := range out {
+		if out[i].LagRecords > 0 {
+			if at, ok := s.store.Ring().AddedAt(out[i].Applied + 1); ok {
+				out[i].Lag = time.Since(at)
+			}
+		}
+	}
+	return out
+}
+
+func (s *Sender) setState(l *link, state, reason string) {
+	s.mu.Lock()
+	l.state, l.reason = state, reason
+	s.mu.Unlock()
+}
+
+func (s *Sender) sentOf(l *link) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return l.sent
+}
