@@ -430,6 +430,16 @@ func (s *Store) Durable(ctx context.Context, lsn uint64) error {
 	return s.Wait(ctx, lsn, FsyncLog)
 }
 
+// SetEpoch stamps the records logged from now on with epoch.
+func (s *Store) SetEpoch(epoch uint64) {
+	if s.log != nil {
+		s.log.SetEpoch(epoch)
+	}
+}
+
+// Lead makes the store take commits again, as a primary.
+func (s *Store) Lead() { s.primary.Store(nil) }
+
 // Shippable returns the largest LSN up to which every commit meets the
 // node's level: what may go to a standby, which must never hold a record
 // its primary could lose in a crash its level survives.

@@ -33,7 +33,7 @@ type Options struct {
 	NoCompression bool
 	MinCompress   int
 	MaxBlockBytes int           // a block's raw payload, unless one record is larger; zero means 256 KiB
-	Epoch         uint64        // stamped on every record
+	Epoch         uint64        // stamped on every record, until SetEpoch
 	SlowSync      time.Duration // syncs slower than this are logged; zero means 100ms
 	Logger        hclog.Logger
 	// StartLSN and Tails come from recovery (Reader.Last and
@@ -91,6 +91,7 @@ type Log struct {
 	chans []*channel
 
 	mu       sync.Mutex
+	epoch    uint64        // stamped on the records appended
 	last     uint64        // the last LSN assigned
 	written  uint64        // see the invariant
 	durable  uint64        // see the invariant
@@ -152,8 +153,9 @@ func (s *Stats) add(o Stats) {
 }
 
 type pendingRecord struct {
-	lsn  uint64
-	body []byte
+	lsn   uint64
+	epoch uint64
+	body  []byte
 }
 
 // Open starts a log after what recovery read. Segments past damage that
@@ -191,7 +193,7 @@ func Open(opts Options) (*Log, error) {
 	if opts.SlowSync <= 0 {
 		opts.SlowSync = 100 * time.Millisecond
 	}
-	l := &Log{opts: opts, log: opts.Logger, last: opts.StartLSN, written: opts.StartLSN, durable: opts.StartLSN, advanced: make(chan struct{})}
+	l := &Log{opts: opts, log: opts.Logger, epoch: opts.Epoch, last: opts.StartLSN, written: opts.StartLSN, durable: opts.StartLSN, advanced: make(chan struct{})}
 	if l.log == nil {
 		l.log = hclog.NewNullLogger()
 	}
@@ -350,7 +352,7 @@ func (l *Log) Append(body []byte) (uint64, error) {
 			return lsn, nil
 		}
 	}
-	c.pending = append(c.pending, pendingRecord{lsn: lsn, body: slices.Clone(body)})
+	c.pending = append(c.pending, pendingRecord{lsn: lsn, epoch: l.epoch, body: slices.Clone(body)})
 	c.poke()
 	return lsn, nil
 }
@@ -364,7 +366,7 @@ func (c *channel) copyIn(lsn uint64, body []byte) (bool, error) {
 		return false, nil
 	}
 	c.one.Reset()
-	if err := c.one.Add(lsn, c.l.opts.Epoch, body); err != nil {
+	if err := c.one.Add(lsn, c.l.epoch, body); err != nil {
 		return false, err
 	}
 	if c.enc.Compression != record.None && c.one.Len() >= c.enc.MinCompress {
@@ -451,6 +453,13 @@ func (l *Log) DurableLSN() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.durable
+}
+
+// SetEpoch stamps the records appended from now on with epoch.
+func (l *Log) SetEpoch(epoch uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.epoch = epoch
 }
 
 // WrittenLSN returns the largest LSN that, with all before it, is
@@ -670,7 +679,7 @@ func (c *channel) write(batch []pendingRecord) (Stats, int, error) {
 				return st, written, err
 			}
 		}
-		if err := b.Add(r.lsn, c.l.opts.Epoch, r.body); err != nil {
+		if err := b.Add(r.lsn, r.epoch, r.body); err != nil {
 			return st, written, err
 		}
 		inBlock++

@@ -18,10 +18,15 @@ import (
 
 // ReceiverOptions configure a Receiver.
 type ReceiverOptions struct {
-	Node   string   // this node's name
-	Peers  []string // the nodes it takes log from
-	Epoch  uint64
-	Logger hclog.Logger
+	Node  string   // this node's name
+	Peers []string // the nodes it takes log from
+	// Epochs is the node's history; a standby takes its sender's.
+	Epochs *Epochs
+	// StepDown, when set, is called on a primary that a peer of a newer
+	// epoch ships to: it must make the store a standby (or fail), and the
+	// link is then followed.
+	StepDown func(epoch uint64, sender string) error
+	Logger   hclog.Logger
 }
 
 // Receiver is a standby's end of replication: it implements
@@ -70,12 +75,19 @@ func NewReceiver(store *durability.Store, opts ReceiverOptions) *Receiver {
 
 var (
 	errReplaced = errors.New("replica: a newer link from the same sender replaced this one")
-	errClosed   = errors.New("replica: this node is shutting down")
+	errClosed   = errors.New("replica: this node takes no log now (it is being promoted or shuts down)")
 )
 
-// Close ends the link being followed, once what it received is applied,
-// and refuses new ones.
-func (r *Receiver) Close() {
+// Resume takes links again after Stop.
+func (r *Receiver) Resume() {
+	r.mu.Lock()
+	r.closed = false
+	r.mu.Unlock()
+}
+
+// Stop ends the link being followed, once what it received is applied,
+// and refuses new ones until Resume.
+func (r *Receiver) Stop() {
 	r.mu.Lock()
 	r.closed = true
 	f := r.follow
@@ -104,12 +116,17 @@ func (r *Receiver) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipRespo
 	f, err := r.admit(ctx, hello, cancel)
 	if err != nil {
 		log.Warn("refused a replication link", "error", err)
+		if errors.Is(err, errOlderEpoch) {
+			// The sender learns of the newer epoch, and steps down.
+			_ = st.Send(&pb.ShipResponse{Msg: &pb.ShipResponse_State{State: r.state()}}) // the refusal follows either way
+		}
 		return err
 	}
 	defer close(f.done)
 
-	applied := r.store.DB().LastLSN()
-	if err := st.Send(&pb.ShipResponse{Msg: &pb.ShipResponse_State{State: &pb.ShipState{Node: r.opts.Node, Epoch: r.opts.Epoch, AppliedLsn: applied}}}); err != nil {
+	state := r.state()
+	applied := state.AppliedLsn
+	if err := st.Send(&pb.ShipResponse{Msg: &pb.ShipResponse_State{State: state}}); err != nil {
 		return err
 	}
 	log.Info("following", "applied-lsn", applied, "sender-last-lsn", hello.LastLsn)
@@ -157,19 +174,41 @@ func (r *Receiver) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipRespo
 	return err
 }
 
+func (r *Receiver) state() *pb.ShipState {
+	return &pb.ShipState{Node: r.opts.Node, Epoch: r.opts.Epochs.Current(), AppliedLsn: r.store.DB().LastLSN()}
+}
+
+// errOlderEpoch marks the refusal of a sender whose epoch is older than
+// the receiver's.
+var errOlderEpoch = errors.New("an older epoch")
+
 // admit decides whether to follow the sender that said hello; it takes
 // over from a link it replaces once that one has ended.
 func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel context.CancelCauseFunc) (*following, error) {
 	if !r.peers[hello.Node] {
 		return nil, status.Errorf(codes.PermissionDenied, "replication: %q is not a peer of %s", hello.Node, r.opts.Node)
 	}
+	theirs := epochsFromPB(hello.Epochs)
+	if err := checkEpochs(theirs); err != nil || theirs[len(theirs)-1].Epoch != hello.Epoch {
+		return nil, status.Errorf(codes.InvalidArgument, "replication: %s's epoch history does not end at its epoch %d: %v", hello.Node, hello.Epoch, err)
+	}
+	own := r.opts.Epochs.Current()
+	if hello.Epoch < own {
+		return nil, &codeError{codes.FailedPrecondition, fmt.Errorf("replication: %s is at epoch %d; %s's epoch %d is older: %w", r.opts.Node, own, hello.Node, hello.Epoch, errOlderEpoch)}
+	}
 	if _, standby := r.store.Standby(); !standby {
-		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is not a standby", r.opts.Node)
+		if hello.Epoch == own || r.opts.StepDown == nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is a primary at epoch %d", r.opts.Node, own)
+		}
+		if err := r.opts.StepDown(hello.Epoch, hello.Node); err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is a primary and could not step down for epoch %d: %v", r.opts.Node, hello.Epoch, err)
+		}
 	}
-	if hello.Epoch < r.opts.Epoch {
-		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is at epoch %d; %s's epoch %d is older", r.opts.Node, r.opts.Epoch, hello.Node, hello.Epoch)
+	applied := r.store.DB().LastLSN()
+	if lsn, diverged := Diverged(r.opts.Epochs.History(), theirs, applied); diverged {
+		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s's log diverged from %s's at LSN %d (it holds up to %d of an older epoch)", r.opts.Node, hello.Node, lsn, applied)
 	}
-	if applied := r.store.DB().LastLSN(); applied > hello.LastLsn {
+	if applied > hello.LastLsn {
 		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s has applied LSN %d, past %s's last LSN %d: their logs have diverged", r.opts.Node, applied, hello.Node, hello.LastLsn)
 	}
 	for {
@@ -183,6 +222,11 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 			f := &following{node: hello.Node, epoch: hello.Epoch, cancel: cancel, done: make(chan struct{})}
 			r.follow = f
 			r.mu.Unlock()
+			if err := r.opts.Epochs.Adopt(theirs); err != nil {
+				close(f.done)
+				return nil, status.Errorf(codes.Internal, "replication: %v", err)
+			}
+			r.store.SetEpoch(hello.Epoch)
 			r.store.SetPrimary(fmt.Sprintf("%s at %s", hello.Node, hello.Addr))
 			go func() {
 				<-f.done
@@ -214,6 +258,17 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 		r.mu.Unlock()
 	}
 }
+
+// codeError is a refusal with its gRPC code that errors.Is can look
+// into.
+type codeError struct {
+	code codes.Code
+	err  error
+}
+
+func (e *codeError) Error() string              { return e.err.Error() }
+func (e *codeError) Unwrap() error              { return e.err }
+func (e *codeError) GRPCStatus() *status.Status { return status.New(e.code, e.err.Error()) }
 
 // received is a record checked and decoded, waiting to be applied.
 type received struct {

@@ -23,7 +23,8 @@ import (
 
 // standby is a standby store served over ReplicationService on loopback.
 type standby struct {
-	store *durability.Store
+	store  *durability.Store
+	epochs *replica.Epochs
 	fs    *vfs.MemFS
 	addr  string
 	srv   *grpc.Server
@@ -37,13 +38,14 @@ func newStandby(t *testing.T, opts durability.Options, peers ...string) *standby
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(st, replica.ReceiverOptions{Node: "b", Peers: peers}))
+	ep := memEpochs(t)
+	pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(st, replica.ReceiverOptions{Node: "b", Peers: peers, Epochs: ep}))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = srv.Serve(lis) }()
-	s := &standby{store: st, addr: lis.Addr().String(), srv: srv}
+	s := &standby{store: st, epochs: ep, addr: lis.Addr().String(), srv: srv}
 	s.fs, _ = opts.FS.(*vfs.MemFS)
 	t.Cleanup(func() {
 		srv.Stop()
@@ -53,6 +55,16 @@ func newStandby(t *testing.T, opts durability.Options, peers ...string) *standby
 		}
 	})
 	return s
+}
+
+// memEpochs is a history kept in memory, at epoch 0.
+func memEpochs(t *testing.T) *replica.Epochs {
+	t.Helper()
+	e, err := replica.OpenEpochs(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 func newPrimary(t *testing.T, opts durability.Options) *durability.Store {
@@ -79,6 +91,9 @@ func newSender(t *testing.T, st *durability.Store, opts replica.SenderOptions) *
 	}
 	if opts.Timeout == 0 {
 		opts.Timeout = 10 * time.Second
+	}
+	if opts.Epochs == nil {
+		opts.Epochs = memEpochs(t)
 	}
 	s, err := replica.NewSender(st, opts)
 	if err != nil {
@@ -178,7 +193,7 @@ func TestStandbyKeepsWhatItApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(st, replica.ReceiverOptions{Node: "b", Peers: []string{"a"}}))
+	pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(st, replica.ReceiverOptions{Node: "b", Peers: []string{"a"}, Epochs: memEpochs(t)}))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -322,6 +337,8 @@ func TestNeedsImage(t *testing.T) {
 	}
 }
 
+var epoch0 = []*pb.EpochStart{{Epoch: 0, StartLsn: 1}}
+
 // TestRefusals: a receiver turns away log it must not take (from a node
 // not its peer, with a gap, damaged, of another epoch than its link's,
 // from a sender behind it), with a clear status, and applies nothing of
@@ -359,7 +376,7 @@ func TestRefusals(t *testing.T) {
 			}
 		}
 	}
-	hello := func() *pb.ShipHello { return &pb.ShipHello{Node: "a", Addr: "x:1", LastLsn: n} }
+	hello := func() *pb.ShipHello { return &pb.ShipHello{Node: "a", Addr: "x:1", LastLsn: n, Epochs: epoch0} }
 	good := func() *pb.LogBatch { return replica.EncodeBatchForTest(t, recs, 0) }
 	cases := []struct {
 		name  string
@@ -367,7 +384,7 @@ func TestRefusals(t *testing.T) {
 		batch *pb.LogBatch
 		code  codes.Code
 	}{
-		{"unknown peer", &pb.ShipHello{Node: "z", LastLsn: n}, good(), codes.PermissionDenied},
+		{"unknown peer", &pb.ShipHello{Node: "z", LastLsn: n, Epochs: epoch0}, good(), codes.PermissionDenied},
 		{"a gap", hello(), func() *pb.LogBatch { return replica.EncodeBatchForTest(t, recs[1:], 0) }(), codes.DataLoss},
 		{"a flipped bit", hello(), func() *pb.LogBatch { b := good(); b.Data[len(b.Data)/2] ^= 1; return b }(), codes.DataLoss},
 		{"a wrong count", hello(), func() *pb.LogBatch { b := good(); b.Count++; return b }(), codes.DataLoss},
@@ -390,8 +407,27 @@ func TestRefusals(t *testing.T) {
 	if got := sb.store.DB().LastLSN(); got != n {
 		t.Fatalf("the standby is at LSN %d, want %d", got, n)
 	}
-	if code, msg := ship(&pb.ShipHello{Node: "a", LastLsn: n - 1}); code != codes.FailedPrecondition || !strings.Contains(msg, "diverged") {
+	if code, msg := ship(&pb.ShipHello{Node: "a", LastLsn: n - 1, Epochs: epoch0}); code != codes.FailedPrecondition || !strings.Contains(msg, "diverged") {
 		t.Fatalf("a sender behind the standby: %s %q", code, msg)
+	}
+	// A history that does not end at the hello's epoch is refused, and
+	// so is a sender whose epoch is older than the standby's.
+	if code, msg := ship(&pb.ShipHello{Node: "a", Epoch: 2, LastLsn: n, Epochs: epoch0}); code != codes.InvalidArgument {
+		t.Fatalf("a bad epoch history: %s %q", code, msg)
+	}
+	if _, err := sb.epochs.Begin(n + 1); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := ship(hello()); code != codes.FailedPrecondition || !strings.Contains(msg, "older") {
+		t.Fatalf("an older epoch: %s %q", code, msg)
+	}
+	// A sender whose epoch started inside what the standby holds: the
+	// standby's tail is another lineage's.
+	if code, msg := ship(&pb.ShipHello{Node: "a", Epoch: 2, LastLsn: n + 5, Epochs: []*pb.EpochStart{{Epoch: 0, StartLsn: 1}, {Epoch: 2, StartLsn: n}}}); code != codes.FailedPrecondition || !strings.Contains(msg, "diverged") {
+		t.Fatalf("a sender of another lineage: %s %q", code, msg)
+	}
+	if got := sb.store.DB().LastLSN(); got != n {
+		t.Fatalf("the standby is at LSN %d, want %d", got, n)
 	}
 }
 
@@ -413,7 +449,7 @@ func TestOneSenderAtATime(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: &pb.ShipHello{Node: node}}}); err != nil {
+		if err := st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: &pb.ShipHello{Node: node, Epochs: epoch0}}}); err != nil {
 			t.Fatal(err)
 		}
 		m, err := st.Recv()

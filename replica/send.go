@@ -64,10 +64,14 @@ const (
 
 // SenderOptions configure a Sender.
 type SenderOptions struct {
-	Node  string // this node's name
-	Addr  string // where clients reach this node
-	Epoch uint64
-	Peers []Peer // the standbys to ship to
+	Node string // this node's name
+	Addr string // where clients reach this node
+	// Epochs is the node's history; the Sender ships at its current
+	// epoch, and calls OnNewerEpoch (if set) when a standby is at a newer
+	// one: another node was promoted, and this one must step down.
+	Epochs       *Epochs
+	OnNewerEpoch func(epoch uint64, standby string)
+	Peers        []Peer // the standbys to ship to
 	// Mode is what a commit waits for (Wait), Quorum how many standbys
 	// must answer, and Timeout how long a commit waits for them before it
 	// degrades (Block false) or goes on waiting until its deadline.
@@ -98,10 +102,13 @@ type Sender struct {
 	opts  SenderOptions
 	store *durability.Store
 	links []*link
+	epoch uint64
+	hist  []*pb.EpochStart
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed when a link's acknowledgements advance, if watched
 	degraded bool          // commits return without their quorum (on_sync_timeout = degrade)
+	closed   bool          // Close was called: commits wait no more
 	resumeAt uint64        // the quorum LSN that ends the degradation
 
 	cancel context.CancelFunc
@@ -133,8 +140,12 @@ func NewSender(store *durability.Store, opts SenderOptions) (*Sender, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
+	if opts.Epochs == nil {
+		return nil, errors.New("replica: a Sender needs the node's epoch history")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Sender{opts: opts, store: store, cancel: cancel}
+	hist := opts.Epochs.History()
+	s := &Sender{opts: opts, store: store, cancel: cancel, epoch: hist[len(hist)-1].Epoch, hist: epochsToPB(hist)}
 	for _, p := range opts.Peers {
 		l := &link{peer: p, state: StateConnecting}
 		s.links = append(s.links, l)
@@ -147,8 +158,16 @@ func NewSender(store *durability.Store, opts SenderOptions) (*Sender, error) {
 	return s, nil
 }
 
-// Close stops every link.
+// Close stops every link; commits still waiting for their standbys
+// return unconfirmed.
 func (s *Sender) Close() {
+	s.mu.Lock()
+	s.closed = true
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+	s.mu.Unlock()
 	s.cancel()
 	s.done.Wait()
 }
@@ -213,7 +232,7 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 		return fmt.Errorf("replica: open a link to %s: %w", l.peer.Name, err)
 	}
 	db := s.store.DB()
-	hello := &pb.ShipHello{Node: s.opts.Node, Addr: s.opts.Addr, Epoch: s.opts.Epoch, LastLsn: db.LastLSN()}
+	hello := &pb.ShipHello{Node: s.opts.Node, Addr: s.opts.Addr, Epoch: s.epoch, LastLsn: db.LastLSN(), Epochs: s.hist}
 	if err := st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: hello}}); err != nil {
 		_, err = st.Recv() // Send reports io.EOF; Recv has the reason
 		return fmt.Errorf("replica: hello to %s: %w", l.peer.Name, err)
@@ -225,6 +244,13 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 	state := first.GetState()
 	if state == nil {
 		return fmt.Errorf("replica: %s answered the hello without its state", l.peer.Name)
+	}
+	if state.Epoch > s.epoch {
+		err := fmt.Errorf("replica: %s is at epoch %d, newer than this node's %d: another node was promoted", l.peer.Name, state.Epoch, s.epoch)
+		if s.opts.OnNewerEpoch != nil {
+			go s.opts.OnNewerEpoch(state.Epoch, l.peer.Name) // it closes this Sender
+		}
+		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	next := state.GetAppliedLsn()
 	s.mu.Lock()
@@ -275,7 +301,7 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 		for len(recs) > 0 && recs[len(recs)-1].LSN > limit {
 			recs = recs[:len(recs)-1]
 		}
-		msgs, err := enc.encode(recs, s.opts.Epoch, db.LastLSN(), s.opts.MaxMessageBytes/2)
+		msgs, err := enc.encode(recs, s.epoch, db.LastLSN(), s.opts.MaxMessageBytes/2)
 		if err != nil {
 			return err
 		}
@@ -384,6 +410,10 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 		if s.quorumLocked(mode) >= lsn {
 			s.mu.Unlock()
 			return false, nil
+		}
+		if s.closed {
+			s.mu.Unlock()
+			return false, fmt.Errorf("%w: LSN %d: this node stopped shipping its log (it stepped down or shuts down)", ErrUnconfirmed, lsn)
 		}
 		if s.degraded {
 			s.mu.Unlock()

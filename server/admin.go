@@ -26,7 +26,8 @@ func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusRes
 	last := s.db.LastLSN()
 	resp := &pb.StatusResponse{
 		Node:             s.cfg.Node,
-		Role:             s.cfg.Role,
+		Role:             s.Role(),
+		Epoch:            s.epochs.Current(),
 		Durability:       s.cfg.Durability,
 		SyncMode:         s.cfg.SyncMode,
 		LastLsn:          last,

@@ -117,11 +117,14 @@ func (s *dbService) durable(ctx context.Context, lsn uint64, level durability.Le
 	}
 	degraded, err = s.sync.waitSync(ctx, lsn)
 	if err != nil {
-		code := codes.DeadlineExceeded
-		if errors.Is(err, context.Canceled) {
-			code = codes.Canceled
+		code, why := codes.Unavailable, "the node stopped shipping its log"
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			code, why = codes.DeadlineExceeded, "its standbys did not answer before the deadline"
+		case errors.Is(err, context.Canceled):
+			code, why = codes.Canceled, "the call was canceled before its standbys answered"
 		}
-		return false, errorf(code, "the commit at LSN %d is local (%s) but unconfirmed: its standbys did not answer before the deadline: %v", lsn, level, err)
+		return false, errorf(code, "the commit at LSN %d is local (%s) but unconfirmed: %s: %v", lsn, level, why, err)
 	}
 	return degraded, nil
 }

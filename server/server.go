@@ -55,7 +55,14 @@ type Server struct {
 	ckpt   *checkpoint.Checkpointer // nil without a data_dir
 	images *checkpoint.Shelf        // the images ImageService serves
 	recv   *replica.Receiver        // takes the log on a standby; refuses it on a primary
-	sender *replica.Sender          // ships the log; nil but on a primary with peers (set by Serve)
+	epochs *replica.Epochs          // the node's epoch history
+
+	roleMu sync.Mutex // orders role changes
+	role   string     // primary or standby (guarded by roleMu)
+	addr   string     // where clients reach the node, once it serves (guarded by roleMu)
+
+	syncMu sync.Mutex
+	sender *replica.Sender // ships the log: on a serving primary with peers (guarded by syncMu)
 	grpc   *grpc.Server
 	health *health.Server
 	dbs    *dbService
@@ -63,7 +70,6 @@ type Server struct {
 	start  time.Time
 	lock   *os.File // the data directory's lock, held while the node runs
 
-	syncMu   sync.Mutex    // guards sender, set once Serve knows the address
 	quit     chan struct{} // closed when shutdown begins
 	stopOnce sync.Once
 	reaped   chan struct{} // closed when the idle-transaction reaper has stopped
@@ -80,6 +86,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	}
 	s := &Server{
 		cfg:    cfg,
+		role:   cfg.Role,
 		log:    logger,
 		start:  time.Now(),
 		quit:   make(chan struct{}),
@@ -92,7 +99,12 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		}
 		s.lock = lock
 	}
-	store, slots, err := openStore(cfg, logger)
+	epochs, err := replica.OpenEpochs(vfs.Default, cfg.DataDir)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("server: %w", err), s.unlock())
+	}
+	s.epochs = epochs
+	store, slots, err := openStore(cfg, epochs.Current(), logger)
 	if err != nil {
 		return nil, errors.Join(err, s.unlock())
 	}
@@ -122,7 +134,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	for _, p := range cfg.Peers {
 		peers = append(peers, p.Name)
 	}
-	s.recv = replica.NewReceiver(store, replica.ReceiverOptions{Node: cfg.Node, Peers: peers, Logger: logger.Named("replica")})
+	s.recv = replica.NewReceiver(store, replica.ReceiverOptions{Node: cfg.Node, Peers: peers, Epochs: epochs, StepDown: s.stepDown, Logger: logger.Named("replica")})
 	pb.RegisterReplicationServiceServer(s.grpc, s.recv)
 	s.images = s.newShelf()
 	chunk := min(replica.DefaultChunkBytes, int(cfg.MaxMessageBytes)/2)
@@ -163,7 +175,7 @@ func supported(cfg *conf.Config) error {
 // openStore restores the database from the newest checkpoint image and
 // the log after it, and opens the log, at the configured durability. It
 // returns what the image slots hold.
-func openStore(cfg *conf.Config, logger hclog.Logger) (*durability.Store, checkpoint.Slots, error) {
+func openStore(cfg *conf.Config, epoch uint64, logger hclog.Logger) (*durability.Store, checkpoint.Slots, error) {
 	level, err := durability.ParseLevel(cfg.Durability)
 	if err != nil {
 		return nil, checkpoint.Slots{}, fmt.Errorf("server: %w", err)
@@ -175,7 +187,7 @@ func openStore(cfg *conf.Config, logger hclog.Logger) (*durability.Store, checkp
 	opts := durability.Options{
 		Level: level, Floor: floor, Dirs: cfg.LogDirs(), IgnoreCorruption: cfg.RecoveryIgnoreCorruption,
 		MmapSyncInterval: cfg.MmapSyncInterval, RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
-		Standby: cfg.Role == conf.RoleStandby,
+		Standby: cfg.Role == conf.RoleStandby, Epoch: epoch,
 	}
 	if level != durability.NoLog {
 		// A node with a log keeps recent records in memory for the
@@ -305,10 +317,15 @@ func (s *Server) LogStats() redolog.Stats { return s.store.LogStats() }
 func (s *Server) Serve(lis net.Listener) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(pb.DatabaseService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	if err := s.startSender(lis.Addr().String()); err != nil {
+	s.roleMu.Lock()
+	s.addr = lis.Addr().String()
+	err := s.startSender()
+	role := s.role
+	s.roleMu.Unlock()
+	if err != nil {
 		return err
 	}
-	s.log.Info("serving", "addr", lis.Addr().String(), "node", s.cfg.Node, "role", s.cfg.Role, "durability", s.cfg.Durability,
+	s.log.Info("serving", "addr", lis.Addr().String(), "node", s.cfg.Node, "role", role, "epoch", s.epochs.Current(), "durability", s.cfg.Durability,
 		"sync-mode", s.cfg.SyncMode, "version", version())
 	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("server: serve on %s: %w", lis.Addr(), err)
@@ -325,8 +342,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.health.Shutdown()
 		close(s.quit)
-		s.recv.Close() // the primary's link would hold GracefulStop up
-		if snd := s.shipper(); snd != nil {
+		s.recv.Stop() // the primary's link would hold GracefulStop up
+		if snd := s.swapSender(nil); snd != nil {
 			snd.Close()
 		}
 		done := make(chan struct{})
@@ -358,56 +375,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Info("stopped", "last-lsn", s.db.LastLSN(), "durable-lsn", s.store.DurableLSN())
 	})
 	return err
-}
-
-// startSender starts shipping the log to the peers on a primary that has
-// them; addr is where clients reach this node.
-func (s *Server) startSender(addr string) error {
-	if s.cfg.Role != conf.RolePrimary || len(s.cfg.Peers) == 0 {
-		return nil
-	}
-	mode, err := replica.ParseMode(s.cfg.SyncMode)
-	if err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	opts := replica.SenderOptions{
-		Node: s.cfg.Node, Addr: addr, Mode: mode, Quorum: int(s.cfg.SyncQuorum), Timeout: s.cfg.SyncTimeout,
-		Block: s.cfg.OnSyncTimeout == "block", MaxMessageBytes: int(s.cfg.MaxMessageBytes), Logger: s.log.Named("replica"),
-	}
-	for _, p := range s.cfg.Peers {
-		opts.Peers = append(opts.Peers, replica.Peer{Name: p.Name, Addr: p.Addr})
-	}
-	snd, err := replica.NewSender(s.store, opts)
-	if err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	select {
-	case <-s.quit:
-		snd.Close() // shut down before it served
-	default:
-		s.sender = snd
-	}
-	return nil
-}
-
-// shipper returns the Sender, if the node ships its log.
-func (s *Server) shipper() *replica.Sender {
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	return s.sender
-}
-
-// waitSync waits until the commit at lsn has the standbys' answers the
-// node's sync_mode asks for (replica.Sender.Wait); degraded says it did
-// not wait for them.
-func (s *Server) waitSync(ctx context.Context, lsn uint64) (degraded bool, err error) {
-	snd := s.shipper()
-	if snd == nil {
-		return false, nil
-	}
-	return snd.Wait(ctx, lsn, -1)
 }
 
 // version returns the module version and VCS revision the binary was built

@@ -2,6 +2,10 @@ package tests
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -146,5 +150,153 @@ func TestReplicationStatus(t *testing.T) {
 	}
 	if code := standby.wait(); code != 0 || time.Since(start) > 10*time.Second {
 		t.Fatalf("the standby stopped with %d after %s:\n%s", code, time.Since(start), standby.output())
+	}
+}
+
+// freeAddr returns a loopback address with a port nothing listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// TestFailover: the primary a is killed with SIGKILL under 32 writers
+// at applied-ack; `mmdbd promote` makes the standby b the primary, which
+// takes writes within a second and holds every commit a acknowledged.
+// When a comes back (configured as primary still), it learns of b's newer
+// epoch and steps down, and it refuses b's log if its own has a tail b
+// never had, saying where they diverged; b goes on taking writes.
+func TestFailover(t *testing.T) {
+	aAddr, bDir := freeAddr(t), t.TempDir()
+	b := start(t, "-node", "b", "-role", "standby", "-durability", "fsync-log", "-data-dir", bDir, "-peer", "a="+aAddr)
+	aDir := t.TempDir()
+	aArgs := []string{"-node", "a", "-listen", aAddr, "-durability", "fsync-log", "-data-dir", aDir, "-sync-mode", "applied-ack", "-peer", "b=" + b.addr}
+	a := start(t, aArgs...)
+	adb, _ := a.client()
+	createBank(t, adb)
+	acked := map[int64]bool{}
+	if n := writeUntilKilled(t, a, adb, 0, acked); n == 0 {
+		t.Fatal("nothing was acknowledged before the kill")
+	}
+
+	begin := time.Now()
+	out, errOut, code := runTool(t, "promote", "-addr", b.addr)
+	if code != 0 || !strings.Contains(out, "epoch 1 starts at LSN") {
+		t.Fatalf("promote: %d %s %s", code, out, errOut)
+	}
+	bdb, bconn := b.client()
+	if _, err := bdb.Insert(testCtx(t), &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(-1)}}}); err != nil {
+		t.Fatalf("the first write on the promoted standby: %v", err)
+	}
+	t.Logf("promote to first accepted write: %s", time.Since(begin))
+	checkBank(t, bdb, acked)
+
+	// The old primary comes back as it was configured.
+	a = start(t, aArgs...)
+	admin := pb.NewAdminServiceClient(bconn)
+	_, aconn := a.client()
+	aAdmin := pb.NewAdminServiceClient(aconn)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := aAdmin.Status(testCtx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GetRole() == "standby" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the old primary did not step down:\n%s", a.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		bst, err := admin.Status(testCtx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb := bst.GetStandbys()[0]
+		if sb.GetState() == "streaming" && sb.GetAppliedLsn() == bst.GetLastLsn() {
+			t.Logf("the old primary follows the new one, caught up at LSN %d", bst.GetLastLsn())
+			break
+		}
+		if sb.GetState() == "refused" && strings.Contains(sb.GetReason(), "diverged") {
+			if !strings.Contains(a.output(), "diverged") {
+				t.Fatalf("the old primary did not log the divergence:\n%s", a.output())
+			}
+			t.Logf("the old primary refuses the new one's log: %s", sb.GetReason())
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new primary's standby: %v\n%s", sb, a.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if bst, err := admin.Status(testCtx(t), &pb.StatusRequest{}); err != nil || bst.GetRole() != "primary" || bst.GetEpoch() != 1 {
+		t.Fatalf("the new primary: %v %v", bst, err)
+	}
+	if _, err := bdb.Insert(testCtx(t), &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(-2)}}}); err != nil {
+		t.Fatalf("a write on the new primary after the old one came back: %v", err)
+	}
+}
+
+// TestRoleSwitches: SIGHUP takes the role the config file names now;
+// `mmdbd demote` and `mmdbd promote` switch it too, each promotion
+// starting a new epoch.
+func TestRoleSwitches(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.hcl")
+	write := func(role string) {
+		cfg := fmt.Sprintf("node = \"b\"\nrole = %q\npeer \"a\" {\n  addr = \"127.0.0.1:1\"\n}\n", role)
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("standby")
+	p := start(t, "-config", path)
+	_, conn := p.client()
+	admin := pb.NewAdminServiceClient(conn)
+	role := func() (string, uint64) {
+		st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.GetRole(), st.GetEpoch()
+	}
+	if r, e := role(); r != "standby" || e != 0 {
+		t.Fatalf("started as %s at epoch %d", r, e)
+	}
+	write("primary")
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if r, e := role(); r == "primary" && e == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SIGHUP did not promote:\n%s", p.output())
+		}
+	}
+	db, _ := p.client()
+	createBank(t, db)
+	if out, errOut, code := runTool(t, "demote", "-addr", p.addr); code != 0 || !strings.Contains(out, "is a standby now") {
+		t.Fatalf("demote: %d %s %s", code, out, errOut)
+	}
+	_, err := db.Insert(testCtx(t), &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(1)}}})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a write after demote: %v", err)
+	}
+	if out, errOut, code := runTool(t, "promote", "-addr", p.addr); code != 0 || !strings.Contains(out, "epoch 2 starts at LSN") {
+		t.Fatalf("promote: %d %s %s", code, out, errOut)
+	}
+	if _, err := db.Insert(testCtx(t), &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(1)}}}); err != nil {
+		t.Fatalf("a write after promote: %v", err)
 	}
 }

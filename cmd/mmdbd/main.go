@@ -1,5 +1,5 @@
 // Command mmdbd is mmdb's one binary: it runs a node (serve) and is the
-// client tool (status, checkpoint, image, shell, bench).
+// client tool (status, checkpoint, promote, demote, image, shell, bench).
 package main
 
 import (
@@ -15,6 +15,8 @@ commands:
   serve       run a node (mmdbd serve -h lists every configuration flag)
   status      show a node's role, LSNs and tables
   checkpoint  write a checkpoint image on a node now
+  promote     make a standby the primary (a new epoch)
+  demote      make a primary a standby
   image       fetch a node's image to a file, restore or verify one
   shell       an interactive shell (-c "statements" runs them and exits)
   bench       measure a workload (tatp, kv, ping) in-process or over gRPC
@@ -42,6 +44,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = status(rest, stdout, stderr)
 	case "checkpoint":
 		err = checkpointCmd(rest, stdout, stderr)
+	case "promote":
+		err = promoteCmd(rest, stdout, stderr)
+	case "demote":
+		err = demoteCmd(rest, stdout, stderr)
 	case "image":
 		err = imageCmd(rest, stdout, stderr)
 	case "shell":

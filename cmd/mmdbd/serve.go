@@ -58,7 +58,9 @@ func nodeLogger(cfg *conf.Config, stderr io.Writer) hclog.Logger {
 	})
 }
 
-// serve runs a node until SIGTERM or SIGINT, then shuts it down gracefully.
+// serve runs a node until SIGTERM or SIGINT, then shuts it down
+// gracefully. SIGHUP reads the configuration again and takes its role.
+// The other keys need a restart; a bad file changes nothing.
 func serve(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mmdbd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -86,15 +88,23 @@ func serve(args []string, stderr io.Writer) error {
 		return errors.Join(fmt.Errorf("listen on %s (%s): %w", cfg.Listen, cfg.Origin("listen"), err), srv.Shutdown(context.Background()))
 	}
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	select {
-	case sig := <-sigs:
-		logger.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
-	case err := <-served:
-		return errors.Join(err, srv.Shutdown(context.Background()))
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				reload(srv, load, logger)
+				continue
+			}
+			logger.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
+			break wait
+		case err := <-served:
+			return errors.Join(err, srv.Shutdown(context.Background()))
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()

@@ -3218,6 +3218,197 @@ func (x *StatusResponse) GetDegraded() bool {
 	return false
 }
 
+// PromoteRequest is the request of Promote.
+type PromoteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteRequest) Reset() {
+	*x = PromoteRequest{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteRequest) ProtoMessage() {}
+
+func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
+func (*PromoteRequest) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{40}
+}
+
+// PromoteResponse says where the new epoch starts.
+type PromoteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Epoch uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The first LSN of the epoch: the node's last LSN, plus one.
+	StartLsn uint64 `protobuf:"varint,2,opt,name=start_lsn,json=startLsn,proto3" json:"start_lsn,omitempty"`
+	// The node was already the primary.
+	Already       bool `protobuf:"varint,3,opt,name=already,proto3" json:"already,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteResponse) Reset() {
+	*x = PromoteResponse{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteResponse) ProtoMessage() {}
+
+func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
+func (*PromoteResponse) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *PromoteResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *PromoteResponse) GetStartLsn() uint64 {
+	if x != nil {
+		return x.StartLsn
+	}
+	return 0
+}
+
+func (x *PromoteResponse) GetAlready() bool {
+	if x != nil {
+		return x.Already
+	}
+	return false
+}
+
+// DemoteRequest is the request of Demote.
+type DemoteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DemoteRequest) Reset() {
+	*x = DemoteRequest{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DemoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DemoteRequest) ProtoMessage() {}
+
+func (x *DemoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DemoteRequest.ProtoReflect.Descriptor instead.
+func (*DemoteRequest) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{42}
+}
+
+// DemoteResponse is the reply of Demote.
+type DemoteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Epoch uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The node was already a standby.
+	Already       bool `protobuf:"varint,2,opt,name=already,proto3" json:"already,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DemoteResponse) Reset() {
+	*x = DemoteResponse{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DemoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DemoteResponse) ProtoMessage() {}
+
+func (x *DemoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DemoteResponse.ProtoReflect.Descriptor instead.
+func (*DemoteResponse) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *DemoteResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DemoteResponse) GetAlready() bool {
+	if x != nil {
+		return x.Already
+	}
+	return false
+}
+
 // CheckpointRequest is the request of Checkpoint.
 type CheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3227,7 +3418,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3239,7 +3430,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3252,7 +3443,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{40}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{44}
 }
 
 // CheckpointResponse describes the image written.
@@ -3276,7 +3467,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3288,7 +3479,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3301,7 +3492,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{41}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CheckpointResponse) GetLsn() uint64 {
@@ -3371,7 +3562,7 @@ type StandbyStatus struct {
 
 func (x *StandbyStatus) Reset() {
 	*x = StandbyStatus{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[42]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3383,7 +3574,7 @@ func (x *StandbyStatus) String() string {
 func (*StandbyStatus) ProtoMessage() {}
 
 func (x *StandbyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[42]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3396,7 +3587,7 @@ func (x *StandbyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StandbyStatus.ProtoReflect.Descriptor instead.
 func (*StandbyStatus) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{42}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StandbyStatus) GetName() string {
@@ -3470,7 +3661,7 @@ type TableStatus struct {
 
 func (x *TableStatus) Reset() {
 	*x = TableStatus{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[43]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3482,7 +3673,7 @@ func (x *TableStatus) String() string {
 func (*TableStatus) ProtoMessage() {}
 
 func (x *TableStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[43]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3495,7 +3686,7 @@ func (x *TableStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableStatus.ProtoReflect.Descriptor instead.
 func (*TableStatus) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{43}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TableStatus) GetName() string {
@@ -3547,7 +3738,7 @@ type FetchImageRequest struct {
 
 func (x *FetchImageRequest) Reset() {
 	*x = FetchImageRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3559,7 +3750,7 @@ func (x *FetchImageRequest) String() string {
 func (*FetchImageRequest) ProtoMessage() {}
 
 func (x *FetchImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3572,7 +3763,7 @@ func (x *FetchImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchImageRequest.ProtoReflect.Descriptor instead.
 func (*FetchImageRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{44}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *FetchImageRequest) GetLsn() uint64 {
@@ -3615,7 +3806,7 @@ type ImageInfo struct {
 
 func (x *ImageInfo) Reset() {
 	*x = ImageInfo{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3627,7 +3818,7 @@ func (x *ImageInfo) String() string {
 func (*ImageInfo) ProtoMessage() {}
 
 func (x *ImageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3640,7 +3831,7 @@ func (x *ImageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
 func (*ImageInfo) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{45}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ImageInfo) GetLsn() uint64 {
@@ -3696,7 +3887,7 @@ type FetchImageResponse struct {
 
 func (x *FetchImageResponse) Reset() {
 	*x = FetchImageResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3708,7 +3899,7 @@ func (x *FetchImageResponse) String() string {
 func (*FetchImageResponse) ProtoMessage() {}
 
 func (x *FetchImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3721,7 +3912,7 @@ func (x *FetchImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchImageResponse.ProtoReflect.Descriptor instead.
 func (*FetchImageResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{46}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *FetchImageResponse) GetImage() *ImageInfo {
@@ -3767,7 +3958,7 @@ type ShipRequest struct {
 
 func (x *ShipRequest) Reset() {
 	*x = ShipRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3779,7 +3970,7 @@ func (x *ShipRequest) String() string {
 func (*ShipRequest) ProtoMessage() {}
 
 func (x *ShipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3792,7 +3983,7 @@ func (x *ShipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipRequest.ProtoReflect.Descriptor instead.
 func (*ShipRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{47}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ShipRequest) GetMsg() isShipRequest_Msg {
@@ -3846,14 +4037,17 @@ type ShipHello struct {
 	Addr  string `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
 	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// The sender's last LSN: a receiver that has applied more has diverged.
-	LastLsn       uint64 `protobuf:"varint,4,opt,name=last_lsn,json=lastLsn,proto3" json:"last_lsn,omitempty"`
+	LastLsn uint64 `protobuf:"varint,4,opt,name=last_lsn,json=lastLsn,proto3" json:"last_lsn,omitempty"`
+	// Where each epoch of the sender's history began, oldest first: the
+	// receiver finds where its own log diverged from the sender's.
+	Epochs        []*EpochStart `protobuf:"bytes,5,rep,name=epochs,proto3" json:"epochs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ShipHello) Reset() {
 	*x = ShipHello{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3865,7 +4059,7 @@ func (x *ShipHello) String() string {
 func (*ShipHello) ProtoMessage() {}
 
 func (x *ShipHello) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3878,7 +4072,7 @@ func (x *ShipHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipHello.ProtoReflect.Descriptor instead.
 func (*ShipHello) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{48}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ShipHello) GetNode() string {
@@ -3905,6 +4099,66 @@ func (x *ShipHello) GetEpoch() uint64 {
 func (x *ShipHello) GetLastLsn() uint64 {
 	if x != nil {
 		return x.LastLsn
+	}
+	return 0
+}
+
+func (x *ShipHello) GetEpochs() []*EpochStart {
+	if x != nil {
+		return x.Epochs
+	}
+	return nil
+}
+
+// EpochStart is where an epoch began: its first LSN.
+type EpochStart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	StartLsn      uint64                 `protobuf:"varint,2,opt,name=start_lsn,json=startLsn,proto3" json:"start_lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpochStart) Reset() {
+	*x = EpochStart{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpochStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpochStart) ProtoMessage() {}
+
+func (x *EpochStart) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpochStart.ProtoReflect.Descriptor instead.
+func (*EpochStart) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *EpochStart) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *EpochStart) GetStartLsn() uint64 {
+	if x != nil {
+		return x.StartLsn
 	}
 	return 0
 }
@@ -3939,7 +4193,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3951,7 +4205,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3964,7 +4218,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{49}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *LogBatch) GetFirstLsn() uint64 {
@@ -4045,7 +4299,7 @@ type ShipResponse struct {
 
 func (x *ShipResponse) Reset() {
 	*x = ShipResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4057,7 +4311,7 @@ func (x *ShipResponse) String() string {
 func (*ShipResponse) ProtoMessage() {}
 
 func (x *ShipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4070,7 +4324,7 @@ func (x *ShipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipResponse.ProtoReflect.Descriptor instead.
 func (*ShipResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{50}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ShipResponse) GetMsg() isShipResponse_Msg {
@@ -4127,7 +4381,7 @@ type ShipState struct {
 
 func (x *ShipState) Reset() {
 	*x = ShipState{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4139,7 +4393,7 @@ func (x *ShipState) String() string {
 func (*ShipState) ProtoMessage() {}
 
 func (x *ShipState) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4152,7 +4406,7 @@ func (x *ShipState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipState.ProtoReflect.Descriptor instead.
 func (*ShipState) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{51}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ShipState) GetNode() string {
@@ -4189,7 +4443,7 @@ type ShipAck struct {
 
 func (x *ShipAck) Reset() {
 	*x = ShipAck{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4201,7 +4455,7 @@ func (x *ShipAck) String() string {
 func (*ShipAck) ProtoMessage() {}
 
 func (x *ShipAck) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4214,7 +4468,7 @@ func (x *ShipAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipAck.ProtoReflect.Descriptor instead.
 func (*ShipAck) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{52}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ShipAck) GetReceivedLsn() uint64 {
@@ -4447,7 +4701,16 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\aversion\x18\r \x01(\tR\aversion\x12+\n" +
 	"\x11open_transactions\x18\x0e \x01(\rR\x10openTransactions\x12\x18\n" +
 	"\aprimary\x18\x0f \x01(\tR\aprimary\x12\x1a\n" +
-	"\bdegraded\x18\x10 \x01(\bR\bdegraded\"\x13\n" +
+	"\bdegraded\x18\x10 \x01(\bR\bdegraded\"\x10\n" +
+	"\x0ePromoteRequest\"^\n" +
+	"\x0fPromoteResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
+	"\tstart_lsn\x18\x02 \x01(\x04R\bstartLsn\x12\x18\n" +
+	"\aalready\x18\x03 \x01(\bR\aalready\"\x0f\n" +
+	"\rDemoteRequest\"@\n" +
+	"\x0eDemoteResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\aalready\x18\x02 \x01(\bR\aalready\"\x13\n" +
 	"\x11CheckpointRequest\"\xe2\x01\n" +
 	"\x12CheckpointResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x12\n" +
@@ -4494,12 +4757,17 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\vShipRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.mmdb.v1.ShipHelloH\x00R\x05hello\x12)\n" +
 	"\x05batch\x18\x02 \x01(\v2\x11.mmdb.v1.LogBatchH\x00R\x05batchB\x05\n" +
-	"\x03msg\"d\n" +
+	"\x03msg\"\x91\x01\n" +
 	"\tShipHello\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x19\n" +
-	"\blast_lsn\x18\x04 \x01(\x04R\alastLsn\"\xef\x01\n" +
+	"\blast_lsn\x18\x04 \x01(\x04R\alastLsn\x12+\n" +
+	"\x06epochs\x18\x05 \x03(\v2\x13.mmdb.v1.EpochStartR\x06epochs\"?\n" +
+	"\n" +
+	"EpochStart\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
+	"\tstart_lsn\x18\x02 \x01(\x04R\bstartLsn\"\xef\x01\n" +
 	"\bLogBatch\x12\x1b\n" +
 	"\tfirst_lsn\x18\x01 \x01(\x04R\bfirstLsn\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x14\n" +
@@ -4561,11 +4829,13 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05Begin\x12\x15.mmdb.v1.BeginRequest\x1a\x16.mmdb.v1.BeginResponse\x129\n" +
 	"\x06Commit\x12\x16.mmdb.v1.CommitRequest\x1a\x17.mmdb.v1.CommitResponse\x12?\n" +
 	"\bRollback\x12\x18.mmdb.v1.RollbackRequest\x1a\x19.mmdb.v1.RollbackResponse\x12@\n" +
-	"\aSession\x12\x17.mmdb.v1.SessionRequest\x1a\x18.mmdb.v1.SessionResponse(\x010\x012\x90\x01\n" +
+	"\aSession\x12\x17.mmdb.v1.SessionRequest\x1a\x18.mmdb.v1.SessionResponse(\x010\x012\x89\x02\n" +
 	"\fAdminService\x129\n" +
 	"\x06Status\x12\x16.mmdb.v1.StatusRequest\x1a\x17.mmdb.v1.StatusResponse\x12E\n" +
 	"\n" +
-	"Checkpoint\x12\x1a.mmdb.v1.CheckpointRequest\x1a\x1b.mmdb.v1.CheckpointResponse2W\n" +
+	"Checkpoint\x12\x1a.mmdb.v1.CheckpointRequest\x1a\x1b.mmdb.v1.CheckpointResponse\x12<\n" +
+	"\aPromote\x12\x17.mmdb.v1.PromoteRequest\x1a\x18.mmdb.v1.PromoteResponse\x129\n" +
+	"\x06Demote\x12\x16.mmdb.v1.DemoteRequest\x1a\x17.mmdb.v1.DemoteResponse2W\n" +
 	"\fImageService\x12G\n" +
 	"\n" +
 	"FetchImage\x12\x1a.mmdb.v1.FetchImageRequest\x1a\x1b.mmdb.v1.FetchImageResponse0\x012M\n" +
@@ -4585,7 +4855,7 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 }
 
 var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
@@ -4631,26 +4901,31 @@ var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(*Reply)(nil),                 // 41: mmdb.v1.Reply
 	(*StatusRequest)(nil),         // 42: mmdb.v1.StatusRequest
 	(*StatusResponse)(nil),        // 43: mmdb.v1.StatusResponse
-	(*CheckpointRequest)(nil),     // 44: mmdb.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),    // 45: mmdb.v1.CheckpointResponse
-	(*StandbyStatus)(nil),         // 46: mmdb.v1.StandbyStatus
-	(*TableStatus)(nil),           // 47: mmdb.v1.TableStatus
-	(*FetchImageRequest)(nil),     // 48: mmdb.v1.FetchImageRequest
-	(*ImageInfo)(nil),             // 49: mmdb.v1.ImageInfo
-	(*FetchImageResponse)(nil),    // 50: mmdb.v1.FetchImageResponse
-	(*ShipRequest)(nil),           // 51: mmdb.v1.ShipRequest
-	(*ShipHello)(nil),             // 52: mmdb.v1.ShipHello
-	(*LogBatch)(nil),              // 53: mmdb.v1.LogBatch
-	(*ShipResponse)(nil),          // 54: mmdb.v1.ShipResponse
-	(*ShipState)(nil),             // 55: mmdb.v1.ShipState
-	(*ShipAck)(nil),               // 56: mmdb.v1.ShipAck
-	(structpb.NullValue)(0),       // 57: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 58: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 59: google.protobuf.Duration
+	(*PromoteRequest)(nil),        // 44: mmdb.v1.PromoteRequest
+	(*PromoteResponse)(nil),       // 45: mmdb.v1.PromoteResponse
+	(*DemoteRequest)(nil),         // 46: mmdb.v1.DemoteRequest
+	(*DemoteResponse)(nil),        // 47: mmdb.v1.DemoteResponse
+	(*CheckpointRequest)(nil),     // 48: mmdb.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),    // 49: mmdb.v1.CheckpointResponse
+	(*StandbyStatus)(nil),         // 50: mmdb.v1.StandbyStatus
+	(*TableStatus)(nil),           // 51: mmdb.v1.TableStatus
+	(*FetchImageRequest)(nil),     // 52: mmdb.v1.FetchImageRequest
+	(*ImageInfo)(nil),             // 53: mmdb.v1.ImageInfo
+	(*FetchImageResponse)(nil),    // 54: mmdb.v1.FetchImageResponse
+	(*ShipRequest)(nil),           // 55: mmdb.v1.ShipRequest
+	(*ShipHello)(nil),             // 56: mmdb.v1.ShipHello
+	(*EpochStart)(nil),            // 57: mmdb.v1.EpochStart
+	(*LogBatch)(nil),              // 58: mmdb.v1.LogBatch
+	(*ShipResponse)(nil),          // 59: mmdb.v1.ShipResponse
+	(*ShipState)(nil),             // 60: mmdb.v1.ShipState
+	(*ShipAck)(nil),               // 61: mmdb.v1.ShipAck
+	(structpb.NullValue)(0),       // 62: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 63: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 64: google.protobuf.Duration
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	57, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	58, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	62, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	63, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
 	4,  // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
 	4,  // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
 	0,  // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
@@ -4659,7 +4934,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	1,  // 7: mmdb.v1.Table.primary_kind:type_name -> mmdb.v1.IndexKind
 	8,  // 8: mmdb.v1.Table.indexes:type_name -> mmdb.v1.Index
 	9,  // 9: mmdb.v1.CreateTableRequest.table:type_name -> mmdb.v1.Table
-	47, // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
+	51, // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
 	9,  // 11: mmdb.v1.DescribeTableResponse.table:type_name -> mmdb.v1.Table
 	4,  // 12: mmdb.v1.GetRequest.key:type_name -> mmdb.v1.Value
 	5,  // 13: mmdb.v1.GetResponse.row:type_name -> mmdb.v1.Row
@@ -4679,7 +4954,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	4,  // 27: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
 	2,  // 28: mmdb.v1.DeleteRequest.durability:type_name -> mmdb.v1.Durability
 	2,  // 29: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
-	59, // 30: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	64, // 30: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
 	18, // 31: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
 	22, // 32: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
 	23, // 33: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
@@ -4710,56 +4985,61 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	35, // 58: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
 	31, // 59: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
 	37, // 60: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
-	46, // 61: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
-	47, // 62: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	59, // 63: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	59, // 64: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
-	49, // 65: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
-	52, // 66: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
-	53, // 67: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
-	55, // 68: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
-	56, // 69: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
-	10, // 70: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	12, // 71: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	14, // 72: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	16, // 73: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	18, // 74: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	20, // 75: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	22, // 76: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	23, // 77: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	24, // 78: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	25, // 79: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	30, // 80: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	34, // 81: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	36, // 82: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	38, // 83: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	42, // 84: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	44, // 85: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	48, // 86: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	51, // 87: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
-	11, // 88: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	13, // 89: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	15, // 90: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	17, // 91: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	19, // 92: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	21, // 93: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	26, // 94: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	27, // 95: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	28, // 96: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	29, // 97: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	31, // 98: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	35, // 99: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	37, // 100: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	40, // 101: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	43, // 102: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	45, // 103: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	50, // 104: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	54, // 105: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
-	88, // [88:106] is the sub-list for method output_type
-	70, // [70:88] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	50, // 61: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
+	51, // 62: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
+	64, // 63: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	64, // 64: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	53, // 65: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
+	56, // 66: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
+	58, // 67: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
+	57, // 68: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
+	60, // 69: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
+	61, // 70: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
+	10, // 71: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	12, // 72: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	14, // 73: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	16, // 74: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	18, // 75: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	20, // 76: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	22, // 77: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	23, // 78: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	24, // 79: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	25, // 80: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	30, // 81: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	34, // 82: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	36, // 83: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	38, // 84: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	42, // 85: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	48, // 86: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	44, // 87: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
+	46, // 88: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
+	52, // 89: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	55, // 90: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	11, // 91: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	13, // 92: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	15, // 93: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	17, // 94: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	19, // 95: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	21, // 96: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	26, // 97: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	27, // 98: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	28, // 99: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	29, // 100: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	31, // 101: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	35, // 102: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	37, // 103: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	40, // 104: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	43, // 105: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	49, // 106: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	45, // 107: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
+	47, // 108: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
+	54, // 109: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	59, // 110: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	91, // [91:111] is the sub-list for method output_type
+	71, // [71:91] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -4804,11 +5084,11 @@ func file_mmdb_v1_mmdb_proto_init() {
 		(*Reply_Begin)(nil),
 		(*Reply_Rollback)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[47].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[51].OneofWrappers = []any{
 		(*ShipRequest_Hello)(nil),
 		(*ShipRequest_Batch)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[50].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[55].OneofWrappers = []any{
 		(*ShipResponse_State)(nil),
 		(*ShipResponse_Ack)(nil),
 	}
@@ -4818,7 +5098,7 @@ func file_mmdb_v1_mmdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   53,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

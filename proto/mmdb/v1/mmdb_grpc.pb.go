@@ -678,6 +678,8 @@ var DatabaseService_ServiceDesc = grpc.ServiceDesc{
 const (
 	AdminService_Status_FullMethodName     = "/mmdb.v1.AdminService/Status"
 	AdminService_Checkpoint_FullMethodName = "/mmdb.v1.AdminService/Checkpoint"
+	AdminService_Promote_FullMethodName    = "/mmdb.v1.AdminService/Promote"
+	AdminService_Demote_FullMethodName     = "/mmdb.v1.AdminService/Demote"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -692,6 +694,16 @@ type AdminServiceClient interface {
 	// returns once it is durable. A node without a data_dir has no images:
 	// FAILED_PRECONDITION.
 	Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*CheckpointResponse, error)
+	// Promote makes a standby the primary (SPEC 8): it stops following,
+	// applies what it has received, starts a new epoch (so nodes refuse log
+	// from the old primary, which steps down when it learns of it), takes
+	// writes and ships its log to its peers. On a primary it changes
+	// nothing.
+	Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error)
+	// Demote makes a primary a standby: it stops shipping, refuses writes,
+	// and follows whichever peer ships to it at its epoch or a newer one.
+	// On a standby it changes nothing.
+	Demote(ctx context.Context, in *DemoteRequest, opts ...grpc.CallOption) (*DemoteResponse, error)
 }
 
 type adminServiceClient struct {
@@ -722,6 +734,26 @@ func (c *adminServiceClient) Checkpoint(ctx context.Context, in *CheckpointReque
 	return out, nil
 }
 
+func (c *adminServiceClient) Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PromoteResponse)
+	err := c.cc.Invoke(ctx, AdminService_Promote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) Demote(ctx context.Context, in *DemoteRequest, opts ...grpc.CallOption) (*DemoteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DemoteResponse)
+	err := c.cc.Invoke(ctx, AdminService_Demote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -734,6 +766,16 @@ type AdminServiceServer interface {
 	// returns once it is durable. A node without a data_dir has no images:
 	// FAILED_PRECONDITION.
 	Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error)
+	// Promote makes a standby the primary (SPEC 8): it stops following,
+	// applies what it has received, starts a new epoch (so nodes refuse log
+	// from the old primary, which steps down when it learns of it), takes
+	// writes and ships its log to its peers. On a primary it changes
+	// nothing.
+	Promote(context.Context, *PromoteRequest) (*PromoteResponse, error)
+	// Demote makes a primary a standby: it stops shipping, refuses writes,
+	// and follows whichever peer ships to it at its epoch or a newer one.
+	// On a standby it changes nothing.
+	Demote(context.Context, *DemoteRequest) (*DemoteResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -749,6 +791,12 @@ func (UnimplementedAdminServiceServer) Status(context.Context, *StatusRequest) (
 }
 func (UnimplementedAdminServiceServer) Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Checkpoint not implemented")
+}
+func (UnimplementedAdminServiceServer) Promote(context.Context, *PromoteRequest) (*PromoteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Promote not implemented")
+}
+func (UnimplementedAdminServiceServer) Demote(context.Context, *DemoteRequest) (*DemoteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Demote not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -807,6 +855,42 @@ func _AdminService_Checkpoint_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Promote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Promote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Promote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Promote(ctx, req.(*PromoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_Demote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DemoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Demote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Demote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Demote(ctx, req.(*DemoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -821,6 +905,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Checkpoint",
 			Handler:    _AdminService_Checkpoint_Handler,
+		},
+		{
+			MethodName: "Promote",
+			Handler:    _AdminService_Promote_Handler,
+		},
+		{
+			MethodName: "Demote",
+			Handler:    _AdminService_Demote_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

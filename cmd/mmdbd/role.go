@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mmdb/mmdb/conf"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/server"
+)
+
+// promoteCmd makes a standby the primary.
+func promoteCmd(args []string, stdout, stderr io.Writer) error {
+	return adminCall("promote", args, stderr, time.Minute, nil, func(ctx context.Context, addr string, admin pb.AdminServiceClient) error {
+		resp, err := admin.Promote(ctx, &pb.PromoteRequest{})
+		if err != nil {
+			return fmt.Errorf("promote %s: %w", addr, err)
+		}
+		if resp.GetAlready() {
+			_, err = fmt.Fprintf(stdout, "%s is already the primary, at epoch %d\n", addr, resp.GetEpoch())
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s is the primary: epoch %d starts at LSN %d\n", addr, resp.GetEpoch(), resp.GetStartLsn())
+		return err
+	})
+}
+
+// demoteCmd makes a primary a standby.
+func demoteCmd(args []string, stdout, stderr io.Writer) error {
+	return adminCall("demote", args, stderr, time.Minute, nil, func(ctx context.Context, addr string, admin pb.AdminServiceClient) error {
+		resp, err := admin.Demote(ctx, &pb.DemoteRequest{})
+		if err != nil {
+			return fmt.Errorf("demote %s: %w", addr, err)
+		}
+		state := "is a standby now"
+		if resp.GetAlready() {
+			state = "is already a standby"
+		}
+		_, err = fmt.Fprintf(stdout, "%s %s, at epoch %d\n", addr, state, resp.GetEpoch())
+		return err
+	})
+}
+
+// reload reads the configuration again (SIGHUP) and takes its role.
+func reload(srv *server.Server, load func() (*conf.Config, error), logger hclog.Logger) {
+	cfg, err := load()
+	if err != nil {
+		logger.Error("SIGHUP: the configuration does not load; nothing changed", "error", err)
+		return
+	}
+	if cfg.Role == srv.Role() {
+		logger.Info("SIGHUP: the role is unchanged", "role", cfg.Role)
+		return
+	}
+	logger.Info("SIGHUP: taking the configured role", "role", cfg.Role, "was", srv.Role())
+	if err := srv.SetRole(cfg.Role); err != nil {
+		logger.Error("SIGHUP: could not take the role", "role", cfg.Role, "error", err)
+	}
+}

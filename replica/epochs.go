@@ -1,0 +1,238 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/mmdb/mmdb/logging/vfs"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// EpochStart is where an epoch began: its first LSN.
+type EpochStart struct {
+	Epoch uint64
+	Start uint64
+}
+
+// Epochs is a node's epoch history (SPEC 6): epoch 0 starts at LSN 1, and
+// each promotion starts the next epoch at the promoted node's last LSN
+// plus one. A standby takes its primary's history. Two nodes' logs agree
+// up to the first LSN at which their histories name different epochs.
+//
+// With a directory, the history is kept in the file EPOCHS there, one
+// "epoch start" line per epoch, replaced atomically (written, synced,
+// renamed, directory synced) before a change takes effect. Safe for
+// concurrent use.
+type Epochs struct {
+	fs   vfs.FS
+	path string // "" keeps the history in memory only (a diskless node)
+
+	mu   sync.Mutex
+	hist []EpochStart
+}
+
+// epochsFile is the name of the history in a data directory.
+const epochsFile = "EPOCHS"
+
+// OpenEpochs reads the history kept in dir, if any; an empty dir keeps it
+// in memory.
+func OpenEpochs(fs vfs.FS, dir string) (*Epochs, error) {
+	e := &Epochs{fs: fs, hist: []EpochStart{{Epoch: 0, Start: 1}}}
+	if dir == "" {
+		return e, nil
+	}
+	e.path = filepath.Join(dir, epochsFile)
+	f, err := fs.Open(e.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return e, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("replica: open the epoch history: %w", err)
+	}
+	size, err := f.Size()
+	if err == nil {
+		b := make([]byte, size)
+		if _, err = f.ReadAt(b, 0); errors.Is(err, io.EOF) {
+			err = nil
+		}
+		if err == nil {
+			e.hist, err = parseEpochs(string(b))
+		}
+	}
+	if err = errors.Join(err, f.Close()); err != nil {
+		return nil, fmt.Errorf("replica: read the epoch history %s: %w", e.path, err)
+	}
+	return e, nil
+}
+
+// parseEpochs reads "epoch start" lines: epochs and starts ascending, the
+// first epoch starting at LSN 1.
+func parseEpochs(s string) ([]EpochStart, error) {
+	var hist []EpochStart
+	for i, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			return nil, fmt.Errorf("line %d: %q is not \"epoch start\"", i+1, line)
+		}
+		ep, err1 := strconv.ParseUint(f[0], 10, 64)
+		st, err2 := strconv.ParseUint(f[1], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("line %d: %w", i+1, err)
+		}
+		hist = append(hist, EpochStart{Epoch: ep, Start: st})
+	}
+	if err := checkEpochs(hist); err != nil {
+		return nil, err
+	}
+	return hist, nil
+}
+
+// checkEpochs checks a history: not empty, the first epoch starting at
+// LSN 1, epochs rising, starts not falling.
+func checkEpochs(hist []EpochStart) error {
+	if len(hist) == 0 || hist[0].Start != 1 {
+		return errors.New("the first epoch must start at LSN 1")
+	}
+	for i := 1; i < len(hist); i++ {
+		if hist[i].Epoch <= hist[i-1].Epoch || hist[i].Start < hist[i-1].Start {
+			return fmt.Errorf("epoch %d at LSN %d follows epoch %d at LSN %d", hist[i].Epoch, hist[i].Start, hist[i-1].Epoch, hist[i-1].Start)
+		}
+	}
+	return nil
+}
+
+// Current returns the newest epoch.
+func (e *Epochs) Current() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.hist[len(e.hist)-1].Epoch
+}
+
+// History returns a copy of the history.
+func (e *Epochs) History() []EpochStart {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]EpochStart(nil), e.hist...)
+}
+
+// Begin starts the next epoch at LSN start and returns it, once the
+// history is kept.
+func (e *Epochs) Begin(start uint64) (uint64, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	last := e.hist[len(e.hist)-1]
+	hist := append(append([]EpochStart(nil), e.hist...), EpochStart{Epoch: last.Epoch + 1, Start: max(start, last.Start)})
+	if err := e.save(hist); err != nil {
+		return 0, err
+	}
+	e.hist = hist
+	return last.Epoch + 1, nil
+}
+
+// Adopt takes a sender's history as its own, once it is kept; the caller
+// has checked that the two do not diverge (Diverged).
+func (e *Epochs) Adopt(hist []EpochStart) error {
+	if err := checkEpochs(hist); err != nil {
+		return fmt.Errorf("replica: a bad epoch history: %w", err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if slices.Equal(e.hist, hist) {
+		return nil
+	}
+	if hist[len(hist)-1].Epoch < e.hist[len(e.hist)-1].Epoch {
+		return fmt.Errorf("replica: a history ending at epoch %d would replace one at epoch %d", hist[len(hist)-1].Epoch, e.hist[len(e.hist)-1].Epoch)
+	}
+	hist = append([]EpochStart(nil), hist...)
+	if err := e.save(hist); err != nil {
+		return err
+	}
+	e.hist = hist
+	return nil
+}
+
+// save writes hist to the file, durably; the caller holds mu.
+func (e *Epochs) save(hist []EpochStart) error {
+	if e.path == "" {
+		return nil
+	}
+	var b strings.Builder
+	for _, h := range hist {
+		fmt.Fprintf(&b, "%d %d\n", h.Epoch, h.Start)
+	}
+	tmp := e.path + ".tmp"
+	f, err := e.fs.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("replica: keep the epoch history: %w", err)
+	}
+	_, err = f.WriteAt([]byte(b.String()), 0)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err = errors.Join(err, f.Close()); err != nil {
+		return fmt.Errorf("replica: write %s: %w", tmp, err)
+	}
+	if err := e.fs.Rename(tmp, e.path); err != nil {
+		return fmt.Errorf("replica: keep the epoch history: %w", err)
+	}
+	if err := e.fs.SyncDir(filepath.Dir(e.path)); err != nil {
+		return fmt.Errorf("replica: keep the epoch history: %w", err)
+	}
+	return nil
+}
+
+// epochAt returns the epoch of LSN lsn in hist.
+func epochAt(hist []EpochStart, lsn uint64) uint64 {
+	ep := hist[0].Epoch
+	for _, h := range hist {
+		if h.Start > lsn {
+			break
+		}
+		ep = h.Epoch
+	}
+	return ep
+}
+
+// Diverged returns the first LSN at or below last (the receiver's last
+// LSN) whose epoch differs between the receiver's history mine and the
+// sender's theirs: from there on, the receiver holds records the sender
+// never wrote. ok is false when they agree up to last.
+func Diverged(mine, theirs []EpochStart, last uint64) (lsn uint64, ok bool) {
+	var starts []uint64
+	for _, h := range mine {
+		starts = append(starts, h.Start)
+	}
+	for _, h := range theirs {
+		starts = append(starts, h.Start)
+	}
+	first := uint64(0)
+	for _, s := range starts {
+		if s <= last && epochAt(mine, s) != epochAt(theirs, s) && (first == 0 || s < first) {
+			first = s
+		}
+	}
+	return first, first != 0
+}
+
+func epochsToPB(hist []EpochStart) []*pb.EpochStart {
+	out := make([]*pb.EpochStart, len(hist))
+	for i, h := range hist {
+		out[i] = &pb.EpochStart{Epoch: h.Epoch, StartLsn: h.Start}
+	}
+	return out
+}
+
+func epochsFromPB(hist []*pb.EpochStart) []EpochStart {
+	out := make([]EpochStart, len(hist))
+	for i, h := range hist {
+		out[i] = EpochStart{Epoch: h.GetEpoch(), Start: h.GetStartLsn()}
+	}
+	return out
+}

@@ -1,0 +1,168 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/conf"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/replica"
+)
+
+// Role returns the node's role now: the configured one, until a
+// promotion, a demotion or a step-down changes it.
+func (s *Server) Role() string {
+	s.roleMu.Lock()
+	defer s.roleMu.Unlock()
+	return s.role
+}
+
+// SetRole makes the node a primary or a standby (SIGHUP after the config
+// file's role changed, or AdminService).
+func (s *Server) SetRole(role string) error {
+	switch role {
+	case conf.RolePrimary:
+		_, _, _, err := s.promote()
+		return err
+	case conf.RoleStandby:
+		_, err := s.demote("asked to")
+		return err
+	}
+	return fmt.Errorf("server: role %q cannot be taken while running (primary or standby)", role)
+}
+
+// promote makes a standby the primary: it ends the link it follows once
+// what that received is applied, starts a new epoch at its next LSN
+// (kept before any write of the epoch), takes commits and ships to its
+// peers. already says it was the primary.
+func (s *Server) promote() (epoch, start uint64, already bool, err error) {
+	s.roleMu.Lock()
+	defer s.roleMu.Unlock()
+	if s.role == conf.RolePrimary {
+		return s.epochs.Current(), 0, true, nil
+	}
+	s.recv.Stop()
+	defer s.recv.Resume() // as a primary it follows no one, but steps down for a newer epoch
+	start = s.db.LastLSN() + 1
+	if epoch, err = s.epochs.Begin(start); err != nil {
+		return 0, 0, false, fmt.Errorf("server: promote: %w", err)
+	}
+	s.store.SetEpoch(epoch)
+	s.store.Lead()
+	s.role = conf.RolePrimary
+	if err := s.startSender(); err != nil {
+		return epoch, start, false, err
+	}
+	s.log.Info("promoted: this node is the primary", "epoch", epoch, "start-lsn", start)
+	return epoch, start, false, nil
+}
+
+// demote makes a primary a standby: it stops shipping (commits waiting
+// for standbys return unconfirmed) and refuses commits until a primary
+// ships to it. already says it was a standby.
+func (s *Server) demote(why string) (already bool, err error) {
+	s.roleMu.Lock()
+	defer s.roleMu.Unlock()
+	if s.role == conf.RoleStandby {
+		return true, nil
+	}
+	s.store.SetPrimary("")
+	s.role = conf.RoleStandby
+	if snd := s.swapSender(nil); snd != nil {
+		snd.Close()
+	}
+	s.log.Warn("demoted: this node is a standby", "why", why, "epoch", s.epochs.Current())
+	return false, nil
+}
+
+// stepDown demotes a primary that learnt of a newer epoch.
+func (s *Server) stepDown(epoch uint64, peer string) error {
+	_, err := s.demote(fmt.Sprintf("%s is at epoch %d, newer than this node's", peer, epoch))
+	return err
+}
+
+// Promote makes the node the primary.
+func (a *adminService) Promote(context.Context, *pb.PromoteRequest) (*pb.PromoteResponse, error) {
+	epoch, start, already, err := a.s.promote()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &pb.PromoteResponse{Epoch: epoch, StartLsn: start, Already: already}, nil
+}
+
+// Demote makes the node a standby.
+func (a *adminService) Demote(context.Context, *pb.DemoteRequest) (*pb.DemoteResponse, error) {
+	already, err := a.s.demote("asked to")
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &pb.DemoteResponse{Epoch: a.s.epochs.Current(), Already: already}, nil
+}
+
+// startSender starts shipping the log to the peers, on a primary that
+// has them and serves; the caller holds roleMu.
+func (s *Server) startSender() error {
+	if s.role != conf.RolePrimary || len(s.cfg.Peers) == 0 || s.addr == "" {
+		return nil
+	}
+	mode, err := replica.ParseMode(s.cfg.SyncMode)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	opts := replica.SenderOptions{
+		Node: s.cfg.Node, Addr: s.addr, Epochs: s.epochs, Mode: mode, Quorum: int(s.cfg.SyncQuorum), Timeout: s.cfg.SyncTimeout,
+		Block: s.cfg.OnSyncTimeout == "block", MaxMessageBytes: int(s.cfg.MaxMessageBytes), Logger: s.log.Named("replica"),
+		OnNewerEpoch: func(epoch uint64, standby string) {
+			if err := s.stepDown(epoch, standby); err != nil {
+				s.log.Error("could not step down", "error", err)
+			}
+		},
+	}
+	for _, p := range s.cfg.Peers {
+		opts.Peers = append(opts.Peers, replica.Peer{Name: p.Name, Addr: p.Addr})
+	}
+	snd, err := replica.NewSender(s.store, opts)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	select {
+	case <-s.quit:
+		snd.Close() // shut down before it served
+	default:
+		s.swapSender(snd)
+	}
+	return nil
+}
+
+// swapSender sets the Sender and returns the one it replaces.
+func (s *Server) swapSender(snd *replica.Sender) *replica.Sender {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	old := s.sender
+	s.sender = snd
+	return old
+}
+
+// shipper returns the Sender, if the node ships its log.
+func (s *Server) shipper() *replica.Sender {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	return s.sender
+}
+
+// waitSync waits until the commit at lsn has the standbys' answers the
+// node's sync_mode asks for (replica.Sender.Wait); degraded says it did
+// not wait for them.
+func (s *Server) waitSync(ctx context.Context, lsn uint64) (degraded bool, err error) {
+	snd := s.shipper()
+	if snd == nil {
+		if s.cfg.SyncMode == conf.SyncAsync || s.cfg.SyncQuorum == 0 || s.Role() == conf.RolePrimary {
+			return false, nil
+		}
+		return false, fmt.Errorf("%w: LSN %d: this node stepped down before its standbys answered", replica.ErrUnconfirmed, lsn)
+	}
+	return snd.Wait(ctx, lsn, -1)
+}
