@@ -25,9 +25,9 @@ import (
 type standby struct {
 	store  *durability.Store
 	epochs *replica.Epochs
-	fs    *vfs.MemFS
-	addr  string
-	srv   *grpc.Server
+	fs     *vfs.MemFS
+	addr   string
+	srv    *grpc.Server
 }
 
 func newStandby(t *testing.T, opts durability.Options, peers ...string) *standby {
