@@ -160,7 +160,7 @@ func TestAppliedAck(t *testing.T) {
 		t.Fatalf("a write on the standby: %v", err)
 	}
 	st := snd.Standbys()
-	if len(st) != 1 || st[0].State != replica.StateStreaming || st[0].Applied != primary.DB().LastLSN() || st[0].LagRecords != 0 {
+	if len(st) != 1 || st[0].State != replica.StateStreaming || st[0].Applied != primary.DB().LastLSN() || st[0].LagRecords != 0 || st[0].Opened != 1 {
 		t.Fatalf("standby status %+v at LSN %d", st, primary.DB().LastLSN())
 	}
 
@@ -242,6 +242,24 @@ func TestLinkCutsAndResumes(t *testing.T) {
 	sameData(t, primary, sb.store)
 	if proxy.Cuts() < 5 {
 		t.Fatalf("%d cuts", proxy.Cuts())
+	}
+}
+
+// TestLinkStaysUp: a link under a steady stream of commits is opened once
+// and never breaks by itself.
+func TestLinkStaysUp(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}})
+	bank := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	banktest.Run(primary.DB(), bank, 0, 8, 500, func(uint64) error { return nil }, nil)
+	caughtUp(t, primary, sb.store)
+	deadline := time.Now().Add(10 * time.Second)
+	for snd.Standbys()[0].Applied < primary.DB().LastLSN() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := snd.Standbys()[0]; st.Opened != 1 || st.State != replica.StateStreaming {
+		t.Fatalf("the link: %+v", st)
 	}
 }
 

@@ -124,6 +124,7 @@ type link struct {
 	applied  uint64
 	sent     uint64
 	backlog  uint64 // the sender's last LSN when the link opened: until it is applied, the standby catches up
+	opened   int    // links opened so far
 }
 
 // NewSender starts shipping store's log to opts.Peers; Close stops it.
@@ -255,6 +256,7 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 	next := state.GetAppliedLsn()
 	s.mu.Lock()
 	l.state, l.reason, l.received, l.applied, l.sent, l.backlog = StateCatchingUp, "", next, next, next, hello.LastLsn
+	l.opened++
 	s.ackedLocked()
 	s.mu.Unlock()
 	log.Info("link open", "applied-lsn", next, "last-lsn", hello.LastLsn)
@@ -305,6 +307,10 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 		if err != nil {
 			return err
 		}
+		next = recs[len(recs)-1].LSN
+		s.mu.Lock()
+		l.sent = next // before the standby can acknowledge it
+		s.mu.Unlock()
 		for _, m := range msgs {
 			if err := st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Batch{Batch: m}}); err != nil {
 				// Send reports io.EOF; the acknowledgements' Recv has
@@ -313,10 +319,6 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 				return context.Cause(ctx)
 			}
 		}
-		next = recs[len(recs)-1].LSN
-		s.mu.Lock()
-		l.sent = next
-		s.mu.Unlock()
 	}
 }
 
@@ -459,6 +461,7 @@ type Standby struct {
 	Received, Applied         uint64
 	LagRecords                uint64
 	Lag                       time.Duration // how long ago the oldest record it has not applied was committed
+	Opened                    int           // how many times its link was opened
 }
 
 // Standbys returns the state of every link.
@@ -467,7 +470,7 @@ func (s *Sender) Standbys() []Standby {
 	s.mu.Lock()
 	out := make([]Standby, 0, len(s.links))
 	for _, l := range s.links {
-		st := Standby{Name: l.peer.Name, Addr: l.peer.Addr, State: l.state, Reason: l.reason, Received: l.received, Applied: l.applied}
+		st := Standby{Name: l.peer.Name, Addr: l.peer.Addr, State: l.state, Reason: l.reason, Received: l.received, Applied: l.applied, Opened: l.opened}
 		if last > l.applied {
 			st.LagRecords = last - l.applied
 		}

@@ -56,7 +56,7 @@ func buildAndRun(m *testing.M) int {
 
 // proc is a running mmdbd serve.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	cmd  *exec.Cmd
 	addr string
 	mu   sync.Mutex
@@ -70,7 +70,7 @@ var servingRE = regexp.MustCompile(`serving: addr=(\S+)|"@message":"serving".*"a
 // start runs mmdbd serve on a loopback port the kernel picks, with a
 // temporary data directory, and waits until it serves. It is killed at the
 // end of the test if it is still running.
-func start(t *testing.T, args ...string) *proc {
+func start(t testing.TB, args ...string) *proc {
 	t.Helper()
 	args = append([]string{"serve", "-listen", "127.0.0.1:0", "-data-dir", t.TempDir()}, args...)
 	p := &proc{t: t, cmd: exec.Command(mmdbd, args...), exit: make(chan error, 1)}
@@ -145,7 +145,7 @@ func (p *proc) client() (pb.DatabaseServiceClient, *grpc.ClientConn) {
 
 // runTool runs an mmdbd client command and returns its stdout, stderr and
 // exit code.
-func runTool(t *testing.T, args ...string) (string, string, int) {
+func runTool(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(mmdbd, args...)
 	var out, errOut bytes.Buffer
@@ -157,7 +157,7 @@ func runTool(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
 }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return c

@@ -19,7 +19,7 @@ import (
 
 // startPair starts a standby b and a primary a that ships to it, both
 // real mmdbd processes at durability level, the primary at sync mode.
-func startPair(t *testing.T, level, mode string, extra ...string) (primary, standby *proc) {
+func startPair(t testing.TB, level, mode string, extra ...string) (primary, standby *proc) {
 	t.Helper()
 	// The standby checks the sender's name; it never dials a's address.
 	standby = start(t, "-node", "b", "-role", "standby", "-durability", level, "-peer", "a=127.0.0.1:1")
@@ -95,6 +95,9 @@ func TestReplicationSurvivesPrimaryKill9(t *testing.T) {
 			}
 			checkBank(t, sdb, acked)
 			t.Logf("%d commits acknowledged; all on the standby", n)
+			if strings.Contains(primary.output(), "link to the standby broke") {
+				t.Fatalf("the link broke before the kill:\n%s", primary.output())
+			}
 
 			_, err := sdb.Insert(testCtx(t), &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(-1)}}})
 			if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "a at "+primary.addr) {
