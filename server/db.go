@@ -14,6 +14,7 @@ import (
 	"github.com/mmdb/mmdb/internal/pbmem"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/replica"
 )
 
 // maxAutoRetries bounds how often a transaction the server runs on its own
@@ -34,25 +35,85 @@ type dbService struct {
 	quit        <-chan struct{} // closed when shutdown begins
 }
 
-// syncWaiter waits for a commit's standbys (Server.waitSync).
+// syncWaiter waits for a commit's standbys (Server.waitSync) and says
+// whether a sync mode that waits can be met at all.
 type syncWaiter interface {
-	waitSync(ctx context.Context, lsn uint64) (degraded bool, err error)
+	waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (degraded bool, err error)
+	canSync() error
 }
+
+// commitWait is what a commit waits for: its durability level, then its
+// sync mode (negative: the node's).
+type commitWait struct {
+	level durability.Level
+	mode  replica.Mode
+}
+
+// waitFields are a request's durability and sync_mode.
+type waitFields interface {
+	GetDurability() pb.Durability
+	GetSyncMode() pb.SyncMode
+}
+
+// noWait is the waitFields of a request that commits nothing.
+type noWait struct{}
+
+func (noWait) GetDurability() pb.Durability { return pb.Durability_DURABILITY_UNSPECIFIED }
+func (noWait) GetSyncMode() pb.SyncMode     { return pb.SyncMode_SYNC_MODE_UNSPECIFIED }
+
+// unset says whether a request leaves both at the node's.
+func unset(f waitFields) bool {
+	return f.GetDurability() == pb.Durability_DURABILITY_UNSPECIFIED && f.GetSyncMode() == pb.SyncMode_SYNC_MODE_UNSPECIFIED
+}
+
+// wants returns what a request asks its commit to wait for, checked
+// against what the node can do; def is what unspecified fields keep.
+func (s *dbService) wants(f waitFields, def commitWait) (commitWait, error) {
+	w := def
+	if f.GetDurability() != pb.Durability_DURABILITY_UNSPECIFIED {
+		var err error
+		if w.level, err = s.level(f.GetDurability()); err != nil {
+			return w, err
+		}
+	}
+	switch m := f.GetSyncMode(); m {
+	case pb.SyncMode_SYNC_MODE_UNSPECIFIED:
+		return w, nil
+	case pb.SyncMode_SYNC_MODE_ASYNC:
+		w.mode = replica.Async
+	case pb.SyncMode_SYNC_MODE_RECEIVED_ACK:
+		w.mode = replica.ReceivedAck
+	case pb.SyncMode_SYNC_MODE_APPLIED_ACK:
+		w.mode = replica.AppliedAck
+	default:
+		return w, errorf(codes.InvalidArgument, "sync_mode %d is not one of the SyncMode values", m)
+	}
+	if w.mode > replica.Async {
+		if err := s.sync.canSync(); err != nil {
+			return w, errorf(codes.FailedPrecondition, "sync_mode %s: %v", w.mode, err)
+		}
+	}
+	return w, nil
+}
+
+// nodeWait is what a commit waits for when the request leaves it to the
+// node.
+func (s *dbService) nodeWait() commitWait { return commitWait{level: s.store.Level(), mode: -1} }
 
 // run runs fn in the interactive transaction txID, or, when txID is zero,
 // in a transaction of its own that it commits, retrying conflicts, and
-// waits until the commit meets the durability asked for (dur) and the
-// sync mode. It returns the commit's LSN (zero inside an interactive
-// transaction), whether the sync mode degraded, and fn's, the commit's or
-// the wait's error, for the caller to turn into a status.
-func (s *dbService) run(ctx context.Context, txID uint64, dur pb.Durability, fn func(tx *mem.Tx) error) (lsn uint64, degraded bool, err error) {
+// waits until the commit meets the durability and sync mode req asks for.
+// It returns the commit's LSN (zero inside an interactive transaction),
+// whether the sync mode degraded, and fn's, the commit's or the wait's
+// error, for the caller to turn into a status.
+func (s *dbService) run(ctx context.Context, txID uint64, req waitFields, fn func(tx *mem.Tx) error) (lsn uint64, degraded bool, err error) {
 	if txID != 0 {
-		if dur != pb.Durability_DURABILITY_UNSPECIFIED {
-			return 0, false, errorf(codes.InvalidArgument, "durability %s with tx_id %d: an interactive transaction takes its durability from Begin or Commit", dur, txID)
+		if !unset(req) {
+			return 0, false, errorf(codes.InvalidArgument, "durability %s or sync_mode %s with tx_id %d: an interactive transaction takes them from Begin or Commit", req.GetDurability(), req.GetSyncMode(), txID)
 		}
 		return 0, false, s.txs.use(txID, fn)
 	}
-	level, err := s.level(dur)
+	w, err := s.wants(req, s.nodeWait())
 	if err != nil {
 		return 0, false, err
 	}
@@ -69,7 +130,7 @@ func (s *dbService) run(ctx context.Context, txID uint64, dur pb.Durability, fn 
 		if err != nil {
 			return 0, false, err
 		}
-		degraded, err := s.durable(ctx, lsn, level)
+		degraded, err := s.durable(ctx, lsn, w)
 		return lsn, degraded, err
 	}
 }
@@ -97,14 +158,15 @@ func (s *dbService) level(dur pb.Durability) (durability.Level, error) {
 }
 
 // durable waits until the commit at lsn (zero: nothing was written) meets
-// level, then until the standbys answer as the sync mode asks; degraded
-// says they did not in time and the node went on without them. A commit
-// that does not meet either is installed in memory all the same: the
-// error says so.
-func (s *dbService) durable(ctx context.Context, lsn uint64, level durability.Level) (degraded bool, err error) {
+// w's level, then until the standbys answer as its sync mode asks;
+// degraded says they did not in time and the node went on without them.
+// A commit that does not meet either is installed in memory all the same:
+// the error says so.
+func (s *dbService) durable(ctx context.Context, lsn uint64, w commitWait) (degraded bool, err error) {
 	if lsn == 0 {
 		return false, nil
 	}
+	level := w.level
 	err = s.store.Wait(ctx, lsn, level)
 	switch {
 	case err == nil:
@@ -115,7 +177,7 @@ func (s *dbService) durable(ctx context.Context, lsn uint64, level durability.Le
 	default:
 		return false, errorf(codes.Unavailable, "the redo log failed: the commit at LSN %d is in memory but not %s, and the node takes no more writes: %v", lsn, level, err)
 	}
-	degraded, err = s.sync.waitSync(ctx, lsn)
+	degraded, err = s.sync.waitSync(ctx, lsn, w.mode)
 	if err != nil {
 		code, why := codes.Unavailable, "the node stopped shipping its log"
 		switch {
@@ -146,7 +208,7 @@ func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest)
 	t, err := s.db.CreateTable(def)
 	var degraded bool
 	if err == nil {
-		degraded, err = s.durable(ctx, t.CreatedLSN(), s.store.Level())
+		degraded, err = s.durable(ctx, t.CreatedLSN(), s.nodeWait())
 	}
 	if err != nil {
 		return nil, toStatus(err)
@@ -158,7 +220,7 @@ func (s *dbService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*p
 	lsn, err := s.db.DropTable(req.GetTable())
 	var degraded bool
 	if err == nil {
-		degraded, err = s.durable(ctx, lsn, s.store.Level())
+		degraded, err = s.durable(ctx, lsn, s.nodeWait())
 	}
 	if err != nil {
 		return nil, toStatus(err)
@@ -184,7 +246,7 @@ func (s *dbService) DescribeTable(_ context.Context, req *pb.DescribeTableReques
 
 func (s *dbService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
 	resp := &pb.GetResponse{}
-	if _, _, err := s.run(ctx, req.GetTxId(), 0, func(tx *mem.Tx) error { return s.get(tx, req, resp) }); err != nil {
+	if _, _, err := s.run(ctx, req.GetTxId(), noWait{}, func(tx *mem.Tx) error { return s.get(tx, req, resp) }); err != nil {
 		return nil, toStatus(err)
 	}
 	return resp, nil
@@ -211,7 +273,7 @@ func (s *dbService) get(tx *mem.Tx, req *pb.GetRequest, resp *pb.GetResponse) er
 }
 
 func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.InsertResponse, error) {
-	lsn, degraded, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), false) })
+	lsn, degraded, err := s.run(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), false) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -219,7 +281,7 @@ func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.Inse
 }
 
 func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.UpsertResponse, error) {
-	lsn, degraded, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), true) })
+	lsn, degraded, err := s.run(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), true) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -227,7 +289,7 @@ func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.Upse
 }
 
 func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.UpdateResponse, error) {
-	lsn, degraded, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.update(tx, req) })
+	lsn, degraded, err := s.run(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.update(tx, req) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -235,7 +297,7 @@ func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.Upda
 }
 
 func (s *dbService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
-	lsn, degraded, err := s.run(ctx, req.GetTxId(), req.GetDurability(), func(tx *mem.Tx) error { return s.del(tx, req) })
+	lsn, degraded, err := s.run(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.del(tx, req) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -311,11 +373,11 @@ func (s *dbService) del(tx *mem.Tx, req *pb.DeleteRequest) error {
 }
 
 func (s *dbService) Begin(_ context.Context, req *pb.BeginRequest) (*pb.BeginResponse, error) {
-	level, err := s.level(req.GetDurability())
+	w, err := s.wants(req, s.nodeWait())
 	if err != nil {
 		return nil, err
 	}
-	id, err := s.txs.begin(level)
+	id, err := s.txs.begin(w)
 	if err != nil {
 		return nil, err
 	}
@@ -341,25 +403,21 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 	var err error
 	if id := req.GetTxId(); id != 0 {
 		err = s.txs.end(id, func(ot *openTx) error {
-			level := ot.level
-			if req.GetDurability() != pb.Durability_DURABILITY_UNSPECIFIED {
-				var err error
-				if level, err = s.level(req.GetDurability()); err != nil {
-					return err
-				}
+			w, err := s.wants(req, ot.wait)
+			if err != nil {
+				return err
 			}
 			if err := batch(ot.tx); err != nil {
 				return err
 			}
-			var err error
 			if resp.Lsn, err = ot.tx.Commit(); err != nil {
 				return err
 			}
-			resp.Degraded, err = s.durable(ctx, resp.Lsn, level)
+			resp.Degraded, err = s.durable(ctx, resp.Lsn, w)
 			return err
 		})
 	} else {
-		resp.Lsn, resp.Degraded, err = s.run(ctx, 0, req.GetDurability(), batch)
+		resp.Lsn, resp.Degraded, err = s.run(ctx, 0, req, batch)
 	}
 	if errors.Is(err, errConditionFailed) {
 		resp.Results = nil
@@ -377,12 +435,12 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 // says.
 func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResponse) error {
 	for i, op := range req.GetOperations() {
-		txID, dur := opFields(op)
+		txID, w := opFields(op)
 		if txID != 0 {
 			return errorf(codes.InvalidArgument, "operation %d: tx_id must be zero inside a batch; the batch's own tx_id names the transaction", i)
 		}
-		if dur != pb.Durability_DURABILITY_UNSPECIFIED {
-			return errorf(codes.InvalidArgument, "operation %d: durability must be unspecified inside a batch; the batch's own durability applies", i)
+		if !unset(w) {
+			return errorf(codes.InvalidArgument, "operation %d: durability and sync_mode must be unspecified inside a batch; the batch's own apply", i)
 		}
 	}
 	resp.Results = resp.Results[:0]
@@ -430,20 +488,20 @@ func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResp
 
 // opFields returns the tx_id and durability an operation of a batch
 // carries; both must be unset.
-func opFields(op *pb.Operation) (uint64, pb.Durability) {
+func opFields(op *pb.Operation) (uint64, waitFields) {
 	switch o := op.GetOp().(type) {
 	case *pb.Operation_Get:
-		return o.Get.GetTxId(), 0
+		return o.Get.GetTxId(), noWait{}
 	case *pb.Operation_Insert:
-		return o.Insert.GetTxId(), o.Insert.GetDurability()
+		return o.Insert.GetTxId(), o.Insert
 	case *pb.Operation_Upsert:
-		return o.Upsert.GetTxId(), o.Upsert.GetDurability()
+		return o.Upsert.GetTxId(), o.Upsert
 	case *pb.Operation_Update:
-		return o.Update.GetTxId(), o.Update.GetDurability()
+		return o.Update.GetTxId(), o.Update
 	case *pb.Operation_Delete:
-		return o.Delete.GetTxId(), o.Delete.GetDurability()
+		return o.Delete.GetTxId(), o.Delete
 	}
-	return 0, 0
+	return 0, noWait{}
 }
 
 // holds checks one condition of a batch.

@@ -153,16 +153,27 @@ func (s *Server) shipper() *replica.Sender {
 	return s.sender
 }
 
-// waitSync waits until the commit at lsn has the standbys' answers the
-// node's sync_mode asks for (replica.Sender.Wait); degraded says it did
-// not wait for them.
-func (s *Server) waitSync(ctx context.Context, lsn uint64) (degraded bool, err error) {
+// waitSync waits until the commit at lsn has the standbys' answers its
+// sync mode asks for (negative: the node's sync_mode) (replica.Sender.Wait);
+// degraded says it did not wait for them.
+func (s *Server) waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (degraded bool, err error) {
 	snd := s.shipper()
 	if snd == nil {
-		if s.cfg.SyncMode == conf.SyncAsync || s.cfg.SyncQuorum == 0 || s.Role() == conf.RolePrimary {
+		if mode < 0 && s.cfg.SyncMode == conf.SyncAsync || mode == replica.Async || s.cfg.SyncQuorum == 0 || s.Role() == conf.RolePrimary {
 			return false, nil
 		}
 		return false, fmt.Errorf("%w: LSN %d: this node stepped down before its standbys answered", replica.ErrUnconfirmed, lsn)
 	}
-	return snd.Wait(ctx, lsn, -1)
+	return snd.Wait(ctx, lsn, mode)
+}
+
+// canSync says why a commit cannot wait for standbys, if it cannot.
+func (s *Server) canSync() error {
+	switch {
+	case len(s.cfg.Peers) == 0:
+		return fmt.Errorf("node %s has no peers to wait for", s.cfg.Node)
+	case s.cfg.SyncQuorum == 0:
+		return fmt.Errorf("node %s has sync_quorum 0", s.cfg.Node)
+	}
+	return nil
 }

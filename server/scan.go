@@ -31,7 +31,7 @@ func (s *dbService) Scan(req *pb.ScanRequest, stream grpc.ServerStreamingServer[
 		return toStatus(err)
 	}
 	var rows []mem.Record
-	_, _, err = s.run(stream.Context(), req.GetTxId(), 0, func(tx *mem.Tx) error {
+	_, _, err = s.run(stream.Context(), req.GetTxId(), noWait{}, func(tx *mem.Tx) error {
 		rows = rows[:0]
 		return tx.Scan(q.t, q.spec, func(r mem.Record) bool {
 			if len(rows) == 0 && q.after != nil && q.keyEquals(r, q.after) {

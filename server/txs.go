@@ -8,7 +8,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 
-	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/mem"
 )
 
@@ -16,11 +15,11 @@ import (
 // that name it (a mem.Tx is used by one goroutine at a time) and guards
 // done, which is set when the transaction ends for any reason.
 type openTx struct {
-	id    uint64
-	mu    sync.Mutex
-	tx    *mem.Tx
-	level durability.Level // what its commit waits for, unless Commit says otherwise
-	done  bool
+	id   uint64
+	mu   sync.Mutex
+	tx   *mem.Tx
+	wait commitWait // what its commit waits for, unless Commit says otherwise
+	done bool
 	// idleSince is when the last request on it finished; guarded by mu.
 	idleSince time.Time
 }
@@ -44,9 +43,9 @@ func newTxTable(db *mem.DB, max int, idle time.Duration, log hclog.Logger) *txTa
 	return &txTable{db: db, max: max, idle: idle, log: log, now: time.Now, m: map[uint64]*openTx{}}
 }
 
-// begin starts a transaction whose commit waits for level and returns
-// its id.
-func (tt *txTable) begin(level durability.Level) (uint64, error) {
+// begin starts a transaction whose commit waits for w and returns its
+// id.
+func (tt *txTable) begin(w commitWait) (uint64, error) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
 	if len(tt.m) >= tt.max {
@@ -56,7 +55,7 @@ func (tt *txTable) begin(level durability.Level) (uint64, error) {
 	for id == 0 || tt.m[id] != nil {
 		id = rand.Uint64()
 	}
-	tt.m[id] = &openTx{id: id, tx: tt.db.Begin(), level: level, idleSince: tt.now()}
+	tt.m[id] = &openTx{id: id, tx: tt.db.Begin(), wait: w, idleSince: tt.now()}
 	return id, nil
 }
 

@@ -3,7 +3,6 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -156,20 +156,6 @@ func TestReplicationStatus(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address with a port nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 // TestFailover: the primary a is killed with SIGKILL under 32 writers
 // at applied-ack; `mmdbd promote` makes the standby b the primary, which
 // takes writes within a second and holds every commit a acknowledged.
@@ -177,7 +163,7 @@ func freeAddr(t *testing.T) string {
 // epoch and steps down, and it refuses b's log if its own has a tail b
 // never had, saying where they diverged; b goes on taking writes.
 func TestFailover(t *testing.T) {
-	aAddr, bDir := freeAddr(t), t.TempDir()
+	aAddr, bDir := servertest.DeadAddr(t), t.TempDir()
 	b := start(t, "-node", "b", "-role", "standby", "-durability", "fsync-log", "-data-dir", bDir, "-peer", "a="+aAddr)
 	aDir := t.TempDir()
 	aArgs := []string{"-node", "a", "-listen", aAddr, "-durability", "fsync-log", "-data-dir", aDir, "-sync-mode", "applied-ack", "-peer", "b=" + b.addr}

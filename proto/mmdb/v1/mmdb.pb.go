@@ -222,6 +222,66 @@ func (Durability) EnumDescriptor() ([]byte, []int) {
 	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{2}
 }
 
+// SyncMode is what a commit on a primary waits for from its standbys,
+// after its own durability (SPEC 6). A request may ask for any mode; a
+// mode that waits needs standbys (FAILED_PRECONDITION on a node without
+// peers or with sync_quorum 0).
+type SyncMode int32
+
+const (
+	// The node's sync_mode.
+	SyncMode_SYNC_MODE_UNSPECIFIED SyncMode = 0
+	// Shipping happens in the background.
+	SyncMode_SYNC_MODE_ASYNC SyncMode = 1
+	// sync_quorum standbys hold the record in memory.
+	SyncMode_SYNC_MODE_RECEIVED_ACK SyncMode = 2
+	// sync_quorum standbys have applied it: their readers see it.
+	SyncMode_SYNC_MODE_APPLIED_ACK SyncMode = 3
+)
+
+// Enum value maps for SyncMode.
+var (
+	SyncMode_name = map[int32]string{
+		0: "SYNC_MODE_UNSPECIFIED",
+		1: "SYNC_MODE_ASYNC",
+		2: "SYNC_MODE_RECEIVED_ACK",
+		3: "SYNC_MODE_APPLIED_ACK",
+	}
+	SyncMode_value = map[string]int32{
+		"SYNC_MODE_UNSPECIFIED":  0,
+		"SYNC_MODE_ASYNC":        1,
+		"SYNC_MODE_RECEIVED_ACK": 2,
+		"SYNC_MODE_APPLIED_ACK":  3,
+	}
+)
+
+func (x SyncMode) Enum() *SyncMode {
+	p := new(SyncMode)
+	*p = x
+	return p
+}
+
+func (x SyncMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SyncMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_mmdb_v1_mmdb_proto_enumTypes[3].Descriptor()
+}
+
+func (SyncMode) Type() protoreflect.EnumType {
+	return &file_mmdb_v1_mmdb_proto_enumTypes[3]
+}
+
+func (x SyncMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SyncMode.Descriptor instead.
+func (SyncMode) EnumDescriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{3}
+}
+
 // Expect says whether the row must exist.
 type Condition_Expect int32
 
@@ -256,11 +316,11 @@ func (x Condition_Expect) String() string {
 }
 
 func (Condition_Expect) Descriptor() protoreflect.EnumDescriptor {
-	return file_mmdb_v1_mmdb_proto_enumTypes[3].Descriptor()
+	return file_mmdb_v1_mmdb_proto_enumTypes[4].Descriptor()
 }
 
 func (Condition_Expect) Type() protoreflect.EnumType {
-	return &file_mmdb_v1_mmdb_proto_enumTypes[3]
+	return &file_mmdb_v1_mmdb_proto_enumTypes[4]
 }
 
 func (x Condition_Expect) Number() protoreflect.EnumNumber {
@@ -1464,7 +1524,9 @@ type InsertRequest struct {
 	TxId  uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
 	// What the commit waits for; only without tx_id (an interactive
 	// transaction takes it from Begin or Commit).
-	Durability    Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	Durability Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	// What the commit waits for from the standbys; only without tx_id.
+	SyncMode      SyncMode `protobuf:"varint,5,opt,name=sync_mode,json=syncMode,proto3,enum=mmdb.v1.SyncMode" json:"sync_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1527,6 +1589,13 @@ func (x *InsertRequest) GetDurability() Durability {
 	return Durability_DURABILITY_UNSPECIFIED
 }
 
+func (x *InsertRequest) GetSyncMode() SyncMode {
+	if x != nil {
+		return x.SyncMode
+	}
+	return SyncMode_SYNC_MODE_UNSPECIFIED
+}
+
 // UpdateRequest changes columns of the row with the given primary key.
 type UpdateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1536,7 +1605,9 @@ type UpdateRequest struct {
 	TxId  uint64                 `protobuf:"varint,4,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
 	// What the commit waits for; only without tx_id (an interactive
 	// transaction takes it from Begin or Commit).
-	Durability    Durability `protobuf:"varint,5,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	Durability Durability `protobuf:"varint,5,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	// What the commit waits for from the standbys; only without tx_id.
+	SyncMode      SyncMode `protobuf:"varint,6,opt,name=sync_mode,json=syncMode,proto3,enum=mmdb.v1.SyncMode" json:"sync_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1606,6 +1677,13 @@ func (x *UpdateRequest) GetDurability() Durability {
 	return Durability_DURABILITY_UNSPECIFIED
 }
 
+func (x *UpdateRequest) GetSyncMode() SyncMode {
+	if x != nil {
+		return x.SyncMode
+	}
+	return SyncMode_SYNC_MODE_UNSPECIFIED
+}
+
 // UpsertRequest inserts or replaces a row.
 type UpsertRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1614,7 +1692,9 @@ type UpsertRequest struct {
 	TxId  uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
 	// What the commit waits for; only without tx_id (an interactive
 	// transaction takes it from Begin or Commit).
-	Durability    Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	Durability Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	// What the commit waits for from the standbys; only without tx_id.
+	SyncMode      SyncMode `protobuf:"varint,5,opt,name=sync_mode,json=syncMode,proto3,enum=mmdb.v1.SyncMode" json:"sync_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1677,6 +1757,13 @@ func (x *UpsertRequest) GetDurability() Durability {
 	return Durability_DURABILITY_UNSPECIFIED
 }
 
+func (x *UpsertRequest) GetSyncMode() SyncMode {
+	if x != nil {
+		return x.SyncMode
+	}
+	return SyncMode_SYNC_MODE_UNSPECIFIED
+}
+
 // DeleteRequest removes the row with the given primary key.
 type DeleteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1685,7 +1772,9 @@ type DeleteRequest struct {
 	TxId  uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
 	// What the commit waits for; only without tx_id (an interactive
 	// transaction takes it from Begin or Commit).
-	Durability    Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	Durability Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	// What the commit waits for from the standbys; only without tx_id.
+	SyncMode      SyncMode `protobuf:"varint,5,opt,name=sync_mode,json=syncMode,proto3,enum=mmdb.v1.SyncMode" json:"sync_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1746,6 +1835,13 @@ func (x *DeleteRequest) GetDurability() Durability {
 		return x.Durability
 	}
 	return Durability_DURABILITY_UNSPECIFIED
+}
+
+func (x *DeleteRequest) GetSyncMode() SyncMode {
+	if x != nil {
+		return x.SyncMode
+	}
+	return SyncMode_SYNC_MODE_UNSPECIFIED
 }
 
 // InsertResponse is the reply of Insert: the LSN it committed at, or zero
@@ -1980,7 +2076,10 @@ func (x *DeleteResponse) GetDegraded() bool {
 type BeginRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What the transaction's commit waits for, unless Commit says otherwise.
-	Durability    Durability `protobuf:"varint,1,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	Durability Durability `protobuf:"varint,1,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	// What the commit waits for from the standbys, unless Commit says
+	// otherwise.
+	SyncMode      SyncMode `protobuf:"varint,2,opt,name=sync_mode,json=syncMode,proto3,enum=mmdb.v1.SyncMode" json:"sync_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2020,6 +2119,13 @@ func (x *BeginRequest) GetDurability() Durability {
 		return x.Durability
 	}
 	return Durability_DURABILITY_UNSPECIFIED
+}
+
+func (x *BeginRequest) GetSyncMode() SyncMode {
+	if x != nil {
+		return x.SyncMode
+	}
+	return SyncMode_SYNC_MODE_UNSPECIFIED
 }
 
 // BeginResponse names the new transaction.
@@ -2293,7 +2399,11 @@ type CommitRequest struct {
 	TxId       uint64                 `protobuf:"varint,3,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
 	// What the commit waits for; with tx_id, unspecified keeps Begin's.
 	// The durability fields of the operations must be unspecified.
-	Durability    Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	Durability Durability `protobuf:"varint,4,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	// What the commit waits for from the standbys; with tx_id, unspecified
+	// keeps Begin's. The sync_mode fields of the operations must be
+	// unspecified.
+	SyncMode      SyncMode `protobuf:"varint,5,opt,name=sync_mode,json=syncMode,proto3,enum=mmdb.v1.SyncMode" json:"sync_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2354,6 +2464,13 @@ func (x *CommitRequest) GetDurability() Durability {
 		return x.Durability
 	}
 	return Durability_DURABILITY_UNSPECIFIED
+}
+
+func (x *CommitRequest) GetSyncMode() SyncMode {
+	if x != nil {
+		return x.SyncMode
+	}
+	return SyncMode_SYNC_MODE_UNSPECIFIED
 }
 
 // CommitResponse is the reply of Commit.
@@ -4169,7 +4286,8 @@ type LogBatch struct {
 	// The LSN of the first record; the others follow without gaps.
 	FirstLsn uint64 `protobuf:"varint,1,opt,name=first_lsn,json=firstLsn,proto3" json:"first_lsn,omitempty"`
 	Count    uint32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
-	// The epoch of the primary that wrote the records.
+	// The sender's epoch, the same in every batch of a link. (Which epoch
+	// each record belongs to follows from the epoch history in the hello.)
 	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// The records, each a uvarint length and the record's encoded redo
 	// (package mem), compressed with S2 when compressed is set.
@@ -4565,14 +4683,15 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x04rows\x18\x01 \x03(\v2\f.mmdb.v1.RowR\x04rows\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12-\n" +
 	"\n" +
-	"resume_key\x18\x03 \x03(\v2\x0e.mmdb.v1.ValueR\tresumeKey\"\x8f\x01\n" +
+	"resume_key\x18\x03 \x03(\v2\x0e.mmdb.v1.ValueR\tresumeKey\"\xbf\x01\n" +
 	"\rInsertRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x1e\n" +
 	"\x03row\x18\x02 \x01(\v2\f.mmdb.v1.RowR\x03row\x12\x13\n" +
 	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\x123\n" +
 	"\n" +
 	"durability\x18\x04 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
-	"durability\"\xb9\x01\n" +
+	"durability\x12.\n" +
+	"\tsync_mode\x18\x05 \x01(\x0e2\x11.mmdb.v1.SyncModeR\bsyncMode\"\xe9\x01\n" +
 	"\rUpdateRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12 \n" +
 	"\x03key\x18\x02 \x03(\v2\x0e.mmdb.v1.ValueR\x03key\x12&\n" +
@@ -4580,21 +4699,24 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05tx_id\x18\x04 \x01(\x04R\x04txId\x123\n" +
 	"\n" +
 	"durability\x18\x05 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
-	"durability\"\x8f\x01\n" +
+	"durability\x12.\n" +
+	"\tsync_mode\x18\x06 \x01(\x0e2\x11.mmdb.v1.SyncModeR\bsyncMode\"\xbf\x01\n" +
 	"\rUpsertRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x1e\n" +
 	"\x03row\x18\x02 \x01(\v2\f.mmdb.v1.RowR\x03row\x12\x13\n" +
 	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\x123\n" +
 	"\n" +
 	"durability\x18\x04 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
-	"durability\"\x91\x01\n" +
+	"durability\x12.\n" +
+	"\tsync_mode\x18\x05 \x01(\x0e2\x11.mmdb.v1.SyncModeR\bsyncMode\"\xc1\x01\n" +
 	"\rDeleteRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12 \n" +
 	"\x03key\x18\x02 \x03(\v2\x0e.mmdb.v1.ValueR\x03key\x12\x13\n" +
 	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\x123\n" +
 	"\n" +
 	"durability\x18\x04 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
-	"durability\">\n" +
+	"durability\x12.\n" +
+	"\tsync_mode\x18\x05 \x01(\x0e2\x11.mmdb.v1.SyncModeR\bsyncMode\">\n" +
 	"\x0eInsertResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1a\n" +
 	"\bdegraded\x18\x02 \x01(\bR\bdegraded\">\n" +
@@ -4606,11 +4728,12 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\bdegraded\x18\x02 \x01(\bR\bdegraded\">\n" +
 	"\x0eDeleteResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1a\n" +
-	"\bdegraded\x18\x02 \x01(\bR\bdegraded\"C\n" +
+	"\bdegraded\x18\x02 \x01(\bR\bdegraded\"s\n" +
 	"\fBeginRequest\x123\n" +
 	"\n" +
 	"durability\x18\x01 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
-	"durability\"b\n" +
+	"durability\x12.\n" +
+	"\tsync_mode\x18\x02 \x01(\x0e2\x11.mmdb.v1.SyncModeR\bsyncMode\"b\n" +
 	"\rBeginResponse\x12\x13\n" +
 	"\x05tx_id\x18\x01 \x01(\x04R\x04txId\x12<\n" +
 	"\fidle_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\"\x82\x02\n" +
@@ -4629,7 +4752,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x06Expect\x12\x16\n" +
 	"\x12EXPECT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rEXPECT_EXISTS\x10\x01\x12\x15\n" +
-	"\x11EXPECT_NOT_EXISTS\x10\x02\"\xc1\x01\n" +
+	"\x11EXPECT_NOT_EXISTS\x10\x02\"\xf1\x01\n" +
 	"\rCommitRequest\x122\n" +
 	"\n" +
 	"conditions\x18\x01 \x03(\v2\x12.mmdb.v1.ConditionR\n" +
@@ -4640,7 +4763,8 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05tx_id\x18\x03 \x01(\x04R\x04txId\x123\n" +
 	"\n" +
 	"durability\x18\x04 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
-	"durability\"\xb7\x01\n" +
+	"durability\x12.\n" +
+	"\tsync_mode\x18\x05 \x01(\x0e2\x11.mmdb.v1.SyncModeR\bsyncMode\"\xb7\x01\n" +
 	"\x0eCommitResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1c\n" +
 	"\tcommitted\x18\x02 \x01(\bR\tcommitted\x12)\n" +
@@ -4813,7 +4937,12 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11DURABILITY_NO_LOG\x10\x01\x12\x17\n" +
 	"\x13DURABILITY_MMAP_LOG\x10\x02\x12\x18\n" +
-	"\x14DURABILITY_FSYNC_LOG\x10\x032\x81\a\n" +
+	"\x14DURABILITY_FSYNC_LOG\x10\x03*q\n" +
+	"\bSyncMode\x12\x19\n" +
+	"\x15SYNC_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fSYNC_MODE_ASYNC\x10\x01\x12\x1a\n" +
+	"\x16SYNC_MODE_RECEIVED_ACK\x10\x02\x12\x19\n" +
+	"\x15SYNC_MODE_APPLIED_ACK\x10\x032\x81\a\n" +
 	"\x0fDatabaseService\x12H\n" +
 	"\vCreateTable\x12\x1b.mmdb.v1.CreateTableRequest\x1a\x1c.mmdb.v1.CreateTableResponse\x12B\n" +
 	"\tDropTable\x12\x19.mmdb.v1.DropTableRequest\x1a\x1a.mmdb.v1.DropTableResponse\x12E\n" +
@@ -4854,192 +4983,199 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 	return file_mmdb_v1_mmdb_proto_rawDescData
 }
 
-var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
 	(Durability)(0),               // 2: mmdb.v1.Durability
-	(Condition_Expect)(0),         // 3: mmdb.v1.Condition.Expect
-	(*Value)(nil),                 // 4: mmdb.v1.Value
-	(*Row)(nil),                   // 5: mmdb.v1.Row
-	(*ColumnValue)(nil),           // 6: mmdb.v1.ColumnValue
-	(*Column)(nil),                // 7: mmdb.v1.Column
-	(*Index)(nil),                 // 8: mmdb.v1.Index
-	(*Table)(nil),                 // 9: mmdb.v1.Table
-	(*CreateTableRequest)(nil),    // 10: mmdb.v1.CreateTableRequest
-	(*CreateTableResponse)(nil),   // 11: mmdb.v1.CreateTableResponse
-	(*DropTableRequest)(nil),      // 12: mmdb.v1.DropTableRequest
-	(*DropTableResponse)(nil),     // 13: mmdb.v1.DropTableResponse
-	(*ListTablesRequest)(nil),     // 14: mmdb.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),    // 15: mmdb.v1.ListTablesResponse
-	(*DescribeTableRequest)(nil),  // 16: mmdb.v1.DescribeTableRequest
-	(*DescribeTableResponse)(nil), // 17: mmdb.v1.DescribeTableResponse
-	(*GetRequest)(nil),            // 18: mmdb.v1.GetRequest
-	(*GetResponse)(nil),           // 19: mmdb.v1.GetResponse
-	(*ScanRequest)(nil),           // 20: mmdb.v1.ScanRequest
-	(*ScanResponse)(nil),          // 21: mmdb.v1.ScanResponse
-	(*InsertRequest)(nil),         // 22: mmdb.v1.InsertRequest
-	(*UpdateRequest)(nil),         // 23: mmdb.v1.UpdateRequest
-	(*UpsertRequest)(nil),         // 24: mmdb.v1.UpsertRequest
-	(*DeleteRequest)(nil),         // 25: mmdb.v1.DeleteRequest
-	(*InsertResponse)(nil),        // 26: mmdb.v1.InsertResponse
-	(*UpdateResponse)(nil),        // 27: mmdb.v1.UpdateResponse
-	(*UpsertResponse)(nil),        // 28: mmdb.v1.UpsertResponse
-	(*DeleteResponse)(nil),        // 29: mmdb.v1.DeleteResponse
-	(*BeginRequest)(nil),          // 30: mmdb.v1.BeginRequest
-	(*BeginResponse)(nil),         // 31: mmdb.v1.BeginResponse
-	(*Operation)(nil),             // 32: mmdb.v1.Operation
-	(*Condition)(nil),             // 33: mmdb.v1.Condition
-	(*CommitRequest)(nil),         // 34: mmdb.v1.CommitRequest
-	(*CommitResponse)(nil),        // 35: mmdb.v1.CommitResponse
-	(*RollbackRequest)(nil),       // 36: mmdb.v1.RollbackRequest
-	(*RollbackResponse)(nil),      // 37: mmdb.v1.RollbackResponse
-	(*SessionRequest)(nil),        // 38: mmdb.v1.SessionRequest
-	(*Request)(nil),               // 39: mmdb.v1.Request
-	(*SessionResponse)(nil),       // 40: mmdb.v1.SessionResponse
-	(*Reply)(nil),                 // 41: mmdb.v1.Reply
-	(*StatusRequest)(nil),         // 42: mmdb.v1.StatusRequest
-	(*StatusResponse)(nil),        // 43: mmdb.v1.StatusResponse
-	(*PromoteRequest)(nil),        // 44: mmdb.v1.PromoteRequest
-	(*PromoteResponse)(nil),       // 45: mmdb.v1.PromoteResponse
-	(*DemoteRequest)(nil),         // 46: mmdb.v1.DemoteRequest
-	(*DemoteResponse)(nil),        // 47: mmdb.v1.DemoteResponse
-	(*CheckpointRequest)(nil),     // 48: mmdb.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),    // 49: mmdb.v1.CheckpointResponse
-	(*StandbyStatus)(nil),         // 50: mmdb.v1.StandbyStatus
-	(*TableStatus)(nil),           // 51: mmdb.v1.TableStatus
-	(*FetchImageRequest)(nil),     // 52: mmdb.v1.FetchImageRequest
-	(*ImageInfo)(nil),             // 53: mmdb.v1.ImageInfo
-	(*FetchImageResponse)(nil),    // 54: mmdb.v1.FetchImageResponse
-	(*ShipRequest)(nil),           // 55: mmdb.v1.ShipRequest
-	(*ShipHello)(nil),             // 56: mmdb.v1.ShipHello
-	(*EpochStart)(nil),            // 57: mmdb.v1.EpochStart
-	(*LogBatch)(nil),              // 58: mmdb.v1.LogBatch
-	(*ShipResponse)(nil),          // 59: mmdb.v1.ShipResponse
-	(*ShipState)(nil),             // 60: mmdb.v1.ShipState
-	(*ShipAck)(nil),               // 61: mmdb.v1.ShipAck
-	(structpb.NullValue)(0),       // 62: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 63: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 64: google.protobuf.Duration
+	(SyncMode)(0),                 // 3: mmdb.v1.SyncMode
+	(Condition_Expect)(0),         // 4: mmdb.v1.Condition.Expect
+	(*Value)(nil),                 // 5: mmdb.v1.Value
+	(*Row)(nil),                   // 6: mmdb.v1.Row
+	(*ColumnValue)(nil),           // 7: mmdb.v1.ColumnValue
+	(*Column)(nil),                // 8: mmdb.v1.Column
+	(*Index)(nil),                 // 9: mmdb.v1.Index
+	(*Table)(nil),                 // 10: mmdb.v1.Table
+	(*CreateTableRequest)(nil),    // 11: mmdb.v1.CreateTableRequest
+	(*CreateTableResponse)(nil),   // 12: mmdb.v1.CreateTableResponse
+	(*DropTableRequest)(nil),      // 13: mmdb.v1.DropTableRequest
+	(*DropTableResponse)(nil),     // 14: mmdb.v1.DropTableResponse
+	(*ListTablesRequest)(nil),     // 15: mmdb.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),    // 16: mmdb.v1.ListTablesResponse
+	(*DescribeTableRequest)(nil),  // 17: mmdb.v1.DescribeTableRequest
+	(*DescribeTableResponse)(nil), // 18: mmdb.v1.DescribeTableResponse
+	(*GetRequest)(nil),            // 19: mmdb.v1.GetRequest
+	(*GetResponse)(nil),           // 20: mmdb.v1.GetResponse
+	(*ScanRequest)(nil),           // 21: mmdb.v1.ScanRequest
+	(*ScanResponse)(nil),          // 22: mmdb.v1.ScanResponse
+	(*InsertRequest)(nil),         // 23: mmdb.v1.InsertRequest
+	(*UpdateRequest)(nil),         // 24: mmdb.v1.UpdateRequest
+	(*UpsertRequest)(nil),         // 25: mmdb.v1.UpsertRequest
+	(*DeleteRequest)(nil),         // 26: mmdb.v1.DeleteRequest
+	(*InsertResponse)(nil),        // 27: mmdb.v1.InsertResponse
+	(*UpdateResponse)(nil),        // 28: mmdb.v1.UpdateResponse
+	(*UpsertResponse)(nil),        // 29: mmdb.v1.UpsertResponse
+	(*DeleteResponse)(nil),        // 30: mmdb.v1.DeleteResponse
+	(*BeginRequest)(nil),          // 31: mmdb.v1.BeginRequest
+	(*BeginResponse)(nil),         // 32: mmdb.v1.BeginResponse
+	(*Operation)(nil),             // 33: mmdb.v1.Operation
+	(*Condition)(nil),             // 34: mmdb.v1.Condition
+	(*CommitRequest)(nil),         // 35: mmdb.v1.CommitRequest
+	(*CommitResponse)(nil),        // 36: mmdb.v1.CommitResponse
+	(*RollbackRequest)(nil),       // 37: mmdb.v1.RollbackRequest
+	(*RollbackResponse)(nil),      // 38: mmdb.v1.RollbackResponse
+	(*SessionRequest)(nil),        // 39: mmdb.v1.SessionRequest
+	(*Request)(nil),               // 40: mmdb.v1.Request
+	(*SessionResponse)(nil),       // 41: mmdb.v1.SessionResponse
+	(*Reply)(nil),                 // 42: mmdb.v1.Reply
+	(*StatusRequest)(nil),         // 43: mmdb.v1.StatusRequest
+	(*StatusResponse)(nil),        // 44: mmdb.v1.StatusResponse
+	(*PromoteRequest)(nil),        // 45: mmdb.v1.PromoteRequest
+	(*PromoteResponse)(nil),       // 46: mmdb.v1.PromoteResponse
+	(*DemoteRequest)(nil),         // 47: mmdb.v1.DemoteRequest
+	(*DemoteResponse)(nil),        // 48: mmdb.v1.DemoteResponse
+	(*CheckpointRequest)(nil),     // 49: mmdb.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),    // 50: mmdb.v1.CheckpointResponse
+	(*StandbyStatus)(nil),         // 51: mmdb.v1.StandbyStatus
+	(*TableStatus)(nil),           // 52: mmdb.v1.TableStatus
+	(*FetchImageRequest)(nil),     // 53: mmdb.v1.FetchImageRequest
+	(*ImageInfo)(nil),             // 54: mmdb.v1.ImageInfo
+	(*FetchImageResponse)(nil),    // 55: mmdb.v1.FetchImageResponse
+	(*ShipRequest)(nil),           // 56: mmdb.v1.ShipRequest
+	(*ShipHello)(nil),             // 57: mmdb.v1.ShipHello
+	(*EpochStart)(nil),            // 58: mmdb.v1.EpochStart
+	(*LogBatch)(nil),              // 59: mmdb.v1.LogBatch
+	(*ShipResponse)(nil),          // 60: mmdb.v1.ShipResponse
+	(*ShipState)(nil),             // 61: mmdb.v1.ShipState
+	(*ShipAck)(nil),               // 62: mmdb.v1.ShipAck
+	(structpb.NullValue)(0),       // 63: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 64: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 65: google.protobuf.Duration
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	62, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	63, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
-	4,  // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
-	4,  // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
+	63, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	64, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	5,  // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
+	5,  // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
 	0,  // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
 	1,  // 5: mmdb.v1.Index.kind:type_name -> mmdb.v1.IndexKind
-	7,  // 6: mmdb.v1.Table.columns:type_name -> mmdb.v1.Column
+	8,  // 6: mmdb.v1.Table.columns:type_name -> mmdb.v1.Column
 	1,  // 7: mmdb.v1.Table.primary_kind:type_name -> mmdb.v1.IndexKind
-	8,  // 8: mmdb.v1.Table.indexes:type_name -> mmdb.v1.Index
-	9,  // 9: mmdb.v1.CreateTableRequest.table:type_name -> mmdb.v1.Table
-	51, // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
-	9,  // 11: mmdb.v1.DescribeTableResponse.table:type_name -> mmdb.v1.Table
-	4,  // 12: mmdb.v1.GetRequest.key:type_name -> mmdb.v1.Value
-	5,  // 13: mmdb.v1.GetResponse.row:type_name -> mmdb.v1.Row
-	4,  // 14: mmdb.v1.ScanRequest.prefix:type_name -> mmdb.v1.Value
-	4,  // 15: mmdb.v1.ScanRequest.lower:type_name -> mmdb.v1.Value
-	4,  // 16: mmdb.v1.ScanRequest.upper:type_name -> mmdb.v1.Value
-	4,  // 17: mmdb.v1.ScanRequest.after:type_name -> mmdb.v1.Value
-	5,  // 18: mmdb.v1.ScanResponse.rows:type_name -> mmdb.v1.Row
-	4,  // 19: mmdb.v1.ScanResponse.resume_key:type_name -> mmdb.v1.Value
-	5,  // 20: mmdb.v1.InsertRequest.row:type_name -> mmdb.v1.Row
+	9,  // 8: mmdb.v1.Table.indexes:type_name -> mmdb.v1.Index
+	10, // 9: mmdb.v1.CreateTableRequest.table:type_name -> mmdb.v1.Table
+	52, // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
+	10, // 11: mmdb.v1.DescribeTableResponse.table:type_name -> mmdb.v1.Table
+	5,  // 12: mmdb.v1.GetRequest.key:type_name -> mmdb.v1.Value
+	6,  // 13: mmdb.v1.GetResponse.row:type_name -> mmdb.v1.Row
+	5,  // 14: mmdb.v1.ScanRequest.prefix:type_name -> mmdb.v1.Value
+	5,  // 15: mmdb.v1.ScanRequest.lower:type_name -> mmdb.v1.Value
+	5,  // 16: mmdb.v1.ScanRequest.upper:type_name -> mmdb.v1.Value
+	5,  // 17: mmdb.v1.ScanRequest.after:type_name -> mmdb.v1.Value
+	6,  // 18: mmdb.v1.ScanResponse.rows:type_name -> mmdb.v1.Row
+	5,  // 19: mmdb.v1.ScanResponse.resume_key:type_name -> mmdb.v1.Value
+	6,  // 20: mmdb.v1.InsertRequest.row:type_name -> mmdb.v1.Row
 	2,  // 21: mmdb.v1.InsertRequest.durability:type_name -> mmdb.v1.Durability
-	4,  // 22: mmdb.v1.UpdateRequest.key:type_name -> mmdb.v1.Value
-	6,  // 23: mmdb.v1.UpdateRequest.set:type_name -> mmdb.v1.ColumnValue
-	2,  // 24: mmdb.v1.UpdateRequest.durability:type_name -> mmdb.v1.Durability
-	5,  // 25: mmdb.v1.UpsertRequest.row:type_name -> mmdb.v1.Row
-	2,  // 26: mmdb.v1.UpsertRequest.durability:type_name -> mmdb.v1.Durability
-	4,  // 27: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
-	2,  // 28: mmdb.v1.DeleteRequest.durability:type_name -> mmdb.v1.Durability
-	2,  // 29: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
-	64, // 30: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
-	18, // 31: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
-	22, // 32: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
-	23, // 33: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
-	24, // 34: mmdb.v1.Operation.upsert:type_name -> mmdb.v1.UpsertRequest
-	25, // 35: mmdb.v1.Operation.delete:type_name -> mmdb.v1.DeleteRequest
-	4,  // 36: mmdb.v1.Condition.key:type_name -> mmdb.v1.Value
-	3,  // 37: mmdb.v1.Condition.expect:type_name -> mmdb.v1.Condition.Expect
-	6,  // 38: mmdb.v1.Condition.equals:type_name -> mmdb.v1.ColumnValue
-	33, // 39: mmdb.v1.CommitRequest.conditions:type_name -> mmdb.v1.Condition
-	32, // 40: mmdb.v1.CommitRequest.operations:type_name -> mmdb.v1.Operation
-	2,  // 41: mmdb.v1.CommitRequest.durability:type_name -> mmdb.v1.Durability
-	19, // 42: mmdb.v1.CommitResponse.results:type_name -> mmdb.v1.GetResponse
-	39, // 43: mmdb.v1.SessionRequest.requests:type_name -> mmdb.v1.Request
-	18, // 44: mmdb.v1.Request.get:type_name -> mmdb.v1.GetRequest
-	22, // 45: mmdb.v1.Request.insert:type_name -> mmdb.v1.InsertRequest
-	23, // 46: mmdb.v1.Request.update:type_name -> mmdb.v1.UpdateRequest
-	24, // 47: mmdb.v1.Request.upsert:type_name -> mmdb.v1.UpsertRequest
-	25, // 48: mmdb.v1.Request.delete:type_name -> mmdb.v1.DeleteRequest
-	34, // 49: mmdb.v1.Request.commit:type_name -> mmdb.v1.CommitRequest
-	30, // 50: mmdb.v1.Request.begin:type_name -> mmdb.v1.BeginRequest
-	36, // 51: mmdb.v1.Request.rollback:type_name -> mmdb.v1.RollbackRequest
-	41, // 52: mmdb.v1.SessionResponse.replies:type_name -> mmdb.v1.Reply
-	19, // 53: mmdb.v1.Reply.get:type_name -> mmdb.v1.GetResponse
-	26, // 54: mmdb.v1.Reply.insert:type_name -> mmdb.v1.InsertResponse
-	27, // 55: mmdb.v1.Reply.update:type_name -> mmdb.v1.UpdateResponse
-	28, // 56: mmdb.v1.Reply.upsert:type_name -> mmdb.v1.UpsertResponse
-	29, // 57: mmdb.v1.Reply.delete:type_name -> mmdb.v1.DeleteResponse
-	35, // 58: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
-	31, // 59: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
-	37, // 60: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
-	50, // 61: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
-	51, // 62: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	64, // 63: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	64, // 64: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
-	53, // 65: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
-	56, // 66: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
-	58, // 67: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
-	57, // 68: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
-	60, // 69: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
-	61, // 70: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
-	10, // 71: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	12, // 72: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	14, // 73: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	16, // 74: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	18, // 75: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	20, // 76: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	22, // 77: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	23, // 78: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	24, // 79: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	25, // 80: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	30, // 81: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	34, // 82: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	36, // 83: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	38, // 84: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	42, // 85: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	48, // 86: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	44, // 87: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
-	46, // 88: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
-	52, // 89: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	55, // 90: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
-	11, // 91: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	13, // 92: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	15, // 93: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	17, // 94: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	19, // 95: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	21, // 96: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	26, // 97: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	27, // 98: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	28, // 99: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	29, // 100: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	31, // 101: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	35, // 102: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	37, // 103: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	40, // 104: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	43, // 105: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	49, // 106: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	45, // 107: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
-	47, // 108: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
-	54, // 109: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	59, // 110: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
-	91, // [91:111] is the sub-list for method output_type
-	71, // [71:91] is the sub-list for method input_type
-	71, // [71:71] is the sub-list for extension type_name
-	71, // [71:71] is the sub-list for extension extendee
-	0,  // [0:71] is the sub-list for field type_name
+	3,  // 22: mmdb.v1.InsertRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	5,  // 23: mmdb.v1.UpdateRequest.key:type_name -> mmdb.v1.Value
+	7,  // 24: mmdb.v1.UpdateRequest.set:type_name -> mmdb.v1.ColumnValue
+	2,  // 25: mmdb.v1.UpdateRequest.durability:type_name -> mmdb.v1.Durability
+	3,  // 26: mmdb.v1.UpdateRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	6,  // 27: mmdb.v1.UpsertRequest.row:type_name -> mmdb.v1.Row
+	2,  // 28: mmdb.v1.UpsertRequest.durability:type_name -> mmdb.v1.Durability
+	3,  // 29: mmdb.v1.UpsertRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	5,  // 30: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
+	2,  // 31: mmdb.v1.DeleteRequest.durability:type_name -> mmdb.v1.Durability
+	3,  // 32: mmdb.v1.DeleteRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	2,  // 33: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
+	3,  // 34: mmdb.v1.BeginRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	65, // 35: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	19, // 36: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
+	23, // 37: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
+	24, // 38: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
+	25, // 39: mmdb.v1.Operation.upsert:type_name -> mmdb.v1.UpsertRequest
+	26, // 40: mmdb.v1.Operation.delete:type_name -> mmdb.v1.DeleteRequest
+	5,  // 41: mmdb.v1.Condition.key:type_name -> mmdb.v1.Value
+	4,  // 42: mmdb.v1.Condition.expect:type_name -> mmdb.v1.Condition.Expect
+	7,  // 43: mmdb.v1.Condition.equals:type_name -> mmdb.v1.ColumnValue
+	34, // 44: mmdb.v1.CommitRequest.conditions:type_name -> mmdb.v1.Condition
+	33, // 45: mmdb.v1.CommitRequest.operations:type_name -> mmdb.v1.Operation
+	2,  // 46: mmdb.v1.CommitRequest.durability:type_name -> mmdb.v1.Durability
+	3,  // 47: mmdb.v1.CommitRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	20, // 48: mmdb.v1.CommitResponse.results:type_name -> mmdb.v1.GetResponse
+	40, // 49: mmdb.v1.SessionRequest.requests:type_name -> mmdb.v1.Request
+	19, // 50: mmdb.v1.Request.get:type_name -> mmdb.v1.GetRequest
+	23, // 51: mmdb.v1.Request.insert:type_name -> mmdb.v1.InsertRequest
+	24, // 52: mmdb.v1.Request.update:type_name -> mmdb.v1.UpdateRequest
+	25, // 53: mmdb.v1.Request.upsert:type_name -> mmdb.v1.UpsertRequest
+	26, // 54: mmdb.v1.Request.delete:type_name -> mmdb.v1.DeleteRequest
+	35, // 55: mmdb.v1.Request.commit:type_name -> mmdb.v1.CommitRequest
+	31, // 56: mmdb.v1.Request.begin:type_name -> mmdb.v1.BeginRequest
+	37, // 57: mmdb.v1.Request.rollback:type_name -> mmdb.v1.RollbackRequest
+	42, // 58: mmdb.v1.SessionResponse.replies:type_name -> mmdb.v1.Reply
+	20, // 59: mmdb.v1.Reply.get:type_name -> mmdb.v1.GetResponse
+	27, // 60: mmdb.v1.Reply.insert:type_name -> mmdb.v1.InsertResponse
+	28, // 61: mmdb.v1.Reply.update:type_name -> mmdb.v1.UpdateResponse
+	29, // 62: mmdb.v1.Reply.upsert:type_name -> mmdb.v1.UpsertResponse
+	30, // 63: mmdb.v1.Reply.delete:type_name -> mmdb.v1.DeleteResponse
+	36, // 64: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
+	32, // 65: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
+	38, // 66: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
+	51, // 67: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
+	52, // 68: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
+	65, // 69: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	65, // 70: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	54, // 71: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
+	57, // 72: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
+	59, // 73: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
+	58, // 74: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
+	61, // 75: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
+	62, // 76: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
+	11, // 77: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	13, // 78: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	15, // 79: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	17, // 80: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	19, // 81: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	21, // 82: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	23, // 83: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	24, // 84: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	25, // 85: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	26, // 86: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	31, // 87: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	35, // 88: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	37, // 89: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	39, // 90: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	43, // 91: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	49, // 92: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	45, // 93: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
+	47, // 94: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
+	53, // 95: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	56, // 96: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	12, // 97: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	14, // 98: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	16, // 99: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	18, // 100: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	20, // 101: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	22, // 102: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	27, // 103: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	28, // 104: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	29, // 105: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	30, // 106: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	32, // 107: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	36, // 108: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	38, // 109: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	41, // 110: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	44, // 111: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	50, // 112: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	46, // 113: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
+	48, // 114: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
+	55, // 115: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	60, // 116: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	97, // [97:117] is the sub-list for method output_type
+	77, // [77:97] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -5097,7 +5233,7 @@ func file_mmdb_v1_mmdb_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   4,

@@ -1156,6 +1156,11 @@ func (m *InsertRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.SyncMode != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.SyncMode))
+		i--
+		dAtA[i] = 0x28
+	}
 	if m.Durability != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
 		i--
@@ -1215,6 +1220,11 @@ func (m *UpdateRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.SyncMode != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.SyncMode))
+		i--
+		dAtA[i] = 0x30
 	}
 	if m.Durability != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
@@ -1290,6 +1300,11 @@ func (m *UpsertRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.SyncMode != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.SyncMode))
+		i--
+		dAtA[i] = 0x28
+	}
 	if m.Durability != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
 		i--
@@ -1349,6 +1364,11 @@ func (m *DeleteRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.SyncMode != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.SyncMode))
+		i--
+		dAtA[i] = 0x28
 	}
 	if m.Durability != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
@@ -1603,6 +1623,11 @@ func (m *BeginRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.SyncMode != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.SyncMode))
+		i--
+		dAtA[i] = 0x10
 	}
 	if m.Durability != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
@@ -1895,6 +1920,11 @@ func (m *CommitRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.SyncMode != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.SyncMode))
+		i--
+		dAtA[i] = 0x28
 	}
 	if m.Durability != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Durability))
@@ -4274,6 +4304,9 @@ func (m *InsertRequest) SizeVT() (n int) {
 	if m.Durability != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
 	}
+	if m.SyncMode != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.SyncMode))
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -4306,6 +4339,9 @@ func (m *UpdateRequest) SizeVT() (n int) {
 	if m.Durability != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
 	}
+	if m.SyncMode != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.SyncMode))
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -4329,6 +4365,9 @@ func (m *UpsertRequest) SizeVT() (n int) {
 	}
 	if m.Durability != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
+	}
+	if m.SyncMode != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.SyncMode))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -4355,6 +4394,9 @@ func (m *DeleteRequest) SizeVT() (n int) {
 	}
 	if m.Durability != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
+	}
+	if m.SyncMode != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.SyncMode))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -4432,6 +4474,9 @@ func (m *BeginRequest) SizeVT() (n int) {
 	_ = l
 	if m.Durability != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
+	}
+	if m.SyncMode != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.SyncMode))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -4579,6 +4624,9 @@ func (m *CommitRequest) SizeVT() (n int) {
 	}
 	if m.Durability != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.Durability))
+	}
+	if m.SyncMode != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.SyncMode))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -7887,6 +7935,25 @@ func (m *InsertRequest) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SyncMode", wireType)
+			}
+			m.SyncMode = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.SyncMode |= SyncMode(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -8076,6 +8143,25 @@ func (m *UpdateRequest) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 6:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SyncMode", wireType)
+			}
+			m.SyncMode = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.SyncMode |= SyncMode(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -8233,6 +8319,25 @@ func (m *UpsertRequest) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SyncMode", wireType)
+			}
+			m.SyncMode = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.SyncMode |= SyncMode(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -8384,6 +8489,25 @@ func (m *DeleteRequest) UnmarshalVT(dAtA []byte) error {
 				b := dAtA[iNdEx]
 				iNdEx++
 				m.Durability |= Durability(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SyncMode", wireType)
+			}
+			m.SyncMode = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.SyncMode |= SyncMode(b&0x7F) << shift
 				if b < 0x80 {
 					break
 				}
@@ -8814,6 +8938,25 @@ func (m *BeginRequest) UnmarshalVT(dAtA []byte) error {
 				b := dAtA[iNdEx]
 				iNdEx++
 				m.Durability |= Durability(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 2:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SyncMode", wireType)
+			}
+			m.SyncMode = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.SyncMode |= SyncMode(b&0x7F) << shift
 				if b < 0x80 {
 					break
 				}
@@ -9503,6 +9646,25 @@ func (m *CommitRequest) UnmarshalVT(dAtA []byte) error {
 				b := dAtA[iNdEx]
 				iNdEx++
 				m.Durability |= Durability(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SyncMode", wireType)
+			}
+			m.SyncMode = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.SyncMode |= SyncMode(b&0x7F) << shift
 				if b < 0x80 {
 					break
 				}
