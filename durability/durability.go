@@ -440,6 +440,22 @@ func (s *Store) SetEpoch(epoch uint64) {
 // Lead makes the store take commits again, as a primary.
 func (s *Store) Lead() { s.primary.Store(nil) }
 
+// ReadLog returns a reader of the log's records after LSN after, for a
+// standby behind what the ring holds; nil without a log. It reads the
+// segments as they are, so the caller reads only records at or below
+// Shippable, which are whole on disk; the log may release segments
+// meanwhile (the reader then fails, or starts past after+1).
+func (s *Store) ReadLog(after uint64) (*logging.Reader, error) {
+	if s.log == nil {
+		return nil, nil
+	}
+	r, err := logging.NewReader(logging.ReaderOptions{FS: s.opts.FS, Dirs: s.opts.Dirs, After: after})
+	if err != nil {
+		return nil, fmt.Errorf("durability: read the log after LSN %d: %w", after, err)
+	}
+	return r, nil
+}
+
 // Shippable returns the largest LSN up to which every commit meets the
 // node's level: what may go to a standby, which must never hold a record
 // its primary could lose in a crash its level survives.

@@ -103,6 +103,16 @@ var closed = func() chan struct{} {
 	return c
 }()
 
+// Oldest returns the oldest LSN the ring holds; zero when empty.
+func (r *Ring) Oldest() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == 0 {
+		return 0
+	}
+	return r.recs[r.head].LSN
+}
+
 // AddedAt returns when the record at lsn was added, if the ring holds it.
 func (r *Ring) AddedAt(lsn uint64) (time.Time, bool) {
 	r.mu.Lock()

@@ -490,3 +490,24 @@ func TestOneSenderAtATime(t *testing.T) {
 		t.Fatalf("the replaced link: %v", err)
 	}
 }
+
+// TestCatchUpFromLog: a standby further behind than the primary's ring
+// reaches is sent the rest from the primary's log files, while commits go
+// on, and ends with the primary's data over one link.
+func TestCatchUpFromLog(t *testing.T) {
+	primary := newPrimary(t, durability.Options{FS: vfs.NewMemFS(), Level: durability.FsyncLog, Dirs: []string{"/a/0", "/a/1"}, SegmentSize: 64 << 10, RingBytes: 4 << 10})
+	bank := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	banktest.Run(primary.DB(), bank, 0, 4, 200, func(uint64) error { return nil }, nil)
+	if oldest := primary.Ring().Oldest(); oldest < 100 {
+		t.Fatalf("the ring still holds LSN %d", oldest)
+	}
+	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}})
+	acked := banktest.Run(primary.DB(), bank, 1, 4, 100, func(lsn uint64) error { return primary.Wait(context.Background(), lsn, durability.FsyncLog) }, nil)
+	caughtUp(t, primary, sb.store)
+	banktest.Check(t, sb.store.DB(), acked, "standby")
+	sameData(t, primary, sb.store)
+	if st := snd.Standbys()[0]; st.Opened != 1 {
+		t.Fatalf("the link: %+v", st)
+	}
+}

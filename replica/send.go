@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -277,6 +278,26 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 		recs []durability.Record
 		enc  batchEncoder
 	)
+	// send ships recs (consecutive, from next+1); a failed Send reports
+	// io.EOF, and the acknowledgements' Recv has the reason and ends ctx
+	// with it.
+	send := func(recs []durability.Record) error {
+		msgs, err := enc.encode(recs, s.epoch, db.LastLSN(), s.opts.MaxMessageBytes/2)
+		if err != nil {
+			return err
+		}
+		next = recs[len(recs)-1].LSN
+		s.mu.Lock()
+		l.sent = next // before the standby can acknowledge it
+		s.mu.Unlock()
+		for _, m := range msgs {
+			if err := st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Batch{Batch: m}}); err != nil {
+				<-acked
+				return context.Cause(ctx)
+			}
+		}
+		return nil
+	}
 	for {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
@@ -284,7 +305,10 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 		var ok bool
 		recs, ok = ring.Read(recs[:0], next, batchBytes)
 		if !ok {
-			return fmt.Errorf("%w: it has applied LSN %d and this node keeps its records from later on only", errNeedsImage, next)
+			if err := s.catchUp(ctx, next, send); err != nil {
+				return err
+			}
+			continue
 		}
 		if len(recs) == 0 {
 			select {
@@ -303,23 +327,59 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 		for len(recs) > 0 && recs[len(recs)-1].LSN > limit {
 			recs = recs[:len(recs)-1]
 		}
-		msgs, err := enc.encode(recs, s.epoch, db.LastLSN(), s.opts.MaxMessageBytes/2)
-		if err != nil {
+		if err := send(recs); err != nil {
 			return err
 		}
-		next = recs[len(recs)-1].LSN
-		s.mu.Lock()
-		l.sent = next // before the standby can acknowledge it
-		s.mu.Unlock()
-		for _, m := range msgs {
-			if err := st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Batch{Batch: m}}); err != nil {
-				// Send reports io.EOF; the acknowledgements' Recv has
-				// the reason, and ends ctx with it.
-				<-acked
-				return context.Cause(ctx)
+	}
+}
+
+// catchUp ships, from the log files, the records after next that the
+// ring no longer holds, up to the ring's oldest, in batches, with send. A
+// node without a log, or whose log no longer holds next+1 either, cannot:
+// the standby needs an image.
+func (s *Sender) catchUp(ctx context.Context, next uint64, send func([]durability.Record) error) error {
+	needsImage := fmt.Errorf("%w: it has applied LSN %d and this node keeps its records from later on only", errNeedsImage, next)
+	// Only records that meet the node's level are read: they are whole
+	// on disk, where the log's tail may not be.
+	if err := s.store.Wait(ctx, next+1, s.store.Level()); err != nil {
+		return fmt.Errorf("replica: wait for LSN %d to be shippable: %w", next+1, err)
+	}
+	r, err := s.store.ReadLog(next)
+	if err != nil || r == nil {
+		return errors.Join(needsImage, err)
+	}
+	var (
+		recs  []durability.Record
+		bytes int
+	)
+	// The ring takes over from its oldest record; a record the ring has
+	// dropped since this began is read from the log all the same.
+	limit := func() uint64 { return min(s.store.Ring().Oldest()-1, s.store.Shippable()) }
+	upto := limit()
+	for next < upto {
+		rec, ok, err := r.Next()
+		if err != nil || !ok {
+			return errors.Join(fmt.Errorf("replica: the log ends at LSN %d, before the records in memory: %w", r.Last(), needsImage), err, r.Close())
+		}
+		if rec.LSN != next+uint64(len(recs))+1 {
+			return errors.Join(fmt.Errorf("replica: the log starts at LSN %d: %w", rec.LSN, needsImage), r.Close())
+		}
+		recs = append(recs, durability.Record{LSN: rec.LSN, Body: slices.Clone(rec.Body)})
+		bytes += len(rec.Body)
+		if bytes >= batchBytes || rec.LSN == upto {
+			if err := send(recs); err != nil {
+				return errors.Join(err, r.Close())
+			}
+			next, recs, bytes = rec.LSN, recs[:0], 0
+			if rec.LSN == upto {
+				upto = max(upto, limit())
 			}
 		}
 	}
+	if err := r.Close(); err != nil {
+		return fmt.Errorf("replica: catching up from the log: %w", err)
+	}
+	return nil
 }
 
 // acks takes a link's acknowledgements until the stream ends.

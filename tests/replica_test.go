@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -287,5 +290,72 @@ func TestRoleSwitches(t *testing.T) {
 	}
 	if _, err := db.Insert(testCtx(t), &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(1)}}}); err != nil {
 		t.Fatalf("a write after promote: %v", err)
+	}
+}
+
+// TestStandbyRestart: a standby killed with SIGKILL while its primary
+// takes writes (which go on while it is down) comes back on its data
+// dir, resumes from what it had applied, and catches up with every
+// commit; twice.
+func TestStandbyRestart(t *testing.T) {
+	bAddr, bDir := servertest.DeadAddr(t), t.TempDir()
+	bArgs := []string{"-node", "b", "-role", "standby", "-listen", bAddr, "-durability", "fsync-log", "-data-dir", bDir, "-peer", "a=127.0.0.1:1"}
+	b := start(t, bArgs...)
+	a := start(t, "-node", "a", "-durability", "fsync-log", "-peer", "b="+bAddr)
+	adb, aconn := a.client()
+	createBank(t, adb)
+	var mu sync.Mutex
+	acked := map[int64]bool{}
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
+	waitFor := func(n int) {
+		for deadline := time.Now().Add(20 * time.Second); count() < n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d commits of %d", count(), n)
+			}
+		}
+	}
+	for round := range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(uint64(round), uint64(w)))
+				for seq := int64(0); ctx.Err() == nil; seq++ {
+					mark := int64(round)<<40 | int64(w)<<20 | seq
+					if ok, err := transfer(ctx, adb, r, mark); err == nil && ok {
+						mu.Lock()
+						acked[mark] = true
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		waitFor(count() + 200)
+		if err := b.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		<-b.exit
+		waitFor(count() + 200) // while the standby is down
+		cancel()
+		wg.Wait()
+		b = start(t, bArgs...)
+		st, err := pb.NewAdminServiceClient(aconn).Status(testCtx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(20 * time.Second); settled(t, b) < st.GetLastLsn(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("the standby did not catch up to LSN %d:\n%s", st.GetLastLsn(), b.output())
+			}
+		}
+		bdb, _ := b.client()
+		checkBank(t, bdb, acked)
+		t.Logf("round %d: %d commits, all on the restarted standby", round, count())
 	}
 }
