@@ -157,7 +157,7 @@ func Open(opts Options) (*Store, error) {
 	if len(opts.Dirs) == 0 && opts.Level != NoLog {
 		return nil, fmt.Errorf("durability: %s needs log directories", opts.Level)
 	}
-	if opts.RingBytes <= 0 {
+	if opts.RingBytes <= 0 && opts.Level == NoLog {
 		opts.RingBytes = 64 << 20
 	}
 	s := &Store{opts: opts}
@@ -186,8 +186,8 @@ func Open(opts Options) (*Store, error) {
 		}
 	}
 	s.last = s.recovery.LastLSN
-	if opts.Level == NoLog || opts.RingBytes > 0 {
-		s.ring = NewRing(opts.RingBytes)
+	if opts.RingBytes > 0 {
+		s.ring = NewRing(opts.RingBytes, s.last)
 	}
 	if opts.Level == NoLog {
 		return s, nil
@@ -344,36 +344,44 @@ func (s *Store) Standby() (primary string, ok bool) {
 // when it returns. It does not wait for the log. A record that is logged
 // but does not apply leaves the store broken: it takes no more, and a
 // restart would stop at that record, so the node must be imaged again.
+// Calls must not overlap (one applier makes them, in LSN order).
 func (s *Store) Replicate(lsn uint64, body []byte, r *mem.Redo) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.broken != nil {
+		s.mu.Unlock()
 		return s.broken
 	}
 	if want := s.db.LastLSN() + 1; lsn != want {
+		s.mu.Unlock()
 		return fmt.Errorf("%w: LSN %d does not follow this node's last, %d", ErrReplica, lsn, want-1)
 	}
 	if s.log != nil {
 		got, err := s.log.Append(body)
-		if err != nil {
-			return fmt.Errorf("durability: log replicated LSN %d: %w", lsn, err)
-		}
-		if got != lsn {
+		if err == nil && got != lsn {
 			s.broken = fmt.Errorf("%w: the log put replicated LSN %d at %d", ErrReplica, lsn, got)
-			return s.broken
+			err = s.broken
+		}
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("durability: log replicated LSN %d: %w", lsn, err)
 		}
 	} else {
 		s.last = lsn
 	}
-	if err := s.db.Apply(lsn, r); err != nil {
-		if s.log != nil {
-			s.broken = fmt.Errorf("%w: LSN %d is logged but does not apply, and this node must be imaged again: %w", ErrReplica, lsn, err)
-			return s.broken
-		}
+	s.mu.Unlock()
+	// Applied outside mu: Apply takes the engine's gate, which a schema
+	// change holds while it commits through mu.
+	err := s.db.Apply(lsn, r)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err != nil && s.log != nil:
+		s.broken = fmt.Errorf("%w: LSN %d is logged but does not apply, and this node must be imaged again: %w", ErrReplica, lsn, err)
+		return s.broken
+	case err != nil:
 		s.last = lsn - 1
-		return fmt.Errorf("durability: apply replicated LSN %d: %w", lsn, err)
-	}
-	if s.ring != nil {
+		return fmt.Errorf("%w: apply LSN %d: %w", ErrReplica, lsn, err)
+	case s.ring != nil:
 		s.ring.Add(lsn, slices.Clone(body))
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 // safe for concurrent use.
 type Ring struct {
 	mu      sync.Mutex
+	base    uint64 // the LSN the ring started after: an empty ring holds everything after it
 	max     int64
 	bytes   int64
 	recs    []Record // a circular buffer: head is the oldest, n records
@@ -27,8 +28,9 @@ type Record struct {
 }
 
 // NewRing returns a ring holding at most maxBytes of record bodies (and
-// always the newest record, however large).
-func NewRing(maxBytes int64) *Ring { return &Ring{max: maxBytes} }
+// always the newest record, however large), whose first record will
+// follow LSN after.
+func NewRing(maxBytes int64, after uint64) *Ring { return &Ring{max: maxBytes, base: after} }
 
 // Add appends the record at lsn, which must follow the last one; the ring
 // owns body from then on.
@@ -68,7 +70,7 @@ func (r *Ring) Read(dst []Record, after uint64, maxBytes int) (_ []Record, ok bo
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.n == 0 {
-		return dst, true
+		return dst, after >= r.base
 	}
 	oldest := r.recs[r.head].LSN
 	if after+1 < oldest {
@@ -103,12 +105,12 @@ var closed = func() chan struct{} {
 	return c
 }()
 
-// Oldest returns the oldest LSN the ring holds; zero when empty.
+// Oldest returns the oldest LSN the ring holds, or would hold when empty.
 func (r *Ring) Oldest() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.n == 0 {
-		return 0
+		return r.base + 1
 	}
 	return r.recs[r.head].LSN
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
 
 	"github.com/klauspost/compress/s2"
 
@@ -47,14 +48,15 @@ func batchCRC(first uint64, count uint32, epoch uint64, raw uint32, compressed b
 	return crc32.Update(crc32.Checksum(b[:], castagnoli), castagnoli, data)
 }
 
-// batchEncoder builds log batches, reusing its buffers.
+// batchEncoder builds log batches, reusing a buffer for the records
+// before compression.
 type batchEncoder struct {
-	raw, packed []byte
+	raw []byte
 }
 
 // encode returns the messages that carry recs (consecutive, at least
-// one), each with at most maxData bytes of data; the returned messages
-// share the encoder's buffers until the next call.
+// one), each with at most maxData bytes of data. The messages own their
+// data: gRPC may look at a message after Send has returned.
 func (e *batchEncoder) encode(recs []durability.Record, epoch, senderLSN uint64, maxData int) ([]*pb.LogBatch, error) {
 	e.raw = e.raw[:0]
 	for _, r := range recs {
@@ -64,12 +66,14 @@ func (e *batchEncoder) encode(recs []durability.Record, epoch, senderLSN uint64,
 	if len(e.raw) > maxBatchRaw {
 		return nil, fmt.Errorf("replica: a batch of %d records from LSN %d is %d bytes; the most is %d", len(recs), recs[0].LSN, len(e.raw), maxBatchRaw)
 	}
-	data, compressed := e.raw, false
+	var data []byte
+	compressed := false
 	if len(e.raw) >= minCompress {
-		e.packed = s2.Encode(e.packed[:cap(e.packed)], e.raw)
-		if len(e.packed) < len(e.raw) {
-			data, compressed = e.packed, true
-		}
+		data = s2.Encode(nil, e.raw)
+		compressed = len(data) < len(e.raw)
+	}
+	if !compressed {
+		data = slices.Clone(e.raw)
 	}
 	b := pb.LogBatch{
 		FirstLsn: recs[0].LSN, Count: uint32(len(recs)), Epoch: epoch, Compressed: compressed,

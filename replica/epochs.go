@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,21 +16,28 @@ import (
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
-// EpochStart is where an epoch began: its first LSN.
+// EpochStart is where a stretch of a primary's log began: its first LSN,
+// its epoch, and the incarnation of the primary within that epoch.
 type EpochStart struct {
-	Epoch uint64
-	Start uint64
+	Epoch       uint64
+	Start       uint64
+	Incarnation uint64 // random; zero for the history's first stretch
 }
 
-// Epochs is a node's epoch history (SPEC 6): epoch 0 starts at LSN 1, and
-// each promotion starts the next epoch at the promoted node's last LSN
-// plus one. A standby takes its primary's history. Two nodes' logs agree
-// up to the first LSN at which their histories name different epochs.
+// Epochs is a node's epoch history (SPEC 6): epoch 0 starts at LSN 1;
+// each promotion starts the next epoch at the node's last LSN plus one
+// (Promote), and each start of a primary starts a new incarnation of its
+// epoch there (Restart): a primary that restarts may have lost a tail of
+// its log that a standby holds, and its new records reuse those LSNs.
+// Only promotions change the epoch, which fences old primaries; the
+// incarnation tells lost tails from new records. A standby takes its
+// primary's history. Two nodes' logs agree up to the first LSN at which
+// their histories name a different stretch (Diverged).
 //
 // With a directory, the history is kept in the file EPOCHS there, one
-// "epoch start" line per epoch, replaced atomically (written, synced,
-// renamed, directory synced) before a change takes effect. Safe for
-// concurrent use.
+// "epoch start incarnation" line per stretch, replaced atomically
+// (written, synced, renamed, directory synced) before a change takes
+// effect. Safe for concurrent use.
 type Epochs struct {
 	fs   vfs.FS
 	path string // "" keeps the history in memory only (a diskless node)
@@ -72,21 +80,21 @@ func OpenEpochs(fs vfs.FS, dir string) (*Epochs, error) {
 	return e, nil
 }
 
-// parseEpochs reads "epoch start" lines: epochs and starts ascending, the
-// first epoch starting at LSN 1.
+// parseEpochs reads "epoch start incarnation" lines (checkEpochs).
 func parseEpochs(s string) ([]EpochStart, error) {
 	var hist []EpochStart
 	for i, line := range strings.Split(strings.TrimSpace(s), "\n") {
 		f := strings.Fields(line)
-		if len(f) != 2 {
-			return nil, fmt.Errorf("line %d: %q is not \"epoch start\"", i+1, line)
+		if len(f) != 3 {
+			return nil, fmt.Errorf("line %d: %q is not \"epoch start incarnation\"", i+1, line)
 		}
 		ep, err1 := strconv.ParseUint(f[0], 10, 64)
 		st, err2 := strconv.ParseUint(f[1], 10, 64)
-		if err := errors.Join(err1, err2); err != nil {
+		inc, err3 := strconv.ParseUint(f[2], 16, 64)
+		if err := errors.Join(err1, err2, err3); err != nil {
 			return nil, fmt.Errorf("line %d: %w", i+1, err)
 		}
-		hist = append(hist, EpochStart{Epoch: ep, Start: st})
+		hist = append(hist, EpochStart{Epoch: ep, Start: st, Incarnation: inc})
 	}
 	if err := checkEpochs(hist); err != nil {
 		return nil, err
@@ -94,14 +102,16 @@ func parseEpochs(s string) ([]EpochStart, error) {
 	return hist, nil
 }
 
-// checkEpochs checks a history: not empty, the first epoch starting at
-// LSN 1, epochs rising, starts not falling.
+// checkEpochs checks a history: not empty, the first stretch starting at
+// LSN 1, epochs not falling (and rising where the incarnation repeats),
+// starts not falling.
 func checkEpochs(hist []EpochStart) error {
 	if len(hist) == 0 || hist[0].Start != 1 {
 		return errors.New("the first epoch must start at LSN 1")
 	}
 	for i := 1; i < len(hist); i++ {
-		if hist[i].Epoch <= hist[i-1].Epoch || hist[i].Start < hist[i-1].Start {
+		a, b := hist[i-1], hist[i]
+		if b.Epoch < a.Epoch || b.Epoch == a.Epoch && b.Incarnation == a.Incarnation || b.Start < a.Start {
 			return fmt.Errorf("epoch %d at LSN %d follows epoch %d at LSN %d", hist[i].Epoch, hist[i].Start, hist[i-1].Epoch, hist[i-1].Start)
 		}
 	}
@@ -122,18 +132,39 @@ func (e *Epochs) History() []EpochStart {
 	return append([]EpochStart(nil), e.hist...)
 }
 
-// Begin starts the next epoch at LSN start and returns it, once the
+// Promote starts the next epoch at LSN start (the node's last LSN plus
+// one) and returns it, once the history is kept.
+func (e *Epochs) Promote(start uint64) (uint64, error) {
+	return e.begin(start, 1)
+}
+
+// Restart starts a new incarnation of the current epoch at LSN start (a
+// primary's last recovered LSN plus one) and returns the epoch, once the
 // history is kept.
-func (e *Epochs) Begin(start uint64) (uint64, error) {
+func (e *Epochs) Restart(start uint64) (uint64, error) {
+	return e.begin(start, 0)
+}
+
+// begin starts a stretch of epoch current+step at start. Stretches that
+// began at or after start are dropped: the node no longer holds their
+// records.
+func (e *Epochs) begin(start, step uint64) (uint64, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	last := e.hist[len(e.hist)-1]
-	hist := append(append([]EpochStart(nil), e.hist...), EpochStart{Epoch: last.Epoch + 1, Start: max(start, last.Start)})
+	next := e.hist[len(e.hist)-1].Epoch + step
+	var hist []EpochStart
+	for _, h := range e.hist {
+		if h.Start < start {
+			hist = append(hist, h)
+		}
+	}
+	inc := rand.Uint64() | 1 // never the first stretch's zero
+	hist = append(hist, EpochStart{Epoch: next, Start: max(start, 1), Incarnation: inc})
 	if err := e.save(hist); err != nil {
 		return 0, err
 	}
 	e.hist = hist
-	return last.Epoch + 1, nil
+	return next, nil
 }
 
 // Adopt takes a sender's history as its own, once it is kept; the caller
@@ -165,7 +196,7 @@ func (e *Epochs) save(hist []EpochStart) error {
 	}
 	var b strings.Builder
 	for _, h := range hist {
-		fmt.Fprintf(&b, "%d %d\n", h.Epoch, h.Start)
+		fmt.Fprintf(&b, "%d %d %x\n", h.Epoch, h.Start, h.Incarnation)
 	}
 	tmp := e.path + ".tmp"
 	f, err := e.fs.Create(tmp)
@@ -188,22 +219,24 @@ func (e *Epochs) save(hist []EpochStart) error {
 	return nil
 }
 
-// epochAt returns the epoch of LSN lsn in hist.
-func epochAt(hist []EpochStart, lsn uint64) uint64 {
-	ep := hist[0].Epoch
+// stretchAt returns the stretch of hist that LSN lsn belongs to.
+func stretchAt(hist []EpochStart, lsn uint64) EpochStart {
+	at := hist[0]
 	for _, h := range hist {
 		if h.Start > lsn {
 			break
 		}
-		ep = h.Epoch
+		at = h
 	}
-	return ep
+	at.Start = 0 // only the epoch and incarnation name it
+	return at
 }
 
 // Diverged returns the first LSN at or below last (the receiver's last
-// LSN) whose epoch differs between the receiver's history mine and the
-// sender's theirs: from there on, the receiver holds records the sender
-// never wrote. ok is false when they agree up to last.
+// LSN) that belongs to a different stretch (epoch or incarnation) in the
+// receiver's history mine than in the sender's theirs: from there on, the
+// receiver holds records the sender never wrote. ok is false when they
+// agree up to last.
 func Diverged(mine, theirs []EpochStart, last uint64) (lsn uint64, ok bool) {
 	var starts []uint64
 	for _, h := range mine {
@@ -214,7 +247,7 @@ func Diverged(mine, theirs []EpochStart, last uint64) (lsn uint64, ok bool) {
 	}
 	first := uint64(0)
 	for _, s := range starts {
-		if s <= last && epochAt(mine, s) != epochAt(theirs, s) && (first == 0 || s < first) {
+		if s <= last && stretchAt(mine, s) != stretchAt(theirs, s) && (first == 0 || s < first) {
 			first = s
 		}
 	}
@@ -224,7 +257,7 @@ func Diverged(mine, theirs []EpochStart, last uint64) (lsn uint64, ok bool) {
 func epochsToPB(hist []EpochStart) []*pb.EpochStart {
 	out := make([]*pb.EpochStart, len(hist))
 	for i, h := range hist {
-		out[i] = &pb.EpochStart{Epoch: h.Epoch, StartLsn: h.Start}
+		out[i] = &pb.EpochStart{Epoch: h.Epoch, StartLsn: h.Start, Incarnation: h.Incarnation}
 	}
 	return out
 }
@@ -232,7 +265,7 @@ func epochsToPB(hist []EpochStart) []*pb.EpochStart {
 func epochsFromPB(hist []*pb.EpochStart) []EpochStart {
 	out := make([]EpochStart, len(hist))
 	for i, h := range hist {
-		out[i] = EpochStart{Epoch: h.GetEpoch(), Start: h.GetStartLsn()}
+		out[i] = EpochStart{Epoch: h.GetEpoch(), Start: h.GetStartLsn(), Incarnation: h.GetIncarnation()}
 	}
 	return out
 }

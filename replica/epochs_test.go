@@ -7,28 +7,34 @@ import (
 	"github.com/mmdb/mmdb/logging/vfs"
 )
 
-func TestDiverged(t *testing.T) {
-	h := func(pairs ...uint64) []EpochStart {
-		var out []EpochStart
-		for i := 0; i < len(pairs); i += 2 {
-			out = append(out, EpochStart{Epoch: pairs[i], Start: pairs[i+1]})
-		}
-		return out
+// h builds a history from (epoch, start, incarnation) triples.
+func h(triples ...uint64) []EpochStart {
+	var out []EpochStart
+	for i := 0; i < len(triples); i += 3 {
+		out = append(out, EpochStart{Epoch: triples[i], Start: triples[i+1], Incarnation: triples[i+2]})
 	}
+	return out
+}
+
+func TestDiverged(t *testing.T) {
 	cases := []struct {
 		mine, theirs []EpochStart
 		last         uint64
 		at           uint64 // 0: no divergence
 	}{
-		{h(0, 1), h(0, 1), 100, 0},
-		{h(0, 1), h(0, 1, 1, 101), 100, 0},             // promoted right after our last
-		{h(0, 1), h(0, 1, 1, 51), 100, 51},             // we hold 51..100 of epoch 0
-		{h(0, 1), h(0, 1, 1, 51, 2, 80), 100, 51},      // two promotions since
-		{h(0, 1), h(0, 1, 1, 60, 2, 120), 100, 60},     // the second is past our last
-		{h(0, 1, 1, 51), h(0, 1, 1, 51, 2, 90), 89, 0}, // same lineage, behind
-		{h(0, 1, 1, 51), h(0, 1, 2, 51), 60, 51},       // another node's epoch 1
-		{h(0, 1, 1, 51), h(0, 1, 2, 51), 50, 0},        // but nothing of it held
-		{h(0, 1, 3, 40), h(0, 1, 2, 30, 4, 45), 50, 30},
+		{h(0, 1, 0), h(0, 1, 0), 100, 0},
+		{h(0, 1, 0), h(0, 1, 0, 1, 101, 7), 100, 0},                   // promoted right after our last
+		{h(0, 1, 0), h(0, 1, 0, 1, 51, 7), 100, 51},                   // we hold 51..100 of epoch 0
+		{h(0, 1, 0), h(0, 1, 0, 1, 51, 7, 2, 80, 9), 100, 51},         // two promotions since
+		{h(0, 1, 0), h(0, 1, 0, 1, 60, 7, 2, 120, 9), 100, 60},        // the second is past our last
+		{h(0, 1, 0, 1, 51, 7), h(0, 1, 0, 1, 51, 7, 2, 90, 9), 89, 0}, // same lineage, behind
+		{h(0, 1, 0, 1, 51, 7), h(0, 1, 0, 2, 51, 9), 60, 51},          // another node's epoch
+		{h(0, 1, 0, 1, 51, 7), h(0, 1, 0, 2, 51, 9), 50, 0},           // but nothing of it held
+		{h(0, 1, 0, 3, 40, 5), h(0, 1, 0, 2, 30, 6, 4, 45, 8), 50, 30},
+		{h(0, 1, 0), h(0, 1, 0, 0, 41, 5), 60, 41}, // the primary restarted at 41: same epoch, new incarnation
+		{h(0, 1, 0, 0, 41, 5), h(0, 1, 0, 0, 41, 5), 60, 0},
+		{h(0, 1, 0, 0, 41, 5), h(0, 1, 0, 0, 41, 6), 60, 41},
+		{h(0, 1, 0), h(0, 1, 3), 10, 1}, // a primary that restarted from nothing
 	}
 	for i, c := range cases {
 		at, ok := Diverged(c.mine, c.theirs, c.last)
@@ -38,8 +44,17 @@ func TestDiverged(t *testing.T) {
 	}
 }
 
-// TestEpochsKept: a history begun and adopted is kept in the data
-// directory and read back, and a damaged one is refused.
+// epochsAndStarts drops the random incarnations.
+func epochsAndStarts(hist []EpochStart) []EpochStart {
+	out := slices.Clone(hist)
+	for i := range out {
+		out[i].Incarnation = 0
+	}
+	return out
+}
+
+// TestEpochsKept: a history promoted, restarted and adopted is kept in
+// the data directory and read back, and a damaged one is refused.
 func TestEpochsKept(t *testing.T) {
 	fs := vfs.NewMemFS()
 	if err := fs.MkdirAll("/d"); err != nil {
@@ -52,13 +67,24 @@ func TestEpochsKept(t *testing.T) {
 	if err != nil || e.Current() != 0 {
 		t.Fatalf("a new history: %v at %d", err, e.Current())
 	}
-	if ep, err := e.Begin(10); err != nil || ep != 1 {
-		t.Fatalf("begin: %d %v", ep, err)
+	if ep, err := e.Promote(10); err != nil || ep != 1 {
+		t.Fatalf("promote: %d %v", ep, err)
 	}
-	if err := e.Adopt([]EpochStart{{0, 1}}); err == nil {
-		t.Fatal("adopted an older history")
+	if err := e.Adopt(h(0, 1, 0)); err == nil {
+		t.Fatal("adopted a history ending at an older epoch")
 	}
-	want := []EpochStart{{0, 1}, {1, 10}, {5, 20}}
+	// A restart keeps the epoch with a new incarnation; one behind the
+	// last stretch's start drops that stretch.
+	if ep, err := e.Restart(20); err != nil || ep != 1 || !slices.Equal(epochsAndStarts(e.History()), h(0, 1, 0, 1, 10, 0, 1, 20, 0)) {
+		t.Fatalf("restart: %d %v %v", ep, e.History(), err)
+	}
+	if ep, err := e.Promote(5); err != nil || ep != 2 || !slices.Equal(epochsAndStarts(e.History()), h(0, 1, 0, 2, 5, 0)) {
+		t.Fatalf("promote behind: %d %v %v", ep, e.History(), err)
+	}
+	if ep, err := e.Restart(1); err != nil || ep != 2 || len(e.History()) != 1 {
+		t.Fatalf("restart from nothing: %d %v %v", ep, e.History(), err)
+	}
+	want := h(0, 1, 0, 1, 10, 7, 5, 20, 9)
 	if err := e.Adopt(want); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +92,7 @@ func TestEpochsKept(t *testing.T) {
 	if err != nil || !slices.Equal(again.History(), want) {
 		t.Fatalf("read back after a crash: %v %v", again.History(), err)
 	}
-	for _, bad := range []string{"", "0 2\n", "0 1\n1\n", "0 1\n0 5\n", "0 1\n2 5\n1 9\n", "0 1\nx 5\n"} {
+	for _, bad := range []string{"", "0 2 0\n", "0 1\n", "0 1 0\n1 9\n", "0 1 0\n0 5 0\n", "0 1 0\n2 5 1\n1 9 2\n", "0 1 0\nx 5 1\n", "0 1 0\n1 5 zz\n"} {
 		if _, err := parseEpochs(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}

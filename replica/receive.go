@@ -136,9 +136,7 @@ func (r *Receiver) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipRespo
 	drained, acked := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(drained)
-		if err := r.apply(queue, p); err != nil {
-			cancel(err)
-		}
+		r.apply(queue, p, cancel, epochsFromPB(hello.Epochs))
 	}()
 	go func() {
 		defer close(acked)
@@ -163,9 +161,9 @@ func (r *Receiver) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipRespo
 		if _, ok := status.FromError(err); !ok {
 			code := codes.Unavailable
 			switch {
-			case errors.Is(err, ErrBatch) || errors.Is(err, mem.ErrCorrupt):
+			case errors.Is(err, ErrBatch):
 				code = codes.DataLoss
-			case errors.Is(err, durability.ErrReplica):
+			case errors.Is(err, errApply):
 				code = codes.FailedPrecondition
 			}
 			return status.Error(code, err.Error())
@@ -226,7 +224,6 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 				close(f.done)
 				return nil, status.Errorf(codes.Internal, "replication: %v", err)
 			}
-			r.store.SetEpoch(hello.Epoch)
 			r.store.SetPrimary(fmt.Sprintf("%s at %s", hello.Node, hello.Addr))
 			go func() {
 				<-f.done
@@ -346,22 +343,37 @@ func (r *Receiver) receive(ctx context.Context, st grpc.BidiStreamingServer[pb.S
 	}
 }
 
-// apply applies the queued batches in order until the queue is closed.
-func (r *Receiver) apply(queue <-chan []received, p *progress) error {
-	var failed error
+// errApply marks a record this node could not apply: the link ends, and
+// nothing after it is acknowledged.
+var errApply = errors.New("replica: this node cannot take the primary's log")
+
+// apply applies the queued batches in order until the queue is closed,
+// logging each record with the epoch that wrote it (from the sender's
+// history hist). A record that fails ends the link at once (cancel), and
+// no further acknowledgement goes out.
+func (r *Receiver) apply(queue <-chan []received, p *progress, cancel context.CancelCauseFunc, hist []EpochStart) {
+	failed := false
+	stamp := ^uint64(0)
 	for batch := range queue {
-		if failed != nil {
+		if failed {
 			continue // drain, so the receiver is not held up
 		}
 		for _, rec := range batch {
+			if ep := stretchAt(hist, rec.lsn).Epoch; ep != stamp {
+				r.store.SetEpoch(ep)
+				stamp = ep
+			}
 			if err := r.store.Replicate(rec.lsn, rec.body, rec.redo); err != nil {
-				failed = fmt.Errorf("replica: %w", err)
+				p.mu.Lock()
+				p.failed = true
+				p.mu.Unlock()
+				cancel(fmt.Errorf("%w: %w", errApply, err))
+				failed = true
 				break
 			}
 			p.set(&p.applied, rec.lsn)
 		}
 	}
-	return failed
 }
 
 // progress is a link's received and applied LSNs, and a poke for the
@@ -369,6 +381,7 @@ func (r *Receiver) apply(queue <-chan []received, p *progress) error {
 type progress struct {
 	mu                sync.Mutex
 	received, applied uint64
+	failed            bool // applying failed: nothing more is acknowledged
 	poke              chan struct{}
 }
 
@@ -405,7 +418,11 @@ func (p *progress) acknowledge(ctx context.Context, st grpc.BidiStreamingServer[
 		}
 		p.mu.Lock()
 		ack := &pb.ShipAck{ReceivedLsn: p.received, AppliedLsn: p.applied}
+		failed := p.failed
 		p.mu.Unlock()
+		if failed {
+			return nil
+		}
 		if err := st.Send(&pb.ShipResponse{Msg: &pb.ShipResponse_Ack{Ack: ack}}); err != nil {
 			return err
 		}

@@ -3,8 +3,10 @@ package replica_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,8 +51,8 @@ func newStandby(t *testing.T, opts durability.Options, peers ...string) *standby
 	s.fs, _ = opts.FS.(*vfs.MemFS)
 	t.Cleanup(func() {
 		srv.Stop()
-		// A test may have crashed the standby's file system.
-		if err := st.Close(); err != nil && !errors.Is(err, vfs.ErrCrashed) {
+		// A test may have crashed the standby's file system, or filled it.
+		if err := st.Close(); err != nil && !errors.Is(err, vfs.ErrCrashed) && !errors.Is(err, syscall.ENOSPC) {
 			t.Error(err)
 		}
 	})
@@ -433,7 +435,7 @@ func TestRefusals(t *testing.T) {
 	if code, msg := ship(&pb.ShipHello{Node: "a", Epoch: 2, LastLsn: n, Epochs: epoch0}); code != codes.InvalidArgument {
 		t.Fatalf("a bad epoch history: %s %q", code, msg)
 	}
-	if _, err := sb.epochs.Begin(n + 1); err != nil {
+	if _, err := sb.epochs.Promote(n + 1); err != nil {
 		t.Fatal(err)
 	}
 	if code, msg := ship(hello()); code != codes.FailedPrecondition || !strings.Contains(msg, "older") {
@@ -510,4 +512,54 @@ func TestCatchUpFromLog(t *testing.T) {
 	if st := snd.Standbys()[0]; st.Opened != 1 {
 		t.Fatalf("the link: %+v", st)
 	}
+}
+
+// TestStandbyThatCannotApply: a standby whose disk is full cannot log
+// what it receives: the link ends at the first record it cannot take,
+// nothing after it is acknowledged, and commits that wait for it degrade
+// instead of being confirmed. Every confirmed commit is on the standby.
+func TestStandbyThatCannotApply(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	fs := vfs.NewMemFS()
+	sb := newStandby(t, durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: []string{"/b/log"}, SegmentSize: 64 << 10}, "a")
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}, Mode: replica.AppliedAck, Quorum: 1, Timeout: 200 * time.Millisecond})
+	ctx := context.Background()
+	bank := banktest.Setup(t, primary.DB(), func(lsn uint64) error {
+		_, err := snd.Wait(ctx, lsn, -1)
+		return err
+	})
+	fs.SetSpace(200 << 10) // a few segments
+	var confirmed, degraded []uint64
+	for i := range 20000 {
+		lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := snd.Wait(ctx, lsn, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d {
+			degraded = append(degraded, lsn)
+			if len(degraded) == 3 {
+				break
+			}
+			continue
+		}
+		confirmed = append(confirmed, lsn)
+	}
+	if len(degraded) == 0 {
+		t.Fatal("the standby never ran out of disk")
+	}
+	applied := sb.store.DB().LastLSN()
+	for _, lsn := range confirmed {
+		if lsn > applied {
+			t.Fatalf("LSN %d was confirmed, and the standby has applied only up to %d", lsn, applied)
+		}
+	}
+	st := snd.Standbys()[0]
+	if st.Applied > applied || st.State == replica.StateStreaming {
+		t.Fatalf("the primary sees %+v; the standby applied up to %d", st, applied)
+	}
+	t.Logf("%d confirmed, then degraded; the standby stopped at LSN %d: %s", len(confirmed), applied, st.Reason)
 }

@@ -109,8 +109,9 @@ type Sender struct {
 	mu       sync.Mutex
 	changed  chan struct{} // closed when a link's acknowledgements advance, if watched
 	degraded bool          // commits return without their quorum (on_sync_timeout = degrade)
+	resumeAt uint64        // while degraded: the LSN the quorum must reach (the last LSN when it was set)
+	resumeBy time.Time     // when resumeAt was set
 	closed   bool          // Close was called: commits wait no more
-	resumeAt uint64        // the quorum LSN that ends the degradation
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -416,10 +417,24 @@ func (s *Sender) ackedLocked() {
 		close(s.changed)
 		s.changed = nil
 	}
-	if s.degraded && s.quorumLocked(s.opts.Mode) >= s.resumeAt {
+	s.resumeLocked()
+}
+
+// resumeLocked ends a degradation once the quorum has caught up: it has
+// reached the last LSN as of a moment less than half a sync_timeout ago,
+// so a commit made now would be answered in time. Each time the quorum
+// reaches the mark later than that, the mark moves to the last LSN now.
+// The caller holds mu.
+func (s *Sender) resumeLocked() {
+	if !s.degraded || s.quorumLocked(s.opts.Mode) < s.resumeAt {
+		return
+	}
+	if time.Since(s.resumeBy) < s.opts.Timeout/2 {
 		s.degraded = false
 		s.opts.Logger.Info("the standbys caught up: commits wait for them again", "sync-mode", s.opts.Mode, "lsn", s.resumeAt)
+		return
 	}
+	s.resumeAt, s.resumeBy = s.store.DB().LastLSN(), time.Now()
 }
 
 // quorumLocked returns the largest LSN that Quorum standbys have
@@ -477,7 +492,7 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 			s.mu.Unlock()
 			return false, fmt.Errorf("%w: LSN %d: this node stopped shipping its log (it stepped down or shuts down)", ErrUnconfirmed, lsn)
 		}
-		if s.degraded {
+		if s.resumeLocked(); s.degraded {
 			s.mu.Unlock()
 			return true, nil
 		}
@@ -495,10 +510,20 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 		case <-changed:
 		case <-timeout:
 			s.mu.Lock()
+			if s.quorumLocked(mode) >= lsn { // answered just now
+				s.mu.Unlock()
+				return false, nil
+			}
 			if !s.degraded {
-				s.degraded, s.resumeAt = true, s.store.DB().LastLSN()
+				s.degraded, s.resumeAt, s.resumeBy = true, s.store.DB().LastLSN(), time.Now()
 				s.opts.Logger.Warn("the standbys did not answer in sync_timeout: commits no longer wait for them until they catch up",
-					"sync-mode", mode, "lsn", lsn, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout, "resume-at", s.resumeAt)
+					"sync-mode", mode, "lsn", lsn, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout)
+				// The other waiters return degraded too, now.
+				if s.changed != nil {
+					close(s.changed)
+					s.changed = nil
+				}
+				s.resumeLocked()
 			}
 			s.mu.Unlock()
 			return true, nil

@@ -47,7 +47,7 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	s.recv.Stop()
 	defer s.recv.Resume() // as a primary it follows no one, but steps down for a newer epoch
 	start = s.db.LastLSN() + 1
-	if epoch, err = s.epochs.Begin(start); err != nil {
+	if epoch, err = s.epochs.Promote(start); err != nil {
 		return 0, 0, false, fmt.Errorf("server: promote: %w", err)
 	}
 	s.store.SetEpoch(epoch)

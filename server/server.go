@@ -108,6 +108,16 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, errors.Join(err, s.unlock())
 	}
+	if cfg.Role == conf.RolePrimary {
+		// A primary that restarts may have lost a tail of its log that a
+		// standby holds; its new records start a new incarnation, so the
+		// standby finds where they diverge.
+		epoch, err := epochs.Restart(store.DB().LastLSN() + 1)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("server: %w", err), store.Close(), s.unlock())
+		}
+		store.SetEpoch(epoch)
+	}
 	s.store, s.db = store, store.DB()
 	if cfg.DataDir != "" {
 		s.ckpt = checkpoint.New(s.db, store, slots, checkpoint.Options{
@@ -318,7 +328,7 @@ func (s *Server) Serve(lis net.Listener) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(pb.DatabaseService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.roleMu.Lock()
-	s.addr = lis.Addr().String()
+	s.addr = reachableAddr(lis.Addr())
 	err := s.startSender()
 	role := s.role
 	s.roleMu.Unlock()
@@ -343,9 +353,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.health.Shutdown()
 		close(s.quit)
 		s.recv.Stop() // the primary's link would hold GracefulStop up
-		if snd := s.swapSender(nil); snd != nil {
-			snd.Close()
-		}
 		done := make(chan struct{})
 		go func() {
 			s.grpc.GracefulStop()
@@ -359,6 +366,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			<-done
 		}
 		<-s.reaped
+		// Once the calls are done: commits in them wait for their standbys.
+		if snd := s.swapSender(nil); snd != nil {
+			snd.Close()
+		}
 		if n := s.txs.rollbackAll(); n > 0 {
 			s.log.Info("rolled back open transactions at shutdown", "count", n)
 		}
@@ -375,6 +386,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Info("stopped", "last-lsn", s.db.LastLSN(), "durable-lsn", s.store.DurableLSN())
 	})
 	return err
+}
+
+// reachableAddr is where clients reach a node listening on addr: a
+// wildcard host (0.0.0.0, ::) is replaced by the machine's name, which
+// a standby names in the errors it returns for writes.
+func reachableAddr(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return addr.String()
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return addr.String()
+	}
+	return net.JoinHostPort(host, fmt.Sprint(tcp.Port))
 }
 
 // version returns the module version and VCS revision the binary was built

@@ -159,7 +159,8 @@ func writeUntilKilled(t *testing.T, p *proc, db pb.DatabaseServiceClient, round 
 
 // transfer moves a random amount between two random accounts and inserts
 // the marker, in one batch whose conditions check the balances it read;
-// ok says whether it committed.
+// ok says whether it committed with everything its node promises (a
+// commit that went on without its standbys, degraded, does not count).
 func transfer(ctx context.Context, db pb.DatabaseServiceClient, r *rand.Rand, mark int64) (bool, error) {
 	a, b := r.Int64N(crashAccounts), r.Int64N(crashAccounts)
 	for a == b {
@@ -190,7 +191,7 @@ func transfer(ctx context.Context, db pb.DatabaseServiceClient, r *rand.Rand, ma
 	if err != nil {
 		return false, err
 	}
-	return resp.GetCommitted(), nil
+	return resp.GetCommitted() && !resp.GetDegraded(), nil
 }
 
 // checkBank checks the restarted node: the balances sum to the total and

@@ -4227,11 +4227,16 @@ func (x *ShipHello) GetEpochs() []*EpochStart {
 	return nil
 }
 
-// EpochStart is where an epoch began: its first LSN.
+// EpochStart is where a stretch of a primary's log began: its first LSN.
+// Each promotion starts a new epoch; each start of a primary starts a new
+// incarnation within its epoch (it may have lost a tail a standby holds,
+// and reuses those LSNs). Two logs agree up to the first LSN at which the
+// histories name a different epoch or incarnation.
 type EpochStart struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	StartLsn      uint64                 `protobuf:"varint,2,opt,name=start_lsn,json=startLsn,proto3" json:"start_lsn,omitempty"`
+	Incarnation   uint64                 `protobuf:"fixed64,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4280,6 +4285,13 @@ func (x *EpochStart) GetStartLsn() uint64 {
 	return 0
 }
 
+func (x *EpochStart) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 // LogBatch is consecutive commit records.
 type LogBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4287,7 +4299,8 @@ type LogBatch struct {
 	FirstLsn uint64 `protobuf:"varint,1,opt,name=first_lsn,json=firstLsn,proto3" json:"first_lsn,omitempty"`
 	Count    uint32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
 	// The sender's epoch, the same in every batch of a link. (Which epoch
-	// each record belongs to follows from the epoch history in the hello.)
+	// wrote each record follows from the epoch history in the hello; the
+	// standby logs each record with it.)
 	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// The records, each a uvarint length and the record's encoded redo
 	// (package mem), compressed with S2 when compressed is set.
@@ -4887,11 +4900,12 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x19\n" +
 	"\blast_lsn\x18\x04 \x01(\x04R\alastLsn\x12+\n" +
-	"\x06epochs\x18\x05 \x03(\v2\x13.mmdb.v1.EpochStartR\x06epochs\"?\n" +
+	"\x06epochs\x18\x05 \x03(\v2\x13.mmdb.v1.EpochStartR\x06epochs\"a\n" +
 	"\n" +
 	"EpochStart\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
-	"\tstart_lsn\x18\x02 \x01(\x04R\bstartLsn\"\xef\x01\n" +
+	"\tstart_lsn\x18\x02 \x01(\x04R\bstartLsn\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x06R\vincarnation\"\xef\x01\n" +
 	"\bLogBatch\x12\x1b\n" +
 	"\tfirst_lsn\x18\x01 \x01(\x04R\bfirstLsn\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x14\n" +

@@ -3562,6 +3562,12 @@ func (m *EpochStart) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.Incarnation != 0 {
+		i -= 8
+		binary.LittleEndian.PutUint64(dAtA[i:], uint64(m.Incarnation))
+		i--
+		dAtA[i] = 0x19
+	}
 	if m.StartLsn != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.StartLsn))
 		i--
@@ -5335,6 +5341,9 @@ func (m *EpochStart) SizeVT() (n int) {
 	}
 	if m.StartLsn != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.StartLsn))
+	}
+	if m.Incarnation != 0 {
+		n += 9
 	}
 	n += len(m.unknownFields)
 	return n
@@ -13278,6 +13287,16 @@ func (m *EpochStart) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 3:
+			if wireType != 1 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Incarnation", wireType)
+			}
+			m.Incarnation = 0
+			if (iNdEx + 8) > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Incarnation = uint64(binary.LittleEndian.Uint64(dAtA[iNdEx:]))
+			iNdEx += 8
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
