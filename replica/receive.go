@@ -204,7 +204,7 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 	}
 	applied := r.store.DB().LastLSN()
 	if lsn, diverged := Diverged(r.opts.Epochs.History(), theirs, applied); diverged {
-		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s's log diverged from %s's at LSN %d (it holds up to %d of an older epoch)", r.opts.Node, hello.Node, lsn, applied)
+		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s's log diverged from %s's at LSN %d (it holds records up to %d; from there on they are of another epoch or incarnation)", r.opts.Node, hello.Node, lsn, applied)
 	}
 	if applied > hello.LastLsn {
 		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s has applied LSN %d, past %s's last LSN %d: their logs have diverged", r.opts.Node, applied, hello.Node, hello.LastLsn)

@@ -559,7 +559,7 @@ func (s *Sender) Standbys() []Standby {
 		if last > l.applied {
 			st.LagRecords = last - l.applied
 		}
-		if s.degraded && st.LagRecords > 0 {
+		if s.degraded && st.LagRecords > 0 && (st.State == StateStreaming || st.State == StateCatchingUp) {
 			st.State = StateDegraded
 		}
 		out = append(out, st)

@@ -359,3 +359,43 @@ func TestStandbyRestart(t *testing.T) {
 		t.Logf("round %d: %d commits, all on the restarted standby", round, count())
 	}
 }
+
+// TestRestartedPrimaryThatLostItsLog: a no-log primary killed with
+// SIGKILL comes back empty (SPEC 4), and its new commits reuse the LSNs
+// its standby already holds. Its new start is a new incarnation of its
+// epoch, so the standby refuses its log, saying where the two diverged,
+// and keeps the data it had instead of silently mixing the two.
+func TestRestartedPrimaryThatLostItsLog(t *testing.T) {
+	b := start(t, "-node", "b", "-role", "standby", "-peer", "a=127.0.0.1:1")
+	aAddr := servertest.DeadAddr(t)
+	aArgs := []string{"-node", "a", "-listen", aAddr, "-sync-mode", "applied-ack", "-peer", "b=" + b.addr}
+	a := start(t, aArgs...)
+	adb, _ := a.client()
+	createBank(t, adb)
+	bdb, _ := b.client()
+	before := scanTable(t, bdb, "acct")
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-a.exit
+	a = start(t, aArgs...)
+	adb, aconn := a.client()
+	createBank(t, adb) // new records at the LSNs the standby holds
+	admin := pb.NewAdminServiceClient(aconn)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb := st.GetStandbys()[0]; sb.GetState() == "refused" && strings.Contains(sb.GetReason(), "diverged") {
+			t.Logf("the standby refuses: %s", sb.GetReason())
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted primary's standby: %v\n%s", st.GetStandbys(), b.output())
+		}
+	}
+	if after := scanTable(t, bdb, "acct"); len(after) != len(before) {
+		t.Fatalf("the standby's accounts changed: %d, then %d", len(before), len(after))
+	}
+}
