@@ -4,7 +4,9 @@
 //   - UNAVAILABLE (a node down, restarting or shutting down) moves on to the
 //     next address, after a backoff that grows to Options.MaxBackoff;
 //   - FAILED_PRECONDITION naming the primary (a standby refusing a write)
-//     moves straight to the primary it names;
+//     moves straight to the primary it names; from a standby that knows
+//     no primary yet (a failover under way) it moves on as after
+//     UNAVAILABLE;
 //   - the context's deadline bounds everything, retries included.
 //
 // Every other error goes back to the caller as a gRPC status error; test it
@@ -156,16 +158,16 @@ func (c *Client) follow(primary string) {
 	c.cur = len(c.addrs) - 1
 }
 
-// primaryIn returns the primary a NOT_PRIMARY error names, if err is one.
-func primaryIn(err error) (string, bool) {
+// primaryIn says whether err is a NOT_PRIMARY error, and returns the
+// primary it names (empty when the node knows none).
+func primaryIn(err error) (primary string, notPrimary bool) {
 	st, ok := status.FromError(err)
 	if !ok || st.Code() != codes.FailedPrecondition {
 		return "", false
 	}
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain && info.GetReason() == pb.ReasonNotPrimary {
-			p := info.GetMetadata()[pb.MetadataPrimary]
-			return p, p != ""
+			return info.GetMetadata()[pb.MetadataPrimary], true
 		}
 	}
 	return "", false
@@ -190,12 +192,13 @@ func (c *Client) call(ctx context.Context, fn func(conn *grpc.ClientConn) error)
 		if attempt >= c.opts.MaxAttempts || ctx.Err() != nil {
 			return err
 		}
-		if primary, ok := primaryIn(err); ok {
+		primary, notPrimary := primaryIn(err)
+		if primary != "" {
 			c.log.Debug("following the primary", "from", addr, "primary", primary)
 			c.follow(primary)
 			continue
 		}
-		if status.Code(err) != codes.Unavailable {
+		if status.Code(err) != codes.Unavailable && !notPrimary {
 			return err
 		}
 		c.log.Debug("node unavailable; trying the next", "addr", addr, "attempt", attempt, "error", err)

@@ -407,3 +407,45 @@ func TestSessionLargeReplies(t *testing.T) {
 		t.Fatal("the oversized batch's delete committed")
 	}
 }
+
+// TestFollowsAFailover, with real nodes: a client that knows both nodes
+// of a pair writes through the standby's redirect (NOT_PRIMARY naming
+// the primary's address) to the primary; once the primary is gone and
+// the standby promoted, its writes go to the new primary.
+func TestFollowsAFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	standby, bAddr := servertest.Start(t, func(c *conf.Config) {
+		c.Node, c.Role = "b", conf.RoleStandby
+		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
+	})
+	primary, aAddr := servertest.Start(t, func(c *conf.Config) {
+		c.Node, c.SyncMode = "a", conf.SyncAppliedAck
+		c.Peers = []conf.Peer{{Name: "b", Addr: bAddr}}
+	})
+	c := newClient(t, bAddr, aAddr)
+	if _, err := c.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Insert(ctx, "counters", Uint64(1), String("x"), Int64(1), Null()); err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr() != aAddr {
+		t.Fatalf("the client writes to %s, not the primary %s", c.Addr(), aAddr)
+	}
+	if err := primary.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.SetRole(conf.RolePrimary); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Insert(ctx, "counters", Uint64(2), String("y"), Int64(2), Null()); err != nil {
+		t.Fatalf("a write after the failover: %v", err)
+	}
+	if c.Addr() != bAddr {
+		t.Fatalf("the client writes to %s, not the new primary %s", c.Addr(), bAddr)
+	}
+	if _, found, err := c.Get(ctx, "counters", Uint64(1)); err != nil || !found {
+		t.Fatalf("the row written before the failover: %v %v", found, err)
+	}
+}

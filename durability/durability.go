@@ -73,9 +73,24 @@ func ParseLevel(s string) (Level, error) {
 // for on this node.
 var ErrLevel = errors.New("durability: level not available")
 
-// ErrStandby is returned, wrapped with the primary's name when known, for
-// a commit on a standby.
+// ErrStandby is returned, as a *StandbyError, for a commit on a standby.
 var ErrStandby = errors.New("durability: this node is a standby")
+
+// StandbyError refuses a commit on a standby and names its primary: the
+// node's name and where clients reach it (both empty while no primary
+// has reached the standby).
+type StandbyError struct {
+	Name, Addr string
+}
+
+func (e *StandbyError) Error() string {
+	if e.Addr == "" {
+		return ErrStandby.Error() + ", and no primary has reached it yet: writes go to the primary"
+	}
+	return fmt.Sprintf("%v: writes go to the primary, %s at %s", ErrStandby, e.Name, e.Addr)
+}
+
+func (e *StandbyError) Unwrap() error { return ErrStandby }
 
 // ErrReplica is returned, wrapped, when a replicated record cannot be
 // taken: it does not follow the last one, or the store failed earlier.
@@ -138,8 +153,8 @@ type Store struct {
 	broken   error        // a replicated record was logged but did not apply (guarded by mu)
 	recovery Recovery
 	// primary is nil on a primary; on a standby it names the primary
-	// ("" while none is known), and commits are refused.
-	primary atomic.Pointer[string]
+	// (empty while none is known), and commits are refused.
+	primary atomic.Pointer[StandbyError]
 }
 
 // Open recovers the database from the log in opts.Dirs and opens the log
@@ -162,7 +177,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	s := &Store{opts: opts}
 	if opts.Standby {
-		s.primary.Store(new(string))
+		s.primary.Store(&StandbyError{})
 	}
 	s.db = mem.Open(mem.Options{Log: s, Logger: opts.Logger.Named("mem")})
 	var image uint64
@@ -283,7 +298,7 @@ func (s *Store) replay(r *logging.Reader) error {
 // standby refuses it.
 func (s *Store) Commit(r *mem.Redo) (uint64, error) {
 	if p := s.primary.Load(); p != nil {
-		return 0, standbyError(*p)
+		return 0, p
 	}
 	if s.ring != nil {
 		return s.commitRing(r)
@@ -318,24 +333,17 @@ func (s *Store) commitRing(r *mem.Redo) (uint64, error) {
 	return s.last, nil
 }
 
-func standbyError(primary string) error {
-	if primary == "" {
-		return fmt.Errorf("%w, and no primary has reached it yet: writes go to the primary", ErrStandby)
-	}
-	return fmt.Errorf("%w: writes go to the primary, %s", ErrStandby, primary)
-}
-
-// SetPrimary makes the store refuse commits as a standby of primary (how
-// clients reach it, or "" while unknown).
-func (s *Store) SetPrimary(primary string) { s.primary.Store(&primary) }
+// SetPrimary makes the store refuse commits as a standby of the primary
+// named name, which clients reach at addr (both empty while unknown).
+func (s *Store) SetPrimary(name, addr string) { s.primary.Store(&StandbyError{Name: name, Addr: addr}) }
 
 // Standby reports whether the store refuses commits, and names the
-// primary they go to ("" while unknown).
-func (s *Store) Standby() (primary string, ok bool) {
+// primary they go to (empty while unknown).
+func (s *Store) Standby() (name, addr string, ok bool) {
 	if p := s.primary.Load(); p != nil {
-		return *p, true
+		return p.Name, p.Addr, true
 	}
-	return "", false
+	return "", "", false
 }
 
 // Replicate takes a record the primary committed at lsn, which must

@@ -194,7 +194,7 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 	if hello.Epoch < own {
 		return nil, &codeError{codes.FailedPrecondition, fmt.Errorf("replication: %s is at epoch %d; %s's epoch %d is older: %w", r.opts.Node, own, hello.Node, hello.Epoch, errOlderEpoch)}
 	}
-	if _, standby := r.store.Standby(); !standby {
+	if _, _, standby := r.store.Standby(); !standby {
 		if hello.Epoch == own || r.opts.StepDown == nil {
 			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is a primary at epoch %d", r.opts.Node, own)
 		}
@@ -224,7 +224,7 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 				close(f.done)
 				return nil, status.Errorf(codes.Internal, "replication: %v", err)
 			}
-			r.store.SetPrimary(fmt.Sprintf("%s at %s", hello.Node, hello.Addr))
+			r.store.SetPrimary(hello.Node, hello.Addr)
 			go func() {
 				<-f.done
 				r.mu.Lock()

@@ -39,7 +39,9 @@ func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusRes
 		CheckpointLsn:    s.checkpointLSN(),
 		Standbys:         []*pb.StandbyStatus{},
 	}
-	resp.Primary, _ = s.store.Standby()
+	if name, addr, _ := s.store.Standby(); addr != "" {
+		resp.Primary = name + " at " + addr
+	}
 	if snd := s.shipper(); snd != nil {
 		resp.Degraded = snd.Degraded()
 		for _, sb := range snd.Standbys() {

@@ -7,12 +7,14 @@ import (
 	"strings"
 	"syscall"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/mem"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
 // codeOf maps the engine's errors to gRPC codes (SPEC section 11).
@@ -53,6 +55,14 @@ func toStatus(err error) error {
 	}
 	if s, ok := status.FromError(err); ok {
 		return s.Err()
+	}
+	if se := (*durability.StandbyError)(nil); errors.As(err, &se) {
+		// The client library follows the primary this names (SPEC 8).
+		st, derr := status.New(codes.FailedPrecondition, strings.ReplaceAll(err.Error(), "mem: ", "")).
+			WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: pb.ReasonNotPrimary, Metadata: map[string]string{pb.MetadataPrimary: se.Addr}})
+		if derr == nil {
+			return st.Err()
+		}
 	}
 	msg := strings.ReplaceAll(err.Error(), "mem: ", "")
 	for _, m := range codeOf {

@@ -69,7 +69,7 @@ func (s *Server) demote(why string) (already bool, err error) {
 	if s.role == conf.RoleStandby {
 		return true, nil
 	}
-	s.store.SetPrimary("")
+	s.store.SetPrimary("", "")
 	s.role = conf.RoleStandby
 	if snd := s.swapSender(nil); snd != nil {
 		snd.Close()
