@@ -35,10 +35,12 @@ type dbService struct {
 	quit        <-chan struct{} // closed when shutdown begins
 }
 
-// syncWaiter waits for a commit's standbys (Server.waitSync) and says
-// whether a sync mode that waits can be met at all.
+// syncWaiter waits for a commit's standbys (Server.waitSync), or for
+// those of what a read saw (Server.waitRead), and says whether a sync
+// mode that waits can be met at all.
 type syncWaiter interface {
 	waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (degraded bool, err error)
+	waitRead(ctx context.Context) error
 	canSync() error
 }
 
@@ -157,14 +159,15 @@ func (s *dbService) level(dur pb.Durability) (durability.Level, error) {
 	return level, nil
 }
 
-// durable waits until the commit at lsn (zero: nothing was written) meets
-// w's level, then until the standbys answer as its sync mode asks;
-// degraded says they did not in time and the node went on without them.
-// A commit that does not meet either is installed in memory all the same:
-// the error says so.
+// durable waits until the commit at lsn meets w's level, then until the
+// standbys answer as its sync mode asks; degraded says they did not in
+// time and the node went on without them. A commit that does not meet
+// either is installed in memory all the same: the error says so. A
+// transaction that wrote nothing (lsn zero) waits until the standbys
+// hold what it may have read (waitRead).
 func (s *dbService) durable(ctx context.Context, lsn uint64, w commitWait) (degraded bool, err error) {
 	if lsn == 0 {
-		return false, nil
+		return false, s.sync.waitRead(ctx)
 	}
 	level := w.level
 	err = s.store.Wait(ctx, lsn, level)

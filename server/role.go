@@ -167,6 +167,27 @@ func (s *Server) waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (d
 	return snd.Wait(ctx, lsn, mode)
 }
 
+// waitRead returns once the standbys hold every commit a read that has
+// just finished may have seen, as the node's sync_mode asks for commits:
+// on a primary that waits for its standbys, a read must not show a commit
+// that a failover could lose, or the new primary would take back what a
+// client has seen. It does not wait while the node is degraded, nor for
+// async or on a standby.
+func (s *Server) waitRead(ctx context.Context) error {
+	snd := s.shipper()
+	if snd == nil {
+		return nil
+	}
+	_, err := snd.Wait(ctx, s.db.LastLSN(), -1)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return status.Errorf(codes.Unavailable, "a read waited for the standbys to hold what it saw: %v", err)
+}
+
 // canSync says why a commit cannot wait for standbys, if it cannot.
 func (s *Server) canSync() error {
 	switch {
