@@ -117,27 +117,12 @@ func writeUntilKilled(t *testing.T, p *proc, db pb.DatabaseServiceClient, round 
 	defer cancel()
 	var mu sync.Mutex
 	added := 0
-	var wg sync.WaitGroup
-	for w := 0; w < 32; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(round), uint64(w)))
-			for seq := int64(0); ctx.Err() == nil; seq++ {
-				mark := int64(round)<<40 | int64(w)<<20 | seq
-				ok, err := transfer(ctx, db, r, mark)
-				if err != nil {
-					return // the node is gone
-				}
-				if ok {
-					mu.Lock()
-					acked[mark] = true
-					added++
-					mu.Unlock()
-				}
-			}
-		}()
-	}
+	wg := writers(ctx, db, round, 32, true, func(mark int64) {
+		mu.Lock()
+		acked[mark] = true
+		added++
+		mu.Unlock()
+	})
 	// Let the writers get going, then kill the node under them.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -155,6 +140,32 @@ func writeUntilKilled(t *testing.T, p *proc, db pb.DatabaseServiceClient, round 
 	<-p.exit
 	wg.Wait()
 	return added
+}
+
+// writers starts n writers that transfer on db, each transfer with a
+// marker row, until ctx ends (or, with stopOnError, until a call fails:
+// the node is gone), calling ack with each acknowledged marker; the
+// markers of a round start with round.
+func writers(ctx context.Context, db pb.DatabaseServiceClient, round, n int, stopOnError bool, ack func(mark int64)) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(round), uint64(w)))
+			for seq := int64(0); ctx.Err() == nil; seq++ {
+				mark := int64(round)<<40 | int64(w)<<20 | seq
+				ok, err := transfer(ctx, db, r, mark)
+				if err != nil && stopOnError {
+					return
+				}
+				if ok {
+					ack(mark)
+				}
+			}
+		}()
+	}
+	return &wg
 }
 
 // transfer moves a random amount between two random accounts and inserts

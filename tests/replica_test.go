@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -320,22 +319,11 @@ func TestStandbyRestart(t *testing.T) {
 	}
 	for round := range 2 {
 		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		for w := range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := rand.New(rand.NewPCG(uint64(round), uint64(w)))
-				for seq := int64(0); ctx.Err() == nil; seq++ {
-					mark := int64(round)<<40 | int64(w)<<20 | seq
-					if ok, err := transfer(ctx, adb, r, mark); err == nil && ok {
-						mu.Lock()
-						acked[mark] = true
-						mu.Unlock()
-					}
-				}
-			}()
-		}
+		wg := writers(ctx, adb, round, 8, false, func(mark int64) {
+			mu.Lock()
+			acked[mark] = true
+			mu.Unlock()
+		})
 		waitFor(count() + 200)
 		if err := b.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
