@@ -46,6 +46,17 @@ type Slots struct {
 
 func noImage(slot int) Image { return Image{Slot: slot} }
 
+// removeSynced removes a file and syncs its directory.
+func removeSynced(fs vfs.FS, path string) error {
+	if err := fs.Remove(path); err != nil {
+		return fmt.Errorf("checkpoint: remove %s: %w", path, err)
+	}
+	if err := fs.SyncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("checkpoint: remove %s: %w", path, err)
+	}
+	return nil
+}
+
 // slotPath returns the file of slot i in dir.
 func slotPath(dir string, i int) string { return filepath.Join(dir, slotNames[i]) }
 
@@ -135,6 +146,18 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 	if err != nil {
 		return nil, slots, err
 	}
+	stale := "" // an image past where the log is cut
+	if opts.StopAfter > 0 && slots.Newest.LSN > opts.StopAfter {
+		// The log is cut after StopAfter: an image past it holds what is
+		// cut, and the next checkpoint overwrites it.
+		if slots.Older.LSN > opts.StopAfter {
+			return nil, slots, fmt.Errorf("%w in %s at or below LSN %d, where the log is to be cut (the images are at %d and %d): the node must be imaged again",
+				ErrNoImage, dir, opts.StopAfter, slots.Newest.LSN, slots.Older.LSN)
+		}
+		logger.Warn("the newest checkpoint image is past where the log is cut; starting from the older one", "image", slots.Newest.Path,
+			"lsn", slots.Newest.LSN, "cut-after", opts.StopAfter, "older-lsn", slots.Older.LSN)
+		stale, slots = slots.Newest.Path, Slots{Newest: slots.Older, Older: noImage(slots.Newest.Slot)}
+	}
 	open := func(img Image) (*durability.Store, bool, error) {
 		loadFailed := false
 		if img.LSN != 0 {
@@ -149,6 +172,13 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 	}
 	store, loadFailed, err := open(slots.Newest)
 	switch {
+	case err == nil && stale != "":
+		// Gone before anything can load it again: it holds records the
+		// log no longer has, at LSNs that new records take.
+		if err := removeSynced(fs, stale); err != nil {
+			return nil, slots, errors.Join(err, store.Close())
+		}
+		return store, slots, nil
 	case err == nil || !loadFailed:
 		return store, slots, err
 	case slots.Older.LSN == 0:

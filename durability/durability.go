@@ -125,6 +125,11 @@ type Options struct {
 	// before the log is read, and returns the image's LSN (zero: there
 	// was none); recovery then replays the log after it.
 	Restore func(db *mem.DB) (uint64, error)
+	// StopAfter, when not zero, stops recovery after that LSN even if the
+	// log goes on: the records past it are set aside when the log opens
+	// (a standby whose log diverged from its new primary's truncates it
+	// so). Open fails unless recovery reaches it.
+	StopAfter uint64
 	// Recovered, when set, is called once the log is replayed, before it
 	// is opened for new commits (which truncates a torn tail and sets
 	// aside what recovery ignored); an error stops Open with nothing on
@@ -195,6 +200,9 @@ func Open(opts Options) (*Store, error) {
 			return nil, err
 		}
 	}
+	if opts.StopAfter > 0 && s.recovery.LastLSN != opts.StopAfter {
+		return nil, fmt.Errorf("durability: recovery was to stop after LSN %d, and reached only %d (%s)", opts.StopAfter, s.recovery.LastLSN, s.recovery.Stop)
+	}
 	if opts.Recovered != nil {
 		if err := opts.Recovered(s.recovery); err != nil {
 			return nil, fmt.Errorf("durability: %w", err)
@@ -231,7 +239,10 @@ func (s *Store) recover(image uint64) ([]logging.Tail, error) {
 	if err := s.replay(r); err != nil {
 		return nil, errors.Join(err, r.Close())
 	}
-	rec.LastLSN = r.Last()
+	rec.LastLSN = r.Last() // the record past StopAfter, when replay stopped there
+	if s.opts.StopAfter > 0 {
+		rec.LastLSN = min(rec.LastLSN, s.opts.StopAfter)
+	}
 	gap := r.Gap()
 	tails, err := r.Finish()
 	if err = errors.Join(err, r.Close()); err != nil {
@@ -239,7 +250,10 @@ func (s *Store) recover(image uint64) ([]logging.Tail, error) {
 	}
 	rec.Duration = time.Since(start)
 	rec.Stop = "the end of the log"
-	if gap {
+	switch {
+	case s.opts.StopAfter > 0 && rec.LastLSN == s.opts.StopAfter:
+		rec.Stop = fmt.Sprintf("LSN %d, where it was told to stop; the records after it are set aside", rec.LastLSN)
+	case gap:
 		rec.Stop = fmt.Sprintf("a gap: no channel holds LSN %d", rec.LastLSN+1)
 	}
 	for i, t := range tails {
@@ -270,7 +284,7 @@ func (s *Store) replay(r *logging.Reader) error {
 			err = fmt.Errorf("durability: recovery after LSN %d: %w", r.Last(), err)
 			return errors.Join(err, rp.Close())
 		}
-		if !ok {
+		if !ok || s.opts.StopAfter > 0 && lr.LSN > s.opts.StopAfter {
 			break
 		}
 		err = redo.Decode(lr.Body)

@@ -326,3 +326,29 @@ func DecodeIndexDef(b []byte) (IndexDef, error) {
 	}
 	return ix, nil
 }
+
+// Describe returns what op changes, for reports of records (a standby's
+// diverged log, set aside for its operator): the table's name and, for a
+// put, the row's values, for a delete, the primary key's. A schema change
+// names its table (when it exists) and no values.
+func (db *DB) Describe(op Op) (table string, values []Value, err error) {
+	t, err := db.tableByID(op.Table)
+	if err != nil {
+		if op.Kind >= OpCreateTable {
+			return "", nil, nil
+		}
+		return "", nil, err
+	}
+	s := t.state.Load().s
+	switch op.Kind {
+	case OpPut:
+		if err := s.validateRow(op.Data); err != nil {
+			return t.name, nil, err
+		}
+		return t.name, Record{s: s, b: op.Data}.Values(nil), nil
+	case OpDelete:
+		values, err := s.decodeKey(0, op.Data)
+		return t.name, values, err
+	}
+	return t.name, nil, nil
+}

@@ -26,6 +26,10 @@ type ReceiverOptions struct {
 	// epoch ships to: it must make the store a standby (or fail), and the
 	// link is then followed.
 	StepDown func(epoch uint64, sender string) error
+	// Diverged, when set, is called when this node holds records from LSN
+	// at to last that the sender's log does not have (see Diverged); the
+	// link is refused either way.
+	Diverged func(at, last uint64, sender string)
 	Logger   hclog.Logger
 }
 
@@ -204,6 +208,9 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 	}
 	applied := r.store.DB().LastLSN()
 	if lsn, diverged := Diverged(r.opts.Epochs.History(), theirs, applied); diverged {
+		if r.opts.Diverged != nil {
+			r.opts.Diverged(lsn, applied, hello.Node)
+		}
 		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s's log diverged from %s's at LSN %d (it holds records up to %d; from there on they are of another epoch or incarnation)", r.opts.Node, hello.Node, lsn, applied)
 	}
 	if applied > hello.LastLsn {

@@ -57,9 +57,12 @@ type Server struct {
 	recv   *replica.Receiver        // takes the log on a standby; refuses it on a primary
 	epochs *replica.Epochs          // the node's epoch history
 
-	roleMu sync.Mutex // orders role changes
-	role   string     // primary or standby (guarded by roleMu)
-	addr   string     // where clients reach the node, once it serves (guarded by roleMu)
+	roleMu     sync.Mutex  // orders role changes
+	role       string      // primary or standby (guarded by roleMu)
+	addr       string      // where clients reach the node, once it serves (guarded by roleMu)
+	truncating bool        // the log is to be cut at the next start (guarded by roleMu)
+	divergedAt uint64      // where the log diverged from the primary's, once found (guarded by roleMu)
+	restart    chan string // asks the process to restart the node, saying why
 
 	syncMu sync.Mutex
 	sender *replica.Sender // ships the log: on a serving primary with peers (guarded by syncMu)
@@ -85,12 +88,13 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:    cfg,
-		role:   cfg.Role,
-		log:    logger,
-		start:  time.Now(),
-		quit:   make(chan struct{}),
-		reaped: make(chan struct{}),
+		cfg:     cfg,
+		role:    cfg.Role,
+		restart: make(chan string, 1),
+		log:     logger,
+		start:   time.Now(),
+		quit:    make(chan struct{}),
+		reaped:  make(chan struct{}),
 	}
 	if cfg.DataDir != "" {
 		lock, err := lockDataDir(cfg.DataDir)
@@ -107,6 +111,18 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	store, slots, err := openStore(cfg, epochs.Current(), logger)
 	if err != nil {
 		return nil, errors.Join(err, s.unlock())
+	}
+	if cfg.DataDir != "" {
+		// A cut log is cut for good once it opened: the mark goes.
+		if err := os.Remove(filepath.Join(cfg.DataDir, truncateFile)); err == nil {
+			err = syncDir(cfg.DataDir)
+			logger.Warn("cut the log where it diverged from the primary's", "last-lsn", store.DB().LastLSN())
+			if err != nil {
+				return nil, errors.Join(err, store.Close(), s.unlock())
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, errors.Join(fmt.Errorf("server: %w", err), store.Close(), s.unlock())
+		}
 	}
 	if cfg.Role == conf.RolePrimary {
 		// A primary that restarts may have lost a tail of its log that a
@@ -144,7 +160,8 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	for _, p := range cfg.Peers {
 		peers = append(peers, p.Name)
 	}
-	s.recv = replica.NewReceiver(store, replica.ReceiverOptions{Node: cfg.Node, Peers: peers, Epochs: epochs, StepDown: s.stepDown, Logger: logger.Named("replica")})
+	s.recv = replica.NewReceiver(store, replica.ReceiverOptions{Node: cfg.Node, Peers: peers, Epochs: epochs, StepDown: s.stepDown,
+		Diverged: s.diverged, Logger: logger.Named("replica")})
 	pb.RegisterReplicationServiceServer(s.grpc, s.recv)
 	s.images = s.newShelf()
 	chunk := min(replica.DefaultChunkBytes, int(cfg.MaxMessageBytes)/2)
@@ -205,6 +222,11 @@ func openStore(cfg *conf.Config, epoch uint64, logger hclog.Logger) (*durability
 		opts.RingBytes = 0
 		if len(cfg.Peers) > 0 {
 			opts.RingBytes = min(cfg.LogRetentionBytes, maxShipRing)
+		}
+	}
+	if cfg.DataDir != "" {
+		if opts.StopAfter, err = readTruncate(cfg.DataDir); err != nil {
+			return nil, checkpoint.Slots{}, err
 		}
 	}
 	if cfg.DataDir == "" {
@@ -310,6 +332,12 @@ func (s *Server) serverOptions() []grpc.ServerOption {
 // call past the pool paid about 10 µs growing a fresh goroutine's stack.
 const streamWorkers = 256
 
+// Restarts delivers a request to restart the node (a new process on the
+// same configuration), with the reason: its log diverged from its
+// primary's and is to be cut at the next start. Shut the node down
+// first.
+func (s *Server) Restarts() <-chan string { return s.restart }
+
 // DB returns the node's database.
 func (s *Server) DB() *mem.DB { return s.db }
 
@@ -374,12 +402,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.log.Info("rolled back open transactions at shutdown", "count", n)
 		}
 		err = s.images.Close()
+		s.roleMu.Lock()
+		truncating := s.truncating
+		s.roleMu.Unlock()
 		if s.ckpt != nil {
-			// A clean shutdown leaves an image of everything, so the next
-			// start replays no log.
 			s.ckpt.Stop()
-			if _, cerr := s.ckpt.Run(context.Background()); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("server: checkpoint at shutdown: %w", cerr))
+			// A clean shutdown leaves an image of everything, so the next
+			// start replays no log; but not one holding the records the
+			// next start cuts from the log.
+			if !truncating {
+				if _, cerr := s.ckpt.Run(context.Background()); cerr != nil {
+					err = errors.Join(err, fmt.Errorf("server: checkpoint at shutdown: %w", cerr))
+				}
 			}
 		}
 		err = errors.Join(err, s.store.Close(), s.unlock())

@@ -58,9 +58,23 @@ func nodeLogger(cfg *conf.Config, stderr io.Writer) hclog.Logger {
 	})
 }
 
+// reexec replaces the process with a new run of the same command.
+func reexec() error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	if err := syscall.Exec(self, os.Args, os.Environ()); err != nil {
+		return fmt.Errorf("restart %s: %w", self, err)
+	}
+	return nil // not reached: Exec does not return when it works
+}
+
 // serve runs a node until SIGTERM or SIGINT, then shuts it down
 // gracefully. SIGHUP reads the configuration again and takes its role.
-// The other keys need a restart; a bad file changes nothing.
+// The other keys need a restart; a bad file changes nothing. A node that
+// asks to be restarted (its log is to be cut) is shut down and this
+// process replaced by a new mmdbd with the same arguments (reexec).
 func serve(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mmdbd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -95,6 +109,15 @@ func serve(args []string, stderr io.Writer) error {
 wait:
 	for {
 		select {
+		case why := <-srv.Restarts():
+			logger.Warn("restarting", "why", why)
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			err := errors.Join(srv.Shutdown(ctx), <-served)
+			cancel()
+			if err != nil {
+				return err
+			}
+			return reexec()
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				reload(srv, load, logger)

@@ -1,0 +1,188 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/internal/pbmem"
+	"github.com/mmdb/mmdb/mem"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// A standby whose log diverged from its new primary's (it holds records
+// from LSN at on that the primary never had: the old primary's tail)
+// sets them aside and catches up (SPEC 6):
+//
+//  1. it writes the diverged records to diverged-<at>-<last>.jsonl in the
+//     data dir, one JSON object per record (LSN and operations, with
+//     table names and values), for the operator;
+//  2. it writes the LSN to cut its log after (at-1) to the file TRUNCATE;
+//  3. it asks to be restarted (Restarts; mmdbd serve restarts itself,
+//     without the checkpoint of a clean shutdown, which would hold the
+//     diverged records);
+//  4. the start that finds TRUNCATE loads an image at or below the cut,
+//     replays the log up to it and sets the rest aside (the log voids it
+//     when it opens), removes TRUNCATE and follows the new primary from
+//     the cut on.
+const truncateFile = "TRUNCATE"
+
+// readTruncate returns the LSN a TRUNCATE file in dir says to cut the log
+// after; zero when there is none.
+func readTruncate(dir string) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(dir, truncateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("server: read %s: %w", truncateFile, err)
+	}
+	lsn, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || lsn == 0 {
+		return 0, fmt.Errorf("server: %s in %s holds %q, not an LSN: %v", truncateFile, dir, b, err)
+	}
+	return lsn, nil
+}
+
+// writeSynced writes a file in dir durably: a temporary file, synced,
+// renamed, and the directory synced.
+func writeSynced(dir, name string, data []byte) error {
+	path := filepath.Join(dir, name)
+	f, err := os.Create(path + ".tmp")
+	if err != nil {
+		return fmt.Errorf("server: write %s: %w", path, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err = errors.Join(err, f.Close()); err != nil {
+		return fmt.Errorf("server: write %s: %w", path, err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return fmt.Errorf("server: write %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("server: sync %s: %w", dir, err)
+	}
+	if err := errors.Join(d.Sync(), d.Close()); err != nil {
+		return fmt.Errorf("server: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// diverged sets aside the records from at to last that sender's log does
+// not have, and asks for the restart that cuts them from the log. A node
+// without a log has none to cut: it says so, once.
+func (s *Server) diverged(at, last uint64, sender string) {
+	log := s.log.With("from-lsn", at, "to-lsn", last, "primary", sender)
+	s.roleMu.Lock()
+	defer s.roleMu.Unlock()
+	if s.truncating || s.divergedAt == at {
+		return
+	}
+	s.divergedAt = at
+	if s.cfg.DataDir == "" || s.store.Level() == durability.NoLog {
+		log.Error("this node holds records its primary does not, and keeps no log to cut them from: it must be imaged again")
+		return
+	}
+	if s.ckpt != nil {
+		// No image may hold the diverged records now: the start that
+		// cuts them needs one below them (the older slot).
+		s.ckpt.Stop()
+	}
+	name := fmt.Sprintf("diverged-%d-%d.jsonl", at, last)
+	if err := s.setAside(at, last, name); err != nil {
+		log.Error("could not set the diverged records aside; the node goes on refusing its primary's log", "error", err)
+		return
+	}
+	if err := writeSynced(s.cfg.DataDir, truncateFile, []byte(fmt.Sprintf("%d\n", at-1))); err != nil {
+		log.Error("could not mark the log to be cut", "error", err)
+		return
+	}
+	s.truncating = true
+	log.Warn("this node's log diverged from its primary's: the diverged records are set aside for the operator; restarting to cut them from the log and catch up",
+		"file", filepath.Join(s.cfg.DataDir, name))
+	select {
+	case s.restart <- fmt.Sprintf("cut the log after LSN %d", at-1):
+	default:
+	}
+}
+
+// setAside writes the records from at to last, read from the log, to
+// name in the data dir, one JSON object per line.
+func (s *Server) setAside(at, last uint64, name string) error {
+	r, err := s.store.ReadLog(at - 1)
+	if err != nil || r == nil {
+		return errors.Join(errors.New("server: this node's log cannot be read"), err)
+	}
+	var out bytes.Buffer
+	for {
+		rec, ok, err := r.Next()
+		if err != nil {
+			return errors.Join(err, r.Close())
+		}
+		if !ok || rec.LSN > last {
+			break
+		}
+		line, err := s.describe(rec.LSN, rec.Epoch, rec.Body)
+		if err != nil {
+			return errors.Join(err, r.Close())
+		}
+		out.Write(line)
+		out.WriteByte('\n')
+	}
+	if err := r.Close(); err != nil {
+		return fmt.Errorf("server: read the log: %w", err)
+	}
+	return writeSynced(s.cfg.DataDir, name, out.Bytes())
+}
+
+// describedOp is one operation of a set-aside record.
+type describedOp struct {
+	Op     string          `json:"op"`
+	Table  string          `json:"table,omitempty"`
+	Values json.RawMessage `json:"values,omitempty"` // a put's row or a delete's key, as a Row in protobuf JSON
+	Error  string          `json:"error,omitempty"`
+}
+
+// describe renders a record as a JSON object.
+func (s *Server) describe(lsn, epoch uint64, body []byte) ([]byte, error) {
+	redo, err := mem.DecodeRedo(body)
+	if err != nil {
+		return nil, fmt.Errorf("server: LSN %d: %w", lsn, err)
+	}
+	ops := make([]describedOp, 0, len(redo.Ops))
+	for _, op := range redo.Ops {
+		d := describedOp{Op: op.Kind.String()}
+		table, values, err := s.db.Describe(op)
+		d.Table = table
+		switch {
+		case err != nil:
+			d.Error = err.Error()
+		case values != nil:
+			if d.Values, err = protojson.Marshal(&pb.Row{Values: pbmem.Values(values)}); err != nil {
+				return nil, fmt.Errorf("server: LSN %d: %w", lsn, err)
+			}
+		}
+		ops = append(ops, d)
+	}
+	return json.Marshal(struct {
+		LSN   uint64        `json:"lsn"`
+		Epoch uint64        `json:"epoch"`
+		Ops   []describedOp `json:"ops"`
+	}{lsn, epoch, ops})
+}
