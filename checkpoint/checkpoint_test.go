@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/mmdb/mmdb/checkpoint/image"
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/internal/banktest"
+	"github.com/mmdb/mmdb/internal/digest"
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 )
@@ -460,4 +462,68 @@ func TestImageWaitsForTheLog(t *testing.T) {
 	if slots, err := checkpoint.Inspect(fs, ckptDir, nil); err != nil || slots.Newest.LSN != 0 {
 		t.Fatalf("after it: %+v, %v", slots, err)
 	}
+}
+
+// TestRestartCutsTheLog: a start told to stop after an LSN between the
+// two images starts from the older image, replays the log to that LSN,
+// removes the newest image (it holds what is cut), and a later start
+// without the cut finds exactly that database and what followed it. A cut
+// below both images is refused.
+func TestRestartCutsTheLog(t *testing.T) {
+	fs := vfs.NewMemFS()
+	n, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := banktest.Setup(t, n.store.DB(), n.wait)
+	banktest.Run(n.store.DB(), b, 0, 2, 100, n.wait, nil)
+	older := mustCheckpoint(t, n)
+	banktest.Run(n.store.DB(), b, 1, 2, 100, n.wait, nil)
+	cut := n.store.DB().LastLSN()
+	want, err := digest.Of(n.store.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	banktest.Run(n.store.DB(), b, 2, 2, 100, n.wait, nil)
+	newest := mustCheckpoint(t, n)
+	if err := n.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	opts := durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: dirs, SegmentSize: 4 << 10, StopAfter: older.Image.LSN - 1}
+	if _, _, err := checkpoint.Restart(fs, ckptDir, opts, nil); !errors.Is(err, checkpoint.ErrNoImage) {
+		t.Fatalf("a cut below both images: %v", err)
+	}
+	opts.StopAfter = cut
+	s, slots, err := checkpoint.Restart(fs, ckptDir, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := digest.Of(s.DB()); err != nil || !got.Equal(want) {
+		t.Fatalf("after the cut: %v, want %v (%v)", got, want, err)
+	}
+	if slots.Newest.LSN != older.Image.LSN {
+		t.Fatalf("started from the image at %d, want the older one at %d", slots.Newest.LSN, older.Image.LSN)
+	}
+	if _, err := fs.Open(newest.Image.Path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the image past the cut is still there: %v", err)
+	}
+	acked := banktest.Run(s.DB(), banktest.Of(t, s.DB()), 3, 1, 10, func(lsn uint64) error {
+		return s.Wait(context.Background(), lsn, durability.FsyncLog)
+	}, nil)
+	after, err := digest.Of(s.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n2, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.store.Close()
+	if got, err := digest.Of(n2.store.DB()); err != nil || !got.Equal(after) {
+		t.Fatalf("restarted after the cut: %v, want %v (%v)", got, after, err)
+	}
+	banktest.Check(t, n2.store.DB(), acked, "after the cut and a restart")
 }
