@@ -334,6 +334,9 @@ func (s *Store) commitRing(r *mem.Redo) (uint64, error) {
 	body := r.AppendBinary(nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if p := s.primary.Load(); p != nil { // it may have become a standby meanwhile
+		return 0, p
+	}
 	if s.log != nil {
 		lsn, err := s.log.Append(body)
 		if err != nil {
@@ -349,7 +352,34 @@ func (s *Store) commitRing(r *mem.Redo) (uint64, error) {
 
 // SetPrimary makes the store refuse commits as a standby of the primary
 // named name, which clients reach at addr (both empty while unknown).
-func (s *Store) SetPrimary(name, addr string) { s.primary.Store(&StandbyError{Name: name, Addr: addr}) }
+// With a ring, a commit is refused or given its LSN under mu, so none is
+// given one once SetPrimary has returned (Settle waits for those given
+// one before).
+func (s *Store) SetPrimary(name, addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.primary.Store(&StandbyError{Name: name, Addr: addr})
+}
+
+// Settle waits until every commit given an LSN is installed in the
+// database: after SetPrimary, the database then changes no more but
+// through Replicate.
+func (s *Store) Settle(ctx context.Context) error {
+	s.mu.Lock()
+	want := s.last
+	if s.log != nil {
+		want = s.log.LastLSN()
+	}
+	s.mu.Unlock()
+	for s.db.LastLSN() < want {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("durability: wait for the commits up to LSN %d to be installed: %w", want, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
+}
 
 // Standby reports whether the store refuses commits, and names the
 // primary they go to (empty while unknown).

@@ -42,8 +42,11 @@ type Epochs struct {
 	fs   vfs.FS
 	path string // "" keeps the history in memory only (a diskless node)
 
-	mu   sync.Mutex
-	hist []EpochStart
+	mu    sync.Mutex
+	hist  []EpochStart
+	seen  uint64 // the newest epoch heard of (kept as a "seen" line)
+	known uint64 // the history says nothing of the LSNs up to it (Trust)
+	fresh bool   // nothing was kept yet
 }
 
 // epochsFile is the name of the history in a data directory.
@@ -52,7 +55,7 @@ const epochsFile = "EPOCHS"
 // OpenEpochs reads the history kept in dir, if any; an empty dir keeps it
 // in memory.
 func OpenEpochs(fs vfs.FS, dir string) (*Epochs, error) {
-	e := &Epochs{fs: fs, hist: []EpochStart{{Epoch: 0, Start: 1}}}
+	e := &Epochs{fs: fs, hist: []EpochStart{{Epoch: 0, Start: 1}}, fresh: true}
 	if dir == "" {
 		return e, nil
 	}
@@ -61,6 +64,7 @@ func OpenEpochs(fs vfs.FS, dir string) (*Epochs, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return e, nil
 	}
+	e.fresh = false
 	if err != nil {
 		return nil, fmt.Errorf("replica: open the epoch history: %w", err)
 	}
@@ -71,7 +75,7 @@ func OpenEpochs(fs vfs.FS, dir string) (*Epochs, error) {
 			err = nil
 		}
 		if err == nil {
-			e.hist, err = parseEpochs(string(b))
+			e.hist, e.seen, err = parseEpochs(string(b))
 		}
 	}
 	if err = errors.Join(err, f.Close()); err != nil {
@@ -80,26 +84,32 @@ func OpenEpochs(fs vfs.FS, dir string) (*Epochs, error) {
 	return e, nil
 }
 
-// parseEpochs reads "epoch start incarnation" lines (checkEpochs).
-func parseEpochs(s string) ([]EpochStart, error) {
-	var hist []EpochStart
+// parseEpochs reads "epoch start incarnation" lines (checkEpochs), then
+// an optional "seen epoch" line.
+func parseEpochs(s string) (hist []EpochStart, seen uint64, err error) {
 	for i, line := range strings.Split(strings.TrimSpace(s), "\n") {
 		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "seen" {
+			if seen, err = strconv.ParseUint(f[1], 10, 64); err != nil {
+				return nil, 0, fmt.Errorf("line %d: %w", i+1, err)
+			}
+			continue
+		}
 		if len(f) != 3 {
-			return nil, fmt.Errorf("line %d: %q is not \"epoch start incarnation\"", i+1, line)
+			return nil, 0, fmt.Errorf("line %d: %q is not \"epoch start incarnation\"", i+1, line)
 		}
 		ep, err1 := strconv.ParseUint(f[0], 10, 64)
 		st, err2 := strconv.ParseUint(f[1], 10, 64)
 		inc, err3 := strconv.ParseUint(f[2], 16, 64)
 		if err := errors.Join(err1, err2, err3); err != nil {
-			return nil, fmt.Errorf("line %d: %w", i+1, err)
+			return nil, 0, fmt.Errorf("line %d: %w", i+1, err)
 		}
 		hist = append(hist, EpochStart{Epoch: ep, Start: st, Incarnation: inc})
 	}
 	if err := checkEpochs(hist); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return hist, nil
+	return hist, seen, nil
 }
 
 // checkEpochs checks a history: not empty, the first stretch starting at
@@ -132,10 +142,51 @@ func (e *Epochs) History() []EpochStart {
 	return append([]EpochStart(nil), e.hist...)
 }
 
-// Promote starts the next epoch at LSN start (the node's last LSN plus
-// one) and returns it, once the history is kept.
+// Promote starts a new epoch at LSN start (the node's last LSN plus one),
+// newer than any it has held or heard of, and returns it, once the
+// history is kept.
 func (e *Epochs) Promote(start uint64) (uint64, error) {
 	return e.begin(start, 1)
+}
+
+// Observe notes that another node is at epoch (this one steps down for
+// it), so a later promotion here goes past it; it returns once that is
+// kept.
+func (e *Epochs) Observe(epoch uint64) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if epoch <= max(e.seen, e.hist[len(e.hist)-1].Epoch) {
+		return nil
+	}
+	if err := e.save(e.hist, epoch); err != nil {
+		return err
+	}
+	e.seen = epoch
+	return nil
+}
+
+// Trust says the node holds records up to LSN upto of which the history
+// says nothing (they came in an image, on a node that kept no history):
+// Known returns it, and the records up to it are taken to agree with any
+// sender's, until a sender's history is adopted.
+func (e *Epochs) Trust(upto uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.known = upto
+}
+
+// Known returns the LSN up to which the history is taken on trust.
+func (e *Epochs) Known() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.known
+}
+
+// Fresh reports whether the node has never kept a history.
+func (e *Epochs) Fresh() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.fresh
 }
 
 // Restart starts a new incarnation of the current epoch at LSN start (a
@@ -152,6 +203,9 @@ func (e *Epochs) begin(start, step uint64) (uint64, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	next := e.hist[len(e.hist)-1].Epoch + step
+	if step > 0 {
+		next = max(next, e.seen+1)
+	}
 	var hist []EpochStart
 	for _, h := range e.hist {
 		if h.Start < start {
@@ -160,10 +214,10 @@ func (e *Epochs) begin(start, step uint64) (uint64, error) {
 	}
 	inc := rand.Uint64() | 1 // never the first stretch's zero
 	hist = append(hist, EpochStart{Epoch: next, Start: max(start, 1), Incarnation: inc})
-	if err := e.save(hist); err != nil {
+	if err := e.save(hist, e.seen); err != nil {
 		return 0, err
 	}
-	e.hist = hist
+	e.hist, e.fresh = hist, false
 	return next, nil
 }
 
@@ -182,15 +236,15 @@ func (e *Epochs) Adopt(hist []EpochStart) error {
 		return fmt.Errorf("replica: a history ending at epoch %d would replace one at epoch %d", hist[len(hist)-1].Epoch, e.hist[len(e.hist)-1].Epoch)
 	}
 	hist = append([]EpochStart(nil), hist...)
-	if err := e.save(hist); err != nil {
+	if err := e.save(hist, e.seen); err != nil {
 		return err
 	}
-	e.hist = hist
+	e.hist, e.known, e.fresh = hist, 0, false
 	return nil
 }
 
-// save writes hist to the file, durably; the caller holds mu.
-func (e *Epochs) save(hist []EpochStart) error {
+// save writes hist and seen to the file, durably; the caller holds mu.
+func (e *Epochs) save(hist []EpochStart, seen uint64) error {
 	if e.path == "" {
 		return nil
 	}
@@ -198,7 +252,14 @@ func (e *Epochs) save(hist []EpochStart) error {
 	for _, h := range hist {
 		fmt.Fprintf(&b, "%d %d %x\n", h.Epoch, h.Start, h.Incarnation)
 	}
+	if seen > 0 {
+		fmt.Fprintf(&b, "seen %d\n", seen)
+	}
 	tmp := e.path + ".tmp"
+	// A save cut short (a crash, a full disk) may have left one.
+	if err := e.fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("replica: keep the epoch history: %w", err)
+	}
 	f, err := e.fs.Create(tmp)
 	if err != nil {
 		return fmt.Errorf("replica: keep the epoch history: %w", err)
@@ -232,13 +293,14 @@ func stretchAt(hist []EpochStart, lsn uint64) EpochStart {
 	return at
 }
 
-// Diverged returns the first LSN at or below last (the receiver's last
-// LSN) that belongs to a different stretch (epoch or incarnation) in the
-// receiver's history mine than in the sender's theirs: from there on, the
-// receiver holds records the sender never wrote. ok is false when they
-// agree up to last.
-func Diverged(mine, theirs []EpochStart, last uint64) (lsn uint64, ok bool) {
-	var starts []uint64
+// Diverged returns the first LSN in (known, last] (last: the receiver's
+// last LSN; up to known it takes the two to agree, see Trust) that
+// belongs to a different stretch (epoch or incarnation) in the receiver's
+// history mine than in the sender's theirs: from there on, the receiver
+// holds records the sender never wrote. ok is false when they agree up to
+// last.
+func Diverged(mine, theirs []EpochStart, known, last uint64) (lsn uint64, ok bool) {
+	starts := []uint64{known + 1}
 	for _, h := range mine {
 		starts = append(starts, h.Start)
 	}
@@ -247,7 +309,7 @@ func Diverged(mine, theirs []EpochStart, last uint64) (lsn uint64, ok bool) {
 	}
 	first := uint64(0)
 	for _, s := range starts {
-		if s <= last && stretchAt(mine, s) != stretchAt(theirs, s) && (first == 0 || s < first) {
+		if s > known && s <= last && stretchAt(mine, s) != stretchAt(theirs, s) && (first == 0 || s < first) {
 			first = s
 		}
 	}

@@ -37,7 +37,7 @@ func TestDiverged(t *testing.T) {
 		{h(0, 1, 0), h(0, 1, 3), 10, 1}, // a primary that restarted from nothing
 	}
 	for i, c := range cases {
-		at, ok := Diverged(c.mine, c.theirs, c.last)
+		at, ok := Diverged(c.mine, c.theirs, 0, c.last)
 		if ok != (c.at != 0) || at != c.at {
 			t.Errorf("case %d: diverged at %d (%v), want %d", i, at, ok, c.at)
 		}
@@ -93,8 +93,59 @@ func TestEpochsKept(t *testing.T) {
 		t.Fatalf("read back after a crash: %v %v", again.History(), err)
 	}
 	for _, bad := range []string{"", "0 2 0\n", "0 1\n", "0 1 0\n1 9\n", "0 1 0\n0 5 0\n", "0 1 0\n2 5 1\n1 9 2\n", "0 1 0\nx 5 1\n", "0 1 0\n1 5 zz\n"} {
-		if _, err := parseEpochs(bad); err == nil {
+		if _, _, err := parseEpochs(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
+	}
+}
+
+// TestEpochsSeenAndTrusted: an epoch heard of from another node is kept,
+// so a promotion here goes past it; a save cut short leaves a temporary
+// file that does not stop the next one; records taken on trust (from an
+// image) do not count as diverged.
+func TestEpochsSeenAndTrusted(t *testing.T) {
+	fs := vfs.NewMemFS()
+	for _, err := range []error{fs.MkdirAll("/d"), fs.SyncDir("/")} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err := OpenEpochs(fs, "/d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Observe(4); err != nil {
+		t.Fatal(err)
+	}
+	fs = fs.Crash(nil)
+	f, err := fs.Create("/d/EPOCHS.tmp") // as a crash in the middle of a save leaves it
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e, err = OpenEpochs(fs, "/d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep, err := e.Promote(7); err != nil || ep != 5 {
+		t.Fatalf("a promotion after hearing of epoch 4: epoch %d, %v", ep, err)
+	}
+
+	fresh, err := OpenEpochs(nil, "")
+	if err != nil || !fresh.Fresh() {
+		t.Fatalf("a history kept nowhere: %v", err)
+	}
+	fresh.Trust(30)
+	theirs := h(0, 1, 9, 0, 20, 11)
+	if at, ok := Diverged(fresh.History(), theirs, fresh.Known(), 30); ok {
+		t.Fatalf("records taken on trust diverge at %d", at)
+	}
+	if at, ok := Diverged(fresh.History(), theirs, 0, 30); !ok || at != 1 {
+		t.Fatalf("without trust: %d %v", at, ok)
+	}
+	if err := fresh.Adopt(theirs); err != nil || fresh.Known() != 0 || fresh.Fresh() {
+		t.Fatalf("adopt: %v, known %d", err, fresh.Known())
 	}
 }

@@ -194,27 +194,27 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 	if err := checkEpochs(theirs); err != nil || theirs[len(theirs)-1].Epoch != hello.Epoch {
 		return nil, status.Errorf(codes.InvalidArgument, "replication: %s's epoch history does not end at its epoch %d: %v", hello.Node, hello.Epoch, err)
 	}
-	own := r.opts.Epochs.Current()
-	if hello.Epoch < own {
-		return nil, &codeError{codes.FailedPrecondition, fmt.Errorf("replication: %s is at epoch %d; %s's epoch %d is older: %w", r.opts.Node, own, hello.Node, hello.Epoch, errOlderEpoch)}
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return nil, status.Error(codes.Unavailable, errClosed.Error())
+	}
+	mine := r.opts.Epochs.History()
+	own := mine[len(mine)-1]
+	if hello.Epoch < own.Epoch {
+		return nil, &codeError{codes.FailedPrecondition, fmt.Errorf("replication: %s is at epoch %d; %s's epoch %d is older: %w", r.opts.Node, own.Epoch, hello.Node, hello.Epoch, errOlderEpoch)}
 	}
 	if _, _, standby := r.store.Standby(); !standby {
-		if hello.Epoch == own || r.opts.StepDown == nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is a primary at epoch %d", r.opts.Node, own)
+		// Two primaries: the newer epoch wins, and at the same epoch (two
+		// nodes promoted at once) the higher incarnation.
+		newer := hello.Epoch > own.Epoch || theirs[len(theirs)-1].Incarnation > own.Incarnation
+		if !newer || r.opts.StepDown == nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is a primary at epoch %d", r.opts.Node, own.Epoch)
 		}
 		if err := r.opts.StepDown(hello.Epoch, hello.Node); err != nil {
 			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is a primary and could not step down for epoch %d: %v", r.opts.Node, hello.Epoch, err)
 		}
-	}
-	applied := r.store.DB().LastLSN()
-	if lsn, diverged := Diverged(r.opts.Epochs.History(), theirs, applied); diverged {
-		if r.opts.Diverged != nil {
-			r.opts.Diverged(lsn, applied, hello.Node)
-		}
-		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s's log diverged from %s's at LSN %d (it holds records up to %d; from there on they are of another epoch or incarnation)", r.opts.Node, hello.Node, lsn, applied)
-	}
-	if applied > hello.LastLsn {
-		return nil, status.Errorf(codes.FailedPrecondition, "replication: %s has applied LSN %d, past %s's last LSN %d: their logs have diverged", r.opts.Node, applied, hello.Node, hello.LastLsn)
 	}
 	for {
 		r.mu.Lock()
@@ -227,11 +227,15 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 			f := &following{node: hello.Node, epoch: hello.Epoch, cancel: cancel, done: make(chan struct{})}
 			r.follow = f
 			r.mu.Unlock()
-			if err := r.opts.Epochs.Adopt(theirs); err != nil {
+			if err := r.take(ctx, hello, theirs); err != nil {
+				r.mu.Lock()
+				if r.follow == f {
+					r.follow = nil
+				}
+				r.mu.Unlock()
 				close(f.done)
-				return nil, status.Errorf(codes.Internal, "replication: %v", err)
+				return nil, err
 			}
-			r.store.SetPrimary(hello.Node, hello.Addr)
 			go func() {
 				<-f.done
 				r.mu.Lock()
@@ -261,6 +265,31 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 		}
 		r.mu.Unlock()
 	}
+}
+
+// take checks, with nothing else changing the database (no other link
+// applies, and commits that were in flight when the node became a
+// standby are installed), that this node's log is a prefix of the
+// sender's, and takes the sender's history and name.
+func (r *Receiver) take(ctx context.Context, hello *pb.ShipHello, theirs []EpochStart) error {
+	if err := r.store.Settle(ctx); err != nil {
+		return status.Errorf(codes.Unavailable, "replication: %v", err)
+	}
+	applied := r.store.DB().LastLSN()
+	if lsn, diverged := Diverged(r.opts.Epochs.History(), theirs, r.opts.Epochs.Known(), applied); diverged {
+		if r.opts.Diverged != nil {
+			r.opts.Diverged(lsn, applied, hello.Node)
+		}
+		return status.Errorf(codes.FailedPrecondition, "replication: %s's log diverged from %s's at LSN %d (it holds records up to %d; from there on they are of another epoch or incarnation)", r.opts.Node, hello.Node, lsn, applied)
+	}
+	if applied > hello.LastLsn {
+		return status.Errorf(codes.FailedPrecondition, "replication: %s has applied LSN %d, past %s's last LSN %d: their logs have diverged", r.opts.Node, applied, hello.Node, hello.LastLsn)
+	}
+	if err := r.opts.Epochs.Adopt(theirs); err != nil {
+		return status.Errorf(codes.Internal, "replication: %v", err)
+	}
+	r.store.SetPrimary(hello.Node, hello.Addr)
+	return nil
 }
 
 // codeError is a refusal with its gRPC code that errors.Is can look
@@ -342,11 +371,9 @@ func (r *Receiver) receive(ctx context.Context, st grpc.BidiStreamingServer[pb.S
 		}
 		next += uint64(len(recs))
 		p.set(&p.received, next-1) // before the applier can pass it
-		select {
-		case queue <- batch:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
+		// Once acknowledged as received, a batch is applied whatever
+		// happens to the link: the applier takes everything queued.
+		queue <- batch
 	}
 }
 

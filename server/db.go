@@ -123,7 +123,7 @@ func (s *dbService) run(ctx context.Context, txID uint64, req waitFields, fn fun
 		tx := s.db.Begin()
 		if err := fn(tx); err != nil {
 			tx.Rollback()
-			return 0, false, err
+			return 0, false, s.failedRead(ctx, err)
 		}
 		lsn, err := tx.Commit()
 		if errors.Is(err, mem.ErrConflict) && attempt < maxAutoRetries && ctx.Err() == nil {
@@ -182,7 +182,9 @@ func (s *dbService) durable(ctx context.Context, lsn uint64, w commitWait) (degr
 	}
 	degraded, err = s.sync.waitSync(ctx, lsn, w.mode)
 	if err != nil {
-		code, why := codes.Unavailable, "the node stopped shipping its log"
+		// Not UNAVAILABLE: the client library would run the commit
+		// again elsewhere, and it is already made here.
+		code, why := codes.FailedPrecondition, "the node stopped shipping its log"
 		switch {
 		case errors.Is(err, context.DeadlineExceeded):
 			code, why = codes.DeadlineExceeded, "its standbys did not answer before the deadline"
@@ -192,6 +194,17 @@ func (s *dbService) durable(ctx context.Context, lsn uint64, w commitWait) (degr
 		return false, errorf(code, "the commit at LSN %d is local (%s) but unconfirmed: %s: %v", lsn, level, why, err)
 	}
 	return degraded, nil
+}
+
+// failedRead returns err, the failure of a request that read the
+// database (a missing row, a duplicate key, a condition that does not
+// hold), once the standbys hold what it saw (waitRead): the failure tells
+// the client about the database as much as a read does.
+func (s *dbService) failedRead(ctx context.Context, err error) error {
+	if werr := s.sync.waitRead(ctx); werr != nil {
+		return werr
+	}
+	return err
 }
 
 // index returns the ordinal of a table's index by name; empty is the
@@ -411,7 +424,7 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 				return err
 			}
 			if err := batch(ot.tx); err != nil {
-				return err
+				return s.failedRead(ctx, err)
 			}
 			if resp.Lsn, err = ot.tx.Commit(); err != nil {
 				return err

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -44,18 +45,29 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	if s.role == conf.RolePrimary {
 		return s.epochs.Current(), 0, true, nil
 	}
+	select {
+	case <-s.quit:
+		return 0, 0, false, errors.New("server: promote: the node is shutting down")
+	default:
+	}
 	s.recv.Stop()
 	defer s.recv.Resume() // as a primary it follows no one, but steps down for a newer epoch
+	if err := s.store.Settle(context.Background()); err != nil {
+		return 0, 0, false, fmt.Errorf("server: promote: %w", err)
+	}
 	start = s.db.LastLSN() + 1
 	if epoch, err = s.epochs.Promote(start); err != nil {
 		return 0, 0, false, fmt.Errorf("server: promote: %w", err)
 	}
 	s.store.SetEpoch(epoch)
-	s.store.Lead()
+	// Shipping starts before the first commit of the epoch, so every
+	// commit that waits for standbys has a Sender to wait on.
 	s.role = conf.RolePrimary
 	if err := s.startSender(); err != nil {
-		return epoch, start, false, err
+		s.role = conf.RoleStandby
+		return 0, 0, false, err
 	}
+	s.store.Lead()
 	s.log.Info("promoted: this node is the primary", "epoch", epoch, "start-lsn", start)
 	return epoch, start, false, nil
 }
@@ -78,9 +90,14 @@ func (s *Server) demote(why string) (already bool, err error) {
 	return false, nil
 }
 
-// stepDown demotes a primary that learnt of a newer epoch.
+// stepDown demotes a primary that learnt of a newer epoch (or of a
+// primary at its own epoch with a higher incarnation), and notes the
+// epoch so that a later promotion here goes past it.
 func (s *Server) stepDown(epoch uint64, peer string) error {
-	_, err := s.demote(fmt.Sprintf("%s is at epoch %d, newer than this node's", peer, epoch))
+	if err := s.epochs.Observe(epoch); err != nil {
+		return fmt.Errorf("server: step down: %w", err)
+	}
+	_, err := s.demote(fmt.Sprintf("%s is a primary at epoch %d and wins over this node", peer, epoch))
 	return err
 }
 
@@ -159,10 +176,10 @@ func (s *Server) shipper() *replica.Sender {
 func (s *Server) waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (degraded bool, err error) {
 	snd := s.shipper()
 	if snd == nil {
-		if mode < 0 && s.cfg.SyncMode == conf.SyncAsync || mode == replica.Async || s.cfg.SyncQuorum == 0 || s.Role() == conf.RolePrimary {
+		if mode < 0 && s.cfg.SyncMode == conf.SyncAsync || mode == replica.Async || s.canSync() != nil {
 			return false, nil
 		}
-		return false, fmt.Errorf("%w: LSN %d: this node stepped down before its standbys answered", replica.ErrUnconfirmed, lsn)
+		return false, fmt.Errorf("%w: LSN %d: this node does not ship its log now (it stepped down)", replica.ErrUnconfirmed, lsn)
 	}
 	return snd.Wait(ctx, lsn, mode)
 }

@@ -124,6 +124,11 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 			return nil, errors.Join(fmt.Errorf("server: %w", err), store.Close(), s.unlock())
 		}
 	}
+	if epochs.Fresh() && store.DB().LastLSN() > 0 {
+		// Its data came in an image, with no history: taken to agree
+		// with the primary it follows.
+		epochs.Trust(store.DB().LastLSN())
+	}
 	if cfg.Role == conf.RolePrimary {
 		// A primary that restarts may have lost a tail of its log that a
 		// standby holds; its new records start a new incarnation, so the

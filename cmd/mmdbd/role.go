@@ -45,19 +45,24 @@ func demoteCmd(args []string, stdout, stderr io.Writer) error {
 	})
 }
 
-// reload reads the configuration again (SIGHUP) and takes its role.
-func reload(srv *server.Server, load func() (*conf.Config, error), logger hclog.Logger) {
+// reload reads the configuration again (SIGHUP) and takes its role if
+// the file changed it since it was last read (*role): a node that
+// stepped down, or was promoted or demoted over AdminService, keeps its
+// role across a SIGHUP that changes nothing.
+func reload(srv *server.Server, load func() (*conf.Config, error), role *string, logger hclog.Logger) {
 	cfg, err := load()
 	if err != nil {
 		logger.Error("SIGHUP: the configuration does not load; nothing changed", "error", err)
 		return
 	}
-	if cfg.Role == srv.Role() {
-		logger.Info("SIGHUP: the role is unchanged", "role", cfg.Role)
+	if cfg.Role == *role {
+		logger.Info("SIGHUP: the configured role is unchanged", "role", cfg.Role, "node-role", srv.Role())
 		return
 	}
 	logger.Info("SIGHUP: taking the configured role", "role", cfg.Role, "was", srv.Role())
 	if err := srv.SetRole(cfg.Role); err != nil {
 		logger.Error("SIGHUP: could not take the role", "role", cfg.Role, "error", err)
+		return
 	}
+	*role = cfg.Role
 }

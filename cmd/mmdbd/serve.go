@@ -106,6 +106,7 @@ func serve(args []string, stderr io.Writer) error {
 	defer signal.Stop(sigs)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
+	role := cfg.Role // as the file last said
 wait:
 	for {
 		select {
@@ -120,7 +121,7 @@ wait:
 			return reexec()
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reload(srv, load, logger)
+				reload(srv, load, &role, logger)
 				continue
 			}
 			logger.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)

@@ -1068,13 +1068,16 @@ type ReplicationServiceClient interface {
 	// the receiver answers with where it stands (its epoch and applied
 	// LSN), or ends the call: FAILED_PRECONDITION when it will not follow
 	// this sender (it is a primary itself, it follows another sender, the
-	// sender's epoch is older than its own, or it is ahead of the sender),
-	// PERMISSION_DENIED for a sender that is not
-	// one of its peers. The sender then sends log batches in LSN order from
-	// the applied LSN on, and the receiver acknowledges what it holds
-	// (received) and what its readers see (applied). A batch with a gap, a
-	// bad checksum or an older epoch ends the call with DATA_LOSS or
-	// FAILED_PRECONDITION and nothing of it applied.
+	// sender's epoch is older than its own, or its log diverged from the
+	// sender's), PERMISSION_DENIED for a sender that is not one of its
+	// peers, INVALID_ARGUMENT for a malformed hello, UNAVAILABLE while it
+	// takes no log (being promoted, shutting down). The sender then sends
+	// log batches in LSN order from the applied LSN on, and the receiver
+	// acknowledges what it holds (received) and what its readers see
+	// (applied). A batch with a gap or a bad checksum ends the call with
+	// DATA_LOSS, one of another epoch or that cannot be applied with
+	// FAILED_PRECONDITION, with nothing of it applied; a newer link from the
+	// same sender ends the old one with ABORTED.
 	Ship(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ShipRequest, ShipResponse], error)
 }
 
@@ -1111,13 +1114,16 @@ type ReplicationServiceServer interface {
 	// the receiver answers with where it stands (its epoch and applied
 	// LSN), or ends the call: FAILED_PRECONDITION when it will not follow
 	// this sender (it is a primary itself, it follows another sender, the
-	// sender's epoch is older than its own, or it is ahead of the sender),
-	// PERMISSION_DENIED for a sender that is not
-	// one of its peers. The sender then sends log batches in LSN order from
-	// the applied LSN on, and the receiver acknowledges what it holds
-	// (received) and what its readers see (applied). A batch with a gap, a
-	// bad checksum or an older epoch ends the call with DATA_LOSS or
-	// FAILED_PRECONDITION and nothing of it applied.
+	// sender's epoch is older than its own, or its log diverged from the
+	// sender's), PERMISSION_DENIED for a sender that is not one of its
+	// peers, INVALID_ARGUMENT for a malformed hello, UNAVAILABLE while it
+	// takes no log (being promoted, shutting down). The sender then sends
+	// log batches in LSN order from the applied LSN on, and the receiver
+	// acknowledges what it holds (received) and what its readers see
+	// (applied). A batch with a gap or a bad checksum ends the call with
+	// DATA_LOSS, one of another epoch or that cannot be applied with
+	// FAILED_PRECONDITION, with nothing of it applied; a newer link from the
+	// same sender ends the old one with ABORTED.
 	Ship(grpc.BidiStreamingServer[ShipRequest, ShipResponse]) error
 	mustEmbedUnimplementedReplicationServiceServer()
 }
