@@ -1,8 +1,33 @@
-// Package replica moves a node's data to other nodes (SPEC 6 and 7). So
-// far it streams images: ImageServer serves them over ImageService, and
-// ImageStream fetches one, resuming a broken transfer on the same image.
-// Log shipping between primary and standbys arrives with replication;
-// an image's LSN is where a node that loaded it follows the log from.
+// Package replica moves a node's data to other nodes (SPEC 6 and 7): it
+// ships a primary's log to its standbys (Sender, Receiver, over
+// ReplicationService.Ship), keeps the epoch history that fences old
+// primaries and finds where two logs diverged (Epochs), and streams
+// images (ImageServer, ImageStream over ImageService). An image's LSN is
+// where a node that loaded it follows the log from.
+//
+// # Log shipping
+//
+// The primary opens one Ship stream per standby and says hello (its
+// name, address, epoch history and last LSN); the standby answers with
+// its applied LSN, or refuses (not a peer, an older epoch, a log that
+// diverged). The primary then sends the records after that LSN, in LSN
+// order, in batches of up to 256 KiB (S2-compressed when that pays, with
+// a CRC-32C over the batch), from its ring of recent records
+// (durability.Ring) or, for a standby further behind, from its log files.
+// It ships only records that meet its own durability level, so a standby
+// never holds a commit its primary could lose in a crash that level
+// survives. The standby checks each batch whole (checksum, no gap, the
+// link's epoch, every record decodes) before any of it is acknowledged
+// as received; one applier logs each record at the standby's own level
+// and applies it, in LSN order, then acknowledges it as applied. Commits
+// on the primary wait for Quorum acknowledgements as their sync mode asks
+// (Sender.Wait), up to a timeout after which they degrade or go on
+// waiting.
+//
+// Every start of a primary begins a new incarnation of its epoch and
+// every promotion a new epoch (Epochs); a standby compares its history
+// with its sender's and refuses a log it has records of another lineage
+// for, from the LSN where the two part (Diverged).
 //
 // # Image stream
 //
