@@ -466,3 +466,17 @@ func copyImage(f vfs.File, r io.Reader) (Image, error) {
 	}
 	return Image{Slot: 0, LSN: ir.Header().LSN, Bytes: ir.Offset(), Rows: ir.Totals().Rows}, nil
 }
+
+// RemoveImages removes both image slots in dir (a node that reloads from
+// another node's image replaces its own), and syncs dir.
+func RemoveImages(fs vfs.FS, dir string) error {
+	for i := range slotNames {
+		if err := fs.Remove(slotPath(dir, i)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("checkpoint: remove %s: %w", slotPath(dir, i), err)
+		}
+	}
+	if err := fs.SyncDir(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("checkpoint: sync %s: %w", dir, err)
+	}
+	return nil
+}

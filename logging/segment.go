@@ -290,3 +290,26 @@ func (w *segmentWriter) close() error {
 	w.f = nil
 	return err
 }
+
+// RemoveSegments removes every segment of the log in dirs (a node that
+// reloads from an image starts a new log), and syncs each directory.
+func RemoveSegments(fs vfs.FS, dirs []string) error {
+	for _, d := range dirs {
+		segs, err := listSegments(fs, d)
+		if err != nil {
+			return err
+		}
+		for _, seq := range segs {
+			name := filepath.Join(d, SegmentName(seq))
+			if err := fs.Remove(name); err != nil {
+				return fmt.Errorf("logging: remove %s: %w", name, err)
+			}
+		}
+		if len(segs) > 0 {
+			if err := fs.SyncDir(d); err != nil {
+				return fmt.Errorf("logging: sync %s: %w", d, err)
+			}
+		}
+	}
+	return nil
+}

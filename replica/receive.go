@@ -30,7 +30,12 @@ type ReceiverOptions struct {
 	// at to last that the sender's log does not have (see Diverged); the
 	// link is refused either way.
 	Diverged func(at, last uint64, sender string)
-	Logger   hclog.Logger
+	// NeedsImage, when set, is called when the sender no longer holds the
+	// records after this node's applied LSN: the node must reload from an
+	// image of the sender's, which clients (and ImageService) reach at
+	// addr.
+	NeedsImage func(addr string, applied uint64)
+	Logger     hclog.Logger
 }
 
 // Receiver is a standby's end of replication: it implements
@@ -343,6 +348,10 @@ func (r *Receiver) receive(ctx context.Context, st grpc.BidiStreamingServer[pb.S
 		}
 		if m.err != nil {
 			return m.err
+		}
+		if ni := m.m.GetNeedsImage(); ni != nil && r.opts.NeedsImage != nil {
+			r.opts.NeedsImage(ni.GetAddr(), ni.GetAppliedLsn())
+			return status.Errorf(codes.FailedPrecondition, "replication: %s no longer holds the records after LSN %d: this node needs an image", hello.Node, ni.GetAppliedLsn())
 		}
 		b := m.m.GetBatch()
 		if b == nil {

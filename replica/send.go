@@ -258,6 +258,9 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 	next := state.GetAppliedLsn()
 	s.mu.Lock()
 	l.state, l.reason, l.received, l.applied, l.sent, l.backlog = StateCatchingUp, "", next, next, next, hello.LastLsn
+	if next >= hello.LastLsn {
+		l.state = StateStreaming
+	}
 	l.opened++
 	s.ackedLocked()
 	s.mu.Unlock()
@@ -306,7 +309,19 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 		var ok bool
 		recs, ok = ring.Read(recs[:0], next, batchBytes)
 		if !ok {
-			if err := s.catchUp(ctx, next, send); err != nil {
+			err := s.catchUp(ctx, next, send)
+			if errors.Is(err, errNeedsImage) {
+				// The standby reloads from an image of this node's; the
+				// message must reach it before the call is cut, so the
+				// standby ends the call.
+				if st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_NeedsImage{NeedsImage: &pb.NeedsImage{Addr: s.opts.Addr, AppliedLsn: next}}}) == nil && st.CloseSend() == nil {
+					select {
+					case <-acked:
+					case <-time.After(10 * time.Second):
+					}
+				}
+			}
+			if err != nil {
 				return err
 			}
 			continue

@@ -10,10 +10,15 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hashicorp/go-hclog"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/mmdb/mmdb/checkpoint"
+	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/internal/pbmem"
+	redolog "github.com/mmdb/mmdb/logging"
+	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -185,4 +190,78 @@ func (s *Server) describe(lsn, epoch uint64, body []byte) ([]byte, error) {
 		Epoch uint64        `json:"epoch"`
 		Ops   []describedOp `json:"ops"`
 	}{lsn, epoch, ops})
+}
+
+// A standby whose primary no longer holds the records after its applied
+// LSN (it was away too long) reloads from an image of the primary's
+// (SPEC 6): it writes the primary's address to the file REIMAGE in the
+// data dir and asks to be restarted; the start that finds REIMAGE removes
+// the node's images, log and epoch history, fetches and installs the
+// primary's image as its first checkpoint (as bootstrap_from does), and
+// removes REIMAGE; the node then follows the log from the image's LSN. A
+// diskless node restarts, and loads its bootstrap_from node's image.
+const reimageFile = "REIMAGE"
+
+// needsImage asks for the restart that reloads the node from an image of
+// the node at addr.
+func (s *Server) needsImage(addr string, applied uint64) {
+	log := s.log.With("primary", addr, "applied-lsn", applied)
+	s.roleMu.Lock()
+	defer s.roleMu.Unlock()
+	if s.truncating {
+		return
+	}
+	switch {
+	case s.cfg.DataDir != "":
+		if s.ckpt != nil {
+			s.ckpt.Stop()
+		}
+		if err := writeSynced(s.cfg.DataDir, reimageFile, []byte(addr+"\n")); err != nil {
+			log.Error("could not mark the node to be imaged again", "error", err)
+			return
+		}
+	case s.cfg.BootstrapFrom == "":
+		log.Error("the primary no longer holds the records this node needs, and it has no bootstrap_from to load an image from: restart it with one")
+		return
+	}
+	s.truncating = true
+	log.Warn("the primary no longer holds the records this node needs: restarting to load an image of the primary's")
+	select {
+	case s.restart <- "load an image of " + addr:
+	default:
+	}
+}
+
+// reimage carries out a REIMAGE mark in cfg's data dir, if there is one
+// (see needsImage).
+func reimage(cfg *conf.Config, logger hclog.Logger) error {
+	b, err := os.ReadFile(filepath.Join(cfg.DataDir, reimageFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("server: read %s: %w", reimageFile, err)
+	}
+	from := strings.TrimSpace(string(b))
+	logger.Warn("replacing this node's database with an image of its primary's", "from", from)
+	if err := checkpoint.RemoveImages(vfs.Default, checkpoint.Dir(cfg.DataDir)); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if err := redolog.RemoveSegments(vfs.Default, cfg.LogDirs()); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	for _, name := range []string{"EPOCHS", "EPOCHS.tmp"} {
+		if err := os.Remove(filepath.Join(cfg.DataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("server: %w", err)
+		}
+	}
+	seedCfg := *cfg
+	seedCfg.BootstrapFrom, seedCfg.FromImage = from, ""
+	if err := seed(&seedCfg, logger); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(cfg.DataDir, reimageFile)); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	return syncDir(cfg.DataDir)
 }

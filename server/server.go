@@ -103,6 +103,11 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		}
 		s.lock = lock
 	}
+	if cfg.DataDir != "" {
+		if err := reimage(cfg, logger.Named("image")); err != nil {
+			return nil, errors.Join(err, s.unlock())
+		}
+	}
 	epochs, err := replica.OpenEpochs(vfs.Default, cfg.DataDir)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("server: %w", err), s.unlock())
@@ -166,7 +171,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		peers = append(peers, p.Name)
 	}
 	s.recv = replica.NewReceiver(store, replica.ReceiverOptions{Node: cfg.Node, Peers: peers, Epochs: epochs, StepDown: s.stepDown,
-		Diverged: s.diverged, Logger: logger.Named("replica")})
+		Diverged: s.diverged, NeedsImage: s.needsImage, Logger: logger.Named("replica")})
 	pb.RegisterReplicationServiceServer(s.grpc, s.recv)
 	s.images = s.newShelf()
 	chunk := min(replica.DefaultChunkBytes, int(cfg.MaxMessageBytes)/2)

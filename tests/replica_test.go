@@ -455,3 +455,55 @@ func TestBootstrappedStandbyFollows(t *testing.T) {
 		}
 	}
 }
+
+// TestStandbyTooFarBehindIsReimaged: a standby away while its primary
+// committed more than it keeps for standbys (its ring, on a no-log
+// primary) is told so when it comes back: it reloads from an image of
+// the primary's on its own (restarting itself), then follows the log and
+// ends with the primary's rows.
+func TestStandbyTooFarBehindIsReimaged(t *testing.T) {
+	bAddr, bDir := servertest.DeadAddr(t), t.TempDir()
+	bArgs := []string{"-node", "b", "-role", "standby", "-listen", bAddr, "-durability", "fsync-log", "-data-dir", bDir, "-peer", "a=127.0.0.1:1"}
+	b := start(t, bArgs...)
+	a := start(t, "-node", "a", "-durability", "no-log", "-log-retention-bytes", "65536", "-peer", "b="+bAddr)
+	adb, aconn := a.client()
+	createBank(t, adb)
+	settled(t, b)
+	if err := b.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-b.exit
+	acked := map[int64]bool{}
+	r := rand.New(rand.NewPCG(4, 4))
+	for i := range int64(1500) { // far more than 64 KiB of records
+		if ok, err := transfer(testCtx(t), adb, r, 6<<40|i); err != nil {
+			t.Fatal(err)
+		} else if ok {
+			acked[6<<40|i] = true
+		}
+	}
+	b = start(t, bArgs...)
+	admin := pb.NewAdminServiceClient(aconn)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb := st.GetStandbys()[0]; sb.GetState() == "streaming" && sb.GetAppliedLsn() == st.GetLastLsn() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby did not come back: %v at LSN %d\n%s\n%s", st.GetStandbys(), st.GetLastLsn(), a.output(), b.output())
+		}
+	}
+	if !strings.Contains(b.output(), "replacing this node's database with an image") {
+		t.Fatalf("the standby was not imaged again:\n%s", b.output())
+	}
+	bdb, _ := b.client()
+	checkBank(t, bdb, acked)
+	for _, table := range []string{"acct", "mark"} {
+		if x, y := scanTable(t, adb, table), scanTable(t, bdb, table); fmt.Sprint(x) != fmt.Sprint(y) {
+			t.Fatalf("table %s: %d rows on the primary, %d on the standby", table, len(x), len(y))
+		}
+	}
+}

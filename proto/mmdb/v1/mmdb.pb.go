@@ -4068,6 +4068,7 @@ type ShipRequest struct {
 	//
 	//	*ShipRequest_Hello
 	//	*ShipRequest_Batch
+	//	*ShipRequest_NeedsImage
 	Msg           isShipRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4128,6 +4129,15 @@ func (x *ShipRequest) GetBatch() *LogBatch {
 	return nil
 }
 
+func (x *ShipRequest) GetNeedsImage() *NeedsImage {
+	if x != nil {
+		if x, ok := x.Msg.(*ShipRequest_NeedsImage); ok {
+			return x.NeedsImage
+		}
+	}
+	return nil
+}
+
 type isShipRequest_Msg interface {
 	isShipRequest_Msg()
 }
@@ -4140,9 +4150,72 @@ type ShipRequest_Batch struct {
 	Batch *LogBatch `protobuf:"bytes,2,opt,name=batch,proto3,oneof"`
 }
 
+type ShipRequest_NeedsImage struct {
+	NeedsImage *NeedsImage `protobuf:"bytes,3,opt,name=needs_image,json=needsImage,proto3,oneof"`
+}
+
 func (*ShipRequest_Hello) isShipRequest_Msg() {}
 
 func (*ShipRequest_Batch) isShipRequest_Msg() {}
+
+func (*ShipRequest_NeedsImage) isShipRequest_Msg() {}
+
+// NeedsImage tells a standby that the sender no longer holds the records
+// after its applied LSN: it must load an image (from addr) and follow
+// the log from the image's LSN. The call ends after it.
+type NeedsImage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the standby fetches the image (ImageService).
+	Addr string `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	// The standby's applied LSN, the records after which are gone.
+	AppliedLsn    uint64 `protobuf:"varint,2,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NeedsImage) Reset() {
+	*x = NeedsImage{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NeedsImage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NeedsImage) ProtoMessage() {}
+
+func (x *NeedsImage) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NeedsImage.ProtoReflect.Descriptor instead.
+func (*NeedsImage) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *NeedsImage) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *NeedsImage) GetAppliedLsn() uint64 {
+	if x != nil {
+		return x.AppliedLsn
+	}
+	return 0
+}
 
 // ShipHello introduces the sender.
 type ShipHello struct {
@@ -4164,7 +4237,7 @@ type ShipHello struct {
 
 func (x *ShipHello) Reset() {
 	*x = ShipHello{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4176,7 +4249,7 @@ func (x *ShipHello) String() string {
 func (*ShipHello) ProtoMessage() {}
 
 func (x *ShipHello) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4189,7 +4262,7 @@ func (x *ShipHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipHello.ProtoReflect.Descriptor instead.
 func (*ShipHello) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{52}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ShipHello) GetNode() string {
@@ -4243,7 +4316,7 @@ type EpochStart struct {
 
 func (x *EpochStart) Reset() {
 	*x = EpochStart{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4255,7 +4328,7 @@ func (x *EpochStart) String() string {
 func (*EpochStart) ProtoMessage() {}
 
 func (x *EpochStart) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4268,7 +4341,7 @@ func (x *EpochStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpochStart.ProtoReflect.Descriptor instead.
 func (*EpochStart) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{53}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *EpochStart) GetEpoch() uint64 {
@@ -4324,7 +4397,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4336,7 +4409,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4349,7 +4422,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{54}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *LogBatch) GetFirstLsn() uint64 {
@@ -4430,7 +4503,7 @@ type ShipResponse struct {
 
 func (x *ShipResponse) Reset() {
 	*x = ShipResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4442,7 +4515,7 @@ func (x *ShipResponse) String() string {
 func (*ShipResponse) ProtoMessage() {}
 
 func (x *ShipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4455,7 +4528,7 @@ func (x *ShipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipResponse.ProtoReflect.Descriptor instead.
 func (*ShipResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{55}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ShipResponse) GetMsg() isShipResponse_Msg {
@@ -4512,7 +4585,7 @@ type ShipState struct {
 
 func (x *ShipState) Reset() {
 	*x = ShipState{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4524,7 +4597,7 @@ func (x *ShipState) String() string {
 func (*ShipState) ProtoMessage() {}
 
 func (x *ShipState) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4537,7 +4610,7 @@ func (x *ShipState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipState.ProtoReflect.Descriptor instead.
 func (*ShipState) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{56}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ShipState) GetNode() string {
@@ -4574,7 +4647,7 @@ type ShipAck struct {
 
 func (x *ShipAck) Reset() {
 	*x = ShipAck{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4586,7 +4659,7 @@ func (x *ShipAck) String() string {
 func (*ShipAck) ProtoMessage() {}
 
 func (x *ShipAck) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4599,7 +4672,7 @@ func (x *ShipAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipAck.ProtoReflect.Descriptor instead.
 func (*ShipAck) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{57}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ShipAck) GetReceivedLsn() uint64 {
@@ -4890,11 +4963,18 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05image\x18\x01 \x01(\v2\x12.mmdb.v1.ImageInfoR\x05image\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
-	"\x06crc32c\x18\x04 \x01(\aR\x06crc32c\"k\n" +
+	"\x06crc32c\x18\x04 \x01(\aR\x06crc32c\"\xa3\x01\n" +
 	"\vShipRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.mmdb.v1.ShipHelloH\x00R\x05hello\x12)\n" +
-	"\x05batch\x18\x02 \x01(\v2\x11.mmdb.v1.LogBatchH\x00R\x05batchB\x05\n" +
-	"\x03msg\"\x91\x01\n" +
+	"\x05batch\x18\x02 \x01(\v2\x11.mmdb.v1.LogBatchH\x00R\x05batch\x126\n" +
+	"\vneeds_image\x18\x03 \x01(\v2\x13.mmdb.v1.NeedsImageH\x00R\n" +
+	"needsImageB\x05\n" +
+	"\x03msg\"A\n" +
+	"\n" +
+	"NeedsImage\x12\x12\n" +
+	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x1f\n" +
+	"\vapplied_lsn\x18\x02 \x01(\x04R\n" +
+	"appliedLsn\"\x91\x01\n" +
 	"\tShipHello\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
@@ -4998,7 +5078,7 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 }
 
 var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
@@ -5057,19 +5137,20 @@ var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(*ImageInfo)(nil),             // 54: mmdb.v1.ImageInfo
 	(*FetchImageResponse)(nil),    // 55: mmdb.v1.FetchImageResponse
 	(*ShipRequest)(nil),           // 56: mmdb.v1.ShipRequest
-	(*ShipHello)(nil),             // 57: mmdb.v1.ShipHello
-	(*EpochStart)(nil),            // 58: mmdb.v1.EpochStart
-	(*LogBatch)(nil),              // 59: mmdb.v1.LogBatch
-	(*ShipResponse)(nil),          // 60: mmdb.v1.ShipResponse
-	(*ShipState)(nil),             // 61: mmdb.v1.ShipState
-	(*ShipAck)(nil),               // 62: mmdb.v1.ShipAck
-	(structpb.NullValue)(0),       // 63: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 64: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 65: google.protobuf.Duration
+	(*NeedsImage)(nil),            // 57: mmdb.v1.NeedsImage
+	(*ShipHello)(nil),             // 58: mmdb.v1.ShipHello
+	(*EpochStart)(nil),            // 59: mmdb.v1.EpochStart
+	(*LogBatch)(nil),              // 60: mmdb.v1.LogBatch
+	(*ShipResponse)(nil),          // 61: mmdb.v1.ShipResponse
+	(*ShipState)(nil),             // 62: mmdb.v1.ShipState
+	(*ShipAck)(nil),               // 63: mmdb.v1.ShipAck
+	(structpb.NullValue)(0),       // 64: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 66: google.protobuf.Duration
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	63, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	64, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	64, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	65, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
 	5,  // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
 	5,  // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
 	0,  // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
@@ -5103,7 +5184,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	3,  // 32: mmdb.v1.DeleteRequest.sync_mode:type_name -> mmdb.v1.SyncMode
 	2,  // 33: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
 	3,  // 34: mmdb.v1.BeginRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	65, // 35: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	66, // 35: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
 	19, // 36: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
 	23, // 37: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
 	24, // 38: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
@@ -5137,59 +5218,60 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	38, // 66: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
 	51, // 67: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
 	52, // 68: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	65, // 69: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	65, // 70: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	66, // 69: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	66, // 70: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
 	54, // 71: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
-	57, // 72: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
-	59, // 73: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
-	58, // 74: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
-	61, // 75: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
-	62, // 76: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
-	11, // 77: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	13, // 78: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	15, // 79: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	17, // 80: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	19, // 81: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	21, // 82: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	23, // 83: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	24, // 84: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	25, // 85: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	26, // 86: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	31, // 87: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	35, // 88: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	37, // 89: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	39, // 90: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	43, // 91: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	49, // 92: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	45, // 93: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
-	47, // 94: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
-	53, // 95: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	56, // 96: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
-	12, // 97: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	14, // 98: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	16, // 99: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	18, // 100: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	20, // 101: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	22, // 102: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	27, // 103: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	28, // 104: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	29, // 105: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	30, // 106: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	32, // 107: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	36, // 108: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	38, // 109: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	41, // 110: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	44, // 111: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	50, // 112: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	46, // 113: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
-	48, // 114: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
-	55, // 115: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	60, // 116: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
-	97, // [97:117] is the sub-list for method output_type
-	77, // [77:97] is the sub-list for method input_type
-	77, // [77:77] is the sub-list for extension type_name
-	77, // [77:77] is the sub-list for extension extendee
-	0,  // [0:77] is the sub-list for field type_name
+	58, // 72: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
+	60, // 73: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
+	57, // 74: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
+	59, // 75: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
+	62, // 76: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
+	63, // 77: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
+	11, // 78: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	13, // 79: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	15, // 80: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	17, // 81: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	19, // 82: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	21, // 83: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	23, // 84: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	24, // 85: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	25, // 86: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	26, // 87: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	31, // 88: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	35, // 89: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	37, // 90: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	39, // 91: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	43, // 92: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	49, // 93: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	45, // 94: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
+	47, // 95: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
+	53, // 96: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	56, // 97: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	12, // 98: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	14, // 99: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	16, // 100: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	18, // 101: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	20, // 102: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	22, // 103: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	27, // 104: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	28, // 105: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	29, // 106: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	30, // 107: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	32, // 108: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	36, // 109: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	38, // 110: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	41, // 111: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	44, // 112: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	50, // 113: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	46, // 114: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
+	48, // 115: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
+	55, // 116: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	61, // 117: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	98, // [98:118] is the sub-list for method output_type
+	78, // [78:98] is the sub-list for method input_type
+	78, // [78:78] is the sub-list for extension type_name
+	78, // [78:78] is the sub-list for extension extendee
+	0,  // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -5237,8 +5319,9 @@ func file_mmdb_v1_mmdb_proto_init() {
 	file_mmdb_v1_mmdb_proto_msgTypes[51].OneofWrappers = []any{
 		(*ShipRequest_Hello)(nil),
 		(*ShipRequest_Batch)(nil),
+		(*ShipRequest_NeedsImage)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[55].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[56].OneofWrappers = []any{
 		(*ShipResponse_State)(nil),
 		(*ShipResponse_Ack)(nil),
 	}
@@ -5248,7 +5331,7 @@ func file_mmdb_v1_mmdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   58,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
