@@ -111,6 +111,7 @@ type Checkpointer struct {
 
 	mu      sync.Mutex    // held for a whole checkpoint
 	slots   Slots         // guarded by mu
+	frozen  bool          // Freeze was called: no more checkpoints (guarded by mu)
 	lastLSN atomic.Uint64 // slots.Newest.LSN, for Status without waiting for mu
 
 	stop context.CancelFunc // ends the background loop and its checkpoint
@@ -134,11 +135,27 @@ func New(db *mem.DB, log Log, slots Slots, opts Options) *Checkpointer {
 // LSN returns the LSN of the newest image; zero if there is none.
 func (c *Checkpointer) LSN() uint64 { return c.lastLSN.Load() }
 
+// ErrFrozen is returned by Run after Freeze.
+var ErrFrozen = errors.New("checkpoint: checkpoints are stopped until the node restarts")
+
+// Freeze stops the background loop and waits for a running checkpoint;
+// from then on Run refuses (ErrFrozen): the images on disk stay as they
+// are until the node restarts (a node about to cut its log or reload).
+func (c *Checkpointer) Freeze() {
+	c.Stop()
+	c.mu.Lock()
+	c.frozen = true
+	c.mu.Unlock()
+}
+
 // Run writes a checkpoint now, after any running one, unless nothing was
 // committed since the newest image.
 func (c *Checkpointer) Run(ctx context.Context) (Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.frozen {
+		return Result{}, ErrFrozen
+	}
 	start := time.Now()
 	sn := c.db.Snapshot()
 	defer sn.Close()

@@ -182,6 +182,13 @@ func (e *Epochs) Known() uint64 {
 	return e.known
 }
 
+// Seen returns the newest epoch heard of from another node (Observe).
+func (e *Epochs) Seen() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.seen
+}
+
 // Fresh reports whether the node has never kept a history.
 func (e *Epochs) Fresh() bool {
 	e.mu.Lock()
@@ -236,6 +243,9 @@ func (e *Epochs) Adopt(hist []EpochStart) error {
 		return fmt.Errorf("replica: a history ending at epoch %d would replace one at epoch %d", hist[len(hist)-1].Epoch, e.hist[len(e.hist)-1].Epoch)
 	}
 	hist = append([]EpochStart(nil), hist...)
+	if hist[len(hist)-1].Epoch >= e.seen {
+		e.seen = 0 // caught up with what it heard of
+	}
 	if err := e.save(hist, e.seen); err != nil {
 		return err
 	}

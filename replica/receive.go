@@ -27,9 +27,11 @@ type ReceiverOptions struct {
 	// link is then followed.
 	StepDown func(epoch uint64, sender string) error
 	// Diverged, when set, is called when this node holds records from LSN
-	// at to last that the sender's log does not have (see Diverged); the
-	// link is refused either way.
-	Diverged func(at, last uint64, sender string)
+	// at to last that the sender's log does not have (see Diverged), from
+	// the sender at addr; older says those records are of an epoch older
+	// than the sender's (a former primary's tail), not of the sender's own
+	// (a tail the sender lost). The link is refused either way.
+	Diverged func(at, last uint64, sender, addr string, older bool)
 	// NeedsImage, when set, is called when the sender no longer holds the
 	// records after this node's applied LSN: the node must reload from an
 	// image of the sender's, which clients (and ImageService) reach at
@@ -283,7 +285,8 @@ func (r *Receiver) take(ctx context.Context, hello *pb.ShipHello, theirs []Epoch
 	applied := r.store.DB().LastLSN()
 	if lsn, diverged := Diverged(r.opts.Epochs.History(), theirs, r.opts.Epochs.Known(), applied); diverged {
 		if r.opts.Diverged != nil {
-			r.opts.Diverged(lsn, applied, hello.Node)
+			older := stretchAt(r.opts.Epochs.History(), lsn).Epoch < hello.Epoch
+			r.opts.Diverged(lsn, applied, hello.Node, hello.Addr, older)
 		}
 		return status.Errorf(codes.FailedPrecondition, "replication: %s's log diverged from %s's at LSN %d (it holds records up to %d; from there on they are of another epoch or incarnation)", r.opts.Node, hello.Node, lsn, applied)
 	}

@@ -360,9 +360,14 @@ func (s *Sender) catchUp(ctx context.Context, next uint64, send func([]durabilit
 	if err := s.store.Wait(ctx, next+1, s.store.Level()); err != nil {
 		return fmt.Errorf("replica: wait for LSN %d to be shippable: %w", next+1, err)
 	}
+	// Only a log that provably lacks next+1 (none, or one that starts
+	// later) sends the standby for an image; other failures are retried.
 	r, err := s.store.ReadLog(next)
-	if err != nil || r == nil {
-		return errors.Join(needsImage, err)
+	switch {
+	case err != nil:
+		return fmt.Errorf("replica: catch up from the log: %w", err)
+	case r == nil:
+		return needsImage
 	}
 	var (
 		recs  []durability.Record
@@ -375,10 +380,14 @@ func (s *Sender) catchUp(ctx context.Context, next uint64, send func([]durabilit
 	for next < upto {
 		rec, ok, err := r.Next()
 		if err != nil || !ok {
-			return errors.Join(fmt.Errorf("replica: the log ends at LSN %d, before the records in memory: %w", r.Last(), needsImage), err, r.Close())
+			return errors.Join(fmt.Errorf("replica: catching up, the log ends at LSN %d, before the records in memory", r.Last()), err, r.Close())
 		}
-		if rec.LSN != next+uint64(len(recs))+1 {
-			return errors.Join(fmt.Errorf("replica: the log starts at LSN %d: %w", rec.LSN, needsImage), r.Close())
+		if want := next + uint64(len(recs)) + 1; rec.LSN != want {
+			err := fmt.Errorf("replica: catching up, the log holds LSN %d where %d was due", rec.LSN, want)
+			if rec.LSN > want && want == next+1 && len(recs) == 0 {
+				err = fmt.Errorf("replica: the log starts at LSN %d: %w", rec.LSN, needsImage) // released
+			}
+			return errors.Join(err, r.Close())
 		}
 		recs = append(recs, durability.Record{LSN: rec.LSN, Body: slices.Clone(rec.Body)})
 		bytes += len(rec.Body)

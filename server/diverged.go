@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -21,6 +24,7 @@ import (
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/replica"
 )
 
 // A standby whose log diverged from its new primary's (it holds records
@@ -89,52 +93,82 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// diverged sets aside the records from at to last that sender's log does
-// not have, and asks for the restart that cuts them from the log. A node
-// without a log has none to cut: it says so, once.
-func (s *Server) diverged(at, last uint64, sender string) {
+// diverged handles a log that diverged from the primary's at LSN at (it
+// holds records up to last that the primary never had), found while
+// taking a link from sender (at addr); older says the diverged records
+// belong to an epoch older than the sender's (a former primary's tail),
+// not to a lost tail of the sender's own epoch. A former primary's tail
+// is set aside and cut (or, without an image below it, the node is
+// imaged again); records of the sender's own epoch, which a restarted
+// primary lost and the standby alone holds, are kept: the node refuses
+// the link and says so, for the operator (who may promote it instead).
+func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 	log := s.log.With("from-lsn", at, "to-lsn", last, "primary", sender)
-	s.roleMu.Lock()
-	defer s.roleMu.Unlock()
-	if s.truncating || s.divergedAt == at {
+	s.markMu.Lock()
+	defer s.markMu.Unlock()
+	if s.restarting || s.divergedAt == at {
 		return
 	}
-	s.divergedAt = at
-	if s.cfg.DataDir == "" || s.store.Level() == durability.NoLog {
+	switch {
+	case !older:
+		log.Error("this node holds records of its primary's epoch that the primary lost (it restarted without them): it keeps them and refuses the primary's log; promote this node, or image it again to drop them")
+		s.divergedAt = at
+		return
+	case s.cfg.DataDir == "" || s.store.Level() == durability.NoLog:
 		log.Error("this node holds records its primary does not, and keeps no log to cut them from: it must be imaged again")
+		s.divergedAt = at
 		return
 	}
+	// The start that cuts the log needs an image at or below the cut,
+	// with the log after it; else the node is imaged again instead.
+	slots, err := checkpoint.Inspect(vfs.Default, checkpoint.Dir(s.cfg.DataDir), nil)
+	canCut := err == nil && at > 1 && (slots.Newest.LSN == 0 || slots.Newest.LSN <= at-1 ||
+		(slots.Older.LSN != 0 && slots.Older.LSN <= at-1))
 	if s.ckpt != nil {
-		// No image may hold the diverged records now: the start that
-		// cuts them needs one below them (the older slot).
-		s.ckpt.Stop()
+		// No image may hold the diverged records from now on.
+		s.ckpt.Freeze()
 	}
-	name := fmt.Sprintf("diverged-%d-%d.jsonl", at, last)
+	name := fmt.Sprintf("diverged-%d-%d-%d.jsonl", at, last, time.Now().Unix())
 	if err := s.setAside(at, last, name); err != nil {
 		log.Error("could not set the diverged records aside; the node goes on refusing its primary's log", "error", err)
 		return
 	}
-	if err := writeSynced(s.cfg.DataDir, truncateFile, []byte(fmt.Sprintf("%d\n", at-1))); err != nil {
-		log.Error("could not mark the log to be cut", "error", err)
+	s.divergedAt = at
+	marker, content, why := truncateFile, fmt.Sprintf("%d\n", at-1), fmt.Sprintf("cut the log after LSN %d", at-1)
+	if !canCut {
+		marker, content, why = reimageFile, addr+"\n", "load an image of "+addr+" (no image below the divergence)"
+	}
+	if err := writeSynced(s.cfg.DataDir, marker, []byte(content)); err != nil {
+		log.Error("could not mark the node for a restart", "marker", marker, "error", err)
+		if rerr := os.Remove(filepath.Join(s.cfg.DataDir, marker)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			log.Error("could not remove the marker", "marker", marker, "error", rerr)
+		}
 		return
 	}
-	s.truncating = true
-	log.Warn("this node's log diverged from its primary's: the diverged records are set aside for the operator; restarting to cut them from the log and catch up",
-		"file", filepath.Join(s.cfg.DataDir, name))
+	s.restarting = true
+	log.Warn("this node's log diverged from its primary's: the diverged records are set aside for the operator; restarting", "file",
+		filepath.Join(s.cfg.DataDir, name), "to", why)
 	select {
-	case s.restart <- fmt.Sprintf("cut the log after LSN %d", at-1):
+	case s.restart <- why:
 	default:
 	}
 }
 
 // setAside writes the records from at to last, read from the log, to
-// name in the data dir, one JSON object per line.
+// name in the data dir, one JSON object per line; it fails unless it
+// found every one of them.
 func (s *Server) setAside(at, last uint64, name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.store.Wait(ctx, last, durability.MmapLog); err != nil { // all written to the log files
+		return fmt.Errorf("server: wait for the log up to LSN %d: %w", last, err)
+	}
 	r, err := s.store.ReadLog(at - 1)
 	if err != nil || r == nil {
 		return errors.Join(errors.New("server: this node's log cannot be read"), err)
 	}
 	var out bytes.Buffer
+	next := at
 	for {
 		rec, ok, err := r.Next()
 		if err != nil {
@@ -143,6 +177,10 @@ func (s *Server) setAside(at, last uint64, name string) error {
 		if !ok || rec.LSN > last {
 			break
 		}
+		if rec.LSN != next {
+			return errors.Join(fmt.Errorf("server: the log holds LSN %d where %d was due", rec.LSN, next), r.Close())
+		}
+		next++
 		line, err := s.describe(rec.LSN, rec.Epoch, rec.Body)
 		if err != nil {
 			return errors.Join(err, r.Close())
@@ -152,6 +190,9 @@ func (s *Server) setAside(at, last uint64, name string) error {
 	}
 	if err := r.Close(); err != nil {
 		return fmt.Errorf("server: read the log: %w", err)
+	}
+	if next != last+1 {
+		return fmt.Errorf("server: the log ends at LSN %d, before %d", next-1, last)
 	}
 	return writeSynced(s.cfg.DataDir, name, out.Bytes())
 }
@@ -195,26 +236,27 @@ func (s *Server) describe(lsn, epoch uint64, body []byte) ([]byte, error) {
 // A standby whose primary no longer holds the records after its applied
 // LSN (it was away too long) reloads from an image of the primary's
 // (SPEC 6): it writes the primary's address to the file REIMAGE in the
-// data dir and asks to be restarted; the start that finds REIMAGE removes
-// the node's images, log and epoch history, fetches and installs the
-// primary's image as its first checkpoint (as bootstrap_from does), and
-// removes REIMAGE; the node then follows the log from the image's LSN. A
-// diskless node restarts, and loads its bootstrap_from node's image.
+// data dir and asks to be restarted; the start that finds REIMAGE fetches
+// the primary's image (reimage), then replaces the node's images, log and
+// epoch history with it, and removes REIMAGE; the node then follows the
+// log from the image's LSN. A diskless node restarts, and loads its
+// bootstrap_from node's image. A standby whose diverged tail cannot be
+// cut (no image below it) is imaged again the same way.
 const reimageFile = "REIMAGE"
 
 // needsImage asks for the restart that reloads the node from an image of
 // the node at addr.
 func (s *Server) needsImage(addr string, applied uint64) {
 	log := s.log.With("primary", addr, "applied-lsn", applied)
-	s.roleMu.Lock()
-	defer s.roleMu.Unlock()
-	if s.truncating {
+	s.markMu.Lock()
+	defer s.markMu.Unlock()
+	if s.restarting {
 		return
 	}
 	switch {
 	case s.cfg.DataDir != "":
 		if s.ckpt != nil {
-			s.ckpt.Stop()
+			s.ckpt.Freeze()
 		}
 		if err := writeSynced(s.cfg.DataDir, reimageFile, []byte(addr+"\n")); err != nil {
 			log.Error("could not mark the node to be imaged again", "error", err)
@@ -224,7 +266,7 @@ func (s *Server) needsImage(addr string, applied uint64) {
 		log.Error("the primary no longer holds the records this node needs, and it has no bootstrap_from to load an image from: restart it with one")
 		return
 	}
-	s.truncating = true
+	s.restarting = true
 	log.Warn("the primary no longer holds the records this node needs: restarting to load an image of the primary's")
 	select {
 	case s.restart <- "load an image of " + addr:
@@ -233,7 +275,11 @@ func (s *Server) needsImage(addr string, applied uint64) {
 }
 
 // reimage carries out a REIMAGE mark in cfg's data dir, if there is one
-// (see needsImage).
+// (see needsImage). The image is fetched and checked first, into a
+// directory of its own; only then are the node's images, log and epoch
+// history removed and the image moved into its checkpoint slot. When
+// the fetch fails the node starts with what it had, and tries again at
+// its next start.
 func reimage(cfg *conf.Config, logger hclog.Logger) error {
 	b, err := os.ReadFile(filepath.Join(cfg.DataDir, reimageFile))
 	if errors.Is(err, os.ErrNotExist) {
@@ -243,21 +289,45 @@ func reimage(cfg *conf.Config, logger hclog.Logger) error {
 		return fmt.Errorf("server: read %s: %w", reimageFile, err)
 	}
 	from := strings.TrimSpace(string(b))
-	logger.Warn("replacing this node's database with an image of its primary's", "from", from)
-	if err := checkpoint.RemoveImages(vfs.Default, checkpoint.Dir(cfg.DataDir)); err != nil {
+	staging := filepath.Join(cfg.DataDir, "reimage")
+	if err := os.RemoveAll(staging); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	var img checkpoint.Image
+	err = replica.Fetch(context.Background(), from, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery}, func(st *replica.ImageStream) error {
+		var err error
+		img, err = checkpoint.Install(vfs.Default, staging, bufio.NewReaderSize(st, 1<<20))
+		return err
+	})
+	if err != nil {
+		logger.Error("could not fetch an image to replace this node's database; starting with what it has, and trying again at the next start",
+			"from", from, "error", err)
+		if err := os.RemoveAll(staging); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+		return nil
+	}
+	logger.Warn("replacing this node's database with an image of its primary's", "from", from, "lsn", img.LSN)
+	ckptDir := checkpoint.Dir(cfg.DataDir)
+	if err := checkpoint.RemoveImages(vfs.Default, ckptDir); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	if err := redolog.RemoveSegments(vfs.Default, cfg.LogDirs()); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	for _, name := range []string{"EPOCHS", "EPOCHS.tmp"} {
+	// A cut the old log was marked for means nothing to the new one.
+	for _, name := range []string{"EPOCHS", "EPOCHS.tmp", truncateFile} {
 		if err := os.Remove(filepath.Join(cfg.DataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("server: %w", err)
 		}
 	}
-	seedCfg := *cfg
-	seedCfg.BootstrapFrom, seedCfg.FromImage = from, ""
-	if err := seed(&seedCfg, logger); err != nil {
+	if err := os.MkdirAll(ckptDir, 0o755); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if err := os.Rename(img.Path, filepath.Join(ckptDir, filepath.Base(img.Path))); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if err := errors.Join(syncDir(ckptDir), os.RemoveAll(staging)); err != nil {
 		return err
 	}
 	if err := os.Remove(filepath.Join(cfg.DataDir, reimageFile)); err != nil {

@@ -57,12 +57,14 @@ type Server struct {
 	recv   *replica.Receiver        // takes the log on a standby; refuses it on a primary
 	epochs *replica.Epochs          // the node's epoch history
 
-	roleMu     sync.Mutex  // orders role changes
-	role       string      // primary or standby (guarded by roleMu)
-	addr       string      // where clients reach the node, once it serves (guarded by roleMu)
-	truncating bool        // the log is to be cut at the next start (guarded by roleMu)
-	divergedAt uint64      // where the log diverged from the primary's, once found (guarded by roleMu)
-	restart    chan string // asks the process to restart the node, saying why
+	roleMu  sync.Mutex  // orders role changes
+	role    string      // primary or standby (guarded by roleMu)
+	addr    string      // where clients reach the node, once it serves (guarded by roleMu)
+	restart chan string // asks the process to restart the node, saying why
+
+	markMu     sync.Mutex // guards restarting and divergedAt (not roleMu: a promotion holds that while links end)
+	restarting bool       // a restart is asked for, to cut the log or load an image
+	divergedAt uint64     // where the log diverged from the primary's, once handled
 
 	syncMu sync.Mutex
 	sender *replica.Sender // ships the log: on a serving primary with peers (guarded by syncMu)
@@ -134,7 +136,15 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		// with the primary it follows.
 		epochs.Trust(store.DB().LastLSN())
 	}
-	if cfg.Role == conf.RolePrimary {
+	if cfg.Role == conf.RolePrimary && epochs.Seen() > epochs.Current() {
+		// It stepped down for a newer primary before it stopped: it
+		// does not take writes again on its own.
+		logger.Warn("configured as primary, but it stepped down for a newer epoch: starting as a standby; promote it to make it the primary",
+			"epoch", epochs.Current(), "newer-epoch", epochs.Seen())
+		s.role = conf.RoleStandby
+		store.SetPrimary("", "")
+	}
+	if s.role == conf.RolePrimary {
 		// A primary that restarts may have lost a tail of its log that a
 		// standby holds; its new records start a new incarnation, so the
 		// standby finds where they diverge.
@@ -412,15 +422,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.log.Info("rolled back open transactions at shutdown", "count", n)
 		}
 		err = s.images.Close()
-		s.roleMu.Lock()
-		truncating := s.truncating
-		s.roleMu.Unlock()
+		s.markMu.Lock()
+		restarting := s.restarting
+		s.markMu.Unlock()
 		if s.ckpt != nil {
 			s.ckpt.Stop()
 			// A clean shutdown leaves an image of everything, so the next
 			// start replays no log; but not one holding the records the
 			// next start cuts from the log.
-			if !truncating {
+			if !restarting {
 				if _, cerr := s.ckpt.Run(context.Background()); cerr != nil {
 					err = errors.Join(err, fmt.Errorf("server: checkpoint at shutdown: %w", cerr))
 				}

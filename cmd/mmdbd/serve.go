@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
@@ -58,13 +59,29 @@ func nodeLogger(cfg *conf.Config, stderr io.Writer) hclog.Logger {
 	})
 }
 
-// reexec replaces the process with a new run of the same command.
+// reexec replaces the process with a new run of the same command, as a
+// standby (the node restarts to catch up with a primary; flags override
+// the file's role) and without -from-image (the data dir holds a
+// database now).
 func reexec() error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("restart: %w", err)
 	}
-	if err := syscall.Exec(self, os.Args, os.Environ()); err != nil {
+	var args []string
+	for i := 0; i < len(os.Args); i++ {
+		a := os.Args[i]
+		switch {
+		case a == "-from-image" || a == "--from-image":
+			i++ // and its value
+			continue
+		case strings.HasPrefix(a, "-from-image=") || strings.HasPrefix(a, "--from-image="):
+			continue
+		}
+		args = append(args, a)
+	}
+	args = append(args, "-role", "standby")
+	if err := syscall.Exec(self, args, os.Environ()); err != nil {
 		return fmt.Errorf("restart %s: %w", self, err)
 	}
 	return nil // not reached: Exec does not return when it works
