@@ -119,15 +119,16 @@ func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 		s.divergedAt = at
 		return
 	}
+	if s.ckpt != nil {
+		// No image may hold the diverged records from now on (and none
+		// is half written while the slots are looked at).
+		s.ckpt.Freeze()
+	}
 	// The start that cuts the log needs an image at or below the cut,
 	// with the log after it; else the node is imaged again instead.
 	slots, err := checkpoint.Inspect(vfs.Default, checkpoint.Dir(s.cfg.DataDir), nil)
 	canCut := err == nil && at > 1 && (slots.Newest.LSN == 0 || slots.Newest.LSN <= at-1 ||
 		(slots.Older.LSN != 0 && slots.Older.LSN <= at-1))
-	if s.ckpt != nil {
-		// No image may hold the diverged records from now on.
-		s.ckpt.Freeze()
-	}
 	name := fmt.Sprintf("diverged-%d-%d-%d.jsonl", at, last, time.Now().Unix())
 	if err := s.setAside(at, last, name); err != nil {
 		log.Error("could not set the diverged records aside; the node goes on refusing its primary's log", "error", err)

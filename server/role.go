@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"time"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -52,7 +53,9 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	}
 	s.recv.Stop()
 	defer s.recv.Resume() // as a primary it follows no one, but steps down for a newer epoch
-	if err := s.store.Settle(context.Background()); err != nil {
+	settle, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.store.Settle(settle); err != nil {
 		return 0, 0, false, fmt.Errorf("server: promote: %w", err)
 	}
 	start = s.db.LastLSN() + 1
