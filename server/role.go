@@ -3,8 +3,8 @@ package server
 import (
 	"context"
 	"errors"
-	"time"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
