@@ -83,3 +83,27 @@ func TestSyncModePerRequest(t *testing.T) {
 	_, err = primary.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(8, 1), TxId: b.GetTxId(), SyncMode: applied})
 	wantCode(t, err, codes.InvalidArgument, "tx_id")
 }
+
+// TestTableDigestBadInput: a digest with no buckets, too many, a bucket
+// out of range or an unknown table is refused with a clear code.
+func TestTableDigestBadInput(t *testing.T) {
+	n := startNode(t, nil)
+	n.withAccounts(3)
+	for _, tc := range []struct {
+		req  *pb.TableDigestRequest
+		code codes.Code
+		says string
+	}{
+		{&pb.TableDigestRequest{Table: "acct"}, codes.InvalidArgument, "buckets 0"},
+		{&pb.TableDigestRequest{Table: "acct", Buckets: 1 << 20}, codes.InvalidArgument, "buckets"},
+		{&pb.TableDigestRequest{Table: "acct", Buckets: 4, List: []uint32{4}}, codes.InvalidArgument, "bucket 4 of 4"},
+		{&pb.TableDigestRequest{Table: "nope", Buckets: 4}, codes.NotFound, "nope"},
+	} {
+		_, err := n.admin.TableDigest(ctx(t), tc.req)
+		wantCode(t, err, tc.code, tc.says)
+	}
+	d, err := n.admin.TableDigest(ctx(t), &pb.TableDigestRequest{Table: "acct", Buckets: 4, List: []uint32{0, 1, 2, 3}})
+	if err != nil || len(d.GetRows()) != 3 {
+		t.Fatalf("a digest listing every bucket: %v rows, %v", len(d.GetRows()), err)
+	}
+}

@@ -1,5 +1,6 @@
 // Command mmdbd is mmdb's one binary: it runs a node (serve) and is the
-// client tool (status, checkpoint, promote, demote, image, shell, bench).
+// client tool (status, checkpoint, promote, demote, audit, image, shell,
+// bench).
 package main
 
 import (
@@ -17,6 +18,7 @@ commands:
   checkpoint  write a checkpoint image on a node now
   promote     make a standby the primary (a new epoch)
   demote      make a primary a standby
+  audit       compare a standby's tables with its primary's
   image       fetch a node's image to a file, restore or verify one
   shell       an interactive shell (-c "statements" runs them and exits)
   bench       measure a workload (tatp, kv, ping) in-process or over gRPC
@@ -48,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = promoteCmd(rest, stdout, stderr)
 	case "demote":
 		err = demoteCmd(rest, stdout, stderr)
+	case "audit":
+		err = audit(rest, stdout, stderr)
 	case "image":
 		err = imageCmd(rest, stdout, stderr)
 	case "shell":

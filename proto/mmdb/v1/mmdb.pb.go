@@ -3526,6 +3526,258 @@ func (x *DemoteResponse) GetAlready() bool {
 	return false
 }
 
+// TableDigestRequest is the request of TableDigest.
+type TableDigestRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// How many buckets (1 to 65536).
+	Buckets uint32 `protobuf:"varint,2,opt,name=buckets,proto3" json:"buckets,omitempty"`
+	// Wait until this LSN is applied first.
+	MinLsn uint64 `protobuf:"varint,3,opt,name=min_lsn,json=minLsn,proto3" json:"min_lsn,omitempty"`
+	// The buckets whose rows to list.
+	List          []uint32 `protobuf:"varint,4,rep,packed,name=list,proto3" json:"list,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TableDigestRequest) Reset() {
+	*x = TableDigestRequest{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TableDigestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TableDigestRequest) ProtoMessage() {}
+
+func (x *TableDigestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TableDigestRequest.ProtoReflect.Descriptor instead.
+func (*TableDigestRequest) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *TableDigestRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *TableDigestRequest) GetBuckets() uint32 {
+	if x != nil {
+		return x.Buckets
+	}
+	return 0
+}
+
+func (x *TableDigestRequest) GetMinLsn() uint64 {
+	if x != nil {
+		return x.MinLsn
+	}
+	return 0
+}
+
+func (x *TableDigestRequest) GetList() []uint32 {
+	if x != nil {
+		return x.List
+	}
+	return nil
+}
+
+// TableDigestResponse is a table's digest.
+type TableDigestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The snapshot's LSN.
+	Lsn           uint64          `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	Buckets       []*BucketDigest `protobuf:"bytes,2,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	Rows          []*RowDigest    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TableDigestResponse) Reset() {
+	*x = TableDigestResponse{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TableDigestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TableDigestResponse) ProtoMessage() {}
+
+func (x *TableDigestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TableDigestResponse.ProtoReflect.Descriptor instead.
+func (*TableDigestResponse) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *TableDigestResponse) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *TableDigestResponse) GetBuckets() []*BucketDigest {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
+func (x *TableDigestResponse) GetRows() []*RowDigest {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+// BucketDigest is one bucket of a table's digest.
+type BucketDigest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rows  uint64                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	// The sum of the rows' checksums (order does not matter).
+	Sum           uint64 `protobuf:"varint,2,opt,name=sum,proto3" json:"sum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BucketDigest) Reset() {
+	*x = BucketDigest{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BucketDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BucketDigest) ProtoMessage() {}
+
+func (x *BucketDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BucketDigest.ProtoReflect.Descriptor instead.
+func (*BucketDigest) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *BucketDigest) GetRows() uint64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *BucketDigest) GetSum() uint64 {
+	if x != nil {
+		return x.Sum
+	}
+	return 0
+}
+
+// RowDigest is one row of a listed bucket.
+type RowDigest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Bucket uint32                 `protobuf:"varint,1,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	// The primary key: a Row of its values, in deterministic protobuf
+	// encoding (the bucket is the CRC-32 of it).
+	Key []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// A checksum of the row's values.
+	Hash          uint64 `protobuf:"varint,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RowDigest) Reset() {
+	*x = RowDigest{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RowDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RowDigest) ProtoMessage() {}
+
+func (x *RowDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RowDigest.ProtoReflect.Descriptor instead.
+func (*RowDigest) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RowDigest) GetBucket() uint32 {
+	if x != nil {
+		return x.Bucket
+	}
+	return 0
+}
+
+func (x *RowDigest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RowDigest) GetHash() uint64 {
+	if x != nil {
+		return x.Hash
+	}
+	return 0
+}
+
 // CheckpointRequest is the request of Checkpoint.
 type CheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3535,7 +3787,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3547,7 +3799,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3560,7 +3812,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{44}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{48}
 }
 
 // CheckpointResponse describes the image written.
@@ -3584,7 +3836,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3596,7 +3848,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3609,7 +3861,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{45}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CheckpointResponse) GetLsn() uint64 {
@@ -3679,7 +3931,7 @@ type StandbyStatus struct {
 
 func (x *StandbyStatus) Reset() {
 	*x = StandbyStatus{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3691,7 +3943,7 @@ func (x *StandbyStatus) String() string {
 func (*StandbyStatus) ProtoMessage() {}
 
 func (x *StandbyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3704,7 +3956,7 @@ func (x *StandbyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StandbyStatus.ProtoReflect.Descriptor instead.
 func (*StandbyStatus) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{46}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *StandbyStatus) GetName() string {
@@ -3778,7 +4030,7 @@ type TableStatus struct {
 
 func (x *TableStatus) Reset() {
 	*x = TableStatus{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3790,7 +4042,7 @@ func (x *TableStatus) String() string {
 func (*TableStatus) ProtoMessage() {}
 
 func (x *TableStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3803,7 +4055,7 @@ func (x *TableStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableStatus.ProtoReflect.Descriptor instead.
 func (*TableStatus) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{47}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *TableStatus) GetName() string {
@@ -3855,7 +4107,7 @@ type FetchImageRequest struct {
 
 func (x *FetchImageRequest) Reset() {
 	*x = FetchImageRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3867,7 +4119,7 @@ func (x *FetchImageRequest) String() string {
 func (*FetchImageRequest) ProtoMessage() {}
 
 func (x *FetchImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3880,7 +4132,7 @@ func (x *FetchImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchImageRequest.ProtoReflect.Descriptor instead.
 func (*FetchImageRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{48}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *FetchImageRequest) GetLsn() uint64 {
@@ -3923,7 +4175,7 @@ type ImageInfo struct {
 
 func (x *ImageInfo) Reset() {
 	*x = ImageInfo{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3935,7 +4187,7 @@ func (x *ImageInfo) String() string {
 func (*ImageInfo) ProtoMessage() {}
 
 func (x *ImageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3948,7 +4200,7 @@ func (x *ImageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
 func (*ImageInfo) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{49}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ImageInfo) GetLsn() uint64 {
@@ -4004,7 +4256,7 @@ type FetchImageResponse struct {
 
 func (x *FetchImageResponse) Reset() {
 	*x = FetchImageResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4016,7 +4268,7 @@ func (x *FetchImageResponse) String() string {
 func (*FetchImageResponse) ProtoMessage() {}
 
 func (x *FetchImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4029,7 +4281,7 @@ func (x *FetchImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchImageResponse.ProtoReflect.Descriptor instead.
 func (*FetchImageResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{50}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *FetchImageResponse) GetImage() *ImageInfo {
@@ -4076,7 +4328,7 @@ type ShipRequest struct {
 
 func (x *ShipRequest) Reset() {
 	*x = ShipRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4088,7 +4340,7 @@ func (x *ShipRequest) String() string {
 func (*ShipRequest) ProtoMessage() {}
 
 func (x *ShipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4101,7 +4353,7 @@ func (x *ShipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipRequest.ProtoReflect.Descriptor instead.
 func (*ShipRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{51}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ShipRequest) GetMsg() isShipRequest_Msg {
@@ -4175,7 +4427,7 @@ type NeedsImage struct {
 
 func (x *NeedsImage) Reset() {
 	*x = NeedsImage{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4187,7 +4439,7 @@ func (x *NeedsImage) String() string {
 func (*NeedsImage) ProtoMessage() {}
 
 func (x *NeedsImage) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4200,7 +4452,7 @@ func (x *NeedsImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeedsImage.ProtoReflect.Descriptor instead.
 func (*NeedsImage) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{52}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *NeedsImage) GetAddr() string {
@@ -4237,7 +4489,7 @@ type ShipHello struct {
 
 func (x *ShipHello) Reset() {
 	*x = ShipHello{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4249,7 +4501,7 @@ func (x *ShipHello) String() string {
 func (*ShipHello) ProtoMessage() {}
 
 func (x *ShipHello) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4262,7 +4514,7 @@ func (x *ShipHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipHello.ProtoReflect.Descriptor instead.
 func (*ShipHello) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{53}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ShipHello) GetNode() string {
@@ -4316,7 +4568,7 @@ type EpochStart struct {
 
 func (x *EpochStart) Reset() {
 	*x = EpochStart{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4328,7 +4580,7 @@ func (x *EpochStart) String() string {
 func (*EpochStart) ProtoMessage() {}
 
 func (x *EpochStart) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4341,7 +4593,7 @@ func (x *EpochStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpochStart.ProtoReflect.Descriptor instead.
 func (*EpochStart) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{54}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *EpochStart) GetEpoch() uint64 {
@@ -4397,7 +4649,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4409,7 +4661,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4422,7 +4674,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{55}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *LogBatch) GetFirstLsn() uint64 {
@@ -4503,7 +4755,7 @@ type ShipResponse struct {
 
 func (x *ShipResponse) Reset() {
 	*x = ShipResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4515,7 +4767,7 @@ func (x *ShipResponse) String() string {
 func (*ShipResponse) ProtoMessage() {}
 
 func (x *ShipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4528,7 +4780,7 @@ func (x *ShipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipResponse.ProtoReflect.Descriptor instead.
 func (*ShipResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{56}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ShipResponse) GetMsg() isShipResponse_Msg {
@@ -4585,7 +4837,7 @@ type ShipState struct {
 
 func (x *ShipState) Reset() {
 	*x = ShipState{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4597,7 +4849,7 @@ func (x *ShipState) String() string {
 func (*ShipState) ProtoMessage() {}
 
 func (x *ShipState) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4610,7 +4862,7 @@ func (x *ShipState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipState.ProtoReflect.Descriptor instead.
 func (*ShipState) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{57}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ShipState) GetNode() string {
@@ -4647,7 +4899,7 @@ type ShipAck struct {
 
 func (x *ShipAck) Reset() {
 	*x = ShipAck{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4659,7 +4911,7 @@ func (x *ShipAck) String() string {
 func (*ShipAck) ProtoMessage() {}
 
 func (x *ShipAck) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4672,7 +4924,7 @@ func (x *ShipAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipAck.ProtoReflect.Descriptor instead.
 func (*ShipAck) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{58}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ShipAck) GetReceivedLsn() uint64 {
@@ -4920,7 +5172,23 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\rDemoteRequest\"@\n" +
 	"\x0eDemoteResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
-	"\aalready\x18\x02 \x01(\bR\aalready\"\x13\n" +
+	"\aalready\x18\x02 \x01(\bR\aalready\"q\n" +
+	"\x12TableDigestRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x18\n" +
+	"\abuckets\x18\x02 \x01(\rR\abuckets\x12\x17\n" +
+	"\amin_lsn\x18\x03 \x01(\x04R\x06minLsn\x12\x12\n" +
+	"\x04list\x18\x04 \x03(\rR\x04list\"\x80\x01\n" +
+	"\x13TableDigestResponse\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12/\n" +
+	"\abuckets\x18\x02 \x03(\v2\x15.mmdb.v1.BucketDigestR\abuckets\x12&\n" +
+	"\x04rows\x18\x03 \x03(\v2\x12.mmdb.v1.RowDigestR\x04rows\"4\n" +
+	"\fBucketDigest\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\x04R\x04rows\x12\x10\n" +
+	"\x03sum\x18\x02 \x01(\x04R\x03sum\"I\n" +
+	"\tRowDigest\x12\x16\n" +
+	"\x06bucket\x18\x01 \x01(\rR\x06bucket\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x12\n" +
+	"\x04hash\x18\x03 \x01(\x04R\x04hash\"\x13\n" +
 	"\x11CheckpointRequest\"\xe2\x01\n" +
 	"\x12CheckpointResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x12\n" +
@@ -5052,13 +5320,14 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05Begin\x12\x15.mmdb.v1.BeginRequest\x1a\x16.mmdb.v1.BeginResponse\x129\n" +
 	"\x06Commit\x12\x16.mmdb.v1.CommitRequest\x1a\x17.mmdb.v1.CommitResponse\x12?\n" +
 	"\bRollback\x12\x18.mmdb.v1.RollbackRequest\x1a\x19.mmdb.v1.RollbackResponse\x12@\n" +
-	"\aSession\x12\x17.mmdb.v1.SessionRequest\x1a\x18.mmdb.v1.SessionResponse(\x010\x012\x89\x02\n" +
+	"\aSession\x12\x17.mmdb.v1.SessionRequest\x1a\x18.mmdb.v1.SessionResponse(\x010\x012\xd3\x02\n" +
 	"\fAdminService\x129\n" +
 	"\x06Status\x12\x16.mmdb.v1.StatusRequest\x1a\x17.mmdb.v1.StatusResponse\x12E\n" +
 	"\n" +
 	"Checkpoint\x12\x1a.mmdb.v1.CheckpointRequest\x1a\x1b.mmdb.v1.CheckpointResponse\x12<\n" +
 	"\aPromote\x12\x17.mmdb.v1.PromoteRequest\x1a\x18.mmdb.v1.PromoteResponse\x129\n" +
-	"\x06Demote\x12\x16.mmdb.v1.DemoteRequest\x1a\x17.mmdb.v1.DemoteResponse2W\n" +
+	"\x06Demote\x12\x16.mmdb.v1.DemoteRequest\x1a\x17.mmdb.v1.DemoteResponse\x12H\n" +
+	"\vTableDigest\x12\x1b.mmdb.v1.TableDigestRequest\x1a\x1c.mmdb.v1.TableDigestResponse2W\n" +
 	"\fImageService\x12G\n" +
 	"\n" +
 	"FetchImage\x12\x1a.mmdb.v1.FetchImageRequest\x1a\x1b.mmdb.v1.FetchImageResponse0\x012M\n" +
@@ -5078,7 +5347,7 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 }
 
 var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
@@ -5129,149 +5398,157 @@ var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(*PromoteResponse)(nil),       // 46: mmdb.v1.PromoteResponse
 	(*DemoteRequest)(nil),         // 47: mmdb.v1.DemoteRequest
 	(*DemoteResponse)(nil),        // 48: mmdb.v1.DemoteResponse
-	(*CheckpointRequest)(nil),     // 49: mmdb.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),    // 50: mmdb.v1.CheckpointResponse
-	(*StandbyStatus)(nil),         // 51: mmdb.v1.StandbyStatus
-	(*TableStatus)(nil),           // 52: mmdb.v1.TableStatus
-	(*FetchImageRequest)(nil),     // 53: mmdb.v1.FetchImageRequest
-	(*ImageInfo)(nil),             // 54: mmdb.v1.ImageInfo
-	(*FetchImageResponse)(nil),    // 55: mmdb.v1.FetchImageResponse
-	(*ShipRequest)(nil),           // 56: mmdb.v1.ShipRequest
-	(*NeedsImage)(nil),            // 57: mmdb.v1.NeedsImage
-	(*ShipHello)(nil),             // 58: mmdb.v1.ShipHello
-	(*EpochStart)(nil),            // 59: mmdb.v1.EpochStart
-	(*LogBatch)(nil),              // 60: mmdb.v1.LogBatch
-	(*ShipResponse)(nil),          // 61: mmdb.v1.ShipResponse
-	(*ShipState)(nil),             // 62: mmdb.v1.ShipState
-	(*ShipAck)(nil),               // 63: mmdb.v1.ShipAck
-	(structpb.NullValue)(0),       // 64: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 66: google.protobuf.Duration
+	(*TableDigestRequest)(nil),    // 49: mmdb.v1.TableDigestRequest
+	(*TableDigestResponse)(nil),   // 50: mmdb.v1.TableDigestResponse
+	(*BucketDigest)(nil),          // 51: mmdb.v1.BucketDigest
+	(*RowDigest)(nil),             // 52: mmdb.v1.RowDigest
+	(*CheckpointRequest)(nil),     // 53: mmdb.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),    // 54: mmdb.v1.CheckpointResponse
+	(*StandbyStatus)(nil),         // 55: mmdb.v1.StandbyStatus
+	(*TableStatus)(nil),           // 56: mmdb.v1.TableStatus
+	(*FetchImageRequest)(nil),     // 57: mmdb.v1.FetchImageRequest
+	(*ImageInfo)(nil),             // 58: mmdb.v1.ImageInfo
+	(*FetchImageResponse)(nil),    // 59: mmdb.v1.FetchImageResponse
+	(*ShipRequest)(nil),           // 60: mmdb.v1.ShipRequest
+	(*NeedsImage)(nil),            // 61: mmdb.v1.NeedsImage
+	(*ShipHello)(nil),             // 62: mmdb.v1.ShipHello
+	(*EpochStart)(nil),            // 63: mmdb.v1.EpochStart
+	(*LogBatch)(nil),              // 64: mmdb.v1.LogBatch
+	(*ShipResponse)(nil),          // 65: mmdb.v1.ShipResponse
+	(*ShipState)(nil),             // 66: mmdb.v1.ShipState
+	(*ShipAck)(nil),               // 67: mmdb.v1.ShipAck
+	(structpb.NullValue)(0),       // 68: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 69: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 70: google.protobuf.Duration
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	64, // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	65, // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
-	5,  // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
-	5,  // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
-	0,  // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
-	1,  // 5: mmdb.v1.Index.kind:type_name -> mmdb.v1.IndexKind
-	8,  // 6: mmdb.v1.Table.columns:type_name -> mmdb.v1.Column
-	1,  // 7: mmdb.v1.Table.primary_kind:type_name -> mmdb.v1.IndexKind
-	9,  // 8: mmdb.v1.Table.indexes:type_name -> mmdb.v1.Index
-	10, // 9: mmdb.v1.CreateTableRequest.table:type_name -> mmdb.v1.Table
-	52, // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
-	10, // 11: mmdb.v1.DescribeTableResponse.table:type_name -> mmdb.v1.Table
-	5,  // 12: mmdb.v1.GetRequest.key:type_name -> mmdb.v1.Value
-	6,  // 13: mmdb.v1.GetResponse.row:type_name -> mmdb.v1.Row
-	5,  // 14: mmdb.v1.ScanRequest.prefix:type_name -> mmdb.v1.Value
-	5,  // 15: mmdb.v1.ScanRequest.lower:type_name -> mmdb.v1.Value
-	5,  // 16: mmdb.v1.ScanRequest.upper:type_name -> mmdb.v1.Value
-	5,  // 17: mmdb.v1.ScanRequest.after:type_name -> mmdb.v1.Value
-	6,  // 18: mmdb.v1.ScanResponse.rows:type_name -> mmdb.v1.Row
-	5,  // 19: mmdb.v1.ScanResponse.resume_key:type_name -> mmdb.v1.Value
-	6,  // 20: mmdb.v1.InsertRequest.row:type_name -> mmdb.v1.Row
-	2,  // 21: mmdb.v1.InsertRequest.durability:type_name -> mmdb.v1.Durability
-	3,  // 22: mmdb.v1.InsertRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	5,  // 23: mmdb.v1.UpdateRequest.key:type_name -> mmdb.v1.Value
-	7,  // 24: mmdb.v1.UpdateRequest.set:type_name -> mmdb.v1.ColumnValue
-	2,  // 25: mmdb.v1.UpdateRequest.durability:type_name -> mmdb.v1.Durability
-	3,  // 26: mmdb.v1.UpdateRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	6,  // 27: mmdb.v1.UpsertRequest.row:type_name -> mmdb.v1.Row
-	2,  // 28: mmdb.v1.UpsertRequest.durability:type_name -> mmdb.v1.Durability
-	3,  // 29: mmdb.v1.UpsertRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	5,  // 30: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
-	2,  // 31: mmdb.v1.DeleteRequest.durability:type_name -> mmdb.v1.Durability
-	3,  // 32: mmdb.v1.DeleteRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	2,  // 33: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
-	3,  // 34: mmdb.v1.BeginRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	66, // 35: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
-	19, // 36: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
-	23, // 37: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
-	24, // 38: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
-	25, // 39: mmdb.v1.Operation.upsert:type_name -> mmdb.v1.UpsertRequest
-	26, // 40: mmdb.v1.Operation.delete:type_name -> mmdb.v1.DeleteRequest
-	5,  // 41: mmdb.v1.Condition.key:type_name -> mmdb.v1.Value
-	4,  // 42: mmdb.v1.Condition.expect:type_name -> mmdb.v1.Condition.Expect
-	7,  // 43: mmdb.v1.Condition.equals:type_name -> mmdb.v1.ColumnValue
-	34, // 44: mmdb.v1.CommitRequest.conditions:type_name -> mmdb.v1.Condition
-	33, // 45: mmdb.v1.CommitRequest.operations:type_name -> mmdb.v1.Operation
-	2,  // 46: mmdb.v1.CommitRequest.durability:type_name -> mmdb.v1.Durability
-	3,  // 47: mmdb.v1.CommitRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	20, // 48: mmdb.v1.CommitResponse.results:type_name -> mmdb.v1.GetResponse
-	40, // 49: mmdb.v1.SessionRequest.requests:type_name -> mmdb.v1.Request
-	19, // 50: mmdb.v1.Request.get:type_name -> mmdb.v1.GetRequest
-	23, // 51: mmdb.v1.Request.insert:type_name -> mmdb.v1.InsertRequest
-	24, // 52: mmdb.v1.Request.update:type_name -> mmdb.v1.UpdateRequest
-	25, // 53: mmdb.v1.Request.upsert:type_name -> mmdb.v1.UpsertRequest
-	26, // 54: mmdb.v1.Request.delete:type_name -> mmdb.v1.DeleteRequest
-	35, // 55: mmdb.v1.Request.commit:type_name -> mmdb.v1.CommitRequest
-	31, // 56: mmdb.v1.Request.begin:type_name -> mmdb.v1.BeginRequest
-	37, // 57: mmdb.v1.Request.rollback:type_name -> mmdb.v1.RollbackRequest
-	42, // 58: mmdb.v1.SessionResponse.replies:type_name -> mmdb.v1.Reply
-	20, // 59: mmdb.v1.Reply.get:type_name -> mmdb.v1.GetResponse
-	27, // 60: mmdb.v1.Reply.insert:type_name -> mmdb.v1.InsertResponse
-	28, // 61: mmdb.v1.Reply.update:type_name -> mmdb.v1.UpdateResponse
-	29, // 62: mmdb.v1.Reply.upsert:type_name -> mmdb.v1.UpsertResponse
-	30, // 63: mmdb.v1.Reply.delete:type_name -> mmdb.v1.DeleteResponse
-	36, // 64: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
-	32, // 65: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
-	38, // 66: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
-	51, // 67: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
-	52, // 68: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	66, // 69: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	66, // 70: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
-	54, // 71: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
-	58, // 72: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
-	60, // 73: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
-	57, // 74: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
-	59, // 75: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
-	62, // 76: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
-	63, // 77: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
-	11, // 78: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	13, // 79: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	15, // 80: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	17, // 81: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	19, // 82: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	21, // 83: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	23, // 84: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	24, // 85: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	25, // 86: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	26, // 87: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	31, // 88: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	35, // 89: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	37, // 90: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	39, // 91: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	43, // 92: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	49, // 93: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	45, // 94: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
-	47, // 95: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
-	53, // 96: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	56, // 97: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
-	12, // 98: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	14, // 99: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	16, // 100: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	18, // 101: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	20, // 102: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	22, // 103: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	27, // 104: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	28, // 105: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	29, // 106: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	30, // 107: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	32, // 108: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	36, // 109: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	38, // 110: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	41, // 111: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	44, // 112: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	50, // 113: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	46, // 114: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
-	48, // 115: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
-	55, // 116: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	61, // 117: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
-	98, // [98:118] is the sub-list for method output_type
-	78, // [78:98] is the sub-list for method input_type
-	78, // [78:78] is the sub-list for extension type_name
-	78, // [78:78] is the sub-list for extension extendee
-	0,  // [0:78] is the sub-list for field type_name
+	68,  // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	69,  // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	5,   // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
+	5,   // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
+	0,   // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
+	1,   // 5: mmdb.v1.Index.kind:type_name -> mmdb.v1.IndexKind
+	8,   // 6: mmdb.v1.Table.columns:type_name -> mmdb.v1.Column
+	1,   // 7: mmdb.v1.Table.primary_kind:type_name -> mmdb.v1.IndexKind
+	9,   // 8: mmdb.v1.Table.indexes:type_name -> mmdb.v1.Index
+	10,  // 9: mmdb.v1.CreateTableRequest.table:type_name -> mmdb.v1.Table
+	56,  // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
+	10,  // 11: mmdb.v1.DescribeTableResponse.table:type_name -> mmdb.v1.Table
+	5,   // 12: mmdb.v1.GetRequest.key:type_name -> mmdb.v1.Value
+	6,   // 13: mmdb.v1.GetResponse.row:type_name -> mmdb.v1.Row
+	5,   // 14: mmdb.v1.ScanRequest.prefix:type_name -> mmdb.v1.Value
+	5,   // 15: mmdb.v1.ScanRequest.lower:type_name -> mmdb.v1.Value
+	5,   // 16: mmdb.v1.ScanRequest.upper:type_name -> mmdb.v1.Value
+	5,   // 17: mmdb.v1.ScanRequest.after:type_name -> mmdb.v1.Value
+	6,   // 18: mmdb.v1.ScanResponse.rows:type_name -> mmdb.v1.Row
+	5,   // 19: mmdb.v1.ScanResponse.resume_key:type_name -> mmdb.v1.Value
+	6,   // 20: mmdb.v1.InsertRequest.row:type_name -> mmdb.v1.Row
+	2,   // 21: mmdb.v1.InsertRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 22: mmdb.v1.InsertRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	5,   // 23: mmdb.v1.UpdateRequest.key:type_name -> mmdb.v1.Value
+	7,   // 24: mmdb.v1.UpdateRequest.set:type_name -> mmdb.v1.ColumnValue
+	2,   // 25: mmdb.v1.UpdateRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 26: mmdb.v1.UpdateRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	6,   // 27: mmdb.v1.UpsertRequest.row:type_name -> mmdb.v1.Row
+	2,   // 28: mmdb.v1.UpsertRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 29: mmdb.v1.UpsertRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	5,   // 30: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
+	2,   // 31: mmdb.v1.DeleteRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 32: mmdb.v1.DeleteRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	2,   // 33: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 34: mmdb.v1.BeginRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	70,  // 35: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	19,  // 36: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
+	23,  // 37: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
+	24,  // 38: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
+	25,  // 39: mmdb.v1.Operation.upsert:type_name -> mmdb.v1.UpsertRequest
+	26,  // 40: mmdb.v1.Operation.delete:type_name -> mmdb.v1.DeleteRequest
+	5,   // 41: mmdb.v1.Condition.key:type_name -> mmdb.v1.Value
+	4,   // 42: mmdb.v1.Condition.expect:type_name -> mmdb.v1.Condition.Expect
+	7,   // 43: mmdb.v1.Condition.equals:type_name -> mmdb.v1.ColumnValue
+	34,  // 44: mmdb.v1.CommitRequest.conditions:type_name -> mmdb.v1.Condition
+	33,  // 45: mmdb.v1.CommitRequest.operations:type_name -> mmdb.v1.Operation
+	2,   // 46: mmdb.v1.CommitRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 47: mmdb.v1.CommitRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	20,  // 48: mmdb.v1.CommitResponse.results:type_name -> mmdb.v1.GetResponse
+	40,  // 49: mmdb.v1.SessionRequest.requests:type_name -> mmdb.v1.Request
+	19,  // 50: mmdb.v1.Request.get:type_name -> mmdb.v1.GetRequest
+	23,  // 51: mmdb.v1.Request.insert:type_name -> mmdb.v1.InsertRequest
+	24,  // 52: mmdb.v1.Request.update:type_name -> mmdb.v1.UpdateRequest
+	25,  // 53: mmdb.v1.Request.upsert:type_name -> mmdb.v1.UpsertRequest
+	26,  // 54: mmdb.v1.Request.delete:type_name -> mmdb.v1.DeleteRequest
+	35,  // 55: mmdb.v1.Request.commit:type_name -> mmdb.v1.CommitRequest
+	31,  // 56: mmdb.v1.Request.begin:type_name -> mmdb.v1.BeginRequest
+	37,  // 57: mmdb.v1.Request.rollback:type_name -> mmdb.v1.RollbackRequest
+	42,  // 58: mmdb.v1.SessionResponse.replies:type_name -> mmdb.v1.Reply
+	20,  // 59: mmdb.v1.Reply.get:type_name -> mmdb.v1.GetResponse
+	27,  // 60: mmdb.v1.Reply.insert:type_name -> mmdb.v1.InsertResponse
+	28,  // 61: mmdb.v1.Reply.update:type_name -> mmdb.v1.UpdateResponse
+	29,  // 62: mmdb.v1.Reply.upsert:type_name -> mmdb.v1.UpsertResponse
+	30,  // 63: mmdb.v1.Reply.delete:type_name -> mmdb.v1.DeleteResponse
+	36,  // 64: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
+	32,  // 65: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
+	38,  // 66: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
+	55,  // 67: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
+	56,  // 68: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
+	70,  // 69: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	51,  // 70: mmdb.v1.TableDigestResponse.buckets:type_name -> mmdb.v1.BucketDigest
+	52,  // 71: mmdb.v1.TableDigestResponse.rows:type_name -> mmdb.v1.RowDigest
+	70,  // 72: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	58,  // 73: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
+	62,  // 74: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
+	64,  // 75: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
+	61,  // 76: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
+	63,  // 77: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
+	66,  // 78: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
+	67,  // 79: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
+	11,  // 80: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	13,  // 81: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	15,  // 82: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	17,  // 83: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	19,  // 84: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	21,  // 85: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	23,  // 86: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	24,  // 87: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	25,  // 88: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	26,  // 89: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	31,  // 90: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	35,  // 91: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	37,  // 92: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	39,  // 93: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	43,  // 94: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	53,  // 95: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	45,  // 96: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
+	47,  // 97: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
+	49,  // 98: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
+	57,  // 99: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	60,  // 100: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	12,  // 101: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	14,  // 102: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	16,  // 103: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	18,  // 104: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	20,  // 105: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	22,  // 106: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	27,  // 107: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	28,  // 108: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	29,  // 109: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	30,  // 110: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	32,  // 111: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	36,  // 112: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	38,  // 113: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	41,  // 114: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	44,  // 115: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	54,  // 116: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	46,  // 117: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
+	48,  // 118: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
+	50,  // 119: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
+	59,  // 120: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	65,  // 121: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	101, // [101:122] is the sub-list for method output_type
+	80,  // [80:101] is the sub-list for method input_type
+	80,  // [80:80] is the sub-list for extension type_name
+	80,  // [80:80] is the sub-list for extension extendee
+	0,   // [0:80] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -5316,12 +5593,12 @@ func file_mmdb_v1_mmdb_proto_init() {
 		(*Reply_Begin)(nil),
 		(*Reply_Rollback)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[51].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[55].OneofWrappers = []any{
 		(*ShipRequest_Hello)(nil),
 		(*ShipRequest_Batch)(nil),
 		(*ShipRequest_NeedsImage)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[56].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[60].OneofWrappers = []any{
 		(*ShipResponse_State)(nil),
 		(*ShipResponse_Ack)(nil),
 	}
@@ -5331,7 +5608,7 @@ func file_mmdb_v1_mmdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   59,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -676,10 +676,11 @@ var DatabaseService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	AdminService_Status_FullMethodName     = "/mmdb.v1.AdminService/Status"
-	AdminService_Checkpoint_FullMethodName = "/mmdb.v1.AdminService/Checkpoint"
-	AdminService_Promote_FullMethodName    = "/mmdb.v1.AdminService/Promote"
-	AdminService_Demote_FullMethodName     = "/mmdb.v1.AdminService/Demote"
+	AdminService_Status_FullMethodName      = "/mmdb.v1.AdminService/Status"
+	AdminService_Checkpoint_FullMethodName  = "/mmdb.v1.AdminService/Checkpoint"
+	AdminService_Promote_FullMethodName     = "/mmdb.v1.AdminService/Promote"
+	AdminService_Demote_FullMethodName      = "/mmdb.v1.AdminService/Demote"
+	AdminService_TableDigest_FullMethodName = "/mmdb.v1.AdminService/TableDigest"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -704,6 +705,13 @@ type AdminServiceClient interface {
 	// and follows whichever peer ships to it at its epoch or a newer one.
 	// On a standby it changes nothing.
 	Demote(ctx context.Context, in *DemoteRequest, opts ...grpc.CallOption) (*DemoteResponse, error)
+	// TableDigest summarises a table as of one LSN (a snapshot), for
+	// mmdbd audit: its rows spread over buckets by a hash of the primary
+	// key, each bucket's row count and checksum, and, for the buckets asked
+	// for, each row's key and checksum. With min_lsn the node first waits
+	// (until the call's deadline) to have applied it; a standby behind
+	// answers DEADLINE_EXCEEDED.
+	TableDigest(ctx context.Context, in *TableDigestRequest, opts ...grpc.CallOption) (*TableDigestResponse, error)
 }
 
 type adminServiceClient struct {
@@ -754,6 +762,16 @@ func (c *adminServiceClient) Demote(ctx context.Context, in *DemoteRequest, opts
 	return out, nil
 }
 
+func (c *adminServiceClient) TableDigest(ctx context.Context, in *TableDigestRequest, opts ...grpc.CallOption) (*TableDigestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TableDigestResponse)
+	err := c.cc.Invoke(ctx, AdminService_TableDigest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -776,6 +794,13 @@ type AdminServiceServer interface {
 	// and follows whichever peer ships to it at its epoch or a newer one.
 	// On a standby it changes nothing.
 	Demote(context.Context, *DemoteRequest) (*DemoteResponse, error)
+	// TableDigest summarises a table as of one LSN (a snapshot), for
+	// mmdbd audit: its rows spread over buckets by a hash of the primary
+	// key, each bucket's row count and checksum, and, for the buckets asked
+	// for, each row's key and checksum. With min_lsn the node first waits
+	// (until the call's deadline) to have applied it; a standby behind
+	// answers DEADLINE_EXCEEDED.
+	TableDigest(context.Context, *TableDigestRequest) (*TableDigestResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -797,6 +822,9 @@ func (UnimplementedAdminServiceServer) Promote(context.Context, *PromoteRequest)
 }
 func (UnimplementedAdminServiceServer) Demote(context.Context, *DemoteRequest) (*DemoteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Demote not implemented")
+}
+func (UnimplementedAdminServiceServer) TableDigest(context.Context, *TableDigestRequest) (*TableDigestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TableDigest not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -891,6 +919,24 @@ func _AdminService_Demote_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_TableDigest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TableDigestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).TableDigest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_TableDigest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).TableDigest(ctx, req.(*TableDigestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -913,6 +959,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Demote",
 			Handler:    _AdminService_Demote_Handler,
+		},
+		{
+			MethodName: "TableDigest",
+			Handler:    _AdminService_TableDigest_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

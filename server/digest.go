@@ -1,0 +1,90 @@
+package server
+
+import (
+	"context"
+	"hash/crc32"
+	"hash/fnv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mmdb/mmdb/internal/pbmem"
+	"github.com/mmdb/mmdb/mem"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// maxDigestBuckets bounds TableDigest's buckets.
+const maxDigestBuckets = 1 << 16
+
+// TableDigest summarises a table as of a snapshot (see the proto).
+func (a *adminService) TableDigest(ctx context.Context, req *pb.TableDigestRequest) (*pb.TableDigestResponse, error) {
+	n := req.GetBuckets()
+	if n == 0 || n > maxDigestBuckets {
+		return nil, status.Errorf(codes.InvalidArgument, "buckets %d: from 1 to %d", n, maxDigestBuckets)
+	}
+	list := map[uint32]bool{}
+	for _, b := range req.GetList() {
+		if b >= n {
+			return nil, status.Errorf(codes.InvalidArgument, "bucket %d of %d", b, n)
+		}
+		list[b] = true
+	}
+	db := a.s.db
+	for db.LastLSN() < req.GetMinLsn() {
+		select {
+		case <-ctx.Done():
+			return nil, status.Errorf(codes.DeadlineExceeded, "this node has applied LSN %d, not yet %d", db.LastLSN(), req.GetMinLsn())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	sn := db.Snapshot()
+	defer sn.Close()
+	var def mem.TableDef
+	for _, d := range sn.Tables() {
+		if d.Name == req.GetTable() {
+			def = d
+		}
+	}
+	if def.Name == "" {
+		return nil, status.Errorf(codes.NotFound, "no table %q", req.GetTable())
+	}
+	pk := make([]int, len(def.PrimaryKey))
+	for i, name := range def.PrimaryKey {
+		for c, col := range def.Columns {
+			if col.Name == name {
+				pk[i] = c
+			}
+		}
+	}
+	resp := &pb.TableDigestResponse{Lsn: sn.LSN(), Buckets: make([]*pb.BucketDigest, n)}
+	for i := range resp.Buckets {
+		resp.Buckets[i] = &pb.BucketDigest{}
+	}
+	key := make([]mem.Value, len(pk))
+	err := sn.Scan(def.ID, func(r mem.Record) error {
+		for i, c := range pk {
+			key[i] = r.Value(c)
+		}
+		k, err := proto.MarshalOptions{Deterministic: true}.Marshal(&pb.Row{Values: pbmem.Values(key)})
+		if err != nil {
+			return err
+		}
+		bucket := crc32.ChecksumIEEE(k) % n
+		h := fnv.New64a()
+		_, _ = h.Write(r.Encoded()) // a hash.Hash never fails
+		sum := h.Sum64()
+		d := resp.Buckets[bucket]
+		d.Rows++
+		d.Sum += sum
+		if list[bucket] {
+			resp.Rows = append(resp.Rows, &pb.RowDigest{Bucket: bucket, Key: k, Hash: sum})
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return resp, nil
+}
