@@ -51,6 +51,12 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 		return 0, 0, false, errors.New("server: promote: the node is shutting down")
 	default:
 	}
+	s.markMu.Lock()
+	restarting := s.restarting
+	s.markMu.Unlock()
+	if restarting {
+		return 0, 0, false, errors.New("server: promote: the node is restarting to cut its log or load an image")
+	}
 	s.recv.Stop()
 	defer s.recv.Resume() // as a primary it follows no one, but steps down for a newer epoch
 	settle, cancel := context.WithTimeout(context.Background(), 10*time.Second)
