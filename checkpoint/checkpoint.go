@@ -53,7 +53,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -210,47 +209,14 @@ func (c *Checkpointer) write(ctx context.Context, sn *mem.Snapshot, res *Result)
 }
 
 // writeSlot makes path, in dir, a file fill writes, so that a crash
-// leaves either the old file or the whole new one: fill writes a
-// temporary file, which is synced and closed; then, once ready (if set)
-// approves, it is renamed into place and the directory synced. On a
-// failure before the rename the temporary file is removed.
+// leaves either the old file or the whole new one (vfs.ReplaceFile): it
+// is renamed into place only once ready (if set) approves.
 func writeSlot(fs vfs.FS, dir, path string, fill func(f vfs.File) error, ready func() error) error {
 	if err := vfs.MkdirDurable(fs, dir); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	tmp := path + tempSuffix
-	if err := fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("checkpoint: remove %s: %w", tmp, err)
-	}
-	f, err := fs.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("checkpoint: create %s: %w", tmp, err)
-	}
-	err = fill(f)
-	if err == nil {
-		if err = f.Sync(); err != nil {
-			err = fmt.Errorf("checkpoint: sync %s: %w", tmp, err)
-		}
-	}
-	if cerr := f.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("checkpoint: close %s: %w", tmp, cerr)
-	}
-	if err == nil && ready != nil {
-		err = ready()
-	}
-	if err == nil {
-		if err = fs.Rename(tmp, path); err != nil {
-			err = fmt.Errorf("checkpoint: rename %s to %s: %w", tmp, path, err)
-		}
-	}
-	if err != nil {
-		if rerr := fs.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-			err = errors.Join(err, fmt.Errorf("checkpoint: remove %s: %w", tmp, rerr))
-		}
-		return err
-	}
-	if err := fs.SyncDir(dir); err != nil {
-		return fmt.Errorf("checkpoint: sync directory %s: %w", dir, err)
+	if err := vfs.ReplaceFile(fs, path, fill, ready); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
 }

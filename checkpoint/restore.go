@@ -46,24 +46,13 @@ type Slots struct {
 
 func noImage(slot int) Image { return Image{Slot: slot} }
 
-// removeSynced removes a file and syncs its directory.
-func removeSynced(fs vfs.FS, path string) error {
-	if err := fs.Remove(path); err != nil {
-		return fmt.Errorf("checkpoint: remove %s: %w", path, err)
-	}
-	if err := fs.SyncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("checkpoint: remove %s: %w", path, err)
-	}
-	return nil
-}
-
 // slotPath returns the file of slot i in dir.
 func slotPath(dir string, i int) string { return filepath.Join(dir, slotNames[i]) }
 
 // slotNames are the files of the two slots.
 var slotNames = [2]string{"image-a.mmdb", "image-b.mmdb"}
 
-const tempSuffix = ".tmp"
+const tempSuffix = vfs.TempSuffix
 
 // Inspect checks both slots in dir, and removes an image left
 // half-written by a crash. It checks what tells a whole image from one a
@@ -175,8 +164,8 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 	case err == nil && stale != "":
 		// Gone before anything can load it again: it holds records the
 		// log no longer has, at LSNs that new records take.
-		if err := removeSynced(fs, stale); err != nil {
-			return nil, slots, errors.Join(err, store.Close())
+		if err := vfs.RemoveDurable(fs, stale); err != nil {
+			return nil, slots, errors.Join(fmt.Errorf("checkpoint: %w", err), store.Close())
 		}
 		return store, slots, nil
 	case err == nil || !loadFailed:

@@ -265,26 +265,7 @@ func (e *Epochs) save(hist []EpochStart, seen uint64) error {
 	if seen > 0 {
 		fmt.Fprintf(&b, "seen %d\n", seen)
 	}
-	tmp := e.path + ".tmp"
-	// A save cut short (a crash, a full disk) may have left one.
-	if err := e.fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("replica: keep the epoch history: %w", err)
-	}
-	f, err := e.fs.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("replica: keep the epoch history: %w", err)
-	}
-	_, err = f.WriteAt([]byte(b.String()), 0)
-	if err == nil {
-		err = f.Sync()
-	}
-	if err = errors.Join(err, f.Close()); err != nil {
-		return fmt.Errorf("replica: write %s: %w", tmp, err)
-	}
-	if err := e.fs.Rename(tmp, e.path); err != nil {
-		return fmt.Errorf("replica: keep the epoch history: %w", err)
-	}
-	if err := e.fs.SyncDir(filepath.Dir(e.path)); err != nil {
+	if err := vfs.WriteFile(e.fs, e.path, []byte(b.String())); err != nil {
 		return fmt.Errorf("replica: keep the epoch history: %w", err)
 	}
 	return nil

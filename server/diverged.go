@@ -61,38 +61,6 @@ func readTruncate(dir string) (uint64, error) {
 	return lsn, nil
 }
 
-// writeSynced writes a file in dir durably: a temporary file, synced,
-// renamed, and the directory synced.
-func writeSynced(dir, name string, data []byte) error {
-	path := filepath.Join(dir, name)
-	f, err := os.Create(path + ".tmp")
-	if err != nil {
-		return fmt.Errorf("server: write %s: %w", path, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if err = errors.Join(err, f.Close()); err != nil {
-		return fmt.Errorf("server: write %s: %w", path, err)
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
-		return fmt.Errorf("server: write %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("server: sync %s: %w", dir, err)
-	}
-	if err := errors.Join(d.Sync(), d.Close()); err != nil {
-		return fmt.Errorf("server: sync %s: %w", dir, err)
-	}
-	return nil
-}
-
 // diverged handles a log that diverged from the primary's at LSN at (it
 // holds records up to last that the primary never had), found while
 // taking a link from sender (at addr); older says the diverged records
@@ -139,7 +107,7 @@ func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 	if !canCut {
 		marker, content, why = reimageFile, addr+"\n", "load an image of "+addr+" (no image below the divergence)"
 	}
-	if err := writeSynced(s.cfg.DataDir, marker, []byte(content)); err != nil {
+	if err := vfs.WriteFile(vfs.Default, filepath.Join(s.cfg.DataDir, marker), []byte(content)); err != nil {
 		log.Error("could not mark the node for a restart", "marker", marker, "error", err)
 		if rerr := os.Remove(filepath.Join(s.cfg.DataDir, marker)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 			log.Error("could not remove the marker", "marker", marker, "error", rerr)
@@ -195,7 +163,7 @@ func (s *Server) setAside(at, last uint64, name string) error {
 	if next != last+1 {
 		return fmt.Errorf("server: the log ends at LSN %d, before %d", next-1, last)
 	}
-	return writeSynced(s.cfg.DataDir, name, out.Bytes())
+	return vfs.WriteFile(vfs.Default, filepath.Join(s.cfg.DataDir, name), out.Bytes())
 }
 
 // describedOp is one operation of a set-aside record.
@@ -259,7 +227,7 @@ func (s *Server) needsImage(addr string, applied uint64) {
 		if s.ckpt != nil {
 			s.ckpt.Freeze()
 		}
-		if err := writeSynced(s.cfg.DataDir, reimageFile, []byte(addr+"\n")); err != nil {
+		if err := vfs.WriteFile(vfs.Default, filepath.Join(s.cfg.DataDir, reimageFile), []byte(addr+"\n")); err != nil {
 			log.Error("could not mark the node to be imaged again", "error", err)
 			return
 		}
@@ -328,11 +296,11 @@ func reimage(cfg *conf.Config, logger hclog.Logger) error {
 	if err := os.Rename(img.Path, filepath.Join(ckptDir, filepath.Base(img.Path))); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	if err := errors.Join(syncDir(ckptDir), os.RemoveAll(staging)); err != nil {
+	if err := errors.Join(vfs.Default.SyncDir(ckptDir), os.RemoveAll(staging)); err != nil {
 		return err
 	}
-	if err := os.Remove(filepath.Join(cfg.DataDir, reimageFile)); err != nil {
+	if err := vfs.RemoveDurable(vfs.Default, filepath.Join(cfg.DataDir, reimageFile)); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	return syncDir(cfg.DataDir)
+	return nil
 }

@@ -121,13 +121,10 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	}
 	if cfg.DataDir != "" {
 		// A cut log is cut for good once it opened: the mark goes.
-		if err := os.Remove(filepath.Join(cfg.DataDir, truncateFile)); err == nil {
-			err = syncDir(cfg.DataDir)
+		switch err := vfs.RemoveDurable(vfs.Default, filepath.Join(cfg.DataDir, truncateFile)); {
+		case err == nil:
 			logger.Warn("cut the log where it diverged from the primary's", "last-lsn", store.DB().LastLSN())
-			if err != nil {
-				return nil, errors.Join(err, store.Close(), s.unlock())
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
+		case !errors.Is(err, os.ErrNotExist):
 			return nil, errors.Join(fmt.Errorf("server: %w", err), store.Close(), s.unlock())
 		}
 	}

@@ -245,3 +245,71 @@ func MkdirDurable(fs FS, dir string) error {
 	}
 	return nil
 }
+
+// TempSuffix names the temporary file ReplaceFile writes before it
+// renames it into place.
+const TempSuffix = ".tmp"
+
+// ReplaceFile makes path a file that fill writes, so that a crash leaves
+// either the old file or the whole new one: fill writes path+TempSuffix
+// (one left by an earlier attempt is removed first), which is synced and
+// closed; then, once ready (if set) approves, it is renamed into place
+// and the directory synced. On a failure before the rename the temporary
+// file is removed.
+func ReplaceFile(fs FS, path string, fill func(f File) error, ready func() error) error {
+	tmp := path + TempSuffix
+	if err := fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("vfs: remove %s: %w", tmp, err)
+	}
+	f, err := fs.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("vfs: create %s: %w", tmp, err)
+	}
+	err = fill(f)
+	if err == nil {
+		if err = f.Sync(); err != nil {
+			err = fmt.Errorf("vfs: sync %s: %w", tmp, err)
+		}
+	}
+	if cerr := f.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("vfs: close %s: %w", tmp, cerr)
+	}
+	if err == nil && ready != nil {
+		err = ready()
+	}
+	if err == nil {
+		if err = fs.Rename(tmp, path); err != nil {
+			err = fmt.Errorf("vfs: rename %s to %s: %w", tmp, path, err)
+		}
+	}
+	if err != nil {
+		if rerr := fs.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = errors.Join(err, fmt.Errorf("vfs: remove %s: %w", tmp, rerr))
+		}
+		return err
+	}
+	if err := fs.SyncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("vfs: sync directory %s: %w", filepath.Dir(path), err)
+	}
+	return nil
+}
+
+// WriteFile makes data the contents of path, as ReplaceFile does.
+func WriteFile(fs FS, path string, data []byte) error {
+	return ReplaceFile(fs, path, func(f File) error {
+		_, err := f.WriteAt(data, 0)
+		return err
+	}, nil)
+}
+
+// RemoveDurable removes path and syncs its directory, so that the
+// removal survives a crash.
+func RemoveDurable(fs FS, path string) error {
+	if err := fs.Remove(path); err != nil {
+		return fmt.Errorf("vfs: remove %s: %w", path, err)
+	}
+	if err := fs.SyncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("vfs: sync directory %s: %w", filepath.Dir(path), err)
+	}
+	return nil
+}
