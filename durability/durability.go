@@ -371,10 +371,16 @@ func (s *Store) Settle(ctx context.Context) error {
 		want = s.log.LastLSN()
 	}
 	s.mu.Unlock()
-	for s.db.LastLSN() < want {
+	return s.WaitApplied(ctx, want)
+}
+
+// WaitApplied waits until the database has installed every commit up to
+// lsn (a standby: applied it), or ctx ends.
+func (s *Store) WaitApplied(ctx context.Context, lsn uint64) error {
+	for s.db.LastLSN() < lsn {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("durability: wait for the commits up to LSN %d to be installed: %w", want, ctx.Err())
+			return fmt.Errorf("durability: wait for the commits up to LSN %d to be installed (at %d): %w", lsn, s.db.LastLSN(), ctx.Err())
 		case <-time.After(time.Millisecond):
 		}
 	}

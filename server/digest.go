@@ -4,7 +4,6 @@ import (
 	"context"
 	"hash/crc32"
 	"hash/fnv"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,15 +30,10 @@ func (a *adminService) TableDigest(ctx context.Context, req *pb.TableDigestReque
 		}
 		list[b] = true
 	}
-	db := a.s.db
-	for db.LastLSN() < req.GetMinLsn() {
-		select {
-		case <-ctx.Done():
-			return nil, status.Errorf(codes.DeadlineExceeded, "this node has applied LSN %d, not yet %d", db.LastLSN(), req.GetMinLsn())
-		case <-time.After(5 * time.Millisecond):
-		}
+	if err := a.s.store.WaitApplied(ctx, req.GetMinLsn()); err != nil {
+		return nil, status.Errorf(codes.DeadlineExceeded, "this node has applied LSN %d, not yet %d", a.s.db.LastLSN(), req.GetMinLsn())
 	}
-	sn := db.Snapshot()
+	sn := a.s.db.Snapshot()
 	defer sn.Close()
 	var def mem.TableDef
 	for _, d := range sn.Tables() {
