@@ -52,6 +52,36 @@ func createBank(t *testing.T, db pb.DatabaseServiceClient) {
 	}
 }
 
+// sameRows fails unless two nodes hold the same rows in the bank's
+// tables.
+func sameRows(t *testing.T, x, y pb.DatabaseServiceClient) {
+	t.Helper()
+	for _, table := range []string{"acct", "mark"} {
+		if rx, ry := scanTable(t, x, table), scanTable(t, y, table); fmt.Sprint(rx) != fmt.Sprint(ry) {
+			t.Fatalf("table %s: %d rows on one node, %d on the other", table, len(rx), len(ry))
+		}
+	}
+}
+
+// streaming waits, up to within, until the primary admin reports its
+// (only) standby streaming and caught up, and returns the LSN; standby's
+// output goes with a failure.
+func streaming(t *testing.T, admin pb.AdminServiceClient, within time.Duration, standby *proc) uint64 {
+	t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
+		st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb := st.GetStandbys()[0]; sb.GetState() == "streaming" && sb.GetAppliedLsn() == st.GetLastLsn() {
+			return st.GetLastLsn()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby is not streaming and caught up: %v at LSN %d\n%s", st.GetStandbys(), st.GetLastLsn(), standby.output())
+		}
+	}
+}
+
 // settled waits until a node's applied LSN stops moving and returns it.
 func settled(t *testing.T, p *proc) uint64 {
 	t.Helper()
@@ -246,21 +276,7 @@ func failover(t *testing.T, stop string) {
 	// one never had (written on a before the kill, not shipped), it sets
 	// them aside in a file, restarts itself to cut them from its log, and
 	// catches up.
-	for {
-		bst, err := admin.Status(testCtx(t), &pb.StatusRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sb := bst.GetStandbys()[0]
-		if sb.GetState() == "streaming" && sb.GetAppliedLsn() == bst.GetLastLsn() {
-			t.Logf("the old primary follows the new one, caught up at LSN %d", bst.GetLastLsn())
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the new primary's standby: %v\n%s", sb, a.output())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	t.Logf("the old primary follows the new one, caught up at LSN %d", streaming(t, admin, time.Until(deadline), a))
 	files, err := filepath.Glob(filepath.Join(aDir, "diverged-*.jsonl"))
 	if err != nil {
 		t.Fatal(err)
@@ -294,11 +310,7 @@ func failover(t *testing.T, stop string) {
 	}
 	// Both hold the same rows.
 	adb2, _ := a.client()
-	for _, table := range []string{"acct", "mark"} {
-		if x, y := scanTable(t, bdb, table), scanTable(t, adb2, table); fmt.Sprint(x) != fmt.Sprint(y) {
-			t.Fatalf("table %s: %d rows on the new primary, %d on the old one", table, len(x), len(y))
-		}
-	}
+	sameRows(t, bdb, adb2)
 	if bst, err := admin.Status(testCtx(t), &pb.StatusRequest{}); err != nil || bst.GetRole() != "primary" || bst.GetEpoch() != 1 {
 		t.Fatalf("the new primary: %v %v", bst, err)
 	}
@@ -486,11 +498,7 @@ func TestBootstrappedStandbyFollows(t *testing.T) {
 	bdb, _ := b.client()
 	settled(t, b)
 	checkBank(t, bdb, acked)
-	for _, table := range []string{"acct", "mark"} {
-		if x, y := scanTable(t, adb, table), scanTable(t, bdb, table); fmt.Sprint(x) != fmt.Sprint(y) {
-			t.Fatalf("table %s: %d rows on the primary, %d on the standby", table, len(x), len(y))
-		}
-	}
+	sameRows(t, adb, bdb)
 }
 
 // TestStandbyTooFarBehindIsReimaged: a standby away while its primary
@@ -521,28 +529,13 @@ func TestStandbyTooFarBehindIsReimaged(t *testing.T) {
 	}
 	b = start(t, bArgs...)
 	admin := pb.NewAdminServiceClient(aconn)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sb := st.GetStandbys()[0]; sb.GetState() == "streaming" && sb.GetAppliedLsn() == st.GetLastLsn() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the standby did not come back: %v at LSN %d\n%s\n%s", st.GetStandbys(), st.GetLastLsn(), a.output(), b.output())
-		}
-	}
+	streaming(t, admin, 30*time.Second, b)
 	if !strings.Contains(b.output(), "replacing this node's database with an image") {
 		t.Fatalf("the standby was not imaged again:\n%s", b.output())
 	}
 	bdb, _ := b.client()
 	checkBank(t, bdb, acked)
-	for _, table := range []string{"acct", "mark"} {
-		if x, y := scanTable(t, adb, table), scanTable(t, bdb, table); fmt.Sprint(x) != fmt.Sprint(y) {
-			t.Fatalf("table %s: %d rows on the primary, %d on the standby", table, len(x), len(y))
-		}
-	}
+	sameRows(t, adb, bdb)
 }
 
 // TestAudit: mmdbd audit finds a standby the same as its primary while
