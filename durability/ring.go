@@ -124,10 +124,3 @@ func (r *Ring) AddedAt(lsn uint64) (time.Time, bool) {
 	}
 	return time.Unix(0, r.recs[(r.head+int(lsn-r.recs[r.head].LSN))%len(r.recs)].At), true
 }
-
-// Len returns the number of records held and their total size.
-func (r *Ring) Len() (records int, bytes int64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.n, r.bytes
-}
