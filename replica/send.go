@@ -467,7 +467,8 @@ func (s *Sender) quorumLocked(mode Mode) uint64 {
 	if s.opts.Quorum <= 0 {
 		return ^uint64(0)
 	}
-	acked := make([]uint64, 0, len(s.links))
+	var buf [16]uint64 // no allocation for up to 16 standbys: every commit and read that waits comes here
+	acked := buf[:0]
 	for _, l := range s.links {
 		if mode == AppliedAck {
 			acked = append(acked, l.applied)
