@@ -242,8 +242,10 @@ func (c *Config) Validate() error {
 	}
 	oneOf(bad, "sync_mode", c.SyncMode, SyncAsync, SyncReceivedAck, SyncAppliedAck)
 	between(bad, "sync_quorum", c.SyncQuorum, 0, 64)
-	if c.SyncMode != SyncAsync && c.Role == RolePrimary && int(c.SyncQuorum) > len(c.Peers) {
-		bad("sync_quorum", "%d standbys must acknowledge but only %d peers are configured", c.SyncQuorum, len(c.Peers))
+	// More standbys than peers may answer: those behind a propagator
+	// count too.
+	if c.SyncMode != SyncAsync && c.Role == RolePrimary && c.SyncQuorum > 0 && len(c.Peers) == 0 {
+		bad("sync_quorum", "%d standbys must acknowledge but no peers are configured", c.SyncQuorum)
 	}
 	positive(bad, "sync_timeout", c.SyncTimeout)
 	oneOf(bad, "on_sync_timeout", c.OnSyncTimeout, "degrade", "block")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -37,6 +38,12 @@ type ReceiverOptions struct {
 	// image of the sender's, which clients (and ImageService) reach at
 	// addr.
 	NeedsImage func(addr string, applied uint64)
+	// OnFollow, when set, is called (and must not block) once the node
+	// follows a sender, whose log it may relay (see Upstream).
+	OnFollow func()
+	// Downstream, when set, returns the standbys this node ships to (a
+	// propagator): its acknowledgements carry them to its sender.
+	Downstream func() []*pb.StandbyAck
 	Logger     hclog.Logger
 }
 
@@ -58,6 +65,7 @@ type Receiver struct {
 
 	mu     sync.Mutex
 	follow *following // the link being followed, if any
+	up     *Relay     // whose log the node follows, as of the latest link
 	closed bool
 }
 
@@ -67,6 +75,7 @@ type following struct {
 	epoch  uint64
 	cancel context.CancelCauseFunc
 	done   chan struct{} // closed when its call has ended and its records are applied
+	p      *progress     // set once the link is open
 }
 
 // queueBatches bounds the received batches waiting to be applied.
@@ -97,10 +106,11 @@ func (r *Receiver) Resume() {
 }
 
 // Stop ends the link being followed, once what it received is applied,
-// and refuses new ones until Resume.
+// and refuses new ones until Resume; the node then follows no one
+// (Upstream).
 func (r *Receiver) Stop() {
 	r.mu.Lock()
-	r.closed = true
+	r.closed, r.up = true, nil
 	f := r.follow
 	if f != nil {
 		f.cancel(errClosed)
@@ -143,6 +153,12 @@ func (r *Receiver) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipRespo
 	log.Info("following", "applied-lsn", applied, "sender-last-lsn", hello.LastLsn)
 
 	p := &progress{received: applied, applied: applied, poke: make(chan struct{}, 1)}
+	r.mu.Lock()
+	f.p = p
+	r.mu.Unlock()
+	if r.opts.OnFollow != nil {
+		r.opts.OnFollow()
+	}
 	queue := make(chan []received, queueBatches)
 	drained, acked := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -151,7 +167,7 @@ func (r *Receiver) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipRespo
 	}()
 	go func() {
 		defer close(acked)
-		if err := p.acknowledge(ctx, st); err != nil {
+		if err := p.acknowledge(ctx, st, r.opts.Downstream); err != nil {
 			cancel(err)
 		}
 	}()
@@ -183,6 +199,27 @@ func (r *Receiver) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipRespo
 	return err
 }
 
+// Upstream says whose log the node follows (or last followed): the
+// primary, the relays it came through, and the node that ships it here.
+func (r *Receiver) Upstream() (Relay, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.up == nil {
+		return Relay{}, false
+	}
+	return *r.up, true
+}
+
+// Poke sends the followed sender an acknowledgement now (a propagator's
+// standbys have answered).
+func (r *Receiver) Poke() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if f := r.follow; f != nil && f.p != nil {
+		f.p.nudge()
+	}
+}
+
 func (r *Receiver) state() *pb.ShipState {
 	return &pb.ShipState{Node: r.opts.Node, Epoch: r.opts.Epochs.Current(), AppliedLsn: r.store.DB().LastLSN()}
 }
@@ -200,6 +237,14 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 	theirs := epochsFromPB(hello.Epochs)
 	if err := checkEpochs(theirs); err != nil || theirs[len(theirs)-1].Epoch != hello.Epoch {
 		return nil, status.Errorf(codes.InvalidArgument, "replication: %s's epoch history does not end at its epoch %d: %v", hello.Node, hello.Epoch, err)
+	}
+	if via := hello.GetVia(); len(via) > 0 {
+		if len(via) > maxDownstream || via[len(via)-1] != hello.Node || hello.Primary == "" || slices.Contains(via, "") {
+			return nil, status.Errorf(codes.InvalidArgument, "replication: %s relays the log of %q through %q: not a chain that ends at it", hello.Node, hello.Primary, via)
+		}
+		if slices.Contains(via, r.opts.Node) {
+			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s relays the log through %q, which names %s: a loop", hello.Node, via, r.opts.Node)
+		}
 	}
 	r.mu.Lock()
 	closed := r.closed
@@ -290,13 +335,24 @@ func (r *Receiver) take(ctx context.Context, hello *pb.ShipHello, theirs []Epoch
 		}
 		return status.Errorf(codes.FailedPrecondition, "replication: %s's log diverged from %s's at LSN %d (it holds records up to %d; from there on they are of another epoch or incarnation)", r.opts.Node, hello.Node, lsn, applied)
 	}
+	if applied > hello.LastLsn && len(hello.Via) > 0 {
+		// It may have followed the primary, or a propagator further on.
+		return status.Errorf(codes.Unavailable, "replication: %s has applied LSN %d, past the last LSN %d of propagator %s: it follows once the propagator catches up", r.opts.Node, applied, hello.LastLsn, hello.Node)
+	}
 	if applied > hello.LastLsn {
 		return status.Errorf(codes.FailedPrecondition, "replication: %s has applied LSN %d, past %s's last LSN %d: their logs have diverged", r.opts.Node, applied, hello.Node, hello.LastLsn)
 	}
 	if err := r.opts.Epochs.Adopt(theirs); err != nil {
 		return status.Errorf(codes.Internal, "replication: %v", err)
 	}
-	r.store.SetPrimary(hello.Node, hello.Addr)
+	up := &Relay{Primary: Peer{Name: hello.Node, Addr: hello.Addr}, Upstream: hello.Node}
+	if hello.Primary != "" {
+		up.Primary, up.Via = Peer{Name: hello.Primary, Addr: hello.PrimaryAddr}, hello.Via
+	}
+	r.mu.Lock()
+	r.up = up
+	r.mu.Unlock()
+	r.store.SetPrimary(up.Primary.Name, up.Primary.Addr)
 	return nil
 }
 
@@ -435,6 +491,11 @@ func (p *progress) set(field *uint64, lsn uint64) {
 	p.mu.Lock()
 	*field = lsn
 	p.mu.Unlock()
+	p.nudge()
+}
+
+// nudge has the acker send the progress.
+func (p *progress) nudge() {
 	select {
 	case p.poke <- struct{}{}:
 	default:
@@ -453,17 +514,22 @@ func (p *progress) appliedLSN() uint64 {
 	return p.applied
 }
 
-// acknowledge sends the latest progress whenever it changes, until ctx
-// ends; several changes while a send is under way go in one ack.
-func (p *progress) acknowledge(ctx context.Context, st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipResponse]) error {
+// acknowledge sends the latest progress whenever it changes (with the
+// standbys behind this node, from down if set), until ctx ends; several
+// changes while a send is under way go in one ack.
+func (p *progress) acknowledge(ctx context.Context, st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipResponse], down func() []*pb.StandbyAck) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-p.poke:
 		}
+		var behind []*pb.StandbyAck
+		if down != nil {
+			behind = down()
+		}
 		p.mu.Lock()
-		ack := &pb.ShipAck{ReceivedLsn: p.received, AppliedLsn: p.applied}
+		ack := &pb.ShipAck{ReceivedLsn: p.received, AppliedLsn: p.applied, Downstream: behind}
 		failed := p.failed
 		p.mu.Unlock()
 		if failed {

@@ -34,6 +34,12 @@ type standby struct {
 
 func newStandby(t *testing.T, opts durability.Options, peers ...string) *standby {
 	t.Helper()
+	return newStandbyAs(t, "b", opts, peers...)
+}
+
+// newStandbyAs is newStandby for node name.
+func newStandbyAs(t *testing.T, name string, opts durability.Options, peers ...string) *standby {
+	t.Helper()
 	opts.Standby = true
 	st, err := durability.Open(opts)
 	if err != nil {
@@ -41,7 +47,7 @@ func newStandby(t *testing.T, opts durability.Options, peers ...string) *standby
 	}
 	srv := grpc.NewServer()
 	ep := memEpochs(t)
-	pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(st, replica.ReceiverOptions{Node: "b", Peers: peers, Epochs: ep}))
+	pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(st, replica.ReceiverOptions{Node: name, Peers: peers, Epochs: ep}))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

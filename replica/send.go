@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mmdb/mmdb/durability"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -80,12 +81,28 @@ type SenderOptions struct {
 	Quorum  int
 	Timeout time.Duration
 	Block   bool
+	// Relay, when set, makes this a propagator's Sender: it relays the
+	// log it takes from upstream, and ships to no peer of that name.
+	Relay *Relay
+	// OnAck, when set, is called after a standby's acknowledgements
+	// advance (a propagator passes them upstream).
+	OnAck func()
 	// MaxMessageBytes bounds a message; zero means 4 MiB.
 	MaxMessageBytes int
 	// Dial connects to a peer; nil means Dial.
 	Dial   func(addr string) (*grpc.ClientConn, error)
 	Logger hclog.Logger
 }
+
+// Relay says whose log a propagator relays.
+type Relay struct {
+	Primary  Peer     // the primary whose log it is
+	Via      []string // the relays the log came through before this node, the primary's first
+	Upstream string   // the node this one follows
+}
+
+// maxDownstream bounds the standbys a propagator may report behind it.
+const maxDownstream = 64
 
 // Sender ships a primary's log to its standbys: one link per standby,
 // each a Ship stream that it opens and opens again when it breaks. A
@@ -105,6 +122,7 @@ type Sender struct {
 	links []*link
 	epoch uint64
 	hist  []*pb.EpochStart
+	hello *pb.ShipHello // the hello's fixed part: who this node is, and whose log it ships
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed when a link's acknowledgements advance, if watched
@@ -125,8 +143,9 @@ type link struct {
 	received uint64
 	applied  uint64
 	sent     uint64
-	backlog  uint64 // the sender's last LSN when the link opened: until it is applied, the standby catches up
-	opened   int    // links opened so far
+	backlog  uint64    // the sender's last LSN when the link opened: until it is applied, the standby catches up
+	opened   int       // links opened so far
+	down     []Standby // when the standby is a propagator: its standbys, as it last reported them
 }
 
 // NewSender starts shipping store's log to opts.Peers; Close stops it.
@@ -149,7 +168,15 @@ func NewSender(store *durability.Store, opts SenderOptions) (*Sender, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	hist := opts.Epochs.History()
 	s := &Sender{opts: opts, store: store, cancel: cancel, epoch: hist[len(hist)-1].Epoch, hist: epochsToPB(hist)}
+	s.hello = &pb.ShipHello{Node: opts.Node, Addr: opts.Addr, Epoch: s.epoch, Epochs: s.hist}
+	if r := opts.Relay; r != nil {
+		s.hello.Via = append(slices.Clone(r.Via), opts.Node)
+		s.hello.Primary, s.hello.PrimaryAddr = r.Primary.Name, r.Primary.Addr
+	}
 	for _, p := range opts.Peers {
+		if opts.Relay != nil && p.Name == opts.Relay.Upstream {
+			continue // it ships to this node
+		}
 		l := &link{peer: p, state: StateConnecting}
 		s.links = append(s.links, l)
 		s.done.Add(1)
@@ -235,7 +262,8 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 		return fmt.Errorf("replica: open a link to %s: %w", l.peer.Name, err)
 	}
 	db := s.store.DB()
-	hello := &pb.ShipHello{Node: s.opts.Node, Addr: s.opts.Addr, Epoch: s.epoch, LastLsn: db.LastLSN(), Epochs: s.hist}
+	hello := proto.CloneOf(s.hello)
+	hello.LastLsn = db.LastLSN()
 	if err := st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: hello}}); err != nil {
 		_, err = st.Recv() // Send reports io.EOF; Recv has the reason
 		return fmt.Errorf("replica: hello to %s: %w", l.peer.Name, err)
@@ -262,6 +290,7 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 		l.state = StateStreaming
 	}
 	l.opened++
+	l.down = nil
 	s.ackedLocked()
 	s.mu.Unlock()
 	log.Info("link open", "applied-lsn", next, "last-lsn", hello.LastLsn)
@@ -425,13 +454,53 @@ func (s *Sender) acks(st grpc.BidiStreamingClient[pb.ShipRequest, pb.ShipRespons
 			s.mu.Unlock()
 			return bad
 		}
-		l.received, l.applied = ack.ReceivedLsn, ack.AppliedLsn
+		down, err := downstream(ack.GetDownstream(), l)
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		l.received, l.applied, l.down = ack.ReceivedLsn, ack.AppliedLsn, down
 		if l.applied >= l.backlog {
 			l.state = StateStreaming
 		}
 		s.ackedLocked()
 		s.mu.Unlock()
+		if s.opts.OnAck != nil {
+			s.opts.OnAck()
+		}
 	}
+}
+
+// downstream checks the standbys a propagator reports behind it (on link
+// l): none can hold a record it was not sent. The caller holds mu.
+func downstream(acks []*pb.StandbyAck, l *link) ([]Standby, error) {
+	if len(acks) > maxDownstream {
+		return nil, fmt.Errorf("replica: %s reports %d standbys behind it, more than %d", l.peer.Name, len(acks), maxDownstream)
+	}
+	var down []Standby
+	for _, a := range acks {
+		if a.Node == "" || a.AppliedLsn > a.ReceivedLsn || a.ReceivedLsn > l.sent {
+			return nil, fmt.Errorf("replica: %s reports standby %q behind it with received %d and applied %d, with %d sent",
+				l.peer.Name, a.Node, a.ReceivedLsn, a.AppliedLsn, l.sent)
+		}
+		down = append(down, Standby{Name: a.Node, Addr: a.Addr, State: a.State, Received: a.ReceivedLsn, Applied: a.AppliedLsn, Via: a.Via})
+	}
+	return down, nil
+}
+
+// Downstream returns every standby this node ships to, and those behind
+// them, for a propagator's acknowledgements.
+func (s *Sender) Downstream() []*pb.StandbyAck {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*pb.StandbyAck
+	for _, l := range s.links {
+		out = append(out, &pb.StandbyAck{Node: l.peer.Name, Addr: l.peer.Addr, State: l.state, ReceivedLsn: l.received, AppliedLsn: l.applied, Via: s.opts.Node})
+		for _, d := range l.down {
+			out = append(out, &pb.StandbyAck{Node: d.Name, Addr: d.Addr, State: d.State, ReceivedLsn: d.Received, AppliedLsn: d.Applied, Via: d.Via})
+		}
+	}
+	return out
 }
 
 // ackedLocked wakes the commits waiting for acknowledgements and ends a
@@ -467,13 +536,31 @@ func (s *Sender) quorumLocked(mode Mode) uint64 {
 	if s.opts.Quorum <= 0 {
 		return ^uint64(0)
 	}
-	var buf [16]uint64 // no allocation for up to 16 standbys: every commit and read that waits comes here
-	acked := buf[:0]
-	for _, l := range s.links {
+	// No allocation for up to 32 standbys: every commit and read that
+	// waits comes here. A standby counts once, even if it is reported
+	// both by its own link and behind a propagator.
+	var (
+		nameBuf [32]string
+		ackBuf  [32]uint64
+	)
+	names, acked := nameBuf[:0], ackBuf[:0]
+	add := func(name string, received, applied uint64) {
+		v := received
 		if mode == AppliedAck {
-			acked = append(acked, l.applied)
-		} else {
-			acked = append(acked, l.received)
+			v = applied
+		}
+		for i, n := range names {
+			if n == name {
+				acked[i] = max(acked[i], v)
+				return
+			}
+		}
+		names, acked = append(names, name), append(acked, v)
+	}
+	for _, l := range s.links {
+		add(l.peer.Name, l.received, l.applied)
+		for _, d := range l.down {
+			add(d.Name, d.Received, d.Applied)
 		}
 	}
 	if len(acked) < s.opts.Quorum {
@@ -568,6 +655,7 @@ func (s *Sender) Degraded() bool {
 // Standby is a standby's state as its primary sees it.
 type Standby struct {
 	Name, Addr, State, Reason string
+	Via                       string // the propagator it follows, if it is behind one
 	Received, Applied         uint64
 	LagRecords                uint64
 	Lag                       time.Duration // how long ago the oldest record it has not applied was committed
@@ -579,15 +667,20 @@ func (s *Sender) Standbys() []Standby {
 	last := s.store.DB().LastLSN()
 	s.mu.Lock()
 	out := make([]Standby, 0, len(s.links))
-	for _, l := range s.links {
-		st := Standby{Name: l.peer.Name, Addr: l.peer.Addr, State: l.state, Reason: l.reason, Received: l.received, Applied: l.applied, Opened: l.opened}
-		if last > l.applied {
-			st.LagRecords = last - l.applied
+	add := func(st Standby) {
+		if last > st.Applied {
+			st.LagRecords = last - st.Applied
 		}
 		if s.degraded && st.LagRecords > 0 && (st.State == StateStreaming || st.State == StateCatchingUp) {
 			st.State = StateDegraded
 		}
 		out = append(out, st)
+	}
+	for _, l := range s.links {
+		add(Standby{Name: l.peer.Name, Addr: l.peer.Addr, State: l.state, Reason: l.reason, Received: l.received, Applied: l.applied, Opened: l.opened})
+		for _, d := range l.down {
+			add(d)
+		}
 	}
 	s.mu.Unlock()
 	for i := range out {
@@ -600,9 +693,11 @@ func (s *Sender) Standbys() []Standby {
 	return out
 }
 
+// setState sets the state of a link that is not open; the standbys
+// behind it, if it is a propagator, are out of sight.
 func (s *Sender) setState(l *link, state, reason string) {
 	s.mu.Lock()
-	l.state, l.reason = state, reason
+	l.state, l.reason, l.down = state, reason, nil
 	s.mu.Unlock()
 }
 

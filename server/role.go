@@ -22,18 +22,18 @@ func (s *Server) Role() string {
 	return s.role
 }
 
-// SetRole makes the node a primary or a standby (SIGHUP after the config
-// file's role changed, or AdminService).
+// SetRole makes the node a primary, a standby or a propagator (SIGHUP
+// after the config file's role changed).
 func (s *Server) SetRole(role string) error {
 	switch role {
 	case conf.RolePrimary:
 		_, _, _, err := s.promote()
 		return err
-	case conf.RoleStandby:
-		_, err := s.demote("asked to")
+	case conf.RoleStandby, conf.RolePropagator:
+		_, err := s.demote(role, "asked to")
 		return err
 	}
-	return fmt.Errorf("server: role %q cannot be taken while running (primary or standby)", role)
+	return fmt.Errorf("server: role %q cannot be taken while running (primary, standby or propagator)", role)
 }
 
 // promote makes a standby the primary: it ends the link it follows once
@@ -59,6 +59,10 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	}
 	s.recv.Stop()
 	defer s.recv.Resume() // as a primary it follows no one, but steps down for a newer epoch
+	if relay := s.swapSender(nil); relay != nil {
+		relay.Close() // a propagator's
+	}
+	s.relayed = ""
 	settle, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.store.Settle(settle); err != nil {
@@ -71,9 +75,10 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	s.store.SetEpoch(epoch)
 	// Shipping starts before the first commit of the epoch, so every
 	// commit that waits for standbys has a Sender to wait on.
+	was := s.role
 	s.role = conf.RolePrimary
 	if err := s.startSender(); err != nil {
-		s.role = conf.RoleStandby
+		s.role = was
 		return 0, 0, false, err
 	}
 	s.store.Lead()
@@ -81,22 +86,39 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	return epoch, start, false, nil
 }
 
-// demote makes a primary a standby: it stops shipping (commits waiting
-// for standbys return unconfirmed) and refuses commits until a primary
-// ships to it. already says it was a standby.
-func (s *Server) demote(why string) (already bool, err error) {
+// demote makes a primary a standby or a propagator (role), or switches
+// between those two: a primary stops shipping (commits waiting for
+// standbys return unconfirmed) and refuses commits until a primary ships
+// to it; a propagator relays what it follows to its peers. already says
+// it had the role.
+func (s *Server) demote(role, why string) (already bool, err error) {
 	s.roleMu.Lock()
 	defer s.roleMu.Unlock()
-	if s.role == conf.RoleStandby {
+	if s.role == role {
 		return true, nil
 	}
-	s.store.SetPrimary("", "")
-	s.role = conf.RoleStandby
+	if s.role == conf.RolePrimary {
+		s.store.SetPrimary("", "")
+	}
+	s.role = role
 	if snd := s.swapSender(nil); snd != nil {
 		snd.Close()
 	}
-	s.log.Warn("demoted: this node is a standby", "why", why, "epoch", s.epochs.Current())
+	s.relayed = ""
+	if err := s.startRelay(); err != nil {
+		return false, err
+	}
+	s.log.Warn("demoted: this node is a "+role, "why", why, "epoch", s.epochs.Current())
 	return false, nil
+}
+
+// standbyRole is the role a primary takes when it steps down: the
+// configured one, unless that is primary.
+func (s *Server) standbyRole() string {
+	if s.cfg.Role == conf.RolePropagator {
+		return conf.RolePropagator
+	}
+	return conf.RoleStandby
 }
 
 // stepDown demotes a primary that learnt of a newer epoch (or of a
@@ -106,7 +128,7 @@ func (s *Server) stepDown(epoch uint64, peer string) error {
 	if err := s.epochs.Observe(epoch); err != nil {
 		return fmt.Errorf("server: step down: %w", err)
 	}
-	_, err := s.demote(fmt.Sprintf("%s is a primary at epoch %d and wins over this node", peer, epoch))
+	_, err := s.demote(s.standbyRole(), fmt.Sprintf("%s is a primary at epoch %d and wins over this node", peer, epoch))
 	return err
 }
 
@@ -121,7 +143,7 @@ func (a *adminService) Promote(context.Context, *pb.PromoteRequest) (*pb.Promote
 
 // Demote makes the node a standby.
 func (a *adminService) Demote(context.Context, *pb.DemoteRequest) (*pb.DemoteResponse, error) {
-	already, err := a.s.demote("asked to")
+	already, err := a.s.demote(a.s.standbyRole(), "asked to")
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -146,10 +168,32 @@ func (s *Server) startSender() error {
 				s.log.Error("could not step down", "error", err)
 			}
 		},
+		Peers: s.peers(),
 	}
+	return s.install(opts)
+}
+
+// peers returns the configured peers.
+func (s *Server) peers() []replica.Peer {
+	var out []replica.Peer
 	for _, p := range s.cfg.Peers {
-		opts.Peers = append(opts.Peers, replica.Peer{Name: p.Name, Addr: p.Addr})
+		out = append(out, replica.Peer{Name: p.Name, Addr: p.Addr})
 	}
+	return out
+}
+
+// downstream returns the standbys a propagator ships to, for its
+// acknowledgements upstream.
+func (s *Server) downstream() []*pb.StandbyAck {
+	if snd := s.shipper(); snd != nil {
+		return snd.Downstream()
+	}
+	return nil
+}
+
+// install starts a Sender with opts, unless the node shuts down; the
+// caller holds roleMu.
+func (s *Server) install(opts replica.SenderOptions) error {
 	snd, err := replica.NewSender(s.store, opts)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -160,6 +204,49 @@ func (s *Server) startSender() error {
 	default:
 		s.swapSender(snd)
 	}
+	return nil
+}
+
+// followed is called when the node follows a sender: a propagator starts
+// relaying its log, or starts again if the upstream changed.
+func (s *Server) followed() {
+	s.relaying.Add(1)
+	go func() {
+		defer s.relaying.Done()
+		s.roleMu.Lock()
+		defer s.roleMu.Unlock()
+		if err := s.startRelay(); err != nil {
+			s.log.Error("could not relay the log", "error", err)
+		}
+	}()
+}
+
+// startRelay starts shipping, on a serving propagator, the log of the
+// primary it follows to its peers (but the one it follows), unless it
+// already does from the same upstream and epoch history; the caller
+// holds roleMu.
+func (s *Server) startRelay() error {
+	up, ok := s.recv.Upstream()
+	if s.role != conf.RolePropagator || !ok || s.addr == "" {
+		return nil
+	}
+	key := fmt.Sprint(up.Upstream, up.Primary, up.Via, s.epochs.History())
+	if key == s.relayed {
+		return nil
+	}
+	if old := s.swapSender(nil); old != nil {
+		old.Close()
+	}
+	s.relayed = ""
+	opts := replica.SenderOptions{
+		Node: s.cfg.Node, Addr: s.addr, Epochs: s.epochs, Mode: replica.Async, Relay: &up, OnAck: s.recv.Poke,
+		MaxMessageBytes: int(s.cfg.MaxMessageBytes), Logger: s.log.Named("relay"), Peers: s.peers(),
+	}
+	if err := s.install(opts); err != nil {
+		return err
+	}
+	s.relayed = key
+	s.log.Info("relaying the log", "primary", up.Primary.Name, "from", up.Upstream, "via", up.Via)
 	return nil
 }
 

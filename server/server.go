@@ -67,7 +67,11 @@ type Server struct {
 	divergedAt uint64     // where the log diverged from the primary's, once handled
 
 	syncMu sync.Mutex
-	sender *replica.Sender // ships the log: on a serving primary with peers (guarded by syncMu)
+	sender *replica.Sender // ships the log: on a serving primary with peers, or a propagator that follows one (guarded by syncMu)
+
+	relayed  string         // what a propagator's Sender relays: its upstream and epoch history (guarded by roleMu)
+	relaying sync.WaitGroup // followed's goroutines
+
 	grpc   *grpc.Server
 	health *health.Server
 	dbs    *dbService
@@ -178,7 +182,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		peers = append(peers, p.Name)
 	}
 	s.recv = replica.NewReceiver(store, replica.ReceiverOptions{Node: cfg.Node, Peers: peers, Epochs: epochs, StepDown: s.stepDown,
-		Diverged: s.diverged, NeedsImage: s.needsImage, Logger: logger.Named("replica")})
+		Diverged: s.diverged, NeedsImage: s.needsImage, OnFollow: s.followed, Downstream: s.downstream, Logger: logger.Named("replica")})
 	pb.RegisterReplicationServiceServer(s.grpc, s.recv)
 	s.images = s.newShelf()
 	chunk := min(replica.DefaultChunkBytes, int(cfg.MaxMessageBytes)/2)
@@ -193,16 +197,13 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// supported refuses configuration this build cannot honour yet: the log,
-// replication and TLS arrive with later issues, and a node that silently
-// ran without them would break SPEC's promises.
+// supported refuses configuration this build cannot honour yet: TLS and
+// metrics arrive with a later issue, and a node that silently ran
+// without them would break SPEC's promises.
 func supported(cfg *conf.Config) error {
 	var errs []error
 	later := func(key, what string) {
 		errs = append(errs, fmt.Errorf("%s: %s: %s is not available in this version", cfg.Origin(key), key, what))
-	}
-	if cfg.Role == conf.RolePropagator {
-		later("role", fmt.Sprintf("role %q (only %q and %q)", cfg.Role, conf.RolePrimary, conf.RoleStandby))
 	}
 	if cfg.TLSCertFile != "" || cfg.TLSClientAuth {
 		later("tls_cert_file", "TLS")
@@ -231,7 +232,7 @@ func openStore(cfg *conf.Config, epoch uint64, logger hclog.Logger) (*durability
 	opts := durability.Options{
 		Level: level, Floor: floor, Dirs: cfg.LogDirs(), IgnoreCorruption: cfg.RecoveryIgnoreCorruption,
 		MmapSyncInterval: cfg.MmapSyncInterval, RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
-		Standby: cfg.Role == conf.RoleStandby, Epoch: epoch,
+		Standby: cfg.Role != conf.RolePrimary, Epoch: epoch,
 	}
 	if level != durability.NoLog {
 		// A node with a log keeps recent records in memory for the
@@ -411,6 +412,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			<-done
 		}
 		<-s.reaped
+		s.relaying.Wait()
 		// Once the calls are done: commits in them wait for their standbys.
 		if snd := s.swapSender(nil); snd != nil {
 			snd.Close()

@@ -580,3 +580,121 @@ func TestAudit(t *testing.T) {
 		t.Fatalf("audit of two nodes that differ exits with %d", code)
 	}
 }
+
+// TestPropagatorChain: primary p ships only to propagator r, which
+// relays to standbys s1 and s2. Under applied-ack with a quorum of 3 (r
+// and both standbys, whose acknowledgements come back through r) every
+// acknowledged commit is on s1 and s2 when it returns; p's status shows
+// them behind r, and they name p when they refuse a write. Killed with
+// SIGKILL and restarted, r takes up relaying again, and the standbys
+// catch up with what p committed meanwhile (degraded).
+func TestPropagatorChain(t *testing.T) {
+	s1 := start(t, "-node", "s1", "-role", "standby", "-durability", "mmap-log", "-peer", "r=127.0.0.1:1")
+	s2 := start(t, "-node", "s2", "-role", "standby", "-peer", "r=127.0.0.1:1")
+	rAddr, rDir := servertest.DeadAddr(t), t.TempDir()
+	rArgs := []string{"-node", "r", "-role", "propagator", "-listen", rAddr, "-data-dir", rDir, "-durability", "fsync-log",
+		"-peer", "p=127.0.0.1:1", "-peer", "s1=" + s1.addr, "-peer", "s2=" + s2.addr}
+	r := start(t, rArgs...)
+	p := start(t, "-node", "p", "-durability", "fsync-log", "-sync-mode", "applied-ack", "-sync-quorum", "3", "-sync-timeout", "1s", "-peer", "r="+rAddr)
+	pdb, pconn := p.client()
+	createBank(t, pdb)
+	s1db, _ := s1.client()
+	s2db, _ := s2.client()
+
+	var mu sync.Mutex
+	acked := map[int64]bool{}
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := writers(ctx, pdb, 0, 32, true, func(mark int64) {
+		mu.Lock()
+		acked[mark] = true
+		mu.Unlock()
+	})
+	time.Sleep(time.Second)
+	cancel()
+	wg.Wait()
+	if len(acked) == 0 {
+		t.Fatalf("nothing was acknowledged:\n%s", p.output())
+	}
+	checkBank(t, s1db, acked) // at once: applied-ack
+	checkBank(t, s2db, acked)
+	t.Logf("%d commits acknowledged, all on both standbys behind the propagator", len(acked))
+
+	admin := pb.NewAdminServiceClient(pconn)
+	chain := func(within time.Duration) {
+		t.Helper()
+		for deadline := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
+			st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ok := len(st.GetStandbys()) == 3 && !st.GetDegraded()
+			for _, sb := range st.GetStandbys() {
+				via := map[string]string{"r": "", "s1": "r", "s2": "r"}[sb.GetName()]
+				ok = ok && sb.GetVia() == via && sb.GetState() == "streaming" && sb.GetAppliedLsn() == st.GetLastLsn()
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the primary does not see the chain streaming: %v at LSN %d\n%s", st.GetStandbys(), st.GetLastLsn(), r.output())
+			}
+		}
+	}
+	chain(10 * time.Second)
+	out, errOut, code := runTool(t, "status", "-addr", rAddr)
+	if code != 0 || !strings.Contains(out, "propagator") || !strings.Contains(out, "s1") || !strings.Contains(out, "s2") {
+		t.Fatalf("the propagator's status: %d\n%s%s", code, out, errOut)
+	}
+	_, err := s2db.Insert(testCtx(t), &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(-1)}}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "p at "+p.addr) {
+		t.Fatalf("a write on a standby behind the propagator: %v", err)
+	}
+
+	// The propagator dies under the writers: commits degrade; once it is
+	// back the standbys catch up and commits wait for all three again.
+	ctx, cancel = context.WithCancel(context.Background())
+	wg = writers(ctx, pdb, 1, 8, false, func(mark int64) {
+		mu.Lock()
+		acked[mark] = true
+		mu.Unlock()
+	})
+	time.Sleep(300 * time.Millisecond)
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-r.exit
+	time.Sleep(2 * time.Second)
+	r = start(t, rArgs...)
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	chain(30 * time.Second)
+	checkBank(t, s1db, acked)
+	checkBank(t, s2db, acked)
+	if out, errOut, code := runTool(t, "audit", "-primary", p.addr, "-standby", s2.addr); code != 0 {
+		t.Fatalf("audit of a standby behind the propagator: %d\n%s%s", code, out, errOut)
+	}
+
+	// The primary dies and the propagator is promoted: it ships to the
+	// standbys itself, at the new epoch.
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exit
+	if out, errOut, code := runTool(t, "promote", "-addr", rAddr); code != 0 {
+		t.Fatalf("promote the propagator: %d\n%s%s", code, out, errOut)
+	}
+	rdb, _ := r.client()
+	if _, err := rdb.Insert(testCtx(t), &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(-2)}}}); err != nil {
+		t.Fatalf("a write on the promoted propagator: %v\n%s", err, r.output())
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		rows := scanTable(t, s1db, "mark")
+		if len(rows) > 0 && rows[0].GetValues()[0].GetInt64() == -2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby does not follow the promoted propagator:\n%s\n%s", r.output(), s1.output())
+		}
+	}
+}

@@ -60,10 +60,10 @@ func nodeLogger(cfg *conf.Config, stderr io.Writer) hclog.Logger {
 }
 
 // reexec replaces the process with a new run of the same command, as a
-// standby (the node restarts to catch up with a primary; flags override
-// the file's role) and without -from-image (the data dir holds a
-// database now).
-func reexec() error {
+// standby or propagator (role: the node restarts to catch up with a
+// primary; flags override the file's role) and without -from-image (the
+// data dir holds a database now).
+func reexec(role string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("restart: %w", err)
@@ -80,7 +80,7 @@ func reexec() error {
 		}
 		args = append(args, a)
 	}
-	args = append(args, "-role", "standby")
+	args = append(args, "-role", role)
 	if err := syscall.Exec(self, args, os.Environ()); err != nil {
 		return fmt.Errorf("restart %s: %w", self, err)
 	}
@@ -135,7 +135,11 @@ wait:
 			if err != nil {
 				return err
 			}
-			return reexec()
+			as := conf.RoleStandby
+			if srv.Role() == conf.RolePropagator {
+				as = conf.RolePropagator
+			}
+			return reexec(as)
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				reload(srv, load, &role, logger)

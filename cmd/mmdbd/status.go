@@ -44,6 +44,7 @@ type standbyJSON struct {
 	LagRecords  uint64 `json:"lag_records"`
 	LagMs       uint64 `json:"lag_ms"`
 	Reason      string `json:"reason,omitempty"`
+	Via         string `json:"via,omitempty"`
 }
 
 type tableJSON struct {
@@ -63,7 +64,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 		UptimeSeconds: r.GetUptime().AsDuration().Seconds(), Version: r.GetVersion(), OpenTransactions: r.GetOpenTransactions(),
 	}
 	for _, s := range r.GetStandbys() {
-		out.Standbys = append(out.Standbys, standbyJSON{s.GetName(), s.GetAddr(), s.GetState(), s.GetReceivedLsn(), s.GetAppliedLsn(), s.GetLagRecords(), s.GetLagMs(), s.GetReason()})
+		out.Standbys = append(out.Standbys, standbyJSON{s.GetName(), s.GetAddr(), s.GetState(), s.GetReceivedLsn(), s.GetAppliedLsn(), s.GetLagRecords(), s.GetLagMs(), s.GetReason(), s.GetVia()})
 	}
 	for _, t := range r.GetTables() {
 		out.Tables = append(out.Tables, tableJSON{t.GetName(), t.GetRows(), t.GetBytes(), t.GetHeapBytes(), t.GetIndexBytes()})
@@ -129,7 +130,11 @@ func printStatus(w io.Writer, st statusJSON) error {
 	fmt.Fprintf(tw, "open transactions\t%d\nuptime\t%s\nversion\t%s\n", st.OpenTransactions, time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second), st.Version)
 	fmt.Fprintf(tw, "\nstandby\taddr\tstate\treceived lsn\tapplied lsn\tlag records\tlag ms\n")
 	for _, s := range st.Standbys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", s.Name, s.Addr, s.State, s.ReceivedLSN, s.AppliedLSN, s.LagRecords, s.LagMs)
+		name := s.Name
+		if s.Via != "" {
+			name += " (via " + s.Via + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", name, s.Addr, s.State, s.ReceivedLSN, s.AppliedLSN, s.LagRecords, s.LagMs)
 		if s.Reason != "" {
 			fmt.Fprintf(tw, "\t(%s)\n", s.Reason)
 		}

@@ -3924,7 +3924,10 @@ type StandbyStatus struct {
 	LagRecords  uint64                 `protobuf:"varint,6,opt,name=lag_records,json=lagRecords,proto3" json:"lag_records,omitempty"`
 	LagMs       uint64                 `protobuf:"varint,7,opt,name=lag_ms,json=lagMs,proto3" json:"lag_ms,omitempty"`
 	// Why the link is not streaming, when it is not.
-	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The propagator the standby takes the log from; empty when the node
+	// ships to it itself.
+	Via           string `protobuf:"bytes,9,opt,name=via,proto3" json:"via,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4011,6 +4014,13 @@ func (x *StandbyStatus) GetLagMs() uint64 {
 func (x *StandbyStatus) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *StandbyStatus) GetVia() string {
+	if x != nil {
+		return x.Via
 	}
 	return ""
 }
@@ -4482,7 +4492,15 @@ type ShipHello struct {
 	LastLsn uint64 `protobuf:"varint,4,opt,name=last_lsn,json=lastLsn,proto3" json:"last_lsn,omitempty"`
 	// Where each epoch of the sender's history began, oldest first: the
 	// receiver finds where its own log diverged from the sender's.
-	Epochs        []*EpochStart `protobuf:"bytes,5,rep,name=epochs,proto3" json:"epochs,omitempty"`
+	Epochs []*EpochStart `protobuf:"bytes,5,rep,name=epochs,proto3" json:"epochs,omitempty"`
+	// Set when the sender is a propagator relaying its primary's log: the
+	// relays the log came through, the primary's first and the sender
+	// last. A receiver named in it refuses the link (a loop).
+	Via []string `protobuf:"bytes,6,rep,name=via,proto3" json:"via,omitempty"`
+	// The primary whose log a propagator relays (empty from a primary):
+	// the receiver names it when it refuses a write.
+	Primary       string `protobuf:"bytes,7,opt,name=primary,proto3" json:"primary,omitempty"`
+	PrimaryAddr   string `protobuf:"bytes,8,opt,name=primary_addr,json=primaryAddr,proto3" json:"primary_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4550,6 +4568,27 @@ func (x *ShipHello) GetEpochs() []*EpochStart {
 		return x.Epochs
 	}
 	return nil
+}
+
+func (x *ShipHello) GetVia() []string {
+	if x != nil {
+		return x.Via
+	}
+	return nil
+}
+
+func (x *ShipHello) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *ShipHello) GetPrimaryAddr() string {
+	if x != nil {
+		return x.PrimaryAddr
+	}
+	return ""
 }
 
 // EpochStart is where a stretch of a primary's log began: its first LSN.
@@ -4892,7 +4931,10 @@ type ShipAck struct {
 	// Every record up to it is held by the receiver, in memory at least.
 	ReceivedLsn uint64 `protobuf:"varint,1,opt,name=received_lsn,json=receivedLsn,proto3" json:"received_lsn,omitempty"`
 	// Every record up to it is applied: visible to the receiver's readers.
-	AppliedLsn    uint64 `protobuf:"varint,2,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
+	AppliedLsn uint64 `protobuf:"varint,2,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
+	// A propagator's standbys, as it sees them (their own standbys
+	// included): the primary counts them towards sync_quorum.
+	Downstream    []*StandbyAck `protobuf:"bytes,3,rep,name=downstream,proto3" json:"downstream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4939,6 +4981,99 @@ func (x *ShipAck) GetAppliedLsn() uint64 {
 		return x.AppliedLsn
 	}
 	return 0
+}
+
+func (x *ShipAck) GetDownstream() []*StandbyAck {
+	if x != nil {
+		return x.Downstream
+	}
+	return nil
+}
+
+// StandbyAck is a standby behind a propagator.
+type StandbyAck struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Node        string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Addr        string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	State       string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	ReceivedLsn uint64                 `protobuf:"varint,4,opt,name=received_lsn,json=receivedLsn,proto3" json:"received_lsn,omitempty"`
+	AppliedLsn  uint64                 `protobuf:"varint,5,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
+	// The propagator that ships to it.
+	Via           string `protobuf:"bytes,6,opt,name=via,proto3" json:"via,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StandbyAck) Reset() {
+	*x = StandbyAck{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StandbyAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StandbyAck) ProtoMessage() {}
+
+func (x *StandbyAck) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StandbyAck.ProtoReflect.Descriptor instead.
+func (*StandbyAck) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *StandbyAck) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *StandbyAck) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *StandbyAck) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *StandbyAck) GetReceivedLsn() uint64 {
+	if x != nil {
+		return x.ReceivedLsn
+	}
+	return 0
+}
+
+func (x *StandbyAck) GetAppliedLsn() uint64 {
+	if x != nil {
+		return x.AppliedLsn
+	}
+	return 0
+}
+
+func (x *StandbyAck) GetVia() string {
+	if x != nil {
+		return x.Via
+	}
+	return ""
 }
 
 var File_mmdb_v1_mmdb_proto protoreflect.FileDescriptor
@@ -5197,7 +5332,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x04rows\x18\x04 \x01(\x04R\x04rows\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x18\n" +
 	"\askipped\x18\x06 \x01(\bR\askipped\x12+\n" +
-	"\x11released_segments\x18\a \x01(\rR\x10releasedSegments\"\xe1\x01\n" +
+	"\x11released_segments\x18\a \x01(\rR\x10releasedSegments\"\xf3\x01\n" +
 	"\rStandbyStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
@@ -5208,7 +5343,8 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\vlag_records\x18\x06 \x01(\x04R\n" +
 	"lagRecords\x12\x15\n" +
 	"\x06lag_ms\x18\a \x01(\x04R\x05lagMs\x12\x16\n" +
-	"\x06reason\x18\b \x01(\tR\x06reason\"\x8b\x01\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12\x10\n" +
+	"\x03via\x18\t \x01(\tR\x03via\"\x8b\x01\n" +
 	"\vTableStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x04R\x04rows\x12\x14\n" +
@@ -5242,13 +5378,16 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"NeedsImage\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x1f\n" +
 	"\vapplied_lsn\x18\x02 \x01(\x04R\n" +
-	"appliedLsn\"\x91\x01\n" +
+	"appliedLsn\"\xe0\x01\n" +
 	"\tShipHello\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x19\n" +
 	"\blast_lsn\x18\x04 \x01(\x04R\alastLsn\x12+\n" +
-	"\x06epochs\x18\x05 \x03(\v2\x13.mmdb.v1.EpochStartR\x06epochs\"a\n" +
+	"\x06epochs\x18\x05 \x03(\v2\x13.mmdb.v1.EpochStartR\x06epochs\x12\x10\n" +
+	"\x03via\x18\x06 \x03(\tR\x03via\x12\x18\n" +
+	"\aprimary\x18\a \x01(\tR\aprimary\x12!\n" +
+	"\fprimary_addr\x18\b \x01(\tR\vprimaryAddr\"a\n" +
 	"\n" +
 	"EpochStart\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
@@ -5275,11 +5414,23 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vapplied_lsn\x18\x03 \x01(\x04R\n" +
-	"appliedLsn\"M\n" +
+	"appliedLsn\"\x82\x01\n" +
 	"\aShipAck\x12!\n" +
 	"\freceived_lsn\x18\x01 \x01(\x04R\vreceivedLsn\x12\x1f\n" +
 	"\vapplied_lsn\x18\x02 \x01(\x04R\n" +
-	"appliedLsn*\xd1\x01\n" +
+	"appliedLsn\x123\n" +
+	"\n" +
+	"downstream\x18\x03 \x03(\v2\x13.mmdb.v1.StandbyAckR\n" +
+	"downstream\"\xa0\x01\n" +
+	"\n" +
+	"StandbyAck\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12!\n" +
+	"\freceived_lsn\x18\x04 \x01(\x04R\vreceivedLsn\x12\x1f\n" +
+	"\vapplied_lsn\x18\x05 \x01(\x04R\n" +
+	"appliedLsn\x12\x10\n" +
+	"\x03via\x18\x06 \x01(\tR\x03via*\xd1\x01\n" +
 	"\n" +
 	"ColumnType\x12\x1b\n" +
 	"\x17COLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -5347,7 +5498,7 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 }
 
 var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
@@ -5417,13 +5568,14 @@ var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(*ShipResponse)(nil),          // 65: mmdb.v1.ShipResponse
 	(*ShipState)(nil),             // 66: mmdb.v1.ShipState
 	(*ShipAck)(nil),               // 67: mmdb.v1.ShipAck
-	(structpb.NullValue)(0),       // 68: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 69: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 70: google.protobuf.Duration
+	(*StandbyAck)(nil),            // 68: mmdb.v1.StandbyAck
+	(structpb.NullValue)(0),       // 69: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 70: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 71: google.protobuf.Duration
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	68,  // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	69,  // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	69,  // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	70,  // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
 	5,   // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
 	5,   // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
 	0,   // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
@@ -5457,7 +5609,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	3,   // 32: mmdb.v1.DeleteRequest.sync_mode:type_name -> mmdb.v1.SyncMode
 	2,   // 33: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
 	3,   // 34: mmdb.v1.BeginRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	70,  // 35: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	71,  // 35: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
 	19,  // 36: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
 	23,  // 37: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
 	24,  // 38: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
@@ -5491,10 +5643,10 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	38,  // 66: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
 	55,  // 67: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
 	56,  // 68: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	70,  // 69: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	71,  // 69: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
 	51,  // 70: mmdb.v1.TableDigestResponse.buckets:type_name -> mmdb.v1.BucketDigest
 	52,  // 71: mmdb.v1.TableDigestResponse.rows:type_name -> mmdb.v1.RowDigest
-	70,  // 72: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	71,  // 72: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
 	58,  // 73: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
 	62,  // 74: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
 	64,  // 75: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
@@ -5502,53 +5654,54 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	63,  // 77: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
 	66,  // 78: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
 	67,  // 79: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
-	11,  // 80: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	13,  // 81: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	15,  // 82: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	17,  // 83: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	19,  // 84: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	21,  // 85: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	23,  // 86: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	24,  // 87: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	25,  // 88: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	26,  // 89: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	31,  // 90: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	35,  // 91: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	37,  // 92: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	39,  // 93: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	43,  // 94: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	53,  // 95: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	45,  // 96: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
-	47,  // 97: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
-	49,  // 98: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
-	57,  // 99: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	60,  // 100: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
-	12,  // 101: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	14,  // 102: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	16,  // 103: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	18,  // 104: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	20,  // 105: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	22,  // 106: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	27,  // 107: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	28,  // 108: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	29,  // 109: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	30,  // 110: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	32,  // 111: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	36,  // 112: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	38,  // 113: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	41,  // 114: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	44,  // 115: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	54,  // 116: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	46,  // 117: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
-	48,  // 118: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
-	50,  // 119: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
-	59,  // 120: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	65,  // 121: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
-	101, // [101:122] is the sub-list for method output_type
-	80,  // [80:101] is the sub-list for method input_type
-	80,  // [80:80] is the sub-list for extension type_name
-	80,  // [80:80] is the sub-list for extension extendee
-	0,   // [0:80] is the sub-list for field type_name
+	68,  // 80: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
+	11,  // 81: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	13,  // 82: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	15,  // 83: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	17,  // 84: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	19,  // 85: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	21,  // 86: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	23,  // 87: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	24,  // 88: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	25,  // 89: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	26,  // 90: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	31,  // 91: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	35,  // 92: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	37,  // 93: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	39,  // 94: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	43,  // 95: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	53,  // 96: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	45,  // 97: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
+	47,  // 98: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
+	49,  // 99: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
+	57,  // 100: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	60,  // 101: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	12,  // 102: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	14,  // 103: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	16,  // 104: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	18,  // 105: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	20,  // 106: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	22,  // 107: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	27,  // 108: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	28,  // 109: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	29,  // 110: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	30,  // 111: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	32,  // 112: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	36,  // 113: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	38,  // 114: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	41,  // 115: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	44,  // 116: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	54,  // 117: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	46,  // 118: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
+	48,  // 119: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
+	50,  // 120: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
+	59,  // 121: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	65,  // 122: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	102, // [102:123] is the sub-list for method output_type
+	81,  // [81:102] is the sub-list for method input_type
+	81,  // [81:81] is the sub-list for extension type_name
+	81,  // [81:81] is the sub-list for extension extendee
+	0,   // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -5608,7 +5761,7 @@ func file_mmdb_v1_mmdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   63,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

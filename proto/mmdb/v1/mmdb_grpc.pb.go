@@ -1118,8 +1118,9 @@ type ReplicationServiceClient interface {
 	// the receiver answers with where it stands (its epoch and applied
 	// LSN), or ends the call: FAILED_PRECONDITION when it will not follow
 	// this sender (it is a primary itself, it follows another sender, the
-	// sender's epoch is older than its own, or its log diverged from the
-	// sender's), PERMISSION_DENIED for a sender that is not one of its
+	// sender's epoch is older than its own, its log diverged from the
+	// sender's, or it is among the relays the log came through),
+	// PERMISSION_DENIED for a sender that is not one of its
 	// peers, INVALID_ARGUMENT for a malformed hello, UNAVAILABLE while it
 	// takes no log (being promoted, shutting down). The sender then sends
 	// log batches in LSN order from the applied LSN on, and the receiver
@@ -1127,7 +1128,9 @@ type ReplicationServiceClient interface {
 	// (applied). A batch with a gap or a bad checksum ends the call with
 	// DATA_LOSS, one of another epoch or that cannot be applied with
 	// FAILED_PRECONDITION, with nothing of it applied; a newer link from the
-	// same sender ends the old one with ABORTED.
+	// same sender ends the old one with ABORTED. A propagator is a receiver
+	// that is also a sender to further standbys: it relays what it applied,
+	// and its acknowledgements carry its standbys' too.
 	Ship(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ShipRequest, ShipResponse], error)
 }
 
@@ -1164,8 +1167,9 @@ type ReplicationServiceServer interface {
 	// the receiver answers with where it stands (its epoch and applied
 	// LSN), or ends the call: FAILED_PRECONDITION when it will not follow
 	// this sender (it is a primary itself, it follows another sender, the
-	// sender's epoch is older than its own, or its log diverged from the
-	// sender's), PERMISSION_DENIED for a sender that is not one of its
+	// sender's epoch is older than its own, its log diverged from the
+	// sender's, or it is among the relays the log came through),
+	// PERMISSION_DENIED for a sender that is not one of its
 	// peers, INVALID_ARGUMENT for a malformed hello, UNAVAILABLE while it
 	// takes no log (being promoted, shutting down). The sender then sends
 	// log batches in LSN order from the applied LSN on, and the receiver
@@ -1173,7 +1177,9 @@ type ReplicationServiceServer interface {
 	// (applied). A batch with a gap or a bad checksum ends the call with
 	// DATA_LOSS, one of another epoch or that cannot be applied with
 	// FAILED_PRECONDITION, with nothing of it applied; a newer link from the
-	// same sender ends the old one with ABORTED.
+	// same sender ends the old one with ABORTED. A propagator is a receiver
+	// that is also a sender to further standbys: it relays what it applied,
+	// and its acknowledgements carry its standbys' too.
 	Ship(grpc.BidiStreamingServer[ShipRequest, ShipResponse]) error
 	mustEmbedUnimplementedReplicationServiceServer()
 }

@@ -1,0 +1,190 @@
+package replica_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/internal/banktest"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/replica"
+)
+
+// propagator is a standby that relays what it follows to peers, wired
+// as the server wires one: a Sender per upstream, started when the
+// Receiver follows it, whose acknowledgements go upstream.
+type propagator struct {
+	store *durability.Store
+	recv  *replica.Receiver
+	addr  string
+
+	mu  sync.Mutex
+	snd *replica.Sender
+}
+
+func newPropagator(t *testing.T, name string, upstream []string, peers []replica.Peer) *propagator {
+	t.Helper()
+	st, err := durability.Open(durability.Options{Level: durability.NoLog, RingBytes: 64 << 20, Standby: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &propagator{store: st, addr: lis.Addr().String()}
+	ep := memEpochs(t)
+	var names []string
+	for _, peer := range peers {
+		names = append(names, peer.Name)
+	}
+	started := make(chan struct{}, 1)
+	p.recv = replica.NewReceiver(st, replica.ReceiverOptions{
+		Node: name, Peers: append(upstream, names...), Epochs: ep,
+		OnFollow: func() {
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+		},
+		Downstream: func() []*pb.StandbyAck {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.snd == nil {
+				return nil
+			}
+			return p.snd.Downstream()
+		},
+	})
+	srv := grpc.NewServer()
+	pb.RegisterReplicationServiceServer(srv, p.recv)
+	go func() { _ = srv.Serve(lis) }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-started:
+		case <-time.After(30 * time.Second):
+			return
+		}
+		up, ok := p.recv.Upstream()
+		if !ok {
+			t.Error("the propagator follows no one after OnFollow")
+			return
+		}
+		snd, err := replica.NewSender(st, replica.SenderOptions{Node: name, Addr: p.addr, Epochs: ep, Peers: peers, Relay: &up, OnAck: p.recv.Poke})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		p.mu.Lock()
+		p.snd = snd
+		p.mu.Unlock()
+	}()
+	t.Cleanup(func() {
+		<-done
+		srv.Stop()
+		p.mu.Lock()
+		if p.snd != nil {
+			p.snd.Close()
+		}
+		p.mu.Unlock()
+		if err := st.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return p
+}
+
+// TestPropagatorChain: a primary ships to a propagator only, which relays
+// to two standbys; their acknowledgements flow back through it, so the
+// primary counts all three towards an applied-ack quorum of 3, and shows
+// them in its status. The standbys name the primary, not the propagator,
+// when they refuse a write; a relay that would make a loop is refused.
+func TestPropagatorChain(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	c := newStandbyAs(t, "c", durability.Options{Level: durability.NoLog}, "b")
+	d := newStandbyAs(t, "d", durability.Options{Level: durability.NoLog}, "b")
+	prop := newPropagator(t, "b", []string{"a"}, []replica.Peer{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "c", Addr: c.addr}, {Name: "d", Addr: d.addr}})
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: prop.addr}}, Mode: replica.AppliedAck, Quorum: 3})
+
+	ctx := context.Background()
+	wait := func(lsn uint64) error {
+		if degraded, err := snd.Wait(ctx, lsn, -1); err != nil || degraded {
+			return errors.Join(err, errors.New("degraded"))
+		}
+		for _, sb := range []*standby{c, d} {
+			if got := sb.store.DB().LastLSN(); got < lsn {
+				t.Errorf("applied-ack with a quorum of 3 returned for LSN %d with a standby behind the propagator at %d", lsn, got)
+			}
+		}
+		return nil
+	}
+	bank := banktest.Setup(t, primary.DB(), wait)
+	acked := banktest.Run(primary.DB(), bank, 0, 8, 30, wait, nil)
+	for _, sb := range []*standby{c, d} {
+		banktest.Check(t, sb.store.DB(), acked, "standby behind the propagator")
+		sameData(t, primary, sb.store)
+	}
+	sameData(t, primary, prop.store)
+
+	last := primary.DB().LastLSN()
+	got := map[string]replica.Standby{}
+	for _, st := range snd.Standbys() {
+		got[st.Name] = st
+	}
+	for name, via := range map[string]string{"b": "", "c": "b", "d": "b"} {
+		st, ok := got[name]
+		if !ok || st.Via != via || st.State != replica.StateStreaming || st.Applied != last {
+			t.Errorf("standby %s in the primary's status: %+v (want via %q, streaming, applied %d)", name, st, via, last)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("the primary's status lists %d standbys: %+v", len(got), got)
+	}
+
+	_, err := banktest.Of(t, c.store.DB()).Transfer(c.store.DB(), 0, 1, 1, "on-standby")
+	if !errors.Is(err, durability.ErrStandby) || !strings.Contains(err.Error(), "a at 127.0.0.1:1") {
+		t.Fatalf("a write on a standby behind the propagator: %v", err)
+	}
+
+	// A relay chain that names the receiver is a loop; one that does
+	// not end at its sender is malformed.
+	cc, err := replica.Dial(c.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for _, tc := range []struct {
+		via  []string
+		code codes.Code
+	}{
+		{[]string{"c", "b"}, codes.FailedPrecondition},
+		{[]string{"x"}, codes.InvalidArgument},
+	} {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := pb.NewReplicationServiceClient(cc).Ship(cctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hello := &pb.ShipHello{Node: "b", LastLsn: last, Epochs: epoch0, Via: tc.via, Primary: "a"}
+		_ = st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: hello}})
+		_, err = st.Recv()
+		for err == nil {
+			_, err = st.Recv()
+		}
+		cancel()
+		if status.Code(err) != tc.code {
+			t.Errorf("a relay through %q: %v, want %s", tc.via, err, tc.code)
+		}
+	}
+}
