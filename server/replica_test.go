@@ -107,3 +107,68 @@ func TestTableDigestBadInput(t *testing.T) {
 		t.Fatalf("a digest listing every bucket: %v rows, %v", len(d.GetRows()), err)
 	}
 }
+
+// TestStandbyBecomesPropagator: a standby switched to propagator (as on
+// SIGHUP) starts relaying the log it follows to its other peers, never
+// back to the primary; switched back to standby it stops, and the
+// standby behind it gets no more.
+func TestStandbyBecomesPropagator(t *testing.T) {
+	c := startNode(t, func(c *conf.Config) {
+		c.Node, c.Role = "c", conf.RoleStandby
+		c.Peers = []conf.Peer{{Name: "b", Addr: "127.0.0.1:1"}}
+	})
+	b := startNode(t, func(c2 *conf.Config) {
+		c2.Node, c2.Role = "b", conf.RoleStandby
+		c2.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "c", Addr: c.addr}}
+	})
+	a := startNode(t, func(c3 *conf.Config) {
+		c3.Node = "a"
+		c3.Peers = []conf.Peer{{Name: "b", Addr: b.addr}}
+	})
+	a.withAccounts(10)
+	has := func(n *node, id int64) bool {
+		r, err := n.db.Get(ctx(t), &pb.GetRequest{Table: "acct", Key: key(vI(id))})
+		return err == nil && r.GetFound()
+	}
+	arrives := func(n *node, id int64) bool {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if has(n, id) {
+				return true
+			}
+		}
+		return false
+	}
+	if !arrives(b, 9) {
+		t.Fatal("the standby did not get the primary's rows")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if has(c, 9) {
+		t.Fatal("a standby relayed the log")
+	}
+	if err := b.srv.SetRole(conf.RolePropagator); err != nil {
+		t.Fatal(err)
+	}
+	if !arrives(c, 9) {
+		t.Fatal("the propagator did not relay the log it follows")
+	}
+	st, err := b.admin.Status(ctx(t), &pb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetRole() != conf.RolePropagator || len(st.GetStandbys()) != 1 || st.GetStandbys()[0].GetName() != "c" {
+		t.Fatalf("the propagator's status: %v", st)
+	}
+	if err := b.srv.SetRole(conf.RoleStandby); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(100, 1), SyncMode: pb.SyncMode_SYNC_MODE_APPLIED_ACK}); err != nil {
+		t.Fatal(err)
+	}
+	if !arrives(b, 100) {
+		t.Fatal("the standby stopped following")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if has(c, 100) {
+		t.Fatal("a propagator switched back to standby still relays")
+	}
+}
