@@ -446,6 +446,15 @@ func TestBenchRuns(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "no -inprocess form") {
 		t.Errorf("ping in-process: exit %d, %q", code, errOut)
 	}
+	// -rate paces the clients: far below what they could do, they do
+	// about that much, and no more.
+	out, errOut, code := runTool(t, "bench", "-workload", "ping", "-addr", p.addr, "-rate", "200", "-duration", "1s", "-warmup", "0s", "-clients", "3", "-json")
+	var res struct {
+		TxPerSec float64 `json:"tx_per_sec"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || res.TxPerSec > 220 || res.TxPerSec < 100 {
+		t.Errorf("-rate 200: %.0f/s, exit %d, %v %s", res.TxPerSec, code, err, errOut)
+	}
 }
 
 // TestLogLinesAreStructured: with -log-format json every line is one JSON

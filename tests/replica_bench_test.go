@@ -27,7 +27,7 @@ func BenchmarkReplication(b *testing.B) {
 			for _, mode := range []string{"none", "async", "received-ack", "applied-ack"} {
 				b.Run(fmt.Sprintf("%s/clients=%d/%s", wl, clients, mode), func(b *testing.B) {
 					for range b.N {
-						replicationRun(b, wl, clients, mode)
+						replicationRun(b, wl, clients, mode, 0)
 					}
 				})
 			}
@@ -35,14 +35,33 @@ func BenchmarkReplication(b *testing.B) {
 	}
 }
 
-func replicationRun(b *testing.B, wl string, clients int, mode string) {
+// BenchmarkReplicationLag measures the async standby's lag as
+// BenchmarkReplication does, for 100% writes at 64 clients paced to
+// rates from well below what the primary sustains to as fast as it
+// goes (0), so the lag of the log's path shows apart from the queueing
+// of a saturated machine. Run it alone:
+//
+//	go test ./tests -run XXX -bench ReplicationLag -benchtime 1x
+func BenchmarkReplicationLag(b *testing.B) {
+	for _, rate := range []int{1000, 2000, 4000, 0} {
+		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
+			for range b.N {
+				replicationRun(b, "writes", 64, "async", rate)
+			}
+		})
+	}
+}
+
+// replicationRun runs one measurement; rate, when not zero, paces the
+// clients (mmdbd bench -rate).
+func replicationRun(b *testing.B, wl string, clients int, mode string, rate int) {
 	var primary *proc
 	if mode == "none" {
 		primary = start(b, "-node", "a", "-durability", "mmap-log")
 	} else {
 		primary, _ = startPair(b, "mmap-log", mode)
 	}
-	args := []string{"bench", "-addr", primary.addr, "-clients", strconv.Itoa(clients), "-duration", "5s", "-json"}
+	args := []string{"bench", "-addr", primary.addr, "-clients", strconv.Itoa(clients), "-duration", "5s", "-json", "-rate", strconv.Itoa(rate)}
 	if wl == "tatp" {
 		args = append(args, "-workload", "tatp", "-subscribers", "10000")
 	} else {

@@ -38,6 +38,7 @@ type benchOpts struct {
 	pipeline    int
 	window      int
 	seed        uint64
+	rate        float64
 	json        bool
 }
 
@@ -86,6 +87,7 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	fs.IntVar(&o.pipeline, "pipeline", 16, "kv with -api session: requests per message")
 	fs.IntVar(&o.window, "window", 4, "kv with -api session: messages in flight per client")
 	fs.Uint64Var(&o.seed, "seed", 1, "the random seed of the load and the clients")
+	fs.Float64Var(&o.rate, "rate", 0, "units of work per second, all clients together (0: as fast as they go); latency counts from when each was due")
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	flags := conf.RegisterFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -143,6 +145,10 @@ func (o *benchOpts) check() error {
 		return errors.New("-workload ping is a unary health check; it has no session form")
 	case o.clients < 1 || o.duration <= 0 || o.warmup < 0:
 		return errors.New("-clients must be at least 1 and -duration positive")
+	case o.rate < 0:
+		return fmt.Errorf("-rate %g: at least 0", o.rate)
+	case o.rate > 0 && o.api == "session":
+		return errors.New("-rate paces unary calls; a session pipelines its own")
 	case o.readRatio < 0 || o.readRatio > 1:
 		return fmt.Errorf("-read-ratio %g: between 0 and 1", o.readRatio)
 	case o.keys < 1 || o.subscribers < 1 || o.valueSize < 0 || o.pipeline < 1 || o.window < 1:
@@ -206,8 +212,24 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// With -rate, each client's work is due at a fixed interval
+			// (staggered between clients), and waits for it; one started
+			// late counts from when it was due, so a server that falls
+			// behind shows in the latency instead of slowing the load.
+			var every time.Duration
+			due := start
+			if o.rate > 0 {
+				every = time.Duration(float64(o.clients) / o.rate * float64(time.Second))
+				due = start.Add(every * time.Duration(i) / time.Duration(o.clients))
+			}
 			for {
 				t0 := time.Now()
+				if every > 0 {
+					if wait := due.Sub(t0); wait > 0 {
+						time.Sleep(wait)
+					}
+					t0, due = due, due.Add(every)
+				}
 				if !t0.Before(end) {
 					return
 				}
