@@ -135,6 +135,13 @@ func (e *Epochs) Current() uint64 {
 	return e.hist[len(e.hist)-1].Epoch
 }
 
+// Last returns the newest stretch of the history.
+func (e *Epochs) Last() EpochStart {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.hist[len(e.hist)-1]
+}
+
 // History returns a copy of the history.
 func (e *Epochs) History() []EpochStart {
 	e.mu.Lock()

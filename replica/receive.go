@@ -78,6 +78,9 @@ type following struct {
 	p      *progress     // set once the link is open
 }
 
+// maxVia bounds the relays a log may come through.
+const maxVia = 16
+
 // queueBatches bounds the received batches waiting to be applied.
 const queueBatches = 16
 
@@ -239,11 +242,11 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 		return nil, status.Errorf(codes.InvalidArgument, "replication: %s's epoch history does not end at its epoch %d: %v", hello.Node, hello.Epoch, err)
 	}
 	if via := hello.GetVia(); len(via) > 0 {
-		if len(via) > maxDownstream || via[len(via)-1] != hello.Node || hello.Primary == "" || slices.Contains(via, "") {
+		if len(via) > maxVia || via[len(via)-1] != hello.Node || hello.Primary == "" || slices.Contains(via, "") {
 			return nil, status.Errorf(codes.InvalidArgument, "replication: %s relays the log of %q through %q: not a chain that ends at it", hello.Node, hello.Primary, via)
 		}
-		if slices.Contains(via, r.opts.Node) {
-			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s relays the log through %q, which names %s: a loop", hello.Node, via, r.opts.Node)
+		if slices.Contains(via, r.opts.Node) || hello.Primary == r.opts.Node {
+			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s relays the log of %s through %q, which names %s: a loop", hello.Node, hello.Primary, via, r.opts.Node)
 		}
 	}
 	r.mu.Lock()
@@ -350,8 +353,12 @@ func (r *Receiver) take(ctx context.Context, hello *pb.ShipHello, theirs []Epoch
 		up.Primary, up.Via = Peer{Name: hello.Primary, Addr: hello.PrimaryAddr}, hello.Via
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		// Stop came meanwhile (a promotion): the node follows no one.
+		return status.Error(codes.Unavailable, errClosed.Error())
+	}
 	r.up = up
-	r.mu.Unlock()
 	r.store.SetPrimary(up.Primary.Name, up.Primary.Addr)
 	return nil
 }

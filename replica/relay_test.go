@@ -20,8 +20,8 @@ import (
 )
 
 // propagator is a standby that relays what it follows to peers, wired
-// as the server wires one: a Sender per upstream, started when the
-// Receiver follows it, whose acknowledgements go upstream.
+// as the server wires one: a Sender started when the Receiver first
+// follows a sender, whose acknowledgements go upstream.
 type propagator struct {
 	store *durability.Store
 	recv  *replica.Receiver
@@ -170,6 +170,7 @@ func TestPropagatorChain(t *testing.T) {
 	}{
 		{[]string{"c", "b"}, codes.FailedPrecondition},
 		{[]string{"x"}, codes.InvalidArgument},
+		{[]string{"b"}, codes.Unavailable}, // the propagator is behind it
 	} {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		st, err := pb.NewReplicationServiceClient(cc).Ship(cctx)
@@ -177,6 +178,9 @@ func TestPropagatorChain(t *testing.T) {
 			t.Fatal(err)
 		}
 		hello := &pb.ShipHello{Node: "b", LastLsn: last, Epochs: epoch0, Via: tc.via, Primary: "a"}
+		if tc.code == codes.Unavailable {
+			hello.LastLsn = last - 1
+		}
 		_ = st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: hello}})
 		_, err = st.Recv()
 		for err == nil {
@@ -186,5 +190,101 @@ func TestPropagatorChain(t *testing.T) {
 		if status.Code(err) != tc.code {
 			t.Errorf("a relay through %q: %v, want %s", tc.via, err, tc.code)
 		}
+	}
+}
+
+// fakeRelay acknowledges every batch at once, as received and applied,
+// and reports standbys behind it: down, each at what it acknowledges.
+type fakeRelay struct {
+	pb.UnimplementedReplicationServiceServer
+	down []string
+}
+
+func (f *fakeRelay) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipResponse]) error {
+	m, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	if err := st.Send(&pb.ShipResponse{Msg: &pb.ShipResponse_State{State: &pb.ShipState{Node: "b", Epoch: m.GetHello().GetEpoch()}}}); err != nil {
+		return err
+	}
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		b := m.GetBatch()
+		if b == nil || b.More {
+			continue
+		}
+		lsn := b.FirstLsn + uint64(b.Count) - 1
+		ack := &pb.ShipAck{ReceivedLsn: lsn, AppliedLsn: lsn}
+		for _, n := range f.down {
+			ack.Downstream = append(ack.Downstream, &pb.StandbyAck{Node: n, ReceivedLsn: lsn, AppliedLsn: lsn, Via: "b"})
+		}
+		if err := st.Send(&pb.ShipResponse{Msg: &pb.ShipResponse_Ack{Ack: ack}}); err != nil {
+			return err
+		}
+	}
+}
+
+// TestQuorumCountsEachStandbyOnce: a standby reported twice behind a
+// propagator counts once, and a report naming the primary itself not at
+// all: a quorum of 3 is not met by the propagator and one standby.
+func TestQuorumCountsEachStandbyOnce(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterReplicationServiceServer(srv, &fakeRelay{down: []string{"c", "c", "a"}})
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	peers := []replica.Peer{{Name: "b", Addr: lis.Addr().String()}}
+	two := newSender(t, primary, replica.SenderOptions{Peers: peers, Mode: replica.AppliedAck, Quorum: 2})
+	three := newSender(t, primary, replica.SenderOptions{Peers: peers, Mode: replica.AppliedAck, Quorum: 3, Timeout: 300 * time.Millisecond})
+	var lsn uint64
+	banktest.Setup(t, primary.DB(), func(l uint64) error { lsn = l; return nil })
+	if degraded, err := two.Wait(context.Background(), lsn, -1); err != nil || degraded {
+		t.Fatalf("a quorum of 2 (the propagator and a standby behind it): degraded %v, %v", degraded, err)
+	}
+	if degraded, err := three.Wait(context.Background(), lsn, -1); err != nil || !degraded {
+		t.Fatalf("a quorum of 3 met by a standby reported twice, or by the primary itself: degraded %v, %v", degraded, err)
+	}
+	if n := len(two.Standbys()); n != 4 {
+		t.Fatalf("the status lists %d standbys, want the propagator and its three reports", n)
+	}
+}
+
+// TestSenderEndsWhenTheHistoryChanges: once the node's epoch history is
+// no longer the one a Sender ships under (a propagator adopted a new
+// primary's), the Sender ships nothing more: records past that point are
+// of the new history, and a new Sender ships them.
+func TestSenderEndsWhenTheHistoryChanges(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
+	ep := memEpochs(t)
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}, Epochs: ep})
+	bank := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	caughtUp(t, primary, sb.store)
+	at := primary.DB().LastLSN()
+	if err := ep.Adopt([]replica.EpochStart{{Epoch: 0, Start: 1}, {Epoch: 1, Start: at + 1, Incarnation: 7}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bank.Transfer(primary.DB(), 0, 1, 1, "after"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if st := snd.Standbys()[0]; st.State == replica.StateDisconnected && strings.Contains(st.Reason, "history changed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Sender did not end its link: %+v", snd.Standbys())
+		}
+	}
+	if got := sb.store.DB().LastLSN(); got != at {
+		t.Fatalf("the standby got LSN %d, past %d where the history changed", got, at)
 	}
 }

@@ -121,6 +121,7 @@ type Sender struct {
 	store *durability.Store
 	links []*link
 	epoch uint64
+	last  EpochStart // the newest stretch of the history it ships under
 	hist  []*pb.EpochStart
 	hello *pb.ShipHello // the hello's fixed part: who this node is, and whose log it ships
 
@@ -167,7 +168,7 @@ func NewSender(store *durability.Store, opts SenderOptions) (*Sender, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	hist := opts.Epochs.History()
-	s := &Sender{opts: opts, store: store, cancel: cancel, epoch: hist[len(hist)-1].Epoch, hist: epochsToPB(hist)}
+	s := &Sender{opts: opts, store: store, cancel: cancel, epoch: hist[len(hist)-1].Epoch, last: hist[len(hist)-1], hist: epochsToPB(hist)}
 	s.hello = &pb.ShipHello{Node: opts.Node, Addr: opts.Addr, Epoch: s.epoch, Epochs: s.hist}
 	if r := opts.Relay; r != nil {
 		s.hello.Via = append(slices.Clone(r.Via), opts.Node)
@@ -222,6 +223,10 @@ func (s *Sender) keep(ctx context.Context, l *link) {
 		}
 		state := StateDisconnected
 		switch {
+		case errors.Is(err, errHistory):
+			s.setState(l, state, err.Error())
+			log.Info("the link ends: this node follows another primary's history now", "error", err)
+			return
 		case errors.Is(err, errNeedsImage):
 			state = StateNeedsImage
 		case status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.PermissionDenied:
@@ -250,7 +255,14 @@ const (
 	maxRetryPause = 5 * time.Second
 )
 
-var errNeedsImage = errors.New("replica: the standby needs an image")
+var (
+	errNeedsImage = errors.New("replica: the standby needs an image")
+	// errHistory ends a Sender's links for good: the node's epoch
+	// history is no longer the one it ships under (a propagator follows
+	// a new primary, or a primary stepped down). Records past that point
+	// are of another history, which a new Sender ships.
+	errHistory = errors.New("replica: this node's epoch history changed")
+)
 
 // stream runs one Ship call: hello, the standby's state, then batches
 // from the ring while acknowledgements come back.
@@ -276,6 +288,9 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 	if state == nil {
 		return fmt.Errorf("replica: %s answered the hello without its state", l.peer.Name)
 	}
+	if state.Node != l.peer.Name {
+		return status.Errorf(codes.FailedPrecondition, "replica: peer %s at %s says it is node %q", l.peer.Name, l.peer.Addr, state.Node)
+	}
 	if state.Epoch > s.epoch {
 		err := fmt.Errorf("replica: %s is at epoch %d, newer than this node's %d: another node was promoted", l.peer.Name, state.Epoch, s.epoch)
 		if s.opts.OnNewerEpoch != nil {
@@ -293,6 +308,9 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 	l.down = nil
 	s.ackedLocked()
 	s.mu.Unlock()
+	if s.opts.OnAck != nil {
+		s.opts.OnAck()
+	}
 	log.Info("link open", "applied-lsn", next, "last-lsn", hello.LastLsn)
 	// Only this goroutine receives from now on; the stream ends when ctx
 	// does, and with it the goroutine.
@@ -315,6 +333,12 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 	// io.EOF, and the acknowledgements' Recv has the reason and ends ctx
 	// with it.
 	send := func(recs []durability.Record) error {
+		// Records are read before the history is checked: a record of a
+		// new history is in the store only after the history was adopted.
+		if last := s.opts.Epochs.Last(); last != s.last {
+			return fmt.Errorf("%w: it ships epoch %d from LSN %d, and the history's newest stretch is epoch %d from LSN %d",
+				errHistory, s.last.Epoch, s.last.Start, last.Epoch, last.Start)
+		}
 		msgs, err := enc.encode(recs, s.epoch, db.LastLSN(), s.opts.MaxMessageBytes/2)
 		if err != nil {
 			return err
@@ -483,21 +507,33 @@ func downstream(acks []*pb.StandbyAck, l *link) ([]Standby, error) {
 			return nil, fmt.Errorf("replica: %s reports standby %q behind it with received %d and applied %d, with %d sent",
 				l.peer.Name, a.Node, a.ReceivedLsn, a.AppliedLsn, l.sent)
 		}
-		down = append(down, Standby{Name: a.Node, Addr: a.Addr, State: a.State, Received: a.ReceivedLsn, Applied: a.AppliedLsn, Via: a.Via})
+		down = append(down, Standby{Name: a.Node, Addr: a.Addr, State: a.State, Reason: a.Reason, Received: a.ReceivedLsn, Applied: a.AppliedLsn, Via: a.Via})
 	}
 	return down, nil
 }
 
 // Downstream returns every standby this node ships to, and those behind
-// them, for a propagator's acknowledgements.
+// them, for a propagator's acknowledgements: each once (as far as it
+// got, however many ways it is reported), at most maxDownstream.
 func (s *Sender) Downstream() []*pb.StandbyAck {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []*pb.StandbyAck
+	at := map[string]int{}
+	add := func(a *pb.StandbyAck) {
+		i, ok := at[a.Node]
+		switch {
+		case !ok && len(out) < maxDownstream:
+			at[a.Node] = len(out)
+			out = append(out, a)
+		case ok && (a.AppliedLsn > out[i].AppliedLsn || a.AppliedLsn == out[i].AppliedLsn && a.ReceivedLsn > out[i].ReceivedLsn):
+			out[i] = a
+		}
+	}
 	for _, l := range s.links {
-		out = append(out, &pb.StandbyAck{Node: l.peer.Name, Addr: l.peer.Addr, State: l.state, ReceivedLsn: l.received, AppliedLsn: l.applied, Via: s.opts.Node})
+		add(&pb.StandbyAck{Node: l.peer.Name, Addr: l.peer.Addr, State: l.state, Reason: l.reason, ReceivedLsn: l.received, AppliedLsn: l.applied, Via: s.opts.Node})
 		for _, d := range l.down {
-			out = append(out, &pb.StandbyAck{Node: d.Name, Addr: d.Addr, State: d.State, ReceivedLsn: d.Received, AppliedLsn: d.Applied, Via: d.Via})
+			add(&pb.StandbyAck{Node: d.Name, Addr: d.Addr, State: d.State, Reason: d.Reason, ReceivedLsn: d.Received, AppliedLsn: d.Applied, Via: d.Via})
 		}
 	}
 	return out
@@ -545,6 +581,9 @@ func (s *Sender) quorumLocked(mode Mode) uint64 {
 	)
 	names, acked := nameBuf[:0], ackBuf[:0]
 	add := func(name string, received, applied uint64) {
+		if name == s.opts.Node {
+			return // a relay that names this node is no standby of it
+		}
 		v := received
 		if mode == AppliedAck {
 			v = applied
@@ -699,6 +738,9 @@ func (s *Sender) setState(l *link, state, reason string) {
 	s.mu.Lock()
 	l.state, l.reason, l.down = state, reason, nil
 	s.mu.Unlock()
+	if s.opts.OnAck != nil {
+		s.opts.OnAck() // a propagator tells its sender
+	}
 }
 
 func (s *Sender) sentOf(l *link) uint64 {

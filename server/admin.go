@@ -42,8 +42,13 @@ func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusRes
 	if name, addr, _ := s.store.Standby(); addr != "" {
 		resp.Primary = name + " at " + addr
 	}
-	if snd := s.shipper(); snd != nil {
+	snd := s.shipper()
+	if snd != nil {
 		resp.Degraded = snd.Degraded()
+	} else {
+		snd = s.relaying() // a propagator's standbys
+	}
+	if snd != nil {
 		for _, sb := range snd.Standbys() {
 			resp.Standbys = append(resp.Standbys, &pb.StandbyStatus{
 				Name: sb.Name, Addr: sb.Addr, State: sb.State, Reason: sb.Reason, ReceivedLsn: sb.Received, AppliedLsn: sb.Applied,

@@ -59,7 +59,7 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	}
 	s.recv.Stop()
 	defer s.recv.Resume() // as a primary it follows no one, but steps down for a newer epoch
-	if relay := s.swapSender(nil); relay != nil {
+	if relay := s.swapSender(&s.relay, nil); relay != nil {
 		relay.Close() // a propagator's
 	}
 	s.relayed = ""
@@ -86,23 +86,33 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	return epoch, start, false, nil
 }
 
-// demote makes a primary a standby or a propagator (role), or switches
-// between those two: a primary stops shipping (commits waiting for
-// standbys return unconfirmed) and refuses commits until a primary ships
-// to it; a propagator relays what it follows to its peers. already says
-// it had the role.
+// demote makes a primary a standby or a propagator (role; empty: the
+// one it had last, see standbyRole), or switches between those two: a
+// primary stops shipping (commits waiting for standbys return
+// unconfirmed) and refuses commits until a primary ships to it; a
+// propagator relays what it follows to its peers. already says it had
+// the role.
 func (s *Server) demote(role, why string) (already bool, err error) {
 	s.roleMu.Lock()
 	defer s.roleMu.Unlock()
+	if role == "" {
+		if s.role != conf.RolePrimary {
+			return true, nil
+		}
+		role = s.standbyRole
+	}
 	if s.role == role {
 		return true, nil
 	}
 	if s.role == conf.RolePrimary {
 		s.store.SetPrimary("", "")
 	}
-	s.role = role
-	if snd := s.swapSender(nil); snd != nil {
+	s.role, s.standbyRole = role, role
+	if snd := s.swapSender(&s.sender, nil); snd != nil {
 		snd.Close()
+	}
+	if relay := s.swapSender(&s.relay, nil); relay != nil {
+		relay.Close()
 	}
 	s.relayed = ""
 	if err := s.startRelay(); err != nil {
@@ -112,15 +122,6 @@ func (s *Server) demote(role, why string) (already bool, err error) {
 	return false, nil
 }
 
-// standbyRole is the role a primary takes when it steps down: the
-// configured one, unless that is primary.
-func (s *Server) standbyRole() string {
-	if s.cfg.Role == conf.RolePropagator {
-		return conf.RolePropagator
-	}
-	return conf.RoleStandby
-}
-
 // stepDown demotes a primary that learnt of a newer epoch (or of a
 // primary at its own epoch with a higher incarnation), and notes the
 // epoch so that a later promotion here goes past it.
@@ -128,7 +129,7 @@ func (s *Server) stepDown(epoch uint64, peer string) error {
 	if err := s.epochs.Observe(epoch); err != nil {
 		return fmt.Errorf("server: step down: %w", err)
 	}
-	_, err := s.demote(s.standbyRole(), fmt.Sprintf("%s is a primary at epoch %d and wins over this node", peer, epoch))
+	_, err := s.demote("", fmt.Sprintf("%s is a primary at epoch %d and wins over this node", peer, epoch))
 	return err
 }
 
@@ -143,7 +144,7 @@ func (a *adminService) Promote(context.Context, *pb.PromoteRequest) (*pb.Promote
 
 // Demote makes the node a standby.
 func (a *adminService) Demote(context.Context, *pb.DemoteRequest) (*pb.DemoteResponse, error) {
-	already, err := a.s.demote(a.s.standbyRole(), "asked to")
+	already, err := a.s.demote("", "asked to")
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -170,7 +171,7 @@ func (s *Server) startSender() error {
 		},
 		Peers: s.peers(),
 	}
-	return s.install(opts)
+	return s.install(&s.sender, opts)
 }
 
 // peers returns the configured peers.
@@ -185,15 +186,15 @@ func (s *Server) peers() []replica.Peer {
 // downstream returns the standbys a propagator ships to, for its
 // acknowledgements upstream.
 func (s *Server) downstream() []*pb.StandbyAck {
-	if snd := s.shipper(); snd != nil {
-		return snd.Downstream()
+	if relay := s.relaying(); relay != nil {
+		return relay.Downstream()
 	}
 	return nil
 }
 
-// install starts a Sender with opts, unless the node shuts down; the
-// caller holds roleMu.
-func (s *Server) install(opts replica.SenderOptions) error {
+// install starts a Sender with opts as the primary's or the propagator's
+// (which), unless the node shuts down; the caller holds roleMu.
+func (s *Server) install(which **replica.Sender, opts replica.SenderOptions) error {
 	snd, err := replica.NewSender(s.store, opts)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -202,7 +203,7 @@ func (s *Server) install(opts replica.SenderOptions) error {
 	case <-s.quit:
 		snd.Close() // shut down before it served
 	default:
-		s.swapSender(snd)
+		s.swapSender(which, snd)
 	}
 	return nil
 }
@@ -210,9 +211,9 @@ func (s *Server) install(opts replica.SenderOptions) error {
 // followed is called when the node follows a sender: a propagator starts
 // relaying its log, or starts again if the upstream changed.
 func (s *Server) followed() {
-	s.relaying.Add(1)
+	s.follows.Add(1)
 	go func() {
-		defer s.relaying.Done()
+		defer s.follows.Done()
 		s.roleMu.Lock()
 		defer s.roleMu.Unlock()
 		if err := s.startRelay(); err != nil {
@@ -230,11 +231,11 @@ func (s *Server) startRelay() error {
 	if s.role != conf.RolePropagator || !ok || s.addr == "" {
 		return nil
 	}
-	key := fmt.Sprint(up.Upstream, up.Primary, up.Via, s.epochs.History())
+	key := fmt.Sprintf("from %s, primary %s at %s, via %q, history %v", up.Upstream, up.Primary.Name, up.Primary.Addr, up.Via, s.epochs.History())
 	if key == s.relayed {
 		return nil
 	}
-	if old := s.swapSender(nil); old != nil {
+	if old := s.swapSender(&s.relay, nil); old != nil {
 		old.Close()
 	}
 	s.relayed = ""
@@ -242,7 +243,7 @@ func (s *Server) startRelay() error {
 		Node: s.cfg.Node, Addr: s.addr, Epochs: s.epochs, Mode: replica.Async, Relay: &up, OnAck: s.recv.Poke,
 		MaxMessageBytes: int(s.cfg.MaxMessageBytes), Logger: s.log.Named("relay"), Peers: s.peers(),
 	}
-	if err := s.install(opts); err != nil {
+	if err := s.install(&s.relay, opts); err != nil {
 		return err
 	}
 	s.relayed = key
@@ -250,13 +251,21 @@ func (s *Server) startRelay() error {
 	return nil
 }
 
-// swapSender sets the Sender and returns the one it replaces.
-func (s *Server) swapSender(snd *replica.Sender) *replica.Sender {
+// swapSender sets a Sender (&s.sender or &s.relay) and returns the one
+// it replaces.
+func (s *Server) swapSender(which **replica.Sender, snd *replica.Sender) *replica.Sender {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
-	old := s.sender
-	s.sender = snd
+	old := *which
+	*which = snd
 	return old
+}
+
+// relaying returns the propagator's Sender, if it relays.
+func (s *Server) relaying() *replica.Sender {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	return s.relay
 }
 
 // shipper returns the Sender, if the node ships its log.

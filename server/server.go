@@ -58,7 +58,7 @@ type Server struct {
 	epochs *replica.Epochs          // the node's epoch history
 
 	roleMu  sync.Mutex  // orders role changes
-	role    string      // primary or standby (guarded by roleMu)
+	role    string      // primary, standby or propagator (guarded by roleMu)
 	addr    string      // where clients reach the node, once it serves (guarded by roleMu)
 	restart chan string // asks the process to restart the node, saying why
 
@@ -67,10 +67,12 @@ type Server struct {
 	divergedAt uint64     // where the log diverged from the primary's, once handled
 
 	syncMu sync.Mutex
-	sender *replica.Sender // ships the log: on a serving primary with peers, or a propagator that follows one (guarded by syncMu)
+	sender *replica.Sender // ships the log: on a serving primary with peers (guarded by syncMu)
+	relay  *replica.Sender // relays the log: on a propagator that follows a sender (guarded by syncMu)
 
-	relayed  string         // what a propagator's Sender relays: its upstream and epoch history (guarded by roleMu)
-	relaying sync.WaitGroup // followed's goroutines
+	standbyRole string         // the role a primary steps down to: standby, or propagator as configured or last set (guarded by roleMu)
+	relayed     string         // what the relay relays: its upstream and epoch history (guarded by roleMu)
+	follows     sync.WaitGroup // followed's goroutines
 
 	grpc   *grpc.Server
 	health *health.Server
@@ -94,13 +96,17 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:     cfg,
-		role:    cfg.Role,
-		restart: make(chan string, 1),
-		log:     logger,
-		start:   time.Now(),
-		quit:    make(chan struct{}),
-		reaped:  make(chan struct{}),
+		cfg:         cfg,
+		role:        cfg.Role,
+		standbyRole: conf.RoleStandby,
+		restart:     make(chan string, 1),
+		log:         logger,
+		start:       time.Now(),
+		quit:        make(chan struct{}),
+		reaped:      make(chan struct{}),
+	}
+	if cfg.Role == conf.RolePropagator {
+		s.standbyRole = conf.RolePropagator
 	}
 	if cfg.DataDir != "" {
 		lock, err := lockDataDir(cfg.DataDir)
@@ -412,10 +418,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			<-done
 		}
 		<-s.reaped
-		s.relaying.Wait()
+		s.follows.Wait()
 		// Once the calls are done: commits in them wait for their standbys.
-		if snd := s.swapSender(nil); snd != nil {
+		if snd := s.swapSender(&s.sender, nil); snd != nil {
 			snd.Close()
+		}
+		if relay := s.swapSender(&s.relay, nil); relay != nil {
+			relay.Close()
 		}
 		if n := s.txs.rollbackAll(); n > 0 {
 			s.log.Info("rolled back open transactions at shutdown", "count", n)

@@ -663,7 +663,18 @@ func TestPropagatorChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-r.exit
-	time.Sleep(2 * time.Second)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GetDegraded() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("commits without the propagator are not degraded: %v", st)
+		}
+	}
 	r = start(t, rArgs...)
 	time.Sleep(500 * time.Millisecond)
 	cancel()

@@ -4999,7 +4999,9 @@ type StandbyAck struct {
 	ReceivedLsn uint64                 `protobuf:"varint,4,opt,name=received_lsn,json=receivedLsn,proto3" json:"received_lsn,omitempty"`
 	AppliedLsn  uint64                 `protobuf:"varint,5,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
 	// The propagator that ships to it.
-	Via           string `protobuf:"bytes,6,opt,name=via,proto3" json:"via,omitempty"`
+	Via string `protobuf:"bytes,6,opt,name=via,proto3" json:"via,omitempty"`
+	// Why its link is not streaming, when it is not.
+	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5072,6 +5074,13 @@ func (x *StandbyAck) GetAppliedLsn() uint64 {
 func (x *StandbyAck) GetVia() string {
 	if x != nil {
 		return x.Via
+	}
+	return ""
+}
+
+func (x *StandbyAck) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -5421,7 +5430,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"appliedLsn\x123\n" +
 	"\n" +
 	"downstream\x18\x03 \x03(\v2\x13.mmdb.v1.StandbyAckR\n" +
-	"downstream\"\xa0\x01\n" +
+	"downstream\"\xb8\x01\n" +
 	"\n" +
 	"StandbyAck\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
@@ -5430,7 +5439,8 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\freceived_lsn\x18\x04 \x01(\x04R\vreceivedLsn\x12\x1f\n" +
 	"\vapplied_lsn\x18\x05 \x01(\x04R\n" +
 	"appliedLsn\x12\x10\n" +
-	"\x03via\x18\x06 \x01(\tR\x03via*\xd1\x01\n" +
+	"\x03via\x18\x06 \x01(\tR\x03via\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason*\xd1\x01\n" +
 	"\n" +
 	"ColumnType\x12\x1b\n" +
 	"\x17COLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
