@@ -30,16 +30,21 @@ func (l *hookLog) Commit(r *Redo) (uint64, error) {
 }
 
 // relogKV is the tests' table: k and v, with an ordered primary key (so
-// that tests scan it) and a unique index on v.
-func relogKV(t *testing.T, db *DB) *Table {
+// that tests scan it) and a unique index on v, holding rows k = 1..n with
+// v = 10k.
+func relogKV(t *testing.T, db *DB, n uint64) *Table {
 	t.Helper()
-	return ccTable(t, db, TableDef{
+	tb := ccTable(t, db, TableDef{
 		Name:        "t",
 		Columns:     []ColumnDef{{Name: "k", Type: TypeUint64}, {Name: "v", Type: TypeUint64}},
 		PrimaryKey:  []string{"k"},
 		PrimaryKind: Ordered,
 		Indexes:     []IndexDef{{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: Hash}},
 	})
+	for k := uint64(1); k <= n; k++ {
+		reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, kv(k, 10*k)) }, db)
+	}
+	return tb
 }
 
 func kv(k, v uint64) []Value { return []Value{Uint64(k), Uint64(v)} }
@@ -126,10 +131,7 @@ func wantOp(t *testing.T, ops map[string]Op, tb *Table, k uint64, row []Value) {
 func TestRelogRepairsAStandby(t *testing.T) {
 	log := &recLog{}
 	db := Open(Options{Log: log})
-	tb := relogKV(t, db)
-	for k := uint64(1); k <= 4; k++ {
-		reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, kv(k, 10*k)) }, db)
-	}
+	tb := relogKV(t, db, 4)
 	standby := Open(Options{})
 	applyFrom(t, log, 0, standby)
 	s := tb.state.Load().s
@@ -201,10 +203,7 @@ func TestRelogRepairsAStandby(t *testing.T) {
 func TestRelogInTransaction(t *testing.T) {
 	log := &recLog{}
 	db := Open(Options{Log: log})
-	tb := relogKV(t, db)
-	for k := uint64(1); k <= 3; k++ {
-		reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, kv(k, 10*k)) }, db)
-	}
+	tb := relogKV(t, db, 3)
 	v, err := tb.Column("v")
 	if err != nil {
 		t.Fatal(err)
@@ -284,8 +283,7 @@ func TestRelogInTransaction(t *testing.T) {
 func TestRelogSerializes(t *testing.T) {
 	log := &hookLog{}
 	db := Open(Options{Log: log})
-	tb := relogKV(t, db)
-	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, kv(1, 10)) }, db)
+	tb := relogKV(t, db, 1)
 	v, err := tb.Column("v")
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +362,7 @@ func TestRelogConcurrent(t *testing.T) {
 	t.Logf("seed %d", seed)
 	log := &recLog{}
 	db := Open(Options{Log: log})
-	tb := relogKV(t, db)
+	tb := relogKV(t, db, 0)
 	const keys, writers, relogers, rounds = 33, 3, 2, 600
 	sink := ccNewSink(t)
 	var wg sync.WaitGroup
