@@ -52,7 +52,9 @@
 // it. The caller then waits for whatever durability it needs (the log
 // issue's durability levels) before acknowledging. Schema changes are
 // logged the same way, one per record. Without a log, a Counter assigns
-// LSNs in memory.
+// LSNs in memory. Tx.Relog logs rows as they are, changing nothing: a
+// standby that applies the record ends with exactly those rows (how a
+// standby that differs is repaired through the log).
 //
 // Apply replays a record at its LSN, idempotently, for recovery and
 // standbys. A Replayer replays a whole log on every core, for recovery:

@@ -207,7 +207,7 @@ func (tx *Tx) scanMerged(t *Table, st *tableState, rec *scanRec, spec ScanSpec, 
 	hash := s.indexes[rec.ix].kind == Hash
 	for i := range tx.writes {
 		w := &tx.writes[i]
-		if w.t != t || w.op == wDelete {
+		if w.t != t || w.op == wDelete || w.op == wAbsent {
 			continue
 		}
 		key := s.appendRowKey(nil, rec.ix, w.row)

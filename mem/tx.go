@@ -16,8 +16,9 @@ import (
 //     read back by its own later reads.
 //   - Commit, phase 1: lock the rows to update or delete in a global order
 //     (table, RID), checking each is unchanged since it was read; place each
-//     inserted row in the heap as a locked, absent placeholder; claim the new
-//     index keys (a unique index rejects a key another row holds).
+//     inserted row (and each key Relog found absent) in the heap as a
+//     locked, absent placeholder; claim the new index keys (a unique index
+//     rejects a key another row holds).
 //   - Phase 2, validation: every row read still has its TID and is not
 //     locked by another transaction; every lookup and scan, run again, gives
 //     the same rows. Anything else is ErrConflict: the transaction aborts.
@@ -42,6 +43,11 @@ const (
 	wInsert wop = iota + 1
 	wUpdate
 	wDelete
+	// wAbsent is a key Relog found without a row: logged as a delete,
+	// held at commit by a placeholder as an insert's key is, so that no
+	// row takes the key between the check and the LSN, and installed as
+	// nothing.
+	wAbsent
 )
 
 type write struct {
@@ -52,8 +58,13 @@ type write struct {
 	rid    uint64 // the row (update, delete); the placeholder (insert, once placed)
 	tid    uint64 // the row's TID when read (update, delete)
 	locked bool   // rid is locked (or placed) by this transaction
+	relog  bool   // Relog put the key in the record: it stays there whatever the transaction does to it
 	claims []claim
 }
+
+// placed reports whether commit places a new slot for the write rather
+// than locking an existing row: an insert, or a key held for Relog.
+func (w *write) placed() bool { return w.op == wInsert || w.op == wAbsent }
 
 // claim is an index entry added at commit for this write's row.
 type claim struct {
@@ -324,7 +335,7 @@ func (tx *Tx) point(t *Table, st *tableState, ix int, key []byte) (hit, []byte, 
 func (tx *Tx) get(t *Table, st *tableState, key []byte) (Record, hit, bool, error) {
 	if i := tx.findWrite(t, key); i >= 0 {
 		w := &tx.writes[i]
-		if w.op == wDelete {
+		if w.op == wDelete || w.op == wAbsent {
 			return Record{}, hit{}, false, nil
 		}
 		return Record{s: st.s, b: bytes.Clone(w.row)}, hit{w.rid, w.tid}, true, nil
@@ -397,8 +408,11 @@ func (tx *Tx) put(t *Table, vals []Value, replace bool) error {
 	if i := tx.findWrite(t, key); i >= 0 {
 		w := &tx.writes[i]
 		w.row = row
-		if w.op == wDelete {
+		switch w.op {
+		case wDelete:
 			w.op = wUpdate
+		case wAbsent:
+			w.op = wInsert
 		}
 		return nil
 	}
@@ -469,9 +483,12 @@ func (tx *Tx) Delete(t *Table, key []Value) error {
 	}
 	if i := tx.findWrite(t, k); i >= 0 {
 		w := &tx.writes[i]
-		if w.op == wInsert {
+		switch {
+		case w.op == wInsert && w.relog:
+			w.op, w.row = wAbsent, nil
+		case w.op == wInsert:
 			tx.removeWrite(i)
-		} else {
+		default:
 			w.op, w.row = wDelete, nil
 		}
 		return nil
@@ -490,6 +507,47 @@ func (tx *Tx) removeWrite(i int) {
 			tx.addWrite(w)
 		}
 	}
+}
+
+// Relog puts the row with the given primary key into the transaction's
+// redo record as it is, changing nothing: its after-image (OpPut), or a
+// delete of the key when there is no row (OpDelete). It reports whether
+// the row exists. Applied on a standby the record leaves it exactly the
+// row this database has, which is how mmdbd audit repairs a standby
+// through the log. The transaction takes part in conflict detection as a
+// writer of the key: an existing row is locked at commit and must still
+// have the version read, as for Update; an absent key is held at commit
+// as an insert holds its key, and must still be absent. So a concurrent
+// change of the key serializes before the transaction (which then
+// conflicts) or after it, with a higher LSN: a standby never gets a stale
+// image after a newer one. A key the transaction writes is in its record
+// already; Relog makes it stay there even if the transaction then inserts
+// and deletes it again.
+func (tx *Tx) Relog(t *Table, key []Value) (bool, error) {
+	st, err := tx.state(t)
+	if err != nil {
+		return false, err
+	}
+	k, err := tx.pk(st, key)
+	if err != nil {
+		return false, err
+	}
+	k = tx.own(k)
+	if i := tx.findWrite(t, k); i >= 0 {
+		w := &tx.writes[i]
+		w.relog = true
+		return w.op != wDelete && w.op != wAbsent, nil
+	}
+	cur, h, found, err := tx.pointRead(t, st, 0, k)
+	if err != nil {
+		return false, err
+	}
+	if !found {
+		tx.addWrite(write{t: t, op: wAbsent, key: k, relog: true})
+		return false, nil
+	}
+	tx.addWrite(write{t: t, op: wUpdate, key: k, row: tx.own(cur.b), rid: h.rid, tid: h.tid, relog: true})
+	return true, nil
 }
 
 func describeKey(s *schema, ix int, key []byte) string {
@@ -570,7 +628,7 @@ func (tx *Tx) Commit() (uint64, error) {
 	for i := range tx.writes {
 		w := &tx.writes[i]
 		op := Op{Kind: OpPut, Table: w.t.id, Data: w.row}
-		if w.op == wDelete {
+		if w.op == wDelete || w.op == wAbsent {
 			op = Op{Kind: OpDelete, Table: w.t.id, Data: w.key}
 		}
 		tx.redo.Ops = append(tx.redo.Ops, op)
@@ -587,13 +645,14 @@ func (tx *Tx) Commit() (uint64, error) {
 
 // lockAndClaim is commit phase 1. Rows to change are locked in (table,
 // RID) order, so two committers never wait on each other in a cycle;
-// inserts are placed after. With check, unique keys are checked and a row
-// changed since it was read is a conflict (Apply passes false).
+// inserts (and keys held for Relog) are placed after. With check, unique
+// keys are checked and a row changed since it was read is a conflict
+// (Apply passes false).
 func (tx *Tx) lockAndClaim(check bool) error {
 	if len(tx.writes) > 1 {
 		slices.SortStableFunc(tx.writes, func(a, b write) int {
-			if (a.op == wInsert) != (b.op == wInsert) {
-				if a.op == wInsert {
+			if a.placed() != b.placed() {
+				if a.placed() {
 					return 1
 				}
 				return -1
@@ -610,7 +669,7 @@ func (tx *Tx) lockAndClaim(check bool) error {
 	}
 	for i := range tx.writes {
 		w := &tx.writes[i]
-		if w.op == wInsert {
+		if w.placed() {
 			break
 		}
 		prev := w.t.heap.lock(w.rid)
@@ -622,7 +681,9 @@ func (tx *Tx) lockAndClaim(check bool) error {
 	}
 	for i := range tx.writes {
 		w := &tx.writes[i]
-		if w.op == wInsert {
+		if w.placed() {
+			// A held key's placeholder has no bytes: it stays locked and
+			// absent until it goes, so nothing reads it.
 			w.rid = w.t.heap.insert(w.row, tidLocked|tidAbsent)
 			tx.markOwned(i)
 		}
@@ -636,7 +697,8 @@ func (tx *Tx) lockAndClaim(check bool) error {
 }
 
 // claimKeys adds the index entries a write needs before it installs: all
-// keys of an inserted row, and the changed secondary keys of an updated one.
+// keys of an inserted row, the changed secondary keys of an updated one,
+// and the primary key of a key held for Relog.
 func (tx *Tx) claimKeys(w *write, check bool) error {
 	if w.op == wDelete {
 		return nil
@@ -647,9 +709,15 @@ func (tx *Tx) claimKeys(w *write, check bool) error {
 		if w.op == wUpdate && ix == 0 {
 			continue // the primary key never changes
 		}
-		start := len(tx.arena)
-		tx.arena = s.appendRowKey(tx.arena, ix, w.row)
-		key := tx.arena[start:len(tx.arena):len(tx.arena)]
+		if w.op == wAbsent && ix > 0 {
+			break // a held key has no row, so no secondary keys
+		}
+		key := w.key
+		if ix > 0 {
+			start := len(tx.arena)
+			tx.arena = s.appendRowKey(tx.arena, ix, w.row)
+			key = tx.arena[start:len(tx.arena):len(tx.arena)]
+		}
 		if w.op == wUpdate {
 			if tx.keyEqual(s, ix, w.t.heap.readOwned(w.rid), key) {
 				continue
@@ -702,7 +770,7 @@ func (tx *txState) uniqueCheck(c uint64) error {
 		if o == nil {
 			return errorf(ErrConflict, "table %q index %q: another transaction is taking the same key", s.def.Name, s.indexes[ix].name)
 		}
-		if o.op == wDelete {
+		if o.op == wDelete || o.op == wAbsent {
 			return nil
 		}
 		row = o.row // the row's version once this transaction commits
@@ -710,6 +778,9 @@ func (tx *txState) uniqueCheck(c uint64) error {
 		return nil
 	}
 	if tx.keyEqual(s, ix, row, key) {
+		if w.op == wAbsent {
+			return errorf(ErrConflict, "table %q: a row looked up and not found now exists", s.def.Name)
+		}
 		return dup
 	}
 	return nil
@@ -823,7 +894,7 @@ func (tx *Tx) abort() {
 		if !w.locked {
 			continue
 		}
-		if w.op == wInsert {
+		if w.placed() {
 			w.t.heap.remove(w.rid, tidAbsent, nil)
 		} else {
 			w.t.heap.setTID(w.rid, w.tid)
@@ -862,7 +933,7 @@ func (tx *Tx) installWrites(lsn uint64) {
 	for i := range tx.writes {
 		w := &tx.writes[i]
 		var keep func(pg, slot int, old []byte)
-		if snaps != nil && w.op != wInsert {
+		if snaps != nil && !w.placed() {
 			keep = keeper(*snaps, w.t, w.tid&tidLSN)
 		}
 		switch w.op {
@@ -880,6 +951,11 @@ func (tx *Tx) installWrites(lsn uint64) {
 			}
 			w.t.heap.remove(w.rid, tidAbsent|lsn, keep)
 			w.t.rows.Add(-1)
+		case wAbsent:
+			// The placeholder goes as an aborted insert's does: it never
+			// was a row.
+			w.t.state.Load().idx[0].del(w.key, w.rid)
+			w.t.heap.remove(w.rid, tidAbsent, nil)
 		}
 	}
 }

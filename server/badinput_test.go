@@ -244,6 +244,50 @@ func TestBadInput(t *testing.T) {
 			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), vS("n9"), vS("r"), vI(1), big)})
 			return err
 		}, codes.ResourceExhausted, []string{"larger than max"}},
+		{"repair no keys", func(c context.Context, _ pb.DatabaseServiceClient) error {
+			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct"})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "0 keys", "from 1 to"}},
+		{"repair too many keys", func(c context.Context, _ pb.DatabaseServiceClient) error {
+			keys := make([][]byte, pb.MaxRepairKeys+1)
+			for i := range keys {
+				keys[i] = repairKey(t, vI(int64(i)))
+			}
+			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: keys})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, fmt.Sprintf("%d keys", pb.MaxRepairKeys+1)}},
+		{"repair unknown table", func(c context.Context, _ pb.DatabaseServiceClient) error {
+			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "nope", Keys: [][]byte{repairKey(t, vI(1))}})
+			return err
+		}, codes.NotFound, []string{`"nope"`}},
+		{"repair malformed key", func(c context.Context, _ pb.DatabaseServiceClient) error {
+			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: [][]byte{repairKey(t, vI(1)), {0xff, 0xff}}})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "key 1", "not a Row"}},
+		{"repair key of the wrong type", func(c context.Context, _ pb.DatabaseServiceClient) error {
+			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: [][]byte{repairKey(t, vI(1)), repairKey(t, vS("2"))}})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "key 1"}},
+		{"repair key of the wrong length", func(c context.Context, _ pb.DatabaseServiceClient) error {
+			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: [][]byte{repairKey(t, vI(1), vI(2))}})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "key 0", "1 columns, got 2"}},
+		{"repair key value without kind", func(c context.Context, _ pb.DatabaseServiceClient) error {
+			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: [][]byte{repairKey(t, noKind)}})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "key 0", "no kind"}},
+		{"repair repeated key", func(c context.Context, _ pb.DatabaseServiceClient) error {
+			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: [][]byte{repairKey(t, vI(1)), repairKey(t, vI(2)), repairKey(t, vI(1))}})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "key 2 repeats key 0"}},
+		{"repair bad sync_mode", func(c context.Context, _ pb.DatabaseServiceClient) error {
+			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: [][]byte{repairKey(t, vI(1))}, SyncMode: 9})
+			return err
+		}, codes.InvalidArgument, []string{"sync_mode 9"}},
+		{"repair waiting for standbys it has not", func(c context.Context, _ pb.DatabaseServiceClient) error {
+			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: [][]byte{repairKey(t, vI(1))}, SyncMode: pb.SyncMode_SYNC_MODE_APPLIED_ACK})
+			return err
+		}, codes.FailedPrecondition, []string{"applied-ack", "no peers"}},
 		{"session empty request", func(c context.Context, db pb.DatabaseServiceClient) error {
 			s, err := db.Session(c)
 			if err != nil {

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -24,7 +27,10 @@ var errDiffers = errors.New("the standby differs from the primary")
 // each node digests the table as of a snapshot (AdminService.TableDigest),
 // the standby's at the primary's LSN or later; buckets whose digests
 // differ are compared row by row, again a few times, as commits that
-// were on their way settle. Rows that still differ are listed.
+// were on their way settle. Rows that still differ are listed. With
+// -repair the primary logs its rows of those keys again
+// (AdminService.RepairRows), the standby takes them from the log like
+// any commit, and the table is compared again.
 func audit(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mmdbd audit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -33,6 +39,7 @@ func audit(args []string, stdout, stderr io.Writer) error {
 	buckets := fs.Uint("buckets", 256, "key-hash buckets per table")
 	wait := fs.Duration("wait", 10*time.Second, "how long the standby may take to reach the primary's LSN")
 	rounds := fs.Int("rounds", 3, "how often differing buckets are compared again before they count")
+	repair := fs.Bool("repair", false, "copy the primary's rows that differ to the standby through the primary's log, then compare again")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -50,7 +57,7 @@ func audit(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("connect to %s: %w", *standby, err)
 	}
 	defer s.Close()
-	a := auditor{p: pb.NewAdminServiceClient(p), s: pb.NewAdminServiceClient(s), buckets: uint32(*buckets), wait: *wait, out: stdout}
+	a := auditor{p: pb.NewAdminServiceClient(p), s: pb.NewAdminServiceClient(s), buckets: uint32(*buckets), wait: *wait, rounds: *rounds, repair: *repair, out: stdout}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	tables, err := pb.NewDatabaseServiceClient(p).ListTables(ctx, &pb.ListTablesRequest{})
@@ -59,7 +66,7 @@ func audit(args []string, stdout, stderr io.Writer) error {
 	}
 	differs := false
 	for _, t := range tables.GetTables() {
-		d, err := a.table(ctx, t.GetName(), *rounds)
+		d, err := a.table(ctx, t.GetName())
 		if err != nil {
 			return err
 		}
@@ -75,6 +82,8 @@ type auditor struct {
 	p, s    pb.AdminServiceClient
 	buckets uint32
 	wait    time.Duration
+	rounds  int
+	repair  bool
 	out     io.Writer
 }
 
@@ -94,17 +103,42 @@ func (a auditor) digests(ctx context.Context, table string, list []uint32) (p, s
 	return p, s, nil
 }
 
-// table audits one table and reports whether it differs.
-func (a auditor) table(ctx context.Context, table string, rounds int) (bool, error) {
+// table audits one table, repairs it if asked to, and reports whether
+// it differs.
+func (a auditor) table(ctx context.Context, table string) (bool, error) {
+	diffs, err := a.compare(ctx, table)
+	if err != nil || len(diffs) == 0 || !a.repair {
+		return len(diffs) > 0, err
+	}
+	r, err := a.repairRows(ctx, table, diffs)
+	if err != nil {
+		return true, err
+	}
+	fmt.Fprintf(a.out, "%s: repaired %d rows from the primary (%d put, %d deleted, up to LSN %d); comparing again\n", table, r.put+r.deleted, r.put, r.deleted, r.lsn)
+	// The primary digests the table as of its last repair or later, and
+	// the standby once it has applied that (min_lsn).
+	if diffs, err = a.compare(ctx, table); err != nil {
+		return true, err
+	}
+	if len(diffs) > 0 {
+		fmt.Fprintf(a.out, "%s: still differs after the repair\n", table)
+		return true, nil
+	}
+	return false, nil
+}
+
+// compare compares one table on both nodes, prints what it finds and
+// returns the rows that differ.
+func (a auditor) compare(ctx context.Context, table string) ([]rowDiff, error) {
 	p, s, err := a.digests(ctx, table, nil)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	var rows uint64
 	for _, b := range p.GetBuckets() {
 		rows += b.GetRows()
 	}
-	var diffs []string
+	var diffs []rowDiff
 	for round := 0; ; round++ {
 		var list []uint32
 		for i := range p.GetBuckets() {
@@ -114,29 +148,44 @@ func (a auditor) table(ctx context.Context, table string, rounds int) (bool, err
 		}
 		if len(list) == 0 {
 			fmt.Fprintf(a.out, "%s: %d rows, the same (primary at LSN %d, standby at %d)\n", table, rows, p.GetLsn(), s.GetLsn())
-			return false, nil
+			return nil, nil
 		}
 		if p, s, err = a.digests(ctx, table, list); err != nil {
-			return false, err
+			return nil, err
 		}
 		diffs = rowDiffs(p.GetRows(), s.GetRows())
-		if len(diffs) == 0 || round+1 >= rounds {
+		if len(diffs) == 0 || round+1 >= a.rounds {
 			break
 		}
 	}
 	if len(diffs) == 0 {
 		fmt.Fprintf(a.out, "%s: %d rows, the same after commits on their way settled\n", table, rows)
-		return false, nil
+		return nil, nil
 	}
 	fmt.Fprintf(a.out, "%s: %d rows differ (primary at LSN %d, standby at %d):\n", table, len(diffs), p.GetLsn(), s.GetLsn())
 	for _, d := range diffs {
 		fmt.Fprintf(a.out, "  %s\n", d)
 	}
-	return true, nil
+	return diffs, nil
 }
 
-// rowDiffs lists the keys whose rows differ between two listings.
-func rowDiffs(p, s []*pb.RowDigest) []string {
+// How a row differs, in the order repairRows sends them.
+const (
+	onlyStandby = "only on the standby"
+	rowsDiffer  = "the rows differ"
+	onlyPrimary = "only on the primary"
+)
+
+// rowDiff is a key whose rows differ: RowDigest.key, and how.
+type rowDiff struct {
+	key, how string
+}
+
+func (d rowDiff) String() string { return "key " + showKey(d.key) + ": " + d.how }
+
+// rowDiffs lists the keys whose rows differ between two listings, in the
+// order of their descriptions.
+func rowDiffs(p, s []*pb.RowDigest) []rowDiff {
 	ph, sh := map[string]uint64{}, map[string]uint64{}
 	for _, r := range p {
 		ph[string(r.GetKey())] = r.GetHash()
@@ -144,22 +193,83 @@ func rowDiffs(p, s []*pb.RowDigest) []string {
 	for _, r := range s {
 		sh[string(r.GetKey())] = r.GetHash()
 	}
-	var out []string
+	var out []rowDiff
 	for k, h := range ph {
 		switch sv, ok := sh[k]; {
 		case !ok:
-			out = append(out, "key "+showKey(k)+": only on the primary")
+			out = append(out, rowDiff{k, onlyPrimary})
 		case sv != h:
-			out = append(out, "key "+showKey(k)+": the rows differ")
+			out = append(out, rowDiff{k, rowsDiffer})
 		}
 	}
 	for k := range sh {
 		if _, ok := ph[k]; !ok {
-			out = append(out, "key "+showKey(k)+": only on the standby")
+			out = append(out, rowDiff{k, onlyStandby})
 		}
 	}
-	slices.Sort(out)
+	slices.SortFunc(out, func(x, y rowDiff) int { return strings.Compare(x.String(), y.String()) })
 	return out
+}
+
+// repairChunkBytes bounds the keys of one RepairRows call, well below
+// the default max_message_bytes. A call the primary refuses as too large
+// (a smaller max_message_bytes, or a redo record over the log's limit) is
+// split in two and sent again.
+const repairChunkBytes = 1 << 20
+
+// repaired sums what RepairRows calls logged.
+type repaired struct {
+	put, deleted uint64
+	lsn          uint64 // the last call's
+}
+
+// repairRows has the primary log its rows of the keys that differ again,
+// in as few transactions as the limits allow: the standby applies each
+// like any commit. When it takes several, rows only on the standby go
+// first, then rows that differ: a standby refuses a record whose row
+// takes a unique key another of its rows still holds, and deleting or
+// changing those first frees such keys for the rows only on the primary.
+func (a auditor) repairRows(ctx context.Context, table string, diffs []rowDiff) (repaired, error) {
+	rank := map[string]int{onlyStandby: 0, rowsDiffer: 1, onlyPrimary: 2}
+	diffs = slices.Clone(diffs)
+	slices.SortStableFunc(diffs, func(x, y rowDiff) int { return rank[x.how] - rank[y.how] })
+	var (
+		r     repaired
+		chunk [][]byte
+		size  int
+	)
+	for i, d := range diffs {
+		chunk = append(chunk, []byte(d.key))
+		size += len(d.key)
+		if i+1 < len(diffs) && len(chunk) < pb.MaxRepairKeys && size+len(diffs[i+1].key) <= repairChunkBytes {
+			continue
+		}
+		if err := a.repairChunk(ctx, table, chunk, &r); err != nil {
+			return r, err
+		}
+		chunk, size = nil, 0
+	}
+	return r, nil
+}
+
+// repairChunk sends keys to the primary's RepairRows; a refusal as too
+// large splits them in two.
+func (a auditor) repairChunk(ctx context.Context, table string, keys [][]byte, r *repaired) error {
+	resp, err := a.p.RepairRows(ctx, &pb.RepairRowsRequest{Table: table, Keys: keys})
+	if grpcstatus.Code(err) == codes.ResourceExhausted && len(keys) > 1 {
+		half := len(keys) / 2
+		if err := a.repairChunk(ctx, table, keys[:half], r); err != nil {
+			return err
+		}
+		return a.repairChunk(ctx, table, keys[half:], r)
+	}
+	if err != nil {
+		return fmt.Errorf("repair %d rows of %s on the primary: %w", len(keys), table, err)
+	}
+	r.put += resp.GetRowsPut()
+	r.deleted += resp.GetRowsDeleted()
+	r.lsn = resp.GetLsn()
+	return nil
 }
 
 // showKey renders a key as JSON of its values.

@@ -18,7 +18,7 @@ commands:
   checkpoint  write a checkpoint image on a node now
   promote     make a standby the primary (a new epoch)
   demote      make a primary a standby
-  audit       compare a standby's tables with its primary's
+  audit       compare a standby's tables with its primary's (-repair: fix them)
   image       fetch a node's image to a file, restore or verify one
   shell       an interactive shell (-c "statements" runs them and exits)
   bench       measure a workload (tatp, kv, ping) in-process or over gRPC

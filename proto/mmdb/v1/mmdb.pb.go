@@ -3778,6 +3778,153 @@ func (x *RowDigest) GetHash() uint64 {
 	return 0
 }
 
+// RepairRowsRequest names the rows of a table to log again.
+type RepairRowsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// The rows' primary keys, each encoded as RowDigest.key is: from 1 to
+	// 10000 keys, none twice.
+	Keys [][]byte `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// What the commit waits for.
+	Durability Durability `protobuf:"varint,3,opt,name=durability,proto3,enum=mmdb.v1.Durability" json:"durability,omitempty"`
+	// What the commit waits for from the standbys.
+	SyncMode      SyncMode `protobuf:"varint,4,opt,name=sync_mode,json=syncMode,proto3,enum=mmdb.v1.SyncMode" json:"sync_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepairRowsRequest) Reset() {
+	*x = RepairRowsRequest{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairRowsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairRowsRequest) ProtoMessage() {}
+
+func (x *RepairRowsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairRowsRequest.ProtoReflect.Descriptor instead.
+func (*RepairRowsRequest) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *RepairRowsRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *RepairRowsRequest) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *RepairRowsRequest) GetDurability() Durability {
+	if x != nil {
+		return x.Durability
+	}
+	return Durability_DURABILITY_UNSPECIFIED
+}
+
+func (x *RepairRowsRequest) GetSyncMode() SyncMode {
+	if x != nil {
+		return x.SyncMode
+	}
+	return SyncMode_SYNC_MODE_UNSPECIFIED
+}
+
+// RepairRowsResponse is the reply of RepairRows.
+type RepairRowsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The LSN the record committed at: a standby that has applied it holds
+	// the primary's rows for the keys (as of then).
+	Lsn uint64 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// Keys logged with their row, and keys logged as deleted (no row).
+	RowsPut     uint64 `protobuf:"varint,2,opt,name=rows_put,json=rowsPut,proto3" json:"rows_put,omitempty"`
+	RowsDeleted uint64 `protobuf:"varint,3,opt,name=rows_deleted,json=rowsDeleted,proto3" json:"rows_deleted,omitempty"`
+	// The node's sync_mode did not wait for its standbys (as in
+	// InsertResponse).
+	Degraded      bool `protobuf:"varint,4,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepairRowsResponse) Reset() {
+	*x = RepairRowsResponse{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairRowsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairRowsResponse) ProtoMessage() {}
+
+func (x *RepairRowsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairRowsResponse.ProtoReflect.Descriptor instead.
+func (*RepairRowsResponse) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *RepairRowsResponse) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *RepairRowsResponse) GetRowsPut() uint64 {
+	if x != nil {
+		return x.RowsPut
+	}
+	return 0
+}
+
+func (x *RepairRowsResponse) GetRowsDeleted() uint64 {
+	if x != nil {
+		return x.RowsDeleted
+	}
+	return 0
+}
+
+func (x *RepairRowsResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
 // CheckpointRequest is the request of Checkpoint.
 type CheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3787,7 +3934,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3799,7 +3946,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3812,7 +3959,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{48}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{50}
 }
 
 // CheckpointResponse describes the image written.
@@ -3836,7 +3983,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3848,7 +3995,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3861,7 +4008,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{49}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *CheckpointResponse) GetLsn() uint64 {
@@ -3934,7 +4081,7 @@ type StandbyStatus struct {
 
 func (x *StandbyStatus) Reset() {
 	*x = StandbyStatus{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3946,7 +4093,7 @@ func (x *StandbyStatus) String() string {
 func (*StandbyStatus) ProtoMessage() {}
 
 func (x *StandbyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3959,7 +4106,7 @@ func (x *StandbyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StandbyStatus.ProtoReflect.Descriptor instead.
 func (*StandbyStatus) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{50}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StandbyStatus) GetName() string {
@@ -4040,7 +4187,7 @@ type TableStatus struct {
 
 func (x *TableStatus) Reset() {
 	*x = TableStatus{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4052,7 +4199,7 @@ func (x *TableStatus) String() string {
 func (*TableStatus) ProtoMessage() {}
 
 func (x *TableStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4065,7 +4212,7 @@ func (x *TableStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableStatus.ProtoReflect.Descriptor instead.
 func (*TableStatus) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{51}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *TableStatus) GetName() string {
@@ -4117,7 +4264,7 @@ type FetchImageRequest struct {
 
 func (x *FetchImageRequest) Reset() {
 	*x = FetchImageRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4129,7 +4276,7 @@ func (x *FetchImageRequest) String() string {
 func (*FetchImageRequest) ProtoMessage() {}
 
 func (x *FetchImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4142,7 +4289,7 @@ func (x *FetchImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchImageRequest.ProtoReflect.Descriptor instead.
 func (*FetchImageRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{52}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *FetchImageRequest) GetLsn() uint64 {
@@ -4185,7 +4332,7 @@ type ImageInfo struct {
 
 func (x *ImageInfo) Reset() {
 	*x = ImageInfo{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4197,7 +4344,7 @@ func (x *ImageInfo) String() string {
 func (*ImageInfo) ProtoMessage() {}
 
 func (x *ImageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4210,7 +4357,7 @@ func (x *ImageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
 func (*ImageInfo) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{53}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ImageInfo) GetLsn() uint64 {
@@ -4266,7 +4413,7 @@ type FetchImageResponse struct {
 
 func (x *FetchImageResponse) Reset() {
 	*x = FetchImageResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4278,7 +4425,7 @@ func (x *FetchImageResponse) String() string {
 func (*FetchImageResponse) ProtoMessage() {}
 
 func (x *FetchImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4291,7 +4438,7 @@ func (x *FetchImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchImageResponse.ProtoReflect.Descriptor instead.
 func (*FetchImageResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{54}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FetchImageResponse) GetImage() *ImageInfo {
@@ -4338,7 +4485,7 @@ type ShipRequest struct {
 
 func (x *ShipRequest) Reset() {
 	*x = ShipRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4350,7 +4497,7 @@ func (x *ShipRequest) String() string {
 func (*ShipRequest) ProtoMessage() {}
 
 func (x *ShipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4363,7 +4510,7 @@ func (x *ShipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipRequest.ProtoReflect.Descriptor instead.
 func (*ShipRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{55}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ShipRequest) GetMsg() isShipRequest_Msg {
@@ -4437,7 +4584,7 @@ type NeedsImage struct {
 
 func (x *NeedsImage) Reset() {
 	*x = NeedsImage{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4449,7 +4596,7 @@ func (x *NeedsImage) String() string {
 func (*NeedsImage) ProtoMessage() {}
 
 func (x *NeedsImage) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4462,7 +4609,7 @@ func (x *NeedsImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeedsImage.ProtoReflect.Descriptor instead.
 func (*NeedsImage) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{56}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *NeedsImage) GetAddr() string {
@@ -4507,7 +4654,7 @@ type ShipHello struct {
 
 func (x *ShipHello) Reset() {
 	*x = ShipHello{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4519,7 +4666,7 @@ func (x *ShipHello) String() string {
 func (*ShipHello) ProtoMessage() {}
 
 func (x *ShipHello) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4532,7 +4679,7 @@ func (x *ShipHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipHello.ProtoReflect.Descriptor instead.
 func (*ShipHello) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{57}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ShipHello) GetNode() string {
@@ -4607,7 +4754,7 @@ type EpochStart struct {
 
 func (x *EpochStart) Reset() {
 	*x = EpochStart{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4619,7 +4766,7 @@ func (x *EpochStart) String() string {
 func (*EpochStart) ProtoMessage() {}
 
 func (x *EpochStart) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4632,7 +4779,7 @@ func (x *EpochStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpochStart.ProtoReflect.Descriptor instead.
 func (*EpochStart) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{58}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *EpochStart) GetEpoch() uint64 {
@@ -4688,7 +4835,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4700,7 +4847,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4713,7 +4860,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{59}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *LogBatch) GetFirstLsn() uint64 {
@@ -4794,7 +4941,7 @@ type ShipResponse struct {
 
 func (x *ShipResponse) Reset() {
 	*x = ShipResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4806,7 +4953,7 @@ func (x *ShipResponse) String() string {
 func (*ShipResponse) ProtoMessage() {}
 
 func (x *ShipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4819,7 +4966,7 @@ func (x *ShipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipResponse.ProtoReflect.Descriptor instead.
 func (*ShipResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{60}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ShipResponse) GetMsg() isShipResponse_Msg {
@@ -4876,7 +5023,7 @@ type ShipState struct {
 
 func (x *ShipState) Reset() {
 	*x = ShipState{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4888,7 +5035,7 @@ func (x *ShipState) String() string {
 func (*ShipState) ProtoMessage() {}
 
 func (x *ShipState) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4901,7 +5048,7 @@ func (x *ShipState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipState.ProtoReflect.Descriptor instead.
 func (*ShipState) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{61}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ShipState) GetNode() string {
@@ -4941,7 +5088,7 @@ type ShipAck struct {
 
 func (x *ShipAck) Reset() {
 	*x = ShipAck{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4953,7 +5100,7 @@ func (x *ShipAck) String() string {
 func (*ShipAck) ProtoMessage() {}
 
 func (x *ShipAck) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4966,7 +5113,7 @@ func (x *ShipAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipAck.ProtoReflect.Descriptor instead.
 func (*ShipAck) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{62}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ShipAck) GetReceivedLsn() uint64 {
@@ -5008,7 +5155,7 @@ type StandbyAck struct {
 
 func (x *StandbyAck) Reset() {
 	*x = StandbyAck{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5020,7 +5167,7 @@ func (x *StandbyAck) String() string {
 func (*StandbyAck) ProtoMessage() {}
 
 func (x *StandbyAck) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5033,7 +5180,7 @@ func (x *StandbyAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StandbyAck.ProtoReflect.Descriptor instead.
 func (*StandbyAck) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{63}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *StandbyAck) GetNode() string {
@@ -5332,7 +5479,19 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\tRowDigest\x12\x16\n" +
 	"\x06bucket\x18\x01 \x01(\rR\x06bucket\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x12\n" +
-	"\x04hash\x18\x03 \x01(\x04R\x04hash\"\x13\n" +
+	"\x04hash\x18\x03 \x01(\x04R\x04hash\"\xa2\x01\n" +
+	"\x11RepairRowsRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\fR\x04keys\x123\n" +
+	"\n" +
+	"durability\x18\x03 \x01(\x0e2\x13.mmdb.v1.DurabilityR\n" +
+	"durability\x12.\n" +
+	"\tsync_mode\x18\x04 \x01(\x0e2\x11.mmdb.v1.SyncModeR\bsyncMode\"\x80\x01\n" +
+	"\x12RepairRowsResponse\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x19\n" +
+	"\brows_put\x18\x02 \x01(\x04R\arowsPut\x12!\n" +
+	"\frows_deleted\x18\x03 \x01(\x04R\vrowsDeleted\x12\x1a\n" +
+	"\bdegraded\x18\x04 \x01(\bR\bdegraded\"\x13\n" +
 	"\x11CheckpointRequest\"\xe2\x01\n" +
 	"\x12CheckpointResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x12\n" +
@@ -5481,14 +5640,16 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05Begin\x12\x15.mmdb.v1.BeginRequest\x1a\x16.mmdb.v1.BeginResponse\x129\n" +
 	"\x06Commit\x12\x16.mmdb.v1.CommitRequest\x1a\x17.mmdb.v1.CommitResponse\x12?\n" +
 	"\bRollback\x12\x18.mmdb.v1.RollbackRequest\x1a\x19.mmdb.v1.RollbackResponse\x12@\n" +
-	"\aSession\x12\x17.mmdb.v1.SessionRequest\x1a\x18.mmdb.v1.SessionResponse(\x010\x012\xd3\x02\n" +
+	"\aSession\x12\x17.mmdb.v1.SessionRequest\x1a\x18.mmdb.v1.SessionResponse(\x010\x012\x9a\x03\n" +
 	"\fAdminService\x129\n" +
 	"\x06Status\x12\x16.mmdb.v1.StatusRequest\x1a\x17.mmdb.v1.StatusResponse\x12E\n" +
 	"\n" +
 	"Checkpoint\x12\x1a.mmdb.v1.CheckpointRequest\x1a\x1b.mmdb.v1.CheckpointResponse\x12<\n" +
 	"\aPromote\x12\x17.mmdb.v1.PromoteRequest\x1a\x18.mmdb.v1.PromoteResponse\x129\n" +
 	"\x06Demote\x12\x16.mmdb.v1.DemoteRequest\x1a\x17.mmdb.v1.DemoteResponse\x12H\n" +
-	"\vTableDigest\x12\x1b.mmdb.v1.TableDigestRequest\x1a\x1c.mmdb.v1.TableDigestResponse2W\n" +
+	"\vTableDigest\x12\x1b.mmdb.v1.TableDigestRequest\x1a\x1c.mmdb.v1.TableDigestResponse\x12E\n" +
+	"\n" +
+	"RepairRows\x12\x1a.mmdb.v1.RepairRowsRequest\x1a\x1b.mmdb.v1.RepairRowsResponse2W\n" +
 	"\fImageService\x12G\n" +
 	"\n" +
 	"FetchImage\x12\x1a.mmdb.v1.FetchImageRequest\x1a\x1b.mmdb.v1.FetchImageResponse0\x012M\n" +
@@ -5508,7 +5669,7 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 }
 
 var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
@@ -5563,29 +5724,31 @@ var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(*TableDigestResponse)(nil),   // 50: mmdb.v1.TableDigestResponse
 	(*BucketDigest)(nil),          // 51: mmdb.v1.BucketDigest
 	(*RowDigest)(nil),             // 52: mmdb.v1.RowDigest
-	(*CheckpointRequest)(nil),     // 53: mmdb.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),    // 54: mmdb.v1.CheckpointResponse
-	(*StandbyStatus)(nil),         // 55: mmdb.v1.StandbyStatus
-	(*TableStatus)(nil),           // 56: mmdb.v1.TableStatus
-	(*FetchImageRequest)(nil),     // 57: mmdb.v1.FetchImageRequest
-	(*ImageInfo)(nil),             // 58: mmdb.v1.ImageInfo
-	(*FetchImageResponse)(nil),    // 59: mmdb.v1.FetchImageResponse
-	(*ShipRequest)(nil),           // 60: mmdb.v1.ShipRequest
-	(*NeedsImage)(nil),            // 61: mmdb.v1.NeedsImage
-	(*ShipHello)(nil),             // 62: mmdb.v1.ShipHello
-	(*EpochStart)(nil),            // 63: mmdb.v1.EpochStart
-	(*LogBatch)(nil),              // 64: mmdb.v1.LogBatch
-	(*ShipResponse)(nil),          // 65: mmdb.v1.ShipResponse
-	(*ShipState)(nil),             // 66: mmdb.v1.ShipState
-	(*ShipAck)(nil),               // 67: mmdb.v1.ShipAck
-	(*StandbyAck)(nil),            // 68: mmdb.v1.StandbyAck
-	(structpb.NullValue)(0),       // 69: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 70: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 71: google.protobuf.Duration
+	(*RepairRowsRequest)(nil),     // 53: mmdb.v1.RepairRowsRequest
+	(*RepairRowsResponse)(nil),    // 54: mmdb.v1.RepairRowsResponse
+	(*CheckpointRequest)(nil),     // 55: mmdb.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),    // 56: mmdb.v1.CheckpointResponse
+	(*StandbyStatus)(nil),         // 57: mmdb.v1.StandbyStatus
+	(*TableStatus)(nil),           // 58: mmdb.v1.TableStatus
+	(*FetchImageRequest)(nil),     // 59: mmdb.v1.FetchImageRequest
+	(*ImageInfo)(nil),             // 60: mmdb.v1.ImageInfo
+	(*FetchImageResponse)(nil),    // 61: mmdb.v1.FetchImageResponse
+	(*ShipRequest)(nil),           // 62: mmdb.v1.ShipRequest
+	(*NeedsImage)(nil),            // 63: mmdb.v1.NeedsImage
+	(*ShipHello)(nil),             // 64: mmdb.v1.ShipHello
+	(*EpochStart)(nil),            // 65: mmdb.v1.EpochStart
+	(*LogBatch)(nil),              // 66: mmdb.v1.LogBatch
+	(*ShipResponse)(nil),          // 67: mmdb.v1.ShipResponse
+	(*ShipState)(nil),             // 68: mmdb.v1.ShipState
+	(*ShipAck)(nil),               // 69: mmdb.v1.ShipAck
+	(*StandbyAck)(nil),            // 70: mmdb.v1.StandbyAck
+	(structpb.NullValue)(0),       // 71: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 72: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 73: google.protobuf.Duration
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	69,  // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	70,  // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	71,  // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	72,  // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
 	5,   // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
 	5,   // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
 	0,   // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
@@ -5594,7 +5757,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	1,   // 7: mmdb.v1.Table.primary_kind:type_name -> mmdb.v1.IndexKind
 	9,   // 8: mmdb.v1.Table.indexes:type_name -> mmdb.v1.Index
 	10,  // 9: mmdb.v1.CreateTableRequest.table:type_name -> mmdb.v1.Table
-	56,  // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
+	58,  // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
 	10,  // 11: mmdb.v1.DescribeTableResponse.table:type_name -> mmdb.v1.Table
 	5,   // 12: mmdb.v1.GetRequest.key:type_name -> mmdb.v1.Value
 	6,   // 13: mmdb.v1.GetResponse.row:type_name -> mmdb.v1.Row
@@ -5619,7 +5782,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	3,   // 32: mmdb.v1.DeleteRequest.sync_mode:type_name -> mmdb.v1.SyncMode
 	2,   // 33: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
 	3,   // 34: mmdb.v1.BeginRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	71,  // 35: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	73,  // 35: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
 	19,  // 36: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
 	23,  // 37: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
 	24,  // 38: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
@@ -5651,67 +5814,71 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	36,  // 64: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
 	32,  // 65: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
 	38,  // 66: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
-	55,  // 67: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
-	56,  // 68: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	71,  // 69: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	57,  // 67: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
+	58,  // 68: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
+	73,  // 69: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
 	51,  // 70: mmdb.v1.TableDigestResponse.buckets:type_name -> mmdb.v1.BucketDigest
 	52,  // 71: mmdb.v1.TableDigestResponse.rows:type_name -> mmdb.v1.RowDigest
-	71,  // 72: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
-	58,  // 73: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
-	62,  // 74: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
-	64,  // 75: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
-	61,  // 76: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
-	63,  // 77: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
-	66,  // 78: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
-	67,  // 79: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
-	68,  // 80: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
-	11,  // 81: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	13,  // 82: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	15,  // 83: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	17,  // 84: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	19,  // 85: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	21,  // 86: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	23,  // 87: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	24,  // 88: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	25,  // 89: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	26,  // 90: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	31,  // 91: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	35,  // 92: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	37,  // 93: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	39,  // 94: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	43,  // 95: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	53,  // 96: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	45,  // 97: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
-	47,  // 98: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
-	49,  // 99: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
-	57,  // 100: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	60,  // 101: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
-	12,  // 102: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	14,  // 103: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	16,  // 104: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	18,  // 105: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	20,  // 106: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	22,  // 107: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	27,  // 108: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	28,  // 109: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	29,  // 110: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	30,  // 111: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	32,  // 112: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	36,  // 113: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	38,  // 114: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	41,  // 115: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	44,  // 116: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	54,  // 117: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	46,  // 118: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
-	48,  // 119: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
-	50,  // 120: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
-	59,  // 121: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	65,  // 122: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
-	102, // [102:123] is the sub-list for method output_type
-	81,  // [81:102] is the sub-list for method input_type
-	81,  // [81:81] is the sub-list for extension type_name
-	81,  // [81:81] is the sub-list for extension extendee
-	0,   // [0:81] is the sub-list for field type_name
+	2,   // 72: mmdb.v1.RepairRowsRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 73: mmdb.v1.RepairRowsRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	73,  // 74: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	60,  // 75: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
+	64,  // 76: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
+	66,  // 77: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
+	63,  // 78: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
+	65,  // 79: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
+	68,  // 80: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
+	69,  // 81: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
+	70,  // 82: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
+	11,  // 83: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	13,  // 84: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	15,  // 85: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	17,  // 86: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	19,  // 87: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	21,  // 88: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	23,  // 89: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	24,  // 90: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	25,  // 91: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	26,  // 92: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	31,  // 93: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	35,  // 94: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	37,  // 95: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	39,  // 96: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	43,  // 97: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	55,  // 98: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	45,  // 99: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
+	47,  // 100: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
+	49,  // 101: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
+	53,  // 102: mmdb.v1.AdminService.RepairRows:input_type -> mmdb.v1.RepairRowsRequest
+	59,  // 103: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	62,  // 104: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	12,  // 105: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	14,  // 106: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	16,  // 107: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	18,  // 108: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	20,  // 109: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	22,  // 110: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	27,  // 111: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	28,  // 112: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	29,  // 113: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	30,  // 114: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	32,  // 115: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	36,  // 116: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	38,  // 117: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	41,  // 118: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	44,  // 119: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	56,  // 120: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	46,  // 121: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
+	48,  // 122: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
+	50,  // 123: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
+	54,  // 124: mmdb.v1.AdminService.RepairRows:output_type -> mmdb.v1.RepairRowsResponse
+	61,  // 125: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	67,  // 126: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	105, // [105:127] is the sub-list for method output_type
+	83,  // [83:105] is the sub-list for method input_type
+	83,  // [83:83] is the sub-list for extension type_name
+	83,  // [83:83] is the sub-list for extension extendee
+	0,   // [0:83] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -5756,12 +5923,12 @@ func file_mmdb_v1_mmdb_proto_init() {
 		(*Reply_Begin)(nil),
 		(*Reply_Rollback)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[55].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[57].OneofWrappers = []any{
 		(*ShipRequest_Hello)(nil),
 		(*ShipRequest_Batch)(nil),
 		(*ShipRequest_NeedsImage)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[60].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[62].OneofWrappers = []any{
 		(*ShipResponse_State)(nil),
 		(*ShipResponse_Ack)(nil),
 	}
@@ -5771,7 +5938,7 @@ func file_mmdb_v1_mmdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   64,
+			NumMessages:   66,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

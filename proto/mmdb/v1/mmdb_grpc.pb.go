@@ -681,6 +681,7 @@ const (
 	AdminService_Promote_FullMethodName     = "/mmdb.v1.AdminService/Promote"
 	AdminService_Demote_FullMethodName      = "/mmdb.v1.AdminService/Demote"
 	AdminService_TableDigest_FullMethodName = "/mmdb.v1.AdminService/TableDigest"
+	AdminService_RepairRows_FullMethodName  = "/mmdb.v1.AdminService/RepairRows"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -712,6 +713,17 @@ type AdminServiceClient interface {
 	// (until the call's deadline) to have applied it; a standby behind
 	// answers DEADLINE_EXCEEDED.
 	TableDigest(ctx context.Context, in *TableDigestRequest, opts ...grpc.CallOption) (*TableDigestResponse, error)
+	// RepairRows is mmdbd audit -repair: on the primary, it commits one
+	// transaction whose redo record holds, for each key, the row as it is
+	// (its after-image) or, when there is none, a delete of the key. The
+	// primary's rows do not change; a standby that applies the record, in
+	// log order like any other, then holds exactly the primary's rows for
+	// those keys. It serializes with concurrent writes of the keys like a
+	// write (a conflict is retried, then ABORTED) and waits for durability
+	// and sync_mode like one. A standby refuses it as it refuses writes
+	// (FAILED_PRECONDITION naming the primary): repairing there would fork
+	// its log from the primary's.
+	RepairRows(ctx context.Context, in *RepairRowsRequest, opts ...grpc.CallOption) (*RepairRowsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -772,6 +784,16 @@ func (c *adminServiceClient) TableDigest(ctx context.Context, in *TableDigestReq
 	return out, nil
 }
 
+func (c *adminServiceClient) RepairRows(ctx context.Context, in *RepairRowsRequest, opts ...grpc.CallOption) (*RepairRowsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RepairRowsResponse)
+	err := c.cc.Invoke(ctx, AdminService_RepairRows_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -801,6 +823,17 @@ type AdminServiceServer interface {
 	// (until the call's deadline) to have applied it; a standby behind
 	// answers DEADLINE_EXCEEDED.
 	TableDigest(context.Context, *TableDigestRequest) (*TableDigestResponse, error)
+	// RepairRows is mmdbd audit -repair: on the primary, it commits one
+	// transaction whose redo record holds, for each key, the row as it is
+	// (its after-image) or, when there is none, a delete of the key. The
+	// primary's rows do not change; a standby that applies the record, in
+	// log order like any other, then holds exactly the primary's rows for
+	// those keys. It serializes with concurrent writes of the keys like a
+	// write (a conflict is retried, then ABORTED) and waits for durability
+	// and sync_mode like one. A standby refuses it as it refuses writes
+	// (FAILED_PRECONDITION naming the primary): repairing there would fork
+	// its log from the primary's.
+	RepairRows(context.Context, *RepairRowsRequest) (*RepairRowsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -825,6 +858,9 @@ func (UnimplementedAdminServiceServer) Demote(context.Context, *DemoteRequest) (
 }
 func (UnimplementedAdminServiceServer) TableDigest(context.Context, *TableDigestRequest) (*TableDigestResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TableDigest not implemented")
+}
+func (UnimplementedAdminServiceServer) RepairRows(context.Context, *RepairRowsRequest) (*RepairRowsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RepairRows not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -937,6 +973,24 @@ func _AdminService_TableDigest_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RepairRows_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RepairRowsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RepairRows(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RepairRows_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RepairRows(ctx, req.(*RepairRowsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -963,6 +1017,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TableDigest",
 			Handler:    _AdminService_TableDigest_Handler,
+		},
+		{
+			MethodName: "RepairRows",
+			Handler:    _AdminService_RepairRows_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

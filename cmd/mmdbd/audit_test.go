@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// fakeAdmin is a node's AdminService as audit sees it: TableDigest gives
+// one bucket with one row of hash hash, and RepairRows takes at most
+// maxKeys keys a call (more is RESOURCE_EXHAUSTED, as a message over
+// max_message_bytes is). The rest is not implemented.
+type fakeAdmin struct {
+	pb.AdminServiceClient
+	key     []byte
+	hash    uint64
+	maxKeys int
+	lsn     uint64
+	calls   [][]string // the keys of each RepairRows call taken
+}
+
+func (f *fakeAdmin) TableDigest(_ context.Context, req *pb.TableDigestRequest, _ ...grpc.CallOption) (*pb.TableDigestResponse, error) {
+	resp := &pb.TableDigestResponse{Lsn: f.lsn, Buckets: []*pb.BucketDigest{{Rows: 1, Sum: f.hash}}}
+	if len(req.GetList()) > 0 {
+		resp.Rows = []*pb.RowDigest{{Key: f.key, Hash: f.hash}}
+	}
+	return resp, nil
+}
+
+func (f *fakeAdmin) RepairRows(_ context.Context, req *pb.RepairRowsRequest, _ ...grpc.CallOption) (*pb.RepairRowsResponse, error) {
+	if len(req.GetKeys()) > f.maxKeys {
+		return nil, grpcstatus.Errorf(codes.ResourceExhausted, "%d keys", len(req.GetKeys()))
+	}
+	var keys []string
+	for _, k := range req.GetKeys() {
+		keys = append(keys, string(k))
+	}
+	f.calls = append(f.calls, keys)
+	f.lsn++
+	return &pb.RepairRowsResponse{Lsn: f.lsn, RowsPut: uint64(len(keys)) - 1, RowsDeleted: 1}, nil
+}
+
+func testKey(t *testing.T, id int64) string {
+	t.Helper()
+	k, err := proto.MarshalOptions{Deterministic: true}.Marshal(&pb.Row{Values: []*pb.Value{{Kind: &pb.Value_Int64{Int64: id}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(k)
+}
+
+// TestRepairRowsSplits: keys the primary refuses in one call go in
+// halves until it takes them, each key once; rows only on the standby
+// go first, then rows that differ, then rows only on the primary.
+func TestRepairRowsSplits(t *testing.T) {
+	hows := []string{onlyPrimary, rowsDiffer, onlyStandby}
+	var diffs []rowDiff
+	for i := range 11 {
+		diffs = append(diffs, rowDiff{key: testKey(t, int64(i)), how: hows[i%3]})
+	}
+	p := &fakeAdmin{maxKeys: 3}
+	r, err := auditor{p: p}.repairRows(context.Background(), "t", diffs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	how := map[string]string{}
+	for _, d := range diffs {
+		how[d.key] = d.how
+	}
+	rank := map[string]int{onlyStandby: 0, rowsDiffer: 1, onlyPrimary: 2}
+	sent, last := map[string]bool{}, 0
+	for _, call := range p.calls {
+		if len(call) == 0 || len(call) > p.maxKeys {
+			t.Fatalf("a call of %d keys", len(call))
+		}
+		for _, k := range call {
+			if sent[k] {
+				t.Fatalf("key %s sent twice", showKey(k))
+			}
+			sent[k] = true
+			if rank[how[k]] < last {
+				t.Fatalf("a row %s after rows %s: %v", how[k], hows[2-last], p.calls)
+			}
+			last = rank[how[k]]
+		}
+	}
+	if len(sent) != len(diffs) {
+		t.Fatalf("%d keys sent of %d", len(sent), len(diffs))
+	}
+	calls := uint64(len(p.calls))
+	if r.put+r.deleted != uint64(len(diffs)) || r.deleted != calls || r.lsn != calls {
+		t.Fatalf("repaired %+v after %d calls", r, calls)
+	}
+
+	// A key the primary refuses alone fails the repair, naming the table.
+	p = &fakeAdmin{maxKeys: 0}
+	if _, err := (auditor{p: p}).repairRows(context.Background(), "t", diffs); grpcstatus.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "rows of t") {
+		t.Fatalf("a repair the primary refuses: %v", err)
+	}
+}
+
+// TestAuditStillDiffers: a row the repair does not reach (a standby that
+// does not follow the primary) is reported as still differing, and the
+// table counts as differing.
+func TestAuditStillDiffers(t *testing.T) {
+	k := []byte(testKey(t, 7))
+	p := &fakeAdmin{key: k, hash: 1, maxKeys: 10}
+	s := &fakeAdmin{key: k, hash: 2}
+	var out strings.Builder
+	a := auditor{p: p, s: s, buckets: 1, rounds: 1, repair: true, out: &out}
+	differs, err := a.table(context.Background(), "t")
+	if err != nil || !differs {
+		t.Fatalf("audit of a table that stays different: %v, %v\n%s", differs, err, &out)
+	}
+	for _, want := range []string{"t: 1 rows differ", `"7"`, "the rows differ", "t: repaired 1 rows from the primary", "t: still differs after the repair"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("the output misses %q:\n%s", want, &out)
+		}
+	}
+	if len(p.calls) != 1 {
+		t.Fatalf("%d repairs, want 1", len(p.calls))
+	}
+}

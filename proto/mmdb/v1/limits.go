@@ -1,0 +1,5 @@
+package mmdbv1
+
+// MaxRepairKeys is the most keys one RepairRows call takes: they are one
+// transaction, which locks every row it names until it commits.
+const MaxRepairKeys = 10000
