@@ -2250,3 +2250,41 @@ func ccSnapshotRun(t *testing.T, disjoint, relocate bool) {
 	t.Logf("snapshots at LSNs %v of %d (most bytes copied aside while scanning: %v); %d transfers, %d conflicts, %d retries after a missed account",
 		lsns, db.LastLSN(), kept, committed.Load(), conflicts.Load(), missing.Load())
 }
+
+// TestConcurrentUpsertsOfAnAbsentKey: two transactions upsert the same
+// key, absent when both looked; the second to commit gets ErrConflict
+// (run again, it replaces the first's row), never ErrDuplicate: in no
+// serial order does an upsert find a duplicate primary key. A unique
+// secondary key taken meanwhile is still a duplicate.
+func TestConcurrentUpsertsOfAnAbsentKey(t *testing.T) {
+	db := Open(Options{})
+	tb := relogKV(t, db, 1)
+	first, second := db.Begin(), db.Begin()
+	if err := first.Upsert(tb, kv(5, 50)); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Upsert(tb, kv(5, 51)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.Commit(); !errors.Is(err, ErrConflict) {
+		t.Fatalf("the second upsert of a key absent when it looked: %v, want ErrConflict", err)
+	}
+	reviewCommit(t, func(tx *Tx) error { return tx.Upsert(tb, kv(5, 51)) }, db)
+
+	first, second = db.Begin(), db.Begin()
+	if err := first.Upsert(tb, kv(6, 60)); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Upsert(tb, kv(7, 60)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.Commit(); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("an upsert whose unique secondary key was taken: %v, want ErrDuplicate", err)
+	}
+}

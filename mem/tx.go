@@ -59,6 +59,7 @@ type write struct {
 	tid    uint64 // the row's TID when read (update, delete)
 	locked bool   // rid is locked (or placed) by this transaction
 	relog  bool   // Relog put the key in the record: it stays there whatever the transaction does to it
+	upsert bool   // an insert by Upsert: a row that took the key since is a conflict, not a duplicate
 	claims []claim
 }
 
@@ -412,14 +413,14 @@ func (tx *Tx) put(t *Table, vals []Value, replace bool) error {
 		case wDelete:
 			w.op = wUpdate
 		case wAbsent:
-			w.op = wInsert
+			w.op, w.upsert = wInsert, replace
 		}
 		return nil
 	}
 	if found {
 		tx.addWrite(write{t: t, op: wUpdate, key: key, row: row, rid: h.rid, tid: h.tid})
 	} else {
-		tx.addWrite(write{t: t, op: wInsert, key: key, row: row})
+		tx.addWrite(write{t: t, op: wInsert, key: key, row: row, upsert: replace})
 	}
 	return nil
 }
@@ -778,8 +779,12 @@ func (tx *txState) uniqueCheck(c uint64) error {
 		return nil
 	}
 	if tx.keyEqual(s, ix, row, key) {
-		if w.op == wAbsent {
+		switch {
+		case w.op == wAbsent:
 			return errorf(ErrConflict, "table %q: a row looked up and not found now exists", s.def.Name)
+		case w.upsert && ix == 0:
+			// Run after the other, the upsert would have replaced it.
+			return errorf(ErrConflict, "table %q: another transaction inserted the primary key this upsert found absent", s.def.Name)
 		}
 		return dup
 	}

@@ -43,7 +43,7 @@ func BenchmarkReplication(b *testing.B) {
 //
 //	go test ./tests -run XXX -bench ReplicationLag -benchtime 1x
 func BenchmarkReplicationLag(b *testing.B) {
-	for _, rate := range []int{1000, 2000, 4000, 0} {
+	for _, rate := range []int{1000, 2000, 4000, 6000, 0} {
 		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
 			for range b.N {
 				replicationRun(b, "writes", 64, "async", rate)
