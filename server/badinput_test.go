@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mmdb/mmdb/conf"
@@ -255,7 +256,7 @@ func TestBadInput(t *testing.T) {
 			}
 			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: keys})
 			return err
-		}, codes.InvalidArgument, []string{`"acct"`, fmt.Sprintf("%d keys", pb.MaxRepairKeys+1)}},
+		}, codes.ResourceExhausted, []string{`"acct"`, fmt.Sprintf("%d keys", pb.MaxRepairKeys+1)}},
 		{"repair unknown table", func(c context.Context, _ pb.DatabaseServiceClient) error {
 			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "nope", Keys: [][]byte{repairKey(t, vI(1))}})
 			return err
@@ -280,6 +281,11 @@ func TestBadInput(t *testing.T) {
 			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: [][]byte{repairKey(t, vI(1)), repairKey(t, vI(2)), repairKey(t, vI(1))}})
 			return err
 		}, codes.InvalidArgument, []string{`"acct"`, "key 2 repeats key 0"}},
+		{"repair key repeated in another encoding", func(c context.Context, _ pb.DatabaseServiceClient) error {
+			other := protowire.AppendVarint(protowire.AppendTag(repairKey(t, vI(1)), 99, protowire.VarintType), 1) // an unknown field
+			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: [][]byte{repairKey(t, vI(1)), other}})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "key 1 repeats key 0"}},
 		{"repair bad sync_mode", func(c context.Context, _ pb.DatabaseServiceClient) error {
 			_, err := n.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: [][]byte{repairKey(t, vI(1))}, SyncMode: 9})
 			return err

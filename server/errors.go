@@ -65,6 +65,12 @@ func toStatus(err error) error {
 		}
 	}
 	msg := strings.ReplaceAll(err.Error(), "mem: ", "")
+	if errors.Is(err, logging.ErrTooLarge) {
+		st, derr := status.New(codes.ResourceExhausted, msg).WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: pb.ReasonTooLarge})
+		if derr == nil {
+			return st.Err()
+		}
+	}
 	for _, m := range codeOf {
 		if errors.Is(err, m.err) {
 			return status.Error(m.code, msg)

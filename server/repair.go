@@ -49,7 +49,11 @@ func (a *adminService) RepairRows(ctx context.Context, req *pb.RepairRowsRequest
 func (s *dbService) repairKeys(req *pb.RepairRowsRequest) (*mem.Table, [][]mem.Value, error) {
 	n := len(req.GetKeys())
 	if n == 0 || n > pb.MaxRepairKeys {
-		return nil, nil, errorf(codes.InvalidArgument, "table %q: %d keys; RepairRows takes from 1 to %d", req.GetTable(), n, pb.MaxRepairKeys)
+		code := codes.InvalidArgument
+		if n > 0 {
+			code = codes.ResourceExhausted // a limit
+		}
+		return nil, nil, errorf(code, "table %q: %d keys; RepairRows takes from 1 to %d", req.GetTable(), n, pb.MaxRepairKeys)
 	}
 	t, err := s.db.Table(req.GetTable())
 	if err != nil {
@@ -58,10 +62,6 @@ func (s *dbService) repairKeys(req *pb.RepairRowsRequest) (*mem.Table, [][]mem.V
 	seen := make(map[string]int, n)
 	keys := make([][]mem.Value, n)
 	for i, k := range req.GetKeys() {
-		if j, ok := seen[string(k)]; ok {
-			return nil, nil, errorf(codes.InvalidArgument, "table %q: key %d repeats key %d", t.Name(), i, j)
-		}
-		seen[string(k)] = i
 		var row pb.Row
 		if err := proto.Unmarshal(k, &row); err != nil {
 			return nil, nil, errorf(codes.InvalidArgument, "table %q: key %d is not a Row of primary key values as TableDigest lists them: %v", t.Name(), i, err)
@@ -69,6 +69,13 @@ func (s *dbService) repairKeys(req *pb.RepairRowsRequest) (*mem.Table, [][]mem.V
 		if keys[i], err = s.cv.values(nil, row.GetValues(), "key"); err != nil {
 			return nil, nil, fmt.Errorf("table %q key %d: %w", t.Name(), i, err)
 		}
+		// The same values, however encoded, are the same key; %#v tells
+		// every value of every type apart.
+		same := fmt.Sprintf("%#v", keys[i])
+		if j, ok := seen[same]; ok {
+			return nil, nil, errorf(codes.InvalidArgument, "table %q: key %d repeats key %d", t.Name(), i, j)
+		}
+		seen[same] = i
 	}
 	return t, keys, nil
 }

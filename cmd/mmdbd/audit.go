@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -112,6 +113,9 @@ func (a auditor) table(ctx context.Context, table string) (bool, error) {
 	}
 	r, err := a.repairRows(ctx, table, diffs)
 	if err != nil {
+		if r.put+r.deleted > 0 {
+			fmt.Fprintf(a.out, "%s: repaired %d rows from the primary (%d put, %d deleted, up to LSN %d) before the repair failed\n", table, r.put+r.deleted, r.put, r.deleted, r.lsn)
+		}
 		return true, err
 	}
 	fmt.Fprintf(a.out, "%s: repaired %d rows from the primary (%d put, %d deleted, up to LSN %d); comparing again\n", table, r.put+r.deleted, r.put, r.deleted, r.lsn)
@@ -207,8 +211,18 @@ func rowDiffs(p, s []*pb.RowDigest) []rowDiff {
 			out = append(out, rowDiff{k, onlyStandby})
 		}
 	}
-	slices.SortFunc(out, func(x, y rowDiff) int { return strings.Compare(x.String(), y.String()) })
-	return out
+	// Sorted by description, each rendered once.
+	shown := make([]string, len(out))
+	order := make([]int, len(out))
+	for i, d := range out {
+		shown[i], order[i] = d.String(), i
+	}
+	slices.SortFunc(order, func(i, j int) int { return strings.Compare(shown[i], shown[j]) })
+	sorted := make([]rowDiff, len(out))
+	for i, j := range order {
+		sorted[i] = out[j]
+	}
+	return sorted
 }
 
 // repairChunkBytes bounds the keys of one RepairRows call, well below
@@ -216,6 +230,26 @@ func rowDiffs(p, s []*pb.RowDigest) []rowDiff {
 // (a smaller max_message_bytes, or a redo record over the log's limit) is
 // split in two and sent again.
 const repairChunkBytes = 1 << 20
+
+// tooLarge says whether the primary refused a call as too large: a
+// message over its max_message_bytes (gRPC's refusal) or a redo record
+// over its log's limit (the TOO_LARGE detail). Other RESOURCE_EXHAUSTED
+// refusals (a full disk) are not helped by smaller calls.
+func tooLarge(err error) bool {
+	st := grpcstatus.Convert(err)
+	if st.Code() != codes.ResourceExhausted {
+		return false
+	}
+	if strings.Contains(st.Message(), "larger than max") {
+		return true
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain && info.GetReason() == pb.ReasonTooLarge {
+			return true
+		}
+	}
+	return false
+}
 
 // repaired sums what RepairRows calls logged.
 type repaired struct {
@@ -229,6 +263,8 @@ type repaired struct {
 // first, then rows that differ: a standby refuses a record whose row
 // takes a unique key another of its rows still holds, and deleting or
 // changing those first frees such keys for the rows only on the primary.
+// Each call waits for the standby to apply the one before, so a record
+// it refused stops the repair there, saying so.
 func (a auditor) repairRows(ctx context.Context, table string, diffs []rowDiff) (repaired, error) {
 	rank := map[string]int{onlyStandby: 0, rowsDiffer: 1, onlyPrimary: 2}
 	diffs = slices.Clone(diffs)
@@ -252,11 +288,16 @@ func (a auditor) repairRows(ctx context.Context, table string, diffs []rowDiff) 
 	return r, nil
 }
 
-// repairChunk sends keys to the primary's RepairRows; a refusal as too
-// large splits them in two.
+// repairChunk sends keys to the primary's RepairRows, once the standby
+// has applied the call before; a refusal as too large splits them in two.
 func (a auditor) repairChunk(ctx context.Context, table string, keys [][]byte, r *repaired) error {
+	if r.lsn > 0 {
+		if err := a.applied(ctx, r.lsn); err != nil {
+			return err
+		}
+	}
 	resp, err := a.p.RepairRows(ctx, &pb.RepairRowsRequest{Table: table, Keys: keys})
-	if grpcstatus.Code(err) == codes.ResourceExhausted && len(keys) > 1 {
+	if tooLarge(err) && len(keys) > 1 {
 		half := len(keys) / 2
 		if err := a.repairChunk(ctx, table, keys[:half], r); err != nil {
 			return err
@@ -270,6 +311,29 @@ func (a auditor) repairChunk(ctx context.Context, table string, keys [][]byte, r
 	r.deleted += resp.GetRowsDeleted()
 	r.lsn = resp.GetLsn()
 	return nil
+}
+
+// applied waits, up to -wait, until the standby has applied LSN lsn.
+func (a auditor) applied(ctx context.Context, lsn uint64) error {
+	deadline := time.Now().Add(a.wait)
+	for {
+		st, err := a.s.Status(ctx, &pb.StatusRequest{})
+		if err != nil {
+			return fmt.Errorf("the standby's status: %w", err)
+		}
+		if st.GetAppliedLsn() >= lsn {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the standby has applied LSN %d, not the repair at LSN %d, after %s: it may have refused the record (see its log; then image it again)",
+				st.GetAppliedLsn(), lsn, a.wait)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the standby to apply the repair at LSN %d: %w", lsn, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // showKey renders a key as JSON of its values.

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
@@ -14,16 +17,23 @@ import (
 )
 
 // fakeAdmin is a node's AdminService as audit sees it: TableDigest gives
-// one bucket with one row of hash hash, and RepairRows takes at most
-// maxKeys keys a call (more is RESOURCE_EXHAUSTED, as a message over
-// max_message_bytes is). The rest is not implemented.
+// one bucket with one row of hash hash, RepairRows takes at most maxKeys
+// keys a call (more is refused as too large, as a redo record over the
+// log's limit is; with full, every call is refused as on a full disk),
+// and Status says it has applied every repair. The rest is not
+// implemented.
 type fakeAdmin struct {
 	pb.AdminServiceClient
 	key     []byte
 	hash    uint64
 	maxKeys int
+	full    bool
 	lsn     uint64
 	calls   [][]string // the keys of each RepairRows call taken
+}
+
+func (f *fakeAdmin) Status(context.Context, *pb.StatusRequest, ...grpc.CallOption) (*pb.StatusResponse, error) {
+	return &pb.StatusResponse{AppliedLsn: f.lsn}, nil
 }
 
 func (f *fakeAdmin) TableDigest(_ context.Context, req *pb.TableDigestRequest, _ ...grpc.CallOption) (*pb.TableDigestResponse, error) {
@@ -35,8 +45,16 @@ func (f *fakeAdmin) TableDigest(_ context.Context, req *pb.TableDigestRequest, _
 }
 
 func (f *fakeAdmin) RepairRows(_ context.Context, req *pb.RepairRowsRequest, _ ...grpc.CallOption) (*pb.RepairRowsResponse, error) {
+	if f.full {
+		return nil, grpcstatus.Error(codes.ResourceExhausted, "the disk is full")
+	}
 	if len(req.GetKeys()) > f.maxKeys {
-		return nil, grpcstatus.Errorf(codes.ResourceExhausted, "%d keys", len(req.GetKeys()))
+		st, err := grpcstatus.New(codes.ResourceExhausted, fmt.Sprintf("%d keys", len(req.GetKeys()))).
+			WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: pb.ReasonTooLarge})
+		if err != nil {
+			return nil, err
+		}
+		return nil, st.Err()
 	}
 	var keys []string
 	for _, k := range req.GetKeys() {
@@ -66,7 +84,7 @@ func TestRepairRowsSplits(t *testing.T) {
 		diffs = append(diffs, rowDiff{key: testKey(t, int64(i)), how: hows[i%3]})
 	}
 	p := &fakeAdmin{maxKeys: 3}
-	r, err := auditor{p: p}.repairRows(context.Background(), "t", diffs)
+	r, err := auditor{p: p, s: p}.repairRows(context.Background(), "t", diffs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,10 +117,22 @@ func TestRepairRowsSplits(t *testing.T) {
 		t.Fatalf("repaired %+v after %d calls", r, calls)
 	}
 
-	// A key the primary refuses alone fails the repair, naming the table.
+	// A key the primary refuses alone fails the repair, naming the table;
+	// so does a full disk, at once.
 	p = &fakeAdmin{maxKeys: 0}
-	if _, err := (auditor{p: p}).repairRows(context.Background(), "t", diffs); grpcstatus.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "rows of t") {
+	if _, err := (auditor{p: p, s: p}).repairRows(context.Background(), "t", diffs); grpcstatus.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "rows of t") {
 		t.Fatalf("a repair the primary refuses: %v", err)
+	}
+	p = &fakeAdmin{maxKeys: 100, full: true}
+	if _, err := (auditor{p: p, s: p}).repairRows(context.Background(), "t", diffs); grpcstatus.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "11 rows of t") {
+		t.Fatalf("a repair on a full disk: %v", err)
+	}
+
+	// A standby that does not apply a repair stops the next call.
+	p = &fakeAdmin{maxKeys: 3}
+	s := &fakeAdmin{}
+	if _, err := (auditor{p: p, s: s, wait: 50 * time.Millisecond}).repairRows(context.Background(), "t", diffs); err == nil || !strings.Contains(err.Error(), "not the repair at LSN 1") || len(p.calls) != 1 {
+		t.Fatalf("a standby that does not apply the repair: %v after %d calls", err, len(p.calls))
 	}
 }
 

@@ -5,8 +5,13 @@ package mmdbv1
 // ErrorDomain and reason ReasonNotPrimary, whose metadata names the
 // primary's address under MetadataPrimary (empty when it knows none).
 // Clients follow it.
+//
+// A write whose redo record is over the log's limit is refused with
+// RESOURCE_EXHAUSTED and an ErrorInfo of reason ReasonTooLarge: smaller
+// writes would go in (unlike a full disk's RESOURCE_EXHAUSTED).
 const (
 	ErrorDomain      = "mmdb.v1"
 	ReasonNotPrimary = "NOT_PRIMARY"
+	ReasonTooLarge   = "TOO_LARGE"
 	MetadataPrimary  = "primary"
 )
