@@ -142,7 +142,8 @@ func (a *adminService) Promote(context.Context, *pb.PromoteRequest) (*pb.Promote
 	return &pb.PromoteResponse{Epoch: epoch, StartLsn: start, Already: already}, nil
 }
 
-// Demote makes the node a standby.
+// Demote makes a primary a standby (or a propagator, as configured or
+// last set); another node is left as it is.
 func (a *adminService) Demote(context.Context, *pb.DemoteRequest) (*pb.DemoteResponse, error) {
 	already, err := a.s.demote("", "asked to")
 	if err != nil {
