@@ -129,11 +129,7 @@ func checkEpochs(hist []EpochStart) error {
 }
 
 // Current returns the newest epoch.
-func (e *Epochs) Current() uint64 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.hist[len(e.hist)-1].Epoch
-}
+func (e *Epochs) Current() uint64 { return e.Last().Epoch }
 
 // Last returns the newest stretch of the history.
 func (e *Epochs) Last() EpochStart {

@@ -338,11 +338,11 @@ func (r *Receiver) take(ctx context.Context, hello *pb.ShipHello, theirs []Epoch
 		}
 		return status.Errorf(codes.FailedPrecondition, "replication: %s's log diverged from %s's at LSN %d (it holds records up to %d; from there on they are of another epoch or incarnation)", r.opts.Node, hello.Node, lsn, applied)
 	}
-	if applied > hello.LastLsn && len(hello.Via) > 0 {
-		// It may have followed the primary, or a propagator further on.
-		return status.Errorf(codes.Unavailable, "replication: %s has applied LSN %d, past the last LSN %d of propagator %s: it follows once the propagator catches up", r.opts.Node, applied, hello.LastLsn, hello.Node)
-	}
 	if applied > hello.LastLsn {
+		if len(hello.Via) > 0 {
+			// It may have followed the primary, or a propagator further on.
+			return status.Errorf(codes.Unavailable, "replication: %s has applied LSN %d, past the last LSN %d of propagator %s: it follows once the propagator catches up", r.opts.Node, applied, hello.LastLsn, hello.Node)
+		}
 		return status.Errorf(codes.FailedPrecondition, "replication: %s has applied LSN %d, past %s's last LSN %d: their logs have diverged", r.opts.Node, applied, hello.Node, hello.LastLsn)
 	}
 	if err := r.opts.Epochs.Adopt(theirs); err != nil {
