@@ -22,6 +22,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -31,9 +32,11 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/internal/secure"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -41,8 +44,18 @@ import (
 type Options struct {
 	// Addrs are the nodes' host:port addresses; at least one.
 	Addrs []string
-	// DialOptions are added to every connection. Without transport
-	// credentials among them the connections are plaintext.
+	// TLS, if set, secures every connection. A node's certificate is
+	// checked for the name ServerNames gives its address, else for
+	// TLS.ServerName, else for the host dialled. Set Certificates (or
+	// GetClientCertificate) for a node that requires client
+	// certificates.
+	TLS         *tls.Config
+	ServerNames map[string]string
+	// Token, if set, is sent with every call as a bearer token (for a
+	// node with auth_token_file); it needs TLS.
+	Token string
+	// DialOptions are added to every connection, after those the
+	// fields above make.
 	DialOptions []grpc.DialOption
 	// MinBackoff and MaxBackoff bound the wait between attempts after
 	// UNAVAILABLE. Zero means 20ms and 2s.
@@ -71,6 +84,9 @@ type Client struct {
 func New(opts Options) (*Client, error) {
 	if len(opts.Addrs) == 0 {
 		return nil, errors.New("client: no addresses")
+	}
+	if opts.Token != "" && opts.TLS == nil {
+		return nil, errors.New("client: a token is sent only over TLS; set TLS too")
 	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 20 * time.Millisecond
@@ -121,16 +137,33 @@ func (c *Client) conn() (*grpc.ClientConn, string, error) {
 		return conn, addr, nil
 	}
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		c.transport(addr),
 		grpc.WithInitialWindowSize(pb.WindowBytes), grpc.WithInitialConnWindowSize(pb.ConnWindowBytes),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.opts.MaxMessageBytes)),
 	}, c.opts.DialOptions...)
+	if c.opts.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(secure.Bearer(c.opts.Token)))
+	}
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, addr, fmt.Errorf("client: connect to %s: %w", addr, err)
 	}
 	c.conns[addr] = conn
 	return conn, addr, nil
+}
+
+// transport is the credentials to dial addr with: TLS for the server
+// name of addr, or plaintext.
+func (c *Client) transport(addr string) grpc.DialOption {
+	if c.opts.TLS == nil {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	cfg := c.opts.TLS
+	if name, ok := c.opts.ServerNames[addr]; ok {
+		cfg = cfg.Clone()
+		cfg.ServerName = name
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(cfg))
 }
 
 // moveOn points calls at the node after from, unless another call moved

@@ -61,11 +61,13 @@ type Config struct {
 	SyncTimeout   time.Duration
 	OnSyncTimeout string
 
-	// TLS (issue #7).
+	// Security (issue #7): the tls block in the file.
 	TLSCertFile   string
 	TLSKeyFile    string
 	TLSCAFile     string
 	TLSClientAuth bool
+	TLSAdminNames []string
+	AuthTokenFile string
 
 	// origin records where each key was last set, for messages.
 	origin map[string]string
@@ -250,12 +252,7 @@ func (c *Config) Validate() error {
 	positive(bad, "sync_timeout", c.SyncTimeout)
 	oneOf(bad, "on_sync_timeout", c.OnSyncTimeout, "degrade", "block")
 
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		bad("tls_cert_file", "tls_cert_file and tls_key_file go together")
-	}
-	if c.TLSClientAuth && (c.TLSCAFile == "" || c.TLSCertFile == "") {
-		bad("tls_client_auth", "mutual TLS needs tls_ca_file and tls_cert_file")
-	}
+	c.validateSecurity(bad)
 	return errors.Join(errs...)
 }
 
@@ -305,5 +302,29 @@ func between(bad func(string, string, ...any), key string, v, lo, hi int64) {
 func positive(bad func(string, string, ...any), key string, d time.Duration) {
 	if d <= 0 {
 		bad(key, "%s must be positive", d)
+	}
+}
+
+// validateSecurity checks the tls block and auth_token_file together.
+func (c *Config) validateSecurity(bad func(string, string, ...any)) {
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("tls_cert_file", "tls_cert_file and tls_key_file go together")
+	}
+	if c.TLSCAFile != "" && c.TLSCertFile == "" {
+		bad("tls_ca_file", "set without tls_cert_file: a node that checks its callers' certificates serves TLS with its own")
+	}
+	if c.TLSClientAuth && c.TLSCAFile == "" {
+		bad("tls_client_auth", "needs tls_ca_file to verify the certificates it requires")
+	}
+	if len(c.TLSAdminNames) > 0 && c.TLSCAFile == "" {
+		bad("tls_admin_names", "needs tls_ca_file: without it nobody is checked")
+	}
+	for _, n := range c.TLSAdminNames {
+		if n == "" {
+			bad("tls_admin_names", "holds an empty name")
+		}
+	}
+	if c.AuthTokenFile != "" && c.TLSCAFile == "" {
+		bad("auth_token_file", "needs tls_cert_file and tls_ca_file: tokens must not travel in the clear, and peers and operators authenticate with certificates")
 	}
 }

@@ -49,8 +49,15 @@ log_channels  = ["/d1", "/d2"]
 peer "b" {
   addr = "127.0.0.1:7002"
 }
+
+tls {
+  cert_file   = "/a.pem"
+  key_file    = "/a-key.pem"
+  ca_file     = "/ca.pem"
+  admin_names = ["ops"]
+}
 `)
-	env := []string{"HOME=/root", "MMDB_LISTEN=127.0.0.1:7101", "MMDB_TX_IDLE_TIMEOUT=2s"}
+	env := []string{"HOME=/root", "MMDB_LISTEN=127.0.0.1:7101", "MMDB_TX_IDLE_TIMEOUT=2s", "MMDB_TLS_CA_FILE=/ca2.pem"}
 	c, err := Load(path, env, parseFlags(t, "-max-scan-rows", "9", "-tls-client-auth=false"))
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +75,9 @@ peer "b" {
 		"peer":            {c.Peers, []Peer{{"b", "127.0.0.1:7002"}}, path + ":7"},
 		"data_dir":        {c.DataDir, "./mmdb-data", "default"},
 		"tls_client_auth": {c.TLSClientAuth, false, "flag -tls-client-auth"},
+		"tls_cert_file":   {c.TLSCertFile, "/a.pem", path + ":12"},
+		"tls_ca_file":     {c.TLSCAFile, "/ca2.pem", "env MMDB_TLS_CA_FILE"},
+		"tls_admin_names": {c.TLSAdminNames, []string{"ops"}, path + ":15"},
 	}
 	for k, w := range want {
 		if !reflect.DeepEqual(w.got, w.want) {
@@ -135,7 +145,13 @@ func TestErrorsNameWhere(t *testing.T) {
 		{"bad duration", "\n\ntx_idle_timeout = \"soon\"\n", nil, nil, []string{"f.hcl:3", "tx_idle_timeout", "duration"}},
 		{"duration as number", "tx_idle_timeout = 30\n", nil, nil, []string{"f.hcl:1", "tx_idle_timeout", "duration string"}},
 		{"syntax", "listen = \n", nil, nil, []string{"f.hcl:1"}},
-		{"unknown block", "tls {\n}\n", nil, nil, []string{"f.hcl:1", "unknown block"}},
+		{"unknown block", "tlss {\n}\n", nil, nil, []string{"f.hcl:1", "unknown block"}},
+		{"two tls blocks", "tls {\n}\ntls {\n}\n", nil, nil, []string{"f.hcl:3", "one tls block"}},
+		{"tls key at the top", "tls_ca_file = \"/ca.pem\"\n", nil, nil, []string{"f.hcl:1", "tls block"}},
+		{"unknown key in tls", "tls {\n  cert = \"/c.pem\"\n}\n", nil, nil, []string{"f.hcl:2", "tls_cert", "unknown key"}},
+		{"ca without a certificate", "tls {\n  ca_file = \"/ca.pem\"\n}\n", nil, nil, []string{"f.hcl:2: tls_ca_file", "tls_cert_file"}},
+		{"tokens without a ca", "tls {\n  cert_file = \"/c.pem\"\n  key_file = \"/k.pem\"\n}\nauth_token_file = \"/t\"\n", nil, nil, []string{"f.hcl:5: auth_token_file", "tls_ca_file"}},
+		{"admin names without a ca", "", nil, []string{"-tls-admin-names", "ops"}, []string{"flag -tls-admin-names: tls_admin_names", "tls_ca_file"}},
 		{"bad value in file", "durability = \"sometimes\"\n", nil, nil, []string{"f.hcl:1: durability", `"sometimes"`, "fsync-log"}},
 		{"floor above level", "durability_floor = \"fsync-log\"\n", nil, nil, []string{"f.hcl:1: durability_floor", "stronger"}},
 		{"bad address", "listen = \"nowhere\"\n", nil, nil, []string{"f.hcl:1: listen", "host:port"}},
@@ -147,7 +163,7 @@ func TestErrorsNameWhere(t *testing.T) {
 		{"diskless needs no-log", "data_dir = \"\"\ndurability = \"fsync-log\"\n", nil, nil, []string{"f.hcl:1: data_dir", "no-log"}},
 		{"duplicate peer", "peer \"b\" {\n addr = \"127.0.0.1:1\"\n}\npeer \"b\" {\n addr = \"127.0.0.1:2\"\n}\n", nil, nil, []string{"peer", `"b"`}},
 		{"peer without port", "peer \"b\" {\n addr = \"127.0.0.1\"\n}\n", nil, nil, []string{"f.hcl:1: peer", "host:port"}},
-		{"half of tls", "tls_cert_file = \"/c.pem\"\n", nil, nil, []string{"f.hcl:1: tls_cert_file", "tls_key_file"}},
+		{"half of tls", "tls {\n  cert_file = \"/c.pem\"\n}\n", nil, nil, []string{"f.hcl:2: tls_cert_file", "tls_key_file"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,11 +200,16 @@ func TestExampleIsValidAndEveryKeyDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if !strings.Contains(string(doc), "### `"+k.name+"`") {
-			t.Errorf("docs/configuration.md has no section for %s", k.name)
+		// In the file, tls_cert_file is cert_file in the tls block.
+		heading, inFile := k.name, k.name
+		if in, ok := strings.CutPrefix(k.name, tlsPrefix); ok {
+			heading, inFile = "tls."+in, in
 		}
-		if !strings.Contains(string(ex), k.name) {
-			t.Errorf("docs/example.hcl does not mention %s", k.name)
+		if !strings.Contains(string(doc), "### `"+heading+"`") {
+			t.Errorf("docs/configuration.md has no section for %s", heading)
+		}
+		if !strings.Contains(string(ex), inFile) {
+			t.Errorf("docs/example.hcl does not mention %s", inFile)
 		}
 	}
 }

@@ -54,10 +54,12 @@ var keys = []key{
 	{"sync_quorum", "how many standbys must acknowledge a commit", func(c *Config) any { return &c.SyncQuorum }},
 	{"sync_timeout", "how long a commit waits for its quorum", func(c *Config) any { return &c.SyncTimeout }},
 	{"on_sync_timeout", "degrade or block when the quorum does not answer in time", func(c *Config) any { return &c.OnSyncTimeout }},
-	{"tls_cert_file", "the node's TLS certificate (PEM)", func(c *Config) any { return &c.TLSCertFile }},
+	{"tls_cert_file", "the node's TLS certificate (PEM), for serving and for dialling peers", func(c *Config) any { return &c.TLSCertFile }},
 	{"tls_key_file", "the node's TLS private key (PEM)", func(c *Config) any { return &c.TLSKeyFile }},
-	{"tls_ca_file", "the CA that signs peers' and clients' certificates (PEM)", func(c *Config) any { return &c.TLSCAFile }},
-	{"tls_client_auth", "require and verify client certificates (mutual TLS)", func(c *Config) any { return &c.TLSClientAuth }},
+	{"tls_ca_file", "the CA (PEM) that signs the nodes' and operators' certificates; turns peer authentication on", func(c *Config) any { return &c.TLSCAFile }},
+	{"tls_client_auth", "every connection must present a certificate signed by tls_ca_file", func(c *Config) any { return &c.TLSClientAuth }},
+	{"tls_admin_names", "certificate names, besides the node's and its peers', allowed admin RPCs and image fetches", func(c *Config) any { return &c.TLSAdminNames }},
+	{"auth_token_file", "the clients' bearer tokens, lines \"name token\"; clients without a valid one are refused", func(c *Config) any { return &c.AuthTokenFile }},
 }
 
 func lookupKey(name string) (key, bool) {
@@ -125,7 +127,8 @@ func splitList(s string) []string {
 }
 
 // LoadFile reads an HCL file over the configuration: top-level attributes
-// for the keys, and one `peer "name" { addr = "host:port" }` block per peer.
+// for the keys, one `peer "name" { addr = "host:port" }` block per peer,
+// and a `tls { ... }` block for the keys tls_*, without the prefix.
 // Unknown keys and values of the wrong type are errors naming the file and
 // line.
 func (c *Config) LoadFile(path string) error {
@@ -146,32 +149,20 @@ func (c *Config) loadHCL(src []byte, filename string) error {
 	fail := func(r hcl.Range, key, format string, args ...any) {
 		errs = append(errs, Problem{Key: key, Origin: where(r), Msg: fmt.Sprintf(format, args...)})
 	}
-	attrs := make([]*hclsyntax.Attribute, 0, len(body.Attributes))
-	for _, a := range body.Attributes {
-		attrs = append(attrs, a)
-	}
-	slices.SortFunc(attrs, func(a, b *hclsyntax.Attribute) int { return a.SrcRange.Start.Line - b.SrcRange.Start.Line })
-	for _, a := range attrs {
-		k, ok := lookupKey(a.Name)
-		if !ok || k.name == "peer" {
-			fail(a.NameRange, a.Name, "unknown key")
-			continue
-		}
-		v, diags := a.Expr.Value(nil)
-		if diags.HasErrors() {
-			fail(a.SrcRange, a.Name, "%s", diags.Error())
-			continue
-		}
-		if err := c.setValue(k, v); err != nil {
-			fail(a.SrcRange, a.Name, "%v", err)
-			continue
-		}
-		c.setOrigin(k.name, where(a.SrcRange))
-	}
+	c.loadAttrs(body.Attributes, "", fail)
 	var peers []Peer
+	tlsBlocks := 0
 	for _, b := range body.Blocks {
+		if b.Type == "tls" {
+			if tlsBlocks++; tlsBlocks > 1 || len(b.Labels) != 0 || len(b.Body.Blocks) != 0 {
+				fail(b.TypeRange, b.Type, "one tls block, without labels, holding attributes: tls { cert_file = \"...\" }")
+				continue
+			}
+			c.loadAttrs(b.Body.Attributes, tlsPrefix, fail)
+			continue
+		}
 		if b.Type != "peer" || len(b.Labels) != 1 {
-			fail(b.TypeRange, b.Type, "unknown block; the only block is peer \"name\" { addr = \"host:port\" }")
+			fail(b.TypeRange, b.Type, "unknown block; the blocks are peer \"name\" { addr = \"host:port\" } and tls { ... }")
 			continue
 		}
 		p := Peer{Name: b.Labels[0]}
@@ -190,6 +181,41 @@ func (c *Config) loadHCL(src []byte, filename string) error {
 		c.Peers = peers
 	}
 	return errors.Join(errs...)
+}
+
+// tlsPrefix starts the keys the file sets in its tls block: cert_file
+// there is the key tls_cert_file (the flag -tls-cert-file).
+const tlsPrefix = "tls_"
+
+// loadAttrs sets the keys of a body's attributes, in the order of their
+// lines: the top level's, or with prefix tlsPrefix the tls block's.
+func (c *Config) loadAttrs(body hclsyntax.Attributes, prefix string, fail func(hcl.Range, string, string, ...any)) {
+	attrs := make([]*hclsyntax.Attribute, 0, len(body))
+	for _, a := range body {
+		attrs = append(attrs, a)
+	}
+	slices.SortFunc(attrs, func(a, b *hclsyntax.Attribute) int { return a.SrcRange.Start.Line - b.SrcRange.Start.Line })
+	for _, a := range attrs {
+		k, ok := lookupKey(prefix + a.Name)
+		switch {
+		case prefix == "" && ok && strings.HasPrefix(a.Name, tlsPrefix):
+			fail(a.NameRange, a.Name, "in the file it goes in the tls block: tls { %s = ... }", strings.TrimPrefix(a.Name, tlsPrefix))
+			continue
+		case !ok || k.name == "peer":
+			fail(a.NameRange, prefix+a.Name, "unknown key")
+			continue
+		}
+		v, diags := a.Expr.Value(nil)
+		if diags.HasErrors() {
+			fail(a.SrcRange, k.name, "%s", diags.Error())
+			continue
+		}
+		if err := c.setValue(k, v); err != nil {
+			fail(a.SrcRange, k.name, "%v", err)
+			continue
+		}
+		c.setOrigin(k.name, where(a.SrcRange))
+	}
 }
 
 func where(r hcl.Range) string { return fmt.Sprintf("%s:%d", r.Filename, r.Start.Line) }

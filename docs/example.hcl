@@ -46,8 +46,12 @@ on_sync_timeout = "degrade"
 #   addr = "10.0.0.2:7700"
 # }
 
-# TLS.
-# tls_cert_file   = "/etc/mmdb/node.pem"
-# tls_key_file    = "/etc/mmdb/node-key.pem"
-# tls_ca_file     = "/etc/mmdb/ca.pem"
-# tls_client_auth = false
+# Security (docs/configuration.md#security).
+# tls {
+#   cert_file   = "/etc/mmdb/node.pem"
+#   key_file    = "/etc/mmdb/node-key.pem"
+#   ca_file     = "/etc/mmdb/ca.pem"
+#   client_auth = false
+#   admin_names = ["ops"]
+# }
+# auth_token_file = "/etc/mmdb/tokens"

@@ -179,7 +179,7 @@ func Dial(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 // Fetch fetches an image from the node at addr and hands the stream to
 // use, which reads it.
 func Fetch(ctx context.Context, addr string, opts FetchOptions, use func(*ImageStream) error) error {
-	conn, err := Dial(addr)
+	conn, err := Dial(addr, opts.DialOptions...)
 	if err != nil {
 		return err
 	}
@@ -221,6 +221,9 @@ type FetchOptions struct {
 	// is.
 	ProgressEvery time.Duration
 	Logger        hclog.Logger
+	// DialOptions are added to the connection's: its transport
+	// credentials, for one.
+	DialOptions []grpc.DialOption
 }
 
 // ImageStream reads an image from a node: an io.Reader over the image's

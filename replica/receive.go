@@ -44,7 +44,10 @@ type ReceiverOptions struct {
 	// Downstream, when set, returns the standbys this node ships to (a
 	// propagator): its acknowledgements carry them to its sender.
 	Downstream func() []*pb.StandbyAck
-	Logger     hclog.Logger
+	// Authorize, when set, checks that the caller (whose credentials
+	// ctx carries) is the peer sender its hello names.
+	Authorize func(ctx context.Context, sender string) error
+	Logger    hclog.Logger
 }
 
 // Receiver is a standby's end of replication: it implements
@@ -236,6 +239,11 @@ var errOlderEpoch = errors.New("an older epoch")
 func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel context.CancelCauseFunc) (*following, error) {
 	if !r.peers[hello.Node] {
 		return nil, status.Errorf(codes.PermissionDenied, "replication: %q is not a peer of %s", hello.Node, r.opts.Node)
+	}
+	if r.opts.Authorize != nil {
+		if err := r.opts.Authorize(ctx, hello.Node); err != nil {
+			return nil, err
+		}
 	}
 	theirs := epochsFromPB(hello.Epochs)
 	if err := checkEpochs(theirs); err != nil || theirs[len(theirs)-1].Epoch != hello.Epoch {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/mmdb/mmdb/checkpoint"
@@ -249,7 +250,7 @@ func (s *Server) needsImage(addr string, applied uint64) {
 // history removed and the image moved into its checkpoint slot. When
 // the fetch fails the node starts with what it had, and tries again at
 // its next start.
-func reimage(cfg *conf.Config, logger hclog.Logger) error {
+func reimage(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 	b, err := os.ReadFile(filepath.Join(cfg.DataDir, reimageFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -263,7 +264,7 @@ func reimage(cfg *conf.Config, logger hclog.Logger) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	var img checkpoint.Image
-	err = replica.Fetch(context.Background(), from, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery}, func(st *replica.ImageStream) error {
+	err = replica.Fetch(context.Background(), from, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery, DialOptions: []grpc.DialOption{sec.dial(from)}}, func(st *replica.ImageStream) error {
 		var err error
 		img, err = checkpoint.Install(vfs.Default, staging, bufio.NewReaderSize(st, 1<<20))
 		return err

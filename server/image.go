@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
 
 	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/conf"
@@ -47,10 +48,10 @@ func (s *Server) newShelf() *checkpoint.Shelf {
 // bootstrap loads the image of the node at addr into db, an empty
 // database, while it arrives, and returns its LSN: how a diskless node
 // starts (bootstrap_from).
-func bootstrap(addr string, db *mem.DB, logger hclog.Logger) (uint64, error) {
+func bootstrap(addr string, sec *security, db *mem.DB, logger hclog.Logger) (uint64, error) {
 	var lsn uint64
 	start := time.Now()
-	err := replica.Fetch(context.Background(), addr, replica.FetchOptions{Logger: logger}, func(st *replica.ImageStream) error {
+	err := replica.Fetch(context.Background(), addr, replica.FetchOptions{Logger: logger, DialOptions: []grpc.DialOption{sec.dial(addr)}}, func(st *replica.ImageStream) error {
 		logger.Info("loading the image of another node", "from", addr, "lsn", st.Info().Name.LSN, "bytes", st.Info().Size, "rows", st.Info().Rows)
 		h, err := checkpoint.LoadFrom(bufio.NewReaderSize(st, 1<<20), addr, st.Info().Size, db, logger)
 		if err != nil {
@@ -72,7 +73,7 @@ func bootstrap(addr string, db *mem.DB, logger hclog.Logger) (uint64, error) {
 // -from-image file, or the image of the bootstrap_from node. A data dir
 // that holds a database keeps it: bootstrap_from is for the first start,
 // and -from-image refuses to replace a database.
-func seed(cfg *conf.Config, logger hclog.Logger) error {
+func seed(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 	if cfg.FromImage == "" && cfg.BootstrapFrom == "" {
 		return nil
 	}
@@ -89,7 +90,7 @@ func seed(cfg *conf.Config, logger hclog.Logger) error {
 		_, err := installFile(cfg, logger)
 		return err
 	}
-	return replica.Fetch(context.Background(), cfg.BootstrapFrom, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery}, func(st *replica.ImageStream) error {
+	return replica.Fetch(context.Background(), cfg.BootstrapFrom, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery, DialOptions: []grpc.DialOption{sec.dial(cfg.BootstrapFrom)}}, func(st *replica.ImageStream) error {
 		img, err := checkpoint.Install(vfs.Default, checkpoint.Dir(cfg.DataDir), bufio.NewReaderSize(st, 1<<20))
 		if err == nil {
 			logger.Info("installed another node's image as the first checkpoint", "from", cfg.BootstrapFrom, "lsn", img.LSN, "file", img.Path,
@@ -181,12 +182,12 @@ func loadFile(path string, logger hclog.Logger) func(db *mem.DB) (uint64, error)
 // restoreWith returns how a node without a data dir fills its empty
 // database before serving: from -from-image or bootstrap_from, or not
 // at all.
-func restoreWith(cfg *conf.Config, logger hclog.Logger) func(db *mem.DB) (uint64, error) {
+func restoreWith(cfg *conf.Config, sec *security, logger hclog.Logger) func(db *mem.DB) (uint64, error) {
 	switch {
 	case cfg.FromImage != "":
 		return loadFile(cfg.FromImage, logger)
 	case cfg.BootstrapFrom != "":
-		return func(db *mem.DB) (uint64, error) { return bootstrap(cfg.BootstrapFrom, db, logger) }
+		return func(db *mem.DB) (uint64, error) { return bootstrap(cfg.BootstrapFrom, sec, db, logger) }
 	}
 	return nil
 }

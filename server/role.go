@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -196,6 +197,7 @@ func (s *Server) downstream() []*pb.StandbyAck {
 // install starts a Sender with opts as the primary's or the propagator's
 // (which), unless the node shuts down; the caller holds roleMu.
 func (s *Server) install(which **replica.Sender, opts replica.SenderOptions) error {
+	opts.Dial = func(addr string) (*grpc.ClientConn, error) { return replica.Dial(addr, s.sec.dial(addr)) }
 	snd, err := replica.NewSender(s.store, opts)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)

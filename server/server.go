@@ -56,6 +56,7 @@ type Server struct {
 	images *checkpoint.Shelf        // the images ImageService serves
 	recv   *replica.Receiver        // takes the log on a standby; refuses it on a primary
 	epochs *replica.Epochs          // the node's epoch history
+	sec    *security                // who may call the node, and how it dials others
 
 	roleMu  sync.Mutex  // orders role changes
 	role    string      // primary, standby or propagator (guarded by roleMu)
@@ -95,7 +96,12 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	if err := supported(cfg); err != nil {
 		return nil, err
 	}
+	sec, err := newSecurity(cfg)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
+		sec:         sec,
 		cfg:         cfg,
 		role:        cfg.Role,
 		standbyRole: conf.RoleStandby,
@@ -116,7 +122,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		s.lock = lock
 	}
 	if cfg.DataDir != "" {
-		if err := reimage(cfg, logger.Named("image")); err != nil {
+		if err := reimage(cfg, sec, logger.Named("image")); err != nil {
 			return nil, errors.Join(err, s.unlock())
 		}
 	}
@@ -125,7 +131,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		return nil, errors.Join(fmt.Errorf("server: %w", err), s.unlock())
 	}
 	s.epochs = epochs
-	store, slots, err := openStore(cfg, epochs.Current(), logger)
+	store, slots, err := openStore(cfg, sec, epochs.Current(), logger)
 	if err != nil {
 		return nil, errors.Join(err, s.unlock())
 	}
@@ -188,7 +194,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		peers = append(peers, p.Name)
 	}
 	s.recv = replica.NewReceiver(store, replica.ReceiverOptions{Node: cfg.Node, Peers: peers, Epochs: epochs, StepDown: s.stepDown,
-		Diverged: s.diverged, NeedsImage: s.needsImage, OnFollow: s.followed, Downstream: s.downstream, Logger: logger.Named("replica")})
+		Diverged: s.diverged, NeedsImage: s.needsImage, OnFollow: s.followed, Downstream: s.downstream, Authorize: sec.shipsAs(), Logger: logger.Named("replica")})
 	pb.RegisterReplicationServiceServer(s.grpc, s.recv)
 	s.images = s.newShelf()
 	chunk := min(replica.DefaultChunkBytes, int(cfg.MaxMessageBytes)/2)
@@ -203,16 +209,13 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// supported refuses configuration this build cannot honour yet: TLS and
-// metrics arrive with a later issue, and a node that silently ran
-// without them would break SPEC's promises.
+// supported refuses configuration this build cannot honour yet: metrics
+// arrive with a later issue, and a node that silently ran without them
+// would break SPEC's promises.
 func supported(cfg *conf.Config) error {
 	var errs []error
 	later := func(key, what string) {
 		errs = append(errs, fmt.Errorf("%s: %s: %s is not available in this version", cfg.Origin(key), key, what))
-	}
-	if cfg.TLSCertFile != "" || cfg.TLSClientAuth {
-		later("tls_cert_file", "TLS")
 	}
 	if cfg.MetricsListen != "" {
 		later("metrics_listen", "the metrics endpoint")
@@ -226,7 +229,7 @@ func supported(cfg *conf.Config) error {
 // openStore restores the database from the newest checkpoint image and
 // the log after it, and opens the log, at the configured durability. It
 // returns what the image slots hold.
-func openStore(cfg *conf.Config, epoch uint64, logger hclog.Logger) (*durability.Store, checkpoint.Slots, error) {
+func openStore(cfg *conf.Config, sec *security, epoch uint64, logger hclog.Logger) (*durability.Store, checkpoint.Slots, error) {
 	level, err := durability.ParseLevel(cfg.Durability)
 	if err != nil {
 		return nil, checkpoint.Slots{}, fmt.Errorf("server: %w", err)
@@ -254,14 +257,14 @@ func openStore(cfg *conf.Config, epoch uint64, logger hclog.Logger) (*durability
 		}
 	}
 	if cfg.DataDir == "" {
-		opts.Restore = restoreWith(cfg, logger.Named("image"))
+		opts.Restore = restoreWith(cfg, sec, logger.Named("image"))
 		store, err := durability.Open(opts)
 		if err != nil {
 			return nil, checkpoint.Slots{}, fmt.Errorf("server: %w", err)
 		}
 		return store, checkpoint.Slots{}, nil
 	}
-	if err := seed(cfg, logger.Named("image")); err != nil {
+	if err := seed(cfg, sec, logger.Named("image")); err != nil {
 		return nil, checkpoint.Slots{}, err
 	}
 	store, slots, err := checkpoint.Restart(vfs.Default, checkpoint.Dir(cfg.DataDir), opts, logger.Named("checkpoint"))
@@ -332,7 +335,7 @@ func (s *Server) serverOptions() []grpc.ServerOption {
 		unary = append(unary, logging.UnaryServerInterceptor(lg, opts...))
 		stream = append(stream, logging.StreamServerInterceptor(lg, opts...))
 	}
-	return []grpc.ServerOption{
+	return append(s.sec.serverOptions(s.cfg.TLSClientAuth),
 		// Calls run on a pool of goroutines whose stacks have already grown
 		// to what a call needs; a fresh goroutine per call spent about a
 		// tenth of the server's CPU growing its stack (runtime.morestack)
@@ -348,7 +351,7 @@ func (s *Server) serverOptions() []grpc.ServerOption {
 		grpc.MaxSendMsgSize(int(s.cfg.MaxMessageBytes)),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-	}
+	)
 }
 
 // streamWorkers is the least number of pooled call goroutines: with

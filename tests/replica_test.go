@@ -86,7 +86,12 @@ func streaming(t *testing.T, admin pb.AdminServiceClient, within time.Duration, 
 func settled(t *testing.T, p *proc) uint64 {
 	t.Helper()
 	_, conn := p.client()
-	admin := pb.NewAdminServiceClient(conn)
+	return settledAt(t, pb.NewAdminServiceClient(conn), p.addr)
+}
+
+// settledAt is settled for the node at addr that admin calls.
+func settledAt(t *testing.T, admin pb.AdminServiceClient, addr string) uint64 {
+	t.Helper()
 	last, same := uint64(0), 0
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
@@ -101,7 +106,7 @@ func settled(t *testing.T, p *proc) uint64 {
 		}
 		last, same = st.GetAppliedLsn(), 0
 	}
-	t.Fatalf("the applied LSN of %s did not settle", p.addr)
+	t.Fatalf("the applied LSN of %s did not settle", addr)
 	return 0
 }
 

@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -41,21 +39,25 @@ func audit(args []string, stdout, stderr io.Writer) error {
 	wait := fs.Duration("wait", 10*time.Second, "how long the standby may take to reach the primary's LSN")
 	rounds := fs.Int("rounds", 3, "how often differing buckets are compared again before they count")
 	repair := fs.Bool("repair", false, "copy the primary's rows that differ to the standby through the primary's log, then compare again")
+	cf := addConnFlags(fs, true)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := cf.load(); err != nil {
 		return err
 	}
 	if *primary == "" || *standby == "" {
 		fmt.Fprintln(stderr, "mmdbd audit: -primary and -standby are required")
 		return errUsage
 	}
-	p, err := grpc.NewClient(*primary, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	p, err := cf.dial(*primary)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", *primary, err)
+		return err
 	}
 	defer p.Close()
-	s, err := grpc.NewClient(*standby, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	s, err := cf.dial(*standby)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", *standby, err)
+		return err
 	}
 	defer s.Close()
 	a := auditor{p: pb.NewAdminServiceClient(p), s: pb.NewAdminServiceClient(s), buckets: uint32(*buckets), wait: *wait, rounds: *rounds, repair: *repair, out: stdout}

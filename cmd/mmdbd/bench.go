@@ -26,6 +26,7 @@ import (
 type benchOpts struct {
 	workload    string
 	addr        string
+	conn        *connFlags // over gRPC: the credentials
 	inprocess   bool
 	api         string
 	clients     int
@@ -74,7 +75,7 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	fs.SetOutput(stderr)
 	var o benchOpts
 	fs.StringVar(&o.workload, "workload", "tatp", "tatp, kv (single-row get/put) or ping (grpc.health.v1 Check, the transport baseline)")
-	fs.StringVar(&o.addr, "addr", "127.0.0.1:7700", "the node to load over gRPC (ignored with -inprocess)")
+	fs.StringVar(&o.addr, "addr", "", "the node to load over gRPC (default: -config's listen address, else "+defaultAddr+"; ignored with -inprocess)")
 	fs.BoolVar(&o.inprocess, "inprocess", false, "run against the engine in this process, with the node flags below, instead of over gRPC")
 	fs.StringVar(&o.api, "api", "unary", "over gRPC: unary (one RPC per call) or session (a Session stream per client)")
 	fs.IntVar(&o.clients, "clients", 16, "concurrent clients")
@@ -90,8 +91,25 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	fs.Float64Var(&o.rate, "rate", 0, "units of work per second, all clients together (0: as fast as they go); latency counts from when each was due")
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	flags := conf.RegisterFlags(fs)
+	o.conn = addConnFlags(fs, false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if !o.inprocess {
+		// Over gRPC the node flags -tls-*-file are the client's.
+		tlsFiles := conf.DefaultConfig()
+		if err := flags.Apply(tlsFiles); err != nil {
+			return err
+		}
+		o.conn.caFile, o.conn.certFile, o.conn.keyFile = tlsFiles.TLSCAFile, tlsFiles.TLSCertFile, tlsFiles.TLSKeyFile
+		if err := o.conn.load(); err != nil {
+			return err
+		}
+		if o.addr, err = o.conn.addr(o.addr); err != nil {
+			return err
+		}
+	} else if o.conn.config != "" {
+		return errors.New("-config names the node to load over gRPC; with -inprocess give the node's flags")
 	}
 	if err := o.check(); err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/mmdb/mmdb/client"
@@ -197,17 +196,20 @@ func grpcWorkload(ctx context.Context, o benchOpts, stderr io.Writer) (*workload
 		return errors.Join(errs...)
 	}
 	dial := func() (*grpc.ClientConn, error) {
-		conn, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithInitialWindowSize(pb.WindowBytes), grpc.WithInitialConnWindowSize(pb.ConnWindowBytes))
+		conn, err := o.conn.dial(o.addr)
 		if err != nil {
-			return nil, fmt.Errorf("bench: connect to %s: %w", o.addr, err)
+			return nil, fmt.Errorf("bench: %w", err)
 		}
 		conns = append(conns, conn)
 		return conn, nil
 	}
 	// session opens a Session stream on its own connection.
 	session := func() (*client.Session, error) {
-		c, err := client.New(client.Options{Addrs: []string{o.addr}})
+		opts, err := o.conn.clientOptions([]string{o.addr})
+		if err != nil {
+			return nil, err
+		}
+		c, err := client.New(opts)
 		if err != nil {
 			return nil, err
 		}

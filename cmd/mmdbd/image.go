@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/schollz/progressbar/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 
@@ -62,10 +63,22 @@ func imageCmd(args []string, stdout, stderr io.Writer) error {
 func imageFetch(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mmdbd image fetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	from := fs.String("from", "127.0.0.1:7700", "the node's `host:port`")
+	given := fs.String("from", "", "the node's `host:port` (default: -config's listen address, else "+defaultAddr+")")
 	out := fs.String("out", "", "the image `file` to write (required)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
+	cf := addConnFlags(fs, true)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := cf.load(); err != nil {
+		return err
+	}
+	from, err := cf.addr(*given)
+	if err != nil {
+		return err
+	}
+	dial, err := cf.credentials(from)
+	if err != nil {
 		return err
 	}
 	if err := required(stderr, "out", *out); err != nil {
@@ -79,16 +92,16 @@ func imageFetch(args []string, stdout, stderr io.Writer) error {
 	part := *out + ".part"
 	logger := hclog.New(&hclog.LoggerOptions{Name: "mmdbd", Level: hclog.Warn, Output: stderr})
 	start := time.Now()
-	info, resumes, err := fetchPart(ctx, *from, part, *quiet, stderr, logger)
+	info, resumes, err := fetchPart(ctx, from, dial, part, *quiet, stderr, logger)
 	if grpcstatus.Code(err) == codes.FailedPrecondition && info.Name != (checkpoint.ImageID{}) {
 		if _, verr := checkpoint.Verify(vfs.Default, part); verr == nil {
 			err = nil // the part was whole already
 		}
 	}
 	if grpcstatus.Code(err) == codes.FailedPrecondition && info.Name != (checkpoint.ImageID{}) {
-		fmt.Fprintf(stderr, "%s no longer has the image %s began (%v); fetching a new one\n", *from, part, err)
+		fmt.Fprintf(stderr, "%s no longer has the image %s began (%v); fetching a new one\n", from, part, err)
 		if err = os.Remove(part); err == nil {
-			info, resumes, err = fetchPart(ctx, *from, part, *quiet, stderr, logger)
+			info, resumes, err = fetchPart(ctx, from, dial, part, *quiet, stderr, logger)
 		}
 	}
 	if err != nil {
@@ -117,12 +130,12 @@ func imageFetch(args []string, stdout, stderr io.Writer) error {
 // from what part holds if it holds the start of an image, and syncs it.
 // It returns the image's description, even with an error once known, and
 // how often the transfer resumed.
-func fetchPart(ctx context.Context, addr, part string, quiet bool, stderr io.Writer, logger hclog.Logger) (replica.ImageInfo, int, error) {
+func fetchPart(ctx context.Context, addr string, dial []grpc.DialOption, part string, quiet bool, stderr io.Writer, logger hclog.Logger) (replica.ImageInfo, int, error) {
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return replica.ImageInfo{}, 0, fmt.Errorf("open %s: %w", part, err)
 	}
-	opts := replica.FetchOptions{Logger: logger}
+	opts := replica.FetchOptions{Logger: logger, DialOptions: dial}
 	info := replica.ImageInfo{}
 	if opts.Resume, opts.Offset, err = partial(f); err != nil {
 		return info, 0, errors.Join(err, f.Close())

@@ -45,7 +45,8 @@ func demoteCmd(args []string, stdout, stderr io.Writer) error {
 	})
 }
 
-// reload reads the configuration again (SIGHUP) and takes its role if
+// reload reads the configuration again (SIGHUP), and the certificate and
+// token files, and takes its role if
 // the file changed it since it was last read (*role): a node that
 // stepped down, or was promoted or demoted over AdminService, keeps its
 // role across a SIGHUP that changes nothing.
@@ -54,6 +55,11 @@ func reload(srv *server.Server, load func() (*conf.Config, error), role *string,
 	if err != nil {
 		logger.Error("SIGHUP: the configuration does not load; nothing changed", "error", err)
 		return
+	}
+	if err := srv.ReloadCredentials(); err != nil {
+		logger.Error("SIGHUP: could not read the certificate or token files again; the ones loaded before stay in use", "error", err)
+	} else {
+		logger.Info("SIGHUP: read the certificate and token files again")
 	}
 	if cfg.Role == *role {
 		logger.Info("SIGHUP: the configured role is unchanged", "role", cfg.Role, "node-role", srv.Role())

@@ -24,13 +24,25 @@ import (
 func shell(args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("mmdbd shell", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:7700", "the node's `host:port`; several, comma-separated, to fail over")
+	addrs := fs.String("addr", "", "the node's `host:port`; several, comma-separated, to fail over (default: -config's listen address and peers, else "+defaultAddr+")")
 	commands := fs.String("c", "", "run these `statements` and exit (non-zero at the first error)")
 	timeout := fs.Duration("timeout", 10*time.Second, "the deadline of each statement")
+	cf := addConnFlags(fs, true)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	c, err := client.New(client.Options{Addrs: strings.Split(*addr, ",")})
+	if err := cf.load(); err != nil {
+		return err
+	}
+	list, err := cf.addrs(*addrs)
+	if err != nil {
+		return err
+	}
+	opts, err := cf.clientOptions(list)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(opts)
 	if err != nil {
 		return err
 	}

@@ -9,9 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -92,29 +89,38 @@ func status(args []string, stdout, stderr io.Writer) error {
 	})
 }
 
-// adminCall runs an admin command: it parses the command's flags (-addr
-// and -timeout, plus those flags adds), connects to the node, and calls
-// fn with its AdminService and a context that ends after -timeout.
+// adminCall runs an admin command: it parses the command's flags (-addr,
+// -timeout and the connection flags, plus those flags adds), connects to
+// the node, and calls fn with its AdminService and a context that ends
+// after -timeout.
 func adminCall(cmd string, args []string, stderr io.Writer, timeout time.Duration, flags func(*flag.FlagSet),
 	fn func(ctx context.Context, addr string, admin pb.AdminServiceClient) error) error {
 	fs := flag.NewFlagSet("mmdbd "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:7700", "the node's `host:port`")
+	given := fs.String("addr", "", "the node's `host:port` (default: -config's listen address, else "+defaultAddr+")")
 	limit := fs.Duration("timeout", timeout, "give up after this long")
+	cf := addConnFlags(fs, true)
 	if flags != nil {
 		flags(fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err := cf.load(); err != nil {
+		return err
+	}
+	addr, err := cf.addr(*given)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", *addr, err)
+		return err
+	}
+	conn, err := cf.dial(addr)
+	if err != nil {
+		return err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *limit)
 	defer cancel()
-	return fn(ctx, *addr, pb.NewAdminServiceClient(conn))
+	return fn(ctx, addr, pb.NewAdminServiceClient(conn))
 }
 
 func printStatus(w io.Writer, st statusJSON) error {

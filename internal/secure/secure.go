@@ -1,0 +1,218 @@
+// Package secure builds the TLS configurations and bearer-token
+// credentials of mmdb's nodes and tools, and tells who a caller is.
+//
+// A node has one certificate, for both ends of its connections: it serves
+// with it and presents it when it dials a peer. A certificate names its
+// holder by its subject's common name and its DNS names (Names); a node's
+// names its node, so that peers can check they reach the node they mean
+// (the dialled server name is the peer's name) and a node can check who
+// calls it. The key pair and the token file are read again by Reload, so
+// an operator can replace them without a restart.
+package secure
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"google.golang.org/grpc/credentials"
+)
+
+// KeyPair is a certificate and its key, read from PEM files; Reload reads
+// them again and the connections made afterwards use the new pair.
+type KeyPair struct {
+	certFile, keyFile string
+	cur               atomic.Pointer[tls.Certificate]
+}
+
+// LoadKeyPair reads a certificate and its private key.
+func LoadKeyPair(certFile, keyFile string) (*KeyPair, error) {
+	kp := &KeyPair{certFile: certFile, keyFile: keyFile}
+	if err := kp.Reload(); err != nil {
+		return nil, err
+	}
+	return kp, nil
+}
+
+// Reload reads the files again; on error the pair in use stays.
+func (kp *KeyPair) Reload() error {
+	c, err := tls.LoadX509KeyPair(kp.certFile, kp.keyFile)
+	if err != nil {
+		return fmt.Errorf("secure: load certificate %s and key %s: %w", kp.certFile, kp.keyFile, err)
+	}
+	kp.cur.Store(&c)
+	return nil
+}
+
+// LoadCA reads a PEM file of CA certificates.
+func LoadCA(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("secure: read CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("secure: CA file %s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// Server is the TLS configuration a node serves with. With a CA pool it
+// verifies the certificates callers present against it, and with
+// requireCert a caller without one is refused in the handshake; without
+// requireCert a caller may come without a certificate (a client with a
+// token) and the RPCs that need one refuse it (Caller).
+func Server(kp *KeyPair, ca *x509.CertPool, requireCert bool) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.cur.Load(), nil },
+		ClientCAs:      ca,
+	}
+	switch {
+	case ca != nil && requireCert:
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	case ca != nil:
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return cfg
+}
+
+// Client is the TLS configuration to dial a node with: its certificate
+// checked against ca (the system's roots when nil) for serverName (the
+// dialled host when empty), and kp, if not nil, presented when asked.
+func Client(kp *KeyPair, ca *x509.CertPool, serverName string) *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: ca, ServerName: serverName}
+	if kp != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.cur.Load(), nil }
+	}
+	return cfg
+}
+
+// Names returns the names a certificate gives its holder: the subject's
+// common name and the DNS names.
+func Names(c *x509.Certificate) []string {
+	names := slices.Clone(c.DNSNames)
+	if c.Subject.CommonName != "" && !slices.Contains(names, c.Subject.CommonName) {
+		names = append(names, c.Subject.CommonName)
+	}
+	return names
+}
+
+// Verified returns the certificate a caller presented and the TLS
+// handshake verified, from a connection's AuthInfo; nil when it
+// presented none (or the connection is not TLS).
+func Verified(info credentials.AuthInfo) *x509.Certificate {
+	t, ok := info.(credentials.TLSInfo)
+	if !ok || len(t.State.VerifiedChains) == 0 || len(t.State.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return t.State.VerifiedChains[0][0]
+}
+
+// MinTokenLen is the shortest token a token file may hold: a token must
+// not be guessable.
+const MinTokenLen = 16
+
+// Tokens are the bearer tokens a node accepts, each with the name of the
+// client it belongs to, read from a file of lines "name token" (blank
+// lines and lines starting with # are skipped). Reload reads it again.
+type Tokens struct {
+	path string
+	cur  atomic.Pointer[map[[sha256.Size]byte]string]
+}
+
+// LoadTokens reads a token file.
+func LoadTokens(path string) (*Tokens, error) {
+	t := &Tokens{path: path}
+	if err := t.Reload(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Reload reads the file again; on error the tokens in use stay.
+func (t *Tokens) Reload() error {
+	src, err := os.ReadFile(t.path)
+	if err != nil {
+		return fmt.Errorf("secure: read token file: %w", err)
+	}
+	m, err := parseTokens(src)
+	if err != nil {
+		return fmt.Errorf("secure: token file %s: %w", t.path, err)
+	}
+	t.cur.Store(&m)
+	return nil
+}
+
+// parseTokens parses a token file. Tokens are kept as their SHA-256
+// digests: a lookup's time then tells nothing about how much of a token
+// a guess got right.
+func parseTokens(src []byte) (map[[sha256.Size]byte]string, error) {
+	m := map[[sha256.Size]byte]string{}
+	sc := bufio.NewScanner(bytes.NewReader(src))
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		f := strings.Fields(text)
+		if len(f) != 2 {
+			return nil, fmt.Errorf("line %d: want \"name token\"", line)
+		}
+		if len(f[1]) < MinTokenLen {
+			return nil, fmt.Errorf("line %d: the token of %s is shorter than %d characters", line, f[0], MinTokenLen)
+		}
+		sum := sha256.Sum256([]byte(f[1]))
+		if other, dup := m[sum]; dup {
+			return nil, fmt.Errorf("line %d: %s has the token of %s", line, f[0], other)
+		}
+		m[sum] = f[0]
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(m) == 0 {
+		return nil, errors.New("holds no token")
+	}
+	return m, nil
+}
+
+// Lookup returns the name of the client a token belongs to.
+func (t *Tokens) Lookup(token string) (string, bool) {
+	name, ok := (*t.cur.Load())[sha256.Sum256([]byte(token))]
+	return name, ok
+}
+
+// ReadToken reads a client's token from a file: its first line.
+func ReadToken(path string) (string, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("secure: read token: %w", err)
+	}
+	tok, _, _ := strings.Cut(string(src), "\n")
+	if tok = strings.TrimSpace(tok); tok == "" {
+		return "", fmt.Errorf("secure: token file %s: the first line is empty", path)
+	}
+	return tok, nil
+}
+
+// Bearer returns credentials that send token with every call, as the
+// metadata "authorization: Bearer token"; only over TLS.
+func Bearer(token string) credentials.PerRPCCredentials { return bearer("Bearer " + token) }
+
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }

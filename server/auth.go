@@ -1,0 +1,203 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/secure"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// security is what a node requires of whoever calls it, and how it
+// dials other nodes: its tls block and auth_token_file (SPEC section 9).
+//
+// With tls.ca_file set, callers are checked by the certificate they
+// present (verified against the CA in the handshake) and the names it
+// carries: only a peer may ship log to the node (ReplicationService);
+// the node itself, a peer or a tls.admin_names name may run admin RPCs
+// and fetch images (AdminService, ImageService); with auth_token_file,
+// other calls need a client's bearer token or one of those
+// certificates. The health service stays open to all. Without
+// tls.ca_file nobody is checked (TLS, if set, only encrypts).
+type security struct {
+	kp     *secure.KeyPair   // the node's certificate; nil without TLS
+	ca     *x509.CertPool    // verifies callers and the nodes dialled; nil without tls.ca_file
+	tokens *secure.Tokens    // the clients' tokens; nil without auth_token_file
+	peers  map[string]bool   // names that may ship log here
+	admins map[string]bool   // names that may run admin RPCs and fetch images
+	peerAt map[string]string // a peer's name by its address
+}
+
+// newSecurity reads the certificate, CA and token files the
+// configuration names.
+func newSecurity(cfg *conf.Config) (*security, error) {
+	sec := &security{peers: map[string]bool{}, admins: map[string]bool{cfg.Node: true}, peerAt: map[string]string{}}
+	for _, p := range cfg.Peers {
+		sec.peers[p.Name] = true
+		sec.admins[p.Name] = true
+		sec.peerAt[p.Addr] = p.Name
+	}
+	for _, n := range cfg.TLSAdminNames {
+		sec.admins[n] = true
+	}
+	var err error
+	if cfg.TLSCertFile != "" {
+		if sec.kp, err = secure.LoadKeyPair(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return nil, fmt.Errorf("server: %s: %w", cfg.Origin("tls_cert_file"), err)
+		}
+	}
+	if cfg.TLSCAFile != "" {
+		if sec.ca, err = secure.LoadCA(cfg.TLSCAFile); err != nil {
+			return nil, fmt.Errorf("server: %s: %w", cfg.Origin("tls_ca_file"), err)
+		}
+	}
+	if cfg.AuthTokenFile != "" {
+		if sec.tokens, err = secure.LoadTokens(cfg.AuthTokenFile); err != nil {
+			return nil, fmt.Errorf("server: %s: %w", cfg.Origin("auth_token_file"), err)
+		}
+	}
+	return sec, nil
+}
+
+// ReloadCredentials reads the node's certificate and key and its token
+// file again (SIGHUP), for the connections and calls from now on; what
+// fails to load leaves the old in use. The other security keys need a
+// restart.
+func (s *Server) ReloadCredentials() error { return s.sec.reload() }
+
+func (sec *security) reload() error {
+	var errs []error
+	if sec.kp != nil {
+		errs = append(errs, sec.kp.Reload())
+	}
+	if sec.tokens != nil {
+		errs = append(errs, sec.tokens.Reload())
+	}
+	return errors.Join(errs...)
+}
+
+// serverOptions are the credentials and checks the node serves with.
+func (sec *security) serverOptions(requireCert bool) []grpc.ServerOption {
+	var opts []grpc.ServerOption
+	if sec.kp != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(secure.Server(sec.kp, sec.ca, requireCert))))
+	}
+	if sec.ca != nil {
+		opts = append(opts, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if err := sec.check(ctx, info.FullMethod); err != nil {
+				return nil, err
+			}
+			return h(ctx, req)
+		}), grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if err := sec.check(ss.Context(), info.FullMethod); err != nil {
+				return err
+			}
+			return h(srv, ss)
+		}))
+	}
+	return opts
+}
+
+// dial is the transport credentials to dial the node at addr with: TLS
+// presenting this node's certificate and checking the other's for the
+// name of the peer at addr (for the host dialled when addr is no peer's).
+func (sec *security) dial(addr string) grpc.DialOption {
+	if sec.kp == nil {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(sec.kp, sec.ca, sec.peerAt[addr])))
+}
+
+// shipsAs checks, with peer authentication on, that the certificate of
+// a node shipping log names the peer its hello claims to be; nil
+// without peer authentication.
+func (sec *security) shipsAs() func(ctx context.Context, sender string) error {
+	if sec.ca == nil {
+		return nil
+	}
+	return func(ctx context.Context, sender string) error {
+		if cert := callerCert(ctx); cert == nil || !slices.Contains(secure.Names(cert), sender) {
+			return status.Errorf(codes.PermissionDenied, "replication: the sender says it is %s, but its certificate does not name it", sender)
+		}
+		return nil
+	}
+}
+
+// The services whose callers must be nodes or operators.
+var (
+	replicationPrefix = "/" + pb.ReplicationService_ServiceDesc.ServiceName + "/"
+	adminPrefix       = "/" + pb.AdminService_ServiceDesc.ServiceName + "/"
+	imagePrefix       = "/" + pb.ImageService_ServiceDesc.ServiceName + "/"
+	healthPrefix      = "/" + healthpb.Health_ServiceDesc.ServiceName + "/"
+)
+
+// check tells whether the caller of method may call it.
+func (sec *security) check(ctx context.Context, method string) error {
+	switch {
+	case strings.HasPrefix(method, healthPrefix):
+		return nil
+	case strings.HasPrefix(method, replicationPrefix):
+		return sec.certified(ctx, sec.peers, "ship log to this node: only its peers may")
+	case strings.HasPrefix(method, adminPrefix), strings.HasPrefix(method, imagePrefix):
+		return sec.certified(ctx, sec.admins, "run admin RPCs or fetch images: only the node, its peers and tls.admin_names may")
+	case sec.tokens == nil:
+		return nil
+	}
+	// A client: a token, or a certificate that may do more.
+	md, _ := metadata.FromIncomingContext(ctx)
+	auth := md.Get("authorization")
+	if len(auth) == 0 {
+		if cert := callerCert(ctx); cert != nil && named(cert, sec.admins) {
+			return nil
+		}
+		return status.Error(codes.Unauthenticated, "this node needs a bearer token (metadata authorization: Bearer <token>)")
+	}
+	tok, ok := strings.CutPrefix(auth[0], "Bearer ")
+	if _, known := sec.tokens.Lookup(tok); !ok || !known || len(auth) > 1 {
+		return status.Error(codes.Unauthenticated, "the bearer token is not one this node accepts")
+	}
+	return nil
+}
+
+// certified checks that the caller presented a certificate the CA
+// verified and that it names one of allowed; what says what a refusal
+// refuses.
+func (sec *security) certified(ctx context.Context, allowed map[string]bool, what string) error {
+	cert := callerCert(ctx)
+	switch {
+	case cert == nil:
+		return status.Errorf(codes.Unauthenticated, "no client certificate signed by this node's CA (tls.ca_file): cannot %s", what)
+	case !named(cert, allowed):
+		return status.Errorf(codes.PermissionDenied, "the client certificate names %q: cannot %s", secure.Names(cert), what)
+	}
+	return nil
+}
+
+// callerCert is the certificate the caller presented and the handshake
+// verified; nil if none.
+func callerCert(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	return secure.Verified(p.AuthInfo)
+}
+
+// named tells whether one of the certificate's names is among allowed.
+func named(cert *x509.Certificate, allowed map[string]bool) bool {
+	return slices.ContainsFunc(secure.Names(cert), func(n string) bool { return allowed[n] })
+}

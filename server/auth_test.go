@@ -1,0 +1,261 @@
+package server
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/certtest"
+	"github.com/mmdb/mmdb/internal/secure"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// secured is a node with TLS, peer authentication (its peers "p" and
+// "q" and the operator "ops") and client tokens, and what the tests dial it with.
+type secured struct {
+	n         *node
+	ca, other *certtest.CA // the node's CA, and one it does not trust
+	tokens    string       // the token file
+}
+
+func startSecured(t *testing.T, edit func(*conf.Config)) *secured {
+	dir := t.TempDir()
+	s := &secured{ca: certtest.NewCA(t, dir, "ca"), other: certtest.NewCA(t, dir, "other-ca"), tokens: filepath.Join(dir, "tokens")}
+	if err := os.WriteFile(s.tokens, []byte("# the app's token\napp 0123456789abcdef-app\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, key := s.ca.Issue(t, "a")
+	s.n = startNode(t, func(c *conf.Config) {
+		c.Node = "a"
+		c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile = cert, key, s.ca.File
+		c.TLSAdminNames = []string{"ops"}
+		c.AuthTokenFile = s.tokens
+		c.Peers = []conf.Peer{{Name: "p", Addr: "127.0.0.1:1"}, {Name: "q", Addr: "127.0.0.1:2"}}
+		if edit != nil {
+			edit(c)
+		}
+	})
+	return s
+}
+
+// dial connects with TLS, presenting a certificate for name signed by ca
+// (none if ca is nil), and sending token (none if empty).
+func (s *secured) dial(t *testing.T, ca *certtest.CA, name, token string) *grpc.ClientConn {
+	t.Helper()
+	pool, err := secure.LoadCA(s.ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kp *secure.KeyPair
+	if ca != nil {
+		cert, key := ca.Issue(t, name)
+		if kp, err = secure.LoadKeyPair(cert, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(kp, pool, "a")))}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(secure.Bearer(token)))
+	}
+	conn, err := grpc.NewClient(s.n.addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// calls makes one call of each kind the node guards and returns each
+// one's error.
+func calls(t *testing.T, conn *grpc.ClientConn) map[string]error {
+	t.Helper()
+	c := ctx(t)
+	errs := map[string]error{}
+	_, errs["health"] = healthpb.NewHealthClient(conn).Check(c, &healthpb.HealthCheckRequest{})
+	_, errs["data"] = pb.NewDatabaseServiceClient(conn).ListTables(c, &pb.ListTablesRequest{})
+	_, errs["admin"] = pb.NewAdminServiceClient(conn).Status(c, &pb.StatusRequest{})
+	img, err := pb.NewImageServiceClient(conn).FetchImage(c, &pb.FetchImageRequest{})
+	if err == nil {
+		_, err = img.Recv()
+	}
+	errs["image"] = err
+	ship, err := pb.NewReplicationServiceClient(conn).Ship(c)
+	if err == nil {
+		// The node checks the caller before it reads the hello; a
+		// caller it lets in gets a refusal of the empty hello.
+		if err = ship.Send(&pb.ShipRequest{}); err == nil {
+			_, err = ship.Recv()
+		}
+	}
+	errs["ship"] = err
+	return errs
+}
+
+// TestSecurity: who may call what on a node with TLS, peer
+// authentication and tokens (SPEC section 9), and that a refused call
+// changes nothing.
+func TestSecurity(t *testing.T) {
+	s := startSecured(t, nil)
+	// Something to image.
+	if _, err := pb.NewDatabaseServiceClient(s.dial(t, s.ca, "ops", "")).CreateTable(ctx(t), &pb.CreateTableRequest{Table: accountsTable()}); err != nil {
+		t.Fatal(err)
+	}
+	const ok, unauth, denied, shipRefused = codes.OK, codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument
+	cases := []struct {
+		name        string
+		ca          *certtest.CA
+		cert, token string
+		want        map[string]codes.Code
+	}{
+		{"no credentials", nil, "", "", map[string]codes.Code{"health": ok, "data": unauth, "admin": unauth, "image": unauth, "ship": unauth}},
+		{"a bad token", nil, "", "0123456789abcdef-bad", map[string]codes.Code{"health": ok, "data": unauth, "admin": unauth, "image": unauth, "ship": unauth}},
+		{"a client's token", nil, "", "0123456789abcdef-app", map[string]codes.Code{"health": ok, "data": ok, "admin": unauth, "image": unauth, "ship": unauth}},
+		{"an operator's certificate", s.ca, "ops", "", map[string]codes.Code{"health": ok, "data": ok, "admin": ok, "image": ok, "ship": denied}},
+		{"the node's own certificate", s.ca, "a", "", map[string]codes.Code{"health": ok, "data": ok, "admin": ok, "image": ok, "ship": denied}},
+		{"a peer's certificate", s.ca, "p", "", map[string]codes.Code{"health": ok, "data": ok, "admin": ok, "image": ok, "ship": shipRefused}},
+		{"a stranger's certificate from the CA", s.ca, "mallory", "", map[string]codes.Code{"health": ok, "data": unauth, "admin": denied, "image": denied, "ship": denied}},
+		{"a stranger's certificate and a token", s.ca, "mallory", "0123456789abcdef-app", map[string]codes.Code{"health": ok, "data": ok, "admin": denied, "image": denied, "ship": denied}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := calls(t, s.dial(t, tc.ca, tc.cert, tc.token))
+			for call, want := range tc.want {
+				if code := status.Code(got[call]); code != want {
+					t.Errorf("%s: %v, want %v", call, got[call], want)
+				}
+			}
+		})
+	}
+
+	t.Run("a peer's name from another CA", func(t *testing.T) {
+		// The handshake fails: the node verifies every certificate it is shown.
+		if _, err := healthpb.NewHealthClient(s.dial(t, s.other, "p", "")).Check(ctx(t), &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unavailable {
+			t.Fatalf("health over a handshake with a certificate of another CA: %v, want UNAVAILABLE", err)
+		}
+	})
+	t.Run("a peer that ships as another", func(t *testing.T) {
+		ship, err := pb.NewReplicationServiceClient(s.dial(t, s.ca, "p", "")).Ship(ctx(t))
+		if err == nil {
+			if err = ship.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: &pb.ShipHello{Node: "q", Epoch: 1}}}); err == nil {
+				_, err = ship.Recv()
+			}
+		}
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "does not name it") {
+			t.Fatalf("p shipping as q: %v, want PERMISSION_DENIED", err)
+		}
+	})
+	t.Run("plaintext", func(t *testing.T) {
+		if _, err := s.n.db.ListTables(ctx(t), &pb.ListTablesRequest{}); status.Code(err) != codes.Unavailable {
+			t.Fatalf("a plaintext call to a TLS node: %v, want UNAVAILABLE", err)
+		}
+	})
+	t.Run("refused calls change nothing", func(t *testing.T) {
+		app := pb.NewDatabaseServiceClient(s.dial(t, nil, "", "0123456789abcdef-app"))
+		if _, err := app.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(1, 100)}); err != nil {
+			t.Fatal(err)
+		}
+		lsn := s.n.srv.DB().LastLSN()
+		bad := pb.NewDatabaseServiceClient(s.dial(t, nil, "", "0123456789abcdef-bad"))
+		if _, err := bad.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(2, 100)}); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("Insert with a bad token: %v", err)
+		}
+		if _, err := pb.NewAdminServiceClient(s.dial(t, s.ca, "mallory", "")).Checkpoint(ctx(t), &pb.CheckpointRequest{}); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("Checkpoint with a stranger's certificate: %v", err)
+		}
+		st, err := pb.NewAdminServiceClient(s.dial(t, s.ca, "ops", "")).Status(ctx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GetLastLsn() != lsn || st.GetCheckpointLsn() >= lsn || st.GetTables()[0].GetRows() != 1 {
+			t.Fatalf("refused calls left a trace (last LSN %d before them): %v", lsn, st)
+		}
+	})
+	t.Run("tokens reload", func(t *testing.T) {
+		if err := os.WriteFile(s.tokens, []byte("app2 fedcba9876543210-app2\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.n.srv.ReloadCredentials(); err != nil {
+			t.Fatal(err)
+		}
+		for token, want := range map[string]codes.Code{"0123456789abcdef-app": unauth, "fedcba9876543210-app2": ok} {
+			_, err := pb.NewDatabaseServiceClient(s.dial(t, nil, "", token)).ListTables(ctx(t), &pb.ListTablesRequest{})
+			if status.Code(err) != want {
+				t.Errorf("token %s after the reload: %v, want %v", token, err, want)
+			}
+		}
+		// A file that does not load leaves the tokens in use.
+		if err := os.WriteFile(s.tokens, []byte("short tok\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.n.srv.ReloadCredentials(); err == nil {
+			t.Fatal("a token file with a short token reloaded")
+		}
+		if _, err := pb.NewDatabaseServiceClient(s.dial(t, nil, "", "fedcba9876543210-app2")).ListTables(ctx(t), &pb.ListTablesRequest{}); err != nil {
+			t.Fatalf("the token in use before a failed reload: %v", err)
+		}
+	})
+}
+
+// TestClientAuthRequiresCertificates: with tls.client_auth every
+// connection needs a certificate of the CA, whatever it calls.
+func TestClientAuthRequiresCertificates(t *testing.T) {
+	s := startSecured(t, func(c *conf.Config) { c.TLSClientAuth = true })
+	if _, err := healthpb.NewHealthClient(s.dial(t, nil, "", "0123456789abcdef-app")).Check(ctx(t), &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a connection without a certificate: %v, want UNAVAILABLE", err)
+	}
+	if _, err := pb.NewDatabaseServiceClient(s.dial(t, s.ca, "mallory", "0123456789abcdef-app")).ListTables(ctx(t), &pb.ListTablesRequest{}); err != nil {
+		t.Fatalf("a certificate of the CA and a token: %v", err)
+	}
+}
+
+// TestNodeRefusesBadSecurityFiles: a missing or broken file stops the
+// node from starting, naming the key.
+func TestNodeRefusesBadSecurityFiles(t *testing.T) {
+	dir := t.TempDir()
+	ca := certtest.NewCA(t, dir, "ca")
+	cert, key := ca.Issue(t, "a")
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("app tooshort\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		edit func(*conf.Config)
+		want string
+	}{
+		"missing key":  {func(c *conf.Config) { c.TLSCertFile, c.TLSKeyFile = cert, filepath.Join(dir, "none.pem") }, "none.pem"},
+		"key for cert": {func(c *conf.Config) { c.TLSCertFile, c.TLSKeyFile = cert, ca.File }, "certificate"},
+		"CA not PEM":   {func(c *conf.Config) { c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile = cert, key, tokens }, "no PEM certificate"},
+		"short token": {func(c *conf.Config) {
+			c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.AuthTokenFile = cert, key, ca.File, tokens
+		}, "shorter than"},
+		"missing token": {func(c *conf.Config) {
+			c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.AuthTokenFile = cert, key, ca.File, dir+"/nope"
+		}, "nope"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := conf.DefaultConfig()
+			cfg.DataDir = t.TempDir()
+			c.edit(cfg)
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			srv, err := New(cfg, nil)
+			if err == nil {
+				srv.Shutdown(context.Background())
+				t.Fatal("the node started")
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q does not say %q", err, c.want)
+			}
+		})
+	}
+}
