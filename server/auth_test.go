@@ -27,7 +27,7 @@ type secured struct {
 	tokens    string       // the token file
 }
 
-func startSecured(t *testing.T, edit func(*conf.Config)) *secured {
+func startSecured(t testing.TB, edit func(*conf.Config)) *secured {
 	dir := t.TempDir()
 	s := &secured{ca: certtest.NewCA(t, dir, "ca"), other: certtest.NewCA(t, dir, "other-ca"), tokens: filepath.Join(dir, "tokens")}
 	if err := os.WriteFile(s.tokens, []byte("# the app's token\napp 0123456789abcdef-app\n"), 0o600); err != nil {
@@ -49,7 +49,7 @@ func startSecured(t *testing.T, edit func(*conf.Config)) *secured {
 
 // dial connects with TLS, presenting a certificate for name signed by ca
 // (none if ca is nil), and sending token (none if empty).
-func (s *secured) dial(t *testing.T, ca *certtest.CA, name, token string) *grpc.ClientConn {
+func (s *secured) dial(t testing.TB, ca *certtest.CA, name, token string) *grpc.ClientConn {
 	t.Helper()
 	pool, err := secure.LoadCA(s.ca.File)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/mmdb/mmdb/conf"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -75,6 +76,45 @@ func BenchmarkRPC(b *testing.B) {
 					m, err := s.Recv()
 					if err != nil || len(m.GetReplies()) != k {
 						b.Error(m, err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkSecuredGet is BenchmarkRPC's get in plaintext, over TLS, and
+// over TLS with a client token checked on every call (SPEC section 9's
+// cost), each on its own node.
+func BenchmarkSecuredGet(b *testing.B) {
+	const rows = 10000
+	plain := startNode(b, nil)
+	withTLS := startSecured(b, func(c *conf.Config) { c.AuthTokenFile = "" })
+	withToken := startSecured(b, nil)
+	dbs := []struct {
+		name string
+		db   pb.DatabaseServiceClient
+	}{
+		{"plain", plain.db},
+		{"tls", pb.NewDatabaseServiceClient(withTLS.dial(b, nil, "", ""))},
+		{"tls+token", pb.NewDatabaseServiceClient(withToken.dial(b, nil, "", "0123456789abcdef-app"))},
+	}
+	for _, d := range dbs {
+		n := &node{t: b, db: d.db}
+		n.withAccounts(rows)
+	}
+	c := context.Background()
+	for _, d := range dbs {
+		b.Run(d.name, func(b *testing.B) {
+			b.SetParallelism(8)
+			b.RunParallel(func(p *testing.PB) {
+				i := int64(0)
+				for p.Next() {
+					i++
+					r, err := d.db.Get(c, &pb.GetRequest{Table: "acct", Key: key(vI(1 + i%rows))})
+					if err != nil || !r.GetFound() {
+						b.Error(r, err)
 						return
 					}
 				}
