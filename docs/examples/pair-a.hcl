@@ -38,8 +38,10 @@ sync_quorum     = 1
 sync_timeout    = "2s"
 on_sync_timeout = "degrade"
 
-# A ships to B only. R follows B, so R never acknowledges a commit B does
-# not hold, and cannot make up the quorum alone.
+# A ships to B only. R follows B, so while A is the primary R never
+# acknowledges a commit B does not hold, and cannot make up the quorum
+# alone. (Once B is the primary, it ships to R directly and R's
+# acknowledgement counts: switch back to A once A has caught up.)
 peer "mmdb-b" {
   addr = "mmdb-b.db.internal:7700"
 }

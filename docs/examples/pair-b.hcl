@@ -1,7 +1,8 @@
 # A failover pair, node B (mmdb-b): the standby of A (pair-a.hcl). It is a
 # propagator, a standby that also relays what it has applied to its other
 # peers: here the diskless reader R (diskless.hcl). Once promoted it is
-# the primary and ships to all its peers, A and R. See pair-a.hcl for the
+# the primary and ships to all its peers, A and R, and R's
+# acknowledgement then counts towards sync_quorum like A's. See pair-a.hcl for the
 # host names and certificates, and docs/operations.md, "Running a
 # failover pair".
 #
