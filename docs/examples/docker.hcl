@@ -1,0 +1,29 @@
+# The default configuration of the mmdb Docker image: the Dockerfile copies
+# this file to /etc/mmdb/mmdb.hcl, which the image's CMD (`mmdbd serve
+# -config /etc/mmdb/mmdb.hcl`) and HEALTHCHECK (`mmdbd status -config
+# /etc/mmdb/mmdb.hcl`) read. A single node, a primary.
+#
+# Change single keys with MMDB_* variables (docker run -e
+# MMDB_NODE=mmdb-a), or mount a file of your own over /etc/mmdb/mmdb.hcl
+# (docker run -v /etc/mmdb/mmdb.hcl:/etc/mmdb/mmdb.hcl:ro): one with a tls
+# block for anything but a private network, since this one listens on
+# every interface without TLS. docs/operations.md, "Running in Docker".
+
+node     = "mmdb"
+listen   = "0.0.0.0:7700"  # gRPC: clients, peers and admin commands (EXPOSE 7700)
+data_dir = "/var/lib/mmdb" # the image's VOLUME, owned by its user
+
+# Prometheus metrics, plain HTTP at /metrics (EXPOSE 9100).
+metrics_addr = "0.0.0.0:9100"
+
+log_level  = "info"
+log_format = "json" # one JSON object per line, for log collectors
+
+# A commit returns once it is on disk (fdatasync, group commit): neither a
+# container restart nor a host crash loses an acknowledged commit. A
+# transaction may ask for less, down to durability_floor. See "Choosing
+# durability and sync mode" in docs/operations.md for what it costs.
+durability       = "fsync-log"
+durability_floor = "no-log"
+
+role = "primary"
