@@ -32,7 +32,7 @@ import (
 // from LSN at on that the primary never had: the old primary's tail)
 // sets them aside and catches up (SPEC 6):
 //
-//  1. it writes the diverged records to diverged-<at>-<last>.jsonl in the
+//  1. it writes the diverged records to diverged-<at>-<last>-<time>.jsonl in the
 //     data dir, one JSON object per record (LSN and operations, with
 //     table names and values), for the operator;
 //  2. it writes the LSN to cut its log after (at-1) to the file TRUNCATE;
