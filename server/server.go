@@ -214,8 +214,8 @@ func supported(cfg *conf.Config) error {
 	if cfg.TLSCertFile != "" || cfg.TLSClientAuth {
 		later("tls_cert_file", "TLS")
 	}
-	if cfg.MetricsListen != "" {
-		later("metrics_listen", "the metrics endpoint")
+	if cfg.MetricsAddr != "" {
+		later("metrics_addr", "the metrics endpoint")
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("server: %w", err)

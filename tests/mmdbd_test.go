@@ -287,7 +287,7 @@ func TestBadConfigurationRefused(t *testing.T) {
 		{"bad file", []string{"-config", file}, []string{file + ":2: durability", file + ":3: max_scan_rows"}},
 		{"missing file", []string{"-config", filepath.Join(dir, "nope.hcl")}, []string{"nope.hcl", "no such file"}},
 		{"bad flag value", []string{"-tx-idle-timeout", "soon"}, []string{"flag -tx-idle-timeout", "duration"}},
-		{"not yet available", []string{"-metrics-listen", "127.0.0.1:0"}, []string{"flag -metrics-listen: metrics_listen", "not available"}},
+		{"not yet available", []string{"-metrics-addr", "127.0.0.1:0"}, []string{"flag -metrics-addr: metrics_addr", "not available"}},
 		{"unknown flag", []string{"-lsiten", "x"}, []string{"lsiten"}},
 	}
 	for _, tc := range cases {
