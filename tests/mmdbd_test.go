@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/internal/metricstest"
 	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -279,6 +280,7 @@ func TestBadConfigurationRefused(t *testing.T) {
 	if err := os.WriteFile(file, []byte("node = \"a\"\ndurability = \"sometimes\"\nmax_scan_rows = 0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	taken := metricstest.TakenAddr(t)
 	cases := []struct {
 		name string
 		args []string
@@ -287,7 +289,7 @@ func TestBadConfigurationRefused(t *testing.T) {
 		{"bad file", []string{"-config", file}, []string{file + ":2: durability", file + ":3: max_scan_rows"}},
 		{"missing file", []string{"-config", filepath.Join(dir, "nope.hcl")}, []string{"nope.hcl", "no such file"}},
 		{"bad flag value", []string{"-tx-idle-timeout", "soon"}, []string{"flag -tx-idle-timeout", "duration"}},
-		{"not yet available", []string{"-metrics-addr", "127.0.0.1:0"}, []string{"flag -metrics-addr: metrics_addr", "not available"}},
+		{"metrics address in use", []string{"-metrics-addr", taken}, []string{"flag -metrics-addr: metrics_addr", taken, "address already in use"}},
 		{"unknown flag", []string{"-lsiten", "x"}, []string{"lsiten"}},
 	}
 	for _, tc := range cases {
