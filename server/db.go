@@ -135,7 +135,7 @@ func (s *dbService) run(ctx context.Context, txID uint64, req waitFields, fn fun
 		if err == nil {
 			degraded, err = s.durable(ctx, lsn, w)
 		}
-		s.metrics.committed(start, writes, lsn, degraded, err)
+		s.metrics.commitEnded(start, writes, lsn, degraded, err)
 		return lsn, degraded, err
 	}
 }
@@ -434,7 +434,7 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 			if resp.Lsn, err = ot.tx.Commit(); err == nil {
 				resp.Degraded, err = s.durable(ctx, resp.Lsn, w)
 			}
-			s.metrics.committed(start, writes, resp.Lsn, resp.Degraded, err)
+			s.metrics.commitEnded(start, writes, resp.Lsn, resp.Degraded, err)
 			return err
 		})
 	} else {

@@ -157,11 +157,11 @@ func (m *metrics) started() time.Time {
 	return time.Now()
 }
 
-// committed counts a commit a client asked for, of a transaction with
+// commitEnded counts a commit a client asked for, of a transaction that
 // writes rows, and observes its latency since start when it got an LSN:
 // lsn, degraded and err are what the commit and its waits returned. A
 // read-only transaction is no commit here.
-func (m *metrics) committed(start time.Time, writes int, lsn uint64, degraded bool, err error) {
+func (m *metrics) commitEnded(start time.Time, writes int, lsn uint64, degraded bool, err error) {
 	if m == nil || writes == 0 {
 		return
 	}
@@ -214,11 +214,11 @@ func newNodeCollector(s *Server) *nodeCollector {
 		role:           desc("role", "1 for the node's role (primary, standby, propagator), 0 for the others.", "role"),
 		openTxs:        desc("open_transactions", "Interactive transactions open now."),
 		degraded:       desc("replication_degraded", "1 while the primary's commits do not wait for the standbys because they did not answer in time (on_sync_timeout = degrade)."),
-		lagRecords:     desc("replication_lag_records", "Records committed on this node that the standby has not applied yet.", "standby"),
-		lagSeconds:     desc("replication_lag_seconds", "How long ago the oldest record the standby has not applied was committed; 0 when it has applied everything.", "standby"),
-		receivedLSN:    desc("replication_received_lsn", "The last LSN the standby received.", "standby"),
-		appliedLSN:     desc("replication_applied_lsn", "The last LSN the standby applied.", "standby"),
-		standbyState:   desc("replication_standby_state", "1 for the standby's link state as mmdbd status shows it, 0 for the others.", "standby", "state"),
+		lagRecords:     desc("replication_lag_records", "Records committed on this node that the standby has not applied yet.", "standby", "via"),
+		lagSeconds:     desc("replication_lag_seconds", "How long ago the oldest record the standby has not applied was committed; 0 when it has applied everything.", "standby", "via"),
+		receivedLSN:    desc("replication_received_lsn", "The last LSN the standby received.", "standby", "via"),
+		appliedLSN:     desc("replication_applied_lsn", "The last LSN the standby applied.", "standby", "via"),
+		standbyState:   desc("replication_standby_state", "1 for the standby's link state as mmdbd status shows it, 0 for the others.", "standby", "via", "state"),
 		checkpoints:    desc("checkpoints_total", "Checkpoints run, by result: written, skipped (nothing new), failed.", "result"),
 		checkpointSeconds: desc("checkpoint_last_duration_seconds",
 			"How long the last checkpoint written by this process took."),
@@ -279,18 +279,20 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 
 	standbys, degraded := s.replication()
 	gauge(c.degraded, bit(degraded))
+	// via tells apart a standby the node links to from the same one
+	// seen behind a propagator (a standby may list both as peers).
 	for _, sb := range standbys {
-		gauge(c.lagRecords, float64(sb.LagRecords), sb.Name)
-		gauge(c.lagSeconds, sb.Lag.Seconds(), sb.Name)
-		gauge(c.receivedLSN, float64(sb.Received), sb.Name)
-		gauge(c.appliedLSN, float64(sb.Applied), sb.Name)
+		gauge(c.lagRecords, float64(sb.LagRecords), sb.Name, sb.Via)
+		gauge(c.lagSeconds, sb.Lag.Seconds(), sb.Name, sb.Via)
+		gauge(c.receivedLSN, float64(sb.Received), sb.Name, sb.Via)
+		gauge(c.appliedLSN, float64(sb.Applied), sb.Name, sb.Via)
 		known := false
 		for _, state := range standbyStates {
 			known = known || state == sb.State
-			gauge(c.standbyState, bit(state == sb.State), sb.Name, state)
+			gauge(c.standbyState, bit(state == sb.State), sb.Name, sb.Via, state)
 		}
 		if !known {
-			gauge(c.standbyState, 1, sb.Name, sb.State)
+			gauge(c.standbyState, 1, sb.Name, sb.Via, sb.State)
 		}
 	}
 

@@ -159,7 +159,7 @@ func TestCommitOutcomes(t *testing.T) {
 		{1, 0, false, errors.New("the log failed")},              // refused
 		{0, 0, false, nil}, // read-only: no commit
 	} {
-		m.committed(start, c.writes, c.lsn, c.degraded, c.err)
+		m.commitEnded(start, c.writes, c.lsn, c.degraded, c.err)
 	}
 	for o, name := range outcomeNames {
 		if got := testutil.ToFloat64(m.commits[o]); got != 1 {
