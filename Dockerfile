@@ -4,7 +4,7 @@
 # a volume for the data dir. docs/operations.md, "Running in Docker":
 #
 #   docker build -t mmdb .
-#   docker run -d --name mmdb -p 7700:7700 -p 9100:9100 -v mmdb-data:/var/lib/mmdb mmdb
+#   docker run -d --name mmdb -p 7700:7700 -p 9700:9700 -v mmdb-data:/var/lib/mmdb mmdb
 #   docker exec mmdb /usr/local/bin/mmdbd status -config /etc/mmdb/mmdb.hcl
 #
 # cmd/mmdbd/dockerfile_test.go checks what this file promises; CI cannot
@@ -31,7 +31,7 @@ USER 65532:65532
 # The data dir: checkpoint images, the redo log, EPOCHS, diverged-*.jsonl.
 VOLUME ["/var/lib/mmdb"]
 # gRPC (clients, peers, admin commands) and Prometheus metrics.
-EXPOSE 7700 9100
+EXPOSE 7700 9700
 # SIGTERM shuts the node down gracefully, with a checkpoint: give it time
 # (docker stop -t 60). SIGHUP (docker kill -s HUP) re-reads the role.
 STOPSIGNAL SIGTERM

@@ -55,7 +55,6 @@ import (
 	"io"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -108,10 +107,12 @@ type Checkpointer struct {
 	db   *mem.DB
 	log  Log
 
-	mu      sync.Mutex    // held for a whole checkpoint
-	slots   Slots         // guarded by mu
-	frozen  bool          // Freeze was called: no more checkpoints (guarded by mu)
-	lastLSN atomic.Uint64 // slots.Newest.LSN, for Status without waiting for mu
+	mu     sync.Mutex // held for a whole checkpoint
+	slots  Slots      // guarded by mu
+	frozen bool       // Freeze was called: no more checkpoints (guarded by mu)
+
+	statsMu sync.Mutex // not mu: Status and metrics read stats without waiting for a checkpoint
+	stats   Stats      // guarded by statsMu
 
 	stop context.CancelFunc // ends the background loop and its checkpoint
 	done chan struct{}      // closed when the loop has returned
@@ -126,13 +127,25 @@ func New(db *mem.DB, log Log, slots Slots, opts Options) *Checkpointer {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	c := &Checkpointer{opts: opts, db: db, log: log, slots: slots}
-	c.lastLSN.Store(slots.Newest.LSN)
-	return c
+	return &Checkpointer{opts: opts, db: db, log: log, slots: slots, stats: Stats{Newest: slots.Newest}}
+}
+
+// Stats count what a Checkpointer did since it was made, for metrics.
+type Stats struct {
+	Written, Skipped, Failed int64         // Run's results
+	LastDuration             time.Duration // how long the last image written took; zero before one
+	Newest                   Image         // the newest image (LSN zero: none)
+}
+
+// Stats returns the counts, without waiting for a running checkpoint.
+func (c *Checkpointer) Stats() Stats {
+	c.statsMu.Lock()
+	defer c.statsMu.Unlock()
+	return c.stats
 }
 
 // LSN returns the LSN of the newest image; zero if there is none.
-func (c *Checkpointer) LSN() uint64 { return c.lastLSN.Load() }
+func (c *Checkpointer) LSN() uint64 { return c.Stats().Newest.LSN }
 
 // ErrFrozen is returned by Run after Freeze.
 var ErrFrozen = errors.New("checkpoint: checkpoints are stopped until the node restarts")
@@ -152,6 +165,23 @@ func (c *Checkpointer) Freeze() {
 func (c *Checkpointer) Run(ctx context.Context) (Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	res, err := c.run(ctx)
+	c.statsMu.Lock()
+	defer c.statsMu.Unlock()
+	switch {
+	case err != nil:
+		c.stats.Failed++
+	case res.Skipped:
+		c.stats.Skipped++
+	default:
+		c.stats.Written++
+		c.stats.LastDuration, c.stats.Newest = res.Duration, res.Image
+	}
+	return res, err
+}
+
+// run is Run's checkpoint; the caller holds mu.
+func (c *Checkpointer) run(ctx context.Context) (Result, error) {
 	if c.frozen {
 		return Result{}, ErrFrozen
 	}
@@ -171,7 +201,6 @@ func (c *Checkpointer) Run(ctx context.Context) (Result, error) {
 	}
 	older := c.slots.Newest
 	c.slots = Slots{Newest: res.Image, Older: older}
-	c.lastLSN.Store(res.Image.LSN)
 	res.Duration = time.Since(start)
 	if c.log != nil {
 		// The older image and the log after it must still restore the

@@ -419,6 +419,9 @@ func TestRestartReplaysOnlyAfterTheImage(t *testing.T) {
 	if res, err := n.ckpt.Run(context.Background()); err != nil || !res.Skipped || res.Image.LSN != img.Image.LSN {
 		t.Fatalf("a checkpoint with nothing new: %+v, %v", res, err)
 	}
+	if st := n.ckpt.Stats(); st.Written != 1 || st.Skipped != 1 || st.Failed != 0 || st.LastDuration != img.Duration || st.Newest != img.Image {
+		t.Fatalf("stats %+v after one image written (%+v) and one skipped", st, img)
+	}
 	tx := n.store.DB().Begin()
 	if err := tx.Insert(b.Mark, []mem.Value{mem.String("after-image")}); err != nil {
 		t.Fatal(err)
@@ -458,6 +461,9 @@ func TestImageWaitsForTheLog(t *testing.T) {
 	c := checkpoint.New(n.store.DB(), failedLog{n.store}, checkpoint.Slots{}, checkpoint.Options{FS: fs, Dir: ckptDir})
 	if _, err := c.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "the log failed") {
 		t.Fatalf("a checkpoint ahead of a failed log: %v", err)
+	}
+	if st := c.Stats(); st.Failed != 1 || st.Written != 0 || st.Newest.LSN != 0 {
+		t.Fatalf("stats after a failed checkpoint: %+v", st)
 	}
 	if slots, err := checkpoint.Inspect(fs, ckptDir, nil); err != nil || slots.Newest.LSN != 0 {
 		t.Fatalf("after it: %+v, %v", slots, err)

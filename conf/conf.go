@@ -33,7 +33,7 @@ type Config struct {
 	MaxOpenTransactions int64
 	TxIdleTimeout       time.Duration
 	ShutdownTimeout     time.Duration
-	MetricsListen       string
+	MetricsAddr         string
 
 	// Durability and the log (issue #4).
 	Durability       string
@@ -187,7 +187,7 @@ func (c *Config) Validate() error {
 		bad("node", "%q is not a node name: 1 to 64 letters, digits, '.', '_' or '-'", c.Node)
 	}
 	c.checkAddr(bad, "listen", c.Listen, true)
-	c.checkAddr(bad, "metrics_listen", c.MetricsListen, false)
+	c.checkAddr(bad, "metrics_addr", c.MetricsAddr, false)
 	c.checkAddr(bad, "bootstrap_from", c.BootstrapFrom, false)
 	if c.BootstrapFrom != "" && c.FromImage != "" {
 		bad("bootstrap_from", "set together with -from-image %s: a node starts from one image", c.FromImage)
@@ -279,7 +279,7 @@ func (c *Config) checkAddr(bad func(string, string, ...any), key, addr string, r
 		bad(key, "%q is not host:port: %v", addr, err)
 		return
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && key != "listen" && key != "metrics_listen") {
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && key != "listen" && key != "metrics_addr") {
 		bad(key, "%q: port %q is not a number from 1 to 65535", addr, port)
 	}
 }

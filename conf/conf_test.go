@@ -57,7 +57,7 @@ tls {
   admin_names = ["ops"]
 }
 `)
-	env := []string{"HOME=/root", "MMDB_LISTEN=127.0.0.1:7101", "MMDB_TX_IDLE_TIMEOUT=2s", "MMDB_TLS_CA_FILE=/ca2.pem"}
+	env := []string{"HOME=/root", "MMDB_LISTEN=127.0.0.1:7101", "MMDB_TX_IDLE_TIMEOUT=2s", "MMDB_TLS_CA_FILE=/ca2.pem", "MMDB_METRICS_ADDR=127.0.0.1:0"}
 	c, err := Load(path, env, parseFlags(t, "-max-scan-rows", "9", "-tls-client-auth=false"))
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +78,7 @@ tls {
 		"tls_cert_file":   {c.TLSCertFile, "/a.pem", path + ":12"},
 		"tls_ca_file":     {c.TLSCAFile, "/ca2.pem", "env MMDB_TLS_CA_FILE"},
 		"tls_admin_names": {c.TLSAdminNames, []string{"ops"}, path + ":15"},
+		"metrics_addr":    {c.MetricsAddr, "127.0.0.1:0", "env MMDB_METRICS_ADDR"}, // port 0 picks one, as for listen
 	}
 	for k, w := range want {
 		if !reflect.DeepEqual(w.got, w.want) {
@@ -155,6 +156,8 @@ func TestErrorsNameWhere(t *testing.T) {
 		{"bad value in file", "durability = \"sometimes\"\n", nil, nil, []string{"f.hcl:1: durability", `"sometimes"`, "fsync-log"}},
 		{"floor above level", "durability_floor = \"fsync-log\"\n", nil, nil, []string{"f.hcl:1: durability_floor", "stronger"}},
 		{"bad address", "listen = \"nowhere\"\n", nil, nil, []string{"f.hcl:1: listen", "host:port"}},
+		{"bad metrics address", "metrics_addr = \"9700\"\n", nil, nil, []string{"f.hcl:1: metrics_addr", "host:port"}},
+		{"metrics_addr's old name", "metrics_listen = \"127.0.0.1:9700\"\n", nil, nil, []string{"f.hcl:1", "metrics_listen", "unknown key"}},
 		{"unknown variable", "", []string{"MMDB_LISTN=x"}, nil, []string{"env MMDB_LISTN", "no such configuration key"}},
 		{"bad variable", "", []string{"MMDB_MAX_SCAN_ROWS=lots"}, nil, []string{"env MMDB_MAX_SCAN_ROWS", "integer"}},
 		{"bad value from env", "", []string{"MMDB_ROLE=boss"}, nil, []string{"env MMDB_ROLE: role", `"boss"`}},

@@ -3,16 +3,11 @@ package conf
 import (
 	"io/fs"
 	"net"
-	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
-
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
 // docsConfigs are the configuration files docs/ must hold: the example,
@@ -54,11 +49,7 @@ func TestDocsConfigsLoad(t *testing.T) {
 	}
 	for _, rel := range files {
 		t.Run(rel, func(t *testing.T) {
-			_, pending := loadDoc(t, filepath.Join(docs, filepath.FromSlash(rel)))
-			if len(pending) > 0 {
-				t.Skipf("docs/%s uses what conf does not know yet (%s; the TLS and metrics work of issue #7 adds it); the rest of the file loads",
-					rel, strings.Join(pending, ", "))
-			}
+			loadDoc(t, filepath.Join(docs, filepath.FromSlash(rel)))
 		})
 	}
 }
@@ -68,9 +59,9 @@ func TestDocsConfigsLoad(t *testing.T) {
 // to R, R loads its image from B, and every node is known by one address.
 func TestFailoverExamplesAgree(t *testing.T) {
 	dir := filepath.Join("..", "docs", "examples")
-	a, _ := loadDoc(t, filepath.Join(dir, "pair-a.hcl"))
-	b, _ := loadDoc(t, filepath.Join(dir, "pair-b.hcl"))
-	r, _ := loadDoc(t, filepath.Join(dir, "diskless.hcl"))
+	a := loadDoc(t, filepath.Join(dir, "pair-a.hcl"))
+	b := loadDoc(t, filepath.Join(dir, "pair-b.hcl"))
+	r := loadDoc(t, filepath.Join(dir, "diskless.hcl"))
 
 	peerNames := func(c *Config) []string {
 		var names []string
@@ -138,105 +129,12 @@ func TestFailoverExamplesAgree(t *testing.T) {
 	}
 }
 
-// loadDoc loads a configuration file of docs/ with Load, and fails the
-// test on any error but those of what conf does not know yet: a tls block
-// and the metrics_addr key, which issue #7's parallel work adds. Those
-// are returned as pending, once the file without them has loaded.
-func loadDoc(t *testing.T, path string) (*Config, []string) {
+// loadDoc loads a configuration file of docs/ with Load.
+func loadDoc(t *testing.T, path string) *Config {
 	t.Helper()
 	c, err := Load(path, nil, nil)
-	if err == nil {
-		return c, nil
-	}
-	src, rerr := os.ReadFile(path)
-	if rerr != nil {
-		t.Fatal(rerr)
-	}
-	pending, ok := pendingOnly(err, src)
-	if !ok {
-		t.Fatal(err)
-	}
-	stripped := filepath.Join(t.TempDir(), filepath.Base(path))
-	if err := os.WriteFile(stripped, withoutPending(t, src, path), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c, err = Load(stripped, nil, nil)
 	if err != nil {
-		t.Fatalf("%s without %s: %v", path, strings.Join(pending, " and "), err)
+		t.Fatal(err)
 	}
-	return c, pending
-}
-
-var tlsBlockRE = regexp.MustCompile(`(?m)^\s*tls\s*\{`)
-
-// pendingOnly reports whether every problem err (Load's) names is one
-// of what conf does not know yet, and which.
-func pendingOnly(err error, src []byte) ([]string, bool) {
-	probs, ok := problemsOf(err)
-	if !ok || len(probs) == 0 {
-		return nil, false
-	}
-	var pending []string
-	for _, p := range probs {
-		var what string
-		switch {
-		case p.Key == "tls" && strings.HasPrefix(p.Msg, "unknown block") && tlsBlockRE.Match(src):
-			what = "the tls block"
-		case p.Key == "metrics_addr" && p.Msg == "unknown key":
-			what = "the metrics_addr key"
-		default:
-			return nil, false
-		}
-		if !slices.Contains(pending, what) {
-			pending = append(pending, what)
-		}
-	}
-	return pending, true
-}
-
-// problemsOf returns the Problems an error joins, and false if it holds
-// anything else.
-func problemsOf(err error) ([]Problem, bool) {
-	if p, ok := err.(Problem); ok {
-		return []Problem{p}, true
-	}
-	joined, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		return nil, false
-	}
-	var out []Problem
-	for _, e := range joined.Unwrap() {
-		ps, ok := problemsOf(e)
-		if !ok {
-			return nil, false
-		}
-		out = append(out, ps...)
-	}
-	return out, true
-}
-
-// withoutPending returns src without its top-level tls blocks and
-// metrics_addr attributes.
-func withoutPending(t *testing.T, src []byte, name string) []byte {
-	t.Helper()
-	f, diags := hclsyntax.ParseConfig(src, name, hcl.InitialPos)
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	body := f.Body.(*hclsyntax.Body)
-	var cut []hcl.Range
-	for _, b := range body.Blocks {
-		if b.Type == "tls" {
-			cut = append(cut, b.Range())
-		}
-	}
-	if a, ok := body.Attributes["metrics_addr"]; ok {
-		cut = append(cut, a.SrcRange)
-	}
-	sort.Slice(cut, func(i, j int) bool { return cut[i].Start.Byte > cut[j].Start.Byte })
-	out := slices.Clone(src)
-	for _, r := range cut {
-		out = append(out[:r.Start.Byte], out[r.End.Byte:]...)
-	}
-	return out
+	return c
 }

@@ -38,7 +38,7 @@ var keys = []key{
 	{"max_open_transactions", "the most interactive transactions open at once", func(c *Config) any { return &c.MaxOpenTransactions }},
 	{"tx_idle_timeout", "how long an interactive transaction may stay idle before it is rolled back", func(c *Config) any { return &c.TxIdleTimeout }},
 	{"shutdown_timeout", "how long a graceful shutdown waits for in-flight requests", func(c *Config) any { return &c.ShutdownTimeout }},
-	{"metrics_listen", "the HTTP address for Prometheus metrics; empty for none", func(c *Config) any { return &c.MetricsListen }},
+	{"metrics_addr", "the HTTP address (host:port) that serves Prometheus metrics at /metrics, without authentication; empty for none", func(c *Config) any { return &c.MetricsAddr }},
 	{"durability", "what a commit waits for: no-log, mmap-log or fsync-log", func(c *Config) any { return &c.Durability }},
 	{"durability_floor", "the weakest durability a transaction may ask for", func(c *Config) any { return &c.DurabilityFloor }},
 	{"log_channels", "the log's channel directories, one per channel", func(c *Config) any { return &c.LogChannels }},

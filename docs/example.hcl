@@ -21,7 +21,9 @@ max_open_transactions = 10000
 tx_idle_timeout       = "30s"
 shutdown_timeout      = "10s"
 
-# metrics_listen = "127.0.0.1:9700"
+# Prometheus metrics at http://127.0.0.1:9700/metrics (plain HTTP, no
+# authentication: keep it on loopback or a private interface).
+# metrics_addr = "127.0.0.1:9700"
 
 # Durability and the redo log.
 durability         = "no-log"

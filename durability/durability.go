@@ -113,6 +113,9 @@ type Options struct {
 	// MmapSyncInterval is how often mmap-log syncs its mappings; zero
 	// means only when a segment is full (or a commit asks for fsync-log).
 	MmapSyncInterval time.Duration
+	// OnSync is the log's logging.Options.OnSync: told of each group
+	// sync, for metrics.
+	OnSync func(records int, took time.Duration)
 	// RingBytes bounds the recent records kept in memory for standbys
 	// (Ring). A no-log node always keeps them (zero means 64 MiB); a node
 	// with a log keeps none when it is zero.
@@ -218,7 +221,7 @@ func Open(opts Options) (*Store, error) {
 	log, err := logging.Open(logging.Options{
 		FS: opts.FS, Dirs: opts.Dirs, SegmentSize: opts.SegmentSize, Epoch: opts.Epoch,
 		Logger: opts.Logger.Named("log"), StartLSN: s.recovery.LastLSN, Tails: tails,
-		Mapped: opts.Level == MmapLog, SyncInterval: opts.MmapSyncInterval,
+		Mapped: opts.Level == MmapLog, SyncInterval: opts.MmapSyncInterval, OnSync: opts.OnSync,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("durability: open the log: %w", err)

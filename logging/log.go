@@ -47,6 +47,10 @@ type Options struct {
 	// segment is full, or when Wait asks), instead of after every group.
 	Mapped       bool
 	SyncInterval time.Duration
+	// OnSync, if set, is called by a channel's flusher after each sync
+	// that wrote to disk, with the records it made durable (the group)
+	// and how long the sync took: for metrics, so it must be quick.
+	OnSync func(records int, took time.Duration)
 }
 
 // MaxRecordBytes is the largest record the log takes: one to a block.
@@ -122,6 +126,7 @@ type channel struct {
 	raw      record.Encoder  // Mapped: encodes one-record blocks, uncompressed (guarded by l.mu)
 	full     bool            // its disk was full at the last try (guarded by l.mu)
 	stats    Stats           // guarded by l.mu
+	synced   int64           // stats.Records as of the last sync, to count a group (guarded by l.mu)
 }
 
 // Stats count what a log has written, for metrics and benchmarks.
@@ -592,24 +597,24 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 		l.log.Info("the disk has space again", "channel", c.id)
 	}
 	sync := l.err == nil && c.unsynced != 0 && (!l.opts.Mapped || syncNow || l.syncReq >= c.unsynced)
-	off := c.w.off
+	off, records := c.w.off, c.stats.Records
 	c.syncing = sync
 	l.advance()
 	l.mu.Unlock()
 
 	if sync {
-		c.sync(off)
+		c.sync(off, records)
 	}
 	clear(batch) // drop the bodies
 	return batch[:0], full
 }
 
 // sync makes the channel's first off bytes of its current segment durable
-// and records that with a marker block. With Mapped, commits may copy
-// blocks past off meanwhile: those stay unsynced (c.after). When a segment
-// switch has synced everything already, there is nothing to do but note
-// it.
-func (c *channel) sync(off int64) {
+// and records that with a marker block; they hold the channel's first
+// records records. With Mapped, commits may copy blocks past off
+// meanwhile: those stay unsynced (c.after). When a segment switch has
+// synced everything already, there is nothing to do but note it.
+func (c *channel) sync(off, records int64) {
 	l := c.l
 	var err error
 	var took time.Duration
@@ -622,21 +627,27 @@ func (c *channel) sync(off int64) {
 			l.log.Warn("slow log sync", "channel", c.id, "duration", took)
 		}
 	}
+	group := int64(0)
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	c.syncing = false
 	if err == nil && l.err == nil {
 		c.unsynced, c.after = c.after, 0
 		if fresh {
 			c.w.synced = off
 			c.stats.add(Stats{Syncs: 1, SyncTime: took})
+			group = records - c.synced
 			err = c.w.marker()
 		}
+		c.synced = records
 	}
 	if err != nil {
 		l.fail(c, err)
 	}
 	l.advance()
+	l.mu.Unlock()
+	if group > 0 && err == nil && l.opts.OnSync != nil {
+		l.opts.OnSync(int(group), took) // outside mu: commits need not wait for it
+	}
 }
 
 // ErrFailed is returned, wrapped, by a log that failed to write or sync:

@@ -98,6 +98,41 @@ func TestLogGroupCommit(t *testing.T) {
 	}
 }
 
+// TestOnSync: the log tells OnSync of every sync Stats counts, with the
+// records each made durable, in both modes.
+func TestOnSync(t *testing.T) {
+	for _, mapped := range []bool{false, true} {
+		fs := vfs.NewMemFS()
+		fs.SetSyncDelay(300 * time.Microsecond)
+		var mu sync.Mutex
+		var calls, records int64
+		var took time.Duration
+		onSync := func(n int, d time.Duration) {
+			mu.Lock()
+			calls, records, took = calls+1, records+int64(n), took+d
+			mu.Unlock()
+		}
+		// Segments large enough that no segment switch syncs for the flusher.
+		l, err := Open(Options{FS: fs, Dirs: channelDirs(2), SegmentSize: 1 << 20, Mapped: mapped, OnSync: onSync})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const workers, each = 8, 100
+		if _, acked := appendConcurrently(l, workers, each, nil, nil); len(acked) != workers*each {
+			t.Fatalf("mapped %v: %d acknowledged", mapped, len(acked))
+		}
+		st := l.Stats()
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if calls != st.Syncs || records != st.Records || took != st.SyncTime {
+			t.Fatalf("mapped %v: OnSync saw %d syncs of %d records in %s; Stats say %+v", mapped, calls, records, took, st)
+		}
+	}
+}
+
 // TestLogCrash crashes the file system at its k-th operation under eight
 // concurrent writers, for many k: after recovery every acknowledged record
 // is there, with its body, and nothing past what was appended.

@@ -185,6 +185,15 @@ func (tx *Tx) finish() {
 	db.statePool.Put(st)
 }
 
+// Writes returns how many rows the transaction writes so far: zero for a
+// read-only one, whose commit gets no LSN, and once it is finished.
+func (tx *Tx) Writes() int {
+	if tx.db == nil {
+		return 0
+	}
+	return len(tx.writes)
+}
+
 // Rollback ends the transaction, discarding its writes. It leaves no trace:
 // nothing was written outside the transaction. Rolling back a finished
 // transaction does nothing.

@@ -42,19 +42,13 @@ func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusRes
 	if name, addr, _ := s.store.Standby(); addr != "" {
 		resp.Primary = name + " at " + addr
 	}
-	snd := s.shipper()
-	if snd != nil {
-		resp.Degraded = snd.Degraded()
-	} else {
-		snd = s.relaying() // a propagator's standbys
-	}
-	if snd != nil {
-		for _, sb := range snd.Standbys() {
-			resp.Standbys = append(resp.Standbys, &pb.StandbyStatus{
-				Name: sb.Name, Addr: sb.Addr, State: sb.State, Reason: sb.Reason, ReceivedLsn: sb.Received, AppliedLsn: sb.Applied,
-				LagRecords: sb.LagRecords, LagMs: uint64(sb.Lag.Milliseconds()), Via: sb.Via,
-			})
-		}
+	standbys, degraded := s.replication()
+	resp.Degraded = degraded
+	for _, sb := range standbys {
+		resp.Standbys = append(resp.Standbys, &pb.StandbyStatus{
+			Name: sb.Name, Addr: sb.Addr, State: sb.State, Reason: sb.Reason, ReceivedLsn: sb.Received, AppliedLsn: sb.Applied,
+			LagRecords: sb.LagRecords, LagMs: uint64(sb.Lag.Milliseconds()), Via: sb.Via,
+		})
 	}
 	for _, st := range s.db.Stats() {
 		resp.Tables = append(resp.Tables, pbmem.TableStatus(st))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/mmdb/mmdb/conf"
@@ -33,20 +34,7 @@ func BenchmarkRPC(b *testing.B) {
 			}
 		})
 	})
-	b.Run("get", func(b *testing.B) {
-		b.SetParallelism(8)
-		b.RunParallel(func(p *testing.PB) {
-			i := int64(0)
-			for p.Next() {
-				i++
-				r, err := n.db.Get(c, &pb.GetRequest{Table: "acct", Key: key(vI(1 + i%rows))})
-				if err != nil || !r.GetFound() {
-					b.Error(r, err)
-					return
-				}
-			}
-		})
-	})
+	b.Run("get", func(b *testing.B) { parallelGets(b, n, rows) })
 	for _, batch := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("session-get/batch=%d", batch), func(b *testing.B) {
 			b.SetParallelism(8)
@@ -84,41 +72,93 @@ func BenchmarkRPC(b *testing.B) {
 	}
 }
 
-// BenchmarkSecuredGet is BenchmarkRPC's get in plaintext, over TLS, and
-// over TLS with a client token checked on every call (SPEC section 9's
-// cost), each on its own node.
-func BenchmarkSecuredGet(b *testing.B) {
+// parallelGets runs point Gets of the acct table's rows (withAccounts)
+// over gRPC, from 8 goroutines per core.
+func parallelGets(b *testing.B, n *node, rows int64) {
+	b.SetParallelism(8)
+	b.RunParallel(func(p *testing.PB) {
+		i := int64(0)
+		for p.Next() {
+			i++
+			r, err := n.db.Get(context.Background(), &pb.GetRequest{Table: "acct", Key: key(vI(1 + i%rows))})
+			if err != nil || !r.GetFound() {
+				b.Error(r, err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkRPCMetrics measures what metrics cost a call: a point Get and
+// an Upsert (a commit, counted and timed) over gRPC, on a node without
+// metrics_addr and on one with it (the gRPC interceptors, the commit
+// counter and histogram), one after the other: run it several times
+// (not -count, which repeats each sub-benchmark in a row) so that the
+// machine's drift falls on both. "interceptor" is the gRPC metrics
+// interceptor alone, around a handler that does nothing: its CPU per
+// call.
+func BenchmarkRPCMetrics(b *testing.B) {
 	const rows = 10000
-	plain := startNode(b, nil)
-	withTLS := startSecured(b, func(c *conf.Config) { c.AuthTokenFile = "" })
-	withToken := startSecured(b, nil)
-	dbs := []struct {
-		name string
-		db   pb.DatabaseServiceClient
-	}{
-		{"plain", plain.db},
-		{"tls", pb.NewDatabaseServiceClient(withTLS.dial(b, nil, "", ""))},
-		{"tls+token", pb.NewDatabaseServiceClient(withToken.dial(b, nil, "", "0123456789abcdef-app"))},
-	}
-	for _, d := range dbs {
-		n := &node{t: b, db: d.db}
+	nodes := []*node{startNode(b, nil), startNode(b, func(c *conf.Config) { c.MetricsAddr = "127.0.0.1:0" })}
+	for _, n := range nodes {
 		n.withAccounts(rows)
 	}
-	c := context.Background()
-	for _, d := range dbs {
-		b.Run(d.name, func(b *testing.B) {
+	name := func(n *node) string {
+		if n.srv.metrics == nil {
+			return "metrics=off"
+		}
+		return "metrics=on"
+	}
+	for _, n := range nodes {
+		b.Run(name(n)+"/get", func(b *testing.B) { parallelGets(b, n, rows) })
+	}
+	for _, n := range nodes {
+		b.Run(name(n)+"/upsert", func(b *testing.B) {
 			b.SetParallelism(8)
 			b.RunParallel(func(p *testing.PB) {
 				i := int64(0)
 				for p.Next() {
 					i++
-					r, err := d.db.Get(c, &pb.GetRequest{Table: "acct", Key: key(vI(1 + i%rows))})
-					if err != nil || !r.GetFound() {
-						b.Error(r, err)
+					if _, err := n.db.Upsert(context.Background(), &pb.UpsertRequest{Table: "acct", Row: acctRow(1+i%rows, i)}); err != nil {
+						b.Error(err)
 						return
 					}
 				}
 			})
 		})
+	}
+	b.Run("interceptor", func(b *testing.B) {
+		ic := nodes[1].srv.metrics.grpc.UnaryServerInterceptor()
+		info := &grpc.UnaryServerInfo{FullMethod: "/mmdb.v1.DatabaseService/Get"}
+		nop := func(_ context.Context, req any) (any, error) { return req, nil }
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ic(context.Background(), nil, info, nop); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkSecuredGet is BenchmarkRPC's get in plaintext, over TLS, and
+// over TLS with a client token checked on every call (SPEC section 9's
+// cost), each on its own node.
+func BenchmarkSecuredGet(b *testing.B) {
+	const rows = 10000
+	withTLS := startSecured(b, func(c *conf.Config) { c.AuthTokenFile = "" })
+	withToken := startSecured(b, nil)
+	nodes := []struct {
+		name string
+		n    *node
+	}{
+		{"plain", startNode(b, nil)},
+		{"tls", &node{t: b, db: pb.NewDatabaseServiceClient(withTLS.dial(b, nil, "", ""))}},
+		{"tls+token", &node{t: b, db: pb.NewDatabaseServiceClient(withToken.dial(b, nil, "", "0123456789abcdef-app"))}},
+	}
+	for _, n := range nodes {
+		n.n.withAccounts(rows)
+	}
+	for _, n := range nodes {
+		b.Run(n.name, func(b *testing.B) { parallelGets(b, n.n, rows) })
 	}
 }

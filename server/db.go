@@ -33,6 +33,7 @@ type dbService struct {
 	maxScanRows int
 	maxMsgBytes int
 	quit        <-chan struct{} // closed when shutdown begins
+	metrics     *metrics        // counts commits; nil without metrics_addr
 }
 
 // syncWaiter waits for a commit's standbys (Server.waitSync), or for
@@ -119,20 +120,22 @@ func (s *dbService) run(ctx context.Context, txID uint64, req waitFields, fn fun
 	if err != nil {
 		return 0, false, err
 	}
+	start := s.metrics.started()
 	for attempt := 0; ; attempt++ {
 		tx := s.db.Begin()
 		if err := fn(tx); err != nil {
 			tx.Rollback()
 			return 0, false, s.failedRead(ctx, err)
 		}
+		writes := tx.Writes()
 		lsn, err := tx.Commit()
 		if errors.Is(err, mem.ErrConflict) && attempt < maxAutoRetries && ctx.Err() == nil {
 			continue
 		}
-		if err != nil {
-			return 0, false, err
+		if err == nil {
+			degraded, err = s.durable(ctx, lsn, w)
 		}
-		degraded, err := s.durable(ctx, lsn, w)
+		s.metrics.commitEnded(start, writes, lsn, degraded, err)
 		return lsn, degraded, err
 	}
 }
@@ -414,6 +417,7 @@ const replySlack = 1 << 10
 var errConditionFailed = errors.New("a condition failed")
 
 func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
+	start := s.metrics.started()
 	resp := &pb.CommitResponse{}
 	batch := func(tx *mem.Tx) error { return s.batch(tx, req, resp) }
 	var err error
@@ -426,10 +430,11 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 			if err := batch(ot.tx); err != nil {
 				return s.failedRead(ctx, err)
 			}
-			if resp.Lsn, err = ot.tx.Commit(); err != nil {
-				return err
+			writes := ot.tx.Writes()
+			if resp.Lsn, err = ot.tx.Commit(); err == nil {
+				resp.Degraded, err = s.durable(ctx, resp.Lsn, w)
 			}
-			resp.Degraded, err = s.durable(ctx, resp.Lsn, w)
+			s.metrics.commitEnded(start, writes, resp.Lsn, resp.Degraded, err)
 			return err
 		})
 	} else {

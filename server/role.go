@@ -271,6 +271,19 @@ func (s *Server) relaying() *replica.Sender {
 	return s.relay
 }
 
+// replication returns the standbys the node ships to, as the primary or
+// as a propagator that relays, and whether the primary's commits are
+// degraded (go on without them).
+func (s *Server) replication() (standbys []replica.Standby, degraded bool) {
+	if snd := s.shipper(); snd != nil {
+		return snd.Standbys(), snd.Degraded()
+	}
+	if relay := s.relaying(); relay != nil {
+		return relay.Standbys(), false
+	}
+	return nil, false
+}
+
 // shipper returns the Sender, if the node ships its log.
 func (s *Server) shipper() *replica.Sender {
 	s.syncMu.Lock()

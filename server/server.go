@@ -1,14 +1,15 @@
 // Package server is an mmdb node: it serves the engine over gRPC
 // (DatabaseService, AdminService, grpc.health.v1 and server reflection)
-// as its Config says, and shuts down gracefully.
+// and, on metrics_addr, Prometheus metrics over HTTP, as its Config says,
+// and shuts down gracefully.
 //
 // A request flows server -> mem (transaction) -> durability (the commit
 // waits for its level) -> replica (a primary's commit waits for its
 // standbys as sync_mode asks) -> reply. New recovers the database from
 // the log before serving. A standby takes the primary's log over
 // ReplicationService and refuses writes; a primary with peers ships its
-// log to them (package replica). New refuses configuration this build
-// cannot honour instead of ignoring it.
+// log to them (package replica). With a tls block the node serves TLS
+// and, with tls.ca_file, checks who calls what (auth.go).
 package server
 
 import (
@@ -75,12 +76,13 @@ type Server struct {
 	relayed     string         // what the relay relays: its upstream and epoch history (guarded by roleMu)
 	follows     sync.WaitGroup // followed's goroutines
 
-	grpc   *grpc.Server
-	health *health.Server
-	dbs    *dbService
-	txs    *txTable
-	start  time.Time
-	lock   *os.File // the data directory's lock, held while the node runs
+	grpc    *grpc.Server
+	health  *health.Server
+	metrics *metrics // nil without metrics_addr
+	dbs     *dbService
+	txs     *txTable
+	start   time.Time
+	lock    *os.File // the data directory's lock, held while the node runs
 
 	quit     chan struct{} // closed when shutdown begins
 	stopOnce sync.Once
@@ -88,13 +90,11 @@ type Server struct {
 }
 
 // New builds a node from a validated Config. It takes the data directory's
-// lock, so two nodes cannot share one directory.
-func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
+// lock, so two nodes cannot share one directory, and serves metrics on
+// metrics_addr, if set.
+func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
-	}
-	if err := supported(cfg); err != nil {
-		return nil, err
 	}
 	sec, err := newSecurity(cfg)
 	if err != nil {
@@ -114,6 +114,18 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	if cfg.Role == conf.RolePropagator {
 		s.standbyRole = conf.RolePropagator
 	}
+	if cfg.MetricsAddr != "" {
+		// Taken first: an address in use fails the start before the
+		// recovery, which may be long.
+		if s.metrics, err = listenMetrics(s); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				err = errors.Join(err, s.metrics.close())
+			}
+		}()
+	}
 	if cfg.DataDir != "" {
 		lock, err := lockDataDir(cfg.DataDir)
 		if err != nil {
@@ -131,7 +143,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		return nil, errors.Join(fmt.Errorf("server: %w", err), s.unlock())
 	}
 	s.epochs = epochs
-	store, slots, err := openStore(cfg, sec, epochs.Current(), logger)
+	store, slots, err := openStore(cfg, sec, epochs.Current(), s.metrics.onSync(), logger)
 	if err != nil {
 		return nil, errors.Join(err, s.unlock())
 	}
@@ -185,6 +197,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 		maxScanRows: int(cfg.MaxScanRows),
 		maxMsgBytes: int(cfg.MaxMessageBytes),
 		quit:        s.quit,
+		metrics:     s.metrics,
 	}
 	s.grpc = grpc.NewServer(s.serverOptions()...)
 	pb.RegisterDatabaseServiceServer(s.grpc, s.dbs)
@@ -202,6 +215,9 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	if s.metrics != nil {
+		s.metrics.serve(s.log)
+	}
 	go func() {
 		defer close(s.reaped)
 		s.txs.reapLoop(s.quit)
@@ -209,27 +225,10 @@ func New(cfg *conf.Config, logger hclog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// supported refuses configuration this build cannot honour yet: metrics
-// arrive with a later issue, and a node that silently ran without them
-// would break SPEC's promises.
-func supported(cfg *conf.Config) error {
-	var errs []error
-	later := func(key, what string) {
-		errs = append(errs, fmt.Errorf("%s: %s: %s is not available in this version", cfg.Origin(key), key, what))
-	}
-	if cfg.MetricsListen != "" {
-		later("metrics_listen", "the metrics endpoint")
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	return nil
-}
-
 // openStore restores the database from the newest checkpoint image and
 // the log after it, and opens the log, at the configured durability. It
 // returns what the image slots hold.
-func openStore(cfg *conf.Config, sec *security, epoch uint64, logger hclog.Logger) (*durability.Store, checkpoint.Slots, error) {
+func openStore(cfg *conf.Config, sec *security, epoch uint64, onSync func(int, time.Duration), logger hclog.Logger) (*durability.Store, checkpoint.Slots, error) {
 	level, err := durability.ParseLevel(cfg.Durability)
 	if err != nil {
 		return nil, checkpoint.Slots{}, fmt.Errorf("server: %w", err)
@@ -241,7 +240,7 @@ func openStore(cfg *conf.Config, sec *security, epoch uint64, logger hclog.Logge
 	opts := durability.Options{
 		Level: level, Floor: floor, Dirs: cfg.LogDirs(), IgnoreCorruption: cfg.RecoveryIgnoreCorruption,
 		MmapSyncInterval: cfg.MmapSyncInterval, RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
-		Standby: cfg.Role != conf.RolePrimary, Epoch: epoch,
+		Standby: cfg.Role != conf.RolePrimary, Epoch: epoch, OnSync: onSync,
 	}
 	if level != durability.NoLog {
 		// A node with a log keeps recent records in memory for the
@@ -319,8 +318,15 @@ func (s *Server) serverOptions() []grpc.ServerOption {
 		s.log.Error("handler panicked", "method", method, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return status.Errorf(codes.Internal, "internal error in %s; the server logged it", method)
 	})
-	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(onPanic)}
-	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(onPanic)}
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	if s.metrics != nil {
+		// Outermost: a panic counts as the INTERNAL its caller gets.
+		unary = append(unary, s.metrics.grpc.UnaryServerInterceptor())
+		stream = append(stream, s.metrics.grpc.StreamServerInterceptor())
+	}
+	unary = append(unary, recovery.UnaryServerInterceptor(onPanic))
+	stream = append(stream, recovery.StreamServerInterceptor(onPanic))
 	if s.log.IsDebug() {
 		// One line per call; only at debug level, as it costs every call.
 		lg := logging.LoggerFunc(func(_ context.Context, _ logging.Level, msg string, fields ...any) {
@@ -400,8 +406,9 @@ func (s *Server) Serve(lis net.Listener) error {
 
 // Shutdown stops the node gracefully: health turns NOT_SERVING, new calls
 // are refused, Session streams end after the message in hand, in-flight
-// calls finish until ctx is done (then they are cut off), open
-// transactions are rolled back and the data directory is unlocked.
+// calls finish until ctx is done (then they are cut off), the metrics
+// endpoint stops, open transactions are rolled back and the data
+// directory is unlocked.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
@@ -422,6 +429,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		<-s.reaped
 		s.follows.Wait()
+		if s.metrics != nil {
+			err = s.metrics.close()
+		}
 		// Once the calls are done: commits in them wait for their standbys.
 		if snd := s.swapSender(&s.sender, nil); snd != nil {
 			snd.Close()
@@ -432,7 +442,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if n := s.txs.rollbackAll(); n > 0 {
 			s.log.Info("rolled back open transactions at shutdown", "count", n)
 		}
-		err = s.images.Close()
+		err = errors.Join(err, s.images.Close())
 		s.markMu.Lock()
 		restarting := s.restarting
 		s.markMu.Unlock()

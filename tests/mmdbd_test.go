@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/internal/metricstest"
 	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -56,16 +57,21 @@ func buildAndRun(m *testing.M) int {
 
 // proc is a running mmdbd serve.
 type proc struct {
-	t    testing.TB
-	cmd  *exec.Cmd
-	addr string
-	mu   sync.Mutex
-	log  bytes.Buffer // everything it printed on stderr
-	exit chan error
+	t       testing.TB
+	cmd     *exec.Cmd
+	addr    string
+	mu      sync.Mutex
+	log     bytes.Buffer // everything it printed on stderr
+	metrics string       // where it serves metrics (-metrics-addr), once it said (guarded by mu)
+	exit    chan error
 }
 
-// servingRE finds the address in the "serving" line, text or JSON.
-var servingRE = regexp.MustCompile(`serving: addr=(\S+)|"@message":"serving".*"addr":"([^"]+)"`)
+// servingRE finds the address in the "serving" line, text or JSON;
+// metricsRE the metrics endpoint's, which comes before it.
+var (
+	servingRE = regexp.MustCompile(`serving: addr=(\S+)|"@message":"serving".*"addr":"([^"]+)"`)
+	metricsRE = regexp.MustCompile(`serving metrics: addr=(\S+)|"@message":"serving metrics".*"addr":"([^"]+)"`)
+)
 
 // start runs mmdbd serve on a loopback port the kernel picks, with a
 // temporary data directory, and waits until it serves. It is killed at the
@@ -94,6 +100,9 @@ func start(t testing.TB, args ...string) *proc {
 			line := sc.Text()
 			p.mu.Lock()
 			p.log.WriteString(line + "\n")
+			if m := metricsRE.FindStringSubmatch(line); m != nil {
+				p.metrics = m[1] + m[2]
+			}
 			p.mu.Unlock()
 			if m := servingRE.FindStringSubmatch(line); m != nil {
 				found <- m[1] + m[2]
@@ -110,6 +119,18 @@ func start(t testing.TB, args ...string) *proc {
 		t.Fatalf("mmdbd did not serve within 30s:\n%s", p.output())
 	}
 	return p
+}
+
+// metricsAddr returns where the node serves metrics; the test fails if
+// it said it serves none.
+func (p *proc) metricsAddr() string {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.metrics == "" {
+		p.t.Fatalf("mmdbd serves no metrics:\n%s", p.log.String())
+	}
+	return p.metrics
 }
 
 func (p *proc) output() string {
@@ -279,6 +300,7 @@ func TestBadConfigurationRefused(t *testing.T) {
 	if err := os.WriteFile(file, []byte("node = \"a\"\ndurability = \"sometimes\"\nmax_scan_rows = 0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	taken := metricstest.TakenAddr(t)
 	cases := []struct {
 		name string
 		args []string
@@ -287,7 +309,7 @@ func TestBadConfigurationRefused(t *testing.T) {
 		{"bad file", []string{"-config", file}, []string{file + ":2: durability", file + ":3: max_scan_rows"}},
 		{"missing file", []string{"-config", filepath.Join(dir, "nope.hcl")}, []string{"nope.hcl", "no such file"}},
 		{"bad flag value", []string{"-tx-idle-timeout", "soon"}, []string{"flag -tx-idle-timeout", "duration"}},
-		{"not yet available", []string{"-metrics-listen", "127.0.0.1:0"}, []string{"flag -metrics-listen: metrics_listen", "not available"}},
+		{"metrics address in use", []string{"-metrics-addr", taken}, []string{"flag -metrics-addr: metrics_addr", taken, "address already in use"}},
 		{"unknown flag", []string{"-lsiten", "x"}, []string{"lsiten"}},
 	}
 	for _, tc := range cases {

@@ -21,13 +21,13 @@ import (
 )
 
 // startPair starts a standby b and a primary a that ships to it, both
-// real mmdbd processes at durability level, the primary at sync mode.
-func startPair(t testing.TB, level, mode string, extra ...string) (primary, standby *proc) {
+// real mmdbd processes at durability level with the arguments both, the
+// primary at sync mode.
+func startPair(t testing.TB, level, mode string, both ...string) (primary, standby *proc) {
 	t.Helper()
 	// The standby checks the sender's name; it never dials a's address.
-	standby = start(t, "-node", "b", "-role", "standby", "-durability", level, "-peer", "a=127.0.0.1:1")
-	args := append([]string{"-node", "a", "-durability", level, "-sync-mode", mode, "-peer", "b=" + standby.addr}, extra...)
-	primary = start(t, args...)
+	standby = start(t, append([]string{"-node", "b", "-role", "standby", "-durability", level, "-peer", "a=127.0.0.1:1"}, both...)...)
+	primary = start(t, append([]string{"-node", "a", "-durability", level, "-sync-mode", mode, "-peer", "b=" + standby.addr}, both...)...)
 	return primary, standby
 }
 

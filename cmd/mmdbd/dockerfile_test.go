@@ -406,26 +406,14 @@ func TestDockerfile(t *testing.T) {
 
 	// The commands parse with mmdbd's own flags (-h stops at the flags),
 	// and the config loads.
-	var pending []string
 	for _, argv := range [][]string{cmd, health[1:]} {
 		var stderr bytes.Buffer
 		if code := run(append(slices.Clone(argv), "-h"), io.Discard, &stderr); code != 0 {
-			if argv[0] != "serve" && strings.Contains(stderr.String(), "flag provided but not defined: -config") {
-				pending = append(pending, fmt.Sprintf("mmdbd %s has no -config flag yet (the CLI's -config of issue #7's TLS work adds it)", argv[0]))
-				continue
-			}
 			t.Errorf("Dockerfile: mmdbd %s does not parse (exit %d):\n%s", strings.Join(argv, " "), code, stderr.String())
 		}
 	}
 	if _, err := conf.Load(cfgFile, nil, nil); err != nil {
-		if !onlyUnknownKey(err, "metrics_addr") {
-			t.Errorf("%s does not load: %v", cfgSrc, err)
-		} else {
-			pending = append(pending, cfgSrc+" sets metrics_addr, which conf does not know yet (issue #7's metrics work adds it)")
-		}
-	}
-	if len(pending) > 0 && !t.Failed() {
-		t.Skipf("the Dockerfile holds; what remains waits for parallel work:\n%s", strings.Join(pending, "\n"))
+		t.Errorf("%s does not load: %v", cfgSrc, err)
 	}
 }
 
@@ -455,23 +443,6 @@ func hclStrings(t *testing.T, src []byte, name string) map[string]string {
 	return out
 }
 
-// onlyUnknownKey reports whether every problem of conf.Load's error is
-// the key reported unknown.
-func onlyUnknownKey(err error, key string) bool {
-	var errs []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	} else {
-		errs = []error{err}
-	}
-	for _, e := range errs {
-		p, ok := e.(conf.Problem)
-		if !ok || p.Key != key || p.Msg != "unknown key" {
-			return false
-		}
-	}
-	return len(errs) > 0
-}
 
 // dockerIgnored returns the .dockerignore pattern that leaves out name (a
 // path from the context's root), or "". Patterns start at the root; a

@@ -11,7 +11,7 @@ node     = "mmdb-r1"
 listen   = "0.0.0.0:7700"
 data_dir = "" # diskless: needs durability no-log
 
-metrics_addr = "0.0.0.0:9100"
+metrics_addr = "0.0.0.0:9700"
 log_format   = "json"
 
 durability       = "no-log"

@@ -13,8 +13,8 @@ node     = "mmdb"
 listen   = "0.0.0.0:7700"  # gRPC: clients, peers and admin commands (EXPOSE 7700)
 data_dir = "/var/lib/mmdb" # the image's VOLUME, owned by its user
 
-# Prometheus metrics, plain HTTP at /metrics (EXPOSE 9100).
-metrics_addr = "0.0.0.0:9100"
+# Prometheus metrics, plain HTTP at /metrics (EXPOSE 9700).
+metrics_addr = "0.0.0.0:9700"
 
 log_level  = "info"
 log_format = "json" # one JSON object per line, for log collectors

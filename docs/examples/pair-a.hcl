@@ -17,7 +17,7 @@ node     = "mmdb-a"
 listen   = "0.0.0.0:7700"
 data_dir = "/var/lib/mmdb"
 
-metrics_addr = "0.0.0.0:9100"
+metrics_addr = "0.0.0.0:9700"
 log_format   = "json"
 
 # Every commit is on this node's disk (fdatasync, group commit) before it

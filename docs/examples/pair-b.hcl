@@ -12,7 +12,7 @@ node     = "mmdb-b"
 listen   = "0.0.0.0:7700"
 data_dir = "/var/lib/mmdb"
 
-metrics_addr = "0.0.0.0:9100"
+metrics_addr = "0.0.0.0:9700"
 log_format   = "json"
 
 # As A: a standby logs what it applies at its own durability, and these
