@@ -90,26 +90,32 @@ func (sec *security) reload() error {
 	return errors.Join(errs...)
 }
 
-// serverOptions are the credentials and checks the node serves with.
-func (sec *security) serverOptions(requireCert bool) []grpc.ServerOption {
-	var opts []grpc.ServerOption
-	if sec.kp != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(secure.Server(sec.kp, sec.ca, requireCert))))
+// creds are the transport credentials the node serves with: TLS, or
+// none (plaintext).
+func (sec *security) creds(requireCert bool) []grpc.ServerOption {
+	if sec.kp == nil {
+		return nil
 	}
-	if sec.ca != nil {
-		opts = append(opts, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(secure.Server(sec.kp, sec.ca, requireCert)))}
+}
+
+// interceptors check each call's caller; none without peer
+// authentication.
+func (sec *security) interceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	if sec.ca == nil {
+		return nil, nil
+	}
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if err := sec.check(ctx, info.FullMethod); err != nil {
 				return nil, err
 			}
 			return h(ctx, req)
-		}), grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		}, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			if err := sec.check(ss.Context(), info.FullMethod); err != nil {
 				return err
 			}
 			return h(srv, ss)
-		}))
-	}
-	return opts
+		}
 }
 
 // dial is the transport credentials to dial the node at addr with: TLS

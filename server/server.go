@@ -325,6 +325,12 @@ func (s *Server) serverOptions() []grpc.ServerOption {
 		unary = append(unary, s.metrics.grpc.UnaryServerInterceptor())
 		stream = append(stream, s.metrics.grpc.StreamServerInterceptor())
 	}
+	if u, st := s.sec.interceptors(); u != nil {
+		// Before any work, but counted in the metrics: refusals are
+		// worth watching.
+		unary = append(unary, u)
+		stream = append(stream, st)
+	}
 	unary = append(unary, recovery.UnaryServerInterceptor(onPanic))
 	stream = append(stream, recovery.StreamServerInterceptor(onPanic))
 	if s.log.IsDebug() {
@@ -341,7 +347,7 @@ func (s *Server) serverOptions() []grpc.ServerOption {
 		unary = append(unary, logging.UnaryServerInterceptor(lg, opts...))
 		stream = append(stream, logging.StreamServerInterceptor(lg, opts...))
 	}
-	return append(s.sec.serverOptions(s.cfg.TLSClientAuth),
+	return append(s.sec.creds(s.cfg.TLSClientAuth),
 		// Calls run on a pool of goroutines whose stacks have already grown
 		// to what a call needs; a fresh goroutine per call spent about a
 		// tenth of the server's CPU growing its stack (runtime.morestack)
