@@ -443,7 +443,6 @@ func hclStrings(t *testing.T, src []byte, name string) map[string]string {
 	return out
 }
 
-
 // dockerIgnored returns the .dockerignore pattern that leaves out name (a
 // path from the context's root), or "". Patterns start at the root; a
 // pattern leaving out a directory leaves out what it holds; * and ? stay
