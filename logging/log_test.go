@@ -117,7 +117,7 @@ func TestOnSync(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		const workers, each = 8, 100
+		const workers, each = 8, 40
 		if _, acked := appendConcurrently(l, workers, each, nil, nil); len(acked) != workers*each {
 			t.Fatalf("mapped %v: %d acknowledged", mapped, len(acked))
 		}
