@@ -143,6 +143,17 @@ func (c *Config) LogDirs() []string {
 	return []string{filepath.Join(c.DataDir, "log")}
 }
 
+// PeerAt returns the name of the peer at addr, and false if no peer is
+// there: the name a node's certificate must carry when it is dialled.
+func (c *Config) PeerAt(addr string) (string, bool) {
+	for _, p := range c.Peers {
+		if p.Addr == addr {
+			return p.Name, true
+		}
+	}
+	return "", false
+}
+
 // Origin says where key was last set: "mmdb.hcl:3", "env MMDB_LISTEN",
 // "flag -listen", or "default".
 func (c *Config) Origin(key string) string {

@@ -34,22 +34,21 @@ import (
 // certificates. The health service stays open to all. Without
 // tls.ca_file nobody is checked (TLS, if set, only encrypts).
 type security struct {
-	kp     *secure.KeyPair   // the node's certificate; nil without TLS
-	ca     *x509.CertPool    // verifies callers and the nodes dialled; nil without tls.ca_file
-	tokens *secure.Tokens    // the clients' tokens; nil without auth_token_file
-	peers  map[string]bool   // names that may ship log here
-	admins map[string]bool   // names that may run admin RPCs and fetch images
-	peerAt map[string]string // a peer's name by its address
+	kp     *secure.KeyPair // the node's certificate; nil without TLS
+	ca     *x509.CertPool  // verifies callers and the nodes dialled; nil without tls.ca_file
+	tokens *secure.Tokens  // the clients' tokens; nil without auth_token_file
+	peers  map[string]bool // names that may ship log here
+	admins map[string]bool // names that may run admin RPCs and fetch images
+	cfg    *conf.Config    // names the peers the node dials
 }
 
 // newSecurity reads the certificate, CA and token files the
 // configuration names.
 func newSecurity(cfg *conf.Config) (*security, error) {
-	sec := &security{peers: map[string]bool{}, admins: map[string]bool{cfg.Node: true}, peerAt: map[string]string{}}
+	sec := &security{peers: map[string]bool{}, admins: map[string]bool{cfg.Node: true}, cfg: cfg}
 	for _, p := range cfg.Peers {
 		sec.peers[p.Name] = true
 		sec.admins[p.Name] = true
-		sec.peerAt[p.Addr] = p.Name
 	}
 	for _, n := range cfg.TLSAdminNames {
 		sec.admins[n] = true
@@ -125,7 +124,8 @@ func (sec *security) dial(addr string) grpc.DialOption {
 	if sec.kp == nil {
 		return grpc.WithTransportCredentials(insecure.NewCredentials())
 	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(sec.kp, sec.ca, sec.peerAt[addr])))
+	name, _ := sec.cfg.PeerAt(addr)
+	return grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(sec.kp, sec.ca, name)))
 }
 
 // shipsAs checks, with peer authentication on, that the certificate of

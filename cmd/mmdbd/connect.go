@@ -121,10 +121,8 @@ func (c *connFlags) name(addr string) string {
 	if c.serverName != "" || c.cfg == nil {
 		return c.serverName
 	}
-	for _, p := range c.cfg.Peers {
-		if p.Addr == addr {
-			return p.Name
-		}
+	if name, ok := c.cfg.PeerAt(addr); ok {
+		return name
 	}
 	if own, err := c.addr(""); err == nil && own == addr || addr == c.cfg.Listen {
 		return c.cfg.Node
