@@ -9,13 +9,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/certtest"
-	"github.com/mmdb/mmdb/internal/secure"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -51,27 +49,7 @@ func startSecured(t testing.TB, edit func(*conf.Config)) *secured {
 // (none if ca is nil), and sending token (none if empty).
 func (s *secured) dial(t testing.TB, ca *certtest.CA, name, token string) *grpc.ClientConn {
 	t.Helper()
-	pool, err := secure.LoadCA(s.ca.File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kp *secure.KeyPair
-	if ca != nil {
-		cert, key := ca.Issue(t, name)
-		if kp, err = secure.LoadKeyPair(cert, key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(kp, pool, "a")))}
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(secure.Bearer(token)))
-	}
-	conn, err := grpc.NewClient(s.n.addr, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return s.ca.Dial(t, s.n.addr, "a", ca, name, token)
 }
 
 // calls makes one call of each kind the node guards and returns each

@@ -10,11 +10,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/internal/certtest"
-	"github.com/mmdb/mmdb/internal/secure"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -51,24 +49,11 @@ func (c *cluster) node(t *testing.T, name, cert string) []string {
 // token.
 func (c *cluster) dial(t *testing.T, addr, server, certName string) *grpc.ClientConn {
 	t.Helper()
-	pool, err := secure.LoadCA(c.ca.File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kp *secure.KeyPair
+	var issuer *certtest.CA
 	if certName != "" {
-		cert, key := c.ca.Issue(t, certName)
-		if kp, err = secure.LoadKeyPair(cert, key); err != nil {
-			t.Fatal(err)
-		}
+		issuer = c.ca
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(kp, pool, server))),
-		grpc.WithPerRPCCredentials(secure.Bearer(appToken)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return c.ca.Dial(t, addr, server, issuer, certName, appToken)
 }
 
 // TestSecuredReplication runs a TLS primary and standby that

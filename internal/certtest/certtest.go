@@ -1,5 +1,5 @@
 // Package certtest makes certificate authorities and certificates for
-// tests, as PEM files in a test's directory.
+// tests, as PEM files in a test's directory, and dials nodes with them.
 package certtest
 
 import (
@@ -15,6 +15,11 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/mmdb/mmdb/internal/secure"
 )
 
 // CA is a certificate authority; File is its certificate's PEM file.
@@ -80,6 +85,35 @@ func (ca *CA) Issue(t testing.TB, name string) (certFile, keyFile string) {
 	writePEM(t, certFile, "CERTIFICATE", der)
 	writePEM(t, keyFile, "PRIVATE KEY", keyDER)
 	return certFile, keyFile
+}
+
+// Dial connects to the node at addr over TLS, trusting ca for the
+// certificate named server; it presents a certificate for name that
+// issuer signs (none if issuer is nil), and sends token with every call
+// (none if empty). The connection closes when the test ends.
+func (ca *CA) Dial(t testing.TB, addr, server string, issuer *CA, name, token string) *grpc.ClientConn {
+	t.Helper()
+	pool, err := secure.LoadCA(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kp *secure.KeyPair
+	if issuer != nil {
+		cert, key := issuer.Issue(t, name)
+		if kp, err = secure.LoadKeyPair(cert, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(kp, pool, server)))}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(secure.Bearer(token)))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
