@@ -40,10 +40,7 @@ func audit(args []string, stdout, stderr io.Writer) error {
 	rounds := fs.Int("rounds", 3, "how often differing buckets are compared again before they count")
 	repair := fs.Bool("repair", false, "copy the primary's rows that differ to the standby through the primary's log, then compare again")
 	cf := addConnFlags(fs, true)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := cf.load(); err != nil {
+	if err := cf.parse(fs, args); err != nil {
 		return err
 	}
 	if *primary == "" || *standby == "" {

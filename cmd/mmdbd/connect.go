@@ -57,6 +57,14 @@ func addConnFlags(fs *flag.FlagSet, files bool) *connFlags {
 	return c
 }
 
+// parse parses a tool's flags, then loads -config.
+func (c *connFlags) parse(fs *flag.FlagSet, args []string) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	return c.load()
+}
+
 // load reads -config, once the flags are parsed; flags given win over it.
 func (c *connFlags) load() error {
 	if c.config == "" {

@@ -67,10 +67,7 @@ func imageFetch(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "the image `file` to write (required)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	cf := addConnFlags(fs, true)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := cf.load(); err != nil {
+	if err := cf.parse(fs, args); err != nil {
 		return err
 	}
 	from, err := cf.addr(*given)

@@ -28,10 +28,7 @@ func shell(args []string, stdout, stderr io.Writer) (err error) {
 	commands := fs.String("c", "", "run these `statements` and exit (non-zero at the first error)")
 	timeout := fs.Duration("timeout", 10*time.Second, "the deadline of each statement")
 	cf := addConnFlags(fs, true)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := cf.load(); err != nil {
+	if err := cf.parse(fs, args); err != nil {
 		return err
 	}
 	list, err := cf.addrs(*addrs)

@@ -103,10 +103,7 @@ func adminCall(cmd string, args []string, stderr io.Writer, timeout time.Duratio
 	if flags != nil {
 		flags(fs)
 	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := cf.load(); err != nil {
+	if err := cf.parse(fs, args); err != nil {
 		return err
 	}
 	addr, err := cf.addr(*given)
