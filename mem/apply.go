@@ -179,7 +179,11 @@ func (tx *Tx) lockExisting(w *write) (bool, error) {
 			}
 			return false, nil
 		}
-		if prev := w.t.heap.lock(h.rid); prev != h.tid {
+		prev, ok := w.t.heap.lock(h.rid)
+		if !ok {
+			continue // deleted meanwhile: look again
+		}
+		if prev != h.tid {
 			w.t.heap.setTID(h.rid, prev) // changed meanwhile: look again
 			continue
 		}

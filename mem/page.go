@@ -324,13 +324,21 @@ func (h *heap) tid(rid uint64) uint64 {
 
 // lock sets the lock bit of a row's TID word, waiting while another
 // transaction holds it. It returns the TID word as it was before locking.
-func (h *heap) lock(rid uint64) uint64 {
+// An absent row is not locked (ok is false): its slot is free, and an
+// insert that takes it stores its TID word without asking, so a lock
+// there, and the restore that would follow it, could clobber a new row.
+func (h *heap) lock(rid uint64) (prev uint64, ok bool) {
 	pg, slot := splitRID(rid)
 	w := &h.ref(pg).tids[slot]
 	for spin := 0; ; spin++ {
 		t := w.Load()
-		if t&tidLocked == 0 && w.CompareAndSwap(t, t|tidLocked) {
-			return t
+		if t&tidLocked == 0 {
+			if t&tidAbsent != 0 {
+				return t, false
+			}
+			if w.CompareAndSwap(t, t|tidLocked) {
+				return t, true
+			}
 		}
 		backoff(spin)
 	}

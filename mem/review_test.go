@@ -209,3 +209,53 @@ func TestConcurrentApply(t *testing.T) {
 		}
 	}
 }
+
+// A transaction that read a row which is deleted before it commits must
+// not lock the row's slot: the slot is free, and an insert taking it
+// meanwhile would have its TID word overwritten when the transaction
+// restored what it locked, leaving the new row's index entries pointing
+// at a row that reads as absent. TestRelogConcurrent found this.
+func TestLockSkipsFreedSlot(t *testing.T) {
+	db := Open(Options{})
+	tb := reviewKV(t, db, "t")
+	put := func(k, v uint64) {
+		t.Helper()
+		tx := db.Begin()
+		if err := tx.Insert(tb, []Value{Uint64(k), Uint64(v)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(1, 10)
+	stale := db.Begin()
+	if err := stale.Update(tb, []Value{Uint64(1)}, []ColumnValue{{Column: 1, Value: Uint64(11)}}); err != nil {
+		t.Fatal(err)
+	}
+	rid := stale.writes[0].rid
+	del := db.Begin()
+	if err := del.Delete(tb, []Value{Uint64(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := del.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	freed := tb.heap.tid(rid)
+	if _, err := stale.Commit(); !errors.Is(err, ErrConflict) {
+		t.Fatalf("commit of an update of a deleted row: %v, want ErrConflict", err)
+	}
+	if got := tb.heap.tid(rid); got != freed {
+		t.Fatalf("the freed slot's TID word is %#x after the stale commit, want %#x", got, freed)
+	}
+	if _, ok := tb.heap.lock(rid); ok {
+		t.Fatal("lock took a freed slot")
+	}
+	put(2, 20) // takes the freed slot
+	tx := db.Begin()
+	r, ok, err := tx.Get(tb, []Value{Uint64(2)})
+	if err != nil || !ok || r.Uint64(1) != 20 {
+		t.Fatalf("get of the row in the reused slot: %v %v %v", r, ok, err)
+	}
+	tx.Rollback()
+}

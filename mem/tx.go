@@ -682,7 +682,10 @@ func (tx *Tx) lockAndClaim(check bool) error {
 		if w.placed() {
 			break
 		}
-		prev := w.t.heap.lock(w.rid)
+		prev, ok := w.t.heap.lock(w.rid)
+		if !ok {
+			return errorf(ErrConflict, "table %q: a row was deleted since it was read", w.t.name)
+		}
 		tx.markOwned(i)
 		if check && prev != w.tid {
 			w.tid = prev // abort must restore what it found, not what was read
