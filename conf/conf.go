@@ -54,10 +54,13 @@ type Config struct {
 	FromImage string
 
 	// Replication (issue #6).
-	Role          string
-	Peers         []Peer
-	SyncMode      string
-	SyncQuorum    int64
+	Role       string
+	Peers      []Peer
+	SyncMode   string
+	SyncQuorum int64
+	// SyncStandbys names the standbys whose acknowledgements count
+	// towards SyncQuorum; empty means every standby counts.
+	SyncStandbys  []string
 	SyncTimeout   time.Duration
 	OnSyncTimeout string
 
@@ -259,6 +262,16 @@ func (c *Config) Validate() error {
 	// count too.
 	if c.SyncMode != SyncAsync && c.Role == RolePrimary && c.SyncQuorum > 0 && len(c.Peers) == 0 {
 		bad("sync_quorum", "%d standbys must acknowledge but no peers are configured", c.SyncQuorum)
+	}
+	counted := map[string]bool{}
+	for _, n := range c.SyncStandbys {
+		if !nameRE.MatchString(n) || n == c.Node || counted[n] {
+			bad("sync_standbys", "%q is not a node name, or is this node's, or repeats", n)
+		}
+		counted[n] = true
+	}
+	if len(c.SyncStandbys) > 0 && c.SyncQuorum > int64(len(c.SyncStandbys)) {
+		bad("sync_quorum", "%d standbys must acknowledge but sync_standbys names only %d", c.SyncQuorum, len(c.SyncStandbys))
 	}
 	positive(bad, "sync_timeout", c.SyncTimeout)
 	oneOf(bad, "on_sync_timeout", c.OnSyncTimeout, "degrade", "block")

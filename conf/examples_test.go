@@ -104,6 +104,11 @@ func TestFailoverExamplesAgree(t *testing.T) {
 			[]any{a.SyncMode, a.SyncQuorum, a.SyncTimeout, a.OnSyncTimeout, a.DurabilityFloor},
 			[]any{b.SyncMode, b.SyncQuorum, b.SyncTimeout, b.OnSyncTimeout, b.DurabilityFloor})
 	}
+	// Each counts only the other towards its quorum: the diskless reader
+	// never stands in for the node a failover promotes.
+	if !slices.Equal(a.SyncStandbys, []string{b.Node}) || !slices.Equal(b.SyncStandbys, []string{a.Node}) {
+		t.Errorf("sync_standbys: pair-a.hcl %q, pair-b.hcl %q; each must name only its partner", a.SyncStandbys, b.SyncStandbys)
+	}
 	// One address per node, on the port it listens on.
 	addrs := map[string]string{}
 	known := func(name, addr, where string) {

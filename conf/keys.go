@@ -52,6 +52,7 @@ var keys = []key{
 	{"peer", "another node: name=host:port (a peer block in the file)", func(c *Config) any { return &c.Peers }},
 	{"sync_mode", "what a commit waits for from standbys: async, received-ack or applied-ack", func(c *Config) any { return &c.SyncMode }},
 	{"sync_quorum", "how many standbys must acknowledge a commit", func(c *Config) any { return &c.SyncQuorum }},
+	{"sync_standbys", "the standbys whose acknowledgements count towards sync_quorum; empty for every standby", func(c *Config) any { return &c.SyncStandbys }},
 	{"sync_timeout", "how long a commit waits for its quorum", func(c *Config) any { return &c.SyncTimeout }},
 	{"on_sync_timeout", "degrade or block when the quorum does not answer in time", func(c *Config) any { return &c.OnSyncTimeout }},
 	{"tls_cert_file", "the node's TLS certificate (PEM), for serving and for dialling peers", func(c *Config) any { return &c.TLSCertFile }},

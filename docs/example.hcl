@@ -42,6 +42,7 @@ log_retention_bytes  = 4294967296
 role            = "primary"
 sync_mode       = "async"
 sync_quorum     = 1
+sync_standbys   = [] # the standbys that count towards sync_quorum; [] for all
 sync_timeout    = "2s"
 on_sync_timeout = "degrade"
 # peer "standby-1" {

@@ -230,7 +230,8 @@ func (f *fakeRelay) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipResp
 
 // TestQuorumCountsEachStandbyOnce: a standby reported twice behind a
 // propagator counts once, and a report naming the primary itself not at
-// all: a quorum of 3 is not met by the propagator and one standby.
+// all: a quorum of 3 is not met by the propagator and one standby. With
+// Counted (sync_standbys) set, only the standbys it names count.
 func TestQuorumCountsEachStandbyOnce(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -255,6 +256,22 @@ func TestQuorumCountsEachStandbyOnce(t *testing.T) {
 	}
 	if n := len(two.Standbys()); n != 4 {
 		t.Fatalf("the status lists %d standbys, want the propagator and its three reports", n)
+	}
+
+	// sync_standbys: only the named standbys count, wherever they are
+	// reported from.
+	behind := newSender(t, primary, replica.SenderOptions{Peers: peers, Mode: replica.AppliedAck, Quorum: 1, Counted: []string{"c"}})
+	absent := newSender(t, primary, replica.SenderOptions{Peers: peers, Mode: replica.AppliedAck, Quorum: 2, Counted: []string{"c", "x"}, Timeout: 300 * time.Millisecond})
+	if degraded, err := behind.Wait(context.Background(), lsn, -1); err != nil || degraded {
+		t.Fatalf("a quorum of 1 counting only c, which is behind the propagator: degraded %v, %v", degraded, err)
+	}
+	if degraded, err := absent.Wait(context.Background(), lsn, -1); err != nil || !degraded {
+		t.Fatalf("a quorum of 2 counting c and x, which never answers, was met by the propagator: degraded %v, %v", degraded, err)
+	}
+	for _, st := range absent.Standbys() {
+		if st.OutsideQuorum != (st.Name != "c") {
+			t.Errorf("standby %s (via %q): outside the quorum %v; sync_standbys is c and x", st.Name, st.Via, st.OutsideQuorum)
+		}
 	}
 }
 

@@ -81,6 +81,10 @@ type SenderOptions struct {
 	Quorum  int
 	Timeout time.Duration
 	Block   bool
+	// Counted, when not empty, names the standbys whose acknowledgements
+	// count towards Quorum (sync_standbys); the others are shipped to
+	// and listed in the status but never complete a commit's quorum.
+	Counted []string
 	// Relay, when set, makes this a propagator's Sender: it relays the
 	// log it takes from upstream, and ships to no peer of that name.
 	Relay *Relay
@@ -566,6 +570,12 @@ func (s *Sender) resumeLocked() {
 	s.resumeAt, s.resumeBy = s.store.DB().LastLSN(), time.Now()
 }
 
+// counts reports whether the standby name's acknowledgements count
+// towards the quorum.
+func (s *Sender) counts(name string) bool {
+	return len(s.opts.Counted) == 0 || slices.Contains(s.opts.Counted, name)
+}
+
 // quorumLocked returns the largest LSN that Quorum standbys have
 // acknowledged under mode; the caller holds mu.
 func (s *Sender) quorumLocked(mode Mode) uint64 {
@@ -583,6 +593,9 @@ func (s *Sender) quorumLocked(mode Mode) uint64 {
 	add := func(name string, received, applied uint64) {
 		if name == s.opts.Node {
 			return // a relay that names this node is no standby of it
+		}
+		if !s.counts(name) {
+			return
 		}
 		v := received
 		if mode == AppliedAck {
@@ -699,6 +712,7 @@ type Standby struct {
 	LagRecords                uint64
 	Lag                       time.Duration // how long ago the oldest record it has not applied was committed
 	Opened                    int           // how many times its link was opened
+	OutsideQuorum             bool          // its acknowledgements do not count towards the quorum (SenderOptions.Counted)
 }
 
 // Standbys returns the state of every link.
@@ -713,6 +727,7 @@ func (s *Sender) Standbys() []Standby {
 		if s.degraded && st.LagRecords > 0 && (st.State == StateStreaming || st.State == StateCatchingUp) {
 			st.State = StateDegraded
 		}
+		st.OutsideQuorum = !s.counts(st.Name)
 		out = append(out, st)
 	}
 	for _, l := range s.links {

@@ -164,7 +164,7 @@ func (s *Server) startSender() error {
 		return fmt.Errorf("server: %w", err)
 	}
 	opts := replica.SenderOptions{
-		Node: s.cfg.Node, Addr: s.addr, Epochs: s.epochs, Mode: mode, Quorum: int(s.cfg.SyncQuorum), Timeout: s.cfg.SyncTimeout,
+		Node: s.cfg.Node, Addr: s.addr, Epochs: s.epochs, Mode: mode, Quorum: int(s.cfg.SyncQuorum), Counted: s.cfg.SyncStandbys, Timeout: s.cfg.SyncTimeout,
 		Block: s.cfg.OnSyncTimeout == "block", MaxMessageBytes: int(s.cfg.MaxMessageBytes), Logger: s.log.Named("replica"),
 		OnNewerEpoch: func(epoch uint64, standby string) {
 			if err := s.stepDown(epoch, standby); err != nil {

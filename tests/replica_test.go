@@ -790,3 +790,75 @@ func TestAuditRepair(t *testing.T) {
 	bdb, _ := b.client()
 	sameRows(t, adb, bdb)
 }
+
+// TestSyncStandbys: with sync_standbys = ["b"], a commit at applied-ack
+// waits for standby b alone. While b is down the commits degrade although
+// standby c streams and acknowledges them, and the status lists c outside
+// the quorum.
+func TestSyncStandbys(t *testing.T) {
+	b := start(t, "-node", "b", "-role", "standby", "-peer", "a=127.0.0.1:1")
+	c := start(t, "-node", "c", "-role", "standby", "-peer", "a=127.0.0.1:1")
+	a := start(t, "-node", "a", "-sync-mode", "applied-ack", "-sync-timeout", "300ms", "-sync-standbys", "b",
+		"-peer", "b="+b.addr, "-peer", "c="+c.addr)
+	adb, conn := a.client()
+	admin := pb.NewAdminServiceClient(conn)
+	createBank(t, adb)
+	mark := int64(0)
+	commit := func() (degraded bool) {
+		t.Helper()
+		mark++
+		resp, err := adb.Commit(testCtx(t), &pb.CommitRequest{Operations: []*pb.Operation{
+			{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(mark)}}}}}}})
+		if err != nil || !resp.GetCommitted() {
+			t.Fatalf("commit of mark %d: %v, %v", mark, resp, err)
+		}
+		return resp.GetDegraded()
+	}
+	// until reports the standbys once ok accepts the primary's status.
+	until := func(what string, ok func(st *pb.StatusResponse, sb map[string]*pb.StandbyStatus) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sb := map[string]*pb.StandbyStatus{}
+			for _, s := range st.GetStandbys() {
+				sb[s.GetName()] = s
+			}
+			if ok(st, sb) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v", what, st)
+			}
+		}
+	}
+	caughtUp := func(st *pb.StatusResponse, s *pb.StandbyStatus) bool {
+		return s.GetState() == "streaming" && s.GetAppliedLsn() == st.GetLastLsn()
+	}
+	until("b and c stream, not degraded", func(st *pb.StatusResponse, sb map[string]*pb.StandbyStatus) bool {
+		return len(sb) == 2 && caughtUp(st, sb["b"]) && caughtUp(st, sb["c"]) && !st.GetDegraded()
+	})
+	if commit() {
+		t.Fatal("a commit with b streaming was degraded")
+	}
+	out, errOut, code := runTool(t, "status", "-addr", a.addr)
+	if code != 0 || !strings.Contains(out, "c (outside the quorum)") || strings.Contains(out, "b (outside the quorum)") {
+		t.Fatalf("the primary's status: %d\n%s%s", code, out, errOut)
+	}
+
+	if err := b.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-b.exit
+	if !commit() {
+		t.Fatal("a commit with b down was not degraded: c's acknowledgement completed the quorum")
+	}
+	until("c applies what the degraded commits wrote", func(st *pb.StatusResponse, sb map[string]*pb.StandbyStatus) bool {
+		return st.GetDegraded() && caughtUp(st, sb["c"])
+	})
+	if !commit() {
+		t.Fatal("a commit with b down and c caught up was not degraded")
+	}
+}

@@ -42,6 +42,9 @@ type standbyJSON struct {
 	LagMs       uint64 `json:"lag_ms"`
 	Reason      string `json:"reason,omitempty"`
 	Via         string `json:"via,omitempty"`
+	// OutsideQuorum: sync_standbys names other standbys, so this one's
+	// acknowledgements never complete a commit's quorum.
+	OutsideQuorum bool `json:"outside_quorum,omitempty"`
 }
 
 type tableJSON struct {
@@ -61,7 +64,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 		UptimeSeconds: r.GetUptime().AsDuration().Seconds(), Version: r.GetVersion(), OpenTransactions: r.GetOpenTransactions(),
 	}
 	for _, s := range r.GetStandbys() {
-		out.Standbys = append(out.Standbys, standbyJSON{s.GetName(), s.GetAddr(), s.GetState(), s.GetReceivedLsn(), s.GetAppliedLsn(), s.GetLagRecords(), s.GetLagMs(), s.GetReason(), s.GetVia()})
+		out.Standbys = append(out.Standbys, standbyJSON{s.GetName(), s.GetAddr(), s.GetState(), s.GetReceivedLsn(), s.GetAppliedLsn(), s.GetLagRecords(), s.GetLagMs(), s.GetReason(), s.GetVia(), s.GetOutsideQuorum()})
 	}
 	for _, t := range r.GetTables() {
 		out.Tables = append(out.Tables, tableJSON{t.GetName(), t.GetRows(), t.GetBytes(), t.GetHeapBytes(), t.GetIndexBytes()})
@@ -136,6 +139,9 @@ func printStatus(w io.Writer, st statusJSON) error {
 		name := s.Name
 		if s.Via != "" {
 			name += " (via " + s.Via + ")"
+		}
+		if s.OutsideQuorum {
+			name += " (outside the quorum)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", name, s.Addr, s.State, s.ReceivedLSN, s.AppliedLSN, s.LagRecords, s.LagMs)
 		if s.Reason != "" {

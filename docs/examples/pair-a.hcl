@@ -37,11 +37,11 @@ sync_mode       = "applied-ack"
 sync_quorum     = 1
 sync_timeout    = "2s"
 on_sync_timeout = "degrade"
+# Only B's acknowledgement counts: B is the node a failover promotes, so
+# every acknowledged commit must be on it. (B's file names A.)
+sync_standbys   = ["mmdb-b"]
 
-# A ships to B only. R follows B, so while A is the primary R never
-# acknowledges a commit B does not hold, and cannot make up the quorum
-# alone. (Once B is the primary, it ships to R directly and R's
-# acknowledgement counts: switch back to A once A has caught up.)
+# A ships to B only; R follows B.
 peer "mmdb-b" {
   addr = "mmdb-b.db.internal:7700"
 }

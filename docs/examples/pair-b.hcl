@@ -1,10 +1,10 @@
 # A failover pair, node B (mmdb-b): the standby of A (pair-a.hcl). It is a
 # propagator, a standby that also relays what it has applied to its other
 # peers: here the diskless reader R (diskless.hcl). Once promoted it is
-# the primary and ships to all its peers, A and R, and R's
-# acknowledgement then counts towards sync_quorum like A's. See pair-a.hcl for the
-# host names and certificates, and docs/operations.md, "Running a
-# failover pair".
+# the primary and ships to all its peers, A and R; only A's
+# acknowledgement counts towards sync_quorum (sync_standbys). See
+# pair-a.hcl for the host names and certificates, and docs/operations.md,
+# "Running a failover pair".
 #
 #   mmdbd serve -config /etc/mmdb/mmdb.hcl
 
@@ -25,6 +25,9 @@ sync_mode       = "applied-ack"
 sync_quorum     = 1
 sync_timeout    = "2s"
 on_sync_timeout = "degrade"
+# Once B is the primary, A (not the diskless reader R) must hold every
+# acknowledged commit.
+sync_standbys   = ["mmdb-a"]
 
 peer "mmdb-a" {
   addr = "mmdb-a.db.internal:7700"

@@ -4074,7 +4074,10 @@ type StandbyStatus struct {
 	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The propagator the standby takes the log from; empty when the node
 	// ships to it itself.
-	Via           string `protobuf:"bytes,9,opt,name=via,proto3" json:"via,omitempty"`
+	Via string `protobuf:"bytes,9,opt,name=via,proto3" json:"via,omitempty"`
+	// Its acknowledgements never complete a commit's quorum: the node's
+	// sync_standbys names other standbys.
+	OutsideQuorum bool `protobuf:"varint,10,opt,name=outside_quorum,json=outsideQuorum,proto3" json:"outside_quorum,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4170,6 +4173,13 @@ func (x *StandbyStatus) GetVia() string {
 		return x.Via
 	}
 	return ""
+}
+
+func (x *StandbyStatus) GetOutsideQuorum() bool {
+	if x != nil {
+		return x.OutsideQuorum
+	}
+	return false
 }
 
 // TableStatus is a table's size in memory.
@@ -5500,7 +5510,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x04rows\x18\x04 \x01(\x04R\x04rows\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x18\n" +
 	"\askipped\x18\x06 \x01(\bR\askipped\x12+\n" +
-	"\x11released_segments\x18\a \x01(\rR\x10releasedSegments\"\xf3\x01\n" +
+	"\x11released_segments\x18\a \x01(\rR\x10releasedSegments\"\x9a\x02\n" +
 	"\rStandbyStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
@@ -5512,7 +5522,9 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"lagRecords\x12\x15\n" +
 	"\x06lag_ms\x18\a \x01(\x04R\x05lagMs\x12\x16\n" +
 	"\x06reason\x18\b \x01(\tR\x06reason\x12\x10\n" +
-	"\x03via\x18\t \x01(\tR\x03via\"\x8b\x01\n" +
+	"\x03via\x18\t \x01(\tR\x03via\x12%\n" +
+	"\x0eoutside_quorum\x18\n" +
+	" \x01(\bR\routsideQuorum\"\x8b\x01\n" +
 	"\vTableStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x04R\x04rows\x12\x14\n" +

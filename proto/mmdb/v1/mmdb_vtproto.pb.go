@@ -3445,6 +3445,16 @@ func (m *StandbyStatus) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.OutsideQuorum {
+		i--
+		if m.OutsideQuorum {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x50
+	}
 	if len(m.Via) > 0 {
 		i -= len(m.Via)
 		copy(dAtA[i:], m.Via)
@@ -5830,6 +5840,9 @@ func (m *StandbyStatus) SizeVT() (n int) {
 	l = len(m.Via)
 	if l > 0 {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if m.OutsideQuorum {
+		n += 2
 	}
 	n += len(m.unknownFields)
 	return n
@@ -13944,6 +13957,26 @@ func (m *StandbyStatus) UnmarshalVT(dAtA []byte) error {
 			}
 			m.Via = string(dAtA[iNdEx:postIndex])
 			iNdEx = postIndex
+		case 10:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field OutsideQuorum", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.OutsideQuorum = bool(v != 0)
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
