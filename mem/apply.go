@@ -128,7 +128,7 @@ func (tx *Tx) applyLock(lsn uint64) error {
 			w.rid = w.t.heap.insert(w.row, tidLocked|tidAbsent)
 			tx.markOwned(i)
 		}
-		if err := tx.claimKeys(w, true); err != nil {
+		if err := tx.claimKeys(w); err != nil {
 			return errorf(ErrCorrupt, "apply LSN %d: %v", lsn, err)
 		}
 	}

@@ -626,7 +626,7 @@ func (tx *Tx) Commit() (uint64, error) {
 			return 0, errorf(ErrNoTable, "%q was dropped", t.name)
 		}
 	}
-	if err := tx.lockAndClaim(true); err != nil {
+	if err := tx.lockAndClaim(); err != nil {
 		tx.abort()
 		return 0, err
 	}
@@ -655,10 +655,9 @@ func (tx *Tx) Commit() (uint64, error) {
 
 // lockAndClaim is commit phase 1. Rows to change are locked in (table,
 // RID) order, so two committers never wait on each other in a cycle;
-// inserts (and keys held for Relog) are placed after. With check, unique
-// keys are checked and a row changed since it was read is a conflict
-// (Apply passes false).
-func (tx *Tx) lockAndClaim(check bool) error {
+// inserts (and keys held for Relog) are placed after. A row changed or
+// deleted since it was read is a conflict, and so is a unique key taken.
+func (tx *Tx) lockAndClaim() error {
 	if len(tx.writes) > 1 {
 		slices.SortStableFunc(tx.writes, func(a, b write) int {
 			if a.placed() != b.placed() {
@@ -687,7 +686,7 @@ func (tx *Tx) lockAndClaim(check bool) error {
 			return errorf(ErrConflict, "table %q: a row was deleted since it was read", w.t.name)
 		}
 		tx.markOwned(i)
-		if check && prev != w.tid {
+		if prev != w.tid {
 			w.tid = prev // abort must restore what it found, not what was read
 			return errorf(ErrConflict, "table %q: a row changed since it was read", w.t.name)
 		}
@@ -702,7 +701,7 @@ func (tx *Tx) lockAndClaim(check bool) error {
 		}
 	}
 	for i := range tx.writes {
-		if err := tx.claimKeys(&tx.writes[i], check); err != nil {
+		if err := tx.claimKeys(&tx.writes[i]); err != nil {
 			return err
 		}
 	}
@@ -712,7 +711,7 @@ func (tx *Tx) lockAndClaim(check bool) error {
 // claimKeys adds the index entries a write needs before it installs: all
 // keys of an inserted row, the changed secondary keys of an updated one,
 // and the primary key of a key held for Relog.
-func (tx *Tx) claimKeys(w *write, check bool) error {
+func (tx *Tx) claimKeys(w *write) error {
 	if w.op == wDelete {
 		return nil
 	}
@@ -737,10 +736,10 @@ func (tx *Tx) claimKeys(w *write, check bool) error {
 			}
 		}
 		switch {
-		case check && s.indexes[ix].unique && ix > 0 && tx.deferred != nil:
+		case s.indexes[ix].unique && ix > 0 && tx.deferred != nil:
 			st.idx[ix].add(key, w.rid)
 			*tx.deferred = append(*tx.deferred, uniqueKey{t: w.t, ix: ix, key: bytes.Clone(key)})
-		case check && s.indexes[ix].unique:
+		case s.indexes[ix].unique:
 			tx.ck = uniqueCtx{w: w, s: s, ix: ix, key: key}
 			if tx.checkFn == nil {
 				tx.checkFn = tx.txState.uniqueCheck
