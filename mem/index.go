@@ -147,6 +147,7 @@ func (sh *hashShard) insert(h, rid uint64) {
 // publishes it.
 func (sh *hashShard) rehash(old []hslot, n int) []hslot {
 	slots := make([]hslot, n)
+	prefault(unsafe.Pointer(unsafe.SliceData(slots)), uintptr(n)*unsafe.Sizeof(hslot{}))
 	mask := uint64(n - 1)
 	for i := range old {
 		h := old[i].h.Load()
@@ -176,6 +177,7 @@ func (sh *hashShard) fill(entries []uint64, dup func(a, b uint64) error) error {
 		n *= 2
 	}
 	slots := make([]hslot, n)
+	prefault(unsafe.Pointer(unsafe.SliceData(slots)), uintptr(n)*unsafe.Sizeof(hslot{}))
 	// No reader sees the array before slots.Store publishes it, so the
 	// entries go in with plain stores, which the CPU overlaps; an atomic
 	// store waits for its cache line, a miss each in an array larger

@@ -1,9 +1,11 @@
 package mem
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 )
 
@@ -87,6 +89,9 @@ func (l *Loader) Finish() error {
 			jobs = append(jobs, job{t, st, ix})
 		}
 	}
+	// The largest first: a big table's index taken last would leave the
+	// other cores idle while it is built.
+	slices.SortStableFunc(jobs, func(a, b job) int { return cmp.Compare(b.t.rows.Load(), a.t.rows.Load()) })
 	work := make(chan job)
 	var errs []error
 	var mu sync.Mutex
