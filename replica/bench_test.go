@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/mmdb/mmdb/checkpoint"
+	"github.com/mmdb/mmdb/internal/benchutil"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
@@ -60,6 +61,7 @@ func BenchmarkImageTransfer(b *testing.B) {
 	}
 	fetch := func(b *testing.B, use func(st *replica.ImageStream) error) {
 		var info replica.ImageInfo
+		cpu0 := benchutil.CPUTime(b)
 		for range b.N {
 			err := replica.Fetch(context.Background(), lis.Addr().String(), replica.FetchOptions{}, func(st *replica.ImageStream) error {
 				info = st.Info()
@@ -71,6 +73,8 @@ func BenchmarkImageTransfer(b *testing.B) {
 		}
 		b.ReportMetric(float64(info.Size)*float64(b.N)/1e6/b.Elapsed().Seconds(), "MB/s")
 		b.ReportMetric(float64(info.Rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+		// Against s/op: how many of the cores the transfer kept busy.
+		b.ReportMetric((benchutil.CPUTime(b)-cpu0).Seconds()/float64(b.N), "cpu-s/op")
 	}
 	b.Run("transfer", func(b *testing.B) {
 		fetch(b, func(st *replica.ImageStream) error {

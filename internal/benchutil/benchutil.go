@@ -24,7 +24,7 @@ func RunClients(b *testing.B, clients int, op func(client, i int)) {
 	var wg sync.WaitGroup
 	b.ReportAllocs()
 	start := gcstat.Read()
-	cpu0 := cpuTime(b)
+	cpu0 := CPUTime(b)
 	b.ResetTimer()
 	for c := 0; c < clients; c++ {
 		wg.Add(1)
@@ -45,11 +45,11 @@ func RunClients(b *testing.B, clients int, op func(client, i int)) {
 	b.StopTimer()
 	ReportGC(b, gcstat.Since(start))
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
-	b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(CPUTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
-// cpuTime returns the user and system CPU time the process has used.
-func cpuTime(b *testing.B) time.Duration {
+// CPUTime returns the user and system CPU time the process has used.
+func CPUTime(b *testing.B) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatalf("getrusage: %v", err)
