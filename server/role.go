@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -172,6 +173,11 @@ func (s *Server) startSender() error {
 			}
 		},
 		Peers: s.peers(),
+	}
+	for _, name := range s.cfg.SyncStandbys {
+		if !slices.ContainsFunc(s.cfg.Peers, func(p conf.Peer) bool { return p.Name == name }) {
+			s.log.Warn("sync_standbys names a node that is no peer: it counts only when a propagator reports it", "standby", name)
+		}
 	}
 	return s.install(&s.sender, opts)
 }

@@ -791,14 +791,15 @@ func TestAuditRepair(t *testing.T) {
 	sameRows(t, adb, bdb)
 }
 
-// TestSyncStandbys: with sync_standbys = ["b"], a commit at applied-ack
-// waits for standby b alone. While b is down the commits degrade although
+// TestSyncStandbys: with sync_standbys = ["b", "z"] and a quorum of 1, a
+// commit at applied-ack waits for standby b alone (z is no peer). While b is down the commits degrade although
 // standby c streams and acknowledges them, and the status lists c outside
 // the quorum.
 func TestSyncStandbys(t *testing.T) {
 	b := start(t, "-node", "b", "-role", "standby", "-peer", "a=127.0.0.1:1")
 	c := start(t, "-node", "c", "-role", "standby", "-peer", "a=127.0.0.1:1")
-	a := start(t, "-node", "a", "-sync-mode", "applied-ack", "-sync-timeout", "300ms", "-sync-standbys", "b",
+	// z is no peer: it never answers, and the node warns about it.
+	a := start(t, "-node", "a", "-sync-mode", "applied-ack", "-sync-timeout", "300ms", "-sync-standbys", "b,z",
 		"-peer", "b="+b.addr, "-peer", "c="+c.addr)
 	adb, conn := a.client()
 	admin := pb.NewAdminServiceClient(conn)
@@ -842,6 +843,9 @@ func TestSyncStandbys(t *testing.T) {
 	})
 	if commit() {
 		t.Fatal("a commit with b streaming was degraded")
+	}
+	if !strings.Contains(a.output(), "sync_standbys names a node that is no peer") || !strings.Contains(a.output(), "standby=z") {
+		t.Fatalf("no warning that z is no peer:\n%s", a.output())
 	}
 	out, errOut, code := runTool(t, "status", "-addr", a.addr)
 	if code != 0 || !strings.Contains(out, "c (outside the quorum)") || strings.Contains(out, "b (outside the quorum)") {
