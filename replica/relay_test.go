@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -268,7 +269,17 @@ func TestQuorumCountsEachStandbyOnce(t *testing.T) {
 	if degraded, err := absent.Wait(context.Background(), lsn, -1); err != nil || !degraded {
 		t.Fatalf("a quorum of 2 counting c and x, which never answers, was met by the propagator: degraded %v, %v", degraded, err)
 	}
-	for _, st := range absent.Standbys() {
+	listed := absent.Standbys()
+	for deadline := time.Now().Add(10 * time.Second); len(listed) != 4; listed = absent.Standbys() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the status lists %+v, want the propagator and its three reports", listed)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !slices.ContainsFunc(listed, func(st replica.Standby) bool { return st.Name == "c" }) {
+		t.Fatalf("the status lists %+v, without c", listed)
+	}
+	for _, st := range listed {
 		if st.OutsideQuorum != (st.Name != "c") {
 			t.Errorf("standby %s (via %q): outside the quorum %v; sync_standbys is c and x", st.Name, st.Via, st.OutsideQuorum)
 		}

@@ -727,7 +727,7 @@ func (s *Sender) Standbys() []Standby {
 		if s.degraded && st.LagRecords > 0 && (st.State == StateStreaming || st.State == StateCatchingUp) {
 			st.State = StateDegraded
 		}
-		st.OutsideQuorum = !s.counts(st.Name)
+		st.OutsideQuorum = st.Name == s.opts.Node || !s.counts(st.Name)
 		out = append(out, st)
 	}
 	for _, l := range s.links {

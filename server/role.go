@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -173,11 +172,6 @@ func (s *Server) startSender() error {
 			}
 		},
 		Peers: s.peers(),
-	}
-	for _, name := range s.cfg.SyncStandbys {
-		if !slices.ContainsFunc(s.cfg.Peers, func(p conf.Peer) bool { return p.Name == name }) {
-			s.log.Warn("sync_standbys names a node that is no peer: it counts only when a propagator reports it", "standby", name)
-		}
 	}
 	return s.install(&s.sender, opts)
 }

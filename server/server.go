@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -401,6 +402,13 @@ func (s *Server) Serve(lis net.Listener) error {
 	s.roleMu.Unlock()
 	if err != nil {
 		return err
+	}
+	// On every role: a standby's sync_standbys takes effect when it is
+	// promoted, too late to find a typo.
+	for _, name := range s.cfg.SyncStandbys {
+		if !slices.ContainsFunc(s.cfg.Peers, func(p conf.Peer) bool { return p.Name == name }) {
+			s.log.Warn("sync_standbys names a node that is no peer: it counts only when a propagator reports it", "standby", name)
+		}
 	}
 	s.log.Info("serving", "addr", lis.Addr().String(), "node", s.cfg.Node, "role", role, "epoch", s.epochs.Current(), "durability", s.cfg.Durability,
 		"sync-mode", s.cfg.SyncMode, "version", version())

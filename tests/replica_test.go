@@ -792,14 +792,15 @@ func TestAuditRepair(t *testing.T) {
 }
 
 // TestSyncStandbys: with sync_standbys = ["b", "z"] and a quorum of 1, a
-// commit at applied-ack waits for standby b alone (z is no peer). While b is down the commits degrade although
-// standby c streams and acknowledges them, and the status lists c outside
-// the quorum.
+// commit at applied-ack waits for standby b alone (z is no peer, and the
+// node warns of it). While b is down the commits degrade although
+// standby c streams and acknowledges them, and the status lists c
+// outside the quorum.
 func TestSyncStandbys(t *testing.T) {
 	b := start(t, "-node", "b", "-role", "standby", "-peer", "a=127.0.0.1:1")
 	c := start(t, "-node", "c", "-role", "standby", "-peer", "a=127.0.0.1:1")
 	// z is no peer: it never answers, and the node warns about it.
-	a := start(t, "-node", "a", "-sync-mode", "applied-ack", "-sync-timeout", "300ms", "-sync-standbys", "b,z",
+	a := start(t, "-node", "a", "-sync-mode", "applied-ack", "-sync-timeout", "2s", "-sync-standbys", "b,z",
 		"-peer", "b="+b.addr, "-peer", "c="+c.addr)
 	adb, conn := a.client()
 	admin := pb.NewAdminServiceClient(conn)
@@ -838,11 +839,15 @@ func TestSyncStandbys(t *testing.T) {
 	caughtUp := func(st *pb.StatusResponse, s *pb.StandbyStatus) bool {
 		return s.GetState() == "streaming" && s.GetAppliedLsn() == st.GetLastLsn()
 	}
-	until("b and c stream, not degraded", func(st *pb.StatusResponse, sb map[string]*pb.StandbyStatus) bool {
-		return len(sb) == 2 && caughtUp(st, sb["b"]) && caughtUp(st, sb["c"]) && !st.GetDegraded()
+	until("b and c stream", func(st *pb.StatusResponse, sb map[string]*pb.StandbyStatus) bool {
+		return len(sb) == 2 && caughtUp(st, sb["b"]) && caughtUp(st, sb["c"])
 	})
-	if commit() {
-		t.Fatal("a commit with b streaming was degraded")
+	// Commits made while b connected may have degraded; one made now
+	// ends the degradation and the next waits for b again.
+	for deadline := time.Now().Add(15 * time.Second); commit(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("commits with b streaming stay degraded:\n%s", a.output())
+		}
 	}
 	if !strings.Contains(a.output(), "sync_standbys names a node that is no peer") || !strings.Contains(a.output(), "standby=z") {
 		t.Fatalf("no warning that z is no peer:\n%s", a.output())

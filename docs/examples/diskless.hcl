@@ -20,8 +20,9 @@ durability_floor = "no-log"
 role           = "standby"
 bootstrap_from = "mmdb-b.db.internal:7700" # B serves images, A is spared
 
-# It takes log only from its peers. B lists it as a peer too; A does not
-# (see pair-a.hcl).
+# It takes log only from its peers. B lists it as a peer too; A does not:
+# while A is the primary, B relays the log to it. Neither counts its
+# acknowledgements (sync_standbys names only the partner).
 peer "mmdb-b" {
   addr = "mmdb-b.db.internal:7700"
 }

@@ -1,7 +1,8 @@
 # A failover pair, node A (mmdb-a): the primary. Its partner B (pair-b.hcl)
 # is its standby, and relays the log to the diskless reader R
-# (diskless.hcl). The three files differ in node, role, peers and, for R,
-# durability and data_dir. docs/operations.md, "Running a failover pair",
+# (diskless.hcl). The three files differ in node, role, peers,
+# sync_standbys (each of A and B names the other) and, for R, durability
+# and data_dir. docs/operations.md, "Running a failover pair",
 # shows how to start, check, switch over and fail over.
 #
 #   mmdbd serve -config /etc/mmdb/mmdb.hcl

@@ -233,9 +233,11 @@ const (
 	SyncMode_SYNC_MODE_UNSPECIFIED SyncMode = 0
 	// Shipping happens in the background.
 	SyncMode_SYNC_MODE_ASYNC SyncMode = 1
-	// sync_quorum standbys hold the record in memory.
+	// sync_quorum standbys (of those sync_standbys names, if set) hold the
+	// record in memory.
 	SyncMode_SYNC_MODE_RECEIVED_ACK SyncMode = 2
-	// sync_quorum standbys have applied it: their readers see it.
+	// sync_quorum standbys (of those sync_standbys names, if set) have
+	// applied it: their readers see it.
 	SyncMode_SYNC_MODE_APPLIED_ACK SyncMode = 3
 )
 
