@@ -191,7 +191,7 @@ type nodeCollector struct {
 	logRecords, logRawBytes, logStoredBytes, compression *prometheus.Desc
 	lastLSN, durableLSN, epoch, role, openTxs            *prometheus.Desc
 
-	degraded, lagRecords, lagSeconds, receivedLSN, appliedLSN, standbyState *prometheus.Desc
+	degraded, lagRecords, lagSeconds, receivedLSN, appliedLSN, standbyState, inQuorum *prometheus.Desc
 
 	checkpoints, checkpointSeconds, checkpointBytes, checkpointLSN *prometheus.Desc
 
@@ -219,6 +219,7 @@ func newNodeCollector(s *Server) *nodeCollector {
 		receivedLSN:    desc("replication_received_lsn", "The last LSN the standby received.", "standby", "via"),
 		appliedLSN:     desc("replication_applied_lsn", "The last LSN the standby applied.", "standby", "via"),
 		standbyState:   desc("replication_standby_state", "1 for the standby's link state as mmdbd status shows it, 0 for the others.", "standby", "via", "state"),
+		inQuorum:       desc("replication_in_quorum", "1 if the standby's acknowledgements count towards sync_quorum (sync_standbys is empty or names it), 0 if not.", "standby", "via"),
 		checkpoints:    desc("checkpoints_total", "Checkpoints run, by result: written, skipped (nothing new), failed.", "result"),
 		checkpointSeconds: desc("checkpoint_last_duration_seconds",
 			"How long the last checkpoint written by this process took."),
@@ -234,7 +235,7 @@ func newNodeCollector(s *Server) *nodeCollector {
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.logRecords, c.logRawBytes, c.logStoredBytes, c.compression, c.lastLSN, c.durableLSN, c.epoch, c.role, c.openTxs,
-		c.degraded, c.lagRecords, c.lagSeconds, c.receivedLSN, c.appliedLSN, c.standbyState,
+		c.degraded, c.lagRecords, c.lagSeconds, c.receivedLSN, c.appliedLSN, c.standbyState, c.inQuorum,
 		c.checkpoints, c.checkpointSeconds, c.checkpointBytes, c.checkpointLSN,
 		c.tableRows, c.tableHeapBytes, c.tableIndexBytes,
 	} {
@@ -286,6 +287,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.lagSeconds, sb.Lag.Seconds(), sb.Name, sb.Via)
 		gauge(c.receivedLSN, float64(sb.Received), sb.Name, sb.Via)
 		gauge(c.appliedLSN, float64(sb.Applied), sb.Name, sb.Via)
+		gauge(c.inQuorum, bit(!sb.OutsideQuorum), sb.Name, sb.Via)
 		known := false
 		for _, state := range standbyStates {
 			known = known || state == sb.State

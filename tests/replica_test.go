@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/internal/metricstest"
 	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -800,7 +801,7 @@ func TestSyncStandbys(t *testing.T) {
 	b := start(t, "-node", "b", "-role", "standby", "-peer", "a=127.0.0.1:1")
 	c := start(t, "-node", "c", "-role", "standby", "-peer", "a=127.0.0.1:1")
 	// z is no peer: it never answers, and the node warns about it.
-	a := start(t, "-node", "a", "-sync-mode", "applied-ack", "-sync-timeout", "2s", "-sync-standbys", "b,z",
+	a := start(t, "-node", "a", "-sync-mode", "applied-ack", "-sync-timeout", "2s", "-sync-standbys", "b,z", "-metrics-addr", "127.0.0.1:0",
 		"-peer", "b="+b.addr, "-peer", "c="+c.addr)
 	adb, conn := a.client()
 	admin := pb.NewAdminServiceClient(conn)
@@ -855,6 +856,12 @@ func TestSyncStandbys(t *testing.T) {
 	out, errOut, code := runTool(t, "status", "-addr", a.addr)
 	if code != 0 || !strings.Contains(out, "c (outside the quorum)") || strings.Contains(out, "b (outside the quorum)") {
 		t.Fatalf("the primary's status: %d\n%s%s", code, out, errOut)
+	}
+	m := metricstest.Scrape(t, a.metricsAddr())
+	inB, okB := m.Value("mmdb_replication_in_quorum", "standby", "b")
+	inC, okC := m.Value("mmdb_replication_in_quorum", "standby", "c")
+	if !okB || !okC || inB != 1 || inC != 0 {
+		t.Fatalf("mmdb_replication_in_quorum: b %v (%v), c %v (%v); want 1 and 0", inB, okB, inC, okC)
 	}
 
 	if err := b.cmd.Process.Kill(); err != nil {
