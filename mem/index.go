@@ -143,11 +143,18 @@ func (sh *hashShard) insert(h, rid uint64) {
 	}
 }
 
+// newSlots returns an array of n empty slots for a shard to fill at
+// random, its pages already mapped in (prefault).
+func newSlots(n int) []hslot {
+	slots := make([]hslot, n)
+	prefault(unsafe.Pointer(unsafe.SliceData(slots)), uintptr(n)*unsafe.Sizeof(hslot{}))
+	return slots
+}
+
 // rehash moves the live entries into a new array of n slots and
 // publishes it.
 func (sh *hashShard) rehash(old []hslot, n int) []hslot {
-	slots := make([]hslot, n)
-	prefault(unsafe.Pointer(unsafe.SliceData(slots)), uintptr(n)*unsafe.Sizeof(hslot{}))
+	slots := newSlots(n)
 	mask := uint64(n - 1)
 	for i := range old {
 		h := old[i].h.Load()
@@ -176,8 +183,7 @@ func (sh *hashShard) fill(entries []uint64, dup func(a, b uint64) error) error {
 	for n < 2*count {
 		n *= 2
 	}
-	slots := make([]hslot, n)
-	prefault(unsafe.Pointer(unsafe.SliceData(slots)), uintptr(n)*unsafe.Sizeof(hslot{}))
+	slots := newSlots(n)
 	// No reader sees the array before slots.Store publishes it, so the
 	// entries go in with plain stores, which the CPU overlaps; an atomic
 	// store waits for its cache line, a miss each in an array larger

@@ -571,9 +571,10 @@ func (s *Sender) resumeLocked() {
 }
 
 // counts reports whether the standby name's acknowledgements count
-// towards the quorum.
+// towards the quorum: never a relay's report that names this node, which
+// is no standby of it, and otherwise those Counted names (all, if none).
 func (s *Sender) counts(name string) bool {
-	return len(s.opts.Counted) == 0 || slices.Contains(s.opts.Counted, name)
+	return name != s.opts.Node && (len(s.opts.Counted) == 0 || slices.Contains(s.opts.Counted, name))
 }
 
 // quorumLocked returns the largest LSN that Quorum standbys have
@@ -591,9 +592,6 @@ func (s *Sender) quorumLocked(mode Mode) uint64 {
 	)
 	names, acked := nameBuf[:0], ackBuf[:0]
 	add := func(name string, received, applied uint64) {
-		if name == s.opts.Node {
-			return // a relay that names this node is no standby of it
-		}
 		if !s.counts(name) {
 			return
 		}
@@ -727,7 +725,7 @@ func (s *Sender) Standbys() []Standby {
 		if s.degraded && st.LagRecords > 0 && (st.State == StateStreaming || st.State == StateCatchingUp) {
 			st.State = StateDegraded
 		}
-		st.OutsideQuorum = st.Name == s.opts.Node || !s.counts(st.Name)
+		st.OutsideQuorum = !s.counts(st.Name)
 		out = append(out, st)
 	}
 	for _, l := range s.links {
