@@ -86,8 +86,19 @@ type Options struct {
 	// RetainLogBytes is log_retention_bytes: the log kept past the older
 	// image, for standbys.
 	RetainLogBytes int64
-	Epoch          uint64
-	Logger         hclog.Logger
+	// EpochAt returns the epoch of the record at an LSN, which an image
+	// as of that LSN names in its header (nil: epoch 0).
+	EpochAt func(lsn uint64) uint64
+	Logger  hclog.Logger
+}
+
+// headerEpoch is the epoch an image as of lsn names: epochAt's answer,
+// or 0 without it.
+func headerEpoch(epochAt func(lsn uint64) uint64, lsn uint64) uint64 {
+	if epochAt == nil {
+		return 0
+	}
+	return epochAt(lsn)
 }
 
 // Result says what a checkpoint did.
@@ -253,7 +264,7 @@ func writeSlot(fs vfs.FS, dir, path string, fill func(f vfs.File) error, ready f
 // fill writes the snapshot's image into f.
 func (c *Checkpointer) fill(ctx context.Context, f vfs.File, sn *mem.Snapshot, res *Result) error {
 	bw := bufio.NewWriterSize(&fileWriter{f: f}, 1<<20)
-	h := image.Header{LSN: sn.LSN(), Epoch: c.opts.Epoch, NextTable: sn.NextTableID(), Created: time.Now().UnixNano()}
+	h := image.Header{LSN: sn.LSN(), Epoch: headerEpoch(c.opts.EpochAt, sn.LSN()), NextTable: sn.NextTableID(), Created: time.Now().UnixNano()}
 	w, err := encode(ctx, bw, sn, h, &res.KeptBytes)
 	if err == nil {
 		err = bw.Flush()

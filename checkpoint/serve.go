@@ -287,14 +287,15 @@ func openServed(fs vfs.FS, img Image) (*Served, error) {
 }
 
 // Encode writes an image of db as of now into memory (a Shelf's Source
-// on a node without a data dir), while commits go on.
-func Encode(ctx context.Context, db *mem.DB, epoch uint64) (*Served, error) {
+// on a node without a data dir), while commits go on. epochAt, as
+// Options.EpochAt, gives the epoch its header names.
+func Encode(ctx context.Context, db *mem.DB, epochAt func(lsn uint64) uint64) (*Served, error) {
 	sn := db.Snapshot()
 	defer sn.Close()
 	if sn.LSN() == 0 {
 		return nil, ErrEmpty
 	}
-	h := image.Header{LSN: sn.LSN(), Epoch: epoch, NextTable: sn.NextTableID(), Created: time.Now().UnixNano()}
+	h := image.Header{LSN: sn.LSN(), Epoch: headerEpoch(epochAt, sn.LSN()), NextTable: sn.NextTableID(), Created: time.Now().UnixNano()}
 	buf := &memImage{}
 	w, err := encode(ctx, buf, sn, h, nil)
 	if err != nil {

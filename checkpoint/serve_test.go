@@ -61,30 +61,36 @@ func bytesOf(t *testing.T, img *checkpoint.Served) []byte {
 func TestEncodeLoad(t *testing.T) {
 	db := bankDB(t)
 	want := mustDigest(t, db)
-	img, err := checkpoint.Encode(context.Background(), db, 0)
+	epochAt := func(lsn uint64) uint64 { return lsn + 7 }
+	img, err := checkpoint.Encode(context.Background(), db, epochAt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	banktest.Run(db, banktest.Of(t, db), 1, 2, 50, noWait, nil) // after the image
 	raw := bytesOf(t, img)
-	if int64(len(raw)) != img.Size || img.Header.LSN != want.LSN {
-		t.Fatalf("image of %d bytes at LSN %d; want %d bytes at %d", len(raw), img.Header.LSN, img.Size, want.LSN)
+	if int64(len(raw)) != img.Size || img.Header.LSN != want.LSN || img.Header.Epoch != want.LSN+7 {
+		t.Fatalf("image of %d bytes at LSN %d, epoch %d; want %d bytes at %d, epoch %d", len(raw), img.Header.LSN, img.Header.Epoch, img.Size, want.LSN, want.LSN+7)
 	}
+	var loaded image.Header
 	s, err := durability.Open(durability.Options{Level: durability.NoLog, Restore: func(db *mem.DB) (uint64, error) {
 		h, err := checkpoint.LoadFrom(bytes.NewReader(raw), "the test image", int64(len(raw)), db, nil)
+		loaded = h
 		return h.LSN, err
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	if loaded.Epoch != want.LSN+7 {
+		t.Fatalf("the loaded image names epoch %d, want %d", loaded.Epoch, want.LSN+7)
+	}
 	if got := mustDigest(t, s.DB()); !got.Equal(want) {
 		t.Fatalf("loaded %s\nwant %s", got, want)
 	}
 	if _, err := checkpoint.LoadFrom(bytes.NewReader(append(raw, 0)), "the test image", int64(len(raw))+1, mem.Open(mem.Options{}), nil); !errors.Is(err, image.ErrCorrupt) {
 		t.Fatalf("an image shorter than its stated size: %v", err)
 	}
-	if _, err := checkpoint.Encode(context.Background(), mem.Open(mem.Options{}), 0); !errors.Is(err, checkpoint.ErrEmpty) {
+	if _, err := checkpoint.Encode(context.Background(), mem.Open(mem.Options{}), nil); !errors.Is(err, checkpoint.ErrEmpty) {
 		t.Fatalf("an image of an empty database: %v", err)
 	}
 }
@@ -98,7 +104,7 @@ func TestShelf(t *testing.T) {
 	shelf := checkpoint.NewShelf(checkpoint.ShelfOptions{
 		Source: func(ctx context.Context) (*checkpoint.Served, error) {
 			made++
-			return checkpoint.Encode(ctx, db, 0)
+			return checkpoint.Encode(ctx, db, nil)
 		},
 		LSN:  db.LastLSN,
 		Keep: 50 * time.Millisecond,
@@ -153,7 +159,7 @@ func TestShelfBounds(t *testing.T) {
 	db := bankDB(t)
 	fresh := time.Hour
 	shelf := checkpoint.NewShelf(checkpoint.ShelfOptions{
-		Source: func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, db, 0) },
+		Source: func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, db, nil) },
 		LSN:    db.LastLSN, Fresh: fresh, Keep: time.Hour,
 	})
 	defer shelf.Close()
@@ -172,7 +178,7 @@ func TestShelfBounds(t *testing.T) {
 		t.Fatal("a fresh image was not served again after new commits")
 	}
 	shelf = checkpoint.NewShelf(checkpoint.ShelfOptions{
-		Source: func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, db, 0) },
+		Source: func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, db, nil) },
 		LSN:    db.LastLSN, Keep: time.Hour,
 	})
 	defer shelf.Close()
@@ -223,13 +229,53 @@ func TestCurrentOutlivesItsSlot(t *testing.T) {
 	}
 }
 
+// TestImageNamesItsEpoch: a checkpoint's image names, in its header, the
+// epoch of the record at its LSN (Options.EpochAt), as a served image
+// and as a file.
+func TestImageNamesItsEpoch(t *testing.T) {
+	fs := vfs.NewMemFS()
+	n, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.store.Close()
+	b := banktest.Setup(t, n.store.DB(), n.wait)
+	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
+	epochAt := func(lsn uint64) uint64 { return 3 + lsn%5 }
+	c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: fs, Dir: ckptDir, EpochAt: epochAt})
+	img, err := c.Current(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lsn := n.store.DB().LastLSN()
+	if img.Header.LSN != lsn || img.Header.Epoch != epochAt(lsn) {
+		t.Fatalf("the image at LSN %d names epoch %d; want LSN %d, epoch %d", img.Header.LSN, img.Header.Epoch, lsn, epochAt(lsn))
+	}
+	slots, err := checkpoint.Inspect(fs, ckptDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fs.Open(slots.Newest.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := image.NewReader(io.NewSectionReader(f, 0, slots.Newest.Bytes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := r.Header(); h.LSN != lsn || h.Epoch != epochAt(lsn) {
+		t.Fatalf("the file %s names LSN %d, epoch %d; want %d, %d", slots.Newest.Path, h.LSN, h.Epoch, lsn, epochAt(lsn))
+	}
+}
+
 // TestInstall: an image installed into an empty checkpoint directory is
 // the one a restart loads; a damaged image, or a directory that already
 // holds images, is refused and leaves nothing behind.
 func TestInstall(t *testing.T) {
 	db := bankDB(t)
 	want := mustDigest(t, db)
-	img, err := checkpoint.Encode(context.Background(), db, 0)
+	img, err := checkpoint.Encode(context.Background(), db, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func BenchmarkImageTransfer(b *testing.B) {
 	}
 	db := d.DB
 	shelf := checkpoint.NewShelf(checkpoint.ShelfOptions{
-		Source: func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, db, 0) },
+		Source: func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, db, nil) },
 		LSN:    db.LastLSN, Keep: time.Hour,
 	})
 	defer shelf.Close()
@@ -49,7 +49,7 @@ func BenchmarkImageTransfer(b *testing.B) {
 	var img *checkpoint.Served
 	b.Run("encode", func(b *testing.B) {
 		for range b.N {
-			if img, err = checkpoint.Encode(context.Background(), db, 0); err != nil {
+			if img, err = checkpoint.Encode(context.Background(), db, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -138,6 +138,14 @@ func (e *Epochs) Last() EpochStart {
 	return e.hist[len(e.hist)-1]
 }
 
+// At returns the epoch of the record at LSN lsn: that of the stretch it
+// belongs to (0 for records the history takes on trust, Trust).
+func (e *Epochs) At(lsn uint64) uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return stretchAt(e.hist, lsn).Epoch
+}
+
 // History returns a copy of the history.
 func (e *Epochs) History() []EpochStart {
 	e.mu.Lock()

@@ -149,3 +149,19 @@ func TestEpochsSeenAndTrusted(t *testing.T) {
 		t.Fatalf("adopt: %v, known %d", err, fresh.Known())
 	}
 }
+
+// TestEpochsAt: a record's epoch is that of the stretch it belongs to.
+func TestEpochsAt(t *testing.T) {
+	e, err := OpenEpochs(vfs.NewMemFS(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Adopt(h(0, 1, 0, 2, 10, 7, 2, 15, 9, 5, 20, 3)); err != nil {
+		t.Fatal(err)
+	}
+	for lsn, want := range map[uint64]uint64{1: 0, 9: 0, 10: 2, 14: 2, 15: 2, 19: 2, 20: 5, 1000: 5} {
+		if got := e.At(lsn); got != want {
+			t.Errorf("At(%d) = %d, want %d", lsn, got, want)
+		}
+	}
+}

@@ -65,7 +65,7 @@ func newSource(t *testing.T, keep time.Duration) *source {
 	}
 	s := &source{db: db}
 	s.shelf = checkpoint.NewShelf(checkpoint.ShelfOptions{
-		Source: func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, db, 0) },
+		Source: func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, db, nil) },
 		LSN:    db.LastLSN, Keep: keep,
 	})
 	srv := grpc.NewServer()

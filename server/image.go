@@ -36,7 +36,9 @@ const progressEvery = 2 * time.Second
 // checkpoint image (written first if anything is new) on a node with a
 // data dir, an image encoded in memory on a diskless one.
 func (s *Server) newShelf() *checkpoint.Shelf {
-	source := func(ctx context.Context) (*checkpoint.Served, error) { return checkpoint.Encode(ctx, s.db, 0) }
+	source := func(ctx context.Context) (*checkpoint.Served, error) {
+		return checkpoint.Encode(ctx, s.db, s.epochs.At)
+	}
 	if s.ckpt != nil {
 		source = s.ckpt.Current
 	}

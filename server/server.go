@@ -184,7 +184,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 	if cfg.DataDir != "" {
 		s.ckpt = checkpoint.New(s.db, store, slots, checkpoint.Options{
 			Dir: checkpoint.Dir(cfg.DataDir), Interval: cfg.CheckpointInterval, LogBytes: cfg.CheckpointLogBytes,
-			RetainLogBytes: cfg.LogRetentionBytes, Logger: logger.Named("checkpoint"),
+			RetainLogBytes: cfg.LogRetentionBytes, EpochAt: epochs.At, Logger: logger.Named("checkpoint"),
 		})
 		s.ckpt.Start()
 	}

@@ -235,6 +235,11 @@ func failover(t *testing.T, stop string) {
 	}
 	t.Logf("promote to first accepted write: %s", time.Since(begin))
 	checkBank(t, bdb, acked)
+	// An image of b now names the new epoch (SPEC 5).
+	out, errOut, code = runTool(t, "image", "fetch", "-from", b.addr, "-out", filepath.Join(t.TempDir(), "b.mmdb"), "-quiet")
+	if code != 0 || !strings.Contains(out, ", epoch 1: ") {
+		t.Fatalf("image fetch from the promoted standby: exit %d\n%s%s", code, out, errOut)
+	}
 
 	// Before it meets b again, the old primary takes commits of its own
 	// (started without peers), so its log surely holds records b never

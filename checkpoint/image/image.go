@@ -17,7 +17,8 @@
 //	  0         8         12       16       24       32          40        48            60
 //
 // lsn is the image's LSN C: it holds exactly the commits with LSN <= C.
-// epoch is the epoch of the node that wrote it, nextTable the id the next
+// epoch is the epoch of the record at C (of the primary that wrote that
+// record; 0 where the writer does not know it), nextTable the id the next
 // new table gets (ids of dropped tables are never reused), created the
 // time it was started (Unix nanoseconds). flags is zero. crc32c
 // (Castagnoli) covers bytes 0 to 60.

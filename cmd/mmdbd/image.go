@@ -118,8 +118,8 @@ func imageFetch(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("sync the directory of %s: %w", *out, err)
 	}
 	d := time.Since(start)
-	_, err = fmt.Fprintf(stdout, "image at LSN %d: %s, %d rows, %d bytes in %s (%.0f MB/s), resumed %d times\n",
-		img.LSN, *out, img.Rows, img.Bytes, d.Round(time.Millisecond), float64(info.Size)/1e6/d.Seconds(), resumes)
+	_, err = fmt.Fprintf(stdout, "image at LSN %d, epoch %d: %s, %d rows, %d bytes in %s (%.0f MB/s), resumed %d times\n",
+		img.LSN, info.Epoch, *out, img.Rows, img.Bytes, d.Round(time.Millisecond), float64(info.Size)/1e6/d.Seconds(), resumes)
 	return err
 }
 
