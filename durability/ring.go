@@ -14,6 +14,7 @@ type Ring struct {
 	base    uint64 // the LSN the ring started after: an empty ring holds everything after it
 	max     int64
 	bytes   int64
+	total   uint64   // bytes of every body ever added
 	recs    []Record // a circular buffer: head is the oldest, n records
 	head    int
 	n       int
@@ -25,6 +26,7 @@ type Record struct {
 	LSN  uint64
 	Body []byte // the encoded redo (mem.Redo); never changed once added
 	At   int64  // when it was added, in Unix nanoseconds
+	sum  uint64 // the ring's total of body bytes added, this one's included
 }
 
 // NewRing returns a ring holding at most maxBytes of record bodies (and
@@ -52,7 +54,8 @@ func (r *Ring) Add(lsn uint64, body []byte) {
 		}
 		r.recs, r.head = grown, 0
 	}
-	r.recs[(r.head+r.n)%len(r.recs)] = Record{LSN: lsn, Body: body, At: now}
+	r.total += uint64(len(body))
+	r.recs[(r.head+r.n)%len(r.recs)] = Record{LSN: lsn, Body: body, At: now, sum: r.total}
 	r.n++
 	r.bytes += int64(len(body))
 	if r.changed != nil {
@@ -113,6 +116,27 @@ func (r *Ring) Oldest() uint64 {
 		return r.base + 1
 	}
 	return r.recs[r.head].LSN
+}
+
+// BytesAfter returns the size of the record bodies after LSN lsn, up to
+// the newest, and whether it is exact. It is not when the ring no longer
+// holds all of them: it then counts those it does not hold at the
+// average size of those it holds (nothing, when it holds none).
+func (r *Ring) BytesAfter(lsn uint64) (n int64, exact bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == 0 {
+		return 0, lsn >= r.base
+	}
+	oldest, newest := r.recs[r.head], r.recs[(r.head+r.n-1)%len(r.recs)]
+	switch {
+	case lsn >= newest.LSN:
+		return 0, true
+	case lsn+1 >= oldest.LSN:
+		next := r.recs[(r.head+int(lsn+1-oldest.LSN))%len(r.recs)]
+		return int64(newest.sum-next.sum) + int64(len(next.Body)), true
+	}
+	return r.bytes + int64(oldest.LSN-lsn-1)*r.bytes/int64(r.n), false
 }
 
 // AddedAt returns when the record at lsn was added, if the ring holds it.

@@ -708,6 +708,7 @@ type Standby struct {
 	Via                       string // the propagator it follows, if it is behind one
 	Received, Applied         uint64
 	LagRecords                uint64
+	LagBytes                  int64         // the size of those records (estimated past the records in memory)
 	Lag                       time.Duration // how long ago the oldest record it has not applied was committed
 	Opened                    int           // how many times its link was opened
 	OutsideQuorum             bool          // its acknowledgements do not count towards the quorum (SenderOptions.Counted)
@@ -735,11 +736,13 @@ func (s *Sender) Standbys() []Standby {
 		}
 	}
 	s.mu.Unlock()
+	ring := s.store.Ring()
 	for i := range out {
 		if out[i].LagRecords > 0 {
-			if at, ok := s.store.Ring().AddedAt(out[i].Applied + 1); ok {
+			if at, ok := ring.AddedAt(out[i].Applied + 1); ok {
 				out[i].Lag = time.Since(at)
 			}
+			out[i].LagBytes, _ = ring.BytesAfter(out[i].Applied)
 		}
 	}
 	return out

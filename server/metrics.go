@@ -191,7 +191,7 @@ type nodeCollector struct {
 	logRecords, logRawBytes, logStoredBytes, compression *prometheus.Desc
 	lastLSN, durableLSN, epoch, role, openTxs            *prometheus.Desc
 
-	degraded, lagRecords, lagSeconds, receivedLSN, appliedLSN, standbyState, inQuorum *prometheus.Desc
+	degraded, lagRecords, lagBytes, lagSeconds, receivedLSN, appliedLSN, standbyState, inQuorum *prometheus.Desc
 
 	checkpoints, checkpointSeconds, checkpointBytes, checkpointLSN *prometheus.Desc
 
@@ -215,6 +215,7 @@ func newNodeCollector(s *Server) *nodeCollector {
 		openTxs:        desc("open_transactions", "Interactive transactions open now."),
 		degraded:       desc("replication_degraded", "1 while the primary's commits do not wait for the standbys because they did not answer in time (on_sync_timeout = degrade)."),
 		lagRecords:     desc("replication_lag_records", "Records committed on this node that the standby has not applied yet.", "standby", "via"),
+		lagBytes:       desc("replication_lag_bytes", "The size of the records the standby has not applied yet, before compression; estimated for a standby behind the records this node keeps in memory.", "standby", "via"),
 		lagSeconds:     desc("replication_lag_seconds", "How long ago the oldest record the standby has not applied was committed; 0 when it has applied everything.", "standby", "via"),
 		receivedLSN:    desc("replication_received_lsn", "The last LSN the standby received.", "standby", "via"),
 		appliedLSN:     desc("replication_applied_lsn", "The last LSN the standby applied.", "standby", "via"),
@@ -235,7 +236,7 @@ func newNodeCollector(s *Server) *nodeCollector {
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.logRecords, c.logRawBytes, c.logStoredBytes, c.compression, c.lastLSN, c.durableLSN, c.epoch, c.role, c.openTxs,
-		c.degraded, c.lagRecords, c.lagSeconds, c.receivedLSN, c.appliedLSN, c.standbyState, c.inQuorum,
+		c.degraded, c.lagRecords, c.lagBytes, c.lagSeconds, c.receivedLSN, c.appliedLSN, c.standbyState, c.inQuorum,
 		c.checkpoints, c.checkpointSeconds, c.checkpointBytes, c.checkpointLSN,
 		c.tableRows, c.tableHeapBytes, c.tableIndexBytes,
 	} {
@@ -284,6 +285,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	// seen behind a propagator (a standby may list both as peers).
 	for _, sb := range standbys {
 		gauge(c.lagRecords, float64(sb.LagRecords), sb.Name, sb.Via)
+		gauge(c.lagBytes, float64(sb.LagBytes), sb.Name, sb.Via)
 		gauge(c.lagSeconds, sb.Lag.Seconds(), sb.Name, sb.Via)
 		gauge(c.receivedLSN, float64(sb.Received), sb.Name, sb.Via)
 		gauge(c.appliedLSN, float64(sb.Applied), sb.Name, sb.Via)

@@ -882,4 +882,18 @@ func TestSyncStandbys(t *testing.T) {
 	if !commit() {
 		t.Fatal("a commit with b down and c caught up was not degraded")
 	}
+	// The status sizes what b has not applied: every record is more than
+	// a few bytes; c has applied everything.
+	var b0, c0 *pb.StandbyStatus
+	until("b lags, c does not", func(st *pb.StatusResponse, sb map[string]*pb.StandbyStatus) bool {
+		b0, c0 = sb["b"], sb["c"]
+		return b0 != nil && caughtUp(st, c0)
+	})
+	if b0.GetLagRecords() == 0 || b0.GetLagBytes() < 8*b0.GetLagRecords() || c0.GetLagBytes() != 0 {
+		t.Fatalf("b lags by %d records, %d bytes; c by %d bytes", b0.GetLagRecords(), b0.GetLagBytes(), c0.GetLagBytes())
+	}
+	m = metricstest.Scrape(t, a.metricsAddr())
+	if lag, ok := m.Value("mmdb_replication_lag_bytes", "standby", "b"); !ok || lag < float64(b0.GetLagBytes()) {
+		t.Fatalf("mmdb_replication_lag_bytes for b: %v (%v); the status said %d", lag, ok, b0.GetLagBytes())
+	}
 }

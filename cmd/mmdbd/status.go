@@ -39,6 +39,7 @@ type standbyJSON struct {
 	ReceivedLSN uint64 `json:"received_lsn"`
 	AppliedLSN  uint64 `json:"applied_lsn"`
 	LagRecords  uint64 `json:"lag_records"`
+	LagBytes    uint64 `json:"lag_bytes"`
 	LagMs       uint64 `json:"lag_ms"`
 	Reason      string `json:"reason,omitempty"`
 	Via         string `json:"via,omitempty"`
@@ -64,7 +65,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 		UptimeSeconds: r.GetUptime().AsDuration().Seconds(), Version: r.GetVersion(), OpenTransactions: r.GetOpenTransactions(),
 	}
 	for _, s := range r.GetStandbys() {
-		out.Standbys = append(out.Standbys, standbyJSON{s.GetName(), s.GetAddr(), s.GetState(), s.GetReceivedLsn(), s.GetAppliedLsn(), s.GetLagRecords(), s.GetLagMs(), s.GetReason(), s.GetVia(), s.GetOutsideQuorum()})
+		out.Standbys = append(out.Standbys, standbyJSON{s.GetName(), s.GetAddr(), s.GetState(), s.GetReceivedLsn(), s.GetAppliedLsn(), s.GetLagRecords(), s.GetLagBytes(), s.GetLagMs(), s.GetReason(), s.GetVia(), s.GetOutsideQuorum()})
 	}
 	for _, t := range r.GetTables() {
 		out.Tables = append(out.Tables, tableJSON{t.GetName(), t.GetRows(), t.GetBytes(), t.GetHeapBytes(), t.GetIndexBytes()})
@@ -134,7 +135,7 @@ func printStatus(w io.Writer, st statusJSON) error {
 	}
 	fmt.Fprintf(tw, "last lsn\t%d\ndurable lsn\t%d\napplied lsn\t%d\ncheckpoint lsn\t%d\n", st.LastLSN, st.DurableLSN, st.AppliedLSN, st.CheckpointLSN)
 	fmt.Fprintf(tw, "open transactions\t%d\nuptime\t%s\nversion\t%s\n", st.OpenTransactions, time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second), st.Version)
-	fmt.Fprintf(tw, "\nstandby\taddr\tstate\treceived lsn\tapplied lsn\tlag records\tlag ms\n")
+	fmt.Fprintf(tw, "\nstandby\taddr\tstate\treceived lsn\tapplied lsn\tlag records\tlag bytes\tlag ms\n")
 	for _, s := range st.Standbys {
 		name := s.Name
 		if s.Via != "" {
@@ -143,7 +144,7 @@ func printStatus(w io.Writer, st statusJSON) error {
 		if s.OutsideQuorum {
 			name += " (outside the quorum)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", name, s.Addr, s.State, s.ReceivedLSN, s.AppliedLSN, s.LagRecords, s.LagMs)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", name, s.Addr, s.State, s.ReceivedLSN, s.AppliedLSN, s.LagRecords, s.LagBytes, s.LagMs)
 		if s.Reason != "" {
 			fmt.Fprintf(tw, "\t(%s)\n", s.Reason)
 		}

@@ -4080,6 +4080,11 @@ type StandbyStatus struct {
 	// Its acknowledgements never complete a commit's quorum: the node's
 	// sync_standbys names other standbys.
 	OutsideQuorum bool `protobuf:"varint,10,opt,name=outside_quorum,json=outsideQuorum,proto3" json:"outside_quorum,omitempty"`
+	// The size of the records it has not applied (lag_records), as the
+	// primary ships them before compression. Estimated, at the average
+	// size of the records the primary keeps in memory, for a standby
+	// behind those (catching up from the log files, or imaging).
+	LagBytes      uint64 `protobuf:"varint,11,opt,name=lag_bytes,json=lagBytes,proto3" json:"lag_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4182,6 +4187,13 @@ func (x *StandbyStatus) GetOutsideQuorum() bool {
 		return x.OutsideQuorum
 	}
 	return false
+}
+
+func (x *StandbyStatus) GetLagBytes() uint64 {
+	if x != nil {
+		return x.LagBytes
+	}
+	return 0
 }
 
 // TableStatus is a table's size in memory.
@@ -5512,7 +5524,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x04rows\x18\x04 \x01(\x04R\x04rows\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x18\n" +
 	"\askipped\x18\x06 \x01(\bR\askipped\x12+\n" +
-	"\x11released_segments\x18\a \x01(\rR\x10releasedSegments\"\x9a\x02\n" +
+	"\x11released_segments\x18\a \x01(\rR\x10releasedSegments\"\xb7\x02\n" +
 	"\rStandbyStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
@@ -5526,7 +5538,8 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x06reason\x18\b \x01(\tR\x06reason\x12\x10\n" +
 	"\x03via\x18\t \x01(\tR\x03via\x12%\n" +
 	"\x0eoutside_quorum\x18\n" +
-	" \x01(\bR\routsideQuorum\"\x8b\x01\n" +
+	" \x01(\bR\routsideQuorum\x12\x1b\n" +
+	"\tlag_bytes\x18\v \x01(\x04R\blagBytes\"\x8b\x01\n" +
 	"\vTableStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x04R\x04rows\x12\x14\n" +

@@ -3445,6 +3445,11 @@ func (m *StandbyStatus) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.LagBytes != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.LagBytes))
+		i--
+		dAtA[i] = 0x58
+	}
 	if m.OutsideQuorum {
 		i--
 		if m.OutsideQuorum {
@@ -5843,6 +5848,9 @@ func (m *StandbyStatus) SizeVT() (n int) {
 	}
 	if m.OutsideQuorum {
 		n += 2
+	}
+	if m.LagBytes != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.LagBytes))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -13977,6 +13985,25 @@ func (m *StandbyStatus) UnmarshalVT(dAtA []byte) error {
 				}
 			}
 			m.OutsideQuorum = bool(v != 0)
+		case 11:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field LagBytes", wireType)
+			}
+			m.LagBytes = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.LagBytes |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
