@@ -130,6 +130,7 @@ func TestSecuredReplication(t *testing.T) {
 		args []string
 		want string // in stderr; empty: it works
 	}{
+		{"without TLS", []string{"-tls-ca-file", ""}, "serves TLS: give its CA"},
 		{"without a certificate", nil, "Unauthenticated"},
 		{"a stranger's certificate", []string{"-tls-cert-file", mCert, "-tls-key-file", mKey}, "PermissionDenied"},
 		{"an operator's certificate", []string{"-tls-cert-file", opsCert, "-tls-key-file", opsKey}, ""},

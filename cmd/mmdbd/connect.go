@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -138,9 +140,14 @@ func (c *connFlags) name(addr string) string {
 	return ""
 }
 
+// plaintext reports whether the command dials without TLS.
+func (c *connFlags) plaintext() bool {
+	return !c.useTLS && c.caFile == "" && c.certFile == "" && c.serverName == ""
+}
+
 // tlsConfig is the TLS configuration to dial with; nil for plaintext.
 func (c *connFlags) tlsConfig() (*tls.Config, error) {
-	if !c.useTLS && c.caFile == "" && c.certFile == "" && c.serverName == "" {
+	if c.plaintext() {
 		return nil, nil
 	}
 	var ca *x509.CertPool
@@ -194,6 +201,34 @@ func (c *connFlags) credentials(addr string) ([]grpc.DialOption, error) {
 	}
 	return opts, nil
 }
+
+// servesTLS reports whether the node at addr answers a TLS handshake
+// (false when it cannot be reached). gRPC reports a plaintext call to
+// such a node as Unavailable, "error reading server preface", which
+// an image fetch would retry for a minute. A command that dials in
+// plaintext asks this first, so that it can say what is wrong at once.
+func servesTLS(ctx context.Context, addr string) bool {
+	d := net.Dialer{Timeout: probeTimeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	// A probe: nothing is sent over the connection, so an error closing
+	// it changes nothing.
+	defer func() { _ = conn.Close() }()
+	if conn.SetDeadline(time.Now().Add(probeTimeout)) != nil {
+		return false
+	}
+	// Only whether the node speaks TLS matters here, not who it is: its
+	// certificate is not checked. A node that wants a client
+	// certificate may answer with an alert, which is TLS too.
+	err = tls.Client(conn, &tls.Config{InsecureSkipVerify: true}).HandshakeContext(ctx)
+	var alert tls.AlertError
+	return err == nil || errors.As(err, &alert)
+}
+
+// probeTimeout bounds servesTLS.
+const probeTimeout = 2 * time.Second
 
 // dial connects to the node at addr.
 func (c *connFlags) dial(addr string) (*grpc.ClientConn, error) {
