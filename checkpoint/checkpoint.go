@@ -92,13 +92,14 @@ type Options struct {
 	Logger  hclog.Logger
 }
 
-// headerEpoch is the epoch an image as of lsn names: epochAt's answer,
-// or 0 without it.
-func headerEpoch(epochAt func(lsn uint64) uint64, lsn uint64) uint64 {
-	if epochAt == nil {
-		return 0
+// newHeader is the header of an image of sn made now, naming the epoch
+// epochAt gives for its LSN (0 without epochAt).
+func newHeader(sn *mem.Snapshot, epochAt func(lsn uint64) uint64) image.Header {
+	h := image.Header{LSN: sn.LSN(), NextTable: sn.NextTableID(), Created: time.Now().UnixNano()}
+	if epochAt != nil {
+		h.Epoch = epochAt(h.LSN)
 	}
-	return epochAt(lsn)
+	return h
 }
 
 // Result says what a checkpoint did.
@@ -264,7 +265,7 @@ func writeSlot(fs vfs.FS, dir, path string, fill func(f vfs.File) error, ready f
 // fill writes the snapshot's image into f.
 func (c *Checkpointer) fill(ctx context.Context, f vfs.File, sn *mem.Snapshot, res *Result) error {
 	bw := bufio.NewWriterSize(&fileWriter{f: f}, 1<<20)
-	h := image.Header{LSN: sn.LSN(), Epoch: headerEpoch(c.opts.EpochAt, sn.LSN()), NextTable: sn.NextTableID(), Created: time.Now().UnixNano()}
+	h := newHeader(sn, c.opts.EpochAt)
 	w, err := encode(ctx, bw, sn, h, &res.KeptBytes)
 	if err == nil {
 		err = bw.Flush()

@@ -295,7 +295,7 @@ func Encode(ctx context.Context, db *mem.DB, epochAt func(lsn uint64) uint64) (*
 	if sn.LSN() == 0 {
 		return nil, ErrEmpty
 	}
-	h := image.Header{LSN: sn.LSN(), Epoch: headerEpoch(epochAt, sn.LSN()), NextTable: sn.NextTableID(), Created: time.Now().UnixNano()}
+	h := newHeader(sn, epochAt)
 	buf := &memImage{}
 	w, err := encode(ctx, buf, sn, h, nil)
 	if err != nil {

@@ -1,6 +1,8 @@
 package durability
 
 import (
+	"math"
+	"math/bits"
 	"sync"
 	"time"
 )
@@ -118,25 +120,37 @@ func (r *Ring) Oldest() uint64 {
 	return r.recs[r.head].LSN
 }
 
-// BytesAfter returns the size of the record bodies after LSN lsn, up to
-// the newest, and whether it is exact. It is not when the ring no longer
-// holds all of them: it then counts those it does not hold at the
-// average size of those it holds (nothing, when it holds none).
-func (r *Ring) BytesAfter(lsn uint64) (n int64, exact bool) {
+// BytesBetween returns the size of the bodies of the records after LSN
+// after up to upto. Records the ring no longer holds count at the
+// average size of those it holds, and records it does not hold yet (or
+// any, when it holds none: right after a restart) count as nothing.
+func (r *Ring) BytesBetween(after, upto uint64) uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.n == 0 {
-		return 0, lsn >= r.base
+		return 0
 	}
 	oldest, newest := r.recs[r.head], r.recs[(r.head+r.n-1)%len(r.recs)]
-	switch {
-	case lsn >= newest.LSN:
-		return 0, true
-	case lsn+1 >= oldest.LSN:
-		next := r.recs[(r.head+int(lsn+1-oldest.LSN))%len(r.recs)]
-		return int64(newest.sum-next.sum) + int64(len(next.Body)), true
+	upto = min(upto, newest.LSN)
+	if upto <= after || upto < oldest.LSN {
+		return 0
 	}
-	return r.bytes + int64(oldest.LSN-lsn-1)*r.bytes/int64(r.n), false
+	end := r.recs[(r.head+int(upto-oldest.LSN))%len(r.recs)].sum
+	if after+1 >= oldest.LSN {
+		next := r.recs[(r.head+int(after+1-oldest.LSN))%len(r.recs)]
+		return end - next.sum + uint64(len(next.Body))
+	}
+	held := end - oldest.sum + uint64(len(oldest.Body))
+	// The dropped records at the average size, without overflow.
+	hi, lo := bits.Mul64(oldest.LSN-after-1, uint64(r.bytes))
+	if hi >= uint64(r.n) {
+		return math.MaxUint64
+	}
+	dropped, _ := bits.Div64(hi, lo, uint64(r.n))
+	if dropped > math.MaxUint64-held {
+		return math.MaxUint64
+	}
+	return held + dropped
 }
 
 // AddedAt returns when the record at lsn was added, if the ring holds it.

@@ -164,4 +164,17 @@ func TestEpochsAt(t *testing.T) {
 			t.Errorf("At(%d) = %d, want %d", lsn, got, want)
 		}
 	}
+	// Records taken on trust (a node that kept no history) are of epoch
+	// 0, the first stretch's, and a promotion's records of the new one.
+	e, err = OpenEpochs(vfs.NewMemFS(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Trust(50)
+	if ep, err := e.Promote(51); err != nil || ep != 1 {
+		t.Fatalf("promote: epoch %d, %v", ep, err)
+	}
+	if e.At(50) != 0 || e.At(51) != 1 {
+		t.Fatalf("after Trust(50) and Promote(51): At(50) = %d, At(51) = %d; want 0 and 1", e.At(50), e.At(51))
+	}
 }

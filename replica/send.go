@@ -708,7 +708,7 @@ type Standby struct {
 	Via                       string // the propagator it follows, if it is behind one
 	Received, Applied         uint64
 	LagRecords                uint64
-	LagBytes                  int64         // the size of those records (estimated past the records in memory)
+	LagBytes                  uint64        // their size (Ring.BytesBetween: estimated for records no longer in memory)
 	Lag                       time.Duration // how long ago the oldest record it has not applied was committed
 	Opened                    int           // how many times its link was opened
 	OutsideQuorum             bool          // its acknowledgements do not count towards the quorum (SenderOptions.Counted)
@@ -742,7 +742,7 @@ func (s *Sender) Standbys() []Standby {
 			if at, ok := ring.AddedAt(out[i].Applied + 1); ok {
 				out[i].Lag = time.Since(at)
 			}
-			out[i].LagBytes, _ = ring.BytesAfter(out[i].Applied)
+			out[i].LagBytes = ring.BytesBetween(out[i].Applied, last)
 		}
 	}
 	return out

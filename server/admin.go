@@ -47,7 +47,7 @@ func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusRes
 	for _, sb := range standbys {
 		resp.Standbys = append(resp.Standbys, &pb.StandbyStatus{
 			Name: sb.Name, Addr: sb.Addr, State: sb.State, Reason: sb.Reason, ReceivedLsn: sb.Received, AppliedLsn: sb.Applied,
-			LagRecords: sb.LagRecords, LagBytes: uint64(sb.LagBytes), LagMs: uint64(sb.Lag.Milliseconds()), Via: sb.Via, OutsideQuorum: sb.OutsideQuorum,
+			LagRecords: sb.LagRecords, LagBytes: sb.LagBytes, LagMs: uint64(sb.Lag.Milliseconds()), Via: sb.Via, OutsideQuorum: sb.OutsideQuorum,
 		})
 	}
 	for _, st := range s.db.Stats() {

@@ -215,7 +215,7 @@ func newNodeCollector(s *Server) *nodeCollector {
 		openTxs:        desc("open_transactions", "Interactive transactions open now."),
 		degraded:       desc("replication_degraded", "1 while the primary's commits do not wait for the standbys because they did not answer in time (on_sync_timeout = degrade)."),
 		lagRecords:     desc("replication_lag_records", "Records committed on this node that the standby has not applied yet.", "standby", "via"),
-		lagBytes:       desc("replication_lag_bytes", "The size of the records the standby has not applied yet, before compression; estimated for a standby behind the records this node keeps in memory.", "standby", "via"),
+		lagBytes:       desc("replication_lag_bytes", "The size of the records the standby has not applied yet, before compression; estimated for a standby behind the records this node keeps in memory, 0 while it keeps none.", "standby", "via"),
 		lagSeconds:     desc("replication_lag_seconds", "How long ago the oldest record the standby has not applied was committed; 0 when it has applied everything.", "standby", "via"),
 		receivedLSN:    desc("replication_received_lsn", "The last LSN the standby received.", "standby", "via"),
 		appliedLSN:     desc("replication_applied_lsn", "The last LSN the standby applied.", "standby", "via"),

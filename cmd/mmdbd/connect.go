@@ -220,11 +220,12 @@ func servesTLS(ctx context.Context, addr string) bool {
 		return false
 	}
 	// Only whether the node speaks TLS matters here, not who it is: its
-	// certificate is not checked. A node that wants a client
-	// certificate may answer with an alert, which is TLS too.
+	// certificate is not checked. A node that wants a client certificate
+	// may answer with an alert (under TLS 1.2; under 1.3 the handshake
+	// ends first), which is TLS too.
 	err = tls.Client(conn, &tls.Config{InsecureSkipVerify: true}).HandshakeContext(ctx)
-	var alert tls.AlertError
-	return err == nil || errors.As(err, &alert)
+	var alert *net.OpError
+	return err == nil || errors.As(err, &alert) && alert.Op == "remote error"
 }
 
 // probeTimeout bounds servesTLS.

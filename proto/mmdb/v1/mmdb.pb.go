@@ -4083,7 +4083,8 @@ type StandbyStatus struct {
 	// The size of the records it has not applied (lag_records), as the
 	// primary ships them before compression. Estimated, at the average
 	// size of the records the primary keeps in memory, for a standby
-	// behind those (catching up from the log files, or imaging).
+	// behind those (catching up from the log files, or imaging); 0 while
+	// the primary keeps none (from its start to its first commit).
 	LagBytes      uint64 `protobuf:"varint,11,opt,name=lag_bytes,json=lagBytes,proto3" json:"lag_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
