@@ -321,6 +321,65 @@ func TestDegradeAndResume(t *testing.T) {
 	}
 }
 
+// TestSetSync: new sync settings reach the commits that wait now. A
+// commit that blocks for an absent standby returns when the node's mode
+// becomes async; one that asked for applied-ack itself goes on waiting;
+// back to applied-ack with degrade, a commit degrades after the new
+// timeout.
+func TestSetSync(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: "127.0.0.1:1"}}, Mode: replica.AppliedAck, Quorum: 1, Block: true})
+	tbl := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	transfer := func(name string) uint64 {
+		lsn, err := tbl.Transfer(primary.DB(), 0, 1, 1, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lsn
+	}
+	type result struct {
+		degraded bool
+		err      error
+	}
+	lsn := transfer("t1")
+	blocked := make(chan result, 1)
+	go func() {
+		degraded, err := snd.Wait(context.Background(), lsn, -1)
+		blocked <- result{degraded, err}
+	}()
+	select {
+	case r := <-blocked:
+		t.Fatalf("a commit without its standby returned: %+v", r)
+	case <-time.After(100 * time.Millisecond):
+	}
+	snd.SetSync(replica.Async, 1, nil, time.Second, true)
+	select {
+	case r := <-blocked:
+		if r.err != nil || r.degraded {
+			t.Fatalf("a blocked commit once the node is async: %+v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a blocked commit still waits after the node became async")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if degraded, err := snd.Wait(ctx, transfer("t2"), replica.AppliedAck); !errors.Is(err, replica.ErrUnconfirmed) || degraded {
+		t.Fatalf("a commit that asked for applied-ack on an async node: degraded %v, %v", degraded, err)
+	}
+	snd.SetSync(replica.AppliedAck, 1, nil, 50*time.Millisecond, false)
+	start := time.Now()
+	if degraded, err := snd.Wait(context.Background(), transfer("t3"), -1); err != nil || !degraded || time.Since(start) < 50*time.Millisecond {
+		t.Fatalf("a commit after the switch to applied-ack and degrade: degraded %v, %v after %s", degraded, err, time.Since(start))
+	}
+	if !snd.Degraded() {
+		t.Fatal("not degraded")
+	}
+	snd.SetSync(replica.Async, 1, nil, 50*time.Millisecond, false)
+	if snd.Degraded() {
+		t.Fatal("still degraded with nothing to wait for")
+	}
+}
+
 // TestBlockUntilDeadline: with on_sync_timeout = block a commit whose
 // standby is away waits until its context ends and says it is
 // unconfirmed.

@@ -637,16 +637,17 @@ var ErrUnconfirmed = errors.New("replica: the commit is local but unconfirmed by
 // commits return at once, degraded, until the standbys catch up), or,
 // with Block, goes on waiting until ctx ends and returns ErrUnconfirmed.
 func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool, err error) {
-	if mode < 0 {
-		mode = s.opts.Mode
-	}
 	if mode == Async || lsn == 0 {
 		return false, nil
 	}
 	var timeout <-chan time.Time
 	for {
 		s.mu.Lock()
-		if s.quorumLocked(mode) >= lsn {
+		m := mode
+		if m < 0 {
+			m = s.opts.Mode // as it is now: SetSync may change it while a commit waits
+		}
+		if m == Async || s.quorumLocked(m) >= lsn {
 			s.mu.Unlock()
 			return false, nil
 		}
@@ -662,9 +663,10 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 			s.changed = make(chan struct{})
 		}
 		changed := s.changed
+		block, wait, quorum := s.opts.Block, s.opts.Timeout, s.opts.Quorum
 		s.mu.Unlock()
-		if timeout == nil && !s.opts.Block {
-			t := time.NewTimer(s.opts.Timeout)
+		if timeout == nil && !block {
+			t := time.NewTimer(wait)
 			defer t.Stop()
 			timeout = t.C
 		}
@@ -672,14 +674,14 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 		case <-changed:
 		case <-timeout:
 			s.mu.Lock()
-			if s.quorumLocked(mode) >= lsn { // answered just now
+			if s.quorumLocked(m) >= lsn { // answered just now
 				s.mu.Unlock()
 				return false, nil
 			}
 			if !s.degraded {
 				s.degraded, s.resumeAt, s.resumeBy = true, s.store.DB().LastLSN(), time.Now()
 				s.opts.Logger.Warn("the standbys did not answer in sync_timeout: commits no longer wait for them until they catch up",
-					"sync-mode", mode, "lsn", lsn, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout)
+					"sync-mode", m, "lsn", lsn, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout)
 				// The other waiters return degraded too, now.
 				if s.changed != nil {
 					close(s.changed)
@@ -690,9 +692,30 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 			s.mu.Unlock()
 			return true, nil
 		case <-ctx.Done():
-			return false, fmt.Errorf("%w: LSN %d waited for %d standbys to answer (%s): %w", ErrUnconfirmed, lsn, s.opts.Quorum, mode, ctx.Err())
+			return false, fmt.Errorf("%w: LSN %d waited for %d standbys to answer (%s): %w", ErrUnconfirmed, lsn, quorum, m, ctx.Err())
 		}
 	}
+}
+
+// SetSync changes what commits wait for, as SenderOptions' Mode, Quorum,
+// Counted, Timeout and Block say (a node's sync settings read again on
+// SIGHUP). Commits waiting now see the change at once: those that wait
+// for the node's mode return when it becomes async, and a quorum that
+// the new rule finds met releases them. A degradation ends when there
+// is nothing left to wait for; otherwise it ends, as before, once the
+// quorum catches up.
+func (s *Sender) SetSync(mode Mode, quorum int, counted []string, timeout time.Duration, block bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.Mode, s.opts.Quorum, s.opts.Counted, s.opts.Timeout, s.opts.Block = mode, quorum, slices.Clone(counted), timeout, block
+	if mode == Async || quorum <= 0 {
+		s.degraded = false
+	}
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+	s.resumeLocked()
 }
 
 // Degraded reports whether commits go on without their quorum.

@@ -29,7 +29,7 @@ func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusRes
 		Role:             s.Role(),
 		Epoch:            s.epochs.Current(),
 		Durability:       s.cfg.Durability,
-		SyncMode:         s.cfg.SyncMode,
+		SyncMode:         s.syncNow().Mode,
 		LastLsn:          last,
 		DurableLsn:       s.store.DurableLSN(),
 		AppliedLsn:       last,

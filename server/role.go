@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -159,13 +160,14 @@ func (s *Server) startSender() error {
 	if s.role != conf.RolePrimary || len(s.cfg.Peers) == 0 || s.addr == "" {
 		return nil
 	}
-	mode, err := replica.ParseMode(s.cfg.SyncMode)
+	sc := s.syncNow()
+	mode, err := replica.ParseMode(sc.Mode)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	opts := replica.SenderOptions{
-		Node: s.cfg.Node, Addr: s.addr, Epochs: s.epochs, Mode: mode, Quorum: int(s.cfg.SyncQuorum), Counted: s.cfg.SyncStandbys, Timeout: s.cfg.SyncTimeout,
-		Block: s.cfg.OnSyncTimeout == "block", MaxMessageBytes: int(s.cfg.MaxMessageBytes), Logger: s.log.Named("replica"),
+		Node: s.cfg.Node, Addr: s.addr, Epochs: s.epochs, Mode: mode, Quorum: int(sc.Quorum), Counted: sc.Standbys, Timeout: sc.Timeout,
+		Block: sc.OnTimeout == "block", MaxMessageBytes: int(s.cfg.MaxMessageBytes), Logger: s.log.Named("replica"),
 		OnNewerEpoch: func(epoch uint64, standby string) {
 			if err := s.stepDown(epoch, standby); err != nil {
 				s.log.Error("could not step down", "error", err)
@@ -284,6 +286,72 @@ func (s *Server) replication() (standbys []replica.Standby, degraded bool) {
 	return nil, false
 }
 
+// syncConf is what the node's commits wait for: its sync_mode,
+// sync_quorum, sync_standbys, sync_timeout and on_sync_timeout, from the
+// configuration at start, then as SetSync changes them.
+type syncConf struct {
+	Mode      string
+	Quorum    int64
+	Standbys  []string
+	Timeout   time.Duration
+	OnTimeout string
+}
+
+func syncConfOf(cfg *conf.Config) *syncConf {
+	return &syncConf{cfg.SyncMode, cfg.SyncQuorum, slices.Clone(cfg.SyncStandbys), cfg.SyncTimeout, cfg.OnSyncTimeout}
+}
+
+// syncNow returns the node's sync settings.
+func (s *Server) syncNow() *syncConf { return s.syncConf.Load() }
+
+// SetSync takes the sync settings of cfg, a configuration read again
+// (SIGHUP): the commits and reads that wait now, and those from now on,
+// wait as they say, and so does a sender a later promotion starts. cfg's
+// other settings are not taken. It says which settings changed (none:
+// nil).
+func (s *Server) SetSync(cfg *conf.Config) ([]string, error) {
+	next := syncConfOf(cfg)
+	mode, err := replica.ParseMode(next.Mode)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.roleMu.Lock() // a promotion starts its sender with the settings of its time
+	defer s.roleMu.Unlock()
+	was := s.syncNow()
+	var changed []string
+	for _, c := range []struct {
+		key  string
+		same bool
+	}{
+		{"sync_mode", was.Mode == next.Mode}, {"sync_quorum", was.Quorum == next.Quorum},
+		{"sync_standbys", slices.Equal(was.Standbys, next.Standbys)}, {"sync_timeout", was.Timeout == next.Timeout},
+		{"on_sync_timeout", was.OnTimeout == next.OnTimeout},
+	} {
+		if !c.same {
+			changed = append(changed, c.key)
+		}
+	}
+	if changed == nil {
+		return nil, nil
+	}
+	s.syncConf.Store(next)
+	if snd := s.shipper(); snd != nil {
+		snd.SetSync(mode, int(next.Quorum), next.Standbys, next.Timeout, next.OnTimeout == "block")
+	}
+	s.warnNoPeers(next)
+	return changed, nil
+}
+
+// warnNoPeers warns of each name in sync_standbys that is none of the
+// node's peers: a typo, or a standby behind a propagator.
+func (s *Server) warnNoPeers(sc *syncConf) {
+	for _, name := range sc.Standbys {
+		if !slices.ContainsFunc(s.cfg.Peers, func(p conf.Peer) bool { return p.Name == name }) {
+			s.log.Warn("sync_standbys names a node that is no peer: it counts only when a propagator reports it", "standby", name)
+		}
+	}
+}
+
 // shipper returns the Sender, if the node ships its log.
 func (s *Server) shipper() *replica.Sender {
 	s.syncMu.Lock()
@@ -297,7 +365,7 @@ func (s *Server) shipper() *replica.Sender {
 func (s *Server) waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (degraded bool, err error) {
 	snd := s.shipper()
 	if snd == nil {
-		if mode < 0 && s.cfg.SyncMode == conf.SyncAsync || mode == replica.Async || s.canSync() != nil {
+		if mode < 0 && s.syncNow().Mode == conf.SyncAsync || mode == replica.Async || s.canSync() != nil {
 			return false, nil
 		}
 		return false, fmt.Errorf("%w: LSN %d: this node does not ship its log now (it stepped down)", replica.ErrUnconfirmed, lsn)
@@ -331,7 +399,7 @@ func (s *Server) canSync() error {
 	switch {
 	case len(s.cfg.Peers) == 0:
 		return fmt.Errorf("node %s has no peers to wait for", s.cfg.Node)
-	case s.cfg.SyncQuorum == 0:
+	case s.syncNow().Quorum == 0:
 		return fmt.Errorf("node %s has sync_quorum 0", s.cfg.Node)
 	}
 	return nil

@@ -21,9 +21,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,6 +69,8 @@ type Server struct {
 	restarting bool       // a restart is asked for, to cut the log or load an image
 	divergedAt uint64     // where the log diverged from the primary's, once handled
 
+	syncConf atomic.Pointer[syncConf] // the sync settings now: cfg's, then SetSync's
+
 	syncMu sync.Mutex
 	sender *replica.Sender // ships the log: on a serving primary with peers (guarded by syncMu)
 	relay  *replica.Sender // relays the log: on a propagator that follows a sender (guarded by syncMu)
@@ -112,6 +114,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 		quit:        make(chan struct{}),
 		reaped:      make(chan struct{}),
 	}
+	s.syncConf.Store(syncConfOf(cfg))
 	if cfg.Role == conf.RolePropagator {
 		s.standbyRole = conf.RolePropagator
 	}
@@ -405,13 +408,9 @@ func (s *Server) Serve(lis net.Listener) error {
 	}
 	// On every role: a standby's sync_standbys takes effect when it is
 	// promoted, too late to find a typo.
-	for _, name := range s.cfg.SyncStandbys {
-		if !slices.ContainsFunc(s.cfg.Peers, func(p conf.Peer) bool { return p.Name == name }) {
-			s.log.Warn("sync_standbys names a node that is no peer: it counts only when a propagator reports it", "standby", name)
-		}
-	}
+	s.warnNoPeers(s.syncNow())
 	s.log.Info("serving", "addr", lis.Addr().String(), "node", s.cfg.Node, "role", role, "epoch", s.epochs.Current(), "durability", s.cfg.Durability,
-		"sync-mode", s.cfg.SyncMode, "version", version())
+		"sync-mode", s.syncNow().Mode, "version", version())
 	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("server: serve on %s: %w", lis.Addr(), err)
 	}

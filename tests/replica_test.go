@@ -385,6 +385,82 @@ func TestRoleSwitches(t *testing.T) {
 	}
 }
 
+// TestSyncReload: SIGHUP takes the sync settings the config file names
+// now, without a restart. A primary whose standby is away takes
+// applied-ack with on_sync_timeout = block, and its commits block; back
+// to async, a commit that was blocked returns at once, and the next ones
+// do not wait.
+func TestSyncReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.hcl")
+	peer := servertest.DeadAddr(t)
+	write := func(mode string) {
+		cfg := fmt.Sprintf("node = \"a\"\nrole = \"primary\"\nsync_mode = %q\non_sync_timeout = \"block\"\npeer \"b\" {\n  addr = %q\n}\n", mode, peer)
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hup := func(p *proc) {
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("async")
+	a := start(t, "-config", path)
+	db, conn := a.client()
+	admin := pb.NewAdminServiceClient(conn)
+	createBank(t, db)
+	mode := func() string {
+		st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.GetSyncMode()
+	}
+	insert := func(ctx context.Context, v int64) error {
+		_, err := db.Insert(ctx, &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(v)}}})
+		return err
+	}
+
+	write("applied-ack")
+	hup(a)
+	for deadline := time.Now().Add(10 * time.Second); mode() != "applied-ack"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("SIGHUP did not take applied-ack:\n%s", a.output())
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := insert(ctx, 1); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a commit under applied-ack with the standby away: %v", err)
+	}
+	blocked := make(chan error, 1)
+	go func() { blocked <- insert(testCtx(t), 2) }()
+	select {
+	case err := <-blocked:
+		t.Fatalf("a commit under applied-ack with the standby away returned: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	write("async")
+	hup(a)
+	select {
+	case err := <-blocked:
+		if err != nil {
+			t.Fatalf("the blocked commit, once the node is async: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the blocked commit still waits after SIGHUP took async:\n%s", a.output())
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := insert(ctx, 3); err != nil {
+		t.Fatalf("a commit once the node is async: %v", err)
+	}
+	if m := mode(); m != "async" || !strings.Contains(a.output(), "SIGHUP: took the sync settings") {
+		t.Fatalf("after SIGHUP the node's sync mode is %s:\n%s", m, a.output())
+	}
+}
+
 // TestStandbyRestart: a standby killed with SIGKILL while its primary
 // takes writes (which go on while it is down) comes back on its data
 // dir, resumes from what it had applied, and catches up with every

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -46,7 +47,8 @@ func demoteCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 // reload reads the configuration again (SIGHUP), and the certificate and
-// token files, and takes its role if
+// token files; takes its sync settings (sync_mode, sync_quorum,
+// sync_standbys, sync_timeout, on_sync_timeout); and takes its role if
 // the file changed it since it was last read (*role): a node that
 // stepped down, or was promoted or demoted over AdminService, keeps its
 // role across a SIGHUP that changes nothing.
@@ -60,6 +62,13 @@ func reload(srv *server.Server, load func() (*conf.Config, error), role *string,
 		logger.Error("SIGHUP: could not read the certificate or token files again; the ones loaded before stay in use", "error", err)
 	} else {
 		logger.Info("SIGHUP: read the certificate and token files again")
+	}
+	if changed, err := srv.SetSync(cfg); err != nil {
+		logger.Error("SIGHUP: could not take the sync settings; the ones before stay in use", "error", err)
+	} else if changed != nil {
+		logger.Info("SIGHUP: took the sync settings", "changed", strings.Join(changed, ","), "sync-mode", cfg.SyncMode,
+			"sync-quorum", cfg.SyncQuorum, "sync-standbys", strings.Join(cfg.SyncStandbys, ","), "sync-timeout", cfg.SyncTimeout,
+			"on-sync-timeout", cfg.OnSyncTimeout)
 	}
 	if cfg.Role == *role {
 		logger.Info("SIGHUP: the configured role is unchanged", "role", cfg.Role, "node-role", srv.Role())
