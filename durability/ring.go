@@ -132,17 +132,19 @@ func (r *Ring) BytesBetween(after, upto uint64) uint64 {
 	}
 	oldest, newest := r.recs[r.head], r.recs[(r.head+r.n-1)%len(r.recs)]
 	upto = min(upto, newest.LSN)
-	if upto <= after || upto < oldest.LSN {
+	if upto <= after {
 		return 0
 	}
-	end := r.recs[(r.head+int(upto-oldest.LSN))%len(r.recs)].sum
-	if after+1 >= oldest.LSN {
-		next := r.recs[(r.head+int(after+1-oldest.LSN))%len(r.recs)]
-		return end - next.sum + uint64(len(next.Body))
+	var held uint64
+	if upto >= oldest.LSN {
+		from := r.recs[(r.head+int(max(after+1, oldest.LSN)-oldest.LSN))%len(r.recs)]
+		held = r.recs[(r.head+int(upto-oldest.LSN))%len(r.recs)].sum - from.sum + uint64(len(from.Body))
 	}
-	held := end - oldest.sum + uint64(len(oldest.Body))
+	if after+1 >= oldest.LSN {
+		return held
+	}
 	// The dropped records at the average size, without overflow.
-	hi, lo := bits.Mul64(oldest.LSN-after-1, uint64(r.bytes))
+	hi, lo := bits.Mul64(min(upto, oldest.LSN-1)-after, uint64(r.bytes))
 	if hi >= uint64(r.n) {
 		return math.MaxUint64
 	}

@@ -29,12 +29,12 @@ func TestRingBytesBetween(t *testing.T) {
 			for _, upto := range []uint64{lsn + 5, lsn, lsn - 1, after + 1, oldest, oldest - 1, after} {
 				got := r.BytesBetween(after, upto)
 				var want uint64
-				if top := min(upto, lsn); top > after && top >= oldest {
+				if top := min(upto, lsn); top > after {
 					for l := max(after+1, oldest); l <= top; l++ {
 						want += sizes[l]
 					}
 					if after+1 < oldest {
-						want += (oldest - after - 1) * held / (lsn - oldest + 1)
+						want += (min(top, oldest-1) - after) * held / (lsn - oldest + 1)
 					}
 				}
 				if got != want {
@@ -56,5 +56,13 @@ func TestRingBytesBetween(t *testing.T) {
 	}
 	if got := r.BytesBetween(0, base+30); got != math.MaxUint64 {
 		t.Fatalf("2^62 records behind: %d bytes, want the largest number", got)
+	}
+	// The dropped records alone just fit; with those held they would not.
+	missing := uint64(math.MaxUint64-500) / 1000
+	if got := r.BytesBetween(base-missing, base); got != missing*1000 {
+		t.Fatalf("%d dropped records: %d bytes, want %d", missing, got, missing*1000)
+	}
+	if got := r.BytesBetween(base-missing, base+30); got != math.MaxUint64 {
+		t.Fatalf("%d dropped records and 30 held: %d bytes, want the largest number", missing, got)
 	}
 }

@@ -378,6 +378,45 @@ func TestSetSync(t *testing.T) {
 	if snd.Degraded() {
 		t.Fatal("still degraded with nothing to wait for")
 	}
+
+	// wait starts a commit waiting for the node's mode, and changes the
+	// settings after 50 ms.
+	n := 3
+	wait := func(ctx context.Context, change func()) (result, time.Duration) {
+		n++
+		lsn := transfer(fmt.Sprint("t", n))
+		done := make(chan result, 1)
+		start := time.Now()
+		go func() {
+			degraded, err := snd.Wait(ctx, lsn, -1)
+			done <- result{degraded, err}
+		}()
+		time.Sleep(50 * time.Millisecond)
+		change()
+		r := <-done
+		return r, time.Since(start)
+	}
+	// From degrade to block while a commit waits: it does not degrade
+	// when its old timeout passes, but waits until its deadline.
+	snd.SetSync(replica.AppliedAck, 1, nil, 300*time.Millisecond, false)
+	ctx, cancel = context.WithTimeout(context.Background(), 800*time.Millisecond)
+	defer cancel()
+	r, took := wait(ctx, func() { snd.SetSync(replica.AppliedAck, 1, nil, 300*time.Millisecond, true) })
+	if !errors.Is(r.err, replica.ErrUnconfirmed) || r.degraded || took < 700*time.Millisecond || snd.Degraded() {
+		t.Fatalf("a commit whose node went from degrade to block: %+v after %s, node degraded %v", r, took, snd.Degraded())
+	}
+	// A shorter timeout reaches a commit that waits already.
+	snd.SetSync(replica.AppliedAck, 1, nil, 10*time.Second, false)
+	r, took = wait(context.Background(), func() { snd.SetSync(replica.AppliedAck, 1, nil, 100*time.Millisecond, false) })
+	if r.err != nil || !r.degraded || took > 5*time.Second {
+		t.Fatalf("a commit whose timeout went from 10 s to 100 ms: %+v after %s", r, took)
+	}
+	// A quorum of none releases a blocked commit.
+	snd.SetSync(replica.AppliedAck, 1, nil, time.Second, true)
+	r, took = wait(context.Background(), func() { snd.SetSync(replica.AppliedAck, 0, nil, time.Second, true) })
+	if r.err != nil || r.degraded || took > 5*time.Second {
+		t.Fatalf("a blocked commit once sync_quorum is 0: %+v after %s", r, took)
+	}
 }
 
 // TestBlockUntilDeadline: with on_sync_timeout = block a commit whose

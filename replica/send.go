@@ -640,12 +640,22 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 	if mode == Async || lsn == 0 {
 		return false, nil
 	}
-	var timeout <-chan time.Time
+	// Each pass decides with the settings as they are then: SetSync may
+	// change the node's mode, the quorum, the timeout or block while a
+	// commit waits. The timeout counts from when the commit began to
+	// wait.
+	began := time.Now()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		s.mu.Lock()
 		m := mode
 		if m < 0 {
-			m = s.opts.Mode // as it is now: SetSync may change it while a commit waits
+			m = s.opts.Mode
 		}
 		if m == Async || s.quorumLocked(m) >= lsn {
 			s.mu.Unlock()
@@ -659,38 +669,37 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 			s.mu.Unlock()
 			return true, nil
 		}
+		if !s.opts.Block && time.Since(began) >= s.opts.Timeout {
+			s.degraded, s.resumeAt, s.resumeBy = true, s.store.DB().LastLSN(), time.Now()
+			s.opts.Logger.Warn("the standbys did not answer in sync_timeout: commits no longer wait for them until they catch up",
+				"sync-mode", m, "lsn", lsn, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout)
+			// The other waiters return degraded too, now.
+			if s.changed != nil {
+				close(s.changed)
+				s.changed = nil
+			}
+			s.resumeLocked()
+			s.mu.Unlock()
+			return true, nil
+		}
 		if s.changed == nil {
 			s.changed = make(chan struct{})
 		}
 		changed := s.changed
-		block, wait, quorum := s.opts.Block, s.opts.Timeout, s.opts.Quorum
+		block, until, quorum := s.opts.Block, began.Add(s.opts.Timeout), s.opts.Quorum
 		s.mu.Unlock()
-		if timeout == nil && !block {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			timeout = t.C
+		var timeout <-chan time.Time
+		if !block {
+			if timer == nil {
+				timer = time.NewTimer(time.Until(until))
+			} else {
+				timer.Reset(time.Until(until))
+			}
+			timeout = timer.C
 		}
 		select {
 		case <-changed:
-		case <-timeout:
-			s.mu.Lock()
-			if s.quorumLocked(m) >= lsn { // answered just now
-				s.mu.Unlock()
-				return false, nil
-			}
-			if !s.degraded {
-				s.degraded, s.resumeAt, s.resumeBy = true, s.store.DB().LastLSN(), time.Now()
-				s.opts.Logger.Warn("the standbys did not answer in sync_timeout: commits no longer wait for them until they catch up",
-					"sync-mode", m, "lsn", lsn, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout)
-				// The other waiters return degraded too, now.
-				if s.changed != nil {
-					close(s.changed)
-					s.changed = nil
-				}
-				s.resumeLocked()
-			}
-			s.mu.Unlock()
-			return true, nil
+		case <-timeout: // the next pass degrades, if it still should
 		case <-ctx.Done():
 			return false, fmt.Errorf("%w: LSN %d waited for %d standbys to answer (%s): %w", ErrUnconfirmed, lsn, quorum, m, ctx.Err())
 		}
@@ -700,15 +709,16 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 // SetSync changes what commits wait for, as SenderOptions' Mode, Quorum,
 // Counted, Timeout and Block say (a node's sync settings read again on
 // SIGHUP). Commits waiting now see the change at once: those that wait
-// for the node's mode return when it becomes async, and a quorum that
-// the new rule finds met releases them. A degradation ends when there
-// is nothing left to wait for; otherwise it ends, as before, once the
-// quorum catches up.
+// for the node's mode return when it becomes async, a quorum that the
+// new rule finds met releases them, and a new timeout counts from when
+// each began to wait. A degradation ends when there is nothing left to
+// wait for or commits are to block; otherwise it ends, as before, once
+// the quorum catches up.
 func (s *Sender) SetSync(mode Mode, quorum int, counted []string, timeout time.Duration, block bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.opts.Mode, s.opts.Quorum, s.opts.Counted, s.opts.Timeout, s.opts.Block = mode, quorum, slices.Clone(counted), timeout, block
-	if mode == Async || quorum <= 0 {
+	if mode == Async || quorum <= 0 || block {
 		s.degraded = false
 	}
 	if s.changed != nil {

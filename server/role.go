@@ -315,6 +315,11 @@ func (s *Server) SetSync(cfg *conf.Config) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	// The file was checked against its own peers; peers change only at a
+	// restart, so the running ones must do.
+	if mode != replica.Async && next.Quorum > 0 && len(s.cfg.Peers) == 0 {
+		return nil, fmt.Errorf("server: sync_mode %s with sync_quorum %d needs peers, and node %s runs with none (peers change at a restart)", next.Mode, next.Quorum, s.cfg.Node)
+	}
 	s.roleMu.Lock() // a promotion starts its sender with the settings of its time
 	defer s.roleMu.Unlock()
 	was := s.syncNow()
@@ -338,7 +343,9 @@ func (s *Server) SetSync(cfg *conf.Config) ([]string, error) {
 	if snd := s.shipper(); snd != nil {
 		snd.SetSync(mode, int(next.Quorum), next.Standbys, next.Timeout, next.OnTimeout == "block")
 	}
-	s.warnNoPeers(next)
+	if slices.Contains(changed, "sync_standbys") {
+		s.warnNoPeers(next)
+	}
 	return changed, nil
 }
 
