@@ -141,6 +141,10 @@ func TestSecuredReplication(t *testing.T) {
 			t.Fatalf("image fetch with %s: exit %d, want %q:\n%s", tc.name, code, tc.want, errOut)
 		}
 	}
+	// The other commands, too, say why a plaintext call to b fails.
+	if _, errOut, code := runTool(t, "status", "-addr", b.addr); code == 0 || !strings.Contains(errOut, "serves TLS: give its CA") {
+		t.Fatalf("status in plaintext: exit %d:\n%s", code, errOut)
+	}
 	if _, errOut, code := runTool(t, "image", "verify", "-in", img); code != 0 {
 		t.Fatalf("the fetched image does not verify: %s", errOut)
 	}

@@ -228,6 +228,12 @@ func servesTLS(ctx context.Context, addr string) bool {
 	return err == nil || errors.As(err, &alert) && alert.Op == "remote error"
 }
 
+// errServesTLS says that a command dialled the node at addr, which
+// serves TLS, in plaintext.
+func errServesTLS(addr string) error {
+	return fmt.Errorf("%s serves TLS: give its CA with -tls-ca-file (and a certificate it accepts with -tls-cert-file and -tls-key-file), or -config with a node's tls block", addr)
+}
+
 // probeTimeout bounds servesTLS.
 const probeTimeout = 2 * time.Second
 

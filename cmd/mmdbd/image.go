@@ -87,7 +87,7 @@ func imageFetch(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if cf.plaintext() && servesTLS(ctx, from) {
-		return fmt.Errorf("%s serves TLS: give its CA with -tls-ca-file (and a certificate it accepts with -tls-cert-file and -tls-key-file), or -config with a node's tls block", from)
+		return errServesTLS(from)
 	}
 	part := *out + ".part"
 	logger := hclog.New(&hclog.LoggerOptions{Name: "mmdbd", Level: hclog.Warn, Output: stderr})
