@@ -24,12 +24,17 @@ type adminService struct {
 func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
 	s := a.s
 	last := s.db.LastLSN()
+	sc := s.syncNow()
 	resp := &pb.StatusResponse{
 		Node:             s.cfg.Node,
 		Role:             s.Role(),
 		Epoch:            s.epochs.Current(),
 		Durability:       s.cfg.Durability,
-		SyncMode:         s.syncNow().Mode,
+		SyncMode:         sc.Mode,
+		SyncQuorum:       uint32(sc.Quorum),
+		SyncStandbys:     sc.Standbys,
+		SyncTimeout:      durationpb.New(sc.Timeout),
+		OnSyncTimeout:    sc.OnTimeout,
 		LastLsn:          last,
 		DurableLsn:       s.store.DurableLSN(),
 		AppliedLsn:       last,

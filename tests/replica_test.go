@@ -428,6 +428,10 @@ func TestSyncReload(t *testing.T) {
 			t.Fatalf("SIGHUP did not take applied-ack:\n%s", a.output())
 		}
 	}
+	if out, errOut, code := runTool(t, "status", "-addr", a.addr); code != 0 || !strings.Contains(out, " 1 of any standby\n") ||
+		!strings.Contains(out, " 2s, then block\n") {
+		t.Fatalf("status after SIGHUP: exit %d\n%s%s", code, out, errOut)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if err := insert(ctx, 1); status.Code(err) != codes.DeadlineExceeded {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -22,6 +23,10 @@ type statusJSON struct {
 	Epoch            uint64        `json:"epoch"`
 	Durability       string        `json:"durability"`
 	SyncMode         string        `json:"sync_mode"`
+	SyncQuorum       uint32        `json:"sync_quorum"`
+	SyncStandbys     []string      `json:"sync_standbys"`
+	SyncTimeoutMs    int64         `json:"sync_timeout_ms"`
+	OnSyncTimeout    string        `json:"on_sync_timeout"`
 	Primary          string        `json:"primary,omitempty"`
 	Degraded         bool          `json:"degraded"`
 	LastLSN          uint64        `json:"last_lsn"`
@@ -62,6 +67,8 @@ type tableJSON struct {
 func toStatusJSON(r *pb.StatusResponse) statusJSON {
 	out := statusJSON{
 		Node: r.GetNode(), Role: r.GetRole(), Epoch: r.GetEpoch(), Durability: r.GetDurability(), SyncMode: r.GetSyncMode(),
+		SyncQuorum: r.GetSyncQuorum(), SyncStandbys: append([]string{}, r.GetSyncStandbys()...),
+		SyncTimeoutMs: r.GetSyncTimeout().AsDuration().Milliseconds(), OnSyncTimeout: r.GetOnSyncTimeout(),
 		Primary: r.GetPrimary(), Degraded: r.GetDegraded(),
 		LastLSN: r.GetLastLsn(), DurableLSN: r.GetDurableLsn(), AppliedLSN: r.GetAppliedLsn(), CheckpointLSN: r.GetCheckpointLsn(),
 		Standbys: []standbyJSON{}, Tables: []tableJSON{},
@@ -134,6 +141,11 @@ func adminCall(cmd string, args []string, stderr io.Writer, timeout time.Duratio
 func printStatus(w io.Writer, st statusJSON) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node\t%s\nrole\t%s\nepoch\t%d\ndurability\t%s\nsync mode\t%s\n", st.Node, st.Role, st.Epoch, st.Durability, st.SyncMode)
+	counted := "any standby"
+	if len(st.SyncStandbys) > 0 {
+		counted = strings.Join(st.SyncStandbys, ", ")
+	}
+	fmt.Fprintf(tw, "sync quorum\t%d of %s\nsync timeout\t%s, then %s\n", st.SyncQuorum, counted, time.Duration(st.SyncTimeoutMs)*time.Millisecond, st.OnSyncTimeout)
 	if st.Primary != "" {
 		fmt.Fprintf(tw, "primary\t%s\n", st.Primary)
 	}

@@ -3190,7 +3190,15 @@ type StatusResponse struct {
 	// On a primary: commits no longer wait for the standbys (they did not
 	// answer within sync_timeout, and on_sync_timeout is degrade) until
 	// they catch up.
-	Degraded      bool `protobuf:"varint,16,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	Degraded bool `protobuf:"varint,16,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	// The rest of the node's sync settings, as they are now (SIGHUP may
+	// have changed them since the start): how many standbys a commit
+	// waits for, which count (empty: any), how long, and then what
+	// ("degrade" or "block").
+	SyncQuorum    uint32               `protobuf:"varint,17,opt,name=sync_quorum,json=syncQuorum,proto3" json:"sync_quorum,omitempty"`
+	SyncStandbys  []string             `protobuf:"bytes,18,rep,name=sync_standbys,json=syncStandbys,proto3" json:"sync_standbys,omitempty"`
+	SyncTimeout   *durationpb.Duration `protobuf:"bytes,19,opt,name=sync_timeout,json=syncTimeout,proto3" json:"sync_timeout,omitempty"`
+	OnSyncTimeout string               `protobuf:"bytes,20,opt,name=on_sync_timeout,json=onSyncTimeout,proto3" json:"on_sync_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3335,6 +3343,34 @@ func (x *StatusResponse) GetDegraded() bool {
 		return x.Degraded
 	}
 	return false
+}
+
+func (x *StatusResponse) GetSyncQuorum() uint32 {
+	if x != nil {
+		return x.SyncQuorum
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetSyncStandbys() []string {
+	if x != nil {
+		return x.SyncStandbys
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetSyncTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.SyncTimeout
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetOnSyncTimeout() string {
+	if x != nil {
+		return x.OnSyncTimeout
+	}
+	return ""
 }
 
 // PromoteRequest is the request of Promote.
@@ -5457,7 +5493,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	" \x01(\v2\x16.mmdb.v1.BeginResponseH\x00R\x05begin\x127\n" +
 	"\brollback\x18\v \x01(\v2\x19.mmdb.v1.RollbackResponseH\x00R\brollbackB\b\n" +
 	"\x06result\"\x0f\n" +
-	"\rStatusRequest\"\xa1\x04\n" +
+	"\rStatusRequest\"\xcd\x05\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
@@ -5479,7 +5515,12 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\aversion\x18\r \x01(\tR\aversion\x12+\n" +
 	"\x11open_transactions\x18\x0e \x01(\rR\x10openTransactions\x12\x18\n" +
 	"\aprimary\x18\x0f \x01(\tR\aprimary\x12\x1a\n" +
-	"\bdegraded\x18\x10 \x01(\bR\bdegraded\"\x10\n" +
+	"\bdegraded\x18\x10 \x01(\bR\bdegraded\x12\x1f\n" +
+	"\vsync_quorum\x18\x11 \x01(\rR\n" +
+	"syncQuorum\x12#\n" +
+	"\rsync_standbys\x18\x12 \x03(\tR\fsyncStandbys\x12<\n" +
+	"\fsync_timeout\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\vsyncTimeout\x12&\n" +
+	"\x0fon_sync_timeout\x18\x14 \x01(\tR\ronSyncTimeout\"\x10\n" +
 	"\x0ePromoteRequest\"^\n" +
 	"\x0fPromoteResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
@@ -5845,68 +5886,69 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	57,  // 67: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
 	58,  // 68: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
 	73,  // 69: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	51,  // 70: mmdb.v1.TableDigestResponse.buckets:type_name -> mmdb.v1.BucketDigest
-	52,  // 71: mmdb.v1.TableDigestResponse.rows:type_name -> mmdb.v1.RowDigest
-	2,   // 72: mmdb.v1.RepairRowsRequest.durability:type_name -> mmdb.v1.Durability
-	3,   // 73: mmdb.v1.RepairRowsRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	73,  // 74: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
-	60,  // 75: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
-	64,  // 76: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
-	66,  // 77: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
-	63,  // 78: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
-	65,  // 79: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
-	68,  // 80: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
-	69,  // 81: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
-	70,  // 82: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
-	11,  // 83: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	13,  // 84: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	15,  // 85: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	17,  // 86: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	19,  // 87: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	21,  // 88: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	23,  // 89: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	24,  // 90: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	25,  // 91: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	26,  // 92: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	31,  // 93: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	35,  // 94: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	37,  // 95: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	39,  // 96: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	43,  // 97: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	55,  // 98: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	45,  // 99: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
-	47,  // 100: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
-	49,  // 101: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
-	53,  // 102: mmdb.v1.AdminService.RepairRows:input_type -> mmdb.v1.RepairRowsRequest
-	59,  // 103: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	62,  // 104: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
-	12,  // 105: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	14,  // 106: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	16,  // 107: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	18,  // 108: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	20,  // 109: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	22,  // 110: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	27,  // 111: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	28,  // 112: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	29,  // 113: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	30,  // 114: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	32,  // 115: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	36,  // 116: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	38,  // 117: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	41,  // 118: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	44,  // 119: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	56,  // 120: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	46,  // 121: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
-	48,  // 122: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
-	50,  // 123: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
-	54,  // 124: mmdb.v1.AdminService.RepairRows:output_type -> mmdb.v1.RepairRowsResponse
-	61,  // 125: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	67,  // 126: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
-	105, // [105:127] is the sub-list for method output_type
-	83,  // [83:105] is the sub-list for method input_type
-	83,  // [83:83] is the sub-list for extension type_name
-	83,  // [83:83] is the sub-list for extension extendee
-	0,   // [0:83] is the sub-list for field type_name
+	73,  // 70: mmdb.v1.StatusResponse.sync_timeout:type_name -> google.protobuf.Duration
+	51,  // 71: mmdb.v1.TableDigestResponse.buckets:type_name -> mmdb.v1.BucketDigest
+	52,  // 72: mmdb.v1.TableDigestResponse.rows:type_name -> mmdb.v1.RowDigest
+	2,   // 73: mmdb.v1.RepairRowsRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 74: mmdb.v1.RepairRowsRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	73,  // 75: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	60,  // 76: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
+	64,  // 77: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
+	66,  // 78: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
+	63,  // 79: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
+	65,  // 80: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
+	68,  // 81: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
+	69,  // 82: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
+	70,  // 83: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
+	11,  // 84: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	13,  // 85: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	15,  // 86: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	17,  // 87: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	19,  // 88: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	21,  // 89: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	23,  // 90: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	24,  // 91: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	25,  // 92: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	26,  // 93: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	31,  // 94: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	35,  // 95: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	37,  // 96: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	39,  // 97: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	43,  // 98: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	55,  // 99: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	45,  // 100: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
+	47,  // 101: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
+	49,  // 102: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
+	53,  // 103: mmdb.v1.AdminService.RepairRows:input_type -> mmdb.v1.RepairRowsRequest
+	59,  // 104: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	62,  // 105: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	12,  // 106: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	14,  // 107: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	16,  // 108: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	18,  // 109: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	20,  // 110: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	22,  // 111: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	27,  // 112: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	28,  // 113: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	29,  // 114: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	30,  // 115: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	32,  // 116: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	36,  // 117: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	38,  // 118: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	41,  // 119: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	44,  // 120: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	56,  // 121: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	46,  // 122: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
+	48,  // 123: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
+	50,  // 124: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
+	54,  // 125: mmdb.v1.AdminService.RepairRows:output_type -> mmdb.v1.RepairRowsResponse
+	61,  // 126: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	67,  // 127: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	106, // [106:128] is the sub-list for method output_type
+	84,  // [84:106] is the sub-list for method input_type
+	84,  // [84:84] is the sub-list for extension type_name
+	84,  // [84:84] is the sub-list for extension extendee
+	0,   // [0:84] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
