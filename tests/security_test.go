@@ -142,8 +142,10 @@ func TestSecuredReplication(t *testing.T) {
 		}
 	}
 	// The other commands, too, say why a plaintext call to b fails.
-	if _, errOut, code := runTool(t, "status", "-addr", b.addr); code == 0 || !strings.Contains(errOut, "serves TLS: give its CA") {
-		t.Fatalf("status in plaintext: exit %d:\n%s", code, errOut)
+	for _, args := range [][]string{{"status", "-addr", b.addr}, {"audit", "-primary", b.addr, "-standby", a.addr}} {
+		if _, errOut, code := runTool(t, args...); code == 0 || !strings.Contains(errOut, "serves TLS: give its CA") {
+			t.Fatalf("%s in plaintext: exit %d:\n%s", args[0], code, errOut)
+		}
 	}
 	if _, errOut, code := runTool(t, "image", "verify", "-in", img); code != 0 {
 		t.Fatalf("the fetched image does not verify: %s", errOut)

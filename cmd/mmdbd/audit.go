@@ -62,7 +62,7 @@ func audit(args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	tables, err := pb.NewDatabaseServiceClient(p).ListTables(ctx, &pb.ListTablesRequest{})
 	if err != nil {
-		return fmt.Errorf("list the tables of %s: %w", *primary, err)
+		return fmt.Errorf("list the tables of %s: %w", *primary, cf.explain(*primary, err))
 	}
 	differs := false
 	for _, t := range tables.GetTables() {

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/client"
 	"github.com/mmdb/mmdb/conf"
@@ -232,6 +234,15 @@ func servesTLS(ctx context.Context, addr string) bool {
 // serves TLS, in plaintext.
 func errServesTLS(addr string) error {
 	return fmt.Errorf("%s serves TLS: give its CA with -tls-ca-file (and a certificate it accepts with -tls-cert-file and -tls-key-file), or -config with a node's tls block", addr)
+}
+
+// explain returns err, a call's failure, saying why when the call was
+// plaintext and the node at addr serves TLS.
+func (c *connFlags) explain(addr string, err error) error {
+	if grpcstatus.Code(err) == codes.Unavailable && c.plaintext() && servesTLS(context.Background(), addr) {
+		return fmt.Errorf("%w (%w)", errServesTLS(addr), err)
+	}
+	return err
 }
 
 // probeTimeout bounds servesTLS.

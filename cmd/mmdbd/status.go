@@ -10,9 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	grpcstatus "google.golang.org/grpc/status"
-
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -131,11 +128,7 @@ func adminCall(cmd string, args []string, stderr io.Writer, timeout time.Duratio
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *limit)
 	defer cancel()
-	err = fn(ctx, addr, pb.NewAdminServiceClient(conn))
-	if grpcstatus.Code(err) == codes.Unavailable && cf.plaintext() && servesTLS(context.Background(), addr) {
-		return fmt.Errorf("%w (%w)", errServesTLS(addr), err)
-	}
-	return err
+	return cf.explain(addr, fn(ctx, addr, pb.NewAdminServiceClient(conn)))
 }
 
 func printStatus(w io.Writer, st statusJSON) error {
