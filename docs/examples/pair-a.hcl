@@ -32,7 +32,9 @@ durability_floor = "mmap-log"
 # ... and applied on the standby, visible to its readers: a failover to B
 # loses no acknowledged commit. A standby that does not answer within
 # sync_timeout degrades the pair (commits return, flagged degraded, until
-# it has caught up); "block" would make them wait for it instead.
+# it has caught up); "block" would make them wait for it instead. The
+# sync settings, like the role, change with SIGHUP: to go async while B
+# is down for maintenance, set sync_mode = "async" here and send SIGHUP.
 role            = "primary"
 sync_mode       = "applied-ack"
 sync_quorum     = 1
