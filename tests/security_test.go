@@ -174,6 +174,15 @@ func TestSecuredReplication(t *testing.T) {
 		t.Fatalf("audit over TLS: exit %d: %s", code, errOut)
 	}
 
+	// A node without TLS cannot bootstrap from b, and says why at once,
+	// diskless or with a data dir.
+	for _, dir := range []string{"", t.TempDir()} {
+		_, errOut, code := runTool(t, "serve", "-listen", "127.0.0.1:0", "-node", "e", "-data-dir", dir, "-role", "standby", "-bootstrap-from", b.addr, "-peer", "b="+b.addr)
+		if code == 0 || !strings.Contains(errOut, "serves TLS and this node has no tls block") {
+			t.Fatalf("a plaintext node bootstrapping from b (data dir %q): exit %d:\n%s", dir, code, errOut)
+		}
+	}
+
 	// A diskless node bootstraps from b over TLS, as d, which b allows.
 	d := start(t, append(cl.node(t, "d", "d"), "-data-dir", "", "-role", "standby", "-bootstrap-from", b.addr, "-peer", "b="+b.addr)...)
 	sameRows(t, bdb, pb.NewDatabaseServiceClient(cl.dial(t, d.addr, "d", "")))

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -204,32 +203,6 @@ func (c *connFlags) credentials(addr string) ([]grpc.DialOption, error) {
 	return opts, nil
 }
 
-// servesTLS reports whether the node at addr answers a TLS handshake
-// (false when it cannot be reached). gRPC reports a plaintext call to
-// such a node as Unavailable, "error reading server preface", which
-// an image fetch would retry for a minute. A command that dials in
-// plaintext asks this first, so that it can say what is wrong at once.
-func servesTLS(ctx context.Context, addr string) bool {
-	d := net.Dialer{Timeout: probeTimeout}
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return false
-	}
-	// A probe: nothing is sent over the connection, so an error closing
-	// it changes nothing.
-	defer func() { _ = conn.Close() }()
-	if conn.SetDeadline(time.Now().Add(probeTimeout)) != nil {
-		return false
-	}
-	// Only whether the node speaks TLS matters here, not who it is: its
-	// certificate is not checked. A node that wants a client certificate
-	// may answer with an alert (under TLS 1.2; under 1.3 the handshake
-	// ends first), which is TLS too.
-	err = tls.Client(conn, &tls.Config{InsecureSkipVerify: true}).HandshakeContext(ctx)
-	var alert *net.OpError
-	return err == nil || errors.As(err, &alert) && alert.Op == "remote error"
-}
-
 // errServesTLS says that a command dialled the node at addr, which
 // serves TLS, in plaintext.
 func errServesTLS(addr string) error {
@@ -239,14 +212,11 @@ func errServesTLS(addr string) error {
 // explain returns err, a call's failure, saying why when the call was
 // plaintext and the node at addr serves TLS.
 func (c *connFlags) explain(addr string, err error) error {
-	if grpcstatus.Code(err) == codes.Unavailable && c.plaintext() && servesTLS(context.Background(), addr) {
+	if grpcstatus.Code(err) == codes.Unavailable && c.plaintext() && secure.ServesTLS(context.Background(), addr) {
 		return fmt.Errorf("%w (%w)", errServesTLS(addr), err)
 	}
 	return err
 }
-
-// probeTimeout bounds servesTLS.
-const probeTimeout = 2 * time.Second
 
 // dial connects to the node at addr.
 func (c *connFlags) dial(addr string) (*grpc.ClientConn, error) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/checkpoint/image"
+	"github.com/mmdb/mmdb/internal/secure"
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/replica"
 	"github.com/mmdb/mmdb/server"
@@ -86,7 +87,7 @@ func imageFetch(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if cf.plaintext() && servesTLS(ctx, from) {
+	if cf.plaintext() && secure.ServesTLS(ctx, from) {
 		return errServesTLS(from)
 	}
 	part := *out + ".part"

@@ -1,4 +1,4 @@
-package main
+package secure_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/mmdb/mmdb/internal/certtest"
+	"github.com/mmdb/mmdb/internal/secure"
 )
 
 // TestServesTLS: the probe tells a node that speaks TLS, under 1.3 and
@@ -80,8 +81,8 @@ func TestServesTLS(t *testing.T) {
 		{"TLS 1.2 wanting a client certificate", serve(tls12), true},
 		{"nobody", nobody, false},
 	} {
-		if got := servesTLS(context.Background(), c.addr); got != c.want {
-			t.Errorf("%s: servesTLS %v, want %v", c.name, got, c.want)
+		if got := secure.ServesTLS(context.Background(), c.addr); got != c.want {
+			t.Errorf("%s: ServesTLS %v, want %v", c.name, got, c.want)
 		}
 	}
 }
