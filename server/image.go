@@ -51,7 +51,7 @@ func (s *Server) newShelf() *checkpoint.Shelf {
 // database, while it arrives, and returns its LSN: how a diskless node
 // starts (bootstrap_from).
 func bootstrap(addr string, sec *security, db *mem.DB, logger hclog.Logger) (uint64, error) {
-	if err := sec.plainToTLS("bootstrap_from", addr); err != nil {
+	if err := sec.plainToTLS(addr); err != nil {
 		return 0, err
 	}
 	var lsn uint64
@@ -95,7 +95,7 @@ func seed(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 		_, err := installFile(cfg, logger)
 		return err
 	}
-	if err := sec.plainToTLS("bootstrap_from", cfg.BootstrapFrom); err != nil {
+	if err := sec.plainToTLS(cfg.BootstrapFrom); err != nil {
 		return err
 	}
 	return replica.Fetch(context.Background(), cfg.BootstrapFrom, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery, DialOptions: []grpc.DialOption{sec.dial(cfg.BootstrapFrom)}}, func(st *replica.ImageStream) error {
