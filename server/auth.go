@@ -128,17 +128,6 @@ func (sec *security) dial(addr string) grpc.DialOption {
 	return grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(sec.kp, sec.ca, name)))
 }
 
-// plainToTLS says why this node, without TLS, cannot bootstrap from the
-// node at addr when that one serves TLS (secure.ServesTLS); nil
-// otherwise. The fetch would retry gRPC's "error reading server preface"
-// for a minute.
-func (sec *security) plainToTLS(addr string) error {
-	if sec.kp != nil || !secure.ServesTLS(context.Background(), addr) {
-		return nil
-	}
-	return fmt.Errorf("server: bootstrap_from %s serves TLS and this node has no tls block: give it tls.cert_file, tls.key_file and tls.ca_file", addr)
-}
-
 // shipsAs checks, with peer authentication on, that the certificate of
 // a node shipping log names the peer its hello claims to be; nil
 // without peer authentication.

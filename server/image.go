@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"google.golang.org/grpc"
 
 	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/secure"
 	redolog "github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
@@ -47,16 +47,25 @@ func (s *Server) newShelf() *checkpoint.Shelf {
 	})
 }
 
+// fetchBootstrap fetches the image of bootstrap_from, the node at addr,
+// and hands the stream to use. A node without TLS stops at once when
+// addr serves TLS (secure.ServesTLS), where the fetch would retry gRPC's
+// "error reading server preface" for a minute.
+func (sec *security) fetchBootstrap(addr string, opts replica.FetchOptions, use func(*replica.ImageStream) error) error {
+	if sec.kp == nil && secure.ServesTLS(context.Background(), addr) {
+		return fmt.Errorf("%s serves TLS and this node has no tls block: give it tls.cert_file, tls.key_file and tls.ca_file", addr)
+	}
+	opts.DialOptions = append(opts.DialOptions, sec.dial(addr))
+	return replica.Fetch(context.Background(), addr, opts, use)
+}
+
 // bootstrap loads the image of the node at addr into db, an empty
 // database, while it arrives, and returns its LSN: how a diskless node
 // starts (bootstrap_from).
 func bootstrap(addr string, sec *security, db *mem.DB, logger hclog.Logger) (uint64, error) {
-	if err := sec.plainToTLS(addr); err != nil {
-		return 0, err
-	}
 	var lsn uint64
 	start := time.Now()
-	err := replica.Fetch(context.Background(), addr, replica.FetchOptions{Logger: logger, DialOptions: []grpc.DialOption{sec.dial(addr)}}, func(st *replica.ImageStream) error {
+	err := sec.fetchBootstrap(addr, replica.FetchOptions{Logger: logger}, func(st *replica.ImageStream) error {
 		logger.Info("loading the image of another node", "from", addr, "lsn", st.Info().Name.LSN, "bytes", st.Info().Size, "rows", st.Info().Rows)
 		h, err := checkpoint.LoadFrom(bufio.NewReaderSize(st, 1<<20), addr, st.Info().Size, db, logger)
 		if err != nil {
@@ -95,10 +104,7 @@ func seed(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 		_, err := installFile(cfg, logger)
 		return err
 	}
-	if err := sec.plainToTLS(cfg.BootstrapFrom); err != nil {
-		return err
-	}
-	return replica.Fetch(context.Background(), cfg.BootstrapFrom, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery, DialOptions: []grpc.DialOption{sec.dial(cfg.BootstrapFrom)}}, func(st *replica.ImageStream) error {
+	err = sec.fetchBootstrap(cfg.BootstrapFrom, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery}, func(st *replica.ImageStream) error {
 		img, err := checkpoint.Install(vfs.Default, checkpoint.Dir(cfg.DataDir), bufio.NewReaderSize(st, 1<<20))
 		if err == nil {
 			logger.Info("installed another node's image as the first checkpoint", "from", cfg.BootstrapFrom, "lsn", img.LSN, "file", img.Path,
@@ -106,6 +112,10 @@ func seed(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 		}
 		return err
 	})
+	if err != nil {
+		return fmt.Errorf("server: bootstrap_from %s: %w", cfg.BootstrapFrom, err)
+	}
+	return nil
 }
 
 // noDatabase reports whether cfg's data dir holds neither a checkpoint
