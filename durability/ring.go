@@ -52,7 +52,7 @@ func (r *Ring) Add(lsn uint64, body []byte) {
 	if r.n == len(r.recs) {
 		grown := make([]Record, max(16, 2*len(r.recs)))
 		for i := 0; i < r.n; i++ {
-			grown[i] = r.recs[(r.head+i)%len(r.recs)]
+			grown[i] = r.at(i)
 		}
 		r.recs, r.head = grown, 0
 	}
@@ -83,7 +83,7 @@ func (r *Ring) Read(dst []Record, after uint64, maxBytes int) (_ []Record, ok bo
 	}
 	size := 0
 	for i := int(after + 1 - oldest); i < r.n && (size < maxBytes || size == 0); i++ {
-		rec := r.recs[(r.head+i)%len(r.recs)]
+		rec := r.at(i)
 		dst = append(dst, rec)
 		size += len(rec.Body)
 	}
@@ -95,7 +95,7 @@ func (r *Ring) Read(dst []Record, after uint64, maxBytes int) (_ []Record, ok bo
 func (r *Ring) Wait(after uint64) <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.n > 0 && r.recs[(r.head+r.n-1)%len(r.recs)].LSN > after {
+	if r.n > 0 && r.at(r.n-1).LSN > after {
 		return closed
 	}
 	if r.changed == nil {
@@ -130,15 +130,15 @@ func (r *Ring) BytesBetween(after, upto uint64) uint64 {
 	if r.n == 0 {
 		return 0
 	}
-	oldest, newest := r.recs[r.head], r.recs[(r.head+r.n-1)%len(r.recs)]
+	oldest, newest := r.recs[r.head], r.at(r.n-1)
 	upto = min(upto, newest.LSN)
 	if upto <= after {
 		return 0
 	}
 	var held uint64
 	if upto >= oldest.LSN {
-		from := r.recs[(r.head+int(max(after+1, oldest.LSN)-oldest.LSN))%len(r.recs)]
-		held = r.recs[(r.head+int(upto-oldest.LSN))%len(r.recs)].sum - from.sum + uint64(len(from.Body))
+		from := r.at(int(max(after+1, oldest.LSN) - oldest.LSN))
+		held = r.at(int(upto-oldest.LSN)).sum - from.sum + uint64(len(from.Body))
 	}
 	if after+1 >= oldest.LSN {
 		return held
@@ -162,5 +162,8 @@ func (r *Ring) AddedAt(lsn uint64) (time.Time, bool) {
 	if r.n == 0 || lsn < r.recs[r.head].LSN || lsn-r.recs[r.head].LSN >= uint64(r.n) {
 		return time.Time{}, false
 	}
-	return time.Unix(0, r.recs[(r.head+int(lsn-r.recs[r.head].LSN))%len(r.recs)].At), true
+	return time.Unix(0, r.at(int(lsn-r.recs[r.head].LSN)).At), true
 }
+
+// at returns the i-th record from the oldest; the caller holds mu.
+func (r *Ring) at(i int) Record { return r.recs[(r.head+i)%len(r.recs)] }
