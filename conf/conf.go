@@ -148,8 +148,12 @@ func (c *Config) LogDirs() []string {
 
 // PeerAt returns the name of the peer at addr, and false if no peer is
 // there: the name a node's certificate must carry when it is dialled.
-func (c *Config) PeerAt(addr string) (string, bool) {
-	for _, p := range c.Peers {
+func (c *Config) PeerAt(addr string) (string, bool) { return PeerAt(c.Peers, addr) }
+
+// PeerAt returns the name of the one of peers at addr, and false if
+// none is there.
+func PeerAt(peers []Peer, addr string) (string, bool) {
+	for _, p := range peers {
 		if p.Addr == addr {
 			return p.Name, true
 		}

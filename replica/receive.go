@@ -20,7 +20,7 @@ import (
 // ReceiverOptions configure a Receiver.
 type ReceiverOptions struct {
 	Node  string   // this node's name
-	Peers []string // the nodes it takes log from
+	Peers []string // the nodes it takes log from (SetPeers changes them)
 	// Epochs is the node's history; a standby takes its sender's.
 	Epochs *Epochs
 	// StepDown, when set, is called on a primary that a peer of a newer
@@ -64,11 +64,11 @@ type Receiver struct {
 	pb.UnimplementedReplicationServiceServer
 	store *durability.Store
 	opts  ReceiverOptions
-	peers map[string]bool
 
 	mu     sync.Mutex
-	follow *following // the link being followed, if any
-	up     *Relay     // whose log the node follows, as of the latest link
+	peers  map[string]bool // the nodes it takes log from
+	follow *following      // the link being followed, if any
+	up     *Relay          // whose log the node follows, as of the latest link
 	closed bool
 }
 
@@ -92,11 +92,24 @@ func NewReceiver(store *durability.Store, opts ReceiverOptions) *Receiver {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	r := &Receiver{store: store, opts: opts, peers: map[string]bool{}}
-	for _, p := range opts.Peers {
+	r := &Receiver{store: store, opts: opts}
+	r.SetPeers(opts.Peers)
+	return r
+}
+
+// SetPeers takes log only from peers from now on (the node's peers read
+// again on SIGHUP): a link being followed from a node that is no longer
+// one ends, once what it received is applied.
+func (r *Receiver) SetPeers(peers []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.peers = map[string]bool{}
+	for _, p := range peers {
 		r.peers[p] = true
 	}
-	return r
+	if f := r.follow; f != nil && !r.peers[f.node] {
+		f.cancel(&codeError{codes.PermissionDenied, fmt.Errorf("replication: %q is no longer a peer of %s", f.node, r.opts.Node)})
+	}
 }
 
 var (
@@ -237,8 +250,11 @@ var errOlderEpoch = errors.New("an older epoch")
 // admit decides whether to follow the sender that said hello; it takes
 // over from a link it replaces once that one has ended.
 func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel context.CancelCauseFunc) (*following, error) {
-	if !r.peers[hello.Node] {
-		return nil, status.Errorf(codes.PermissionDenied, "replication: %q is not a peer of %s", hello.Node, r.opts.Node)
+	r.mu.Lock()
+	peer := r.peers[hello.Node]
+	r.mu.Unlock()
+	if !peer {
+		return nil, r.notPeer(hello.Node)
 	}
 	if r.opts.Authorize != nil {
 		if err := r.opts.Authorize(ctx, hello.Node); err != nil {
@@ -284,6 +300,10 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 		if r.closed {
 			r.mu.Unlock()
 			return nil, status.Error(codes.Unavailable, errClosed.Error())
+		}
+		if !r.peers[hello.Node] { // SetPeers came meanwhile
+			r.mu.Unlock()
+			return nil, r.notPeer(hello.Node)
 		}
 		old := r.follow
 		if old == nil {
@@ -369,6 +389,11 @@ func (r *Receiver) take(ctx context.Context, hello *pb.ShipHello, theirs []Epoch
 	r.up = up
 	r.store.SetPrimary(up.Primary.Name, up.Primary.Addr)
 	return nil
+}
+
+// notPeer is the refusal of a sender that is not a peer.
+func (r *Receiver) notPeer(sender string) error {
+	return status.Errorf(codes.PermissionDenied, "replication: %q is not a peer of %s", sender, r.opts.Node)
 }
 
 // codeError is a refusal with its gRPC code that errors.Is can look

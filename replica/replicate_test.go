@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,6 +31,7 @@ type standby struct {
 	fs     *vfs.MemFS
 	addr   string
 	srv    *grpc.Server
+	recv   *replica.Receiver
 }
 
 func newStandby(t *testing.T, opts durability.Options, peers ...string) *standby {
@@ -47,13 +49,14 @@ func newStandbyAs(t *testing.T, name string, opts durability.Options, peers ...s
 	}
 	srv := grpc.NewServer()
 	ep := memEpochs(t)
-	pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(st, replica.ReceiverOptions{Node: name, Peers: peers, Epochs: ep}))
+	recv := replica.NewReceiver(st, replica.ReceiverOptions{Node: name, Peers: peers, Epochs: ep})
+	pb.RegisterReplicationServiceServer(srv, recv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = srv.Serve(lis) }()
-	s := &standby{store: st, epochs: ep, addr: lis.Addr().String(), srv: srv}
+	s := &standby{store: st, epochs: ep, addr: lis.Addr().String(), srv: srv, recv: recv}
 	s.fs, _ = opts.FS.(*vfs.MemFS)
 	t.Cleanup(func() {
 		srv.Stop()
@@ -417,6 +420,105 @@ func TestSetSync(t *testing.T) {
 	if r.err != nil || r.degraded || took > 5*time.Second {
 		t.Fatalf("a blocked commit once sync_quorum is 0: %+v after %s", r, took)
 	}
+}
+
+// TestSetPeers: peers added to a running Sender are shipped to, and
+// answer for the commits that wait; a peer removed is shipped to no
+// more, and no longer answers; a standby that no longer takes log from
+// the sender ends its link and refuses it, until it takes it again.
+func TestSetPeers(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	dead := replica.Peer{Name: "b", Addr: "127.0.0.1:1"}
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{dead}, Mode: replica.AppliedAck, Quorum: 1, Block: true})
+	tbl := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	n := 0
+	transfer := func() uint64 {
+		n++
+		lsn, err := tbl.Transfer(primary.DB(), 0, 1, 1, fmt.Sprint("t", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lsn
+	}
+	names := func() []string {
+		var out []string
+		for _, st := range snd.Standbys() {
+			out = append(out, st.Name+" "+st.State)
+		}
+		return out
+	}
+	blocked := make(chan error, 1)
+	lsn := transfer()
+	go func() {
+		_, err := snd.Wait(context.Background(), lsn, -1)
+		blocked <- err
+	}()
+	select {
+	case err := <-blocked:
+		t.Fatalf("a commit without its standby returned: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	c := newStandbyAs(t, "c", durability.Options{Level: durability.NoLog}, "a")
+	cp := replica.Peer{Name: "c", Addr: c.addr}
+	if added, removed := snd.SetPeers([]replica.Peer{dead, cp}); !slices.Equal(added, []string{"c"}) || removed != nil {
+		t.Fatalf("adding c: added %q, removed %q", added, removed)
+	}
+	select {
+	case err := <-blocked:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the commit still waits once c is a peer: %q", names())
+	}
+	if got := c.store.DB().LastLSN(); got < lsn {
+		t.Fatalf("the commit at LSN %d returned with c at %d", lsn, got)
+	}
+	if added, removed := snd.SetPeers([]replica.Peer{cp}); added != nil || !slices.Equal(removed, []string{"b"}) {
+		t.Fatalf("removing b: added %q, removed %q", added, removed)
+	}
+	if got := names(); !slices.Equal(got, []string{"c streaming"}) {
+		t.Fatalf("standbys without b: %q", got)
+	}
+
+	// Gone: c is not shipped to, and a commit has none to answer it.
+	if added, removed := snd.SetPeers(nil); added != nil || !slices.Equal(removed, []string{"c"}) || len(snd.Standbys()) != 0 {
+		t.Fatalf("removing c: added %q, removed %q, standbys %q", added, removed, names())
+	}
+	at := c.store.DB().LastLSN()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := snd.Wait(ctx, transfer(), -1); !errors.Is(err, replica.ErrUnconfirmed) {
+		t.Fatalf("a commit with no peer: %v", err)
+	}
+	if got := c.store.DB().LastLSN(); got != at {
+		t.Fatalf("c went from LSN %d to %d once it was no peer", at, got)
+	}
+	// Back: c resumes from what it applied.
+	snd.SetPeers([]replica.Peer{cp})
+	caughtUp(t, primary, c.store)
+
+	// c takes log from no one: the link ends, and is refused.
+	c.recv.SetPeers(nil)
+	refused := func() bool {
+		st := snd.Standbys()
+		return len(st) == 1 && st[0].State == replica.StateRefused && strings.Contains(st[0].Reason, `"a" is not a peer of c`)
+	}
+	for deadline := time.Now().Add(20 * time.Second); !refused(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("c still takes a's log: %+v", snd.Standbys())
+		}
+	}
+	at = c.store.DB().LastLSN()
+	transfer()
+	time.Sleep(100 * time.Millisecond)
+	if got := c.store.DB().LastLSN(); got != at {
+		t.Fatalf("c went from LSN %d to %d once a was no peer of it", at, got)
+	}
+	c.recv.SetPeers([]string{"a"})
+	caughtUp(t, primary, c.store)
+	sameData(t, primary, c.store)
 }
 
 // TestBlockUntilDeadline: with on_sync_timeout = block a commit whose

@@ -73,7 +73,7 @@ type SenderOptions struct {
 	// one: another node was promoted, and this one must step down.
 	Epochs       *Epochs
 	OnNewerEpoch func(epoch uint64, standby string)
-	Peers        []Peer // the standbys to ship to
+	Peers        []Peer // the standbys to ship to (SetPeers changes them)
 	// Mode is what a commit waits for (Wait), Quorum how many standbys
 	// must answer, and Timeout how long a commit waits for them before it
 	// degrades (Block false) or goes on waiting until its deadline.
@@ -123,13 +123,14 @@ const maxDownstream = 64
 type Sender struct {
 	opts  SenderOptions
 	store *durability.Store
-	links []*link
+	ctx   context.Context // ends with Close; each link's context is a child
 	epoch uint64
 	last  EpochStart // the newest stretch of the history it ships under
 	hist  []*pb.EpochStart
 	hello *pb.ShipHello // the hello's fixed part: who this node is, and whose log it ships
 
 	mu       sync.Mutex
+	links    []*link       // one per standby shipped to, in the order they were added
 	changed  chan struct{} // closed when a link's acknowledgements advance, if watched
 	degraded bool          // commits return without their quorum (on_sync_timeout = degrade)
 	resumeAt uint64        // while degraded: the LSN the quorum must reach (the last LSN when it was set)
@@ -140,9 +141,11 @@ type Sender struct {
 	done   sync.WaitGroup
 }
 
-// link is one standby; its fields after peer are guarded by Sender.mu.
+// link is one standby; its fields after done are guarded by Sender.mu.
 type link struct {
 	peer     Peer
+	stop     context.CancelFunc // ends the link (SetPeers)
+	done     chan struct{}      // closed when its goroutine has returned
 	state    string
 	reason   string // why it is not streaming
 	received uint64
@@ -172,25 +175,81 @@ func NewSender(store *durability.Store, opts SenderOptions) (*Sender, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	hist := opts.Epochs.History()
-	s := &Sender{opts: opts, store: store, cancel: cancel, epoch: hist[len(hist)-1].Epoch, last: hist[len(hist)-1], hist: epochsToPB(hist)}
+	s := &Sender{opts: opts, store: store, ctx: ctx, cancel: cancel, epoch: hist[len(hist)-1].Epoch, last: hist[len(hist)-1], hist: epochsToPB(hist)}
 	s.hello = &pb.ShipHello{Node: opts.Node, Addr: opts.Addr, Epoch: s.epoch, Epochs: s.hist}
 	if r := opts.Relay; r != nil {
 		s.hello.Via = append(slices.Clone(r.Via), opts.Node)
 		s.hello.Primary, s.hello.PrimaryAddr = r.Primary.Name, r.Primary.Addr
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, p := range opts.Peers {
-		if opts.Relay != nil && p.Name == opts.Relay.Upstream {
-			continue // it ships to this node
+		if s.shipsTo(p) {
+			s.openLocked(p)
 		}
-		l := &link{peer: p, state: StateConnecting}
-		s.links = append(s.links, l)
-		s.done.Add(1)
-		go func() {
-			defer s.done.Done()
-			s.keep(ctx, l)
-		}()
 	}
 	return s, nil
+}
+
+// shipsTo says whether the Sender ships to peer p: a propagator not to
+// the node it follows, which ships to it.
+func (s *Sender) shipsTo(p Peer) bool {
+	return s.opts.Relay == nil || p.Name != s.opts.Relay.Upstream
+}
+
+// openLocked adds a link to p and starts it; the caller holds mu, and
+// the Sender is not closed.
+func (s *Sender) openLocked(p Peer) {
+	ctx, stop := context.WithCancel(s.ctx)
+	l := &link{peer: p, stop: stop, done: make(chan struct{}), state: StateConnecting}
+	s.links = append(s.links, l)
+	s.done.Add(1)
+	go func() {
+		defer s.done.Done()
+		defer close(l.done)
+		s.keep(ctx, l)
+	}()
+}
+
+// SetPeers ships to peers from now on (the node's peers read again on
+// SIGHUP): a link opens to each new peer, and the link to each peer
+// gone, or moved to another address, ends (and opens again at the new
+// one). It returns once the links that end have. Commits that wait now
+// decide again without the standbys gone. It says which peers it began
+// and stopped shipping to (a moved one is in both).
+func (s *Sender) SetPeers(peers []Peer) (added, removed []string) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, nil
+	}
+	var ended []*link
+	kept := s.links[:0:0]
+	for _, l := range s.links {
+		if slices.Contains(peers, l.peer) && s.shipsTo(l.peer) {
+			kept = append(kept, l)
+			continue
+		}
+		ended = append(ended, l)
+		removed = append(removed, l.peer.Name)
+	}
+	s.links = kept
+	for _, p := range peers {
+		if s.shipsTo(p) && !slices.ContainsFunc(kept, func(l *link) bool { return l.peer == p }) {
+			s.openLocked(p)
+			added = append(added, p.Name)
+		}
+	}
+	s.ackedLocked() // the quorum may be another now
+	s.mu.Unlock()
+	for _, l := range ended {
+		l.stop()
+		<-l.done
+	}
+	if len(ended) > 0 && s.opts.OnAck != nil {
+		s.opts.OnAck() // a propagator tells its sender they are gone
+	}
+	return added, removed
 }
 
 // Close stops every link; commits still waiting for their standbys

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -34,25 +35,27 @@ import (
 // certificates. The health service stays open to all. Without
 // tls.ca_file nobody is checked (TLS, if set, only encrypts).
 type security struct {
-	kp     *secure.KeyPair // the node's certificate; nil without TLS
-	ca     *x509.CertPool  // verifies callers and the nodes dialled; nil without tls.ca_file
-	tokens *secure.Tokens  // the clients' tokens; nil without auth_token_file
+	kp      *secure.KeyPair // the node's certificate; nil without TLS
+	ca      *x509.CertPool  // verifies callers and the nodes dialled; nil without tls.ca_file
+	tokens  *secure.Tokens  // the clients' tokens; nil without auth_token_file
+	node    string          // the node's name
+	admin   []string        // tls.admin_names
+	peering atomic.Pointer[peering]
+}
+
+// peering is who the node's peers are: those configured at start, then
+// as setPeers changes them.
+type peering struct {
+	list   []conf.Peer
 	peers  map[string]bool // names that may ship log here
 	admins map[string]bool // names that may run admin RPCs and fetch images
-	cfg    *conf.Config    // names the peers the node dials
 }
 
 // newSecurity reads the certificate, CA and token files the
 // configuration names.
 func newSecurity(cfg *conf.Config) (*security, error) {
-	sec := &security{peers: map[string]bool{}, admins: map[string]bool{cfg.Node: true}, cfg: cfg}
-	for _, p := range cfg.Peers {
-		sec.peers[p.Name] = true
-		sec.admins[p.Name] = true
-	}
-	for _, n := range cfg.TLSAdminNames {
-		sec.admins[n] = true
-	}
+	sec := &security{node: cfg.Node, admin: slices.Clone(cfg.TLSAdminNames)}
+	sec.setPeers(cfg.Peers)
 	var err error
 	if cfg.TLSCertFile != "" {
 		if sec.kp, err = secure.LoadKeyPair(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
@@ -71,6 +74,22 @@ func newSecurity(cfg *conf.Config) (*security, error) {
 	}
 	return sec, nil
 }
+
+// setPeers makes list the node's peers.
+func (sec *security) setPeers(list []conf.Peer) {
+	p := &peering{list: slices.Clone(list), peers: map[string]bool{}, admins: map[string]bool{sec.node: true}}
+	for _, peer := range list {
+		p.peers[peer.Name] = true
+		p.admins[peer.Name] = true
+	}
+	for _, n := range sec.admin {
+		p.admins[n] = true
+	}
+	sec.peering.Store(p)
+}
+
+// peers returns the node's peers now.
+func (sec *security) peers() []conf.Peer { return sec.peering.Load().list }
 
 // ReloadCredentials reads the node's certificate and key and its token
 // file again (SIGHUP), for the connections and calls from now on; what
@@ -124,7 +143,7 @@ func (sec *security) dial(addr string) grpc.DialOption {
 	if sec.kp == nil {
 		return grpc.WithTransportCredentials(insecure.NewCredentials())
 	}
-	name, _ := sec.cfg.PeerAt(addr)
+	name, _ := conf.PeerAt(sec.peers(), addr)
 	return grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(sec.kp, sec.ca, name)))
 }
 
@@ -157,9 +176,9 @@ func (sec *security) check(ctx context.Context, method string) error {
 	case strings.HasPrefix(method, healthPrefix):
 		return nil
 	case strings.HasPrefix(method, replicationPrefix):
-		return sec.certified(ctx, sec.peers, "ship log to this node: only its peers may")
+		return sec.certified(ctx, sec.peering.Load().peers, "ship log to this node: only its peers may")
 	case strings.HasPrefix(method, adminPrefix), strings.HasPrefix(method, imagePrefix):
-		return sec.certified(ctx, sec.admins, "run admin RPCs or fetch images: only the node, its peers and tls.admin_names may")
+		return sec.certified(ctx, sec.peering.Load().admins, "run admin RPCs or fetch images: only the node, its peers and tls.admin_names may")
 	case sec.tokens == nil:
 		return nil
 	}
@@ -167,7 +186,7 @@ func (sec *security) check(ctx context.Context, method string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	auth := md.Get("authorization")
 	if len(auth) == 0 {
-		if cert := callerCert(ctx); cert != nil && named(cert, sec.admins) {
+		if cert := callerCert(ctx); cert != nil && named(cert, sec.peering.Load().admins) {
 			return nil
 		}
 		return status.Error(codes.Unauthenticated, "this node needs a bearer token (metadata authorization: Bearer <token>)")

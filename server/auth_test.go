@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -183,6 +184,26 @@ func TestSecurity(t *testing.T) {
 		}
 		if _, err := pb.NewDatabaseServiceClient(s.dial(t, nil, "", "fedcba9876543210-app2")).ListTables(ctx(t), &pb.ListTablesRequest{}); err != nil {
 			t.Fatalf("the token in use before a failed reload: %v", err)
+		}
+	})
+	t.Run("peers reload", func(t *testing.T) {
+		// p is gone and r is new: r may ship log and run admin RPCs, p
+		// no longer.
+		cfg := *s.n.srv.cfg
+		cfg.Peers = []conf.Peer{{Name: "q", Addr: "127.0.0.1:2"}, {Name: "r", Addr: "127.0.0.1:3"}}
+		if changed, added, removed, err := s.n.srv.SetPeers(&cfg); err != nil || !changed || !slices.Equal(added, []string{"r"}) || !slices.Equal(removed, []string{"p"}) {
+			t.Fatalf("SetPeers: changed %v, added %q, removed %q: %v", changed, added, removed, err)
+		}
+		for name, want := range map[string]map[string]codes.Code{
+			"p": {"admin": denied, "image": denied, "ship": denied},
+			"r": {"admin": ok, "image": ok, "ship": shipRefused},
+		} {
+			got := calls(t, s.dial(t, s.ca, name, ""))
+			for call, code := range want {
+				if status.Code(got[call]) != code {
+					t.Errorf("%s's certificate, %s: %v, want %v", name, call, got[call], code)
+				}
+			}
 		}
 	})
 }

@@ -157,7 +157,7 @@ func (a *adminService) Demote(context.Context, *pb.DemoteRequest) (*pb.DemoteRes
 // startSender starts shipping the log to the peers, on a primary that
 // has them and serves; the caller holds roleMu.
 func (s *Server) startSender() error {
-	if s.role != conf.RolePrimary || len(s.cfg.Peers) == 0 || s.addr == "" {
+	if s.role != conf.RolePrimary || len(s.sec.peers()) == 0 || s.addr == "" {
 		return nil
 	}
 	sc := s.syncNow()
@@ -178,10 +178,10 @@ func (s *Server) startSender() error {
 	return s.install(&s.sender, opts)
 }
 
-// peers returns the configured peers.
+// peers returns the node's peers.
 func (s *Server) peers() []replica.Peer {
 	var out []replica.Peer
-	for _, p := range s.cfg.Peers {
+	for _, p := range s.sec.peers() {
 		out = append(out, replica.Peer{Name: p.Name, Addr: p.Addr})
 	}
 	return out
@@ -315,10 +315,10 @@ func (s *Server) SetSync(cfg *conf.Config) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	// The file was checked against its own peers; peers change only at a
-	// restart, so the running ones must do.
-	if mode != replica.Async && next.Quorum > 0 && len(s.cfg.Peers) == 0 {
-		return nil, fmt.Errorf("server: sync_mode %s with sync_quorum %d needs peers, and node %s runs with none (peers change at a restart)", next.Mode, next.Quorum, s.cfg.Node)
+	// The file was checked against its own peers, which SetPeers may have
+	// refused: the running ones must do.
+	if mode != replica.Async && next.Quorum > 0 && len(s.sec.peers()) == 0 {
+		return nil, fmt.Errorf("server: sync_mode %s with sync_quorum %d needs peers, and node %s runs with none", next.Mode, next.Quorum, s.cfg.Node)
 	}
 	s.roleMu.Lock() // a promotion starts its sender with the settings of its time
 	defer s.roleMu.Unlock()
@@ -349,11 +349,52 @@ func (s *Server) SetSync(cfg *conf.Config) ([]string, error) {
 	return changed, nil
 }
 
+// SetPeers takes the peers of cfg, a configuration read again (SIGHUP):
+// a primary ships to them, a propagator relays to them, and a standby
+// takes log from them and from no other node; each may call it as a
+// peer. Links to peers gone end. A node with a log that started without
+// peers keeps no records in memory to ship, and cannot take its first
+// one before a restart. It says which peers it began and stopped
+// shipping to, if any changed.
+func (s *Server) SetPeers(cfg *conf.Config) (changed bool, added, removed []string, err error) {
+	s.roleMu.Lock() // a promotion or a relay starts its sender with the peers of its time
+	defer s.roleMu.Unlock()
+	if slices.Equal(s.sec.peers(), cfg.Peers) {
+		return false, nil, nil, nil
+	}
+	if len(cfg.Peers) > 0 && s.store.Ring() == nil {
+		return false, nil, nil, fmt.Errorf("server: node %s started without peers, so it keeps no records in memory to ship; its first peer needs a restart", s.cfg.Node)
+	}
+	s.sec.setPeers(cfg.Peers)
+	var names []string
+	for _, p := range cfg.Peers {
+		names = append(names, p.Name)
+	}
+	s.recv.SetPeers(names)
+	for _, snd := range []*replica.Sender{s.shipper(), s.relaying()} {
+		if snd != nil {
+			a, r := snd.SetPeers(s.peers())
+			added, removed = append(added, a...), append(removed, r...)
+		}
+	}
+	if s.shipper() == nil {
+		if err := s.startSender(); err != nil {
+			return true, added, removed, err
+		}
+		if snd := s.shipper(); snd != nil {
+			for _, p := range cfg.Peers {
+				added = append(added, p.Name)
+			}
+		}
+	}
+	return true, added, removed, nil
+}
+
 // warnNoPeers warns of each name in sync_standbys that is none of the
 // node's peers: a typo, or a standby behind a propagator.
 func (s *Server) warnNoPeers(sc *syncConf) {
 	for _, name := range sc.Standbys {
-		if !slices.ContainsFunc(s.cfg.Peers, func(p conf.Peer) bool { return p.Name == name }) {
+		if !slices.ContainsFunc(s.sec.peers(), func(p conf.Peer) bool { return p.Name == name }) {
 			s.log.Warn("sync_standbys names a node that is no peer: it counts only when a propagator reports it", "standby", name)
 		}
 	}
@@ -404,7 +445,7 @@ func (s *Server) waitRead(ctx context.Context) error {
 // canSync says why a commit cannot wait for standbys, if it cannot.
 func (s *Server) canSync() error {
 	switch {
-	case len(s.cfg.Peers) == 0:
+	case len(s.sec.peers()) == 0:
 		return fmt.Errorf("node %s has no peers to wait for", s.cfg.Node)
 	case s.syncNow().Quorum == 0:
 		return fmt.Errorf("node %s has sync_quorum 0", s.cfg.Node)

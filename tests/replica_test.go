@@ -357,9 +357,7 @@ func TestRoleSwitches(t *testing.T) {
 		t.Fatalf("started as %s at epoch %d", r, e)
 	}
 	write("primary")
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	hup(t, p)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if r, e := role(); r == "primary" && e == 1 {
 			break
@@ -399,11 +397,6 @@ func TestSyncReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hup := func(p *proc) {
-		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-	}
 	write("async")
 	a := start(t, "-config", path)
 	db, conn := a.client()
@@ -422,7 +415,7 @@ func TestSyncReload(t *testing.T) {
 	}
 
 	write("applied-ack")
-	hup(a)
+	hup(t, a)
 	for deadline := time.Now().Add(10 * time.Second); mode() != "applied-ack"; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("SIGHUP did not take applied-ack:\n%s", a.output())
@@ -446,7 +439,7 @@ func TestSyncReload(t *testing.T) {
 	}
 
 	write("async")
-	hup(a)
+	hup(t, a)
 	select {
 	case err := <-blocked:
 		if err != nil {
@@ -463,6 +456,120 @@ func TestSyncReload(t *testing.T) {
 	if m := mode(); m != "async" || !strings.Contains(a.output(), "SIGHUP: took the sync settings") {
 		t.Fatalf("after SIGHUP the node's sync mode is %s:\n%s", m, a.output())
 	}
+}
+
+// hup sends a node SIGHUP: it reads its config file again.
+func hup(t *testing.T, p *proc) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// logged waits until a node's output holds text.
+func logged(t *testing.T, p *proc, text string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.output(), text); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not log %q:\n%s", text, p.output())
+		}
+	}
+}
+
+// TestPeersReload: SIGHUP takes the peers the config file names now. A
+// primary ships to a standby added to its file, whose acknowledgements
+// count at once for the sync settings of the same file; it ships no more
+// to a standby removed, which stays where it was. A node with a log that
+// started without peers keeps none in memory to ship, and says its first
+// peer needs a restart.
+func TestPeersReload(t *testing.T) {
+	b := start(t, "-node", "b", "-role", "standby", "-durability", "mmap-log", "-peer", "a=127.0.0.1:1")
+	c := start(t, "-node", "c", "-role", "standby", "-durability", "mmap-log", "-peer", "a=127.0.0.1:1")
+	path := filepath.Join(t.TempDir(), "a.hcl")
+	write := func(extra string, peers ...string) {
+		cfg := "node = \"a\"\nrole = \"primary\"\ndurability = \"mmap-log\"\n" + extra
+		for i := 0; i < len(peers); i += 2 {
+			cfg += fmt.Sprintf("peer %q {\n  addr = %q\n}\n", peers[i], peers[i+1])
+		}
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("", "b", b.addr)
+	a := start(t, "-config", path)
+	adb, aconn := a.client()
+	admin := pb.NewAdminServiceClient(aconn)
+	createBank(t, adb)
+	streaming(t, admin, 20*time.Second, b)
+	standbys := func() string {
+		st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, sb := range st.GetStandbys() {
+			state := sb.GetState()
+			if sb.GetAppliedLsn() == st.GetLastLsn() {
+				state += ", caught up"
+			}
+			out = append(out, sb.GetName()+" "+state)
+		}
+		return strings.Join(out, "; ")
+	}
+	until := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); standbys() != want; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("standbys %q, want %q:\n%s", standbys(), want, a.output())
+			}
+		}
+	}
+	insert := func(v int64) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, err := adb.Insert(ctx, &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(v)}}}); err != nil {
+			t.Fatalf("insert %d: %v\n%s", v, err, a.output())
+		}
+	}
+
+	// c is added, and is the standby commits wait for.
+	syncC := "sync_mode = \"applied-ack\"\nsync_standbys = [\"c\"]\non_sync_timeout = \"block\"\n"
+	write(syncC, "b", b.addr, "c", c.addr)
+	hup(t, a)
+	logged(t, a, "SIGHUP: took the peers")
+	logged(t, a, "SIGHUP: took the sync settings")
+	insert(1)
+	cdb, _ := c.client()
+	if rows := scanTable(t, cdb, "mark"); len(rows) != 1 {
+		t.Fatalf("c holds %d marks once an applied-ack commit it answers for returned", len(rows))
+	}
+	until("b streaming, caught up; c streaming, caught up")
+
+	// b is removed: not shipped to, and it stays where it was.
+	write(syncC, "c", c.addr)
+	hup(t, a)
+	logged(t, a, "ships-no-more-to=b")
+	until("c streaming, caught up")
+	at := settled(t, b)
+	insert(2)
+	insert(3)
+	if got := settled(t, b); got != at {
+		t.Fatalf("b went from LSN %d to %d once it was no peer of a", at, got)
+	}
+	sameRows(t, adb, cdb)
+
+	// A node with a log and no peers has nothing to ship from.
+	dpath := filepath.Join(t.TempDir(), "d.hcl")
+	if err := os.WriteFile(dpath, []byte("node = \"d\"\ndurability = \"mmap-log\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := start(t, "-config", dpath)
+	if err := os.WriteFile(dpath, []byte(fmt.Sprintf("node = \"d\"\ndurability = \"mmap-log\"\npeer \"b\" {\n  addr = %q\n}\n", b.addr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup(t, d)
+	logged(t, d, "its first peer needs a restart")
 }
 
 // TestStandbyRestart: a standby killed with SIGKILL while its primary

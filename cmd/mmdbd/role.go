@@ -47,8 +47,9 @@ func demoteCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 // reload reads the configuration again (SIGHUP), and the certificate and
-// token files; takes its sync settings (sync_mode, sync_quorum,
-// sync_standbys, sync_timeout, on_sync_timeout); and takes its role if
+// token files; takes its peers, then its sync settings (sync_mode,
+// sync_quorum, sync_standbys, sync_timeout, on_sync_timeout), which may
+// name the new peers; and takes its role if
 // the file changed it since it was last read (*role): a node that
 // stepped down, or was promoted or demoted over AdminService, keeps its
 // role across a SIGHUP that changes nothing.
@@ -62,6 +63,15 @@ func reload(srv *server.Server, load func() (*conf.Config, error), role *string,
 		logger.Error("SIGHUP: could not read the certificate or token files again; the ones loaded before stay in use", "error", err)
 	} else {
 		logger.Info("SIGHUP: read the certificate and token files again")
+	}
+	if changed, added, removed, err := srv.SetPeers(cfg); err != nil {
+		logger.Error("SIGHUP: could not take the peers; the ones before stay in use", "error", err)
+	} else if changed {
+		var peers []string
+		for _, p := range cfg.Peers {
+			peers = append(peers, p.Name+"="+p.Addr)
+		}
+		logger.Info("SIGHUP: took the peers", "peers", strings.Join(peers, ","), "ships-to-new", strings.Join(added, ","), "ships-no-more-to", strings.Join(removed, ","))
 	}
 	if changed, err := srv.SetSync(cfg); err != nil {
 		logger.Error("SIGHUP: could not take the sync settings; the ones before stay in use", "error", err)

@@ -88,8 +88,10 @@ func reexec(role string) error {
 }
 
 // serve runs a node until SIGTERM or SIGINT, then shuts it down
-// gracefully. SIGHUP reads the configuration again and takes its role.
-// The other keys need a restart; a bad file changes nothing. A node that
+// gracefully. SIGHUP reads the configuration again and takes its peers,
+// sync settings and role, and reads the certificate and token files
+// again (reload). The other keys need a restart; a bad file changes
+// nothing. A node that
 // asks to be restarted (its log is to be cut) is shut down and this
 // process replaced by a new mmdbd with the same arguments (reexec).
 func serve(args []string, stderr io.Writer) error {
