@@ -142,7 +142,8 @@ func TestSecuredReplication(t *testing.T) {
 		}
 	}
 	// The other commands, too, say why a plaintext call to b fails.
-	for _, args := range [][]string{{"status", "-addr", b.addr}, {"audit", "-primary", b.addr, "-standby", a.addr}} {
+	for _, args := range [][]string{{"status", "-addr", b.addr}, {"audit", "-primary", b.addr, "-standby", a.addr},
+		{"shell", "-addr", b.addr, "-c", "tables"}, {"bench", "-addr", b.addr, "-workload", "kv", "-duration", "100ms"}} {
 		if _, errOut, code := runTool(t, args...); code == 0 || !strings.Contains(errOut, "serves TLS: give its CA") {
 			t.Fatalf("%s in plaintext: exit %d:\n%s", args[0], code, errOut)
 		}

@@ -119,8 +119,8 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	var w *workload
 	if o.inprocess {
 		w, err = inprocessWorkload(ctx, o, flags, stderr)
-	} else {
-		w, err = grpcWorkload(ctx, o, stderr)
+	} else if w, err = grpcWorkload(ctx, o, stderr); err != nil {
+		err = o.conn.explain(o.addr, err)
 	}
 	if err != nil {
 		return err

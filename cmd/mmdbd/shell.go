@@ -44,7 +44,8 @@ func shell(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, c.Close()) }()
-	sh := &session{c: c, out: stdout, timeout: *timeout, schemas: map[string]*pb.Table{}}
+	sh := &session{c: c, out: stdout, timeout: *timeout, schemas: map[string]*pb.Table{},
+		explain: func(err error) error { return cf.explain(c.Addr(), err) }}
 	defer sh.abandon(stderr)
 	if *commands != "" {
 		return sh.run(*commands)
@@ -56,6 +57,7 @@ func shell(args []string, stdout, stderr io.Writer) (err error) {
 // the table definitions it has looked up.
 type session struct {
 	c       *client.Client
+	explain func(error) error // says why a call failed, when it can (connFlags.explain)
 	out     io.Writer
 	timeout time.Duration
 	tx      *client.Tx
@@ -144,7 +146,7 @@ func (sh *session) run(input string) error {
 	}
 	for _, st := range stmts {
 		if err := sh.exec(&parser{toks: st}); err != nil {
-			return plainError(err)
+			return plainError(sh.explain(err))
 		}
 	}
 	return nil
