@@ -38,8 +38,8 @@ checkpoint_log_bytes = 1073741824
 log_retention_bytes  = 4294967296
 # bootstrap_from     = "10.0.0.1:7700"
 
-# Replication. SIGHUP reads this file again and takes the role and the
-# five sync_* settings; the rest needs a restart.
+# Replication. SIGHUP reads this file again and takes the role, the
+# peers and the five sync_* settings; the rest needs a restart.
 role            = "primary"
 sync_mode       = "async"
 sync_quorum     = 1

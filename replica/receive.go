@@ -98,8 +98,9 @@ func NewReceiver(store *durability.Store, opts ReceiverOptions) *Receiver {
 }
 
 // SetPeers takes log only from peers from now on (the node's peers read
-// again on SIGHUP): a link being followed from a node that is no longer
-// one ends, once what it received is applied.
+// again on SIGHUP). A link being followed from a node that is no longer
+// one is told to end; it ends once what it received is applied, after
+// SetPeers has returned.
 func (r *Receiver) SetPeers(peers []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

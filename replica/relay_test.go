@@ -3,6 +3,7 @@ package replica_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -104,6 +105,66 @@ func newPropagator(t *testing.T, name string, upstream []string, peers []replica
 		}
 	})
 	return p
+}
+
+// TestRelaySetPeers: a propagator's peers change while it relays: it
+// relays to a standby added, and to one removed no more, and the
+// primary's status and quorum follow through its acknowledgements; the
+// node it follows stays out of its links, wherever it moves.
+func TestRelaySetPeers(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	c := newStandbyAs(t, "c", durability.Options{Level: durability.NoLog}, "b")
+	d := newStandbyAs(t, "d", durability.Options{Level: durability.NoLog}, "b")
+	up := replica.Peer{Name: "a", Addr: "127.0.0.1:1"}
+	prop := newPropagator(t, "b", []string{"a"}, []replica.Peer{up, {Name: "c", Addr: c.addr}})
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: prop.addr}}, Mode: replica.AppliedAck, Quorum: 2, Block: true})
+	tbl := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	n := 0
+	commit := func() uint64 {
+		t.Helper()
+		n++
+		lsn, err := tbl.Transfer(primary.DB(), 0, 1, 1, fmt.Sprint("t", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, err := snd.Wait(ctx, lsn, -1); err != nil {
+			t.Fatal(err)
+		}
+		return lsn
+	}
+	commit() // b and c answer
+	prop.mu.Lock()
+	relay := prop.snd
+	prop.mu.Unlock()
+	if relay == nil {
+		t.Fatal("the propagator answered without relaying")
+	}
+	if added, removed := relay.SetPeers([]replica.Peer{up, {Name: "d", Addr: d.addr}}); !slices.Equal(added, []string{"d"}) || !slices.Equal(removed, []string{"c"}) {
+		t.Fatalf("the relay took d for c: added %q, removed %q", added, removed)
+	}
+	at := c.store.DB().LastLSN()
+	lsn := commit() // b and d answer
+	if d.store.DB().LastLSN() < lsn || c.store.DB().LastLSN() != at {
+		t.Fatalf("at LSN %d d is at %d, and c went from %d to %d", lsn, d.store.DB().LastLSN(), at, c.store.DB().LastLSN())
+	}
+	want := []string{"b  streaming", "d b streaming"}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var got []string
+		for _, st := range snd.Standbys() {
+			got = append(got, st.Name+" "+st.Via+" "+st.State)
+		}
+		if slices.Equal(got, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the primary sees %q, want %q", got, want)
+		}
+	}
+	if added, removed := relay.SetPeers([]replica.Peer{{Name: "a", Addr: "127.0.0.1:9"}, {Name: "d", Addr: d.addr}}); added != nil || removed != nil {
+		t.Fatalf("the upstream moved: the relay added %q and removed %q", added, removed)
+	}
 }
 
 // TestPropagatorChain: a primary ships to a propagator only, which relays

@@ -499,6 +499,24 @@ func TestSetPeers(t *testing.T) {
 	snd.SetPeers([]replica.Peer{cp})
 	caughtUp(t, primary, c.store)
 
+	// c moves: a node of the same name at another address (here, one
+	// that holds nothing yet) is shipped to from there, and the old
+	// address no more.
+	moved := newStandbyAs(t, "c", durability.Options{Level: durability.NoLog}, "a")
+	if added, removed := snd.SetPeers([]replica.Peer{{Name: "c", Addr: moved.addr}}); !slices.Equal(added, []string{"c"}) || !slices.Equal(removed, []string{"c"}) {
+		t.Fatalf("moving c: added %q, removed %q", added, removed)
+	}
+	at = c.store.DB().LastLSN()
+	if _, err := snd.Wait(context.Background(), transfer(), -1); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp(t, primary, moved.store)
+	if got := c.store.DB().LastLSN(); got != at {
+		t.Fatalf("c's old address went from LSN %d to %d once c moved", at, got)
+	}
+	snd.SetPeers([]replica.Peer{cp})
+	caughtUp(t, primary, c.store)
+
 	// c takes log from no one: the link ends, and is refused.
 	c.recv.SetPeers(nil)
 	refused := func() bool {

@@ -73,7 +73,7 @@ type SenderOptions struct {
 	// one: another node was promoted, and this one must step down.
 	Epochs       *Epochs
 	OnNewerEpoch func(epoch uint64, standby string)
-	Peers        []Peer // the standbys to ship to (SetPeers changes them)
+	Peers        []Peer // the standbys to ship to at first (SetPeers changes them)
 	// Mode is what a commit waits for (Wait), Quorum how many standbys
 	// must answer, and Timeout how long a commit waits for them before it
 	// degrades (Block false) or goes on waiting until its deadline.

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -330,5 +332,50 @@ func TestRepairRows(t *testing.T) {
 	}
 	if after := standby.fingerprint(); after != before {
 		t.Fatalf("a refused RepairRows changed the standby:\n%s\n%s", before, after)
+	}
+}
+
+// TestPeersReloadToNone: a primary whose peers are all removed stops
+// shipping, as one started without peers, so its commits no longer wait
+// for a standby (under applied-ack and block they would wait forever);
+// a peer added again is shipped to, and commits wait for it again.
+func TestPeersReloadToNone(t *testing.T) {
+	// A standby's file may ask to wait for standbys it does not name: a
+	// promotion makes it a primary that way.
+	n := startNode(t, func(c *conf.Config) {
+		c.Node, c.Role, c.Durability = "a", conf.RoleStandby, "no-log"
+		c.SyncMode, c.SyncQuorum, c.OnSyncTimeout = conf.SyncAppliedAck, 1, "block"
+		c.Peers = []conf.Peer{{Name: "b", Addr: "127.0.0.1:1"}}
+	})
+	if err := n.srv.SetRole(conf.RolePrimary); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); n.srv.shipper() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the promoted node does not ship")
+		}
+	}
+	create := func(name string, within time.Duration) error {
+		c, cancel := context.WithTimeout(context.Background(), within)
+		defer cancel()
+		_, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: &pb.Table{Name: name, Columns: []*pb.Column{{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64}}, PrimaryKey: []string{"id"}}})
+		return err
+	}
+	if err := create("t1", 200*time.Millisecond); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a commit whose standby is away, under block: %v", err)
+	}
+	none := *n.srv.cfg
+	none.Peers = nil
+	if changed, added, removed, err := n.srv.SetPeers(&none); err != nil || !changed || added != nil || !slices.Equal(removed, []string{"b"}) || n.srv.shipper() != nil {
+		t.Fatalf("SetPeers to none: changed %v, added %q, removed %q, shipping %v: %v", changed, added, removed, n.srv.shipper() != nil, err)
+	}
+	if err := create("t2", 5*time.Second); err != nil {
+		t.Fatalf("a commit on a primary without peers: %v", err)
+	}
+	if changed, added, _, err := n.srv.SetPeers(n.srv.cfg); err != nil || !changed || !slices.Equal(added, []string{"b"}) || n.srv.shipper() == nil {
+		t.Fatalf("SetPeers back to b: changed %v, added %q: %v", changed, added, err)
+	}
+	if err := create("t3", 200*time.Millisecond); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a commit once b is a peer again: %v", err)
 	}
 }

@@ -315,11 +315,6 @@ func (s *Server) SetSync(cfg *conf.Config) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	// The file was checked against its own peers, which SetPeers may have
-	// refused: the running ones must do.
-	if mode != replica.Async && next.Quorum > 0 && len(s.sec.peers()) == 0 {
-		return nil, fmt.Errorf("server: sync_mode %s with sync_quorum %d needs peers, and node %s runs with none", next.Mode, next.Quorum, s.cfg.Node)
-	}
 	s.roleMu.Lock() // a promotion starts its sender with the settings of its time
 	defer s.roleMu.Unlock()
 	was := s.syncNow()
@@ -339,6 +334,11 @@ func (s *Server) SetSync(cfg *conf.Config) ([]string, error) {
 	if changed == nil {
 		return nil, nil
 	}
+	// The file was checked against its own peers, which SetPeers may have
+	// refused: the running ones must do.
+	if mode != replica.Async && next.Quorum > 0 && len(s.sec.peers()) == 0 {
+		return nil, fmt.Errorf("server: sync_mode %s with sync_quorum %d needs peers, and node %s runs with none", next.Mode, next.Quorum, s.cfg.Node)
+	}
 	s.syncConf.Store(next)
 	if snd := s.shipper(); snd != nil {
 		snd.SetSync(mode, int(next.Quorum), next.Standbys, next.Timeout, next.OnTimeout == "block")
@@ -352,10 +352,13 @@ func (s *Server) SetSync(cfg *conf.Config) ([]string, error) {
 // SetPeers takes the peers of cfg, a configuration read again (SIGHUP):
 // a primary ships to them, a propagator relays to them, and a standby
 // takes log from them and from no other node; each may call it as a
-// peer. Links to peers gone end. A node with a log that started without
-// peers keeps no records in memory to ship, and cannot take its first
-// one before a restart. It says which peers it began and stopped
-// shipping to, if any changed.
+// peer. Links to peers gone end; a primary left without peers stops
+// shipping, as one started without them never does, and its commits wait
+// for no standby. A node with a log that started without peers (or with
+// log_retention_bytes 0) keeps no records in memory to ship, and cannot
+// take a peer before a restart; nothing changes then, and err says why.
+// It says which peers it began and stopped shipping to. With changed
+// true, err says only that shipping to the new peers could not start.
 func (s *Server) SetPeers(cfg *conf.Config) (changed bool, added, removed []string, err error) {
 	s.roleMu.Lock() // a promotion or a relay starts its sender with the peers of its time
 	defer s.roleMu.Unlock()
@@ -363,7 +366,7 @@ func (s *Server) SetPeers(cfg *conf.Config) (changed bool, added, removed []stri
 		return false, nil, nil, nil
 	}
 	if len(cfg.Peers) > 0 && s.store.Ring() == nil {
-		return false, nil, nil, fmt.Errorf("server: node %s started without peers, so it keeps no records in memory to ship; its first peer needs a restart", s.cfg.Node)
+		return false, nil, nil, fmt.Errorf("server: node %s keeps no records in memory to ship (it started without peers, or with log_retention_bytes 0): a peer needs a restart", s.cfg.Node)
 	}
 	s.sec.setPeers(cfg.Peers)
 	var names []string
@@ -377,11 +380,19 @@ func (s *Server) SetPeers(cfg *conf.Config) (changed bool, added, removed []stri
 			added, removed = append(added, a...), append(removed, r...)
 		}
 	}
-	if s.shipper() == nil {
+	if sc := s.syncNow(); slices.Equal(sc.Standbys, cfg.SyncStandbys) {
+		s.warnNoPeers(sc) // SetSync warns when it takes the file's other list
+	}
+	switch {
+	case len(cfg.Peers) == 0:
+		if snd := s.swapSender(&s.sender, nil); snd != nil {
+			snd.Close()
+		}
+	case s.shipper() == nil:
 		if err := s.startSender(); err != nil {
 			return true, added, removed, err
 		}
-		if snd := s.shipper(); snd != nil {
+		if s.shipper() != nil {
 			for _, p := range cfg.Peers {
 				added = append(added, p.Name)
 			}

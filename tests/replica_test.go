@@ -479,24 +479,29 @@ func logged(t *testing.T, p *proc, text string) {
 // TestPeersReload: SIGHUP takes the peers the config file names now. A
 // primary ships to a standby added to its file, whose acknowledgements
 // count at once for the sync settings of the same file; it ships no more
-// to a standby removed, which stays where it was. A node with a log that
-// started without peers keeps none in memory to ship, and says its first
-// peer needs a restart.
+// to a standby removed, which stays where it was. A standby whose file no
+// longer names its primary refuses its log until the file names it
+// again. A node with a log that started without peers keeps none in
+// memory to ship, and says a peer needs a restart.
 func TestPeersReload(t *testing.T) {
-	b := start(t, "-node", "b", "-role", "standby", "-durability", "mmap-log", "-peer", "a=127.0.0.1:1")
-	c := start(t, "-node", "c", "-role", "standby", "-durability", "mmap-log", "-peer", "a=127.0.0.1:1")
-	path := filepath.Join(t.TempDir(), "a.hcl")
-	write := func(extra string, peers ...string) {
-		cfg := "node = \"a\"\nrole = \"primary\"\ndurability = \"mmap-log\"\n" + extra
+	dir := t.TempDir()
+	// write writes node's config file, with extra keys and peers (name,
+	// address, ...), and returns its path.
+	write := func(node, extra string, peers ...string) string {
+		path := filepath.Join(dir, node+".hcl")
+		cfg := fmt.Sprintf("node = %q\ndurability = \"mmap-log\"\n%s", node, extra)
 		for i := 0; i < len(peers); i += 2 {
 			cfg += fmt.Sprintf("peer %q {\n  addr = %q\n}\n", peers[i], peers[i+1])
 		}
 		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		return path
 	}
-	write("", "b", b.addr)
-	a := start(t, "-config", path)
+	b := start(t, "-node", "b", "-role", "standby", "-durability", "mmap-log", "-peer", "a=127.0.0.1:1")
+	standby := "role = \"standby\"\n"
+	c := start(t, "-config", write("c", standby, "a", "127.0.0.1:1"))
+	a := start(t, "-config", write("a", "", "b", b.addr))
 	adb, aconn := a.client()
 	admin := pb.NewAdminServiceClient(aconn)
 	createBank(t, adb)
@@ -535,7 +540,7 @@ func TestPeersReload(t *testing.T) {
 
 	// c is added, and is the standby commits wait for.
 	syncC := "sync_mode = \"applied-ack\"\nsync_standbys = [\"c\"]\non_sync_timeout = \"block\"\n"
-	write(syncC, "b", b.addr, "c", c.addr)
+	write("a", syncC, "b", b.addr, "c", c.addr)
 	hup(t, a)
 	logged(t, a, "SIGHUP: took the peers")
 	logged(t, a, "SIGHUP: took the sync settings")
@@ -547,7 +552,7 @@ func TestPeersReload(t *testing.T) {
 	until("b streaming, caught up; c streaming, caught up")
 
 	// b is removed: not shipped to, and it stays where it was.
-	write(syncC, "c", c.addr)
+	write("a", syncC, "c", c.addr)
 	hup(t, a)
 	logged(t, a, "ships-no-more-to=b")
 	until("c streaming, caught up")
@@ -559,17 +564,22 @@ func TestPeersReload(t *testing.T) {
 	}
 	sameRows(t, adb, cdb)
 
+	// c takes log from b only: a's link to it ends and is refused.
+	write("c", standby, "b", b.addr)
+	hup(t, c)
+	logged(t, c, "SIGHUP: took the peers")
+	until("c refused, caught up")
+	write("c", standby, "a", "127.0.0.1:1")
+	hup(t, c)
+	until("c streaming, caught up")
+	insert(4)
+	sameRows(t, adb, cdb)
+
 	// A node with a log and no peers has nothing to ship from.
-	dpath := filepath.Join(t.TempDir(), "d.hcl")
-	if err := os.WriteFile(dpath, []byte("node = \"d\"\ndurability = \"mmap-log\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d := start(t, "-config", dpath)
-	if err := os.WriteFile(dpath, []byte(fmt.Sprintf("node = \"d\"\ndurability = \"mmap-log\"\npeer \"b\" {\n  addr = %q\n}\n", b.addr)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	d := start(t, "-config", write("d", ""))
+	write("d", "", "b", b.addr)
 	hup(t, d)
-	logged(t, d, "its first peer needs a restart")
+	logged(t, d, "a peer needs a restart")
 }
 
 // TestStandbyRestart: a standby killed with SIGKILL while its primary

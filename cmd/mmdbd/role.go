@@ -64,14 +64,19 @@ func reload(srv *server.Server, load func() (*conf.Config, error), role *string,
 	} else {
 		logger.Info("SIGHUP: read the certificate and token files again")
 	}
-	if changed, added, removed, err := srv.SetPeers(cfg); err != nil {
+	changed, added, removed, err := srv.SetPeers(cfg)
+	switch {
+	case err != nil && !changed:
 		logger.Error("SIGHUP: could not take the peers; the ones before stay in use", "error", err)
-	} else if changed {
+	case changed:
 		var peers []string
 		for _, p := range cfg.Peers {
 			peers = append(peers, p.Name+"="+p.Addr)
 		}
 		logger.Info("SIGHUP: took the peers", "peers", strings.Join(peers, ","), "ships-to-new", strings.Join(added, ","), "ships-no-more-to", strings.Join(removed, ","))
+		if err != nil {
+			logger.Error("SIGHUP: could not start shipping to the peers", "error", err)
+		}
 	}
 	if changed, err := srv.SetSync(cfg); err != nil {
 		logger.Error("SIGHUP: could not take the sync settings; the ones before stay in use", "error", err)
