@@ -17,6 +17,13 @@ import (
 // segment, records out of order.
 var ErrCorrupt = errors.New("logging: corrupt log")
 
+// ErrReleased is returned, wrapped with ErrCorrupt, when a reader is to
+// start after an LSN whose following records were in segments that are
+// gone: released after an image (Log.Release), or lost. Recovery, which
+// needs them, finds the log corrupt; a primary catching up a standby
+// finds that the standby needs an image instead.
+var ErrReleased = errors.New("logging: the segments holding the records asked for are gone")
+
 // ErrMismatch is returned, wrapped, when the log in the directories is
 // not the one the configuration describes: another channel count, a
 // channel's directory missing or in another's place.
@@ -98,8 +105,8 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool,
 				err = fmt.Errorf("%w: %s does not say where %s ended", ErrCorrupt, filepath.Join(dir, SegmentName(seq)), SegmentName(segs[i-1]))
 			}
 			if bound, ok := h.Bound(); err == nil && i == 0 && seq != 1 && (!ok || bound > after) {
-				err = fmt.Errorf("%w: %s: the segments before it are gone, but they held records up to LSN %d and the log is read from LSN %d (the image they were removed for is missing?)",
-					ErrCorrupt, filepath.Join(dir, SegmentName(seq)), bound, after+1)
+				err = fmt.Errorf("%w: %w: %s: the segments before it are gone, but they held records up to LSN %d and the log is read from LSN %d (the image they were removed for is missing?)",
+					ErrCorrupt, ErrReleased, filepath.Join(dir, SegmentName(seq)), bound, after+1)
 			}
 			hdrs = append(hdrs, h)
 		}

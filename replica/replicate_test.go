@@ -581,6 +581,34 @@ func TestNeedsImage(t *testing.T) {
 	}
 }
 
+// TestNeedsImageAfterRelease: a primary with a log sends a standby for
+// an image when the records after its applied LSN are neither in memory
+// nor in the log, whose segments holding them were released after a
+// checkpoint (log_retention_bytes), instead of retrying the log forever.
+func TestNeedsImageAfterRelease(t *testing.T) {
+	primary := newPrimary(t, durability.Options{FS: vfs.NewMemFS(), Level: durability.FsyncLog, Dirs: []string{"/a/log"}, SegmentSize: 4096, RingBytes: 300})
+	bank := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	banktest.Run(primary.DB(), bank, 0, 4, 200, func(uint64) error { return nil }, nil)
+	last := primary.DB().LastLSN()
+	if err := primary.Durable(context.Background(), last); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := primary.Release(last-5, 0) // as after an image at LSN last-5
+	if err != nil || rel.Segments == 0 {
+		t.Fatalf("released %+v: %v", rel, err)
+	}
+	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}})
+	for deadline := time.Now().Add(10 * time.Second); snd.Standbys()[0].State != replica.StateNeedsImage; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("standby %+v", snd.Standbys())
+		}
+	}
+	if st := snd.Standbys()[0]; sb.store.DB().LastLSN() != 0 || !strings.Contains(st.Reason, "needs an image") {
+		t.Fatalf("the standby applied up to LSN %d; its state %+v", sb.store.DB().LastLSN(), st)
+	}
+}
+
 var epoch0 = []*pb.EpochStart{{Epoch: 0, StartLsn: 1}}
 
 // TestRefusals: a receiver turns away log it must not take (from a node

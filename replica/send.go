@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/logging"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -476,10 +477,13 @@ func (s *Sender) catchUp(ctx context.Context, next uint64, send func([]durabilit
 	if err := s.store.Wait(ctx, next+1, s.store.Level()); err != nil {
 		return fmt.Errorf("replica: wait for LSN %d to be shippable: %w", next+1, err)
 	}
-	// Only a log that provably lacks next+1 (none, or one that starts
-	// later) sends the standby for an image; other failures are retried.
+	// Only a log that provably lacks next+1 (none, one that starts later,
+	// or one whose segments holding it were released) sends the standby
+	// for an image; other failures are retried.
 	r, err := s.store.ReadLog(next)
 	switch {
+	case errors.Is(err, logging.ErrReleased):
+		return fmt.Errorf("%w (%w)", needsImage, err)
 	case err != nil:
 		return fmt.Errorf("replica: catch up from the log: %w", err)
 	case r == nil:
