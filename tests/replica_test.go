@@ -354,6 +354,89 @@ func failover(t *testing.T, stop string) {
 	}
 }
 
+// TestPromoteFencesLivePrimary: a standby promoted while its primary is
+// alive but cut off (stopped with SIGSTOP, as a hung or partitioned
+// machine) fences it through the epoch (SPEC 8). Under applied-ack the
+// old primary acknowledges no commit once it runs again: it learns of
+// the newer epoch from its standby, steps down, then follows the new
+// primary, setting aside what it took alone; both end with the same
+// rows.
+func TestPromoteFencesLivePrimary(t *testing.T) {
+	aAddr, bAddr := servertest.DeadAddr(t), servertest.DeadAddr(t)
+	b := start(t, "-node", "b", "-role", "standby", "-listen", bAddr, "-durability", "mmap-log", "-peer", "a="+aAddr)
+	a := start(t, "-node", "a", "-listen", aAddr, "-durability", "mmap-log", "-sync-mode", "applied-ack", "-on-sync-timeout", "block", "-peer", "b="+bAddr)
+	adb, aconn := a.client()
+	createBank(t, adb)
+	insert := func(db pb.DatabaseServiceClient, v int64, within time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), within)
+		defer cancel()
+		_, err := db.Insert(ctx, &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(v)}}})
+		return err
+	}
+	for i := range int64(10) {
+		if err := insert(adb, i, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = a.cmd.Process.Signal(syscall.SIGCONT) // so that the cleanup's kill ends it
+		}
+	}()
+	if out, errOut, code := runTool(t, "promote", "-addr", b.addr); code != 0 || !strings.Contains(out, "epoch 1 starts at LSN") {
+		t.Fatalf("promote: %d %s %s", code, out, errOut)
+	}
+	bdb, bconn := b.client()
+	for i := range int64(5) {
+		if err := insert(bdb, 100+i, 10*time.Second); err != nil {
+			t.Fatalf("a write on the promoted standby: %v", err)
+		}
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+
+	// The old primary runs again: none of its commits is acknowledged,
+	// while it learns it is fenced and after (it may restart itself
+	// meanwhile, to cut what it took alone from its log).
+	aAdmin := pb.NewAdminServiceClient(aconn)
+	refused := map[codes.Code]int{}
+	for i, deadline := int64(0), time.Now().Add(20*time.Second); ; i++ {
+		err := insert(adb, -1000-i, 300*time.Millisecond)
+		if err == nil {
+			t.Fatalf("the fenced old primary acknowledged mark %d:\n%s", -1000-i, a.output())
+		}
+		refused[status.Code(err)]++
+		st, err := aAdmin.Status(testCtx(t), &pb.StatusRequest{})
+		if err == nil && st.GetRole() == "standby" && st.GetEpoch() >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the old primary did not step down: %v %v\n%s", st, err, a.output())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("the old primary refused commits while it learnt it was fenced: %v", refused)
+	if err := insert(adb, -1, 5*time.Second); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a write on the old primary once it stepped down: %v", err)
+	}
+	// b ships to a, which sets aside what it took alone and catches up.
+	streaming(t, pb.NewAdminServiceClient(bconn), 30*time.Second, a)
+	adb2, _ := a.client()
+	sameRows(t, bdb, adb2)
+	for i := range int64(5) {
+		if _, err := adb2.Get(testCtx(t), &pb.GetRequest{Table: "mark", Key: []*pb.Value{vInt(100 + i)}}); err != nil {
+			t.Fatalf("mark %d, written on the new primary, on the old one: %v", 100+i, err)
+		}
+	}
+}
+
 // TestRoleSwitches: SIGHUP takes the role the config file names now;
 // `mmdbd demote` and `mmdbd promote` switch it too, each promotion
 // starting a new epoch.
