@@ -167,70 +167,76 @@ func TestLogCrash(t *testing.T) {
 // TestLogFullDisk: when the disk fills, the records already queued wait
 // (neither lost nor failed), Append refuses new ones with ENOSPC before
 // giving them an LSN, and once space is freed the waiting records become
-// durable and appends are taken again, all without a restart.
+// durable and appends are taken again, all without a restart; for a log
+// written through mappings (mmap-log) as for one written with writes.
 func TestLogFullDisk(t *testing.T) {
-	fs := vfs.NewMemFS()
-	fs.SetSpace(64 << 10)
-	dirs := channelDirs(1)
-	l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 16 << 10, NoCompression: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bodies := map[uint64][]byte{}
-	var refused error
-	var waiting []uint64 // appended, not yet durable when the disk filled
-	for i := 0; i < 10000 && refused == nil; i++ {
-		body := bytes.Repeat([]byte{byte(i)}, 100)
-		lsn, err := l.Append(body)
-		if err != nil {
-			refused = err
-			break
-		}
-		bodies[lsn] = body
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err = l.Wait(ctx, lsn)
-		cancel()
-		if err != nil {
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("waiting on a full disk: %v", err)
+	for _, mapped := range []bool{false, true} {
+		t.Run(fmt.Sprint("mapped=", mapped), func(t *testing.T) {
+			fs := vfs.NewMemFS()
+			fs.SetSpace(64 << 10)
+			dirs := channelDirs(1)
+			l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 16 << 10, NoCompression: true, Mapped: mapped})
+			if err != nil {
+				t.Fatal(err)
 			}
-			waiting = append(waiting, lsn)
-		}
-	}
-	if !errors.Is(refused, unix.ENOSPC) {
-		t.Fatalf("filling the disk: %v", refused)
-	}
-	last := l.LastLSN()
-	if _, err := l.Append([]byte("more")); !errors.Is(err, unix.ENOSPC) || l.LastLSN() != last {
-		t.Fatalf("an append on the full disk: %v (last LSN %d, was %d)", err, l.LastLSN(), last)
-	}
-	fs.SetSpace(0) // space is freed
-	if len(waiting) > 0 {
-		if err := l.Wait(context.Background(), waiting[len(waiting)-1]); err != nil {
-			t.Fatalf("the records queued when the disk filled: %v", err)
-		}
-	}
-	var lsn uint64
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if lsn, err = l.Append([]byte("after")); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err != nil || lsn != last+1 {
-		t.Fatalf("appending once space is back: LSN %d (want %d): %v", lsn, last+1, err)
-	}
-	bodies[lsn] = []byte("after")
-	if err := l.Wait(context.Background(), lsn); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	got, _, err := readAllRecords(t, fs, dirs, bodies)
-	if err != nil || got != lsn {
-		t.Fatalf("after the full disk: read to LSN %d, want %d: %v", got, lsn, err)
+			bodies := map[uint64][]byte{}
+			var refused error
+			var waiting []uint64 // appended, not yet durable when the disk filled
+			for i := 0; i < 10000 && refused == nil; i++ {
+				body := bytes.Repeat([]byte{byte(i)}, 100)
+				lsn, err := l.Append(body)
+				if err != nil {
+					refused = err
+					break
+				}
+				bodies[lsn] = body
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				err = l.Wait(ctx, lsn)
+				cancel()
+				if err != nil {
+					if !errors.Is(err, context.DeadlineExceeded) {
+						t.Fatalf("waiting on a full disk: %v", err)
+					}
+					waiting = append(waiting, lsn)
+				}
+			}
+			if !errors.Is(refused, unix.ENOSPC) {
+				t.Fatalf("filling the disk: %v", refused)
+			}
+			last := l.LastLSN()
+			if _, err := l.Append([]byte("more")); !errors.Is(err, unix.ENOSPC) || l.LastLSN() != last {
+				t.Fatalf("an append on the full disk: %v (last LSN %d, was %d)", err, l.LastLSN(), last)
+			}
+			fs.SetSpace(0) // space is freed
+			if len(waiting) > 0 {
+				if err := l.Wait(context.Background(), waiting[len(waiting)-1]); err != nil {
+					t.Fatalf("the records queued when the disk filled: %v", err)
+				}
+			}
+			var lsn uint64
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				if lsn, err = l.Append([]byte("after")); err == nil || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err != nil || lsn != last+1 {
+				t.Fatalf("appending once space is back: LSN %d (want %d): %v", lsn, last+1, err)
+			}
+			bodies[lsn] = []byte("after")
+			if err := l.Wait(context.Background(), lsn); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Close(); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+			got, _, err := readAllRecords(t, fs, dirs, bodies)
+			if err != nil || got != lsn {
+				t.Fatalf("after the full disk: read to LSN %d, want %d: %v", got, lsn, err)
+			}
+
+		})
 	}
 }
 
