@@ -165,10 +165,14 @@ func (p *proc) client() (pb.DatabaseServiceClient, *grpc.ClientConn) {
 }
 
 // runTool runs an mmdbd client command and returns its stdout, stderr and
-// exit code.
+// exit code; one still running after two minutes is killed (exit code
+// -1), so that a command that should have failed and serves or waits
+// instead fails the test rather than hanging it.
 func runTool(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(mmdbd, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, mmdbd, args...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
