@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mmdb/mmdb/logging/vfs"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
 )
@@ -95,6 +97,53 @@ func FuzzImageStream(f *testing.F) {
 		// Chunks of image 9 that pass their checksums are data's.
 		if st.Info().Name.ID == 9 && !bytes.HasPrefix(data, got) {
 			t.Fatalf("read %q from chunks of an image whose bytes are %q", got, data)
+		}
+	})
+}
+
+// FuzzOpenEpochs feeds OpenEpochs any EPOCHS file: it opens a history
+// that holds (starting at LSN 1, epochs and starts not falling, an epoch
+// repeated only in another incarnation) or fails, and a history it opens
+// is kept again as it was read: Observe of a newer epoch rewrites the
+// file, which opens to the same history.
+func FuzzOpenEpochs(f *testing.F) {
+	f.Add([]byte("0 1 0\n"))
+	f.Add([]byte("0 1 0\n1 120 3f2a\nseen 4\n"))
+	f.Add([]byte("0 1 0\n0 50 9\n2 90 b\n"))
+	f.Add([]byte("0 2 0\n"))
+	f.Add([]byte("seen x\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fs := vfs.NewMemFS()
+		if err := fs.MkdirAll("/d"); err != nil {
+			t.Fatal(err)
+		}
+		if err := vfs.WriteFile(fs, "/d/EPOCHS", data); err != nil {
+			t.Fatal(err)
+		}
+		e, err := replica.OpenEpochs(fs, "/d")
+		if err != nil {
+			return
+		}
+		hist := e.History()
+		if len(hist) == 0 || hist[0].Start != 1 {
+			t.Fatalf("%q opened to %v", data, hist)
+		}
+		for i := 1; i < len(hist); i++ {
+			a, b := hist[i-1], hist[i]
+			if b.Epoch < a.Epoch || b.Start < a.Start || b.Epoch == a.Epoch && b.Incarnation == a.Incarnation {
+				t.Fatalf("%q opened to %v", data, hist)
+			}
+		}
+		next := max(e.Seen(), e.Current()) + 1
+		if next == 0 {
+			return // no epoch is newer
+		}
+		if err := e.Observe(next); err != nil {
+			t.Fatal(err)
+		}
+		again, err := replica.OpenEpochs(fs, "/d")
+		if err != nil || !slices.Equal(again.History(), hist) || again.Seen() != next {
+			t.Fatalf("%q: kept again, %v seen %d reopens to %v seen %d: %v", data, hist, next, again.History(), again.Seen(), err)
 		}
 	})
 }
