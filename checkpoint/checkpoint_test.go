@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/checkpoint/image"
@@ -532,4 +533,69 @@ func TestRestartCutsTheLog(t *testing.T) {
 		t.Fatalf("restarted after the cut: %v, want %v (%v)", got, after, err)
 	}
 	banktest.Check(t, n2.store.DB(), acked, "after the cut and a restart")
+}
+
+// TestTriggers: the background checkpoints (Start) write an image every
+// Interval once there is something new, and, with LogBytes, once the log
+// has grown that much since the last image, not before.
+func TestTriggers(t *testing.T) {
+	written := func(t *testing.T, c *checkpoint.Checkpointer, want int64, within time.Duration) {
+		t.Helper()
+		for deadline := time.Now().Add(within); c.Stats().Written < want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after %s: %+v, want %d images written", within, c.Stats(), want)
+			}
+		}
+	}
+	t.Run("interval", func(t *testing.T) {
+		fs := vfs.NewMemFS()
+		n, err := open(t, fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = n.store.Close() }()
+		c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: fs, Dir: ckptDir, Interval: 50 * time.Millisecond})
+		c.Start()
+		defer c.Stop()
+		time.Sleep(300 * time.Millisecond)
+		if st := c.Stats(); st.Written != 0 {
+			t.Fatalf("images of an empty database: %+v", st)
+		}
+		banktest.Setup(t, n.store.DB(), n.wait)
+		written(t, c, 1, 5*time.Second)
+		if st := c.Stats(); st.Newest.LSN != n.store.DB().LastLSN() {
+			t.Fatalf("the image is at LSN %d, the database at %d", st.Newest.LSN, n.store.DB().LastLSN())
+		}
+	})
+	t.Run("log bytes", func(t *testing.T) {
+		fs := vfs.NewMemFS()
+		n, err := open(t, fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = n.store.Close() }()
+		b := banktest.Setup(t, n.store.DB(), n.wait)
+		c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: fs, Dir: ckptDir, LogBytes: 64 << 10})
+		c.Start()
+		defer c.Stop()
+		grown := func() int64 { return n.store.LogStats().StoredBytes }
+		from, round := grown(), 0
+		// grow commits until the log has grown by bytes since from (each
+		// round's markers are new, so each transfer commits).
+		grow := func(bytes int64) {
+			for ; grown()-from < bytes; round++ {
+				if round > 10000 {
+					t.Fatalf("the log grew %d bytes in %d rounds", grown()-from, round)
+				}
+				banktest.Run(n.store.DB(), b, round, 1, 20, n.wait, nil)
+			}
+		}
+		grow(32 << 10)
+		time.Sleep(1500 * time.Millisecond) // the loop looks once a second
+		if st := c.Stats(); st.Written != 0 {
+			t.Fatalf("an image after %d bytes of log, with LogBytes 64 KiB: %+v", grown()-from, st)
+		}
+		grow(64 << 10)
+		written(t, c, 1, 5*time.Second)
+	})
 }
