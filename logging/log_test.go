@@ -133,6 +133,49 @@ func TestOnSync(t *testing.T) {
 	}
 }
 
+// TestMappedSyncInterval: a log written through mappings (mmap-log)
+// with a SyncInterval makes what it wrote durable within that interval
+// without being asked, so a crash of the machine keeps it (SPEC 4: what
+// the periodic mmap_sync_interval flush wrote survives); without one,
+// nothing asks, and the crash loses what was only written.
+func TestMappedSyncInterval(t *testing.T) {
+	for _, interval := range []time.Duration{20 * time.Millisecond, 0} {
+		t.Run(fmt.Sprint("interval=", interval), func(t *testing.T) {
+			fs := vfs.NewMemFS()
+			dirs := channelDirs(1)
+			l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 1 << 20, Mapped: true, SyncInterval: interval})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := l.Close(); err != nil && !errors.Is(err, vfs.ErrCrashed) {
+					t.Error(err) // the file system crashed under it; nothing else may fail
+				}
+			}()
+			bodies := map[uint64][]byte{}
+			var last uint64
+			for i := range 50 {
+				body := bytes.Repeat([]byte{byte(i)}, 100)
+				if last, err = l.Append(body); err != nil {
+					t.Fatal(err)
+				}
+				bodies[last] = body
+			}
+			if err := l.WaitWritten(context.Background(), last); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // ten intervals
+			if durable := l.DurableLSN(); (durable == last) != (interval > 0) {
+				t.Fatalf("durable to LSN %d of %d, 200 ms after they were written", durable, last)
+			}
+			got, _, err := readAllRecords(t, fs.Crash(nil), dirs, bodies)
+			if err != nil || (got == last) != (interval > 0) {
+				t.Fatalf("after a crash, the log holds records to LSN %d of %d: %v", got, last, err)
+			}
+		})
+	}
+}
+
 // TestLogCrash crashes the file system at its k-th operation under eight
 // concurrent writers, for many k: after recovery every acknowledged record
 // is there, with its body, and nothing past what was appended.
