@@ -103,6 +103,32 @@ func TestDurabilityRequests(t *testing.T) {
 	}
 }
 
+// TestStrongerDurabilityRequest: a request that asks for a level stronger
+// than the node's returns once its commit meets it: on an mmap-log node
+// that syncs its mappings only when asked, an fsync-log insert is durable
+// when it returns, and an insert at the node's level is not (SPEC 4).
+func TestStrongerDurabilityRequest(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) {
+		c.Durability, c.MmapSyncInterval = conf.DurabilityMmapLog, 0
+	})
+	n.withAccounts(1)
+	c := ctx(t)
+	strong, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(10, 1), Durability: pb.Durability_DURABILITY_FSYNC_LOG})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if durable := n.srv.store.DurableLSN(); durable < strong.GetLsn() {
+		t.Fatalf("an fsync-log insert returned at LSN %d with the log durable to %d", strong.GetLsn(), durable)
+	}
+	weak, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(11, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if durable := n.srv.store.DurableLSN(); durable >= weak.GetLsn() {
+		t.Fatalf("an mmap-log insert at LSN %d found the log durable to %d: the check above shows nothing", weak.GetLsn(), durable)
+	}
+}
+
 // TestCheckpoints: AdminService.Checkpoint writes an image at the last
 // LSN (status reports it) and skips when nothing is new; a clean shutdown
 // writes one too, so the restart replays no log; a no-log node with a
