@@ -599,3 +599,121 @@ func TestTriggers(t *testing.T) {
 		written(t, c, 1, 5*time.Second)
 	})
 }
+
+// gatedFS holds the first write to a file under dir until open is
+// closed, saying so on held: an image whose writing stalls.
+type gatedFS struct {
+	*vfs.MemFS
+	dir  string
+	held chan struct{}
+	open chan struct{}
+	once sync.Once
+}
+
+func (g *gatedFS) Create(name string) (vfs.File, error) {
+	f, err := g.MemFS.Create(name)
+	if err != nil || !strings.HasPrefix(name, g.dir) {
+		return f, err
+	}
+	return &gatedFile{File: f, fs: g}, nil
+}
+
+type gatedFile struct {
+	vfs.File
+	fs *gatedFS
+}
+
+func (f *gatedFile) WriteAt(p []byte, off int64) (int, error) {
+	f.fs.once.Do(func() {
+		close(f.fs.held)
+		<-f.fs.open
+	})
+	return f.File.WriteAt(p, off)
+}
+
+// TestCheckpointDoesNotBlockCommits: while an image is being written,
+// and stalls, commits go on and return as fast as without it; the image
+// then holds the database as of its start, not the commits made during
+// it (SPEC 5: checkpoints do not stop the world).
+func TestCheckpointDoesNotBlockCommits(t *testing.T) {
+	fs := vfs.NewMemFS()
+	n, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = n.store.Close() }()
+	// A table the image writes first, large enough to take many writes:
+	// the bank's rows change while the image stalls in it.
+	db := n.store.DB()
+	fill, err := db.CreateTable(mem.TableDef{Name: "fill", Columns: []mem.ColumnDef{
+		{Name: "id", Type: mem.TypeInt64}, {Name: "pad", Type: mem.TypeBytes, MaxLen: 200},
+	}, PrimaryKey: []string{"id"}, PrimaryKind: mem.Ordered})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range int64(20) {
+		tx := db.Begin()
+		for j := range int64(1000) {
+			pad := make([]byte, 200)
+			for k := range pad {
+				pad[k] = byte(r.Uint32()) // incompressible: the image takes many writes
+			}
+			if err := tx.Insert(fill, []mem.Value{mem.Int64(i*1000 + j), mem.Bytes(pad)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := banktest.Setup(t, db, n.wait)
+	banktest.Run(db, b, 0, 2, 100, n.wait, nil)
+	before, err := digest.Of(n.store.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := n.store.DB().LastLSN()
+	gate := &gatedFS{MemFS: fs, dir: ckptDir, held: make(chan struct{}), open: make(chan struct{})}
+	c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: gate, Dir: ckptDir})
+	done := make(chan error, 1)
+	var res checkpoint.Result
+	go func() {
+		var err error
+		res, err = c.Run(context.Background())
+		done <- err
+	}()
+	<-gate.held
+	slowest := time.Duration(0)
+	for i := range 200 {
+		start := time.Now()
+		lsn, err := b.Transfer(n.store.DB(), int64(i%2), int64(1-i%2), 1, fmt.Sprint("during-", i))
+		if err == nil {
+			err = n.wait(lsn)
+		}
+		if err != nil {
+			t.Fatalf("a commit while the image stalls: %v", err)
+		}
+		slowest = max(slowest, time.Since(start))
+	}
+	if slowest > 500*time.Millisecond {
+		t.Fatalf("a commit took %s while the image stalled", slowest)
+	}
+	close(gate.open)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The old versions it kept are those of the rows changed while it
+	// ran, a small fraction of the database.
+	if res.Image.LSN != at || res.KeptBytes == 0 || res.KeptBytes > res.Image.Bytes/10 {
+		t.Fatalf("the image: %+v (the database was at LSN %d when it began)", res, at)
+	}
+	loaded := mem.Open(mem.Options{})
+	if _, err := checkpoint.Load(fs, res.Image.Path, loaded, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := digest.Of(loaded); err != nil || !got.Equal(before) {
+		t.Fatalf("the image holds %s, the database held %s when it began: %v", got, before, err)
+	}
+	t.Logf("slowest commit while the image stalled: %s; the snapshot kept %d bytes of old versions", slowest, res.KeptBytes)
+}
