@@ -175,6 +175,34 @@ func TestReplicationStatus(t *testing.T) {
 		st.Standbys[0].AppliedLSN != st.LastLSN || st.Standbys[0].LagRecords != 0 {
 		t.Fatalf("the primary's status: %s", out)
 	}
+	// Every field SPEC 10 names is there, zero or not.
+	var fields map[string]any
+	if err := json.Unmarshal([]byte(out), &fields); err != nil {
+		t.Fatal(err)
+	}
+	has := func(where string, m any, keys ...string) {
+		t.Helper()
+		obj, _ := m.(map[string]any)
+		for _, k := range keys {
+			if _, ok := obj[k]; !ok {
+				t.Errorf("status -json: %s has no %q: %s", where, k, out)
+			}
+		}
+	}
+	has("the top level", fields, "role", "epoch", "durability", "sync_mode", "last_lsn", "durable_lsn", "applied_lsn", "checkpoint_lsn", "standbys", "tables")
+	for _, list := range []struct {
+		key  string
+		keys []string
+	}{
+		{"standbys", []string{"name", "addr", "state", "received_lsn", "applied_lsn", "lag_records", "lag_ms"}},
+		{"tables", []string{"name", "rows", "bytes"}},
+	} {
+		items, _ := fields[list.key].([]any)
+		if len(items) == 0 {
+			t.Fatalf("status -json: no %s: %s", list.key, out)
+		}
+		has(list.key+"[0]", items[0], list.keys...)
+	}
 	out, errOut, code = runTool(t, "status", "-json", "-addr", standby.addr)
 	if code != 0 {
 		t.Fatalf("status: %d %s", code, errOut)
