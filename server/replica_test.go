@@ -382,3 +382,83 @@ func TestPeersReloadToNone(t *testing.T) {
 		t.Fatalf("a commit once b is a peer again: %v", err)
 	}
 }
+
+// TestStandbyRefusesEveryWrite: a standby refuses every kind of write,
+// through every API, with FAILED_PRECONDITION naming its primary, and
+// none changes it (SPEC 6).
+func TestStandbyRefusesEveryWrite(t *testing.T) {
+	standby := startNode(t, func(c *conf.Config) {
+		c.Node, c.Role = "b", conf.RoleStandby
+		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
+	})
+	primary := startNode(t, func(c *conf.Config) {
+		c.Node = "a"
+		c.Peers = []conf.Peer{{Name: "b", Addr: standby.addr}}
+	})
+	primary.withAccounts(3)
+	if err := standby.srv.store.WaitApplied(ctx(t), primary.srv.db.LastLSN()); err != nil {
+		t.Fatal(err)
+	}
+	before := standby.fingerprint()
+	db := standby.db
+	other := accountsTable()
+	other.Name = "other"
+	insert := &pb.InsertRequest{Table: "acct", Row: acctRow(10, 1)}
+	update := &pb.UpdateRequest{Table: "acct", Key: key(vI(1)), Set: []*pb.ColumnValue{{Column: "bal", Value: vI(5)}}}
+	upsert := &pb.UpsertRequest{Table: "acct", Row: acctRow(1, 9)}
+	del := &pb.DeleteRequest{Table: "acct", Key: key(vI(2))}
+	for name, write := range map[string]func(c context.Context) error{
+		"CreateTable": func(c context.Context) error {
+			_, err := db.CreateTable(c, &pb.CreateTableRequest{Table: other})
+			return err
+		},
+		"DropTable": func(c context.Context) error { _, err := db.DropTable(c, &pb.DropTableRequest{Table: "acct"}); return err },
+		"Insert":    func(c context.Context) error { _, err := db.Insert(c, insert); return err },
+		"Update":    func(c context.Context) error { _, err := db.Update(c, update); return err },
+		"Upsert":    func(c context.Context) error { _, err := db.Upsert(c, upsert); return err },
+		"Delete":    func(c context.Context) error { _, err := db.Delete(c, del); return err },
+		"Commit": func(c context.Context) error {
+			_, err := db.Commit(c, &pb.CommitRequest{Operations: []*pb.Operation{
+				{Op: &pb.Operation_Update{Update: update}}, {Op: &pb.Operation_Insert{Insert: insert}},
+			}})
+			return err
+		},
+		"Begin, then Commit": func(c context.Context) error {
+			b, err := db.Begin(c, &pb.BeginRequest{})
+			if err != nil {
+				return err
+			}
+			defer func() { _, _ = db.Rollback(c, &pb.RollbackRequest{TxId: b.GetTxId()}) }() // gone already, if refused
+			if _, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(11, 1), TxId: b.GetTxId()}); err != nil {
+				return err
+			}
+			_, err = db.Commit(c, &pb.CommitRequest{TxId: b.GetTxId()})
+			return err
+		},
+		"Session": func(c context.Context) error {
+			s, err := db.Session(c)
+			if err != nil {
+				return err
+			}
+			if err := s.Send(&pb.SessionRequest{Requests: []*pb.Request{{Id: 1, Op: &pb.Request_Upsert{Upsert: upsert}}}}); err != nil {
+				return err
+			}
+			resp, err := s.Recv()
+			if err != nil {
+				return err
+			}
+			if err := s.CloseSend(); err != nil {
+				return err
+			}
+			r := resp.GetReplies()[0]
+			return status.Error(codes.Code(r.GetCode()), r.GetMessage())
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			wantCode(t, write(ctx(t)), codes.FailedPrecondition, "standby", primary.addr)
+		})
+	}
+	if after := standby.fingerprint(); after != before {
+		t.Fatalf("refused writes changed the standby:\n%s\nbefore:\n%s", after, before)
+	}
+}
