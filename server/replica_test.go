@@ -412,11 +412,14 @@ func TestStandbyRefusesEveryWrite(t *testing.T) {
 			_, err := db.CreateTable(c, &pb.CreateTableRequest{Table: other})
 			return err
 		},
-		"DropTable": func(c context.Context) error { _, err := db.DropTable(c, &pb.DropTableRequest{Table: "acct"}); return err },
-		"Insert":    func(c context.Context) error { _, err := db.Insert(c, insert); return err },
-		"Update":    func(c context.Context) error { _, err := db.Update(c, update); return err },
-		"Upsert":    func(c context.Context) error { _, err := db.Upsert(c, upsert); return err },
-		"Delete":    func(c context.Context) error { _, err := db.Delete(c, del); return err },
+		"DropTable": func(c context.Context) error {
+			_, err := db.DropTable(c, &pb.DropTableRequest{Table: "acct"})
+			return err
+		},
+		"Insert": func(c context.Context) error { _, err := db.Insert(c, insert); return err },
+		"Update": func(c context.Context) error { _, err := db.Update(c, update); return err },
+		"Upsert": func(c context.Context) error { _, err := db.Upsert(c, upsert); return err },
+		"Delete": func(c context.Context) error { _, err := db.Delete(c, del); return err },
 		"Commit": func(c context.Context) error {
 			_, err := db.Commit(c, &pb.CommitRequest{Operations: []*pb.Operation{
 				{Op: &pb.Operation_Update{Update: update}}, {Op: &pb.Operation_Insert{Insert: insert}},
