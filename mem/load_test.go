@@ -2,6 +2,7 @@ package mem
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -81,6 +82,30 @@ func TestLoadRoundTrip(t *testing.T) {
 	lsn, err := tx.Commit()
 	if err != nil || lsn <= f.db.LastLSN() {
 		t.Fatalf("commit after load: LSN %d, %v", lsn, err)
+	}
+}
+
+// TestSnapshotTablesInOrder: a snapshot lists its tables in the order
+// they were created, whatever their names, so images of the same
+// database list them alike.
+func TestSnapshotTablesInOrder(t *testing.T) {
+	db := Open(Options{})
+	names := []string{"m", "z", "a", "q", "b", "y", "c"}
+	for _, n := range names {
+		if _, err := db.CreateTable(TableDef{Name: n, Columns: []ColumnDef{{Name: "k", Type: TypeInt64}}, PrimaryKey: []string{"k"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		sn := db.Snapshot()
+		var got []string
+		for _, def := range sn.Tables() {
+			got = append(got, def.Name)
+		}
+		sn.Close()
+		if !slices.Equal(got, names) {
+			t.Fatalf("a snapshot lists %q, created as %q", got, names)
+		}
 	}
 }
 

@@ -1,6 +1,8 @@
 package mem
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -48,6 +50,9 @@ func (db *DB) Snapshot() *Snapshot {
 		st := t.state.Load()
 		sn.tables = append(sn.tables, &snapTable{t: t, def: st.s.def.Clone(), s: st.s, kept: map[uint64][]byte{}})
 	}
+	// In the order the tables were created, not the map's: an image of the
+	// same database is the same bytes.
+	slices.SortFunc(sn.tables, func(a, b *snapTable) int { return cmp.Compare(a.def.ID, b.def.ID) })
 	old := db.snaps.Load()
 	var list []*Snapshot
 	if old != nil {
@@ -65,7 +70,8 @@ func (sn *Snapshot) LSN() uint64 { return sn.lsn }
 // keeps it (Loader), so that ids of dropped tables are never reused.
 func (sn *Snapshot) NextTableID() uint64 { return sn.nextID }
 
-// Tables returns the definitions of the snapshot's tables.
+// Tables returns the definitions of the snapshot's tables, by id (in the
+// order they were created).
 func (sn *Snapshot) Tables() []TableDef {
 	out := make([]TableDef, len(sn.tables))
 	for i, st := range sn.tables {
