@@ -483,7 +483,7 @@ func (s *Sender) catchUp(ctx context.Context, next uint64, send func([]durabilit
 	r, err := s.store.ReadLog(next)
 	switch {
 	case errors.Is(err, logging.ErrReleased):
-		return fmt.Errorf("%w (%w)", needsImage, err)
+		return needsImage // the segments holding them were released after an image
 	case err != nil:
 		return fmt.Errorf("replica: catch up from the log: %w", err)
 	case r == nil:

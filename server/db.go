@@ -221,6 +221,8 @@ func replyBefore(ctx context.Context) (context.Context, context.CancelFunc) {
 // hold), once the standbys hold what it saw (waitRead): the failure tells
 // the client about the database as much as a read does.
 func (s *dbService) failedRead(ctx context.Context, err error) error {
+	ctx, cancel := replyBefore(ctx)
+	defer cancel()
 	if werr := s.sync.waitRead(ctx); werr != nil {
 		return werr
 	}

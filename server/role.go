@@ -448,7 +448,7 @@ func (s *Server) waitRead(ctx context.Context) error {
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
-		return status.FromContextError(ctx.Err()).Err()
+		return status.Errorf(status.FromContextError(ctx.Err()).Code(), "a read waited for the standbys to hold what it saw, and they did not before its deadline: %v", err)
 	}
 	return status.Errorf(codes.Unavailable, "a read waited for the standbys to hold what it saw: %v", err)
 }
