@@ -164,9 +164,17 @@ func TestMappedSyncInterval(t *testing.T) {
 			if err := l.WaitWritten(context.Background(), last); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(200 * time.Millisecond) // ten intervals
-			if durable := l.DurableLSN(); (durable == last) != (interval > 0) {
-				t.Fatalf("durable to LSN %d of %d, 200 ms after they were written", durable, last)
+			if interval > 0 {
+				for deadline := time.Now().Add(5 * time.Second); l.DurableLSN() < last; time.Sleep(5 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("durable to LSN %d of %d, 5 s after they were written", l.DurableLSN(), last)
+					}
+				}
+			} else {
+				time.Sleep(200 * time.Millisecond)
+				if l.DurableLSN() == last {
+					t.Fatalf("durable to LSN %d with nothing asking, 200 ms after they were written", last)
+				}
 			}
 			got, _, err := readAllRecords(t, fs.Crash(nil), dirs, bodies)
 			if err != nil || (got == last) != (interval > 0) {
@@ -278,7 +286,6 @@ func TestLogFullDisk(t *testing.T) {
 			if err != nil || got != lsn {
 				t.Fatalf("after the full disk: read to LSN %d, want %d: %v", got, lsn, err)
 			}
-
 		})
 	}
 }

@@ -453,6 +453,9 @@ func TestStandbyRefusesEveryWrite(t *testing.T) {
 			if err := s.CloseSend(); err != nil {
 				return err
 			}
+			if len(resp.GetReplies()) != 1 {
+				return fmt.Errorf("%d replies to one request", len(resp.GetReplies()))
+			}
 			r := resp.GetReplies()[0]
 			return status.Error(codes.Code(r.GetCode()), r.GetMessage())
 		},

@@ -413,13 +413,18 @@ func TestPromoteFencesLivePrimary(t *testing.T) {
 	stopped := true
 	defer func() {
 		if stopped {
-			_ = a.cmd.Process.Signal(syscall.SIGCONT) // so that the cleanup's kill ends it
+			_ = a.cmd.Process.Signal(syscall.SIGCONT) // the test failed while a was stopped: let it run, to be stopped by the cleanup like the others
 		}
 	}()
 	if out, errOut, code := runTool(t, "promote", "-addr", b.addr); code != 0 || !strings.Contains(out, "epoch 1 starts at LSN") {
 		t.Fatalf("promote: %d %s %s", code, out, errOut)
 	}
 	bdb, bconn := b.client()
+	for i := range int64(10) { // acknowledged under applied-ack, so on b
+		if r, err := bdb.Get(testCtx(t), &pb.GetRequest{Table: "mark", Key: []*pb.Value{vInt(i)}}); err != nil || !r.GetFound() {
+			t.Fatalf("mark %d, acknowledged by the old primary, is not on the promoted standby: %v", i, err)
+		}
+	}
 	for i := range int64(5) {
 		if err := insert(bdb, 100+i, 10*time.Second); err != nil {
 			t.Fatalf("a write on the promoted standby: %v", err)
@@ -459,8 +464,8 @@ func TestPromoteFencesLivePrimary(t *testing.T) {
 	adb2, _ := a.client()
 	sameRows(t, bdb, adb2)
 	for i := range int64(5) {
-		if _, err := adb2.Get(testCtx(t), &pb.GetRequest{Table: "mark", Key: []*pb.Value{vInt(100 + i)}}); err != nil {
-			t.Fatalf("mark %d, written on the new primary, on the old one: %v", 100+i, err)
+		if r, err := adb2.Get(testCtx(t), &pb.GetRequest{Table: "mark", Key: []*pb.Value{vInt(100 + i)}}); err != nil || !r.GetFound() {
+			t.Fatalf("mark %d, written on the new primary, is not on the old one: %v", 100+i, err)
 		}
 	}
 }
