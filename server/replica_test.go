@@ -248,6 +248,25 @@ func acctValues(id, bal int64) []mem.Value {
 	return []mem.Value{mem.Int64(id), mem.String(fmt.Sprintf("n%d", id)), mem.String(fmt.Sprintf("r%d", id%3)), mem.Int64(bal), mem.Null()}
 }
 
+// startShipping starts a standby b and a primary a that ships to it,
+// with accounts accounts, which the standby has applied.
+func startShipping(t *testing.T, accounts int) (primary, standby *node) {
+	t.Helper()
+	standby = startNode(t, func(c *conf.Config) {
+		c.Node, c.Role = "b", conf.RoleStandby
+		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
+	})
+	primary = startNode(t, func(c *conf.Config) {
+		c.Node = "a"
+		c.Peers = []conf.Peer{{Name: "b", Addr: standby.addr}}
+	})
+	primary.withAccounts(accounts)
+	if err := standby.srv.store.WaitApplied(ctx(t), primary.srv.db.LastLSN()); err != nil {
+		t.Fatal(err)
+	}
+	return primary, standby
+}
+
 // TestRepairRows: a standby whose rows differ from its primary's while
 // its log is the primary's (a row with other values, one missing, one
 // the primary has not) holds exactly the primary's rows once it has
@@ -255,18 +274,7 @@ func acctValues(id, bal int64) []mem.Value {
 // nodes' digests list; the primary's rows do not change. A standby
 // refuses RepairRows as it refuses writes, naming its primary.
 func TestRepairRows(t *testing.T) {
-	standby := startNode(t, func(c *conf.Config) {
-		c.Node, c.Role = "b", conf.RoleStandby
-		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
-	})
-	primary := startNode(t, func(c *conf.Config) {
-		c.Node = "a"
-		c.Peers = []conf.Peer{{Name: "b", Addr: standby.addr}}
-	})
-	primary.withAccounts(5)
-	if err := standby.srv.store.WaitApplied(ctx(t), primary.srv.db.LastLSN()); err != nil {
-		t.Fatal(err)
-	}
+	primary, standby := startShipping(t, 5)
 	want := fmt.Sprint(primary.scanAll("acct", 0, false))
 	standby.corrupt("acct", func(tx *mem.Tx, acct *mem.Table) error {
 		return tx.Insert(acct, acctValues(2, 100))
@@ -387,18 +395,7 @@ func TestPeersReloadToNone(t *testing.T) {
 // through every API, with FAILED_PRECONDITION naming its primary, and
 // none changes it (SPEC 6).
 func TestStandbyRefusesEveryWrite(t *testing.T) {
-	standby := startNode(t, func(c *conf.Config) {
-		c.Node, c.Role = "b", conf.RoleStandby
-		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
-	})
-	primary := startNode(t, func(c *conf.Config) {
-		c.Node = "a"
-		c.Peers = []conf.Peer{{Name: "b", Addr: standby.addr}}
-	})
-	primary.withAccounts(3)
-	if err := standby.srv.store.WaitApplied(ctx(t), primary.srv.db.LastLSN()); err != nil {
-		t.Fatal(err)
-	}
+	primary, standby := startShipping(t, 3)
 	before := standby.fingerprint()
 	db := standby.db
 	other := accountsTable()
