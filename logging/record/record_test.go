@@ -86,6 +86,34 @@ func TestBlockRoundTrip(t *testing.T) {
 	}
 }
 
+// TestIncompressibleBlockIsStoredRaw: a block that compression would not
+// make at least an eighth smaller is stored as it is (SPEC 3: compressed
+// when that pays), and still decodes.
+func TestIncompressibleBlockIsStoredRaw(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	body := make([]byte, 4000)
+	for i := range body {
+		body[i] = byte(r.Uint32())
+	}
+	recs := []Record{{LSN: 1, Body: body}}
+	for _, c := range []Compression{S2, Zstd} {
+		e := &Encoder{Compression: c, MinCompress: 64}
+		data, err := e.Append(nil, 7, 64, build(t, recs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := DecodeBlockHeader(data)
+		if err != nil || h.Compression != None || h.Stored != h.Raw {
+			t.Fatalf("%v: random bytes stored as %v, %d of %d bytes: %v", c, h.Compression, h.Stored, h.Raw, err)
+		}
+		var d Decoder
+		if got, _, err := decodeOne(&d, 7, data); err != nil || !sameRecords(got, recs) {
+			t.Fatalf("%v: the raw block decodes to %d records: %v", c, len(got), err)
+		}
+		d.Close()
+	}
+}
+
 // TestEveryBitFlipIsCaught flips each bit of a block in turn: the decoder
 // must report corruption every time, never return different records.
 func TestEveryBitFlipIsCaught(t *testing.T) {
