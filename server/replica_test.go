@@ -465,3 +465,25 @@ func TestStandbyRefusesEveryWrite(t *testing.T) {
 		t.Fatalf("refused writes changed the standby:\n%s\nbefore:\n%s", after, before)
 	}
 }
+
+// TestNoRetentionStillShips: a primary with a log, peers and
+// log_retention_bytes 0 keeps no log for its standbys, but still starts
+// and ships: it keeps the tail of the log in memory for them (it used to
+// stop at start: "the store keeps no ring of records to ship").
+func TestNoRetentionStillShips(t *testing.T) {
+	standby := startNode(t, func(c *conf.Config) {
+		c.Node, c.Role = "b", conf.RoleStandby
+		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
+	})
+	primary := startNode(t, func(c *conf.Config) {
+		c.Node, c.Durability, c.LogRetentionBytes = "a", conf.DurabilityMmapLog, 0
+		c.Peers = []conf.Peer{{Name: "b", Addr: standby.addr}}
+	})
+	primary.withAccounts(3)
+	if err := standby.srv.store.WaitApplied(ctx(t), primary.srv.db.LastLSN()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(standby.scanAll("acct", 0, false)), fmt.Sprint(primary.scanAll("acct", 0, false)); got != want {
+		t.Fatalf("the standby holds\n%s\nthe primary\n%s", got, want)
+	}
+}

@@ -354,9 +354,9 @@ func (s *Server) SetSync(cfg *conf.Config) ([]string, error) {
 // takes log from them and from no other node; each may call it as a
 // peer. Links to peers gone end; a primary left without peers stops
 // shipping, as one started without them never does, and its commits wait
-// for no standby. A node with a log that started without peers (or with
-// log_retention_bytes 0) keeps no records in memory to ship, and cannot
-// take a peer before a restart; nothing changes then, and err says why.
+// for no standby. A node with a log that started without peers keeps no
+// records in memory to ship, and cannot take a peer before a restart;
+// nothing changes then, and err says why.
 // It says which peers it began and stopped shipping to. With changed
 // true, err says only that shipping to the new peers could not start.
 func (s *Server) SetPeers(cfg *conf.Config) (changed bool, added, removed []string, err error) {
@@ -366,7 +366,7 @@ func (s *Server) SetPeers(cfg *conf.Config) (changed bool, added, removed []stri
 		return false, nil, nil, nil
 	}
 	if len(cfg.Peers) > 0 && s.store.Ring() == nil {
-		return false, nil, nil, fmt.Errorf("server: node %s keeps no records in memory to ship (it started without peers, or with log_retention_bytes 0): a peer needs a restart", s.cfg.Node)
+		return false, nil, nil, fmt.Errorf("server: node %s keeps no records in memory to ship (it started without peers): a peer needs a restart", s.cfg.Node)
 	}
 	s.sec.setPeers(cfg.Peers)
 	var names []string

@@ -251,7 +251,7 @@ func openStore(cfg *conf.Config, sec *security, epoch uint64, onSync func(int, t
 		// standbys it ships to (or will, once promoted).
 		opts.RingBytes = 0
 		if len(cfg.Peers) > 0 {
-			opts.RingBytes = min(cfg.LogRetentionBytes, maxShipRing)
+			opts.RingBytes = min(max(cfg.LogRetentionBytes, minShipRing), maxShipRing)
 		}
 	}
 	if cfg.DataDir != "" {
@@ -277,9 +277,15 @@ func openStore(cfg *conf.Config, sec *security, epoch uint64, onSync func(int, t
 	return store, slots, nil
 }
 
-// maxShipRing bounds the records a node with a log keeps in memory for
-// its standbys; one further behind needs an image.
-const maxShipRing = 256 << 20
+// The records a node with a log keeps in memory for its standbys: as
+// many bytes as log_retention_bytes, within these bounds. Past the most,
+// a standby catches up from the log (or needs an image); the least is
+// there because the standbys follow the log's tail in memory, so even a
+// node that keeps no log for them (log_retention_bytes 0) keeps some.
+const (
+	minShipRing = 16 << 20
+	maxShipRing = 256 << 20
+)
 
 // unlock releases the data directory's lock, if held.
 func (s *Server) unlock() error {
