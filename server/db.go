@@ -172,11 +172,11 @@ func (s *dbService) level(dur pb.Durability) (durability.Level, error) {
 // nothing but "deadline exceeded". A transaction that wrote nothing (lsn
 // zero) waits until the standbys hold what it may have read (waitRead).
 func (s *dbService) durable(ctx context.Context, lsn uint64, w commitWait) (degraded bool, err error) {
-	ctx, cancel := replyBefore(ctx)
-	defer cancel()
 	if lsn == 0 {
 		return false, s.sync.waitRead(ctx)
 	}
+	ctx, cancel := replyBefore(ctx)
+	defer cancel()
 	level := w.level
 	err = s.store.Wait(ctx, lsn, level)
 	switch {
@@ -221,8 +221,6 @@ func replyBefore(ctx context.Context) (context.Context, context.CancelFunc) {
 // hold), once the standbys hold what it saw (waitRead): the failure tells
 // the client about the database as much as a read does.
 func (s *dbService) failedRead(ctx context.Context, err error) error {
-	ctx, cancel := replyBefore(ctx)
-	defer cancel()
 	if werr := s.sync.waitRead(ctx); werr != nil {
 		return werr
 	}

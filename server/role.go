@@ -437,12 +437,15 @@ func (s *Server) waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (d
 // on a primary that waits for its standbys, a read must not show a commit
 // that a failover could lose, or the new primary would take back what a
 // client has seen. It does not wait while the node is degraded, nor for
-// async or on a standby.
+// async or on a standby. A wait gives up a margin before ctx's deadline
+// (replyBefore), so that the read's error reaches the client.
 func (s *Server) waitRead(ctx context.Context) error {
 	snd := s.shipper()
-	if snd == nil {
-		return nil
+	if snd == nil || s.syncNow().Mode == conf.SyncAsync {
+		return nil // nothing to wait for, and no deadline to bring forward (replyBefore costs allocations)
 	}
+	ctx, cancel := replyBefore(ctx)
+	defer cancel()
 	_, err := snd.Wait(ctx, s.db.LastLSN(), -1)
 	switch {
 	case err == nil:
