@@ -69,8 +69,12 @@ func (s *dbService) Session(stream grpc.BidiStreamingServer[pb.SessionRequest, p
 
 // answer runs a message's requests and sends their replies, in one
 // SessionResponse or, when they would pass half of max_message_bytes, in
-// several.
+// several. On a stream with a deadline, the requests stop waiting a
+// margin before it (replyBefore), once for the message: their replies go
+// out together, after the last.
 func (s *dbService) answer(ctx context.Context, stream grpc.BidiStreamingServer[pb.SessionRequest, pb.SessionResponse], reqs []*pb.Request, owned map[uint64]bool) error {
+	ctx, cancel := replyBefore(ctx)
+	defer cancel()
 	resp := &pb.SessionResponse{Replies: make([]*pb.Reply, 0, len(reqs))}
 	size := 0
 	for i, req := range reqs {
