@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -168,6 +169,44 @@ func writers(ctx context.Context, db pb.DatabaseServiceClient, round, n int, sto
 		}()
 	}
 	return &wg
+}
+
+// acks holds the markers of the transfers acknowledged so far, as
+// writers report them (add is their ack).
+type acks struct {
+	mu     sync.Mutex
+	marked map[int64]bool
+}
+
+func newAcks() *acks { return &acks{marked: map[int64]bool{}} }
+
+func (a *acks) add(mark int64) {
+	a.mu.Lock()
+	a.marked[mark] = true
+	a.mu.Unlock()
+}
+
+func (a *acks) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.marked)
+}
+
+// snapshot returns the markers acknowledged so far.
+func (a *acks) snapshot() map[int64]bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return maps.Clone(a.marked)
+}
+
+// waitFor waits, up to 20 s, until n transfers are acknowledged.
+func (a *acks) waitFor(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); a.count() < n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d transfers of %d acknowledged in 20 s", a.count(), n)
+		}
+	}
 }
 
 // transfer moves a random amount between two random accounts and inserts

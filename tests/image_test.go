@@ -7,14 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -166,34 +163,17 @@ func TestImageFromBusyStandby(t *testing.T) {
 	primary, standby := startPair(t, "mmap-log", "applied-ack")
 	pdb, _ := primary.client()
 	createBank(t, pdb)
-	var mu sync.Mutex
-	acked := map[int64]bool{}
+	acked := newAcks()
 	ctx, cancel := context.WithCancel(context.Background())
-	wg := writers(ctx, pdb, 0, 8, false, func(mark int64) {
-		mu.Lock()
-		acked[mark] = true
-		mu.Unlock()
-	})
+	wg := writers(ctx, pdb, 0, 8, false, acked.add)
 	defer func() {
 		cancel()
 		wg.Wait()
 	}()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if n >= 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d transfers in 20 s", n)
-		}
-	}
+	acked.waitFor(t, 200)
 	// Acknowledged under applied-ack: the standby has applied them before
 	// the fetch begins.
-	mu.Lock()
-	before := maps.Clone(acked)
-	mu.Unlock()
+	before := acked.snapshot()
 	img := filepath.Join(t.TempDir(), "standby.mmdb")
 	out, errOut, code := runTool(t, "image", "fetch", "-from", standby.addr, "-out", img, "-quiet")
 	if code != 0 {
@@ -204,7 +184,5 @@ func TestImageFromBusyStandby(t *testing.T) {
 	restored := start(t, "-data-dir", "", "-durability", "no-log", "-from-image", img)
 	rdb, _ := restored.client()
 	checkBank(t, rdb, before)
-	mu.Lock()
-	t.Logf("the image holds %d marks; %d were acknowledged when the fetch began, %d in all", len(scanTable(t, rdb, "mark")), len(before), len(acked))
-	mu.Unlock()
+	t.Logf("the image holds %d marks; %d were acknowledged when the fetch began, %d in all", len(scanTable(t, rdb, "mark")), len(before), acked.count())
 }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -732,33 +731,16 @@ func TestStandbyRestart(t *testing.T) {
 	a := start(t, "-node", "a", "-durability", "fsync-log", "-peer", "b="+bAddr)
 	adb, aconn := a.client()
 	createBank(t, adb)
-	var mu sync.Mutex
-	acked := map[int64]bool{}
-	count := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(acked)
-	}
-	waitFor := func(n int) {
-		for deadline := time.Now().Add(20 * time.Second); count() < n; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("only %d commits of %d", count(), n)
-			}
-		}
-	}
+	acked := newAcks()
 	for round := range 2 {
 		ctx, cancel := context.WithCancel(context.Background())
-		wg := writers(ctx, adb, round, 8, false, func(mark int64) {
-			mu.Lock()
-			acked[mark] = true
-			mu.Unlock()
-		})
-		waitFor(count() + 200)
+		wg := writers(ctx, adb, round, 8, false, acked.add)
+		acked.waitFor(t, acked.count()+200)
 		if err := b.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
 		<-b.exit
-		waitFor(count() + 200) // while the standby is down
+		acked.waitFor(t, acked.count()+200) // while the standby is down
 		cancel()
 		wg.Wait()
 		b = start(t, bArgs...)
@@ -772,8 +754,8 @@ func TestStandbyRestart(t *testing.T) {
 			}
 		}
 		bdb, _ := b.client()
-		checkBank(t, bdb, acked)
-		t.Logf("round %d: %d commits, all on the restarted standby", round, count())
+		checkBank(t, bdb, acked.snapshot())
+		t.Logf("round %d: %d commits, all on the restarted standby", round, acked.count())
 	}
 }
 
@@ -980,23 +962,18 @@ func TestPropagatorChain(t *testing.T) {
 	s1db, _ := s1.client()
 	s2db, _ := s2.client()
 
-	var mu sync.Mutex
-	acked := map[int64]bool{}
+	acked := newAcks()
 	ctx, cancel := context.WithCancel(context.Background())
-	wg := writers(ctx, pdb, 0, 32, true, func(mark int64) {
-		mu.Lock()
-		acked[mark] = true
-		mu.Unlock()
-	})
+	wg := writers(ctx, pdb, 0, 32, true, acked.add)
 	time.Sleep(time.Second)
 	cancel()
 	wg.Wait()
-	if len(acked) == 0 {
+	if acked.count() == 0 {
 		t.Fatalf("nothing was acknowledged:\n%s", p.output())
 	}
-	checkBank(t, s1db, acked) // at once: applied-ack
-	checkBank(t, s2db, acked)
-	t.Logf("%d commits acknowledged, all on both standbys behind the propagator", len(acked))
+	checkBank(t, s1db, acked.snapshot()) // at once: applied-ack
+	checkBank(t, s2db, acked.snapshot())
+	t.Logf("%d commits acknowledged, all on both standbys behind the propagator", acked.count())
 
 	admin := pb.NewAdminServiceClient(pconn)
 	chain := func(within time.Duration) {
@@ -1032,11 +1009,7 @@ func TestPropagatorChain(t *testing.T) {
 	// The propagator dies under the writers: commits degrade; once it is
 	// back the standbys catch up and commits wait for all three again.
 	ctx, cancel = context.WithCancel(context.Background())
-	wg = writers(ctx, pdb, 1, 8, false, func(mark int64) {
-		mu.Lock()
-		acked[mark] = true
-		mu.Unlock()
-	})
+	wg = writers(ctx, pdb, 1, 8, false, acked.add)
 	time.Sleep(300 * time.Millisecond)
 	if err := r.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -1059,8 +1032,8 @@ func TestPropagatorChain(t *testing.T) {
 	cancel()
 	wg.Wait()
 	chain(30 * time.Second)
-	checkBank(t, s1db, acked)
-	checkBank(t, s2db, acked)
+	checkBank(t, s1db, acked.snapshot())
+	checkBank(t, s2db, acked.snapshot())
 	if out, errOut, code := runTool(t, "audit", "-primary", p.addr, "-standby", s2.addr); code != 0 {
 		t.Fatalf("audit of a standby behind the propagator: %d\n%s%s", code, out, errOut)
 	}
