@@ -536,7 +536,7 @@ func TestRestartCutsTheLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n2.store.Close()
+	defer n2.close(t)
 	if got, err := digest.Of(n2.store.DB()); err != nil || !got.Equal(after) {
 		t.Fatalf("restarted after the cut: %v, want %v (%v)", got, after, err)
 	}

@@ -206,7 +206,7 @@ func TestCurrentOutlivesItsSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.store.Close()
+	defer n.close(t)
 	b := banktest.Setup(t, n.store.DB(), n.wait)
 	if _, err := n.ckpt.Current(context.Background()); err != nil {
 		t.Fatal(err)
@@ -238,7 +238,7 @@ func TestImageNamesItsEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.store.Close()
+	defer n.close(t)
 	b := banktest.Setup(t, n.store.DB(), n.wait)
 	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
 	epochAt := func(lsn uint64) uint64 { return 3 + lsn%5 }
