@@ -295,21 +295,10 @@ func TestBadInput(t *testing.T) {
 			return err
 		}, codes.FailedPrecondition, []string{"applied-ack", "no peers"}},
 		{"session empty request", func(c context.Context, db pb.DatabaseServiceClient) error {
-			s, err := db.Session(c)
+			r, err := sessionReply(c, db, &pb.Request{Id: 7})
 			if err != nil {
 				return err
 			}
-			if err := s.Send(&pb.SessionRequest{Requests: []*pb.Request{{Id: 7}}}); err != nil {
-				return err
-			}
-			m, err := s.Recv()
-			if err != nil {
-				return err
-			}
-			if err := s.CloseSend(); err != nil {
-				return err
-			}
-			r := m.GetReplies()[0]
 			if r.GetId() != 7 {
 				return fmt.Errorf("reply id %d", r.GetId())
 			}
@@ -337,6 +326,28 @@ func TestBadInput(t *testing.T) {
 }
 
 // statusOf turns a Session reply's code and message back into an error.
+// sessionReply sends req alone on a new Session and returns its reply.
+func sessionReply(c context.Context, db pb.DatabaseServiceClient, req *pb.Request) (*pb.Reply, error) {
+	s, err := db.Session(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Send(&pb.SessionRequest{Requests: []*pb.Request{req}}); err != nil {
+		return nil, err
+	}
+	m, err := s.Recv()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.CloseSend(); err != nil {
+		return nil, err
+	}
+	if len(m.GetReplies()) != 1 {
+		return nil, fmt.Errorf("%d replies to one request", len(m.GetReplies()))
+	}
+	return m.GetReplies()[0], nil
+}
+
 func statusOf(r *pb.Reply) error {
 	if r.GetCode() == 0 {
 		return nil

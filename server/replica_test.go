@@ -436,25 +436,11 @@ func TestStandbyRefusesEveryWrite(t *testing.T) {
 			return err
 		},
 		"Session": func(c context.Context) error {
-			s, err := db.Session(c)
+			r, err := sessionReply(c, db, &pb.Request{Id: 1, Op: &pb.Request_Upsert{Upsert: upsert}})
 			if err != nil {
 				return err
 			}
-			if err := s.Send(&pb.SessionRequest{Requests: []*pb.Request{{Id: 1, Op: &pb.Request_Upsert{Upsert: upsert}}}}); err != nil {
-				return err
-			}
-			resp, err := s.Recv()
-			if err != nil {
-				return err
-			}
-			if err := s.CloseSend(); err != nil {
-				return err
-			}
-			if len(resp.GetReplies()) != 1 {
-				return fmt.Errorf("%d replies to one request", len(resp.GetReplies()))
-			}
-			r := resp.GetReplies()[0]
-			return status.Error(codes.Code(r.GetCode()), r.GetMessage())
+			return statusOf(r)
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
