@@ -473,14 +473,11 @@ func TestPromoteFencesLivePrimary(t *testing.T) {
 // `mmdbd demote` and `mmdbd promote` switch it too, each promotion
 // starting a new epoch.
 func TestRoleSwitches(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "node.hcl")
-	write := func(role string) {
-		cfg := fmt.Sprintf("node = \"b\"\nrole = %q\npeer \"a\" {\n  addr = \"127.0.0.1:1\"\n}\n", role)
-		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	dir := t.TempDir()
+	write := func(role string) string {
+		return writeConfig(t, dir, "b", fmt.Sprintf("role = %q\n", role), "a", "127.0.0.1:1")
 	}
-	write("standby")
+	path := write("standby")
 	p := start(t, "-config", path)
 	_, conn := p.client()
 	admin := pb.NewAdminServiceClient(conn)
@@ -527,15 +524,11 @@ func TestRoleSwitches(t *testing.T) {
 // to async, a commit that was blocked returns at once, and the next ones
 // do not wait.
 func TestSyncReload(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "a.hcl")
-	peer := servertest.DeadAddr(t)
-	write := func(mode string) {
-		cfg := fmt.Sprintf("node = \"a\"\nrole = \"primary\"\nsync_mode = %q\non_sync_timeout = \"block\"\npeer \"b\" {\n  addr = %q\n}\n", mode, peer)
-		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	dir, peer := t.TempDir(), servertest.DeadAddr(t)
+	write := func(mode string) string {
+		return writeConfig(t, dir, "a", fmt.Sprintf("role = \"primary\"\nsync_mode = %q\non_sync_timeout = \"block\"\n", mode), "b", peer)
 	}
-	write("async")
+	path := write("async")
 	a := start(t, "-config", path)
 	db, conn := a.client()
 	admin := pb.NewAdminServiceClient(conn)
@@ -596,6 +589,22 @@ func TestSyncReload(t *testing.T) {
 	}
 }
 
+// writeConfig writes node's config file in dir: its name, the HCL lines
+// of extra, and a peer block for each name and address in peers (name,
+// address, ...). It returns the file's path.
+func writeConfig(t *testing.T, dir, node, extra string, peers ...string) string {
+	t.Helper()
+	cfg := fmt.Sprintf("node = %q\n%s", node, extra)
+	for i := 0; i < len(peers); i += 2 {
+		cfg += fmt.Sprintf("peer %q {\n  addr = %q\n}\n", peers[i], peers[i+1])
+	}
+	path := filepath.Join(dir, node+".hcl")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // hup sends a node SIGHUP: it reads its config file again.
 func hup(t *testing.T, p *proc) {
 	t.Helper()
@@ -623,18 +632,8 @@ func logged(t *testing.T, p *proc, text string) {
 // memory to ship, and says a peer needs a restart.
 func TestPeersReload(t *testing.T) {
 	dir := t.TempDir()
-	// write writes node's config file, with extra keys and peers (name,
-	// address, ...), and returns its path.
 	write := func(node, extra string, peers ...string) string {
-		path := filepath.Join(dir, node+".hcl")
-		cfg := fmt.Sprintf("node = %q\ndurability = \"mmap-log\"\n%s", node, extra)
-		for i := 0; i < len(peers); i += 2 {
-			cfg += fmt.Sprintf("peer %q {\n  addr = %q\n}\n", peers[i], peers[i+1])
-		}
-		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return path
+		return writeConfig(t, dir, node, "durability = \"mmap-log\"\n"+extra, peers...)
 	}
 	b := start(t, "-node", "b", "-role", "standby", "-durability", "mmap-log", "-peer", "a=127.0.0.1:1")
 	standby := "role = \"standby\"\n"
