@@ -48,12 +48,20 @@ func open(t *testing.T, fs *vfs.MemFS) (*node, error) {
 	return &node{fs: fs, store: s, ckpt: checkpoint.New(s.DB(), s, slots, checkpoint.Options{FS: fs, Dir: ckptDir})}, nil
 }
 
-// close closes the node's store when a test is done with it.
-func (n *node) close(t *testing.T) {
+// openNode opens a node on fs, failing the test if it cannot, and closes
+// its store when the test ends.
+func openNode(t *testing.T, fs *vfs.MemFS) *node {
 	t.Helper()
-	if err := n.store.Close(); err != nil {
-		t.Error(err)
+	n, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := n.store.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return n
 }
 
 func (n *node) wait(lsn uint64) error {
@@ -532,11 +540,7 @@ func TestRestartCutsTheLog(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	n2, err := open(t, fs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n2.close(t)
+	n2 := openNode(t, fs)
 	if got, err := digest.Of(n2.store.DB()); err != nil || !got.Equal(after) {
 		t.Fatalf("restarted after the cut: %v, want %v (%v)", got, after, err)
 	}
@@ -557,11 +561,7 @@ func TestTriggers(t *testing.T) {
 	}
 	t.Run("interval", func(t *testing.T) {
 		fs := vfs.NewMemFS()
-		n, err := open(t, fs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer n.close(t)
+		n := openNode(t, fs)
 		c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: fs, Dir: ckptDir, Interval: 50 * time.Millisecond})
 		c.Start()
 		defer c.Stop()
@@ -581,11 +581,7 @@ func TestTriggers(t *testing.T) {
 	})
 	t.Run("log bytes", func(t *testing.T) {
 		fs := vfs.NewMemFS()
-		n, err := open(t, fs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer n.close(t)
+		n := openNode(t, fs)
 		b := banktest.Setup(t, n.store.DB(), n.wait)
 		c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: fs, Dir: ckptDir, LogBytes: 64 << 10})
 		c.Start()
@@ -650,11 +646,7 @@ func (f *gatedFile) WriteAt(p []byte, off int64) (int, error) {
 // small fraction of it (SPEC 5: checkpoints do not stop the world).
 func TestCheckpointDoesNotBlockCommits(t *testing.T) {
 	fs := vfs.NewMemFS()
-	n, err := open(t, fs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.close(t)
+	n := openNode(t, fs)
 	// A table the image writes first (it is created first), large enough
 	// to take many writes: the image stalls in it.
 	db := n.store.DB()

@@ -202,11 +202,7 @@ func TestShelfBounds(t *testing.T) {
 // byte for byte, after later checkpoints replace its slot's file.
 func TestCurrentOutlivesItsSlot(t *testing.T) {
 	fs := vfs.NewMemFS()
-	n, err := open(t, fs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.close(t)
+	n := openNode(t, fs)
 	b := banktest.Setup(t, n.store.DB(), n.wait)
 	if _, err := n.ckpt.Current(context.Background()); err != nil {
 		t.Fatal(err)
@@ -234,11 +230,7 @@ func TestCurrentOutlivesItsSlot(t *testing.T) {
 // and as a file.
 func TestImageNamesItsEpoch(t *testing.T) {
 	fs := vfs.NewMemFS()
-	n, err := open(t, fs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.close(t)
+	n := openNode(t, fs)
 	b := banktest.Setup(t, n.store.DB(), n.wait)
 	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
 	epochAt := func(lsn uint64) uint64 { return 3 + lsn%5 }
