@@ -493,6 +493,18 @@ func (s *Store) Wait(ctx context.Context, lsn uint64, level Level) error {
 	return s.log.Wait(ctx, lsn)
 }
 
+// Meets reports whether the commit at lsn already meets level, so that
+// Wait would return at once.
+func (s *Store) Meets(lsn uint64, level Level) bool {
+	switch {
+	case level == NoLog || s.log == nil:
+		return true
+	case level == MmapLog:
+		return s.log.WrittenLSN() >= lsn
+	}
+	return s.log.DurableLSN() >= lsn
+}
+
 // Durable waits until every commit up to lsn is durable in the log (it
 // syncs an mmap-log's mappings); without a log it returns at once.
 func (s *Store) Durable(ctx context.Context, lsn uint64) error {

@@ -694,6 +694,21 @@ func (s *Sender) quorumLocked(mode Mode) uint64 {
 // before its quorum answers (on_sync_timeout = block).
 var ErrUnconfirmed = errors.New("replica: the commit is local but unconfirmed by the standbys")
 
+// Holds reports whether Wait would return at once, with nothing to wait
+// for: the mode (mode, or the node's when mode is negative) is async,
+// lsn is zero, or Quorum standbys have acknowledged lsn as the mode asks.
+func (s *Sender) Holds(lsn uint64, mode Mode) bool {
+	if mode == Async || lsn == 0 {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if mode < 0 {
+		mode = s.opts.Mode
+	}
+	return mode == Async || s.quorumLocked(mode) >= lsn
+}
+
 // Wait returns once Quorum standbys have acknowledged the commit at lsn
 // as the sync mode asks (mode, or the node's when mode is negative).
 // When they do not answer within the timeout, it returns degraded (and

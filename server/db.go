@@ -38,11 +38,13 @@ type dbService struct {
 }
 
 // syncWaiter waits for a commit's standbys (Server.waitSync), or for
-// those of what a read saw (Server.waitRead), and says whether a sync
-// mode that waits can be met at all.
+// those of what a read saw (Server.waitRead), says whether a commit's
+// wait would return at once (Server.syncHolds), and whether a sync mode
+// that waits can be met at all.
 type syncWaiter interface {
 	waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (degraded bool, err error)
 	waitRead(ctx context.Context) error
+	syncHolds(lsn uint64, mode replica.Mode) bool
 	canSync() error
 }
 
@@ -169,14 +171,20 @@ func (s *dbService) level(dur pb.Durability) (durability.Level, error) {
 // either is installed in memory all the same: the error says so, and it
 // comes a margin before the call's deadline (replyBefore), so that it
 // reaches the client before the client's own timer ends the call with
-// nothing but "deadline exceeded". A transaction that wrote nothing (lsn
-// zero) waits until the standbys hold what it may have read (waitRead).
+// nothing but "deadline exceeded". Most commits wait for nothing (no-log,
+// async, an mmap-log record already copied): they keep ctx, since a
+// margin costs a context and a timer. A transaction that wrote nothing
+// (lsn zero) waits until the standbys hold what it may have read
+// (waitRead).
 func (s *dbService) durable(ctx context.Context, lsn uint64, w commitWait) (degraded bool, err error) {
 	if lsn == 0 {
 		return false, s.sync.waitRead(ctx)
 	}
-	ctx, cancel := replyBefore(ctx)
-	defer cancel()
+	if !s.store.Meets(lsn, w.level) || !s.sync.syncHolds(lsn, w.mode) {
+		var cancel context.CancelFunc
+		ctx, cancel = replyBefore(ctx)
+		defer cancel()
+	}
 	level := w.level
 	err = s.store.Wait(ctx, lsn, level)
 	switch {

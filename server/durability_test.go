@@ -6,7 +6,9 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/durability"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/replica"
 )
 
 // TestFsyncLogSurvivesRestart: what an fsync-log node acknowledged, by
@@ -126,6 +128,33 @@ func TestStrongerDurabilityRequest(t *testing.T) {
 	}
 	if durable := n.srv.store.DurableLSN(); durable >= weak.GetLsn() {
 		t.Fatalf("an mmap-log insert at LSN %d found the log durable to %d: the check above shows nothing", weak.GetLsn(), durable)
+	}
+}
+
+// TestCommitThatWaitsForNothing: a commit whose level is met and whose
+// sync mode asks for nothing (here mmap-log, async, with a deadline)
+// returns from durable without allocating: the margin before the
+// deadline (replyBefore) is only made for a commit that will wait.
+func TestCommitThatWaitsForNothing(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) { c.Durability = conf.DurabilityMmapLog })
+	n.withAccounts(1)
+	c := ctx(t)
+	if _, ok := c.Deadline(); !ok {
+		t.Fatal("the test's context has no deadline: the check below shows nothing")
+	}
+	r, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(10, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []commitWait{{durability.NoLog, replica.Async}, {durability.MmapLog, -1}} {
+		allocs := testing.AllocsPerRun(100, func() {
+			if degraded, err := n.srv.dbs.durable(c, r.GetLsn(), w); degraded || err != nil {
+				t.Fatal(degraded, err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%+v: durable allocated %.0f times for a commit that waits for nothing", w, allocs)
+		}
 	}
 }
 

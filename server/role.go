@@ -432,6 +432,14 @@ func (s *Server) waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (d
 	return snd.Wait(ctx, lsn, mode)
 }
 
+// syncHolds reports whether waitSync would return at once for the
+// commit at lsn: the node ships no log, or its standbys need not or
+// already do hold lsn (replica.Sender.Holds).
+func (s *Server) syncHolds(lsn uint64, mode replica.Mode) bool {
+	snd := s.shipper()
+	return snd == nil || snd.Holds(lsn, mode)
+}
+
 // waitRead returns once the standbys hold every commit a read that has
 // just finished may have seen, as the node's sync_mode asks for commits:
 // on a primary that waits for its standbys, a read must not show a commit
