@@ -271,7 +271,7 @@ func (c *Checkpointer) fill(ctx context.Context, f vfs.File, sn *mem.Snapshot, r
 		err = bw.Flush()
 	}
 	if err != nil {
-		return fmt.Errorf("checkpoint: %s: %w", f.Name(), err)
+		return fmt.Errorf("%s: %w", f.Name(), err) // writeSlot says "checkpoint"
 	}
 	res.Image.Bytes, res.Image.Rows = w.Size(), w.Totals().Rows
 	return nil
@@ -325,12 +325,12 @@ func (w *fileWriter) Write(b []byte) (int, error) {
 }
 
 // Start runs checkpoints in the background on Options.Interval and
-// Options.LogBytes until Stop.
+// Options.LogBytes, counted from now, until Stop.
 func (c *Checkpointer) Start() {
 	var ctx context.Context
 	ctx, c.stop = context.WithCancel(context.Background())
 	c.done = make(chan struct{})
-	go c.loop(ctx)
+	go c.loop(ctx, time.Now(), c.logBytes())
 }
 
 // Stop stops the background checkpoints, waiting for a running one.
@@ -344,9 +344,10 @@ func (c *Checkpointer) Stop() {
 }
 
 // loop checks once a second (or at Interval, if shorter) whether a
-// checkpoint is due, until ctx ends. A failed one is retried after a
+// checkpoint is due, the last one having been at last with the log's
+// size at lastBytes, until ctx ends. A failed one is retried after a
 // pause, and logged.
-func (c *Checkpointer) loop(ctx context.Context) {
+func (c *Checkpointer) loop(ctx context.Context, last time.Time, lastBytes int64) {
 	defer close(c.done)
 	tick := time.Second
 	if c.opts.Interval > 0 {
@@ -354,7 +355,6 @@ func (c *Checkpointer) loop(ctx context.Context) {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	last, lastBytes := time.Now(), c.logBytes()
 	var retry time.Time // after a failure, not before then
 	for {
 		select {
