@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -73,6 +75,9 @@ func (a *adminService) Checkpoint(ctx context.Context, _ *pb.CheckpointRequest) 
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
 		a.s.log.Error("checkpoint failed", "error", err)
+		if errors.Is(err, syscall.ENOSPC) {
+			return nil, status.Errorf(codes.ResourceExhausted, "checkpoint failed: the disk is full: %v", err)
+		}
 		return nil, status.Errorf(codes.Internal, "checkpoint failed: %v", err)
 	}
 	return &pb.CheckpointResponse{

@@ -1,0 +1,216 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// blobBytes is the size of each row TestFullDisk writes: random, so that
+// the log's compression does not shrink it.
+const blobBytes = 16 << 10
+
+// TestFullDisk fills the disk under a real mmdbd: its data directory is
+// a small tmpfs the test mounts (it needs root, or CAP_SYS_ADMIN, and is
+// skipped without), with one log channel, whose 64 MiB segments are
+// preallocated. At fsync-log and at mmap-log (where a write into a
+// mapping past the disk's space would raise SIGBUS), once the disk is
+// full (SPEC 4 and 9):
+//   - a write is refused with RESOURCE_EXHAUSTED saying so, and changes
+//     nothing;
+//   - the node stays up and serves reads of what it acknowledged;
+//   - a checkpoint, which has no room for its image either, fails with
+//     RESOURCE_EXHAUSTED and leaves no partial file taking space;
+//   - once the volume grows, writes are taken again;
+//   - after kill -9 and a restart, every acknowledged write is there,
+//     whole.
+func TestFullDisk(t *testing.T) {
+	for _, level := range []string{"fsync-log", "mmap-log"} {
+		t.Run(level, func(t *testing.T) { fullDisk(t, level) })
+	}
+}
+
+func fullDisk(t *testing.T, level string) {
+	disk := filepath.Join(t.TempDir(), "disk")
+	mountTmpfs(t, disk, 100<<20)
+	args := []string{"-data-dir", disk, "-durability", level, "-log-channels", filepath.Join(disk, "ch0")}
+	p := start(t, args...)
+	db, conn := p.client()
+	admin := pb.NewAdminServiceClient(conn)
+	c := testCtx(t)
+	if _, err := db.CreateTable(c, &pb.CreateTableRequest{Table: &pb.Table{
+		Name: "blob",
+		Columns: []*pb.Column{{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64},
+			{Name: "b", Type: pb.ColumnType_COLUMN_TYPE_BYTES, MaxLength: blobBytes}},
+		PrimaryKey: []string{"id"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Four writers insert rows until the disk refuses them. A commit
+	// that made it into memory but not into the log waits, and its call
+	// ends at its deadline: not acknowledged, so not counted.
+	var (
+		mu       sync.Mutex
+		acked    []int64
+		refusals []error
+	)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := int64(w); ; id += 4 {
+				err := insertBlob(db, id, 3*time.Second)
+				mu.Lock()
+				switch {
+				case err == nil:
+					acked = append(acked, id)
+				case status.Code(err) == codes.DeadlineExceeded:
+				default:
+					refusals = append(refusals, err)
+				}
+				n := len(refusals)
+				mu.Unlock()
+				if n > 0 || id > 100_000 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range refusals {
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "disk is full") {
+			t.Fatalf("a write on a full disk: %v, want RESOURCE_EXHAUSTED saying the disk is full", err)
+		}
+	}
+	if len(refusals) == 0 {
+		t.Fatalf("%d writes of %d bytes fit on a 100 MiB disk", len(acked), blobBytes)
+	}
+	t.Logf("%d writes acknowledged before the disk was full", len(acked))
+
+	// Full: refused and invisible, reads served, no image.
+	const refused = -1
+	if err := insertBlob(db, refused, 5*time.Second); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a write on the full disk: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if r, err := db.Get(c, &pb.GetRequest{Table: "blob", Key: []*pb.Value{vInt(refused)}}); err != nil || r.GetFound() {
+		t.Fatalf("the refused write is visible (%v), or reads fail: %v", r.GetFound(), err)
+	}
+	checkBlobs(t, db, acked[:min(len(acked), 50)])
+	free := freeBytes(t, disk)
+	if _, err := admin.Checkpoint(c, &pb.CheckpointRequest{}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a checkpoint on the full disk: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if after := freeBytes(t, disk); after < free {
+		t.Fatalf("the failed checkpoint left %d bytes on the disk", free-after)
+	}
+	if _, err := admin.Status(c, &pb.StatusRequest{}); err != nil {
+		t.Fatalf("status on the full disk: %v", err)
+	}
+
+	// Room again: writes are taken.
+	growTmpfs(t, disk, 300<<20)
+	const again = -2
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		err := insertBlob(db, again, 5*time.Second)
+		if err == nil {
+			acked = append(acked, again)
+			break
+		}
+		if status.Code(err) != codes.ResourceExhausted || time.Now().After(deadline) {
+			t.Fatalf("once the disk has room: %v", err)
+		}
+	}
+
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exit
+	p = start(t, args...)
+	db, _ = p.client()
+	checkBlobs(t, db, acked)
+}
+
+// insertBlob inserts row id with its blob, with a deadline of timeout.
+func insertBlob(db pb.DatabaseServiceClient, id int64, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := db.Insert(ctx, &pb.InsertRequest{Table: "blob", Row: &pb.Row{Values: []*pb.Value{vInt(id),
+		{Kind: &pb.Value_Bytes{Bytes: blob(id)}}}}})
+	return err
+}
+
+// blob returns row id's bytes: random, and the same each time.
+func blob(id int64) []byte {
+	b := make([]byte, blobBytes)
+	r := rand.NewChaCha8([32]byte{byte(id), byte(id >> 8), byte(id >> 16), byte(id >> 24), byte(id >> 63)})
+	_, _ = r.Read(b) // ChaCha8.Read never fails
+	return b
+}
+
+// checkBlobs checks that each of ids is there with its blob.
+func checkBlobs(t *testing.T, db pb.DatabaseServiceClient, ids []int64) {
+	t.Helper()
+	for _, id := range ids {
+		r, err := db.Get(testCtx(t), &pb.GetRequest{Table: "blob", Key: []*pb.Value{vInt(id)}})
+		if err != nil {
+			t.Fatalf("read acknowledged row %d: %v", id, err)
+		}
+		if !r.GetFound() || string(r.GetRow().GetValues()[1].GetBytes()) != string(blob(id)) {
+			t.Fatalf("acknowledged row %d: found %v, with other bytes than it was written with", id, r.GetFound())
+		}
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes at dir, which it creates, until
+// the end of the test; it skips the test where it may not mount.
+func mountTmpfs(t *testing.T, dir string, size int64) {
+	t.Helper()
+	if err := unix.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			t.Skipf("cannot mount a tmpfs to fill (it needs root or CAP_SYS_ADMIN): %v", err)
+		}
+		t.Fatalf("mount a tmpfs at %s: %v", dir, err)
+	}
+	// After the nodes are killed: their cleanups are registered later,
+	// so they run first.
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+}
+
+// growTmpfs gives the tmpfs at dir a new size.
+func growTmpfs(t *testing.T, dir string, size int64) {
+	t.Helper()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_REMOUNT, fmt.Sprintf("size=%d", size)); err != nil {
+		t.Fatalf("grow the tmpfs at %s: %v", dir, err)
+	}
+}
+
+// freeBytes returns the bytes free on the filesystem holding dir.
+func freeBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * st.Bsize
+}
