@@ -20,7 +20,10 @@
 // A standby's Store refuses local commits (ErrStandby) and takes the
 // primary's records through Replicate instead, which logs each at its
 // own level and applies it. A Store with a Ring keeps its recent records
-// there, in LSN order, for the standbys it ships to.
+// there, in LSN order, for the standbys it ships to: a no-log node's as
+// it commits or applies them, a log's as the log takes them (so a
+// standby's before it applies them). A node with a log keeps one from
+// Open with Options.RingBytes, or from KeepRing on.
 package durability
 
 import (
@@ -118,7 +121,7 @@ type Options struct {
 	OnSync func(records int, took time.Duration)
 	// RingBytes bounds the recent records kept in memory for standbys
 	// (Ring). A no-log node always keeps them (zero means 64 MiB); a node
-	// with a log keeps none when it is zero.
+	// with a log keeps none when it is zero, until KeepRing.
 	RingBytes int64
 	// Standby opens the store refusing local commits (SetPrimary).
 	Standby bool
@@ -152,17 +155,20 @@ type Recovery struct {
 // Store is a node's database with its durability: the engine, and the log
 // or ring behind it.
 type Store struct {
-	opts     Options
-	db       *mem.DB
-	log      *logging.Log // nil for NoLog
-	ring     *Ring        // nil when a node with a log keeps none
-	mu       sync.Mutex   // orders LSNs into the ring
-	last     uint64       // NoLog: the last LSN assigned (guarded by mu)
-	broken   error        // a replicated record was logged but did not apply (guarded by mu)
+	opts Options
+	db   *mem.DB
+	log  *logging.Log // nil for NoLog
+	// ring is nil while a node with a log keeps none. A no-log node's
+	// takes its records under mu; a log's, from the log (logging.Log.Tap).
+	ring     atomic.Pointer[Ring]
+	mu       sync.Mutex // NoLog: orders LSNs into the ring
+	last     uint64     // NoLog: the last LSN assigned (guarded by mu)
+	broken   error      // a replicated record was logged but did not apply (guarded by mu)
 	recovery Recovery
 	// primary is nil on a primary; on a standby it names the primary
 	// (empty while none is known), and commits are refused.
 	primary atomic.Pointer[StandbyError]
+	admit   func() error // refuses a commit on a standby, under the log's lock
 }
 
 // Open recovers the database from the log in opts.Dirs and opens the log
@@ -212,10 +218,8 @@ func Open(opts Options) (*Store, error) {
 		}
 	}
 	s.last = s.recovery.LastLSN
-	if opts.RingBytes > 0 {
-		s.ring = NewRing(opts.RingBytes, s.last)
-	}
 	if opts.Level == NoLog {
+		s.ring.Store(NewRing(opts.RingBytes, s.last))
 		return s, nil
 	}
 	log, err := logging.Open(logging.Options{
@@ -227,6 +231,15 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("durability: open the log: %w", err)
 	}
 	s.log = log
+	s.admit = func() error {
+		if p := s.primary.Load(); p != nil {
+			return p
+		}
+		return nil
+	}
+	if opts.RingBytes > 0 {
+		s.KeepRing(opts.RingBytes)
+	}
 	return s, nil
 }
 
@@ -311,28 +324,29 @@ func (s *Store) replay(r *logging.Reader) error {
 }
 
 // Commit is the engine's commit hook (mem.CommitLog): it encodes the
-// record and hands it to the log, or to the ring on a no-log node. A
-// standby refuses it.
+// record and hands it to the log (and through it to the ring, if the
+// node keeps one), or to the ring on a no-log node. A standby refuses it.
 func (s *Store) Commit(r *mem.Redo) (uint64, error) {
 	if p := s.primary.Load(); p != nil {
 		return 0, p
 	}
-	if s.ring != nil {
+	if s.log == nil {
 		return s.commitRing(r)
 	}
-	// The log copies the record, so the encoding buffer is reused.
+	// The log copies the record, so the encoding buffer is reused. It
+	// checks again, under the lock that gives LSNs, that the node has not
+	// become a standby meanwhile (SetPrimary).
 	buf := encodeBufs.Get().(*[]byte)
 	*buf = r.AppendBinary((*buf)[:0])
-	lsn, err := s.log.Append(*buf)
+	lsn, err := s.log.AppendIf(*buf, s.admit)
 	if cap(*buf) <= maxPooledBuf {
 		encodeBufs.Put(buf)
 	}
 	return lsn, err
 }
 
-// commitRing commits into the ring as well as the log, if any, under mu:
-// the log assigns LSNs in the order its appends return, and the ring
-// takes them in that order.
+// commitRing commits into a no-log node's ring under mu, which gives
+// LSNs in the order the ring takes them.
 func (s *Store) commitRing(r *mem.Redo) (uint64, error) {
 	body := r.AppendBinary(nil)
 	s.mu.Lock()
@@ -340,24 +354,36 @@ func (s *Store) commitRing(r *mem.Redo) (uint64, error) {
 	if p := s.primary.Load(); p != nil { // it may have become a standby meanwhile
 		return 0, p
 	}
-	if s.log != nil {
-		lsn, err := s.log.Append(body)
-		if err != nil {
-			return 0, err
-		}
-		s.ring.Add(lsn, body)
-		return lsn, nil
-	}
 	s.last++
-	s.ring.Add(s.last, body)
+	s.ring.Load().Add(s.last, body)
 	return s.last, nil
+}
+
+// KeepRing makes a node with a log keep the records it logs from now on
+// in a ring of maxBytes, for standbys (a standby behind it catches up
+// from the log's files first), if it keeps none yet. A no-log node always
+// keeps one.
+func (s *Store) KeepRing(maxBytes int64) {
+	if s.log == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ring.Load() != nil {
+		return
+	}
+	s.log.Tap(func(last uint64) func(lsn uint64, body []byte) {
+		ring := NewRing(maxBytes, last)
+		s.ring.Store(ring)
+		return func(lsn uint64, body []byte) { ring.Add(lsn, slices.Clone(body)) }
+	})
 }
 
 // SetPrimary makes the store refuse commits as a standby of the primary
 // named name, which clients reach at addr (both empty while unknown).
-// With a ring, a commit is refused or given its LSN under mu, so none is
-// given one once SetPrimary has returned (Settle waits for those given
-// one before).
+// A commit is refused or given its LSN under mu (no-log) or the log's
+// lock, so none is given one once SetPrimary has returned (Settle waits
+// for those given one before).
 func (s *Store) SetPrimary(name, addr string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -442,8 +468,8 @@ func (s *Store) Replicate(lsn uint64, body []byte, r *mem.Redo) error {
 	case err != nil:
 		s.last = lsn - 1
 		return fmt.Errorf("%w: apply LSN %d: %w", ErrReplica, lsn, err)
-	case s.ring != nil:
-		s.ring.Add(lsn, slices.Clone(body))
+	case s.log == nil:
+		s.ring.Load().Add(lsn, slices.Clone(body))
 	}
 	return nil
 }
@@ -465,7 +491,7 @@ func (s *Store) Level() Level { return s.opts.Level }
 
 // Ring returns the ring of recent records: a no-log node's, or that of a
 // node with a log and Options.RingBytes; nil otherwise.
-func (s *Store) Ring() *Ring { return s.ring }
+func (s *Store) Ring() *Ring { return s.ring.Load() }
 
 // Check says whether a transaction may ask for level: not weaker than the
 // floor, and not a level that writes a log on a node that keeps none.

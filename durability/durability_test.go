@@ -1,6 +1,7 @@
 package durability
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -153,6 +154,75 @@ func TestNoLogKeepsNothing(t *testing.T) {
 	}
 	if tables := s2.DB().Tables(); len(tables) != 0 || s2.DB().LastLSN() != 0 {
 		t.Fatalf("no-log restart: %d tables, LSN %d", len(tables), s2.DB().LastLSN())
+	}
+}
+
+// TestKeepRing: a node with a log started without a ring keeps none
+// until KeepRing; from then on its ring holds every record it commits,
+// from the one after its last, whole, and a second KeepRing changes
+// nothing. A standby's records reach the ring as it logs them.
+func TestKeepRing(t *testing.T) {
+	s, err := Open(Options{FS: vfs.NewMemFS(), Level: MmapLog, Dirs: dirs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	b := setupBank(t, s)
+	runBank(s, b, 0, 2, 10, MmapLog, nil)
+	if s.Ring() != nil {
+		t.Fatal("a ring before KeepRing")
+	}
+	before := s.DB().LastLSN()
+	s.KeepRing(1 << 20)
+	ring := s.Ring()
+	if ring == nil || ring.Oldest() != before+1 {
+		t.Fatalf("after KeepRing at LSN %d: ring %v", before, ring)
+	}
+	acked := runBank(s, b, 1, 2, 10, MmapLog, nil)
+	s.KeepRing(1)
+	if s.Ring() != ring {
+		t.Fatal("a second KeepRing replaced the ring")
+	}
+	recs, ok := ring.Read(nil, before, 1<<20)
+	if !ok || len(recs) == 0 || len(recs) != int(s.DB().LastLSN()-before) {
+		t.Fatalf("the ring holds %d records after LSN %d (%v); %d were committed after it", len(recs), before, ok, s.DB().LastLSN()-before)
+	}
+	marks := 0
+	for i, r := range recs {
+		red, err := mem.DecodeRedo(r.Body)
+		if err != nil || r.LSN != before+1+uint64(i) {
+			t.Fatalf("the ring's record %d: LSN %d, %v", i, r.LSN, err)
+		}
+		for _, op := range red.Ops {
+			if op.Table == b.Mark.ID() {
+				marks++
+			}
+		}
+	}
+	if marks != len(acked) {
+		t.Fatalf("the ring's records insert %d marks; %d transfers committed after KeepRing", marks, len(acked))
+	}
+
+	// On a standby, Replicate logs the primary's records, and the ring
+	// takes them from the log.
+	s.SetPrimary("p", "")
+	last := s.DB().LastLSN()
+	body := recs[0].Body
+	red, err := mem.DecodeRedo(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	red.Ops = red.Ops[:0] // an empty record applies anywhere
+	body = red.AppendBinary(nil)
+	if err := s.Replicate(last+1, body, red); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := ring.Read(nil, last, 1<<20); !ok || len(got) != 1 || got[0].LSN != last+1 || !bytes.Equal(got[0].Body, body) {
+		t.Fatalf("after a replicated record at LSN %d the ring holds %+v (%v)", last+1, got, ok)
 	}
 }
 

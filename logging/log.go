@@ -95,17 +95,18 @@ type Log struct {
 	chans []*channel
 
 	mu       sync.Mutex
-	epoch    uint64        // stamped on the records appended
-	last     uint64        // the last LSN assigned
-	written  uint64        // see the invariant
-	durable  uint64        // see the invariant
-	syncReq  uint64        // Mapped: the largest LSN a Wait needs synced
-	advanced chan struct{} // closed when written or durable advances, or the log fails, if watched
-	watched  bool          // a waiter holds advanced
-	err      error         // the first write or sync failure: the log takes no more commits
-	full     error         // why the last channel to find its disk full did; Append refuses records while nfull > 0
-	nfull    int           // channels whose disk was full at their last try
-	next     int           // the channel the next commit goes to
+	epoch    uint64                        // stamped on the records appended
+	last     uint64                        // the last LSN assigned
+	written  uint64                        // see the invariant
+	durable  uint64                        // see the invariant
+	syncReq  uint64                        // Mapped: the largest LSN a Wait needs synced
+	advanced chan struct{}                 // closed when written or durable advances, or the log fails, if watched
+	watched  bool                          // a waiter holds advanced
+	err      error                         // the first write or sync failure: the log takes no more commits
+	full     error                         // why the last channel to find its disk full did; Append refuses records while nfull > 0
+	nfull    int                           // channels whose disk was full at their last try
+	next     int                           // the channel the next commit goes to
+	tap      func(lsn uint64, body []byte) // if set, given each record appended (Tap)
 	closing  bool
 	done     sync.WaitGroup
 }
@@ -323,7 +324,13 @@ func syncSegment(fs vfs.FS, name string, size int64) error {
 // queues a copy of it on a channel; it does not keep body. It does not
 // wait; Wait does. LSNs are
 // assigned in the order Append calls return, with no gaps.
-func (l *Log) Append(body []byte) (uint64, error) {
+func (l *Log) Append(body []byte) (uint64, error) { return l.AppendIf(body, nil) }
+
+// AppendIf is Append, but refuses the record with admit's error, if admit
+// (when set) returns one, under the lock that assigns LSNs: once a change
+// that makes admit refuse is done, and LastLSN has returned, no record
+// gets an LSN past the one LastLSN returned.
+func (l *Log) AppendIf(body []byte, admit func() error) (uint64, error) {
 	if len(body) > MaxRecordBytes {
 		return 0, fmt.Errorf("%w: a record of %d bytes; the most is %d", ErrTooLarge, len(body), MaxRecordBytes)
 	}
@@ -340,6 +347,11 @@ func (l *Log) Append(body []byte) (uint64, error) {
 		// flushers retry and clear this once space is found.
 		return 0, l.full
 	}
+	if admit != nil {
+		if err := admit(); err != nil {
+			return 0, err
+		}
+	}
 	l.last++
 	lsn := l.last
 	c := l.chans[l.next]
@@ -354,12 +366,33 @@ func (l *Log) Append(body []byte) (uint64, error) {
 		}
 		if copied {
 			l.advance()
+			l.tapped(lsn, body)
 			return lsn, nil
 		}
 	}
 	c.pending = append(c.pending, pendingRecord{lsn: lsn, epoch: l.epoch, body: slices.Clone(body)})
 	c.poke()
+	l.tapped(lsn, body)
 	return lsn, nil
+}
+
+// Tap makes the log hand every record appended from now on, with its
+// LSN, to the function start returns, which start makes knowing the last
+// LSN assigned before: the records it is given follow that one with no
+// gap. The function is called under the log's lock, in LSN order, and
+// must copy body to keep it. A tap replaces the one before.
+func (l *Log) Tap(start func(last uint64) func(lsn uint64, body []byte)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.tap = start(l.last)
+}
+
+// tapped hands the record appended at lsn to the tap, if any; the caller
+// holds mu.
+func (l *Log) tapped(lsn uint64, body []byte) {
+	if l.tap != nil {
+		l.tap(lsn, body)
+	}
 }
 
 // copyIn writes the record at lsn into the channel's mapped segment as a

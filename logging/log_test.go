@@ -98,6 +98,71 @@ func TestLogGroupCommit(t *testing.T) {
 	}
 }
 
+// TestTap: a tap set while workers append is given every record from
+// the one after the LSN it was started with, in LSN order with no gap,
+// each with its body, in both modes; a record AppendIf's admit refuses
+// gets no LSN and reaches no tap.
+func TestTap(t *testing.T) {
+	for _, mapped := range []bool{false, true} {
+		l, err := Open(Options{FS: vfs.NewMemFS(), Dirs: channelDirs(2), SegmentSize: 256 << 10, Mapped: mapped})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var (
+			mu     sync.Mutex
+			start  uint64
+			tapped []uint64
+			bodies = map[uint64][]byte{}
+		)
+		done := make(chan map[uint64][]byte)
+		go func() {
+			// Pauses now and then, so that the tap comes in the middle.
+			all, _ := appendConcurrently(l, 4, 500, nil, func(_ uint64, i int) error {
+				if i%20 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+				return nil
+			})
+			done <- all
+		}()
+		for l.LastLSN() < 200 {
+			time.Sleep(time.Millisecond)
+		}
+		l.Tap(func(last uint64) func(uint64, []byte) {
+			start = last
+			return func(lsn uint64, body []byte) {
+				mu.Lock()
+				defer mu.Unlock()
+				tapped = append(tapped, lsn)
+				bodies[lsn] = bytes.Clone(body)
+			}
+		})
+		all := <-done
+		refused := errors.New("refused")
+		if lsn, err := l.AppendIf([]byte("no"), func() error { return refused }); !errors.Is(err, refused) || lsn != 0 {
+			t.Fatalf("mapped=%v: a refused record: LSN %d, %v", mapped, lsn, err)
+		}
+		if lsn, err := l.AppendIf([]byte("yes"), func() error { return nil }); err != nil || lsn != 2001 {
+			t.Fatalf("mapped=%v: an admitted record: LSN %d (want 2001), %v", mapped, lsn, err)
+		}
+		all[2001] = []byte("yes")
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if start < 200 || start >= 2000 {
+			t.Fatalf("mapped=%v: the tap started after LSN %d, while 200 to 2000 were being appended", mapped, start)
+		}
+		if want := 2001 - int(start); len(tapped) != want {
+			t.Fatalf("mapped=%v: the tap was given %d records after LSN %d, want %d", mapped, len(tapped), start, want)
+		}
+		for i, lsn := range tapped {
+			if lsn != start+1+uint64(i) || !bytes.Equal(bodies[lsn], all[lsn]) {
+				t.Fatalf("mapped=%v: the tap's record %d is LSN %d (%q), want LSN %d (%q)", mapped, i, lsn, bodies[lsn], start+1+uint64(i), all[lsn])
+			}
+		}
+	}
+}
+
 // TestOnSync: the log tells OnSync of every sync Stats counts, with the
 // records each made durable, in both modes.
 func TestOnSync(t *testing.T) {

@@ -354,9 +354,9 @@ func (s *Server) SetSync(cfg *conf.Config) ([]string, error) {
 // takes log from them and from no other node; each may call it as a
 // peer. Links to peers gone end; a primary left without peers stops
 // shipping, as one started without them never does, and its commits wait
-// for no standby. A node with a log that started without peers keeps no
-// records in memory to ship, and cannot take a peer before a restart;
-// nothing changes then, and err says why.
+// for no standby. A node with a log that started without peers keeps its
+// records in memory from its first peer on (durability.Store.KeepRing):
+// a standby catches up on those before from the log's files.
 // It says which peers it began and stopped shipping to. With changed
 // true, err says only that shipping to the new peers could not start.
 func (s *Server) SetPeers(cfg *conf.Config) (changed bool, added, removed []string, err error) {
@@ -365,8 +365,8 @@ func (s *Server) SetPeers(cfg *conf.Config) (changed bool, added, removed []stri
 	if slices.Equal(s.sec.peers(), cfg.Peers) {
 		return false, nil, nil, nil
 	}
-	if len(cfg.Peers) > 0 && s.store.Ring() == nil {
-		return false, nil, nil, fmt.Errorf("server: node %s keeps no records in memory to ship (it started without peers): a peer needs a restart", s.cfg.Node)
+	if len(cfg.Peers) > 0 {
+		s.store.KeepRing(shipRing(s.cfg))
 	}
 	s.sec.setPeers(cfg.Peers)
 	var names []string

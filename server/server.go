@@ -248,10 +248,11 @@ func openStore(cfg *conf.Config, sec *security, epoch uint64, onSync func(int, t
 	}
 	if level != durability.NoLog {
 		// A node with a log keeps recent records in memory for the
-		// standbys it ships to (or will, once promoted).
+		// standbys it ships to (or will, once promoted); one without
+		// peers, from when it is given some (SetPeers).
 		opts.RingBytes = 0
 		if len(cfg.Peers) > 0 {
-			opts.RingBytes = min(max(cfg.LogRetentionBytes, minShipRing), maxShipRing)
+			opts.RingBytes = shipRing(cfg)
 		}
 	}
 	if cfg.DataDir != "" {
@@ -277,11 +278,17 @@ func openStore(cfg *conf.Config, sec *security, epoch uint64, onSync func(int, t
 	return store, slots, nil
 }
 
-// The records a node with a log keeps in memory for its standbys: as
-// many bytes as log_retention_bytes, within these bounds. Past the most,
-// a standby catches up from the log (or needs an image); the least is
-// there because the standbys follow the log's tail in memory, so even a
-// node that keeps no log for them (log_retention_bytes 0) keeps some.
+// shipRing returns the bytes of records a node with a log keeps in
+// memory for its standbys: as many as log_retention_bytes, within
+// minShipRing and maxShipRing.
+func shipRing(cfg *conf.Config) int64 {
+	return min(max(cfg.LogRetentionBytes, minShipRing), maxShipRing)
+}
+
+// The bounds of shipRing. Past the most, a standby catches up from the
+// log (or needs an image); the least is there because the standbys follow
+// the log's tail in memory, so even a node that keeps no log for them
+// (log_retention_bytes 0) keeps some.
 const (
 	minShipRing = 16 << 20
 	maxShipRing = 256 << 20

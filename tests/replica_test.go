@@ -628,8 +628,8 @@ func logged(t *testing.T, p *proc, text string) {
 // count at once for the sync settings of the same file; it ships no more
 // to a standby removed, which stays where it was. A standby whose file no
 // longer names its primary refuses its log until the file names it
-// again. A node with a log that started without peers keeps none in
-// memory to ship, and says a peer needs a restart.
+// again. A node with a log that started without peers ships to the
+// first it is given.
 func TestPeersReload(t *testing.T) {
 	dir := t.TempDir()
 	write := func(node, extra string, peers ...string) string {
@@ -712,11 +712,28 @@ func TestPeersReload(t *testing.T) {
 	insert(4)
 	sameRows(t, adb, cdb)
 
-	// A node with a log and no peers has nothing to ship from.
+	// A node with a log that started without peers ships from its
+	// first: a new standby catches up on what it committed before from
+	// its log files, then follows what it commits after.
 	d := start(t, "-config", write("d", ""))
-	write("d", "", "b", b.addr)
+	ddb, dconn := d.client()
+	createBank(t, ddb)
+	e := start(t, "-node", "e", "-role", "standby", "-durability", "mmap-log", "-peer", "d="+d.addr)
+	write("d", "", "e", e.addr)
 	hup(t, d)
-	logged(t, d, "a peer needs a restart")
+	logged(t, d, "ships-to-new=e")
+	for v := int64(10); v < 20; v++ {
+		if _, err := ddb.Insert(testCtx(t), &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(v)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	streaming(t, pb.NewAdminServiceClient(dconn), 20*time.Second, e)
+	settled(t, e)
+	edb, _ := e.client()
+	sameRows(t, ddb, edb)
+	if rows := scanTable(t, edb, "mark"); len(rows) != 10 {
+		t.Fatalf("e holds %d marks, want 10", len(rows))
+	}
 }
 
 // TestStandbyRestart: a standby killed with SIGKILL while its primary
