@@ -375,7 +375,7 @@ func (s *Store) KeepRing(maxBytes int64) {
 	s.log.Tap(func(last uint64) func(lsn uint64, body []byte) {
 		ring := NewRing(maxBytes, last)
 		s.ring.Store(ring)
-		return func(lsn uint64, body []byte) { ring.Add(lsn, slices.Clone(body)) }
+		return ring.Add // the log's copy, which the ring may keep
 	})
 }
 

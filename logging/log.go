@@ -106,7 +106,7 @@ type Log struct {
 	full     error                         // why the last channel to find its disk full did; Append refuses records while nfull > 0
 	nfull    int                           // channels whose disk was full at their last try
 	next     int                           // the channel the next commit goes to
-	tap      func(lsn uint64, body []byte) // if set, given each record appended (Tap)
+	tap      func(lsn uint64, body []byte) // if set, given a copy of each record appended (Tap)
 	closing  bool
 	done     sync.WaitGroup
 }
@@ -366,33 +366,31 @@ func (l *Log) AppendIf(body []byte, admit func() error) (uint64, error) {
 		}
 		if copied {
 			l.advance()
-			l.tapped(lsn, body)
+			if l.tap != nil {
+				l.tap(lsn, slices.Clone(body))
+			}
 			return lsn, nil
 		}
 	}
-	c.pending = append(c.pending, pendingRecord{lsn: lsn, epoch: l.epoch, body: slices.Clone(body)})
+	kept := slices.Clone(body)
+	c.pending = append(c.pending, pendingRecord{lsn: lsn, epoch: l.epoch, body: kept})
 	c.poke()
-	l.tapped(lsn, body)
+	if l.tap != nil {
+		l.tap(lsn, kept) // the flusher only reads it
+	}
 	return lsn, nil
 }
 
 // Tap makes the log hand every record appended from now on, with its
 // LSN, to the function start returns, which start makes knowing the last
 // LSN assigned before: the records it is given follow that one with no
-// gap. The function is called under the log's lock, in LSN order, and
-// must copy body to keep it. A tap replaces the one before.
+// gap. The function is called under the log's lock, in LSN order, with
+// a copy of the record that it may keep but must not modify. A tap
+// replaces the one before.
 func (l *Log) Tap(start func(last uint64) func(lsn uint64, body []byte)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.tap = start(l.last)
-}
-
-// tapped hands the record appended at lsn to the tap, if any; the caller
-// holds mu.
-func (l *Log) tapped(lsn uint64, body []byte) {
-	if l.tap != nil {
-		l.tap(lsn, body)
-	}
 }
 
 // copyIn writes the record at lsn into the channel's mapped segment as a
