@@ -20,10 +20,11 @@
 // A standby's Store refuses local commits (ErrStandby) and takes the
 // primary's records through Replicate instead, which logs each at its
 // own level and applies it. A Store with a Ring keeps its recent records
-// there, in LSN order, for the standbys it ships to: a no-log node's as
-// it commits or applies them, a log's as the log takes them (so a
-// standby's before it applies them). A node with a log keeps one from
-// Open with Options.RingBytes, or from KeepRing on.
+// there, in LSN order, for the standbys it ships to: its commits as it
+// makes them (a node with a log: as the log takes them, logging.Log.Tap),
+// and a standby's records once it has applied them, so that a propagator
+// relays only what it has applied. A node with a log keeps one from Open
+// with Options.RingBytes, or from KeepRing on.
 package durability
 
 import (
@@ -159,7 +160,8 @@ type Store struct {
 	db   *mem.DB
 	log  *logging.Log // nil for NoLog
 	// ring is nil while a node with a log keeps none. A no-log node's
-	// takes its records under mu; a log's, from the log (logging.Log.Tap).
+	// takes its records under mu; a log's takes its commits from the log
+	// (logging.Log.Tap), and replicated records under mu, once applied.
 	ring     atomic.Pointer[Ring]
 	mu       sync.Mutex // NoLog: orders LSNs into the ring
 	last     uint64     // NoLog: the last LSN assigned (guarded by mu)
@@ -388,6 +390,9 @@ func (s *Store) SetPrimary(name, addr string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.primary.Store(&StandbyError{Name: name, Addr: addr})
+	if s.log != nil {
+		s.log.LastLSN() // waits out an append that was admitted before
+	}
 }
 
 // Settle waits until every commit given an LSN is installed in the
@@ -427,8 +432,8 @@ func (s *Store) Standby() (name, addr string, ok bool) {
 
 // Replicate takes a record the primary committed at lsn, which must
 // follow the last one here: it logs body (the encoding of r) at the
-// node's level, keeps it in the ring, and applies r, visible to readers
-// when it returns. It does not wait for the log. A record that is logged
+// node's level, applies r, visible to readers when it returns, then keeps
+// it in the ring, if the node keeps one. It does not wait for the log. A record that is logged
 // but does not apply leaves the store broken: it takes no more, and a
 // restart would stop at that record, so the node must be imaged again.
 // Calls must not overlap (one applier makes them, in LSN order).
@@ -443,7 +448,7 @@ func (s *Store) Replicate(lsn uint64, body []byte, r *mem.Redo) error {
 		return fmt.Errorf("%w: LSN %d does not follow this node's last, %d", ErrReplica, lsn, want-1)
 	}
 	if s.log != nil {
-		got, err := s.log.Append(body)
+		got, err := s.log.AppendUntapped(body)
 		if err == nil && got != lsn {
 			s.broken = fmt.Errorf("%w: the log put replicated LSN %d at %d", ErrReplica, lsn, got)
 			err = s.broken
@@ -468,8 +473,11 @@ func (s *Store) Replicate(lsn uint64, body []byte, r *mem.Redo) error {
 	case err != nil:
 		s.last = lsn - 1
 		return fmt.Errorf("%w: apply LSN %d: %w", ErrReplica, lsn, err)
-	case s.log == nil:
-		s.ring.Load().Add(lsn, slices.Clone(body))
+	}
+	// A ring that KeepRing started since the record was logged begins
+	// after it.
+	if ring := s.ring.Load(); ring != nil && lsn > ring.Last() {
+		ring.Add(lsn, slices.Clone(body))
 	}
 	return nil
 }
@@ -490,7 +498,8 @@ func (s *Store) Recovery() Recovery { return s.recovery }
 func (s *Store) Level() Level { return s.opts.Level }
 
 // Ring returns the ring of recent records: a no-log node's, or that of a
-// node with a log and Options.RingBytes; nil otherwise.
+// node with a log and Options.RingBytes, or since KeepRing; nil
+// otherwise. Once there, it stays.
 func (s *Store) Ring() *Ring { return s.ring.Load() }
 
 // Check says whether a transaction may ask for level: not weaker than the
@@ -565,15 +574,34 @@ func (s *Store) ReadLog(after uint64) (*logging.Reader, error) {
 
 // Shippable returns the largest LSN up to which every commit meets the
 // node's level: what may go to a standby, which must never hold a record
-// its primary could lose in a crash its level survives.
+// its primary could lose in a crash its level survives. On a standby (a
+// propagator relays) it is also no further than the node has applied.
 func (s *Store) Shippable() uint64 {
+	var at uint64
 	switch {
 	case s.log == nil:
-		return math.MaxUint64 // a no-log commit meets its level once committed
+		at = math.MaxUint64 // a no-log commit meets its level once committed
 	case s.opts.Level == MmapLog:
-		return s.log.WrittenLSN()
+		at = s.log.WrittenLSN()
+	default:
+		at = s.log.DurableLSN()
 	}
-	return s.log.DurableLSN()
+	if s.primary.Load() != nil {
+		at = min(at, s.db.LastLSN())
+	}
+	return at
+}
+
+// WaitShippable returns once Shippable has reached lsn, or with the log's
+// failure, or when ctx ends.
+func (s *Store) WaitShippable(ctx context.Context, lsn uint64) error {
+	if err := s.Wait(ctx, lsn, s.opts.Level); err != nil {
+		return err
+	}
+	if s.primary.Load() != nil {
+		return s.WaitApplied(ctx, lsn)
+	}
+	return nil
 }
 
 // DurableLSN returns the largest LSN that, with all before it, is durable

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -160,7 +162,9 @@ func TestNoLogKeepsNothing(t *testing.T) {
 // TestKeepRing: a node with a log started without a ring keeps none
 // until KeepRing; from then on its ring holds every record it commits,
 // from the one after its last, whole, and a second KeepRing changes
-// nothing. A standby's records reach the ring as it logs them.
+// nothing. A standby's records reach the ring once it has applied them,
+// and one that does not apply never does, nor is it shippable: a
+// propagator relays only what it has applied.
 func TestKeepRing(t *testing.T) {
 	s, err := Open(Options{FS: vfs.NewMemFS(), Level: MmapLog, Dirs: dirs})
 	if err != nil {
@@ -207,8 +211,7 @@ func TestKeepRing(t *testing.T) {
 		t.Fatalf("the ring's records insert %d marks; %d transfers committed after KeepRing", marks, len(acked))
 	}
 
-	// On a standby, Replicate logs the primary's records, and the ring
-	// takes them from the log.
+	// On a standby, the ring takes the primary's records once applied.
 	s.SetPrimary("p", "")
 	last := s.DB().LastLSN()
 	body := recs[0].Body
@@ -223,6 +226,66 @@ func TestKeepRing(t *testing.T) {
 	}
 	if got, ok := ring.Read(nil, last, 1<<20); !ok || len(got) != 1 || got[0].LSN != last+1 || !bytes.Equal(got[0].Body, body) {
 		t.Fatalf("after a replicated record at LSN %d the ring holds %+v (%v)", last+1, got, ok)
+	}
+	bad := &mem.Redo{Ops: []mem.Op{{Kind: mem.OpDropTable, Table: 999}}}
+	if err := s.Replicate(last+2, bad.AppendBinary(nil), bad); err == nil {
+		t.Fatal("a record that drops a table that does not exist applied")
+	}
+	if ring.Last() != last+1 {
+		t.Fatalf("the ring ends at LSN %d after LSN %d did not apply, want %d", ring.Last(), last+2, last+1)
+	}
+	if at := s.Shippable(); at != last+1 {
+		t.Fatalf("a standby that applied LSN %d and logged %d ships up to %d", last+1, last+2, at)
+	}
+}
+
+// TestNoCommitAfterSetPrimary: once SetPrimary has returned and Settle
+// with it, no commit gets an LSN, however many were under way: the check
+// that the node is no standby and the LSN are taken under one lock.
+// Rounds of four committing goroutines, each stepped down in the middle.
+func TestNoCommitAfterSetPrimary(t *testing.T) {
+	s, err := Open(Options{FS: vfs.NewMemFS(), Level: MmapLog, Dirs: dirs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	b := setupBank(t, s)
+	for round := range 30 {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					_, _ = b.Transfer(s.DB(), int64(w), int64(w+4), 1, fmt.Sprintf("r%d-w%d-%d", round, w, i)) // refused once a standby
+				}
+			}()
+		}
+		for start := s.DB().LastLSN(); s.DB().LastLSN() < start+50; {
+			runtime.Gosched()
+		}
+		s.SetPrimary("p", "")
+		if err := s.Settle(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		settled := s.log.LastLSN()
+		time.Sleep(2 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		if last := s.log.LastLSN(); last != settled || s.DB().LastLSN() != settled {
+			t.Fatalf("round %d: settled at LSN %d as a standby, then the log went on to %d and the database to %d", round, settled, last, s.DB().LastLSN())
+		}
+		s.Lead()
 	}
 }
 

@@ -110,6 +110,17 @@ var closed = func() chan struct{} {
 	return c
 }()
 
+// Last returns the newest LSN the ring holds, or the one its records
+// follow when it holds none.
+func (r *Ring) Last() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == 0 {
+		return r.base
+	}
+	return r.at(r.n - 1).LSN
+}
+
 // Oldest returns the oldest LSN the ring holds, or would hold when empty.
 func (r *Ring) Oldest() uint64 {
 	r.mu.Lock()

@@ -324,13 +324,21 @@ func syncSegment(fs vfs.FS, name string, size int64) error {
 // queues a copy of it on a channel; it does not keep body. It does not
 // wait; Wait does. LSNs are
 // assigned in the order Append calls return, with no gaps.
-func (l *Log) Append(body []byte) (uint64, error) { return l.AppendIf(body, nil) }
+func (l *Log) Append(body []byte) (uint64, error) { return l.append(body, nil, true) }
 
 // AppendIf is Append, but refuses the record with admit's error, if admit
 // (when set) returns one, under the lock that assigns LSNs: once a change
 // that makes admit refuse is done, and LastLSN has returned, no record
 // gets an LSN past the one LastLSN returned.
 func (l *Log) AppendIf(body []byte, admit func() error) (uint64, error) {
+	return l.append(body, admit, true)
+}
+
+// AppendUntapped is Append without the tap (Tap): the caller hands the
+// record on itself, if it must (a standby's, once it has applied it).
+func (l *Log) AppendUntapped(body []byte) (uint64, error) { return l.append(body, nil, false) }
+
+func (l *Log) append(body []byte, admit func() error, tap bool) (uint64, error) {
 	if len(body) > MaxRecordBytes {
 		return 0, fmt.Errorf("%w: a record of %d bytes; the most is %d", ErrTooLarge, len(body), MaxRecordBytes)
 	}
@@ -366,7 +374,7 @@ func (l *Log) AppendIf(body []byte, admit func() error) (uint64, error) {
 		}
 		if copied {
 			l.advance()
-			if l.tap != nil {
+			if tap && l.tap != nil {
 				l.tap(lsn, slices.Clone(body))
 			}
 			return lsn, nil
@@ -375,16 +383,16 @@ func (l *Log) AppendIf(body []byte, admit func() error) (uint64, error) {
 	kept := slices.Clone(body)
 	c.pending = append(c.pending, pendingRecord{lsn: lsn, epoch: l.epoch, body: kept})
 	c.poke()
-	if l.tap != nil {
+	if tap && l.tap != nil {
 		l.tap(lsn, kept) // the flusher only reads it
 	}
 	return lsn, nil
 }
 
-// Tap makes the log hand every record appended from now on, with its
-// LSN, to the function start returns, which start makes knowing the last
-// LSN assigned before: the records it is given follow that one with no
-// gap. The function is called under the log's lock, in LSN order, with
+// Tap makes the log hand every record appended from now on (but by
+// AppendUntapped), with its LSN, to the function start returns, which
+// start makes knowing the last LSN assigned before: the records it is
+// given follow that one with no gap but those. The function is called under the log's lock, in LSN order, with
 // a copy of the record that it may keep but must not modify. A tap
 // replaces the one before.
 func (l *Log) Tap(start func(last uint64) func(lsn uint64, body []byte)) {

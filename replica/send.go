@@ -450,7 +450,7 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 			}
 			continue
 		}
-		if err := s.store.Wait(ctx, recs[0].LSN, s.store.Level()); err != nil {
+		if err := s.store.WaitShippable(ctx, recs[0].LSN); err != nil {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
@@ -474,7 +474,7 @@ func (s *Sender) catchUp(ctx context.Context, next uint64, send func([]durabilit
 	needsImage := fmt.Errorf("%w: it has applied LSN %d and this node keeps its records from later on only", errNeedsImage, next)
 	// Only records that meet the node's level are read: they are whole
 	// on disk, where the log's tail may not be.
-	if err := s.store.Wait(ctx, next+1, s.store.Level()); err != nil {
+	if err := s.store.WaitShippable(ctx, next+1); err != nil {
 		return fmt.Errorf("replica: wait for LSN %d to be shippable: %w", next+1, err)
 	}
 	// Only a log that provably lacks next+1 (none, one that starts later,

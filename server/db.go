@@ -172,19 +172,19 @@ func (s *dbService) level(dur pb.Durability) (durability.Level, error) {
 // comes a margin before the call's deadline (replyBefore), so that it
 // reaches the client before the client's own timer ends the call with
 // nothing but "deadline exceeded". Most commits wait for nothing (no-log,
-// async, an mmap-log record already copied): they keep ctx, since a
-// margin costs a context and a timer. A transaction that wrote nothing
-// (lsn zero) waits until the standbys hold what it may have read
-// (waitRead).
+// async, an mmap-log record already copied): they return at once, as
+// things stand when they look, without the margin's context and timer. A
+// transaction that wrote nothing (lsn zero) waits until the standbys hold
+// what it may have read (waitRead).
 func (s *dbService) durable(ctx context.Context, lsn uint64, w commitWait) (degraded bool, err error) {
 	if lsn == 0 {
 		return false, s.sync.waitRead(ctx)
 	}
-	if !s.store.Meets(lsn, w.level) || !s.sync.syncHolds(lsn, w.mode) {
-		var cancel context.CancelFunc
-		ctx, cancel = replyBefore(ctx)
-		defer cancel()
+	if s.store.Meets(lsn, w.level) && s.sync.syncHolds(lsn, w.mode) {
+		return false, nil
 	}
+	ctx, cancel := replyBefore(ctx)
+	defer cancel()
 	level := w.level
 	err = s.store.Wait(ctx, lsn, level)
 	switch {

@@ -424,7 +424,7 @@ func (s *Server) shipper() *replica.Sender {
 func (s *Server) waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (degraded bool, err error) {
 	snd := s.shipper()
 	if snd == nil {
-		if mode < 0 && s.syncNow().Mode == conf.SyncAsync || mode == replica.Async || s.canSync() != nil {
+		if s.syncHolds(lsn, mode) {
 			return false, nil
 		}
 		return false, fmt.Errorf("%w: LSN %d: this node does not ship its log now (it stepped down)", replica.ErrUnconfirmed, lsn)
@@ -432,12 +432,15 @@ func (s *Server) waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (d
 	return snd.Wait(ctx, lsn, mode)
 }
 
-// syncHolds reports whether waitSync would return at once for the
-// commit at lsn: the node ships no log, or its standbys need not or
-// already do hold lsn (replica.Sender.Holds).
+// syncHolds reports whether the commit at lsn has nothing to wait for
+// from standbys, so that waitSync would return nil at once: its sync
+// mode is async, or the standbys hold lsn already (replica.Sender.Holds),
+// or the node ships no log and its commits wait for none.
 func (s *Server) syncHolds(lsn uint64, mode replica.Mode) bool {
-	snd := s.shipper()
-	return snd == nil || snd.Holds(lsn, mode)
+	if snd := s.shipper(); snd != nil {
+		return snd.Holds(lsn, mode)
+	}
+	return mode < 0 && s.syncNow().Mode == conf.SyncAsync || mode == replica.Async || s.canSync() != nil
 }
 
 // waitRead returns once the standbys hold every commit a read that has
