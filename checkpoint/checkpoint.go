@@ -93,11 +93,16 @@ type Options struct {
 }
 
 // newHeader is the header of an image of sn made now, naming the epoch
-// epochAt gives for its LSN (0 without epochAt).
+// epochAt gives for its LSN (0 without epochAt) and sn's tables, which
+// encode writes in the same order.
 func newHeader(sn *mem.Snapshot, epochAt func(lsn uint64) uint64) image.Header {
 	h := image.Header{LSN: sn.LSN(), NextTable: sn.NextTableID(), Created: time.Now().UnixNano()}
 	if epochAt != nil {
 		h.Epoch = epochAt(h.LSN)
+	}
+	for _, def := range sn.Tables() {
+		h.Tables++
+		h.Schema = image.SchemaSum(h.Schema, def.ID, def.AppendBinary(nil))
 	}
 	return h
 }

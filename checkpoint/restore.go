@@ -304,9 +304,18 @@ func LoadFrom(r io.Reader, what string, size int64, db *mem.DB, logger hclog.Log
 		return image.Header{}, fmt.Errorf("checkpoint: %s: %w: the image ends at offset %d of %d", what, image.ErrCorrupt, ir.Offset(), size)
 	}
 	h, totals, d := ir.Header(), ir.Totals(), time.Since(start)
-	logger.Info("loaded the image", "from", what, "lsn", h.LSN, "tables", totals.Tables, "rows", totals.Rows,
+	logger.Info("loaded the image", "from", what, "lsn", h.LSN, "tables", totals.Tables, "schema", schemaName(h), "rows", totals.Rows,
 		"bytes", ir.Offset(), "duration", d, "mb-per-s", fmt.Sprintf("%.0f", float64(ir.Offset())/1e6/d.Seconds()))
 	return h, nil
+}
+
+// schemaName is how logs name an image's schema: its header's schema sum,
+// or "unknown" in a version 1 image.
+func schemaName(h image.Header) string {
+	if h.Version == 1 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%016x", h.Schema)
 }
 
 // load reads r's frames into db: tables as they come, rows on a worker

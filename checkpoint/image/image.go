@@ -10,18 +10,23 @@
 //
 // Header (HeaderSize bytes, little-endian):
 //
-//	+---------+---------+--------+--------+--------+-----------+---------+-------------+--------+
-//	| magic   | version | flags  | lsn    | epoch  | nextTable | created | reserved    | crc32c |
-//	| 8 bytes | uint32  | uint32 | uint64 | uint64 | uint64    | int64   | 12 bytes, 0 | uint32 |
-//	+---------+---------+--------+--------+--------+-----------+---------+-------------+--------+
-//	  0         8         12       16       24       32          40        48            60
+//	+---------+---------+--------+--------+--------+-----------+---------+--------+--------+--------+
+//	| magic   | version | flags  | lsn    | epoch  | nextTable | created | tables | schema | crc32c |
+//	| 8 bytes | uint32  | uint32 | uint64 | uint64 | uint64    | int64   | uint32 | uint64 | uint32 |
+//	+---------+---------+--------+--------+--------+-----------+---------+--------+--------+--------+
+//	  0         8         12       16       24       32          40        48       52       60
 //
 // lsn is the image's LSN C: it holds exactly the commits with LSN <= C.
 // epoch is the epoch of the record at C (of the primary that wrote that
 // record; 0 where the writer does not know it), nextTable the id the next
 // new table gets (ids of dropped tables are never reused), created the
-// time it was started (Unix nanoseconds). flags is zero. crc32c
-// (Castagnoli) covers bytes 0 to 60.
+// time it was started (Unix nanoseconds). tables is the number of tables
+// the image defines and schema names their definitions: the CRC-64 (ECMA)
+// of each table frame's id (uint32) and payload, in the image's order
+// (SchemaSum), so that two images with the same schema say so, and a
+// reader checks the table frames against it. flags is zero. crc32c
+// (Castagnoli) covers bytes 0 to 60. Version 1 images, which a reader
+// still takes, have zeros for tables and schema and no such check.
 //
 // Frame (FrameHeaderSize bytes of header, then the payload):
 //
@@ -53,12 +58,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"hash/crc64"
 )
 
 // Format constants.
 const (
 	Magic           = "MMDBIMG\x00"
-	Version         = 1
+	Version         = 2
 	HeaderSize      = 64
 	FrameHeaderSize = 24
 	// MaxFrameBytes bounds a frame's raw and stored payload, so a damaged
@@ -83,14 +89,30 @@ const (
 // damaged or not an image at all.
 var ErrCorrupt = errors.New("image: corrupt image")
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+var (
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+	ecma       = crc64.MakeTable(crc64.ECMA)
+)
 
 // Header is an image's header.
 type Header struct {
 	LSN       uint64
 	Epoch     uint64
 	NextTable uint64
-	Created   int64 // Unix nanoseconds
+	Created   int64  // Unix nanoseconds
+	Tables    uint32 // the tables the image defines
+	Schema    uint64 // SchemaSum of their definitions
+	// Version is the format version the header was read in (a header
+	// encodes in Version); in version 1, Tables and Schema are unknown.
+	Version uint32
+}
+
+// SchemaSum adds a table frame (the table's id and its definition) to
+// sum, the schema sum of the tables before it (zero before the first).
+func SchemaSum(sum uint64, id uint32, def []byte) uint64 {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], id)
+	return crc64.Update(crc64.Update(sum, ecma, b[:]), ecma, def)
 }
 
 // AppendHeader appends h's encoding to dst.
@@ -102,6 +124,8 @@ func AppendHeader(dst []byte, h Header) []byte {
 	binary.LittleEndian.PutUint64(b[24:], h.Epoch)
 	binary.LittleEndian.PutUint64(b[32:], h.NextTable)
 	binary.LittleEndian.PutUint64(b[40:], uint64(h.Created))
+	binary.LittleEndian.PutUint32(b[48:], h.Tables)
+	binary.LittleEndian.PutUint64(b[52:], h.Schema)
 	binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
 	return append(dst, b...)
 }
@@ -124,8 +148,9 @@ func DecodeHeader(b []byte) (Header, error) {
 	if crc := binary.LittleEndian.Uint32(b[60:]); crc != crc32.Checksum(b[:60], castagnoli) {
 		return Header{}, fmt.Errorf("%w: header checksum mismatch", ErrCorrupt)
 	}
-	if v := binary.LittleEndian.Uint32(b[8:]); v != Version {
-		return Header{}, fmt.Errorf("%w: format version %d, this build reads %d", ErrCorrupt, v, Version)
+	v := binary.LittleEndian.Uint32(b[8:])
+	if v != 1 && v != Version {
+		return Header{}, fmt.Errorf("%w: format version %d, this build reads 1 to %d", ErrCorrupt, v, Version)
 	}
 	if f := binary.LittleEndian.Uint32(b[12:]); f != 0 {
 		return Header{}, fmt.Errorf("%w: header flags %#x", ErrCorrupt, f)
@@ -135,9 +160,15 @@ func DecodeHeader(b []byte) (Header, error) {
 		Epoch:     binary.LittleEndian.Uint64(b[24:]),
 		NextTable: binary.LittleEndian.Uint64(b[32:]),
 		Created:   int64(binary.LittleEndian.Uint64(b[40:])),
+		Tables:    binary.LittleEndian.Uint32(b[48:]),
+		Schema:    binary.LittleEndian.Uint64(b[52:]),
+		Version:   v,
 	}
-	if h.LSN == 0 {
+	switch {
+	case h.LSN == 0:
 		return Header{}, fmt.Errorf("%w: image LSN 0", ErrCorrupt)
+	case v == 1 && (h.Tables != 0 || h.Schema != 0):
+		return Header{}, fmt.Errorf("%w: a version 1 header with its reserved bytes set", ErrCorrupt)
 	}
 	return h, nil
 }

@@ -2,8 +2,10 @@ package image
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"testing"
@@ -32,7 +34,18 @@ func randomImage(seed uint64, tables, rows int) testImage {
 			im.rows[id] = append(im.rows[id], row)
 		}
 	}
+	im.nameSchema()
 	return im
+}
+
+// nameSchema makes the header name the image's tables, as a writer's
+// does, in the current version.
+func (im *testImage) nameSchema() {
+	im.h.Tables, im.h.Schema, im.h.Version = 0, 0, Version
+	for _, id := range im.tables {
+		im.h.Tables++
+		im.h.Schema = SchemaSum(im.h.Schema, id, im.defs[id])
+	}
 }
 
 func (im testImage) encode(t testing.TB) []byte {
@@ -261,7 +274,25 @@ func TestWriterRefusesDisorder(t *testing.T) {
 	if err := w.Row(1, []byte("x")); err == nil {
 		t.Fatal("rows of an undefined table")
 	}
-	w, _ = NewWriter(io.Discard, Header{LSN: 1})
+	two := Header{LSN: 1, Tables: 2, Schema: SchemaSum(SchemaSum(0, 1, nil), 2, nil)}
+	w, _ = NewWriter(io.Discard, two)
+	if err := w.Table(1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Row(1, []byte("a")); err == nil {
+		t.Fatal("rows before all the tables the header names")
+	}
+	w, _ = NewWriter(io.Discard, two)
+	if err := w.Table(2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Table(1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err == nil {
+		t.Fatal("the header's tables in another order")
+	}
+	w, _ = NewWriter(io.Discard, two)
 	for _, step := range []error{w.Table(1, nil), w.Table(2, nil), w.Row(1, []byte("a")), w.Row(2, []byte("b"))} {
 		if step != nil {
 			t.Fatal(step)
@@ -275,6 +306,56 @@ func TestWriterRefusesDisorder(t *testing.T) {
 	}
 	if _, err := NewWriter(io.Discard, Header{}); err == nil {
 		t.Fatal("an image at LSN 0")
+	}
+}
+
+// TestHeaderNamesTheSchema: a reader checks the table frames against the
+// schema the header names (an image whose header names other tables is
+// corrupt, though every checksum holds), and still reads a version 1
+// image, whose header names none.
+func TestHeaderNamesTheSchema(t *testing.T) {
+	im := randomImage(3, 3, 10)
+	b := im.encode(t)
+	reheader := func(b []byte, version uint32, tables uint32, schema uint64) []byte {
+		b = bytes.Clone(b)
+		binary.LittleEndian.PutUint32(b[8:], version)
+		binary.LittleEndian.PutUint32(b[48:], tables)
+		binary.LittleEndian.PutUint64(b[52:], schema)
+		binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
+		return b
+	}
+	for _, c := range []struct {
+		what   string
+		tables uint32
+		schema uint64
+	}{
+		{"another schema", im.h.Tables, im.h.Schema ^ 1},
+		{"one table more", im.h.Tables + 1, im.h.Schema},
+		{"one table less", im.h.Tables - 1, im.h.Schema},
+	} {
+		if _, err := decode(reheader(b, Version, c.tables, c.schema)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s in the header: %v", c.what, err)
+		}
+	}
+	if _, _, err := CheckEnds(bytes.NewReader(reheader(b, Version, im.h.Tables+1, im.h.Schema)), int64(len(b))); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("CheckEnds with one table more in the header: %v", err)
+	}
+	old, err := decode(reheader(b, 1, 0, 0))
+	if err != nil {
+		t.Fatalf("a version 1 image: %v", err)
+	}
+	if old.h.Version != 1 || old.h.Tables != 0 {
+		t.Fatalf("a version 1 image's header: %+v", old.h)
+	}
+	old.nameSchema()
+	if err := sameImage(im, old); err != nil {
+		t.Fatalf("a version 1 image: %v", err)
+	}
+	if _, err := decode(reheader(b, 1, im.h.Tables, im.h.Schema)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a version 1 header with a schema: %v", err)
+	}
+	if _, err := decode(reheader(b, Version+1, im.h.Tables, im.h.Schema)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a version from the future: %v", err)
 	}
 }
 
@@ -292,6 +373,7 @@ func FuzzReader(f *testing.F) {
 			}
 			return
 		}
+		im.nameSchema() // a version 1 image is written again in this version
 		again, err := decode(im.encode(t))
 		if err != nil {
 			t.Fatal(err)

@@ -60,13 +60,15 @@ func (f Frame) Rows(payload []byte, fn func(row []byte) error) error {
 
 // Reader reads an image's frames in order, checking each frame's
 // checksum and that the frames make a whole image: tables before rows,
-// rows only of defined tables, and an end frame whose totals match.
+// the tables the header names, rows only of defined tables, and an end
+// frame whose totals match.
 type Reader struct {
 	r      io.Reader
 	h      Header
 	off    int64
 	tables map[uint32]bool
-	rows   bool // a rows frame was read
+	rows   bool   // a rows frame was read
+	schema uint64 // SchemaSum of the table frames read
 	seen   Totals
 	done   bool
 }
@@ -138,19 +140,25 @@ func (r *Reader) Next() (Frame, error) {
 
 // account checks a frame against those before it and counts it.
 func (r *Reader) account(f Frame, h frameHeader) error {
-	switch f.Kind {
-	case FrameTable:
-		if r.rows {
+	if f.Kind == FrameTable {
+		switch {
+		case r.rows:
 			return fmt.Errorf("table %d defined after rows", f.Table)
-		}
-		if r.tables[f.Table] {
+		case r.tables[f.Table]:
 			return fmt.Errorf("table %d defined twice", f.Table)
-		}
-		if f.Count != 0 || h.codec != CodecNone {
+		case f.Count != 0 || h.codec != CodecNone:
 			return fmt.Errorf("a table frame with %d rows, codec %d", f.Count, h.codec)
 		}
 		r.tables[f.Table] = true
 		r.seen.Tables++
+		r.schema = SchemaSum(r.schema, f.Table, f.Stored)
+		return nil
+	}
+	// The table frames are all read.
+	if r.h.Version > 1 && (r.seen.Tables != r.h.Tables || r.schema != r.h.Schema) {
+		return fmt.Errorf("%d table definitions with schema sum %016x, and the header names %d with %016x", r.seen.Tables, r.schema, r.h.Tables, r.h.Schema)
+	}
+	switch f.Kind {
 	case FrameRows:
 		if !r.tables[f.Table] {
 			return fmt.Errorf("rows of table %d, which is not defined", f.Table)
@@ -208,5 +216,9 @@ func CheckEnds(r io.ReaderAt, size int64) (Header, Totals, error) {
 	case binary.LittleEndian.Uint32(eb[:]) != frameCRC(h.LSN, off, eb[:FrameHeaderSize], eb[FrameHeaderSize:]):
 		return Header{}, Totals{}, fmt.Errorf("%w: the end frame at offset %d: checksum mismatch", ErrCorrupt, off)
 	}
-	return h, decodeTotals(eb[FrameHeaderSize:]), nil
+	t := decodeTotals(eb[FrameHeaderSize:])
+	if h.Version > 1 && t.Tables != h.Tables {
+		return Header{}, Totals{}, fmt.Errorf("%w: the end frame counts %d tables, the header %d", ErrCorrupt, t.Tables, h.Tables)
+	}
+	return h, t, nil
 }

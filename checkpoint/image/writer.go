@@ -19,6 +19,8 @@ const rowsFrameBytes = 256 << 10
 // a file in a bufio.Writer.
 type Writer struct {
 	w       io.Writer
+	h       Header
+	schema  uint64 // SchemaSum of the tables written
 	lsn     uint64
 	off     int64
 	tables  map[uint32]bool
@@ -32,9 +34,10 @@ type Writer struct {
 	err     error
 }
 
-// NewWriter writes h and returns a Writer for the rest.
+// NewWriter writes h and returns a Writer for the rest. The tables
+// written must be those h names (Tables, Schema), in the same order.
 func NewWriter(w io.Writer, h Header) (*Writer, error) {
-	iw := &Writer{w: w, lsn: h.LSN, tables: map[uint32]bool{}, done: map[uint32]bool{}}
+	iw := &Writer{w: w, h: h, lsn: h.LSN, tables: map[uint32]bool{}, done: map[uint32]bool{}}
 	if h.LSN == 0 {
 		return nil, fmt.Errorf("image: an image at LSN 0")
 	}
@@ -60,7 +63,17 @@ func (w *Writer) Table(id uint32, def []byte) error {
 	}
 	w.tables[id] = true
 	w.totals.Tables++
+	w.schema = SchemaSum(w.schema, id, def)
 	return w.frameOut(FrameTable, id, 0, def)
+}
+
+// checkSchema says whether the tables written are those the header
+// names; the first row or Close checks, once all are written.
+func (w *Writer) checkSchema() error {
+	if w.totals.Tables != w.h.Tables || w.schema != w.h.Schema {
+		return fmt.Errorf("image: %d tables written with schema sum %016x, and the header names %d with %016x", w.totals.Tables, w.schema, w.h.Tables, w.h.Schema)
+	}
+	return nil
 }
 
 // Row adds a row (mem's encoding) of table, which Table defined; a
@@ -78,6 +91,11 @@ func (w *Writer) Row(table uint32, row []byte) error {
 		}
 		if !w.tables[table] || w.done[table] {
 			return fmt.Errorf("image: rows of table %d, which is not defined or whose rows were already written", table)
+		}
+		if !w.started {
+			if err := w.checkSchema(); err != nil {
+				return err
+			}
 		}
 		w.table, w.started = table, true
 	}
@@ -109,6 +127,9 @@ func (w *Writer) Close() error {
 	}
 	if w.err != nil {
 		return w.err
+	}
+	if err := w.checkSchema(); err != nil {
+		return err
 	}
 	err := w.frameOut(FrameEnd, 0, 0, appendTotals(nil, w.totals))
 	if err == nil {
