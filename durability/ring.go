@@ -12,16 +12,24 @@ import (
 // (package replica). Records are added in LSN order without gaps. It is
 // safe for concurrent use.
 type Ring struct {
-	mu      sync.Mutex
-	base    uint64 // the LSN the ring started after: an empty ring holds everything after it
-	max     int64
-	bytes   int64
-	total   uint64   // bytes of every body ever added
-	recs    []Record // a circular buffer: head is the oldest, n records
-	head    int
+	mu    sync.Mutex
+	base  uint64 // the LSN the ring started after: an empty ring holds everything after it
+	max   int64
+	bytes int64
+	total uint64 // bytes of every body ever added
+	// The records, oldest first, in chunks of ringChunk: the i-th is
+	// chunks[(head+i)/ringChunk][(head+i)%ringChunk]. The ring grows and
+	// shrinks a chunk at a time and never copies its records, since Add
+	// runs under the log's lock (Store.KeepRing).
+	chunks  [][]Record
+	head    int // the oldest record's place in chunks[0]
 	n       int
+	spare   []Record      // a chunk dropped from the front, for the next one at the back
 	changed chan struct{} // closed at the next Add, if someone waits
 }
+
+// ringChunk is the number of records in a chunk of a Ring.
+const ringChunk = 1024
 
 // Record is a commit record in the ring.
 type Record struct {
@@ -43,21 +51,26 @@ func (r *Ring) Add(lsn uint64, body []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for r.n > 0 && r.bytes+int64(len(body)) > r.max {
-		old := &r.recs[r.head]
+		old := &r.chunks[0][r.head]
 		r.bytes -= int64(len(old.Body))
 		*old = Record{}
-		r.head = (r.head + 1) % len(r.recs)
+		r.head++
 		r.n--
-	}
-	if r.n == len(r.recs) {
-		grown := make([]Record, max(16, 2*len(r.recs)))
-		for i := 0; i < r.n; i++ {
-			grown[i] = r.at(i)
+		if r.head == ringChunk {
+			r.spare, r.chunks[0] = r.chunks[0], nil
+			r.chunks, r.head = r.chunks[1:], 0
 		}
-		r.recs, r.head = grown, 0
+	}
+	end := r.head + r.n
+	if end == len(r.chunks)*ringChunk {
+		c := r.spare
+		if c == nil {
+			c = make([]Record, ringChunk)
+		}
+		r.chunks, r.spare = append(r.chunks, c), nil
 	}
 	r.total += uint64(len(body))
-	r.recs[(r.head+r.n)%len(r.recs)] = Record{LSN: lsn, Body: body, At: now, sum: r.total}
+	r.chunks[end/ringChunk][end%ringChunk] = Record{LSN: lsn, Body: body, At: now, sum: r.total}
 	r.n++
 	r.bytes += int64(len(body))
 	if r.changed != nil {
@@ -77,7 +90,7 @@ func (r *Ring) Read(dst []Record, after uint64, maxBytes int) (_ []Record, ok bo
 	if r.n == 0 {
 		return dst, after >= r.base
 	}
-	oldest := r.recs[r.head].LSN
+	oldest := r.at(0).LSN
 	if after+1 < oldest {
 		return dst, false
 	}
@@ -128,7 +141,7 @@ func (r *Ring) Oldest() uint64 {
 	if r.n == 0 {
 		return r.base + 1
 	}
-	return r.recs[r.head].LSN
+	return r.at(0).LSN
 }
 
 // BytesBetween returns the size of the bodies of the records after LSN
@@ -141,7 +154,7 @@ func (r *Ring) BytesBetween(after, upto uint64) uint64 {
 	if r.n == 0 {
 		return 0
 	}
-	oldest, newest := r.recs[r.head], r.at(r.n-1)
+	oldest, newest := r.at(0), r.at(r.n-1)
 	upto = min(upto, newest.LSN)
 	if upto <= after {
 		return 0
@@ -170,11 +183,14 @@ func (r *Ring) BytesBetween(after, upto uint64) uint64 {
 func (r *Ring) AddedAt(lsn uint64) (time.Time, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.n == 0 || lsn < r.recs[r.head].LSN || lsn-r.recs[r.head].LSN >= uint64(r.n) {
+	if r.n == 0 || lsn < r.at(0).LSN || lsn-r.at(0).LSN >= uint64(r.n) {
 		return time.Time{}, false
 	}
-	return time.Unix(0, r.at(int(lsn-r.recs[r.head].LSN)).At), true
+	return time.Unix(0, r.at(int(lsn-r.at(0).LSN)).At), true
 }
 
 // at returns the i-th record from the oldest; the caller holds mu.
-func (r *Ring) at(i int) Record { return r.recs[(r.head+i)%len(r.recs)] }
+func (r *Ring) at(i int) Record {
+	j := r.head + i
+	return r.chunks[j/ringChunk][j%ringChunk]
+}

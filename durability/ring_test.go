@@ -66,3 +66,52 @@ func TestRingBytesBetween(t *testing.T) {
 		t.Fatalf("%d dropped records and 30 held: %d bytes, want the largest number", missing, got)
 	}
 }
+
+// TestRingAcrossChunks: a ring holding thousands of records, so that they
+// span chunks and the front chunk is dropped and reused, holds exactly
+// the newest records whose bodies fit its bound (always the newest one),
+// in order, as a plain list of every record would.
+func TestRingAcrossChunks(t *testing.T) {
+	const maxBytes = 40_000
+	r := NewRing(maxBytes, 100)
+	var all []Record // every record added, oldest first
+	rng := rand.New(rand.NewPCG(3, 4))
+	for lsn := uint64(101); lsn <= 12_000; lsn++ {
+		size := rng.IntN(30)
+		if lsn%4000 == 0 {
+			size = maxBytes + 1 // alone past the bound: the ring holds it only
+		}
+		body := make([]byte, size)
+		body = append(body[:0], byte(lsn), byte(lsn>>8))[:max(size, 2)]
+		r.Add(lsn, body)
+		all = append(all, Record{LSN: lsn, Body: body})
+		// The model: the newest records whose bodies fit, at least one.
+		held, bytes := 0, 0
+		for i := len(all) - 1; i >= 0 && (held == 0 || bytes+len(all[i].Body) <= maxBytes); i-- {
+			held++
+			bytes += len(all[i].Body)
+		}
+		want := all[len(all)-held:]
+		if r.Oldest() != want[0].LSN || r.Last() != lsn {
+			t.Fatalf("after LSN %d: the ring holds %d..%d, want %d..%d", lsn, r.Oldest(), r.Last(), want[0].LSN, lsn)
+		}
+		if lsn%97 != 0 && lsn%4000 != 0 {
+			continue
+		}
+		got, ok := r.Read(nil, want[0].LSN-1, math.MaxInt)
+		if !ok || len(got) != len(want) {
+			t.Fatalf("after LSN %d: read %d records (%v), want %d", lsn, len(got), ok, len(want))
+		}
+		for i := range want {
+			if got[i].LSN != want[i].LSN || string(got[i].Body) != string(want[i].Body) {
+				t.Fatalf("after LSN %d: record %d is LSN %d, want %d", lsn, i, got[i].LSN, want[i].LSN)
+			}
+		}
+		if _, ok := r.Read(nil, want[0].LSN-2, 1); ok && want[0].LSN > 101 {
+			t.Fatalf("after LSN %d: the ring reads from LSN %d, which it dropped", lsn, want[0].LSN-1)
+		}
+		if _, ok := r.AddedAt(want[len(want)/2].LSN); !ok {
+			t.Fatalf("after LSN %d: no time for LSN %d, which the ring holds", lsn, want[len(want)/2].LSN)
+		}
+	}
+}
