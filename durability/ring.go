@@ -14,6 +14,7 @@ import (
 type Ring struct {
 	mu    sync.Mutex
 	base  uint64 // the LSN the ring started after: an empty ring holds everything after it
+	began int64  // when the ring was made, in Unix nanoseconds
 	max   int64
 	bytes int64
 	total uint64 // bytes of every body ever added
@@ -42,7 +43,9 @@ type Record struct {
 // NewRing returns a ring holding at most maxBytes of record bodies (and
 // always the newest record, however large), whose first record will
 // follow LSN after.
-func NewRing(maxBytes int64, after uint64) *Ring { return &Ring{max: maxBytes, base: after} }
+func NewRing(maxBytes int64, after uint64) *Ring {
+	return &Ring{max: maxBytes, base: after, began: time.Now().UnixNano()}
+}
 
 // Add appends the record at lsn, which must follow the last one; the ring
 // owns body from then on.
@@ -179,14 +182,25 @@ func (r *Ring) BytesBetween(after, upto uint64) uint64 {
 	return held + dropped
 }
 
-// AddedAt returns when the record at lsn was added, if the ring holds it.
-func (r *Ring) AddedAt(lsn uint64) (time.Time, bool) {
+// AddedAt returns when the record at lsn was added, if the ring holds
+// it. For one older than the ring holds (dropped, or committed before
+// the ring was made) it returns a time the record is at least as old as:
+// the ring's oldest record's, or when the ring was made if it holds none.
+// ok is false for a record not added yet.
+func (r *Ring) AddedAt(lsn uint64) (_ time.Time, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.n == 0 || lsn < r.at(0).LSN || lsn-r.at(0).LSN >= uint64(r.n) {
+	if r.n == 0 {
+		return time.Unix(0, r.began), lsn <= r.base
+	}
+	oldest := r.at(0)
+	switch {
+	case lsn < oldest.LSN:
+		return time.Unix(0, oldest.At), true
+	case lsn-oldest.LSN >= uint64(r.n):
 		return time.Time{}, false
 	}
-	return time.Unix(0, r.at(int(lsn-r.at(0).LSN)).At), true
+	return time.Unix(0, r.at(int(lsn-oldest.LSN)).At), true
 }
 
 // at returns the i-th record from the oldest; the caller holds mu.

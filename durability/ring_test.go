@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // TestRingBytesBetween: the bytes of the records between two LSNs are
@@ -74,6 +75,12 @@ func TestRingBytesBetween(t *testing.T) {
 func TestRingAcrossChunks(t *testing.T) {
 	const maxBytes = 40_000
 	r := NewRing(maxBytes, 100)
+	if at, ok := r.AddedAt(100); !ok || time.Since(at) > time.Minute {
+		t.Fatalf("an empty ring: LSN 100, before it, is at least as old as %v (%v), want when the ring was made", at, ok)
+	}
+	if _, ok := r.AddedAt(101); ok {
+		t.Fatal("an empty ring has a time for LSN 101, not added yet")
+	}
 	var all []Record // every record added, oldest first
 	rng := rand.New(rand.NewPCG(3, 4))
 	for lsn := uint64(101); lsn <= 12_000; lsn++ {
@@ -110,8 +117,15 @@ func TestRingAcrossChunks(t *testing.T) {
 		if _, ok := r.Read(nil, want[0].LSN-2, 1); ok && want[0].LSN > 101 {
 			t.Fatalf("after LSN %d: the ring reads from LSN %d, which it dropped", lsn, want[0].LSN-1)
 		}
-		if _, ok := r.AddedAt(want[len(want)/2].LSN); !ok {
+		mid, ok := r.AddedAt(want[len(want)/2].LSN)
+		if !ok {
 			t.Fatalf("after LSN %d: no time for LSN %d, which the ring holds", lsn, want[len(want)/2].LSN)
+		}
+		if old, ok := r.AddedAt(101); !ok || old.After(mid) {
+			t.Fatalf("after LSN %d: LSN 101, which the ring dropped, is at least as old as %v (%v), after LSN %d's %v", lsn, old, ok, want[len(want)/2].LSN, mid)
+		}
+		if _, ok := r.AddedAt(lsn + 1); ok {
+			t.Fatalf("after LSN %d: a time for LSN %d", lsn, lsn+1)
 		}
 	}
 }
