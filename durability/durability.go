@@ -409,9 +409,16 @@ func (s *Store) Settle(ctx context.Context) error {
 }
 
 // WaitApplied waits until the database has installed every commit up to
-// lsn (a standby: applied it), or ctx ends.
+// lsn (a standby: applied it), or ctx ends, or the store is broken (a
+// replicated record it logged did not apply).
 func (s *Store) WaitApplied(ctx context.Context, lsn uint64) error {
 	for s.db.LastLSN() < lsn {
+		s.mu.Lock()
+		broken := s.broken
+		s.mu.Unlock()
+		if broken != nil {
+			return broken
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("durability: wait for the commits up to LSN %d to be installed (at %d): %w", lsn, s.db.LastLSN(), ctx.Err())

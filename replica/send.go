@@ -460,6 +460,9 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 		for len(recs) > 0 && recs[len(recs)-1].LSN > limit {
 			recs = recs[:len(recs)-1]
 		}
+		if len(recs) == 0 {
+			continue // the node stepped down since: it ships what it has applied
+		}
 		if err := send(recs); err != nil {
 			return err
 		}

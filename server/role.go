@@ -424,7 +424,7 @@ func (s *Server) shipper() *replica.Sender {
 func (s *Server) waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (degraded bool, err error) {
 	snd := s.shipper()
 	if snd == nil {
-		if s.syncHolds(lsn, mode) {
+		if s.waitsForNone(mode) {
 			return false, nil
 		}
 		return false, fmt.Errorf("%w: LSN %d: this node does not ship its log now (it stepped down)", replica.ErrUnconfirmed, lsn)
@@ -440,6 +440,13 @@ func (s *Server) syncHolds(lsn uint64, mode replica.Mode) bool {
 	if snd := s.shipper(); snd != nil {
 		return snd.Holds(lsn, mode)
 	}
+	return s.waitsForNone(mode)
+}
+
+// waitsForNone says whether a commit of sync mode mode (negative: the
+// node's) waits for no standby on a node that ships no log: its mode is
+// async, or the node could not wait for standbys (canSync).
+func (s *Server) waitsForNone(mode replica.Mode) bool {
 	return mode < 0 && s.syncNow().Mode == conf.SyncAsync || mode == replica.Async || s.canSync() != nil
 }
 

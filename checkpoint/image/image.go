@@ -115,11 +115,17 @@ func SchemaSum(sum uint64, id uint32, def []byte) uint64 {
 	return crc64.Update(crc64.Update(sum, ecma, b[:]), ecma, def)
 }
 
-// AppendHeader appends h's encoding to dst.
+// AppendHeader appends h's encoding to dst, in h.Version (a header read
+// from an image encodes to the bytes it was read from, so its ID is the
+// one its writer gave it), or in Version when that is zero.
 func AppendHeader(dst []byte, h Header) []byte {
 	b := make([]byte, HeaderSize)
 	copy(b, Magic)
-	binary.LittleEndian.PutUint32(b[8:], Version)
+	v := h.Version
+	if v == 0 {
+		v = Version
+	}
+	binary.LittleEndian.PutUint32(b[8:], v)
 	binary.LittleEndian.PutUint64(b[16:], h.LSN)
 	binary.LittleEndian.PutUint64(b[24:], h.Epoch)
 	binary.LittleEndian.PutUint64(b[32:], h.NextTable)

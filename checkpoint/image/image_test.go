@@ -340,12 +340,24 @@ func TestHeaderNamesTheSchema(t *testing.T) {
 	if _, _, err := CheckEnds(bytes.NewReader(reheader(b, Version, im.h.Tables+1, im.h.Schema)), int64(len(b))); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("CheckEnds with one table more in the header: %v", err)
 	}
-	old, err := decode(reheader(b, 1, 0, 0))
+	v1 := reheader(b, 1, 0, 0)
+	old, err := decode(v1)
 	if err != nil {
 		t.Fatalf("a version 1 image: %v", err)
 	}
 	if old.h.Version != 1 || old.h.Tables != 0 {
 		t.Fatalf("a version 1 image's header: %+v", old.h)
+	}
+	// A header read encodes to its bytes, so its ID is its writer's
+	// (the image stream names an image by it).
+	for _, img := range [][]byte{b, v1} {
+		h, err := DecodeHeader(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(AppendHeader(nil, h), img[:HeaderSize]) || h.ID() != binary.LittleEndian.Uint32(img[60:]) {
+			t.Fatalf("a version %d header does not encode to the bytes it was read from", h.Version)
+		}
 	}
 	old.nameSchema()
 	if err := sameImage(im, old); err != nil {
