@@ -159,6 +159,22 @@ func TestNoLogKeepsNothing(t *testing.T) {
 	}
 }
 
+// openMapped opens an mmap-log store on a new in-memory filesystem,
+// without a ring, and closes it when the test ends.
+func openMapped(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(Options{FS: vfs.NewMemFS(), Level: MmapLog, Dirs: dirs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
 // TestKeepRing: a node with a log started without a ring keeps none
 // until KeepRing; from then on its ring holds every record it commits,
 // from the one after its last, whole, and a second KeepRing changes
@@ -166,15 +182,7 @@ func TestNoLogKeepsNothing(t *testing.T) {
 // and one that does not apply never does, nor is it shippable: a
 // propagator relays only what it has applied.
 func TestKeepRing(t *testing.T) {
-	s, err := Open(Options{FS: vfs.NewMemFS(), Level: MmapLog, Dirs: dirs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := s.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	s := openMapped(t)
 	b := setupBank(t, s)
 	runBank(s, b, 0, 2, 10, MmapLog, nil)
 	if s.Ring() != nil {
@@ -244,15 +252,7 @@ func TestKeepRing(t *testing.T) {
 // that the node is no standby and the LSN are taken under one lock.
 // Rounds of four committing goroutines, each stepped down in the middle.
 func TestNoCommitAfterSetPrimary(t *testing.T) {
-	s, err := Open(Options{FS: vfs.NewMemFS(), Level: MmapLog, Dirs: dirs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := s.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	s := openMapped(t)
 	b := setupBank(t, s)
 	for round := range 30 {
 		stop := make(chan struct{})
