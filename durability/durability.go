@@ -440,9 +440,10 @@ func (s *Store) Standby() (name, addr string, ok bool) {
 // Replicate takes a record the primary committed at lsn, which must
 // follow the last one here: it logs body (the encoding of r) at the
 // node's level, applies r, visible to readers when it returns, then keeps
-// it in the ring, if the node keeps one. It does not wait for the log. A record that is logged
-// but does not apply leaves the store broken: it takes no more, and a
-// restart would stop at that record, so the node must be imaged again.
+// it in the ring, if the node keeps one. It does not wait for the log. A
+// record that is logged but does not apply leaves the store broken: it
+// takes no more, and a restart would stop at that record, so the node
+// must be imaged again.
 // Calls must not overlap (one applier makes them, in LSN order).
 func (s *Store) Replicate(lsn uint64, body []byte, r *mem.Redo) error {
 	s.mu.Lock()
@@ -537,14 +538,17 @@ func (s *Store) Wait(ctx context.Context, lsn uint64, level Level) error {
 
 // Meets reports whether the commit at lsn already meets level, so that
 // Wait would return at once.
-func (s *Store) Meets(lsn uint64, level Level) bool {
+func (s *Store) Meets(lsn uint64, level Level) bool { return s.met(level) >= lsn }
+
+// met returns the largest LSN up to which every commit meets level.
+func (s *Store) met(level Level) uint64 {
 	switch {
 	case level == NoLog || s.log == nil:
-		return true
+		return math.MaxUint64 // a no-log commit meets its level once committed
 	case level == MmapLog:
-		return s.log.WrittenLSN() >= lsn
+		return s.log.WrittenLSN()
 	}
-	return s.log.DurableLSN() >= lsn
+	return s.log.DurableLSN()
 }
 
 // Durable waits until every commit up to lsn is durable in the log (it
@@ -584,15 +588,7 @@ func (s *Store) ReadLog(after uint64) (*logging.Reader, error) {
 // its primary could lose in a crash its level survives. On a standby (a
 // propagator relays) it is also no further than the node has applied.
 func (s *Store) Shippable() uint64 {
-	var at uint64
-	switch {
-	case s.log == nil:
-		at = math.MaxUint64 // a no-log commit meets its level once committed
-	case s.opts.Level == MmapLog:
-		at = s.log.WrittenLSN()
-	default:
-		at = s.log.DurableLSN()
-	}
+	at := s.met(s.opts.Level)
 	if s.primary.Load() != nil {
 		at = min(at, s.db.LastLSN())
 	}

@@ -392,9 +392,9 @@ func (l *Log) append(body []byte, admit func() error, tap bool) (uint64, error) 
 // Tap makes the log hand every record appended from now on (but by
 // AppendUntapped), with its LSN, to the function start returns, which
 // start makes knowing the last LSN assigned before: the records it is
-// given follow that one with no gap but those. The function is called under the log's lock, in LSN order, with
-// a copy of the record that it may keep but must not modify. A tap
-// replaces the one before.
+// given follow that one with no gap but those. The function is called
+// under the log's lock, in LSN order, with a copy of the record that it
+// may keep but must not modify. A tap replaces the one before.
 func (l *Log) Tap(start func(last uint64) func(lsn uint64, body []byte)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -706,10 +706,19 @@ func (s *Sender) Holds(lsn uint64, mode Mode) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	_, held := s.heldLocked(lsn, mode)
+	return held
+}
+
+// heldLocked returns mode, or the node's when mode is negative, and
+// whether the commit at lsn has nothing to wait for under it: the mode is
+// async, or Quorum standbys have acknowledged lsn as it asks. The caller
+// holds mu.
+func (s *Sender) heldLocked(lsn uint64, mode Mode) (Mode, bool) {
 	if mode < 0 {
 		mode = s.opts.Mode
 	}
-	return mode == Async || s.quorumLocked(mode) >= lsn
+	return mode, mode == Async || s.quorumLocked(mode) >= lsn
 }
 
 // Wait returns once Quorum standbys have acknowledged the commit at lsn
@@ -734,11 +743,8 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 	}()
 	for {
 		s.mu.Lock()
-		m := mode
-		if m < 0 {
-			m = s.opts.Mode
-		}
-		if m == Async || s.quorumLocked(m) >= lsn {
+		m, held := s.heldLocked(lsn, mode)
+		if held {
 			s.mu.Unlock()
 			return false, nil
 		}

@@ -154,8 +154,8 @@ func (r *Reader) account(f Frame, h frameHeader) error {
 		r.schema = SchemaSum(r.schema, f.Table, f.Stored)
 		return nil
 	}
-	// The table frames are all read.
-	if r.h.Version > 1 && (r.seen.Tables != r.h.Tables || r.schema != r.h.Schema) {
+	// At the first other frame, the table frames are all read.
+	if !r.rows && r.h.Version > 1 && (r.seen.Tables != r.h.Tables || r.schema != r.h.Schema) {
 		return fmt.Errorf("%d table definitions with schema sum %016x, and the header names %d with %016x", r.seen.Tables, r.schema, r.h.Tables, r.h.Schema)
 	}
 	switch f.Kind {
