@@ -525,7 +525,9 @@ func (s *Store) Check(level Level) error {
 }
 
 // Wait returns once the commit at lsn meets level (checked with Check
-// before the commit), or with the log's failure, or when ctx ends.
+// before the commit), or with the log's failure, or with an error
+// wrapping logging.ErrFull when the log's disk is full and holds that
+// commit's record back, or when ctx ends.
 func (s *Store) Wait(ctx context.Context, lsn uint64, level Level) error {
 	switch {
 	case level == NoLog || s.log == nil:
@@ -596,10 +598,13 @@ func (s *Store) Shippable() uint64 {
 }
 
 // WaitShippable returns once Shippable has reached lsn, or with the log's
-// failure, or when ctx ends.
+// failure, or when ctx ends. Unlike Wait, it waits on through a full
+// disk.
 func (s *Store) WaitShippable(ctx context.Context, lsn uint64) error {
-	if err := s.Wait(ctx, lsn, s.opts.Level); err != nil {
-		return err
+	if s.opts.Level != NoLog && s.log != nil {
+		if err := s.log.Follow(ctx, lsn, s.opts.Level == MmapLog); err != nil {
+			return err
+		}
 	}
 	if s.primary.Load() != nil {
 		return s.WaitApplied(ctx, lsn)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mmdb/mmdb/internal/banktest"
+	"github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 )
@@ -325,6 +326,8 @@ func TestLevelChecks(t *testing.T) {
 
 // TestFullDisk: on a full disk a commit fails with ENOSPC and changes
 // nothing, reads go on, and once space is freed commits are taken again.
+// A commit that got its LSN before the disk was found full stops waiting
+// at once, with ErrFull; the sender's WaitShippable waits on.
 func TestFullDisk(t *testing.T) {
 	fs := vfs.NewMemFS()
 	s, err := Open(Options{FS: fs, Level: FsyncLog, Dirs: dirs[:1], SegmentSize: 8 << 10})
@@ -334,6 +337,7 @@ func TestFullDisk(t *testing.T) {
 	b := setupBank(t, s)
 	fs.SetSpace(48 << 10)
 	var failed error
+	var held []uint64 // commits whose wait gave up on the full disk
 	i := 0
 	for ; i < 10000; i++ {
 		lsn, err := b.Transfer(s.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
@@ -341,15 +345,27 @@ func TestFullDisk(t *testing.T) {
 			failed = err
 			break
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err = s.Wait(ctx, lsn, FsyncLog)
 		cancel()
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case errors.Is(err, logging.ErrFull) && errors.Is(err, syscall.ENOSPC):
+			held = append(held, lsn)
+		case err != nil:
 			t.Fatalf("wait: %v", err)
 		}
 	}
 	if !errors.Is(failed, syscall.ENOSPC) {
 		t.Fatalf("filling the disk: %v", failed)
+	}
+	if len(held) == 0 {
+		t.Fatal("no commit's wait gave up on the full disk")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err = s.WaitShippable(ctx, held[0])
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitShippable on the full disk: %v, want it to wait", err)
 	}
 	if _, ok, err := s.DB().Begin().Get(b.Mark, []mem.Value{mem.String(fmt.Sprintf("t%d", i))}); err != nil || ok {
 		t.Fatalf("the refused commit is visible (%v) or reads fail: %v", ok, err)

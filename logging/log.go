@@ -100,7 +100,7 @@ type Log struct {
 	written  uint64                        // see the invariant
 	durable  uint64                        // see the invariant
 	syncReq  uint64                        // Mapped: the largest LSN a Wait needs synced
-	advanced chan struct{}                 // closed when written or durable advances, or the log fails, if watched
+	advanced chan struct{}                 // closed when written or durable advances, the log fails or a channel finds its disk full, if watched
 	watched  bool                          // a waiter holds advanced
 	err      error                         // the first write or sync failure: the log takes no more commits
 	full     error                         // why the last channel to find its disk full did; Append refuses records while nfull > 0
@@ -439,33 +439,57 @@ func (c *channel) wrote(lsn uint64) {
 }
 
 // Wait returns when lsn is durable, when the log has failed (with the
-// failure), or when ctx ends. With Mapped, it has the flushers sync now
-// rather than at their next interval.
+// failure), when the disk is full and lsn waits on a record the disk has
+// no room for (with an error wrapping ErrFull), or when ctx ends. With
+// Mapped, it has the flushers sync now rather than at their next
+// interval.
 func (l *Log) Wait(ctx context.Context, lsn uint64) error {
-	if l.opts.Mapped {
-		l.mu.Lock()
-		if l.durable < lsn && l.syncReq < lsn && !l.closing {
-			l.syncReq = lsn
-			for _, c := range l.chans {
-				c.poke() // under mu: Close closes kick only after closing is set
-			}
-		}
-		l.mu.Unlock()
-	}
-	return l.wait(ctx, lsn, &l.durable)
+	l.askSync(lsn)
+	return l.wait(ctx, lsn, &l.durable, false)
 }
 
 // WaitWritten returns when lsn is written (it survives a crash of the
-// process, not of the machine), when the log has failed, or when ctx
-// ends.
+// process, not of the machine), or as Wait does on a failure, a full
+// disk or the end of ctx.
 func (l *Log) WaitWritten(ctx context.Context, lsn uint64) error {
-	return l.wait(ctx, lsn, &l.written)
+	return l.wait(ctx, lsn, &l.written, false)
 }
 
-func (l *Log) wait(ctx context.Context, lsn uint64, mark *uint64) error {
+// Follow is Wait, or WaitWritten with written, but it waits on through a
+// full disk, until the records are written once space is freed: for a
+// reader that follows the log, such as a standby's sender, rather than a
+// commit that must answer.
+func (l *Log) Follow(ctx context.Context, lsn uint64, written bool) error {
+	if written {
+		return l.wait(ctx, lsn, &l.written, true)
+	}
+	l.askSync(lsn)
+	return l.wait(ctx, lsn, &l.durable, true)
+}
+
+// askSync has the flushers of a Mapped log sync up to lsn now rather
+// than at their next interval.
+func (l *Log) askSync(lsn uint64) {
+	if !l.opts.Mapped {
+		return
+	}
+	l.mu.Lock()
+	if l.durable < lsn && l.syncReq < lsn && !l.closing {
+		l.syncReq = lsn
+		for _, c := range l.chans {
+			c.poke() // under mu: Close closes kick only after closing is set
+		}
+	}
+	l.mu.Unlock()
+}
+
+func (l *Log) wait(ctx context.Context, lsn uint64, mark *uint64, throughFull bool) error {
 	for {
 		l.mu.Lock()
 		at, err, advanced := *mark, l.err, l.advanced
+		if at < lsn && err == nil && !throughFull && l.heldBack(lsn) {
+			err = l.full
+		}
 		if at < lsn && err == nil {
 			l.watched = true
 		}
@@ -482,6 +506,34 @@ func (l *Log) wait(ctx context.Context, lsn uint64, mark *uint64) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// heldBack reports whether lsn waits on a record that a channel whose
+// disk is full has not written: one at or before lsn, as the written
+// and durable LSNs advance only past records written. The caller holds
+// mu.
+func (l *Log) heldBack(lsn uint64) bool {
+	if l.nfull == 0 {
+		return false
+	}
+	for _, c := range l.chans {
+		if u := c.unwritten(); c.full && u != 0 && u <= lsn {
+			return true
+		}
+	}
+	return false
+}
+
+// unwritten returns the channel's smallest LSN not yet written, in flight
+// or queued; 0: none. The caller holds l.mu.
+func (c *channel) unwritten() uint64 {
+	if c.inflight != 0 {
+		return c.inflight
+	}
+	if len(c.pending) > 0 {
+		return c.pending[0].lsn
+	}
+	return 0
 }
 
 // poke wakes the channel's flusher.
@@ -623,8 +675,9 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 			c.full = true
 			l.nfull++
 			l.log.Error("the disk is full: commits are refused until space is freed", "channel", c.id, "error", err)
+			l.wake() // the waits on records it holds back give up (heldBack)
 		}
-		l.full = fmt.Errorf("logging: the disk is full: %w", err)
+		l.full = fmt.Errorf("%w: %w", ErrFull, err)
 		// A new slice: batch's array goes back to the caller as spare.
 		c.pending = append(append(make([]pendingRecord, 0, len(batch)-written+len(c.pending)), batch[written:]...), c.pending...)
 		batch = batch[:written]
@@ -693,6 +746,12 @@ func (c *channel) sync(off, records int64) {
 // it takes no more records.
 var ErrFailed = errors.New("logging: the log failed")
 
+// ErrFull is returned, wrapped with the ENOSPC met, by Append while the
+// log's disk is full, and by a wait on a record that the full disk holds
+// back: that record is not lost, and is written once space is freed and
+// the flusher tries again, unless the process stops first.
+var ErrFull = errors.New("logging: the disk is full")
+
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("logging: the log is closed")
 
@@ -747,11 +806,8 @@ func (l *Log) advance() {
 	}
 	w := l.last
 	for _, c := range l.chans {
-		if c.inflight != 0 {
-			w = min(w, c.inflight-1)
-		}
-		if len(c.pending) > 0 {
-			w = min(w, c.pending[0].lsn-1)
+		if u := c.unwritten(); u != 0 {
+			w = min(w, u-1)
 		}
 	}
 	d := w

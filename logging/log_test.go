@@ -280,11 +280,13 @@ func TestLogCrash(t *testing.T) {
 	}
 }
 
-// TestLogFullDisk: when the disk fills, the records already queued wait
-// (neither lost nor failed), Append refuses new ones with ENOSPC before
-// giving them an LSN, and once space is freed the waiting records become
-// durable and appends are taken again, all without a restart; for a log
-// written through mappings (mmap-log) as for one written with writes.
+// TestLogFullDisk: when the disk fills, the records already queued are
+// kept (neither lost nor failed): a Wait on one gives up at once with
+// ErrFull (and ENOSPC), where Follow waits on. Append refuses new records
+// with ENOSPC before giving them an LSN. Once space is freed the kept
+// records become durable and appends are taken again, all without a
+// restart; for a log written through mappings (mmap-log) as for one
+// written with writes.
 func TestLogFullDisk(t *testing.T) {
 	for _, mapped := range []bool{false, true} {
 		t.Run(fmt.Sprint("mapped=", mapped), func(t *testing.T) {
@@ -306,28 +308,38 @@ func TestLogFullDisk(t *testing.T) {
 					break
 				}
 				bodies[lsn] = body
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				err = l.Wait(ctx, lsn)
 				cancel()
 				if err != nil {
-					if !errors.Is(err, context.DeadlineExceeded) {
-						t.Fatalf("waiting on a full disk: %v", err)
+					if !errors.Is(err, ErrFull) || !errors.Is(err, unix.ENOSPC) {
+						t.Fatalf("waiting on a full disk: %v, want ErrFull", err)
 					}
 					waiting = append(waiting, lsn)
 				}
 			}
-			if !errors.Is(refused, unix.ENOSPC) {
+			if !errors.Is(refused, unix.ENOSPC) || !errors.Is(refused, ErrFull) {
 				t.Fatalf("filling the disk: %v", refused)
+			}
+			if len(waiting) == 0 {
+				t.Fatal("no record was held back by the full disk")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			err = l.Follow(ctx, waiting[0], !mapped)
+			cancel()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("following the log through a full disk: %v, want it to wait", err)
 			}
 			last := l.LastLSN()
 			if _, err := l.Append([]byte("more")); !errors.Is(err, unix.ENOSPC) || l.LastLSN() != last {
 				t.Fatalf("an append on the full disk: %v (last LSN %d, was %d)", err, l.LastLSN(), last)
 			}
 			fs.SetSpace(0) // space is freed
-			if len(waiting) > 0 {
-				if err := l.Wait(context.Background(), waiting[len(waiting)-1]); err != nil {
-					t.Fatalf("the records queued when the disk filled: %v", err)
-				}
+			if err := l.Follow(context.Background(), waiting[len(waiting)-1], false); err != nil {
+				t.Fatalf("the records queued when the disk filled: %v", err)
+			}
+			if err := l.Wait(context.Background(), waiting[len(waiting)-1]); err != nil {
+				t.Fatalf("waiting once the records queued when the disk filled are durable: %v", err)
 			}
 			var lsn uint64
 			deadline := time.Now().Add(10 * time.Second)
@@ -352,6 +364,43 @@ func TestLogFullDisk(t *testing.T) {
 				t.Fatalf("after the full disk: read to LSN %d, want %d: %v", got, lsn, err)
 			}
 		})
+	}
+}
+
+// TestFullDiskHoldsBackLaterOnly: a wait gives up on a full disk only
+// for a record at or after one the disk holds back. Record 1 (channel 0)
+// is written and slowly synced while record 2 (channel 1) finds no room
+// for a segment: a wait on 2 fails with ErrFull, one on 1 returns once
+// the sync is done.
+func TestFullDiskHoldsBackLaterOnly(t *testing.T) {
+	fs := vfs.NewMemFS()
+	l, err := Open(Options{FS: fs, Dirs: channelDirs(2), SegmentSize: 4096, NoCompression: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		fs.SetSpace(0)
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	fs.SetSpace(1)                          // no room for another segment
+	fs.SetSyncDelay(500 * time.Millisecond) // record 1's sync is under way when record 2 fails
+	one, err := l.Append([]byte("fits in channel 0's segment"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, err := l.Append(bytes.Repeat([]byte{'x'}, 5000)) // needs a segment of its own
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := l.Wait(ctx, two); !errors.Is(err, ErrFull) {
+		t.Fatalf("a wait on the record the full disk holds back: %v, want ErrFull", err)
+	}
+	if err := l.Wait(ctx, one); err != nil || l.DurableLSN() != one {
+		t.Fatalf("a wait on the record before it: %v (durable LSN %d)", err, l.DurableLSN())
 	}
 }
 
