@@ -127,9 +127,9 @@ type tableState struct {
 	idx []index // parallel to s.indexes
 }
 
-func newIndex(d indexDef) index {
+func newIndex(d indexDef, h *heap) index {
 	if d.kind == Hash {
-		return newHashIndex()
+		return newHashIndex(h)
 	}
 	return newOrderedIndex()
 }
@@ -234,7 +234,7 @@ func (db *DB) createTable(def TableDef, applyLSN uint64) (*Table, uint64, error)
 	t := &Table{db: db, id: def.ID, name: def.Name, heap: newHeap(s.minRow)}
 	st := &tableState{s: s}
 	for _, d := range s.indexes {
-		st.idx = append(st.idx, newIndex(d))
+		st.idx = append(st.idx, newIndex(d, t.heap))
 	}
 	t.state.Store(st)
 	lsn, err := db.ddl(Op{Kind: OpCreateTable, Table: def.ID, Data: encodeTableDef(nil, s.def)}, applyLSN, nil, func(lsn uint64) {
@@ -368,7 +368,7 @@ func (t *Table) buildIndex(s *schema, ix int) (index, error) {
 	if s.indexes[ix].kind == Hash {
 		return t.buildHashIndex(s, ix)
 	}
-	x := newIndex(s.indexes[ix])
+	x := newIndex(s.indexes[ix], t.heap)
 	var key []byte
 	var cands []uint64
 	var err error
@@ -396,7 +396,7 @@ func (t *Table) buildIndex(s *schema, ix int) (index, error) {
 // entries one by one instead would grow 256 arrays again and again and
 // miss the cache on almost every entry.
 func (t *Table) buildHashIndex(s *schema, ix int) (*hashIndex, error) {
-	x := newHashIndex()
+	x := newHashIndex(t.heap)
 	var parts [hashShards][]uint64 // each entry's hash and RID, in turn
 	// Sized for the rows a shard gets on average plus five standard
 	// deviations, so that few grow (and copy) while they fill.
@@ -412,7 +412,7 @@ func (t *Table) buildHashIndex(s *schema, ix int) (*hashIndex, error) {
 		key = s.appendRowKey(key[:0], ix, row)
 		h, _ := x.hash(key)
 		p := &parts[h&(hashShards-1)]
-		*p = append(*p, h, rid)
+		*p = append(*p, h, x.word(rid))
 		return true
 	})
 	var dup func(a, b uint64) error

@@ -68,7 +68,9 @@
 //
 // Rows live in 32 KiB pages (page.go) that hold no pointers; a row's
 // address is its RID (page, slot). Hash indexes are flat arrays of
-// {hash, RID} (index.go) and ordered indexes are B-trees whose keys are
+// {hash, RID} (index.go), each RID with a hint of where its row's bytes
+// are in the page, so that a point read fetches the row while it checks
+// the row's version, and ordered indexes are B-trees whose keys are
 // carved from shared slabs. So the collector's work grows with the number
 // of pages and B-tree nodes, not with the number of rows. Stats reports
 // rows, heap bytes and index bytes per table.

@@ -19,7 +19,11 @@ import (
 //
 //   - hashIndex stores {hash, RID} pairs in flat arrays, no keys at all: a
 //     lookup verifies candidates against the rows. The collector never
-//     scans it.
+//     scans it. Each RID carries where its row's bytes were in their page
+//     when the entry was written or last hinted (rehint), so that a lookup
+//     fetches the bytes at the same time as the row's TID and slot words,
+//     not after them: one dependent cache miss fewer per read while the
+//     hint holds, and a wasted prefetch when it no longer does.
 //   - orderedIndex is a B-tree (tidwall/btree) of {key, RID} whose keys are
 //     carved out of large shared byte slabs, so the collector sees one
 //     string header per entry in a node's item array but only a few slab
@@ -33,6 +37,9 @@ type index interface {
 	claim(key []byte, rid uint64, check func(rid uint64) error) error
 	add(key []byte, rid uint64)
 	del(key []byte, rid uint64)
+	// rehint notes, if the index keeps such hints, that the row at rid,
+	// whose key is key, has new bytes (an update wrote a new version).
+	rehint(key []byte, rid uint64)
 	// prefetch asks for the memory a lookup of key starts with to be
 	// brought into cache, without waiting for it.
 	prefetch(key []byte)
@@ -44,8 +51,18 @@ type index interface {
 const hashShards = 256
 
 // hslot is one hash entry. Readers load its words without a lock, so
-// writers store them atomically.
+// writers store them atomically. The rid word is the RID in its low
+// ridBits bits and, above them, the offset of the row's bytes in its page
+// as they were when the entry was written (a hint: see hashIndex.word).
 type hslot struct{ h, rid atomic.Uint64 }
+
+// ridBits is the width of a RID in an hslot's rid word: 32 bits of page
+// (heap.addPage stops short of 2^32 pages) and 16 of slot. The 15 bits
+// above hold a byte offset in a page (PageSize is 2^15).
+const (
+	ridBits = 48
+	ridMask = uint64(1)<<ridBits - 1
+)
 
 const (
 	hEmpty = 0
@@ -68,13 +85,14 @@ type hashShard struct {
 }
 
 type hashIndex struct {
+	heap   *heap // the table's rows, read for the offset hints
 	seed   maphash.Seed
 	shards [hashShards]hashShard
 	count  atomic.Int64
 }
 
-func newHashIndex() *hashIndex {
-	x := &hashIndex{seed: maphash.MakeSeed()}
+func newHashIndex(h *heap) *hashIndex {
+	x := &hashIndex{heap: h, seed: maphash.MakeSeed()}
 	for i := range x.shards {
 		slots := make([]hslot, 8)
 		x.shards[i].slots.Store(&slots)
@@ -87,7 +105,14 @@ func (x *hashIndex) hash(key []byte) (uint64, *hashShard) {
 	return h, &x.shards[h&(hashShards-1)]
 }
 
-// find appends the RIDs of entries with hash h in slots.
+// word returns the rid word of an entry for the row at rid: the RID and
+// the offset of the row's bytes now. The row is in the heap, and either
+// the caller owns it or nothing else reads the table yet.
+func (x *hashIndex) word(rid uint64) uint64 {
+	return rid | uint64(x.heap.offset(rid))<<ridBits
+}
+
+// find appends the rid words of entries with hash h in slots.
 func find(slots []hslot, h uint64, dst []uint64) []uint64 {
 	mask := uint64(len(slots) - 1)
 	for i, n := (h>>8)&mask, 0; n < len(slots); i, n = (i+1)&mask, n+1 {
@@ -113,6 +138,10 @@ func (x *hashIndex) lookup(key []byte, dst []uint64) []uint64 {
 		}
 		dst = find(*sh.slots.Load(), h, dst[:n])
 		if sh.seq.Load() == s1 {
+			for i, w := range dst[n:] {
+				dst[n+i] = w & ridMask
+				x.heap.prefetchAt(w&ridMask, int(w>>ridBits))
+			}
 			return dst
 		}
 	}
@@ -195,7 +224,7 @@ func (sh *hashShard) fill(entries []uint64, dup func(a, b uint64) error) error {
 		i := (h >> 8) & mask
 		for ; plain[2*i] != hEmpty; i = (i + 1) & mask {
 			if dup != nil && plain[2*i] == h {
-				if err := dup(plain[2*i+1], rid); err != nil {
+				if err := dup(plain[2*i+1]&ridMask, rid&ridMask); err != nil {
 					return err
 				}
 			}
@@ -219,14 +248,15 @@ func (sh *hashShard) write(fn func() error) error {
 
 func (x *hashIndex) claim(key []byte, rid uint64, check func(uint64) error) error {
 	h, sh := x.hash(key)
+	w := x.word(rid)
 	return sh.write(func() error {
 		var buf [4]uint64
 		for _, c := range find(*sh.slots.Load(), h, buf[:0]) {
-			if err := check(c); err != nil {
+			if err := check(c & ridMask); err != nil {
 				return err
 			}
 		}
-		sh.insert(h, rid)
+		sh.insert(h, w)
 		x.count.Add(1)
 		return nil
 	})
@@ -234,8 +264,9 @@ func (x *hashIndex) claim(key []byte, rid uint64, check func(uint64) error) erro
 
 func (x *hashIndex) add(key []byte, rid uint64) {
 	h, sh := x.hash(key)
+	w := x.word(rid)
 	_ = sh.write(func() error {
-		sh.insert(h, rid)
+		sh.insert(h, w)
 		return nil
 	})
 	x.count.Add(1)
@@ -252,7 +283,7 @@ func (x *hashIndex) del(key []byte, rid uint64) {
 			if e == hEmpty {
 				return nil
 			}
-			if e == h && s.rid.Load() == rid {
+			if e == h && s.rid.Load()&ridMask == rid {
 				s.h.Store(hTomb)
 				s.rid.Store(0)
 				sh.used--
@@ -263,6 +294,33 @@ func (x *hashIndex) del(key []byte, rid uint64) {
 		}
 		return nil
 	})
+}
+
+// rehint stores the row's offset now in its entry under key. It takes no
+// lock: it changes only the hint bits, with a compare-and-swap, so a
+// reader sees the old hint or the new one, and an entry moved or removed
+// meanwhile (rehash, del) is left alone. A rehash that copied the entry
+// before the swap keeps the old hint: a wasted prefetch, no more.
+func (x *hashIndex) rehint(key []byte, rid uint64) {
+	h, sh := x.hash(key)
+	w := x.word(rid)
+	slots := *sh.slots.Load()
+	mask := uint64(len(slots) - 1)
+	for i, n := (h>>8)&mask, 0; n < len(slots); i, n = (i+1)&mask, n+1 {
+		e := slots[i].h.Load()
+		if e == hEmpty {
+			return
+		}
+		if e != h {
+			continue
+		}
+		if old := slots[i].rid.Load(); old&ridMask == rid {
+			if old != w {
+				slots[i].rid.CompareAndSwap(old, w)
+			}
+			return
+		}
+	}
 }
 
 func (x *hashIndex) prefetch(key []byte) {
@@ -480,6 +538,8 @@ func (x *orderedIndex) scan(lo, hi []byte, reverse bool, want int, buf []oitem, 
 
 // prefetch does nothing: a B-tree descent is a chain of dependent loads.
 func (x *orderedIndex) prefetch([]byte) {}
+
+func (x *orderedIndex) rehint([]byte, uint64) {} // an entry holds no offset
 
 func (x *orderedIndex) memBytes() int64 {
 	x.mu.RLock()

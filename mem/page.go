@@ -1,6 +1,8 @@
 package mem
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -25,6 +27,15 @@ import (
 // into a fresh array that replaces the old one. A reader that still holds
 // the old array keeps reading valid bytes and the Go collector frees it
 // once nobody does, so readers need no latch and no epoch scheme.
+//
+// Compaction keeps every live record where it was, so that the offsets
+// hash indexes hold as hints (index.go) stay right: the free runs between
+// the records of the old array become holes in the fresh one, which new
+// versions fill (first fit) before the page must compact again. A hole
+// is listed in the array itself: its first 4 bytes hold the next hole's
+// offset and its own length, so that a write finds one without touching
+// more memory than the bytes it writes. Only when no hole fits a record
+// does the page pack its records to its start, moving them.
 //
 // Each slot also has a TID word, kept beside the page (in tids) rather than
 // in it so that compaction never moves it:
@@ -71,10 +82,25 @@ type page struct {
 	// Guarded by mu.
 	nslots int      // length of the slot directory
 	end    int      // end of record bytes
-	dead   int      // record bytes no slot points to
+	dead   int      // bytes below end in no record and no listed hole: free after the next compaction
+	holes  int      // 1 + the offset of the first hole listed in the current array; 0: none
+	hole   int      // bytes in the holes listed
 	live   int      // slots in use
 	free   []uint16 // empty slots below nslots
 	listed bool     // on the heap's list of pages with room
+}
+
+// holeMin is the smallest hole listed: its header is 4 bytes, the next
+// hole's 1 + offset and its own length. Smaller free runs count as dead.
+const holeMin = 4
+
+func readHole(d *pageArray, off int) (next, n int) {
+	return int(binary.LittleEndian.Uint16(d[off:])), int(binary.LittleEndian.Uint16(d[off+2:]))
+}
+
+func writeHole(d *pageArray, off, next, n int) {
+	binary.LittleEndian.PutUint16(d[off:], uint16(next))
+	binary.LittleEndian.PutUint16(d[off+2:], uint16(n))
 }
 
 func slotWord(d *pageArray, slot int) *uint64 {
@@ -86,23 +112,20 @@ func loadLoc(d *pageArray, slot int) (off, n int) {
 	return int(w >> 32), int(uint32(w))
 }
 
-// room returns the bytes available for one more record, counting dead
-// bytes (reclaimable by compaction) when withDead is set.
-func (p *page) room(newSlot bool, withDead bool) int {
+// room returns the bytes available for one more record, counting the
+// bytes a compaction would reclaim: holes and dead versions.
+func (p *page) room(newSlot bool) int {
 	dir := p.nslots
 	if newSlot {
 		dir++
 	}
-	r := PageSize - slotSize*dir - p.end
-	if withDead {
-		r += p.dead
-	}
-	return r
+	return PageSize - slotSize*dir - p.end + p.hole + p.dead
 }
 
-// compact copies the live records into a fresh array and publishes it.
-// Slot skip is about to be written and counts as empty: when it is a new
-// slot, its word in the old array may still lie under record bytes.
+// compact copies the live records into a fresh array, packed at its
+// start, and publishes it: every record may move. Slot skip is about to
+// be written and counts as empty: when it is a new slot, its word in the
+// old array may still lie under record bytes.
 func (p *page) compact(skip int) {
 	old := p.data.Load()
 	fresh := new(pageArray)
@@ -119,20 +142,154 @@ func (p *page) compact(skip int) {
 		*slotWord(fresh, s) = uint64(end)<<32 | uint64(n)
 		end += n
 	}
-	p.end, p.dead = end, 0
+	p.end, p.dead, p.hole, p.holes = end, 0, 0, 0
 	p.data.Store(fresh)
 }
 
-// put writes rec into free space (compacting if needed) and points slot at
-// it. The caller holds p.mu and has checked that it fits.
-func (p *page) put(slot int, rec []byte) {
-	if PageSize-slotSize*p.nslots-p.end < len(rec) {
-		p.compact(slot)
+// reclaim lists as holes, in a fresh copy of the current array where
+// every record stays at its offset, the free runs between the records
+// (the versions that died, and runs too small to list before), if that
+// leaves room for n bytes in one piece; else it changes nothing and
+// returns false. A run that ends where the records end goes back to the
+// space above them. Slot skip is about to be written: its word is not
+// read.
+func (p *page) reclaim(n, skip int) bool {
+	old := p.data.Load()
+	var used [PageSize / 64]uint64 // a bit per byte of the page in a record
+	for s := 0; s < p.nslots; s++ {
+		if s == skip {
+			continue
+		}
+		if off, sz := loadLoc(old, s); sz > 0 {
+			setBits(used[:], off, off+sz)
+		}
+	}
+	end, fits := p.end, false
+	for lo, hi := runs(used[:], 0, p.end); lo < p.end; lo, hi = runs(used[:], hi, p.end) {
+		if hi == p.end {
+			end = lo // the last run goes back above the records
+			break
+		}
+		fits = fits || hi-lo >= n
+	}
+	if !fits && PageSize-slotSize*p.nslots-end < n {
+		return false
+	}
+	fresh := new(pageArray)
+	*fresh = *old
+	p.holes, p.hole, p.dead = 0, 0, 0
+	last := -1 // the offset of the last hole listed
+	for lo, hi := runs(used[:], 0, end); lo < end; lo, hi = runs(used[:], hi, end) {
+		if hi-lo < holeMin {
+			p.dead += hi - lo
+			continue
+		}
+		writeHole(fresh, lo, 0, hi-lo)
+		if last < 0 {
+			p.holes = lo + 1
+		} else {
+			binary.LittleEndian.PutUint16(fresh[last:], uint16(lo+1))
+		}
+		last = lo
+		p.hole += hi - lo
+	}
+	p.end = end
+	p.data.Store(fresh)
+	return true
+}
+
+// setBits sets bits lo to hi-1 of b.
+func setBits(b []uint64, lo, hi int) {
+	for lo < hi {
+		w, i := lo/64, lo%64
+		k := min(64-i, hi-lo)
+		b[w] |= (^uint64(0) >> (64 - k)) << i
+		lo += k
+	}
+}
+
+// runs returns the first run of clear bits of b at or after at and
+// before end, as [lo, hi); lo is end if there is none.
+func runs(b []uint64, at, end int) (lo, hi int) {
+	lo = scan(b, at, end, false)
+	return lo, scan(b, lo, end, true)
+}
+
+// scan returns the first bit at or after at, and before end, that is set
+// (or clear, if set is false); end if there is none.
+func scan(b []uint64, at, end int, set bool) int {
+	for at < end {
+		w := b[at/64]
+		if !set {
+			w = ^w
+		}
+		w >>= at % 64
+		if w != 0 {
+			return min(at+bits.TrailingZeros64(w), end)
+		}
+		at += 64 - at%64
+	}
+	return end
+}
+
+// place finds n bytes in the current array: above the records, below the
+// slot directory, or else the first hole listed that fits. ok is false
+// when neither has room. What is left of a hole stays listed, or counts
+// as dead when it is too small to list.
+func (p *page) place(n int) (off int, ok bool) {
+	if PageSize-slotSize*p.nslots-p.end >= n {
+		off = p.end
+		p.end += n
+		return off, true
 	}
 	d := p.data.Load()
-	copy(d[p.end:], rec)
-	atomic.StoreUint64(slotWord(d, slot), uint64(p.end)<<32|uint64(len(rec)))
-	p.end += len(rec)
+	prev := -1 // the hole that links to the one looked at
+	for at := p.holes; at != 0; {
+		off = at - 1
+		next, size := readHole(d, off)
+		if size < n {
+			prev, at = off, next
+			continue
+		}
+		link := next
+		if rest := size - n; rest >= holeMin {
+			writeHole(d, off+n, next, rest)
+			link = off + n + 1
+			p.hole += rest
+		} else {
+			p.dead += rest
+		}
+		p.hole -= size
+		if prev < 0 {
+			p.holes = link
+		} else {
+			binary.LittleEndian.PutUint16(d[prev:], uint16(link))
+		}
+		return off, true
+	}
+	return 0, false
+}
+
+// put writes rec into free space (compacting if needed) and points slot
+// at it. The caller holds p.mu and has checked that it fits (room).
+func (p *page) put(slot int, rec []byte) {
+	var off int
+	ok := p.end <= PageSize-slotSize*p.nslots // a new slot's word lies above the records
+	if ok {
+		off, ok = p.place(len(rec))
+	}
+	if !ok && p.dead > 0 && p.end <= PageSize-slotSize*p.nslots && p.reclaim(len(rec), slot) {
+		off, ok = p.place(len(rec))
+	}
+	if !ok {
+		p.compact(slot)
+		if off, ok = p.place(len(rec)); !ok {
+			panic("mem: a record the page had room for does not fit it packed")
+		}
+	}
+	d := p.data.Load()
+	copy(d[off:], rec)
+	atomic.StoreUint64(slotWord(d, slot), uint64(off)<<32|uint64(len(rec)))
 }
 
 // clear empties a slot; its bytes become dead.
@@ -187,6 +344,9 @@ func splitRID(rid uint64) (int, int) { return int(rid >> 16), int(rid & 0xFFFF) 
 // addPage appends an empty page. The caller holds allocMu.
 func (h *heap) addPage() int {
 	i := int(h.npages.Load())
+	if i == 1<<(ridBits-16)-1 {
+		panic("mem: a table's heap reached 2^32 pages (128 TiB)")
+	}
 	chunks := *h.chunks.Load()
 	if i>>chunkBits == len(chunks) {
 		grown := append(append([]*pageChunk(nil), chunks...), new(pageChunk))
@@ -216,10 +376,10 @@ func (h *heap) tryInsert(pg int, rec []byte, tid uint64) (int, bool) {
 	if !reuse && p.nslots >= h.maxSlots {
 		return 0, false
 	}
-	if p.live > 0 && PageSize-p.room(!reuse, true)+len(rec) > fillLimit {
+	if p.live > 0 && PageSize-p.room(!reuse)+len(rec) > fillLimit {
 		return 0, false
 	}
-	if p.room(!reuse, true) < len(rec) {
+	if p.room(!reuse) < len(rec) {
 		return 0, false
 	}
 	var slot int
@@ -301,6 +461,21 @@ func (h *heap) prefetchSlot(rid uint64) {
 	prefetch(unsafe.Pointer(slotWord(p.data.Load(), slot)))
 }
 
+// prefetchAt asks for the bytes at offset off of a row's page to be
+// brought into cache: where an index's hint says the row's bytes are.
+func (h *heap) prefetchAt(rid uint64, off int) {
+	pg, _ := splitRID(rid)
+	prefetch(unsafe.Pointer(&h.ref(pg).data.Load()[off&(PageSize-1)]))
+}
+
+// offset returns where a row's current bytes start in its page. The
+// caller owns the row, or nothing else writes the table yet.
+func (h *heap) offset(rid uint64) int {
+	pg, slot := splitRID(rid)
+	off, _ := loadLoc(h.ref(pg).data.Load(), slot)
+	return off
+}
+
 func (h *heap) prefetchRow(rid uint64) {
 	pg, slot := splitRID(rid)
 	d := h.ref(pg).data.Load()
@@ -367,7 +542,7 @@ func (h *heap) replace(rid uint64, rec []byte, keep func(pg, slot int, old []byt
 		copy(d[off:off+n], rec)
 		return true
 	}
-	if p.room(false, true)+n < len(rec) {
+	if p.room(false)+n < len(rec) {
 		return false
 	}
 	if keep != nil {
@@ -395,7 +570,7 @@ func (h *heap) remove(rid uint64, tid uint64, keep func(pg, slot int, old []byte
 	p.tids[slot].Store(tid)
 	p.clear(slot)
 	// A page that is less than half full takes inserts again.
-	relist := !p.listed && p.room(false, true) >= PageSize/2
+	relist := !p.listed && p.room(false) >= PageSize/2
 	if relist {
 		p.listed = true
 	}

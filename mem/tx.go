@@ -976,6 +976,26 @@ func (tx *Tx) installWrites(lsn uint64) {
 	}
 }
 
+// rehint points the hash index entries of a row updated in place at its
+// new version, while the row is still locked. A Replayer (recovery)
+// leaves them as they are, to replay faster: a read of such a row after
+// a restart, until the row is next updated, just misses the hint. A
+// standby's Apply keeps them.
+func (tx *Tx) rehint(st *tableState, w *write) {
+	s := st.s
+	for ix, x := range st.idx {
+		if s.indexes[ix].kind != Hash {
+			continue
+		}
+		key := w.key
+		if ix > 0 {
+			tx.scratch = s.appendRowKey(tx.scratch[:0], ix, w.row)
+			key = tx.scratch
+		}
+		x.rehint(key, w.rid)
+	}
+}
+
 func (tx *Tx) installUpdate(w *write, lsn uint64, keep func(pg, slot int, old []byte)) {
 	st := w.t.state.Load()
 	s := st.s
@@ -990,6 +1010,9 @@ func (tx *Tx) installUpdate(w *write, lsn uint64, keep func(pg, slot int, old []
 		for _, c := range w.claims {
 			tx.scratch = s.appendRowKey(tx.scratch[:0], c.ix, old)
 			st.idx[c.ix].del(tx.scratch, w.rid)
+		}
+		if tx.deferred == nil {
+			tx.rehint(st, w)
 		}
 		w.t.heap.setTID(w.rid, lsn)
 		return
