@@ -193,7 +193,7 @@ func (s *dbService) durable(ctx context.Context, lsn uint64, w commitWait) (degr
 	case ctx.Err() != nil:
 		return false, fmt.Errorf("the commit at LSN %d is in memory but not yet %s: %w", lsn, level, ctx.Err())
 	case errors.Is(err, logging.ErrFull):
-		return false, errorf(codes.ResourceExhausted, "the disk is full: the commit at LSN %d is in memory but not %s; it will be once space is freed, unless the node stops first, and the node takes no writes until then: %v", lsn, level, err)
+		return false, notDurable(lsn, level, err)
 	case errors.Is(err, syscall.ENOSPC):
 		return false, errorf(codes.ResourceExhausted, "the disk is full: the commit at LSN %d is in memory but not %s, and the node takes no more writes: %v", lsn, level, err)
 	default:

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -62,11 +63,16 @@ func fullDisk(t *testing.T, level string) {
 
 	// Four writers insert rows until the disk refuses them. A commit
 	// that made it into memory but not into the log is not acknowledged
-	// either: it gets RESOURCE_EXHAUSTED at once, not at its deadline.
+	// either: it gets RESOURCE_EXHAUSTED at once, not at its deadline,
+	// with the NOT_DURABLE detail.
+	type refusal struct {
+		id  int64
+		err error
+	}
 	var (
 		mu       sync.Mutex
 		acked    []int64
-		refusals []error
+		refusals []refusal
 	)
 	var wg sync.WaitGroup
 	for w := range 4 {
@@ -79,7 +85,7 @@ func fullDisk(t *testing.T, level string) {
 				if err == nil {
 					acked = append(acked, id)
 				} else {
-					refusals = append(refusals, err)
+					refusals = append(refusals, refusal{id, err})
 				}
 				n := len(refusals)
 				mu.Unlock()
@@ -90,21 +96,27 @@ func fullDisk(t *testing.T, level string) {
 		}()
 	}
 	wg.Wait()
-	for _, err := range refusals {
-		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "disk is full") {
-			t.Fatalf("a write on a full disk: %v, want RESOURCE_EXHAUSTED saying the disk is full", err)
-		}
-	}
 	if len(refusals) == 0 {
 		t.Fatalf("%d writes of %d bytes fit on a 100 MiB disk", len(acked), blobBytes)
 	}
-	inMemory := 0
-	for _, err := range refusals {
-		if strings.Contains(err.Error(), "is in memory but not") {
-			inMemory++
+	var inMemory []int64 // visible, and durable once there is space
+	for _, r := range refusals {
+		if status.Code(r.err) != codes.ResourceExhausted || !strings.Contains(r.err.Error(), "disk is full") {
+			t.Fatalf("a write on a full disk: %v, want RESOURCE_EXHAUSTED saying the disk is full", r.err)
+		}
+		got, err := db.Get(c, &pb.GetRequest{Table: "blob", Key: []*pb.Value{vInt(r.id)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		notDurable := hasNotDurable(r.err)
+		if notDurable != got.GetFound() || notDurable != strings.Contains(r.err.Error(), "is in memory") {
+			t.Fatalf("row %d: NOT_DURABLE detail %v, visible %v, for %v", r.id, notDurable, got.GetFound(), r.err)
+		}
+		if notDurable {
+			inMemory = append(inMemory, r.id)
 		}
 	}
-	t.Logf("%d writes acknowledged before the disk was full; %d of the %d refused were in memory", len(acked), inMemory, len(refusals))
+	t.Logf("%d writes acknowledged before the disk was full; %d of the %d refused were in memory", len(acked), len(inMemory), len(refusals))
 
 	// Full: refused and invisible, reads served, no image.
 	const refused = -1
@@ -146,6 +158,19 @@ func fullDisk(t *testing.T, level string) {
 	p = start(t, args...)
 	db, _ = p.client()
 	checkBlobs(t, db, acked)
+	checkBlobs(t, db, inMemory) // written once there was space, before the later write was acknowledged
+}
+
+// hasNotDurable says whether err carries the NOT_DURABLE detail with an
+// LSN.
+func hasNotDurable(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain &&
+			info.GetReason() == pb.ReasonNotDurable && info.GetMetadata()[pb.MetadataLSN] != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // insertBlob inserts row id with its blob, with a deadline of timeout.

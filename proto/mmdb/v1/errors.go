@@ -9,9 +9,19 @@ package mmdbv1
 // A write whose redo record is over the log's limit is refused with
 // RESOURCE_EXHAUSTED and an ErrorInfo of reason ReasonTooLarge: smaller
 // writes would go in (unlike a full disk's RESOURCE_EXHAUSTED).
+//
+// A full disk refuses a write with RESOURCE_EXHAUSTED, and it changes
+// nothing. But a commit made in memory (so visible to reads) whose redo
+// record the full disk then keeps out of the log gets RESOURCE_EXHAUSTED
+// with an ErrorInfo of reason ReasonNotDurable, its LSN under
+// MetadataLSN: it is not acknowledged, it becomes durable if space is
+// freed before the node stops, and it is lost if the node stops first.
+// Running it again could apply it twice.
 const (
 	ErrorDomain      = "mmdb.v1"
 	ReasonNotPrimary = "NOT_PRIMARY"
 	ReasonTooLarge   = "TOO_LARGE"
+	ReasonNotDurable = "NOT_DURABLE"
 	MetadataPrimary  = "primary"
+	MetadataLSN      = "lsn"
 )
