@@ -275,25 +275,32 @@ func (x *hashIndex) add(key []byte, rid uint64) {
 func (x *hashIndex) del(key []byte, rid uint64) {
 	h, sh := x.hash(key)
 	_ = sh.write(func() error {
-		slots := *sh.slots.Load()
-		mask := uint64(len(slots) - 1)
-		for i, n := (h>>8)&mask, 0; n < len(slots); i, n = (i+1)&mask, n+1 {
-			s := &slots[i]
-			e := s.h.Load()
-			if e == hEmpty {
-				return nil
-			}
-			if e == h && s.rid.Load()&ridMask == rid {
-				s.h.Store(hTomb)
-				s.rid.Store(0)
-				sh.used--
-				sh.tombs++
-				x.count.Add(-1)
-				return nil
-			}
+		if s := entry(*sh.slots.Load(), h, rid); s != nil {
+			s.h.Store(hTomb)
+			s.rid.Store(0)
+			sh.used--
+			sh.tombs++
+			x.count.Add(-1)
 		}
 		return nil
 	})
+}
+
+// entry returns the slot of the entry with hash h for the row at rid, or
+// nil if slots holds none.
+func entry(slots []hslot, h, rid uint64) *hslot {
+	mask := uint64(len(slots) - 1)
+	for i, n := (h>>8)&mask, 0; n < len(slots); i, n = (i+1)&mask, n+1 {
+		s := &slots[i]
+		e := s.h.Load()
+		if e == hEmpty {
+			return nil
+		}
+		if e == h && s.rid.Load()&ridMask == rid {
+			return s
+		}
+	}
+	return nil
 }
 
 // rehint stores the row's offset now in its entry under key. It takes no
@@ -304,21 +311,9 @@ func (x *hashIndex) del(key []byte, rid uint64) {
 func (x *hashIndex) rehint(key []byte, rid uint64) {
 	h, sh := x.hash(key)
 	w := x.word(rid)
-	slots := *sh.slots.Load()
-	mask := uint64(len(slots) - 1)
-	for i, n := (h>>8)&mask, 0; n < len(slots); i, n = (i+1)&mask, n+1 {
-		e := slots[i].h.Load()
-		if e == hEmpty {
-			return
-		}
-		if e != h {
-			continue
-		}
-		if old := slots[i].rid.Load(); old&ridMask == rid {
-			if old != w {
-				slots[i].rid.CompareAndSwap(old, w)
-			}
-			return
+	if s := entry(*sh.slots.Load(), h, rid); s != nil {
+		if old := s.rid.Load(); old != w && old&ridMask == rid {
+			s.rid.CompareAndSwap(old, w)
 		}
 	}
 }
