@@ -455,8 +455,10 @@ func (s *Server) waitsForNone(mode replica.Mode) bool {
 // on a primary that waits for its standbys, a read must not show a commit
 // that a failover could lose, or the new primary would take back what a
 // client has seen. It does not wait while the node is degraded, nor for
-// async or on a standby. A wait gives up a margin before ctx's deadline
-// (replyBefore), so that the read's error reaches the client.
+// async or on a standby, nor for the commits a full disk keeps out of
+// the log (Sender.WaitRead): those were answered NOT_DURABLE. A wait
+// gives up a margin before ctx's deadline (replyBefore), so that the
+// read's error reaches the client.
 func (s *Server) waitRead(ctx context.Context) error {
 	snd := s.shipper()
 	if snd == nil || s.syncNow().Mode == conf.SyncAsync {
@@ -464,7 +466,7 @@ func (s *Server) waitRead(ctx context.Context) error {
 	}
 	ctx, cancel := replyBefore(ctx)
 	defer cancel()
-	_, err := snd.Wait(ctx, s.db.LastLSN(), -1)
+	err := snd.WaitRead(ctx, s.db.LastLSN())
 	switch {
 	case err == nil:
 		return nil
