@@ -612,17 +612,6 @@ func (s *Store) WaitShippable(ctx context.Context, lsn uint64) error {
 	return nil
 }
 
-// Held returns the smallest LSN that a full disk keeps out of the log,
-// and so off the standbys, until space is freed (zero: none), and a
-// channel closed the next time the log finds its disk full (nil on a
-// node without a log, whose disk is never full).
-func (s *Store) Held() (uint64, <-chan struct{}) {
-	if s.log == nil {
-		return 0, nil
-	}
-	return s.log.Held()
-}
-
 // DurableLSN returns the largest LSN that, with all before it, is durable
 // in the log; zero on a node without one.
 func (s *Store) DurableLSN() uint64 {

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -105,8 +104,7 @@ type Log struct {
 	watched  bool                          // a waiter holds advanced
 	err      error                         // the first write or sync failure: the log takes no more commits
 	full     error                         // why the last channel to find its disk full did; Append refuses records while nfull > 0
-	nfull    atomic.Int32                  // channels whose disk was full at their last try (written under mu)
-	stall    atomic.Pointer[chan struct{}] // closed when a channel finds its disk full (Held), then replaced (under mu)
+	nfull    int                           // channels whose disk was full at their last try
 	next     int                           // the channel the next commit goes to
 	tap      func(lsn uint64, body []byte) // if set, given a copy of each record appended (Tap)
 	closing  bool
@@ -202,8 +200,6 @@ func Open(opts Options) (*Log, error) {
 		opts.SlowSync = 100 * time.Millisecond
 	}
 	l := &Log{opts: opts, log: opts.Logger, epoch: opts.Epoch, last: opts.StartLSN, written: opts.StartLSN, durable: opts.StartLSN, advanced: make(chan struct{})}
-	stall := make(chan struct{})
-	l.stall.Store(&stall)
 	if l.log == nil {
 		l.log = hclog.NewNullLogger()
 	}
@@ -354,7 +350,7 @@ func (l *Log) append(body []byte, admit func() error, tap bool) (uint64, error) 
 	if l.closing {
 		return 0, ErrClosed
 	}
-	if l.nfull.Load() > 0 {
+	if l.nfull > 0 {
 		// Refused before it has an LSN: the commit aborts cleanly. The
 		// flushers retry and clear this once space is found.
 		return 0, l.full
@@ -517,38 +513,15 @@ func (l *Log) wait(ctx context.Context, lsn uint64, mark *uint64, throughFull bo
 // and durable LSNs advance only past records written. The caller holds
 // mu.
 func (l *Log) heldBack(lsn uint64) bool {
-	h := l.heldFrom()
-	return h != 0 && h <= lsn
-}
-
-// heldFrom returns the smallest LSN that a channel whose disk is full has
-// not written; zero: none. The caller holds mu.
-func (l *Log) heldFrom() uint64 {
-	if l.nfull.Load() == 0 {
-		return 0
+	if l.nfull == 0 {
+		return false
 	}
-	var held uint64
 	for _, c := range l.chans {
-		if u := c.unwritten(); c.full && u != 0 && (held == 0 || u < held) {
-			held = u
+		if u := c.unwritten(); c.full && u != 0 && u <= lsn {
+			return true
 		}
 	}
-	return held
-}
-
-// Held returns the smallest LSN that waits on a record a channel whose
-// disk is full has not written (zero: none), and a channel that is closed
-// the next time a channel finds its disk full. The LSNs from the one
-// returned on are neither written nor durable until space is freed. It
-// takes no lock while no disk is full.
-func (l *Log) Held() (uint64, <-chan struct{}) {
-	stall := *l.stall.Load() // before the count: a disk found full later closes it
-	if l.nfull.Load() == 0 {
-		return 0, stall
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.heldFrom(), stall
+	return false
 }
 
 // unwritten returns the channel's smallest LSN not yet written, in flight
@@ -700,9 +673,7 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 	case full:
 		if !c.full {
 			c.full = true
-			l.nfull.Add(1) // before the swap: a Held that takes the new channel sees it
-			stall := make(chan struct{})
-			close(*l.stall.Swap(&stall))
+			l.nfull++
 			l.log.Error("the disk is full: commits are refused until space is freed", "channel", c.id, "error", err)
 			l.wake() // the waits on records it holds back give up (heldBack)
 		}
@@ -714,7 +685,7 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 		l.fail(c, err)
 	case c.full:
 		c.full = false
-		l.nfull.Add(-1)
+		l.nfull--
 		l.log.Info("the disk has space again", "channel", c.id)
 	}
 	sync := l.err == nil && c.unsynced != 0 && (!l.opts.Mapped || syncNow || l.syncReq >= c.unsynced)

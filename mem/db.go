@@ -65,6 +65,7 @@ type DB struct {
 	nextID    uint64     // guarded by ddlMu; table ids are uint32, so past MaxUint32 they are used up
 	catalog   atomic.Pointer[catalog]
 	lsn       atomic.Uint64 // highest LSN installed; lower ones may still be installing unless the gate is held exclusively
+	schema    atomic.Uint64 // the LSN of the last schema change, stored before it is published
 	snaps     atomic.Pointer[[]*Snapshot]
 	statePool sync.Pool // *txState
 }
@@ -112,6 +113,12 @@ type Table struct {
 	rows    atomic.Int64
 	dropped atomic.Bool
 	created uint64 // the LSN that created it
+	// removed is the LSN of the last commit installed that took an entry
+	// out of the table's indexes (a delete, or an update that changed a
+	// secondary key): what a transaction that found a key absent or a
+	// range short of rows may have seen (Tx.Seen). Raised before the
+	// entries go.
+	removed atomic.Uint64
 
 	// installMu is held shared by every install into the table and
 	// exclusively by a validation that re-runs lookups or scans of it, so
@@ -199,6 +206,7 @@ func (db *DB) ddl(op Op, applyLSN uint64, prepare func() error, publish func(lsn
 			return 0, fmt.Errorf("mem: log %s: %w", op.Kind, err)
 		}
 	}
+	db.schema.Store(lsn)
 	publish(lsn)
 	db.advance(lsn)
 	return lsn, nil

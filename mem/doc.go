@@ -50,7 +50,9 @@
 // it while holding its row locks, before anything becomes visible. The
 // hook returns the LSN; the rows are installed with it and Commit returns
 // it. The caller then waits for whatever durability it needs (the log
-// issue's durability levels) before acknowledging. Schema changes are
+// issue's durability levels) before acknowledging. A transaction that
+// wrote nothing gets no LSN; Tx.Seen names the newest commit whose
+// effects it read, for the caller to wait on before it answers. Schema changes are
 // logged the same way, one per record. Without a log, a Counter assigns
 // LSNs in memory. Tx.Relog logs rows as they are, changing nothing: a
 // standby that applies the record ends with exactly those rows (how a

@@ -194,6 +194,39 @@ func (tx *Tx) Writes() int {
 	return len(tx.writes)
 }
 
+// Seen returns the largest LSN among the commits whose effects the
+// transaction has read so far (zero: none, or it is finished): the
+// versions of the rows it read, for each table where it found a key
+// absent or scanned a range, the last commit that took entries out of
+// that table's indexes, and the last schema change. A read-only
+// transaction's result, or the failure of one that read, depends on no
+// commit after Seen: a node that acknowledges only durable commits makes
+// such a result wait until Seen is durable, so that no answer shows a
+// commit a crash could take back. Take it before Commit or Rollback.
+func (tx *Tx) Seen() uint64 {
+	if tx.db == nil {
+		return 0
+	}
+	seen := tx.db.schema.Load()
+	for i := range tx.reads {
+		seen = max(seen, tx.reads[i].tid&tidLSN)
+	}
+	for i := range tx.absents {
+		seen = max(seen, tx.absents[i].t.removed.Load())
+	}
+	for i := range tx.scans {
+		sc := &tx.scans[i]
+		seen = max(seen, sc.t.removed.Load())
+		for _, h := range sc.hits {
+			seen = max(seen, h.tid&tidLSN)
+		}
+	}
+	for i := range tx.writes {
+		seen = max(seen, tx.writes[i].tid&tidLSN) // the row an update or delete read
+	}
+	return seen
+}
+
 // Rollback ends the transaction, discarding its writes. It leaves no trace:
 // nothing was written outside the transaction. Rolling back a finished
 // transaction does nothing.
@@ -959,6 +992,7 @@ func (tx *Tx) installWrites(lsn uint64) {
 		case wUpdate:
 			tx.installUpdate(w, lsn, keep)
 		case wDelete:
+			w.t.removing(lsn)
 			st := w.t.state.Load()
 			old := w.t.heap.readOwned(w.rid)
 			for ix := range st.idx {
@@ -972,6 +1006,17 @@ func (tx *Tx) installWrites(lsn uint64) {
 			// was a row.
 			w.t.state.Load().idx[0].del(w.key, w.rid)
 			w.t.heap.remove(w.rid, tidAbsent, nil)
+		}
+	}
+}
+
+// removing raises the table's removed LSN to lsn, before a commit at lsn
+// takes entries out of its indexes.
+func (t *Table) removing(lsn uint64) {
+	for {
+		at := t.removed.Load()
+		if at >= lsn || t.removed.CompareAndSwap(at, lsn) {
+			return
 		}
 	}
 }
@@ -1006,6 +1051,9 @@ func (tx *Tx) installUpdate(w *write, lsn uint64, keep func(pg, slot int, old []
 	// with a fixed-width primary key the bytes it compares keep their
 	// values (the race detector would still see the copy).
 	overwrite := tx.deferred != nil && len(w.claims) == 0 && s.fixedPK
+	if len(w.claims) > 0 { // a secondary key changes: its old entry goes
+		w.t.removing(lsn)
+	}
 	if w.t.heap.replace(w.rid, w.row, keep, overwrite) {
 		for _, c := range w.claims {
 			tx.scratch = s.appendRowKey(tx.scratch[:0], c.ix, old)

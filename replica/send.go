@@ -727,22 +727,6 @@ func (s *Sender) heldLocked(lsn uint64, mode Mode) (Mode, bool) {
 // commits return at once, degraded, until the standbys catch up), or,
 // with Block, goes on waiting until ctx ends and returns ErrUnconfirmed.
 func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool, err error) {
-	return s.wait(ctx, lsn, mode, false)
-}
-
-// WaitRead is Wait at the node's mode for a read that may have seen the
-// commits up to lsn, but it waits only for those the log can ship: not
-// for the commits that a full disk keeps out of the log (and so off the
-// standbys) until space is freed. Those are visible, and their own
-// commits were told they are not durable; a read that waited for them
-// would wait as long as the disk stays full. A read already waiting when
-// the disk fills stops waiting for them then.
-func (s *Sender) WaitRead(ctx context.Context, lsn uint64) error {
-	_, err := s.wait(ctx, lsn, -1, true)
-	return err
-}
-
-func (s *Sender) wait(ctx context.Context, lsn uint64, mode Mode, read bool) (degraded bool, err error) {
 	if mode == Async || lsn == 0 {
 		return false, nil
 	}
@@ -758,16 +742,9 @@ func (s *Sender) wait(ctx context.Context, lsn uint64, mode Mode, read bool) (de
 		}
 	}()
 	for {
-		want, stall := lsn, (<-chan struct{})(nil)
-		if read {
-			var from uint64
-			if from, stall = s.store.Held(); from != 0 && from <= lsn {
-				want = from - 1
-			}
-		}
 		s.mu.Lock()
-		m, held := s.heldLocked(want, mode)
-		if held || want == 0 {
+		m, held := s.heldLocked(lsn, mode)
+		if held {
 			s.mu.Unlock()
 			return false, nil
 		}
@@ -782,7 +759,7 @@ func (s *Sender) wait(ctx context.Context, lsn uint64, mode Mode, read bool) (de
 		if !s.opts.Block && time.Since(began) >= s.opts.Timeout {
 			s.degraded, s.resumeAt, s.resumeBy = true, s.store.DB().LastLSN(), time.Now()
 			s.opts.Logger.Warn("the standbys did not answer in sync_timeout: commits no longer wait for them until they catch up",
-				"sync-mode", m, "lsn", want, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout)
+				"sync-mode", m, "lsn", lsn, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout)
 			// The other waiters return degraded too, now.
 			if s.changed != nil {
 				close(s.changed)
@@ -809,7 +786,6 @@ func (s *Sender) wait(ctx context.Context, lsn uint64, mode Mode, read bool) (de
 		}
 		select {
 		case <-changed:
-		case <-stall: // the next pass waits only for what the log can ship
 		case <-timeout: // the next pass degrades, if it still should
 		case <-ctx.Done():
 			return false, fmt.Errorf("%w: LSN %d waited for %d standbys to answer (%s): %w", ErrUnconfirmed, lsn, quorum, m, ctx.Err())

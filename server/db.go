@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/mmdb/mmdb/durability"
@@ -39,12 +40,13 @@ type dbService struct {
 }
 
 // syncWaiter waits for a commit's standbys (Server.waitSync), or for
-// those of what a read saw (Server.waitRead), says whether a commit's
+// those of what a read saw (Server.waitRead, after dbService.waitRead's
+// wait for the log), says whether a commit's
 // wait would return at once (Server.syncHolds), and whether a sync mode
 // that waits can be met at all.
 type syncWaiter interface {
 	waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (degraded bool, err error)
-	waitRead(ctx context.Context) error
+	waitRead(ctx context.Context, seen uint64) error
 	syncHolds(lsn uint64, mode replica.Mode) bool
 	canSync() error
 }
@@ -128,16 +130,20 @@ func (s *dbService) run(ctx context.Context, txID uint64, req waitFields, fn fun
 	for attempt := 0; ; attempt++ {
 		tx := s.db.Begin()
 		if err := fn(tx); err != nil {
+			seen := tx.Seen()
 			tx.Rollback()
-			return 0, false, s.failedRead(ctx, err)
+			return 0, false, s.failedRead(ctx, seen, err)
 		}
-		writes := tx.Writes()
+		writes, seen := tx.Writes(), uint64(0)
+		if writes == 0 {
+			seen = tx.Seen()
+		}
 		lsn, err := tx.Commit()
 		if errors.Is(err, mem.ErrConflict) && attempt < maxAutoRetries && ctx.Err() == nil {
 			continue
 		}
 		if err == nil {
-			degraded, err = s.durable(ctx, lsn, w)
+			degraded, err = s.durable(ctx, lsn, seen, w)
 		}
 		s.metrics.commitEnded(start, writes, lsn, degraded, err)
 		return lsn, degraded, err
@@ -175,11 +181,11 @@ func (s *dbService) level(dur pb.Durability) (durability.Level, error) {
 // nothing but "deadline exceeded". Most commits wait for nothing (no-log,
 // async, an mmap-log record already copied): they return at once, as
 // things stand when they look, without the margin's context and timer. A
-// transaction that wrote nothing (lsn zero) waits until the standbys hold
-// what it may have read (waitRead).
-func (s *dbService) durable(ctx context.Context, lsn uint64, w commitWait) (degraded bool, err error) {
+// transaction that wrote nothing (lsn zero) waits instead for what it
+// read, up to the commit at seen (waitRead).
+func (s *dbService) durable(ctx context.Context, lsn, seen uint64, w commitWait) (degraded bool, err error) {
 	if lsn == 0 {
-		return false, s.sync.waitRead(ctx)
+		return false, s.waitRead(ctx, seen)
 	}
 	if s.store.Meets(lsn, w.level) && s.sync.syncHolds(lsn, w.mode) {
 		return false, nil
@@ -228,14 +234,52 @@ func replyBefore(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // failedRead returns err, the failure of a request that read the
-// database (a missing row, a duplicate key, a condition that does not
-// hold), once the standbys hold what it saw (waitRead): the failure tells
-// the client about the database as much as a read does.
-func (s *dbService) failedRead(ctx context.Context, err error) error {
-	if werr := s.sync.waitRead(ctx); werr != nil {
+// database up to the commit at seen (a missing row, a duplicate key, a
+// condition that does not hold), once what it saw is durable and on the
+// standbys (waitRead): the failure tells the client about the database
+// as much as a read does.
+func (s *dbService) failedRead(ctx context.Context, seen uint64, err error) error {
+	if werr := s.waitRead(ctx, seen); werr != nil {
 		return werr
 	}
 	return err
+}
+
+// waitRead returns once a read's answer depends on no commit a crash or
+// a failover could take back (SPEC 3: no acknowledged answer depends on
+// a lost commit): the commits up to seen, the newest whose effects it
+// read (mem.Tx.Seen), must meet the node's durability level, and then
+// be held by the standbys as the node's sync mode asks (Server.waitRead).
+// A read of rows no recent commit touched waits for nothing. On a
+// standby it waits for nothing: what it applied is on its primary. A read
+// that saw a commit the log cannot write (a full disk) fails with
+// RESOURCE_EXHAUSTED and the NOT_DURABLE detail naming that commit.
+func (s *dbService) waitRead(ctx context.Context, seen uint64) error {
+	if level := s.store.Level(); !s.store.Meets(seen, level) {
+		if _, _, standby := s.store.Standby(); !standby {
+			if err := s.waitReadDurable(ctx, seen, level); err != nil {
+				return err
+			}
+		}
+	}
+	return s.sync.waitRead(ctx, seen)
+}
+
+// waitReadDurable waits until the commit at seen meets level, giving up a
+// margin before ctx's deadline (replyBefore).
+func (s *dbService) waitReadDurable(ctx context.Context, seen uint64, level durability.Level) error {
+	ctx, cancel := replyBefore(ctx)
+	defer cancel()
+	err := s.store.Wait(ctx, seen, level)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return status.Errorf(status.FromContextError(ctx.Err()).Code(), "a read saw the commit at LSN %d, which was not %s before the read's deadline: %v", seen, level, err)
+	case errors.Is(err, logging.ErrFull), errors.Is(err, syscall.ENOSPC):
+		return withNotDurable(codes.ResourceExhausted, seen, fmt.Sprintf("the disk is full: a read saw the commit at LSN %d, which is in memory but not %s; read again once space is freed: %v", seen, level, err))
+	}
+	return errorf(codes.Unavailable, "the redo log failed: a read saw the commit at LSN %d, which is in memory but not %s: %v", seen, level, err)
 }
 
 // index returns the ordinal of a table's index by name; empty is the
@@ -255,7 +299,7 @@ func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest)
 	t, err := s.db.CreateTable(def)
 	var degraded bool
 	if err == nil {
-		degraded, err = s.durable(ctx, t.CreatedLSN(), s.nodeWait())
+		degraded, err = s.durable(ctx, t.CreatedLSN(), 0, s.nodeWait())
 	}
 	if err != nil {
 		return nil, toStatus(err)
@@ -267,7 +311,7 @@ func (s *dbService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*p
 	lsn, err := s.db.DropTable(req.GetTable())
 	var degraded bool
 	if err == nil {
-		degraded, err = s.durable(ctx, lsn, s.nodeWait())
+		degraded, err = s.durable(ctx, lsn, 0, s.nodeWait())
 	}
 	if err != nil {
 		return nil, toStatus(err)
@@ -456,11 +500,11 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 				return err
 			}
 			if err := batch(ot.tx); err != nil {
-				return s.failedRead(ctx, err)
+				return s.failedRead(ctx, ot.tx.Seen(), err)
 			}
-			writes := ot.tx.Writes()
+			writes, seen := ot.tx.Writes(), ot.tx.Seen()
 			if resp.Lsn, err = ot.tx.Commit(); err == nil {
-				resp.Degraded, err = s.durable(ctx, resp.Lsn, w)
+				resp.Degraded, err = s.durable(ctx, resp.Lsn, seen, w)
 			}
 			s.metrics.commitEnded(start, writes, resp.Lsn, resp.Degraded, err)
 			return err

@@ -132,9 +132,9 @@ func TestStrongerDurabilityRequest(t *testing.T) {
 }
 
 // TestCommitThatWaitsForNothing: a commit whose level is met and whose
-// sync mode asks for nothing (here mmap-log, async, with a deadline)
-// returns from durable without allocating: the margin before the
-// deadline (replyBefore) is only made for a commit that will wait.
+// sync mode asks for nothing (here mmap-log, async, with a deadline), or
+// a read that saw such a commit, returns without allocating: the margin
+// before the deadline (replyBefore) is only made for a wait.
 func TestCommitThatWaitsForNothing(t *testing.T) {
 	n := startNode(t, func(c *conf.Config) { c.Durability = conf.DurabilityMmapLog })
 	n.withAccounts(1)
@@ -148,13 +148,21 @@ func TestCommitThatWaitsForNothing(t *testing.T) {
 	}
 	for _, w := range []commitWait{{durability.NoLog, replica.Async}, {durability.MmapLog, -1}} {
 		allocs := testing.AllocsPerRun(100, func() {
-			if degraded, err := n.srv.dbs.durable(c, r.GetLsn(), w); degraded || err != nil {
+			if degraded, err := n.srv.dbs.durable(c, r.GetLsn(), 0, w); degraded || err != nil {
 				t.Fatal(degraded, err)
 			}
 		})
 		if allocs != 0 {
 			t.Errorf("%+v: durable allocated %.0f times for a commit that waits for nothing", w, allocs)
 		}
+	}
+	// Nor does a read that saw that commit.
+	if allocs := testing.AllocsPerRun(100, func() {
+		if err := n.srv.dbs.waitRead(c, r.GetLsn()); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("waitRead allocated %.0f times for a read that waits for nothing", allocs)
 	}
 }
 

@@ -450,23 +450,22 @@ func (s *Server) waitsForNone(mode replica.Mode) bool {
 	return mode < 0 && s.syncNow().Mode == conf.SyncAsync || mode == replica.Async || s.canSync() != nil
 }
 
-// waitRead returns once the standbys hold every commit a read that has
-// just finished may have seen, as the node's sync_mode asks for commits:
-// on a primary that waits for its standbys, a read must not show a commit
-// that a failover could lose, or the new primary would take back what a
-// client has seen. It does not wait while the node is degraded, nor for
-// async or on a standby, nor for the commits a full disk keeps out of
-// the log (Sender.WaitRead): those were answered NOT_DURABLE. A wait
-// gives up a margin before ctx's deadline (replyBefore), so that the
-// read's error reaches the client.
-func (s *Server) waitRead(ctx context.Context) error {
+// waitRead returns once the standbys hold every commit up to seen, the
+// newest a read that has just finished saw, as the node's sync_mode asks
+// for commits: on a primary that waits for its standbys, a read must not
+// show a commit that a failover could lose, or the new primary would take
+// back what a client has seen. It does not wait while the node is
+// degraded, nor for async or on a standby. A wait gives up a margin
+// before ctx's deadline (replyBefore), so that the read's error reaches
+// the client.
+func (s *Server) waitRead(ctx context.Context, seen uint64) error {
 	snd := s.shipper()
-	if snd == nil || s.syncNow().Mode == conf.SyncAsync {
+	if snd == nil || s.syncNow().Mode == conf.SyncAsync || snd.Holds(seen, -1) {
 		return nil // nothing to wait for, and no deadline to bring forward (replyBefore costs allocations)
 	}
 	ctx, cancel := replyBefore(ctx)
 	defer cancel()
-	err := snd.WaitRead(ctx, s.db.LastLSN())
+	_, err := snd.Wait(ctx, seen, -1)
 	switch {
 	case err == nil:
 		return nil

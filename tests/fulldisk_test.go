@@ -31,8 +31,9 @@ const blobBytes = 16 << 10
 // full (SPEC 4 and 9):
 //   - a write is refused with RESOURCE_EXHAUSTED saying so, and changes
 //     nothing; one already in memory but not in the log gets the same
-//     code at once, not at its deadline;
-//   - the node stays up and serves reads of what it acknowledged;
+//     code at once, not at its deadline, with the NOT_DURABLE detail;
+//   - the node stays up and serves reads of what it acknowledged; a read
+//     of a row a NOT_DURABLE commit wrote fails the same way, at once;
 //   - a checkpoint, which has no room for its image either, fails with
 //     RESOURCE_EXHAUSTED and leaves no partial file taking space;
 //   - once the volume grows, writes are taken again;
@@ -41,9 +42,9 @@ const blobBytes = 16 << 10
 //
 // Once more at fsync-log with a standby under applied-ack that blocks
 // (on_sync_timeout = "block"): reads, which wait for the standby to hold
-// what they saw, do not wait for the commits the full disk keeps from
-// it; the standby has none of those, and all of them once the volume
-// grows.
+// what they saw, are served all the same; the standby has none of the
+// commits the full disk keeps out of the log, and all of them once the
+// volume grows.
 func TestFullDisk(t *testing.T) {
 	for _, level := range []string{"fsync-log", "mmap-log"} {
 		t.Run(level, func(t *testing.T) { fullDisk(t, level, false) })
@@ -112,21 +113,29 @@ func fullDisk(t *testing.T, level string, withStandby bool) {
 	if len(refusals) == 0 {
 		t.Fatalf("%d writes of %d bytes fit on a 100 MiB disk", len(acked), blobBytes)
 	}
-	var inMemory []int64 // visible, and durable once there is space
+	var inMemory []int64 // in memory, and durable once there is space
 	for _, r := range refusals {
 		if status.Code(r.err) != codes.ResourceExhausted || !strings.Contains(r.err.Error(), "disk is full") {
 			t.Fatalf("a write on a full disk: %v, want RESOURCE_EXHAUSTED saying the disk is full", r.err)
 		}
-		got := getBlob(t, db, r.id)
+		got, err := getBlob(db, r.id)
 		notDurable := hasNotDurable(r.err)
-		if notDurable != got.GetFound() || notDurable != strings.Contains(r.err.Error(), "is in memory") {
-			t.Fatalf("row %d: NOT_DURABLE detail %v, visible %v, for %v", r.id, notDurable, got.GetFound(), r.err)
+		if notDurable != strings.Contains(r.err.Error(), "is in memory") {
+			t.Fatalf("row %d: NOT_DURABLE detail %v for %v", r.id, notDurable, r.err)
+		}
+		switch {
+		case notDurable && (status.Code(err) != codes.ResourceExhausted || !hasNotDurable(err)):
+			t.Fatalf("a read of row %d, written by a commit that is not durable: found %v, %v; want RESOURCE_EXHAUSTED with NOT_DURABLE", r.id, got.GetFound(), err)
+		case !notDurable && (err != nil || got.GetFound()):
+			t.Fatalf("a read of row %d, refused: found %v, %v", r.id, got.GetFound(), err)
 		}
 		if notDurable {
 			inMemory = append(inMemory, r.id)
 		}
-		if standby != nil && getBlob(t, standby, r.id).GetFound() {
-			t.Fatalf("row %d, refused on the primary's full disk, is on the standby", r.id)
+		if standby != nil {
+			if got, err := getBlob(standby, r.id); err != nil || got.GetFound() {
+				t.Fatalf("row %d, refused on the primary's full disk, is on the standby (%v), or reads there fail: %v", r.id, got.GetFound(), err)
+			}
 		}
 	}
 	t.Logf("%d writes acknowledged before the disk was full; %d of the %d refused were in memory", len(acked), len(inMemory), len(refusals))
@@ -136,8 +145,8 @@ func fullDisk(t *testing.T, level string, withStandby bool) {
 	if err := insertBlob(db, refused, 5*time.Second); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("a write on the full disk: %v, want RESOURCE_EXHAUSTED", err)
 	}
-	if getBlob(t, db, refused).GetFound() {
-		t.Fatal("the refused write is visible")
+	if got, err := getBlob(db, refused); err != nil || got.GetFound() {
+		t.Fatalf("the refused write is visible (%v), or reads fail: %v", got.GetFound(), err)
 	}
 	checkBlobs(t, db, acked[:min(len(acked), 50)])
 	if _, err := admin.Checkpoint(c, &pb.CheckpointRequest{}); status.Code(err) != codes.ResourceExhausted {
@@ -211,7 +220,11 @@ func blob(id int64) []byte {
 func checkBlobs(t *testing.T, db pb.DatabaseServiceClient, ids []int64) {
 	t.Helper()
 	for _, id := range ids {
-		if r := getBlob(t, db, id); !r.GetFound() || string(r.GetRow().GetValues()[1].GetBytes()) != string(blob(id)) {
+		r, err := getBlob(db, id)
+		if err != nil {
+			t.Fatalf("read acknowledged row %d: %v", id, err)
+		}
+		if !r.GetFound() || string(r.GetRow().GetValues()[1].GetBytes()) != string(blob(id)) {
 			t.Fatalf("acknowledged row %d: found %v, with other bytes than it was written with", id, r.GetFound())
 		}
 	}
@@ -219,15 +232,10 @@ func checkBlobs(t *testing.T, db pb.DatabaseServiceClient, ids []int64) {
 
 // getBlob reads row id, with a deadline of 10 s: a read on a full disk
 // answers at once.
-func getBlob(t *testing.T, db pb.DatabaseServiceClient, id int64) *pb.GetResponse {
-	t.Helper()
+func getBlob(db pb.DatabaseServiceClient, id int64) (*pb.GetResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := db.Get(ctx, &pb.GetRequest{Table: "blob", Key: []*pb.Value{vInt(id)}})
-	if err != nil {
-		t.Fatalf("read row %d: %v", id, err)
-	}
-	return r
+	return db.Get(ctx, &pb.GetRequest{Table: "blob", Key: []*pb.Value{vInt(id)}})
 }
 
 // mountTmpfs mounts a tmpfs of size bytes at dir, which it creates, until

@@ -1,0 +1,112 @@
+package server
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/logging/vfs"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/replica"
+)
+
+// noStandbys is a syncWaiter for a node without standbys.
+type noStandbys struct{}
+
+func (noStandbys) waitSync(context.Context, uint64, replica.Mode) (bool, error) { return false, nil }
+func (noStandbys) waitRead(context.Context, uint64) error                       { return nil }
+func (noStandbys) syncHolds(uint64, replica.Mode) bool                          { return true }
+func (noStandbys) canSync() error                                               { return nil }
+
+// TestReadsWaitForTheLog: at fsync-log, a read answers only once every
+// commit whose effect it saw is durable (SPEC 3: no answer depends on a
+// commit a crash could take back), and does not wait for commits it did
+// not see. The log's syncs take syncDelay; while a commit of row 2 (an
+// insert, then a delete) waits for its sync, a read of row 2 returns only
+// after the sync, a read of row 1 or of a key never there at once.
+func TestReadsWaitForTheLog(t *testing.T) {
+	const syncDelay = 1500 * time.Millisecond
+	fs := vfs.NewMemFS()
+	store, err := durability.Open(durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: []string{"/log"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := store.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	s := &dbService{db: store.DB(), store: store, sync: noStandbys{}, txs: newTxTable(store.DB(), 10, time.Minute, nil),
+		cv: converter{maxValueBytes: 1 << 20}, maxScanRows: 1000, maxMsgBytes: 4 << 20}
+	c := ctx(t)
+	if _, err := s.CreateTable(c, &pb.CreateTableRequest{Table: accountsTable()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(1, 100)}); err != nil {
+		t.Fatal(err)
+	}
+	get := func(id int64) bool {
+		t.Helper()
+		r, err := s.Get(c, &pb.GetRequest{Table: "acct", Key: []*pb.Value{vI(id)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetFound()
+	}
+	// slowCommit runs write while syncs are slow, waits until its commit
+	// is in memory, and returns its LSN and a channel closed when it is
+	// acknowledged.
+	slowCommit := func(write func() (uint64, error)) (uint64, chan struct{}) {
+		t.Helper()
+		fs.SetSyncDelay(syncDelay)
+		last := store.DB().LastLSN()
+		acked := make(chan struct{})
+		t.Cleanup(func() { <-acked }) // a failed test returns before the commit does
+		go func() {
+			defer close(acked)
+			if _, err := write(); err != nil {
+				t.Error(err)
+			}
+		}()
+		for store.DB().LastLSN() == last {
+			time.Sleep(time.Millisecond)
+		}
+		return last + 1, acked
+	}
+	check := func(what string, lsn uint64, acked chan struct{}, read func() bool, want bool) {
+		t.Helper()
+		if got := read(); got != want {
+			t.Fatalf("%s: found %v, want %v", what, got, want)
+		}
+		if d := store.DurableLSN(); d < lsn {
+			t.Fatalf("%s: the read answered with the log durable to LSN %d, before the commit it saw at %d", what, d, lsn)
+		}
+		<-acked
+		fs.SetSyncDelay(0)
+	}
+	notWaiting := func(what string, lsn uint64, read func() bool, want bool) {
+		t.Helper()
+		if got := read(); got != want {
+			t.Fatalf("%s: found %v, want %v", what, got, want)
+		}
+		if d := store.DurableLSN(); d >= lsn {
+			t.Fatalf("%s: the read answered after the commit at LSN %d it did not see was synced (%s): it waited for it", what, lsn, syncDelay)
+		}
+	}
+
+	lsn, acked := slowCommit(func() (uint64, error) {
+		r, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(2, 100)})
+		return r.GetLsn(), err
+	})
+	notWaiting("row 1 while row 2's insert syncs", lsn, func() bool { return get(1) }, true)
+	notWaiting("a key never there while row 2's insert syncs", lsn, func() bool { return get(9) }, false)
+	check("row 2, inserted", lsn, acked, func() bool { return get(2) }, true)
+
+	lsn, acked = slowCommit(func() (uint64, error) {
+		r, err := s.Delete(c, &pb.DeleteRequest{Table: "acct", Key: []*pb.Value{vI(2)}})
+		return r.GetLsn(), err
+	})
+	notWaiting("row 1 while row 2's delete syncs", lsn, func() bool { return get(1) }, true)
+	check("row 2, deleted", lsn, acked, func() bool { return get(2) }, false)
+}
