@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -94,21 +95,24 @@ type Log struct {
 	log   hclog.Logger
 	chans []*channel
 
-	mu       sync.Mutex
-	epoch    uint64                        // stamped on the records appended
-	last     uint64                        // the last LSN assigned
-	written  uint64                        // see the invariant
-	durable  uint64                        // see the invariant
-	syncReq  uint64                        // Mapped: the largest LSN a Wait needs synced
-	advanced chan struct{}                 // closed when written or durable advances, the log fails or a channel finds its disk full, if watched
-	watched  bool                          // a waiter holds advanced
-	err      error                         // the first write or sync failure: the log takes no more commits
-	full     error                         // why the last channel to find its disk full did; Append refuses records while nfull > 0
-	nfull    int                           // channels whose disk was full at their last try
-	next     int                           // the channel the next commit goes to
-	tap      func(lsn uint64, body []byte) // if set, given a copy of each record appended (Tap)
-	closing  bool
-	done     sync.WaitGroup
+	mu      sync.Mutex
+	epoch   uint64 // stamped on the records appended
+	last    uint64 // the last LSN assigned
+	written uint64 // see the invariant
+	durable uint64 // see the invariant
+	// shown mirrors written and durable for the lock-free WrittenLSN and
+	// DurableLSN (a read's check, on every read); stored under mu.
+	shownWritten, shownDurable atomic.Uint64
+	syncReq                    uint64                        // Mapped: the largest LSN a Wait needs synced
+	advanced                   chan struct{}                 // closed when written or durable advances, the log fails or a channel finds its disk full, if watched
+	watched                    bool                          // a waiter holds advanced
+	err                        error                         // the first write or sync failure: the log takes no more commits
+	full                       error                         // why the last channel to find its disk full did; Append refuses records while nfull > 0
+	nfull                      int                           // channels whose disk was full at their last try
+	next                       int                           // the channel the next commit goes to
+	tap                        func(lsn uint64, body []byte) // if set, given a copy of each record appended (Tap)
+	closing                    bool
+	done                       sync.WaitGroup
 }
 
 // channel is one directory's writer and the records waiting for it.
@@ -200,6 +204,8 @@ func Open(opts Options) (*Log, error) {
 		opts.SlowSync = 100 * time.Millisecond
 	}
 	l := &Log{opts: opts, log: opts.Logger, epoch: opts.Epoch, last: opts.StartLSN, written: opts.StartLSN, durable: opts.StartLSN, advanced: make(chan struct{})}
+	l.shownWritten.Store(opts.StartLSN)
+	l.shownDurable.Store(opts.StartLSN)
 	if l.log == nil {
 		l.log = hclog.NewNullLogger()
 	}
@@ -544,12 +550,8 @@ func (c *channel) poke() {
 	}
 }
 
-// DurableLSN returns the durable LSN.
-func (l *Log) DurableLSN() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.durable
-}
+// DurableLSN returns the durable LSN. It takes no lock.
+func (l *Log) DurableLSN() uint64 { return l.shownDurable.Load() }
 
 // SetEpoch stamps the records appended from now on with epoch.
 func (l *Log) SetEpoch(epoch uint64) {
@@ -559,12 +561,8 @@ func (l *Log) SetEpoch(epoch uint64) {
 }
 
 // WrittenLSN returns the largest LSN that, with all before it, is
-// written (it survives a crash of the process).
-func (l *Log) WrittenLSN() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.written
-}
+// written (it survives a crash of the process). It takes no lock.
+func (l *Log) WrittenLSN() uint64 { return l.shownWritten.Load() }
 
 // LastLSN returns the last LSN assigned.
 func (l *Log) LastLSN() uint64 {
@@ -818,6 +816,8 @@ func (l *Log) advance() {
 	}
 	if w > l.written || d > l.durable {
 		l.written, l.durable = max(l.written, w), max(l.durable, d)
+		l.shownWritten.Store(l.written)
+		l.shownDurable.Store(l.durable)
 		l.wake()
 	}
 }

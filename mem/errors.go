@@ -26,6 +26,27 @@ var (
 	ErrLimit      = errors.New("mem: limit exceeded")               // RESOURCE_EXHAUSTED
 )
 
+// seenError is a failed Commit's error that shows the effect of the
+// commit at lsn: a row that holds a unique key, a table dropped.
+type seenError struct {
+	err error
+	lsn uint64
+}
+
+func (e *seenError) Error() string { return e.err.Error() }
+func (e *seenError) Unwrap() error { return e.err }
+
+// SeenLSN returns the LSN of the newest commit whose effect err, a
+// failed Commit's error, shows (as Tx.Seen does for what a transaction
+// read before it committed); zero when it shows none.
+func SeenLSN(err error) uint64 {
+	var se *seenError
+	if errors.As(err, &se) {
+		return se.lsn
+	}
+	return 0
+}
+
 func errorf(base error, format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{base}, args...)...)
 }

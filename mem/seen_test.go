@@ -92,6 +92,37 @@ func TestSeen(t *testing.T) {
 	}
 	check("after a schema change", seen(get(3)), ix)
 
+	// A commit that fails on what it finds tells which commit made it so.
+	u, err := db.CreateTable(TableDef{
+		Name:       "u",
+		Columns:    []ColumnDef{{Name: "k", Type: TypeUint64}, {Name: "v", Type: TypeUint64}},
+		PrimaryKey: []string{"k"},
+		Indexes:    []IndexDef{{Name: "by_v", Columns: []string{"v"}, Kind: Hash, Unique: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := commit(func(tx *Tx) error { return tx.Insert(u, []Value{Uint64(1), Uint64(5)}) })
+	insert(7, 70) // later, elsewhere
+	dup := db.Begin()
+	if err := dup.Insert(u, []Value{Uint64(2), Uint64(5)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dup.Commit(); !errors.Is(err, ErrDuplicate) || SeenLSN(err) != taken {
+		t.Errorf("a commit whose unique key another took at LSN %d: %v, SeenLSN %d", taken, err, SeenLSN(err))
+	}
+	late := db.Begin()
+	if err := late.Insert(u, []Value{Uint64(3), Uint64(6)}); err != nil {
+		t.Fatal(err)
+	}
+	dropped, err := db.DropTable("u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := late.Commit(); !errors.Is(err, ErrNoTable) || SeenLSN(err) != dropped {
+		t.Errorf("a commit to a table dropped at LSN %d: %v, SeenLSN %d", dropped, err, SeenLSN(err))
+	}
+
 	tx := db.Begin()
 	if _, _, err := tx.Get(tb, []Value{Uint64(1)}); err != nil {
 		t.Fatal(err)

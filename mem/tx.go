@@ -221,10 +221,7 @@ func (tx *Tx) Seen() uint64 {
 			seen = max(seen, h.tid&tidLSN)
 		}
 	}
-	for i := range tx.writes {
-		seen = max(seen, tx.writes[i].tid&tidLSN) // the row an update or delete read
-	}
-	return seen
+	return seen // the rows updates and deletes found are among reads
 }
 
 // Rollback ends the transaction, discarding its writes. It leaves no trace:
@@ -656,7 +653,7 @@ func (tx *Tx) Commit() (uint64, error) {
 	defer db.gate.RUnlock()
 	for i := range tx.writes {
 		if t := tx.writes[i].t; t.dropped.Load() {
-			return 0, errorf(ErrNoTable, "%q was dropped", t.name)
+			return 0, &seenError{errorf(ErrNoTable, "%q was dropped", t.name), db.schema.Load()}
 		}
 	}
 	if err := tx.lockAndClaim(); err != nil {
@@ -830,7 +827,7 @@ func (tx *txState) uniqueCheck(c uint64) error {
 			// Run after the other, the upsert would have replaced it.
 			return errorf(ErrConflict, "table %q: another transaction inserted the primary key this upsert found absent", s.def.Name)
 		}
-		return dup
+		return &seenError{dup, tid & tidLSN}
 	}
 	return nil
 }

@@ -134,17 +134,12 @@ func (s *dbService) run(ctx context.Context, txID uint64, req waitFields, fn fun
 			tx.Rollback()
 			return 0, false, s.failedRead(ctx, seen, err)
 		}
-		writes, seen := tx.Writes(), uint64(0)
-		if writes == 0 {
-			seen = tx.Seen()
-		}
+		writes, seen := tx.Writes(), tx.Seen()
 		lsn, err := tx.Commit()
 		if errors.Is(err, mem.ErrConflict) && attempt < maxAutoRetries && ctx.Err() == nil {
 			continue
 		}
-		if err == nil {
-			degraded, err = s.durable(ctx, lsn, seen, w)
-		}
+		degraded, err = s.committed(ctx, lsn, seen, w, err)
 		s.metrics.commitEnded(start, writes, lsn, degraded, err)
 		return lsn, degraded, err
 	}
@@ -221,6 +216,20 @@ func (s *dbService) durable(ctx context.Context, lsn, seen uint64, w commitWait)
 	return degraded, nil
 }
 
+// committed finishes a commit whose Commit returned lsn and err, of a
+// transaction that had read up to seen: it waits as durable does, or,
+// when the commit failed on what it found (a unique key taken, a table
+// dropped: mem.SeenLSN), as failedRead does.
+func (s *dbService) committed(ctx context.Context, lsn, seen uint64, w commitWait, err error) (degraded bool, _ error) {
+	switch {
+	case err == nil:
+		return s.durable(ctx, lsn, seen, w)
+	case mem.SeenLSN(err) != 0:
+		return false, s.failedRead(ctx, max(seen, mem.SeenLSN(err)), err)
+	}
+	return false, err
+}
+
 // replyBefore returns ctx with its deadline, if it has one, brought
 // forward by the time a reply needs to reach the client: an eighth of
 // the time left, at least 2 ms and at most 50 ms.
@@ -253,7 +262,7 @@ func (s *dbService) failedRead(ctx context.Context, seen uint64, err error) erro
 // A read of rows no recent commit touched waits for nothing. On a
 // standby it waits for nothing: what it applied is on its primary. A read
 // that saw a commit the log cannot write (a full disk) fails with
-// RESOURCE_EXHAUSTED and the NOT_DURABLE detail naming that commit.
+// RESOURCE_EXHAUSTED and the SEEN_NOT_DURABLE detail naming that commit.
 func (s *dbService) waitRead(ctx context.Context, seen uint64) error {
 	if level := s.store.Level(); !s.store.Meets(seen, level) {
 		if _, _, standby := s.store.Standby(); !standby {
@@ -275,9 +284,9 @@ func (s *dbService) waitReadDurable(ctx context.Context, seen uint64, level dura
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
-		return status.Errorf(status.FromContextError(ctx.Err()).Code(), "a read saw the commit at LSN %d, which was not %s before the read's deadline: %v", seen, level, err)
-	case errors.Is(err, logging.ErrFull), errors.Is(err, syscall.ENOSPC):
-		return withNotDurable(codes.ResourceExhausted, seen, fmt.Sprintf("the disk is full: a read saw the commit at LSN %d, which is in memory but not %s; read again once space is freed: %v", seen, level, err))
+		return status.Errorf(status.FromContextError(ctx.Err()).Code(), "a read saw the commit at LSN %d, which was not yet %s when the call ended: %v", seen, level, err)
+	case errors.Is(err, logging.ErrFull):
+		return withLSNReason(pb.ReasonSeenNotDurable, seen, fmt.Sprintf("the disk is full: a read saw the commit at LSN %d, which is in memory but not %s; read again once space is freed: %v", seen, level, err))
 	}
 	return errorf(codes.Unavailable, "the redo log failed: a read saw the commit at LSN %d, which is in memory but not %s: %v", seen, level, err)
 }
@@ -503,9 +512,8 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 				return s.failedRead(ctx, ot.tx.Seen(), err)
 			}
 			writes, seen := ot.tx.Writes(), ot.tx.Seen()
-			if resp.Lsn, err = ot.tx.Commit(); err == nil {
-				resp.Degraded, err = s.durable(ctx, resp.Lsn, seen, w)
-			}
+			resp.Lsn, err = ot.tx.Commit()
+			resp.Degraded, err = s.committed(ctx, resp.Lsn, seen, w, err)
 			s.metrics.commitEnded(start, writes, resp.Lsn, resp.Degraded, err)
 			return err
 		})

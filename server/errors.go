@@ -85,16 +85,16 @@ func toStatus(err error) error {
 // RESOURCE_EXHAUSTED, as for a write the full disk refused, with the
 // NOT_DURABLE detail that tells the two apart.
 func notDurable(lsn uint64, level durability.Level, err error) error {
-	return withNotDurable(codes.ResourceExhausted, lsn, fmt.Sprintf("the disk is full: the commit at LSN %d is in memory but not %s (reads that see it fail until it is); it will be once space is freed, unless the node stops first, and the node takes no writes until then: %v", lsn, level, err))
+	return withLSNReason(pb.ReasonNotDurable, lsn, fmt.Sprintf("the disk is full: the commit at LSN %d is in memory but not %s (reads that see it fail until it is); it will be once space is freed, unless the node stops first, and the node takes no writes until then: %v", lsn, level, err))
 }
 
-// withNotDurable returns a status error of code with msg and the
-// NOT_DURABLE detail naming the commit at lsn.
-func withNotDurable(code codes.Code, lsn uint64, msg string) error {
-	st, derr := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: pb.ReasonNotDurable,
+// withLSNReason returns a RESOURCE_EXHAUSTED status error with msg and
+// an ErrorInfo detail of reason naming the commit at lsn.
+func withLSNReason(reason string, lsn uint64, msg string) error {
+	st, derr := status.New(codes.ResourceExhausted, msg).WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: reason,
 		Metadata: map[string]string{pb.MetadataLSN: strconv.FormatUint(lsn, 10)}})
 	if derr != nil {
-		return status.Error(code, msg)
+		return status.Error(codes.ResourceExhausted, msg)
 	}
 	return st.Err()
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/logging/vfs"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -109,4 +111,16 @@ func TestReadsWaitForTheLog(t *testing.T) {
 	})
 	notWaiting("row 1 while row 2's delete syncs", lsn, func() bool { return get(1) }, true)
 	check("row 2, deleted", lsn, acked, func() bool { return get(2) }, false)
+
+	// A write that fails at commit on a unique secondary key another
+	// commit took (name n3) tells of that commit as a read does.
+	lsn, acked = slowCommit(func() (uint64, error) {
+		r, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(3, 100)})
+		return r.GetLsn(), err
+	})
+	check("a duplicate name", lsn, acked, func() bool {
+		_, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(13), vS("n3"), vS("r1"), vI(1), vNull())})
+		wantCode(t, err, codes.AlreadyExists, "n3")
+		return true
+	}, true)
 }

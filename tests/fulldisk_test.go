@@ -33,7 +33,8 @@ const blobBytes = 16 << 10
 //     nothing; one already in memory but not in the log gets the same
 //     code at once, not at its deadline, with the NOT_DURABLE detail;
 //   - the node stays up and serves reads of what it acknowledged; a read
-//     of a row a NOT_DURABLE commit wrote fails the same way, at once;
+//     of a row a NOT_DURABLE commit wrote fails at once with
+//     RESOURCE_EXHAUSTED and the SEEN_NOT_DURABLE detail;
 //   - a checkpoint, which has no room for its image either, fails with
 //     RESOURCE_EXHAUSTED and leaves no partial file taking space;
 //   - once the volume grows, writes are taken again;
@@ -119,13 +120,13 @@ func fullDisk(t *testing.T, level string, withStandby bool) {
 			t.Fatalf("a write on a full disk: %v, want RESOURCE_EXHAUSTED saying the disk is full", r.err)
 		}
 		got, err := getBlob(db, r.id)
-		notDurable := hasNotDurable(r.err)
+		notDurable := hasLSNReason(r.err, pb.ReasonNotDurable)
 		if notDurable != strings.Contains(r.err.Error(), "is in memory") {
 			t.Fatalf("row %d: NOT_DURABLE detail %v for %v", r.id, notDurable, r.err)
 		}
 		switch {
-		case notDurable && (status.Code(err) != codes.ResourceExhausted || !hasNotDurable(err)):
-			t.Fatalf("a read of row %d, written by a commit that is not durable: found %v, %v; want RESOURCE_EXHAUSTED with NOT_DURABLE", r.id, got.GetFound(), err)
+		case notDurable && (status.Code(err) != codes.ResourceExhausted || !hasLSNReason(err, pb.ReasonSeenNotDurable)):
+			t.Fatalf("a read of row %d, written by a commit that is not durable: found %v, %v; want RESOURCE_EXHAUSTED with SEEN_NOT_DURABLE", r.id, got.GetFound(), err)
 		case !notDurable && (err != nil || got.GetFound()):
 			t.Fatalf("a read of row %d, refused: found %v, %v", r.id, got.GetFound(), err)
 		}
@@ -187,12 +188,12 @@ func fullDisk(t *testing.T, level string, withStandby bool) {
 	checkBlobs(t, db, inMemory) // written once there was space, before the later write was acknowledged
 }
 
-// hasNotDurable says whether err carries the NOT_DURABLE detail with an
+// hasLSNReason says whether err carries an ErrorInfo of reason with an
 // LSN.
-func hasNotDurable(err error) bool {
+func hasLSNReason(err error, reason string) bool {
 	for _, d := range status.Convert(err).Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain &&
-			info.GetReason() == pb.ReasonNotDurable && info.GetMetadata()[pb.MetadataLSN] != "" {
+			info.GetReason() == reason && info.GetMetadata()[pb.MetadataLSN] != "" {
 			return true
 		}
 	}

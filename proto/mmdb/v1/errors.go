@@ -11,17 +11,23 @@ package mmdbv1
 // writes would go in (unlike a full disk's RESOURCE_EXHAUSTED).
 //
 // A full disk refuses a write with RESOURCE_EXHAUSTED, and it changes
-// nothing. But a commit made in memory (so visible to reads) whose redo
-// record the full disk then keeps out of the log gets RESOURCE_EXHAUSTED
-// with an ErrorInfo of reason ReasonNotDurable, its LSN under
-// MetadataLSN: it is not acknowledged, it becomes durable if space is
-// freed before the node stops, and it is lost if the node stops first.
-// Running it again could apply it twice.
+// nothing. But a commit made in memory whose redo record the full disk
+// then keeps out of the log gets RESOURCE_EXHAUSTED with an ErrorInfo of
+// reason ReasonNotDurable, its LSN under MetadataLSN: it is not
+// acknowledged, it becomes durable if space is freed before the node
+// stops, and it is lost if the node stops first. Running it again could
+// apply it twice.
+//
+// A read (or a request that failed on what it read) that saw such a
+// commit gets RESOURCE_EXHAUSTED with reason ReasonSeenNotDurable, that
+// commit's LSN under MetadataLSN: nothing of the request was done, and
+// it may be sent again once space is freed.
 const (
-	ErrorDomain      = "mmdb.v1"
-	ReasonNotPrimary = "NOT_PRIMARY"
-	ReasonTooLarge   = "TOO_LARGE"
-	ReasonNotDurable = "NOT_DURABLE"
-	MetadataPrimary  = "primary"
-	MetadataLSN      = "lsn"
+	ErrorDomain          = "mmdb.v1"
+	ReasonNotPrimary     = "NOT_PRIMARY"
+	ReasonTooLarge       = "TOO_LARGE"
+	ReasonNotDurable     = "NOT_DURABLE"
+	ReasonSeenNotDurable = "SEEN_NOT_DURABLE"
+	MetadataPrimary      = "primary"
+	MetadataLSN          = "lsn"
 )
