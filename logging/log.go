@@ -95,24 +95,26 @@ type Log struct {
 	log   hclog.Logger
 	chans []*channel
 
-	mu      sync.Mutex
-	epoch   uint64 // stamped on the records appended
-	last    uint64 // the last LSN assigned
-	written uint64 // see the invariant
-	durable uint64 // see the invariant
-	// shown mirrors written and durable for the lock-free WrittenLSN and
-	// DurableLSN (a read's check, on every read); stored under mu.
+	mu       sync.Mutex
+	epoch    uint64                        // stamped on the records appended
+	last     uint64                        // the last LSN assigned
+	written  uint64                        // see the invariant
+	durable  uint64                        // see the invariant
+	syncReq  uint64                        // Mapped: the largest LSN a Wait needs synced
+	advanced chan struct{}                 // closed when written or durable advances, the log fails or a channel finds its disk full, if watched
+	watched  bool                          // a waiter holds advanced
+	err      error                         // the first write or sync failure: the log takes no more commits
+	full     error                         // why the last channel to find its disk full did; Append refuses records while nfull > 0
+	nfull    int                           // channels whose disk was full at their last try
+	next     int                           // the channel the next commit goes to
+	tap      func(lsn uint64, body []byte) // if set, given a copy of each record appended (Tap)
+	closing  bool
+	done     sync.WaitGroup
+
+	// shownWritten and shownDurable mirror written and durable for the
+	// lock-free WrittenLSN and DurableLSN (every read checks them); stored
+	// under mu.
 	shownWritten, shownDurable atomic.Uint64
-	syncReq                    uint64                        // Mapped: the largest LSN a Wait needs synced
-	advanced                   chan struct{}                 // closed when written or durable advances, the log fails or a channel finds its disk full, if watched
-	watched                    bool                          // a waiter holds advanced
-	err                        error                         // the first write or sync failure: the log takes no more commits
-	full                       error                         // why the last channel to find its disk full did; Append refuses records while nfull > 0
-	nfull                      int                           // channels whose disk was full at their last try
-	next                       int                           // the channel the next commit goes to
-	tap                        func(lsn uint64, body []byte) // if set, given a copy of each record appended (Tap)
-	closing                    bool
-	done                       sync.WaitGroup
 }
 
 // channel is one directory's writer and the records waiting for it.

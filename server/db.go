@@ -41,9 +41,9 @@ type dbService struct {
 
 // syncWaiter waits for a commit's standbys (Server.waitSync), or for
 // those of what a read saw (Server.waitRead, after dbService.waitRead's
-// wait for the log), says whether a commit's
-// wait would return at once (Server.syncHolds), and whether a sync mode
-// that waits can be met at all.
+// wait for the log), says whether a commit's wait would return at once
+// (Server.syncHolds), and whether a sync mode that waits can be met at
+// all.
 type syncWaiter interface {
 	waitSync(ctx context.Context, lsn uint64, mode replica.Mode) (degraded bool, err error)
 	waitRead(ctx context.Context, seen uint64) error
@@ -255,8 +255,8 @@ func (s *dbService) failedRead(ctx context.Context, seen uint64, err error) erro
 }
 
 // waitRead returns once a read's answer depends on no commit a crash or
-// a failover could take back (SPEC 3: no acknowledged answer depends on
-// a lost commit): the commits up to seen, the newest whose effects it
+// a failover could take back (what SPEC 3 promises of acknowledged
+// commits, held for answers too): the commits up to seen, the newest whose effects it
 // read (mem.Tx.Seen), must meet the node's durability level, and then
 // be held by the standbys as the node's sync mode asks (Server.waitRead).
 // A read of rows no recent commit touched waits for nothing. On a

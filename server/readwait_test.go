@@ -22,8 +22,8 @@ func (noStandbys) syncHolds(uint64, replica.Mode) bool                          
 func (noStandbys) canSync() error                                               { return nil }
 
 // TestReadsWaitForTheLog: at fsync-log, a read answers only once every
-// commit whose effect it saw is durable (SPEC 3: no answer depends on a
-// commit a crash could take back), and does not wait for commits it did
+// commit whose effect it saw is durable (so no answer depends on a
+// commit a crash could take back, as SPEC 3 has it for commits), and does not wait for commits it did
 // not see. The log's syncs take syncDelay; while a commit of row 2 (an
 // insert, then a delete) waits for its sync, a read of row 2 returns only
 // after the sync, a read of row 1 or of a key never there at once.
