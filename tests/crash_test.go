@@ -388,8 +388,13 @@ func TestNoLogKill9(t *testing.T) {
 		_, _ = pb.NewAdminServiceClient(conn).Checkpoint(context.Background(), &pb.CheckpointRequest{})
 	}()
 	images := filepath.Join(dir, "checkpoint")
+	// Under way, or, when this goroutine did not run while it was
+	// written (a loaded machine), already whole: both cases are checked
+	// below.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
-		if tmp, _ := filepath.Glob(filepath.Join(images, "*.tmp")); len(tmp) > 0 { // a Glob error only for a bad pattern
+		tmp, _ := filepath.Glob(filepath.Join(images, "*.tmp")) // a Glob error only for a bad pattern
+		done, _ := filepath.Glob(filepath.Join(images, "*.mmdb"))
+		if len(tmp) > 0 || len(done) == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
