@@ -32,6 +32,11 @@ import (
 type index interface {
 	// lookup appends to dst the RIDs of entries that may have the key.
 	lookup(key []byte, dst []uint64) []uint64
+	// stamp returns a number that changes whenever an entry lookup(key)
+	// could return comes or goes: two stamps taken around a lookup are
+	// equal only if the entries it returned held from the first to the
+	// second.
+	stamp(key []byte) uint64
 	// claim adds key->rid after check approves every existing candidate,
 	// atomically with respect to other claims of the key.
 	claim(key []byte, rid uint64, check func(rid uint64) error) error
@@ -125,6 +130,14 @@ func find(slots []hslot, h uint64, dst []uint64) []uint64 {
 		}
 	}
 	return dst
+}
+
+// stamp is the sequence number of the key's shard. A lookup waits for an
+// even one, so a stamp taken while a writer is at work (odd) never equals
+// one taken after the lookup.
+func (x *hashIndex) stamp(key []byte) uint64 {
+	_, sh := x.hash(key)
+	return sh.seq.Load()
 }
 
 func (x *hashIndex) lookup(key []byte, dst []uint64) []uint64 {
@@ -366,9 +379,10 @@ const slabSize = 64 << 10
 type orderedIndex struct {
 	mu        sync.RWMutex
 	tree      *btree.BTreeG[oitem]
-	slab      []byte // current key slab; keys are carved from its tail
-	keyBytes  int64  // bytes of live keys
-	slabBytes int64  // bytes of slabs handed out
+	slab      []byte        // current key slab; keys are carved from its tail
+	keyBytes  int64         // bytes of live keys
+	slabBytes int64         // bytes of slabs handed out
+	changes   atomic.Uint64 // entries added and removed, raised under mu
 }
 
 func newOrderedIndex() *orderedIndex {
@@ -412,6 +426,10 @@ func (x *orderedIndex) lookup(key []byte, dst []uint64) []uint64 {
 	return dst
 }
 
+// stamp counts the index's changes: any key's, which is simpler than
+// per-key counts and costs only a lookup more now and then.
+func (x *orderedIndex) stamp([]byte) uint64 { return x.changes.Load() }
+
 func (x *orderedIndex) claim(key []byte, rid uint64, check func(uint64) error) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -439,6 +457,7 @@ func (x *orderedIndex) add(key []byte, rid uint64) {
 func (x *orderedIndex) addLocked(key []byte, rid uint64) {
 	x.tree.Set(mkItem(x.intern(key), rid))
 	x.keyBytes += int64(len(key))
+	x.changes.Add(1)
 }
 
 func (x *orderedIndex) del(key []byte, rid uint64) {
@@ -448,6 +467,7 @@ func (x *orderedIndex) del(key []byte, rid uint64) {
 		return
 	}
 	x.keyBytes -= int64(len(key))
+	x.changes.Add(1)
 	// Holes dominate: re-intern every key into fresh slabs so that the old
 	// ones can be collected.
 	if x.slabBytes > 4*slabSize && x.slabBytes > 3*x.keyBytes {

@@ -338,7 +338,17 @@ func (tx *txState) keyEqual(s *schema, ix int, row, key []byte) bool {
 }
 
 // point finds the committed row with key in unique index ix.
+//
+// A candidate whose row has another key is a hash collision, or a stale
+// entry: between the lookup and the read, the row moved (an update that
+// outgrew its page) or was deleted, and another row took its slot. The
+// two look alike, and only the second may hide the row, so a lookup that
+// meets one runs again between two stamps of the index: if the stamps
+// match, the entries it used held throughout and a miss is a miss.
 func (tx *Tx) point(t *Table, st *tableState, ix int, key []byte) (hit, []byte, bool, error) {
+	x := st.idx[ix]
+	var stamp uint64
+	stamped := false
 	for round := 0; ; round++ {
 		if round == maxStaleRounds {
 			return hit{}, nil, false, errorf(ErrCorrupt, "table %q index %q: an entry for key %s points at no row and is not going away", t.name, st.s.indexes[ix].name, describeKey(st.s, ix, key))
@@ -346,8 +356,14 @@ func (tx *Tx) point(t *Table, st *tableState, ix int, key []byte) (hit, []byte, 
 		if round > 0 {
 			backoff(round)
 		}
-		tx.cands = st.idx[ix].lookup(key, tx.cands[:0])
-		again := false
+		if stamped {
+			stamp = x.stamp(key)
+		}
+		tx.cands = x.lookup(key, tx.cands[:0])
+		if testHookLookedUp != nil {
+			testHookLookedUp(t)
+		}
+		again, other := false, false
 		for _, c := range tx.cands {
 			tid, row, retry, err := tx.visible(t, c)
 			if err != nil {
@@ -363,12 +379,23 @@ func (tx *Tx) point(t *Table, st *tableState, ix int, key []byte) (hit, []byte, 
 			if tx.keyEqual(st.s, ix, row, key) {
 				return hit{c, tid}, row, true, nil
 			}
+			other = true
 		}
-		if !again {
+		switch {
+		case again:
+		case !other:
 			return hit{}, nil, false, nil
+		case stamped && x.stamp(key) == stamp:
+			return hit{}, nil, false, nil // a collision, not a stale entry
+		default:
+			stamped = true
 		}
 	}
 }
+
+// testHookLookedUp, when set by a test, runs in point between the index
+// lookup and the reads of the rows it found.
+var testHookLookedUp func(t *Table)
 
 // get reads the row with the given primary key as this transaction sees
 // it, recording the read for validation.

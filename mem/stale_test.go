@@ -1,0 +1,165 @@
+package mem
+
+import (
+	"testing"
+)
+
+// Tests of lookups that meet an index entry whose slot another row has
+// taken, or whose hash another key shares.
+
+func staleTable(t *testing.T, db *DB, kind IndexKind) *Table {
+	t.Helper()
+	tb, err := db.CreateTable(TableDef{
+		Name:        "stale",
+		Columns:     []ColumnDef{{Name: "id", Type: TypeInt64}, {Name: "body", Type: TypeBytes, MaxLen: 24000}},
+		PrimaryKey:  []string{"id"},
+		PrimaryKind: kind,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+func staleRow(id int64, n int) []Value {
+	return []Value{Int64(id), Bytes(make([]byte, n))}
+}
+
+// TestPointStaleSlot freezes a lone Get between its index lookup and its
+// read of the row, and meanwhile moves the row (an update that outgrows
+// its page) and inserts another row into the slot it left. The Get must
+// still find the row: it existed throughout. Before lookups re-ran on a
+// candidate with another key, it answered "not found".
+func TestPointStaleSlot(t *testing.T) {
+	for _, kind := range []IndexKind{Hash, Ordered} {
+		t.Run(kind.String(), func(t *testing.T) {
+			db := Open(Options{})
+			tb := staleTable(t, db, kind)
+			reviewCommit(t, func(tx *Tx) error {
+				if err := tx.Insert(tb, staleRow(1, 5000)); err != nil {
+					return err
+				}
+				return tx.Insert(tb, staleRow(2, 10000))
+			}, db)
+			old := ccRID(tb, 1)
+			fired := false
+			testHookLookedUp = func(seen *Table) {
+				if seen != tb || fired {
+					return
+				}
+				fired = true
+				// Row 1 no longer fits beside row 2: it moves to a new
+				// page, and its old page, now less than half full, takes
+				// the next insert that the new page has no room for.
+				reviewCommit(t, func(tx *Tx) error {
+					return tx.Update(tb, ccKey(1), []ColumnValue{{Column: 1, Value: Bytes(make([]byte, 23000))}})
+				}, db)
+				reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, staleRow(3, 12000)) }, db)
+				if got := ccRID(tb, 3); got != old {
+					t.Fatalf("row 3 went to RID %x, not to %x, which row 1 left: the test no longer sets up a reused slot", got, old)
+				}
+			}
+			defer func() { testHookLookedUp = nil }()
+			tx := db.Begin()
+			rec, found, err := tx.Get(tb, ccKey(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if !fired {
+				t.Fatal("the hook never ran")
+			}
+			switch {
+			case !found:
+				t.Fatal("a lone Get missed a row that existed throughout")
+			case rec.Int64(0) != 1 || len(rec.Str(1)) != 23000:
+				t.Fatalf("a lone Get of row 1 returned row %d with a %d-byte body", rec.Int64(0), len(rec.Str(1)))
+			}
+		})
+	}
+}
+
+// TestPointCollision plants a hash index entry that shares a key's hash
+// but leads to a row with another key, as a true 63-bit collision would:
+// a Get of the key answers at once, found or not, and never takes the
+// entry's row for the key's.
+func TestPointCollision(t *testing.T) {
+	db := Open(Options{})
+	tb := staleTable(t, db, Hash)
+	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, staleRow(2, 10)) }, db)
+	st := tb.state.Load()
+	key, err := st.s.appendKey(nil, 0, 0, ccKey(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.idx[0].add(key, ccRID(tb, 2))
+	lookups := 0
+	testHookLookedUp = func(*Table) { lookups++ }
+	defer func() { testHookLookedUp = nil }()
+
+	get := func(most int) (Record, bool) {
+		t.Helper()
+		lookups = 0
+		tx := db.Begin()
+		rec, found, err := tx.Get(tb, ccKey(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if lookups > most {
+			t.Errorf("%d lookups: one, and one more between stamps, should do", lookups)
+		}
+		return rec, found
+	}
+	if rec, found := get(2); found {
+		t.Fatalf("key 1, never inserted, found: row %d", rec.Int64(0))
+	}
+	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, staleRow(1, 10)) }, db)
+	switch rec, found := get(2); {
+	case !found:
+		t.Fatal("key 1 beside a colliding entry: not found")
+	case rec.Int64(0) != 1:
+		t.Fatalf("key 1 beside a colliding entry: got row %d", rec.Int64(0))
+	}
+}
+
+// TestIndexStamp: a stamp moves when an entry of the key comes or goes,
+// and holds while nothing changes, for both kinds of index.
+func TestIndexStamp(t *testing.T) {
+	for _, kind := range []IndexKind{Hash, Ordered} {
+		t.Run(kind.String(), func(t *testing.T) {
+			db := Open(Options{})
+			tb := staleTable(t, db, kind)
+			reviewCommit(t, func(tx *Tx) error {
+				if err := tx.Insert(tb, staleRow(1, 10)); err != nil {
+					return err
+				}
+				return tx.Insert(tb, staleRow(2, 10))
+			}, db)
+			st := tb.state.Load()
+			x := st.idx[0]
+			key, err := st.s.appendKey(nil, 0, 0, ccKey(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			other := ccRID(tb, 2) // an entry of key 1 for row 2, as a move adds
+			s0 := x.stamp(key)
+			if x.lookup(key, nil); x.stamp(key) != s0 {
+				t.Fatal("a lookup moved the stamp")
+			}
+			x.add(key, other)
+			s1 := x.stamp(key)
+			if s1 == s0 {
+				t.Fatal("adding an entry left the stamp")
+			}
+			x.del(key, other)
+			if x.stamp(key) == s1 {
+				t.Fatal("removing an entry left the stamp")
+			}
+		})
+	}
+}
