@@ -168,6 +168,11 @@ func (db *DB) Table(name string) (*Table, error) {
 	return t, nil
 }
 
+// SchemaLSN returns the LSN of the last schema change. A look at the
+// catalog (a table's definition, the list of tables, a table not found)
+// depends on no commit after the SchemaLSN read after it.
+func (db *DB) SchemaLSN() uint64 { return db.schema.Load() }
+
 // tableByID returns a table by id.
 func (db *DB) tableByID(id uint32) (*Table, error) {
 	t, ok := db.catalog.Load().byID[id]

@@ -328,20 +328,34 @@ func (s *dbService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*p
 	return &pb.DropTableResponse{Lsn: lsn, Degraded: degraded}, nil
 }
 
-func (s *dbService) ListTables(context.Context, *pb.ListTablesRequest) (*pb.ListTablesResponse, error) {
+// ListTables answers once the schema it shows is durable (catalogRead).
+// Its row and byte counts are statistics of the moment, not a read of
+// the rows: they wait for nothing.
+func (s *dbService) ListTables(ctx context.Context, _ *pb.ListTablesRequest) (*pb.ListTablesResponse, error) {
 	resp := &pb.ListTablesResponse{}
 	for _, st := range s.db.Stats() {
 		resp.Tables = append(resp.Tables, pbmem.TableStatus(st))
 	}
+	if err := s.catalogRead(ctx, nil); err != nil {
+		return nil, toStatus(err)
+	}
 	return resp, nil
 }
 
-func (s *dbService) DescribeTable(_ context.Context, req *pb.DescribeTableRequest) (*pb.DescribeTableResponse, error) {
+func (s *dbService) DescribeTable(ctx context.Context, req *pb.DescribeTableRequest) (*pb.DescribeTableResponse, error) {
 	t, err := s.db.Table(req.GetTable())
-	if err != nil {
+	if err = s.catalogRead(ctx, err); err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.DescribeTableResponse{Table: pbmem.Table(t.Def())}, nil
+}
+
+// catalogRead returns err, the outcome of a look at the catalog (a
+// table's definition, or that there is no such table), once the schema
+// changes it saw are durable and on the standbys, as a read's rows are
+// (waitRead).
+func (s *dbService) catalogRead(ctx context.Context, err error) error {
+	return s.failedRead(ctx, s.db.SchemaLSN(), err)
 }
 
 func (s *dbService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {

@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/logging/vfs"
@@ -123,4 +126,61 @@ func TestReadsWaitForTheLog(t *testing.T) {
 		wantCode(t, err, codes.AlreadyExists, "n3")
 		return true
 	}, true)
+
+	// A look at the catalog waits for the schema changes it saw: a table
+	// described after its creation, or not found after its drop, listed,
+	// or not found by a scan.
+	ddl := func(create bool, name string) (uint64, chan struct{}) {
+		t.Helper()
+		return slowCommit(func() (uint64, error) {
+			if !create {
+				r, err := s.DropTable(c, &pb.DropTableRequest{Table: name})
+				return r.GetLsn(), err
+			}
+			def := accountsTable()
+			def.Name = name
+			r, err := s.CreateTable(c, &pb.CreateTableRequest{Table: def})
+			return r.GetLsn(), err
+		})
+	}
+	describe := func(name string) bool {
+		t.Helper()
+		_, err := s.DescribeTable(c, &pb.DescribeTableRequest{Table: name})
+		if status.Code(err) == codes.NotFound {
+			return false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true
+	}
+	lsn, acked = ddl(true, "t2")
+	check("t2, created, described", lsn, acked, func() bool { return describe("t2") }, true)
+	lsn, acked = ddl(false, "t2")
+	check("t2, dropped, described", lsn, acked, func() bool { return describe("t2") }, false)
+	lsn, acked = ddl(true, "t3")
+	check("t3, created, listed", lsn, acked, func() bool {
+		r, err := s.ListTables(c, &pb.ListTablesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(r.GetTables(), func(st *pb.TableStatus) bool { return st.GetName() == "t3" })
+	}, true)
+	lsn, acked = ddl(false, "t3")
+	check("t3, dropped, scanned", lsn, acked, func() bool {
+		err := s.Scan(&pb.ScanRequest{Table: "t3"}, scanSink{ctx: c})
+		if status.Code(err) != codes.NotFound {
+			t.Fatalf("a scan of a dropped table: %v", err)
+		}
+		return false
+	}, false)
 }
+
+// scanSink is a Scan stream that drops what it is sent.
+type scanSink struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s scanSink) Context() context.Context  { return s.ctx }
+func (scanSink) Send(*pb.ScanResponse) error { return nil }

@@ -28,7 +28,7 @@ type scanQuery struct {
 func (s *dbService) Scan(req *pb.ScanRequest, stream grpc.ServerStreamingServer[pb.ScanResponse]) error {
 	q, err := s.scanQuery(req)
 	if err != nil {
-		return toStatus(err)
+		return toStatus(s.catalogRead(stream.Context(), err))
 	}
 	var rows []mem.Record
 	_, _, err = s.run(stream.Context(), req.GetTxId(), noWait{}, func(tx *mem.Tx) error {
