@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -193,12 +192,8 @@ func (s *dbService) durable(ctx context.Context, lsn, seen uint64, w commitWait)
 	case err == nil:
 	case ctx.Err() != nil:
 		return false, fmt.Errorf("the commit at LSN %d is in memory but not yet %s: %w", lsn, level, ctx.Err())
-	case errors.Is(err, logging.ErrFull):
-		return false, notDurable(lsn, level, err)
-	case errors.Is(err, syscall.ENOSPC):
-		return false, errorf(codes.ResourceExhausted, "the disk is full: the commit at LSN %d is in memory but not %s, and the node takes no more writes: %v", lsn, level, err)
 	default:
-		return false, errorf(codes.Unavailable, "the redo log failed: the commit at LSN %d is in memory but not %s, and the node takes no more writes: %v", lsn, level, err)
+		return false, notDurable(lsn, level, err)
 	}
 	degraded, err = s.sync.waitSync(ctx, lsn, w.mode)
 	if err != nil {
@@ -286,7 +281,7 @@ func (s *dbService) waitReadDurable(ctx context.Context, seen uint64, level dura
 	case ctx.Err() != nil:
 		return status.Errorf(status.FromContextError(ctx.Err()).Code(), "a read saw the commit at LSN %d, which was not yet %s when the call ended: %v", seen, level, err)
 	case errors.Is(err, logging.ErrFull):
-		return withLSNReason(pb.ReasonSeenNotDurable, seen, fmt.Sprintf("the disk is full: a read saw the commit at LSN %d, which is in memory but not %s; read again once space is freed: %v", seen, level, err))
+		return withLSNReason(codes.ResourceExhausted, pb.ReasonSeenNotDurable, seen, fmt.Sprintf("the disk is full: a read saw the commit at LSN %d, which is in memory but not %s; read again once space is freed: %v", seen, level, err))
 	}
 	return errorf(codes.Unavailable, "the redo log failed: a read saw the commit at LSN %d, which is in memory but not %s: %v", seen, level, err)
 }

@@ -81,20 +81,27 @@ func toStatus(err error) error {
 }
 
 // notDurable is the answer to a commit at lsn that is in memory but
-// whose record a full disk keeps out of the log (err):
-// RESOURCE_EXHAUSTED, as for a write the full disk refused, with the
-// NOT_DURABLE detail that tells the two apart.
+// whose record the log keeps out of it (err). A full disk holds the
+// record back until space is freed: RESOURCE_EXHAUSTED, as for a write
+// the full disk refused, with the NOT_DURABLE detail that tells the two
+// apart. A log that failed (an I/O error, ENOSPC from a sync) never
+// writes it: INTERNAL with the same detail. Neither is UNAVAILABLE,
+// which clients answer by running the write again elsewhere, and it is
+// made here.
 func notDurable(lsn uint64, level durability.Level, err error) error {
-	return withLSNReason(pb.ReasonNotDurable, lsn, fmt.Sprintf("the disk is full: the commit at LSN %d is in memory but not %s (reads that see it fail until it is); it will be once space is freed, unless the node stops first, and the node takes no writes until then: %v", lsn, level, err))
+	if errors.Is(err, logging.ErrFull) {
+		return withLSNReason(codes.ResourceExhausted, pb.ReasonNotDurable, lsn, fmt.Sprintf("the disk is full: the commit at LSN %d is in memory but not %s (reads that see it fail until it is); it will be once space is freed, unless the node stops first, and the node takes no writes until then: %v", lsn, level, err))
+	}
+	return withLSNReason(codes.Internal, pb.ReasonNotDurable, lsn, fmt.Sprintf("the redo log failed: the commit at LSN %d is in memory but not %s, and it will be lost when the node stops; the node takes no more writes: %v", lsn, level, err))
 }
 
-// withLSNReason returns a RESOURCE_EXHAUSTED status error with msg and
-// an ErrorInfo detail of reason naming the commit at lsn.
-func withLSNReason(reason string, lsn uint64, msg string) error {
-	st, derr := status.New(codes.ResourceExhausted, msg).WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: reason,
+// withLSNReason returns a status error of code with msg and an ErrorInfo
+// detail of reason naming the commit at lsn.
+func withLSNReason(code codes.Code, reason string, lsn uint64, msg string) error {
+	st, derr := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: reason,
 		Metadata: map[string]string{pb.MetadataLSN: strconv.FormatUint(lsn, 10)}})
 	if derr != nil {
-		return status.Error(codes.ResourceExhausted, msg)
+		return status.Error(code, msg)
 	}
 	return st.Err()
 }

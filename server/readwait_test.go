@@ -2,15 +2,20 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/logging/vfs"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
@@ -24,6 +29,61 @@ func (noStandbys) waitRead(context.Context, uint64) error                       
 func (noStandbys) syncHolds(uint64, replica.Mode) bool                          { return true }
 func (noStandbys) canSync() error                                               { return nil }
 
+// memFSService returns a store at fsync-log on fs, without standbys, and
+// a dbService over it with the acct table.
+func memFSService(t *testing.T, fs *vfs.MemFS) (*durability.Store, *dbService) {
+	t.Helper()
+	store, err := durability.Open(durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: []string{"/log"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := store.Close(); err != nil && !errors.Is(err, logging.ErrFailed) {
+			t.Error(err)
+		}
+	})
+	s := &dbService{db: store.DB(), store: store, sync: noStandbys{}, txs: newTxTable(store.DB(), 10, time.Minute, nil),
+		cv: converter{maxValueBytes: 1 << 20}, maxScanRows: 1000, maxMsgBytes: 4 << 20}
+	if _, err := s.CreateTable(ctx(t), &pb.CreateTableRequest{Table: accountsTable()}); err != nil {
+		t.Fatal(err)
+	}
+	return store, s
+}
+
+// TestCommitTheLogFailsToWrite: a commit in memory whose record the log
+// then fails to write (an I/O error) is answered INTERNAL with the
+// NOT_DURABLE detail and its LSN, never UNAVAILABLE, which clients answer
+// by running the write again elsewhere; a write after it, which the
+// failed log refuses and which changes nothing, is UNAVAILABLE.
+func TestCommitTheLogFailsToWrite(t *testing.T) {
+	fs := vfs.NewMemFS()
+	store, s := memFSService(t, fs)
+	c := ctx(t)
+	fs.CrashAfter(1) // the next write to a file fails, and every one after it
+	last := store.DB().LastLSN()
+	_, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(1, 100)})
+	wantCode(t, err, codes.Internal, "redo log failed", fmt.Sprint("LSN ", last+1), "in memory")
+	if lsn, ok := lsnReason(err, pb.ReasonNotDurable); !ok || lsn != last+1 {
+		t.Fatalf("the commit's error names LSN %d (detail %v), want %d with NOT_DURABLE: %v", lsn, ok, last+1, err)
+	}
+	_, err = s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(2, 100)})
+	wantCode(t, err, codes.Unavailable, "log failed")
+	if got := store.DB().LastLSN(); got != last+1 {
+		t.Fatalf("the refused write changed the database: last LSN %d, want %d", got, last+1)
+	}
+}
+
+// lsnReason returns the LSN an error's ErrorInfo detail of reason names.
+func lsnReason(err error, reason string) (uint64, bool) {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == reason {
+			lsn, perr := strconv.ParseUint(info.GetMetadata()[pb.MetadataLSN], 10, 64)
+			return lsn, perr == nil
+		}
+	}
+	return 0, false
+}
+
 // TestReadsWaitForTheLog: at fsync-log, a read answers only once every
 // commit whose effect it saw is durable (so no answer depends on a
 // commit a crash could take back, as SPEC 3 has it for commits), and does not wait for commits it did
@@ -33,21 +93,8 @@ func (noStandbys) canSync() error                                               
 func TestReadsWaitForTheLog(t *testing.T) {
 	const syncDelay = 1500 * time.Millisecond
 	fs := vfs.NewMemFS()
-	store, err := durability.Open(durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: []string{"/log"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := store.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	s := &dbService{db: store.DB(), store: store, sync: noStandbys{}, txs: newTxTable(store.DB(), 10, time.Minute, nil),
-		cv: converter{maxValueBytes: 1 << 20}, maxScanRows: 1000, maxMsgBytes: 4 << 20}
+	store, s := memFSService(t, fs)
 	c := ctx(t)
-	if _, err := s.CreateTable(c, &pb.CreateTableRequest{Table: accountsTable()}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(1, 100)}); err != nil {
 		t.Fatal(err)
 	}

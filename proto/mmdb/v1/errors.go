@@ -16,7 +16,10 @@ package mmdbv1
 // reason ReasonNotDurable, its LSN under MetadataLSN: it is not
 // acknowledged, it becomes durable if space is freed before the node
 // stops, and it is lost if the node stops first. Running it again could
-// apply it twice.
+// apply it twice. A commit made in memory whose record the log then
+// fails to write (an I/O error: the node takes no more writes) gets
+// INTERNAL with the same detail: it is lost when the node stops. Neither
+// is UNAVAILABLE, which clients answer by sending the write elsewhere.
 //
 // A read (or a request that failed on what it read) that saw such a
 // commit gets RESOURCE_EXHAUSTED with reason ReasonSeenNotDurable, that
