@@ -11,13 +11,16 @@
 //
 // Every other error goes back to the caller as a gRPC status error; test it
 // with status.Code. Tx runs a function in an interactive transaction and
-// retries it on ABORTED.
+// runs it again after ABORTED, and on another node when that is safe.
 //
-// A write that fails with UNAVAILABLE may or may not have committed (the
-// connection can drop after the node applied it and before the reply came
-// back); the client retries it, so an insert retried that way can report
-// ALREADY_EXISTS for its own first attempt. Use Commit with conditions, or
-// Upsert, where that matters.
+// A write (Insert, Upsert, Update, Delete, Commit, CreateTable,
+// DropTable, a transaction's Commit) runs again after UNAVAILABLE only if
+// its request never left the client, or the node itself answered
+// UNAVAILABLE (it refused the write and changed nothing). When the
+// connection failed after the request left, the node may have committed
+// it before the reply was lost: the error then wraps ErrUnknownOutcome
+// (its code is still UNAVAILABLE), and the caller decides, for instance
+// by reading what the write would have changed.
 package client
 
 import (
@@ -26,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -34,6 +38,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/internal/secure"
@@ -140,6 +145,7 @@ func (c *Client) conn() (*grpc.ClientConn, string, error) {
 		c.transport(addr),
 		grpc.WithInitialWindowSize(pb.WindowBytes), grpc.WithInitialConnWindowSize(pb.ConnWindowBytes),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.opts.MaxMessageBytes)),
+		grpc.WithStatsHandler(traceHandler{}),
 	}, c.opts.DialOptions...)
 	if c.opts.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(secure.Bearer(c.opts.Token)))
@@ -206,10 +212,19 @@ func primaryIn(err error) (primary string, notPrimary bool) {
 	return "", false
 }
 
+// A call is a read or a write: a read runs again after any UNAVAILABLE;
+// a write only when it never left the client (callTrace.outcome).
+const (
+	read  = false
+	write = true
+)
+
 // call runs fn against the current node, moving on after UNAVAILABLE and
 // following redirects, until it succeeds, fails otherwise, runs out of
-// attempts, or ctx ends.
-func (c *Client) call(ctx context.Context, fn func(conn *grpc.ClientConn) error) error {
+// attempts, or ctx ends. fn makes its calls with the context it is
+// given. A write that failed with UNAVAILABLE after it left the client
+// is not run again: its error wraps ErrUnknownOutcome.
+func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Context, conn *grpc.ClientConn, addr string) error) error {
 	backoff := c.opts.MinBackoff
 	var err error
 	for attempt := 1; ; attempt++ {
@@ -218,11 +233,16 @@ func (c *Client) call(ctx context.Context, fn func(conn *grpc.ClientConn) error)
 		if conn, addr, err = c.conn(); err != nil {
 			return err
 		}
-		err = fn(conn)
+		if isWrite {
+			actx, tr := traced(ctx)
+			err = tr.outcome(fn(actx, conn, addr))
+		} else {
+			err = fn(ctx, conn, addr)
+		}
 		if err == nil {
 			return nil
 		}
-		if attempt >= c.opts.MaxAttempts || ctx.Err() != nil {
+		if attempt >= c.opts.MaxAttempts || ctx.Err() != nil || errors.Is(err, ErrUnknownOutcome) {
 			return err
 		}
 		primary, notPrimary := primaryIn(err)
@@ -245,6 +265,67 @@ func (c *Client) call(ctx context.Context, fn func(conn *grpc.ClientConn) error)
 	}
 }
 
-func (c *Client) db(fn func(pb.DatabaseServiceClient) error) func(*grpc.ClientConn) error {
-	return func(conn *grpc.ClientConn) error { return fn(pb.NewDatabaseServiceClient(conn)) }
+func (c *Client) db(fn func(context.Context, pb.DatabaseServiceClient) error) func(context.Context, *grpc.ClientConn, string) error {
+	return func(ctx context.Context, conn *grpc.ClientConn, _ string) error {
+		return fn(ctx, pb.NewDatabaseServiceClient(conn))
+	}
 }
+
+// ErrUnknownOutcome is wrapped by the error of a write that failed with
+// UNAVAILABLE from its connection (not from the node) after its request
+// left the client: the node may have committed it before the connection
+// failed, so the client does not run it again, which could apply it twice
+// or fail on its own first run. Read to find out. The error's gRPC code
+// stays UNAVAILABLE.
+var ErrUnknownOutcome = errors.New("client: the write may or may not have committed")
+
+type unknownOutcome struct{ err error }
+
+func (e *unknownOutcome) Error() string   { return ErrUnknownOutcome.Error() + ": " + e.err.Error() }
+func (e *unknownOutcome) Unwrap() []error { return []error{ErrUnknownOutcome, e.err} }
+
+// callTrace records how far one call got, from its gRPC events (traceHandler).
+type callTrace struct {
+	sent     atomic.Bool // its request went to the transport
+	answered atomic.Bool // the node's status came back
+}
+
+type traceKey struct{}
+
+// traced returns ctx with a new callTrace for the call made with it.
+func traced(ctx context.Context) (context.Context, *callTrace) {
+	tr := &callTrace{}
+	return context.WithValue(ctx, traceKey{}, tr), tr
+}
+
+// outcome returns err, the result of the call tr traced, or, if it is
+// an UNAVAILABLE the node did not send after the request left, an error
+// wrapping both err and ErrUnknownOutcome.
+func (tr *callTrace) outcome(err error) error {
+	if status.Code(err) == codes.Unavailable && tr.sent.Load() && !tr.answered.Load() {
+		return &unknownOutcome{err}
+	}
+	return err
+}
+
+// traceHandler is a stats.Handler that fills in the callTrace of each
+// call made with a traced context.
+type traceHandler struct{}
+
+func (traceHandler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+func (traceHandler) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	tr, ok := ctx.Value(traceKey{}).(*callTrace)
+	if !ok {
+		return
+	}
+	switch s.(type) {
+	case *stats.OutPayload:
+		tr.sent.Store(true)
+	case *stats.InTrailer:
+		tr.answered.Store(true)
+	}
+}
+
+func (traceHandler) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (traceHandler) HandleConn(context.Context, stats.ConnStats)                       {}

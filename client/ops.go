@@ -31,7 +31,7 @@ func sets(s []Set) []*pb.ColumnValue {
 // CreateTable creates a table and returns the LSN of the change.
 func (c *Client) CreateTable(ctx context.Context, t *pb.Table) (uint64, error) {
 	var r *pb.CreateTableResponse
-	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+	err := c.call(ctx, write, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
 		r, err = db.CreateTable(ctx, &pb.CreateTableRequest{Table: t})
 		return err
 	}))
@@ -41,7 +41,7 @@ func (c *Client) CreateTable(ctx context.Context, t *pb.Table) (uint64, error) {
 // DropTable drops a table and returns the LSN of the change.
 func (c *Client) DropTable(ctx context.Context, name string) (uint64, error) {
 	var r *pb.DropTableResponse
-	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+	err := c.call(ctx, write, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
 		r, err = db.DropTable(ctx, &pb.DropTableRequest{Table: name})
 		return err
 	}))
@@ -51,7 +51,7 @@ func (c *Client) DropTable(ctx context.Context, name string) (uint64, error) {
 // ListTables lists the tables with their sizes.
 func (c *Client) ListTables(ctx context.Context) ([]*pb.TableStatus, error) {
 	var r *pb.ListTablesResponse
-	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+	err := c.call(ctx, read, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
 		r, err = db.ListTables(ctx, &pb.ListTablesRequest{})
 		return err
 	}))
@@ -61,7 +61,7 @@ func (c *Client) ListTables(ctx context.Context) ([]*pb.TableStatus, error) {
 // DescribeTable returns a table's definition.
 func (c *Client) DescribeTable(ctx context.Context, name string) (*pb.Table, error) {
 	var r *pb.DescribeTableResponse
-	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+	err := c.call(ctx, read, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
 		r, err = db.DescribeTable(ctx, &pb.DescribeTableRequest{Table: name})
 		return err
 	}))
@@ -71,7 +71,7 @@ func (c *Client) DescribeTable(ctx context.Context, name string) (*pb.Table, err
 // Status returns the current node's status.
 func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	var r *pb.StatusResponse
-	err := c.call(ctx, func(conn *grpc.ClientConn) (err error) {
+	err := c.call(ctx, read, func(ctx context.Context, conn *grpc.ClientConn, _ string) (err error) {
 		r, err = pb.NewAdminServiceClient(conn).Status(ctx, &pb.StatusRequest{})
 		return err
 	})
@@ -90,7 +90,7 @@ func (c *Client) GetBy(ctx context.Context, table, index string, key ...*pb.Valu
 
 func (c *Client) get(ctx context.Context, req *pb.GetRequest) (Row, bool, error) {
 	var r *pb.GetResponse
-	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+	err := c.call(ctx, read, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
 		r, err = db.Get(ctx, req)
 		return err
 	}))
@@ -100,7 +100,7 @@ func (c *Client) get(ctx context.Context, req *pb.GetRequest) (Row, bool, error)
 // Insert adds a row and returns its LSN.
 func (c *Client) Insert(ctx context.Context, table string, row ...*pb.Value) (uint64, error) {
 	var r *pb.InsertResponse
-	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+	err := c.call(ctx, write, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
 		r, err = db.Insert(ctx, &pb.InsertRequest{Table: table, Row: &pb.Row{Values: row}})
 		return err
 	}))
@@ -110,7 +110,7 @@ func (c *Client) Insert(ctx context.Context, table string, row ...*pb.Value) (ui
 // Upsert inserts or replaces a row and returns its LSN.
 func (c *Client) Upsert(ctx context.Context, table string, row ...*pb.Value) (uint64, error) {
 	var r *pb.UpsertResponse
-	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+	err := c.call(ctx, write, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
 		r, err = db.Upsert(ctx, &pb.UpsertRequest{Table: table, Row: &pb.Row{Values: row}})
 		return err
 	}))
@@ -121,7 +121,7 @@ func (c *Client) Upsert(ctx context.Context, table string, row ...*pb.Value) (ui
 // the LSN.
 func (c *Client) Update(ctx context.Context, table string, key []*pb.Value, set ...Set) (uint64, error) {
 	var r *pb.UpdateResponse
-	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+	err := c.call(ctx, write, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
 		r, err = db.Update(ctx, &pb.UpdateRequest{Table: table, Key: key, Set: sets(set)})
 		return err
 	}))
@@ -131,7 +131,7 @@ func (c *Client) Update(ctx context.Context, table string, key []*pb.Value, set 
 // Delete removes the row with the given primary key and returns the LSN.
 func (c *Client) Delete(ctx context.Context, table string, key ...*pb.Value) (uint64, error) {
 	var r *pb.DeleteResponse
-	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+	err := c.call(ctx, write, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
 		r, err = db.Delete(ctx, &pb.DeleteRequest{Table: table, Key: key})
 		return err
 	}))
@@ -142,7 +142,7 @@ func (c *Client) Delete(ctx context.Context, table string, key ...*pb.Value) (ui
 // condition failed and nothing was written.
 func (c *Client) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
 	var r *pb.CommitResponse
-	err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) (err error) {
+	err := c.call(ctx, write, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
 		r, err = db.Commit(ctx, req)
 		return err
 	}))
@@ -169,7 +169,7 @@ func (c *Client) scan(ctx context.Context, req *pb.ScanRequest, txID uint64) ([]
 	for {
 		var last *pb.ScanResponse
 		var page []Row
-		err := c.call(ctx, c.db(func(db pb.DatabaseServiceClient) error {
+		err := c.call(ctx, read, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) error {
 			page, last = page[:0], nil
 			st, err := db.Scan(ctx, req)
 			if err != nil {
@@ -214,9 +214,10 @@ func cloneScan(r *pb.ScanRequest) *pb.ScanRequest {
 // to the node that began it; they are not retried elsewhere, because the
 // transaction lives on that node.
 type Tx struct {
-	db  pb.DatabaseServiceClient
-	ctx context.Context
-	id  uint64
+	db   pb.DatabaseServiceClient
+	addr string // the node's
+	ctx  context.Context
+	id   uint64
 }
 
 // ID returns the transaction's id.
@@ -295,18 +296,39 @@ func (tx *Tx) Scan(req *pb.ScanRequest) ([]Row, error) {
 const maxTxAttempts = 100
 
 // Tx runs fn in an interactive transaction and commits it, returning the
-// commit's LSN. When the commit (or anything in fn) fails with ABORTED,
-// the whole of fn runs again in a new transaction after a short random
-// wait, until it commits, fails otherwise, ctx ends, or it has aborted
-// 100 times; so fn must be safe to run more than once. If fn returns an
-// error the transaction is rolled back and the error returned.
+// commit's LSN. fn runs again, in a new transaction, when that is sure to
+// apply nothing twice:
+//   - after ABORTED (a conflict: the transaction left no trace), after a
+//     short random wait, at most 100 times;
+//   - after NOT_PRIMARY (the node is a standby), on the primary it names;
+//   - after UNAVAILABLE, on the next node after a backoff, unless the
+//     commit had left the client (the error then wraps ErrUnknownOutcome).
+//
+// It stops when the commit succeeds, fails otherwise, or ctx ends, so fn
+// must be safe to run more than once. If fn returns an error the
+// transaction is rolled back and the error returned.
 func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) {
+	backoff := c.opts.MinBackoff
 	for attempt := 1; ; attempt++ {
-		lsn, err := c.tryTx(ctx, fn)
-		if status.Code(err) != codes.Aborted || ctx.Err() != nil || attempt == maxTxAttempts {
+		lsn, addr, err := c.tryTx(ctx, fn)
+		if err == nil || ctx.Err() != nil || attempt == maxTxAttempts {
 			return lsn, err
 		}
-		wait := time.Duration(rand.Int64N(int64(c.opts.MinBackoff) << min(attempt, 6)))
+		wait := time.Duration(0)
+		primary, notPrimary := primaryIn(err)
+		switch code := status.Code(err); {
+		case code == codes.Aborted:
+			wait = time.Duration(rand.Int64N(int64(c.opts.MinBackoff) << min(attempt, 6)))
+		case primary != "":
+			c.log.Debug("following the primary", "from", addr, "primary", primary)
+			c.follow(primary)
+		case (code == codes.Unavailable || notPrimary) && !errors.Is(err, ErrUnknownOutcome) && attempt < c.opts.MaxAttempts:
+			c.log.Debug("node unavailable; running the transaction on the next", "addr", addr, "attempt", attempt, "error", err)
+			c.moveOn(addr)
+			wait, backoff = backoff, min(2*backoff, c.opts.MaxBackoff)
+		default:
+			return lsn, err
+		}
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -315,18 +337,23 @@ func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) 
 	}
 }
 
-func (c *Client) tryTx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) {
+// tryTx runs fn in a transaction on the current node, which it returns.
+func (c *Client) tryTx(ctx context.Context, fn func(tx *Tx) error) (uint64, string, error) {
 	tx, err := c.Begin(ctx)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	if err := fn(tx); err != nil {
 		// The transaction may already be gone (aborted, timed out); a failed
 		// rollback adds nothing to fn's error.
 		_ = tx.Rollback()
-		return 0, err
+		return 0, tx.addr, err
 	}
-	return tx.Commit()
+	lsn, err := tx.Commit()
+	if err != nil {
+		_ = tx.Rollback() // a commit that never reached the node leaves it open
+	}
+	return lsn, tx.addr, err
 }
 
 // Begin starts an interactive transaction on the current node; ctx is
@@ -334,8 +361,8 @@ func (c *Client) tryTx(ctx context.Context, fn func(tx *Tx) error) (uint64, erro
 // node rolls back a transaction left idle past its tx_idle_timeout.
 func (c *Client) Begin(ctx context.Context) (*Tx, error) {
 	tx := &Tx{ctx: ctx}
-	err := c.call(ctx, func(conn *grpc.ClientConn) error {
-		tx.db = pb.NewDatabaseServiceClient(conn)
+	err := c.call(ctx, read, func(ctx context.Context, conn *grpc.ClientConn, addr string) error {
+		tx.db, tx.addr = pb.NewDatabaseServiceClient(conn), addr
 		r, err := tx.db.Begin(ctx, &pb.BeginRequest{})
 		tx.id = r.GetTxId()
 		return err
@@ -347,14 +374,26 @@ func (c *Client) Begin(ctx context.Context) (*Tx, error) {
 }
 
 // Commit commits the transaction and returns its LSN. ABORTED means it
-// conflicted with another and left no trace; run it again.
+// conflicted with another and left no trace; run it again. An error
+// wrapping ErrUnknownOutcome means the connection failed after the
+// commit left the client: it may have committed.
 func (tx *Tx) Commit() (uint64, error) {
-	r, err := tx.db.Commit(tx.ctx, &pb.CommitRequest{TxId: tx.id})
-	return r.GetLsn(), err
+	ctx, tr := traced(tx.ctx)
+	r, err := tx.db.Commit(ctx, &pb.CommitRequest{TxId: tx.id})
+	return r.GetLsn(), tr.outcome(err)
 }
 
-// Rollback discards the transaction.
+// rollbackTimeout bounds a Rollback, which runs even after the
+// transaction's context ended.
+const rollbackTimeout = 5 * time.Second
+
+// Rollback discards the transaction. It is sent even when the
+// transaction's context has ended (with that context's values, for at
+// most rollbackTimeout), so that the node need not wait for its
+// tx_idle_timeout.
 func (tx *Tx) Rollback() error {
-	_, err := tx.db.Rollback(tx.ctx, &pb.RollbackRequest{TxId: tx.id})
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(tx.ctx), rollbackTimeout)
+	defer cancel()
+	_, err := tx.db.Rollback(ctx, &pb.RollbackRequest{TxId: tx.id})
 	return err
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"sync"
 
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -26,6 +28,7 @@ type Session struct {
 	}
 	cancel   context.CancelFunc
 	recvDone chan struct{}
+	follow   func(primary string) // the Client's
 
 	sendMu sync.Mutex // orders Send with the queue of waiters
 	closed bool       // CloseSend was called; guarded by sendMu
@@ -62,20 +65,25 @@ func (p *Pending) WaitContext(ctx context.Context) ([]*pb.Reply, error) {
 	}
 }
 
-// OpenSession opens a Session stream on the current node. ctx bounds the
-// whole stream.
+// OpenSession opens a Session stream on the current node, moving on
+// after UNAVAILABLE as other calls do. ctx bounds the whole stream. A
+// reply that names the primary (a write refused by a standby) points the
+// Client's later calls, and sessions, at it.
 func (c *Client) OpenSession(ctx context.Context) (*Session, error) {
-	conn, addr, err := c.conn()
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(ctx)
-	stream, err := pb.NewDatabaseServiceClient(conn).Session(ctx)
+	var stream pb.DatabaseService_SessionClient
+	err := c.call(ctx, read, func(ctx context.Context, conn *grpc.ClientConn, addr string) error {
+		var err error
+		if stream, err = pb.NewDatabaseServiceClient(conn).Session(ctx); err != nil {
+			return fmt.Errorf("client: open a session on %s: %w", addr, err)
+		}
+		return nil
+	})
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("client: open a session on %s: %w", addr, err)
+		return nil, err
 	}
-	s := &Session{stream: stream, cancel: cancel, recvDone: make(chan struct{})}
+	s := &Session{stream: stream, cancel: cancel, recvDone: make(chan struct{}), follow: c.follow}
 	go s.receive()
 	return s, nil
 }
@@ -85,6 +93,13 @@ func (s *Session) receive() {
 	defer close(s.recvDone)
 	for {
 		m, err := s.stream.Recv()
+		for _, r := range m.GetReplies() {
+			if r.GetCode() == uint32(codes.FailedPrecondition) {
+				if primary, _ := primaryIn(ReplyError(r)); primary != "" {
+					s.follow(primary)
+				}
+			}
+		}
 		s.mu.Lock()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -169,7 +184,7 @@ func ReplyError(r *pb.Reply) error {
 	if r.GetCode() == 0 {
 		return nil
 	}
-	return status.Error(codes.Code(r.GetCode()), r.GetMessage())
+	return status.FromProto(&spb.Status{Code: int32(r.GetCode()), Message: r.GetMessage(), Details: r.GetDetails()}).Err()
 }
 
 // one sends a single request and returns its reply or error, waiting

@@ -148,7 +148,7 @@ func (s *dbService) handle(ctx context.Context, req *pb.Request, owned map[uint6
 	}
 	if err != nil {
 		st := status.Convert(err)
-		reply.Code, reply.Message = uint32(st.Code()), st.Message()
+		reply.Code, reply.Message, reply.Details = uint32(st.Code()), st.Message(), st.Proto().GetDetails()
 	}
 	return reply
 }

@@ -28,6 +28,7 @@ package mmdbv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -2925,9 +2926,12 @@ func (x *SessionResponse) GetReplies() []*Reply {
 type Reply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	// A gRPC status code (0 is OK) and its message.
-	Code    uint32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
-	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// A gRPC status code (0 is OK), its message and its details, as the
+	// unary call's error would carry them (google.rpc.ErrorInfo of domain
+	// "mmdb.v1": NOT_PRIMARY naming the primary, NOT_DURABLE, ...).
+	Code    uint32       `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message string       `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Details []*anypb.Any `protobuf:"bytes,12,rep,name=details,proto3" json:"details,omitempty"`
 	// Types that are valid to be assigned to Result:
 	//
 	//	*Reply_Get
@@ -2992,6 +2996,13 @@ func (x *Reply) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *Reply) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
 }
 
 func (x *Reply) GetResult() isReply_Result {
@@ -5297,7 +5308,7 @@ var File_mmdb_v1_mmdb_proto protoreflect.FileDescriptor
 
 const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\n" +
-	"\x12mmdb/v1/mmdb.proto\x12\ammdb.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n" +
+	"\x12mmdb/v1/mmdb.proto\x12\ammdb.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n" +
 	"\x05Value\x120\n" +
 	"\x04null\x18\x01 \x01(\x0e2\x1a.google.protobuf.NullValueH\x00R\x04null\x12\x16\n" +
 	"\x05int64\x18\x02 \x01(\x03H\x00R\x05int64\x12\x18\n" +
@@ -5478,11 +5489,12 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\brollback\x18\t \x01(\v2\x18.mmdb.v1.RollbackRequestH\x00R\brollbackB\x04\n" +
 	"\x02op\";\n" +
 	"\x0fSessionResponse\x12(\n" +
-	"\areplies\x18\x01 \x03(\v2\x0e.mmdb.v1.ReplyR\areplies\"\xe1\x03\n" +
+	"\areplies\x18\x01 \x03(\v2\x0e.mmdb.v1.ReplyR\areplies\"\x91\x04\n" +
 	"\x05Reply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\x12(\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12.\n" +
+	"\adetails\x18\f \x03(\v2\x14.google.protobuf.AnyR\adetails\x12(\n" +
 	"\x03get\x18\x04 \x01(\v2\x14.mmdb.v1.GetResponseH\x00R\x03get\x121\n" +
 	"\x06insert\x18\x05 \x01(\v2\x17.mmdb.v1.InsertResponseH\x00R\x06insert\x121\n" +
 	"\x06update\x18\x06 \x01(\v2\x17.mmdb.v1.UpdateResponseH\x00R\x06update\x121\n" +
@@ -5814,6 +5826,7 @@ var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(structpb.NullValue)(0),       // 71: google.protobuf.NullValue
 	(*timestamppb.Timestamp)(nil), // 72: google.protobuf.Timestamp
 	(*durationpb.Duration)(nil),   // 73: google.protobuf.Duration
+	(*anypb.Any)(nil),             // 74: google.protobuf.Any
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	71,  // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
@@ -5875,80 +5888,81 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	31,  // 56: mmdb.v1.Request.begin:type_name -> mmdb.v1.BeginRequest
 	37,  // 57: mmdb.v1.Request.rollback:type_name -> mmdb.v1.RollbackRequest
 	42,  // 58: mmdb.v1.SessionResponse.replies:type_name -> mmdb.v1.Reply
-	20,  // 59: mmdb.v1.Reply.get:type_name -> mmdb.v1.GetResponse
-	27,  // 60: mmdb.v1.Reply.insert:type_name -> mmdb.v1.InsertResponse
-	28,  // 61: mmdb.v1.Reply.update:type_name -> mmdb.v1.UpdateResponse
-	29,  // 62: mmdb.v1.Reply.upsert:type_name -> mmdb.v1.UpsertResponse
-	30,  // 63: mmdb.v1.Reply.delete:type_name -> mmdb.v1.DeleteResponse
-	36,  // 64: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
-	32,  // 65: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
-	38,  // 66: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
-	57,  // 67: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
-	58,  // 68: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	73,  // 69: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	73,  // 70: mmdb.v1.StatusResponse.sync_timeout:type_name -> google.protobuf.Duration
-	51,  // 71: mmdb.v1.TableDigestResponse.buckets:type_name -> mmdb.v1.BucketDigest
-	52,  // 72: mmdb.v1.TableDigestResponse.rows:type_name -> mmdb.v1.RowDigest
-	2,   // 73: mmdb.v1.RepairRowsRequest.durability:type_name -> mmdb.v1.Durability
-	3,   // 74: mmdb.v1.RepairRowsRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	73,  // 75: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
-	60,  // 76: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
-	64,  // 77: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
-	66,  // 78: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
-	63,  // 79: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
-	65,  // 80: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
-	68,  // 81: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
-	69,  // 82: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
-	70,  // 83: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
-	11,  // 84: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	13,  // 85: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	15,  // 86: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	17,  // 87: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	19,  // 88: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	21,  // 89: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	23,  // 90: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	24,  // 91: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	25,  // 92: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	26,  // 93: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	31,  // 94: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	35,  // 95: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	37,  // 96: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	39,  // 97: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	43,  // 98: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	55,  // 99: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	45,  // 100: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
-	47,  // 101: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
-	49,  // 102: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
-	53,  // 103: mmdb.v1.AdminService.RepairRows:input_type -> mmdb.v1.RepairRowsRequest
-	59,  // 104: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	62,  // 105: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
-	12,  // 106: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	14,  // 107: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	16,  // 108: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	18,  // 109: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	20,  // 110: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	22,  // 111: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	27,  // 112: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	28,  // 113: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	29,  // 114: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	30,  // 115: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	32,  // 116: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	36,  // 117: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	38,  // 118: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	41,  // 119: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	44,  // 120: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	56,  // 121: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	46,  // 122: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
-	48,  // 123: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
-	50,  // 124: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
-	54,  // 125: mmdb.v1.AdminService.RepairRows:output_type -> mmdb.v1.RepairRowsResponse
-	61,  // 126: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	67,  // 127: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
-	106, // [106:128] is the sub-list for method output_type
-	84,  // [84:106] is the sub-list for method input_type
-	84,  // [84:84] is the sub-list for extension type_name
-	84,  // [84:84] is the sub-list for extension extendee
-	0,   // [0:84] is the sub-list for field type_name
+	74,  // 59: mmdb.v1.Reply.details:type_name -> google.protobuf.Any
+	20,  // 60: mmdb.v1.Reply.get:type_name -> mmdb.v1.GetResponse
+	27,  // 61: mmdb.v1.Reply.insert:type_name -> mmdb.v1.InsertResponse
+	28,  // 62: mmdb.v1.Reply.update:type_name -> mmdb.v1.UpdateResponse
+	29,  // 63: mmdb.v1.Reply.upsert:type_name -> mmdb.v1.UpsertResponse
+	30,  // 64: mmdb.v1.Reply.delete:type_name -> mmdb.v1.DeleteResponse
+	36,  // 65: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
+	32,  // 66: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
+	38,  // 67: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
+	57,  // 68: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
+	58,  // 69: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
+	73,  // 70: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	73,  // 71: mmdb.v1.StatusResponse.sync_timeout:type_name -> google.protobuf.Duration
+	51,  // 72: mmdb.v1.TableDigestResponse.buckets:type_name -> mmdb.v1.BucketDigest
+	52,  // 73: mmdb.v1.TableDigestResponse.rows:type_name -> mmdb.v1.RowDigest
+	2,   // 74: mmdb.v1.RepairRowsRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 75: mmdb.v1.RepairRowsRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	73,  // 76: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	60,  // 77: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
+	64,  // 78: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
+	66,  // 79: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
+	63,  // 80: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
+	65,  // 81: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
+	68,  // 82: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
+	69,  // 83: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
+	70,  // 84: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
+	11,  // 85: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	13,  // 86: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	15,  // 87: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	17,  // 88: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	19,  // 89: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	21,  // 90: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	23,  // 91: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	24,  // 92: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	25,  // 93: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	26,  // 94: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	31,  // 95: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	35,  // 96: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	37,  // 97: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	39,  // 98: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	43,  // 99: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	55,  // 100: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	45,  // 101: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
+	47,  // 102: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
+	49,  // 103: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
+	53,  // 104: mmdb.v1.AdminService.RepairRows:input_type -> mmdb.v1.RepairRowsRequest
+	59,  // 105: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	62,  // 106: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	12,  // 107: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	14,  // 108: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	16,  // 109: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	18,  // 110: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	20,  // 111: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	22,  // 112: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	27,  // 113: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	28,  // 114: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	29,  // 115: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	30,  // 116: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	32,  // 117: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	36,  // 118: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	38,  // 119: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	41,  // 120: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	44,  // 121: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	56,  // 122: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	46,  // 123: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
+	48,  // 124: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
+	50,  // 125: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
+	54,  // 126: mmdb.v1.AdminService.RepairRows:output_type -> mmdb.v1.RepairRowsResponse
+	61,  // 127: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	67,  // 128: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	107, // [107:129] is the sub-list for method output_type
+	85,  // [85:107] is the sub-list for method input_type
+	85,  // [85:85] is the sub-list for extension type_name
+	85,  // [85:85] is the sub-list for extension extendee
+	0,   // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }

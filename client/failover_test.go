@@ -1,0 +1,239 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/faultproxy"
+	"github.com/mmdb/mmdb/internal/servertest"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// TestTxFollowsThePrimary: a client whose first address is a standby
+// (the usual state after a failover, or a pair listed standby-first) must
+// still commit interactive transactions: the write's NOT_PRIMARY names the
+// primary and nothing committed, so Tx can follow it and run fn again.
+func TestTxFollowsThePrimary(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, bAddr := servertest.Start(t, func(c *conf.Config) {
+		c.Node, c.Role = "b", conf.RoleStandby
+		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
+	})
+	_, aAddr := servertest.Start(t, func(c *conf.Config) {
+		c.Node, c.SyncMode = "a", conf.SyncAppliedAck
+		c.Peers = []conf.Peer{{Name: "b", Addr: bAddr}}
+	})
+	setup := newClient(t, aAddr)
+	if _, err := setup.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, bAddr, aAddr) // standby first
+	for i := 0; i < 3; i++ {
+		_, err := c.Tx(ctx, func(tx *Tx) error {
+			return tx.Insert("counters", Uint64(uint64(i)), String("x"+string(rune('a'+i))), Int64(1), Null())
+		})
+		if err != nil {
+			t.Fatalf("Tx %d with the standby listed first: %v (client at %s, primary %s)", i, err, c.Addr(), aAddr)
+		}
+	}
+}
+
+// TestOpenSessionMovesOn: a client whose first address is down must still
+// open sessions on the node that is up ("when it fails, open another").
+func TestOpenSessionMovesOn(t *testing.T) {
+	ctx := testCtx(t)
+	live := serve(t, nil)
+	c := newClient(t, servertest.DeadAddr(t), live)
+	for i := 0; i < 3; i++ {
+		s, err := c.OpenSession(ctx)
+		if err != nil {
+			t.Logf("OpenSession %d: %v (client at %s)", i, err, c.Addr())
+			continue
+		}
+		_, err = s.Do(&pb.Request{Op: &pb.Request_Begin{Begin: &pb.BeginRequest{}}})
+		s.Close()
+		if err == nil {
+			return
+		}
+		t.Logf("session %d: %v (client at %s)", i, err, c.Addr())
+	}
+	t.Fatalf("no session reached the live node %s; the client stays at %s", live, c.Addr())
+}
+
+// TestTxRollsBackOnDeadline: a Tx whose context ends inside fn must not
+// leave its transaction open on the node until tx_idle_timeout.
+func TestTxRollsBackOnDeadline(t *testing.T) {
+	ctx := testCtx(t)
+	c := newClient(t, serve(t, func(c *conf.Config) { c.MaxOpenTransactions = 2; c.TxIdleTimeout = time.Minute }))
+	if _, err := c.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		_, err := c.Tx(short, func(tx *Tx) error {
+			if _, _, err := tx.Get("counters", Uint64(1)); err != nil {
+				return err
+			}
+			<-short.Done() // a slow caller: its deadline passes inside fn
+			return short.Err()
+		})
+		cancel()
+		if err == nil {
+			t.Fatal("the Tx should fail with its context")
+		}
+	}
+	if _, err := c.Tx(ctx, func(tx *Tx) error { return nil }); err != nil {
+		t.Fatalf("a Tx after three that hit their deadline: %v", err)
+	}
+}
+
+// TestSessionKeepsErrorDetails: "each request runs as the unary call of
+// the same name would", so a write on a standby's session must carry the
+// NOT_PRIMARY detail naming the primary, as the unary call's error does
+// (and likewise NOT_DURABLE, SEEN_NOT_DURABLE, TOO_LARGE).
+func TestSessionKeepsErrorDetails(t *testing.T) {
+	ctx := testCtx(t)
+	_, bAddr := servertest.Start(t, func(c *conf.Config) {
+		c.Node, c.Role = "b", conf.RoleStandby
+		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
+	})
+	_, aAddr := servertest.Start(t, func(c *conf.Config) {
+		c.Node, c.SyncMode = "a", conf.SyncAppliedAck
+		c.Peers = []conf.Peer{{Name: "b", Addr: bAddr}}
+	})
+	if _, err := newClient(t, aAddr).CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, bAddr)
+	ins := &pb.InsertRequest{Table: "counters", Row: &pb.Row{Values: []*pb.Value{Uint64(1), String("x"), Int64(1), Null()}}}
+	_, uerr := pb.NewDatabaseServiceClient(mustConn(t, c)).Insert(ctx, ins)
+	if p, ok := primaryIn(uerr); !ok || p != aAddr {
+		t.Fatalf("unary: %v", uerr)
+	}
+	s, err := c.OpenSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	replies, err := s.Do(&pb.Request{Op: &pb.Request_Insert{Insert: ins}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serr := ReplyError(replies[0])
+	if p, ok := primaryIn(serr); !ok || p != aAddr {
+		t.Fatalf("the session's reply lost the NOT_PRIMARY detail the unary call has: %v", serr)
+	}
+}
+
+func mustConn(t *testing.T, c *Client) *grpc.ClientConn {
+	conn, _, err := c.conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// TestWriteCutAfterItLeft: a batch whose reply is lost after it
+// committed (the connection is cut with the reply held back) is not run
+// again: a second run would fail its own condition and report
+// Committed=false ("nothing was written") although its row is there. The
+// caller gets UNAVAILABLE wrapping ErrUnknownOutcome instead.
+func TestWriteCutAfterItLeft(t *testing.T) {
+	ctx := testCtx(t)
+	addr := serve(t, nil)
+	direct := newClient(t, addr)
+	if _, err := direct.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	px := faultproxy.New(t, addr)
+	c := newClient(t, px.Addr())
+	if _, _, err := c.Get(ctx, "counters", Uint64(0)); err != nil { // connect
+		t.Fatal(err)
+	}
+	req := &pb.CommitRequest{
+		Conditions: []*pb.Condition{{Table: "counters", Key: []*pb.Value{Uint64(7)}, Expect: pb.Condition_EXPECT_NOT_EXISTS}},
+		Operations: []*pb.Operation{{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "counters",
+			Row: &pb.Row{Values: []*pb.Value{Uint64(7), String("seven"), Int64(7), Null()}}}}}},
+	}
+	px.Stall(true)
+	type result struct {
+		r   *pb.CommitResponse
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := c.Commit(ctx, req)
+		done <- result{r, err}
+	}()
+	for {
+		if _, found, err := direct.Get(ctx, "counters", Uint64(7)); err != nil {
+			t.Fatal(err)
+		} else if found {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	px.Cut() // the reply of the batch that committed is lost
+	px.Stall(false)
+	res := <-done
+	switch {
+	case res.err == nil && !res.r.GetCommitted():
+		t.Fatalf("Commit says Committed=false (failed condition %d, \"nothing was written\") but its row is there: the client ran again a batch that had committed", res.r.GetFailedCondition())
+	case !errors.Is(res.err, ErrUnknownOutcome) || status.Code(res.err) != codes.Unavailable:
+		t.Fatalf("a batch cut after it left: %v %v, want UNAVAILABLE wrapping ErrUnknownOutcome", res.r, res.err)
+	}
+	// The client still works, and a write that never leaves it (a dead
+	// node first) runs again on the next.
+	if _, err := c.Insert(ctx, "counters", Uint64(8), String("eight"), Int64(8), Null()); err != nil {
+		t.Fatal(err)
+	}
+	c2 := newClient(t, servertest.DeadAddr(t), addr)
+	if _, err := c2.Insert(ctx, "counters", Uint64(9), String("nine"), Int64(9), Null()); err != nil {
+		t.Fatalf("an insert that never reached the dead node: %v", err)
+	}
+}
+
+// refusing answers every write UNAVAILABLE itself, as a node whose log
+// failed refuses a write and changes nothing.
+type refusing struct {
+	pb.UnimplementedDatabaseServiceServer
+}
+
+func (refusing) Insert(context.Context, *pb.InsertRequest) (*pb.InsertResponse, error) {
+	return nil, status.Error(codes.Unavailable, "the redo log failed")
+}
+
+// TestWriteRefusedUnavailable: a write the node itself answered
+// UNAVAILABLE (it changed nothing) runs again on the next node, though
+// it left the client.
+func TestWriteRefusedUnavailable(t *testing.T) {
+	ctx := testCtx(t)
+	live := serve(t, nil)
+	if _, err := newClient(t, live).CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	pb.RegisterDatabaseServiceServer(g, refusing{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }() // returns when stopped below
+	defer g.Stop()
+	c := newClient(t, lis.Addr().String(), live)
+	if _, err := c.Insert(ctx, "counters", Uint64(1), String("x"), Int64(1), Null()); err != nil {
+		t.Fatalf("an insert the first node refused: %v", err)
+	}
+	if c.Addr() != live {
+		t.Fatalf("client at %s, want %s", c.Addr(), live)
+	}
+}
