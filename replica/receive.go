@@ -241,7 +241,10 @@ func (r *Receiver) Poke() {
 }
 
 func (r *Receiver) state() *pb.ShipState {
-	return &pb.ShipState{Node: r.opts.Node, Epoch: r.opts.Epochs.Current(), AppliedLsn: r.store.DB().LastLSN()}
+	// The newest epoch it knows of, so that a sender older than one it
+	// heard of (Observe) learns of it and steps down.
+	epoch := max(r.opts.Epochs.Current(), r.opts.Epochs.Seen())
+	return &pb.ShipState{Node: r.opts.Node, Epoch: epoch, AppliedLsn: r.store.DB().LastLSN()}
 }
 
 // errOlderEpoch marks the refusal of a sender whose epoch is older than
@@ -282,8 +285,10 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 	}
 	mine := r.opts.Epochs.History()
 	own := mine[len(mine)-1]
-	if hello.Epoch < own.Epoch {
-		return nil, &codeError{codes.FailedPrecondition, fmt.Errorf("replication: %s is at epoch %d; %s's epoch %d is older: %w", r.opts.Node, own.Epoch, hello.Node, hello.Epoch, errOlderEpoch)}
+	if newest := max(own.Epoch, r.opts.Epochs.Seen()); hello.Epoch < newest {
+		// Seen: a node that stepped down for a primary at a newer epoch
+		// it has not followed yet refuses older ones too.
+		return nil, &codeError{codes.FailedPrecondition, fmt.Errorf("replication: %s knows of epoch %d; %s's epoch %d is older: %w", r.opts.Node, newest, hello.Node, hello.Epoch, errOlderEpoch)}
 	}
 	if _, _, standby := r.store.Standby(); !standby {
 		// Two primaries: the newer epoch wins, and at the same epoch (two
