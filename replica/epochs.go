@@ -34,6 +34,10 @@ type EpochStart struct {
 // primary's history. Two nodes' logs agree up to the first LSN at which
 // their histories name a different stretch (Diverged).
 //
+// A node whose newest stretch it took from a sender (Adopt), not began
+// itself (Promote, Restart), follows another primary's log (Follows): a
+// "follows" line says so.
+//
 // With a directory, the history is kept in the file EPOCHS there, one
 // "epoch start incarnation" line per stretch, replaced atomically
 // (written, synced, renamed, directory synced) before a change takes
@@ -44,9 +48,10 @@ type Epochs struct {
 
 	mu    sync.Mutex
 	hist  []EpochStart
-	seen  uint64 // the newest epoch heard of (kept as a "seen" line)
-	known uint64 // the history says nothing of the LSNs up to it (Trust)
-	fresh bool   // nothing was kept yet
+	seen    uint64 // the newest epoch heard of (kept as a "seen" line)
+	follows bool   // the newest stretch was adopted (kept as a "follows" line)
+	known   uint64 // the history says nothing of the LSNs up to it (Trust)
+	fresh   bool   // nothing was kept yet
 }
 
 // epochsFile is the name of the history in a data directory.
@@ -75,7 +80,7 @@ func OpenEpochs(fs vfs.FS, dir string) (*Epochs, error) {
 			err = nil
 		}
 		if err == nil {
-			e.hist, e.seen, err = parseEpochs(string(b))
+			e.hist, e.seen, e.follows, err = parseEpochs(string(b))
 		}
 	}
 	if err = errors.Join(err, f.Close()); err != nil {
@@ -85,31 +90,35 @@ func OpenEpochs(fs vfs.FS, dir string) (*Epochs, error) {
 }
 
 // parseEpochs reads "epoch start incarnation" lines (checkEpochs), then
-// an optional "seen epoch" line.
-func parseEpochs(s string) (hist []EpochStart, seen uint64, err error) {
+// an optional "seen epoch" line and an optional "follows" line.
+func parseEpochs(s string) (hist []EpochStart, seen uint64, follows bool, err error) {
 	for i, line := range strings.Split(strings.TrimSpace(s), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 2 && f[0] == "seen" {
 			if seen, err = strconv.ParseUint(f[1], 10, 64); err != nil {
-				return nil, 0, fmt.Errorf("line %d: %w", i+1, err)
+				return nil, 0, false, fmt.Errorf("line %d: %w", i+1, err)
 			}
 			continue
 		}
+		if len(f) == 1 && f[0] == "follows" {
+			follows = true
+			continue
+		}
 		if len(f) != 3 {
-			return nil, 0, fmt.Errorf("line %d: %q is not \"epoch start incarnation\"", i+1, line)
+			return nil, 0, false, fmt.Errorf("line %d: %q is not \"epoch start incarnation\"", i+1, line)
 		}
 		ep, err1 := strconv.ParseUint(f[0], 10, 64)
 		st, err2 := strconv.ParseUint(f[1], 10, 64)
 		inc, err3 := strconv.ParseUint(f[2], 16, 64)
 		if err := errors.Join(err1, err2, err3); err != nil {
-			return nil, 0, fmt.Errorf("line %d: %w", i+1, err)
+			return nil, 0, false, fmt.Errorf("line %d: %w", i+1, err)
 		}
 		hist = append(hist, EpochStart{Epoch: ep, Start: st, Incarnation: inc})
 	}
 	if err := checkEpochs(hist); err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
-	return hist, seen, nil
+	return hist, seen, follows, nil
 }
 
 // checkEpochs checks a history: not empty, the first stretch starting at
@@ -169,7 +178,7 @@ func (e *Epochs) Observe(epoch uint64) error {
 	if epoch <= max(e.seen, e.hist[len(e.hist)-1].Epoch) {
 		return nil
 	}
-	if err := e.save(e.hist, epoch); err != nil {
+	if err := e.save(e.hist, epoch, e.follows); err != nil {
 		return err
 	}
 	e.seen = epoch
@@ -198,6 +207,16 @@ func (e *Epochs) Seen() uint64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.seen
+}
+
+// Follows reports whether the newest stretch of the history was taken
+// from a sender (Adopt) rather than begun here (Promote, Restart): the
+// node's log follows another primary's, and a start as a primary would
+// make two primaries of one epoch.
+func (e *Epochs) Follows() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.follows
 }
 
 // Fresh reports whether the node has never kept a history.
@@ -232,10 +251,10 @@ func (e *Epochs) begin(start, step uint64) (uint64, error) {
 	}
 	inc := rand.Uint64() | 1 // never the first stretch's zero
 	hist = append(hist, EpochStart{Epoch: next, Start: max(start, 1), Incarnation: inc})
-	if err := e.save(hist, e.seen); err != nil {
+	if err := e.save(hist, e.seen, false); err != nil {
 		return 0, err
 	}
-	e.hist, e.fresh = hist, false
+	e.hist, e.follows, e.fresh = hist, false, false
 	return next, nil
 }
 
@@ -247,7 +266,7 @@ func (e *Epochs) Adopt(hist []EpochStart) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if slices.Equal(e.hist, hist) {
+	if slices.Equal(e.hist, hist) && e.follows {
 		return nil
 	}
 	if hist[len(hist)-1].Epoch < e.hist[len(e.hist)-1].Epoch {
@@ -257,15 +276,16 @@ func (e *Epochs) Adopt(hist []EpochStart) error {
 	if hist[len(hist)-1].Epoch >= e.seen {
 		e.seen = 0 // caught up with what it heard of
 	}
-	if err := e.save(hist, e.seen); err != nil {
+	if err := e.save(hist, e.seen, true); err != nil {
 		return err
 	}
-	e.hist, e.known, e.fresh = hist, 0, false
+	e.hist, e.follows, e.known, e.fresh = hist, true, 0, false
 	return nil
 }
 
-// save writes hist and seen to the file, durably; the caller holds mu.
-func (e *Epochs) save(hist []EpochStart, seen uint64) error {
+// save writes hist, seen and follows to the file, durably; the caller
+// holds mu.
+func (e *Epochs) save(hist []EpochStart, seen uint64, follows bool) error {
 	if e.path == "" {
 		return nil
 	}
@@ -275,6 +295,9 @@ func (e *Epochs) save(hist []EpochStart, seen uint64) error {
 	}
 	if seen > 0 {
 		fmt.Fprintf(&b, "seen %d\n", seen)
+	}
+	if follows {
+		b.WriteString("follows\n")
 	}
 	if err := vfs.WriteFile(e.fs, e.path, []byte(b.String())); err != nil {
 		return fmt.Errorf("replica: keep the epoch history: %w", err)

@@ -88,12 +88,24 @@ func TestEpochsKept(t *testing.T) {
 	if err := e.Adopt(want); err != nil {
 		t.Fatal(err)
 	}
-	again, err := OpenEpochs(fs.Crash(nil), "/d")
+	fs = fs.Crash(nil)
+	again, err := OpenEpochs(fs, "/d")
 	if err != nil || !slices.Equal(again.History(), want) {
 		t.Fatalf("read back after a crash: %v %v", again.History(), err)
 	}
+	// The adopted history marks the node as following another primary's
+	// log, until it begins a stretch of its own.
+	if !again.Follows() {
+		t.Fatal("an adopted history read back does not say the node follows")
+	}
+	if _, err := again.Restart(30); err != nil {
+		t.Fatal(err)
+	}
+	if own, err := OpenEpochs(fs, "/d"); err != nil || own.Follows() {
+		t.Fatalf("after a stretch of its own the node still follows: %v", err)
+	}
 	for _, bad := range []string{"", "0 2 0\n", "0 1\n", "0 1 0\n1 9\n", "0 1 0\n0 5 0\n", "0 1 0\n2 5 1\n1 9 2\n", "0 1 0\nx 5 1\n", "0 1 0\n1 5 zz\n"} {
-		if _, _, err := parseEpochs(bad); err == nil {
+		if _, _, _, err := parseEpochs(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
 	}

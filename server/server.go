@@ -165,11 +165,23 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 		// with the primary it follows.
 		epochs.Trust(store.DB().LastLSN())
 	}
-	if cfg.Role == conf.RolePrimary && epochs.Seen() > epochs.Current() {
+	switch {
+	case cfg.Role != conf.RolePrimary:
+	case epochs.Seen() > epochs.Current():
 		// It stepped down for a newer primary before it stopped: it
 		// does not take writes again on its own.
 		logger.Warn("configured as primary, but it stepped down for a newer epoch: starting as a standby; promote it to make it the primary",
 			"epoch", epochs.Current(), "newer-epoch", epochs.Seen())
+		s.role = conf.RoleStandby
+		store.SetPrimary("", "")
+	case epochs.Follows():
+		// It followed another primary's log when it stopped (a former
+		// primary that stepped down and caught up, or a standby whose
+		// config now says primary): starting as a primary of that
+		// primary's epoch would make two, and the other could be the
+		// one that goes on. Promotion starts a newer epoch instead.
+		logger.Warn("configured as primary, but its log follows another primary's: starting as a standby; promote it to make it the primary",
+			"epoch", epochs.Current())
 		s.role = conf.RoleStandby
 		store.SetPrimary("", "")
 	}

@@ -1,0 +1,84 @@
+package server
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mmdb/mmdb/conf"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// freeAddr returns a loopback address nothing listens on now
+// (servertest.DeadAddr, which this package cannot import).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	return l.Addr().String()
+}
+
+// TestFencedPrimaryStaysFencedAfterRestart: a is the primary, b its
+// standby. b is promoted (epoch 1) and ships to a, which steps down and
+// follows b. a's host then restarts with its unchanged config file (role
+// primary). It comes back as a standby: as a primary of b's epoch (a new
+// incarnation of it) it would make two primaries of epoch 1, and either
+// could step down for the other.
+func TestFencedPrimaryStaysFencedAfterRestart(t *testing.T) {
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	dirA := t.TempDir()
+	cfgA := func(c *conf.Config) {
+		c.Node, c.Listen, c.DataDir = "a", addrA, dirA
+		c.Peers = []conf.Peer{{Name: "b", Addr: addrB}}
+	}
+	b := startNode(t, func(c *conf.Config) {
+		c.Node, c.Role, c.Listen = "b", conf.RoleStandby, addrB
+		c.Peers = []conf.Peer{{Name: "a", Addr: addrA}}
+	})
+	a := startNode(t, cfgA)
+	a.withAccounts(10)
+	if err := b.srv.store.WaitApplied(ctx(t), a.srv.db.LastLSN()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.srv.SetRole(conf.RolePrimary); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); a.srv.Role() == conf.RolePrimary || a.srv.epochs.Current() != b.srv.epochs.Current(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a did not step down and follow b: role %s epoch %d", a.srv.Role(), a.srv.epochs.Current())
+		}
+	}
+	if _, err := b.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(100, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.srv.store.WaitApplied(ctx(t), b.srv.db.LastLSN()); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	a = startNode(t, cfgA) // the host came back with the old config file
+	if role := a.srv.Role(); role == conf.RolePrimary {
+		_, err := a.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(200, 1)})
+		t.Fatalf("the fenced former primary restarted as a primary at epoch %d (b is at %d); a write on it: %v", a.srv.epochs.Current(), b.srv.epochs.Current(), err)
+	}
+	// It follows b again, and b stays the primary.
+	if _, err := b.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(101, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.srv.store.WaitApplied(ctx(t), b.srv.db.LastLSN()); err != nil {
+		t.Fatal(err)
+	}
+	// Promoted, it is the primary of a newer epoch.
+	if err := a.srv.SetRole(conf.RolePrimary); err != nil {
+		t.Fatal(err)
+	}
+	if a.srv.epochs.Current() <= b.srv.epochs.Current() || a.srv.epochs.Follows() {
+		t.Fatalf("promoted: epoch %d (b at %d), follows %v", a.srv.epochs.Current(), b.srv.epochs.Current(), a.srv.epochs.Follows())
+	}
+}
