@@ -205,9 +205,10 @@ func Open(opts Options) (*Store, error) {
 		s.recovery.LastLSN = image
 	}
 	var tails []logging.Tail
+	setAside := false // records past the point recovery reached
 	if len(opts.Dirs) > 0 {
 		var err error
-		if tails, err = s.recover(image); err != nil {
+		if tails, setAside, err = s.recover(image); err != nil {
 			return nil, err
 		}
 	}
@@ -220,15 +221,29 @@ func Open(opts Options) (*Store, error) {
 		}
 	}
 	s.last = s.recovery.LastLSN
-	if opts.Level == NoLog {
-		s.ring.Store(NewRing(opts.RingBytes, s.last))
-		return s, nil
-	}
-	log, err := logging.Open(logging.Options{
+	logOpts := logging.Options{
 		FS: opts.FS, Dirs: opts.Dirs, SegmentSize: opts.SegmentSize, Epoch: opts.Epoch,
 		Logger: opts.Logger.Named("log"), StartLSN: s.recovery.LastLSN, Tails: tails,
 		Mapped: opts.Level == MmapLog, SyncInterval: opts.MmapSyncInterval, OnSync: opts.OnSync,
-	})
+	}
+	if opts.Level == NoLog {
+		if setAside {
+			// This node's commits reuse the LSNs of the records past
+			// the gap (or the corruption, or StopAfter): an image of them
+			// followed by a replay of those records would mix two
+			// histories. Opening the log voids them for good.
+			log, err := logging.Open(logOpts)
+			if err == nil {
+				err = log.Close()
+			}
+			if err != nil {
+				return nil, fmt.Errorf("durability: void the log past LSN %d: %w", s.recovery.LastLSN, err)
+			}
+		}
+		s.ring.Store(NewRing(opts.RingBytes, s.last))
+		return s, nil
+	}
+	log, err := logging.Open(logOpts)
 	if err != nil {
 		return nil, fmt.Errorf("durability: open the log: %w", err)
 	}
@@ -246,25 +261,28 @@ func Open(opts Options) (*Store, error) {
 }
 
 // recover replays the log after LSN image (what a loaded image holds)
-// into the database and returns where each channel's data ends.
-func (s *Store) recover(image uint64) ([]logging.Tail, error) {
+// into the database and returns where each channel's data ends, and
+// whether records past the point it reached remain (after a gap, a
+// corruption it ignored, or StopAfter).
+func (s *Store) recover(image uint64) ([]logging.Tail, bool, error) {
 	start := time.Now()
 	r, err := logging.NewReader(logging.ReaderOptions{FS: s.opts.FS, Dirs: s.opts.Dirs, IgnoreCorruption: s.opts.IgnoreCorruption, After: image})
 	if err != nil {
-		return nil, fmt.Errorf("durability: recovery: %w", err)
+		return nil, false, fmt.Errorf("durability: recovery: %w", err)
 	}
 	rec := &s.recovery
 	if err := s.replay(r); err != nil {
-		return nil, errors.Join(err, r.Close())
+		return nil, false, errors.Join(err, r.Close())
 	}
 	rec.LastLSN = r.Last() // the record past StopAfter, when replay stopped there
 	if s.opts.StopAfter > 0 {
 		rec.LastLSN = min(rec.LastLSN, s.opts.StopAfter)
 	}
 	gap := r.Gap()
+	past := gap || r.Last() > rec.LastLSN
 	tails, err := r.Finish()
 	if err = errors.Join(err, r.Close()); err != nil {
-		return nil, fmt.Errorf("durability: recovery: %w", err)
+		return nil, false, fmt.Errorf("durability: recovery: %w", err)
 	}
 	rec.Duration = time.Since(start)
 	rec.Stop = "the end of the log"
@@ -277,6 +295,7 @@ func (s *Store) recover(image uint64) ([]logging.Tail, error) {
 	for i, t := range tails {
 		switch {
 		case t.Corrupt:
+			past = true
 			s.opts.Logger.Error("recovery ignored corruption (recovery_ignore_corruption); the rest of the channel is set aside",
 				"channel", i, "dir", s.opts.Dirs[i], "error", t.Err)
 			rec.Stop += fmt.Sprintf("; ignored corruption in channel %d", i)
@@ -287,7 +306,7 @@ func (s *Store) recover(image uint64) ([]logging.Tail, error) {
 	}
 	s.opts.Logger.Info("recovered the log", "after-image-lsn", image, "records", rec.Records, "bytes", rec.Bytes, "duration", rec.Duration,
 		"last-lsn", rec.LastLSN, "stopped-at", rec.Stop)
-	return tails, nil
+	return tails, past, nil
 }
 
 // replay applies the records r reads to the database, on every core
