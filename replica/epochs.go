@@ -46,8 +46,8 @@ type Epochs struct {
 	fs   vfs.FS
 	path string // "" keeps the history in memory only (a diskless node)
 
-	mu    sync.Mutex
-	hist  []EpochStart
+	mu      sync.Mutex
+	hist    []EpochStart
 	seen    uint64 // the newest epoch heard of (kept as a "seen" line)
 	follows bool   // the newest stretch was adopted (kept as a "follows" line)
 	known   uint64 // the history says nothing of the LSNs up to it (Trust)
