@@ -39,7 +39,7 @@ func BenchmarkImageTransfer(b *testing.B) {
 	})
 	defer shelf.Close()
 	srv := grpc.NewServer(grpc.InitialWindowSize(pb.WindowBytes), grpc.InitialConnWindowSize(pb.ConnWindowBytes))
-	pb.RegisterImageServiceServer(srv, replica.NewImageServer(shelf, replica.DefaultChunkBytes, nil))
+	pb.RegisterImageServiceServer(srv, replica.NewImageServer(shelf, replica.DefaultChunkBytes, nil, nil))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -155,6 +155,24 @@ func (e *Epochs) At(lsn uint64) uint64 {
 	return stretchAt(e.hist, lsn).Epoch
 }
 
+// Image returns the history an image of this node's data at LSN lsn
+// carries (the stretches that start at or below it), or nil when the
+// node holds records up to Known on trust and cannot say.
+func (e *Epochs) Image(lsn uint64) []EpochStart {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.known > 0 {
+		return nil
+	}
+	var out []EpochStart
+	for _, h := range e.hist {
+		if h.Start <= max(lsn, 1) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
 // History returns a copy of the history.
 func (e *Epochs) History() []EpochStart {
 	e.mu.Lock()
@@ -259,14 +277,27 @@ func (e *Epochs) begin(start, step uint64) (uint64, error) {
 }
 
 // Adopt takes a sender's history as its own, once it is kept; the caller
-// has checked that the two do not diverge (Diverged).
+// has checked that the two do not diverge (Diverged). The node then
+// follows that sender's log (Follows).
 func (e *Epochs) Adopt(hist []EpochStart) error {
+	return e.take(hist, true)
+}
+
+// FromImage takes the history an image came with (ImageStream.Epochs) as
+// the node's, once it is kept: the node holds that image's records and no
+// others. It follows no one yet: a node that starts as a primary from an
+// image begins a stretch of its own there (Restart).
+func (e *Epochs) FromImage(hist []EpochStart) error {
+	return e.take(hist, false)
+}
+
+func (e *Epochs) take(hist []EpochStart, follows bool) error {
 	if err := checkEpochs(hist); err != nil {
 		return fmt.Errorf("replica: a bad epoch history: %w", err)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if slices.Equal(e.hist, hist) && e.follows {
+	if slices.Equal(e.hist, hist) && e.follows == follows {
 		return nil
 	}
 	if hist[len(hist)-1].Epoch < e.hist[len(e.hist)-1].Epoch {
@@ -276,10 +307,10 @@ func (e *Epochs) Adopt(hist []EpochStart) error {
 	if hist[len(hist)-1].Epoch >= e.seen {
 		e.seen = 0 // caught up with what it heard of
 	}
-	if err := e.save(hist, e.seen, true); err != nil {
+	if err := e.save(hist, e.seen, follows); err != nil {
 		return err
 	}
-	e.hist, e.follows, e.known, e.fresh = hist, true, 0, false
+	e.hist, e.follows, e.known, e.fresh = hist, follows, 0, false
 	return nil
 }
 

@@ -33,7 +33,9 @@
 //
 // FetchImage sends the bytes of an image file (package image) in chunks.
 // The first message of every stream describes the image (LSN, id,
-// epoch, size, rows); each chunk carries its offset and a CRC-32C over
+// epoch, size, rows, and the serving node's epoch history up to the LSN,
+// which the loading node takes as its own, so that it refuses a later
+// primary whose log parts from the image's); each chunk carries its offset and a CRC-32C over
 // the image id, the offset and the data, so a chunk damaged in transit,
 // delivered at the wrong offset or taken from another image is caught
 // before a byte of it is used. The image's own frame checksums are then
@@ -85,21 +87,24 @@ type Images interface {
 // ImageServer implements ImageService.
 type ImageServer struct {
 	pb.UnimplementedImageServiceServer
-	images Images
-	chunk  int
-	logger hclog.Logger
+	images  Images
+	chunk   int
+	history func(lsn uint64) []EpochStart
+	logger  hclog.Logger
 }
 
 // DefaultChunkBytes is the data in one chunk: large enough that per-message
 // costs vanish, small enough to fit any max_message_bytes.
 const DefaultChunkBytes = 1 << 20
 
-// NewImageServer serves images from images in chunks of chunkBytes.
-func NewImageServer(images Images, chunkBytes int, logger hclog.Logger) *ImageServer {
+// NewImageServer serves images from images in chunks of chunkBytes,
+// each described with the epoch history history gives for its LSN
+// (Epochs.Image; nil: none).
+func NewImageServer(images Images, chunkBytes int, history func(lsn uint64) []EpochStart, logger hclog.Logger) *ImageServer {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &ImageServer{images: images, chunk: chunkBytes, logger: logger}
+	return &ImageServer{images: images, chunk: chunkBytes, history: history, logger: logger}
 }
 
 // FetchImage streams an image from the requested offset.
@@ -129,6 +134,9 @@ func (s *ImageServer) FetchImage(req *pb.FetchImageRequest, stream grpc.ServerSt
 	msg := &pb.FetchImageResponse{Image: &pb.ImageInfo{
 		Lsn: name.LSN, Id: name.ID, Epoch: img.Header.Epoch, Bytes: uint64(size), Rows: img.Rows,
 	}}
+	if s.history != nil {
+		msg.Image.Epochs = epochsToPB(s.history(name.LSN))
+	}
 	buf := make([]byte, min(int64(s.chunk), size))
 	for {
 		n := min(int64(len(buf)), size-int64(off))
@@ -235,8 +243,9 @@ type ImageStream struct {
 	client  pb.ImageServiceClient
 	opts    FetchOptions
 	info    ImageInfo
-	known   bool  // info came from the node
-	recv    int64 // bytes received and checked
+	known   bool         // info came from the node
+	epochs  []EpochStart // the history the node first described it with
+	recv    int64        // bytes received and checked
 	pending []byte
 	stream  pb.ImageService_FetchImageClient
 	stop    context.CancelFunc // ends stream
@@ -395,6 +404,15 @@ func (s *ImageStream) describe(info *pb.ImageInfo, first bool) error {
 		return nil
 	}
 	got := ImageInfo{Name: checkpoint.ImageID{LSN: info.GetLsn(), ID: info.GetId()}, Epoch: info.GetEpoch(), Size: int64(info.GetBytes()), Rows: info.GetRows()}
+	if hist := epochsFromPB(info.GetEpochs()); len(hist) > 0 && s.epochs == nil {
+		// Without a history that fits, the loading node takes the image's
+		// records on trust, as from a node that gave none.
+		if err := checkImageEpochs(hist, got); err != nil {
+			s.opts.Logger.Warn("the image's epoch history does not fit it; loading it without one", "lsn", got.Name.LSN, "error", err)
+		} else {
+			s.epochs = hist
+		}
+	}
 	switch {
 	case s.known && got != s.info, !s.known && s.info.Name != (checkpoint.ImageID{}) && got.Name != s.info.Name:
 		return retryable{fmt.Errorf("the node sent image %d/%08x of %d bytes, not %d/%08x", got.Name.LSN, got.Name.ID, got.Size, s.info.Name.LSN, s.info.Name.ID)}
@@ -404,6 +422,24 @@ func (s *ImageStream) describe(info *pb.ImageInfo, first bool) error {
 	s.info, s.known = got, true
 	return nil
 }
+
+// checkImageEpochs checks the history an image came with: a history
+// (checkEpochs) whose stretches start at or below the image's LSN, the
+// one holding that LSN of the image's epoch.
+func checkImageEpochs(hist []EpochStart, info ImageInfo) error {
+	if err := checkEpochs(hist); err != nil {
+		return fmt.Errorf("a bad epoch history: %w", err)
+	}
+	if last := hist[len(hist)-1]; last.Start > max(info.Name.LSN, 1) || last.Epoch != info.Epoch {
+		return fmt.Errorf("an epoch history ending with epoch %d at LSN %d, for an image of epoch %d at LSN %d", last.Epoch, last.Start, info.Epoch, info.Name.LSN)
+	}
+	return nil
+}
+
+// Epochs returns the epoch history the node described the image with
+// (the stretches up to its LSN, Epochs.Image), or nil if it gave none:
+// a node that loads the image takes it as its own (Epochs.Adopt).
+func (s *ImageStream) Epochs() []EpochStart { return s.epochs }
 
 // endStream drops the open stream, if any.
 func (s *ImageStream) endStream() {

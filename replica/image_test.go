@@ -41,6 +41,13 @@ type source struct {
 
 func newSource(t *testing.T, keep time.Duration) *source {
 	t.Helper()
+	return newSourceWith(t, keep, nil)
+}
+
+// newSourceWith is newSource describing its images with the epoch
+// history history gives.
+func newSourceWith(t *testing.T, keep time.Duration, history func(uint64) []replica.EpochStart) *source {
+	t.Helper()
 	st, err := durability.Open(durability.Options{Level: durability.NoLog})
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +76,7 @@ func newSource(t *testing.T, keep time.Duration) *source {
 		LSN:    db.LastLSN, Keep: keep,
 	})
 	srv := grpc.NewServer()
-	pb.RegisterImageServiceServer(srv, replica.NewImageServer(s.shelf, chunkBytes, nil))
+	pb.RegisterImageServiceServer(srv, replica.NewImageServer(s.shelf, chunkBytes, history, nil))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

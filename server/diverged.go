@@ -264,9 +264,11 @@ func reimage(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	var img checkpoint.Image
+	var hist []replica.EpochStart
 	err = replica.Fetch(context.Background(), from, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery, DialOptions: []grpc.DialOption{sec.dial(from)}}, func(st *replica.ImageStream) error {
 		var err error
 		img, err = checkpoint.Install(vfs.Default, staging, bufio.NewReaderSize(st, 1<<20))
+		hist = st.Epochs()
 		return err
 	})
 	if err != nil {
@@ -290,6 +292,13 @@ func reimage(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 		if err := os.Remove(filepath.Join(cfg.DataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("server: %w", err)
 		}
+	}
+	epochs, err := replica.OpenEpochs(vfs.Default, cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if err := imageHistory(epochs, hist); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(ckptDir, 0o755); err != nil {
 		return fmt.Errorf("server: %w", err)

@@ -60,15 +60,18 @@ func (sec *security) fetchBootstrap(addr string, opts replica.FetchOptions, use 
 }
 
 // bootstrap loads the image of the node at addr into db, an empty
-// database, while it arrives, and returns its LSN: how a diskless node
-// starts (bootstrap_from).
-func bootstrap(addr string, sec *security, db *mem.DB, logger hclog.Logger) (uint64, error) {
+// database, while it arrives, takes the epoch history it came with, and
+// returns its LSN: how a diskless node starts (bootstrap_from).
+func bootstrap(addr string, sec *security, db *mem.DB, epochs *replica.Epochs, logger hclog.Logger) (uint64, error) {
 	var lsn uint64
 	start := time.Now()
 	err := sec.fetchBootstrap(addr, replica.FetchOptions{Logger: logger}, func(st *replica.ImageStream) error {
 		logger.Info("loading the image of another node", "from", addr, "lsn", st.Info().Name.LSN, "bytes", st.Info().Size, "rows", st.Info().Rows)
 		h, err := checkpoint.LoadFrom(bufio.NewReaderSize(st, 1<<20), addr, st.Info().Size, db, logger)
 		if err != nil {
+			return err
+		}
+		if err := imageHistory(epochs, st.Epochs()); err != nil {
 			return err
 		}
 		lsn = h.LSN
@@ -83,11 +86,25 @@ func bootstrap(addr string, sec *security, db *mem.DB, logger hclog.Logger) (uin
 	return lsn, nil
 }
 
+// imageHistory makes hist, the epoch history an image came with, the
+// node's: a later primary whose log parts from it at or below the image's
+// LSN is then refused (replica.Diverged), where records taken on trust
+// (server.New, without one) would be taken to agree with any.
+func imageHistory(epochs *replica.Epochs, hist []replica.EpochStart) error {
+	if len(hist) == 0 {
+		return nil
+	}
+	if err := epochs.FromImage(hist); err != nil {
+		return fmt.Errorf("server: take the image's epoch history: %w", err)
+	}
+	return nil
+}
+
 // seed gives a data dir that holds no database its first image: the
 // -from-image file, or the image of the bootstrap_from node. A data dir
 // that holds a database keeps it: bootstrap_from is for the first start,
 // and -from-image refuses to replace a database.
-func seed(cfg *conf.Config, sec *security, logger hclog.Logger) error {
+func seed(cfg *conf.Config, sec *security, epochs *replica.Epochs, logger hclog.Logger) error {
 	if cfg.FromImage == "" && cfg.BootstrapFrom == "" {
 		return nil
 	}
@@ -106,11 +123,12 @@ func seed(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 	}
 	err = sec.fetchBootstrap(cfg.BootstrapFrom, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery}, func(st *replica.ImageStream) error {
 		img, err := checkpoint.Install(vfs.Default, checkpoint.Dir(cfg.DataDir), bufio.NewReaderSize(st, 1<<20))
-		if err == nil {
-			logger.Info("installed another node's image as the first checkpoint", "from", cfg.BootstrapFrom, "lsn", img.LSN, "file", img.Path,
-				"bytes", img.Bytes, "rows", img.Rows, "resumes", st.Resumes())
+		if err != nil {
+			return err
 		}
-		return err
+		logger.Info("installed another node's image as the first checkpoint", "from", cfg.BootstrapFrom, "lsn", img.LSN, "file", img.Path,
+			"bytes", img.Bytes, "rows", img.Rows, "resumes", st.Resumes())
+		return imageHistory(epochs, st.Epochs())
 	})
 	if err != nil {
 		return fmt.Errorf("server: bootstrap_from %s: %w", cfg.BootstrapFrom, err)
@@ -200,12 +218,12 @@ func loadFile(path string, logger hclog.Logger) func(db *mem.DB) (uint64, error)
 // restoreWith returns how a node without a data dir fills its empty
 // database before serving: from -from-image or bootstrap_from, or not
 // at all.
-func restoreWith(cfg *conf.Config, sec *security, logger hclog.Logger) func(db *mem.DB) (uint64, error) {
+func restoreWith(cfg *conf.Config, sec *security, epochs *replica.Epochs, logger hclog.Logger) func(db *mem.DB) (uint64, error) {
 	switch {
 	case cfg.FromImage != "":
 		return loadFile(cfg.FromImage, logger)
 	case cfg.BootstrapFrom != "":
-		return func(db *mem.DB) (uint64, error) { return bootstrap(cfg.BootstrapFrom, sec, db, logger) }
+		return func(db *mem.DB) (uint64, error) { return bootstrap(cfg.BootstrapFrom, sec, db, epochs, logger) }
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -67,17 +68,32 @@ func TestBootstrap(t *testing.T) {
 	}
 	a := diskless(src.addr)
 	a.sameAs(want, "a diskless node bootstrapped from a node with a data_dir")
+	a.tookHistory(src, want.LSN)
 	if got := src.srv.checkpointLSN(); got != want.LSN {
 		t.Fatalf("the source's newest image is at LSN %d, not %d", got, want.LSN)
 	}
 	b := diskless(a.addr)
 	b.sameAs(want, "a diskless node bootstrapped from a diskless node")
+	b.tookHistory(a, want.LSN)
 	if _, ok := b.get(7); !ok {
 		t.Fatal("row 7 is not readable on the bootstrapped node")
 	}
 	resp, err := b.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(1000, 1)})
 	if err != nil || resp.GetLsn() != want.LSN+1 {
 		t.Fatalf("the first write after the image: LSN %d, %v; want %d", resp.GetLsn(), err, want.LSN+1)
+	}
+}
+
+// tookHistory checks that n took the epoch history from's image at lsn
+// came with (so that it can tell a later primary's log of another
+// lineage), not its records on trust; as a primary, it began a stretch of
+// its own after it.
+func (n *node) tookHistory(from *node, lsn uint64) {
+	n.t.Helper()
+	want := from.srv.epochs.Image(lsn)
+	got := n.srv.epochs.History()
+	if len(want) == 0 || n.srv.epochs.Known() != 0 || len(got) < len(want) || !slices.Equal(got[:len(want)], want) {
+		n.t.Fatalf("the node's epoch history %v (on trust to LSN %d), not the image's %v", got, n.srv.epochs.Known(), want)
 	}
 }
 
@@ -101,6 +117,7 @@ func TestBootstrapIntoDataDir(t *testing.T) {
 	edit := func(c *conf.Config) { c.DataDir, c.BootstrapFrom = dir, from }
 	n := startNode(t, edit)
 	n.sameAs(want, "a node bootstrapped into its data_dir")
+	n.tookHistory(src, want.LSN)
 	if _, err := n.db.Delete(ctx(t), &pb.DeleteRequest{Table: "acct", Key: key(vI(5))}); err != nil {
 		t.Fatal(err)
 	}

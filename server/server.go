@@ -147,7 +147,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 		return nil, errors.Join(fmt.Errorf("server: %w", err), s.unlock())
 	}
 	s.epochs = epochs
-	store, slots, err := openStore(cfg, sec, epochs.Current(), s.metrics.onSync(), logger)
+	store, slots, err := openStore(cfg, sec, epochs, s.metrics.onSync(), logger)
 	if err != nil {
 		return nil, errors.Join(err, s.unlock())
 	}
@@ -227,7 +227,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 	pb.RegisterReplicationServiceServer(s.grpc, s.recv)
 	s.images = s.newShelf()
 	chunk := min(replica.DefaultChunkBytes, int(cfg.MaxMessageBytes)/2)
-	pb.RegisterImageServiceServer(s.grpc, replica.NewImageServer(s.images, chunk, logger.Named("image")))
+	pb.RegisterImageServiceServer(s.grpc, replica.NewImageServer(s.images, chunk, s.epochs.Image, logger.Named("image")))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -244,7 +244,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 // openStore restores the database from the newest checkpoint image and
 // the log after it, and opens the log, at the configured durability. It
 // returns what the image slots hold.
-func openStore(cfg *conf.Config, sec *security, epoch uint64, onSync func(int, time.Duration), logger hclog.Logger) (*durability.Store, checkpoint.Slots, error) {
+func openStore(cfg *conf.Config, sec *security, epochs *replica.Epochs, onSync func(int, time.Duration), logger hclog.Logger) (*durability.Store, checkpoint.Slots, error) {
 	level, err := durability.ParseLevel(cfg.Durability)
 	if err != nil {
 		return nil, checkpoint.Slots{}, fmt.Errorf("server: %w", err)
@@ -256,7 +256,7 @@ func openStore(cfg *conf.Config, sec *security, epoch uint64, onSync func(int, t
 	opts := durability.Options{
 		Level: level, Floor: floor, Dirs: cfg.LogDirs(), IgnoreCorruption: cfg.RecoveryIgnoreCorruption,
 		MmapSyncInterval: cfg.MmapSyncInterval, RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
-		Standby: cfg.Role != conf.RolePrimary, Epoch: epoch, OnSync: onSync,
+		Standby: cfg.Role != conf.RolePrimary, Epoch: epochs.Current(), OnSync: onSync,
 	}
 	if level != durability.NoLog {
 		// A node with a log keeps recent records in memory for the
@@ -273,16 +273,17 @@ func openStore(cfg *conf.Config, sec *security, epoch uint64, onSync func(int, t
 		}
 	}
 	if cfg.DataDir == "" {
-		opts.Restore = restoreWith(cfg, sec, logger.Named("image"))
+		opts.Restore = restoreWith(cfg, sec, epochs, logger.Named("image"))
 		store, err := durability.Open(opts)
 		if err != nil {
 			return nil, checkpoint.Slots{}, fmt.Errorf("server: %w", err)
 		}
 		return store, checkpoint.Slots{}, nil
 	}
-	if err := seed(cfg, sec, logger.Named("image")); err != nil {
+	if err := seed(cfg, sec, epochs, logger.Named("image")); err != nil {
 		return nil, checkpoint.Slots{}, err
 	}
+	opts.Epoch = epochs.Current() // an image's history may have come with it
 	store, slots, err := checkpoint.Restart(vfs.Default, checkpoint.Dir(cfg.DataDir), opts, logger.Named("checkpoint"))
 	if err != nil {
 		return nil, slots, fmt.Errorf("server: %w", err)

@@ -4396,8 +4396,14 @@ type ImageInfo struct {
 	Id    uint32 `protobuf:"fixed32,2,opt,name=id,proto3" json:"id,omitempty"`
 	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// The image's size; the transfer is complete at this offset.
-	Bytes         uint64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	Rows          uint64 `protobuf:"varint,5,opt,name=rows,proto3" json:"rows,omitempty"`
+	Bytes uint64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Rows  uint64 `protobuf:"varint,5,opt,name=rows,proto3" json:"rows,omitempty"`
+	// The serving node's epoch history up to lsn (the stretches that start
+	// at or below it), which a node loading the image takes as its own, so
+	// that it can tell a later primary's log of another lineage; empty when
+	// the serving node holds its data on trust (it loaded an image without
+	// one).
+	Epochs        []*EpochStart `protobuf:"bytes,6,rep,name=epochs,proto3" json:"epochs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4465,6 +4471,13 @@ func (x *ImageInfo) GetRows() uint64 {
 		return x.Rows
 	}
 	return 0
+}
+
+func (x *ImageInfo) GetEpochs() []*EpochStart {
+	if x != nil {
+		return x.Epochs
+	}
+	return nil
 }
 
 // FetchImageResponse is one chunk of an image.
@@ -5605,13 +5618,14 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x11FetchImageRequest\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\aR\x02id\x12\x16\n" +
-	"\x06offset\x18\x03 \x01(\x04R\x06offset\"m\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\"\x9a\x01\n" +
 	"\tImageInfo\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\aR\x02id\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\x12\x12\n" +
-	"\x04rows\x18\x05 \x01(\x04R\x04rows\"\x82\x01\n" +
+	"\x04rows\x18\x05 \x01(\x04R\x04rows\x12+\n" +
+	"\x06epochs\x18\x06 \x03(\v2\x13.mmdb.v1.EpochStartR\x06epochs\"\x82\x01\n" +
 	"\x12FetchImageResponse\x12(\n" +
 	"\x05image\x18\x01 \x01(\v2\x12.mmdb.v1.ImageInfoR\x05image\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
@@ -5906,63 +5920,64 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	2,   // 74: mmdb.v1.RepairRowsRequest.durability:type_name -> mmdb.v1.Durability
 	3,   // 75: mmdb.v1.RepairRowsRequest.sync_mode:type_name -> mmdb.v1.SyncMode
 	73,  // 76: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
-	60,  // 77: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
-	64,  // 78: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
-	66,  // 79: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
-	63,  // 80: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
-	65,  // 81: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
-	68,  // 82: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
-	69,  // 83: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
-	70,  // 84: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
-	11,  // 85: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	13,  // 86: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	15,  // 87: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	17,  // 88: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	19,  // 89: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	21,  // 90: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	23,  // 91: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	24,  // 92: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	25,  // 93: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	26,  // 94: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	31,  // 95: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	35,  // 96: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	37,  // 97: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	39,  // 98: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	43,  // 99: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	55,  // 100: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	45,  // 101: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
-	47,  // 102: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
-	49,  // 103: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
-	53,  // 104: mmdb.v1.AdminService.RepairRows:input_type -> mmdb.v1.RepairRowsRequest
-	59,  // 105: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	62,  // 106: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
-	12,  // 107: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	14,  // 108: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	16,  // 109: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	18,  // 110: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	20,  // 111: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	22,  // 112: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	27,  // 113: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	28,  // 114: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	29,  // 115: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	30,  // 116: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	32,  // 117: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	36,  // 118: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	38,  // 119: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	41,  // 120: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	44,  // 121: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	56,  // 122: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	46,  // 123: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
-	48,  // 124: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
-	50,  // 125: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
-	54,  // 126: mmdb.v1.AdminService.RepairRows:output_type -> mmdb.v1.RepairRowsResponse
-	61,  // 127: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	67,  // 128: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
-	107, // [107:129] is the sub-list for method output_type
-	85,  // [85:107] is the sub-list for method input_type
-	85,  // [85:85] is the sub-list for extension type_name
-	85,  // [85:85] is the sub-list for extension extendee
-	0,   // [0:85] is the sub-list for field type_name
+	65,  // 77: mmdb.v1.ImageInfo.epochs:type_name -> mmdb.v1.EpochStart
+	60,  // 78: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
+	64,  // 79: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
+	66,  // 80: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
+	63,  // 81: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
+	65,  // 82: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
+	68,  // 83: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
+	69,  // 84: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
+	70,  // 85: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
+	11,  // 86: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	13,  // 87: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	15,  // 88: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	17,  // 89: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	19,  // 90: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	21,  // 91: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	23,  // 92: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	24,  // 93: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	25,  // 94: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	26,  // 95: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	31,  // 96: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	35,  // 97: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	37,  // 98: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	39,  // 99: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	43,  // 100: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	55,  // 101: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	45,  // 102: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
+	47,  // 103: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
+	49,  // 104: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
+	53,  // 105: mmdb.v1.AdminService.RepairRows:input_type -> mmdb.v1.RepairRowsRequest
+	59,  // 106: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	62,  // 107: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	12,  // 108: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	14,  // 109: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	16,  // 110: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	18,  // 111: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	20,  // 112: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	22,  // 113: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	27,  // 114: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	28,  // 115: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	29,  // 116: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	30,  // 117: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	32,  // 118: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	36,  // 119: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	38,  // 120: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	41,  // 121: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	44,  // 122: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	56,  // 123: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	46,  // 124: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
+	48,  // 125: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
+	50,  // 126: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
+	54,  // 127: mmdb.v1.AdminService.RepairRows:output_type -> mmdb.v1.RepairRowsResponse
+	61,  // 128: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	67,  // 129: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	108, // [108:130] is the sub-list for method output_type
+	86,  // [86:108] is the sub-list for method input_type
+	86,  // [86:86] is the sub-list for extension type_name
+	86,  // [86:86] is the sub-list for extension extendee
+	0,   // [0:86] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
