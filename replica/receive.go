@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -495,10 +497,26 @@ func (r *Receiver) receive(ctx context.Context, st grpc.BidiStreamingServer[pb.S
 // nothing after it is acknowledged.
 var errApply = errors.New("replica: this node cannot take the primary's log")
 
+// fullRetry is how often the applier tries again a record a full disk
+// keeps out of this node's log.
+const fullRetry = 200 * time.Millisecond
+
+// stopped reports whether Stop was called (a promotion or a shutdown):
+// the applier then stops waiting for a full disk, and what it holds is
+// lost, as in a crash of this node.
+func (r *Receiver) stopped() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
 // apply applies the queued batches in order until the queue is closed,
 // logging each record with the epoch that wrote it (from the sender's
-// history hist). A record that fails ends the link at once (cancel), and
-// no further acknowledgement goes out.
+// history hist). A record a full disk keeps out of the log is tried
+// again until space is freed (or Stop): it was acknowledged as received,
+// which a received-ack commit counts on, so it is not dropped. A record that
+// fails otherwise ends the link at once (cancel), and no further
+// acknowledgement goes out.
 func (r *Receiver) apply(queue <-chan []received, p *progress, cancel context.CancelCauseFunc, hist []EpochStart) {
 	failed := false
 	stamp := ^uint64(0)
@@ -511,7 +529,15 @@ func (r *Receiver) apply(queue <-chan []received, p *progress, cancel context.Ca
 				r.store.SetEpoch(ep)
 				stamp = ep
 			}
-			if err := r.store.Replicate(rec.lsn, rec.body, rec.redo); err != nil {
+			err := r.store.Replicate(rec.lsn, rec.body, rec.redo)
+			for tries := 0; errors.Is(err, logging.ErrFull) && !r.stopped(); tries++ {
+				if tries == 0 {
+					r.opts.Logger.Warn("the disk is full: the records received wait to be applied until space is freed", "lsn", rec.lsn, "error", err)
+				}
+				time.Sleep(fullRetry)
+				err = r.store.Replicate(rec.lsn, rec.body, rec.redo)
+			}
+			if err != nil {
 				p.mu.Lock()
 				p.failed = true
 				p.mu.Unlock()

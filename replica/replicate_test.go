@@ -766,10 +766,60 @@ func TestCatchUpFromLog(t *testing.T) {
 	}
 }
 
+// TestReceivedAckThroughAFullDisk: under received-ack, commits confirmed
+// as held by a standby whose disk then fills are held by it even when the
+// primary goes away at once: once space is freed, the standby applies
+// every one of them. Before, the standby dropped what it could not apply
+// and counted on the primary to send it again.
+func TestReceivedAckThroughAFullDisk(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	fs := vfs.NewMemFS()
+	sb := newStandby(t, durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: []string{"/b/log"}, SegmentSize: 64 << 10}, "a")
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}, Mode: replica.ReceivedAck, Quorum: 1, Timeout: 200 * time.Millisecond})
+	ctx := context.Background()
+	bank := banktest.Setup(t, primary.DB(), func(lsn uint64) error {
+		_, err := snd.Wait(ctx, lsn, -1)
+		return err
+	})
+	fs.SetSpace(200 << 10)
+	var confirmed uint64
+	degraded := 0
+	for i := 0; i < 20000 && degraded < 3; i++ {
+		lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := snd.Wait(ctx, lsn, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d {
+			degraded++
+		} else {
+			confirmed = lsn
+		}
+	}
+	if degraded == 0 {
+		t.Fatal("the standby never ran out of disk")
+	}
+	applied := sb.store.DB().LastLSN()
+	snd.Close() // the primary is gone: nothing is sent again
+	fs.SetSpace(0)
+	deadline := time.Now().Add(20 * time.Second)
+	for sb.store.DB().LastLSN() < confirmed {
+		if time.Now().After(deadline) {
+			t.Fatalf("LSN %d was confirmed as received; once space was freed, with the primary gone, the standby applied only up to %d", confirmed, sb.store.DB().LastLSN())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("confirmed up to LSN %d; the standby had applied %d when its disk was full, and caught up once space was freed", confirmed, applied)
+}
+
 // TestStandbyThatCannotApply: a standby whose disk is full cannot log
-// what it receives: the link ends at the first record it cannot take,
-// nothing after it is acknowledged, and commits that wait for it degrade
-// instead of being confirmed. Every confirmed commit is on the standby.
+// what it receives: it applies nothing past the first record it cannot
+// take (it holds it and tries again), nothing after it is acknowledged
+// as applied, and commits that wait for it degrade instead of being
+// confirmed. Every confirmed commit is on the standby.
 func TestStandbyThatCannotApply(t *testing.T) {
 	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
 	fs := vfs.NewMemFS()
@@ -813,5 +863,5 @@ func TestStandbyThatCannotApply(t *testing.T) {
 	if st.Applied > applied || st.State == replica.StateStreaming {
 		t.Fatalf("the primary sees %+v; the standby applied up to %d", st, applied)
 	}
-	t.Logf("%d confirmed, then degraded; the standby stopped at LSN %d: %s", len(confirmed), applied, st.Reason)
+	t.Logf("%d confirmed, then degraded; the standby stopped at LSN %d (%s)", len(confirmed), applied, st.State)
 }
