@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"slices"
 
 	"github.com/mmdb/mmdb/logging/record"
 	"github.com/mmdb/mmdb/logging/vfs"
@@ -34,13 +35,17 @@ var ErrMismatch = errors.New("logging: the log does not match its configuration"
 // are a torn write (a crash in the middle of the last write), which
 // recovery truncates. Corrupt says reading stopped at damage that
 // recovery was told to ignore (Err): the bytes from there on, and the
-// channel's later segments, are set aside.
+// channel's later segments, are set aside. Void, if not zero, bounds the
+// records of the tail's segment that recovery read: an opening of the log
+// in a later segment, set aside with it, voided those above it, and the
+// next opening must go on voiding them (Open).
 type Tail struct {
 	Seq     uint64
 	Offset  int64
 	Torn    bool
 	Corrupt bool
 	Err     error
+	Void    uint64
 }
 
 // channelReader reads one channel's records in LSN order, block by block.
@@ -697,6 +702,9 @@ func (r *Reader) Finish() ([]Tail, error) {
 		tails[i] = c.tail
 		if c.cut { // however the kept segments ended, the rest is set aside
 			tails[i].Corrupt, tails[i].Err = true, c.cutErr
+		}
+		if at := slices.Index(c.segs, c.tail.Seq); at >= 0 && c.voids[at] != math.MaxUint64 {
+			tails[i].Void = c.voids[at]
 		}
 	}
 	return tails, nil

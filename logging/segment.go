@@ -94,7 +94,6 @@ type segmentWriter struct {
 	channels uint32
 	size     int64  // bytes preallocated per segment
 	opened   bool   // the next segment is the first since the log was opened
-	base     uint64 // the last LSN recovered when the log was opened
 	last     uint64 // the highest LSN in the channel's kept records: the next segment's base
 	mapped   bool   // blocks are copied into a mapping of the segment (mmap-log)
 
@@ -111,10 +110,14 @@ type segmentWriter struct {
 // newSegmentWriter returns a writer for channel (of channels) in dir,
 // whose existing data ends at tail; recovery kept the records up to LSN
 // base. Its first segment, which start creates, follows tail's and voids
-// what the channel holds past tail or above base (record.FlagOpened).
+// what the channel holds past tail or above base, or above tail.Void
+// when an opening now set aside voided more (record.FlagOpened).
 func newSegmentWriter(fs vfs.FS, dir string, channel, channels uint32, size int64, tail Tail, base uint64) *segmentWriter {
+	if tail.Void != 0 {
+		base = min(base, tail.Void)
+	}
 	return &segmentWriter{fs: fs, dir: dir, channel: channel, channels: channels, size: size,
-		opened: true, base: base, last: base, seq: tail.Seq, prevEnd: uint64(tail.Offset)}
+		opened: true, last: base, seq: tail.Seq, prevEnd: uint64(tail.Offset)}
 }
 
 // start creates the writer's first segment.
