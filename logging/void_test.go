@@ -52,8 +52,9 @@ func TestIgnoredCorruptionKeepsVoids(t *testing.T) {
 	}
 	add(99)
 	l.syncAll()
-	add(51)                         // LSNs 100..150
-	for _, c := range []int{0, 2} { // channel 1 (100, 103, ...) never syncs them
+	add(51) // LSNs 100..150
+	// Channel 1 (100, 103, ...) never syncs them.
+	for _, c := range []int{0, 2} {
 		if err := l.writers[c].sync(); err != nil {
 			t.Fatal(err)
 		}
