@@ -264,6 +264,30 @@ func closeFile(t *testing.T, f vfs.File) {
 	}
 }
 
+// readFile returns the bytes of the file at path.
+func readFile(t *testing.T, fs *vfs.MemFS, path string) []byte {
+	t.Helper()
+	f := openFile(t, fs, path)
+	defer closeFile(t, f)
+	size, err := f.Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, size)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// writeFile replaces the file at path with b, durably.
+func writeFile(t *testing.T, fs *vfs.MemFS, path string, b []byte) {
+	t.Helper()
+	if err := vfs.WriteFile(fs, path, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestDamagedImage: with the newest image damaged (truncated, a flipped
 // bit, a bad header) the restart falls back to the older image and the
 // log after it and loses nothing; with both damaged it refuses, naming
@@ -372,14 +396,14 @@ func TestImageThatDoesNotLoadIsReplaced(t *testing.T) {
 }
 
 // TestFallbackThatWouldLoseCommits: on a no-log node with a data dir
-// (no log after the older image), a newest image that does not load is
-// not replaced by the older one: the start refuses, saying what it would
-// lose, and leaves both images alone.
+// (no log after the older image), a newest image that is damaged, found
+// so at a load (a bit flip, a bad row) or before (truncated, a bad
+// header), is not replaced by the older one: the start refuses, saying
+// what it would lose, and leaves both images alone. A damaged older image
+// stops nothing when the header says it is older.
 func TestFallbackThatWouldLoseCommits(t *testing.T) {
 	for _, d := range damages {
-		if d.name == "a row that breaks its table" || d.name == "bit flip" {
-			t.Run(d.name, func(t *testing.T) { fallbackThatWouldLoseCommits(t, d) })
-		}
+		t.Run(d.name, func(t *testing.T) { fallbackThatWouldLoseCommits(t, d) })
 	}
 }
 
@@ -400,15 +424,33 @@ func fallbackThatWouldLoseCommits(t *testing.T, d damage) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	before := readFile(t, fs, newest.Image.Path)
 	d.do(t, fs, newest.Image.Path)
+	damaged := readFile(t, fs, newest.Image.Path)
 	_, _, err = checkpoint.Restart(fs, ckptDir, opts, nil)
-	if err == nil || errors.Is(err, checkpoint.ErrNoImage) || !strings.Contains(err.Error(), filepath.Base(newest.Image.Path)) ||
-		!strings.Contains(err.Error(), fmt.Sprintf("reach only LSN %d", older.Image.LSN)) {
+	want := fmt.Sprintf("reach only LSN %d", older.Image.LSN)
+	if d.name == "bad header" {
+		want = "damaged past telling its LSN"
+	}
+	if err == nil || errors.Is(err, checkpoint.ErrNoImage) || !strings.Contains(err.Error(), filepath.Base(newest.Image.Path)) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("restart that would lose the commits after LSN %d: %v", older.Image.LSN, err)
 	}
 	again, err := checkpoint.Inspect(fs, ckptDir, nil)
-	if err != nil || again.Newest.Path != newest.Image.Path || again.Older.Path != older.Image.Path {
+	if err != nil || again.Older.Path != older.Image.Path && again.Newest.Path != older.Image.Path || !bytes.Equal(readFile(t, fs, newest.Image.Path), damaged) {
 		t.Fatalf("the images after the refused start: %+v, %v", again, err)
+	}
+	if d.name != "truncated" {
+		return
+	}
+	// The same damage to the older image: the newest is used.
+	writeFile(t, fs, newest.Image.Path, before)
+	d.do(t, fs, older.Image.Path)
+	s, _, err = checkpoint.Restart(fs, ckptDir, opts, nil)
+	if err != nil || s.DB().LastLSN() != newest.Image.LSN {
+		t.Fatalf("restart with the older image damaged: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

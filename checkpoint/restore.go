@@ -42,6 +42,12 @@ type Image struct {
 type Slots struct {
 	Newest Image
 	Older  Image
+	// Lost is the newest image Inspect found damaged whose header still
+	// names its LSN (LSN zero: none): its commits must come from the
+	// other image and the log, or a start would lose them. Unreadable
+	// names a damaged image whose header does not say.
+	Lost       Image
+	Unreadable string
 }
 
 func noImage(slot int) Image { return Image{Slot: slot} }
@@ -87,6 +93,7 @@ func Inspect(fs vfs.FS, dir string, logger hclog.Logger) (Slots, error) {
 	}
 	imgs := [2]Image{noImage(0), noImage(1)}
 	var damage []error
+	lost, unreadable := Image{}, ""
 	for i := range imgs {
 		if !present[i] {
 			continue
@@ -95,6 +102,11 @@ func Inspect(fs vfs.FS, dir string, logger hclog.Logger) (Slots, error) {
 		if err != nil {
 			damage = append(damage, err)
 			logger.Warn("a checkpoint image is damaged; it will not be used", "file", slotPath(dir, i), "error", err)
+			if lsn, ok := headerLSN(fs, slotPath(dir, i)); !ok {
+				unreadable = slotPath(dir, i)
+			} else if lsn > lost.LSN {
+				lost = Image{Path: slotPath(dir, i), LSN: lsn, Slot: i}
+			}
 			continue
 		}
 		img.Slot = i
@@ -104,9 +116,25 @@ func Inspect(fs vfs.FS, dir string, logger hclog.Logger) (Slots, error) {
 	case imgs[0].LSN == 0 && imgs[1].LSN == 0 && len(damage) > 0:
 		return Slots{}, fmt.Errorf("%w in %s: %w", ErrNoImage, dir, errors.Join(damage...))
 	case imgs[1].LSN > imgs[0].LSN:
-		return Slots{Newest: imgs[1], Older: imgs[0]}, nil
+		return Slots{Newest: imgs[1], Older: imgs[0], Lost: lost, Unreadable: unreadable}, nil
 	}
-	return Slots{Newest: imgs[0], Older: imgs[1]}, nil
+	return Slots{Newest: imgs[0], Older: imgs[1], Lost: lost, Unreadable: unreadable}, nil
+}
+
+// headerLSN returns the LSN the header of the image at path names, if
+// the header is whole.
+func headerLSN(fs vfs.FS, path string) (uint64, bool) {
+	var lsn uint64
+	err := withFile(fs, path, func(f vfs.File, size int64) error {
+		var hb [image.HeaderSize]byte
+		if _, err := f.ReadAt(hb[:], 0); err != nil {
+			return err
+		}
+		h, err := image.DecodeHeader(hb[:])
+		lsn = h.LSN
+		return err
+	})
+	return lsn, err == nil
 }
 
 // errWouldLose marks a fallback refused because it would lose commits.
@@ -122,7 +150,9 @@ var errWouldLose = errors.New("checkpoint: refusing to start from the older imag
 // the log after it do not reach the newest image's LSN (the log is gone,
 // or the node keeps none), the start is refused with nothing changed: the
 // operator decides whether to lose those commits (move the newest image
-// away) or repair it. It returns the store and what the slots hold, for
+// away) or repair it. The same holds for an image Inspect found damaged
+// (Slots.Lost) whose header names a newer LSN than the image used, and,
+// on a node without a log, for one whose header is unreadable. It returns the store and what the slots hold, for
 // the Checkpointer.
 func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger) (*durability.Store, Slots, error) {
 	if fs == nil {
@@ -134,6 +164,27 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 	slots, err := Inspect(fs, dir, logger)
 	if err != nil {
 		return nil, slots, err
+	}
+	if slots.Unreadable != "" && opts.Level == durability.NoLog {
+		return nil, slots, fmt.Errorf("%w (%s, LSN %d): %s is damaged past telling its LSN, so it may hold newer commits, and a node without a log cannot replay them: move it away to start from the other image",
+			errWouldLose, slots.Newest.Path, slots.Newest.LSN, slots.Unreadable)
+	}
+	// What a damaged image held must come from the image used and the
+	// log after it (up to where the log is cut, if it is), as for an
+	// image that does not load (below).
+	reach := slots.Lost.LSN
+	if opts.StopAfter > 0 {
+		reach = min(reach, opts.StopAfter)
+	}
+	if reach > slots.Newest.LSN {
+		used, lost := slots.Newest, slots.Lost
+		opts.Recovered = func(rec durability.Recovery) error {
+			if rec.LastLSN < reach {
+				return fmt.Errorf("%w: the damaged image %s held commits up to LSN %d, and %s (LSN %d) and the log after it reach only LSN %d: starting would lose the commits in between",
+					errWouldLose, lost.Path, lost.LSN, used.Path, used.LSN, rec.LastLSN)
+			}
+			return nil
+		}
 	}
 	stale := "" // an image past where the log is cut
 	if opts.StopAfter > 0 && slots.Newest.LSN > opts.StopAfter {
@@ -181,10 +232,11 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 	// it is gone; then the broken image held commits nothing else does,
 	// and the next checkpoint would overwrite it. That is checked before
 	// the log is opened for writing, so a refused start changes nothing.
+	reach = max(reach, slots.Newest.LSN)
 	opts.Recovered = func(rec durability.Recovery) error {
-		if rec.LastLSN < slots.Newest.LSN {
-			return fmt.Errorf("%w: the newest image (%s, LSN %d) does not load (%w), and the older image and the log after it reach only LSN %d: starting would lose the commits in between",
-				errWouldLose, slots.Newest.Path, slots.Newest.LSN, err, rec.LastLSN)
+		if rec.LastLSN < reach {
+			return fmt.Errorf("%w: the newest image (%s, LSN %d) does not load (%w), and the older image and the log after it reach only LSN %d, short of %d: starting would lose the commits in between",
+				errWouldLose, slots.Newest.Path, slots.Newest.LSN, err, rec.LastLSN, reach)
 		}
 		return nil
 	}
