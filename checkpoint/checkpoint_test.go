@@ -531,10 +531,15 @@ func TestImageWaitsForTheLog(t *testing.T) {
 
 // TestRestartCutsTheLog: a start told to stop after an LSN between the
 // two images starts from the older image, replays the log to that LSN,
-// removes the newest image (it holds what is cut), and a later start
-// without the cut finds exactly that database and what followed it. A cut
-// below both images is refused.
+// removes the newest image (it holds what is cut), whole or damaged, and
+// a later start without the cut finds exactly that database and what
+// followed it. A cut below both images is refused.
 func TestRestartCutsTheLog(t *testing.T) {
+	t.Run("whole", func(t *testing.T) { restartCutsTheLog(t, false) })
+	t.Run("damaged", func(t *testing.T) { restartCutsTheLog(t, true) })
+}
+
+func restartCutsTheLog(t *testing.T, damaged bool) {
 	fs := vfs.NewMemFS()
 	n, err := open(t, fs)
 	if err != nil {
@@ -554,8 +559,11 @@ func TestRestartCutsTheLog(t *testing.T) {
 	if err := n.store.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if damaged {
+		damages[0].do(t, fs, newest.Image.Path) // truncated: its header still names its LSN
+	}
 	opts := durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: dirs, SegmentSize: 4 << 10, StopAfter: older.Image.LSN - 1}
-	if _, _, err := checkpoint.Restart(fs, ckptDir, opts, nil); !errors.Is(err, checkpoint.ErrNoImage) {
+	if _, _, err := checkpoint.Restart(fs, ckptDir, opts, nil); !damaged && !errors.Is(err, checkpoint.ErrNoImage) {
 		t.Fatalf("a cut below both images: %v", err)
 	}
 	opts.StopAfter = cut

@@ -186,7 +186,7 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 			return nil
 		}
 	}
-	stale := "" // an image past where the log is cut
+	var stale []string // images past where the log is cut
 	if opts.StopAfter > 0 && slots.Newest.LSN > opts.StopAfter {
 		// The log is cut after StopAfter: an image past it holds what is
 		// cut, and the next checkpoint overwrites it.
@@ -196,7 +196,12 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 		}
 		logger.Warn("the newest checkpoint image is past where the log is cut; starting from the older one", "image", slots.Newest.Path,
 			"lsn", slots.Newest.LSN, "cut-after", opts.StopAfter, "older-lsn", slots.Older.LSN)
-		stale, slots = slots.Newest.Path, Slots{Newest: slots.Older, Older: noImage(slots.Newest.Slot)}
+		stale, slots = append(stale, slots.Newest.Path), Slots{Newest: slots.Older, Older: noImage(slots.Newest.Slot), Lost: slots.Lost}
+	}
+	if opts.StopAfter > 0 && slots.Lost.LSN > opts.StopAfter {
+		// A damaged image past the cut goes with what is cut: a later
+		// start, without the cut, would ask the log to reach it.
+		stale = append(stale, slots.Lost.Path)
 	}
 	open := func(img Image) (*durability.Store, bool, error) {
 		loadFailed := false
@@ -212,11 +217,13 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 	}
 	store, loadFailed, err := open(slots.Newest)
 	switch {
-	case err == nil && stale != "":
+	case err == nil && len(stale) > 0:
 		// Gone before anything can load it again: it holds records the
 		// log no longer has, at LSNs that new records take.
-		if err := vfs.RemoveDurable(fs, stale); err != nil {
-			return nil, slots, errors.Join(fmt.Errorf("checkpoint: %w", err), store.Close())
+		for _, path := range stale {
+			if err := vfs.RemoveDurable(fs, path); err != nil {
+				return nil, slots, errors.Join(fmt.Errorf("checkpoint: %w", err), store.Close())
+			}
 		}
 		return store, slots, nil
 	case err == nil || !loadFailed:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -202,14 +203,36 @@ func TestWriteCutAfterItLeft(t *testing.T) {
 	}
 }
 
-// refusing answers every write UNAVAILABLE itself, as a node whose log
-// failed refuses a write and changes nothing.
+// refusing answers every write, and every Begin, UNAVAILABLE itself, as
+// a node whose log failed refuses a write and changes nothing; it counts
+// the Begins.
 type refusing struct {
 	pb.UnimplementedDatabaseServiceServer
+	begins atomic.Int64
 }
 
-func (refusing) Insert(context.Context, *pb.InsertRequest) (*pb.InsertResponse, error) {
+func (*refusing) Insert(context.Context, *pb.InsertRequest) (*pb.InsertResponse, error) {
 	return nil, status.Error(codes.Unavailable, "the redo log failed")
+}
+
+func (r *refusing) Begin(context.Context, *pb.BeginRequest) (*pb.BeginResponse, error) {
+	r.begins.Add(1)
+	return nil, status.Error(codes.Unavailable, "shutting down")
+}
+
+// serveRefusing serves a refusing node and returns it and its address.
+func serveRefusing(t *testing.T) (*refusing, string) {
+	t.Helper()
+	r := &refusing{}
+	g := grpc.NewServer()
+	pb.RegisterDatabaseServiceServer(g, r)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }() // returns when stopped
+	t.Cleanup(g.Stop)
+	return r, lis.Addr().String()
 }
 
 // TestWriteRefusedUnavailable: a write the node itself answered
@@ -221,19 +244,34 @@ func TestWriteRefusedUnavailable(t *testing.T) {
 	if _, err := newClient(t, live).CreateTable(ctx, counters); err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
-	pb.RegisterDatabaseServiceServer(g, refusing{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }() // returns when stopped below
-	defer g.Stop()
-	c := newClient(t, lis.Addr().String(), live)
+	_, refuser := serveRefusing(t)
+	c := newClient(t, refuser, live)
 	if _, err := c.Insert(ctx, "counters", Uint64(1), String("x"), Int64(1), Null()); err != nil {
 		t.Fatalf("an insert the first node refused: %v", err)
 	}
 	if c.Addr() != live {
 		t.Fatalf("client at %s, want %s", c.Addr(), live)
+	}
+}
+
+// TestTxBeginGivesUpOnce: a Tx whose Begin fails UNAVAILABLE everywhere
+// makes MaxAttempts attempts in all, not MaxAttempts of its own times
+// MaxAttempts of Begin's.
+func TestTxBeginGivesUpOnce(t *testing.T) {
+	r, addr := serveRefusing(t)
+	c, err := New(Options{Addrs: []string{addr}, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxAttempts: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if _, err := c.Tx(testCtx(t), func(*Tx) error { return nil }); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a Tx on a node that refuses Begin: %v", err)
+	}
+	if n := r.begins.Load(); n != 4 {
+		t.Fatalf("%d Begins for MaxAttempts 4", n)
 	}
 }

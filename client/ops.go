@@ -322,7 +322,9 @@ func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) 
 		case primary != "":
 			c.log.Debug("following the primary", "from", addr, "primary", primary)
 			c.follow(primary)
-		case (code == codes.Unavailable || notPrimary) && !errors.Is(err, ErrUnknownOutcome) && attempt < c.opts.MaxAttempts:
+		case (code == codes.Unavailable || notPrimary) && addr != "" && !errors.Is(err, ErrUnknownOutcome) && attempt < c.opts.MaxAttempts:
+			// After Begin (which moved on by itself until it gave up,
+			// addr empty): the transaction died with its node.
 			c.log.Debug("node unavailable; running the transaction on the next", "addr", addr, "attempt", attempt, "error", err)
 			c.moveOn(addr)
 			wait, backoff = backoff, min(2*backoff, c.opts.MaxBackoff)
@@ -385,7 +387,7 @@ func (tx *Tx) Commit() (uint64, error) {
 
 // rollbackTimeout bounds a Rollback, which runs even after the
 // transaction's context ended.
-const rollbackTimeout = 5 * time.Second
+const rollbackTimeout = time.Second
 
 // Rollback discards the transaction. It is sent even when the
 // transaction's context has ended (with that context's values, for at

@@ -404,20 +404,24 @@ func (s *ImageStream) describe(info *pb.ImageInfo, first bool) error {
 		return nil
 	}
 	got := ImageInfo{Name: checkpoint.ImageID{LSN: info.GetLsn(), ID: info.GetId()}, Epoch: info.GetEpoch(), Size: int64(info.GetBytes()), Rows: info.GetRows()}
-	if hist := epochsFromPB(info.GetEpochs()); len(hist) > 0 && s.epochs == nil {
-		// Without a history that fits, the loading node takes the image's
-		// records on trust, as from a node that gave none.
-		if err := checkImageEpochs(hist, got); err != nil {
-			s.opts.Logger.Warn("the image's epoch history does not fit it; loading it without one", "lsn", got.Name.LSN, "error", err)
-		} else {
-			s.epochs = hist
-		}
-	}
 	switch {
 	case s.known && got != s.info, !s.known && s.info.Name != (checkpoint.ImageID{}) && got.Name != s.info.Name:
 		return retryable{fmt.Errorf("the node sent image %d/%08x of %d bytes, not %d/%08x", got.Name.LSN, got.Name.ID, got.Size, s.info.Name.LSN, s.info.Name.ID)}
 	case got.Size < s.recv:
 		return retryable{fmt.Errorf("the image has %d bytes, fewer than the %d already received", got.Size, s.recv)}
+	}
+	if !s.known {
+		// The image's first description names its history. Without one
+		// that fits, the loading node takes the image's records on
+		// trust, as from a node that gave none.
+		s.epochs = nil
+		if hist := epochsFromPB(info.GetEpochs()); len(hist) > 0 {
+			if err := checkImageEpochs(hist, got); err != nil {
+				s.opts.Logger.Warn("the image's epoch history does not fit it; loading it without one", "lsn", got.Name.LSN, "error", err)
+			} else {
+				s.epochs = hist
+			}
+		}
 	}
 	s.info, s.known = got, true
 	return nil

@@ -293,12 +293,17 @@ func reimage(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 			return fmt.Errorf("server: %w", err)
 		}
 	}
+	// The node follows the primary it took the image from: with the
+	// image's history taken as followed (Adopt), a start as a primary
+	// would not make it a second primary of that primary's epoch.
 	epochs, err := replica.OpenEpochs(vfs.Default, cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	if err := imageHistory(epochs, hist); err != nil {
-		return err
+	if len(hist) > 0 {
+		if err := epochs.Adopt(hist); err != nil {
+			return fmt.Errorf("server: take the image's epoch history: %w", err)
+		}
 	}
 	if err := os.MkdirAll(ckptDir, 0o755); err != nil {
 		return fmt.Errorf("server: %w", err)

@@ -2,6 +2,8 @@ package server
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -80,5 +82,42 @@ func TestFencedPrimaryStaysFencedAfterRestart(t *testing.T) {
 	}
 	if a.srv.epochs.Current() <= b.srv.epochs.Current() || a.srv.epochs.Follows() {
 		t.Fatalf("promoted: epoch %d (b at %d), follows %v", a.srv.epochs.Current(), b.srv.epochs.Current(), a.srv.epochs.Follows())
+	}
+}
+
+// TestReimagedNodeStaysAStandby: a node re-imaged from its primary (the
+// REIMAGE mark a diverged former primary gets) whose config file says
+// primary starts as a standby: it took the image's history as the
+// primary's it follows, and a start as a primary would make a second one
+// of that primary's epoch.
+func TestReimagedNodeStaysAStandby(t *testing.T) {
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	b := startNode(t, func(c *conf.Config) {
+		c.Node, c.Role, c.Listen = "b", conf.RoleStandby, addrB
+		c.Peers = []conf.Peer{{Name: "a", Addr: addrA}}
+	})
+	if err := b.srv.SetRole(conf.RolePrimary); err != nil {
+		t.Fatal(err)
+	}
+	b.withAccounts(5)
+	if _, err := b.srv.ckpt.Run(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	dirA := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dirA, reimageFile), []byte(addrB+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := startNode(t, func(c *conf.Config) {
+		c.Node, c.Listen, c.DataDir = "a", addrA, dirA
+		c.Peers = []conf.Peer{{Name: "b", Addr: addrB}}
+	})
+	if role := a.srv.Role(); role == conf.RolePrimary || !a.srv.epochs.Follows() {
+		t.Fatalf("the re-imaged node started as %s at epoch %d (follows %v); its primary is at epoch %d", role, a.srv.epochs.Current(), a.srv.epochs.Follows(), b.srv.epochs.Current())
+	}
+	if _, err := b.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(100, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.srv.store.WaitApplied(ctx(t), b.srv.db.LastLSN()); err != nil {
+		t.Fatal(err)
 	}
 }

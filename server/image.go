@@ -89,7 +89,11 @@ func bootstrap(addr string, sec *security, db *mem.DB, epochs *replica.Epochs, l
 // imageHistory makes hist, the epoch history an image came with, the
 // node's: a later primary whose log parts from it at or below the image's
 // LSN is then refused (replica.Diverged), where records taken on trust
-// (server.New, without one) would be taken to agree with any.
+// (server.New, without one) would be taken to agree with any. The node
+// follows no one yet (replica.Epochs.FromImage): one configured as a
+// primary (a copy of another node's database) starts as one. A re-image,
+// which replaces a standby's database with its primary's, takes the
+// history as followed instead (reimage).
 func imageHistory(epochs *replica.Epochs, hist []replica.EpochStart) error {
 	if len(hist) == 0 {
 		return nil
@@ -122,13 +126,17 @@ func seed(cfg *conf.Config, sec *security, epochs *replica.Epochs, logger hclog.
 		return err
 	}
 	err = sec.fetchBootstrap(cfg.BootstrapFrom, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery}, func(st *replica.ImageStream) error {
-		img, err := checkpoint.Install(vfs.Default, checkpoint.Dir(cfg.DataDir), bufio.NewReaderSize(st, 1<<20))
-		if err != nil {
+		// The history first: a crash before the image is in place leaves
+		// no database, and the next start seeds again.
+		if err := imageHistory(epochs, st.Epochs()); err != nil {
 			return err
 		}
-		logger.Info("installed another node's image as the first checkpoint", "from", cfg.BootstrapFrom, "lsn", img.LSN, "file", img.Path,
-			"bytes", img.Bytes, "rows", img.Rows, "resumes", st.Resumes())
-		return imageHistory(epochs, st.Epochs())
+		img, err := checkpoint.Install(vfs.Default, checkpoint.Dir(cfg.DataDir), bufio.NewReaderSize(st, 1<<20))
+		if err == nil {
+			logger.Info("installed another node's image as the first checkpoint", "from", cfg.BootstrapFrom, "lsn", img.LSN, "file", img.Path,
+				"bytes", img.Bytes, "rows", img.Rows, "resumes", st.Resumes())
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("server: bootstrap_from %s: %w", cfg.BootstrapFrom, err)

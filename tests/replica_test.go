@@ -1078,10 +1078,13 @@ func TestPropagatorChain(t *testing.T) {
 	}
 }
 
-// TestAuditRepair: a standby bootstrapped from the image of a node that
-// is not its primary, at the primary's LSN, follows the primary with rows
-// that differ: an operator's mistake the replication layer cannot see,
-// as the LSNs agree and only the rows do not. mmdbd audit lists the rows;
+// TestAuditRepair: a standby started from a backup image (mmdbd image
+// fetch) of a node that is not its primary, at the primary's LSN, follows
+// the primary with rows that differ: an operator's mistake the
+// replication layer cannot see, as the LSNs agree, the file carries no
+// epoch history (its records are taken on trust; an image streamed from
+// that node would carry its history, and the standby would refuse the
+// primary's log), and only the rows differ. mmdbd audit lists the rows;
 // audit -repair has the primary log its rows of those keys again, which
 // the standby applies from the log, and finds the standby the same; a
 // second audit finds nothing to repair.
@@ -1117,7 +1120,11 @@ func TestAuditRepair(t *testing.T) {
 	if as.GetLastLsn() != qs.GetLastLsn() {
 		t.Fatalf("the primary is at LSN %d, the other node at %d", as.GetLastLsn(), qs.GetLastLsn())
 	}
-	b := start(t, "-node", "b", "-role", "standby", "-listen", bAddr, "-data-dir", "", "-bootstrap-from", q.addr, "-peer", "a=127.0.0.1:1")
+	backup := filepath.Join(t.TempDir(), "q.mmdb")
+	if out, errOut, code := runTool(t, "image", "fetch", "-from", q.addr, "-out", backup, "-quiet"); code != 0 {
+		t.Fatalf("image fetch: %d\n%s%s", code, out, errOut)
+	}
+	b := start(t, "-node", "b", "-role", "standby", "-listen", bAddr, "-data-dir", "", "-durability", "no-log", "-from-image", backup, "-peer", "a=127.0.0.1:1")
 	streaming(t, admin, 30*time.Second, b)
 	mark(adb, 4) // the standby follows the primary's log
 	settled(t, b)
