@@ -267,14 +267,8 @@ func closeFile(t *testing.T, f vfs.File) {
 // readFile returns the bytes of the file at path.
 func readFile(t *testing.T, fs *vfs.MemFS, path string) []byte {
 	t.Helper()
-	f := openFile(t, fs, path)
-	defer closeFile(t, f)
-	size, err := f.Size()
+	b, err := vfs.ReadFile(fs, path)
 	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, size)
-	if _, err := f.ReadAt(b, 0); err != nil {
 		t.Fatal(err)
 	}
 	return b

@@ -451,19 +451,8 @@ func logFiles(t *testing.T, fs *vfs.MemFS) map[string]string {
 			t.Fatal(err)
 		}
 		for _, n := range names {
-			f, err := fs.Open(d + "/" + n)
+			b, err := vfs.ReadFile(fs, d+"/"+n)
 			if err != nil {
-				t.Fatal(err)
-			}
-			size, err := f.Size()
-			if err != nil {
-				t.Fatal(err)
-			}
-			b := make([]byte, size)
-			if _, err := f.ReadAt(b, 0); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Close(); err != nil {
 				t.Fatal(err)
 			}
 			out[d+"/"+n] = string(b)

@@ -485,7 +485,7 @@ func (r *channelReader) closeCurrent() error {
 // for valid blocks, and returns whether it found any and the most their
 // synced fields say.
 func (r *channelReader) validBlocksAfter() (found bool, synced int64, err error) {
-	data, err := readAll(r.fs, r.name())
+	data, err := vfs.ReadFile(r.fs, r.name())
 	if err != nil {
 		return false, 0, err
 	}
@@ -536,25 +536,6 @@ func nonZero(b []byte) int {
 		}
 	}
 	return -1
-}
-
-func readAll(fs vfs.FS, name string) ([]byte, error) {
-	f, err := fs.Open(name)
-	if err != nil {
-		return nil, fmt.Errorf("logging: open %s: %w", name, err)
-	}
-	size, err := f.Size()
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("logging: size of %s: %w", name, err), f.Close())
-	}
-	data := make([]byte, size)
-	if _, err := f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, errors.Join(fmt.Errorf("logging: read %s: %w", name, err), f.Close())
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("logging: close %s: %w", name, err)
-	}
-	return data, nil
 }
 
 // Reader reads the records of all channels merged in LSN order, from the

@@ -355,7 +355,7 @@ func FuzzSegmentFile(f *testing.F) {
 	l := newTestLog(&testing.T{}, fs, 1, 4096, 1)
 	l.add(30)
 	l.syncAll()
-	seed, err := readAll(fs, filepath.Join(l.dirs[0], SegmentName(1)))
+	seed, err := vfs.ReadFile(fs, filepath.Join(l.dirs[0], SegmentName(1)))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 // begins with LSN lsn.
 func blockOffset(t *testing.T, fs vfs.FS, name string, lsn uint64) int64 {
 	t.Helper()
-	data, err := readAll(fs, name)
+	data, err := vfs.ReadFile(fs, name)
 	if err != nil {
 		t.Fatal(err)
 	}

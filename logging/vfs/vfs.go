@@ -294,6 +294,26 @@ func ReplaceFile(fs FS, path string, fill func(f File) error, ready func() error
 	return nil
 }
 
+// ReadFile returns the contents of path.
+func ReadFile(fs FS, path string) ([]byte, error) {
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("vfs: open %s: %w", path, err)
+	}
+	size, err := f.Size()
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("vfs: size of %s: %w", path, err), f.Close())
+	}
+	data := make([]byte, size)
+	if _, err := f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, errors.Join(fmt.Errorf("vfs: read %s: %w", path, err), f.Close())
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("vfs: close %s: %w", path, err)
+	}
+	return data, nil
+}
+
 // WriteFile makes data the contents of path, as ReplaceFile does.
 func WriteFile(fs FS, path string, data []byte) error {
 	return ReplaceFile(fs, path, func(f File) error {
