@@ -18,6 +18,7 @@ import (
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/server"
 )
 
 func TestMain(m *testing.M) {
@@ -408,6 +409,21 @@ func TestSessionLargeReplies(t *testing.T) {
 	}
 }
 
+// pair starts a primary a (applied-ack) and its standby b, real nodes,
+// and returns them with their addresses.
+func pair(t *testing.T) (a *server.Server, aAddr string, b *server.Server, bAddr string) {
+	t.Helper()
+	b, bAddr = servertest.Start(t, func(c *conf.Config) {
+		c.Node, c.Role = "b", conf.RoleStandby
+		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
+	})
+	a, aAddr = servertest.Start(t, func(c *conf.Config) {
+		c.Node, c.SyncMode = "a", conf.SyncAppliedAck
+		c.Peers = []conf.Peer{{Name: "b", Addr: bAddr}}
+	})
+	return a, aAddr, b, bAddr
+}
+
 // TestFollowsAFailover, with real nodes: a client that knows both nodes
 // of a pair writes through the standby's redirect (NOT_PRIMARY naming
 // the primary's address) to the primary; once the primary is gone and
@@ -415,14 +431,7 @@ func TestSessionLargeReplies(t *testing.T) {
 func TestFollowsAFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	standby, bAddr := servertest.Start(t, func(c *conf.Config) {
-		c.Node, c.Role = "b", conf.RoleStandby
-		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
-	})
-	primary, aAddr := servertest.Start(t, func(c *conf.Config) {
-		c.Node, c.SyncMode = "a", conf.SyncAppliedAck
-		c.Peers = []conf.Peer{{Name: "b", Addr: bAddr}}
-	})
+	primary, aAddr, standby, bAddr := pair(t)
 	c := newClient(t, bAddr, aAddr)
 	if _, err := c.CreateTable(ctx, counters); err != nil {
 		t.Fatal(err)

@@ -25,14 +25,7 @@ import (
 func TestTxFollowsThePrimary(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, bAddr := servertest.Start(t, func(c *conf.Config) {
-		c.Node, c.Role = "b", conf.RoleStandby
-		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
-	})
-	_, aAddr := servertest.Start(t, func(c *conf.Config) {
-		c.Node, c.SyncMode = "a", conf.SyncAppliedAck
-		c.Peers = []conf.Peer{{Name: "b", Addr: bAddr}}
-	})
+	_, aAddr, _, bAddr := pair(t)
 	setup := newClient(t, aAddr)
 	if _, err := setup.CreateTable(ctx, counters); err != nil {
 		t.Fatal(err)
@@ -103,14 +96,7 @@ func TestTxRollsBackOnDeadline(t *testing.T) {
 // (and likewise NOT_DURABLE, SEEN_NOT_DURABLE, TOO_LARGE).
 func TestSessionKeepsErrorDetails(t *testing.T) {
 	ctx := testCtx(t)
-	_, bAddr := servertest.Start(t, func(c *conf.Config) {
-		c.Node, c.Role = "b", conf.RoleStandby
-		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
-	})
-	_, aAddr := servertest.Start(t, func(c *conf.Config) {
-		c.Node, c.SyncMode = "a", conf.SyncAppliedAck
-		c.Peers = []conf.Peer{{Name: "b", Addr: bAddr}}
-	})
+	_, aAddr, _, bAddr := pair(t)
 	if _, err := newClient(t, aAddr).CreateTable(ctx, counters); err != nil {
 		t.Fatal(err)
 	}

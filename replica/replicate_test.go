@@ -766,22 +766,32 @@ func TestCatchUpFromLog(t *testing.T) {
 	}
 }
 
+// fillingStandby returns a no-log primary shipping in mode (quorum 1,
+// 200 ms timeout) to an fsync-log standby whose file system fs has room
+// for a few segments, and a bank on the primary whose commits wait for
+// it.
+func fillingStandby(t *testing.T, mode replica.Mode) (*durability.Store, *vfs.MemFS, *standby, *replica.Sender, banktest.Bank) {
+	t.Helper()
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	fs := vfs.NewMemFS()
+	sb := newStandby(t, durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: []string{"/b/log"}, SegmentSize: 64 << 10}, "a")
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}, Mode: mode, Quorum: 1, Timeout: 200 * time.Millisecond})
+	bank := banktest.Setup(t, primary.DB(), func(lsn uint64) error {
+		_, err := snd.Wait(context.Background(), lsn, -1)
+		return err
+	})
+	fs.SetSpace(200 << 10)
+	return primary, fs, sb, snd, bank
+}
+
 // TestReceivedAckThroughAFullDisk: under received-ack, commits confirmed
 // as held by a standby whose disk then fills are held by it even when the
 // primary goes away at once: once space is freed, the standby applies
 // every one of them. Before, the standby dropped what it could not apply
 // and counted on the primary to send it again.
 func TestReceivedAckThroughAFullDisk(t *testing.T) {
-	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
-	fs := vfs.NewMemFS()
-	sb := newStandby(t, durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: []string{"/b/log"}, SegmentSize: 64 << 10}, "a")
-	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}, Mode: replica.ReceivedAck, Quorum: 1, Timeout: 200 * time.Millisecond})
+	primary, fs, sb, snd, bank := fillingStandby(t, replica.ReceivedAck)
 	ctx := context.Background()
-	bank := banktest.Setup(t, primary.DB(), func(lsn uint64) error {
-		_, err := snd.Wait(ctx, lsn, -1)
-		return err
-	})
-	fs.SetSpace(200 << 10)
 	var confirmed uint64
 	degraded := 0
 	for i := 0; i < 20000 && degraded < 3; i++ {
@@ -821,16 +831,8 @@ func TestReceivedAckThroughAFullDisk(t *testing.T) {
 // as applied, and commits that wait for it degrade instead of being
 // confirmed. Every confirmed commit is on the standby.
 func TestStandbyThatCannotApply(t *testing.T) {
-	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
-	fs := vfs.NewMemFS()
-	sb := newStandby(t, durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: []string{"/b/log"}, SegmentSize: 64 << 10}, "a")
-	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}, Mode: replica.AppliedAck, Quorum: 1, Timeout: 200 * time.Millisecond})
+	primary, _, sb, snd, bank := fillingStandby(t, replica.AppliedAck)
 	ctx := context.Background()
-	bank := banktest.Setup(t, primary.DB(), func(lsn uint64) error {
-		_, err := snd.Wait(ctx, lsn, -1)
-		return err
-	})
-	fs.SetSpace(200 << 10) // a few segments
 	var confirmed, degraded []uint64
 	for i := range 20000 {
 		lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
