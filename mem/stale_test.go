@@ -25,6 +25,23 @@ func staleRow(id int64, n int) []Value {
 	return []Value{Int64(id), Bytes(make([]byte, n))}
 }
 
+// staleRows opens a database with the stale table, its primary key of
+// kind, holding rows 1, 2, ... with bodies of the given sizes.
+func staleRows(t *testing.T, kind IndexKind, sizes ...int) (*DB, *Table) {
+	t.Helper()
+	db := Open(Options{})
+	tb := staleTable(t, db, kind)
+	reviewCommit(t, func(tx *Tx) error {
+		for i, n := range sizes {
+			if err := tx.Insert(tb, staleRow(int64(i+1), n)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, db)
+	return db, tb
+}
+
 // TestPointStaleSlot freezes a lone Get between its index lookup and its
 // read of the row, and meanwhile moves the row (an update that outgrows
 // its page) and inserts another row into the slot it left. The Get must
@@ -33,14 +50,7 @@ func staleRow(id int64, n int) []Value {
 func TestPointStaleSlot(t *testing.T) {
 	for _, kind := range []IndexKind{Hash, Ordered} {
 		t.Run(kind.String(), func(t *testing.T) {
-			db := Open(Options{})
-			tb := staleTable(t, db, kind)
-			reviewCommit(t, func(tx *Tx) error {
-				if err := tx.Insert(tb, staleRow(1, 5000)); err != nil {
-					return err
-				}
-				return tx.Insert(tb, staleRow(2, 10000))
-			}, db)
+			db, tb := staleRows(t, kind, 5000, 10000)
 			old := ccRID(tb, 1)
 			fired := false
 			testHookLookedUp = func(seen *Table) {
@@ -88,7 +98,7 @@ func TestPointStaleSlot(t *testing.T) {
 func TestPointCollision(t *testing.T) {
 	db := Open(Options{})
 	tb := staleTable(t, db, Hash)
-	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, staleRow(2, 10)) }, db)
+	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, staleRow(2, 10)) }, db) // row 1 comes later
 	st := tb.state.Load()
 	key, err := st.s.appendKey(nil, 0, 0, ccKey(1))
 	if err != nil {
@@ -132,14 +142,7 @@ func TestPointCollision(t *testing.T) {
 func TestIndexStamp(t *testing.T) {
 	for _, kind := range []IndexKind{Hash, Ordered} {
 		t.Run(kind.String(), func(t *testing.T) {
-			db := Open(Options{})
-			tb := staleTable(t, db, kind)
-			reviewCommit(t, func(tx *Tx) error {
-				if err := tx.Insert(tb, staleRow(1, 10)); err != nil {
-					return err
-				}
-				return tx.Insert(tb, staleRow(2, 10))
-			}, db)
+			_, tb := staleRows(t, kind, 10, 10)
 			st := tb.state.Load()
 			x := st.idx[0]
 			key, err := st.s.appendKey(nil, 0, 0, ccKey(1))
