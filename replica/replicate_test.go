@@ -784,6 +784,34 @@ func fillingStandby(t *testing.T, mode replica.Mode) (*durability.Store, *vfs.Me
 	return primary, fs, sb, snd, bank
 }
 
+// transferUntilDegraded commits transfers on primary, each waiting for
+// snd, until three degrade (the standby's disk is full), and returns the
+// LSNs of those confirmed before, in order.
+func transferUntilDegraded(t *testing.T, primary *durability.Store, snd *replica.Sender, bank banktest.Bank) []uint64 {
+	t.Helper()
+	var confirmed []uint64
+	degraded := 0
+	for i := 0; i < 20000 && degraded < 3; i++ {
+		lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := snd.Wait(context.Background(), lsn, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d {
+			degraded++
+		} else {
+			confirmed = append(confirmed, lsn)
+		}
+	}
+	if degraded == 0 || len(confirmed) == 0 {
+		t.Fatalf("%d commits confirmed, %d degraded: the standby never ran out of disk, or did from the start", len(confirmed), degraded)
+	}
+	return confirmed
+}
+
 // TestReceivedAckThroughAFullDisk: under received-ack, commits confirmed
 // as held by a standby whose disk then fills are held by it even when the
 // primary goes away at once: once space is freed, the standby applies
@@ -791,27 +819,8 @@ func fillingStandby(t *testing.T, mode replica.Mode) (*durability.Store, *vfs.Me
 // and counted on the primary to send it again.
 func TestReceivedAckThroughAFullDisk(t *testing.T) {
 	primary, fs, sb, snd, bank := fillingStandby(t, replica.ReceivedAck)
-	ctx := context.Background()
-	var confirmed uint64
-	degraded := 0
-	for i := 0; i < 20000 && degraded < 3; i++ {
-		lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := snd.Wait(ctx, lsn, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d {
-			degraded++
-		} else {
-			confirmed = lsn
-		}
-	}
-	if degraded == 0 {
-		t.Fatal("the standby never ran out of disk")
-	}
+	all := transferUntilDegraded(t, primary, snd, bank)
+	confirmed := all[len(all)-1]
 	applied := sb.store.DB().LastLSN()
 	snd.Close() // the primary is gone: nothing is sent again
 	fs.SetSpace(0)
@@ -832,29 +841,7 @@ func TestReceivedAckThroughAFullDisk(t *testing.T) {
 // confirmed. Every confirmed commit is on the standby.
 func TestStandbyThatCannotApply(t *testing.T) {
 	primary, _, sb, snd, bank := fillingStandby(t, replica.AppliedAck)
-	ctx := context.Background()
-	var confirmed, degraded []uint64
-	for i := range 20000 {
-		lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, fmt.Sprintf("t%d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := snd.Wait(ctx, lsn, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d {
-			degraded = append(degraded, lsn)
-			if len(degraded) == 3 {
-				break
-			}
-			continue
-		}
-		confirmed = append(confirmed, lsn)
-	}
-	if len(degraded) == 0 {
-		t.Fatal("the standby never ran out of disk")
-	}
+	confirmed := transferUntilDegraded(t, primary, snd, bank)
 	applied := sb.store.DB().LastLSN()
 	for _, lsn := range confirmed {
 		if lsn > applied {
