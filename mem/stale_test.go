@@ -42,6 +42,20 @@ func staleRows(t *testing.T, kind IndexKind, sizes ...int) (*DB, *Table) {
 	return db, tb
 }
 
+// loneGet runs a transaction of one Get of row id of tb, which commits.
+func loneGet(t *testing.T, db *DB, tb *Table, id int64) (Record, bool) {
+	t.Helper()
+	tx := db.Begin()
+	rec, found, err := tx.Get(tb, ccKey(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return rec, found
+}
+
 // TestPointStaleSlot freezes a lone Get between its index lookup and its
 // read of the row, and meanwhile moves the row (an update that outgrows
 // its page) and inserts another row into the slot it left. The Get must
@@ -70,14 +84,7 @@ func TestPointStaleSlot(t *testing.T) {
 				}
 			}
 			defer func() { testHookLookedUp = nil }()
-			tx := db.Begin()
-			rec, found, err := tx.Get(tb, ccKey(1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := tx.Commit(); err != nil {
-				t.Fatal(err)
-			}
+			rec, found := loneGet(t, db, tb, 1)
 			if !fired {
 				t.Fatal("the hook never ran")
 			}
@@ -109,27 +116,20 @@ func TestPointCollision(t *testing.T) {
 	testHookLookedUp = func(*Table) { lookups++ }
 	defer func() { testHookLookedUp = nil }()
 
-	get := func(most int) (Record, bool) {
+	get := func() (Record, bool) {
 		t.Helper()
 		lookups = 0
-		tx := db.Begin()
-		rec, found, err := tx.Get(tb, ccKey(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
-		if lookups > most {
+		rec, found := loneGet(t, db, tb, 1)
+		if lookups > 2 {
 			t.Errorf("%d lookups: one, and one more between stamps, should do", lookups)
 		}
 		return rec, found
 	}
-	if rec, found := get(2); found {
+	if rec, found := get(); found {
 		t.Fatalf("key 1, never inserted, found: row %d", rec.Int64(0))
 	}
 	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, staleRow(1, 10)) }, db)
-	switch rec, found := get(2); {
+	switch rec, found := get(); {
 	case !found:
 		t.Fatal("key 1 beside a colliding entry: not found")
 	case rec.Int64(0) != 1:
