@@ -152,8 +152,8 @@ var errWouldLose = errors.New("checkpoint: refusing to start from the older imag
 // operator decides whether to lose those commits (move the newest image
 // away) or repair it. The same holds for an image Inspect found damaged
 // (Slots.Lost) whose header names a newer LSN than the image used, and,
-// on a node without a log, for one whose header is unreadable. It returns the store and what the slots hold, for
-// the Checkpointer.
+// on a node without a log, for one whose header is unreadable. It
+// returns the store and what the slots hold, for the Checkpointer.
 func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger) (*durability.Store, Slots, error) {
 	if fs == nil {
 		fs = vfs.Default
