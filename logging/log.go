@@ -597,11 +597,12 @@ func (l *Log) Close() error {
 	return errors.Join(append(errs, l.err)...)
 }
 
-// retryFull is how often a channel whose disk is full tries again.
-const retryFull = 200 * time.Millisecond
+// RetryFull is how often a channel whose disk is full tries again: Append
+// refuses with ErrFull until one finds space.
+const RetryFull = 200 * time.Millisecond
 
 // flushLoop writes and syncs the channel's records until the log closes.
-// While the disk is full it retries every retryFull; with Mapped and a
+// While the disk is full it retries every RetryFull; with Mapped and a
 // SyncInterval it syncs on that interval.
 func (c *channel) flushLoop() {
 	defer c.l.done.Done()
@@ -628,7 +629,7 @@ func (c *channel) flushLoop() {
 		spare, full = c.flush(spare, syncNow)
 		retry = nil
 		if full {
-			retry = time.After(retryFull)
+			retry = time.After(RetryFull)
 		}
 	}
 }

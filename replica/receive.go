@@ -497,10 +497,6 @@ func (r *Receiver) receive(ctx context.Context, st grpc.BidiStreamingServer[pb.S
 // nothing after it is acknowledged.
 var errApply = errors.New("replica: this node cannot take the primary's log")
 
-// fullRetry is how often the applier tries again a record a full disk
-// keeps out of this node's log.
-const fullRetry = 200 * time.Millisecond
-
 // stopped reports whether Stop was called (a promotion or a shutdown):
 // the applier then stops waiting for a full disk, and what it holds is
 // lost, as in a crash of this node.
@@ -534,7 +530,7 @@ func (r *Receiver) apply(queue <-chan []received, p *progress, cancel context.Ca
 				if tries == 0 {
 					r.opts.Logger.Warn("the disk is full: the records received wait to be applied until space is freed", "lsn", rec.lsn, "error", err)
 				}
-				time.Sleep(fullRetry)
+				time.Sleep(logging.RetryFull) // the log finds space no sooner
 				err = r.store.Replicate(rec.lsn, rec.body, rec.redo)
 			}
 			if err != nil {
