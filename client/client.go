@@ -7,6 +7,11 @@
 //     moves straight to the primary it names; from a standby that knows
 //     no primary yet (a failover under way) it moves on as after
 //     UNAVAILABLE;
+//   - a standby's answer to a read names its primary: reads that moved
+//     on to the standby go back to that primary once the connection to it
+//     is ready and Options.MaxBackoff has passed since they left it (a
+//     standby's data may lag its primary's). A Client given only
+//     standbys' addresses reads from them;
 //   - the context's deadline bounds everything, retries included.
 //
 // Every other error goes back to the caller as a gRPC status error; test it
@@ -28,6 +33,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +42,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/stats"
@@ -83,6 +90,9 @@ type Client struct {
 	addrs []string // known nodes; grows when a redirect names a new one
 	cur   int      // index in addrs of the node calls go to
 	conns map[string]*grpc.ClientConn
+	// away holds, for each node calls moved on from, when reads may go
+	// back to it (goBack).
+	away map[string]time.Time
 }
 
 // New returns a Client. It connects lazily, on the first call.
@@ -109,7 +119,7 @@ func New(opts Options) (*Client, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Client{opts: opts, log: log, addrs: append([]string(nil), opts.Addrs...), conns: map[string]*grpc.ClientConn{}}, nil
+	return &Client{opts: opts, log: log, addrs: append([]string(nil), opts.Addrs...), conns: map[string]*grpc.ClientConn{}, away: map[string]time.Time{}}, nil
 }
 
 // Close closes every connection.
@@ -138,8 +148,14 @@ func (c *Client) conn() (*grpc.ClientConn, string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	addr := c.addrs[c.cur]
+	conn, err := c.dial(addr)
+	return conn, addr, err
+}
+
+// dial returns the connection to addr, making it if needed; c.mu is held.
+func (c *Client) dial(addr string) (*grpc.ClientConn, error) {
 	if conn, ok := c.conns[addr]; ok {
-		return conn, addr, nil
+		return conn, nil
 	}
 	opts := append([]grpc.DialOption{
 		c.transport(addr),
@@ -152,10 +168,10 @@ func (c *Client) conn() (*grpc.ClientConn, string, error) {
 	}
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
-		return nil, addr, fmt.Errorf("client: connect to %s: %w", addr, err)
+		return nil, fmt.Errorf("client: connect to %s: %w", addr, err)
 	}
 	c.conns[addr] = conn
-	return conn, addr, nil
+	return conn, nil
 }
 
 // transport is the credentials to dial addr with: TLS for the server
@@ -173,12 +189,41 @@ func (c *Client) transport(addr string) grpc.DialOption {
 }
 
 // moveOn points calls at the node after from, unless another call moved
-// them already.
+// them already. Reads go back to from no sooner than MaxBackoff later.
 func (c *Client) moveOn(from string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.away[from] = time.Now().Add(c.opts.MaxBackoff)
 	if c.addrs[c.cur] == from {
 		c.cur = (c.cur + 1) % len(c.addrs)
+	}
+}
+
+// goBack points calls back at primary, which the standby at from named
+// in its answer to a read (pb.HeaderPrimary): reads that moved on to a
+// standby while the primary was out of reach would otherwise stay there,
+// on data that may lag, until a write's redirect. It goes back once the
+// connection to primary is ready (a read never waits for it) and
+// MaxBackoff has passed since calls moved on from it. Only a node the
+// client knows is gone back to: a client given only a standby's address
+// reads from that standby.
+func (c *Client) goBack(primary, from string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := slices.Index(c.addrs, primary)
+	if i < 0 || primary == from || c.addrs[c.cur] != from || time.Now().Before(c.away[primary]) {
+		return
+	}
+	conn, err := c.dial(primary)
+	if err != nil {
+		return // the next call to it says why
+	}
+	switch conn.GetState() {
+	case connectivity.Ready:
+		c.log.Debug("reads go back to the primary", "from", from, "primary", primary)
+		c.cur = i
+	case connectivity.Idle:
+		conn.Connect() // for a later read to find ready
 	}
 }
 
@@ -212,8 +257,10 @@ func primaryIn(err error) (primary string, notPrimary bool) {
 	return "", false
 }
 
-// A call is a read or a write: a read runs again after any UNAVAILABLE;
-// a write only when it never left the client (callTrace.outcome).
+// A call is a read or a write: a read runs again after any UNAVAILABLE,
+// and a standby's answer to it may send calls back to the primary
+// (goBack); a write runs again only when it never left the client
+// (callTrace.outcome).
 const (
 	read  = false
 	write = true
@@ -233,13 +280,14 @@ func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Con
 		if conn, addr, err = c.conn(); err != nil {
 			return err
 		}
-		if isWrite {
-			actx, tr := traced(ctx)
-			err = tr.outcome(fn(actx, conn, addr))
-		} else {
-			err = fn(ctx, conn, addr)
+		actx, tr := traced(ctx)
+		if err = fn(actx, conn, addr); isWrite {
+			err = tr.outcome(err)
 		}
 		if err == nil {
+			if p := tr.primary.Load(); p != nil && !isWrite {
+				c.goBack(*p, addr)
+			}
 			return nil
 		}
 		if attempt >= c.opts.MaxAttempts || ctx.Err() != nil || errors.Is(err, ErrUnknownOutcome) {
@@ -288,6 +336,8 @@ func (e *unknownOutcome) Unwrap() []error { return []error{ErrUnknownOutcome, e.
 type callTrace struct {
 	sent     atomic.Bool // its request went to the transport
 	answered atomic.Bool // the node's status came back
+	// primary is the primary a standby's answer named (pb.HeaderPrimary).
+	primary atomic.Pointer[string]
 }
 
 type traceKey struct{}
@@ -319,9 +369,13 @@ func (traceHandler) HandleRPC(ctx context.Context, s stats.RPCStats) {
 	if !ok {
 		return
 	}
-	switch s.(type) {
+	switch s := s.(type) {
 	case *stats.OutPayload:
 		tr.sent.Store(true)
+	case *stats.InHeader:
+		if p := s.Header.Get(pb.HeaderPrimary); len(p) > 0 {
+			tr.primary.Store(&p[0])
+		}
 	case *stats.InTrailer:
 		tr.answered.Store(true)
 	}

@@ -261,3 +261,95 @@ func TestTxBeginGivesUpOnce(t *testing.T) {
 		t.Fatalf("%d Begins for MaxAttempts 4", n)
 	}
 }
+
+// TestReadsGoBackToThePrimary: reads that moved on to the standby while
+// the primary was out of reach go back to the primary, which the
+// standby's answers name, once MaxBackoff has passed since they left it:
+// for Get, Scan and DescribeTable. Before, they stayed on the standby,
+// which may lag, until a write's redirect. A client that knows only the
+// standby keeps reading from it, and so does one whose primary is down.
+func TestReadsGoBackToThePrimary(t *testing.T) {
+	ctx := testCtx(t)
+	primary, aAddr, _, bAddr := pair(t)
+	const hold = 300 * time.Millisecond
+	c, err := New(Options{Addrs: []string{aAddr, bAddr}, MinBackoff: time.Millisecond, MaxBackoff: hold})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if _, err := c.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Insert(ctx, "counters", Uint64(1), String("x"), Int64(1), Null()); err != nil {
+		t.Fatal(err) // applied-ack: on the standby too
+	}
+	reads := map[string]func() error{
+		"get": func() error {
+			_, found, err := c.Get(ctx, "counters", Uint64(1))
+			if err == nil && !found {
+				err = errors.New("row 1 not found")
+			}
+			return err
+		},
+		"scan": func() error {
+			rows, err := c.Scan(ctx, &pb.ScanRequest{Table: "counters"})
+			if err == nil && len(rows) != 1 {
+				err = errors.New("the scan found no row")
+			}
+			return err
+		},
+		"describe": func() error {
+			_, err := c.DescribeTable(ctx, "counters")
+			return err
+		},
+	}
+	for name, read := range reads {
+		c.moveOn(aAddr) // as a read's UNAVAILABLE from the primary does
+		left := time.Now()
+		if err := read(); err != nil {
+			t.Fatalf("%s on the standby: %v", name, err)
+		}
+		if got := c.Addr(); got != bAddr && time.Since(left) < hold {
+			t.Fatalf("%s: reads went to %s within MaxBackoff of leaving the primary; want the standby %s", name, got, bAddr)
+		}
+		for c.Addr() != aAddr {
+			if time.Since(left) > 10*time.Second {
+				t.Fatalf("%s: reads still go to %s, 10s after the primary %s was left", name, c.Addr(), aAddr)
+			}
+			time.Sleep(hold / 10)
+			if err := read(); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+	}
+
+	only := newClient(t, bAddr)
+	for i := 0; i < 3; i++ {
+		if err := reads["get"](); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := only.Get(ctx, "counters", Uint64(1)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Millisecond) // past newClient's MaxBackoff
+	}
+	if got := only.Addr(); got != bAddr {
+		t.Fatalf("a client given only the standby reads from %s", got)
+	}
+
+	if err := primary.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); time.Since(start) < 3*hold; time.Sleep(hold / 10) {
+		if err := reads["get"](); err != nil {
+			t.Fatalf("a read with the primary down: %v", err)
+		}
+		if got := c.Addr(); got != bAddr {
+			t.Fatalf("with the primary down, reads went back to %s", got)
+		}
+	}
+}

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -255,18 +257,29 @@ func (s *dbService) failedRead(ctx context.Context, seen uint64, err error) erro
 // read (mem.Tx.Seen), must meet the node's durability level, and then
 // be held by the standbys as the node's sync mode asks (Server.waitRead).
 // A read of rows no recent commit touched waits for nothing. On a
-// standby it waits for nothing: what it applied is on its primary. A read
-// that saw a commit the log cannot write (a full disk) fails with
-// RESOURCE_EXHAUSTED and the SEEN_NOT_DURABLE detail naming that commit.
+// standby it waits for nothing: what it applied is on its primary, and
+// its answer names the primary (pb.HeaderPrimary) for the client to go
+// back to. A read that saw a commit the log cannot write (a full disk)
+// fails with RESOURCE_EXHAUSTED and the SEEN_NOT_DURABLE detail naming
+// that commit.
 func (s *dbService) waitRead(ctx context.Context, seen uint64) error {
-	if level := s.store.Level(); !s.store.Meets(seen, level) {
-		if _, _, standby := s.store.Standby(); !standby {
-			if err := s.waitReadDurable(ctx, seen, level); err != nil {
-				return err
-			}
+	if _, primary, standby := s.store.Standby(); standby {
+		namePrimary(ctx, primary)
+	} else if level := s.store.Level(); !s.store.Meets(seen, level) {
+		if err := s.waitReadDurable(ctx, seen, level); err != nil {
+			return err
 		}
 	}
 	return s.sync.waitRead(ctx, seen)
+}
+
+// namePrimary adds the header naming the primary, if one is known, to
+// the answer of the call ctx belongs to. The header is a hint: a call
+// that already sent its header (a session's) goes without it.
+func namePrimary(ctx context.Context, primary string) {
+	if primary != "" {
+		_ = grpc.SetHeader(ctx, metadata.Pairs(pb.HeaderPrimary, primary))
+	}
 }
 
 // waitReadDurable waits until the commit at seen meets level, giving up a

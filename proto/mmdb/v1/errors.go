@@ -25,6 +25,10 @@ package mmdbv1
 // commit gets RESOURCE_EXHAUSTED with reason ReasonSeenNotDurable, that
 // commit's LSN under MetadataLSN: nothing of the request was done, and
 // it may be sent again once space is freed.
+//
+// A standby's answer to a read carries the header HeaderPrimary naming
+// its primary's address, when it knows it: a client that read from the
+// standby while the primary was out of reach goes back to it.
 const (
 	ErrorDomain          = "mmdb.v1"
 	ReasonNotPrimary     = "NOT_PRIMARY"
@@ -33,4 +37,5 @@ const (
 	ReasonSeenNotDurable = "SEEN_NOT_DURABLE"
 	MetadataPrimary      = "primary"
 	MetadataLSN          = "lsn"
+	HeaderPrimary        = "mmdb-primary"
 )
