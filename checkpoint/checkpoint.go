@@ -269,17 +269,40 @@ func writeSlot(fs vfs.FS, dir, path string, fill func(f vfs.File) error, ready f
 
 // fill writes the snapshot's image into f.
 func (c *Checkpointer) fill(ctx context.Context, f vfs.File, sn *mem.Snapshot, res *Result) error {
+	return fillImage(ctx, f, sn, c.opts.EpochAt, &res.Image, &res.KeptBytes)
+}
+
+// fillImage writes the snapshot's image into f and records its size and
+// rows in img; kept is as encode's.
+func fillImage(ctx context.Context, f vfs.File, sn *mem.Snapshot, epochAt func(lsn uint64) uint64, img *Image, kept *int64) error {
 	bw := bufio.NewWriterSize(&fileWriter{f: f}, 1<<20)
-	h := newHeader(sn, c.opts.EpochAt)
-	w, err := encode(ctx, bw, sn, h, &res.KeptBytes)
+	w, err := encode(ctx, bw, sn, newHeader(sn, epochAt), kept)
 	if err == nil {
 		err = bw.Flush()
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %w", f.Name(), err) // writeSlot says "checkpoint"
+		return fmt.Errorf("%s: %w", f.Name(), err) // the callers say "checkpoint"
 	}
-	res.Image.Bytes, res.Image.Rows = w.Size(), w.Totals().Rows
+	img.Bytes, img.Rows = w.Size(), w.Totals().Rows
 	return nil
+}
+
+// WriteImage writes an image of db as of now to path, while commits go
+// on, and makes it durable: a node's database set aside for its
+// operator, who can start a node from it (serve -from-image). epochAt,
+// as Options.EpochAt, gives the epoch its header names.
+func WriteImage(ctx context.Context, fs vfs.FS, path string, db *mem.DB, epochAt func(lsn uint64) uint64) (Image, error) {
+	sn := db.Snapshot()
+	defer sn.Close()
+	if sn.LSN() == 0 {
+		return Image{}, ErrEmpty
+	}
+	img := Image{Path: path, LSN: sn.LSN()}
+	fill := func(f vfs.File) error { return fillImage(ctx, f, sn, epochAt, &img, nil) }
+	if err := writeSlot(fs, filepath.Dir(path), path, fill, nil); err != nil {
+		return Image{}, err
+	}
+	return img, nil
 }
 
 // encode writes the snapshot's image, with header h, to out. If kept is

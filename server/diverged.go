@@ -34,7 +34,10 @@ import (
 //
 //  1. it writes the diverged records to diverged-<at>-<last>-<time>.jsonl in the
 //     data dir, one JSON object per record (LSN and operations, with
-//     table names and values), for the operator;
+//     table names and values), for the operator; when its log no longer
+//     holds them all (a checkpoint released it, or the node keeps no
+//     log), it writes an image of its whole database, which holds them,
+//     to diverged-<at>-<last>-<time>.image instead;
 //  2. it writes the LSN to cut its log after (at-1) to the file TRUNCATE;
 //  3. it asks to be restarted (Restarts; mmdbd serve restarts itself,
 //     without the checkpoint of a clean shutdown, which would hold the
@@ -67,8 +70,8 @@ func readTruncate(dir string) (uint64, error) {
 // taking a link from sender (at addr); older says the diverged records
 // belong to an epoch older than the sender's (a former primary's tail),
 // not to a lost tail of the sender's own epoch. A former primary's tail
-// is set aside and cut (or, without an image below it, the node is
-// imaged again); records of the sender's own epoch, which a restarted
+// is set aside and cut (or, without an image below it or a log to cut,
+// the node is imaged again); records of the sender's own epoch, which a restarted
 // primary lost and the standby alone holds, are kept: the node refuses
 // the link and says so, for the operator (who may promote it instead).
 func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
@@ -83,8 +86,8 @@ func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 		log.Error("this node holds records of its primary's epoch that the primary lost (it restarted without them): it keeps them and refuses the primary's log; promote this node, or image it again to drop them")
 		s.divergedAt = at
 		return
-	case s.cfg.DataDir == "" || s.store.Level() == durability.NoLog:
-		log.Error("this node holds records its primary does not, and keeps no log to cut them from: it must be imaged again")
+	case s.cfg.DataDir == "":
+		log.Error("this node holds records its primary does not, and has no data dir to set them aside in: restart it to load an image of its bootstrap_from node's")
 		s.divergedAt = at
 		return
 	}
@@ -96,12 +99,21 @@ func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 	// The start that cuts the log needs an image at or below the cut,
 	// with the log after it; else the node is imaged again instead.
 	slots, err := checkpoint.Inspect(vfs.Default, checkpoint.Dir(s.cfg.DataDir), nil)
-	canCut := err == nil && at > 1 && (slots.Newest.LSN == 0 || slots.Newest.LSN <= at-1 ||
+	canCut := err == nil && at > 1 && s.store.Level() != durability.NoLog && (slots.Newest.LSN == 0 || slots.Newest.LSN <= at-1 ||
 		(slots.Older.LSN != 0 && slots.Older.LSN <= at-1))
-	name := fmt.Sprintf("diverged-%d-%d-%d.jsonl", at, last, time.Now().Unix())
-	if err := s.setAside(at, last, name); err != nil {
-		log.Error("could not set the diverged records aside; the node goes on refusing its primary's log", "error", err)
-		return
+	name := fmt.Sprintf("diverged-%d-%d-%d", at, last, time.Now().Unix())
+	if err := s.setAside(at, last, name+".jsonl"); err != nil {
+		// The database holds the records the log no longer does.
+		name += ".image"
+		img, ierr := checkpoint.WriteImage(context.Background(), vfs.Default, filepath.Join(s.cfg.DataDir, name), s.db, s.epochs.At)
+		if ierr != nil {
+			log.Error("could not set the diverged records aside, from the log or as an image; the node goes on refusing its primary's log", "error", errors.Join(err, ierr))
+			return
+		}
+		log.Warn("the log does not hold the diverged records; an image of this node's database, which holds them, is set aside instead",
+			"why", err, "file", img.Path, "image-lsn", img.LSN, "rows", img.Rows)
+	} else {
+		name += ".jsonl"
 	}
 	s.divergedAt = at
 	marker, content, why := truncateFile, fmt.Sprintf("%d\n", at-1), fmt.Sprintf("cut the log after LSN %d", at-1)
@@ -128,6 +140,9 @@ func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 // name in the data dir, one JSON object per line; it fails unless it
 // found every one of them.
 func (s *Server) setAside(at, last uint64, name string) error {
+	if s.store.Level() == durability.NoLog {
+		return errors.New("server: this node keeps no log")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := s.store.Wait(ctx, last, durability.MmapLog); err != nil { // all written to the log files
