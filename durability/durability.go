@@ -447,6 +447,17 @@ func (s *Store) WaitApplied(ctx context.Context, lsn uint64) error {
 	return nil
 }
 
+// Writable returns nil on a primary, and on a standby the *StandbyError
+// (ErrStandby) its commits get, naming the primary: a write can be
+// refused with it before it runs on the standby's data, whose answer (a
+// missing row, a taken key) would not be the primary's.
+func (s *Store) Writable() error {
+	if p := s.primary.Load(); p != nil {
+		return p
+	}
+	return nil
+}
+
 // Standby reports whether the store refuses commits, and names the
 // primary they go to (empty while unknown).
 func (s *Store) Standby() (name, addr string, ok bool) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -352,5 +353,5 @@ func statusOf(r *pb.Reply) error {
 	if r.GetCode() == 0 {
 		return nil
 	}
-	return status.Error(codes.Code(r.GetCode()), r.GetMessage())
+	return status.FromProto(&spb.Status{Code: int32(r.GetCode()), Message: r.GetMessage(), Details: r.GetDetails()}).Err()
 }

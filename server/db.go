@@ -146,6 +146,18 @@ func (s *dbService) run(ctx context.Context, txID uint64, req waitFields, fn fun
 	}
 }
 
+// write runs a write as run does, unless the node is a standby: it is
+// refused at once, with NOT_PRIMARY naming the primary (SPEC 6), not run
+// on the standby's data, where it could fail another way (a row the
+// standby has not applied yet, a key it still holds) and keep the client
+// from the primary.
+func (s *dbService) write(ctx context.Context, txID uint64, req waitFields, fn func(tx *mem.Tx) error) (lsn uint64, degraded bool, err error) {
+	if err := s.store.Writable(); err != nil {
+		return 0, false, err
+	}
+	return s.run(ctx, txID, req, fn)
+}
+
 // level returns the durability level a request asks for, checked against
 // what the node allows.
 func (s *dbService) level(dur pb.Durability) (durability.Level, error) {
@@ -309,6 +321,9 @@ func index(t *mem.Table, name string) (int, error) {
 }
 
 func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
+	if err := s.store.Writable(); err != nil {
+		return nil, toStatus(err)
+	}
 	def, err := pbmem.TableDef(req.GetTable())
 	if err != nil {
 		return nil, toStatus(err)
@@ -325,6 +340,9 @@ func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest)
 }
 
 func (s *dbService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*pb.DropTableResponse, error) {
+	if err := s.store.Writable(); err != nil {
+		return nil, toStatus(err)
+	}
 	lsn, err := s.db.DropTable(req.GetTable())
 	var degraded bool
 	if err == nil {
@@ -395,7 +413,7 @@ func (s *dbService) get(tx *mem.Tx, req *pb.GetRequest, resp *pb.GetResponse) er
 }
 
 func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.InsertResponse, error) {
-	lsn, degraded, err := s.run(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), false) })
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), false) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -403,7 +421,7 @@ func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.Inse
 }
 
 func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.UpsertResponse, error) {
-	lsn, degraded, err := s.run(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), true) })
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), true) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -411,7 +429,7 @@ func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.Upse
 }
 
 func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.UpdateResponse, error) {
-	lsn, degraded, err := s.run(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.update(tx, req) })
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.update(tx, req) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -419,7 +437,7 @@ func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.Upda
 }
 
 func (s *dbService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
-	lsn, degraded, err := s.run(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.del(tx, req) })
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.del(tx, req) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -520,6 +538,11 @@ const replySlack = 1 << 10
 var errConditionFailed = errors.New("a condition failed")
 
 func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
+	if writes(req) {
+		if err := s.store.Writable(); err != nil {
+			return nil, toStatus(err) // as write does
+		}
+	}
 	start := s.metrics.started()
 	resp := &pb.CommitResponse{}
 	batch := func(tx *mem.Tx) error { return s.batch(tx, req, resp) }
@@ -607,6 +630,18 @@ func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResp
 		resp.Results = append(resp.Results, res)
 	}
 	return nil
+}
+
+// writes says whether a batch has an operation that writes.
+func writes(req *pb.CommitRequest) bool {
+	for _, op := range req.GetOperations() {
+		switch op.GetOp().(type) {
+		case *pb.Operation_Get, nil: // nil: the batch says it is empty
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 // opFields returns the tx_id and durability an operation of a batch

@@ -392,8 +392,14 @@ func TestPeersReloadToNone(t *testing.T) {
 }
 
 // TestStandbyRefusesEveryWrite: a standby refuses every kind of write,
-// through every API, with FAILED_PRECONDITION naming its primary, and
-// none changes it (SPEC 6).
+// through every API, with FAILED_PRECONDITION naming its primary (in the
+// message and the NOT_PRIMARY detail), and none changes it (SPEC 6).
+// That holds for a write that would fail on the standby's own data too
+// (a row it lacks, a key it holds, a condition that fails there): it used
+// to get NOT_FOUND, ALREADY_EXISTS or committed=false, the standby's
+// answer rather than the primary's, and the client library, which
+// follows only NOT_PRIMARY, stayed on the standby. A batch of reads is
+// still answered.
 func TestStandbyRefusesEveryWrite(t *testing.T) {
 	primary, standby := startShipping(t, 3)
 	before := standby.fingerprint()
@@ -442,10 +448,74 @@ func TestStandbyRefusesEveryWrite(t *testing.T) {
 			}
 			return statusOf(r)
 		},
+		"CreateTable of a table it holds": func(c context.Context) error {
+			_, err := db.CreateTable(c, &pb.CreateTableRequest{Table: accountsTable()})
+			return err
+		},
+		"DropTable of a table it lacks": func(c context.Context) error {
+			_, err := db.DropTable(c, &pb.DropTableRequest{Table: "nosuch"})
+			return err
+		},
+		"Insert of a key it holds": func(c context.Context) error {
+			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(1, 1)})
+			return err
+		},
+		"Update of a row it lacks": func(c context.Context) error {
+			_, err := db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(99)), Set: []*pb.ColumnValue{{Column: "bal", Value: vI(5)}}})
+			return err
+		},
+		"Delete of a row it lacks": func(c context.Context) error {
+			_, err := db.Delete(c, &pb.DeleteRequest{Table: "acct", Key: key(vI(99))})
+			return err
+		},
+		"Commit whose condition fails on it": func(c context.Context) error {
+			r, err := db.Commit(c, &pb.CommitRequest{
+				Conditions: []*pb.Condition{{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_NOT_EXISTS}},
+				Operations: []*pb.Operation{{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "acct", Row: acctRow(1, 1)}}}},
+			})
+			if err == nil {
+				err = fmt.Errorf("answered committed=%v, failed_condition=%d", r.GetCommitted(), r.GetFailedCondition())
+			}
+			return err
+		},
+		"Begin, then an Update of a row it lacks": func(c context.Context) error {
+			b, err := db.Begin(c, &pb.BeginRequest{})
+			if err != nil {
+				return err
+			}
+			defer func() { _, _ = db.Rollback(c, &pb.RollbackRequest{TxId: b.GetTxId()}) }()
+			_, err = db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(99)), Set: []*pb.ColumnValue{{Column: "bal", Value: vI(5)}}, TxId: b.GetTxId()})
+			return err
+		},
+		"Session Insert of a key it holds": func(c context.Context) error {
+			r, err := sessionReply(c, db, &pb.Request{Id: 1, Op: &pb.Request_Insert{Insert: &pb.InsertRequest{Table: "acct", Row: acctRow(1, 1)}}})
+			if err != nil {
+				return err
+			}
+			return statusOf(r)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			wantCode(t, write(ctx(t)), codes.FailedPrecondition, "standby", primary.addr)
+			err := write(ctx(t))
+			wantCode(t, err, codes.FailedPrecondition, "standby", primary.addr)
+			st, _ := status.FromError(err)
+			named := ""
+			for _, d := range st.Details() {
+				if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == pb.ReasonNotPrimary {
+					named = info.GetMetadata()[pb.MetadataPrimary]
+				}
+			}
+			if named != primary.addr {
+				t.Fatalf("the refusal names primary %q in its %s detail, want %q", named, pb.ReasonNotPrimary, primary.addr)
+			}
 		})
+	}
+	reads, err := db.Commit(ctx(t), &pb.CommitRequest{
+		Conditions: []*pb.Condition{{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS}},
+		Operations: []*pb.Operation{{Op: &pb.Operation_Get{Get: &pb.GetRequest{Table: "acct", Key: key(vI(2))}}}},
+	})
+	if err != nil || !reads.GetCommitted() || !reads.GetResults()[0].GetFound() {
+		t.Fatalf("a batch of reads on the standby: %v, %v", reads, err)
 	}
 	if after := standby.fingerprint(); after != before {
 		t.Fatalf("refused writes changed the standby:\n%s\nbefore:\n%s", after, before)
