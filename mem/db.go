@@ -156,6 +156,10 @@ func (t *Table) Def() TableDef { return t.state.Load().s.def.Clone() }
 // Column returns the ordinal of the named column.
 func (t *Table) Column(name string) (int, error) { return t.state.Load().s.column(name) }
 
+// CheckValue returns the error a write of v into column c would get (a
+// wrong type, NULL into NOT NULL, a value too long), or nil.
+func (t *Table) CheckValue(c int, v Value) error { return t.state.Load().s.checkValue(c, v) }
+
 // Index returns the ordinal of the named index; "primary" is 0.
 func (t *Table) Index(name string) (int, error) { return t.state.Load().s.indexByName(name) }
 

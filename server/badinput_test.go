@@ -233,6 +233,18 @@ func TestBadInput(t *testing.T) {
 			_, err := db.Commit(c, &pb.CommitRequest{Conditions: []*pb.Condition{{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS, Equals: []*pb.ColumnValue{{Column: "nope", Value: vI(1)}}}}})
 			return err
 		}, codes.InvalidArgument, []string{"condition 0", `"nope"`}},
+		{"commit condition value of the wrong type", func(c context.Context, db pb.DatabaseServiceClient) error {
+			// Before, a value no row can hold made the condition fail
+			// (committed=false), which a compare-and-set loop retries for ever.
+			_, err := db.Commit(c, &pb.CommitRequest{Conditions: []*pb.Condition{{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS,
+				Equals: []*pb.ColumnValue{{Column: "bal", Value: &pb.Value{Kind: &pb.Value_Uint64{Uint64: 100}}}}}}})
+			return err
+		}, codes.InvalidArgument, []string{"condition 0", `"bal"`}},
+		{"commit condition NULL on a NOT NULL column", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Commit(c, &pb.CommitRequest{Conditions: []*pb.Condition{{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS,
+				Equals: []*pb.ColumnValue{{Column: "bal", Value: &pb.Value{}}}}}})
+			return err
+		}, codes.InvalidArgument, []string{"condition 0", `"bal"`}},
 		{"commit unknown transaction", func(c context.Context, db pb.DatabaseServiceClient) error {
 			_, err := db.Commit(c, &pb.CommitRequest{TxId: tx + 1})
 			return err

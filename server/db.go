@@ -672,6 +672,12 @@ func (s *dbService) holds(tx *mem.Tx, c *pb.Condition) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	for _, w := range want {
+		// A value no row can hold is a mistake, not a condition that fails.
+		if err := t.CheckValue(w.Column, w.Value); err != nil {
+			return false, fmt.Errorf("equals: %w", err)
+		}
+	}
 	rec, found, err := tx.Get(t, key)
 	if err != nil {
 		return false, err
