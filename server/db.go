@@ -525,7 +525,7 @@ func (s *dbService) Begin(_ context.Context, req *pb.BeginRequest) (*pb.BeginRes
 }
 
 func (s *dbService) Rollback(_ context.Context, req *pb.RollbackRequest) (*pb.RollbackResponse, error) {
-	if err := s.txs.end(req.GetTxId(), func(*openTx) error { return nil }); err != nil {
+	if err := s.txs.end(req.GetTxId(), nil, func(*openTx) error { return nil }); err != nil {
 		return nil, err
 	}
 	return &pb.RollbackResponse{}, nil
@@ -538,21 +538,24 @@ const replySlack = 1 << 10
 var errConditionFailed = errors.New("a condition failed")
 
 func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
-	if writes(req) {
+	if hasWrites(req) {
 		if err := s.store.Writable(); err != nil {
 			return nil, toStatus(err) // as write does
 		}
+	}
+	if err := checkBatch(req); err != nil {
+		return nil, err
 	}
 	start := s.metrics.started()
 	resp := &pb.CommitResponse{}
 	batch := func(tx *mem.Tx) error { return s.batch(tx, req, resp) }
 	var err error
 	if id := req.GetTxId(); id != 0 {
-		err = s.txs.end(id, func(ot *openTx) error {
-			w, err := s.wants(req, ot.wait)
-			if err != nil {
-				return err
-			}
+		var w commitWait
+		err = s.txs.end(id, func(ot *openTx) (err error) {
+			w, err = s.wants(req, ot.wait) // a malformed request leaves the transaction open
+			return err
+		}, func(ot *openTx) error {
 			if err := batch(ot.tx); err != nil {
 				return s.failedRead(ctx, ot.tx.Seen(), err)
 			}
@@ -576,10 +579,9 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 	return resp, nil
 }
 
-// batch checks a batch's conditions and runs its operations in tx. With
-// an interactive transaction, any error here rolls it back, as the proto
-// says.
-func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResponse) error {
+// checkBatch refuses a batch whose operations carry fields only the batch
+// may set.
+func checkBatch(req *pb.CommitRequest) error {
 	for i, op := range req.GetOperations() {
 		txID, w := opFields(op)
 		if txID != 0 {
@@ -589,6 +591,13 @@ func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResp
 			return errorf(codes.InvalidArgument, "operation %d: durability and sync_mode must be unspecified inside a batch; the batch's own apply", i)
 		}
 	}
+	return nil
+}
+
+// batch checks a batch's conditions and runs its operations in tx. With
+// an interactive transaction, any error here rolls it back, as the proto
+// says.
+func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResponse) error {
 	resp.Results = resp.Results[:0]
 	for i, c := range req.GetConditions() {
 		ok, err := s.holds(tx, c)
@@ -632,8 +641,8 @@ func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResp
 	return nil
 }
 
-// writes says whether a batch has an operation that writes.
-func writes(req *pb.CommitRequest) bool {
+// hasWrites says whether a batch has an operation that writes.
+func hasWrites(req *pb.CommitRequest) bool {
 	for _, op := range req.GetOperations() {
 		switch op.GetOp().(type) {
 		case *pb.Operation_Get, nil: // nil: the batch says it is empty

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -386,6 +387,12 @@ func TestInteractiveTransaction(t *testing.T) {
 	// A failed operation leaves the transaction usable.
 	_, err = n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(1, 1), TxId: id})
 	wantCode(t, err, codes.AlreadyExists)
+	// So does a malformed Commit: it changes nothing (it used to roll the
+	// transaction back).
+	_, err = n.db.Commit(c, &pb.CommitRequest{TxId: id, Durability: 9})
+	wantCode(t, err, codes.InvalidArgument, "durability 9")
+	_, err = n.db.Commit(c, &pb.CommitRequest{TxId: id, Operations: []*pb.Operation{{Op: &pb.Operation_Delete{Delete: &pb.DeleteRequest{Table: "acct", Key: key(vI(1)), TxId: id}}}}})
+	wantCode(t, err, codes.InvalidArgument, "operation 0", "tx_id")
 	cr, err := n.db.Commit(c, &pb.CommitRequest{TxId: id})
 	if err != nil || !cr.GetCommitted() || cr.GetLsn() == 0 {
 		t.Fatalf("commit: %v %v", cr, err)
@@ -665,6 +672,33 @@ func TestSessionRollsBackOpenTransactions(t *testing.T) {
 	}
 	if _, found := n.get(2); found {
 		t.Fatal("the abandoned transaction's insert is visible")
+	}
+}
+
+// TestSessionForgetsEndedTransactions: a session keeps the ids of the
+// transactions it began, to roll back those still open when it ends; ones
+// that ended another way (here a unary Rollback) are dropped as the set
+// grows, and the open ones kept. It used to keep every id until the
+// stream ended: a long session's memory grew without bound.
+func TestSessionForgetsEndedTransactions(t *testing.T) {
+	_, s := memFSService(t, vfs.NewMemFS())
+	owned := newSessionTxs()
+	begin := func() uint64 {
+		t.Helper()
+		r := s.handle(ctx(t), &pb.Request{Op: &pb.Request_Begin{Begin: &pb.BeginRequest{}}}, owned)
+		if r.GetCode() != 0 {
+			t.Fatal(r.GetMessage())
+		}
+		return r.GetBegin().GetTxId()
+	}
+	open := begin()
+	for range 1000 {
+		if _, err := s.Rollback(ctx(t), &pb.RollbackRequest{TxId: begin()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := owned.ids[open]; !ok || len(owned.ids) > 2*minSessionPrune {
+		t.Fatalf("after 1000 transactions ended outside the session, it tracks %d ids (the open one: %v)", len(owned.ids), ok)
 	}
 }
 

@@ -40,10 +40,10 @@ func (s *dbService) Session(stream grpc.BidiStreamingServer[pb.SessionRequest, p
 			}
 		}
 	}()
-	owned := map[uint64]bool{}
+	owned := newSessionTxs()
 	defer func() {
-		for id := range owned {
-			_ = s.txs.end(id, func(*openTx) error { return nil }) // already ended is fine
+		for id := range owned.ids {
+			_ = s.txs.end(id, nil, func(*openTx) error { return nil }) // already ended is fine
 		}
 	}()
 	for {
@@ -72,7 +72,7 @@ func (s *dbService) Session(stream grpc.BidiStreamingServer[pb.SessionRequest, p
 // several. On a stream with a deadline, the requests stop waiting a
 // margin before it (replyBefore), once for the message: their replies go
 // out together, after the last.
-func (s *dbService) answer(ctx context.Context, stream grpc.BidiStreamingServer[pb.SessionRequest, pb.SessionResponse], reqs []*pb.Request, owned map[uint64]bool) error {
+func (s *dbService) answer(ctx context.Context, stream grpc.BidiStreamingServer[pb.SessionRequest, pb.SessionResponse], reqs []*pb.Request, owned *sessionTxs) error {
 	ctx, cancel := replyBefore(ctx)
 	defer cancel()
 	resp := &pb.SessionResponse{Replies: make([]*pb.Reply, 0, len(reqs))}
@@ -95,8 +95,37 @@ func (s *dbService) answer(ctx context.Context, stream grpc.BidiStreamingServer[
 	return stream.Send(resp)
 }
 
+// sessionTxs are the transactions a session began, which it rolls back
+// when it ends. Those that ended another way (a unary Commit or
+// Rollback, the idle timeout) are dropped as the set grows, so that it
+// stays within twice what the session holds open (at least
+// minSessionPrune), however long the session lives.
+type sessionTxs struct {
+	ids   map[uint64]struct{}
+	prune int // the size at which add drops the ended ones
+}
+
+const minSessionPrune = 64
+
+func newSessionTxs() *sessionTxs {
+	return &sessionTxs{ids: map[uint64]struct{}{}, prune: minSessionPrune}
+}
+
+// add records the transaction id, begun on the session.
+func (o *sessionTxs) add(tt *txTable, id uint64) {
+	if len(o.ids) >= o.prune {
+		for old := range o.ids {
+			if tt.lookup(old) == nil {
+				delete(o.ids, old)
+			}
+		}
+		o.prune = max(minSessionPrune, 2*len(o.ids))
+	}
+	o.ids[id] = struct{}{}
+}
+
 // handle runs one Session request through the unary handlers.
-func (s *dbService) handle(ctx context.Context, req *pb.Request, owned map[uint64]bool) *pb.Reply {
+func (s *dbService) handle(ctx context.Context, req *pb.Request, owned *sessionTxs) *pb.Reply {
 	reply := &pb.Reply{Id: req.GetId()}
 	var err error
 	switch o := req.GetOp().(type) {
@@ -130,19 +159,19 @@ func (s *dbService) handle(ctx context.Context, req *pb.Request, owned map[uint6
 		if res, err = s.Commit(ctx, o.Commit); err == nil {
 			reply.Result = &pb.Reply_Commit{Commit: res}
 		}
-		delete(owned, o.Commit.GetTxId())
+		delete(owned.ids, o.Commit.GetTxId())
 	case *pb.Request_Begin:
 		var res *pb.BeginResponse
 		if res, err = s.Begin(ctx, o.Begin); err == nil {
 			reply.Result = &pb.Reply_Begin{Begin: res}
-			owned[res.TxId] = true
+			owned.add(s.txs, res.TxId)
 		}
 	case *pb.Request_Rollback:
 		var res *pb.RollbackResponse
 		if res, err = s.Rollback(ctx, o.Rollback); err == nil {
 			reply.Result = &pb.Reply_Rollback{Rollback: res}
 		}
-		delete(owned, o.Rollback.GetTxId())
+		delete(owned.ids, o.Rollback.GetTxId())
 	default:
 		err = errorf(codes.InvalidArgument, "the request is empty; set one of get, insert, update, upsert, delete, commit, begin, rollback")
 	}

@@ -97,13 +97,21 @@ func (tt *txTable) use(id uint64, fn func(tx *mem.Tx) error) error {
 }
 
 // end runs fn (a commit or rollback) on the transaction and removes it,
-// whatever fn returns: a failed commit rolls the transaction back.
-func (tt *txTable) end(id uint64, fn func(ot *openTx) error) error {
+// whatever fn returns: a failed commit rolls the transaction back. But
+// first check, if not nil, looks at the request: when it fails (a
+// malformed request), fn does not run and the transaction stays open.
+func (tt *txTable) end(id uint64, check, fn func(ot *openTx) error) error {
 	ot, err := tt.hold(id)
 	if err != nil {
 		return err
 	}
 	defer ot.mu.Unlock()
+	if check != nil {
+		if err := check(ot); err != nil {
+			ot.idleSince = tt.now()
+			return err
+		}
+	}
 	err = fn(ot)
 	ot.tx.Rollback() // a no-op after a commit
 	tt.remove(ot)
