@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,11 @@ import (
 // its whole database, from which an operator can start a node. It is
 // then imaged again from the new primary and follows it. Before, it
 // refused the new primary's log for good.
+//
+// It comes back with a file that makes it a standby (as operations.md
+// says), restarts itself to take the image, and is then switched back to
+// primary by its file and SIGHUP: the restart used to add -role standby
+// to its arguments, which overrode the file at every SIGHUP after.
 func TestDivergedTailSetAsideAsImage(t *testing.T) {
 	for _, level := range []string{"no-log", "mmap-log"} {
 		t.Run(level, func(t *testing.T) { divergedAsImage(t, level) })
@@ -74,9 +80,13 @@ func divergedAsImage(t *testing.T, level string) {
 	}
 	stop()
 
-	// Back as configured, it steps down, sets its tail aside, is imaged
-	// again and follows b.
-	a = start(t, aArgs...)
+	// Back as a standby, it sets its tail aside, is imaged again and
+	// follows b.
+	cfgDir := t.TempDir()
+	file := func(role string) string {
+		return writeConfig(t, cfgDir, "a", fmt.Sprintf("role = %q\ndurability = %q\nlog_retention_bytes = 0\nsync_mode = \"applied-ack\"\n", role, level), "b", b.addr)
+	}
+	a = start(t, "-config", file("standby"), "-listen", aAddr, "-data-dir", aDir)
 	_, bconn := b.client()
 	streaming(t, pb.NewAdminServiceClient(bconn), 90*time.Second, a)
 	if !strings.Contains(a.output(), "replacing this node's database with an image") {
@@ -107,5 +117,28 @@ func divergedAsImage(t *testing.T, level string) {
 	}
 	if _, err := os.Stat(filepath.Join(aDir, "REIMAGE")); !os.IsNotExist(err) {
 		t.Fatalf("REIMAGE is left: %v", err)
+	}
+
+	// Switched back by the files: b demoted, a's file says primary.
+	if out, errOut, code := runTool(t, "demote", "-addr", b.addr); code != 0 {
+		t.Fatalf("demote: %d %s %s", code, out, errOut)
+	}
+	file("primary")
+	hup(t, a)
+	_, aconn := a.client()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, err := pb.NewAdminServiceClient(aconn).Status(testCtx(t), &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GetRole() == "primary" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a's file says primary, and after SIGHUP it is a %s:\n%s", st.GetRole(), a.output())
+		}
+	}
+	if _, err := adb.Insert(testCtx(t), &pb.InsertRequest{Table: "mark", Row: &pb.Row{Values: []*pb.Value{vInt(-300)}}}); err != nil {
+		t.Fatalf("a write on a, primary again: %v", err)
 	}
 }

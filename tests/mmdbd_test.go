@@ -78,6 +78,15 @@ var (
 // end of the test if it is still running.
 func start(t testing.TB, args ...string) *proc {
 	t.Helper()
+	p, serving := spawn(t, args...)
+	p.await(serving)
+	return p
+}
+
+// spawn runs mmdbd serve as start does, without waiting: the channel it
+// returns delivers the address once the node serves (await).
+func spawn(t testing.TB, args ...string) (*proc, <-chan string) {
+	t.Helper()
 	args = append([]string{"serve", "-listen", "127.0.0.1:0", "-data-dir", t.TempDir()}, args...)
 	p := &proc{t: t, cmd: exec.Command(mmdbd, args...), exit: make(chan error, 1)}
 	stderr, err := p.cmd.StderrPipe()
@@ -110,15 +119,21 @@ func start(t testing.TB, args ...string) *proc {
 		}
 		p.exit <- p.cmd.Wait()
 	}()
+	return p, found
+}
+
+// await waits until the node spawn started serves, at the address
+// serving delivers.
+func (p *proc) await(serving <-chan string) {
+	p.t.Helper()
 	select {
-	case p.addr = <-found:
+	case p.addr = <-serving:
 	case err := <-p.exit:
 		p.exit <- err
-		t.Fatalf("mmdbd exited before serving (%v):\n%s", err, p.output())
+		p.t.Fatalf("mmdbd exited before serving (%v):\n%s", err, p.output())
 	case <-time.After(30 * time.Second):
-		t.Fatalf("mmdbd did not serve within 30s:\n%s", p.output())
+		p.t.Fatalf("mmdbd did not serve within 30s:\n%s", p.output())
 	}
-	return p
 }
 
 // metricsAddr returns where the node serves metrics; the test fails if

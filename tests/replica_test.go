@@ -589,6 +589,24 @@ func TestSyncReload(t *testing.T) {
 	}
 }
 
+// TestSIGHUPWhileStarting: a SIGHUP that comes while a node starts (a
+// diskless node waiting for its bootstrap_from node's image, which may
+// take minutes) does not end it, as SIGHUP's default action did; the node
+// reads its file again once it serves.
+func TestSIGHUPWhileStarting(t *testing.T) {
+	aAddr := servertest.DeadAddr(t)
+	d, serving := spawn(t, "-node", "d", "-role", "standby", "-data-dir", "", "-durability", "no-log", "-bootstrap-from", aAddr, "-peer", "a="+aAddr)
+	logged(t, d, "the image transfer broke; resuming")
+	hup(t, d)
+	a := start(t, "-node", "a", "-listen", aAddr)
+	adb, _ := a.client()
+	createBank(t, adb)
+	d.await(serving)
+	logged(t, d, "SIGHUP: the configured role is unchanged")
+	ddb, _ := d.client()
+	sameRows(t, adb, ddb)
+}
+
 // writeConfig writes node's config file in dir: its name, the HCL lines
 // of extra, and a peer block for each name and address in peers (name,
 // address, ...). It returns the file's path.
@@ -710,6 +728,20 @@ func TestPeersReload(t *testing.T) {
 	hup(t, c)
 	until("c streaming, caught up")
 	insert(4)
+	sameRows(t, adb, cdb)
+
+	// A file c cannot take (a sync mode that waits for standbys, and no
+	// peers to wait for) changes nothing: c keeps a as its peer. It used
+	// to take the peers, then refuse the sync settings, and so refuse
+	// a's log.
+	write("c", standby+"sync_mode = \"received-ack\"\n")
+	hup(t, c)
+	logged(t, c, "the node cannot take it; nothing changed")
+	if strings.Count(c.output(), "SIGHUP: took the peers") != 2 {
+		t.Fatalf("c took the peers of a file it refused:\n%s", c.output())
+	}
+	insert(5)
+	until("c streaming, caught up")
 	sameRows(t, adb, cdb)
 
 	// A node with a log that started without peers ships from its

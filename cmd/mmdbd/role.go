@@ -55,8 +55,11 @@ func demoteCmd(args []string, stdout, stderr io.Writer) error {
 // role across a SIGHUP that changes nothing.
 func reload(srv *server.Server, load func() (*conf.Config, error), role *string, logger hclog.Logger) {
 	cfg, err := load()
+	if err == nil {
+		err = srv.CheckSync(cfg)
+	}
 	if err != nil {
-		logger.Error("SIGHUP: the configuration does not load; nothing changed", "error", err)
+		logger.Error("SIGHUP: the configuration does not load, or the node cannot take it; nothing changed", "error", err)
 		return
 	}
 	if err := srv.ReloadCredentials(); err != nil {

@@ -59,10 +59,16 @@ func nodeLogger(cfg *conf.Config, stderr io.Writer) hclog.Logger {
 	})
 }
 
+// restartRole carries the role a node restarts in (reexec) to the new
+// process, which takes it in place of its first configuration's role
+// only: a -role flag would override the file at every SIGHUP too, and
+// the node could never again be switched to primary by its file.
+const restartRole = "MMDBD_RESTART_ROLE"
+
 // reexec replaces the process with a new run of the same command, as a
-// standby or propagator (role: the node restarts to catch up with a
-// primary; flags override the file's role) and without -from-image (the
-// data dir holds a database now).
+// standby or propagator (role, in restartRole: the node restarts to catch
+// up with a primary) and without -from-image (the data dir holds a
+// database now).
 func reexec(role string) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -80,8 +86,7 @@ func reexec(role string) error {
 		}
 		args = append(args, a)
 	}
-	args = append(args, "-role", role)
-	if err := syscall.Exec(self, args, os.Environ()); err != nil {
+	if err := syscall.Exec(self, args, append(os.Environ(), restartRole+"="+role)); err != nil {
 		return fmt.Errorf("restart %s: %w", self, err)
 	}
 	return nil // not reached: Exec does not return when it works
@@ -90,11 +95,16 @@ func reexec(role string) error {
 // serve runs a node until SIGTERM or SIGINT, then shuts it down
 // gracefully. SIGHUP reads the configuration again and takes its peers,
 // sync settings and role, and reads the certificate and token files
-// again (reload). The other keys need a restart; a bad file changes
-// nothing. A node that
-// asks to be restarted (its log is to be cut) is shut down and this
-// process replaced by a new mmdbd with the same arguments (reexec).
+// again (reload); one that comes while the node starts is taken once it
+// serves. The other keys need a restart; a bad file changes nothing. A
+// node that asks to be restarted (its log is to be cut) is shut down and
+// this process replaced by a new mmdbd with the same arguments (reexec).
 func serve(args []string, stderr io.Writer) error {
+	// Before the start, which may take minutes (a replay, an image over
+	// the network): SIGHUP's default action would end the process.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	fs := flag.NewFlagSet("mmdbd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fromImage := fs.String("from-image", "", "start from this image `file` (mmdbd image fetch): loaded on a diskless node, installed as the first checkpoint in a data_dir without a database")
@@ -106,12 +116,23 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.FromImage = *fromImage; cfg.FromImage != "" {
+	role := cfg.Role // as the file last said
+	cfg.FromImage = *fromImage
+	if r, ok := os.LookupEnv(restartRole); ok {
+		if err := os.Unsetenv(restartRole); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		cfg.Role = r
+	}
+	if cfg.FromImage != "" || cfg.Role != role {
 		if err := cfg.Validate(); err != nil {
 			return err
 		}
 	}
 	logger := nodeLogger(cfg, stderr)
+	if cfg.Role != role {
+		logger.Info("restarted in the role the restart asked for; SIGHUP takes the file's role once the file changes it", "role", cfg.Role, "file-role", role)
+	}
 	srv, err := server.New(cfg, logger)
 	if err != nil {
 		return err
@@ -120,12 +141,12 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen on %s (%s): %w", cfg.Listen, cfg.Origin("listen"), err), srv.Shutdown(context.Background()))
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	// SIGTERM and SIGINT keep their default action during the start: a
+	// node stopped then has served nothing, and its data dir recovers
+	// as after a crash.
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	role := cfg.Role // as the file last said
 wait:
 	for {
 		select {
