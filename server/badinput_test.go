@@ -152,7 +152,7 @@ func TestBadInput(t *testing.T) {
 		{"insert past max_value_bytes", func(c context.Context, db pb.DatabaseServiceClient) error {
 			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), vS("n9"), vS("r"), vI(1), &pb.Value{Kind: &pb.Value_Bytes{Bytes: make([]byte, 41)}})})
 			return err
-		}, codes.InvalidArgument, []string{`"acct"`, "max_value_bytes (40)"}},
+		}, codes.ResourceExhausted, []string{`"acct"`, "max_value_bytes (40)"}},
 		{"insert string not UTF-8", func(c context.Context, db pb.DatabaseServiceClient) error {
 			_, err := db.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(9), vS("n\xff"), vS("r"), vI(1), vNull())})
 			return err
@@ -208,7 +208,7 @@ func TestBadInput(t *testing.T) {
 		{"scan past max_scan_rows", func(c context.Context, db pb.DatabaseServiceClient) error {
 			_, err := recvAll(db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 101}))
 			return err
-		}, codes.InvalidArgument, []string{`"acct"`, "max_scan_rows (100)"}},
+		}, codes.ResourceExhausted, []string{`"acct"`, "max_scan_rows (100)"}},
 		{"scan wrong prefix type", func(c context.Context, db pb.DatabaseServiceClient) error {
 			_, err := recvAll(db.Scan(c, &pb.ScanRequest{Table: "acct", Index: "by_region", Prefix: key(vI(1))}))
 			return err

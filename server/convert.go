@@ -43,12 +43,12 @@ func (cv converter) value(v *pb.Value) (mem.Value, error) {
 			return mem.Value{}, errorf(codes.InvalidArgument, "a string value is not valid UTF-8; use a bytes column for binary data")
 		}
 		if len(k.String_) > cv.maxValueBytes {
-			return mem.Value{}, errorf(codes.InvalidArgument, "a string of %d bytes exceeds max_value_bytes (%d)", len(k.String_), cv.maxValueBytes)
+			return mem.Value{}, errorf(codes.ResourceExhausted, "a string of %d bytes exceeds max_value_bytes (%d)", len(k.String_), cv.maxValueBytes)
 		}
 		return mem.String(k.String_), nil
 	case *pb.Value_Bytes:
 		if len(k.Bytes) > cv.maxValueBytes {
-			return mem.Value{}, errorf(codes.InvalidArgument, "%d bytes exceed max_value_bytes (%d)", len(k.Bytes), cv.maxValueBytes)
+			return mem.Value{}, errorf(codes.ResourceExhausted, "%d bytes exceed max_value_bytes (%d)", len(k.Bytes), cv.maxValueBytes)
 		}
 		return mem.Bytes(k.Bytes), nil
 	case *pb.Value_Timestamp:

@@ -545,7 +545,7 @@ func TestScanPaging(t *testing.T) {
 	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Lower: key(vI(10)), After: key(vI(3))}))
 	wantCode(t, err, codes.InvalidArgument, "outside")
 	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 51}))
-	wantCode(t, err, codes.InvalidArgument, "max_scan_rows (50)")
+	wantCode(t, err, codes.ResourceExhausted, "max_scan_rows (50)")
 	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Index: "by_region", After: key(vS("r1"))}))
 	wantCode(t, err, codes.InvalidArgument, "not unique")
 	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Index: "by_name", Lower: key(vS("n1"))}))

@@ -57,7 +57,7 @@ func (s *dbService) scanQuery(req *pb.ScanRequest) (*scanQuery, error) {
 		q.limit = s.maxScanRows
 	}
 	if q.limit > s.maxScanRows {
-		return nil, errorf(codes.InvalidArgument, "table %q: limit %d exceeds max_scan_rows (%d); page with after and resume_key", t.Name(), q.limit, s.maxScanRows)
+		return nil, errorf(codes.ResourceExhausted, "table %q: limit %d exceeds max_scan_rows (%d); page with after and resume_key", t.Name(), q.limit, s.maxScanRows)
 	}
 	ix, err := index(t, req.GetIndex())
 	if err != nil {

@@ -1344,7 +1344,7 @@ type ScanRequest struct {
 	UpperInclusive bool     `protobuf:"varint,6,opt,name=upper_inclusive,json=upperInclusive,proto3" json:"upper_inclusive,omitempty"`
 	Reverse        bool     `protobuf:"varint,7,opt,name=reverse,proto3" json:"reverse,omitempty"`
 	// At most this many rows; zero means the server's max_scan_rows, and more
-	// than that is INVALID_ARGUMENT.
+	// than that is RESOURCE_EXHAUSTED (a limit).
 	Limit uint32 `protobuf:"varint,8,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Resume after this key: the resume_key of a previous reply. Only on the
 	// primary key or a unique index, whose keys name one row each.
