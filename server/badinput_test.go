@@ -249,6 +249,14 @@ func TestBadInput(t *testing.T) {
 			_, err := db.Commit(c, &pb.CommitRequest{TxId: tx + 1})
 			return err
 		}, codes.NotFound, []string{"not open"}},
+		{"rollback without tx_id", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Rollback(c, &pb.RollbackRequest{})
+			return err
+		}, codes.InvalidArgument, []string{"tx_id"}},
+		{"commit condition with an unknown expect", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Commit(c, &pb.CommitRequest{Conditions: []*pb.Condition{{Table: "acct", Key: key(vI(1)), Expect: 7}}})
+			return err
+		}, codes.InvalidArgument, []string{"condition 0", "expect is 7"}},
 		{"rollback unknown transaction", func(c context.Context, db pb.DatabaseServiceClient) error {
 			_, err := db.Rollback(c, &pb.RollbackRequest{TxId: tx + 1})
 			return err

@@ -525,6 +525,9 @@ func (s *dbService) Begin(_ context.Context, req *pb.BeginRequest) (*pb.BeginRes
 }
 
 func (s *dbService) Rollback(_ context.Context, req *pb.RollbackRequest) (*pb.RollbackResponse, error) {
+	if req.GetTxId() == 0 {
+		return nil, errorf(codes.InvalidArgument, "tx_id is unset; name the transaction Begin returned")
+	}
 	if err := s.txs.end(req.GetTxId(), nil, func(*openTx) error { return nil }); err != nil {
 		return nil, err
 	}
@@ -708,6 +711,6 @@ func (s *dbService) holds(tx *mem.Tx, c *pb.Condition) (bool, error) {
 		}
 		return !found, nil
 	default:
-		return false, errorf(codes.InvalidArgument, "expect is unset; say EXPECT_EXISTS or EXPECT_NOT_EXISTS")
+		return false, errorf(codes.InvalidArgument, "expect is %s; say EXPECT_EXISTS or EXPECT_NOT_EXISTS", c.GetExpect())
 	}
 }
