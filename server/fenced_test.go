@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/mmdb/mmdb/conf"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -119,5 +121,24 @@ func TestReimagedNodeStaysAStandby(t *testing.T) {
 	}
 	if err := a.srv.store.WaitApplied(ctx(t), b.srv.db.LastLSN()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPromoteWhileRestarting: a node restarting itself (to cut its log
+// or load an image) refuses a promotion with FAILED_PRECONDITION, which
+// says to try again once it is back; it was INTERNAL, as if the node
+// were broken.
+func TestPromoteWhileRestarting(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) {
+		c.Node, c.Role = "b", conf.RoleStandby
+		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
+	})
+	n.srv.markMu.Lock()
+	n.srv.restarting = true
+	n.srv.markMu.Unlock()
+	_, err := n.admin.Promote(ctx(t), &pb.PromoteRequest{})
+	wantCode(t, err, codes.FailedPrecondition, "restarting", "once it is back")
+	if role := n.srv.Role(); role != conf.RoleStandby {
+		t.Fatalf("the refused promotion left the node a %s", role)
 	}
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -50,14 +49,14 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	}
 	select {
 	case <-s.quit:
-		return 0, 0, false, errors.New("server: promote: the node is shutting down")
+		return 0, 0, false, errorf(codes.Unavailable, "promote: the node is shutting down")
 	default:
 	}
 	s.markMu.Lock()
 	restarting := s.restarting
 	s.markMu.Unlock()
 	if restarting {
-		return 0, 0, false, errors.New("server: promote: the node is restarting to cut its log or load an image")
+		return 0, 0, false, errorf(codes.FailedPrecondition, "promote: the node is restarting to cut its log or load an image; promote it once it is back")
 	}
 	s.recv.Stop()
 	defer s.recv.Resume() // as a primary it follows no one, but steps down for a newer epoch
@@ -139,7 +138,7 @@ func (s *Server) stepDown(epoch uint64, peer string) error {
 func (a *adminService) Promote(context.Context, *pb.PromoteRequest) (*pb.PromoteResponse, error) {
 	epoch, start, already, err := a.s.promote()
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, toStatus(err)
 	}
 	return &pb.PromoteResponse{Epoch: epoch, StartLsn: start, Already: already}, nil
 }
@@ -149,7 +148,7 @@ func (a *adminService) Promote(context.Context, *pb.PromoteRequest) (*pb.Promote
 func (a *adminService) Demote(context.Context, *pb.DemoteRequest) (*pb.DemoteResponse, error) {
 	already, err := a.s.demote("", "asked to")
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, toStatus(err)
 	}
 	return &pb.DemoteResponse{Epoch: a.s.epochs.Current(), Already: already}, nil
 }
