@@ -259,3 +259,57 @@ func TestLockSkipsFreedSlot(t *testing.T) {
 	}
 	tx.Rollback()
 }
+
+// TestDuplicateFromStaleReadsIsAConflict: a transaction that swaps two
+// rows' unique values from reads that went stale (another swap committed
+// between its two reads, so it saw the same value twice) fails its commit
+// with ErrConflict, which the caller retries, and not with ErrDuplicate,
+// which it would not: the key it could not take was taken only in a
+// state its reads never saw together. Before, the unique check, run
+// before the reads were validated, answered ErrDuplicate.
+func TestDuplicateFromStaleReadsIsAConflict(t *testing.T) {
+	for _, kind := range []IndexKind{Hash, Ordered} {
+		t.Run(kind.String(), func(t *testing.T) {
+			db := Open(Options{})
+			tb := reviewKV(t, db, "t", IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: kind})
+			a, b := []Value{Uint64(1)}, []Value{Uint64(2)}
+			reviewCommit(t, func(tx *Tx) error {
+				return errors.Join(tx.Insert(tb, []Value{Uint64(1), Uint64(10)}), tx.Insert(tb, []Value{Uint64(2), Uint64(20)}))
+			}, db)
+			swap := func(tx *Tx, va, vb uint64) error {
+				return errors.Join(
+					tx.Update(tb, a, []ColumnValue{{Column: 1, Value: Uint64(vb)}}),
+					tx.Update(tb, b, []ColumnValue{{Column: 1, Value: Uint64(va)}}))
+			}
+			tx := db.Begin()
+			defer tx.Rollback()
+			ra, _, err := tx.Get(tb, a) // v 10
+			if err != nil {
+				t.Fatal(err)
+			}
+			reviewCommit(t, func(tx *Tx) error { return swap(tx, 10, 20) }, db)
+			rb, _, err := tx.Get(tb, b) // v 10 too, since the swap
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := swap(tx, ra.Uint64(1), rb.Uint64(1)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Commit(); !errors.Is(err, ErrConflict) {
+				t.Fatalf("the commit of a swap whose reads went stale: %v; want ErrConflict", err)
+			}
+			// Run again, it swaps them back.
+			reviewCommit(t, func(tx *Tx) error {
+				ra, _, err := tx.Get(tb, a)
+				if err != nil {
+					return err
+				}
+				rb, _, err := tx.Get(tb, b)
+				if err != nil {
+					return err
+				}
+				return swap(tx, ra.Uint64(1), rb.Uint64(1))
+			}, db)
+		})
+	}
+}

@@ -3,6 +3,7 @@ package mem
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -684,6 +685,15 @@ func (tx *Tx) Commit() (uint64, error) {
 		}
 	}
 	if err := tx.lockAndClaim(); err != nil {
+		if errors.Is(err, ErrDuplicate) {
+			// A taken key is final only if the reads that led to it still
+			// hold; a key taken from reads gone stale is a conflict, and
+			// the transaction run again may succeed.
+			tx.validating = true
+			if verr := tx.validate(); verr != nil {
+				err = verr
+			}
+		}
 		tx.abort()
 		return 0, err
 	}
