@@ -33,8 +33,8 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 		if len(r.Ops) != 1 {
 			return errorf(ErrCorrupt, "apply LSN %d: a schema change must be alone in its record", lsn)
 		}
-		if lsn < db.LastLSN() {
-			return nil
+		if err := checkDDL(lsn, r.Ops[0]); err != nil || lsn < db.LastLSN() {
+			return err // older than the database: in effect already
 		}
 		return db.applyDDL(lsn, r.Ops[0])
 	}
@@ -96,7 +96,7 @@ func (tx *Tx) installReplayed(lsn uint64) error {
 		return err
 	}
 	tx.install(lsn)
-	db.advance(lsn)
+	db.applied(lsn)
 	return nil
 }
 
@@ -197,17 +197,14 @@ func (tx *Tx) lockExisting(w *write) (bool, error) {
 // idempotent.
 func (db *DB) applyDDL(lsn uint64, op Op) error {
 	if db.ddlInEffect(op) {
-		db.advance(lsn)
+		db.applied(lsn)
 		return nil
 	}
 	switch op.Kind {
 	case OpCreateTable:
-		def, err := DecodeTableDef(op.Data)
+		def, err := DecodeTableDef(op.Data) // checked (checkDDL)
 		if err != nil {
 			return fmt.Errorf("apply LSN %d: %w", lsn, err)
-		}
-		if def.ID == 0 || def.ID != op.Table {
-			return errorf(ErrCorrupt, "apply LSN %d: table id %d in a record for table %d", lsn, def.ID, op.Table)
 		}
 		_, _, err = db.createTable(def, lsn)
 		return err
@@ -238,6 +235,30 @@ func (db *DB) applyDDL(lsn uint64, op Op) error {
 		return err
 	}
 	return errorf(ErrCorrupt, "apply LSN %d: op kind %s", lsn, op.Kind)
+}
+
+// checkDDL checks the form of a schema change record: its kind, and the
+// definition it carries. Apply checks one it skips, as older than the
+// database, as it checks a data record it skips.
+func checkDDL(lsn uint64, op Op) error {
+	switch op.Kind {
+	case OpCreateTable:
+		def, err := DecodeTableDef(op.Data)
+		if err != nil {
+			return fmt.Errorf("apply LSN %d: %w", lsn, err)
+		}
+		if def.ID == 0 || def.ID != op.Table {
+			return errorf(ErrCorrupt, "apply LSN %d: table id %d in a record for table %d", lsn, def.ID, op.Table)
+		}
+	case OpCreateIndex:
+		if _, err := DecodeIndexDef(op.Data); err != nil {
+			return fmt.Errorf("apply LSN %d: %w", lsn, err)
+		}
+	case OpDropTable, OpDropIndex:
+	default:
+		return errorf(ErrCorrupt, "apply LSN %d: op kind %s", lsn, op.Kind)
+	}
+	return nil
 }
 
 // ddlInEffect reports whether a replayed schema change is already in

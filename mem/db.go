@@ -93,6 +93,19 @@ func Open(opts Options) *DB {
 // LastLSN returns the highest LSN whose changes are installed.
 func (db *DB) LastLSN() uint64 { return db.lsn.Load() }
 
+// applied records that the changes up to lsn, applied from a log or an
+// image (Apply, a Replayer, a Loader) rather than committed here, are
+// installed: a Counter goes on after them, so that a later local commit
+// never takes an LSN a reader may have seen on a row (its validation
+// would take an old version for the one it read).
+func (db *DB) applied(lsn uint64) {
+	if c, ok := db.log.(*Counter); ok {
+		for cur := c.last.Load(); cur < lsn && !c.last.CompareAndSwap(cur, lsn); cur = c.last.Load() {
+		}
+	}
+	db.advance(lsn)
+}
+
 func (db *DB) advance(lsn uint64) {
 	for {
 		cur := db.lsn.Load()
@@ -217,7 +230,7 @@ func (db *DB) ddl(op Op, applyLSN uint64, prepare func() error, publish func(lsn
 	}
 	db.schema.Store(lsn)
 	publish(lsn)
-	db.advance(lsn)
+	db.applied(lsn) // a local change's LSN came from the log: a no-op there
 	return lsn, nil
 }
 

@@ -382,6 +382,7 @@ type orderedIndex struct {
 	slab      []byte        // current key slab; keys are carved from its tail
 	keyBytes  int64         // bytes of live keys
 	slabBytes int64         // bytes of slabs handed out
+	bigBytes  int64         // bytes of live keys too large for a slab (bigKey)
 	changes   atomic.Uint64 // entries added and removed, raised under mu
 }
 
@@ -393,7 +394,7 @@ func newOrderedIndex() *orderedIndex {
 // holes that are reclaimed when every key of their slab is gone; when holes
 // dominate, the index is re-interned into fresh slabs.
 func (x *orderedIndex) intern(key []byte) string {
-	if len(key) > slabSize/8 {
+	if bigKey(key) {
 		return string(key)
 	}
 	if len(x.slab)+len(key) > cap(x.slab) {
@@ -405,6 +406,10 @@ func (x *orderedIndex) intern(key []byte) string {
 	b := x.slab[start:len(x.slab):len(x.slab)]
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
+
+// bigKey says whether a key is too large to share a slab: it gets an
+// allocation of its own.
+func bigKey(key []byte) bool { return len(key) > slabSize/8 }
 
 // unsafeString views b as a string without copying, for pivots and
 // comparisons that do not outlive b.
@@ -457,6 +462,9 @@ func (x *orderedIndex) add(key []byte, rid uint64) {
 func (x *orderedIndex) addLocked(key []byte, rid uint64) {
 	x.tree.Set(mkItem(x.intern(key), rid))
 	x.keyBytes += int64(len(key))
+	if bigKey(key) {
+		x.bigBytes += int64(len(key))
+	}
 	x.changes.Add(1)
 }
 
@@ -467,6 +475,9 @@ func (x *orderedIndex) del(key []byte, rid uint64) {
 		return
 	}
 	x.keyBytes -= int64(len(key))
+	if bigKey(key) {
+		x.bigBytes -= int64(len(key))
+	}
 	x.changes.Add(1)
 	// Holes dominate: re-intern every key into fresh slabs so that the old
 	// ones can be collected.
@@ -559,7 +570,7 @@ func (x *orderedIndex) rehint([]byte, uint64) {} // an entry holds no offset
 func (x *orderedIndex) memBytes() int64 {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return int64(x.tree.Len())*int64(unsafe.Sizeof(oitem{})) + x.slabBytes
+	return int64(x.tree.Len())*int64(unsafe.Sizeof(oitem{})) + x.slabBytes + x.bigBytes
 }
 
 func (x *orderedIndex) entries() int64 {

@@ -126,10 +126,6 @@ func (l *Loader) Finish() error {
 	l.db.ddlMu.Lock()
 	l.db.nextID = max(l.db.nextID, l.nextID)
 	l.db.ddlMu.Unlock()
-	if c, ok := l.db.log.(*Counter); ok {
-		for cur := c.last.Load(); cur < l.lsn && !c.last.CompareAndSwap(cur, l.lsn); cur = c.last.Load() {
-		}
-	}
-	l.db.advance(l.lsn)
+	l.db.applied(l.lsn)
 	return nil
 }

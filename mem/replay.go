@@ -234,7 +234,7 @@ func (r *Replayer) Close() error {
 	err := r.settle()
 	if err == nil {
 		// A record may have had nothing to install.
-		r.db.advance(r.last)
+		r.db.applied(r.last)
 	}
 	for _, w := range r.workers {
 		close(w.in)

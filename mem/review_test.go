@@ -313,3 +313,110 @@ func TestDuplicateFromStaleReadsIsAConflict(t *testing.T) {
 		})
 	}
 }
+
+// TestCounterGoesOnAfterApply: without a log, local commits after Apply
+// take LSNs past the applied ones. They reused them: a row's TID came
+// back to a value a reader had seen, and the reader's stale read passed
+// validation (a lost update).
+func TestCounterGoesOnAfterApply(t *testing.T) {
+	db := Open(Options{})
+	tb := reviewKV(t, db, "t") // LSN 1, from the Counter
+	s := tb.state.Load().s
+	key := []Value{Uint64(1)}
+	for _, lsn := range []uint64{2, 3} {
+		row, err := s.encodeRow(nil, []Value{Uint64(1), Uint64(lsn * 10)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Apply(lsn, &Redo{Ops: []Op{{Kind: OpPut, Table: tb.ID(), Data: row}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := db.LastLSN()
+	reader := db.Begin()
+	defer reader.Rollback()
+	r, _, err := reader.Get(tb, key) // v 30 at LSN 3
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lsns []uint64
+	for _, v := range []uint64{31, 32} {
+		tx := db.Begin()
+		if err := tx.Update(tb, key, []ColumnValue{{Column: 1, Value: Uint64(v)}}); err != nil {
+			t.Fatal(err)
+		}
+		lsn, err := tx.Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lsns = append(lsns, lsn)
+	}
+	if err := reader.Insert(tb, []Value{Uint64(2), Uint64(r.Uint64(1))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reader.Commit(); lsns[0] <= last || !errors.Is(err, ErrConflict) {
+		t.Fatalf("after applying up to LSN %d, local commits took LSNs %v; a reader of the row before both committed with %v (want ErrConflict)", last, lsns, err)
+	}
+}
+
+// TestApplyChecksOldSchemaChanges: a schema change record older than the
+// database is skipped only once it is checked, as an old data record is:
+// a malformed one is ErrCorrupt. It was skipped unread.
+func TestApplyChecksOldSchemaChanges(t *testing.T) {
+	db := Open(Options{})
+	tb := reviewKV(t, db, "t")
+	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, []Value{Uint64(1), Uint64(1)}) }, db)
+	old := db.LastLSN() - 1
+	def, err := db.Table("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := Op{Kind: OpCreateTable, Table: tb.ID(), Data: encodeTableDef(nil, def.state.Load().s.def)}
+	if err := db.Apply(old, &Redo{Ops: []Op{good}}); err != nil {
+		t.Fatalf("an old, well-formed schema change: %v", err)
+	}
+	for _, op := range []Op{
+		{Kind: 99, Table: tb.ID()},
+		{Kind: OpCreateTable, Table: 7, Data: []byte("garbage")},
+		{Kind: OpCreateIndex, Table: tb.ID(), Data: []byte{0xff}},
+	} {
+		if err := db.Apply(old, &Redo{Ops: []Op{op}}); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Apply below LastLSN of a malformed %s record: %v, want ErrCorrupt", op.Kind, err)
+		}
+	}
+}
+
+// TestOrderedIndexCountsLargeKeys: an ordered index's memory in Stats
+// counts the keys too large for its slabs, each stored on its own; it
+// left them out.
+func TestOrderedIndexCountsLargeKeys(t *testing.T) {
+	db := Open(Options{})
+	tb, err := db.CreateTable(TableDef{
+		Name:       "t",
+		Columns:    []ColumnDef{{Name: "k", Type: TypeInt64}, {Name: "s", Type: TypeString, MaxLen: 9000}},
+		PrimaryKey: []string{"k"},
+		Indexes:    []IndexDef{{Name: "by_s", Columns: []string{"s"}, Kind: Ordered}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, size = 100, 9000
+	for i := range n {
+		reviewCommit(t, func(tx *Tx) error {
+			b := make([]byte, size)
+			for j := range b {
+				b[j] = byte('a' + (i+j)%26)
+			}
+			return tx.Insert(tb, []Value{Int64(int64(i)), String(string(b))})
+		}, db)
+	}
+	if got := tb.Stats().Indexes[1].Bytes; got < n*size {
+		t.Fatalf("by_s holds %d keys of %d bytes; Stats says %d bytes", n, size, got)
+	}
+	for i := range n {
+		reviewCommit(t, func(tx *Tx) error { return tx.Delete(tb, []Value{Int64(int64(i))}) }, db)
+	}
+	if got := tb.Stats().Indexes[1].Bytes; got >= size {
+		t.Fatalf("by_s is empty; Stats says %d bytes", got)
+	}
+}
