@@ -219,3 +219,40 @@ func TestExampleIsValidAndEveryKeyDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadReportsEveryProblemAtOnce: Load goes on past a stage that
+// fails (the file, the environment, the flags) and validates what loaded,
+// so one run reports the problems of every stage, as
+// docs/configuration.md shows; Validate is skipped only when the file did
+// not parse.
+func TestLoadReportsEveryProblemAtOnce(t *testing.T) {
+	path := writeFile(t, "node.hcl", "node = \"n\"\nlsiten = \"x\"\n\ndurability = \"sometimes\"\n")
+	_, err := Load(path, []string{"MMDB_MAX_SCAN_ROWS=lots", "MMDB_ROLE=boss"}, parseFlags(t, "-sync-quorum", "many", "-sync-mode", "eventually"))
+	if err == nil {
+		t.Fatal("Load accepted it")
+	}
+	for _, w := range []string{
+		"conf: invalid configuration:\n",
+		path + ":2: lsiten: unknown key",                                    // the file
+		path + ":4: durability: \"sometimes\"",                              // Validate, of the file
+		"env MMDB_MAX_SCAN_ROWS: max_scan_rows: \"lots\" is not an integer", // the environment
+		"env MMDB_ROLE: role: \"boss\"",                                     // Validate, of the environment
+		"flag -sync-quorum: sync_quorum: \"many\" is not an integer",        // the flags
+		"flag -sync-mode: sync_mode: \"eventually\"",                        // Validate, of the flags
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+
+	// A file that does not parse: the environment is still reported, but
+	// not Validate's view of a configuration without the file (which
+	// would miss the file's peer).
+	path = writeFile(t, "broken.hcl", "peer \"b\" {\n  addr = \"127.0.0.1:1\"\n}\nlisten = \n")
+	_, err = Load(path, []string{"MMDB_MAX_SCAN_ROWS=lots"}, parseFlags(t, "-sync-mode", "applied-ack"))
+	if err == nil || !strings.Contains(err.Error(), path+":4") || !strings.Contains(err.Error(), "env MMDB_MAX_SCAN_ROWS") {
+		t.Errorf("a file that does not parse and a bad variable: %v", err)
+	} else if strings.Contains(err.Error(), "no peers") {
+		t.Errorf("Validate judged the configuration without the file: %v", err)
+	}
+}

@@ -357,23 +357,28 @@ func (f *Flags) Apply(c *Config) error {
 
 // Load builds a node's configuration: the defaults, then the file at path
 // (if not empty), then environ's MMDB_* variables, then the flags given,
-// and validates the result.
+// and validates the result. It reports the problems of every stage at
+// once: a key that fails to load keeps its earlier value and the stages
+// after it go on. Validate runs unless the file could not be read or
+// parsed, when what it would judge is not what the file says.
 func Load(path string, environ []string, flags *Flags) (*Config, error) {
 	c := DefaultConfig()
+	var errs []error
+	validate := true
 	if path != "" {
 		if err := c.LoadFile(path); err != nil {
-			return nil, err
+			errs = append(errs, err)
+			validate = errors.As(err, new(Problem)) // the file parsed; some keys are wrong
 		}
 	}
-	if err := c.LoadEnv(environ); err != nil {
-		return nil, fmt.Errorf("conf: environment: %w", err)
-	}
+	errs = append(errs, c.LoadEnv(environ))
 	if flags != nil {
-		if err := flags.Apply(c); err != nil {
-			return nil, fmt.Errorf("conf: flags: %w", err)
-		}
+		errs = append(errs, flags.Apply(c))
 	}
-	if err := c.Validate(); err != nil {
+	if validate {
+		errs = append(errs, c.Validate())
+	}
+	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("conf: invalid configuration:\n%w", err)
 	}
 	return c, nil
