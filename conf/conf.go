@@ -72,8 +72,11 @@ type Config struct {
 	TLSAdminNames []string
 	AuthTokenFile string
 
-	// origin records where each key was last set, for messages.
-	origin map[string]string
+	// origin records where each key was last set, for messages;
+	// peerOrigins where each of Peers was, when the file's peer blocks
+	// set them.
+	origin      map[string]string
+	peerOrigins []string
 }
 
 // Peer is another node of the cluster.
@@ -176,6 +179,15 @@ func (c *Config) IsSet(key string) bool {
 	return ok
 }
 
+// peerOrigin says where Peers[i] was set: its peer block in the file,
+// or where the key peer was.
+func (c *Config) peerOrigin(i int) string {
+	if len(c.peerOrigins) == len(c.Peers) {
+		return c.peerOrigins[i]
+	}
+	return c.Origin("peer")
+}
+
 func (c *Config) setOrigin(key, where string) {
 	if c.origin == nil {
 		c.origin = map[string]string{}
@@ -198,9 +210,10 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 // problems at once, each a Problem naming the key and where it was set.
 func (c *Config) Validate() error {
 	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, Problem{Key: key, Origin: c.Origin(key), Msg: fmt.Sprintf(format, args...)})
+	badAt := func(origin, key, format string, args ...any) {
+		errs = append(errs, Problem{Key: key, Origin: origin, Msg: fmt.Sprintf(format, args...)})
 	}
+	bad := func(key, format string, args ...any) { badAt(c.Origin(key), key, format, args...) }
 	if !nameRE.MatchString(c.Node) {
 		bad("node", "%q is not a node name: 1 to 64 letters, digits, '.', '_' or '-'", c.Node)
 	}
@@ -253,12 +266,13 @@ func (c *Config) Validate() error {
 
 	oneOf(bad, "role", c.Role, RolePrimary, RoleStandby, RolePropagator)
 	names := map[string]bool{c.Node: true}
-	for _, p := range c.Peers {
+	for i, p := range c.Peers {
+		badPeer := func(key, format string, args ...any) { badAt(c.peerOrigin(i), key, format, args...) }
 		if !nameRE.MatchString(p.Name) || names[p.Name] {
-			bad("peer", "%q is not a valid peer name, or repeats the node's or another peer's", p.Name)
+			badPeer("peer", "%q is not a valid peer name, or repeats the node's or another peer's", p.Name)
 		}
 		names[p.Name] = true
-		c.checkAddr(bad, "peer", p.Addr, true)
+		c.checkAddr(badPeer, "peer", p.Addr, true)
 	}
 	oneOf(bad, "sync_mode", c.SyncMode, SyncAsync, SyncReceivedAck, SyncAppliedAck)
 	between(bad, "sync_quorum", c.SyncQuorum, 0, 64)

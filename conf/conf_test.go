@@ -256,3 +256,26 @@ func TestLoadReportsEveryProblemAtOnce(t *testing.T) {
 		t.Errorf("Validate judged the configuration without the file: %v", err)
 	}
 }
+
+// TestPeerProblemsNameTheirBlock: a problem with a peer names the line of
+// its own peer block, not the last block's; peers from a variable name
+// the variable.
+func TestPeerProblemsNameTheirBlock(t *testing.T) {
+	path := writeFile(t, "f.hcl", "peer \"bad name!\" {\n  addr = \"127.0.0.1:1\"\n}\n\npeer \"b\" {\n  addr = \"127.0.0.1\"\n}\n\npeer \"c\" {\n  addr = \"127.0.0.1:3\"\n}\n")
+	_, err := Load(path, nil, nil)
+	if err == nil {
+		t.Fatal("Load accepted it")
+	}
+	for _, w := range []string{path + `:1: peer: "bad name!"`, path + `:5: peer: "127.0.0.1"`} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+	if strings.Contains(err.Error(), path+":9") {
+		t.Errorf("error %q blames the good peer's block", err)
+	}
+	_, err = Load(path, []string{"MMDB_PEER=b=127.0.0.1"}, nil)
+	if err == nil || !strings.Contains(err.Error(), `env MMDB_PEER: peer: "127.0.0.1"`) {
+		t.Errorf("a bad peer from the environment: %v", err)
+	}
+}

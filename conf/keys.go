@@ -110,7 +110,7 @@ func (c *Config) setString(k key, s string) error {
 			}
 			peers = append(peers, Peer{Name: strings.TrimSpace(name), Addr: strings.TrimSpace(addr)})
 		}
-		*p = peers
+		*p, c.peerOrigins = peers, nil // all set where the key is
 	default:
 		panic(fmt.Sprintf("conf: key %s has an unhandled field type %T", k.name, p))
 	}
@@ -151,7 +151,10 @@ func (c *Config) loadHCL(src []byte, filename string) error {
 		errs = append(errs, Problem{Key: key, Origin: where(r), Msg: fmt.Sprintf(format, args...)})
 	}
 	c.loadAttrs(body.Attributes, "", fail)
-	var peers []Peer
+	var (
+		peers     []Peer
+		peerLines []string
+	)
 	tlsBlocks := 0
 	for _, b := range body.Blocks {
 		if b.Type == "tls" {
@@ -176,10 +179,11 @@ func (c *Config) loadHCL(src []byte, filename string) error {
 			p.Addr = v.AsString()
 		}
 		peers = append(peers, p)
+		peerLines = append(peerLines, where(b.DefRange()))
 		c.setOrigin("peer", where(b.DefRange()))
 	}
 	if peers != nil {
-		c.Peers = peers
+		c.Peers, c.peerOrigins = peers, peerLines
 	}
 	return errors.Join(errs...)
 }
