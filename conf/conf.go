@@ -350,7 +350,12 @@ func positive(bad func(string, string, ...any), key string, d time.Duration) {
 // validateSecurity checks the tls block and auth_token_file together.
 func (c *Config) validateSecurity(bad func(string, string, ...any)) {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		bad("tls_cert_file", "tls_cert_file and tls_key_file go together")
+		// Name the one that was set, and where.
+		set, unset := "tls_cert_file", "tls_key_file"
+		if c.TLSCertFile == "" {
+			set, unset = unset, set
+		}
+		bad(set, "set without %s: tls_cert_file and tls_key_file go together", unset)
 	}
 	if c.TLSCAFile != "" && c.TLSCertFile == "" {
 		bad("tls_ca_file", "set without tls_cert_file: a node that checks its callers' certificates serves TLS with its own")

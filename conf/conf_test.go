@@ -170,6 +170,8 @@ func TestErrorsNameWhere(t *testing.T) {
 		{"duplicate peer", "peer \"b\" {\n addr = \"127.0.0.1:1\"\n}\npeer \"b\" {\n addr = \"127.0.0.1:2\"\n}\n", nil, nil, []string{"peer", `"b"`}},
 		{"peer without port", "peer \"b\" {\n addr = \"127.0.0.1\"\n}\n", nil, nil, []string{"f.hcl:1: peer", "host:port"}},
 		{"half of tls", "tls {\n  cert_file = \"/c.pem\"\n}\n", nil, nil, []string{"f.hcl:2: tls_cert_file", "tls_key_file"}},
+		{"the other half of tls", "tls {\n  key_file = \"/k.pem\"\n}\n", nil, nil, []string{"f.hcl:2: tls_key_file: set without tls_cert_file"}},
+		{"half of tls from a flag", "", nil, []string{"-tls-key-file", "/k.pem"}, []string{"flag -tls-key-file: tls_key_file: set without tls_cert_file"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
