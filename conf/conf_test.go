@@ -168,6 +168,7 @@ func TestErrorsNameWhere(t *testing.T) {
 		{"quorum above sync_standbys", "sync_quorum = 2\nsync_standbys = [\"b\"]\n", nil, nil, []string{"f.hcl:1: sync_quorum", "names only 1"}},
 		{"diskless needs no-log", "data_dir = \"\"\ndurability = \"fsync-log\"\n", nil, nil, []string{"f.hcl:1: data_dir", "no-log"}},
 		{"duplicate peer", "peer \"b\" {\n addr = \"127.0.0.1:1\"\n}\npeer \"b\" {\n addr = \"127.0.0.1:2\"\n}\n", nil, nil, []string{"peer", `"b"`}},
+		{"block in a peer block", "peer \"b\" {\n  addr = \"127.0.0.1:1\"\n  tls {\n    server_name = \"b.example\"\n  }\n}\n", nil, nil, []string{"f.hcl:3: peer", "no tls block"}},
 		{"peer without port", "peer \"b\" {\n addr = \"127.0.0.1\"\n}\n", nil, nil, []string{"f.hcl:1: peer", "host:port"}},
 		{"half of tls", "tls {\n  cert_file = \"/c.pem\"\n}\n", nil, nil, []string{"f.hcl:2: tls_cert_file", "tls_key_file"}},
 		{"the other half of tls", "tls {\n  key_file = \"/k.pem\"\n}\n", nil, nil, []string{"f.hcl:2: tls_key_file: set without tls_cert_file"}},

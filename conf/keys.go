@@ -170,6 +170,9 @@ func (c *Config) loadHCL(src []byte, filename string) error {
 			continue
 		}
 		p := Peer{Name: b.Labels[0]}
+		for _, inner := range b.Body.Blocks {
+			fail(inner.TypeRange, "peer", "a peer block holds one string attribute, addr, and no %s block", inner.Type)
+		}
 		for name, a := range b.Body.Attributes {
 			v, diags := a.Expr.Value(nil)
 			if name != "addr" || diags.HasErrors() || v.Type() != cty.String || v.IsNull() {
