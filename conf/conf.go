@@ -215,7 +215,7 @@ func (c *Config) Validate() error {
 	}
 	bad := func(key, format string, args ...any) { badAt(c.Origin(key), key, format, args...) }
 	if !nameRE.MatchString(c.Node) {
-		bad("node", "%q is not a node name: 1 to 64 letters, digits, '.', '_' or '-'", c.Node)
+		bad("node", "%q is not a node name: 1 to 64 letters, digits, '.', '_' or '-', the first a letter or digit", c.Node)
 	}
 	c.checkAddr(bad, "listen", c.Listen, true)
 	c.checkAddr(bad, "metrics_addr", c.MetricsAddr, false)

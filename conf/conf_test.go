@@ -282,3 +282,33 @@ func TestPeerProblemsNameTheirBlock(t *testing.T) {
 		t.Errorf("a bad peer from the environment: %v", err)
 	}
 }
+
+// TestNodeNamesAsDocumented: node names are 1 to 64 letters, digits, '.',
+// '_' or '-', the first a letter or digit; Validate's message and
+// docs/configuration.md both state the rule about the first character.
+func TestNodeNamesAsDocumented(t *testing.T) {
+	const first = "the first a letter or digit"
+	for _, n := range []string{"a", "9", "a_b.c-d", "A." + strings.Repeat("x", 62)} {
+		c := DefaultConfig()
+		c.Node = n
+		if err := c.Validate(); err != nil {
+			t.Errorf("node %q refused: %v", n, err)
+		}
+	}
+	for _, n := range []string{"", "_a", ".a", "-a", "a b", strings.Repeat("x", 65)} {
+		c := DefaultConfig()
+		c.Node = n
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), first) {
+			t.Errorf("node %q: %v; want a refusal saying %q", n, err, first)
+		}
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(doc), "### `node`\n")
+	section, _, _ = strings.Cut(section, "###")
+	if !strings.Contains(strings.Join(strings.Fields(section), " "), first) {
+		t.Errorf("docs/configuration.md's node section does not say %q:\n%s", first, section)
+	}
+}
