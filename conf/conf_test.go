@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -310,5 +311,47 @@ func TestNodeNamesAsDocumented(t *testing.T) {
 	section, _, _ = strings.Cut(section, "###")
 	if !strings.Contains(strings.Join(strings.Fields(section), " "), first) {
 		t.Errorf("docs/configuration.md's node section does not say %q:\n%s", first, section)
+	}
+}
+
+// TestFlagHelpShowsDefaults: the flags' help (mmdbd serve -h, which the
+// README presents as the list of keys) shows each key's default, in the
+// form the flag takes: read back, it is the default. A key whose default
+// is empty shows none.
+func TestFlagHelpShowsDefaults(t *testing.T) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var help strings.Builder
+	fs.SetOutput(&help)
+	RegisterFlags(fs)
+	fs.PrintDefaults()
+	// Each flag's entry is a line "  -name [type]" and a line of help.
+	entries := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^  -(\S+).*\n\s+(.*)$`).FindAllStringSubmatch(help.String(), -1) {
+		entries[m[1]] = m[2]
+	}
+	def := DefaultConfig()
+	for _, k := range keys {
+		e, ok := entries[flagName(k.name)]
+		if !ok {
+			t.Fatalf("the help has no -%s:\n%s", flagName(k.name), &help)
+		}
+		want := reflect.ValueOf(k.field(def)).Elem()
+		_, shown, found := strings.Cut(e, "(default ")
+		if !found {
+			if !want.IsZero() {
+				t.Errorf("-%s: the help shows no default; the default is %v:\n%s", flagName(k.name), want, e)
+			}
+			continue
+		}
+		shown = strings.TrimSuffix(shown, ")")
+		c := DefaultConfig()
+		reflect.ValueOf(k.field(c)).Elem().SetZero()
+		if err := c.setString(k, shown); err != nil {
+			t.Errorf("-%s: the help's default %q does not parse: %v", flagName(k.name), shown, err)
+			continue
+		}
+		if got := reflect.ValueOf(k.field(c)).Elem().Interface(); !reflect.DeepEqual(got, want.Interface()) {
+			t.Errorf("-%s: the help's default %q reads as %v; the default is %v", flagName(k.name), shown, got, want)
+		}
 	}
 }

@@ -117,6 +117,30 @@ func (c *Config) setString(k key, s string) error {
 	return nil
 }
 
+// text is a key's value in the form setString reads.
+func (c *Config) text(k key) string {
+	switch p := k.field(c).(type) {
+	case *string:
+		return *p
+	case *int64:
+		return strconv.FormatInt(*p, 10)
+	case *bool:
+		return strconv.FormatBool(*p)
+	case *time.Duration:
+		return p.String()
+	case *[]string:
+		return strings.Join(*p, ",")
+	case *[]Peer:
+		items := make([]string, len(*p))
+		for i, peer := range *p {
+			items[i] = peer.Name + "=" + peer.Addr
+		}
+		return strings.Join(items, ",")
+	default:
+		panic(fmt.Sprintf("conf: key %s has an unhandled field type %T", k.name, p))
+	}
+}
+
 func splitList(s string) []string {
 	var out []string
 	for _, item := range strings.Split(s, ",") {
@@ -308,13 +332,20 @@ type Flags struct {
 }
 
 // flagValue holds a flag's text until Apply; repeated list flags append.
+// Until the flag is given it shows the key's default, for the help.
 type flagValue struct {
 	isBool bool
 	list   bool
+	def    string
 	vals   []string
 }
 
-func (v *flagValue) String() string { return strings.Join(v.vals, ",") }
+func (v *flagValue) String() string {
+	if v.vals == nil {
+		return v.def
+	}
+	return strings.Join(v.vals, ",")
+}
 func (v *flagValue) Set(s string) error {
 	if v.list {
 		v.vals = append(v.vals, s)
@@ -325,12 +356,13 @@ func (v *flagValue) Set(s string) error {
 }
 func (v *flagValue) IsBoolFlag() bool { return v.isBool }
 
-// RegisterFlags adds a flag for every key to fs.
+// RegisterFlags adds a flag for every key to fs, whose help shows the
+// key's default.
 func RegisterFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{fs: fs, set: map[string]*flagValue{}}
 	def := DefaultConfig()
 	for _, k := range keys {
-		v := &flagValue{}
+		v := &flagValue{def: def.text(k)}
 		switch k.field(def).(type) {
 		case *bool:
 			v.isBool = true
