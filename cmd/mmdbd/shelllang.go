@@ -33,8 +33,9 @@ const shellHelp = `statements (end with ; or a newline outside parentheses):
   begin | commit | rollback            an interactive transaction
   status                               the node's role, LSNs and tables
   help
-values: null, numbers, true/false, words or "quoted strings", bytes as 0xHEX or a string,
-timestamps as RFC 3339 (2026-11-22T10:00:00Z) or nanoseconds since the epoch.
+values: null, numbers (integers in decimal, or in hex as 0xHEX), true/false, words or
+"quoted strings", bytes as 0xHEX or a string, timestamps as RFC 3339
+(2026-11-22T10:00:00Z) or nanoseconds since the epoch.
 `
 
 // token is a word, a quoted string, or one of ( ) , ; =
@@ -148,13 +149,15 @@ func parseValue(t token, col *pb.Column) (*pb.Value, error) {
 	}
 	switch col.GetType() {
 	case pb.ColumnType_COLUMN_TYPE_INT64:
-		v, err := strconv.ParseInt(s, 0, 64)
+		text, base := intBase(s)
+		v, err := strconv.ParseInt(text, base, 64)
 		if err != nil {
 			return bad(err)
 		}
 		return client.Int64(v), nil
 	case pb.ColumnType_COLUMN_TYPE_UINT64:
-		v, err := strconv.ParseUint(s, 0, 64)
+		text, base := intBase(s)
+		v, err := strconv.ParseUint(text, base, 64)
 		if err != nil {
 			return bad(err)
 		}
@@ -193,6 +196,20 @@ func parseValue(t token, col *pb.Column) (*pb.Value, error) {
 		return client.Time(v), nil
 	}
 	return bad(fmt.Errorf("unknown column type"))
+}
+
+// intBase returns an integer's text and base for ParseInt and ParseUint:
+// hex after 0x (the prefix cut), else decimal, so that a leading zero
+// does not make a number octal (010 is ten).
+func intBase(s string) (string, int) {
+	sign, digits := "", s
+	if s != "" && (s[0] == '-' || s[0] == '+') {
+		sign, digits = s[:1], s[1:]
+	}
+	if hex, ok := strings.CutPrefix(strings.ToLower(digits), "0x"); ok {
+		return sign + hex, 16
+	}
+	return s, 10
 }
 
 var typeNames = map[string]pb.ColumnType{

@@ -89,6 +89,38 @@ func TestParseValue(t *testing.T) {
 	}
 }
 
+// TestParseIntegersDecimalOrHex: the shell reads integers in decimal, a
+// leading zero and all (010 is ten, not octal eight), or in hex after 0x.
+func TestParseIntegersDecimalOrHex(t *testing.T) {
+	int64Col := &pb.Column{Name: "c", Type: pb.ColumnType_COLUMN_TYPE_INT64}
+	uint64Col := &pb.Column{Name: "c", Type: pb.ColumnType_COLUMN_TYPE_UINT64}
+	for _, g := range []struct {
+		text string
+		col  *pb.Column
+		want string
+	}{
+		{"010", int64Col, "10"},
+		{"-010", int64Col, "-10"},
+		{"0755", uint64Col, "755"},
+		{"0", uint64Col, "0"},
+		{"0x1f", int64Col, "31"},
+		{"-0X10", int64Col, "-16"},
+		{"0xffffffffffffffff", uint64Col, "18446744073709551615"},
+	} {
+		v, err := parseValue(token{text: g.text}, g.col)
+		if err != nil {
+			t.Errorf("%s as %s: %v", g.text, typeName(g.col.GetType()), err)
+		} else if got := formatValue(v); got != g.want {
+			t.Errorf("%s as %s: %s, want %s", g.text, typeName(g.col.GetType()), got, g.want)
+		}
+	}
+	for _, text := range []string{"08x", "0x", "0xg", "--1"} {
+		if v, err := parseValue(token{text: text}, int64Col); err == nil {
+			t.Errorf("%s as int64: %s, want an error", text, formatValue(v))
+		}
+	}
+}
+
 func TestParseCreateTable(t *testing.T) {
 	stmts, err := tokenize(`create table acct (id int64, name string(16), note bytes(8) null,
 		primary key (id) ordered, unique hash index by_name (name), ordered index by_note (note, id))`)
