@@ -393,13 +393,7 @@ func (sh *session) scan(ctx context.Context, p *parser) error {
 		case p.accept("reverse"):
 			req.Reverse = true
 		case p.accept("limit"):
-			var n string
-			if n, err = p.name("a row count"); err == nil {
-				var v uint64
-				if _, err = fmt.Sscan(n, &v); err == nil {
-					req.Limit = uint32(v)
-				}
-			}
+			req.Limit, err = p.rowCount()
 		default:
 			return fmt.Errorf("expected one of %s, found %s", strings.Join(scanWords, ", "), p.found())
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/hex"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -296,6 +297,20 @@ func (p *parser) name(what string) (string, error) {
 	}
 	p.pos++
 	return t.text, nil
+}
+
+// rowCount reads a scan's limit: a decimal number of rows that fits the
+// request's 32 bits.
+func (p *parser) rowCount() (uint32, error) {
+	n, err := p.name("a row count")
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(n, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("limit %q: not a row count from 0 to %d: %w", n, uint32(math.MaxUint32), err)
+	}
+	return uint32(v), nil
 }
 
 // names reads "(a, b, ...)".
