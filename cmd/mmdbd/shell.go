@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/peterh/liner"
+	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/client"
@@ -304,22 +305,47 @@ func (sh *session) schema(ctx context.Context, name string) (*pb.Table, error) {
 	return t, nil
 }
 
-// keyColumns returns the columns of a table's index; "" is the primary key.
-func keyColumns(t *pb.Table, index string) ([]*pb.Column, error) {
-	names := t.GetPrimaryKey()
-	if index != "" {
-		i := slices.IndexFunc(t.GetIndexes(), func(ix *pb.Index) bool { return ix.GetName() == index })
-		if i < 0 {
-			return nil, fmt.Errorf("table %s has no index %q", t.GetName(), index)
-		}
-		names = t.GetIndexes()[i].GetColumns()
+// findIndex returns a table's index; nil for "", the primary key.
+func findIndex(t *pb.Table, index string) (*pb.Index, error) {
+	if index == "" {
+		return nil, nil
 	}
-	cols := make([]*pb.Column, len(names))
+	i := slices.IndexFunc(t.GetIndexes(), func(ix *pb.Index) bool { return ix.GetName() == index })
+	if i < 0 {
+		return nil, fmt.Errorf("table %s has no index %q", t.GetName(), index)
+	}
+	return t.GetIndexes()[i], nil
+}
+
+// keyPositions returns where the columns of a table's index are among
+// its columns (and a row's values); "" is the primary key.
+func keyPositions(t *pb.Table, index string) ([]int, error) {
+	names := t.GetPrimaryKey()
+	ix, err := findIndex(t, index)
+	if err != nil {
+		return nil, err
+	}
+	if ix != nil {
+		names = ix.GetColumns()
+	}
+	pos := make([]int, len(names))
 	for i, n := range names {
-		j := slices.IndexFunc(t.GetColumns(), func(c *pb.Column) bool { return c.GetName() == n })
-		if j < 0 {
+		pos[i] = slices.IndexFunc(t.GetColumns(), func(c *pb.Column) bool { return c.GetName() == n })
+		if pos[i] < 0 {
 			return nil, fmt.Errorf("table %s: key column %q is not a column", t.GetName(), n)
 		}
+	}
+	return pos, nil
+}
+
+// keyColumns returns the columns of a table's index; "" is the primary key.
+func keyColumns(t *pb.Table, index string) ([]*pb.Column, error) {
+	pos, err := keyPositions(t, index)
+	if err != nil {
+		return nil, err
+	}
+	cols := make([]*pb.Column, len(pos))
+	for i, j := range pos {
 		cols[i] = t.GetColumns()[j]
 	}
 	return cols, nil
@@ -441,7 +467,7 @@ func (sh *session) put(ctx context.Context, p *parser, replace bool) error {
 }
 
 func (sh *session) update(ctx context.Context, p *parser) error {
-	t, _, cols, err := sh.tableAndIndex(ctx, p)
+	t, index, cols, err := sh.tableAndIndex(ctx, p)
 	if err != nil {
 		return err
 	}
@@ -481,6 +507,9 @@ func (sh *session) update(ctx context.Context, p *parser) error {
 	if err := p.end(); err != nil {
 		return err
 	}
+	if index != "" {
+		return sh.byIndex(ctx, t, index, key, func(tx *client.Tx, pk []*pb.Value) error { return tx.Update(t.GetName(), pk, sets...) })
+	}
 	if sh.tx != nil {
 		return sh.done(0, sh.tx.WithContext(ctx).Update(t.GetName(), key, sets...))
 	}
@@ -488,7 +517,7 @@ func (sh *session) update(ctx context.Context, p *parser) error {
 }
 
 func (sh *session) delete(ctx context.Context, p *parser) error {
-	t, _, cols, err := sh.tableAndIndex(ctx, p)
+	t, index, cols, err := sh.tableAndIndex(ctx, p)
 	if err != nil {
 		return err
 	}
@@ -496,10 +525,53 @@ func (sh *session) delete(ctx context.Context, p *parser) error {
 	if err != nil {
 		return err
 	}
+	if index != "" {
+		return sh.byIndex(ctx, t, index, key, func(tx *client.Tx, pk []*pb.Value) error { return tx.Delete(t.GetName(), pk...) })
+	}
 	if sh.tx != nil {
 		return sh.done(0, sh.tx.WithContext(ctx).Delete(t.GetName(), key...))
 	}
 	return sh.done(sh.c.Delete(ctx, t.GetName(), key...))
+}
+
+// byIndex runs write, an update or a delete, on the row whose key in a
+// unique index is key, by its primary key: it reads the row through the
+// index first, in the same transaction (the open one, or one of its own),
+// so that no other commit can change which row that is in between.
+func (sh *session) byIndex(ctx context.Context, t *pb.Table, index string, key []*pb.Value, write func(tx *client.Tx, pk []*pb.Value) error) error {
+	ix, err := findIndex(t, index)
+	if err != nil {
+		return err
+	}
+	if !ix.GetUnique() {
+		return fmt.Errorf("table %s: index %s is not unique, so a key may name several rows; update and delete take the primary key or a unique index", t.GetName(), index)
+	}
+	pkPos, err := keyPositions(t, "")
+	if err != nil {
+		return err
+	}
+	run := func(tx *client.Tx) error {
+		row, found, err := tx.GetBy(t.GetName(), index, key...)
+		if err != nil {
+			return err
+		}
+		if !found {
+			shown := make([]string, len(key))
+			for i, v := range key {
+				shown[i] = formatValue(v)
+			}
+			return grpcstatus.Errorf(codes.NotFound, "row not found: table %q: index %s (%s)", t.GetName(), index, strings.Join(shown, ", "))
+		}
+		pk := make([]*pb.Value, len(pkPos))
+		for i, j := range pkPos {
+			pk[i] = row[j]
+		}
+		return write(tx, pk)
+	}
+	if sh.tx != nil {
+		return sh.done(0, run(sh.tx.WithContext(ctx)))
+	}
+	return sh.done(sh.c.Tx(ctx, run))
 }
 
 func (sh *session) tables(ctx context.Context, p *parser) error {

@@ -45,6 +45,50 @@ func shellRun(t *testing.T, addr, stmts string) (string, int) {
 	return out.String(), code
 }
 
+// TestShellUpdateAndDeleteByIndex: "update T index I KEY set ..." and
+// "delete T index I KEY" act on the row whose key in the unique index I
+// is KEY, not on the row whose primary key has KEY's values; a key no row
+// has in the index changes nothing, and a non-unique index is refused.
+func TestShellUpdateAndDeleteByIndex(t *testing.T) {
+	addr := startNode(t)
+	// Each row's u is another row's k: a statement that took the index
+	// key for the primary key would change the wrong row.
+	if out, code := shellRun(t, addr, `create table d (k string(10), u string(10), v int64, primary key (k) ordered, unique index ui (u), index vi (v))
+insert d a b 1
+insert d b c 2
+insert d c a 3`); code != 0 {
+		t.Fatalf("setup: exit %d\n%s", code, out)
+	}
+	rows := func() string {
+		t.Helper()
+		out, code := shellRun(t, addr, "scan d")
+		if code != 0 {
+			t.Fatalf("scan d: exit %d\n%s", code, out)
+		}
+		return strings.Join(strings.Fields(out), " ")
+	}
+	steps := []struct {
+		stmt   string
+		failed string // what the error says; "" for success
+		rows   string
+	}{
+		{"update d index ui b set v = 10", "", "k u v a b 10 b c 2 c a 3 (3 rows)"},
+		{"delete d index ui c", "", "k u v a b 10 c a 3 (2 rows)"},
+		{"begin; update d index ui a set v = 30; delete d index ui b; commit", "", "k u v c a 30 (1 row)"},
+		{"delete d index ui zz", "NOT_FOUND", "k u v c a 30 (1 row)"},
+		{"update d index vi 30 set v = 31", "not unique", "k u v c a 30 (1 row)"},
+	}
+	for _, s := range steps {
+		out, code := shellRun(t, addr, s.stmt)
+		if s.failed == "" && code != 0 || s.failed != "" && (code == 0 || !strings.Contains(out, s.failed)) {
+			t.Errorf("%s: exit %d\n%s", s.stmt, code, out)
+		}
+		if got := rows(); got != s.rows {
+			t.Fatalf("after %s: %s\nwant %s", s.stmt, got, s.rows)
+		}
+	}
+}
+
 // TestShellScanLimitIsARowCount: scan's limit is a decimal row count that
 // fits 32 bits; a larger number or trailing junk is refused, not wrapped
 // (4294967297 scanned 1 row) or cut short (2x scanned 2).
