@@ -35,7 +35,7 @@ func audit(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	primary := fs.String("primary", "", "the primary's `host:port`")
 	standby := fs.String("standby", "", "the standby's `host:port`")
-	buckets := fs.Uint("buckets", 256, "key-hash buckets per table")
+	buckets := fs.Uint("buckets", 256, fmt.Sprintf("key-hash buckets per table (1 to %d)", pb.MaxDigestBuckets))
 	wait := fs.Duration("wait", 10*time.Second, "how long the standby may take to reach the primary's LSN")
 	rounds := fs.Int("rounds", 3, "how often differing buckets are compared again before they count")
 	repair := fs.Bool("repair", false, "copy the primary's rows that differ to the standby through the primary's log, then compare again")
@@ -45,6 +45,10 @@ func audit(args []string, stdout, stderr io.Writer) error {
 	}
 	if *primary == "" || *standby == "" {
 		fmt.Fprintln(stderr, "mmdbd audit: -primary and -standby are required")
+		return errUsage
+	}
+	if *buckets < 1 || *buckets > pb.MaxDigestBuckets {
+		fmt.Fprintf(stderr, "mmdbd audit: -buckets %d: from 1 to %d\n", *buckets, pb.MaxDigestBuckets)
 		return errUsage
 	}
 	p, err := cf.dial(*primary)

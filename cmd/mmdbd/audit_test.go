@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +157,18 @@ func TestAuditStillDiffers(t *testing.T) {
 	}
 	if len(p.calls) != 1 {
 		t.Fatalf("%d repairs, want 1", len(p.calls))
+	}
+}
+
+// TestAuditBucketsInRange: -buckets is refused, before audit dials
+// anything, unless TableDigest takes it (1 to pb.MaxDigestBuckets); it is
+// never cut to 32 bits (4294967297 became 1).
+func TestAuditBucketsInRange(t *testing.T) {
+	for _, n := range []string{"0", "65537", "4294967297"} {
+		var stderr strings.Builder
+		code := run([]string{"audit", "-primary", "127.0.0.1:1", "-standby", "127.0.0.1:2", "-buckets", n}, io.Discard, &stderr)
+		if code != 2 || !strings.Contains(stderr.String(), "-buckets "+n+": from 1 to 65536") {
+			t.Errorf("audit -buckets %s: exit %d\n%s", n, code, &stderr)
+		}
 	}
 }
