@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -22,14 +23,16 @@ import (
 // errDiffers makes audit exit with 1 when the nodes differ.
 var errDiffers = errors.New("the standby differs from the primary")
 
-// audit compares a standby with its primary, table by table (SPEC 6):
-// each node digests the table as of a snapshot (AdminService.TableDigest),
-// the standby's at the primary's LSN or later; buckets whose digests
-// differ are compared row by row, again a few times, as commits that
-// were on their way settle. Rows that still differ are listed. With
-// -repair the primary logs its rows of those keys again
-// (AdminService.RepairRows), the standby takes them from the log like
-// any commit, and the table is compared again.
+// audit compares a standby with its primary, table by table (SPEC 6),
+// the tables of either node: each node digests the table as of a
+// snapshot (AdminService.TableDigest), the standby's at the primary's LSN
+// or later; buckets whose digests differ are compared row by row, again a
+// few times, as commits that were on their way settle. Rows that still
+// differ are listed, and tables only one node has. With -repair the
+// primary logs its rows of those keys again (AdminService.RepairRows),
+// the standby takes them from the log like any commit, and the table is
+// compared again; a table only one node has is not repaired, as no RPC
+// logs a table's definition again.
 func audit(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mmdbd audit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -64,13 +67,24 @@ func audit(args []string, stdout, stderr io.Writer) error {
 	a := auditor{p: pb.NewAdminServiceClient(p), s: pb.NewAdminServiceClient(s), buckets: uint32(*buckets), wait: *wait, rounds: *rounds, repair: *repair, out: stdout}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	tables, err := pb.NewDatabaseServiceClient(p).ListTables(ctx, &pb.ListTablesRequest{})
+	list := func(conn *grpc.ClientConn, addr string) (*pb.ListTablesResponse, error) {
+		resp, err := pb.NewDatabaseServiceClient(conn).ListTables(ctx, &pb.ListTablesRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("list the tables of %s: %w", addr, cf.explain(addr, err))
+		}
+		return resp, nil
+	}
+	pTables, err := list(p, *primary)
 	if err != nil {
-		return fmt.Errorf("list the tables of %s: %w", *primary, cf.explain(*primary, err))
+		return err
+	}
+	sTables, err := list(s, *standby)
+	if err != nil {
+		return err
 	}
 	differs := false
-	for _, t := range tables.GetTables() {
-		d, err := a.table(ctx, t.GetName())
+	for _, name := range tableNames(pTables, sTables) {
+		d, err := a.table(ctx, name)
 		if err != nil {
 			return err
 		}
@@ -82,6 +96,19 @@ func audit(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// tableNames returns the names of the tables of both lists, each once,
+// sorted: a table only one node has is audited too.
+func tableNames(lists ...*pb.ListTablesResponse) []string {
+	var names []string
+	for _, l := range lists {
+		for _, t := range l.GetTables() {
+			names = append(names, t.GetName())
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
 type auditor struct {
 	p, s    pb.AdminServiceClient
 	buckets uint32
@@ -91,18 +118,43 @@ type auditor struct {
 	out     io.Writer
 }
 
+// What digests finds when a table is not on both nodes.
+var (
+	errOnlyPrimary = errors.New("the table is only on the primary")
+	errOnlyStandby = errors.New("the table is only on the standby")
+	errOnNeither   = errors.New("the table is on neither node")
+)
+
 // digests returns both nodes' digests of table, the standby's at the
-// primary's LSN or later, listing the rows of the buckets in list.
+// primary's LSN or later, listing the rows of the buckets in list. A
+// table one node lacks is errOnlyPrimary or errOnlyStandby, or
+// errOnNeither: the standby is asked at the primary's LSN then, so that a
+// table created or dropped a moment ago is on both sides or neither.
 func (a auditor) digests(ctx context.Context, table string, list []uint32) (p, s *pb.TableDigestResponse, err error) {
-	p, err = a.p.TableDigest(ctx, &pb.TableDigestRequest{Table: table, Buckets: a.buckets, List: list})
-	if err != nil {
-		return nil, nil, fmt.Errorf("digest %s on the primary: %w", table, err)
+	p, perr := a.p.TableDigest(ctx, &pb.TableDigestRequest{Table: table, Buckets: a.buckets, List: list})
+	lsn := p.GetLsn()
+	switch {
+	case grpcstatus.Code(perr) == codes.NotFound:
+		st, err := a.p.Status(ctx, &pb.StatusRequest{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("the primary's status: %w", err)
+		}
+		lsn = st.GetLastLsn()
+	case perr != nil:
+		return nil, nil, fmt.Errorf("digest %s on the primary: %w", table, perr)
 	}
 	wctx, cancel := context.WithTimeout(ctx, a.wait)
 	defer cancel()
-	s, err = a.s.TableDigest(wctx, &pb.TableDigestRequest{Table: table, Buckets: a.buckets, List: list, MinLsn: p.GetLsn()})
-	if err != nil {
-		return nil, nil, fmt.Errorf("digest %s on the standby: %w", table, err)
+	s, serr := a.s.TableDigest(wctx, &pb.TableDigestRequest{Table: table, Buckets: a.buckets, List: list, MinLsn: lsn})
+	switch {
+	case serr != nil && grpcstatus.Code(serr) != codes.NotFound:
+		return nil, nil, fmt.Errorf("digest %s on the standby: %w", table, serr)
+	case perr != nil && serr != nil:
+		return nil, nil, errOnNeither
+	case perr != nil:
+		return nil, nil, errOnlyStandby
+	case serr != nil:
+		return nil, nil, errOnlyPrimary
 	}
 	return p, s, nil
 }
@@ -111,8 +163,11 @@ func (a auditor) digests(ctx context.Context, table string, list []uint32) (p, s
 // it differs.
 func (a auditor) table(ctx context.Context, table string) (bool, error) {
 	diffs, err := a.compare(ctx, table)
-	if err != nil || len(diffs) == 0 || !a.repair {
-		return len(diffs) > 0, err
+	if err != nil {
+		return a.onOneNode(table, err)
+	}
+	if len(diffs) == 0 || !a.repair {
+		return len(diffs) > 0, nil
 	}
 	r, err := a.repairRows(ctx, table, diffs)
 	if err != nil {
@@ -125,13 +180,30 @@ func (a auditor) table(ctx context.Context, table string) (bool, error) {
 	// The primary digests the table as of its last repair or later, and
 	// the standby once it has applied that (min_lsn).
 	if diffs, err = a.compare(ctx, table); err != nil {
-		return true, err
+		return a.onOneNode(table, err)
 	}
 	if len(diffs) > 0 {
 		fmt.Fprintf(a.out, "%s: still differs after the repair\n", table)
 		return true, nil
 	}
 	return false, nil
+}
+
+// onOneNode reports a table compare found on one node only, a
+// difference, or on neither, none; it returns compare's other errors.
+func (a auditor) onOneNode(table string, err error) (bool, error) {
+	switch {
+	case errors.Is(err, errOnlyPrimary):
+		fmt.Fprintf(a.out, "%s: only on the primary: the standby has no such table, and repair cannot create one (image the standby again)\n", table)
+		return true, nil
+	case errors.Is(err, errOnlyStandby):
+		fmt.Fprintf(a.out, "%s: only on the standby: the primary has no such table; audit does not drop it (image the standby again)\n", table)
+		return true, nil
+	case errors.Is(err, errOnNeither):
+		fmt.Fprintf(a.out, "%s: dropped during the audit\n", table)
+		return false, nil
+	}
+	return false, err
 }
 
 // compare compares one table on both nodes, prints what it finds and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,15 +19,16 @@ import (
 )
 
 // fakeAdmin is a node's AdminService as audit sees it: TableDigest gives
-// one bucket with one row of hash hash, RepairRows takes at most maxKeys
-// keys a call (more is refused as too large, as a redo record over the
-// log's limit is; with full, every call is refused as on a full disk),
-// and Status says it has applied every repair. The rest is not
-// implemented.
+// one bucket with one row of hash hash (of the tables in tables, if not
+// nil; the others are NOT_FOUND), RepairRows takes at most maxKeys keys
+// a call (more is refused as too large, as a redo record over the log's
+// limit is; with full, every call is refused as on a full disk), and
+// Status says it has applied every repair. The rest is not implemented.
 type fakeAdmin struct {
 	pb.AdminServiceClient
 	key     []byte
 	hash    uint64
+	tables  []string
 	maxKeys int
 	full    bool
 	lsn     uint64
@@ -34,10 +36,13 @@ type fakeAdmin struct {
 }
 
 func (f *fakeAdmin) Status(context.Context, *pb.StatusRequest, ...grpc.CallOption) (*pb.StatusResponse, error) {
-	return &pb.StatusResponse{AppliedLsn: f.lsn}, nil
+	return &pb.StatusResponse{LastLsn: f.lsn, AppliedLsn: f.lsn}, nil
 }
 
 func (f *fakeAdmin) TableDigest(_ context.Context, req *pb.TableDigestRequest, _ ...grpc.CallOption) (*pb.TableDigestResponse, error) {
+	if f.tables != nil && !slices.Contains(f.tables, req.GetTable()) {
+		return nil, grpcstatus.Errorf(codes.NotFound, "table %q not found", req.GetTable())
+	}
 	resp := &pb.TableDigestResponse{Lsn: f.lsn, Buckets: []*pb.BucketDigest{{Rows: 1, Sum: f.hash}}}
 	if len(req.GetList()) > 0 {
 		resp.Rows = []*pb.RowDigest{{Key: f.key, Hash: f.hash}}
@@ -170,5 +175,46 @@ func TestAuditBucketsInRange(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr.String(), "-buckets "+n+": from 1 to 65536") {
 			t.Errorf("audit -buckets %s: exit %d\n%s", n, code, &stderr)
 		}
+	}
+}
+
+// TestAuditTablesOnOneNode: audit goes through the tables of both nodes;
+// a table only one of them has is a difference, reported as such and
+// not repaired (no RPC logs a table's definition again, and audit never
+// drops a table); a table gone from both since the listing is none.
+func TestAuditTablesOnOneNode(t *testing.T) {
+	list := func(names ...string) *pb.ListTablesResponse {
+		resp := &pb.ListTablesResponse{}
+		for _, n := range names {
+			resp.Tables = append(resp.Tables, &pb.TableStatus{Name: n})
+		}
+		return resp
+	}
+	if got, want := tableNames(list("b", "p"), list("s", "b")), []string{"b", "p", "s"}; !slices.Equal(got, want) {
+		t.Fatalf("the tables of both nodes: %q, want %q", got, want)
+	}
+
+	k := []byte(testKey(t, 7))
+	p := &fakeAdmin{key: k, hash: 1, tables: []string{"b", "p"}, maxKeys: 10}
+	s := &fakeAdmin{key: k, hash: 1, tables: []string{"b", "s"}}
+	for _, tc := range []struct {
+		table   string
+		differs bool
+		says    string
+	}{
+		{"b", false, "b: 1 rows, the same"},
+		{"p", true, "p: only on the primary: the standby has no such table, and repair cannot create one"},
+		{"s", true, "s: only on the standby: the primary has no such table; audit does not drop it"},
+		{"gone", false, "gone: dropped during the audit"},
+	} {
+		var out strings.Builder
+		a := auditor{p: p, s: s, buckets: 1, rounds: 1, repair: true, out: &out}
+		differs, err := a.table(context.Background(), tc.table)
+		if err != nil || differs != tc.differs || !strings.Contains(out.String(), tc.says) {
+			t.Errorf("audit of %s: differs %v, %v; want differs %v saying %q:\n%s", tc.table, differs, err, tc.differs, tc.says, &out)
+		}
+	}
+	if len(p.calls) != 0 {
+		t.Errorf("repairs sent for tables on one node: %q", p.calls)
 	}
 }
