@@ -417,6 +417,51 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
+// TestDockerDocsMatchTheImage: the docker commands the docs show fit the
+// image: they publish (-p HOST:CONTAINER) only ports the Dockerfile
+// EXPOSEs, and a configuration is mounted (-v SRC:/etc/mmdb...) as the
+// directory /etc/mmdb, never as a single file, which editors replace
+// under a bind mount so that a SIGHUP would not see the change
+// (docs/operations.md, "Running in Docker").
+func TestDockerDocsMatchTheImage(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stages, err := parseDockerfile(src)
+	if err != nil {
+		t.Fatalf("Dockerfile: %v", err)
+	}
+	var exposed []string
+	for _, e := range stages[len(stages)-1].find("EXPOSE") {
+		for _, p := range strings.Fields(e.args) {
+			exposed = append(exposed, strings.TrimSuffix(p, "/tcp"))
+		}
+	}
+	publish := regexp.MustCompile(`-p\s+(?:[\d.]+:)?\d+:(\d+)`)
+	mount := regexp.MustCompile(`-v\s+[^\s:]+:(/etc/mmdb[^\s:)\x60]*)`)
+	for _, doc := range []string{"README.md", "Dockerfile", "docs/operations.md", "docs/examples/docker.hcl"} {
+		text, err := os.ReadFile(filepath.Join(repoRoot, filepath.FromSlash(doc)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		published, mounted := publish.FindAllSubmatch(text, -1), mount.FindAllSubmatch(text, -1)
+		if doc == "docs/operations.md" && (len(published) == 0 || len(mounted) == 0) {
+			t.Errorf("%s: found %d -p and %d -v /etc/mmdb: the patterns no longer match the docs", doc, len(published), len(mounted))
+		}
+		for _, m := range published {
+			if !slices.Contains(exposed, string(m[1])) {
+				t.Errorf("%s: %s publishes port %s; the image EXPOSEs %q", doc, m[0], m[1], exposed)
+			}
+		}
+		for _, m := range mounted {
+			if cleanDir(string(m[1])) != "/etc/mmdb" {
+				t.Errorf("%s: %s mounts a file; mount the directory /etc/mmdb, or a SIGHUP does not see an edited file", doc, m[0])
+			}
+		}
+	}
+}
+
 // flagValue returns the value after a flag in argv.
 func flagValue(argv []string, flag string) string {
 	for i, a := range argv {

@@ -4,10 +4,14 @@
 # /etc/mmdb/mmdb.hcl`) read. A single node, a primary.
 #
 # Change single keys with MMDB_* variables (docker run -e
-# MMDB_NODE=mmdb-a), or mount a file of your own over /etc/mmdb/mmdb.hcl
-# (docker run -v /etc/mmdb/mmdb.hcl:/etc/mmdb/mmdb.hcl:ro): one with a tls
-# block for anything but a private network, since this one listens on
-# every interface without TLS. docs/operations.md, "Running in Docker".
+# MMDB_NODE=mmdb-a), or mount a directory of your own over /etc/mmdb,
+# holding mmdb.hcl and its TLS files
+# (docker run -v /srv/mmdb/etc:/etc/mmdb:ro): a file with a tls block for
+# anything but a private network, since this one listens on every
+# interface without TLS. Mount the directory, not the file alone:
+# editors replace a file, and a single-file mount keeps showing the old
+# one, so a SIGHUP would not see the change. docs/operations.md,
+# "Running in Docker".
 
 node     = "mmdb"
 listen   = "0.0.0.0:7700"  # gRPC: clients, peers and admin commands (EXPOSE 7700)
