@@ -93,16 +93,18 @@ func imageFetch(args []string, stdout, stderr io.Writer) error {
 	part := *out + ".part"
 	logger := hclog.New(&hclog.LoggerOptions{Name: "mmdbd", Level: hclog.Warn, Output: stderr})
 	start := time.Now()
-	info, resumes, err := fetchPart(ctx, from, dial, part, *quiet, stderr, logger)
-	if grpcstatus.Code(err) == codes.FailedPrecondition && info.Name != (checkpoint.ImageID{}) {
+	r, err := fetchPart(ctx, from, dial, part, *quiet, stderr, logger)
+	got := r.got
+	if grpcstatus.Code(err) == codes.FailedPrecondition && r.info.Name != (checkpoint.ImageID{}) {
 		if _, verr := checkpoint.Verify(vfs.Default, part); verr == nil {
 			err = nil // the part was whole already
 		}
 	}
-	if grpcstatus.Code(err) == codes.FailedPrecondition && info.Name != (checkpoint.ImageID{}) {
+	if grpcstatus.Code(err) == codes.FailedPrecondition && r.info.Name != (checkpoint.ImageID{}) {
 		fmt.Fprintf(stderr, "%s no longer has the image %s began (%v); fetching a new one\n", from, part, err)
 		if err = os.Remove(part); err == nil {
-			info, resumes, err = fetchPart(ctx, from, dial, part, *quiet, stderr, logger)
+			r, err = fetchPart(ctx, from, dial, part, *quiet, stderr, logger)
+			got += r.got
 		}
 	}
 	if err != nil {
@@ -121,39 +123,50 @@ func imageFetch(args []string, stdout, stderr io.Writer) error {
 	if err := vfs.Default.SyncDir(filepath.Dir(*out)); err != nil {
 		return fmt.Errorf("sync the directory of %s: %w", *out, err)
 	}
+	// The rate is of this run's bytes, over this run's time.
 	d := time.Since(start)
-	_, err = fmt.Fprintf(stdout, "image at LSN %d, epoch %d: %s, %d rows, %d bytes in %s (%.0f MB/s), resumed %d times\n",
-		img.LSN, info.Epoch, *out, img.Rows, img.Bytes, d.Round(time.Millisecond), float64(info.Size)/1e6/d.Seconds(), resumes)
+	_, err = fmt.Fprintf(stdout, "image at LSN %d, epoch %d: %s, %d rows, %d bytes; fetched %d bytes in %s (%.0f MB/s), resumed %d times\n",
+		img.LSN, r.info.Epoch, *out, img.Rows, img.Bytes, got, d.Round(time.Millisecond), float64(got)/1e6/d.Seconds(), r.resumes)
 	return err
+}
+
+// fetched is what fetchPart did.
+type fetched struct {
+	// info describes the image: as the node did, or, until it does, as
+	// the part's header does (its name and epoch).
+	info replica.ImageInfo
+	got  int64 // the bytes received
+	// resumes counts how often the transfer went on from where one
+	// stopped: from the part an earlier run left, and after each break.
+	resumes int
 }
 
 // fetchPart fetches the image of the node at addr into part, going on
 // from what part holds if it holds the start of an image, and syncs it.
-// It returns the image's description, even with an error once known, and
-// how often the transfer resumed.
-func fetchPart(ctx context.Context, addr string, dial []grpc.DialOption, part string, quiet bool, stderr io.Writer, logger hclog.Logger) (replica.ImageInfo, int, error) {
+// It says what it did, even with an error.
+func fetchPart(ctx context.Context, addr string, dial []grpc.DialOption, part string, quiet bool, stderr io.Writer, logger hclog.Logger) (fetched, error) {
+	var r fetched
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return replica.ImageInfo{}, 0, fmt.Errorf("open %s: %w", part, err)
+		return r, fmt.Errorf("open %s: %w", part, err)
 	}
 	opts := replica.FetchOptions{Logger: logger, DialOptions: dial}
-	info := replica.ImageInfo{}
-	if opts.Resume, opts.Offset, err = partial(f); err != nil {
-		return info, 0, errors.Join(err, f.Close())
+	if r.info, opts.Offset, err = partial(f); err != nil {
+		return r, errors.Join(err, f.Close())
 	}
-	info.Name = opts.Resume
+	opts.Resume = r.info.Name
 	if opts.Offset > 0 {
+		r.resumes++
 		fmt.Fprintf(stderr, "resuming %s at byte %d\n", part, opts.Offset)
 	}
-	resumes := 0
 	err = replica.Fetch(ctx, addr, opts, func(st *replica.ImageStream) error {
-		info = st.Info()
-		defer func() { resumes = st.Resumes() }()
+		r.info = st.Info()
+		defer func() { r.resumes += st.Resumes() }()
 		var w io.Writer = io.NewOffsetWriter(f, opts.Offset)
 		if !quiet {
-			bar := progressbar.NewOptions64(info.Size,
+			bar := progressbar.NewOptions64(r.info.Size,
 				progressbar.OptionSetWriter(stderr),
-				progressbar.OptionSetDescription(fmt.Sprintf("image at LSN %d", info.Name.LSN)),
+				progressbar.OptionSetDescription(fmt.Sprintf("image at LSN %d", r.info.Name.LSN)),
 				progressbar.OptionShowBytes(true),
 				progressbar.OptionThrottle(200*time.Millisecond),
 				progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }),
@@ -163,7 +176,9 @@ func fetchPart(ctx context.Context, addr string, dial []grpc.DialOption, part st
 			}
 			w = io.MultiWriter(w, bar)
 		}
-		if _, err := io.Copy(w, st); err != nil {
+		n, err := io.Copy(w, st)
+		r.got += n
+		if err != nil {
 			return fmt.Errorf("write %s: %w", part, err)
 		}
 		return nil
@@ -176,30 +191,30 @@ func fetchPart(ctx context.Context, addr string, dial []grpc.DialOption, part st
 	if cerr := f.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close %s: %w", part, cerr))
 	}
-	return info, resumes, err
+	return r, err
 }
 
-// partial returns the image a partly fetched file holds the start of,
-// and how much of it; nothing (and truncates the file) if it holds less
-// than a whole header.
-func partial(f *os.File) (checkpoint.ImageID, int64, error) {
+// partial returns the image a partly fetched file holds the start of (its
+// name and epoch, from its header), and how much of it; nothing (and
+// truncates the file) if it holds less than a whole header.
+func partial(f *os.File) (replica.ImageInfo, int64, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return checkpoint.ImageID{}, 0, fmt.Errorf("stat %s: %w", f.Name(), err)
+		return replica.ImageInfo{}, 0, fmt.Errorf("stat %s: %w", f.Name(), err)
 	}
 	b := make([]byte, image.HeaderSize)
 	if st.Size() >= image.HeaderSize {
 		if _, err := f.ReadAt(b, 0); err != nil {
-			return checkpoint.ImageID{}, 0, fmt.Errorf("read %s: %w", f.Name(), err)
+			return replica.ImageInfo{}, 0, fmt.Errorf("read %s: %w", f.Name(), err)
 		}
 		if h, err := image.DecodeHeader(b); err == nil {
-			return checkpoint.ImageID{LSN: h.LSN, ID: h.ID()}, st.Size(), nil
+			return replica.ImageInfo{Name: checkpoint.ImageID{LSN: h.LSN, ID: h.ID()}, Epoch: h.Epoch}, st.Size(), nil
 		}
 	}
 	if err := f.Truncate(0); err != nil {
-		return checkpoint.ImageID{}, 0, fmt.Errorf("truncate %s: %w", f.Name(), err)
+		return replica.ImageInfo{}, 0, fmt.Errorf("truncate %s: %w", f.Name(), err)
 	}
-	return checkpoint.ImageID{}, 0, nil
+	return replica.ImageInfo{}, 0, nil
 }
 
 // imageRestore installs an image file in an empty data dir.

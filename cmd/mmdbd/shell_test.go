@@ -12,12 +12,16 @@ import (
 	"github.com/mmdb/mmdb/server"
 )
 
-// startNode starts a diskless node in the process, on loopback, and
-// returns its address; the node stops when the test ends.
-func startNode(t *testing.T) string {
+// startNode starts a node in the process, on loopback, diskless unless
+// edit says otherwise, and returns its address; the node stops when the
+// test ends.
+func startNode(t *testing.T, edit func(c *conf.Config)) string {
 	t.Helper()
 	cfg := conf.DefaultConfig()
 	cfg.Listen, cfg.DataDir = "127.0.0.1:0", ""
+	if edit != nil {
+		edit(cfg)
+	}
 	srv, err := server.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +54,7 @@ func shellRun(t *testing.T, addr, stmts string) (string, int) {
 // is KEY, not on the row whose primary key has KEY's values; a key no row
 // has in the index changes nothing, and a non-unique index is refused.
 func TestShellUpdateAndDeleteByIndex(t *testing.T) {
-	addr := startNode(t)
+	addr := startNode(t, nil)
 	// Each row's u is another row's k: a statement that took the index
 	// key for the primary key would change the wrong row.
 	if out, code := shellRun(t, addr, `create table d (k string(10), u string(10), v int64, primary key (k) ordered, unique index ui (u), index vi (v))
@@ -93,7 +97,7 @@ insert d c a 3`); code != 0 {
 // fits 32 bits; a larger number or trailing junk is refused, not wrapped
 // (4294967297 scanned 1 row) or cut short (2x scanned 2).
 func TestShellScanLimitIsARowCount(t *testing.T) {
-	addr := startNode(t)
+	addr := startNode(t, nil)
 	if out, code := shellRun(t, addr, `create table s (k int64, primary key (k) ordered)
 insert s 1
 insert s 2
