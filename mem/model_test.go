@@ -18,7 +18,7 @@ package mem
 //
 //	go test ./mem -run 'TestModel/ordered/seed=17$' -model.seed=17
 //
-// or MMDB_MODEL_SEED=17. -model.seeds and -model.txs change how many seeds
+// or MMDBTEST_MODEL_SEED=17. -model.seeds and -model.txs change how many seeds
 // and how many transactions per seed run (the defaults are smaller with
 // -short and under the race detector).
 
@@ -43,7 +43,7 @@ import (
 )
 
 var (
-	modelSeedFlag  = flag.Int64("model.seed", 0, "TestModel: run only this seed (0: the default set; env MMDB_MODEL_SEED also works)")
+	modelSeedFlag  = flag.Int64("model.seed", 0, "TestModel: run only this seed (0: the default set; env MMDBTEST_MODEL_SEED also works)")
 	modelSeedsFlag = flag.Int("model.seeds", 0, "TestModel: number of seeds (0: 40; 12 under -race, 8 with -short)")
 	modelTxsFlag   = flag.Int("model.txs", 0, "TestModel: transactions per seed (0: 300, or 120 with -short)")
 )
@@ -313,10 +313,10 @@ func modelSeeds(t *testing.T) []int64 {
 	if *modelSeedFlag != 0 {
 		return []int64{*modelSeedFlag}
 	}
-	if s := os.Getenv("MMDB_MODEL_SEED"); s != "" {
+	if s := os.Getenv("MMDBTEST_MODEL_SEED"); s != "" {
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			t.Fatalf("MMDB_MODEL_SEED=%q: %v", s, err)
+			t.Fatalf("MMDBTEST_MODEL_SEED=%q: %v", s, err)
 		}
 		return []int64{v}
 	}

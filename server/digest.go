@@ -14,14 +14,11 @@ import (
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
-// maxDigestBuckets bounds TableDigest's buckets.
-const maxDigestBuckets = 1 << 16
-
 // TableDigest summarises a table as of a snapshot (see the proto).
 func (a *adminService) TableDigest(ctx context.Context, req *pb.TableDigestRequest) (*pb.TableDigestResponse, error) {
 	n := req.GetBuckets()
-	if n == 0 || n > maxDigestBuckets {
-		return nil, status.Errorf(codes.InvalidArgument, "buckets %d: from 1 to %d", n, maxDigestBuckets)
+	if n == 0 || n > pb.MaxDigestBuckets {
+		return nil, status.Errorf(codes.InvalidArgument, "buckets %d: from 1 to %d", n, pb.MaxDigestBuckets)
 	}
 	list := map[uint32]bool{}
 	for _, b := range req.GetList() {
