@@ -166,3 +166,55 @@ func TestIndexStamp(t *testing.T) {
 		})
 	}
 }
+
+// TestValidationSkipsItsOwnEntry: a transaction that found a unique key
+// absent, then gave a row that key, re-runs the lookup when it validates
+// and meets its own new entry, whose row has the old key until it
+// installs. That entry is no reason to look again. It was taken for a
+// collision or a stale entry: the lookup ran again until two stamps of
+// the index matched, and while other transactions' claims kept changing
+// an ordered index's stamp (here a hook changes it on every lookup), the
+// commit spun, holding the table's install lock, up to ErrCorrupt.
+func TestValidationSkipsItsOwnEntry(t *testing.T) {
+	for _, kind := range []IndexKind{Hash, Ordered} {
+		t.Run(kind.String(), func(t *testing.T) {
+			db := Open(Options{})
+			tb := reviewKV(t, db, "t", IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: kind})
+			reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, []Value{Uint64(1), Uint64(10)}) }, db)
+			ix, err := tb.Index("by_v")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tx := db.Begin()
+			defer tx.Rollback()
+			if _, found, err := tx.GetBy(tb, ix, []Value{Uint64(20)}); err != nil || found {
+				t.Fatalf("v 20: found %v, %v", found, err)
+			}
+			if err := tx.Update(tb, []Value{Uint64(1)}, []ColumnValue{{Column: 1, Value: Uint64(20)}}); err != nil {
+				t.Fatal(err)
+			}
+			lookups := 0
+			testHookLookedUp = func(seen *Table) {
+				if seen != tb {
+					return
+				}
+				lookups++
+				switch x := tb.state.Load().idx[ix].(type) {
+				case *orderedIndex:
+					x.changes.Add(1) // as another transaction's claim would
+				case *hashIndex:
+					for i := range x.shards {
+						x.shards[i].seq.Add(2)
+					}
+				}
+			}
+			defer func() { testHookLookedUp = nil }()
+			if _, err := tx.Commit(); err != nil {
+				t.Fatalf("commit: %v (after %d lookups)", err, lookups)
+			}
+			if lookups > 1 {
+				t.Fatalf("validation looked v 20 up %d times", lookups)
+			}
+		})
+	}
+}

@@ -380,6 +380,13 @@ func (tx *Tx) point(t *Table, st *tableState, ix int, key []byte) (hit, []byte, 
 			if tx.keyEqual(st.s, ix, row, key) {
 				return hit{c, tid}, row, true, nil
 			}
+			if tx.validating && tx.ownedWrite(t, c) != nil {
+				// This transaction's own new entry for a row it changes,
+				// which takes the key when it installs: neither a
+				// collision nor a stale entry, so no reason to look again
+				// (while other transactions' claims change the stamp).
+				continue
+			}
 			other = true
 		}
 		switch {
