@@ -127,6 +127,14 @@ func (osFS) SyncDir(dir string) error {
 	return d.Close()
 }
 
+// The system calls that make data durable: osFile.Sync's and
+// osMapping.Flush's, variables so that this package's tests can see
+// them made.
+var (
+	fdatasync = unix.Fdatasync
+	msync     = unix.Msync
+)
+
 type osFile struct{ f *os.File }
 
 func (o osFile) ReadAt(p []byte, off int64) (int, error)  { return o.f.ReadAt(p, off) }
@@ -136,7 +144,7 @@ func (o osFile) Close() error                             { return o.f.Close() }
 func (o osFile) Name() string                             { return o.f.Name() }
 
 func (o osFile) Sync() error {
-	if err := unix.Fdatasync(int(o.f.Fd())); err != nil {
+	if err := fdatasync(int(o.f.Fd())); err != nil {
 		return &os.PathError{Op: "fdatasync", Path: o.f.Name(), Err: err}
 	}
 	return nil
@@ -195,7 +203,7 @@ func copyInto(mem []byte, off int64, b []byte, name string) error {
 func (m osMapping) Flush(n int64) error {
 	page := int64(os.Getpagesize())
 	n = min((n+page-1)/page*page, int64(len(m.m)))
-	if err := unix.Msync(m.m[:n], unix.MS_SYNC); err != nil {
+	if err := msync(m.m[:n], unix.MS_SYNC); err != nil {
 		return &os.PathError{Op: "msync", Path: m.name, Err: err}
 	}
 	return nil

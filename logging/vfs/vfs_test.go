@@ -191,3 +191,52 @@ func TestMemFSSpace(t *testing.T) {
 		t.Fatalf("a write inside the allocation: %v", err)
 	}
 }
+
+// TestSyncCallsTheSystem: on the real file system, File.Sync is an
+// fdatasync of the file, and Mapping.Flush an msync (MS_SYNC) of the
+// whole pages that hold the bytes asked for (SPEC 4: fsync-log's commit
+// waits for fdatasync, mmap-log's flush writes the mappings out). The
+// tests that write real files cannot see a missing call: the page cache
+// keeps what they wrote through a crash of the process.
+func TestSyncCallsTheSystem(t *testing.T) {
+	realFdatasync, realMsync := fdatasync, msync
+	t.Cleanup(func() { fdatasync, msync = realFdatasync, realMsync })
+	var synced []int
+	fdatasync = func(fd int) error {
+		synced = append(synced, fd)
+		return realFdatasync(fd)
+	}
+	type msyncCall struct {
+		start *byte
+		n     int
+		flags int
+	}
+	var flushed []msyncCall
+	msync = func(b []byte, flags int) error {
+		flushed = append(flushed, msyncCall{&b[0], len(b), flags})
+		return realMsync(b, flags)
+	}
+
+	f, err := Default.Create(filepath.Join(t.TempDir(), "segment"))
+	must(t, err)
+	page := int64(os.Getpagesize())
+	must(t, f.Allocate(4*page))
+	if _, err := f.WriteAt([]byte("record"), 0); err != nil {
+		t.Fatal(err)
+	}
+	must(t, f.Sync())
+	if fd := int(f.(osFile).f.Fd()); len(synced) != 1 || synced[0] != fd {
+		t.Fatalf("Sync of the file with fd %d made fdatasync calls on %v", fd, synced)
+	}
+
+	m, err := f.Map(4 * page)
+	must(t, err)
+	must(t, m.Copy(page, []byte("record")))
+	must(t, m.Flush(page+6))
+	want := msyncCall{&m.(osMapping).m[0], int(2 * page), unix.MS_SYNC}
+	if len(flushed) != 1 || flushed[0] != want {
+		t.Fatalf("Flush of the first %d bytes made the msync calls %+v, want one of the mapping's first 2 pages: %+v", page+6, flushed, want)
+	}
+	must(t, m.Unmap())
+	must(t, f.Close())
+}
