@@ -98,6 +98,34 @@ func TestLogGroupCommit(t *testing.T) {
 	}
 }
 
+// TestLogCompresses: a log opened with the default options stores
+// compressible records in blocks well under their raw size (SPEC 3:
+// a block is compressed when that pays).
+func TestLogCompresses(t *testing.T) {
+	// The segment size is not the default's only to spare MemFS 64 MiB.
+	l, err := Open(Options{FS: vfs.NewMemFS(), Dirs: channelDirs(1), SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := range 1000 {
+		body := bytes.Repeat([]byte(fmt.Sprintf("subscriber %d in zone %d;", i, i%7)), 20)
+		if last, err = l.Append(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Wait(context.Background(), last); err != nil {
+		t.Fatal(err)
+	}
+	st := l.Stats()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st.Records != 1000 || st.StoredBytes <= 0 || st.StoredBytes > st.RawBytes/4 {
+		t.Fatalf("%d records of %d raw bytes stored in %d: want under a quarter", st.Records, st.RawBytes, st.StoredBytes)
+	}
+}
+
 // TestTap: a tap set while workers append is given every record from
 // the one after the LSN it was started with, in LSN order with no gap,
 // each with its body, in both modes; a record AppendIf's admit refuses
