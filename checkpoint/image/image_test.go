@@ -148,6 +148,24 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestImagesAreCompressed: an image of compressible rows, several
+// frames of them, is much smaller than the rows' raw bytes (SPEC 5:
+// images are compressed).
+func TestImagesAreCompressed(t *testing.T) {
+	im := testImage{h: Header{LSN: 1, NextTable: 2}, tables: []uint32{1},
+		defs: map[uint32][]byte{1: []byte("subscriber")}, rows: map[uint32][][]byte{}}
+	raw := 0
+	for i := range 50000 {
+		row := fmt.Appendf(nil, "id=%08d;imsi=26201%010d;zone=%d;state=attached;", i, 7*i, i%9)
+		im.rows[1] = append(im.rows[1], row)
+		raw += len(row)
+	}
+	im.nameSchema()
+	if size := len(im.encode(t)); size > raw/2 {
+		t.Fatalf("an image of %d bytes of rows takes %d bytes: want under half", raw, size)
+	}
+}
+
 // TestEveryDamageIsFound flips one bit at every offset of an image, and
 // truncates it at every length: each must fail with ErrCorrupt, never
 // read back as an image.
