@@ -3,6 +3,7 @@ package conf
 import (
 	"flag"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -36,6 +37,32 @@ func TestDefaultsAreValid(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestDefaultBindIsLoopback: with no file, variable or flag, a node
+// listens on loopback only, and serves metrics, if at all, on loopback
+// too (SPEC 9).
+func TestDefaultBindIsLoopback(t *testing.T) {
+	c, err := Load("", nil, parseFlags(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !isLoopback(c.Listen) {
+		t.Errorf("listen defaults to %q, not a loopback address", c.Listen)
+	}
+	if c.MetricsAddr != "" && !isLoopback(c.MetricsAddr) {
+		t.Errorf("metrics_addr defaults to %q, not a loopback address", c.MetricsAddr)
+	}
+}
+
+// isLoopback says whether addr (host:port) names a loopback host.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // TestPrecedence: defaults < file < environment < flags, and Origin says
