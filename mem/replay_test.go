@@ -189,6 +189,39 @@ func TestReplayerUniqueViolation(t *testing.T) {
 	}
 }
 
+// TestReplayerUsesEveryCore: a replay runs a worker per core and spreads
+// the rows it installs over all of them (SPEC 5: replay uses all cores).
+func TestReplayerUsesEveryCore(t *testing.T) {
+	withWorkers(t, 4)
+	src := Open(Options{})
+	tbl, err := src.CreateTable(replayDef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := tbl.state.Load().s
+	db := Open(Options{})
+	rp := db.NewReplayer()
+	err = rp.Add(1, &Redo{Ops: []Op{{Kind: OpCreateTable, Table: tbl.ID(), Data: encodeTableDef(nil, tbl.Def())}}})
+	// Fewer records than a batch: the batch being filled shows which
+	// worker each row goes to.
+	for id := int64(1); id < replayBatchSize && err == nil; id++ {
+		var b []byte
+		if b, err = s.encodeRow(nil, []Value{Int64(id), Int64(id), String("x")}); err == nil {
+			err = rp.Add(uint64(id+1), &Redo{Ops: []Op{{Kind: OpPut, Table: tbl.ID(), Data: b}}})
+		}
+	}
+	workers, used := len(rp.workers), map[uint8]bool{}
+	for _, w := range rp.batch.worker {
+		used[w] = true
+	}
+	if err := errors.Join(err, rp.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if workers != 4 || len(used) != 4 {
+		t.Fatalf("a replay on 4 cores ran %d workers and gave rows to %d of them", workers, len(used))
+	}
+}
+
 // TestReplayerBadInput: records out of order, an unknown table and two
 // operations on one row are refused by Add; the error ends the replay
 // (later calls return it, nothing more is installed, LastLSN stays), and
