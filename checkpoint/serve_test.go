@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,52 @@ func TestEncodeLoad(t *testing.T) {
 	}
 	if _, err := checkpoint.Encode(context.Background(), mem.Open(mem.Options{}), nil); !errors.Is(err, checkpoint.ErrEmpty) {
 		t.Fatalf("an image of an empty database: %v", err)
+	}
+}
+
+// TestLoadUsesEveryCore: loading an image runs a worker per core (SPEC 5:
+// loading uses all cores). They are counted among the goroutines while
+// the load waits for the image's last byte, when all are running.
+func TestLoadUsesEveryCore(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	img, err := checkpoint.Encode(context.Background(), bankDB(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := bytesOf(t, img)
+	r, w := io.Pipe()
+	loaded := make(chan error, 1)
+	go func() {
+		_, err := checkpoint.LoadFrom(r, "the test image", int64(len(raw)), mem.Open(mem.Options{}), nil)
+		loaded <- err
+	}()
+	if _, err := w.Write(raw[:len(raw)-1]); err != nil {
+		t.Fatal(err)
+	}
+	workers := 0
+	for deadline := time.Now().Add(2 * time.Second); workers < 4 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		workers = goroutinesStartedBy("github.com/mmdb/mmdb/checkpoint.load")
+	}
+	if _, err := w.Write(raw[len(raw)-1:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(w.Close(), <-loaded); err != nil {
+		t.Fatal(err)
+	}
+	if workers != 4 {
+		t.Fatalf("a load on 4 cores ran %d workers", workers)
+	}
+}
+
+// goroutinesStartedBy counts the goroutines that function started.
+func goroutinesStartedBy(function string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "\ncreated by "+function+" in goroutine ")
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }
 
