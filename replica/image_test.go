@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"regexp"
+	"strconv"
 	"testing"
 	"time"
 
@@ -142,6 +144,30 @@ func TestFetch(t *testing.T) {
 	info := st.Info()
 	if info.Size != int64(len(want)) || info.Name.LSN != s.db.LastLSN() || info.Rows != 1000 || st.Resumes() != 0 {
 		t.Fatalf("described as %+v with %d resumes", info, st.Resumes())
+	}
+}
+
+// TestFetchReportsProgress: a fetch with ProgressEvery logs how far the
+// transfer is as the bytes arrive, up to the whole image (SPEC 7:
+// progress is reported to the receiver).
+func TestFetchReportsProgress(t *testing.T) {
+	s := newSource(t, time.Minute)
+	var logged bytes.Buffer
+	got, _, err := fetch(t, s.addr, replica.FetchOptions{ProgressEvery: time.Nanosecond, Logger: hclog.New(&hclog.LoggerOptions{Output: &logged})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := regexp.MustCompile(`receiving the image: lsn=\d+ received-bytes=(\d+) bytes=(\d+)`).FindAllStringSubmatch(logged.String(), -1)
+	received := 0
+	for _, l := range lines {
+		n, _ := strconv.Atoi(l[1])
+		if n <= received || l[2] != strconv.Itoa(len(got)) {
+			t.Fatalf("a progress line after %d of %d bytes: %s", received, len(got), l[0])
+		}
+		received = n
+	}
+	if len(lines) < 2 || received != len(got) {
+		t.Fatalf("%d progress lines, the last at %d bytes of %d:\n%s", len(lines), received, len(got), logged.String())
 	}
 }
 
