@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/servertest"
+	"github.com/mmdb/mmdb/mem"
+	"github.com/mmdb/mmdb/server"
+)
+
+// commitRows commits, in one transaction on srv, rows rows of a table kv
+// (created on the first call) with keys from from on, and waits until
+// they are durable.
+func commitRows(t *testing.T, srv *server.Server, from, rows int64) {
+	t.Helper()
+	db := srv.DB()
+	tbl, err := db.Table("kv")
+	if err != nil {
+		if tbl, err = db.CreateTable(mem.TableDef{Name: "kv", Columns: []mem.ColumnDef{
+			{Name: "k", Type: mem.TypeInt64}, {Name: "v", Type: mem.TypeInt64},
+		}, PrimaryKey: []string{"k"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx := db.Begin()
+	for k := from; k < from+rows; k++ {
+		if err := tx.Insert(tbl, []mem.Value{mem.Int64(k), mem.Int64(k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lsn, err := tx.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.WaitDurable(context.Background(), lsn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStatusText: mmdbd status prints, one line each, the role, epoch,
+// durability, sync mode, last, durable and applied LSN and checkpoint
+// LSN that status -json gives, and a line per standby with its address,
+// state and LSNs (SPEC 10).
+func TestStatusText(t *testing.T) {
+	_, standbyAddr := servertest.Start(t, func(c *conf.Config) {
+		c.Node, c.Role = "b", conf.RoleStandby
+		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
+	})
+	primary, addr := servertest.Start(t, func(c *conf.Config) {
+		c.Node, c.Durability = "a", conf.DurabilityFsyncLog
+		c.Peers = []conf.Peer{{Name: "b", Addr: standbyAddr}}
+	})
+	commitRows(t, primary, 0, 10)
+	var stdout, stderr bytes.Buffer
+	if err := checkpointCmd([]string{"-addr", addr}, &stdout, &stderr); err != nil {
+		t.Fatalf("checkpoint: %v\n%s", err, stderr.String())
+	}
+	commitRows(t, primary, 10, 1) // the last LSN is past the checkpoint's
+
+	// Once the standby has applied everything, nothing changes.
+	var st statusJSON
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		stdout.Reset()
+		if err := status([]string{"-addr", addr, "-json"}, &stdout, &stderr); err != nil {
+			t.Fatalf("status -json: %v\n%s", err, stderr.String())
+		}
+		if err := json.Unmarshal(stdout.Bytes(), &st); err != nil {
+			t.Fatalf("status -json printed %q: %v", stdout.String(), err)
+		}
+		if len(st.Standbys) == 1 && st.Standbys[0].AppliedLSN == st.LastLSN {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby did not catch up: %s", stdout.String())
+		}
+	}
+	if st.Role != "primary" || st.Durability != "fsync-log" || st.SyncMode != "async" || st.CheckpointLSN == 0 ||
+		st.CheckpointLSN >= st.LastLSN || st.DurableLSN != st.LastLSN || st.Standbys[0].State != "streaming" {
+		t.Fatalf("status -json: %s", stdout.String())
+	}
+
+	stdout.Reset()
+	if err := status([]string{"-addr", addr}, &stdout, &stderr); err != nil {
+		t.Fatalf("status: %v\n%s", err, stderr.String())
+	}
+	text := stdout.String()
+	sb := st.Standbys[0]
+	for _, want := range [][]any{
+		{"role", st.Role}, {"epoch", st.Epoch}, {"durability", st.Durability}, {"sync mode", st.SyncMode},
+		{"last lsn", st.LastLSN}, {"durable lsn", st.DurableLSN}, {"applied lsn", st.AppliedLSN}, {"checkpoint lsn", st.CheckpointLSN},
+		{sb.Name, sb.Addr, sb.State, sb.ReceivedLSN, sb.AppliedLSN},
+	} {
+		re := "(?m)^"
+		for i, v := range want {
+			if i > 0 {
+				re += ` +`
+			}
+			re += regexp.QuoteMeta(fmt.Sprint(v))
+		}
+		if !regexp.MustCompile(re + `( |$)`).MatchString(text) {
+			t.Errorf("status does not show %v on a line; it printed:\n%s", want, text)
+		}
+	}
+}
