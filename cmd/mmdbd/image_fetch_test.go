@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/mmdb/mmdb/internal/servertest"
-	"github.com/mmdb/mmdb/mem"
 )
 
 // TestImageFetchShowsProgress: mmdbd image fetch draws a progress bar
@@ -15,22 +14,7 @@ import (
 // -quiet it draws none (SPEC 7: progress is reported to the receiver).
 func TestImageFetchShowsProgress(t *testing.T) {
 	srv, addr := servertest.Start(t, nil)
-	db := srv.DB()
-	tbl, err := db.CreateTable(mem.TableDef{Name: "kv", Columns: []mem.ColumnDef{
-		{Name: "k", Type: mem.TypeInt64}, {Name: "v", Type: mem.TypeString, MaxLen: 64},
-	}, PrimaryKey: []string{"k"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx := db.Begin()
-	for k := range int64(1000) {
-		if err := tx.Insert(tbl, []mem.Value{mem.Int64(k), mem.String("a value to fill the image a little")}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	commitRows(t, srv, 0, 1000)
 	bar := regexp.MustCompile(`image at LSN \d+ +100% \|`)
 	for _, quiet := range []bool{false, true} {
 		args := []string{"-from", addr, "-out", filepath.Join(t.TempDir(), "backup.mmdb")}
