@@ -2,6 +2,7 @@ package server
 
 import (
 	"testing"
+	"time"
 
 	"github.com/mmdb/mmdb/conf"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -46,4 +47,30 @@ func TestInteractiveStrongerDurability(t *testing.T) {
 	if lsn, durable := commit(12, node, node), n.srv.store.DurableLSN(); durable >= lsn {
 		t.Fatalf("an mmap-log commit at LSN %d found the log durable to %d: the checks above show nothing", lsn, durable)
 	}
+}
+
+// waitFor polls cond until it holds, failing the test with what after
+// 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s: %s", what)
+		}
+	}
+}
+
+// TestMmapSyncIntervalReachesTheLog: on an mmap-log node with a short
+// mmap_sync_interval, a commit becomes durable with nothing asking: the
+// periodic flush runs (SPEC 4).
+func TestMmapSyncIntervalReachesTheLog(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) {
+		c.Durability, c.MmapSyncInterval = conf.DurabilityMmapLog, 20*time.Millisecond
+	})
+	n.withAccounts(1)
+	r, err := n.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(2, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the commit is not durable", func() bool { return n.srv.store.DurableLSN() >= r.GetLsn() })
 }
