@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -73,4 +74,72 @@ func TestMmapSyncIntervalReachesTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the commit is not durable", func() bool { return n.srv.store.DurableLSN() >= r.GetLsn() })
+}
+
+// blobTable is a table of values of up to blobBytes, to grow a log fast.
+func blobTable() *pb.Table {
+	return &pb.Table{
+		Name: "blob",
+		Columns: []*pb.Column{
+			{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64},
+			{Name: "data", Type: pb.ColumnType_COLUMN_TYPE_BYTES, MaxLength: blobBytes},
+		},
+		PrimaryKey: []string{"id"},
+	}
+}
+
+// writeBlobs writes at least bytes of random values into the table blob
+// (blobTable), in commits of about a megabyte that each rewrite the same
+// rows, so the log grows and the database does not.
+func (n *node) writeBlobs(bytes int) {
+	n.t.Helper()
+	const rows = 32
+	r := rand.NewChaCha8([32]byte{})
+	for written := 0; written < bytes; written += rows * blobBytes {
+		req := &pb.CommitRequest{}
+		for id := range int64(rows) {
+			b := make([]byte, blobBytes)
+			_, _ = r.Read(b)
+			req.Operations = append(req.Operations, &pb.Operation{Op: &pb.Operation_Upsert{Upsert: &pb.UpsertRequest{
+				Table: "blob", Row: row(vI(id), &pb.Value{Kind: &pb.Value_Bytes{Bytes: b}}),
+			}}})
+		}
+		if _, err := n.db.Commit(ctx(n.t), req); err != nil {
+			n.t.Fatal(err)
+		}
+	}
+}
+
+const blobBytes = 30000
+
+// TestBackgroundCheckpoints: a node checkpoints by itself once
+// checkpoint_interval has passed, and once checkpoint_log_bytes of log
+// have been written (SPEC 5).
+func TestBackgroundCheckpoints(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		edit  func(*conf.Config)
+		write func(*node)
+	}{
+		{"checkpoint_interval", func(c *conf.Config) { c.CheckpointInterval = 50 * time.Millisecond }, func(n *node) { n.withAccounts(1) }},
+		{"checkpoint_log_bytes", func(c *conf.Config) { c.Durability, c.CheckpointLogBytes = conf.DurabilityMmapLog, 1<<20 }, func(n *node) {
+			if _, err := n.db.CreateTable(ctx(n.t), &pb.CreateTableRequest{Table: blobTable()}); err != nil {
+				n.t.Fatal(err)
+			}
+			n.writeBlobs(1<<20 + 1<<18)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startNode(t, tc.edit)
+			tc.write(n)
+			c := ctx(t)
+			waitFor(t, "the node has written no checkpoint", func() bool {
+				st, err := n.admin.Status(c, &pb.StatusRequest{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st.GetCheckpointLsn() > 0
+			})
+		})
+	}
 }
