@@ -143,3 +143,38 @@ func TestBackgroundCheckpoints(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleTimeoutCountsFromLastActivity: a transaction with a statement
+// every 50 ms stays open for a second under a tx_idle_timeout of 200 ms,
+// and commits: the timeout counts from the last statement, not from
+// Begin (SPEC 2).
+func TestIdleTimeoutCountsFromLastActivity(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) { c.TxIdleTimeout = 200 * time.Millisecond })
+	n.withAccounts(1)
+	c := ctx(t)
+	b, err := n.db.Begin(c, &pb.BeginRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	start := time.Now()
+	var bal int64
+	for ; time.Since(start) < time.Second; bal++ {
+		<-tick.C
+		if bal%2 == 0 {
+			_, err = n.db.Get(c, &pb.GetRequest{Table: "acct", Key: key(vI(1)), TxId: b.GetTxId()})
+		} else {
+			_, err = n.db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(1)), Set: []*pb.ColumnValue{{Column: "bal", Value: vI(bal)}}, TxId: b.GetTxId()})
+		}
+		if err != nil {
+			t.Fatalf("statement %d, %s after Begin: %v", bal, time.Since(start).Round(time.Millisecond), err)
+		}
+	}
+	if _, err := n.db.Commit(c, &pb.CommitRequest{TxId: b.GetTxId()}); err != nil {
+		t.Fatalf("commit %s after Begin: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+	if r, _ := n.get(1); balance(r) != bal-1 {
+		t.Fatalf("row 1 holds %v after the commit, want balance %d", r, bal-1)
+	}
+}
