@@ -178,3 +178,64 @@ func TestIdleTimeoutCountsFromLastActivity(t *testing.T) {
 		t.Fatalf("row 1 holds %v after the commit, want balance %d", r, bal-1)
 	}
 }
+
+// TestRetainedLogCatchesUpAStandby: a standby away while its primary
+// committed, restarted and checkpointed twice, but wrote less than
+// log_retention_bytes, catches up from the primary's log when it comes
+// back, and is not imaged again (SPEC 5). The restart starts a new log
+// segment, which the checkpoints' images hold all that came before, and
+// leaves no records in memory: without the retention, the segment with
+// the records the standby needs would go.
+func TestRetainedLogCatchesUpAStandby(t *testing.T) {
+	standbyAddr, standbyDir, primaryDir := freeAddr(t), t.TempDir(), t.TempDir()
+	asStandby := func(c *conf.Config) {
+		c.Node, c.Role, c.Listen, c.DataDir = "b", conf.RoleStandby, standbyAddr, standbyDir
+		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}
+	}
+	asPrimary := func(c *conf.Config) {
+		// More than the log's preallocated segments (64 MiB each).
+		c.Node, c.DataDir, c.Durability, c.LogRetentionBytes = "a", primaryDir, conf.DurabilityMmapLog, 1<<30
+		c.Peers = []conf.Peer{{Name: "b", Addr: standbyAddr}}
+	}
+	standby := startNode(t, asStandby)
+	primary := startNode(t, asPrimary)
+	primary.withAccounts(5)
+	if err := standby.srv.store.WaitApplied(ctx(t), primary.srv.db.LastLSN()); err != nil {
+		t.Fatal(err)
+	}
+	standby.stop()
+
+	insert := func(id int64) {
+		t.Helper()
+		if _, err := primary.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(id, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id := int64(6); id <= 20; id++ {
+		insert(id)
+	}
+	primary.stop()
+	primary = startNode(t, asPrimary)
+	for id := int64(21); id <= 22; id++ {
+		insert(id)
+		if _, err := primary.admin.Checkpoint(ctx(t), &pb.CheckpointRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	standby = startNode(t, asStandby)
+	c := ctx(t)
+	applied := make(chan error, 1)
+	go func() { applied <- standby.srv.store.WaitApplied(c, primary.srv.db.LastLSN()) }()
+	select {
+	case err := <-applied:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case why := <-standby.srv.Restarts():
+		t.Fatalf("the standby asks to restart, to %s", why)
+	}
+	if got, want := standby.fingerprint(), primary.fingerprint(); got != want {
+		t.Fatalf("the standby holds\n%s\nthe primary\n%s", got, want)
+	}
+}
