@@ -65,7 +65,7 @@ func (sec *security) fetchBootstrap(addr string, opts replica.FetchOptions, use 
 func bootstrap(addr string, sec *security, db *mem.DB, epochs *replica.Epochs, logger hclog.Logger) (uint64, error) {
 	var lsn uint64
 	start := time.Now()
-	err := sec.fetchBootstrap(addr, replica.FetchOptions{Logger: logger}, func(st *replica.ImageStream) error {
+	err := sec.fetchBootstrap(addr, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery}, func(st *replica.ImageStream) error {
 		logger.Info("loading the image of another node", "from", addr, "lsn", st.Info().Name.LSN, "bytes", st.Info().Size, "rows", st.Info().Rows)
 		h, err := checkpoint.LoadFrom(bufio.NewReaderSize(st, 1<<20), addr, st.Info().Size, db, logger)
 		if err != nil {

@@ -1,11 +1,17 @@
 package server
 
 import (
+	"bytes"
 	"math/rand/v2"
+	"regexp"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/faultproxy"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -237,5 +243,43 @@ func TestRetainedLogCatchesUpAStandby(t *testing.T) {
 	}
 	if got, want := standby.fingerprint(), primary.fingerprint(); got != want {
 		t.Fatalf("the standby holds\n%s\nthe primary\n%s", got, want)
+	}
+}
+
+// TestBootstrapReportsProgress: a diskless node whose image is slow to
+// come logs how far the transfer is while it loads it (SPEC 7: progress
+// is reported to the receiver). A proxy holds the source's answers back
+// past progressEvery. The source serves TLS: a node without TLS would
+// first probe it for TLS, and the probe would spend progressEvery of the
+// stall.
+func TestBootstrapReportsProgress(t *testing.T) {
+	src := startSecured(t, nil)
+	app := *src.n // src.n's own client has no TLS
+	app.db = pb.NewDatabaseServiceClient(src.dial(t, nil, "", "0123456789abcdef-app"))
+	app.withAccounts(10)
+	proxy := faultproxy.New(t, src.n.addr)
+	proxy.Stall(true)
+	time.AfterFunc(progressEvery+500*time.Millisecond, func() { proxy.Stall(false) })
+
+	cert, key := src.ca.Issue(t, "p")
+	cfg := conf.DefaultConfig()
+	cfg.Node, cfg.Listen, cfg.DataDir, cfg.Durability, cfg.BootstrapFrom = "p", "127.0.0.1:0", "", conf.DurabilityNoLog, proxy.Addr()
+	cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile = cert, key, src.ca.File
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var logged bytes.Buffer
+	srv, err := New(cfg, hclog.New(&hclog.LoggerOptions{Output: &logged, Mutex: &mu}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !regexp.MustCompile(`receiving the image: lsn=\d+ received-bytes=\d+ bytes=\d+`).MatchString(logged.String()) {
+		t.Fatalf("the node logged no progress of the transfer:\n%s", logged.String())
 	}
 }
