@@ -151,11 +151,13 @@ func TestBackgroundCheckpoints(t *testing.T) {
 }
 
 // TestIdleTimeoutCountsFromLastActivity: a transaction with a statement
-// every 50 ms stays open for a second under a tx_idle_timeout of 200 ms,
+// every 50 ms stays open for two seconds under a tx_idle_timeout of 600 ms,
 // and commits: the timeout counts from the last statement, not from
 // Begin (SPEC 2).
 func TestIdleTimeoutCountsFromLastActivity(t *testing.T) {
-	n := startNode(t, func(c *conf.Config) { c.TxIdleTimeout = 200 * time.Millisecond })
+	// A statement every 50 ms: a stall of up to 550 ms on a busy machine
+	// still leaves the transaction open.
+	n := startNode(t, func(c *conf.Config) { c.TxIdleTimeout = 600 * time.Millisecond })
 	n.withAccounts(1)
 	c := ctx(t)
 	b, err := n.db.Begin(c, &pb.BeginRequest{})
@@ -166,7 +168,7 @@ func TestIdleTimeoutCountsFromLastActivity(t *testing.T) {
 	defer tick.Stop()
 	start := time.Now()
 	var bal int64
-	for ; time.Since(start) < time.Second; bal++ {
+	for ; time.Since(start) < 2*time.Second; bal++ {
 		<-tick.C
 		if bal%2 == 0 {
 			_, err = n.db.Get(c, &pb.GetRequest{Table: "acct", Key: key(vI(1)), TxId: b.GetTxId()})
