@@ -153,6 +153,9 @@ func (s *dbService) run(ctx context.Context, txID uint64, req waitFields, fn fun
 // from the primary.
 func (s *dbService) write(ctx context.Context, txID uint64, req waitFields, fn func(tx *mem.Tx) error) (lsn uint64, degraded bool, err error) {
 	if err := s.store.Writable(); err != nil {
+		if txID == 0 {
+			s.metrics.commitEnded(time.Time{}, 1, 0, false, err) // a refused commit
+		}
 		return 0, false, err
 	}
 	return s.run(ctx, txID, req, fn)
@@ -543,7 +546,8 @@ var errConditionFailed = errors.New("a condition failed")
 func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
 	if hasWrites(req) {
 		if err := s.store.Writable(); err != nil {
-			return nil, toStatus(err) // as write does
+			s.metrics.commitEnded(time.Time{}, 1, 0, false, err) // as write does
+			return nil, toStatus(err)
 		}
 	}
 	if err := checkBatch(req); err != nil {
