@@ -249,6 +249,14 @@ func TestBadInput(t *testing.T) {
 			_, err := db.Commit(c, &pb.CommitRequest{TxId: tx + 1})
 			return err
 		}, codes.NotFound, []string{"not open"}},
+		{"update setting nothing", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(1))})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, "no column"}},
+		{"update setting a column twice", func(c context.Context, db pb.DatabaseServiceClient) error {
+			_, err := db.Update(c, &pb.UpdateRequest{Table: "acct", Key: key(vI(1)), Set: []*pb.ColumnValue{{Column: "bal", Value: vI(1)}, {Column: "bal", Value: vI(2)}}})
+			return err
+		}, codes.InvalidArgument, []string{`"acct"`, `"bal" twice`}},
 		{"rollback without tx_id", func(c context.Context, db pb.DatabaseServiceClient) error {
 			_, err := db.Rollback(c, &pb.RollbackRequest{})
 			return err

@@ -483,9 +483,19 @@ func (s *dbService) update(tx *mem.Tx, req *pb.UpdateRequest) error {
 	if err != nil {
 		return err
 	}
+	if len(req.GetSet()) == 0 {
+		return errorf(codes.InvalidArgument, "table %q: set names no column to change", t.Name())
+	}
 	set, err := s.columnValues(t, req.GetSet(), "set")
 	if err != nil {
 		return err
+	}
+	for i, a := range set {
+		for _, b := range set[:i] {
+			if a.Column == b.Column {
+				return errorf(codes.InvalidArgument, "table %q: set names column %q twice", t.Name(), req.GetSet()[i].GetColumn())
+			}
+		}
 	}
 	return tx.Update(t, key, set)
 }
