@@ -420,3 +420,48 @@ func TestOrderedIndexCountsLargeKeys(t *testing.T) {
 		t.Fatalf("by_s is empty; Stats says %d bytes", got)
 	}
 }
+
+// TestRollbackCheckedFindsStaleReads: a transaction that read two rows
+// with a commit changing both in between has reads no instant saw
+// together: RollbackChecked says ErrConflict. With its reads intact, or
+// with a single read (an instant by itself), it says nil.
+func TestRollbackCheckedFindsStaleReads(t *testing.T) {
+	db := Open(Options{})
+	tb := reviewKV(t, db, "t")
+	reviewCommit(t, func(tx *Tx) error {
+		return errors.Join(tx.Insert(tb, []Value{Uint64(1), Uint64(10)}), tx.Insert(tb, []Value{Uint64(2), Uint64(20)}))
+	}, db)
+	bump := func() {
+		reviewCommit(t, func(tx *Tx) error {
+			return errors.Join(
+				tx.Update(tb, []Value{Uint64(1)}, []ColumnValue{{Column: 1, Value: Uint64(11)}}),
+				tx.Update(tb, []Value{Uint64(2)}, []ColumnValue{{Column: 1, Value: Uint64(21)}}))
+		}, db)
+	}
+	read := func(tx *Tx, k uint64) {
+		if _, _, err := tx.Get(tb, []Value{Uint64(k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name      string
+		interfere bool
+		second    bool
+		want      error
+	}{{"stale", true, true, ErrConflict}, {"intact", false, true, nil}, {"one read", true, false, nil}} {
+		tx := db.Begin()
+		read(tx, 1)
+		if c.interfere {
+			bump()
+		}
+		if c.second {
+			read(tx, 2)
+		}
+		if err := tx.RollbackChecked(); !errors.Is(err, c.want) || (c.want == nil && err != nil) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+		if err := tx.RollbackChecked(); !errors.Is(err, ErrTxDone) {
+			t.Errorf("%s: checked again: %v", c.name, err)
+		}
+	}
+}

@@ -235,6 +235,25 @@ func (tx *Tx) Rollback() {
 	tx.finish()
 }
 
+// RollbackChecked rolls the transaction back, as Rollback does, after it
+// checks, as Commit would, that what the transaction read still holds:
+// ErrConflict says another transaction changed it since, so a failure
+// the transaction ended with (a condition that did not hold, a row not
+// found), which rests on reads that no single instant saw together, may
+// be one no serial order gives. Run it again. One read is an instant by
+// itself and is not checked.
+func (tx *Tx) RollbackChecked() error {
+	if tx.db == nil {
+		return ErrTxDone
+	}
+	defer tx.finish()
+	if len(tx.reads)+len(tx.absents) <= 1 && len(tx.scans) == 0 {
+		return nil
+	}
+	tx.validating = true
+	return tx.validate()
+}
+
 // own copies b into the transaction's arena.
 func (tx *Tx) own(b []byte) []byte {
 	start := len(tx.arena)

@@ -131,8 +131,16 @@ func (s *dbService) run(ctx context.Context, txID uint64, req waitFields, fn fun
 	for attempt := 0; ; attempt++ {
 		tx := s.db.Begin()
 		if err := fn(tx); err != nil {
+			// A failure that rests on reads no one instant saw together
+			// (a batch's second condition read after a commit that changed
+			// its first) is no answer: run it again, as a conflict.
 			seen := tx.Seen()
-			tx.Rollback()
+			if verr := tx.RollbackChecked(); verr != nil {
+				if errors.Is(verr, mem.ErrConflict) && attempt < maxAutoRetries && ctx.Err() == nil {
+					continue
+				}
+				err = verr
+			}
 			return 0, false, s.failedRead(ctx, seen, err)
 		}
 		writes, seen := tx.Writes(), tx.Seen()
@@ -574,7 +582,11 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 			return err
 		}, func(ot *openTx) error {
 			if err := batch(ot.tx); err != nil {
-				return s.failedRead(ctx, ot.tx.Seen(), err)
+				seen := ot.tx.Seen()
+				if verr := ot.tx.RollbackChecked(); verr != nil {
+					err = verr // ABORTED: what it read changed (run does so)
+				}
+				return s.failedRead(ctx, seen, err)
 			}
 			writes, seen := ot.tx.Writes(), ot.tx.Seen()
 			resp.Lsn, err = ot.tx.Commit()

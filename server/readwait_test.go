@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/logging/vfs"
+	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
 )
@@ -231,3 +233,53 @@ type scanSink struct {
 
 func (s scanSink) Context() context.Context  { return s.ctx }
 func (scanSink) Send(*pb.ScanResponse) error { return nil }
+
+// TestFailedBatchOnStaleReadsRunsAgain: a request that failed on reads
+// no instant saw together (a batch's first condition read, then a commit
+// changing its rows, then its second condition read and found failing)
+// runs again, as after a conflict, and its answer comes from reads of
+// one instant. Before, the failure was answered as it was.
+func TestFailedBatchOnStaleReadsRunsAgain(t *testing.T) {
+	_, s := memFSService(t, vfs.NewMemFS())
+	for id := int64(1); id <= 2; id++ {
+		if _, err := s.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(id, 100)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bal := func(v int64) []*pb.ColumnValue { return []*pb.ColumnValue{{Column: "bal", Value: vI(v)}} }
+	req := &pb.CommitRequest{Conditions: []*pb.Condition{
+		{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS, Equals: bal(100)},
+		{Table: "acct", Key: key(vI(2)), Expect: pb.Condition_EXPECT_EXISTS, Equals: bal(100)},
+	}}
+	runs := 0
+	resp := &pb.CommitResponse{}
+	_, _, err := s.run(ctx(t), 0, req, func(tx *mem.Tx) error {
+		runs++
+		ok, err := s.holds(tx, req.GetConditions()[0])
+		if err != nil || !ok {
+			return fmt.Errorf("condition 0 on run %d: %v %v", runs, ok, err)
+		}
+		if runs == 1 { // another client moves 50 from row 2 to row 1
+			other := &pb.CommitRequest{Operations: []*pb.Operation{
+				{Op: &pb.Operation_Update{Update: &pb.UpdateRequest{Table: "acct", Key: key(vI(1)), Set: bal(150)}}},
+				{Op: &pb.Operation_Update{Update: &pb.UpdateRequest{Table: "acct", Key: key(vI(2)), Set: bal(50)}}},
+			}}
+			if _, err := s.Commit(ctx(t), other); err != nil {
+				return err
+			}
+		}
+		ok, err = s.holds(tx, req.GetConditions()[1])
+		if err != nil {
+			return err
+		}
+		if !ok {
+			resp.FailedCondition = 1
+			return errConditionFailed
+		}
+		return nil
+	})
+	// The second run fails condition 0: row 1 holds 150.
+	if runs != 2 || err == nil || !strings.Contains(err.Error(), "condition 0 on run 2") {
+		t.Fatalf("%d runs, ending with %v (failed condition %d); want a second run that finds condition 0 failing", runs, err, resp.GetFailedCondition())
+	}
+}
