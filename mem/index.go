@@ -481,7 +481,7 @@ func (x *orderedIndex) del(key []byte, rid uint64) {
 	x.changes.Add(1)
 	// Holes dominate: re-intern every key into fresh slabs so that the old
 	// ones can be collected.
-	if x.slabBytes > 4*slabSize && x.slabBytes > 3*x.keyBytes {
+	if x.slabBytes > 4*slabSize && x.slabBytes > 3*(x.keyBytes-x.bigBytes) {
 		x.reintern()
 	}
 }

@@ -638,6 +638,8 @@ func TestSessionPipelining(t *testing.T) {
 	}
 }
 
+// TestSessionRollsBackOpenTransactions: a transaction begun on a session
+// and still open when the session ends is rolled back, its writes gone.
 func TestSessionRollsBackOpenTransactions(t *testing.T) {
 	n := startNode(t, nil)
 	n.withAccounts(1)
@@ -661,6 +663,12 @@ func TestSessionRollsBackOpenTransactions(t *testing.T) {
 	id := b.GetBegin().GetTxId()
 	if w := exchange(&pb.Request{Op: &pb.Request_Insert{Insert: &pb.InsertRequest{Table: "acct", Row: acctRow(2, 2), TxId: id}}}); w.GetCode() != 0 {
 		t.Fatal(w)
+	}
+	// A malformed Commit leaves the transaction open, and the session
+	// still rolls it back at its end (it used to forget it).
+	bad := &pb.CommitRequest{TxId: id, Operations: []*pb.Operation{{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "acct", Row: acctRow(3, 3), TxId: id}}}}}
+	if w := exchange(&pb.Request{Op: &pb.Request_Commit{Commit: bad}}); codes.Code(w.GetCode()) != codes.InvalidArgument || n.srv.txs.lookup(id) == nil {
+		t.Fatalf("a malformed Commit: %v; the transaction open: %v", w, n.srv.txs.lookup(id) != nil)
 	}
 	cancel()
 	deadline := time.Now().Add(10 * time.Second)

@@ -261,7 +261,9 @@ func TestBootstrapReportsProgress(t *testing.T) {
 	app.withAccounts(10)
 	proxy := faultproxy.New(t, src.n.addr)
 	proxy.Stall(true)
-	time.AfterFunc(progressEvery+500*time.Millisecond, func() { proxy.Stall(false) })
+	// The stall outlasts progressEvery by 2 s: room for a slow start
+	// (TLS, a busy machine) before the fetch begins.
+	time.AfterFunc(progressEvery+2*time.Second, func() { proxy.Stall(false) })
 
 	cert, key := src.ca.Issue(t, "p")
 	cfg := conf.DefaultConfig()

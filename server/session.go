@@ -124,6 +124,15 @@ func (o *sessionTxs) add(tt *txTable, id uint64) {
 	o.ids[id] = struct{}{}
 }
 
+// ended forgets the transaction id once a Commit or Rollback sent on the
+// session ended it; one refused as malformed, or by a standby, is still
+// open, and the session's end rolls it back.
+func (o *sessionTxs) ended(tt *txTable, id uint64) {
+	if tt.lookup(id) == nil {
+		delete(o.ids, id)
+	}
+}
+
 // handle runs one Session request through the unary handlers.
 func (s *dbService) handle(ctx context.Context, req *pb.Request, owned *sessionTxs) *pb.Reply {
 	reply := &pb.Reply{Id: req.GetId()}
@@ -159,7 +168,7 @@ func (s *dbService) handle(ctx context.Context, req *pb.Request, owned *sessionT
 		if res, err = s.Commit(ctx, o.Commit); err == nil {
 			reply.Result = &pb.Reply_Commit{Commit: res}
 		}
-		delete(owned.ids, o.Commit.GetTxId())
+		owned.ended(s.txs, o.Commit.GetTxId())
 	case *pb.Request_Begin:
 		var res *pb.BeginResponse
 		if res, err = s.Begin(ctx, o.Begin); err == nil {
@@ -171,7 +180,7 @@ func (s *dbService) handle(ctx context.Context, req *pb.Request, owned *sessionT
 		if res, err = s.Rollback(ctx, o.Rollback); err == nil {
 			reply.Result = &pb.Reply_Rollback{Rollback: res}
 		}
-		delete(owned.ids, o.Rollback.GetTxId())
+		owned.ended(s.txs, o.Rollback.GetTxId())
 	default:
 		err = errorf(codes.InvalidArgument, "the request is empty; set one of get, insert, update, upsert, delete, commit, begin, rollback")
 	}

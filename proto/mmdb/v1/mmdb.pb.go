@@ -2392,7 +2392,9 @@ func (x *Condition) GetEquals() []*ColumnValue {
 // nothing is written and the reply says which. The tx_id fields of the
 // operations must be zero; the request's own tx_id, if set, runs the batch
 // in that interactive transaction and commits it (a failed condition or
-// operation then rolls the transaction back). A batch whose get results
+// operation then rolls the transaction back; a request refused before
+// the batch runs, for a malformed durability, sync_mode or operation
+// tx_id, or by a standby, leaves it open). A batch whose get results
 // would not fit in max_message_bytes fails with RESOURCE_EXHAUSTED before
 // it commits.
 type CommitRequest struct {
