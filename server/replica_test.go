@@ -329,19 +329,23 @@ func TestRepairRows(t *testing.T) {
 	before := standby.fingerprint()
 	_, err = standby.admin.RepairRows(ctx(t), &pb.RepairRowsRequest{Table: "acct", Keys: keys})
 	wantCode(t, err, codes.FailedPrecondition, "standby", primary.addr)
-	st, _ := status.FromError(err)
-	named := ""
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == pb.ReasonNotPrimary {
-			named = info.GetMetadata()[pb.MetadataPrimary]
-		}
-	}
-	if named != primary.addr {
+	if named := namedPrimary(err); named != primary.addr {
 		t.Fatalf("the standby's refusal names primary %q in its %s detail, want %q", named, pb.ReasonNotPrimary, primary.addr)
 	}
 	if after := standby.fingerprint(); after != before {
 		t.Fatalf("a refused RepairRows changed the standby:\n%s\n%s", before, after)
 	}
+}
+
+// namedPrimary returns the primary a NOT_PRIMARY error's detail names.
+func namedPrimary(err error) string {
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == pb.ReasonNotPrimary {
+			return info.GetMetadata()[pb.MetadataPrimary]
+		}
+	}
+	return ""
 }
 
 // TestPeersReloadToNone: a primary whose peers are all removed stops
@@ -498,14 +502,7 @@ func TestStandbyRefusesEveryWrite(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			err := write(ctx(t))
 			wantCode(t, err, codes.FailedPrecondition, "standby", primary.addr)
-			st, _ := status.FromError(err)
-			named := ""
-			for _, d := range st.Details() {
-				if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == pb.ReasonNotPrimary {
-					named = info.GetMetadata()[pb.MetadataPrimary]
-				}
-			}
-			if named != primary.addr {
+			if named := namedPrimary(err); named != primary.addr {
 				t.Fatalf("the refusal names primary %q in its %s detail, want %q", named, pb.ReasonNotPrimary, primary.addr)
 			}
 		})

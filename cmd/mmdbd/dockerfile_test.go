@@ -181,7 +181,9 @@ func copies(ins dfInstruction) (srcs []string, dst string) {
 // cleanDir compares paths in a Dockerfile: /var/lib/mmdb/ is /var/lib/mmdb.
 func cleanDir(p string) string { return path.Clean(p) }
 
-func TestDockerfile(t *testing.T) {
+// readDockerfile parses the repository's Dockerfile.
+func readDockerfile(t *testing.T) []*dfStage {
+	t.Helper()
 	src, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
@@ -190,6 +192,11 @@ func TestDockerfile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Dockerfile: %v", err)
 	}
+	return stages
+}
+
+func TestDockerfile(t *testing.T) {
+	stages := readDockerfile(t)
 	if len(stages) < 2 {
 		t.Fatalf("Dockerfile: %d stages; want a build stage and a final one", len(stages))
 	}
@@ -197,6 +204,7 @@ func TestDockerfile(t *testing.T) {
 
 	// The final stage: its entrypoint is mmdbd, copied from a build stage.
 	var entry []string
+	var err error
 	if e := final.find("ENTRYPOINT"); len(e) != 1 {
 		t.Fatalf("Dockerfile: the final stage has %d ENTRYPOINTs, want 1", len(e))
 	} else if entry, err = execForm(e[0], e[0].args); err != nil {
@@ -424,14 +432,7 @@ func TestDockerfile(t *testing.T) {
 // under a bind mount so that a SIGHUP would not see the change
 // (docs/operations.md, "Running in Docker").
 func TestDockerDocsMatchTheImage(t *testing.T) {
-	src, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stages, err := parseDockerfile(src)
-	if err != nil {
-		t.Fatalf("Dockerfile: %v", err)
-	}
+	stages := readDockerfile(t)
 	var exposed []string
 	for _, e := range stages[len(stages)-1].find("EXPOSE") {
 		for _, p := range strings.Fields(e.args) {

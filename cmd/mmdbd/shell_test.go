@@ -2,14 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"errors"
-	"net"
 	"strings"
 	"testing"
 
 	"github.com/mmdb/mmdb/conf"
-	"github.com/mmdb/mmdb/server"
+	"github.com/mmdb/mmdb/internal/servertest"
 )
 
 // startNode starts a node in the process, on loopback, diskless unless
@@ -17,27 +14,13 @@ import (
 // test ends.
 func startNode(t *testing.T, edit func(c *conf.Config)) string {
 	t.Helper()
-	cfg := conf.DefaultConfig()
-	cfg.Listen, cfg.DataDir = "127.0.0.1:0", ""
-	if edit != nil {
-		edit(cfg)
-	}
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		if err := errors.Join(srv.Shutdown(context.Background()), <-served); err != nil {
-			t.Errorf("stop the node: %v", err)
+	_, addr := servertest.Start(t, func(c *conf.Config) {
+		c.DataDir = ""
+		if edit != nil {
+			edit(c)
 		}
 	})
-	return lis.Addr().String()
+	return addr
 }
 
 // shellRun runs mmdbd shell -c stmts on the node at addr and returns what
