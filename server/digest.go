@@ -28,7 +28,13 @@ func (a *adminService) TableDigest(ctx context.Context, req *pb.TableDigestReque
 		list[b] = true
 	}
 	if err := a.s.store.WaitApplied(ctx, req.GetMinLsn()); err != nil {
-		return nil, status.Errorf(codes.DeadlineExceeded, "this node has applied LSN %d, not yet %d", a.s.db.LastLSN(), req.GetMinLsn())
+		// The call ended (its deadline, or the caller canceled), or the
+		// node cannot apply past what it holds (its store is broken).
+		code := codes.FailedPrecondition
+		if ctx.Err() != nil {
+			code = status.FromContextError(ctx.Err()).Code()
+		}
+		return nil, status.Errorf(code, "this node has applied LSN %d, not yet %d: %v", a.s.db.LastLSN(), req.GetMinLsn(), err)
 	}
 	sn := a.s.db.Snapshot()
 	defer sn.Close()

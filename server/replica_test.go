@@ -110,6 +110,13 @@ func TestTableDigestBadInput(t *testing.T) {
 		_, err := n.admin.TableDigest(ctx(t), tc.req)
 		wantCode(t, err, tc.code, tc.says)
 	}
+	// A call canceled while it waits for an LSN ends with its own code
+	// (asked of the handler itself: a client sees CANCELED whatever the
+	// node says); it was DEADLINE_EXCEEDED for any end of the wait.
+	canceled, cancel := context.WithCancel(ctx(t))
+	time.AfterFunc(20*time.Millisecond, cancel)
+	_, err := (&adminService{s: n.srv}).TableDigest(canceled, &pb.TableDigestRequest{Table: "acct", Buckets: 4, MinLsn: 1 << 40})
+	wantCode(t, err, codes.Canceled, "not yet")
 	d, err := n.admin.TableDigest(ctx(t), &pb.TableDigestRequest{Table: "acct", Buckets: 4, List: []uint32{0, 1, 2, 3}})
 	if err != nil || len(d.GetRows()) != 3 {
 		t.Fatalf("a digest listing every bucket: %v rows, %v", len(d.GetRows()), err)
