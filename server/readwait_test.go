@@ -283,3 +283,31 @@ func TestFailedBatchOnStaleReadsRunsAgain(t *testing.T) {
 		t.Fatalf("%d runs, ending with %v (failed condition %d); want a second run that finds condition 0 failing", runs, err, resp.GetFailedCondition())
 	}
 }
+
+// sentStream is a Session stream that keeps what is sent on it.
+type sentStream struct {
+	grpc.ServerStream // nil: only Context and Send are called
+	ctx               context.Context
+	sent              []*pb.SessionResponse
+}
+
+func (s *sentStream) Context() context.Context          { return s.ctx }
+func (s *sentStream) Send(m *pb.SessionResponse) error  { s.sent = append(s.sent, m); return nil }
+func (s *sentStream) Recv() (*pb.SessionRequest, error) { return nil, context.Canceled }
+
+// TestSessionStopsWhenCanceled: the requests of a message not yet run
+// when its stream ends are not run: the client that canceled would never
+// learn what they did. They used to run, and their writes committed.
+func TestSessionStopsWhenCanceled(t *testing.T) {
+	_, s := memFSService(t, vfs.NewMemFS())
+	c, cancel := context.WithCancel(ctx(t))
+	cancel()
+	stream := &sentStream{ctx: c}
+	insert := &pb.Request{Id: 1, Op: &pb.Request_Insert{Insert: &pb.InsertRequest{Table: "acct", Row: acctRow(5, 5)}}}
+	if err := s.answer(c, stream, []*pb.Request{insert}, newSessionTxs()); status.Code(err) != codes.Canceled {
+		t.Fatalf("a message on a canceled stream: %v", err)
+	}
+	if r, err := s.Get(ctx(t), &pb.GetRequest{Table: "acct", Key: key(vI(5))}); err != nil || r.GetFound() || len(stream.sent) != 0 {
+		t.Fatalf("the canceled message's insert: found %v, %v; %d replies sent", r.GetFound(), err, len(stream.sent))
+	}
+}

@@ -71,13 +71,18 @@ func (s *dbService) Session(stream grpc.BidiStreamingServer[pb.SessionRequest, p
 // SessionResponse or, when they would pass half of max_message_bytes, in
 // several. On a stream with a deadline, the requests stop waiting a
 // margin before it (replyBefore), once for the message: their replies go
-// out together, after the last.
-func (s *dbService) answer(ctx context.Context, stream grpc.BidiStreamingServer[pb.SessionRequest, pb.SessionResponse], reqs []*pb.Request, owned *sessionTxs) error {
-	ctx, cancel := replyBefore(ctx)
+// out together, after the last. Once the stream ends (the client
+// canceled it, or its deadline passed) the requests left are not run:
+// no one would learn what they did.
+func (s *dbService) answer(streamCtx context.Context, stream grpc.BidiStreamingServer[pb.SessionRequest, pb.SessionResponse], reqs []*pb.Request, owned *sessionTxs) error {
+	ctx, cancel := replyBefore(streamCtx)
 	defer cancel()
 	resp := &pb.SessionResponse{Replies: make([]*pb.Reply, 0, len(reqs))}
 	size := 0
 	for i, req := range reqs {
+		if err := streamCtx.Err(); err != nil {
+			return status.FromContextError(err).Err()
+		}
 		reply := s.handle(ctx, req, owned)
 		n := reply.SizeVT() + 8
 		// A reply fits a message on its own (a row is at most 32 KiB and a
