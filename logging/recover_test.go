@@ -32,6 +32,35 @@ func recoverLog(fs vfs.FS, dirs []string, ignore bool) (recovered, error) {
 	return readLog(ReaderOptions{FS: fs, Dirs: dirs, IgnoreCorruption: ignore})
 }
 
+// reopen opens the log in dirs where recovery left it (got), appends
+// bodies, closes it and returns their LSNs.
+func reopen(t *testing.T, fs vfs.FS, dirs []string, got recovered, bodies ...string) []uint64 {
+	t.Helper()
+	log, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 1 << 20, StartLSN: got.last, Tails: got.tails})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lsns := make([]uint64, len(bodies))
+	for i, b := range bodies {
+		if lsns[i], err = log.Append([]byte(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return lsns
+}
+
+// numbered returns n bodies "prefix 0", "prefix 1", ...
+func numbered(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s %d", prefix, i)
+	}
+	return out
+}
+
 // readLog reads the log opts describe, as recovery does.
 func readLog(opts ReaderOptions) (recovered, error) {
 	r, err := NewReader(opts)
@@ -128,18 +157,10 @@ func TestGapRecordsAreVoided(t *testing.T) {
 	if err != nil || got.last != 101 {
 		t.Fatalf("recovered to %d: %v", got.last, err)
 	}
-	log, err := Open(Options{FS: fs, Dirs: l.dirs, SegmentSize: 1 << 20, StartLSN: got.last, Tails: got.tails})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 10; i++ {
-		lsn, err := log.Append([]byte(fmt.Sprintf("new %d", i)))
-		if err != nil || lsn != 102+uint64(i) {
-			t.Fatalf("append: LSN %d, %v", lsn, err)
+	for i, lsn := range reopen(t, fs, l.dirs, got, numbered("new", 10)...) {
+		if lsn != 102+uint64(i) {
+			t.Fatalf("append %d: LSN %d", i, lsn)
 		}
-	}
-	if err := log.Close(); err != nil {
-		t.Fatal(err)
 	}
 	again, err := recoverLog(fs, l.dirs, false)
 	if err != nil || again.last != 111 {
@@ -168,13 +189,7 @@ func TestTornTailIsTruncated(t *testing.T) {
 	if err != nil || got.last < 100 || !got.tails[0].Torn {
 		t.Fatalf("recovered to %d, tail %+v: %v", got.last, got.tails[0], err)
 	}
-	log, err := Open(Options{FS: fs, Dirs: l.dirs, SegmentSize: 1 << 20, StartLSN: got.last, Tails: got.tails})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := log.Close(); err != nil {
-		t.Fatal(err)
-	}
+	reopen(t, fs, l.dirs, got)
 	if size, err := fileSize(fs, name); err != nil || size != got.tails[0].Offset {
 		t.Fatalf("segment is %d bytes, want it cut at %d: %v", size, got.tails[0].Offset, err)
 	}
@@ -205,16 +220,7 @@ func TestIgnoreCorruption(t *testing.T) {
 			t.Fatalf("LSN %d differs", lsn)
 		}
 	}
-	log, err := Open(Options{FS: fs, Dirs: l.dirs, SegmentSize: 1 << 20, StartLSN: got.last, Tails: got.tails})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := log.Append([]byte("after")); err != nil {
-		t.Fatal(err)
-	}
-	if err := log.Close(); err != nil {
-		t.Fatal(err)
-	}
+	reopen(t, fs, l.dirs, got, "after")
 	names, err := fs.ReadDir(l.dirs[0])
 	if err != nil {
 		t.Fatal(err)

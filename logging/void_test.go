@@ -2,7 +2,6 @@ package logging
 
 import (
 	"errors"
-	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -64,36 +63,14 @@ func TestIgnoredCorruptionKeepsVoids(t *testing.T) {
 	if err != nil || got.last != 99 {
 		t.Fatalf("first recovery: to %d: %v", got.last, err)
 	}
-	log, err := Open(Options{FS: fs, Dirs: l.dirs, SegmentSize: 1 << 20, StartLSN: got.last, Tails: got.tails})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 30 {
-		if _, err := log.Append(fmt.Appendf(nil, "second %d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := log.Close(); err != nil {
-		t.Fatal(err)
-	}
+	reopen(t, fs, l.dirs, got, numbered("second", 30)...)
 	seg := filepath.Join(l.dirs[2], SegmentName(1))
 	corruptAt(t, fs, seg, blockOffset(t, fs, seg, 110)+record.BlockHeaderSize+1, []byte{0xEE})
 	got2, err := recoverLog(fs, l.dirs, true)
 	if err != nil || !got2.tails[2].Corrupt || got2.last != 101 {
 		t.Fatalf("recovery ignoring the corruption: to %d, tail %+v: %v", got2.last, got2.tails[2], err)
 	}
-	log, err = Open(Options{FS: fs, Dirs: l.dirs, SegmentSize: 1 << 20, StartLSN: got2.last, Tails: got2.tails})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 10 {
-		if _, err := log.Append(fmt.Appendf(nil, "third %d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := log.Close(); err != nil {
-		t.Fatal(err)
-	}
+	reopen(t, fs, l.dirs, got2, numbered("third", 10)...)
 	got3, err := recoverLog(fs, l.dirs, false)
 	if err != nil {
 		t.Fatalf("recovery after the start that ignored corruption: %v (corrupt: %v)", err, errors.Is(err, ErrCorrupt))
