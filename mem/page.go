@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/bits"
 	"runtime"
@@ -175,8 +176,9 @@ func (p *page) reclaim(n, skip int) bool {
 	if !fits && PageSize-slotSize*p.nslots-end < n {
 		return false
 	}
-	fresh := new(pageArray)
-	*fresh = *old
+	// A clone, not new(pageArray) and a copy: the runtime does not zero
+	// memory that an append is about to overwrite.
+	fresh := (*pageArray)(bytes.Clone(old[:]))
 	p.holes, p.hole, p.dead = 0, 0, 0
 	last := -1 // the offset of the last hole listed
 	for lo, hi := runs(used[:], 0, end); lo < end; lo, hi = runs(used[:], hi, end) {
