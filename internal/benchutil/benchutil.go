@@ -17,14 +17,17 @@ import (
 // (0..b.N-1); operations are handed out in chunks so that the counter is
 // not what is measured. It reports ops/s, the GC's CPU share, and the
 // process's CPU time per operation (cpu-ns/op), which unlike the wall
-// time leaves out what a busy host steals from this virtual machine.
+// time leaves out what a busy host steals from this virtual machine, and
+// the page faults per operation (faults/op: each costs microseconds of
+// system time here, and unlike time they do not vary with the host's
+// load).
 func RunClients(b *testing.B, clients int, op func(client, i int)) {
 	const chunk = 64
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	b.ReportAllocs()
 	start := gcstat.Read()
-	cpu0 := CPUTime(b)
+	cpu0, faults0 := CPUTime(b), Faults(b)
 	b.ResetTimer()
 	for c := 0; c < clients; c++ {
 		wg.Add(1)
@@ -46,15 +49,28 @@ func RunClients(b *testing.B, clients int, op func(client, i int)) {
 	ReportGC(b, gcstat.Since(start))
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 	b.ReportMetric(float64(CPUTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(Faults(b)-faults0)/float64(b.N), "faults/op")
 }
 
 // CPUTime returns the user and system CPU time the process has used.
 func CPUTime(b *testing.B) time.Duration {
+	ru := rusage(b)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// Faults returns the page faults the process has taken (minor and major:
+// a minor one maps memory the process touches for the first time).
+func Faults(b *testing.B) int64 {
+	ru := rusage(b)
+	return ru.Minflt + ru.Majflt
+}
+
+func rusage(b *testing.B) *syscall.Rusage {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatalf("getrusage: %v", err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return &ru
 }
 
 // ReportGC adds the collector's CPU share and largest pause to the
