@@ -74,9 +74,10 @@ type Config struct {
 
 	// origin records where each key was last set, for messages;
 	// peerOrigins where each of Peers was, when the file's peer blocks
-	// set them.
+	// set them; failed the keys whose last setting failed to load.
 	origin      map[string]string
 	peerOrigins []string
+	failed      map[string]bool
 }
 
 // Peer is another node of the cluster.
@@ -193,6 +194,34 @@ func (c *Config) setOrigin(key, where string) {
 		c.origin = map[string]string{}
 	}
 	c.origin[key] = where
+	delete(c.failed, key) // a later setting replaces the one that failed
+}
+
+// loadFailures records the keys of a stage's problems (the file's, the
+// environment's, the flags') as failed to load, each keeping its earlier
+// value, which is not what the operator asked for; and returns the
+// problems as one error.
+func (c *Config) loadFailures(problems []Problem) error {
+	if len(problems) > 0 && c.failed == nil {
+		c.failed = map[string]bool{}
+	}
+	errs := make([]error, len(problems))
+	for i, p := range problems {
+		c.failed[p.Key] = true
+		errs[i] = p
+	}
+	return errors.Join(errs...)
+}
+
+// loaded reports whether none of keys failed to load: a check that reads
+// one that did would judge a value nobody asked for.
+func (c *Config) loaded(keys ...string) bool {
+	for _, k := range keys {
+		if c.failed[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // Problem is one thing Validate found wrong.
@@ -208,10 +237,16 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // Validate checks every key and the keys against each other. It reports all
 // problems at once, each a Problem naming the key and where it was set.
+// A key that failed to load (LoadFile, LoadEnv, Flags.Apply reported it)
+// is not judged, nor are the checks that read it with other keys: its
+// value is an earlier one, and a problem found with it would only hide
+// the load's.
 func (c *Config) Validate() error {
 	var errs []error
 	badAt := func(origin, key, format string, args ...any) {
-		errs = append(errs, Problem{Key: key, Origin: origin, Msg: fmt.Sprintf(format, args...)})
+		if c.loaded(key) {
+			errs = append(errs, Problem{Key: key, Origin: origin, Msg: fmt.Sprintf(format, args...)})
+		}
 	}
 	bad := func(key, format string, args ...any) { badAt(c.Origin(key), key, format, args...) }
 	if !nameRE.MatchString(c.Node) {
@@ -229,7 +264,7 @@ func (c *Config) Validate() error {
 	between(bad, "max_message_bytes", c.MaxMessageBytes, 64<<10, 1<<30)
 	between(bad, "max_scan_rows", c.MaxScanRows, 1, 1<<24)
 	between(bad, "max_value_bytes", c.MaxValueBytes, 1, 1<<30)
-	if c.MaxValueBytes > c.MaxMessageBytes/2 {
+	if c.loaded("max_message_bytes") && c.MaxValueBytes > c.MaxMessageBytes/2 {
 		bad("max_value_bytes", "%d is more than half of max_message_bytes (%d)", c.MaxValueBytes, c.MaxMessageBytes)
 	}
 	between(bad, "max_open_transactions", c.MaxOpenTransactions, 1, 1<<24)
@@ -238,10 +273,10 @@ func (c *Config) Validate() error {
 
 	oneOf(bad, "durability", c.Durability, durabilities...)
 	oneOf(bad, "durability_floor", c.DurabilityFloor, durabilities...)
-	if DurabilityRank(c.DurabilityFloor) > DurabilityRank(c.Durability) {
+	if c.loaded("durability") && DurabilityRank(c.DurabilityFloor) > DurabilityRank(c.Durability) {
 		bad("durability_floor", "%q is stronger than durability %q", c.DurabilityFloor, c.Durability)
 	}
-	if c.DataDir == "" && c.Durability != DurabilityNoLog {
+	if c.loaded("durability") && c.DataDir == "" && c.Durability != DurabilityNoLog {
 		bad("data_dir", "empty (a diskless node) needs durability %q, not %q", DurabilityNoLog, c.Durability)
 	}
 	seen := map[string]bool{}
@@ -251,7 +286,7 @@ func (c *Config) Validate() error {
 		}
 		seen[ch] = true
 	}
-	if c.DataDir == "" && len(c.LogChannels) > 0 {
+	if c.loaded("data_dir") && c.DataDir == "" && len(c.LogChannels) > 0 {
 		bad("log_channels", "set, but data_dir is empty (a diskless node), which keeps no log")
 	}
 	if len(c.LogChannels) > 64 {
@@ -265,7 +300,10 @@ func (c *Config) Validate() error {
 	between(bad, "log_retention_bytes", c.LogRetentionBytes, 0, 1<<50)
 
 	oneOf(bad, "role", c.Role, RolePrimary, RoleStandby, RolePropagator)
-	names := map[string]bool{c.Node: true}
+	names := map[string]bool{}
+	if c.loaded("node") {
+		names[c.Node] = true
+	}
 	for i, p := range c.Peers {
 		badPeer := func(key, format string, args ...any) { badAt(c.peerOrigin(i), key, format, args...) }
 		if !nameRE.MatchString(p.Name) || names[p.Name] {
@@ -278,17 +316,17 @@ func (c *Config) Validate() error {
 	between(bad, "sync_quorum", c.SyncQuorum, 0, 64)
 	// More standbys than peers may answer: those behind a propagator
 	// count too.
-	if c.SyncMode != SyncAsync && c.Role == RolePrimary && c.SyncQuorum > 0 && len(c.Peers) == 0 {
+	if c.loaded("sync_mode", "role", "peer") && c.SyncMode != SyncAsync && c.Role == RolePrimary && c.SyncQuorum > 0 && len(c.Peers) == 0 {
 		bad("sync_quorum", "%d standbys must acknowledge but no peers are configured", c.SyncQuorum)
 	}
 	counted := map[string]bool{}
 	for _, n := range c.SyncStandbys {
-		if !nameRE.MatchString(n) || n == c.Node || counted[n] {
+		if !nameRE.MatchString(n) || (n == c.Node && c.loaded("node")) || counted[n] {
 			bad("sync_standbys", "%q is not a node name, or is this node's, or repeats", n)
 		}
 		counted[n] = true
 	}
-	if len(c.SyncStandbys) > 0 && c.SyncQuorum > int64(len(c.SyncStandbys)) {
+	if c.loaded("sync_standbys") && len(c.SyncStandbys) > 0 && c.SyncQuorum > int64(len(c.SyncStandbys)) {
 		bad("sync_quorum", "%d standbys must acknowledge but sync_standbys names only %d", c.SyncQuorum, len(c.SyncStandbys))
 	}
 	positive(bad, "sync_timeout", c.SyncTimeout)
@@ -349,7 +387,7 @@ func positive(bad func(string, string, ...any), key string, d time.Duration) {
 
 // validateSecurity checks the tls block and auth_token_file together.
 func (c *Config) validateSecurity(bad func(string, string, ...any)) {
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+	if c.loaded("tls_cert_file", "tls_key_file") && (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		// Name the one that was set, and where.
 		set, unset := "tls_cert_file", "tls_key_file"
 		if c.TLSCertFile == "" {
@@ -357,13 +395,13 @@ func (c *Config) validateSecurity(bad func(string, string, ...any)) {
 		}
 		bad(set, "set without %s: tls_cert_file and tls_key_file go together", unset)
 	}
-	if c.TLSCAFile != "" && c.TLSCertFile == "" {
+	if c.loaded("tls_cert_file") && c.TLSCAFile != "" && c.TLSCertFile == "" {
 		bad("tls_ca_file", "set without tls_cert_file: a node that checks its callers' certificates serves TLS with its own")
 	}
-	if c.TLSClientAuth && c.TLSCAFile == "" {
+	if c.loaded("tls_ca_file") && c.TLSClientAuth && c.TLSCAFile == "" {
 		bad("tls_client_auth", "needs tls_ca_file to verify the certificates it requires")
 	}
-	if len(c.TLSAdminNames) > 0 && c.TLSCAFile == "" {
+	if c.loaded("tls_ca_file") && len(c.TLSAdminNames) > 0 && c.TLSCAFile == "" {
 		bad("tls_admin_names", "needs tls_ca_file: without it nobody is checked")
 	}
 	for _, n := range c.TLSAdminNames {
@@ -371,7 +409,7 @@ func (c *Config) validateSecurity(bad func(string, string, ...any)) {
 			bad("tls_admin_names", "holds an empty name")
 		}
 	}
-	if c.AuthTokenFile != "" && c.TLSCAFile == "" {
+	if c.loaded("tls_ca_file") && c.AuthTokenFile != "" && c.TLSCAFile == "" {
 		bad("auth_token_file", "needs tls_cert_file and tls_ca_file: tokens must not travel in the clear, and peers and operators authenticate with certificates")
 	}
 }

@@ -382,3 +382,53 @@ func TestFlagHelpShowsDefaults(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadFailureIsNotJudged: a key that fails to load keeps its earlier
+// value, so Load reports the load's problem and neither judges that value
+// nor checks other keys against it: no complaint about a peer's empty
+// address when its block failed, or about tls.client_auth without a CA
+// when ca_file failed. A later stage that sets the key brings its checks
+// back.
+func TestLoadFailureIsNotJudged(t *testing.T) {
+	path := writeFile(t, "f.hcl", `role = standby
+sync_mode = "applied-ack"
+
+peer "b" {
+  addr = 7700
+}
+
+tls {
+  cert_file   = "/c.pem"
+  key_file    = "/k.pem"
+  ca_file     = 1
+  client_auth = true
+}
+
+data_dir   = ""
+durability = 3
+`)
+	_, err := Load(path, nil, nil)
+	if err == nil {
+		t.Fatal("Load accepted it")
+	}
+	for _, w := range []string{path + ":1: role", path + ":5: peer", path + ":11: tls_ca_file", path + ":16: durability"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+	for _, noise := range []string{"is required", "tls_client_auth", "data_dir", "sync_quorum"} {
+		if strings.Contains(err.Error(), noise) {
+			t.Errorf("error %q judges a key that failed to load: it says %q", err, noise)
+		}
+	}
+	if n := strings.Count(err.Error(), "\n"); n != 4 {
+		t.Errorf("%d problems, want the 4 keys that failed:\n%v", n, err)
+	}
+
+	// The flag sets durability after the file failed to: data_dir = ""
+	// is judged against it again.
+	_, err = Load(path, nil, parseFlags(t, "-durability", "fsync-log"))
+	if err == nil || !strings.Contains(err.Error(), path+":15: data_dir") {
+		t.Errorf("durability from a flag after the file's failed: %v", err)
+	}
+}

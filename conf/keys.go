@@ -170,7 +170,7 @@ func (c *Config) loadHCL(src []byte, filename string) error {
 		return fmt.Errorf("conf: %w", diags)
 	}
 	body := f.Body.(*hclsyntax.Body)
-	var errs []error
+	var errs []Problem
 	fail := func(r hcl.Range, key, format string, args ...any) {
 		errs = append(errs, Problem{Key: key, Origin: where(r), Msg: fmt.Sprintf(format, args...)})
 	}
@@ -212,7 +212,7 @@ func (c *Config) loadHCL(src []byte, filename string) error {
 	if peers != nil {
 		c.Peers, c.peerOrigins = peers, peerLines
 	}
-	return errors.Join(errs...)
+	return c.loadFailures(errs)
 }
 
 // tlsPrefix starts the keys the file sets in its tls block: cert_file
@@ -305,7 +305,7 @@ func (c *Config) setValue(k key, v cty.Value) error {
 // LoadEnv applies the MMDB_* variables of environ (os.Environ's form).
 // A variable naming no key is an error, so that a typo is not ignored.
 func (c *Config) LoadEnv(environ []string) error {
-	var errs []error
+	var errs []Problem
 	for _, kv := range environ {
 		name, val, _ := strings.Cut(kv, "=")
 		if !strings.HasPrefix(name, "MMDB_") {
@@ -322,7 +322,7 @@ func (c *Config) LoadEnv(environ []string) error {
 		}
 		c.setOrigin(k.name, "env "+name)
 	}
-	return errors.Join(errs...)
+	return c.loadFailures(errs)
 }
 
 // Flags are the configuration keys registered on a flag.FlagSet.
@@ -377,7 +377,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 
 // Apply sets the keys whose flags were given on the command line.
 func (f *Flags) Apply(c *Config) error {
-	var errs []error
+	var errs []Problem
 	f.fs.Visit(func(fl *flag.Flag) {
 		name := strings.ReplaceAll(fl.Name, "-", "_")
 		v, ok := f.set[name]
@@ -391,7 +391,7 @@ func (f *Flags) Apply(c *Config) error {
 		}
 		c.setOrigin(k.name, "flag -"+fl.Name)
 	})
-	return errors.Join(errs...)
+	return c.loadFailures(errs)
 }
 
 // Load builds a node's configuration: the defaults, then the file at path
@@ -399,7 +399,10 @@ func (f *Flags) Apply(c *Config) error {
 // and validates the result. It reports the problems of every stage at
 // once: a key that fails to load keeps its earlier value and the stages
 // after it go on. Validate runs unless the file could not be read or
-// parsed, when what it would judge is not what the file says.
+// parsed, when what it would judge is not what the file says; it leaves
+// out the keys that failed to load (unless a later stage set them) and the
+// checks that read them, whose complaints would be about values nobody
+// asked for.
 func Load(path string, environ []string, flags *Flags) (*Config, error) {
 	c := DefaultConfig()
 	var errs []error
