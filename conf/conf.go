@@ -315,8 +315,10 @@ func (c *Config) Validate() error {
 	oneOf(bad, "sync_mode", c.SyncMode, SyncAsync, SyncReceivedAck, SyncAppliedAck)
 	between(bad, "sync_quorum", c.SyncQuorum, 0, 64)
 	// More standbys than peers may answer: those behind a propagator
-	// count too.
-	if c.loaded("sync_mode", "role", "peer") && c.SyncMode != SyncAsync && c.Role == RolePrimary && c.SyncQuorum > 0 && len(c.Peers) == 0 {
+	// count too. A standby or propagator commits with these settings
+	// once promoted (mmdbd promote reads no file), so it needs peers as
+	// a primary does; SIGHUP refuses such a file for every role too.
+	if c.loaded("sync_mode", "peer") && c.SyncMode != SyncAsync && c.SyncQuorum > 0 && len(c.Peers) == 0 {
 		bad("sync_quorum", "%d standbys must acknowledge but no peers are configured", c.SyncQuorum)
 	}
 	counted := map[string]bool{}

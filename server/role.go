@@ -309,41 +309,13 @@ func (s *Server) syncNow() *syncConf { return s.syncConf.Load() }
 // other settings are not taken. It says which settings changed (none:
 // nil).
 func (s *Server) SetSync(cfg *conf.Config) ([]string, error) {
-	s.roleMu.Lock() // a promotion starts its sender with the settings of its time
-	defer s.roleMu.Unlock()
-	// The file was checked against its own peers, which SetPeers may have
-	// refused: the running ones must do.
-	next, mode, changed, err := s.syncChange(cfg, s.sec.peers())
-	if err != nil || changed == nil {
-		return nil, err
-	}
-	s.syncConf.Store(next)
-	if snd := s.shipper(); snd != nil {
-		snd.SetSync(mode, int(next.Quorum), next.Standbys, next.Timeout, next.OnTimeout == "block")
-	}
-	if slices.Contains(changed, "sync_standbys") {
-		s.warnNoPeers(next)
-	}
-	return changed, nil
-}
-
-// CheckSync returns the error SetSync would give cfg once the node runs
-// with cfg's peers: a SIGHUP checks it before it takes anything of the
-// file, so that a file it refuses changes nothing.
-func (s *Server) CheckSync(cfg *conf.Config) error {
-	_, _, _, err := s.syncChange(cfg, cfg.Peers)
-	return err
-}
-
-// syncChange returns the sync settings of cfg, their mode, and which of
-// them differ from the node's (none: nil), or why a node running with
-// peers cannot take them.
-func (s *Server) syncChange(cfg *conf.Config, peers []conf.Peer) (*syncConf, replica.Mode, []string, error) {
 	next := syncConfOf(cfg)
 	mode, err := replica.ParseMode(next.Mode)
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("server: %w", err)
+		return nil, fmt.Errorf("server: %w", err)
 	}
+	s.roleMu.Lock() // a promotion starts its sender with the settings of its time
+	defer s.roleMu.Unlock()
 	was := s.syncNow()
 	var changed []string
 	for _, c := range []struct {
@@ -358,10 +330,22 @@ func (s *Server) syncChange(cfg *conf.Config, peers []conf.Peer) (*syncConf, rep
 			changed = append(changed, c.key)
 		}
 	}
-	if changed != nil && mode != replica.Async && next.Quorum > 0 && len(peers) == 0 {
-		return nil, 0, nil, fmt.Errorf("server: sync_mode %s with sync_quorum %d needs peers, and node %s would run with none", next.Mode, next.Quorum, s.cfg.Node)
+	if changed == nil {
+		return nil, nil
 	}
-	return next, mode, changed, nil
+	// conf.Validate checked the file against its own peers (for every
+	// role, as at start); the running ones must do.
+	if mode != replica.Async && next.Quorum > 0 && len(s.sec.peers()) == 0 {
+		return nil, fmt.Errorf("server: sync_mode %s with sync_quorum %d needs peers, and node %s runs with none", next.Mode, next.Quorum, s.cfg.Node)
+	}
+	s.syncConf.Store(next)
+	if snd := s.shipper(); snd != nil {
+		snd.SetSync(mode, int(next.Quorum), next.Standbys, next.Timeout, next.OnTimeout == "block")
+	}
+	if slices.Contains(changed, "sync_standbys") {
+		s.warnNoPeers(next)
+	}
+	return changed, nil
 }
 
 // SetPeers takes the peers of cfg, a configuration read again (SIGHUP):

@@ -52,12 +52,10 @@ func demoteCmd(args []string, stdout, stderr io.Writer) error {
 // name the new peers; and takes its role if
 // the file changed it since it was last read (*role): a node that
 // stepped down, or was promoted or demoted over AdminService, keeps its
-// role across a SIGHUP that changes nothing.
+// role across a SIGHUP that changes nothing. A file that load refuses,
+// as a start would refuse it, changes nothing.
 func reload(srv *server.Server, load func() (*conf.Config, error), role *string, logger hclog.Logger) {
 	cfg, err := load()
-	if err == nil {
-		err = srv.CheckSync(cfg)
-	}
 	if err != nil {
 		logger.Error("SIGHUP: the configuration does not load, or the node cannot take it; nothing changed", "error", err)
 		return
