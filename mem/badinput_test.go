@@ -1167,6 +1167,49 @@ func TestBadCommitLogRefuses(t *testing.T) {
 	biConsistent(t, biDumpDB(t, f.db, f.log))
 }
 
+// TestBadCommitLogLSN: an LSN from the log that a TID word cannot hold
+// (0, or past 2^62-1) or that is not above the last one installed fails
+// the commit or the schema change as the log's own error does: nothing of
+// it becomes visible and its locks go, so the same writes commit once the
+// log assigns a good LSN. The top of the range is taken.
+func TestBadCommitLogLSN(t *testing.T) {
+	f := biSetup(t)
+	setNext := func(lsn uint64) {
+		f.log.mu.Lock()
+		f.log.last = lsn - 1
+		f.log.mu.Unlock()
+	}
+	write := func(tx *Tx) {
+		biMust(t, tx.Insert(f.acct, biAcctRow(50, "x")))
+		biMust(t, tx.Update(f.acct, []Value{Int64(1)}, []ColumnValue{{Column: biName, Value: String("renamed")}}))
+		biMust(t, tx.Delete(f.acct, []Value{Int64(2)}))
+	}
+	last := f.db.LastLSN()
+	for _, lsn := range []uint64{0, tidLSN + 1, math.MaxUint64, last, last - 1} {
+		before := biDumpDB(t, f.db, nil) // the log holds what it was given
+		setNext(lsn)
+		tx := f.db.Begin()
+		write(tx)
+		if _, err := tx.Commit(); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("LSN %d,", lsn)) {
+			t.Errorf("a commit the log gave LSN %d: %v, want an error naming it", lsn, err)
+		}
+		setNext(lsn)
+		if _, err := f.db.CreateTable(biTableDef(nil)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("LSN %d,", lsn)) {
+			t.Errorf("a table the log gave LSN %d: %v, want an error naming it", lsn, err)
+		}
+		if d := biDiff(before, biDumpDB(t, f.db, nil)); d != "" {
+			t.Errorf("LSN %d: the database changed:\n%s", lsn, d)
+		}
+	}
+	setNext(tidLSN)
+	tx := f.db.Begin()
+	write(tx)
+	if lsn, err := tx.Commit(); err != nil || lsn != tidLSN || f.db.LastLSN() != tidLSN {
+		t.Fatalf("the same writes at LSN %d, the last a TID holds: LSN %d, %v; LastLSN %d", uint64(tidLSN), lsn, err, f.db.LastLSN())
+	}
+	biConsistent(t, biDumpDB(t, f.db, nil))
+}
+
 // ---------------------------------------------------------------- Apply
 
 type biApplyCase struct {

@@ -18,8 +18,10 @@ import (
 // keeps; r is only valid during the call), assign the next LSN, and return.
 // Waiting for durability belongs after Commit returns, keyed by the LSN.
 // Calls come from many goroutines at once; LSNs must be strictly increasing
-// in the order the calls return, with no gaps. An error aborts the
-// transaction: nothing of it becomes visible.
+// in the order the calls return, with no gaps, from 1 to 2^62-1 (what a
+// row's TID word holds). An error aborts the transaction: nothing of it
+// becomes visible; so does an LSN out of that range or not above the
+// database's LastLSN when the call began.
 type CommitLog interface {
 	Commit(r *Redo) (lsn uint64, err error)
 }
@@ -113,6 +115,27 @@ func (db *DB) advance(lsn uint64) {
 			return
 		}
 	}
+}
+
+// logCommit hands r to the commit hook and returns the LSN it assigned,
+// which must fit a TID word (1 to tidLSN) and be above every LSN
+// installed before the call: one past tidLSN would be stored corrupted
+// in the TIDs (its high bits read as locked or absent), and one not
+// above would make the new versions look no newer than the old. Either
+// fails the commit as the hook's own error does: nothing of it becomes
+// visible.
+func (db *DB) logCommit(r *Redo) (uint64, error) {
+	prev := db.LastLSN()
+	lsn, err := db.log.Commit(r)
+	switch {
+	case err != nil:
+		return 0, err
+	case lsn == 0 || lsn > tidLSN:
+		return 0, fmt.Errorf("the log assigned LSN %d, outside 1 to %d", lsn, uint64(tidLSN))
+	case lsn <= prev:
+		return 0, fmt.Errorf("the log assigned LSN %d, not above LSN %d, installed before", lsn, prev)
+	}
+	return lsn, nil
 }
 
 // Table is a handle on a table. It stays usable until the table is
@@ -224,7 +247,7 @@ func (db *DB) ddl(op Op, applyLSN uint64, prepare func() error, publish func(lsn
 	lsn := applyLSN
 	if lsn == 0 {
 		var err error
-		if lsn, err = db.log.Commit(&Redo{Ops: []Op{op}}); err != nil {
+		if lsn, err = db.logCommit(&Redo{Ops: []Op{op}}); err != nil {
 			return 0, fmt.Errorf("mem: log %s: %w", op.Kind, err)
 		}
 	}

@@ -736,7 +736,7 @@ func (tx *Tx) Commit() (uint64, error) {
 		}
 		tx.redo.Ops = append(tx.redo.Ops, op)
 	}
-	lsn, err := db.log.Commit(&tx.redo)
+	lsn, err := db.logCommit(&tx.redo)
 	if err != nil {
 		tx.abort()
 		return 0, fmt.Errorf("mem: commit log: %w", err)
