@@ -33,10 +33,11 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 		if len(r.Ops) != 1 {
 			return errorf(ErrCorrupt, "apply LSN %d: a schema change must be alone in its record", lsn)
 		}
-		if err := checkDDL(lsn, r.Ops[0]); err != nil || lsn < db.LastLSN() {
+		def, err := checkDDL(lsn, r.Ops[0])
+		if err != nil || lsn < db.LastLSN() {
 			return err // older than the database: in effect already
 		}
-		return db.applyDDL(lsn, r.Ops[0])
+		return db.applyDDL(lsn, r.Ops[0], def)
 	}
 	tx := db.Begin()
 	defer tx.Rollback()
@@ -192,73 +193,66 @@ func (tx *Tx) lockExisting(w *write) (bool, error) {
 	}
 }
 
-// applyDDL replays a schema change. One already in effect (the same table
-// or index exists, or is already gone) is skipped, so that replay stays
+// applyDDL replays a schema change that checkDDL passed, with the
+// definition it decoded. One already in effect (the same table or index
+// exists, or is already gone) is skipped, so that replay stays
 // idempotent.
-func (db *DB) applyDDL(lsn uint64, op Op) error {
+func (db *DB) applyDDL(lsn uint64, op Op, def ddlDef) error {
 	if db.ddlInEffect(op) {
 		db.applied(lsn)
 		return nil
 	}
-	switch op.Kind {
-	case OpCreateTable:
-		def, err := DecodeTableDef(op.Data) // checked (checkDDL)
-		if err != nil {
-			return fmt.Errorf("apply LSN %d: %w", lsn, err)
-		}
-		_, _, err = db.createTable(def, lsn)
-		return err
-	case OpDropTable:
-		t, err := db.tableByID(op.Table)
-		if err != nil {
-			return fmt.Errorf("apply LSN %d: %w", lsn, err)
-		}
-		_, err = db.dropTable(t, lsn)
-		return err
-	case OpCreateIndex:
-		t, err := db.tableByID(op.Table)
-		if err != nil {
-			return fmt.Errorf("apply LSN %d: %w", lsn, err)
-		}
-		def, err := DecodeIndexDef(op.Data)
-		if err != nil {
-			return fmt.Errorf("apply LSN %d: %w", lsn, err)
-		}
-		_, err = db.createIndex(t, def, lsn)
-		return err
-	case OpDropIndex:
-		t, err := db.tableByID(op.Table)
-		if err != nil {
-			return fmt.Errorf("apply LSN %d: %w", lsn, err)
-		}
-		_, err = db.dropIndex(t, string(op.Data), lsn)
+	if op.Kind == OpCreateTable {
+		_, _, err := db.createTable(def.table, lsn)
 		return err
 	}
-	return errorf(ErrCorrupt, "apply LSN %d: op kind %s", lsn, op.Kind)
+	t, err := db.tableByID(op.Table)
+	if err != nil {
+		return fmt.Errorf("apply LSN %d: %w", lsn, err)
+	}
+	switch op.Kind {
+	case OpDropTable:
+		_, err = db.dropTable(t, lsn)
+	case OpCreateIndex:
+		_, err = db.createIndex(t, def.index, lsn)
+	default: // OpDropIndex: checkDDL passes no other kind
+		_, err = db.dropIndex(t, string(op.Data), lsn)
+	}
+	return err
 }
 
-// checkDDL checks the form of a schema change record: its kind, and the
-// definition it carries. Apply checks one it skips, as older than the
-// database, as it checks a data record it skips.
-func checkDDL(lsn uint64, op Op) error {
+// ddlDef is the definition a schema change record carries, decoded by
+// checkDDL: the table an OpCreateTable creates, the index an
+// OpCreateIndex adds.
+type ddlDef struct {
+	table TableDef
+	index IndexDef
+}
+
+// checkDDL checks the form of a schema change record, its kind and the
+// definition it carries, and returns the definition decoded. Apply
+// checks one it skips, as older than the database, as it checks a data
+// record it skips.
+func checkDDL(lsn uint64, op Op) (ddlDef, error) {
+	var def ddlDef
+	var err error
 	switch op.Kind {
 	case OpCreateTable:
-		def, err := DecodeTableDef(op.Data)
-		if err != nil {
-			return fmt.Errorf("apply LSN %d: %w", lsn, err)
+		if def.table, err = DecodeTableDef(op.Data); err != nil {
+			return ddlDef{}, fmt.Errorf("apply LSN %d: %w", lsn, err)
 		}
-		if def.ID == 0 || def.ID != op.Table {
-			return errorf(ErrCorrupt, "apply LSN %d: table id %d in a record for table %d", lsn, def.ID, op.Table)
+		if def.table.ID == 0 || def.table.ID != op.Table {
+			return ddlDef{}, errorf(ErrCorrupt, "apply LSN %d: table id %d in a record for table %d", lsn, def.table.ID, op.Table)
 		}
 	case OpCreateIndex:
-		if _, err := DecodeIndexDef(op.Data); err != nil {
-			return fmt.Errorf("apply LSN %d: %w", lsn, err)
+		if def.index, err = DecodeIndexDef(op.Data); err != nil {
+			return ddlDef{}, fmt.Errorf("apply LSN %d: %w", lsn, err)
 		}
 	case OpDropTable, OpDropIndex:
 	default:
-		return errorf(ErrCorrupt, "apply LSN %d: op kind %s", lsn, op.Kind)
+		return ddlDef{}, errorf(ErrCorrupt, "apply LSN %d: op kind %s", lsn, op.Kind)
 	}
-	return nil
+	return def, nil
 }
 
 // ddlInEffect reports whether a replayed schema change is already in
