@@ -130,6 +130,35 @@ func BenchmarkInsert(b *testing.B) {
 	})
 }
 
+// BenchmarkInsertFewKeys inserts rows into a table with a non-unique hash
+// index on a column of four values, so that each key has b.N/4 rows: the
+// cost of an insert must not grow with the rows that share its key.
+func BenchmarkInsertFewKeys(b *testing.B) {
+	forClients(b, func(b *testing.B, clients int) {
+		db := mem.Open(mem.Options{})
+		t, err := db.CreateTable(mem.TableDef{
+			Name:       "few",
+			Columns:    []mem.ColumnDef{{Name: "id", Type: mem.TypeUint64}, {Name: "n", Type: mem.TypeUint64}},
+			PrimaryKey: []string{"id"},
+			Indexes:    []mem.IndexDef{{Name: "by_n", Columns: []string{"n"}, Kind: mem.Hash}},
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rows := make([][]mem.Value, clients)
+		benchutil.RunClients(b, clients, func(c, i int) {
+			rows[c] = append(rows[c][:0], mem.Uint64(uint64(i)), mem.Uint64(uint64(i%4)))
+			tx := db.Begin()
+			if err := tx.Insert(t, rows[c]); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := tx.Commit(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+}
+
 func BenchmarkDelete(b *testing.B) {
 	forClients(b, func(b *testing.B, clients int) {
 		db, t := kvTable(b, mem.Hash, b.N)

@@ -23,7 +23,11 @@ import (
 //     when the entry was written or last hinted (rehint), so that a lookup
 //     fetches the bytes at the same time as the row's TID and slot words,
 //     not after them: one dependent cache miss fewer per read while the
-//     hint holds, and a wasted prefetch when it no longer does.
+//     hint holds, and a wasted prefetch when it no longer does. A key
+//     with many rows (a non-unique index on a column with few distinct
+//     values) keeps overflowAt of its entries in the array and the rest
+//     in a small B-tree beside it, so that adding or removing one of its
+//     entries costs a bounded probe, not a walk over all of them.
 //   - orderedIndex is a B-tree (tidwall/btree) of {key, RID} whose keys are
 //     carved out of large shared byte slabs, so the collector sees one
 //     string header per entry in a node's item array but only a few slab
@@ -75,6 +79,47 @@ const (
 	hUsed  = uint64(1) << 63
 )
 
+// overMark, the top bit of an entry's rid word, says that its shard's
+// overflow tree may hold more entries with its hash. Either every entry
+// of a hash in the slot array carries it or none does; it may outlive
+// the tree's last entry of the hash (a lookup then finds none there).
+const overMark = uint64(1) << 63
+
+// overflowAt is how many entries of one hash a shard's slot array holds
+// before the rest go to its overflow tree. Linear probing keeps equal
+// hashes in one run, so without the tree every entry added under a key
+// would walk past all the key's entries: quadratic in its rows.
+const overflowAt = 8
+
+// hintOf returns the offset hint of an entry's rid word.
+func hintOf(w uint64) int { return int(w>>ridBits) & (PageSize - 1) }
+
+// oentry is an entry in an overflow tree: a hash and a rid word, ordered
+// by hash, then RID (the hint does not count).
+type oentry struct{ h, w uint64 }
+
+func oentryLess(a, b oentry) bool {
+	if a.h != b.h {
+		return a.h < b.h
+	}
+	return a.w&ridMask < b.w&ridMask
+}
+
+// overflow holds a shard's entries past overflowAt per hash. Writers
+// change it holding the shard's mu and made its seq odd, and take mu here
+// too; lock-free readers of the shard read it under mu's read lock and,
+// as for the slot array, keep what they read only if seq did not move.
+type overflow struct {
+	mu   sync.RWMutex
+	tree *btree.BTreeG[oentry]
+}
+
+// each calls fn with the tree's entries of hash h until fn returns
+// false. The caller holds mu (either way) or is the shard's writer.
+func (o *overflow) each(h uint64, fn func(e oentry) bool) {
+	o.tree.Ascend(oentry{h: h}, func(e oentry) bool { return e.h == h && fn(e) })
+}
+
 // hashShard is an open-addressing table (linear probing) guarded by a
 // seqlock: writers serialize on mu and make seq odd while they change the
 // table; readers take no lock, probe, and retry if seq moved. A resize
@@ -86,7 +131,8 @@ type hashShard struct {
 	slots atomic.Pointer[[]hslot] // power-of-two length
 	used  int                     // guarded by mu
 	tombs int
-	_     [24]byte // keep neighbouring shards off one cache line
+	over  atomic.Pointer[overflow] // nil until a hash first overflows; set under mu
+	_     [16]byte                 // keep neighbouring shards off one cache line
 }
 
 type hashIndex struct {
@@ -111,13 +157,15 @@ func (x *hashIndex) hash(key []byte) (uint64, *hashShard) {
 }
 
 // word returns the rid word of an entry for the row at rid: the RID and
-// the offset of the row's bytes now. The row is in the heap, and either
-// the caller owns it or nothing else reads the table yet.
+// the offset of the row's bytes now. The row is in the heap; unless the
+// caller owns it or nothing else writes the table yet, the offset may be
+// stale by the time it is stored (a hint, so no harm).
 func (x *hashIndex) word(rid uint64) uint64 {
 	return rid | uint64(x.heap.offset(rid))<<ridBits
 }
 
-// find appends the rid words of entries with hash h in slots.
+// find appends the rid words of entries with hash h in slots; see also
+// hashShard.candidates.
 func find(slots []hslot, h uint64, dst []uint64) []uint64 {
 	mask := uint64(len(slots) - 1)
 	for i, n := (h>>8)&mask, 0; n < len(slots); i, n = (i+1)&mask, n+1 {
@@ -149,15 +197,112 @@ func (x *hashIndex) lookup(key []byte, dst []uint64) []uint64 {
 			backoff(spin)
 			continue
 		}
-		dst = find(*sh.slots.Load(), h, dst[:n])
+		dst = sh.candidates(h, dst[:n], n)
 		if sh.seq.Load() == s1 {
 			for i, w := range dst[n:] {
 				dst[n+i] = w & ridMask
-				x.heap.prefetchAt(w&ridMask, int(w>>ridBits))
+				x.heap.prefetchAt(w&ridMask, hintOf(w))
 			}
 			return dst
 		}
 	}
+}
+
+// candidates appends to dst, which holds n words before, the rid words
+// of the shard's entries with hash h: those in the slot array and, if
+// they carry overMark, those in the overflow tree.
+func (sh *hashShard) candidates(h uint64, dst []uint64, n int) []uint64 {
+	dst = find(*sh.slots.Load(), h, dst)
+	if len(dst) == n || dst[n]&overMark == 0 {
+		return dst
+	}
+	o := sh.over.Load()
+	o.mu.RLock()
+	o.each(h, func(e oentry) bool {
+		dst = append(dst, e.w)
+		return true
+	})
+	o.mu.RUnlock()
+	return dst
+}
+
+// put adds an entry with hash h and rid word w: to the slot array, or,
+// when the array holds overflowAt entries of h already, to the overflow
+// tree, marking those entries. The caller holds mu and has made seq odd.
+func (sh *hashShard) put(h, w uint64) {
+	slots := *sh.slots.Load()
+	mask := uint64(len(slots) - 1)
+	var same [overflowAt]*hslot
+	k := 0
+	for i, n := (h>>8)&mask, 0; n < len(slots) && k < overflowAt; i, n = (i+1)&mask, n+1 {
+		e := slots[i].h.Load()
+		if e == hEmpty {
+			break
+		}
+		if e == h {
+			same[k] = &slots[i]
+			k++
+		}
+	}
+	if k < overflowAt {
+		if k > 0 {
+			w |= same[0].rid.Load() & overMark
+		}
+		sh.insert(h, w)
+		return
+	}
+	o := sh.over.Load()
+	if o == nil {
+		o = &overflow{tree: btree.NewBTreeGOptions(oentryLess, btree.Options{NoLocks: true})}
+		sh.over.Store(o)
+	}
+	o.mu.Lock()
+	o.tree.Set(oentry{h, w &^ overMark})
+	o.mu.Unlock()
+	for _, s := range same {
+		s.rid.Store(s.rid.Load() | overMark)
+	}
+}
+
+// remove drops the entry with hash h for the row at rid, and reports
+// whether there was one. An entry that leaves the slot array while the
+// overflow tree holds more of its hash is replaced by one from the tree,
+// so that the array keeps overflowAt marked entries of the hash while
+// the tree has any; word gives its rid word with a fresh hint (the tree's
+// may be stale). The caller holds mu and has made seq odd.
+func (sh *hashShard) remove(h, rid uint64, word func(rid uint64) uint64) bool {
+	o := sh.over.Load()
+	s := entry(*sh.slots.Load(), h, rid)
+	if s == nil {
+		if o == nil {
+			return false
+		}
+		o.mu.Lock()
+		_, ok := o.tree.Delete(oentry{h, rid})
+		o.mu.Unlock()
+		return ok
+	}
+	if s.rid.Load()&overMark != 0 {
+		var next oentry
+		o.mu.Lock()
+		o.each(h, func(e oentry) bool {
+			next = e
+			return false
+		})
+		if next.h != 0 {
+			o.tree.Delete(next)
+		}
+		o.mu.Unlock()
+		if next.h != 0 {
+			s.rid.Store(word(next.w&ridMask) | overMark)
+			return true
+		}
+	}
+	s.h.Store(hTomb)
+	s.rid.Store(0)
+	sh.used--
+	sh.tombs++
+	return true
 }
 
 // insert adds an entry. The caller holds mu and has made seq odd.
@@ -232,19 +377,47 @@ func (sh *hashShard) fill(entries []uint64, dup func(a, b uint64) error) error {
 	// than the cache.
 	plain := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(slots))), 2*n)
 	mask := uint64(n - 1)
+	var o *overflow
 	for e := 0; e < len(entries); e += 2 {
 		h, rid := entries[e], entries[e+1]
-		i := (h >> 8) & mask
-		for ; plain[2*i] != hEmpty; i = (i + 1) & mask {
-			if dup != nil && plain[2*i] == h {
-				if err := dup(plain[2*i+1]&ridMask, rid&ridMask); err != nil {
-					return err
+		i, same := (h>>8)&mask, 0
+		for ; plain[2*i] != hEmpty && same < overflowAt; i = (i + 1) & mask {
+			if plain[2*i] == h {
+				same++
+				if dup != nil {
+					if err := dup(plain[2*i+1]&ridMask, rid&ridMask); err != nil {
+						return err
+					}
 				}
 			}
 		}
-		plain[2*i], plain[2*i+1] = h, rid
+		if same < overflowAt {
+			plain[2*i], plain[2*i+1] = h, rid
+			continue
+		}
+		if o == nil {
+			o = &overflow{tree: btree.NewBTreeGOptions(oentryLess, btree.Options{NoLocks: true})}
+		}
+		if dup != nil {
+			var err error
+			o.each(h, func(e oentry) bool {
+				err = dup(e.w&ridMask, rid&ridMask)
+				return err == nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		o.tree.Set(oentry{h, rid})
+		count--
+		for j := (h >> 8) & mask; plain[2*j] != hEmpty; j = (j + 1) & mask {
+			if plain[2*j] == h {
+				plain[2*j+1] |= overMark
+			}
+		}
 	}
 	sh.used, sh.tombs = count, 0
+	sh.over.Store(o)
 	sh.slots.Store(&slots)
 	return nil
 }
@@ -264,12 +437,12 @@ func (x *hashIndex) claim(key []byte, rid uint64, check func(uint64) error) erro
 	w := x.word(rid)
 	return sh.write(func() error {
 		var buf [4]uint64
-		for _, c := range find(*sh.slots.Load(), h, buf[:0]) {
+		for _, c := range sh.candidates(h, buf[:0], 0) {
 			if err := check(c & ridMask); err != nil {
 				return err
 			}
 		}
-		sh.insert(h, w)
+		sh.put(h, w)
 		x.count.Add(1)
 		return nil
 	})
@@ -279,7 +452,7 @@ func (x *hashIndex) add(key []byte, rid uint64) {
 	h, sh := x.hash(key)
 	w := x.word(rid)
 	_ = sh.write(func() error {
-		sh.insert(h, w)
+		sh.put(h, w)
 		return nil
 	})
 	x.count.Add(1)
@@ -288,11 +461,7 @@ func (x *hashIndex) add(key []byte, rid uint64) {
 func (x *hashIndex) del(key []byte, rid uint64) {
 	h, sh := x.hash(key)
 	_ = sh.write(func() error {
-		if s := entry(*sh.slots.Load(), h, rid); s != nil {
-			s.h.Store(hTomb)
-			s.rid.Store(0)
-			sh.used--
-			sh.tombs++
+		if sh.remove(h, rid, x.word) {
 			x.count.Add(-1)
 		}
 		return nil
@@ -300,7 +469,7 @@ func (x *hashIndex) del(key []byte, rid uint64) {
 }
 
 // entry returns the slot of the entry with hash h for the row at rid, or
-// nil if slots holds none.
+// nil if slots holds none (the shard's overflow tree may).
 func entry(slots []hslot, h, rid uint64) *hslot {
 	mask := uint64(len(slots) - 1)
 	for i, n := (h>>8)&mask, 0; n < len(slots); i, n = (i+1)&mask, n+1 {
@@ -320,13 +489,14 @@ func entry(slots []hslot, h, rid uint64) *hslot {
 // lock: it changes only the hint bits, with a compare-and-swap, so a
 // reader sees the old hint or the new one, and an entry moved or removed
 // meanwhile (rehash, del) is left alone. A rehash that copied the entry
-// before the swap keeps the old hint: a wasted prefetch, no more.
+// before the swap keeps the old hint: a wasted prefetch, no more. An
+// entry in the overflow tree keeps its hint too.
 func (x *hashIndex) rehint(key []byte, rid uint64) {
 	h, sh := x.hash(key)
 	w := x.word(rid)
 	if s := entry(*sh.slots.Load(), h, rid); s != nil {
-		if old := s.rid.Load(); old != w && old&ridMask == rid {
-			s.rid.CompareAndSwap(old, w)
+		if old := s.rid.Load(); old&^overMark != w && old&ridMask == rid {
+			s.rid.CompareAndSwap(old, w|old&overMark)
 		}
 	}
 }
@@ -340,7 +510,13 @@ func (x *hashIndex) prefetch(key []byte) {
 func (x *hashIndex) memBytes() int64 {
 	var n int64
 	for i := range x.shards {
-		n += int64(len(*x.shards[i].slots.Load())) * int64(unsafe.Sizeof(hslot{}))
+		sh := &x.shards[i]
+		n += int64(len(*sh.slots.Load())) * int64(unsafe.Sizeof(hslot{}))
+		if o := sh.over.Load(); o != nil {
+			o.mu.RLock()
+			n += int64(o.tree.Len()) * int64(unsafe.Sizeof(oentry{}))
+			o.mu.RUnlock()
+		}
 	}
 	return n + int64(unsafe.Sizeof(*x))
 }
