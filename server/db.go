@@ -121,7 +121,7 @@ func (s *dbService) run(ctx context.Context, txID uint64, req waitFields, fn fun
 		if !unset(req) {
 			return 0, false, errorf(codes.InvalidArgument, "durability %s or sync_mode %s with tx_id %d: an interactive transaction takes them from Begin or Commit", req.GetDurability(), req.GetSyncMode(), txID)
 		}
-		return 0, false, s.txs.use(txID, fn)
+		return 0, false, s.txs.use(ctx, txID, fn)
 	}
 	w, err := s.wants(req, s.nodeWait())
 	if err != nil {
@@ -545,11 +545,11 @@ func (s *dbService) Begin(_ context.Context, req *pb.BeginRequest) (*pb.BeginRes
 	return &pb.BeginResponse{TxId: id, IdleTimeout: durationpb.New(s.txs.idle)}, nil
 }
 
-func (s *dbService) Rollback(_ context.Context, req *pb.RollbackRequest) (*pb.RollbackResponse, error) {
+func (s *dbService) Rollback(ctx context.Context, req *pb.RollbackRequest) (*pb.RollbackResponse, error) {
 	if req.GetTxId() == 0 {
 		return nil, errorf(codes.InvalidArgument, "tx_id is unset; name the transaction Begin returned")
 	}
-	if err := s.txs.end(req.GetTxId(), nil, func(*openTx) error { return nil }); err != nil {
+	if err := s.txs.end(ctx, req.GetTxId(), nil, func(*openTx) error { return nil }); err != nil {
 		return nil, err
 	}
 	return &pb.RollbackResponse{}, nil
@@ -577,7 +577,7 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 	var err error
 	if id := req.GetTxId(); id != 0 {
 		var w commitWait
-		err = s.txs.end(id, func(ot *openTx) (err error) {
+		err = s.txs.end(ctx, id, func(ot *openTx) (err error) {
 			w, err = s.wants(req, ot.wait) // a malformed request leaves the transaction open
 			return err
 		}, func(ot *openTx) error {

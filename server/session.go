@@ -43,7 +43,9 @@ func (s *dbService) Session(stream grpc.BidiStreamingServer[pb.SessionRequest, p
 	owned := newSessionTxs()
 	defer func() {
 		for id := range owned.ids {
-			_ = s.txs.end(id, nil, func(*openTx) error { return nil }) // already ended is fine
+			// The stream's context has ended: wait for a request on the
+			// transaction from elsewhere for as long as it takes.
+			_ = s.txs.end(context.Background(), id, nil, func(*openTx) error { return nil }) // already ended is fine
 		}
 	}()
 	for {

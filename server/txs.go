@@ -1,28 +1,62 @@
 package server
 
 import (
+	"context"
 	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/mem"
 )
 
-// openTx is an interactive transaction. Its mutex serializes the requests
+// openTx is an interactive transaction. Its lock serializes the requests
 // that name it (a mem.Tx is used by one goroutine at a time) and guards
-// done, which is set when the transaction ends for any reason.
+// tx, done, which is set when the transaction ends for any reason, and
+// idleSince. The lock is a channel of one slot, held while the slot is
+// full, so that a request can stop waiting for it when its call ends: a
+// request may be waiting behind a commit that waits for its standbys or
+// its fsync for as long as the commit's own call lasts.
 type openTx struct {
 	id   uint64
-	mu   sync.Mutex
+	lock chan struct{}
 	tx   *mem.Tx
 	wait commitWait // what its commit waits for, unless Commit says otherwise
 	done bool
-	// idleSince is when the last request on it finished; guarded by mu.
+	// idleSince is when the last request on it finished.
 	idleSince time.Time
 }
+
+// acquire takes ot's lock, or gives up when ctx ends first, with ctx's
+// code (CANCELED, DEADLINE_EXCEEDED). A free lock is taken even when ctx
+// has ended.
+func (ot *openTx) acquire(ctx context.Context) error {
+	if ot.tryAcquire() {
+		return nil
+	}
+	select {
+	case ot.lock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return errorf(status.FromContextError(ctx.Err()).Code(), "transaction %d is busy with another request (a commit waiting for its log or its standbys, or a statement), which did not end before this call did: %v", ot.id, ctx.Err())
+	}
+}
+
+// tryAcquire takes ot's lock if it is free.
+func (ot *openTx) tryAcquire() bool {
+	select {
+	case ot.lock <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// release gives back ot's lock.
+func (ot *openTx) release() { <-ot.lock }
 
 // txTable holds the open interactive transactions and rolls back the ones
 // that stay idle past the timeout.
@@ -55,7 +89,7 @@ func (tt *txTable) begin(w commitWait) (uint64, error) {
 	for id == 0 || tt.m[id] != nil {
 		id = rand.Uint64()
 	}
-	tt.m[id] = &openTx{id: id, tx: tt.db.Begin(), wait: w, idleSince: tt.now()}
+	tt.m[id] = &openTx{id: id, lock: make(chan struct{}, 1), tx: tt.db.Begin(), wait: w, idleSince: tt.now()}
 	return id, nil
 }
 
@@ -69,43 +103,47 @@ func notOpen(id uint64) error {
 	return errorf(codes.NotFound, "transaction %d is not open: it was committed, rolled back, rolled back after tx_idle_timeout, or never begun", id)
 }
 
-// hold returns the open transaction id, locked; the caller unlocks it.
-func (tt *txTable) hold(id uint64) (*openTx, error) {
+// hold returns the open transaction id, locked; the caller releases it.
+// It waits for the requests ahead on the transaction until ctx ends.
+func (tt *txTable) hold(ctx context.Context, id uint64) (*openTx, error) {
 	ot := tt.lookup(id)
 	if ot == nil {
 		return nil, notOpen(id)
 	}
-	ot.mu.Lock()
+	if err := ot.acquire(ctx); err != nil {
+		return nil, err
+	}
 	if ot.done {
-		ot.mu.Unlock()
+		ot.release()
 		return nil, notOpen(id)
 	}
 	return ot, nil
 }
 
-// use runs fn on the transaction, holding it; the transaction stays open
-// whatever fn returns (a failed operation changes nothing).
-func (tt *txTable) use(id uint64, fn func(tx *mem.Tx) error) error {
-	ot, err := tt.hold(id)
+// use runs fn on the transaction, holding it (hold); the transaction stays
+// open whatever fn returns (a failed operation changes nothing).
+func (tt *txTable) use(ctx context.Context, id uint64, fn func(tx *mem.Tx) error) error {
+	ot, err := tt.hold(ctx, id)
 	if err != nil {
 		return err
 	}
-	defer ot.mu.Unlock()
+	defer ot.release()
 	err = fn(ot.tx)
 	ot.idleSince = tt.now()
 	return err
 }
 
-// end runs fn (a commit or rollback) on the transaction and removes it,
-// whatever fn returns: a failed commit rolls the transaction back. But
-// first check, if not nil, looks at the request: when it fails (a
-// malformed request), fn does not run and the transaction stays open.
-func (tt *txTable) end(id uint64, check, fn func(ot *openTx) error) error {
-	ot, err := tt.hold(id)
+// end runs fn (a commit or rollback) on the transaction, holding it
+// (hold), and removes it, whatever fn returns: a failed commit rolls the
+// transaction back. But first check, if not nil, looks at the request:
+// when it fails (a malformed request), fn does not run and the
+// transaction stays open.
+func (tt *txTable) end(ctx context.Context, id uint64, check, fn func(ot *openTx) error) error {
+	ot, err := tt.hold(ctx, id)
 	if err != nil {
 		return err
 	}
-	defer ot.mu.Unlock()
+	defer ot.release()
 	if check != nil {
 		if err := check(ot); err != nil {
 			ot.idleSince = tt.now()
@@ -118,7 +156,7 @@ func (tt *txTable) end(id uint64, check, fn func(ot *openTx) error) error {
 	return err
 }
 
-// remove marks ot done and drops it; the caller holds ot.mu.
+// remove marks ot done and drops it; the caller holds ot's lock.
 func (tt *txTable) remove(ot *openTx) {
 	ot.done = true
 	tt.mu.Lock()
@@ -137,7 +175,7 @@ func (tt *txTable) reap() {
 	tt.mu.Unlock()
 	deadline := tt.now().Add(-tt.idle)
 	for _, ot := range all {
-		if !ot.mu.TryLock() {
+		if !ot.tryAcquire() {
 			continue
 		}
 		if !ot.done && ot.idleSince.Before(deadline) {
@@ -145,7 +183,7 @@ func (tt *txTable) reap() {
 			tt.remove(ot)
 			tt.log.Info("rolled back an idle transaction", "tx-id", ot.id, "idle-timeout", tt.idle)
 		}
-		ot.mu.Unlock()
+		ot.release()
 	}
 }
 
@@ -173,12 +211,12 @@ func (tt *txTable) rollbackAll() int {
 	}
 	tt.mu.Unlock()
 	for _, ot := range all {
-		ot.mu.Lock()
+		ot.lock <- struct{}{} // at shutdown: a holder left is a call that was canceled, finishing
 		if !ot.done {
 			ot.tx.Rollback()
 			tt.remove(ot)
 		}
-		ot.mu.Unlock()
+		ot.release()
 	}
 	return len(all)
 }
