@@ -397,34 +397,16 @@ func (s *dbService) catalogRead(ctx context.Context, err error) error {
 
 func (s *dbService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
 	resp := &pb.GetResponse{}
-	if _, _, err := s.run(ctx, req.GetTxId(), noWait{}, func(tx *mem.Tx) error { return s.get(tx, req, resp) }); err != nil {
+	o := &pb.Operation{Op: &pb.Operation_Get{Get: req}}
+	if _, _, err := s.run(ctx, req.GetTxId(), noWait{}, func(tx *mem.Tx) error { return s.apply(tx, o, resp) }); err != nil {
 		return nil, toStatus(err)
 	}
 	return resp, nil
 }
 
-func (s *dbService) get(tx *mem.Tx, req *pb.GetRequest, resp *pb.GetResponse) error {
-	t, key, err := s.tableKey(req.GetTable(), req.GetKey())
-	if err != nil {
-		return err
-	}
-	ix, err := index(t, req.GetIndex())
-	if err != nil {
-		return err
-	}
-	rec, found, err := tx.GetBy(t, ix, key)
-	if err != nil {
-		return err
-	}
-	resp.Found, resp.Row = found, nil
-	if found {
-		resp.Row = pbmem.Row(rec)
-	}
-	return nil
-}
-
 func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.InsertResponse, error) {
-	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), false) })
+	o := &pb.Operation{Op: &pb.Operation_Insert{Insert: req}}
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(tx, o, nil) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -432,7 +414,8 @@ func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.Inse
 }
 
 func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.UpsertResponse, error) {
-	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.put(tx, req.GetTable(), req.GetRow(), true) })
+	o := &pb.Operation{Op: &pb.Operation_Upsert{Upsert: req}}
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(tx, o, nil) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -440,7 +423,8 @@ func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.Upse
 }
 
 func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.UpdateResponse, error) {
-	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.update(tx, req) })
+	o := &pb.Operation{Op: &pb.Operation_Update{Update: req}}
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(tx, o, nil) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -448,29 +432,109 @@ func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.Upda
 }
 
 func (s *dbService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
-	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.del(tx, req) })
+	o := &pb.Operation{Op: &pb.Operation_Delete{Delete: req}}
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(tx, o, nil) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.DeleteResponse{Lsn: lsn, Degraded: degraded}, nil
 }
 
-func (s *dbService) put(tx *mem.Tx, table string, row *pb.Row, replace bool) error {
-	t, err := s.db.Table(table)
+// op is an operation whose request parseOp checked and resolved against
+// the schema, ready to run in a transaction (op.run).
+type op struct {
+	kind opKind
+	t    *mem.Table
+	ix   int               // get: the index it reads
+	key  []mem.Value       // get, update, delete
+	row  []mem.Value       // insert, upsert
+	set  []mem.ColumnValue // update
+}
+
+type opKind uint8
+
+const (
+	opGet opKind = iota
+	opInsert
+	opUpsert
+	opUpdate
+	opDelete
+)
+
+// parseOp checks an operation's request and resolves its table, index
+// and columns, and converts its values. What it finds wrong is the
+// request's mistake, whatever the rows hold; what the engine finds when
+// the operation runs (a row or key that does not fit the table, a
+// missing or duplicate row) is not looked for here.
+func (s *dbService) parseOp(o *pb.Operation) (op, error) {
+	switch o := o.GetOp().(type) {
+	case *pb.Operation_Get:
+		t, key, err := s.tableKey(o.Get.GetTable(), o.Get.GetKey())
+		if err != nil {
+			return op{}, err
+		}
+		ix, err := index(t, o.Get.GetIndex())
+		return op{kind: opGet, t: t, ix: ix, key: key}, err
+	case *pb.Operation_Insert:
+		return s.parsePut(opInsert, o.Insert.GetTable(), o.Insert.GetRow())
+	case *pb.Operation_Upsert:
+		return s.parsePut(opUpsert, o.Upsert.GetTable(), o.Upsert.GetRow())
+	case *pb.Operation_Update:
+		return s.parseUpdate(o.Update)
+	case *pb.Operation_Delete:
+		t, key, err := s.tableKey(o.Delete.GetTable(), o.Delete.GetKey())
+		return op{kind: opDelete, t: t, key: key}, err
+	}
+	return op{}, errorf(codes.InvalidArgument, "the operation is empty; set one of get, insert, update, upsert, delete")
+}
+
+// apply parses o (parseOp) and runs it in tx; a get's answer goes to res.
+func (s *dbService) apply(tx *mem.Tx, o *pb.Operation, res *pb.GetResponse) error {
+	p, err := s.parseOp(o)
 	if err != nil {
 		return err
 	}
+	return p.run(tx, res)
+}
+
+// run runs the operation in tx; a get's answer goes to res.
+func (o *op) run(tx *mem.Tx, res *pb.GetResponse) error {
+	switch o.kind {
+	case opGet:
+		rec, found, err := tx.GetBy(o.t, o.ix, o.key)
+		if err != nil {
+			return err
+		}
+		res.Found, res.Row = found, nil
+		if found {
+			res.Row = pbmem.Row(rec)
+		}
+		return nil
+	case opInsert:
+		return tx.Insert(o.t, o.row)
+	case opUpsert:
+		return tx.Upsert(o.t, o.row)
+	case opUpdate:
+		return tx.Update(o.t, o.key, o.set)
+	default:
+		return tx.Delete(o.t, o.key)
+	}
+}
+
+// parsePut parses an insert or an upsert of row into table.
+func (s *dbService) parsePut(kind opKind, table string, row *pb.Row) (op, error) {
+	t, err := s.db.Table(table)
+	if err != nil {
+		return op{}, err
+	}
 	if row == nil {
-		return errorf(codes.InvalidArgument, "table %q: the row is missing", table)
+		return op{}, errorf(codes.InvalidArgument, "table %q: the row is missing", table)
 	}
 	vals, err := s.cv.values(nil, row.GetValues(), "row")
 	if err != nil {
-		return fmt.Errorf("table %q: %w", table, err)
+		return op{}, fmt.Errorf("table %q: %w", table, err)
 	}
-	if replace {
-		return tx.Upsert(t, vals)
-	}
-	return tx.Insert(t, vals)
+	return op{kind: kind, t: t, row: vals}, nil
 }
 
 // tableKey resolves a request's table and converts its key.
@@ -486,26 +550,27 @@ func (s *dbService) tableKey(table string, key []*pb.Value) (*mem.Table, []mem.V
 	return t, vals, nil
 }
 
-func (s *dbService) update(tx *mem.Tx, req *pb.UpdateRequest) error {
+// parseUpdate parses an update.
+func (s *dbService) parseUpdate(req *pb.UpdateRequest) (op, error) {
 	t, key, err := s.tableKey(req.GetTable(), req.GetKey())
 	if err != nil {
-		return err
+		return op{}, err
 	}
 	if len(req.GetSet()) == 0 {
-		return errorf(codes.InvalidArgument, "table %q: set names no column to change", t.Name())
+		return op{}, errorf(codes.InvalidArgument, "table %q: set names no column to change", t.Name())
 	}
 	set, err := s.columnValues(t, req.GetSet(), "set")
 	if err != nil {
-		return err
+		return op{}, err
 	}
 	for i, a := range set {
 		for _, b := range set[:i] {
 			if a.Column == b.Column {
-				return errorf(codes.InvalidArgument, "table %q: set names column %q twice", t.Name(), req.GetSet()[i].GetColumn())
+				return op{}, errorf(codes.InvalidArgument, "table %q: set names column %q twice", t.Name(), req.GetSet()[i].GetColumn())
 			}
 		}
 	}
-	return tx.Update(t, key, set)
+	return op{kind: opUpdate, t: t, key: key, set: set}, nil
 }
 
 // columnValues resolves named column values to ordinals.
@@ -523,14 +588,6 @@ func (s *dbService) columnValues(t *mem.Table, cvs []*pb.ColumnValue, what strin
 		out[i] = mem.ColumnValue{Column: c, Value: v}
 	}
 	return out, nil
-}
-
-func (s *dbService) del(tx *mem.Tx, req *pb.DeleteRequest) error {
-	t, key, err := s.tableKey(req.GetTable(), req.GetKey())
-	if err != nil {
-		return err
-	}
-	return tx.Delete(t, key)
 }
 
 func (s *dbService) Begin(_ context.Context, req *pb.BeginRequest) (*pb.BeginResponse, error) {
@@ -568,20 +625,21 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 			return nil, toStatus(err)
 		}
 	}
-	if err := checkBatch(req); err != nil {
-		return nil, err
-	}
 	start := s.metrics.started()
 	resp := &pb.CommitResponse{}
-	batch := func(tx *mem.Tx) error { return s.batch(tx, req, resp) }
 	var err error
 	if id := req.GetTxId(); id != 0 {
 		var w commitWait
+		var b *batch
 		err = s.txs.end(ctx, id, func(ot *openTx) (err error) {
-			w, err = s.wants(req, ot.wait) // a malformed request leaves the transaction open
+			// A malformed request leaves the transaction open.
+			if w, err = s.wants(req, ot.wait); err != nil {
+				return err
+			}
+			b, err = s.prepare(req)
 			return err
 		}, func(ot *openTx) error {
-			if err := batch(ot.tx); err != nil {
+			if err := s.batch(ot.tx, b, resp); err != nil {
 				seen := ot.tx.Seen()
 				if verr := ot.tx.RollbackChecked(); verr != nil {
 					err = verr // ABORTED: what it read changed (run does so)
@@ -595,7 +653,13 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 			return err
 		})
 	} else {
-		resp.Lsn, resp.Degraded, err = s.run(ctx, 0, req, batch)
+		resp.Lsn, resp.Degraded, err = s.run(ctx, 0, req, func(tx *mem.Tx) error {
+			b, err := s.prepare(req)
+			if err != nil {
+				return err
+			}
+			return s.batch(tx, b, resp)
+		})
 	}
 	if errors.Is(err, errConditionFailed) {
 		resp.Results = nil
@@ -608,28 +672,50 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 	return resp, nil
 }
 
-// checkBatch refuses a batch whose operations carry fields only the batch
-// may set.
-func checkBatch(req *pb.CommitRequest) error {
-	for i, op := range req.GetOperations() {
-		txID, w := opFields(op)
+// batch is a Commit request checked and resolved against the schema
+// (prepare), ready to run in a transaction (dbService.batch).
+type batch struct {
+	conds []condition
+	ops   []op
+}
+
+// prepare checks a Commit request, all of it, before any of it runs:
+// its operations' fields only the batch may set, each condition
+// (parseCondition) and each operation (parseOp). An interactive
+// transaction whose Commit it refuses stays open, as the proto says.
+func (s *dbService) prepare(req *pb.CommitRequest) (*batch, error) {
+	b := &batch{conds: make([]condition, len(req.GetConditions())), ops: make([]op, len(req.GetOperations()))}
+	for i, o := range req.GetOperations() {
+		txID, w := opFields(o)
 		if txID != 0 {
-			return errorf(codes.InvalidArgument, "operation %d: tx_id must be zero inside a batch; the batch's own tx_id names the transaction", i)
+			return nil, errorf(codes.InvalidArgument, "operation %d: tx_id must be zero inside a batch; the batch's own tx_id names the transaction", i)
 		}
 		if !unset(w) {
-			return errorf(codes.InvalidArgument, "operation %d: durability and sync_mode must be unspecified inside a batch; the batch's own apply", i)
+			return nil, errorf(codes.InvalidArgument, "operation %d: durability and sync_mode must be unspecified inside a batch; the batch's own apply", i)
 		}
 	}
-	return nil
+	for i, c := range req.GetConditions() {
+		var err error
+		if b.conds[i], err = s.parseCondition(c); err != nil {
+			return nil, fmt.Errorf("condition %d: %w", i, err)
+		}
+	}
+	for i, o := range req.GetOperations() {
+		var err error
+		if b.ops[i], err = s.parseOp(o); err != nil {
+			return nil, fmt.Errorf("operation %d: %w", i, err)
+		}
+	}
+	return b, nil
 }
 
 // batch checks a batch's conditions and runs its operations in tx. With
 // an interactive transaction, any error here rolls it back, as the proto
 // says.
-func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResponse) error {
+func (s *dbService) batch(tx *mem.Tx, b *batch, resp *pb.CommitResponse) error {
 	resp.Results = resp.Results[:0]
-	for i, c := range req.GetConditions() {
-		ok, err := s.holds(tx, c)
+	for i := range b.conds {
+		ok, err := b.conds[i].holds(tx)
 		if err != nil {
 			return fmt.Errorf("condition %d: %w", i, err)
 		}
@@ -639,28 +725,15 @@ func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResp
 		}
 	}
 	size := 0 // of the results so far, encoded
-	for i, op := range req.GetOperations() {
+	for i := range b.ops {
 		res := &pb.GetResponse{}
-		var err error
-		switch o := op.GetOp().(type) {
-		case *pb.Operation_Get:
-			if err = s.get(tx, o.Get, res); err == nil {
-				// Fail before the commit rather than commit and then fail
-				// to send the reply.
-				if size += res.SizeVT() + 8; size > s.maxMsgBytes-replySlack {
-					err = errorf(codes.ResourceExhausted, "the results reach max_message_bytes (%d); split the batch", s.maxMsgBytes)
-				}
+		err := b.ops[i].run(tx, res)
+		// Fail before the commit rather than commit and then fail to
+		// send the reply.
+		if err == nil && b.ops[i].kind == opGet {
+			if size += res.SizeVT() + 8; size > s.maxMsgBytes-replySlack {
+				err = errorf(codes.ResourceExhausted, "the results reach max_message_bytes (%d); split the batch", s.maxMsgBytes)
 			}
-		case *pb.Operation_Insert:
-			err = s.put(tx, o.Insert.GetTable(), o.Insert.GetRow(), false)
-		case *pb.Operation_Upsert:
-			err = s.put(tx, o.Upsert.GetTable(), o.Upsert.GetRow(), true)
-		case *pb.Operation_Update:
-			err = s.update(tx, o.Update)
-		case *pb.Operation_Delete:
-			err = s.del(tx, o.Delete)
-		default:
-			err = errorf(codes.InvalidArgument, "the operation is empty; set one of get, insert, update, upsert, delete")
 		}
 		if err != nil {
 			return fmt.Errorf("operation %d: %w", i, err)
@@ -672,8 +745,8 @@ func (s *dbService) batch(tx *mem.Tx, req *pb.CommitRequest, resp *pb.CommitResp
 
 // hasWrites says whether a batch has an operation that writes.
 func hasWrites(req *pb.CommitRequest) bool {
-	for _, op := range req.GetOperations() {
-		switch op.GetOp().(type) {
+	for _, o := range req.GetOperations() {
+		switch o.GetOp().(type) {
 		case *pb.Operation_Get, nil: // nil: the batch says it is empty
 		default:
 			return true
@@ -684,8 +757,8 @@ func hasWrites(req *pb.CommitRequest) bool {
 
 // opFields returns the tx_id and durability an operation of a batch
 // carries; both must be unset.
-func opFields(op *pb.Operation) (uint64, waitFields) {
-	switch o := op.GetOp().(type) {
+func opFields(o *pb.Operation) (uint64, waitFields) {
+	switch o := o.GetOp().(type) {
 	case *pb.Operation_Get:
 		return o.Get.GetTxId(), noWait{}
 	case *pb.Operation_Insert:
@@ -700,43 +773,61 @@ func opFields(op *pb.Operation) (uint64, waitFields) {
 	return 0, noWait{}
 }
 
-// holds checks one condition of a batch.
-func (s *dbService) holds(tx *mem.Tx, c *pb.Condition) (bool, error) {
+// condition is a batch's condition whose request parseCondition checked
+// and resolved against the schema, ready to be checked in a transaction
+// (holds).
+type condition struct {
+	t      *mem.Table
+	key    []mem.Value
+	want   []mem.ColumnValue // with exists: the values the row must hold
+	exists bool              // EXPECT_EXISTS; else EXPECT_NOT_EXISTS
+}
+
+// parseCondition checks a condition's request: its table and columns, its
+// values, which must be ones a row can hold (a value no row can hold is
+// a mistake, not a condition that fails), and its expect.
+func (s *dbService) parseCondition(c *pb.Condition) (condition, error) {
 	t, key, err := s.tableKey(c.GetTable(), c.GetKey())
 	if err != nil {
-		return false, err
+		return condition{}, err
 	}
 	want, err := s.columnValues(t, c.GetEquals(), "equals")
 	if err != nil {
-		return false, err
+		return condition{}, err
 	}
 	for _, w := range want {
-		// A value no row can hold is a mistake, not a condition that fails.
 		if err := t.CheckValue(w.Column, w.Value); err != nil {
-			return false, fmt.Errorf("equals: %w", err)
+			return condition{}, fmt.Errorf("equals: %w", err)
 		}
-	}
-	rec, found, err := tx.Get(t, key)
-	if err != nil {
-		return false, err
 	}
 	switch c.GetExpect() {
 	case pb.Condition_EXPECT_EXISTS:
-		if !found {
-			return false, nil
-		}
-		for _, w := range want {
-			if !rec.Value(w.Column).Equal(w.Value) {
-				return false, nil
-			}
-		}
-		return true, nil
+		return condition{t: t, key: key, want: want, exists: true}, nil
 	case pb.Condition_EXPECT_NOT_EXISTS:
 		if len(want) != 0 {
-			return false, errorf(codes.InvalidArgument, "equals needs EXPECT_EXISTS")
+			return condition{}, errorf(codes.InvalidArgument, "equals needs EXPECT_EXISTS")
 		}
-		return !found, nil
+		return condition{t: t, key: key}, nil
 	default:
-		return false, errorf(codes.InvalidArgument, "expect is %s; say EXPECT_EXISTS or EXPECT_NOT_EXISTS", c.GetExpect())
+		return condition{}, errorf(codes.InvalidArgument, "expect is %s; say EXPECT_EXISTS or EXPECT_NOT_EXISTS", c.GetExpect())
 	}
+}
+
+// holds checks the condition in tx.
+func (c *condition) holds(tx *mem.Tx) (bool, error) {
+	rec, found, err := tx.Get(c.t, c.key)
+	switch {
+	case err != nil:
+		return false, err
+	case !c.exists:
+		return !found, nil
+	case !found:
+		return false, nil
+	}
+	for _, w := range c.want {
+		if !rec.Value(w.Column).Equal(w.Value) {
+			return false, nil
+		}
+	}
+	return true, nil
 }

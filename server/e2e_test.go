@@ -393,6 +393,27 @@ func TestInteractiveTransaction(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument, "durability 9")
 	_, err = n.db.Commit(c, &pb.CommitRequest{TxId: id, Operations: []*pb.Operation{{Op: &pb.Operation_Delete{Delete: &pb.DeleteRequest{Table: "acct", Key: key(vI(1)), TxId: id}}}}})
 	wantCode(t, err, codes.InvalidArgument, "operation 0", "tx_id")
+	// As does one whose batch is malformed in a condition or an
+	// operation, found before the batch runs: these used to roll the
+	// transaction back.
+	balIs := func(v *pb.Value) []*pb.Condition {
+		return []*pb.Condition{{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS, Equals: []*pb.ColumnValue{{Column: "bal", Value: v}}}}
+	}
+	del := []*pb.Operation{{Op: &pb.Operation_Delete{Delete: &pb.DeleteRequest{Table: "acct", Key: key(vI(1))}}}}
+	for _, bad := range []struct {
+		req   *pb.CommitRequest
+		frags []string
+	}{
+		{&pb.CommitRequest{TxId: id, Conditions: balIs(vS("x")), Operations: del}, []string{"condition 0", `"bal"`}},
+		{&pb.CommitRequest{TxId: id, Conditions: balIs(&pb.Value{}), Operations: del}, []string{"condition 0", `"bal"`}},
+		{&pb.CommitRequest{TxId: id, Conditions: []*pb.Condition{{Table: "acct", Key: key(vI(1))}}, Operations: del}, []string{"condition 0", "expect"}},
+		{&pb.CommitRequest{TxId: id, Operations: append(del, &pb.Operation{})}, []string{"operation 1", "empty"}},
+		{&pb.CommitRequest{TxId: id, Operations: append(del, &pb.Operation{Op: &pb.Operation_Update{Update: &pb.UpdateRequest{Table: "acct", Key: key(vI(2)),
+			Set: []*pb.ColumnValue{{Column: "nope", Value: vI(1)}}}}})}, []string{"operation 1", `"nope"`}},
+	} {
+		_, err = n.db.Commit(c, bad.req)
+		wantCode(t, err, codes.InvalidArgument, bad.frags...)
+	}
 	cr, err := n.db.Commit(c, &pb.CommitRequest{TxId: id})
 	if err != nil || !cr.GetCommitted() || cr.GetLsn() == 0 {
 		t.Fatalf("commit: %v %v", cr, err)

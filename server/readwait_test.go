@@ -251,11 +251,15 @@ func TestFailedBatchOnStaleReadsRunsAgain(t *testing.T) {
 		{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS, Equals: bal(100)},
 		{Table: "acct", Key: key(vI(2)), Expect: pb.Condition_EXPECT_EXISTS, Equals: bal(100)},
 	}}
+	b, err := s.prepare(req)
+	if err != nil {
+		t.Fatal(err)
+	}
 	runs := 0
 	resp := &pb.CommitResponse{}
-	_, _, err := s.run(ctx(t), 0, req, func(tx *mem.Tx) error {
+	_, _, err = s.run(ctx(t), 0, req, func(tx *mem.Tx) error {
 		runs++
-		ok, err := s.holds(tx, req.GetConditions()[0])
+		ok, err := b.conds[0].holds(tx)
 		if err != nil || !ok {
 			return fmt.Errorf("condition 0 on run %d: %v %v", runs, ok, err)
 		}
@@ -268,7 +272,7 @@ func TestFailedBatchOnStaleReadsRunsAgain(t *testing.T) {
 				return err
 			}
 		}
-		ok, err = s.holds(tx, req.GetConditions()[1])
+		ok, err = b.conds[1].holds(tx)
 		if err != nil {
 			return err
 		}

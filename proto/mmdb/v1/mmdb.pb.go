@@ -2391,12 +2391,21 @@ func (x *Condition) GetEquals() []*ColumnValue {
 // operations run in order, all in one transaction. If a condition fails,
 // nothing is written and the reply says which. The tx_id fields of the
 // operations must be zero; the request's own tx_id, if set, runs the batch
-// in that interactive transaction and commits it (a failed condition or
-// operation then rolls the transaction back; a request refused before
-// the batch runs, for a malformed durability, sync_mode or operation
-// tx_id, or by a standby, leaves it open). A batch whose get results
-// would not fit in max_message_bytes fails with RESOURCE_EXHAUSTED before
-// it commits.
+// in that interactive transaction and commits it. A request refused
+// before the batch runs leaves that transaction open: one refused by a
+// standby, or one the request itself makes wrong (a durability or
+// sync_mode that is not one of its values or that the node cannot meet;
+// an operation that is empty, has no row, updates no column or one
+// column twice, or carries its own tx_id, durability or sync_mode; a
+// table, index or column that does not exist; a value without a kind,
+// not valid UTF-8, out of range or over max_value_bytes; a condition's
+// equals value that its column cannot hold; a condition without a valid
+// expect, or with equals under EXPECT_NOT_EXISTS). Once the batch runs,
+// an error rolls the transaction back: a condition that fails, or an
+// operation the rows or the table refuse (a missing or duplicate row, a
+// row or key whose values do not fit the table's columns). A batch whose
+// get results would not fit in max_message_bytes fails with
+// RESOURCE_EXHAUSTED before it commits.
 type CommitRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Conditions []*Condition           `protobuf:"bytes,1,rep,name=conditions,proto3" json:"conditions,omitempty"`
