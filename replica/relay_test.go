@@ -88,6 +88,7 @@ func newPropagator(t *testing.T, name string, upstream []string, peers []replica
 			t.Error(err)
 			return
 		}
+		snd.Start()
 		p.mu.Lock()
 		p.snd = snd
 		p.mu.Unlock()

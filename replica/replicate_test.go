@@ -110,6 +110,7 @@ func newSender(t *testing.T, st *durability.Store, opts replica.SenderOptions) *
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.Start()
 	t.Cleanup(s.Close)
 	return s
 }

@@ -69,9 +69,10 @@ const (
 type SenderOptions struct {
 	Node string // this node's name
 	Addr string // where clients reach this node
-	// Epochs is the node's history; the Sender ships at its current
-	// epoch, and calls OnNewerEpoch (if set) when a standby is at a newer
-	// one: another node was promoted, and this one must step down.
+	// Epochs is the node's history; the Sender ships at the epoch it
+	// has when the Sender starts, and calls OnNewerEpoch (if set) when a
+	// standby is at a newer one: another node was promoted, and this one
+	// must step down.
 	Epochs       *Epochs
 	OnNewerEpoch func(epoch uint64, standby string)
 	Peers        []Peer // the standbys to ship to at first (SetPeers changes them)
@@ -125,6 +126,7 @@ type Sender struct {
 	opts  SenderOptions
 	store *durability.Store
 	ctx   context.Context // ends with Close; each link's context is a child
+	// Set by Start, before the first link opens.
 	epoch uint64
 	last  EpochStart // the newest stretch of the history it ships under
 	hist  []*pb.EpochStart
@@ -157,7 +159,10 @@ type link struct {
 	down     []Standby // when the standby is a propagator: its standbys, as it last reported them
 }
 
-// NewSender starts shipping store's log to opts.Peers; Close stops it.
+// NewSender makes a Sender of store's log to opts.Peers, which ships
+// once started (Start); Close stops it, started or not. All that can go
+// wrong goes wrong here, not in Start: a promotion makes its Sender
+// before it keeps its new epoch, and starts it after.
 func NewSender(store *durability.Store, opts SenderOptions) (*Sender, error) {
 	if store.Ring() == nil {
 		return nil, errors.New("replica: the store keeps no ring of records to ship")
@@ -175,21 +180,30 @@ func NewSender(store *durability.Store, opts SenderOptions) (*Sender, error) {
 		return nil, errors.New("replica: a Sender needs the node's epoch history")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	hist := opts.Epochs.History()
-	s := &Sender{opts: opts, store: store, ctx: ctx, cancel: cancel, epoch: hist[len(hist)-1].Epoch, last: hist[len(hist)-1], hist: epochsToPB(hist)}
-	s.hello = &pb.ShipHello{Node: opts.Node, Addr: opts.Addr, Epoch: s.epoch, Epochs: s.hist}
-	if r := opts.Relay; r != nil {
-		s.hello.Via = append(slices.Clone(r.Via), opts.Node)
+	return &Sender{opts: opts, store: store, ctx: ctx, cancel: cancel}, nil
+}
+
+// Start starts shipping, at the epoch the history has now, to the peers
+// the options name; it is called once, before any other method but
+// Close.
+func (s *Sender) Start() {
+	hist := s.opts.Epochs.History()
+	s.epoch, s.last, s.hist = hist[len(hist)-1].Epoch, hist[len(hist)-1], epochsToPB(hist)
+	s.hello = &pb.ShipHello{Node: s.opts.Node, Addr: s.opts.Addr, Epoch: s.epoch, Epochs: s.hist}
+	if r := s.opts.Relay; r != nil {
+		s.hello.Via = append(slices.Clone(r.Via), s.opts.Node)
 		s.hello.Primary, s.hello.PrimaryAddr = r.Primary.Name, r.Primary.Addr
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range opts.Peers {
+	if s.closed {
+		return
+	}
+	for _, p := range s.opts.Peers {
 		if s.shipsTo(p) {
 			s.openLocked(p)
 		}
 	}
-	return s, nil
 }
 
 // shipsTo says whether the Sender ships to peer p: a propagator not to

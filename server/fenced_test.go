@@ -1,16 +1,20 @@
 package server
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/durability"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/replica"
 )
 
 // freeAddr returns a loopback address nothing listens on now
@@ -140,5 +144,53 @@ func TestPromoteWhileRestarting(t *testing.T) {
 	wantCode(t, err, codes.FailedPrecondition, "restarting", "once it is back")
 	if role := n.srv.Role(); role != conf.RoleStandby {
 		t.Fatalf("the refused promotion left the node a %s", role)
+	}
+}
+
+// TestFailedPromotionLeavesAStandby: a promotion whose Sender cannot be
+// made fails and leaves the node as it was: a standby refusing writes,
+// at its epoch, in memory and in its data directory. It used to keep
+// the new epoch first, leaving a standby at an epoch no primary had. A
+// promotion after it starts the next epoch.
+func TestFailedPromotionLeavesAStandby(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, func(c *conf.Config) {
+		c.Node, c.Role, c.DataDir = "b", conf.RoleStandby, dir
+		c.Peers = []conf.Peer{{Name: "a", Addr: freeAddr(t)}}
+	})
+	epochs := func() []byte {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, "EPOCHS"))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		return b
+	}
+	hist, kept := n.srv.epochs.History(), epochs()
+	newSender = func(*durability.Store, replica.SenderOptions) (*replica.Sender, error) {
+		return nil, errors.New("no sender today")
+	}
+	t.Cleanup(func() { newSender = replica.NewSender })
+	_, err := n.admin.Promote(ctx(t), &pb.PromoteRequest{})
+	wantCode(t, err, codes.Internal, "no sender today")
+	if role := n.srv.Role(); role != conf.RoleStandby {
+		t.Fatalf("the failed promotion left the node a %s", role)
+	}
+	if got := n.srv.epochs.History(); !slices.Equal(got, hist) {
+		t.Fatalf("the failed promotion changed the epoch history from %v to %v", hist, got)
+	}
+	if got := epochs(); string(got) != string(kept) {
+		t.Fatalf("the failed promotion changed the kept epoch history from %q to %q", kept, got)
+	}
+	_, err = n.db.CreateTable(ctx(t), &pb.CreateTableRequest{Table: accountsTable()})
+	wantCode(t, err, codes.FailedPrecondition)
+
+	newSender = replica.NewSender
+	p, err := n.admin.Promote(ctx(t), &pb.PromoteRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := hist[len(hist)-1].Epoch; p.GetEpoch() != last+1 || n.srv.Role() != conf.RolePrimary {
+		t.Fatalf("promoted after the failure: epoch %d (was %d), role %s", p.GetEpoch(), last, n.srv.Role())
 	}
 }

@@ -40,7 +40,9 @@ func (s *Server) SetRole(role string) error {
 // promote makes a standby the primary: it ends the link it follows once
 // what that received is applied, starts a new epoch at its next LSN
 // (kept before any write of the epoch), takes commits and ships to its
-// peers. already says it was the primary.
+// peers. already says it was the primary. A promotion that fails leaves
+// the node as it was, a standby at its epoch: what can fail comes before
+// the new epoch is kept.
 func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	s.roleMu.Lock()
 	defer s.roleMu.Unlock()
@@ -58,6 +60,20 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	if restarting {
 		return 0, 0, false, errorf(codes.FailedPrecondition, "promote: the node is restarting to cut its log or load an image; promote it once it is back")
 	}
+	// Made now, started once the new epoch is kept, before the first
+	// commit of the epoch, so every commit that waits for standbys has a
+	// Sender to wait on.
+	snd, err := s.primarySender()
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("server: promote: %w", err)
+	}
+	if snd != nil {
+		defer func() {
+			if err != nil {
+				snd.Close()
+			}
+		}()
+	}
 	s.recv.Stop()
 	defer s.recv.Resume() // as a primary it follows no one, but steps down for a newer epoch
 	if relay := s.swapSender(&s.relay, nil); relay != nil {
@@ -74,13 +90,9 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 		return 0, 0, false, fmt.Errorf("server: promote: %w", err)
 	}
 	s.store.SetEpoch(epoch)
-	// Shipping starts before the first commit of the epoch, so every
-	// commit that waits for standbys has a Sender to wait on.
-	was := s.role
 	s.role = conf.RolePrimary
-	if err := s.startSender(); err != nil {
-		s.role = was
-		return 0, 0, false, err
+	if snd != nil {
+		s.install(&s.sender, snd)
 	}
 	s.store.Lead()
 	s.log.Info("promoted: this node is the primary", "epoch", epoch, "start-lsn", start)
@@ -156,13 +168,30 @@ func (a *adminService) Demote(context.Context, *pb.DemoteRequest) (*pb.DemoteRes
 // startSender starts shipping the log to the peers, on a primary that
 // has them and serves; the caller holds roleMu.
 func (s *Server) startSender() error {
-	if s.role != conf.RolePrimary || len(s.sec.peers()) == 0 || s.addr == "" {
+	if s.role != conf.RolePrimary {
 		return nil
+	}
+	snd, err := s.primarySender()
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if snd != nil {
+		s.install(&s.sender, snd)
+	}
+	return nil
+}
+
+// primarySender makes the Sender a primary ships its log to its peers
+// with, not started (install starts it), or nil on a node without peers
+// or not serving yet; the caller holds roleMu.
+func (s *Server) primarySender() (*replica.Sender, error) {
+	if len(s.sec.peers()) == 0 || s.addr == "" {
+		return nil, nil
 	}
 	sc := s.syncNow()
 	mode, err := replica.ParseMode(sc.Mode)
 	if err != nil {
-		return fmt.Errorf("server: %w", err)
+		return nil, err
 	}
 	opts := replica.SenderOptions{
 		Node: s.cfg.Node, Addr: s.addr, Epochs: s.epochs, Mode: mode, Quorum: int(sc.Quorum), Counted: sc.Standbys, Timeout: sc.Timeout,
@@ -174,7 +203,7 @@ func (s *Server) startSender() error {
 		},
 		Peers: s.peers(),
 	}
-	return s.install(&s.sender, opts)
+	return s.makeSender(opts)
 }
 
 // peers returns the node's peers.
@@ -195,21 +224,30 @@ func (s *Server) downstream() []*pb.StandbyAck {
 	return nil
 }
 
-// install starts a Sender with opts as the primary's or the propagator's
-// (which), unless the node shuts down; the caller holds roleMu.
-func (s *Server) install(which **replica.Sender, opts replica.SenderOptions) error {
+// newSender is replica.NewSender; tests make it fail.
+var newSender = replica.NewSender
+
+// makeSender makes a Sender with opts, dialing as the node does, not
+// started yet (install starts it).
+func (s *Server) makeSender(opts replica.SenderOptions) (*replica.Sender, error) {
 	opts.Dial = func(addr string) (*grpc.ClientConn, error) { return replica.Dial(addr, s.sec.dial(addr)) }
-	snd, err := replica.NewSender(s.store, opts)
+	snd, err := newSender(s.store, opts)
 	if err != nil {
-		return fmt.Errorf("server: %w", err)
+		return nil, fmt.Errorf("make the sender of the log: %w", err)
 	}
+	return snd, nil
+}
+
+// install starts snd as the primary's or the propagator's Sender
+// (which), unless the node shuts down; the caller holds roleMu.
+func (s *Server) install(which **replica.Sender, snd *replica.Sender) {
 	select {
 	case <-s.quit:
 		snd.Close() // shut down before it served
 	default:
+		snd.Start()
 		s.swapSender(which, snd)
 	}
-	return nil
 }
 
 // followed is called when the node follows a sender: a propagator starts
@@ -247,9 +285,11 @@ func (s *Server) startRelay() error {
 		Node: s.cfg.Node, Addr: s.addr, Epochs: s.epochs, Mode: replica.Async, Relay: &up, OnAck: s.recv.Poke,
 		MaxMessageBytes: int(s.cfg.MaxMessageBytes), Logger: s.log.Named("relay"), Peers: s.peers(),
 	}
-	if err := s.install(&s.relay, opts); err != nil {
-		return err
+	snd, err := s.makeSender(opts)
+	if err != nil {
+		return fmt.Errorf("server: relay: %w", err)
 	}
+	s.install(&s.relay, snd)
 	s.relayed = key
 	s.log.Info("relaying the log", "primary", up.Primary.Name, "from", up.Upstream, "via", up.Via)
 	return nil
