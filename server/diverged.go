@@ -77,43 +77,41 @@ func readTruncate(dir string) (uint64, error) {
 func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 	log := s.log.With("from-lsn", at, "to-lsn", last, "primary", sender)
 	s.markMu.Lock()
-	defer s.markMu.Unlock()
-	if s.restarting || s.divergedAt == at {
-		return
-	}
 	switch {
+	case s.restarting || s.aside != 0 || s.divergedAt == at:
+		s.markMu.Unlock()
+		return
 	case !older:
 		log.Error("this node holds records of its primary's epoch that the primary lost (it restarted without them): it keeps them and refuses the primary's log; promote this node, or image it again to drop them")
 		s.divergedAt = at
+		s.markMu.Unlock()
 		return
 	case s.cfg.DataDir == "":
 		log.Error("this node holds records its primary does not, and has no data dir to set them aside in: restart it to load an image of its bootstrap_from node's")
 		s.divergedAt = at
+		s.markMu.Unlock()
 		return
 	}
-	if s.ckpt != nil {
-		// No image may hold the diverged records from now on (and none
-		// is half written while the slots are looked at).
-		s.ckpt.Freeze()
-	}
-	// The start that cuts the log needs an image at or below the cut,
-	// with the log after it; else the node is imaged again instead.
-	slots, err := checkpoint.Inspect(vfs.Default, checkpoint.Dir(s.cfg.DataDir), nil)
-	canCut := err == nil && at > 1 && s.store.Level() != durability.NoLog && (slots.Newest.LSN == 0 || slots.Newest.LSN <= at-1 ||
-		(slots.Older.LSN != 0 && slots.Older.LSN <= at-1))
-	name := fmt.Sprintf("diverged-%d-%d-%d", at, last, time.Now().Unix())
-	if err := s.setAside(at, last, name+".jsonl"); err != nil {
-		// The database holds the records the log no longer does.
-		name += ".image"
-		img, ierr := checkpoint.WriteImage(context.Background(), vfs.Default, filepath.Join(s.cfg.DataDir, name), s.db, s.epochs.At)
-		if ierr != nil {
-			log.Error("could not set the diverged records aside, from the log or as an image; the node goes on refusing its primary's log", "error", errors.Join(err, ierr))
-			return
-		}
-		log.Warn("the log does not hold the diverged records; an image of this node's database, which holds them, is set aside instead",
-			"why", err, "file", img.Path, "image-lsn", img.LSN, "rows", img.Rows)
-	} else {
-		name += ".jsonl"
+	// The records are written out (from the log, or as a whole image)
+	// without markMu, which a promotion, a shutdown and needsImage take:
+	// s.aside marks the work under way instead. While it is set, a second
+	// call returns at once (the Receiver calls this from one link at a
+	// time, but nothing here relies on that), needsImage leaves the node
+	// alone, and a promotion is refused as during a restart: a node
+	// about to cut its log must not become a primary first, nor one whose
+	// checkpoints are frozen for good. So when markMu is taken again,
+	// nothing it guards has changed but by this call, and the marker and
+	// restarting are set together under it, as before: a promotion sees
+	// neither or both. A shutdown does not race the writes: it stops the
+	// Receiver first, which waits for the link that called this.
+	s.aside = at
+	s.markMu.Unlock()
+	name, canCut, ok := s.writeDiverged(at, last, log)
+	s.markMu.Lock()
+	defer s.markMu.Unlock()
+	s.aside = 0
+	if !ok {
+		return
 	}
 	s.divergedAt = at
 	marker, content, why := truncateFile, fmt.Sprintf("%d\n", at-1), fmt.Sprintf("cut the log after LSN %d", at-1)
@@ -134,6 +132,39 @@ func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 	case s.restart <- why:
 	default:
 	}
+}
+
+// writeImage is checkpoint.WriteImage; tests hold it up.
+var writeImage = checkpoint.WriteImage
+
+// writeDiverged freezes the checkpoints and writes the records from at
+// to last to a file in the data dir (diverged), from the log or as an
+// image of the whole database; it returns the file's name, whether the
+// log can be cut below at (an image at or below the cut, with the log
+// after it), and whether the records were set aside (it logs why not).
+func (s *Server) writeDiverged(at, last uint64, log hclog.Logger) (name string, canCut, ok bool) {
+	if s.ckpt != nil {
+		// No image may hold the diverged records from now on (and none
+		// is half written while the slots are looked at).
+		s.ckpt.Freeze()
+	}
+	slots, err := checkpoint.Inspect(vfs.Default, checkpoint.Dir(s.cfg.DataDir), nil)
+	canCut = err == nil && at > 1 && s.store.Level() != durability.NoLog && (slots.Newest.LSN == 0 || slots.Newest.LSN <= at-1 ||
+		(slots.Older.LSN != 0 && slots.Older.LSN <= at-1))
+	name = fmt.Sprintf("diverged-%d-%d-%d", at, last, time.Now().Unix())
+	if err := s.setAside(at, last, name+".jsonl"); err != nil {
+		// The database holds the records the log no longer does.
+		name += ".image"
+		img, ierr := writeImage(context.Background(), vfs.Default, filepath.Join(s.cfg.DataDir, name), s.db, s.epochs.At)
+		if ierr != nil {
+			log.Error("could not set the diverged records aside, from the log or as an image; the node goes on refusing its primary's log", "error", errors.Join(err, ierr))
+			return "", false, false
+		}
+		log.Warn("the log does not hold the diverged records; an image of this node's database, which holds them, is set aside instead",
+			"why", err, "file", img.Path, "image-lsn", img.LSN, "rows", img.Rows)
+		return name, canCut, true
+	}
+	return name + ".jsonl", canCut, true
 }
 
 // setAside writes the records from at to last, read from the log, to
@@ -235,7 +266,7 @@ func (s *Server) needsImage(addr string, applied uint64) {
 	log := s.log.With("primary", addr, "applied-lsn", applied)
 	s.markMu.Lock()
 	defer s.markMu.Unlock()
-	if s.restarting {
+	if s.restarting || s.aside != 0 {
 		return
 	}
 	switch {

@@ -1,18 +1,23 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/logging/vfs"
+	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
 )
@@ -192,5 +197,63 @@ func TestFailedPromotionLeavesAStandby(t *testing.T) {
 	}
 	if last := hist[len(hist)-1].Epoch; p.GetEpoch() != last+1 || n.srv.Role() != conf.RolePrimary {
 		t.Fatalf("promoted after the failure: epoch %d (was %d), role %s", p.GetEpoch(), last, n.srv.Role())
+	}
+}
+
+// TestPromotionDuringDivergedImageWrite: while a standby writes an image
+// of its database to set a diverged tail aside, a promotion is refused at
+// once with FAILED_PRECONDITION, as the node is about to restart to cut
+// its log; it used to wait for the whole image write, which held the
+// lock of the node's marks. Once the image is written, the node is marked
+// for its restart, and a promotion is refused as during one.
+func TestPromotionDuringDivergedImageWrite(t *testing.T) {
+	n := startNode(t, nil) // no-log: the tail is set aside as an image
+	n.withAccounts(3)
+	if err := n.srv.SetRole(conf.RoleStandby); err != nil {
+		t.Fatal(err)
+	}
+	writing, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	writeImage = func(ctx context.Context, fs vfs.FS, path string, db *mem.DB, epochAt func(uint64) uint64) (checkpoint.Image, error) {
+		close(writing)
+		<-release
+		return checkpoint.WriteImage(ctx, fs, path, db, epochAt)
+	}
+	t.Cleanup(func() {
+		free()
+		writeImage = checkpoint.WriteImage
+	})
+	last := n.srv.db.LastLSN()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.srv.diverged(last-1, last, "a", "127.0.0.1:1", true)
+	}()
+	<-writing
+	promoted := make(chan error, 1)
+	go func() {
+		_, err := n.admin.Promote(ctx(t), &pb.PromoteRequest{})
+		promoted <- err
+	}()
+	select {
+	case err := <-promoted:
+		wantCode(t, err, codes.FailedPrecondition, "setting aside", "once it is back")
+	case <-time.After(10 * time.Second): // a failure detector, not a wait
+		t.Fatal("the promotion waits for the diverged image to be written")
+	}
+	free()
+	<-done
+	dir := n.srv.cfg.DataDir
+	if images, err := filepath.Glob(filepath.Join(dir, "diverged-*.image")); err != nil || len(images) != 1 {
+		t.Fatalf("the diverged images in the data dir: %v %v", images, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, reimageFile)); err != nil {
+		t.Fatalf("the node is not marked to be imaged again: %v", err)
+	}
+	_, err := n.admin.Promote(ctx(t), &pb.PromoteRequest{})
+	wantCode(t, err, codes.FailedPrecondition, "restarting")
+	if role := n.srv.Role(); role != conf.RoleStandby {
+		t.Fatalf("the refused promotions left the node a %s", role)
 	}
 }

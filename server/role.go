@@ -54,11 +54,8 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 		return 0, 0, false, errorf(codes.Unavailable, "promote: the node is shutting down")
 	default:
 	}
-	s.markMu.Lock()
-	restarting := s.restarting
-	s.markMu.Unlock()
-	if restarting {
-		return 0, 0, false, errorf(codes.FailedPrecondition, "promote: the node is restarting to cut its log or load an image; promote it once it is back")
+	if err := s.promotable(); err != nil {
+		return 0, 0, false, err
 	}
 	// Made now, started once the new epoch is kept, before the first
 	// commit of the epoch, so every commit that waits for standbys has a
@@ -76,6 +73,12 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	}
 	s.recv.Stop()
 	defer s.recv.Resume() // as a primary it follows no one, but steps down for a newer epoch
+	// A link that found the log diverged just before the Receiver stopped
+	// has set the tail aside now (Stop waits for it), and marked the node
+	// for a restart; none can from here on.
+	if err := s.promotable(); err != nil {
+		return 0, 0, false, err
+	}
 	if relay := s.swapSender(&s.relay, nil); relay != nil {
 		relay.Close() // a propagator's
 	}
@@ -97,6 +100,18 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	s.store.Lead()
 	s.log.Info("promoted: this node is the primary", "epoch", epoch, "start-lsn", start)
 	return epoch, start, false, nil
+}
+
+// promotable refuses a promotion while the node restarts to cut its log
+// or load an image, or sets a diverged tail aside before it does
+// (diverged).
+func (s *Server) promotable() error {
+	s.markMu.Lock()
+	defer s.markMu.Unlock()
+	if s.restarting || s.aside != 0 {
+		return errorf(codes.FailedPrecondition, "promote: the node is restarting, or setting aside the diverged tail of its log before it restarts, to cut its log or load an image; promote it once it is back")
+	}
+	return nil
 }
 
 // demote makes a primary a standby or a propagator (role; empty: the
