@@ -36,7 +36,10 @@ type ColumnDef struct {
 	MaxLen   int
 }
 
-// IndexDef declares a secondary index over one or more columns.
+// IndexDef declares a secondary index over one or more columns. A unique
+// index refuses two rows with equal keys, NULL counting as equal to
+// NULL (unlike SQL's UNIQUE). A hash index takes any number of rows per
+// key: past a few, a key's entries go to an overflow tree (index.go).
 type IndexDef struct {
 	Name    string
 	Columns []string

@@ -116,7 +116,9 @@ type IndexKind int32
 const (
 	// The default: HASH.
 	IndexKind_INDEX_KIND_UNSPECIFIED IndexKind = 0
-	// Point lookups on the full key only.
+	// Point lookups on the full key only. A key may have any number of
+	// rows (a non-unique index on a column of few values): adding or
+	// removing one costs the same whatever the rows under its key.
 	IndexKind_INDEX_KIND_HASH IndexKind = 1
 	// Point lookups, prefix and range scans, both ways.
 	IndexKind_INDEX_KIND_ORDERED IndexKind = 2
@@ -685,11 +687,14 @@ func (x *Column) GetMaxLength() uint32 {
 
 // Index declares a secondary index.
 type Index struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Columns       []string               `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
-	Unique        bool                   `protobuf:"varint,3,opt,name=unique,proto3" json:"unique,omitempty"`
-	Kind          IndexKind              `protobuf:"varint,4,opt,name=kind,proto3,enum=mmdb.v1.IndexKind" json:"kind,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Columns []string               `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	// No two rows may have equal keys. NULL counts as a value equal to
+	// itself here (unlike SQL's UNIQUE): two rows whose keys are equal
+	// but for NULLs in the same columns collide, ALREADY_EXISTS.
+	Unique        bool      `protobuf:"varint,3,opt,name=unique,proto3" json:"unique,omitempty"`
+	Kind          IndexKind `protobuf:"varint,4,opt,name=kind,proto3,enum=mmdb.v1.IndexKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
