@@ -131,8 +131,10 @@ type Checkpointer struct {
 	statsMu sync.Mutex // not mu: Status and metrics read stats without waiting for a checkpoint
 	stats   Stats      // guarded by statsMu
 
-	stop context.CancelFunc // ends the background loop and its checkpoint
-	done chan struct{}      // closed when the loop has returned
+	loopMu sync.Mutex         // guards stop, done and closed: Start, Stop, Close and Thaw may come from different goroutines
+	stop   context.CancelFunc // ends the background loop and its checkpoint
+	done   chan struct{}      // closed when the loop has returned
+	closed bool               // Close was called: the loop never starts again
 }
 
 // New returns a Checkpointer for db, whose slots hold what Inspect found.
@@ -169,12 +171,28 @@ var ErrFrozen = errors.New("checkpoint: checkpoints are stopped until the node r
 
 // Freeze stops the background loop and waits for a running checkpoint;
 // from then on Run refuses (ErrFrozen): the images on disk stay as they
-// are until the node restarts (a node about to cut its log or reload).
+// are until the node restarts (a node about to cut its log or reload),
+// or until Thaw.
 func (c *Checkpointer) Freeze() {
 	c.Stop()
 	c.mu.Lock()
 	c.frozen = true
 	c.mu.Unlock()
+}
+
+// Thaw undoes Freeze, for a node whose log is no longer to be cut nor
+// reloaded (it was promoted instead): Run writes images again, and the
+// background loop starts again. It reports whether the checkpoints were
+// frozen.
+func (c *Checkpointer) Thaw() bool {
+	c.mu.Lock()
+	was := c.frozen
+	c.frozen = false
+	c.mu.Unlock()
+	if was {
+		c.Start()
+	}
+	return was
 }
 
 // Run writes a checkpoint now, after any running one, unless nothing was
@@ -353,8 +371,13 @@ func (w *fileWriter) Write(b []byte) (int, error) {
 }
 
 // Start runs checkpoints in the background on Options.Interval and
-// Options.LogBytes, counted from now, until Stop.
+// Options.LogBytes, counted from now, until Stop or Close.
 func (c *Checkpointer) Start() {
+	c.loopMu.Lock()
+	defer c.loopMu.Unlock()
+	if c.stop != nil || c.closed {
+		return
+	}
 	var ctx context.Context
 	ctx, c.stop = context.WithCancel(context.Background())
 	c.done = make(chan struct{})
@@ -363,6 +386,22 @@ func (c *Checkpointer) Start() {
 
 // Stop stops the background checkpoints, waiting for a running one.
 func (c *Checkpointer) Stop() {
+	c.loopMu.Lock()
+	defer c.loopMu.Unlock()
+	c.stopLoop()
+}
+
+// Close stops the background checkpoints for good, at shutdown: a Start
+// or Thaw after it starts none. Run still writes one.
+func (c *Checkpointer) Close() {
+	c.loopMu.Lock()
+	defer c.loopMu.Unlock()
+	c.closed = true
+	c.stopLoop()
+}
+
+// stopLoop ends the loop, if it runs; the caller holds loopMu.
+func (c *Checkpointer) stopLoop() {
 	if c.stop == nil {
 		return
 	}

@@ -257,3 +257,36 @@ func TestPromotionDuringDivergedImageWrite(t *testing.T) {
 		t.Fatalf("the refused promotions left the node a %s", role)
 	}
 }
+
+// TestPromotionThawsCheckpoints: a standby whose diverged tail could not
+// be set aside has its checkpoints frozen (for the log cut that never
+// came); promoted, it writes checkpoints again, in the background
+// (checkpoint_interval) and on demand.
+func TestPromotionThawsCheckpoints(t *testing.T) {
+	// no-log: the tail is set aside as an image, which fails here
+	n := startNode(t, func(c *conf.Config) { c.CheckpointInterval = 20 * time.Millisecond })
+	n.withAccounts(3)
+	if err := n.srv.SetRole(conf.RoleStandby); err != nil {
+		t.Fatal(err)
+	}
+	writeImage = func(context.Context, vfs.FS, string, *mem.DB, func(uint64) uint64) (checkpoint.Image, error) {
+		return checkpoint.Image{}, errors.New("injected: the disk is full")
+	}
+	t.Cleanup(func() { writeImage = checkpoint.WriteImage })
+	last := n.srv.db.LastLSN()
+	n.srv.diverged(last-1, last, "a", "127.0.0.1:1", true)
+	if _, err := n.srv.ckpt.Run(ctx(t)); !errors.Is(err, checkpoint.ErrFrozen) {
+		t.Fatalf("checkpoints after a failed set-aside: %v, want them frozen", err)
+	}
+	if _, err := n.admin.Promote(ctx(t), &pb.PromoteRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(4, 100)}); err != nil {
+		t.Fatal(err)
+	}
+	last = n.srv.db.LastLSN()
+	waitFor(t, "no background checkpoint after the promotion", func() bool { return n.srv.ckpt.LSN() == last })
+	if _, err := n.srv.ckpt.Run(ctx(t)); err != nil {
+		t.Fatalf("a checkpoint on demand on the promoted node: %v", err)
+	}
+}

@@ -98,6 +98,12 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 		s.install(&s.sender, snd)
 	}
 	s.store.Lead()
+	// Checkpoints frozen for a cut or a reload that never got under way
+	// (its marker could not be written): as the primary, the node's log
+	// is its history now, cut by nothing.
+	if s.ckpt != nil && s.ckpt.Thaw() {
+		s.log.Warn("checkpoints, stopped for a log cut or a reload that did not happen, run again")
+	}
 	s.log.Info("promoted: this node is the primary", "epoch", epoch, "start-lsn", start)
 	return epoch, start, false, nil
 }

@@ -487,7 +487,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		restarting := s.restarting
 		s.markMu.Unlock()
 		if s.ckpt != nil {
-			s.ckpt.Stop()
+			s.ckpt.Close() // a promotion still under way starts none
 			// A clean shutdown leaves an image of everything, so the next
 			// start replays no log; but not one holding the records the
 			// next start cuts from the log.
