@@ -360,16 +360,23 @@ func (sh *hashShard) rehash(old []hslot, n int) []hslot {
 	return slots
 }
 
+// fillSize is the length of a slot array that holds count entries at
+// most half full.
+func fillSize(count int) int {
+	n := 8
+	for n < 2*count {
+		n *= 2
+	}
+	return n
+}
+
 // fill fills an empty shard, not yet shared, with entries (a hash and a
 // RID in turn), in an array sized for them at most half full. dup, if
 // set, is called for each pair of entries with equal hashes and may
 // refuse them.
 func (sh *hashShard) fill(entries []uint64, dup func(a, b uint64) error) error {
 	count := len(entries) / 2
-	n := 8
-	for n < 2*count {
-		n *= 2
-	}
+	n := fillSize(count)
 	slots := newSlots(n)
 	// No reader sees the array before slots.Store publishes it, so the
 	// entries go in with plain stores, which the CPU overlaps; an atomic
@@ -416,8 +423,14 @@ func (sh *hashShard) fill(entries []uint64, dup func(a, b uint64) error) error {
 			}
 		}
 	}
-	sh.used, sh.tombs = count, 0
 	sh.over.Store(o)
+	if m := fillSize(count); m < n {
+		// The array was sized for the entries that went to the overflow
+		// tree too: a key with a million rows would keep two million
+		// slots for its eight. Nobody reads the shard yet.
+		slots = sh.rehash(slots, m)
+	}
+	sh.used, sh.tombs = count, 0
 	sh.slots.Store(&slots)
 	return nil
 }

@@ -267,3 +267,34 @@ func TestHashOverflowConcurrentReads(t *testing.T) {
 	}
 	checkOverflow(t, tb)
 }
+
+// TestHashBuildSizesSlotsForWhatTheyHold: an index built on a populated
+// table (CREATE INDEX, or an image load) sizes each shard's slot array
+// for the entries it keeps there, not for those that went to the
+// overflow tree, so that it takes no more memory than the same index
+// kept up row by row.
+func TestHashBuildSizesSlotsForWhatTheyHold(t *testing.T) {
+	const rows, groups = 20000, 4
+	db, tb := overflowTable(t, rows, groups)
+	if _, err := db.CreateIndex("o", IndexDef{Name: "by_n2", Columns: []string{"n"}, Kind: Hash}); err != nil {
+		t.Fatal(err)
+	}
+	if checkOverflow(t, tb) == 0 {
+		t.Fatal("no entry in an overflow tree")
+	}
+	st := tb.state.Load()
+	kept, built := st.idx[1].(*hashIndex), st.idx[2].(*hashIndex)
+	for i := range built.shards {
+		sh := &built.shards[i]
+		n := 8
+		for n < 2*sh.used {
+			n *= 2
+		}
+		if got := len(*sh.slots.Load()); got > n {
+			t.Fatalf("shard %d keeps %d entries in its slot array, in %d slots (%d would do)", i, sh.used, got, n)
+		}
+	}
+	if k, b := kept.memBytes(), built.memBytes(); b > 2*k {
+		t.Fatalf("the index built on the populated table takes %d bytes, the one kept up row by row %d", b, k)
+	}
+}
