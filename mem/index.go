@@ -197,7 +197,7 @@ func (x *hashIndex) lookup(key []byte, dst []uint64) []uint64 {
 			backoff(spin)
 			continue
 		}
-		dst = sh.candidates(h, dst[:n], n)
+		dst = sh.candidates(h, dst[:n], n, s1)
 		if sh.seq.Load() == s1 {
 			for i, w := range dst[n:] {
 				dst[n+i] = w & ridMask
@@ -210,8 +210,13 @@ func (x *hashIndex) lookup(key []byte, dst []uint64) []uint64 {
 
 // candidates appends to dst, which holds n words before, the rid words
 // of the shard's entries with hash h: those in the slot array and, if
-// they carry overMark, those in the overflow tree.
-func (sh *hashShard) candidates(h uint64, dst []uint64, n int) []uint64 {
+// they carry overMark, those in the overflow tree. s1 is the shard's seq
+// when the caller began; a lock-free reader's result is good only while
+// seq stays s1, so once it moves the tree's entries stop there (a
+// writer has made it odd before it waits for the tree's lock, and it
+// would wait, with every reader of the shard behind it, while this read
+// them all). The shard's writer passes the odd seq it set.
+func (sh *hashShard) candidates(h uint64, dst []uint64, n int, s1 uint64) []uint64 {
 	dst = find(*sh.slots.Load(), h, dst)
 	if len(dst) == n || dst[n]&overMark == 0 {
 		return dst
@@ -220,7 +225,7 @@ func (sh *hashShard) candidates(h uint64, dst []uint64, n int) []uint64 {
 	o.mu.RLock()
 	o.each(h, func(e oentry) bool {
 		dst = append(dst, e.w)
-		return true
+		return len(dst)&63 != 0 || sh.seq.Load() == s1
 	})
 	o.mu.RUnlock()
 	return dst
@@ -450,7 +455,7 @@ func (x *hashIndex) claim(key []byte, rid uint64, check func(uint64) error) erro
 	w := x.word(rid)
 	return sh.write(func() error {
 		var buf [4]uint64
-		for _, c := range sh.candidates(h, buf[:0], 0) {
+		for _, c := range sh.candidates(h, buf[:0], 0, sh.seq.Load()) {
 			if err := check(c & ridMask); err != nil {
 				return err
 			}
