@@ -265,7 +265,9 @@ func (sh *hashShard) put(h, w uint64) {
 	o.tree.Set(oentry{h, w &^ overMark})
 	o.mu.Unlock()
 	for _, s := range same {
-		s.rid.Store(s.rid.Load() | overMark)
+		if s.rid.Load()&overMark == 0 {
+			s.rid.Or(overMark) // not a load and a store: a rehint's swap in between would be lost
+		}
 	}
 }
 
