@@ -197,7 +197,11 @@ func (x *hashIndex) lookup(key []byte, dst []uint64) []uint64 {
 			backoff(spin)
 			continue
 		}
-		dst = sh.candidates(h, dst[:n], n, s1)
+		// candidates, with find inlined: most keys have no tree.
+		dst = find(*sh.slots.Load(), h, dst[:n])
+		if len(dst) > n && dst[n]&overMark != 0 {
+			dst = sh.overflowed(h, dst, s1)
+		}
 		if sh.seq.Load() == s1 {
 			for i, w := range dst[n:] {
 				dst[n+i] = w & ridMask
@@ -221,6 +225,12 @@ func (sh *hashShard) candidates(h uint64, dst []uint64, n int, s1 uint64) []uint
 	if len(dst) == n || dst[n]&overMark == 0 {
 		return dst
 	}
+	return sh.overflowed(h, dst, s1)
+}
+
+// overflowed appends to dst the rid words of the overflow tree's entries
+// with hash h, while the shard's seq stays s1 (candidates).
+func (sh *hashShard) overflowed(h uint64, dst []uint64, s1 uint64) []uint64 {
 	o := sh.over.Load()
 	o.mu.RLock()
 	o.each(h, func(e oentry) bool {
