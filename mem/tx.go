@@ -591,16 +591,24 @@ func (tx *Tx) Delete(t *Table, key []Value) error {
 	return nil
 }
 
+// removeWrite drops write i, putting the last write in its place: a
+// transaction's writes are in no particular order until Commit sorts
+// them, so one change costs the same however many writes there are.
+// (Deleting in place and rebuilding byKey made a transaction that
+// inserts rows and deletes them again quadratic in its writes.)
 func (tx *Tx) removeWrite(i int) {
-	tx.writes = slices.Delete(tx.writes, i, i+1)
+	last := len(tx.writes) - 1
 	if tx.byKey != nil {
-		tx.byKey = nil
-		ws := tx.writes
-		tx.writes = tx.writes[:0:0]
-		for _, w := range ws {
-			tx.addWrite(w)
+		delete(tx.byKey, wmapKey(tx.writes[i].t, tx.writes[i].key))
+	}
+	if i != last {
+		tx.writes[i] = tx.writes[last]
+		if tx.byKey != nil {
+			tx.byKey[wmapKey(tx.writes[i].t, tx.writes[i].key)] = i
 		}
 	}
+	tx.writes[last] = write{}
+	tx.writes = tx.writes[:last]
 }
 
 // Relog puts the row with the given primary key into the transaction's
