@@ -3,6 +3,7 @@ package mem
 import (
 	"fmt"
 	"testing"
+	"unsafe"
 )
 
 // Tests of costs that must not grow with the wrong thing: each checks a
@@ -90,4 +91,62 @@ func TestDeleteOwnInsertCostIndependentOfWrites(t *testing.T) {
 	if n != held/2 {
 		t.Fatalf("committed %d rows, want %d", n, held/2)
 	}
+}
+
+// A transaction that writes and reads many rows leaves no buffer of that
+// size to the transactions that reuse its state: each is dropped past
+// maxRecycled bytes.
+func TestRecycledStateIsBounded(t *testing.T) {
+	db := Open(Options{})
+	tb := cliffTable(t, db, IndexDef{Name: "by_g", Columns: []string{"g"}, Kind: Hash})
+	const n = 20000
+	tx := db.Begin()
+	for i := range n {
+		if err := tx.Insert(tb, cliffRow(uint64(i), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := tx.txState
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string) {
+		t.Helper()
+		caps := map[string]int{
+			"reads": cap(st.reads) * int(unsafe.Sizeof(readRec{})), "absents": cap(st.absents) * int(unsafe.Sizeof(absentRec{})),
+			"scans": cap(st.scans) * int(unsafe.Sizeof(scanRec{})), "writes": cap(st.writes) * int(unsafe.Sizeof(write{})),
+			"claimBuf": cap(st.claimBuf) * int(unsafe.Sizeof(claim{})), "redo": cap(st.redo.Ops) * int(unsafe.Sizeof(Op{})),
+			"cands": cap(st.cands) * 8, "scanCands": cap(st.scanCands) * 8, "hitBuf": cap(st.hitBuf) * int(unsafe.Sizeof(hit{})),
+			"items": cap(st.items) * int(unsafe.Sizeof(oitem{})), "tables": cap(st.tables) * 8, "arena": cap(st.arena),
+		}
+		for name, bytes := range caps {
+			if bytes > maxRecycled {
+				t.Errorf("after %s: the recycled state keeps %s of %d bytes, more than %d", what, name, bytes, maxRecycled)
+			}
+		}
+	}
+	check(fmt.Sprintf("a commit of %d inserts", n))
+
+	// Many reads, absent keys and a scan of many rows, validated.
+	tx = db.Begin()
+	st = tx.txState
+	for i := range n {
+		if _, _, err := tx.Get(tb, []Value{Uint64(uint64(2 * i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows := 0
+	if err := tx.Scan(tb, ScanSpec{Index: 1, Prefix: []Value{Uint64(0)}}, func(Record) bool { rows++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Insert(tb, cliffRow(n, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if rows != n {
+		t.Fatalf("scanned %d rows, want %d", rows, n)
+	}
+	check(fmt.Sprintf("a commit that read %d rows and scanned %d", n, n))
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"unsafe"
 )
 
 // Transactions use optimistic concurrency control in the style of Silo
@@ -147,8 +148,29 @@ func (db *DB) Begin() *Tx {
 	return &Tx{db: db, txState: db.statePool.Get().(*txState)}
 }
 
-// maxRecycledArena bounds the arena kept for the next transaction.
-const maxRecycledArena = 64 << 10
+// maxRecycledArena bounds the arena kept for the next transaction, and
+// maxRecycled the bytes of each of its other buffers: a transaction that
+// wrote or read a million rows must not leave buffers of that size in
+// the pool, where a state in steady use outlives every collection (and
+// the collector scans the buffers that hold pointers, used or not).
+const (
+	maxRecycledArena = 64 << 10
+	maxRecycled      = 64 << 10
+)
+
+// recycle returns s emptied for the next transaction, or nil when its
+// capacity is past maxRecycled bytes. Only what was used is cleared.
+func recycle[T any](s []T) []T {
+	var zero T
+	if uintptr(cap(s))*unsafe.Sizeof(zero) > maxRecycled {
+		return nil
+	}
+	if len(s) > 0 {
+		clear(s)
+		s = s[:0]
+	}
+	return s
+}
 
 // finish ends the transaction and recycles its state. Only what was used
 // is reset: a point read touches two or three of these buffers.
@@ -156,27 +178,22 @@ func (tx *Tx) finish() {
 	db, st := tx.db, tx.txState
 	tx.db, tx.txState = nil, nil
 	st.validating = false
-	if len(st.reads) > 0 {
-		clear(st.reads)
-		st.reads = st.reads[:0]
-	}
-	if len(st.absents) > 0 {
-		clear(st.absents)
-		st.absents = st.absents[:0]
-	}
-	if len(st.scans) > 0 {
-		clear(st.scans)
-		st.scans = st.scans[:0]
-	}
+	st.reads = recycle(st.reads)
+	st.absents = recycle(st.absents)
+	st.scans = recycle(st.scans)
 	if len(st.writes) > 0 {
-		clear(st.writes)
-		st.writes = st.writes[:0]
-		clear(st.claimBuf)
-		st.claimBuf = st.claimBuf[:0]
 		st.ck = uniqueCtx{}
-		clear(st.redo.Ops)
-		st.redo.Ops = st.redo.Ops[:0]
 	}
+	st.writes = recycle(st.writes)
+	st.claimBuf = recycle(st.claimBuf)
+	st.redo.Ops = recycle(st.redo.Ops)
+	st.cands = recycle(st.cands)
+	st.scanCands = recycle(st.scanCands)
+	st.hitBuf = recycle(st.hitBuf)
+	st.items = recycle(st.items)
+	st.tables = recycle(st.tables)
+	st.scratch = recycle(st.scratch)
+	st.cmp = recycle(st.cmp)
 	st.byKey, st.owned, st.deferred = nil, nil, nil
 	if cap(st.arena) > maxRecycledArena {
 		st.arena = nil
