@@ -150,3 +150,67 @@ func TestRecycledStateIsBounded(t *testing.T) {
 	}
 	check(fmt.Sprintf("a commit that read %d rows and scanned %d", n, n))
 }
+
+// shardSlots returns the slots of every shard of a hash index.
+func shardSlots(x *hashIndex) int {
+	n := 0
+	for i := range x.shards {
+		n += len(*x.shards[i].slots.Load())
+	}
+	return n
+}
+
+// A hash index whose table shrinks gives its slot arrays back; they used
+// to stay at the largest size the table ever had.
+func TestHashIndexShrinks(t *testing.T) {
+	db := Open(Options{})
+	tb := cliffTable(t, db, IndexDef{Name: "by_g", Columns: []string{"g"}, Kind: Hash})
+	const n, keep = 60000, 300
+	for lo := 0; lo < n; lo += 1000 {
+		tx := db.Begin()
+		for i := lo; i < lo+1000; i++ {
+			if err := tx.Insert(tb, cliffRow(uint64(i), uint64(i%3))); err != nil { // by_g: 20000 rows per key
+				t.Fatal(err)
+			}
+		}
+		if _, err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pk := tb.state.Load().idx[0].(*hashIndex)
+	full := shardSlots(pk)
+	for lo := keep; lo < n; lo += 1000 {
+		tx := db.Begin()
+		for i := lo; i < min(lo+1000, n); i++ {
+			if err := tx.Delete(tb, []Value{Uint64(uint64(i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, most := shardSlots(pk), hashShards*8+16*keep; got > most {
+		t.Errorf("the primary key index has %d slots for %d rows (%d at %d rows); want at most %d", got, keep, full, n, most)
+	}
+	if got, most := shardSlots(tb.state.Load().idx[1].(*hashIndex)), hashShards*8+16*keep; got > most {
+		t.Errorf("the secondary index has %d slots for %d rows; want at most %d", got, keep, most)
+	}
+	tx := db.Begin()
+	defer tx.Rollback()
+	for i := range n {
+		_, found, err := tx.Get(tb, []Value{Uint64(uint64(i))})
+		if err != nil || found != (i < keep) {
+			t.Fatalf("row %d: found %v, %v", i, found, err)
+		}
+	}
+	for g := range 3 {
+		rows := 0
+		if err := tx.Scan(tb, ScanSpec{Index: 1, Prefix: []Value{Uint64(uint64(g))}}, func(r Record) bool { rows++; return true }); err != nil {
+			t.Fatal(err)
+		}
+		if rows != keep/3 {
+			t.Errorf("key %d: %d rows, want %d", g, rows, keep/3)
+		}
+	}
+}

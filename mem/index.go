@@ -319,7 +319,25 @@ func (sh *hashShard) remove(h, rid uint64, word func(rid uint64) uint64) bool {
 	s.rid.Store(0)
 	sh.used--
 	sh.tombs++
+	sh.shrink()
 	return true
+}
+
+// shrink gives a shard that holds fewer than an eighth of its slots a
+// smaller array, at most a quarter full, so that an index whose table
+// shrank gives its memory back. The array grows again at three quarters
+// full, so a resize either way follows a number of changes in proportion
+// to its size. The caller holds mu and has made seq odd.
+func (sh *hashShard) shrink() {
+	slots := *sh.slots.Load()
+	n := len(slots)
+	if n <= 8 || sh.used*8 >= n {
+		return
+	}
+	for n > 8 && (sh.used+1)*4 <= n/2 {
+		n /= 2
+	}
+	sh.rehash(slots, n)
 }
 
 // insert adds an entry. The caller holds mu and has made seq odd.
