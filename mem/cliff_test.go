@@ -214,3 +214,82 @@ func TestHashIndexShrinks(t *testing.T) {
 		}
 	}
 }
+
+// A table whose rows are deleted gives back the arrays of the pages that
+// emptied (all but the one taking inserts), and its pages take rows
+// again; a snapshot taken before the deletes still reads every row. The
+// arrays used to stay for good.
+func TestEmptiedPagesGiveBackTheirArrays(t *testing.T) {
+	db := Open(Options{})
+	tb := cliffTable(t, db)
+	const n = 20000
+	fill := func(lo, hi int) {
+		for i := lo; i < hi; i += 500 {
+			tx := db.Begin()
+			for j := i; j < min(i+500, hi); j++ {
+				if err := tx.Insert(tb, cliffRow(uint64(j), 0)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fill(0, n)
+	full := tb.Stats()
+	if full.Pages < 10 {
+		t.Fatalf("setup: %d pages", full.Pages)
+	}
+	sn := db.Snapshot()
+	for i := 0; i < n; i += 500 {
+		tx := db.Begin()
+		for j := i; j < i+500; j++ {
+			if err := tx.Delete(tb, []Value{Uint64(uint64(j))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	empty := 0
+	for pg := range int(tb.heap.npages.Load()) {
+		if tb.heap.page(pg).data.Load() == &emptyPage {
+			empty++
+		}
+	}
+	if empty < int(full.Pages)-1 {
+		t.Errorf("%d of %d pages gave back their arrays once empty; want all but the one taking inserts", empty, full.Pages)
+	}
+	if got, want := tb.Stats().HeapBytes, full.HeapBytes-int64(empty)*PageSize; got != want {
+		t.Errorf("heap bytes %d, want %d", got, want)
+	}
+	rows := 0
+	if err := sn.Scan(tb.ID(), func(r Record) error {
+		if r.Uint64(0) != uint64(rows) {
+			return fmt.Errorf("snapshot row %d: id %d", rows, r.Uint64(0))
+		}
+		rows++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sn.Close()
+	if rows != n {
+		t.Fatalf("the snapshot read %d rows, want %d", rows, n)
+	}
+	// The pages take rows again.
+	fill(n, 2*n)
+	if got := tb.Stats().Pages; got != full.Pages && got != full.Pages+1 {
+		t.Errorf("%d pages after refilling, want about %d", got, full.Pages)
+	}
+	tx := db.Begin()
+	defer tx.Rollback()
+	for i := n; i < 2*n; i++ {
+		r, found, err := tx.Get(tb, []Value{Uint64(uint64(i))})
+		if err != nil || !found || r.Str(2) != fmt.Sprintf("s%030d", i) {
+			t.Fatalf("row %d: %v %v", i, found, err)
+		}
+	}
+}

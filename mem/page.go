@@ -319,7 +319,22 @@ type heap struct {
 	allocMu sync.Mutex // guards cur, roomy and adding pages; taken before any page latch
 	cur     int        // page that takes inserts, -1 before the first
 	roomy   []int      // pages that regained room through deletes
+
+	// inserting is cur, for remove to read without allocMu: the page
+	// that takes inserts keeps its array when it empties, so that a row
+	// inserted and deleted again and again does not allocate one each
+	// time. A stale value costs only that.
+	inserting atomic.Int64
+	released  atomic.Int64 // pages whose array was given back (emptyPage)
 }
+
+// emptyPage is the array of every page whose rows are all gone: the last
+// delete gives the page's own array back to the collector (a table that
+// shrinks gives its memory back), and the next insert into the page
+// gives it a new one. Nothing writes it. A reader holding a stale RID
+// finds the slot absent, or reads a zero slot word here and then finds
+// the TID changed, as with any array replaced under it.
+var emptyPage pageArray
 
 func newHeap(minRow int) *heap {
 	n := PageSize / (minRow + slotSize)
@@ -327,6 +342,7 @@ func newHeap(minRow int) *heap {
 		n = 1 << 16
 	}
 	h := &heap{maxSlots: n, cur: -1}
+	h.inserting.Store(-1)
 	h.chunks.Store(&[]*pageChunk{})
 	return h
 }
@@ -384,6 +400,10 @@ func (h *heap) tryInsert(pg int, rec []byte, tid uint64) (int, bool) {
 	if p.room(!reuse) < len(rec) {
 		return 0, false
 	}
+	if p.data.Load() == &emptyPage {
+		p.data.Store(new(pageArray))
+		h.released.Add(-1)
+	}
 	var slot int
 	if reuse {
 		slot = int(p.free[len(p.free)-1])
@@ -417,10 +437,12 @@ func (h *heap) insert(rec []byte, tid uint64) uint64 {
 		p.mu.Unlock()
 		if slot, ok := h.tryInsert(pg, rec, tid); ok {
 			h.cur = pg
+			h.inserting.Store(int64(pg))
 			return ridOf(pg, slot)
 		}
 	}
 	h.cur = h.addPage()
+	h.inserting.Store(int64(h.cur))
 	slot, ok := h.tryInsert(h.cur, rec, tid)
 	if !ok {
 		panic("mem: a row larger than an empty page passed validation")
@@ -571,6 +593,13 @@ func (h *heap) remove(rid uint64, tid uint64, keep func(pg, slot int, old []byte
 	}
 	p.tids[slot].Store(tid)
 	p.clear(slot)
+	if p.live == 0 && d != &emptyPage && int64(pg) != h.inserting.Load() {
+		// Its slot directory stays: a snapshot not yet past the page
+		// may hold old versions of its slots.
+		p.data.Store(&emptyPage)
+		p.end, p.dead, p.holes, p.hole = 0, 0, 0, 0
+		h.released.Add(1)
+	}
 	// A page that is less than half full takes inserts again.
 	relist := !p.listed && p.room(false) >= PageSize/2
 	if relist {

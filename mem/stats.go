@@ -8,7 +8,7 @@ type TableStats struct {
 	ID         uint32
 	Rows       int64
 	Pages      int64
-	HeapBytes  int64 // pages and their TID words
+	HeapBytes  int64 // pages and their TID words; a page emptied by deletes keeps only its TID words
 	IndexBytes int64
 	Indexes    []IndexStats
 }
@@ -38,7 +38,7 @@ func (t *Table) Stats() TableStats {
 	pages := t.heap.npages.Load()
 	ts := TableStats{
 		Name: t.name, ID: t.id, Rows: t.rows.Load(), Pages: pages,
-		HeapBytes: pages * int64(PageSize+8*t.heap.maxSlots),
+		HeapBytes: (pages-t.heap.released.Load())*PageSize + pages*int64(8*t.heap.maxSlots),
 	}
 	for i, x := range st.idx {
 		d := st.s.indexes[i]
