@@ -608,7 +608,20 @@ type orderedIndex struct {
 	slabBytes int64         // bytes of slabs handed out
 	bigBytes  int64         // bytes of live keys too large for a slab (bigKey)
 	changes   atomic.Uint64 // entries added and removed, raised under mu
+
+	// While moving, keys are being re-interned into fresh slabs, a few
+	// with each change of the index (see del): those of the entries below
+	// next have moved. oldBytes is the bytes of the slabs they leave.
+	moving   bool
+	next     oitem
+	oldBytes int64
 }
+
+// reinternStep is how many keys a change of an index moves to fresh
+// slabs while it re-interns: the extra cost of a change is bounded, and
+// a re-interning ends after an eighth as many changes as the index has
+// entries, long before the holes it frees could dominate again.
+const reinternStep = 8
 
 func newOrderedIndex() *orderedIndex {
 	return &orderedIndex{tree: btree.NewBTreeGOptions(oless, btree.Options{NoLocks: true, Degree: 64})}
@@ -616,7 +629,8 @@ func newOrderedIndex() *orderedIndex {
 
 // intern copies key into the slab. The caller holds mu. Deleted keys leave
 // holes that are reclaimed when every key of their slab is gone; when holes
-// dominate, the index is re-interned into fresh slabs.
+// dominate, the index is re-interned into fresh slabs, a few keys at a
+// time (reinternSome).
 func (x *orderedIndex) intern(key []byte) string {
 	if bigKey(key) {
 		return string(key)
@@ -690,6 +704,7 @@ func (x *orderedIndex) addLocked(key []byte, rid uint64) {
 		x.bigBytes += int64(len(key))
 	}
 	x.changes.Add(1)
+	x.reinternSome()
 }
 
 func (x *orderedIndex) del(key []byte, rid uint64) {
@@ -704,25 +719,43 @@ func (x *orderedIndex) del(key []byte, rid uint64) {
 	}
 	x.changes.Add(1)
 	// Holes dominate: re-intern every key into fresh slabs so that the old
-	// ones can be collected.
-	if x.slabBytes > 4*slabSize && x.slabBytes > 3*(x.keyBytes-x.bigBytes) {
-		x.reintern()
+	// ones can be collected. Not all at once, which would hold every
+	// reader and writer of the index for a time in proportion to its
+	// size: each change from now on moves a few keys, in key order.
+	if !x.moving && x.slabBytes > 4*slabSize && x.slabBytes > 3*(x.keyBytes-x.bigBytes) {
+		x.moving, x.next, x.oldBytes = true, oitem{}, x.slabBytes
+		x.slab, x.slabBytes = nil, 0
 	}
+	x.reinternSome()
 }
 
-func (x *orderedIndex) reintern() {
-	items := make([]oitem, 0, x.tree.Len())
-	x.tree.Scan(func(it oitem) bool {
-		items = append(items, it)
-		return true
-	})
-	x.slab, x.slabBytes = nil, 0
-	fresh := btree.NewBTreeGOptions(oless, btree.Options{NoLocks: true, Degree: 64})
-	for _, it := range items {
-		it = mkItem(x.intern(unsafeBytes(it.key)), it.rid)
-		fresh.Load(it)
+// reinternSome moves the keys of the next reinternStep entries to fresh
+// slabs, and ends the re-interning once it has passed the last entry.
+// Keys added meanwhile go to fresh slabs already; those above next are
+// copied once more, which costs a little room and nothing else. The
+// caller holds mu.
+func (x *orderedIndex) reinternSome() {
+	if !x.moving {
+		return
 	}
-	x.tree = fresh
+	var buf [reinternStep]oitem
+	items := buf[:0]
+	x.tree.Ascend(x.next, func(it oitem) bool {
+		items = append(items, it)
+		return len(items) < reinternStep
+	})
+	for i, it := range items {
+		if !bigKey(unsafeBytes(it.key)) { // a big key has an allocation of its own
+			items[i] = mkItem(x.intern(unsafeBytes(it.key)), it.rid)
+			x.tree.Set(items[i]) // the same key and RID: it replaces it
+		}
+	}
+	if len(items) < reinternStep {
+		x.moving, x.next, x.oldBytes = false, oitem{}, 0
+		return
+	}
+	last := items[len(items)-1]
+	x.next = oitem{pfx: last.pfx, key: last.key, rid: last.rid + 1} // just above last
 }
 
 // scan calls fn for entries with lo <= key < hi (hi nil: no upper bound),
@@ -794,7 +827,7 @@ func (x *orderedIndex) rehint([]byte, uint64) {} // an entry holds no offset
 func (x *orderedIndex) memBytes() int64 {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return int64(x.tree.Len())*int64(unsafe.Sizeof(oitem{})) + x.slabBytes + x.bigBytes
+	return int64(x.tree.Len())*int64(unsafe.Sizeof(oitem{})) + x.slabBytes + x.oldBytes + x.bigBytes
 }
 
 func (x *orderedIndex) entries() int64 {
