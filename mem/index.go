@@ -3,6 +3,7 @@ package mem
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -210,6 +211,64 @@ func (x *hashIndex) lookup(key []byte, dst []uint64) []uint64 {
 			return dst
 		}
 	}
+}
+
+// scanKey appends to dst the RIDs, at most n of them and the smallest
+// first, of entries that may have the key and whose RIDs are from from
+// up: a scan of a key with many rows takes them a batch at a time, so
+// that its cost and the memory it takes follow the rows it delivers, not
+// all the key's rows.
+func (x *hashIndex) scanKey(key []byte, from uint64, n int, dst []uint64) []uint64 {
+	h, sh := x.hash(key)
+	base := len(dst)
+	for spin := 0; ; spin++ {
+		s1 := sh.seq.Load()
+		if s1&1 != 0 {
+			backoff(spin)
+			continue
+		}
+		dst = sh.candidatesFrom(h, from, n, dst[:base])
+		if sh.seq.Load() == s1 {
+			return dst
+		}
+	}
+}
+
+// candidatesFrom is candidates for scanKey: it appends the RIDs of at
+// most n entries with hash h from RID from up, the smallest first. The
+// slot array holds at most overflowAt entries of h, and the overflow
+// tree is in RID order within a hash, so it reads at most n+overflowAt.
+func (sh *hashShard) candidatesFrom(h, from uint64, n int, dst []uint64) []uint64 {
+	base := len(dst)
+	dst = find(*sh.slots.Load(), h, dst)
+	marked := len(dst) > base && dst[base]&overMark != 0
+	k := base
+	for _, w := range dst[base:] {
+		if w&ridMask >= from {
+			dst[k] = w & ridMask
+			k++
+		}
+	}
+	dst = dst[:k]
+	if marked {
+		o := sh.over.Load()
+		o.mu.RLock()
+		got := 0
+		o.tree.Ascend(oentry{h: h, w: from}, func(e oentry) bool {
+			if e.h != h || got == n {
+				return false
+			}
+			dst = append(dst, e.w&ridMask)
+			got++
+			return true
+		})
+		o.mu.RUnlock()
+	}
+	slices.Sort(dst[base:])
+	if len(dst)-base > n {
+		dst = dst[:base+n]
+	}
+	return dst
 }
 
 // candidates appends to dst, which holds n words before, the rid words

@@ -86,6 +86,10 @@ func (t *Table) InRange(spec ScanSpec, key []Value) (bool, error) {
 	return bytes.Compare(k, lo) >= 0 && (hi == nil || bytes.Compare(k, hi) < 0), nil
 }
 
+// hashScanBatch is how many entries of its key a hash index scan takes
+// at a time.
+const hashScanBatch = 64
+
 // collect feeds fn the committed rows of index ix in [lo, hi), in index
 // order, at most limit (0: all). It is the one definition of a scan's
 // committed result, run at execution and again at validation.
@@ -111,13 +115,28 @@ func (tx *Tx) collect(t *Table, st *tableState, ix int, lo, hi []byte, reverse b
 	// The scan's buffers are taken out while it runs, so that fn may scan
 	// again (a nested scan gets buffers of its own).
 	if s.indexes[ix].kind == Hash {
-		cands := st.idx[ix].lookup(lo, tx.scanCands[:0])
+		// The key's rows in RID order, a batch at a time, as far as fn
+		// goes: a key may have millions.
+		x := st.idx[ix].(*hashIndex)
+		cands := tx.scanCands[:0]
 		tx.scanCands = nil
-		slices.Sort(cands)
-		for _, c := range cands {
-			if !visit(lo, c) {
+		batch := hashScanBatch
+		if limit > 0 && limit < batch {
+			batch = limit
+		}
+		for from := uint64(0); ; batch = hashScanBatch {
+			cands = x.scanKey(lo, from, batch, cands[:0])
+			done := len(cands) < batch
+			for _, c := range cands {
+				if !visit(lo, c) {
+					done = true
+					break
+				}
+			}
+			if done {
 				break
 			}
+			from = cands[len(cands)-1] + 1
 		}
 		tx.scanCands = cands
 		return err
