@@ -3,6 +3,7 @@ package mem
 import (
 	"fmt"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -436,5 +437,71 @@ func TestHashScanReadsWhatItDelivers(t *testing.T) {
 		if _, err := tx.Commit(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// KeptBytes reads a count: it neither walks the old versions a snapshot
+// holds nor waits for the lock that commits keeping one take (it used to
+// do both, for a time in proportion to the versions kept).
+func TestKeptBytesIsACount(t *testing.T) {
+	db := Open(Options{})
+	tb := cliffTable(t, db)
+	const n = 3000
+	for lo := 0; lo < n; lo += 1000 {
+		tx := db.Begin()
+		for i := lo; i < lo+1000; i++ {
+			if err := tx.Insert(tb, cliffRow(uint64(i), 0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sn := db.Snapshot()
+	defer sn.Close()
+	tx := db.Begin()
+	for i := range n {
+		if err := tx.Update(tb, []Value{Uint64(uint64(i))}, []ColumnValue{{Column: 1, Value: Uint64(1)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	st := sn.tables[0]
+	var want int64
+	for _, b := range st.kept {
+		want += int64(len(b))
+	}
+	if want == 0 {
+		t.Fatal("setup: the snapshot kept nothing")
+	}
+	st.mu.Lock()
+	done := make(chan int64, 1)
+	go func() { done <- sn.KeptBytes() }() // with the lock held: it must not wait for it
+	var got int64
+	select {
+	case got = <-done:
+		st.mu.Unlock()
+	case <-time.After(5 * time.Second):
+		st.mu.Unlock()
+		t.Fatal("KeptBytes waits for the lock commits take to keep a version")
+	}
+	if got != want {
+		t.Fatalf("KeptBytes = %d, want %d", got, want)
+	}
+	rows := 0
+	if err := sn.Scan(tb.ID(), func(r Record) error {
+		if r.Uint64(1) != 0 {
+			return fmt.Errorf("the snapshot read row %d as updated", r.Uint64(0))
+		}
+		rows++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if rows != n || sn.KeptBytes() != 0 {
+		t.Fatalf("scanned %d rows, KeptBytes %d after", rows, sn.KeptBytes())
 	}
 }
