@@ -158,18 +158,29 @@ const (
 	maxRecycled      = 64 << 10
 )
 
-// recycle returns s emptied for the next transaction, or nil when its
-// capacity is past maxRecycled bytes. Only what was used is cleared.
-func recycle[T any](s []T) []T {
+// recycle empties *s for the next transaction, or drops it when its
+// capacity is past maxRecycled bytes. A buffer the transaction did not
+// use (empty) is left as it is, without a store: a point read touches
+// two or three of them, and finish runs for every transaction.
+func recycle[T any](s *[]T) {
+	if len(*s) > 0 {
+		if !bound(s) {
+			clear(*s)
+			*s = (*s)[:0]
+		}
+	}
+}
+
+// bound drops *s, and reports it, when its capacity is past maxRecycled
+// bytes; it is for the scratch buffers that their users empty as they
+// take them.
+func bound[T any](s *[]T) bool {
 	var zero T
-	if uintptr(cap(s))*unsafe.Sizeof(zero) > maxRecycled {
-		return nil
+	if uintptr(cap(*s))*unsafe.Sizeof(zero) > maxRecycled {
+		*s = nil
+		return true
 	}
-	if len(s) > 0 {
-		clear(s)
-		s = s[:0]
-	}
-	return s
+	return false
 }
 
 // finish ends the transaction and recycles its state. Only what was used
@@ -178,22 +189,22 @@ func (tx *Tx) finish() {
 	db, st := tx.db, tx.txState
 	tx.db, tx.txState = nil, nil
 	st.validating = false
-	st.reads = recycle(st.reads)
-	st.absents = recycle(st.absents)
-	st.scans = recycle(st.scans)
+	recycle(&st.reads)
+	recycle(&st.absents)
+	recycle(&st.scans)
 	if len(st.writes) > 0 {
 		st.ck = uniqueCtx{}
 	}
-	st.writes = recycle(st.writes)
-	st.claimBuf = recycle(st.claimBuf)
-	st.redo.Ops = recycle(st.redo.Ops)
-	st.cands = recycle(st.cands)
-	st.scanCands = recycle(st.scanCands)
-	st.hitBuf = recycle(st.hitBuf)
-	st.items = recycle(st.items)
-	st.tables = recycle(st.tables)
-	st.scratch = recycle(st.scratch)
-	st.cmp = recycle(st.cmp)
+	recycle(&st.writes)
+	recycle(&st.claimBuf)
+	recycle(&st.redo.Ops)
+	bound(&st.cands)
+	bound(&st.scanCands)
+	bound(&st.hitBuf)
+	bound(&st.items)
+	bound(&st.tables)
+	bound(&st.scratch)
+	bound(&st.cmp)
 	st.byKey, st.owned, st.deferred = nil, nil, nil
 	if cap(st.arena) > maxRecycledArena {
 		st.arena = nil
