@@ -285,9 +285,16 @@ func TestBootstrapReportsProgress(t *testing.T) {
 	app.withAccounts(10)
 	proxy := faultproxy.New(t, src.n.addr)
 	proxy.Stall(true)
-	// The stall outlasts progressEvery by 2 s: room for a slow start
-	// (TLS, a busy machine) before the fetch begins.
-	time.AfterFunc(progressEvery+2*time.Second, func() { proxy.Stall(false) })
+	progress := regexp.MustCompile(`receiving the image: lsn=\d+ received-bytes=\d+ bytes=\d+`)
+	// The stall lasts progressEvery and a second from when the node
+	// dials the source, however slow its start (TLS, a busy machine).
+	go func() {
+		defer proxy.Stall(false)
+		for deadline := time.Now().Add(30 * time.Second); proxy.Accepted() == 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(progressEvery + time.Second)
+	}()
 
 	cert, key := src.ca.Issue(t, "p")
 	cfg := conf.DefaultConfig()
@@ -307,7 +314,7 @@ func TestBootstrapReportsProgress(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if !regexp.MustCompile(`receiving the image: lsn=\d+ received-bytes=\d+ bytes=\d+`).MatchString(logged.String()) {
+	if !progress.Match(logged.Bytes()) {
 		t.Fatalf("the node logged no progress of the transfer:\n%s", logged.String())
 	}
 }

@@ -25,14 +25,15 @@ type Proxy struct {
 	lis    net.Listener
 	target string
 
-	mu     sync.Mutex
-	links  map[*link]bool
-	down   int64   // bytes sent down so far
-	cutAt  []int64 // cut every link when down reaches each, in order
-	flipAt int64   // flip a bit of the byte at this position; -1: none
-	cuts   int
-	stall  chan struct{} // non-nil while bytes going down are held back; closed to release them
-	wg     sync.WaitGroup
+	mu       sync.Mutex
+	links    map[*link]bool
+	down     int64   // bytes sent down so far
+	cutAt    []int64 // cut every link when down reaches each, in order
+	flipAt   int64   // flip a bit of the byte at this position; -1: none
+	cuts     int
+	accepted int           // connections accepted so far
+	stall    chan struct{} // non-nil while bytes going down are held back; closed to release them
+	wg       sync.WaitGroup
 }
 
 type link struct{ client, server net.Conn }
@@ -63,6 +64,13 @@ func (p *Proxy) Down() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.down
+}
+
+// Accepted returns how many connections the proxy has taken so far.
+func (p *Proxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
 }
 
 // Cuts returns how many times the links were cut.
@@ -140,6 +148,7 @@ func (p *Proxy) accept() {
 		l := &link{client: c, server: s}
 		p.mu.Lock()
 		p.links[l] = true
+		p.accepted++
 		p.mu.Unlock()
 		p.wg.Add(2)
 		go func() {
