@@ -107,6 +107,10 @@ func (tx *Tx) installReplayed(lsn uint64) error {
 func (tx *Tx) applyLock(lsn uint64) error {
 	writes := tx.writes
 	tx.writes = tx.writes[:0]
+	// The writes dropped (or not reached, after an error) leave copies
+	// past the end, which point at the record's rows and keys: the state
+	// is recycled with what it holds.
+	defer func() { clear(writes[len(tx.writes):]) }()
 	for _, w := range writes {
 		if w.t.dropped.Load() {
 			return errorf(ErrNoTable, "apply LSN %d: table %q was dropped", lsn, w.t.name)

@@ -195,6 +195,10 @@ func (tx *Tx) finish() {
 	if len(st.writes) > 0 {
 		st.ck = uniqueCtx{}
 	}
+	// Writes are the one buffer its users shrink (removeWrite, a replayed
+	// record's deletes of missing rows): one emptied that way is bounded
+	// too.
+	bound(&st.writes)
 	recycle(&st.writes)
 	recycle(&st.claimBuf)
 	recycle(&st.redo.Ops)
