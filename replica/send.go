@@ -133,12 +133,12 @@ type Sender struct {
 	hello *pb.ShipHello // the hello's fixed part: who this node is, and whose log it ships
 
 	mu       sync.Mutex
-	links    []*link       // one per standby shipped to, in the order they were added
-	changed  chan struct{} // closed when a link's acknowledgements advance, if watched
-	degraded bool          // commits return without their quorum (on_sync_timeout = degrade)
-	resumeAt uint64        // while degraded: the LSN the quorum must reach (the last LSN when it was set)
-	resumeBy time.Time     // when resumeAt was set
-	closed   bool          // Close was called: commits wait no more
+	links    []*link      // one per standby shipped to, in the order they were added
+	waiters  []*ackWaiter // the commits waiting in Wait, each woken alone once its LSN is held
+	degraded bool         // commits return without their quorum (on_sync_timeout = degrade)
+	resumeAt uint64       // while degraded: the LSN the quorum must reach (the last LSN when it was set)
+	resumeBy time.Time    // when resumeAt was set
+	closed   bool         // Close was called: commits wait no more
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -272,10 +272,7 @@ func (s *Sender) SetPeers(peers []Peer) (added, removed []string) {
 func (s *Sender) Close() {
 	s.mu.Lock()
 	s.closed = true
-	if s.changed != nil {
-		close(s.changed)
-		s.changed = nil
-	}
+	s.wakeAllLocked()
 	s.mu.Unlock()
 	s.cancel()
 	s.done.Wait()
@@ -623,14 +620,64 @@ func (s *Sender) Downstream() []*pb.StandbyAck {
 	return out
 }
 
-// ackedLocked wakes the commits waiting for acknowledgements and ends a
-// degradation once the quorum has caught up; the caller holds mu.
+// ackWaiter is a commit waiting in Wait for the acknowledgement of lsn
+// under mode (negative: the node's); ch is closed to wake it.
+type ackWaiter struct {
+	lsn  uint64
+	mode Mode
+	ch   chan struct{}
+}
+
+// ackedLocked wakes the commits waiting for acknowledgements that the
+// quorum now holds, and ends a degradation once the quorum has caught
+// up; the caller holds mu. It wakes no other waiter: with many commits
+// waiting, waking them all at each acknowledgement cost the node a
+// goroutine switch and a pass of Wait per commit per acknowledgement.
 func (s *Sender) ackedLocked() {
-	if s.changed != nil {
-		close(s.changed)
-		s.changed = nil
+	if len(s.waiters) > 0 {
+		received, applied := s.quorumLocked(ReceivedAck), s.quorumLocked(AppliedAck)
+		kept := s.waiters[:0]
+		for _, w := range s.waiters {
+			m := w.mode
+			if m < 0 {
+				m = s.opts.Mode
+			}
+			q := received
+			if m == AppliedAck {
+				q = applied
+			}
+			if m == Async || q >= w.lsn {
+				close(w.ch)
+				continue
+			}
+			kept = append(kept, w)
+		}
+		clear(s.waiters[len(kept):])
+		s.waiters = kept
 	}
 	s.resumeLocked()
+}
+
+// wakeAllLocked wakes every waiting commit, for a change that is not the
+// quorum's (settings, a degradation, Close): each looks again at what to
+// do. The caller holds mu.
+func (s *Sender) wakeAllLocked() {
+	for _, w := range s.waiters {
+		close(w.ch)
+	}
+	clear(s.waiters)
+	s.waiters = s.waiters[:0]
+}
+
+// dropWaiterLocked forgets w, unless it was woken already. The caller
+// holds mu.
+func (s *Sender) dropWaiterLocked(w *ackWaiter) {
+	if i := slices.Index(s.waiters, w); i >= 0 {
+		last := len(s.waiters) - 1
+		s.waiters[i] = s.waiters[last]
+		s.waiters[last] = nil
+		s.waiters = s.waiters[:last]
+	}
 }
 
 // resumeLocked ends a degradation once the quorum has caught up: it has
@@ -775,18 +822,13 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 			s.opts.Logger.Warn("the standbys did not answer in sync_timeout: commits no longer wait for them until they catch up",
 				"sync-mode", m, "lsn", lsn, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout)
 			// The other waiters return degraded too, now.
-			if s.changed != nil {
-				close(s.changed)
-				s.changed = nil
-			}
+			s.wakeAllLocked()
 			s.resumeLocked()
 			s.mu.Unlock()
 			return true, nil
 		}
-		if s.changed == nil {
-			s.changed = make(chan struct{})
-		}
-		changed := s.changed
+		w := &ackWaiter{lsn: lsn, mode: mode, ch: make(chan struct{})}
+		s.waiters = append(s.waiters, w)
 		block, until, quorum := s.opts.Block, began.Add(s.opts.Timeout), s.opts.Quorum
 		s.mu.Unlock()
 		var timeout <-chan time.Time
@@ -799,9 +841,15 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 			timeout = timer.C
 		}
 		select {
-		case <-changed:
+		case <-w.ch:
 		case <-timeout: // the next pass degrades, if it still should
+			s.mu.Lock()
+			s.dropWaiterLocked(w)
+			s.mu.Unlock()
 		case <-ctx.Done():
+			s.mu.Lock()
+			s.dropWaiterLocked(w)
+			s.mu.Unlock()
 			return false, fmt.Errorf("%w: LSN %d waited for %d standbys to answer (%s): %w", ErrUnconfirmed, lsn, quorum, m, ctx.Err())
 		}
 	}
@@ -822,10 +870,7 @@ func (s *Sender) SetSync(mode Mode, quorum int, counted []string, timeout time.D
 	if mode == Async || quorum <= 0 || block {
 		s.degraded = false
 	}
-	if s.changed != nil {
-		close(s.changed)
-		s.changed = nil
-	}
+	s.wakeAllLocked()
 	s.resumeLocked()
 }
 
