@@ -734,7 +734,6 @@ func (tx *Tx) Commit() (uint64, error) {
 	if tx.db == nil {
 		return 0, ErrTxDone
 	}
-	db := tx.db
 	defer tx.finish()
 	if len(tx.writes) == 0 {
 		tx.validating = true
@@ -743,6 +742,15 @@ func (tx *Tx) Commit() (uint64, error) {
 		}
 		return 0, tx.validate()
 	}
+	return tx.commitWrites()
+}
+
+// commitWrites is Commit for a transaction that writes. (Apart, so that
+// both functions' defers are open-coded: Go gives up on that past 15
+// returns times defers in one function, and every commit then paid for
+// a deferred call's record.)
+func (tx *Tx) commitWrites() (uint64, error) {
+	db := tx.db
 	db.gate.RLock()
 	defer db.gate.RUnlock()
 	for i := range tx.writes {
