@@ -39,6 +39,12 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 		}
 		return db.applyDDL(lsn, r.Ops[0], def)
 	}
+	return db.applyData(lsn, r)
+}
+
+// applyData is Apply for a data record; the caller holds applyMu. (Apart,
+// so that both functions' defers are open-coded, as in Commit.)
+func (db *DB) applyData(lsn uint64, r *Redo) error {
 	tx := db.Begin()
 	defer tx.Rollback()
 	var err error
