@@ -307,9 +307,12 @@ func (sh *hashShard) put(h, w uint64) {
 	slots := *sh.slots.Load()
 	mask := uint64(len(slots) - 1)
 	var same [overflowAt]*hslot
-	k := 0
+	k, free := 0, -1 // free: the first slot on the probe an entry can take
 	for i, n := (h>>8)&mask, 0; n < len(slots) && k < overflowAt; i, n = (i+1)&mask, n+1 {
 		e := slots[i].h.Load()
+		if free < 0 && (e == hEmpty || e == hTomb) {
+			free = int(i)
+		}
 		if e == hEmpty {
 			break
 		}
@@ -322,7 +325,7 @@ func (sh *hashShard) put(h, w uint64) {
 		if k > 0 {
 			w |= same[0].rid.Load() & overMark
 		}
-		sh.insert(h, w)
+		sh.insert(slots, free, h, w)
 		return
 	}
 	o := sh.over.Load()
@@ -399,29 +402,30 @@ func (sh *hashShard) shrink() {
 	sh.rehash(slots, n)
 }
 
-// insert adds an entry. The caller holds mu and has made seq odd.
-func (sh *hashShard) insert(h, rid uint64) {
-	slots := *sh.slots.Load()
+// insert adds an entry at slots[free], the first empty or tomb slot on
+// its probe (put found it), unless the array must grow first: then on
+// the new array's probe. The caller holds mu and has made seq odd.
+func (sh *hashShard) insert(slots []hslot, free int, h, rid uint64) {
 	if (sh.used+sh.tombs+1)*4 > len(slots)*3 {
 		n := len(slots)
 		if (sh.used+1)*2 > n {
 			n *= 2
 		}
-		slots = sh.rehash(slots, n)
-	}
-	mask := uint64(len(slots) - 1)
-	for i := (h >> 8) & mask; ; i = (i + 1) & mask {
-		s := &slots[i]
-		if old := s.h.Load(); old == hEmpty || old == hTomb {
-			if old == hTomb {
-				sh.tombs--
-			}
-			s.rid.Store(rid)
-			s.h.Store(h)
-			sh.used++
-			return
+		slots = sh.rehash(slots, n) // no tombs in it
+		mask := uint64(n - 1)
+		i := (h >> 8) & mask
+		for slots[i].h.Load() != hEmpty {
+			i = (i + 1) & mask
 		}
+		free = int(i)
 	}
+	s := &slots[free]
+	if s.h.Load() == hTomb {
+		sh.tombs--
+	}
+	s.rid.Store(rid)
+	s.h.Store(h)
+	sh.used++
 }
 
 // newSlots returns an array of n empty slots for a shard to fill at
