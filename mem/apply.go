@@ -276,7 +276,7 @@ func (db *DB) ddlInEffect(op Op) bool {
 	case OpCreateTable:
 		// Encodings are canonical and the stored definition is normalized,
 		// so equal bytes mean the same table.
-		return exists && string(encodeTableDef(nil, t.state.Load().s.def)) == string(op.Data)
+		return exists && string(encodeTableDef(nil, t.state.Load().def())) == string(op.Data)
 	case OpDropTable:
 		// Gone already: dropped before, as ids are never reused. An id
 		// never handed out is an error, not a repeat.

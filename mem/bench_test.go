@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"runtime"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/mmdb/mmdb/internal/benchutil"
 	"github.com/mmdb/mmdb/internal/gcstat"
@@ -228,5 +230,69 @@ func BenchmarkGCCycle(b *testing.B) {
 			b.ReportMetric(float64(d.MaxPause.Microseconds()), "max-gc-pause-us")
 			runtime.KeepAlive(db)
 		})
+	}
+}
+
+// BenchmarkCreateIndex times building a secondary index on n over a
+// table of -bench.rows rows, alone and while a writer updates n in rows
+// at random (one commit per row): the writer's commits per second and
+// its worst latencies while the build runs say whether the build holds
+// commits off.
+func BenchmarkCreateIndex(b *testing.B) {
+	db, t := kvTable(b, mem.Hash, *benchRows)
+	for _, kind := range []mem.IndexKind{mem.Hash, mem.Ordered} {
+		for _, load := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/writer=%v", kind, load), func(b *testing.B) {
+				var lat []time.Duration
+				for i := 0; i < b.N; i++ {
+					stop := make(chan struct{})
+					done := make(chan []time.Duration)
+					if load {
+						go func() {
+							var l []time.Duration
+							key, set := make([]mem.Value, 1), make([]mem.ColumnValue, 1)
+							for j := 0; ; j++ {
+								select {
+								case <-stop:
+									done <- l
+									return
+								default:
+								}
+								key[0] = mem.Uint64(spread(j, *benchRows))
+								set[0] = mem.ColumnValue{Column: 1, Value: mem.Uint64(uint64(j))}
+								start := time.Now()
+								tx := db.Begin()
+								if err := tx.Update(t, key, set); err != nil {
+									b.Error(err)
+								}
+								if _, err := tx.Commit(); err != nil && !errors.Is(err, mem.ErrConflict) {
+									b.Error(err)
+								}
+								l = append(l, time.Since(start))
+							}
+						}()
+					}
+					if _, err := db.CreateIndex("kv", mem.IndexDef{Name: "by_n", Columns: []string{"n"}, Kind: kind}); err != nil {
+						b.Fatal(err)
+					}
+					if load {
+						close(stop)
+						lat = append(lat, <-done...)
+					}
+					b.StopTimer()
+					if _, err := db.DropIndex("kv", "by_n"); err != nil {
+						b.Fatal(err)
+					}
+					runtime.GC()
+					b.StartTimer()
+				}
+				if load {
+					slices.Sort(lat)
+					b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "writes/s")
+					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-us")
+					b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-us")
+				}
+			})
+		}
 	}
 }

@@ -2,11 +2,13 @@ package mem
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -168,6 +170,36 @@ type Table struct {
 type tableState struct {
 	s   *schema
 	idx []index // parallel to s.indexes
+	// building says that the last index is being built (CreateIndex):
+	// commits keep it up to date, but it is not part of the table's
+	// definition yet, and reads may not use it.
+	building bool
+}
+
+// readable returns how many of the table's indexes reads may use: all
+// but one being built.
+func (st *tableState) readable() int {
+	if st.building {
+		return len(st.s.indexes) - 1
+	}
+	return len(st.s.indexes)
+}
+
+// usable returns an error unless reads may use index ix.
+func (st *tableState) usable(ix int) error {
+	if ix < 0 || ix >= st.readable() {
+		return errorf(ErrNoIndex, "table %q has no index %d", st.s.def.Name, ix)
+	}
+	return nil
+}
+
+// def returns the table's definition: without an index being built.
+func (st *tableState) def() TableDef {
+	d := st.s.def.Clone()
+	if st.building {
+		d.Indexes = d.Indexes[:len(d.Indexes)-1]
+	}
+	return d
 }
 
 func newIndex(d indexDef, h *heap) index {
@@ -187,7 +219,7 @@ func (t *Table) ID() uint32 { return t.id }
 func (t *Table) Name() string { return t.name }
 
 // Def returns the table's definition.
-func (t *Table) Def() TableDef { return t.state.Load().s.def.Clone() }
+func (t *Table) Def() TableDef { return t.state.Load().def() }
 
 // Column returns the ordinal of the named column.
 func (t *Table) Column(name string) (int, error) { return t.state.Load().s.column(name) }
@@ -196,8 +228,16 @@ func (t *Table) Column(name string) (int, error) { return t.state.Load().s.colum
 // wrong type, NULL into NOT NULL, a value too long), or nil.
 func (t *Table) CheckValue(c int, v Value) error { return t.state.Load().s.checkValue(c, v) }
 
-// Index returns the ordinal of the named index; "primary" is 0.
-func (t *Table) Index(name string) (int, error) { return t.state.Load().s.indexByName(name) }
+// Index returns the ordinal of the named index; "primary" is 0. An index
+// CreateIndex is still building is not found.
+func (t *Table) Index(name string) (int, error) {
+	st := t.state.Load()
+	ix, err := st.s.indexByName(name)
+	if err == nil && ix >= st.readable() {
+		return 0, errorf(ErrNoIndex, "table %q index %q (it is being built)", t.name, name)
+	}
+	return ix, err
+}
 
 // Table returns the named table.
 func (db *DB) Table(name string) (*Table, error) {
@@ -348,8 +388,9 @@ func (db *DB) dropTable(t *Table, applyLSN uint64) (uint64, error) {
 }
 
 // CreateIndex adds a secondary index to a table and builds it from the
-// table's rows, and returns the LSN of the change. Commits wait while it
-// builds.
+// table's rows, and returns the LSN of the change. Commits go on while it
+// builds (see createIndex); other schema changes and the start of a
+// snapshot wait.
 func (db *DB) CreateIndex(table string, def IndexDef) (uint64, error) {
 	t, err := db.Table(table)
 	if err != nil {
@@ -358,6 +399,20 @@ func (db *DB) CreateIndex(table string, def IndexDef) (uint64, error) {
 	return db.createIndex(t, def, 0)
 }
 
+// createIndex adds an index. Applying one logged at applyLSN (recovery,
+// a standby) builds it with commits held off: the records after it may
+// need it. A new one is built online, in three steps:
+//
+//  1. With commits held off for an instant, the index is published as
+//     being built: every commit from then on adds and removes its rows'
+//     entries, as for any index (and claims keys of a unique one), but it
+//     is not in the table's definition and reads cannot use it.
+//  2. Meanwhile backfill gives it the rows that were there before.
+//  3. With commits held off again, the change is logged and the index
+//     becomes part of the table at its LSN; the log holds it at the
+//     point where the index holds exactly the rows of the commits before.
+//
+// A failure (a unique key held twice) takes the index out again.
 func (db *DB) createIndex(t *Table, def IndexDef, applyLSN uint64) (uint64, error) {
 	db.ddlMu.Lock()
 	defer db.ddlMu.Unlock()
@@ -370,19 +425,50 @@ func (db *DB) createIndex(t *Table, def IndexDef, applyLSN uint64) (uint64, erro
 		return 0, err
 	}
 	ix := len(s.indexes) - 1
-	var built index
-	lsn, err := db.ddl(Op{Kind: OpCreateIndex, Table: t.id, Data: encodeIndexDef(nil, def)}, applyLSN,
-		func() (err error) {
-			built, err = t.buildIndex(s, ix)
-			return err
-		},
-		func(uint64) {
-			t.state.Store(&tableState{s: s, idx: append(old.idx[:len(old.idx):len(old.idx)], built)})
-		})
-	if err == nil {
-		db.logger.Info("index created", "table", t.name, "index", def.Name, "kind", def.Kind.String(), "entries", built.entries(), "lsn", lsn)
+	op := Op{Kind: OpCreateIndex, Table: t.id, Data: encodeIndexDef(nil, def)}
+	idx := old.idx[:len(old.idx):len(old.idx)]
+	if applyLSN != 0 {
+		var built index
+		lsn, err := db.ddl(op, applyLSN,
+			func() (err error) {
+				built, err = t.buildIndex(s, ix)
+				return err
+			},
+			func(uint64) { t.state.Store(&tableState{s: s, idx: append(idx, built)}) })
+		if err == nil {
+			db.logger.Info("index created", "table", t.name, "index", def.Name, "kind", def.Kind.String(), "entries", built.entries(), "lsn", lsn)
+		}
+		return lsn, err
 	}
-	return lsn, err
+	start := time.Now()
+	x := newIndex(s.indexes[ix], t.heap)
+	if h, ok := x.(*hashIndex); ok {
+		h.reserve(t.rows.Load())
+	}
+	building := &tableState{s: s, idx: append(idx, x), building: true}
+	db.gate.Lock()
+	t.state.Store(building)
+	db.gate.Unlock()
+	db.logger.Info("index build started", "table", t.name, "index", def.Name, "kind", def.Kind.String(), "rows", t.rows.Load())
+	if err := t.backfill(s, ix, x); err != nil {
+		db.gate.Lock()
+		t.state.Store(old)
+		db.gate.Unlock()
+		db.logger.Info("index build failed", "table", t.name, "index", def.Name, "error", err)
+		return 0, err
+	}
+	if h, ok := x.(*hashIndex); ok {
+		h.fit()
+	}
+	lsn, err := db.ddl(op, 0, nil, func(uint64) { t.state.Store(&tableState{s: s, idx: building.idx}) })
+	if err != nil {
+		db.gate.Lock()
+		t.state.Store(old)
+		db.gate.Unlock()
+		return 0, err
+	}
+	db.logger.Info("index created", "table", t.name, "index", def.Name, "kind", def.Kind.String(), "entries", x.entries(), "lsn", lsn, "took", time.Since(start))
+	return lsn, nil
 }
 
 // DropIndex removes a secondary index and returns the LSN of the change.
@@ -441,6 +527,98 @@ func (t *Table) buildIndex(s *schema, ix int) (index, error) {
 		return true
 	})
 	return x, err
+}
+
+// testHookBackfill, when set by a test, runs before backfill visits
+// each page.
+var testHookBackfill func(pg int)
+
+// errBusy, from a unique check of backfill, says that a row holding the
+// key is locked by a commit: the row is tried again once that is over.
+var errBusy = errors.New("mem: a row with the key is being committed")
+
+// backfill gives index ix of schema s, published as being built
+// (createIndex), an entry for every row already in the table. It locks
+// each row while its entry goes in, as a commit locks every row whose
+// entries it changes: a commit that changes the row meanwhile waits for
+// it, and then finds the entry to take out. A row a commit placed since
+// the index was published has its entry already, and ensure adds no
+// second one. A unique index fails on a key two rows hold.
+func (t *Table) backfill(s *schema, ix int, x index) error {
+	h := t.heap
+	var key, scratch []byte
+	var check func(uint64) error
+	if s.indexes[ix].unique {
+		check = func(c uint64) error {
+			tid, row := h.peek(c)
+			switch {
+			case tid&tidLocked != 0:
+				return errBusy
+			case tid&tidAbsent != 0:
+				return nil
+			}
+			var eq bool
+			if eq, scratch = s.rowKeyEqual(ix, row, key, scratch); !eq {
+				return nil
+			}
+			vals, _ := s.decodeKey(ix, key)
+			return errorf(ErrDuplicate, "table %q index %q: key %v appears more than once", s.def.Name, s.indexes[ix].name, vals)
+		}
+	}
+	// row adds the entry of the row at rid; false: try it again later.
+	row := func(rid uint64) (bool, error) {
+		prev, ok := h.lock(rid)
+		if !ok {
+			return true, nil // gone: a commit took its entry out, or never put one in
+		}
+		key = s.appendRowKey(key[:0], ix, h.readOwned(rid))
+		err := x.ensure(key, rid, check)
+		h.setTID(rid, prev)
+		if errors.Is(err, errBusy) {
+			return false, nil
+		}
+		return true, err
+	}
+	var later []uint64
+	// Rows in pages added since the index was published came with
+	// commits that gave them their entries.
+	for pg, n := 0, int(h.npages.Load()); pg < n; pg++ {
+		if testHookBackfill != nil {
+			testHookBackfill(pg)
+		}
+		p := h.page(pg)
+		p.mu.Lock()
+		slots := p.nslots
+		p.mu.Unlock()
+		for slot := 0; slot < slots; slot++ {
+			rid := ridOf(pg, slot)
+			if h.tid(rid)&(tidLocked|tidAbsent) == tidAbsent {
+				continue
+			}
+			done, err := row(rid)
+			if err != nil {
+				return err
+			}
+			if !done {
+				later = append(later, rid)
+			}
+		}
+	}
+	for spin := 0; len(later) > 0; spin++ {
+		backoff(spin)
+		left := later[:0]
+		for _, rid := range later {
+			done, err := row(rid)
+			if err != nil {
+				return err
+			}
+			if !done {
+				left = append(left, rid)
+			}
+		}
+		later = left
+	}
+	return nil
 }
 
 // buildHashIndex builds a hash index in two passes: it hashes every row's

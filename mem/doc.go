@@ -53,7 +53,11 @@
 // issue's durability levels) before acknowledging. A transaction that
 // wrote nothing gets no LSN; Tx.Seen names the newest commit whose
 // effects it read, for the caller to wait on before it answers. Schema changes are
-// logged the same way, one per record. Without a log, a Counter assigns
+// logged the same way, one per record. They hold commits off for an
+// instant only: CreateIndex builds a new index while commits go on and
+// keep it up to date, and logs it once it holds every row (see
+// createIndex); applied from the log, it is built with commits held off.
+// Without a log, a Counter assigns
 // LSNs in memory. Tx.Relog logs rows as they are, changing nothing: a
 // standby that applies the record ends with exactly those rows (how a
 // standby that differs is repaired through the log).

@@ -3,6 +3,7 @@ package mem
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -45,6 +46,11 @@ type index interface {
 	// claim adds key->rid after check approves every existing candidate,
 	// atomically with respect to other claims of the key.
 	claim(key []byte, rid uint64, check func(rid uint64) error) error
+	// ensure adds key->rid unless the index holds that entry already,
+	// after check, if not nil, approves every other candidate of the
+	// key, atomically with respect to claims of the key. An index being
+	// built takes the table's rows with it (Table.backfill).
+	ensure(key []byte, rid uint64, check func(rid uint64) error) error
 	add(key []byte, rid uint64)
 	del(key []byte, rid uint64)
 	// rehint notes, if the index keeps such hints, that the row at rid,
@@ -544,19 +550,75 @@ func (sh *hashShard) write(fn func() error) error {
 }
 
 func (x *hashIndex) claim(key []byte, rid uint64, check func(uint64) error) error {
+	return x.place(key, rid, false, check)
+}
+
+func (x *hashIndex) ensure(key []byte, rid uint64, check func(uint64) error) error {
+	return x.place(key, rid, true, check)
+}
+
+// place is claim, and with once ensure.
+func (x *hashIndex) place(key []byte, rid uint64, once bool, check func(uint64) error) error {
 	h, sh := x.hash(key)
 	w := x.word(rid)
 	return sh.write(func() error {
-		var buf [4]uint64
-		for _, c := range sh.candidates(h, buf[:0], 0, sh.seq.Load()) {
-			if err := check(c & ridMask); err != nil {
-				return err
+		if once && sh.holds(h, rid) {
+			return nil
+		}
+		if check != nil {
+			var buf [4]uint64
+			for _, c := range sh.candidates(h, buf[:0], 0, sh.seq.Load()) {
+				if err := check(c & ridMask); err != nil {
+					return err
+				}
 			}
 		}
 		sh.put(h, w)
 		x.count.Add(1)
 		return nil
 	})
+}
+
+// holds reports whether the shard has the entry with hash h for the row
+// at rid, in its slot array or its overflow tree. The caller holds mu.
+func (sh *hashShard) holds(h, rid uint64) bool {
+	if entry(*sh.slots.Load(), h, rid) != nil {
+		return true
+	}
+	if o := sh.over.Load(); o != nil {
+		_, ok := o.tree.Get(oentry{h, rid})
+		return ok
+	}
+	return false
+}
+
+// reserve sizes every shard's slot array for rows entries spread over
+// the shards, so that an index filled one entry at a time (backfill)
+// does not grow its arrays again and again. The index is not shared yet.
+func (x *hashIndex) reserve(rows int64) {
+	per := float64(rows) / hashShards
+	if per < 1 {
+		return
+	}
+	n := fillSize(int(per + 5*math.Sqrt(per) + 8))
+	for i := range x.shards {
+		slots := newSlots(n)
+		x.shards[i].slots.Store(&slots)
+	}
+}
+
+// fit shrinks the shards left far emptier than reserve planned (their
+// entries went to overflow trees, or the keys have few values).
+func (x *hashIndex) fit() {
+	for i := range x.shards {
+		sh := &x.shards[i]
+		_ = sh.write(func() error {
+			if slots := *sh.slots.Load(); fillSize(sh.used) < len(slots) {
+				sh.rehash(slots, fillSize(sh.used))
+			}
+			return nil
+		})
+	}
 }
 
 func (x *hashIndex) add(key []byte, rid uint64) {
@@ -737,18 +799,34 @@ func (x *orderedIndex) lookup(key []byte, dst []uint64) []uint64 {
 func (x *orderedIndex) stamp([]byte) uint64 { return x.changes.Load() }
 
 func (x *orderedIndex) claim(key []byte, rid uint64, check func(uint64) error) error {
+	return x.place(key, rid, false, check)
+}
+
+func (x *orderedIndex) ensure(key []byte, rid uint64, check func(uint64) error) error {
+	return x.place(key, rid, true, check)
+}
+
+// place is claim, and with once ensure.
+func (x *orderedIndex) place(key []byte, rid uint64, once bool, check func(uint64) error) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	var err error
-	x.tree.Ascend(mkItem(unsafeString(key), 0), func(it oitem) bool {
-		if it.key != string(key) {
-			return false
+	if once {
+		if _, ok := x.tree.Get(mkItem(unsafeString(key), rid)); ok {
+			return nil
 		}
-		err = check(it.rid)
-		return err == nil
-	})
-	if err != nil {
-		return err
+	}
+	if check != nil {
+		var err error
+		x.tree.Ascend(mkItem(unsafeString(key), 0), func(it oitem) bool {
+			if it.key != string(key) {
+				return false
+			}
+			err = check(it.rid)
+			return err == nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	x.addLocked(key, rid)
 	return nil

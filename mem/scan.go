@@ -69,6 +69,9 @@ func (s *schema) bounds(spec ScanSpec) (lo, hi []byte, err error) {
 // spec would meet it. Servers use it to check a resume point.
 func (t *Table) InRange(spec ScanSpec, key []Value) (bool, error) {
 	st := t.state.Load()
+	if err := st.usable(spec.Index); err != nil {
+		return false, err
+	}
 	lo, hi, err := st.s.bounds(spec)
 	if err != nil {
 		return false, err
@@ -161,6 +164,9 @@ func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
 	}
 	if spec.Limit < 0 {
 		return errorf(ErrInvalid, "negative scan limit %d", spec.Limit)
+	}
+	if err := st.usable(spec.Index); err != nil {
+		return err
 	}
 	lo, hi, err := st.s.bounds(spec)
 	if err != nil {
@@ -266,8 +272,8 @@ func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
 	if err != nil {
 		return Record{}, false, err
 	}
-	if ix < 0 || ix >= len(st.s.indexes) {
-		return Record{}, false, errorf(ErrNoIndex, "table %q has no index %d", t.name, ix)
+	if err := st.usable(ix); err != nil {
+		return Record{}, false, err
 	}
 	d := &st.s.indexes[ix]
 	if !d.unique {

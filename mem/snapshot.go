@@ -49,7 +49,7 @@ func (db *DB) Snapshot() *Snapshot {
 	sn := &Snapshot{db: db, lsn: db.lsn.Load(), nextID: db.nextID}
 	for _, t := range cat.byName {
 		st := t.state.Load()
-		sn.tables = append(sn.tables, &snapTable{t: t, def: st.s.def.Clone(), s: st.s, kept: map[uint64][]byte{}})
+		sn.tables = append(sn.tables, &snapTable{t: t, def: st.def(), s: st.s, kept: map[uint64][]byte{}})
 	}
 	// In the order the tables were created, not the map's: an image of the
 	// same database is the same bytes.

@@ -19,6 +19,9 @@ type IndexStats struct {
 	Kind    IndexKind
 	Entries int64
 	Bytes   int64
+	// Building says that CreateIndex is building the index: Entries
+	// grows toward the table's rows, and reads cannot use it yet.
+	Building bool
 }
 
 // Stats returns the memory accounting of every table, by name.
@@ -42,7 +45,7 @@ func (t *Table) Stats() TableStats {
 	}
 	for i, x := range st.idx {
 		d := st.s.indexes[i]
-		is := IndexStats{Name: d.name, Kind: d.kind, Entries: x.entries(), Bytes: x.memBytes()}
+		is := IndexStats{Name: d.name, Kind: d.kind, Entries: x.entries(), Bytes: x.memBytes(), Building: i >= st.readable()}
 		ts.IndexBytes += is.Bytes
 		ts.Indexes = append(ts.Indexes, is)
 	}

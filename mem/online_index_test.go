@@ -1,0 +1,332 @@
+package mem
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// onlineTable returns a table of rows {k, v = k*10, pad} spread over
+// many pages (a 150-byte pad).
+func onlineTable(t *testing.T, rows int) (*DB, *Table) {
+	t.Helper()
+	db := Open(Options{})
+	tb, err := db.CreateTable(TableDef{
+		Name: "w",
+		Columns: []ColumnDef{
+			{Name: "k", Type: TypeUint64}, {Name: "v", Type: TypeUint64},
+			{Name: "pad", Type: TypeString, MaxLen: 200},
+		},
+		PrimaryKey: []string{"k"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lo := 0; lo < rows; lo += 500 {
+		reviewCommit(t, func(tx *Tx) error {
+			for k := lo; k < min(lo+500, rows); k++ {
+				if err := tx.Insert(tb, onlineRow(uint64(k), uint64(k)*10)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, db)
+	}
+	return db, tb
+}
+
+func onlineRow(k, v uint64) []Value {
+	return []Value{Uint64(k), Uint64(v), String(strings.Repeat("p", 150))}
+}
+
+// withBackfillHook sets testHookBackfill for the test's duration.
+func withBackfillHook(t *testing.T, fn func(pg int)) {
+	t.Helper()
+	testHookBackfill = fn
+	t.Cleanup(func() { testHookBackfill = nil })
+}
+
+// commitSoon runs fn in a transaction and commits it, failing the test
+// if that takes more than a few seconds: a commit that waits for the
+// index build that runs it would wait for ever.
+func commitSoon(t *testing.T, db *DB, fn func(tx *Tx) error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		tx := db.Begin()
+		defer tx.Rollback()
+		if err := fn(tx); err != nil {
+			done <- err
+			return
+		}
+		_, err := tx.Commit()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("a commit waited for CreateIndex to finish building")
+		return nil
+	}
+}
+
+// checkIndexHolds checks that index name of tb has exactly one entry
+// per row, under the row's key: no entry missing, none twice, none left
+// behind by a row deleted or changed. Nothing writes the table.
+func checkIndexHolds(t *testing.T, tb *Table, name string) {
+	t.Helper()
+	ix, err := tb.Index(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := tb.state.Load()
+	x := st.idx[ix]
+	rows := 0
+	var key []byte
+	var cands []uint64
+	tb.heap.each(func(rid uint64, row []byte) bool {
+		rows++
+		key = st.s.appendRowKey(key[:0], ix, row)
+		cands = x.lookup(key, cands[:0])
+		n := 0
+		for _, c := range cands {
+			if c&ridMask == rid {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("index %q: the row at %#x has %d entries under its key", name, rid, n)
+		}
+		return true
+	})
+	if got := x.entries(); got != int64(rows) {
+		t.Fatalf("index %q has %d entries for %d rows", name, got, rows)
+	}
+}
+
+// TestCreateIndexLetsCommitsRun: CreateIndex builds a new index while
+// commits go on (each commit below runs in the middle of the build and
+// would wait for ever if the build held commits off); the index is not
+// readable until it is built; and once built it holds exactly the rows
+// as the commits left them: rows changed, deleted and inserted both in
+// pages the build had passed and in pages it had not reached.
+func TestCreateIndexLetsCommitsRun(t *testing.T) {
+	for _, kind := range []IndexKind{Hash, Ordered} {
+		for _, unique := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/unique=%v", kind, unique), func(t *testing.T) {
+				const rows = 3000
+				db, tb := onlineTable(t, rows)
+				if tb.heap.npages.Load() < 8 {
+					t.Fatalf("only %d pages", tb.heap.npages.Load())
+				}
+				// Rows in page 0 the build has passed when the hook runs
+				// at page 2, and rows in the last page it has not reached.
+				early := []uint64{3, 4, 5}
+				late := []uint64{rows - 3, rows - 2, rows - 1}
+				model := map[uint64]uint64{}
+				for k := range uint64(rows) {
+					model[k] = k * 10
+				}
+				ran := false
+				withBackfillHook(t, func(pg int) {
+					if pg != 2 {
+						return
+					}
+					ran = true
+					if _, err := tb.Index("by_v"); !errors.Is(err, ErrNoIndex) {
+						t.Errorf("an index being built was found by name: %v", err)
+					}
+					if d := tb.Def(); len(d.Indexes) != 0 {
+						t.Errorf("the table's definition shows an index being built: %+v", d.Indexes)
+					}
+					if st := tb.Stats(); len(st.Indexes) != 2 || !st.Indexes[1].Building {
+						t.Errorf("stats do not show the index being built: %+v", st.Indexes)
+					}
+					err := commitSoon(t, db, func(tx *Tx) error {
+						for _, k := range []uint64{early[0], late[0]} { // a new key
+							if err := tx.Update(tb, []Value{Uint64(k)}, []ColumnValue{{Column: 1, Value: Uint64(k*10 + 1)}}); err != nil {
+								return err
+							}
+							model[k] = k*10 + 1
+						}
+						for _, k := range []uint64{early[1], late[1]} {
+							if err := tx.Delete(tb, []Value{Uint64(k)}); err != nil {
+								return err
+							}
+							delete(model, k)
+						}
+						for _, k := range []uint64{early[2], late[2]} { // the pad only: the key stays
+							if err := tx.Update(tb, []Value{Uint64(k)}, []ColumnValue{{Column: 2, Value: String("q")}}); err != nil {
+								return err
+							}
+						}
+						for k := uint64(rows); k < rows+50; k++ {
+							if err := tx.Insert(tb, onlineRow(k, k*10)); err != nil {
+								return err
+							}
+							model[k] = k * 10
+						}
+						return nil
+					})
+					if err != nil {
+						t.Errorf("a commit during the build: %v", err)
+					}
+				})
+				if _, err := db.CreateIndex("w", IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: unique, Kind: kind}); err != nil {
+					t.Fatal(err)
+				}
+				if !ran {
+					t.Fatal("the hook never ran")
+				}
+				checkIndexHolds(t, tb, "by_v")
+				if st := tb.Stats(); st.Indexes[1].Building {
+					t.Fatal("stats still show the index as being built")
+				}
+				ix, _ := tb.Index("by_v")
+				tx := db.Begin()
+				defer tx.Rollback()
+				for k, v := range model {
+					n := 0
+					err := tx.Scan(tb, ScanSpec{Index: ix, Prefix: []Value{Uint64(v)}}, func(r Record) bool {
+						if got := r.Uint64(0); got != k {
+							t.Errorf("v=%d found the row of k=%d, want k=%d", v, got, k)
+						}
+						n++
+						return true
+					})
+					if err != nil || n != 1 {
+						t.Fatalf("v=%d: %d rows, %v", v, n, err)
+					}
+				}
+				for _, k := range append(early[:2:2], late[:2]...) { // the old keys
+					err := tx.Scan(tb, ScanSpec{Index: ix, Prefix: []Value{Uint64(k * 10)}}, func(r Record) bool {
+						t.Errorf("v=%d, changed or deleted, still finds a row", k*10)
+						return true
+					})
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestCreateIndexUniqueDuringBuild: while a unique index is built, a
+// commit that takes a key a row the build has indexed holds fails as a
+// duplicate; one that takes a key of a row not yet indexed succeeds, and
+// the build then fails on it, leaving the table as it was: no index, and
+// commits go on. Once the duplicate is gone the index builds.
+func TestCreateIndexUniqueDuringBuild(t *testing.T) {
+	for _, kind := range []IndexKind{Hash, Ordered} {
+		t.Run(kind.String(), func(t *testing.T) {
+			const rows = 3000
+			db, tb := onlineTable(t, rows)
+			withBackfillHook(t, func(pg int) {
+				if pg != 2 {
+					return
+				}
+				err := commitSoon(t, db, func(tx *Tx) error { return tx.Insert(tb, onlineRow(rows, 10)) })
+				if !errors.Is(err, ErrDuplicate) {
+					t.Errorf("an insert of a key an indexed row holds: %v, want ErrDuplicate", err)
+				}
+				err = commitSoon(t, db, func(tx *Tx) error { return tx.Insert(tb, onlineRow(rows+1, (rows-1)*10)) })
+				if err != nil {
+					t.Errorf("an insert of a key a row not yet indexed holds: %v", err)
+				}
+			})
+			def := IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: kind}
+			_, err := db.CreateIndex("w", def)
+			if !errors.Is(err, ErrDuplicate) || !strings.Contains(err.Error(), fmt.Sprint((rows-1)*10)) {
+				t.Fatalf("the build: %v, want ErrDuplicate naming the key", err)
+			}
+			testHookBackfill = nil
+			if _, err := tb.Index("by_v"); !errors.Is(err, ErrNoIndex) {
+				t.Fatalf("a failed build left the index: %v", err)
+			}
+			if st := tb.state.Load(); len(st.idx) != 1 || len(st.s.indexes) != 1 || st.building {
+				t.Fatalf("a failed build left %d index structures, %d definitions", len(st.idx), len(st.s.indexes))
+			}
+			reviewCommit(t, func(tx *Tx) error { return tx.Delete(tb, []Value{Uint64(rows + 1)}) }, db)
+			if _, err := db.CreateIndex("w", def); err != nil {
+				t.Fatal(err)
+			}
+			checkIndexHolds(t, tb, "by_v")
+		})
+	}
+}
+
+// TestCreateIndexUnderLoad: writers insert, update (moving rows between
+// keys, and growing them so that some move to other pages) and delete
+// at random while indexes of each kind are built; each built index then
+// holds exactly the table's rows. Run with -race.
+func TestCreateIndexUnderLoad(t *testing.T) {
+	const rows, writers = 20000, 3
+	db, tb := onlineTable(t, rows)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var commits atomic.Int64
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for !stop.Load() {
+				tx := db.Begin()
+				var err error
+				for range 4 {
+					k := rng.Uint64N(rows + rows/4)
+					switch rng.IntN(4) {
+					case 0:
+						err = tx.Upsert(tb, onlineRow(k, rng.Uint64N(50)*1000+k))
+					case 1:
+						err = tx.Update(tb, []Value{Uint64(k)}, []ColumnValue{{Column: 1, Value: Uint64(rng.Uint64N(50)*1000 + k)}})
+					case 2:
+						err = tx.Update(tb, []Value{Uint64(k)}, []ColumnValue{{Column: 2, Value: String(strings.Repeat("g", 100+rng.IntN(100)))}})
+					default:
+						err = tx.Delete(tb, []Value{Uint64(k)})
+					}
+					if err != nil && !errors.Is(err, ErrNotFound) {
+						break
+					}
+				}
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					tx.Rollback()
+					continue
+				}
+				if _, err := tx.Commit(); err == nil {
+					commits.Add(1)
+				}
+			}
+		}()
+	}
+	defs := []IndexDef{
+		{Name: "h", Columns: []string{"v"}, Kind: Hash},
+		{Name: "o", Columns: []string{"v"}, Kind: Ordered},
+		{Name: "hu", Columns: []string{"v", "k"}, Kind: Hash, Unique: true},
+		{Name: "ou", Columns: []string{"v", "k"}, Kind: Ordered, Unique: true},
+	}
+	for _, d := range defs {
+		before := commits.Load()
+		if _, err := db.CreateIndex("w", d); err != nil {
+			t.Fatal(err)
+		}
+		if commits.Load() == before {
+			t.Logf("index %q: no commit ran during its build", d.Name)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if commits.Load() == 0 {
+		t.Fatal("no writer committed")
+	}
+	for _, d := range defs {
+		checkIndexHolds(t, tb, d.Name)
+	}
+}
