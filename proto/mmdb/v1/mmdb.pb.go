@@ -334,7 +334,7 @@ func (x Condition_Expect) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Condition_Expect.Descriptor instead.
 func (Condition_Expect) EnumDescriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{29, 0}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{33, 0}
 }
 
 // Value is one typed value or NULL. Its kind must match the column's type
@@ -1036,6 +1036,226 @@ func (x *DropTableResponse) GetDegraded() bool {
 	return false
 }
 
+// CreateIndexRequest is the request of CreateIndex.
+type CreateIndexRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// The index to add; an unspecified kind is hash, as in a Table.
+	Index         *Index `protobuf:"bytes,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateIndexRequest) Reset() {
+	*x = CreateIndexRequest{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateIndexRequest) ProtoMessage() {}
+
+func (x *CreateIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateIndexRequest.ProtoReflect.Descriptor instead.
+func (*CreateIndexRequest) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateIndexRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *CreateIndexRequest) GetIndex() *Index {
+	if x != nil {
+		return x.Index
+	}
+	return nil
+}
+
+// CreateIndexResponse is the reply of CreateIndex.
+type CreateIndexResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lsn   uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// The node's sync_mode did not wait for its standbys: they did not
+	// answer within sync_timeout and on_sync_timeout is degrade (SPEC 6).
+	// The commit is local; a failover may lose it.
+	Degraded      bool `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateIndexResponse) Reset() {
+	*x = CreateIndexResponse{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateIndexResponse) ProtoMessage() {}
+
+func (x *CreateIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateIndexResponse.ProtoReflect.Descriptor instead.
+func (*CreateIndexResponse) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateIndexResponse) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *CreateIndexResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
+// DropIndexRequest is the request of DropIndex.
+type DropIndexRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// The name of the secondary index to drop.
+	Index         string `protobuf:"bytes,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropIndexRequest) Reset() {
+	*x = DropIndexRequest{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropIndexRequest) ProtoMessage() {}
+
+func (x *DropIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropIndexRequest.ProtoReflect.Descriptor instead.
+func (*DropIndexRequest) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DropIndexRequest) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *DropIndexRequest) GetIndex() string {
+	if x != nil {
+		return x.Index
+	}
+	return ""
+}
+
+// DropIndexResponse is the reply of DropIndex.
+type DropIndexResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lsn   uint64                 `protobuf:"varint,1,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	// The node's sync_mode did not wait for its standbys: they did not
+	// answer within sync_timeout and on_sync_timeout is degrade (SPEC 6).
+	// The commit is local; a failover may lose it.
+	Degraded      bool `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropIndexResponse) Reset() {
+	*x = DropIndexResponse{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropIndexResponse) ProtoMessage() {}
+
+func (x *DropIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropIndexResponse.ProtoReflect.Descriptor instead.
+func (*DropIndexResponse) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DropIndexResponse) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *DropIndexResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
 // ListTablesRequest is the request of ListTables.
 type ListTablesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1045,7 +1265,7 @@ type ListTablesRequest struct {
 
 func (x *ListTablesRequest) Reset() {
 	*x = ListTablesRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[10]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1277,7 @@ func (x *ListTablesRequest) String() string {
 func (*ListTablesRequest) ProtoMessage() {}
 
 func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[10]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1290,7 @@ func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesRequest.ProtoReflect.Descriptor instead.
 func (*ListTablesRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{10}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{14}
 }
 
 // ListTablesResponse is the reply of ListTables.
@@ -1083,7 +1303,7 @@ type ListTablesResponse struct {
 
 func (x *ListTablesResponse) Reset() {
 	*x = ListTablesResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[11]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1315,7 @@ func (x *ListTablesResponse) String() string {
 func (*ListTablesResponse) ProtoMessage() {}
 
 func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[11]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1328,7 @@ func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesResponse.ProtoReflect.Descriptor instead.
 func (*ListTablesResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{11}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListTablesResponse) GetTables() []*TableStatus {
@@ -1128,7 +1348,7 @@ type DescribeTableRequest struct {
 
 func (x *DescribeTableRequest) Reset() {
 	*x = DescribeTableRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[12]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1360,7 @@ func (x *DescribeTableRequest) String() string {
 func (*DescribeTableRequest) ProtoMessage() {}
 
 func (x *DescribeTableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[12]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1373,7 @@ func (x *DescribeTableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTableRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTableRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{12}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DescribeTableRequest) GetTable() string {
@@ -1173,7 +1393,7 @@ type DescribeTableResponse struct {
 
 func (x *DescribeTableResponse) Reset() {
 	*x = DescribeTableResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[13]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1405,7 @@ func (x *DescribeTableResponse) String() string {
 func (*DescribeTableResponse) ProtoMessage() {}
 
 func (x *DescribeTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[13]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1418,7 @@ func (x *DescribeTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTableResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTableResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{13}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DescribeTableResponse) GetTable() *Table {
@@ -1225,7 +1445,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[14]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1457,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[14]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1470,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{14}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetRequest) GetTable() string {
@@ -1292,7 +1512,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[15]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1524,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[15]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1537,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{15}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -1361,7 +1581,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[16]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1593,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[16]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1606,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{16}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ScanRequest) GetTable() string {
@@ -1475,7 +1695,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[17]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1707,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[17]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1720,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{17}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ScanResponse) GetRows() []*Row {
@@ -1541,7 +1761,7 @@ type InsertRequest struct {
 
 func (x *InsertRequest) Reset() {
 	*x = InsertRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[18]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1773,7 @@ func (x *InsertRequest) String() string {
 func (*InsertRequest) ProtoMessage() {}
 
 func (x *InsertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[18]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1786,7 @@ func (x *InsertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertRequest.ProtoReflect.Descriptor instead.
 func (*InsertRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{18}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InsertRequest) GetTable() string {
@@ -1622,7 +1842,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[19]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1854,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[19]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1867,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{19}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateRequest) GetTable() string {
@@ -1709,7 +1929,7 @@ type UpsertRequest struct {
 
 func (x *UpsertRequest) Reset() {
 	*x = UpsertRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[20]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1941,7 @@ func (x *UpsertRequest) String() string {
 func (*UpsertRequest) ProtoMessage() {}
 
 func (x *UpsertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[20]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1954,7 @@ func (x *UpsertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertRequest.ProtoReflect.Descriptor instead.
 func (*UpsertRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{20}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpsertRequest) GetTable() string {
@@ -1789,7 +2009,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[21]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +2021,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[21]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +2034,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{21}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteRequest) GetTable() string {
@@ -1867,7 +2087,7 @@ type InsertResponse struct {
 
 func (x *InsertResponse) Reset() {
 	*x = InsertResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[22]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2099,7 @@ func (x *InsertResponse) String() string {
 func (*InsertResponse) ProtoMessage() {}
 
 func (x *InsertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[22]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2112,7 @@ func (x *InsertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertResponse.ProtoReflect.Descriptor instead.
 func (*InsertResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{22}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InsertResponse) GetLsn() uint64 {
@@ -1924,7 +2144,7 @@ type UpdateResponse struct {
 
 func (x *UpdateResponse) Reset() {
 	*x = UpdateResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[23]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2156,7 @@ func (x *UpdateResponse) String() string {
 func (*UpdateResponse) ProtoMessage() {}
 
 func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[23]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2169,7 @@ func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResponse.ProtoReflect.Descriptor instead.
 func (*UpdateResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{23}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateResponse) GetLsn() uint64 {
@@ -1981,7 +2201,7 @@ type UpsertResponse struct {
 
 func (x *UpsertResponse) Reset() {
 	*x = UpsertResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[24]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1993,7 +2213,7 @@ func (x *UpsertResponse) String() string {
 func (*UpsertResponse) ProtoMessage() {}
 
 func (x *UpsertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[24]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2006,7 +2226,7 @@ func (x *UpsertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertResponse.ProtoReflect.Descriptor instead.
 func (*UpsertResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{24}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UpsertResponse) GetLsn() uint64 {
@@ -2038,7 +2258,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[25]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2050,7 +2270,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[25]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2063,7 +2283,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{25}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteResponse) GetLsn() uint64 {
@@ -2094,7 +2314,7 @@ type BeginRequest struct {
 
 func (x *BeginRequest) Reset() {
 	*x = BeginRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[26]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2326,7 @@ func (x *BeginRequest) String() string {
 func (*BeginRequest) ProtoMessage() {}
 
 func (x *BeginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[26]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2339,7 @@ func (x *BeginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginRequest.ProtoReflect.Descriptor instead.
 func (*BeginRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{26}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BeginRequest) GetDurability() Durability {
@@ -2148,7 +2368,7 @@ type BeginResponse struct {
 
 func (x *BeginResponse) Reset() {
 	*x = BeginResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[27]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2380,7 @@ func (x *BeginResponse) String() string {
 func (*BeginResponse) ProtoMessage() {}
 
 func (x *BeginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[27]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2393,7 @@ func (x *BeginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginResponse.ProtoReflect.Descriptor instead.
 func (*BeginResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{27}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *BeginResponse) GetTxId() uint64 {
@@ -2207,7 +2427,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[28]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2439,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[28]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2452,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{28}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Operation) GetOp() isOperation_Op {
@@ -2336,7 +2556,7 @@ type Condition struct {
 
 func (x *Condition) Reset() {
 	*x = Condition{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[29]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2348,7 +2568,7 @@ func (x *Condition) String() string {
 func (*Condition) ProtoMessage() {}
 
 func (x *Condition) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[29]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2361,7 +2581,7 @@ func (x *Condition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Condition.ProtoReflect.Descriptor instead.
 func (*Condition) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{29}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Condition) GetTable() string {
@@ -2429,7 +2649,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[30]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +2661,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[30]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +2674,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{30}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CommitRequest) GetConditions() []*Condition {
@@ -2513,7 +2733,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[31]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2745,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[31]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2758,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{31}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CommitResponse) GetLsn() uint64 {
@@ -2586,7 +2806,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[32]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2818,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[32]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2831,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{32}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RollbackRequest) GetTxId() uint64 {
@@ -2630,7 +2850,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[33]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2642,7 +2862,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[33]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2655,7 +2875,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{33}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{37}
 }
 
 // SessionRequest carries one or more requests; each gets a reply, in order.
@@ -2668,7 +2888,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[34]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2900,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[34]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2913,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{34}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SessionRequest) GetRequests() []*Request {
@@ -2725,7 +2945,7 @@ type Request struct {
 
 func (x *Request) Reset() {
 	*x = Request{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[35]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +2957,7 @@ func (x *Request) String() string {
 func (*Request) ProtoMessage() {}
 
 func (x *Request) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[35]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +2970,7 @@ func (x *Request) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Request.ProtoReflect.Descriptor instead.
 func (*Request) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{35}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Request) GetId() uint64 {
@@ -2903,7 +3123,7 @@ type SessionResponse struct {
 
 func (x *SessionResponse) Reset() {
 	*x = SessionResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[36]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +3135,7 @@ func (x *SessionResponse) String() string {
 func (*SessionResponse) ProtoMessage() {}
 
 func (x *SessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[36]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3148,7 @@ func (x *SessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
 func (*SessionResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{36}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SessionResponse) GetReplies() []*Reply {
@@ -2965,7 +3185,7 @@ type Reply struct {
 
 func (x *Reply) Reset() {
 	*x = Reply{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[37]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2977,7 +3197,7 @@ func (x *Reply) String() string {
 func (*Reply) ProtoMessage() {}
 
 func (x *Reply) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[37]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2990,7 +3210,7 @@ func (x *Reply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reply.ProtoReflect.Descriptor instead.
 func (*Reply) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{37}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Reply) GetId() uint64 {
@@ -3161,7 +3381,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[38]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3173,7 +3393,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[38]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3186,7 +3406,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{38}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{42}
 }
 
 // StatusResponse reports the node's state (SPEC section 10).
@@ -3232,7 +3452,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[39]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3244,7 +3464,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[39]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3257,7 +3477,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{39}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *StatusResponse) GetNode() string {
@@ -3409,7 +3629,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3641,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[40]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3654,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{40}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{44}
 }
 
 // PromoteResponse says where the new epoch starts.
@@ -3451,7 +3671,7 @@ type PromoteResponse struct {
 
 func (x *PromoteResponse) Reset() {
 	*x = PromoteResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3463,7 +3683,7 @@ func (x *PromoteResponse) String() string {
 func (*PromoteResponse) ProtoMessage() {}
 
 func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[41]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3476,7 +3696,7 @@ func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
 func (*PromoteResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{41}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PromoteResponse) GetEpoch() uint64 {
@@ -3509,7 +3729,7 @@ type DemoteRequest struct {
 
 func (x *DemoteRequest) Reset() {
 	*x = DemoteRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[42]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3521,7 +3741,7 @@ func (x *DemoteRequest) String() string {
 func (*DemoteRequest) ProtoMessage() {}
 
 func (x *DemoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[42]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3534,7 +3754,7 @@ func (x *DemoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DemoteRequest.ProtoReflect.Descriptor instead.
 func (*DemoteRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{42}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{46}
 }
 
 // DemoteResponse is the reply of Demote.
@@ -3549,7 +3769,7 @@ type DemoteResponse struct {
 
 func (x *DemoteResponse) Reset() {
 	*x = DemoteResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[43]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3561,7 +3781,7 @@ func (x *DemoteResponse) String() string {
 func (*DemoteResponse) ProtoMessage() {}
 
 func (x *DemoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[43]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3574,7 +3794,7 @@ func (x *DemoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DemoteResponse.ProtoReflect.Descriptor instead.
 func (*DemoteResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{43}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DemoteResponse) GetEpoch() uint64 {
@@ -3607,7 +3827,7 @@ type TableDigestRequest struct {
 
 func (x *TableDigestRequest) Reset() {
 	*x = TableDigestRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3619,7 +3839,7 @@ func (x *TableDigestRequest) String() string {
 func (*TableDigestRequest) ProtoMessage() {}
 
 func (x *TableDigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[44]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3632,7 +3852,7 @@ func (x *TableDigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableDigestRequest.ProtoReflect.Descriptor instead.
 func (*TableDigestRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{44}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TableDigestRequest) GetTable() string {
@@ -3676,7 +3896,7 @@ type TableDigestResponse struct {
 
 func (x *TableDigestResponse) Reset() {
 	*x = TableDigestResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3688,7 +3908,7 @@ func (x *TableDigestResponse) String() string {
 func (*TableDigestResponse) ProtoMessage() {}
 
 func (x *TableDigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[45]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3701,7 +3921,7 @@ func (x *TableDigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableDigestResponse.ProtoReflect.Descriptor instead.
 func (*TableDigestResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{45}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *TableDigestResponse) GetLsn() uint64 {
@@ -3737,7 +3957,7 @@ type BucketDigest struct {
 
 func (x *BucketDigest) Reset() {
 	*x = BucketDigest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3749,7 +3969,7 @@ func (x *BucketDigest) String() string {
 func (*BucketDigest) ProtoMessage() {}
 
 func (x *BucketDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[46]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3762,7 +3982,7 @@ func (x *BucketDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketDigest.ProtoReflect.Descriptor instead.
 func (*BucketDigest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{46}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *BucketDigest) GetRows() uint64 {
@@ -3794,7 +4014,7 @@ type RowDigest struct {
 
 func (x *RowDigest) Reset() {
 	*x = RowDigest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3806,7 +4026,7 @@ func (x *RowDigest) String() string {
 func (*RowDigest) ProtoMessage() {}
 
 func (x *RowDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[47]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3819,7 +4039,7 @@ func (x *RowDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RowDigest.ProtoReflect.Descriptor instead.
 func (*RowDigest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{47}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RowDigest) GetBucket() uint32 {
@@ -3860,7 +4080,7 @@ type RepairRowsRequest struct {
 
 func (x *RepairRowsRequest) Reset() {
 	*x = RepairRowsRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3872,7 +4092,7 @@ func (x *RepairRowsRequest) String() string {
 func (*RepairRowsRequest) ProtoMessage() {}
 
 func (x *RepairRowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[48]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3885,7 +4105,7 @@ func (x *RepairRowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRowsRequest.ProtoReflect.Descriptor instead.
 func (*RepairRowsRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{48}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RepairRowsRequest) GetTable() string {
@@ -3934,7 +4154,7 @@ type RepairRowsResponse struct {
 
 func (x *RepairRowsResponse) Reset() {
 	*x = RepairRowsResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3946,7 +4166,7 @@ func (x *RepairRowsResponse) String() string {
 func (*RepairRowsResponse) ProtoMessage() {}
 
 func (x *RepairRowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[49]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3959,7 +4179,7 @@ func (x *RepairRowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRowsResponse.ProtoReflect.Descriptor instead.
 func (*RepairRowsResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{49}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RepairRowsResponse) GetLsn() uint64 {
@@ -3999,7 +4219,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4011,7 +4231,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[50]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4024,7 +4244,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{50}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{54}
 }
 
 // CheckpointResponse describes the image written.
@@ -4048,7 +4268,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4060,7 +4280,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[51]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4073,7 +4293,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{51}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CheckpointResponse) GetLsn() uint64 {
@@ -4155,7 +4375,7 @@ type StandbyStatus struct {
 
 func (x *StandbyStatus) Reset() {
 	*x = StandbyStatus{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4167,7 +4387,7 @@ func (x *StandbyStatus) String() string {
 func (*StandbyStatus) ProtoMessage() {}
 
 func (x *StandbyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[52]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4180,7 +4400,7 @@ func (x *StandbyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StandbyStatus.ProtoReflect.Descriptor instead.
 func (*StandbyStatus) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{52}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *StandbyStatus) GetName() string {
@@ -4275,7 +4495,7 @@ type TableStatus struct {
 
 func (x *TableStatus) Reset() {
 	*x = TableStatus{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4287,7 +4507,7 @@ func (x *TableStatus) String() string {
 func (*TableStatus) ProtoMessage() {}
 
 func (x *TableStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[53]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4300,7 +4520,7 @@ func (x *TableStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableStatus.ProtoReflect.Descriptor instead.
 func (*TableStatus) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{53}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *TableStatus) GetName() string {
@@ -4352,7 +4572,7 @@ type FetchImageRequest struct {
 
 func (x *FetchImageRequest) Reset() {
 	*x = FetchImageRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4364,7 +4584,7 @@ func (x *FetchImageRequest) String() string {
 func (*FetchImageRequest) ProtoMessage() {}
 
 func (x *FetchImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[54]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4377,7 +4597,7 @@ func (x *FetchImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchImageRequest.ProtoReflect.Descriptor instead.
 func (*FetchImageRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{54}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *FetchImageRequest) GetLsn() uint64 {
@@ -4426,7 +4646,7 @@ type ImageInfo struct {
 
 func (x *ImageInfo) Reset() {
 	*x = ImageInfo{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4438,7 +4658,7 @@ func (x *ImageInfo) String() string {
 func (*ImageInfo) ProtoMessage() {}
 
 func (x *ImageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[55]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4451,7 +4671,7 @@ func (x *ImageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
 func (*ImageInfo) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{55}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ImageInfo) GetLsn() uint64 {
@@ -4514,7 +4734,7 @@ type FetchImageResponse struct {
 
 func (x *FetchImageResponse) Reset() {
 	*x = FetchImageResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4526,7 +4746,7 @@ func (x *FetchImageResponse) String() string {
 func (*FetchImageResponse) ProtoMessage() {}
 
 func (x *FetchImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[56]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4539,7 +4759,7 @@ func (x *FetchImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchImageResponse.ProtoReflect.Descriptor instead.
 func (*FetchImageResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{56}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *FetchImageResponse) GetImage() *ImageInfo {
@@ -4586,7 +4806,7 @@ type ShipRequest struct {
 
 func (x *ShipRequest) Reset() {
 	*x = ShipRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4598,7 +4818,7 @@ func (x *ShipRequest) String() string {
 func (*ShipRequest) ProtoMessage() {}
 
 func (x *ShipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[57]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4611,7 +4831,7 @@ func (x *ShipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipRequest.ProtoReflect.Descriptor instead.
 func (*ShipRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{57}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ShipRequest) GetMsg() isShipRequest_Msg {
@@ -4685,7 +4905,7 @@ type NeedsImage struct {
 
 func (x *NeedsImage) Reset() {
 	*x = NeedsImage{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4697,7 +4917,7 @@ func (x *NeedsImage) String() string {
 func (*NeedsImage) ProtoMessage() {}
 
 func (x *NeedsImage) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4710,7 +4930,7 @@ func (x *NeedsImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeedsImage.ProtoReflect.Descriptor instead.
 func (*NeedsImage) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{58}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *NeedsImage) GetAddr() string {
@@ -4755,7 +4975,7 @@ type ShipHello struct {
 
 func (x *ShipHello) Reset() {
 	*x = ShipHello{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4767,7 +4987,7 @@ func (x *ShipHello) String() string {
 func (*ShipHello) ProtoMessage() {}
 
 func (x *ShipHello) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4780,7 +5000,7 @@ func (x *ShipHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipHello.ProtoReflect.Descriptor instead.
 func (*ShipHello) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{59}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ShipHello) GetNode() string {
@@ -4855,7 +5075,7 @@ type EpochStart struct {
 
 func (x *EpochStart) Reset() {
 	*x = EpochStart{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4867,7 +5087,7 @@ func (x *EpochStart) String() string {
 func (*EpochStart) ProtoMessage() {}
 
 func (x *EpochStart) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4880,7 +5100,7 @@ func (x *EpochStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpochStart.ProtoReflect.Descriptor instead.
 func (*EpochStart) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{60}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *EpochStart) GetEpoch() uint64 {
@@ -4936,7 +5156,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4948,7 +5168,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4961,7 +5181,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{61}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *LogBatch) GetFirstLsn() uint64 {
@@ -5042,7 +5262,7 @@ type ShipResponse struct {
 
 func (x *ShipResponse) Reset() {
 	*x = ShipResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5054,7 +5274,7 @@ func (x *ShipResponse) String() string {
 func (*ShipResponse) ProtoMessage() {}
 
 func (x *ShipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5067,7 +5287,7 @@ func (x *ShipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipResponse.ProtoReflect.Descriptor instead.
 func (*ShipResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{62}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ShipResponse) GetMsg() isShipResponse_Msg {
@@ -5124,7 +5344,7 @@ type ShipState struct {
 
 func (x *ShipState) Reset() {
 	*x = ShipState{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5136,7 +5356,7 @@ func (x *ShipState) String() string {
 func (*ShipState) ProtoMessage() {}
 
 func (x *ShipState) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5149,7 +5369,7 @@ func (x *ShipState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipState.ProtoReflect.Descriptor instead.
 func (*ShipState) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{63}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ShipState) GetNode() string {
@@ -5189,7 +5409,7 @@ type ShipAck struct {
 
 func (x *ShipAck) Reset() {
 	*x = ShipAck{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[64]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5201,7 +5421,7 @@ func (x *ShipAck) String() string {
 func (*ShipAck) ProtoMessage() {}
 
 func (x *ShipAck) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[64]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5214,7 +5434,7 @@ func (x *ShipAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipAck.ProtoReflect.Descriptor instead.
 func (*ShipAck) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{64}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ShipAck) GetReceivedLsn() uint64 {
@@ -5256,7 +5476,7 @@ type StandbyAck struct {
 
 func (x *StandbyAck) Reset() {
 	*x = StandbyAck{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[65]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5268,7 +5488,7 @@ func (x *StandbyAck) String() string {
 func (*StandbyAck) ProtoMessage() {}
 
 func (x *StandbyAck) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[65]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5281,7 +5501,7 @@ func (x *StandbyAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StandbyAck.ProtoReflect.Descriptor instead.
 func (*StandbyAck) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{65}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *StandbyAck) GetNode() string {
@@ -5379,6 +5599,18 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x10DropTableRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\"A\n" +
 	"\x11DropTableResponse\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1a\n" +
+	"\bdegraded\x18\x02 \x01(\bR\bdegraded\"P\n" +
+	"\x12CreateIndexRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12$\n" +
+	"\x05index\x18\x02 \x01(\v2\x0e.mmdb.v1.IndexR\x05index\"C\n" +
+	"\x13CreateIndexResponse\x12\x10\n" +
+	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1a\n" +
+	"\bdegraded\x18\x02 \x01(\bR\bdegraded\">\n" +
+	"\x10DropIndexRequest\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\tR\x05index\"A\n" +
+	"\x11DropIndexResponse\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x1a\n" +
 	"\bdegraded\x18\x02 \x01(\bR\bdegraded\"\x13\n" +
 	"\x11ListTablesRequest\"B\n" +
@@ -5735,10 +5967,12 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x15SYNC_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSYNC_MODE_ASYNC\x10\x01\x12\x1a\n" +
 	"\x16SYNC_MODE_RECEIVED_ACK\x10\x02\x12\x19\n" +
-	"\x15SYNC_MODE_APPLIED_ACK\x10\x032\x81\a\n" +
+	"\x15SYNC_MODE_APPLIED_ACK\x10\x032\x8f\b\n" +
 	"\x0fDatabaseService\x12H\n" +
 	"\vCreateTable\x12\x1b.mmdb.v1.CreateTableRequest\x1a\x1c.mmdb.v1.CreateTableResponse\x12B\n" +
-	"\tDropTable\x12\x19.mmdb.v1.DropTableRequest\x1a\x1a.mmdb.v1.DropTableResponse\x12E\n" +
+	"\tDropTable\x12\x19.mmdb.v1.DropTableRequest\x1a\x1a.mmdb.v1.DropTableResponse\x12H\n" +
+	"\vCreateIndex\x12\x1b.mmdb.v1.CreateIndexRequest\x1a\x1c.mmdb.v1.CreateIndexResponse\x12B\n" +
+	"\tDropIndex\x12\x19.mmdb.v1.DropIndexRequest\x1a\x1a.mmdb.v1.DropIndexResponse\x12E\n" +
 	"\n" +
 	"ListTables\x12\x1a.mmdb.v1.ListTablesRequest\x1a\x1b.mmdb.v1.ListTablesResponse\x12N\n" +
 	"\rDescribeTable\x12\x1d.mmdb.v1.DescribeTableRequest\x1a\x1e.mmdb.v1.DescribeTableResponse\x120\n" +
@@ -5780,7 +6014,7 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 }
 
 var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
+var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
@@ -5797,70 +6031,74 @@ var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(*CreateTableResponse)(nil),   // 12: mmdb.v1.CreateTableResponse
 	(*DropTableRequest)(nil),      // 13: mmdb.v1.DropTableRequest
 	(*DropTableResponse)(nil),     // 14: mmdb.v1.DropTableResponse
-	(*ListTablesRequest)(nil),     // 15: mmdb.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),    // 16: mmdb.v1.ListTablesResponse
-	(*DescribeTableRequest)(nil),  // 17: mmdb.v1.DescribeTableRequest
-	(*DescribeTableResponse)(nil), // 18: mmdb.v1.DescribeTableResponse
-	(*GetRequest)(nil),            // 19: mmdb.v1.GetRequest
-	(*GetResponse)(nil),           // 20: mmdb.v1.GetResponse
-	(*ScanRequest)(nil),           // 21: mmdb.v1.ScanRequest
-	(*ScanResponse)(nil),          // 22: mmdb.v1.ScanResponse
-	(*InsertRequest)(nil),         // 23: mmdb.v1.InsertRequest
-	(*UpdateRequest)(nil),         // 24: mmdb.v1.UpdateRequest
-	(*UpsertRequest)(nil),         // 25: mmdb.v1.UpsertRequest
-	(*DeleteRequest)(nil),         // 26: mmdb.v1.DeleteRequest
-	(*InsertResponse)(nil),        // 27: mmdb.v1.InsertResponse
-	(*UpdateResponse)(nil),        // 28: mmdb.v1.UpdateResponse
-	(*UpsertResponse)(nil),        // 29: mmdb.v1.UpsertResponse
-	(*DeleteResponse)(nil),        // 30: mmdb.v1.DeleteResponse
-	(*BeginRequest)(nil),          // 31: mmdb.v1.BeginRequest
-	(*BeginResponse)(nil),         // 32: mmdb.v1.BeginResponse
-	(*Operation)(nil),             // 33: mmdb.v1.Operation
-	(*Condition)(nil),             // 34: mmdb.v1.Condition
-	(*CommitRequest)(nil),         // 35: mmdb.v1.CommitRequest
-	(*CommitResponse)(nil),        // 36: mmdb.v1.CommitResponse
-	(*RollbackRequest)(nil),       // 37: mmdb.v1.RollbackRequest
-	(*RollbackResponse)(nil),      // 38: mmdb.v1.RollbackResponse
-	(*SessionRequest)(nil),        // 39: mmdb.v1.SessionRequest
-	(*Request)(nil),               // 40: mmdb.v1.Request
-	(*SessionResponse)(nil),       // 41: mmdb.v1.SessionResponse
-	(*Reply)(nil),                 // 42: mmdb.v1.Reply
-	(*StatusRequest)(nil),         // 43: mmdb.v1.StatusRequest
-	(*StatusResponse)(nil),        // 44: mmdb.v1.StatusResponse
-	(*PromoteRequest)(nil),        // 45: mmdb.v1.PromoteRequest
-	(*PromoteResponse)(nil),       // 46: mmdb.v1.PromoteResponse
-	(*DemoteRequest)(nil),         // 47: mmdb.v1.DemoteRequest
-	(*DemoteResponse)(nil),        // 48: mmdb.v1.DemoteResponse
-	(*TableDigestRequest)(nil),    // 49: mmdb.v1.TableDigestRequest
-	(*TableDigestResponse)(nil),   // 50: mmdb.v1.TableDigestResponse
-	(*BucketDigest)(nil),          // 51: mmdb.v1.BucketDigest
-	(*RowDigest)(nil),             // 52: mmdb.v1.RowDigest
-	(*RepairRowsRequest)(nil),     // 53: mmdb.v1.RepairRowsRequest
-	(*RepairRowsResponse)(nil),    // 54: mmdb.v1.RepairRowsResponse
-	(*CheckpointRequest)(nil),     // 55: mmdb.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),    // 56: mmdb.v1.CheckpointResponse
-	(*StandbyStatus)(nil),         // 57: mmdb.v1.StandbyStatus
-	(*TableStatus)(nil),           // 58: mmdb.v1.TableStatus
-	(*FetchImageRequest)(nil),     // 59: mmdb.v1.FetchImageRequest
-	(*ImageInfo)(nil),             // 60: mmdb.v1.ImageInfo
-	(*FetchImageResponse)(nil),    // 61: mmdb.v1.FetchImageResponse
-	(*ShipRequest)(nil),           // 62: mmdb.v1.ShipRequest
-	(*NeedsImage)(nil),            // 63: mmdb.v1.NeedsImage
-	(*ShipHello)(nil),             // 64: mmdb.v1.ShipHello
-	(*EpochStart)(nil),            // 65: mmdb.v1.EpochStart
-	(*LogBatch)(nil),              // 66: mmdb.v1.LogBatch
-	(*ShipResponse)(nil),          // 67: mmdb.v1.ShipResponse
-	(*ShipState)(nil),             // 68: mmdb.v1.ShipState
-	(*ShipAck)(nil),               // 69: mmdb.v1.ShipAck
-	(*StandbyAck)(nil),            // 70: mmdb.v1.StandbyAck
-	(structpb.NullValue)(0),       // 71: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 72: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 73: google.protobuf.Duration
-	(*anypb.Any)(nil),             // 74: google.protobuf.Any
+	(*CreateIndexRequest)(nil),    // 15: mmdb.v1.CreateIndexRequest
+	(*CreateIndexResponse)(nil),   // 16: mmdb.v1.CreateIndexResponse
+	(*DropIndexRequest)(nil),      // 17: mmdb.v1.DropIndexRequest
+	(*DropIndexResponse)(nil),     // 18: mmdb.v1.DropIndexResponse
+	(*ListTablesRequest)(nil),     // 19: mmdb.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),    // 20: mmdb.v1.ListTablesResponse
+	(*DescribeTableRequest)(nil),  // 21: mmdb.v1.DescribeTableRequest
+	(*DescribeTableResponse)(nil), // 22: mmdb.v1.DescribeTableResponse
+	(*GetRequest)(nil),            // 23: mmdb.v1.GetRequest
+	(*GetResponse)(nil),           // 24: mmdb.v1.GetResponse
+	(*ScanRequest)(nil),           // 25: mmdb.v1.ScanRequest
+	(*ScanResponse)(nil),          // 26: mmdb.v1.ScanResponse
+	(*InsertRequest)(nil),         // 27: mmdb.v1.InsertRequest
+	(*UpdateRequest)(nil),         // 28: mmdb.v1.UpdateRequest
+	(*UpsertRequest)(nil),         // 29: mmdb.v1.UpsertRequest
+	(*DeleteRequest)(nil),         // 30: mmdb.v1.DeleteRequest
+	(*InsertResponse)(nil),        // 31: mmdb.v1.InsertResponse
+	(*UpdateResponse)(nil),        // 32: mmdb.v1.UpdateResponse
+	(*UpsertResponse)(nil),        // 33: mmdb.v1.UpsertResponse
+	(*DeleteResponse)(nil),        // 34: mmdb.v1.DeleteResponse
+	(*BeginRequest)(nil),          // 35: mmdb.v1.BeginRequest
+	(*BeginResponse)(nil),         // 36: mmdb.v1.BeginResponse
+	(*Operation)(nil),             // 37: mmdb.v1.Operation
+	(*Condition)(nil),             // 38: mmdb.v1.Condition
+	(*CommitRequest)(nil),         // 39: mmdb.v1.CommitRequest
+	(*CommitResponse)(nil),        // 40: mmdb.v1.CommitResponse
+	(*RollbackRequest)(nil),       // 41: mmdb.v1.RollbackRequest
+	(*RollbackResponse)(nil),      // 42: mmdb.v1.RollbackResponse
+	(*SessionRequest)(nil),        // 43: mmdb.v1.SessionRequest
+	(*Request)(nil),               // 44: mmdb.v1.Request
+	(*SessionResponse)(nil),       // 45: mmdb.v1.SessionResponse
+	(*Reply)(nil),                 // 46: mmdb.v1.Reply
+	(*StatusRequest)(nil),         // 47: mmdb.v1.StatusRequest
+	(*StatusResponse)(nil),        // 48: mmdb.v1.StatusResponse
+	(*PromoteRequest)(nil),        // 49: mmdb.v1.PromoteRequest
+	(*PromoteResponse)(nil),       // 50: mmdb.v1.PromoteResponse
+	(*DemoteRequest)(nil),         // 51: mmdb.v1.DemoteRequest
+	(*DemoteResponse)(nil),        // 52: mmdb.v1.DemoteResponse
+	(*TableDigestRequest)(nil),    // 53: mmdb.v1.TableDigestRequest
+	(*TableDigestResponse)(nil),   // 54: mmdb.v1.TableDigestResponse
+	(*BucketDigest)(nil),          // 55: mmdb.v1.BucketDigest
+	(*RowDigest)(nil),             // 56: mmdb.v1.RowDigest
+	(*RepairRowsRequest)(nil),     // 57: mmdb.v1.RepairRowsRequest
+	(*RepairRowsResponse)(nil),    // 58: mmdb.v1.RepairRowsResponse
+	(*CheckpointRequest)(nil),     // 59: mmdb.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),    // 60: mmdb.v1.CheckpointResponse
+	(*StandbyStatus)(nil),         // 61: mmdb.v1.StandbyStatus
+	(*TableStatus)(nil),           // 62: mmdb.v1.TableStatus
+	(*FetchImageRequest)(nil),     // 63: mmdb.v1.FetchImageRequest
+	(*ImageInfo)(nil),             // 64: mmdb.v1.ImageInfo
+	(*FetchImageResponse)(nil),    // 65: mmdb.v1.FetchImageResponse
+	(*ShipRequest)(nil),           // 66: mmdb.v1.ShipRequest
+	(*NeedsImage)(nil),            // 67: mmdb.v1.NeedsImage
+	(*ShipHello)(nil),             // 68: mmdb.v1.ShipHello
+	(*EpochStart)(nil),            // 69: mmdb.v1.EpochStart
+	(*LogBatch)(nil),              // 70: mmdb.v1.LogBatch
+	(*ShipResponse)(nil),          // 71: mmdb.v1.ShipResponse
+	(*ShipState)(nil),             // 72: mmdb.v1.ShipState
+	(*ShipAck)(nil),               // 73: mmdb.v1.ShipAck
+	(*StandbyAck)(nil),            // 74: mmdb.v1.StandbyAck
+	(structpb.NullValue)(0),       // 75: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 76: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 77: google.protobuf.Duration
+	(*anypb.Any)(nil),             // 78: google.protobuf.Any
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	71,  // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	72,  // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	75,  // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	76,  // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
 	5,   // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
 	5,   // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
 	0,   // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
@@ -5869,131 +6107,136 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	1,   // 7: mmdb.v1.Table.primary_kind:type_name -> mmdb.v1.IndexKind
 	9,   // 8: mmdb.v1.Table.indexes:type_name -> mmdb.v1.Index
 	10,  // 9: mmdb.v1.CreateTableRequest.table:type_name -> mmdb.v1.Table
-	58,  // 10: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
-	10,  // 11: mmdb.v1.DescribeTableResponse.table:type_name -> mmdb.v1.Table
-	5,   // 12: mmdb.v1.GetRequest.key:type_name -> mmdb.v1.Value
-	6,   // 13: mmdb.v1.GetResponse.row:type_name -> mmdb.v1.Row
-	5,   // 14: mmdb.v1.ScanRequest.prefix:type_name -> mmdb.v1.Value
-	5,   // 15: mmdb.v1.ScanRequest.lower:type_name -> mmdb.v1.Value
-	5,   // 16: mmdb.v1.ScanRequest.upper:type_name -> mmdb.v1.Value
-	5,   // 17: mmdb.v1.ScanRequest.after:type_name -> mmdb.v1.Value
-	6,   // 18: mmdb.v1.ScanResponse.rows:type_name -> mmdb.v1.Row
-	5,   // 19: mmdb.v1.ScanResponse.resume_key:type_name -> mmdb.v1.Value
-	6,   // 20: mmdb.v1.InsertRequest.row:type_name -> mmdb.v1.Row
-	2,   // 21: mmdb.v1.InsertRequest.durability:type_name -> mmdb.v1.Durability
-	3,   // 22: mmdb.v1.InsertRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	5,   // 23: mmdb.v1.UpdateRequest.key:type_name -> mmdb.v1.Value
-	7,   // 24: mmdb.v1.UpdateRequest.set:type_name -> mmdb.v1.ColumnValue
-	2,   // 25: mmdb.v1.UpdateRequest.durability:type_name -> mmdb.v1.Durability
-	3,   // 26: mmdb.v1.UpdateRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	6,   // 27: mmdb.v1.UpsertRequest.row:type_name -> mmdb.v1.Row
-	2,   // 28: mmdb.v1.UpsertRequest.durability:type_name -> mmdb.v1.Durability
-	3,   // 29: mmdb.v1.UpsertRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	5,   // 30: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
-	2,   // 31: mmdb.v1.DeleteRequest.durability:type_name -> mmdb.v1.Durability
-	3,   // 32: mmdb.v1.DeleteRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	2,   // 33: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
-	3,   // 34: mmdb.v1.BeginRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	73,  // 35: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
-	19,  // 36: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
-	23,  // 37: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
-	24,  // 38: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
-	25,  // 39: mmdb.v1.Operation.upsert:type_name -> mmdb.v1.UpsertRequest
-	26,  // 40: mmdb.v1.Operation.delete:type_name -> mmdb.v1.DeleteRequest
-	5,   // 41: mmdb.v1.Condition.key:type_name -> mmdb.v1.Value
-	4,   // 42: mmdb.v1.Condition.expect:type_name -> mmdb.v1.Condition.Expect
-	7,   // 43: mmdb.v1.Condition.equals:type_name -> mmdb.v1.ColumnValue
-	34,  // 44: mmdb.v1.CommitRequest.conditions:type_name -> mmdb.v1.Condition
-	33,  // 45: mmdb.v1.CommitRequest.operations:type_name -> mmdb.v1.Operation
-	2,   // 46: mmdb.v1.CommitRequest.durability:type_name -> mmdb.v1.Durability
-	3,   // 47: mmdb.v1.CommitRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	20,  // 48: mmdb.v1.CommitResponse.results:type_name -> mmdb.v1.GetResponse
-	40,  // 49: mmdb.v1.SessionRequest.requests:type_name -> mmdb.v1.Request
-	19,  // 50: mmdb.v1.Request.get:type_name -> mmdb.v1.GetRequest
-	23,  // 51: mmdb.v1.Request.insert:type_name -> mmdb.v1.InsertRequest
-	24,  // 52: mmdb.v1.Request.update:type_name -> mmdb.v1.UpdateRequest
-	25,  // 53: mmdb.v1.Request.upsert:type_name -> mmdb.v1.UpsertRequest
-	26,  // 54: mmdb.v1.Request.delete:type_name -> mmdb.v1.DeleteRequest
-	35,  // 55: mmdb.v1.Request.commit:type_name -> mmdb.v1.CommitRequest
-	31,  // 56: mmdb.v1.Request.begin:type_name -> mmdb.v1.BeginRequest
-	37,  // 57: mmdb.v1.Request.rollback:type_name -> mmdb.v1.RollbackRequest
-	42,  // 58: mmdb.v1.SessionResponse.replies:type_name -> mmdb.v1.Reply
-	74,  // 59: mmdb.v1.Reply.details:type_name -> google.protobuf.Any
-	20,  // 60: mmdb.v1.Reply.get:type_name -> mmdb.v1.GetResponse
-	27,  // 61: mmdb.v1.Reply.insert:type_name -> mmdb.v1.InsertResponse
-	28,  // 62: mmdb.v1.Reply.update:type_name -> mmdb.v1.UpdateResponse
-	29,  // 63: mmdb.v1.Reply.upsert:type_name -> mmdb.v1.UpsertResponse
-	30,  // 64: mmdb.v1.Reply.delete:type_name -> mmdb.v1.DeleteResponse
-	36,  // 65: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
-	32,  // 66: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
-	38,  // 67: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
-	57,  // 68: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
-	58,  // 69: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	73,  // 70: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	73,  // 71: mmdb.v1.StatusResponse.sync_timeout:type_name -> google.protobuf.Duration
-	51,  // 72: mmdb.v1.TableDigestResponse.buckets:type_name -> mmdb.v1.BucketDigest
-	52,  // 73: mmdb.v1.TableDigestResponse.rows:type_name -> mmdb.v1.RowDigest
-	2,   // 74: mmdb.v1.RepairRowsRequest.durability:type_name -> mmdb.v1.Durability
-	3,   // 75: mmdb.v1.RepairRowsRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	73,  // 76: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
-	65,  // 77: mmdb.v1.ImageInfo.epochs:type_name -> mmdb.v1.EpochStart
-	60,  // 78: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
-	64,  // 79: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
-	66,  // 80: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
-	63,  // 81: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
-	65,  // 82: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
-	68,  // 83: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
-	69,  // 84: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
-	70,  // 85: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
-	11,  // 86: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	13,  // 87: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	15,  // 88: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	17,  // 89: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	19,  // 90: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	21,  // 91: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	23,  // 92: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	24,  // 93: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	25,  // 94: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	26,  // 95: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	31,  // 96: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	35,  // 97: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	37,  // 98: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	39,  // 99: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	43,  // 100: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	55,  // 101: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	45,  // 102: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
-	47,  // 103: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
-	49,  // 104: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
-	53,  // 105: mmdb.v1.AdminService.RepairRows:input_type -> mmdb.v1.RepairRowsRequest
-	59,  // 106: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	62,  // 107: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
-	12,  // 108: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	14,  // 109: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	16,  // 110: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	18,  // 111: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	20,  // 112: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	22,  // 113: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	27,  // 114: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	28,  // 115: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	29,  // 116: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	30,  // 117: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	32,  // 118: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	36,  // 119: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	38,  // 120: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	41,  // 121: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	44,  // 122: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	56,  // 123: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	46,  // 124: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
-	48,  // 125: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
-	50,  // 126: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
-	54,  // 127: mmdb.v1.AdminService.RepairRows:output_type -> mmdb.v1.RepairRowsResponse
-	61,  // 128: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	67,  // 129: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
-	108, // [108:130] is the sub-list for method output_type
-	86,  // [86:108] is the sub-list for method input_type
-	86,  // [86:86] is the sub-list for extension type_name
-	86,  // [86:86] is the sub-list for extension extendee
-	0,   // [0:86] is the sub-list for field type_name
+	9,   // 10: mmdb.v1.CreateIndexRequest.index:type_name -> mmdb.v1.Index
+	62,  // 11: mmdb.v1.ListTablesResponse.tables:type_name -> mmdb.v1.TableStatus
+	10,  // 12: mmdb.v1.DescribeTableResponse.table:type_name -> mmdb.v1.Table
+	5,   // 13: mmdb.v1.GetRequest.key:type_name -> mmdb.v1.Value
+	6,   // 14: mmdb.v1.GetResponse.row:type_name -> mmdb.v1.Row
+	5,   // 15: mmdb.v1.ScanRequest.prefix:type_name -> mmdb.v1.Value
+	5,   // 16: mmdb.v1.ScanRequest.lower:type_name -> mmdb.v1.Value
+	5,   // 17: mmdb.v1.ScanRequest.upper:type_name -> mmdb.v1.Value
+	5,   // 18: mmdb.v1.ScanRequest.after:type_name -> mmdb.v1.Value
+	6,   // 19: mmdb.v1.ScanResponse.rows:type_name -> mmdb.v1.Row
+	5,   // 20: mmdb.v1.ScanResponse.resume_key:type_name -> mmdb.v1.Value
+	6,   // 21: mmdb.v1.InsertRequest.row:type_name -> mmdb.v1.Row
+	2,   // 22: mmdb.v1.InsertRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 23: mmdb.v1.InsertRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	5,   // 24: mmdb.v1.UpdateRequest.key:type_name -> mmdb.v1.Value
+	7,   // 25: mmdb.v1.UpdateRequest.set:type_name -> mmdb.v1.ColumnValue
+	2,   // 26: mmdb.v1.UpdateRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 27: mmdb.v1.UpdateRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	6,   // 28: mmdb.v1.UpsertRequest.row:type_name -> mmdb.v1.Row
+	2,   // 29: mmdb.v1.UpsertRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 30: mmdb.v1.UpsertRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	5,   // 31: mmdb.v1.DeleteRequest.key:type_name -> mmdb.v1.Value
+	2,   // 32: mmdb.v1.DeleteRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 33: mmdb.v1.DeleteRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	2,   // 34: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 35: mmdb.v1.BeginRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	77,  // 36: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	23,  // 37: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
+	27,  // 38: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
+	28,  // 39: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
+	29,  // 40: mmdb.v1.Operation.upsert:type_name -> mmdb.v1.UpsertRequest
+	30,  // 41: mmdb.v1.Operation.delete:type_name -> mmdb.v1.DeleteRequest
+	5,   // 42: mmdb.v1.Condition.key:type_name -> mmdb.v1.Value
+	4,   // 43: mmdb.v1.Condition.expect:type_name -> mmdb.v1.Condition.Expect
+	7,   // 44: mmdb.v1.Condition.equals:type_name -> mmdb.v1.ColumnValue
+	38,  // 45: mmdb.v1.CommitRequest.conditions:type_name -> mmdb.v1.Condition
+	37,  // 46: mmdb.v1.CommitRequest.operations:type_name -> mmdb.v1.Operation
+	2,   // 47: mmdb.v1.CommitRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 48: mmdb.v1.CommitRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	24,  // 49: mmdb.v1.CommitResponse.results:type_name -> mmdb.v1.GetResponse
+	44,  // 50: mmdb.v1.SessionRequest.requests:type_name -> mmdb.v1.Request
+	23,  // 51: mmdb.v1.Request.get:type_name -> mmdb.v1.GetRequest
+	27,  // 52: mmdb.v1.Request.insert:type_name -> mmdb.v1.InsertRequest
+	28,  // 53: mmdb.v1.Request.update:type_name -> mmdb.v1.UpdateRequest
+	29,  // 54: mmdb.v1.Request.upsert:type_name -> mmdb.v1.UpsertRequest
+	30,  // 55: mmdb.v1.Request.delete:type_name -> mmdb.v1.DeleteRequest
+	39,  // 56: mmdb.v1.Request.commit:type_name -> mmdb.v1.CommitRequest
+	35,  // 57: mmdb.v1.Request.begin:type_name -> mmdb.v1.BeginRequest
+	41,  // 58: mmdb.v1.Request.rollback:type_name -> mmdb.v1.RollbackRequest
+	46,  // 59: mmdb.v1.SessionResponse.replies:type_name -> mmdb.v1.Reply
+	78,  // 60: mmdb.v1.Reply.details:type_name -> google.protobuf.Any
+	24,  // 61: mmdb.v1.Reply.get:type_name -> mmdb.v1.GetResponse
+	31,  // 62: mmdb.v1.Reply.insert:type_name -> mmdb.v1.InsertResponse
+	32,  // 63: mmdb.v1.Reply.update:type_name -> mmdb.v1.UpdateResponse
+	33,  // 64: mmdb.v1.Reply.upsert:type_name -> mmdb.v1.UpsertResponse
+	34,  // 65: mmdb.v1.Reply.delete:type_name -> mmdb.v1.DeleteResponse
+	40,  // 66: mmdb.v1.Reply.commit:type_name -> mmdb.v1.CommitResponse
+	36,  // 67: mmdb.v1.Reply.begin:type_name -> mmdb.v1.BeginResponse
+	42,  // 68: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
+	61,  // 69: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
+	62,  // 70: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
+	77,  // 71: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	77,  // 72: mmdb.v1.StatusResponse.sync_timeout:type_name -> google.protobuf.Duration
+	55,  // 73: mmdb.v1.TableDigestResponse.buckets:type_name -> mmdb.v1.BucketDigest
+	56,  // 74: mmdb.v1.TableDigestResponse.rows:type_name -> mmdb.v1.RowDigest
+	2,   // 75: mmdb.v1.RepairRowsRequest.durability:type_name -> mmdb.v1.Durability
+	3,   // 76: mmdb.v1.RepairRowsRequest.sync_mode:type_name -> mmdb.v1.SyncMode
+	77,  // 77: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	69,  // 78: mmdb.v1.ImageInfo.epochs:type_name -> mmdb.v1.EpochStart
+	64,  // 79: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
+	68,  // 80: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
+	70,  // 81: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
+	67,  // 82: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
+	69,  // 83: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
+	72,  // 84: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
+	73,  // 85: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
+	74,  // 86: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
+	11,  // 87: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	13,  // 88: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	15,  // 89: mmdb.v1.DatabaseService.CreateIndex:input_type -> mmdb.v1.CreateIndexRequest
+	17,  // 90: mmdb.v1.DatabaseService.DropIndex:input_type -> mmdb.v1.DropIndexRequest
+	19,  // 91: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	21,  // 92: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	23,  // 93: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	25,  // 94: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	27,  // 95: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	28,  // 96: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	29,  // 97: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	30,  // 98: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	35,  // 99: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	39,  // 100: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	41,  // 101: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	43,  // 102: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	47,  // 103: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	59,  // 104: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	49,  // 105: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
+	51,  // 106: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
+	53,  // 107: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
+	57,  // 108: mmdb.v1.AdminService.RepairRows:input_type -> mmdb.v1.RepairRowsRequest
+	63,  // 109: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	66,  // 110: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	12,  // 111: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	14,  // 112: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	16,  // 113: mmdb.v1.DatabaseService.CreateIndex:output_type -> mmdb.v1.CreateIndexResponse
+	18,  // 114: mmdb.v1.DatabaseService.DropIndex:output_type -> mmdb.v1.DropIndexResponse
+	20,  // 115: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	22,  // 116: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	24,  // 117: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	26,  // 118: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	31,  // 119: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	32,  // 120: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	33,  // 121: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	34,  // 122: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	36,  // 123: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	40,  // 124: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	42,  // 125: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	45,  // 126: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	48,  // 127: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	60,  // 128: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	50,  // 129: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
+	52,  // 130: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
+	54,  // 131: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
+	58,  // 132: mmdb.v1.AdminService.RepairRows:output_type -> mmdb.v1.RepairRowsResponse
+	65,  // 133: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	71,  // 134: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	111, // [111:135] is the sub-list for method output_type
+	87,  // [87:111] is the sub-list for method input_type
+	87,  // [87:87] is the sub-list for extension type_name
+	87,  // [87:87] is the sub-list for extension extendee
+	0,   // [0:87] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -6011,14 +6254,14 @@ func file_mmdb_v1_mmdb_proto_init() {
 		(*Value_Bytes)(nil),
 		(*Value_Timestamp)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[28].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[32].OneofWrappers = []any{
 		(*Operation_Get)(nil),
 		(*Operation_Insert)(nil),
 		(*Operation_Update)(nil),
 		(*Operation_Upsert)(nil),
 		(*Operation_Delete)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[35].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[39].OneofWrappers = []any{
 		(*Request_Get)(nil),
 		(*Request_Insert)(nil),
 		(*Request_Update)(nil),
@@ -6028,7 +6271,7 @@ func file_mmdb_v1_mmdb_proto_init() {
 		(*Request_Begin)(nil),
 		(*Request_Rollback)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[37].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[41].OneofWrappers = []any{
 		(*Reply_Get)(nil),
 		(*Reply_Insert)(nil),
 		(*Reply_Update)(nil),
@@ -6038,12 +6281,12 @@ func file_mmdb_v1_mmdb_proto_init() {
 		(*Reply_Begin)(nil),
 		(*Reply_Rollback)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[57].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[61].OneofWrappers = []any{
 		(*ShipRequest_Hello)(nil),
 		(*ShipRequest_Batch)(nil),
 		(*ShipRequest_NeedsImage)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[62].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[66].OneofWrappers = []any{
 		(*ShipResponse_State)(nil),
 		(*ShipResponse_Ack)(nil),
 	}
@@ -6053,7 +6296,7 @@ func file_mmdb_v1_mmdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   66,
+			NumMessages:   70,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -40,6 +40,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	DatabaseService_CreateTable_FullMethodName   = "/mmdb.v1.DatabaseService/CreateTable"
 	DatabaseService_DropTable_FullMethodName     = "/mmdb.v1.DatabaseService/DropTable"
+	DatabaseService_CreateIndex_FullMethodName   = "/mmdb.v1.DatabaseService/CreateIndex"
+	DatabaseService_DropIndex_FullMethodName     = "/mmdb.v1.DatabaseService/DropIndex"
 	DatabaseService_ListTables_FullMethodName    = "/mmdb.v1.DatabaseService/ListTables"
 	DatabaseService_DescribeTable_FullMethodName = "/mmdb.v1.DatabaseService/DescribeTable"
 	DatabaseService_Get_FullMethodName           = "/mmdb.v1.DatabaseService/Get"
@@ -64,6 +66,20 @@ type DatabaseServiceClient interface {
 	CreateTable(ctx context.Context, in *CreateTableRequest, opts ...grpc.CallOption) (*CreateTableResponse, error)
 	// DropTable drops a table and all its rows.
 	DropTable(ctx context.Context, in *DropTableRequest, opts ...grpc.CallOption) (*DropTableResponse, error)
+	// CreateIndex adds a secondary index to an existing table and builds it
+	// from the table's rows; the node's commits wait while it builds. An
+	// unknown table gives NOT_FOUND; a missing index, an unknown column, or
+	// a bad name or kind INVALID_ARGUMENT; an index name the table already
+	// has ALREADY_EXISTS, as does a unique index whose key two existing
+	// rows share (the table is left without the index); past the limit of
+	// indexes on a table RESOURCE_EXHAUSTED. A standby refuses it with
+	// FAILED_PRECONDITION naming the primary, as it refuses every write.
+	CreateIndex(ctx context.Context, in *CreateIndexRequest, opts ...grpc.CallOption) (*CreateIndexResponse, error)
+	// DropIndex removes a secondary index from a table; the rows stay. An
+	// unknown table or index gives NOT_FOUND (the primary key is no
+	// secondary index). A standby refuses it with FAILED_PRECONDITION
+	// naming the primary.
+	DropIndex(ctx context.Context, in *DropIndexRequest, opts ...grpc.CallOption) (*DropIndexResponse, error)
 	// ListTables lists the tables with their sizes.
 	ListTables(ctx context.Context, in *ListTablesRequest, opts ...grpc.CallOption) (*ListTablesResponse, error)
 	// DescribeTable returns a table's definition.
@@ -118,6 +134,26 @@ func (c *databaseServiceClient) DropTable(ctx context.Context, in *DropTableRequ
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DropTableResponse)
 	err := c.cc.Invoke(ctx, DatabaseService_DropTable_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *databaseServiceClient) CreateIndex(ctx context.Context, in *CreateIndexRequest, opts ...grpc.CallOption) (*CreateIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateIndexResponse)
+	err := c.cc.Invoke(ctx, DatabaseService_CreateIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *databaseServiceClient) DropIndex(ctx context.Context, in *DropIndexRequest, opts ...grpc.CallOption) (*DropIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DropIndexResponse)
+	err := c.cc.Invoke(ctx, DatabaseService_DropIndex_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -266,6 +302,20 @@ type DatabaseServiceServer interface {
 	CreateTable(context.Context, *CreateTableRequest) (*CreateTableResponse, error)
 	// DropTable drops a table and all its rows.
 	DropTable(context.Context, *DropTableRequest) (*DropTableResponse, error)
+	// CreateIndex adds a secondary index to an existing table and builds it
+	// from the table's rows; the node's commits wait while it builds. An
+	// unknown table gives NOT_FOUND; a missing index, an unknown column, or
+	// a bad name or kind INVALID_ARGUMENT; an index name the table already
+	// has ALREADY_EXISTS, as does a unique index whose key two existing
+	// rows share (the table is left without the index); past the limit of
+	// indexes on a table RESOURCE_EXHAUSTED. A standby refuses it with
+	// FAILED_PRECONDITION naming the primary, as it refuses every write.
+	CreateIndex(context.Context, *CreateIndexRequest) (*CreateIndexResponse, error)
+	// DropIndex removes a secondary index from a table; the rows stay. An
+	// unknown table or index gives NOT_FOUND (the primary key is no
+	// secondary index). A standby refuses it with FAILED_PRECONDITION
+	// naming the primary.
+	DropIndex(context.Context, *DropIndexRequest) (*DropIndexResponse, error)
 	// ListTables lists the tables with their sizes.
 	ListTables(context.Context, *ListTablesRequest) (*ListTablesResponse, error)
 	// DescribeTable returns a table's definition.
@@ -311,6 +361,12 @@ func (UnimplementedDatabaseServiceServer) CreateTable(context.Context, *CreateTa
 }
 func (UnimplementedDatabaseServiceServer) DropTable(context.Context, *DropTableRequest) (*DropTableResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DropTable not implemented")
+}
+func (UnimplementedDatabaseServiceServer) CreateIndex(context.Context, *CreateIndexRequest) (*CreateIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateIndex not implemented")
+}
+func (UnimplementedDatabaseServiceServer) DropIndex(context.Context, *DropIndexRequest) (*DropIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DropIndex not implemented")
 }
 func (UnimplementedDatabaseServiceServer) ListTables(context.Context, *ListTablesRequest) (*ListTablesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTables not implemented")
@@ -401,6 +457,42 @@ func _DatabaseService_DropTable_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(DatabaseServiceServer).DropTable(ctx, req.(*DropTableRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DatabaseService_CreateIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DatabaseServiceServer).CreateIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DatabaseService_CreateIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DatabaseServiceServer).CreateIndex(ctx, req.(*CreateIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DatabaseService_DropIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DropIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DatabaseServiceServer).DropIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DatabaseService_DropIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DatabaseServiceServer).DropIndex(ctx, req.(*DropIndexRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -617,6 +709,14 @@ var DatabaseService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DropTable",
 			Handler:    _DatabaseService_DropTable_Handler,
+		},
+		{
+			MethodName: "CreateIndex",
+			Handler:    _DatabaseService_CreateIndex_Handler,
+		},
+		{
+			MethodName: "DropIndex",
+			Handler:    _DatabaseService_DropIndex_Handler,
 		},
 		{
 			MethodName: "ListTables",
