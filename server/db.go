@@ -365,6 +365,40 @@ func (s *dbService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*p
 	return &pb.DropTableResponse{Lsn: lsn, Degraded: degraded}, nil
 }
 
+func (s *dbService) CreateIndex(ctx context.Context, req *pb.CreateIndexRequest) (*pb.CreateIndexResponse, error) {
+	if err := s.store.Writable(); err != nil {
+		return nil, toStatus(err)
+	}
+	def, err := pbmem.IndexDef(req.GetTable(), req.GetIndex())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	lsn, err := s.db.CreateIndex(req.GetTable(), def)
+	var degraded bool
+	if err == nil {
+		degraded, err = s.durable(ctx, lsn, 0, s.nodeWait())
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CreateIndexResponse{Lsn: lsn, Degraded: degraded}, nil
+}
+
+func (s *dbService) DropIndex(ctx context.Context, req *pb.DropIndexRequest) (*pb.DropIndexResponse, error) {
+	if err := s.store.Writable(); err != nil {
+		return nil, toStatus(err)
+	}
+	lsn, err := s.db.DropIndex(req.GetTable(), req.GetIndex())
+	var degraded bool
+	if err == nil {
+		degraded, err = s.durable(ctx, lsn, 0, s.nodeWait())
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DropIndexResponse{Lsn: lsn, Degraded: degraded}, nil
+}
+
 // ListTables answers once the schema it shows is durable (catalogRead).
 // Its row and byte counts are statistics of the moment, not a read of
 // the rows: they wait for nothing.

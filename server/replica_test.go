@@ -430,6 +430,14 @@ func TestStandbyRefusesEveryWrite(t *testing.T) {
 			_, err := db.DropTable(c, &pb.DropTableRequest{Table: "acct"})
 			return err
 		},
+		"CreateIndex": func(c context.Context) error {
+			_, err := db.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct", Index: &pb.Index{Name: "by_bal", Columns: []string{"bal"}}})
+			return err
+		},
+		"DropIndex": func(c context.Context) error {
+			_, err := db.DropIndex(c, &pb.DropIndexRequest{Table: "acct", Index: "by_name"})
+			return err
+		},
 		"Insert": func(c context.Context) error { _, err := db.Insert(c, insert); return err },
 		"Update": func(c context.Context) error { _, err := db.Update(c, update); return err },
 		"Upsert": func(c context.Context) error { _, err := db.Upsert(c, upsert); return err },
@@ -465,6 +473,14 @@ func TestStandbyRefusesEveryWrite(t *testing.T) {
 		},
 		"DropTable of a table it lacks": func(c context.Context) error {
 			_, err := db.DropTable(c, &pb.DropTableRequest{Table: "nosuch"})
+			return err
+		},
+		"CreateIndex of an index it holds": func(c context.Context) error {
+			_, err := db.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct", Index: &pb.Index{Name: "by_name", Columns: []string{"name"}}})
+			return err
+		},
+		"DropIndex of an index it lacks": func(c context.Context) error {
+			_, err := db.DropIndex(c, &pb.DropIndexRequest{Table: "acct", Index: "nosuch"})
 			return err
 		},
 		"Insert of a key it holds": func(c context.Context) error {

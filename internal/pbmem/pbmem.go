@@ -91,13 +91,28 @@ func TableDef(t *pb.Table) (mem.TableDef, error) {
 		def.Columns = append(def.Columns, mem.ColumnDef{Name: c.GetName(), Type: typ, Nullable: c.GetNullable(), MaxLen: int(c.GetMaxLength())})
 	}
 	for _, ix := range t.GetIndexes() {
-		kind, err := indexKind(ix.GetKind(), t.GetName(), ix.GetName())
+		d, err := IndexDef(t.GetName(), ix)
 		if err != nil {
 			return def, err
 		}
-		def.Indexes = append(def.Indexes, mem.IndexDef{Name: ix.GetName(), Columns: ix.GetColumns(), Unique: ix.GetUnique(), Kind: kind})
+		def.Indexes = append(def.Indexes, d)
 	}
 	return def, nil
+}
+
+// IndexDef converts the definition of a secondary index of table from a
+// request, as TableDef converts a table's: the engine checks names and
+// columns, this maps the kind (unspecified is hash) and fails, wrapping
+// mem.ErrInvalid, on one it does not know or a missing definition.
+func IndexDef(table string, ix *pb.Index) (mem.IndexDef, error) {
+	if ix == nil {
+		return mem.IndexDef{}, fmt.Errorf("%w: table %q: the index definition is missing", mem.ErrInvalid, table)
+	}
+	kind, err := indexKind(ix.GetKind(), table, ix.GetName())
+	if err != nil {
+		return mem.IndexDef{}, err
+	}
+	return mem.IndexDef{Name: ix.GetName(), Columns: ix.GetColumns(), Unique: ix.GetUnique(), Kind: kind}, nil
 }
 
 func memType(t pb.ColumnType) (mem.Type, bool) {

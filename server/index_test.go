@@ -1,0 +1,223 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mmdb/mmdb/conf"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+)
+
+// bareAccounts is accountsTable without its secondary indexes, to add
+// them to later.
+func bareAccounts() *pb.Table {
+	t := accountsTable()
+	t.Indexes = nil
+	return t
+}
+
+// ids are the first column of rows, the account ids.
+func ids(rows []*pb.Row) string {
+	var out []int64
+	for _, r := range rows {
+		out = append(out, r.GetValues()[0].GetInt64())
+	}
+	return fmt.Sprint(out)
+}
+
+// TestCreateAndDropIndex: CreateIndex on a table that holds rows builds
+// the index from them, so reads by it (Get by a unique index, Scan of an
+// ordered one) find those rows at once, and later writes keep it up to
+// date and obey its uniqueness; DropIndex removes it, after which reads
+// by it get NOT_FOUND. Both are DDL commits with their own LSN, and what
+// they did survives a restart.
+func TestCreateAndDropIndex(t *testing.T) {
+	dir := t.TempDir()
+	fsync := func(c *conf.Config) { c.DataDir, c.Durability = dir, conf.DurabilityFsyncLog }
+	n := startNode(t, fsync)
+	c := ctx(t)
+	if _, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: bareAccounts()}); err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := int64(1); i <= 6; i++ {
+		r, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(i, 10*i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r.GetLsn()
+	}
+	byName := &pb.GetRequest{Table: "acct", Index: "by_name", Key: key(vS("n4"))}
+	_, err := n.db.Get(c, byName)
+	wantCode(t, err, codes.NotFound, `"by_name"`)
+
+	// A unique index, kind left to the default (hash).
+	cr, err := n.db.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct", Index: &pb.Index{Name: "by_name", Columns: []string{"name"}, Unique: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cr.GetLsn() != last+1 || cr.GetDegraded() {
+		t.Fatalf("CreateIndex: LSN %d (degraded %v) after the last insert at %d", cr.GetLsn(), cr.GetDegraded(), last)
+	}
+	g, err := n.db.Get(c, byName)
+	if err != nil || !g.GetFound() || g.GetRow().GetValues()[0].GetInt64() != 4 {
+		t.Fatalf("get by the new index: %v %v", g, err)
+	}
+	// An ordered one, scanned by prefix.
+	if _, err := n.db.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct", Index: &pb.Index{Name: "by_region", Columns: []string{"region", "bal"}, Kind: pb.IndexKind_INDEX_KIND_ORDERED}}); err != nil {
+		t.Fatal(err)
+	}
+	r1 := &pb.ScanRequest{Table: "acct", Index: "by_region", Prefix: key(vS("r1"))}
+	if got := ids(n.scanPages(r1)); got != "[1 4]" {
+		t.Fatalf("scan of region r1 by the new index: ids %s, want [1 4]", got)
+	}
+	d, err := n.db.DescribeTable(c, &pb.DescribeTableRequest{Table: "acct"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bareAccounts()
+	want.Indexes = []*pb.Index{
+		{Name: "by_name", Columns: []string{"name"}, Unique: true, Kind: pb.IndexKind_INDEX_KIND_HASH},
+		{Name: "by_region", Columns: []string{"region", "bal"}, Kind: pb.IndexKind_INDEX_KIND_ORDERED},
+	}
+	if !proto.Equal(d.GetTable(), want) {
+		t.Fatalf("described %v\nwant %v", d.GetTable(), want)
+	}
+
+	// Writes after the build keep the indexes and their uniqueness.
+	if _, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(7, 5)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(n.scanPages(r1)); got != "[7 1 4]" {
+		t.Fatalf("scan of region r1 after an insert: ids %s, want [7 1 4]", got)
+	}
+	dup := row(vI(8), vS("n4"), vS("r0"), vI(1), vNull())
+	_, err = n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: dup})
+	wantCode(t, err, codes.AlreadyExists, `"by_name"`)
+
+	dr, err := n.db.DropIndex(c, &pb.DropIndexRequest{Table: "acct", Index: "by_name"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dr.GetLsn() <= cr.GetLsn() {
+		t.Fatalf("DropIndex at LSN %d, after CreateIndex at %d", dr.GetLsn(), cr.GetLsn())
+	}
+	_, err = n.db.Get(c, byName)
+	wantCode(t, err, codes.NotFound, `"by_name"`)
+	// Its uniqueness went with it.
+	if _, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: dup}); err != nil {
+		t.Fatalf("an insert of a name the dropped unique index held: %v", err)
+	}
+
+	// The restarted node has by_region, and not by_name.
+	before := n.fingerprint()
+	n.stop()
+	n = startNode(t, fsync)
+	if after := n.fingerprint(); after != before {
+		t.Fatalf("after a restart:\n%s\nbefore:\n%s", after, before)
+	}
+	if got := ids(n.scanPages(r1)); got != "[7 1 4]" {
+		t.Fatalf("scan of region r1 after a restart: ids %s, want [7 1 4]", got)
+	}
+	_, err = n.db.Get(ctx(t), byName)
+	wantCode(t, err, codes.NotFound, `"by_name"`)
+
+	if _, err := n.db.DropIndex(ctx(t), &pb.DropIndexRequest{Table: "acct", Index: "by_region"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := n.db.Scan(ctx(t), r1)
+	if err == nil {
+		_, err = st.Recv()
+	}
+	wantCode(t, err, codes.NotFound, `"by_region"`)
+}
+
+// TestIndexDDLBadInput: each malformed CreateIndex or DropIndex gets the
+// code SPEC section 11 names and a message naming what is wrong, and
+// changes nothing: a unique index over a key existing rows share leaves
+// the table without it.
+func TestIndexDDLBadInput(t *testing.T) {
+	n := startNode(t, nil)
+	n.withAccounts(4) // regions r1, r2, r0, r1
+	create := func(table string, ix *pb.Index) func(context.Context) error {
+		return func(c context.Context) error {
+			_, err := n.db.CreateIndex(c, &pb.CreateIndexRequest{Table: table, Index: ix})
+			return err
+		}
+	}
+	drop := func(table, index string) func(context.Context) error {
+		return func(c context.Context) error {
+			_, err := n.db.DropIndex(c, &pb.DropIndexRequest{Table: table, Index: index})
+			return err
+		}
+	}
+	byBal := func() *pb.Index { return &pb.Index{Name: "by_bal", Columns: []string{"bal"}} }
+	cases := []struct {
+		name  string
+		call  func(context.Context) error
+		code  codes.Code
+		frags []string
+	}{
+		{"create on unknown table", create("nope", byBal()), codes.NotFound, []string{`"nope"`}},
+		{"create without index", create("acct", nil), codes.InvalidArgument, []string{`"acct"`, "missing"}},
+		{"create on unknown column", create("acct", &pb.Index{Name: "ix", Columns: []string{"nope"}}), codes.InvalidArgument, []string{`"acct"`, `"ix"`, `"nope"`}},
+		{"create without columns", create("acct", &pb.Index{Name: "ix"}), codes.InvalidArgument, []string{`"acct"`, `"ix"`, "key columns"}},
+		{"create with a column twice", create("acct", &pb.Index{Name: "ix", Columns: []string{"bal", "bal"}}), codes.InvalidArgument, []string{`"ix"`, `"bal"`}},
+		{"create with existing name", create("acct", &pb.Index{Name: "by_region", Columns: []string{"bal"}}), codes.AlreadyExists, []string{`"acct"`, `"by_region"`}},
+		{"create named primary", create("acct", &pb.Index{Name: "primary", Columns: []string{"bal"}}), codes.InvalidArgument, []string{`"primary"`}},
+		{"create with bad name", create("acct", &pb.Index{Name: "1x", Columns: []string{"bal"}}), codes.InvalidArgument, []string{`"1x"`}},
+		{"create with unknown kind", create("acct", &pb.Index{Name: "ix", Columns: []string{"bal"}, Kind: 9}), codes.InvalidArgument, []string{`"acct"`, `"ix"`, "kind"}},
+		{"create unique over duplicates", create("acct", &pb.Index{Name: "uniq_region", Columns: []string{"region"}, Unique: true, Kind: pb.IndexKind_INDEX_KIND_ORDERED}),
+			codes.AlreadyExists, []string{`"acct"`, `"uniq_region"`, "r1"}},
+		{"drop on unknown table", drop("nope", "by_name"), codes.NotFound, []string{`"nope"`}},
+		{"drop unknown index", drop("acct", "nope"), codes.NotFound, []string{`"acct"`, `"nope"`}},
+		{"drop the primary key", drop("acct", "primary"), codes.NotFound, []string{`"primary"`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := n.fingerprint()
+			wantCode(t, tc.call(ctx(t)), tc.code, tc.frags...)
+			if after := n.fingerprint(); after != before {
+				t.Fatalf("changed the database:\n%s\nbefore:\n%s", after, before)
+			}
+		})
+	}
+	// The failed unique build left nothing to read by.
+	_, err := n.db.Get(ctx(t), &pb.GetRequest{Table: "acct", Index: "uniq_region", Key: key(vS("r2"))})
+	wantCode(t, err, codes.NotFound, `"uniq_region"`)
+}
+
+// TestIndexDDLReachesTheStandby: an index created on the primary is
+// usable on its standby once the standby has applied the change, and one
+// dropped there is gone from the standby.
+func TestIndexDDLReachesTheStandby(t *testing.T) {
+	primary, standby := startShipping(t, 5)
+	c := ctx(t)
+	cr, err := primary.db.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct", Index: &pb.Index{Name: "by_bal", Columns: []string{"bal", "id"}, Kind: pb.IndexKind_INDEX_KIND_ORDERED}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.srv.store.WaitApplied(c, cr.GetLsn()); err != nil {
+		t.Fatal(err)
+	}
+	scan := &pb.ScanRequest{Table: "acct", Index: "by_bal", Lower: key(vI(100), vI(3))}
+	if got := ids(standby.scanPages(scan)); got != "[3 4 5]" {
+		t.Fatalf("scan by the new index on the standby: ids %s, want [3 4 5]", got)
+	}
+	dr, err := primary.db.DropIndex(c, &pb.DropIndexRequest{Table: "acct", Index: "by_name"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.srv.store.WaitApplied(c, dr.GetLsn()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = standby.db.Get(c, &pb.GetRequest{Table: "acct", Index: "by_name", Key: key(vS("n1"))})
+	wantCode(t, err, codes.NotFound, `"by_name"`)
+	if p, s := primary.fingerprint(), standby.fingerprint(); p != s {
+		t.Fatalf("the standby:\n%s\nthe primary:\n%s", s, p)
+	}
+}
