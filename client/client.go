@@ -19,13 +19,13 @@
 // runs it again after ABORTED, and on another node when that is safe.
 //
 // A write (Insert, Upsert, Update, Delete, Commit, CreateTable,
-// DropTable, a transaction's Commit) runs again after UNAVAILABLE only if
-// its request never left the client, or the node itself answered
-// UNAVAILABLE (it refused the write and changed nothing). When the
-// connection failed after the request left, the node may have committed
-// it before the reply was lost: the error then wraps ErrUnknownOutcome
-// (its code is still UNAVAILABLE), and the caller decides, for instance
-// by reading what the write would have changed.
+// DropTable, CreateIndex, DropIndex, a transaction's Commit) runs again
+// after UNAVAILABLE only if its request never left the client, or the
+// node itself answered UNAVAILABLE (it refused the write and changed
+// nothing). When the connection failed after the request left, the node
+// may have committed it before the reply was lost: the error then wraps
+// ErrUnknownOutcome (its code is still UNAVAILABLE), and the caller
+// decides, for instance by reading what the write would have changed.
 package client
 
 import (

@@ -48,6 +48,28 @@ func (c *Client) DropTable(ctx context.Context, name string) (uint64, error) {
 	return r.GetLsn(), err
 }
 
+// CreateIndex adds the secondary index ix to a table, built from the
+// table's rows, and returns the LSN of the change.
+func (c *Client) CreateIndex(ctx context.Context, table string, ix *pb.Index) (uint64, error) {
+	var r *pb.CreateIndexResponse
+	err := c.call(ctx, write, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
+		r, err = db.CreateIndex(ctx, &pb.CreateIndexRequest{Table: table, Index: ix})
+		return err
+	}))
+	return r.GetLsn(), err
+}
+
+// DropIndex removes a table's secondary index and returns the LSN of the
+// change.
+func (c *Client) DropIndex(ctx context.Context, table, name string) (uint64, error) {
+	var r *pb.DropIndexResponse
+	err := c.call(ctx, write, c.db(func(ctx context.Context, db pb.DatabaseServiceClient) (err error) {
+		r, err = db.DropIndex(ctx, &pb.DropIndexRequest{Table: table, Index: name})
+		return err
+	}))
+	return r.GetLsn(), err
+}
+
 // ListTables lists the tables with their sizes.
 func (c *Client) ListTables(ctx context.Context) ([]*pb.TableStatus, error) {
 	var r *pb.ListTablesResponse
