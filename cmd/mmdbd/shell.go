@@ -193,8 +193,13 @@ func (sh *session) exec(p *parser) error {
 	case "describe":
 		return sh.describe(ctx, p)
 	case "create":
-		if err := p.expect("table"); err != nil {
-			return err
+		if !p.accept("table") {
+			table, ix, err := p.parseCreateIndex()
+			if err != nil {
+				return err
+			}
+			delete(sh.schemas, table)
+			return sh.done(sh.c.CreateIndex(ctx, table, ix))
 		}
 		t, err := p.parseCreateTable()
 		if err != nil {
@@ -203,8 +208,16 @@ func (sh *session) exec(p *parser) error {
 		lsn, err := sh.c.CreateTable(ctx, t)
 		return sh.done(lsn, err)
 	case "drop":
-		if err := p.expect("table"); err != nil {
-			return err
+		if p.accept("index") {
+			table, name, err := p.parseDropIndex()
+			if err != nil {
+				return err
+			}
+			delete(sh.schemas, table)
+			return sh.done(sh.c.DropIndex(ctx, table, name))
+		}
+		if !p.accept("table") {
+			return fmt.Errorf(`expected "table" or "index", found %s`, p.found())
 		}
 		name, err := p.lastName("a table name")
 		if err != nil {

@@ -96,3 +96,41 @@ insert s 3`); code != 0 {
 		}
 	}
 }
+
+// TestShellIndexDDL: "create ... index NAME on T (COL, ...)" adds an index
+// to a table that holds rows, which get, scan and describe then use in
+// the same session (the shell forgets the table's cached definition);
+// "drop index NAME on T" removes it. The server's refusals come through.
+func TestShellIndexDDL(t *testing.T) {
+	addr := startNode(t, nil)
+	if out, code := shellRun(t, addr, `create table d (k int64, u string(10), v int64, primary key (k) ordered)
+insert d 1 a 30
+insert d 2 b 20
+insert d 3 c 20`); code != 0 {
+		t.Fatalf("setup: exit %d\n%s", code, out)
+	}
+	flat := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+	steps := []struct {
+		stmts  string
+		failed string // what the error says; "" for success
+		out    string // what the output holds
+	}{
+		{"describe d; create unique index ui on d (u); get d index ui b", "", "ok, lsn 5 k u v 2 b 20 (1 row)"},
+		{"create index vi on d (v, k) using ordered; scan d index vi prefix 20", "", "k u v 2 b 20 3 c 20 (2 rows)"},
+		{"describe d", "", "ui u true hash vi v, k false ordered"},
+		{"create unique index uv on d (v)", "ALREADY_EXISTS", `index "uv"`},
+		{"create index ui on d (v)", "ALREADY_EXISTS", `"ui"`},
+		{"create index x on d (nope)", "INVALID_ARGUMENT", `"nope"`},
+		{"create index x on nope (v)", "NOT_FOUND", `"nope"`},
+		{"drop index ui on d; get d index ui b", `has no index "ui"`, "ok, lsn 7"},
+		{"drop index ui on d", "NOT_FOUND", `"ui"`},
+		{"create view x", `expected "table" or "[unique] [hash|ordered] index"`, ""},
+		{"drop view x", `expected "table" or "index"`, ""},
+	}
+	for _, s := range steps {
+		out, code := shellRun(t, addr, s.stmts)
+		if s.failed == "" && code != 0 || s.failed != "" && (code == 0 || !strings.Contains(out, s.failed)) || !strings.Contains(flat(out), s.out) {
+			t.Errorf("%s: exit %d\n%s", s.stmts, code, out)
+		}
+	}
+}

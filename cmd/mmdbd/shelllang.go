@@ -23,6 +23,10 @@ const shellHelp = `statements (end with ; or a newline outside parentheses):
                   [unique] [hash|ordered] index NAME (COL, ...), ...)
                                        TYPE: int64 uint64 float64 bool string bytes timestamp
   drop table T
+  create [unique] [hash|ordered] index NAME on T (COL, ...)
+                                       add an index to a table, built from its rows; the
+                                       kind (hash if none) may end it instead: using hash|ordered
+  drop index NAME on T
   get T [index I] KEY...               read a row by primary key or a unique index
   scan T [index I] [prefix V...] [from V...] [to V...] [through V...] [reverse] [limit N]
                                        from is inclusive, to exclusive, through inclusive;
@@ -395,6 +399,56 @@ func (p *parser) parseCreateTable() (*pb.Table, error) {
 			return nil, err
 		}
 	}
+}
+
+// parseCreateIndex parses what follows "create": an index clause as in
+// create table, "[unique] [hash|ordered] index NAME", then "on T (COL,
+// ...)", with the kind as SQL spells it, "using hash|ordered", allowed
+// after the columns instead. It returns the table and the index.
+func (p *parser) parseCreateIndex() (string, *pb.Index, error) {
+	unique := p.accept("unique")
+	kind := p.parseIndexKind()
+	if !p.accept("index") {
+		return "", nil, fmt.Errorf(`expected "table" or "[unique] [hash|ordered] index", found %s`, p.found())
+	}
+	name, err := p.name("an index name")
+	if err != nil {
+		return "", nil, err
+	}
+	if err := p.expect("on"); err != nil {
+		return "", nil, err
+	}
+	table, err := p.name("a table name")
+	if err != nil {
+		return "", nil, err
+	}
+	cols, err := p.names("an index column")
+	if err != nil {
+		return "", nil, err
+	}
+	if p.accept("using") {
+		if kind != pb.IndexKind_INDEX_KIND_UNSPECIFIED {
+			return "", nil, fmt.Errorf("index %s: the kind is given twice", name)
+		}
+		if kind = p.parseIndexKind(); kind == pb.IndexKind_INDEX_KIND_UNSPECIFIED {
+			return "", nil, fmt.Errorf(`expected "hash" or "ordered", found %s`, p.found())
+		}
+	}
+	return table, &pb.Index{Name: name, Columns: cols, Unique: unique, Kind: kind}, p.end()
+}
+
+// parseDropIndex parses what follows "drop index": "NAME on T". It
+// returns the table and the index's name.
+func (p *parser) parseDropIndex() (string, string, error) {
+	name, err := p.name("an index name")
+	if err != nil {
+		return "", "", err
+	}
+	if err := p.expect("on"); err != nil {
+		return "", "", err
+	}
+	table, err := p.lastName("a table name")
+	return table, name, err
 }
 
 // parseIndexKind reads an optional "hash" or "ordered".

@@ -166,6 +166,78 @@ func TestParseCreateTable(t *testing.T) {
 	}
 }
 
+// TestParseIndexDDL: "create [unique] [hash|ordered] index NAME on T
+// (COL, ...)" spells an index as create table's index clauses do (no
+// kind is the server's default, hash), or with "using KIND" after the
+// columns; "drop index NAME on T". Anything else is an error.
+func TestParseIndexDDL(t *testing.T) {
+	ordered, hash, none := pb.IndexKind_INDEX_KIND_ORDERED, pb.IndexKind_INDEX_KIND_HASH, pb.IndexKind_INDEX_KIND_UNSPECIFIED
+	for stmt, want := range map[string]*pb.Index{
+		"create index ix on t (a)":                         {Name: "ix", Columns: []string{"a"}, Kind: none},
+		"CREATE UNIQUE INDEX ix ON t (a, b)":               {Name: "ix", Columns: []string{"a", "b"}, Unique: true, Kind: none},
+		"create unique ordered index ix on t (a)":          {Name: "ix", Columns: []string{"a"}, Unique: true, Kind: ordered},
+		"create hash index ix on t (a)":                    {Name: "ix", Columns: []string{"a"}, Kind: hash},
+		"create unique index ix on t (a, b) using ordered": {Name: "ix", Columns: []string{"a", "b"}, Unique: true, Kind: ordered},
+		"create index ix on t (\"my col\") USING HASH":     {Name: "ix", Columns: []string{"my col"}, Kind: hash},
+	} {
+		stmts, err := tokenize(stmt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		table, got, err := (&parser{toks: stmts[0][1:]}).parseCreateIndex()
+		if err != nil || table != "t" || !proto.Equal(got, want) {
+			t.Errorf("%s: table %q, %v, %v; want t, %v", stmt, table, got, err, want)
+		}
+	}
+	for _, bad := range []string{
+		"create ix on t (a)",
+		"create unique on t (a)",
+		"create index on t (a)",
+		"create index ix t (a)",
+		"create index ix on t",
+		"create index ix on t ()",
+		"create index ix on t (a",
+		"create index ix on t a",
+		"create index ix on t (a) using",
+		"create index ix on t (a) using btree",
+		"create ordered index ix on t (a) using hash",
+		"create index ix on t (a) ordered",
+		"create index ix on t (a) extra",
+	} {
+		stmts, err := tokenize(bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if table, ix, err := (&parser{toks: stmts[0][1:]}).parseCreateIndex(); err == nil {
+			t.Errorf("%q parsed: table %q, %v", bad, table, ix)
+		}
+	}
+
+	stmts, err := tokenize("drop index ix on t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if table, name, err := (&parser{toks: stmts[0][2:]}).parseDropIndex(); err != nil || table != "t" || name != "ix" {
+		t.Fatalf("drop index ix on t: table %q, index %q, %v", table, name, err)
+	}
+	for _, bad := range []string{
+		"drop index ix",
+		"drop index ix t",
+		"drop index ix on",
+		"drop index on t",
+		"drop index ix on t extra",
+		"drop index (ix) on t",
+	} {
+		stmts, err := tokenize(bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if table, name, err := (&parser{toks: stmts[0][2:]}).parseDropIndex(); err == nil {
+			t.Errorf("%q parsed: table %q, index %q", bad, table, name)
+		}
+	}
+}
+
 func TestOpenParens(t *testing.T) {
 	for in, want := range map[string]int{
 		"create table t (a int64,": 1,
@@ -181,11 +253,12 @@ func TestOpenParens(t *testing.T) {
 }
 
 // FuzzShellParse feeds arbitrary input to the shell's tokenizer and the
-// create table parser: errors are fine, panics are not.
+// create table and index DDL parsers: errors are fine, panics are not.
 func FuzzShellParse(f *testing.F) {
 	f.Add(`create table t (id int64, s string(8) null, primary key (id) ordered, unique hash index ix (s))`)
 	f.Add(`insert t 1 "a\"b"; scan t prefix 1 from 2 to 3 reverse limit 4`)
 	f.Add(`update t 1 set a = "x", b = null`)
+	f.Add(`unique ordered index ix on t (a, b) using hash; ix on t`)
 	f.Fuzz(func(t *testing.T, input string) {
 		stmts, err := tokenize(input)
 		if err != nil {
@@ -193,6 +266,8 @@ func FuzzShellParse(f *testing.F) {
 		}
 		for _, st := range stmts {
 			_, _ = (&parser{toks: st}).parseCreateTable()
+			_, _, _ = (&parser{toks: st}).parseCreateIndex()
+			_, _, _ = (&parser{toks: st}).parseDropIndex()
 			p := &parser{toks: st}
 			_, _ = p.values([]*pb.Column{{Name: "a", Type: pb.ColumnType_COLUMN_TYPE_TIMESTAMP}, {Name: "b", Type: pb.ColumnType_COLUMN_TYPE_BYTES}}, "set")
 		}
