@@ -2,6 +2,7 @@ package mem
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 )
 
@@ -224,7 +225,7 @@ func (db *DB) applyDDL(lsn uint64, op Op, def ddlDef) error {
 	case OpDropTable:
 		_, err = db.dropTable(t, lsn)
 	case OpCreateIndex:
-		_, err = db.createIndex(t, def.index, lsn)
+		_, err = db.createIndex(context.Background(), t, def.index, lsn)
 	default: // OpDropIndex: checkDDL passes no other kind
 		_, err = db.dropIndex(t, string(op.Data), lsn)
 	}

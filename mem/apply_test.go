@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"context"
 	"errors"
 	"reflect"
 	"sync"
@@ -41,7 +42,7 @@ func TestApplyDDLIdempotent(t *testing.T) {
 			return tbl.CreatedLSN(), nil
 		},
 		func() (uint64, error) {
-			return src.CreateIndex("t", IndexDef{Name: "by_s", Columns: []string{"s"}, Kind: Ordered})
+			return src.CreateIndex(context.Background(), "t", IndexDef{Name: "by_s", Columns: []string{"s"}, Kind: Ordered})
 		},
 		func() (uint64, error) { return src.DropIndex("t", "by_s") },
 		func() (uint64, error) { return src.DropTable("t") },

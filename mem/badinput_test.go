@@ -11,6 +11,7 @@ package mem
 // files of the package; fuzz_test.go reuses the fixture and the dump.
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -573,31 +574,31 @@ func TestBadDDL(t *testing.T) {
 		{"drop dropped table", func(f *biFix) error { return errOnly(f.db.DropTable("gone")) }, ErrNoTable, []string{`"gone"`}},
 		{"drop table empty name", func(f *biFix) error { return errOnly(f.db.DropTable("")) }, ErrNoTable, []string{`""`}},
 		{"CreateIndex unknown table", func(f *biFix) error {
-			return errOnly(f.db.CreateIndex("nope", IndexDef{Name: "ix", Columns: []string{"name"}, Kind: Hash}))
+			return errOnly(f.db.CreateIndex(context.Background(), "nope", IndexDef{Name: "ix", Columns: []string{"name"}, Kind: Hash}))
 		}, ErrNoTable, []string{`"nope"`}},
 		{"CreateIndex dropped table", func(f *biFix) error {
-			return errOnly(f.db.CreateIndex("gone", IndexDef{Name: "ix", Columns: []string{"k"}, Kind: Hash}))
+			return errOnly(f.db.CreateIndex(context.Background(), "gone", IndexDef{Name: "ix", Columns: []string{"k"}, Kind: Hash}))
 		}, ErrNoTable, []string{`"gone"`}},
 		{"CreateIndex unknown column", func(f *biFix) error {
-			return errOnly(f.db.CreateIndex("acct", IndexDef{Name: "ix", Columns: []string{"name", "nope"}, Kind: Ordered}))
+			return errOnly(f.db.CreateIndex(context.Background(), "acct", IndexDef{Name: "ix", Columns: []string{"name", "nope"}, Kind: Ordered}))
 		}, ErrNoColumn, []string{`"acct"`, `"ix"`, `"nope"`}},
 		{"CreateIndex existing name", func(f *biFix) error {
-			return errOnly(f.db.CreateIndex("acct", IndexDef{Name: "by_name", Columns: []string{"region"}, Kind: Ordered}))
+			return errOnly(f.db.CreateIndex(context.Background(), "acct", IndexDef{Name: "by_name", Columns: []string{"region"}, Kind: Ordered}))
 		}, ErrIndexExist, []string{`"acct"`, `"by_name"`}},
 		{"CreateIndex named primary", func(f *biFix) error {
-			return errOnly(f.db.CreateIndex("acct", IndexDef{Name: "primary", Columns: []string{"region"}, Kind: Ordered}))
+			return errOnly(f.db.CreateIndex(context.Background(), "acct", IndexDef{Name: "primary", Columns: []string{"region"}, Kind: Ordered}))
 		}, ErrInvalid, []string{`"acct"`, `"primary"`}},
 		{"CreateIndex kind 9", func(f *biFix) error {
-			return errOnly(f.db.CreateIndex("acct", IndexDef{Name: "ix", Columns: []string{"region"}, Kind: 9}))
+			return errOnly(f.db.CreateIndex(context.Background(), "acct", IndexDef{Name: "ix", Columns: []string{"region"}, Kind: 9}))
 		}, ErrInvalid, []string{`"acct"`, `"ix"`, "kind"}},
 		{"CreateIndex unique over duplicates, ordered", func(f *biFix) error {
-			return errOnly(f.db.CreateIndex("acct", IndexDef{Name: "uq_region", Columns: []string{"region"}, Unique: true, Kind: Ordered}))
+			return errOnly(f.db.CreateIndex(context.Background(), "acct", IndexDef{Name: "uq_region", Columns: []string{"region"}, Unique: true, Kind: Ordered}))
 		}, ErrDuplicate, []string{`"acct"`, `"uq_region"`}},
 		{"CreateIndex unique over duplicates, hash", func(f *biFix) error {
-			return errOnly(f.db.CreateIndex("acct", IndexDef{Name: "uq_ok", Columns: []string{"ok"}, Unique: true, Kind: Hash}))
+			return errOnly(f.db.CreateIndex(context.Background(), "acct", IndexDef{Name: "uq_ok", Columns: []string{"ok"}, Unique: true, Kind: Hash}))
 		}, ErrDuplicate, []string{`"acct"`, `"uq_ok"`}},
 		{"CreateIndex unique over duplicate NULLs", func(f *biFix) error {
-			return errOnly(f.db.CreateIndex("ev", IndexDef{Name: "uq_val", Columns: []string{"val"}, Unique: true, Kind: Ordered}))
+			return errOnly(f.db.CreateIndex(context.Background(), "ev", IndexDef{Name: "uq_val", Columns: []string{"val"}, Unique: true, Kind: Ordered}))
 		}, ErrDuplicate, []string{`"ev"`, `"uq_val"`}},
 		{"DropIndex unknown table", func(f *biFix) error { return errOnly(f.db.DropIndex("nope", "by_name")) }, ErrNoTable, []string{`"nope"`}},
 		{"DropIndex unknown index", func(f *biFix) error { return errOnly(f.db.DropIndex("acct", "nope")) }, ErrNoIndex, []string{`"acct"`, `"nope"`}},
@@ -653,7 +654,7 @@ func TestBadDDLLogRefuses(t *testing.T) {
 		{"CreateTable", biCreate(nil)},
 		{"DropTable", func(f *biFix) error { return errOnly(f.db.DropTable("acct")) }},
 		{"CreateIndex", func(f *biFix) error {
-			return errOnly(f.db.CreateIndex("acct", IndexDef{Name: "ix", Columns: []string{"bal"}, Kind: Ordered}))
+			return errOnly(f.db.CreateIndex(context.Background(), "acct", IndexDef{Name: "ix", Columns: []string{"bal"}, Kind: Ordered}))
 		}},
 		{"DropIndex", func(f *biFix) error { return errOnly(f.db.DropIndex("acct", "by_region")) }},
 	}

@@ -1,6 +1,7 @@
 package mem_test
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -212,7 +213,7 @@ func BenchmarkGCCycle(b *testing.B) {
 	for _, rows := range []int{1_000_000, 10_000_000} {
 		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) {
 			db, _ := kvTable(b, mem.Hash, rows)
-			if _, err := db.CreateIndex("kv", mem.IndexDef{Name: "by_n", Columns: []string{"n"}, Kind: mem.Ordered}); err != nil {
+			if _, err := db.CreateIndex(context.Background(), "kv", mem.IndexDef{Name: "by_n", Columns: []string{"n"}, Kind: mem.Ordered}); err != nil {
 				b.Fatal(err)
 			}
 			runtime.GC()
@@ -272,7 +273,7 @@ func BenchmarkCreateIndex(b *testing.B) {
 							}
 						}()
 					}
-					if _, err := db.CreateIndex("kv", mem.IndexDef{Name: "by_n", Columns: []string{"n"}, Kind: kind}); err != nil {
+					if _, err := db.CreateIndex(context.Background(), "kv", mem.IndexDef{Name: "by_n", Columns: []string{"n"}, Kind: kind}); err != nil {
 						b.Fatal(err)
 					}
 					if load {

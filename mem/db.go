@@ -2,6 +2,7 @@ package mem
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -390,13 +391,14 @@ func (db *DB) dropTable(t *Table, applyLSN uint64) (uint64, error) {
 // CreateIndex adds a secondary index to a table and builds it from the
 // table's rows, and returns the LSN of the change. Commits go on while it
 // builds (see createIndex); other schema changes and the start of a
-// snapshot wait.
-func (db *DB) CreateIndex(table string, def IndexDef) (uint64, error) {
+// snapshot wait. Canceling ctx stops the build and leaves the table as
+// it was, with ctx's error, unless the index is being logged already.
+func (db *DB) CreateIndex(ctx context.Context, table string, def IndexDef) (uint64, error) {
 	t, err := db.Table(table)
 	if err != nil {
 		return 0, err
 	}
-	return db.createIndex(t, def, 0)
+	return db.createIndex(ctx, t, def, 0)
 }
 
 // createIndex adds an index. Applying one logged at applyLSN (recovery,
@@ -413,7 +415,7 @@ func (db *DB) CreateIndex(table string, def IndexDef) (uint64, error) {
 //     point where the index holds exactly the rows of the commits before.
 //
 // A failure (a unique key held twice) takes the index out again.
-func (db *DB) createIndex(t *Table, def IndexDef, applyLSN uint64) (uint64, error) {
+func (db *DB) createIndex(ctx context.Context, t *Table, def IndexDef, applyLSN uint64) (uint64, error) {
 	db.ddlMu.Lock()
 	defer db.ddlMu.Unlock()
 	if t.dropped.Load() {
@@ -450,7 +452,7 @@ func (db *DB) createIndex(t *Table, def IndexDef, applyLSN uint64) (uint64, erro
 	t.state.Store(building)
 	db.gate.Unlock()
 	db.logger.Info("index build started", "table", t.name, "index", def.Name, "kind", def.Kind.String(), "rows", t.rows.Load())
-	if err := t.backfill(s, ix, x); err != nil {
+	if err := t.backfill(ctx, s, ix, x); err != nil {
 		db.gate.Lock()
 		t.state.Store(old)
 		db.gate.Unlock()
@@ -544,7 +546,7 @@ var errBusy = errors.New("mem: a row with the key is being committed")
 // it, and then finds the entry to take out. A row a commit placed since
 // the index was published has its entry already, and ensure adds no
 // second one. A unique index fails on a key two rows hold.
-func (t *Table) backfill(s *schema, ix int, x index) error {
+func (t *Table) backfill(ctx context.Context, s *schema, ix int, x index) error {
 	h := t.heap
 	var key, scratch []byte
 	var check func(uint64) error
@@ -585,6 +587,9 @@ func (t *Table) backfill(s *schema, ix int, x index) error {
 	for pg, n := 0, int(h.npages.Load()); pg < n; pg++ {
 		if testHookBackfill != nil {
 			testHookBackfill(pg)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("mem: table %q: index %q: build stopped: %w", t.name, s.indexes[ix].name, err)
 		}
 		p := h.page(pg)
 		p.mu.Lock()

@@ -13,6 +13,7 @@ package mem
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"math"
 	"reflect"
@@ -557,7 +558,7 @@ func fzRecords(t testing.TB) (setup, later []biLogRec) {
 	biMust(t, tx.Delete(f.ev, []Value{String("b"), Uint64(3)}))
 	_, err := tx.Commit()
 	biMust(t, err)
-	biMust(t, errOnly(f.db.CreateIndex("acct", IndexDef{Name: "by_bal", Columns: []string{"bal", "tag"}, Kind: Ordered})))
+	biMust(t, errOnly(f.db.CreateIndex(context.Background(), "acct", IndexDef{Name: "by_bal", Columns: []string{"bal", "tag"}, Kind: Ordered})))
 	biMust(t, errOnly(f.db.DropIndex("acct", "by_region")))
 	_, err = f.db.CreateTable(biTableDef(func(d *TableDef) {
 		d.Indexes = []IndexDef{{Name: "uq_s", Columns: []string{"s"}, Unique: true, Kind: Hash}}

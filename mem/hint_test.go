@@ -2,6 +2,7 @@ package mem
 
 import (
 	"bytes"
+	"context"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -59,7 +60,7 @@ func TestHashHints(t *testing.T) {
 		reviewCommit(t, func(tx *Tx) error { return tx.Delete(tb, []Value{Uint64(k)}) }, db)
 	}
 	checkHints(t, tb, "after deletes")
-	if _, err := db.CreateIndex("h", IndexDef{Name: "by_vk", Columns: []string{"v", "k"}, Kind: Hash}); err != nil {
+	if _, err := db.CreateIndex(context.Background(), "h", IndexDef{Name: "by_vk", Columns: []string{"v", "k"}, Kind: Hash}); err != nil {
 		t.Fatal(err)
 	}
 	checkHints(t, tb, "after an index was built")

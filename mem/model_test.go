@@ -24,6 +24,7 @@ package mem
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -1315,7 +1316,7 @@ func (h *mharness) ddl() {
 	dup := false
 	if pos < 0 {
 		dup = opt.unique && hasDup(h.rows, opt)
-		_, err = h.db.CreateIndex("t", opt.def())
+		_, err = h.db.CreateIndex(context.Background(), "t", opt.def())
 		kind = OpCreateIndex
 	} else {
 		_, err = h.db.DropIndex("t", opt.name)

@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -178,7 +179,7 @@ func TestCreateIndexLetsCommitsRun(t *testing.T) {
 						t.Errorf("a commit during the build: %v", err)
 					}
 				})
-				if _, err := db.CreateIndex("w", IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: unique, Kind: kind}); err != nil {
+				if _, err := db.CreateIndex(context.Background(), "w", IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: unique, Kind: kind}); err != nil {
 					t.Fatal(err)
 				}
 				if !ran {
@@ -242,7 +243,7 @@ func TestCreateIndexUniqueDuringBuild(t *testing.T) {
 				}
 			})
 			def := IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: kind}
-			_, err := db.CreateIndex("w", def)
+			_, err := db.CreateIndex(context.Background(), "w", def)
 			if !errors.Is(err, ErrDuplicate) || !strings.Contains(err.Error(), fmt.Sprint((rows-1)*10)) {
 				t.Fatalf("the build: %v, want ErrDuplicate naming the key", err)
 			}
@@ -254,7 +255,7 @@ func TestCreateIndexUniqueDuringBuild(t *testing.T) {
 				t.Fatalf("a failed build left %d index structures, %d definitions", len(st.idx), len(st.s.indexes))
 			}
 			reviewCommit(t, func(tx *Tx) error { return tx.Delete(tb, []Value{Uint64(rows + 1)}) }, db)
-			if _, err := db.CreateIndex("w", def); err != nil {
+			if _, err := db.CreateIndex(context.Background(), "w", def); err != nil {
 				t.Fatal(err)
 			}
 			checkIndexHolds(t, tb, "by_v")
@@ -314,7 +315,7 @@ func TestCreateIndexUnderLoad(t *testing.T) {
 	}
 	for _, d := range defs {
 		before := commits.Load()
-		if _, err := db.CreateIndex("w", d); err != nil {
+		if _, err := db.CreateIndex(context.Background(), "w", d); err != nil {
 			t.Fatal(err)
 		}
 		if commits.Load() == before {
@@ -329,4 +330,36 @@ func TestCreateIndexUnderLoad(t *testing.T) {
 	for _, d := range defs {
 		checkIndexHolds(t, tb, d.Name)
 	}
+}
+
+// TestCreateIndexCanceled: canceling the context of CreateIndex stops
+// the build with the context's error and leaves the table as it was.
+func TestCreateIndexCanceled(t *testing.T) {
+	db, tb := onlineTable(t, 3000)
+	c, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	visited := 0
+	withBackfillHook(t, func(pg int) {
+		visited++
+		if pg == 2 {
+			cancel()
+		}
+	})
+	def := IndexDef{Name: "by_v", Columns: []string{"v"}, Kind: Hash}
+	lsn := db.LastLSN()
+	if _, err := db.CreateIndex(c, "w", def); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a canceled build: %v, want context.Canceled", err)
+	}
+	if visited != 3 {
+		t.Fatalf("the build went on to page %d after it was canceled at page 2", visited-1)
+	}
+	if st := tb.state.Load(); len(st.idx) != 1 || st.building || len(tb.Def().Indexes) != 0 || db.LastLSN() != lsn {
+		t.Fatalf("a canceled build left %d index structures (building %v), a definition of %d indexes, LSN %d (was %d)",
+			len(st.idx), st.building, len(tb.Def().Indexes), db.LastLSN(), lsn)
+	}
+	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, onlineRow(5000, 7)) }, db)
+	if _, err := db.CreateIndex(context.Background(), "w", def); err != nil {
+		t.Fatal(err)
+	}
+	checkIndexHolds(t, tb, "by_v")
 }

@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"slices"
@@ -174,7 +175,7 @@ func TestHashIndexManyRowsPerKey(t *testing.T) {
 	}, db)
 	check("after a key lost all its rows")
 
-	if _, err := db.CreateIndex("o", IndexDef{Name: "by_n2", Columns: []string{"n"}, Kind: Hash}); err != nil {
+	if _, err := db.CreateIndex(context.Background(), "o", IndexDef{Name: "by_n2", Columns: []string{"n"}, Kind: Hash}); err != nil {
 		t.Fatal(err)
 	}
 	before := checkOverflow(t, tb)
@@ -276,7 +277,7 @@ func TestHashOverflowConcurrentReads(t *testing.T) {
 func TestHashBuildSizesSlotsForWhatTheyHold(t *testing.T) {
 	const rows, groups = 20000, 4
 	db, tb := overflowTable(t, rows, groups)
-	if _, err := db.CreateIndex("o", IndexDef{Name: "by_n2", Columns: []string{"n"}, Kind: Hash}); err != nil {
+	if _, err := db.CreateIndex(context.Background(), "o", IndexDef{Name: "by_n2", Columns: []string{"n"}, Kind: Hash}); err != nil {
 		t.Fatal(err)
 	}
 	if checkOverflow(t, tb) == 0 {

@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"context"
 	"errors"
 	"testing"
 )
@@ -86,7 +87,7 @@ func TestSeen(t *testing.T) {
 	check("the whole table", seen(scan(ScanSpec{})), later)
 	check("a delete of row 3", seen(func(tx *Tx) error { return tx.Delete(tb, []Value{Uint64(3)}) }), three)
 
-	ix, err := db.CreateIndex("s", IndexDef{Name: "by_v2", Columns: []string{"v"}, Kind: Ordered})
+	ix, err := db.CreateIndex(context.Background(), "s", IndexDef{Name: "by_v2", Columns: []string{"v"}, Kind: Ordered})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -331,70 +331,69 @@ func index(t *mem.Table, name string) (int, error) {
 	return t.Index(name)
 }
 
-func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
+// ddl runs a schema change and answers as a write does: once its LSN
+// meets the node's durability and sync mode. A change the engine refuses
+// is answered as a failed read is (failedRead), once the commits its
+// refusal may tell of are durable and on the standbys: a table or index
+// there or not, or two rows that share the key of a new unique index,
+// which any commit so far may have written.
+func (s *dbService) ddl(ctx context.Context, change func() (uint64, error)) (lsn uint64, degraded bool, err error) {
 	if err := s.store.Writable(); err != nil {
-		return nil, toStatus(err)
+		return 0, false, toStatus(err)
 	}
-	def, err := pbmem.TableDef(req.GetTable())
+	if lsn, err = change(); err != nil {
+		return 0, false, toStatus(s.failedRead(ctx, s.db.LastLSN(), err))
+	}
+	degraded, err = s.durable(ctx, lsn, 0, s.nodeWait())
+	return lsn, degraded, toStatus(err)
+}
+
+func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
+	lsn, degraded, err := s.ddl(ctx, func() (uint64, error) {
+		def, err := pbmem.TableDef(req.GetTable())
+		if err != nil {
+			return 0, err
+		}
+		t, err := s.db.CreateTable(def)
+		if err != nil {
+			return 0, err
+		}
+		return t.CreatedLSN(), nil
+	})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	t, err := s.db.CreateTable(def)
-	var degraded bool
-	if err == nil {
-		degraded, err = s.durable(ctx, t.CreatedLSN(), 0, s.nodeWait())
-	}
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &pb.CreateTableResponse{Lsn: t.CreatedLSN(), Degraded: degraded}, nil
+	return &pb.CreateTableResponse{Lsn: lsn, Degraded: degraded}, nil
 }
 
 func (s *dbService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*pb.DropTableResponse, error) {
-	if err := s.store.Writable(); err != nil {
-		return nil, toStatus(err)
-	}
-	lsn, err := s.db.DropTable(req.GetTable())
-	var degraded bool
-	if err == nil {
-		degraded, err = s.durable(ctx, lsn, 0, s.nodeWait())
-	}
+	lsn, degraded, err := s.ddl(ctx, func() (uint64, error) { return s.db.DropTable(req.GetTable()) })
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &pb.DropTableResponse{Lsn: lsn, Degraded: degraded}, nil
 }
 
+// CreateIndex builds the index while commits go on (mem.DB.CreateIndex);
+// the call's end (a deadline, a cancel) stops the build.
 func (s *dbService) CreateIndex(ctx context.Context, req *pb.CreateIndexRequest) (*pb.CreateIndexResponse, error) {
-	if err := s.store.Writable(); err != nil {
-		return nil, toStatus(err)
-	}
-	def, err := pbmem.IndexDef(req.GetTable(), req.GetIndex())
+	lsn, degraded, err := s.ddl(ctx, func() (uint64, error) {
+		def, err := pbmem.IndexDef(req.GetTable(), req.GetIndex())
+		if err != nil {
+			return 0, err
+		}
+		return s.db.CreateIndex(ctx, req.GetTable(), def)
+	})
 	if err != nil {
-		return nil, toStatus(err)
-	}
-	lsn, err := s.db.CreateIndex(req.GetTable(), def)
-	var degraded bool
-	if err == nil {
-		degraded, err = s.durable(ctx, lsn, 0, s.nodeWait())
-	}
-	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &pb.CreateIndexResponse{Lsn: lsn, Degraded: degraded}, nil
 }
 
 func (s *dbService) DropIndex(ctx context.Context, req *pb.DropIndexRequest) (*pb.DropIndexResponse, error) {
-	if err := s.store.Writable(); err != nil {
-		return nil, toStatus(err)
-	}
-	lsn, err := s.db.DropIndex(req.GetTable(), req.GetIndex())
-	var degraded bool
-	if err == nil {
-		degraded, err = s.durable(ctx, lsn, 0, s.nodeWait())
-	}
+	lsn, degraded, err := s.ddl(ctx, func() (uint64, error) { return s.db.DropIndex(req.GetTable(), req.GetIndex()) })
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &pb.DropIndexResponse{Lsn: lsn, Degraded: degraded}, nil
 }

@@ -505,7 +505,7 @@ func TestScanPaging(t *testing.T) {
 	n := startNode(t, func(c *conf.Config) { c.MaxScanRows = 50 })
 	n.withAccounts(230)
 	c := ctx(t)
-	if _, err := n.srv.DB().CreateIndex("acct", mem.IndexDef{Name: "by_name_ordered", Columns: []string{"name"}, Unique: true, Kind: mem.Ordered}); err != nil {
+	if _, err := n.srv.DB().CreateIndex(context.Background(), "acct", mem.IndexDef{Name: "by_name_ordered", Columns: []string{"name"}, Unique: true, Kind: mem.Ordered}); err != nil {
 		t.Fatal(err)
 	}
 	for _, reverse := range []bool{false, true} {

@@ -223,6 +223,27 @@ func TestReadsWaitForTheLog(t *testing.T) {
 		}
 		return false
 	}, false)
+
+	// A refused schema change tells of what it found as a read does: a
+	// table there already, or two rows that share the key of a new
+	// unique index (row 4's region is row 1's).
+	lsn, acked = ddl(true, "t4")
+	check("t4, created, created again", lsn, acked, func() bool {
+		def := accountsTable()
+		def.Name = "t4"
+		_, err := s.CreateTable(c, &pb.CreateTableRequest{Table: def})
+		wantCode(t, err, codes.AlreadyExists, "t4")
+		return true
+	}, true)
+	lsn, acked = slowCommit(func() (uint64, error) {
+		r, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(4, 100)})
+		return r.GetLsn(), err
+	})
+	check("a unique index over rows 1 and 4", lsn, acked, func() bool {
+		_, err := s.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct", Index: &pb.Index{Name: "uq_region", Columns: []string{"region"}, Unique: true}})
+		wantCode(t, err, codes.AlreadyExists, "r1")
+		return true
+	}, true)
 }
 
 // scanSink is a Scan stream that drops what it is sent.

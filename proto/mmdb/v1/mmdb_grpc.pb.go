@@ -67,7 +67,9 @@ type DatabaseServiceClient interface {
 	// DropTable drops a table and all its rows.
 	DropTable(ctx context.Context, in *DropTableRequest, opts ...grpc.CallOption) (*DropTableResponse, error)
 	// CreateIndex adds a secondary index to an existing table and builds it
-	// from the table's rows; the node's commits wait while it builds. An
+	// from the table's rows while commits go on; reads can use it once the
+	// call returns. The call's deadline or cancel stops the build (CANCELED,
+	// DEADLINE_EXCEEDED) and leaves the table as it was. An
 	// unknown table gives NOT_FOUND; a missing index, an unknown column, or
 	// a bad name or kind INVALID_ARGUMENT; an index name the table already
 	// has ALREADY_EXISTS, as does a unique index whose key two existing
@@ -303,7 +305,9 @@ type DatabaseServiceServer interface {
 	// DropTable drops a table and all its rows.
 	DropTable(context.Context, *DropTableRequest) (*DropTableResponse, error)
 	// CreateIndex adds a secondary index to an existing table and builds it
-	// from the table's rows; the node's commits wait while it builds. An
+	// from the table's rows while commits go on; reads can use it once the
+	// call returns. The call's deadline or cancel stops the build (CANCELED,
+	// DEADLINE_EXCEEDED) and leaves the table as it was. An
 	// unknown table gives NOT_FOUND; a missing index, an unknown column, or
 	// a bad name or kind INVALID_ARGUMENT; an index name the table already
 	// has ALREADY_EXISTS, as does a unique index whose key two existing
