@@ -67,7 +67,7 @@ type DB struct {
 
 	ddlMu     sync.Mutex // serializes DDL
 	applyMu   sync.Mutex // serializes Apply
-	nextID    uint64     // guarded by ddlMu; table ids are uint32, so past MaxUint32 they are used up
+	nextID    uint64     // written holding ddlMu and the gate, read holding either; table ids are uint32, so past MaxUint32 they are used up
 	catalog   atomic.Pointer[catalog]
 	lsn       atomic.Uint64 // highest LSN installed; lower ones may still be installing unless the gate is held exclusively
 	schema    atomic.Uint64 // the LSN of the last schema change, stored before it is published
@@ -337,12 +337,12 @@ func (db *DB) createTable(def TableDef, applyLSN uint64) (*Table, uint64, error)
 		next.byName[t.name] = t
 		next.byID[t.id] = t
 		db.catalog.Store(next)
+		if uint64(def.ID) >= db.nextID {
+			db.nextID = uint64(def.ID) + 1
+		}
 	})
 	if err != nil {
 		return nil, 0, err
-	}
-	if uint64(def.ID) >= db.nextID {
-		db.nextID = uint64(def.ID) + 1
 	}
 	db.logger.Info("table created", "table", t.name, "table-id", t.id, "lsn", lsn)
 	return t, lsn, nil

@@ -124,7 +124,9 @@ func (l *Loader) Finish() error {
 		t.state.Store(&tableState{s: st.s, idx: idx})
 	}
 	l.db.ddlMu.Lock()
+	l.db.gate.Lock()
 	l.db.nextID = max(l.db.nextID, l.nextID)
+	l.db.gate.Unlock()
 	l.db.ddlMu.Unlock()
 	l.db.applied(l.lsn)
 	return nil

@@ -41,8 +41,8 @@ type snapTable struct {
 // Snapshot starts a snapshot. Close it when done: until then commits that
 // change unvisited rows pay for a copy.
 func (db *DB) Snapshot() *Snapshot {
-	db.ddlMu.Lock() // for nextID, which a table's creation sets after its gate
-	defer db.ddlMu.Unlock()
+	// The gate alone: no schema change is half done under it, and an
+	// index being built (CreateIndex) is left out of the definitions.
 	db.gate.Lock()
 	defer db.gate.Unlock()
 	cat := db.catalog.Load()
