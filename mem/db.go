@@ -531,6 +531,9 @@ func (t *Table) buildIndex(s *schema, ix int) (index, error) {
 	return x, err
 }
 
+// progressEvery is how often a long index build logs how far it got.
+var progressEvery = 2 * time.Second
+
 // testHookBackfill, when set by a test, runs before backfill visits
 // each page.
 var testHookBackfill func(pg int)
@@ -584,12 +587,17 @@ func (t *Table) backfill(ctx context.Context, s *schema, ix int, x index) error 
 	var later []uint64
 	// Rows in pages added since the index was published came with
 	// commits that gave them their entries.
-	for pg, n := 0, int(h.npages.Load()); pg < n; pg++ {
+	n, told := int(h.npages.Load()), time.Now()
+	for pg := 0; pg < n; pg++ {
 		if testHookBackfill != nil {
 			testHookBackfill(pg)
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("mem: table %q: index %q: build stopped: %w", t.name, s.indexes[ix].name, err)
+		}
+		if time.Since(told) >= progressEvery {
+			told = time.Now()
+			t.db.logger.Info("index build progress", "table", t.name, "index", s.indexes[ix].name, "pages", pg, "of-pages", n, "entries", x.entries())
 		}
 		p := h.page(pg)
 		p.mu.Lock()

@@ -1,15 +1,19 @@
 package mem
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // onlineTable returns a table of rows {k, v = k*10, pad} spread over
@@ -398,5 +402,32 @@ func TestSnapshotDuringCreateIndex(t *testing.T) {
 	defer sn.Close()
 	if d := sn.Tables(); len(d[0].Indexes) != 1 || sn.LSN() < lsn {
 		t.Fatalf("a snapshot at LSN %d after the build (at %d) shows %+v", sn.LSN(), lsn, d)
+	}
+}
+
+// TestCreateIndexLogsProgress: a long build says how far it got.
+func TestCreateIndexLogsProgress(t *testing.T) {
+	var out bytes.Buffer
+	db := Open(Options{Logger: hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})})
+	tb, err := db.CreateTable(TableDef{Name: "w", Columns: []ColumnDef{{Name: "k", Type: TypeUint64}, {Name: "pad", Type: TypeString, MaxLen: 200}}, PrimaryKey: []string{"k"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reviewCommit(t, func(tx *Tx) error {
+		for k := range uint64(1000) {
+			if err := tx.Insert(tb, []Value{Uint64(k), String(strings.Repeat("p", 150))}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, db)
+	every := progressEvery
+	progressEvery = 0
+	t.Cleanup(func() { progressEvery = every })
+	if _, err := db.CreateIndex(context.Background(), "w", IndexDef{Name: "by_pad", Columns: []string{"pad"}, Kind: Ordered}); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`index build progress: table=w index=by_pad pages=\d+ of-pages=\d+ entries=\d+`).MatchString(out.String()) {
+		t.Fatalf("the build logged:\n%s", out.String())
 	}
 }

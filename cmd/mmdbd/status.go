@@ -54,11 +54,20 @@ type standbyJSON struct {
 }
 
 type tableJSON struct {
-	Name       string `json:"name"`
-	Rows       uint64 `json:"rows"`
-	Bytes      uint64 `json:"bytes"`
-	HeapBytes  uint64 `json:"heap_bytes"`
-	IndexBytes uint64 `json:"index_bytes"`
+	Name       string      `json:"name"`
+	Rows       uint64      `json:"rows"`
+	Bytes      uint64      `json:"bytes"`
+	HeapBytes  uint64      `json:"heap_bytes"`
+	IndexBytes uint64      `json:"index_bytes"`
+	Indexes    []indexJSON `json:"indexes"`
+}
+
+type indexJSON struct {
+	Name     string `json:"name"`
+	Kind     string `json:"kind"`
+	Entries  uint64 `json:"entries"`
+	Bytes    uint64 `json:"bytes"`
+	Building bool   `json:"building"`
 }
 
 func toStatusJSON(r *pb.StatusResponse) statusJSON {
@@ -75,7 +84,12 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 		out.Standbys = append(out.Standbys, standbyJSON{s.GetName(), s.GetAddr(), s.GetState(), s.GetReceivedLsn(), s.GetAppliedLsn(), s.GetLagRecords(), s.GetLagBytes(), s.GetLagMs(), s.GetReason(), s.GetVia(), s.GetOutsideQuorum()})
 	}
 	for _, t := range r.GetTables() {
-		out.Tables = append(out.Tables, tableJSON{t.GetName(), t.GetRows(), t.GetBytes(), t.GetHeapBytes(), t.GetIndexBytes()})
+		tj := tableJSON{t.GetName(), t.GetRows(), t.GetBytes(), t.GetHeapBytes(), t.GetIndexBytes(), []indexJSON{}}
+		for _, ix := range t.GetIndexes() {
+			kind := strings.ToLower(strings.TrimPrefix(ix.GetKind().String(), "INDEX_KIND_"))
+			tj.Indexes = append(tj.Indexes, indexJSON{ix.GetName(), kind, ix.GetEntries(), ix.GetBytes(), ix.GetBuilding()})
+		}
+		out.Tables = append(out.Tables, tj)
 	}
 	return out
 }
@@ -164,6 +178,11 @@ func printStatus(w io.Writer, st statusJSON) error {
 	fmt.Fprintf(tw, "\ntable\trows\tbytes\theap bytes\tindex bytes\n")
 	for _, t := range st.Tables {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", t.Name, t.Rows, t.Bytes, t.HeapBytes, t.IndexBytes)
+		for _, ix := range t.Indexes {
+			if ix.Building {
+				fmt.Fprintf(tw, "\t(building index %s: %d entries)\n", ix.Name, ix.Entries)
+			}
+		}
 	}
 	return tw.Flush()
 }

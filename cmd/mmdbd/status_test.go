@@ -85,6 +85,10 @@ func TestStatusText(t *testing.T) {
 		st.CheckpointLSN >= st.LastLSN || st.DurableLSN != st.LastLSN || st.Standbys[0].State != "streaming" {
 		t.Fatalf("status -json: %s", stdout.String())
 	}
+	if len(st.Tables) != 1 || st.Tables[0].Rows != 11 || len(st.Tables[0].Indexes) != 1 ||
+		st.Tables[0].Indexes[0] != (indexJSON{Name: "primary", Kind: "hash", Entries: 11, Bytes: st.Tables[0].IndexBytes}) {
+		t.Fatalf("status -json shows the tables %+v", st.Tables)
+	}
 
 	stdout.Reset()
 	if err := status([]string{"-addr", addr}, &stdout, &stderr); err != nil {
@@ -107,5 +111,20 @@ func TestStatusText(t *testing.T) {
 		if !regexp.MustCompile(re + `( |$)`).MatchString(text) {
 			t.Errorf("status does not show %v on a line; it printed:\n%s", want, text)
 		}
+	}
+}
+
+// TestStatusShowsIndexBuild: mmdbd status says which index of a table is
+// being built and how far it got.
+func TestStatusShowsIndexBuild(t *testing.T) {
+	st := statusJSON{Tables: []tableJSON{{Name: "kv", Rows: 100, Indexes: []indexJSON{
+		{Name: "primary", Kind: "hash", Entries: 100}, {Name: "by_v", Kind: "ordered", Entries: 42, Building: true},
+	}}}}
+	var out bytes.Buffer
+	if err := printStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^kv +100 .*\n +\(building index by_v: 42 entries\)$`).MatchString(out.String()) {
+		t.Fatalf("status printed:\n%s", out.String())
 	}
 }

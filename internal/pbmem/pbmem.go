@@ -153,11 +153,15 @@ func Table(def mem.TableDef) *pb.Table {
 
 // TableStatus converts a table's memory accounting.
 func TableStatus(s mem.TableStats) *pb.TableStatus {
-	return &pb.TableStatus{
+	out := &pb.TableStatus{
 		Name:       s.Name,
 		Rows:       uint64(s.Rows),
 		Bytes:      uint64(s.HeapBytes + s.IndexBytes),
 		HeapBytes:  uint64(s.HeapBytes),
 		IndexBytes: uint64(s.IndexBytes),
 	}
+	for _, ix := range s.Indexes {
+		out.Indexes = append(out.Indexes, &pb.IndexStatus{Name: ix.Name, Kind: kindToPB[ix.Kind], Entries: uint64(ix.Entries), Bytes: uint64(ix.Bytes), Building: ix.Building})
+	}
+	return out
 }

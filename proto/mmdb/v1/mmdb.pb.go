@@ -4486,9 +4486,12 @@ type TableStatus struct {
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Rows  uint64                 `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
 	// Bytes in pages and indexes.
-	Bytes         uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	HeapBytes     uint64 `protobuf:"varint,4,opt,name=heap_bytes,json=heapBytes,proto3" json:"heap_bytes,omitempty"`
-	IndexBytes    uint64 `protobuf:"varint,5,opt,name=index_bytes,json=indexBytes,proto3" json:"index_bytes,omitempty"`
+	Bytes      uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	HeapBytes  uint64 `protobuf:"varint,4,opt,name=heap_bytes,json=heapBytes,proto3" json:"heap_bytes,omitempty"`
+	IndexBytes uint64 `protobuf:"varint,5,opt,name=index_bytes,json=indexBytes,proto3" json:"index_bytes,omitempty"`
+	// The table's indexes, the primary key first, then the secondary ones
+	// in the order they were created.
+	Indexes       []*IndexStatus `protobuf:"bytes,6,rep,name=indexes,proto3" json:"indexes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4558,6 +4561,92 @@ func (x *TableStatus) GetIndexBytes() uint64 {
 	return 0
 }
 
+func (x *TableStatus) GetIndexes() []*IndexStatus {
+	if x != nil {
+		return x.Indexes
+	}
+	return nil
+}
+
+// IndexStatus is the size of one index of a table.
+type IndexStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Kind    IndexKind              `protobuf:"varint,2,opt,name=kind,proto3,enum=mmdb.v1.IndexKind" json:"kind,omitempty"`
+	Entries uint64                 `protobuf:"varint,3,opt,name=entries,proto3" json:"entries,omitempty"`
+	Bytes   uint64                 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// CreateIndex is building the index: entries grows toward the table's
+	// rows, and reads cannot use it until the call returns.
+	Building      bool `protobuf:"varint,5,opt,name=building,proto3" json:"building,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IndexStatus) Reset() {
+	*x = IndexStatus{}
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IndexStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IndexStatus) ProtoMessage() {}
+
+func (x *IndexStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IndexStatus.ProtoReflect.Descriptor instead.
+func (*IndexStatus) Descriptor() ([]byte, []int) {
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *IndexStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IndexStatus) GetKind() IndexKind {
+	if x != nil {
+		return x.Kind
+	}
+	return IndexKind_INDEX_KIND_UNSPECIFIED
+}
+
+func (x *IndexStatus) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *IndexStatus) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *IndexStatus) GetBuilding() bool {
+	if x != nil {
+		return x.Building
+	}
+	return false
+}
+
 // FetchImageRequest is the request of FetchImage.
 type FetchImageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4572,7 +4661,7 @@ type FetchImageRequest struct {
 
 func (x *FetchImageRequest) Reset() {
 	*x = FetchImageRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4584,7 +4673,7 @@ func (x *FetchImageRequest) String() string {
 func (*FetchImageRequest) ProtoMessage() {}
 
 func (x *FetchImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[58]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4597,7 +4686,7 @@ func (x *FetchImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchImageRequest.ProtoReflect.Descriptor instead.
 func (*FetchImageRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{58}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *FetchImageRequest) GetLsn() uint64 {
@@ -4646,7 +4735,7 @@ type ImageInfo struct {
 
 func (x *ImageInfo) Reset() {
 	*x = ImageInfo{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4658,7 +4747,7 @@ func (x *ImageInfo) String() string {
 func (*ImageInfo) ProtoMessage() {}
 
 func (x *ImageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[59]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4671,7 +4760,7 @@ func (x *ImageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
 func (*ImageInfo) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{59}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ImageInfo) GetLsn() uint64 {
@@ -4734,7 +4823,7 @@ type FetchImageResponse struct {
 
 func (x *FetchImageResponse) Reset() {
 	*x = FetchImageResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4746,7 +4835,7 @@ func (x *FetchImageResponse) String() string {
 func (*FetchImageResponse) ProtoMessage() {}
 
 func (x *FetchImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[60]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4759,7 +4848,7 @@ func (x *FetchImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchImageResponse.ProtoReflect.Descriptor instead.
 func (*FetchImageResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{60}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *FetchImageResponse) GetImage() *ImageInfo {
@@ -4806,7 +4895,7 @@ type ShipRequest struct {
 
 func (x *ShipRequest) Reset() {
 	*x = ShipRequest{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4818,7 +4907,7 @@ func (x *ShipRequest) String() string {
 func (*ShipRequest) ProtoMessage() {}
 
 func (x *ShipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[61]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4831,7 +4920,7 @@ func (x *ShipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipRequest.ProtoReflect.Descriptor instead.
 func (*ShipRequest) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{61}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ShipRequest) GetMsg() isShipRequest_Msg {
@@ -4905,7 +4994,7 @@ type NeedsImage struct {
 
 func (x *NeedsImage) Reset() {
 	*x = NeedsImage{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4917,7 +5006,7 @@ func (x *NeedsImage) String() string {
 func (*NeedsImage) ProtoMessage() {}
 
 func (x *NeedsImage) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[62]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4930,7 +5019,7 @@ func (x *NeedsImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeedsImage.ProtoReflect.Descriptor instead.
 func (*NeedsImage) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{62}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *NeedsImage) GetAddr() string {
@@ -4975,7 +5064,7 @@ type ShipHello struct {
 
 func (x *ShipHello) Reset() {
 	*x = ShipHello{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4987,7 +5076,7 @@ func (x *ShipHello) String() string {
 func (*ShipHello) ProtoMessage() {}
 
 func (x *ShipHello) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[63]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5000,7 +5089,7 @@ func (x *ShipHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipHello.ProtoReflect.Descriptor instead.
 func (*ShipHello) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{63}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ShipHello) GetNode() string {
@@ -5075,7 +5164,7 @@ type EpochStart struct {
 
 func (x *EpochStart) Reset() {
 	*x = EpochStart{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[64]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5087,7 +5176,7 @@ func (x *EpochStart) String() string {
 func (*EpochStart) ProtoMessage() {}
 
 func (x *EpochStart) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[64]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5100,7 +5189,7 @@ func (x *EpochStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpochStart.ProtoReflect.Descriptor instead.
 func (*EpochStart) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{64}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *EpochStart) GetEpoch() uint64 {
@@ -5156,7 +5245,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[65]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5168,7 +5257,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[65]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5181,7 +5270,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{65}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *LogBatch) GetFirstLsn() uint64 {
@@ -5262,7 +5351,7 @@ type ShipResponse struct {
 
 func (x *ShipResponse) Reset() {
 	*x = ShipResponse{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[66]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5274,7 +5363,7 @@ func (x *ShipResponse) String() string {
 func (*ShipResponse) ProtoMessage() {}
 
 func (x *ShipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[66]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5287,7 +5376,7 @@ func (x *ShipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipResponse.ProtoReflect.Descriptor instead.
 func (*ShipResponse) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{66}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ShipResponse) GetMsg() isShipResponse_Msg {
@@ -5344,7 +5433,7 @@ type ShipState struct {
 
 func (x *ShipState) Reset() {
 	*x = ShipState{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[67]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5356,7 +5445,7 @@ func (x *ShipState) String() string {
 func (*ShipState) ProtoMessage() {}
 
 func (x *ShipState) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[67]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5369,7 +5458,7 @@ func (x *ShipState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipState.ProtoReflect.Descriptor instead.
 func (*ShipState) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{67}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ShipState) GetNode() string {
@@ -5409,7 +5498,7 @@ type ShipAck struct {
 
 func (x *ShipAck) Reset() {
 	*x = ShipAck{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[68]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5421,7 +5510,7 @@ func (x *ShipAck) String() string {
 func (*ShipAck) ProtoMessage() {}
 
 func (x *ShipAck) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[68]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5434,7 +5523,7 @@ func (x *ShipAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShipAck.ProtoReflect.Descriptor instead.
 func (*ShipAck) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{68}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ShipAck) GetReceivedLsn() uint64 {
@@ -5476,7 +5565,7 @@ type StandbyAck struct {
 
 func (x *StandbyAck) Reset() {
 	*x = StandbyAck{}
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[69]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5488,7 +5577,7 @@ func (x *StandbyAck) String() string {
 func (*StandbyAck) ProtoMessage() {}
 
 func (x *StandbyAck) ProtoReflect() protoreflect.Message {
-	mi := &file_mmdb_v1_mmdb_proto_msgTypes[69]
+	mi := &file_mmdb_v1_mmdb_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5501,7 +5590,7 @@ func (x *StandbyAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StandbyAck.ProtoReflect.Descriptor instead.
 func (*StandbyAck) Descriptor() ([]byte, []int) {
-	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{69}
+	return file_mmdb_v1_mmdb_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *StandbyAck) GetNode() string {
@@ -5854,7 +5943,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x03via\x18\t \x01(\tR\x03via\x12%\n" +
 	"\x0eoutside_quorum\x18\n" +
 	" \x01(\bR\routsideQuorum\x12\x1b\n" +
-	"\tlag_bytes\x18\v \x01(\x04R\blagBytes\"\x8b\x01\n" +
+	"\tlag_bytes\x18\v \x01(\x04R\blagBytes\"\xbb\x01\n" +
 	"\vTableStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x04R\x04rows\x12\x14\n" +
@@ -5862,7 +5951,14 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\n" +
 	"heap_bytes\x18\x04 \x01(\x04R\theapBytes\x12\x1f\n" +
 	"\vindex_bytes\x18\x05 \x01(\x04R\n" +
-	"indexBytes\"M\n" +
+	"indexBytes\x12.\n" +
+	"\aindexes\x18\x06 \x03(\v2\x14.mmdb.v1.IndexStatusR\aindexes\"\x95\x01\n" +
+	"\vIndexStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x12.mmdb.v1.IndexKindR\x04kind\x12\x18\n" +
+	"\aentries\x18\x03 \x01(\x04R\aentries\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\x12\x1a\n" +
+	"\bbuilding\x18\x05 \x01(\bR\bbuilding\"M\n" +
 	"\x11FetchImageRequest\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\aR\x02id\x12\x16\n" +
@@ -6014,7 +6110,7 @@ func file_mmdb_v1_mmdb_proto_rawDescGZIP() []byte {
 }
 
 var file_mmdb_v1_mmdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
+var file_mmdb_v1_mmdb_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(ColumnType)(0),               // 0: mmdb.v1.ColumnType
 	(IndexKind)(0),                // 1: mmdb.v1.IndexKind
@@ -6079,26 +6175,27 @@ var file_mmdb_v1_mmdb_proto_goTypes = []any{
 	(*CheckpointResponse)(nil),    // 60: mmdb.v1.CheckpointResponse
 	(*StandbyStatus)(nil),         // 61: mmdb.v1.StandbyStatus
 	(*TableStatus)(nil),           // 62: mmdb.v1.TableStatus
-	(*FetchImageRequest)(nil),     // 63: mmdb.v1.FetchImageRequest
-	(*ImageInfo)(nil),             // 64: mmdb.v1.ImageInfo
-	(*FetchImageResponse)(nil),    // 65: mmdb.v1.FetchImageResponse
-	(*ShipRequest)(nil),           // 66: mmdb.v1.ShipRequest
-	(*NeedsImage)(nil),            // 67: mmdb.v1.NeedsImage
-	(*ShipHello)(nil),             // 68: mmdb.v1.ShipHello
-	(*EpochStart)(nil),            // 69: mmdb.v1.EpochStart
-	(*LogBatch)(nil),              // 70: mmdb.v1.LogBatch
-	(*ShipResponse)(nil),          // 71: mmdb.v1.ShipResponse
-	(*ShipState)(nil),             // 72: mmdb.v1.ShipState
-	(*ShipAck)(nil),               // 73: mmdb.v1.ShipAck
-	(*StandbyAck)(nil),            // 74: mmdb.v1.StandbyAck
-	(structpb.NullValue)(0),       // 75: google.protobuf.NullValue
-	(*timestamppb.Timestamp)(nil), // 76: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 77: google.protobuf.Duration
-	(*anypb.Any)(nil),             // 78: google.protobuf.Any
+	(*IndexStatus)(nil),           // 63: mmdb.v1.IndexStatus
+	(*FetchImageRequest)(nil),     // 64: mmdb.v1.FetchImageRequest
+	(*ImageInfo)(nil),             // 65: mmdb.v1.ImageInfo
+	(*FetchImageResponse)(nil),    // 66: mmdb.v1.FetchImageResponse
+	(*ShipRequest)(nil),           // 67: mmdb.v1.ShipRequest
+	(*NeedsImage)(nil),            // 68: mmdb.v1.NeedsImage
+	(*ShipHello)(nil),             // 69: mmdb.v1.ShipHello
+	(*EpochStart)(nil),            // 70: mmdb.v1.EpochStart
+	(*LogBatch)(nil),              // 71: mmdb.v1.LogBatch
+	(*ShipResponse)(nil),          // 72: mmdb.v1.ShipResponse
+	(*ShipState)(nil),             // 73: mmdb.v1.ShipState
+	(*ShipAck)(nil),               // 74: mmdb.v1.ShipAck
+	(*StandbyAck)(nil),            // 75: mmdb.v1.StandbyAck
+	(structpb.NullValue)(0),       // 76: google.protobuf.NullValue
+	(*timestamppb.Timestamp)(nil), // 77: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 78: google.protobuf.Duration
+	(*anypb.Any)(nil),             // 79: google.protobuf.Any
 }
 var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
-	75,  // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
-	76,  // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
+	76,  // 0: mmdb.v1.Value.null:type_name -> google.protobuf.NullValue
+	77,  // 1: mmdb.v1.Value.timestamp:type_name -> google.protobuf.Timestamp
 	5,   // 2: mmdb.v1.Row.values:type_name -> mmdb.v1.Value
 	5,   // 3: mmdb.v1.ColumnValue.value:type_name -> mmdb.v1.Value
 	0,   // 4: mmdb.v1.Column.type:type_name -> mmdb.v1.ColumnType
@@ -6133,7 +6230,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	3,   // 33: mmdb.v1.DeleteRequest.sync_mode:type_name -> mmdb.v1.SyncMode
 	2,   // 34: mmdb.v1.BeginRequest.durability:type_name -> mmdb.v1.Durability
 	3,   // 35: mmdb.v1.BeginRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	77,  // 36: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
+	78,  // 36: mmdb.v1.BeginResponse.idle_timeout:type_name -> google.protobuf.Duration
 	23,  // 37: mmdb.v1.Operation.get:type_name -> mmdb.v1.GetRequest
 	27,  // 38: mmdb.v1.Operation.insert:type_name -> mmdb.v1.InsertRequest
 	28,  // 39: mmdb.v1.Operation.update:type_name -> mmdb.v1.UpdateRequest
@@ -6157,7 +6254,7 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	35,  // 57: mmdb.v1.Request.begin:type_name -> mmdb.v1.BeginRequest
 	41,  // 58: mmdb.v1.Request.rollback:type_name -> mmdb.v1.RollbackRequest
 	46,  // 59: mmdb.v1.SessionResponse.replies:type_name -> mmdb.v1.Reply
-	78,  // 60: mmdb.v1.Reply.details:type_name -> google.protobuf.Any
+	79,  // 60: mmdb.v1.Reply.details:type_name -> google.protobuf.Any
 	24,  // 61: mmdb.v1.Reply.get:type_name -> mmdb.v1.GetResponse
 	31,  // 62: mmdb.v1.Reply.insert:type_name -> mmdb.v1.InsertResponse
 	32,  // 63: mmdb.v1.Reply.update:type_name -> mmdb.v1.UpdateResponse
@@ -6168,75 +6265,77 @@ var file_mmdb_v1_mmdb_proto_depIdxs = []int32{
 	42,  // 68: mmdb.v1.Reply.rollback:type_name -> mmdb.v1.RollbackResponse
 	61,  // 69: mmdb.v1.StatusResponse.standbys:type_name -> mmdb.v1.StandbyStatus
 	62,  // 70: mmdb.v1.StatusResponse.tables:type_name -> mmdb.v1.TableStatus
-	77,  // 71: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	77,  // 72: mmdb.v1.StatusResponse.sync_timeout:type_name -> google.protobuf.Duration
+	78,  // 71: mmdb.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	78,  // 72: mmdb.v1.StatusResponse.sync_timeout:type_name -> google.protobuf.Duration
 	55,  // 73: mmdb.v1.TableDigestResponse.buckets:type_name -> mmdb.v1.BucketDigest
 	56,  // 74: mmdb.v1.TableDigestResponse.rows:type_name -> mmdb.v1.RowDigest
 	2,   // 75: mmdb.v1.RepairRowsRequest.durability:type_name -> mmdb.v1.Durability
 	3,   // 76: mmdb.v1.RepairRowsRequest.sync_mode:type_name -> mmdb.v1.SyncMode
-	77,  // 77: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
-	69,  // 78: mmdb.v1.ImageInfo.epochs:type_name -> mmdb.v1.EpochStart
-	64,  // 79: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
-	68,  // 80: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
-	70,  // 81: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
-	67,  // 82: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
-	69,  // 83: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
-	72,  // 84: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
-	73,  // 85: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
-	74,  // 86: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
-	11,  // 87: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
-	13,  // 88: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
-	15,  // 89: mmdb.v1.DatabaseService.CreateIndex:input_type -> mmdb.v1.CreateIndexRequest
-	17,  // 90: mmdb.v1.DatabaseService.DropIndex:input_type -> mmdb.v1.DropIndexRequest
-	19,  // 91: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
-	21,  // 92: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
-	23,  // 93: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
-	25,  // 94: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
-	27,  // 95: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
-	28,  // 96: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
-	29,  // 97: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
-	30,  // 98: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
-	35,  // 99: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
-	39,  // 100: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
-	41,  // 101: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
-	43,  // 102: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
-	47,  // 103: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
-	59,  // 104: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
-	49,  // 105: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
-	51,  // 106: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
-	53,  // 107: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
-	57,  // 108: mmdb.v1.AdminService.RepairRows:input_type -> mmdb.v1.RepairRowsRequest
-	63,  // 109: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
-	66,  // 110: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
-	12,  // 111: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
-	14,  // 112: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
-	16,  // 113: mmdb.v1.DatabaseService.CreateIndex:output_type -> mmdb.v1.CreateIndexResponse
-	18,  // 114: mmdb.v1.DatabaseService.DropIndex:output_type -> mmdb.v1.DropIndexResponse
-	20,  // 115: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
-	22,  // 116: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
-	24,  // 117: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
-	26,  // 118: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
-	31,  // 119: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
-	32,  // 120: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
-	33,  // 121: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
-	34,  // 122: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
-	36,  // 123: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
-	40,  // 124: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
-	42,  // 125: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
-	45,  // 126: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
-	48,  // 127: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
-	60,  // 128: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
-	50,  // 129: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
-	52,  // 130: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
-	54,  // 131: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
-	58,  // 132: mmdb.v1.AdminService.RepairRows:output_type -> mmdb.v1.RepairRowsResponse
-	65,  // 133: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
-	71,  // 134: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
-	111, // [111:135] is the sub-list for method output_type
-	87,  // [87:111] is the sub-list for method input_type
-	87,  // [87:87] is the sub-list for extension type_name
-	87,  // [87:87] is the sub-list for extension extendee
-	0,   // [0:87] is the sub-list for field type_name
+	78,  // 77: mmdb.v1.CheckpointResponse.duration:type_name -> google.protobuf.Duration
+	63,  // 78: mmdb.v1.TableStatus.indexes:type_name -> mmdb.v1.IndexStatus
+	1,   // 79: mmdb.v1.IndexStatus.kind:type_name -> mmdb.v1.IndexKind
+	70,  // 80: mmdb.v1.ImageInfo.epochs:type_name -> mmdb.v1.EpochStart
+	65,  // 81: mmdb.v1.FetchImageResponse.image:type_name -> mmdb.v1.ImageInfo
+	69,  // 82: mmdb.v1.ShipRequest.hello:type_name -> mmdb.v1.ShipHello
+	71,  // 83: mmdb.v1.ShipRequest.batch:type_name -> mmdb.v1.LogBatch
+	68,  // 84: mmdb.v1.ShipRequest.needs_image:type_name -> mmdb.v1.NeedsImage
+	70,  // 85: mmdb.v1.ShipHello.epochs:type_name -> mmdb.v1.EpochStart
+	73,  // 86: mmdb.v1.ShipResponse.state:type_name -> mmdb.v1.ShipState
+	74,  // 87: mmdb.v1.ShipResponse.ack:type_name -> mmdb.v1.ShipAck
+	75,  // 88: mmdb.v1.ShipAck.downstream:type_name -> mmdb.v1.StandbyAck
+	11,  // 89: mmdb.v1.DatabaseService.CreateTable:input_type -> mmdb.v1.CreateTableRequest
+	13,  // 90: mmdb.v1.DatabaseService.DropTable:input_type -> mmdb.v1.DropTableRequest
+	15,  // 91: mmdb.v1.DatabaseService.CreateIndex:input_type -> mmdb.v1.CreateIndexRequest
+	17,  // 92: mmdb.v1.DatabaseService.DropIndex:input_type -> mmdb.v1.DropIndexRequest
+	19,  // 93: mmdb.v1.DatabaseService.ListTables:input_type -> mmdb.v1.ListTablesRequest
+	21,  // 94: mmdb.v1.DatabaseService.DescribeTable:input_type -> mmdb.v1.DescribeTableRequest
+	23,  // 95: mmdb.v1.DatabaseService.Get:input_type -> mmdb.v1.GetRequest
+	25,  // 96: mmdb.v1.DatabaseService.Scan:input_type -> mmdb.v1.ScanRequest
+	27,  // 97: mmdb.v1.DatabaseService.Insert:input_type -> mmdb.v1.InsertRequest
+	28,  // 98: mmdb.v1.DatabaseService.Update:input_type -> mmdb.v1.UpdateRequest
+	29,  // 99: mmdb.v1.DatabaseService.Upsert:input_type -> mmdb.v1.UpsertRequest
+	30,  // 100: mmdb.v1.DatabaseService.Delete:input_type -> mmdb.v1.DeleteRequest
+	35,  // 101: mmdb.v1.DatabaseService.Begin:input_type -> mmdb.v1.BeginRequest
+	39,  // 102: mmdb.v1.DatabaseService.Commit:input_type -> mmdb.v1.CommitRequest
+	41,  // 103: mmdb.v1.DatabaseService.Rollback:input_type -> mmdb.v1.RollbackRequest
+	43,  // 104: mmdb.v1.DatabaseService.Session:input_type -> mmdb.v1.SessionRequest
+	47,  // 105: mmdb.v1.AdminService.Status:input_type -> mmdb.v1.StatusRequest
+	59,  // 106: mmdb.v1.AdminService.Checkpoint:input_type -> mmdb.v1.CheckpointRequest
+	49,  // 107: mmdb.v1.AdminService.Promote:input_type -> mmdb.v1.PromoteRequest
+	51,  // 108: mmdb.v1.AdminService.Demote:input_type -> mmdb.v1.DemoteRequest
+	53,  // 109: mmdb.v1.AdminService.TableDigest:input_type -> mmdb.v1.TableDigestRequest
+	57,  // 110: mmdb.v1.AdminService.RepairRows:input_type -> mmdb.v1.RepairRowsRequest
+	64,  // 111: mmdb.v1.ImageService.FetchImage:input_type -> mmdb.v1.FetchImageRequest
+	67,  // 112: mmdb.v1.ReplicationService.Ship:input_type -> mmdb.v1.ShipRequest
+	12,  // 113: mmdb.v1.DatabaseService.CreateTable:output_type -> mmdb.v1.CreateTableResponse
+	14,  // 114: mmdb.v1.DatabaseService.DropTable:output_type -> mmdb.v1.DropTableResponse
+	16,  // 115: mmdb.v1.DatabaseService.CreateIndex:output_type -> mmdb.v1.CreateIndexResponse
+	18,  // 116: mmdb.v1.DatabaseService.DropIndex:output_type -> mmdb.v1.DropIndexResponse
+	20,  // 117: mmdb.v1.DatabaseService.ListTables:output_type -> mmdb.v1.ListTablesResponse
+	22,  // 118: mmdb.v1.DatabaseService.DescribeTable:output_type -> mmdb.v1.DescribeTableResponse
+	24,  // 119: mmdb.v1.DatabaseService.Get:output_type -> mmdb.v1.GetResponse
+	26,  // 120: mmdb.v1.DatabaseService.Scan:output_type -> mmdb.v1.ScanResponse
+	31,  // 121: mmdb.v1.DatabaseService.Insert:output_type -> mmdb.v1.InsertResponse
+	32,  // 122: mmdb.v1.DatabaseService.Update:output_type -> mmdb.v1.UpdateResponse
+	33,  // 123: mmdb.v1.DatabaseService.Upsert:output_type -> mmdb.v1.UpsertResponse
+	34,  // 124: mmdb.v1.DatabaseService.Delete:output_type -> mmdb.v1.DeleteResponse
+	36,  // 125: mmdb.v1.DatabaseService.Begin:output_type -> mmdb.v1.BeginResponse
+	40,  // 126: mmdb.v1.DatabaseService.Commit:output_type -> mmdb.v1.CommitResponse
+	42,  // 127: mmdb.v1.DatabaseService.Rollback:output_type -> mmdb.v1.RollbackResponse
+	45,  // 128: mmdb.v1.DatabaseService.Session:output_type -> mmdb.v1.SessionResponse
+	48,  // 129: mmdb.v1.AdminService.Status:output_type -> mmdb.v1.StatusResponse
+	60,  // 130: mmdb.v1.AdminService.Checkpoint:output_type -> mmdb.v1.CheckpointResponse
+	50,  // 131: mmdb.v1.AdminService.Promote:output_type -> mmdb.v1.PromoteResponse
+	52,  // 132: mmdb.v1.AdminService.Demote:output_type -> mmdb.v1.DemoteResponse
+	54,  // 133: mmdb.v1.AdminService.TableDigest:output_type -> mmdb.v1.TableDigestResponse
+	58,  // 134: mmdb.v1.AdminService.RepairRows:output_type -> mmdb.v1.RepairRowsResponse
+	66,  // 135: mmdb.v1.ImageService.FetchImage:output_type -> mmdb.v1.FetchImageResponse
+	72,  // 136: mmdb.v1.ReplicationService.Ship:output_type -> mmdb.v1.ShipResponse
+	113, // [113:137] is the sub-list for method output_type
+	89,  // [89:113] is the sub-list for method input_type
+	89,  // [89:89] is the sub-list for extension type_name
+	89,  // [89:89] is the sub-list for extension extendee
+	0,   // [0:89] is the sub-list for field type_name
 }
 
 func init() { file_mmdb_v1_mmdb_proto_init() }
@@ -6281,12 +6380,12 @@ func file_mmdb_v1_mmdb_proto_init() {
 		(*Reply_Begin)(nil),
 		(*Reply_Rollback)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[61].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[62].OneofWrappers = []any{
 		(*ShipRequest_Hello)(nil),
 		(*ShipRequest_Batch)(nil),
 		(*ShipRequest_NeedsImage)(nil),
 	}
-	file_mmdb_v1_mmdb_proto_msgTypes[66].OneofWrappers = []any{
+	file_mmdb_v1_mmdb_proto_msgTypes[67].OneofWrappers = []any{
 		(*ShipResponse_State)(nil),
 		(*ShipResponse_Ack)(nil),
 	}
@@ -6296,7 +6395,7 @@ func file_mmdb_v1_mmdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mmdb_v1_mmdb_proto_rawDesc), len(file_mmdb_v1_mmdb_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   70,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
