@@ -531,6 +531,9 @@ func (t *Table) buildIndex(s *schema, ix int) (index, error) {
 	return x, err
 }
 
+// warmRows is how many rows ahead backfill prefetches hash entries.
+const warmRows = 16
+
 // progressEvery is how often a long index build logs how far it got.
 var progressEvery = 2 * time.Second
 
@@ -584,6 +587,7 @@ func (t *Table) backfill(ctx context.Context, s *schema, ix int, x index) error 
 		}
 		return true, err
 	}
+	_, warm := x.(*hashIndex)
 	var later []uint64
 	// Rows in pages added since the index was published came with
 	// commits that gave them their entries.
@@ -605,6 +609,17 @@ func (t *Table) backfill(ctx context.Context, s *schema, ix int, x index) error 
 		p.mu.Unlock()
 		for slot := 0; slot < slots; slot++ {
 			rid := ridOf(pg, slot)
+			if warm && slot%warmRows == 0 {
+				// Have the slots of the next rows' entries brought into
+				// cache, so that their misses overlap; each row is read
+				// again under its lock below.
+				for r := rid; r < ridOf(pg, min(slot+warmRows, slots)); r++ {
+					if _, b := h.peek(r); b != nil {
+						key = s.appendRowKey(key[:0], ix, b)
+						x.prefetch(key)
+					}
+				}
+			}
 			if h.tid(rid)&(tidLocked|tidAbsent) == tidAbsent {
 				continue
 			}
