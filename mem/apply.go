@@ -30,6 +30,7 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 	}
 	db.applyMu.Lock()
 	defer db.applyMu.Unlock()
+	db.stopBuild()
 	if len(r.Ops) > 0 && r.Ops[0].Kind >= OpCreateTable {
 		if len(r.Ops) != 1 {
 			return errorf(ErrCorrupt, "apply LSN %d: a schema change must be alone in its record", lsn)
@@ -98,6 +99,11 @@ func (tx *Tx) installReplayed(lsn uint64) error {
 	}
 	db := tx.db
 	db.gate.RLock()
+	for db.online.Load() != nil { // a build begun since Apply stopped one
+		db.gate.RUnlock()
+		db.stopBuild()
+		db.gate.RLock()
+	}
 	defer db.gate.RUnlock()
 	if err := tx.applyLock(lsn); err != nil {
 		tx.abort()
@@ -288,7 +294,8 @@ func (db *DB) ddlInEffect(op Op) bool {
 		if !exists {
 			return false
 		}
-		for _, ix := range t.state.Load().s.secondaryDefs() {
+		st := t.state.Load()
+		for _, ix := range st.s.secondaryDefs()[:st.readable()-1] {
 			if string(encodeIndexDef(nil, ix)) == string(op.Data) {
 				return true
 			}
@@ -298,7 +305,7 @@ func (db *DB) ddlInEffect(op Op) bool {
 		if !exists {
 			return false
 		}
-		_, err := t.state.Load().s.indexByName(string(op.Data))
+		_, err := t.Index(string(op.Data))
 		return err != nil && string(op.Data) != "" && string(op.Data) != "primary"
 	}
 	return false

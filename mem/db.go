@@ -69,8 +69,9 @@ type DB struct {
 	applyMu   sync.Mutex // serializes Apply
 	nextID    uint64     // written holding ddlMu and the gate, read holding either; table ids are uint32, so past MaxUint32 they are used up
 	catalog   atomic.Pointer[catalog]
-	lsn       atomic.Uint64 // highest LSN installed; lower ones may still be installing unless the gate is held exclusively
-	schema    atomic.Uint64 // the LSN of the last schema change, stored before it is published
+	online    atomic.Pointer[onlineBuild] // the index build CreateIndex runs, if any
+	lsn       atomic.Uint64               // highest LSN installed; lower ones may still be installing unless the gate is held exclusively
+	schema    atomic.Uint64               // the LSN of the last schema change, stored before it is published
 	snaps     atomic.Pointer[[]*Snapshot]
 	statePool sync.Pool // *txState
 }
@@ -171,16 +172,42 @@ type Table struct {
 type tableState struct {
 	s   *schema
 	idx []index // parallel to s.indexes
-	// building says that the last index is being built (CreateIndex):
-	// commits keep it up to date, but it is not part of the table's
-	// definition yet, and reads may not use it.
-	building bool
+	// build, if set, says that the last index is being built
+	// (CreateIndex): commits keep it up to date, but it is not part of
+	// the table's definition yet, and reads may not use it.
+	build *indexBuild
+}
+
+// indexBuild is what commits tell an online CreateIndex.
+type indexBuild struct {
+	mu sync.Mutex
+	// moved lists the rows of a unique index that commits moved to new
+	// slots: the entries of the new slots went in unchecked (an entry
+	// moves with its row), but the build may not have checked the old
+	// one yet.
+	moved []uint64
+}
+
+// note adds a row to moved.
+func (b *indexBuild) note(rid uint64) {
+	b.mu.Lock()
+	b.moved = append(b.moved, rid)
+	b.mu.Unlock()
+}
+
+// take returns moved and empties it.
+func (b *indexBuild) take() []uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.moved
+	b.moved = nil
+	return m
 }
 
 // readable returns how many of the table's indexes reads may use: all
 // but one being built.
 func (st *tableState) readable() int {
-	if st.building {
+	if st.build != nil {
 		return len(st.s.indexes) - 1
 	}
 	return len(st.s.indexes)
@@ -197,7 +224,7 @@ func (st *tableState) usable(ix int) error {
 // def returns the table's definition: without an index being built.
 func (st *tableState) def() TableDef {
 	d := st.s.def.Clone()
-	if st.building {
+	if st.build != nil {
 		d.Indexes = d.Indexes[:len(d.Indexes)-1]
 	}
 	return d
@@ -442,35 +469,70 @@ func (db *DB) createIndex(ctx context.Context, t *Table, def IndexDef, applyLSN 
 		}
 		return lsn, err
 	}
+	return db.buildOnline(ctx, t, old, s, op)
+}
+
+// onlineBuild is the online CreateIndex in progress, for Apply to stop.
+type onlineBuild struct {
+	cancel context.CancelCauseFunc
+	done   chan struct{} // closed once the build is over, its index in or out
+}
+
+// buildOnline is createIndex's online build of the last index of s; the
+// caller holds ddlMu.
+func (db *DB) buildOnline(ctx context.Context, t *Table, old *tableState, s *schema, op Op) (uint64, error) {
+	ix := len(s.indexes) - 1
+	d := &s.indexes[ix]
 	start := time.Now()
-	x := newIndex(s.indexes[ix], t.heap)
+	ctx, cancel := context.WithCancelCause(ctx)
+	ob := &onlineBuild{cancel: cancel, done: make(chan struct{})}
+	db.online.Store(ob)
+	defer func() {
+		db.online.Store(nil)
+		cancel(nil)
+		close(ob.done)
+	}()
+	x := newIndex(*d, t.heap)
 	if h, ok := x.(*hashIndex); ok {
 		h.reserve(t.rows.Load())
 	}
-	building := &tableState{s: s, idx: append(idx, x), building: true}
+	b := &indexBuild{}
+	building := &tableState{s: s, idx: append(old.idx[:len(old.idx):len(old.idx)], x), build: b}
 	db.gate.Lock()
 	t.state.Store(building)
 	db.gate.Unlock()
-	db.logger.Info("index build started", "table", t.name, "index", def.Name, "kind", def.Kind.String(), "rows", t.rows.Load())
-	if err := t.backfill(ctx, s, ix, x); err != nil {
-		db.gate.Lock()
-		t.state.Store(old)
-		db.gate.Unlock()
-		db.logger.Info("index build failed", "table", t.name, "index", def.Name, "error", err)
-		return 0, err
-	}
-	if h, ok := x.(*hashIndex); ok {
-		h.fit()
-	}
-	lsn, err := db.ddl(op, 0, nil, func(uint64) { t.state.Store(&tableState{s: s, idx: building.idx}) })
+	db.logger.Info("index build started", "table", t.name, "index", d.name, "kind", d.kind.String(), "rows", t.rows.Load())
+	f := newFiller(t, s, ix, x)
+	lsn, err := func() (uint64, error) {
+		if err := f.backfill(ctx, b); err != nil {
+			return 0, err
+		}
+		if h, ok := x.(*hashIndex); ok {
+			h.fit()
+		}
+		return db.ddl(op, 0, func() error { return f.recheck(b) }, func(uint64) { t.state.Store(&tableState{s: s, idx: building.idx}) })
+	}()
 	if err != nil {
 		db.gate.Lock()
 		t.state.Store(old)
 		db.gate.Unlock()
+		db.logger.Info("index build failed", "table", t.name, "index", d.name, "error", err)
 		return 0, err
 	}
-	db.logger.Info("index created", "table", t.name, "index", def.Name, "kind", def.Kind.String(), "entries", x.entries(), "lsn", lsn, "took", time.Since(start))
+	db.logger.Info("index created", "table", t.name, "index", d.name, "kind", d.kind.String(), "entries", x.entries(), "lsn", lsn, "took", time.Since(start))
 	return lsn, nil
+}
+
+// stopBuild stops the online index build, if one runs, and returns once
+// it is over: a node that applies its primary's log (a standby, once
+// demoted) makes no schema change of its own, and the index a build
+// keeps would check what the primary committed. The caller holds
+// neither the gate nor ddlMu.
+func (db *DB) stopBuild() {
+	if ob := db.online.Load(); ob != nil {
+		ob.cancel(errorf(ErrConflict, "the node applies its primary's log now, as a standby: the index build stopped"))
+		<-ob.done
+	}
 }
 
 // DropIndex removes a secondary index and returns the LSN of the change.
@@ -541,53 +603,112 @@ var progressEvery = 2 * time.Second
 // each page.
 var testHookBackfill func(pg int)
 
-// errBusy, from a unique check of backfill, says that a row holding the
+// errBusy, from a unique check of a filler, says that a row holding the
 // key is locked by a commit: the row is tried again once that is over.
 var errBusy = errors.New("mem: a row with the key is being committed")
 
-// backfill gives index ix of schema s, published as being built
-// (createIndex), an entry for every row already in the table. It locks
-// each row while its entry goes in, as a commit locks every row whose
-// entries it changes: a commit that changes the row meanwhile waits for
-// it, and then finds the entry to take out. A row a commit placed since
-// the index was published has its entry already, and ensure adds no
-// second one. A unique index fails on a key two rows hold.
-func (t *Table) backfill(ctx context.Context, s *schema, ix int, x index) error {
-	h := t.heap
-	var key, scratch []byte
-	var check func(uint64) error
+// filler gives an index being built (buildOnline) the entries of rows
+// already in the table. It locks each row while its entry goes in, as a
+// commit locks every row whose entries it changes: a commit that changes
+// the row meanwhile waits for it, and then finds the entry to take out.
+// A row a commit placed since the index was published has its entry
+// already, and ensure adds no second one. For a unique index every row
+// is checked against the other rows with its key, its entry there or
+// not: a commit that moved a row to a new slot gave the slot its entry
+// unchecked.
+type filler struct {
+	t            *Table
+	s            *schema
+	ix           int
+	x            index
+	key, scratch []byte
+	cur          uint64             // the row whose entry goes in
+	check        func(uint64) error // f.unique, for a unique index
+}
+
+func newFiller(t *Table, s *schema, ix int, x index) *filler {
+	f := &filler{t: t, s: s, ix: ix, x: x}
 	if s.indexes[ix].unique {
-		check = func(c uint64) error {
-			tid, row := h.peek(c)
-			switch {
-			case tid&tidLocked != 0:
-				return errBusy
-			case tid&tidAbsent != 0:
-				return nil
-			}
-			var eq bool
-			if eq, scratch = s.rowKeyEqual(ix, row, key, scratch); !eq {
-				return nil
-			}
-			vals, _ := s.decodeKey(ix, key)
-			return errorf(ErrDuplicate, "table %q index %q: key %v appears more than once", s.def.Name, s.indexes[ix].name, vals)
-		}
+		f.check = f.unique
 	}
-	// row adds the entry of the row at rid; false: try it again later.
-	row := func(rid uint64) (bool, error) {
-		prev, ok := h.lock(rid)
-		if !ok {
-			return true, nil // gone: a commit took its entry out, or never put one in
-		}
-		key = s.appendRowKey(key[:0], ix, h.readOwned(rid))
-		err := x.ensure(key, rid, check)
-		h.setTID(rid, prev)
-		if errors.Is(err, errBusy) {
-			return false, nil
-		}
-		return true, err
+	return f
+}
+
+// unique decides whether row c, a candidate of the key of row f.cur,
+// holds the same key.
+func (f *filler) unique(c uint64) error {
+	if c == f.cur {
+		return nil
 	}
-	_, warm := x.(*hashIndex)
+	tid, row := f.t.heap.peek(c)
+	switch {
+	case tid&tidLocked != 0:
+		return errBusy
+	case tid&tidAbsent != 0:
+		return nil
+	}
+	var eq bool
+	if eq, f.scratch = f.s.rowKeyEqual(f.ix, row, f.key, f.scratch); !eq {
+		return nil
+	}
+	vals, _ := f.s.decodeKey(f.ix, f.key)
+	return errorf(ErrDuplicate, "table %q index %q: key %v appears more than once", f.s.def.Name, f.s.indexes[f.ix].name, vals)
+}
+
+// row gives the row at rid its entry; false: a row with its key is being
+// committed, so try it again later.
+func (f *filler) row(rid uint64) (bool, error) {
+	h := f.t.heap
+	prev, ok := h.lock(rid)
+	if !ok {
+		return true, nil // gone: a commit took its entry out, or never put one in
+	}
+	f.cur = rid
+	f.key = f.s.appendRowKey(f.key[:0], f.ix, h.readOwned(rid))
+	err := f.x.ensure(f.key, rid, f.check)
+	h.setTID(rid, prev)
+	if errors.Is(err, errBusy) {
+		return false, nil
+	}
+	return true, err
+}
+
+// settle runs row for each of rids until each is done.
+func (f *filler) settle(ctx context.Context, rids []uint64) error {
+	for spin := 0; ; spin++ {
+		left := rids[:0]
+		for _, rid := range rids {
+			done, err := f.row(rid)
+			if err != nil {
+				return err
+			}
+			if !done {
+				left = append(left, rid)
+			}
+		}
+		if rids = left; len(rids) == 0 {
+			return nil
+		}
+		if err := f.stopped(ctx); err != nil {
+			return err
+		}
+		backoff(spin)
+	}
+}
+
+// stopped returns why the build must stop, if it must.
+func (f *filler) stopped(ctx context.Context) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	return fmt.Errorf("mem: table %q: index %q: build stopped: %w", f.t.name, f.s.indexes[f.ix].name, context.Cause(ctx))
+}
+
+// backfill gives the index an entry for every row in the table when it
+// was published, then checks the rows commits moved meanwhile (b).
+func (f *filler) backfill(ctx context.Context, b *indexBuild) error {
+	h := f.t.heap
+	_, warm := f.x.(*hashIndex)
 	var later []uint64
 	// Rows in pages added since the index was published came with
 	// commits that gave them their entries.
@@ -596,12 +717,12 @@ func (t *Table) backfill(ctx context.Context, s *schema, ix int, x index) error 
 		if testHookBackfill != nil {
 			testHookBackfill(pg)
 		}
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("mem: table %q: index %q: build stopped: %w", t.name, s.indexes[ix].name, err)
+		if err := f.stopped(ctx); err != nil {
+			return err
 		}
 		if time.Since(told) >= progressEvery {
 			told = time.Now()
-			t.db.logger.Info("index build progress", "table", t.name, "index", s.indexes[ix].name, "pages", pg, "of-pages", n, "entries", x.entries())
+			f.t.db.logger.Info("index build progress", "table", f.t.name, "index", f.s.indexes[f.ix].name, "pages", pg, "of-pages", n, "entries", f.x.entries())
 		}
 		p := h.page(pg)
 		p.mu.Lock()
@@ -615,15 +736,15 @@ func (t *Table) backfill(ctx context.Context, s *schema, ix int, x index) error 
 				// again under its lock below.
 				for r := rid; r < ridOf(pg, min(slot+warmRows, slots)); r++ {
 					if _, b := h.peek(r); b != nil {
-						key = s.appendRowKey(key[:0], ix, b)
-						x.prefetch(key)
+						f.key = f.s.appendRowKey(f.key[:0], f.ix, b)
+						f.x.prefetch(f.key)
 					}
 				}
 			}
 			if h.tid(rid)&(tidLocked|tidAbsent) == tidAbsent {
 				continue
 			}
-			done, err := row(rid)
+			done, err := f.row(rid)
 			if err != nil {
 				return err
 			}
@@ -632,19 +753,29 @@ func (t *Table) backfill(ctx context.Context, s *schema, ix int, x index) error 
 			}
 		}
 	}
-	for spin := 0; len(later) > 0; spin++ {
-		backoff(spin)
-		left := later[:0]
-		for _, rid := range later {
-			done, err := row(rid)
-			if err != nil {
-				return err
-			}
-			if !done {
-				left = append(left, rid)
-			}
+	if err := f.settle(ctx, later); err != nil {
+		return err
+	}
+	for moved := b.take(); len(moved) > 0; moved = b.take() {
+		if err := f.settle(ctx, moved); err != nil {
+			return err
 		}
-		later = left
+	}
+	return nil
+}
+
+// recheck checks the rows commits moved since backfill last looked, with
+// commits held off, so that none moves another before the index is
+// logged.
+func (f *filler) recheck(b *indexBuild) error {
+	for _, rid := range b.take() {
+		done, err := f.row(rid)
+		if err != nil {
+			return err
+		}
+		if !done {
+			return fmt.Errorf("mem: table %q: index %q: a row is locked with commits held off", f.t.name, f.s.indexes[f.ix].name)
+		}
 	}
 	return nil
 }

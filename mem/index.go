@@ -47,9 +47,10 @@ type index interface {
 	// atomically with respect to other claims of the key.
 	claim(key []byte, rid uint64, check func(rid uint64) error) error
 	// ensure adds key->rid unless the index holds that entry already,
-	// after check, if not nil, approves every other candidate of the
-	// key, atomically with respect to claims of the key. An index being
-	// built takes the table's rows with it (Table.backfill).
+	// after check, if not nil, approves every candidate of the key (the
+	// entry itself too, if there), atomically with respect to claims of
+	// the key. An index being built takes the table's rows with it
+	// (filler).
 	ensure(key []byte, rid uint64, check func(rid uint64) error) error
 	add(key []byte, rid uint64)
 	del(key []byte, rid uint64)
@@ -562,9 +563,7 @@ func (x *hashIndex) place(key []byte, rid uint64, once bool, check func(uint64) 
 	h, sh := x.hash(key)
 	w := x.word(rid)
 	return sh.write(func() error {
-		if once && sh.holds(h, rid) {
-			return nil
-		}
+		held := once && sh.holds(h, rid)
 		if check != nil {
 			var buf [4]uint64
 			for _, c := range sh.candidates(h, buf[:0], 0, sh.seq.Load()) {
@@ -573,8 +572,10 @@ func (x *hashIndex) place(key []byte, rid uint64, once bool, check func(uint64) 
 				}
 			}
 		}
-		sh.put(h, w)
-		x.count.Add(1)
+		if !held {
+			sh.put(h, w)
+			x.count.Add(1)
+		}
 		return nil
 	})
 }
@@ -810,10 +811,9 @@ func (x *orderedIndex) ensure(key []byte, rid uint64, check func(uint64) error) 
 func (x *orderedIndex) place(key []byte, rid uint64, once bool, check func(uint64) error) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	var held bool
 	if once {
-		if _, ok := x.tree.Get(mkItem(unsafeString(key), rid)); ok {
-			return nil
-		}
+		_, held = x.tree.Get(mkItem(unsafeString(key), rid))
 	}
 	if check != nil {
 		var err error
@@ -828,7 +828,9 @@ func (x *orderedIndex) place(key []byte, rid uint64, once bool, check func(uint6
 			return err
 		}
 	}
-	x.addLocked(key, rid)
+	if !held {
+		x.addLocked(key, rid)
+	}
 	return nil
 }
 

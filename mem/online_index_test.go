@@ -255,7 +255,7 @@ func TestCreateIndexUniqueDuringBuild(t *testing.T) {
 			if _, err := tb.Index("by_v"); !errors.Is(err, ErrNoIndex) {
 				t.Fatalf("a failed build left the index: %v", err)
 			}
-			if st := tb.state.Load(); len(st.idx) != 1 || len(st.s.indexes) != 1 || st.building {
+			if st := tb.state.Load(); len(st.idx) != 1 || len(st.s.indexes) != 1 || st.build != nil {
 				t.Fatalf("a failed build left %d index structures, %d definitions", len(st.idx), len(st.s.indexes))
 			}
 			reviewCommit(t, func(tx *Tx) error { return tx.Delete(tb, []Value{Uint64(rows + 1)}) }, db)
@@ -333,6 +333,12 @@ func TestCreateIndexUnderLoad(t *testing.T) {
 	}
 	for _, d := range defs {
 		checkIndexHolds(t, tb, d.Name)
+		// What a standby or a recovery builds from the logged change.
+		st := tb.state.Load()
+		ix, _ := tb.Index(d.Name)
+		if _, err := tb.buildIndex(st.s, ix); err != nil {
+			t.Fatalf("index %q, built again: %v", d.Name, err)
+		}
 	}
 }
 
@@ -357,9 +363,9 @@ func TestCreateIndexCanceled(t *testing.T) {
 	if visited != 3 {
 		t.Fatalf("the build went on to page %d after it was canceled at page 2", visited-1)
 	}
-	if st := tb.state.Load(); len(st.idx) != 1 || st.building || len(tb.Def().Indexes) != 0 || db.LastLSN() != lsn {
+	if st := tb.state.Load(); len(st.idx) != 1 || st.build != nil || len(tb.Def().Indexes) != 0 || db.LastLSN() != lsn {
 		t.Fatalf("a canceled build left %d index structures (building %v), a definition of %d indexes, LSN %d (was %d)",
-			len(st.idx), st.building, len(tb.Def().Indexes), db.LastLSN(), lsn)
+			len(st.idx), st.build != nil, len(tb.Def().Indexes), db.LastLSN(), lsn)
 	}
 	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, onlineRow(5000, 7)) }, db)
 	if _, err := db.CreateIndex(context.Background(), "w", def); err != nil {

@@ -1181,6 +1181,9 @@ func (tx *Tx) installUpdate(w *write, lsn uint64, keep func(pg, slot int, old []
 		tx.scratch = s.appendRowKey(tx.scratch[:0], ix, w.row)
 		st.idx[ix].add(tx.scratch, moved)
 	}
+	if st.build != nil && s.indexes[len(s.indexes)-1].unique {
+		st.build.note(moved) // its entry there went in unchecked
+	}
 	for ix := range st.idx {
 		tx.scratch = s.appendRowKey(tx.scratch[:0], ix, old)
 		st.idx[ix].del(tx.scratch, w.rid)
