@@ -140,7 +140,8 @@ type hashShard struct {
 	used  int                     // guarded by mu
 	tombs int
 	over  atomic.Pointer[overflow] // nil until a hash first overflows; set under mu
-	_     [16]byte                 // keep neighbouring shards off one cache line
+	floor int                      // the array shrinks to no fewer slots (reserve); guarded by mu
+	_     [8]byte                  // keep neighbouring shards off one cache line
 }
 
 type hashIndex struct {
@@ -399,11 +400,11 @@ func (sh *hashShard) remove(h, rid uint64, word func(rid uint64) uint64) bool {
 // to its size. The caller holds mu and has made seq odd.
 func (sh *hashShard) shrink() {
 	slots := *sh.slots.Load()
-	n := len(slots)
-	if n <= 8 || sh.used*8 >= n {
+	n, least := len(slots), max(8, sh.floor)
+	if n <= least || sh.used*8 >= n {
 		return
 	}
-	for n > 8 && (sh.used+1)*4 <= n/2 {
+	for n > least && (sh.used+1)*4 <= n/2 {
 		n /= 2
 	}
 	sh.rehash(slots, n)
@@ -605,6 +606,7 @@ func (x *hashIndex) reserve(rows int64) {
 	for i := range x.shards {
 		slots := newSlots(n)
 		x.shards[i].slots.Store(&slots)
+		x.shards[i].floor = n // until fit: a shard still filling is not one that shrank
 	}
 }
 
@@ -614,6 +616,7 @@ func (x *hashIndex) fit() {
 	for i := range x.shards {
 		sh := &x.shards[i]
 		_ = sh.write(func() error {
+			sh.floor = 0
 			if slots := *sh.slots.Load(); fillSize(sh.used) < len(slots) {
 				sh.rehash(slots, fillSize(sh.used))
 			}

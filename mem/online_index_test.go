@@ -437,3 +437,48 @@ func TestCreateIndexLogsProgress(t *testing.T) {
 		t.Fatalf("the build logged:\n%s", out.String())
 	}
 }
+
+// TestCreateIndexKeepsItsReservation: a hash index being built has its
+// arrays sized for the table from the start (reserve); deletes while it
+// fills do not shrink them back (a shard still filling is mostly empty,
+// which is what makes a shard that lost its entries shrink), only to
+// grow them again entry by entry.
+func TestCreateIndexKeepsItsReservation(t *testing.T) {
+	db, tb := onlineTable(t, 3000)
+	ran := false
+	withBackfillHook(t, func(pg int) {
+		if pg != 3 {
+			return
+		}
+		ran = true
+		err := commitSoon(t, db, func(tx *Tx) error {
+			for k := range uint64(200) { // rows of pages the build has passed
+				if err := tx.Delete(tb, []Value{Uint64(k)}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := tb.state.Load()
+		x := st.idx[len(st.idx)-1].(*hashIndex)
+		for i := range x.shards {
+			sh := &x.shards[i]
+			sh.mu.Lock()
+			n, floor := len(*sh.slots.Load()), sh.floor
+			sh.mu.Unlock()
+			if floor < 16 || n < floor {
+				t.Fatalf("shard %d of the index being built: %d slots, reserved %d", i, n, floor)
+			}
+		}
+	})
+	if _, err := db.CreateIndex(context.Background(), "w", IndexDef{Name: "by_v", Columns: []string{"v"}, Kind: Hash}); err != nil {
+		t.Fatal(err)
+	}
+	if !ran {
+		t.Fatal("the hook never ran")
+	}
+	checkIndexHolds(t, tb, "by_v")
+}
