@@ -436,12 +436,13 @@ func (db *DB) CreateIndex(ctx context.Context, table string, def IndexDef) (uint
 //     being built: every commit from then on adds and removes its rows'
 //     entries, as for any index (and claims keys of a unique one), but it
 //     is not in the table's definition and reads cannot use it.
-//  2. Meanwhile backfill gives it the rows that were there before.
+//  2. Meanwhile a filler gives it the rows that were there before.
 //  3. With commits held off again, the change is logged and the index
 //     becomes part of the table at its LSN; the log holds it at the
 //     point where the index holds exactly the rows of the commits before.
 //
-// A failure (a unique key held twice) takes the index out again.
+// A failure (a unique key two rows hold, the end of ctx, Apply: see
+// stopBuild) takes the index out again.
 func (db *DB) createIndex(ctx context.Context, t *Table, def IndexDef, applyLSN uint64) (uint64, error) {
 	db.ddlMu.Lock()
 	defer db.ddlMu.Unlock()
