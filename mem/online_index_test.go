@@ -20,22 +20,29 @@ import (
 // many pages (a 150-byte pad).
 func onlineTable(t *testing.T, rows int) (*DB, *Table) {
 	t.Helper()
-	db := Open(Options{})
+	return padTable(t, Options{}, rows, 150)
+}
+
+// padTable returns a database with opts and a table w of rows
+// {k, v = k*10, pad bytes of padding}; pad may reach 10000.
+func padTable(t *testing.T, opts Options, rows, pad int) (*DB, *Table) {
+	t.Helper()
+	db := Open(opts)
 	tb, err := db.CreateTable(TableDef{
 		Name: "w",
 		Columns: []ColumnDef{
 			{Name: "k", Type: TypeUint64}, {Name: "v", Type: TypeUint64},
-			{Name: "pad", Type: TypeString, MaxLen: 200},
+			{Name: "pad", Type: TypeString, MaxLen: 10000},
 		},
 		PrimaryKey: []string{"k"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for lo := 0; lo < rows; lo += 500 {
+	for lo := 0; lo < rows; lo += 50 {
 		reviewCommit(t, func(tx *Tx) error {
-			for k := lo; k < min(lo+500, rows); k++ {
-				if err := tx.Insert(tb, onlineRow(uint64(k), uint64(k)*10)); err != nil {
+			for k := lo; k < min(lo+50, rows); k++ {
+				if err := tx.Insert(tb, []Value{Uint64(uint64(k)), Uint64(uint64(k) * 10), String(strings.Repeat("p", pad))}); err != nil {
 					return err
 				}
 			}

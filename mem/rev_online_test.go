@@ -9,36 +9,6 @@ import (
 	"time"
 )
 
-// revBigTable returns a table of rows {k, v = k*10, pad} with a 1000-byte
-// pad (at most 10000), about 30 rows a page: a row whose pad grows to
-// 9000 bytes cannot stay in its page, so an update moves it.
-func revBigTable(t *testing.T, opts Options, rows int) (*DB, *Table) {
-	t.Helper()
-	db := Open(opts)
-	tb, err := db.CreateTable(TableDef{
-		Name: "w",
-		Columns: []ColumnDef{
-			{Name: "k", Type: TypeUint64}, {Name: "v", Type: TypeUint64},
-			{Name: "pad", Type: TypeString, MaxLen: 10000},
-		},
-		PrimaryKey: []string{"k"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for lo := 0; lo < rows; lo += 50 {
-		reviewCommit(t, func(tx *Tx) error {
-			for k := lo; k < min(lo+50, rows); k++ {
-				if err := tx.Insert(tb, []Value{Uint64(uint64(k)), Uint64(uint64(k) * 10), String(strings.Repeat("p", 1000))}); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, db)
-	}
-	return db, tb
-}
-
 // revRID returns the RID of the row with primary key k.
 func revRID(t *testing.T, tb *Table, k uint64) uint64 {
 	t.Helper()
@@ -72,7 +42,7 @@ func TestCreateIndexUniqueMovedDuplicate(t *testing.T) {
 	for _, kind := range []IndexKind{Hash, Ordered} {
 		t.Run(kind.String(), func(t *testing.T) {
 			const rows, dup = 300, 250
-			db, tb := revBigTable(t, Options{}, rows)
+			db, tb := padTable(t, Options{}, rows, 1000)
 			reviewCommit(t, func(tx *Tx) error {
 				return tx.Update(tb, []Value{Uint64(dup)}, []ColumnValue{{Column: 1, Value: Uint64(10)}}) // row 1's v
 			}, db)
@@ -118,7 +88,7 @@ func TestCreateIndexUniqueDuplicateThenMoved(t *testing.T) {
 	for _, kind := range []IndexKind{Hash, Ordered} {
 		t.Run(kind.String(), func(t *testing.T) {
 			const rows, dup = 300, 250
-			db, tb := revBigTable(t, Options{}, rows)
+			db, tb := padTable(t, Options{}, rows, 1000)
 			withBackfillHook(t, func(pg int) {
 				if pg != 2 {
 					return
@@ -169,7 +139,7 @@ func TestApplyDuringOnlineUniqueBuild(t *testing.T) {
 	for _, kind := range []IndexKind{Hash, Ordered} {
 		t.Run(kind.String(), func(t *testing.T) {
 			log := &revStandbyLog{}
-			db, tb := onlineTableOpts(t, Options{Log: log}, 3000)
+			db, tb := padTable(t, Options{Log: log}, 3000, 150)
 			row, err := tb.state.Load().s.encodeRow(nil, onlineRow(3000, 10)) // row 1's v
 			if err != nil {
 				t.Fatal(err)
@@ -216,7 +186,7 @@ func TestApplyDuringOnlineUniqueBuild(t *testing.T) {
 // without an index its primary has, and a checkpoint makes that last.
 func TestApplyCreateIndexDuringOnlineBuild(t *testing.T) {
 	log := &revStandbyLog{}
-	db, tb := onlineTableOpts(t, Options{Log: log}, 3000)
+	db, tb := padTable(t, Options{Log: log}, 3000, 150)
 	def := IndexDef{Name: "by_v", Columns: []string{"v"}, Kind: Hash}
 	applied := make(chan error, 1)
 	withBackfillHook(t, func(pg int) {
@@ -244,32 +214,4 @@ func TestApplyCreateIndexDuringOnlineBuild(t *testing.T) {
 	if _, err := tb.Index("by_v"); err != nil {
 		t.Fatalf("after its primary's CreateIndex was applied, the node has no such index: %v", err)
 	}
-}
-
-// onlineTableOpts is onlineTable with options.
-func onlineTableOpts(t *testing.T, opts Options, rows int) (*DB, *Table) {
-	t.Helper()
-	db := Open(opts)
-	tb, err := db.CreateTable(TableDef{
-		Name: "w",
-		Columns: []ColumnDef{
-			{Name: "k", Type: TypeUint64}, {Name: "v", Type: TypeUint64},
-			{Name: "pad", Type: TypeString, MaxLen: 200},
-		},
-		PrimaryKey: []string{"k"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for lo := 0; lo < rows; lo += 500 {
-		reviewCommit(t, func(tx *Tx) error {
-			for k := lo; k < min(lo+500, rows); k++ {
-				if err := tx.Insert(tb, onlineRow(uint64(k), uint64(k)*10)); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, db)
-	}
-	return db, tb
 }
