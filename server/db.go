@@ -334,26 +334,32 @@ func index(t *mem.Table, name string) (int, error) {
 // ddl runs a schema change and answers as a write does: once its LSN
 // meets the node's durability and sync mode. A change the engine refuses
 // is answered as a failed read is (failedRead), once the commits its
-// refusal may tell of are durable and on the standbys: a table or index
-// there or not, or two rows that share the key of a new unique index,
-// which any commit so far may have written.
-func (s *dbService) ddl(ctx context.Context, change func() (uint64, error)) (lsn uint64, degraded bool, err error) {
+// refusal may tell of are durable and on the standbys: the schema
+// changes (a table or index there or not), or, for two rows that share
+// the key of a new unique index, any commit so far. invalid, a fault of
+// the request found before the change runs, tells of nothing: it is
+// answered at once, after a standby's refusal.
+func (s *dbService) ddl(ctx context.Context, invalid error, change func() (uint64, error)) (lsn uint64, degraded bool, err error) {
 	if err := s.store.Writable(); err != nil {
 		return 0, false, toStatus(err)
 	}
+	if invalid != nil {
+		return 0, false, toStatus(invalid)
+	}
 	if lsn, err = change(); err != nil {
-		return 0, false, toStatus(s.failedRead(ctx, s.db.LastLSN(), err))
+		seen := s.db.SchemaLSN()
+		if errors.Is(err, mem.ErrDuplicate) {
+			seen = s.db.LastLSN()
+		}
+		return 0, false, toStatus(s.failedRead(ctx, seen, err))
 	}
 	degraded, err = s.durable(ctx, lsn, 0, s.nodeWait())
 	return lsn, degraded, toStatus(err)
 }
 
 func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
-	lsn, degraded, err := s.ddl(ctx, func() (uint64, error) {
-		def, err := pbmem.TableDef(req.GetTable())
-		if err != nil {
-			return 0, err
-		}
+	def, invalid := pbmem.TableDef(req.GetTable())
+	lsn, degraded, err := s.ddl(ctx, invalid, func() (uint64, error) {
 		t, err := s.db.CreateTable(def)
 		if err != nil {
 			return 0, err
@@ -367,7 +373,7 @@ func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest)
 }
 
 func (s *dbService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*pb.DropTableResponse, error) {
-	lsn, degraded, err := s.ddl(ctx, func() (uint64, error) { return s.db.DropTable(req.GetTable()) })
+	lsn, degraded, err := s.ddl(ctx, nil, func() (uint64, error) { return s.db.DropTable(req.GetTable()) })
 	if err != nil {
 		return nil, err
 	}
@@ -377,13 +383,8 @@ func (s *dbService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*p
 // CreateIndex builds the index while commits go on (mem.DB.CreateIndex);
 // the call's end (a deadline, a cancel) stops the build.
 func (s *dbService) CreateIndex(ctx context.Context, req *pb.CreateIndexRequest) (*pb.CreateIndexResponse, error) {
-	lsn, degraded, err := s.ddl(ctx, func() (uint64, error) {
-		def, err := pbmem.IndexDef(req.GetTable(), req.GetIndex())
-		if err != nil {
-			return 0, err
-		}
-		return s.db.CreateIndex(ctx, req.GetTable(), def)
-	})
+	def, invalid := pbmem.IndexDef(req.GetTable(), req.GetIndex())
+	lsn, degraded, err := s.ddl(ctx, invalid, func() (uint64, error) { return s.db.CreateIndex(ctx, req.GetTable(), def) })
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +392,7 @@ func (s *dbService) CreateIndex(ctx context.Context, req *pb.CreateIndexRequest)
 }
 
 func (s *dbService) DropIndex(ctx context.Context, req *pb.DropIndexRequest) (*pb.DropIndexResponse, error) {
-	lsn, degraded, err := s.ddl(ctx, func() (uint64, error) { return s.db.DropIndex(req.GetTable(), req.GetIndex()) })
+	lsn, degraded, err := s.ddl(ctx, nil, func() (uint64, error) { return s.db.DropIndex(req.GetTable(), req.GetIndex()) })
 	if err != nil {
 		return nil, err
 	}

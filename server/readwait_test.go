@@ -244,6 +244,18 @@ func TestReadsWaitForTheLog(t *testing.T) {
 		wantCode(t, err, codes.AlreadyExists, "r1")
 		return true
 	}, true)
+	// A malformed one tells of nothing, and waits for nothing.
+	lsn, acked = slowCommit(func() (uint64, error) {
+		r, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(5, 100)})
+		return r.GetLsn(), err
+	})
+	notWaiting("an index without a definition", lsn, func() bool {
+		_, err := s.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct"})
+		wantCode(t, err, codes.InvalidArgument, "missing")
+		return true
+	}, true)
+	<-acked
+	fs.SetSyncDelay(0)
 }
 
 // scanSink is a Scan stream that drops what it is sent.
