@@ -265,6 +265,26 @@ func (tx *Tx) scanMerged(t *Table, st *tableState, rec *scanRec, spec ScanSpec, 
 	return nil
 }
 
+// getByMany is GetBy of an encoded key in a transaction of many writes,
+// which a merged scan would read all of: the transaction's own row with
+// the key, if it writes one, else the committed row, unless the
+// transaction changed or deleted it (its own version has another key,
+// or it would have been found first).
+func (tx *Tx) getByMany(t *Table, st *tableState, ix int, key []byte) (Record, bool, error) {
+	if i := tx.ownByKey(t, st, ix, key); i >= 0 {
+		return Record{s: st.s, b: bytes.Clone(tx.writes[i].row)}, true, nil
+	}
+	r, _, found, err := tx.pointRead(t, st, ix, key)
+	if err != nil || !found {
+		return Record{}, false, err
+	}
+	tx.scratch = st.s.appendRowKey(tx.scratch[:0], 0, r.b)
+	if tx.findWrite(t, tx.scratch) >= 0 {
+		return Record{}, false, nil
+	}
+	return r, true, nil
+}
+
 // GetBy returns the row with the given full key in a unique secondary
 // index (or the primary key, index 0).
 func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
@@ -285,9 +305,12 @@ func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
 	if ix == 0 {
 		return tx.Get(t, key)
 	}
-	if tx.writesOn(t) == 0 {
+	if many := len(tx.writes) > linearWrites; many || tx.writesOn(t) == 0 {
 		if tx.scratch, err = st.s.appendKey(tx.scratch[:0], ix, 0, key); err != nil {
 			return Record{}, false, err
+		}
+		if many {
+			return tx.getByMany(t, st, ix, tx.scratch)
 		}
 		r, _, found, err := tx.pointRead(t, st, ix, tx.scratch)
 		return r, found, err

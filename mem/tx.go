@@ -134,6 +134,27 @@ type txState struct {
 	// record takes in unique secondary indexes, which are then added
 	// unchecked (see Replayer).
 	deferred *[]uniqueKey
+	// bySec finds the writes by a key of a unique secondary index, for
+	// GetBy in a transaction of many writes (ownByKey); changed lists
+	// the writes changed since the first was made, by index, for each
+	// to take in.
+	bySec   map[secIndex]*secWrites
+	changed []int
+}
+
+// secIndex names a unique secondary index of a table.
+type secIndex struct {
+	t  *Table
+	ix int
+}
+
+// secWrites maps keys of one index to the writes whose rows had them
+// (some no longer do: ownByKey checks).
+type secWrites struct {
+	st    *tableState // the state the keys were made with
+	byKey map[string][]int
+	seen  int    // the changed writes taken in
+	buf   []byte // key encoding
 }
 
 type ownKey struct {
@@ -209,7 +230,8 @@ func (tx *Tx) finish() {
 	bound(&st.tables)
 	bound(&st.scratch)
 	bound(&st.cmp)
-	st.byKey, st.owned, st.deferred = nil, nil, nil
+	st.byKey, st.owned, st.deferred, st.bySec = nil, nil, nil, nil
+	recycle(&st.changed)
 	if cap(st.arena) > maxRecycledArena {
 		st.arena = nil
 	} else if len(st.arena) > 0 {
@@ -339,6 +361,7 @@ func (tx *Tx) findWrite(t *Table, key []byte) int {
 
 func (tx *Tx) addWrite(w write) {
 	tx.writes = append(tx.writes, w)
+	tx.touched(len(tx.writes) - 1)
 	switch {
 	case tx.byKey != nil:
 		tx.byKey[wmapKey(w.t, w.key)] = len(tx.writes) - 1
@@ -348,6 +371,64 @@ func (tx *Tx) addWrite(w write) {
 			tx.byKey[wmapKey(tx.writes[i].t, tx.writes[i].key)] = i
 		}
 	}
+}
+
+// touched notes that write i changed (a new row, or a write moved to
+// i), for bySec.
+func (tx *Tx) touched(i int) {
+	if tx.bySec != nil {
+		tx.changed = append(tx.changed, i)
+	}
+}
+
+// ownByKey returns the index of this transaction's write whose row has
+// key in unique index ix of t, or -1. It is for transactions of many
+// writes: it keeps a map of the keys, which it brings up to date with
+// the writes changed since its last call.
+func (tx *Tx) ownByKey(t *Table, st *tableState, ix int, key []byte) int {
+	if tx.bySec == nil {
+		tx.bySec = map[secIndex]*secWrites{}
+		tx.changed = tx.changed[:0]
+	}
+	m := tx.bySec[secIndex{t, ix}]
+	if m == nil || m.st != st {
+		m = &secWrites{st: st, byKey: make(map[string][]int, len(tx.writes)), seen: len(tx.changed)}
+		tx.bySec[secIndex{t, ix}] = m
+		for i := range tx.writes {
+			m.add(tx, t, ix, i)
+		}
+	}
+	for _, i := range tx.changed[m.seen:] {
+		m.add(tx, t, ix, i)
+	}
+	m.seen = len(tx.changed)
+	for _, i := range m.byKey[string(key)] {
+		if i >= len(tx.writes) {
+			continue
+		}
+		w := &tx.writes[i]
+		if w.t == t && w.row != nil && tx.keyEqual(st.s, ix, w.row, key) {
+			return i
+		}
+	}
+	return -1
+}
+
+// add maps the key of write i's row, if it writes a row of t.
+func (m *secWrites) add(tx *Tx, t *Table, ix, i int) {
+	if i >= len(tx.writes) {
+		return
+	}
+	w := &tx.writes[i]
+	if w.t != t || w.row == nil {
+		return
+	}
+	m.buf = m.st.s.appendRowKey(m.buf[:0], ix, w.row)
+	is := m.byKey[string(m.buf)]
+	if len(is) > 0 && is[len(is)-1] == i {
+		return // the row changed, not its key
+	}
+	m.byKey[string(m.buf)] = append(is, i)
 }
 
 // visible reads the committed version of a row. retry means the RID is
@@ -534,6 +615,7 @@ func (tx *Tx) put(t *Table, vals []Value, replace bool) error {
 	if i := tx.findWrite(t, key); i >= 0 {
 		w := &tx.writes[i]
 		w.row = row
+		tx.touched(i)
 		switch w.op {
 		case wDelete:
 			w.op = wUpdate
@@ -590,6 +672,7 @@ func (tx *Tx) Update(t *Table, key []Value, set []ColumnValue) error {
 	row := tx.arena[start:len(tx.arena):len(tx.arena)]
 	if i := tx.findWrite(t, k); i >= 0 {
 		tx.writes[i].row = row
+		tx.touched(i)
 		return nil
 	}
 	tx.addWrite(write{t: t, op: wUpdate, key: k, row: row, rid: h.rid, tid: h.tid})
@@ -638,6 +721,7 @@ func (tx *Tx) removeWrite(i int) {
 		if tx.byKey != nil {
 			tx.byKey[wmapKey(tx.writes[i].t, tx.writes[i].key)] = i
 		}
+		tx.touched(i)
 	}
 	tx.writes[last] = write{}
 	tx.writes = tx.writes[:last]
