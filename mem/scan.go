@@ -265,24 +265,43 @@ func (tx *Tx) scanMerged(t *Table, st *tableState, rec *scanRec, spec ScanSpec, 
 	return nil
 }
 
-// getByMany is GetBy of an encoded key in a transaction of many writes,
-// which a merged scan would read all of: the transaction's own row with
-// the key, if it writes one, else the committed row, unless the
-// transaction changed or deleted it (its own version has another key,
-// or it would have been found first).
-func (tx *Tx) getByMany(t *Table, st *tableState, ix int, key []byte) (Record, bool, error) {
-	if i := tx.ownByKey(t, st, ix, key); i >= 0 {
-		return Record{s: st.s, b: bytes.Clone(tx.writes[i].row)}, true, nil
-	}
-	r, _, found, err := tx.pointRead(t, st, ix, key)
-	if err != nil || !found {
+// getByMany is GetBy in a transaction of many writes, which a merged
+// scan would read all of. It reads the committed rows with the key as a
+// scan does (and records the scan for validation), hiding those the
+// transaction changed or deleted, and finds the transaction's own row
+// with the key through ownByKey; of these (a key that two rows hold
+// until Commit refuses it), the one with the smallest primary key, as a
+// merged scan would.
+func (tx *Tx) getByMany(t *Table, st *tableState, ix int, key []Value) (Record, bool, error) {
+	lo, hi, err := st.s.bounds(ScanSpec{Index: ix, Prefix: key})
+	if err != nil {
 		return Record{}, false, err
 	}
-	tx.scratch = st.s.appendRowKey(tx.scratch[:0], 0, r.b)
-	if tx.findWrite(t, tx.scratch) >= 0 {
+	if lo, hi = tx.own(lo), tx.own(hi); len(hi) == 0 {
+		hi = nil // own keeps no distinction between nil and empty; a full key's range is never empty
+	}
+	rec := scanRec{t: t, st: st, ix: ix, lo: lo, hi: hi}
+	var best []byte // the committed row shown, if any
+	err = tx.collect(t, st, ix, lo, hi, false, 0, func(h hit, row []byte) bool {
+		rec.hits = append(rec.hits, h)
+		tx.scratch = st.s.appendRowKey(tx.scratch[:0], 0, row)
+		if best == nil && tx.findWrite(t, tx.scratch) < 0 {
+			best = row
+		}
+		return true
+	})
+	tx.scans = append(tx.scans, rec)
+	if err != nil {
+		return Record{}, false, err
+	}
+	own := tx.ownByKey(t, st, ix, lo)
+	if own >= 0 && (best == nil || bytes.Compare(tx.writes[own].key, st.s.appendRowKey(tx.scratch[:0], 0, best)) < 0) {
+		return Record{s: st.s, b: bytes.Clone(tx.writes[own].row)}, true, nil
+	}
+	if best == nil {
 		return Record{}, false, nil
 	}
-	return r, true, nil
+	return Record{s: st.s, b: best}, true, nil
 }
 
 // GetBy returns the row with the given full key in a unique secondary
@@ -305,12 +324,12 @@ func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
 	if ix == 0 {
 		return tx.Get(t, key)
 	}
-	if many := len(tx.writes) > linearWrites; many || tx.writesOn(t) == 0 {
+	if len(tx.writes) > linearWrites {
+		return tx.getByMany(t, st, ix, key)
+	}
+	if tx.writesOn(t) == 0 {
 		if tx.scratch, err = st.s.appendKey(tx.scratch[:0], ix, 0, key); err != nil {
 			return Record{}, false, err
-		}
-		if many {
-			return tx.getByMany(t, st, ix, tx.scratch)
 		}
 		r, _, found, err := tx.pointRead(t, st, ix, tx.scratch)
 		return r, found, err

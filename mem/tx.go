@@ -382,7 +382,8 @@ func (tx *Tx) touched(i int) {
 }
 
 // ownByKey returns the index of this transaction's write whose row has
-// key in unique index ix of t, or -1. It is for transactions of many
+// key in unique index ix of t (the smallest primary key, if several), or
+// -1. It is for transactions of many
 // writes: it keeps a map of the keys, which it brings up to date with
 // the writes changed since its last call.
 func (tx *Tx) ownByKey(t *Table, st *tableState, ix int, key []byte) int {
@@ -402,16 +403,18 @@ func (tx *Tx) ownByKey(t *Table, st *tableState, ix int, key []byte) int {
 		m.add(tx, t, ix, i)
 	}
 	m.seen = len(tx.changed)
+	found := -1
 	for _, i := range m.byKey[string(key)] {
-		if i >= len(tx.writes) {
+		if i >= len(tx.writes) || i == found {
 			continue
 		}
 		w := &tx.writes[i]
-		if w.t == t && w.row != nil && tx.keyEqual(st.s, ix, w.row, key) {
-			return i
+		if w.t == t && w.row != nil && tx.keyEqual(st.s, ix, w.row, key) &&
+			(found < 0 || bytes.Compare(w.key, tx.writes[found].key) < 0) {
+			found = i // of two rows with the key (until Commit refuses one), the one a scan gives first
 		}
 	}
-	return -1
+	return found
 }
 
 // add maps the key of write i's row, if it writes a row of t.
