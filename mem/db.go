@@ -623,7 +623,7 @@ type filler struct {
 	ix           int
 	x            index
 	key, scratch []byte
-	cur          uint64             // the row whose entry goes in
+	cur, curTID  uint64             // the row whose entry goes in, and its TID
 	check        func(uint64) error // f.unique, for a unique index
 }
 
@@ -653,7 +653,9 @@ func (f *filler) unique(c uint64) error {
 		return nil
 	}
 	vals, _ := f.s.decodeKey(f.ix, f.key)
-	return errorf(ErrDuplicate, "table %q index %q: key %v appears more than once", f.s.def.Name, f.s.indexes[f.ix].name, vals)
+	// The error tells of both rows' commits (SeenLSN): the other row may
+	// have been unlocked before its commit's LSN was the database's.
+	return &seenError{errorf(ErrDuplicate, "table %q index %q: key %v appears more than once", f.s.def.Name, f.s.indexes[f.ix].name, vals), max(tid, f.curTID) & tidLSN}
 }
 
 // row gives the row at rid its entry; false: a row with its key is being
@@ -664,7 +666,7 @@ func (f *filler) row(rid uint64) (bool, error) {
 	if !ok {
 		return true, nil // gone: a commit took its entry out, or never put one in
 	}
-	f.cur = rid
+	f.cur, f.curTID = rid, prev
 	f.key = f.s.appendRowKey(f.key[:0], f.ix, h.readOwned(rid))
 	err := f.x.ensure(f.key, rid, f.check)
 	h.setTID(rid, prev)

@@ -37,8 +37,8 @@ func (e *seenError) Error() string { return e.err.Error() }
 func (e *seenError) Unwrap() error { return e.err }
 
 // SeenLSN returns the LSN of the newest commit whose effect err, a
-// failed Commit's error, shows (as Tx.Seen does for what a transaction
-// read before it committed); zero when it shows none.
+// failed Commit's (or CreateIndex's) error, shows (as Tx.Seen does for
+// what a transaction read before it committed); zero when it shows none.
 func SeenLSN(err error) uint64 {
 	var se *seenError
 	if errors.As(err, &se) {

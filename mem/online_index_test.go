@@ -489,3 +489,24 @@ func TestCreateIndexKeepsItsReservation(t *testing.T) {
 	}
 	checkIndexHolds(t, tb, "by_v")
 }
+
+// TestCreateIndexDuplicateSeen: a unique build refused over two rows
+// that share a key tells of both rows' commits (SeenLSN), which a server
+// waits for before it answers: the later row may have been unlocked
+// before its commit's LSN was the database's.
+func TestCreateIndexDuplicateSeen(t *testing.T) {
+	db, tb := onlineTable(t, 3000)
+	tx := db.Begin()
+	if err := tx.Insert(tb, onlineRow(5000, 20)); err != nil { // row 2's v
+		t.Fatal(err)
+	}
+	lsn, err := tx.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, onlineRow(5001, 5001*10)) }, db) // a later commit, no part of it
+	_, err = db.CreateIndex(context.Background(), "w", IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: Hash})
+	if !errors.Is(err, ErrDuplicate) || SeenLSN(err) != lsn {
+		t.Fatalf("a unique build over rows 2 and 5000: %v, seen LSN %d, want ErrDuplicate seeing %d", err, SeenLSN(err), lsn)
+	}
+}
