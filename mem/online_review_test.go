@@ -144,28 +144,12 @@ func TestApplyDuringOnlineUniqueBuild(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			applied := make(chan error, 1)
-			withBackfillHook(t, func(pg int) {
-				if pg != 2 {
-					return
-				}
-				log.standby.Store(true) // demoted
-				lsn := db.LastLSN() + 1
-				go func() { applied <- db.Apply(lsn, &Redo{Ops: []Op{{Kind: OpPut, Table: tb.ID(), Data: row}}}) }()
-				time.Sleep(50 * time.Millisecond) // for Apply to stop the build before it goes on
-			})
+			applied := applyDuringBuild(t, db, log, &Redo{Ops: []Op{{Kind: OpPut, Table: tb.ID(), Data: row}}})
 			def := IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: kind}
 			if _, err := db.CreateIndex(context.Background(), "w", def); !errors.Is(err, ErrConflict) {
 				t.Fatalf("a build stopped by Apply: %v, want ErrConflict", err)
 			}
-			select {
-			case err := <-applied:
-				if err != nil {
-					t.Fatalf("applying the new primary's commit during the build: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("Apply never returned")
-			}
+			waitApplied(t, applied)
 			if _, err := tb.Index("by_v"); !errors.Is(err, ErrNoIndex) {
 				t.Fatalf("the stopped build left its index: %v", err)
 			}
@@ -179,39 +163,54 @@ func TestApplyDuringOnlineUniqueBuild(t *testing.T) {
 }
 
 // TestApplyCreateIndexDuringOnlineBuild: as above, and the new primary
-// logs the same CreateIndex (the client ran it again there). Apply takes
-// it as already in effect (ddlInEffect reads the schema, which holds the
-// index being built) and skips it; the local build then fails to log
-// (the node is a standby) and takes the index out: the node goes on
-// without an index its primary has, and a checkpoint makes that last.
+// logs the same CreateIndex (the client ran it again there). Apply used
+// to take it as in effect already (ddlInEffect read the schema, which
+// held the index being built) and skip it; the local build then failed
+// to log (the node is a standby) and took the index out, and the node
+// went on without an index its primary has. Now Apply stops the build
+// first and then builds the index as logged.
 func TestApplyCreateIndexDuringOnlineBuild(t *testing.T) {
 	log := &revStandbyLog{}
 	db, tb := padTable(t, Options{Log: log}, 3000, 150)
 	def := IndexDef{Name: "by_v", Columns: []string{"v"}, Kind: Hash}
+	applied := applyDuringBuild(t, db, log, &Redo{Ops: []Op{{Kind: OpCreateIndex, Table: tb.ID(), Data: encodeIndexDef(nil, def)}}})
+	if _, err := db.CreateIndex(context.Background(), "w", def); err == nil {
+		t.Fatal("a standby's CreateIndex logged")
+	}
+	waitApplied(t, applied)
+	if _, err := tb.Index("by_v"); err != nil {
+		t.Fatalf("after its primary's CreateIndex was applied, the node has no such index: %v", err)
+	}
+}
+
+// applyDuringBuild has the next index build, once at page 2, find its
+// node demoted (log refuses commits) and Apply r as the next LSN, from
+// another goroutine, as a standby's receiver would; the channel gets
+// Apply's result.
+func applyDuringBuild(t *testing.T, db *DB, log *revStandbyLog, r *Redo) <-chan error {
+	t.Helper()
 	applied := make(chan error, 1)
 	withBackfillHook(t, func(pg int) {
 		if pg != 2 {
 			return
 		}
-		log.standby.Store(true) // demoted
+		log.standby.Store(true)
 		lsn := db.LastLSN() + 1
-		go func() {
-			applied <- db.Apply(lsn, &Redo{Ops: []Op{{Kind: OpCreateIndex, Table: tb.ID(), Data: encodeIndexDef(nil, def)}}})
-		}()
-		time.Sleep(100 * time.Millisecond) // let it be skipped, if it is
+		go func() { applied <- db.Apply(lsn, r) }()
+		time.Sleep(50 * time.Millisecond) // for Apply to stop the build before it goes on
 	})
-	if _, err := db.CreateIndex(context.Background(), "w", def); err == nil {
-		t.Fatal("a standby's CreateIndex logged")
-	}
+	return applied
+}
+
+// waitApplied fails the test unless Apply returns nil within seconds.
+func waitApplied(t *testing.T, applied <-chan error) {
+	t.Helper()
 	select {
 	case err := <-applied:
 		if err != nil {
-			t.Fatalf("Apply of the new primary's CreateIndex: %v", err)
+			t.Fatalf("Apply during the build: %v", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Apply never returned")
-	}
-	if _, err := tb.Index("by_v"); err != nil {
-		t.Fatalf("after its primary's CreateIndex was applied, the node has no such index: %v", err)
 	}
 }
