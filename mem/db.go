@@ -456,8 +456,8 @@ func (db *DB) createIndex(ctx context.Context, t *Table, def IndexDef, applyLSN 
 	}
 	ix := len(s.indexes) - 1
 	op := Op{Kind: OpCreateIndex, Table: t.id, Data: encodeIndexDef(nil, def)}
-	idx := old.idx[:len(old.idx):len(old.idx)]
 	if applyLSN != 0 {
+		idx := old.idx[:len(old.idx):len(old.idx)]
 		var built index
 		lsn, err := db.ddl(op, applyLSN,
 			func() (err error) {
@@ -791,11 +791,10 @@ func (f *filler) recheck(b *indexBuild) error {
 func (t *Table) buildHashIndex(s *schema, ix int) (*hashIndex, error) {
 	x := newHashIndex(t.heap)
 	var parts [hashShards][]uint64 // each entry's hash and RID, in turn
-	// Sized for the rows a shard gets on average plus five standard
-	// deviations, so that few grow (and copy) while they fill.
-	per := float64(t.rows.Load()) / hashShards
-	if per >= 1 {
-		c := 2 * int(per+5*math.Sqrt(per)+8)
+	// Sized for perShard entries (two words each), so that few grow (and
+	// copy) while they fill.
+	if per := perShard(t.rows.Load()); per > 0 {
+		c := 2 * per
 		for i := range parts {
 			parts[i] = make([]uint64, 0, c)
 		}

@@ -598,16 +598,27 @@ func (sh *hashShard) holds(h, rid uint64) bool {
 // the shards, so that an index filled one entry at a time (backfill)
 // does not grow its arrays again and again. The index is not shared yet.
 func (x *hashIndex) reserve(rows int64) {
-	per := float64(rows) / hashShards
-	if per < 1 {
+	per := perShard(rows)
+	if per == 0 {
 		return
 	}
-	n := fillSize(int(per + 5*math.Sqrt(per) + 8))
+	n := fillSize(per)
 	for i := range x.shards {
 		slots := newSlots(n)
 		x.shards[i].slots.Store(&slots)
 		x.shards[i].floor = n // until fit: a shard still filling is not one that shrank
 	}
+}
+
+// perShard returns how many of rows entries, spread over the shards by
+// hash, a shard may get: the average plus five standard deviations, so
+// that few shards get more; 0 for fewer rows than shards.
+func perShard(rows int64) int {
+	per := float64(rows) / hashShards
+	if per < 1 {
+		return 0
+	}
+	return int(per + 5*math.Sqrt(per) + 8)
 }
 
 // fit shrinks the shards left far emptier than reserve planned (their

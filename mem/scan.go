@@ -23,11 +23,13 @@ type ScanSpec struct {
 
 // bounds encodes a scan's key range [lo, hi); hi nil is unbounded, and
 // an empty non-nil hi is an empty range (an exclusive bound at the prefix
-// itself). For a hash index lo is the full key.
-func (s *schema) bounds(spec ScanSpec) (lo, hi []byte, err error) {
-	if spec.Index < 0 || spec.Index >= len(s.indexes) {
-		return nil, nil, errorf(ErrNoIndex, "table %q has no index %d", s.def.Name, spec.Index)
+// itself). For a hash index lo is the full key. An index reads may not
+// use (being built) is ErrNoIndex.
+func (st *tableState) bounds(spec ScanSpec) (lo, hi []byte, err error) {
+	if err := st.usable(spec.Index); err != nil {
+		return nil, nil, err
 	}
+	s := st.s
 	d := &s.indexes[spec.Index]
 	p, err := s.appendKey(nil, spec.Index, 0, spec.Prefix)
 	if err != nil {
@@ -69,10 +71,7 @@ func (s *schema) bounds(spec ScanSpec) (lo, hi []byte, err error) {
 // spec would meet it. Servers use it to check a resume point.
 func (t *Table) InRange(spec ScanSpec, key []Value) (bool, error) {
 	st := t.state.Load()
-	if err := st.usable(spec.Index); err != nil {
-		return false, err
-	}
-	lo, hi, err := st.s.bounds(spec)
+	lo, hi, err := st.bounds(spec)
 	if err != nil {
 		return false, err
 	}
@@ -165,19 +164,14 @@ func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
 	if spec.Limit < 0 {
 		return errorf(ErrInvalid, "negative scan limit %d", spec.Limit)
 	}
-	if err := st.usable(spec.Index); err != nil {
-		return err
-	}
-	lo, hi, err := st.s.bounds(spec)
+	lo, hi, err := st.bounds(spec)
 	if err != nil {
 		return err
 	}
 	if hi != nil && len(hi) == 0 {
 		return nil // nothing is below the empty key
 	}
-	if lo, hi = tx.own(lo), tx.own(hi); len(hi) == 0 {
-		hi = nil // own keeps no distinction between nil and empty
-	}
+	lo, hi = tx.ownRange(lo, hi)
 	pending := tx.writesOn(t)
 	rec := scanRec{t: t, st: st, ix: spec.Index, lo: lo, hi: hi, reverse: spec.Reverse, limit: spec.Limit}
 	if pending == 0 {
@@ -198,6 +192,15 @@ func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
 		rec.limit = spec.Limit + pending // enough even if every write hides a row
 	}
 	return tx.scanMerged(t, st, &rec, spec, fn)
+}
+
+// ownRange copies a non-empty range's bounds into the transaction; hi
+// nil stays unbounded (own keeps no distinction between nil and empty).
+func (tx *Tx) ownRange(lo, hi []byte) ([]byte, []byte) {
+	if lo, hi = tx.own(lo), tx.own(hi); len(hi) == 0 {
+		hi = nil
+	}
+	return lo, hi
 }
 
 // writesOn counts this transaction's writes to table t.
@@ -273,13 +276,11 @@ func (tx *Tx) scanMerged(t *Table, st *tableState, rec *scanRec, spec ScanSpec, 
 // until Commit refuses it), the one with the smallest primary key, as a
 // merged scan would.
 func (tx *Tx) getByMany(t *Table, st *tableState, ix int, key []Value) (Record, bool, error) {
-	lo, hi, err := st.s.bounds(ScanSpec{Index: ix, Prefix: key})
+	lo, hi, err := st.bounds(ScanSpec{Index: ix, Prefix: key})
 	if err != nil {
 		return Record{}, false, err
 	}
-	if lo, hi = tx.own(lo), tx.own(hi); len(hi) == 0 {
-		hi = nil // own keeps no distinction between nil and empty; a full key's range is never empty
-	}
+	lo, hi = tx.ownRange(lo, hi) // a full key's range is never empty
 	rec := scanRec{t: t, st: st, ix: ix, lo: lo, hi: hi}
 	var best []byte // the committed row shown, if any
 	err = tx.collect(t, st, ix, lo, hi, false, 0, func(h hit, row []byte) bool {

@@ -128,6 +128,14 @@ func TestReadsWaitForTheLog(t *testing.T) {
 		}
 		return last + 1, acked
 	}
+	// slowInsert is slowCommit of an insert of account id.
+	slowInsert := func(id int64) (uint64, chan struct{}) {
+		t.Helper()
+		return slowCommit(func() (uint64, error) {
+			r, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(id, 100)})
+			return r.GetLsn(), err
+		})
+	}
 	check := func(what string, lsn uint64, acked chan struct{}, read func() bool, want bool) {
 		t.Helper()
 		if got := read(); got != want {
@@ -149,10 +157,7 @@ func TestReadsWaitForTheLog(t *testing.T) {
 		}
 	}
 
-	lsn, acked := slowCommit(func() (uint64, error) {
-		r, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(2, 100)})
-		return r.GetLsn(), err
-	})
+	lsn, acked := slowInsert(2)
 	notWaiting("row 1 while row 2's insert syncs", lsn, func() bool { return get(1) }, true)
 	notWaiting("a key never there while row 2's insert syncs", lsn, func() bool { return get(9) }, false)
 	check("row 2, inserted", lsn, acked, func() bool { return get(2) }, true)
@@ -166,10 +171,7 @@ func TestReadsWaitForTheLog(t *testing.T) {
 
 	// A write that fails at commit on a unique secondary key another
 	// commit took (name n3) tells of that commit as a read does.
-	lsn, acked = slowCommit(func() (uint64, error) {
-		r, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(3, 100)})
-		return r.GetLsn(), err
-	})
+	lsn, acked = slowInsert(3)
 	check("a duplicate name", lsn, acked, func() bool {
 		_, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: row(vI(13), vS("n3"), vS("r1"), vI(1), vNull())})
 		wantCode(t, err, codes.AlreadyExists, "n3")
@@ -235,20 +237,14 @@ func TestReadsWaitForTheLog(t *testing.T) {
 		wantCode(t, err, codes.AlreadyExists, "t4")
 		return true
 	}, true)
-	lsn, acked = slowCommit(func() (uint64, error) {
-		r, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(4, 100)})
-		return r.GetLsn(), err
-	})
+	lsn, acked = slowInsert(4)
 	check("a unique index over rows 1 and 4", lsn, acked, func() bool {
 		_, err := s.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct", Index: &pb.Index{Name: "uq_region", Columns: []string{"region"}, Unique: true}})
 		wantCode(t, err, codes.AlreadyExists, "r1")
 		return true
 	}, true)
 	// A malformed one tells of nothing, and waits for nothing.
-	lsn, acked = slowCommit(func() (uint64, error) {
-		r, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(5, 100)})
-		return r.GetLsn(), err
-	})
+	lsn, acked = slowInsert(5)
 	notWaiting("an index without a definition", lsn, func() bool {
 		_, err := s.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct"})
 		wantCode(t, err, codes.InvalidArgument, "missing")
