@@ -21,7 +21,17 @@ import (
 // nothing changes. Apply does not call the CommitLog. Calls are
 // serialized; they are meant for a database that takes no local writes (a
 // standby, or recovery before serving), while readers run concurrently.
-func (db *DB) Apply(lsn uint64, r *Redo) error {
+//
+// A CreateIndex is built while the records after it apply (a standby's
+// reads and its primary's sync acks go on): the index is part of the
+// table's definition from its LSN, and reads by it wait for it
+// (Table.IndexReady). The next schema change waits for the build. A
+// Replayer, which serves no reads, builds it at once.
+func (db *DB) Apply(lsn uint64, r *Redo) error { return db.apply(lsn, r, true) }
+
+// apply is Apply; online says whether a CreateIndex is built while later
+// records apply (buildApplied), or at once.
+func (db *DB) apply(lsn uint64, r *Redo, online bool) error {
 	if lsn == 0 || lsn > tidLSN {
 		return errorf(ErrInvalid, "apply: LSN %d out of range", lsn)
 	}
@@ -30,6 +40,9 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 	}
 	db.applyMu.Lock()
 	defer db.applyMu.Unlock()
+	if f := db.fault.Load(); f != nil {
+		return *f
+	}
 	db.stopBuild()
 	if len(r.Ops) > 0 && r.Ops[0].Kind >= OpCreateTable {
 		if len(r.Ops) != 1 {
@@ -39,7 +52,10 @@ func (db *DB) Apply(lsn uint64, r *Redo) error {
 		if err != nil || lsn < db.LastLSN() {
 			return err // older than the database: in effect already
 		}
-		return db.applyDDL(lsn, r.Ops[0], def)
+		if b := db.applying.Load(); b != nil {
+			<-b.ready
+		}
+		return db.applyDDL(lsn, r.Ops[0], def, online)
 	}
 	return db.applyData(lsn, r)
 }
@@ -214,7 +230,7 @@ func (tx *Tx) lockExisting(w *write) (bool, error) {
 // definition it decoded. One already in effect (the same table or index
 // exists, or is already gone) is skipped, so that replay stays
 // idempotent.
-func (db *DB) applyDDL(lsn uint64, op Op, def ddlDef) error {
+func (db *DB) applyDDL(lsn uint64, op Op, def ddlDef, online bool) error {
 	if db.ddlInEffect(op) {
 		db.applied(lsn)
 		return nil
@@ -231,7 +247,11 @@ func (db *DB) applyDDL(lsn uint64, op Op, def ddlDef) error {
 	case OpDropTable:
 		_, err = db.dropTable(t, lsn)
 	case OpCreateIndex:
-		_, err = db.createIndex(context.Background(), t, def.index, lsn)
+		if online {
+			err = db.buildApplied(t, def.index, lsn)
+		} else {
+			_, err = db.createIndex(context.Background(), t, def.index, lsn)
+		}
 	default: // OpDropIndex: checkDDL passes no other kind
 		_, err = db.dropIndex(t, string(op.Data), lsn)
 	}

@@ -70,6 +70,8 @@ type DB struct {
 	nextID    uint64     // written holding ddlMu and the gate, read holding either; table ids are uint32, so past MaxUint32 they are used up
 	catalog   atomic.Pointer[catalog]
 	online    atomic.Pointer[onlineBuild] // the index build CreateIndex runs, if any
+	applying  atomic.Pointer[indexBuild]  // the index build of a CreateIndex Apply applied, if one runs
+	fault     atomic.Pointer[error]       // why Apply refuses every record: an index it applied did not fit the rows
 	lsn       atomic.Uint64               // highest LSN installed; lower ones may still be installing unless the gate is held exclusively
 	schema    atomic.Uint64               // the LSN of the last schema change, stored before it is published
 	snaps     atomic.Pointer[[]*Snapshot]
@@ -180,7 +182,13 @@ type tableState struct {
 
 // indexBuild is what commits tell an online CreateIndex.
 type indexBuild struct {
-	mu sync.Mutex
+	// lsn, for a build Apply started (buildApplied), is the LSN of the
+	// CreateIndex it applies: the index is in the table's definition
+	// then, and reads by it wait for ready, which is closed once they
+	// may use it. Zero for a CreateIndex of this node's.
+	lsn   uint64
+	ready chan struct{}
+	mu    sync.Mutex
 	// moved lists the rows of a unique index that commits moved to new
 	// slots: the entries of the new slots went in unchecked (an entry
 	// moves with its row), but the build may not have checked the old
@@ -213,20 +221,31 @@ func (st *tableState) readable() int {
 	return len(st.s.indexes)
 }
 
+// defined returns how many of the table's indexes its definition has:
+// all but one this node is building for a CreateIndex not logged yet.
+func (st *tableState) defined() int {
+	if st.build != nil && st.build.lsn == 0 {
+		return len(st.s.indexes) - 1
+	}
+	return len(st.s.indexes)
+}
+
 // usable returns an error unless reads may use index ix.
 func (st *tableState) usable(ix int) error {
-	if ix < 0 || ix >= st.readable() {
+	switch {
+	case ix < 0 || ix >= st.defined():
 		return errorf(ErrNoIndex, "table %q has no index %d", st.s.def.Name, ix)
+	case ix >= st.readable():
+		return errorf(ErrBuilding, "table %q index %q (applied at LSN %d)", st.s.def.Name, st.s.indexes[ix].name, st.build.lsn)
 	}
 	return nil
 }
 
-// def returns the table's definition: without an index being built.
+// def returns the table's definition: without an index being built for a
+// CreateIndex not logged yet.
 func (st *tableState) def() TableDef {
 	d := st.s.def.Clone()
-	if st.build != nil {
-		d.Indexes = d.Indexes[:len(d.Indexes)-1]
-	}
+	d.Indexes = d.Indexes[:st.defined()-1]
 	return d
 }
 
@@ -257,14 +276,37 @@ func (t *Table) Column(name string) (int, error) { return t.state.Load().s.colum
 func (t *Table) CheckValue(c int, v Value) error { return t.state.Load().s.checkValue(c, v) }
 
 // Index returns the ordinal of the named index; "primary" is 0. An index
-// CreateIndex is still building is not found.
+// this node's CreateIndex is still building is not found. One built for a
+// CreateIndex that Apply applied is found, and IndexReady tells when
+// reads may use it.
 func (t *Table) Index(name string) (int, error) {
 	st := t.state.Load()
 	ix, err := st.s.indexByName(name)
-	if err == nil && ix >= st.readable() {
+	if err == nil && ix >= st.defined() {
 		return 0, errorf(ErrNoIndex, "table %q index %q (it is being built)", t.name, name)
 	}
 	return ix, err
+}
+
+// Building returns nil, or, while an index Apply added is being built, a
+// channel closed when it is built: a commit that fails with ErrBuilding
+// may be tried again then.
+func (db *DB) Building() <-chan struct{} {
+	if b := db.applying.Load(); b != nil {
+		return b.ready
+	}
+	return nil
+}
+
+// IndexReady returns nil if reads may use index ix, or else a channel
+// that is closed when they may: until then, an index that Apply's
+// CreateIndex added is being built, and reads by it fail with
+// ErrBuilding.
+func (t *Table) IndexReady(ix int) <-chan struct{} {
+	if st := t.state.Load(); ix >= st.readable() && ix < st.defined() {
+		return st.build.ready
+	}
+	return nil
 }
 
 // Table returns the named table.
@@ -522,6 +564,68 @@ func (db *DB) buildOnline(ctx context.Context, t *Table, old *tableState, s *sch
 	}
 	db.logger.Info("index created", "table", t.name, "index", d.name, "kind", d.kind.String(), "entries", x.entries(), "lsn", lsn, "took", time.Since(start))
 	return lsn, nil
+}
+
+// buildApplied is Apply's CreateIndex (at lsn) on a database that serves
+// reads while it applies (a standby): the index is published with the
+// change, as being built, and is built as buildOnline builds one, while
+// the records after it apply and keep it up to date; reads by it wait
+// (IndexReady). Building it with the applies held off would hold them
+// off for the whole build, and with them the acks of a primary whose
+// commits wait for this node to apply them. The build holds ddlMu until
+// it is over: the next schema change waits for it.
+//
+// A unique index whose rows here break it (two hold a key, which the
+// primary found none did) tells that this node's rows are not its
+// primary's: Apply refuses every record from then on (fault), as it
+// refuses one that does not fit, and reads by the index fail.
+func (db *DB) buildApplied(t *Table, def IndexDef, lsn uint64) error {
+	db.ddlMu.Lock()
+	old := t.state.Load()
+	s, err := old.s.withIndex(def)
+	if err != nil {
+		db.ddlMu.Unlock()
+		return fmt.Errorf("apply LSN %d: %w", lsn, err)
+	}
+	ix := len(s.indexes) - 1
+	d := &s.indexes[ix]
+	x := newIndex(*d, t.heap)
+	if h, ok := x.(*hashIndex); ok {
+		h.reserve(t.rows.Load())
+	}
+	b := &indexBuild{lsn: lsn, ready: make(chan struct{})}
+	building := &tableState{s: s, idx: append(old.idx[:len(old.idx):len(old.idx)], x), build: b}
+	op := Op{Kind: OpCreateIndex, Table: t.id, Data: encodeIndexDef(nil, def)}
+	// Logged already (applyLSN set), so it cannot fail.
+	_, _ = db.ddl(op, lsn, nil, func(uint64) { t.state.Store(building) })
+	db.applying.Store(b)
+	db.logger.Info("index build started", "table", t.name, "index", d.name, "kind", d.kind.String(), "rows", t.rows.Load(), "lsn", lsn)
+	start := time.Now()
+	go func() {
+		defer db.ddlMu.Unlock()
+		defer close(b.ready)
+		defer db.applying.Store(nil)
+		f := newFiller(t, s, ix, x)
+		err := f.backfill(context.Background(), b)
+		if h, ok := x.(*hashIndex); ok && err == nil {
+			h.fit()
+		}
+		db.gate.Lock()
+		if err == nil {
+			if err = f.recheck(b); err == nil {
+				t.state.Store(&tableState{s: s, idx: building.idx})
+			}
+		}
+		db.gate.Unlock()
+		if err != nil {
+			fault := fmt.Errorf("%w: LSN %d added index %q to table %q, whose rows here do not fit it (%w): they are not the primary's, and this node must be imaged again", ErrCorrupt, lsn, d.name, t.name, err)
+			db.fault.Store(&fault)
+			db.logger.Error("an index applied from the log does not fit the rows", "table", t.name, "index", d.name, "lsn", lsn, "error", err)
+			return
+		}
+		db.logger.Info("index created", "table", t.name, "index", d.name, "kind", d.kind.String(), "entries", x.entries(), "lsn", lsn, "took", time.Since(start))
+	}()
+	return nil
 }
 
 // stopBuild stops the online index build, if one runs, and returns once

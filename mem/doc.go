@@ -56,7 +56,10 @@
 // logged the same way, one per record. They hold commits off for an
 // instant only: CreateIndex builds a new index while commits go on and
 // keep it up to date, and logs it once it holds every row (see
-// createIndex); applied from the log, it is built with commits held off.
+// createIndex). Apply builds a CreateIndex of the log while the records
+// after it apply: from its LSN the index is in the table's definition,
+// and reads by it wait for it (Table.IndexReady); a Replayer builds it
+// at once.
 // Without a log, a Counter assigns
 // LSNs in memory. Tx.Relog logs rows as they are, changing nothing: a
 // standby that applies the record ends with exactly those rows (how a

@@ -24,6 +24,7 @@ var (
 	ErrTxDone     = errors.New("mem: transaction already finished") // FAILED_PRECONDITION
 	ErrCorrupt    = errors.New("mem: corrupt record")               // bytes from disk or network that do not decode
 	ErrLimit      = errors.New("mem: limit exceeded")               // RESOURCE_EXHAUSTED
+	ErrBuilding   = errors.New("mem: index being built")            // UNAVAILABLE: an index Apply added is not built yet (DB.Building); retry
 )
 
 // seenError is a failed Commit's error that shows the effect of the

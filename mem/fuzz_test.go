@@ -681,6 +681,10 @@ func FuzzApply(f *testing.F) {
 	}
 	f.Add([]byte{0}, uint64(0))
 	f.Add([]byte{0}, next+100)
+	// A unique index over a column two rows of biSetup's acct (table 1)
+	// share.
+	uq := &Redo{Ops: []Op{{Kind: OpCreateIndex, Table: 1, Data: encodeIndexDef(nil, IndexDef{Name: "uq", Columns: []string{"region"}, Unique: true, Kind: Hash})}}}
+	f.Add(uq.AppendBinary(nil), next)
 	f.Fuzz(func(t *testing.T, data []byte, lsn uint64) {
 		r, err := DecodeRedo(data)
 		if err != nil {
@@ -695,6 +699,20 @@ func FuzzApply(f *testing.F) {
 			return
 		}
 		after := biDumpDB(t, fx.db, fx.log)
+		if f := fx.db.fault.Load(); f != nil {
+			// A unique index over rows that break it: taken, as its build
+			// runs after, and then no record more.
+			if r.Ops[0].Kind != OpCreateIndex || !errors.Is(*f, ErrDuplicate) {
+				t.Fatalf("Apply(%d, %x) left the database refusing records: %v", lsn, data, *f)
+			}
+			if err := fx.db.Apply(after.LastLSN+1, &Redo{}); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Apply after an index that does not fit: %v, want ErrCorrupt", err)
+			}
+			if again := biDumpDB(t, fx.db, fx.log); biDiff(after, again) != "" {
+				t.Fatalf("a refused Apply changed the database:\n%s", biDiff(after, again))
+			}
+			return
+		}
 		biConsistent(t, after)
 		if want := max(before.LastLSN, lsn); after.LastLSN != want {
 			t.Fatalf("LastLSN %d after Apply at %d over %d", after.LastLSN, lsn, before.LastLSN)

@@ -1497,6 +1497,7 @@ func (h *mharness) checkHeld() {
 // index by lookups of every key, every unique index by GetBy, the counts.
 func (h *mharness) checkDB(what string, db *DB, tbl *Table, rows map[pkey][]Value, idx []mIndex, lsn uint64) {
 	h.tracef("%s: %d rows at LSN %d", what, len(rows), lsn)
+	waitBuilt(db) // an index Apply added is built after it returns
 	h.checkDef(tbl, idx)
 	h.checkHeld()
 	if got := db.LastLSN(); got != lsn {

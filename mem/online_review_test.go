@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,9 +179,11 @@ func TestApplyCreateIndexDuringOnlineBuild(t *testing.T) {
 		t.Fatal("a standby's CreateIndex logged")
 	}
 	waitApplied(t, applied)
+	waitBuilt(db)
 	if _, err := tb.Index("by_v"); err != nil {
 		t.Fatalf("after its primary's CreateIndex was applied, the node has no such index: %v", err)
 	}
+	checkIndexHolds(t, tb, "by_v")
 }
 
 // applyDuringBuild has the next index build, once at page 2, find its
@@ -190,14 +193,17 @@ func TestApplyCreateIndexDuringOnlineBuild(t *testing.T) {
 func applyDuringBuild(t *testing.T, db *DB, log *revStandbyLog, r *Redo) <-chan error {
 	t.Helper()
 	applied := make(chan error, 1)
+	var once sync.Once // not again in the build r may start
 	withBackfillHook(t, func(pg int) {
 		if pg != 2 {
 			return
 		}
-		log.standby.Store(true)
-		lsn := db.LastLSN() + 1
-		go func() { applied <- db.Apply(lsn, r) }()
-		time.Sleep(50 * time.Millisecond) // for Apply to stop the build before it goes on
+		once.Do(func() {
+			log.standby.Store(true)
+			lsn := db.LastLSN() + 1
+			go func() { applied <- db.Apply(lsn, r) }()
+			time.Sleep(50 * time.Millisecond) // for Apply to stop the build before it goes on
+		})
 	})
 	return applied
 }

@@ -134,7 +134,7 @@ func (r *Replayer) add(lsn uint64, redo *Redo) error {
 		if err := r.settle(); err != nil {
 			return err
 		}
-		if err := r.db.Apply(lsn, redo); err != nil {
+		if err := r.db.apply(lsn, redo, false); err != nil {
 			return err
 		}
 		r.last = lsn

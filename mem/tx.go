@@ -929,9 +929,26 @@ func (tx *Tx) lockAndClaim() error {
 		}
 	}
 	for i := range tx.writes {
-		if err := tx.claimKeys(&tx.writes[i]); err != nil {
+		w := &tx.writes[i]
+		if err := w.t.state.Load().unbuilt(w); err != nil {
 			return err
 		}
+		if err := tx.claimKeys(w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unbuilt refuses a commit's write w (ErrBuilding) that would claim a key
+// of a unique index Apply added and is still building (on a standby
+// promoted since): its build has not given it every row yet, so the
+// claim could not find every other row with the key, and the index is
+// logged, so the build cannot fail when it finds two, as a CreateIndex
+// of this node's does.
+func (st *tableState) unbuilt(w *write) error {
+	if b := st.build; b != nil && b.lsn != 0 && w.op != wDelete && st.s.indexes[len(st.s.indexes)-1].unique {
+		return errorf(ErrBuilding, "table %q: its unique index %q, which LSN %d added, is being built: writes to the table wait for it", w.t.name, st.s.indexes[len(st.s.indexes)-1].name, b.lsn)
 	}
 	return nil
 }

@@ -148,9 +148,31 @@ func (s *dbService) run(ctx context.Context, txID uint64, req waitFields, fn fun
 		if errors.Is(err, mem.ErrConflict) && attempt < maxAutoRetries && ctx.Err() == nil {
 			continue
 		}
+		// A write to a table whose unique index the node, a standby
+		// promoted since, is building from its primary's log waits for
+		// the build.
+		if errors.Is(err, mem.ErrBuilding) && attempt < maxAutoRetries && await(ctx, s.db.Building()) {
+			continue
+		}
 		degraded, err = s.committed(ctx, lsn, seen, w, err)
 		s.metrics.commitEnded(start, writes, lsn, degraded, err)
 		return lsn, degraded, err
+	}
+}
+
+// await waits until ready (nil: at once) is closed, or a margin before
+// ctx's deadline (replyBefore); it reports whether ready was closed.
+func await(ctx context.Context, ready <-chan struct{}) bool {
+	if ready == nil {
+		return true
+	}
+	ctx, cancel := replyBefore(ctx)
+	defer cancel()
+	select {
+	case <-ready:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -323,12 +345,21 @@ func (s *dbService) waitReadDurable(ctx context.Context, seen uint64, level dura
 }
 
 // index returns the ordinal of a table's index by name; empty is the
-// primary key.
-func index(t *mem.Table, name string) (int, error) {
+// primary key. An index that the node, a standby, is building for its
+// primary's CreateIndex is waited for, until a margin before ctx's
+// deadline (replyBefore).
+func index(ctx context.Context, t *mem.Table, name string) (int, error) {
 	if name == "" {
 		return 0, nil
 	}
-	return t.Index(name)
+	ix, err := t.Index(name)
+	if err != nil {
+		return 0, err
+	}
+	if !await(ctx, t.IndexReady(ix)) {
+		return 0, errorf(codes.Unavailable, "table %q index %q is still being built on this node, which applied its primary's CreateIndex: read again later, or from the primary", t.Name(), name)
+	}
+	return ix, nil
 }
 
 // ddl runs a schema change and answers as a write does: once its LSN
@@ -432,7 +463,7 @@ func (s *dbService) catalogRead(ctx context.Context, err error) error {
 func (s *dbService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse, error) {
 	resp := &pb.GetResponse{}
 	o := &pb.Operation{Op: &pb.Operation_Get{Get: req}}
-	if _, _, err := s.run(ctx, req.GetTxId(), noWait{}, func(tx *mem.Tx) error { return s.apply(tx, o, resp) }); err != nil {
+	if _, _, err := s.run(ctx, req.GetTxId(), noWait{}, func(tx *mem.Tx) error { return s.apply(ctx, tx, o, resp) }); err != nil {
 		return nil, toStatus(err)
 	}
 	return resp, nil
@@ -440,7 +471,7 @@ func (s *dbService) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetRespons
 
 func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.InsertResponse, error) {
 	o := &pb.Operation{Op: &pb.Operation_Insert{Insert: req}}
-	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(tx, o, nil) })
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(ctx, tx, o, nil) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -449,7 +480,7 @@ func (s *dbService) Insert(ctx context.Context, req *pb.InsertRequest) (*pb.Inse
 
 func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.UpsertResponse, error) {
 	o := &pb.Operation{Op: &pb.Operation_Upsert{Upsert: req}}
-	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(tx, o, nil) })
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(ctx, tx, o, nil) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -458,7 +489,7 @@ func (s *dbService) Upsert(ctx context.Context, req *pb.UpsertRequest) (*pb.Upse
 
 func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.UpdateResponse, error) {
 	o := &pb.Operation{Op: &pb.Operation_Update{Update: req}}
-	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(tx, o, nil) })
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(ctx, tx, o, nil) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -467,7 +498,7 @@ func (s *dbService) Update(ctx context.Context, req *pb.UpdateRequest) (*pb.Upda
 
 func (s *dbService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.DeleteResponse, error) {
 	o := &pb.Operation{Op: &pb.Operation_Delete{Delete: req}}
-	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(tx, o, nil) })
+	lsn, degraded, err := s.write(ctx, req.GetTxId(), req, func(tx *mem.Tx) error { return s.apply(ctx, tx, o, nil) })
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -500,14 +531,14 @@ const (
 // request's mistake, whatever the rows hold; what the engine finds when
 // the operation runs (a row or key that does not fit the table, a
 // missing or duplicate row) is not looked for here.
-func (s *dbService) parseOp(o *pb.Operation) (op, error) {
+func (s *dbService) parseOp(ctx context.Context, o *pb.Operation) (op, error) {
 	switch o := o.GetOp().(type) {
 	case *pb.Operation_Get:
 		t, key, err := s.tableKey(o.Get.GetTable(), o.Get.GetKey())
 		if err != nil {
 			return op{}, err
 		}
-		ix, err := index(t, o.Get.GetIndex())
+		ix, err := index(ctx, t, o.Get.GetIndex())
 		return op{kind: opGet, t: t, ix: ix, key: key}, err
 	case *pb.Operation_Insert:
 		return s.parsePut(opInsert, o.Insert.GetTable(), o.Insert.GetRow())
@@ -523,8 +554,8 @@ func (s *dbService) parseOp(o *pb.Operation) (op, error) {
 }
 
 // apply parses o (parseOp) and runs it in tx; a get's answer goes to res.
-func (s *dbService) apply(tx *mem.Tx, o *pb.Operation, res *pb.GetResponse) error {
-	p, err := s.parseOp(o)
+func (s *dbService) apply(ctx context.Context, tx *mem.Tx, o *pb.Operation, res *pb.GetResponse) error {
+	p, err := s.parseOp(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -670,7 +701,7 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 			if w, err = s.wants(req, ot.wait); err != nil {
 				return err
 			}
-			b, err = s.prepare(req)
+			b, err = s.prepare(ctx, req)
 			return err
 		}, func(ot *openTx) error {
 			if err := s.batch(ot.tx, b, resp); err != nil {
@@ -688,7 +719,7 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 		})
 	} else {
 		resp.Lsn, resp.Degraded, err = s.run(ctx, 0, req, func(tx *mem.Tx) error {
-			b, err := s.prepare(req)
+			b, err := s.prepare(ctx, req)
 			if err != nil {
 				return err
 			}
@@ -717,7 +748,7 @@ type batch struct {
 // its operations' fields only the batch may set, each condition
 // (parseCondition) and each operation (parseOp). An interactive
 // transaction whose Commit it refuses stays open, as the proto says.
-func (s *dbService) prepare(req *pb.CommitRequest) (*batch, error) {
+func (s *dbService) prepare(ctx context.Context, req *pb.CommitRequest) (*batch, error) {
 	b := &batch{conds: make([]condition, len(req.GetConditions())), ops: make([]op, len(req.GetOperations()))}
 	for i, o := range req.GetOperations() {
 		txID, w := opFields(o)
@@ -736,7 +767,7 @@ func (s *dbService) prepare(req *pb.CommitRequest) (*batch, error) {
 	}
 	for i, o := range req.GetOperations() {
 		var err error
-		if b.ops[i], err = s.parseOp(o); err != nil {
+		if b.ops[i], err = s.parseOp(ctx, o); err != nil {
 			return nil, fmt.Errorf("operation %d: %w", i, err)
 		}
 	}

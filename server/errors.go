@@ -37,6 +37,7 @@ var codeOf = []struct {
 	{mem.ErrConflict, codes.Aborted},
 	{mem.ErrTxDone, codes.FailedPrecondition},
 	{mem.ErrLimit, codes.ResourceExhausted},
+	{mem.ErrBuilding, codes.Unavailable}, // a standby's index not built yet: read again
 	{mem.ErrCorrupt, codes.DataLoss},
 	{durability.ErrStandby, codes.FailedPrecondition}, // a write on a standby: the message names the primary
 	{syscall.ENOSPC, codes.ResourceExhausted},         // the log's disk is full: the commit was refused

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -219,5 +221,136 @@ func TestIndexDDLReachesTheStandby(t *testing.T) {
 	wantCode(t, err, codes.NotFound, `"by_name"`)
 	if p, s := primary.fingerprint(), standby.fingerprint(); p != s {
 		t.Fatalf("the standby:\n%s\nthe primary:\n%s", s, p)
+	}
+}
+
+// shipLog is a primary's CommitLog that applies each record to a standby
+// database as it is committed.
+type shipLog struct {
+	c       *mem.Counter
+	standby *mem.DB
+}
+
+func (l *shipLog) Commit(r *mem.Redo) (uint64, error) {
+	lsn, _ := l.c.Commit(r)
+	redo, err := mem.DecodeRedo(r.AppendBinary(nil)) // the record as it travels
+	if err == nil {
+		err = l.standby.Apply(lsn, redo)
+	}
+	return lsn, err
+}
+
+// TestReadWaitsForAppliedIndexBuild: a standby builds an index its
+// primary's CreateIndex added while it applies the records after it (it
+// used to build it first, lagging by the whole build). From the
+// CreateIndex's LSN the index is the table's, so a read by it waits for
+// the build, and one whose deadline comes first gets UNAVAILABLE saying
+// why.
+func TestReadWaitsForAppliedIndexBuild(t *testing.T) {
+	const rows = 50_000 // an ordered build of some 30 ms here (seconds with -race), far longer than a call's setup
+	standby := mem.Open(mem.Options{})
+	primary := mem.Open(mem.Options{Log: &shipLog{c: mem.NewCounter(0), standby: standby}})
+	pt, err := primary.CreateTable(mem.TableDef{
+		Name:       "w",
+		Columns:    []mem.ColumnDef{{Name: "k", Type: mem.TypeUint64}, {Name: "v", Type: mem.TypeUint64}},
+		PrimaryKey: []string{"k"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lo := uint64(0); lo < rows; lo += 10_000 {
+		tx := primary.Begin()
+		for k := lo; k < lo+10_000; k++ {
+			if err := tx.Insert(pt, []mem.Value{mem.Uint64(k), mem.Uint64(rows - k)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	def := mem.IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: mem.Ordered}
+	if _, err := primary.CreateIndex(ctx(t), "w", def); err != nil {
+		t.Fatal(err)
+	}
+	tb, err := standby.Table("w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ix, err := tb.Index("by_v"); err != nil || tb.IndexReady(ix) == nil {
+		t.Fatalf("the standby's index right after the CreateIndex applied: %d, %v, ready %v (built before Apply returned?)", ix, err, tb.IndexReady(ix) == nil)
+	}
+	over, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer cancel()
+	<-over.Done()
+	_, err = index(over, tb, "by_v")
+	wantCode(t, toStatus(err), codes.Unavailable, `"by_v"`, "being built")
+	ix, err := index(ctx(t), tb, "by_v") // a deadline of its own: the build may take seconds with -race
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tb.IndexReady(ix) != nil {
+		t.Fatal("index returned before the index was built")
+	}
+	tx := standby.Begin()
+	defer tx.Rollback()
+	rec, ok, err := tx.GetBy(tb, ix, []mem.Value{mem.Uint64(1)})
+	if err != nil || !ok || rec.Uint64(0) != rows-1 {
+		t.Fatalf("GetBy v=1 on the standby: %v %v", ok, err)
+	}
+}
+
+// TestWriteWaitsForAppliedUniqueBuild: a node that applied its primary's
+// CreateIndex of a unique index (then was promoted) builds it while it
+// serves. A write to the table waits for the build (the engine refuses
+// it with ErrBuilding until then, and run tries it again when the build
+// ends), and then the index's uniqueness holds: a row that repeats a key
+// gets ALREADY_EXISTS, not UNAVAILABLE, nor a place beside the row the
+// build had not reached.
+func TestWriteWaitsForAppliedUniqueBuild(t *testing.T) {
+	const rows = 50_000 // as above
+	n := startNode(t, func(c *conf.Config) { c.Durability = conf.DurabilityNoLog })
+	c := ctx(t)
+	if _, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: bareAccounts()}); err != nil {
+		t.Fatal(err)
+	}
+	tb, err := n.srv.db.Table("acct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lo := int64(0); lo < rows; lo += 10_000 {
+		tx := n.srv.db.Begin()
+		for id := lo; id < lo+10_000; id++ {
+			if err := tx.Insert(tb, acctValues(id, id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The CreateIndex record, as the primary would have logged it.
+	rec := &lastRedo{}
+	scratch := mem.Open(mem.Options{Log: rec})
+	if _, err := scratch.CreateTable(tb.Def()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := scratch.CreateIndex(c, "acct", mem.IndexDef{Name: "by_bal", Columns: []string{"bal"}, Unique: true, Kind: mem.Ordered}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := mem.DecodeRedo(rec.body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.srv.db.Apply(n.srv.db.LastLSN(), r); err != nil {
+		t.Fatal(err)
+	}
+	if n.srv.db.Building() == nil {
+		t.Fatal("the applied index was built before Apply returned")
+	}
+	_, err = n.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(rows, rows-1)})
+	wantCode(t, err, codes.AlreadyExists, `"by_bal"`)
+	if _, err := n.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(rows, rows)}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -280,7 +280,7 @@ func TestFailedBatchOnStaleReadsRunsAgain(t *testing.T) {
 		{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS, Equals: bal(100)},
 		{Table: "acct", Key: key(vI(2)), Expect: pb.Condition_EXPECT_EXISTS, Equals: bal(100)},
 	}}
-	b, err := s.prepare(req)
+	b, err := s.prepare(ctx(t), req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"slices"
 
 	"google.golang.org/grpc"
@@ -26,7 +27,7 @@ type scanQuery struct {
 }
 
 func (s *dbService) Scan(req *pb.ScanRequest, stream grpc.ServerStreamingServer[pb.ScanResponse]) error {
-	q, err := s.scanQuery(req)
+	q, err := s.scanQuery(stream.Context(), req)
 	if err != nil {
 		return toStatus(s.catalogRead(stream.Context(), err))
 	}
@@ -47,7 +48,7 @@ func (s *dbService) Scan(req *pb.ScanRequest, stream grpc.ServerStreamingServer[
 	return s.sendRows(stream, q, rows)
 }
 
-func (s *dbService) scanQuery(req *pb.ScanRequest) (*scanQuery, error) {
+func (s *dbService) scanQuery(ctx context.Context, req *pb.ScanRequest) (*scanQuery, error) {
 	t, err := s.db.Table(req.GetTable())
 	if err != nil {
 		return nil, err
@@ -59,7 +60,7 @@ func (s *dbService) scanQuery(req *pb.ScanRequest) (*scanQuery, error) {
 	if q.limit > s.maxScanRows {
 		return nil, errorf(codes.ResourceExhausted, "table %q: limit %d exceeds max_scan_rows (%d); page with after and resume_key", t.Name(), q.limit, s.maxScanRows)
 	}
-	ix, err := index(t, req.GetIndex())
+	ix, err := index(ctx, t, req.GetIndex())
 	if err != nil {
 		return nil, err
 	}

@@ -76,6 +76,9 @@ type DatabaseServiceClient interface {
 	// rows share (the table is left without the index); past the limit of
 	// indexes on a table RESOURCE_EXHAUSTED. A standby refuses it with
 	// FAILED_PRECONDITION naming the primary, as it refuses every write.
+	// A standby builds the index once it applies the change, while it goes
+	// on applying the log: until the build ends, a read by the index there
+	// waits for it, or gets UNAVAILABLE if its deadline comes first.
 	CreateIndex(ctx context.Context, in *CreateIndexRequest, opts ...grpc.CallOption) (*CreateIndexResponse, error)
 	// DropIndex removes a secondary index from a table; the rows stay. An
 	// unknown table or index gives NOT_FOUND (the primary key is no
@@ -314,6 +317,9 @@ type DatabaseServiceServer interface {
 	// rows share (the table is left without the index); past the limit of
 	// indexes on a table RESOURCE_EXHAUSTED. A standby refuses it with
 	// FAILED_PRECONDITION naming the primary, as it refuses every write.
+	// A standby builds the index once it applies the change, while it goes
+	// on applying the log: until the build ends, a read by the index there
+	// waits for it, or gets UNAVAILABLE if its deadline comes first.
 	CreateIndex(context.Context, *CreateIndexRequest) (*CreateIndexResponse, error)
 	// DropIndex removes a secondary index from a table; the rows stay. An
 	// unknown table or index gives NOT_FOUND (the primary key is no

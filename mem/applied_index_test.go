@@ -1,0 +1,329 @@
+package mem
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// waitBuilt returns once the index build of a CreateIndex that Apply
+// applied, if one runs, is over.
+func waitBuilt(db *DB) {
+	if b := db.applying.Load(); b != nil {
+		<-b.ready
+	}
+}
+
+// applySoon applies r at lsn, failing the test if Apply takes more than
+// a few seconds: one that waits for an index build held by the test
+// would wait for ever.
+func applySoon(t *testing.T, db *DB, lsn uint64, r *Redo) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- db.Apply(lsn, r) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Apply of LSN %d waited for the index build", lsn)
+		return nil
+	}
+}
+
+// holdBuild has the next index build stop at page 2 until the returned
+// release is called (or the test ends); reached is closed once it stops.
+func holdBuild(t *testing.T) (reached <-chan struct{}, release func()) {
+	t.Helper()
+	at, gate := make(chan struct{}), make(chan struct{})
+	var once, opened sync.Once
+	release = func() { opened.Do(func() { close(gate) }) }
+	withBackfillHook(t, func(pg int) {
+		if pg == 2 {
+			once.Do(func() {
+				close(at)
+				<-gate
+			})
+		}
+	})
+	t.Cleanup(release)
+	return at, release
+}
+
+// wait fails the test unless ch is closed within seconds.
+func wait(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: not within 10 s", what)
+	}
+}
+
+// putOp and deleteOp are a data record's operations on table w.
+func putOp(t *testing.T, tb *Table, k, v uint64) Op {
+	t.Helper()
+	row, err := tb.state.Load().s.encodeRow(nil, onlineRow(k, v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Op{Kind: OpPut, Table: tb.ID(), Data: row}
+}
+
+func deleteOp(t *testing.T, tb *Table, k uint64) Op {
+	t.Helper()
+	key, err := tb.state.Load().s.appendKey(nil, 0, 0, []Value{Uint64(k)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Op{Kind: OpDelete, Table: tb.ID(), Data: key}
+}
+
+func createIndexOp(tb *Table, def IndexDef) *Redo {
+	return &Redo{Ops: []Op{{Kind: OpCreateIndex, Table: tb.ID(), Data: encodeIndexDef(nil, def)}}}
+}
+
+// TestApplyBuildsIndexWhileApplying: a standby applies its primary's
+// CreateIndex without holding off the records after it (each Apply
+// below runs while the build is stopped at page 2, and would wait for
+// ever if Apply built the index first, as it did: a standby then lagged,
+// and a primary whose commits wait for its acks stalled, for the whole
+// build). From its LSN the index is in the table's definition, and in a
+// snapshot's, but reads by it fail with ErrBuilding until it is built;
+// then it holds exactly the rows as the applied records left them.
+func TestApplyBuildsIndexWhileApplying(t *testing.T) {
+	for _, kind := range []IndexKind{Hash, Ordered} {
+		for _, unique := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/unique=%v", kind, unique), func(t *testing.T) {
+				const rows = 3000
+				db, tb := onlineTable(t, rows)
+				reached, release := holdBuild(t)
+				def := IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: unique, Kind: kind}
+				lsn := db.LastLSN() + 1
+				if err := applySoon(t, db, lsn, createIndexOp(tb, def)); err != nil {
+					t.Fatal(err)
+				}
+				wait(t, reached, "the build")
+				if d := tb.Def(); !slices.ContainsFunc(d.Indexes, func(x IndexDef) bool { return x.Name == "by_v" }) {
+					t.Fatalf("the definition after the applied CreateIndex: %+v", d.Indexes)
+				}
+				if db.SchemaLSN() != lsn || db.LastLSN() != lsn {
+					t.Fatalf("SchemaLSN %d, LastLSN %d, want %d", db.SchemaLSN(), db.LastLSN(), lsn)
+				}
+				ix, err := tb.Index("by_v")
+				if err != nil {
+					t.Fatal(err)
+				}
+				ready := tb.IndexReady(ix)
+				if ready == nil {
+					t.Fatal("IndexReady: nil while the index is being built")
+				}
+				tx := db.Begin()
+				if _, _, err := tx.GetBy(tb, ix, []Value{Uint64(10)}); !errors.Is(err, ErrBuilding) {
+					t.Fatalf("GetBy during the build: %v, want ErrBuilding", err)
+				}
+				if err := tx.Scan(tb, ScanSpec{Index: ix, Prefix: []Value{Uint64(10)}}, func(Record) bool { return true }); !errors.Is(err, ErrBuilding) {
+					t.Fatalf("Scan during the build: %v, want ErrBuilding", err)
+				}
+				tx.Rollback()
+				sn := db.Snapshot()
+				if d := sn.Tables()[0]; len(d.Indexes) != 1 || d.Indexes[0].Name != "by_v" {
+					t.Fatalf("a snapshot after the applied CreateIndex: %+v", d.Indexes)
+				}
+				sn.Close()
+				// Records after it: rows changed (their keys moved), deleted
+				// and inserted, in pages the build passed (0, 1) and in
+				// pages it has not reached.
+				var ops [][]Op
+				for _, k := range []uint64{1, 5, rows / 2, rows - 3} {
+					ops = append(ops, []Op{putOp(t, tb, k, k*10+5)})
+				}
+				for _, k := range []uint64{2, rows/2 + 1, rows - 2} {
+					ops = append(ops, []Op{deleteOp(t, tb, k)})
+				}
+				ops = append(ops, []Op{putOp(t, tb, rows, rows*10), putOp(t, tb, rows+1, rows*10+10)})
+				// One key passed from row to row in one record.
+				ops = append(ops, []Op{putOp(t, tb, 7, 1), putOp(t, tb, rows-5, 70)})
+				for _, o := range ops {
+					lsn++
+					if err := applySoon(t, db, lsn, &Redo{Ops: o}); err != nil {
+						t.Fatalf("Apply of LSN %d during the build: %v", lsn, err)
+					}
+				}
+				select {
+				case <-ready:
+					t.Fatal("the index was ready before its build went on")
+				default:
+				}
+				release()
+				wait(t, ready, "the index")
+				if tb.IndexReady(ix) != nil {
+					t.Fatal("IndexReady after the build: not nil")
+				}
+				checkIndexHolds(t, tb, "by_v")
+				tx = db.Begin()
+				defer tx.Rollback()
+				for v, want := range map[uint64]uint64{15: 1, 10: 0, 20: 0, 70: rows - 5, 1: 7, rows * 10: rows, 30: 3} {
+					var got []uint64
+					err := tx.Scan(tb, ScanSpec{Index: ix, Prefix: []Value{Uint64(v)}}, func(r Record) bool {
+						got = append(got, r.Uint64(0))
+						return true
+					})
+					switch {
+					case err != nil:
+						t.Fatalf("scan of v=%d: %v", v, err)
+					case want == 0 && len(got) != 0:
+						t.Fatalf("v=%d reaches rows %v, which the applied records changed", v, got)
+					case want != 0 && !slices.Equal(got, []uint64{want}):
+						t.Fatalf("v=%d reaches rows %v, want row %d", v, got, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestApplyDDLWaitsForAppliedBuild: the schema change after an applied
+// CreateIndex waits for its build (here, the DropIndex of that index),
+// and then applies.
+func TestApplyDDLWaitsForAppliedBuild(t *testing.T) {
+	db, tb := onlineTable(t, 3000)
+	reached, release := holdBuild(t)
+	lsn := db.LastLSN() + 1
+	if err := applySoon(t, db, lsn, createIndexOp(tb, IndexDef{Name: "by_v", Columns: []string{"v"}, Kind: Ordered})); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, reached, "the build")
+	done := make(chan error, 1)
+	go func() {
+		done <- db.Apply(lsn+1, &Redo{Ops: []Op{{Kind: OpDropIndex, Table: tb.ID(), Data: []byte("by_v")}}})
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the DropIndex applied during the build of its index: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the DropIndex never applied")
+	}
+	if _, err := tb.Index("by_v"); !errors.Is(err, ErrNoIndex) {
+		t.Fatalf("after the DropIndex: %v, want ErrNoIndex", err)
+	}
+}
+
+// TestApplyUniqueIndexOverDuplicates: a unique index the log adds, whose
+// key two rows here hold, says that this node's rows are not its
+// primary's (whose CreateIndex found none did). Apply took the record,
+// as its build runs after; once the build finds the two rows, Apply
+// refuses every record, the next one unapplied, as it would one that
+// does not fit, and reads by the index fail.
+func TestApplyUniqueIndexOverDuplicates(t *testing.T) {
+	db, tb := onlineTable(t, 3000)
+	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, onlineRow(3000, 10)) }, db) // row 1's v
+	lsn := db.LastLSN() + 1
+	if err := db.Apply(lsn, createIndexOp(tb, IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: Hash})); err != nil {
+		t.Fatal(err)
+	}
+	waitBuilt(db)
+	err := db.Apply(lsn+1, &Redo{Ops: []Op{putOp(t, tb, 5000, 50000)}})
+	if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("Apply after the build found two rows with one key: %v, want ErrCorrupt and ErrDuplicate", err)
+	}
+	for _, m := range []string{`"by_v"`, `"w"`, fmt.Sprint(lsn), "imaged again"} {
+		if !strings.Contains(err.Error(), m) {
+			t.Errorf("the refusal %q does not mention %s", err, m)
+		}
+	}
+	if db.LastLSN() != lsn {
+		t.Fatalf("LastLSN %d after the refusal, want %d", db.LastLSN(), lsn)
+	}
+	tx := db.Begin()
+	defer tx.Rollback()
+	if _, ok, err := tx.Get(tb, []Value{Uint64(5000)}); ok || err != nil {
+		t.Fatalf("the refused record's row: found %v, %v", ok, err)
+	}
+	ix, err := tb.Index("by_v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tx.GetBy(tb, ix, []Value{Uint64(20)}); !errors.Is(err, ErrBuilding) {
+		t.Fatalf("GetBy by the index that did not fit: %v, want ErrBuilding", err)
+	}
+}
+
+// TestReplayBuildsIndexAtOnce: a Replayer (recovery, which serves no
+// reads yet) builds an index it replays before it goes on.
+func TestReplayBuildsIndexAtOnce(t *testing.T) {
+	db, tb := onlineTable(t, 3000)
+	r := db.NewReplayer()
+	if err := r.Add(db.LastLSN()+1, createIndexOp(tb, IndexDef{Name: "by_v", Columns: []string{"v"}, Kind: Hash})); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := tb.Index("by_v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tb.IndexReady(ix) != nil {
+		t.Fatal("a replayed index is not ready once Add returns")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkIndexHolds(t, tb, "by_v")
+}
+
+// TestPromotedCommitWaitsForUniqueBuild: a standby promoted while it
+// builds a unique index its primary's CreateIndex added commits writes
+// of its own. One that claims a key of that index is refused with
+// ErrBuilding until the build ends (DB.Building): the index lacks the
+// rows the build has not reached, so the claim could not see a row
+// that holds the key there, and the build, of a logged index, cannot
+// fail when it finds the two (the insert below gave row 2990's key to a
+// second row). A non-unique index takes the writes as they come.
+func TestPromotedCommitWaitsForUniqueBuild(t *testing.T) {
+	for _, unique := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unique=%v", unique), func(t *testing.T) {
+			db, tb := onlineTable(t, 3000)
+			reached, release := holdBuild(t)
+			if err := applySoon(t, db, db.LastLSN()+1, createIndexOp(tb, IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: unique, Kind: Hash})); err != nil {
+				t.Fatal(err)
+			}
+			wait(t, reached, "the build")
+			building := db.Building()
+			if building == nil {
+				t.Fatal("Building: nil during the build")
+			}
+			insert := func(tx *Tx) error { return tx.Insert(tb, onlineRow(5000, 29900)) }
+			err := commitSoon(t, db, insert)
+			if unique && !errors.Is(err, ErrBuilding) {
+				t.Fatalf("a commit claiming a key of the unique index being built: %v, want ErrBuilding", err)
+			}
+			if !unique && err != nil {
+				t.Fatal(err)
+			}
+			if err := commitSoon(t, db, func(tx *Tx) error { return tx.Delete(tb, []Value{Uint64(4)}) }); err != nil {
+				t.Fatalf("a delete during the build: %v", err)
+			}
+			release()
+			wait(t, building, "the build")
+			if db.Building() != nil {
+				t.Fatal("Building: not nil after the build")
+			}
+			checkIndexHolds(t, tb, "by_v")
+			if unique {
+				if err := commitSoon(t, db, insert); !errors.Is(err, ErrDuplicate) {
+					t.Fatalf("the insert again once the index is built: %v, want ErrDuplicate", err)
+				}
+			}
+		})
+	}
+}
