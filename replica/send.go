@@ -682,14 +682,19 @@ func (s *Sender) dropWaiterLocked(w *ackWaiter) {
 
 // resumeLocked ends a degradation once the quorum has caught up: it has
 // reached the last LSN as of a moment less than half a sync_timeout ago,
-// so a commit made now would be answered in time. Each time the quorum
-// reaches the mark later than that, the mark moves to the last LSN now.
-// The caller holds mu.
+// so a commit made now would be answered in time, or it holds the last
+// LSN now (nothing is left to ship: no acknowledgement would come to end
+// it later). Each time the quorum reaches the mark later than that, the
+// mark moves to the last LSN now. The caller holds mu.
 func (s *Sender) resumeLocked() {
-	if !s.degraded || s.quorumLocked(s.opts.Mode) < s.resumeAt {
+	if !s.degraded {
 		return
 	}
-	if time.Since(s.resumeBy) < s.opts.Timeout/2 {
+	q := s.quorumLocked(s.opts.Mode)
+	if q < s.resumeAt {
+		return
+	}
+	if time.Since(s.resumeBy) < s.opts.Timeout/2 || q >= s.store.DB().LastLSN() {
 		s.degraded = false
 		s.opts.Logger.Info("the standbys caught up: commits wait for them again", "sync-mode", s.opts.Mode, "lsn", s.resumeAt)
 		return
