@@ -4,9 +4,11 @@
 //   - UNAVAILABLE (a node down, restarting or shutting down) moves on to the
 //     next address, after a backoff that grows to Options.MaxBackoff;
 //   - FAILED_PRECONDITION naming the primary (a standby refusing a write)
-//     moves straight to the primary it names; from a standby that knows
-//     no primary yet (a failover under way) it moves on as after
-//     UNAVAILABLE;
+//     moves straight to the primary it names, unless the client found
+//     that node down less than Options.MaxBackoff ago (a standby names
+//     the old primary until the new one reaches it); from such a
+//     standby, or one that knows no primary yet (a failover under way),
+//     it moves on as after UNAVAILABLE;
 //   - a standby's answer to a read names its primary: reads that moved
 //     on to the standby go back to that primary once the connection to it
 //     is ready and Options.MaxBackoff has passed since they left it (a
@@ -93,6 +95,9 @@ type Client struct {
 	// away holds, for each node calls moved on from, when reads may go
 	// back to it (goBack).
 	away map[string]time.Time
+	// down holds, for each node calls moved on from after UNAVAILABLE,
+	// until when a redirect to it is not followed (follow).
+	down map[string]time.Time
 }
 
 // New returns a Client. It connects lazily, on the first call.
@@ -119,7 +124,7 @@ func New(opts Options) (*Client, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Client{opts: opts, log: log, addrs: append([]string(nil), opts.Addrs...), conns: map[string]*grpc.ClientConn{}, away: map[string]time.Time{}}, nil
+	return &Client{opts: opts, log: log, addrs: append([]string(nil), opts.Addrs...), conns: map[string]*grpc.ClientConn{}, away: map[string]time.Time{}, down: map[string]time.Time{}}, nil
 }
 
 // Close closes every connection.
@@ -189,11 +194,16 @@ func (c *Client) transport(addr string) grpc.DialOption {
 }
 
 // moveOn points calls at the node after from, unless another call moved
-// them already. Reads go back to from no sooner than MaxBackoff later.
-func (c *Client) moveOn(from string) {
+// them already. Reads go back to from no sooner than MaxBackoff later;
+// when from is down (it answered UNAVAILABLE, or could not be reached),
+// neither does a redirect (follow).
+func (c *Client) moveOn(from string, down bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.away[from] = time.Now().Add(c.opts.MaxBackoff)
+	if down {
+		c.down[from] = c.away[from]
+	}
 	if c.addrs[c.cur] == from {
 		c.cur = (c.cur + 1) % len(c.addrs)
 	}
@@ -228,18 +238,27 @@ func (c *Client) goBack(primary, from string) {
 }
 
 // follow points calls at the primary a redirect named, learning its
-// address if it is new.
-func (c *Client) follow(primary string) {
+// address if it is new, and reports true; unless calls moved on from
+// that node because it was down less than MaxBackoff ago: a standby names
+// the old primary until the new one reaches it (or for good, if it
+// cannot follow the new one), and following it would take calls back
+// and forth between the two, never to the new primary listed after them.
+// The caller then moves on, as from a standby that names no primary.
+func (c *Client) follow(primary string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if time.Now().Before(c.down[primary]) {
+		return false
+	}
 	for i, a := range c.addrs {
 		if a == primary {
 			c.cur = i
-			return
+			return true
 		}
 	}
 	c.addrs = append(c.addrs, primary)
 	c.cur = len(c.addrs) - 1
+	return true
 }
 
 // primaryIn says whether err is a NOT_PRIMARY error, and returns the
@@ -294,16 +313,16 @@ func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Con
 			return err
 		}
 		primary, notPrimary := primaryIn(err)
-		if primary != "" {
+		if primary != "" && c.follow(primary) {
 			c.log.Debug("following the primary", "from", addr, "primary", primary)
-			c.follow(primary)
 			continue
 		}
-		if status.Code(err) != codes.Unavailable && !notPrimary {
+		unavailable := status.Code(err) == codes.Unavailable
+		if !unavailable && !notPrimary {
 			return err
 		}
 		c.log.Debug("node unavailable; trying the next", "addr", addr, "attempt", attempt, "error", err)
-		c.moveOn(addr)
+		c.moveOn(addr, unavailable)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():

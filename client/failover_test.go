@@ -308,7 +308,7 @@ func TestReadsGoBackToThePrimary(t *testing.T) {
 		},
 	}
 	for name, read := range reads {
-		c.moveOn(aAddr) // as a read's UNAVAILABLE from the primary does
+		c.moveOn(aAddr, true) // as a read's UNAVAILABLE from the primary does
 		left := time.Now()
 		if err := read(); err != nil {
 			t.Fatalf("%s on the standby: %v", name, err)

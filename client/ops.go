@@ -341,14 +341,13 @@ func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) 
 		switch code := status.Code(err); {
 		case code == codes.Aborted:
 			wait = time.Duration(rand.Int64N(int64(c.opts.MinBackoff) << min(attempt, 6)))
-		case primary != "":
+		case primary != "" && c.follow(primary):
 			c.log.Debug("following the primary", "from", addr, "primary", primary)
-			c.follow(primary)
 		case (code == codes.Unavailable || notPrimary) && addr != "" && !errors.Is(err, ErrUnknownOutcome) && attempt < c.opts.MaxAttempts:
 			// After Begin (which moved on by itself until it gave up,
 			// addr empty): the transaction died with its node.
 			c.log.Debug("node unavailable; running the transaction on the next", "addr", addr, "attempt", attempt, "error", err)
-			c.moveOn(addr)
+			c.moveOn(addr, code == codes.Unavailable)
 			wait, backoff = backoff, min(2*backoff, c.opts.MaxBackoff)
 		default:
 			return lsn, err

@@ -28,7 +28,7 @@ type Session struct {
 	}
 	cancel   context.CancelFunc
 	recvDone chan struct{}
-	follow   func(primary string) // the Client's
+	follow   func(primary string) bool // the Client's
 
 	sendMu sync.Mutex // orders Send with the queue of waiters
 	closed bool       // CloseSend was called; guarded by sendMu
@@ -96,7 +96,7 @@ func (s *Session) receive() {
 		for _, r := range m.GetReplies() {
 			if r.GetCode() == uint32(codes.FailedPrecondition) {
 				if primary, _ := primaryIn(ReplyError(r)); primary != "" {
-					s.follow(primary)
+					s.follow(primary) // not to a node found down (Client.follow)
 				}
 			}
 		}
