@@ -366,10 +366,18 @@ func (r *Receiver) take(ctx context.Context, hello *pb.ShipHello, theirs []Epoch
 	if err := r.store.Settle(ctx); err != nil {
 		return status.Errorf(codes.Unavailable, "replication: %v", err)
 	}
+	// admit checked the sender's epoch before it waited its turn (a
+	// step-down, a link it replaced): a newer sender's link may have been
+	// taken meanwhile, and its history adopted. Its records are no tail
+	// to set aside for an older sender.
+	mine := r.opts.Epochs.History()
+	if newest := max(mine[len(mine)-1].Epoch, r.opts.Epochs.Seen()); hello.Epoch < newest {
+		return &codeError{codes.FailedPrecondition, fmt.Errorf("replication: %s knows of epoch %d; %s's epoch %d is older: %w", r.opts.Node, newest, hello.Node, hello.Epoch, errOlderEpoch)}
+	}
 	applied := r.store.DB().LastLSN()
-	if lsn, diverged := Diverged(r.opts.Epochs.History(), theirs, r.opts.Epochs.Known(), applied); diverged {
+	if lsn, diverged := Diverged(mine, theirs, r.opts.Epochs.Known(), applied); diverged {
 		if r.opts.Diverged != nil {
-			older := stretchAt(r.opts.Epochs.History(), lsn).Epoch < hello.Epoch
+			older := stretchAt(mine, lsn).Epoch < hello.Epoch
 			r.opts.Diverged(lsn, applied, hello.Node, hello.Addr, older)
 		}
 		return status.Errorf(codes.FailedPrecondition, "replication: %s's log diverged from %s's at LSN %d (it holds records up to %d; from there on they are of another epoch or incarnation)", r.opts.Node, hello.Node, lsn, applied)

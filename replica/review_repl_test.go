@@ -3,11 +3,14 @@ package replica_test
 import (
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/internal/banktest"
@@ -159,5 +162,121 @@ func TestDegradedResumesOnceCaughtUp(t *testing.T) {
 	sb.ack(t, lsn)
 	if r := <-waited; r.err != nil || r.degraded {
 		t.Fatalf("a commit with the standby caught up and answering: degraded %v, %v", r.degraded, r.err)
+	}
+}
+
+// divergence is one call of ReceiverOptions.Diverged.
+type divergence struct {
+	at, last uint64
+	sender   string
+	older    bool
+}
+
+// TestOlderSenderAfterANewerOneIsRefused: a sender whose epoch is older
+// than one the node has since followed is refused as older (with the
+// node's state, so that it steps down), even when it passed the epoch
+// check before the newer sender's link was taken: it must not be taken
+// for a sender the node's log diverged from, which would set the newer
+// epoch's records aside (or keep them as a tail the sender lost).
+//
+// Found in review: admit checked the sender's epoch once, before it
+// waited for its turn (a step-down, a link it replaces), and take did
+// not check it again against the history another link had adopted
+// meanwhile.
+func TestOlderSenderAfterANewerOneIsRefused(t *testing.T) {
+	src := newPrimary(t, durability.Options{Level: durability.NoLog})
+	banktest.Setup(t, src.DB(), func(uint64) error { return nil })
+	recs, _ := src.Ring().Read(nil, 0, 1<<20)
+	n := uint64(len(recs))
+
+	// The node is a primary at epoch 1; a's link (epoch 2) makes it step
+	// down, and the step-down is held up while b's link (epoch 3) comes,
+	// is followed and ends.
+	st, err := durability.Open(durability.Options{Level: durability.NoLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := memEpochs(t)
+	if _, err := ep.Promote(1); err != nil {
+		t.Fatal(err)
+	}
+	steppingDown, release := make(chan struct{}), make(chan struct{})
+	var (
+		mu       sync.Mutex
+		diverged []divergence
+	)
+	recv := replica.NewReceiver(st, replica.ReceiverOptions{Node: "s", Peers: []string{"a", "b"}, Epochs: ep,
+		StepDown: func(uint64, string) error {
+			st.SetPrimary("", "")
+			close(steppingDown)
+			<-release
+			return nil
+		},
+		Diverged: func(at, last uint64, sender, _ string, older bool) {
+			mu.Lock()
+			diverged = append(diverged, divergence{at, last, sender, older})
+			mu.Unlock()
+		}})
+	srv := grpc.NewServer()
+	pb.RegisterReplicationServiceServer(srv, recv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	cc, err := replica.Dial(lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := pb.NewReplicationServiceClient(cc)
+	type answer struct {
+		code  codes.Code
+		msg   string
+		state *pb.ShipState
+	}
+	ship := func(hello *pb.ShipHello, batches ...*pb.LogBatch) answer {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s, err := c.Ship(ctx)
+		if err != nil {
+			t.Error(err)
+			return answer{}
+		}
+		_ = s.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: hello}})
+		for _, b := range batches {
+			_ = s.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Batch{Batch: b}})
+		}
+		_ = s.CloseSend()
+		var a answer
+		for {
+			m, err := s.Recv()
+			if err != nil {
+				a.code, a.msg = status.Code(err), status.Convert(err).Message()
+				return a
+			}
+			if m.GetState() != nil {
+				a.state = m.GetState()
+			}
+		}
+	}
+	fromA := make(chan answer, 1)
+	go func() {
+		fromA <- ship(&pb.ShipHello{Node: "a", Addr: "a:1", Epoch: 2, LastLsn: n + 5,
+			Epochs: []*pb.EpochStart{{Epoch: 0, StartLsn: 1}, {Epoch: 2, StartLsn: 1, Incarnation: 9}}})
+	}()
+	<-steppingDown
+	ofB := []*pb.EpochStart{{Epoch: 0, StartLsn: 1}, {Epoch: 3, StartLsn: 1, Incarnation: 7}}
+	ship(&pb.ShipHello{Node: "b", Addr: "b:1", Epoch: 3, LastLsn: n, Epochs: ofB}, replica.EncodeBatchForTest(t, recs, 3))
+	if got := st.DB().LastLSN(); got != n || ep.Current() != 3 {
+		t.Fatalf("after b's link: LSN %d (want %d), epoch %d (want 3)", got, n, ep.Current())
+	}
+	close(release)
+	a := <-fromA
+	mu.Lock()
+	defer mu.Unlock()
+	if a.code != codes.FailedPrecondition || !strings.Contains(a.msg, "older") || a.state.GetEpoch() != 3 || len(diverged) > 0 {
+		t.Fatalf("a's link (epoch 2) after b's (epoch 3) was followed: %s %q, state %v; Diverged called %+v", a.code, a.msg, a.state, diverged)
 	}
 }
