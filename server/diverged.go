@@ -74,9 +74,17 @@ func readTruncate(dir string) (uint64, error) {
 // the node is imaged again); records of the sender's own epoch, which a restarted
 // primary lost and the standby alone holds, are kept: the node refuses
 // the link and says so, for the operator (who may promote it instead).
+// Records of the stretch this node led as a primary until it stepped down
+// or was demoted (led) are a former primary's tail whatever their epoch:
+// a sender at that epoch is another primary of it (two promoted at once,
+// or one started from a copy), which never had them, not one that lost
+// them.
 func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 	log := s.log.With("from-lsn", at, "to-lsn", last, "primary", sender)
 	s.markMu.Lock()
+	if newest := s.epochs.Last(); !older && newest == s.led && at >= newest.Start {
+		older = true
+	}
 	switch {
 	case s.restarting || s.aside != 0 || s.divergedAt == at:
 		s.markMu.Unlock()

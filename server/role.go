@@ -140,6 +140,9 @@ func (s *Server) demote(role, why string) (already bool, err error) {
 	}
 	if s.role == conf.RolePrimary {
 		s.store.SetPrimary("", "")
+		s.markMu.Lock()
+		s.led = s.epochs.Last()
+		s.markMu.Unlock()
 	}
 	s.role, s.standbyRole = role, role
 	if snd := s.swapSender(&s.sender, nil); snd != nil {

@@ -1,0 +1,73 @@
+package server
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mmdb/mmdb/conf"
+)
+
+// TestConcurrentPrimarySetsItsTailAside: two standbys promoted while
+// they cannot reach each other are both primaries of the same epoch;
+// once they can, the one of the lower incarnation steps down for the
+// other. What it committed as a primary is a former primary's tail,
+// which the other never had: it sets it aside in a file, marks its log
+// to be cut and asks to restart, to catch up with the other (SPEC 6).
+//
+// Found in review: the step-down's link found the log diverged at the
+// loser's own epoch, which the receiver calls a tail the sender lost in a
+// restart (older false, as only an older epoch counted as a former
+// primary's): the loser kept its records, logged that its primary had
+// lost them, and refused the winner's log at every retry.
+func TestConcurrentPrimarySetsItsTailAside(t *testing.T) {
+	addrB, addrC, nowhere := freeAddr(t), freeAddr(t), freeAddr(t)
+	start := func(name, listen, peer string) *node {
+		return startNode(t, func(c *conf.Config) {
+			c.Node, c.Role, c.Listen, c.Durability = name, conf.RoleStandby, listen, conf.DurabilityMmapLog
+			c.Peers = []conf.Peer{{Name: peer, Addr: nowhere}}
+		})
+	}
+	b, c := start("b", addrB, "c"), start("c", addrC, "b")
+	for _, n := range []*node{b, c} {
+		if err := n.srv.SetRole(conf.RolePrimary); err != nil {
+			t.Fatal(err)
+		}
+		n.withAccounts(3)
+	}
+	if eb, ec := b.srv.epochs.Last(), c.srv.epochs.Last(); eb.Epoch != ec.Epoch || eb.Incarnation == ec.Incarnation {
+		t.Fatalf("b at %+v, c at %+v: not two primaries of one epoch", eb, ec)
+	}
+	loser, winner := b, c
+	if b.srv.epochs.Last().Incarnation > c.srv.epochs.Last().Incarnation {
+		loser, winner = c, b
+	}
+	// They reach each other now.
+	for _, p := range []struct {
+		n          *node
+		peer, addr string
+	}{{b, "c", addrC}, {c, "b", addrB}} {
+		cfg := *p.n.srv.cfg
+		cfg.Peers = []conf.Peer{{Name: p.peer, Addr: p.addr}}
+		if _, _, _, err := p.n.srv.SetPeers(&cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case why := <-loser.srv.Restarts():
+		t.Logf("the loser restarts to %s", why)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s (incarnation %x, role %s) did not set its tail aside to follow %s (incarnation %x)", loser.srv.cfg.Node,
+			loser.srv.epochs.Last().Incarnation, loser.srv.Role(), winner.srv.cfg.Node, winner.srv.epochs.Last().Incarnation)
+	}
+	if loser.srv.Role() == conf.RolePrimary || winner.srv.Role() != conf.RolePrimary {
+		t.Fatalf("loser %s, winner %s", loser.srv.Role(), winner.srv.Role())
+	}
+	files, err := filepath.Glob(filepath.Join(loser.srv.cfg.DataDir, "diverged-*"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("the set-aside files: %v, %v", files, err)
+	}
+	if _, err := readTruncate(loser.srv.cfg.DataDir); err != nil {
+		t.Fatal(err)
+	}
+}
