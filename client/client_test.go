@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -250,15 +248,7 @@ func (s *standby) Insert(context.Context, *pb.InsertRequest) (*pb.InsertResponse
 func TestFollowsThePrimary(t *testing.T) {
 	primary := serve(t, nil)
 	sb := &standby{primary: primary}
-	g := grpc.NewServer()
-	pb.RegisterDatabaseServiceServer(g, sb)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }() // returns when stopped below
-	defer g.Stop()
-	c := newClient(t, lis.Addr().String())
+	c := newClient(t, serveFake(t, sb))
 	ctx := testCtx(t)
 	if _, err := c.CreateTable(ctx, counters); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("the fake standby should not know CreateTable: %v", err)

@@ -210,15 +210,22 @@ func (r *refusing) Begin(context.Context, *pb.BeginRequest) (*pb.BeginResponse, 
 func serveRefusing(t *testing.T) (*refusing, string) {
 	t.Helper()
 	r := &refusing{}
+	return r, serveFake(t, r)
+}
+
+// serveFake serves srv, a fake node, on loopback until the test ends and
+// returns its address.
+func serveFake(t *testing.T, srv pb.DatabaseServiceServer) string {
+	t.Helper()
 	g := grpc.NewServer()
-	pb.RegisterDatabaseServiceServer(g, r)
+	pb.RegisterDatabaseServiceServer(g, srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = g.Serve(lis) }() // returns when stopped
 	t.Cleanup(g.Stop)
-	return r, lis.Addr().String()
+	return lis.Addr().String()
 }
 
 // TestWriteRefusedUnavailable: a write the node itself answered

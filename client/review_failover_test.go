@@ -2,10 +2,7 @@ package client
 
 import (
 	"context"
-	"net"
 	"testing"
-
-	"google.golang.org/grpc"
 
 	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -28,16 +25,7 @@ func TestRedirectToADeadPrimaryMovesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	dead := servertest.DeadAddr(t)
-	sb := &standby{primary: dead}
-	g := grpc.NewServer()
-	pb.RegisterDatabaseServiceServer(g, sb)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }() // returns when stopped below
-	defer g.Stop()
-	c := newClient(t, dead, lis.Addr().String(), live)
+	c := newClient(t, dead, serveFake(t, &standby{primary: dead}), live)
 	if _, err := c.Insert(ctx, "counters", Uint64(1), String("x"), Int64(1), Null()); err != nil {
 		t.Fatalf("a write with the new primary %s listed: %v (client at %s)", live, err, c.Addr())
 	}
@@ -45,16 +33,7 @@ func TestRedirectToADeadPrimaryMovesOn(t *testing.T) {
 		t.Fatalf("client at %s, not the primary %s", c.Addr(), live)
 	}
 	// So does a transaction, whose write the standby refuses.
-	tsb := &txStandby{standby: standby{primary: dead}}
-	tg := grpc.NewServer()
-	pb.RegisterDatabaseServiceServer(tg, tsb)
-	tlis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = tg.Serve(tlis) }() // returns when stopped below
-	defer tg.Stop()
-	c = newClient(t, dead, tlis.Addr().String(), live)
+	c = newClient(t, dead, serveFake(t, &txStandby{standby: standby{primary: dead}}), live)
 	if _, err := c.Tx(ctx, func(tx *Tx) error {
 		return tx.Insert("counters", Uint64(2), String("y"), Int64(1), Null())
 	}); err != nil {
