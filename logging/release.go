@@ -22,15 +22,20 @@ type Released struct {
 // segment being written always stays. They are removed oldest first, and
 // only while the segments left in all channels add up to at least keep
 // bytes: log_retention_bytes, the log kept for standbys that are behind.
+// Oldest is by the records a segment holds (the bound the headers after
+// it set), not by its seq: a standby reads every channel from its LSN on,
+// so the log kept is of use only as far back as every channel reaches,
+// and the channels' seqs drift apart when one gets the larger records.
 //
 // Removal needs no crash safety of its own: a segment whose removal a
 // crash undid is skipped by the next recovery like any other not needed.
 func (l *Log) Release(upto uint64, keep int64) (Released, error) {
 	type channelSegs struct {
-		dir   string
-		segs  []uint64
-		sizes []int64
-		drop  int // segs[:drop] may go
+		dir    string
+		segs   []uint64
+		sizes  []int64
+		drop   int      // segs[:drop] may go
+		bounds []uint64 // bounds[j]: segs[j] holds no record above it (that is not void)
 	}
 	var chans []channelSegs
 	var total int64
@@ -41,6 +46,16 @@ func (l *Log) Release(upto uint64, keep int64) (Released, error) {
 		}
 		c := channelSegs{dir: dir, segs: segs}
 		c.drop = len(segs) - len(neededSegments(l.opts.FS, dir, segs, upto))
+		c.bounds = make([]uint64, c.drop)
+		bound := upto
+		for j := c.drop - 1; j >= 0; j-- {
+			if h, err := readSegmentHeader(l.opts.FS, dir, segs[j+1]); err == nil {
+				if b, ok := h.Bound(); ok {
+					bound = min(bound, b)
+				}
+			}
+			c.bounds[j] = bound
+		}
 		for _, seq := range segs {
 			n, err := fileSize(l.opts.FS, filepath.Join(dir, SegmentName(seq)))
 			if err != nil {
@@ -54,15 +69,14 @@ func (l *Log) Release(upto uint64, keep int64) (Released, error) {
 	var rel Released
 	next := make([]int, len(chans)) // chans[i].segs[:next[i]] are gone
 	for {
-		// The oldest candidate of all channels (they rotate at about the
-		// same pace, so seqs compare across them).
+		// The candidate of all channels holding the oldest records.
 		pick := -1
 		for i, c := range chans {
-			if j := next[i]; j < c.drop && total-c.sizes[j] >= keep && (pick < 0 || c.segs[j] < chans[pick].segs[next[pick]]) {
+			if j := next[i]; j < c.drop && (pick < 0 || c.bounds[j] < chans[pick].bounds[next[pick]]) {
 				pick = i
 			}
 		}
-		if pick < 0 {
+		if pick < 0 || total-chans[pick].sizes[next[pick]] < keep {
 			break
 		}
 		c, j := &chans[pick], next[pick]
