@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/mmdb/mmdb/logging/record"
 	"github.com/mmdb/mmdb/logging/vfs"
 )
 
@@ -20,8 +21,10 @@ type Released struct {
 // upto (record.SegmentHeader.Bound) hold nothing a recovery from that
 // image reads (Reader skips them the same way), so they may go; the
 // segment being written always stays. They are removed oldest first, and
-// only while the segments left in all channels add up to at least keep
-// bytes: log_retention_bytes, the log kept for standbys that are behind.
+// only while the segments left in all channels hold at least keep bytes
+// of log: log_retention_bytes, the log kept for standbys that are behind
+// (the log a segment holds, not its preallocated size; the segment being
+// written counts for nothing).
 // Oldest is by the records a segment holds (the bound the headers after
 // it set), not by its seq: a standby reads every channel from its LSN on,
 // so the log kept is of use only as far back as every channel reaches,
@@ -33,12 +36,13 @@ func (l *Log) Release(upto uint64, keep int64) (Released, error) {
 	type channelSegs struct {
 		dir    string
 		segs   []uint64
-		sizes  []int64
+		sizes  []int64  // the files' sizes: what removing them frees
+		logged []int64  // the log they hold: what counts towards keep
 		drop   int      // segs[:drop] may go
 		bounds []uint64 // bounds[j]: segs[j] holds no record above it (that is not void)
 	}
 	var chans []channelSegs
-	var total int64
+	var total int64 // the log the segments left hold
 	for _, dir := range l.opts.Dirs {
 		segs, err := listSegments(l.opts.FS, dir)
 		if err != nil {
@@ -46,23 +50,40 @@ func (l *Log) Release(upto uint64, keep int64) (Released, error) {
 		}
 		c := channelSegs{dir: dir, segs: segs}
 		c.drop = len(segs) - len(neededSegments(l.opts.FS, dir, segs, upto))
+		// hdrs[j] is segs[j+1]'s header, if it reads.
+		hdrs := make([]*record.SegmentHeader, max(len(segs)-1, 0))
+		for j := range hdrs {
+			if h, err := readSegmentHeader(l.opts.FS, dir, segs[j+1]); err == nil {
+				hdrs[j] = &h
+			}
+		}
 		c.bounds = make([]uint64, c.drop)
 		bound := upto
 		for j := c.drop - 1; j >= 0; j-- {
-			if h, err := readSegmentHeader(l.opts.FS, dir, segs[j+1]); err == nil {
-				if b, ok := h.Bound(); ok {
+			if hdrs[j] != nil {
+				if b, ok := hdrs[j].Bound(); ok {
 					bound = min(bound, b)
 				}
 			}
 			c.bounds[j] = bound
 		}
-		for _, seq := range segs {
+		for j, seq := range segs {
 			n, err := fileSize(l.opts.FS, filepath.Join(dir, SegmentName(seq)))
 			if err != nil {
 				return Released{}, err
 			}
-			c.sizes = append(c.sizes, n)
-			total += n
+			// A segment is preallocated: its log ends where the next
+			// one's header says. The last is being written, and its
+			// file is mostly preallocation: it counts for nothing.
+			logged := int64(0)
+			if j < len(hdrs) {
+				logged = n
+				if hdrs[j] != nil && hdrs[j].PrevEnd > record.SegmentHeaderSize && int64(hdrs[j].PrevEnd) <= n {
+					logged = int64(hdrs[j].PrevEnd) - record.SegmentHeaderSize
+				}
+			}
+			c.sizes, c.logged = append(c.sizes, n), append(c.logged, logged)
+			total += logged
 		}
 		chans = append(chans, c)
 	}
@@ -76,7 +97,7 @@ func (l *Log) Release(upto uint64, keep int64) (Released, error) {
 				pick = i
 			}
 		}
-		if pick < 0 || total-chans[pick].sizes[next[pick]] < keep {
+		if pick < 0 || total-chans[pick].logged[next[pick]] < keep {
 			break
 		}
 		c, j := &chans[pick], next[pick]
@@ -85,7 +106,7 @@ func (l *Log) Release(upto uint64, keep int64) (Released, error) {
 			return rel, fmt.Errorf("logging: release %s: %w", name, err)
 		}
 		next[pick]++
-		total -= c.sizes[j]
+		total -= c.logged[j]
 		rel.Segments++
 		rel.Bytes += c.sizes[j]
 	}

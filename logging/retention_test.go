@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/mmdb/mmdb/logging/record"
 	"github.com/mmdb/mmdb/logging/vfs"
 )
 
@@ -121,5 +122,74 @@ func TestReleaseRetainsUsableLog(t *testing.T) {
 	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// dataBytes returns the bytes of records (blocks) the segments in dirs
+// hold: where each segment's data ends (its successor's header says, and
+// the last's writer, if the log is open), not the preallocated size of
+// its file.
+func dataBytes(t *testing.T, fs vfs.FS, dirs []string, l *Log) int64 {
+	t.Helper()
+	var n int64
+	for c, dir := range dirs {
+		segs, err := listSegments(fs, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range segs {
+			var end int64
+			if i+1 < len(segs) {
+				h, err := readSegmentHeader(fs, dir, segs[i+1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				end = int64(h.PrevEnd)
+			} else {
+				end = l.chans[c].w.off
+			}
+			n += end - record.SegmentHeaderSize
+		}
+	}
+	return n
+}
+
+// TestReleaseRetentionCountsTheLog: log_retention_bytes counts the log
+// kept, not the preallocated space of the segments that hold it. A
+// restart starts a new segment in every channel, preallocated and still
+// all but empty; counted at its file's size it took the place of as much
+// log, and Release removed the log standbys were promised. Found in
+// review.
+func TestReleaseRetentionCountsTheLog(t *testing.T) {
+	fs := vfs.NewMemFS()
+	dirs := channelDirs(2)
+	const seg = 8 << 10
+	l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: seg, NoCompression: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendConcurrently(l, 1, 400, func(w, i int) []byte { return bytes.Repeat([]byte{byte(i)}, 500) }, nil)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := recoverLog(fs, dirs, false)
+	if err != nil || got.last != 400 {
+		t.Fatalf("recovered to %d: %v", got.last, err)
+	}
+	l, err = Open(Options{FS: fs, Dirs: dirs, SegmentSize: seg, NoCompression: true, StartLSN: got.last, Tails: got.tails})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	const keep = 6 * seg
+	if _, err := l.Release(got.last, keep); err != nil {
+		t.Fatal(err)
+	}
+	if kept := dataBytes(t, fs, dirs, l); kept < keep {
+		t.Fatalf("log_retention_bytes is %d, and release kept %d bytes of log", keep, kept)
 	}
 }
