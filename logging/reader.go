@@ -80,6 +80,7 @@ type channelReader struct {
 
 	dec    record.Decoder
 	recs   []record.Record
+	recsAt int64 // where the block recs came from begins, in segment seq
 	next   int
 	last   uint64 // LSN of the last record kept
 	synced int64  // the most any block read from this segment says was synced
@@ -285,6 +286,7 @@ func (r *channelReader) readBlock() error {
 		if len(recs) > 0 && recs[0].LSN <= r.last {
 			return fmt.Errorf("%w: %s at offset %d: LSN %d after %d", ErrCorrupt, r.name(), r.off, recs[0].LSN, r.last)
 		}
+		r.recsAt = r.off
 		r.off += h.Size()
 		r.tail = Tail{Seq: r.seq, Offset: r.off}
 		for len(recs) > 0 && recs[len(recs)-1].LSN > r.voids[r.i] {
@@ -553,6 +555,13 @@ type Reader struct {
 	want  uint64 // the next LSN to return
 	after uint64
 	gap   bool // Next stopped where a channel held a later LSN
+	// from is where the record Next returned last was: its block's
+	// segment file and offset, to name if another channel holds it too.
+	from struct {
+		c   int
+		seq uint64
+		at  int64
+	}
 }
 
 // ReaderOptions say what a Reader reads.
@@ -639,7 +648,12 @@ func (r *Reader) Next() (rec record.Record, ok bool, err error) {
 		}
 		rec = r.heads[min]
 		if rec.LSN < r.want && rec.LSN > r.after {
-			return record.Record{}, false, fmt.Errorf("%w: LSN %d is in two channels", ErrCorrupt, rec.LSN)
+			c := r.chans[min]
+			where := fmt.Sprintf("%s at offset %d", c.name(), c.recsAt)
+			if f := r.from; rec.LSN == r.want-1 && f.c != min {
+				where += fmt.Sprintf(" and %s at offset %d", filepath.Join(r.chans[f.c].dir, SegmentName(f.seq)), f.at)
+			}
+			return record.Record{}, false, fmt.Errorf("%w: LSN %d is in two channels: %s", ErrCorrupt, rec.LSN, where)
 		}
 		if rec.LSN < r.want {
 			// Held by the image.
@@ -650,6 +664,7 @@ func (r *Reader) Next() (rec record.Record, ok bool, err error) {
 		}
 		r.want++
 		r.taken = min
+		r.from.c, r.from.seq, r.from.at = min, r.chans[min].seq, r.chans[min].recsAt
 		return rec, true, nil
 	}
 }
