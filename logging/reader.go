@@ -20,7 +20,8 @@ var ErrCorrupt = errors.New("logging: corrupt log")
 
 // ErrReleased is returned, wrapped with ErrCorrupt, when a reader is to
 // start after an LSN whose following records were in segments that are
-// gone: released after an image (Log.Release), or lost. Recovery, which
+// gone: released after an image (Log.Release), or lost; or were never in
+// the log, which began after an image's LSN. Recovery, which
 // needs them, finds the log corrupt; a primary catching up a standby
 // finds that the standby needs an image instead.
 var ErrReleased = errors.New("logging: the segments holding the records asked for are gone")
@@ -110,8 +111,16 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool,
 			if err == nil && i > 0 && h.PrevEnd == 0 {
 				err = fmt.Errorf("%w: %s does not say where %s ended", ErrCorrupt, filepath.Join(dir, SegmentName(seq)), SegmentName(segs[i-1]))
 			}
-			if bound, ok := h.Bound(); err == nil && i == 0 && seq != 1 && (!ok || bound > after) {
+			switch bound, ok := h.Bound(); {
+			case err != nil || i != 0:
+			case seq != 1 && (!ok || bound > after):
 				err = fmt.Errorf("%w: %w: %s: the segments before it are gone, but they held records up to LSN %d and the log is read from LSN %d (the image they were removed for is missing?)",
+					ErrCorrupt, ErrReleased, filepath.Join(dir, SegmentName(seq)), bound, after+1)
+			case ok && bound > after:
+				// The log's first segment: its base is the LSN the log
+				// was first opened after (an image's), and it never held
+				// the records up to it.
+				err = fmt.Errorf("%w: %w: %s: the log begins after LSN %d (it was started from an image) and is read from LSN %d (the image is missing?)",
 					ErrCorrupt, ErrReleased, filepath.Join(dir, SegmentName(seq)), bound, after+1)
 			}
 			hdrs = append(hdrs, h)
