@@ -134,6 +134,13 @@ type channel struct {
 	full     bool            // its disk was full at the last try (guarded by l.mu)
 	stats    Stats           // guarded by l.mu
 	synced   int64           // stats.Records as of the last sync, to count a group (guarded by l.mu)
+	// end is where the data of the segment being written ended when the
+	// lock last saw it (guarded by l.mu; the flusher moves the writer's
+	// offset without the lock): Release counts that segment's log by it.
+	end struct {
+		seq uint64
+		off int64
+	}
 }
 
 // Stats count what a log has written, for metrics and benchmarks.
@@ -236,6 +243,7 @@ func Open(opts Options) (*Log, error) {
 		if err := c.w.start(); err != nil {
 			return fail(err)
 		}
+		c.noteEnd() // no flusher runs yet
 	}
 	for _, c := range l.chans {
 		l.done.Add(1)
@@ -430,8 +438,14 @@ func (c *channel) copyIn(lsn uint64, body []byte) (bool, error) {
 	}
 	c.stats.add(Stats{Records: 1, RawBytes: int64(c.one.Len()), StoredBytes: int64(n)})
 	c.wrote(lsn)
+	c.noteEnd()
 	return true, nil
 }
+
+// noteEnd records where the data of the segment being written ends
+// (channel.end); the caller holds mu, and is the flusher or keeps it out
+// (copyIn).
+func (c *channel) noteEnd() { c.end.seq, c.end.off = c.w.seq, c.w.off }
 
 // wrote notes that the channel has written the records from lsn on, not
 // yet synced; the caller holds mu.
@@ -669,6 +683,7 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 	if written > 0 {
 		c.wrote(batch[0].lsn)
 	}
+	c.noteEnd()
 	full := errors.Is(err, errNoRoom) && !l.closing
 	switch {
 	case full:
@@ -730,6 +745,7 @@ func (c *channel) sync(off, records int64) {
 			c.stats.add(Stats{Syncs: 1, SyncTime: took})
 			group = records - c.synced
 			err = c.w.marker()
+			c.noteEnd()
 		}
 		c.synced = records
 	}

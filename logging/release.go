@@ -23,8 +23,7 @@ type Released struct {
 // segment being written always stays. They are removed oldest first, and
 // only while the segments left in all channels hold at least keep bytes
 // of log: log_retention_bytes, the log kept for standbys that are behind
-// (the log a segment holds, not its preallocated size; the segment being
-// written counts for nothing).
+// (the log a segment holds, not its preallocated size).
 // Oldest is by the records a segment holds (the bound the headers after
 // it set), not by its seq: a standby reads every channel from its LSN on,
 // so the log kept is of use only as far back as every channel reaches,
@@ -41,9 +40,21 @@ func (l *Log) Release(upto uint64, keep int64) (Released, error) {
 		drop   int      // segs[:drop] may go
 		bounds []uint64 // bounds[j]: segs[j] holds no record above it (that is not void)
 	}
+	// Where each channel's segment being written ends, before the
+	// segments are listed: one the channel starts after this counts for
+	// nothing.
+	ends := make([]struct {
+		seq uint64
+		off int64
+	}, len(l.chans))
+	l.mu.Lock()
+	for i, c := range l.chans {
+		ends[i] = c.end
+	}
+	l.mu.Unlock()
 	var chans []channelSegs
 	var total int64 // the log the segments left hold
-	for _, dir := range l.opts.Dirs {
+	for i, dir := range l.opts.Dirs {
 		segs, err := listSegments(l.opts.FS, dir)
 		if err != nil {
 			return Released{}, err
@@ -73,14 +84,17 @@ func (l *Log) Release(upto uint64, keep int64) (Released, error) {
 				return Released{}, err
 			}
 			// A segment is preallocated: its log ends where the next
-			// one's header says. The last is being written, and its
-			// file is mostly preallocation: it counts for nothing.
+			// one's header says, or, in the one being written, where the
+			// writer is (one it began since counts for nothing).
 			logged := int64(0)
-			if j < len(hdrs) {
+			switch {
+			case j < len(hdrs):
 				logged = n
 				if hdrs[j] != nil && hdrs[j].PrevEnd > record.SegmentHeaderSize && int64(hdrs[j].PrevEnd) <= n {
 					logged = int64(hdrs[j].PrevEnd) - record.SegmentHeaderSize
 				}
+			case seq == ends[i].seq:
+				logged = max(ends[i].off-record.SegmentHeaderSize, 0)
 			}
 			c.sizes, c.logged = append(c.sizes, n), append(c.logged, logged)
 			total += logged

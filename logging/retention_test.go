@@ -193,3 +193,38 @@ func TestReleaseRetentionCountsTheLog(t *testing.T) {
 		t.Fatalf("log_retention_bytes is %d, and release kept %d bytes of log", keep, kept)
 	}
 }
+
+// TestReleaseCountsTheSegmentBeingWritten: the log in the segment being
+// written counts towards log_retention_bytes too, as far as it goes: a
+// retention that it covers keeps no older segment.
+func TestReleaseCountsTheSegmentBeingWritten(t *testing.T) {
+	fs := vfs.NewMemFS()
+	dirs := channelDirs(1)
+	const seg = 8 << 10
+	l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: seg, NoCompression: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	for l.chans[0].w.seq < 4 || l.chans[0].w.off < seg/2 {
+		lsn, err := l.Append(bytes.Repeat([]byte{'x'}, 500))
+		if err == nil {
+			err = l.Wait(t.Context(), lsn)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	const keep = 2 << 10 // less than the segment being written holds
+	rel, err := l.Release(l.LastLSN(), keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if segs, _ := listSegments(fs, dirs[0]); len(segs) != 1 {
+		t.Fatalf("release with log_retention_bytes %d, which the segment being written holds: %+v, left %v", keep, rel, segs)
+	}
+}
