@@ -3,7 +3,6 @@ package mem
 import (
 	"bytes"
 	"slices"
-	"sort"
 )
 
 // ScanSpec describes an index scan. Prefix fixes the leading key columns;
@@ -155,7 +154,8 @@ func (tx *Tx) collect(t *Table, st *tableState, ix int, lo, hi []byte, reverse b
 
 // Scan calls fn with the rows of an index range in index order (reversed
 // with Reverse) until fn returns false or Limit rows were delivered. The
-// transaction's own writes are included. Records stay valid after Scan.
+// transaction's own writes are included: those made before Scan began,
+// not those fn makes. Records stay valid after Scan.
 func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
 	st, err := tx.state(t)
 	if err != nil {
@@ -172,9 +172,8 @@ func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
 		return nil // nothing is below the empty key
 	}
 	lo, hi = tx.ownRange(lo, hi)
-	pending := tx.writesOn(t)
 	rec := scanRec{t: t, st: st, ix: spec.Index, lo: lo, hi: hi, reverse: spec.Reverse, limit: spec.Limit}
-	if pending == 0 {
+	if !tx.wroteTo(t) {
 		// Stream: what fn did not see was not read, so validation re-runs
 		// only as far as fn went.
 		err = tx.collect(t, st, spec.Index, lo, hi, spec.Reverse, spec.Limit, func(h hit, row []byte) bool {
@@ -188,10 +187,7 @@ func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
 		tx.scans = append(tx.scans, rec)
 		return err
 	}
-	if spec.Limit > 0 {
-		rec.limit = spec.Limit + pending // enough even if every write hides a row
-	}
-	return tx.scanMerged(t, st, &rec, spec, fn)
+	return tx.scanMerged(t, st, &rec, spec.Limit, fn)
 }
 
 // ownRange copies a non-empty range's bounds into the transaction; hi
@@ -214,65 +210,69 @@ func (tx *Tx) writesOn(t *Table) int {
 	return n
 }
 
-// scanMerged is Scan for a table this transaction wrote: the committed
-// rows are collected, overlaid with the writes, sorted and delivered.
-func (tx *Tx) scanMerged(t *Table, st *tableState, rec *scanRec, spec ScanSpec, fn func(Record) bool) error {
-	type entry struct{ key, pk, row []byte }
-	var out []entry
+// scanMerged is Scan for a table this transaction wrote. It streams the
+// committed rows in index order, hiding those the transaction writes,
+// and merges in its own rows in the range (ownRows), in the order of
+// index key, then primary key, until fn stops it or limit rows were
+// delivered. It sees the writes made before it began, not those fn
+// makes. As a streaming scan, it is recorded as far as it read the
+// committed rows: the whole range, or, if it stopped before the end, the
+// rows up to the last it read (delivered, hidden, or the one it stopped
+// before, having delivered own rows that come before it: a row put in
+// before that one would have been among what fn saw).
+func (tx *Tx) scanMerged(t *Table, st *tableState, rec *scanRec, limit int, fn func(Record) bool) error {
 	s := st.s
-	err := tx.collect(t, st, rec.ix, rec.lo, rec.hi, rec.reverse, rec.limit, func(h hit, row []byte) bool {
+	b := tx.merge
+	tx.merge = nil
+	if b == nil {
+		b = new(mergeBufs)
+	}
+	own := tx.ownRows(t, st, rec, b)
+	since := tx.added
+	n, stopped := 0, false
+	deliver := func(row []byte) bool {
+		n++
+		stopped = !fn(Record{s: s, b: row}) || n == limit
+		return !stopped
+	}
+	err := tx.collect(t, st, rec.ix, rec.lo, rec.hi, rec.reverse, 0, func(h hit, row []byte) bool {
 		rec.hits = append(rec.hits, h)
-		pk := s.appendRowKey(nil, 0, row)
-		if tx.findWrite(t, pk) < 0 {
-			out = append(out, entry{key: s.appendRowKey(nil, rec.ix, row), pk: pk, row: row})
+		b.pk = s.appendRowKey(b.pk[:0], 0, row)
+		if i := tx.findWrite(t, b.pk); i >= 0 && tx.writes[i].seq < since {
+			return true // the transaction's own version, if any, is among its rows
 		}
-		return true
+		if own.ok {
+			b.key = s.appendRowKey(b.key[:0], rec.ix, row)
+			for own.ok && own.before(b.key, b.pk) {
+				if !deliver(bytes.Clone(own.cur.row)) {
+					return false
+				}
+				own.next()
+			}
+		}
+		return deliver(row)
 	})
+	if stopped {
+		rec.limit = len(rec.hits)
+	} else {
+		rec.limit = 0 // read to the end of the range
+		for err == nil && own.ok && deliver(bytes.Clone(own.cur.row)) {
+			own.next()
+		}
+	}
 	tx.scans = append(tx.scans, *rec)
-	if err != nil {
-		return err
-	}
-	hash := s.indexes[rec.ix].kind == Hash
-	for i := range tx.writes {
-		w := &tx.writes[i]
-		if w.t != t || w.op == wDelete || w.op == wAbsent {
-			continue
-		}
-		key := s.appendRowKey(nil, rec.ix, w.row)
-		in := bytes.Compare(key, rec.lo) >= 0 && (rec.hi == nil || bytes.Compare(key, rec.hi) < 0)
-		if hash {
-			in = bytes.Equal(key, rec.lo)
-		}
-		if in {
-			out = append(out, entry{key: key, pk: w.key, row: bytes.Clone(w.row)})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		c := bytes.Compare(out[i].key, out[j].key)
-		if c == 0 {
-			c = bytes.Compare(out[i].pk, out[j].pk)
-		}
-		if rec.reverse {
-			return c > 0
-		}
-		return c < 0
-	})
-	for i, e := range out {
-		if spec.Limit > 0 && i >= spec.Limit {
-			break
-		}
-		if !fn(Record{s: s, b: e.row}) {
-			break
-		}
-	}
-	return nil
+	own.release()
+	clear(b.own)
+	b.own = b.own[:0]
+	tx.merge = b
+	return err
 }
 
 // getByMany is GetBy in a transaction of many writes, which a merged
 // scan would read all of. It reads the committed rows with the key as a
 // scan does (and records the scan for validation), hiding those the
 // transaction changed or deleted, and finds the transaction's own row
-// with the key through ownByKey; of these (a key that two rows hold
+// with the key through its ownIndex; of these (a key that two rows hold
 // until Commit refuses it), the one with the smallest primary key, as a
 // merged scan would.
 func (tx *Tx) getByMany(t *Table, st *tableState, ix int, key []Value) (Record, bool, error) {
@@ -295,9 +295,9 @@ func (tx *Tx) getByMany(t *Table, st *tableState, ix int, key []Value) (Record, 
 	if err != nil {
 		return Record{}, false, err
 	}
-	own := tx.ownByKey(t, st, ix, lo)
-	if own >= 0 && (best == nil || bytes.Compare(tx.writes[own].key, st.s.appendRowKey(tx.scratch[:0], 0, best)) < 0) {
-		return Record{s: st.s, b: bytes.Clone(tx.writes[own].row)}, true, nil
+	own, found := tx.ownIndex(t, st, ix).first(lo)
+	if found && (best == nil || bytes.Compare(own.pk, st.s.appendRowKey(tx.scratch[:0], 0, best)) < 0) {
+		return Record{s: st.s, b: bytes.Clone(own.row)}, true, nil
 	}
 	if best == nil {
 		return Record{}, false, nil

@@ -55,6 +55,7 @@ const (
 type write struct {
 	t      *Table
 	op     wop
+	seq    uint32 // which write of the transaction it was made as: a scan sees those made before it began
 	key    []byte // encoded primary key
 	row    []byte // new row (insert, update)
 	rid    uint64 // the row (update, delete); the placeholder (insert, once placed)
@@ -134,27 +135,30 @@ type txState struct {
 	// record takes in unique secondary indexes, which are then added
 	// unchecked (see Replayer).
 	deferred *[]uniqueKey
-	// bySec finds the writes by a key of a unique secondary index, for
-	// GetBy in a transaction of many writes (ownByKey); changed lists
-	// the writes changed since the first was made, by index, for each
-	// to take in.
-	bySec   map[secIndex]*secWrites
-	changed []int
+	// owns orders the transaction's rows of a table by the key of one
+	// index, for scans and GetBy in a transaction of many writes (see
+	// ownIndex); changed lists the writes changed since the first was
+	// made, for each to take in; added counts the writes made (see
+	// write.seq); wrote lists the tables written, once writes are many.
+	owns    map[ixRef]*ownIndex
+	changed []wref
+	added   uint32
+	wrote   []*Table
+	wkey    []byte     // findWrite's map key
+	merge   *mergeBufs // a merged scan's buffers, taken while it runs
 }
 
-// secIndex names a unique secondary index of a table.
-type secIndex struct {
+// ixRef names an index of a table.
+type ixRef struct {
 	t  *Table
 	ix int
 }
 
-// secWrites maps keys of one index to the writes whose rows had them
-// (some no longer do: ownByKey checks).
-type secWrites struct {
-	st    *tableState // the state the keys were made with
-	byKey map[string][]int
-	seen  int    // the changed writes taken in
-	buf   []byte // key encoding
+// wref names a row whose write the transaction changed: its table and
+// primary key, and the row the write had before (nil: none).
+type wref struct {
+	t        *Table
+	key, old []byte
 }
 
 type ownKey struct {
@@ -230,8 +234,11 @@ func (tx *Tx) finish() {
 	bound(&st.tables)
 	bound(&st.scratch)
 	bound(&st.cmp)
-	st.byKey, st.owned, st.deferred, st.bySec = nil, nil, nil, nil
+	bound(&st.wkey)
+	st.byKey, st.owned, st.deferred, st.owns, st.merge = nil, nil, nil, nil, nil
 	recycle(&st.changed)
+	recycle(&st.wrote)
+	st.added = 0
 	if cap(st.arena) > maxRecycledArena {
 		st.arena = nil
 	} else if len(st.arena) > 0 {
@@ -338,15 +345,12 @@ func (tx *Tx) pk(st *tableState, key []Value) ([]byte, error) {
 	return tx.scratch, err
 }
 
-func wmapKey(t *Table, key []byte) string {
-	return string(append([]byte{byte(t.id >> 24), byte(t.id >> 16), byte(t.id >> 8), byte(t.id)}, key...))
-}
-
 // findWrite returns the index of this transaction's write of the row with
 // the given primary key, or -1.
 func (tx *Tx) findWrite(t *Table, key []byte) int {
 	if tx.byKey != nil {
-		if i, ok := tx.byKey[wmapKey(t, key)]; ok {
+		tx.wkey = appendWmapKey(tx.wkey[:0], t, key)
+		if i, ok := tx.byKey[string(tx.wkey)]; ok {
 			return i
 		}
 		return -1
@@ -359,79 +363,56 @@ func (tx *Tx) findWrite(t *Table, key []byte) int {
 	return -1
 }
 
+// appendWmapKey appends the key of byKey for the row of t with primary
+// key key.
+func appendWmapKey(dst []byte, t *Table, key []byte) []byte {
+	return append(append(dst, byte(t.id>>24), byte(t.id>>16), byte(t.id>>8), byte(t.id)), key...)
+}
+
+func wmapKey(t *Table, key []byte) string {
+	return string(appendWmapKey(nil, t, key))
+}
+
 func (tx *Tx) addWrite(w write) {
+	w.seq = tx.added
+	tx.added++
 	tx.writes = append(tx.writes, w)
-	tx.touched(len(tx.writes) - 1)
+	tx.touched(w.t, w.key, nil)
 	switch {
 	case tx.byKey != nil:
 		tx.byKey[wmapKey(w.t, w.key)] = len(tx.writes) - 1
+		tx.noteTable(w.t)
 	case len(tx.writes) > linearWrites:
 		tx.byKey = make(map[string]int, 2*len(tx.writes))
 		for i := range tx.writes {
 			tx.byKey[wmapKey(tx.writes[i].t, tx.writes[i].key)] = i
+			tx.noteTable(tx.writes[i].t)
 		}
 	}
 }
 
-// touched notes that write i changed (a new row, or a write moved to
-// i), for bySec.
-func (tx *Tx) touched(i int) {
-	if tx.bySec != nil {
-		tx.changed = append(tx.changed, i)
+// noteTable adds t to the tables written, which are few.
+func (tx *Tx) noteTable(t *Table) {
+	if !slices.Contains(tx.wrote, t) {
+		tx.wrote = append(tx.wrote, t)
 	}
 }
 
-// ownByKey returns the index of this transaction's write whose row has
-// key in unique index ix of t (the smallest primary key, if several), or
-// -1. It is for transactions of many
-// writes: it keeps a map of the keys, which it brings up to date with
-// the writes changed since its last call.
-func (tx *Tx) ownByKey(t *Table, st *tableState, ix int, key []byte) int {
-	if tx.bySec == nil {
-		tx.bySec = map[secIndex]*secWrites{}
-		tx.changed = tx.changed[:0]
+// wroteTo reports whether the transaction has written (or may have
+// written: a write taken back still counts) table t.
+func (tx *Tx) wroteTo(t *Table) bool {
+	if tx.byKey != nil {
+		return slices.Contains(tx.wrote, t)
 	}
-	m := tx.bySec[secIndex{t, ix}]
-	if m == nil || m.st != st {
-		m = &secWrites{st: st, byKey: make(map[string][]int, len(tx.writes)), seen: len(tx.changed)}
-		tx.bySec[secIndex{t, ix}] = m
-		for i := range tx.writes {
-			m.add(tx, t, ix, i)
-		}
-	}
-	for _, i := range tx.changed[m.seen:] {
-		m.add(tx, t, ix, i)
-	}
-	m.seen = len(tx.changed)
-	found := -1
-	for _, i := range m.byKey[string(key)] {
-		if i >= len(tx.writes) || i == found {
-			continue
-		}
-		w := &tx.writes[i]
-		if w.t == t && w.row != nil && tx.keyEqual(st.s, ix, w.row, key) &&
-			(found < 0 || bytes.Compare(w.key, tx.writes[found].key) < 0) {
-			found = i // of two rows with the key (until Commit refuses one), the one a scan gives first
-		}
-	}
-	return found
+	return tx.writesOn(t) > 0
 }
 
-// add maps the key of write i's row, if it writes a row of t.
-func (m *secWrites) add(tx *Tx, t *Table, ix, i int) {
-	if i >= len(tx.writes) {
-		return
+// touched notes that the transaction changed its write of the row with
+// primary key key of t, which had row old, for owns.
+func (tx *Tx) touched(t *Table, key, old []byte) {
+	if tx.owns != nil {
+		tx.changed = append(tx.changed, wref{t, key, old})
 	}
-	w := &tx.writes[i]
-	if w.t != t || w.row == nil {
-		return
-	}
-	m.buf = m.st.s.appendRowKey(m.buf[:0], ix, w.row)
-	is := m.byKey[string(m.buf)]
-	if len(is) > 0 && is[len(is)-1] == i {
-		return // the row changed, not its key
-	}
-	m.byKey[string(m.buf)] = append(is, i)
 }
 
 // visible reads the committed version of a row. retry means the RID is
@@ -617,8 +598,8 @@ func (tx *Tx) put(t *Table, vals []Value, replace bool) error {
 	}
 	if i := tx.findWrite(t, key); i >= 0 {
 		w := &tx.writes[i]
+		tx.touched(t, key, w.row)
 		w.row = row
-		tx.touched(i)
 		switch w.op {
 		case wDelete:
 			w.op = wUpdate
@@ -674,8 +655,8 @@ func (tx *Tx) Update(t *Table, key []Value, set []ColumnValue) error {
 	}
 	row := tx.arena[start:len(tx.arena):len(tx.arena)]
 	if i := tx.findWrite(t, k); i >= 0 {
+		tx.touched(t, k, tx.writes[i].row)
 		tx.writes[i].row = row
-		tx.touched(i)
 		return nil
 	}
 	tx.addWrite(write{t: t, op: wUpdate, key: k, row: row, rid: h.rid, tid: h.tid})
@@ -695,6 +676,7 @@ func (tx *Tx) Delete(t *Table, key []Value) error {
 	}
 	if i := tx.findWrite(t, k); i >= 0 {
 		w := &tx.writes[i]
+		tx.touched(t, k, w.row) // the row is gone (with the write, for an insert)
 		switch {
 		case w.op == wInsert && w.relog:
 			w.op, w.row = wAbsent, nil
@@ -724,7 +706,6 @@ func (tx *Tx) removeWrite(i int) {
 		if tx.byKey != nil {
 			tx.byKey[wmapKey(tx.writes[i].t, tx.writes[i].key)] = i
 		}
-		tx.touched(i)
 	}
 	tx.writes[last] = write{}
 	tx.writes = tx.writes[:last]
