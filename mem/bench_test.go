@@ -321,3 +321,86 @@ func BenchmarkGetByInBigTransaction(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkScanInBigTransaction: Scan with Limit 10 of an ordered
+// secondary index, in a transaction that has updated `writes` rows of
+// the table (moving their keys in that index): alone (scan), after one
+// more update of a row it wrote (write+scan: a bulk job paging through a
+// table it changes), and as a whole transaction of the writes and one
+// scan (tx: what the first scan costs). The cost of a scan should follow
+// the rows it delivers and skips, not the transaction's writes.
+func BenchmarkScanInBigTransaction(b *testing.B) {
+	const rows = 1 << 16
+	db := mem.Open(mem.Options{})
+	t, err := db.CreateTable(mem.TableDef{
+		Name:        "kv",
+		Columns:     []mem.ColumnDef{{Name: "id", Type: mem.TypeUint64}, {Name: "n", Type: mem.TypeUint64}, {Name: "payload", Type: mem.TypeString, MaxLen: 32}},
+		PrimaryKey:  []string{"id"},
+		PrimaryKind: mem.Ordered,
+		Indexes:     []mem.IndexDef{{Name: "by_n", Columns: []string{"n"}, Kind: mem.Ordered}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for lo := 0; lo < rows; lo += 1000 {
+		tx := db.Begin()
+		for id := lo; id < min(lo+1000, rows); id++ {
+			if err := tx.Insert(t, kvRow(uint64(id))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ix, _ := t.Index("by_n")
+	key, set, lower := make([]mem.Value, 1), make([]mem.ColumnValue, 1), make([]mem.Value, 1)
+	update := func(tx *mem.Tx, i, n int) {
+		key[0] = mem.Uint64(spread(i, rows))
+		set[0] = mem.ColumnValue{Column: 1, Value: mem.Uint64(uint64(n % rows))}
+		if err := tx.Update(t, key, set); err != nil {
+			b.Fatal(err)
+		}
+	}
+	scan := func(tx *mem.Tx, i int) {
+		lower[0] = mem.Uint64(spread(31*i, rows-64))
+		n := 0
+		err := tx.Scan(t, mem.ScanSpec{Index: ix, Lower: lower, Limit: 10}, func(mem.Record) bool { n++; return true })
+		if err != nil || n != 10 {
+			b.Fatalf("scan: %d rows, %v", n, err)
+		}
+	}
+	begin := func(writes int) *mem.Tx {
+		tx := db.Begin()
+		for i := range writes {
+			update(tx, i, 7*i+3)
+		}
+		return tx
+	}
+	for _, writes := range []int{0, 4, 1 << 10, 1 << 14} {
+		for _, mode := range []string{"scan", "write+scan", "tx"} {
+			if writes == 0 && mode != "scan" {
+				continue
+			}
+			b.Run(fmt.Sprintf("writes=%d/%s", writes, mode), func(b *testing.B) {
+				if mode == "tx" {
+					benchutil.RunClients(b, 1, func(_, i int) {
+						tx := begin(writes)
+						scan(tx, i)
+						tx.Rollback()
+					})
+					return
+				}
+				tx := begin(writes)
+				defer tx.Rollback()
+				scan(tx, 0) // the first makes what the others use
+				benchutil.RunClients(b, 1, func(_, i int) {
+					if mode == "write+scan" {
+						update(tx, i%writes, 13*i)
+					}
+					scan(tx, i)
+				})
+			})
+		}
+	}
+}
