@@ -663,3 +663,73 @@ func TestScanMergedValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestScanMergedLongLog: a transaction of many writes scans, then
+// changes its rows over and over without reading: the log of changes
+// does not grow past the writes (the ownIndex made for the scan is
+// dropped instead), and the scans after see every change.
+func TestScanMergedLongLog(t *testing.T) {
+	db := Open(Options{})
+	tb, err := db.CreateTable(TableDef{Name: "l", Columns: []ColumnDef{{Name: "k", Type: TypeInt64}, {Name: "n", Type: TypeInt64}},
+		PrimaryKey: []string{"k"}, Indexes: []IndexDef{{Name: "by_n", Columns: []string{"n"}, Kind: Ordered}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reviewCommit(t, func(tx *Tx) error {
+		for k := int64(0); k < 100; k++ {
+			if err := tx.Insert(tb, []Value{Int64(k), Int64(k)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, db)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	n := map[int64]int64{}
+	for k := range int64(100) {
+		n[k] = k
+	}
+	tx := db.Begin()
+	defer tx.Rollback()
+	check := func() {
+		t.Helper()
+		var got, want []int64
+		if err := tx.Scan(tb, ScanSpec{Index: 1, Lower: []Value{Int64(40)}, Upper: []Value{Int64(60)}}, func(r Record) bool {
+			got = append(got, r.Int64(1))
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range n {
+			if v >= 40 && v < 60 {
+				want = append(want, v)
+			}
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("scan of n in [40, 60): %v, want %v", got, want)
+		}
+	}
+	dropped := 0 // updates after which no ownIndex was kept
+	for i := range 5000 {
+		k := rng.Int64N(2 * linearWrites)
+		n[k] = rng.Int64N(100)
+		if err := tx.Update(tb, []Value{Int64(k)}, []ColumnValue{{Column: 1, Value: Int64(n[k])}}); err != nil {
+			t.Fatal(err)
+		}
+		if len(tx.changed) > len(tx.writes)+trimChanges {
+			t.Fatalf("after %d updates of %d rows, %d changes logged", i+1, len(tx.writes), len(tx.changed))
+		}
+		if tx.owns == nil {
+			dropped++
+		}
+		if i%700 == 0 || i%700 < 20 && rng.IntN(4) == 0 {
+			check() // the changes in between are many more than the rows
+		}
+	}
+	check()
+	if dropped == 0 {
+		t.Error("the ownIndex was never dropped")
+	}
+}

@@ -408,10 +408,17 @@ func (tx *Tx) wroteTo(t *Table) bool {
 }
 
 // touched notes that the transaction changed its write of the row with
-// primary key key of t, which had row old, for owns.
+// primary key key of t, which had row old, for owns. A log that grows
+// past the writes (owns not read for long: a job that scanned once and
+// then writes on) drops owns instead, to be made again if read: that
+// costs about what taking the changes in would have.
 func (tx *Tx) touched(t *Table, key, old []byte) {
 	if tx.owns != nil {
 		tx.changed = append(tx.changed, wref{t, key, old})
+		if len(tx.changed) > len(tx.writes)+trimChanges {
+			clear(tx.changed)
+			tx.owns, tx.changed = nil, tx.changed[:0]
+		}
 	}
 }
 
