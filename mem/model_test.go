@@ -1128,14 +1128,7 @@ func (h *mharness) opScan(tx *Tx, view map[pkey][]Value) {
 	h.tracef("  scan %s %s stop %d -> %d rows, %v", ix.name, fmtSpec(spec), stop, len(got), err)
 	h.expectErr("Scan", err, nil)
 	want := modelScan(view, ix, spec)
-	n := len(want)
-	if spec.Limit > 0 {
-		n = min(n, spec.Limit)
-	}
-	if stop > 0 {
-		n = min(n, stop)
-	}
-	h.compareScan("Scan in a transaction", ix, spec, got, want, n, view)
+	h.compareScan("Scan in a transaction", ix, spec, got, want, delivered(len(want), spec.Limit, stop), view)
 	if len(got) > 0 {
 		r := got[h.rng.IntN(len(got))]
 		h.held = append(h.held, mHeld{rec: r, vals: r.Values(nil), from: fmt.Sprintf("tx %d scan of %s", h.txNo, ix.name)})
@@ -1748,6 +1741,18 @@ func (h *mharness) checkReplay() {
 		}
 		h.checkDB(what, db, h.replayTable(what, db), h.rows, h.idx, h.lsn)
 	}
+}
+
+// delivered is how many of n rows in range a scan with limit delivers
+// when fn stops it after stop rows (zero: no limit, no stop).
+func delivered(n, limit, stop int) int {
+	if limit > 0 {
+		n = min(n, limit)
+	}
+	if stop > 0 {
+		n = min(n, stop)
+	}
+	return n
 }
 
 // TestModelEmptyUpperBound pins down an empty, non-nil ScanSpec.Upper. It

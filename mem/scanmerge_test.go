@@ -346,14 +346,7 @@ func (h *smHarness) scan(tx *Tx, view map[int64][]Value, depth int) {
 	if err != nil {
 		h.fatalf("Scan %s %s: %v", ix.name, fmtSpec(spec), err)
 	}
-	n := len(want)
-	if spec.Limit > 0 {
-		n = min(n, spec.Limit)
-	}
-	if stop > 0 {
-		n = min(n, stop)
-	}
-	h.check("Scan", ix, spec, got, want, n, before)
+	h.check("Scan", ix, spec, got, want, delivered(len(want), spec.Limit, stop), before)
 }
 
 // getBy checks GetBy by a unique secondary index: of the rows with the
