@@ -723,24 +723,28 @@ func modelScan(view map[pkey][]Value, ix mIndex, spec ScanSpec) [][]Value {
 	return out
 }
 
+// describeScan tells a scan's rows (got, on index name) and the model's
+// (want, the first n of them due), for a failure message.
+func describeScan(what, name string, spec ScanSpec, got []Record, want [][]Value, n int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s on %s %s:\n  got %d rows:", what, name, fmtSpec(spec), len(got))
+	for _, r := range got {
+		b.WriteString("\n    " + fmtRow(r.Values(nil)))
+	}
+	fmt.Fprintf(&b, "\n  want the first %d of %d rows:", n, len(want))
+	for _, r := range want {
+		b.WriteString("\n    " + fmtRow(r))
+	}
+	return b.String()
+}
+
 // compareScan checks a scan's rows against the model's: the same number,
 // the same index keys in the same order, and each row a distinct row of
 // view with the right content. Rows with equal keys may come in any order,
 // and when Limit cuts a run of equal keys any of them may be delivered.
 func (h *mharness) compareScan(what string, ix mIndex, spec ScanSpec, got []Record, want [][]Value, n int, view map[pkey][]Value) {
 	h.t.Helper()
-	describe := func() string {
-		var b strings.Builder
-		fmt.Fprintf(&b, "%s on %s %s:\n  got %d rows:", what, ix.name, fmtSpec(spec), len(got))
-		for _, r := range got {
-			b.WriteString("\n    " + fmtRow(r.Values(nil)))
-		}
-		fmt.Fprintf(&b, "\n  want the first %d of %d rows:", n, len(want))
-		for _, r := range want {
-			b.WriteString("\n    " + fmtRow(r))
-		}
-		return b.String()
-	}
+	describe := func() string { return describeScan(what, ix.name, spec, got, want, n) }
 	if len(got) != n {
 		h.failf("wrong number of rows: %s", describe())
 	}

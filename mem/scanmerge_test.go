@@ -220,18 +220,7 @@ func (h *smHarness) randomSpec(view map[int64][]Value) (ScanSpec, smIndex) {
 // in no particular order.
 func (h *smHarness) check(what string, ix smIndex, spec ScanSpec, got []Record, want [][]Value, n int, view map[int64][]Value) {
 	h.t.Helper()
-	describe := func() string {
-		var b strings.Builder
-		fmt.Fprintf(&b, "%s on %s %s: got %d rows:", what, ix.name, fmtSpec(spec), len(got))
-		for _, r := range got {
-			b.WriteString("\n    " + fmtRow(r.Values(nil)))
-		}
-		fmt.Fprintf(&b, "\n  want the first %d of:", n)
-		for _, r := range want {
-			b.WriteString("\n    " + fmtRow(r))
-		}
-		return b.String()
-	}
+	describe := func() string { return describeScan(what, ix.name, spec, got, want, n) }
 	if len(got) != n {
 		h.fatalf("wrong number of rows: %s", describe())
 	}
