@@ -170,7 +170,9 @@ type Store struct {
 	// primary is nil on a primary; on a standby it names the primary
 	// (empty while none is known), and commits are refused.
 	primary atomic.Pointer[StandbyError]
-	admit   func() error // refuses a commit on a standby, under the log's lock
+	// held, on a primary, is why it takes no commits yet (Hold).
+	held  atomic.Pointer[error]
+	admit func() error // Writable, under the log's lock
 }
 
 // Open recovers the database from the log in opts.Dirs and opens the log
@@ -247,13 +249,13 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("durability: open the log: %w", err)
 	}
-	s.log = log
-	s.admit = func() error {
-		if p := s.primary.Load(); p != nil {
-			return p
-		}
-		return nil
+	if full := log.Full(); full != nil && setAside && opts.StopAfter > 0 {
+		// Its opening, which voids the records past StopAfter, is not
+		// written yet: the next start, told nothing, would read them.
+		return nil, errors.Join(fmt.Errorf("durability: cut the log after LSN %d: %w", opts.StopAfter, full), log.Close())
 	}
+	s.log = log
+	s.admit = s.Writable
 	if opts.RingBytes > 0 {
 		s.KeepRing(opts.RingBytes)
 	}
@@ -348,8 +350,8 @@ func (s *Store) replay(r *logging.Reader) error {
 // record and hands it to the log (and through it to the ring, if the
 // node keeps one), or to the ring on a no-log node. A standby refuses it.
 func (s *Store) Commit(r *mem.Redo) (uint64, error) {
-	if p := s.primary.Load(); p != nil {
-		return 0, p
+	if err := s.Writable(); err != nil {
+		return 0, err
 	}
 	if s.log == nil {
 		return s.commitRing(r)
@@ -372,8 +374,8 @@ func (s *Store) commitRing(r *mem.Redo) (uint64, error) {
 	body := r.AppendBinary(nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p := s.primary.Load(); p != nil { // it may have become a standby meanwhile
-		return 0, p
+	if err := s.Writable(); err != nil { // it may have become a standby meanwhile
+		return 0, err
 	}
 	s.last++
 	s.ring.Load().Add(s.last, body)
@@ -447,16 +449,25 @@ func (s *Store) WaitApplied(ctx context.Context, lsn uint64) error {
 	return nil
 }
 
-// Writable returns nil on a primary, and on a standby the *StandbyError
-// (ErrStandby) its commits get, naming the primary: a write can be
-// refused with it before it runs on the standby's data, whose answer (a
-// missing row, a taken key) would not be the primary's.
+// Writable returns nil on a primary that takes commits; on a standby the
+// *StandbyError (ErrStandby) its commits get, naming the primary: a write
+// can be refused with it before it runs on the standby's data, whose
+// answer (a missing row, a taken key) would not be the primary's; and on
+// a held primary the error it was held with (Hold).
 func (s *Store) Writable() error {
 	if p := s.primary.Load(); p != nil {
 		return p
 	}
+	if h := s.held.Load(); h != nil {
+		return *h
+	}
 	return nil
 }
+
+// Hold makes a primary refuse commits with err until Lead: it cannot
+// begin its stretch of the epoch history yet, and no record may be
+// logged before that stretch is kept.
+func (s *Store) Hold(err error) { s.held.Store(&err) }
 
 // Standby reports whether the store refuses commits, and names the
 // primary they go to (empty while unknown).
@@ -597,7 +608,10 @@ func (s *Store) SetEpoch(epoch uint64) {
 }
 
 // Lead makes the store take commits again, as a primary.
-func (s *Store) Lead() { s.primary.Store(nil) }
+func (s *Store) Lead() {
+	s.held.Store(nil)
+	s.primary.Store(nil)
+}
 
 // ReadLog returns a reader of the log's records after LSN after, for a
 // standby behind what the ring holds; nil without a log. It reads the

@@ -478,6 +478,29 @@ func TestStopAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	cut := last / 2
+	// On a full disk the cut cannot be made for good (the log's opening
+	// voids the records past it): refused, at each level. A start not
+	// told to cut serves all it recovered, refusing commits.
+	fs.SetSpace(1)
+	for _, level := range []Level{NoLog, MmapLog, FsyncLog} {
+		if _, err := Open(Options{FS: fs, Level: level, Dirs: dirs, SegmentSize: 16 << 10, StopAfter: cut}); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("%s: a cut on a full disk: %v, want ENOSPC", level, err)
+		}
+	}
+	s, err = Open(opts)
+	if err != nil {
+		t.Fatalf("a start on the full disk: %v", err)
+	}
+	if got := s.DB().LastLSN(); got != last {
+		t.Fatalf("a start on the full disk recovered to %d, want %d", got, last)
+	}
+	if _, err := banktest.Of(t, s.DB()).Transfer(s.DB(), 0, 1, 1, "refused"); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("a commit on the full disk: %v, want ENOSPC", err)
+	}
+	if err := s.Close(); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("closing a log whose opening was never written: %v, want ENOSPC", err)
+	}
+	fs.SetSpace(0)
 	s, err = Open(Options{FS: fs, Level: FsyncLog, Dirs: dirs, SegmentSize: 16 << 10, StopAfter: cut})
 	if err != nil {
 		t.Fatal(err)

@@ -183,7 +183,9 @@ type pendingRecord struct {
 // synced; then each channel starts a new segment (record.FlagOpened) that
 // voids what the channel holds past its tail or above StartLSN, so
 // records that followed a gap can never be mistaken for the new records
-// with their LSNs.
+// with their LSNs. A disk with no room for a new segment does not stop
+// Open: the log opens full (Append refuses with ErrFull) until a
+// channel's flusher finds room.
 func Open(opts Options) (*Log, error) {
 	if len(opts.Dirs) == 0 {
 		return nil, errors.New("logging: no channel directories")
@@ -241,7 +243,16 @@ func Open(opts Options) (*Log, error) {
 		}
 		l.chans = append(l.chans, c)
 		if err := c.w.start(); err != nil {
-			return fail(err)
+			if !errors.Is(err, errNoRoom) {
+				return fail(err)
+			}
+			// A disk too full for the new segment: the log opens as
+			// one that filled, refusing records until its flusher finds
+			// room for the segment (which comes before any record).
+			c.full = true
+			l.nfull++
+			l.full = fmt.Errorf("%w: %w", ErrFull, err)
+			l.log.Error("the disk is full: commits are refused until space is freed", "channel", c.id, "error", err)
 		}
 		c.noteEnd() // no flusher runs yet
 	}
@@ -622,6 +633,9 @@ func (c *channel) flushLoop() {
 	defer c.l.done.Done()
 	var spare []pendingRecord
 	var retry, tick <-chan time.Time
+	if c.full { // Open found no room for the channel's first segment
+		retry = time.After(RetryFull)
+	}
 	if c.l.opts.Mapped && c.l.opts.SyncInterval > 0 {
 		t := time.NewTicker(c.l.opts.SyncInterval)
 		defer t.Stop()
@@ -656,7 +670,8 @@ func (c *channel) flushLoop() {
 // A full disk (ENOSPC, from creating a segment: blocks go into
 // preallocated space) does not fail the log: the records not written go
 // back to the front of the queue, Append refuses new ones, and the next
-// try resumes.
+// try resumes. A channel that Open could not start (no room for its first
+// segment) starts here, before it can hold any record.
 func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, bool) {
 	l := c.l
 	l.mu.Lock()
@@ -674,8 +689,11 @@ func (c *channel) flush(spare []pendingRecord, syncNow bool) ([]pendingRecord, b
 	var st Stats
 	written := 0
 	var err error
-	if len(batch) > 0 {
+	switch {
+	case len(batch) > 0:
 		st, written, err = c.write(batch)
+	case !c.w.started():
+		err = c.w.start() // Open found no room for it
 	}
 	l.mu.Lock()
 	c.stats.add(st)
@@ -757,6 +775,17 @@ func (c *channel) sync(off, records int64) {
 	if group > 0 && err == nil && l.opts.OnSync != nil {
 		l.opts.OnSync(int(group), took) // outside mu: commits need not wait for it
 	}
+}
+
+// Full returns the error (wrapping ErrFull) that Append refuses records
+// with while a channel's disk is full, and nil while none is.
+func (l *Log) Full() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.nfull > 0 {
+		return l.full
+	}
+	return nil
 }
 
 // ErrFailed is returned, wrapped, by a log that failed to write or sync:

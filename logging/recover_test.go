@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -461,4 +462,65 @@ func TestKillThenPowerLoss(t *testing.T) {
 		}
 	}
 	_ = l2.Close()
+}
+
+// TestOpenOnFullDisk: a log reopened on a disk with no room for its new
+// segments opens all the same, refusing records with ErrFull (a node
+// that stopped with its disk full starts and serves reads). Records past
+// StartLSN stay until room is found: then the new segment voids them
+// before any new record is written, as an opening with room does. Closed
+// while still full, the log says that its opening was never written.
+func TestOpenOnFullDisk(t *testing.T) {
+	for _, mapped := range []bool{false, true} {
+		t.Run(fmt.Sprint("mapped=", mapped), func(t *testing.T) {
+			fs := vfs.NewMemFS()
+			dirs := channelDirs(2)
+			old := reopen(t, fs, dirs, recovered{}, numbered("old", 20)...)
+			got, err := recoverLog(fs, dirs, false)
+			if err != nil || got.last != old[19] {
+				t.Fatalf("recovered to %d: %v", got.last, err)
+			}
+			start := old[14] // as a start told to stop after it
+			open := func() *Log {
+				l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 4 << 10, Mapped: mapped, StartLSN: start, Tails: got.tails})
+				if err != nil {
+					t.Fatalf("open on the full disk: %v", err)
+				}
+				if _, err := l.Append([]byte("refused")); !errors.Is(err, ErrFull) || !errors.Is(err, syscall.ENOSPC) || l.LastLSN() != start {
+					t.Fatalf("an append on the full disk: %v (last LSN %d)", err, l.LastLSN())
+				}
+				return l
+			}
+
+			fs.SetSpace(1)
+			if err := open().Close(); !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("closing a log that never found room for its opening: %v", err)
+			}
+			if again, err := recoverLog(fs, dirs, false); err != nil || again.last != got.last {
+				t.Fatalf("after it, recovered to %d (want %d as before): %v", again.last, got.last, err)
+			}
+
+			l := open()
+			fs.SetSpace(0)
+			var lsn uint64
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				if lsn, err = l.Append([]byte("new")); err == nil || time.Now().After(deadline) {
+					break
+				}
+			}
+			if err != nil || lsn != start+1 {
+				t.Fatalf("once there is room: LSN %d, %v; want %d", lsn, err, start+1)
+			}
+			if err := l.Wait(context.Background(), lsn); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			after, err := recoverLog(fs, dirs, false)
+			if err != nil || after.last != lsn || string(after.bodies[lsn]) != "new" || string(after.bodies[start]) != string(got.bodies[start]) {
+				t.Fatalf("recovered to %d (want %d), LSN %d is %q: %v", after.last, lsn, lsn, after.bodies[lsn], err)
+			}
+		})
+	}
 }

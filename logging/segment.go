@@ -117,11 +117,15 @@ func newSegmentWriter(fs vfs.FS, dir string, channel, channels uint32, size int6
 		base = min(base, tail.Void)
 	}
 	return &segmentWriter{fs: fs, dir: dir, channel: channel, channels: channels, size: size,
-		opened: true, last: base, seq: tail.Seq, prevEnd: uint64(tail.Offset)}
+		opened: true, last: base, seq: tail.Seq, off: tail.Offset, prevEnd: uint64(tail.Offset)}
 }
 
-// start creates the writer's first segment.
+// start creates the writer's first segment. Until it has, the writer's
+// seq and off are where tail's data ends.
 func (w *segmentWriter) start() error { return w.rotate(0) }
+
+// started reports whether start has created the writer's first segment.
+func (w *segmentWriter) started() bool { return !w.opened }
 
 // write encodes b's records as one block and appends it, starting a new
 // segment first if the block does not fit the current one. It returns the

@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -11,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/conf"
+	redolog "github.com/mmdb/mmdb/logging"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
 )
@@ -106,6 +109,51 @@ func (s *Server) promote() (epoch, start uint64, already bool, err error) {
 	}
 	s.log.Info("promoted: this node is the primary", "epoch", epoch, "start-lsn", start)
 	return epoch, start, false, nil
+}
+
+// keepEpoch begins the stretch of the epoch history that the primary's
+// start had no room to keep (a full disk), trying every RetryFull, as the
+// log does for its segments; once the stretch is kept the node takes
+// writes. It stops when the node shuts down or is no longer a held
+// primary (a demotion; a promotion after it keeps an epoch of its own).
+func (s *Server) keepEpoch() {
+	defer s.keeping.Done()
+	t := time.NewTicker(redolog.RetryFull)
+	defer t.Stop()
+	failed := "" // the last error other than a full disk, logged once
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		}
+		done, err := s.tryKeepEpoch()
+		if done {
+			return
+		}
+		if err != nil && !errors.Is(err, syscall.ENOSPC) && err.Error() != failed {
+			failed = err.Error()
+			s.log.Error("cannot keep the epoch history: writes are still refused", "error", err)
+		}
+	}
+}
+
+// tryKeepEpoch is one try of keepEpoch: done once the node is no longer a
+// held primary.
+func (s *Server) tryKeepEpoch() (done bool, err error) {
+	s.roleMu.Lock()
+	defer s.roleMu.Unlock()
+	if s.role != conf.RolePrimary || s.store.Writable() == nil {
+		return true, nil
+	}
+	epoch, err := s.epochs.Restart(s.db.LastLSN() + 1)
+	if err != nil {
+		return false, err
+	}
+	s.store.SetEpoch(epoch)
+	s.store.Lead()
+	s.log.Info("the epoch history is kept: writes are taken", "epoch", epoch)
+	return true, nil
 }
 
 // promotable refuses a promotion while the node restarts to cut its log

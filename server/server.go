@@ -80,6 +80,7 @@ type Server struct {
 	standbyRole string         // the role a primary steps down to: standby, or propagator as configured or last set (guarded by roleMu)
 	relayed     string         // what the relay relays: its upstream and epoch history (guarded by roleMu)
 	follows     sync.WaitGroup // followed's goroutines
+	keeping     sync.WaitGroup // keepEpoch
 
 	grpc    *grpc.Server
 	health  *health.Server
@@ -187,15 +188,23 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 		s.role = conf.RoleStandby
 		store.SetPrimary("", "")
 	}
+	held := false // a primary that had no room to begin its stretch of the history
 	if s.role == conf.RolePrimary {
 		// A primary that restarts may have lost a tail of its log that a
 		// standby holds; its new records start a new incarnation, so the
 		// standby finds where they diverge.
-		epoch, err := epochs.Restart(store.DB().LastLSN() + 1)
-		if err != nil {
+		switch epoch, err := epochs.Restart(store.DB().LastLSN() + 1); {
+		case errors.Is(err, syscall.ENOSPC):
+			// As for a disk that fills while the node runs: it serves
+			// reads, and takes writes once there is room (keepEpoch).
+			held = true
+			store.Hold(fmt.Errorf("server: the disk is full: the primary takes no writes until there is room to keep its epoch history: %w", err))
+			logger.Error("the disk is full: writes are refused until there is room to keep the epoch history", "error", err)
+		case err != nil:
 			return nil, errors.Join(fmt.Errorf("server: %w", err), store.Close(), s.unlock())
+		default:
+			store.SetEpoch(epoch)
 		}
-		store.SetEpoch(epoch)
 	}
 	s.store, s.db = store, store.DB()
 	if cfg.DataDir != "" {
@@ -240,6 +249,10 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 		defer close(s.reaped)
 		s.txs.reapLoop(s.quit)
 	}()
+	if held {
+		s.keeping.Add(1)
+		go s.keepEpoch()
+	}
 	return s, nil
 }
 
@@ -470,6 +483,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		<-s.reaped
 		s.follows.Wait()
+		s.keeping.Wait()
 		if s.metrics != nil {
 			err = s.metrics.close()
 		}

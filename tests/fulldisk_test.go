@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -186,6 +187,97 @@ func fullDisk(t *testing.T, level string, withStandby bool) {
 	db, _ = p.client()
 	checkBlobs(t, db, acked)
 	checkBlobs(t, db, inMemory) // written once there was space, before the later write was acknowledged
+}
+
+// TestStartOnFullDisk: a node killed with its disk full starts again on
+// it (SPEC 4: a full disk refuses commits, and the node serves reads),
+// though its log has no room for the segment a start begins: it serves
+// reads of all it acknowledged and refuses writes with
+// RESOURCE_EXHAUSTED; once space is freed it takes them, and they survive
+// the next kill -9.
+func TestStartOnFullDisk(t *testing.T) {
+	for _, level := range []string{"fsync-log", "mmap-log"} {
+		t.Run(level, func(t *testing.T) {
+			disk := filepath.Join(t.TempDir(), "disk")
+			mountTmpfs(t, disk, 160<<20) // two 64 MiB segments, once the filler is gone
+			args := []string{"-data-dir", disk, "-durability", level, "-log-channels", filepath.Join(disk, "ch0")}
+			p := start(t, args...)
+			db, _ := p.client()
+			if _, err := db.CreateTable(testCtx(t), &pb.CreateTableRequest{Table: &pb.Table{
+				Name: "blob",
+				Columns: []*pb.Column{{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64},
+					{Name: "b", Type: pb.ColumnType_COLUMN_TYPE_BYTES, MaxLength: blobBytes}},
+				PrimaryKey: []string{"id"},
+			}}); err != nil {
+				t.Fatal(err)
+			}
+			var acked []int64
+			for id := range int64(20) {
+				if err := insertBlob(db, id, 10*time.Second); err != nil {
+					t.Fatal(err)
+				}
+				acked = append(acked, id)
+			}
+			filler := filepath.Join(disk, "filler")
+			fillDisk(t, filler)
+			if err := p.cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			<-p.exit
+
+			p = start(t, args...)
+			db, _ = p.client()
+			checkBlobs(t, db, acked)
+			const later = -1
+			if err := insertBlob(db, later, 10*time.Second); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "disk is full") {
+				t.Fatalf("a write on the full disk: %v, want RESOURCE_EXHAUSTED saying the disk is full", err)
+			}
+			if got, err := getBlob(db, later); err != nil || got.GetFound() {
+				t.Fatalf("the refused write is visible (%v), or reads fail: %v", got.GetFound(), err)
+			}
+			if err := os.Remove(filler); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				err := insertBlob(db, later, 5*time.Second)
+				if err == nil {
+					acked = append(acked, later)
+					break
+				}
+				if status.Code(err) != codes.ResourceExhausted || time.Now().After(deadline) {
+					t.Fatalf("once space is freed: %v", err)
+				}
+			}
+			if err := p.cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			<-p.exit
+			p = start(t, args...)
+			db, _ = p.client()
+			checkBlobs(t, db, acked)
+		})
+	}
+}
+
+// fillDisk writes file name until its file system has no space left.
+func fillDisk(t *testing.T, name string) {
+	t.Helper()
+	f, err := os.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for size := len(chunk); size > 0; {
+		if _, err := f.Write(chunk[:size]); err != nil {
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatalf("fill %s: %v", name, err)
+			}
+			size /= 2
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close %s: %v", name, err)
+	}
 }
 
 // hasLSNReason says whether err carries an ErrorInfo of reason with an
