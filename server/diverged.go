@@ -338,6 +338,10 @@ func reimage(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 	if err := checkpoint.RemoveImages(vfs.Default, ckptDir); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	// The log goes, and with it the mark that the start must find one.
+	if err := vfs.RemoveDurable(vfs.Default, filepath.Join(cfg.DataDir, loggedFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("server: %w", err)
+	}
 	if err := redolog.RemoveSegments(vfs.Default, cfg.LogDirs()); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}

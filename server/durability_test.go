@@ -1,6 +1,9 @@
 package server
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -213,4 +216,46 @@ func TestCheckpoints(t *testing.T) {
 	diskless := startNode(t, func(c *conf.Config) { c.DataDir = "" })
 	_, err := diskless.admin.Checkpoint(ctx(t), &pb.CheckpointRequest{})
 	wantCode(t, err, codes.FailedPrecondition)
+}
+
+// TestMissingLogRefused: a node whose data dir says it keeps a log, and
+// whose log directories hold no segment (a disk not mounted, a changed
+// log_channels), refuses to start rather than start from its image alone
+// and lose the commits after it; with its log back it starts with all.
+// A no-log node keeps no log, so after one the start needs none; and
+// once the operator removes LOGGED the start takes the image alone.
+func TestMissingLogRefused(t *testing.T) {
+	dir, logDir, elsewhere := t.TempDir(), t.TempDir(), t.TempDir()
+	level := func(level, log string) func(c *conf.Config) {
+		return func(c *conf.Config) { c.DataDir, c.Durability, c.LogChannels = dir, level, []string{log} }
+	}
+	refused := func(edit func(c *conf.Config)) {
+		t.Helper()
+		cfg := conf.DefaultConfig()
+		edit(cfg)
+		if _, err := New(cfg, nil); err == nil || !strings.Contains(err.Error(), "no log segment is in "+elsewhere) {
+			t.Fatalf("a start without the node's log: %v", err)
+		}
+	}
+	n := startNode(t, level(conf.DurabilityFsyncLog, logDir))
+	n.withAccounts(3)
+	n.stop()
+	refused(level(conf.DurabilityFsyncLog, elsewhere))
+	refused(level(conf.DurabilityNoLog, elsewhere))
+
+	n = startNode(t, level(conf.DurabilityNoLog, logDir))
+	if got := n.scanAll("acct", 0, false); len(got) != 3 {
+		t.Fatalf("%d rows once the log is back, want 3", len(got))
+	}
+	n.stop()
+	n = startNode(t, level(conf.DurabilityFsyncLog, elsewhere)) // after no-log, no log is needed
+	n.stop()
+	refused(level(conf.DurabilityMmapLog, filepath.Join(elsewhere, "none")))
+	if err := os.Remove(filepath.Join(dir, loggedFile)); err != nil {
+		t.Fatal(err)
+	}
+	n = startNode(t, level(conf.DurabilityFsyncLog, filepath.Join(elsewhere, "none")))
+	if got := n.scanAll("acct", 0, false); len(got) != 3 {
+		t.Fatalf("%d rows from the image alone, want 3", len(got))
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -145,7 +146,7 @@ func seed(cfg *conf.Config, sec *security, epochs *replica.Epochs, logger hclog.
 }
 
 // noDatabase reports whether cfg's data dir holds neither a checkpoint
-// image nor log, as a start would see it: a temporary file left by a
+// image nor log (nor says it keeps one), as a start would see it: a temporary file left by a
 // crash is no image (Inspect removes it), damaged images are a database
 // (the start refuses it, saying why).
 func noDatabase(cfg *conf.Config) (bool, error) {
@@ -161,6 +162,9 @@ func noDatabase(cfg *conf.Config) (bool, error) {
 	logged, err := redolog.HasSegments(vfs.Default, cfg.LogDirs())
 	if err != nil {
 		return false, fmt.Errorf("server: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, loggedFile)); err == nil {
+		logged = true // its log is missing (checkLogged)
 	}
 	return !logged, nil
 }

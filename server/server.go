@@ -295,6 +295,9 @@ func openStore(cfg *conf.Config, sec *security, epochs *replica.Epochs, onSync f
 		}
 		return store, checkpoint.Slots{}, nil
 	}
+	if err := checkLogged(cfg); err != nil {
+		return nil, checkpoint.Slots{}, err
+	}
 	if err := seed(cfg, sec, epochs, logger.Named("image")); err != nil {
 		return nil, checkpoint.Slots{}, err
 	}
@@ -302,6 +305,9 @@ func openStore(cfg *conf.Config, sec *security, epochs *replica.Epochs, onSync f
 	store, slots, err := checkpoint.Restart(vfs.Default, checkpoint.Dir(cfg.DataDir), opts, logger.Named("checkpoint"))
 	if err != nil {
 		return nil, slots, fmt.Errorf("server: %w", err)
+	}
+	if err := keepLogged(cfg, level); err != nil {
+		return nil, slots, errors.Join(err, store.Close())
 	}
 	return store, slots, nil
 }
