@@ -71,7 +71,8 @@ type Receiver struct {
 	peers  map[string]bool // the nodes it takes log from
 	follow *following      // the link being followed, if any
 	up     *Relay          // whose log the node follows, as of the latest link
-	closed bool
+	closed bool            // Stop: links are refused
+	shut   bool            // Close: links are refused for good
 }
 
 // following is one followed link.
@@ -120,11 +121,20 @@ var (
 	errClosed   = errors.New("replica: this node takes no log now (it is being promoted or shuts down)")
 )
 
-// Resume takes links again after Stop.
+// Resume takes links again after Stop, unless Close came meanwhile.
 func (r *Receiver) Resume() {
 	r.mu.Lock()
-	r.closed = false
+	r.closed = r.shut
 	r.mu.Unlock()
+}
+
+// Close stops as Stop does, for good: a Resume still under way (a
+// promotion's) does not take links again.
+func (r *Receiver) Close() {
+	r.mu.Lock()
+	r.shut = true
+	r.mu.Unlock()
+	r.Stop()
 }
 
 // Stop ends the link being followed, once what it received is applied,

@@ -704,6 +704,53 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+// TestReceiverCloseIsForGood: a Receiver stopped (a promotion under way)
+// takes links again on Resume; one closed (a shutdown) does not, even
+// when the Resume of a promotion that began before comes after Close.
+func TestReceiverCloseIsForGood(t *testing.T) {
+	src := newPrimary(t, durability.Options{Level: durability.NoLog})
+	banktest.Setup(t, src.DB(), func(uint64) error { return nil })
+	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
+	cc, err := replica.Dial(sb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := pb.NewReplicationServiceClient(cc)
+	// hello opens a link that sends nothing, and returns how it ended.
+	hello := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := c.Ship(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: &pb.ShipHello{Node: "a", Addr: "x:1", LastLsn: src.DB().LastLSN(), Epochs: epoch0}}})
+		_ = st.CloseSend()
+		for {
+			if _, err := st.Recv(); err != nil {
+				return err
+			}
+		}
+	}
+	taken := func(want bool, when string) {
+		t.Helper()
+		err := hello()
+		if refused := status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "takes no log now"); refused == want {
+			t.Fatalf("%s: a link ended with %v", when, err)
+		}
+	}
+	taken(true, "at first")
+	sb.recv.Stop()
+	taken(false, "stopped")
+	sb.recv.Resume()
+	taken(true, "resumed")
+	sb.recv.Stop()
+	sb.recv.Close()
+	sb.recv.Resume()
+	taken(false, "resumed after Close")
+}
+
 // TestOneSenderAtATime: a standby follows one sender. The same sender's
 // new link replaces its old one (which may be dead without the standby
 // knowing); another peer at the same epoch is refused.

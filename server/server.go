@@ -474,7 +474,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.health.Shutdown()
 		close(s.quit)
-		s.recv.Stop() // the primary's link would hold GracefulStop up
+		s.recv.Close() // the primary's link would hold GracefulStop up
 		done := make(chan struct{})
 		go func() {
 			s.grpc.GracefulStop()
