@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/internal/pbmem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -71,8 +72,13 @@ func (a *adminService) Checkpoint(ctx context.Context, _ *pb.CheckpointRequest) 
 	}
 	res, err := c.Run(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return nil, status.FromContextError(ctx.Err()).Err()
+		case errors.Is(err, checkpoint.ErrFrozen):
+			// Not a failure: the node is to restart, to cut its log or
+			// load an image, and no image may hold what it sets aside.
+			return nil, status.Errorf(codes.FailedPrecondition, "no checkpoint: this node is to restart, to cut its log where it diverged from its primary's or to load an image; checkpoints run again once it has (or once it is promoted): %v", err)
 		}
 		a.s.log.Error("checkpoint failed", "error", err)
 		if errors.Is(err, syscall.ENOSPC) {

@@ -278,6 +278,10 @@ func TestPromotionThawsCheckpoints(t *testing.T) {
 	if _, err := n.srv.ckpt.Run(ctx(t)); !errors.Is(err, checkpoint.ErrFrozen) {
 		t.Fatalf("checkpoints after a failed set-aside: %v, want them frozen", err)
 	}
+	// mmdbd checkpoint is told why, as a state of the node, not an
+	// internal error.
+	_, err := n.admin.Checkpoint(ctx(t), &pb.CheckpointRequest{})
+	wantCode(t, err, codes.FailedPrecondition, "restart")
 	if _, err := n.admin.Promote(ctx(t), &pb.PromoteRequest{}); err != nil {
 		t.Fatal(err)
 	}
