@@ -27,14 +27,8 @@ func (a *adminService) TableDigest(ctx context.Context, req *pb.TableDigestReque
 		}
 		list[b] = true
 	}
-	if err := a.s.store.WaitApplied(ctx, req.GetMinLsn()); err != nil {
-		// The call ended (its deadline, or the caller canceled), or the
-		// node cannot apply past what it holds (its store is broken).
-		code := codes.FailedPrecondition
-		if ctx.Err() != nil {
-			code = status.FromContextError(ctx.Err()).Code()
-		}
-		return nil, status.Errorf(code, "this node has applied LSN %d, not yet %d: %v", a.s.db.LastLSN(), req.GetMinLsn(), err)
+	if err := a.waitApplied(ctx, req.GetMinLsn()); err != nil {
+		return nil, err
 	}
 	sn := a.s.db.Snapshot()
 	defer sn.Close()
@@ -84,4 +78,22 @@ func (a *adminService) TableDigest(ctx context.Context, req *pb.TableDigestReque
 		return nil, toStatus(err)
 	}
 	return resp, nil
+}
+
+// waitApplied waits until the node has applied the commit at lsn, giving
+// up a margin before ctx's deadline (replyBefore), so that the client
+// learns how far the node got rather than only that its deadline passed.
+func (a *adminService) waitApplied(ctx context.Context, lsn uint64) error {
+	ctx, cancel := replyBefore(ctx)
+	defer cancel()
+	if err := a.s.store.WaitApplied(ctx, lsn); err != nil {
+		// The call ended (its deadline, or the caller canceled), or the
+		// node cannot apply past what it holds (its store is broken).
+		code := codes.FailedPrecondition
+		if ctx.Err() != nil {
+			code = status.FromContextError(ctx.Err()).Code()
+		}
+		return status.Errorf(code, "this node has applied LSN %d, not yet %d: %v", a.s.db.LastLSN(), lsn, err)
+	}
+	return nil
 }
