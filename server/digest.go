@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"hash/fnv"
 
@@ -13,6 +15,10 @@ import (
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
+
+// maxBucketDigestBytes bounds a BucketDigest in a TableDigestResponse:
+// two varints and their tags, and its own tag and length.
+const maxBucketDigestBytes = 2*(1+binary.MaxVarintLen64) + 2
 
 // TableDigest summarises a table as of a snapshot (see the proto).
 func (a *adminService) TableDigest(ctx context.Context, req *pb.TableDigestRequest) (*pb.TableDigestResponse, error) {
@@ -53,6 +59,10 @@ func (a *adminService) TableDigest(ctx context.Context, req *pb.TableDigestReque
 	for i := range resp.Buckets {
 		resp.Buckets[i] = &pb.BucketDigest{}
 	}
+	// The listed rows stop short of max_message_bytes, with room for the
+	// buckets' digests: a reply past it would be built whole, however
+	// large, only for gRPC to refuse to send it.
+	room := a.s.dbs.maxMsgBytes - replySlack - int(n)*maxBucketDigestBytes
 	key := make([]mem.Value, len(pk))
 	err := sn.Scan(def.ID, func(r mem.Record) error {
 		for i, c := range pk {
@@ -70,7 +80,11 @@ func (a *adminService) TableDigest(ctx context.Context, req *pb.TableDigestReque
 		d.Rows++
 		d.Sum += sum
 		if list[bucket] {
-			resp.Rows = append(resp.Rows, &pb.RowDigest{Bucket: bucket, Key: k, Hash: sum})
+			rd := &pb.RowDigest{Bucket: bucket, Key: k, Hash: sum}
+			if room -= rd.SizeVT() + 4; room < 0 {
+				return withReason(codes.ResourceExhausted, pb.ReasonTooLarge, fmt.Sprintf("table %q: the rows of the %d buckets listed pass max_message_bytes (%d); list fewer buckets a call, or split the table into more buckets", req.GetTable(), len(list), a.s.dbs.maxMsgBytes), nil)
+			}
+			resp.Rows = append(resp.Rows, rd)
 		}
 		return ctx.Err()
 	})

@@ -68,10 +68,7 @@ func toStatus(err error) error {
 	}
 	msg := strings.ReplaceAll(err.Error(), "mem: ", "")
 	if errors.Is(err, logging.ErrTooLarge) {
-		st, derr := status.New(codes.ResourceExhausted, msg).WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: pb.ReasonTooLarge})
-		if derr == nil {
-			return st.Err()
-		}
+		return withReason(codes.ResourceExhausted, pb.ReasonTooLarge, msg, nil)
 	}
 	for _, m := range codeOf {
 		if errors.Is(err, m.err) {
@@ -99,8 +96,13 @@ func notDurable(lsn uint64, level durability.Level, err error) error {
 // withLSNReason returns a status error of code with msg and an ErrorInfo
 // detail of reason naming the commit at lsn.
 func withLSNReason(code codes.Code, reason string, lsn uint64, msg string) error {
-	st, derr := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: reason,
-		Metadata: map[string]string{pb.MetadataLSN: strconv.FormatUint(lsn, 10)}})
+	return withReason(code, reason, msg, map[string]string{pb.MetadataLSN: strconv.FormatUint(lsn, 10)})
+}
+
+// withReason returns a status error of code with msg and an ErrorInfo
+// detail of reason, with metadata md (nil: none).
+func withReason(code codes.Code, reason, msg string, md map[string]string) error {
+	st, derr := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: reason, Metadata: md})
 	if derr != nil {
 		return status.Error(code, msg)
 	}

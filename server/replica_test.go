@@ -129,6 +129,40 @@ func TestTableDigestBadInput(t *testing.T) {
 	}
 }
 
+// TestTableDigestListingPastTheLimit: a digest whose listed rows would
+// pass max_message_bytes is refused while the node scans, with
+// RESOURCE_EXHAUSTED and the TOO_LARGE detail (fewer buckets would go
+// in), rather than built whole in memory and then refused by gRPC on
+// its way out; fewer buckets are listed.
+func TestTableDigestListingPastTheLimit(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) { c.MaxMessageBytes = 64 << 10 })
+	if _, err := n.db.CreateTable(ctx(t), &pb.CreateTableRequest{Table: accountsTable()}); err != nil {
+		t.Fatal(err)
+	}
+	const rows = 4000
+	for from := 1; from <= rows; from += 1000 {
+		req := &pb.CommitRequest{}
+		for id := from; id < from+1000; id++ {
+			req.Operations = append(req.Operations, &pb.Operation{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "acct", Row: acctRow(int64(id), 1)}}})
+		}
+		if _, err := n.db.Commit(ctx(t), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := n.admin.TableDigest(ctx(t), &pb.TableDigestRequest{Table: "acct", Buckets: 4, List: []uint32{0, 1, 2, 3}})
+	wantCode(t, err, codes.ResourceExhausted, "max_message_bytes", "fewer buckets")
+	if !slices.ContainsFunc(status.Convert(err).Details(), func(d any) bool {
+		info, ok := d.(*errdetails.ErrorInfo)
+		return ok && info.GetDomain() == pb.ErrorDomain && info.GetReason() == pb.ReasonTooLarge
+	}) {
+		t.Fatalf("%v: no TOO_LARGE detail", err)
+	}
+	d, err := n.admin.TableDigest(ctx(t), &pb.TableDigestRequest{Table: "acct", Buckets: 8, List: []uint32{5}})
+	if err != nil || len(d.GetRows()) == 0 || uint64(len(d.GetRows())) != d.GetBuckets()[5].GetRows() {
+		t.Fatalf("a digest listing one bucket of 8: %d rows, %v", len(d.GetRows()), err)
+	}
+}
+
 // TestStandbyBecomesPropagator: a standby switched to propagator (as on
 // SIGHUP) starts relaying the log it follows to its other peers, never
 // back to the primary; switched back to standby it stops, and the

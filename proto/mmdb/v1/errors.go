@@ -8,7 +8,9 @@ package mmdbv1
 //
 // A write whose redo record is over the log's limit is refused with
 // RESOURCE_EXHAUSTED and an ErrorInfo of reason ReasonTooLarge: smaller
-// writes would go in (unlike a full disk's RESOURCE_EXHAUSTED).
+// writes would go in (unlike a full disk's RESOURCE_EXHAUSTED). So is
+// a TableDigest whose listed rows would pass max_message_bytes: fewer
+// buckets a call would go in.
 //
 // A full disk refuses a write with RESOURCE_EXHAUSTED, and it changes
 // nothing. But a commit made in memory whose redo record the full disk
