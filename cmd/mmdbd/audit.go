@@ -229,7 +229,7 @@ func (a auditor) compare(ctx context.Context, table string) ([]rowDiff, error) {
 			fmt.Fprintf(a.out, "%s: %d rows, the same (primary at LSN %d, standby at %d)\n", table, rows, p.GetLsn(), s.GetLsn())
 			return nil, nil
 		}
-		if p, s, err = a.digests(ctx, table, list); err != nil {
+		if p, s, err = a.listing(ctx, table, list); err != nil {
 			return nil, err
 		}
 		diffs = rowDiffs(p.GetRows(), s.GetRows())
@@ -246,6 +246,29 @@ func (a auditor) compare(ctx context.Context, table string) ([]rowDiff, error) {
 		fmt.Fprintf(a.out, "  %s\n", d)
 	}
 	return diffs, nil
+}
+
+// listing returns both nodes' digests of table listing the rows of the
+// buckets in list (digests), in as many calls as the nodes take: a
+// listing one refuses as too large is asked for in halves, whose rows
+// are put together (each half's compared at its own LSNs), with the
+// bucket digests and LSNs of the last.
+func (a auditor) listing(ctx context.Context, table string, list []uint32) (p, s *pb.TableDigestResponse, err error) {
+	p, s, err = a.digests(ctx, table, list)
+	if !tooLarge(err) || len(list) == 1 {
+		return p, s, err
+	}
+	half := len(list) / 2
+	p1, s1, err := a.listing(ctx, table, list[:half])
+	if err != nil {
+		return nil, nil, err
+	}
+	if p, s, err = a.listing(ctx, table, list[half:]); err != nil {
+		return nil, nil, err
+	}
+	p.Rows = append(p1.GetRows(), p.GetRows()...)
+	s.Rows = append(s1.GetRows(), s.GetRows()...)
+	return p, s, nil
 }
 
 // How a row differs, in the order repairRows sends them.
@@ -306,10 +329,11 @@ func rowDiffs(p, s []*pb.RowDigest) []rowDiff {
 // split in two and sent again.
 const repairChunkBytes = 1 << 20
 
-// tooLarge says whether the primary refused a call as too large: a
-// message over its max_message_bytes (gRPC's refusal) or a redo record
-// over its log's limit (the TOO_LARGE detail). Other RESOURCE_EXHAUSTED
-// refusals (a full disk) are not helped by smaller calls.
+// tooLarge says whether a node refused a call as too large: a message
+// over its max_message_bytes (gRPC's refusal) or a redo record over its
+// log's limit or a digest's listing over max_message_bytes (the
+// TOO_LARGE detail). Other RESOURCE_EXHAUSTED refusals (a full disk)
+// are not helped by smaller calls.
 func tooLarge(err error) bool {
 	st := grpcstatus.Convert(err)
 	if st.Code() != codes.ResourceExhausted {

@@ -15,6 +15,8 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -216,5 +218,25 @@ func TestAuditTablesOnOneNode(t *testing.T) {
 	}
 	if len(p.calls) != 0 {
 		t.Errorf("repairs sent for tables on one node: %q", p.calls)
+	}
+}
+
+// TestAuditListsDifferencesPastTheMessageLimit: a table that differs in
+// more rows than one TableDigest reply holds (the primary refuses the
+// listing as too large) is listed in calls of fewer buckets, and every
+// differing row is reported; the audit failed at the first listing.
+func TestAuditListsDifferencesPastTheMessageLimit(t *testing.T) {
+	small := func(c *conf.Config) { c.MaxMessageBytes = 64 << 10 }
+	primary, paddr := servertest.Start(t, small)
+	standby, saddr := servertest.Start(t, small)
+	commitRows(t, primary, 0, 4000)
+	// The standby's LSN passes the primary's (audit waits for it), with
+	// two of its rows.
+	commitRows(t, standby, 0, 1)
+	commitRows(t, standby, 1, 1)
+	var stdout, stderr strings.Builder
+	code := run([]string{"audit", "-primary", paddr, "-standby", saddr, "-rounds", "1"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stdout.String(), "kv: 3998 rows differ") || !strings.Contains(stderr.String(), "differs from the primary") {
+		t.Fatalf("audit of a table that differs in 3998 rows: exit %d\n%s\n%s", code, truncate(stdout.String(), 200), &stderr)
 	}
 }
