@@ -469,10 +469,15 @@ func TestKillThenPowerLoss(t *testing.T) {
 // that stopped with its disk full starts and serves reads). Records past
 // StartLSN stay until room is found: then the new segment voids them
 // before any new record is written, as an opening with room does. Closed
-// while still full, the log says that its opening was never written.
+// while still full, the log says that its opening was never written. A
+// disk quota used up (EDQUOT) is a full disk too.
 func TestOpenOnFullDisk(t *testing.T) {
-	for _, mapped := range []bool{false, true} {
-		t.Run(fmt.Sprint("mapped=", mapped), func(t *testing.T) {
+	for _, c := range []struct {
+		mapped bool
+		full   syscall.Errno
+	}{{false, syscall.ENOSPC}, {true, syscall.ENOSPC}, {false, syscall.EDQUOT}} {
+		mapped := c.mapped
+		t.Run(fmt.Sprintf("mapped=%v/%v", mapped, c.full), func(t *testing.T) {
 			fs := vfs.NewMemFS()
 			dirs := channelDirs(2)
 			old := reopen(t, fs, dirs, recovered{}, numbered("old", 20)...)
@@ -486,14 +491,18 @@ func TestOpenOnFullDisk(t *testing.T) {
 				if err != nil {
 					t.Fatalf("open on the full disk: %v", err)
 				}
-				if _, err := l.Append([]byte("refused")); !errors.Is(err, ErrFull) || !errors.Is(err, syscall.ENOSPC) || l.LastLSN() != start {
+				if _, err := l.Append([]byte("refused")); !errors.Is(err, ErrFull) || !errors.Is(err, c.full) || l.LastLSN() != start {
 					t.Fatalf("an append on the full disk: %v (last LSN %d)", err, l.LastLSN())
 				}
 				return l
 			}
 
-			fs.SetSpace(1)
-			if err := open().Close(); !errors.Is(err, syscall.ENOSPC) {
+			if c.full == syscall.EDQUOT {
+				fs.SetQuota(1)
+			} else {
+				fs.SetSpace(1)
+			}
+			if err := open().Close(); !errors.Is(err, c.full) {
 				t.Fatalf("closing a log that never found room for its opening: %v", err)
 			}
 			if again, err := recoverLog(fs, dirs, false); err != nil || again.last != got.last {

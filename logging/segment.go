@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/mmdb/mmdb/logging/record"
 	"github.com/mmdb/mmdb/logging/vfs"
@@ -251,7 +250,7 @@ func (w *segmentWriter) rotate(need int64) error {
 	}
 	size := max(w.size, record.SegmentHeaderSize+need)
 	if err := f.Allocate(size); err != nil {
-		if errors.Is(err, syscall.ENOSPC) {
+		if vfs.NoSpace(err) {
 			err = fmt.Errorf("%w: %w", errNoRoom, err)
 		}
 		return errors.Join(fmt.Errorf("logging: preallocate %d bytes for %s: %w", size, tmp, err), f.Close(), w.fs.Remove(tmp))

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/internal/pbmem"
+	"github.com/mmdb/mmdb/logging/vfs"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -81,7 +81,7 @@ func (a *adminService) Checkpoint(ctx context.Context, _ *pb.CheckpointRequest) 
 			return nil, status.Errorf(codes.FailedPrecondition, "no checkpoint: this node is to restart, to cut its log where it diverged from its primary's or to load an image; checkpoints run again once it has (or once it is promoted): %v", err)
 		}
 		a.s.log.Error("checkpoint failed", "error", err)
-		if errors.Is(err, syscall.ENOSPC) {
+		if vfs.NoSpace(err) {
 			return nil, status.Errorf(codes.ResourceExhausted, "checkpoint failed: the disk is full: %v", err)
 		}
 		return nil, status.Errorf(codes.Internal, "checkpoint failed: %v", err)

@@ -41,6 +41,7 @@ var codeOf = []struct {
 	{mem.ErrCorrupt, codes.DataLoss},
 	{durability.ErrStandby, codes.FailedPrecondition}, // a write on a standby: the message names the primary
 	{syscall.ENOSPC, codes.ResourceExhausted},         // the log's disk is full: the commit was refused
+	{syscall.EDQUOT, codes.ResourceExhausted},         // the same, of a disk quota
 	{logging.ErrTooLarge, codes.ResourceExhausted},    // a transaction's redo record over the log's limit
 	{logging.ErrFailed, codes.Unavailable},            // the log failed: the node takes no more writes
 	{logging.ErrClosed, codes.Unavailable},            // shutting down

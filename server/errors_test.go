@@ -32,7 +32,9 @@ func TestTooLargeIsToldApart(t *testing.T) {
 	if !tooLarge(fmt.Errorf("commit: %w", logging.ErrTooLarge)) {
 		t.Error("a record over the log's limit has no TOO_LARGE detail")
 	}
-	if tooLarge(fmt.Errorf("commit: %w", syscall.ENOSPC)) {
-		t.Error("a full disk has the TOO_LARGE detail")
+	for _, full := range []error{syscall.ENOSPC, syscall.EDQUOT} { // a disk quota used up is a full disk
+		if tooLarge(fmt.Errorf("commit: %w", full)) {
+			t.Errorf("a full disk (%v) has the TOO_LARGE detail", full)
+		}
 	}
 }

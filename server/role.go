@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/mmdb/mmdb/conf"
 	redolog "github.com/mmdb/mmdb/logging"
+	"github.com/mmdb/mmdb/logging/vfs"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
 )
@@ -131,7 +130,7 @@ func (s *Server) keepEpoch() {
 		if done {
 			return
 		}
-		if err != nil && !errors.Is(err, syscall.ENOSPC) && err.Error() != failed {
+		if err != nil && !vfs.NoSpace(err) && err.Error() != failed {
 			failed = err.Error()
 			s.log.Error("cannot keep the epoch history: writes are still refused", "error", err)
 		}

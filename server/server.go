@@ -194,7 +194,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 		// standby holds; its new records start a new incarnation, so the
 		// standby finds where they diverge.
 		switch epoch, err := epochs.Restart(store.DB().LastLSN() + 1); {
-		case errors.Is(err, syscall.ENOSPC):
+		case vfs.NoSpace(err):
 			// As for a disk that fills while the node runs: it serves
 			// reads, and takes writes once there is room (keepEpoch).
 			held = true

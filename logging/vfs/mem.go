@@ -39,6 +39,7 @@ type MemFS struct {
 	crashAt int // 0: never
 	crashed bool
 	space   int64         // bytes files may hold in all; 0: unlimited
+	full    error         // what a write past space fails with: ENOSPC, or EDQUOT (SetQuota)
 	delay   time.Duration // how long a Sync takes
 }
 
@@ -73,7 +74,15 @@ func (fs *MemFS) CrashAfter(k int) {
 func (fs *MemFS) SetSpace(bytes int64) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	fs.space = bytes
+	fs.space, fs.full = bytes, unix.ENOSPC
+}
+
+// SetQuota is SetSpace for a user's disk quota: writes and allocations
+// past it fail with EDQUOT.
+func (fs *MemFS) SetQuota(bytes int64) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.space, fs.full = bytes, unix.EDQUOT
 }
 
 // SetSyncDelay makes every File.Sync and Mapping.Flush take d, as a
@@ -388,7 +397,7 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	}
 	if end := off + int64(len(p)); end > int64(len(f.ino.data)) {
 		if f.fs.space > 0 && f.fs.used()+end-int64(len(f.ino.data)) > f.fs.space {
-			return 0, &os.PathError{Op: "write", Path: f.name, Err: errNoSpace}
+			return 0, &os.PathError{Op: "write", Path: f.name, Err: f.fs.full}
 		}
 		f.ino.data = append(f.ino.data, make([]byte, end-int64(len(f.ino.data)))...)
 	}
@@ -453,7 +462,7 @@ func (f *memFile) Allocate(size int64) error {
 	}
 	if grow := size - int64(len(f.ino.data)); grow > 0 {
 		if f.fs.space > 0 && f.fs.used()+grow > f.fs.space {
-			return &os.PathError{Op: "allocate", Path: f.name, Err: errNoSpace}
+			return &os.PathError{Op: "allocate", Path: f.name, Err: f.fs.full}
 		}
 		f.ino.data = append(f.ino.data, make([]byte, grow)...)
 	}
@@ -520,7 +529,7 @@ func (f *memFile) Truncate(size int64) error {
 		f.ino.data = f.ino.data[:size]
 	} else {
 		if f.fs.space > 0 && f.fs.used()+grow > f.fs.space {
-			return &os.PathError{Op: "truncate", Path: f.name, Err: errNoSpace}
+			return &os.PathError{Op: "truncate", Path: f.name, Err: f.fs.full}
 		}
 		f.ino.data = append(f.ino.data, make([]byte, grow)...)
 	}
@@ -536,6 +545,3 @@ func (f *memFile) Close() error {
 	f.closed = true
 	return nil
 }
-
-// errNoSpace is how the operating system reports a full disk.
-var errNoSpace error = unix.ENOSPC

@@ -224,6 +224,11 @@ func (o osFile) Size() (int64, error) {
 	return st.Size(), nil
 }
 
+// NoSpace reports whether err says the file system has no room for a
+// write: the disk is full (ENOSPC), or the user's quota is used up
+// (EDQUOT).
+func NoSpace(err error) bool { return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) }
+
 // ErrCrashed is what every operation of a crashed MemFS returns.
 var ErrCrashed = errors.New("vfs: the file system has crashed")
 
