@@ -249,10 +249,11 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("durability: open the log: %w", err)
 	}
-	if full := log.Full(); full != nil && setAside && opts.StopAfter > 0 {
+	if refused := log.Refusing(); refused != nil && setAside && opts.StopAfter > 0 {
 		// Its opening, which voids the records past StopAfter, is not
-		// written yet: the next start, told nothing, would read them.
-		return nil, errors.Join(fmt.Errorf("durability: cut the log after LSN %d: %w", opts.StopAfter, full), log.Close())
+		// written yet (a full disk): the next start, told nothing, would
+		// read them.
+		return nil, errors.Join(fmt.Errorf("durability: cut the log after LSN %d: %w", opts.StopAfter, refused), log.Close())
 	}
 	s.log = log
 	s.admit = s.Writable
@@ -460,6 +461,22 @@ func (s *Store) Writable() error {
 	}
 	if h := s.held.Load(); h != nil {
 		return *h
+	}
+	return nil
+}
+
+// Refusing returns why a primary refuses commits now: it is held (Hold),
+// or its log's disk is full, or its log failed; nil while it takes them,
+// and on a standby.
+func (s *Store) Refusing() error {
+	if s.primary.Load() != nil {
+		return nil
+	}
+	if h := s.held.Load(); h != nil {
+		return *h
+	}
+	if s.log != nil {
+		return s.log.Refusing()
 	}
 	return nil
 }

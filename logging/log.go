@@ -777,12 +777,16 @@ func (c *channel) sync(off, records int64) {
 	}
 }
 
-// Full returns the error (wrapping ErrFull) that Append refuses records
-// with while a channel's disk is full, and nil while none is.
-func (l *Log) Full() error {
+// Refusing returns the error Append refuses records with now: one
+// wrapping ErrFailed once the log failed, or ErrFull while a channel's
+// disk is full; nil while it takes them.
+func (l *Log) Refusing() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.nfull > 0 {
+	switch {
+	case l.err != nil:
+		return l.err
+	case l.nfull > 0:
 		return l.full
 	}
 	return nil

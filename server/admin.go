@@ -50,6 +50,9 @@ func (a *adminService) Status(context.Context, *pb.StatusRequest) (*pb.StatusRes
 	if name, addr, _ := s.store.Standby(); addr != "" {
 		resp.Primary = name + " at " + addr
 	}
+	if err := s.store.Refusing(); err != nil {
+		resp.WritesRefused = err.Error()
+	}
 	standbys, degraded := s.replication()
 	resp.Degraded = degraded
 	for _, sb := range standbys {

@@ -193,8 +193,8 @@ func fullDisk(t *testing.T, level string, withStandby bool) {
 // it (SPEC 4: a full disk refuses commits, and the node serves reads),
 // though its log has no room for the segment a start begins: it serves
 // reads of all it acknowledged and refuses writes with
-// RESOURCE_EXHAUSTED; once space is freed it takes them, and they survive
-// the next kill -9.
+// RESOURCE_EXHAUSTED, as its status says; once space is freed it takes
+// them, and they survive the next kill -9.
 func TestStartOnFullDisk(t *testing.T) {
 	for _, level := range []string{"fsync-log", "mmap-log"} {
 		t.Run(level, func(t *testing.T) {
@@ -226,8 +226,12 @@ func TestStartOnFullDisk(t *testing.T) {
 			<-p.exit
 
 			p = start(t, args...)
-			db, _ = p.client()
+			db, conn := p.client()
+			admin := pb.NewAdminServiceClient(conn)
 			checkBlobs(t, db, acked)
+			if st, err := admin.Status(testCtx(t), &pb.StatusRequest{}); err != nil || !strings.Contains(st.GetWritesRefused(), "disk is full") {
+				t.Fatalf("status on the full disk: writes refused %q: %v", st.GetWritesRefused(), err)
+			}
 			const later = -1
 			if err := insertBlob(db, later, 10*time.Second); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "disk is full") {
 				t.Fatalf("a write on the full disk: %v, want RESOURCE_EXHAUSTED saying the disk is full", err)
@@ -247,6 +251,9 @@ func TestStartOnFullDisk(t *testing.T) {
 				if status.Code(err) != codes.ResourceExhausted || time.Now().After(deadline) {
 					t.Fatalf("once space is freed: %v", err)
 				}
+			}
+			if st, err := admin.Status(testCtx(t), &pb.StatusRequest{}); err != nil || st.GetWritesRefused() != "" {
+				t.Fatalf("status once space is freed: writes refused %q: %v", st.GetWritesRefused(), err)
 			}
 			if err := p.cmd.Process.Kill(); err != nil {
 				t.Fatal(err)

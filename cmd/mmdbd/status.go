@@ -26,6 +26,7 @@ type statusJSON struct {
 	OnSyncTimeout    string        `json:"on_sync_timeout"`
 	Primary          string        `json:"primary,omitempty"`
 	Degraded         bool          `json:"degraded"`
+	WritesRefused    string        `json:"writes_refused,omitempty"`
 	LastLSN          uint64        `json:"last_lsn"`
 	DurableLSN       uint64        `json:"durable_lsn"`
 	AppliedLSN       uint64        `json:"applied_lsn"`
@@ -75,7 +76,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 		Node: r.GetNode(), Role: r.GetRole(), Epoch: r.GetEpoch(), Durability: r.GetDurability(), SyncMode: r.GetSyncMode(),
 		SyncQuorum: r.GetSyncQuorum(), SyncStandbys: append([]string{}, r.GetSyncStandbys()...),
 		SyncTimeoutMs: r.GetSyncTimeout().AsDuration().Milliseconds(), OnSyncTimeout: r.GetOnSyncTimeout(),
-		Primary: r.GetPrimary(), Degraded: r.GetDegraded(),
+		Primary: r.GetPrimary(), Degraded: r.GetDegraded(), WritesRefused: r.GetWritesRefused(),
 		LastLSN: r.GetLastLsn(), DurableLSN: r.GetDurableLsn(), AppliedLSN: r.GetAppliedLsn(), CheckpointLSN: r.GetCheckpointLsn(),
 		Standbys: []standbyJSON{}, Tables: []tableJSON{},
 		UptimeSeconds: r.GetUptime().AsDuration().Seconds(), Version: r.GetVersion(), OpenTransactions: r.GetOpenTransactions(),
@@ -158,6 +159,9 @@ func printStatus(w io.Writer, st statusJSON) error {
 	}
 	if st.Degraded {
 		fmt.Fprintf(tw, "degraded\tyes: commits do not wait for the standbys until they catch up\n")
+	}
+	if st.WritesRefused != "" {
+		fmt.Fprintf(tw, "writes refused\t%s\n", st.WritesRefused)
 	}
 	fmt.Fprintf(tw, "last lsn\t%d\ndurable lsn\t%d\napplied lsn\t%d\ncheckpoint lsn\t%d\n", st.LastLSN, st.DurableLSN, st.AppliedLSN, st.CheckpointLSN)
 	fmt.Fprintf(tw, "open transactions\t%d\nuptime\t%s\nversion\t%s\n", st.OpenTransactions, time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second), st.Version)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +127,20 @@ func TestStatusShowsIndexBuild(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^kv +100 .*\n +\(building index by_v: 42 entries\)$`).MatchString(out.String()) {
 		t.Fatalf("status printed:\n%s", out.String())
+	}
+}
+
+// TestStatusShowsWritesRefused: mmdbd status says why a primary refuses
+// writes, and says nothing of it while it takes them.
+func TestStatusShowsWritesRefused(t *testing.T) {
+	for _, why := range []string{"", "the disk is full"} {
+		var out bytes.Buffer
+		if err := printStatus(&out, statusJSON{Role: "primary", WritesRefused: why}); err != nil {
+			t.Fatal(err)
+		}
+		if shown := strings.Contains(out.String(), "writes refused"); shown != (why != "") ||
+			shown && !regexp.MustCompile(`(?m)^writes refused +`+regexp.QuoteMeta(why)+`$`).MatchString(out.String()) {
+			t.Fatalf("writes refused %q: status printed:\n%s", why, out.String())
+		}
 	}
 }

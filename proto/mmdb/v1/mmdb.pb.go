@@ -3446,6 +3446,11 @@ type StatusResponse struct {
 	SyncStandbys  []string             `protobuf:"bytes,18,rep,name=sync_standbys,json=syncStandbys,proto3" json:"sync_standbys,omitempty"`
 	SyncTimeout   *durationpb.Duration `protobuf:"bytes,19,opt,name=sync_timeout,json=syncTimeout,proto3" json:"sync_timeout,omitempty"`
 	OnSyncTimeout string               `protobuf:"bytes,20,opt,name=on_sync_timeout,json=onSyncTimeout,proto3" json:"on_sync_timeout,omitempty"`
+	// On a primary that refuses writes now, why: its disk is full (the
+	// writes get RESOURCE_EXHAUSTED until space is freed), or its redo log
+	// failed (UNAVAILABLE until a restart). Empty while it takes writes,
+	// and on a standby.
+	WritesRefused string `protobuf:"bytes,21,opt,name=writes_refused,json=writesRefused,proto3" json:"writes_refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3616,6 +3621,13 @@ func (x *StatusResponse) GetSyncTimeout() *durationpb.Duration {
 func (x *StatusResponse) GetOnSyncTimeout() string {
 	if x != nil {
 		return x.OnSyncTimeout
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetWritesRefused() string {
+	if x != nil {
+		return x.WritesRefused
 	}
 	return ""
 }
@@ -5855,7 +5867,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	" \x01(\v2\x16.mmdb.v1.BeginResponseH\x00R\x05begin\x127\n" +
 	"\brollback\x18\v \x01(\v2\x19.mmdb.v1.RollbackResponseH\x00R\brollbackB\b\n" +
 	"\x06result\"\x0f\n" +
-	"\rStatusRequest\"\xcd\x05\n" +
+	"\rStatusRequest\"\xf4\x05\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
@@ -5882,7 +5894,8 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"syncQuorum\x12#\n" +
 	"\rsync_standbys\x18\x12 \x03(\tR\fsyncStandbys\x12<\n" +
 	"\fsync_timeout\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\vsyncTimeout\x12&\n" +
-	"\x0fon_sync_timeout\x18\x14 \x01(\tR\ronSyncTimeout\"\x10\n" +
+	"\x0fon_sync_timeout\x18\x14 \x01(\tR\ronSyncTimeout\x12%\n" +
+	"\x0ewrites_refused\x18\x15 \x01(\tR\rwritesRefused\"\x10\n" +
 	"\x0ePromoteRequest\"^\n" +
 	"\x0fPromoteResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
