@@ -378,7 +378,10 @@ func schemaName(h image.Header) string {
 }
 
 // load reads r's frames into db: tables as they come, rows on a worker
-// per core; progress is called every progressEvery while it reads.
+// per core; progress is called every progressEvery while it reads. The
+// first frame that fails ends the load: the rest of a damaged image is
+// neither read nor loaded (a restart falls back to the older image), and
+// the error is that frame's.
 func load(r *image.Reader, db *mem.DB, progress func()) error {
 	h := r.Header()
 	l, err := db.Load(h.LSN, h.NextTable)
@@ -388,9 +391,10 @@ func load(r *image.Reader, db *mem.DB, progress func()) error {
 	tables := map[uint32]*mem.Table{}
 	work := make(chan image.Frame, runtime.GOMAXPROCS(0))
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
+		wg       sync.WaitGroup
+		once     sync.Once
+		failed   = make(chan struct{}) // closed at the first failed frame
+		firstErr error                 // its error, set before failed is closed
 	)
 	for range runtime.GOMAXPROCS(0) {
 		wg.Add(1)
@@ -398,18 +402,21 @@ func load(r *image.Reader, db *mem.DB, progress func()) error {
 			defer wg.Done()
 			var buf []byte
 			for fr := range work {
+				select {
+				case <-failed:
+					continue // drain what was handed out before the failure
+				default:
+				}
 				if err := loadRows(l, tables[fr.Table], fr, &buf); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
+					once.Do(func() { firstErr = err; close(failed) })
 				}
 			}
 		}()
 	}
-	err = readFrames(r, l, tables, work, progress)
+	err = readFrames(r, l, tables, work, failed, progress)
 	close(work)
 	wg.Wait()
-	if err := errors.Join(append(errs, err)...); err != nil {
+	if err := errors.Join(firstErr, err); err != nil {
 		return err
 	}
 	return l.Finish()
@@ -419,10 +426,16 @@ func load(r *image.Reader, db *mem.DB, progress func()) error {
 const progressEvery = 2 * time.Second
 
 // readFrames creates the tables of r's table frames and hands its rows
-// frames to work.
-func readFrames(r *image.Reader, l *mem.Loader, tables map[uint32]*mem.Table, work chan<- image.Frame, progress func()) error {
+// frames to work, until the end of the image or until failed is closed
+// (a worker failed: its error is the load's).
+func readFrames(r *image.Reader, l *mem.Loader, tables map[uint32]*mem.Table, work chan<- image.Frame, failed <-chan struct{}, progress func()) error {
 	last := time.Now()
 	for {
+		select {
+		case <-failed:
+			return nil
+		default:
+		}
 		if time.Since(last) >= progressEvery {
 			progress()
 			last = time.Now()
@@ -435,7 +448,11 @@ func readFrames(r *image.Reader, l *mem.Loader, tables map[uint32]*mem.Table, wo
 			return err
 		}
 		if fr.Kind == image.FrameRows {
-			work <- fr
+			select {
+			case work <- fr:
+			case <-failed:
+				return nil
+			}
 			continue
 		}
 		def, err := mem.DecodeTableDef(fr.Stored)
