@@ -183,10 +183,10 @@ func fetchPart(ctx context.Context, addr string, dial []grpc.DialOption, part st
 		}
 		return nil
 	})
-	if err == nil {
-		if err = f.Sync(); err != nil {
-			err = fmt.Errorf("sync %s: %w", part, err)
-		}
+	// Synced whatever came of the fetch: a part an earlier run left
+	// unsynced may be whole already (imageFetch then keeps it as it is).
+	if serr := f.Sync(); serr != nil {
+		err = errors.Join(err, fmt.Errorf("sync %s: %w", part, serr))
 	}
 	if cerr := f.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close %s: %w", part, cerr))
