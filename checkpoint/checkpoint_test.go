@@ -393,8 +393,10 @@ func TestImageThatDoesNotLoadIsReplaced(t *testing.T) {
 // (no log after the older image), a newest image that is damaged, found
 // so at a load (a bit flip, a bad row) or before (truncated, a bad
 // header), is not replaced by the older one: the start refuses, saying
-// what it would lose, and leaves both images alone. A damaged older image
-// stops nothing when the header says it is older.
+// what it would lose, and leaves both images alone; so does a start at a
+// level with a log that has none yet (a no-log node restarted as
+// fsync-log). A damaged older image stops nothing when the header says it
+// is older.
 func TestFallbackThatWouldLoseCommits(t *testing.T) {
 	for _, d := range damages {
 		t.Run(d.name, func(t *testing.T) { fallbackThatWouldLoseCommits(t, d) })
@@ -421,13 +423,15 @@ func fallbackThatWouldLoseCommits(t *testing.T, d damage) {
 	before := readFile(t, fs, newest.Image.Path)
 	d.do(t, fs, newest.Image.Path)
 	damaged := readFile(t, fs, newest.Image.Path)
-	_, _, err = checkpoint.Restart(fs, ckptDir, opts, nil)
 	want := fmt.Sprintf("reach only LSN %d", older.Image.LSN)
 	if d.name == "bad header" {
 		want = "damaged past telling its LSN"
 	}
-	if err == nil || errors.Is(err, checkpoint.ErrNoImage) || !strings.Contains(err.Error(), filepath.Base(newest.Image.Path)) || !strings.Contains(err.Error(), want) {
-		t.Fatalf("restart that would lose the commits after LSN %d: %v", older.Image.LSN, err)
+	for _, o := range []durability.Options{opts, {FS: fs, Level: durability.FsyncLog, Dirs: []string{"/log"}}} {
+		_, _, err = checkpoint.Restart(fs, ckptDir, o, nil)
+		if err == nil || errors.Is(err, checkpoint.ErrNoImage) || !strings.Contains(err.Error(), filepath.Base(newest.Image.Path)) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: restart that would lose the commits after LSN %d: %v", o.Level, older.Image.LSN, err)
+		}
 	}
 	again, err := checkpoint.Inspect(fs, ckptDir, nil)
 	if err != nil || again.Older.Path != older.Image.Path && again.Newest.Path != older.Image.Path || !bytes.Equal(readFile(t, fs, newest.Image.Path), damaged) {

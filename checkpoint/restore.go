@@ -16,6 +16,7 @@ import (
 
 	"github.com/mmdb/mmdb/checkpoint/image"
 	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 )
@@ -152,7 +153,8 @@ var errWouldLose = errors.New("checkpoint: refusing to start from the older imag
 // operator decides whether to lose those commits (move the newest image
 // away) or repair it. The same holds for an image Inspect found damaged
 // (Slots.Lost) whose header names a newer LSN than the image used, and,
-// on a node without a log, for one whose header is unreadable. It
+// on a node without a log (or with none yet), for one whose header is
+// unreadable. It
 // returns the store and what the slots hold, for the Checkpointer.
 func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger) (*durability.Store, Slots, error) {
 	if fs == nil {
@@ -165,9 +167,15 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 	if err != nil {
 		return nil, slots, err
 	}
-	if slots.Unreadable != "" && opts.Level == durability.NoLog {
-		return nil, slots, fmt.Errorf("%w (%s, LSN %d): %s is damaged past telling its LSN, so it may hold newer commits, and a node without a log cannot replay them: move it away to start from the other image",
-			errWouldLose, slots.Newest.Path, slots.Newest.LSN, slots.Unreadable)
+	if slots.Unreadable != "" {
+		logged, err := logging.HasSegments(fs, opts.Dirs)
+		if err != nil {
+			return nil, slots, fmt.Errorf("checkpoint: %w", err)
+		}
+		if opts.Level == durability.NoLog || !logged {
+			return nil, slots, fmt.Errorf("%w (%s, LSN %d): %s is damaged past telling its LSN, so it may hold newer commits, and a node without a log cannot replay them: move it away to start from the other image",
+				errWouldLose, slots.Newest.Path, slots.Newest.LSN, slots.Unreadable)
+		}
 	}
 	// What a damaged image held must come from the image used and the
 	// log after it (up to where the log is cut, if it is), as for an
