@@ -164,16 +164,8 @@ func fullDisk(t *testing.T, level string, withStandby bool) {
 	// Room again: writes are taken.
 	growTmpfs(t, disk, 300<<20)
 	const again = -2
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		err := insertBlob(db, again, 5*time.Second)
-		if err == nil {
-			acked = append(acked, again)
-			break
-		}
-		if status.Code(err) != codes.ResourceExhausted || time.Now().After(deadline) {
-			t.Fatalf("once the disk has room: %v", err)
-		}
-	}
+	insertOnceRoom(t, db, again)
+	acked = append(acked, again)
 	if standby != nil { // applied-ack: the standby holds all the primary acknowledged
 		checkBlobs(t, standby, acked[len(acked)-min(len(acked), 50):])
 		checkBlobs(t, standby, inMemory)
@@ -242,16 +234,8 @@ func TestStartOnFullDisk(t *testing.T) {
 			if err := os.Remove(filler); err != nil {
 				t.Fatal(err)
 			}
-			for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-				err := insertBlob(db, later, 5*time.Second)
-				if err == nil {
-					acked = append(acked, later)
-					break
-				}
-				if status.Code(err) != codes.ResourceExhausted || time.Now().After(deadline) {
-					t.Fatalf("once space is freed: %v", err)
-				}
-			}
+			insertOnceRoom(t, db, later)
+			acked = append(acked, later)
 			if st, err := admin.Status(testCtx(t), &pb.StatusRequest{}); err != nil || st.GetWritesRefused() != "" {
 				t.Fatalf("status once space is freed: writes refused %q: %v", st.GetWritesRefused(), err)
 			}
@@ -263,6 +247,21 @@ func TestStartOnFullDisk(t *testing.T) {
 			db, _ = p.client()
 			checkBlobs(t, db, acked)
 		})
+	}
+}
+
+// insertOnceRoom inserts row id on a node whose disk had no room: it
+// finds some when it tries again (every 200 ms).
+func insertOnceRoom(t *testing.T, db pb.DatabaseServiceClient, id int64) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		err := insertBlob(db, id, 5*time.Second)
+		if err == nil {
+			return
+		}
+		if status.Code(err) != codes.ResourceExhausted || time.Now().After(deadline) {
+			t.Fatalf("once the disk has room: %v", err)
+		}
 	}
 }
 
