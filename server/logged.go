@@ -14,10 +14,10 @@ import (
 )
 
 // loggedFile, in a data dir, says that the node keeps a redo log. A log
-// never releases its last segment, so
-// a start that finds none where the file says a log is (a disk not
-// mounted, log_channels pointing elsewhere) would lose every commit after
-// the newest image, or all of them without one: it refuses (checkLogged).
+// never releases its last segment, so a start that finds none where the
+// file says a log is (a disk not mounted, log_channels pointing
+// elsewhere) would lose every commit after the newest image, or all of
+// them without one: it refuses (checkLogged).
 const loggedFile = "LOGGED"
 
 // checkLogged refuses a start of cfg's node whose log directories hold no
