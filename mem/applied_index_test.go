@@ -306,3 +306,48 @@ func TestPromotedCommitWaitsForUniqueBuild(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyDDLAfterFaultedBuild: a schema change that Apply held for a
+// build which then finds that this node's rows break its unique index is
+// refused, as every record after is: it was applied (Apply checked for
+// the fault before it waited), and a CreateIndex on the same table then
+// left the index that did not fit readable, short of the rows the build
+// had not reached.
+func TestApplyDDLAfterFaultedBuild(t *testing.T) {
+	db, tb := onlineTable(t, 3000)
+	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, onlineRow(3000, 10)) }, db) // row 1's v
+	reached, release := holdBuild(t)
+	lsn := db.LastLSN() + 1
+	applySoon(t, db, lsn, createIndexOp(tb, IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: Hash}))
+	wait(t, reached, "the build")
+	done := make(chan error, 1)
+	go func() {
+		done <- db.Apply(lsn+1, createIndexOp(tb, IndexDef{Name: "by_v2", Columns: []string{"v"}, Kind: Ordered}))
+	}()
+	release()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Apply never returned")
+	}
+	waitBuilt(db)
+	if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("the CreateIndex after the build found two rows with one key: %v, want ErrCorrupt and ErrDuplicate", err)
+	}
+	if db.LastLSN() != lsn {
+		t.Fatalf("LastLSN %d after the refusal, want %d", db.LastLSN(), lsn)
+	}
+	if _, err := tb.Index("by_v2"); !errors.Is(err, ErrNoIndex) {
+		t.Fatalf("the refused CreateIndex's index: %v, want ErrNoIndex", err)
+	}
+	ix, err := tb.Index("by_v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := db.Begin()
+	defer tx.Rollback()
+	if _, _, err := tx.GetBy(tb, ix, []Value{Uint64(20000)}); !errors.Is(err, ErrBuilding) {
+		t.Fatalf("GetBy by the index that did not fit: %v, want ErrBuilding", err)
+	}
+}

@@ -40,8 +40,8 @@ func (db *DB) apply(lsn uint64, r *Redo, online bool) error {
 	}
 	db.applyMu.Lock()
 	defer db.applyMu.Unlock()
-	if f := db.fault.Load(); f != nil {
-		return *f
+	if err := db.faulted(); err != nil {
+		return err
 	}
 	db.stopBuild()
 	if len(r.Ops) > 0 && r.Ops[0].Kind >= OpCreateTable {
@@ -54,10 +54,22 @@ func (db *DB) apply(lsn uint64, r *Redo, online bool) error {
 		}
 		if b := db.applying.Load(); b != nil {
 			<-b.ready
+			if err := db.faulted(); err != nil {
+				return err // the build found the rows break its index
+			}
 		}
 		return db.applyDDL(lsn, r.Ops[0], def, online)
 	}
 	return db.applyData(lsn, r)
+}
+
+// faulted returns why Apply refuses every record (an index it applied
+// did not fit the rows), or nil.
+func (db *DB) faulted() error {
+	if f := db.fault.Load(); f != nil {
+		return *f
+	}
+	return nil
 }
 
 // applyData is Apply for a data record; the caller holds applyMu. (Apart,
