@@ -146,9 +146,9 @@ func seed(cfg *conf.Config, sec *security, epochs *replica.Epochs, logger hclog.
 }
 
 // noDatabase reports whether cfg's data dir holds neither a checkpoint
-// image nor log (nor says it keeps one), as a start would see it: a temporary file left by a
-// crash is no image (Inspect removes it), damaged images are a database
-// (the start refuses it, saying why).
+// image nor log (nor says it keeps one), as a start would see it: a
+// temporary file left by a crash is no image (Inspect removes it),
+// damaged images are a database (the start refuses it, saying why).
 func noDatabase(cfg *conf.Config) (bool, error) {
 	slots, err := checkpoint.Inspect(vfs.Default, checkpoint.Dir(cfg.DataDir), nil)
 	switch {
