@@ -137,10 +137,7 @@ func writeUntilKilled(t *testing.T, p *proc, db pb.DatabaseServiceClient, round 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := p.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-p.exit
+	p.kill()
 	wg.Wait()
 	return added
 }
@@ -316,10 +313,7 @@ func TestCorruptLogRefusesStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := p.cmd.Process.Kill(); err != nil { // no image at shutdown: the log holds the marks
-		t.Fatal(err)
-	}
-	<-p.exit
+	p.kill() // no image at shutdown: the log holds the marks
 	segs, err := filepath.Glob(filepath.Join(dir, "log", "*.log"))
 	if err != nil || len(segs) == 0 {
 		t.Fatalf("the log's segments: %v %v", segs, err)
@@ -401,10 +395,7 @@ func TestNoLogKill9(t *testing.T) {
 			t.Fatal("the second image was not begun")
 		}
 	}
-	if err := p.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-p.exit
+	p.kill()
 	whole, err := filepath.Glob(filepath.Join(images, "*.mmdb"))
 	if err != nil {
 		t.Fatal(err)

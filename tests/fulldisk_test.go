@@ -171,10 +171,7 @@ func fullDisk(t *testing.T, level string, withStandby bool) {
 		checkBlobs(t, standby, inMemory)
 	}
 
-	if err := p.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-p.exit
+	p.kill()
 	p = start(t, args...)
 	db, _ = p.client()
 	checkBlobs(t, db, acked)
@@ -212,10 +209,7 @@ func TestStartOnFullDisk(t *testing.T) {
 			}
 			filler := filepath.Join(disk, "filler")
 			fillDisk(t, filler)
-			if err := p.cmd.Process.Kill(); err != nil {
-				t.Fatal(err)
-			}
-			<-p.exit
+			p.kill()
 
 			p = start(t, args...)
 			db, conn := p.client()
@@ -239,10 +233,7 @@ func TestStartOnFullDisk(t *testing.T) {
 			if st, err := admin.Status(testCtx(t), &pb.StatusRequest{}); err != nil || st.GetWritesRefused() != "" {
 				t.Fatalf("status once space is freed: writes refused %q: %v", st.GetWritesRefused(), err)
 			}
-			if err := p.cmd.Process.Kill(); err != nil {
-				t.Fatal(err)
-			}
-			<-p.exit
+			p.kill()
 			p = start(t, args...)
 			db, _ = p.client()
 			checkBlobs(t, db, acked)

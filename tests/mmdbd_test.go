@@ -154,6 +154,15 @@ func (p *proc) output() string {
 	return p.log.String()
 }
 
+// kill kills the process (kill -9) and waits until it has exited.
+func (p *proc) kill() {
+	p.t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		p.t.Fatal(err)
+	}
+	<-p.exit
+}
+
 // wait waits for the process to exit and returns its exit code.
 func (p *proc) wait() int {
 	p.t.Helper()

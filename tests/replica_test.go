@@ -281,10 +281,7 @@ func failover(t *testing.T, stop string) {
 		}
 	}
 	if stop == "kill" {
-		if err := a.cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		<-a.exit
+		a.kill()
 	} else {
 		if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -784,10 +781,7 @@ func TestStandbyRestart(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		wg := writers(ctx, adb, round, 8, false, acked.add)
 		acked.waitFor(t, acked.count()+200)
-		if err := b.cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		<-b.exit
+		b.kill()
 		acked.waitFor(t, acked.count()+200) // while the standby is down
 		cancel()
 		wg.Wait()
@@ -821,10 +815,7 @@ func TestRestartedPrimaryThatLostItsLog(t *testing.T) {
 	createBank(t, adb)
 	bdb, _ := b.client()
 	before := scanTable(t, bdb, "acct")
-	if err := a.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-a.exit
+	a.kill()
 	a = start(t, aArgs...)
 	adb, aconn := a.client()
 	createBank(t, adb) // new records at the LSNs the standby holds
@@ -896,10 +887,7 @@ func TestStandbyTooFarBehindIsReimaged(t *testing.T) {
 			adb, aconn := a.client()
 			createBank(t, adb)
 			settled(t, b)
-			if err := b.cmd.Process.Kill(); err != nil {
-				t.Fatal(err)
-			}
-			<-b.exit
+			b.kill()
 			acked := map[int64]bool{}
 			r := rand.New(rand.NewPCG(4, 4))
 			for i := range int64(1500) { // far more than 64 KiB of records
@@ -1059,10 +1047,7 @@ func TestPropagatorChain(t *testing.T) {
 	ctx, cancel = context.WithCancel(context.Background())
 	wg = writers(ctx, pdb, 1, 8, false, acked.add)
 	time.Sleep(300 * time.Millisecond)
-	if err := r.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-r.exit
+	r.kill()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		st, err := admin.Status(testCtx(t), &pb.StatusRequest{})
 		if err != nil {
@@ -1088,10 +1073,7 @@ func TestPropagatorChain(t *testing.T) {
 
 	// The primary dies and the propagator is promoted: it ships to the
 	// standbys itself, at the new epoch.
-	if err := p.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-p.exit
+	p.kill()
 	if out, errOut, code := runTool(t, "promote", "-addr", rAddr); code != 0 {
 		t.Fatalf("promote the propagator: %d\n%s%s", code, out, errOut)
 	}
@@ -1260,10 +1242,7 @@ func TestSyncStandbys(t *testing.T) {
 		t.Fatalf("mmdb_replication_in_quorum: b %v (%v), c %v (%v); want 1 and 0", inB, okB, inC, okC)
 	}
 
-	if err := b.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-b.exit
+	b.kill()
 	if !commit() {
 		t.Fatal("a commit with b down was not degraded: c's acknowledgement completed the quorum")
 	}
