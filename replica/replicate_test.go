@@ -616,6 +616,40 @@ var epoch0 = []*pb.EpochStart{{Epoch: 0, StartLsn: 1}}
 // not its peer, with a gap, damaged, of another epoch than its link's,
 // from a sender behind it), with a clear status, and applies nothing of
 // it.
+// replicationClient dials the ReplicationService at addr until the end
+// of the test.
+func replicationClient(t *testing.T, addr string) pb.ReplicationServiceClient {
+	t.Helper()
+	cc, err := replica.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return pb.NewReplicationServiceClient(cc)
+}
+
+// shipOn opens a link of c, says hello and sends the batches, and
+// returns the code and message the call ends with.
+func shipOn(t *testing.T, c pb.ReplicationServiceClient, hello *pb.ShipHello, batches ...*pb.LogBatch) (codes.Code, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.Ship(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: hello}})
+	for _, b := range batches {
+		_ = st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Batch{Batch: b}})
+	}
+	_ = st.CloseSend()
+	for {
+		if _, err := st.Recv(); err != nil {
+			return status.Code(err), status.Convert(err).Message()
+		}
+	}
+}
+
 func TestRefusals(t *testing.T) {
 	src := newPrimary(t, durability.Options{Level: durability.NoLog})
 	banktest.Setup(t, src.DB(), func(uint64) error { return nil })
@@ -623,31 +657,9 @@ func TestRefusals(t *testing.T) {
 	n := uint64(len(recs))
 
 	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
-	cc, err := replica.Dial(sb.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	c := pb.NewReplicationServiceClient(cc)
-	// ship says hello and sends the batches, and returns the code the call
-	// ends with.
+	c := replicationClient(t, sb.addr)
 	ship := func(hello *pb.ShipHello, batches ...*pb.LogBatch) (codes.Code, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		st, err := c.Ship(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: hello}})
-		for _, b := range batches {
-			_ = st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Batch{Batch: b}})
-		}
-		_ = st.CloseSend()
-		for {
-			if _, err := st.Recv(); err != nil {
-				return status.Code(err), status.Convert(err).Message()
-			}
-		}
+		return shipOn(t, c, hello, batches...)
 	}
 	hello := func() *pb.ShipHello { return &pb.ShipHello{Node: "a", Addr: "x:1", LastLsn: n, Epochs: epoch0} }
 	good := func() *pb.LogBatch { return replica.EncodeBatchForTest(t, recs, 0) }
@@ -711,33 +723,14 @@ func TestReceiverCloseIsForGood(t *testing.T) {
 	src := newPrimary(t, durability.Options{Level: durability.NoLog})
 	banktest.Setup(t, src.DB(), func(uint64) error { return nil })
 	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
-	cc, err := replica.Dial(sb.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	c := pb.NewReplicationServiceClient(cc)
-	// hello opens a link that sends nothing, and returns how it ended.
-	hello := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		st, err := c.Ship(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = st.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Hello{Hello: &pb.ShipHello{Node: "a", Addr: "x:1", LastLsn: src.DB().LastLSN(), Epochs: epoch0}}})
-		_ = st.CloseSend()
-		for {
-			if _, err := st.Recv(); err != nil {
-				return err
-			}
-		}
-	}
+	c := replicationClient(t, sb.addr)
+	// taken opens a link that sends nothing, and checks whether the
+	// standby took it.
 	taken := func(want bool, when string) {
 		t.Helper()
-		err := hello()
-		if refused := status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "takes no log now"); refused == want {
-			t.Fatalf("%s: a link ended with %v", when, err)
+		code, msg := shipOn(t, c, &pb.ShipHello{Node: "a", Addr: "x:1", LastLsn: src.DB().LastLSN(), Epochs: epoch0})
+		if refused := code == codes.Unavailable && strings.Contains(msg, "takes no log now"); refused == want {
+			t.Fatalf("%s: a link ended with %s %q", when, code, msg)
 		}
 	}
 	taken(true, "at first")
