@@ -249,11 +249,13 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("durability: open the log: %w", err)
 	}
-	if refused := log.Refusing(); refused != nil && setAside && opts.StopAfter > 0 {
-		// Its opening, which voids the records past StopAfter, is not
-		// written yet (a full disk): the next start, told nothing, would
-		// read them.
-		return nil, errors.Join(fmt.Errorf("durability: cut the log after LSN %d: %w", opts.StopAfter, refused), log.Close())
+	if setAside && opts.StopAfter > 0 {
+		if refused := log.Refusing(); refused != nil {
+			// Its opening, which voids the records past StopAfter, is
+			// not written yet (a full disk): the next start, told
+			// nothing, would read them.
+			return nil, errors.Join(fmt.Errorf("durability: cut the log after LSN %d: %w", opts.StopAfter, refused), log.Close())
+		}
 	}
 	s.log = log
 	s.admit = s.Writable
