@@ -206,7 +206,9 @@ func TestApplyDDLWaitsForAppliedBuild(t *testing.T) {
 // primary's (whose CreateIndex found none did). Apply took the record,
 // as its build runs after; once the build finds the two rows, Apply
 // refuses every record, the next one unapplied, as it would one that
-// does not fit, and reads by the index fail.
+// does not fit, and reads by the index fail with that error, as writes
+// to the table do (a standby promoted since would otherwise tell them to
+// wait for ever).
 func TestApplyUniqueIndexOverDuplicates(t *testing.T) {
 	db, tb := onlineTable(t, 3000)
 	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, onlineRow(3000, 10)) }, db) // row 1's v
@@ -232,12 +234,42 @@ func TestApplyUniqueIndexOverDuplicates(t *testing.T) {
 	if _, ok, err := tx.Get(tb, []Value{Uint64(5000)}); ok || err != nil {
 		t.Fatalf("the refused record's row: found %v, %v", ok, err)
 	}
-	ix, err := tb.Index("by_v")
+	checkFaultedIndex(t, db, tb, "by_v", Uint64(20))
+}
+
+// checkFaultedIndex checks what a node whose build of index name (a
+// unique index over column v that Apply added) found that its rows break
+// it answers, whether a standby or promoted since: reads by the index,
+// and writes to the table that would claim its keys, are refused with
+// the build's ErrCorrupt (waiting would never end), deletes are taken,
+// and Stats says why the index stays unbuilt.
+func checkFaultedIndex(t *testing.T, db *DB, tb *Table, name string, key Value) {
+	t.Helper()
+	ix, err := tb.Index(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := tx.GetBy(tb, ix, []Value{Uint64(20)}); !errors.Is(err, ErrBuilding) {
-		t.Fatalf("GetBy by the index that did not fit: %v, want ErrBuilding", err)
+	if tb.IndexReady(ix) != nil {
+		t.Fatal("IndexReady: not nil once the build failed (a reader would wait for ever)")
+	}
+	tx := db.Begin()
+	defer tx.Rollback()
+	if _, _, err := tx.GetBy(tb, ix, []Value{key}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "imaged again") {
+		t.Fatalf("GetBy by the index that did not fit: %v, want its build's ErrCorrupt", err)
+	}
+	if db.Building() != nil {
+		t.Fatal("Building: not nil after the build failed")
+	}
+	if err := commitSoon(t, db, func(tx *Tx) error { return tx.Insert(tb, onlineRow(7000, 70000)) }); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("an insert into the table: %v, want the build's ErrCorrupt", err)
+	}
+	if err := commitSoon(t, db, func(tx *Tx) error { return tx.Delete(tb, []Value{Uint64(5)}) }); err != nil {
+		t.Fatalf("a delete from the table: %v", err)
+	}
+	st := tb.Stats()
+	is := st.Indexes[len(st.Indexes)-1]
+	if is.Name != name || !is.Building || !errors.Is(is.Fault, ErrCorrupt) {
+		t.Fatalf("Stats of the index that did not fit: %+v, want it building with the build's fault", is)
 	}
 }
 
@@ -341,13 +373,5 @@ func TestApplyDDLAfterFaultedBuild(t *testing.T) {
 	if _, err := tb.Index("by_v2"); !errors.Is(err, ErrNoIndex) {
 		t.Fatalf("the refused CreateIndex's index: %v, want ErrNoIndex", err)
 	}
-	ix, err := tb.Index("by_v")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx := db.Begin()
-	defer tx.Rollback()
-	if _, _, err := tx.GetBy(tb, ix, []Value{Uint64(20000)}); !errors.Is(err, ErrBuilding) {
-		t.Fatalf("GetBy by the index that did not fit: %v, want ErrBuilding", err)
-	}
+	checkFaultedIndex(t, db, tb, "by_v", Uint64(20000))
 }

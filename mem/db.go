@@ -188,7 +188,12 @@ type indexBuild struct {
 	// may use it. Zero for a CreateIndex of this node's.
 	lsn   uint64
 	ready chan struct{}
-	mu    sync.Mutex
+	// failed, set before ready is closed, says why a build Apply
+	// started cannot end: this node's rows break the unique index
+	// (DB.fault). The index stays unreadable, and writes to the table
+	// are refused with that error rather than told to wait.
+	failed atomic.Pointer[error]
+	mu     sync.Mutex
 	// moved lists the rows of a unique index that commits moved to new
 	// slots: the entries of the new slots went in unchecked (an entry
 	// moves with its row), but the build may not have checked the old
@@ -210,6 +215,14 @@ func (b *indexBuild) take() []uint64 {
 	m := b.moved
 	b.moved = nil
 	return m
+}
+
+// fault returns why the build cannot end (failed), or nil.
+func (b *indexBuild) fault() error {
+	if f := b.failed.Load(); f != nil {
+		return *f
+	}
+	return nil
 }
 
 // readable returns how many of the table's indexes reads may use: all
@@ -235,6 +248,8 @@ func (st *tableState) usable(ix int) error {
 	switch {
 	case ix < 0 || ix >= st.defined():
 		return errorf(ErrNoIndex, "table %q has no index %d", st.s.def.Name, ix)
+	case ix >= st.readable() && st.build.fault() != nil:
+		return st.build.fault()
 	case ix >= st.readable():
 		return errorf(ErrBuilding, "table %q index %q (applied at LSN %d)", st.s.def.Name, st.s.indexes[ix].name, st.build.lsn)
 	}
@@ -301,9 +316,10 @@ func (db *DB) Building() <-chan struct{} {
 // IndexReady returns nil if reads may use index ix, or else a channel
 // that is closed when they may: until then, an index that Apply's
 // CreateIndex added is being built, and reads by it fail with
-// ErrBuilding.
+// ErrBuilding. It returns nil too once that build has failed, which no
+// wait mends: reads by the index then fail with its ErrCorrupt.
 func (t *Table) IndexReady(ix int) <-chan struct{} {
-	if st := t.state.Load(); ix >= st.readable() && ix < st.defined() {
+	if st := t.state.Load(); ix >= st.readable() && ix < st.defined() && st.build.fault() == nil {
 		return st.build.ready
 	}
 	return nil
@@ -619,6 +635,7 @@ func (db *DB) buildApplied(t *Table, def IndexDef, lsn uint64) error {
 		db.gate.Unlock()
 		if err != nil {
 			fault := fmt.Errorf("%w: LSN %d added index %q to table %q, whose rows here do not fit it (%w): they are not the primary's, and this node must be imaged again", ErrCorrupt, lsn, d.name, t.name, err)
+			b.failed.Store(&fault)
 			db.fault.Store(&fault)
 			db.logger.Error("an index applied from the log does not fit the rows", "table", t.name, "index", d.name, "lsn", lsn, "error", err)
 			return

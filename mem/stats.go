@@ -22,6 +22,10 @@ type IndexStats struct {
 	// Building says that CreateIndex is building the index: Entries
 	// grows toward the table's rows, and reads cannot use it yet.
 	Building bool
+	// Fault, for an index a CreateIndex from the primary's log added
+	// (Apply), says why its build cannot end: this node's rows break
+	// it, so they are not the primary's. Building stays set.
+	Fault error
 }
 
 // Stats returns the memory accounting of every table, by name.
@@ -46,6 +50,9 @@ func (t *Table) Stats() TableStats {
 	for i, x := range st.idx {
 		d := st.s.indexes[i]
 		is := IndexStats{Name: d.name, Kind: d.kind, Entries: x.entries(), Bytes: x.memBytes(), Building: i >= st.readable()}
+		if is.Building {
+			is.Fault = st.build.fault()
+		}
 		ts.IndexBytes += is.Bytes
 		ts.Indexes = append(ts.Indexes, is)
 	}

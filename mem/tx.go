@@ -933,9 +933,14 @@ func (tx *Tx) lockAndClaim() error {
 // promoted since): its build has not given it every row yet, so the
 // claim could not find every other row with the key, and the index is
 // logged, so the build cannot fail when it finds two, as a CreateIndex
-// of this node's does.
+// of this node's does. Once that build has found this node's rows break
+// the index (indexBuild.failed), the write is refused with that error:
+// waiting would not end.
 func (st *tableState) unbuilt(w *write) error {
 	if b := st.build; b != nil && b.lsn != 0 && w.op != wDelete && st.s.indexes[len(st.s.indexes)-1].unique {
+		if err := b.fault(); err != nil {
+			return err
+		}
 		return errorf(ErrBuilding, "table %q: its unique index %q, which LSN %d added, is being built: writes to the table wait for it", w.t.name, st.s.indexes[len(st.s.indexes)-1].name, b.lsn)
 	}
 	return nil

@@ -347,7 +347,8 @@ func (s *dbService) waitReadDurable(ctx context.Context, seen uint64, level dura
 // index returns the ordinal of a table's index by name; empty is the
 // primary key. An index that the node, a standby, is building for its
 // primary's CreateIndex is waited for, until a margin before ctx's
-// deadline (replyBefore).
+// deadline (replyBefore), and then looked up again: the schema may have
+// changed once the build let it.
 func index(ctx context.Context, t *mem.Table, name string) (int, error) {
 	if name == "" {
 		return 0, nil
@@ -356,8 +357,14 @@ func index(ctx context.Context, t *mem.Table, name string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if !await(ctx, t.IndexReady(ix)) {
-		return 0, errorf(codes.Unavailable, "table %q index %q is still being built on this node, which applied its primary's CreateIndex: read again later, or from the primary", t.Name(), name)
+	if ready := t.IndexReady(ix); ready != nil {
+		if !await(ctx, ready) {
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return 0, status.FromContextError(ctx.Err()).Err()
+			}
+			return 0, errorf(codes.Unavailable, "table %q index %q is still being built on this node, which applied its primary's CreateIndex: read again later, or from the primary", t.Name(), name)
+		}
+		return t.Index(name)
 	}
 	return ix, nil
 }

@@ -23,6 +23,7 @@ var codeOf = []struct {
 	err  error
 	code codes.Code
 }{
+	{mem.ErrCorrupt, codes.DataLoss}, // first: it wraps what it found wrong (a duplicate key a standby's rows hold, say)
 	{mem.ErrNoTable, codes.NotFound},
 	{mem.ErrNoIndex, codes.NotFound},
 	{mem.ErrNotFound, codes.NotFound},
@@ -37,8 +38,7 @@ var codeOf = []struct {
 	{mem.ErrConflict, codes.Aborted},
 	{mem.ErrTxDone, codes.FailedPrecondition},
 	{mem.ErrLimit, codes.ResourceExhausted},
-	{mem.ErrBuilding, codes.Unavailable}, // a standby's index not built yet: read again
-	{mem.ErrCorrupt, codes.DataLoss},
+	{mem.ErrBuilding, codes.Unavailable},              // a standby's index not built yet: read again
 	{durability.ErrStandby, codes.FailedPrecondition}, // a write on a standby: the message names the primary
 	{syscall.ENOSPC, codes.ResourceExhausted},         // the log's disk is full: the commit was refused
 	{syscall.EDQUOT, codes.ResourceExhausted},         // the same, of a disk quota

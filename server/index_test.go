@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -285,6 +286,10 @@ func TestReadWaitsForAppliedIndexBuild(t *testing.T) {
 	<-over.Done()
 	_, err = index(over, tb, "by_v")
 	wantCode(t, toStatus(err), codes.Unavailable, `"by_v"`, "being built")
+	gone, cancelGone := context.WithCancel(context.Background())
+	cancelGone()
+	_, err = index(gone, tb, "by_v") // the caller went away: nothing to tell it
+	wantCode(t, toStatus(err), codes.Canceled)
 	ix, err := index(ctx(t), tb, "by_v") // a deadline of its own: the build may take seconds with -race
 	if err != nil {
 		t.Fatal(err)
@@ -309,6 +314,23 @@ func TestReadWaitsForAppliedIndexBuild(t *testing.T) {
 // build had not reached.
 func TestWriteWaitsForAppliedUniqueBuild(t *testing.T) {
 	const rows = 50_000 // as above
+	n := withAppliedUniqueIndex(t, rows, func(id int64) int64 { return id })
+	if n.srv.db.Building() == nil {
+		t.Fatal("the applied index was built before Apply returned")
+	}
+	_, err := n.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(rows, rows-1)})
+	wantCode(t, err, codes.AlreadyExists, `"by_bal"`)
+	if _, err := n.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(rows, rows)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// withAppliedUniqueIndex starts a no-log node whose table acct holds
+// accounts 0..rows-1, account id with balance bal(id), and applies to
+// it, as a standby would have before it was promoted, the CreateIndex of
+// a unique ordered index by_bal that its primary logged.
+func withAppliedUniqueIndex(t *testing.T, rows int64, bal func(id int64) int64) *node {
+	t.Helper()
 	n := startNode(t, func(c *conf.Config) { c.Durability = conf.DurabilityNoLog })
 	c := ctx(t)
 	if _, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: bareAccounts()}); err != nil {
@@ -320,8 +342,8 @@ func TestWriteWaitsForAppliedUniqueBuild(t *testing.T) {
 	}
 	for lo := int64(0); lo < rows; lo += 10_000 {
 		tx := n.srv.db.Begin()
-		for id := lo; id < lo+10_000; id++ {
-			if err := tx.Insert(tb, acctValues(id, id)); err != nil {
+		for id := lo; id < min(lo+10_000, rows); id++ {
+			if err := tx.Insert(tb, acctValues(id, bal(id))); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -329,7 +351,6 @@ func TestWriteWaitsForAppliedUniqueBuild(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The CreateIndex record, as the primary would have logged it.
 	rec := &lastRedo{}
 	scratch := mem.Open(mem.Options{Log: rec})
 	if _, err := scratch.CreateTable(tb.Def()); err != nil {
@@ -345,12 +366,44 @@ func TestWriteWaitsForAppliedUniqueBuild(t *testing.T) {
 	if err := n.srv.db.Apply(n.srv.db.LastLSN(), r); err != nil {
 		t.Fatal(err)
 	}
-	if n.srv.db.Building() == nil {
-		t.Fatal("the applied index was built before Apply returned")
+	return n
+}
+
+// TestAppliedUniqueBuildThatFails: a node promoted after it applied its
+// primary's CreateIndex of a unique index, whose build then found two of
+// its rows with one key (its rows are not the primary's), answers reads
+// by the index and writes to the table with DATA_LOSS at once, saying
+// that it must be imaged again, and status shows why the index stays
+// unbuilt. Before, the index stayed "being built" for good: reads waited
+// for their deadline and got UNAVAILABLE, as writes did after their
+// retries, each told to try again.
+func TestAppliedUniqueBuildThatFails(t *testing.T) {
+	const rows = 2000
+	n := withAppliedUniqueIndex(t, rows, func(id int64) int64 { return id % (rows - 1) }) // the last account repeats the first's balance
+	if b := n.srv.db.Building(); b != nil {
+		<-b
 	}
-	_, err = n.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(rows, rows-1)})
-	wantCode(t, err, codes.AlreadyExists, `"by_bal"`)
-	if _, err := n.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(rows, rows)}); err != nil {
+	c := ctx(t)
+	start := time.Now()
+	_, err := n.db.Get(c, &pb.GetRequest{Table: "acct", Index: "by_bal", Key: []*pb.Value{vI(5)}})
+	wantCode(t, err, codes.DataLoss, `"by_bal"`, "imaged again")
+	_, err = n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(rows, rows)})
+	wantCode(t, err, codes.DataLoss, `"by_bal"`, "imaged again")
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the two refusals took %v: they waited", took)
+	}
+	if _, err := n.db.Get(c, &pb.GetRequest{Table: "acct", Key: []*pb.Value{vI(5)}}); err != nil {
+		t.Fatalf("a read by the primary key: %v", err)
+	}
+	st, err := n.admin.Status(c, &pb.StatusRequest{})
+	if err != nil {
 		t.Fatal(err)
+	}
+	for _, tb := range st.GetTables() {
+		for _, ix := range tb.GetIndexes() {
+			if ix.GetName() == "by_bal" && (!ix.GetBuilding() || !strings.Contains(ix.GetFault(), "imaged again")) {
+				t.Fatalf("status of the index that cannot be built: %v", ix)
+			}
+		}
 	}
 }

@@ -69,6 +69,7 @@ type indexJSON struct {
 	Entries  uint64 `json:"entries"`
 	Bytes    uint64 `json:"bytes"`
 	Building bool   `json:"building"`
+	Fault    string `json:"fault,omitempty"`
 }
 
 func toStatusJSON(r *pb.StatusResponse) statusJSON {
@@ -88,7 +89,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 		tj := tableJSON{t.GetName(), t.GetRows(), t.GetBytes(), t.GetHeapBytes(), t.GetIndexBytes(), []indexJSON{}}
 		for _, ix := range t.GetIndexes() {
 			kind := strings.ToLower(strings.TrimPrefix(ix.GetKind().String(), "INDEX_KIND_"))
-			tj.Indexes = append(tj.Indexes, indexJSON{ix.GetName(), kind, ix.GetEntries(), ix.GetBytes(), ix.GetBuilding()})
+			tj.Indexes = append(tj.Indexes, indexJSON{ix.GetName(), kind, ix.GetEntries(), ix.GetBytes(), ix.GetBuilding(), ix.GetFault()})
 		}
 		out.Tables = append(out.Tables, tj)
 	}
@@ -183,7 +184,10 @@ func printStatus(w io.Writer, st statusJSON) error {
 	for _, t := range st.Tables {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", t.Name, t.Rows, t.Bytes, t.HeapBytes, t.IndexBytes)
 		for _, ix := range t.Indexes {
-			if ix.Building {
+			switch {
+			case ix.Fault != "":
+				fmt.Fprintf(tw, "\t(index %s cannot be built: %s)\n", ix.Name, ix.Fault)
+			case ix.Building:
 				fmt.Fprintf(tw, "\t(building index %s: %d entries)\n", ix.Name, ix.Entries)
 			}
 		}

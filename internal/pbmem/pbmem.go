@@ -161,7 +161,11 @@ func TableStatus(s mem.TableStats) *pb.TableStatus {
 		IndexBytes: uint64(s.IndexBytes),
 	}
 	for _, ix := range s.Indexes {
-		out.Indexes = append(out.Indexes, &pb.IndexStatus{Name: ix.Name, Kind: kindToPB[ix.Kind], Entries: uint64(ix.Entries), Bytes: uint64(ix.Bytes), Building: ix.Building})
+		is := &pb.IndexStatus{Name: ix.Name, Kind: kindToPB[ix.Kind], Entries: uint64(ix.Entries), Bytes: uint64(ix.Bytes), Building: ix.Building}
+		if ix.Fault != nil {
+			is.Fault = ix.Fault.Error()
+		}
+		out.Indexes = append(out.Indexes, is)
 	}
 	return out
 }

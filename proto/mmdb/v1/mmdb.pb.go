@@ -4589,7 +4589,13 @@ type IndexStatus struct {
 	Bytes   uint64                 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	// CreateIndex is building the index: entries grows toward the table's
 	// rows, and reads cannot use it until the call returns.
-	Building      bool `protobuf:"varint,5,opt,name=building,proto3" json:"building,omitempty"`
+	Building bool `protobuf:"varint,5,opt,name=building,proto3" json:"building,omitempty"`
+	// Set on a node whose build of an index its primary's log added found
+	// that its rows break the index (two rows share a key of a unique
+	// index): why the build cannot end. Building stays true; reads by the
+	// index and writes to the table that need it are refused with DATA_LOSS,
+	// and the node must be imaged again.
+	Fault         string `protobuf:"bytes,6,opt,name=fault,proto3" json:"fault,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4657,6 +4663,13 @@ func (x *IndexStatus) GetBuilding() bool {
 		return x.Building
 	}
 	return false
+}
+
+func (x *IndexStatus) GetFault() string {
+	if x != nil {
+		return x.Fault
+	}
+	return ""
 }
 
 // FetchImageRequest is the request of FetchImage.
@@ -5965,13 +5978,14 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"heap_bytes\x18\x04 \x01(\x04R\theapBytes\x12\x1f\n" +
 	"\vindex_bytes\x18\x05 \x01(\x04R\n" +
 	"indexBytes\x12.\n" +
-	"\aindexes\x18\x06 \x03(\v2\x14.mmdb.v1.IndexStatusR\aindexes\"\x95\x01\n" +
+	"\aindexes\x18\x06 \x03(\v2\x14.mmdb.v1.IndexStatusR\aindexes\"\xab\x01\n" +
 	"\vIndexStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x12.mmdb.v1.IndexKindR\x04kind\x12\x18\n" +
 	"\aentries\x18\x03 \x01(\x04R\aentries\x12\x14\n" +
 	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\x12\x1a\n" +
-	"\bbuilding\x18\x05 \x01(\bR\bbuilding\"M\n" +
+	"\bbuilding\x18\x05 \x01(\bR\bbuilding\x12\x14\n" +
+	"\x05fault\x18\x06 \x01(\tR\x05fault\"M\n" +
 	"\x11FetchImageRequest\x12\x10\n" +
 	"\x03lsn\x18\x01 \x01(\x04R\x03lsn\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\aR\x02id\x12\x16\n" +

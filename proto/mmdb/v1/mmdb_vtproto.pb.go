@@ -3875,6 +3875,13 @@ func (m *IndexStatus) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if len(m.Fault) > 0 {
+		i -= len(m.Fault)
+		copy(dAtA[i:], m.Fault)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.Fault)))
+		i--
+		dAtA[i] = 0x32
+	}
 	if m.Building {
 		i--
 		if m.Building {
@@ -6348,6 +6355,10 @@ func (m *IndexStatus) SizeVT() (n int) {
 	}
 	if m.Building {
 		n += 2
+	}
+	l = len(m.Fault)
+	if l > 0 {
+		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -15433,6 +15444,38 @@ func (m *IndexStatus) UnmarshalVT(dAtA []byte) error {
 				}
 			}
 			m.Building = bool(v != 0)
+		case 6:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Fault", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Fault = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
