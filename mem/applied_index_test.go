@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -198,6 +199,59 @@ func TestApplyDDLWaitsForAppliedBuild(t *testing.T) {
 	waitApplied(t, done)
 	if _, err := tb.Index("by_v"); !errors.Is(err, ErrNoIndex) {
 		t.Fatalf("after the DropIndex: %v, want ErrNoIndex", err)
+	}
+}
+
+// TestPromotedDDLWaitsNoLongerThanItsCaller: a schema change of its own
+// on a node promoted while it builds an index its primary's CreateIndex
+// added waits for the build (which may take seconds), but only until
+// its context ends: then it gives up with the context's error and
+// changes nothing, rather than run once its caller has gone. Before,
+// every schema change but CreateIndex took no context, and CreateIndex
+// waited for the lock regardless of its own.
+func TestPromotedDDLWaitsNoLongerThanItsCaller(t *testing.T) {
+	db, tb := onlineTable(t, 3000)
+	reached, release := holdBuild(t)
+	applySoon(t, db, db.LastLSN()+1, createIndexOp(tb, IndexDef{Name: "by_v", Columns: []string{"v"}, Kind: Ordered}))
+	wait(t, reached, "the build")
+	last := db.LastLSN()
+	other := TableDef{Name: "other", Columns: []ColumnDef{{Name: "k", Type: TypeUint64}}, PrimaryKey: []string{"k"}}
+	changes := map[string]func(ctx context.Context) error{
+		"CreateTable": func(ctx context.Context) error { _, err := db.CreateTableContext(ctx, other); return err },
+		"DropTable":   func(ctx context.Context) error { _, err := db.DropTableContext(ctx, "w"); return err },
+		"CreateIndex": func(ctx context.Context) error {
+			_, err := db.CreateIndex(ctx, "w", IndexDef{Name: "by_v2", Columns: []string{"v"}, Kind: Hash})
+			return err
+		},
+		"DropIndex": func(ctx context.Context) error { _, err := db.DropIndexContext(ctx, "w", "by_v"); return err },
+	}
+	for name, change := range changes {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		done := make(chan error, 1)
+		go func() { done <- change(ctx) }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("%s during the build, past its deadline: %v, want DeadlineExceeded", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s waited for the build past its deadline", name)
+		}
+		cancel()
+	}
+	if db.LastLSN() != last {
+		t.Fatalf("LastLSN %d after the changes gave up, want %d", db.LastLSN(), last)
+	}
+	if _, err := db.Table("other"); !errors.Is(err, ErrNoTable) {
+		t.Fatalf("the table whose creation gave up: %v", err)
+	}
+	release()
+	waitBuilt(db)
+	if _, err := db.CreateTableContext(context.Background(), other); err != nil {
+		t.Fatalf("CreateTable once the build is over: %v", err)
+	}
+	if _, err := db.DropIndexContext(context.Background(), "w", "by_v"); err != nil {
+		t.Fatalf("DropIndex once the build is over: %v", err)
 	}
 }
 

@@ -248,7 +248,7 @@ func (db *DB) applyDDL(lsn uint64, op Op, def ddlDef, online bool) error {
 		return nil
 	}
 	if op.Kind == OpCreateTable {
-		_, _, err := db.createTable(def.table, lsn)
+		_, _, err := db.createTable(context.Background(), def.table, lsn)
 		return err
 	}
 	t, err := db.tableByID(op.Table)
@@ -257,7 +257,7 @@ func (db *DB) applyDDL(lsn uint64, op Op, def ddlDef, online bool) error {
 	}
 	switch op.Kind {
 	case OpDropTable:
-		_, err = db.dropTable(t, lsn)
+		_, err = db.dropTable(context.Background(), t, lsn)
 	case OpCreateIndex:
 		if online {
 			err = db.buildApplied(t, def.index, lsn)
@@ -265,7 +265,7 @@ func (db *DB) applyDDL(lsn uint64, op Op, def ddlDef, online bool) error {
 			_, err = db.createIndex(context.Background(), t, def.index, lsn)
 		}
 	default: // OpDropIndex: checkDDL passes no other kind
-		_, err = db.dropIndex(t, string(op.Data), lsn)
+		_, err = db.dropIndex(context.Background(), t, string(op.Data), lsn)
 	}
 	return err
 }
@@ -319,8 +319,8 @@ func (db *DB) ddlInEffect(op Op) bool {
 	case OpDropTable:
 		// Gone already: dropped before, as ids are never reused. An id
 		// never handed out is an error, not a repeat.
-		db.ddlMu.Lock()
-		defer db.ddlMu.Unlock()
+		db.holdDDL()
+		defer db.unlockDDL()
 		return !exists && uint64(op.Table) < db.nextID
 	case OpCreateIndex:
 		if !exists {

@@ -65,9 +65,9 @@ type DB struct {
 	// half-done.
 	gate sync.RWMutex
 
-	ddlMu     sync.Mutex // serializes DDL
-	applyMu   sync.Mutex // serializes Apply
-	nextID    uint64     // written holding ddlMu and the gate, read holding either; table ids are uint32, so past MaxUint32 they are used up
+	ddlMu     chan struct{} // serializes DDL: holding it is having put the one token in (lockDDL, holdDDL)
+	applyMu   sync.Mutex    // serializes Apply
+	nextID    uint64        // written holding ddlMu and the gate, read holding either; table ids are uint32, so past MaxUint32 they are used up
 	catalog   atomic.Pointer[catalog]
 	online    atomic.Pointer[onlineBuild] // the index build CreateIndex runs, if any
 	applying  atomic.Pointer[indexBuild]  // the index build of a CreateIndex Apply applied, if one runs
@@ -85,7 +85,7 @@ type catalog struct {
 
 // Open returns an empty database.
 func Open(opts Options) *DB {
-	db := &DB{log: opts.Log, logger: opts.Logger, nextID: 1}
+	db := &DB{log: opts.Log, logger: opts.Logger, nextID: 1, ddlMu: make(chan struct{}, 1)}
 	if db.log == nil {
 		db.log = NewCounter(opts.StartLSN)
 	}
@@ -97,6 +97,29 @@ func Open(opts Options) *DB {
 	db.statePool.New = func() any { return new(txState) }
 	return db
 }
+
+// lockDDL takes ddlMu, or gives up when ctx ends first: a schema change
+// waits for the one before it, which may be an index build of many
+// seconds, no longer than its caller does.
+func (db *DB) lockDDL(ctx context.Context) error {
+	select {
+	case db.ddlMu <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case db.ddlMu <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("mem: the schema change waited for the one before it (an index build?) until its caller gave up: %w", context.Cause(ctx))
+	}
+}
+
+// holdDDL takes ddlMu, however long the schema change before takes.
+func (db *DB) holdDDL() { db.ddlMu <- struct{}{} }
+
+// unlockDDL lets the next schema change go.
+func (db *DB) unlockDDL() { <-db.ddlMu }
 
 // LastLSN returns the highest LSN whose changes are installed.
 func (db *DB) LastLSN() uint64 { return db.lsn.Load() }
@@ -385,14 +408,22 @@ func (db *DB) ddl(op Op, applyLSN uint64, prepare func() error, publish func(lsn
 
 // CreateTable creates a table and returns its handle.
 func (db *DB) CreateTable(def TableDef) (*Table, error) {
+	return db.CreateTableContext(context.Background(), def)
+}
+
+// CreateTableContext is CreateTable that waits for the schema change
+// before it (an index build may take seconds) only until ctx ends.
+func (db *DB) CreateTableContext(ctx context.Context, def TableDef) (*Table, error) {
 	def.ID = 0
-	t, _, err := db.createTable(def, 0)
+	t, _, err := db.createTable(ctx, def, 0)
 	return t, err
 }
 
-func (db *DB) createTable(def TableDef, applyLSN uint64) (*Table, uint64, error) {
-	db.ddlMu.Lock()
-	defer db.ddlMu.Unlock()
+func (db *DB) createTable(ctx context.Context, def TableDef, applyLSN uint64) (*Table, uint64, error) {
+	if err := db.lockDDL(ctx); err != nil {
+		return nil, 0, err
+	}
+	defer db.unlockDDL()
 	if def.ID == 0 {
 		if db.nextID > math.MaxUint32 {
 			return nil, 0, errorf(ErrLimit, "table %q: all table ids are used", def.Name)
@@ -447,16 +478,24 @@ func (c *catalog) clone() *catalog {
 // DropTable drops a table and all its rows, and returns the LSN of the
 // change.
 func (db *DB) DropTable(name string) (uint64, error) {
+	return db.DropTableContext(context.Background(), name)
+}
+
+// DropTableContext is DropTable that waits for the schema change before
+// it only until ctx ends.
+func (db *DB) DropTableContext(ctx context.Context, name string) (uint64, error) {
 	t, err := db.Table(name)
 	if err != nil {
 		return 0, err
 	}
-	return db.dropTable(t, 0)
+	return db.dropTable(ctx, t, 0)
 }
 
-func (db *DB) dropTable(t *Table, applyLSN uint64) (uint64, error) {
-	db.ddlMu.Lock()
-	defer db.ddlMu.Unlock()
+func (db *DB) dropTable(ctx context.Context, t *Table, applyLSN uint64) (uint64, error) {
+	if err := db.lockDDL(ctx); err != nil {
+		return 0, err
+	}
+	defer db.unlockDDL()
 	if t.dropped.Load() {
 		return 0, errorf(ErrNoTable, "%q", t.name)
 	}
@@ -477,7 +516,8 @@ func (db *DB) dropTable(t *Table, applyLSN uint64) (uint64, error) {
 // table's rows, and returns the LSN of the change. Commits go on while it
 // builds (see createIndex); other schema changes and the start of a
 // snapshot wait. Canceling ctx stops the build and leaves the table as
-// it was, with ctx's error, unless the index is being logged already.
+// it was, with ctx's error, unless the index is being logged already;
+// it also ends the wait for the schema change before, if one runs.
 func (db *DB) CreateIndex(ctx context.Context, table string, def IndexDef) (uint64, error) {
 	t, err := db.Table(table)
 	if err != nil {
@@ -502,8 +542,10 @@ func (db *DB) CreateIndex(ctx context.Context, table string, def IndexDef) (uint
 // A failure (a unique key two rows hold, the end of ctx, Apply: see
 // stopBuild) takes the index out again.
 func (db *DB) createIndex(ctx context.Context, t *Table, def IndexDef, applyLSN uint64) (uint64, error) {
-	db.ddlMu.Lock()
-	defer db.ddlMu.Unlock()
+	if err := db.lockDDL(ctx); err != nil {
+		return 0, err
+	}
+	defer db.unlockDDL()
 	if t.dropped.Load() {
 		return 0, errorf(ErrNoTable, "%q", t.name)
 	}
@@ -596,11 +638,11 @@ func (db *DB) buildOnline(ctx context.Context, t *Table, old *tableState, s *sch
 // primary's: Apply refuses every record from then on (fault), as it
 // refuses one that does not fit, and reads by the index fail.
 func (db *DB) buildApplied(t *Table, def IndexDef, lsn uint64) error {
-	db.ddlMu.Lock()
+	db.holdDDL()
 	old := t.state.Load()
 	s, err := old.s.withIndex(def)
 	if err != nil {
-		db.ddlMu.Unlock()
+		db.unlockDDL()
 		return fmt.Errorf("apply LSN %d: %w", lsn, err)
 	}
 	ix := len(s.indexes) - 1
@@ -618,7 +660,7 @@ func (db *DB) buildApplied(t *Table, def IndexDef, lsn uint64) error {
 	db.logger.Info("index build started", "table", t.name, "index", d.name, "kind", d.kind.String(), "rows", t.rows.Load(), "lsn", lsn)
 	start := time.Now()
 	go func() {
-		defer db.ddlMu.Unlock()
+		defer db.unlockDDL()
 		defer close(b.ready)
 		defer db.applying.Store(nil)
 		f := newFiller(t, s, ix, x)
@@ -659,16 +701,24 @@ func (db *DB) stopBuild() {
 
 // DropIndex removes a secondary index and returns the LSN of the change.
 func (db *DB) DropIndex(table, name string) (uint64, error) {
+	return db.DropIndexContext(context.Background(), table, name)
+}
+
+// DropIndexContext is DropIndex that waits for the schema change before
+// it only until ctx ends.
+func (db *DB) DropIndexContext(ctx context.Context, table, name string) (uint64, error) {
 	t, err := db.Table(table)
 	if err != nil {
 		return 0, err
 	}
-	return db.dropIndex(t, name, 0)
+	return db.dropIndex(ctx, t, name, 0)
 }
 
-func (db *DB) dropIndex(t *Table, name string, applyLSN uint64) (uint64, error) {
-	db.ddlMu.Lock()
-	defer db.ddlMu.Unlock()
+func (db *DB) dropIndex(ctx context.Context, t *Table, name string, applyLSN uint64) (uint64, error) {
+	if err := db.lockDDL(ctx); err != nil {
+		return 0, err
+	}
+	defer db.unlockDDL()
 	if t.dropped.Load() {
 		return 0, errorf(ErrNoTable, "%q", t.name)
 	}

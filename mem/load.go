@@ -2,6 +2,7 @@ package mem
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -47,7 +48,7 @@ func (l *Loader) CreateTable(def TableDef) (*Table, error) {
 	if def.ID == 0 {
 		return nil, errorf(ErrCorrupt, "load: table %q has no id", def.Name)
 	}
-	t, _, err := l.db.createTable(def, l.lsn)
+	t, _, err := l.db.createTable(context.Background(), def, l.lsn)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
@@ -123,11 +124,11 @@ func (l *Loader) Finish() error {
 		st := t.state.Load()
 		t.state.Store(&tableState{s: st.s, idx: idx})
 	}
-	l.db.ddlMu.Lock()
+	l.db.holdDDL()
 	l.db.gate.Lock()
 	l.db.nextID = max(l.db.nextID, l.nextID)
 	l.db.gate.Unlock()
-	l.db.ddlMu.Unlock()
+	l.db.unlockDDL()
 	l.db.applied(l.lsn)
 	return nil
 }

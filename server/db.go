@@ -398,7 +398,7 @@ func (s *dbService) ddl(ctx context.Context, invalid error, change func() (uint6
 func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest) (*pb.CreateTableResponse, error) {
 	def, invalid := pbmem.TableDef(req.GetTable())
 	lsn, degraded, err := s.ddl(ctx, invalid, func() (uint64, error) {
-		t, err := s.db.CreateTable(def)
+		t, err := s.db.CreateTableContext(ctx, def)
 		if err != nil {
 			return 0, err
 		}
@@ -411,7 +411,7 @@ func (s *dbService) CreateTable(ctx context.Context, req *pb.CreateTableRequest)
 }
 
 func (s *dbService) DropTable(ctx context.Context, req *pb.DropTableRequest) (*pb.DropTableResponse, error) {
-	lsn, degraded, err := s.ddl(ctx, nil, func() (uint64, error) { return s.db.DropTable(req.GetTable()) })
+	lsn, degraded, err := s.ddl(ctx, nil, func() (uint64, error) { return s.db.DropTableContext(ctx, req.GetTable()) })
 	if err != nil {
 		return nil, err
 	}
@@ -430,7 +430,7 @@ func (s *dbService) CreateIndex(ctx context.Context, req *pb.CreateIndexRequest)
 }
 
 func (s *dbService) DropIndex(ctx context.Context, req *pb.DropIndexRequest) (*pb.DropIndexResponse, error) {
-	lsn, degraded, err := s.ddl(ctx, nil, func() (uint64, error) { return s.db.DropIndex(req.GetTable(), req.GetIndex()) })
+	lsn, degraded, err := s.ddl(ctx, nil, func() (uint64, error) { return s.db.DropIndexContext(ctx, req.GetTable(), req.GetIndex()) })
 	if err != nil {
 		return nil, err
 	}
