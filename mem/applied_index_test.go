@@ -429,3 +429,83 @@ func TestApplyDDLAfterFaultedBuild(t *testing.T) {
 	}
 	checkFaultedIndex(t, db, tb, "by_v", Uint64(20000))
 }
+
+// TestReadsStraddlingIndexDDL: a transaction whose lookups and scans ran
+// before an index was added to their table (a CreateIndex of this
+// node's, or one Apply added and built) commits: the indexes they used
+// are the same, kept up to date by every commit, and are checked again
+// as they are. Before, any schema change of the table since a lookup or
+// a scan failed the commit with ErrConflict, so a build's start and end
+// each aborted the transactions that straddled them, on a standby too.
+// Dropping an index a scan used is still a conflict, and dropping
+// another one, which moves the used one's ordinal, leaves its check
+// whole: a row put since in the range it scanned is found.
+func TestReadsStraddlingIndexDDL(t *testing.T) {
+	db, tb := onlineTable(t, 3000)
+	ctx := context.Background()
+	if _, err := db.CreateIndex(ctx, "w", IndexDef{Name: "by_v", Columns: []string{"v"}, Kind: Ordered}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"by_v_spare", "by_v_too"} {
+		if _, err := db.CreateIndex(ctx, "w", IndexDef{Name: name, Columns: []string{"v"}, Kind: Ordered}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// read looks up a missing key and scans index name over v in [lo, lo+100).
+	read := func(name string, lo uint64) *Tx {
+		t.Helper()
+		ix, err := tb.Index(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx := db.Begin()
+		if _, ok, err := tx.Get(tb, []Value{Uint64(1 << 40)}); ok || err != nil {
+			t.Fatalf("lookup of a missing key: %v %v", ok, err)
+		}
+		n := 0
+		err = tx.Scan(tb, ScanSpec{Index: ix, Lower: []Value{Uint64(lo)}, Upper: []Value{Uint64(lo + 100)}}, func(Record) bool { n++; return true })
+		if err != nil || n != 10 {
+			t.Fatalf("scan of %s: %d rows, %v", name, n, err)
+		}
+		return tx
+	}
+	commit := func(tx *Tx, what string, want error) {
+		t.Helper()
+		if err := tx.Update(tb, []Value{Uint64(7)}, []ColumnValue{{Column: 2, Value: String("x")}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Commit(); !errors.Is(err, want) {
+			t.Fatalf("commit of a transaction that read before %s: %v, want %v", what, err, want)
+		}
+	}
+
+	tx := read("by_v", 1000)
+	if _, err := db.CreateIndex(ctx, "w", IndexDef{Name: "by_k_v", Columns: []string{"k", "v"}, Kind: Hash}); err != nil {
+		t.Fatal(err)
+	}
+	commit(tx, "a CreateIndex of this node's", nil)
+
+	tx = read("by_v", 2000)
+	applySoon(t, db, db.LastLSN()+1, createIndexOp(tb, IndexDef{Name: "by_pad", Columns: []string{"pad"}, Kind: Ordered}))
+	waitBuilt(db)
+	commit(tx, "an index Apply added and built", nil)
+
+	tx = read("by_v_too", 3000)
+	if _, err := db.DropIndex("w", "by_v_spare"); err != nil { // by_v_too moves from ordinal 3 to 2
+		t.Fatal(err)
+	}
+	commit(tx, "a DropIndex of another index", nil)
+
+	tx = read("by_v_too", 4000)
+	if _, err := db.DropIndex("w", "by_v"); err != nil { // by_v_too moves from ordinal 2 to 1
+		t.Fatal(err)
+	}
+	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, onlineRow(9000, 4050)) }, db)
+	commit(tx, "a DropIndex of another index and an insert into the range it scanned", ErrConflict)
+
+	tx = read("by_v_too", 5000)
+	if _, err := db.DropIndex("w", "by_v_too"); err != nil {
+		t.Fatal(err)
+	}
+	commit(tx, "a DropIndex of the index it scanned", ErrConflict)
+}

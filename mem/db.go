@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -246,6 +247,18 @@ func (b *indexBuild) fault() error {
 		return *f
 	}
 	return nil
+}
+
+// keeps reports whether index ix of then, a state of the same table, is
+// still one of st's: commits still keep it up to date, so a lookup or a
+// scan that used it can be checked again by it. Adding an index (its
+// build starting, ending or failing) keeps the others; dropping one
+// keeps the rest, at ordinals that may have moved.
+func (st *tableState) keeps(then *tableState, ix int) bool {
+	if st == then {
+		return true
+	}
+	return slices.Contains(st.idx, then.idx[ix])
 }
 
 // readable returns how many of the table's indexes reads may use: all

@@ -85,7 +85,7 @@ type readRec struct {
 
 type absentRec struct {
 	t   *Table
-	st  *tableState // a schema change since is a conflict
+	st  *tableState // a schema change since that dropped index ix is a conflict (tableState.keeps)
 	ix  int
 	key []byte
 }
@@ -1106,8 +1106,8 @@ func (tx *Tx) validateOnce() error {
 		if testHookAbsentChecked != nil && i > 0 {
 			testHookAbsentChecked(i)
 		}
-		if a.t.dropped.Load() || a.t.state.Load() != a.st {
-			return errorf(ErrConflict, "table %q was changed by DDL", a.t.name)
+		if a.t.dropped.Load() || !a.t.state.Load().keeps(a.st, a.ix) {
+			return errorf(ErrConflict, "table %q: the index a lookup used was dropped", a.t.name)
 		}
 		_, _, found, err := tx.point(a.t, a.st, a.ix, a.key)
 		if err != nil {
@@ -1119,8 +1119,8 @@ func (tx *Tx) validateOnce() error {
 	}
 	for i := range tx.scans {
 		sc := &tx.scans[i]
-		if sc.t.dropped.Load() || sc.t.state.Load() != sc.st {
-			return errorf(ErrConflict, "table %q was changed by DDL", sc.t.name)
+		if sc.t.dropped.Load() || !sc.t.state.Load().keeps(sc.st, sc.ix) {
+			return errorf(ErrConflict, "table %q: the index a scan used was dropped", sc.t.name)
 		}
 		tx.hitBuf = tx.hitBuf[:0]
 		err := tx.collect(sc.t, sc.st, sc.ix, sc.lo, sc.hi, sc.reverse, sc.limit, func(h hit, _ []byte) bool {
