@@ -28,6 +28,8 @@
 // may have committed it before the reply was lost: the error then wraps
 // ErrUnknownOutcome (its code is still UNAVAILABLE), and the caller
 // decides, for instance by reading what the write would have changed.
+// So does the DEADLINE_EXCEEDED or CANCELED of a write whose context
+// ended after the request left and before the node answered.
 package client
 
 import (
@@ -338,12 +340,15 @@ func (c *Client) db(fn func(context.Context, pb.DatabaseServiceClient) error) fu
 	}
 }
 
-// ErrUnknownOutcome is wrapped by the error of a write that failed with
-// UNAVAILABLE from its connection (not from the node) after its request
-// left the client: the node may have committed it before the connection
-// failed, so the client does not run it again, which could apply it twice
-// or fail on its own first run. Read to find out. The error's gRPC code
-// stays UNAVAILABLE.
+// ErrUnknownOutcome is wrapped by the error of a write that failed after
+// its request left the client and before the node answered: with
+// UNAVAILABLE from its connection (not from the node), or with
+// DEADLINE_EXCEEDED or CANCELED when its context ended while it waited.
+// The node may have committed it, so the client does not run it again,
+// which could apply it twice or fail on its own first run. Read to find
+// out. The error's gRPC code stays what it was. A write whose context
+// ended before it left gets the plain DEADLINE_EXCEEDED or CANCELED: it
+// changed nothing.
 var ErrUnknownOutcome = errors.New("client: the write may or may not have committed")
 
 type unknownOutcome struct{ err error }
@@ -367,12 +372,17 @@ func traced(ctx context.Context) (context.Context, *callTrace) {
 	return context.WithValue(ctx, traceKey{}, tr), tr
 }
 
-// outcome returns err, the result of the call tr traced, or, if it is
-// an UNAVAILABLE the node did not send after the request left, an error
-// wrapping both err and ErrUnknownOutcome.
+// outcome returns err, the result of the call tr traced, or, if the call
+// ended after its request left without the node's answer (a connection
+// that failed: UNAVAILABLE; a deadline or a cancel that ended the wait:
+// DEADLINE_EXCEEDED, CANCELED), an error wrapping both err and
+// ErrUnknownOutcome.
 func (tr *callTrace) outcome(err error) error {
-	if status.Code(err) == codes.Unavailable && tr.sent.Load() && !tr.answered.Load() {
-		return &unknownOutcome{err}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		if tr.sent.Load() && !tr.answered.Load() {
+			return &unknownOutcome{err}
+		}
 	}
 	return err
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -359,4 +360,72 @@ func TestReadsGoBackToThePrimary(t *testing.T) {
 			t.Fatalf("with the primary down, reads went back to %s", got)
 		}
 	}
+}
+
+// TestWriteDeadlineAfterItLeft: a batch whose deadline passes after it
+// left the client, its reply held back, may have committed (here it
+// did): its DEADLINE_EXCEEDED wraps ErrUnknownOutcome, as a cut
+// connection's UNAVAILABLE does, so that the caller can tell it from a
+// deadline that passed before the write left (a node never reached),
+// which changed nothing and wraps no ErrUnknownOutcome. So does the
+// commit of an interactive transaction.
+//
+// Found in review: only UNAVAILABLE was checked; a deadline's error was
+// the same whether the write had left or not.
+func TestWriteDeadlineAfterItLeft(t *testing.T) {
+	ctx := testCtx(t)
+	addr := serve(t, nil)
+	direct := newClient(t, addr)
+	if _, err := direct.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	px := faultproxy.New(t, addr)
+	c := newClient(t, px.Addr())
+	if _, _, err := c.Get(ctx, "counters", Uint64(0)); err != nil { // connect
+		t.Fatal(err)
+	}
+	insert := func(id uint64) *pb.CommitRequest {
+		return &pb.CommitRequest{Operations: []*pb.Operation{{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "counters",
+			Row: &pb.Row{Values: []*pb.Value{Uint64(id), String(fmt.Sprint("n", id)), Int64(1), Null()}}}}}}}
+	}
+	px.Stall(true) // replies are held back; requests still reach the node
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := c.Commit(short, insert(1))
+	cancel()
+	if !errors.Is(err, ErrUnknownOutcome) || status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a batch whose deadline passed after it left: %v, want DEADLINE_EXCEEDED wrapping ErrUnknownOutcome", err)
+	}
+	if _, found, err := direct.Get(ctx, "counters", Uint64(1)); err != nil || !found {
+		t.Fatalf("the batch did not commit (%v %v): the test shows nothing", found, err)
+	}
+	px.Stall(false)
+
+	// An interactive transaction's commit.
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Insert("counters", Uint64(2), String("n2"), Int64(1), Null()); err != nil {
+		t.Fatal(err)
+	}
+	px.Stall(true)
+	short, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = tx.WithContext(short).Commit()
+	cancel()
+	if !errors.Is(err, ErrUnknownOutcome) || status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a transaction's commit whose deadline passed after it left: %v, want DEADLINE_EXCEEDED wrapping ErrUnknownOutcome", err)
+	}
+	px.Stall(false)
+
+	// A node that never answers the connection: the write never left.
+	silent := faultproxy.New(t, addr)
+	silent.Stall(true)
+	c2 := newClient(t, silent.Addr())
+	short, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err = c2.Commit(short, insert(3))
+	cancel()
+	if status.Code(err) != codes.DeadlineExceeded || errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("a batch whose deadline passed before it left: %v, want DEADLINE_EXCEEDED without ErrUnknownOutcome", err)
+	}
+	silent.Stall(false)
 }

@@ -398,8 +398,9 @@ func (c *Client) Begin(ctx context.Context) (*Tx, error) {
 
 // Commit commits the transaction and returns its LSN. ABORTED means it
 // conflicted with another and left no trace; run it again. An error
-// wrapping ErrUnknownOutcome means the connection failed after the
-// commit left the client: it may have committed.
+// wrapping ErrUnknownOutcome means the connection failed, or the
+// context ended, after the commit left the client and before the node
+// answered: it may have committed.
 func (tx *Tx) Commit() (uint64, error) {
 	ctx, tr := traced(tx.ctx)
 	r, err := tx.db.Commit(ctx, &pb.CommitRequest{TxId: tx.id})
