@@ -429,3 +429,57 @@ func TestWriteDeadlineAfterItLeft(t *testing.T) {
 	}
 	silent.Stall(false)
 }
+
+// hung is a node that begins transactions and then answers nothing
+// more, as a node that stopped (a long pause, a link gone silent): its
+// calls end only with their deadline.
+type hung struct {
+	pb.UnimplementedDatabaseServiceServer
+}
+
+func (*hung) Begin(context.Context, *pb.BeginRequest) (*pb.BeginResponse, error) {
+	return &pb.BeginResponse{TxId: 1}, nil
+}
+
+func (*hung) Get(ctx context.Context, _ *pb.GetRequest) (*pb.GetResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (*hung) Rollback(ctx context.Context, _ *pb.RollbackRequest) (*pb.RollbackResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestTxReturnsByItsDeadline: a Tx on a node that stopped answering
+// returns by its context's deadline ("the context's deadline bounds
+// everything"), though the rollback it sends (TestTxRollsBackOnDeadline)
+// gets no answer: whether fn fails with the deadline, or fails on its
+// own with time left.
+//
+// Found in review: Tx waited for the rollback, for up to rollbackTimeout
+// (1s) past the caller's deadline.
+func TestTxReturnsByItsDeadline(t *testing.T) {
+	c := newClient(t, serveFake(t, &hung{}))
+	const budget = 100 * time.Millisecond
+	mine := errors.New("fn gives up")
+	for name, fn := range map[string]func(tx *Tx) error{
+		"deadline in fn": func(tx *Tx) error {
+			_, _, err := tx.Get("counters", Uint64(1))
+			return err
+		},
+		"fn fails": func(*Tx) error { return mine },
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), budget)
+		start := time.Now()
+		_, err := c.Tx(ctx, fn)
+		took := time.Since(start)
+		cancel()
+		if err == nil {
+			t.Fatalf("%s: the Tx succeeded", name)
+		}
+		if took > budget+rollbackTimeout/2 {
+			t.Errorf("%s: the Tx returned %v after it began, with a deadline of %v (%v)", name, took, budget, err)
+		}
+	}
+}

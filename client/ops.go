@@ -369,14 +369,29 @@ func (c *Client) tryTx(ctx context.Context, fn func(tx *Tx) error) (uint64, stri
 	if err := fn(tx); err != nil {
 		// The transaction may already be gone (aborted, timed out); a failed
 		// rollback adds nothing to fn's error.
-		_ = tx.Rollback()
+		tx.rollbackWithin(ctx)
 		return 0, tx.addr, err
 	}
 	lsn, err := tx.Commit()
 	if err != nil {
-		_ = tx.Rollback() // a commit that never reached the node leaves it open
+		tx.rollbackWithin(ctx) // a commit that never reached the node leaves it open
 	}
 	return lsn, tx.addr, err
+}
+
+// rollbackWithin sends Rollback and waits for it until ctx ends, not
+// longer: Tx returns by its caller's deadline. A rollback still under way
+// then goes on alone, for at most rollbackTimeout.
+func (tx *Tx) rollbackWithin(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = tx.Rollback()
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // Begin starts an interactive transaction on the current node; ctx is
