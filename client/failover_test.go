@@ -483,3 +483,76 @@ func TestTxReturnsByItsDeadline(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionWriteCutAfterItLeft: on a Session, a write whose stream is
+// cut after it left (here after it committed), or whose wait's context
+// ends first, gets an error wrapping ErrUnknownOutcome, as a unary
+// write's does (TestWriteCutAfterItLeft); a message of reads does not.
+//
+// Found in review: the session failed its waiters with the stream's
+// plain UNAVAILABLE, the error of a write the node refused, which a
+// caller may send again: here that would insert the row twice (or fail
+// ALREADY_EXISTS on its own first run).
+func TestSessionWriteCutAfterItLeft(t *testing.T) {
+	ctx := testCtx(t)
+	addr := serve(t, nil)
+	direct := newClient(t, addr)
+	if _, err := direct.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	px := faultproxy.New(t, addr)
+	c := newClient(t, px.Addr())
+	open := func() *Session {
+		s, err := c.OpenSession(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() }) // it fails with the cut
+		if _, err := s.Get(ctx, &pb.GetRequest{Table: "counters", Key: []*pb.Value{Uint64(0)}}); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	insert := func(id uint64) *pb.Request {
+		return &pb.Request{Op: &pb.Request_Insert{Insert: &pb.InsertRequest{Table: "counters",
+			Row: &pb.Row{Values: []*pb.Value{Uint64(id), String(fmt.Sprint("n", id)), Int64(1), Null()}}}}}
+	}
+	get := &pb.Request{Op: &pb.Request_Get{Get: &pb.GetRequest{Table: "counters", Key: []*pb.Value{Uint64(1)}}}}
+
+	s := open()
+	px.Stall(true)
+	write := s.Start([]*pb.Request{get, insert(1)})
+	read := s.Start([]*pb.Request{get})
+	for {
+		if _, found, err := direct.Get(ctx, "counters", Uint64(1)); err != nil {
+			t.Fatal(err)
+		} else if found {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	px.Cut()
+	px.Stall(false)
+	if _, err := write.Wait(); !errors.Is(err, ErrUnknownOutcome) || status.Code(err) != codes.Unavailable {
+		t.Fatalf("a session's write cut after it committed: %v, want UNAVAILABLE wrapping ErrUnknownOutcome", err)
+	}
+	if _, err := read.Wait(); err == nil || errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("a session's read cut: %v, want the stream's error without ErrUnknownOutcome", err)
+	}
+
+	s = open()
+	px.Stall(true)
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err := s.Commit(short, &pb.CommitRequest{Operations: []*pb.Operation{{Op: &pb.Operation_Insert{Insert: insert(2).GetInsert()}}}})
+	cancel()
+	if !errors.Is(err, ErrUnknownOutcome) || status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a session's commit whose wait ended: %v, want DEADLINE_EXCEEDED wrapping ErrUnknownOutcome", err)
+	}
+	short, cancel = context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = s.Get(short, get.GetGet())
+	cancel()
+	if status.Code(err) != codes.DeadlineExceeded || errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("a session's read whose wait ended: %v, want DEADLINE_EXCEEDED without ErrUnknownOutcome", err)
+	}
+	px.Stall(false)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -19,7 +20,11 @@ import (
 // requests: Start sends a message of requests without waiting, so many can
 // be in flight, and replies come back in order. It is safe for concurrent
 // use. A Session is bound to the node it opened on and is not retried
-// elsewhere; when it fails, open another.
+// elsewhere; when it fails, open another. A message with a write (a
+// Commit, or an Insert, Update, Upsert or Delete outside a transaction)
+// that was sent and then lost its replies, because the stream failed or
+// the wait's context ended, may have committed: its error wraps
+// ErrUnknownOutcome, as a unary write's does.
 type Session struct {
 	stream interface {
 		Send(*pb.SessionRequest) error
@@ -44,6 +49,48 @@ type Pending struct {
 	done    chan struct{}
 	replies []*pb.Reply
 	err     error
+	// writes says the message holds a request that commits by itself
+	// (commits); unsent that it never left (Send failed).
+	writes bool
+	unsent atomic.Bool
+}
+
+// lost returns err, the reason p's replies did not all come, wrapped in
+// ErrUnknownOutcome when p holds a write that may have run.
+func (p *Pending) lost(err error) error {
+	if p.writes && !p.unsent.Load() {
+		return &unknownOutcome{err}
+	}
+	return err
+}
+
+// commits says whether reqs hold a request that may commit by itself: a
+// Commit, or a write outside an interactive transaction (one inside is
+// undone with its transaction unless that commits).
+func commits(reqs []*pb.Request) bool {
+	for _, r := range reqs {
+		switch op := r.GetOp().(type) {
+		case *pb.Request_Commit:
+			return true
+		case *pb.Request_Insert:
+			if op.Insert.GetTxId() == 0 {
+				return true
+			}
+		case *pb.Request_Update:
+			if op.Update.GetTxId() == 0 {
+				return true
+			}
+		case *pb.Request_Upsert:
+			if op.Upsert.GetTxId() == 0 {
+				return true
+			}
+		case *pb.Request_Delete:
+			if op.Delete.GetTxId() == 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Wait returns the message's replies, one per request, in order. A reply
@@ -55,13 +102,14 @@ func (p *Pending) Wait() ([]*pb.Reply, error) {
 }
 
 // WaitContext is Wait that gives up when ctx ends. The requests may still
-// run on the node; their replies are then dropped.
+// run on the node; their replies are then dropped, and the error of a
+// message with a write wraps ErrUnknownOutcome.
 func (p *Pending) WaitContext(ctx context.Context) ([]*pb.Reply, error) {
 	select {
 	case <-p.done:
 		return p.replies, p.err
 	case <-ctx.Done():
-		return nil, status.FromContextError(ctx.Err()).Err()
+		return nil, p.lost(status.FromContextError(ctx.Err()).Err())
 	}
 }
 
@@ -107,7 +155,7 @@ func (s *Session) receive() {
 			}
 			s.err = err
 			for _, p := range s.waiting {
-				p.err = err
+				p.err = p.lost(err)
 				close(p.done)
 			}
 			s.waiting = nil
@@ -145,7 +193,7 @@ func (s *Session) deliver(replies []*pb.Reply) error {
 
 // Start sends reqs as one message and returns at once.
 func (s *Session) Start(reqs []*pb.Request) *Pending {
-	p := &Pending{n: len(reqs), done: make(chan struct{})}
+	p := &Pending{n: len(reqs), done: make(chan struct{}), writes: commits(reqs)}
 	if len(reqs) == 0 {
 		close(p.done)
 		return p
@@ -165,11 +213,16 @@ func (s *Session) Start(reqs []*pb.Request) *Pending {
 	}
 	s.waiting = append(s.waiting, p)
 	s.mu.Unlock()
-	if err := s.stream.Send(&pb.SessionRequest{Requests: reqs}); err != nil && !errors.Is(err, io.EOF) {
-		// The receiver fails every waiter, this one included, once the
-		// stream's error reaches Recv. io.EOF means the node ended the
-		// stream: Recv then reports why, which the cancel would hide.
-		s.cancel()
+	if err := s.stream.Send(&pb.SessionRequest{Requests: reqs}); err != nil {
+		// The message did not leave: its error is the stream's, not an
+		// unknown outcome (unless the receiver failed it first).
+		p.unsent.Store(true)
+		if !errors.Is(err, io.EOF) {
+			// The receiver fails every waiter, this one included, once the
+			// stream's error reaches Recv. io.EOF means the node ended the
+			// stream: Recv then reports why, which the cancel would hide.
+			s.cancel()
+		}
 	}
 	return p
 }
