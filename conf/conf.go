@@ -31,6 +31,7 @@ type Config struct {
 	MaxScanRows         int64
 	MaxValueBytes       int64
 	MaxOpenTransactions int64
+	MaxTxBytes          int64
 	TxIdleTimeout       time.Duration
 	ShutdownTimeout     time.Duration
 	MetricsAddr         string
@@ -117,6 +118,7 @@ func DefaultConfig() *Config {
 		MaxScanRows:         10000,
 		MaxValueBytes:       32 << 10,
 		MaxOpenTransactions: 10000,
+		MaxTxBytes:          64 << 20,
 		TxIdleTimeout:       30 * time.Second,
 		ShutdownTimeout:     10 * time.Second,
 
@@ -268,6 +270,7 @@ func (c *Config) Validate() error {
 		bad("max_value_bytes", "%d is more than half of max_message_bytes (%d)", c.MaxValueBytes, c.MaxMessageBytes)
 	}
 	between(bad, "max_open_transactions", c.MaxOpenTransactions, 1, 1<<24)
+	between(bad, "max_tx_bytes", c.MaxTxBytes, 1<<20, 1<<40)
 	positive(bad, "tx_idle_timeout", c.TxIdleTimeout)
 	positive(bad, "shutdown_timeout", c.ShutdownTimeout)
 

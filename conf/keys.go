@@ -36,6 +36,7 @@ var keys = []key{
 	{"max_scan_rows", "the most rows one Scan returns", func(c *Config) any { return &c.MaxScanRows }},
 	{"max_value_bytes", "the largest string or bytes value a request may carry", func(c *Config) any { return &c.MaxValueBytes }},
 	{"max_open_transactions", "the most interactive transactions open at once", func(c *Config) any { return &c.MaxOpenTransactions }},
+	{"max_tx_bytes", "the most memory one interactive transaction may hold for its writes and reads", func(c *Config) any { return &c.MaxTxBytes }},
 	{"tx_idle_timeout", "how long an interactive transaction may stay idle before it is rolled back", func(c *Config) any { return &c.TxIdleTimeout }},
 	{"shutdown_timeout", "how long a graceful shutdown waits for in-flight requests", func(c *Config) any { return &c.ShutdownTimeout }},
 	{"metrics_addr", "the HTTP address (host:port) that serves Prometheus metrics at /metrics, without authentication; empty for none", func(c *Config) any { return &c.MetricsAddr }},

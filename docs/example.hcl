@@ -18,6 +18,7 @@ max_message_bytes     = 4194304
 max_scan_rows         = 10000
 max_value_bytes       = 32768
 max_open_transactions = 10000
+max_tx_bytes          = 67108864
 tx_idle_timeout       = "30s"
 shutdown_timeout      = "10s"
 

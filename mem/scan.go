@@ -184,7 +184,7 @@ func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
 			}
 			return true
 		})
-		tx.scans = append(tx.scans, rec)
+		tx.keepScan(&rec)
 		return err
 	}
 	return tx.scanMerged(t, st, &rec, spec.Limit, fn)
@@ -260,7 +260,7 @@ func (tx *Tx) scanMerged(t *Table, st *tableState, rec *scanRec, limit int, fn f
 			own.next()
 		}
 	}
-	tx.scans = append(tx.scans, *rec)
+	tx.keepScan(rec)
 	own.release()
 	clear(b.own)
 	b.own = b.own[:0]
@@ -291,7 +291,7 @@ func (tx *Tx) getByMany(t *Table, st *tableState, ix int, key []Value) (Record, 
 		}
 		return true
 	})
-	tx.scans = append(tx.scans, rec)
+	tx.keepScan(&rec)
 	if err != nil {
 		return Record{}, false, err
 	}

@@ -146,6 +146,7 @@ type txState struct {
 	wrote   []*Table
 	wkey    []byte     // findWrite's map key
 	merge   *mergeBufs // a merged scan's buffers, taken while it runs
+	scanned int        // the hits of scans, for Size
 }
 
 // ixRef names an index of a table.
@@ -238,13 +239,43 @@ func (tx *Tx) finish() {
 	st.byKey, st.owned, st.deferred, st.owns, st.merge = nil, nil, nil, nil, nil
 	recycle(&st.changed)
 	recycle(&st.wrote)
-	st.added = 0
+	st.added, st.scanned = 0, 0
 	if cap(st.arena) > maxRecycledArena {
 		st.arena = nil
 	} else if len(st.arena) > 0 {
 		st.arena = st.arena[:0]
 	}
 	db.statePool.Put(st)
+}
+
+// Sizes, in bytes, of what a transaction keeps per write, row read,
+// absent key, scan and row a scan delivered, for Size. A write's counts
+// the map and ordered-index entries a transaction of many writes adds.
+const (
+	writeBytes  = int(unsafe.Sizeof(write{})) + 64
+	readBytes   = int(unsafe.Sizeof(readRec{}))
+	absentBytes = int(unsafe.Sizeof(absentRec{}))
+	scanBytes   = int(unsafe.Sizeof(scanRec{}))
+	hitBytes    = int(unsafe.Sizeof(hit{}))
+)
+
+// Size returns about how many bytes of memory the transaction holds: its
+// rows and keys, and the records of what it read, which its commit
+// checks. It only grows until the transaction ends (zero then). A server
+// bounds it: one client's transaction could otherwise take the node's
+// memory before its commit is refused for its size.
+func (tx *Tx) Size() int {
+	if tx.db == nil {
+		return 0
+	}
+	return len(tx.arena) + len(tx.writes)*writeBytes + len(tx.reads)*readBytes +
+		len(tx.absents)*absentBytes + len(tx.scans)*scanBytes + tx.scanned*hitBytes
+}
+
+// keepScan records a scan for Commit to check again.
+func (tx *Tx) keepScan(rec *scanRec) {
+	tx.scans = append(tx.scans, *rec)
+	tx.scanned += len(rec.hits)
 }
 
 // Writes returns how many rows the transaction writes so far: zero for a

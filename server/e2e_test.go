@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -499,6 +500,70 @@ func TestMaxOpenTransactions(t *testing.T) {
 	}
 	_, err := n.db.Begin(c, &pb.BeginRequest{})
 	wantCode(t, err, codes.ResourceExhausted, "max_open_transactions (2)")
+}
+
+// TestMaxTxBytes: an interactive transaction that grows past
+// max_tx_bytes, by rewriting a row (each version stays in it until
+// commit) or by scanning (each row a scan delivered is checked again at
+// commit), is rolled back with RESOURCE_EXHAUSTED naming the limit, at
+// about the configured size; later requests naming it get NOT_FOUND, and
+// nothing it wrote is visible. Before, nothing bounded it.
+func TestMaxTxBytes(t *testing.T) {
+	n := startNode(t, func(c *conf.Config) { c.MaxTxBytes = 1 << 20 })
+	c := ctx(t)
+	table := &pb.Table{Name: "blob", PrimaryKey: []string{"id"}, PrimaryKind: pb.IndexKind_INDEX_KIND_ORDERED, Columns: []*pb.Column{
+		{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64},
+		{Name: "v", Type: pb.ColumnType_COLUMN_TYPE_BYTES, MaxLength: 20000},
+	}}
+	if _, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: table}); err != nil {
+		t.Fatal(err)
+	}
+	for id := range int64(1000) {
+		if _, err := n.db.Insert(c, &pb.InsertRequest{Table: "blob", Row: row(vI(id), &pb.Value{Kind: &pb.Value_Bytes{Bytes: []byte("old")}})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// grow runs op in a new transaction until it fails, and checks that
+	// the failure is max_tx_bytes's after between lo and hi runs.
+	grow := func(what string, lo, hi int, op func(txID uint64) error) {
+		t.Helper()
+		b, err := n.db.Begin(c, &pb.BeginRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs := 0
+		for ; err == nil && runs <= hi; runs++ {
+			err = op(b.GetTxId())
+		}
+		wantCode(t, err, codes.ResourceExhausted, "max_tx_bytes (1048576)", "rolled back")
+		if runs < lo || runs > hi {
+			t.Fatalf("%s: refused after %d runs, want %d-%d", what, runs, lo, hi)
+		}
+		_, err = n.db.Commit(c, &pb.CommitRequest{TxId: b.GetTxId()})
+		wantCode(t, err, codes.NotFound, "not open")
+	}
+	big := &pb.Value{Kind: &pb.Value_Bytes{Bytes: bytes.Repeat([]byte("x"), 16<<10)}}
+	grow("rewrites of a row", 50, 70, func(txID uint64) error { // 1 MiB of 16 KiB versions
+		_, err := n.db.Update(c, &pb.UpdateRequest{Table: "blob", Key: []*pb.Value{vI(7)}, Set: []*pb.ColumnValue{{Column: "v", Value: big}}, TxId: txID})
+		return err
+	})
+	got, err := n.db.Get(c, &pb.GetRequest{Table: "blob", Key: []*pb.Value{vI(7)}})
+	if err != nil || string(got.GetRow().GetValues()[1].GetBytes()) != "old" {
+		t.Fatalf("the row the rolled-back transaction rewrote: %v, %v", got.GetRow(), err)
+	}
+	grow("scans", 40, 70, func(txID uint64) error { // 1 MiB of 16-byte records of rows seen, 1000 a scan
+		st, err := n.db.Scan(c, &pb.ScanRequest{Table: "blob", TxId: txID})
+		for err == nil {
+			_, err = st.Recv()
+		}
+		if err == io.EOF {
+			return nil
+		}
+		return err
+	})
+	if st, err := n.admin.Status(c, &pb.StatusRequest{}); err != nil || st.GetOpenTransactions() != 0 {
+		t.Fatalf("open transactions after both were rolled back: %d, %v", st.GetOpenTransactions(), err)
+	}
 }
 
 func TestScanPaging(t *testing.T) {

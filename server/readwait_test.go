@@ -44,7 +44,7 @@ func memFSService(t *testing.T, fs *vfs.MemFS) (*durability.Store, *dbService) {
 			t.Error(err)
 		}
 	})
-	s := &dbService{db: store.DB(), store: store, sync: noStandbys{}, txs: newTxTable(store.DB(), 10, time.Minute, nil),
+	s := &dbService{db: store.DB(), store: store, sync: noStandbys{}, txs: newTxTable(store.DB(), 10, 64<<20, time.Minute, nil),
 		cv: converter{maxValueBytes: 1 << 20}, maxScanRows: 1000, maxMsgBytes: 4 << 20}
 	if _, err := s.CreateTable(ctx(t), &pb.CreateTableRequest{Table: accountsTable()}); err != nil {
 		t.Fatal(err)

@@ -214,7 +214,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 		})
 		s.ckpt.Start()
 	}
-	s.txs = newTxTable(s.db, int(cfg.MaxOpenTransactions), cfg.TxIdleTimeout, logger)
+	s.txs = newTxTable(s.db, int(cfg.MaxOpenTransactions), int(cfg.MaxTxBytes), cfg.TxIdleTimeout, logger)
 	s.dbs = &dbService{
 		db:          s.db,
 		store:       s.store,

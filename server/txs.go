@@ -63,18 +63,19 @@ func (ot *openTx) release() { <-ot.lock }
 //
 // Invariant: a transaction is in m exactly while it is not done.
 type txTable struct {
-	db   *mem.DB
-	max  int
-	idle time.Duration
-	log  hclog.Logger
-	now  func() time.Time
+	db       *mem.DB
+	max      int
+	maxBytes int // the most a transaction may hold (mem.Tx.Size)
+	idle     time.Duration
+	log      hclog.Logger
+	now      func() time.Time
 
 	mu sync.Mutex
 	m  map[uint64]*openTx
 }
 
-func newTxTable(db *mem.DB, max int, idle time.Duration, log hclog.Logger) *txTable {
-	return &txTable{db: db, max: max, idle: idle, log: log, now: time.Now, m: map[uint64]*openTx{}}
+func newTxTable(db *mem.DB, max, maxBytes int, idle time.Duration, log hclog.Logger) *txTable {
+	return &txTable{db: db, max: max, maxBytes: maxBytes, idle: idle, log: log, now: time.Now, m: map[uint64]*openTx{}}
 }
 
 // begin starts a transaction whose commit waits for w and returns its
@@ -121,7 +122,8 @@ func (tt *txTable) hold(ctx context.Context, id uint64) (*openTx, error) {
 }
 
 // use runs fn on the transaction, holding it (hold); the transaction stays
-// open whatever fn returns (a failed operation changes nothing).
+// open whatever fn returns (a failed operation changes nothing), unless
+// it then holds more than maxBytes: it is rolled back.
 func (tt *txTable) use(ctx context.Context, id uint64, fn func(tx *mem.Tx) error) error {
 	ot, err := tt.hold(ctx, id)
 	if err != nil {
@@ -130,6 +132,12 @@ func (tt *txTable) use(ctx context.Context, id uint64, fn func(tx *mem.Tx) error
 	defer ot.release()
 	err = fn(ot.tx)
 	ot.idleSince = tt.now()
+	if size := ot.tx.Size(); size > tt.maxBytes {
+		ot.tx.Rollback()
+		tt.remove(ot)
+		tt.log.Warn("an interactive transaction grew past max_tx_bytes and was rolled back", "tx", id, "bytes", size, "max_tx_bytes", tt.maxBytes)
+		return errorf(codes.ResourceExhausted, "transaction %d holds %d bytes of writes and reads, over max_tx_bytes (%d): it was rolled back; split the work into smaller transactions", id, size, tt.maxBytes)
+	}
 	return err
 }
 
