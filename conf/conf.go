@@ -182,6 +182,26 @@ func (c *Config) IsSet(key string) bool {
 	return ok
 }
 
+// reloaded are the keys a running node takes again from its file on
+// SIGHUP (docs/configuration.md); the others need a restart.
+var reloaded = map[string]bool{
+	"role": true, "peer": true, "sync_mode": true, "sync_quorum": true, "sync_standbys": true, "sync_timeout": true, "on_sync_timeout": true,
+}
+
+// RestartOnly returns the keys a running node does not take on SIGHUP
+// whose values differ between c, the configuration the node runs with,
+// and next, its configuration read again, each with where next sets it
+// ("log_level (node.hcl:3)"): the node keeps c's values until a restart.
+func (c *Config) RestartOnly(next *Config) []string {
+	var out []string
+	for _, k := range keys {
+		if !reloaded[k.name] && c.text(k) != next.text(k) {
+			out = append(out, fmt.Sprintf("%s (%s)", k.name, next.Origin(k.name)))
+		}
+	}
+	return out
+}
+
 // peerOrigin says where Peers[i] was set: its peer block in the file,
 // or where the key peer was.
 func (c *Config) peerOrigin(i int) string {

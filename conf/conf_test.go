@@ -432,3 +432,26 @@ durability = 3
 		t.Errorf("durability from a flag after the file's failed: %v", err)
 	}
 }
+
+// TestRestartOnly: RestartOnly names the keys SIGHUP does not take that
+// the file read again changes, with their lines, and none of those it
+// takes; every key it knows SIGHUP takes is a key.
+func TestRestartOnly(t *testing.T) {
+	for k := range reloaded {
+		if _, ok := lookupKey(k); !ok {
+			t.Errorf("%s, taken on SIGHUP, is no key", k)
+		}
+	}
+	running := DefaultConfig()
+	next, err := Load(writeFile(t, "f.hcl", "role = \"standby\"\nsync_mode = \"applied-ack\"\nlog_level = \"debug\"\npeer \"b\" {\n  addr = \"h:1\"\n}\ntls {\n  cert_file = \"c.pem\"\n  key_file = \"k.pem\"\n}\n"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(running.RestartOnly(next), "; ")
+	if want := "log_level (" + next.Origin("log_level") + "); tls_cert_file (" + next.Origin("tls_cert_file") + "); tls_key_file (" + next.Origin("tls_key_file") + ")"; got != want {
+		t.Errorf("RestartOnly = %q, want %q", got, want)
+	}
+	if keys := running.RestartOnly(DefaultConfig()); keys != nil {
+		t.Errorf("RestartOnly of the same configuration = %q", keys)
+	}
+}

@@ -47,23 +47,31 @@ func demoteCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 // reload reads the configuration again (SIGHUP), and the certificate and
-// token files; takes its peers, then its sync settings (sync_mode,
-// sync_quorum, sync_standbys, sync_timeout, on_sync_timeout), which may
-// name the new peers; and takes its role if
-// the file changed it since it was last read (*role): a node that
-// stepped down, or was promoted or demoted over AdminService, keeps its
-// role across a SIGHUP that changes nothing. A file that load refuses,
-// as a start would refuse it, changes nothing.
-func reload(srv *server.Server, load func() (*conf.Config, error), role *string, logger hclog.Logger) {
+// token files the node runs with (running, its configuration at start);
+// takes its peers, then its sync settings (sync_mode, sync_quorum,
+// sync_standbys, sync_timeout, on_sync_timeout), which may name the new
+// peers; and takes its role if the file changed it since it was last
+// read (*role): a node that stepped down, or was promoted or demoted
+// over AdminService, keeps its role across a SIGHUP that changes
+// nothing. A file that load refuses, as a start would refuse it,
+// changes nothing. The other keys the file changes are named in a
+// warning: they need a restart (a tls block or token file added, or
+// moved to other files, among them).
+func reload(srv *server.Server, running *conf.Config, load func() (*conf.Config, error), role *string, logger hclog.Logger) {
 	cfg, err := load()
 	if err != nil {
 		logger.Error("SIGHUP: the configuration does not load, or the node cannot take it; nothing changed", "error", err)
 		return
 	}
-	if err := srv.ReloadCredentials(); err != nil {
-		logger.Error("SIGHUP: could not read the certificate or token files again; the ones loaded before stay in use", "error", err)
-	} else {
-		logger.Info("SIGHUP: read the certificate and token files again")
+	if keys := running.RestartOnly(cfg); keys != nil {
+		logger.Warn("SIGHUP: the file changes keys that only a restart takes; until then the node keeps the values it started with", "keys", strings.Join(keys, ", "))
+	}
+	if files := credentialFiles(running); files != nil {
+		if err := srv.ReloadCredentials(); err != nil {
+			logger.Error("SIGHUP: could not read the certificate or token files again; the ones loaded before stay in use", "error", err)
+		} else {
+			logger.Info("SIGHUP: read the certificate and token files again", "files", strings.Join(files, ","))
+		}
 	}
 	changed, added, removed, err := srv.SetPeers(cfg)
 	switch {
@@ -96,4 +104,16 @@ func reload(srv *server.Server, load func() (*conf.Config, error), role *string,
 		return
 	}
 	*role = cfg.Role
+}
+
+// credentialFiles are the files of cfg that SIGHUP reads again: the
+// certificate, its key and the token file, those set.
+func credentialFiles(cfg *conf.Config) []string {
+	var files []string
+	for _, f := range []string{cfg.TLSCertFile, cfg.TLSKeyFile, cfg.AuthTokenFile} {
+		if f != "" {
+			files = append(files, f)
+		}
+	}
+	return files
 }

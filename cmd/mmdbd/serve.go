@@ -96,7 +96,8 @@ func reexec(role string) error {
 // gracefully. SIGHUP reads the configuration again and takes its peers,
 // sync settings and role, and reads the certificate and token files
 // again (reload); one that comes while the node starts is taken once it
-// serves. The other keys need a restart; a bad file changes nothing. A
+// serves. The other keys need a restart (a warning names those the file
+// changed); a bad file changes nothing. A
 // node that asks to be restarted (its log is to be cut) is shut down and
 // this process replaced by a new mmdbd with the same arguments (reexec).
 func serve(args []string, stderr io.Writer) error {
@@ -165,7 +166,7 @@ wait:
 			return reexec(as)
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reload(srv, load, &role, logger)
+				reload(srv, cfg, load, &role, logger)
 				continue
 			}
 			logger.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
