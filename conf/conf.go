@@ -277,6 +277,9 @@ func (c *Config) Validate() error {
 	c.checkAddr(bad, "listen", c.Listen, true)
 	c.checkAddr(bad, "metrics_addr", c.MetricsAddr, false)
 	c.checkAddr(bad, "bootstrap_from", c.BootstrapFrom, false)
+	if c.loaded("listen") && samePort(c.Listen, c.MetricsAddr) {
+		bad("metrics_addr", "%q takes the port of listen %q (%s): the metrics endpoint needs a port of its own", c.MetricsAddr, c.Listen, c.Origin("listen"))
+	}
 	if c.BootstrapFrom != "" && c.FromImage != "" {
 		bad("bootstrap_from", "set together with -from-image %s: a node starts from one image", c.FromImage)
 	}
@@ -387,6 +390,22 @@ func (c *Config) checkAddr(bad func(string, string, ...any), key, addr string, r
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && key != "listen" && key != "metrics_addr") {
 		bad(key, "%q: port %q is not a number from 1 to 65535", addr, port)
 	}
+}
+
+// samePort reports whether two listen addresses (host:port) would take
+// the same port: the same non-zero port, on the same host or with either
+// host a wildcard (empty, 0.0.0.0, ::).
+func samePort(a, b string) bool {
+	ha, pa, err := net.SplitHostPort(a)
+	if err != nil {
+		return false
+	}
+	hb, pb, err := net.SplitHostPort(b)
+	if err != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wild := func(h string) bool { ip := net.ParseIP(h); return h == "" || ip != nil && ip.IsUnspecified() }
+	return ha == hb || wild(ha) || wild(hb)
 }
 
 func oneOf(bad func(string, string, ...any), key, v string, allowed ...string) {

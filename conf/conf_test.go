@@ -185,6 +185,8 @@ func TestErrorsNameWhere(t *testing.T) {
 		{"floor above level", "durability_floor = \"fsync-log\"\n", nil, nil, []string{"f.hcl:1: durability_floor", "stronger"}},
 		{"bad address", "listen = \"nowhere\"\n", nil, nil, []string{"f.hcl:1: listen", "host:port"}},
 		{"bad metrics address", "metrics_addr = \"9700\"\n", nil, nil, []string{"f.hcl:1: metrics_addr", "host:port"}},
+		{"metrics on the gRPC port", "listen = \"127.0.0.1:7700\"\nmetrics_addr = \"127.0.0.1:7700\"\n", nil, nil, []string{"f.hcl:2: metrics_addr", "port of listen", "f.hcl:1"}},
+		{"metrics on the gRPC port of every interface", "listen = \":7700\"\n", nil, []string{"-metrics-addr", "127.0.0.1:7700"}, []string{"flag -metrics-addr: metrics_addr", "port of listen"}},
 		{"metrics_addr's old name", "metrics_listen = \"127.0.0.1:9700\"\n", nil, nil, []string{"f.hcl:1", "metrics_listen", "unknown key"}},
 		{"unknown variable", "", []string{"MMDB_LISTN=x"}, nil, []string{"env MMDB_LISTN", "no such configuration key"}},
 		{"bad variable", "", []string{"MMDB_MAX_SCAN_ROWS=lots"}, nil, []string{"env MMDB_MAX_SCAN_ROWS", "integer"}},
@@ -453,5 +455,26 @@ func TestRestartOnly(t *testing.T) {
 	}
 	if keys := running.RestartOnly(DefaultConfig()); keys != nil {
 		t.Errorf("RestartOnly of the same configuration = %q", keys)
+	}
+}
+
+// TestSamePort: which metrics_addr takes listen's port.
+func TestSamePort(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"127.0.0.1:7700", "127.0.0.1:7700", true},
+		{":7700", "127.0.0.1:7700", true},
+		{"[::]:7700", "10.0.0.1:7700", true},
+		{"10.0.0.1:7700", "0.0.0.0:7700", true},
+		{"127.0.0.1:7700", "127.0.0.1:9700", false},
+		{"127.0.0.1:7700", "10.0.0.1:7700", false},
+		{"127.0.0.1:0", "127.0.0.1:0", false},
+		{"127.0.0.1:7700", "", false},
+	} {
+		if got := samePort(c.a, c.b); got != c.want {
+			t.Errorf("samePort(%q, %q) = %v, want %v", c.a, c.b, got, c.want)
+		}
 	}
 }
