@@ -32,7 +32,8 @@ import (
 // the node itself, a peer or a tls.admin_names name may run admin RPCs
 // and fetch images (AdminService, ImageService); with auth_token_file,
 // other calls need a client's bearer token or one of those
-// certificates. The health service stays open to all. Without
+// certificates. A stream's caller is checked again once the tokens or
+// the peers change. The health service stays open to all. Without
 // tls.ca_file nobody is checked (TLS, if set, only encrypts).
 type security struct {
 	kp      *secure.KeyPair // the node's certificate; nil without TLS
@@ -41,6 +42,9 @@ type security struct {
 	node    string          // the node's name
 	admin   []string        // tls.admin_names
 	peering atomic.Pointer[peering]
+	// gen counts the changes of the tokens and the peers (SIGHUP): a
+	// stream checks its caller again once it moved (checkedStream).
+	gen atomic.Uint64
 }
 
 // peering is who the node's peers are: those configured at start, then
@@ -86,15 +90,17 @@ func (sec *security) setPeers(list []conf.Peer) {
 		p.admins[n] = true
 	}
 	sec.peering.Store(p)
+	sec.gen.Add(1)
 }
 
 // peers returns the node's peers now.
 func (sec *security) peers() []conf.Peer { return sec.peering.Load().list }
 
 // ReloadCredentials reads the node's certificate and key and its token
-// file again (SIGHUP), for the connections and calls from now on; what
-// fails to load leaves the old in use. The other security keys need a
-// restart.
+// file again (SIGHUP), for the connections and calls from now on, and
+// for the messages of the streams open (a token no longer in the file
+// ends its streams: checkedStream); what fails to load leaves the old
+// in use. The other security keys need a restart.
 func (s *Server) ReloadCredentials() error { return s.sec.reload() }
 
 func (sec *security) reload() error {
@@ -104,6 +110,7 @@ func (sec *security) reload() error {
 	}
 	if sec.tokens != nil {
 		errs = append(errs, sec.tokens.Reload())
+		sec.gen.Add(1)
 	}
 	return errors.Join(errs...)
 }
@@ -129,11 +136,54 @@ func (sec *security) interceptors() (grpc.UnaryServerInterceptor, grpc.StreamSer
 			}
 			return h(ctx, req)
 		}, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			cs := &checkedStream{ServerStream: ss, sec: sec, method: info.FullMethod}
+			cs.seen.Store(sec.gen.Load()) // before the check: a change meanwhile is checked at the first message
 			if err := sec.check(ss.Context(), info.FullMethod); err != nil {
 				return err
 			}
-			return h(srv, ss)
+			return h(srv, cs)
 		}
+}
+
+// checkedStream is a stream whose caller is checked again, at its next
+// message in or out, once the tokens or the peers have changed (SIGHUP):
+// a token gone from the file, or a peer gone from the list, ends the
+// streams it opened, which may last for days (a client's Session), as
+// it refuses its new calls.
+type checkedStream struct {
+	grpc.ServerStream
+	sec    *security
+	method string
+	seen   atomic.Uint64 // sec.gen at the last check that passed
+}
+
+func (cs *checkedStream) recheck() error {
+	gen := cs.sec.gen.Load()
+	if cs.seen.Load() == gen {
+		return nil
+	}
+	if err := cs.sec.check(cs.Context(), cs.method); err != nil {
+		st := status.Convert(err)
+		return status.Errorf(st.Code(), "%s (checked again: the node's tokens or peers changed while the stream was open)", st.Message())
+	}
+	cs.seen.Store(gen)
+	return nil
+}
+
+// RecvMsg checks after the message arrived: one that came after a
+// change is not handed on unchecked, however long it was awaited.
+func (cs *checkedStream) RecvMsg(m any) error {
+	if err := cs.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return cs.recheck()
+}
+
+func (cs *checkedStream) SendMsg(m any) error {
+	if err := cs.recheck(); err != nil {
+		return err
+	}
+	return cs.ServerStream.SendMsg(m)
 }
 
 // dial is the transport credentials to dial the node at addr with: TLS

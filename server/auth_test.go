@@ -262,3 +262,70 @@ func TestNodeRefusesBadSecurityFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestSIGHUPEndsStreamsOfRevokedCallers: a Session stream, which a
+// client may keep open for days, ends at its next message once the
+// token it opened with is gone from the reloaded token file, or once
+// the peer whose certificate opened it is no longer a peer; a stream
+// whose caller is still allowed goes on.
+func TestSIGHUPEndsStreamsOfRevokedCallers(t *testing.T) {
+	s := startSecured(t, nil)
+	open := func(conn *grpc.ClientConn) pb.DatabaseService_SessionClient {
+		t.Helper()
+		st, err := pb.NewDatabaseServiceClient(conn).Session(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	// ask sends one request and returns the stream's error, if it ended.
+	ask := func(st pb.DatabaseService_SessionClient) error {
+		t.Helper()
+		req := &pb.SessionRequest{Requests: []*pb.Request{{Id: 1, Op: &pb.Request_Get{Get: &pb.GetRequest{Table: "nope", Key: key(vI(1))}}}}}
+		if err := st.Send(req); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		_, err := st.Recv()
+		return err
+	}
+	app, peer := open(s.dial(t, nil, "", "0123456789abcdef-app")), open(s.dial(t, s.ca, "p", ""))
+	if err := os.WriteFile(s.tokens, []byte("app 0123456789abcdef-app\napp2 fedcba9876543210-app2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.n.srv.ReloadCredentials(); err != nil {
+		t.Fatal(err)
+	}
+	other := open(s.dial(t, nil, "", "fedcba9876543210-app2"))
+	for name, st := range map[string]pb.DatabaseService_SessionClient{"app": app, "app2": other, "p": peer} {
+		if err := ask(st); err != nil {
+			t.Fatalf("%s's session before anything is revoked: %v", name, err)
+		}
+	}
+
+	// app's token goes.
+	if err := os.WriteFile(s.tokens, []byte("app2 fedcba9876543210-app2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.n.srv.ReloadCredentials(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ask(app); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("a session whose token was revoked: %v, want UNAUTHENTICATED", err)
+	}
+	if err := ask(other); err != nil {
+		t.Errorf("a session whose token stays: %v", err)
+	}
+
+	// p is no longer a peer.
+	cfg := *s.n.srv.cfg
+	cfg.Peers = []conf.Peer{{Name: "q", Addr: "127.0.0.1:2"}}
+	if _, _, _, err := s.n.srv.SetPeers(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := ask(peer); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("a session opened with the certificate of a peer since removed: %v, want UNAUTHENTICATED", err)
+	}
+	if err := ask(other); err != nil {
+		t.Errorf("a session whose token stays, after the peers changed: %v", err)
+	}
+}
