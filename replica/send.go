@@ -898,12 +898,20 @@ type Standby struct {
 	OutsideQuorum             bool          // its acknowledgements do not count towards the quorum (SenderOptions.Counted)
 }
 
-// Standbys returns the state of every link.
+// Standbys returns the state of every link, and of the standbys behind
+// them: each standby once, however many ways it is reported (its own
+// link, down since it follows a propagator, and the propagator's
+// report), as it is seen best (ahead); a report naming this node is
+// left out.
 func (s *Sender) Standbys() []Standby {
 	last := s.store.DB().LastLSN()
 	s.mu.Lock()
 	out := make([]Standby, 0, len(s.links))
+	at := make(map[string]int, len(s.links))
 	add := func(st Standby) {
+		if st.Name == s.opts.Node {
+			return
+		}
 		if last > st.Applied {
 			st.LagRecords = last - st.Applied
 		}
@@ -911,7 +919,13 @@ func (s *Sender) Standbys() []Standby {
 			st.State = StateDegraded
 		}
 		st.OutsideQuorum = !s.counts(st.Name)
-		out = append(out, st)
+		switch i, ok := at[st.Name]; {
+		case !ok:
+			at[st.Name] = len(out)
+			out = append(out, st)
+		case ahead(st, out[i]):
+			out[i] = st
+		}
 	}
 	for _, l := range s.links {
 		add(Standby{Name: l.peer.Name, Addr: l.peer.Addr, State: l.state, Reason: l.reason, Received: l.received, Applied: l.applied, Opened: l.opened})
@@ -930,6 +944,26 @@ func (s *Sender) Standbys() []Standby {
 		}
 	}
 	return out
+}
+
+// ahead reports whether a, a report of a standby, shows it better than
+// b, another of the same standby: following the log (not disconnected,
+// refused or in need of an image) where b does not, or else further
+// along.
+func ahead(a, b Standby) bool {
+	if fa, fb := a.following(), b.following(); fa != fb {
+		return fa
+	}
+	return a.Applied > b.Applied || a.Applied == b.Applied && a.Received > b.Received
+}
+
+// following reports whether the standby takes the log now.
+func (st Standby) following() bool {
+	switch st.State {
+	case StateStreaming, StateCatchingUp, StateDegraded:
+		return true
+	}
+	return false
 }
 
 // setState sets the state of a link that is not open; the standbys
