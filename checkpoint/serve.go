@@ -63,7 +63,12 @@ type ShelfOptions struct {
 	Fresh time.Duration
 	// Keep is how long an image stays after its last stream ends, for a
 	// broken transfer to resume on the same bytes.
-	Keep   time.Duration
+	Keep time.Duration
+	// Find, if set, opens an image the shelf does not keep (it expired,
+	// or the node restarted since it was served) that is still where
+	// Source found it: Checkpointer.Find, a slot that holds it. Nil, nil:
+	// none does.
+	Find   func(id ImageID) (*Served, error)
 	Logger hclog.Logger
 }
 
@@ -105,17 +110,11 @@ func NewShelf(opts ShelfOptions) *Shelf {
 
 // Get returns the image named id, or, when id is zero, a current image:
 // a kept one if nothing was committed since it or it is Fresh, else a
-// new one from Source. The caller Puts it back when its stream ends.
+// new one from Source. An image named that the shelf no longer keeps is
+// looked for with Find. The caller Puts it back when its stream ends.
 func (s *Shelf) Get(ctx context.Context, id ImageID) (*Served, error) {
 	if id != (ImageID{}) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		e, ok := s.images[id]
-		if !ok || s.closed {
-			return nil, fmt.Errorf("%w: image %d/%08x (a newer one may be fetched from the start)", ErrImageGone, id.LSN, id.ID)
-		}
-		s.hold(e)
-		return e.img, nil
+		return s.named(id)
 	}
 	s.making.Lock()
 	defer s.making.Unlock()
@@ -126,6 +125,37 @@ func (s *Shelf) Get(ctx context.Context, id ImageID) (*Served, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.keep(img)
+}
+
+// named returns, held, the image named id: kept, or found again (Find).
+func (s *Shelf) named(id ImageID) (*Served, error) {
+	s.mu.Lock()
+	e, ok := s.images[id]
+	if ok && !s.closed {
+		s.hold(e)
+		s.mu.Unlock()
+		return e.img, nil
+	}
+	s.mu.Unlock()
+	gone := fmt.Errorf("%w: image %d/%08x (a newer one may be fetched from the start)", ErrImageGone, id.LSN, id.ID)
+	if s.opts.Find == nil {
+		return nil, gone
+	}
+	img, err := s.opts.Find(id)
+	if err != nil {
+		return nil, errors.Join(gone, err)
+	}
+	if img == nil {
+		return nil, gone
+	}
+	s.opts.Logger.Info("serving again an image no longer kept, found where it was made", "lsn", id.LSN)
+	return s.keep(img)
+}
+
+// keep shelves img, newly opened, and returns it held; an image of the
+// same name kept already is served instead, and img closed.
+func (s *Shelf) keep(img *Served) (*Served, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -263,6 +293,31 @@ func (c *Checkpointer) Current(ctx context.Context) (*Served, error) {
 	// Opened under mu, so no checkpoint replaces the file meanwhile; once
 	// open, the file outlives its replacement.
 	return openServed(c.opts.FS, c.slots.Newest)
+}
+
+// Find opens for streaming the image named id if one of the slots still
+// holds it (a Shelf's Find): a transfer that broke resumes on it after
+// the node restarted, unless two checkpoints have replaced it since.
+// Nil, nil: neither slot does.
+func (c *Checkpointer) Find(id ImageID) (*Served, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, img := range []Image{c.slots.Newest, c.slots.Older} {
+		if img.LSN == 0 || img.LSN != id.LSN {
+			continue
+		}
+		served, err := openServed(c.opts.FS, img)
+		if err != nil {
+			return nil, err
+		}
+		if served.Name() == id {
+			return served, nil
+		}
+		if err := served.close(); err != nil {
+			return nil, fmt.Errorf("checkpoint: close %s: %w", img.Path, err)
+		}
+	}
+	return nil, nil
 }
 
 // openServed opens the image in a slot for streaming.

@@ -272,6 +272,61 @@ func TestCurrentOutlivesItsSlot(t *testing.T) {
 	}
 }
 
+// TestResumeAfterRestart: a transfer of a node's image that broke can
+// resume on the same bytes after the node restarted, which emptied its
+// shelf: its Find opens the image again from the slot that holds it,
+// the newest or, after one more checkpoint, the older one. Two
+// checkpoints later neither slot holds it, and the resume is refused
+// (ErrImageGone) rather than served other bytes. Before, a restart lost
+// every transfer in progress.
+func TestResumeAfterRestart(t *testing.T) {
+	fs := vfs.NewMemFS()
+	n, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := banktest.Setup(t, n.store.DB(), n.wait)
+	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
+	img, err := n.ckpt.Current(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytesOf(t, img)
+	if err := n.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = openNode(t, fs)
+	b = banktest.Of(t, n.store.DB())
+	shelf := checkpoint.NewShelf(checkpoint.ShelfOptions{Source: n.ckpt.Current, Find: n.ckpt.Find, LSN: n.store.DB().LastLSN, Keep: time.Hour})
+	defer func() {
+		if err := shelf.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	for round := 1; round <= 3; round++ {
+		again, err := shelf.Get(context.Background(), img.Name())
+		if round == 3 {
+			if !errors.Is(err, checkpoint.ErrImageGone) {
+				t.Fatalf("resume once two checkpoints replaced both slots: %v, want ErrImageGone", err)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatalf("resume after the restart and %d more checkpoints: %v", round-1, err)
+		}
+		if got := bytesOf(t, again); !bytes.Equal(got, want) {
+			t.Fatalf("resume after %d more checkpoints: other bytes", round-1)
+		}
+		shelf.Put(again)
+		if err := shelf.Close(); err != nil { // forget it: only the slots have it now
+			t.Fatal(err)
+		}
+		shelf = checkpoint.NewShelf(checkpoint.ShelfOptions{Source: n.ckpt.Current, Find: n.ckpt.Find, LSN: n.store.DB().LastLSN, Keep: time.Hour})
+		banktest.Run(n.store.DB(), b, round, 1, 5, n.wait, nil)
+		mustCheckpoint(t, n)
+	}
+}
+
 // TestImageNamesItsEpoch: a checkpoint's image names, in its header, the
 // epoch of the record at its LSN (Options.EpochAt), as a served image
 // and as a file.

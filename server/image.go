@@ -35,17 +35,20 @@ const progressEvery = 2 * time.Second
 
 // newShelf returns the shelf of images the node serves: the newest
 // checkpoint image (written first if anything is new) on a node with a
-// data dir, an image encoded in memory on a diskless one.
+// data dir, where a transfer may resume on an image no longer kept while
+// a slot holds it (after a restart); an image encoded in memory on a
+// diskless one.
 func (s *Server) newShelf() *checkpoint.Shelf {
-	source := func(ctx context.Context) (*checkpoint.Served, error) {
-		return checkpoint.Encode(ctx, s.db, s.epochs.At)
+	opts := checkpoint.ShelfOptions{
+		Source: func(ctx context.Context) (*checkpoint.Served, error) {
+			return checkpoint.Encode(ctx, s.db, s.epochs.At)
+		},
+		LSN: s.db.LastLSN, Fresh: imageFresh, Keep: imageKeep, Logger: s.log.Named("image"),
 	}
 	if s.ckpt != nil {
-		source = s.ckpt.Current
+		opts.Source, opts.Find = s.ckpt.Current, s.ckpt.Find
 	}
-	return checkpoint.NewShelf(checkpoint.ShelfOptions{
-		Source: source, LSN: s.db.LastLSN, Fresh: imageFresh, Keep: imageKeep, Logger: s.log.Named("image"),
-	})
+	return checkpoint.NewShelf(opts)
 }
 
 // fetchBootstrap fetches the image of bootstrap_from, the node at addr,

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -86,7 +87,8 @@ var resumedRE = regexp.MustCompile(`resumed (\d+) times`)
 // a fetch interrupted earlier resumes on the same image though the source
 // has moved on; the backup starts a node that equals the first.
 func TestImageStreaming(t *testing.T) {
-	src := start(t)
+	srcDir := t.TempDir()
+	src := start(t, "-data-dir", srcDir)
 	srcDB, _ := src.client()
 	fillBlobs(t, srcDB, 4000)
 	want := tableSums(t, srcDB)
@@ -133,6 +135,28 @@ func TestImageStreaming(t *testing.T) {
 	}
 	if _, err := os.Stat(second + ".part"); !os.IsNotExist(err) {
 		t.Fatalf("the partial file is still there: %v", err)
+	}
+
+	// And after the source restarted, which emptied the images it kept
+	// for transfers and wrote a newer checkpoint on its way down: the
+	// older slot still holds the image.
+	if err := src.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := src.wait(); code != 0 {
+		t.Fatalf("the source's shutdown: exit %d\n%s", code, src.output())
+	}
+	src = start(t, "-data-dir", srcDir)
+	third := filepath.Join(dir, "third.mmdb")
+	if err := os.WriteFile(third+".part", whole[:len(whole)*3/5], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = runTool(t, "image", "fetch", "-from", src.addr, "-out", third, "-quiet")
+	if code != 0 || !strings.Contains(errOut, "resuming "+third+".part") {
+		t.Fatalf("resume a fetch after the source restarted: exit %d\n%s%s", code, out, errOut)
+	}
+	if got, err := os.ReadFile(third); err != nil || !bytes.Equal(got, whole) {
+		t.Fatalf("the fetch resumed after the source restarted differs from the image it resumed (%v)", err)
 	}
 
 	restored := start(t, "-from-image", backup)
