@@ -173,7 +173,7 @@ func TestAuditStillDiffers(t *testing.T) {
 func TestAuditBucketsInRange(t *testing.T) {
 	for _, n := range []string{"0", "65537", "4294967297"} {
 		var stderr strings.Builder
-		code := run([]string{"audit", "-primary", "127.0.0.1:1", "-standby", "127.0.0.1:2", "-buckets", n}, io.Discard, &stderr)
+		code := run([]string{"audit", "-primary", "127.0.0.1:1", "-standby", "127.0.0.1:2", "-buckets", n}, nil, io.Discard, &stderr)
 		if code != 2 || !strings.Contains(stderr.String(), "-buckets "+n+": from 1 to 65536") {
 			t.Errorf("audit -buckets %s: exit %d\n%s", n, code, &stderr)
 		}
@@ -235,7 +235,7 @@ func TestAuditListsDifferencesPastTheMessageLimit(t *testing.T) {
 	commitRows(t, standby, 0, 1)
 	commitRows(t, standby, 1, 1)
 	var stdout, stderr strings.Builder
-	code := run([]string{"audit", "-primary", paddr, "-standby", saddr, "-rounds", "1"}, &stdout, &stderr)
+	code := run([]string{"audit", "-primary", paddr, "-standby", saddr, "-rounds", "1"}, nil, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stdout.String(), "kv: 3998 rows differ") || !strings.Contains(stderr.String(), "differs from the primary") {
 		t.Fatalf("audit of a table that differs in 3998 rows: exit %d\n%s\n%s", code, truncate(stdout.String(), 200), &stderr)
 	}

@@ -416,7 +416,7 @@ func TestDockerfile(t *testing.T) {
 	// and the config loads.
 	for _, argv := range [][]string{cmd, health[1:]} {
 		var stderr bytes.Buffer
-		if code := run(append(slices.Clone(argv), "-h"), io.Discard, &stderr); code != 0 {
+		if code := run(append(slices.Clone(argv), "-h"), nil, io.Discard, &stderr); code != 0 {
 			t.Errorf("Dockerfile: mmdbd %s does not parse (exit %d):\n%s", strings.Join(argv, " "), code, stderr.String())
 		}
 	}

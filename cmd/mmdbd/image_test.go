@@ -23,7 +23,7 @@ var fetchSummaryRE = regexp.MustCompile(`(LSN|epoch) (\d+)|(\d+) (rows|bytes)|(f
 func imageFetchSummary(t *testing.T, from, out string) map[string]uint64 {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"image", "fetch", "-from", from, "-out", out, "-quiet"}, &stdout, &stderr); code != 0 {
+	if code := run([]string{"image", "fetch", "-from", from, "-out", out, "-quiet"}, nil, &stdout, &stderr); code != 0 {
 		t.Fatalf("image fetch -from %s -out %s: exit %d\n%s%s", from, out, code, &stdout, &stderr)
 	}
 	nums := map[string]uint64{}
@@ -49,7 +49,7 @@ func TestImageFetchSummaryIsTruthful(t *testing.T) {
 	// A node at epoch 1, so that an epoch left at zero shows: a standby
 	// promoted.
 	a := startNode(t, func(c *conf.Config) { c.DataDir, c.Role = t.TempDir(), conf.RoleStandby })
-	if code := run([]string{"promote", "-addr", a}, io.Discard, io.Discard); code != 0 {
+	if code := run([]string{"promote", "-addr", a}, nil, io.Discard, io.Discard); code != 0 {
 		t.Fatalf("promote: exit %d", code)
 	}
 	if out, code := shellRun(t, a, `create table kv (k int64, v string(100), primary key (k) ordered)

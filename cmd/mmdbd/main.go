@@ -20,7 +20,8 @@ commands:
   demote      make a primary a standby
   audit       compare a standby's tables with its primary's (-repair: fix them)
   image       fetch a node's image to a file, restore or verify one
-  shell       an interactive shell (-c "statements" runs them and exits)
+  shell       an interactive shell; -c "statements", or a script on stdin, runs
+              them and exits, 1 at the first that fails
   bench       measure a workload (tatp, kv, ping) in-process or over gRPC
   help        show this text
 
@@ -28,11 +29,11 @@ Run "mmdbd <command> -h" for a command's flags.
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 // run runs one command and returns the process's exit code.
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -55,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "image":
 		err = imageCmd(rest, stdout, stderr)
 	case "shell":
-		err = shell(rest, stdout, stderr)
+		err = shell(rest, stdin, stdout, stderr)
 	case "bench":
 		err = bench(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/peterh/liner"
+	"golang.org/x/term"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 
@@ -21,12 +23,31 @@ import (
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
-// shell runs the interactive shell, or with -c the given statements.
-func shell(args []string, stdout, stderr io.Writer) (err error) {
+const shellUsage = `usage: mmdbd shell [flags]
+
+Statements typed at a terminal are read with line editing and history; a
+statement that fails prints its error and the session goes on. Statements
+given with -c, or read from a file or pipe on stdin (mmdbd shell <
+script), run in order until one fails: its error goes to stderr (with its
+line, for stdin), nothing after it runs, and the exit code is 1; it is 0
+when all ran. A line "exit" or "quit" ends them. A transaction left open
+when the shell ends is rolled back. "help" in the shell lists the
+statements.
+
+flags:
+`
+
+// shell runs the interactive shell, or the statements of -c or of a
+// script on stdin.
+func shell(args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("mmdbd shell", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), shellUsage)
+		fs.PrintDefaults()
+	}
 	addrs := fs.String("addr", "", "the node's `host:port`; several, comma-separated, to fail over (default: -config's listen address and peers, else "+defaultAddr+")")
-	commands := fs.String("c", "", "run these `statements` and exit (non-zero at the first error)")
+	commands := fs.String("c", "", "run these `statements` and exit, 1 at the first that fails (stdin is not read)")
 	timeout := fs.Duration("timeout", 10*time.Second, "the deadline of each statement")
 	cf := addConnFlags(fs, true)
 	if err := cf.parse(fs, args); err != nil {
@@ -48,10 +69,19 @@ func shell(args []string, stdout, stderr io.Writer) (err error) {
 	sh := &session{c: c, out: stdout, timeout: *timeout, schemas: map[string]*pb.Table{},
 		explain: func(err error) error { return cf.explain(c.Addr(), err) }}
 	defer sh.abandon(stderr)
-	if *commands != "" {
+	switch {
+	case *commands != "":
 		return sh.run(*commands)
+	case isTerminal(stdin):
+		return sh.interactive(stderr)
 	}
-	return sh.interactive(stderr)
+	return sh.script(stdin)
+}
+
+// isTerminal reports whether r is a terminal, where a person types.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // session is the shell's state: the client, the open transaction, and
@@ -82,8 +112,9 @@ func (sh *session) abandon(stderr io.Writer) {
 
 func (sh *session) endTx() { sh.tx = nil }
 
-// interactive reads statements with line editing and history until EOF
-// (Ctrl-D) or "exit".
+// interactive reads statements from the terminal on stdin with line
+// editing and history until EOF (Ctrl-D) or "exit"; a statement that
+// fails does not end it.
 func (sh *session) interactive(stderr io.Writer) error {
 	ln := liner.NewLiner()
 	defer ln.Close()
@@ -116,7 +147,7 @@ func (sh *session) interactive(stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("read a statement: %w", err)
 		}
-		if strings.TrimSpace(line) == "exit" || strings.TrimSpace(line) == "quit" {
+		if quits(line) {
 			break
 		}
 		if strings.TrimSpace(line) != "" {
@@ -137,6 +168,59 @@ func (sh *session) interactive(stderr io.Writer) error {
 		return errors.Join(fmt.Errorf("save history to %s: %w", history, err), f.Close())
 	}
 	return f.Close()
+}
+
+// quits reports whether a line ends the shell.
+func quits(line string) bool {
+	line = strings.TrimSpace(line)
+	return line == "exit" || line == "quit"
+}
+
+// script runs the statements of r, a file or a pipe, as the interactive
+// shell would read them (a line, or several while parentheses are open),
+// until one fails: its error, with the line where it starts, is the
+// script's.
+func (sh *session) script(r io.Reader) error {
+	br := bufio.NewReader(r)
+	read := 0 // lines
+	for {
+		first := read + 1
+		text, err := readStatement(br, &read)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read the statements from stdin (line %d): %w", first, err)
+		}
+		if quits(text) {
+			return nil
+		}
+		if err := sh.run(text); err != nil {
+			return fmt.Errorf("line %d: %w", first, err)
+		}
+	}
+}
+
+// readStatement reads a line of r, and the lines after it while it leaves
+// parentheses open; *read counts the lines. It returns io.EOF once r is
+// used up.
+func readStatement(r *bufio.Reader, read *int) (string, error) {
+	var b strings.Builder
+	for {
+		line, err := r.ReadString('\n') // any length, unlike liner's ReadLine
+		if line != "" {
+			*read++
+			b.WriteString(line)
+		}
+		switch {
+		case errors.Is(err, io.EOF) && b.Len() > 0:
+			return b.String(), nil
+		case err != nil:
+			return "", err
+		case openParens(b.String()) <= 0:
+			return b.String(), nil
+		}
+	}
 }
 
 // run runs every statement of input, stopping at the first error.

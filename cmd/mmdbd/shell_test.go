@@ -28,7 +28,7 @@ func startNode(t *testing.T, edit func(c *conf.Config)) string {
 func shellRun(t *testing.T, addr, stmts string) (string, int) {
 	t.Helper()
 	var out bytes.Buffer
-	code := run([]string{"shell", "-addr", addr, "-c", stmts}, &out, &out)
+	code := run([]string{"shell", "-addr", addr, "-c", stmts}, nil, &out, &out)
 	return out.String(), code
 }
 
@@ -132,5 +132,59 @@ insert d 3 c 20`); code != 0 {
 		if s.failed == "" && code != 0 || s.failed != "" && (code == 0 || !strings.Contains(out, s.failed)) || !strings.Contains(flat(out), s.out) {
 			t.Errorf("%s: exit %d\n%s", s.stmts, code, out)
 		}
+	}
+}
+
+// shellScript runs mmdbd shell on the node at addr with script on stdin
+// (not a terminal) and returns what it printed on each output and its
+// exit code.
+func shellScript(t *testing.T, addr, script string) (string, string, int) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"shell", "-addr", addr}, strings.NewReader(script), &stdout, &stderr)
+	return stdout.String(), stderr.String(), code
+}
+
+// TestShellScriptOnStdin: statements piped to the shell run in order
+// until one fails, which ends the shell with exit code 1 and that
+// statement's error and line on stderr; the transaction they left open
+// is rolled back. No banner or prompt is printed, a statement may span
+// lines while its parentheses are open, a line may be longer than a
+// terminal's (liner cut it at 4096 bytes), and "exit" ends the script.
+// Before, the shell read stdin as a terminal: it printed prompts, went
+// on past a failing statement and exited 0.
+func TestShellScriptOnStdin(t *testing.T) {
+	addr := startNode(t, nil)
+	long := strings.Repeat("x", 6000)
+	stdout, stderr, code := shellScript(t, addr, `create table s (
+  k int64,
+  v string(8000),
+  primary key (k) ordered)
+insert s 1 `+long+`
+exit
+insert s 2 never`)
+	if code != 0 || stderr != "" || strings.Contains(stdout, "mmdb>") || strings.Contains(stdout, "connected") ||
+		strings.Count(stdout, "ok, lsn") != 2 {
+		t.Fatalf("a script that works: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if out, code := shellRun(t, addr, "get s 1"); code != 0 || !strings.Contains(out, long) {
+		t.Fatalf("get s 1: exit %d\n%s", code, truncate(out, 200))
+	}
+
+	stdout, stderr, code = shellScript(t, addr, `insert s 2 b
+
+begin; insert s 3 c
+insert s 1 again
+insert s 4 d
+commit`)
+	if code != 1 || !strings.Contains(stderr, "line 4: ALREADY_EXISTS") || !strings.Contains(stderr, "rolled back the open transaction") {
+		t.Errorf("a script whose fourth line fails: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if out, code := shellRun(t, addr, "scan s"); code != 0 || !strings.Contains(out, "(2 rows)") {
+		t.Errorf("after the failed script, the rows of s (1 and 2, not 3 or 4): exit %d\n%s", code, truncate(out, 200))
+	}
+
+	if _, stderr, code := shellScript(t, addr, "bad statement\n"); code != 1 || !strings.Contains(stderr, `line 1: unknown statement "bad"`) {
+		t.Errorf("bad statement: exit %d\n%s", code, stderr)
 	}
 }
