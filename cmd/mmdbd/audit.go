@@ -33,7 +33,7 @@ var errDiffers = errors.New("the standby differs from the primary")
 // the standby takes them from the log like any commit, and the table is
 // compared again; a table only one node has is not repaired, as no RPC
 // logs a table's definition again.
-func audit(args []string, stdout, stderr io.Writer) error {
+func audit(args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("mmdbd audit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	primary := fs.String("primary", "", "the primary's `host:port`")
@@ -58,12 +58,12 @@ func audit(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer p.Close()
+	defer closeInto(&err, p, "the connection to the primary "+*primary)
 	s, err := cf.dial(*standby)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer closeInto(&err, s, "the connection to the standby "+*standby)
 	a := auditor{p: pb.NewAdminServiceClient(p), s: pb.NewAdminServiceClient(s), buckets: uint32(*buckets), wait: *wait, rounds: *rounds, repair: *repair, out: stdout}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -185,13 +185,17 @@ func grpcWorkload(ctx context.Context, o benchOpts, stderr io.Writer) (*workload
 	closeAll := func() error {
 		var errs []error
 		for _, s := range sessions {
-			errs = append(errs, s.Close())
+			if err := s.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("bench: close a session with %s: %w", o.addr, err))
+			}
 		}
 		for _, c := range clients {
-			errs = append(errs, c.Close())
+			errs = append(errs, c.Close()) // says which connection
 		}
 		for _, c := range conns {
-			errs = append(errs, c.Close())
+			if err := c.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("bench: close a connection to %s: %w", o.addr, err))
+			}
 		}
 		return errors.Join(errs...)
 	}

@@ -115,9 +115,9 @@ func (sh *session) endTx() { sh.tx = nil }
 // interactive reads statements from the terminal on stdin with line
 // editing and history until EOF (Ctrl-D) or "exit"; a statement that
 // fails does not end it.
-func (sh *session) interactive(stderr io.Writer) error {
+func (sh *session) interactive(stderr io.Writer) (err error) {
 	ln := liner.NewLiner()
-	defer ln.Close()
+	defer closeInto(&err, ln, "the terminal (restore its mode)")
 	ln.SetCtrlCAborts(true)
 	history := ""
 	if home, err := os.UserHomeDir(); err == nil {

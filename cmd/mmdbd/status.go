@@ -121,7 +121,7 @@ func status(args []string, stdout, stderr io.Writer) error {
 // the node, and calls fn with its AdminService and a context that ends
 // after -timeout.
 func adminCall(cmd string, args []string, stderr io.Writer, timeout time.Duration, flags func(*flag.FlagSet),
-	fn func(ctx context.Context, addr string, admin pb.AdminServiceClient) error) error {
+	fn func(ctx context.Context, addr string, admin pb.AdminServiceClient) error) (err error) {
 	fs := flag.NewFlagSet("mmdbd "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	given := fs.String("addr", "", "the node's `host:port` (default: -config's listen address, else "+defaultAddr+")")
@@ -141,7 +141,7 @@ func adminCall(cmd string, args []string, stderr io.Writer, timeout time.Duratio
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer closeInto(&err, conn, "the connection to "+addr)
 	ctx, cancel := context.WithTimeout(context.Background(), *limit)
 	defer cancel()
 	return cf.explain(addr, fn(ctx, addr, pb.NewAdminServiceClient(conn)))
