@@ -64,7 +64,13 @@ func audit(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	defer closeInto(&err, s, "the connection to the standby "+*standby)
-	a := auditor{p: pb.NewAdminServiceClient(p), s: pb.NewAdminServiceClient(s), buckets: uint32(*buckets), wait: *wait, rounds: *rounds, repair: *repair, out: stdout}
+	report := &errWriter{w: stdout}
+	defer func() {
+		if report.err != nil {
+			err = errors.Join(err, fmt.Errorf("print the report: %w", report.err))
+		}
+	}()
+	a := auditor{p: pb.NewAdminServiceClient(p), s: pb.NewAdminServiceClient(s), buckets: uint32(*buckets), wait: *wait, rounds: *rounds, repair: *repair, out: report}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	list := func(conn *grpc.ClientConn, addr string) (*pb.ListTablesResponse, error) {
@@ -115,7 +121,7 @@ type auditor struct {
 	wait    time.Duration
 	rounds  int
 	repair  bool
-	out     io.Writer
+	out     io.Writer // the report; audit checks its writes at the end
 }
 
 // What digests finds when a table is not on both nodes.

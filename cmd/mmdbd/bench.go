@@ -145,7 +145,10 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	} else {
 		err = res.print(stdout)
 	}
-	if err == nil && res.Errors > 0 {
+	if err != nil {
+		return fmt.Errorf("print the result: %w", err)
+	}
+	if res.Errors > 0 {
 		err = fmt.Errorf("%d operations failed; the last: %s", res.Errors, res.LastError)
 	}
 	return err
@@ -431,7 +434,8 @@ func percentile(s []sample, q float64) float64 {
 }
 
 func (r *benchResult) print(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	out := &errWriter{w: w}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "workload %s, %s, api %s, %d clients, %gs measured\n", r.Workload, r.Mode, r.API, r.Clients, r.DurationS)
 	fmt.Fprintf(tw, "tx/s\t%.0f\nok/s\t%.0f\nerrors\t%d\n", r.TxPerSec, r.OKPerSec, r.Errors)
 	if r.LastError != "" {
@@ -449,7 +453,7 @@ func (r *benchResult) print(w io.Writer) error {
 	for _, k := range r.Transactions {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.1f\n", strings.ToLower(k.Name), k.Count, k.OK, k.P50us, k.P99us)
 	}
-	return tw.Flush()
+	return out.flush(tw)
 }
 
 // benchDataDir is a scratch data directory for an in-process run that was

@@ -51,7 +51,9 @@ func imageCmd(args []string, stdout, stderr io.Writer) error {
 	case "verify":
 		return imageVerify(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, imageUsage)
+		if _, err := fmt.Fprint(stdout, imageUsage); err != nil {
+			return fmt.Errorf("print the usage: %w", err)
+		}
 		return errHelp
 	}
 	fmt.Fprintf(stderr, "mmdbd image: unknown command %q\n\n%s", args[0], imageUsage)

@@ -60,7 +60,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "bench":
 		err = bench(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
+		if _, err := fmt.Fprint(stdout, usage); err != nil {
+			fmt.Fprintf(stderr, "mmdbd: print the usage: %v\n", err)
+			return 1
+		}
 		return 0
 	default:
 		fmt.Fprintf(stderr, "mmdbd: unknown command %q\n\n%s", cmd, usage)

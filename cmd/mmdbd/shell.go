@@ -66,7 +66,7 @@ func shell(args []string, stdin io.Reader, stdout, stderr io.Writer) (err error)
 		return err
 	}
 	defer func() { err = errors.Join(err, c.Close()) }()
-	sh := &session{c: c, out: stdout, timeout: *timeout, schemas: map[string]*pb.Table{},
+	sh := &session{c: c, out: &errWriter{w: stdout}, timeout: *timeout, schemas: map[string]*pb.Table{},
 		explain: func(err error) error { return cf.explain(c.Addr(), err) }}
 	defer sh.abandon(stderr)
 	switch {
@@ -89,7 +89,7 @@ func isTerminal(r io.Reader) bool {
 type session struct {
 	c       *client.Client
 	explain func(error) error // says why a call failed, when it can (connFlags.explain)
-	out     io.Writer
+	out     *errWriter        // run checks it after each statement
 	timeout time.Duration
 	tx      *client.Tx
 	schemas map[string]*pb.Table
@@ -154,7 +154,7 @@ func (sh *session) interactive(stderr io.Writer) (err error) {
 			ln.AppendHistory(line)
 		}
 		if err := sh.run(line); err != nil {
-			fmt.Fprintf(sh.out, "error: %v\n", err)
+			fmt.Fprintf(stderr, "error: %v\n", err)
 		}
 	}
 	if history == "" {
@@ -230,7 +230,11 @@ func (sh *session) run(input string) error {
 		return err
 	}
 	for _, st := range stmts {
-		if err := sh.exec(&parser{toks: st}); err != nil {
+		err := sh.exec(&parser{toks: st})
+		if sh.out.err != nil { // and err, if any, is the write's
+			return fmt.Errorf("%s ran, but its output was not printed: %w", st[0].text, sh.out.err)
+		}
+		if err != nil {
 			return plainError(sh.explain(err))
 		}
 	}

@@ -110,9 +110,14 @@ func status(args []string, stdout, stderr io.Writer) error {
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
-			return enc.Encode(st)
+			err = enc.Encode(st)
+		} else {
+			err = printStatus(stdout, st)
 		}
-		return printStatus(stdout, st)
+		if err != nil {
+			return fmt.Errorf("print the status of %s: %w", addr, err)
+		}
+		return nil
 	})
 }
 
@@ -148,7 +153,8 @@ func adminCall(cmd string, args []string, stderr io.Writer, timeout time.Duratio
 }
 
 func printStatus(w io.Writer, st statusJSON) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	out := &errWriter{w: w}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node\t%s\nrole\t%s\nepoch\t%d\ndurability\t%s\nsync mode\t%s\n", st.Node, st.Role, st.Epoch, st.Durability, st.SyncMode)
 	counted := "any standby"
 	if len(st.SyncStandbys) > 0 {
@@ -192,5 +198,5 @@ func printStatus(w io.Writer, st statusJSON) error {
 			}
 		}
 	}
-	return tw.Flush()
+	return out.flush(tw)
 }
