@@ -90,12 +90,19 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	fs.Uint64Var(&o.seed, "seed", 1, "the random seed of the load and the clients")
 	fs.Float64Var(&o.rate, "rate", 0, "units of work per second, all clients together (0: as fast as they go); latency counts from when each was due")
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
+	own := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { own[f.Name] = true })
 	flags := conf.RegisterFlags(fs)
+	node := map[string]bool{} // the flags RegisterFlags added
+	fs.VisitAll(func(f *flag.Flag) { node[f.Name] = !own[f.Name] })
 	o.conn = addConnFlags(fs, false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if !o.inprocess {
+		if err := clientFlagsOnly(fs, node); err != nil {
+			return err
+		}
 		// Over gRPC the node flags -tls-*-file are the client's.
 		tlsFiles := conf.DefaultConfig()
 		if err := flags.Apply(tlsFiles); err != nil {
@@ -154,6 +161,24 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	return err
 }
 
+// clientFlagsOnly refuses the node flags given when bench runs over gRPC,
+// but for -tls-ca-file, -tls-cert-file and -tls-key-file (the client's
+// credentials then): the node runs as it is configured, and a flag such
+// as -durability fsync-log would be taken without effect.
+func clientFlagsOnly(fs *flag.FlagSet, node map[string]bool) error {
+	var given []string
+	fs.Visit(func(f *flag.Flag) {
+		if node[f.Name] && !slices.Contains([]string{"tls-ca-file", "tls-cert-file", "tls-key-file"}, f.Name) {
+			given = append(given, "-"+f.Name)
+		}
+	})
+	if len(given) == 0 {
+		return nil
+	}
+	fmt.Fprintf(fs.Output(), "mmdbd bench: %s: node flags, for -inprocess; over gRPC the node runs as it is configured\n", strings.Join(given, ", "))
+	return errUsage
+}
+
 func (o *benchOpts) check() error {
 	switch {
 	case !slices.Contains([]string{"tatp", "kv", "ping"}, o.workload):
@@ -165,7 +190,7 @@ func (o *benchOpts) check() error {
 	case o.workload == "ping" && o.api == "session":
 		return errors.New("-workload ping is a unary health check; it has no session form")
 	case o.clients < 1 || o.duration <= 0 || o.warmup < 0:
-		return errors.New("-clients must be at least 1 and -duration positive")
+		return errors.New("-clients must be at least 1, -duration positive and -warmup at least 0")
 	case o.rate < 0:
 		return fmt.Errorf("-rate %g: at least 0", o.rate)
 	case o.rate > 0 && o.api == "session":
