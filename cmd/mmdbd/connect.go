@@ -110,11 +110,18 @@ func (c *connFlags) addr(given string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// addrs is a comma-separated list of addresses to use: the list given,
-// else -config's listen address and its peers', else defaultAddr.
+// addrs is a comma-separated list of addresses to use: the list given
+// (spaces around an address are dropped), else -config's listen address
+// and its peers', else defaultAddr.
 func (c *connFlags) addrs(given string) ([]string, error) {
 	if given != "" {
-		return strings.Split(given, ","), nil
+		list := strings.Split(given, ",")
+		for i, a := range list {
+			if list[i] = strings.TrimSpace(a); list[i] == "" {
+				return nil, fmt.Errorf("-addr %q: address %d of the list is empty", given, i+1)
+			}
+		}
+		return list, nil
 	}
 	own, err := c.addr("")
 	if err != nil || c.cfg == nil {

@@ -188,3 +188,18 @@ commit`)
 		t.Errorf("bad statement: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestShellAddrList: -addr takes a list with spaces after its commas, as
+// an operator may write it, and refuses an empty entry by name; before,
+// " host:port" reached the resolver ("produced zero addresses").
+func TestShellAddrList(t *testing.T) {
+	addr := startNode(t, nil)
+	var out bytes.Buffer
+	if code := run([]string{"shell", "-addr", "127.0.0.1:1, " + addr, "-c", "tables"}, nil, &out, &out); code != 0 {
+		t.Errorf("-addr %q: exit %d\n%s", "127.0.0.1:1, "+addr, code, &out)
+	}
+	out.Reset()
+	if code := run([]string{"shell", "-addr", addr + ",,127.0.0.1:1", "-c", "tables"}, nil, &out, &out); code != 1 || !strings.Contains(out.String(), "address 2 of the list is empty") {
+		t.Errorf("-addr %q: exit %d\n%s", addr+",,127.0.0.1:1", code, &out)
+	}
+}
