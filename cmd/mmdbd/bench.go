@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -121,8 +123,12 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	if err := o.check(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	// SIGINT or SIGTERM ends the run early and closes the workload (an
+	// in-process run's scratch data directory goes); a second one ends the
+	// process at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop)
 	var w *workload
 	if o.inprocess {
 		w, err = inprocessWorkload(ctx, o, flags, stderr)
@@ -140,6 +146,9 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	res, err := runBench(ctx, o, w, stderr)
 	if err != nil {
 		return err
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted: the run was stopped before its end, and nothing is reported")
 	}
 	res.Durability = w.durability
 	if w.logStats != nil {
@@ -272,11 +281,15 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 				t0 := time.Now()
 				if every > 0 {
 					if wait := due.Sub(t0); wait > 0 {
-						time.Sleep(wait)
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(wait):
+						}
 					}
 					t0, due = due, due.Add(every)
 				}
-				if !t0.Before(end) {
+				if !t0.Before(end) || ctx.Err() != nil {
 					return
 				}
 				r := ops[i](ctx)

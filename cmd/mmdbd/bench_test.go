@@ -2,8 +2,11 @@ package main
 
 import (
 	"io"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestBenchOverGRPCRefusesNodeFlags: over gRPC, a node flag (but for the
@@ -25,5 +28,43 @@ func TestBenchOverGRPCRefusesNodeFlags(t *testing.T) {
 	stderr.Reset()
 	if code := run(append(ping, "-warmup", "-1s"), nil, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "-warmup at least 0") {
 		t.Errorf("bench -warmup -1s: exit %d\n%s", code, &stderr)
+	}
+}
+
+// TestBenchInterruptedCleansUp: SIGINT stops an in-process run, which
+// removes its scratch data directory and exits 1 saying it was
+// interrupted; before, the signal ended the process and left the
+// directory (with its preallocated log under -durability mmap-log or
+// fsync-log) in $TMPDIR.
+func TestBenchInterruptedCleansUp(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	done := make(chan error, 1)
+	go func() {
+		done <- bench([]string{"-inprocess", "-workload", "kv", "-keys", "100", "-clients", "1", "-warmup", "0s", "-duration", "1m",
+			"-durability", "mmap-log"}, io.Discard, io.Discard)
+	}()
+	// bench catches the signal before it makes the directory.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if entries, err := os.ReadDir(tmp); err != nil || len(entries) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no scratch data directory after 10s")
+		}
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "interrupted") {
+			t.Errorf("bench interrupted: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("bench runs on 30s after SIGINT")
+	}
+	if entries, err := os.ReadDir(tmp); err != nil || len(entries) > 0 {
+		t.Errorf("left in $TMPDIR: %v %v", entries, err)
 	}
 }

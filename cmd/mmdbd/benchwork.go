@@ -81,7 +81,8 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 	if err != nil {
 		return nil, errors.Join(err, cleanup())
 	}
-	closeAll := func() error { return errors.Join(srv.Shutdown(ctx), cleanup()) }
+	// Shut down whole once the run was interrupted too (ctx is done).
+	closeAll := func() error { return errors.Join(srv.Shutdown(context.WithoutCancel(ctx)), cleanup()) }
 	db := srv.DB()
 	wait := func(lsn uint64) error { return srv.WaitDurable(ctx, lsn) }
 	switch o.workload {
