@@ -160,14 +160,25 @@ func (sh *session) interactive(stderr io.Writer) (err error) {
 	if history == "" {
 		return nil
 	}
-	f, err := os.Create(history)
+	return saveHistory(history, ln.WriteHistory)
+}
+
+// saveHistory writes the shell's history to path with write. The file is
+// readable by its user alone, as the statements hold the data they wrote;
+// one an earlier mmdbd left readable by all is narrowed too.
+func saveHistory(path string, write func(io.Writer) (int, error)) (err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("save history: %w", err)
 	}
-	if _, err := ln.WriteHistory(f); err != nil {
-		return errors.Join(fmt.Errorf("save history to %s: %w", history, err), f.Close())
+	defer closeInto(&err, f, path)
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("save history: %w", err)
 	}
-	return f.Close()
+	if _, err := write(f); err != nil {
+		return fmt.Errorf("save history to %s: %w", path, err)
+	}
+	return nil
 }
 
 // quits reports whether a line ends the shell.

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -201,5 +204,29 @@ func TestShellAddrList(t *testing.T) {
 	out.Reset()
 	if code := run([]string{"shell", "-addr", addr + ",,127.0.0.1:1", "-c", "tables"}, nil, &out, &out); code != 1 || !strings.Contains(out.String(), "address 2 of the list is empty") {
 		t.Errorf("-addr %q: exit %d\n%s", addr+",,127.0.0.1:1", code, &out)
+	}
+}
+
+// TestShellHistoryIsPrivate: the history file the interactive shell
+// writes is readable by its user alone (statements hold data); before it
+// was made as os.Create makes files, readable by all under umask 022,
+// and an existing one kept its mode.
+func TestShellHistoryIsPrivate(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(dir, "old")
+	if err := os.WriteFile(old, nil, 0o644); err != nil { // as saved before
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(dir, "new"), old} {
+		if err := saveHistory(path, func(w io.Writer) (int, error) { return io.WriteString(w, "insert subscriber 1 secret\n") }); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := st.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", path, perm)
+		}
 	}
 }
