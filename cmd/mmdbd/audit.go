@@ -42,6 +42,7 @@ func audit(args []string, stdout, stderr io.Writer) (err error) {
 	wait := fs.Duration("wait", 10*time.Second, "how long the standby may take to reach the primary's LSN")
 	rounds := fs.Int("rounds", 3, "how often differing buckets are compared again before they count")
 	repair := fs.Bool("repair", false, "copy the primary's rows that differ to the standby through the primary's log, then compare again")
+	limit := fs.Duration("timeout", 10*time.Minute, "give up after this long, the whole audit")
 	cf := addConnFlags(fs, true)
 	if err := cf.parse(fs, args); err != nil {
 		return err
@@ -71,8 +72,9 @@ func audit(args []string, stdout, stderr io.Writer) (err error) {
 		}
 	}()
 	a := auditor{p: pb.NewAdminServiceClient(p), s: pb.NewAdminServiceClient(s), buckets: uint32(*buckets), wait: *wait, rounds: *rounds, repair: *repair, out: report}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), *limit)
 	defer cancel()
+	defer func() { err = gaveUp(ctx, *limit, err) }()
 	list := func(conn *grpc.ClientConn, addr string) (*pb.ListTablesResponse, error) {
 		resp, err := pb.NewDatabaseServiceClient(conn).ListTables(ctx, &pb.ListTablesRequest{})
 		if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -149,7 +150,17 @@ func adminCall(cmd string, args []string, stderr io.Writer, timeout time.Duratio
 	defer closeInto(&err, conn, "the connection to "+addr)
 	ctx, cancel := context.WithTimeout(context.Background(), *limit)
 	defer cancel()
-	return cf.explain(addr, fn(ctx, addr, pb.NewAdminServiceClient(conn)))
+	return gaveUp(ctx, *limit, cf.explain(addr, fn(ctx, addr, pb.NewAdminServiceClient(conn))))
+}
+
+// gaveUp returns err, a command's failure, saying that the command gave
+// up after its -timeout when ctx, which ends then, has ended: the
+// operator learns which flag to raise.
+func gaveUp(ctx context.Context, limit time.Duration, err error) error {
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w (gave up after -timeout %s)", err, limit)
+	}
+	return err
 }
 
 func printStatus(w io.Writer, st statusJSON) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"testing"
@@ -141,6 +142,23 @@ func TestStatusShowsWritesRefused(t *testing.T) {
 		if shown := strings.Contains(out.String(), "writes refused"); shown != (why != "") ||
 			shown && !regexp.MustCompile(`(?m)^writes refused +`+regexp.QuoteMeta(why)+`$`).MatchString(out.String()) {
 			t.Fatalf("writes refused %q: status printed:\n%s", why, out.String())
+		}
+	}
+}
+
+// TestTimeoutSaysWhichFlag: an admin command or an audit that runs out of
+// time says it gave up after -timeout, so the operator knows what to
+// raise; audit takes -timeout (it had a fixed 10 minutes).
+func TestTimeoutSaysWhichFlag(t *testing.T) {
+	addr := startNode(t, nil)
+	for _, args := range [][]string{
+		{"status", "-addr", addr, "-timeout", "1ns"},
+		{"checkpoint", "-addr", addr, "-timeout", "1ns"},
+		{"audit", "-primary", addr, "-standby", addr, "-timeout", "1ns"},
+	} {
+		var stderr strings.Builder
+		if code := run(args, nil, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "gave up after -timeout 1ns") {
+			t.Errorf("%s: exit %d\n%s", args, code, &stderr)
 		}
 	}
 }
