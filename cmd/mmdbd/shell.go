@@ -245,6 +245,9 @@ func (sh *session) run(input string) error {
 		if sh.out.err != nil { // and err, if any, is the write's
 			return fmt.Errorf("%s ran, but its output was not printed: %w", st[0].text, sh.out.err)
 		}
+		if err != nil && grpcstatus.Code(err) == codes.DeadlineExceeded {
+			return fmt.Errorf("%w (gave up after the statement's -timeout %s)", plainError(err), sh.timeout)
+		}
 		if err != nil {
 			return plainError(sh.explain(err))
 		}

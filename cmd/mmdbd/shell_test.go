@@ -230,3 +230,15 @@ func TestShellHistoryIsPrivate(t *testing.T) {
 		}
 	}
 }
+
+// TestShellTimeoutSaysWhichFlag: a statement that runs out of time says
+// it gave up after the shell's -timeout (a large index build needs a
+// larger one); it said only "context deadline exceeded".
+func TestShellTimeoutSaysWhichFlag(t *testing.T) {
+	addr := startNode(t, nil)
+	var out bytes.Buffer
+	code := run([]string{"shell", "-addr", addr, "-timeout", "1ns", "-c", "tables"}, nil, &out, &out)
+	if code != 1 || !strings.Contains(out.String(), "DEADLINE_EXCEEDED") || !strings.Contains(out.String(), "gave up after the statement's -timeout 1ns") {
+		t.Errorf("tables with -timeout 1ns: exit %d\n%s", code, &out)
+	}
+}
