@@ -53,14 +53,20 @@ func demoteCmd(args []string, stdout, stderr io.Writer) error {
 // peers; and takes its role if the file changed it since it was last
 // read (*role): a node that stepped down, or was promoted or demoted
 // over AdminService, keeps its role across a SIGHUP that changes
-// nothing. A file that load refuses, as a start would refuse it,
-// changes nothing. The other keys the file changes are named in a
+// nothing. A file that load refuses, as a start would refuse it, or
+// that renames the node, changes nothing. The other keys the file changes are named in a
 // warning: they need a restart (a tls block or token file added, or
 // moved to other files, among them).
 func reload(srv *server.Server, running *conf.Config, load func() (*conf.Config, error), role *string, logger hclog.Logger) {
 	cfg, err := load()
 	if err != nil {
 		logger.Error("SIGHUP: the configuration does not load, or the node cannot take it; nothing changed", "error", err)
+		return
+	}
+	if cfg.Node != running.Node {
+		// The file's peers and sync_standbys were checked against the
+		// new name, which the node does not run under until a restart.
+		logger.Error("SIGHUP: the file renames the node, which only a restart takes; nothing changed", "node", running.Node, "file-node", cfg.Node, "at", cfg.Origin("node"))
 		return
 	}
 	if keys := running.RestartOnly(cfg); keys != nil {

@@ -110,4 +110,12 @@ func TestSIGHUPNamesKeysThatNeedARestart(t *testing.T) {
 	if strings.Contains(logs, "certificate and token files again") {
 		t.Errorf("a node without TLS or tokens says it read their files again:\n%s", logs)
 	}
+
+	// A file that renames the node, and names its old name a peer (valid
+	// for the new name), changes nothing: the node still runs as b.
+	same = fmt.Sprintf("node = \"c\"\ndata_dir = %q\n", running.DataDir)
+	logs = hup("peer \"b\" {\n  addr = \"127.0.0.1:9\"\n}\n")
+	if !strings.Contains(logs, "renames the node") || strings.Contains(logs, "took the peers") {
+		t.Fatalf("a file that renames the node:\n%s", logs)
+	}
 }
