@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -43,11 +44,28 @@ func LoadKeyPair(certFile, keyFile string) (*KeyPair, error) {
 	return kp, nil
 }
 
-// Reload reads the files again; on error the pair in use stays.
+// Reload reads the files again; on error the pair in use stays. A
+// certificate that is not valid now (expired, or not yet valid), or that
+// lacks a name the one in use carries (whoever dials the node checks
+// its name), is refused: every handshake with it would fail.
 func (kp *KeyPair) Reload() error {
 	c, err := tls.LoadX509KeyPair(kp.certFile, kp.keyFile)
 	if err != nil {
 		return fmt.Errorf("secure: load certificate %s and key %s: %w", kp.certFile, kp.keyFile, err)
+	}
+	leaf := c.Leaf // set by LoadX509KeyPair
+	switch now := time.Now(); {
+	case now.After(leaf.NotAfter):
+		return fmt.Errorf("secure: certificate %s expired at %s", kp.certFile, leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		return fmt.Errorf("secure: certificate %s is not valid before %s", kp.certFile, leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if old := kp.cur.Load(); old != nil {
+		for _, n := range Names(old.Leaf) {
+			if !slices.Contains(Names(leaf), n) {
+				return fmt.Errorf("secure: certificate %s does not name %q, which the certificate in use names (it names %s)", kp.certFile, n, strings.Join(Names(leaf), ", "))
+			}
+		}
 	}
 	kp.cur.Store(&c)
 	return nil
