@@ -294,8 +294,8 @@ func (c *Config) Validate() error {
 	}
 	between(bad, "max_open_transactions", c.MaxOpenTransactions, 1, 1<<24)
 	between(bad, "max_tx_bytes", c.MaxTxBytes, 1<<20, 1<<40)
-	positive(bad, "tx_idle_timeout", c.TxIdleTimeout)
-	positive(bad, "shutdown_timeout", c.ShutdownTimeout)
+	atLeast(bad, "tx_idle_timeout", c.TxIdleTimeout, minTxIdleTimeout, "the node checks for idle transactions every quarter of it")
+	atLeast(bad, "shutdown_timeout", c.ShutdownTimeout, minShutdownTimeout, "less gives in-flight calls no time to finish")
 
 	oneOf(bad, "durability", c.Durability, durabilities...)
 	oneOf(bad, "durability_floor", c.DurabilityFloor, durabilities...)
@@ -318,10 +318,10 @@ func (c *Config) Validate() error {
 	if len(c.LogChannels) > 64 {
 		bad("log_channels", "%d channels; at most 64", len(c.LogChannels))
 	}
-	if c.MmapSyncInterval < 0 {
-		bad("mmap_sync_interval", "%s is negative; 0 means only when a segment is full", c.MmapSyncInterval)
+	if c.MmapSyncInterval != 0 {
+		atLeast(bad, "mmap_sync_interval", c.MmapSyncInterval, minMmapSyncInterval, "each interval syncs every channel's mapped files; 0 syncs only when a segment is full")
 	}
-	positive(bad, "checkpoint_interval", c.CheckpointInterval)
+	atLeast(bad, "checkpoint_interval", c.CheckpointInterval, minCheckpointInterval, "a checkpoint writes the whole database")
 	between(bad, "checkpoint_log_bytes", c.CheckpointLogBytes, 1<<20, 1<<50)
 	between(bad, "log_retention_bytes", c.LogRetentionBytes, 0, 1<<50)
 
@@ -357,7 +357,7 @@ func (c *Config) Validate() error {
 	if c.loaded("sync_standbys") && len(c.SyncStandbys) > 0 && c.SyncQuorum > int64(len(c.SyncStandbys)) {
 		bad("sync_quorum", "%d standbys must acknowledge but sync_standbys names only %d", c.SyncQuorum, len(c.SyncStandbys))
 	}
-	positive(bad, "sync_timeout", c.SyncTimeout)
+	atLeast(bad, "sync_timeout", c.SyncTimeout, minSyncTimeout, "less is no time for a standby to answer")
 	oneOf(bad, "on_sync_timeout", c.OnSyncTimeout, "degrade", "block")
 
 	c.validateSecurity(bad)
@@ -423,9 +423,22 @@ func between(bad func(string, string, ...any), key string, v, lo, hi int64) {
 	}
 }
 
-func positive(bad func(string, string, ...any), key string, d time.Duration) {
-	if d <= 0 {
-		bad(key, "%s must be positive", d)
+// The least the duration keys may be (docs/configuration.md): a tiny
+// interval or timeout would have the node spin on its timer (the idle
+// transaction reaper, the mmap-log sync, the checkpoint loop) or give
+// nothing the time to happen (a standby's answer, a graceful shutdown).
+const (
+	minTxIdleTimeout      = 10 * time.Millisecond
+	minShutdownTimeout    = 100 * time.Millisecond
+	minMmapSyncInterval   = 10 * time.Millisecond
+	minCheckpointInterval = 10 * time.Millisecond
+	minSyncTimeout        = time.Millisecond
+)
+
+// atLeast refuses a duration below lo, saying why lo is the least.
+func atLeast(bad func(string, string, ...any), key string, d, lo time.Duration, why string) {
+	if d < lo {
+		bad(key, "%s is less than %s, the least it may be: %s", d, lo, why)
 	}
 }
 

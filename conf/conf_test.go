@@ -478,3 +478,50 @@ func TestSamePort(t *testing.T) {
 		}
 	}
 }
+
+// TestDurationMinimums: a duration key below its least value is refused,
+// naming the key, the value, the least and where it was set; at the least
+// it loads. Before, any positive duration passed, and "1ns" would have
+// the node spin on its timers (the idle transaction reaper, the mmap-log
+// sync, the checkpoint loop).
+func TestDurationMinimums(t *testing.T) {
+	for _, c := range []struct {
+		key   string
+		least time.Duration
+	}{
+		{"tx_idle_timeout", minTxIdleTimeout},
+		{"shutdown_timeout", minShutdownTimeout},
+		{"mmap_sync_interval", minMmapSyncInterval},
+		{"checkpoint_interval", minCheckpointInterval},
+		{"sync_timeout", minSyncTimeout},
+	} {
+		t.Run(c.key, func(t *testing.T) {
+			below := c.least - time.Nanosecond
+			path := writeFile(t, "f.hcl", "\n"+c.key+" = \"1ns\"\n")
+			_, err := Load(path, nil, nil)
+			if err == nil {
+				t.Fatalf("%s = \"1ns\" loaded", c.key)
+			}
+			for _, w := range []string{path + ":2: " + c.key + ": 1ns", c.least.String()} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			_, err = Load("", []string{envName(c.key) + "=" + below.String()}, nil)
+			if w := "env " + envName(c.key) + ": " + c.key + ": " + below.String(); err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%s just below its least from the environment: %v, want %q", c.key, err, w)
+			}
+			if _, err := Load("", nil, parseFlags(t, "-"+flagName(c.key), c.least.String())); err != nil {
+				t.Errorf("%s at its least: %v", c.key, err)
+			}
+		})
+	}
+	// mmap_sync_interval 0 syncs only when a segment is full; a negative
+	// one is refused.
+	if _, err := Load("", []string{"MMDB_MMAP_SYNC_INTERVAL=0s"}, nil); err != nil {
+		t.Errorf("mmap_sync_interval 0: %v", err)
+	}
+	if _, err := Load("", []string{"MMDB_MMAP_SYNC_INTERVAL=-1s"}, nil); err == nil || !strings.Contains(err.Error(), "mmap_sync_interval: -1s") {
+		t.Errorf("mmap_sync_interval -1s: %v", err)
+	}
+}
