@@ -330,6 +330,7 @@ func (c *Config) Validate() error {
 	if c.loaded("node") {
 		names[c.Node] = true
 	}
+	at := map[string]int{} // each address the index of the first peer there
 	for i, p := range c.Peers {
 		badPeer := func(key, format string, args ...any) { badAt(c.peerOrigin(i), key, format, args...) }
 		if !nameRE.MatchString(p.Name) || names[p.Name] {
@@ -337,6 +338,20 @@ func (c *Config) Validate() error {
 		}
 		names[p.Name] = true
 		c.checkAddr(badPeer, "peer", p.Addr, true)
+		if p.Addr == "" {
+			continue
+		}
+		// The node knows a peer it dials by its address (PeerAt): of
+		// two peers at one address, the second's link would always be
+		// refused, its certificate checked for the first's name.
+		if j, ok := at[p.Addr]; ok {
+			badPeer("peer", "%q has the address %q of the peer %q (%s): each peer is another node, at its own address", p.Name, p.Addr, c.Peers[j].Name, c.peerOrigin(j))
+		} else {
+			at[p.Addr] = i
+		}
+		if c.loaded("listen") && p.Addr == c.Listen {
+			badPeer("peer", "%q has the address %q this node listens on (listen, %s): a peer is another node", p.Name, p.Addr, c.Origin("listen"))
+		}
 	}
 	oneOf(bad, "sync_mode", c.SyncMode, SyncAsync, SyncReceivedAck, SyncAppliedAck)
 	between(bad, "sync_quorum", c.SyncQuorum, 0, 64)

@@ -525,3 +525,38 @@ func TestDurationMinimums(t *testing.T) {
 		t.Errorf("mmap_sync_interval -1s: %v", err)
 	}
 }
+
+// TestPeerAddressesAreDistinct: two peers at one address, or a peer at
+// the node's own listen address, are refused, naming both and where each
+// was set. Before, they loaded, and the node took every link from that
+// address for the first peer (PeerAt), so the second's was always
+// refused.
+func TestPeerAddressesAreDistinct(t *testing.T) {
+	path := writeFile(t, "f.hcl", "listen = \"127.0.0.1:7001\"\npeer \"b\" {\n  addr = \"127.0.0.1:7002\"\n}\npeer \"c\" {\n  addr = \"127.0.0.1:7002\"\n}\npeer \"d\" {\n  addr = \"127.0.0.1:7001\"\n}\n")
+	_, err := Load(path, nil, nil)
+	if err == nil {
+		t.Fatal("Load accepted two peers at one address and a peer at listen's")
+	}
+	for _, w := range []string{
+		path + `:5: peer: "c" has the address "127.0.0.1:7002" of the peer "b" (` + path + `:2)`,
+		path + `:8: peer: "d" has the address "127.0.0.1:7001" this node listens on (listen, ` + path + `:1)`,
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+	if strings.Contains(err.Error(), path+":2: peer") {
+		t.Errorf("error %q blames the first peer at the address", err)
+	}
+	_, err = Load("", []string{"MMDB_PEER=b=127.0.0.1:7002,c=127.0.0.1:7002"}, nil)
+	if w := `env MMDB_PEER: peer: "c" has the address "127.0.0.1:7002" of the peer "b" (env MMDB_PEER)`; err == nil || !strings.Contains(err.Error(), w) {
+		t.Errorf("two peers at one address from the environment: %v, want %q", err, w)
+	}
+	_, err = Load("", nil, parseFlags(t, "-peer", "b=127.0.0.1:7700"))
+	if w := `flag -peer: peer: "b" has the address "127.0.0.1:7700" this node listens on (listen, default)`; err == nil || !strings.Contains(err.Error(), w) {
+		t.Errorf("a peer at the default listen address: %v, want %q", err, w)
+	}
+	if _, err := Load("", nil, parseFlags(t, "-peer", "b=127.0.0.1:7002", "-peer", "c=127.0.0.2:7002")); err != nil {
+		t.Errorf("two peers on one port of different hosts: %v", err)
+	}
+}
