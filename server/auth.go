@@ -241,11 +241,23 @@ func (sec *security) check(ctx context.Context, method string) error {
 		}
 		return status.Error(codes.Unauthenticated, "this node needs a bearer token (metadata authorization: Bearer <token>)")
 	}
-	tok, ok := strings.CutPrefix(auth[0], "Bearer ")
+	tok, ok := bearer(auth[0])
 	if _, known := sec.tokens.Lookup(tok); !ok || !known || len(auth) > 1 {
 		return status.Error(codes.Unauthenticated, "the bearer token is not one this node accepts")
 	}
 	return nil
+}
+
+// bearer returns the token of an authorization header of the Bearer
+// scheme, and false for another scheme. The scheme is case-insensitive
+// and one or more spaces follow it (RFC 7235 section 2.1, RFC 6750
+// section 2.1).
+func bearer(header string) (string, bool) {
+	scheme, tok, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	return strings.TrimLeft(tok, " "), true
 }
 
 // certified checks that the caller presented a certificate the CA

@@ -13,10 +13,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/certtest"
+	"github.com/mmdb/mmdb/internal/secure"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -327,5 +329,41 @@ func TestSIGHUPEndsStreamsOfRevokedCallers(t *testing.T) {
 	}
 	if err := ask(other); err != nil {
 		t.Errorf("a session whose token stays, after the peers changed: %v", err)
+	}
+}
+
+// TestBearerSchemeIgnoresCase: the authorization header's scheme is
+// case-insensitive and one or more spaces follow it (RFC 7235 2.1, RFC
+// 6750 2.1): "bearer TOKEN" and "BEARER TOKEN" are let in as "Bearer
+// TOKEN" is. Before, only "Bearer " was, and a client whose library
+// writes the scheme in lower case got UNAUTHENTICATED with a good token.
+func TestBearerSchemeIgnoresCase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(path, []byte("app 0123456789abcdef-app\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := secure.LoadTokens(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := &security{node: "a", tokens: tokens}
+	sec.setPeers(nil)
+	method := "/" + pb.DatabaseService_ServiceDesc.ServiceName + "/ListTables"
+	for header, want := range map[string]codes.Code{
+		"Bearer 0123456789abcdef-app":   codes.OK,
+		"bearer 0123456789abcdef-app":   codes.OK,
+		"BEARER 0123456789abcdef-app":   codes.OK,
+		"bEaReR 0123456789abcdef-app":   codes.OK,
+		"Bearer   0123456789abcdef-app": codes.OK,
+		"Bearer 0123456789abcdef-bad":   codes.Unauthenticated,
+		"Bearer0123456789abcdef-app":    codes.Unauthenticated,
+		"Basic 0123456789abcdef-app":    codes.Unauthenticated,
+		"Bearers 0123456789abcdef-app":  codes.Unauthenticated,
+		"0123456789abcdef-app":          codes.Unauthenticated,
+	} {
+		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", header))
+		if err := sec.check(ctx, method); status.Code(err) != want {
+			t.Errorf("authorization %q: %v, want %v", header, err, want)
+		}
 	}
 }
