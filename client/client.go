@@ -16,6 +16,11 @@
 //     standbys' addresses reads from them;
 //   - the context's deadline bounds everything, retries included.
 //
+// Begin runs again after UNAVAILABLE as a read does, safely: each of its
+// attempts carries the same random key, so a node that opened the
+// transaction of an attempt whose reply was lost answers the next with
+// it rather than opening another (see Client.Begin).
+//
 // Every other error goes back to the caller as a gRPC status error; test it
 // with status.Code. Tx runs a function in an interactive transaction and
 // runs it again after ABORTED, and on another node when that is safe.

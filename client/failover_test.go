@@ -556,3 +556,64 @@ func TestSessionWriteCutAfterItLeft(t *testing.T) {
 	}
 	px.Stall(false)
 }
+
+// TestBeginCutAfterItLeft: a Begin whose reply is lost after the node
+// opened its transaction (the connection is cut with the reply held
+// back) gets that transaction when it runs again, and opens no other:
+// with max_open_transactions 1, the transaction commits and leaves the
+// slot free. Before, the client ran the Begin again as a read, on the
+// next node (here a live one that begins transactions) or, on the same
+// node, into RESOURCE_EXHAUSTED, and the first transaction held the slot
+// until tx_idle_timeout.
+func TestBeginCutAfterItLeft(t *testing.T) {
+	ctx := testCtx(t)
+	addr := serve(t, func(c *conf.Config) { c.MaxOpenTransactions = 1; c.TxIdleTimeout = time.Minute })
+	direct := newClient(t, addr)
+	if _, err := direct.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	open := func() uint32 {
+		t.Helper()
+		st, err := direct.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.GetOpenTransactions()
+	}
+	px := faultproxy.New(t, addr)
+	c := newClient(t, px.Addr(), serveFake(t, &txStandby{}))
+	if _, _, err := c.Get(ctx, "counters", Uint64(0)); err != nil { // connect
+		t.Fatal(err)
+	}
+	px.Stall(true)
+	type result struct {
+		tx  *Tx
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		tx, err := c.Begin(ctx)
+		done <- result{tx, err}
+	}()
+	for open() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	px.Cut() // the reply naming the transaction is lost
+	px.Stall(false)
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("a Begin cut after it left: %v", res.err)
+	}
+	if res.tx.addr != px.Addr() {
+		t.Fatalf("the Begin ran again on %s, leaving the transaction it opened on %s", res.tx.addr, px.Addr())
+	}
+	if err := res.tx.Insert("counters", Uint64(1), String("one"), Int64(1), Null()); err != nil {
+		t.Fatalf("the transaction the lost reply named: %v", err)
+	}
+	if _, err := res.tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := open(); n != 0 {
+		t.Fatalf("after the commit, %d transactions are open on the node", n)
+	}
+}

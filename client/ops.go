@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -397,11 +399,25 @@ func (tx *Tx) rollbackWithin(ctx context.Context) {
 // Begin starts an interactive transaction on the current node; ctx is
 // used for all of its calls. Prefer Tx, which also retries aborts. The
 // node rolls back a transaction left idle past its tx_idle_timeout.
+//
+// Begin runs again after UNAVAILABLE, as a read does. Every attempt
+// carries one random key (pb.HeaderBeginKey), so that a node that opened
+// the transaction of an attempt whose reply was lost answers the next
+// with it, instead of opening another and leaving the first to hold a
+// slot of its max_open_transactions until tx_idle_timeout. An attempt
+// cut after it left is therefore sent again to the same node first.
 func (c *Client) Begin(ctx context.Context) (*Tx, error) {
 	tx := &Tx{ctx: ctx}
+	key := crand.Text()
 	err := c.call(ctx, read, func(ctx context.Context, conn *grpc.ClientConn, addr string) error {
 		tx.db, tx.addr = pb.NewDatabaseServiceClient(conn), addr
-		r, err := tx.db.Begin(ctx, &pb.BeginRequest{})
+		kctx := metadata.AppendToOutgoingContext(ctx, pb.HeaderBeginKey, key)
+		r, err := tx.db.Begin(kctx, &pb.BeginRequest{})
+		if tr, ok := ctx.Value(traceKey{}).(*callTrace); ok && ctx.Err() == nil && errors.Is(tr.outcome(err), ErrUnknownOutcome) {
+			// The node may have opened it: ask that node again
+			// before the call moves on to the next.
+			r, err = tx.db.Begin(kctx, &pb.BeginRequest{})
+		}
 		tx.id = r.GetTxId()
 		return err
 	})

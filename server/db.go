@@ -662,12 +662,26 @@ func (s *dbService) columnValues(t *mem.Table, cvs []*pb.ColumnValue, what strin
 	return out, nil
 }
 
-func (s *dbService) Begin(_ context.Context, req *pb.BeginRequest) (*pb.BeginResponse, error) {
+func (s *dbService) Begin(ctx context.Context, req *pb.BeginRequest) (*pb.BeginResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	var key string
+	switch keys := md.Get(pb.HeaderBeginKey); {
+	case len(keys) > 1 || len(keys) == 1 && (keys[0] == "" || len(keys[0]) > pb.MaxBeginKeyBytes):
+		return nil, errorf(codes.InvalidArgument, "the header %s is sent at most once, 1 to %d bytes", pb.HeaderBeginKey, pb.MaxBeginKeyBytes)
+	case len(keys) == 1:
+		key = keys[0]
+	}
+	return s.begin(req, key)
+}
+
+// begin starts a transaction, with key (pb.HeaderBeginKey) if not
+// empty. A Session's Begin has none: its transactions end with it.
+func (s *dbService) begin(req *pb.BeginRequest, key string) (*pb.BeginResponse, error) {
 	w, err := s.wants(req, s.nodeWait())
 	if err != nil {
 		return nil, err
 	}
-	id, err := s.txs.begin(w)
+	id, err := s.txs.begin(w, key)
 	if err != nil {
 		return nil, err
 	}

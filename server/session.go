@@ -178,7 +178,7 @@ func (s *dbService) handle(ctx context.Context, req *pb.Request, owned *sessionT
 		owned.ended(s.txs, o.Commit.GetTxId())
 	case *pb.Request_Begin:
 		var res *pb.BeginResponse
-		if res, err = s.Begin(ctx, o.Begin); err == nil {
+		if res, err = s.begin(o.Begin, ""); err == nil {
 			reply.Result = &pb.Reply_Begin{Begin: res}
 			owned.add(s.txs, res.TxId)
 		}

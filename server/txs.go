@@ -22,6 +22,7 @@ import (
 // its fsync for as long as the commit's own call lasts.
 type openTx struct {
 	id   uint64
+	key  string // its Begin's pb.HeaderBeginKey; empty for none
 	lock chan struct{}
 	tx   *mem.Tx
 	wait commitWait // what its commit waits for, unless Commit says otherwise
@@ -61,7 +62,8 @@ func (ot *openTx) release() { <-ot.lock }
 // txTable holds the open interactive transactions and rolls back the ones
 // that stay idle past the timeout.
 //
-// Invariant: a transaction is in m exactly while it is not done.
+// Invariant: a transaction is in m exactly while it is not done, and in
+// keys, under its Begin's key, while it is in m and has one.
 type txTable struct {
 	db       *mem.DB
 	max      int
@@ -70,19 +72,26 @@ type txTable struct {
 	log      hclog.Logger
 	now      func() time.Time
 
-	mu sync.Mutex
-	m  map[uint64]*openTx
+	mu   sync.Mutex
+	m    map[uint64]*openTx
+	keys map[string]*openTx
 }
 
 func newTxTable(db *mem.DB, max, maxBytes int, idle time.Duration, log hclog.Logger) *txTable {
-	return &txTable{db: db, max: max, maxBytes: maxBytes, idle: idle, log: log, now: time.Now, m: map[uint64]*openTx{}}
+	return &txTable{db: db, max: max, maxBytes: maxBytes, idle: idle, log: log, now: time.Now, m: map[uint64]*openTx{}, keys: map[string]*openTx{}}
 }
 
 // begin starts a transaction whose commit waits for w and returns its
-// id.
-func (tt *txTable) begin(w commitWait) (uint64, error) {
+// id. With a key (pb.HeaderBeginKey), a Begin sent again returns the
+// transaction the first one opened, if it is still open: the client lost
+// the first reply, and would otherwise leave that transaction to hold
+// its slot until the idle timeout.
+func (tt *txTable) begin(w commitWait, key string) (uint64, error) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
+	if ot := tt.keys[key]; key != "" && ot != nil {
+		return ot.id, nil
+	}
 	if len(tt.m) >= tt.max {
 		return 0, errorf(codes.ResourceExhausted, "max_open_transactions (%d) reached: commit or roll back open transactions first", tt.max)
 	}
@@ -90,7 +99,11 @@ func (tt *txTable) begin(w commitWait) (uint64, error) {
 	for id == 0 || tt.m[id] != nil {
 		id = rand.Uint64()
 	}
-	tt.m[id] = &openTx{id: id, lock: make(chan struct{}, 1), tx: tt.db.Begin(), wait: w, idleSince: tt.now()}
+	ot := &openTx{id: id, key: key, lock: make(chan struct{}, 1), tx: tt.db.Begin(), wait: w, idleSince: tt.now()}
+	tt.m[id] = ot
+	if key != "" {
+		tt.keys[key] = ot
+	}
 	return id, nil
 }
 
@@ -169,6 +182,9 @@ func (tt *txTable) remove(ot *openTx) {
 	ot.done = true
 	tt.mu.Lock()
 	delete(tt.m, ot.id)
+	if ot.key != "" {
+		delete(tt.keys, ot.key)
+	}
 	tt.mu.Unlock()
 }
 

@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/logging/vfs"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -95,5 +98,56 @@ func TestBusyTransactionHonorsTheDeadline(t *testing.T) {
 	wantCode(t, <-committed, codes.Canceled, "unconfirmed")
 	if s.txs.lookup(id) != nil {
 		t.Fatal("the transaction is still open after its commit")
+	}
+}
+
+// TestBeginKey: a Begin sent again with its key (pb.HeaderBeginKey), as
+// a client does when it lost the first reply, gets the transaction the
+// first opened while that is open, not another that would hold a slot
+// of max_open_transactions until tx_idle_timeout; once it ended, the key
+// opens a new one, and the node forgets it. Begins without a key each
+// open their own; a key sent twice or too long is refused.
+func TestBeginKey(t *testing.T) {
+	_, s := memFSService(t, vfs.NewMemFS())
+	begin := func(kv ...string) (uint64, error) {
+		t.Helper()
+		r, err := s.Begin(metadata.NewIncomingContext(ctx(t), metadata.Pairs(kv...)), &pb.BeginRequest{})
+		return r.GetTxId(), err
+	}
+	first, err := begin(pb.HeaderBeginKey, "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := begin(pb.HeaderBeginKey, "k1")
+	if err != nil || again != first || s.txs.open() != 1 {
+		t.Fatalf("the Begin sent again: transaction %d (%v), the first %d, %d open", again, err, first, s.txs.open())
+	}
+	if _, err := s.Rollback(ctx(t), &pb.RollbackRequest{TxId: first}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := begin(pb.HeaderBeginKey, "k1")
+	if err != nil || next == first {
+		t.Fatalf("the key of a transaction that ended: transaction %d (%v), the ended %d", next, err, first)
+	}
+	a, errA := begin()
+	b, errB := begin()
+	if errA != nil || errB != nil || a == b {
+		t.Fatalf("two Begins without a key: %d (%v), %d (%v)", a, errA, b, errB)
+	}
+	for _, id := range []uint64{next, a, b} {
+		if _, err := s.Rollback(ctx(t), &pb.RollbackRequest{TxId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.txs.open() != 0 || len(s.txs.keys) != 0 {
+		t.Fatalf("all ended: %d open, %d keys kept", s.txs.open(), len(s.txs.keys))
+	}
+	for _, kv := range [][]string{
+		{pb.HeaderBeginKey, "k2", pb.HeaderBeginKey, "k3"},
+		{pb.HeaderBeginKey, strings.Repeat("k", pb.MaxBeginKeyBytes+1)},
+	} {
+		if _, err := begin(kv...); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("Begin with %q: %v, want INVALID_ARGUMENT", kv, err)
+		}
 	}
 }

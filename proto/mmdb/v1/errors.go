@@ -31,6 +31,16 @@ package mmdbv1
 // A standby's answer to a read carries the header HeaderPrimary naming
 // its primary's address, when it knows it: a client that read from the
 // standby while the primary was out of reach goes back to it.
+//
+// A unary Begin may carry the header HeaderBeginKey, a random value of
+// at most MaxBeginKeyBytes the client picks for it. When the client
+// lost the reply (its connection failed after the request left) and
+// sends the Begin again with the same key, the node answers with the
+// transaction the first one opened, if it is still open, instead of
+// opening another: the first would otherwise hold a slot of
+// max_open_transactions, with nobody to roll it back, until
+// tx_idle_timeout. A Session's Begin ignores it (its transactions end
+// with the stream).
 const (
 	ErrorDomain          = "mmdb.v1"
 	ReasonNotPrimary     = "NOT_PRIMARY"
@@ -40,4 +50,6 @@ const (
 	MetadataPrimary      = "primary"
 	MetadataLSN          = "lsn"
 	HeaderPrimary        = "mmdb-primary"
+	HeaderBeginKey       = "mmdb-begin-key"
+	MaxBeginKeyBytes     = 64
 )
