@@ -16,6 +16,15 @@
 //     standbys' addresses reads from them;
 //   - the context's deadline bounds everything, retries included.
 //
+// The client keeps the addresses it was given (Options.Addrs) for its
+// life. Those it learns from redirects it keeps while they serve: one
+// that a call finds down (UNAVAILABLE) is forgotten and its connection
+// closed, and when it knows more than 8, the one learned first is
+// (never the one calls go to). A later redirect learns it again. Calls
+// under way on a connection so closed move on as from a node found
+// down, and Tx runs its function again; a Session, or a transaction
+// from Begin, on it fails with CANCELED.
+//
 // Begin runs again after UNAVAILABLE as a read does, safely: each of its
 // attempts carries the same random key, so a node that opened the
 // transaction of an attempt whose reply was lost answers the next with
@@ -95,10 +104,14 @@ type Client struct {
 	opts Options
 	log  hclog.Logger
 
-	mu    sync.Mutex
-	addrs []string // known nodes; grows when a redirect names a new one
-	cur   int      // index in addrs of the node calls go to
-	conns map[string]*grpc.ClientConn
+	mu sync.Mutex
+	// addrs are the known nodes: Options.Addrs, then those learned
+	// from redirects, oldest first: at most maxLearned (forget).
+	addrs  []string
+	seeds  int // how many of addrs are Options.Addrs
+	cur    int // index in addrs of the node calls go to
+	conns  map[string]*grpc.ClientConn
+	closed bool // Close was called
 	// away holds, for each node calls moved on from, when reads may go
 	// back to it (goBack).
 	away map[string]time.Time
@@ -131,13 +144,20 @@ func New(opts Options) (*Client, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Client{opts: opts, log: log, addrs: append([]string(nil), opts.Addrs...), conns: map[string]*grpc.ClientConn{}, away: map[string]time.Time{}, down: map[string]time.Time{}}, nil
+	return &Client{opts: opts, log: log, addrs: append([]string(nil), opts.Addrs...), seeds: len(opts.Addrs),
+		conns: map[string]*grpc.ClientConn{}, away: map[string]time.Time{}, down: map[string]time.Time{}}, nil
 }
+
+// maxLearned bounds the addresses a Client keeps of those redirects
+// named: a long-lived client that sees failovers to ever new addresses
+// would otherwise keep a connection to each, and try them all.
+const maxLearned = 8
 
 // Close closes every connection.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closed = true
 	var errs []error
 	for addr, conn := range c.conns {
 		if err := conn.Close(); err != nil {
@@ -203,17 +223,76 @@ func (c *Client) transport(addr string) grpc.DialOption {
 // moveOn points calls at the node after from, unless another call moved
 // them already. Reads go back to from no sooner than MaxBackoff later;
 // when from is down (it answered UNAVAILABLE, or could not be reached),
-// neither does a redirect (follow).
+// neither does a redirect (follow), and a from that a redirect taught
+// is forgotten.
 func (c *Client) moveOn(from string, down bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.away[from] = time.Now().Add(c.opts.MaxBackoff)
+	now := time.Now()
+	for _, m := range []map[string]time.Time{c.away, c.down} {
+		for a, until := range m {
+			if now.After(until) { // as good as absent: not to grow with every address seen
+				delete(m, a)
+			}
+		}
+	}
+	c.away[from] = now.Add(c.opts.MaxBackoff)
 	if down {
 		c.down[from] = c.away[from]
 	}
-	if c.addrs[c.cur] == from {
+	var drop *grpc.ClientConn
+	switch i := slices.Index(c.addrs, from); {
+	case i < 0: // another call forgot it
+	case down && i >= c.seeds:
+		drop = c.forgetLocked(i) // calls go to the node after it
+	case c.cur == i:
 		c.cur = (c.cur + 1) % len(c.addrs)
 	}
+	c.mu.Unlock()
+	c.closeConn(from, drop)
+}
+
+// forgetLocked drops the learned address addrs[i] and returns its
+// connection, if any, for the caller to close once c.mu is released.
+// Calls that went to it go to the address after it. c.mu is held.
+func (c *Client) forgetLocked(i int) *grpc.ClientConn {
+	addr := c.addrs[i]
+	c.addrs = slices.Delete(c.addrs, i, i+1)
+	if c.cur > i {
+		c.cur--
+	}
+	c.cur %= len(c.addrs)
+	conn := c.conns[addr]
+	delete(c.conns, addr)
+	c.log.Debug("forgot a learned address", "addr", addr)
+	return conn
+}
+
+// closeConn closes the connection to addr that forgetLocked dropped; nil
+// is none.
+func (c *Client) closeConn(addr string, conn *grpc.ClientConn) {
+	if conn == nil {
+		return
+	}
+	if err := conn.Close(); err != nil {
+		c.log.Debug("closing the connection to a forgotten address", "addr", addr, "error", err)
+	}
+}
+
+// closedUnder returns err as UNAVAILABLE when it is the CANCELED of a
+// call whose connection the client closed under it, forgetting its node
+// (moveOn, forgetLocked), rather than of the call's own context: the
+// caller moves on, as from a node found down.
+func (c *Client) closedUnder(ctx context.Context, conn *grpc.ClientConn, err error) error {
+	if status.Code(err) != codes.Canceled || ctx.Err() != nil || conn.GetState() != connectivity.Shutdown {
+		return err
+	}
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return err
+	}
+	return status.Errorf(codes.Unavailable, "client: the connection closed under the call, its node found down: %v", err)
 }
 
 // goBack points calls back at primary, which the standby at from named
@@ -253,18 +332,25 @@ func (c *Client) goBack(primary, from string) {
 // The caller then moves on, as from a standby that names no primary.
 func (c *Client) follow(primary string) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if time.Now().Before(c.down[primary]) {
+		c.mu.Unlock()
 		return false
 	}
-	for i, a := range c.addrs {
-		if a == primary {
-			c.cur = i
-			return true
-		}
+	if i := slices.Index(c.addrs, primary); i >= 0 {
+		c.cur = i
+		c.mu.Unlock()
+		return true
 	}
 	c.addrs = append(c.addrs, primary)
 	c.cur = len(c.addrs) - 1
+	var old string
+	var drop *grpc.ClientConn
+	if len(c.addrs)-c.seeds > maxLearned {
+		old = c.addrs[c.seeds]
+		drop = c.forgetLocked(c.seeds) // the first learned; not primary, the last
+	}
+	c.mu.Unlock()
+	c.closeConn(old, drop)
 	return true
 }
 
@@ -307,7 +393,7 @@ func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Con
 			return err
 		}
 		actx, tr := traced(ctx)
-		if err = fn(actx, conn, addr); isWrite {
+		if err = c.closedUnder(ctx, conn, fn(actx, conn, addr)); isWrite {
 			err = tr.outcome(err)
 		}
 		if err == nil {

@@ -238,6 +238,8 @@ func cloneScan(r *pb.ScanRequest) *pb.ScanRequest {
 // to the node that began it; they are not retried elsewhere, because the
 // transaction lives on that node.
 type Tx struct {
+	c    *Client
+	conn *grpc.ClientConn
 	db   pb.DatabaseServiceClient
 	addr string // the node's
 	ctx  context.Context
@@ -372,7 +374,7 @@ func (c *Client) tryTx(ctx context.Context, fn func(tx *Tx) error) (uint64, stri
 		// The transaction may already be gone (aborted, timed out); a failed
 		// rollback adds nothing to fn's error.
 		tx.rollbackWithin(ctx)
-		return 0, tx.addr, err
+		return 0, tx.addr, c.closedUnder(tx.ctx, tx.conn, err)
 	}
 	lsn, err := tx.Commit()
 	if err != nil {
@@ -407,10 +409,10 @@ func (tx *Tx) rollbackWithin(ctx context.Context) {
 // slot of its max_open_transactions until tx_idle_timeout. An attempt
 // cut after it left is therefore sent again to the same node first.
 func (c *Client) Begin(ctx context.Context) (*Tx, error) {
-	tx := &Tx{ctx: ctx}
+	tx := &Tx{c: c, ctx: ctx}
 	key := crand.Text()
 	err := c.call(ctx, read, func(ctx context.Context, conn *grpc.ClientConn, addr string) error {
-		tx.db, tx.addr = pb.NewDatabaseServiceClient(conn), addr
+		tx.conn, tx.db, tx.addr = conn, pb.NewDatabaseServiceClient(conn), addr
 		kctx := metadata.AppendToOutgoingContext(ctx, pb.HeaderBeginKey, key)
 		r, err := tx.db.Begin(kctx, &pb.BeginRequest{})
 		if tr, ok := ctx.Value(traceKey{}).(*callTrace); ok && ctx.Err() == nil && errors.Is(tr.outcome(err), ErrUnknownOutcome) {
@@ -435,7 +437,7 @@ func (c *Client) Begin(ctx context.Context) (*Tx, error) {
 func (tx *Tx) Commit() (uint64, error) {
 	ctx, tr := traced(tx.ctx)
 	r, err := tx.db.Commit(ctx, &pb.CommitRequest{TxId: tx.id})
-	return r.GetLsn(), tr.outcome(err)
+	return r.GetLsn(), tr.outcome(tx.c.closedUnder(tx.ctx, tx.conn, err))
 }
 
 // rollbackTimeout bounds a Rollback, which runs even after the
