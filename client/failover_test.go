@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -137,16 +136,7 @@ func mustConn(t *testing.T, c *Client) *grpc.ClientConn {
 // caller gets UNAVAILABLE wrapping ErrUnknownOutcome instead.
 func TestWriteCutAfterItLeft(t *testing.T) {
 	ctx := testCtx(t)
-	addr := serve(t, nil)
-	direct := newClient(t, addr)
-	if _, err := direct.CreateTable(ctx, counters); err != nil {
-		t.Fatal(err)
-	}
-	px := faultproxy.New(t, addr)
-	c := newClient(t, px.Addr())
-	if _, _, err := c.Get(ctx, "counters", Uint64(0)); err != nil { // connect
-		t.Fatal(err)
-	}
+	addr, direct, px, c := behindProxy(t, ctx, nil, counters)
 	req := &pb.CommitRequest{
 		Conditions: []*pb.Condition{{Table: "counters", Key: []*pb.Value{Uint64(7)}, Expect: pb.Condition_EXPECT_NOT_EXISTS}},
 		Operations: []*pb.Operation{{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "counters",
@@ -218,15 +208,8 @@ func serveRefusing(t *testing.T) (*refusing, string) {
 // returns its address.
 func serveFake(t *testing.T, srv pb.DatabaseServiceServer) string {
 	t.Helper()
-	g := grpc.NewServer()
-	pb.RegisterDatabaseServiceServer(g, srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }() // returns when stopped
-	t.Cleanup(g.Stop)
-	return lis.Addr().String()
+	addr, _ := serveStoppable(t, srv)
+	return addr
 }
 
 // TestWriteRefusedUnavailable: a write the node itself answered
@@ -374,16 +357,7 @@ func TestReadsGoBackToThePrimary(t *testing.T) {
 // the same whether the write had left or not.
 func TestWriteDeadlineAfterItLeft(t *testing.T) {
 	ctx := testCtx(t)
-	addr := serve(t, nil)
-	direct := newClient(t, addr)
-	if _, err := direct.CreateTable(ctx, counters); err != nil {
-		t.Fatal(err)
-	}
-	px := faultproxy.New(t, addr)
-	c := newClient(t, px.Addr())
-	if _, _, err := c.Get(ctx, "counters", Uint64(0)); err != nil { // connect
-		t.Fatal(err)
-	}
+	addr, direct, px, c := behindProxy(t, ctx, nil, counters)
 	insert := func(id uint64) *pb.CommitRequest {
 		return &pb.CommitRequest{Operations: []*pb.Operation{{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "counters",
 			Row: &pb.Row{Values: []*pb.Value{Uint64(id), String(fmt.Sprint("n", id)), Int64(1), Null()}}}}}}}
@@ -495,13 +469,7 @@ func TestTxReturnsByItsDeadline(t *testing.T) {
 // ALREADY_EXISTS on its own first run).
 func TestSessionWriteCutAfterItLeft(t *testing.T) {
 	ctx := testCtx(t)
-	addr := serve(t, nil)
-	direct := newClient(t, addr)
-	if _, err := direct.CreateTable(ctx, counters); err != nil {
-		t.Fatal(err)
-	}
-	px := faultproxy.New(t, addr)
-	c := newClient(t, px.Addr())
+	_, direct, px, c := behindProxy(t, ctx, nil, counters)
 	open := func() *Session {
 		s, err := c.OpenSession(ctx)
 		if err != nil {
@@ -567,11 +535,7 @@ func TestSessionWriteCutAfterItLeft(t *testing.T) {
 // until tx_idle_timeout.
 func TestBeginCutAfterItLeft(t *testing.T) {
 	ctx := testCtx(t)
-	addr := serve(t, func(c *conf.Config) { c.MaxOpenTransactions = 1; c.TxIdleTimeout = time.Minute })
-	direct := newClient(t, addr)
-	if _, err := direct.CreateTable(ctx, counters); err != nil {
-		t.Fatal(err)
-	}
+	_, direct, px, c := behindProxy(t, ctx, func(c *conf.Config) { c.MaxOpenTransactions = 1; c.TxIdleTimeout = time.Minute }, counters, serveFake(t, &txStandby{}))
 	open := func() uint32 {
 		t.Helper()
 		st, err := direct.Status(ctx)
@@ -579,11 +543,6 @@ func TestBeginCutAfterItLeft(t *testing.T) {
 			t.Fatal(err)
 		}
 		return st.GetOpenTransactions()
-	}
-	px := faultproxy.New(t, addr)
-	c := newClient(t, px.Addr(), serveFake(t, &txStandby{}))
-	if _, _, err := c.Get(ctx, "counters", Uint64(0)); err != nil { // connect
-		t.Fatal(err)
 	}
 	px.Stall(true)
 	type result struct {
@@ -616,4 +575,23 @@ func TestBeginCutAfterItLeft(t *testing.T) {
 	if n := open(); n != 0 {
 		t.Fatalf("after the commit, %d transactions are open on the node", n)
 	}
+}
+
+// behindProxy serves a node (edit adjusts its config) holding table def,
+// and returns its address, a client of it, direct, and a client that
+// reaches it through a fault proxy, px, then the addresses more,
+// connected.
+func behindProxy(t *testing.T, ctx context.Context, edit func(*conf.Config), def *pb.Table, more ...string) (addr string, direct *Client, px *faultproxy.Proxy, c *Client) {
+	t.Helper()
+	addr = serve(t, edit)
+	direct = newClient(t, addr)
+	if _, err := direct.CreateTable(ctx, def); err != nil {
+		t.Fatal(err)
+	}
+	px = faultproxy.New(t, addr)
+	c = newClient(t, append([]string{px.Addr()}, more...)...)
+	if _, _, err := c.Get(ctx, def.GetName(), Uint64(0)); err != nil { // connect
+		t.Fatal(err)
+	}
+	return addr, direct, px, c
 }

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/mmdb/mmdb/internal/faultproxy"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -74,16 +73,7 @@ func TestIndexDDL(t *testing.T) {
 // UNAVAILABLE wrapping ErrUnknownOutcome.
 func TestCreateIndexCutAfterItLeft(t *testing.T) {
 	ctx := testCtx(t)
-	addr := serve(t, nil)
-	direct := newClient(t, addr)
-	if _, err := direct.CreateTable(ctx, bareCounters()); err != nil {
-		t.Fatal(err)
-	}
-	px := faultproxy.New(t, addr)
-	c := newClient(t, px.Addr())
-	if _, _, err := c.Get(ctx, "counters", Uint64(0)); err != nil { // connect
-		t.Fatal(err)
-	}
+	_, direct, px, c := behindProxy(t, ctx, nil, bareCounters())
 	px.Stall(true)
 	done := make(chan error, 1)
 	go func() {
