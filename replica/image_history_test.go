@@ -2,17 +2,13 @@ package replica_test
 
 import (
 	"fmt"
-	"net"
 	"slices"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/internal/banktest"
 	"github.com/mmdb/mmdb/mem"
-	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
 )
 
@@ -126,17 +122,10 @@ func TestImagedStandbyRefusesAnotherHistory(t *testing.T) {
 	if err := nEpochs.FromImage(pEpochs.Image(20)); err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(n, replica.ReceiverOptions{Node: "n", Peers: []string{"q"}, Epochs: nEpochs}))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	addr := serveReplication(t, replica.NewReceiver(n, replica.ReceiverOptions{Node: "n", Peers: []string{"q"}, Epochs: nEpochs}))
 
 	snd := newSender(t, q, replica.SenderOptions{Node: "q", Addr: "127.0.0.1:1", Epochs: qEpochs,
-		Peers: []replica.Peer{{Name: "n", Addr: lis.Addr().String()}}, Mode: replica.AppliedAck, Quorum: 1})
+		Peers: []replica.Peer{{Name: "n", Addr: addr}}, Mode: replica.AppliedAck, Quorum: 1})
 	time.Sleep(time.Second)
 	if got := n.DB().LastLSN(); got != 20 {
 		t.Errorf("the standby holds P's LSNs 11..20, which Q never had, and took Q's log after them up to LSN %d", got)

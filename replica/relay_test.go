@@ -296,17 +296,10 @@ func (f *fakeRelay) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipResp
 // all: a quorum of 3 is not met by the propagator and one standby. With
 // Counted (sync_standbys) set, only the standbys it names count.
 func TestQuorumCountsEachStandbyOnce(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	pb.RegisterReplicationServiceServer(srv, &fakeRelay{down: []string{"c", "c", "a"}})
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	addr := serveReplication(t, &fakeRelay{down: []string{"c", "c", "a"}})
 
 	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
-	peers := []replica.Peer{{Name: "b", Addr: lis.Addr().String()}}
+	peers := []replica.Peer{{Name: "b", Addr: addr}}
 	two := newSender(t, primary, replica.SenderOptions{Peers: peers, Mode: replica.AppliedAck, Quorum: 2})
 	three := newSender(t, primary, replica.SenderOptions{Peers: peers, Mode: replica.AppliedAck, Quorum: 3, Timeout: 300 * time.Millisecond})
 	var lsn uint64

@@ -33,16 +33,23 @@ type fakeStandby struct {
 func newFakeStandby(t *testing.T) *fakeStandby {
 	t.Helper()
 	f := &fakeStandby{acks: make(chan chan error)}
+	f.addr = serveReplication(t, f)
+	return f
+}
+
+// serveReplication serves impl as a node's ReplicationService on a
+// loopback port until the test ends, and returns its address.
+func serveReplication(t *testing.T, impl pb.ReplicationServiceServer) string {
+	t.Helper()
 	srv := grpc.NewServer()
-	pb.RegisterReplicationServiceServer(srv, f)
+	pb.RegisterReplicationServiceServer(srv, impl)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	f.addr = lis.Addr().String()
-	return f
+	return lis.Addr().String()
 }
 
 func (f *fakeStandby) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipResponse]) error {
@@ -217,15 +224,7 @@ func TestOlderSenderAfterANewerOneIsRefused(t *testing.T) {
 			diverged = append(diverged, divergence{at, last, sender, older})
 			mu.Unlock()
 		}})
-	srv := grpc.NewServer()
-	pb.RegisterReplicationServiceServer(srv, recv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	cc, err := replica.Dial(lis.Addr().String())
+	cc, err := replica.Dial(serveReplication(t, recv))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,14 +68,7 @@ func fullDisk(t *testing.T, level string, withStandby bool) {
 	db, conn := p.client()
 	admin := pb.NewAdminServiceClient(conn)
 	c := testCtx(t)
-	if _, err := db.CreateTable(c, &pb.CreateTableRequest{Table: &pb.Table{
-		Name: "blob",
-		Columns: []*pb.Column{{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64},
-			{Name: "b", Type: pb.ColumnType_COLUMN_TYPE_BYTES, MaxLength: blobBytes}},
-		PrimaryKey: []string{"id"},
-	}}); err != nil {
-		t.Fatal(err)
-	}
+	createBlob(t, db)
 
 	// Four writers insert rows until the disk refuses them. A commit
 	// that made it into memory but not into the log is not acknowledged
@@ -192,14 +185,7 @@ func TestStartOnFullDisk(t *testing.T) {
 			args := []string{"-data-dir", disk, "-durability", level, "-log-channels", filepath.Join(disk, "ch0")}
 			p := start(t, args...)
 			db, _ := p.client()
-			if _, err := db.CreateTable(testCtx(t), &pb.CreateTableRequest{Table: &pb.Table{
-				Name: "blob",
-				Columns: []*pb.Column{{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64},
-					{Name: "b", Type: pb.ColumnType_COLUMN_TYPE_BYTES, MaxLength: blobBytes}},
-				PrimaryKey: []string{"id"},
-			}}); err != nil {
-				t.Fatal(err)
-			}
+			createBlob(t, db)
 			var acked []int64
 			for id := range int64(20) {
 				if err := insertBlob(db, id, 10*time.Second); err != nil {
@@ -358,5 +344,19 @@ func growTmpfs(t *testing.T, dir string, size int64) {
 	t.Helper()
 	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_REMOUNT, fmt.Sprintf("size=%d", size)); err != nil {
 		t.Fatalf("grow the tmpfs at %s: %v", dir, err)
+	}
+}
+
+// createBlob creates table blob (id, b: bytes up to blobBytes), which
+// insertBlob fills.
+func createBlob(t *testing.T, db pb.DatabaseServiceClient) {
+	t.Helper()
+	if _, err := db.CreateTable(testCtx(t), &pb.CreateTableRequest{Table: &pb.Table{
+		Name: "blob",
+		Columns: []*pb.Column{{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64},
+			{Name: "b", Type: pb.ColumnType_COLUMN_TYPE_BYTES, MaxLength: blobBytes}},
+		PrimaryKey: []string{"id"},
+	}}); err != nil {
+		t.Fatal(err)
 	}
 }
