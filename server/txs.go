@@ -146,7 +146,6 @@ func (tt *txTable) use(ctx context.Context, id uint64, fn func(tx *mem.Tx) error
 	err = fn(ot.tx)
 	ot.idleSince = tt.now()
 	if size := ot.tx.Size(); size > tt.maxBytes {
-		ot.tx.Rollback()
 		tt.remove(ot)
 		tt.log.Warn("an interactive transaction grew past max_tx_bytes and was rolled back", "tx", id, "bytes", size, "max_tx_bytes", tt.maxBytes)
 		return errorf(codes.ResourceExhausted, "transaction %d holds %d bytes of writes and reads, over max_tx_bytes (%d): it was rolled back; split the work into smaller transactions", id, size, tt.maxBytes)
@@ -172,13 +171,14 @@ func (tt *txTable) end(ctx context.Context, id uint64, check, fn func(ot *openTx
 		}
 	}
 	err = fn(ot)
-	ot.tx.Rollback() // a no-op after a commit
 	tt.remove(ot)
 	return err
 }
 
-// remove marks ot done and drops it; the caller holds ot's lock.
+// remove rolls ot back (a no-op after its commit), marks it done and
+// drops it; the caller holds ot's lock.
 func (tt *txTable) remove(ot *openTx) {
+	ot.tx.Rollback()
 	ot.done = true
 	tt.mu.Lock()
 	delete(tt.m, ot.id)
@@ -203,7 +203,6 @@ func (tt *txTable) reap() {
 			continue
 		}
 		if !ot.done && ot.idleSince.Before(deadline) {
-			ot.tx.Rollback()
 			tt.remove(ot)
 			tt.log.Info("rolled back an idle transaction", "tx-id", ot.id, "idle-timeout", tt.idle)
 		}
@@ -237,7 +236,6 @@ func (tt *txTable) rollbackAll() int {
 	for _, ot := range all {
 		ot.lock <- struct{}{} // at shutdown: a holder left is a call that was canceled, finishing
 		if !ot.done {
-			ot.tx.Rollback()
 			tt.remove(ot)
 		}
 		ot.release()
