@@ -284,9 +284,10 @@ func (st *tableState) usable(ix int) error {
 	switch {
 	case ix < 0 || ix >= st.defined():
 		return errorf(ErrNoIndex, "table %q has no index %d", st.s.def.Name, ix)
-	case ix >= st.readable() && st.build.fault() != nil:
-		return st.build.fault()
 	case ix >= st.readable():
+		if err := st.build.fault(); err != nil {
+			return err
+		}
 		return errorf(ErrBuilding, "table %q index %q (applied at LSN %d)", st.s.def.Name, st.s.indexes[ix].name, st.build.lsn)
 	}
 	return nil
