@@ -95,10 +95,15 @@ func TestLearnedAddressesAreBounded(t *testing.T) {
 		for i := range failovers {
 			stop() // the primary the client is at dies
 			if _, conns := known(c); i > 0 {
-				// Let the client see it die, so that the insert is
-				// not sent on its last connection, with an unknown
-				// outcome.
-				conns[c.Addr()].WaitForStateChange(ctx, connectivity.Ready)
+				// Let the client see it die, and any reconnection to
+				// it fail, so that the insert is not sent on a
+				// connection to it, with an unknown outcome.
+				conn := conns[c.Addr()]
+				for s := conn.GetState(); s == connectivity.Ready || s == connectivity.Connecting; s = conn.GetState() {
+					if !conn.WaitForStateChange(ctx, s) {
+						t.Fatalf("failover %d: the dead primary's connection stayed %v", i, s)
+					}
+				}
 			}
 			var primary string
 			primary, stop = serveStoppable(t, &switching{})
