@@ -331,11 +331,13 @@ func (t *Table) CheckValue(c int, v Value) error { return t.state.Load().s.check
 // this node's CreateIndex is still building is not found. One built for a
 // CreateIndex that Apply applied is found, and IndexReady tells when
 // reads may use it.
-func (t *Table) Index(name string) (int, error) {
-	st := t.state.Load()
+func (t *Table) Index(name string) (int, error) { return t.state.Load().index(name) }
+
+// index is Table.Index in state st.
+func (st *tableState) index(name string) (int, error) {
 	ix, err := st.s.indexByName(name)
 	if err == nil && ix >= st.defined() {
-		return 0, errorf(ErrNoIndex, "table %q index %q (it is being built)", t.name, name)
+		return 0, errorf(ErrNoIndex, "table %q index %q (it is being built)", st.s.def.Name, name)
 	}
 	return ix, err
 }

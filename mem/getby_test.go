@@ -330,3 +330,59 @@ func TestGetByManyThenDropIndex(t *testing.T) {
 		})
 	}
 }
+
+// TestIndexByName: ScanSpec.IndexName and GetByName look the index up in
+// the schema they read, so an ordinal that a DropIndex has since moved to
+// another index does not steer them there; a dropped name is ErrNoIndex.
+func TestIndexByName(t *testing.T) {
+	db := Open(Options{})
+	tb, err := db.CreateTable(TableDef{Name: "s", Columns: []ColumnDef{{Name: "k", Type: TypeUint64}, {Name: "m", Type: TypeUint64}},
+		PrimaryKey: []string{"k"}, Indexes: []IndexDef{
+			{Name: "by_k", Columns: []string{"k"}, Unique: true, Kind: Ordered},
+			{Name: "by_m", Columns: []string{"m"}, Unique: true, Kind: Ordered},
+			{Name: "by_m_k", Columns: []string{"m", "k"}, Unique: true, Kind: Ordered},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reviewCommit(t, func(tx *Tx) error {
+		for k := range uint64(10) {
+			if err := tx.Insert(tb, []Value{Uint64(k), Uint64(100 - k)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, db)
+	ix, err := tb.Index("by_m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.DropIndex("s", "by_k"); err != nil {
+		t.Fatal(err)
+	}
+	if now, _ := tb.Index("by_m"); now == ix {
+		t.Fatalf("by_m kept ordinal %d past the drop of an index before it", ix)
+	}
+	tx := db.Begin()
+	defer tx.Rollback()
+	var got []uint64
+	spec := ScanSpec{Index: ix, IndexName: "by_m", Prefix: []Value{Uint64(97)}}
+	if err := tx.Scan(tb, spec, func(r Record) bool { got = append(got, r.Uint64(0)); return true }); err != nil || len(got) != 1 || got[0] != 3 {
+		t.Fatalf("scan by name of by_m = 97: keys %v, %v; want [3]", got, err)
+	}
+	if in, err := tb.InRange(spec, []Value{Uint64(97)}); !in || err != nil {
+		t.Fatalf("InRange by name: %v %v", in, err)
+	}
+	if r, found, err := tx.GetByName(tb, "by_m", []Value{Uint64(97)}); err != nil || !found || r.Uint64(0) != 3 {
+		t.Fatalf("GetByName by_m = 97: %v %v", found, err)
+	}
+	if r, found, err := tx.GetByName(tb, "", []Value{Uint64(4)}); err != nil || !found || r.Uint64(1) != 96 {
+		t.Fatalf("GetByName of the primary key 4: %v %v", found, err)
+	}
+	if _, _, err := tx.GetByName(tb, "by_k", []Value{Uint64(3)}); !errors.Is(err, ErrNoIndex) {
+		t.Fatalf("GetByName of the dropped index: %v, want ErrNoIndex", err)
+	}
+	if err := tx.Scan(tb, ScanSpec{IndexName: "by_k", Prefix: []Value{Uint64(3)}}, func(Record) bool { return true }); !errors.Is(err, ErrNoIndex) {
+		t.Fatalf("scan by the dropped index's name: %v, want ErrNoIndex", err)
+	}
+}

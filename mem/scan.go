@@ -12,7 +12,12 @@ import (
 // key in Prefix, with no bounds and no Reverse. Rows with equal keys in a
 // non-unique index come in no particular order.
 type ScanSpec struct {
-	Index          int // ordinal from Table.Index; 0 is the primary key
+	Index int // ordinal from Table.Index; 0 is the primary key
+	// IndexName, if set, names the index instead of Index. It is looked up
+	// in the same schema the scan reads, so a DropIndex running meanwhile,
+	// which moves the ordinals of the indexes after the one it drops,
+	// cannot turn the scan to another index.
+	IndexName      string
 	Prefix         []Value
 	Lower, Upper   []Value
 	UpperInclusive bool
@@ -23,8 +28,14 @@ type ScanSpec struct {
 // bounds encodes a scan's key range [lo, hi); hi nil is unbounded, and
 // an empty non-nil hi is an empty range (an exclusive bound at the prefix
 // itself). For a hash index lo is the full key. An index reads may not
-// use (being built) is ErrNoIndex.
-func (st *tableState) bounds(spec ScanSpec) (lo, hi []byte, err error) {
+// use (being built) is ErrNoIndex. A spec's IndexName is looked up first,
+// and spec.Index set to its ordinal.
+func (st *tableState) bounds(spec *ScanSpec) (lo, hi []byte, err error) {
+	if spec.IndexName != "" {
+		if spec.Index, err = st.index(spec.IndexName); err != nil {
+			return nil, nil, err
+		}
+	}
 	if err := st.usable(spec.Index); err != nil {
 		return nil, nil, err
 	}
@@ -70,7 +81,7 @@ func (st *tableState) bounds(spec ScanSpec) (lo, hi []byte, err error) {
 // spec would meet it. Servers use it to check a resume point.
 func (t *Table) InRange(spec ScanSpec, key []Value) (bool, error) {
 	st := t.state.Load()
-	lo, hi, err := st.bounds(spec)
+	lo, hi, err := st.bounds(&spec)
 	if err != nil {
 		return false, err
 	}
@@ -161,10 +172,15 @@ func (tx *Tx) Scan(t *Table, spec ScanSpec, fn func(Record) bool) error {
 	if err != nil {
 		return err
 	}
+	return tx.scan(t, st, spec, fn)
+}
+
+// scan is Scan of the table's state st.
+func (tx *Tx) scan(t *Table, st *tableState, spec ScanSpec, fn func(Record) bool) error {
 	if spec.Limit < 0 {
 		return errorf(ErrInvalid, "negative scan limit %d", spec.Limit)
 	}
-	lo, hi, err := st.bounds(spec)
+	lo, hi, err := st.bounds(&spec)
 	if err != nil {
 		return err
 	}
@@ -276,7 +292,7 @@ func (tx *Tx) scanMerged(t *Table, st *tableState, rec *scanRec, limit int, fn f
 // until Commit refuses it), the one with the smallest primary key, as a
 // merged scan would.
 func (tx *Tx) getByMany(t *Table, st *tableState, ix int, key []Value) (Record, bool, error) {
-	lo, hi, err := st.bounds(ScanSpec{Index: ix, Prefix: key})
+	lo, hi, err := st.bounds(&ScanSpec{Index: ix, Prefix: key})
 	if err != nil {
 		return Record{}, false, err
 	}
@@ -312,6 +328,26 @@ func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
 	if err != nil {
 		return Record{}, false, err
 	}
+	return tx.getBy(t, st, ix, key)
+}
+
+// GetByName is GetBy of the index named index ("" or "primary": the
+// primary key), looked up in the same schema the lookup reads, as
+// ScanSpec.IndexName is.
+func (tx *Tx) GetByName(t *Table, index string, key []Value) (Record, bool, error) {
+	st, err := tx.state(t)
+	if err != nil {
+		return Record{}, false, err
+	}
+	ix, err := st.index(index)
+	if err != nil {
+		return Record{}, false, err
+	}
+	return tx.getBy(t, st, ix, key)
+}
+
+// getBy is GetBy of the table's state st.
+func (tx *Tx) getBy(t *Table, st *tableState, ix int, key []Value) (Record, bool, error) {
 	if err := st.usable(ix); err != nil {
 		return Record{}, false, err
 	}
@@ -323,12 +359,18 @@ func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
 		return Record{}, false, errorf(ErrInvalid, "table %q index %q has %d key columns, got %d values", t.name, d.name, len(d.cols), len(key))
 	}
 	if ix == 0 {
-		return tx.Get(t, key)
+		k, err := tx.pk(st, key)
+		if err != nil {
+			return Record{}, false, err
+		}
+		r, _, found, err := tx.get(t, st, k)
+		return r, found, err
 	}
 	if len(tx.writes) > linearWrites {
 		return tx.getByMany(t, st, ix, key)
 	}
 	if tx.writesOn(t) == 0 {
+		var err error
 		if tx.scratch, err = st.s.appendKey(tx.scratch[:0], ix, 0, key); err != nil {
 			return Record{}, false, err
 		}
@@ -336,7 +378,7 @@ func (tx *Tx) GetBy(t *Table, ix int, key []Value) (Record, bool, error) {
 		return r, found, err
 	}
 	var found Record
-	err = tx.Scan(t, ScanSpec{Index: ix, Prefix: key, Limit: 1}, func(r Record) bool {
+	err := tx.scan(t, st, ScanSpec{Index: ix, Prefix: key, Limit: 1}, func(r Record) bool {
 		found = r
 		return false
 	})

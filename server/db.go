@@ -517,10 +517,12 @@ func (s *dbService) Delete(ctx context.Context, req *pb.DeleteRequest) (*pb.Dele
 type op struct {
 	kind opKind
 	t    *mem.Table
-	ix   int               // get: the index it reads
-	key  []mem.Value       // get, update, delete
-	row  []mem.Value       // insert, upsert
-	set  []mem.ColumnValue // update
+	// get: the name of the index it reads, looked up again when it runs
+	// (DropIndex moves the ordinals)
+	index string
+	key   []mem.Value       // get, update, delete
+	row   []mem.Value       // insert, upsert
+	set   []mem.ColumnValue // update
 }
 
 type opKind uint8
@@ -545,8 +547,8 @@ func (s *dbService) parseOp(ctx context.Context, o *pb.Operation) (op, error) {
 		if err != nil {
 			return op{}, err
 		}
-		ix, err := index(ctx, t, o.Get.GetIndex())
-		return op{kind: opGet, t: t, ix: ix, key: key}, err
+		_, err = index(ctx, t, o.Get.GetIndex())
+		return op{kind: opGet, t: t, index: o.Get.GetIndex(), key: key}, err
 	case *pb.Operation_Insert:
 		return s.parsePut(opInsert, o.Insert.GetTable(), o.Insert.GetRow())
 	case *pb.Operation_Upsert:
@@ -573,7 +575,7 @@ func (s *dbService) apply(ctx context.Context, tx *mem.Tx, o *pb.Operation, res 
 func (o *op) run(tx *mem.Tx, res *pb.GetResponse) error {
 	switch o.kind {
 	case opGet:
-		rec, found, err := tx.GetBy(o.t, o.ix, o.key)
+		rec, found, err := tx.GetByName(o.t, o.index, o.key)
 		if err != nil {
 			return err
 		}

@@ -3,11 +3,15 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mmdb/mmdb/conf"
@@ -406,4 +410,106 @@ func TestAppliedUniqueBuildThatFails(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestReadsByNameDuringDropIndex: a Get or Scan by an index name reads
+// that index, or gets NOT_FOUND if it is gone, while DropIndex and
+// CreateIndex run: dropping an index moves the ordinals of those after
+// it, and a read that looked up an ordinal before the drop used to read
+// whatever index held it after (another index's rows for its key), or
+// to report an index missing that was not.
+func TestReadsByNameDuringDropIndex(t *testing.T) {
+	n := startNode(t, nil)
+	c := ctx(t)
+	if _, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: bareAccounts()}); err != nil {
+		t.Fatal(err)
+	}
+	const rows = 200
+	for i := int64(1); i < rows; i++ {
+		if _, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(i, rows-i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Index x is over id and y over bal (rows-id): a read of one by the
+	// other's ordinal finds another row.
+	defs := map[string]*pb.Index{
+		"x": {Name: "x", Columns: []string{"id"}, Unique: true, Kind: pb.IndexKind_INDEX_KIND_ORDERED},
+		"y": {Name: "y", Columns: []string{"bal"}, Unique: true, Kind: pb.IndexKind_INDEX_KIND_ORDERED},
+	}
+	for _, name := range []string{"x", "y"} {
+		if _, err := n.db.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct", Index: defs[name]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// want is the id of the row with v in index name.
+	want := func(name string, v int64) int64 {
+		if name == "x" {
+			return v
+		}
+		return rows - v
+	}
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	var reads, gone atomic.Int64
+	for r := range 4 {
+		go func() {
+			errs <- func() error {
+				for i := int64(0); ; i++ {
+					select {
+					case <-done:
+						return nil
+					default:
+					}
+					name, v := []string{"x", "y"}[(i+int64(r))%2], 1+(i*7+int64(r))%(rows-1)
+					var got []*pb.Row
+					var err error
+					if r%2 == 0 {
+						var g *pb.GetResponse
+						if g, err = n.db.Get(c, &pb.GetRequest{Table: "acct", Index: name, Key: key(vI(v))}); err == nil && g.GetFound() {
+							got = []*pb.Row{g.GetRow()}
+						}
+					} else {
+						var st grpc.ServerStreamingClient[pb.ScanResponse]
+						if st, err = n.db.Scan(c, &pb.ScanRequest{Table: "acct", Index: name, Prefix: key(vI(v))}); err == nil {
+							for {
+								var p *pb.ScanResponse
+								if p, err = st.Recv(); err != nil {
+									break
+								}
+								got = append(got, p.GetRows()...)
+							}
+							if err == io.EOF {
+								err = nil
+							}
+						}
+					}
+					reads.Add(1)
+					switch {
+					case status.Code(err) == codes.NotFound && strings.Contains(err.Error(), fmt.Sprintf("%q", name)):
+						gone.Add(1)
+					case err != nil:
+						return fmt.Errorf("read of %d by %s: %w", v, name, err)
+					case len(got) != 1 || got[0].GetValues()[0].GetInt64() != want(name, v):
+						return fmt.Errorf("read of %d by %s found ids %s, want [%d]", v, name, ids(got), want(name, v))
+					}
+				}
+			}()
+		}()
+	}
+	for cycle := 0; cycle < 200 && len(errs) == 0; cycle++ {
+		name := []string{"x", "y"}[cycle%2]
+		if _, err := n.db.DropIndex(c, &pb.DropIndexRequest{Table: "acct", Index: name}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.db.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct", Index: defs[name]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	t.Logf("%d reads, %d found their index dropped", reads.Load(), gone.Load())
 }

@@ -67,7 +67,7 @@ func (s *dbService) scanQuery(ctx context.Context, req *pb.ScanRequest) (*scanQu
 	if q.keyCols, q.unique, err = indexColumns(t, ix, req.GetIndex()); err != nil {
 		return nil, err
 	}
-	q.spec = mem.ScanSpec{Index: ix, UpperInclusive: req.GetUpperInclusive(), Reverse: req.GetReverse(), Limit: q.limit + 1}
+	q.spec = mem.ScanSpec{Index: ix, IndexName: req.GetIndex(), UpperInclusive: req.GetUpperInclusive(), Reverse: req.GetReverse(), Limit: q.limit + 1}
 	if q.spec.Prefix, err = s.cv.values(nil, req.GetPrefix(), "prefix"); err != nil {
 		return nil, err
 	}
