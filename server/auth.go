@@ -101,7 +101,19 @@ func (sec *security) peers() []conf.Peer { return sec.peering.Load().list }
 // for the messages of the streams open (a token no longer in the file
 // ends its streams: checkedStream); what fails to load leaves the old
 // in use. The other security keys need a restart.
-func (s *Server) ReloadCredentials() error { return s.sec.reload() }
+func (s *Server) ReloadCredentials() error {
+	err := s.sec.reload()
+	s.warnNoTokens()
+	return err
+}
+
+// warnNoTokens warns when the token file holds no token, which refuses
+// every client (how an operator revokes them all).
+func (s *Server) warnNoTokens() {
+	if s.sec.tokens != nil && s.sec.tokens.Len() == 0 {
+		s.log.Warn("the token file holds no token: every client call is refused; peers and operators still authenticate with their certificates", "file", s.cfg.AuthTokenFile)
+	}
+}
 
 func (sec *security) reload() error {
 	var errs []error

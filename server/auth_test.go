@@ -187,6 +187,26 @@ func TestSecurity(t *testing.T) {
 		if _, err := pb.NewDatabaseServiceClient(s.dial(t, nil, "", "fedcba9876543210-app2")).ListTables(ctx(t), &pb.ListTablesRequest{}); err != nil {
 			t.Fatalf("the token in use before a failed reload: %v", err)
 		}
+		// A file with no token revokes every client; peers and operators
+		// still get in with their certificates.
+		if err := os.WriteFile(s.tokens, []byte("# everyone revoked\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.n.srv.ReloadCredentials(); err != nil {
+			t.Fatalf("a token file with no token: %v", err)
+		}
+		if _, err := pb.NewDatabaseServiceClient(s.dial(t, nil, "", "fedcba9876543210-app2")).ListTables(ctx(t), &pb.ListTablesRequest{}); status.Code(err) != unauth {
+			t.Fatalf("a token after the file was emptied: %v, want UNAUTHENTICATED", err)
+		}
+		if _, err := pb.NewAdminServiceClient(s.dial(t, s.ca, "ops", "")).Status(ctx(t), &pb.StatusRequest{}); err != nil {
+			t.Fatalf("an operator after the token file was emptied: %v", err)
+		}
+		if err := os.WriteFile(s.tokens, []byte("app2 fedcba9876543210-app2\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.n.srv.ReloadCredentials(); err != nil {
+			t.Fatal(err)
+		}
 	})
 	t.Run("peers reload", func(t *testing.T) {
 		// p is gone and r is new: r may ship log and run admin RPCs, p

@@ -117,6 +117,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 		quit:        make(chan struct{}),
 		reaped:      make(chan struct{}),
 	}
+	s.warnNoTokens()
 	s.syncConf.Store(syncConfOf(cfg))
 	if cfg.Role == conf.RolePropagator {
 		s.standbyRole = conf.RolePropagator

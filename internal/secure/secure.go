@@ -17,7 +17,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -198,11 +197,12 @@ func parseTokens(src []byte) (map[[sha256.Size]byte]string, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	if len(m) == 0 {
-		return nil, errors.New("holds no token")
-	}
 	return m, nil
 }
+
+// Len returns how many tokens are in use: none refuses every client,
+// which is how an operator revokes them all.
+func (t *Tokens) Len() int { return len(*t.cur.Load()) }
 
 // Lookup returns the name of the client a token belongs to.
 func (t *Tokens) Lookup(token string) (string, bool) {

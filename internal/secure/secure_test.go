@@ -18,7 +18,7 @@ func TestTokenFile(t *testing.T) {
 		{"three fields", "app 0123456789abcdef extra\n", nil, "line 1: want"},
 		{"one field", "\n0123456789abcdef\n", nil, "line 2: want"},
 		{"a token twice", "a 0123456789abcdef\nb 0123456789abcdef\n", nil, "line 2: b has the token of a"},
-		{"empty", "# nothing\n", nil, "holds no token"},
+		{"empty: every client refused", "# nothing\n", map[string]string{}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := parseTokens([]byte(tc.src))
