@@ -11,7 +11,10 @@ node     = "mmdb-r1"
 listen   = "0.0.0.0:7700"
 data_dir = "" # diskless: needs durability no-log
 
-metrics_addr = "0.0.0.0:9700"
+# Metrics are plain HTTP without authentication, and tell whoever reaches
+# them the tables and peers: loopback here, or a private interface's
+# address that only Prometheus reaches (docs/configuration.md).
+metrics_addr = "127.0.0.1:9700"
 log_format   = "json"
 
 durability       = "no-log"

@@ -17,7 +17,9 @@ node     = "mmdb"
 listen   = "0.0.0.0:7700"  # gRPC: clients, peers and admin commands (EXPOSE 7700)
 data_dir = "/var/lib/mmdb" # the image's VOLUME, owned by its user
 
-# Prometheus metrics, plain HTTP at /metrics (EXPOSE 9700).
+# Prometheus metrics, plain HTTP at /metrics (EXPOSE 9700), without
+# authentication: they tell whoever reaches them the tables and peers, so
+# publish port 9700 only to the network Prometheus scrapes from.
 metrics_addr = "0.0.0.0:9700"
 
 log_level  = "info"

@@ -12,7 +12,10 @@ node     = "mmdb-b"
 listen   = "0.0.0.0:7700"
 data_dir = "/var/lib/mmdb"
 
-metrics_addr = "0.0.0.0:9700"
+# Metrics are plain HTTP without authentication, and tell whoever reaches
+# them the tables and peers: loopback here, or a private interface's
+# address that only Prometheus reaches (docs/configuration.md).
+metrics_addr = "127.0.0.1:9700"
 log_format   = "json"
 
 # As A: a standby logs what it applies at its own durability, and these
