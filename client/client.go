@@ -153,7 +153,11 @@ func New(opts Options) (*Client, error) {
 // would otherwise keep a connection to each, and try them all.
 const maxLearned = 8
 
-// Close closes every connection.
+// ErrClosed is the error of a call made after Close.
+var ErrClosed = errors.New("client: closed")
+
+// Close closes every connection; calls made after it fail with
+// ErrClosed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -188,6 +192,9 @@ func (c *Client) conn() (*grpc.ClientConn, string, error) {
 func (c *Client) dial(addr string) (*grpc.ClientConn, error) {
 	if conn, ok := c.conns[addr]; ok {
 		return conn, nil
+	}
+	if c.closed {
+		return nil, ErrClosed // a connection made now would never be closed
 	}
 	opts := append([]grpc.DialOption{
 		c.transport(addr),

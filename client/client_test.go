@@ -448,3 +448,30 @@ func TestFollowsAFailover(t *testing.T) {
 		t.Fatalf("the row written before the failover: %v %v", found, err)
 	}
 }
+
+// TestCallsAfterClose: a call made after Close fails with ErrClosed and
+// dials nothing: a connection made then would never be closed.
+func TestCallsAfterClose(t *testing.T) {
+	c, err := New(Options{Addrs: []string{serve(t, nil)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	if _, err := c.ListTables(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListTables(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a call after Close: %v, want ErrClosed", err)
+	}
+	if _, err := c.Tx(ctx, func(*Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a transaction after Close: %v, want ErrClosed", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.conns) != 0 {
+		t.Fatalf("%d connections made after Close", len(c.conns))
+	}
+}
