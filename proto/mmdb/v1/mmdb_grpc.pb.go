@@ -102,7 +102,11 @@ type DatabaseServiceClient interface {
 	// Delete removes a row; a missing row gives NOT_FOUND.
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	// Begin starts an interactive transaction. It is rolled back if it stays
-	// idle longer than the server's tx_idle_timeout.
+	// idle longer than the server's tx_idle_timeout. A Begin may carry the
+	// header mmdb-begin-key, a random value of 1 to 64 bytes the client
+	// picks: sent again with the same key (its reply was lost), it answers
+	// with the transaction the first one opened, while that is open,
+	// instead of opening another.
 	Begin(ctx context.Context, in *BeginRequest, opts ...grpc.CallOption) (*BeginResponse, error)
 	// Commit commits a batch of operations atomically, after checking its
 	// conditions; with a transaction id it runs the batch inside that
@@ -343,7 +347,11 @@ type DatabaseServiceServer interface {
 	// Delete removes a row; a missing row gives NOT_FOUND.
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	// Begin starts an interactive transaction. It is rolled back if it stays
-	// idle longer than the server's tx_idle_timeout.
+	// idle longer than the server's tx_idle_timeout. A Begin may carry the
+	// header mmdb-begin-key, a random value of 1 to 64 bytes the client
+	// picks: sent again with the same key (its reply was lost), it answers
+	// with the transaction the first one opened, while that is open,
+	// instead of opening another.
 	Begin(context.Context, *BeginRequest) (*BeginResponse, error)
 	// Commit commits a batch of operations atomically, after checking its
 	// conditions; with a transaction id it runs the batch inside that
