@@ -201,3 +201,44 @@ func TestForgottenConnectionMovesCallsOn(t *testing.T) {
 		t.Fatalf("the client knows %q and is at %s; want only its seed %s", addrs, c.Addr(), seedAddr)
 	}
 }
+
+// blockingSession is a primary whose sessions answer nothing until they
+// end.
+type blockingSession struct {
+	switching
+	opened chan struct{}
+}
+
+func (b *blockingSession) Session(stream pb.DatabaseService_SessionServer) error {
+	b.opened <- struct{}{}
+	<-stream.Context().Done()
+	return status.FromContextError(stream.Context().Err()).Err()
+}
+
+// TestForgottenConnectionEndsSessionsUnavailable: a session open on a
+// learned node when another call finds that node down, forgets it and
+// closes its connection, ends with UNAVAILABLE, as from a node found
+// down, for its caller to open another; not with the CANCELED of the
+// closed connection, which tells a caller it cancelled.
+func TestForgottenConnectionEndsSessionsUnavailable(t *testing.T) {
+	ctx := testCtx(t)
+	primary := &blockingSession{opened: make(chan struct{}, 1)}
+	pAddr := serveFake(t, primary)
+	seed := &answeringGets{}
+	seed.follow(pAddr)
+	c := newClient(t, serveFake(t, seed))
+	if _, err := c.Insert(ctx, "counters", Uint64(1)); err != nil || c.Addr() != pAddr {
+		t.Fatalf("insert: %v (client at %s, primary %s)", err, c.Addr(), pAddr)
+	}
+	s, err := c.OpenSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() }) // it may fail with the closed connection
+	p := s.Start([]*pb.Request{{Op: &pb.Request_Get{Get: &pb.GetRequest{Table: "counters", Key: []*pb.Value{Uint64(1)}}}}})
+	<-primary.opened
+	c.moveOn(pAddr, true) // as another call that found it down
+	if _, err := p.Wait(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a session on the connection closed under it: %v, want UNAVAILABLE", err)
+	}
+}

@@ -34,6 +34,10 @@ type Session struct {
 	cancel   context.CancelFunc
 	recvDone chan struct{}
 	follow   func(primary string) bool // the Client's
+	// closedUnder turns the CANCELED of a stream whose connection the
+	// Client closed under it (it forgot the node, found down) into
+	// UNAVAILABLE (Client.closedUnder).
+	closedUnder func(error) error
 
 	sendMu sync.Mutex // orders Send with the queue of waiters
 	closed bool       // CloseSend was called; guarded by sendMu
@@ -120,18 +124,21 @@ func (p *Pending) WaitContext(ctx context.Context) ([]*pb.Reply, error) {
 func (c *Client) OpenSession(ctx context.Context) (*Session, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	var stream pb.DatabaseService_SessionClient
+	var on *grpc.ClientConn
 	err := c.call(ctx, read, func(ctx context.Context, conn *grpc.ClientConn, addr string) error {
 		var err error
 		if stream, err = pb.NewDatabaseServiceClient(conn).Session(ctx); err != nil {
 			return fmt.Errorf("client: open a session on %s: %w", addr, err)
 		}
+		on = conn
 		return nil
 	})
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	s := &Session{stream: stream, cancel: cancel, recvDone: make(chan struct{}), follow: c.follow}
+	s := &Session{stream: stream, cancel: cancel, recvDone: make(chan struct{}), follow: c.follow,
+		closedUnder: func(err error) error { return c.closedUnder(ctx, on, err) }}
 	go s.receive()
 	return s, nil
 }
@@ -153,9 +160,11 @@ func (s *Session) receive() {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("client: the session ended")
 			}
-			s.err = err
+			if s.err == nil { // else deliver failed it, and cancelled it
+				s.err = s.closedUnder(err)
+			}
 			for _, p := range s.waiting {
-				p.err = p.lost(err)
+				p.err = p.lost(s.err)
 				close(p.done)
 			}
 			s.waiting = nil
