@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/semaphore"
 )
 
 // CommitLog is the commit hook: it receives every committing transaction's
@@ -66,9 +67,9 @@ type DB struct {
 	// half-done.
 	gate sync.RWMutex
 
-	ddlMu     chan struct{} // serializes DDL: holding it is having put the one token in (lockDDL, holdDDL)
-	applyMu   sync.Mutex    // serializes Apply
-	nextID    uint64        // written holding ddlMu and the gate, read holding either; table ids are uint32, so past MaxUint32 they are used up
+	ddlMu     *semaphore.Weighted // serializes DDL, a lock whose waits can give up (lockDDL, holdDDL)
+	applyMu   sync.Mutex          // serializes Apply
+	nextID    uint64              // written holding ddlMu and the gate, read holding either; table ids are uint32, so past MaxUint32 they are used up
 	catalog   atomic.Pointer[catalog]
 	online    atomic.Pointer[onlineBuild] // the index build CreateIndex runs, if any
 	applying  atomic.Pointer[indexBuild]  // the index build of a CreateIndex Apply applied, if one runs
@@ -86,7 +87,7 @@ type catalog struct {
 
 // Open returns an empty database.
 func Open(opts Options) *DB {
-	db := &DB{log: opts.Log, logger: opts.Logger, nextID: 1, ddlMu: make(chan struct{}, 1)}
+	db := &DB{log: opts.Log, logger: opts.Logger, nextID: 1, ddlMu: semaphore.NewWeighted(1)}
 	if db.log == nil {
 		db.log = NewCounter(opts.StartLSN)
 	}
@@ -103,24 +104,17 @@ func Open(opts Options) *DB {
 // waits for the one before it, which may be an index build of many
 // seconds, no longer than its caller does.
 func (db *DB) lockDDL(ctx context.Context) error {
-	select {
-	case db.ddlMu <- struct{}{}:
-		return nil
-	default:
-	}
-	select {
-	case db.ddlMu <- struct{}{}:
-		return nil
-	case <-ctx.Done():
+	if err := db.ddlMu.Acquire(ctx, 1); err != nil {
 		return fmt.Errorf("mem: the schema change waited for the one before it (an index build?) until its caller gave up: %w", context.Cause(ctx))
 	}
+	return nil
 }
 
 // holdDDL takes ddlMu, however long the schema change before takes.
-func (db *DB) holdDDL() { db.ddlMu <- struct{}{} }
+func (db *DB) holdDDL() { _ = db.ddlMu.Acquire(context.Background(), 1) } // Background never ends
 
 // unlockDDL lets the next schema change go.
-func (db *DB) unlockDDL() { <-db.ddlMu }
+func (db *DB) unlockDDL() { db.ddlMu.Release(1) }
 
 // LastLSN returns the highest LSN whose changes are installed.
 func (db *DB) LastLSN() uint64 { return db.lsn.Load() }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -16,14 +17,14 @@ import (
 // openTx is an interactive transaction. Its lock serializes the requests
 // that name it (a mem.Tx is used by one goroutine at a time) and guards
 // tx, done, which is set when the transaction ends for any reason, and
-// idleSince. The lock is a channel of one slot, held while the slot is
-// full, so that a request can stop waiting for it when its call ends: a
-// request may be waiting behind a commit that waits for its standbys or
-// its fsync for as long as the commit's own call lasts.
+// idleSince. The lock is a semaphore of one, so that a request can stop
+// waiting for it when its call ends: a request may be waiting behind a
+// commit that waits for its standbys or its fsync for as long as the
+// commit's own call lasts.
 type openTx struct {
 	id   uint64
-	key  string // its Begin's pb.HeaderBeginKey; empty for none
-	lock chan struct{}
+	key  string              // its Begin's pb.HeaderBeginKey; empty for none
+	lock *semaphore.Weighted // one request at a time
 	tx   *mem.Tx
 	wait commitWait // what its commit waits for, unless Commit says otherwise
 	done bool
@@ -35,29 +36,17 @@ type openTx struct {
 // code (CANCELED, DEADLINE_EXCEEDED). A free lock is taken even when ctx
 // has ended.
 func (ot *openTx) acquire(ctx context.Context) error {
-	if ot.tryAcquire() {
+	if ot.lock.TryAcquire(1) {
 		return nil
 	}
-	select {
-	case ot.lock <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return errorf(status.FromContextError(ctx.Err()).Code(), "transaction %d is busy with another request (a commit waiting for its log or its standbys, or a statement), which did not end before this call did: %v", ot.id, ctx.Err())
+	if err := ot.lock.Acquire(ctx, 1); err != nil {
+		return errorf(status.FromContextError(err).Code(), "transaction %d is busy with another request (a commit waiting for its log or its standbys, or a statement), which did not end before this call did: %v", ot.id, err)
 	}
-}
-
-// tryAcquire takes ot's lock if it is free.
-func (ot *openTx) tryAcquire() bool {
-	select {
-	case ot.lock <- struct{}{}:
-		return true
-	default:
-		return false
-	}
+	return nil
 }
 
 // release gives back ot's lock.
-func (ot *openTx) release() { <-ot.lock }
+func (ot *openTx) release() { ot.lock.Release(1) }
 
 // txTable holds the open interactive transactions and rolls back the ones
 // that stay idle past the timeout.
@@ -99,7 +88,7 @@ func (tt *txTable) begin(w commitWait, key string) (uint64, error) {
 	for id == 0 || tt.m[id] != nil {
 		id = rand.Uint64()
 	}
-	ot := &openTx{id: id, key: key, lock: make(chan struct{}, 1), tx: tt.db.Begin(), wait: w, idleSince: tt.now()}
+	ot := &openTx{id: id, key: key, lock: semaphore.NewWeighted(1), tx: tt.db.Begin(), wait: w, idleSince: tt.now()}
 	tt.m[id] = ot
 	if key != "" {
 		tt.keys[key] = ot
@@ -199,7 +188,7 @@ func (tt *txTable) reap() {
 	tt.mu.Unlock()
 	deadline := tt.now().Add(-tt.idle)
 	for _, ot := range all {
-		if !ot.tryAcquire() {
+		if !ot.lock.TryAcquire(1) {
 			continue
 		}
 		if !ot.done && ot.idleSince.Before(deadline) {
@@ -234,7 +223,7 @@ func (tt *txTable) rollbackAll() int {
 	}
 	tt.mu.Unlock()
 	for _, ot := range all {
-		ot.lock <- struct{}{} // at shutdown: a holder left is a call that was canceled, finishing
+		_ = ot.lock.Acquire(context.Background(), 1) // at shutdown: a holder left is a call that was canceled, finishing; Background never ends
 		if !ot.done {
 			tt.remove(ot)
 		}
