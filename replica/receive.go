@@ -185,6 +185,12 @@ func (r *Receiver) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipRespo
 	log.Info("following", "applied-lsn", applied, "sender-last-lsn", hello.LastLsn)
 
 	p := &progress{received: applied, applied: applied, poke: make(chan struct{}, 1)}
+	if r.opts.Downstream != nil {
+		// The sender forgets the standbys behind this node when a link
+		// opens: tell it of them now, not at the next change, which may
+		// never come while a commit they hold waits for them.
+		p.nudge()
+	}
 	r.mu.Lock()
 	f.p = p
 	r.mu.Unlock()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/internal/banktest"
+	"github.com/mmdb/mmdb/internal/faultproxy"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
 )
@@ -380,5 +381,47 @@ func TestSenderEndsWhenTheHistoryChanges(t *testing.T) {
 	}
 	if got := sb.store.DB().LastLSN(); got != at {
 		t.Fatalf("the standby got LSN %d, past %d where the history changed", got, at)
+	}
+}
+
+// TestPropagatorReportsItsStandbysOnReconnect: when the link to a
+// propagator is cut and opened again, the propagator reports the
+// standbys behind it at once, so a commit they already hold is confirmed
+// without waiting for another commit to carry their acknowledgements.
+//
+// Found in review: the primary forgets the standbys behind a link when
+// it opens again, and the propagator acknowledged only when what it
+// received or applied changed or a standby behind it answered: with no
+// new commits, a blocked commit that the standby behind the propagator
+// held waited until its deadline.
+func TestPropagatorReportsItsStandbysOnReconnect(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	c := newStandbyAs(t, "c", durability.Options{Level: durability.NoLog}, "b")
+	prop := newPropagator(t, "b", []string{"a"}, []replica.Peer{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "c", Addr: c.addr}})
+	proxy := faultproxy.New(t, prop.addr)
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: proxy.Addr()}},
+		Mode: replica.AppliedAck, Quorum: 1, Counted: []string{"c"}, Block: true})
+	wait := func(lsn uint64) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := snd.Wait(ctx, lsn, -1)
+		return err
+	}
+	banktest.Setup(t, primary.DB(), wait)
+	lsn := primary.DB().LastLSN()
+
+	proxy.Cut()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if st := snd.Standbys(); len(st) > 0 && st[0].Name == "b" && st[0].Opened >= 2 && st[0].State == replica.StateStreaming {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the link to the propagator did not open again: %+v", snd.Standbys())
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := snd.Wait(ctx, lsn, -1); err != nil {
+		t.Fatalf("LSN %d, which c behind the propagator holds, after the link opened again: %v (the primary sees %+v)", lsn, err, snd.Standbys())
 	}
 }
