@@ -895,3 +895,36 @@ func TestStandbyThatCannotApply(t *testing.T) {
 	}
 	t.Logf("%d confirmed, then degraded; the standby stopped at LSN %d (%s)", len(confirmed), applied, st.State)
 }
+
+// TestIdleLinkReconnectsSoon: a link that broke after it had held for a
+// while is opened again soon, however many times that happened before,
+// even when no commit was shipped on it.
+//
+// Found in review: the pause before a link was opened again was reset
+// only when the link had shipped a record, so on a quiet primary each
+// cut doubled it, up to 5 s, however long the link had worked between
+// cuts: after a few network blips, a standby stayed away for seconds,
+// and commits that waited for it blocked or degraded meanwhile.
+func TestIdleLinkReconnectsSoon(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
+	proxy := faultproxy.New(t, sb.addr)
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: proxy.Addr()}}})
+	banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	caughtUp(t, primary, sb.store)
+	cut := time.Now()
+	for i := 1; ; i++ {
+		for st := snd.Standbys()[0]; st.Opened < i || st.State != replica.StateStreaming; st = snd.Standbys()[0] {
+			if time.Since(cut) > time.Second {
+				t.Fatalf("cut %d: the link is not open again after %s: %+v", i-1, time.Since(cut), st)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		if i == 6 {
+			return
+		}
+		time.Sleep(300 * time.Millisecond) // the link works for a while
+		proxy.Cut()
+		cut = time.Now()
+	}
+}

@@ -156,6 +156,7 @@ type link struct {
 	sent     uint64
 	backlog  uint64    // the sender's last LSN when the link opened: until it is applied, the standby catches up
 	opened   int       // links opened so far
+	openedAt time.Time // when the link last opened
 	down     []Standby // when the standby is a propagator: its standbys, as it last reported them
 }
 
@@ -291,7 +292,7 @@ func (s *Sender) keep(ctx context.Context, l *link) {
 	defer func() { _ = cc.Close() }() // the link is over; nothing to report
 	pause, last := retryPause, ""
 	for ctx.Err() == nil {
-		sent := s.sentOf(l)
+		sent, opened, _ := s.progressOf(l)
 		err := s.stream(ctx, pb.NewReplicationServiceClient(cc), l, log)
 		if ctx.Err() != nil {
 			return
@@ -312,8 +313,11 @@ func (s *Sender) keep(ctx context.Context, l *link) {
 			log.Warn("the link to the standby broke", "state", state, "error", err)
 			last = msg
 		}
-		if s.sentOf(l) > sent {
-			pause = retryPause // it got somewhere: try again soon
+		// It got somewhere, or the link worked for longer than the pause
+		// (a cut, not a standby that fails each link at once): try again
+		// soon.
+		if now, reopened, at := s.progressOf(l); now > sent || reopened > opened && time.Since(at) >= pause {
+			pause = retryPause
 		}
 		select {
 		case <-ctx.Done():
@@ -380,6 +384,7 @@ func (s *Sender) stream(ctx context.Context, c pb.ReplicationServiceClient, l *l
 		l.state = StateStreaming
 	}
 	l.opened++
+	l.openedAt = time.Now()
 	l.down = nil
 	s.ackedLocked()
 	s.mu.Unlock()
@@ -977,8 +982,10 @@ func (s *Sender) setState(l *link, state, reason string) {
 	}
 }
 
-func (s *Sender) sentOf(l *link) uint64 {
+// progressOf returns how far link l has shipped, how many times it was
+// opened, and when it last opened.
+func (s *Sender) progressOf(l *link) (sent uint64, opened int, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return l.sent
+	return l.sent, l.opened, l.openedAt
 }
