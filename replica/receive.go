@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/durability"
@@ -161,7 +162,13 @@ func (r *Receiver) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipRespo
 	}
 	hello := m.GetHello()
 	if hello == nil {
-		return status.Error(codes.InvalidArgument, "replication: the first message must be a hello")
+		err := status.Error(codes.InvalidArgument, "replication: the first message must be a hello")
+		from := "unknown"
+		if p, ok := peer.FromContext(st.Context()); ok {
+			from = p.Addr.String()
+		}
+		r.opts.Logger.Warn("refused a replication link", "peer-addr", from, "error", err)
+		return err
 	}
 	log := r.opts.Logger.With("sender", hello.Node, "sender-addr", hello.Addr, "sender-epoch", hello.Epoch)
 	ctx, cancel := context.WithCancelCause(st.Context())

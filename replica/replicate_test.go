@@ -7,10 +7,12 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -926,5 +928,65 @@ func TestIdleLinkReconnectsSoon(t *testing.T) {
 		time.Sleep(300 * time.Millisecond) // the link works for a while
 		proxy.Cut()
 		cut = time.Now()
+	}
+}
+
+// lockedBuf is a log output a test reads while the node still writes.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestLinkWithoutHelloIsLogged: a link whose first message is not a
+// hello is refused with INVALID_ARGUMENT, nothing of it is applied, and
+// the standby logs why, as it does for every other refusal.
+//
+// Found in review: that refusal alone went unlogged, so an operator saw
+// nothing on the standby of a sender that spoke out of turn.
+func TestLinkWithoutHelloIsLogged(t *testing.T) {
+	src := newPrimary(t, durability.Options{Level: durability.NoLog})
+	banktest.Setup(t, src.DB(), func(uint64) error { return nil })
+	recs, _ := src.Ring().Read(nil, 0, 1<<20)
+
+	st, err := durability.Open(durability.Options{Level: durability.NoLog, Standby: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	var logged lockedBuf
+	recv := replica.NewReceiver(st, replica.ReceiverOptions{Node: "b", Peers: []string{"a"}, Epochs: memEpochs(t),
+		Logger: hclog.New(&hclog.LoggerOptions{Output: &logged})})
+	c := replicationClient(t, serveReplication(t, recv))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := c.Ship(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Send(&pb.ShipRequest{Msg: &pb.ShipRequest_Batch{Batch: replica.EncodeBatchForTest(t, recs, 0)}})
+	_ = s.CloseSend()
+	for err == nil {
+		_, err = s.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a batch before the hello: %v", err)
+	}
+	if got := st.DB().LastLSN(); got != 0 {
+		t.Fatalf("the standby applied up to LSN %d", got)
+	}
+	if out := logged.String(); !strings.Contains(out, "refused a replication link") || !strings.Contains(out, "hello") {
+		t.Fatalf("the standby logged %q", out)
 	}
 }
