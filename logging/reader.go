@@ -126,7 +126,9 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool,
 			hdrs = append(hdrs, h)
 		}
 		if err != nil {
-			if !ignore {
+			// Only damage is ignored: a segment that cannot be read now
+			// (an I/O error, a permission) is no reason to set it aside.
+			if !ignore || !errors.Is(err, ErrCorrupt) {
 				return nil, err
 			}
 			// Read up to the damage; the rest is set aside. The openings
