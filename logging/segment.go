@@ -67,8 +67,9 @@ func HasSegments(fs vfs.FS, dirs []string) (bool, error) {
 	return false, nil
 }
 
-// errNoRoom marks a full disk met while preallocating a new segment: the
-// only place the log can meet one, and one it recovers from (Log.flush).
+// errNoRoom marks a full disk met while creating or preallocating a new
+// segment: the only place the log can meet one, and one it recovers from
+// (Log.flush).
 var errNoRoom = errors.New("no room for a new segment")
 
 // segmentWriter appends blocks to a channel's segments, starting a new
@@ -239,6 +240,11 @@ func (w *segmentWriter) rotate(need int64) error {
 	tmp := name + tempSuffix
 	f, err := w.fs.Create(tmp)
 	if err != nil {
+		if vfs.NoSpace(err) {
+			// No room for the file itself (its inode, a directory
+			// block): a full disk, as for its preallocation.
+			err = fmt.Errorf("%w: %w", errNoRoom, err)
+		}
 		return fmt.Errorf("logging: create segment %s: %w", tmp, err)
 	}
 	h := record.SegmentHeader{Channel: w.channel, Channels: w.channels, Seq: seq, PrevEnd: w.prevEnd, Base: w.last, Flags: record.FlagBound}
