@@ -39,7 +39,11 @@ var ErrMismatch = errors.New("logging: the log does not match its configuration"
 // channel's later segments, are set aside. Void, if not zero, bounds the
 // records of the tail's segment that recovery read: an opening of the log
 // in a later segment, set aside with it, voided those above it, and the
-// next opening must go on voiding them (Open).
+// next opening must go on voiding them (Open). When the damage sets aside
+// the whole channel (Corrupt with Seq 0), Void is the LSN the log was read
+// after, zero included: the channel keeps no record, and its next opening
+// bounds its records by that LSN, not by the LSN recovery reached on the
+// other channels, which would read as a log begun after a later image.
 type Tail struct {
 	Seq     uint64
 	Offset  int64
@@ -712,6 +716,9 @@ func (r *Reader) Finish() ([]Tail, error) {
 		}
 		if at := slices.Index(c.segs, c.tail.Seq); at >= 0 && c.voids[at] != math.MaxUint64 {
 			tails[i].Void = c.voids[at]
+		}
+		if c.cut && len(c.segs) == 0 {
+			tails[i].Void = r.after // set aside whole: see Tail
 		}
 	}
 	return tails, nil

@@ -111,9 +111,10 @@ type segmentWriter struct {
 // whose existing data ends at tail; recovery kept the records up to LSN
 // base. Its first segment, which start creates, follows tail's and voids
 // what the channel holds past tail or above base, or above tail.Void
-// when an opening now set aside voided more (record.FlagOpened).
+// when an opening now set aside voided more (record.FlagOpened), or when
+// recovery set the whole channel aside (Tail).
 func newSegmentWriter(fs vfs.FS, dir string, channel, channels uint32, size int64, tail Tail, base uint64) *segmentWriter {
-	if tail.Void != 0 {
+	if tail.Void != 0 || tail.Corrupt && tail.Seq == 0 {
 		base = min(base, tail.Void)
 	}
 	return &segmentWriter{fs: fs, dir: dir, channel: channel, channels: channels, size: size,
