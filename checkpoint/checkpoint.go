@@ -124,9 +124,12 @@ type Checkpointer struct {
 	db   *mem.DB
 	log  Log
 
-	mu     sync.Mutex // held for a whole checkpoint
-	slots  Slots      // guarded by mu
-	frozen bool       // Freeze was called: no more checkpoints (guarded by mu)
+	// mu is a one-slot semaphore, held for a whole checkpoint (lock,
+	// unlock): a channel, so that Run waits for a running checkpoint only
+	// while its context lasts.
+	mu     chan struct{}
+	slots  Slots // guarded by mu
+	frozen bool  // Freeze was called: no more checkpoints (guarded by mu)
 
 	statsMu sync.Mutex // not mu: Status and metrics read stats without waiting for a checkpoint
 	stats   Stats      // guarded by statsMu
@@ -146,8 +149,23 @@ func New(db *mem.DB, log Log, slots Slots, opts Options) *Checkpointer {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	return &Checkpointer{opts: opts, db: db, log: log, slots: slots, stats: Stats{Newest: slots.Newest}}
+	return &Checkpointer{opts: opts, db: db, log: log, mu: make(chan struct{}, 1), slots: slots, stats: Stats{Newest: slots.Newest}}
 }
+
+// lock takes mu, waiting for a running checkpoint.
+func (c *Checkpointer) lock() { c.mu <- struct{}{} }
+
+// lockContext takes mu, waiting for a running checkpoint until ctx ends.
+func (c *Checkpointer) lockContext(ctx context.Context) error {
+	select {
+	case c.mu <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("checkpoint: waiting for the checkpoint under way: %w", ctx.Err())
+	}
+}
+
+func (c *Checkpointer) unlock() { <-c.mu }
 
 // Stats count what a Checkpointer did since it was made, for metrics.
 type Stats struct {
@@ -175,9 +193,9 @@ var ErrFrozen = errors.New("checkpoint: checkpoints are stopped until the node r
 // or until Thaw.
 func (c *Checkpointer) Freeze() {
 	c.Stop()
-	c.mu.Lock()
+	c.lock()
 	c.frozen = true
-	c.mu.Unlock()
+	c.unlock()
 }
 
 // Thaw undoes Freeze, for a node whose log is no longer to be cut nor
@@ -185,10 +203,10 @@ func (c *Checkpointer) Freeze() {
 // background loop starts again. It reports whether the checkpoints were
 // frozen.
 func (c *Checkpointer) Thaw() bool {
-	c.mu.Lock()
+	c.lock()
 	was := c.frozen
 	c.frozen = false
-	c.mu.Unlock()
+	c.unlock()
 	if was {
 		c.Start()
 	}
@@ -196,10 +214,13 @@ func (c *Checkpointer) Thaw() bool {
 }
 
 // Run writes a checkpoint now, after any running one, unless nothing was
-// committed since the newest image.
+// committed since the newest image. If ctx ends while it waits for a
+// running one, it returns ctx's error (wrapped), having run none.
 func (c *Checkpointer) Run(ctx context.Context) (Result, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	if err := c.lockContext(ctx); err != nil {
+		return Result{}, err
+	}
+	defer c.unlock()
 	res, err := c.run(ctx)
 	c.statsMu.Lock()
 	defer c.statsMu.Unlock()

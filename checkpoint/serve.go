@@ -285,8 +285,10 @@ func (c *Checkpointer) Current(ctx context.Context) (*Served, error) {
 	if _, err := c.Run(ctx); err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	if err := c.lockContext(ctx); err != nil {
+		return nil, err
+	}
+	defer c.unlock()
 	if c.slots.Newest.LSN == 0 {
 		return nil, ErrEmpty
 	}
@@ -300,8 +302,8 @@ func (c *Checkpointer) Current(ctx context.Context) (*Served, error) {
 // the node restarted, unless two checkpoints have replaced it since.
 // Nil, nil: neither slot does.
 func (c *Checkpointer) Find(id ImageID) (*Served, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock()
+	defer c.unlock()
 	for _, img := range []Image{c.slots.Newest, c.slots.Older} {
 		if img.LSN == 0 || img.LSN != id.LSN {
 			continue

@@ -1,0 +1,58 @@
+package checkpoint_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/mmdb/mmdb/checkpoint"
+	"github.com/mmdb/mmdb/internal/banktest"
+	"github.com/mmdb/mmdb/logging/vfs"
+)
+
+// TestRunWaitsOnlyUntilItsContextEnds: a Run that comes while another
+// checkpoint is under way waits for it only as long as its context
+// lasts (an mmdbd checkpoint interrupted or past its deadline, a fetch
+// given up): it then returns the context's error at once, and counts no
+// failed checkpoint, since none ran. Before, it waited for the running
+// checkpoint whatever its context, then began one of its own only to
+// fail it, which the metrics counted as a failed checkpoint.
+func TestRunWaitsOnlyUntilItsContextEnds(t *testing.T) {
+	n := openNode(t, vfs.NewMemFS())
+	b := banktest.Setup(t, n.store.DB(), n.wait)
+	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
+	gate := &gatedFS{MemFS: n.fs, dir: ckptDir, held: make(chan struct{}), open: make(chan struct{})}
+	c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: gate, Dir: ckptDir})
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Run(context.Background())
+		first <- err
+	}()
+	<-gate.held // the first checkpoint stalls in its image
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	second := make(chan error, 1)
+	go func() {
+		_, err := c.Run(ctx)
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("a Run whose context ended while another checkpoint ran: %v, want its context's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		close(gate.open)
+		<-first
+		<-second
+		t.Fatal("a Run whose context ended waited on for the running checkpoint")
+	}
+	close(gate.open)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Written != 1 || st.Failed != 0 {
+		t.Fatalf("after one checkpoint and one Run that gave up waiting: %+v, want 1 written, 0 failed", st)
+	}
+}
