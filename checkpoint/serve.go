@@ -125,7 +125,7 @@ func (s *Shelf) Get(ctx context.Context, id ImageID) (*Served, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.keep(img)
+	return s.keep(img, time.Now())
 }
 
 // named returns, held, the image named id: kept, or found again (Find).
@@ -150,12 +150,15 @@ func (s *Shelf) named(id ImageID) (*Served, error) {
 		return nil, gone
 	}
 	s.opts.Logger.Info("serving again an image no longer kept, found where it was made", "lsn", id.LSN)
-	return s.keep(img)
+	// As old as its header says, not new: Fresh must not serve it to new
+	// transfers for being found.
+	return s.keep(img, time.Unix(0, img.Header.Created))
 }
 
-// keep shelves img, newly opened, and returns it held; an image of the
-// same name kept already is served instead, and img closed.
-func (s *Shelf) keep(img *Served) (*Served, error) {
+// keep shelves img, newly opened and made at made, and returns it held;
+// an image of the same name kept already is served instead, and img
+// closed.
+func (s *Shelf) keep(img *Served, made time.Time) (*Served, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -168,7 +171,7 @@ func (s *Shelf) keep(img *Served) (*Served, error) {
 			return nil, fmt.Errorf("checkpoint: close image %d: %w", img.Header.LSN, err)
 		}
 	} else {
-		e = &shelved{img: img, made: time.Now()}
+		e = &shelved{img: img, made: made}
 		s.images[img.Name()] = e
 	}
 	s.hold(e)

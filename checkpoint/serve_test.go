@@ -413,3 +413,47 @@ func flip(b []byte, i int) []byte {
 	c[i] ^= 1
 	return c
 }
+
+// TestFoundImageIsNotFresh: an image a transfer resumes on after the
+// node restarted (found again in its slot) is as old as when it was
+// made, not when it was found: a new transfer that comes meanwhile gets
+// a current image, not that one for Fresh after the resume. Before, it
+// got the resumed image, however old, and followed the log from there.
+func TestFoundImageIsNotFresh(t *testing.T) {
+	fs := vfs.NewMemFS()
+	n, err := open(t, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	banktest.Setup(t, n.store.DB(), n.wait)
+	old, err := n.ckpt.Current(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = openNode(t, fs)
+	banktest.Run(n.store.DB(), banktest.Of(t, n.store.DB()), 1, 1, 5, n.wait, nil)
+	const fresh = 200 * time.Millisecond
+	time.Sleep(2 * fresh) // the old image is past Fresh
+	shelf := checkpoint.NewShelf(checkpoint.ShelfOptions{Source: n.ckpt.Current, Find: n.ckpt.Find, LSN: n.store.DB().LastLSN, Fresh: fresh, Keep: time.Hour})
+	defer func() {
+		if err := shelf.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	resumed, err := shelf.Get(context.Background(), old.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shelf.Put(resumed)
+	img, err := shelf.Get(context.Background(), checkpoint.ImageID{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shelf.Put(img)
+	if img.Header.LSN != n.store.DB().LastLSN() {
+		t.Fatalf("a new transfer got the image at LSN %d (the one resumed is at %d), the database is at %d", img.Header.LSN, old.Header.LSN, n.store.DB().LastLSN())
+	}
+}
