@@ -55,6 +55,7 @@ import (
 	"io"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -127,9 +128,12 @@ type Checkpointer struct {
 	// mu is a one-slot semaphore, held for a whole checkpoint (lock,
 	// unlock): a channel, so that Run waits for a running checkpoint only
 	// while its context lasts.
-	mu     chan struct{}
-	slots  Slots // guarded by mu
-	frozen bool  // Freeze was called: no more checkpoints (guarded by mu)
+	mu    chan struct{}
+	slots Slots // guarded by mu
+	// frozen says Freeze was called: no more checkpoints. Run reads it
+	// under mu; Thaw, which a promotion calls, need not wait for a
+	// running checkpoint to clear it.
+	frozen atomic.Bool
 
 	statsMu sync.Mutex // not mu: Status and metrics read stats without waiting for a checkpoint
 	stats   Stats      // guarded by statsMu
@@ -193,20 +197,17 @@ var ErrFrozen = errors.New("checkpoint: checkpoints are stopped until the node r
 // or until Thaw.
 func (c *Checkpointer) Freeze() {
 	c.Stop()
-	c.lock()
-	c.frozen = true
+	c.frozen.Store(true)
+	c.lock() // a checkpoint under way ends first; the next sees frozen
 	c.unlock()
 }
 
 // Thaw undoes Freeze, for a node whose log is no longer to be cut nor
 // reloaded (it was promoted instead): Run writes images again, and the
 // background loop starts again. It reports whether the checkpoints were
-// frozen.
+// frozen, without waiting for a running checkpoint.
 func (c *Checkpointer) Thaw() bool {
-	c.lock()
-	was := c.frozen
-	c.frozen = false
-	c.unlock()
+	was := c.frozen.Swap(false)
 	if was {
 		c.Start()
 	}
@@ -238,7 +239,7 @@ func (c *Checkpointer) Run(ctx context.Context) (Result, error) {
 
 // run is Run's checkpoint; the caller holds mu.
 func (c *Checkpointer) run(ctx context.Context) (Result, error) {
-	if c.frozen {
+	if c.frozen.Load() {
 		return Result{}, ErrFrozen
 	}
 	start := time.Now()

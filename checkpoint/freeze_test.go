@@ -52,3 +52,54 @@ func TestFreezeThawClose(t *testing.T) {
 		t.Fatalf("Run after Close: %+v, %v", res, err)
 	}
 }
+
+// TestThawDoesNotWaitForACheckpoint: Thaw on a Checkpointer that is not
+// frozen (a promotion, which thaws in case a log cut never got under
+// way) returns at once, though a checkpoint is under way; Freeze still
+// waits for it. Before, Thaw waited for the running checkpoint, and
+// with it the promotion, holding the node's role lock for as long as a
+// whole image took to write.
+func TestThawDoesNotWaitForACheckpoint(t *testing.T) {
+	n := openNode(t, vfs.NewMemFS())
+	b := banktest.Setup(t, n.store.DB(), n.wait)
+	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
+	gate := &gatedFS{MemFS: n.fs, dir: ckptDir, held: make(chan struct{}), open: make(chan struct{})}
+	c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: gate, Dir: ckptDir})
+	ran := make(chan error, 1)
+	go func() {
+		_, err := c.Run(context.Background())
+		ran <- err
+	}()
+	<-gate.held // the checkpoint stalls in its image
+	thawed := make(chan bool, 1)
+	go func() { thawed <- c.Thaw() }()
+	select {
+	case was := <-thawed:
+		if was {
+			t.Error("Thaw says the checkpoints were frozen; they were not")
+		}
+	case <-time.After(10 * time.Second):
+		close(gate.open)
+		<-ran
+		<-thawed
+		t.Fatal("Thaw waited for the running checkpoint")
+	}
+	frozen := make(chan struct{})
+	go func() {
+		c.Freeze()
+		close(frozen)
+	}()
+	select {
+	case <-frozen:
+		t.Fatal("Freeze returned while a checkpoint was under way")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gate.open)
+	<-frozen
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Run(context.Background()); !errors.Is(err, checkpoint.ErrFrozen) {
+		t.Fatalf("Run after Freeze: %v, want ErrFrozen", err)
+	}
+}
