@@ -59,6 +59,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/mmdb/mmdb/checkpoint/image"
 	"github.com/mmdb/mmdb/logging"
@@ -125,10 +126,10 @@ type Checkpointer struct {
 	db   *mem.DB
 	log  Log
 
-	// mu is a one-slot semaphore, held for a whole checkpoint (lock,
-	// unlock): a channel, so that Run waits for a running checkpoint only
-	// while its context lasts.
-	mu    chan struct{}
+	// mu is held for a whole checkpoint (lock, unlock): a semaphore of
+	// one, so that Run waits for a running checkpoint only while its
+	// context lasts.
+	mu    *semaphore.Weighted
 	slots Slots // guarded by mu
 	// frozen says Freeze was called: no more checkpoints. Run reads it
 	// under mu; Thaw, which a promotion calls, need not wait for a
@@ -153,23 +154,21 @@ func New(db *mem.DB, log Log, slots Slots, opts Options) *Checkpointer {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	return &Checkpointer{opts: opts, db: db, log: log, mu: make(chan struct{}, 1), slots: slots, stats: Stats{Newest: slots.Newest}}
+	return &Checkpointer{opts: opts, db: db, log: log, mu: semaphore.NewWeighted(1), slots: slots, stats: Stats{Newest: slots.Newest}}
 }
 
 // lock takes mu, waiting for a running checkpoint.
-func (c *Checkpointer) lock() { c.mu <- struct{}{} }
+func (c *Checkpointer) lock() { _ = c.mu.Acquire(context.Background(), 1) } // Background never ends
 
 // lockContext takes mu, waiting for a running checkpoint until ctx ends.
 func (c *Checkpointer) lockContext(ctx context.Context) error {
-	select {
-	case c.mu <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("checkpoint: waiting for the checkpoint under way: %w", ctx.Err())
+	if err := c.mu.Acquire(ctx, 1); err != nil {
+		return fmt.Errorf("checkpoint: waiting for the checkpoint under way: %w", err)
 	}
+	return nil
 }
 
-func (c *Checkpointer) unlock() { <-c.mu }
+func (c *Checkpointer) unlock() { c.mu.Release(1) }
 
 // Stats count what a Checkpointer did since it was made, for metrics.
 type Stats struct {
