@@ -298,21 +298,33 @@ func (s *Server) needsImage(addr string, applied uint64) {
 	}
 }
 
+// replacingMark is the second line of a REIMAGE mark once the node's
+// images and log are being replaced: a start that finds it has nothing
+// of its own left to start with.
+const replacingMark = "replacing"
+
 // reimage carries out a REIMAGE mark in cfg's data dir, if there is one
 // (see needsImage). The image is fetched and checked first, into a
 // directory of its own; only then are the node's images, log and epoch
 // history removed and the image moved into its checkpoint slot. When
 // the fetch fails the node starts with what it had, and tries again at
-// its next start.
+// its next start; unless a start before stopped mid-way through the
+// replacement (replacingMark), which left the node nothing to start
+// with: then the start is refused, not made with an empty database.
 func reimage(cfg *conf.Config, sec *security, logger hclog.Logger) error {
-	b, err := os.ReadFile(filepath.Join(cfg.DataDir, reimageFile))
+	mark := filepath.Join(cfg.DataDir, reimageFile)
+	b, err := os.ReadFile(mark)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("server: read %s: %w", reimageFile, err)
 	}
-	from := strings.TrimSpace(string(b))
+	lines := strings.Fields(string(b))
+	if len(lines) == 0 {
+		return fmt.Errorf("server: %s names no node to fetch an image from", mark)
+	}
+	from, replacing := lines[0], len(lines) > 1 && lines[1] == replacingMark
 	staging := filepath.Join(cfg.DataDir, "reimage")
 	if err := os.RemoveAll(staging); err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -326,6 +338,9 @@ func reimage(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 		return err
 	})
 	if err != nil {
+		if replacing {
+			return fmt.Errorf("server: this node stopped while replacing its database with an image of %s, so it has none of its own left, and the image cannot be fetched now: start it again once %s serves one: %w", from, from, err)
+		}
 		logger.Error("could not fetch an image to replace this node's database; starting with what it has, and trying again at the next start",
 			"from", from, "error", err)
 		if err := os.RemoveAll(staging); err != nil {
@@ -334,6 +349,9 @@ func reimage(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 		return nil
 	}
 	logger.Warn("replacing this node's database with an image of its primary's", "from", from, "lsn", img.LSN)
+	if err := vfs.WriteFile(vfs.Default, mark, []byte(from+"\n"+replacingMark+"\n")); err != nil {
+		return fmt.Errorf("server: mark the replacement begun: %w", err)
+	}
 	ckptDir := checkpoint.Dir(cfg.DataDir)
 	if err := checkpoint.RemoveImages(vfs.Default, ckptDir); err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -372,7 +390,7 @@ func reimage(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 	if err := errors.Join(vfs.Default.SyncDir(ckptDir), os.RemoveAll(staging)); err != nil {
 		return err
 	}
-	if err := vfs.RemoveDurable(vfs.Default, filepath.Join(cfg.DataDir, reimageFile)); err != nil {
+	if err := vfs.RemoveDurable(vfs.Default, mark); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	return nil

@@ -7,10 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	"github.com/mmdb/mmdb/checkpoint"
@@ -292,5 +295,76 @@ func TestPromotionThawsCheckpoints(t *testing.T) {
 	waitFor(t, "no background checkpoint after the promotion", func() bool { return n.srv.ckpt.LSN() == last })
 	if _, err := n.srv.ckpt.Run(ctx(t)); err != nil {
 		t.Fatalf("a checkpoint on demand on the promoted node: %v", err)
+	}
+}
+
+// TestReimageStoppedMidway: a start that replaces the node's database
+// with a fetched image marks REIMAGE "replacing" before it removes the
+// node's images and log. A later start that finds that mark and cannot
+// fetch the image refuses, naming the source, rather than start with
+// the empty database the first left; one that can fetch it finishes the
+// replacement. A start that fails to fetch before any removal starts
+// with what the node has.
+func TestReimageStoppedMidway(t *testing.T) {
+	src := startNode(t, nil)
+	src.withAccounts(3)
+	// A node that serves no image: fetches from it fail at once.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := grpc.NewServer()
+	go func() { _ = bare.Serve(l) }() // ends with Stop
+	t.Cleanup(bare.Stop)
+
+	cfg := conf.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	sec, err := newSecurity(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := hclog.NewNullLogger()
+	mark := filepath.Join(cfg.DataDir, reimageFile)
+	setMark := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(mark, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The replacement stops when the log cannot be removed: a file where
+	// the log directory should be.
+	logDir := cfg.LogDirs()[0]
+	if err := os.WriteFile(logDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	setMark(src.addr + "\n")
+	if err := reimage(cfg, sec, logger); err == nil {
+		t.Fatal("the replacement went on past a log it could not remove")
+	}
+	if b, err := os.ReadFile(mark); err != nil || string(b) != src.addr+"\n"+replacingMark+"\n" {
+		t.Fatalf("REIMAGE after a replacement stopped mid-way: %q %v", b, err)
+	}
+	if err := os.Remove(logDir); err != nil {
+		t.Fatal(err)
+	}
+
+	setMark(l.Addr().String() + "\n" + replacingMark + "\n")
+	err = reimage(cfg, sec, logger)
+	if err == nil || !strings.Contains(err.Error(), "stopped while replacing") || !strings.Contains(err.Error(), l.Addr().String()) {
+		t.Fatalf("a start with nothing left and no image to fetch: %v", err)
+	}
+	setMark(l.Addr().String() + "\n")
+	if err := reimage(cfg, sec, logger); err != nil {
+		t.Fatalf("a failed fetch before any removal: %v", err)
+	}
+	setMark(src.addr + "\n" + replacingMark + "\n")
+	if err := reimage(cfg, sec, logger); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(mark); !os.IsNotExist(err) {
+		t.Fatalf("REIMAGE left after the replacement: %v", err)
+	}
+	if images, err := filepath.Glob(filepath.Join(checkpoint.Dir(cfg.DataDir), "*")); err != nil || len(images) != 1 {
+		t.Fatalf("the checkpoint dir after the replacement: %q %v", images, err)
 	}
 }
