@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -601,5 +604,44 @@ func TestNoRetentionStillShips(t *testing.T) {
 	}
 	if got, want := fmt.Sprint(standby.scanAll("acct", 0, false)), fmt.Sprint(primary.scanAll("acct", 0, false)); got != want {
 		t.Fatalf("the standby holds\n%s\nthe primary\n%s", got, want)
+	}
+}
+
+// TestVanishedCallerIsDropped: a caller that vanishes without a word (a
+// link that silently drops what the node sends) has its connection
+// closed once the node's keepalive pings go unanswered, so its streams
+// end: here a Session's transaction is rolled back long before
+// tx_idle_timeout. A sender of log lost so would likewise keep a standby
+// from following another sender of its epoch.
+func TestVanishedCallerIsDropped(t *testing.T) {
+	saved := serverKeepalive
+	serverKeepalive = keepalive.ServerParameters{Time: 100 * time.Millisecond, Timeout: 100 * time.Millisecond}
+	n := startNode(t, func(c *conf.Config) { c.TxIdleTimeout = time.Hour })
+	serverKeepalive = saved
+	proxy := faultproxy.New(t, n.addr)
+	conn, err := grpc.NewClient(proxy.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() }) // it fails once the node closed it
+	s, err := pb.NewDatabaseServiceClient(conn).Session(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&pb.SessionRequest{Requests: []*pb.Request{{Op: &pb.Request_Begin{Begin: &pb.BeginRequest{}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.Recv(); err != nil || m.GetReplies()[0].GetBegin().GetTxId() == 0 {
+		t.Fatalf("begin on the session: %v %v", m, err)
+	}
+	if open := n.srv.txs.open(); open != 1 {
+		t.Fatalf("%d transactions open, want the session's", open)
+	}
+	proxy.Stall(true)
+	defer proxy.Stall(false)
+	for start := time.Now(); n.srv.txs.open() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second { // a failure detector, not a wait
+			t.Fatal("the session of a caller that stopped answering is still open")
+		}
 	}
 }

@@ -411,12 +411,22 @@ func (s *Server) serverOptions() []grpc.ServerOption {
 		grpc.InitialConnWindowSize(pb.ConnWindowBytes),
 		// Peers ping to find dead links (replica.Dial).
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: replica.KeepaliveTime / 2, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(serverKeepalive),
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxMessageBytes)),
 		grpc.MaxSendMsgSize(int(s.cfg.MaxMessageBytes)),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 	)
 }
+
+// serverKeepalive has the node ping each connection that goes quiet, and
+// close one whose pings go unanswered: a peer or client that vanished
+// without a word (power lost, a link that silently drops everything)
+// ends its streams in seconds, not when TCP gives up. The log stream of a
+// sender so lost would otherwise keep a standby from following another
+// sender of the same epoch, and a client's Session would keep its
+// transactions open.
+var serverKeepalive = keepalive.ServerParameters{Time: replica.KeepaliveTime, Timeout: replica.KeepaliveTimeout}
 
 // streamWorkers is the least number of pooled call goroutines: with
 // fsync-log, 64 clients' writes all wait for syncs at once, and each
