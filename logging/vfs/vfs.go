@@ -127,13 +127,26 @@ func (osFS) SyncDir(dir string) error {
 	return d.Close()
 }
 
-// The system calls that make data durable: osFile.Sync's and
-// osMapping.Flush's, variables so that this package's tests can see
-// them made.
+// The system calls that make data durable and reserve its room:
+// osFile.Sync's, osMapping.Flush's and osFile.Allocate's, variables so
+// that this package's tests can see them made.
 var (
 	fdatasync = unix.Fdatasync
 	msync     = unix.Msync
+	fallocate = unix.Fallocate
 )
+
+// retryEINTR runs call again while a signal interrupts it, as the os
+// package does for its own calls: fallocate is interrupted by any signal
+// the process takes (on tmpfs, for one), and the Go runtime sends its
+// threads signals of its own.
+func retryEINTR(call func() error) error {
+	for {
+		if err := call(); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
 
 type osFile struct{ f *os.File }
 
@@ -144,7 +157,7 @@ func (o osFile) Close() error                             { return o.f.Close() }
 func (o osFile) Name() string                             { return o.f.Name() }
 
 func (o osFile) Sync() error {
-	if err := fdatasync(int(o.f.Fd())); err != nil {
+	if err := retryEINTR(func() error { return fdatasync(int(o.f.Fd())) }); err != nil {
 		return &os.PathError{Op: "fdatasync", Path: o.f.Name(), Err: err}
 	}
 	return nil
@@ -153,7 +166,7 @@ func (o osFile) Sync() error {
 // Allocate uses fallocate; where the file system has none it writes
 // zeros over the part of the range past the file's end.
 func (o osFile) Allocate(size int64) error {
-	err := unix.Fallocate(int(o.f.Fd()), 0, 0, size)
+	err := retryEINTR(func() error { return fallocate(int(o.f.Fd()), 0, 0, size) })
 	if err == nil {
 		return nil
 	}

@@ -240,3 +240,33 @@ func TestSyncCallsTheSystem(t *testing.T) {
 	must(t, m.Unmap())
 	must(t, f.Close())
 }
+
+// TestInterruptedCallsAreRetried: an fallocate or fdatasync that a
+// signal interrupts (EINTR) is made again, not reported as a failure:
+// on tmpfs fallocate is interrupted by any signal, and a failed
+// allocation or sync fails the log.
+func TestInterruptedCallsAreRetried(t *testing.T) {
+	realFallocate, realFdatasync := fallocate, fdatasync
+	t.Cleanup(func() { fallocate, fdatasync = realFallocate, realFdatasync })
+	var allocs, syncs int
+	fallocate = func(fd int, mode uint32, off, n int64) error {
+		if allocs++; allocs < 3 {
+			return unix.EINTR
+		}
+		return realFallocate(fd, mode, off, n)
+	}
+	fdatasync = func(fd int) error {
+		if syncs++; syncs < 3 {
+			return unix.EINTR
+		}
+		return realFdatasync(fd)
+	}
+	f, err := Default.Create(filepath.Join(t.TempDir(), "segment"))
+	must(t, err)
+	must(t, f.Allocate(1<<16))
+	must(t, f.Sync())
+	if size, err := f.Size(); err != nil || size != 1<<16 || allocs != 3 || syncs != 3 {
+		t.Fatalf("size %d (%v) after %d fallocate and %d fdatasync calls; want 65536 after 3 of each", size, err, allocs, syncs)
+	}
+	must(t, f.Close())
+}
