@@ -7,9 +7,10 @@
 //     and their records stay in an in-memory ring (Ring), for replication.
 //   - mmap-log: records go to the redo log, whose channels copy them into
 //     memory-mapped, preallocated segments and msync those every
-//     MmapSyncInterval; a commit waits until its record is copied (its
-//     channel's flusher copies each group in one go), so it survives a
-//     crash of the process.
+//     MmapSyncInterval; a commit waits until its record is copied (most
+//     by the commit's own Append; the channel's flusher copies those that
+//     need a new segment, compression or a place behind queued records),
+//     so it survives a crash of the process.
 //   - fsync-log: records go to the redo log (package logging); a commit
 //     waits for its group's fdatasync.
 //
