@@ -371,7 +371,7 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 		select {
 		case <-old.done:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, status.FromContextError(ctx.Err()).Err()
 		}
 		r.mu.Lock()
 		if r.follow == old {
