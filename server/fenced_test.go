@@ -266,6 +266,28 @@ func TestPromotionDuringDivergedImageWrite(t *testing.T) {
 // came); promoted, it writes checkpoints again, in the background
 // (checkpoint_interval) and on demand.
 func TestPromotionThawsCheckpoints(t *testing.T) {
+	n := frozenBySetAside(t)
+	// mmdbd checkpoint is told why, as a state of the node, not an
+	// internal error.
+	_, err := n.admin.Checkpoint(ctx(t), &pb.CheckpointRequest{})
+	wantCode(t, err, codes.FailedPrecondition, "restart")
+	if _, err := n.admin.Promote(ctx(t), &pb.PromoteRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(4, 100)}); err != nil {
+		t.Fatal(err)
+	}
+	last := n.srv.db.LastLSN()
+	waitFor(t, "no background checkpoint after the promotion", func() bool { return n.srv.ckpt.LSN() == last })
+	if _, err := n.srv.ckpt.Run(ctx(t)); err != nil {
+		t.Fatalf("a checkpoint on demand on the promoted node: %v", err)
+	}
+}
+
+// frozenBySetAside returns a standby whose diverged tail could not be set
+// aside, so its checkpoints are frozen.
+func frozenBySetAside(t *testing.T) *node {
+	t.Helper()
 	// no-log: the tail is set aside as an image, which fails here
 	n := startNode(t, func(c *conf.Config) { c.CheckpointInterval = 20 * time.Millisecond })
 	n.withAccounts(3)
@@ -281,21 +303,27 @@ func TestPromotionThawsCheckpoints(t *testing.T) {
 	if _, err := n.srv.ckpt.Run(ctx(t)); !errors.Is(err, checkpoint.ErrFrozen) {
 		t.Fatalf("checkpoints after a failed set-aside: %v, want them frozen", err)
 	}
-	// mmdbd checkpoint is told why, as a state of the node, not an
-	// internal error.
-	_, err := n.admin.Checkpoint(ctx(t), &pb.CheckpointRequest{})
-	wantCode(t, err, codes.FailedPrecondition, "restart")
-	if _, err := n.admin.Promote(ctx(t), &pb.PromoteRequest{}); err != nil {
+	return n
+}
+
+// TestShutdownWhileFrozen: a clean shutdown of a node whose checkpoints
+// are frozen (diverged records it could not set aside) writes no image
+// and is no failure: it used to return the checkpoint's ErrFrozen, and
+// mmdbd exited non-zero.
+func TestShutdownWhileFrozen(t *testing.T) {
+	n := frozenBySetAside(t)
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.srv.Shutdown(c); err != nil {
+		t.Fatalf("shutdown with checkpoints frozen: %v", err)
+	}
+	if err := <-n.done; err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(4, 100)}); err != nil {
+	if err := n.conn.Close(); err != nil {
 		t.Fatal(err)
 	}
-	last = n.srv.db.LastLSN()
-	waitFor(t, "no background checkpoint after the promotion", func() bool { return n.srv.ckpt.LSN() == last })
-	if _, err := n.srv.ckpt.Run(ctx(t)); err != nil {
-		t.Fatalf("a checkpoint on demand on the promoted node: %v", err)
-	}
+	n.srv = nil
 }
 
 // TestReimageStoppedMidway: a start that replaces the node's database

@@ -524,7 +524,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			// start replays no log; but not one holding the records the
 			// next start cuts from the log.
 			if !restarting {
-				if _, cerr := s.ckpt.Run(context.Background()); cerr != nil {
+				switch _, cerr := s.ckpt.Run(context.Background()); {
+				case errors.Is(cerr, checkpoint.ErrFrozen):
+					// Diverged records it could not set aside: no image
+					// may hold them.
+					s.log.Warn("no checkpoint at shutdown: checkpoints are stopped while this node holds records diverged from its primary's", "last-lsn", s.db.LastLSN())
+				case cerr != nil:
 					err = errors.Join(err, fmt.Errorf("server: checkpoint at shutdown: %w", cerr))
 				}
 			}
