@@ -172,9 +172,12 @@ func (c *Checkpointer) unlock() { c.mu.Release(1) }
 
 // Stats count what a Checkpointer did since it was made, for metrics.
 type Stats struct {
-	Written, Skipped, Failed int64         // Run's results
-	LastDuration             time.Duration // how long the last image written took; zero before one
-	Newest                   Image         // the newest image (LSN zero: none)
+	// Run's results. Cancelled counts checkpoints whose context ended
+	// while they ran (their caller gave up, Freeze, Stop): no fault of
+	// the node's, unlike Failed.
+	Written, Skipped, Cancelled, Failed int64
+	LastDuration                        time.Duration // how long the last image written took; zero before one
+	Newest                              Image         // the newest image (LSN zero: none)
 }
 
 // Stats returns the counts, without waiting for a running checkpoint.
@@ -225,6 +228,8 @@ func (c *Checkpointer) Run(ctx context.Context) (Result, error) {
 	c.statsMu.Lock()
 	defer c.statsMu.Unlock()
 	switch {
+	case err != nil && ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		c.stats.Cancelled++
 	case err != nil:
 		c.stats.Failed++
 	case res.Skipped:
@@ -344,6 +349,10 @@ func WriteImage(ctx context.Context, fs vfs.FS, path string, db *mem.DB, epochAt
 	return img, nil
 }
 
+// cancelCheckRows is how many rows an image is written between looks at
+// whether its checkpoint was cancelled.
+const cancelCheckRows = 4096
+
 // encode writes the snapshot's image, with header h, to out. If kept is
 // not nil, it records the most memory the snapshot held in old row
 // versions, sampled after each table.
@@ -358,11 +367,21 @@ func encode(ctx context.Context, out io.Writer, sn *mem.Snapshot, h image.Header
 			return nil, err
 		}
 	}
+	n := 0
 	for _, def := range defs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		err := sn.Scan(def.ID, func(r mem.Record) error { return w.Row(def.ID, r.Encoded()) })
+		err := sn.Scan(def.ID, func(r mem.Record) error {
+			// A table may take seconds: a Freeze or Stop must not wait
+			// for all of it.
+			if n++; n%cancelCheckRows == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			return w.Row(def.ID, r.Encoded())
+		})
 		if err != nil {
 			return nil, fmt.Errorf("table %q: %w", def.Name, err)
 		}

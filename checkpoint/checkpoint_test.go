@@ -692,12 +692,11 @@ func (f *gatedFile) WriteAt(p []byte, off int64) (int, error) {
 // quickly; the image then holds the database as of its start, not the
 // commits made during it, and the old versions it kept for them are a
 // small fraction of it (SPEC 5: checkpoints do not stop the world).
-func TestCheckpointDoesNotBlockCommits(t *testing.T) {
-	fs := vfs.NewMemFS()
-	n := openNode(t, fs)
-	// A table the image writes first (it is created first), large enough
-	// to take many writes: the image stalls in it.
-	db := n.store.DB()
+// fillTable creates a table the image writes first (when it is created
+// first), large enough to take many writes, of many rows: an image stalls
+// in it (gatedFS).
+func fillTable(t *testing.T, db *mem.DB) *mem.Table {
+	t.Helper()
 	fill, err := db.CreateTable(mem.TableDef{Name: "fill", Columns: []mem.ColumnDef{
 		{Name: "id", Type: mem.TypeInt64}, {Name: "pad", Type: mem.TypeBytes, MaxLen: 200},
 	}, PrimaryKey: []string{"id"}, PrimaryKind: mem.Ordered})
@@ -720,6 +719,14 @@ func TestCheckpointDoesNotBlockCommits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return fill
+}
+
+func TestCheckpointDoesNotBlockCommits(t *testing.T) {
+	fs := vfs.NewMemFS()
+	n := openNode(t, fs)
+	db := n.store.DB()
+	fill := fillTable(t, db)
 	b := banktest.Setup(t, db, n.wait)
 	banktest.Run(db, b, 0, 2, 100, n.wait, nil)
 	before, err := digest.Of(n.store.DB())

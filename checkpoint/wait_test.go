@@ -56,3 +56,29 @@ func TestRunWaitsOnlyUntilItsContextEnds(t *testing.T) {
 		t.Fatalf("after one checkpoint and one Run that gave up waiting: %+v, want 1 written, 0 failed", st)
 	}
 }
+
+// TestCancelledCheckpointIsNoFailure: a checkpoint whose context ends
+// while it writes its image (its caller gave up; Freeze or Stop ended the
+// background one) counts as cancelled, not failed: operators alert on
+// failed checkpoints.
+func TestCancelledCheckpointIsNoFailure(t *testing.T) {
+	n := openNode(t, vfs.NewMemFS())
+	fillTable(t, n.store.DB())
+	gate := &gatedFS{MemFS: n.fs, dir: ckptDir, held: make(chan struct{}), open: make(chan struct{})}
+	c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: gate, Dir: ckptDir})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Run(ctx)
+		done <- err
+	}()
+	<-gate.held // mid-image
+	cancel()
+	close(gate.open)
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a checkpoint cancelled mid-image: %v, want its context's error", err)
+	}
+	if st := c.Stats(); st.Cancelled != 1 || st.Failed != 0 || st.Written != 0 {
+		t.Fatalf("after a cancelled checkpoint: %+v, want 1 cancelled, none failed", st)
+	}
+}

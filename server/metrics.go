@@ -306,6 +306,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		cs := s.ckpt.Stats()
 		counter(c.checkpoints, float64(cs.Written), "written")
 		counter(c.checkpoints, float64(cs.Skipped), "skipped")
+		counter(c.checkpoints, float64(cs.Cancelled), "cancelled")
 		counter(c.checkpoints, float64(cs.Failed), "failed")
 		if cs.Written > 0 {
 			gauge(c.checkpointSeconds, cs.LastDuration.Seconds())

@@ -105,6 +105,7 @@ func TestMetricsEndpoint(t *testing.T) {
 
 	want("mmdb_checkpoints_total", is(1), "result", "written")
 	want("mmdb_checkpoints_total", is(0), "result", "failed")
+	want("mmdb_checkpoints_total", is(0), "result", "cancelled")
 	want("mmdb_checkpoint_image_bytes", is(float64(ck.GetBytes())))
 	want("mmdb_checkpoint_lsn", is(float64(ck.GetLsn())))
 	want("mmdb_checkpoint_last_duration_seconds", is(ck.GetDuration().AsDuration().Seconds()))
