@@ -658,6 +658,21 @@ func TestTriggers(t *testing.T) {
 
 // gatedFS holds the first write to a file under dir until open is
 // closed, saying so on held: an image whose writing stalls.
+// stalled starts a checkpoint of n's database, with ctx, that stalls in
+// its image until gate.open is closed, and returns once it does: its
+// Checkpointer, the gate, and the channel its Run's error comes on.
+func stalled(ctx context.Context, n *node) (*checkpoint.Checkpointer, *gatedFS, <-chan error) {
+	gate := &gatedFS{MemFS: n.fs, dir: ckptDir, held: make(chan struct{}), open: make(chan struct{})}
+	c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: gate, Dir: ckptDir})
+	ran := make(chan error, 1)
+	go func() {
+		_, err := c.Run(ctx)
+		ran <- err
+	}()
+	<-gate.held
+	return c, gate, ran
+}
+
 type gatedFS struct {
 	*vfs.MemFS
 	dir  string

@@ -63,14 +63,7 @@ func TestThawDoesNotWaitForACheckpoint(t *testing.T) {
 	n := openNode(t, vfs.NewMemFS())
 	b := banktest.Setup(t, n.store.DB(), n.wait)
 	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
-	gate := &gatedFS{MemFS: n.fs, dir: ckptDir, held: make(chan struct{}), open: make(chan struct{})}
-	c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: gate, Dir: ckptDir})
-	ran := make(chan error, 1)
-	go func() {
-		_, err := c.Run(context.Background())
-		ran <- err
-	}()
-	<-gate.held // the checkpoint stalls in its image
+	c, gate, ran := stalled(context.Background(), n)
 	thawed := make(chan bool, 1)
 	go func() { thawed <- c.Thaw() }()
 	select {

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/internal/banktest"
 	"github.com/mmdb/mmdb/logging/vfs"
 )
@@ -22,14 +21,7 @@ func TestRunWaitsOnlyUntilItsContextEnds(t *testing.T) {
 	n := openNode(t, vfs.NewMemFS())
 	b := banktest.Setup(t, n.store.DB(), n.wait)
 	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
-	gate := &gatedFS{MemFS: n.fs, dir: ckptDir, held: make(chan struct{}), open: make(chan struct{})}
-	c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: gate, Dir: ckptDir})
-	first := make(chan error, 1)
-	go func() {
-		_, err := c.Run(context.Background())
-		first <- err
-	}()
-	<-gate.held // the first checkpoint stalls in its image
+	c, gate, first := stalled(context.Background(), n)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	second := make(chan error, 1)
@@ -64,15 +56,8 @@ func TestRunWaitsOnlyUntilItsContextEnds(t *testing.T) {
 func TestCancelledCheckpointIsNoFailure(t *testing.T) {
 	n := openNode(t, vfs.NewMemFS())
 	fillTable(t, n.store.DB())
-	gate := &gatedFS{MemFS: n.fs, dir: ckptDir, held: make(chan struct{}), open: make(chan struct{})}
-	c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: gate, Dir: ckptDir})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.Run(ctx)
-		done <- err
-	}()
-	<-gate.held // mid-image
+	c, gate, done := stalled(ctx, n) // mid-image
 	cancel()
 	close(gate.open)
 	if err := <-done; !errors.Is(err, context.Canceled) {
