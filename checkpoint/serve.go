@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/mmdb/mmdb/checkpoint/image"
 	"github.com/mmdb/mmdb/logging/vfs"
@@ -85,7 +86,7 @@ const maxIdle = 2
 // open). Images are made one at a time.
 type Shelf struct {
 	opts   ShelfOptions
-	making sync.Mutex // held while Source runs
+	making *semaphore.Weighted // held while Source runs; waited for only while a caller's context lasts
 	mu     sync.Mutex
 	images map[ImageID]*shelved
 	closed bool
@@ -105,7 +106,7 @@ func NewShelf(opts ShelfOptions) *Shelf {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	return &Shelf{opts: opts, images: map[ImageID]*shelved{}}
+	return &Shelf{opts: opts, making: semaphore.NewWeighted(1), images: map[ImageID]*shelved{}}
 }
 
 // Get returns the image named id, or, when id is zero, a current image:
@@ -116,8 +117,10 @@ func (s *Shelf) Get(ctx context.Context, id ImageID) (*Served, error) {
 	if id != (ImageID{}) {
 		return s.named(id)
 	}
-	s.making.Lock()
-	defer s.making.Unlock()
+	if err := s.making.Acquire(ctx, 1); err != nil {
+		return nil, fmt.Errorf("checkpoint: waiting for the image another fetch is making: %w", err)
+	}
+	defer s.making.Release(1)
 	if img := s.current(); img != nil {
 		return img, nil
 	}

@@ -457,3 +457,55 @@ func TestFoundImageIsNotFresh(t *testing.T) {
 		t.Fatalf("a new transfer got the image at LSN %d (the one resumed is at %d), the database is at %d", img.Header.LSN, old.Header.LSN, n.store.DB().LastLSN())
 	}
 }
+
+// TestShelfWaitGivesUp: a fetch that comes while another makes the
+// current image waits for it only while its own context lasts.
+func TestShelfWaitGivesUp(t *testing.T) {
+	db := bankDB(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	shelf := checkpoint.NewShelf(checkpoint.ShelfOptions{
+		Source: func(ctx context.Context) (*checkpoint.Served, error) {
+			close(entered)
+			<-release
+			return checkpoint.Encode(ctx, db, nil)
+		},
+		LSN:  db.LastLSN,
+		Keep: time.Minute,
+	})
+	defer func() {
+		if err := shelf.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	first := make(chan error, 1)
+	go func() {
+		img, err := shelf.Get(context.Background(), checkpoint.ImageID{})
+		if err == nil {
+			shelf.Put(img)
+		}
+		first <- err
+	}()
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	second := make(chan error, 1)
+	go func() {
+		_, err := shelf.Get(ctx, checkpoint.ImageID{})
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("a fetch whose context ended while another made the image: %v, want its context's error", err)
+		}
+	case <-time.After(10 * time.Second): // a failure detector, not a wait
+		close(release)
+		<-first
+		<-second
+		t.Fatal("a fetch whose context ended waited on for the image another made")
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+}
