@@ -509,3 +509,66 @@ func TestReadsStraddlingIndexDDL(t *testing.T) {
 	}
 	commit(tx, "a DropIndex of the index it scanned", ErrConflict)
 }
+
+// TestPromotedDDLKeepsFaultedIndex: on a node promoted after the build
+// of a unique index its primary's CreateIndex added found that this
+// node's rows break it, a schema change of its own on the table leaves
+// that index faulted. A DropIndex of another index keeps it unreadable,
+// and writes that would claim its keys refused; a CreateIndex is refused
+// with its fault. Before, either published a state without the build,
+// so the index, short of the rows the build had not reached, served
+// reads (a key it lacked read as absent) and unique checks. Dropping the
+// faulted index itself mends the table.
+func TestPromotedDDLKeepsFaultedIndex(t *testing.T) {
+	db, tb := onlineTable(t, 3000)
+	ctx := context.Background()
+	if _, err := db.CreateIndex(ctx, "w", IndexDef{Name: "by_pad", Columns: []string{"pad"}, Kind: Ordered}); err != nil {
+		t.Fatal(err)
+	}
+	// Row 2 takes row 1's v: the build stops on the first page.
+	reviewCommit(t, func(tx *Tx) error {
+		return tx.Update(tb, []Value{Uint64(2)}, []ColumnValue{{Column: 1, Value: Uint64(10)}})
+	}, db)
+	applySoon(t, db, db.LastLSN()+1, createIndexOp(tb, IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: Hash}))
+	waitBuilt(db)
+	checkFaultedIndex(t, db, tb, "by_v", Uint64(20))
+	// faulted checks what checkFaultedIndex does but the delete, which
+	// it made already.
+	faulted := func(after string) {
+		t.Helper()
+		ix, err := tb.Index("by_v")
+		if err != nil {
+			t.Fatalf("after %s: %v", after, err)
+		}
+		tx := db.Begin()
+		defer tx.Rollback()
+		// Row 2990 is on a page the build never reached: the index lacks it.
+		if _, _, err := tx.GetBy(tb, ix, []Value{Uint64(29900)}); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("after %s, GetBy by the index that did not fit: %v, want its build's ErrCorrupt", after, err)
+		}
+		if err := commitSoon(t, db, func(tx *Tx) error { return tx.Insert(tb, onlineRow(7000, 29900)) }); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("after %s, an insert of a key the index lacks: %v, want the build's ErrCorrupt", after, err)
+		}
+	}
+	if _, err := db.DropIndex("w", "by_pad"); err != nil {
+		t.Fatalf("DropIndex of another index: %v", err)
+	}
+	if _, err := tb.Index("by_pad"); !errors.Is(err, ErrNoIndex) {
+		t.Fatalf("the dropped index: %v, want ErrNoIndex", err)
+	}
+	faulted("a DropIndex of another index")
+	last := db.LastLSN()
+	if _, err := db.CreateIndex(ctx, "w", IndexDef{Name: "by_v2", Columns: []string{"v"}, Kind: Ordered}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "imaged again") {
+		t.Fatalf("CreateIndex on the table of the faulted index: %v, want its fault", err)
+	}
+	if db.LastLSN() != last {
+		t.Fatalf("LastLSN %d after the refused CreateIndex, want %d", db.LastLSN(), last)
+	}
+	faulted("a refused CreateIndex")
+	if _, err := db.DropIndex("w", "by_v"); err != nil {
+		t.Fatalf("DropIndex of the faulted index: %v", err)
+	}
+	if err := commitSoon(t, db, func(tx *Tx) error { return tx.Insert(tb, onlineRow(7000, 70000)) }); err != nil {
+		t.Fatalf("an insert once the faulted index is dropped: %v", err)
+	}
+}

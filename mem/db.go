@@ -560,6 +560,15 @@ func (db *DB) createIndex(ctx context.Context, t *Table, def IndexDef, applyLSN 
 		return 0, errorf(ErrNoTable, "%q", t.name)
 	}
 	old := t.state.Load()
+	if old.build != nil {
+		// With ddlMu free, only a build that failed is left (a node
+		// promoted since): its index stays the last, unreadable, until
+		// it is dropped.
+		if err := old.build.fault(); err != nil {
+			return 0, err
+		}
+		return 0, errorf(ErrBuilding, "table %q: its index %q is being built", t.name, old.s.indexes[len(old.s.indexes)-1].name)
+	}
 	s, err := old.s.withIndex(def)
 	if err != nil {
 		return 0, err
@@ -739,7 +748,15 @@ func (db *DB) dropIndex(ctx context.Context, t *Table, name string, applyLSN uin
 	}
 	lsn, err := db.ddl(Op{Kind: OpDropIndex, Table: t.id, Data: []byte(name)}, applyLSN, nil, func(lsn uint64) {
 		idx := append(append([]index(nil), old.idx[:ix]...), old.idx[ix+1:]...)
-		t.state.Store(&tableState{s: s, idx: idx})
+		next := &tableState{s: s, idx: idx}
+		if ix < len(old.idx)-1 {
+			// A build that failed (the only kind left with ddlMu free)
+			// keeps its index, still the last, unreadable: without it
+			// the index, short of the rows the build did not reach,
+			// would serve reads and unique checks.
+			next.build = old.build
+		}
+		t.state.Store(next)
 	})
 	if err == nil {
 		db.logger.Info("index dropped", "table", t.name, "index", name, "lsn", lsn)
