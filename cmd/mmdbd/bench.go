@@ -269,8 +269,11 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 			defer wg.Done()
 			// With -rate, each client's work is due at a fixed interval
 			// (staggered between clients), and waits for it; one started
-			// late counts from when it was due, so a server that falls
-			// behind shows in the latency instead of slowing the load.
+			// late counts its latency from when it was due, so a server
+			// that falls behind shows in the latency instead of slowing the
+			// load. Whether an op is measured goes by when it started, so
+			// tx/s is what ran in the measured time, not what was due, and
+			// a client behind its schedule stops at the end all the same.
 			var every time.Duration
 			due := start
 			if o.rate > 0 {
@@ -278,25 +281,30 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 				due = start.Add(every * time.Duration(i) / time.Duration(o.clients))
 			}
 			for {
-				t0 := time.Now()
+				now := time.Now()
+				t0 := now // what the latency counts from
 				if every > 0 {
-					if wait := due.Sub(t0); wait > 0 {
+					if !due.Before(end) {
+						return
+					}
+					if wait := due.Sub(now); wait > 0 {
 						select {
 						case <-ctx.Done():
 							return
 						case <-time.After(wait):
 						}
+						now = time.Now()
 					}
 					t0, due = due, due.Add(every)
 				}
-				if !t0.Before(end) || ctx.Err() != nil {
+				if !now.Before(end) || ctx.Err() != nil {
 					return
 				}
 				r := ops[i](ctx)
 				if r.lat == 0 {
 					r.lat = time.Since(t0)
 				}
-				if t0.Before(measureFrom) {
+				if now.Before(measureFrom) {
 					continue
 				}
 				if r.err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"os"
 	"strings"
@@ -66,5 +67,50 @@ func TestBenchInterruptedCleansUp(t *testing.T) {
 	}
 	if entries, err := os.ReadDir(tmp); err != nil || len(entries) > 0 {
 		t.Errorf("left in $TMPDIR: %v %v", entries, err)
+	}
+}
+
+// slowWorkload is a workload of one kind whose every op takes d.
+func slowWorkload(d time.Duration) *workload {
+	return &workload{kinds: []string{"slow"}, close: func() error { return nil }, newOp: func(int) (op, error) {
+		return func(context.Context) opResult {
+			time.Sleep(d)
+			return opResult{n: 1, ok: 1}
+		}, nil
+	}}
+}
+
+// TestBenchRateCountsWhatRan: with -rate above what the node does, tx/s is
+// what ran in the measured time and the run ends on time; before, it
+// counted the operations that were due (so it reported the rate asked
+// for) and ran on past the end until the clients caught up.
+func TestBenchRateCountsWhatRan(t *testing.T) {
+	o := benchOpts{workload: "kv", api: "unary", clients: 2, duration: 300 * time.Millisecond, rate: 1000}
+	start := time.Now()
+	res, err := runBench(context.Background(), o, slowWorkload(20*time.Millisecond), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two clients of 20 ms ops do at most 100/s.
+	if took := time.Since(start); res.TxPerSec > 110 || took > 600*time.Millisecond {
+		t.Errorf("-rate 1000 against 100/s: %.0f tx/s reported, the run took %s", res.TxPerSec, took)
+	}
+	// Latency still counts from when each op was due: the backlog shows.
+	if res.P99us < 100_000 {
+		t.Errorf("p99 %.0f µs: the backlog does not show", res.P99us)
+	}
+}
+
+// TestBenchRateEndsOnTime: a client whose next op is due after the end
+// stops at the end; before, it waited until the op was due.
+func TestBenchRateEndsOnTime(t *testing.T) {
+	o := benchOpts{workload: "kv", api: "unary", clients: 1, duration: 100 * time.Millisecond, rate: 0.5}
+	start := time.Now()
+	res, err := runBench(context.Background(), o, slowWorkload(0), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second || res.Transactions[0].Count != 1 {
+		t.Errorf("-rate 0.5 for 100ms: %d ops, took %s", res.Transactions[0].Count, took)
 	}
 }
