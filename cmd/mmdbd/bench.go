@@ -66,6 +66,9 @@ type workload struct {
 	kinds []string
 	newOp func(client int) (op, error)
 	close func() error
+	// subscribers is TATP's P: what the clients draw from, which over
+	// gRPC is what the node already holds when it holds TATP.
+	subscribers uint64
 	// In process only: the node's durability and its log's counts.
 	durability string
 	logStats   func() logging.Stats
@@ -150,7 +153,7 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	if ctx.Err() != nil {
 		return errors.New("interrupted: the run was stopped before its end, and nothing is reported")
 	}
-	res.Durability = w.durability
+	res.Durability, res.Subscribers = w.durability, w.subscribers
 	if w.logStats != nil {
 		res.Log = newLogResult(before, w.logStats())
 	}
@@ -421,10 +424,7 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 	if o.inprocess {
 		res.API = "none"
 	}
-	switch o.workload {
-	case "tatp":
-		res.Subscribers = o.subscribers
-	case "kv":
+	if o.workload == "kv" {
 		res.Keys, res.ReadRatio, res.ValueSize = o.keys, &o.readRatio, o.valueSize
 		if o.api == "session" && !o.inprocess {
 			res.Pipeline, res.Window = o.pipeline, o.window

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"strings"
@@ -112,5 +113,24 @@ func TestBenchRateEndsOnTime(t *testing.T) {
 	}
 	if took := time.Since(start); took > time.Second || res.Transactions[0].Count != 1 {
 		t.Errorf("-rate 0.5 for 100ms: %d ops, took %s", res.Transactions[0].Count, took)
+	}
+}
+
+// TestBenchReportsLoadedSubscribers: over gRPC against a node that
+// already holds TATP, the report states the subscribers the run drew
+// from (TATP's P), not -subscribers; before, it stated the flag's value.
+func TestBenchReportsLoadedSubscribers(t *testing.T) {
+	addr := startNode(t, nil)
+	args := []string{"bench", "-addr", addr, "-workload", "tatp", "-clients", "1", "-warmup", "0s", "-duration", "20ms", "-json"}
+	if code := run(append(args, "-subscribers", "300"), nil, io.Discard, io.Discard); code != 0 {
+		t.Fatalf("load: exit %d", code)
+	}
+	var out, stderr strings.Builder
+	if code := run(append(args, "-subscribers", "5000"), nil, &out, &stderr); code != 0 {
+		t.Fatalf("bench: exit %d\n%s", code, &stderr)
+	}
+	var res benchResult
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil || res.Subscribers != 300 {
+		t.Errorf("subscribers %d reported, want 300 (%v)\n%s", res.Subscribers, err, &out)
 	}
 }

@@ -95,7 +95,7 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 		if err != nil {
 			return nil, errors.Join(err, closeAll())
 		}
-		return &workload{kinds: tatpKinds, close: closeAll, logStats: srv.LogStats, durability: cfg.Durability, newOp: func(i int) (op, error) {
+		return &workload{kinds: tatpKinds, close: closeAll, subscribers: d.P, logStats: srv.LogStats, durability: cfg.Durability, newOp: func(i int) (op, error) {
 			c := d.NewClient(o.seed + uint64(i) + 1)
 			c.Wait = wait
 			return func(context.Context) opResult {
@@ -250,7 +250,7 @@ func grpcWorkload(ctx context.Context, o benchOpts, stderr io.Writer) (*workload
 		if err != nil {
 			return nil, errors.Join(err, closeAll())
 		}
-		return &workload{kinds: tatpKinds, close: closeAll, newOp: func(i int) (op, error) {
+		return &workload{kinds: tatpKinds, close: closeAll, subscribers: p, newOp: func(i int) (op, error) {
 			var call tatp.Caller
 			if o.api == "session" {
 				s, err := session()
