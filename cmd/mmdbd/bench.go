@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"slices"
@@ -458,7 +459,9 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 }
 
 // percentile returns the q-quantile of the samples' latencies, each
-// weighted by its operations, in microseconds.
+// weighted by its operations, in microseconds: the latency of the
+// operation at rank ceil(q*total) (nearest rank), so that p99 of 100
+// operations is the 99th, not the slowest.
 func percentile(s []sample, q float64) float64 {
 	if len(s) == 0 {
 		return 0
@@ -468,11 +471,14 @@ func percentile(s []sample, q float64) float64 {
 	for _, x := range s {
 		total += uint64(x.n)
 	}
-	want := uint64(q * float64(total))
+	// q*total is whole or at least 0.001 past a whole number for the
+	// quantiles reported; the slack keeps a rounding error of the product
+	// from moving a whole rank up by one.
+	rank := max(uint64(math.Ceil(q*float64(total)-1e-6)), 1)
 	var seen uint64
 	for _, x := range s {
 		seen += uint64(x.n)
-		if seen > want {
+		if seen >= rank {
 			return float64(x.lat.Nanoseconds()) / 1e3
 		}
 	}
