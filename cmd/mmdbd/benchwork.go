@@ -85,12 +85,25 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 	closeAll := func() error { return errors.Join(srv.Shutdown(context.WithoutCancel(ctx)), cleanup()) }
 	db := srv.DB()
 	wait := func(lsn uint64) error { return srv.WaitDurable(ctx, lsn) }
+	// loaded waits until the load is in the log: the run's log counts
+	// start when the run does, and must not take in the load's last
+	// batches, still on their way to the log. A signal that ends the wait
+	// ends the run, which then says it was interrupted.
+	loaded := func() error {
+		if err := wait(db.LastLSN()); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("bench: wait for the load to reach the log: %w", err)
+		}
+		return nil
+	}
 	switch o.workload {
 	case "tatp":
 		d, err := tatp.Create(db, o.subscribers)
 		if err == nil {
 			bar := loadBar(stderr, o.subscribers, "subscribers")
 			err = d.Load(runtime.GOMAXPROCS(0), o.seed, func(n uint64) { _ = bar.Set64(int64(n)) })
+		}
+		if err == nil {
+			err = loaded()
 		}
 		if err != nil {
 			return nil, errors.Join(err, closeAll())
@@ -108,6 +121,9 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 		t, err := db.CreateTable(kvTable(o.valueSize))
 		if err == nil {
 			err = loadKVInProcess(db, t, o, stderr)
+		}
+		if err == nil {
+			err = loaded()
 		}
 		if err != nil {
 			return nil, errors.Join(err, closeAll())
