@@ -143,10 +143,6 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, w.close()) }()
-	var before logging.Stats
-	if w.logStats != nil {
-		before = w.logStats()
-	}
 	res, err := runBench(ctx, o, w, stderr)
 	if err != nil {
 		return err
@@ -155,9 +151,6 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 		return errors.New("interrupted: the run was stopped before its end, and nothing is reported")
 	}
 	res.Durability, res.Subscribers = w.durability, w.subscribers
-	if w.logStats != nil {
-		res.Log = newLogResult(before, w.logStats())
-	}
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -263,6 +256,21 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 	start := time.Now()
 	measureFrom, end := start.Add(o.warmup), start.Add(o.warmup+o.duration)
 	stats := make([]*clientStats, o.clients)
+	// The log's counts cover the measured time, as the ops do.
+	var logBefore logging.Stats
+	var logAt *time.Timer
+	logTaken := make(chan struct{})
+	takeLog := func() {
+		logBefore = w.logStats()
+		close(logTaken)
+	}
+	switch {
+	case w.logStats == nil:
+	case o.warmup == 0:
+		takeLog()
+	default:
+		logAt = time.AfterFunc(time.Until(measureFrom), takeLog)
+	}
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	for i := range ops {
@@ -334,7 +342,13 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 	wg.Wait()
 	close(stop)
 	pw.Wait()
-	return summarize(o, w.kinds, stats, o.duration), nil
+	res := summarize(o, w.kinds, stats, o.duration)
+	// A timer that had not fired: the run was interrupted in its warm-up.
+	if w.logStats != nil && (logAt == nil || !logAt.Stop()) {
+		<-logTaken
+		res.Log = newLogResult(logBefore, w.logStats())
+	}
+	return res, nil
 }
 
 // progress prints a line a second until stop is closed.
@@ -385,8 +399,8 @@ type benchResult struct {
 	Transactions []kindResult `json:"transactions"`
 }
 
-// logResult is what the redo log did during an in-process run (warm-up
-// included).
+// logResult is what the redo log did during an in-process run's
+// measured time.
 type logResult struct {
 	Records          int64   `json:"records"`
 	Syncs            int64   `json:"syncs"`
