@@ -316,12 +316,14 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 				if r.lat == 0 {
 					r.lat = time.Since(t0)
 				}
-				if now.Before(measureFrom) {
-					continue
-				}
+				// A failure counts in the warm-up too: the run's numbers
+				// stand only if nothing failed.
 				if r.err != nil {
 					st.errors++
 					st.lastErr = r.err
+					continue
+				}
+				if now.Before(measureFrom) {
 					continue
 				}
 				s := sample{r.lat, uint32(r.n)}

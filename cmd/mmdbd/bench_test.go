@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"math"
 	"os"
@@ -201,5 +202,30 @@ func TestBenchLogLeavesOutTheWarmup(t *testing.T) {
 	puts := res.Transactions[1].Count
 	if res.Log == nil || math.Abs(float64(res.Log.Records-puts)) > 0.1*float64(puts) {
 		t.Errorf("%d puts measured; the log says %+v", puts, res.Log)
+	}
+}
+
+// TestBenchCountsWarmupErrors: an operation that fails in the warm-up is
+// an error of the run (and bench exits 1 for it), as one that fails later
+// is; before, the warm-up's failures were dropped with its samples.
+func TestBenchCountsWarmupErrors(t *testing.T) {
+	w := &workload{kinds: []string{"flaky"}, close: func() error { return nil }, newOp: func(int) (op, error) {
+		first := true
+		return func(context.Context) opResult {
+			time.Sleep(time.Millisecond)
+			if first {
+				first = false
+				return opResult{n: 1, err: errors.New("node unavailable")}
+			}
+			return opResult{n: 1, ok: 1}
+		}, nil
+	}}
+	o := benchOpts{workload: "kv", api: "unary", clients: 1, warmup: 50 * time.Millisecond, duration: 50 * time.Millisecond}
+	res, err := runBench(context.Background(), o, w, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 1 || res.LastError != "node unavailable" || res.Transactions[0].Count == 0 {
+		t.Errorf("an error in the warm-up: %d errors (%q), %d ops", res.Errors, res.LastError, res.Transactions[0].Count)
 	}
 }
