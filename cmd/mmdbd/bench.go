@@ -504,7 +504,11 @@ func percentile(s []sample, q float64) float64 {
 func (r *benchResult) print(w io.Writer) error {
 	out := &errWriter{w: w}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "workload %s, %s, api %s, %d clients, %gs measured\n", r.Workload, r.Mode, r.API, r.Clients, r.DurationS)
+	fmt.Fprintf(tw, "workload %s, %s, api %s, %d clients, %gs measured", r.Workload, r.Mode, r.API, r.Clients, r.DurationS)
+	if r.Subscribers != 0 {
+		fmt.Fprintf(tw, ", %d subscribers", r.Subscribers)
+	}
+	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "tx/s\t%.0f\nok/s\t%.0f\nerrors\t%d\n", r.TxPerSec, r.OKPerSec, r.Errors)
 	if r.LastError != "" {
 		fmt.Fprintf(tw, "last error\t%s\n", r.LastError)

@@ -229,3 +229,17 @@ func TestBenchCountsWarmupErrors(t *testing.T) {
 		t.Errorf("an error in the warm-up: %d errors (%q), %d ops", res.Errors, res.LastError, res.Transactions[0].Count)
 	}
 }
+
+// TestBenchPrintStatesP: the printed report of a TATP run states P, the
+// subscribers it drew from, as TATP.md asks of every run; before, only
+// the JSON did.
+func TestBenchPrintStatesP(t *testing.T) {
+	r := &benchResult{Workload: "tatp", Mode: "grpc", API: "unary", Clients: 2, DurationS: 1, Subscribers: 300}
+	var out strings.Builder
+	if err := r.print(&out); err != nil {
+		t.Fatal(err)
+	}
+	if first, _, _ := strings.Cut(out.String(), "\n"); !strings.Contains(first, "300 subscribers") {
+		t.Errorf("the report's first line does not state P: %q", first)
+	}
+}
