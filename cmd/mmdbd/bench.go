@@ -243,6 +243,11 @@ type clientStats struct {
 	lastErr error
 }
 
+// benchGrace is how long after the run's end an operation may still
+// run before it is cancelled and counted as failed: a node that never
+// answers must not keep bench from ending and reporting.
+var benchGrace = 10 * time.Second
+
 // runBench runs every client for the warmup, then measures for the
 // duration, printing a progress line on stderr each second.
 func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (*benchResult, error) {
@@ -271,6 +276,12 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 	default:
 		logAt = time.AfterFunc(time.Until(measureFrom), takeLog)
 	}
+	// The ops' context ends benchGrace after the run's end, so that one
+	// that never returns fails instead of holding the run.
+	opCtx, cancelOps := context.WithCancel(ctx)
+	defer cancelOps()
+	overdue := time.AfterFunc(time.Until(end)+benchGrace, cancelOps)
+	defer overdue.Stop()
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	for i := range ops {
@@ -312,9 +323,12 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 				if !now.Before(end) || ctx.Err() != nil {
 					return
 				}
-				r := ops[i](ctx)
+				r := ops[i](opCtx)
 				if r.lat == 0 {
 					r.lat = time.Since(t0)
+				}
+				if r.err != nil && opCtx.Err() != nil && ctx.Err() == nil {
+					r.err = fmt.Errorf("cancelled, still running %s after the run's end: %w", benchGrace, r.err)
 				}
 				// A failure counts in the warm-up too: the run's numbers
 				// stand only if nothing failed.

@@ -243,3 +243,39 @@ func TestBenchPrintStatesP(t *testing.T) {
 		t.Errorf("the report's first line does not state P: %q", first)
 	}
 }
+
+// TestBenchEndsWhenAnOpHangs: an operation still running well after the
+// run's end (a node that never answers) is cancelled and counted as an
+// error, so the run ends and says so; before, bench waited for it
+// forever.
+func TestBenchEndsWhenAnOpHangs(t *testing.T) {
+	defer func(g time.Duration) { benchGrace = g }(benchGrace)
+	benchGrace = 100 * time.Millisecond
+	w := &workload{kinds: []string{"stuck"}, close: func() error { return nil }, newOp: func(client int) (op, error) {
+		return func(ctx context.Context) opResult {
+			if client == 0 {
+				<-ctx.Done() // a call that never returns
+				return opResult{n: 1, err: ctx.Err()}
+			}
+			time.Sleep(time.Millisecond)
+			return opResult{n: 1, ok: 1}
+		}, nil
+	}}
+	o := benchOpts{workload: "kv", api: "unary", clients: 2, duration: 100 * time.Millisecond}
+	done := make(chan *benchResult, 1)
+	go func() {
+		res, err := runBench(context.Background(), o, w, io.Discard)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	select {
+	case res := <-done:
+		if res.Errors != 1 || !strings.Contains(res.LastError, "after the run's end") {
+			t.Errorf("a hung op: %d errors, the last %q", res.Errors, res.LastError)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("runBench waits on for an op that never returns")
+	}
+}

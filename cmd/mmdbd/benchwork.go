@@ -422,13 +422,13 @@ func kvSessionOp(o benchOpts, i int, s *client.Session) op {
 		}
 		inflight = append(inflight, flight{s.Start(reqs), time.Now(), kind})
 	}
-	return func(context.Context) opResult {
+	return func(ctx context.Context) opResult {
 		for len(inflight) < o.window {
 			send()
 		}
 		f := inflight[0]
 		inflight = inflight[1:]
-		replies, err := f.p.Wait()
+		replies, err := f.p.WaitContext(ctx)
 		res := opResult{kind: f.kind, n: o.pipeline, lat: time.Since(f.sent), err: err}
 		if err != nil {
 			return res
