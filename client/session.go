@@ -73,25 +73,21 @@ func (p *Pending) lost(err error) error {
 // undone with its transaction unless that commits).
 func commits(reqs []*pb.Request) bool {
 	for _, r := range reqs {
+		var w interface{ GetTxId() uint64 } // a write
 		switch op := r.GetOp().(type) {
 		case *pb.Request_Commit:
 			return true
 		case *pb.Request_Insert:
-			if op.Insert.GetTxId() == 0 {
-				return true
-			}
+			w = op.Insert
 		case *pb.Request_Update:
-			if op.Update.GetTxId() == 0 {
-				return true
-			}
+			w = op.Update
 		case *pb.Request_Upsert:
-			if op.Upsert.GetTxId() == 0 {
-				return true
-			}
+			w = op.Upsert
 		case *pb.Request_Delete:
-			if op.Delete.GetTxId() == 0 {
-				return true
-			}
+			w = op.Delete
+		}
+		if w != nil && w.GetTxId() == 0 {
+			return true
 		}
 	}
 	return false
