@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"net"
 	"sync"
 	"testing"
 
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/internal/grpctest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -48,15 +48,7 @@ func (s *switching) Insert(context.Context, *pb.InsertRequest) (*pb.InsertRespon
 // function that stops it before the test ends.
 func serveStoppable(t *testing.T, srv pb.DatabaseServiceServer) (string, func()) {
 	t.Helper()
-	g := grpc.NewServer()
-	pb.RegisterDatabaseServiceServer(g, srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }() // returns when stopped
-	t.Cleanup(g.Stop)
-	return lis.Addr().String(), g.Stop
+	return grpctest.Serve(t, func(g *grpc.Server) { pb.RegisterDatabaseServiceServer(g, srv) })
 }
 
 // known returns the client's addresses and connections now.

@@ -21,6 +21,7 @@ import (
 	"github.com/mmdb/mmdb/internal/banktest"
 	"github.com/mmdb/mmdb/internal/digest"
 	"github.com/mmdb/mmdb/internal/faultproxy"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	"github.com/mmdb/mmdb/logging/vfs"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
@@ -206,19 +207,15 @@ func TestStandbyKeepsWhatItApplied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(st, replica.ReceiverOptions{Node: "b", Peers: []string{"a"}, Epochs: memEpochs(t)}))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: lis.Addr().String()}}, Mode: replica.AppliedAck, Quorum: 1})
+	addr, stop := grpctest.Serve(t, func(srv *grpc.Server) {
+		pb.RegisterReplicationServiceServer(srv, replica.NewReceiver(st, replica.ReceiverOptions{Node: "b", Peers: []string{"a"}, Epochs: memEpochs(t)}))
+	})
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: addr}}, Mode: replica.AppliedAck, Quorum: 1})
 	bank := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
 	banktest.Run(primary.DB(), bank, 0, 4, 50, func(uint64) error { return nil }, nil)
 	caughtUp(t, primary, st)
 	snd.Close()
-	srv.Stop()
+	stop()
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}

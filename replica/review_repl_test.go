@@ -2,7 +2,6 @@ package replica_test
 
 import (
 	"context"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/internal/banktest"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
 )
@@ -41,15 +41,8 @@ func newFakeStandby(t *testing.T) *fakeStandby {
 // loopback port until the test ends, and returns its address.
 func serveReplication(t *testing.T, impl pb.ReplicationServiceServer) string {
 	t.Helper()
-	srv := grpc.NewServer()
-	pb.RegisterReplicationServiceServer(srv, impl)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
+	addr, _ := grpctest.Serve(t, func(srv *grpc.Server) { pb.RegisterReplicationServiceServer(srv, impl) })
+	return addr
 }
 
 func (f *fakeStandby) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipResponse]) error {

@@ -19,6 +19,7 @@ import (
 	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/durability"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	"github.com/mmdb/mmdb/logging/vfs"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -337,13 +338,7 @@ func TestReimageStoppedMidway(t *testing.T) {
 	src := startNode(t, nil)
 	src.withAccounts(3)
 	// A node that serves no image: fetches from it fail at once.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bare := grpc.NewServer()
-	go func() { _ = bare.Serve(l) }() // ends with Stop
-	t.Cleanup(bare.Stop)
+	bare, _ := grpctest.Serve(t, func(*grpc.Server) {})
 
 	cfg := conf.DefaultConfig()
 	cfg.DataDir = t.TempDir()
@@ -376,12 +371,12 @@ func TestReimageStoppedMidway(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	setMark(l.Addr().String() + "\n" + replacingMark + "\n")
+	setMark(bare + "\n" + replacingMark + "\n")
 	err = reimage(cfg, sec, logger)
-	if err == nil || !strings.Contains(err.Error(), "stopped while replacing") || !strings.Contains(err.Error(), l.Addr().String()) {
+	if err == nil || !strings.Contains(err.Error(), "stopped while replacing") || !strings.Contains(err.Error(), bare) {
 		t.Fatalf("a start with nothing left and no image to fetch: %v", err)
 	}
-	setMark(l.Addr().String() + "\n")
+	setMark(bare + "\n")
 	if err := reimage(cfg, sec, logger); err != nil {
 		t.Fatalf("a failed fetch before any removal: %v", err)
 	}
