@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -2286,5 +2288,175 @@ func TestConcurrentUpsertsOfAnAbsentKey(t *testing.T) {
 	}
 	if _, err := second.Commit(); !errors.Is(err, ErrDuplicate) {
 		t.Fatalf("an upsert whose unique secondary key was taken: %v, want ErrDuplicate", err)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// 8. LSN order is a serial order
+
+// ccYieldLog is a ccRecordLog that yields before it gives an LSN, to widen
+// the window between a commit's validation and its LSN.
+type ccYieldLog struct{ ccRecordLog }
+
+func (l *ccYieldLog) Commit(r *Redo) (uint64, error) {
+	runtime.Gosched()
+	return l.ccRecordLog.Commit(r)
+}
+
+// ccSeen is what one committed transaction read: each key's row (nil:
+// absent), and each range scanned with the rows it returned.
+type ccSeen struct {
+	rows  map[string][]byte
+	scans []ccSeenScan
+}
+
+type ccSeenScan struct {
+	lo, hi []byte // encoded primary keys, [lo, hi)
+	rows   [][]byte
+}
+
+// TestLSNOrderIsSerialOrder: every prefix of the log, applied in LSN
+// order, is a state of a serial history: each committed transaction's
+// reads (rows found, keys found absent, ranges scanned) are exactly what
+// the log's records before its LSN leave. A standby applies the log in
+// LSN order and serves reads at every prefix, and an image is the state
+// at one, so an LSN order that contradicts the order transactions
+// serialized in shows its readers a state no serial history passes
+// through: T1 reads key k absent and writes y; T2 inserts k; if T2 is
+// given the lower LSN, a reader between them sees k without T1's y,
+// though T1 came first.
+func TestLSNOrderIsSerialOrder(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const (
+		keys    = 24
+		workers = 8
+		txs     = 1500
+	)
+	log := &ccYieldLog{}
+	db := Open(Options{Log: log})
+	tb := ccTable(t, db, TableDef{
+		Name:        "kv",
+		Columns:     []ColumnDef{{Name: "k", Type: TypeInt64}, {Name: "v", Type: TypeInt64}},
+		PrimaryKey:  []string{"k"},
+		PrimaryKind: Ordered,
+	})
+	s := tb.state.Load().s
+	keyOf := func(k int64) string {
+		b, err := s.appendKey(nil, 0, 0, ccKey(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	errs := ccNewSink(t)
+	defer errs.done()
+	var (
+		mu   sync.Mutex
+		seen = map[uint64]ccSeen{}
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := 0; i < txs && !errs.failed(); i++ {
+				var got ccSeen
+				lsn, _, err := ccRetry(db, func(tx *Tx) error {
+					got = ccSeen{rows: map[string][]byte{}}
+					for range 2 {
+						k := rng.Int64N(keys)
+						r, ok, err := tx.Get(tb, ccKey(k))
+						if err != nil {
+							return err
+						}
+						var row []byte
+						if ok {
+							row = slices.Clone(r.Encoded())
+						}
+						got.rows[keyOf(k)] = row
+					}
+					if rng.IntN(4) == 0 {
+						lo := rng.Int64N(keys)
+						sc := ccSeenScan{lo: []byte(keyOf(lo)), hi: []byte(keyOf(lo + 3))}
+						if err := tx.Scan(tb, ScanSpec{Lower: ccKey(lo), Upper: ccKey(lo + 3)}, func(r Record) bool {
+							sc.rows = append(sc.rows, slices.Clone(r.Encoded()))
+							return true
+						}); err != nil {
+							return err
+						}
+						got.scans = append(got.scans, sc)
+					}
+					runtime.Gosched()
+					k := rng.Int64N(keys)
+					if rng.IntN(3) == 0 {
+						err := tx.Delete(tb, ccKey(k))
+						if errors.Is(err, ErrNotFound) {
+							err = nil
+						}
+						return err
+					}
+					return tx.Upsert(tb, []Value{Int64(k), Int64(next.Add(1))})
+				})
+				if err != nil {
+					errs.fail("worker %d: %v", w, err)
+					return
+				}
+				if lsn != 0 {
+					mu.Lock()
+					seen[lsn] = got
+					mu.Unlock()
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if errs.failed() {
+		return
+	}
+	state := map[string][]byte{}
+	bad := 0
+	for _, rec := range log.upTo(math.MaxUint64) {
+		got, ok := seen[rec.lsn]
+		if !ok && rec.lsn != 1 { // 1 created the table
+			t.Fatalf("LSN %d in the log was given to no transaction", rec.lsn)
+		}
+		for k, want := range got.rows {
+			if have := state[k]; !bytes.Equal(have, want) {
+				bad++
+				if bad <= 5 {
+					t.Errorf("LSN %d read key %s as %x; the log before it leaves %x", rec.lsn, describeKey(s, 0, []byte(k)), want, have)
+				}
+			}
+		}
+		for _, sc := range got.scans {
+			var have [][]byte
+			for k, row := range state {
+				if k >= string(sc.lo) && k < string(sc.hi) {
+					have = append(have, row)
+				}
+			}
+			slices.SortFunc(have, func(a, b []byte) int {
+				return bytes.Compare(s.appendRowKey(nil, 0, a), s.appendRowKey(nil, 0, b))
+			})
+			if !slices.EqualFunc(have, sc.rows, bytes.Equal) {
+				bad++
+				if bad <= 5 {
+					t.Errorf("LSN %d scanned [%s, %s) and got %d rows; the log before it leaves %d", rec.lsn,
+						describeKey(s, 0, sc.lo), describeKey(s, 0, sc.hi), len(sc.rows), len(have))
+				}
+			}
+		}
+		for _, op := range rec.ops {
+			if op.Kind == OpPut {
+				state[string(s.appendRowKey(nil, 0, op.Data))] = op.Data
+			} else {
+				delete(state, string(op.Data))
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d reads of %d transactions contradict the LSN order", bad, len(seen))
 	}
 }

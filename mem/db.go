@@ -22,9 +22,10 @@ import (
 // writes is visible, so it must be quick: take the record (copy what it
 // keeps; r is only valid during the call), assign the next LSN, and return.
 // Waiting for durability belongs after Commit returns, keyed by the LSN.
-// Calls come from many goroutines at once; LSNs must be strictly increasing
-// in the order the calls return, with no gaps, from 1 to 2^62-1 (what a
-// row's TID word holds). An error aborts the transaction: nothing of it
+// Calls come from many goroutines, but one at a time (the engine validates
+// and takes the LSN in one step, so that LSN order is serial order: see
+// Tx.commitWrites). LSNs must be strictly increasing, with no gaps, from 1
+// to 2^62-1 (what a row's TID word holds). An error aborts the transaction: nothing of it
 // becomes visible; so does an LSN out of that range or not above the
 // database's LastLSN when the call began.
 type CommitLog interface {
@@ -66,6 +67,11 @@ type DB struct {
 	// and snapshot starts hold it exclusively, so they see no commit
 	// half-done.
 	gate sync.RWMutex
+
+	// order is held by a writing commit from its validation until the log
+	// has given it an LSN, so that LSN order is an order the transactions
+	// serialize in (Tx.commitWrites).
+	order sync.Mutex
 
 	ddlMu     *semaphore.Weighted // serializes DDL, a lock whose waits can give up (lockDDL, holdDDL)
 	applyMu   sync.Mutex          // serializes Apply

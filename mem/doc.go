@@ -49,7 +49,10 @@
 // table id; one record per transaction) and calls Options.Log.Commit with
 // it while holding its row locks, before anything becomes visible. The
 // hook returns the LSN; the rows are installed with it and Commit returns
-// it. The caller then waits for whatever durability it needs (the log
+// it. A commit validates and takes its LSN in one step, one commit at a
+// time, so the LSN order is an order the transactions serialize in: every
+// prefix of the log is a state of a serial history, which a standby
+// applying it, or an image made at an LSN, may show its readers. The caller then waits for whatever durability it needs (the log
 // issue's durability levels) before acknowledging. A transaction that
 // wrote nothing gets no LSN; Tx.Seen names the newest commit whose
 // effects it read, for the caller to wait on before it answers. Schema changes are

@@ -25,6 +25,7 @@ import (
 //     locked by another transaction; every lookup and scan, run again, gives
 //     the same rows. Anything else is ErrConflict: the transaction aborts.
 //   - Phase 3: the redo record goes to the CommitLog, which returns the LSN.
+//     Phases 2 and 3 are one step, one writing commit at a time (DB.order).
 //   - Phase 4: install the new versions with TID = LSN, drop stale index
 //     entries, unlock.
 //
@@ -33,11 +34,20 @@ import (
 // the workloads mmdb serves. Re-runs happen with the install locks of the
 // tables read held exclusively, so no commit lands between two checks
 // (see validate); that instant, with all write locks held, is the
-// serialization point. LSNs are assigned
-// right after it. Transactions that write a common row get LSNs in their
-// serialization order; a reader may get a higher LSN than a later writer
-// of a row it only read, which is harmless for replay because the redo is
-// physical: their write sets are disjoint.
+// serialization point.
+//
+// The LSN order is an order the transactions serialize in, so that every
+// prefix of the log is a state of a serial history: a standby shows its
+// readers each prefix in turn, and an image is one. Writers of a common
+// row get LSNs in order by their row locks, and a reader of a row gets a
+// higher LSN than its writer, which installs only once it has its LSN.
+// The third dependency, a transaction T1 that read what a later T2
+// overwrites, is what phase 2 and 3 being one step is for: T1 validated
+// before T2 locked or claimed what T1 read (or T1 would have seen the
+// lock), so T2 validates, and takes its LSN, after T1 took its. Were they
+// apart, T2 could take its LSN between T1's validation and T1's, and the
+// prefix up to T2's would hold T2 without T1, which came first. (Silo
+// itself allows that and makes only epoch boundaries serial.)
 
 type wop uint8
 
@@ -877,11 +887,6 @@ func (tx *Tx) commitWrites() (uint64, error) {
 		tx.abort()
 		return 0, err
 	}
-	tx.validating = true
-	if err := tx.validate(); err != nil {
-		tx.abort()
-		return 0, err
-	}
 	for i := range tx.writes {
 		w := &tx.writes[i]
 		op := Op{Kind: OpPut, Table: w.t.id, Data: w.row}
@@ -890,10 +895,28 @@ func (tx *Tx) commitWrites() (uint64, error) {
 		}
 		tx.redo.Ops = append(tx.redo.Ops, op)
 	}
-	lsn, err := db.logCommit(&tx.redo)
+	// Validation and the LSN are one step (db.order): the LSN order is
+	// then an order the transactions serialize in, which readers of a
+	// log prefix (a standby, an image) rely on. With its rows locked and
+	// its keys claimed, a transaction validated is serialized; but
+	// another one that a transaction validated before read rows or ranges
+	// of, and that locks or claims them just after, would otherwise be
+	// able to take its LSN first: a prefix holding it and not the first
+	// is a state no serial history passes through.
+	tx.validating = true
+	db.order.Lock()
+	err := tx.validate()
+	var lsn uint64
+	if err == nil {
+		lsn, err = db.logCommit(&tx.redo)
+		if err != nil {
+			err = fmt.Errorf("mem: commit log: %w", err)
+		}
+	}
+	db.order.Unlock()
 	if err != nil {
 		tx.abort()
-		return 0, fmt.Errorf("mem: commit log: %w", err)
+		return 0, err
 	}
 	tx.install(lsn)
 	db.advance(lsn)
