@@ -50,7 +50,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 	})
 	b.Run("load", func(b *testing.B) {
 		for range b.N {
-			if _, err := checkpoint.Load(vfs.Default, img.Path, mem.Open(mem.Options{}), nil); err != nil {
+			if _, _, err := checkpoint.Load(vfs.Default, img.Path, mem.Open(mem.Options{}), nil); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -88,25 +88,42 @@ type Options struct {
 	// RetainLogBytes is log_retention_bytes: the log kept past the older
 	// image, for standbys.
 	RetainLogBytes int64
-	// EpochAt returns the epoch of the record at an LSN, which an image
-	// as of that LSN names in its header (nil: epoch 0).
-	EpochAt func(lsn uint64) uint64
-	Logger  hclog.Logger
+	// Epochs is the node's epoch history, which its images record (nil:
+	// epoch 0, no history).
+	Epochs Epochs
+	Logger hclog.Logger
 }
 
-// newHeader is the header of an image of sn made now, naming the epoch
-// epochAt gives for its LSN (0 without epochAt) and sn's tables, which
-// encode writes in the same order.
-func newHeader(sn *mem.Snapshot, epochAt func(lsn uint64) uint64) image.Header {
+// Epochs is what an image records of the epoch history of the node it is
+// made on (replica.Epochs).
+type Epochs interface {
+	// Image returns the history up to an LSN (the stretches that start
+	// at or below it), or nil when the node cannot say.
+	Image(lsn uint64) []image.Stretch
+	// At returns the epoch of the record at an LSN.
+	At(lsn uint64) uint64
+}
+
+// newHeader is the header of an image of sn made now, and the history it
+// carries: the history epochs gives for its LSN, whose last stretch names
+// the header's epoch (without one, At's; without epochs, none and epoch
+// 0), and sn's tables, which encode writes in the same order.
+func newHeader(sn *mem.Snapshot, epochs Epochs) (image.Header, []image.Stretch) {
 	h := image.Header{LSN: sn.LSN(), NextTable: sn.NextTableID(), Created: time.Now().UnixNano()}
-	if epochAt != nil {
-		h.Epoch = epochAt(h.LSN)
+	var hist []image.Stretch
+	if epochs != nil {
+		hist = epochs.Image(h.LSN)
+		if len(hist) > 0 {
+			h.Epoch = hist[len(hist)-1].Epoch
+		} else {
+			h.Epoch = epochs.At(h.LSN)
+		}
 	}
 	for _, def := range sn.Tables() {
 		h.Tables++
 		h.Schema = image.SchemaSum(h.Schema, def.ID, def.AppendBinary(nil))
 	}
-	return h
+	return h, hist
 }
 
 // Result says what a checkpoint did.
@@ -313,14 +330,15 @@ func writeSlot(fs vfs.FS, dir, path string, fill func(f vfs.File) error, ready f
 
 // fill writes the snapshot's image into f.
 func (c *Checkpointer) fill(ctx context.Context, f vfs.File, sn *mem.Snapshot, res *Result) error {
-	return fillImage(ctx, f, sn, c.opts.EpochAt, &res.Image, &res.KeptBytes)
+	return fillImage(ctx, f, sn, c.opts.Epochs, &res.Image, &res.KeptBytes)
 }
 
 // fillImage writes the snapshot's image into f and records its size and
 // rows in img; kept is as encode's.
-func fillImage(ctx context.Context, f vfs.File, sn *mem.Snapshot, epochAt func(lsn uint64) uint64, img *Image, kept *int64) error {
+func fillImage(ctx context.Context, f vfs.File, sn *mem.Snapshot, epochs Epochs, img *Image, kept *int64) error {
 	bw := bufio.NewWriterSize(&fileWriter{f: f}, 1<<20)
-	w, err := encode(ctx, bw, sn, newHeader(sn, epochAt), kept)
+	h, hist := newHeader(sn, epochs)
+	w, err := encode(ctx, bw, sn, h, hist, kept)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -333,16 +351,16 @@ func fillImage(ctx context.Context, f vfs.File, sn *mem.Snapshot, epochAt func(l
 
 // WriteImage writes an image of db as of now to path, while commits go
 // on, and makes it durable: a node's database set aside for its
-// operator, who can start a node from it (serve -from-image). epochAt,
-// as Options.EpochAt, gives the epoch its header names.
-func WriteImage(ctx context.Context, fs vfs.FS, path string, db *mem.DB, epochAt func(lsn uint64) uint64) (Image, error) {
+// operator, who can start a node from it (serve -from-image), with the
+// history of epochs (as Options.Epochs).
+func WriteImage(ctx context.Context, fs vfs.FS, path string, db *mem.DB, epochs Epochs) (Image, error) {
 	sn := db.Snapshot()
 	defer sn.Close()
 	if sn.LSN() == 0 {
 		return Image{}, ErrEmpty
 	}
 	img := Image{Path: path, LSN: sn.LSN()}
-	fill := func(f vfs.File) error { return fillImage(ctx, f, sn, epochAt, &img, nil) }
+	fill := func(f vfs.File) error { return fillImage(ctx, f, sn, epochs, &img, nil) }
 	if err := writeSlot(fs, filepath.Dir(path), path, fill, nil); err != nil {
 		return Image{}, err
 	}
@@ -353,11 +371,11 @@ func WriteImage(ctx context.Context, fs vfs.FS, path string, db *mem.DB, epochAt
 // whether its checkpoint was cancelled.
 const cancelCheckRows = 4096
 
-// encode writes the snapshot's image, with header h, to out. If kept is
-// not nil, it records the most memory the snapshot held in old row
-// versions, sampled after each table.
-func encode(ctx context.Context, out io.Writer, sn *mem.Snapshot, h image.Header, kept *int64) (*image.Writer, error) {
-	w, err := image.NewWriter(out, h)
+// encode writes the snapshot's image, with header h and history hist, to
+// out. If kept is not nil, it records the most memory the snapshot held
+// in old row versions, sampled after each table.
+func encode(ctx context.Context, out io.Writer, sn *mem.Snapshot, h image.Header, hist []image.Stretch, kept *int64) (*image.Writer, error) {
+	w, err := image.NewWriter(out, h, hist)
 	if err != nil {
 		return nil, err
 	}

@@ -197,7 +197,7 @@ func breakRow(t *testing.T, fs *vfs.MemFS, path string) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	w, err := image.NewWriter(&out, r.Header())
+	w, err := image.NewWriter(&out, r.Header(), r.History())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -818,7 +818,7 @@ func TestCheckpointDoesNotBlockCommits(t *testing.T) {
 		t.Fatalf("the image: %+v (the database was at LSN %d when it began)", res, at)
 	}
 	loaded := mem.Open(mem.Options{})
-	if _, err := checkpoint.Load(fs, res.Image.Path, loaded, nil); err != nil {
+	if _, _, err := checkpoint.Load(fs, res.Image.Path, loaded, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := digest.Of(loaded); err != nil || !got.Equal(before) {

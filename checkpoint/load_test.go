@@ -40,7 +40,7 @@ func TestLoadStopsAtABadFrame(t *testing.T) {
 	defBytes := def.AppendBinary(nil)
 	h := image.Header{LSN: 1, NextTable: uint64(def.ID) + 1, Tables: 1, Schema: image.SchemaSum(0, def.ID, defBytes)}
 	var buf bytes.Buffer
-	w, err := image.NewWriter(&buf, h)
+	w, err := image.NewWriter(&buf, h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestLoadStopsAtABadFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 	cr := &countingReader{r: bytes.NewReader(buf.Bytes())}
-	_, err = checkpoint.LoadFrom(cr, "the test image", int64(buf.Len()), mem.Open(mem.Options{}), nil)
+	_, _, err = checkpoint.LoadFrom(cr, "the test image", int64(buf.Len()), mem.Open(mem.Options{}), nil)
 	if err == nil {
 		t.Fatal("an image whose rows do not fit their table loaded")
 	}

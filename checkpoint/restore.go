@@ -49,6 +49,9 @@ type Slots struct {
 	// names a damaged image whose header does not say.
 	Lost       Image
 	Unreadable string
+	// History is the epoch history the Newest image carries, once
+	// Restart has loaded it (nil: none).
+	History []image.Stretch
 }
 
 func noImage(slot int) Image { return Image{Slot: slot} }
@@ -211,13 +214,15 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 		// start, without the cut, would ask the log to reach it.
 		stale = append(stale, slots.Lost.Path)
 	}
+	var loaded []image.Stretch // the history of the image open loaded
 	open := func(img Image) (*durability.Store, bool, error) {
 		loadFailed := false
 		if img.LSN != 0 {
 			opts.Restore = func(db *mem.DB) (uint64, error) {
-				lsn, err := Load(fs, img.Path, db, logger)
+				h, hist, err := Load(fs, img.Path, db, logger)
 				loadFailed = err != nil
-				return lsn, err
+				loaded = hist
+				return h.LSN, err
 			}
 		}
 		store, err := durability.Open(opts)
@@ -233,8 +238,10 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 				return nil, slots, errors.Join(fmt.Errorf("checkpoint: %w", err), store.Close())
 			}
 		}
+		slots.History = loaded
 		return store, slots, nil
 	case err == nil || !loadFailed:
+		slots.History = loaded
 		return store, slots, err
 	case slots.Older.LSN == 0:
 		return nil, slots, fmt.Errorf("%w in %s: the newest image does not load and there is no older one: %w", ErrNoImage, dir, err)
@@ -264,7 +271,7 @@ func Restart(fs vfs.FS, dir string, opts durability.Options, logger hclog.Logger
 	case err2 != nil:
 		return nil, slots, fmt.Errorf("checkpoint: the newest image does not load (%w), and the log after the older one does not replay: %w", err, err2)
 	}
-	return store, Slots{Newest: slots.Older, Older: noImage(slots.Newest.Slot)}, nil
+	return store, Slots{Newest: slots.Older, Older: noImage(slots.Newest.Slot), History: loaded}, nil
 }
 
 // withFile opens path and calls fn with it and its size, then closes it.
@@ -337,43 +344,47 @@ func checkEnds(fs vfs.FS, path string) (Image, error) {
 }
 
 // Load loads the image at path into db, an empty database, and returns
-// its LSN. Frames are decoded and their rows stored on all cores; the
+// its header and the epoch history it carries (nil: none). Frames are decoded and their rows stored on all cores; the
 // indexes are built at the end (mem.Loader).
-func Load(fs vfs.FS, path string, db *mem.DB, logger hclog.Logger) (uint64, error) {
-	var h image.Header
+func Load(fs vfs.FS, path string, db *mem.DB, logger hclog.Logger) (image.Header, []image.Stretch, error) {
+	var (
+		h    image.Header
+		hist []image.Stretch
+	)
 	err := withFile(fs, path, func(f vfs.File, size int64) error {
 		var err error
-		h, err = LoadFrom(bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20), path, size, db, logger)
+		h, hist, err = LoadFrom(bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20), path, size, db, logger)
 		return err
 	})
-	return h.LSN, err
+	return h, hist, err
 }
 
 // LoadFrom loads the image r reads (what names it in messages; size is
 // its length, if known, for progress) into db, an empty database, as
-// Load does, and returns its header. It logs progress every 2 s.
-func LoadFrom(r io.Reader, what string, size int64, db *mem.DB, logger hclog.Logger) (image.Header, error) {
+// Load does, and returns its header and the epoch history it carries
+// (nil: none). It logs progress every 2 s.
+func LoadFrom(r io.Reader, what string, size int64, db *mem.DB, logger hclog.Logger) (image.Header, []image.Stretch, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
 	start := time.Now()
 	ir, err := image.NewReader(r)
 	if err != nil {
-		return image.Header{}, fmt.Errorf("checkpoint: %s: %w", what, err)
+		return image.Header{}, nil, fmt.Errorf("checkpoint: %s: %w", what, err)
 	}
 	progress := func() {
 		logger.Info("loading the image", "from", what, "read-bytes", ir.Offset(), "bytes", size, "rows", ir.Totals().Rows)
 	}
 	if err := load(ir, db, progress); err != nil {
-		return image.Header{}, fmt.Errorf("checkpoint: load %s: %w", what, err)
+		return image.Header{}, nil, fmt.Errorf("checkpoint: load %s: %w", what, err)
 	}
 	if size > 0 && ir.Offset() != size {
-		return image.Header{}, fmt.Errorf("checkpoint: %s: %w: the image ends at offset %d of %d", what, image.ErrCorrupt, ir.Offset(), size)
+		return image.Header{}, nil, fmt.Errorf("checkpoint: %s: %w: the image ends at offset %d of %d", what, image.ErrCorrupt, ir.Offset(), size)
 	}
 	h, totals, d := ir.Header(), ir.Totals(), time.Since(start)
 	logger.Info("loaded the image", "from", what, "lsn", h.LSN, "tables", totals.Tables, "schema", schemaName(h), "rows", totals.Rows,
 		"bytes", ir.Offset(), "duration", d, "mb-per-s", fmt.Sprintf("%.0f", float64(ir.Offset())/1e6/d.Seconds()))
-	return h, nil
+	return h, ir.History(), nil
 }
 
 // schemaName is how logs name an image's schema: its header's schema sum,

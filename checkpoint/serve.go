@@ -350,17 +350,17 @@ func openServed(fs vfs.FS, img Image) (*Served, error) {
 }
 
 // Encode writes an image of db as of now into memory (a Shelf's Source
-// on a node without a data dir), while commits go on. epochAt, as
-// Options.EpochAt, gives the epoch its header names.
-func Encode(ctx context.Context, db *mem.DB, epochAt func(lsn uint64) uint64) (*Served, error) {
+// on a node without a data dir), while commits go on, with the history
+// of epochs (as Options.Epochs).
+func Encode(ctx context.Context, db *mem.DB, epochs Epochs) (*Served, error) {
 	sn := db.Snapshot()
 	defer sn.Close()
 	if sn.LSN() == 0 {
 		return nil, ErrEmpty
 	}
-	h := newHeader(sn, epochAt)
+	h, hist := newHeader(sn, epochs)
 	buf := &memImage{}
-	w, err := encode(ctx, buf, sn, h, nil)
+	w, err := encode(ctx, buf, sn, h, hist, nil)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: image in memory: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,33 +63,36 @@ func bytesOf(t *testing.T, img *checkpoint.Served) []byte {
 func TestEncodeLoad(t *testing.T) {
 	db := bankDB(t)
 	want := mustDigest(t, db)
-	epochAt := func(lsn uint64) uint64 { return lsn + 7 }
-	img, err := checkpoint.Encode(context.Background(), db, epochAt)
+	hist := []image.Stretch{{Epoch: 0, Start: 1}, {Epoch: 7, Start: 2, Incarnation: 5}, {Epoch: 9, Start: want.LSN + 1, Incarnation: 3}}
+	img, err := checkpoint.Encode(context.Background(), db, testEpochs{hist: hist})
 	if err != nil {
 		t.Fatal(err)
 	}
 	banktest.Run(db, banktest.Of(t, db), 1, 2, 50, noWait, nil) // after the image
 	raw := bytesOf(t, img)
-	if int64(len(raw)) != img.Size || img.Header.LSN != want.LSN || img.Header.Epoch != want.LSN+7 {
-		t.Fatalf("image of %d bytes at LSN %d, epoch %d; want %d bytes at %d, epoch %d", len(raw), img.Header.LSN, img.Header.Epoch, img.Size, want.LSN, want.LSN+7)
+	if int64(len(raw)) != img.Size || img.Header.LSN != want.LSN || img.Header.Epoch != 7 {
+		t.Fatalf("image of %d bytes at LSN %d, epoch %d; want %d bytes at %d, epoch 7", len(raw), img.Header.LSN, img.Header.Epoch, img.Size, want.LSN)
 	}
-	var loaded image.Header
+	var (
+		loaded     image.Header
+		loadedHist []image.Stretch
+	)
 	s, err := durability.Open(durability.Options{Level: durability.NoLog, Restore: func(db *mem.DB) (uint64, error) {
-		h, err := checkpoint.LoadFrom(bytes.NewReader(raw), "the test image", int64(len(raw)), db, nil)
-		loaded = h
+		h, hist, err := checkpoint.LoadFrom(bytes.NewReader(raw), "the test image", int64(len(raw)), db, nil)
+		loaded, loadedHist = h, hist
 		return h.LSN, err
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if loaded.Epoch != want.LSN+7 {
-		t.Fatalf("the loaded image names epoch %d, want %d", loaded.Epoch, want.LSN+7)
+	if loaded.Epoch != 7 || !slices.Equal(loadedHist, hist[:2]) {
+		t.Fatalf("the loaded image names epoch %d with history %v; want epoch 7, history %v", loaded.Epoch, loadedHist, hist[:2])
 	}
 	if got := mustDigest(t, s.DB()); !got.Equal(want) {
 		t.Fatalf("loaded %s\nwant %s", got, want)
 	}
-	if _, err := checkpoint.LoadFrom(bytes.NewReader(append(raw, 0)), "the test image", int64(len(raw))+1, mem.Open(mem.Options{}), nil); !errors.Is(err, image.ErrCorrupt) {
+	if _, _, err := checkpoint.LoadFrom(bytes.NewReader(append(raw, 0)), "the test image", int64(len(raw))+1, mem.Open(mem.Options{}), nil); !errors.Is(err, image.ErrCorrupt) {
 		t.Fatalf("an image shorter than its stated size: %v", err)
 	}
 	if _, err := checkpoint.Encode(context.Background(), mem.Open(mem.Options{}), nil); !errors.Is(err, checkpoint.ErrEmpty) {
@@ -109,7 +113,7 @@ func TestLoadUsesEveryCore(t *testing.T) {
 	r, w := io.Pipe()
 	loaded := make(chan error, 1)
 	go func() {
-		_, err := checkpoint.LoadFrom(r, "the test image", int64(len(raw)), mem.Open(mem.Options{}), nil)
+		_, _, err := checkpoint.LoadFrom(r, "the test image", int64(len(raw)), mem.Open(mem.Options{}), nil)
 		loaded <- err
 	}()
 	if _, err := w.Write(raw[:len(raw)-1]); err != nil {
@@ -327,16 +331,35 @@ func TestResumeAfterRestart(t *testing.T) {
 	}
 }
 
+// testEpochs gives images the stretches of hist that start at or below
+// their LSN, or, with hist nil, none and the epoch at gives.
+type testEpochs struct {
+	hist []image.Stretch
+	at   func(lsn uint64) uint64
+}
+
+func (e testEpochs) Image(lsn uint64) []image.Stretch {
+	var out []image.Stretch
+	for _, st := range e.hist {
+		if st.Start <= lsn {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+func (e testEpochs) At(lsn uint64) uint64 { return e.at(lsn) }
+
 // TestImageNamesItsEpoch: a checkpoint's image names, in its header, the
-// epoch of the record at its LSN (Options.EpochAt), as a served image
-// and as a file.
+// epoch of the record at its LSN (Options.Epochs), as a served image
+// and as a file, for a node that cannot give its history.
 func TestImageNamesItsEpoch(t *testing.T) {
 	fs := vfs.NewMemFS()
 	n := openNode(t, fs)
 	b := banktest.Setup(t, n.store.DB(), n.wait)
 	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
 	epochAt := func(lsn uint64) uint64 { return 3 + lsn%5 }
-	c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: fs, Dir: ckptDir, EpochAt: epochAt})
+	c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: fs, Dir: ckptDir, Epochs: testEpochs{at: epochAt}})
 	img, err := c.Current(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -93,7 +93,7 @@ func BenchmarkImageTransfer(b *testing.B) {
 	})
 	b.Run("transfer+load", func(b *testing.B) {
 		fetch(b, func(st *replica.ImageStream) error {
-			_, err := checkpoint.LoadFrom(bufio.NewReaderSize(st, 1<<20), "bench", st.Info().Size, mem.Open(mem.Options{}), nil)
+			_, _, err := checkpoint.LoadFrom(bufio.NewReaderSize(st, 1<<20), "bench", st.Info().Size, mem.Open(mem.Options{}), nil)
 			return err
 		})
 	})

@@ -12,17 +12,16 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/mmdb/mmdb/checkpoint/image"
 	"github.com/mmdb/mmdb/logging/vfs"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
 // EpochStart is where a stretch of a primary's log began: its first LSN,
-// its epoch, and the incarnation of the primary within that epoch.
-type EpochStart struct {
-	Epoch       uint64
-	Start       uint64
-	Incarnation uint64 // random; zero for the history's first stretch
-}
+// its epoch, and the incarnation of the primary within that epoch
+// (random; zero for the history's first stretch). Images carry them as
+// they are (checkpoint/image).
+type EpochStart = image.Stretch
 
 // Epochs is a node's epoch history (SPEC 6): epoch 0 starts at LSN 1;
 // each promotion starts the next epoch at the node's last LSN plus one

@@ -163,7 +163,7 @@ func (s *Server) writeDiverged(at, last uint64, log hclog.Logger) (name string, 
 	if err := s.setAside(at, last, name+".jsonl"); err != nil {
 		// The database holds the records the log no longer does.
 		name += ".image"
-		img, ierr := writeImage(context.Background(), vfs.Default, filepath.Join(s.cfg.DataDir, name), s.db, s.epochs.At)
+		img, ierr := writeImage(context.Background(), vfs.Default, filepath.Join(s.cfg.DataDir, name), s.db, s.epochs)
 		if ierr != nil {
 			log.Error("could not set the diverged records aside, from the log or as an image; the node goes on refusing its primary's log", "error", errors.Join(err, ierr))
 			return "", false, false

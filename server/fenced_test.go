@@ -219,10 +219,10 @@ func TestPromotionDuringDivergedImageWrite(t *testing.T) {
 	writing, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	free := func() { once.Do(func() { close(release) }) }
-	writeImage = func(ctx context.Context, fs vfs.FS, path string, db *mem.DB, epochAt func(uint64) uint64) (checkpoint.Image, error) {
+	writeImage = func(ctx context.Context, fs vfs.FS, path string, db *mem.DB, epochs checkpoint.Epochs) (checkpoint.Image, error) {
 		close(writing)
 		<-release
-		return checkpoint.WriteImage(ctx, fs, path, db, epochAt)
+		return checkpoint.WriteImage(ctx, fs, path, db, epochs)
 	}
 	t.Cleanup(func() {
 		free()
@@ -295,7 +295,7 @@ func frozenBySetAside(t *testing.T) *node {
 	if err := n.srv.SetRole(conf.RoleStandby); err != nil {
 		t.Fatal(err)
 	}
-	writeImage = func(context.Context, vfs.FS, string, *mem.DB, func(uint64) uint64) (checkpoint.Image, error) {
+	writeImage = func(context.Context, vfs.FS, string, *mem.DB, checkpoint.Epochs) (checkpoint.Image, error) {
 		return checkpoint.Image{}, errors.New("injected: the disk is full")
 	}
 	t.Cleanup(func() { writeImage = checkpoint.WriteImage })

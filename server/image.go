@@ -41,7 +41,7 @@ const progressEvery = 2 * time.Second
 func (s *Server) newShelf() *checkpoint.Shelf {
 	opts := checkpoint.ShelfOptions{
 		Source: func(ctx context.Context) (*checkpoint.Served, error) {
-			return checkpoint.Encode(ctx, s.db, s.epochs.At)
+			return checkpoint.Encode(ctx, s.db, s.epochs)
 		},
 		LSN: s.db.LastLSN, Fresh: imageFresh, Keep: imageKeep, Logger: s.log.Named("image"),
 	}
@@ -71,11 +71,14 @@ func bootstrap(addr string, sec *security, db *mem.DB, epochs *replica.Epochs, l
 	start := time.Now()
 	err := sec.fetchBootstrap(addr, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery}, func(st *replica.ImageStream) error {
 		logger.Info("loading the image of another node", "from", addr, "lsn", st.Info().Name.LSN, "bytes", st.Info().Size, "rows", st.Info().Rows)
-		h, err := checkpoint.LoadFrom(bufio.NewReaderSize(st, 1<<20), addr, st.Info().Size, db, logger)
+		h, hist, err := checkpoint.LoadFrom(bufio.NewReaderSize(st, 1<<20), addr, st.Info().Size, db, logger)
 		if err != nil {
 			return err
 		}
-		if err := imageHistory(epochs, st.Epochs()); err != nil {
+		if given := st.Epochs(); len(given) > 0 {
+			hist = given // the source's history now, which an image it made before it took another's may lack
+		}
+		if err := imageHistory(epochs, hist); err != nil {
 			return err
 		}
 		lsn = h.LSN
@@ -219,14 +222,18 @@ func Restore(cfg *conf.Config, logger hclog.Logger) (checkpoint.Image, error) {
 	return img, err
 }
 
-// loadFile loads cfg.FromImage into db on a diskless node.
-func loadFile(path string, logger hclog.Logger) func(db *mem.DB) (uint64, error) {
+// loadFile loads cfg.FromImage into db on a diskless node, which takes
+// the epoch history it carries.
+func loadFile(path string, epochs *replica.Epochs, logger hclog.Logger) func(db *mem.DB) (uint64, error) {
 	return func(db *mem.DB) (uint64, error) {
-		lsn, err := checkpoint.Load(vfs.Default, path, db, logger)
+		h, hist, err := checkpoint.Load(vfs.Default, path, db, logger)
+		if err == nil {
+			err = imageHistory(epochs, hist)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("server: -from-image: %w", err)
 		}
-		return lsn, nil
+		return h.LSN, nil
 	}
 }
 
@@ -236,7 +243,7 @@ func loadFile(path string, logger hclog.Logger) func(db *mem.DB) (uint64, error)
 func restoreWith(cfg *conf.Config, sec *security, epochs *replica.Epochs, logger hclog.Logger) func(db *mem.DB) (uint64, error) {
 	switch {
 	case cfg.FromImage != "":
-		return loadFile(cfg.FromImage, logger)
+		return loadFile(cfg.FromImage, epochs, logger)
 	case cfg.BootstrapFrom != "":
 		return func(db *mem.DB) (uint64, error) { return bootstrap(cfg.BootstrapFrom, sec, db, epochs, logger) }
 	}

@@ -130,7 +130,9 @@ func TestBootstrapIntoDataDir(t *testing.T) {
 
 // TestFromImage: a backup image starts a node (-from-image) with a data
 // dir or without, and image restore installs one; neither replaces a
-// database a data_dir holds.
+// database a data_dir holds. Each node takes the epoch history the file
+// carries, so that a primary whose log parts from the image's is refused
+// (replica.Diverged) rather than followed on trust.
 func TestFromImage(t *testing.T) {
 	src := startNode(t, nil)
 	src.withAccounts(100)
@@ -139,10 +141,12 @@ func TestFromImage(t *testing.T) {
 
 	diskless := startNode(t, func(c *conf.Config) { c.DataDir, c.Durability, c.FromImage = "", conf.DurabilityNoLog, file })
 	diskless.sameAs(want, "a diskless node from an image file")
+	diskless.tookHistory(src, want.LSN)
 
 	dir := t.TempDir()
 	n := startNode(t, func(c *conf.Config) { c.DataDir, c.FromImage = dir, file })
 	n.sameAs(want, "a node from an image file")
+	n.tookHistory(src, want.LSN)
 	n.stop()
 	cfg := conf.DefaultConfig()
 	cfg.DataDir, cfg.FromImage = dir, file
@@ -159,6 +163,7 @@ func TestFromImage(t *testing.T) {
 	}
 	restored := startNode(t, func(c *conf.Config) { c.DataDir = cfg.DataDir })
 	restored.sameAs(want, "a node started on a restored image")
+	restored.tookHistory(src, want.LSN)
 }
 
 // TestFetchImageOfEmptyNode: a node that has committed nothing has no

@@ -165,9 +165,17 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 		}
 	}
 	if epochs.Fresh() && store.DB().LastLSN() > 0 {
-		// Its data came in an image, with no history: taken to agree
-		// with the primary it follows.
-		epochs.Trust(store.DB().LastLSN())
+		// Its data came in an image (serve -from-image, mmdbd image
+		// restore) and nothing after it: it takes the history the image
+		// carries. Without one, its records are taken to agree with the
+		// primary it follows.
+		if hist := slots.History; len(hist) > 0 && slots.Newest.LSN == store.DB().LastLSN() {
+			if err := imageHistory(epochs, hist); err != nil {
+				return nil, errors.Join(err, store.Close(), s.unlock())
+			}
+		} else {
+			epochs.Trust(store.DB().LastLSN())
+		}
 	}
 	switch {
 	case cfg.Role != conf.RolePrimary:
@@ -211,7 +219,7 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 	if cfg.DataDir != "" {
 		s.ckpt = checkpoint.New(s.db, store, slots, checkpoint.Options{
 			Dir: checkpoint.Dir(cfg.DataDir), Interval: cfg.CheckpointInterval, LogBytes: cfg.CheckpointLogBytes,
-			RetainLogBytes: cfg.LogRetentionBytes, EpochAt: epochs.At, Logger: logger.Named("checkpoint"),
+			RetainLogBytes: cfg.LogRetentionBytes, Epochs: epochs, Logger: logger.Named("checkpoint"),
 		})
 		s.ckpt.Start()
 	}

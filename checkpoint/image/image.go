@@ -6,7 +6,10 @@
 //
 // An image is a header followed by frames:
 //
-//	image := header frame* end-frame
+//	image := header history-frame table-frame* rows-frame* end-frame
+//
+// (Images of versions 1 and 2, which a reader still takes, have no
+// history frame.)
 //
 // Header (HeaderSize bytes, little-endian):
 //
@@ -36,8 +39,13 @@
 //	+--------+--------+--------+----------+--------+--------+--------+--------+---------+
 //	  0        4        5        6          8        12       16       20       24
 //
-// kind is FrameTable (the payload is a table definition, encoded as
-// mem.TableDef.AppendBinary does; count is 0), FrameRows (count rows of
+// kind is FrameHistory (the epoch history of the node the image was made
+// on, up to the image's LSN: count stretches of three uint64s each, its
+// epoch, the LSN it starts at and the incarnation of its primary, in LSN
+// order, the first starting at LSN 1 and the last of the header's epoch;
+// no stretches when the node could not say), FrameTable (the payload is
+// a table definition, encoded as mem.TableDef.AppendBinary does; count is
+// 0), FrameRows (count rows of
 // table, each uvarint(len) followed by the row as mem encodes it) or
 // FrameEnd (the last frame: uint32 tables, uint64 row frames, uint64 rows,
 // for a reader to check it saw them all). codec says how the payload is
@@ -48,8 +56,10 @@
 // stored payload, so a frame copied from another image or another place
 // fails its check.
 //
-// Table frames come first, then the rows of each table, then the end
-// frame. A reader can tell a damaged image (a bad checksum, a frame past
+// The history frame comes first, then the table frames, then the rows of
+// each table, then the end frame. The history is what lets a node started
+// from the image (serve -from-image, mmdbd image restore) tell where a
+// primary's log parts from the records it holds (SPEC 6). A reader can tell a damaged image (a bad checksum, a frame past
 // the end of the file, no end frame) from a good one before loading it.
 package image
 
@@ -64,7 +74,7 @@ import (
 // Format constants.
 const (
 	Magic           = "MMDBIMG\x00"
-	Version         = 2
+	Version         = 3
 	HeaderSize      = 64
 	FrameHeaderSize = 24
 	// MaxFrameBytes bounds a frame's raw and stored payload, so a damaged
@@ -77,7 +87,66 @@ const (
 	FrameTable = 1
 	FrameRows  = 2
 	FrameEnd   = 3
+	// FrameHistory, from version 3, is the first frame.
+	FrameHistory = 4
 )
+
+// stretchSize is the size of one stretch in a history frame.
+const stretchSize = 24
+
+// Stretch is where a stretch of a primary's log began, in a node's epoch
+// history: its first LSN, its epoch, and the incarnation of the primary
+// within that epoch (replica.Epochs).
+type Stretch struct {
+	Epoch       uint64
+	Start       uint64
+	Incarnation uint64
+}
+
+// checkHistory checks a history an image of header h carries: none, or
+// stretches in LSN order from LSN 1 with epochs not falling, the last
+// starting at or below the image's LSN and of the epoch the header names.
+func checkHistory(hist []Stretch, h Header) error {
+	if len(hist) == 0 {
+		return nil
+	}
+	if hist[0].Start != 1 {
+		return fmt.Errorf("an epoch history starting at LSN %d, not 1", hist[0].Start)
+	}
+	for i := 1; i < len(hist); i++ {
+		if a, b := hist[i-1], hist[i]; b.Start < a.Start || b.Epoch < a.Epoch {
+			return fmt.Errorf("an epoch history with epoch %d at LSN %d after epoch %d at LSN %d", b.Epoch, b.Start, a.Epoch, a.Start)
+		}
+	}
+	if last := hist[len(hist)-1]; last.Start > h.LSN || last.Epoch != h.Epoch {
+		return fmt.Errorf("an epoch history ending with epoch %d at LSN %d, for an image at LSN %d of epoch %d", last.Epoch, last.Start, h.LSN, h.Epoch)
+	}
+	return nil
+}
+
+func appendHistory(dst []byte, hist []Stretch) []byte {
+	for _, st := range hist {
+		dst = binary.LittleEndian.AppendUint64(dst, st.Epoch)
+		dst = binary.LittleEndian.AppendUint64(dst, st.Start)
+		dst = binary.LittleEndian.AppendUint64(dst, st.Incarnation)
+	}
+	return dst
+}
+
+func decodeHistory(b []byte, count int) ([]Stretch, error) {
+	if len(b) != count*stretchSize {
+		return nil, fmt.Errorf("a history frame of %d stretches in %d bytes", count, len(b))
+	}
+	var hist []Stretch
+	for ; len(b) > 0; b = b[stretchSize:] {
+		hist = append(hist, Stretch{
+			Epoch:       binary.LittleEndian.Uint64(b),
+			Start:       binary.LittleEndian.Uint64(b[8:]),
+			Incarnation: binary.LittleEndian.Uint64(b[16:]),
+		})
+	}
+	return hist, nil
+}
 
 // Payload codecs.
 const (
@@ -103,7 +172,8 @@ type Header struct {
 	Tables    uint32 // the tables the image defines
 	Schema    uint64 // SchemaSum of their definitions
 	// Version is the format version the header was read in (a header
-	// encodes in Version); in version 1, Tables and Schema are unknown.
+	// encodes in Version); in version 1, Tables and Schema are unknown,
+	// and before version 3 there is no history frame.
 	Version uint32
 }
 
@@ -155,7 +225,7 @@ func DecodeHeader(b []byte) (Header, error) {
 		return Header{}, fmt.Errorf("%w: header checksum mismatch", ErrCorrupt)
 	}
 	v := binary.LittleEndian.Uint32(b[8:])
-	if v != 1 && v != Version {
+	if v < 1 || v > Version {
 		return Header{}, fmt.Errorf("%w: format version %d, this build reads 1 to %d", ErrCorrupt, v, Version)
 	}
 	if f := binary.LittleEndian.Uint32(b[12:]); f != 0 {
@@ -207,7 +277,7 @@ func decodeFrameHeader(b []byte) (frameHeader, error) {
 		stored: binary.LittleEndian.Uint32(b[20:]),
 	}
 	switch {
-	case h.kind < FrameTable || h.kind > FrameEnd:
+	case h.kind < FrameTable || h.kind > FrameHistory:
 		return h, fmt.Errorf("frame kind %d", h.kind)
 	case h.codec > CodecS2:
 		return h, fmt.Errorf("codec %d", h.codec)

@@ -8,12 +8,14 @@ import (
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
 // testImage is an image's content: tables and their rows.
 type testImage struct {
 	h      Header
+	hist   []Stretch
 	tables []uint32
 	defs   map[uint32][]byte
 	rows   map[uint32][][]byte
@@ -23,6 +25,14 @@ func randomImage(seed uint64, tables, rows int) testImage {
 	r := rand.New(rand.NewPCG(seed, 7))
 	im := testImage{h: Header{LSN: 1 + r.Uint64N(1e9), Epoch: r.Uint64N(9), NextTable: uint64(tables + 1), Created: r.Int64()},
 		defs: map[uint32][]byte{}, rows: map[uint32][][]byte{}}
+	if seed%3 != 0 { // else a node that could not say
+		im.hist = []Stretch{{Epoch: 0, Start: 1}}
+		for i := r.IntN(4); i > 0; i-- {
+			last := im.hist[len(im.hist)-1]
+			im.hist = append(im.hist, Stretch{Epoch: last.Epoch + r.Uint64N(2), Start: last.Start + r.Uint64N(im.h.LSN-last.Start+1), Incarnation: r.Uint64() | 1})
+		}
+		im.h.Epoch = im.hist[len(im.hist)-1].Epoch
+	}
 	for t := 1; t <= tables; t++ {
 		id := uint32(t * 3)
 		im.tables = append(im.tables, id)
@@ -51,7 +61,7 @@ func (im *testImage) nameSchema() {
 func (im testImage) encode(t testing.TB) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	w, err := NewWriter(&buf, im.h)
+	w, err := NewWriter(&buf, im.h, im.hist)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +92,7 @@ func decode(b []byte) (testImage, error) {
 	if err != nil {
 		return testImage{}, err
 	}
-	im := testImage{h: r.Header(), defs: map[uint32][]byte{}, rows: map[uint32][][]byte{}}
+	im := testImage{h: r.Header(), hist: r.History(), defs: map[uint32][]byte{}, rows: map[uint32][][]byte{}}
 	for {
 		f, err := r.Next()
 		if errors.Is(err, io.EOF) {
@@ -114,6 +124,9 @@ func decode(b []byte) (testImage, error) {
 func sameImage(a, b testImage) error {
 	if a.h != b.h {
 		return fmt.Errorf("header %+v, want %+v", b.h, a.h)
+	}
+	if !slices.Equal(a.hist, b.hist) {
+		return fmt.Errorf("history %v, want %v", b.hist, a.hist)
 	}
 	if fmt.Sprint(a.tables) != fmt.Sprint(b.tables) {
 		return fmt.Errorf("tables %v, want %v", b.tables, a.tables)
@@ -285,7 +298,7 @@ func TestFramesAreBoundToTheirPlace(t *testing.T) {
 }
 
 func TestWriterRefusesDisorder(t *testing.T) {
-	w, err := NewWriter(io.Discard, Header{LSN: 1})
+	w, err := NewWriter(io.Discard, Header{LSN: 1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,14 +306,14 @@ func TestWriterRefusesDisorder(t *testing.T) {
 		t.Fatal("rows of an undefined table")
 	}
 	two := Header{LSN: 1, Tables: 2, Schema: SchemaSum(SchemaSum(0, 1, nil), 2, nil)}
-	w, _ = NewWriter(io.Discard, two)
+	w, _ = NewWriter(io.Discard, two, nil)
 	if err := w.Table(1, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Row(1, []byte("a")); err == nil {
 		t.Fatal("rows before all the tables the header names")
 	}
-	w, _ = NewWriter(io.Discard, two)
+	w, _ = NewWriter(io.Discard, two, nil)
 	if err := w.Table(2, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +323,7 @@ func TestWriterRefusesDisorder(t *testing.T) {
 	if err := w.Close(); err == nil {
 		t.Fatal("the header's tables in another order")
 	}
-	w, _ = NewWriter(io.Discard, two)
+	w, _ = NewWriter(io.Discard, two, nil)
 	for _, step := range []error{w.Table(1, nil), w.Table(2, nil), w.Row(1, []byte("a")), w.Row(2, []byte("b"))} {
 		if step != nil {
 			t.Fatal(step)
@@ -322,7 +335,7 @@ func TestWriterRefusesDisorder(t *testing.T) {
 	if err := w.Table(3, nil); err == nil {
 		t.Fatal("a table after rows")
 	}
-	if _, err := NewWriter(io.Discard, Header{}); err == nil {
+	if _, err := NewWriter(io.Discard, Header{}, nil); err == nil {
 		t.Fatal("an image at LSN 0")
 	}
 }
@@ -358,7 +371,9 @@ func TestHeaderNamesTheSchema(t *testing.T) {
 	if _, _, err := CheckEnds(bytes.NewReader(reheader(b, Version, im.h.Tables+1, im.h.Schema)), int64(len(b))); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("CheckEnds with one table more in the header: %v", err)
 	}
-	v1 := reheader(b, 1, 0, 0)
+	v2 := im
+	v2.h.Version, v2.hist = 2, nil // no history frame, which version 1 has neither
+	v1 := reheader(v2.encode(t), 1, 0, 0)
 	old, err := decode(v1)
 	if err != nil {
 		t.Fatalf("a version 1 image: %v", err)
@@ -378,10 +393,11 @@ func TestHeaderNamesTheSchema(t *testing.T) {
 		}
 	}
 	old.nameSchema()
+	old.hist = im.hist
 	if err := sameImage(im, old); err != nil {
 		t.Fatalf("a version 1 image: %v", err)
 	}
-	if _, err := decode(reheader(b, 1, im.h.Tables, im.h.Schema)); !errors.Is(err, ErrCorrupt) {
+	if _, err := decode(reheader(v1, 1, im.h.Tables, im.h.Schema)); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("a version 1 header with a schema: %v", err)
 	}
 	if _, err := decode(reheader(b, Version+1, im.h.Tables, im.h.Schema)); !errors.Is(err, ErrCorrupt) {
@@ -412,4 +428,82 @@ func FuzzReader(f *testing.F) {
 			t.Fatalf("a decoded image written again: %v", err)
 		}
 	})
+}
+
+// TestHistory: the epoch history an image carries reads back as written
+// (none included); a writer refuses, and a reader finds corrupt, one that
+// does not fit the image (not from LSN 1, out of order, past the image's
+// LSN, ending in another epoch than its header's) or a history frame
+// anywhere but first; a version 2 image, which has none, reads with none.
+func TestHistory(t *testing.T) {
+	im := randomImage(4, 2, 10)
+	im.h.LSN, im.h.Epoch = 100, 3
+	for _, hist := range [][]Stretch{nil, {{Epoch: 3, Start: 1}}, {{Epoch: 0, Start: 1}, {Epoch: 3, Start: 50, Incarnation: 9}, {Epoch: 3, Start: 100, Incarnation: 11}}} {
+		im.hist = hist
+		got, err := decode(im.encode(t))
+		if err != nil {
+			t.Fatalf("history %v: %v", hist, err)
+		}
+		if err := sameImage(im, got); err != nil {
+			t.Fatalf("history %v: %v", hist, err)
+		}
+	}
+	// raw writes an image with hist as its history frame, unchecked, and
+	// another frame first if early.
+	raw := func(hist []Stretch, early bool) []byte {
+		var buf bytes.Buffer
+		w := &Writer{w: &buf, h: im.h, lsn: im.h.LSN, tables: map[uint32]bool{}, done: map[uint32]bool{}}
+		if err := w.write(AppendHeader(nil, im.h)); err != nil {
+			t.Fatal(err)
+		}
+		if early {
+			if err := w.Table(im.tables[0], im.defs[im.tables[0]]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.frameOut(FrameHistory, 0, uint32(len(hist)), appendHistory(nil, hist)); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range im.tables[len(w.tables):] {
+			if err := w.Table(id, im.defs[id]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	if _, err := decode(raw([]Stretch{{Epoch: 3, Start: 1}}, false)); err != nil {
+		t.Fatalf("a good history written raw: %v", err)
+	}
+	for _, c := range []struct {
+		what string
+		hist []Stretch
+	}{
+		{"not from LSN 1", []Stretch{{Epoch: 3, Start: 2}}},
+		{"starts out of order", []Stretch{{Epoch: 0, Start: 1}, {Epoch: 2, Start: 60}, {Epoch: 3, Start: 50}}},
+		{"epochs out of order", []Stretch{{Epoch: 4, Start: 1}, {Epoch: 3, Start: 50}}},
+		{"past the image's LSN", []Stretch{{Epoch: 0, Start: 1}, {Epoch: 3, Start: 101}}},
+		{"another epoch than the header's", []Stretch{{Epoch: 0, Start: 1}, {Epoch: 2, Start: 50}}},
+	} {
+		if _, err := NewWriter(io.Discard, im.h, c.hist); err == nil {
+			t.Errorf("the writer takes a history %s", c.what)
+		}
+		if _, err := decode(raw(c.hist, false)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("a history %s: %v", c.what, err)
+		}
+	}
+	if _, err := decode(raw([]Stretch{{Epoch: 3, Start: 1}}, true)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("a history frame after a table frame: %v", err)
+	}
+	v2 := im
+	v2.h.Version, v2.hist = 2, nil
+	got, err := decode(v2.encode(t))
+	if err != nil || got.hist != nil {
+		t.Fatalf("a version 2 image: history %v, %v", got.hist, err)
+	}
+	if _, err := NewWriter(io.Discard, v2.h, []Stretch{{Epoch: 3, Start: 1}}); err == nil {
+		t.Fatal("a version 2 writer takes a history")
+	}
 }

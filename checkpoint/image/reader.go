@@ -65,6 +65,7 @@ func (f Frame) Rows(payload []byte, fn func(row []byte) error) error {
 type Reader struct {
 	r      io.Reader
 	h      Header
+	hist   []Stretch
 	off    int64
 	tables map[uint32]bool
 	rows   bool   // a rows frame was read
@@ -73,7 +74,7 @@ type Reader struct {
 	done   bool
 }
 
-// NewReader reads and checks the image header.
+// NewReader reads and checks the image header and the history frame.
 func NewReader(r io.Reader) (*Reader, error) {
 	b := make([]byte, HeaderSize)
 	if _, err := io.ReadFull(r, b); err != nil {
@@ -83,11 +84,35 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (at offset 0)", err)
 	}
-	return &Reader{r: r, h: h, off: HeaderSize, tables: map[uint32]bool{}}, nil
+	ir := &Reader{r: r, h: h, off: HeaderSize, tables: map[uint32]bool{}}
+	if h.Version < 3 {
+		return ir, nil
+	}
+	f, _, err := ir.frame()
+	if err != nil {
+		return nil, err
+	}
+	if f.Kind == FrameHistory && f.codec == CodecNone {
+		ir.hist, err = decodeHistory(f.Stored, f.Count)
+		if err == nil {
+			err = checkHistory(ir.hist, h)
+		}
+	} else {
+		err = fmt.Errorf("a frame of kind %d, codec %d where the history frame belongs", f.Kind, f.codec)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: frame at offset %d: %v", ErrCorrupt, f.Offset, err)
+	}
+	return ir, nil
 }
 
 // Header returns the image's header.
 func (r *Reader) Header() Header { return r.h }
+
+// History returns the epoch history the image carries: the stretches of
+// its node's log up to its LSN, or nil when that node could not say or
+// the image is older than version 3.
+func (r *Reader) History() []Stretch { return r.hist }
 
 // Offset returns how far the reader has read.
 func (r *Reader) Offset() int64 { return r.off }
@@ -110,26 +135,12 @@ func (r *Reader) Next() (Frame, error) {
 	if r.done {
 		return Frame{}, io.EOF
 	}
-	var hdr [FrameHeaderSize]byte
-	off := r.off
-	if _, err := io.ReadFull(r.r, hdr[:]); err != nil {
-		return Frame{}, readErr(err, off, "a frame header")
-	}
-	h, err := decodeFrameHeader(hdr[:])
+	f, h, err := r.frame()
 	if err != nil {
-		return Frame{}, fmt.Errorf("%w: frame at offset %d: %v", ErrCorrupt, off, err)
+		return Frame{}, err
 	}
-	stored := make([]byte, h.stored)
-	if _, err := io.ReadFull(r.r, stored); err != nil {
-		return Frame{}, readErr(err, off+FrameHeaderSize, "a frame payload")
-	}
-	if crc := binary.LittleEndian.Uint32(hdr[:]); crc != frameCRC(r.h.LSN, off, hdr[:], stored) {
-		return Frame{}, fmt.Errorf("%w: frame at offset %d: checksum mismatch", ErrCorrupt, off)
-	}
-	r.off += FrameHeaderSize + int64(h.stored)
-	f := Frame{Kind: h.kind, Table: h.table, Count: int(h.count), Offset: off, Stored: stored, codec: h.codec, raw: int(h.raw)}
 	if err := r.account(f, h); err != nil {
-		return Frame{}, fmt.Errorf("%w: frame at offset %d: %v", ErrCorrupt, off, err)
+		return Frame{}, fmt.Errorf("%w: frame at offset %d: %v", ErrCorrupt, f.Offset, err)
 	}
 	if f.Kind == FrameEnd {
 		r.done = true
@@ -138,8 +149,33 @@ func (r *Reader) Next() (Frame, error) {
 	return f, nil
 }
 
+// frame reads the next frame and checks its checksum.
+func (r *Reader) frame() (Frame, frameHeader, error) {
+	var hdr [FrameHeaderSize]byte
+	off := r.off
+	if _, err := io.ReadFull(r.r, hdr[:]); err != nil {
+		return Frame{}, frameHeader{}, readErr(err, off, "a frame header")
+	}
+	h, err := decodeFrameHeader(hdr[:])
+	if err != nil {
+		return Frame{}, h, fmt.Errorf("%w: frame at offset %d: %v", ErrCorrupt, off, err)
+	}
+	stored := make([]byte, h.stored)
+	if _, err := io.ReadFull(r.r, stored); err != nil {
+		return Frame{}, h, readErr(err, off+FrameHeaderSize, "a frame payload")
+	}
+	if crc := binary.LittleEndian.Uint32(hdr[:]); crc != frameCRC(r.h.LSN, off, hdr[:], stored) {
+		return Frame{}, h, fmt.Errorf("%w: frame at offset %d: checksum mismatch", ErrCorrupt, off)
+	}
+	r.off += FrameHeaderSize + int64(h.stored)
+	return Frame{Kind: h.kind, Table: h.table, Count: int(h.count), Offset: off, Stored: stored, codec: h.codec, raw: int(h.raw)}, h, nil
+}
+
 // account checks a frame against those before it and counts it.
 func (r *Reader) account(f Frame, h frameHeader) error {
+	if f.Kind == FrameHistory {
+		return errors.New("a history frame after the first frame")
+	}
 	if f.Kind == FrameTable {
 		switch {
 		case r.rows:

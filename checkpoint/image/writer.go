@@ -34,15 +34,29 @@ type Writer struct {
 	err     error
 }
 
-// NewWriter writes h and returns a Writer for the rest. The tables
-// written must be those h names (Tables, Schema), in the same order.
-func NewWriter(w io.Writer, h Header) (*Writer, error) {
+// NewWriter writes h and the history frame (hist: the node's epoch
+// history up to h.LSN, or none) and returns a Writer for the rest. The
+// tables written must be those h names (Tables, Schema), in the same
+// order. A header of an older version (h.Version) writes no history.
+func NewWriter(w io.Writer, h Header, hist []Stretch) (*Writer, error) {
 	iw := &Writer{w: w, h: h, lsn: h.LSN, tables: map[uint32]bool{}, done: map[uint32]bool{}}
 	if h.LSN == 0 {
 		return nil, fmt.Errorf("image: an image at LSN 0")
 	}
+	old := h.Version != 0 && h.Version < 3
+	if old && len(hist) > 0 {
+		return nil, fmt.Errorf("image: a version %d image holds no epoch history", h.Version)
+	}
+	if err := checkHistory(hist, h); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
 	if err := iw.write(AppendHeader(nil, h)); err != nil {
 		return nil, err
+	}
+	if !old {
+		if err := iw.frameOut(FrameHistory, 0, uint32(len(hist)), appendHistory(nil, hist)); err != nil {
+			return nil, err
+		}
 	}
 	return iw, nil
 }
