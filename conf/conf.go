@@ -305,12 +305,22 @@ func (c *Config) Validate() error {
 	if c.loaded("durability") && c.DataDir == "" && c.Durability != DurabilityNoLog {
 		bad("data_dir", "empty (a diskless node) needs durability %q, not %q", DurabilityNoLog, c.Durability)
 	}
-	seen := map[string]bool{}
+	seen := map[string]string{} // each directory, cleaned, the channel that names it
 	for _, ch := range c.LogChannels {
-		if ch == "" || seen[ch] {
-			bad("log_channels", "each channel needs its own non-empty directory; %q is empty or repeated", ch)
+		// Segment files are named by their number alone: two channels
+		// in one directory ("/d" and "/d/", "log" and "./log") would
+		// write over each other's segments.
+		dir := filepath.Clean(ch)
+		if abs, err := filepath.Abs(dir); err == nil {
+			dir = abs
 		}
-		seen[ch] = true
+		switch first, ok := seen[dir]; {
+		case ch == "":
+			bad("log_channels", "each channel needs its own non-empty directory; one is empty")
+		case ok:
+			bad("log_channels", "each channel needs its own directory; %q and %q are the same directory", first, ch)
+		}
+		seen[dir] = ch
 	}
 	if c.loaded("data_dir") && c.DataDir == "" && len(c.LogChannels) > 0 {
 		bad("log_channels", "set, but data_dir is empty (a diskless node), which keeps no log")

@@ -560,3 +560,23 @@ func TestPeerAddressesAreDistinct(t *testing.T) {
 		t.Errorf("two peers on one port of different hosts: %v", err)
 	}
 }
+
+// TestLogChannelsAreDistinctDirectories: two log channels that name one
+// directory in two spellings ("/d" and "/d/", "log" and "./log") are
+// refused like two that repeat it: each channel names its segments by
+// number alone, so the second would rename its segment over the
+// first's, and the commits the first wrote there would be lost.
+func TestLogChannelsAreDistinctDirectories(t *testing.T) {
+	for _, chans := range []string{`["/d", "/d"]`, `["/d", "/d/"]`, `["log", "./log"]`, `["/d/a", "/d/b/../a"]`, `["/d", ""]`} {
+		path := writeFile(t, "node.hcl", "log_channels = "+chans+"\n")
+		_, err := Load(path, nil, nil)
+		if err == nil || !strings.Contains(err.Error(), path+":1: log_channels:") {
+			t.Errorf("log_channels = %s: %v, want an error naming the key and line", chans, err)
+		}
+	}
+	for _, chans := range []string{`["/d1", "/d2"]`, `["log", "log2"]`} {
+		if _, err := Load(writeFile(t, "node.hcl", "log_channels = "+chans+"\n"), nil, nil); err != nil {
+			t.Errorf("log_channels = %s: %v", chans, err)
+		}
+	}
+}
