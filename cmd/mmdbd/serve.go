@@ -103,9 +103,8 @@ func reexec(role string) error {
 func serve(args []string, stderr io.Writer) error {
 	// Before the start, which may take minutes (a replay, an image over
 	// the network): SIGHUP's default action would end the process.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	sigs := notifySignals()
+	defer sigs.close()
 	fs := flag.NewFlagSet("mmdbd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fromImage := fs.String("from-image", "", "start from this image `file` (mmdbd image fetch): loaded on a diskless node, installed as the first checkpoint in a data_dir without a database")
@@ -145,7 +144,7 @@ func serve(args []string, stderr io.Writer) error {
 	// SIGTERM and SIGINT keep their default action during the start: a
 	// node stopped then has served nothing, and its data dir recovers
 	// as after a crash.
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	sigs.notifyStop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 wait:
@@ -164,11 +163,9 @@ wait:
 				as = conf.RolePropagator
 			}
 			return reexec(as)
-		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				reload(srv, cfg, load, &role, logger)
-				continue
-			}
+		case <-sigs.hup:
+			reload(srv, cfg, load, &role, logger)
+		case sig := <-sigs.stop:
 			logger.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
 			break wait
 		case err := <-served:
@@ -178,4 +175,31 @@ wait:
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return errors.Join(srv.Shutdown(ctx), <-served)
+}
+
+// signals are the signals serve acts on, each kind on a channel of its
+// own: the signal package drops a signal whose channel is full, so a
+// SIGTERM sharing a one-slot channel with a SIGHUP that waits there (a
+// second SIGHUP while a reload runs) would be lost, and the node would
+// not stop. SIGHUPs that wait together are one reload.
+type signals struct {
+	hup  chan os.Signal // SIGHUP
+	stop chan os.Signal // SIGTERM and SIGINT, once notifyStop is called
+}
+
+// notifySignals starts catching SIGHUP.
+func notifySignals() *signals {
+	s := &signals{hup: make(chan os.Signal, 1), stop: make(chan os.Signal, 1)}
+	signal.Notify(s.hup, syscall.SIGHUP)
+	return s
+}
+
+// notifyStop starts catching SIGTERM and SIGINT, which end the process
+// until then.
+func (s *signals) notifyStop() { signal.Notify(s.stop, syscall.SIGTERM, syscall.SIGINT) }
+
+// close stops catching the signals.
+func (s *signals) close() {
+	signal.Stop(s.hup)
+	signal.Stop(s.stop)
 }
