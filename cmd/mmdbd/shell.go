@@ -30,7 +30,7 @@ statement that fails prints its error and the session goes on. Statements
 given with -c, or read from a file or pipe on stdin (mmdbd shell <
 script), run in order until one fails: its error goes to stderr (with its
 line, for stdin), nothing after it runs, and the exit code is 1; it is 0
-when all ran. A line "exit" or "quit" ends them. A transaction left open
+when all ran. An "exit" or "quit" statement ends them. A transaction left open
 when the shell ends is rolled back. "help" in the shell lists the
 statements.
 
@@ -71,7 +71,10 @@ func shell(args []string, stdin io.Reader, stdout, stderr io.Writer) (err error)
 	defer sh.abandon(stderr)
 	switch {
 	case *commands != "":
-		return sh.run(*commands)
+		if err := sh.run(*commands); !errors.Is(err, errQuit) {
+			return err
+		}
+		return nil
 	case isTerminal(stdin):
 		return sh.interactive(stderr)
 	}
@@ -153,7 +156,9 @@ func (sh *session) interactive(stderr io.Writer) (err error) {
 		if strings.TrimSpace(line) != "" {
 			ln.AppendHistory(line)
 		}
-		if err := sh.run(line); err != nil {
+		if err := sh.run(line); errors.Is(err, errQuit) {
+			break
+		} else if err != nil {
 			fmt.Fprintf(stderr, "error: %v\n", err)
 		}
 	}
@@ -206,7 +211,9 @@ func (sh *session) script(r io.Reader) error {
 		if quits(text) {
 			return nil
 		}
-		if err := sh.run(text); err != nil {
+		if err := sh.run(text); errors.Is(err, errQuit) {
+			return nil
+		} else if err != nil {
 			return fmt.Errorf("line %d: %w", first, err)
 		}
 	}
@@ -234,7 +241,12 @@ func readStatement(r *bufio.Reader, read *int) (string, error) {
 	}
 }
 
-// run runs every statement of input, stopping at the first error.
+// errQuit is run's error after an "exit" or "quit" statement: the
+// statements after it do not run, and the shell ends, without failing.
+var errQuit = errors.New("quit")
+
+// run runs every statement of input, stopping at the first error or at
+// "exit" (errQuit).
 func (sh *session) run(input string) error {
 	stmts, err := tokenize(input)
 	if err != nil {
@@ -244,6 +256,9 @@ func (sh *session) run(input string) error {
 		err := sh.exec(&parser{toks: st})
 		if sh.out.err != nil { // and err, if any, is the write's
 			return fmt.Errorf("%s ran, but its output was not printed: %w", st[0].text, sh.out.err)
+		}
+		if errors.Is(err, errQuit) {
+			return err
 		}
 		if err != nil && grpcstatus.Code(err) == codes.DeadlineExceeded {
 			return fmt.Errorf("%w (gave up after the statement's -timeout %s)", plainError(err), sh.timeout)
@@ -338,6 +353,11 @@ func (sh *session) exec(p *parser) error {
 		return sh.update(ctx, p)
 	case "delete":
 		return sh.delete(ctx, p)
+	case "exit", "quit":
+		if err := p.end(); err != nil {
+			return err
+		}
+		return errQuit
 	case "begin", "commit", "rollback":
 		if err := p.end(); err != nil {
 			return err

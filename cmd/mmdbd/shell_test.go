@@ -242,3 +242,27 @@ func TestShellTimeoutSaysWhichFlag(t *testing.T) {
 		t.Errorf("tables with -timeout 1ns: exit %d\n%s", code, &out)
 	}
 }
+
+// TestShellExitIsAStatement: "exit" or "quit" ends the statements as a
+// statement does, ended by ';' and in any case, in a script and with -c
+// too, and the shell exits 0 without running what follows. Before, only
+// a line holding the bare word did: "exit;" ended a script with exit
+// code 1 (unknown statement "exit"), and -c "...; exit" failed too.
+func TestShellExitIsAStatement(t *testing.T) {
+	addr := startNode(t, nil)
+	if out, code := shellRun(t, addr, "create table e (k int64, primary key (k) ordered)"); code != 0 {
+		t.Fatalf("setup: exit %d\n%s", code, out)
+	}
+	if stdout, stderr, code := shellScript(t, addr, "insert e 1;\nexit;\ninsert e 2\n"); code != 0 || stderr != "" {
+		t.Errorf("a script ending in \"exit;\": exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if out, code := shellRun(t, addr, "insert e 3; QUIT; insert e 4"); code != 0 {
+		t.Errorf("-c \"...; QUIT; ...\": exit %d\n%s", code, out)
+	}
+	if out, code := shellRun(t, addr, "scan e"); code != 0 || !strings.Contains(out, "(2 rows)") {
+		t.Errorf("the rows of e (1 and 3; 2 and 4 came after exit): exit %d\n%s", code, out)
+	}
+	if out, code := shellRun(t, addr, "exit now"); code != 1 || !strings.Contains(out, `unexpected "now"`) {
+		t.Errorf("\"exit now\": exit %d\n%s", code, out)
+	}
+}

@@ -39,6 +39,7 @@ const shellHelp = `statements (end with ; or a newline outside parentheses):
   begin | commit | rollback            an interactive transaction
   status                               the node's role, LSNs and tables
   help
+  exit | quit                          end the shell; what follows does not run
 values: null, numbers (integers in decimal, or in hex as 0xHEX), true/false, words or
 "quoted strings", bytes as 0xHEX or a string, timestamps as RFC 3339
 (2026-11-22T10:00:00Z) or nanoseconds since the epoch.
