@@ -207,13 +207,14 @@ func parseValue(t token, col *pb.Column) (*pb.Value, error) {
 
 // intBase returns an integer's text and base for ParseInt and ParseUint:
 // hex after 0x (the prefix cut), else decimal, so that a leading zero
-// does not make a number octal (010 is ten).
+// does not make a number octal (010 is ten). A sign goes before the 0x:
+// after it ("0x-5") the text is returned whole, for the parse to refuse.
 func intBase(s string) (string, int) {
 	sign, digits := "", s
 	if s != "" && (s[0] == '-' || s[0] == '+') {
 		sign, digits = s[:1], s[1:]
 	}
-	if hex, ok := strings.CutPrefix(strings.ToLower(digits), "0x"); ok {
+	if hex, ok := strings.CutPrefix(strings.ToLower(digits), "0x"); ok && !strings.HasPrefix(hex, "-") && !strings.HasPrefix(hex, "+") {
 		return sign + hex, 16
 	}
 	return s, 10

@@ -274,3 +274,19 @@ func FuzzShellParse(f *testing.F) {
 		_ = openParens(input)
 	})
 }
+
+// TestParseIntegersSignBeforeHex: a sign goes before 0x; one after it
+// is refused. Before, "0x-5" was read as -5 and "0x+5" as 5 (the parse
+// of the digits after 0x took the sign).
+func TestParseIntegersSignBeforeHex(t *testing.T) {
+	for _, c := range []*pb.Column{{Name: "c", Type: pb.ColumnType_COLUMN_TYPE_INT64}, {Name: "c", Type: pb.ColumnType_COLUMN_TYPE_UINT64}} {
+		for _, text := range []string{"0x-5", "0x+5", "-0x-5", "0X-5"} {
+			if v, err := parseValue(token{text: text}, c); err == nil {
+				t.Errorf("%s as %s: %s, want an error", text, typeName(c.GetType()), formatValue(v))
+			}
+		}
+	}
+	if v, err := parseValue(token{text: "-0x5"}, &pb.Column{Name: "c", Type: pb.ColumnType_COLUMN_TYPE_INT64}); err != nil || formatValue(v) != "-5" {
+		t.Errorf("-0x5 as int64: %v %v", v, err)
+	}
+}
