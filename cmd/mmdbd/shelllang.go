@@ -184,7 +184,7 @@ func parseValue(t token, col *pb.Column) (*pb.Value, error) {
 	case pb.ColumnType_COLUMN_TYPE_STRING:
 		return client.String(s), nil
 	case pb.ColumnType_COLUMN_TYPE_BYTES:
-		if !t.quoted && strings.HasPrefix(s, "0x") {
+		if !t.quoted && len(s) >= 2 && strings.EqualFold(s[:2], "0x") { // as integers take 0X too
 			b, err := hex.DecodeString(s[2:])
 			if err != nil {
 				return bad(err)

@@ -290,3 +290,17 @@ func TestParseIntegersSignBeforeHex(t *testing.T) {
 		t.Errorf("-0x5 as int64: %v %v", v, err)
 	}
 }
+
+// TestParseBytesHexEitherCase: a bare 0XHEX is hex bytes, as 0xHEX is
+// and as integers take 0X; before, "0XBEEF" became the six bytes of its
+// text, silently.
+func TestParseBytesHexEitherCase(t *testing.T) {
+	col := &pb.Column{Name: "c", Type: pb.ColumnType_COLUMN_TYPE_BYTES}
+	v, err := parseValue(token{text: "0XBEEF"}, col)
+	if err != nil || formatValue(v) != "0xbeef" {
+		t.Errorf("0XBEEF as bytes: %v %v, want 0xbeef", v, err)
+	}
+	if _, err := parseValue(token{text: "0XZZ"}, col); err == nil {
+		t.Error("0XZZ as bytes: no error")
+	}
+}
