@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mmdb/mmdb/client"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -94,8 +95,13 @@ func tokenize(input string) ([][]token, error) {
 						b.WriteByte('\n')
 					case 't':
 						b.WriteByte('\t')
-					default:
+					case '"', '\\':
 						b.WriteByte(input[j])
+					default:
+						// Dropping the backslash would change the
+						// value unseen ("C:\dir" stored as "C:dir").
+						r, _ := utf8.DecodeRuneInString(input[j:])
+						return nil, fmt.Errorf("unknown escape \\%c in the string starting at %q: the escapes are \\\" \\\\ \\n \\t", r, truncate(input[i:], 20))
 					}
 					continue
 				}

@@ -304,3 +304,18 @@ func TestParseBytesHexEitherCase(t *testing.T) {
 		t.Error("0XZZ as bytes: no error")
 	}
 }
+
+// TestTokenizeRefusesUnknownEscapes: a backslash in a quoted string
+// starts one of the escapes \" \\ \n \t; any other is refused, naming
+// it. Before, the backslash was dropped: "C:\dir" was stored as "C:dir".
+func TestTokenizeRefusesUnknownEscapes(t *testing.T) {
+	for _, in := range []string{`insert t 1 "C:\dir"`, `insert t 1 "\x41"`, `insert t 1 "\é"`} {
+		if _, err := tokenize(in); err == nil || !strings.Contains(err.Error(), "unknown escape") {
+			t.Errorf("%s: %v, want an unknown escape", in, err)
+		}
+	}
+	stmts, err := tokenize(`insert t 1 "a\\b\"c\n\t"`)
+	if err != nil || len(stmts) != 1 || stmts[0][3].text != "a\\b\"c\n\t" {
+		t.Errorf("the known escapes: %v %v", stmts, err)
+	}
+}
