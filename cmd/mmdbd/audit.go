@@ -151,9 +151,15 @@ func (a auditor) digests(ctx context.Context, table string, list []uint32) (p, s
 	case perr != nil:
 		return nil, nil, fmt.Errorf("digest %s on the primary: %w", table, perr)
 	}
-	wctx, cancel := context.WithTimeout(ctx, a.wait)
-	defer cancel()
-	s, serr := a.s.TableDigest(wctx, &pb.TableDigestRequest{Table: table, Buckets: a.buckets, List: list, MinLsn: lsn})
+	// -wait bounds the standby's catching up, not its digest of the
+	// table, which takes as long as the table is large.
+	switch applied, ok, err := a.waitApplied(ctx, lsn); {
+	case err != nil:
+		return nil, nil, fmt.Errorf("digest %s on the standby: wait for it to apply LSN %d: %w", table, lsn, err)
+	case !ok:
+		return nil, nil, fmt.Errorf("digest %s on the standby: it has applied LSN %d, not yet the primary's %d, after %s", table, applied, lsn, a.wait)
+	}
+	s, serr := a.s.TableDigest(ctx, &pb.TableDigestRequest{Table: table, Buckets: a.buckets, List: list, MinLsn: lsn})
 	switch {
 	case serr != nil && grpcstatus.Code(serr) != codes.NotFound:
 		return nil, nil, fmt.Errorf("digest %s on the standby: %w", table, serr)
@@ -422,22 +428,36 @@ func (a auditor) repairChunk(ctx context.Context, table string, keys [][]byte, r
 
 // applied waits, up to -wait, until the standby has applied LSN lsn.
 func (a auditor) applied(ctx context.Context, lsn uint64) error {
+	applied, ok, err := a.waitApplied(ctx, lsn)
+	switch {
+	case err != nil:
+		return fmt.Errorf("wait for the standby to apply the repair at LSN %d: %w", lsn, err)
+	case !ok:
+		return fmt.Errorf("the standby has applied LSN %d, not the repair at LSN %d, after %s: it may have refused the record (see its log; then image it again)",
+			applied, lsn, a.wait)
+	}
+	return nil
+}
+
+// waitApplied asks the standby, up to -wait, until it has applied LSN
+// lsn; it returns the LSN it last said it had applied, and whether that
+// reached lsn.
+func (a auditor) waitApplied(ctx context.Context, lsn uint64) (uint64, bool, error) {
 	deadline := time.Now().Add(a.wait)
 	for {
 		st, err := a.s.Status(ctx, &pb.StatusRequest{})
 		if err != nil {
-			return fmt.Errorf("the standby's status: %w", err)
+			return 0, false, fmt.Errorf("the standby's status: %w", err)
 		}
 		if st.GetAppliedLsn() >= lsn {
-			return nil
+			return st.GetAppliedLsn(), true, nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the standby has applied LSN %d, not the repair at LSN %d, after %s: it may have refused the record (see its log; then image it again)",
-				st.GetAppliedLsn(), lsn, a.wait)
+			return st.GetAppliedLsn(), false, nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for the standby to apply the repair at LSN %d: %w", lsn, ctx.Err())
+			return st.GetAppliedLsn(), false, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

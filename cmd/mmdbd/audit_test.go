@@ -150,7 +150,7 @@ func TestRepairRowsSplits(t *testing.T) {
 func TestAuditStillDiffers(t *testing.T) {
 	k := []byte(testKey(t, 7))
 	p := &fakeAdmin{key: k, hash: 1, maxKeys: 10}
-	s := &fakeAdmin{key: k, hash: 2}
+	s := &fakeAdmin{key: k, hash: 2, lsn: 100} // past the primary's LSN, repair and all
 	var out strings.Builder
 	a := auditor{p: p, s: s, buckets: 1, rounds: 1, repair: true, out: &out}
 	differs, err := a.table(context.Background(), "t")
@@ -238,5 +238,31 @@ func TestAuditListsDifferencesPastTheMessageLimit(t *testing.T) {
 	code := run([]string{"audit", "-primary", paddr, "-standby", saddr, "-rounds", "1"}, nil, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stdout.String(), "kv: 3998 rows differ") || !strings.Contains(stderr.String(), "differs from the primary") {
 		t.Fatalf("audit of a table that differs in 3998 rows: exit %d\n%s\n%s", code, truncate(stdout.String(), 200), &stderr)
+	}
+}
+
+// TestAuditWaitBoundsOnlyTheStandbysCatchUp: -wait bounds how long the
+// standby may take to reach the primary's LSN, not how long it takes to
+// digest a table: a standby already there, with a table that takes
+// longer than -wait to scan, is audited, not given up on.
+func TestAuditWaitBoundsOnlyTheStandbysCatchUp(t *testing.T) {
+	primary, paddr := servertest.Start(t, nil)
+	standby, saddr := servertest.Start(t, nil)
+	commitRows(t, primary, 0, 20000)
+	commitRows(t, standby, 0, 20000)
+	var stdout, stderr strings.Builder
+	start := time.Now()
+	code := run([]string{"audit", "-primary", paddr, "-standby", saddr, "-wait", "1ms", "-buckets", "1"}, nil, &stdout, &stderr)
+	if code != 0 || !strings.Contains(stdout.String(), "kv: 20000 rows, the same") {
+		t.Fatalf("audit with -wait 1ms of a table the standby digests in longer: exit %d after %s\n%s\n%s", code, time.Since(start), &stdout, &stderr)
+	}
+	// A standby that does not reach the primary's LSN in -wait is still
+	// given up on, saying how far it got.
+	commitRows(t, primary, 20000, 1)
+	stdout.Reset()
+	stderr.Reset()
+	code = run([]string{"audit", "-primary", paddr, "-standby", saddr, "-wait", "50ms"}, nil, &stdout, &stderr)
+	if code == 0 || !strings.Contains(stderr.String(), "it has applied LSN 2, not yet the primary's 3, after 50ms") {
+		t.Fatalf("audit of a standby behind the primary: exit %d\n%s\n%s", code, &stdout, &stderr)
 	}
 }
