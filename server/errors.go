@@ -40,11 +40,13 @@ var codeOf = []struct {
 	{mem.ErrLimit, codes.ResourceExhausted},
 	{mem.ErrBuilding, codes.Unavailable},              // a standby's index not built yet: read again
 	{durability.ErrStandby, codes.FailedPrecondition}, // a write on a standby: the message names the primary
-	{syscall.ENOSPC, codes.ResourceExhausted},         // the log's disk is full: the commit was refused
-	{syscall.EDQUOT, codes.ResourceExhausted},         // the same, of a disk quota
-	{logging.ErrTooLarge, codes.ResourceExhausted},    // a transaction's redo record over the log's limit
-	{logging.ErrFailed, codes.Unavailable},            // the log failed: the node takes no more writes
-	{logging.ErrClosed, codes.Unavailable},            // shutting down
+	// Before ENOSPC: a log that an ENOSPC from a sync failed takes no
+	// more writes, ever (docs/operations.md), unlike a full disk.
+	{logging.ErrFailed, codes.Unavailable},         // the log failed: the node takes no more writes
+	{logging.ErrClosed, codes.Unavailable},         // shutting down
+	{syscall.ENOSPC, codes.ResourceExhausted},      // the log's disk is full: the commit was refused
+	{syscall.EDQUOT, codes.ResourceExhausted},      // the same, of a disk quota
+	{logging.ErrTooLarge, codes.ResourceExhausted}, // a transaction's redo record over the log's limit
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }
