@@ -139,6 +139,14 @@ type Sender struct {
 	resumeAt uint64       // while degraded: the LSN the quorum must reach (the last LSN when it was set)
 	resumeBy time.Time    // when resumeAt was set
 	closed   bool         // Close was called: commits wait no more
+	// The oldest wait for the quorum still unanswered, as far as Wait
+	// knows: a commit began to wait for lateLSN under lateMode at
+	// lateSince (zero: none). Its caller may have left (a deadline
+	// shorter than sync_timeout); the quorum has not answered in time all
+	// the same.
+	lateLSN   uint64
+	lateMode  Mode
+	lateSince time.Time
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -797,6 +805,10 @@ func (s *Sender) heldLocked(lsn uint64, mode Mode) (Mode, bool) {
 // When they do not answer within the timeout, it returns degraded (and
 // commits return at once, degraded, until the standbys catch up), or,
 // with Block, goes on waiting until ctx ends and returns ErrUnconfirmed.
+// The timeout counts from when this commit began to wait, or from when
+// an earlier commit the quorum has not answered yet did, if earlier,
+// though that one's caller has gone (since the last SetSync or
+// degradation).
 func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool, err error) {
 	if mode == Async || lsn == 0 {
 		return false, nil
@@ -827,8 +839,20 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 			s.mu.Unlock()
 			return true, nil
 		}
-		if !s.opts.Block && time.Since(began) >= s.opts.Timeout {
+		// The timeout counts from the oldest wait the quorum has not
+		// answered yet, this one's or an earlier commit's whose caller
+		// gave up first: otherwise clients whose deadlines are shorter
+		// than sync_timeout would keep the node from ever degrading.
+		if s.lateSince.IsZero() || s.quorumLocked(s.lateMode) >= s.lateLSN {
+			s.lateLSN, s.lateMode, s.lateSince = lsn, m, began
+		}
+		since := began
+		if s.lateSince.Before(since) {
+			since = s.lateSince
+		}
+		if !s.opts.Block && time.Since(since) >= s.opts.Timeout {
 			s.degraded, s.resumeAt, s.resumeBy = true, s.store.DB().LastLSN(), time.Now()
+			s.lateSince = time.Time{} // once resumed, waits count afresh
 			s.opts.Logger.Warn("the standbys did not answer in sync_timeout: commits no longer wait for them until they catch up",
 				"sync-mode", m, "lsn", lsn, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout)
 			// The other waiters return degraded too, now.
@@ -839,7 +863,7 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 		}
 		w := &ackWaiter{lsn: lsn, mode: mode, ch: make(chan struct{})}
 		s.waiters = append(s.waiters, w)
-		block, until, quorum := s.opts.Block, began.Add(s.opts.Timeout), s.opts.Quorum
+		block, until, quorum := s.opts.Block, since.Add(s.opts.Timeout), s.opts.Quorum
 		s.mu.Unlock()
 		var timeout <-chan time.Time
 		if !block {
@@ -877,6 +901,7 @@ func (s *Sender) SetSync(mode Mode, quorum int, counted []string, timeout time.D
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.opts.Mode, s.opts.Quorum, s.opts.Counted, s.opts.Timeout, s.opts.Block = mode, quorum, slices.Clone(counted), timeout, block
+	s.lateSince = time.Time{} // the new timeout counts from when the commits waiting now began
 	if mode == Async || quorum <= 0 || block {
 		s.degraded = false
 	}
