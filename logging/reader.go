@@ -204,7 +204,12 @@ func readSegmentHeader(fs vfs.FS, dir string, seq uint64) (record.SegmentHeader,
 	if err == nil && h.Seq != seq {
 		err = fmt.Errorf("%w: the header says segment %d", record.ErrCorrupt, h.Seq)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, record.ErrVersion):
+		// Not damage: recovery_ignore_corruption must not set aside
+		// what a newer build wrote.
+		return record.SegmentHeader{}, fmt.Errorf("logging: %s: %w (a newer build wrote it: start the node with that build)", name, err)
+	case err != nil:
 		return record.SegmentHeader{}, fmt.Errorf("%w: %s at offset 0: segment header: %v", ErrCorrupt, name, err)
 	}
 	return h, nil

@@ -3,8 +3,10 @@ package logging
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -238,6 +240,37 @@ func TestIgnoreCorruption(t *testing.T) {
 	again, err := recoverLog(fs, l.dirs, false)
 	if err != nil || again.last != got.last+1 || string(again.bodies[again.last]) != "after" {
 		t.Fatalf("recovery after the repair: to %d (want %d): %v", again.last, got.last+1, err)
+	}
+}
+
+// TestNewerSegmentVersion: a segment whose whole header names a format
+// version this build does not read (a newer build wrote it) is refused
+// with ErrVersion, naming the versions, even told to ignore corruption:
+// it is not damage, and setting it and the segments after it aside would
+// drop commits.
+func TestNewerSegmentVersion(t *testing.T) {
+	fs, l := syncedSegments(t, 9, 20, 4)
+	name := filepath.Join(l.dirs[0], SegmentName(2))
+	f, err := fs.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := make([]byte, record.SegmentHeaderSize)
+	if _, err := f.ReadAt(hb, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint32(hb[8:], record.Version+1)
+	binary.LittleEndian.PutUint32(hb[60:], crc32.Checksum(hb[:60], crc32.MakeTable(crc32.Castagnoli)))
+	corruptAt(t, fs, name, 0, hb)
+	for _, ignore := range []bool{false, true} {
+		_, err := recoverLog(fs, l.dirs, ignore)
+		if !errors.Is(err, record.ErrVersion) || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), name) ||
+			!strings.Contains(err.Error(), fmt.Sprintf("version %d; this build reads %d", record.Version+1, record.Version)) {
+			t.Fatalf("ignore corruption %v: a segment of a newer version: %v", ignore, err)
+		}
 	}
 }
 

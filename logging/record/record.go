@@ -115,10 +115,13 @@ func (c Compression) String() string {
 	return fmt.Sprintf("compression(%d)", uint8(c))
 }
 
-// Errors. Decoding errors wrap ErrCorrupt; ErrEnd marks the zero header
-// after a segment's last block.
+// Errors. Decoding errors wrap ErrCorrupt, but for a whole segment
+// header of a format version this build does not read (a newer build
+// wrote it), which is ErrVersion: no damage, and nothing to set aside;
+// ErrEnd marks the zero header after a segment's last block.
 var (
 	ErrCorrupt = errors.New("record: corrupt log")
+	ErrVersion = errors.New("record: a log format version this build does not read")
 	ErrEnd     = errors.New("record: end of segment data")
 )
 
@@ -189,7 +192,7 @@ func DecodeSegmentHeader(b []byte) (SegmentHeader, error) {
 		return SegmentHeader{}, fmt.Errorf("%w: segment header checksum %08x, want %08x", ErrCorrupt, got, want)
 	}
 	if v := binary.LittleEndian.Uint32(b[8:]); v != Version {
-		return SegmentHeader{}, fmt.Errorf("%w: segment format version %d; this build reads %d", ErrCorrupt, v, Version)
+		return SegmentHeader{}, fmt.Errorf("%w: segment format version %d; this build reads %d", ErrVersion, v, Version)
 	}
 	if !Blank(b[48:60]) {
 		return SegmentHeader{}, fmt.Errorf("%w: segment header reserved bytes are not zero", ErrCorrupt)
