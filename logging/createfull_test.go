@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,29 +15,80 @@ import (
 	"github.com/mmdb/mmdb/logging/vfs"
 )
 
-// noNameFS fails Create with full's errno while it is set: a full disk
-// (or quota) with no room for the new file itself, as when the inodes
-// are used up, before there is anything to preallocate.
+// noNameFS fails one step of making a new segment with full's errno
+// while it is set: Create (no room for the new file itself, as when the
+// inodes are used up, before there is anything to preallocate), the
+// header's sync (a thin-provisioned or network volume finds out late),
+// or the rename into place.
 type noNameFS struct {
 	vfs.FS
+	step string // "create", "sync" or "rename"
 	full atomic.Pointer[unix.Errno]
+
+	mu      sync.Mutex
+	unnamed map[string]*noSyncFile // files created and not yet renamed
 }
 
 func (fs *noNameFS) Create(name string) (vfs.File, error) {
-	if e := fs.full.Load(); e != nil {
+	if e := fs.full.Load(); e != nil && fs.step == "create" {
 		return nil, &os.PathError{Op: "open", Path: name, Err: *e}
 	}
-	return fs.FS.Create(name)
+	f, err := fs.FS.Create(name)
+	if err != nil || fs.step != "sync" {
+		return f, err
+	}
+	nf := &noSyncFile{File: f, fs: fs}
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.unnamed == nil {
+		fs.unnamed = map[string]*noSyncFile{}
+	}
+	fs.unnamed[name] = nf
+	return nf, nil
+}
+
+func (fs *noNameFS) Rename(from, to string) error {
+	if e := fs.full.Load(); e != nil && fs.step == "rename" {
+		return &os.LinkError{Op: "rename", Old: from, New: to, Err: *e}
+	}
+	fs.mu.Lock()
+	if f := fs.unnamed[from]; f != nil {
+		f.placed.Store(true)
+		delete(fs.unnamed, from)
+	}
+	fs.mu.Unlock()
+	return fs.FS.Rename(from, to)
+}
+
+// noSyncFile is a file noNameFS made, whose Sync fails while the disk is
+// full, until it is renamed (a segment's data sync failing is not a
+// full disk the log recovers from).
+type noSyncFile struct {
+	vfs.File
+	fs     *noNameFS
+	placed atomic.Bool
+}
+
+func (f *noSyncFile) Sync() error {
+	if e := f.fs.full.Load(); e != nil && !f.placed.Load() {
+		return &os.PathError{Op: "sync", Path: f.Name(), Err: *e}
+	}
+	return f.File.Sync()
 }
 
 // TestNoRoomToCreateASegment: a disk too full to create the next
-// segment's file is a full disk like one too full to preallocate it:
-// commits are refused with ErrFull (RESOURCE_EXHAUSTED) and the log takes
-// them again once space is freed, rather than failing for good.
+// segment's file, to sync its header or to rename it into place is a
+// full disk like one too full to preallocate it: commits are refused
+// with ErrFull (RESOURCE_EXHAUSTED) and the log takes them again once
+// space is freed, rather than failing for good.
 func TestNoRoomToCreateASegment(t *testing.T) {
-	for _, errno := range []unix.Errno{unix.ENOSPC, unix.EDQUOT} {
-		t.Run(errno.Error(), func(t *testing.T) {
-			fs := &noNameFS{FS: vfs.NewMemFS()}
+	for _, c := range []struct {
+		step  string
+		errno unix.Errno
+	}{{"create", unix.ENOSPC}, {"create", unix.EDQUOT}, {"sync", unix.ENOSPC}, {"rename", unix.ENOSPC}} {
+		errno := c.errno
+		t.Run(c.step+"/"+errno.Error(), func(t *testing.T) {
+			fs := &noNameFS{FS: vfs.NewMemFS(), step: c.step}
 			dirs := channelDirs(1)
 			l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 4 << 10, NoCompression: true})
 			if err != nil {

@@ -67,10 +67,21 @@ func HasSegments(fs vfs.FS, dirs []string) (bool, error) {
 	return false, nil
 }
 
-// errNoRoom marks a full disk met while creating or preallocating a new
-// segment: the only place the log can meet one, and one it recovers from
-// (Log.flush).
+// errNoRoom marks a full disk met while making a new segment, before it
+// is in place (creating, preallocating, writing and syncing its header
+// under its temporary name, renaming it): the only place the log can
+// meet one, and one it recovers from (Log.flush), since the segment
+// before is whole and synced and the new one is removed.
 var errNoRoom = errors.New("no room for a new segment")
+
+// noRoom marks err, met making a new segment, with errNoRoom if it is a
+// full disk.
+func noRoom(err error) error {
+	if vfs.NoSpace(err) {
+		return fmt.Errorf("%w: %w", errNoRoom, err)
+	}
+	return err
+}
 
 // segmentWriter appends blocks to a channel's segments, starting a new
 // preallocated segment when the current one is full. The channel's
@@ -241,12 +252,9 @@ func (w *segmentWriter) rotate(need int64) error {
 	tmp := name + tempSuffix
 	f, err := w.fs.Create(tmp)
 	if err != nil {
-		if vfs.NoSpace(err) {
-			// No room for the file itself (its inode, a directory
-			// block): a full disk, as for its preallocation.
-			err = fmt.Errorf("%w: %w", errNoRoom, err)
-		}
-		return fmt.Errorf("logging: create segment %s: %w", tmp, err)
+		// No room for the file itself (its inode, a directory block) is
+		// a full disk, as for its preallocation.
+		return fmt.Errorf("logging: create segment %s: %w", tmp, noRoom(err))
 	}
 	h := record.SegmentHeader{Channel: w.channel, Channels: w.channels, Seq: seq, PrevEnd: w.prevEnd, Base: w.last, Flags: record.FlagBound}
 	if w.opened {
@@ -257,19 +265,16 @@ func (w *segmentWriter) rotate(need int64) error {
 	}
 	size := max(w.size, record.SegmentHeaderSize+need)
 	if err := f.Allocate(size); err != nil {
-		if vfs.NoSpace(err) {
-			err = fmt.Errorf("%w: %w", errNoRoom, err)
-		}
-		return errors.Join(fmt.Errorf("logging: preallocate %d bytes for %s: %w", size, tmp, err), f.Close(), w.fs.Remove(tmp))
+		return errors.Join(fmt.Errorf("logging: preallocate %d bytes for %s: %w", size, tmp, noRoom(err)), f.Close(), w.fs.Remove(tmp))
 	}
 	if _, err := f.WriteAt(record.AppendSegmentHeader(nil, h), 0); err != nil {
-		return errors.Join(fmt.Errorf("logging: write the header of %s: %w", tmp, err), f.Close(), w.fs.Remove(tmp))
+		return errors.Join(fmt.Errorf("logging: write the header of %s: %w", tmp, noRoom(err)), f.Close(), w.fs.Remove(tmp))
 	}
 	if err := f.Sync(); err != nil {
-		return errors.Join(fmt.Errorf("logging: sync the header of %s: %w", tmp, err), f.Close(), w.fs.Remove(tmp))
+		return errors.Join(fmt.Errorf("logging: sync the header of %s: %w", tmp, noRoom(err)), f.Close(), w.fs.Remove(tmp))
 	}
 	if err := w.fs.Rename(tmp, name); err != nil {
-		return errors.Join(fmt.Errorf("logging: rename %s to %s: %w", tmp, name, err), f.Close(), w.fs.Remove(tmp))
+		return errors.Join(fmt.Errorf("logging: rename %s to %s: %w", tmp, name, noRoom(err)), f.Close(), w.fs.Remove(tmp))
 	}
 	if err := w.fs.SyncDir(w.dir); err != nil {
 		return errors.Join(fmt.Errorf("logging: sync directory %s: %w", w.dir, err), f.Close())
