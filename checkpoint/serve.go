@@ -68,8 +68,8 @@ type ShelfOptions struct {
 	// Find, if set, opens an image the shelf does not keep (it expired,
 	// or the node restarted since it was served) that is still where
 	// Source found it: Checkpointer.Find, a slot that holds it. Nil, nil:
-	// none does.
-	Find   func(id ImageID) (*Served, error)
+	// none does. It gives up when ctx ends.
+	Find   func(ctx context.Context, id ImageID) (*Served, error)
 	Logger hclog.Logger
 }
 
@@ -115,7 +115,7 @@ func NewShelf(opts ShelfOptions) *Shelf {
 // looked for with Find. The caller Puts it back when its stream ends.
 func (s *Shelf) Get(ctx context.Context, id ImageID) (*Served, error) {
 	if id != (ImageID{}) {
-		return s.named(id)
+		return s.named(ctx, id)
 	}
 	if err := s.making.Acquire(ctx, 1); err != nil {
 		return nil, fmt.Errorf("checkpoint: waiting for the image another fetch is making: %w", err)
@@ -132,7 +132,7 @@ func (s *Shelf) Get(ctx context.Context, id ImageID) (*Served, error) {
 }
 
 // named returns, held, the image named id: kept, or found again (Find).
-func (s *Shelf) named(id ImageID) (*Served, error) {
+func (s *Shelf) named(ctx context.Context, id ImageID) (*Served, error) {
 	s.mu.Lock()
 	e, ok := s.images[id]
 	if ok && !s.closed {
@@ -145,7 +145,7 @@ func (s *Shelf) named(id ImageID) (*Served, error) {
 	if s.opts.Find == nil {
 		return nil, gone
 	}
-	img, err := s.opts.Find(id)
+	img, err := s.opts.Find(ctx, id)
 	if err != nil {
 		return nil, errors.Join(gone, err)
 	}
@@ -306,9 +306,13 @@ func (c *Checkpointer) Current(ctx context.Context) (*Served, error) {
 // Find opens for streaming the image named id if one of the slots still
 // holds it (a Shelf's Find): a transfer that broke resumes on it after
 // the node restarted, unless two checkpoints have replaced it since.
-// Nil, nil: neither slot does.
-func (c *Checkpointer) Find(id ImageID) (*Served, error) {
-	c.lock()
+// Nil, nil: neither slot does. A checkpoint under way (which may replace
+// a slot) is waited for only while ctx lasts: a resuming transfer's
+// caller gives up.
+func (c *Checkpointer) Find(ctx context.Context, id ImageID) (*Served, error) {
+	if err := c.lockContext(ctx); err != nil {
+		return nil, err
+	}
 	defer c.unlock()
 	for _, img := range []Image{c.slots.Newest, c.slots.Older} {
 		if img.LSN == 0 || img.LSN != id.LSN {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/internal/banktest"
 	"github.com/mmdb/mmdb/logging/vfs"
 )
@@ -65,5 +66,40 @@ func TestCancelledCheckpointIsNoFailure(t *testing.T) {
 	}
 	if st := c.Stats(); st.Cancelled != 1 || st.Failed != 0 || st.Written != 0 {
 		t.Fatalf("after a cancelled checkpoint: %+v, want 1 cancelled, none failed", st)
+	}
+}
+
+// TestFindWaitsOnlyUntilItsContextEnds: a transfer resuming on an image
+// the shelf no longer keeps looks for it in the slots (Find), which a
+// running checkpoint may be replacing: it waits for that checkpoint only
+// as long as its context lasts. Before, it waited for the whole
+// checkpoint, minutes on a large database, whatever its caller's
+// deadline.
+func TestFindWaitsOnlyUntilItsContextEnds(t *testing.T) {
+	n := openNode(t, vfs.NewMemFS())
+	b := banktest.Setup(t, n.store.DB(), n.wait)
+	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
+	c, gate, first := stalled(context.Background(), n)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	found := make(chan error, 1)
+	go func() {
+		_, err := c.Find(ctx, checkpoint.ImageID{LSN: n.store.DB().LastLSN()})
+		found <- err
+	}()
+	select {
+	case err := <-found:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("a Find whose context ended while a checkpoint ran: %v, want its context's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		close(gate.open)
+		<-first
+		<-found
+		t.Fatal("a Find whose context ended waited on for the running checkpoint")
+	}
+	close(gate.open)
+	if err := <-first; err != nil {
+		t.Fatal(err)
 	}
 }
