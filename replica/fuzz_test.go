@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,4 +147,69 @@ func FuzzOpenEpochs(f *testing.F) {
 			t.Fatalf("%q: kept again, %v seen %d reopens to %v seen %d: %v", data, hist, next, again.History(), again.Seen(), err)
 		}
 	})
+}
+
+// idleNode sends the image's description with its first chunk, then
+// chunks without bytes at the next offset, forever; a stream opened
+// again (resuming there) gets the description with no bytes, then the
+// same.
+type idleNode struct {
+	fakeNode
+	first  *pb.FetchImageResponse
+	opened bool
+}
+
+func (n *idleNode) NewStream(ctx context.Context, _ *grpc.StreamDesc, _ string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
+	first := n.first
+	off := uint64(len(first.GetData()))
+	if n.opened {
+		first = &pb.FetchImageResponse{Image: first.GetImage(), Offset: off, Crc32C: replica.ChunkCRC(first.GetImage().GetId(), off, nil)}
+	}
+	n.opened = true
+	return &idleStream{fakeStream: fakeStream{ctx: ctx}, first: first,
+		empty: &pb.FetchImageResponse{Offset: off, Crc32C: replica.ChunkCRC(first.GetImage().GetId(), off, nil)}}, nil
+}
+
+type idleStream struct {
+	fakeStream
+	first, empty *pb.FetchImageResponse
+	sent         bool
+}
+
+func (s *idleStream) RecvMsg(m any) error {
+	if !s.sent {
+		s.sent = true
+		proto.Merge(m.(proto.Message), s.first)
+		return nil
+	}
+	proto.Merge(m.(proto.Message), s.empty)
+	return nil
+}
+
+// TestImageStreamGivesUpOnEmptyChunks: a node that goes on sending chunks
+// without bytes (a faulty or hostile one) brings the transfer no nearer
+// its end: it is a broken transfer, which the stream gives up on after
+// Patience, not a loop that never ends.
+func TestImageStreamGivesUpOnEmptyChunks(t *testing.T) {
+	data := []byte("an image's bytes")
+	node := &idleNode{first: &pb.FetchImageResponse{Image: &pb.ImageInfo{Lsn: 3, Id: 9, Bytes: uint64(len(data)), Rows: 1}, Data: data[:5], Crc32C: replica.ChunkCRC(9, 0, data[:5])}}
+	st, err := replica.OpenImage(context.Background(), node, replica.FetchOptions{Patience: 200 * time.Millisecond, Backoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	read := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(st)
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		if err == nil || !strings.Contains(err.Error(), "no bytes") {
+			t.Fatalf("a node sending empty chunks: %v, want the transfer given up", err)
+		}
+	case <-time.After(20 * time.Second):
+		st.Close()
+		t.Fatal("a node sending empty chunks kept the reader looping")
+	}
 }

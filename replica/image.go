@@ -373,6 +373,10 @@ func (s *ImageStream) receive() error {
 		return retryable{fmt.Errorf("the node sent offset %d, not %d", msg.GetOffset(), s.recv)}
 	case int64(len(data)) > s.info.Size-s.recv:
 		return retryable{fmt.Errorf("the node sent %d bytes at offset %d, past the image's end at %d", len(data), s.recv, s.info.Size)}
+	case len(data) == 0 && s.recv < s.info.Size:
+		// No nearer the end: a node that went on sending these would
+		// keep the reader looping, never past Patience.
+		return retryable{fmt.Errorf("the node sent a chunk of no bytes at offset %d of %d", s.recv, s.info.Size)}
 	case msg.GetCrc32C() != ChunkCRC(s.info.Name.ID, msg.GetOffset(), data):
 		return retryable{fmt.Errorf("the chunk at offset %d failed its checksum", s.recv)}
 	case s.recv == 0 && len(data) >= image.HeaderSize:
