@@ -197,11 +197,11 @@ func (o *benchOpts) check() error {
 		return errors.New("-workload ping is a unary health check; it has no session form")
 	case o.clients < 1 || o.duration <= 0 || o.warmup < 0:
 		return errors.New("-clients must be at least 1, -duration positive and -warmup at least 0")
-	case o.rate < 0:
-		return fmt.Errorf("-rate %g: at least 0", o.rate)
+	case !(o.rate >= 0) || math.IsInf(o.rate, 0): // NaN fails every comparison
+		return fmt.Errorf("-rate %g: a number, at least 0", o.rate)
 	case o.rate > 0 && o.api == "session":
 		return errors.New("-rate paces unary calls; a session pipelines its own")
-	case o.readRatio < 0 || o.readRatio > 1:
+	case !(o.readRatio >= 0 && o.readRatio <= 1):
 		return fmt.Errorf("-read-ratio %g: between 0 and 1", o.readRatio)
 	case o.keys < 1 || o.subscribers < 1 || o.valueSize < 0 || o.pipeline < 1 || o.window < 1:
 		return errors.New("-keys, -subscribers, -pipeline and -window must be at least 1, -value-size at least 0")

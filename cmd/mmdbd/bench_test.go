@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,6 +33,14 @@ func TestBenchOverGRPCRefusesNodeFlags(t *testing.T) {
 	stderr.Reset()
 	if code := run(append(ping, "-warmup", "-1s"), nil, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "-warmup at least 0") {
 		t.Errorf("bench -warmup -1s: exit %d\n%s", code, &stderr)
+	}
+	// NaN fails every comparison: it passed the range checks, and ran as
+	// no pacing (-rate) or all puts (-read-ratio).
+	for _, bad := range [][]string{{"-rate", "NaN"}, {"-rate", "+Inf"}, {"-read-ratio", "NaN"}} {
+		stderr.Reset()
+		if code := run(append(slices.Clone(ping), bad...), nil, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), bad[0]+" ") {
+			t.Errorf("bench %s %s: exit %d\n%s", bad[0], bad[1], code, &stderr)
+		}
 	}
 }
 
