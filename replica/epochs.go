@@ -303,13 +303,16 @@ func (e *Epochs) take(hist []EpochStart, follows bool) error {
 		return fmt.Errorf("replica: a history ending at epoch %d would replace one at epoch %d", hist[len(hist)-1].Epoch, e.hist[len(e.hist)-1].Epoch)
 	}
 	hist = append([]EpochStart(nil), hist...)
-	if hist[len(hist)-1].Epoch >= e.seen {
-		e.seen = 0 // caught up with what it heard of
+	seen := e.seen
+	if hist[len(hist)-1].Epoch >= seen {
+		seen = 0 // caught up with what it heard of
 	}
-	if err := e.save(hist, e.seen, follows); err != nil {
+	// Nothing changes until the history is kept: a node whose save
+	// failed still knows of the epoch it heard of.
+	if err := e.save(hist, seen, follows); err != nil {
 		return err
 	}
-	e.hist, e.follows, e.known, e.fresh = hist, follows, 0, false
+	e.hist, e.seen, e.follows, e.known, e.fresh = hist, seen, follows, 0, false
 	return nil
 }
 
