@@ -35,7 +35,9 @@ type EpochStart = image.Stretch
 //
 // A node whose newest stretch it took from a sender (Adopt), not began
 // itself (Promote, Restart), follows another primary's log (Follows): a
-// "follows" line says so.
+// "follows" line says so. A node that stepped down for another primary
+// (Observe), and has neither followed one nor begun a stretch since, has
+// a "down" line (SteppedDown).
 //
 // With a directory, the history is kept in the file EPOCHS there, one
 // "epoch start incarnation" line per stretch, replaced atomically
@@ -49,6 +51,7 @@ type Epochs struct {
 	hist    []EpochStart
 	seen    uint64 // the newest epoch heard of (kept as a "seen" line)
 	follows bool   // the newest stretch was adopted (kept as a "follows" line)
+	down    bool   // it stepped down (Observe) and has not followed or begun a stretch since (kept as a "down" line)
 	known   uint64 // the history says nothing of the LSNs up to it (Trust)
 	fresh   bool   // nothing was kept yet
 }
@@ -79,7 +82,7 @@ func OpenEpochs(fs vfs.FS, dir string) (*Epochs, error) {
 			err = nil
 		}
 		if err == nil {
-			e.hist, e.seen, e.follows, err = parseEpochs(string(b))
+			e.hist, e.seen, e.follows, e.down, err = parseEpochs(string(b))
 		}
 	}
 	if err = errors.Join(err, f.Close()); err != nil {
@@ -89,13 +92,14 @@ func OpenEpochs(fs vfs.FS, dir string) (*Epochs, error) {
 }
 
 // parseEpochs reads "epoch start incarnation" lines (checkEpochs), then
-// an optional "seen epoch" line and an optional "follows" line.
-func parseEpochs(s string) (hist []EpochStart, seen uint64, follows bool, err error) {
+// an optional "seen epoch" line, an optional "follows" line and an
+// optional "down" line.
+func parseEpochs(s string) (hist []EpochStart, seen uint64, follows, down bool, err error) {
 	for i, line := range strings.Split(strings.TrimSpace(s), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 2 && f[0] == "seen" {
 			if seen, err = strconv.ParseUint(f[1], 10, 64); err != nil {
-				return nil, 0, false, fmt.Errorf("line %d: %w", i+1, err)
+				return nil, 0, false, false, fmt.Errorf("line %d: %w", i+1, err)
 			}
 			continue
 		}
@@ -103,21 +107,25 @@ func parseEpochs(s string) (hist []EpochStart, seen uint64, follows bool, err er
 			follows = true
 			continue
 		}
+		if len(f) == 1 && f[0] == "down" {
+			down = true
+			continue
+		}
 		if len(f) != 3 {
-			return nil, 0, false, fmt.Errorf("line %d: %q is not \"epoch start incarnation\"", i+1, line)
+			return nil, 0, false, false, fmt.Errorf("line %d: %q is not \"epoch start incarnation\"", i+1, line)
 		}
 		ep, err1 := strconv.ParseUint(f[0], 10, 64)
 		st, err2 := strconv.ParseUint(f[1], 10, 64)
 		inc, err3 := strconv.ParseUint(f[2], 16, 64)
 		if err := errors.Join(err1, err2, err3); err != nil {
-			return nil, 0, false, fmt.Errorf("line %d: %w", i+1, err)
+			return nil, 0, false, false, fmt.Errorf("line %d: %w", i+1, err)
 		}
 		hist = append(hist, EpochStart{Epoch: ep, Start: st, Incarnation: inc})
 	}
 	if err := checkEpochs(hist); err != nil {
-		return nil, 0, false, err
+		return nil, 0, false, false, err
 	}
-	return hist, seen, follows, nil
+	return hist, seen, follows, down, nil
 }
 
 // checkEpochs checks a history: not empty, the first stretch starting at
@@ -187,18 +195,22 @@ func (e *Epochs) Promote(start uint64) (uint64, error) {
 }
 
 // Observe notes that another node is at epoch (this one steps down for
-// it), so a later promotion here goes past it; it returns once that is
-// kept.
+// it), so a later promotion here goes past it, and that this node stepped
+// down (SteppedDown); it returns once that is kept.
 func (e *Epochs) Observe(epoch uint64) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if epoch <= max(e.seen, e.hist[len(e.hist)-1].Epoch) {
+	seen := e.seen
+	if epoch > max(e.seen, e.hist[len(e.hist)-1].Epoch) {
+		seen = epoch
+	}
+	if seen == e.seen && e.down {
 		return nil
 	}
-	if err := e.save(e.hist, epoch, e.follows); err != nil {
+	if err := e.save(e.hist, seen, e.follows, true); err != nil {
 		return err
 	}
-	e.seen = epoch
+	e.seen, e.down = seen, true
 	return nil
 }
 
@@ -236,6 +248,17 @@ func (e *Epochs) Follows() bool {
 	return e.follows
 }
 
+// SteppedDown reports whether the node stepped down for another primary
+// (Observe), of a newer epoch or of its own (two promoted at once), and
+// has neither followed a sender (Adopt) nor begun a stretch (Promote,
+// Restart) since: a start as a primary would take writes again in an
+// epoch it gave up.
+func (e *Epochs) SteppedDown() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.down
+}
+
 // Fresh reports whether the node has never kept a history.
 func (e *Epochs) Fresh() bool {
 	e.mu.Lock()
@@ -268,10 +291,10 @@ func (e *Epochs) begin(start, step uint64) (uint64, error) {
 	}
 	inc := rand.Uint64() | 1 // never the first stretch's zero
 	hist = append(hist, EpochStart{Epoch: next, Start: max(start, 1), Incarnation: inc})
-	if err := e.save(hist, e.seen, false); err != nil {
+	if err := e.save(hist, e.seen, false, false); err != nil {
 		return 0, err
 	}
-	e.hist, e.follows, e.fresh = hist, false, false
+	e.hist, e.follows, e.down, e.fresh = hist, false, false, false
 	return next, nil
 }
 
@@ -296,7 +319,7 @@ func (e *Epochs) take(hist []EpochStart, follows bool) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if slices.Equal(e.hist, hist) && e.follows == follows {
+	if slices.Equal(e.hist, hist) && e.follows == follows && !e.down {
 		return nil
 	}
 	if hist[len(hist)-1].Epoch < e.hist[len(e.hist)-1].Epoch {
@@ -309,16 +332,16 @@ func (e *Epochs) take(hist []EpochStart, follows bool) error {
 	}
 	// Nothing changes until the history is kept: a node whose save
 	// failed still knows of the epoch it heard of.
-	if err := e.save(hist, seen, follows); err != nil {
+	if err := e.save(hist, seen, follows, false); err != nil {
 		return err
 	}
-	e.hist, e.seen, e.follows, e.known, e.fresh = hist, seen, follows, 0, false
+	e.hist, e.seen, e.follows, e.down, e.known, e.fresh = hist, seen, follows, false, 0, false
 	return nil
 }
 
-// save writes hist, seen and follows to the file, durably; the caller
-// holds mu.
-func (e *Epochs) save(hist []EpochStart, seen uint64, follows bool) error {
+// save writes hist, seen, follows and down to the file, durably; the
+// caller holds mu.
+func (e *Epochs) save(hist []EpochStart, seen uint64, follows, down bool) error {
 	if e.path == "" {
 		return nil
 	}
@@ -331,6 +354,9 @@ func (e *Epochs) save(hist []EpochStart, seen uint64, follows bool) error {
 	}
 	if follows {
 		b.WriteString("follows\n")
+	}
+	if down {
+		b.WriteString("down\n")
 	}
 	if err := vfs.WriteFile(e.fs, e.path, []byte(b.String())); err != nil {
 		return fmt.Errorf("replica: keep the epoch history: %w", err)

@@ -105,7 +105,7 @@ func TestEpochsKept(t *testing.T) {
 		t.Fatalf("after a stretch of its own the node still follows: %v", err)
 	}
 	for _, bad := range []string{"", "0 2 0\n", "0 1\n", "0 1 0\n1 9\n", "0 1 0\n0 5 0\n", "0 1 0\n2 5 1\n1 9 2\n", "0 1 0\nx 5 1\n", "0 1 0\n1 5 zz\n"} {
-		if _, _, _, err := parseEpochs(bad); err == nil {
+		if _, _, _, _, err := parseEpochs(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
 	}

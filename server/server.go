@@ -179,10 +179,12 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 	}
 	switch {
 	case cfg.Role != conf.RolePrimary:
-	case epochs.Seen() > epochs.Current():
-		// It stepped down for a newer primary before it stopped: it
-		// does not take writes again on its own.
-		logger.Warn("configured as primary, but it stepped down for a newer epoch: starting as a standby; promote it to make it the primary",
+	case epochs.Seen() > epochs.Current() || epochs.SteppedDown():
+		// It stepped down for a newer primary (or for one of its own
+		// epoch with a higher incarnation: two promoted at once) before
+		// it stopped, and followed none since: it does not take writes
+		// again on its own.
+		logger.Warn("configured as primary, but it stepped down for another primary: starting as a standby; promote it to make it the primary",
 			"epoch", epochs.Current(), "newer-epoch", epochs.Seen())
 		s.role = conf.RoleStandby
 		store.SetPrimary("", "")
