@@ -200,8 +200,12 @@ func (e *Epochs) Promote(start uint64) (uint64, error) {
 func (e *Epochs) Observe(epoch uint64) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	current := e.hist[len(e.hist)-1].Epoch
+	if epoch < current || epoch == current && e.follows {
+		return nil // late: it follows a primary of that epoch, or a newer one, already
+	}
 	seen := e.seen
-	if epoch > max(e.seen, e.hist[len(e.hist)-1].Epoch) {
+	if epoch > max(e.seen, current) {
 		seen = epoch
 	}
 	if seen == e.seen && e.down {

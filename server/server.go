@@ -199,6 +199,12 @@ func New(cfg *conf.Config, logger hclog.Logger) (_ *Server, err error) {
 		s.role = conf.RoleStandby
 		store.SetPrimary("", "")
 	}
+	if epochs.SteppedDown() && !epochs.Follows() {
+		// The stretch it led until it stepped down: its records are a
+		// former primary's tail, whatever the epoch of the primary it
+		// follows next (diverged).
+		s.led = epochs.Last()
+	}
 	held := false // a primary that had no room to begin its stretch of the history
 	if s.role == conf.RolePrimary {
 		// A primary that restarts may have lost a tail of its log that a
