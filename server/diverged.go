@@ -86,17 +86,20 @@ func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 		older = true
 	}
 	switch {
-	case s.restarting || s.aside != 0 || s.divergedAt == at:
+	case s.restarting || s.aside != 0 || s.divergedAt == at && s.divergedOlder == older:
+		// Handled already (or under way); a divergence at the same LSN
+		// found older now (a newer primary's, after one that lost the
+		// records) is not: those records are set aside now.
 		s.markMu.Unlock()
 		return
 	case !older:
 		log.Error("this node holds records of its primary's epoch that the primary lost (it restarted without them): it keeps them and refuses the primary's log; promote this node, or image it again to drop them")
-		s.divergedAt = at
+		s.divergedAt, s.divergedOlder = at, older
 		s.markMu.Unlock()
 		return
 	case s.cfg.DataDir == "":
 		log.Error("this node holds records its primary does not, and has no data dir to set them aside in: restart it to load an image of its bootstrap_from node's")
-		s.divergedAt = at
+		s.divergedAt, s.divergedOlder = at, older
 		s.markMu.Unlock()
 		return
 	}
@@ -121,7 +124,7 @@ func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 	if !ok {
 		return
 	}
-	s.divergedAt = at
+	s.divergedAt, s.divergedOlder = at, older
 	marker, content, why := truncateFile, fmt.Sprintf("%d\n", at-1), fmt.Sprintf("cut the log after LSN %d", at-1)
 	if !canCut {
 		marker, content, why = reimageFile, addr+"\n", "load an image of "+addr+" (no image below the divergence)"

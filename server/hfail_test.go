@@ -101,3 +101,36 @@ func TestSteppedDownThenRestartedSetsItsTailAside(t *testing.T) {
 		t.Fatalf("the set-aside files: %v, %v", files, err)
 	}
 }
+
+// TestDivergedTailOfANewerPrimaryAfterALostTail: a standby that holds
+// records its primary lost in a restart (same epoch: it keeps them and
+// refuses, diverged with older false) and then meets a primary of a newer
+// epoch whose log parts from its own at the same LSN (another standby
+// promoted) must set those records aside and catch up with it. It
+// returned at once, as for a divergence it had handled already, and
+// refused the new primary's log until it was restarted.
+func TestDivergedTailOfANewerPrimaryAfterALostTail(t *testing.T) {
+	dir := t.TempDir()
+	a := startNode(t, func(c *conf.Config) { c.Node, c.DataDir = "a", dir })
+	a.withAccounts(3)
+	last := a.srv.db.LastLSN()
+	a.stop()
+	a = startNode(t, func(c *conf.Config) { c.Node, c.Role, c.DataDir = "a", conf.RoleStandby, dir })
+	at := last - 1
+	a.srv.diverged(at, last, "p", freeAddr(t), false) // its primary p restarted without them
+	select {
+	case why := <-a.srv.Restarts():
+		t.Fatalf("a restarts to %s for records of its primary's own epoch", why)
+	default:
+	}
+	a.srv.diverged(at, last, "q", freeAddr(t), true) // q, promoted at a newer epoch, never had them
+	select {
+	case why := <-a.srv.Restarts():
+		t.Logf("a restarts to %s", why)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a did not set aside the records a primary of a newer epoch never had")
+	}
+	if files, err := filepath.Glob(filepath.Join(dir, "diverged-*")); err != nil || len(files) != 1 {
+		t.Fatalf("the set-aside files: %v, %v", files, err)
+	}
+}

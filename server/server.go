@@ -65,11 +65,12 @@ type Server struct {
 	addr    string      // where clients reach the node, once it serves (guarded by roleMu)
 	restart chan string // asks the process to restart the node, saying why
 
-	markMu     sync.Mutex         // guards restarting, aside, divergedAt and led (not roleMu: a promotion holds that while links end)
-	restarting bool               // a restart is asked for, to cut the log or load an image
-	aside      uint64             // where the log diverged from the primary's, while its records are set aside (diverged)
-	divergedAt uint64             // where the log diverged from the primary's, once handled
-	led        replica.EpochStart // the stretch of the history this node last led as a primary, set when it stopped (demote)
+	markMu        sync.Mutex         // guards restarting, aside, divergedAt, divergedOlder and led (not roleMu: a promotion holds that while links end)
+	restarting    bool               // a restart is asked for, to cut the log or load an image
+	aside         uint64             // where the log diverged from the primary's, while its records are set aside (diverged)
+	divergedAt    uint64             // where the log diverged from the primary's, once handled
+	divergedOlder bool               // whether that divergence was a former primary's tail (diverged's older)
+	led           replica.EpochStart // the stretch of the history this node last led as a primary, set when it stopped (demote)
 
 	syncConf atomic.Pointer[syncConf] // the sync settings now: cfg's, then SetSync's
 
