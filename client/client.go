@@ -42,8 +42,9 @@
 // may have committed it before the reply was lost: the error then wraps
 // ErrUnknownOutcome (its code is still UNAVAILABLE), and the caller
 // decides, for instance by reading what the write would have changed.
-// So does the DEADLINE_EXCEEDED or CANCELED of a write whose context
-// ended after the request left and before the node answered.
+// So does the DEADLINE_EXCEEDED or CANCELED of a write whose request
+// left, whether its context ended before the node answered or the node
+// answered so (a commit made but not confirmed in time).
 package client
 
 import (
@@ -442,7 +443,10 @@ func (c *Client) db(fn func(context.Context, pb.DatabaseServiceClient) error) fu
 // its request left the client and before the node answered: with
 // UNAVAILABLE from its connection (not from the node), or with
 // DEADLINE_EXCEEDED or CANCELED when its context ended while it waited.
-// The node may have committed it, so the client does not run it again,
+// So is a DEADLINE_EXCEEDED or CANCELED the node itself answered to a
+// write that reached it: a node answers so, a margin before the
+// deadline, a commit it made in memory that its durability level or its
+// standbys did not confirm in time (SPEC 6). The node may have committed it, so the client does not run it again,
 // which could apply it twice or fail on its own first run. Read to find
 // out. The error's gRPC code stays what it was. A write whose context
 // ended before it left gets the plain DEADLINE_EXCEEDED or CANCELED: it
@@ -472,15 +476,21 @@ func traced(ctx context.Context) (context.Context, *callTrace) {
 
 // outcome returns err, the result of the call tr traced, or, if the call
 // ended after its request left without the node's answer (a connection
-// that failed: UNAVAILABLE; a deadline or a cancel that ended the wait:
-// DEADLINE_EXCEEDED, CANCELED), an error wrapping both err and
-// ErrUnknownOutcome.
+// that failed: UNAVAILABLE), or with a deadline or a cancel, whoever
+// answered it (the client's context that ended the wait, or the node,
+// whose DEADLINE_EXCEEDED may be that of a commit it made but could not
+// confirm in time), an error wrapping both err and ErrUnknownOutcome.
 func (tr *callTrace) outcome(err error) error {
+	if !tr.sent.Load() {
+		return err
+	}
 	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
-		if tr.sent.Load() && !tr.answered.Load() {
+	case codes.Unavailable:
+		if !tr.answered.Load() { // else the node refused it: nothing changed
 			return &unknownOutcome{err}
 		}
+	case codes.DeadlineExceeded, codes.Canceled:
+		return &unknownOutcome{err}
 	}
 	return err
 }
