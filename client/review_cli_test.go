@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/conf"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
 // TestWriteUnconfirmedByTheNode: a primary whose standby is away, under
@@ -60,5 +61,44 @@ func TestWriteUnconfirmedByTheNode(t *testing.T) {
 	cancel()
 	if status.Code(err) != codes.DeadlineExceeded || !errors.Is(err, ErrUnknownOutcome) {
 		t.Fatalf("a transaction's commit the node made but its standby did not confirm: %v, want DEADLINE_EXCEEDED wrapping ErrUnknownOutcome", err)
+	}
+}
+
+// TestSessionWriteUnconfirmedByTheNode: on a Session whose stream has a
+// deadline, the node answers a commit it made but its standbys did not
+// confirm with a reply of code DEADLINE_EXCEEDED, a margin before the
+// deadline; Session.Commit's error must wrap ErrUnknownOutcome, as a
+// unary write's does (TestWriteUnconfirmedByTheNode).
+//
+// Found in review: Session.Commit returned the reply's plain
+// DEADLINE_EXCEEDED, which says the write changed nothing.
+func TestSessionWriteUnconfirmedByTheNode(t *testing.T) {
+	ctx := testCtx(t)
+	addr := serve(t, func(c *conf.Config) {
+		c.Node, c.Durability = "a", "no-log"
+		c.SyncMode, c.SyncQuorum, c.OnSyncTimeout = conf.SyncAppliedAck, 1, "block"
+		c.Peers = []conf.Peer{{Name: "b", Addr: "127.0.0.1:1"}}
+	})
+	c := newClient(t, addr)
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err := c.CreateTable(short, counters) // made, unconfirmed
+	cancel()
+	if !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("create: %v", err)
+	}
+	short, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	s, err := c.OpenSession(short)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	_, err = s.Commit(ctx, &pb.CommitRequest{Operations: []*pb.Operation{{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "counters",
+		Row: &pb.Row{Values: []*pb.Value{Uint64(1), String("x"), Int64(1), Null()}}}}}}})
+	if status.Code(err) != codes.DeadlineExceeded || !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("a session's commit the node made but its standby did not confirm: %v, want DEADLINE_EXCEEDED wrapping ErrUnknownOutcome", err)
+	}
+	if st, err := c.Status(ctx); err != nil || st.GetLastLsn() != 2 {
+		t.Fatalf("the commit was not made (last LSN %d, %v): the test shows nothing", st.GetLastLsn(), err)
 	}
 }

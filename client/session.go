@@ -24,7 +24,10 @@ import (
 // Commit, or an Insert, Update, Upsert or Delete outside a transaction)
 // that was sent and then lost its replies, because the stream failed or
 // the wait's context ended, may have committed: its error wraps
-// ErrUnknownOutcome, as a unary write's does.
+// ErrUnknownOutcome, as a unary write's does. So may a write whose reply
+// has the code DEADLINE_EXCEEDED or CANCELED (the node made the commit
+// but could not confirm it in time); Session.Commit's error then wraps
+// ErrUnknownOutcome.
 type Session struct {
 	stream interface {
 		Send(*pb.SessionRequest) error
@@ -246,13 +249,20 @@ func ReplyError(r *pb.Reply) error {
 }
 
 // one sends a single request and returns its reply or error, waiting
-// until ctx ends at the most.
+// until ctx ends at the most. A write's reply of DEADLINE_EXCEEDED or
+// CANCELED wraps ErrUnknownOutcome: the node may have made the commit
+// and not confirmed it in time (callTrace.outcome).
 func (s *Session) one(ctx context.Context, req *pb.Request) (*pb.Reply, error) {
-	replies, err := s.Start([]*pb.Request{req}).WaitContext(ctx)
+	reqs := []*pb.Request{req}
+	replies, err := s.Start(reqs).WaitContext(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return replies[0], ReplyError(replies[0])
+	err = ReplyError(replies[0])
+	if c := status.Code(err); (c == codes.DeadlineExceeded || c == codes.Canceled) && commits(reqs) {
+		err = &unknownOutcome{err}
+	}
+	return replies[0], err
 }
 
 // Get sends one Get on the session.
