@@ -102,3 +102,35 @@ func TestSessionWriteUnconfirmedByTheNode(t *testing.T) {
 		t.Fatalf("the commit was not made (last LSN %d, %v): the test shows nothing", st.GetLastLsn(), err)
 	}
 }
+
+// TestSessionCommitAfterItsContextEnded: Session.Commit (and Get) with a
+// context that has already ended sends nothing and fails with the
+// context's plain code, as a unary write whose context ended before it
+// left does: the write changed nothing.
+//
+// Found in review: the request was sent all the same and the node
+// committed it, while the caller, told only that the outcome was
+// unknown, had given up on it.
+func TestSessionCommitAfterItsContextEnded(t *testing.T) {
+	ctx := testCtx(t)
+	c := newClient(t, serve(t, nil))
+	if _, err := c.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.OpenSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = s.Commit(ended, &pb.CommitRequest{Operations: []*pb.Operation{{Op: &pb.Operation_Insert{Insert: &pb.InsertRequest{Table: "counters",
+		Row: &pb.Row{Values: []*pb.Value{Uint64(1), String("x"), Int64(1), Null()}}}}}}})
+	if status.Code(err) != codes.Canceled || errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("a session's commit whose context had ended: %v, want CANCELED without ErrUnknownOutcome", err)
+	}
+	// The session still works, and the row is not there.
+	if r, err := s.Get(ctx, &pb.GetRequest{Table: "counters", Key: []*pb.Value{Uint64(1)}}); err != nil || r.GetFound() {
+		t.Fatalf("the commit sent after its context ended was made (found %v, %v)", r.GetFound(), err)
+	}
+}

@@ -249,10 +249,14 @@ func ReplyError(r *pb.Reply) error {
 }
 
 // one sends a single request and returns its reply or error, waiting
-// until ctx ends at the most. A write's reply of DEADLINE_EXCEEDED or
+// until ctx ends at the most; with ctx already ended it sends nothing,
+// as a unary call does. A write's reply of DEADLINE_EXCEEDED or
 // CANCELED wraps ErrUnknownOutcome: the node may have made the commit
 // and not confirmed it in time (callTrace.outcome).
 func (s *Session) one(ctx context.Context, req *pb.Request) (*pb.Reply, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
 	reqs := []*pb.Request{req}
 	replies, err := s.Start(reqs).WaitContext(ctx)
 	if err != nil {
@@ -271,7 +275,9 @@ func (s *Session) Get(ctx context.Context, req *pb.GetRequest) (*pb.GetResponse,
 	return r.GetGet(), err
 }
 
-// Commit sends one Commit on the session.
+// Commit sends one Commit on the session and waits for its reply until
+// ctx ends; with ctx already ended it sends nothing and returns ctx's
+// DEADLINE_EXCEEDED or CANCELED: the commit changed nothing.
 func (s *Session) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error) {
 	r, err := s.one(ctx, &pb.Request{Op: &pb.Request_Commit{Commit: req}})
 	return r.GetCommit(), err
