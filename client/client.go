@@ -23,7 +23,8 @@
 // (never the one calls go to). A later redirect learns it again. Calls
 // under way on a connection so closed move on as from a node found
 // down, and Tx runs its function again; a Session, or a transaction
-// from Begin, on it fails with CANCELED.
+// from Begin, on it fails with UNAVAILABLE (open or begin another), as
+// on a node found down.
 //
 // Begin runs again after UNAVAILABLE as a read does, safely: each of its
 // attempts carries the same random key, so a node that opened the

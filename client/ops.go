@@ -246,6 +246,11 @@ type Tx struct {
 	id   uint64
 }
 
+// closedUnder returns err as UNAVAILABLE when it is the CANCELED of a
+// call whose connection the client closed under it, forgetting its node
+// (Client.closedUnder): the transaction died with its node.
+func (tx *Tx) closedUnder(err error) error { return tx.c.closedUnder(tx.ctx, tx.conn, err) }
+
 // ID returns the transaction's id.
 func (tx *Tx) ID() uint64 { return tx.id }
 
@@ -260,37 +265,37 @@ func (tx *Tx) WithContext(ctx context.Context) *Tx {
 // Get reads a row by primary key in the transaction.
 func (tx *Tx) Get(table string, key ...*pb.Value) (Row, bool, error) {
 	r, err := tx.db.Get(tx.ctx, &pb.GetRequest{Table: table, Key: key, TxId: tx.id})
-	return Row(r.GetRow().GetValues()), r.GetFound(), err
+	return Row(r.GetRow().GetValues()), r.GetFound(), tx.closedUnder(err)
 }
 
 // GetBy reads a row by a unique index key in the transaction.
 func (tx *Tx) GetBy(table, index string, key ...*pb.Value) (Row, bool, error) {
 	r, err := tx.db.Get(tx.ctx, &pb.GetRequest{Table: table, Index: index, Key: key, TxId: tx.id})
-	return Row(r.GetRow().GetValues()), r.GetFound(), err
+	return Row(r.GetRow().GetValues()), r.GetFound(), tx.closedUnder(err)
 }
 
 // Insert adds a row in the transaction.
 func (tx *Tx) Insert(table string, row ...*pb.Value) error {
 	_, err := tx.db.Insert(tx.ctx, &pb.InsertRequest{Table: table, Row: &pb.Row{Values: row}, TxId: tx.id})
-	return err
+	return tx.closedUnder(err)
 }
 
 // Upsert inserts or replaces a row in the transaction.
 func (tx *Tx) Upsert(table string, row ...*pb.Value) error {
 	_, err := tx.db.Upsert(tx.ctx, &pb.UpsertRequest{Table: table, Row: &pb.Row{Values: row}, TxId: tx.id})
-	return err
+	return tx.closedUnder(err)
 }
 
 // Update sets columns of a row in the transaction.
 func (tx *Tx) Update(table string, key []*pb.Value, set ...Set) error {
 	_, err := tx.db.Update(tx.ctx, &pb.UpdateRequest{Table: table, Key: key, Set: sets(set), TxId: tx.id})
-	return err
+	return tx.closedUnder(err)
 }
 
 // Delete removes a row in the transaction.
 func (tx *Tx) Delete(table string, key ...*pb.Value) error {
 	_, err := tx.db.Delete(tx.ctx, &pb.DeleteRequest{Table: table, Key: key, TxId: tx.id})
-	return err
+	return tx.closedUnder(err)
 }
 
 // Scan reads an index range in the transaction (at most one page of
@@ -300,7 +305,7 @@ func (tx *Tx) Scan(req *pb.ScanRequest) ([]Row, error) {
 	req.TxId = tx.id
 	st, err := tx.db.Scan(tx.ctx, req)
 	if err != nil {
-		return nil, err
+		return nil, tx.closedUnder(err)
 	}
 	var rows []Row
 	for {
@@ -309,7 +314,7 @@ func (tx *Tx) Scan(req *pb.ScanRequest) ([]Row, error) {
 			return rows, nil
 		}
 		if err != nil {
-			return rows, err
+			return rows, tx.closedUnder(err)
 		}
 		for _, r := range m.GetRows() {
 			rows = append(rows, Row(r.GetValues()))
@@ -374,7 +379,7 @@ func (c *Client) tryTx(ctx context.Context, fn func(tx *Tx) error) (uint64, stri
 		// The transaction may already be gone (aborted, timed out); a failed
 		// rollback adds nothing to fn's error.
 		tx.rollbackWithin(ctx)
-		return 0, tx.addr, c.closedUnder(tx.ctx, tx.conn, err)
+		return 0, tx.addr, tx.closedUnder(err)
 	}
 	lsn, err := tx.Commit()
 	if err != nil {
@@ -437,7 +442,7 @@ func (c *Client) Begin(ctx context.Context) (*Tx, error) {
 func (tx *Tx) Commit() (uint64, error) {
 	ctx, tr := traced(tx.ctx)
 	r, err := tx.db.Commit(ctx, &pb.CommitRequest{TxId: tx.id})
-	return r.GetLsn(), tr.outcome(tx.c.closedUnder(tx.ctx, tx.conn, err))
+	return r.GetLsn(), tr.outcome(tx.closedUnder(err))
 }
 
 // rollbackTimeout bounds a Rollback, which runs even after the

@@ -134,3 +134,52 @@ func TestSessionCommitAfterItsContextEnded(t *testing.T) {
 		t.Fatalf("the commit sent after its context ended was made (found %v, %v)", r.GetFound(), err)
 	}
 }
+
+// txBlockingGets is a primary that begins transactions and whose reads
+// hang until their call ends.
+type txBlockingGets struct{ blockingGets }
+
+func (*txBlockingGets) Begin(context.Context, *pb.BeginRequest) (*pb.BeginResponse, error) {
+	return &pb.BeginResponse{TxId: 1}, nil
+}
+
+// TestForgottenConnectionFailsTxUnavailable: a transaction from Begin on
+// a learned node, when another call finds that node down, forgets it and
+// closes its connection, fails with UNAVAILABLE, as a Session does
+// (TestForgottenConnectionEndsSessionsUnavailable), for its caller to
+// begin another; not with the CANCELED of the closed connection, which
+// tells a caller that did not cancel that it did.
+//
+// Found in review: the transaction's calls but Commit returned that
+// CANCELED, and the package doc said a Session did too.
+func TestForgottenConnectionFailsTxUnavailable(t *testing.T) {
+	ctx := testCtx(t)
+	primary := &txBlockingGets{blockingGets{entered: make(chan struct{}, 1)}}
+	pAddr := serveFake(t, primary)
+	seed := &answeringGets{}
+	seed.follow(pAddr)
+	c := newClient(t, serveFake(t, seed))
+	if _, err := c.Insert(ctx, "counters", Uint64(1)); err != nil || c.Addr() != pAddr {
+		t.Fatalf("insert: %v (client at %s, primary %s)", err, c.Addr(), pAddr)
+	}
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := tx.Get("counters", Uint64(1))
+		done <- err
+	}()
+	<-primary.entered
+	c.moveOn(pAddr, true) // as another call that found it down
+	if err := <-done; status.Code(err) != codes.Unavailable {
+		t.Fatalf("a transaction's read on the connection closed under it: %v, want UNAVAILABLE", err)
+	}
+	if err := tx.Insert("counters", Uint64(2)); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a transaction's write on the connection closed: %v, want UNAVAILABLE", err)
+	}
+	if _, err := tx.Scan(&pb.ScanRequest{Table: "counters"}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a transaction's scan on the connection closed: %v, want UNAVAILABLE", err)
+	}
+}
