@@ -447,7 +447,10 @@ func (c *Client) db(fn func(context.Context, pb.DatabaseServiceClient) error) fu
 // So is a DEADLINE_EXCEEDED or CANCELED the node itself answered to a
 // write that reached it: a node answers so, a margin before the
 // deadline, a commit it made in memory that its durability level or its
-// standbys did not confirm in time (SPEC 6). The node may have committed it, so the client does not run it again,
+// standbys did not confirm in time (SPEC 6). So is an error with the
+// NOT_DURABLE detail (pb.ReasonNotDurable: a commit made in memory whose
+// record a full disk or a failed log keeps out of the log, its code
+// RESOURCE_EXHAUSTED or INTERNAL). The node may have committed it, so the client does not run it again,
 // which could apply it twice or fail on its own first run. Read to find
 // out. The error's gRPC code stays what it was. A write whose context
 // ended before it left gets the plain DEADLINE_EXCEEDED or CANCELED: it
@@ -485,15 +488,29 @@ func (tr *callTrace) outcome(err error) error {
 	if !tr.sent.Load() {
 		return err
 	}
-	switch status.Code(err) {
-	case codes.Unavailable:
-		if !tr.answered.Load() { // else the node refused it: nothing changed
-			return &unknownOutcome{err}
-		}
-	case codes.DeadlineExceeded, codes.Canceled:
-		return &unknownOutcome{err}
+	if status.Code(err) == codes.Unavailable && !tr.answered.Load() || unconfirmed(err) {
+		return &unknownOutcome{err} // a node's UNAVAILABLE refused it: nothing changed
 	}
 	return err
+}
+
+// unconfirmed says whether err, the error of a write that reached the
+// node, may be that of a commit the node made but did not confirm: a
+// DEADLINE_EXCEEDED or CANCELED (the wait ended, whoever ended it), or
+// an error with the NOT_DURABLE detail (the log keeps its record out,
+// pb.ReasonNotDurable).
+func unconfirmed(err error) bool {
+	switch status.Code(err) {
+	case codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain && info.GetReason() == pb.ReasonNotDurable {
+			return true
+		}
+	}
+	return false
 }
 
 // traceHandler is a stats.Handler that fills in the callTrace of each

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -181,5 +182,52 @@ func TestForgottenConnectionFailsTxUnavailable(t *testing.T) {
 	}
 	if _, err := tx.Scan(&pb.ScanRequest{Table: "counters"}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("a transaction's scan on the connection closed: %v, want UNAVAILABLE", err)
+	}
+}
+
+// notDurable is a node whose disk is full: it makes each Insert in
+// memory and answers it RESOURCE_EXHAUSTED with the NOT_DURABLE detail
+// (pb.ReasonNotDurable), and each Commit INTERNAL with it (a log that
+// failed).
+type notDurable struct {
+	pb.UnimplementedDatabaseServiceServer
+}
+
+func notDurableErr(code codes.Code) error {
+	st, err := status.New(code, "the commit at LSN 7 is in memory but not fsync-log").
+		WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: pb.ReasonNotDurable, Metadata: map[string]string{pb.MetadataLSN: "7"}})
+	if err != nil {
+		return err
+	}
+	return st.Err()
+}
+
+func (*notDurable) Insert(context.Context, *pb.InsertRequest) (*pb.InsertResponse, error) {
+	return nil, notDurableErr(codes.ResourceExhausted)
+}
+
+func (*notDurable) Commit(context.Context, *pb.CommitRequest) (*pb.CommitResponse, error) {
+	return nil, notDurableErr(codes.Internal)
+}
+
+// TestWriteNotDurable: a write the node made in memory but whose redo
+// record its log keeps out (a full disk: RESOURCE_EXHAUSTED, or a failed
+// log: INTERNAL, with the NOT_DURABLE detail) "could apply twice if run
+// again" (pb.ReasonNotDurable): its error wraps ErrUnknownOutcome, the
+// client's one sign that a write may have committed, keeping its code.
+//
+// Found in review: it came back as a plain RESOURCE_EXHAUSTED, which
+// SPEC 11 says changed nothing, so a caller would send it again once
+// space was freed.
+func TestWriteNotDurable(t *testing.T) {
+	ctx := testCtx(t)
+	c := newClient(t, serveFake(t, &notDurable{}))
+	_, err := c.Insert(ctx, "counters", Uint64(1))
+	if status.Code(err) != codes.ResourceExhausted || !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("an insert made but not durable: %v, want RESOURCE_EXHAUSTED wrapping ErrUnknownOutcome", err)
+	}
+	_, err = c.Commit(ctx, &pb.CommitRequest{})
+	if status.Code(err) != codes.Internal || !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("a batch made but not durable: %v, want INTERNAL wrapping ErrUnknownOutcome", err)
 	}
 }

@@ -26,8 +26,8 @@ import (
 // the wait's context ended, may have committed: its error wraps
 // ErrUnknownOutcome, as a unary write's does. So may a write whose reply
 // has the code DEADLINE_EXCEEDED or CANCELED (the node made the commit
-// but could not confirm it in time); Session.Commit's error then wraps
-// ErrUnknownOutcome.
+// but could not confirm it in time), or the NOT_DURABLE detail;
+// Session.Commit's error then wraps ErrUnknownOutcome.
 type Session struct {
 	stream interface {
 		Send(*pb.SessionRequest) error
@@ -251,8 +251,8 @@ func ReplyError(r *pb.Reply) error {
 // one sends a single request and returns its reply or error, waiting
 // until ctx ends at the most; with ctx already ended it sends nothing,
 // as a unary call does. A write's reply of DEADLINE_EXCEEDED or
-// CANCELED wraps ErrUnknownOutcome: the node may have made the commit
-// and not confirmed it in time (callTrace.outcome).
+// CANCELED, or with the NOT_DURABLE detail, wraps ErrUnknownOutcome:
+// the node may have made the commit and not confirmed it (unconfirmed).
 func (s *Session) one(ctx context.Context, req *pb.Request) (*pb.Reply, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
@@ -263,7 +263,7 @@ func (s *Session) one(ctx context.Context, req *pb.Request) (*pb.Reply, error) {
 		return nil, err
 	}
 	err = ReplyError(replies[0])
-	if c := status.Code(err); (c == codes.DeadlineExceeded || c == codes.Canceled) && commits(reqs) {
+	if err != nil && unconfirmed(err) && commits(reqs) {
 		err = &unknownOutcome{err}
 	}
 	return replies[0], err
