@@ -498,7 +498,8 @@ func (tr *callTrace) outcome(err error) error {
 // node, may be that of a commit the node made but did not confirm: a
 // DEADLINE_EXCEEDED or CANCELED (the wait ended, whoever ended it), or
 // an error with the NOT_DURABLE detail (the log keeps its record out,
-// pb.ReasonNotDurable).
+// pb.ReasonNotDurable) or the UNCONFIRMED one (its standbys did not
+// confirm it: the node stopped shipping its log, pb.ReasonUnconfirmed).
 func unconfirmed(err error) bool {
 	switch status.Code(err) {
 	case codes.DeadlineExceeded, codes.Canceled:
@@ -506,7 +507,8 @@ func unconfirmed(err error) bool {
 	}
 	st, _ := status.FromError(err)
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain && info.GetReason() == pb.ReasonNotDurable {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain &&
+			(info.GetReason() == pb.ReasonNotDurable || info.GetReason() == pb.ReasonUnconfirmed) {
 			return true
 		}
 	}

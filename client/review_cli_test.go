@@ -210,6 +210,35 @@ func (*notDurable) Commit(context.Context, *pb.CommitRequest) (*pb.CommitRespons
 	return nil, notDurableErr(codes.Internal)
 }
 
+// unshipped is a node that makes each Update and answers it as one that
+// stopped shipping its log while the commit waited for its standbys:
+// FAILED_PRECONDITION with the UNCONFIRMED detail.
+type unshipped struct {
+	pb.UnimplementedDatabaseServiceServer
+}
+
+func (*unshipped) Update(context.Context, *pb.UpdateRequest) (*pb.UpdateResponse, error) {
+	st, err := status.New(codes.FailedPrecondition, "the commit at LSN 7 is local (no-log) but unconfirmed: the node stopped shipping its log").
+		WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: pb.ReasonUnconfirmed, Metadata: map[string]string{pb.MetadataLSN: "7"}})
+	if err != nil {
+		return nil, err
+	}
+	return nil, st.Err()
+}
+
+// TestWriteUnconfirmedNotShipped: a commit the node made whose standbys
+// could not confirm it because the node stopped shipping its log (a
+// demotion, its peers removed) is FAILED_PRECONDITION, which alone says
+// nothing changed: the UNCONFIRMED detail makes its error wrap
+// ErrUnknownOutcome.
+func TestWriteUnconfirmedNotShipped(t *testing.T) {
+	c := newClient(t, serveFake(t, &unshipped{}))
+	_, err := c.Update(testCtx(t), "counters", []*pb.Value{Uint64(1)})
+	if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("an update made but unconfirmed: %v, want FAILED_PRECONDITION wrapping ErrUnknownOutcome", err)
+	}
+}
+
 // TestWriteNotDurable: a write the node made in memory but whose redo
 // record its log keeps out (a full disk: RESOURCE_EXHAUSTED, or a failed
 // log: INTERNAL, with the NOT_DURABLE detail) "could apply twice if run

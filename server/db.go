@@ -238,7 +238,8 @@ func (s *dbService) durable(ctx context.Context, lsn, seen uint64, w commitWait)
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
-		return false, fmt.Errorf("the commit at LSN %d is in memory but not yet %s: %w", lsn, level, ctx.Err())
+		return false, withLSNReason(status.FromContextError(ctx.Err()).Code(), pb.ReasonUnconfirmed, lsn,
+			fmt.Sprintf("the commit at LSN %d is in memory but not yet %s: %v", lsn, level, ctx.Err()))
 	default:
 		return false, notDurable(lsn, level, err)
 	}
@@ -253,7 +254,7 @@ func (s *dbService) durable(ctx context.Context, lsn, seen uint64, w commitWait)
 		case errors.Is(err, context.Canceled):
 			code, why = codes.Canceled, "the call was canceled before its standbys answered"
 		}
-		return false, errorf(code, "the commit at LSN %d is local (%s) but unconfirmed: %s: %v", lsn, level, why, err)
+		return false, withLSNReason(code, pb.ReasonUnconfirmed, lsn, fmt.Sprintf("the commit at LSN %d is local (%s) but unconfirmed: %s: %v", lsn, level, why, err))
 	}
 	return degraded, nil
 }

@@ -428,6 +428,8 @@ func TestPeersReloadToNone(t *testing.T) {
 	// deadline would end the call with nothing but the code.
 	if err := create("t1", 200*time.Millisecond); status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "is local (no-log) but unconfirmed") {
 		t.Fatalf("a commit whose standby is away, under block: %v", err)
+	} else if lsn, ok := lsnReason(err, pb.ReasonUnconfirmed); !ok || lsn != n.srv.DB().LastLSN() {
+		t.Fatalf("the unconfirmed commit's error names LSN %d (%v) in an UNCONFIRMED detail, want %d: %v", lsn, ok, n.srv.DB().LastLSN(), err)
 	}
 	none := *n.srv.cfg
 	none.Peers = nil

@@ -23,6 +23,12 @@ package mmdbv1
 // INTERNAL with the same detail: it is lost when the node stops. Neither
 // is UNAVAILABLE, which clients answer by sending the write elsewhere.
 //
+// A commit made here whose durability level or standbys (its sync mode)
+// did not confirm it before the reply had to go (a deadline, a cancel,
+// a node that stopped shipping its log) gets DEADLINE_EXCEEDED, CANCELED
+// or FAILED_PRECONDITION with reason ReasonUnconfirmed, its LSN under
+// MetadataLSN: it may stand, so it must not be run again blindly.
+//
 // A read (or a request that failed on what it read) that saw such a
 // commit gets RESOURCE_EXHAUSTED with reason ReasonSeenNotDurable, that
 // commit's LSN under MetadataLSN: nothing of the request was done, and
@@ -47,6 +53,7 @@ const (
 	ReasonTooLarge       = "TOO_LARGE"
 	ReasonNotDurable     = "NOT_DURABLE"
 	ReasonSeenNotDurable = "SEEN_NOT_DURABLE"
+	ReasonUnconfirmed    = "UNCONFIRMED"
 	MetadataPrimary      = "primary"
 	MetadataLSN          = "lsn"
 	HeaderPrimary        = "mmdb-primary"
