@@ -19,6 +19,21 @@ import (
 // checkpoint whatever its context, then began one of its own only to
 // fail it, which the metrics counted as a failed checkpoint.
 func TestRunWaitsOnlyUntilItsContextEnds(t *testing.T) {
+	c := whileCheckpointing(t, "a Run", func(ctx context.Context, c *checkpoint.Checkpointer) error {
+		_, err := c.Run(ctx)
+		return err
+	})
+	if st := c.Stats(); st.Written != 1 || st.Failed != 0 {
+		t.Fatalf("after one checkpoint and one Run that gave up waiting: %+v, want 1 written, 0 failed", st)
+	}
+}
+
+// whileCheckpointing runs call, with a context that ends in 100 ms, while
+// a checkpoint of a new node is under way, and fails t unless call
+// returns that context's error without waiting for the checkpoint; it
+// returns the Checkpointer once the checkpoint has ended.
+func whileCheckpointing(t *testing.T, what string, call func(ctx context.Context, c *checkpoint.Checkpointer) error) *checkpoint.Checkpointer {
+	t.Helper()
 	n := openNode(t, vfs.NewMemFS())
 	b := banktest.Setup(t, n.store.DB(), n.wait)
 	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
@@ -26,28 +41,23 @@ func TestRunWaitsOnlyUntilItsContextEnds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	second := make(chan error, 1)
-	go func() {
-		_, err := c.Run(ctx)
-		second <- err
-	}()
+	go func() { second <- call(ctx, c) }()
 	select {
 	case err := <-second:
 		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("a Run whose context ended while another checkpoint ran: %v, want its context's error", err)
+			t.Errorf("%s whose context ended while a checkpoint ran: %v, want its context's error", what, err)
 		}
 	case <-time.After(10 * time.Second):
 		close(gate.open)
 		<-first
 		<-second
-		t.Fatal("a Run whose context ended waited on for the running checkpoint")
+		t.Fatalf("%s whose context ended waited on for the running checkpoint", what)
 	}
 	close(gate.open)
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	if st := c.Stats(); st.Written != 1 || st.Failed != 0 {
-		t.Fatalf("after one checkpoint and one Run that gave up waiting: %+v, want 1 written, 0 failed", st)
-	}
+	return c
 }
 
 // TestCancelledCheckpointIsNoFailure: a checkpoint whose context ends
@@ -76,30 +86,8 @@ func TestCancelledCheckpointIsNoFailure(t *testing.T) {
 // checkpoint, minutes on a large database, whatever its caller's
 // deadline.
 func TestFindWaitsOnlyUntilItsContextEnds(t *testing.T) {
-	n := openNode(t, vfs.NewMemFS())
-	b := banktest.Setup(t, n.store.DB(), n.wait)
-	banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
-	c, gate, first := stalled(context.Background(), n)
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	found := make(chan error, 1)
-	go func() {
-		_, err := c.Find(ctx, checkpoint.ImageID{LSN: n.store.DB().LastLSN()})
-		found <- err
-	}()
-	select {
-	case err := <-found:
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("a Find whose context ended while a checkpoint ran: %v, want its context's error", err)
-		}
-	case <-time.After(10 * time.Second):
-		close(gate.open)
-		<-first
-		<-found
-		t.Fatal("a Find whose context ended waited on for the running checkpoint")
-	}
-	close(gate.open)
-	if err := <-first; err != nil {
-		t.Fatal(err)
-	}
+	whileCheckpointing(t, "a Find", func(ctx context.Context, c *checkpoint.Checkpointer) error {
+		_, err := c.Find(ctx, checkpoint.ImageID{LSN: 1})
+		return err
+	})
 }
