@@ -27,11 +27,7 @@ import (
 // it plain.
 func TestWriteUnconfirmedByTheNode(t *testing.T) {
 	ctx := testCtx(t)
-	addr := serve(t, func(c *conf.Config) {
-		c.Node, c.Durability = "a", "no-log"
-		c.SyncMode, c.SyncQuorum, c.OnSyncTimeout = conf.SyncAppliedAck, 1, "block"
-		c.Peers = []conf.Peer{{Name: "b", Addr: "127.0.0.1:1"}}
-	})
+	addr := blockedPrimary(t)
 	c := newClient(t, addr)
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	_, err := c.CreateTable(short, counters)
@@ -75,11 +71,7 @@ func TestWriteUnconfirmedByTheNode(t *testing.T) {
 // DEADLINE_EXCEEDED, which says the write changed nothing.
 func TestSessionWriteUnconfirmedByTheNode(t *testing.T) {
 	ctx := testCtx(t)
-	addr := serve(t, func(c *conf.Config) {
-		c.Node, c.Durability = "a", "no-log"
-		c.SyncMode, c.SyncQuorum, c.OnSyncTimeout = conf.SyncAppliedAck, 1, "block"
-		c.Peers = []conf.Peer{{Name: "b", Addr: "127.0.0.1:1"}}
-	})
+	addr := blockedPrimary(t)
 	c := newClient(t, addr)
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	_, err := c.CreateTable(short, counters) // made, unconfirmed
@@ -259,4 +251,16 @@ func TestWriteNotDurable(t *testing.T) {
 	if status.Code(err) != codes.Internal || !errors.Is(err, ErrUnknownOutcome) {
 		t.Fatalf("a batch made but not durable: %v, want INTERNAL wrapping ErrUnknownOutcome", err)
 	}
+}
+
+// blockedPrimary starts a no-log primary whose commits wait, under
+// on_sync_timeout = "block", for a standby that is never there, and
+// returns its address.
+func blockedPrimary(t *testing.T) string {
+	t.Helper()
+	return serve(t, func(c *conf.Config) {
+		c.Node, c.Durability = "a", "no-log"
+		c.SyncMode, c.SyncQuorum, c.OnSyncTimeout = conf.SyncAppliedAck, 1, "block"
+		c.Peers = []conf.Peer{{Name: "b", Addr: "127.0.0.1:1"}}
+	})
 }
