@@ -1,9 +1,12 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -16,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/checkpoint/image"
 	"github.com/mmdb/mmdb/internal/metricstest"
 	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -1096,9 +1100,10 @@ func TestPropagatorChain(t *testing.T) {
 // fetch) of a node that is not its primary, at the primary's LSN, follows
 // the primary with rows that differ: an operator's mistake the
 // replication layer cannot see, as the LSNs agree, the file carries no
-// epoch history (its records are taken on trust; an image streamed from
-// that node would carry its history, and the standby would refuse the
-// primary's log), and only the rows differ. mmdbd audit lists the rows;
+// epoch history (a version 2 image, from before images carried one: its
+// records are taken on trust; a version 3 file carries the node's
+// history, and the standby would refuse the primary's log), and only the
+// rows differ. mmdbd audit lists the rows;
 // audit -repair has the primary log its rows of those keys again, which
 // the standby applies from the log, and finds the standby the same; a
 // second audit finds nothing to repair.
@@ -1138,7 +1143,7 @@ func TestAuditRepair(t *testing.T) {
 	if out, errOut, code := runTool(t, "image", "fetch", "-from", q.addr, "-out", backup, "-quiet"); code != 0 {
 		t.Fatalf("image fetch: %d\n%s%s", code, out, errOut)
 	}
-	b := start(t, "-node", "b", "-role", "standby", "-listen", bAddr, "-data-dir", "", "-durability", "no-log", "-from-image", backup, "-peer", "a=127.0.0.1:1")
+	b := start(t, "-node", "b", "-role", "standby", "-listen", bAddr, "-data-dir", "", "-durability", "no-log", "-from-image", historyless(t, backup), "-peer", "a=127.0.0.1:1")
 	streaming(t, admin, 30*time.Second, b)
 	mark(adb, 4) // the standby follows the primary's log
 	settled(t, b)
@@ -1280,4 +1285,51 @@ func TestSyncStandbys(t *testing.T) {
 	if lag, ok := m.Value("mmdb_replication_lag_bytes", "standby", "b"); !ok || lag < float64(b0.GetLagBytes()) {
 		t.Fatalf("mmdb_replication_lag_bytes for b: %v (%v); the status said %d", lag, ok, b0.GetLagBytes())
 	}
+}
+
+// historyless writes the image at path again as a version 2 image, which
+// carries no epoch history, and returns the new file's path.
+func historyless(t *testing.T, path string) string {
+	t.Helper()
+	in, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := image.NewReader(bytes.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := r.Header()
+	h.Version = 2
+	var out bytes.Buffer
+	w, err := image.NewWriter(&out, h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := f.Payload(nil)
+		if err == nil && f.Kind == image.FrameTable {
+			err = w.Table(f.Table, p)
+		} else if err == nil {
+			err = f.Rows(p, func(row []byte) error { return w.Row(f.Table, row) })
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v2 := path + ".v2"
+	if err := os.WriteFile(v2, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return v2
 }
