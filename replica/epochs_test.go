@@ -53,19 +53,28 @@ func epochsAndStarts(hist []EpochStart) []EpochStart {
 	return out
 }
 
+// keptEpochs opens a new history kept in /d of a new MemFS.
+func keptEpochs(t *testing.T) (*vfs.MemFS, *Epochs) {
+	t.Helper()
+	fs := vfs.NewMemFS()
+	for _, err := range []error{fs.MkdirAll("/d"), fs.SyncDir("/")} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err := OpenEpochs(fs, "/d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs, e
+}
+
 // TestEpochsKept: a history promoted, restarted and adopted is kept in
 // the data directory and read back, and a damaged one is refused.
 func TestEpochsKept(t *testing.T) {
-	fs := vfs.NewMemFS()
-	if err := fs.MkdirAll("/d"); err != nil {
-		t.Fatal(err)
-	}
-	if err := fs.SyncDir("/"); err != nil {
-		t.Fatal(err)
-	}
-	e, err := OpenEpochs(fs, "/d")
-	if err != nil || e.Current() != 0 {
-		t.Fatalf("a new history: %v at %d", err, e.Current())
+	fs, e := keptEpochs(t)
+	if e.Current() != 0 {
+		t.Fatalf("a new history at %d", e.Current())
 	}
 	if ep, err := e.Promote(10); err != nil || ep != 1 {
 		t.Fatalf("promote: %d %v", ep, err)
@@ -116,16 +125,7 @@ func TestEpochsKept(t *testing.T) {
 // file that does not stop the next one; records taken on trust (from an
 // image) do not count as diverged.
 func TestEpochsSeenAndTrusted(t *testing.T) {
-	fs := vfs.NewMemFS()
-	for _, err := range []error{fs.MkdirAll("/d"), fs.SyncDir("/")} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	e, err := OpenEpochs(fs, "/d")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fs, e := keptEpochs(t)
 	if err := e.Observe(4); err != nil {
 		t.Fatal(err)
 	}

@@ -1,26 +1,13 @@
 package replica
 
-import (
-	"testing"
-
-	"github.com/mmdb/mmdb/logging/vfs"
-)
+import "testing"
 
 // TestAdoptThatFailsKeepsSeen: a history that cannot be kept (a full
 // disk) is not taken, and the node still knows of the newer epoch it
 // heard of: it went on refusing senders older than that epoch only
 // until an Adopt failed, which forgot it in memory.
 func TestAdoptThatFailsKeepsSeen(t *testing.T) {
-	fs := vfs.NewMemFS()
-	for _, err := range []error{fs.MkdirAll("/d"), fs.SyncDir("/")} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	e, err := OpenEpochs(fs, "/d")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fs, e := keptEpochs(t)
 	if err := e.Observe(5); err != nil {
 		t.Fatal(err)
 	}
