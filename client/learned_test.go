@@ -171,14 +171,7 @@ func (*answeringGets) Get(context.Context, *pb.GetRequest) (*pb.GetResponse, err
 func TestForgottenConnectionMovesCallsOn(t *testing.T) {
 	ctx := testCtx(t)
 	primary := &blockingGets{entered: make(chan struct{}, 1)}
-	pAddr := serveFake(t, primary)
-	seed := &answeringGets{}
-	seed.follow(pAddr)
-	seedAddr := serveFake(t, seed)
-	c := newClient(t, seedAddr)
-	if _, err := c.Insert(ctx, "counters", Uint64(1)); err != nil || c.Addr() != pAddr {
-		t.Fatalf("insert: %v (client at %s, primary %s)", err, c.Addr(), pAddr)
-	}
+	c, pAddr, seedAddr := learnedPrimary(t, ctx, primary)
 	done := make(chan error, 1)
 	go func() {
 		_, _, err := c.Get(ctx, "counters", Uint64(1))
@@ -215,13 +208,7 @@ func (b *blockingSession) Session(stream pb.DatabaseService_SessionServer) error
 func TestForgottenConnectionEndsSessionsUnavailable(t *testing.T) {
 	ctx := testCtx(t)
 	primary := &blockingSession{opened: make(chan struct{}, 1)}
-	pAddr := serveFake(t, primary)
-	seed := &answeringGets{}
-	seed.follow(pAddr)
-	c := newClient(t, serveFake(t, seed))
-	if _, err := c.Insert(ctx, "counters", Uint64(1)); err != nil || c.Addr() != pAddr {
-		t.Fatalf("insert: %v (client at %s, primary %s)", err, c.Addr(), pAddr)
-	}
+	c, pAddr, _ := learnedPrimary(t, ctx, primary)
 	s, err := c.OpenSession(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -233,4 +220,20 @@ func TestForgottenConnectionEndsSessionsUnavailable(t *testing.T) {
 	if _, err := p.Wait(); status.Code(err) != codes.Unavailable {
 		t.Fatalf("a session on the connection closed under it: %v, want UNAVAILABLE", err)
 	}
+}
+
+// learnedPrimary serves primary and a seed node that redirects to it,
+// and returns a client given only the seed that has learned the primary
+// by an insert, with the two addresses.
+func learnedPrimary(t *testing.T, ctx context.Context, primary pb.DatabaseServiceServer) (c *Client, pAddr, seedAddr string) {
+	t.Helper()
+	pAddr = serveFake(t, primary)
+	seed := &answeringGets{}
+	seed.follow(pAddr)
+	seedAddr = serveFake(t, seed)
+	c = newClient(t, seedAddr)
+	if _, err := c.Insert(ctx, "counters", Uint64(1)); err != nil || c.Addr() != pAddr {
+		t.Fatalf("insert: %v (client at %s, primary %s)", err, c.Addr(), pAddr)
+	}
+	return c, pAddr, seedAddr
 }

@@ -148,13 +148,7 @@ func (*txBlockingGets) Begin(context.Context, *pb.BeginRequest) (*pb.BeginRespon
 func TestForgottenConnectionFailsTxUnavailable(t *testing.T) {
 	ctx := testCtx(t)
 	primary := &txBlockingGets{blockingGets{entered: make(chan struct{}, 1)}}
-	pAddr := serveFake(t, primary)
-	seed := &answeringGets{}
-	seed.follow(pAddr)
-	c := newClient(t, serveFake(t, seed))
-	if _, err := c.Insert(ctx, "counters", Uint64(1)); err != nil || c.Addr() != pAddr {
-		t.Fatalf("insert: %v (client at %s, primary %s)", err, c.Addr(), pAddr)
-	}
+	c, pAddr, _ := learnedPrimary(t, ctx, primary)
 	tx, err := c.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
