@@ -31,9 +31,10 @@ func (noStandbys) waitRead(context.Context, uint64) error                       
 func (noStandbys) syncHolds(uint64, replica.Mode) bool                          { return true }
 func (noStandbys) canSync() error                                               { return nil }
 
-// memFSService returns a store at fsync-log on fs, without standbys, and
-// a dbService over it with the acct table.
-func memFSService(t *testing.T, fs *vfs.MemFS) (*durability.Store, *dbService) {
+// memFSService returns a store at fsync-log on fs (a MemFS, or one
+// wrapping it), without standbys, and a dbService over it with the acct
+// table.
+func memFSService(t *testing.T, fs vfs.FS) (*durability.Store, *dbService) {
 	t.Helper()
 	store, err := durability.Open(durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: []string{"/log"}})
 	if err != nil {

@@ -1,17 +1,13 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/mmdb/mmdb/durability"
-	"github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/logging/vfs"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -60,24 +56,11 @@ func (fs *syncFailFS) Open(name string) (vfs.File, error) {
 // which keeps clients on a node that takes no more writes.
 func TestSyncENOSPCFailsTheLog(t *testing.T) {
 	fs := &syncFailFS{MemFS: vfs.NewMemFS()}
-	store, err := durability.Open(durability.Options{FS: fs, Level: durability.FsyncLog, Dirs: []string{"/log"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := store.Close(); err != nil && !errors.Is(err, logging.ErrFailed) {
-			t.Error(err)
-		}
-	})
-	s := &dbService{db: store.DB(), store: store, sync: noStandbys{}, txs: newTxTable(store.DB(), 10, 64<<20, time.Minute, nil),
-		cv: converter{maxValueBytes: 1 << 20}, maxScanRows: 1000, maxMsgBytes: 4 << 20}
+	store, s := memFSService(t, fs)
 	c := ctx(t)
-	if _, err := s.CreateTable(c, &pb.CreateTableRequest{Table: accountsTable()}); err != nil {
-		t.Fatal(err)
-	}
 	fs.failing.Store(true)
 	last := store.DB().LastLSN()
-	_, err = s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(1, 100)})
+	_, err := s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(1, 100)})
 	wantCode(t, err, codes.Internal, "redo log failed", fmt.Sprint("LSN ", last+1))
 	_, err = s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(2, 100)})
 	wantCode(t, err, codes.Unavailable, "log failed")
