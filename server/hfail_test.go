@@ -52,40 +52,20 @@ func TestSteppedDownAtItsOwnEpochStaysAStandby(t *testing.T) {
 // it led was kept only in memory), kept them and refused the winner's log
 // for good.
 func TestSteppedDownThenRestartedSetsItsTailAside(t *testing.T) {
-	addrB, addrC, nowhere := freeAddr(t), freeAddr(t), freeAddr(t)
-	dirs := map[string]string{"b": t.TempDir(), "c": t.TempDir()}
-	cfgOf := func(name, listen, peer, peerAddr string) func(c *conf.Config) {
-		return func(c *conf.Config) {
-			c.Node, c.Role, c.Listen, c.Durability, c.DataDir = name, conf.RoleStandby, listen, conf.DurabilityMmapLog, dirs[name]
-			c.Peers = []conf.Peer{{Name: peer, Addr: peerAddr}}
-		}
-	}
-	b, c := startNode(t, cfgOf("b", addrB, "c", nowhere)), startNode(t, cfgOf("c", addrC, "b", nowhere))
-	for _, n := range []*node{b, c} {
-		if err := n.srv.SetRole(conf.RolePrimary); err != nil {
-			t.Fatal(err)
-		}
-		n.withAccounts(3)
-	}
-	if eb, ec := b.srv.epochs.Last(), c.srv.epochs.Last(); eb.Epoch != ec.Epoch || eb.Incarnation == ec.Incarnation {
-		t.Fatalf("b at %+v, c at %+v: not two primaries of one epoch", eb, ec)
-	}
-	loser, winner, loserAddr, winnerAddr := b, c, addrB, addrC
-	if b.srv.epochs.Last().Incarnation > c.srv.epochs.Last().Incarnation {
-		loser, winner, loserAddr, winnerAddr = c, b, addrC, addrB
-	}
+	pair := startSamePrimaries(t)
+	loser, winner := pair.loser, pair.winner
 	ln, wn := loser.srv.cfg.Node, winner.srv.cfg.Node
 	// What the loser's Receiver does when the winner's hello comes.
 	if err := loser.srv.stepDown(winner.srv.epochs.Current(), wn); err != nil {
 		t.Fatal(err)
 	}
 	loser.stop()
-	loser = startNode(t, cfgOf(ln, loserAddr, wn, winnerAddr))
+	loser = startNode(t, pair.config(ln, pair.addr[wn]))
 	if loser.srv.Role() == conf.RolePrimary {
 		t.Fatal("the loser restarted as a primary")
 	}
 	cfg := *winner.srv.cfg
-	cfg.Peers = []conf.Peer{{Name: ln, Addr: loserAddr}}
+	cfg.Peers = []conf.Peer{{Name: ln, Addr: pair.addr[ln]}}
 	if _, _, _, err := winner.srv.SetPeers(&cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +76,7 @@ func TestSteppedDownThenRestartedSetsItsTailAside(t *testing.T) {
 		t.Fatalf("%s (incarnation %x, role %s) did not set its tail aside to follow %s (incarnation %x)", ln,
 			loser.srv.epochs.Last().Incarnation, loser.srv.Role(), wn, winner.srv.epochs.Last().Incarnation)
 	}
-	files, err := filepath.Glob(filepath.Join(dirs[ln], "diverged-*"))
+	files, err := filepath.Glob(filepath.Join(pair.dir[ln], "diverged-*"))
 	if err != nil || len(files) != 1 {
 		t.Fatalf("the set-aside files: %v, %v", files, err)
 	}

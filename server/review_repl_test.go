@@ -21,35 +21,14 @@ import (
 // primary's): the loser kept its records, logged that its primary had
 // lost them, and refused the winner's log at every retry.
 func TestConcurrentPrimarySetsItsTailAside(t *testing.T) {
-	addrB, addrC, nowhere := freeAddr(t), freeAddr(t), freeAddr(t)
-	start := func(name, listen, peer string) *node {
-		return startNode(t, func(c *conf.Config) {
-			c.Node, c.Role, c.Listen, c.Durability = name, conf.RoleStandby, listen, conf.DurabilityMmapLog
-			c.Peers = []conf.Peer{{Name: peer, Addr: nowhere}}
-		})
-	}
-	b, c := start("b", addrB, "c"), start("c", addrC, "b")
-	for _, n := range []*node{b, c} {
-		if err := n.srv.SetRole(conf.RolePrimary); err != nil {
-			t.Fatal(err)
-		}
-		n.withAccounts(3)
-	}
-	if eb, ec := b.srv.epochs.Last(), c.srv.epochs.Last(); eb.Epoch != ec.Epoch || eb.Incarnation == ec.Incarnation {
-		t.Fatalf("b at %+v, c at %+v: not two primaries of one epoch", eb, ec)
-	}
-	loser, winner := b, c
-	if b.srv.epochs.Last().Incarnation > c.srv.epochs.Last().Incarnation {
-		loser, winner = c, b
-	}
+	pair := startSamePrimaries(t)
+	loser, winner := pair.loser, pair.winner
 	// They reach each other now.
-	for _, p := range []struct {
-		n          *node
-		peer, addr string
-	}{{b, "c", addrC}, {c, "b", addrB}} {
-		cfg := *p.n.srv.cfg
-		cfg.Peers = []conf.Peer{{Name: p.peer, Addr: p.addr}}
-		if _, _, _, err := p.n.srv.SetPeers(&cfg); err != nil {
+	for _, n := range []*node{loser, winner} {
+		cfg := *n.srv.cfg
+		peer := otherOf[cfg.Node]
+		cfg.Peers = []conf.Peer{{Name: peer, Addr: pair.addr[peer]}}
+		if _, _, _, err := n.srv.SetPeers(&cfg); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -69,5 +48,47 @@ func TestConcurrentPrimarySetsItsTailAside(t *testing.T) {
 	}
 	if _, err := readTruncate(loser.srv.cfg.DataDir); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// samePrimaries are nodes b and c, each promoted to primary while it
+// reached no peer, so into one epoch with other incarnations (two
+// promoted at once), each with 3 accounts; loser has the lower
+// incarnation.
+type samePrimaries struct {
+	loser, winner *node
+	addr, dir     map[string]string // each node's listen address and data dir
+}
+
+// otherOf names the other node of samePrimaries.
+var otherOf = map[string]string{"b": "c", "c": "b"}
+
+func startSamePrimaries(t *testing.T) samePrimaries {
+	t.Helper()
+	nowhere := freeAddr(t)
+	p := samePrimaries{addr: map[string]string{"b": freeAddr(t), "c": freeAddr(t)}, dir: map[string]string{"b": t.TempDir(), "c": t.TempDir()}}
+	b, c := startNode(t, p.config("b", nowhere)), startNode(t, p.config("c", nowhere))
+	for _, n := range []*node{b, c} {
+		if err := n.srv.SetRole(conf.RolePrimary); err != nil {
+			t.Fatal(err)
+		}
+		n.withAccounts(3)
+	}
+	if eb, ec := b.srv.epochs.Last(), c.srv.epochs.Last(); eb.Epoch != ec.Epoch || eb.Incarnation == ec.Incarnation {
+		t.Fatalf("b at %+v, c at %+v: not two primaries of one epoch", eb, ec)
+	}
+	p.loser, p.winner = b, c
+	if b.srv.epochs.Last().Incarnation > c.srv.epochs.Last().Incarnation {
+		p.loser, p.winner = c, b
+	}
+	return p
+}
+
+// config is the edit that starts node name of the pair, at mmap-log as
+// a standby, its peer the other node at peerAddr.
+func (p samePrimaries) config(name, peerAddr string) func(c *conf.Config) {
+	return func(c *conf.Config) {
+		c.Node, c.Role, c.Listen, c.Durability, c.DataDir = name, conf.RoleStandby, p.addr[name], conf.DurabilityMmapLog, p.dir[name]
+		c.Peers = []conf.Peer{{Name: otherOf[name], Addr: peerAddr}}
 	}
 }
