@@ -12,6 +12,7 @@ package conf
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"path/filepath"
 	"regexp"
@@ -40,6 +41,7 @@ type Config struct {
 	Durability       string
 	DurabilityFloor  string
 	LogChannels      []string
+	LogSegmentBytes  int64
 	MmapSyncInterval time.Duration
 	// RecoveryIgnoreCorruption lets recovery keep what precedes corruption
 	// in the log and set the rest aside, instead of refusing to start.
@@ -124,6 +126,7 @@ func DefaultConfig() *Config {
 
 		Durability:       DurabilityNoLog,
 		DurabilityFloor:  DurabilityNoLog,
+		LogSegmentBytes:  64 << 20,
 		MmapSyncInterval: time.Second,
 
 		CheckpointInterval: 5 * time.Minute,
@@ -328,6 +331,7 @@ func (c *Config) Validate() error {
 	if len(c.LogChannels) > 64 {
 		bad("log_channels", "%d channels; at most 64", len(c.LogChannels))
 	}
+	between(bad, "log_segment_bytes", c.LogSegmentBytes, 1<<20, math.MaxUint32)
 	if c.MmapSyncInterval != 0 {
 		atLeast(bad, "mmap_sync_interval", c.MmapSyncInterval, minMmapSyncInterval, "each interval syncs every channel's mapped files; 0 syncs only when a segment is full")
 	}

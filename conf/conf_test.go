@@ -580,3 +580,16 @@ func TestLogChannelsAreDistinctDirectories(t *testing.T) {
 		}
 	}
 }
+
+// TestLogSegmentBytesRange: at least 1 MiB, so that segment switches
+// (each a file made, synced and renamed) do not come every few commits,
+// and under 4 GiB, since a block records in 32 bits how much of its
+// segment is synced.
+func TestLogSegmentBytesRange(t *testing.T) {
+	for v, ok := range map[string]bool{"1048576": true, "8388608": true, "4294967295": true, "1048575": false, "4294967296": false, "0": false, "-1": false} {
+		_, err := Load("", []string{"MMDB_LOG_SEGMENT_BYTES=" + v}, nil)
+		if ok && err != nil || !ok && (err == nil || !strings.Contains(err.Error(), "log_segment_bytes: "+v+" is out of range")) {
+			t.Errorf("log_segment_bytes %s: %v", v, err)
+		}
+	}
+}

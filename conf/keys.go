@@ -43,6 +43,7 @@ var keys = []key{
 	{"durability", "what a commit waits for: no-log, mmap-log or fsync-log", func(c *Config) any { return &c.Durability }},
 	{"durability_floor", "the weakest durability a transaction may ask for", func(c *Config) any { return &c.DurabilityFloor }},
 	{"log_channels", "the log's channel directories, one per channel", func(c *Config) any { return &c.LogChannels }},
+	{"log_segment_bytes", "the size of each log segment file, preallocated", func(c *Config) any { return &c.LogSegmentBytes }},
 	{"mmap_sync_interval", "how often mmap-log flushes its mapped files", func(c *Config) any { return &c.MmapSyncInterval }},
 	{"recovery_ignore_corruption", "start despite corruption in the log, keeping what precedes it", func(c *Config) any { return &c.RecoveryIgnoreCorruption }},
 	{"checkpoint_interval", "the time between checkpoints", func(c *Config) any { return &c.CheckpointInterval }},

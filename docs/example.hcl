@@ -30,6 +30,7 @@ shutdown_timeout      = "10s"
 durability         = "no-log"
 durability_floor   = "no-log"
 # log_channels     = ["/disk1/mmdb-log", "/disk2/mmdb-log"]
+log_segment_bytes  = 67108864
 mmap_sync_interval = "1s"
 recovery_ignore_corruption = false
 

@@ -115,6 +115,9 @@ type Options struct {
 	IgnoreCorruption bool
 	// SegmentSize is the log's segment size; zero means the log's default.
 	SegmentSize int64
+	// Prefill is logging.Options.Prefill: each segment's zeros are
+	// written ahead, while the one before fills.
+	Prefill bool
 	// MmapSyncInterval is how often mmap-log syncs its mappings; zero
 	// means only when a segment is full (or a commit asks for fsync-log).
 	MmapSyncInterval time.Duration
@@ -225,7 +228,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.last = s.recovery.LastLSN
 	logOpts := logging.Options{
-		FS: opts.FS, Dirs: opts.Dirs, SegmentSize: opts.SegmentSize, Epoch: opts.Epoch,
+		FS: opts.FS, Dirs: opts.Dirs, SegmentSize: opts.SegmentSize, Prefill: opts.Prefill, Epoch: opts.Epoch,
 		Logger: opts.Logger.Named("log"), StartLSN: s.recovery.LastLSN, Tails: tails,
 		Mapped: opts.Level == MmapLog, SyncInterval: opts.MmapSyncInterval, OnSync: opts.OnSync,
 	}

@@ -27,6 +27,13 @@ type Options struct {
 	Dirs []string
 	// SegmentSize is the bytes preallocated per segment; zero means 64 MiB.
 	SegmentSize int64
+	// Prefill makes each channel write the next segment's zeros while
+	// the current one fills, so that syncs into it need no change of the
+	// file system's metadata (see spare); without it, a segment is
+	// preallocated with fallocate when it starts. It writes every
+	// segment twice, and is of no use on a file system that writes
+	// every change to a new place (btrfs, zfs).
+	Prefill bool
 	// Compression of blocks (record.S2 unless set otherwise; record.None to
 	// turn it off) and the smallest payload worth compressing (zero means
 	// 512 bytes).
@@ -222,7 +229,7 @@ func Open(opts Options) (*Log, error) {
 	}
 	fail := func(err error) (*Log, error) {
 		for _, c := range l.chans {
-			err = errors.Join(err, c.w.close())
+			err = errors.Join(err, c.w.close(), c.w.dropSpare())
 		}
 		return nil, err
 	}
@@ -237,6 +244,9 @@ func Open(opts Options) (*Log, error) {
 		c := &channel{l: l, id: i, kick: make(chan struct{}, 1),
 			w: newSegmentWriter(opts.FS, dir, uint32(i), uint32(len(opts.Dirs)), opts.SegmentSize, tails[i], opts.StartLSN)}
 		c.w.mapped = opts.Mapped
+		if opts.Prefill {
+			c.w.prefill = l.log.Named("prefill")
+		}
 		c.enc = record.Encoder{Compression: opts.Compression, MinCompress: opts.MinCompress}
 		if opts.NoCompression {
 			c.enc.Compression = record.None
@@ -614,7 +624,7 @@ func (l *Log) Close() error {
 	l.done.Wait()
 	var errs []error
 	for _, c := range l.chans {
-		errs = append(errs, c.w.close())
+		errs = append(errs, c.w.close(), c.w.dropSpare())
 		c.enc.Close()
 	}
 	l.mu.Lock()

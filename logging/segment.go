@@ -12,6 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/mmdb/mmdb/logging/record"
 	"github.com/mmdb/mmdb/logging/vfs"
@@ -103,10 +106,12 @@ type segmentWriter struct {
 	dir      string
 	channel  uint32
 	channels uint32
-	size     int64  // bytes preallocated per segment
-	opened   bool   // the next segment is the first since the log was opened
-	last     uint64 // the highest LSN in the channel's kept records: the next segment's base
-	mapped   bool   // blocks are copied into a mapping of the segment (mmap-log)
+	size     int64        // bytes preallocated per segment
+	opened   bool         // the next segment is the first since the log was opened
+	last     uint64       // the highest LSN in the channel's kept records: the next segment's base
+	mapped   bool         // blocks are copied into a mapping of the segment (mmap-log)
+	prefill  hclog.Logger // Options.Prefill: told why a spare was not made; nil without Prefill
+	spare    *spare       // the next segment's file, being made ahead (Options.Prefill)
 
 	f       vfs.File
 	m       vfs.Mapping // the current segment's mapping, when mapped
@@ -250,12 +255,6 @@ func (w *segmentWriter) rotate(need int64) error {
 	seq := w.seq + 1
 	name := filepath.Join(w.dir, SegmentName(seq))
 	tmp := name + tempSuffix
-	f, err := w.fs.Create(tmp)
-	if err != nil {
-		// No room for the file itself (its inode, a directory block) is
-		// a full disk, as for its preallocation.
-		return fmt.Errorf("logging: create segment %s: %w", tmp, noRoom(err))
-	}
 	h := record.SegmentHeader{Channel: w.channel, Channels: w.channels, Seq: seq, PrevEnd: w.prevEnd, Base: w.last, Flags: record.FlagBound}
 	if w.opened {
 		h.Flags = record.FlagOpened
@@ -264,8 +263,19 @@ func (w *segmentWriter) rotate(need int64) error {
 		h.Flags |= record.FlagMapped
 	}
 	size := max(w.size, record.SegmentHeaderSize+need)
-	if err := f.Allocate(size); err != nil {
-		return errors.Join(fmt.Errorf("logging: preallocate %d bytes for %s: %w", size, tmp, noRoom(err)), f.Close(), w.fs.Remove(tmp))
+	f, err := w.takeSpare(size)
+	if err != nil {
+		return err
+	}
+	if f == nil {
+		if f, err = w.fs.Create(tmp); err != nil {
+			// No room for the file itself (its inode, a directory block)
+			// is a full disk, as for its preallocation.
+			return fmt.Errorf("logging: create segment %s: %w", tmp, noRoom(err))
+		}
+		if err := f.Allocate(size); err != nil {
+			return errors.Join(fmt.Errorf("logging: preallocate %d bytes for %s: %w", size, tmp, noRoom(err)), f.Close(), w.fs.Remove(tmp))
+		}
 	}
 	if _, err := f.WriteAt(record.AppendSegmentHeader(nil, h), 0); err != nil {
 		return errors.Join(fmt.Errorf("logging: write the header of %s: %w", tmp, noRoom(err)), f.Close(), w.fs.Remove(tmp))
@@ -287,7 +297,132 @@ func (w *segmentWriter) rotate(need int64) error {
 		}
 	}
 	w.f, w.seq, w.end, w.off, w.synced, w.opened = f, seq, size, record.SegmentHeaderSize, record.SegmentHeaderSize, false
+	w.makeSpare()
 	return nil
+}
+
+// A spare is the next segment's file, made under the segment's temporary
+// name while the current one fills (Options.Prefill): a goroutine writes
+// zeros over all of it and syncs them. Then the segment's blocks are
+// allocated and written on disk before any record goes there, and a
+// commit's fdatasync carries the records alone. A segment preallocated
+// with fallocate instead has unwritten extents (ext4, xfs): the first
+// write into each makes it a written one, a change of metadata that the
+// fdatasync after it must commit to the file system's journal, which
+// costs a third of the sync's time and CPU on our disk
+// (docs/benchmarks.md).
+//
+// The spare is made only where the file system has room for two
+// segments besides, so that a disk filling up is met by a new segment
+// (the log's one recoverable full disk) and not by checkpoints or the
+// spare. A spare not finished when its segment is needed is stopped and
+// removed, and the segment is preallocated as without Prefill; so is one
+// that failed.
+type spare struct {
+	name string
+	size int64
+	stop atomic.Bool
+	done chan struct{} // closed once the goroutine has finished, with f or err set
+	f    vfs.File      // the filled, synced file
+	err  error         // why there is no f
+}
+
+// spareChunk is how many zeros a spare's goroutine writes at once, and
+// between its looks at whether to stop.
+const spareChunk = 1 << 20
+
+// errStopped says a spare was needed before it was finished.
+var errStopped = errors.New("needed before it was finished")
+
+// makeSpare starts making the file of the segment after the current one,
+// with Prefill.
+func (w *segmentWriter) makeSpare() {
+	if w.prefill == nil {
+		return
+	}
+	s := &spare{name: filepath.Join(w.dir, SegmentName(w.seq+1)+tempSuffix), size: w.size, done: make(chan struct{})}
+	w.spare = s
+	go s.fill(w.fs, w.dir)
+}
+
+// fill makes the spare's file.
+func (s *spare) fill(fs vfs.FS, dir string) {
+	defer close(s.done)
+	free, err := fs.Free(dir)
+	if err != nil {
+		s.err = err
+		return
+	}
+	if free < 3*s.size {
+		s.err = fmt.Errorf("%d bytes free on the file system, under three segments of %d", free, s.size)
+		return
+	}
+	f, err := fs.Create(s.name)
+	if err != nil {
+		s.err = err
+		return
+	}
+	zeros := make([]byte, spareChunk)
+	for off := int64(0); off < s.size && err == nil; off += spareChunk {
+		if s.stop.Load() {
+			err = errStopped
+			break
+		}
+		_, err = f.WriteAt(zeros[:min(spareChunk, s.size-off)], off)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		s.err = errors.Join(err, f.Close(), fs.Remove(s.name))
+		return
+	}
+	s.f = f
+}
+
+// takeSpare returns the spare's file, under the next segment's temporary
+// name, if it is finished and holds size bytes; otherwise (nil) it
+// stops the spare and removes it. The error is one met removing it.
+func (w *segmentWriter) takeSpare(size int64) (vfs.File, error) {
+	s := w.stopSpare()
+	switch {
+	case s == nil:
+		return nil, nil
+	case s.f == nil:
+		w.prefill.Debug("the next segment was not made ahead", "file", s.name, "error", s.err)
+		return nil, nil
+	case s.size < size:
+		return nil, w.removeSpare(s)
+	}
+	return s.f, nil
+}
+
+// dropSpare stops the spare, if any, and removes its file.
+func (w *segmentWriter) dropSpare() error {
+	if s := w.stopSpare(); s != nil && s.f != nil {
+		return w.removeSpare(s)
+	}
+	return nil
+}
+
+// removeSpare closes and removes a finished spare's file.
+func (w *segmentWriter) removeSpare(s *spare) error {
+	if err := errors.Join(s.f.Close(), w.fs.Remove(s.name)); err != nil {
+		return fmt.Errorf("logging: remove the spare segment %s: %w", s.name, err)
+	}
+	return nil
+}
+
+// stopSpare stops the spare's goroutine, if it still runs, and returns
+// the spare, which the writer no longer holds.
+func (w *segmentWriter) stopSpare() *spare {
+	s := w.spare
+	if s != nil {
+		w.spare = nil
+		s.stop.Store(true)
+		<-s.done
+	}
+	return s
 }
 
 // close syncs and closes the current segment, if any.

@@ -287,9 +287,9 @@ func openStore(cfg *conf.Config, sec *security, epochs *replica.Epochs, onSync f
 		return nil, checkpoint.Slots{}, fmt.Errorf("server: %w", err)
 	}
 	opts := durability.Options{
-		Level: level, Floor: floor, Dirs: cfg.LogDirs(), IgnoreCorruption: cfg.RecoveryIgnoreCorruption,
+		Level: level, Floor: floor, Dirs: cfg.LogDirs(), SegmentSize: cfg.LogSegmentBytes, IgnoreCorruption: cfg.RecoveryIgnoreCorruption,
 		MmapSyncInterval: cfg.MmapSyncInterval, RingBytes: cfg.LogRetentionBytes, Logger: logger.Named("durability"),
-		Standby: cfg.Role != conf.RolePrimary, Epoch: epochs.Current(), OnSync: onSync,
+		Standby: cfg.Role != conf.RolePrimary, Epoch: epochs.Current(), OnSync: onSync, Prefill: true,
 	}
 	if level != durability.NoLog {
 		// A node with a log keeps recent records in memory for the

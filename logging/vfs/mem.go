@@ -3,6 +3,7 @@ package vfs
 import (
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -216,6 +217,24 @@ func (fs *MemFS) used() int64 {
 		}
 	}
 	return n
+}
+
+// Free implements FS: what SetSpace or SetQuota leaves, or math.MaxInt64
+// without a limit.
+func (fs *MemFS) Free(dir string) (int64, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	dir = clean(dir)
+	if fs.crashed {
+		return 0, &os.PathError{Op: "statfs", Path: dir, Err: ErrCrashed}
+	}
+	if !fs.dirs[dir] {
+		return 0, &os.PathError{Op: "statfs", Path: dir, Err: os.ErrNotExist}
+	}
+	if fs.space == 0 {
+		return math.MaxInt64, nil
+	}
+	return max(fs.space-fs.used(), 0), nil
 }
 
 // Create implements FS.

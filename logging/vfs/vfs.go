@@ -38,6 +38,9 @@ type FS interface {
 	ReadDir(dir string) ([]string, error)
 	// SyncDir makes the names in a directory durable.
 	SyncDir(dir string) error
+	// Free returns the bytes free for new data on the file system that
+	// holds dir.
+	Free(dir string) (int64, error)
 }
 
 // File is an open file.
@@ -125,6 +128,14 @@ func (osFS) SyncDir(dir string) error {
 		return errors.Join(fmt.Errorf("sync directory %s: %w", dir, err), d.Close())
 	}
 	return d.Close()
+}
+
+func (osFS) Free(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := retryEINTR(func() error { return unix.Statfs(dir, &st) }); err != nil {
+		return 0, &os.PathError{Op: "statfs", Path: dir, Err: err}
+	}
+	return int64(st.Bavail) * st.Bsize, nil
 }
 
 // The system calls that make data durable and reserve its room:
