@@ -255,6 +255,16 @@ func (c *connFlags) clientOptions(addrs []string) (client.Options, error) {
 		for _, a := range addrs {
 			opts.ServerNames[a] = c.name(a)
 		}
+		if c.serverName == "" && c.cfg != nil {
+			// A standby names its primary's address in the error of a
+			// write, and the client follows it there: a peer of -config
+			// is checked for its name there too, not for the host.
+			for _, p := range c.cfg.Peers {
+				if _, ok := opts.ServerNames[p.Addr]; !ok {
+					opts.ServerNames[p.Addr] = p.Name
+				}
+			}
+		}
 	}
 	return opts, nil
 }

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/mmdb/mmdb/internal/certtest"
+)
+
+// TestClientFollowsPeersByName: a client command given -config and one
+// node's address checks the certificate of each peer of the file for
+// the peer's name, at whichever address the client learns (a standby
+// names its primary's in the error of a write). Before, only the
+// addresses given were mapped, and a redirect to the primary checked
+// its certificate for the host dialled, which a node's certificate
+// need not name: the write failed its handshake.
+func TestClientFollowsPeersByName(t *testing.T) {
+	dir := t.TempDir()
+	ca := certtest.NewCA(t, dir, "ca")
+	cert, key := ca.Issue(t, "ops")
+	path := filepath.Join(dir, "b.hcl")
+	src := fmt.Appendf(nil, "node = \"b\"\nlisten = \"127.0.0.1:7700\"\ntls {\n  cert_file = %q\n  key_file = %q\n  ca_file = %q\n}\npeer \"a\" {\n  addr = \"db-a.example:7700\"\n}\n", cert, key, ca.File)
+	if err := os.WriteFile(path, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cf := addConnFlags(fs, true)
+	if err := cf.parse(fs, []string{"-config", path}); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := cf.clientOptions([]string{"127.0.0.1:7700"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[string]string{"127.0.0.1:7700": "b", "db-a.example:7700": "a"} {
+		if got, ok := opts.ServerNames[addr]; !ok || got != want {
+			t.Errorf("the certificate at %s is checked for %q (known %v), want %q", addr, got, ok, want)
+		}
+	}
+}
