@@ -27,9 +27,10 @@ type Options struct {
 	Dirs []string
 	// SegmentSize is the bytes preallocated per segment; zero means 64 MiB.
 	SegmentSize int64
-	// Prefill makes each channel write the next segment's zeros while
-	// the current one fills, so that syncs into it need no change of the
-	// file system's metadata (see spare); without it, a segment is
+	// Prefill makes each channel write the next segment's zeros once
+	// the current one is half full, so that syncs into it need no change
+	// of the file system's metadata (see spare), and makes the first
+	// segment since opening at most 4 MiB; without it, a segment is
 	// preallocated with fallocate when it starts. It writes every
 	// segment twice, and is of no use on a file system that writes
 	// every change to a new place (btrfs, zfs).

@@ -62,8 +62,8 @@ func waitSpare(c *channel) bool {
 }
 
 // TestPrefill: with Options.Prefill each segment after the first is the
-// spare made while the one before filled, zeros written and synced, and
-// not preallocated anew; the records read back across the switches; the
+// spare made once the one before was half full, zeros written and synced,
+// and not preallocated anew; the records read back across the switches; the
 // spare left at Close is removed. A spare that fails, or that the disk
 // has no room for, leaves the log to preallocate the segment itself.
 func TestPrefill(t *testing.T) {
@@ -103,22 +103,29 @@ func TestPrefill(t *testing.T) {
 
 	// A spare whose zeros fail to write is removed, and the segment is
 	// preallocated when it is needed.
-	fs.zerosFail.Store(true)
-	seq := l.chans[0].w.seq
-	for l.chans[0].w.seq == seq {
+	for !waitSpare(l.chans[0]) {
 		appendOne()
-		waitSpare(l.chans[0])
 	}
+	fs.zerosFail.Store(true)
+	untilNextSegment := func(check func()) {
+		t.Helper()
+		for seq := l.chans[0].w.seq; l.chans[0].w.seq == seq; {
+			appendOne()
+			check()
+		}
+	}
+	untilNextSegment(func() {})
 	if got := fs.allocs.Load(); got != 1 {
 		t.Errorf("%d preallocations; the spare made before the zeros failed was not used", got)
 	}
-	seq = l.chans[0].w.seq
-	for l.chans[0].w.seq == seq {
-		appendOne()
-		if waitSpare(l.chans[0]) {
-			t.Fatal("a spare was made though its zeros failed to write")
+	noSpare := func(why string) func() {
+		return func() {
+			if waitSpare(l.chans[0]) {
+				t.Fatalf("a spare was made %s", why)
+			}
 		}
 	}
+	untilNextSegment(noSpare("though its zeros failed to write"))
 	if got := fs.allocs.Load(); got != 2 {
 		t.Errorf("%d preallocations, want 2: the segment after the failed spare", got)
 	}
@@ -126,22 +133,13 @@ func TestPrefill(t *testing.T) {
 
 	// A disk without room for three segments gets no spare.
 	fs.SetSpace(int64(len(names(t, fs, dirs[0])))*segSize + 2*segSize)
-	seq = l.chans[0].w.seq
-	for l.chans[0].w.seq == seq {
-		appendOne()
-		if waitSpare(l.chans[0]) {
-			t.Fatal("a spare was made on a disk with room for two segments")
-		}
-	}
+	untilNextSegment(noSpare("on a disk with room for two segments"))
 	if got := fs.allocs.Load(); got != 3 {
 		t.Errorf("%d preallocations, want 3", got)
 	}
 	fs.SetSpace(0)
-	for seq = l.chans[0].w.seq; l.chans[0].w.seq == seq; {
+	for !waitSpare(l.chans[0]) {
 		appendOne()
-	}
-	if !waitSpare(l.chans[0]) {
-		t.Fatal("no spare once the disk has room again")
 	}
 	if !slices.ContainsFunc(names(t, fs, dirs[0]), func(n string) bool { return strings.HasSuffix(n, tempSuffix) }) {
 		t.Fatal("the finished spare is not in the channel's directory")
@@ -166,6 +164,19 @@ func TestPrefill(t *testing.T) {
 		if !bytes.Equal(got.bodies[uint64(i+1)], b) {
 			t.Fatalf("LSN %d differs", i+1)
 		}
+	}
+
+	// The first segment since the log opened, which has no spare, is
+	// small, so that the first spare comes soon.
+	l, err = Open(Options{FS: fs, Dirs: dirs, SegmentSize: 4 * firstPrefilled, StartLSN: got.last, Tails: got.tails, Prefill: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.chans[0].w.end != firstPrefilled {
+		t.Errorf("the first segment since opening has %d bytes, want %d", l.chans[0].w.end, firstPrefilled)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

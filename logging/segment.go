@@ -194,6 +194,9 @@ func (w *segmentWriter) put(b []byte) error {
 		return fmt.Errorf("logging: write %s at %d: %w", w.f.Name(), w.off, err)
 	}
 	w.off += int64(len(b))
+	if w.prefill != nil && w.spare == nil && w.off > w.end/2 {
+		w.makeSpare()
+	}
 	return nil
 }
 
@@ -262,7 +265,13 @@ func (w *segmentWriter) rotate(need int64) error {
 	if w.mapped {
 		h.Flags |= record.FlagMapped
 	}
-	size := max(w.size, record.SegmentHeaderSize+need)
+	size := w.size
+	if w.opened && w.prefill != nil {
+		// The first segment since the log opened has no spare: a small
+		// one, so that the next, filled ahead, comes soon.
+		size = min(size, firstPrefilled)
+	}
+	size = max(size, record.SegmentHeaderSize+need)
 	f, err := w.takeSpare(size)
 	if err != nil {
 		return err
@@ -297,13 +306,12 @@ func (w *segmentWriter) rotate(need int64) error {
 		}
 	}
 	w.f, w.seq, w.end, w.off, w.synced, w.opened = f, seq, size, record.SegmentHeaderSize, record.SegmentHeaderSize, false
-	w.makeSpare()
 	return nil
 }
 
 // A spare is the next segment's file, made under the segment's temporary
-// name while the current one fills (Options.Prefill): a goroutine writes
-// zeros over all of it and syncs them. Then the segment's blocks are
+// name once the current one is half full (Options.Prefill): a goroutine
+// writes zeros over all of it and syncs them. Then the segment's blocks are
 // allocated and written on disk before any record goes there, and a
 // commit's fdatasync carries the records alone. A segment preallocated
 // with fallocate instead has unwritten extents (ext4, xfs): the first
@@ -327,6 +335,10 @@ type spare struct {
 	err  error         // why there is no f
 }
 
+// firstPrefilled bounds the size of the first segment since the log
+// opened, with Prefill: the segment before the first spare.
+const firstPrefilled = 4 << 20
+
 // spareChunk is how many zeros a spare's goroutine writes at once, and
 // between its looks at whether to stop.
 const spareChunk = 1 << 20
@@ -334,8 +346,7 @@ const spareChunk = 1 << 20
 // errStopped says a spare was needed before it was finished.
 var errStopped = errors.New("needed before it was finished")
 
-// makeSpare starts making the file of the segment after the current one,
-// with Prefill.
+// makeSpare starts making the file of the segment after the current one.
 func (w *segmentWriter) makeSpare() {
 	if w.prefill == nil {
 		return
