@@ -199,6 +199,9 @@ func (o *benchOpts) check() error {
 		return errors.New("-clients must be at least 1, -duration positive and -warmup at least 0")
 	case !(o.rate >= 0) || math.IsInf(o.rate, 0): // NaN fails every comparison
 		return fmt.Errorf("-rate %g: a number, at least 0", o.rate)
+	case o.rate > 0 && !(o.perClient() >= 1 && o.perClient() <= float64(math.MaxInt64/o.clients)):
+		return fmt.Errorf("-rate %g: out of range for %d clients: each would run an op every %gs, and that must be between 1ns and %s",
+			o.rate, o.clients, o.perClient()/1e9, time.Duration(math.MaxInt64/o.clients))
 	case o.rate > 0 && o.api == "session":
 		return errors.New("-rate paces unary calls; a session pipelines its own")
 	case !(o.readRatio >= 0 && o.readRatio <= 1):
@@ -207,6 +210,11 @@ func (o *benchOpts) check() error {
 		return errors.New("-keys, -subscribers, -pipeline and -window must be at least 1, -value-size at least 0")
 	}
 	return nil
+}
+
+// perClient is, with -rate, the nanoseconds between one client's ops.
+func (o *benchOpts) perClient() float64 {
+	return float64(o.clients) / o.rate * float64(time.Second)
 }
 
 func (o *benchOpts) mode() string {
@@ -304,7 +312,7 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 			var woke time.Time
 			due := start
 			if o.rate > 0 {
-				every = time.Duration(float64(o.clients) / o.rate * float64(time.Second))
+				every = time.Duration(o.perClient()) // check keeps it in range
 				due = start.Add(every * time.Duration(i) / time.Duration(o.clients))
 			}
 			for {

@@ -304,3 +304,20 @@ func TestBenchRateLeavesOutTheTimersLateness(t *testing.T) {
 		t.Errorf("instant ops paced at -rate 3000: p50 %.0f µs", res.P50us)
 	}
 }
+
+// TestBenchRateOutOfRange: a -rate whose interval between one client's
+// ops does not fit a time.Duration (it overflowed to a negative one), or
+// rounds to nothing, is refused; before, either ran unpaced, as fast as
+// the clients went, with latency from each op's start.
+func TestBenchRateOutOfRange(t *testing.T) {
+	for _, rate := range []float64{1e-12, 1e10} {
+		o := benchOpts{workload: "kv", api: "unary", clients: 2, duration: time.Second, keys: 1, subscribers: 1, pipeline: 1, window: 1, rate: rate}
+		if err := o.check(); err == nil || !strings.Contains(err.Error(), "-rate") {
+			t.Errorf("-rate %g with 2 clients: %v", rate, err)
+		}
+	}
+	o := benchOpts{workload: "kv", api: "unary", clients: 2, duration: time.Second, keys: 1, subscribers: 1, pipeline: 1, window: 1, rate: 1e-6}
+	if err := o.check(); err != nil {
+		t.Errorf("-rate 1e-6: %v", err)
+	}
+}
