@@ -321,3 +321,17 @@ func TestBenchRateOutOfRange(t *testing.T) {
 		t.Errorf("-rate 1e-6: %v", err)
 	}
 }
+
+// TestBenchInProcessRefusesPeers: an in-process node ships its log to no
+// standby, so -peer (and the sync settings that wait on the peers) is
+// refused; before, a run with -sync-mode applied-ack -sync-quorum 1 and a
+// peer that was not even up reported commits that waited for no standby
+// as if the sync mode had held.
+func TestBenchInProcessRefusesPeers(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	err := bench([]string{"-inprocess", "-workload", "kv", "-keys", "10", "-clients", "1", "-warmup", "0s", "-duration", "20ms",
+		"-peer", "b=127.0.0.1:1", "-sync-mode", "applied-ack", "-sync-quorum", "1"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "peer") {
+		t.Errorf("bench -inprocess with a peer and sync quorum 1: %v", err)
+	}
+}

@@ -71,6 +71,11 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 	if err != nil {
 		return nil, err
 	}
+	// The node in this process serves no one: it ships its log to no
+	// standby, so its commits would not wait as the sync settings say.
+	if len(cfg.Peers) > 0 {
+		return nil, errors.New("bench: -inprocess runs a node that ships its log to no standby; -peer and the sync settings that wait on the peers would be taken without effect: run against a node over gRPC instead")
+	}
 	cleanup := func() error { return nil }
 	if !cfg.IsSet("data_dir") {
 		if cfg.DataDir, cleanup, err = benchDataDir(); err != nil {
