@@ -425,7 +425,7 @@ type benchResult struct {
 	Subscribers  uint64       `json:"subscribers,omitempty"`
 	Keys         uint64       `json:"keys,omitempty"`
 	ReadRatio    *float64     `json:"read_ratio,omitempty"`
-	ValueSize    int          `json:"value_size,omitempty"`
+	ValueSize    *int         `json:"value_size,omitempty"`
 	Pipeline     int          `json:"pipeline,omitempty"`
 	Window       int          `json:"window,omitempty"`
 	Transactions []kindResult `json:"transactions"`
@@ -472,7 +472,7 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 		res.API = "none"
 	}
 	if o.workload == "kv" {
-		res.Keys, res.ReadRatio, res.ValueSize = o.keys, &o.readRatio, o.valueSize
+		res.Keys, res.ReadRatio, res.ValueSize = o.keys, &o.readRatio, &o.valueSize
 		if o.api == "session" && !o.inprocess {
 			res.Pipeline, res.Window = o.pipeline, o.window
 		}

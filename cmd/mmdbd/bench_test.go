@@ -335,3 +335,20 @@ func TestBenchInProcessRefusesPeers(t *testing.T) {
 		t.Errorf("bench -inprocess with a peer and sync quorum 1: %v", err)
 	}
 }
+
+// TestBenchJSONStatesValueSizeZero: a kv run's JSON states its value size
+// when it is 0, as it states a read ratio of 0; before, value_size was
+// left out, so the result read as if it had no value size (or the
+// default's 100 bytes).
+func TestBenchJSONStatesValueSizeZero(t *testing.T) {
+	o := benchOpts{workload: "kv", api: "unary", clients: 1, duration: time.Second, keys: 10, valueSize: 0, readRatio: 0}
+	b, err := json.Marshal(summarize(o, []string{"get", "put"}, nil, o.duration))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{`"value_size":0`, `"read_ratio":0`} {
+		if !strings.Contains(string(b), field) {
+			t.Errorf("no %s in %s", field, b)
+		}
+	}
+}
