@@ -433,7 +433,13 @@ func (s *Store) Settle(ctx context.Context) error {
 		want = s.log.LastLSN()
 	}
 	s.mu.Unlock()
-	return s.WaitApplied(ctx, want)
+	if err := s.WaitApplied(ctx, want); err != nil {
+		return err
+	}
+	// The highest LSN given may be installed while a lower one still
+	// installs.
+	s.db.Drain()
+	return nil
 }
 
 // WaitApplied waits until the database has installed every commit up to

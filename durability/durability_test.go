@@ -526,3 +526,51 @@ func TestStopAfter(t *testing.T) {
 		t.Fatal("a store opened to stop past the log's end")
 	}
 }
+
+// TestSettleWaitsForLowerLSNs: Settle returns once every commit given an
+// LSN is installed, not once the highest is: commits install side by
+// side, and a small one given the next LSN is installed long before a
+// large one given the LSN before it. Here a commit of 100,000 rows takes
+// its LSN, a one-row commit takes the next and returns, and the node
+// steps down; once Settle returns, every row of the first is there.
+func TestSettleWaitsForLowerLSNs(t *testing.T) {
+	s := openMapped(t)
+	db := s.DB()
+	tb, err := db.CreateTable(mem.TableDef{Name: "t", Columns: []mem.ColumnDef{{Name: "id", Type: mem.TypeInt64}}, PrimaryKey: []string{"id"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const big = 100_000
+	given := s.log.LastLSN()
+	large := db.Begin()
+	for i := range int64(big) {
+		if err := large.Insert(tb, []mem.Value{mem.Int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := large.Commit()
+		done <- err
+	}()
+	for s.log.LastLSN() == given {
+		runtime.Gosched()
+	}
+	small := db.Begin()
+	if err := small.Insert(tb, []mem.Value{mem.Int64(big)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := small.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	s.SetPrimary("p", "")
+	if err := s.Settle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if rows := tb.Stats().Rows; rows != big+1 {
+		t.Fatalf("Settle returned with %d rows installed, want %d", rows, big+1)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

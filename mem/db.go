@@ -122,8 +122,18 @@ func (db *DB) holdDDL() { _ = db.ddlMu.Acquire(context.Background(), 1) } // Bac
 // unlockDDL lets the next schema change go.
 func (db *DB) unlockDDL() { db.ddlMu.Release(1) }
 
-// LastLSN returns the highest LSN whose changes are installed.
+// LastLSN returns the highest LSN whose changes are installed. Commits
+// install concurrently, so a lower LSN may still be installing (Drain).
 func (db *DB) LastLSN() uint64 { return db.lsn.Load() }
+
+// Drain waits until no commit or apply is half done, and returns
+// LastLSN as of then: every LSN up to it is installed. It holds the gate
+// exclusively for a moment, so commits that start meanwhile wait.
+func (db *DB) Drain() uint64 {
+	db.gate.Lock()
+	defer db.gate.Unlock()
+	return db.lsn.Load()
+}
 
 // applied records that the changes up to lsn, applied from a log or an
 // image (Apply, a Replayer, a Loader) rather than committed here, are
