@@ -1137,6 +1137,12 @@ func (tx *Tx) validate() error {
 
 func (tx *Tx) validateReads() error {
 	for _, r := range tx.reads {
+		// A dropped table's rows keep their TIDs: what was read of one
+		// holds at no instant after the drop, which may have been
+		// followed by another table under its name.
+		if r.t.dropped.Load() {
+			return errorf(ErrConflict, "table %q: a row read is in a table dropped since", r.t.name)
+		}
 		tid := r.t.heap.tid(r.rid)
 		if tid&tidLocked != 0 {
 			if tx.ownedWrite(r.t, r.rid) == nil {

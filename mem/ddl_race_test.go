@@ -1,0 +1,62 @@
+package mem
+
+import (
+	"errors"
+	"testing"
+)
+
+// ddlTable creates table name (k uint64 primary key, v uint64) with rows
+// k = 1..n, v = k.
+func ddlTable(t *testing.T, db *DB, name string, n int) *Table {
+	t.Helper()
+	tb, err := db.CreateTable(TableDef{
+		Name:       name,
+		Columns:    []ColumnDef{{Name: "k", Type: TypeUint64}, {Name: "v", Type: TypeUint64}},
+		PrimaryKey: []string{"k"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := db.Begin()
+	for k := 1; k <= n; k++ {
+		if err := tx.Insert(tb, []Value{Uint64(uint64(k)), Uint64(uint64(k))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+// TestReadOfDroppedTableConflicts: a transaction that read a row of a
+// table dropped before it commits read a state no instant of its
+// commit holds (the table is gone, or another under its name): its
+// commit is a conflict, whether it writes elsewhere or only reads.
+func TestReadOfDroppedTableConflicts(t *testing.T) {
+	for _, writes := range []bool{false, true} {
+		db := Open(Options{})
+		old := ddlTable(t, db, "t", 3)
+		u := ddlTable(t, db, "u", 3)
+		tx := db.Begin()
+		if _, found, err := tx.Get(old, []Value{Uint64(1)}); err != nil || !found {
+			t.Fatalf("Get: %v %v", found, err)
+		}
+		if _, found, err := tx.Get(u, []Value{Uint64(2)}); err != nil || !found {
+			t.Fatalf("Get: %v %v", found, err)
+		}
+		if writes {
+			if err := tx.Insert(u, []Value{Uint64(10), Uint64(1)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.DropTable("t"); err != nil {
+			t.Fatal(err)
+		}
+		ddlTable(t, db, "t", 0) // another table under the name
+		lsn, err := tx.Commit()
+		if !errors.Is(err, ErrConflict) {
+			t.Errorf("writes %v: commit of a transaction that read a row of a table dropped since: LSN %d, %v, want ErrConflict", writes, lsn, err)
+		}
+	}
+}
