@@ -1,7 +1,10 @@
 package mem
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -58,5 +61,35 @@ func TestReadOfDroppedTableConflicts(t *testing.T) {
 		if !errors.Is(err, ErrConflict) {
 			t.Errorf("writes %v: commit of a transaction that read a row of a table dropped since: LSN %d, %v, want ErrConflict", writes, lsn, err)
 		}
+	}
+}
+
+// TestBadNameSaysTheRule: a column or index name that is refused says
+// what a name may be, with its length limit, as a table name's does: a
+// name one byte too long breaks no other rule.
+func TestBadNameSaysTheRule(t *testing.T) {
+	long := strings.Repeat("a", MaxNameLen+1)
+	want := fmt.Sprintf("1-%d letters, digits or '_'", MaxNameLen)
+	db := Open(Options{})
+	def := func(col, ix string) TableDef {
+		return TableDef{
+			Name:       "t",
+			Columns:    []ColumnDef{{Name: "k", Type: TypeUint64}, {Name: col, Type: TypeUint64}},
+			PrimaryKey: []string{"k"},
+			Indexes:    []IndexDef{{Name: ix, Columns: []string{"k"}, Kind: Hash}},
+		}
+	}
+	for what, d := range map[string]TableDef{"column": def(long, "ix"), "index": def("v", long), "column starting with a digit": def("1v", "ix")} {
+		_, err := db.CreateTable(d)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s name refused: %v, want ErrInvalid saying %q", what, err, want)
+		}
+	}
+	if _, err := db.CreateTable(def("v", "ix")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := db.CreateIndex(context.Background(), "t", IndexDef{Name: long, Columns: []string{"v"}, Kind: Ordered})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+		t.Errorf("CreateIndex with a long name: %v, want ErrInvalid saying %q", err, want)
 	}
 }

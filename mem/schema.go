@@ -81,6 +81,9 @@ func (d TableDef) Clone() TableDef {
 	return c
 }
 
+// nameRule says what validName takes, for errors.
+var nameRule = fmt.Sprintf("want 1-%d letters, digits or '_', not starting with a digit", MaxNameLen)
+
 func validName(s string) bool {
 	if s == "" || len(s) > MaxNameLen {
 		return false
@@ -143,7 +146,7 @@ func fixedWidth(t Type) int {
 // compileSchema validates a definition and computes the row layout.
 func compileSchema(def TableDef) (*schema, error) {
 	if !validName(def.Name) {
-		return nil, errorf(ErrInvalid, "table name %q: want 1-%d letters, digits or '_', not starting with a digit", def.Name, MaxNameLen)
+		return nil, errorf(ErrInvalid, "table name %q: %s", def.Name, nameRule)
 	}
 	if len(def.Columns) == 0 || len(def.Columns) > MaxColumns {
 		return nil, errorf(ErrInvalid, "table %q: %d columns, want 1-%d", def.Name, len(def.Columns), MaxColumns)
@@ -153,7 +156,7 @@ func compileSchema(def TableDef) (*schema, error) {
 	off := s.nullBytes
 	for i, c := range def.Columns {
 		if !validName(c.Name) {
-			return nil, errorf(ErrInvalid, "table %q: column name %q is not a valid name", def.Name, c.Name)
+			return nil, errorf(ErrInvalid, "table %q: column name %q: %s", def.Name, c.Name, nameRule)
 		}
 		if _, dup := s.byName[c.Name]; dup {
 			return nil, errorf(ErrInvalid, "table %q: column %q declared twice", def.Name, c.Name)
@@ -253,7 +256,7 @@ func (s *schema) addIndex(ix IndexDef) error {
 
 func (s *schema) compileIndex(ix IndexDef) (indexDef, error) {
 	if !validName(ix.Name) {
-		return indexDef{}, errorf(ErrInvalid, "table %q: index name %q is not a valid name", s.def.Name, ix.Name)
+		return indexDef{}, errorf(ErrInvalid, "table %q: index name %q: %s", s.def.Name, ix.Name, nameRule)
 	}
 	if ix.Kind != Hash && ix.Kind != Ordered {
 		return indexDef{}, errorf(ErrInvalid, "table %q index %q: kind must be hash or ordered", s.def.Name, ix.Name)
