@@ -93,3 +93,15 @@ func TestBadNameSaysTheRule(t *testing.T) {
 		t.Errorf("CreateIndex with a long name: %v, want ErrInvalid saying %q", err, want)
 	}
 }
+
+// TestDropPrimarySaysWhy: DropIndex of "primary", a name reads take for
+// the primary key, is refused as no secondary index (ErrNoIndex) with a
+// message that says so, rather than that the table has no such index.
+func TestDropPrimarySaysWhy(t *testing.T) {
+	db := Open(Options{})
+	ddlTable(t, db, "t", 1)
+	_, err := db.DropIndex("t", "primary")
+	if !errors.Is(err, ErrNoIndex) || !strings.Contains(err.Error(), "primary key") {
+		t.Errorf("DropIndex primary: %v, want ErrNoIndex saying it is the primary key", err)
+	}
+}

@@ -302,6 +302,11 @@ func (s *schema) withIndex(ix IndexDef) (*schema, error) {
 
 // withoutIndex returns a copy of the schema without the named secondary index.
 func (s *schema) withoutIndex(name string) (*schema, int, error) {
+	if name == "primary" {
+		// Reads take the name for the primary key, so "no such index"
+		// would read as a lie.
+		return nil, 0, errorf(ErrNoIndex, "table %q: %q is the primary key, not a secondary index, and cannot be dropped", s.def.Name, name)
+	}
 	def := s.def.Clone()
 	defs := s.secondaryDefs()
 	for i, ix := range defs {
