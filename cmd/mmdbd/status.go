@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,7 +24,7 @@ type statusJSON struct {
 	SyncMode         string        `json:"sync_mode"`
 	SyncQuorum       uint32        `json:"sync_quorum"`
 	SyncStandbys     []string      `json:"sync_standbys"`
-	SyncTimeoutMs    int64         `json:"sync_timeout_ms"`
+	SyncTimeoutMs    float64       `json:"sync_timeout_ms"`
 	OnSyncTimeout    string        `json:"on_sync_timeout"`
 	Primary          string        `json:"primary,omitempty"`
 	Degraded         bool          `json:"degraded"`
@@ -77,7 +78,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 	out := statusJSON{
 		Node: r.GetNode(), Role: r.GetRole(), Epoch: r.GetEpoch(), Durability: r.GetDurability(), SyncMode: r.GetSyncMode(),
 		SyncQuorum: r.GetSyncQuorum(), SyncStandbys: append([]string{}, r.GetSyncStandbys()...),
-		SyncTimeoutMs: r.GetSyncTimeout().AsDuration().Milliseconds(), OnSyncTimeout: r.GetOnSyncTimeout(),
+		SyncTimeoutMs: float64(r.GetSyncTimeout().AsDuration()) / float64(time.Millisecond), OnSyncTimeout: r.GetOnSyncTimeout(),
 		Primary: r.GetPrimary(), Degraded: r.GetDegraded(), WritesRefused: r.GetWritesRefused(),
 		LastLSN: r.GetLastLsn(), DurableLSN: r.GetDurableLsn(), AppliedLSN: r.GetAppliedLsn(), CheckpointLSN: r.GetCheckpointLsn(),
 		Standbys: []standbyJSON{}, Tables: []tableJSON{},
@@ -171,7 +172,7 @@ func printStatus(w io.Writer, st statusJSON) error {
 	if len(st.SyncStandbys) > 0 {
 		counted = strings.Join(st.SyncStandbys, ", ")
 	}
-	fmt.Fprintf(tw, "sync quorum\t%d of %s\nsync timeout\t%s, then %s\n", st.SyncQuorum, counted, time.Duration(st.SyncTimeoutMs)*time.Millisecond, st.OnSyncTimeout)
+	fmt.Fprintf(tw, "sync quorum\t%d of %s\nsync timeout\t%s, then %s\n", st.SyncQuorum, counted, time.Duration(math.Round(st.SyncTimeoutMs*float64(time.Millisecond))), st.OnSyncTimeout)
 	if st.Primary != "" {
 		fmt.Fprintf(tw, "primary\t%s\n", st.Primary)
 	}

@@ -11,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/servertest"
 	"github.com/mmdb/mmdb/mem"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/server"
 )
 
@@ -160,5 +163,22 @@ func TestTimeoutSaysWhichFlag(t *testing.T) {
 		if code := run(args, nil, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "gave up after -timeout 1ns") {
 			t.Errorf("%s: exit %d\n%s", args, code, &stderr)
 		}
+	}
+}
+
+// TestStatusShowsSyncTimeoutWhole: a sync_timeout that is no whole
+// number of milliseconds is shown as it is, in the text and in -json's
+// sync_timeout_ms (which had it cut to whole milliseconds: 1.5 ms as 1).
+func TestStatusShowsSyncTimeoutWhole(t *testing.T) {
+	st := toStatusJSON(&pb.StatusResponse{SyncTimeout: durationpb.New(1500 * time.Microsecond), OnSyncTimeout: "degrade"})
+	if st.SyncTimeoutMs != 1.5 {
+		t.Errorf("sync_timeout_ms is %v, want 1.5", st.SyncTimeoutMs)
+	}
+	var out bytes.Buffer
+	if err := printStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^sync timeout +1\.5ms, then degrade$`).MatchString(out.String()) {
+		t.Fatalf("status printed:\n%s", out.String())
 	}
 }
