@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -902,8 +903,9 @@ func TestStandbyTooFarBehindIsReimaged(t *testing.T) {
 				}
 			}
 			if level != "no-log" {
-				// Past the first 64 MiB segment, which a checkpoint
-				// releases once the older of the two images holds it.
+				// Past the first segments (4 MiB, then 64 MiB), which a
+				// checkpoint releases once the older of the two images
+				// holds them.
 				fillBlobs(t, adb, 70000)
 				for i := range int64(2) {
 					if out, errOut, code := runTool(t, "checkpoint", "-addr", a.addr); code != 0 {
@@ -915,7 +917,7 @@ func TestStandbyTooFarBehindIsReimaged(t *testing.T) {
 						acked[7<<40|i] = true
 					}
 				}
-				if !strings.Contains(a.output(), "released-segments=1") {
+				if !regexp.MustCompile(`released-segments=[1-9]`).MatchString(a.output()) {
 					t.Fatalf("the checkpoints released no log:\n%s", a.output())
 				}
 			}
