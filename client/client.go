@@ -24,7 +24,10 @@
 // under way on a connection so closed move on as from a node found
 // down, and Tx runs its function again; a Session, or a transaction
 // from Begin, on it fails with UNAVAILABLE (open or begin another), as
-// on a node found down.
+// on a node found down. Session.Close returns within 5 seconds even
+// from a node that hangs (Session.CloseContext takes a context instead):
+// it then cancels the stream, and the writes still unanswered fail
+// wrapping ErrUnknownOutcome.
 //
 // Begin runs again after UNAVAILABLE as a read does, safely: each of its
 // attempts carries the same random key, so a node that opened the

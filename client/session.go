@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -27,16 +28,19 @@ import (
 // ErrUnknownOutcome, as a unary write's does. So may a write whose reply
 // has the code DEADLINE_EXCEEDED or CANCELED (the node made the commit
 // but could not confirm it in time), or the NOT_DURABLE detail;
-// Session.Commit's error then wraps ErrUnknownOutcome.
+// Session.Commit's error then wraps ErrUnknownOutcome. Close waits for
+// the replies still due for 5 seconds at the most, CloseContext until its
+// context ends; then they fail so too, and the stream is cancelled.
 type Session struct {
 	stream interface {
 		Send(*pb.SessionRequest) error
 		Recv() (*pb.SessionResponse, error)
 		CloseSend() error
 	}
-	cancel   context.CancelFunc
-	recvDone chan struct{}
-	follow   func(primary string) bool // the Client's
+	cancel    context.CancelFunc
+	recvDone  chan struct{}
+	closeWait time.Duration             // Close's bound: closeTimeout
+	follow    func(primary string) bool // the Client's
 	// closedUnder turns the CANCELED of a stream whose connection the
 	// Client closed under it (it forgot the node, found down) into
 	// UNAVAILABLE (Client.closedUnder).
@@ -136,7 +140,7 @@ func (c *Client) OpenSession(ctx context.Context) (*Session, error) {
 		cancel()
 		return nil, err
 	}
-	s := &Session{stream: stream, cancel: cancel, recvDone: make(chan struct{}), follow: c.follow,
+	s := &Session{stream: stream, cancel: cancel, recvDone: make(chan struct{}), closeWait: closeTimeout, follow: c.follow,
 		closedUnder: func(err error) error { return c.closedUnder(ctx, on, err) }}
 	go s.receive()
 	return s, nil
@@ -283,18 +287,78 @@ func (s *Session) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Commit
 	return r.GetCommit(), err
 }
 
-// Close ends the stream: it waits for the replies still due, then returns.
-// Transactions begun on the session and still open are rolled back by the
-// node.
+// closeTimeout bounds how long Close waits for the node to answer the
+// messages still due and end the stream.
+const closeTimeout = 5 * time.Second
+
+// Close is CloseContext bounded by 5 seconds: against a node that hangs,
+// or a link that stalls, it gives up waiting then and cancels the stream.
 func (s *Session) Close() error {
-	s.sendMu.Lock()
+	ctx, cancel := context.WithTimeout(context.Background(), s.closeWait)
+	defer cancel()
+	return s.CloseContext(ctx)
+}
+
+// CloseContext ends the stream: it sends no more, waits for the replies
+// still due and for the node to end the stream (it then has rolled back
+// the transactions begun on the session and still open), and returns.
+// When ctx ends first, as against a node that hangs, it cancels the
+// stream: messages still without their replies fail with ctx's
+// DEADLINE_EXCEEDED or CANCELED, wrapping ErrUnknownOutcome for those
+// with a write, which the node may have made; the node rolls back the
+// open transactions when it sees the cancel. CloseContext then returns
+// an error with ctx's code saying so. Either way, once it returns, every message started
+// on the session has its replies or its error, and the session holds no
+// goroutine. Calls started after it fail at once; it may be called
+// again, and concurrently with them.
+func (s *Session) CloseContext(ctx context.Context) error {
+	// A Send that the node's flow control holds up keeps sendMu: wait
+	// for it only until ctx ends, whose cancel frees it.
+	sent := make(chan error, 1)
+	go func() { sent <- s.closeSend() }()
 	var err error
-	if !s.closed {
-		s.closed = true
-		err = s.stream.CloseSend()
+	select {
+	case err = <-sent:
+		select {
+		case <-s.recvDone:
+		case <-ctx.Done():
+			err = errors.Join(s.abandon(ctx.Err()), err)
+		}
+	case <-ctx.Done():
+		err = s.abandon(ctx.Err())
+		err = errors.Join(err, <-sent)
 	}
-	s.sendMu.Unlock()
-	<-s.recvDone
 	s.cancel()
+	<-s.recvDone // soon, after the cancel: the waiters have their errors
 	return err
+}
+
+// closeSend half-closes the stream, once.
+func (s *Session) closeSend() error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.stream.CloseSend()
+}
+
+// abandon cancels the stream whose end Close waited for until cause: the
+// messages still waiting fail with cause's code (Pending.lost), not the
+// CANCELED of the cancel, which would say their caller cancelled them.
+// It returns the error of the Close that gave up, or nil when the stream
+// had failed already (receive ends it, and fails the waiters, itself).
+func (s *Session) abandon(cause error) error {
+	code := status.FromContextError(cause).Code()
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	n := len(s.waiting)
+	s.err = status.Errorf(code, "client: the session was closed before the node answered: %v", cause)
+	s.mu.Unlock()
+	s.cancel()
+	return status.Errorf(code, "client: close the session: the node did not end it in time (%d messages unanswered); cancelled it: %v", n, cause)
 }
