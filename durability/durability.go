@@ -644,14 +644,15 @@ func (s *Store) Lead() {
 
 // ReadLog returns a reader of the log's records after LSN after, for a
 // standby behind what the ring holds; nil without a log. It reads the
-// segments as they are, so the caller reads only records at or below
-// Shippable, which are whole on disk; the log may release segments
-// meanwhile (the reader then fails, or starts past after+1).
+// records the log has written while the log goes on writing
+// (logging.Log.NewReader), so the caller may read on as Shippable
+// advances; the log may release segments meanwhile (the reader then
+// fails, or starts past after+1).
 func (s *Store) ReadLog(after uint64) (*logging.Reader, error) {
 	if s.log == nil {
 		return nil, nil
 	}
-	r, err := logging.NewReader(logging.ReaderOptions{FS: s.opts.FS, Dirs: s.opts.Dirs, After: after})
+	r, err := s.log.NewReader(after)
 	if err != nil {
 		return nil, fmt.Errorf("durability: read the log after LSN %d: %w", after, err)
 	}

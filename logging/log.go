@@ -893,3 +893,13 @@ func (l *Log) wake() {
 		l.watched = false
 	}
 }
+
+// NewReader returns a reader of the records the log has written after
+// LSN after (see Reader.Next), read from its files while it goes on
+// writing them: a standby's sender catching up from the log. A write in
+// progress past the records written is neither damage nor the end of
+// the log to it. The log may release segments meanwhile: the reader then
+// fails, or starts past after+1 (ErrReleased).
+func (l *Log) NewReader(after uint64) (*Reader, error) {
+	return newReader(ReaderOptions{FS: l.opts.FS, Dirs: l.opts.Dirs, After: after}, l.WrittenLSN)
+}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/mmdb/mmdb/logging/record"
 	"github.com/mmdb/mmdb/logging/vfs"
@@ -59,6 +60,16 @@ type Tail struct {
 // where its successor's header says (prevEnd), and the first segment of
 // each opening of the log voids the records above its base in the
 // segments before it (record.FlagOpened).
+//
+// A live reader reads a log that is being written (Log.NewReader). Its
+// last segment's end is not known, and what follows its last whole block
+// may be a write in progress: a block not yet written or half written, a
+// marker whose synced field passes where the reader found zeros, a
+// segment not yet listed. So it judges nothing there: it stops (stalled)
+// at whatever it cannot read, damage or not, and refresh later reads on
+// from there, with fresh bytes and segments. Whether what stopped it was
+// damage is for the Reader to tell: it is when a record the log has
+// written is still missing after a refresh.
 type channelReader struct {
 	fs     vfs.FS
 	dir    string
@@ -72,6 +83,13 @@ type channelReader struct {
 	found  bool     // the directory held segments
 	listed int      // how many, counting those not needed after the image
 	i      int      // index in segs of the segment being read
+
+	// live says the log is being written (see above); stall says why a
+	// live reader stopped where it is (nil while it reads); channel and
+	// channels check the headers of the segments it lists later.
+	live              bool
+	stall             error
+	channel, channels int
 
 	f    vfs.File
 	size int64
@@ -98,7 +116,7 @@ func newChannelReader(fs vfs.FS, dir string, channel, channels int, ignore bool,
 	if err != nil {
 		return nil, err
 	}
-	r := &channelReader{fs: fs, dir: dir, ignore: ignore, found: len(segs) > 0, listed: len(segs)}
+	r := &channelReader{fs: fs, dir: dir, ignore: ignore, found: len(segs) > 0, listed: len(segs), channel: channel, channels: channels}
 	segs = neededSegments(fs, dir, segs, after)
 	var hdrs []record.SegmentHeader
 	cutVoid := uint64(math.MaxUint64)
@@ -221,10 +239,14 @@ func (r *channelReader) name() string { return filepath.Join(r.dir, SegmentName(
 // its valid data.
 func (r *channelReader) nextRecord() (rec record.Record, ok bool, err error) {
 	for r.next >= len(r.recs) {
-		if r.done {
+		if r.done || r.stall != nil {
 			return record.Record{}, false, nil
 		}
 		if err := r.readBlock(); err != nil {
+			if r.live && errors.Is(err, ErrCorrupt) {
+				r.stall = err // see channelReader; refresh reads on
+				continue
+			}
 			if !r.ignore || !errors.Is(err, ErrCorrupt) {
 				return record.Record{}, false, err
 			}
@@ -250,6 +272,9 @@ func (r *channelReader) readBlock() error {
 	for !r.done {
 		if r.f == nil {
 			if r.i == len(r.segs) {
+				if r.live {
+					return fmt.Errorf("%w: %s holds no segment yet", ErrCorrupt, r.dir)
+				}
 				r.done = true
 				return nil
 			}
@@ -272,6 +297,9 @@ func (r *channelReader) readBlock() error {
 			if end >= 0 {
 				return fmt.Errorf("%w: %s: its data ends at offset %d (the end of the file), but %s says it ended at offset %d", ErrCorrupt, r.name(), r.off, SegmentName(r.segs[r.i+1]), end)
 			}
+			if r.live {
+				return fmt.Errorf("%w: %s: its data reaches the end of the file at offset %d, and no later segment is listed", ErrCorrupt, r.name(), r.off)
+			}
 			if err := r.endSegment(); err != nil {
 				return err
 			}
@@ -282,6 +310,9 @@ func (r *channelReader) readBlock() error {
 			return err
 		}
 		h, err := record.DecodeBlockHeader(hdr)
+		if errors.Is(err, record.ErrEnd) && r.live && end < 0 {
+			return fmt.Errorf("%w: %s at offset %d: a blank block header", ErrCorrupt, r.name(), r.off)
+		}
 		if errors.Is(err, record.ErrEnd) {
 			if err := r.endOfData(); err != nil {
 				return err
@@ -298,6 +329,9 @@ func (r *channelReader) readBlock() error {
 				return err
 			}
 			recs, err = r.dec.Block(r.seq, block[:record.BlockHeaderSize], h, block[record.BlockHeaderSize:])
+		}
+		if err != nil && r.live && end < 0 {
+			return fmt.Errorf("%w: %s at offset %d: %v", ErrCorrupt, r.name(), r.off, err)
 		}
 		if err != nil {
 			return r.badBlock(err)
@@ -370,6 +404,57 @@ func (r *channelReader) endSegment() error {
 	r.i++
 	if err != nil {
 		return fmt.Errorf("logging: close %s: %w", r.name(), err)
+	}
+	return nil
+}
+
+// refresh has a live reader that stalled read on from where it stopped:
+// it forgets the bytes it read ahead and the segment's size, and lists
+// the segments created since, whose headers say where the segments
+// before them ended.
+func (r *channelReader) refresh() error {
+	r.stall = nil
+	r.win = r.win[:0]
+	if r.f != nil {
+		size, err := r.f.Size()
+		if err != nil {
+			return fmt.Errorf("logging: size of %s: %w", r.name(), err)
+		}
+		r.size = size
+	}
+	segs, err := listSegments(r.fs, r.dir)
+	if err != nil {
+		return err
+	}
+	for _, seq := range segs {
+		n := len(r.segs)
+		if n > 0 && seq <= r.segs[n-1] {
+			continue // read already, or released since
+		}
+		if n > 0 && seq != r.segs[n-1]+1 {
+			return fmt.Errorf("%w: %s: segment %s is missing (found %s and %s)", ErrCorrupt, r.dir, SegmentName(r.segs[n-1]+1), SegmentName(r.segs[n-1]), SegmentName(seq))
+		}
+		h, err := readSegmentHeader(r.fs, r.dir, seq)
+		if err != nil {
+			return err
+		}
+		name := filepath.Join(r.dir, SegmentName(seq))
+		if int(h.Channel) != r.channel || int(h.Channels) != r.channels {
+			return fmt.Errorf("%w: %s belongs to channel %d of a log with %d channels, not to channel %d of %d", ErrMismatch, name, h.Channel, h.Channels, r.channel, r.channels)
+		}
+		if n > 0 {
+			if h.PrevEnd == 0 {
+				return fmt.Errorf("%w: %s does not say where %s ended", ErrCorrupt, name, SegmentName(r.segs[n-1]))
+			}
+			r.ends[n-1] = int64(h.PrevEnd)
+		}
+		if h.Opened() { // the log was opened again: see newChannelReader
+			for i := range r.voids {
+				r.voids[i] = min(r.voids[i], h.Base)
+			}
+		}
+		r.segs, r.ends, r.voids = append(r.segs, seq), append(r.ends, -1), append(r.voids, math.MaxUint64)
+		r.mapped = h.Mapped()
 	}
 	return nil
 }
@@ -575,6 +660,9 @@ type Reader struct {
 	want  uint64 // the next LSN to return
 	after uint64
 	gap   bool // Next stopped where a channel held a later LSN
+	// written, for a reader of a live log (Log.NewReader), returns the
+	// log's written LSN: the records up to it are in the files, whole.
+	written func() uint64
 	// from is where the record Next returned last was: its block's
 	// segment file and offset, to name if another channel holds it too.
 	from struct {
@@ -599,17 +687,21 @@ type ReaderOptions struct {
 // NewReader reads the log in opts.Dirs. Every directory must hold
 // segments of the same log, written with as many channels as there are
 // directories, or none may.
-func NewReader(opts ReaderOptions) (*Reader, error) {
+func NewReader(opts ReaderOptions) (*Reader, error) { return newReader(opts, nil) }
+
+// newReader is NewReader, of a live log if written is set (Reader.written).
+func newReader(opts ReaderOptions, written func() uint64) (*Reader, error) {
 	if opts.FS == nil {
 		opts.FS = vfs.Default
 	}
-	r := &Reader{want: opts.After + 1, after: opts.After, taken: -1}
+	r := &Reader{want: opts.After + 1, after: opts.After, taken: -1, written: written}
 	var empty, full []string
 	for i, d := range opts.Dirs {
 		c, err := newChannelReader(opts.FS, d, i, len(opts.Dirs), opts.IgnoreCorruption, opts.After)
 		if err != nil {
 			return nil, err
 		}
+		c.live = written != nil
 		if c.found {
 			full = append(full, d)
 		} else {
@@ -648,6 +740,12 @@ func (r *Reader) advance(i int) error {
 // Next returns the next record in LSN order; ok is false at the end of
 // the log or at the first gap. The record's body is valid until the next
 // call.
+//
+// Reading a live log (Log.NewReader), ok is false once Next has returned
+// every record the log has written, and later calls return those written
+// since. A record the log has written is there, whole, so one that
+// cannot be read is damage (ErrCorrupt); what the reader meets past the
+// records written (a write in progress) is not.
 func (r *Reader) Next() (rec record.Record, ok bool, err error) {
 	if r.taken >= 0 {
 		if err := r.advance(r.taken); err != nil {
@@ -655,12 +753,28 @@ func (r *Reader) Next() (rec record.Record, ok bool, err error) {
 		}
 		r.taken = -1
 	}
+	refreshed := false
 	for {
 		min := -1
 		for i := range r.heads {
 			if r.has[i] && (min < 0 || r.heads[i].LSN < r.heads[min].LSN) {
 				min = i
 			}
+		}
+		if (min < 0 || r.heads[min].LSN > r.want) && r.written != nil {
+			// Read after the log said it had written want, the files hold
+			// it: one refresh finds it unless the log is damaged.
+			switch {
+			case r.want > r.written():
+				return record.Record{}, false, nil // not written yet
+			case refreshed:
+				return record.Record{}, false, r.missing()
+			}
+			if err := r.refresh(); err != nil {
+				return record.Record{}, false, err
+			}
+			refreshed = true
+			continue
 		}
 		if min < 0 || r.heads[min].LSN > r.want {
 			r.gap = min >= 0
@@ -687,6 +801,39 @@ func (r *Reader) Next() (rec record.Record, ok bool, err error) {
 		r.from.c, r.from.seq, r.from.at = min, r.chans[min].seq, r.chans[min].recsAt
 		return rec, true, nil
 	}
+}
+
+// refresh has the channels of a live log that stalled read on.
+func (r *Reader) refresh() error {
+	for i, c := range r.chans {
+		if r.has[i] {
+			continue
+		}
+		if err := c.refresh(); err != nil {
+			return err
+		}
+		if err := r.advance(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// missing returns the error for a live log that lacks r.want, which it
+// has written: where each channel stands, and why those that stopped did.
+func (r *Reader) missing() error {
+	var where []string
+	for i, c := range r.chans {
+		switch {
+		case r.has[i]:
+			where = append(where, fmt.Sprintf("%s holds LSN %d next", c.dir, r.heads[i].LSN))
+		case c.stall != nil:
+			where = append(where, c.stall.Error())
+		default:
+			where = append(where, fmt.Sprintf("%s ends at %s offset %d", c.dir, SegmentName(c.seq), c.off))
+		}
+	}
+	return fmt.Errorf("%w: LSN %d is written, but no channel holds it: %s", ErrCorrupt, r.want, strings.Join(where, "; "))
 }
 
 // Last returns the LSN of the last record returned (or the starting

@@ -1,0 +1,232 @@
+package logging
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mmdb/mmdb/logging/record"
+	"github.com/mmdb/mmdb/logging/vfs"
+)
+
+// TestReadWhileWriting reads a log while it is written, as a primary's
+// sender catches a standby up from the log files: readers start after
+// some LSN at or below the one the log says is shipped (durable, or
+// written for a mapped log) and read up to it, then on with the same
+// reader up to where that LSN has got to since, while writers commit and
+// segments rotate all the time. Every record up to the LSN asked for must
+// come back, in order, with its body: a write in progress past it (a
+// block, a marker, a segment being created) is neither damage nor the
+// end of the log.
+func TestReadWhileWriting(t *testing.T) {
+	for _, tc := range []struct {
+		channels        int
+		mapped, prefill bool
+	}{{1, false, false}, {3, false, false}, {2, true, false}, {2, false, true}} {
+		t.Run(fmt.Sprintf("channels=%d,mapped=%v,prefill=%v", tc.channels, tc.mapped, tc.prefill), func(t *testing.T) {
+			fs := vfs.NewMemFS()
+			l, err := Open(Options{FS: fs, Dirs: channelDirs(tc.channels), SegmentSize: 4 << 10, MinCompress: 64,
+				Mapped: tc.mapped, SyncInterval: time.Millisecond, Prefill: tc.prefill})
+			if err != nil {
+				t.Fatal(err)
+			}
+			shipped, wait := l.DurableLSN, l.Wait
+			if tc.mapped {
+				shipped, wait = l.WrittenLSN, l.WaitWritten
+			}
+			var (
+				mu     sync.Mutex
+				bodies = map[uint64][]byte{}
+				stop   = make(chan struct{})
+				wg     sync.WaitGroup
+			)
+			for w := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						b := bodyOf(w, i)
+						lsn, err := l.Append(b)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						mu.Lock()
+						bodies[lsn] = b
+						mu.Unlock()
+						if err := wait(context.Background(), lsn); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			// Each reader keeps what it read, checked against bodies once
+			// the writers have stopped (a record can be durable before its
+			// writer has noted its body).
+			got := make([]map[uint64][]byte, 2)
+			var rg sync.WaitGroup
+			for i := range got {
+				got[i] = map[uint64][]byte{}
+				rg.Add(1)
+				go func() {
+					defer rg.Done()
+					rnd := rand.New(rand.NewPCG(uint64(i), 7))
+					for range 40 {
+						if err := readLive(l, shipped, rnd, got[i]); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			rg.Wait()
+			close(stop)
+			wg.Wait()
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for _, g := range got {
+				for lsn, b := range g {
+					if !bytes.Equal(b, bodies[lsn]) {
+						t.Fatalf("LSN %d read back as %q, appended as %q", lsn, b, bodies[lsn])
+					}
+				}
+			}
+		})
+	}
+}
+
+// readLive opens a reader of the live log l after an LSN at or below
+// shipped() and reads up to shipped(), then on up to shipped() again, a
+// few times, as the sender does; it notes the bodies read in got.
+func readLive(l *Log, shipped func() uint64, rnd *rand.Rand, got map[uint64][]byte) error {
+	upto := shipped()
+	after := rnd.Uint64N(upto + 1)
+	if upto > 200 {
+		after = upto - rnd.Uint64N(200) // near the tail, where it is written
+	}
+	r, err := l.NewReader(after)
+	if err != nil {
+		return fmt.Errorf("read after LSN %d (shipped %d): %w", after, upto, err)
+	}
+	defer r.Close()
+	next := after
+	for round := 0; round < 5; round++ {
+		for next < upto {
+			rec, ok, err := r.Next()
+			if err != nil || !ok {
+				return fmt.Errorf("read after LSN %d: at LSN %d of %d (shipped now %d): ok %v, %w", after, next, upto, shipped(), ok, err)
+			}
+			if rec.LSN != next+1 {
+				return fmt.Errorf("read after LSN %d: LSN %d after %d", after, rec.LSN, next)
+			}
+			got[rec.LSN] = bytes.Clone(rec.Body)
+			next = rec.LSN
+		}
+		for upto == shipped() {
+			time.Sleep(100 * time.Microsecond)
+		}
+		upto = shipped()
+	}
+	return nil
+}
+
+// TestReadWhileWritingFindsDamage: a live reader still reports damage
+// to a record the log has written, in a segment it has finished or in
+// the one it is writing, as corruption, and returns every record before it.
+func TestReadWhileWritingFindsDamage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		last bool // damage the segment being written
+		at   int64
+		b    []byte
+	}{
+		{"finished segment, payload", false, record.BlockHeaderSize + 2, []byte{0xff}},
+		{"finished segment, blank header", false, 0, make([]byte, record.BlockHeaderSize)},
+		{"segment being written, payload", true, record.BlockHeaderSize + 2, []byte{0xff}},
+		{"segment being written, blank header", true, 0, make([]byte, record.BlockHeaderSize)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewMemFS()
+			dirs := channelDirs(1)
+			l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 2 << 10, NoCompression: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			var last uint64
+			for i := range 60 {
+				if last, err = l.Append(bodyOf(0, i)); err != nil {
+					t.Fatal(err)
+				}
+				if err := l.Wait(context.Background(), last); err != nil {
+					t.Fatal(err) // one record a block
+				}
+			}
+			segs, err := listSegments(fs, dirs[0])
+			if err != nil || len(segs) < 3 {
+				t.Fatalf("segments %v: %v", segs, err)
+			}
+			seq := segs[1]
+			if tc.last {
+				seq = segs[len(segs)-1]
+			}
+			name := filepath.Join(dirs[0], SegmentName(seq))
+			lsn := firstLSN(t, fs, name)
+			if lsn == 0 || lsn > last {
+				t.Fatalf("%s holds no record of the log's", name)
+			}
+			corruptAt(t, fs, name, blockOffset(t, fs, name, lsn)+tc.at, tc.b)
+			r, err := l.NewReader(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			for want := uint64(1); ; want++ {
+				rec, ok, err := r.Next()
+				if want == lsn {
+					if ok || !errors.Is(err, ErrCorrupt) {
+						t.Fatalf("LSN %d, damaged: ok %v, %v", lsn, ok, err)
+					}
+					t.Log(err)
+					return
+				}
+				if err != nil || !ok || rec.LSN != want {
+					t.Fatalf("at LSN %d: LSN %d, ok %v, %v", want, rec.LSN, ok, err)
+				}
+			}
+		})
+	}
+}
+
+// firstLSN returns the first LSN that segment file name holds, or 0.
+func firstLSN(t *testing.T, fs vfs.FS, name string) uint64 {
+	t.Helper()
+	data, err := vfs.ReadFile(fs, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := int64(record.SegmentHeaderSize); off+record.BlockHeaderSize <= int64(len(data)); {
+		h, err := record.DecodeBlockHeader(data[off:])
+		if err != nil {
+			break
+		}
+		if h.Count > 0 {
+			return h.FirstLSN
+		}
+		off += h.Size()
+	}
+	return 0
+}
