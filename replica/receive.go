@@ -36,11 +36,12 @@ type ReceiverOptions struct {
 	// than the sender's (a former primary's tail), not of the sender's own
 	// (a tail the sender lost). The link is refused either way.
 	Diverged func(at, last uint64, sender, addr string, older bool)
-	// NeedsImage, when set, is called when the sender no longer holds the
-	// records after this node's applied LSN: the node must reload from an
-	// image of the sender's, which clients (and ImageService) reach at
-	// addr.
-	NeedsImage func(addr string, applied uint64)
+	// NeedsImage, when set, is called when the sender (the peer its hello
+	// names, which Authorize checked) no longer holds the records after
+	// this node's applied LSN: the node must reload from an image of the
+	// sender's, which clients (and ImageService) reach at addr, the
+	// address the sender gives of itself.
+	NeedsImage func(sender, addr string, applied uint64)
 	// OnFollow, when set, is called (and must not block) once the node
 	// follows a sender, whose log it may relay (see Upstream).
 	OnFollow func()
@@ -488,7 +489,7 @@ func (r *Receiver) receive(ctx context.Context, st grpc.BidiStreamingServer[pb.S
 			return m.err
 		}
 		if ni := m.m.GetNeedsImage(); ni != nil && r.opts.NeedsImage != nil {
-			r.opts.NeedsImage(ni.GetAddr(), ni.GetAppliedLsn())
+			r.opts.NeedsImage(hello.Node, ni.GetAddr(), ni.GetAppliedLsn())
 			return status.Errorf(codes.FailedPrecondition, "replication: %s no longer holds the records after LSN %d: this node needs an image", hello.Node, ni.GetAppliedLsn())
 		}
 		b := m.m.GetBatch()

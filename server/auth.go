@@ -209,6 +209,18 @@ func (sec *security) dial(addr string) grpc.DialOption {
 	return grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(sec.kp, sec.ca, name)))
 }
 
+// dialNode is dial for node, the node at addr, an address it gave of
+// itself: its certificate is checked for node's name whatever addr is,
+// which the peer list may spell otherwise or not hold (a wildcard listen
+// address made the host's name). Without a name (node is empty) it is
+// dial.
+func (sec *security) dialNode(addr, node string) grpc.DialOption {
+	if sec.kp == nil || node == "" {
+		return sec.dial(addr)
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(sec.kp, sec.ca, node)))
+}
+
 // shipsAs checks, with peer authentication on, that the certificate of
 // a node shipping log names the peer its hello claims to be; nil
 // without peer authentication.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -384,6 +386,126 @@ func TestBearerSchemeIgnoresCase(t *testing.T) {
 		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", header))
 		if err := sec.check(ctx, method); status.Code(err) != want {
 			t.Errorf("authorization %q: %v, want %v", header, err, want)
+		}
+	}
+}
+
+// TestReimageOverTLSChecksTheSendersName: a standby sent for an image
+// fetches it from the address its primary gave of itself, which need not
+// be the one the standby's peer list spells (here the primary listens on
+// 127.0.0.1 and the standby's peer entry says localhost; a primary
+// listening on 0.0.0.0 gives its host's name). The primary's certificate
+// names the node only, as node certificates do. The fetch checks it for
+// the name of the node whose link sent the standby for the image: it
+// checked it for the host dialled, failed at every start, and the standby
+// never caught up.
+func TestReimageOverTLSChecksTheSendersName(t *testing.T) {
+	dir := t.TempDir()
+	ca := certtest.NewCA(t, dir, "ca")
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	_, portB, err := net.SplitHostPort(addrB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certA, keyA := ca.IssueNameOnly(t, "a")
+	certB, keyB := ca.IssueNameOnly(t, "b")
+	dirA := t.TempDir()
+	asStandby := func(c *conf.Config) {
+		c.Node, c.Role, c.Listen, c.DataDir = "a", conf.RoleStandby, addrA, dirA
+		c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile = certA, keyA, ca.File
+		c.Peers = []conf.Peer{{Name: "b", Addr: net.JoinHostPort("localhost", portB)}}
+	}
+	a := startNode(t, asStandby)
+	b := startNode(t, func(c *conf.Config) {
+		c.Node, c.Listen, c.Durability, c.LogRetentionBytes = "b", addrB, conf.DurabilityNoLog, 4096 // a small ring
+		c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile = certB, keyB, ca.File
+		c.Peers = []conf.Peer{{Name: "a", Addr: addrA}}
+	})
+	app := *b // b's own client has no TLS
+	app.db = pb.NewDatabaseServiceClient(ca.Dial(t, b.addr, "b", nil, "", ""))
+	app.withAccounts(3)
+	if err := a.srv.store.WaitApplied(ctx(t), b.srv.db.LastLSN()); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	for id := int64(4); id <= 200; id++ { // past the ring: a needs an image
+		if _, err := app.db.Insert(ctx(t), &pb.InsertRequest{Table: "acct", Row: acctRow(id, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a = startNode(t, asStandby)
+	select {
+	case why := <-a.srv.Restarts():
+		t.Logf("a restarts to %s", why)
+	case <-time.After(20 * time.Second):
+		t.Fatal("b did not send a for an image")
+	}
+	a.stop()
+	a = startNode(t, asStandby)
+	c := ctx(t)
+	applied := make(chan error, 1)
+	go func() { applied <- a.srv.store.WaitApplied(c, b.srv.db.LastLSN()) }()
+	select {
+	case err := <-applied:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case why := <-a.srv.Restarts():
+		t.Fatalf("a did not load b's image, and asks to restart again, to %s", why)
+	}
+	if _, err := os.Stat(filepath.Join(dirA, reimageFile)); !os.IsNotExist(err) {
+		t.Fatalf("%s is left: %v", reimageFile, err)
+	}
+	// The name checked is the sender's: b's certificate does not do for c.
+	for node, ok := range map[string]bool{"b": true, "c": false} {
+		conn, err := grpc.NewClient(b.addr, a.srv.sec.dialNode(b.addr, node))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = healthpb.NewHealthClient(conn).Check(c, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(false))
+		cancel()
+		if cerr := conn.Close(); cerr != nil {
+			t.Error(cerr)
+		}
+		if (err == nil) != ok || !ok && !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("b's health, dialled as %s: %v", node, err)
+		}
+	}
+}
+
+// TestReimageMarkFields: a REIMAGE mark names the address and the node to
+// fetch from, and says "replacing" second once the replacement began, so
+// that a build that reads only the first two fields (one from before
+// node=) still tells a replacement under way; marks of such builds, with
+// no node=, are read as the address alone.
+func TestReimageMarkFields(t *testing.T) {
+	for _, m := range []reimageMark{
+		{addr: "h:1"}, {addr: "h:1", replacing: true},
+		{addr: "h:1", node: "b"}, {addr: "h:1", node: "b", replacing: true}, {addr: "h:1", node: replacingMark},
+	} {
+		b := m.bytes()
+		got, err := parseReimageMark(b)
+		if err != nil || got != m {
+			t.Errorf("%q read back as %+v, %v; want %+v", b, got, err, m)
+		}
+		fields := strings.Fields(string(b)) // as an older build reads it
+		if older := len(fields) > 1 && fields[1] == replacingMark; fields[0] != m.addr || older != m.replacing {
+			t.Errorf("an older build reads %q as %s, replacing %v; want %+v", b, fields[0], older, m)
+		}
+	}
+	for content, want := range map[string]reimageMark{
+		"h:1\n":              {addr: "h:1"},
+		"h:1\nreplacing\n":   {addr: "h:1", replacing: true},
+		"h:1\nnode=b\nnew\n": {addr: "h:1", node: "b"}, // a field of a newer build is skipped
+	} {
+		if got, err := parseReimageMark([]byte(content)); err != nil || got != want {
+			t.Errorf("%q read as %+v, %v; want %+v", content, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", " \n", "h:1\nnode=\n"} {
+		if m, err := parseReimageMark([]byte(bad)); err == nil {
+			t.Errorf("%q read as %+v", bad, m)
 		}
 	}
 }

@@ -127,7 +127,7 @@ func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 	s.divergedAt, s.divergedOlder = at, older
 	marker, content, why := truncateFile, fmt.Sprintf("%d\n", at-1), fmt.Sprintf("cut the log after LSN %d", at-1)
 	if !canCut {
-		marker, content, why = reimageFile, addr+"\n", "load an image of "+addr+" (no image below the divergence)"
+		marker, content, why = reimageFile, string(reimageMark{addr: addr, node: sender}.bytes()), "load an image of "+sender+" at "+addr+" (no image below the divergence)"
 	}
 	if err := vfs.WriteFile(vfs.Default, filepath.Join(s.cfg.DataDir, marker), []byte(content)); err != nil {
 		log.Error("could not mark the node for a restart", "marker", marker, "error", err)
@@ -262,19 +262,89 @@ func (s *Server) describe(lsn, epoch uint64, body []byte) ([]byte, error) {
 
 // A standby whose primary no longer holds the records after its applied
 // LSN (it was away too long) reloads from an image of the primary's
-// (SPEC 6): it writes the primary's address to the file REIMAGE in the
-// data dir and asks to be restarted; the start that finds REIMAGE fetches
-// the primary's image (reimage), then replaces the node's images, log and
-// epoch history with it, and removes REIMAGE; the node then follows the
-// log from the image's LSN. A diskless node restarts, and loads its
-// bootstrap_from node's image. A standby whose diverged tail cannot be
-// cut (no image below it) is imaged again the same way.
+// (SPEC 6): it writes the primary's name and address to the file REIMAGE
+// in the data dir and asks to be restarted; the start that finds REIMAGE
+// fetches the primary's image (reimage), then replaces the node's images,
+// log and epoch history with it, and removes REIMAGE; the node then
+// follows the log from the image's LSN. A diskless node restarts, and
+// loads its bootstrap_from node's image. A standby whose diverged tail
+// cannot be cut (no image below it) is imaged again the same way.
+//
+// REIMAGE is text, a field a line (builds before node= split it at any
+// white space, and read the first two fields only):
+//
+//	<addr>         where to fetch the image: the address the primary gives of itself
+//	replacing      (only once the replacement began: replacingMark)
+//	node=<name>    the primary: the peer whose link, authenticated as that
+//	               node's, sent this node for the image
+//
+// The certificate of the node at addr must name the node=: the address
+// is the primary's own view of itself (its listen address, a wildcard
+// host made its host name), which the peer list may spell otherwise or
+// not hold, and node certificates name the node, not its hosts. A mark
+// without node= (written by an older build) is fetched from as before:
+// the certificate must name the peer at addr, or the host dialled when
+// addr is no peer's; when that fails the node starts with what it has,
+// and the primary sends it for an image again, which is marked with the
+// node's name. An older build carries out a newer mark as it would its
+// own ("replacing", when there, is still the second field), checking the
+// certificate its own way.
 const reimageFile = "REIMAGE"
 
+// reimageMark is what a REIMAGE file says.
+type reimageMark struct {
+	addr      string
+	node      string // empty in a mark of an older build
+	replacing bool
+}
+
+// nodeField starts the field of a REIMAGE mark that names the node.
+const nodeField = "node="
+
+func (m reimageMark) bytes() []byte {
+	b := []byte(m.addr + "\n")
+	if m.replacing {
+		b = append(b, replacingMark+"\n"...)
+	}
+	if m.node != "" {
+		b = append(b, nodeField+m.node+"\n"...)
+	}
+	return b
+}
+
+// String names the node to fetch from, for logs and errors.
+func (m reimageMark) String() string {
+	if m.node == "" {
+		return m.addr
+	}
+	return m.node + " at " + m.addr
+}
+
+// parseReimageMark reads a REIMAGE file's content; fields it does not
+// know are skipped, as older builds skip node=.
+func parseReimageMark(b []byte) (reimageMark, error) {
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return reimageMark{}, errors.New("it names no node to fetch an image from")
+	}
+	m := reimageMark{addr: fields[0]}
+	for _, f := range fields[1:] {
+		switch name, ok := strings.CutPrefix(f, nodeField); {
+		case f == replacingMark:
+			m.replacing = true
+		case ok && name == "":
+			return reimageMark{}, fmt.Errorf("%q names no node", f)
+		case ok:
+			m.node = name
+		}
+	}
+	return m, nil
+}
+
 // needsImage asks for the restart that reloads the node from an image of
-// the node at addr.
-func (s *Server) needsImage(addr string, applied uint64) {
-	log := s.log.With("primary", addr, "applied-lsn", applied)
+// sender, the node at addr.
+func (s *Server) needsImage(sender, addr string, applied uint64) {
+	log := s.log.With("primary", sender, "primary-addr", addr, "applied-lsn", applied)
 	s.markMu.Lock()
 	defer s.markMu.Unlock()
 	if s.restarting || s.aside != 0 {
@@ -285,7 +355,7 @@ func (s *Server) needsImage(addr string, applied uint64) {
 		if s.ckpt != nil {
 			s.ckpt.Freeze()
 		}
-		if err := vfs.WriteFile(vfs.Default, filepath.Join(s.cfg.DataDir, reimageFile), []byte(addr+"\n")); err != nil {
+		if err := vfs.WriteFile(vfs.Default, filepath.Join(s.cfg.DataDir, reimageFile), reimageMark{addr: addr, node: sender}.bytes()); err != nil {
 			log.Error("could not mark the node to be imaged again", "error", err)
 			return
 		}
@@ -296,7 +366,7 @@ func (s *Server) needsImage(addr string, applied uint64) {
 	s.restarting = true
 	log.Warn("the primary no longer holds the records this node needs: restarting to load an image of the primary's")
 	select {
-	case s.restart <- "load an image of " + addr:
+	case s.restart <- "load an image of " + sender + " at " + addr:
 	default:
 	}
 }
@@ -323,18 +393,18 @@ func reimage(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("server: read %s: %w", reimageFile, err)
 	}
-	lines := strings.Fields(string(b))
-	if len(lines) == 0 {
-		return fmt.Errorf("server: %s names no node to fetch an image from", mark)
+	m, err := parseReimageMark(b)
+	if err != nil {
+		return fmt.Errorf("server: %s: %w", mark, err)
 	}
-	from, replacing := lines[0], len(lines) > 1 && lines[1] == replacingMark
+	from, replacing := m.addr, m.replacing
 	staging := filepath.Join(cfg.DataDir, "reimage")
 	if err := os.RemoveAll(staging); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	var img checkpoint.Image
 	var hist []replica.EpochStart
-	err = replica.Fetch(context.Background(), from, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery, DialOptions: []grpc.DialOption{sec.dial(from)}}, func(st *replica.ImageStream) error {
+	err = replica.Fetch(context.Background(), from, replica.FetchOptions{Logger: logger, ProgressEvery: progressEvery, DialOptions: []grpc.DialOption{sec.dialNode(from, m.node)}}, func(st *replica.ImageStream) error {
 		var err error
 		img, err = checkpoint.Install(vfs.Default, staging, bufio.NewReaderSize(st, 1<<20))
 		hist = st.Epochs()
@@ -342,17 +412,18 @@ func reimage(cfg *conf.Config, sec *security, logger hclog.Logger) error {
 	})
 	if err != nil {
 		if replacing {
-			return fmt.Errorf("server: this node stopped while replacing its database with an image of %s, so it has none of its own left, and the image cannot be fetched now: start it again once %s serves one: %w", from, from, err)
+			return fmt.Errorf("server: this node stopped while replacing its database with an image of %s, so it has none of its own left, and the image cannot be fetched now: start it again once %s serves one: %w", m, from, err)
 		}
 		logger.Error("could not fetch an image to replace this node's database; starting with what it has, and trying again at the next start",
-			"from", from, "error", err)
+			"from", from, "from-node", m.node, "error", err)
 		if err := os.RemoveAll(staging); err != nil {
 			return fmt.Errorf("server: %w", err)
 		}
 		return nil
 	}
-	logger.Warn("replacing this node's database with an image of its primary's", "from", from, "lsn", img.LSN)
-	if err := vfs.WriteFile(vfs.Default, mark, []byte(from+"\n"+replacingMark+"\n")); err != nil {
+	logger.Warn("replacing this node's database with an image of its primary's", "from", from, "from-node", m.node, "lsn", img.LSN)
+	m.replacing = true
+	if err := vfs.WriteFile(vfs.Default, mark, m.bytes()); err != nil {
 		return fmt.Errorf("server: mark the replacement begun: %w", err)
 	}
 	ckptDir := checkpoint.Dir(cfg.DataDir)

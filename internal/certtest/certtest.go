@@ -67,12 +67,26 @@ func (ca *CA) Issue(t testing.TB, name string) (certFile, keyFile string) {
 // IssueValid is Issue of a certificate valid from notBefore to notAfter.
 func (ca *CA) IssueValid(t testing.TB, name string, notBefore, notAfter time.Time) (certFile, keyFile string) {
 	t.Helper()
+	return ca.issue(t, name, []net.IP{net.IPv4(127, 0, 0, 1)}, notBefore, notAfter)
+}
+
+// IssueNameOnly is Issue of a certificate that names name alone, as a
+// node's certificate does: it is not valid for 127.0.0.1, so a side that
+// dials a test's node checking the host it dials, instead of the node's
+// name, fails the handshake.
+func (ca *CA) IssueNameOnly(t testing.TB, name string) (certFile, keyFile string) {
+	t.Helper()
+	return ca.issue(t, name, nil, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+}
+
+func (ca *CA) issue(t testing.TB, name string, ips []net.IP, notBefore, notAfter time.Time) (certFile, keyFile string) {
+	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t),
 		Subject:      pkix.Name{CommonName: name},
 		DNSNames:     []string{name},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		IPAddresses:  ips,
 		NotBefore:    notBefore,
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
