@@ -184,11 +184,12 @@ func TestReadWhileWritingFindsDamage(t *testing.T) {
 				seq = segs[len(segs)-1]
 			}
 			name := filepath.Join(dirs[0], SegmentName(seq))
-			lsn := firstLSN(t, fs, name)
-			if lsn == 0 || lsn > last {
+			off, h, ok := findBlock(t, fs, name, func(record.BlockHeader) bool { return true })
+			lsn := h.FirstLSN
+			if !ok || lsn > last {
 				t.Fatalf("%s holds no record of the log's", name)
 			}
-			corruptAt(t, fs, name, blockOffset(t, fs, name, lsn)+tc.at, tc.b)
+			corruptAt(t, fs, name, off+tc.at, tc.b)
 			r, err := l.NewReader(0)
 			if err != nil {
 				t.Fatal(err)
@@ -209,24 +210,4 @@ func TestReadWhileWritingFindsDamage(t *testing.T) {
 			}
 		})
 	}
-}
-
-// firstLSN returns the first LSN that segment file name holds, or 0.
-func firstLSN(t *testing.T, fs vfs.FS, name string) uint64 {
-	t.Helper()
-	data, err := vfs.ReadFile(fs, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for off := int64(record.SegmentHeaderSize); off+record.BlockHeaderSize <= int64(len(data)); {
-		h, err := record.DecodeBlockHeader(data[off:])
-		if err != nil {
-			break
-		}
-		if h.Count > 0 {
-			return h.FirstLSN
-		}
-		off += h.Size()
-	}
-	return 0
 }

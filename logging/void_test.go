@@ -13,22 +13,31 @@ import (
 // begins with LSN lsn.
 func blockOffset(t *testing.T, fs vfs.FS, name string, lsn uint64) int64 {
 	t.Helper()
+	off, _, ok := findBlock(t, fs, name, func(h record.BlockHeader) bool { return h.FirstLSN == lsn })
+	if !ok {
+		t.Fatalf("no block starts with LSN %d in %s", lsn, name)
+	}
+	return off
+}
+
+// findBlock returns the offset and header of the first block of records
+// in segment file name that match says is the one; ok is false if none
+// is.
+func findBlock(t *testing.T, fs vfs.FS, name string, match func(record.BlockHeader) bool) (off int64, h record.BlockHeader, ok bool) {
+	t.Helper()
 	data, err := vfs.ReadFile(fs, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for off := int64(record.SegmentHeaderSize); off+record.BlockHeaderSize <= int64(len(data)); {
-		h, err := record.DecodeBlockHeader(data[off:])
-		if err != nil {
+	for off := int64(record.SegmentHeaderSize); off+record.BlockHeaderSize <= int64(len(data)); off += h.Size() {
+		if h, err = record.DecodeBlockHeader(data[off:]); err != nil {
 			break
 		}
-		if h.Count > 0 && h.FirstLSN == lsn {
-			return off
+		if h.Count > 0 && match(h) {
+			return off, h, true
 		}
-		off += h.Size()
 	}
-	t.Fatalf("no block starts with LSN %d in %s", lsn, name)
-	return 0
+	return 0, record.BlockHeader{}, false
 }
 
 // TestIgnoredCorruptionKeepsVoids: a crash leaves a gap at LSN 100 (its
