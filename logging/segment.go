@@ -346,11 +346,9 @@ const spareChunk = 1 << 20
 // errStopped says a spare was needed before it was finished.
 var errStopped = errors.New("needed before it was finished")
 
-// makeSpare starts making the file of the segment after the current one.
+// makeSpare starts making the file of the segment after the current one
+// (with Prefill).
 func (w *segmentWriter) makeSpare() {
-	if w.prefill == nil {
-		return
-	}
 	s := &spare{name: filepath.Join(w.dir, SegmentName(w.seq+1)+tempSuffix), size: w.size, done: make(chan struct{})}
 	w.spare = s
 	go s.fill(w.fs, w.dir)

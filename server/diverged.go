@@ -127,7 +127,8 @@ func (s *Server) diverged(at, last uint64, sender, addr string, older bool) {
 	s.divergedAt, s.divergedOlder = at, older
 	marker, content, why := truncateFile, fmt.Sprintf("%d\n", at-1), fmt.Sprintf("cut the log after LSN %d", at-1)
 	if !canCut {
-		marker, content, why = reimageFile, string(reimageMark{addr: addr, node: sender}.bytes()), "load an image of "+sender+" at "+addr+" (no image below the divergence)"
+		m := reimageMark{addr: addr, node: sender}
+		marker, content, why = reimageFile, string(m.bytes()), "load an image of "+m.String()+" (no image below the divergence)"
 	}
 	if err := vfs.WriteFile(vfs.Default, filepath.Join(s.cfg.DataDir, marker), []byte(content)); err != nil {
 		log.Error("could not mark the node for a restart", "marker", marker, "error", err)
@@ -345,6 +346,7 @@ func parseReimageMark(b []byte) (reimageMark, error) {
 // sender, the node at addr.
 func (s *Server) needsImage(sender, addr string, applied uint64) {
 	log := s.log.With("primary", sender, "primary-addr", addr, "applied-lsn", applied)
+	m := reimageMark{addr: addr, node: sender}
 	s.markMu.Lock()
 	defer s.markMu.Unlock()
 	if s.restarting || s.aside != 0 {
@@ -355,7 +357,7 @@ func (s *Server) needsImage(sender, addr string, applied uint64) {
 		if s.ckpt != nil {
 			s.ckpt.Freeze()
 		}
-		if err := vfs.WriteFile(vfs.Default, filepath.Join(s.cfg.DataDir, reimageFile), reimageMark{addr: addr, node: sender}.bytes()); err != nil {
+		if err := vfs.WriteFile(vfs.Default, filepath.Join(s.cfg.DataDir, reimageFile), m.bytes()); err != nil {
 			log.Error("could not mark the node to be imaged again", "error", err)
 			return
 		}
@@ -366,7 +368,7 @@ func (s *Server) needsImage(sender, addr string, applied uint64) {
 	s.restarting = true
 	log.Warn("the primary no longer holds the records this node needs: restarting to load an image of the primary's")
 	select {
-	case s.restart <- "load an image of " + sender + " at " + addr:
+	case s.restart <- "load an image of " + m.String():
 	default:
 	}
 }
