@@ -301,8 +301,10 @@ func failover(t *testing.T, stop string) {
 	aAdmin := pb.NewAdminServiceClient(aconn)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
+		// The node may be restarting itself (re-executing) to be imaged
+		// again once it has stepped down: its address refuses until then.
 		st, err := aAdmin.Status(testCtx(t), &pb.StatusRequest{})
-		if err != nil {
+		if err != nil && status.Code(err) != codes.Unavailable {
 			t.Fatal(err)
 		}
 		if st.GetRole() == "standby" {
