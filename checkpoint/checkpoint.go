@@ -53,6 +53,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -82,7 +83,8 @@ type Options struct {
 	FS  vfs.FS // nil means vfs.Default
 	Dir string // the slots' directory
 	// Interval and LogBytes start a checkpoint when that long has passed,
-	// or the log has grown by that much, since the last (zero: never).
+	// or the log has grown by that much, since the last one began, be it
+	// one of these or a Run of the node's (zero: never).
 	Interval time.Duration
 	LogBytes int64
 	// RetainLogBytes is log_retention_bytes: the log kept past the older
@@ -155,6 +157,10 @@ type Checkpointer struct {
 
 	statsMu sync.Mutex // not mu: Status and metrics read stats without waiting for a checkpoint
 	stats   Stats      // guarded by statsMu
+	// since is when the last checkpoint began, and the log's size then,
+	// or Start's time and size: what Interval and LogBytes count from.
+	// Guarded by statsMu.
+	since mark
 
 	loopMu sync.Mutex         // guards stop, done and closed: Start, Stop, Close and Thaw may come from different goroutines
 	stop   context.CancelFunc // ends the background loop and its checkpoint
@@ -241,9 +247,13 @@ func (c *Checkpointer) Run(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	defer c.unlock()
+	begun := c.now()
 	res, err := c.run(ctx)
 	c.statsMu.Lock()
 	defer c.statsMu.Unlock()
+	if err == nil {
+		c.since = begun
+	}
 	switch {
 	case err != nil && ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
 		c.stats.Cancelled++
@@ -428,6 +438,16 @@ func (w *fileWriter) Write(b []byte) (int, error) {
 	return n, nil
 }
 
+// mark is a moment in the checkpoints' schedule: a time, and the log's
+// size then.
+type mark struct {
+	at    time.Time
+	bytes int64
+}
+
+// now returns the mark of now.
+func (c *Checkpointer) now() mark { return mark{time.Now(), c.logBytes()} }
+
 // Start runs checkpoints in the background on Options.Interval and
 // Options.LogBytes, counted from now, until Stop or Close.
 func (c *Checkpointer) Start() {
@@ -439,7 +459,11 @@ func (c *Checkpointer) Start() {
 	var ctx context.Context
 	ctx, c.stop = context.WithCancel(context.Background())
 	c.done = make(chan struct{})
-	go c.loop(ctx, time.Now(), c.logBytes())
+	since := c.now()
+	c.statsMu.Lock()
+	c.since = since
+	c.statsMu.Unlock()
+	go c.loop(ctx)
 }
 
 // Stop stops the background checkpoints, waiting for a running one.
@@ -468,40 +492,46 @@ func (c *Checkpointer) stopLoop() {
 	c.stop = nil
 }
 
-// loop checks once a second (or at Interval, if shorter) whether a
-// checkpoint is due, the last one having been at last with the log's
-// size at lastBytes, until ctx ends. A failed one is retried after a
-// pause, and logged.
-func (c *Checkpointer) loop(ctx context.Context, last time.Time, lastBytes int64) {
+// loop starts a checkpoint when one is due (Interval since the last one
+// began, LogBytes more log since then), until ctx ends. It looks when the
+// Interval is up and, with LogBytes, at least once a second. A failed
+// checkpoint is retried after a pause, and logged.
+func (c *Checkpointer) loop(ctx context.Context) {
 	defer close(c.done)
-	tick := time.Second
-	if c.opts.Interval > 0 {
-		tick = min(tick, c.opts.Interval)
-	}
-	t := time.NewTicker(tick)
+	t := time.NewTimer(time.Hour) // each round resets it
 	defer t.Stop()
 	var retry time.Time // after a failure, not before then
 	for {
+		c.statsMu.Lock()
+		since := c.since
+		c.statsMu.Unlock()
+		wait := time.Duration(math.MaxInt64)
+		if c.opts.LogBytes > 0 {
+			wait = time.Second
+		}
+		if c.opts.Interval > 0 {
+			wait = min(wait, time.Until(since.at.Add(c.opts.Interval)))
+		}
+		t.Reset(max(wait, time.Until(retry), 0))
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		grown := c.logBytes() - lastBytes
-		due := (c.opts.Interval > 0 && time.Since(last) >= c.opts.Interval) || (c.opts.LogBytes > 0 && grown >= c.opts.LogBytes)
-		if !due || time.Now().Before(retry) {
+		c.statsMu.Lock()
+		since = c.since // a Run of the node's meanwhile counts
+		c.statsMu.Unlock()
+		due := (c.opts.Interval > 0 && time.Since(since.at) >= c.opts.Interval) || (c.opts.LogBytes > 0 && c.logBytes()-since.bytes >= c.opts.LogBytes)
+		if !due {
 			continue
 		}
-		startBytes := c.logBytes()
 		if _, err := c.Run(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			c.opts.Logger.Error("checkpoint failed; retrying in 10s", "error", err)
 			retry = time.Now().Add(checkpointRetry)
-			continue
 		}
-		last, lastBytes = time.Now(), startBytes
 	}
 }
 

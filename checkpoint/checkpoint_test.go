@@ -654,6 +654,45 @@ func TestTriggers(t *testing.T) {
 		grow(64 << 10)
 		written(t, c, 1, 5*time.Second)
 	})
+	// The Interval counts from when a checkpoint began: one that took
+	// longer than the Interval is followed at once by the next.
+	t.Run("interval from the start", func(t *testing.T) {
+		n := openNode(t, vfs.NewMemFS())
+		b := banktest.Setup(t, n.store.DB(), n.wait)
+		gate := &gatedFS{MemFS: n.fs, dir: ckptDir, held: make(chan struct{}), open: make(chan struct{})}
+		c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: gate, Dir: ckptDir, Interval: time.Second})
+		c.Start()
+		defer c.Stop()
+		<-gate.held
+		time.Sleep(1500 * time.Millisecond) // the first image takes longer than the Interval
+		banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
+		close(gate.open)
+		opened := time.Now()
+		written(t, c, 2, 5*time.Second)
+		if took := time.Since(opened); took > 700*time.Millisecond {
+			t.Fatalf("the next image came %s after the first ended, which began more than an Interval (1s) before", took)
+		}
+	})
+	// A checkpoint the node runs itself (mmdbd checkpoint) counts as the
+	// last one too: the next background one comes an Interval after it.
+	t.Run("a node's run counts", func(t *testing.T) {
+		n := openNode(t, vfs.NewMemFS())
+		b := banktest.Setup(t, n.store.DB(), n.wait)
+		c := checkpoint.New(n.store.DB(), n.store, checkpoint.Slots{}, checkpoint.Options{FS: n.fs, Dir: ckptDir, Interval: 2 * time.Second})
+		started := time.Now()
+		c.Start()
+		defer c.Stop()
+		time.Sleep(time.Second)
+		if _, err := c.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		banktest.Run(n.store.DB(), b, 0, 1, 20, n.wait, nil)
+		time.Sleep(time.Until(started.Add(2500 * time.Millisecond)))
+		if st := c.Stats(); st.Written != 1 {
+			t.Fatalf("%s after Start, with a Run 1s after it and an Interval of 2s: %+v, want the Run's image alone", time.Since(started), st)
+		}
+		written(t, c, 2, 5*time.Second)
+	})
 }
 
 // gatedFS holds the first write to a file under dir until open is
