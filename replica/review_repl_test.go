@@ -26,13 +26,20 @@ type fakeStandby struct {
 	addr string
 
 	mu   sync.Mutex
-	last uint64          // the last LSN received on the open call
-	acks chan chan error // ack asks the call to acknowledge
+	last uint64       // the last LSN received on the open call
+	acks chan ackCall // ack asks the call to acknowledge
+}
+
+// ackCall asks a fakeStandby's call to acknowledge what it received, and
+// as applied too unless receivedOnly; the call answers on done.
+type ackCall struct {
+	receivedOnly bool
+	done         chan error
 }
 
 func newFakeStandby(t *testing.T) *fakeStandby {
 	t.Helper()
-	f := &fakeStandby{acks: make(chan chan error)}
+	f := &fakeStandby{acks: make(chan ackCall)}
 	f.addr = serveReplication(t, f)
 	return f
 }
@@ -71,13 +78,17 @@ func (f *fakeStandby) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipRe
 			}
 		}
 	}()
+	applied := uint64(0)
 	for {
 		select {
 		case err := <-errs:
 			return err
-		case done := <-f.acks:
+		case c := <-f.acks:
 			lsn := f.received()
-			done <- st.Send(&pb.ShipResponse{Msg: &pb.ShipResponse_Ack{Ack: &pb.ShipAck{ReceivedLsn: lsn, AppliedLsn: lsn}}})
+			if !c.receivedOnly {
+				applied = lsn
+			}
+			c.done <- st.Send(&pb.ShipResponse{Msg: &pb.ShipResponse_Ack{Ack: &pb.ShipAck{ReceivedLsn: lsn, AppliedLsn: applied}}})
 		}
 	}
 }
@@ -89,8 +100,14 @@ func (f *fakeStandby) received() uint64 {
 }
 
 // ack waits until the standby has received lsn, and acknowledges it
-// once.
-func (f *fakeStandby) ack(t *testing.T, lsn uint64) {
+// once, as received and applied.
+func (f *fakeStandby) ack(t *testing.T, lsn uint64) { t.Helper(); f.acknowledge(t, lsn, false) }
+
+// ackReceived is ack for receipt alone: the applied LSN stays as the
+// last ack left it.
+func (f *fakeStandby) ackReceived(t *testing.T, lsn uint64) { t.Helper(); f.acknowledge(t, lsn, true) }
+
+func (f *fakeStandby) acknowledge(t *testing.T, lsn uint64, receivedOnly bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); f.received() < lsn; time.Sleep(2 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -98,7 +115,7 @@ func (f *fakeStandby) ack(t *testing.T, lsn uint64) {
 		}
 	}
 	done := make(chan error)
-	f.acks <- done
+	f.acks <- ackCall{receivedOnly: receivedOnly, done: done}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +179,56 @@ func TestDegradedResumesOnceCaughtUp(t *testing.T) {
 	sb.ack(t, lsn)
 	if r := <-waited; r.err != nil || r.degraded {
 		t.Fatalf("a commit with the standby caught up and answering: degraded %v, %v", r.degraded, r.err)
+	}
+}
+
+// TestDegradedUnderTheModeThatTimedOut: a degradation of applied-ack
+// commits, on a node whose own mode is received-ack, lasts until the
+// standby has applied what it must, not merely received it: until then
+// the applied-ack commits return degraded at once instead of each
+// waiting a sync_timeout again (SPEC 6: degrade "resumes the sync mode
+// once the standby catches up").
+//
+// Found in review: the degradation ended once the quorum caught up under
+// the node's mode, whatever the mode of the commits that timed out.
+func TestDegradedUnderTheModeThatTimedOut(t *testing.T) {
+	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
+	sb := newFakeStandby(t)
+	const timeout = 300 * time.Millisecond
+	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}, Mode: replica.ReceivedAck, Quorum: 1, Timeout: timeout})
+	ctx := context.Background()
+	bank := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	sb.ack(t, primary.DB().LastLSN())
+	lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if degraded, err := snd.Wait(ctx, lsn, replica.AppliedAck); err != nil || !degraded {
+		t.Fatalf("an applied-ack commit without its standby's answer: degraded %v, %v", degraded, err)
+	}
+	sb.ackReceived(t, lsn)
+	for deadline := time.Now().Add(10 * time.Second); snd.Standbys()[0].Received < lsn; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby's acknowledgement did not arrive: %+v", snd.Standbys())
+		}
+	}
+	if !snd.Degraded() {
+		t.Errorf("no longer degraded once the standby received LSN %d, which it has not applied", lsn)
+	}
+	lsn, err = bank.Transfer(primary.DB(), 0, 1, 1, "t2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if degraded, err := snd.Wait(ctx, lsn, replica.AppliedAck); err != nil || !degraded || time.Since(start) > timeout/2 {
+		t.Fatalf("the next applied-ack commit: degraded %v after %s, %v; want degraded at once", degraded, time.Since(start), err)
+	}
+	// Once applied, the standby has caught up: commits wait again.
+	sb.ack(t, lsn)
+	for deadline := time.Now().Add(10 * time.Second); snd.Degraded(); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still degraded with the standby holding and applying every record: %+v", snd.Standbys())
+		}
 	}
 }
 

@@ -138,6 +138,10 @@ type Sender struct {
 	degraded bool         // commits return without their quorum (on_sync_timeout = degrade)
 	resumeAt uint64       // while degraded: the LSN the quorum must reach (the last LSN when it was set)
 	resumeBy time.Time    // when resumeAt was set
+	// resumeIn is the sync mode whose wait timed out, the degradation's:
+	// the quorum must catch up under it (a standby that receives at once
+	// but applies late has not caught up for applied-ack commits).
+	resumeIn Mode
 	closed   bool         // Close was called: commits wait no more
 	// The oldest wait for the quorum still unanswered, as far as Wait
 	// knows: a commit began to wait for lateLSN under lateMode at
@@ -693,8 +697,8 @@ func (s *Sender) dropWaiterLocked(w *ackWaiter) {
 	}
 }
 
-// resumeLocked ends a degradation once the quorum has caught up: it has
-// reached the last LSN as of a moment less than half a sync_timeout ago,
+// resumeLocked ends a degradation once the quorum has caught up, under
+// the sync mode that degraded: it has reached the last LSN as of a moment less than half a sync_timeout ago,
 // so a commit made now would be answered in time, or it holds the last
 // LSN now (nothing is left to ship: no acknowledgement would come to end
 // it later). Each time the quorum reaches the mark later than that, the
@@ -703,13 +707,13 @@ func (s *Sender) resumeLocked() {
 	if !s.degraded {
 		return
 	}
-	q := s.quorumLocked(s.opts.Mode)
+	q := s.quorumLocked(s.resumeIn)
 	if q < s.resumeAt {
 		return
 	}
 	if time.Since(s.resumeBy) < s.opts.Timeout/2 || q >= s.store.DB().LastLSN() {
 		s.degraded = false
-		s.opts.Logger.Info("the standbys caught up: commits wait for them again", "sync-mode", s.opts.Mode, "lsn", s.resumeAt)
+		s.opts.Logger.Info("the standbys caught up: commits wait for them again", "sync-mode", s.resumeIn, "lsn", s.resumeAt)
 		return
 	}
 	s.resumeAt, s.resumeBy = s.store.DB().LastLSN(), time.Now()
@@ -851,7 +855,7 @@ func (s *Sender) Wait(ctx context.Context, lsn uint64, mode Mode) (degraded bool
 			since = s.lateSince
 		}
 		if !s.opts.Block && time.Since(since) >= s.opts.Timeout {
-			s.degraded, s.resumeAt, s.resumeBy = true, s.store.DB().LastLSN(), time.Now()
+			s.degraded, s.resumeAt, s.resumeBy, s.resumeIn = true, s.store.DB().LastLSN(), time.Now(), m
 			s.lateSince = time.Time{} // once resumed, waits count afresh
 			s.opts.Logger.Warn("the standbys did not answer in sync_timeout: commits no longer wait for them until they catch up",
 				"sync-mode", m, "lsn", lsn, "quorum", s.opts.Quorum, "timeout", s.opts.Timeout)
