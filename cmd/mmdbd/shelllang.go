@@ -43,7 +43,8 @@ const shellHelp = `statements (end with ; or a newline outside parentheses):
   exit | quit                          end the shell; what follows does not run
 values: null, numbers (integers in decimal, or in hex as 0xHEX), true/false, words or
 "quoted strings", bytes as 0xHEX or a string, timestamps as RFC 3339
-(2026-11-22T10:00:00Z) or nanoseconds since the epoch.
+(2026-11-22T10:00:00Z) or nanoseconds since the epoch. Results show NULL for null,
+and a string quoted where it would read otherwise ("", "null", "two words").
 `
 
 // token is a word, a quoted string, or one of ( ) , ; =
@@ -254,7 +255,7 @@ func formatValue(v *pb.Value) string {
 	case *pb.Value_Bool:
 		return strconv.FormatBool(k.Bool)
 	case *pb.Value_String_:
-		return k.String_
+		return formatString(k.String_)
 	case *pb.Value_Bytes:
 		return "0x" + hex.EncodeToString(k.Bytes)
 	case *pb.Value_Timestamp:
@@ -262,6 +263,45 @@ func formatValue(v *pb.Value) string {
 	default:
 		return "NULL"
 	}
+}
+
+// formatString prints a string as the shell reads it: bare, or quoted
+// with the shell's escapes where it would read otherwise, so that the
+// string "NULL" is not shown as NULL, an empty one as nothing, nor one
+// with spaces, tabs or line breaks as several values. Other control
+// characters, which the shell cannot read, show as Go escapes.
+func formatString(s string) string {
+	bare := s != "" && !strings.EqualFold(s, "null")
+	for _, r := range s {
+		if strings.ContainsRune(" \t\r\n;(),=\"\\", r) || !strconv.IsPrint(r) {
+			bare = false
+			break
+		}
+	}
+	if bare {
+		return s
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch r {
+		case '"', '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\t':
+			b.WriteString(`\t`)
+		default:
+			if strconv.IsPrint(r) || r == ' ' {
+				b.WriteRune(r)
+			} else {
+				b.WriteString(strings.Trim(strconv.QuoteRune(r), "'"))
+			}
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // parser walks one statement's tokens.
