@@ -52,8 +52,9 @@ var codeOf = []struct {
 }
 
 // toStatus turns an error into a gRPC status error. Errors that already are
-// statuses pass through; engine errors get their code and lose the "mem: "
-// prefix, which says nothing to a client; anything else is INTERNAL.
+// statuses pass through; engine errors get their code (newStatus) and lose
+// the "mem: " prefix, which says nothing to a client; anything else is
+// INTERNAL.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -75,7 +76,7 @@ func toStatus(err error) error {
 	}
 	for _, m := range codeOf {
 		if errors.Is(err, m.err) {
-			return status.Error(m.code, msg)
+			return newStatus(m.code, msg).Err()
 		}
 	}
 	return status.Error(codes.Internal, msg)
@@ -96,6 +97,25 @@ func notDurable(lsn uint64, level durability.Level, err error) error {
 	return withLSNReason(codes.Internal, pb.ReasonNotDurable, lsn, fmt.Sprintf("the redo log failed: the commit at LSN %d is in memory but not %s, and it will be lost when the node stops; the node takes no more writes: %v", lsn, level, err))
 }
 
+// newStatus returns the status of code with msg. An UNAVAILABLE gets the
+// ErrorInfo of reason pb.ReasonRefused: the node answers UNAVAILABLE only
+// to refuse a request it did nothing of (shutting down, a failed log, an
+// index still being built), and the mark tells that answer from the
+// UNAVAILABLE of a proxy that forwarded the request and lost the node,
+// after which a write may have committed. So the client runs a write
+// again elsewhere only after the node's own refusal.
+func newStatus(code codes.Code, msg string) *status.Status {
+	st := status.New(code, msg)
+	if code != codes.Unavailable {
+		return st
+	}
+	refused, err := st.WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: pb.ReasonRefused})
+	if err != nil {
+		return st
+	}
+	return refused
+}
+
 // withLSNReason returns a status error of code with msg and an ErrorInfo
 // detail of reason naming the commit at lsn.
 func withLSNReason(code codes.Code, reason string, lsn uint64, msg string) error {
@@ -114,14 +134,15 @@ func withReason(code codes.Code, reason, msg string, md map[string]string) error
 
 // codeError is a request error the server finds itself, with its gRPC
 // code. Unlike a status error its text is just the message, so wrapping it
-// with context ("operation 2: ...") reads well, and toStatus keeps the code.
+// with context ("operation 2: ...") reads well, and toStatus keeps the code
+// (and the REFUSED mark of an UNAVAILABLE, newStatus).
 type codeError struct {
 	code codes.Code
 	msg  string
 }
 
 func (e *codeError) Error() string              { return e.msg }
-func (e *codeError) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+func (e *codeError) GRPCStatus() *status.Status { return newStatus(e.code, e.msg) }
 
 // errorf returns a codeError.
 func errorf(code codes.Code, format string, args ...any) error {

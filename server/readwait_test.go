@@ -57,7 +57,8 @@ func memFSService(t *testing.T, fs vfs.FS) (*durability.Store, *dbService) {
 // then fails to write (an I/O error) is answered INTERNAL with the
 // NOT_DURABLE detail and its LSN, never UNAVAILABLE, which clients answer
 // by running the write again elsewhere; a write after it, which the
-// failed log refuses and which changes nothing, is UNAVAILABLE.
+// failed log refuses and which changes nothing, is UNAVAILABLE with the
+// REFUSED mark.
 func TestCommitTheLogFailsToWrite(t *testing.T) {
 	fs := vfs.NewMemFS()
 	store, s := memFSService(t, fs)
@@ -71,6 +72,9 @@ func TestCommitTheLogFailsToWrite(t *testing.T) {
 	}
 	_, err = s.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(2, 100)})
 	wantCode(t, err, codes.Unavailable, "log failed")
+	if !hasReason(err, pb.ReasonRefused) {
+		t.Fatalf("the failed log's refusal has no REFUSED mark, which tells clients to send the write elsewhere: %v", err)
+	}
 	if got := store.DB().LastLSN(); got != last+1 {
 		t.Fatalf("the refused write changed the database: last LSN %d, want %d", got, last+1)
 	}

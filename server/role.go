@@ -582,7 +582,7 @@ func (s *Server) waitRead(ctx context.Context, seen uint64) error {
 	case ctx.Err() != nil:
 		return status.Errorf(status.FromContextError(ctx.Err()).Code(), "a read waited for the standbys to hold what it saw, and they did not before its deadline: %v", err)
 	}
-	return status.Errorf(codes.Unavailable, "a read waited for the standbys to hold what it saw: %v", err)
+	return errorf(codes.Unavailable, "a read waited for the standbys to hold what it saw: %v", err)
 }
 
 // canSync says why a commit cannot wait for standbys, if it cannot.

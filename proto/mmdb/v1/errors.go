@@ -34,6 +34,15 @@ package mmdbv1
 // commit's LSN under MetadataLSN: nothing of the request was done, and
 // it may be sent again once space is freed.
 //
+// A node answers UNAVAILABLE only to refuse a request before it did
+// anything of it (it is shutting down, its log failed, a standby's index
+// is still being built), and such an answer carries an ErrorInfo of
+// reason ReasonRefused. An UNAVAILABLE without it was not the node's: a
+// proxy or load balancer between the client and the node made it (it
+// may have forwarded the request, and then lost the node), or the
+// client's own connection failed. A write that left the client and got
+// one may have committed, so it must not be run again blindly.
+//
 // A standby's answer to a read carries the header HeaderPrimary naming
 // its primary's address, when it knows it: a client that read from the
 // standby while the primary was out of reach goes back to it.
@@ -54,6 +63,7 @@ const (
 	ReasonNotDurable     = "NOT_DURABLE"
 	ReasonSeenNotDurable = "SEEN_NOT_DURABLE"
 	ReasonUnconfirmed    = "UNCONFIRMED"
+	ReasonRefused        = "REFUSED"
 	MetadataPrimary      = "primary"
 	MetadataLSN          = "lsn"
 	HeaderPrimary        = "mmdb-primary"
