@@ -40,10 +40,14 @@
 //
 // A write (Insert, Upsert, Update, Delete, Commit, CreateTable,
 // DropTable, CreateIndex, DropIndex, a transaction's Commit) runs again
-// after UNAVAILABLE only if its request never left the client, or the
-// node itself answered UNAVAILABLE (it refused the write and changed
-// nothing). When the connection failed after the request left, the node
-// may have committed it before the reply was lost: the error then wraps
+// after UNAVAILABLE only if its request never left the client (the
+// connection was never ready, or refused), or the node itself answered
+// UNAVAILABLE: it refused the write and changed nothing, and it says so
+// with the REFUSED detail (pb.ReasonRefused). Any other UNAVAILABLE of a
+// write that left, from a connection that failed after the request
+// left, or from a proxy or load balancer between the client and the
+// node (which may have forwarded the write and then lost the node), may
+// follow a commit whose reply was lost: the error then wraps
 // ErrUnknownOutcome (its code is still UNAVAILABLE), and the caller
 // decides, for instance by reading what the write would have changed.
 // So does the DEADLINE_EXCEEDED or CANCELED of a write whose request
@@ -369,22 +373,29 @@ func (c *Client) follow(primary string) bool {
 // primaryIn says whether err is a NOT_PRIMARY error, and returns the
 // primary it names (empty when the node knows none).
 func primaryIn(err error) (primary string, notPrimary bool) {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.FailedPrecondition {
+	if status.Code(err) != codes.FailedPrecondition {
 		return "", false
 	}
+	info := detail(err, pb.ReasonNotPrimary)
+	return info.GetMetadata()[pb.MetadataPrimary], info != nil
+}
+
+// detail returns err's ErrorInfo detail of one of reasons (in domain
+// pb.ErrorDomain), or nil.
+func detail(err error, reasons ...string) *errdetails.ErrorInfo {
+	st, _ := status.FromError(err)
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain && info.GetReason() == pb.ReasonNotPrimary {
-			return info.GetMetadata()[pb.MetadataPrimary], true
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain && slices.Contains(reasons, info.GetReason()) {
+			return info
 		}
 	}
-	return "", false
+	return nil
 }
 
 // A call is a read or a write: a read runs again after any UNAVAILABLE,
 // and a standby's answer to it may send calls back to the primary
-// (goBack); a write runs again only when it never left the client
-// (callTrace.outcome).
+// (goBack); a write runs again only when it never left the client, or
+// the node refused it (callTrace.outcome).
 const (
 	read  = false
 	write = true
@@ -393,8 +404,9 @@ const (
 // call runs fn against the current node, moving on after UNAVAILABLE and
 // following redirects, until it succeeds, fails otherwise, runs out of
 // attempts, or ctx ends. fn makes its calls with the context it is
-// given. A write that failed with UNAVAILABLE after it left the client
-// is not run again: its error wraps ErrUnknownOutcome.
+// given. A write that failed with UNAVAILABLE after it left the client,
+// other than the node's refusal (pb.ReasonRefused), is not run again: its
+// error wraps ErrUnknownOutcome.
 func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Context, conn *grpc.ClientConn, addr string) error) error {
 	backoff := c.opts.MinBackoff
 	var err error
@@ -444,9 +456,12 @@ func (c *Client) db(fn func(context.Context, pb.DatabaseServiceClient) error) fu
 }
 
 // ErrUnknownOutcome is wrapped by the error of a write that failed after
-// its request left the client and before the node answered: with
-// UNAVAILABLE from its connection (not from the node), or with
-// DEADLINE_EXCEEDED or CANCELED when its context ended while it waited.
+// its request left the client and before the node answered: with an
+// UNAVAILABLE that is not the node's refusal (its connection failed, or
+// a proxy or load balancer between them answered it, having perhaps
+// forwarded the write and lost the node: the node marks its own
+// UNAVAILABLE with pb.ReasonRefused), or with DEADLINE_EXCEEDED or
+// CANCELED when its context ended while it waited.
 // So is a DEADLINE_EXCEEDED or CANCELED the node itself answered to a
 // write that reached it: a node answers so, a margin before the
 // deadline, a commit it made in memory that its durability level or its
@@ -467,8 +482,7 @@ func (e *unknownOutcome) Unwrap() []error { return []error{ErrUnknownOutcome, e.
 
 // callTrace records how far one call got, from its gRPC events (traceHandler).
 type callTrace struct {
-	sent     atomic.Bool // its request went to the transport
-	answered atomic.Bool // the node's status came back
+	sent atomic.Bool // its request went to the transport
 	// primary is the primary a standby's answer named (pb.HeaderPrimary).
 	primary atomic.Pointer[string]
 }
@@ -482,8 +496,8 @@ func traced(ctx context.Context) (context.Context, *callTrace) {
 }
 
 // outcome returns err, the result of the call tr traced, or, if the call
-// ended after its request left without the node's answer (a connection
-// that failed: UNAVAILABLE), or with a deadline or a cancel, whoever
+// ended after its request left with an UNAVAILABLE that is not the
+// node's refusal (refused), or with a deadline or a cancel, whoever
 // answered it (the client's context that ended the wait, or the node,
 // whose DEADLINE_EXCEEDED may be that of a commit it made but could not
 // confirm in time), an error wrapping both err and ErrUnknownOutcome.
@@ -491,11 +505,18 @@ func (tr *callTrace) outcome(err error) error {
 	if !tr.sent.Load() {
 		return err
 	}
-	if status.Code(err) == codes.Unavailable && !tr.answered.Load() || unconfirmed(err) {
-		return &unknownOutcome{err} // a node's UNAVAILABLE refused it: nothing changed
+	if status.Code(err) == codes.Unavailable && !refused(err) || unconfirmed(err) {
+		return &unknownOutcome{err}
 	}
 	return err
 }
+
+// refused says whether err, an UNAVAILABLE, is the node's refusal of a
+// request it did nothing of (pb.ReasonRefused). One without the mark
+// came from the connection that failed under the call, or from a proxy
+// or load balancer between the client and the node, which may have
+// forwarded the request before it lost the node.
+func refused(err error) bool { return detail(err, pb.ReasonRefused) != nil }
 
 // unconfirmed says whether err, the error of a write that reached the
 // node, may be that of a commit the node made but did not confirm: a
@@ -508,14 +529,7 @@ func unconfirmed(err error) bool {
 	case codes.DeadlineExceeded, codes.Canceled:
 		return true
 	}
-	st, _ := status.FromError(err)
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == pb.ErrorDomain &&
-			(info.GetReason() == pb.ReasonNotDurable || info.GetReason() == pb.ReasonUnconfirmed) {
-			return true
-		}
-	}
-	return false
+	return detail(err, pb.ReasonNotDurable, pb.ReasonUnconfirmed) != nil
 }
 
 // traceHandler is a stats.Handler that fills in the callTrace of each
@@ -536,8 +550,6 @@ func (traceHandler) HandleRPC(ctx context.Context, s stats.RPCStats) {
 		if p := s.Header.Get(pb.HeaderPrimary); len(p) > 0 {
 			tr.primary.Store(&p[0])
 		}
-	case *stats.InTrailer:
-		tr.answered.Store(true)
 	}
 }
 

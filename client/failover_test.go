@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -180,21 +181,31 @@ func TestWriteCutAfterItLeft(t *testing.T) {
 	}
 }
 
-// refusing answers every write, and every Begin, UNAVAILABLE itself, as
-// a node whose log failed refuses a write and changes nothing; it counts
-// the Begins.
+// refusing answers every write, and every Begin, UNAVAILABLE itself, with
+// the REFUSED mark, as a node whose log failed refuses a write and
+// changes nothing; it counts the Begins.
 type refusing struct {
 	pb.UnimplementedDatabaseServiceServer
 	begins atomic.Int64
 }
 
 func (*refusing) Insert(context.Context, *pb.InsertRequest) (*pb.InsertResponse, error) {
-	return nil, status.Error(codes.Unavailable, "the redo log failed")
+	return nil, refusal("the redo log failed")
 }
 
 func (r *refusing) Begin(context.Context, *pb.BeginRequest) (*pb.BeginResponse, error) {
 	r.begins.Add(1)
-	return nil, status.Error(codes.Unavailable, "shutting down")
+	return nil, refusal("shutting down")
+}
+
+// refusal is a node's UNAVAILABLE: it refused the request and did
+// nothing of it.
+func refusal(msg string) error {
+	st, err := status.New(codes.Unavailable, msg).WithDetails(&errdetails.ErrorInfo{Domain: pb.ErrorDomain, Reason: pb.ReasonRefused})
+	if err != nil {
+		return err
+	}
+	return st.Err()
 }
 
 // serveRefusing serves a refusing node and returns it and its address.
@@ -228,6 +239,82 @@ func TestWriteRefusedUnavailable(t *testing.T) {
 	}
 	if c.Addr() != live {
 		t.Fatalf("client at %s, want %s", c.Addr(), live)
+	}
+}
+
+// lostNode stands for a proxy (or load balancer) in front of a node,
+// which forwarded each write and then lost the node: it answers a plain
+// UNAVAILABLE, without the node's REFUSED mark, whether or not the node
+// committed. It counts the writes that commit by themselves (those
+// outside a transaction, and Commits); it begins transactions and takes
+// their writes.
+type lostNode struct {
+	pb.UnimplementedDatabaseServiceServer
+	writes atomic.Int64
+}
+
+func (l *lostNode) lost() error {
+	l.writes.Add(1)
+	return status.Error(codes.Unavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection termination")
+}
+
+func (l *lostNode) Insert(_ context.Context, r *pb.InsertRequest) (*pb.InsertResponse, error) {
+	if r.GetTxId() != 0 {
+		return &pb.InsertResponse{}, nil
+	}
+	return nil, l.lost()
+}
+
+func (*lostNode) Begin(context.Context, *pb.BeginRequest) (*pb.BeginResponse, error) {
+	return &pb.BeginResponse{TxId: 1}, nil
+}
+
+func (l *lostNode) Commit(context.Context, *pb.CommitRequest) (*pb.CommitResponse, error) {
+	return nil, l.lost()
+}
+
+func (*lostNode) Rollback(context.Context, *pb.RollbackRequest) (*pb.RollbackResponse, error) {
+	return &pb.RollbackResponse{}, nil
+}
+
+// TestWriteProxyUnavailable: a write answered UNAVAILABLE without the
+// node's REFUSED mark after it left the client, as a proxy that
+// forwarded it and then lost the node answers, may have committed: its
+// error wraps ErrUnknownOutcome, and it is not run again on the next
+// node, whether a unary write or a transaction's commit (Tx does not run
+// fn again).
+//
+// Before, any UNAVAILABLE that came with a status (not a cut
+// connection) was taken for the node's refusal, and the write ran again
+// on the next node: twice, if the node behind the proxy had committed it.
+func TestWriteProxyUnavailable(t *testing.T) {
+	ctx := testCtx(t)
+	live := serve(t, nil)
+	direct := newClient(t, live)
+	if _, err := direct.CreateTable(ctx, counters); err != nil {
+		t.Fatal(err)
+	}
+	lost := &lostNode{}
+	c := newClient(t, serveFake(t, lost), live)
+	_, err := c.Insert(ctx, "counters", Uint64(1), String("x"), Int64(1), Null())
+	if !errors.Is(err, ErrUnknownOutcome) || status.Code(err) != codes.Unavailable {
+		t.Fatalf("an insert a proxy answered UNAVAILABLE: %v, want UNAVAILABLE wrapping ErrUnknownOutcome", err)
+	}
+	runs := 0
+	_, err = c.Tx(ctx, func(tx *Tx) error {
+		runs++
+		return tx.Insert("counters", Uint64(2), String("y"), Int64(1), Null())
+	})
+	if !errors.Is(err, ErrUnknownOutcome) || status.Code(err) != codes.Unavailable || runs != 1 {
+		t.Fatalf("a transaction whose commit a proxy answered UNAVAILABLE: %v after %d runs, want UNAVAILABLE wrapping ErrUnknownOutcome after 1", err, runs)
+	}
+	if n := lost.writes.Load(); n != 2 {
+		t.Fatalf("the proxy saw %d writes, want 2", n)
+	}
+	for _, id := range []uint64{1, 2} {
+		if _, found, err := direct.Get(ctx, "counters", Uint64(id)); err != nil || found {
+			t.Fatalf("row %d on the next node (%v %v): the write ran again there", id, found, err)
+		}
 	}
 }
 

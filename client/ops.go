@@ -333,7 +333,9 @@ const maxTxAttempts = 100
 //     short random wait, at most 100 times;
 //   - after NOT_PRIMARY (the node is a standby), on the primary it names;
 //   - after UNAVAILABLE, on the next node after a backoff, unless the
-//     commit had left the client (the error then wraps ErrUnknownOutcome).
+//     commit had left the client and the UNAVAILABLE is not the node's
+//     refusal (the error then wraps ErrUnknownOutcome; see the package
+//     doc).
 //
 // It stops when the commit succeeds, fails otherwise, or ctx ends, so fn
 // must be safe to run more than once. If fn returns an error the
@@ -436,9 +438,10 @@ func (c *Client) Begin(ctx context.Context) (*Tx, error) {
 
 // Commit commits the transaction and returns its LSN. ABORTED means it
 // conflicted with another and left no trace; run it again. An error
-// wrapping ErrUnknownOutcome means the connection failed, or the
-// context ended, after the commit left the client and before the node
-// answered: it may have committed.
+// wrapping ErrUnknownOutcome means the connection failed, a proxy
+// between the client and the node answered UNAVAILABLE, or the context
+// ended, after the commit left the client and before the node answered:
+// it may have committed.
 func (tx *Tx) Commit() (uint64, error) {
 	ctx, tr := traced(tx.ctx)
 	r, err := tx.db.Commit(ctx, &pb.CommitRequest{TxId: tx.id})
