@@ -318,6 +318,52 @@ func TestWriteProxyUnavailable(t *testing.T) {
 	}
 }
 
+// endingSessions ends each Session stream with err once it has received
+// a message, which it does not run.
+type endingSessions struct {
+	pb.UnimplementedDatabaseServiceServer
+	err error
+}
+
+func (e *endingSessions) Session(stream grpc.BidiStreamingServer[pb.SessionRequest, pb.SessionResponse]) error {
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	return e.err
+}
+
+// TestSessionEndRefused: a write on a Session whose stream the node
+// ended with its refusal (the REFUSED mark of a node shutting down,
+// which runs none of the messages it has not answered) fails with that
+// UNAVAILABLE, not wrapping ErrUnknownOutcome: it may be sent again on
+// another session. A stream that a proxy ended with a plain UNAVAILABLE
+// leaves the write's outcome unknown.
+//
+// Before, every stream that failed under a sent write made its outcome
+// unknown, the node's own refusal too.
+func TestSessionEndRefused(t *testing.T) {
+	ctx := testCtx(t)
+	insert := &pb.Request{Op: &pb.Request_Insert{Insert: &pb.InsertRequest{Table: "counters",
+		Row: &pb.Row{Values: []*pb.Value{Uint64(1), String("x"), Int64(1), Null()}}}}}
+	for _, end := range []struct {
+		err     error
+		unknown bool
+	}{
+		{refusal("the server is shutting down"), false},
+		{status.Error(codes.Unavailable, "upstream reset"), true},
+	} {
+		s, err := newClient(t, serveFake(t, &endingSessions{err: end.err})).OpenSession(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Start([]*pb.Request{insert}).Wait()
+		if status.Code(err) != codes.Unavailable || errors.Is(err, ErrUnknownOutcome) != end.unknown {
+			t.Errorf("a write on a session ended with %v: %v, want UNAVAILABLE, wrapping ErrUnknownOutcome: %v", end.err, err, end.unknown)
+		}
+		_ = s.Close() // it failed
+	}
+}
+
 // TestTxBeginGivesUpOnce: a Tx whose Begin fails UNAVAILABLE everywhere
 // makes MaxAttempts attempts in all, not MaxAttempts of its own times
 // MaxAttempts of Begin's.

@@ -23,7 +23,9 @@ import (
 // use. A Session is bound to the node it opened on and is not retried
 // elsewhere; when it fails, open another. A message with a write (a
 // Commit, or an Insert, Update, Upsert or Delete outside a transaction)
-// that was sent and then lost its replies, because the stream failed or
+// that was sent and then lost its replies, because the stream failed
+// (other than with the node's refusal, the REFUSED detail of a node
+// shutting down, which ran none of the messages it did not answer) or
 // the wait's context ended, may have committed: its error wraps
 // ErrUnknownOutcome, as a unary write's does. So may a write whose reply
 // has the code DEADLINE_EXCEEDED or CANCELED (the node made the commit
@@ -67,9 +69,12 @@ type Pending struct {
 }
 
 // lost returns err, the reason p's replies did not all come, wrapped in
-// ErrUnknownOutcome when p holds a write that may have run.
+// ErrUnknownOutcome when p holds a write that may have run: one that
+// left, on a stream that did not end with the node's refusal (refused:
+// the node ends a stream so only between messages, those it has not
+// answered not run).
 func (p *Pending) lost(err error) error {
-	if p.writes && !p.unsent.Load() {
+	if p.writes && !p.unsent.Load() && !refused(err) {
 		return &unknownOutcome{err}
 	}
 	return err
