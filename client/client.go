@@ -511,12 +511,14 @@ func (tr *callTrace) outcome(err error) error {
 	return err
 }
 
-// refused says whether err, an UNAVAILABLE, is the node's refusal of a
-// request it did nothing of (pb.ReasonRefused). One without the mark
-// came from the connection that failed under the call, or from a proxy
-// or load balancer between the client and the node, which may have
-// forwarded the request before it lost the node.
-func refused(err error) bool { return detail(err, pb.ReasonRefused) != nil }
+// refused says whether err is the node's refusal of a request it did
+// nothing of: an UNAVAILABLE with the REFUSED detail (pb.ReasonRefused).
+// An UNAVAILABLE without it came from the connection that failed under
+// the call, or from a proxy or load balancer between the client and the
+// node, which may have forwarded the request before it lost the node.
+func refused(err error) bool {
+	return status.Code(err) == codes.Unavailable && detail(err, pb.ReasonRefused) != nil
+}
 
 // unconfirmed says whether err, the error of a write that reached the
 // node, may be that of a commit the node made but did not confirm: a
