@@ -17,3 +17,11 @@ func EncodeBatchForTest(t testing.TB, recs []durability.Record, epoch uint64) *p
 	}
 	return msgs[0]
 }
+
+// OnDecidedForTest has fn called, until the test ends, whenever the
+// Receiver has decided to follow a sender, before it takes the link.
+func OnDecidedForTest(t testing.TB, fn func()) {
+	was := decided
+	decided = fn
+	t.Cleanup(func() { decided = was })
+}

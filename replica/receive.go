@@ -75,6 +75,10 @@ type Receiver struct {
 	up     *Relay          // whose log the node follows, as of the latest link
 	closed bool            // Stop: links are refused
 	shut   bool            // Close: links are refused for good
+	// stops counts the calls of Stop: a decision to follow a sender
+	// (admit) made before one is stale, for a promotion (Stop, Resume)
+	// may have made the node a primary at a new epoch since.
+	stops uint64
 }
 
 // following is one followed link.
@@ -145,6 +149,7 @@ func (r *Receiver) Close() {
 func (r *Receiver) Stop() {
 	r.mu.Lock()
 	r.closed, r.up = true, nil
+	r.stops++
 	f := r.follow
 	if f != nil {
 		f.cancel(errClosed)
@@ -303,39 +308,77 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s relays the log of %s through %q, which names %s: a loop", hello.Node, hello.Primary, via, r.opts.Node)
 		}
 	}
+	for {
+		stops, err := r.decide(hello, theirs)
+		if err != nil {
+			return nil, err
+		}
+		decided()
+		f, stale, err := r.link(ctx, hello, theirs, cancel, stops)
+		if !stale {
+			return f, err
+		}
+		// A promotion came since the decision: decide again, on what the
+		// node is now (a primary steps down for the sender, or refuses it).
+	}
+}
+
+// decided is called once admit has decided to follow a sender, before
+// it takes the link; a test promotes the node there.
+var decided = func() {}
+
+// decide checks that the node may follow the sender that said hello (of
+// epoch history theirs): it takes links, knows of no newer epoch, and is
+// a standby, or a primary that the sender wins over and that steps down.
+// It returns the count of Stops the decision holds for (link).
+func (r *Receiver) decide(hello *pb.ShipHello, theirs []EpochStart) (stops uint64, err error) {
 	r.mu.Lock()
-	closed := r.closed
+	closed, stops := r.closed, r.stops
 	r.mu.Unlock()
 	if closed {
-		return nil, status.Error(codes.Unavailable, errClosed.Error())
+		return 0, status.Error(codes.Unavailable, errClosed.Error())
 	}
 	mine := r.opts.Epochs.History()
 	own := mine[len(mine)-1]
 	if newest := max(own.Epoch, r.opts.Epochs.Seen()); hello.Epoch < newest {
 		// Seen: a node that stepped down for a primary at a newer epoch
 		// it has not followed yet refuses older ones too.
-		return nil, &codeError{codes.FailedPrecondition, fmt.Errorf("replication: %s knows of epoch %d; %s's epoch %d is older: %w", r.opts.Node, newest, hello.Node, hello.Epoch, errOlderEpoch)}
+		return 0, &codeError{codes.FailedPrecondition, fmt.Errorf("replication: %s knows of epoch %d; %s's epoch %d is older: %w", r.opts.Node, newest, hello.Node, hello.Epoch, errOlderEpoch)}
 	}
 	if _, _, standby := r.store.Standby(); !standby {
 		// Two primaries: the newer epoch wins, and at the same epoch (two
 		// nodes promoted at once) the higher incarnation.
 		newer := hello.Epoch > own.Epoch || theirs[len(theirs)-1].Incarnation > own.Incarnation
 		if !newer || r.opts.StepDown == nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is a primary at epoch %d", r.opts.Node, own.Epoch)
+			return 0, status.Errorf(codes.FailedPrecondition, "replication: %s is a primary at epoch %d", r.opts.Node, own.Epoch)
 		}
 		if err := r.opts.StepDown(hello.Epoch, hello.Node); err != nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s is a primary and could not step down for epoch %d: %v", r.opts.Node, hello.Epoch, err)
+			return 0, status.Errorf(codes.FailedPrecondition, "replication: %s is a primary and could not step down for epoch %d: %v", r.opts.Node, hello.Epoch, err)
 		}
 	}
+	return stops, nil
+}
+
+// link follows the sender admit decided on, as of stops (decide), once
+// the link it replaces, if any, has ended. stale says a Stop came since
+// the decision (a promotion may have made the node a primary at a new
+// epoch, and Resume let links in again): the link was not taken, and
+// the decision must be made again. The check is made under mu, which
+// Stop takes, so a promotion either comes before (and the decision is
+// stale) or finds the link to end.
+func (r *Receiver) link(ctx context.Context, hello *pb.ShipHello, theirs []EpochStart, cancel context.CancelCauseFunc, stops uint64) (f *following, stale bool, err error) {
 	for {
 		r.mu.Lock()
-		if r.closed {
+		switch {
+		case r.closed:
 			r.mu.Unlock()
-			return nil, status.Error(codes.Unavailable, errClosed.Error())
-		}
-		if !r.peers[hello.Node] { // SetPeers came meanwhile
+			return nil, false, status.Error(codes.Unavailable, errClosed.Error())
+		case r.stops != stops:
 			r.mu.Unlock()
-			return nil, r.notPeer(hello.Node)
+			return nil, true, nil
+		case !r.peers[hello.Node]: // SetPeers came meanwhile
+			r.mu.Unlock()
+			return nil, false, r.notPeer(hello.Node)
 		}
 		old := r.follow
 		if old == nil {
@@ -349,7 +392,7 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 				}
 				r.mu.Unlock()
 				close(f.done)
-				return nil, err
+				return nil, false, err
 			}
 			go func() {
 				<-f.done
@@ -359,11 +402,11 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 				}
 				r.mu.Unlock()
 			}()
-			return f, nil
+			return f, false, nil
 		}
 		if old.node != hello.Node && hello.Epoch <= old.epoch {
 			r.mu.Unlock()
-			return nil, status.Errorf(codes.FailedPrecondition, "replication: %s follows %s at epoch %d", r.opts.Node, old.node, old.epoch)
+			return nil, false, status.Errorf(codes.FailedPrecondition, "replication: %s follows %s at epoch %d", r.opts.Node, old.node, old.epoch)
 		}
 		// The same sender again (its old link may be dead without our
 		// knowing), or a newer epoch's: end the old link and wait.
@@ -372,7 +415,7 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 		select {
 		case <-old.done:
 		case <-ctx.Done():
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return nil, false, status.FromContextError(ctx.Err()).Err()
 		}
 		r.mu.Lock()
 		if r.follow == old {
