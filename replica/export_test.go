@@ -18,10 +18,11 @@ func EncodeBatchForTest(t testing.TB, recs []durability.Record, epoch uint64) *p
 	return msgs[0]
 }
 
-// OnDecidedForTest has fn called, until the test ends, whenever the
-// Receiver has decided to follow a sender, before it takes the link.
-func OnDecidedForTest(t testing.TB, fn func()) {
-	was := decided
-	decided = fn
-	t.Cleanup(func() { decided = was })
+// OnDecidingForTest has fn called, until the test ends, whenever the
+// Receiver decides whether to follow a sender, once it has read whether
+// the node is a standby.
+func OnDecidingForTest(t testing.TB, fn func()) {
+	was := deciding
+	deciding = fn
+	t.Cleanup(func() { deciding = was })
 }

@@ -313,7 +313,6 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 		if err != nil {
 			return nil, err
 		}
-		decided()
 		f, stale, err := r.link(ctx, hello, theirs, cancel, stops)
 		if !stale {
 			return f, err
@@ -323,9 +322,10 @@ func (r *Receiver) admit(ctx context.Context, hello *pb.ShipHello, cancel contex
 	}
 }
 
-// decided is called once admit has decided to follow a sender, before
-// it takes the link; a test promotes the node there.
-var decided = func() {}
+// deciding is called as admit decides whether to follow a sender, once
+// it has read whether the node is a standby; a test promotes the node
+// there.
+var deciding = func() {}
 
 // decide checks that the node may follow the sender that said hello (of
 // epoch history theirs): it takes links, knows of no newer epoch, and is
@@ -338,6 +338,12 @@ func (r *Receiver) decide(hello *pb.ShipHello, theirs []EpochStart) (stops uint6
 	if closed {
 		return 0, status.Error(codes.Unavailable, errClosed.Error())
 	}
+	// The role is read before the epoch: a promotion begins its epoch
+	// before the store takes commits (Lead), so a primary's epoch read
+	// after is its own; read before, it may be the standby's, older, and
+	// the primary would step down for a sender it wins over.
+	_, _, standby := r.store.Standby()
+	deciding()
 	mine := r.opts.Epochs.History()
 	own := mine[len(mine)-1]
 	if newest := max(own.Epoch, r.opts.Epochs.Seen()); hello.Epoch < newest {
@@ -345,7 +351,7 @@ func (r *Receiver) decide(hello *pb.ShipHello, theirs []EpochStart) (stops uint6
 		// it has not followed yet refuses older ones too.
 		return 0, &codeError{codes.FailedPrecondition, fmt.Errorf("replication: %s knows of epoch %d; %s's epoch %d is older: %w", r.opts.Node, newest, hello.Node, hello.Epoch, errOlderEpoch)}
 	}
-	if _, _, standby := r.store.Standby(); !standby {
+	if !standby {
 		// Two primaries: the newer epoch wins, and at the same epoch (two
 		// nodes promoted at once) the higher incarnation.
 		newer := hello.Epoch > own.Epoch || theirs[len(theirs)-1].Incarnation > own.Incarnation
