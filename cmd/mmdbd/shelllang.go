@@ -171,7 +171,7 @@ func parseValue(t token, col *pb.Column) (*pb.Value, error) {
 		return client.Int64(v), nil
 	case pb.ColumnType_COLUMN_TYPE_UINT64:
 		text, base := intBase(s)
-		v, err := strconv.ParseUint(text, base, 64)
+		v, err := strconv.ParseUint(strings.TrimPrefix(text, "+"), base, 64) // ParseUint takes no sign; ParseInt takes +
 		if err != nil {
 			return bad(err)
 		}

@@ -54,6 +54,9 @@ func TestParseValue(t *testing.T) {
 	}{
 		{token{text: "-7"}, pb.ColumnType_COLUMN_TYPE_INT64, "-7"},
 		{token{text: "0x10"}, pb.ColumnType_COLUMN_TYPE_UINT64, "16"},
+		{token{text: "+0x10"}, pb.ColumnType_COLUMN_TYPE_UINT64, "16"},
+		{token{text: "+7"}, pb.ColumnType_COLUMN_TYPE_UINT64, "7"},
+		{token{text: "+7"}, pb.ColumnType_COLUMN_TYPE_INT64, "7"},
 		{token{text: "1.5"}, pb.ColumnType_COLUMN_TYPE_FLOAT64, "1.5"},
 		{token{text: "true"}, pb.ColumnType_COLUMN_TYPE_BOOL, "true"},
 		{token{text: "null"}, pb.ColumnType_COLUMN_TYPE_STRING, "NULL"},
@@ -86,6 +89,9 @@ func TestParseValue(t *testing.T) {
 	}{
 		{"x", pb.ColumnType_COLUMN_TYPE_INT64},
 		{"-1", pb.ColumnType_COLUMN_TYPE_UINT64},
+		{"++1", pb.ColumnType_COLUMN_TYPE_UINT64},
+		{"+-1", pb.ColumnType_COLUMN_TYPE_UINT64},
+		{"+", pb.ColumnType_COLUMN_TYPE_UINT64},
 		{"maybe", pb.ColumnType_COLUMN_TYPE_BOOL},
 		{"0xZZ", pb.ColumnType_COLUMN_TYPE_BYTES},
 		{"yesterday", pb.ColumnType_COLUMN_TYPE_TIMESTAMP},
