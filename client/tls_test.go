@@ -29,7 +29,7 @@ func TestTLSAndToken(t *testing.T) {
 		c.Node = "n1"
 		c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.AuthTokenFile = cert, key, ca.File, tokens
 	})
-	pool, err := secure.LoadCA(ca.File)
+	trusted, err := secure.LoadCA(ca.File)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,13 +43,13 @@ func TestTLSAndToken(t *testing.T) {
 		_, err = c.ListTables(testCtx(t))
 		return err
 	}
-	if err := try(Options{TLS: &tls.Config{RootCAs: pool}, ServerNames: map[string]string{addr: "n1"}, Token: "0123456789abcdef"}); err != nil {
+	if err := try(Options{TLS: &tls.Config{RootCAs: trusted.Pool()}, ServerNames: map[string]string{addr: "n1"}, Token: "0123456789abcdef"}); err != nil {
 		t.Fatalf("with TLS and the token: %v", err)
 	}
-	if err := try(Options{TLS: &tls.Config{RootCAs: pool}}); status.Code(err) != codes.Unauthenticated {
+	if err := try(Options{TLS: &tls.Config{RootCAs: trusted.Pool()}}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("without the token: %v, want UNAUTHENTICATED", err)
 	}
-	if err := try(Options{TLS: &tls.Config{RootCAs: pool}, ServerNames: map[string]string{addr: "n2"}, Token: "0123456789abcdef"}); status.Code(err) != codes.Unavailable {
+	if err := try(Options{TLS: &tls.Config{RootCAs: trusted.Pool()}, ServerNames: map[string]string{addr: "n2"}, Token: "0123456789abcdef"}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("expecting another node's certificate: %v, want UNAVAILABLE", err)
 	}
 	if _, err := New(Options{Addrs: []string{addr}, Token: "0123456789abcdef"}); err == nil {

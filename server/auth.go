@@ -37,7 +37,7 @@ import (
 // tls.ca_file nobody is checked (TLS, if set, only encrypts).
 type security struct {
 	kp      *secure.KeyPair // the node's certificate; nil without TLS
-	ca      *x509.CertPool  // verifies callers and the nodes dialled; nil without tls.ca_file
+	ca      *secure.CA      // verifies callers and the nodes dialled; nil without tls.ca_file
 	tokens  *secure.Tokens  // the clients' tokens; nil without auth_token_file
 	node    string          // the node's name
 	admin   []string        // tls.admin_names
@@ -96,8 +96,10 @@ func (sec *security) setPeers(list []conf.Peer) {
 // peers returns the node's peers now.
 func (sec *security) peers() []conf.Peer { return sec.peering.Load().list }
 
-// ReloadCredentials reads the node's certificate and key and its token
-// file again (SIGHUP), for the connections and calls from now on, and
+// ReloadCredentials reads the node's certificate and key, its CA file
+// and its token file again (SIGHUP), for the connections and calls from
+// now on (the handshakes of connections that connect again: a link to a
+// peer), and
 // for the messages of the streams open (a token no longer in the file
 // ends its streams: checkedStream); what fails to load leaves the old
 // in use. The other security keys need a restart.
@@ -119,6 +121,9 @@ func (sec *security) reload() error {
 	var errs []error
 	if sec.kp != nil {
 		errs = append(errs, sec.kp.Reload())
+	}
+	if sec.ca != nil {
+		errs = append(errs, sec.ca.Reload())
 	}
 	if sec.tokens != nil {
 		errs = append(errs, sec.tokens.Reload())
@@ -206,7 +211,7 @@ func (sec *security) dial(addr string) grpc.DialOption {
 		return grpc.WithTransportCredentials(insecure.NewCredentials())
 	}
 	name, _ := conf.PeerAt(sec.peers(), addr)
-	return grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(sec.kp, sec.ca, name)))
+	return grpc.WithTransportCredentials(secure.Dial(sec.kp, sec.ca, name))
 }
 
 // dialNode is dial for node, the node at addr, an address it gave of
@@ -218,7 +223,7 @@ func (sec *security) dialNode(addr, node string) grpc.DialOption {
 	if sec.kp == nil || node == "" {
 		return sec.dial(addr)
 	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(sec.kp, sec.ca, node)))
+	return grpc.WithTransportCredentials(secure.Dial(sec.kp, sec.ca, node))
 }
 
 // shipsAs checks, with peer authentication on, that the certificate of

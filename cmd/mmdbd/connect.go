@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
 
@@ -153,28 +151,40 @@ func (c *connFlags) plaintext() bool {
 	return !c.useTLS && c.caFile == "" && c.certFile == "" && c.serverName == ""
 }
 
-// tlsConfig is the TLS configuration to dial with; nil for plaintext.
-func (c *connFlags) tlsConfig() (*tls.Config, error) {
-	if c.plaintext() {
-		return nil, nil
-	}
-	var ca *x509.CertPool
+// keys are the CA (nil: the system's roots) and the certificate to
+// present (nil: none) that the flags give, to dial with TLS.
+func (c *connFlags) keys() (*secure.CA, *secure.KeyPair, error) {
+	var ca *secure.CA
 	var kp *secure.KeyPair
 	var err error
 	if c.caFile != "" {
 		if ca, err = secure.LoadCA(c.caFile); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if (c.certFile == "") != (c.keyFile == "") {
-		return nil, errors.New("-tls-cert-file and -tls-key-file go together")
+		return nil, nil, errors.New("-tls-cert-file and -tls-key-file go together")
 	}
 	if c.certFile != "" {
 		if kp, err = secure.LoadKeyPair(c.certFile, c.keyFile); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return secure.Client(kp, ca, ""), nil
+	return ca, kp, nil
+}
+
+// tlsConfig is the TLS configuration of a client.Client; nil for
+// plaintext. Its server name is -tls-server-name, for the addresses the
+// client learns that clientOptions does not name.
+func (c *connFlags) tlsConfig() (*tls.Config, error) {
+	if c.plaintext() {
+		return nil, nil
+	}
+	ca, kp, err := c.keys()
+	if err != nil {
+		return nil, err
+	}
+	return secure.Client(kp, ca.Pool(), ""), nil
 }
 
 // token is the bearer token to send; empty for none.
@@ -188,22 +198,21 @@ func (c *connFlags) token() (string, error) {
 // credentials are the dial options that carry the credentials for the
 // node at addr.
 func (c *connFlags) credentials(addr string) ([]grpc.DialOption, error) {
-	cfg, err := c.tlsConfig()
-	if err != nil {
-		return nil, err
-	}
 	tok, err := c.token()
 	if err != nil {
 		return nil, err
 	}
-	if cfg == nil {
+	if c.plaintext() {
 		if tok != "" {
 			return nil, errors.New("-token-file needs TLS: give -tls or -tls-ca-file")
 		}
 		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
 	}
-	cfg.ServerName = c.name(addr)
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+	ca, kp, err := c.keys()
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(secure.Dial(kp, ca, c.name(addr)))}
 	if tok != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(secure.Bearer(tok)))
 	}

@@ -74,9 +74,9 @@ func reload(srv *server.Server, running *conf.Config, load func() (*conf.Config,
 	}
 	if files := credentialFiles(running); files != nil {
 		if err := srv.ReloadCredentials(); err != nil {
-			logger.Error("SIGHUP: could not read the certificate or token files again; the ones loaded before stay in use", "error", err)
+			logger.Error("SIGHUP: could not read the certificate, CA or token files again; the ones loaded before stay in use", "error", err)
 		} else {
-			logger.Info("SIGHUP: read the certificate and token files again", "files", strings.Join(files, ","))
+			logger.Info("SIGHUP: read the certificate, CA and token files again", "files", strings.Join(files, ","))
 		}
 	}
 	changed, added, removed, err := srv.SetPeers(cfg)
@@ -113,10 +113,10 @@ func reload(srv *server.Server, running *conf.Config, load func() (*conf.Config,
 }
 
 // credentialFiles are the files of cfg that SIGHUP reads again: the
-// certificate, its key and the token file, those set.
+// certificate, its key, the CA file and the token file, those set.
 func credentialFiles(cfg *conf.Config) []string {
 	var files []string
-	for _, f := range []string{cfg.TLSCertFile, cfg.TLSKeyFile, cfg.AuthTokenFile} {
+	for _, f := range []string{cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile, cfg.AuthTokenFile} {
 		if f != "" {
 			files = append(files, f)
 		}

@@ -94,7 +94,7 @@ func TestSIGHUPNamesKeysThatNeedARestart(t *testing.T) {
 	if !strings.Contains(logs, "SIGHUP: took the sync settings") || strings.Contains(logs, "only a restart") {
 		t.Errorf("a file that changes sync_timeout alone:\n%s", logs)
 	}
-	if strings.Contains(logs, "certificate and token files again") {
+	if strings.Contains(logs, "certificate, CA and token files again") {
 		t.Errorf("a node without TLS or tokens says it read their files again:\n%s", logs)
 	}
 
@@ -107,7 +107,7 @@ func TestSIGHUPNamesKeysThatNeedARestart(t *testing.T) {
 			t.Errorf("the warning does not name %s:\n%s", key, logs)
 		}
 	}
-	if strings.Contains(logs, "certificate and token files again") {
+	if strings.Contains(logs, "certificate, CA and token files again") {
 		t.Errorf("a node without TLS or tokens says it read their files again:\n%s", logs)
 	}
 

@@ -94,7 +94,7 @@ func reexec(role string) error {
 
 // serve runs a node until SIGTERM or SIGINT, then shuts it down
 // gracefully. SIGHUP reads the configuration again and takes its peers,
-// sync settings and role, and reads the certificate and token files
+// sync settings and role, and reads the certificate, CA and token files
 // again (reload); one that comes while the node starts is taken once it
 // serves. The other keys need a restart (a warning names those the file
 // changed); a bad file changes nothing. A

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/mmdb/mmdb/internal/secure"
 )
@@ -113,7 +112,7 @@ func (ca *CA) issue(t testing.TB, name string, ips []net.IP, notBefore, notAfter
 // (none if empty). The connection closes when the test ends.
 func (ca *CA) Dial(t testing.TB, addr, server string, issuer *CA, name, token string) *grpc.ClientConn {
 	t.Helper()
-	pool, err := secure.LoadCA(ca.File)
+	trusted, err := secure.LoadCA(ca.File)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +123,7 @@ func (ca *CA) Dial(t testing.TB, addr, server string, issuer *CA, name, token st
 			t.Fatal(err)
 		}
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(secure.Client(kp, pool, server)))}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(secure.Dial(kp, trusted, server))}
 	if token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(secure.Bearer(token)))
 	}

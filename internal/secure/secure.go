@@ -6,8 +6,8 @@
 // holder by its subject's common name and its DNS names (Names); a node's
 // names its node, so that peers can check they reach the node they mean
 // (the dialled server name is the peer's name) and a node can check who
-// calls it. The key pair and the token file are read again by Reload, so
-// an operator can replace them without a restart.
+// calls it. The key pair, the CA file and the token file are read again
+// by Reload, so an operator can replace them without a restart.
 package secure
 
 import (
@@ -18,6 +18,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -70,29 +71,59 @@ func (kp *KeyPair) Reload() error {
 	return nil
 }
 
+// CA is a PEM file of CA certificates; Reload reads it again and the
+// handshakes made afterwards verify against the new pool, those of the
+// connections open already when they connect again too (Server, Dial).
+type CA struct {
+	path string
+	cur  atomic.Pointer[x509.CertPool]
+}
+
 // LoadCA reads a PEM file of CA certificates.
-func LoadCA(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
+func LoadCA(path string) (*CA, error) {
+	ca := &CA{path: path}
+	if err := ca.Reload(); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
+
+// Reload reads the file again; on error the pool in use stays.
+func (ca *CA) Reload() error {
+	pem, err := os.ReadFile(ca.path)
 	if err != nil {
-		return nil, fmt.Errorf("secure: read CA file: %w", err)
+		return fmt.Errorf("secure: read CA file: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("secure: CA file %s holds no PEM certificate", path)
+		return fmt.Errorf("secure: CA file %s holds no PEM certificate", ca.path)
 	}
-	return pool, nil
+	ca.cur.Store(pool)
+	return nil
 }
 
-// Server is the TLS configuration a node serves with. With a CA pool it
-// verifies the certificates callers present against it, and with
-// requireCert a caller without one is refused in the handshake; without
-// requireCert a caller may come without a certificate (a client with a
-// token) and the RPCs that need one refuse it (Caller).
-func Server(kp *KeyPair, ca *x509.CertPool, requireCert bool) *tls.Config {
+// Pool returns the CA certificates in use; nil for a nil CA (the
+// system's roots, to a dialling side).
+func (ca *CA) Pool() *x509.CertPool {
+	if ca == nil {
+		return nil
+	}
+	return ca.cur.Load()
+}
+
+// Server is the TLS configuration a node serves with. With a CA it
+// verifies the certificates callers present against the CA's pool at
+// the time of the handshake, and with requireCert a caller without one
+// is refused in the handshake; without requireCert a caller may come
+// without a certificate (a client with a token) and the RPCs that need
+// one refuse it (Caller).
+func Server(kp *KeyPair, ca *CA, requireCert bool) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.cur.Load(), nil },
-		ClientCAs:      ca,
+		// gRPC adds h2 to a copy of the config it is given, which
+		// GetConfigForClient below does not see: it is named here.
+		NextProtos: []string{"h2"},
 	}
 	switch {
 	case ca != nil && requireCert:
@@ -100,18 +131,55 @@ func Server(kp *KeyPair, ca *x509.CertPool, requireCert bool) *tls.Config {
 	case ca != nil:
 		cfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
+	if ca != nil {
+		// ClientCAs is read once per handshake from the config it is
+		// made with: a config of the pool in use now.
+		cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			now := cfg.Clone()
+			now.GetConfigForClient, now.ClientCAs = nil, ca.Pool()
+			return now, nil
+		}
+	}
 	return cfg
 }
 
 // Client is the TLS configuration to dial a node with: its certificate
 // checked against ca (the system's roots when nil) for serverName (the
 // dialled host when empty), and kp, if not nil, presented when asked.
+// Its pool is fixed: a node dials with Dial.
 func Client(kp *KeyPair, ca *x509.CertPool, serverName string) *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: ca, ServerName: serverName}
 	if kp != nil {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.cur.Load(), nil }
 	}
 	return cfg
+}
+
+// Dial is the transport credentials to dial a node with: Client's
+// configuration made again at each handshake, from the key pair and the
+// CA's pool in use then, so that a connection that connects again (a
+// link to a peer, kept for days) verifies against a CA file read again.
+func Dial(kp *KeyPair, ca *CA, serverName string) credentials.TransportCredentials {
+	return &dialCreds{TransportCredentials: credentials.NewTLS(Client(kp, ca.Pool(), serverName)), kp: kp, ca: ca, name: serverName}
+}
+
+// dialCreds are Dial's credentials; the embedded ones, of the pool at
+// the start, only give Info (ServerHandshake is never called on
+// credentials to dial with).
+type dialCreds struct {
+	credentials.TransportCredentials
+	kp   *KeyPair
+	ca   *CA
+	name string
+}
+
+func (d *dialCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return credentials.NewTLS(Client(d.kp, d.ca.Pool(), d.name)).ClientHandshake(ctx, authority, raw)
+}
+
+func (d *dialCreds) Clone() credentials.TransportCredentials {
+	c := *d
+	return &c
 }
 
 // Names returns the names a certificate gives its holder: the subject's
