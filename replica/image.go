@@ -63,6 +63,7 @@ import (
 
 	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/checkpoint/image"
+	"github.com/mmdb/mmdb/internal/secure"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -459,8 +460,12 @@ func (s *ImageStream) endStream() {
 
 // classify marks the errors of a broken link or a node that is busy or
 // restarting as worth retrying; the others (the image is gone, a bad
-// request) are final.
+// request, a node certificate that did not verify, which gRPC reports
+// as UNAVAILABLE but which fails every attempt alike) are final.
 func classify(err error) error {
+	if secure.IsCertError(err) {
+		return err
+	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.Internal, codes.Aborted, codes.DataLoss, codes.ResourceExhausted, codes.Unknown:
 		return retryable{err}

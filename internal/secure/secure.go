@@ -17,6 +17,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -159,6 +160,8 @@ func Client(kp *KeyPair, ca *x509.CertPool, serverName string) *tls.Config {
 // configuration made again at each handshake, from the key pair and the
 // CA's pool in use then, so that a connection that connects again (a
 // link to a peer, kept for days) verifies against a CA file read again.
+// A certificate that does not verify fails the handshake with a
+// *CertError.
 func Dial(kp *KeyPair, ca *CA, serverName string) credentials.TransportCredentials {
 	return &dialCreds{TransportCredentials: credentials.NewTLS(Client(kp, ca.Pool(), serverName)), kp: kp, ca: ca, name: serverName}
 }
@@ -174,12 +177,49 @@ type dialCreds struct {
 }
 
 func (d *dialCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return credentials.NewTLS(Client(d.kp, d.ca.Pool(), d.name)).ClientHandshake(ctx, authority, raw)
+	conn, info, err := credentials.NewTLS(Client(d.kp, d.ca.Pool(), d.name)).ClientHandshake(ctx, authority, raw)
+	if verr := (*tls.CertificateVerificationError)(nil); errors.As(err, &verr) {
+		name := d.name
+		if name == "" { // checked for the host dialled, as gRPC's TLS does
+			name = authority
+			if host, _, err := net.SplitHostPort(authority); err == nil {
+				name = host
+			}
+		}
+		return nil, nil, &CertError{Name: name, Err: verr}
+	}
+	return conn, info, err
 }
 
 func (d *dialCreds) Clone() credentials.TransportCredentials {
 	c := *d
 	return &c
+}
+
+// CertError is the failure of a handshake whose server certificate did
+// not verify: not signed by the CA, expired, or not naming the name
+// checked. Trying again fails the same way until an operator changes a
+// certificate or a CA file: it is not transient (IsCertError).
+type CertError struct {
+	Name string // the name the certificate was checked for
+	Err  error
+}
+
+func (e *CertError) Error() string {
+	return fmt.Sprintf("%s for the name %q: %v", certFailed, e.Name, e.Err)
+}
+
+func (e *CertError) Unwrap() error { return e.Err }
+
+// certFailed starts a CertError's text, which IsCertError looks for.
+const certFailed = "secure: the certificate of the node dialled did not verify"
+
+// IsCertError reports whether err is, or tells of, a CertError. gRPC
+// fails the calls over a connection whose handshake failed with
+// UNAVAILABLE and the handshake's error as text only, so the text is
+// looked for too.
+func IsCertError(err error) bool {
+	return err != nil && (errors.As(err, new(*CertError)) || strings.Contains(err.Error(), certFailed))
 }
 
 // Names returns the names a certificate gives its holder: the subject's
