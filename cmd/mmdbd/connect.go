@@ -184,7 +184,7 @@ func (c *connFlags) tlsConfig() (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return secure.Client(kp, ca.Pool(), ""), nil
+	return secure.Client(kp, ca.Pool(), c.serverName), nil
 }
 
 // token is the bearer token to send; empty for none.
@@ -265,10 +265,12 @@ func (c *connFlags) clientOptions(addrs []string) (client.Options, error) {
 		for _, a := range addrs {
 			opts.ServerNames[a] = c.name(a)
 		}
-		if c.serverName == "" && c.cfg != nil {
+		if c.cfg != nil {
 			// A standby names its primary's address in the error of a
 			// write, and the client follows it there: a peer of -config
-			// is checked for its name there too, not for the host.
+			// is checked for its name there too, not for the host, nor
+			// for -tls-server-name, which names the addresses given and
+			// those learned of no peer (cfg.ServerName).
 			for _, p := range c.cfg.Peers {
 				if _, ok := opts.ServerNames[p.Addr]; !ok {
 					opts.ServerNames[p.Addr] = p.Name

@@ -43,3 +43,52 @@ func TestClientFollowsPeersByName(t *testing.T) {
 		}
 	}
 }
+
+// TestServerNameCoversLearnedAddresses: -tls-server-name names the
+// certificate of every node the client reaches that no peer entry of
+// -config names, those it learns too (a standby names its primary's
+// address in the error of a write; after a failover, a new primary),
+// while a peer of -config is checked for its own name at its address.
+// Before, only the addresses given were checked for -tls-server-name: a
+// learned one was checked for the host dialled, which a certificate
+// need not name (the reason to give -tls-server-name), and with
+// -tls-server-name the peers of -config were not mapped at all.
+func TestServerNameCoversLearnedAddresses(t *testing.T) {
+	dir := t.TempDir()
+	ca := certtest.NewCA(t, dir, "ca")
+	cert, key := ca.Issue(t, "ops")
+	path := filepath.Join(dir, "b.hcl")
+	src := fmt.Appendf(nil, "node = \"b\"\nlisten = \"127.0.0.1:7700\"\ntls {\n  cert_file = %q\n  key_file = %q\n  ca_file = %q\n}\npeer \"a\" {\n  addr = \"db-a.example:7700\"\n}\n", cert, key, ca.File)
+	if err := os.WriteFile(path, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		named map[string]string // address: the name checked there
+	}{
+		{"flags alone", []string{"-tls-ca-file", ca.File, "-tls-server-name", "db"}, map[string]string{"10.0.0.1:7700": "db"}},
+		{"with -config", []string{"-config", path, "-tls-server-name", "db"}, map[string]string{"10.0.0.1:7700": "db", "db-a.example:7700": "a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			cf := addConnFlags(fs, true)
+			if err := cf.parse(fs, tc.args); err != nil {
+				t.Fatal(err)
+			}
+			opts, err := cf.clientOptions([]string{"10.0.0.1:7700"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if opts.TLS.ServerName != "db" {
+				t.Errorf("an address the client learns of no peer is checked for %q, want -tls-server-name's %q", opts.TLS.ServerName, "db")
+			}
+			for addr, want := range tc.named {
+				if got := opts.ServerNames[addr]; got != want {
+					t.Errorf("the certificate at %s is checked for %q, want %q", addr, got, want)
+				}
+			}
+		})
+	}
+}
