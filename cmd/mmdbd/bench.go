@@ -94,7 +94,7 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	fs.IntVar(&o.pipeline, "pipeline", 16, "kv with -api session: requests per message")
 	fs.IntVar(&o.window, "window", 4, "kv with -api session: messages in flight per client")
 	fs.Uint64Var(&o.seed, "seed", 1, "the random seed of the load and the clients")
-	fs.Float64Var(&o.rate, "rate", 0, "units of work per second, all clients together (0: as fast as they go); latency counts from when each was due")
+	fs.Float64Var(&o.rate, "rate", 0, "units of work per second, all clients together (0: as fast as they go); latency counts from when each was due, and those due but not started by the end are reported as missed")
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	own := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) { own[f.Name] = true })
@@ -249,6 +249,9 @@ type clientStats struct {
 	ops, ok []int64
 	errors  int64
 	lastErr error
+	// With -rate: of the ops due in the measured time, how many started
+	// and how many had not by the end.
+	started, missed int64
 }
 
 // benchGrace is how long after the run's end an operation may still
@@ -305,6 +308,9 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 			// load. Whether an op is measured goes by when it started, so
 			// tx/s is what ran in the measured time, not what was due, and
 			// a client behind its schedule stops at the end all the same.
+			// The ops due in the measured time that had not started by the
+			// end are the backlog the node left: they are counted as
+			// missed, not dropped unseen.
 			// The timer wakes a sleeping client late (up to a millisecond
 			// or two), and that lateness is bench's: an op due before the
 			// client last woke counts from the wake instead.
@@ -331,13 +337,21 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 						now = time.Now()
 						woke = now
 					}
+				}
+				if !now.Before(end) || ctx.Err() != nil {
+					if every > 0 {
+						st.missed = dueIn(due, every, measureFrom, end)
+					}
+					return
+				}
+				if every > 0 {
+					if !due.Before(measureFrom) {
+						st.started++
+					}
 					t0, due = due, due.Add(every)
 					if t0.Before(woke) {
 						t0 = woke
 					}
-				}
-				if !now.Before(end) || ctx.Err() != nil {
-					return
 				}
 				r := ops[i](opCtx)
 				if r.lat == 0 {
@@ -383,6 +397,18 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 	return res, nil
 }
 
+// dueIn is how many of the times next, next+every, next+2*every, ...
+// fall in [from, to).
+func dueIn(next time.Time, every time.Duration, from, to time.Time) int64 {
+	if next.Before(from) {
+		next = next.Add((from.Sub(next) + every - 1) / every * every)
+	}
+	if !next.Before(to) {
+		return 0
+	}
+	return int64((to.Sub(next) + every - 1) / every)
+}
+
 // progress prints a line a second until stop is closed.
 func progress(stderr io.Writer, o benchOpts, start, measureFrom, end time.Time, done *atomic.Int64, stop <-chan struct{}) {
 	t := time.NewTicker(time.Second)
@@ -418,6 +444,7 @@ type benchResult struct {
 	P50us        float64      `json:"p50_us"`
 	P99us        float64      `json:"p99_us"`
 	P999us       float64      `json:"p999_us"`
+	Rate         *rateResult  `json:"rate,omitempty"`
 	Errors       int64        `json:"errors"`
 	LastError    string       `json:"last_error,omitempty"`
 	Durability   string       `json:"durability,omitempty"`
@@ -429,6 +456,18 @@ type benchResult struct {
 	Pipeline     int          `json:"pipeline,omitempty"`
 	Window       int          `json:"window,omitempty"`
 	Transactions []kindResult `json:"transactions"`
+}
+
+// rateResult is how an open-loop (-rate) run kept to its schedule: of
+// the ops due in the measured time, how many started, and how many had
+// not started by its end (the backlog, which neither tx/s nor the
+// latencies count). tx/s counts the ops that started in the measured
+// time, some of which may have been due in the warm-up.
+type rateResult struct {
+	PerSec    float64 `json:"per_sec"`
+	Scheduled int64   `json:"scheduled"`
+	Started   int64   `json:"started"`
+	Missed    int64   `json:"missed"`
 }
 
 // logResult is what the redo log did during an in-process run's
@@ -493,11 +532,21 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 		total += kr.Count
 		ok += kr.OK
 	}
+	if o.rate > 0 {
+		res.Rate = &rateResult{PerSec: o.rate}
+	}
 	for _, st := range stats {
 		res.Errors += st.errors
 		if st.lastErr != nil {
 			res.LastError = st.lastErr.Error()
 		}
+		if res.Rate != nil {
+			res.Rate.Started += st.started
+			res.Rate.Missed += st.missed
+		}
+	}
+	if res.Rate != nil {
+		res.Rate.Scheduled = res.Rate.Started + res.Rate.Missed
 	}
 	res.TxPerSec, res.OKPerSec = float64(total)/d.Seconds(), float64(ok)/d.Seconds()
 	res.P50us, res.P99us, res.P999us = percentile(all, 0.5), percentile(all, 0.99), percentile(all, 0.999)
@@ -539,7 +588,11 @@ func (r *benchResult) print(w io.Writer) error {
 		fmt.Fprintf(tw, ", %d subscribers", r.Subscribers)
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintf(tw, "tx/s\t%.0f\nok/s\t%.0f\nerrors\t%d\n", r.TxPerSec, r.OKPerSec, r.Errors)
+	fmt.Fprintf(tw, "tx/s\t%.0f\nok/s\t%.0f\n", r.TxPerSec, r.OKPerSec)
+	if rt := r.Rate; rt != nil {
+		fmt.Fprintf(tw, "rate\t%g/s asked: %d ops due, %d started, %d missed (not started by the end)\n", rt.PerSec, rt.Scheduled, rt.Started, rt.Missed)
+	}
+	fmt.Fprintf(tw, "errors\t%d\n", r.Errors)
 	if r.LastError != "" {
 		fmt.Fprintf(tw, "last error\t%s\n", r.LastError)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -110,6 +111,54 @@ func TestBenchRateCountsWhatRan(t *testing.T) {
 	// Latency still counts from when each op was due: the backlog shows.
 	if res.P99us < 100_000 {
 		t.Errorf("p99 %.0f µs: the backlog does not show", res.P99us)
+	}
+}
+
+// TestBenchRateReportsBacklog: an open-loop run against a node that
+// falls behind reports the ops due in the measured time that never
+// started (the backlog at its end), as text and JSON; before, they were
+// neither run nor counted, so a saturated node looked better than it was.
+func TestBenchRateReportsBacklog(t *testing.T) {
+	o := benchOpts{workload: "kv", api: "unary", clients: 2, duration: 300 * time.Millisecond, rate: 1000}
+	res, err := runBench(context.Background(), o, slowWorkload(20*time.Millisecond), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each client has an op due every 2 ms, 150 in 300 ms, and does at
+	// most 15 of them.
+	r := res.Rate
+	if r == nil || r.Scheduled != 300 || r.Started > 32 || r.Started < 1 || r.Missed != r.Scheduled-r.Started {
+		t.Fatalf("-rate 1000 against 100/s for 300ms: %+v", r)
+	}
+	var out strings.Builder
+	if err := res.print(&out); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%d missed", r.Missed); !strings.Contains(out.String(), want) {
+		t.Errorf("no %q in\n%s", want, &out)
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf(`"missed":%d`, r.Missed); !strings.Contains(string(b), want) {
+		t.Errorf("no %s in %s", want, b)
+	}
+}
+
+// TestDueIn counts the times of a schedule in a window.
+func TestDueIn(t *testing.T) {
+	at := func(ms int) time.Time { return time.Unix(0, 0).Add(time.Duration(ms) * time.Millisecond) }
+	for _, c := range []struct {
+		next, every, from, to int
+		want                  int64
+	}{
+		{0, 2, 0, 300, 150}, {1, 2, 0, 300, 150}, {1, 2, 0, 301, 150}, {1, 2, 0, 302, 151},
+		{0, 2, 101, 300, 99}, {300, 2, 0, 300, 0}, {400, 2, 0, 300, 0}, {5, 10, 0, 5, 0},
+	} {
+		if got := dueIn(at(c.next), time.Duration(c.every)*time.Millisecond, at(c.from), at(c.to)); got != c.want {
+			t.Errorf("dueIn(%d every %d in [%d, %d)) = %d, want %d", c.next, c.every, c.from, c.to, got, c.want)
+		}
 	}
 }
 
