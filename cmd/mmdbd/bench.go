@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -236,16 +235,9 @@ func loadBar(stderr io.Writer, n uint64, what string) *progressbar.ProgressBar {
 	)
 }
 
-// sample is one measured op: its latency stands for each of its n
-// operations.
-type sample struct {
-	lat time.Duration
-	n   uint32
-}
-
 // clientStats is what one client measured.
 type clientStats struct {
-	kinds   [][]sample // per kind
+	kinds   []latencies // per kind
 	ops, ok []int64
 	errors  int64
 	lastErr error
@@ -296,7 +288,7 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	for i := range ops {
-		st := &clientStats{kinds: make([][]sample, len(w.kinds)), ops: make([]int64, len(w.kinds)), ok: make([]int64, len(w.kinds))}
+		st := &clientStats{kinds: make([]latencies, len(w.kinds)), ops: make([]int64, len(w.kinds)), ok: make([]int64, len(w.kinds))}
 		stats[i] = st
 		wg.Add(1)
 		go func() {
@@ -370,8 +362,8 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 				if now.Before(measureFrom) {
 					continue
 				}
-				s := sample{r.lat, uint32(r.n)}
-				st.kinds[r.kind] = append(st.kinds[r.kind], s)
+				// The op's latency stands for each of its operations.
+				st.kinds[r.kind].record(r.lat, uint64(r.n))
 				st.ops[r.kind] += int64(r.n)
 				st.ok[r.kind] += int64(r.ok)
 				done.Add(int64(r.n))
@@ -442,8 +434,10 @@ type benchResult struct {
 	TxPerSec     float64      `json:"tx_per_sec"`
 	OKPerSec     float64      `json:"ok_per_sec"`
 	P50us        float64      `json:"p50_us"`
+	P90us        float64      `json:"p90_us"`
 	P99us        float64      `json:"p99_us"`
 	P999us       float64      `json:"p999_us"`
+	MaxUs        float64      `json:"max_us"`
 	Rate         *rateResult  `json:"rate,omitempty"`
 	Errors       int64        `json:"errors"`
 	LastError    string       `json:"last_error,omitempty"`
@@ -516,19 +510,19 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 			res.Pipeline, res.Window = o.pipeline, o.window
 		}
 	}
-	var all []sample
+	var all latencies
 	var total, ok int64
 	for k, name := range kinds {
-		var ks []sample
+		var ks latencies
 		kr := kindResult{Name: name}
 		for _, st := range stats {
-			ks = append(ks, st.kinds[k]...)
+			ks.merge(&st.kinds[k])
 			kr.Count += st.ops[k]
 			kr.OK += st.ok[k]
 		}
-		kr.P50us, kr.P99us = percentile(ks, 0.5), percentile(ks, 0.99)
+		kr.P50us, kr.P99us = ks.quantile(0.5), ks.quantile(0.99)
 		res.Transactions = append(res.Transactions, kr)
-		all = append(all, ks...)
+		all.merge(&ks)
 		total += kr.Count
 		ok += kr.OK
 	}
@@ -549,35 +543,8 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 		res.Rate.Scheduled = res.Rate.Started + res.Rate.Missed
 	}
 	res.TxPerSec, res.OKPerSec = float64(total)/d.Seconds(), float64(ok)/d.Seconds()
-	res.P50us, res.P99us, res.P999us = percentile(all, 0.5), percentile(all, 0.99), percentile(all, 0.999)
+	res.P50us, res.P90us, res.P99us, res.P999us, res.MaxUs = all.quantile(0.5), all.quantile(0.9), all.quantile(0.99), all.quantile(0.999), float64(all.max.Nanoseconds())/1e3
 	return res
-}
-
-// percentile returns the q-quantile of the samples' latencies, each
-// weighted by its operations, in microseconds: the latency of the
-// operation at rank ceil(q*total) (nearest rank), so that p99 of 100
-// operations is the 99th, not the slowest.
-func percentile(s []sample, q float64) float64 {
-	if len(s) == 0 {
-		return 0
-	}
-	sort.Slice(s, func(i, j int) bool { return s[i].lat < s[j].lat })
-	var total uint64
-	for _, x := range s {
-		total += uint64(x.n)
-	}
-	// q*total is whole or at least 0.001 past a whole number for the
-	// quantiles reported; the slack keeps a rounding error of the product
-	// from moving a whole rank up by one.
-	rank := max(uint64(math.Ceil(q*float64(total)-1e-6)), 1)
-	var seen uint64
-	for _, x := range s {
-		seen += uint64(x.n)
-		if seen >= rank {
-			return float64(x.lat.Nanoseconds()) / 1e3
-		}
-	}
-	return float64(s[len(s)-1].lat.Nanoseconds()) / 1e3
 }
 
 func (r *benchResult) print(w io.Writer) error {
@@ -596,7 +563,7 @@ func (r *benchResult) print(w io.Writer) error {
 	if r.LastError != "" {
 		fmt.Fprintf(tw, "last error\t%s\n", r.LastError)
 	}
-	fmt.Fprintf(tw, "latency p50/p99/p99.9\t%.1f / %.1f / %.1f µs\n", r.P50us, r.P99us, r.P999us)
+	fmt.Fprintf(tw, "latency p50/p90/p99/p99.9/max\t%.1f / %.1f / %.1f / %.1f / %.1f µs\n", r.P50us, r.P90us, r.P99us, r.P999us, r.MaxUs)
 	if r.Durability != "" {
 		fmt.Fprintf(tw, "durability\t%s\n", r.Durability)
 	}

@@ -195,34 +195,6 @@ func TestBenchReportsLoadedSubscribers(t *testing.T) {
 	}
 }
 
-// TestPercentileNearestRank: the q-quantile is the sample at rank
-// ceil(q*n) (nearest rank), each sample weighted by its operations;
-// before, it was the one after it whenever q*n was whole, so p99 of 100
-// samples was the slowest and p50 of two the slower.
-func TestPercentileNearestRank(t *testing.T) {
-	us := func(n int, weight uint32) []sample {
-		var s []sample
-		for i := n; i >= 1; i-- {
-			s = append(s, sample{time.Duration(i) * time.Microsecond, weight})
-		}
-		return s
-	}
-	for _, c := range []struct {
-		s    []sample
-		q    float64
-		want float64
-	}{
-		{us(100, 1), 0.5, 50}, {us(100, 1), 0.99, 99}, {us(1000, 1), 0.999, 999}, {us(1000, 1), 0.99, 990},
-		{us(2, 1), 0.5, 1}, {us(3, 1), 0.5, 2}, {us(1, 1), 0.99, 1}, {us(10, 1), 0.999, 10},
-		{us(100, 16), 0.99, 99}, {[]sample{{time.Microsecond, 99}, {2 * time.Microsecond, 1}}, 0.99, 1},
-		{nil, 0.5, 0},
-	} {
-		if got := percentile(c.s, c.q); got != c.want {
-			t.Errorf("percentile of %d samples at %g = %g, want %g", len(c.s), c.q, got, c.want)
-		}
-	}
-}
-
 // benchJSON runs mmdbd bench with args and -json, in a scratch $TMPDIR,
 // and returns its result.
 func benchJSON(t *testing.T, args ...string) benchResult {
