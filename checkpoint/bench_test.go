@@ -106,7 +106,7 @@ func BenchmarkCheckpointUnderLoad(b *testing.B) {
 					cl := d.NewClient(uint64(c + 7))
 					for time.Since(start) < *underLoadFor {
 						t0 := time.Now()
-						if _, err := cl.Run(cl.Next()); err != nil {
+						if _, err := cl.Run(context.Background(), cl.Next()); err != nil {
 							b.Error(err)
 							return
 						}
@@ -214,7 +214,7 @@ func writeLog(b *testing.B, store *durability.Store, bytes int64) {
 				if t < tatp.UpdateSubscriberData {
 					continue
 				}
-				if _, err := cl.Run(t); err != nil {
+				if _, err := cl.Run(context.Background(), t); err != nil {
 					b.Error(err)
 					return
 				}

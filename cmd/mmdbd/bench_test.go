@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mmdb/mmdb/conf"
 )
 
 // TestBenchOverGRPCRefusesNodeFlags: over gRPC, a node flag (but for the
@@ -370,6 +373,46 @@ func TestBenchJSONStatesValueSizeZero(t *testing.T) {
 	for _, field := range []string{`"value_size":0`, `"read_ratio":0`} {
 		if !strings.Contains(string(b), field) {
 			t.Errorf("no %s in %s", field, b)
+		}
+	}
+}
+
+// TestBenchInProcessOpsHeedTheirContext: an in-process op blocked on its
+// commit's wait for the log returns when its context ends (the run's
+// end, benchGrace after it, or an interrupt); before, it waited on the
+// process's signal context alone, so nothing but a signal stopped it.
+func TestBenchInProcessOpsHeedTheirContext(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	for _, workload := range []string{"kv", "tatp"} {
+		fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+		flags := conf.RegisterFlags(fs)
+		if err := fs.Parse([]string{"-durability", "fsync-log"}); err != nil {
+			t.Fatal(err)
+		}
+		o := benchOpts{workload: workload, inprocess: true, clients: 1, keys: 10, subscribers: 10, readRatio: 0, valueSize: 8, seed: 1}
+		w, err := inprocessWorkload(context.Background(), o, flags, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		op, err := w.newOp(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A commit's record is not yet synced when it commits, so its
+		// wait is still to come when the op's context has already ended.
+		ended, cancel := context.WithCancel(context.Background())
+		cancel()
+		var cancelled int
+		for range 50 {
+			if r := op(ended); errors.Is(r.err, context.Canceled) {
+				cancelled++
+			}
+		}
+		if err := w.close(); err != nil {
+			t.Fatal(err)
+		}
+		if cancelled == 0 {
+			t.Errorf("%s: no op of 50 given an ended context returned its end", workload)
 		}
 	}
 }

@@ -89,13 +89,12 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 	// Shut down whole once the run was interrupted too (ctx is done).
 	closeAll := func() error { return errors.Join(srv.Shutdown(context.WithoutCancel(ctx)), cleanup()) }
 	db := srv.DB()
-	wait := func(lsn uint64) error { return srv.WaitDurable(ctx, lsn) }
 	// loaded waits until the load is in the log: the run's log counts
 	// start when the run does, and must not take in the load's last
 	// batches, still on their way to the log. A signal that ends the wait
 	// ends the run, which then says it was interrupted.
 	loaded := func() error {
-		if err := wait(db.LastLSN()); err != nil && ctx.Err() == nil {
+		if err := srv.WaitDurable(ctx, db.LastLSN()); err != nil && ctx.Err() == nil {
 			return fmt.Errorf("bench: wait for the load to reach the log: %w", err)
 		}
 		return nil
@@ -115,10 +114,10 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 		}
 		return &workload{kinds: tatpKinds, close: closeAll, subscribers: d.P, logStats: srv.LogStats, durability: cfg.Durability, newOp: func(i int) (op, error) {
 			c := d.NewClient(o.seed + uint64(i) + 1)
-			c.Wait = wait
-			return func(context.Context) opResult {
+			c.Wait = srv.WaitDurable
+			return func(ctx context.Context) opResult {
 				t := c.Next()
-				ok, err := c.Run(t)
+				ok, err := c.Run(ctx, t)
 				return opResult{kind: int(t), n: 1, ok: b2i(ok), err: err}
 			}, nil
 		}}, nil
@@ -137,7 +136,7 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 			d := newKVDraw(o, i)
 			key := make([]mem.Value, 1)
 			row := make([]mem.Value, 2)
-			return func(context.Context) opResult {
+			return func(ctx context.Context) opResult {
 				k, get := d.next()
 				key[0] = mem.Uint64(k)
 				row[0], row[1] = mem.Uint64(k), mem.Bytes(d.value)
@@ -153,7 +152,7 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 					if err == nil {
 						var lsn uint64
 						if lsn, err = tx.Commit(); err == nil && lsn != 0 {
-							err = wait(lsn)
+							err = srv.WaitDurable(ctx, lsn)
 						}
 					} else {
 						tx.Rollback()

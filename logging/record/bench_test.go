@@ -1,6 +1,7 @@
 package record
 
 import (
+	"context"
 	"sync"
 	"testing"
 
@@ -40,7 +41,7 @@ var tatpRecords = sync.OnceValue(func() [][]byte {
 	log.mu.Unlock()
 	c := d.NewClient(1)
 	for i := 0; i < 40000; i++ {
-		if _, err := c.Run(c.Next()); err != nil {
+		if _, err := c.Run(context.Background(), c.Next()); err != nil {
 			panic(err)
 		}
 	}

@@ -5,6 +5,7 @@
 package tatp
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -371,9 +372,10 @@ func (g *gen) subscriber(sid uint64, emit func(table int, row []mem.Value) error
 // Client runs the TATP mix. Each goroutine needs its own Client.
 type Client struct {
 	picker
-	// Wait, if set, is called with each commit's LSN before Run returns,
-	// as a server waits for durability before it replies.
-	Wait func(lsn uint64) error
+	// Wait, if set, is called with Run's context and each commit's LSN
+	// before Run returns, as a server waits for durability before it
+	// replies.
+	Wait func(ctx context.Context, lsn uint64) error
 	d    *DB
 	key  []mem.Value
 	row  []mem.Value
@@ -415,17 +417,18 @@ func (c *picker) Next() Tx {
 
 // Run executes one transaction of kind t, retrying serialization
 // conflicts. ok reports whether it succeeded in the TATP sense (found its
-// rows, inserted without a duplicate, ...).
-func (c *Client) Run(t Tx) (ok bool, err error) {
+// rows, inserted without a duplicate, ...). ctx ends Wait's wait; the
+// transaction itself never blocks.
+func (c *Client) Run(ctx context.Context, t Tx) (ok bool, err error) {
 	for attempt := 0; ; attempt++ {
-		ok, err = c.run(t)
+		ok, err = c.run(ctx, t)
 		if !errors.Is(err, mem.ErrConflict) || attempt == 100 {
 			return ok, err
 		}
 	}
 }
 
-func (c *Client) run(t Tx) (bool, error) {
+func (c *Client) run(ctx context.Context, t Tx) (bool, error) {
 	d := c.d
 	tx := d.DB.Begin()
 	defer tx.Rollback()
@@ -469,7 +472,7 @@ func (c *Client) run(t Tx) (bool, error) {
 		return false, nil // a concurrent INSERT_CALL_FORWARDING took the key
 	}
 	if err == nil && lsn != 0 && c.Wait != nil {
-		err = c.Wait(lsn)
+		err = c.Wait(ctx, lsn)
 	}
 	return err == nil, err
 }

@@ -1,6 +1,7 @@
 package tatp
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"math"
@@ -69,7 +70,7 @@ func TestMixSuccessRates(t *testing.T) {
 		c := d.NewClient(uint64(w))
 		return func() (Tx, bool, error) {
 			tx := c.Next()
-			ok, err := c.Run(tx)
+			ok, err := c.Run(context.Background(), tx)
 			return tx, ok, err
 		}
 	})
@@ -139,7 +140,7 @@ func BenchmarkTATP(b *testing.B) {
 				cl[i] = d.NewClient(uint64(i + 100))
 			}
 			benchutil.RunClients(b, clients, func(c, _ int) {
-				ok, err := cl[c].Run(cl[c].Next())
+				ok, err := cl[c].Run(context.Background(), cl[c].Next())
 				if err != nil {
 					b.Error(err)
 				}
