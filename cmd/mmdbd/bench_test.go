@@ -15,7 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/mmdb/mmdb/conf"
+	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
+	"github.com/mmdb/mmdb/workload/tatp"
 )
 
 // TestBenchOverGRPCRefusesNodeFlags: over gRPC, a node flag (but for the
@@ -414,5 +419,36 @@ func TestBenchInProcessOpsHeedTheirContext(t *testing.T) {
 		if cancelled == 0 {
 			t.Errorf("%s: no op of 50 given an ended context returned its end", workload)
 		}
+	}
+}
+
+// TestBenchRefusesPartialTATPLoad: a TATP run over gRPC against a node
+// whose load stopped part way is refused, saying how to reload; before,
+// it took the subscribers it found for P and benchmarked the partial
+// database.
+func TestBenchRefusesPartialTATPLoad(t *testing.T) {
+	addr := startNode(t, nil)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := conn.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	db := pb.NewDatabaseServiceClient(conn)
+	if err := tatp.CreateRemote(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := tatp.LoadRemote(ctx, db, 2000, 1, 1, func(uint64) { cancel() }); err == nil {
+		t.Fatal("a load cancelled after its first batch finished")
+	}
+	var stderr strings.Builder
+	code := run([]string{"bench", "-addr", addr, "-workload", "tatp", "-subscribers", "2000", "-clients", "1", "-warmup", "0s", "-duration", "20ms"}, nil, io.Discard, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "did not finish") || !strings.Contains(stderr.String(), "drop table subscriber") {
+		t.Errorf("bench against a partial TATP load: exit %d\n%s", code, &stderr)
 	}
 }

@@ -314,18 +314,15 @@ func grpcWorkload(ctx context.Context, o benchOpts, stderr io.Writer) (*workload
 }
 
 // prepareRemoteTATP loads TATP unless the node already holds it, and
-// returns the number of subscribers.
+// returns the number of subscribers. A load that did not finish is
+// refused, not benchmarked.
 func prepareRemoteTATP(ctx context.Context, db pb.DatabaseServiceClient, o benchOpts, stderr io.Writer) (uint64, error) {
-	tables, err := db.ListTables(ctx, &pb.ListTablesRequest{})
+	p, err := tatp.RemoteSubscribers(ctx, db)
 	if err != nil {
-		return 0, fmt.Errorf("bench: list tables on %s: %w", o.addr, err)
+		return 0, fmt.Errorf("bench: the TATP database on %s: %w", o.addr, err)
 	}
-	if i := slices.IndexFunc(tables.GetTables(), func(t *pb.TableStatus) bool { return t.GetName() == "subscriber" }); i >= 0 {
-		p := tables.GetTables()[i].GetRows()
+	if p > 0 {
 		fmt.Fprintf(stderr, "using the %d subscribers already loaded on %s\n", p, o.addr)
-		if p == 0 {
-			return 0, errors.New("bench: the node's subscriber table is empty; drop the TATP tables to reload")
-		}
 		return p, nil
 	}
 	if err := tatp.CreateRemote(ctx, db); err != nil {

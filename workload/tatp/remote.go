@@ -2,7 +2,10 @@ package tatp
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,9 +34,23 @@ type Caller interface {
 	Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitResponse, error)
 }
 
-// CreateRemote creates the TATP tables on a node.
+// loadedTable holds one row, written once a remote load has finished:
+// the number of subscribers loaded. A node whose TATP tables lack it
+// holds a load that stopped part way (or failed, or was killed).
+var loadedTable = mem.TableDef{
+	Name:       "tatp_loaded",
+	Columns:    []mem.ColumnDef{{Name: "id", Type: mem.TypeUint64}, {Name: "subscribers", Type: mem.TypeUint64}},
+	PrimaryKey: []string{"id"},
+}
+
+// ErrPartialLoad is returned by RemoteSubscribers for a node whose TATP
+// load did not finish.
+var ErrPartialLoad = errors.New("tatp: the load of the TATP tables did not finish")
+
+// CreateRemote creates the TATP tables on a node, and the table that
+// marks their load finished.
 func CreateRemote(ctx context.Context, db pb.DatabaseServiceClient) error {
-	for _, def := range Tables() {
+	for _, def := range append(Tables(), loadedTable) {
 		if _, err := db.CreateTable(ctx, &pb.CreateTableRequest{Table: pbmem.Table(def)}); err != nil {
 			return fmt.Errorf("tatp: create %s: %w", def.Name, err)
 		}
@@ -42,12 +59,69 @@ func CreateRemote(ctx context.Context, db pb.DatabaseServiceClient) error {
 }
 
 // LoadRemote loads p subscribers onto a node with parallel loaders, in
-// batches of one Commit each. The rows are those Load makes for the same
-// seed. progress, if not nil, is called with the subscribers loaded so far.
+// batches of one Commit each, then marks the load finished. The rows are
+// those Load makes for the same seed. progress, if not nil, is called
+// with the subscribers loaded so far.
 func LoadRemote(ctx context.Context, db pb.DatabaseServiceClient, p uint64, workers int, seed uint64, progress func(done uint64)) error {
-	return inBatches(p, 200, workers, progress, func(start, end uint64) error {
+	err := inBatches(p, 200, workers, progress, func(start, end uint64) error {
 		return loadRemoteRange(ctx, db, newGen(p, seed), start, end)
 	})
+	if err != nil {
+		return err
+	}
+	_, err = db.Insert(ctx, &pb.InsertRequest{Table: loadedTable.Name, Row: &pb.Row{Values: []*pb.Value{u64(1), u64(p)}}})
+	if err != nil {
+		return fmt.Errorf("tatp: mark the load of %d subscribers finished: %w", p, err)
+	}
+	return nil
+}
+
+// RemoteSubscribers returns the number of subscribers of the TATP
+// database a node holds, or 0 if it holds none of its tables. A database
+// whose load did not finish (the TATP tables are there, the mark of a
+// finished load is not), or that no longer holds the subscribers its
+// load did, is an error wrapping ErrPartialLoad that says how to reload.
+func RemoteSubscribers(ctx context.Context, db pb.DatabaseServiceClient) (uint64, error) {
+	list, err := db.ListTables(ctx, &pb.ListTablesRequest{})
+	if err != nil {
+		return 0, fmt.Errorf("tatp: list tables: %w", err)
+	}
+	rows := map[string]uint64{}
+	for _, t := range list.GetTables() {
+		rows[t.GetName()] = t.GetRows()
+	}
+	var present []string
+	for _, def := range append(Tables(), loadedTable) {
+		if _, ok := rows[def.Name]; ok {
+			present = append(present, def.Name)
+		}
+	}
+	if len(present) == 0 {
+		return 0, nil
+	}
+	drop := make([]string, len(present))
+	for i, name := range present {
+		drop[i] = "drop table " + name
+	}
+	reload := fmt.Sprintf("drop them (mmdbd shell -c %q) to reload", strings.Join(drop, "; "))
+	if !slices.Contains(present, loadedTable.Name) {
+		return 0, fmt.Errorf("%w: the node has TATP tables but not %s, written once a load has finished (a load by an older mmdbd bench has none either); %s",
+			ErrPartialLoad, loadedTable.Name, reload)
+	}
+	r, err := db.Get(ctx, &pb.GetRequest{Table: loadedTable.Name, Key: []*pb.Value{u64(1)}})
+	if err != nil {
+		return 0, fmt.Errorf("tatp: read %s: %w", loadedTable.Name, err)
+	}
+	vals := r.GetRow().GetValues()
+	if !r.GetFound() || len(vals) != len(loadedTable.Columns) {
+		return 0, fmt.Errorf("%w: %s has no row, written once the load has finished; %s", ErrPartialLoad, loadedTable.Name, reload)
+	}
+	p := vals[1].GetUint64()
+	if len(present) != len(Tables())+1 || rows["subscriber"] != p {
+		return 0, fmt.Errorf("%w: %d subscribers were loaded, and the node holds %d in tables %s; %s",
+			ErrPartialLoad, p, rows["subscriber"], strings.Join(present, ", "), reload)
+	}
+	return p, nil
 }
 
 func loadRemoteRange(ctx context.Context, db pb.DatabaseServiceClient, g *gen, start, end uint64) error {

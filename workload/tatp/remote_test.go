@@ -2,6 +2,8 @@ package tatp
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,9 +48,13 @@ func TestRemoteMix(t *testing.T) {
 		}
 		return m
 	}
-	if got, want := rows(srv.DB()), rows(local.DB); len(got) != 4 || got["call_forwarding"] != want["call_forwarding"] ||
+	if got, want := rows(srv.DB()), rows(local.DB); len(got) != 5 || got[loadedTable.Name] != 1 || got["call_forwarding"] != want["call_forwarding"] ||
 		got["access_info"] != want["access_info"] || got["special_facility"] != want["special_facility"] || got["subscriber"] != p {
 		t.Fatalf("remote load: %v rows; the local loader made %v", got, want)
+	}
+
+	if got, err := RemoteSubscribers(ctx, db); got != p || err != nil {
+		t.Fatalf("RemoteSubscribers after a load of %d: %d, %v", p, got, err)
 	}
 
 	t.Run("unary", func(t *testing.T) {
@@ -89,4 +95,38 @@ func TestRemoteMix(t *testing.T) {
 			}
 		})
 	})
+}
+
+// TestRemoteSubscribersRefusesPartialLoad: a remote load that stopped
+// part way (here its context ended after the first batch) is told from a
+// finished one, and RemoteSubscribers says how to reload; before, a later
+// run took the subscribers it found for TATP's P and benchmarked a
+// partial database, whose missing rows passed for TATP's failures.
+func TestRemoteSubscribersRefusesPartialLoad(t *testing.T) {
+	_, addr := servertest.Start(t, nil)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := conn.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	db := pb.NewDatabaseServiceClient(conn)
+	if p, err := RemoteSubscribers(context.Background(), db); p != 0 || err != nil {
+		t.Fatalf("RemoteSubscribers of an empty node: %d, %v", p, err)
+	}
+	if err := CreateRemote(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := LoadRemote(ctx, db, 2000, 1, 1, func(uint64) { cancel() }); err == nil {
+		t.Fatal("a load cancelled after its first batch finished")
+	}
+	p, err := RemoteSubscribers(context.Background(), db)
+	if !errors.Is(err, ErrPartialLoad) || !strings.Contains(err.Error(), "drop table subscriber;") {
+		t.Errorf("RemoteSubscribers after a partial load: %d, %v", p, err)
+	}
 }
