@@ -52,12 +52,14 @@ type op func(ctx context.Context) opResult
 // opResult is what an op did: the kind of work (an index into the
 // workload's kinds), how many operations it was and how many succeeded.
 // An error is an unexpected failure; expected ones (TATP's) only lower ok.
-// lat, when set, is the latency the op measured itself (a pipelined
+// With an error, failed is how many of the n operations failed with one
+// (a pipelined message whose replies failed in part); 0 means all of
+// them. lat, when set, is the latency the op measured itself (a pipelined
 // message's, from its send); otherwise the call is timed.
 type opResult struct {
-	kind, n, ok int
-	lat         time.Duration
-	err         error
+	kind, n, ok, failed int
+	lat                 time.Duration
+	err                 error
 }
 
 // workload is a prepared benchmark: its kinds of operation, one op per
@@ -355,7 +357,11 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 				// A failure counts in the warm-up too: the run's numbers
 				// stand only if nothing failed.
 				if r.err != nil {
-					st.errors++
+					failed := r.n
+					if r.failed > 0 {
+						failed = r.failed
+					}
+					st.errors += int64(failed)
 					st.lastErr = r.err
 					continue
 				}

@@ -452,3 +452,32 @@ func TestBenchRefusesPartialTATPLoad(t *testing.T) {
 		t.Errorf("bench against a partial TATP load: exit %d\n%s", code, &stderr)
 	}
 }
+
+// TestBenchCountsErrorsPerOperation: a pipelined message's failures count
+// once per operation that failed, a message that failed whole once per
+// operation it held; before, each counted one error however many of its
+// operations failed, so -api session understated errors up to -pipeline
+// times.
+func TestBenchCountsErrorsPerOperation(t *testing.T) {
+	w := &workload{kinds: []string{"message"}, close: func() error { return nil }, newOp: func(int) (op, error) {
+		calls := 0
+		return func(context.Context) opResult {
+			time.Sleep(time.Millisecond)
+			switch calls++; calls {
+			case 1:
+				return opResult{n: 16, ok: 13, failed: 3, err: errors.New("a reply failed")}
+			case 2:
+				return opResult{n: 16, err: errors.New("the stream broke")}
+			}
+			return opResult{n: 16, ok: 16}
+		}, nil
+	}}
+	o := benchOpts{workload: "kv", api: "session", clients: 1, duration: 50 * time.Millisecond, pipeline: 16}
+	res, err := runBench(context.Background(), o, w, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 3+16 {
+		t.Errorf("3 failed replies, then a message of 16 failed: %d errors", res.Errors)
+	}
+}

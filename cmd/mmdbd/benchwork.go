@@ -437,6 +437,7 @@ func kvSessionOp(o benchOpts, i int, s *client.Session) op {
 		for _, r := range replies {
 			if err := client.ReplyError(r); err != nil {
 				res.err = err
+				res.failed++
 				continue
 			}
 			res.ok++
