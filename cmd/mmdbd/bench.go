@@ -71,9 +71,11 @@ type workload struct {
 	// subscribers is TATP's P: what the clients draw from, which over
 	// gRPC is what the node already holds when it holds TATP.
 	subscribers uint64
-	// In process only: the node's durability and its log's counts.
-	durability string
-	logStats   func() logging.Stats
+	// The node's durability; over gRPC, from its Status, with its sync
+	// mode (empty if the node refused Status to the caller).
+	durability, syncMode string
+	// In process only: its log's counts.
+	logStats func() logging.Stats
 }
 
 // bench runs a workload and reports throughput and latency.
@@ -151,7 +153,7 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	if ctx.Err() != nil {
 		return errors.New("interrupted: the run was stopped before its end, and nothing is reported")
 	}
-	res.Durability, res.Subscribers = w.durability, w.subscribers
+	res.Durability, res.SyncMode, res.Subscribers = w.durability, w.syncMode, w.subscribers
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -448,6 +450,7 @@ type benchResult struct {
 	Errors       int64        `json:"errors"`
 	LastError    string       `json:"last_error,omitempty"`
 	Durability   string       `json:"durability,omitempty"`
+	SyncMode     string       `json:"sync_mode,omitempty"`
 	Log          *logResult   `json:"log,omitempty"`
 	Subscribers  uint64       `json:"subscribers,omitempty"`
 	Keys         uint64       `json:"keys,omitempty"`
@@ -572,6 +575,9 @@ func (r *benchResult) print(w io.Writer) error {
 	fmt.Fprintf(tw, "latency p50/p90/p99/p99.9/max\t%.1f / %.1f / %.1f / %.1f / %.1f µs\n", r.P50us, r.P90us, r.P99us, r.P999us, r.MaxUs)
 	if r.Durability != "" {
 		fmt.Fprintf(tw, "durability\t%s\n", r.Durability)
+	}
+	if r.SyncMode != "" {
+		fmt.Fprintf(tw, "sync mode\t%s\n", r.SyncMode)
 	}
 	if l := r.Log; l != nil {
 		fmt.Fprintf(tw, "log\t%d records, %d syncs (%.1f per group), %.1f bytes per commit, compression %.2fx\n", l.Records, l.Syncs, l.GroupSize, l.BytesPerCommit, l.CompressionRatio)

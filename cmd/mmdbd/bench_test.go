@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -479,5 +480,30 @@ func TestBenchCountsErrorsPerOperation(t *testing.T) {
 	}
 	if res.Errors != 3+16 {
 		t.Errorf("3 failed replies, then a message of 16 failed: %d errors", res.Errors)
+	}
+}
+
+// TestBenchOverGRPCStatesNodeSettings: a run over gRPC reports the node's
+// durability and sync mode, from its Status, in text and JSON; before,
+// only an in-process run stated its durability, and a remote result did
+// not say what its commits had waited for.
+func TestBenchOverGRPCStatesNodeSettings(t *testing.T) {
+	var durability, syncMode string
+	addr := startNode(t, func(c *conf.Config) { durability, syncMode = c.Durability, c.SyncMode })
+	args := []string{"bench", "-addr", addr, "-workload", "ping", "-clients", "1", "-warmup", "0s", "-duration", "20ms"}
+	var out, stderr strings.Builder
+	if code := run(append(args, "-json"), nil, &out, &stderr); code != 0 {
+		t.Fatalf("bench: exit %d\n%s", code, &stderr)
+	}
+	var res benchResult
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil || durability == "" || res.Durability != durability || res.SyncMode != syncMode {
+		t.Errorf("node of durability %q, sync mode %q: reported %q, %q (%v)", durability, syncMode, res.Durability, res.SyncMode, err)
+	}
+	out.Reset()
+	if code := run(args, nil, &out, &stderr); code != 0 {
+		t.Fatalf("bench: exit %d\n%s", code, &stderr)
+	}
+	if !regexp.MustCompile(`(?m)^durability +`+durability+`$`).MatchString(out.String()) || !regexp.MustCompile(`(?m)^sync mode +`+syncMode+`$`).MatchString(out.String()) {
+		t.Errorf("the report does not state durability %s and sync mode %s:\n%s", durability, syncMode, &out)
 	}
 }

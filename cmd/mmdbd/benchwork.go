@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/client"
 	"github.com/mmdb/mmdb/conf"
@@ -250,7 +252,37 @@ func grpcWorkload(ctx context.Context, o benchOpts, stderr io.Writer) (*workload
 	if err != nil {
 		return nil, err
 	}
-	db := pb.NewDatabaseServiceClient(setup)
+	durability, syncMode, err := nodeSettings(ctx, setup, o.addr, stderr)
+	if err != nil {
+		return nil, errors.Join(err, closeAll())
+	}
+	w, err := grpcOps(ctx, o, pb.NewDatabaseServiceClient(setup), dial, session, closeAll, stderr)
+	if err != nil {
+		return nil, err
+	}
+	w.durability, w.syncMode = durability, syncMode
+	return w, nil
+}
+
+// nodeSettings returns the node's durability and sync mode, from its
+// Status; empty, with a warning on stderr, if the node refuses Status to
+// this caller (an auth token or certificate without the admin role).
+func nodeSettings(ctx context.Context, conn *grpc.ClientConn, addr string, stderr io.Writer) (durability, syncMode string, err error) {
+	st, err := pb.NewAdminServiceClient(conn).Status(ctx, &pb.StatusRequest{})
+	switch grpcstatus.Code(err) {
+	case codes.OK:
+		return st.GetDurability(), st.GetSyncMode(), nil
+	case codes.PermissionDenied, codes.Unauthenticated:
+		fmt.Fprintf(stderr, "warning: %s refused Status (%v): the report will not state the node's durability and sync mode\n", addr, err)
+		return "", "", nil
+	}
+	return "", "", fmt.Errorf("bench: the status of %s: %w", addr, err)
+}
+
+// grpcOps prepares the workload's data on the node, if it needs any, and
+// its ops: each client's on its own connection (dial) or session.
+func grpcOps(ctx context.Context, o benchOpts, db pb.DatabaseServiceClient, dial func() (*grpc.ClientConn, error),
+	session func() (*client.Session, error), closeAll func() error, stderr io.Writer) (*workload, error) {
 	switch o.workload {
 	case "ping":
 		return &workload{kinds: []string{"ping"}, close: closeAll, newOp: func(int) (op, error) {
