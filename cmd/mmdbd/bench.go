@@ -552,7 +552,7 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 		res.Rate.Scheduled = res.Rate.Started + res.Rate.Missed
 	}
 	res.TxPerSec, res.OKPerSec = float64(total)/d.Seconds(), float64(ok)/d.Seconds()
-	res.P50us, res.P90us, res.P99us, res.P999us, res.MaxUs = all.quantile(0.5), all.quantile(0.9), all.quantile(0.99), all.quantile(0.999), float64(all.max.Nanoseconds())/1e3
+	res.P50us, res.P90us, res.P99us, res.P999us, res.MaxUs = all.quantile(0.5), all.quantile(0.9), all.quantile(0.99), all.quantile(0.999), all.quantile(1)
 	return res
 }
 

@@ -81,8 +81,8 @@ func (h *latencies) merge(o *latencies) {
 // quantile returns the q-quantile in microseconds: the latency of the
 // operation at rank ceil(q*total) (nearest rank), so that p99 of 100
 // operations is the 99th, not the slowest. It is its bucket's middle,
-// kept within the smallest and largest latencies recorded (which are
-// exact); 0 if none was.
+// kept within the smallest and largest latencies recorded, or the
+// largest itself at the top rank (both are exact); 0 if none was.
 func (h *latencies) quantile(q float64) float64 {
 	if h.total == 0 {
 		return 0
@@ -91,8 +91,11 @@ func (h *latencies) quantile(q float64) float64 {
 	// quantiles reported; the slack keeps a rounding error of the product
 	// from moving a whole rank up by one.
 	rank := max(uint64(math.Ceil(q*float64(h.total)-1e-6)), 1)
-	v := h.max
+	if rank == h.total {
+		return float64(h.max.Nanoseconds()) / 1e3
+	}
 	var seen uint64
+	v := h.max
 	for i, c := range h.counts {
 		if seen += c; seen >= rank {
 			v = min(max(time.Duration(bucketMiddle(i)), h.min), h.max)
