@@ -48,8 +48,10 @@ type Session struct {
 	// UNAVAILABLE (Client.closedUnder).
 	closedUnder func(error) error
 
-	sendMu sync.Mutex // orders Send with the queue of waiters
-	closed bool       // CloseSend was called; guarded by sendMu
+	// sendSem, a semaphore of one, orders Send with the queue of
+	// waiters; a send waits for it only while its context lasts.
+	sendSem chan struct{}
+	closed  bool // CloseSend was called; guarded by sendSem
 
 	mu      sync.Mutex
 	waiting []*Pending // in send order
@@ -145,7 +147,7 @@ func (c *Client) OpenSession(ctx context.Context) (*Session, error) {
 		cancel()
 		return nil, err
 	}
-	s := &Session{stream: stream, cancel: cancel, recvDone: make(chan struct{}), closeWait: closeTimeout, follow: c.follow,
+	s := &Session{stream: stream, cancel: cancel, recvDone: make(chan struct{}), sendSem: make(chan struct{}, 1), closeWait: closeTimeout, follow: c.follow,
 		closedUnder: func(err error) error { return c.closedUnder(ctx, on, err) }}
 	go s.receive()
 	return s, nil
@@ -208,29 +210,63 @@ func (s *Session) deliver(replies []*pb.Reply) error {
 	return nil
 }
 
-// Start sends reqs as one message and returns at once.
+// Start sends reqs as one message and returns at once, unless the
+// node's flow control holds the message up (a node that reads no more of
+// the stream), or holds up one sent before: StartContext bounds that.
 func (s *Session) Start(reqs []*pb.Request) *Pending {
+	return s.StartContext(context.Background(), reqs)
+}
+
+// StartContext is Start that waits to send only while ctx lasts. A
+// message that waited its turn behind another held up until ctx ended is
+// not sent: it fails with ctx's DEADLINE_EXCEEDED or CANCELED, and the
+// session goes on. One that the node's flow control held up itself is not
+// sent either, but the stream, which cannot take back half a message, is
+// cancelled: the session fails, its messages without replies as a failed
+// stream's do (Session).
+func (s *Session) StartContext(ctx context.Context, reqs []*pb.Request) *Pending {
 	p := &Pending{n: len(reqs), done: make(chan struct{}), writes: commits(reqs)}
-	if len(reqs) == 0 {
+	fail := func(err error) *Pending {
+		p.err = err
 		close(p.done)
 		return p
 	}
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
+	if len(reqs) == 0 {
+		return fail(nil)
+	}
+	select {
+	case s.sendSem <- struct{}{}:
+	case <-ctx.Done():
+		p.unsent.Store(true)
+		return fail(status.FromContextError(ctx.Err()).Err())
+	}
+	defer func() { <-s.sendSem }()
 	s.mu.Lock()
 	err := s.err
 	if err == nil && s.closed {
 		err = errors.New("client: the session is closed")
 	}
 	if err != nil {
-		p.err = err
 		s.mu.Unlock()
-		close(p.done)
-		return p
+		return fail(err)
 	}
 	s.waiting = append(s.waiting, p)
 	s.mu.Unlock()
-	if err := s.stream.Send(&pb.SessionRequest{Requests: reqs}); err != nil {
+	var sendMu sync.Mutex
+	sending := true
+	stop := context.AfterFunc(ctx, func() {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		if sending {
+			s.stalled(ctx.Err())
+		}
+	})
+	err = s.stream.Send(&pb.SessionRequest{Requests: reqs})
+	sendMu.Lock()
+	sending = false
+	sendMu.Unlock()
+	stop()
+	if err != nil {
 		// The message did not leave: its error is the stream's, not an
 		// unknown outcome (unless the receiver failed it first).
 		p.unsent.Store(true)
@@ -242,6 +278,17 @@ func (s *Session) Start(reqs []*pb.Request) *Pending {
 		}
 	}
 	return p
+}
+
+// stalled cancels the stream whose Send was held up until cause ended
+// its context: the messages waiting fail with cause's code.
+func (s *Session) stalled(cause error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = status.Errorf(status.FromContextError(cause).Code(), "client: a message on the session could not be sent before its context ended (the node reads no more of the stream); the session is cancelled: %v", cause)
+	}
+	s.mu.Unlock()
+	s.cancel()
 }
 
 // Do sends reqs and waits for their replies.
@@ -267,7 +314,7 @@ func (s *Session) one(ctx context.Context, req *pb.Request) (*pb.Reply, error) {
 		return nil, status.FromContextError(err).Err()
 	}
 	reqs := []*pb.Request{req}
-	replies, err := s.Start(reqs).WaitContext(ctx)
+	replies, err := s.StartContext(ctx, reqs).WaitContext(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +364,7 @@ func (s *Session) Close() error {
 // goroutine. Calls started after it fail at once; it may be called
 // again, and concurrently with them.
 func (s *Session) CloseContext(ctx context.Context) error {
-	// A Send that the node's flow control holds up keeps sendMu: wait
+	// A Send that the node's flow control holds up keeps sendSem: wait
 	// for it only until ctx ends, whose cancel frees it.
 	sent := make(chan error, 1)
 	go func() { sent <- s.closeSend() }()
@@ -340,8 +387,8 @@ func (s *Session) CloseContext(ctx context.Context) error {
 
 // closeSend half-closes the stream, once.
 func (s *Session) closeSend() error {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
+	s.sendSem <- struct{}{}
+	defer func() { <-s.sendSem }()
 	if s.closed {
 		return nil
 	}

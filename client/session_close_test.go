@@ -157,3 +157,98 @@ func TestSessionCloseContext(t *testing.T) {
 		t.Errorf("a read held up by flow control got replies from a node that answers nothing")
 	}
 }
+
+// heldUpSession is a session on a hung node (hungSession) whose sends
+// are held up by the node's flow control: a message of 17 MiB, past what
+// it lets through unread, has gone to the transport, and the next Send
+// waits for the transport to write it out. It returns the session and
+// the big message's Pending.
+func heldUpSession(t *testing.T) (*Session, *Pending) {
+	t.Helper()
+	s := hungSession(t, 200*time.Millisecond)
+	big := &pb.Request{Op: &pb.Request_Insert{Insert: &pb.InsertRequest{Table: "counters",
+		Row: &pb.Row{Values: []*pb.Value{Uint64(3), Bytes(make([]byte, 17<<20))}}}}}
+	var p *Pending
+	if err := within(t, 10*time.Second, "the Start of a message of 17 MiB", func() error { p = s.Start([]*pb.Request{big}); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return s, p
+}
+
+// TestSessionSendHeldUpGivesUp: a Get whose Send the node's flow control
+// holds up (a node that reads no more of the stream) returns when its
+// context ends, with DEADLINE_EXCEEDED; the stream, which cannot take
+// back half a message, is cancelled, so the session's other messages
+// fail too, a write among them wrapping ErrUnknownOutcome, and a message
+// started after fails at once.
+//
+// Before, the Send ignored the call's context: Get, and Commit, blocked
+// until the node read again or the session was closed.
+func TestSessionSendHeldUpGivesUp(t *testing.T) {
+	s, bigWrite := heldUpSession(t)
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	// The first Get's Send may still pass (the transport takes a message
+	// whatever its size); one behind it is held up.
+	var err error
+	within(t, 5*time.Second, "Gets on a session held up by flow control", func() error {
+		for range 2 {
+			if _, err = s.Get(ctx, &pb.GetRequest{Table: "counters", Key: []*pb.Value{Uint64(1)}}); err != nil {
+				break
+			}
+		}
+		return nil
+	})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a Get held up past its deadline: %v, want DEADLINE_EXCEEDED", err)
+	}
+	if _, err := waitWithin(t, bigWrite); !errors.Is(err, ErrUnknownOutcome) {
+		t.Errorf("the write sent before, on the cancelled stream: %v, want it to wrap ErrUnknownOutcome", err)
+	}
+	if _, err := s.Do(getReq(2)); err == nil {
+		t.Error("a message started on the cancelled session did not fail")
+	}
+}
+
+// TestSessionSendWaitingItsTurnGivesUp: a message that waits to be sent
+// behind one the node's flow control holds up fails when its context
+// ends, without being sent (no ErrUnknownOutcome, though it is a
+// write), and the session goes on: the held-up Send still waits.
+func TestSessionSendWaitingItsTurnGivesUp(t *testing.T) {
+	s, _ := heldUpSession(t)
+	defer s.Close()
+	blocked := make(chan *Pending, 1)
+	go func() { blocked <- s.Start([]*pb.Request{getReq(1)}) }() // no context: it waits in Send
+	time.Sleep(100 * time.Millisecond)                           // for it to block in Send; no harm if not yet
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	var p *Pending
+	within(t, 5*time.Second, "StartContext behind a held-up Send", func() error { p = s.StartContext(ctx, []*pb.Request{insertReq(5)}); return nil })
+	if _, err := p.Wait(); status.Code(err) != codes.DeadlineExceeded || errors.Is(err, ErrUnknownOutcome) {
+		t.Errorf("a write that waited its turn past its deadline: %v, want DEADLINE_EXCEEDED without ErrUnknownOutcome", err)
+	}
+	s.mu.Lock()
+	failed := s.err
+	s.mu.Unlock()
+	if failed != nil {
+		t.Errorf("the session failed: %v", failed)
+	}
+	select {
+	case p := <-blocked:
+		t.Errorf("the held-up Start returned: %v", p.err)
+	default:
+	}
+}
+
+// waitWithin waits for p's replies, failing the test if they take 5 s.
+func waitWithin(t *testing.T, p *Pending) ([]*pb.Reply, error) {
+	t.Helper()
+	var replies []*pb.Reply
+	err := within(t, 5*time.Second, "the replies of a message", func() error {
+		var err error
+		replies, err = p.Wait()
+		return err
+	})
+	return replies, err
+}
