@@ -517,12 +517,12 @@ func TestBadDDL(t *testing.T) {
 		{"table name dash", biCreate(func(d *TableDef) { d.Name = "a-b" }), ErrInvalid, []string{`"a-b"`}},
 		{"table name space", biCreate(func(d *TableDef) { d.Name = "a b" }), ErrInvalid, []string{`"a b"`}},
 		{"table name non-ascii", biCreate(func(d *TableDef) { d.Name = "tæble" }), ErrInvalid, []string{"table name"}},
-		{"table name too long", biCreate(func(d *TableDef) { d.Name = long }), ErrInvalid, []string{fmt.Sprint(MaxNameLen)}},
+		{"table name too long", biCreate(func(d *TableDef) { d.Name = long }), ErrLimit, []string{fmt.Sprint(MaxNameLen)}},
 		{"no columns", biCreate(func(d *TableDef) { d.Columns = nil }), ErrInvalid, []string{"t2", "0 columns"}},
-		{"too many columns", biCreate(manyCols), ErrInvalid, []string{"t2", fmt.Sprint(MaxColumns + 1), fmt.Sprint(MaxColumns)}},
+		{"too many columns", biCreate(manyCols), ErrLimit, []string{"t2", fmt.Sprint(MaxColumns + 1), fmt.Sprint(MaxColumns)}},
 		{"column name empty", biCreate(func(d *TableDef) { d.Columns[1].Name = "" }), ErrInvalid, []string{"t2", `""`}},
 		{"column name bad", biCreate(func(d *TableDef) { d.Columns[1].Name = "bad col" }), ErrInvalid, []string{"t2", `"bad col"`}},
-		{"column name too long", biCreate(func(d *TableDef) { d.Columns[1].Name = long }), ErrInvalid, []string{"t2", long}},
+		{"column name too long", biCreate(func(d *TableDef) { d.Columns[1].Name = long }), ErrLimit, []string{"t2", long}},
 		{"duplicate column", biCreate(func(d *TableDef) { d.Columns[1] = ColumnDef{Name: "k", Type: TypeInt64} }), ErrInvalid, []string{"t2", `"k"`}},
 		{"type 0", biCreate(func(d *TableDef) { d.Columns[1] = ColumnDef{Name: "x", Type: 0} }), ErrInvalid, []string{"t2", `"x"`, "type 0"}},
 		{"type 8", biCreate(func(d *TableDef) { d.Columns[1] = ColumnDef{Name: "x", Type: 8} }), ErrInvalid, []string{"t2", `"x"`, "type 8"}},
@@ -530,16 +530,16 @@ func TestBadDDL(t *testing.T) {
 		{"string without MaxLen", biCreate(func(d *TableDef) { d.Columns[1].MaxLen = 0 }), ErrInvalid, []string{"t2", `"s"`, "max length"}},
 		{"bytes without MaxLen", biCreate(func(d *TableDef) { d.Columns[1] = ColumnDef{Name: "b", Type: TypeBytes} }), ErrInvalid, []string{"t2", `"b"`, "max length"}},
 		{"negative MaxLen", biCreate(func(d *TableDef) { d.Columns[1].MaxLen = -1 }), ErrInvalid, []string{"t2", `"s"`, "-1"}},
-		{"MaxLen above MaxRowSize", biCreate(func(d *TableDef) { d.Columns[1].MaxLen = MaxRowSize + 1 }), ErrInvalid, []string{"t2", `"s"`, fmt.Sprint(MaxRowSize)}},
+		{"MaxLen above MaxRowSize", biCreate(func(d *TableDef) { d.Columns[1].MaxLen = MaxRowSize + 1 }), ErrLimit, []string{"t2", `"s"`, fmt.Sprint(MaxRowSize)}},
 		{"MaxLen on int64", biCreate(func(d *TableDef) { d.Columns[0].MaxLen = 8 }), ErrInvalid, []string{"t2", `"k"`, "max length"}},
 		{"MaxLen on bool", biCreate(func(d *TableDef) { d.Columns[1] = ColumnDef{Name: "b", Type: TypeBool, MaxLen: 1} }), ErrInvalid, []string{"t2", `"b"`}},
 		{"row too large", biCreate(func(d *TableDef) {
 			d.Columns = append(d.Columns, ColumnDef{Name: "x", Type: TypeBytes, MaxLen: MaxRowSize - t2Fixed - 10 + 1})
-		}), ErrInvalid, []string{"t2", fmt.Sprint(MaxRowSize + 1), fmt.Sprint(MaxRowSize)}},
+		}), ErrLimit, []string{"t2", fmt.Sprint(MaxRowSize + 1), fmt.Sprint(MaxRowSize)}},
 		{"row too large, two columns", biCreate(func(d *TableDef) {
 			d.Columns[1].MaxLen = 20000
 			d.Columns = append(d.Columns, ColumnDef{Name: "x", Type: TypeString, MaxLen: 20000})
-		}), ErrInvalid, []string{"t2", fmt.Sprint(MaxRowSize)}},
+		}), ErrLimit, []string{"t2", fmt.Sprint(MaxRowSize)}},
 		{"no primary key", biCreate(func(d *TableDef) { d.PrimaryKey = nil }), ErrInvalid, []string{"t2", "primary key"}},
 		{"nullable primary key", biCreate(func(d *TableDef) { d.Columns[0].Nullable = true }), ErrInvalid, []string{"t2", `"k"`, "NOT NULL"}},
 		{"nullable second primary key column", biCreate(func(d *TableDef) {
@@ -548,7 +548,7 @@ func TestBadDDL(t *testing.T) {
 		}), ErrInvalid, []string{"t2", `"s"`, "NOT NULL"}},
 		{"unknown primary key column", biCreate(func(d *TableDef) { d.PrimaryKey = []string{"nope"} }), ErrNoColumn, []string{"t2", "primary", `"nope"`}},
 		{"primary key column twice", biCreate(func(d *TableDef) { d.PrimaryKey = []string{"k", "k"} }), ErrInvalid, []string{"t2", "primary", `"k"`}},
-		{"primary key too wide", biCreate(manyPK), ErrInvalid, []string{"t2", fmt.Sprint(MaxKeyColumns + 1), fmt.Sprint(MaxKeyColumns)}},
+		{"primary key too wide", biCreate(manyPK), ErrLimit, []string{"t2", fmt.Sprint(MaxKeyColumns + 1), fmt.Sprint(MaxKeyColumns)}},
 		{"primary kind 3", biCreate(func(d *TableDef) { d.PrimaryKind = 3 }), ErrInvalid, []string{"t2", "primary", "kind"}},
 		{"duplicate table", func(f *biFix) error { _, err := f.db.CreateTable(biAcctDef()); return err }, ErrTableExist, []string{`"acct"`}},
 		{"duplicate table, other columns", biCreate(func(d *TableDef) { d.Name = "ev" }), ErrTableExist, []string{`"ev"`}},

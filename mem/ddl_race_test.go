@@ -79,18 +79,23 @@ func TestBadNameSaysTheRule(t *testing.T) {
 			Indexes:    []IndexDef{{Name: ix, Columns: []string{"k"}, Kind: Hash}},
 		}
 	}
-	for what, d := range map[string]TableDef{"column": def(long, "ix"), "index": def("v", long), "column starting with a digit": def("1v", "ix")} {
-		_, err := db.CreateTable(d)
-		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s name refused: %v, want ErrInvalid saying %q", what, err, want)
+	// A name too long is over a limit (ErrLimit), one with a character
+	// names may not have is invalid.
+	for what, c := range map[string]struct {
+		d    TableDef
+		want error
+	}{"column": {def(long, "ix"), ErrLimit}, "index": {def("v", long), ErrLimit}, "column starting with a digit": {def("1v", "ix"), ErrInvalid}} {
+		_, err := db.CreateTable(c.d)
+		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s name refused: %v, want %v saying %q", what, err, c.want, want)
 		}
 	}
 	if _, err := db.CreateTable(def("v", "ix")); err != nil {
 		t.Fatal(err)
 	}
 	_, err := db.CreateIndex(context.Background(), "t", IndexDef{Name: long, Columns: []string{"v"}, Kind: Ordered})
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
-		t.Errorf("CreateIndex with a long name: %v, want ErrInvalid saying %q", err, want)
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), want) {
+		t.Errorf("CreateIndex with a long name: %v, want ErrLimit saying %q", err, want)
 	}
 }
 

@@ -17,13 +17,13 @@ var (
 	ErrType       = errors.New("mem: wrong type")                   // INVALID_ARGUMENT
 	ErrNull       = errors.New("mem: NULL in a NOT NULL column")    // INVALID_ARGUMENT
 	ErrTooLong    = errors.New("mem: value too long")               // INVALID_ARGUMENT
-	ErrInvalid    = errors.New("mem: invalid argument")             // INVALID_ARGUMENT
+	ErrInvalid    = errors.New("mem: invalid argument")             // INVALID_ARGUMENT: a request or definition that breaks a rule of its own
 	ErrDuplicate  = errors.New("mem: duplicate key")                // ALREADY_EXISTS
 	ErrNotFound   = errors.New("mem: row not found")                // NOT_FOUND
 	ErrConflict   = errors.New("mem: serialization conflict")       // ABORTED: retry the transaction
 	ErrTxDone     = errors.New("mem: transaction already finished") // FAILED_PRECONDITION
 	ErrCorrupt    = errors.New("mem: corrupt record")               // bytes from disk or network that do not decode
-	ErrLimit      = errors.New("mem: limit exceeded")               // RESOURCE_EXHAUSTED
+	ErrLimit      = errors.New("mem: limit exceeded")               // RESOURCE_EXHAUSTED: past a fixed limit of the engine (MaxColumns, MaxRowSize, ...)
 	ErrBuilding   = errors.New("mem: index being built")            // UNAVAILABLE: an index Apply added is not built yet (DB.Building); retry
 )
 

@@ -99,6 +99,20 @@ func validName(s string) bool {
 	return true
 }
 
+// checkName checks the name of a table, column or index; what says which
+// ("table name", or with the table: `table "t": column name`). A name
+// past MaxNameLen is over a limit of the engine (ErrLimit); one with
+// characters a name may not have, or none, is invalid.
+func checkName(what, name string) error {
+	if len(name) > MaxNameLen {
+		return errorf(ErrLimit, "%s %q: %d bytes; %s", what, name, len(name), nameRule)
+	}
+	if !validName(name) {
+		return errorf(ErrInvalid, "%s %q: %s", what, name, nameRule)
+	}
+	return nil
+}
+
 // column is a compiled column: where its value lives in an encoded row.
 type column struct {
 	ColumnDef
@@ -145,18 +159,21 @@ func fixedWidth(t Type) int {
 
 // compileSchema validates a definition and computes the row layout.
 func compileSchema(def TableDef) (*schema, error) {
-	if !validName(def.Name) {
-		return nil, errorf(ErrInvalid, "table name %q: %s", def.Name, nameRule)
+	if err := checkName("table name", def.Name); err != nil {
+		return nil, err
 	}
-	if len(def.Columns) == 0 || len(def.Columns) > MaxColumns {
-		return nil, errorf(ErrInvalid, "table %q: %d columns, want 1-%d", def.Name, len(def.Columns), MaxColumns)
+	if len(def.Columns) == 0 {
+		return nil, errorf(ErrInvalid, "table %q: 0 columns, want 1-%d", def.Name, MaxColumns)
+	}
+	if len(def.Columns) > MaxColumns {
+		return nil, errorf(ErrLimit, "table %q: %d columns, more than the limit of %d", def.Name, len(def.Columns), MaxColumns)
 	}
 	s := &schema{def: def.Clone(), byName: make(map[string]int, len(def.Columns))}
 	s.nullBytes = (len(def.Columns) + 7) / 8
 	off := s.nullBytes
 	for i, c := range def.Columns {
-		if !validName(c.Name) {
-			return nil, errorf(ErrInvalid, "table %q: column name %q: %s", def.Name, c.Name, nameRule)
+		if err := checkName(fmt.Sprintf("table %q: column name", def.Name), c.Name); err != nil {
+			return nil, err
 		}
 		if _, dup := s.byName[c.Name]; dup {
 			return nil, errorf(ErrInvalid, "table %q: column %q declared twice", def.Name, c.Name)
@@ -165,8 +182,11 @@ func compileSchema(def TableDef) (*schema, error) {
 			return nil, errorf(ErrInvalid, "table %q column %q: unknown type %d", def.Name, c.Name, c.Type)
 		}
 		if c.Type.variable() {
-			if c.MaxLen <= 0 || c.MaxLen > MaxRowSize {
+			if c.MaxLen <= 0 {
 				return nil, errorf(ErrInvalid, "table %q column %q: %s needs a max length in 1..%d, got %d", def.Name, c.Name, c.Type, MaxRowSize, c.MaxLen)
+			}
+			if c.MaxLen > MaxRowSize {
+				return nil, errorf(ErrLimit, "table %q column %q: max length %d, more than the row size limit of %d", def.Name, c.Name, c.MaxLen, MaxRowSize)
 			}
 		} else if c.MaxLen != 0 {
 			return nil, errorf(ErrInvalid, "table %q column %q: max length applies only to string and bytes", def.Name, c.Name)
@@ -203,7 +223,7 @@ func compileSchema(def TableDef) (*schema, error) {
 		}
 	}
 	if s.maxRow > MaxRowSize {
-		return nil, errorf(ErrInvalid, "table %q: a row may take %d bytes, more than the limit of %d", def.Name, s.maxRow, MaxRowSize)
+		return nil, errorf(ErrLimit, "table %q: a row may take %d bytes, more than the limit of %d", def.Name, s.maxRow, MaxRowSize)
 	}
 	if len(def.PrimaryKey) == 0 {
 		return nil, errorf(ErrInvalid, "table %q: a primary key is required", def.Name)
@@ -255,14 +275,17 @@ func (s *schema) addIndex(ix IndexDef) error {
 }
 
 func (s *schema) compileIndex(ix IndexDef) (indexDef, error) {
-	if !validName(ix.Name) {
-		return indexDef{}, errorf(ErrInvalid, "table %q: index name %q: %s", s.def.Name, ix.Name, nameRule)
+	if err := checkName(fmt.Sprintf("table %q: index name", s.def.Name), ix.Name); err != nil {
+		return indexDef{}, err
 	}
 	if ix.Kind != Hash && ix.Kind != Ordered {
 		return indexDef{}, errorf(ErrInvalid, "table %q index %q: kind must be hash or ordered", s.def.Name, ix.Name)
 	}
-	if len(ix.Columns) == 0 || len(ix.Columns) > MaxKeyColumns {
-		return indexDef{}, errorf(ErrInvalid, "table %q index %q: %d key columns, want 1-%d", s.def.Name, ix.Name, len(ix.Columns), MaxKeyColumns)
+	if len(ix.Columns) == 0 {
+		return indexDef{}, errorf(ErrInvalid, "table %q index %q: 0 key columns, want 1-%d", s.def.Name, ix.Name, MaxKeyColumns)
+	}
+	if len(ix.Columns) > MaxKeyColumns {
+		return indexDef{}, errorf(ErrLimit, "table %q index %q: %d key columns, more than the limit of %d", s.def.Name, ix.Name, len(ix.Columns), MaxKeyColumns)
 	}
 	d := indexDef{name: ix.Name, unique: ix.Unique, kind: ix.Kind}
 	seen := map[int]bool{}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -59,6 +60,22 @@ func TestBadInput(t *testing.T) {
 	noKind := &pb.Value{}
 	farFuture := &pb.Value{Kind: &pb.Value_Timestamp{Timestamp: timestamppb.New(maxTimestamp.AddDate(1, 0, 0))}}
 	str := func(n int) *pb.Value { return vS(strings.Repeat("x", n)) }
+	// createT2 creates accountsTable renamed t2, as edit changes it.
+	createT2 := func(edit func(tb *pb.Table)) func(context.Context, pb.DatabaseServiceClient) error {
+		return func(c context.Context, db pb.DatabaseServiceClient) error {
+			tb := accountsTable()
+			tb.Name = "t2"
+			edit(tb)
+			_, err := db.CreateTable(c, &pb.CreateTableRequest{Table: tb})
+			return err
+		}
+	}
+	// int64Columns appends n int64 columns c0, c1, ... to tb.
+	int64Columns := func(tb *pb.Table, n int) {
+		for i := range n {
+			tb.Columns = append(tb.Columns, &pb.Column{Name: fmt.Sprintf("c%d", i), Type: pb.ColumnType_COLUMN_TYPE_INT64})
+		}
+	}
 	cases := []struct {
 		name  string
 		call  func(context.Context, pb.DatabaseServiceClient) error
@@ -97,6 +114,27 @@ func TestBadInput(t *testing.T) {
 			_, err := db.CreateTable(c, &pb.CreateTableRequest{Table: tb})
 			return err
 		}, codes.InvalidArgument, []string{`"t2"`, `"by_name"`, "kind"}},
+		// The engine's own limits are RESOURCE_EXHAUSTED (SPEC 11); a
+		// definition that breaks a rule of its own is INVALID_ARGUMENT.
+		{"create without columns", createT2(func(tb *pb.Table) { tb.Columns = nil }), codes.InvalidArgument, []string{`"t2"`, "0 columns"}},
+		{"create past the most columns", createT2(func(tb *pb.Table) { int64Columns(tb, mem.MaxColumns) }),
+			codes.ResourceExhausted, []string{`"t2"`, fmt.Sprint(mem.MaxColumns + 5), fmt.Sprint(mem.MaxColumns)}},
+		{"create a primary key past the most key columns", createT2(func(tb *pb.Table) {
+			int64Columns(tb, mem.MaxKeyColumns+1)
+			tb.PrimaryKey = nil
+			for _, c := range tb.Columns[5:] {
+				tb.PrimaryKey = append(tb.PrimaryKey, c.Name)
+			}
+		}), codes.ResourceExhausted, []string{`"t2"`, fmt.Sprint(mem.MaxKeyColumns + 1), fmt.Sprint(mem.MaxKeyColumns)}},
+		{"create a column longer than a row", createT2(func(tb *pb.Table) { tb.Columns[4].MaxLength = mem.MaxRowSize + 1 }),
+			codes.ResourceExhausted, []string{`"t2"`, `"note"`, fmt.Sprint(mem.MaxRowSize)}},
+		{"create a row that may pass the row size", createT2(func(tb *pb.Table) { tb.Columns[4].MaxLength = mem.MaxRowSize - 10 }),
+			codes.ResourceExhausted, []string{`"t2"`, fmt.Sprint(mem.MaxRowSize)}},
+		{"create with a name too long", createT2(func(tb *pb.Table) { tb.Name = strings.Repeat("t", mem.MaxNameLen+1) }),
+			codes.ResourceExhausted, []string{"table name", fmt.Sprint(mem.MaxNameLen)}},
+		{"create with a column name too long", createT2(func(tb *pb.Table) { tb.Columns[4].Name = strings.Repeat("c", mem.MaxNameLen+1) }),
+			codes.ResourceExhausted, []string{`"t2"`, "column name", fmt.Sprint(mem.MaxNameLen)}},
+		{"create with a bad column name", createT2(func(tb *pb.Table) { tb.Columns[4].Name = "no-te" }), codes.InvalidArgument, []string{`"t2"`, `"no-te"`}},
 		{"drop unknown", func(c context.Context, db pb.DatabaseServiceClient) error {
 			_, err := db.DropTable(c, &pb.DropTableRequest{Table: "nope"})
 			return err

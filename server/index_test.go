@@ -177,6 +177,8 @@ func TestIndexDDLBadInput(t *testing.T) {
 		{"create with existing name", create("acct", &pb.Index{Name: "by_region", Columns: []string{"bal"}}), codes.AlreadyExists, []string{`"acct"`, `"by_region"`}},
 		{"create named primary", create("acct", &pb.Index{Name: "primary", Columns: []string{"bal"}}), codes.InvalidArgument, []string{`"primary"`}},
 		{"create with bad name", create("acct", &pb.Index{Name: "1x", Columns: []string{"bal"}}), codes.InvalidArgument, []string{`"1x"`}},
+		{"create with a name too long", create("acct", &pb.Index{Name: strings.Repeat("x", mem.MaxNameLen+1), Columns: []string{"bal"}}),
+			codes.ResourceExhausted, []string{`"acct"`, "index name", fmt.Sprint(mem.MaxNameLen)}},
 		{"create with unknown kind", create("acct", &pb.Index{Name: "ix", Columns: []string{"bal"}, Kind: 9}), codes.InvalidArgument, []string{`"acct"`, `"ix"`, "kind"}},
 		{"create unique over duplicates", create("acct", &pb.Index{Name: "uniq_region", Columns: []string{"region"}, Unique: true, Kind: pb.IndexKind_INDEX_KIND_ORDERED}),
 			codes.AlreadyExists, []string{`"acct"`, `"uniq_region"`, "r1"}},

@@ -63,6 +63,10 @@ const (
 // DatabaseService is the data and schema API.
 type DatabaseServiceClient interface {
 	// CreateTable creates a table with its primary key and secondary indexes.
+	// A definition past a limit of the engine (columns, key columns, indexes
+	// on a table, the row size its columns' lengths may reach, the length of
+	// a name) gives RESOURCE_EXHAUSTED; one that breaks a rule of its own (no
+	// columns, a bad name, an unknown type or column) INVALID_ARGUMENT.
 	CreateTable(ctx context.Context, in *CreateTableRequest, opts ...grpc.CallOption) (*CreateTableResponse, error)
 	// DropTable drops a table and all its rows.
 	DropTable(ctx context.Context, in *DropTableRequest, opts ...grpc.CallOption) (*DropTableResponse, error)
@@ -73,8 +77,9 @@ type DatabaseServiceClient interface {
 	// unknown table gives NOT_FOUND; a missing index, an unknown column, or
 	// a bad name or kind INVALID_ARGUMENT; an index name the table already
 	// has ALREADY_EXISTS, as does a unique index whose key two existing
-	// rows share (the table is left without the index); past the limit of
-	// indexes on a table RESOURCE_EXHAUSTED. A standby refuses it with
+	// rows share (the table is left without the index); past a limit of
+	// the engine (indexes on a table, key columns, the length of a name)
+	// RESOURCE_EXHAUSTED. A standby refuses it with
 	// FAILED_PRECONDITION naming the primary, as it refuses every write.
 	// A standby builds the index once it applies the change, while it goes
 	// on applying the log: until the build ends, a read by the index there
@@ -308,6 +313,10 @@ type DatabaseService_SessionClient = grpc.BidiStreamingClient[SessionRequest, Se
 // DatabaseService is the data and schema API.
 type DatabaseServiceServer interface {
 	// CreateTable creates a table with its primary key and secondary indexes.
+	// A definition past a limit of the engine (columns, key columns, indexes
+	// on a table, the row size its columns' lengths may reach, the length of
+	// a name) gives RESOURCE_EXHAUSTED; one that breaks a rule of its own (no
+	// columns, a bad name, an unknown type or column) INVALID_ARGUMENT.
 	CreateTable(context.Context, *CreateTableRequest) (*CreateTableResponse, error)
 	// DropTable drops a table and all its rows.
 	DropTable(context.Context, *DropTableRequest) (*DropTableResponse, error)
@@ -318,8 +327,9 @@ type DatabaseServiceServer interface {
 	// unknown table gives NOT_FOUND; a missing index, an unknown column, or
 	// a bad name or kind INVALID_ARGUMENT; an index name the table already
 	// has ALREADY_EXISTS, as does a unique index whose key two existing
-	// rows share (the table is left without the index); past the limit of
-	// indexes on a table RESOURCE_EXHAUSTED. A standby refuses it with
+	// rows share (the table is left without the index); past a limit of
+	// the engine (indexes on a table, key columns, the length of a name)
+	// RESOURCE_EXHAUSTED. A standby refuses it with
 	// FAILED_PRECONDITION naming the primary, as it refuses every write.
 	// A standby builds the index once it applies the change, while it goes
 	// on applying the log: until the build ends, a read by the index there
