@@ -272,8 +272,8 @@ func TestApplyUniqueIndexOverDuplicates(t *testing.T) {
 	}
 	waitBuilt(db)
 	err := db.Apply(lsn+1, &Redo{Ops: []Op{putOp(t, tb, 5000, 50000)}})
-	if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrDuplicate) {
-		t.Fatalf("Apply after the build found two rows with one key: %v, want ErrCorrupt and ErrDuplicate", err)
+	if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrNotUnique) {
+		t.Fatalf("Apply after the build found two rows with one key: %v, want ErrCorrupt and ErrNotUnique", err)
 	}
 	for _, m := range []string{`"by_v"`, `"w"`, fmt.Sprint(lsn), "imaged again"} {
 		if !strings.Contains(err.Error(), m) {
@@ -418,8 +418,8 @@ func TestApplyDDLAfterFaultedBuild(t *testing.T) {
 		t.Fatal("Apply never returned")
 	}
 	waitBuilt(db)
-	if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrDuplicate) {
-		t.Fatalf("the CreateIndex after the build found two rows with one key: %v, want ErrCorrupt and ErrDuplicate", err)
+	if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrNotUnique) {
+		t.Fatalf("the CreateIndex after the build found two rows with one key: %v, want ErrCorrupt and ErrNotUnique", err)
 	}
 	if db.LastLSN() != lsn {
 		t.Fatalf("LastLSN %d after the refusal, want %d", db.LastLSN(), lsn)

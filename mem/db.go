@@ -781,7 +781,8 @@ func (db *DB) dropIndex(ctx context.Context, t *Table, name string, applyLSN uin
 }
 
 // buildIndex builds index ix of schema s from the table's rows. A unique
-// index fails on a duplicate key. The caller holds commits off.
+// index fails on a key two rows share (ErrNotUnique). The caller holds
+// commits off.
 func (t *Table) buildIndex(s *schema, ix int) (index, error) {
 	if s.indexes[ix].kind == Hash {
 		return t.buildHashIndex(s, ix)
@@ -796,8 +797,7 @@ func (t *Table) buildIndex(s *schema, ix int) (index, error) {
 			cands = x.lookup(key, cands[:0])
 			for _, c := range cands {
 				if eq, _ := s.rowKeyEqual(ix, t.heap.readOwned(c), key, nil); eq {
-					vals, _ := s.decodeKey(ix, key)
-					err = errorf(ErrDuplicate, "table %q index %q: key %v appears more than once", s.def.Name, s.indexes[ix].name, vals)
+					err = notUnique(s, ix, key)
 					return false
 				}
 			}
@@ -806,6 +806,14 @@ func (t *Table) buildIndex(s *schema, ix int) (index, error) {
 		return true
 	})
 	return x, err
+}
+
+// notUnique is the error of a build of unique index ix of s that found
+// two rows with key. Not ErrDuplicate, which is a write's: the index
+// cannot be built over the rows there are, and a client that reads
+// ALREADY_EXISTS as "the index is there" would be misled.
+func notUnique(s *schema, ix int, key []byte) error {
+	return errorf(ErrNotUnique, "table %q index %q: key %s appears in more than one row", s.def.Name, s.indexes[ix].name, describeKey(s, ix, key))
 }
 
 // warmRows is how many rows ahead backfill prefetches hash entries.
@@ -866,10 +874,9 @@ func (f *filler) unique(c uint64) error {
 	if eq, f.scratch = f.s.rowKeyEqual(f.ix, row, f.key, f.scratch); !eq {
 		return nil
 	}
-	vals, _ := f.s.decodeKey(f.ix, f.key)
 	// The error tells of both rows' commits (SeenLSN): the other row may
 	// have been unlocked before its commit's LSN was the database's.
-	return &seenError{errorf(ErrDuplicate, "table %q index %q: key %v appears more than once", f.s.def.Name, f.s.indexes[f.ix].name, vals), max(tid, f.curTID) & tidLSN}
+	return &seenError{notUnique(f.s, f.ix, f.key), max(tid, f.curTID) & tidLSN}
 }
 
 // row gives the row at rid its entry; false: a row with its key is being
@@ -1030,8 +1037,7 @@ func (t *Table) buildHashIndex(s *schema, ix int) (*hashIndex, error) {
 			if !bytes.Equal(ka, kb) {
 				return nil
 			}
-			vals, _ := s.decodeKey(ix, ka)
-			return errorf(ErrDuplicate, "table %q index %q: key %v appears more than once", s.def.Name, s.indexes[ix].name, vals)
+			return notUnique(s, ix, ka)
 		}
 	}
 	for i := range x.shards {

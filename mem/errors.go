@@ -19,6 +19,7 @@ var (
 	ErrTooLong    = errors.New("mem: value too long")               // INVALID_ARGUMENT
 	ErrInvalid    = errors.New("mem: invalid argument")             // INVALID_ARGUMENT: a request or definition that breaks a rule of its own
 	ErrDuplicate  = errors.New("mem: duplicate key")                // ALREADY_EXISTS
+	ErrNotUnique  = errors.New("mem: rows share a key")             // FAILED_PRECONDITION: the table's rows prevent a unique index
 	ErrNotFound   = errors.New("mem: row not found")                // NOT_FOUND
 	ErrConflict   = errors.New("mem: serialization conflict")       // ABORTED: retry the transaction
 	ErrTxDone     = errors.New("mem: transaction already finished") // FAILED_PRECONDITION

@@ -702,7 +702,7 @@ func FuzzApply(f *testing.F) {
 		if f := fx.db.fault.Load(); f != nil {
 			// A unique index over rows that break it: taken, as its build
 			// runs after, and then no record more.
-			if r.Ops[0].Kind != OpCreateIndex || !errors.Is(*f, ErrDuplicate) {
+			if r.Ops[0].Kind != OpCreateIndex || !errors.Is(*f, ErrNotUnique) {
 				t.Fatalf("Apply(%d, %x) left the database refusing records: %v", lsn, data, *f)
 			}
 			if err := fx.db.Apply(after.LastLSN+1, &Redo{}); !errors.Is(err, ErrCorrupt) {

@@ -1325,8 +1325,8 @@ func (h *mharness) ddl() {
 	switch {
 	case dup:
 		h.st.ddlFailed++
-		if !errors.Is(err, ErrDuplicate) || calls != callsBefore {
-			h.failf("CreateIndex %s over duplicate keys: %v with %d log calls, want ErrDuplicate and none", opt.name, err, calls-callsBefore)
+		if !errors.Is(err, ErrNotUnique) || calls != callsBefore {
+			h.failf("CreateIndex %s over duplicate keys: %v with %d log calls, want ErrNotUnique and none", opt.name, err, calls-callsBefore)
 		}
 	case fail:
 		h.st.ddlFailed++

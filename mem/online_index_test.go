@@ -255,8 +255,8 @@ func TestCreateIndexUniqueDuringBuild(t *testing.T) {
 			})
 			def := IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: kind}
 			_, err := db.CreateIndex(context.Background(), "w", def)
-			if !errors.Is(err, ErrDuplicate) || !strings.Contains(err.Error(), fmt.Sprint((rows-1)*10)) {
-				t.Fatalf("the build: %v, want ErrDuplicate naming the key", err)
+			if !errors.Is(err, ErrNotUnique) || !strings.Contains(err.Error(), fmt.Sprint((rows-1)*10)) {
+				t.Fatalf("the build: %v, want ErrNotUnique naming the key", err)
 			}
 			testHookBackfill = nil
 			if _, err := tb.Index("by_v"); !errors.Is(err, ErrNoIndex) {
@@ -506,7 +506,7 @@ func TestCreateIndexDuplicateSeen(t *testing.T) {
 	}
 	reviewCommit(t, func(tx *Tx) error { return tx.Insert(tb, onlineRow(5001, 5001*10)) }, db) // a later commit, no part of it
 	_, err = db.CreateIndex(context.Background(), "w", IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: Hash})
-	if !errors.Is(err, ErrDuplicate) || SeenLSN(err) != lsn {
-		t.Fatalf("a unique build over rows 2 and 5000: %v, seen LSN %d, want ErrDuplicate seeing %d", err, SeenLSN(err), lsn)
+	if !errors.Is(err, ErrNotUnique) || SeenLSN(err) != lsn {
+		t.Fatalf("a unique build over rows 2 and 5000: %v, seen LSN %d, want ErrNotUnique seeing %d", err, SeenLSN(err), lsn)
 	}
 }

@@ -69,13 +69,13 @@ func TestCreateIndexUniqueMovedDuplicate(t *testing.T) {
 			if after := revRID(t, tb, dup); after == before {
 				t.Fatalf("setup: row %d did not move", dup)
 			}
-			if !errors.Is(err, ErrDuplicate) {
+			if !errors.Is(err, ErrNotUnique) {
 				// What applying the logged OpCreateIndex does (a standby,
 				// a recovery): build it with commits held off.
 				st := tb.state.Load()
 				ix, _ := tb.Index("by_v")
 				_, berr := tb.buildIndex(st.s, ix)
-				t.Fatalf("a unique index over rows 1 and %d, which share v=10: %v, want ErrDuplicate (the log's OpCreateIndex, applied: %v)", dup, err, berr)
+				t.Fatalf("a unique index over rows 1 and %d, which share v=10: %v, want ErrNotUnique (the log's OpCreateIndex, applied: %v)", dup, err, berr)
 			}
 		})
 	}
@@ -108,8 +108,8 @@ func TestCreateIndexUniqueDuplicateThenMoved(t *testing.T) {
 				}
 			})
 			_, err := db.CreateIndex(context.Background(), "w", IndexDef{Name: "by_v", Columns: []string{"v"}, Unique: true, Kind: kind})
-			if !errors.Is(err, ErrDuplicate) {
-				t.Fatalf("a unique index over rows %d and %d, which share v=%d: %v, want ErrDuplicate", dup, rows, dup*10, err)
+			if !errors.Is(err, ErrNotUnique) {
+				t.Fatalf("a unique index over rows %d and %d, which share v=%d: %v, want ErrNotUnique", dup, rows, dup*10, err)
 			}
 		})
 	}

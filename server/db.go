@@ -387,7 +387,7 @@ func (s *dbService) ddl(ctx context.Context, invalid error, change func() (uint6
 	}
 	if lsn, err = change(); err != nil {
 		seen := s.db.SchemaLSN()
-		if errors.Is(err, mem.ErrDuplicate) {
+		if errors.Is(err, mem.ErrNotUnique) {
 			seen = max(s.db.LastLSN(), mem.SeenLSN(err))
 		}
 		return 0, false, toStatus(s.failedRead(ctx, seen, err))

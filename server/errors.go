@@ -35,6 +35,7 @@ var codeOf = []struct {
 	{mem.ErrTableExist, codes.AlreadyExists},
 	{mem.ErrIndexExist, codes.AlreadyExists},
 	{mem.ErrDuplicate, codes.AlreadyExists},
+	{mem.ErrNotUnique, codes.FailedPrecondition}, // not ALREADY_EXISTS, which would say the index is there
 	{mem.ErrConflict, codes.Aborted},
 	{mem.ErrTxDone, codes.FailedPrecondition},
 	{mem.ErrLimit, codes.ResourceExhausted},

@@ -180,8 +180,12 @@ func TestIndexDDLBadInput(t *testing.T) {
 		{"create with a name too long", create("acct", &pb.Index{Name: strings.Repeat("x", mem.MaxNameLen+1), Columns: []string{"bal"}}),
 			codes.ResourceExhausted, []string{`"acct"`, "index name", fmt.Sprint(mem.MaxNameLen)}},
 		{"create with unknown kind", create("acct", &pb.Index{Name: "ix", Columns: []string{"bal"}, Kind: 9}), codes.InvalidArgument, []string{`"acct"`, `"ix"`, "kind"}},
+		// Not ALREADY_EXISTS, which a client creating the index if it is
+		// not there would take for the index being there.
 		{"create unique over duplicates", create("acct", &pb.Index{Name: "uniq_region", Columns: []string{"region"}, Unique: true, Kind: pb.IndexKind_INDEX_KIND_ORDERED}),
-			codes.AlreadyExists, []string{`"acct"`, `"uniq_region"`, "r1"}},
+			codes.FailedPrecondition, []string{`"acct"`, `"uniq_region"`, "r1"}},
+		{"create unique hash over duplicates", create("acct", &pb.Index{Name: "uniq_region", Columns: []string{"region"}, Unique: true, Kind: pb.IndexKind_INDEX_KIND_HASH}),
+			codes.FailedPrecondition, []string{`"acct"`, `"uniq_region"`, "r1"}},
 		{"drop on unknown table", drop("nope", "by_name"), codes.NotFound, []string{`"nope"`}},
 		{"drop unknown index", drop("acct", "nope"), codes.NotFound, []string{`"acct"`, `"nope"`}},
 		{"drop the primary key", drop("acct", "primary"), codes.NotFound, []string{`"primary"`}},

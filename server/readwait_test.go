@@ -245,7 +245,7 @@ func TestReadsWaitForTheLog(t *testing.T) {
 	lsn, acked = slowInsert(4)
 	check("a unique index over rows 1 and 4", lsn, acked, func() bool {
 		_, err := s.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct", Index: &pb.Index{Name: "uq_region", Columns: []string{"region"}, Unique: true}})
-		wantCode(t, err, codes.AlreadyExists, "r1")
+		wantCode(t, err, codes.FailedPrecondition, "r1")
 		return true
 	}, true)
 	// A malformed one tells of nothing, and waits for nothing.
