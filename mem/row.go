@@ -198,6 +198,23 @@ func (r Record) Value(c int) Value {
 	return Value{typ: t, bits: r.fixed(c)}
 }
 
+// Key returns the record's key in the named index ("" or "primary": the
+// primary key) as the schema the record was read in defines it, and
+// whether that index's keys are unique: a page of a scan ends on a key
+// of the index it scanned, even one dropped and created again since.
+func (r Record) Key(index string) ([]Value, bool, error) {
+	ix, err := r.s.indexByName(index)
+	if err != nil {
+		return nil, false, err
+	}
+	d := &r.s.indexes[ix]
+	key := make([]Value, len(d.cols))
+	for i, c := range d.cols {
+		key[i] = r.Value(c)
+	}
+	return key, d.unique, nil
+}
+
 // Values appends all columns to dst and returns it.
 func (r Record) Values(dst []Value) []Value {
 	for c := range r.s.cols {

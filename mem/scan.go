@@ -22,14 +22,23 @@ type ScanSpec struct {
 	Lower, Upper   []Value
 	UpperInclusive bool
 	Reverse        bool
-	Limit          int // 0: no limit
+	// After, if set, is the full key of a row of the range, in an index
+	// whose keys are unique (the primary key or a unique index), where a
+	// previous page of the same scan ended: the scan then yields only the
+	// rows past it, in scan order. It is checked against the schema the
+	// scan reads, as IndexName is looked up in it, so that an index
+	// dropped and created again over other columns meanwhile is not
+	// paged by a key of the old one.
+	After []Value
+	Limit int // 0: no limit
 }
 
 // bounds encodes a scan's key range [lo, hi); hi nil is unbounded, and
 // an empty non-nil hi is an empty range (an exclusive bound at the prefix
 // itself). For a hash index lo is the full key. An index reads may not
 // use (being built) is ErrNoIndex. A spec's IndexName is looked up first,
-// and spec.Index set to its ordinal.
+// and spec.Index set to its ordinal; then the range is narrowed to the
+// keys past spec.After.
 func (st *tableState) bounds(spec *ScanSpec) (lo, hi []byte, err error) {
 	if spec.IndexName != "" {
 		if spec.Index, err = st.index(spec.IndexName); err != nil {
@@ -39,7 +48,14 @@ func (st *tableState) bounds(spec *ScanSpec) (lo, hi []byte, err error) {
 	if err := st.usable(spec.Index); err != nil {
 		return nil, nil, err
 	}
-	s := st.s
+	if lo, hi, err = st.s.keyRange(spec); err != nil || spec.After == nil {
+		return lo, hi, err
+	}
+	return st.s.pastAfter(spec, lo, hi)
+}
+
+// keyRange is bounds of spec's prefix and bounds, on index spec.Index.
+func (s *schema) keyRange(spec *ScanSpec) (lo, hi []byte, err error) {
 	d := &s.indexes[spec.Index]
 	p, err := s.appendKey(nil, spec.Index, 0, spec.Prefix)
 	if err != nil {
@@ -76,26 +92,34 @@ func (st *tableState) bounds(spec *ScanSpec) (lo, hi []byte, err error) {
 	return lo, u, nil
 }
 
-// InRange reports whether key, the full key of an index row, lies in the
-// range spec describes on that index (Limit and Reverse aside): a scan of
-// spec would meet it. Servers use it to check a resume point.
-func (t *Table) InRange(spec ScanSpec, key []Value) (bool, error) {
-	st := t.state.Load()
-	lo, hi, err := st.bounds(&spec)
+// pastAfter narrows [lo, hi), the range of spec's prefix and bounds, to
+// the keys past spec.After in scan order: above it, or with Reverse below.
+func (s *schema) pastAfter(spec *ScanSpec, lo, hi []byte) ([]byte, []byte, error) {
+	d := &s.indexes[spec.Index]
+	if !d.unique {
+		return nil, nil, errorf(ErrInvalid, "table %q: after needs the primary key or a unique index; index %q is not unique, so narrow the range instead", s.def.Name, d.name)
+	}
+	if len(spec.After) != len(d.cols) {
+		return nil, nil, errorf(ErrInvalid, "table %q: after has %d values; the key of index %q has %d", s.def.Name, len(spec.After), d.name, len(d.cols))
+	}
+	k, err := s.appendKey(nil, spec.Index, 0, spec.After)
 	if err != nil {
-		return false, err
+		return nil, nil, err
 	}
-	if n := len(st.s.indexes[spec.Index].cols); len(key) != n {
-		return false, errorf(ErrInvalid, "table %q: a key of index %q has %d values, got %d", t.name, st.s.indexes[spec.Index].name, n, len(key))
+	in := bytes.Compare(k, lo) >= 0 && (hi == nil || bytes.Compare(k, hi) < 0)
+	if d.kind == Hash {
+		in = bytes.Equal(k, lo) // the one key a hash scan reads
 	}
-	k, err := st.s.appendKey(nil, spec.Index, 0, key)
-	if err != nil {
-		return false, err
+	switch {
+	case !in:
+		return nil, nil, errorf(ErrInvalid, "table %q: after is outside the scan's prefix and bounds; pass the resume_key of the same scan", s.def.Name)
+	case d.kind == Hash:
+		return lo, []byte{}, nil // nothing is past the one key
+	case spec.Reverse:
+		return lo, k, nil
 	}
-	if hi == nil && st.s.indexes[spec.Index].kind == Hash {
-		return bytes.Equal(k, lo), nil
-	}
-	return bytes.Compare(k, lo) >= 0 && (hi == nil || bytes.Compare(k, hi) < 0), nil
+	// The least key above k: k followed by a zero byte.
+	return append(k, 0), hi, nil
 }
 
 // hashScanBatch is how many entries of its key a hash index scan takes

@@ -3,6 +3,7 @@ package mem
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -108,8 +109,10 @@ func TestStaleEntryFails(t *testing.T) {
 	}
 }
 
-// TestInRange checks InRange against what a scan of the same range returns.
-func TestInRange(t *testing.T) {
+// TestScanAfter checks a scan past After against the same scan without
+// it: the rows after the key in scan order, both ways; a key outside the
+// range, or not a full key, is refused.
+func TestScanAfter(t *testing.T) {
 	db := Open(Options{})
 	tb, err := db.CreateTable(TableDef{
 		Name:        "r",
@@ -140,26 +143,37 @@ func TestInRange(t *testing.T) {
 		{Lower: []Value{Int64(1), String("xy")}, Upper: []Value{Int64(3)}},
 		{Lower: []Value{Int64(1)}, Upper: []Value{Int64(2)}, UpperInclusive: true},
 	}
+	rtx := db.Begin()
+	defer rtx.Rollback()
+	scan := func(spec ScanSpec) ([]string, error) {
+		var keys []string
+		err := rtx.Scan(tb, spec, func(r Record) bool { keys = append(keys, fmt.Sprint(r.Int64(0), r.Str(1))); return true })
+		return keys, err
+	}
 	for _, spec := range specs {
-		in := map[string]bool{}
-		rtx := db.Begin()
-		if err := rtx.Scan(tb, spec, func(r Record) bool { in[fmt.Sprint(r.Int64(0), r.Str(1))] = true; return true }); err != nil {
-			t.Fatal(err)
-		}
-		rtx.Rollback()
-		for a := int64(0); a < 4; a++ {
-			for _, b := range []string{"", "x", "xy", "y"} {
-				got, err := tb.InRange(spec, []Value{Int64(a), String(b)})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if want := in[fmt.Sprint(a, b)]; got != want {
-					t.Errorf("spec %+v key (%d, %q): InRange %v, scan %v", spec, a, b, got, want)
+		for _, reverse := range []bool{false, true} {
+			spec.Reverse = reverse
+			all, err := scan(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for a := int64(0); a < 4; a++ {
+				for _, b := range []string{"", "x", "xy", "y"} {
+					past := spec
+					past.After = []Value{Int64(a), String(b)}
+					got, err := scan(past)
+					i := slices.Index(all, fmt.Sprint(a, b))
+					switch {
+					case i < 0 && !errors.Is(err, ErrInvalid):
+						t.Errorf("spec %+v after (%d, %q), outside the range: %v, want ErrInvalid", spec, a, b, err)
+					case i >= 0 && (err != nil || !slices.Equal(got, all[i+1:])):
+						t.Errorf("spec %+v after (%d, %q): %q, %v; want %q", spec, a, b, got, err, all[i+1:])
+					}
 				}
 			}
 		}
 	}
-	if _, err := tb.InRange(ScanSpec{}, []Value{Int64(1)}); !errors.Is(err, ErrInvalid) {
+	if _, err := scan(ScanSpec{After: []Value{Int64(1)}}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a short key: %v", err)
 	}
 }

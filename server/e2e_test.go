@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -636,6 +637,50 @@ func TestScanPaging(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument, "not unique")
 	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Index: "by_name", Lower: key(vS("n1"))}))
 	wantCode(t, err, codes.InvalidArgument, "hash index")
+}
+
+// TestScanPagingIndexRecreated: a unique index dropped and created again
+// over another column between a Scan's checks of its request and its
+// transaction is paged by keys of the index the scan read. The resume key
+// was made of the columns of the index as the checks found it (name),
+// and the next page, by the index over bal, failed on its type.
+func TestScanPagingIndexRecreated(t *testing.T) {
+	n := startNode(t, nil)
+	n.withAccounts(0)
+	c := ctx(t)
+	const rows = 9
+	for id := int64(1); id <= rows; id++ { // bal falls as id, and name, rise
+		if _, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(id, 1000-id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create := func(col string) {
+		t.Helper()
+		if _, err := n.db.CreateIndex(c, &pb.CreateIndexRequest{Table: "acct", Index: &pb.Index{Name: "u", Columns: []string{col}, Unique: true, Kind: pb.IndexKind_INDEX_KIND_ORDERED}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("name")
+	recreated := false
+	testHookScan = func() {
+		if recreated {
+			return
+		}
+		recreated = true
+		if _, err := n.db.DropIndex(c, &pb.DropIndexRequest{Table: "acct", Index: "u"}); err != nil {
+			t.Error(err)
+		}
+		create("bal")
+	}
+	t.Cleanup(func() { testHookScan = nil })
+	var got []int64
+	for _, r := range n.scanPages(&pb.ScanRequest{Table: "acct", Index: "u", Limit: 2}) {
+		got = append(got, r.GetValues()[0].GetInt64())
+	}
+	want := []int64{9, 8, 7, 6, 5, 4, 3, 2, 1} // by bal
+	if !slices.Equal(got, want) {
+		t.Fatalf("pages of u, created again over bal during the first: ids %v, want %v", got, want)
+	}
 }
 
 // recvAll reads a scan stream to its end.
