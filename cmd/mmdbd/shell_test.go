@@ -121,7 +121,7 @@ insert d 3 c 20`); code != 0 {
 		{"describe d; create unique index ui on d (u); get d index ui b", "", "ok, lsn 5 k u v 2 b 20 (1 row)"},
 		{"create index vi on d (v, k) using ordered; scan d index vi prefix 20", "", "k u v 2 b 20 3 c 20 (2 rows)"},
 		{"describe d", "", "ui u true hash vi v, k false ordered"},
-		{"create unique index uv on d (v)", "ALREADY_EXISTS", `index "uv"`},
+		{"create unique index uv on d (v)", "FAILED_PRECONDITION", `index "uv": key (20) appears in more than one row`},
 		{"create index ui on d (v)", "ALREADY_EXISTS", `"ui"`},
 		{"create index x on d (nope)", "INVALID_ARGUMENT", `"nope"`},
 		{"create index x on nope (v)", "NOT_FOUND", `"nope"`},
