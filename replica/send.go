@@ -142,7 +142,7 @@ type Sender struct {
 	// the quorum must catch up under it (a standby that receives at once
 	// but applies late has not caught up for applied-ack commits).
 	resumeIn Mode
-	closed   bool         // Close was called: commits wait no more
+	closed   bool // Close was called: commits wait no more
 	// The oldest wait for the quorum still unanswered, as far as Wait
 	// knows: a commit began to wait for lateLSN under lateMode at
 	// lateSince (zero: none). Its caller may have left (a deadline
