@@ -1,106 +1,83 @@
 package main
 
 import (
+	"fmt"
 	"math"
-	"math/bits"
 	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // latencies is a histogram of latencies in bounded memory, whatever the
-// run's length or rate: log-linear buckets, as HdrHistogram's.
+// run's length or rate: an HdrHistogram of nanoseconds from 1 ns to
+// latencyCeiling at 3 significant figures, so a latency's bucket stands
+// for it within 0.1% (latencies below 2048 ns are exact). Its counts,
+// about 270 KB, are allocated on the first record; the zero value is an
+// empty histogram.
 //
-// A latency below 2^subBits ns has a bucket of its own. Above, each
-// power of two [2^e, 2^(e+1)) is cut into 2^(subBits-1) buckets of equal
-// width, so a bucket is at most 1/2^(subBits-1) of its lowest value wide,
-// and its middle, which stands for the latencies in it, is within 0.4%
-// of each of them. There are at most bucketOf(math.MaxInt64)+1 (7296)
-// buckets; counts grows to the highest one used.
+// A latency above latencyCeiling, a stalled op, is counted at the
+// ceiling; the largest latency is kept apart, exact, for the maximum.
 type latencies struct {
-	counts   []uint64
-	total    uint64
-	min, max time.Duration
+	h   *hdrhistogram.Histogram
+	max time.Duration
 }
 
-const subBits = 8
+// latencyCeiling is the highest latency the histogram tells apart.
+const latencyCeiling = time.Hour
 
-// bucketOf is the index of the bucket that holds v nanoseconds.
-func bucketOf(v uint64) int {
-	if v < 1<<subBits {
-		return int(v)
+func (l *latencies) init() {
+	if l.h == nil {
+		l.h = hdrhistogram.New(1, int64(latencyCeiling), 3)
 	}
-	shift := bits.Len64(v) - subBits
-	return shift<<(subBits-1) + int(v>>shift)
-}
-
-// bucketMiddle is the middle of bucket i's values, in nanoseconds.
-func bucketMiddle(i int) uint64 {
-	if i < 1<<subBits {
-		return uint64(i)
-	}
-	shift := i>>(subBits-1) - 1
-	low := uint64(i-shift<<(subBits-1)) << shift
-	return low + (1<<shift-1)/2
 }
 
 // record counts n operations of latency d (a negative d as 0).
-func (h *latencies) record(d time.Duration, n uint64) {
+func (l *latencies) record(d time.Duration, n uint64) {
 	if n == 0 {
 		return
 	}
+	l.init()
 	d = max(d, 0)
-	i := bucketOf(uint64(d))
-	if i >= len(h.counts) {
-		h.counts = append(h.counts, make([]uint64, i+1-len(h.counts))...)
+	// It cannot fail: the value is within the histogram's range, and a
+	// run does not count 2^63 operations.
+	if err := l.h.RecordValues(int64(min(d, latencyCeiling)), int64(n)); err != nil {
+		panic(fmt.Sprintf("bench: recording latency %v: %v", d, err))
 	}
-	h.counts[i] += n
-	if h.total == 0 || d < h.min {
-		h.min = d
-	}
-	h.max = max(h.max, d)
-	h.total += n
+	l.max = max(l.max, d)
 }
 
-// merge adds o's counts to h's.
-func (h *latencies) merge(o *latencies) {
-	if o.total == 0 {
+// merge adds o's counts to l's.
+func (l *latencies) merge(o *latencies) {
+	if o.h == nil || o.h.TotalCount() == 0 {
 		return
 	}
-	if len(o.counts) > len(h.counts) {
-		h.counts = append(h.counts, make([]uint64, len(o.counts)-len(h.counts))...)
-	}
-	for i, c := range o.counts {
-		h.counts[i] += c
-	}
-	if h.total == 0 || o.min < h.min {
-		h.min = o.min
-	}
-	h.max = max(h.max, o.max)
-	h.total += o.total
+	l.init()
+	// Both histograms have the same range, so nothing is dropped.
+	l.h.Merge(o.h)
+	l.max = max(l.max, o.max)
 }
 
 // quantile returns the q-quantile in microseconds: the latency of the
 // operation at rank ceil(q*total) (nearest rank), so that p99 of 100
-// operations is the 99th, not the slowest. It is its bucket's middle,
-// kept within the smallest and largest latencies recorded, or the
-// largest itself at the top rank (both are exact); 0 if none was.
-func (h *latencies) quantile(q float64) float64 {
-	if h.total == 0 {
+// operations is the 99th, not the slowest. It is its bucket's highest
+// value, kept within the largest latency recorded, or the largest itself
+// at the top rank (exact); 0 if none was.
+func (l *latencies) quantile(q float64) float64 {
+	if l.h == nil || l.h.TotalCount() == 0 {
 		return 0
 	}
+	total := l.h.TotalCount()
 	// q*total is whole or at least 0.001 past a whole number for the
 	// quantiles reported; the slack keeps a rounding error of the product
 	// from moving a whole rank up by one.
-	rank := max(uint64(math.Ceil(q*float64(h.total)-1e-6)), 1)
-	if rank == h.total {
-		return float64(h.max.Nanoseconds()) / 1e3
+	rank := max(int64(math.Ceil(q*float64(total)-1e-6)), 1)
+	if rank == total {
+		return float64(l.max.Nanoseconds()) / 1e3
 	}
-	var seen uint64
-	v := h.max
-	for i, c := range h.counts {
-		if seen += c; seen >= rank {
-			v = min(max(time.Duration(bucketMiddle(i)), h.min), h.max)
-			break
-		}
-	}
-	return float64(v.Nanoseconds()) / 1e3
+	// The library takes a percentile and rounds its rank to the nearest
+	// (HdrHistogram's rule, not nearest rank). A quarter of a rank below
+	// ours rounds to it, and its ceiling is it too, whatever a float
+	// error of the product.
+	v := time.Duration(l.h.ValueAtPercentile(100 * (float64(rank) - 0.25) / float64(total)))
+	return float64(min(v, l.max).Nanoseconds()) / 1e3
 }

@@ -14,7 +14,7 @@ import (
 // TestLatenciesNearestRank: the q-quantile is the latency at rank
 // ceil(q*n) (nearest rank), each latency weighted by its operations, so
 // that p99 of 100 is the 99th, not the slowest, and p50 of two the
-// faster. Latencies below 256 ns are exact.
+// faster. Latencies below 2048 ns are exact.
 func TestLatenciesNearestRank(t *testing.T) {
 	ns := func(n int, weight uint64) *latencies {
 		var h latencies
@@ -30,7 +30,7 @@ func TestLatenciesNearestRank(t *testing.T) {
 	// middle.
 	top := ns(9, 1)
 	top.record(1234567, 1)
-	for _, c := range []struct {
+	for i, c := range []struct {
 		h    *latencies
 		q    float64
 		want float64 // ns
@@ -40,7 +40,7 @@ func TestLatenciesNearestRank(t *testing.T) {
 		{ns(100, 16), 0.99, 99}, {&two, 0.99, 1}, {&latencies{}, 0.5, 0}, {top, 0.999, 1234567}, {top, 0.5, 5},
 	} {
 		if got := c.h.quantile(c.q) * 1e3; math.Abs(got-c.want) > 1e-9 {
-			t.Errorf("quantile %g of %d operations = %g ns, want %g", c.q, c.h.total, got, c.want)
+			t.Errorf("case %d: quantile %g = %g ns, want %g", i, c.q, got, c.want)
 		}
 	}
 }
@@ -49,7 +49,7 @@ func TestLatenciesNearestRank(t *testing.T) {
 // six orders of magnitude with a long tail and merged from several
 // clients' histograms, gives p50, p90, p99, p99.9 and the maximum within
 // 1% of the exact nearest-rank quantiles of the latencies themselves, in
-// a few tens of KB (the latencies kept would take 8 MB).
+// a few hundred KB (the latencies kept would take 8 MB).
 func TestLatenciesAccuracy(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -78,29 +78,58 @@ func TestLatenciesAccuracy(t *testing.T) {
 			t.Errorf("p%g: %.3f µs, exactly %.3f µs", q*100, got, want)
 		}
 	}
-	if size := len(h.counts) * 8; size > 64<<10 {
+	if size := h.h.ByteSize(); size > 320<<10 {
 		t.Errorf("the histogram takes %d bytes", size)
+	}
+}
+
+// TestLatenciesAboveRange: a latency past the histogram's ceiling (an op
+// stalled for hours) counts at the ceiling, and the maximum is still
+// the exact one.
+func TestLatenciesAboveRange(t *testing.T) {
+	var h latencies
+	h.record(time.Millisecond, 8)
+	h.record(2*time.Hour, 1)
+	h.record(3*time.Hour, 1)
+	if got, want := h.quantile(1), float64(3*time.Hour/time.Microsecond); got != want {
+		t.Errorf("max %g µs, want %g", got, want)
+	}
+	if got, want := h.quantile(0.9), float64(latencyCeiling/time.Microsecond); math.Abs(got-want) > 0.001*want {
+		t.Errorf("p90 %g µs, want the ceiling, %g", got, want)
+	}
+	if got := h.quantile(0.5); math.Abs(got-1000) > 1 {
+		t.Errorf("p50 %g µs, want 1000", got)
 	}
 }
 
 // TestBenchLatencyMemoryIsBounded: what a run keeps of its latencies
 // does not grow with its operations; before, it kept every one (16 bytes
 // an op, more as its slice grew), so a long run at a high rate ran out of
-// memory.
+// memory. What a run allocates besides is fixed (its histograms take a
+// few hundred KB whatever the ops), so the bound is on what a longer run
+// allocates more than a shorter one, per op more that it ran.
 func TestBenchLatencyMemoryIsBounded(t *testing.T) {
 	w := &workload{kinds: []string{"instant"}, close: func() error { return nil }, newOp: func(int) (op, error) {
 		return func(context.Context) opResult { return opResult{n: 1, ok: 1} }, nil
 	}}
-	o := benchOpts{workload: "kv", api: "unary", clients: 1, duration: 200 * time.Millisecond}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	res, err := runBench(context.Background(), o, w, io.Discard)
-	runtime.ReadMemStats(&after)
-	if err != nil {
-		t.Fatal(err)
+	run := func(d time.Duration) (alloc uint64, ops int64) {
+		o := benchOpts{workload: "kv", api: "unary", clients: 1, duration: d}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		res, err := runBench(context.Background(), o, w, io.Discard)
+		runtime.ReadMemStats(&after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return after.TotalAlloc - before.TotalAlloc, res.Transactions[0].Count
 	}
-	ops := res.Transactions[0].Count
-	if perOp := float64(after.TotalAlloc-before.TotalAlloc) / float64(ops); ops < 10000 || perOp > 2 {
-		t.Errorf("%d ops allocated %.1f bytes each", ops, perOp)
+	shortAlloc, shortOps := run(100 * time.Millisecond)
+	longAlloc, longOps := run(300 * time.Millisecond)
+	more := longOps - shortOps
+	if perOp := (float64(longAlloc) - float64(shortAlloc)) / float64(more); more < 10000 || perOp > 2 {
+		t.Errorf("%d ops more allocated %.1f bytes each (%d ops: %d bytes, %d ops: %d bytes)", more, perOp, shortOps, shortAlloc, longOps, longAlloc)
+	}
+	if shortAlloc > 2<<20 {
+		t.Errorf("a run of %d ops allocated %d bytes", shortOps, shortAlloc)
 	}
 }
