@@ -211,3 +211,55 @@ func TestReadWhileWritingFindsDamage(t *testing.T) {
 		})
 	}
 }
+
+// TestReadWhileOpeningOnFullDisk: a live reader made while the log,
+// opened on a full disk, has not yet written its channels' opening
+// segments must not take the records the opening will void (those past
+// StartLSN, from before the start) for the new records given their LSNs
+// once there is room.
+func TestReadWhileOpeningOnFullDisk(t *testing.T) {
+	fs := vfs.NewMemFS()
+	dirs := channelDirs(2)
+	old := reopen(t, fs, dirs, recovered{}, numbered("old", 20)...)
+	got, err := recoverLog(fs, dirs, false)
+	if err != nil || got.last != old[19] {
+		t.Fatalf("recovered to %d: %v", got.last, err)
+	}
+	start := old[14] // as a start told to stop after it: 16 to 20 are void
+	fs.SetSpace(1)
+	l, err := Open(Options{FS: fs, Dirs: dirs, SegmentSize: 4 << 10, StartLSN: start, Tails: got.tails})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r, err := l.NewReader(start - 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if rec, ok, err := r.Next(); err != nil || !ok || rec.LSN != start {
+		t.Fatalf("LSN %d, ok %v, %v; want %d", rec.LSN, ok, err, start)
+	}
+	if rec, ok, err := r.Next(); err != nil || ok {
+		t.Fatalf("before any new record: LSN %d (%q), ok %v, %v", rec.LSN, rec.Body, ok, err)
+	}
+	fs.SetSpace(0)
+	var lsns []uint64
+	for deadline := time.Now().Add(10 * time.Second); len(lsns) < 2; time.Sleep(10 * time.Millisecond) {
+		lsn, err := l.Append(fmt.Appendf(nil, "new %d", len(lsns)))
+		if err == nil {
+			lsns = append(lsns, lsn)
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Wait(context.Background(), lsns[1]); err != nil {
+		t.Fatal(err)
+	}
+	for i, lsn := range lsns {
+		rec, ok, err := r.Next()
+		if want := fmt.Sprintf("new %d", i); err != nil || !ok || rec.LSN != lsn || string(rec.Body) != want {
+			t.Fatalf("LSN %d is %q (ok %v, %v); want LSN %d, %q", rec.LSN, rec.Body, ok, err, lsn, want)
+		}
+	}
+}

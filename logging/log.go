@@ -137,6 +137,7 @@ type channel struct {
 	unsynced uint64          // the smallest LSN written but not synced; 0: none (guarded by l.mu)
 	syncing  bool            // the flusher is syncing; LSNs written meanwhile go to after (guarded by l.mu)
 	after    uint64          // the smallest LSN written since the sync began; 0: none (guarded by l.mu)
+	opening  opening         // what the channel's opening segment voids: set by Open
 	one      record.Builder  // Mapped: a commit's own block (guarded by l.mu)
 	raw      record.Encoder  // Mapped: encodes one-record blocks, uncompressed (guarded by l.mu)
 	full     bool            // its disk was full at the last try (guarded by l.mu)
@@ -253,6 +254,7 @@ func Open(opts Options) (*Log, error) {
 			c.enc.Compression = record.None
 		}
 		l.chans = append(l.chans, c)
+		c.opening = opening{seq: c.w.seq, base: c.w.last} // what start's header says
 		if err := c.w.start(); err != nil {
 			if !errors.Is(err, errNoRoom) {
 				return fail(err)
@@ -901,5 +903,9 @@ func (l *Log) wake() {
 // the log to it. The log may release segments meanwhile: the reader then
 // fails, or starts past after+1 (ErrReleased).
 func (l *Log) NewReader(after uint64) (*Reader, error) {
-	return newReader(ReaderOptions{FS: l.opts.FS, Dirs: l.opts.Dirs, After: after}, l.WrittenLSN)
+	openings := make([]opening, len(l.chans))
+	for i, c := range l.chans {
+		openings[i] = c.opening
+	}
+	return newReader(ReaderOptions{FS: l.opts.FS, Dirs: l.opts.Dirs, After: after}, l.WrittenLSN, openings)
 }

@@ -687,10 +687,19 @@ type ReaderOptions struct {
 // NewReader reads the log in opts.Dirs. Every directory must hold
 // segments of the same log, written with as many channels as there are
 // directories, or none may.
-func NewReader(opts ReaderOptions) (*Reader, error) { return newReader(opts, nil) }
+func NewReader(opts ReaderOptions) (*Reader, error) { return newReader(opts, nil, nil) }
 
-// newReader is NewReader, of a live log if written is set (Reader.written).
-func newReader(opts ReaderOptions, written func() uint64) (*Reader, error) {
+// opening is a live log's opening of a channel (Log.Open): its segment
+// seq+1, with record.FlagOpened, voids the records above base in the
+// segments up to seq.
+type opening struct{ seq, base uint64 }
+
+// newReader is NewReader, of a live log if written is set (Reader.written)
+// that opened its channels with openings. A live reader voids what each
+// opening does itself, as the opening segment may not be written yet (a
+// log opened on a full disk): the records it voids would otherwise be
+// read as the log's, which gives their LSNs to new records.
+func newReader(opts ReaderOptions, written func() uint64, openings []opening) (*Reader, error) {
 	if opts.FS == nil {
 		opts.FS = vfs.Default
 	}
@@ -702,6 +711,13 @@ func newReader(opts ReaderOptions, written func() uint64) (*Reader, error) {
 			return nil, err
 		}
 		c.live = written != nil
+		if openings != nil {
+			for j, seq := range c.segs {
+				if seq <= openings[i].seq {
+					c.voids[j] = min(c.voids[j], openings[i].base)
+				}
+			}
+		}
 		if c.found {
 			full = append(full, d)
 		} else {
