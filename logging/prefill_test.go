@@ -21,6 +21,9 @@ type allocFS struct {
 	*vfs.MemFS
 	allocs    atomic.Int64
 	zerosFail atomic.Bool
+	// maxUnsynced is the most bytes written to a temporary file (a spare
+	// being made) and not yet synced.
+	maxUnsynced atomic.Int64
 }
 
 func (fs *allocFS) Create(name string) (vfs.File, error) {
@@ -33,7 +36,13 @@ func (fs *allocFS) Create(name string) (vfs.File, error) {
 
 type allocFile struct {
 	vfs.File
-	fs *allocFS
+	fs       *allocFS
+	unsynced atomic.Int64 // bytes written since the last Sync
+}
+
+func (f *allocFile) Sync() error {
+	f.unsynced.Store(0)
+	return f.File.Sync()
 }
 
 func (f *allocFile) Allocate(size int64) error {
@@ -44,6 +53,11 @@ func (f *allocFile) Allocate(size int64) error {
 func (f *allocFile) WriteAt(p []byte, off int64) (int, error) {
 	if f.fs.zerosFail.Load() && !slices.ContainsFunc(p, func(b byte) bool { return b != 0 }) {
 		return 0, &os.PathError{Op: "write", Path: f.Name(), Err: unix.EIO}
+	}
+	if strings.HasSuffix(f.Name(), tempSuffix) {
+		n := f.unsynced.Add(int64(len(p)))
+		for m := f.fs.maxUnsynced.Load(); n > m && !f.fs.maxUnsynced.CompareAndSwap(m, n); m = f.fs.maxUnsynced.Load() {
+		}
 	}
 	return f.File.WriteAt(p, off)
 }
@@ -59,6 +73,39 @@ func waitSpare(c *channel) bool {
 	}
 	<-s.done
 	return s.f != nil
+}
+
+// TestSpareSyncsAsItGoes: a spare's zeros are synced a chunk at a time,
+// never more than spareChunk bytes of them unsynced: one sync of a whole
+// 64 MiB segment held the log's own syncs up behind it (docs/benchmarks.md).
+func TestSpareSyncsAsItGoes(t *testing.T) {
+	const segSize = 3 << 20
+	fs := &allocFS{MemFS: vfs.NewMemFS()}
+	l, err := Open(Options{FS: fs, Dirs: channelDirs(1), SegmentSize: segSize, NoCompression: true, Prefill: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	body := bytes.Repeat([]byte("r"), 4000)
+	for l.chans[0].w.spare == nil {
+		lsn, err := l.Append(body)
+		if err == nil {
+			err = l.Wait(t.Context(), lsn)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !waitSpare(l.chans[0]) {
+		t.Fatalf("the spare failed: %v", l.chans[0].w.spare.err)
+	}
+	if got := fs.maxUnsynced.Load(); got == 0 || got > spareChunk {
+		t.Fatalf("the spare of %d bytes had up to %d bytes unsynced; want at most %d", segSize, got, spareChunk)
+	}
 }
 
 // TestPrefill: with Options.Prefill each segment after the first is the

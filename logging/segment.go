@@ -339,8 +339,8 @@ type spare struct {
 // opened, with Prefill: the segment before the first spare.
 const firstPrefilled = 4 << 20
 
-// spareChunk is how many zeros a spare's goroutine writes at once, and
-// between its looks at whether to stop.
+// spareChunk is how many zeros a spare's goroutine writes and syncs at
+// once, and between its looks at whether to stop.
 const spareChunk = 1 << 20
 
 // errStopped says a spare was needed before it was finished.
@@ -377,10 +377,13 @@ func (s *spare) fill(fs vfs.FS, dir string) {
 			err = errStopped
 			break
 		}
-		_, err = f.WriteAt(zeros[:min(spareChunk, s.size-off)], off)
-	}
-	if err == nil {
-		err = f.Sync()
+		if _, err = f.WriteAt(zeros[:min(spareChunk, s.size-off)], off); err == nil {
+			// A chunk at a time: one sync of the whole file held the
+			// log's own syncs up behind it (up to 25 ms for 64 MiB on
+			// our test VM, against 4-8 ms so), and a switch that needs
+			// the spare waits for one chunk's sync at the most.
+			err = f.Sync()
+		}
 	}
 	if err != nil {
 		s.err = errors.Join(err, f.Close(), fs.Remove(s.name))
