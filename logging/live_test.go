@@ -263,3 +263,56 @@ func TestReadWhileOpeningOnFullDisk(t *testing.T) {
 		}
 	}
 }
+
+// TestReadWhileReleased: a live reader that reaches the end of its
+// segment after the log released the segments that follow it (a
+// checkpoint's image holds their records) reports ErrReleased, which
+// sends a standby it catches up for an image, not corruption.
+func TestReadWhileReleased(t *testing.T) {
+	fs := vfs.NewMemFS()
+	l, err := Open(Options{FS: fs, Dirs: channelDirs(1), SegmentSize: 4 << 10, NoCompression: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	body := bytes.Repeat([]byte("r"), 500)
+	appendN := func(n int) uint64 {
+		t.Helper()
+		var lsn uint64
+		for range n {
+			if lsn, err = l.Append(body); err == nil {
+				err = l.Wait(context.Background(), lsn)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return lsn
+	}
+	appendN(3)
+	r, err := l.NewReader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if rec, ok, err := r.Next(); err != nil || !ok || rec.LSN != 1 {
+		t.Fatalf("LSN %d, ok %v, %v; want 1", rec.LSN, ok, err)
+	}
+	// Segments fill and go while the reader is in the first.
+	last := appendN(40)
+	if rel, err := l.Release(last, 0); err != nil || rel.Segments < 2 {
+		t.Fatalf("released %+v, %v; want the segments before the last", rel, err)
+	}
+	for {
+		rec, ok, err := r.Next()
+		if err != nil {
+			if !errors.Is(err, ErrReleased) {
+				t.Fatalf("after LSN %d: %v, want ErrReleased", rec.LSN, err)
+			}
+			return
+		}
+		if !ok {
+			t.Fatalf("the log ended at LSN %d, with records up to %d released past the reader", rec.LSN, last)
+		}
+	}
+}

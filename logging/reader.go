@@ -426,6 +426,12 @@ func (r *channelReader) refresh() error {
 	if err != nil {
 		return err
 	}
+	if n := len(r.segs); n > 0 && len(segs) > 0 && segs[0] > r.segs[n-1]+1 {
+		// Release removes segments oldest first, and never the one being
+		// written: the one read last is gone, and the next with it.
+		return fmt.Errorf("%w: %w: %s: segments %s to %s were released while they were read (an image holds their records)",
+			ErrCorrupt, ErrReleased, r.dir, SegmentName(r.segs[n-1]+1), SegmentName(segs[0]-1))
+	}
 	for _, seq := range segs {
 		n := len(r.segs)
 		if n > 0 && seq <= r.segs[n-1] {

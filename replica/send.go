@@ -530,6 +530,9 @@ func (s *Sender) catchUp(ctx context.Context, next uint64, send func([]durabilit
 	upto := limit()
 	for next < upto {
 		rec, ok, err := r.Next()
+		if errors.Is(err, logging.ErrReleased) {
+			return errors.Join(needsImage, r.Close()) // released while they were read
+		}
 		if err != nil || !ok {
 			return errors.Join(fmt.Errorf("replica: catching up, the log ends at LSN %d, before the records in memory", r.Last()), err, r.Close())
 		}
