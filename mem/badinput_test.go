@@ -600,13 +600,13 @@ func TestBadDDL(t *testing.T) {
 		}, ErrInvalid, []string{`"acct"`, `"ix"`, "kind"}},
 		{"CreateIndex unique over duplicates, ordered", func(f *biFix) error {
 			return errOnly(f.db.CreateIndex(context.Background(), "acct", IndexDef{Name: "uq_region", Columns: []string{"region"}, Unique: true, Kind: Ordered}))
-		}, ErrDuplicate, []string{`"acct"`, `"uq_region"`}},
+		}, ErrNotUnique, []string{`"acct"`, `"uq_region"`}},
 		{"CreateIndex unique over duplicates, hash", func(f *biFix) error {
 			return errOnly(f.db.CreateIndex(context.Background(), "acct", IndexDef{Name: "uq_ok", Columns: []string{"ok"}, Unique: true, Kind: Hash}))
-		}, ErrDuplicate, []string{`"acct"`, `"uq_ok"`}},
+		}, ErrNotUnique, []string{`"acct"`, `"uq_ok"`}},
 		{"CreateIndex unique over duplicate NULLs", func(f *biFix) error {
 			return errOnly(f.db.CreateIndex(context.Background(), "ev", IndexDef{Name: "uq_val", Columns: []string{"val"}, Unique: true, Kind: Ordered}))
-		}, ErrDuplicate, []string{`"ev"`, `"uq_val"`}},
+		}, ErrNotUnique, []string{`"ev"`, `"uq_val"`}},
 		{"DropIndex unknown table", func(f *biFix) error { return errOnly(f.db.DropIndex("nope", "by_name")) }, ErrNoTable, []string{`"nope"`}},
 		{"DropIndex unknown index", func(f *biFix) error { return errOnly(f.db.DropIndex("acct", "nope")) }, ErrNoIndex, []string{`"acct"`, `"nope"`}},
 		{"DropIndex primary", func(f *biFix) error { return errOnly(f.db.DropIndex("acct", "primary")) }, ErrNoIndex, []string{`"acct"`, `"primary"`}},
