@@ -16,10 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/workload/tatp"
 )
@@ -429,15 +427,7 @@ func TestBenchInProcessOpsHeedTheirContext(t *testing.T) {
 // database.
 func TestBenchRefusesPartialTATPLoad(t *testing.T) {
 	addr := startNode(t, nil)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := conn.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	conn := servertest.Dial(t, addr)
 	db := pb.NewDatabaseServiceClient(conn)
 	if err := tatp.CreateRemote(context.Background(), db); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,9 @@ import (
 	"net"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/server"
 )
@@ -55,4 +58,20 @@ func DeadAddr(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return addr
+}
+
+// Dial returns a plaintext connection to the node at addr, closed when
+// the test ends (before a node Start ran for it shuts down).
+func Dial(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := conn.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return conn
 }

@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/mmdb/mmdb/client"
 	"github.com/mmdb/mmdb/internal/servertest"
 	"github.com/mmdb/mmdb/mem"
@@ -22,15 +19,7 @@ import (
 func TestRemoteMix(t *testing.T) {
 	const p = 2000
 	srv, addr := servertest.Start(t, nil)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := conn.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	conn := servertest.Dial(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	db := pb.NewDatabaseServiceClient(conn)
@@ -104,15 +93,7 @@ func TestRemoteMix(t *testing.T) {
 // partial database, whose missing rows passed for TATP's failures.
 func TestRemoteSubscribersRefusesPartialLoad(t *testing.T) {
 	_, addr := servertest.Start(t, nil)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := conn.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	conn := servertest.Dial(t, addr)
 	db := pb.NewDatabaseServiceClient(conn)
 	if p, err := RemoteSubscribers(context.Background(), db); p != 0 || err != nil {
 		t.Fatalf("RemoteSubscribers of an empty node: %d, %v", p, err)
