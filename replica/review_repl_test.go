@@ -121,6 +121,36 @@ func (f *fakeStandby) acknowledge(t *testing.T, lsn uint64, receivedOnly bool) {
 	}
 }
 
+// degraded is a primary degraded by degrade: its fake standby, its
+// Sender, its bank, and the LSN of the commit that timed out.
+type degraded struct {
+	primary *durability.Store
+	sb      *fakeStandby
+	snd     *replica.Sender
+	bank    banktest.Bank
+	lsn     uint64
+}
+
+// degrade starts a primary whose sync mode is mode, with a fake standby
+// that has acknowledged the bank's setup, and commits a transfer whose
+// wait (under wait, -1 for the node's mode) times out after timeout and
+// degrades.
+func degrade(t *testing.T, mode, wait replica.Mode, timeout time.Duration) degraded {
+	t.Helper()
+	d := degraded{primary: newPrimary(t, durability.Options{Level: durability.NoLog}), sb: newFakeStandby(t)}
+	d.snd = newSender(t, d.primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: d.sb.addr}}, Mode: mode, Quorum: 1, Timeout: timeout})
+	d.bank = banktest.Setup(t, d.primary.DB(), func(uint64) error { return nil })
+	d.sb.ack(t, d.primary.DB().LastLSN())
+	var err error
+	if d.lsn, err = d.bank.Transfer(d.primary.DB(), 0, 1, 1, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if degraded, err := d.snd.Wait(context.Background(), d.lsn, wait); err != nil || !degraded {
+		t.Fatalf("a commit (%v) without its standby's answer: degraded %v, %v", wait, degraded, err)
+	}
+	return d
+}
+
 // TestDegradedResumesOnceCaughtUp: a primary whose standby caught up
 // with every record it has (after a slow catch-up, and with no commits
 // since) is no longer degraded, and its next commit waits for the
@@ -135,20 +165,9 @@ func (f *fakeStandby) acknowledge(t *testing.T, lsn uint64, receivedOnly bool) {
 // returned degraded at once without waiting for a standby that held
 // everything.
 func TestDegradedResumesOnceCaughtUp(t *testing.T) {
-	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
-	sb := newFakeStandby(t)
 	const timeout = 200 * time.Millisecond
-	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}, Mode: replica.AppliedAck, Quorum: 1, Timeout: timeout})
-	ctx := context.Background()
-	bank := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
-	sb.ack(t, primary.DB().LastLSN())
-	lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, "t1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if degraded, err := snd.Wait(ctx, lsn, -1); err != nil || !degraded {
-		t.Fatalf("a commit without its standby's answer: degraded %v, %v", degraded, err)
-	}
+	d := degrade(t, replica.AppliedAck, -1, timeout)
+	primary, sb, snd, bank, lsn, ctx := d.primary, d.sb, d.snd, d.bank, d.lsn, context.Background()
 	time.Sleep(timeout) // a slow catch-up: more than half a sync_timeout
 	sb.ack(t, lsn)
 	for deadline := time.Now().Add(10 * time.Second); snd.Standbys()[0].Applied < lsn; time.Sleep(2 * time.Millisecond) {
@@ -163,7 +182,7 @@ func TestDegradedResumesOnceCaughtUp(t *testing.T) {
 	if snd.Degraded() {
 		t.Errorf("still degraded with the standby holding every record")
 	}
-	lsn, err = bank.Transfer(primary.DB(), 0, 1, 1, "t2")
+	lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, "t2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,20 +211,9 @@ func TestDegradedResumesOnceCaughtUp(t *testing.T) {
 // Found in review: the degradation ended once the quorum caught up under
 // the node's mode, whatever the mode of the commits that timed out.
 func TestDegradedUnderTheModeThatTimedOut(t *testing.T) {
-	primary := newPrimary(t, durability.Options{Level: durability.NoLog})
-	sb := newFakeStandby(t)
 	const timeout = 300 * time.Millisecond
-	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}, Mode: replica.ReceivedAck, Quorum: 1, Timeout: timeout})
-	ctx := context.Background()
-	bank := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
-	sb.ack(t, primary.DB().LastLSN())
-	lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, "t1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if degraded, err := snd.Wait(ctx, lsn, replica.AppliedAck); err != nil || !degraded {
-		t.Fatalf("an applied-ack commit without its standby's answer: degraded %v, %v", degraded, err)
-	}
+	d := degrade(t, replica.ReceivedAck, replica.AppliedAck, timeout)
+	primary, sb, snd, bank, lsn, ctx := d.primary, d.sb, d.snd, d.bank, d.lsn, context.Background()
 	sb.ackReceived(t, lsn)
 	for deadline := time.Now().Add(10 * time.Second); snd.Standbys()[0].Received < lsn; time.Sleep(2 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -215,7 +223,7 @@ func TestDegradedUnderTheModeThatTimedOut(t *testing.T) {
 	if !snd.Degraded() {
 		t.Errorf("no longer degraded once the standby received LSN %d, which it has not applied", lsn)
 	}
-	lsn, err = bank.Transfer(primary.DB(), 0, 1, 1, "t2")
+	lsn, err := bank.Transfer(primary.DB(), 0, 1, 1, "t2")
 	if err != nil {
 		t.Fatal(err)
 	}
