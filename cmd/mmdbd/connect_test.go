@@ -11,6 +11,22 @@ import (
 	"github.com/mmdb/mmdb/internal/certtest"
 )
 
+// peerConfig writes the config file of node b, with TLS (an ops
+// certificate of a new CA) and a peer a at db-a.example:7700, and
+// returns its path and the CA's file.
+func peerConfig(t *testing.T) (path, caFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	ca := certtest.NewCA(t, dir, "ca")
+	cert, key := ca.Issue(t, "ops")
+	path = filepath.Join(dir, "b.hcl")
+	src := fmt.Appendf(nil, "node = \"b\"\nlisten = \"127.0.0.1:7700\"\ntls {\n  cert_file = %q\n  key_file = %q\n  ca_file = %q\n}\npeer \"a\" {\n  addr = \"db-a.example:7700\"\n}\n", cert, key, ca.File)
+	if err := os.WriteFile(path, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, ca.File
+}
+
 // TestClientFollowsPeersByName: a client command given -config and one
 // node's address checks the certificate of each peer of the file for
 // the peer's name, at whichever address the client learns (a standby
@@ -19,14 +35,7 @@ import (
 // its certificate for the host dialled, which a node's certificate
 // need not name: the write failed its handshake.
 func TestClientFollowsPeersByName(t *testing.T) {
-	dir := t.TempDir()
-	ca := certtest.NewCA(t, dir, "ca")
-	cert, key := ca.Issue(t, "ops")
-	path := filepath.Join(dir, "b.hcl")
-	src := fmt.Appendf(nil, "node = \"b\"\nlisten = \"127.0.0.1:7700\"\ntls {\n  cert_file = %q\n  key_file = %q\n  ca_file = %q\n}\npeer \"a\" {\n  addr = \"db-a.example:7700\"\n}\n", cert, key, ca.File)
-	if err := os.WriteFile(path, src, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path, _ := peerConfig(t)
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cf := addConnFlags(fs, true)
@@ -54,20 +63,13 @@ func TestClientFollowsPeersByName(t *testing.T) {
 // need not name (the reason to give -tls-server-name), and with
 // -tls-server-name the peers of -config were not mapped at all.
 func TestServerNameCoversLearnedAddresses(t *testing.T) {
-	dir := t.TempDir()
-	ca := certtest.NewCA(t, dir, "ca")
-	cert, key := ca.Issue(t, "ops")
-	path := filepath.Join(dir, "b.hcl")
-	src := fmt.Appendf(nil, "node = \"b\"\nlisten = \"127.0.0.1:7700\"\ntls {\n  cert_file = %q\n  key_file = %q\n  ca_file = %q\n}\npeer \"a\" {\n  addr = \"db-a.example:7700\"\n}\n", cert, key, ca.File)
-	if err := os.WriteFile(path, src, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path, caFile := peerConfig(t)
 	for _, tc := range []struct {
 		name  string
 		args  []string
 		named map[string]string // address: the name checked there
 	}{
-		{"flags alone", []string{"-tls-ca-file", ca.File, "-tls-server-name", "db"}, map[string]string{"10.0.0.1:7700": "db"}},
+		{"flags alone", []string{"-tls-ca-file", caFile, "-tls-server-name", "db"}, map[string]string{"10.0.0.1:7700": "db"}},
 		{"with -config", []string{"-config", path, "-tls-server-name", "db"}, map[string]string{"10.0.0.1:7700": "db", "db-a.example:7700": "a"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
