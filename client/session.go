@@ -220,10 +220,12 @@ func (s *Session) Start(reqs []*pb.Request) *Pending {
 // StartContext is Start that waits to send only while ctx lasts. A
 // message that waited its turn behind another held up until ctx ended is
 // not sent: it fails with ctx's DEADLINE_EXCEEDED or CANCELED, and the
-// session goes on. One that the node's flow control held up itself is not
-// sent either, but the stream, which cannot take back half a message, is
-// cancelled: the session fails, its messages without replies as a failed
-// stream's do (Session).
+// session goes on. One whose ctx ends while its own Send is under way
+// (the node's flow control holds it up, or, rarely, the deadline falls
+// just then) cancels the stream, which cannot take back half a message:
+// the session fails, and its messages without replies fail as on a
+// failed stream (Session), this one's error too, which for a write may
+// wrap ErrUnknownOutcome though it did not leave.
 func (s *Session) StartContext(ctx context.Context, reqs []*pb.Request) *Pending {
 	p := &Pending{n: len(reqs), done: make(chan struct{}), writes: commits(reqs)}
 	fail := func(err error) *Pending {
@@ -234,11 +236,20 @@ func (s *Session) StartContext(ctx context.Context, reqs []*pb.Request) *Pending
 	if len(reqs) == 0 {
 		return fail(nil)
 	}
+	taken := false
 	select {
 	case s.sendSem <- struct{}{}:
+		taken = true
 	case <-ctx.Done():
+	}
+	if err := ctx.Err(); err != nil {
+		// Ended before its turn, or as it came (select picks either):
+		// not sent, and no cancel of the stream for a Send not begun.
+		if taken {
+			<-s.sendSem
+		}
 		p.unsent.Store(true)
-		return fail(status.FromContextError(ctx.Err()).Err())
+		return fail(status.FromContextError(err).Err())
 	}
 	defer func() { <-s.sendSem }()
 	s.mu.Lock()

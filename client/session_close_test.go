@@ -252,3 +252,28 @@ func waitWithin(t *testing.T, p *Pending) ([]*pb.Reply, error) {
 	})
 	return replies, err
 }
+
+// TestSessionStartEndedContext: a message started with a context that
+// has ended is not sent and fails with its code, and the session goes on.
+//
+// Found in review: with the send's turn free, select took it half the
+// time, and the context's AfterFunc then cancelled the stream under a
+// Send that was not held up at all.
+func TestSessionStartEndedContext(t *testing.T) {
+	s := hungSession(t, 200*time.Millisecond)
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 200 {
+		p := s.StartContext(ctx, []*pb.Request{insertReq(1)})
+		if _, err := waitWithin(t, p); status.Code(err) != codes.Canceled || errors.Is(err, ErrUnknownOutcome) {
+			t.Fatalf("a write started with a cancelled context: %v, want CANCELED without ErrUnknownOutcome", err)
+		}
+	}
+	s.mu.Lock()
+	failed := s.err
+	s.mu.Unlock()
+	if failed != nil {
+		t.Fatalf("the session failed: %v", failed)
+	}
+}

@@ -293,6 +293,9 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 	var wg sync.WaitGroup
 	for i := range ops {
 		st := &clientStats{kinds: make([]latencies, len(w.kinds)), ops: make([]int64, len(w.kinds)), ok: make([]int64, len(w.kinds))}
+		for k := range st.kinds {
+			st.kinds[k].init() // not while the run is measured
+		}
 		stats[i] = st
 		wg.Add(1)
 		go func() {

@@ -443,7 +443,7 @@ func kvSessionOp(o benchOpts, i int, s *client.Session) op {
 		kind int
 	}
 	var inflight []flight
-	send := func() {
+	send := func(ctx context.Context) {
 		reqs := make([]*pb.Request, o.pipeline)
 		kind := 0
 		for j := range reqs {
@@ -453,11 +453,11 @@ func kvSessionOp(o benchOpts, i int, s *client.Session) op {
 				kind = b2i(!get)
 			}
 		}
-		inflight = append(inflight, flight{s.Start(reqs), time.Now(), kind})
+		inflight = append(inflight, flight{s.StartContext(ctx, reqs), time.Now(), kind})
 	}
 	return func(ctx context.Context) opResult {
 		for len(inflight) < o.window {
-			send()
+			send(ctx)
 		}
 		f := inflight[0]
 		inflight = inflight[1:]

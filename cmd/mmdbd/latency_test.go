@@ -14,7 +14,7 @@ import (
 // TestLatenciesNearestRank: the q-quantile is the latency at rank
 // ceil(q*n) (nearest rank), each latency weighted by its operations, so
 // that p99 of 100 is the 99th, not the slowest, and p50 of two the
-// faster. Latencies below 2048 ns are exact.
+// faster. Latencies below 256 ns are exact.
 func TestLatenciesNearestRank(t *testing.T) {
 	ns := func(n int, weight uint64) *latencies {
 		var h latencies
@@ -78,7 +78,7 @@ func TestLatenciesAccuracy(t *testing.T) {
 			t.Errorf("p%g: %.3f µs, exactly %.3f µs", q*100, got, want)
 		}
 	}
-	if size := h.h.ByteSize(); size > 320<<10 {
+	if size := h.h.ByteSize(); size > 48<<10 {
 		t.Errorf("the histogram takes %d bytes", size)
 	}
 }
@@ -94,10 +94,10 @@ func TestLatenciesAboveRange(t *testing.T) {
 	if got, want := h.quantile(1), float64(3*time.Hour/time.Microsecond); got != want {
 		t.Errorf("max %g µs, want %g", got, want)
 	}
-	if got, want := h.quantile(0.9), float64(latencyCeiling/time.Microsecond); math.Abs(got-want) > 0.001*want {
+	if got, want := h.quantile(0.9), float64(latencyCeiling/time.Microsecond); math.Abs(got-want) > 0.01*want {
 		t.Errorf("p90 %g µs, want the ceiling, %g", got, want)
 	}
-	if got := h.quantile(0.5); math.Abs(got-1000) > 1 {
+	if got := h.quantile(0.5); math.Abs(got-1000) > 10 {
 		t.Errorf("p50 %g µs, want 1000", got)
 	}
 }
