@@ -23,7 +23,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/internal/metricstest"
@@ -176,15 +175,7 @@ func (p *proc) wait() int {
 
 func (p *proc) client() (pb.DatabaseServiceClient, *grpc.ClientConn) {
 	p.t.Helper()
-	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.t.Cleanup(func() {
-		if err := conn.Close(); err != nil {
-			p.t.Error(err)
-		}
-	})
+	conn := servertest.Dial(p.t, p.addr)
 	return pb.NewDatabaseServiceClient(conn), conn
 }
 
