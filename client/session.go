@@ -294,12 +294,21 @@ func (s *Session) StartContext(ctx context.Context, reqs []*pb.Request) *Pending
 // stalled cancels the stream whose Send was held up until cause ended
 // its context: the messages waiting fail with cause's code.
 func (s *Session) stalled(cause error) {
+	s.cancelWith(status.Errorf(status.FromContextError(cause).Code(), "client: a message on the session could not be sent before its context ended (the node reads no more of the stream); the session is cancelled: %v", cause))
+}
+
+// cancelWith cancels the stream with err for its error, unless it has
+// ended already (ok false), and returns how many messages were waiting.
+func (s *Session) cancelWith(err error) (waiting int, ok bool) {
 	s.mu.Lock()
-	if s.err == nil {
-		s.err = status.Errorf(status.FromContextError(cause).Code(), "client: a message on the session could not be sent before its context ended (the node reads no more of the stream); the session is cancelled: %v", cause)
+	if s.err != nil {
+		s.mu.Unlock()
+		return 0, false
 	}
+	waiting, s.err = len(s.waiting), err
 	s.mu.Unlock()
 	s.cancel()
+	return waiting, true
 }
 
 // Do sends reqs and waits for their replies.
@@ -414,14 +423,9 @@ func (s *Session) closeSend() error {
 // had failed already (receive ends it, and fails the waiters, itself).
 func (s *Session) abandon(cause error) error {
 	code := status.FromContextError(cause).Code()
-	s.mu.Lock()
-	if s.err != nil {
-		s.mu.Unlock()
+	n, ok := s.cancelWith(status.Errorf(code, "client: the session was closed before the node answered: %v", cause))
+	if !ok {
 		return nil
 	}
-	n := len(s.waiting)
-	s.err = status.Errorf(code, "client: the session was closed before the node answered: %v", cause)
-	s.mu.Unlock()
-	s.cancel()
 	return status.Errorf(code, "client: close the session: the node did not end it in time (%d messages unanswered); cancelled it: %v", n, cause)
 }
