@@ -27,7 +27,7 @@ func BenchmarkReplication(b *testing.B) {
 			for _, mode := range []string{"none", "async", "received-ack", "applied-ack"} {
 				b.Run(fmt.Sprintf("%s/clients=%d/%s", wl, clients, mode), func(b *testing.B) {
 					for range b.N {
-						replicationRun(b, wl, clients, mode, 0)
+						replicationRun(b, wl, clients, mode, 0).report(b)
 					}
 				})
 			}
@@ -46,21 +46,68 @@ func BenchmarkReplicationLag(b *testing.B) {
 	for _, rate := range []int{1000, 2000, 4000, 6000, 0} {
 		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
 			for range b.N {
-				replicationRun(b, "writes", 64, "async", rate)
+				replicationRun(b, "writes", 64, "async", rate).report(b)
 			}
 		})
 	}
 }
 
-// replicationRun runs one measurement; rate, when not zero, paces the
-// clients (mmdbd bench -rate).
-func replicationRun(b *testing.B, wl string, clients int, mode string, rate int) {
-	var primary *proc
+// BenchmarkReplicationModes measures, in one run, what received-ack and
+// applied-ack cost against async for 100% writes at 64 clients: the
+// modes run in turn and then again in the reverse order (async,
+// received-ack, applied-ack, applied-ack, received-ack, async), each for
+// 5 s on a fresh pair as in BenchmarkReplication, so a machine that
+// speeds up or slows down during the run weighs on every mode alike. It
+// reports each mode's tx/s over its two runs and the sync modes' ratios
+// to async. Run it alone:
+//
+//	go test ./tests -run XXX -bench ReplicationModes -benchtime 1x
+func BenchmarkReplicationModes(b *testing.B) {
+	modes := []string{"async", "received-ack", "applied-ack"}
+	for range b.N {
+		txs := map[string]float64{}
+		for _, mode := range []string{"async", "received-ack", "applied-ack", "applied-ack", "received-ack", "async"} {
+			txs[mode] += replicationRun(b, "writes", 64, mode, 0).txPerSec
+		}
+		for _, mode := range modes {
+			b.ReportMetric(txs[mode]/2, mode+"-tx/s")
+		}
+		b.ReportMetric(txs["received-ack"]/txs["async"], "received/async")
+		b.ReportMetric(txs["applied-ack"]/txs["async"], "applied/async")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// replicated is one measurement of replicationRun.
+type replicated struct {
+	txPerSec, p50us, p99us float64
+	lags                   []float64 // the standby's lag_ms, sampled every 5 ms
+}
+
+// report reports r as the benchmark's metrics.
+func (r replicated) report(b *testing.B) {
+	b.ReportMetric(r.txPerSec, "tx/s")
+	b.ReportMetric(r.p50us, "p50-us")
+	b.ReportMetric(r.p99us, "p99-us")
+	if len(r.lags) > 0 {
+		slices.Sort(r.lags)
+		b.ReportMetric(r.lags[len(r.lags)*99/100], "lag-p99-ms")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// replicationRun runs one measurement on nodes of its own, which it
+// kills once done; rate, when not zero, paces the clients (mmdbd bench
+// -rate).
+func replicationRun(b *testing.B, wl string, clients int, mode string, rate int) replicated {
+	var primary, standby *proc
 	if mode == "none" {
 		primary = start(b, "-node", "a", "-durability", "mmap-log")
 	} else {
-		primary, _ = startPair(b, "mmap-log", mode)
+		primary, standby = startPair(b, "mmap-log", mode)
+		defer standby.kill()
 	}
+	defer primary.kill()
 	args := []string{"bench", "-addr", primary.addr, "-clients", strconv.Itoa(clients), "-duration", "5s", "-json", "-rate", strconv.Itoa(rate)}
 	if wl == "tatp" {
 		args = append(args, "-workload", "tatp", "-subscribers", "10000")
@@ -127,12 +174,5 @@ func replicationRun(b *testing.B, wl string, clients int, mode string, rate int)
 	if res.Errors > 0 {
 		b.Fatalf("%d errors: %s", res.Errors, out)
 	}
-	b.ReportMetric(res.TxPerSec, "tx/s")
-	b.ReportMetric(res.P50us, "p50-us")
-	b.ReportMetric(res.P99us, "p99-us")
-	if len(lags) > 0 {
-		slices.Sort(lags)
-		b.ReportMetric(lags[len(lags)*99/100], "lag-p99-ms")
-	}
-	b.ReportMetric(0, "ns/op")
+	return replicated{txPerSec: res.TxPerSec, p50us: res.P50us, p99us: res.P99us, lags: lags}
 }
