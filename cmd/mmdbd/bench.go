@@ -97,7 +97,7 @@ func bench(args []string, stdout, stderr io.Writer) (err error) {
 	fs.IntVar(&o.pipeline, "pipeline", 16, "kv with -api session: requests per message")
 	fs.IntVar(&o.window, "window", 4, "kv with -api session: messages in flight per client")
 	fs.Uint64Var(&o.seed, "seed", 1, "the random seed of the load and the clients")
-	fs.Float64Var(&o.rate, "rate", 0, "units of work per second, all clients together (0: as fast as they go); latency counts from when each was due, and those due but not started by the end are reported as missed")
+	fs.Float64Var(&o.rate, "rate", 0, "units of work per second, all clients together (0: as fast as they go); latency counts from when each was due, and those due but not started by the end are reported as missed and in the latencies, as waiting until the end")
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	own := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) { own[f.Name] = true })
@@ -246,8 +246,11 @@ type clientStats struct {
 	errors  int64
 	lastErr error
 	// With -rate: of the ops due in the measured time, how many started
-	// and how many had not by the end.
+	// and how many had not by the end, and the latencies of those: how
+	// long each had waited when the client stopped. They have no kind (an
+	// op draws its own when it runs).
 	started, missed int64
+	missedLat       latencies
 }
 
 // benchGrace is how long after the run's end an operation may still
@@ -296,6 +299,9 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 		for k := range st.kinds {
 			st.kinds[k].init() // not while the run is measured
 		}
+		if o.rate > 0 {
+			st.missedLat.init()
+		}
 		stats[i] = st
 		wg.Add(1)
 		go func() {
@@ -309,7 +315,10 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 			// a client behind its schedule stops at the end all the same.
 			// The ops due in the measured time that had not started by the
 			// end are the backlog the node left: they are counted as
-			// missed, not dropped unseen.
+			// missed, not dropped unseen, and are in the latencies with how
+			// long each had waited for its start when the client stopped
+			// (what it would have taken at the least), so that a stall at
+			// the end shows as one in the middle does.
 			// The timer wakes a sleeping client late (up to a millisecond
 			// or two), and that lateness is bench's: an op due before the
 			// client last woke counts from the wake instead.
@@ -339,7 +348,9 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 				}
 				if !now.Before(end) || ctx.Err() != nil {
 					if every > 0 {
-						st.missed = dueIn(due, every, measureFrom, end)
+						var first time.Time
+						first, st.missed = dueIn(due, every, measureFrom, end)
+						st.missedLat.recordEvery(now.Sub(first), every, st.missed)
 					}
 					return
 				}
@@ -401,15 +412,15 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 }
 
 // dueIn is how many of the times next, next+every, next+2*every, ...
-// fall in [from, to).
-func dueIn(next time.Time, every time.Duration, from, to time.Time) int64 {
+// fall in [from, to), and the first of them.
+func dueIn(next time.Time, every time.Duration, from, to time.Time) (time.Time, int64) {
 	if next.Before(from) {
 		next = next.Add((from.Sub(next) + every - 1) / every * every)
 	}
 	if !next.Before(to) {
-		return 0
+		return next, 0
 	}
-	return int64((to.Sub(next) + every - 1) / every)
+	return next, int64((to.Sub(next) + every - 1) / every)
 }
 
 // progress prints a line a second until stop is closed.
@@ -449,6 +460,7 @@ type benchResult struct {
 	P99us        float64      `json:"p99_us"`
 	P999us       float64      `json:"p999_us"`
 	MaxUs        float64      `json:"max_us"`
+	LatencyFrom  string       `json:"latency_from"`
 	Rate         *rateResult  `json:"rate,omitempty"`
 	Errors       int64        `json:"errors"`
 	LastError    string       `json:"last_error,omitempty"`
@@ -464,11 +476,20 @@ type benchResult struct {
 	Transactions []kindResult `json:"transactions"`
 }
 
+// What the latencies count from (benchResult.LatencyFrom): closed loop,
+// from each op's start; with -rate, from when each was due, the missed
+// ops in with how long they had waited when the run ended.
+const (
+	latencyFromStart    = "start"
+	latencyFromSchedule = "schedule"
+)
+
 // rateResult is how an open-loop (-rate) run kept to its schedule: of
 // the ops due in the measured time, how many started, and how many had
-// not started by its end (the backlog, which neither tx/s nor the
-// latencies count). tx/s counts the ops that started in the measured
-// time, some of which may have been due in the warm-up.
+// not started by its end (the backlog, which tx/s does not count and the
+// overall latencies do, as waiting until the end). tx/s counts the ops
+// that started in the measured time, some of which may have been due in
+// the warm-up.
 type rateResult struct {
 	PerSec    float64 `json:"per_sec"`
 	Scheduled int64   `json:"scheduled"`
@@ -523,6 +544,13 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 		}
 	}
 	var all latencies
+	res.LatencyFrom = latencyFromStart
+	if o.rate > 0 {
+		res.LatencyFrom = latencyFromSchedule
+		for _, st := range stats {
+			all.merge(&st.missedLat)
+		}
+	}
 	var total, ok int64
 	for k, name := range kinds {
 		var ks latencies
@@ -575,7 +603,12 @@ func (r *benchResult) print(w io.Writer) error {
 	if r.LastError != "" {
 		fmt.Fprintf(tw, "last error\t%s\n", r.LastError)
 	}
-	fmt.Fprintf(tw, "latency p50/p90/p99/p99.9/max\t%.1f / %.1f / %.1f / %.1f / %.1f µs\n", r.P50us, r.P90us, r.P99us, r.P999us, r.MaxUs)
+	fmt.Fprintf(tw, "latency p50/p90/p99/p99.9/max\t%.1f / %.1f / %.1f / %.1f / %.1f µs", r.P50us, r.P90us, r.P99us, r.P999us, r.MaxUs)
+	if r.LatencyFrom == latencyFromSchedule {
+		fmt.Fprintln(tw, ", from each op's scheduled start; the missed in them, as waiting until the end")
+	} else {
+		fmt.Fprintln(tw, ", from each op's start")
+	}
 	if r.Durability != "" {
 		fmt.Fprintf(tw, "durability\t%s\n", r.Durability)
 	}

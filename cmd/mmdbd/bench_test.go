@@ -153,19 +153,59 @@ func TestBenchRateReportsBacklog(t *testing.T) {
 	}
 }
 
-// TestDueIn counts the times of a schedule in a window.
+// TestDueIn counts the times of a schedule in a window, and finds the
+// first.
 func TestDueIn(t *testing.T) {
 	at := func(ms int) time.Time { return time.Unix(0, 0).Add(time.Duration(ms) * time.Millisecond) }
 	for _, c := range []struct {
 		next, every, from, to int
 		want                  int64
+		first                 int // when want > 0
 	}{
-		{0, 2, 0, 300, 150}, {1, 2, 0, 300, 150}, {1, 2, 0, 301, 150}, {1, 2, 0, 302, 151},
-		{0, 2, 101, 300, 99}, {300, 2, 0, 300, 0}, {400, 2, 0, 300, 0}, {5, 10, 0, 5, 0},
+		{0, 2, 0, 300, 150, 0}, {1, 2, 0, 300, 150, 1}, {1, 2, 0, 301, 150, 1}, {1, 2, 0, 302, 151, 1},
+		{0, 2, 101, 300, 99, 102}, {300, 2, 0, 300, 0, 0}, {400, 2, 0, 300, 0, 0}, {5, 10, 0, 5, 0, 0},
 	} {
-		if got := dueIn(at(c.next), time.Duration(c.every)*time.Millisecond, at(c.from), at(c.to)); got != c.want {
-			t.Errorf("dueIn(%d every %d in [%d, %d)) = %d, want %d", c.next, c.every, c.from, c.to, got, c.want)
+		first, got := dueIn(at(c.next), time.Duration(c.every)*time.Millisecond, at(c.from), at(c.to))
+		if got != c.want || got > 0 && !first.Equal(at(c.first)) {
+			t.Errorf("dueIn(%d every %d in [%d, %d)) = %d from %s, want %d from %dms", c.next, c.every, c.from, c.to, got, first.Sub(at(0)), c.want, c.first)
 		}
+	}
+}
+
+// TestBenchRateCountsMissedInLatency: in a paced run, the ops due in the
+// measured time that never started, because the op before them stalled
+// past the end, are in the latencies with how long they had waited when
+// the run ended, as the JSON's latency_from says; before, they were only
+// counted as missed, and a run whose every measured op was held up by a
+// stall reported latencies of 0.
+func TestBenchRateCountsMissedInLatency(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	w := &workload{kinds: []string{"stalls once"}, close: func() error { return nil }, newOp: func(int) (op, error) {
+		first := true
+		return func(context.Context) opResult {
+			if first {
+				first = false
+				time.Sleep(stall) // from the warm-up past the end
+			}
+			return opResult{n: 1, ok: 1}
+		}, nil
+	}}
+	// An op due every 10 ms: the 10 due in the measured time, from 50 ms
+	// to 140 ms, wait until the stall ends at 300 ms at the earliest.
+	o := benchOpts{workload: "kv", api: "unary", clients: 1, warmup: 50 * time.Millisecond, duration: 100 * time.Millisecond, rate: 100}
+	res, err := runBench(context.Background(), o, w, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res.Rate; r == nil || r.Missed != 10 || r.Started != 0 {
+		t.Fatalf("a stall from the warm-up past the end: %+v", r)
+	}
+	if res.LatencyFrom != "schedule" || res.P50us < 150_000 || res.MaxUs < 250_000 {
+		t.Errorf("10 ops missed after waiting 160-250 ms: latency from %q, p50 %.0f µs, max %.0f µs", res.LatencyFrom, res.P50us, res.MaxUs)
+	}
+	// Closed loop, the latencies still count from each op's start.
+	if res := summarize(benchOpts{}, nil, nil, time.Second); res.LatencyFrom != "start" {
+		t.Errorf("closed loop: latency from %q", res.LatencyFrom)
 	}
 }
 

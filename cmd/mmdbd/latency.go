@@ -46,6 +46,32 @@ func (l *latencies) record(d time.Duration, n uint64) {
 	l.max = max(l.max, d)
 }
 
+// recordEvery counts n operations of latencies top, top-every,
+// top-2*every and so on, as n calls of record would, but in a step per
+// bucket of the histogram they fall in, whatever n: a paced run's missed
+// operations, due every apart, may be billions. top-(n-1)*every must not
+// overflow.
+func (l *latencies) recordEvery(top, every time.Duration, n int64) {
+	l.init()
+	counted := func(d time.Duration) int64 { return int64(min(max(d, 0), latencyCeiling)) }
+	for n > 0 {
+		// The latencies fall, so those that share top's bucket are the
+		// next k: the largest such k, by bisection.
+		k, most := int64(1), n
+		for k < most {
+			mid := k + (most-k+1)/2
+			if l.h.ValuesAreEquivalent(counted(top), counted(top-time.Duration(mid-1)*every)) {
+				k = mid
+			} else {
+				most = mid - 1
+			}
+		}
+		l.record(top, uint64(k))
+		top -= time.Duration(k) * every
+		n -= k
+	}
+}
+
 // merge adds o's counts to l's.
 func (l *latencies) merge(o *latencies) {
 	if o.h == nil || o.h.TotalCount() == 0 {

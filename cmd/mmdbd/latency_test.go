@@ -133,3 +133,30 @@ func TestBenchLatencyMemoryIsBounded(t *testing.T) {
 		t.Errorf("a run of %d ops allocated %d bytes", shortOps, shortAlloc)
 	}
 }
+
+// TestLatenciesRecordEvery: recordEvery counts a schedule's latencies
+// as recording each would, below 0 and above the ceiling too, and a
+// billion of them in a step per bucket.
+func TestLatenciesRecordEvery(t *testing.T) {
+	for _, c := range []struct {
+		top, every time.Duration
+		n          int64
+	}{
+		{250 * time.Millisecond, 10 * time.Millisecond, 10}, {100 * time.Microsecond, 7, 50000},
+		{5 * time.Microsecond, time.Microsecond, 12}, {latencyCeiling + time.Minute, 3 * time.Second, 100}, {time.Second, time.Second, 1},
+	} {
+		var each, every latencies
+		for i := range c.n {
+			each.record(c.top-time.Duration(i)*c.every, 1)
+		}
+		every.recordEvery(c.top, c.every, c.n)
+		if !every.h.Equals(each.h) || every.max != each.max {
+			t.Errorf("%d latencies from %s every %s: recordEvery counts them otherwise than record", c.n, c.top, c.every)
+		}
+	}
+	var many latencies
+	many.recordEvery(time.Second, time.Nanosecond, 1e9)
+	if n, p50 := many.h.TotalCount(), many.quantile(0.5); n != 1e9 || math.Abs(p50-500e3) > 0.01*500e3 {
+		t.Errorf("a billion latencies from 1s down every ns: %d counted, p50 %g µs", n, p50)
+	}
+}
