@@ -258,6 +258,19 @@ type clientStats struct {
 // answers must not keep bench from ending and reporting.
 var benchGrace = 10 * time.Second
 
+// benchSleep waits d and returns true, or false once ctx ends first. A
+// paced client waits with it for its next op; tests make it wake late.
+var benchSleep = func(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // runBench runs every client for the warmup, then measures for the
 // duration, printing a progress line on stderr each second.
 func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (*benchResult, error) {
@@ -319,11 +332,11 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 			// long each had waited for its start when the client stopped
 			// (what it would have taken at the least), so that a stall at
 			// the end shows as one in the middle does.
-			// The timer wakes a sleeping client late (up to a millisecond
-			// or two), and that lateness is bench's: an op due before the
-			// client last woke counts from the wake instead.
+			// A sleeping client that wakes late (the timer's resolution, up
+			// to a millisecond or so, or a stall of the process) counts
+			// from when its op was due all the same: what held it up is
+			// not told apart from the node's own stalls, so none is hidden.
 			var every time.Duration
-			var woke time.Time
 			due := start
 			if o.rate > 0 {
 				every = time.Duration(o.perClient()) // check keeps it in range
@@ -337,13 +350,10 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 						return
 					}
 					if wait := due.Sub(now); wait > 0 {
-						select {
-						case <-ctx.Done():
+						if !benchSleep(ctx, wait) {
 							return
-						case <-time.After(wait):
 						}
 						now = time.Now()
-						woke = now
 					}
 				}
 				if !now.Before(end) || ctx.Err() != nil {
@@ -359,9 +369,6 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 						st.started++
 					}
 					t0, due = due, due.Add(every)
-					if t0.Before(woke) {
-						t0 = woke
-					}
 				}
 				r := ops[i](opCtx)
 				if r.lat == 0 {
