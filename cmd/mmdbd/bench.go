@@ -254,8 +254,9 @@ type clientStats struct {
 }
 
 // benchGrace is how long after the run's end an operation may still
-// run before it is cancelled and counted as failed: a node that never
-// answers must not keep bench from ending and reporting.
+// run before it is cancelled and counted as failed, and how long the
+// sessions, closed at the end, wait for the node to end them: a node that
+// never answers must not keep bench from ending and reporting.
 var benchGrace = 10 * time.Second
 
 // benchSleep waits d and returns true, or false once ctx ends first. A

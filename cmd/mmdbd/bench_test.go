@@ -16,7 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
+	"github.com/mmdb/mmdb/client"
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/workload/tatp"
@@ -542,5 +546,48 @@ func TestBenchOverGRPCStatesNodeSettings(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^durability +`+durability+`$`).MatchString(out.String()) || !regexp.MustCompile(`(?m)^sync mode +`+syncMode+`$`).MatchString(out.String()) {
 		t.Errorf("the report does not state durability %s and sync mode %s:\n%s", durability, syncMode, &out)
+	}
+}
+
+// hungSessions is a node that takes Session streams and then neither
+// answers nor ends them: a hung process.
+type hungSessions struct {
+	pb.UnimplementedDatabaseServiceServer
+}
+
+func (hungSessions) Session(stream pb.DatabaseService_SessionServer) error {
+	<-stream.Context().Done()
+	return stream.Context().Err()
+}
+
+// TestBenchClosesHungSessionsTogether: the sessions a hung node holds
+// open at the end of a run are closed together, within one benchGrace
+// for all, and each says it was cut off; before, they were closed one
+// after another, so N of them held the end of the run N graces.
+func TestBenchClosesHungSessionsTogether(t *testing.T) {
+	defer func(g time.Duration) { benchGrace = g }(benchGrace)
+	benchGrace = 250 * time.Millisecond
+	addr, _ := grpctest.Serve(t, func(g *grpc.Server) { pb.RegisterDatabaseServiceServer(g, hungSessions{}) })
+	c, err := client.New(client.Options{Addrs: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 8
+	var sessions []*client.Session
+	for range n {
+		s, err := c.OpenSession(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessions = append(sessions, s)
+	}
+	start := time.Now()
+	err = closeSessions(sessions, addr)
+	if took := time.Since(start); took > 4*benchGrace {
+		t.Errorf("%d hung sessions took %s to close, with a grace of %s", n, took, benchGrace)
+	}
+	if got := strings.Count(fmt.Sprint(err), "did not end it in time"); got != n {
+		t.Errorf("%d of %d hung sessions said they were cut off: %v", got, n, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -206,12 +207,7 @@ func grpcWorkload(ctx context.Context, o benchOpts, stderr io.Writer) (*workload
 	var clients []*client.Client
 	var sessions []*client.Session
 	closeAll := func() error {
-		var errs []error
-		for _, s := range sessions {
-			if err := s.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("bench: close a session with %s: %w", o.addr, err))
-			}
-		}
+		errs := []error{closeSessions(sessions, o.addr)}
 		for _, c := range clients {
 			errs = append(errs, c.Close()) // says which connection
 		}
@@ -262,6 +258,26 @@ func grpcWorkload(ctx context.Context, o benchOpts, stderr io.Writer) (*workload
 	}
 	w.durability, w.syncMode = durability, syncMode
 	return w, nil
+}
+
+// closeSessions closes the sessions together, each waiting for the node
+// to answer what it still owes and end the stream until benchGrace has
+// passed, the same for all: sessions the node left hung hold the end of
+// the run for one grace, not one each.
+func closeSessions(sessions []*client.Session, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), benchGrace)
+	defer cancel()
+	errs := make([]error, len(sessions))
+	var wg sync.WaitGroup
+	for i, s := range sessions {
+		wg.Go(func() {
+			if err := s.CloseContext(ctx); err != nil {
+				errs[i] = fmt.Errorf("bench: close a session with %s: %w", addr, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // nodeSettings returns the node's durability and sync mode, from its
