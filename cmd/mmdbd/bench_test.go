@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -590,4 +591,32 @@ func TestBenchClosesHungSessionsTogether(t *testing.T) {
 	if got := strings.Count(fmt.Sprint(err), "did not end it in time"); got != n {
 		t.Errorf("%d of %d hung sessions said they were cut off: %v", got, n, err)
 	}
+}
+
+// TestBenchDocsListEveryJSONField: docs/benchmarks.md documents every
+// field of bench -json, nested ones by their path (rate.missed,
+// transactions[].p50_us); before, it documented none.
+func TestBenchDocsListEveryJSONField(t *testing.T) {
+	b, err := os.ReadFile("../../docs/benchmarks.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, doc, _ := strings.Cut(string(b), "## What `mmdbd bench` prints")
+	doc, _, _ = strings.Cut(doc, "\n## ")
+	var walk func(typ reflect.Type, prefix string)
+	walk = func(typ reflect.Type, prefix string) {
+		for f := range typ.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if !strings.Contains(doc, "`"+prefix+name+"`") {
+				t.Errorf("docs/benchmarks.md does not document bench's JSON field %s%s", prefix, name)
+			}
+			switch ft := f.Type; {
+			case ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct:
+				walk(ft.Elem(), prefix+name+".")
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+				walk(ft.Elem(), prefix+name+"[].")
+			}
+		}
+	}
+	walk(reflect.TypeFor[benchResult](), "")
 }
