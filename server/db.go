@@ -669,8 +669,11 @@ func (s *dbService) Begin(ctx context.Context, req *pb.BeginRequest) (*pb.BeginR
 	md, _ := metadata.FromIncomingContext(ctx)
 	var key string
 	switch keys := md.Get(pb.HeaderBeginKey); {
-	case len(keys) > 1 || len(keys) == 1 && (keys[0] == "" || len(keys[0]) > pb.MaxBeginKeyBytes):
+	case len(keys) > 1 || len(keys) == 1 && keys[0] == "":
 		return nil, errorf(codes.InvalidArgument, "the header %s is sent at most once, 1 to %d bytes", pb.HeaderBeginKey, pb.MaxBeginKeyBytes)
+	case len(keys) == 1 && len(keys[0]) > pb.MaxBeginKeyBytes:
+		// A fixed limit, not a rule of the request's own (SPEC 11).
+		return nil, errorf(codes.ResourceExhausted, "the header %s: %d bytes, more than the limit of %d", pb.HeaderBeginKey, len(keys[0]), pb.MaxBeginKeyBytes)
 	case len(keys) == 1:
 		key = keys[0]
 	}

@@ -24,7 +24,11 @@ const maxBucketDigestBytes = 2*(1+binary.MaxVarintLen64) + 2
 func (a *adminService) TableDigest(ctx context.Context, req *pb.TableDigestRequest) (*pb.TableDigestResponse, error) {
 	n := req.GetBuckets()
 	if n == 0 || n > pb.MaxDigestBuckets {
-		return nil, status.Errorf(codes.InvalidArgument, "buckets %d: from 1 to %d", n, pb.MaxDigestBuckets)
+		code := codes.InvalidArgument
+		if n > 0 {
+			code = codes.ResourceExhausted // a limit (SPEC 11)
+		}
+		return nil, status.Errorf(code, "table %q: buckets %d: from 1 to %d", req.GetTable(), n, pb.MaxDigestBuckets)
 	}
 	list := map[uint32]bool{}
 	for _, b := range req.GetList() {

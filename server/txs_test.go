@@ -106,7 +106,7 @@ func TestBusyTransactionHonorsTheDeadline(t *testing.T) {
 // first opened while that is open, not another that would hold a slot
 // of max_open_transactions until tx_idle_timeout; once it ended, the key
 // opens a new one, and the node forgets it. Begins without a key each
-// open their own; a key sent twice or too long is refused.
+// open their own; a key sent twice, empty or too long is refused.
 func TestBeginKey(t *testing.T) {
 	_, s := memFSService(t, vfs.NewMemFS())
 	begin := func(kv ...string) (uint64, error) {
@@ -142,12 +142,18 @@ func TestBeginKey(t *testing.T) {
 	if s.txs.open() != 0 || len(s.txs.keys) != 0 {
 		t.Fatalf("all ended: %d open, %d keys kept", s.txs.open(), len(s.txs.keys))
 	}
-	for _, kv := range [][]string{
-		{pb.HeaderBeginKey, "k2", pb.HeaderBeginKey, "k3"},
-		{pb.HeaderBeginKey, strings.Repeat("k", pb.MaxBeginKeyBytes+1)},
+	// Sent twice or empty breaks the header's own rule; too long is past
+	// a fixed limit (SPEC 11).
+	for _, tc := range []struct {
+		kv   []string
+		code codes.Code
+	}{
+		{[]string{pb.HeaderBeginKey, "k2", pb.HeaderBeginKey, "k3"}, codes.InvalidArgument},
+		{[]string{pb.HeaderBeginKey, ""}, codes.InvalidArgument},
+		{[]string{pb.HeaderBeginKey, strings.Repeat("k", pb.MaxBeginKeyBytes+1)}, codes.ResourceExhausted},
 	} {
-		if _, err := begin(kv...); status.Code(err) != codes.InvalidArgument {
-			t.Errorf("Begin with %q: %v, want INVALID_ARGUMENT", kv, err)
+		if _, err := begin(tc.kv...); status.Code(err) != tc.code {
+			t.Errorf("Begin with %q: %v, want %v", tc.kv, err, tc.code)
 		}
 	}
 }

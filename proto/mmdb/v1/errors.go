@@ -47,13 +47,14 @@ package mmdbv1
 // its primary's address, when it knows it: a client that read from the
 // standby while the primary was out of reach goes back to it.
 //
-// A unary Begin may carry the header HeaderBeginKey, a random value of
-// at most MaxBeginKeyBytes the client picks for it. When the client
-// lost the reply (its connection failed after the request left) and
-// sends the Begin again with the same key, the node answers with the
-// transaction the first one opened, if it is still open, instead of
-// opening another: the first would otherwise hold a slot of
-// max_open_transactions, with nobody to roll it back, until
+// A unary Begin may carry the header HeaderBeginKey once, a random value
+// of 1 to MaxBeginKeyBytes the client picks for it (a longer one is
+// RESOURCE_EXHAUSTED, a limit; one sent twice or empty INVALID_ARGUMENT).
+// When the client lost the reply (its connection failed after the
+// request left) and sends the Begin again with the same key, the node
+// answers with the transaction the first one opened, if it is still
+// open, instead of opening another: the first would otherwise hold a
+// slot of max_open_transactions, with nobody to roll it back, until
 // tx_idle_timeout. A Session's Begin ignores it (its transactions end
 // with the stream).
 const (

@@ -3828,7 +3828,8 @@ func (x *DemoteResponse) GetAlready() bool {
 type TableDigestRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	// How many buckets (1 to 65536).
+	// How many buckets: 1 to 65536. Zero is INVALID_ARGUMENT; more than
+	// 65536 is RESOURCE_EXHAUSTED (a limit).
 	Buckets uint32 `protobuf:"varint,2,opt,name=buckets,proto3" json:"buckets,omitempty"`
 	// Wait until this LSN is applied first.
 	MinLsn uint64 `protobuf:"varint,3,opt,name=min_lsn,json=minLsn,proto3" json:"min_lsn,omitempty"`
