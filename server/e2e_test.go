@@ -683,6 +683,44 @@ func TestScanPagingIndexRecreated(t *testing.T) {
 	}
 }
 
+// TestScanPagingTableRecreated: a table dropped and created again under
+// its name while a client pages through it, between a page's checks of
+// its request and its transaction, is read as it now is: each page is a
+// transaction of its own (SPEC 2), and the resume key fits the new
+// table's primary key. The page read the table the checks had found, by
+// then dropped, and answered NOT_FOUND, though the table was there.
+func TestScanPagingTableRecreated(t *testing.T) {
+	n := startNode(t, nil)
+	n.withAccounts(6) // balance 100
+	c := ctx(t)
+	calls := 0
+	testHookScan = func() {
+		if calls++; calls != 2 {
+			return
+		}
+		if _, err := n.db.DropTable(c, &pb.DropTableRequest{Table: "acct"}); err != nil {
+			t.Error(err)
+		}
+		if _, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: accountsTable()}); err != nil {
+			t.Error(err)
+		}
+		for id := int64(1); id <= 6; id++ {
+			if _, err := n.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(id, 200)}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(func() { testHookScan = nil })
+	var got [][2]int64
+	for _, r := range n.scanPages(&pb.ScanRequest{Table: "acct", Limit: 2}) {
+		got = append(got, [2]int64{r.GetValues()[0].GetInt64(), r.GetValues()[3].GetInt64()})
+	}
+	want := [][2]int64{{1, 100}, {2, 100}, {3, 200}, {4, 200}, {5, 200}, {6, 200}} // (id, bal)
+	if !slices.Equal(got, want) {
+		t.Fatalf("pages of acct, created again before the second: %v, want %v", got, want)
+	}
+}
+
 // recvAll reads a scan stream to its end.
 func recvAll(st grpc.ServerStreamingClient[pb.ScanResponse], err error) ([]*pb.Row, error) {
 	if err != nil {

@@ -19,9 +19,10 @@ const scanBatchRows = 256
 // definition (whether it is unique, its key columns: a page's after and
 // resume key) is left to the scan, which finds it in the schema it reads:
 // found here, before the scan's transaction, it may be that of an index
-// dropped and created again over other columns in between.
+// dropped and created again over other columns in between. So is the
+// table, found again by its name in each attempt of the transaction.
 type scanQuery struct {
-	t     *mem.Table
+	table string
 	spec  mem.ScanSpec
 	limit int
 }
@@ -41,7 +42,17 @@ func (s *dbService) Scan(req *pb.ScanRequest, stream grpc.ServerStreamingServer[
 	var rows []mem.Record
 	_, _, err = s.run(stream.Context(), req.GetTxId(), noWait{}, func(tx *mem.Tx) error {
 		rows = rows[:0]
-		return tx.Scan(q.t, q.spec, func(r mem.Record) bool {
+		// The table as it is now, not as the checks found it: one dropped
+		// and created again since (or since an attempt that conflicted
+		// with the drop) is read as it is, as a page after the drop is,
+		// rather than answered NOT_FOUND while it is there. A lookup that
+		// finds none waits as a failed read (run): the transaction's Seen
+		// holds the schema's LSN.
+		t, err := s.db.Table(q.table)
+		if err != nil {
+			return err
+		}
+		return tx.Scan(t, q.spec, func(r mem.Record) bool {
 			rows = append(rows, r)
 			return len(rows) <= q.limit
 		})
@@ -57,7 +68,7 @@ func (s *dbService) scanQuery(ctx context.Context, req *pb.ScanRequest) (*scanQu
 	if err != nil {
 		return nil, err
 	}
-	q := &scanQuery{t: t, limit: int(req.GetLimit())}
+	q := &scanQuery{table: t.Name(), limit: int(req.GetLimit())}
 	if q.limit == 0 {
 		q.limit = s.maxScanRows
 	}
