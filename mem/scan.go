@@ -2,6 +2,7 @@ package mem
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 )
 
@@ -92,6 +93,12 @@ func (s *schema) keyRange(spec *ScanSpec) (lo, hi []byte, err error) {
 	return lo, u, nil
 }
 
+// afterRecreated ends the message of an after that does not fit the
+// index's key: the likely cause is a resume key the scan's previous page
+// read from a table or index dropped and created again since, which no
+// later page can go on from.
+const afterRecreated = "; a resume_key fits the table and index of its page as they were then: after one was dropped and created again over other key columns, start the scan anew"
+
 // pastAfter narrows [lo, hi), the range of spec's prefix and bounds, to
 // the keys past spec.After in scan order: above it, or with Reverse below.
 func (s *schema) pastAfter(spec *ScanSpec, lo, hi []byte) ([]byte, []byte, error) {
@@ -100,11 +107,11 @@ func (s *schema) pastAfter(spec *ScanSpec, lo, hi []byte) ([]byte, []byte, error
 		return nil, nil, errorf(ErrInvalid, "table %q: after needs the primary key or a unique index; index %q is not unique, so narrow the range instead", s.def.Name, d.name)
 	}
 	if len(spec.After) != len(d.cols) {
-		return nil, nil, errorf(ErrInvalid, "table %q: after has %d values; the key of index %q has %d", s.def.Name, len(spec.After), d.name, len(d.cols))
+		return nil, nil, errorf(ErrInvalid, "table %q: after has %d values; the key of index %q has %d%s", s.def.Name, len(spec.After), d.name, len(d.cols), afterRecreated)
 	}
 	k, err := s.appendKey(nil, spec.Index, 0, spec.After)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("after, a key of index %q: %w%s", d.name, err, afterRecreated)
 	}
 	in := bytes.Compare(k, lo) >= 0 && (hi == nil || bytes.Compare(k, hi) < 0)
 	if d.kind == Hash {

@@ -688,7 +688,9 @@ func TestScanPagingIndexRecreated(t *testing.T) {
 // its request and its transaction, is read as it now is: each page is a
 // transaction of its own (SPEC 2), and the resume key fits the new
 // table's primary key. The page read the table the checks had found, by
-// then dropped, and answered NOT_FOUND, though the table was there.
+// then dropped, and answered NOT_FOUND, though the table was there. A
+// resume key that does not fit the new table's primary key is refused
+// (INVALID_ARGUMENT, SPEC 11: a wrong type) saying why it may not.
 func TestScanPagingTableRecreated(t *testing.T) {
 	n := startNode(t, nil)
 	n.withAccounts(6) // balance 100
@@ -719,6 +721,20 @@ func TestScanPagingTableRecreated(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("pages of acct, created again before the second: %v, want %v", got, want)
 	}
+	// A resume key that does not fit the key of the table created again
+	// cannot go on: the answer says why.
+	if _, err := n.db.DropTable(c, &pb.DropTableRequest{Table: "acct"}); err != nil {
+		t.Fatal(err)
+	}
+	byName := accountsTable()
+	byName.PrimaryKey = []string{"name"}
+	if _, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: byName}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2, After: key(vI(2))}))
+	wantCode(t, err, codes.InvalidArgument, "after", `"name"`, "created again")
+	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2, After: key(vS("n2"), vI(2))}))
+	wantCode(t, err, codes.InvalidArgument, "after has 2 values", "created again")
 }
 
 // recvAll reads a scan stream to its end.
