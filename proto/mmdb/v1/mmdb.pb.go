@@ -1573,7 +1573,11 @@ type ScanRequest struct {
 	// than that is RESOURCE_EXHAUSTED (a limit).
 	Limit uint32 `protobuf:"varint,8,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Resume after this key: the resume_key of a previous reply. Only on the
-	// primary key or a unique index, whose keys name one row each.
+	// primary key or a unique index, whose keys name one row each. Outside
+	// an interactive transaction each page is a transaction of its own and
+	// reads the table as it is then: a table or index dropped and created
+	// again under its name since the previous page is read past the key,
+	// if the key fits it, and the key is INVALID_ARGUMENT if it does not.
 	After         []*Value `protobuf:"bytes,9,rep,name=after,proto3" json:"after,omitempty"`
 	TxId          uint64   `protobuf:"varint,10,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
