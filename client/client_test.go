@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/server"
@@ -191,7 +192,7 @@ func TestTxRetriesAborts(t *testing.T) {
 // reach the second.
 func TestMovesOnFromADeadNode(t *testing.T) {
 	live := serve(t, nil)
-	c := newClient(t, servertest.DeadAddr(t), live)
+	c := newClient(t, grpctest.DeadAddr(t), live)
 	if _, err := c.Status(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,7 @@ func TestMovesOnFromADeadNode(t *testing.T) {
 // TestDeadlineBoundsRetries: with no node up, a call gives up at its
 // deadline.
 func TestDeadlineBoundsRetries(t *testing.T) {
-	c, err := New(Options{Addrs: []string{servertest.DeadAddr(t), servertest.DeadAddr(t)}, MinBackoff: time.Millisecond, MaxAttempts: 1 << 30})
+	c, err := New(Options{Addrs: []string{grpctest.DeadAddr(t), grpctest.DeadAddr(t)}, MinBackoff: time.Millisecond, MaxAttempts: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/faultproxy"
-	"github.com/mmdb/mmdb/internal/servertest"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -47,7 +47,7 @@ func TestTxFollowsThePrimary(t *testing.T) {
 func TestOpenSessionMovesOn(t *testing.T) {
 	ctx := testCtx(t)
 	live := serve(t, nil)
-	c := newClient(t, servertest.DeadAddr(t), live)
+	c := newClient(t, grpctest.DeadAddr(t), live)
 	for i := 0; i < 3; i++ {
 		s, err := c.OpenSession(ctx)
 		if err != nil {
@@ -175,7 +175,7 @@ func TestWriteCutAfterItLeft(t *testing.T) {
 	if _, err := c.Insert(ctx, "counters", Uint64(8), String("eight"), Int64(8), Null()); err != nil {
 		t.Fatal(err)
 	}
-	c2 := newClient(t, servertest.DeadAddr(t), addr)
+	c2 := newClient(t, grpctest.DeadAddr(t), addr)
 	if _, err := c2.Insert(ctx, "counters", Uint64(9), String("nine"), Int64(9), Null()); err != nil {
 		t.Fatalf("an insert that never reached the dead node: %v", err)
 	}

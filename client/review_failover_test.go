@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/mmdb/mmdb/internal/servertest"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -24,7 +24,7 @@ func TestRedirectToADeadPrimaryMovesOn(t *testing.T) {
 	if _, err := newClient(t, live).CreateTable(ctx, counters); err != nil {
 		t.Fatal(err)
 	}
-	dead := servertest.DeadAddr(t)
+	dead := grpctest.DeadAddr(t)
 	c := newClient(t, dead, serveFake(t, &standby{primary: dead}), live)
 	if _, err := c.Insert(ctx, "counters", Uint64(1), String("x"), Int64(1), Null()); err != nil {
 		t.Fatalf("a write with the new primary %s listed: %v (client at %s)", live, err, c.Addr())

@@ -21,7 +21,7 @@ import (
 	"github.com/mmdb/mmdb/checkpoint"
 	"github.com/mmdb/mmdb/durability"
 	"github.com/mmdb/mmdb/internal/faultproxy"
-	"github.com/mmdb/mmdb/internal/servertest"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	"github.com/mmdb/mmdb/mem"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
@@ -288,7 +288,7 @@ func TestBadFetchRequests(t *testing.T) {
 	if status.Code(err) != codes.OutOfRange {
 		t.Errorf("an offset past the end: %v", err)
 	}
-	_, _, err = fetch(t, servertest.DeadAddr(t), replica.FetchOptions{Patience: 300 * time.Millisecond})
+	_, _, err = fetch(t, grpctest.DeadAddr(t), replica.FetchOptions{Patience: 300 * time.Millisecond})
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("a node that is not there: %v", err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/certtest"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	"github.com/mmdb/mmdb/internal/secure"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
@@ -402,7 +403,7 @@ func TestBearerSchemeIgnoresCase(t *testing.T) {
 func TestReimageOverTLSChecksTheSendersName(t *testing.T) {
 	dir := t.TempDir()
 	ca := certtest.NewCA(t, dir, "ca")
-	addrA, addrB := freeAddr(t), freeAddr(t)
+	addrA, addrB := grpctest.DeadAddr(t), grpctest.DeadAddr(t)
 	_, portB, err := net.SplitHostPort(addrB)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,22 +25,6 @@ import (
 	"github.com/mmdb/mmdb/replica"
 )
 
-// freeAddr returns a loopback address nothing listens on now
-// (servertest.DeadAddr, which this package cannot import).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := l.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
-	return l.Addr().String()
-}
-
 // TestFencedPrimaryStaysFencedAfterRestart: a is the primary, b its
 // standby. b is promoted (epoch 1) and ships to a, which steps down and
 // follows b. a's host then restarts with its unchanged config file (role
@@ -49,7 +32,7 @@ func freeAddr(t *testing.T) string {
 // incarnation of it) it would make two primaries of epoch 1, and either
 // could step down for the other.
 func TestFencedPrimaryStaysFencedAfterRestart(t *testing.T) {
-	addrA, addrB := freeAddr(t), freeAddr(t)
+	addrA, addrB := grpctest.DeadAddr(t), grpctest.DeadAddr(t)
 	dirA := t.TempDir()
 	cfgA := func(c *conf.Config) {
 		c.Node, c.Listen, c.DataDir = "a", addrA, dirA
@@ -106,7 +89,7 @@ func TestFencedPrimaryStaysFencedAfterRestart(t *testing.T) {
 // primary's it follows, and a start as a primary would make a second one
 // of that primary's epoch.
 func TestReimagedNodeStaysAStandby(t *testing.T) {
-	addrA, addrB := freeAddr(t), freeAddr(t)
+	addrA, addrB := grpctest.DeadAddr(t), grpctest.DeadAddr(t)
 	b := startNode(t, func(c *conf.Config) {
 		c.Node, c.Role, c.Listen = "b", conf.RoleStandby, addrB
 		c.Peers = []conf.Peer{{Name: "a", Addr: addrA}}
@@ -165,7 +148,7 @@ func TestFailedPromotionLeavesAStandby(t *testing.T) {
 	dir := t.TempDir()
 	n := startNode(t, func(c *conf.Config) {
 		c.Node, c.Role, c.DataDir = "b", conf.RoleStandby, dir
-		c.Peers = []conf.Peer{{Name: "a", Addr: freeAddr(t)}}
+		c.Peers = []conf.Peer{{Name: "a", Addr: grpctest.DeadAddr(t)}}
 	})
 	epochs := func() []byte {
 		t.Helper()

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/grpctest"
 )
 
 // TestSteppedDownAtItsOwnEpochStaysAStandby: a primary that steps down
@@ -97,13 +98,13 @@ func TestDivergedTailOfANewerPrimaryAfterALostTail(t *testing.T) {
 	a.stop()
 	a = startNode(t, func(c *conf.Config) { c.Node, c.Role, c.DataDir = "a", conf.RoleStandby, dir })
 	at := last - 1
-	a.srv.diverged(at, last, "p", freeAddr(t), false) // its primary p restarted without them
+	a.srv.diverged(at, last, "p", grpctest.DeadAddr(t), false) // its primary p restarted without them
 	select {
 	case why := <-a.srv.Restarts():
 		t.Fatalf("a restarts to %s for records of its primary's own epoch", why)
 	default:
 	}
-	a.srv.diverged(at, last, "q", freeAddr(t), true) // q, promoted at a newer epoch, never had them
+	a.srv.diverged(at, last, "q", grpctest.DeadAddr(t), true) // q, promoted at a newer epoch, never had them
 	select {
 	case why := <-a.srv.Restarts():
 		t.Logf("a restarts to %s", why)

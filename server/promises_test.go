@@ -14,6 +14,7 @@ import (
 
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/faultproxy"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -219,7 +220,7 @@ func TestIdleTimeoutCountsFromLastActivity(t *testing.T) {
 // leaves no records in memory: without the retention, the segment with
 // the records the standby needs would go.
 func TestRetainedLogCatchesUpAStandby(t *testing.T) {
-	standbyAddr, standbyDir, primaryDir := freeAddr(t), t.TempDir(), t.TempDir()
+	standbyAddr, standbyDir, primaryDir := grpctest.DeadAddr(t), t.TempDir(), t.TempDir()
 	asStandby := func(c *conf.Config) {
 		c.Node, c.Role, c.Listen, c.DataDir = "b", conf.RoleStandby, standbyAddr, standbyDir
 		c.Peers = []conf.Peer{{Name: "a", Addr: "127.0.0.1:1"}}

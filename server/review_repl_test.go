@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mmdb/mmdb/conf"
+	"github.com/mmdb/mmdb/internal/grpctest"
 )
 
 // TestConcurrentPrimarySetsItsTailAside: two standbys promoted while
@@ -65,8 +66,8 @@ var otherOf = map[string]string{"b": "c", "c": "b"}
 
 func startSamePrimaries(t *testing.T) samePrimaries {
 	t.Helper()
-	nowhere := freeAddr(t)
-	p := samePrimaries{addr: map[string]string{"b": freeAddr(t), "c": freeAddr(t)}, dir: map[string]string{"b": t.TempDir(), "c": t.TempDir()}}
+	nowhere := grpctest.DeadAddr(t)
+	p := samePrimaries{addr: map[string]string{"b": grpctest.DeadAddr(t), "c": grpctest.DeadAddr(t)}, dir: map[string]string{"b": t.TempDir(), "c": t.TempDir()}}
 	b, c := startNode(t, p.config("b", nowhere)), startNode(t, p.config("c", nowhere))
 	for _, n := range []*node{b, c} {
 		if err := n.srv.SetRole(conf.RolePrimary); err != nil {

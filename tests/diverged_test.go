@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mmdb/mmdb/internal/servertest"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -32,7 +32,7 @@ func TestDivergedTailSetAsideAsImage(t *testing.T) {
 }
 
 func divergedAsImage(t *testing.T, level string) {
-	aAddr, aDir := servertest.DeadAddr(t), t.TempDir()
+	aAddr, aDir := grpctest.DeadAddr(t), t.TempDir()
 	b := start(t, "-node", "b", "-role", "standby", "-durability", "mmap-log", "-peer", "a="+aAddr)
 	alone := []string{"-node", "a", "-listen", aAddr, "-durability", level, "-data-dir", aDir, "-log-retention-bytes", "0"}
 	aArgs := append(alone, "-sync-mode", "applied-ack", "-peer", "b="+b.addr)

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/internal/grpctest"
 	"github.com/mmdb/mmdb/internal/metricstest"
 	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
@@ -262,7 +263,7 @@ func TestStatusJSON(t *testing.T) {
 }
 
 func TestStatusOfNoServer(t *testing.T) {
-	addr := servertest.DeadAddr(t)
+	addr := grpctest.DeadAddr(t)
 	_, errOut, code := runTool(t, "status", "-addr", addr, "-timeout", "2s")
 	if code != 1 || !strings.Contains(errOut, addr) {
 		t.Fatalf("status of a closed port: exit %d, %q", code, errOut)

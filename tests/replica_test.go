@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/checkpoint/image"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	"github.com/mmdb/mmdb/internal/metricstest"
-	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -245,7 +245,7 @@ func TestFailover(t *testing.T) {
 }
 
 func failover(t *testing.T, stop string) {
-	aAddr, bDir := servertest.DeadAddr(t), t.TempDir()
+	aAddr, bDir := grpctest.DeadAddr(t), t.TempDir()
 	b := start(t, "-node", "b", "-role", "standby", "-durability", "fsync-log", "-data-dir", bDir, "-peer", "a="+aAddr)
 	aDir := t.TempDir()
 	aArgs := []string{"-node", "a", "-listen", aAddr, "-durability", "fsync-log", "-data-dir", aDir, "-sync-mode", "applied-ack", "-peer", "b=" + b.addr}
@@ -393,7 +393,7 @@ func failover(t *testing.T, stop string) {
 // primary, setting aside what it took alone; both end with the same
 // rows.
 func TestPromoteFencesLivePrimary(t *testing.T) {
-	aAddr, bAddr := servertest.DeadAddr(t), servertest.DeadAddr(t)
+	aAddr, bAddr := grpctest.DeadAddr(t), grpctest.DeadAddr(t)
 	b := start(t, "-node", "b", "-role", "standby", "-listen", bAddr, "-durability", "mmap-log", "-peer", "a="+aAddr)
 	a := start(t, "-node", "a", "-listen", aAddr, "-durability", "mmap-log", "-sync-mode", "applied-ack", "-on-sync-timeout", "block", "-peer", "b="+bAddr)
 	adb, aconn := a.client()
@@ -528,7 +528,7 @@ func TestRoleSwitches(t *testing.T) {
 // to async, a commit that was blocked returns at once, and the next ones
 // do not wait.
 func TestSyncReload(t *testing.T) {
-	dir, peer := t.TempDir(), servertest.DeadAddr(t)
+	dir, peer := t.TempDir(), grpctest.DeadAddr(t)
 	write := func(mode string) string {
 		return writeConfig(t, dir, "a", fmt.Sprintf("role = \"primary\"\nsync_mode = %q\non_sync_timeout = \"block\"\n", mode), "b", peer)
 	}
@@ -598,7 +598,7 @@ func TestSyncReload(t *testing.T) {
 // take minutes) does not end it, as SIGHUP's default action did; the node
 // reads its file again once it serves.
 func TestSIGHUPWhileStarting(t *testing.T) {
-	aAddr := servertest.DeadAddr(t)
+	aAddr := grpctest.DeadAddr(t)
 	d, serving := spawn(t, "-node", "d", "-role", "standby", "-data-dir", "", "-durability", "no-log", "-bootstrap-from", aAddr, "-peer", "a="+aAddr)
 	logged(t, d, "the image transfer broke; resuming")
 	hup(t, d)
@@ -777,7 +777,7 @@ func TestPeersReload(t *testing.T) {
 // dir, resumes from what it had applied, and catches up with every
 // commit; twice.
 func TestStandbyRestart(t *testing.T) {
-	bAddr, bDir := servertest.DeadAddr(t), t.TempDir()
+	bAddr, bDir := grpctest.DeadAddr(t), t.TempDir()
 	bArgs := []string{"-node", "b", "-role", "standby", "-listen", bAddr, "-durability", "fsync-log", "-data-dir", bDir, "-peer", "a=127.0.0.1:1"}
 	b := start(t, bArgs...)
 	a := start(t, "-node", "a", "-durability", "fsync-log", "-peer", "b="+bAddr)
@@ -815,7 +815,7 @@ func TestStandbyRestart(t *testing.T) {
 // and keeps the data it had instead of silently mixing the two.
 func TestRestartedPrimaryThatLostItsLog(t *testing.T) {
 	b := start(t, "-node", "b", "-role", "standby", "-peer", "a=127.0.0.1:1")
-	aAddr := servertest.DeadAddr(t)
+	aAddr := grpctest.DeadAddr(t)
 	aArgs := []string{"-node", "a", "-listen", aAddr, "-sync-mode", "applied-ack", "-peer", "b=" + b.addr}
 	a := start(t, aArgs...)
 	adb, _ := a.client()
@@ -849,7 +849,7 @@ func TestRestartedPrimaryThatLostItsLog(t *testing.T) {
 // image from the primary (bootstrap_from), then follows the primary's log
 // from the image's LSN, through commits made before and after it joined.
 func TestBootstrappedStandbyFollows(t *testing.T) {
-	bAddr := servertest.DeadAddr(t)
+	bAddr := grpctest.DeadAddr(t)
 	a := start(t, "-node", "a", "-durability", "fsync-log", "-sync-mode", "applied-ack", "-peer", "b="+bAddr)
 	adb, _ := a.client()
 	createBank(t, adb) // the standby is not there: these degrade
@@ -887,7 +887,7 @@ func TestBootstrappedStandbyFollows(t *testing.T) {
 func TestStandbyTooFarBehindIsReimaged(t *testing.T) {
 	for _, level := range []string{"no-log", "mmap-log"} {
 		t.Run(level, func(t *testing.T) {
-			bAddr, bDir := servertest.DeadAddr(t), t.TempDir()
+			bAddr, bDir := grpctest.DeadAddr(t), t.TempDir()
 			bArgs := []string{"-node", "b", "-role", "standby", "-listen", bAddr, "-durability", "fsync-log", "-data-dir", bDir, "-peer", "a=127.0.0.1:1"}
 			b := start(t, bArgs...)
 			a := start(t, "-node", "a", "-durability", level, "-log-retention-bytes", "65536", "-peer", "b="+bAddr)
@@ -996,7 +996,7 @@ func TestAudit(t *testing.T) {
 func TestPropagatorChain(t *testing.T) {
 	s1 := start(t, "-node", "s1", "-role", "standby", "-durability", "mmap-log", "-peer", "r=127.0.0.1:1")
 	s2 := start(t, "-node", "s2", "-role", "standby", "-peer", "r=127.0.0.1:1")
-	rAddr, rDir := servertest.DeadAddr(t), t.TempDir()
+	rAddr, rDir := grpctest.DeadAddr(t), t.TempDir()
 	rArgs := []string{"-node", "r", "-role", "propagator", "-listen", rAddr, "-data-dir", rDir, "-durability", "fsync-log",
 		"-peer", "p=127.0.0.1:1", "-peer", "s1=" + s1.addr, "-peer", "s2=" + s2.addr}
 	r := start(t, rArgs...)
@@ -1112,7 +1112,7 @@ func TestPropagatorChain(t *testing.T) {
 // the standby applies from the log, and finds the standby the same; a
 // second audit finds nothing to repair.
 func TestAuditRepair(t *testing.T) {
-	bAddr := servertest.DeadAddr(t)
+	bAddr := grpctest.DeadAddr(t)
 	a := start(t, "-node", "a", "-peer", "b="+bAddr)
 	adb, aconn := a.client()
 	q := start(t, "-node", "q")

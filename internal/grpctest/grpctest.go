@@ -23,3 +23,21 @@ func Serve(t testing.TB, register func(*grpc.Server)) (addr string, stop func())
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String(), srv.Stop
 }
+
+// DeadAddr returns a loopback address nothing listens on now: that of a
+// node that is down, or one to start a node on later (the kernel gave the
+// port out and took it back; it rarely gives it out again that soon).
+// It is here, not in servertest, so that the server's own tests can use
+// it: servertest imports the server.
+func DeadAddr(t testing.TB) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"io"
 	"net"
 	"os"
 	"testing"
 
 	"github.com/mmdb/mmdb/internal/certtest"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	"github.com/mmdb/mmdb/internal/secure"
 )
 
@@ -64,14 +64,7 @@ func TestServesTLS(t *testing.T) {
 		return tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS12,
 			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool})
 	}
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nobody := closed.Addr().String()
-	if err := closed.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-		t.Fatal(err)
-	}
+	nobody := grpctest.DeadAddr(t)
 	for _, c := range []struct {
 		name, addr string
 		want       bool

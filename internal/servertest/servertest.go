@@ -46,20 +46,6 @@ func Start(t testing.TB, edit func(*conf.Config)) (*server.Server, string) {
 	return srv, lis.Addr().String()
 }
 
-// DeadAddr returns a loopback address nothing listens on.
-func DeadAddr(t testing.TB) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 // Dial returns a plaintext connection to the node at addr, closed when
 // the test ends (before a node Start ran for it shuts down).
 func Dial(t testing.TB, addr string) *grpc.ClientConn {
