@@ -160,26 +160,36 @@ func Client(kp *KeyPair, ca *x509.CertPool, serverName string) *tls.Config {
 // configuration made again at each handshake, from the key pair and the
 // CA's pool in use then, so that a connection that connects again (a
 // link to a peer, kept for days) verifies against a CA file read again.
-// A certificate that does not verify fails the handshake with a
-// *CertError.
+// Certificate failures are told apart as Checked's are.
 func Dial(kp *KeyPair, ca *CA, serverName string) credentials.TransportCredentials {
-	return &dialCreds{TransportCredentials: credentials.NewTLS(Client(kp, ca.Pool(), serverName)), kp: kp, ca: ca, name: serverName}
+	return &dialCreds{TransportCredentials: credentials.NewTLS(Client(kp, ca.Pool(), serverName)),
+		config: func() *tls.Config { return Client(kp, ca.Pool(), serverName) }}
 }
 
-// dialCreds are Dial's credentials; the embedded ones, of the pool at
-// the start, only give Info (ServerHandshake is never called on
-// credentials to dial with).
+// Checked is the transport credentials to dial with cfg, which tell
+// the failures of a certificate apart: a handshake whose server
+// certificate does not verify fails with a *CertError, and a node that
+// refuses the certificate presented (or its absence) fails the
+// connection with a *RefusedError, in the handshake or, under TLS 1.3,
+// at the first read or write after it. Neither is transient
+// (IsCertError).
+func Checked(cfg *tls.Config) credentials.TransportCredentials {
+	return &dialCreds{TransportCredentials: credentials.NewTLS(cfg), config: func() *tls.Config { return cfg }}
+}
+
+// dialCreds are Dial's and Checked's credentials; the embedded ones, of
+// the configuration at the start, only give Info (ServerHandshake is
+// never called on credentials to dial with).
 type dialCreds struct {
 	credentials.TransportCredentials
-	kp   *KeyPair
-	ca   *CA
-	name string
+	config func() *tls.Config // the configuration of a handshake
 }
 
 func (d *dialCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	conn, info, err := credentials.NewTLS(Client(d.kp, d.ca.Pool(), d.name)).ClientHandshake(ctx, authority, raw)
+	cfg := d.config()
+	conn, info, err := credentials.NewTLS(cfg).ClientHandshake(ctx, authority, raw)
 	if verr := (*tls.CertificateVerificationError)(nil); errors.As(err, &verr) {
-		name := d.name
+		name := cfg.ServerName
 		if name == "" { // checked for the host dialled, as gRPC's TLS does
 			name = authority
 			if host, _, err := net.SplitHostPort(authority); err == nil {
@@ -188,7 +198,15 @@ func (d *dialCreds) ClientHandshake(ctx context.Context, authority string, raw n
 		}
 		return nil, nil, &CertError{Name: name, Err: verr}
 	}
-	return conn, info, err
+	if err != nil {
+		return nil, nil, refusal(err)
+	}
+	if t, ok := info.(credentials.TLSInfo); ok && t.State.Version >= tls.VersionTLS13 {
+		// A node checks the certificate presented after the handshake
+		// ends on this side; it refuses it with an alert.
+		conn = &refusalConn{Conn: conn}
+	}
+	return conn, info, nil
 }
 
 func (d *dialCreds) Clone() credentials.TransportCredentials {
@@ -214,12 +232,89 @@ func (e *CertError) Unwrap() error { return e.Err }
 // certFailed starts a CertError's text, which IsCertError looks for.
 const certFailed = "secure: the certificate of the node dialled did not verify"
 
-// IsCertError reports whether err is, or tells of, a CertError. gRPC
-// fails the calls over a connection whose handshake failed with
+// RefusedError is the failure of a connection whose node refused the
+// certificate presented, or wanted one and got none (a TLS alert about
+// the certificate, Err). Like a CertError it is not transient.
+type RefusedError struct {
+	Err error // the alert, a *net.OpError
+}
+
+func (e *RefusedError) Error() string { return refused + ": " + e.Err.Error() }
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// refused starts a RefusedError's text, which IsCertError looks for.
+const refused = "secure: the node dialled refused the certificate this side presented, or its lack of one"
+
+// certAlerts are the TLS alerts by which a node refuses the certificate
+// a dialling side presented, or its lack of one, as crypto/tls spells
+// them: it does not export the type of the alerts a connection returns
+// (tls.AlertError is QUIC's), so an alert is told by its text.
+var certAlerts = []string{
+	"tls: bad certificate", "tls: unsupported certificate", "tls: revoked certificate",
+	"tls: expired certificate", "tls: unknown certificate", "tls: unknown certificate authority",
+	"tls: certificate required",
+}
+
+// refusal returns err as a *RefusedError when it is a TLS alert of
+// certAlerts from the node, else err.
+func refusal(err error) error {
+	var alert *net.OpError
+	if errors.As(err, &alert) && alert.Op == "remote error" && slices.Contains(certAlerts, alert.Err.Error()) {
+		return &RefusedError{Err: alert}
+	}
+	return err
+}
+
+// refusalConn is a TLS 1.3 connection whose node may yet refuse the
+// certificate presented: the alert that says so comes after the
+// handshake, and the first read returns it (a *RefusedError). gRPC
+// writes its preface before it reads; a node that refused may have
+// reset the connection by then, and the write fails with only "broken
+// pipe": until a read has returned data, a failed write reads the
+// alert the node sent before it reset.
+type refusalConn struct {
+	net.Conn
+	taken atomic.Bool // a read returned data: the node took the certificate
+}
+
+func (c *refusalConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.taken.Load() {
+		c.taken.Store(true)
+	}
+	return n, refusal(err)
+}
+
+func (c *refusalConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if err == nil || c.taken.Load() {
+		return n, err
+	}
+	// The connection is lost: reading, with gRPC's own reader, ends at
+	// its alert or its error, and a read deadline bounds a connection
+	// that fails to write yet still reads.
+	// A byte read here, of a connection lost, is lost with it.
+	if c.Conn.SetReadDeadline(time.Now().Add(refusalWait)) == nil {
+		_, rerr := c.Conn.Read(make([]byte, 1))
+		if r := (*RefusedError)(nil); errors.As(refusal(rerr), &r) {
+			return n, r
+		}
+	}
+	return n, err
+}
+
+// refusalWait bounds the read of refusalConn.Write.
+const refusalWait = time.Second
+
+// IsCertError reports whether err is, or tells of, a CertError or a
+// RefusedError: a certificate failed the connection, on either end.
+// gRPC fails the calls over a connection whose handshake failed with
 // UNAVAILABLE and the handshake's error as text only, so the text is
 // looked for too.
 func IsCertError(err error) bool {
-	return err != nil && (errors.As(err, new(*CertError)) || strings.Contains(err.Error(), certFailed))
+	return err != nil && (errors.As(err, new(*CertError)) || errors.As(err, new(*RefusedError)) ||
+		strings.Contains(err.Error(), certFailed) || strings.Contains(err.Error(), refused))
 }
 
 // Names returns the names a certificate gives its holder: the subject's
