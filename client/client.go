@@ -16,6 +16,13 @@
 //     standbys' addresses reads from them;
 //   - the context's deadline bounds everything, retries included.
 //
+// A certificate that fails the TLS handshake is no reason to move on,
+// though gRPC reports it as UNAVAILABLE: a node whose certificate does
+// not verify (another CA, not naming the name checked, expired), or one
+// that refuses the client's certificate (none, or one its CA does not
+// sign), fails the call at once, with an error that names the node's
+// address, says which, and wraps ErrCertificate.
+//
 // The client keeps the addresses it was given (Options.Addrs) for its
 // life. Those it learns from redirects it keeps while they serve: one
 // that a call finds down (UNAVAILABLE) is forgotten and its connection
@@ -70,7 +77,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
@@ -233,7 +239,7 @@ func (c *Client) transport(addr string) grpc.DialOption {
 		cfg = cfg.Clone()
 		cfg.ServerName = name
 	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(cfg))
+	return grpc.WithTransportCredentials(secure.Checked(cfg))
 }
 
 // moveOn points calls at the node after from, unless another call moved
@@ -429,6 +435,9 @@ func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Con
 		if attempt >= c.opts.MaxAttempts || ctx.Err() != nil || errors.Is(err, ErrUnknownOutcome) {
 			return err
 		}
+		if secure.IsCertError(err) {
+			return certFailure(addr, err)
+		}
 		primary, notPrimary := primaryIn(err)
 		if primary != "" && c.follow(primary) {
 			c.log.Debug("following the primary", "from", addr, "primary", primary)
@@ -447,6 +456,22 @@ func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Con
 		}
 		backoff = min(2*backoff, c.opts.MaxBackoff)
 	}
+}
+
+// ErrCertificate is wrapped by the error of a call that a certificate
+// failed in the TLS handshake: the node's did not verify (another CA,
+// not naming the name checked, expired), or the node refused the
+// client's (none, or one its CA does not sign). gRPC reports it as
+// UNAVAILABLE, and the error's code stays so, but it is not run again:
+// every attempt would fail alike until an operator changes a
+// certificate or a CA file.
+var ErrCertificate = errors.New("client: a certificate failed the TLS handshake")
+
+// certFailure returns err, the failure of a call to the node at addr
+// that a certificate failed (secure.IsCertError), wrapping
+// ErrCertificate.
+func certFailure(addr string, err error) error {
+	return fmt.Errorf("%w with %s, not tried again: %w", ErrCertificate, addr, err)
 }
 
 func (c *Client) db(fn func(context.Context, pb.DatabaseServiceClient) error) func(context.Context, *grpc.ClientConn, string) error {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/mmdb/mmdb/internal/secure"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -335,7 +336,7 @@ const maxTxAttempts = 100
 //   - after UNAVAILABLE, on the next node after a backoff, unless the
 //     commit had left the client and the UNAVAILABLE is not the node's
 //     refusal (the error then wraps ErrUnknownOutcome; see the package
-//     doc).
+//     doc), or a certificate failed the connection's TLS handshake.
 //
 // It stops when the commit succeeds, fails otherwise, or ctx ends, so fn
 // must be safe to run more than once. If fn returns an error the
@@ -352,6 +353,8 @@ func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) 
 		switch code := status.Code(err); {
 		case code == codes.Aborted:
 			wait = time.Duration(rand.Int64N(int64(c.opts.MinBackoff) << min(attempt, 6)))
+		case addr != "" && secure.IsCertError(err): // Begin's says so already (addr empty)
+			return lsn, certFailure(addr, err)
 		case primary != "" && c.follow(primary):
 			c.log.Debug("following the primary", "from", addr, "primary", primary)
 		case (code == codes.Unavailable || notPrimary) && addr != "" && !errors.Is(err, ErrUnknownOutcome) && attempt < c.opts.MaxAttempts:

@@ -2,9 +2,13 @@ package client
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -12,6 +16,7 @@ import (
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/certtest"
 	"github.com/mmdb/mmdb/internal/secure"
+	"github.com/mmdb/mmdb/internal/servertest"
 )
 
 // TestTLSAndToken: a client reaches a node that requires TLS and a
@@ -54,5 +59,83 @@ func TestTLSAndToken(t *testing.T) {
 	}
 	if _, err := New(Options{Addrs: []string{addr}, Token: "0123456789abcdef"}); err == nil {
 		t.Fatal("a token without TLS was accepted")
+	}
+}
+
+// TestCertificateFailuresFailFast: a certificate that fails the TLS
+// handshake fails the call at once, saying so and naming the node's
+// address, though gRPC reports it as UNAVAILABLE: the node's does not
+// verify (another CA, or not naming the name checked), or the node,
+// which requires client certificates, refuses the client's (none, or
+// one of another CA, refused in the handshake under TLS 1.2 and after
+// it under 1.3). Before, each was retried as a node found down, and
+// failed only after every attempt. A node that refuses the connection
+// is still moved on from.
+func TestCertificateFailuresFailFast(t *testing.T) {
+	dir := t.TempDir()
+	ca, other := certtest.NewCA(t, dir, "ca"), certtest.NewCA(t, dir, "other")
+	cert, key := ca.Issue(t, "n1")
+	addr := serve(t, func(c *conf.Config) {
+		c.Node = "n1"
+		c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.TLSClientAuth = cert, key, ca.File, true
+	})
+	pool := func(ca *certtest.CA) *x509.CertPool {
+		loaded, err := secure.LoadCA(ca.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return loaded.Pool()
+	}
+	pair := func(ca *certtest.CA) *secure.KeyPair {
+		kp, err := secure.LoadKeyPair(ca.Issue(t, "app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kp
+	}
+	tls12 := func(cfg *tls.Config) *tls.Config {
+		cfg.MaxVersion = tls.VersionTLS12
+		return cfg
+	}
+	// Every attempt after the first waits backoff first: a call that
+	// returns sooner was not tried again.
+	const backoff = time.Second
+	dial := func(cfg *tls.Config, addrs ...string) *Client {
+		c, err := New(Options{Addrs: addrs, TLS: cfg, MinBackoff: backoff, MaxBackoff: backoff})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := c.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+		return c
+	}
+	for _, tc := range []struct {
+		what string
+		cfg  *tls.Config
+		want string
+	}{
+		{"a node's certificate of another CA", secure.Client(pair(ca), pool(other), "n1"), "did not verify"},
+		{"a node's certificate for another name", secure.Client(pair(ca), pool(ca), "n2"), "did not verify"},
+		{"no client certificate", secure.Client(nil, pool(ca), "n1"), "certificate required"},
+		{"a client certificate of another CA", secure.Client(pair(other), pool(ca), "n1"), "unknown certificate authority"},
+		{"a client certificate of another CA, TLS 1.2", tls12(secure.Client(pair(other), pool(ca), "n1")), "unknown certificate authority"},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			c := dial(tc.cfg, addr)
+			err := within(t, backoff, "the call", func() error {
+				_, err := c.ListTables(testCtx(t))
+				return err
+			})
+			if !errors.Is(err, ErrCertificate) || status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%v, want UNAVAILABLE naming %s, telling of a certificate failure, saying %q", err, addr, tc.want)
+			}
+		})
+	}
+	c := dial(secure.Client(pair(ca), pool(ca), "n1"), servertest.DeadAddr(t), addr)
+	if _, err := c.ListTables(testCtx(t)); err != nil || c.Addr() != addr {
+		t.Fatalf("after a node that refused the connection: %v, calls at %s, want them at %s", err, c.Addr(), addr)
 	}
 }
