@@ -196,8 +196,9 @@ func (c *connFlags) token() (string, error) {
 }
 
 // credentials are the dial options that carry the credentials for the
-// node at addr. A certificate that does not verify fails an image fetch
-// at once (secure.CertError), not after its minute of retries.
+// node at addr. A certificate that does not verify, or that the node
+// refuses, fails an image fetch at once (secure.IsCertError), not after
+// its minute of retries.
 func (c *connFlags) credentials(addr string) ([]grpc.DialOption, error) {
 	tok, err := c.token()
 	if err != nil {
@@ -227,9 +228,14 @@ func errServesTLS(addr string) error {
 }
 
 // explain returns err, a call's failure, saying why when the call was
-// plaintext and the node at addr serves TLS.
+// plaintext and the node at addr serves TLS, and what to check when a
+// certificate failed the TLS handshake (which is not tried again: the
+// client stops at once, and so does a call on a connection of dial).
 func (c *connFlags) explain(addr string, err error) error {
-	if grpcstatus.Code(err) == codes.Unavailable && c.plaintext() && secure.ServesTLS(context.Background(), addr) {
+	switch {
+	case secure.IsCertError(err):
+		return fmt.Errorf("%w (check -tls-ca-file and -tls-server-name, or -config, against the certificate of %s, and that -tls-cert-file is one its CA signs)", err, addr)
+	case grpcstatus.Code(err) == codes.Unavailable && c.plaintext() && secure.ServesTLS(context.Background(), addr):
 		return fmt.Errorf("%w (%w)", errServesTLS(addr), err)
 	}
 	return err

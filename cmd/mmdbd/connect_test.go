@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/certtest"
 )
 
@@ -92,5 +96,38 @@ func TestServerNameCoversLearnedAddresses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCertificateFailuresExitAtOnce: a tool whose TLS handshake fails on
+// a certificate (the node's does not verify, or the node refuses the
+// tool's) exits with 1 at once, saying so on stderr with what to check;
+// the shell, whose client retried it as a node found down, took its
+// every attempt (over 6 s).
+func TestCertificateFailuresExitAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	ca, other := certtest.NewCA(t, dir, "ca"), certtest.NewCA(t, dir, "other")
+	cert, key := ca.Issue(t, "n1")
+	addr := startNode(t, func(c *conf.Config) {
+		c.Node = "n1"
+		c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.TLSClientAuth = cert, key, ca.File, true
+	})
+	for _, tc := range []struct {
+		what, caFile, want string
+	}{
+		{"a node's certificate of another CA", other.File, "did not verify"},
+		{"no certificate", ca.File, "certificate required"},
+	} {
+		for _, cmd := range [][]string{{"status"}, {"shell", "-c", "tables"}} {
+			args := append(cmd, "-addr", addr, "-tls-ca-file", tc.caFile, "-tls-server-name", "n1")
+			var stdout, stderr bytes.Buffer
+			start := time.Now()
+			code := run(args, nil, &stdout, &stderr)
+			if took := time.Since(start); code != 1 || took > 2*time.Second || stdout.Len() > 0 ||
+				!strings.Contains(stderr.String(), tc.want) || !strings.Contains(stderr.String(), "check -tls-ca-file") {
+				t.Errorf("mmdbd %s with %s: exit %d after %v, stdout %q, stderr %q; want 1 at once, saying %q and what to check on stderr",
+					cmd[0], tc.what, code, took, stdout.String(), stderr.String(), tc.want)
+			}
+		}
 	}
 }
