@@ -16,12 +16,14 @@
 //     standbys' addresses reads from them;
 //   - the context's deadline bounds everything, retries included.
 //
-// A certificate that fails the TLS handshake is no reason to move on,
-// though gRPC reports it as UNAVAILABLE: a node whose certificate does
-// not verify (another CA, not naming the name checked, expired), or one
-// that refuses the client's certificate (none, or one its CA does not
-// sign), fails the call at once, with an error that names the node's
-// address, says which, and wraps ErrCertificate.
+// A certificate that fails the TLS handshake is not retried as a node
+// found down, though gRPC reports it as UNAVAILABLE: a node whose
+// certificate does not verify (another CA, not naming the name checked,
+// expired), or one that refuses the client's certificate (none, or one
+// its CA does not sign), is not tried again in the call, which goes on
+// at once, without backoff, to the client's other nodes. Once every node
+// it knows has failed so, the call fails, with an error that names the
+// last node's address, says which certificate, and wraps ErrCertificate.
 //
 // The client keeps the addresses it was given (Options.Addrs) for its
 // life. Those it learns from redirects it keeps while they serve: one
@@ -273,6 +275,19 @@ func (c *Client) moveOn(from string, down bool) {
 	c.closeConn(from, drop)
 }
 
+// moveOnFrom points calls at the node after from, as moveOn does for a
+// node not down, unless every address the client knows is in failed: it
+// reports whether one is left to try.
+func (c *Client) moveOnFrom(from string, failed []string) bool {
+	c.mu.Lock()
+	left := slices.ContainsFunc(c.addrs, func(a string) bool { return !slices.Contains(failed, a) })
+	c.mu.Unlock()
+	if left {
+		c.moveOn(from, false)
+	}
+	return left
+}
+
 // forgetLocked drops the learned address addrs[i] and returns its
 // connection, if any, for the caller to close once c.mu is released.
 // Calls that went to it go to the address after it. c.mu is held.
@@ -416,6 +431,7 @@ const (
 func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Context, conn *grpc.ClientConn, addr string) error) error {
 	backoff := c.opts.MinBackoff
 	var err error
+	var certFailed []string // the nodes whose certificate failed this call
 	for attempt := 1; ; attempt++ {
 		var conn *grpc.ClientConn
 		var addr string
@@ -436,7 +452,14 @@ func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Con
 			return err
 		}
 		if secure.IsCertError(err) {
-			return certFailure(addr, err)
+			// Not tried again (every attempt would fail alike until an
+			// operator changes a certificate), but another node may hold
+			// a good one: it is tried at once.
+			certFailed = append(certFailed, addr)
+			if !c.moveOnFrom(addr, certFailed) {
+				return certFailure(addr, err)
+			}
+			continue
 		}
 		primary, notPrimary := primaryIn(err)
 		if primary != "" && c.follow(primary) {
@@ -462,9 +485,9 @@ func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Con
 // failed in the TLS handshake: the node's did not verify (another CA,
 // not naming the name checked, expired), or the node refused the
 // client's (none, or one its CA does not sign). gRPC reports it as
-// UNAVAILABLE, and the error's code stays so, but it is not run again:
-// every attempt would fail alike until an operator changes a
-// certificate or a CA file.
+// UNAVAILABLE, and the error's code stays so, but the call is not run
+// again on that node (only on the client's others): every attempt there
+// would fail alike until an operator changes a certificate or a CA file.
 var ErrCertificate = errors.New("client: a certificate failed the TLS handshake")
 
 // certFailure returns err, the failure of a call to the node at addr

@@ -15,8 +15,8 @@ import (
 
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/certtest"
+	"github.com/mmdb/mmdb/internal/grpctest"
 	"github.com/mmdb/mmdb/internal/secure"
-	"github.com/mmdb/mmdb/internal/servertest"
 )
 
 // TestTLSAndToken: a client reaches a node that requires TLS and a
@@ -134,8 +134,24 @@ func TestCertificateFailuresFailFast(t *testing.T) {
 			}
 		})
 	}
-	c := dial(secure.Client(pair(ca), pool(ca), "n1"), servertest.DeadAddr(t), addr)
+	c := dial(secure.Client(pair(ca), pool(ca), "n1"), grpctest.DeadAddr(t), addr)
 	if _, err := c.ListTables(testCtx(t)); err != nil || c.Addr() != addr {
 		t.Fatalf("after a node that refused the connection: %v, calls at %s, want them at %s", err, c.Addr(), addr)
+	}
+	// A node whose certificate fails is not tried again, but the client's
+	// other nodes are, at once: one node's expired certificate must not
+	// take a pair whose other node serves down with it.
+	otherCert, otherKey := other.Issue(t, "n1")
+	bad := serve(t, func(c *conf.Config) {
+		c.Node = "n1"
+		c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.TLSClientAuth = otherCert, otherKey, ca.File, true
+	})
+	c = dial(secure.Client(pair(ca), pool(ca), "n1"), bad, addr)
+	err := within(t, backoff, "the call", func() error {
+		_, err := c.ListTables(testCtx(t))
+		return err
+	})
+	if err != nil || c.Addr() != addr {
+		t.Fatalf("after a node whose certificate failed: %v, calls at %s, want them at %s", err, c.Addr(), addr)
 	}
 }
