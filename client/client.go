@@ -20,10 +20,12 @@
 // found down, though gRPC reports it as UNAVAILABLE: a node whose
 // certificate does not verify (another CA, not naming the name checked,
 // expired), or one that refuses the client's certificate (none, or one
-// its CA does not sign), is not tried again in the call, which goes on
-// at once, without backoff, to the client's other nodes. Once every node
-// it knows has failed so, the call fails, with an error that names the
-// last node's address, says which certificate, and wraps ErrCertificate.
+// its CA does not sign), is passed over by calls for Options.MaxBackoff,
+// and the call goes on at once, without backoff, to the client's other
+// nodes. A call fails, with an error that names the node's address, says
+// which certificate, and wraps ErrCertificate, once every node the client
+// knows has failed so, or when a standby names such a node as the primary
+// a write must go to.
 //
 // The client keeps the addresses it was given (Options.Addrs) for its
 // life. Those it learns from redirects it keeps while they serve: one
@@ -135,6 +137,10 @@ type Client struct {
 	// down holds, for each node calls moved on from after UNAVAILABLE,
 	// until when a redirect to it is not followed (follow).
 	down map[string]time.Time
+	// certs holds, for each node of down that is there because its
+	// certificate failed the TLS handshake, that failure (certFailure):
+	// calls pass over it, and one redirected to it fails so.
+	certs map[string]error
 }
 
 // New returns a Client. It connects lazily, on the first call.
@@ -162,7 +168,7 @@ func New(opts Options) (*Client, error) {
 		log = hclog.NewNullLogger()
 	}
 	return &Client{opts: opts, log: log, addrs: append([]string(nil), opts.Addrs...), seeds: len(opts.Addrs),
-		conns: map[string]*grpc.ClientConn{}, away: map[string]time.Time{}, down: map[string]time.Time{}}, nil
+		conns: map[string]*grpc.ClientConn{}, away: map[string]time.Time{}, down: map[string]time.Time{}, certs: map[string]error{}}, nil
 }
 
 // maxLearned bounds the addresses a Client keeps of those redirects
@@ -196,10 +202,18 @@ func (c *Client) Addr() string {
 	return c.addrs[c.cur]
 }
 
-// conn returns the connection to the current node, dialing it if needed.
+// conn returns the connection to the current node, dialing it if needed,
+// passing over the nodes whose certificate failed (certFailedLocked)
+// while the client knows another.
 func (c *Client) conn() (*grpc.ClientConn, string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for range c.addrs {
+		if c.certFailedLocked(c.addrs[c.cur]) == nil {
+			break
+		}
+		c.cur = (c.cur + 1) % len(c.addrs)
+	}
 	addr := c.addrs[c.cur]
 	conn, err := c.dial(addr)
 	return conn, addr, err
@@ -259,6 +273,11 @@ func (c *Client) moveOn(from string, down bool) {
 			}
 		}
 	}
+	for a := range c.certs {
+		if _, ok := c.down[a]; !ok {
+			delete(c.certs, a)
+		}
+	}
 	c.away[from] = now.Add(c.opts.MaxBackoff)
 	if down {
 		c.down[from] = c.away[from]
@@ -275,17 +294,33 @@ func (c *Client) moveOn(from string, down bool) {
 	c.closeConn(from, drop)
 }
 
-// moveOnFrom points calls at the node after from, as moveOn does for a
-// node not down, unless every address the client knows is in failed: it
-// reports whether one is left to try.
-func (c *Client) moveOnFrom(from string, failed []string) bool {
+// certFailed notes that the certificate of the node at addr failed the
+// TLS handshake (failure, from certFailure): for MaxBackoff calls pass
+// over it and no redirect leads to it, as after UNAVAILABLE (moveOn).
+// It reports whether the client knows a node whose certificate has not
+// failed so, which calls go to.
+func (c *Client) certFailed(addr string, failure error) (left bool) {
+	c.moveOn(addr, true)
 	c.mu.Lock()
-	left := slices.ContainsFunc(c.addrs, func(a string) bool { return !slices.Contains(failed, a) })
-	c.mu.Unlock()
-	if left {
-		c.moveOn(from, false)
+	defer c.mu.Unlock()
+	c.certs[addr] = failure
+	return slices.ContainsFunc(c.addrs, func(a string) bool { return c.certFailedLocked(a) == nil })
+}
+
+// certFailedLocked returns the failure of the certificate of the node at
+// addr, if it failed less than MaxBackoff ago (certFailed); c.mu is held.
+func (c *Client) certFailedLocked(addr string) error {
+	if time.Now().Before(c.down[addr]) {
+		return c.certs[addr]
 	}
-	return left
+	return nil
+}
+
+// certFailedAt is certFailedLocked for a caller not holding c.mu.
+func (c *Client) certFailedAt(addr string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.certFailedLocked(addr)
 }
 
 // forgetLocked drops the learned address addrs[i] and returns its
@@ -431,7 +466,6 @@ const (
 func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Context, conn *grpc.ClientConn, addr string) error) error {
 	backoff := c.opts.MinBackoff
 	var err error
-	var certFailed []string // the nodes whose certificate failed this call
 	for attempt := 1; ; attempt++ {
 		var conn *grpc.ClientConn
 		var addr string
@@ -448,20 +482,24 @@ func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Con
 			}
 			return nil
 		}
-		if attempt >= c.opts.MaxAttempts || ctx.Err() != nil || errors.Is(err, ErrUnknownOutcome) {
-			return err
-		}
 		if secure.IsCertError(err) {
-			// Not tried again (every attempt would fail alike until an
-			// operator changes a certificate), but another node may hold
-			// a good one: it is tried at once.
-			certFailed = append(certFailed, addr)
-			if !c.moveOnFrom(addr, certFailed) {
-				return certFailure(addr, err)
+			// Not tried again for a while (every attempt would fail alike
+			// until an operator changes a certificate), but another node
+			// may hold a good certificate: it is tried at once.
+			c.log.Warn("a node's certificate failed the TLS handshake", "addr", addr, "error", err)
+			err = certFailure(addr, err)
+			if attempt >= c.opts.MaxAttempts || ctx.Err() != nil || !c.certFailed(addr, err) {
+				return err
 			}
 			continue
 		}
+		if attempt >= c.opts.MaxAttempts || ctx.Err() != nil || errors.Is(err, ErrUnknownOutcome) {
+			return err
+		}
 		primary, notPrimary := primaryIn(err)
+		if failed := c.certFailedAt(primary); failed != nil {
+			return failed // the only node that takes the call
+		}
 		if primary != "" && c.follow(primary) {
 			c.log.Debug("following the primary", "from", addr, "primary", primary)
 			continue

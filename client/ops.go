@@ -336,7 +336,9 @@ const maxTxAttempts = 100
 //   - after UNAVAILABLE, on the next node after a backoff, unless the
 //     commit had left the client and the UNAVAILABLE is not the node's
 //     refusal (the error then wraps ErrUnknownOutcome; see the package
-//     doc), or a certificate failed the connection's TLS handshake.
+//     doc), or a certificate failed the connection's TLS handshake;
+//     nor after NOT_PRIMARY naming a node whose certificate failed so
+//     (see the package doc).
 //
 // It stops when the commit succeeds, fails otherwise, or ctx ends, so fn
 // must be safe to run more than once. If fn returns an error the
@@ -350,11 +352,14 @@ func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) 
 		}
 		wait := time.Duration(0)
 		primary, notPrimary := primaryIn(err)
+		certErr := c.certFailedAt(primary)
 		switch code := status.Code(err); {
 		case code == codes.Aborted:
 			wait = time.Duration(rand.Int64N(int64(c.opts.MinBackoff) << min(attempt, 6)))
 		case addr != "" && secure.IsCertError(err): // Begin's says so already (addr empty)
 			return lsn, certFailure(addr, err)
+		case certErr != nil:
+			return lsn, certErr // the only node that takes the transaction
 		case primary != "" && c.follow(primary):
 			c.log.Debug("following the primary", "from", addr, "primary", primary)
 		case (code == codes.Unavailable || notPrimary) && addr != "" && !errors.Is(err, ErrUnknownOutcome) && attempt < c.opts.MaxAttempts:

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -154,10 +155,14 @@ func (p *proc) output() string {
 	return p.log.String()
 }
 
-// kill kills the process (kill -9) and waits until it has exited.
+// kill kills the process (kill -9), unless it has exited already, and
+// waits until it has exited.
 func (p *proc) kill() {
 	p.t.Helper()
-	if err := p.cmd.Process.Kill(); err != nil {
+	switch err := p.cmd.Process.Kill(); {
+	case errors.Is(err, os.ErrProcessDone):
+		return // reaped: its exit was delivered
+	case err != nil:
 		p.t.Fatal(err)
 	}
 	<-p.exit

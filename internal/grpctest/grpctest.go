@@ -9,11 +9,11 @@ import (
 )
 
 // Serve serves the services register adds on 127.0.0.1, on a port the
-// kernel picks, until stop is called or the test ends. It returns the
-// address and stop.
-func Serve(t testing.TB, register func(*grpc.Server)) (addr string, stop func()) {
+// kernel picks, with opts (such as credentials), until stop is called or
+// the test ends. It returns the address and stop.
+func Serve(t testing.TB, register func(*grpc.Server), opts ...grpc.ServerOption) (addr string, stop func()) {
 	t.Helper()
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	register(srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
