@@ -32,7 +32,13 @@ func serve(t *testing.T, edit func(*conf.Config)) string {
 
 func newClient(t *testing.T, addrs ...string) *Client {
 	t.Helper()
-	c, err := New(Options{Addrs: addrs, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	return newClientWith(t, Options{Addrs: addrs, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+}
+
+// newClientWith returns a client of opts, closed when the test ends.
+func newClientWith(t *testing.T, opts Options) *Client {
+	t.Helper()
+	c, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,16 +104,7 @@ func TestCertificateFailuresFailFast(t *testing.T) {
 	// returns sooner was not tried again.
 	const backoff = time.Second
 	dial := func(cfg *tls.Config, addrs ...string) *Client {
-		c, err := New(Options{Addrs: addrs, TLS: cfg, MinBackoff: backoff, MaxBackoff: backoff})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := c.Close(); err != nil {
-				t.Error(err)
-			}
-		})
-		return c
+		return newClientWith(t, Options{Addrs: addrs, TLS: cfg, MinBackoff: backoff, MaxBackoff: backoff})
 	}
 	for _, tc := range []struct {
 		what string
@@ -157,24 +148,12 @@ func TestCertificateFailuresFailFast(t *testing.T) {
 	if err != nil || c.Addr() != addr {
 		t.Fatalf("after a node whose certificate failed: %v, calls at %s, want them at %s", err, c.Addr(), addr)
 	}
-}
-
-// TestCertificateFailedPrimary: a write that a standby redirects to a
-// primary whose certificate fails ends at once with that failure, for a
-// single call and for Tx, instead of going back and forth between the
-// two without a pause (the failed node was not counted as down, so the
-// redirect was followed again at once, until the attempts ran out with
-// the standby's NOT_PRIMARY).
-func TestCertificateFailedPrimary(t *testing.T) {
-	dir := t.TempDir()
-	ca, other := certtest.NewCA(t, dir, "ca"), certtest.NewCA(t, dir, "other")
-	badCert, badKey := other.Issue(t, "n1")
-	bad := serve(t, func(c *conf.Config) {
-		c.Node = "n1"
-		c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile = badCert, badKey, ca.File
-	})
-	goodCert, goodKey := ca.Issue(t, "n1")
-	kp, err := secure.LoadKeyPair(goodCert, goodKey)
+	// A write that a standby redirects to a node whose certificate fails
+	// ends at once with that failure, in a call and in Tx. The failed node
+	// was not counted as down: the redirect was followed again at once,
+	// back and forth without a pause until the attempts ran out, ending in
+	// the standby's NOT_PRIMARY.
+	kp, err := secure.LoadKeyPair(cert, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,34 +164,25 @@ func TestCertificateFailedPrimary(t *testing.T) {
 	sb := &txStandby{standby{primary: bad}}
 	sbAddr, _ := grpctest.Serve(t, func(g *grpc.Server) { pb.RegisterDatabaseServiceServer(g, sb) },
 		grpc.Creds(credentials.NewTLS(secure.Server(kp, loaded, false))))
-	const backoff = time.Second
 	for _, tc := range []struct {
 		what string
 		run  func(*Client) error
 	}{
-		{"a call", func(c *Client) error {
+		{"a call redirected", func(c *Client) error {
 			_, err := c.Insert(testCtx(t), "x", Uint64(1))
 			return err
 		}},
-		{"Tx", func(c *Client) error {
+		{"Tx redirected", func(c *Client) error {
 			_, err := c.Tx(testCtx(t), func(tx *Tx) error { return tx.Insert("x", Uint64(1)) })
 			return err
 		}},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
-			c, err := New(Options{Addrs: []string{sbAddr}, TLS: secure.Client(nil, loaded.Pool(), "n1"), MinBackoff: backoff, MaxBackoff: backoff})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				if err := c.Close(); err != nil {
-					t.Error(err)
-				}
-			}()
+			c := dial(secure.Client(pair(ca), pool(ca), "n1"), sbAddr)
 			sb.mu.Lock()
 			sb.calls = 0
 			sb.mu.Unlock()
-			err = within(t, backoff, tc.what, func() error { return tc.run(c) })
+			err := within(t, backoff, tc.what, func() error { return tc.run(c) })
 			if !errors.Is(err, ErrCertificate) || !strings.Contains(err.Error(), bad) {
 				t.Errorf("%v, want the certificate failure of %s", err, bad)
 			}
