@@ -487,8 +487,11 @@ func (c *Client) call(ctx context.Context, isWrite bool, fn func(ctx context.Con
 			// until an operator changes a certificate), but another node
 			// may hold a good certificate: it is tried at once.
 			c.log.Warn("a node's certificate failed the TLS handshake", "addr", addr, "error", err)
+			// A write that left (a refusal under TLS 1.3 comes after the
+			// handshake the client saw succeed) still runs nowhere else.
+			unknown := errors.Is(err, ErrUnknownOutcome)
 			err = certFailure(addr, err)
-			if attempt >= c.opts.MaxAttempts || ctx.Err() != nil || !c.certFailed(addr, err) {
+			if !c.certFailed(addr, err) || unknown || attempt >= c.opts.MaxAttempts || ctx.Err() != nil {
 				return err
 			}
 			continue
