@@ -39,7 +39,9 @@
 // optimistic concurrency control (Silo); the protocol is described in
 // tx.go. Readers take no locks and never block writers; a transaction that
 // would break serializability fails at Commit with ErrConflict and leaves
-// no trace, and the caller retries it. Rollback, or any failed Commit,
+// no trace, and the caller retries it. Inside a transaction, look tables
+// up with Tx.Table rather than DB.Table: a name it finds no table under is
+// then among what Commit checks. Rollback, or any failed Commit,
 // writes nothing anywhere: uncommitted data never reaches the heap's
 // visible versions, the indexes' visible entries, the log or a standby.
 //

@@ -13,8 +13,9 @@ import (
 // (Tu et al., SOSP 2013), which gives serializability without read locks:
 //
 //   - Execution reads committed rows without locking, remembering each row's
-//     TID (read set), each lookup that found nothing (absent set) and each
-//     scan's result (scan set). Writes are buffered in the transaction and
+//     TID (read set), each lookup that found nothing (absent set), each
+//     scan's result (scan set) and each table name Tx.Table found no table
+//     under (absent tables). Writes are buffered in the transaction and
 //     read back by its own later reads.
 //   - Commit, phase 1: lock the rows to update or delete in a global order
 //     (table, RID), checking each is unchanged since it was read; place each
@@ -23,7 +24,8 @@ import (
 //     rejects a key another row holds).
 //   - Phase 2, validation: every row read still has its TID and is not
 //     locked by another transaction; every lookup and scan, run again, gives
-//     the same rows. Anything else is ErrConflict: the transaction aborts.
+//     the same rows; no table was created under a name found absent.
+//     Anything else is ErrConflict: the transaction aborts.
 //   - Phase 3: the redo record goes to the CommitLog, which returns the LSN.
 //     Phases 2 and 3 are one step, one writing commit at a time (DB.order).
 //   - Phase 4: install the new versions with TID = LSN, drop stale index
@@ -126,6 +128,7 @@ type txState struct {
 	reads      []readRec
 	absents    []absentRec
 	scans      []scanRec
+	noTables   [][]byte // names Tx.Table found no table under, in arena
 	writes     []write
 	byKey      map[string]int // write index by table id and key, once writes grow
 	owned      map[ownKey]int // write index by row, during commit of many writes
@@ -228,6 +231,7 @@ func (tx *Tx) finish() {
 	recycle(&st.reads)
 	recycle(&st.absents)
 	recycle(&st.scans)
+	recycle(&st.noTables)
 	if len(st.writes) > 0 {
 		st.ck = uniqueCtx{}
 	}
@@ -265,6 +269,7 @@ const (
 	writeBytes  = int(unsafe.Sizeof(write{})) + 64
 	readBytes   = int(unsafe.Sizeof(readRec{}))
 	absentBytes = int(unsafe.Sizeof(absentRec{}))
+	nameBytes   = int(unsafe.Sizeof([]byte(nil)))
 	scanBytes   = int(unsafe.Sizeof(scanRec{}))
 	hitBytes    = int(unsafe.Sizeof(hit{}))
 )
@@ -279,7 +284,8 @@ func (tx *Tx) Size() int {
 		return 0
 	}
 	return len(tx.arena) + len(tx.writes)*writeBytes + len(tx.reads)*readBytes +
-		len(tx.absents)*absentBytes + len(tx.scans)*scanBytes + tx.scanned*hitBytes
+		len(tx.absents)*absentBytes + len(tx.scans)*scanBytes + tx.scanned*hitBytes +
+		len(tx.noTables)*nameBytes
 }
 
 // keepScan records a scan for Commit to check again.
@@ -349,11 +355,36 @@ func (tx *Tx) RollbackChecked() error {
 		return ErrTxDone
 	}
 	defer tx.finish()
-	if len(tx.reads)+len(tx.absents) <= 1 && len(tx.scans) == 0 {
+	if tx.oneRead() {
 		return nil
 	}
 	tx.validating = true
 	return tx.validate()
+}
+
+// oneRead reports whether the transaction read at most one row, key or
+// table name, and scanned nothing: a read that is an instant by itself,
+// which validation need not check.
+func (tx *Tx) oneRead() bool {
+	return len(tx.reads)+len(tx.absents)+len(tx.noTables) <= 1 && len(tx.scans) == 0
+}
+
+// Table returns the table named name, as DB.Table does, as a read of the
+// transaction: when there is none (ErrNoTable), Commit fails with
+// ErrConflict if a table of that name exists by then, for a transaction
+// that found a table absent and then read it is one no serial order
+// gives. Seen covers the lookup (it holds the schema's LSN).
+func (tx *Tx) Table(name string) (*Table, error) {
+	if tx.db == nil {
+		return nil, ErrTxDone
+	}
+	t, err := tx.db.Table(name)
+	if err != nil {
+		start := len(tx.arena)
+		tx.arena = append(tx.arena, name...)
+		tx.noTables = append(tx.noTables, tx.arena[start:len(tx.arena):len(tx.arena)])
+	}
+	return t, err
 }
 
 // own copies b into the transaction's arena.
@@ -853,7 +884,7 @@ func (tx *Tx) Commit() (uint64, error) {
 	defer tx.finish()
 	if len(tx.writes) == 0 {
 		tx.validating = true
-		if len(tx.reads)+len(tx.absents) <= 1 && len(tx.scans) == 0 {
+		if tx.oneRead() {
 			return 0, nil // one point read is atomic by itself
 		}
 		return 0, tx.validate()
@@ -1135,7 +1166,30 @@ func (tx *Tx) validate() error {
 	return err
 }
 
+// validateTables checks that no table was created under a name the
+// transaction found no table under.
+func (tx *Tx) validateTables() error {
+	if len(tx.noTables) == 0 {
+		return nil
+	}
+	cat := tx.db.catalog.Load()
+	for _, name := range tx.noTables {
+		if _, ok := cat.byName[string(name)]; ok {
+			return errorf(ErrConflict, "table %q: it was not found and now exists", name)
+		}
+	}
+	return nil
+}
+
+// validateReads checks the table names found absent, then the rows read.
+// In that order: a row unchanged now was unchanged when the names were
+// checked, so both held at that instant (which the install locks, when
+// validate holds them, make the instant of every check). A commit that
+// writes holds the gate, which schema changes wait for.
 func (tx *Tx) validateReads() error {
+	if err := tx.validateTables(); err != nil {
+		return err
+	}
 	for _, r := range tx.reads {
 		// A dropped table's rows keep their TIDs: what was read of one
 		// holds at no instant after the drop, which may have been
