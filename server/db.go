@@ -540,24 +540,26 @@ const (
 // and columns, and converts its values. What it finds wrong is the
 // request's mistake, whatever the rows hold; what the engine finds when
 // the operation runs (a row or key that does not fit the table, a
-// missing or duplicate row) is not looked for here.
-func (s *dbService) parseOp(ctx context.Context, o *pb.Operation) (op, error) {
+// missing or duplicate row) is not looked for here. It finds the table
+// in tx (mem.Tx.Table), so that a table found absent is among what the
+// transaction's commit checks.
+func (s *dbService) parseOp(ctx context.Context, tx *mem.Tx, o *pb.Operation) (op, error) {
 	switch o := o.GetOp().(type) {
 	case *pb.Operation_Get:
-		t, key, err := s.tableKey(o.Get.GetTable(), o.Get.GetKey())
+		t, key, err := s.tableKey(tx, o.Get.GetTable(), o.Get.GetKey())
 		if err != nil {
 			return op{}, err
 		}
 		_, err = index(ctx, t, o.Get.GetIndex())
 		return op{kind: opGet, t: t, index: o.Get.GetIndex(), key: key}, err
 	case *pb.Operation_Insert:
-		return s.parsePut(opInsert, o.Insert.GetTable(), o.Insert.GetRow())
+		return s.parsePut(tx, opInsert, o.Insert.GetTable(), o.Insert.GetRow())
 	case *pb.Operation_Upsert:
-		return s.parsePut(opUpsert, o.Upsert.GetTable(), o.Upsert.GetRow())
+		return s.parsePut(tx, opUpsert, o.Upsert.GetTable(), o.Upsert.GetRow())
 	case *pb.Operation_Update:
-		return s.parseUpdate(o.Update)
+		return s.parseUpdate(tx, o.Update)
 	case *pb.Operation_Delete:
-		t, key, err := s.tableKey(o.Delete.GetTable(), o.Delete.GetKey())
+		t, key, err := s.tableKey(tx, o.Delete.GetTable(), o.Delete.GetKey())
 		return op{kind: opDelete, t: t, key: key}, err
 	}
 	return op{}, errorf(codes.InvalidArgument, "the operation is empty; set one of get, insert, update, upsert, delete")
@@ -565,7 +567,7 @@ func (s *dbService) parseOp(ctx context.Context, o *pb.Operation) (op, error) {
 
 // apply parses o (parseOp) and runs it in tx; a get's answer goes to res.
 func (s *dbService) apply(ctx context.Context, tx *mem.Tx, o *pb.Operation, res *pb.GetResponse) error {
-	p, err := s.parseOp(ctx, o)
+	p, err := s.parseOp(ctx, tx, o)
 	if err != nil {
 		return err
 	}
@@ -597,8 +599,8 @@ func (o *op) run(tx *mem.Tx, res *pb.GetResponse) error {
 }
 
 // parsePut parses an insert or an upsert of row into table.
-func (s *dbService) parsePut(kind opKind, table string, row *pb.Row) (op, error) {
-	t, err := s.db.Table(table)
+func (s *dbService) parsePut(tx *mem.Tx, kind opKind, table string, row *pb.Row) (op, error) {
+	t, err := tx.Table(table)
 	if err != nil {
 		return op{}, err
 	}
@@ -612,9 +614,9 @@ func (s *dbService) parsePut(kind opKind, table string, row *pb.Row) (op, error)
 	return op{kind: kind, t: t, row: vals}, nil
 }
 
-// tableKey resolves a request's table and converts its key.
-func (s *dbService) tableKey(table string, key []*pb.Value) (*mem.Table, []mem.Value, error) {
-	t, err := s.db.Table(table)
+// tableKey resolves a request's table in tx and converts its key.
+func (s *dbService) tableKey(tx *mem.Tx, table string, key []*pb.Value) (*mem.Table, []mem.Value, error) {
+	t, err := tx.Table(table)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -626,8 +628,8 @@ func (s *dbService) tableKey(table string, key []*pb.Value) (*mem.Table, []mem.V
 }
 
 // parseUpdate parses an update.
-func (s *dbService) parseUpdate(req *pb.UpdateRequest) (op, error) {
-	t, key, err := s.tableKey(req.GetTable(), req.GetKey())
+func (s *dbService) parseUpdate(tx *mem.Tx, req *pb.UpdateRequest) (op, error) {
+	t, key, err := s.tableKey(tx, req.GetTable(), req.GetKey())
 	if err != nil {
 		return op{}, err
 	}
@@ -728,7 +730,7 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 			if w, err = s.wants(req, ot.wait); err != nil {
 				return err
 			}
-			b, err = s.prepare(ctx, req)
+			b, err = s.prepare(ctx, ot.tx, req)
 			return err
 		}, func(ot *openTx) error {
 			if err := s.batch(ot.tx, b, resp); err != nil {
@@ -746,7 +748,7 @@ func (s *dbService) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.Comm
 		})
 	} else {
 		resp.Lsn, resp.Degraded, err = s.run(ctx, 0, req, func(tx *mem.Tx) error {
-			b, err := s.prepare(ctx, req)
+			b, err := s.prepare(ctx, tx, req)
 			if err != nil {
 				return err
 			}
@@ -773,9 +775,11 @@ type batch struct {
 
 // prepare checks a Commit request, all of it, before any of it runs:
 // its operations' fields only the batch may set, each condition
-// (parseCondition) and each operation (parseOp). An interactive
-// transaction whose Commit it refuses stays open, as the proto says.
-func (s *dbService) prepare(ctx context.Context, req *pb.CommitRequest) (*batch, error) {
+// (parseCondition) and each operation (parseOp), finding their tables
+// in tx. An interactive transaction whose Commit it refuses stays open,
+// as the proto says: a table it found absent is then among what the
+// transaction's commit checks.
+func (s *dbService) prepare(ctx context.Context, tx *mem.Tx, req *pb.CommitRequest) (*batch, error) {
 	b := &batch{conds: make([]condition, len(req.GetConditions())), ops: make([]op, len(req.GetOperations()))}
 	for i, o := range req.GetOperations() {
 		txID, w := opFields(o)
@@ -788,13 +792,13 @@ func (s *dbService) prepare(ctx context.Context, req *pb.CommitRequest) (*batch,
 	}
 	for i, c := range req.GetConditions() {
 		var err error
-		if b.conds[i], err = s.parseCondition(c); err != nil {
+		if b.conds[i], err = s.parseCondition(tx, c); err != nil {
 			return nil, fmt.Errorf("condition %d: %w", i, err)
 		}
 	}
 	for i, o := range req.GetOperations() {
 		var err error
-		if b.ops[i], err = s.parseOp(ctx, o); err != nil {
+		if b.ops[i], err = s.parseOp(ctx, tx, o); err != nil {
 			return nil, fmt.Errorf("operation %d: %w", i, err)
 		}
 	}
@@ -878,8 +882,8 @@ type condition struct {
 // parseCondition checks a condition's request: its table and columns, its
 // values, which must be ones a row can hold (a value no row can hold is
 // a mistake, not a condition that fails), and its expect.
-func (s *dbService) parseCondition(c *pb.Condition) (condition, error) {
-	t, key, err := s.tableKey(c.GetTable(), c.GetKey())
+func (s *dbService) parseCondition(tx *mem.Tx, c *pb.Condition) (condition, error) {
+	t, key, err := s.tableKey(tx, c.GetTable(), c.GetKey())
 	if err != nil {
 		return condition{}, err
 	}

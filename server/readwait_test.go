@@ -285,7 +285,9 @@ func TestFailedBatchOnStaleReadsRunsAgain(t *testing.T) {
 		{Table: "acct", Key: key(vI(1)), Expect: pb.Condition_EXPECT_EXISTS, Equals: bal(100)},
 		{Table: "acct", Key: key(vI(2)), Expect: pb.Condition_EXPECT_EXISTS, Equals: bal(100)},
 	}}
-	b, err := s.prepare(ctx(t), req)
+	ptx := s.db.Begin()
+	defer ptx.Rollback()
+	b, err := s.prepare(ctx(t), ptx, req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,9 +18,9 @@ const scanBatchRows = 256
 // scanQuery is a checked ScanRequest. What depends on the index's
 // definition (whether it is unique, its key columns: a page's after and
 // resume key) is left to the scan, which finds it in the schema it reads:
-// found here, before the scan's transaction, it may be that of an index
-// dropped and created again over other columns in between. So is the
-// table, found again by its name in each attempt of the transaction.
+// found here, in the scan's first attempt, it may be that of an index
+// dropped and created again over other columns before a later one. So is
+// the table, found again by its name in each attempt of the transaction.
 type scanQuery struct {
 	table string
 	spec  mem.ScanSpec
@@ -28,19 +28,25 @@ type scanQuery struct {
 }
 
 // testHookScan, when set by a test, runs between a Scan's checks of its
-// request and the transaction that scans.
+// request and the scan.
 var testHookScan func()
 
+// Scan checks its request in its transaction, whose table lookups are
+// among what the transaction's commit checks (mem.Tx.Table), and a failed
+// check waits as a failed read does (run).
 func (s *dbService) Scan(req *pb.ScanRequest, stream grpc.ServerStreamingServer[pb.ScanResponse]) error {
-	q, err := s.scanQuery(stream.Context(), req)
-	if err != nil {
-		return toStatus(s.catalogRead(stream.Context(), err))
-	}
-	if testHookScan != nil {
-		testHookScan()
-	}
+	var q *scanQuery
 	var rows []mem.Record
-	_, _, err = s.run(stream.Context(), req.GetTxId(), noWait{}, func(tx *mem.Tx) error {
+	_, _, err := s.run(stream.Context(), req.GetTxId(), noWait{}, func(tx *mem.Tx) error {
+		if q == nil {
+			var err error
+			if q, err = s.scanQuery(stream.Context(), tx, req); err != nil {
+				return err
+			}
+			if testHookScan != nil {
+				testHookScan()
+			}
+		}
 		rows = rows[:0]
 		// The table as it is now, not as the checks found it: one dropped
 		// and created again since (or since an attempt that conflicted
@@ -48,7 +54,7 @@ func (s *dbService) Scan(req *pb.ScanRequest, stream grpc.ServerStreamingServer[
 		// rather than answered NOT_FOUND while it is there. A lookup that
 		// finds none waits as a failed read (run): the transaction's Seen
 		// holds the schema's LSN.
-		t, err := s.db.Table(q.table)
+		t, err := tx.Table(q.table)
 		if err != nil {
 			return err
 		}
@@ -63,8 +69,8 @@ func (s *dbService) Scan(req *pb.ScanRequest, stream grpc.ServerStreamingServer[
 	return s.sendRows(stream, q, rows)
 }
 
-func (s *dbService) scanQuery(ctx context.Context, req *pb.ScanRequest) (*scanQuery, error) {
-	t, err := s.db.Table(req.GetTable())
+func (s *dbService) scanQuery(ctx context.Context, tx *mem.Tx, req *pb.ScanRequest) (*scanQuery, error) {
+	t, err := tx.Table(req.GetTable())
 	if err != nil {
 		return nil, err
 	}
