@@ -83,15 +83,7 @@ func TestImagedStandbyRefusesAnotherHistory(t *testing.T) {
 		}
 	}
 
-	q, err := durability.Open(durability.Options{Level: durability.NoLog, RingBytes: 64 << 20, Standby: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := q.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	q := openStore(t, durability.Options{Level: durability.NoLog, RingBytes: 64 << 20, Standby: true})
 	copyRecords(t, p, q, 10)
 	qEpochs := memEpochs(t)
 	if err := qEpochs.Adopt(pEpochs.History()); err != nil {
@@ -108,15 +100,7 @@ func TestImagedStandbyRefusesAnotherHistory(t *testing.T) {
 		}
 	}
 
-	n, err := durability.Open(durability.Options{Level: durability.NoLog, Standby: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	n := openStore(t, durability.Options{Level: durability.NoLog, Standby: true})
 	copyRecords(t, p, n, 20) // the image of P at 20
 	nEpochs := memEpochs(t)
 	if err := nEpochs.FromImage(pEpochs.Image(20)); err != nil {

@@ -25,15 +25,7 @@ func TestPromotionWhileAdmitting(t *testing.T) {
 	src := newPrimary(t, durability.Options{Level: durability.NoLog})
 	banktest.Setup(t, src.DB(), func(uint64) error { return nil })
 	recs, _ := src.Ring().Read(nil, 0, 1<<20)
-	st, err := durability.Open(durability.Options{Level: durability.NoLog, Standby: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	st := openStore(t, durability.Options{Level: durability.NoLog, Standby: true})
 	ep := memEpochs(t)
 	var (
 		mu          sync.Mutex

@@ -86,6 +86,12 @@ func newPrimary(t *testing.T, opts durability.Options) *durability.Store {
 	if opts.RingBytes == 0 {
 		opts.RingBytes = 64 << 20
 	}
+	return openStore(t, opts)
+}
+
+// openStore opens a store of opts, closed when the test ends.
+func openStore(t *testing.T, opts durability.Options) *durability.Store {
+	t.Helper()
 	st, err := durability.Open(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -957,11 +963,7 @@ func TestLinkWithoutHelloIsLogged(t *testing.T) {
 	banktest.Setup(t, src.DB(), func(uint64) error { return nil })
 	recs, _ := src.Ring().Read(nil, 0, 1<<20)
 
-	st, err := durability.Open(durability.Options{Level: durability.NoLog, Standby: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := openStore(t, durability.Options{Level: durability.NoLog, Standby: true})
 	var logged lockedBuf
 	recv := replica.NewReceiver(st, replica.ReceiverOptions{Node: "b", Peers: []string{"a"}, Epochs: memEpochs(t),
 		Logger: hclog.New(&hclog.LoggerOptions{Output: &logged})})
