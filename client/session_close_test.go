@@ -228,17 +228,21 @@ func TestSessionSendWaitingItsTurnGivesUp(t *testing.T) {
 	if _, err := p.Wait(); status.Code(err) != codes.DeadlineExceeded || errors.Is(err, ErrUnknownOutcome) {
 		t.Errorf("a write that waited its turn past its deadline: %v, want DEADLINE_EXCEEDED without ErrUnknownOutcome", err)
 	}
-	s.mu.Lock()
-	failed := s.err
-	s.mu.Unlock()
-	if failed != nil {
-		t.Errorf("the session failed: %v", failed)
+	if err := sessionErr(s); err != nil {
+		t.Errorf("the session failed: %v", err)
 	}
 	select {
 	case p := <-blocked:
 		t.Errorf("the held-up Start returned: %v", p.err)
 	default:
 	}
+}
+
+// sessionErr returns the error that ended s, if any.
+func sessionErr(s *Session) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
 // waitWithin waits for p's replies, failing the test if they take 5 s.
@@ -270,10 +274,7 @@ func TestSessionStartEndedContext(t *testing.T) {
 			t.Fatalf("a write started with a cancelled context: %v, want CANCELED without ErrUnknownOutcome", err)
 		}
 	}
-	s.mu.Lock()
-	failed := s.err
-	s.mu.Unlock()
-	if failed != nil {
-		t.Fatalf("the session failed: %v", failed)
+	if err := sessionErr(s); err != nil {
+		t.Fatalf("the session failed: %v", err)
 	}
 }
