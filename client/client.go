@@ -310,8 +310,8 @@ func (c *Client) certFailed(addr string, failure error) (left bool) {
 // certFailedLocked returns the failure of the certificate of the node at
 // addr, if it failed less than MaxBackoff ago (certFailed); c.mu is held.
 func (c *Client) certFailedLocked(addr string) error {
-	if time.Now().Before(c.down[addr]) {
-		return c.certs[addr]
+	if err := c.certs[addr]; err != nil && time.Now().Before(c.down[addr]) {
+		return err // the clock read only then: conn asks on every call
 	}
 	return nil
 }
