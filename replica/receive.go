@@ -188,7 +188,7 @@ func (r *Receiver) Ship(st grpc.BidiStreamingServer[pb.ShipRequest, pb.ShipRespo
 		}
 		return err
 	}
-	defer close(f.done)
+	defer r.unfollow(f)
 
 	state := r.state()
 	applied := state.AppliedLsn
@@ -392,22 +392,9 @@ func (r *Receiver) link(ctx context.Context, hello *pb.ShipHello, theirs []Epoch
 			r.follow = f
 			r.mu.Unlock()
 			if err := r.take(ctx, hello, theirs); err != nil {
-				r.mu.Lock()
-				if r.follow == f {
-					r.follow = nil
-				}
-				r.mu.Unlock()
-				close(f.done)
+				r.unfollow(f)
 				return nil, false, err
 			}
-			go func() {
-				<-f.done
-				r.mu.Lock()
-				if r.follow == f {
-					r.follow = nil
-				}
-				r.mu.Unlock()
-			}()
 			return f, false, nil
 		}
 		if old.node != hello.Node && hello.Epoch <= old.epoch {
@@ -423,12 +410,19 @@ func (r *Receiver) link(ctx context.Context, hello *pb.ShipHello, theirs []Epoch
 		case <-ctx.Done():
 			return nil, false, status.FromContextError(ctx.Err()).Err()
 		}
-		r.mu.Lock()
-		if r.follow == old {
-			r.follow = nil
-		}
-		r.mu.Unlock()
 	}
+}
+
+// unfollow ends link f: the node follows no one from then on until
+// another link is taken. A link is no longer followed once its done is
+// closed, so that the sender that comes next is not refused for it.
+func (r *Receiver) unfollow(f *following) {
+	r.mu.Lock()
+	if r.follow == f {
+		r.follow = nil
+	}
+	r.mu.Unlock()
+	close(f.done)
 }
 
 // take checks, with nothing else changing the database (no other link
