@@ -22,6 +22,7 @@ import (
 	"github.com/mmdb/mmdb/internal/digest"
 	"github.com/mmdb/mmdb/internal/faultproxy"
 	"github.com/mmdb/mmdb/internal/grpctest"
+	"github.com/mmdb/mmdb/logging"
 	"github.com/mmdb/mmdb/logging/vfs"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 	"github.com/mmdb/mmdb/replica"
@@ -593,7 +594,13 @@ func TestNeedsImage(t *testing.T) {
 // checkpoint (log_retention_bytes), instead of retrying the log forever.
 func TestNeedsImageAfterRelease(t *testing.T) {
 	primary := newPrimary(t, durability.Options{FS: vfs.NewMemFS(), Level: durability.FsyncLog, Dirs: []string{"/a/log"}, SegmentSize: 4096, RingBytes: 300})
-	bank := banktest.Setup(t, primary.DB(), func(uint64) error { return nil })
+	// The setup's records are made durable before the transfers begin,
+	// so the log's first segment holds them. Otherwise the flusher may
+	// first run with more than a segment's worth pending (one core, a
+	// busy machine): that block goes whole into a second segment, the
+	// first holds no record, and releasing it leaves every record in the
+	// log, which the standby then rightly catches up from.
+	bank := banktest.Setup(t, primary.DB(), func(lsn uint64) error { return primary.Durable(context.Background(), lsn) })
 	banktest.Run(primary.DB(), bank, 0, 4, 200, func(uint64) error { return nil }, nil)
 	last := primary.DB().LastLSN()
 	if err := primary.Durable(context.Background(), last); err != nil {
@@ -602,6 +609,13 @@ func TestNeedsImageAfterRelease(t *testing.T) {
 	rel, err := primary.Release(last-5, 0) // as after an image at LSN last-5
 	if err != nil || rel.Segments == 0 {
 		t.Fatalf("released %+v: %v", rel, err)
+	}
+	// What the test is about: the log no longer holds LSN 1.
+	if r, err := primary.ReadLog(0); !errors.Is(err, logging.ErrReleased) {
+		if r != nil {
+			_ = r.Close()
+		}
+		t.Fatalf("after the release, reading the log from LSN 1: %v, want %v", err, logging.ErrReleased)
 	}
 	sb := newStandby(t, durability.Options{Level: durability.NoLog}, "a")
 	snd := newSender(t, primary, replica.SenderOptions{Peers: []replica.Peer{{Name: "b", Addr: sb.addr}}})
