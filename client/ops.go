@@ -177,7 +177,10 @@ func (c *Client) Commit(ctx context.Context, req *pb.CommitRequest) (*pb.CommitR
 // Scan returns the rows of an index range. With req.Limit zero it reads
 // the whole range, page by page, following resume keys (on the primary
 // key or a unique index; other ranges stop at the server's max_scan_rows
-// and return ErrMore). Each page is its own transaction.
+// and return ErrMore). Each page is its own transaction. A table dropped
+// and created again under its name between two pages ends the scan with
+// FAILED_PRECONDITION (the TABLE_RECREATED detail, pb.ReasonTableRecreated)
+// and the rows read so far, of the old table: scan again for the new one.
 func (c *Client) Scan(ctx context.Context, req *pb.ScanRequest) ([]Row, error) {
 	return c.scan(ctx, req, 0)
 }
@@ -224,7 +227,7 @@ func (c *Client) scan(ctx context.Context, req *pb.ScanRequest, txID uint64) ([]
 		if len(last.GetResumeKey()) == 0 {
 			return rows, ErrMore
 		}
-		req.After = last.GetResumeKey()
+		req.After, req.AfterTableId = last.GetResumeKey(), last.GetResumeTableId()
 	}
 }
 
@@ -232,6 +235,7 @@ func cloneScan(r *pb.ScanRequest) *pb.ScanRequest {
 	return &pb.ScanRequest{
 		Table: r.GetTable(), Index: r.GetIndex(), Prefix: r.GetPrefix(), Lower: r.GetLower(), Upper: r.GetUpper(),
 		UpperInclusive: r.GetUpperInclusive(), Reverse: r.GetReverse(), Limit: r.GetLimit(), After: r.GetAfter(),
+		AfterTableId: r.GetAfterTableId(),
 	}
 }
 

@@ -208,7 +208,7 @@ func (n *node) scanPages(req *pb.ScanRequest) []*pb.Row {
 			return rows
 		}
 		req = proto.Clone(req).(*pb.ScanRequest)
-		req.After = last.GetResumeKey()
+		req.After, req.AfterTableId = last.GetResumeKey(), last.GetResumeTableId()
 	}
 }
 
@@ -685,25 +685,27 @@ func TestScanPagingIndexRecreated(t *testing.T) {
 
 // TestScanPagingTableRecreated: a table dropped and created again under
 // its name while a client pages through it, between a page's checks of
-// its request and its transaction, is read as it now is: each page is a
-// transaction of its own (SPEC 2), and the resume key fits the new
-// table's primary key. The page read the table the checks had found, by
-// then dropped, and answered NOT_FOUND, though the table was there. A
-// resume key that does not fit the new table's primary key is refused
-// (INVALID_ARGUMENT, SPEC 11: a wrong type) saying why it may not.
+// its request and its transaction, is not read past the old table's key
+// as though it went on: the page that passes the resume key with the
+// table id its previous page answered (after_table_id) fails with
+// FAILED_PRECONDITION and the TABLE_RECREATED detail, and changes
+// nothing. Before, it went on in the new table, even one over other
+// columns, whose rows the client took for the old table's. A client that
+// passes no table id (older than it) is read as before: the table as it
+// now is, past the key if the key fits its primary key, and
+// INVALID_ARGUMENT saying why if it does not. The page read the table
+// the checks had found, by then dropped, and answered NOT_FOUND, though
+// the table was there.
 func TestScanPagingTableRecreated(t *testing.T) {
 	n := startNode(t, nil)
 	n.withAccounts(6) // balance 100
 	c := ctx(t)
-	calls := 0
-	testHookScan = func() {
-		if calls++; calls != 2 {
-			return
-		}
+	recreate := func(def *pb.Table) {
+		t.Helper()
 		if _, err := n.db.DropTable(c, &pb.DropTableRequest{Table: "acct"}); err != nil {
 			t.Error(err)
 		}
-		if _, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: accountsTable()}); err != nil {
+		if _, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: def}); err != nil {
 			t.Error(err)
 		}
 		for id := int64(1); id <= 6; id++ {
@@ -712,26 +714,52 @@ func TestScanPagingTableRecreated(t *testing.T) {
 			}
 		}
 	}
+	calls := 0
+	testHookScan = func() {
+		if calls++; calls == 2 {
+			recreate(accountsTable())
+		}
+	}
 	t.Cleanup(func() { testHookScan = nil })
-	var got [][2]int64
-	for _, r := range n.scanPages(&pb.ScanRequest{Table: "acct", Limit: 2}) {
-		got = append(got, [2]int64{r.GetValues()[0].GetInt64(), r.GetValues()[3].GetInt64()})
-	}
-	want := [][2]int64{{1, 100}, {2, 100}, {3, 200}, {4, 200}, {5, 200}, {6, 200}} // (id, bal)
-	if !slices.Equal(got, want) {
-		t.Fatalf("pages of acct, created again before the second: %v, want %v", got, want)
-	}
-	// A resume key that does not fit the key of the table created again
-	// cannot go on: the answer says why.
-	if _, err := n.db.DropTable(c, &pb.DropTableRequest{Table: "acct"}); err != nil {
+	first, err := n.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2})
+	if err != nil {
 		t.Fatal(err)
 	}
+	page, err := first.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.GetRows()) != 2 || !page.GetMore() || page.GetResumeTableId() == 0 {
+		t.Fatalf("first page: %d rows, more %v, resume_table_id %d", len(page.GetRows()), page.GetMore(), page.GetResumeTableId())
+	}
+	next := &pb.ScanRequest{Table: "acct", Limit: 2, After: page.GetResumeKey(), AfterTableId: page.GetResumeTableId()}
+	_, err = recvAll(n.db.Scan(c, next))
+	wantCode(t, err, codes.FailedPrecondition, `"acct"`, "dropped and created again", "start the scan anew")
+	if !hasReason(err, pb.ReasonTableRecreated) {
+		t.Fatalf("%v: no %s detail", err, pb.ReasonTableRecreated)
+	}
+	if r, ok := n.get(1); !ok || balance(r) != 200 {
+		t.Fatalf("account 1 after the refused page: %v %v", r, ok)
+	}
+	// The id of the table as it now is pages it.
+	rows, err := recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2}))
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("a new scan: %d rows, %v", len(rows), err)
+	}
+	// Without a table id the key is read past in the table as it is.
+	old := &pb.ScanRequest{Table: "acct", Limit: 10, After: page.GetResumeKey()}
+	rows, err = recvAll(n.db.Scan(c, old))
+	if err != nil || len(rows) != 4 || balance(rows[0]) != 200 {
+		t.Fatalf("a page without after_table_id: %d rows, %v", len(rows), err)
+	}
+	// Over other key columns: with the table id the table is what the
+	// answer names; without it, the key that does not fit.
 	byName := accountsTable()
 	byName.PrimaryKey = []string{"name"}
-	if _, err := n.db.CreateTable(c, &pb.CreateTableRequest{Table: byName}); err != nil {
-		t.Fatal(err)
-	}
-	_, err := recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2, After: key(vI(2))}))
+	recreate(byName)
+	_, err = recvAll(n.db.Scan(c, next))
+	wantCode(t, err, codes.FailedPrecondition, "dropped and created again")
+	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2, After: key(vI(2))}))
 	wantCode(t, err, codes.InvalidArgument, "after", `"name"`, "created again")
 	_, err = recvAll(n.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2, After: key(vS("n2"), vI(2))}))
 	wantCode(t, err, codes.InvalidArgument, "after has 2 values", "created again")

@@ -649,3 +649,31 @@ func TestVanishedCallerIsDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestScanResumeAheadOfStandby: a Scan page whose resume key is of a
+// table newer than the one a standby holds under the name (the primary
+// dropped and created it again, and answered the previous page, and the
+// standby has not applied that yet) is refused with UNAVAILABLE, for the
+// client to read it from another node, and not FAILED_PRECONDITION,
+// which would tell it the table was created again since its key.
+func TestScanResumeAheadOfStandby(t *testing.T) {
+	_, standby := startShipping(t, 5)
+	c := ctx(t)
+	st, err := standby.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := st.Recv()
+	if err != nil || page.GetResumeTableId() == 0 {
+		t.Fatalf("first page on the standby: %v, %v", page, err)
+	}
+	_, err = recvAll(standby.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2, After: page.GetResumeKey(), AfterTableId: page.GetResumeTableId() + 1}))
+	wantCode(t, toStatus(err), codes.Unavailable, `"acct"`, "has not applied", "primary")
+	if !hasReason(err, pb.ReasonRefused) {
+		t.Fatalf("%v: no %s detail", err, pb.ReasonRefused)
+	}
+	rows, err := recvAll(standby.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2, After: page.GetResumeKey(), AfterTableId: page.GetResumeTableId()}))
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("the next page with the table's own id: %d rows, %v", len(rows), err)
+	}
+}

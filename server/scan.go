@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -25,6 +26,9 @@ type scanQuery struct {
 	table string
 	spec  mem.ScanSpec
 	limit int
+	// tableID is the id of the table the scan read, its reply's
+	// resume_table_id.
+	tableID uint32
 }
 
 // testHookScan, when set by a test, runs between a Scan's checks of its
@@ -58,6 +62,10 @@ func (s *dbService) Scan(req *pb.ScanRequest, stream grpc.ServerStreamingServer[
 		if err != nil {
 			return err
 		}
+		if err := s.resumable(t, req.GetAfterTableId()); err != nil {
+			return err
+		}
+		q.tableID = t.ID()
 		return tx.Scan(t, q.spec, func(r mem.Record) bool {
 			rows = append(rows, r)
 			return len(rows) <= q.limit
@@ -137,7 +145,26 @@ func (s *dbService) sendRows(stream grpc.ServerStreamingServer[pb.ScanResponse],
 			for i, v := range key {
 				msg.ResumeKey[i] = pbmem.Value(v)
 			}
+			msg.ResumeTableId = q.tableID
 		}
 	}
 	return stream.Send(msg)
+}
+
+// resumable checks that t is the table a Scan page's resume key came
+// from: id, the request's after_table_id (zero checks nothing). Table ids
+// are not used again, so another id means the table that had the name
+// was dropped, and the key, read from it, would page a table it never
+// was of as though it went on (even one over the same key columns, which
+// the key fits). A larger id than t's is of a table created after t:
+// a standby that has not applied that yet refuses the page, for the
+// client to read it from a node that has.
+func (s *dbService) resumable(t *mem.Table, id uint32) error {
+	if id == 0 || id == t.ID() {
+		return nil
+	}
+	if _, _, standby := s.store.Standby(); standby && id > t.ID() {
+		return errorf(codes.Unavailable, "table %q: the scan's resume key is of the table created with id %d, whose creation this standby has not applied yet (its table %q has id %d): read the page from the primary, or again once the standby caught up", t.Name(), id, t.Name(), t.ID())
+	}
+	return withReason(codes.FailedPrecondition, pb.ReasonTableRecreated, fmt.Sprintf("table %q was dropped and created again since the scan's previous page: its resume key is of the table with id %d, and the table now is id %d; start the scan anew (without after)", t.Name(), id, t.ID()), nil)
 }

@@ -43,6 +43,11 @@ package mmdbv1
 // client's own connection failed. A write that left the client and got
 // one may have committed, so it must not be run again blindly.
 //
+// A Scan page whose after_table_id names a table that no longer holds
+// its name (dropped, perhaps created again since: the resume key is of
+// the old one) gets FAILED_PRECONDITION with reason ReasonTableRecreated:
+// sending it again fails alike, so the client starts the scan anew.
+//
 // A standby's answer to a read carries the header HeaderPrimary naming
 // its primary's address, when it knows it: a client that read from the
 // standby while the primary was out of reach goes back to it.
@@ -65,6 +70,7 @@ const (
 	ReasonSeenNotDurable = "SEEN_NOT_DURABLE"
 	ReasonUnconfirmed    = "UNCONFIRMED"
 	ReasonRefused        = "REFUSED"
+	ReasonTableRecreated = "TABLE_RECREATED"
 	MetadataPrimary      = "primary"
 	MetadataLSN          = "lsn"
 	HeaderPrimary        = "mmdb-primary"

@@ -1575,11 +1575,22 @@ type ScanRequest struct {
 	// Resume after this key: the resume_key of a previous reply. Only on the
 	// primary key or a unique index, whose keys name one row each. Outside
 	// an interactive transaction each page is a transaction of its own and
-	// reads the table as it is then: a table or index dropped and created
-	// again under its name since the previous page is read past the key,
-	// if the key fits it, and the key is INVALID_ARGUMENT if it does not.
-	After         []*Value `protobuf:"bytes,9,rep,name=after,proto3" json:"after,omitempty"`
-	TxId          uint64   `protobuf:"varint,10,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	// reads the table as it is then. Pass the reply's resume_table_id with
+	// it (after_table_id): a table dropped and created again under its name
+	// since the previous page then fails the page with FAILED_PRECONDITION
+	// and the TABLE_RECREATED detail, instead of going on in the new table
+	// as though it were the old one; start the scan anew. Without
+	// after_table_id (a client older than it) the page is read past the key
+	// in whatever table holds the name, if the key fits its index, and the
+	// key is INVALID_ARGUMENT if it does not. An index dropped and created
+	// again under its name is read past the key alike.
+	After []*Value `protobuf:"bytes,9,rep,name=after,proto3" json:"after,omitempty"`
+	TxId  uint64   `protobuf:"varint,10,opt,name=tx_id,json=txId,proto3" json:"tx_id,omitempty"`
+	// The table the resume key came from: the resume_table_id of the reply
+	// that gave it. Zero checks nothing. A node that has not applied that
+	// table's creation yet (a standby behind the node that answered the
+	// previous page) refuses the page with UNAVAILABLE: read from another.
+	AfterTableId  uint32 `protobuf:"varint,11,opt,name=after_table_id,json=afterTableId,proto3" json:"after_table_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1684,6 +1695,13 @@ func (x *ScanRequest) GetTxId() uint64 {
 	return 0
 }
 
+func (x *ScanRequest) GetAfterTableId() uint32 {
+	if x != nil {
+		return x.AfterTableId
+	}
+	return 0
+}
+
 // ScanResponse carries a batch of rows. The last message of a stream says
 // whether rows remain past the limit.
 type ScanResponse struct {
@@ -1693,7 +1711,12 @@ type ScanResponse struct {
 	More bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
 	// With more, on the primary key or a unique index: the key of the last
 	// row sent, to pass as after.
-	ResumeKey     []*Value `protobuf:"bytes,3,rep,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"`
+	ResumeKey []*Value `protobuf:"bytes,3,rep,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"`
+	// With resume_key: the id of the table the rows came from, to pass as
+	// after_table_id. A table dropped and created again under its name gets
+	// another id, and ids are not used again (only a failover that loses a
+	// table's creation, unconfirmed, may give its id to another).
+	ResumeTableId uint32 `protobuf:"varint,4,opt,name=resume_table_id,json=resumeTableId,proto3" json:"resume_table_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1747,6 +1770,13 @@ func (x *ScanResponse) GetResumeKey() []*Value {
 		return x.ResumeKey
 	}
 	return nil
+}
+
+func (x *ScanResponse) GetResumeTableId() uint32 {
+	if x != nil {
+		return x.ResumeTableId
+	}
+	return 0
 }
 
 // InsertRequest adds a row.
@@ -5748,7 +5778,7 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05tx_id\x18\x04 \x01(\x04R\x04txId\"C\n" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x1e\n" +
-	"\x03row\x18\x02 \x01(\v2\f.mmdb.v1.RowR\x03row\"\xc1\x02\n" +
+	"\x03row\x18\x02 \x01(\v2\f.mmdb.v1.RowR\x03row\"\xe7\x02\n" +
 	"\vScanRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\tR\x05index\x12&\n" +
@@ -5760,12 +5790,14 @@ const file_mmdb_v1_mmdb_proto_rawDesc = "" +
 	"\x05limit\x18\b \x01(\rR\x05limit\x12$\n" +
 	"\x05after\x18\t \x03(\v2\x0e.mmdb.v1.ValueR\x05after\x12\x13\n" +
 	"\x05tx_id\x18\n" +
-	" \x01(\x04R\x04txId\"s\n" +
+	" \x01(\x04R\x04txId\x12$\n" +
+	"\x0eafter_table_id\x18\v \x01(\rR\fafterTableId\"\x9b\x01\n" +
 	"\fScanResponse\x12 \n" +
 	"\x04rows\x18\x01 \x03(\v2\f.mmdb.v1.RowR\x04rows\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12-\n" +
 	"\n" +
-	"resume_key\x18\x03 \x03(\v2\x0e.mmdb.v1.ValueR\tresumeKey\"\xbf\x01\n" +
+	"resume_key\x18\x03 \x03(\v2\x0e.mmdb.v1.ValueR\tresumeKey\x12&\n" +
+	"\x0fresume_table_id\x18\x04 \x01(\rR\rresumeTableId\"\xbf\x01\n" +
 	"\rInsertRequest\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x1e\n" +
 	"\x03row\x18\x02 \x01(\v2\f.mmdb.v1.RowR\x03row\x12\x13\n" +

@@ -1159,6 +1159,11 @@ func (m *ScanRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.AfterTableId != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.AfterTableId))
+		i--
+		dAtA[i] = 0x58
+	}
 	if m.TxId != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.TxId))
 		i--
@@ -1283,6 +1288,11 @@ func (m *ScanResponse) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.ResumeTableId != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.ResumeTableId))
+		i--
+		dAtA[i] = 0x20
 	}
 	if len(m.ResumeKey) > 0 {
 		for iNdEx := len(m.ResumeKey) - 1; iNdEx >= 0; iNdEx-- {
@@ -5221,6 +5231,9 @@ func (m *ScanRequest) SizeVT() (n int) {
 	if m.TxId != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.TxId))
 	}
+	if m.AfterTableId != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.AfterTableId))
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -5245,6 +5258,9 @@ func (m *ScanResponse) SizeVT() (n int) {
 			l = e.SizeVT()
 			n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 		}
+	}
+	if m.ResumeTableId != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.ResumeTableId))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -9322,6 +9338,25 @@ func (m *ScanRequest) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 11:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field AfterTableId", wireType)
+			}
+			m.AfterTableId = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.AfterTableId |= uint32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -9461,6 +9496,25 @@ func (m *ScanResponse) UnmarshalVT(dAtA []byte) error {
 				return err
 			}
 			iNdEx = postIndex
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field ResumeTableId", wireType)
+			}
+			m.ResumeTableId = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.ResumeTableId |= uint32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
