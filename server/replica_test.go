@@ -677,3 +677,41 @@ func TestScanResumeAheadOfStandby(t *testing.T) {
 		t.Fatalf("the next page with the table's own id: %d rows, %v", len(rows), err)
 	}
 }
+
+// TestRepairRowsTableRecreated: RepairRows finds its table in its
+// transaction, so a table dropped and created again under its name
+// after the keys were checked is the one whose rows are logged again
+// (the standby applied the drop and the creation too). It was found
+// before the transaction, and the old one, gone, was answered NOT_FOUND
+// though the name held a table.
+func TestRepairRowsTableRecreated(t *testing.T) {
+	primary, standby := startShipping(t, 5)
+	c := ctx(t)
+	var keys [][]byte
+	for id := int64(1); id <= 5; id++ {
+		keys = append(keys, repairKey(t, vI(id)))
+	}
+	testHookRepair = func() {
+		testHookRepair = nil
+		if _, err := primary.db.DropTable(c, &pb.DropTableRequest{Table: "acct"}); err != nil {
+			t.Error(err)
+		}
+		if _, err := primary.db.CreateTable(c, &pb.CreateTableRequest{Table: accountsTable()}); err != nil {
+			t.Error(err)
+		}
+		for id := int64(1); id <= 3; id++ {
+			if _, err := primary.db.Insert(c, &pb.InsertRequest{Table: "acct", Row: acctRow(id, 200)}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(func() { testHookRepair = nil })
+	resp, err := primary.admin.RepairRows(c, &pb.RepairRowsRequest{Table: "acct", Keys: keys, SyncMode: pb.SyncMode_SYNC_MODE_APPLIED_ACK})
+	if err != nil || resp.GetRowsPut() != 3 || resp.GetRowsDeleted() != 2 {
+		t.Fatalf("RepairRows of the table created again: %v, %v; want 3 put, 2 deleted", resp, err)
+	}
+	want := fmt.Sprint(primary.scanAll("acct", 0, false))
+	if got := fmt.Sprint(standby.scanAll("acct", 0, false)); got != want {
+		t.Fatalf("the standby's rows after the repair:\n%s\nwant\n%s", got, want)
+	}
+}
