@@ -298,7 +298,7 @@ func (st *tableState) usable(ix int) error {
 		if err := st.build.fault(); err != nil {
 			return err
 		}
-		return errorf(ErrBuilding, "table %q index %q (applied at LSN %d)", st.s.def.Name, st.s.indexes[ix].name, st.build.lsn)
+		return errorf(ErrBuilding, "table %q index %q, whose CreateIndex this node applied from its primary at LSN %d: read by it again once it is built, or from the primary", st.s.def.Name, st.s.indexes[ix].name, st.build.lsn)
 	}
 	return nil
 }

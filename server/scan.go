@@ -65,6 +65,15 @@ func (s *dbService) Scan(req *pb.ScanRequest, stream grpc.ServerStreamingServer[
 		if err := s.resumable(t, req.GetAfterTableId()); err != nil {
 			return err
 		}
+		// The index by its name in the table as it is now: one a standby
+		// applied the CreateIndex of since the checks (the table, or the
+		// index, dropped and created again meanwhile) is waited for as
+		// the checks wait, not refused at once.
+		if q.spec.IndexName != "" {
+			if _, err := index(stream.Context(), t, q.spec.IndexName); err != nil {
+				return err
+			}
+		}
 		q.tableID = t.ID()
 		return tx.Scan(t, q.spec, func(r mem.Record) bool {
 			rows = append(rows, r)
