@@ -26,7 +26,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 )
 
 // KeyPair is a certificate and its key, read from PEM files; Reload reads
@@ -309,13 +311,43 @@ const refusalWait = time.Second
 
 // IsCertError reports whether err is, or tells of, a CertError or a
 // RefusedError: a certificate failed the connection, on either end.
-// gRPC fails the calls over a connection whose handshake failed with
-// UNAVAILABLE and the handshake's error as text only, so the text is
-// looked for too.
+//
+// The typed errors are found with errors.As: a caller of ClientHandshake,
+// or of a connection's Read or Write, gets them. A call through gRPC gets
+// only their text, in the message of a status of code UNAVAILABLE: gRPC's
+// transport wraps the error of a connection in a ConnectionError, by its
+// text ("transport: authentication handshake failed: " and the error of
+// a failed handshake; "error reading server preface: " and a RefusedError,
+// which a TLS 1.3 node sends after the handshake), and a call turns that
+// into a status of its text alone, "connection error: desc = " and the
+// text quoted (a call that waited for a connection, picker_wrapper.go; a
+// call whose connection failed under it, http2_client.go Close). So the
+// text is looked for there and only there: in an UNAVAILABLE whose
+// message is such a ConnectionError's (connectionError). An error a node
+// answered that quotes the text, of any code (an INVALID_ARGUMENT or a
+// FAILED_PRECONDITION naming a peer's failure; an UNAVAILABLE saying its
+// own link to a peer failed, "replication: ..."), tells of no failure of
+// the caller's connection, and is not one.
 func IsCertError(err error) bool {
-	return err != nil && (errors.As(err, new(*CertError)) || errors.As(err, new(*RefusedError)) ||
-		strings.Contains(err.Error(), certFailed) || strings.Contains(err.Error(), refused))
+	if errors.As(err, new(*CertError)) || errors.As(err, new(*RefusedError)) {
+		return true
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		return false
+	}
+	st := se.GRPCStatus()
+	msg := st.Message()
+	// The texts quoted hold no character %q escapes: they are found as
+	// they are.
+	return st.Code() == codes.Unavailable && strings.HasPrefix(msg, connectionError) &&
+		(strings.Contains(msg, certFailed) || strings.Contains(msg, refused))
 }
+
+// connectionError starts the message of the status of a call that
+// gRPC's transport failed (its ConnectionError's text, the error of the
+// connection quoted).
+const connectionError = `connection error: desc = "`
 
 // Names returns the names a certificate gives its holder: the subject's
 // common name and the DNS names.

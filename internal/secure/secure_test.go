@@ -1,10 +1,16 @@
 package secure
 
 import (
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestTokenFile(t *testing.T) {
@@ -88,5 +94,44 @@ func TestReadToken(t *testing.T) {
 	}
 	if _, err := ReadToken(path); err == nil {
 		t.Fatal("an empty first line was taken as a token")
+	}
+}
+
+// TestIsCertError: a certificate failure is told by its type, or, in a
+// gRPC call (which keeps only its text), by an UNAVAILABLE whose message
+// is the text gRPC's transport gives a connection that failed so. An
+// error a node answered that quotes such a text is not one, whatever its
+// code: before, any error holding the text was, so that a node's
+// INVALID_ARGUMENT or FAILED_PRECONDITION naming a peer's certificate
+// failure stopped a client as if its own connection had failed.
+func TestIsCertError(t *testing.T) {
+	certErr := &CertError{Name: "n1", Err: errors.New("x509: certificate signed by unknown authority")}
+	refusedErr := &RefusedError{Err: &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")}}
+	// What a gRPC call returns when its connection failed so (the texts
+	// of google.golang.org/grpc's transport.ConnectionError).
+	conn := func(desc string) error {
+		return status.Error(codes.Unavailable, fmt.Sprintf("connection error: desc = %q", desc))
+	}
+	for _, tc := range []struct {
+		what string
+		err  error
+		want bool
+	}{
+		{"a CertError", certErr, true},
+		{"a RefusedError", refusedErr, true},
+		{"a CertError wrapped", fmt.Errorf("fetch: %w", certErr), true},
+		{"a failed handshake, in a call", conn("transport: authentication handshake failed: " + certErr.Error()), true},
+		{"a TLS 1.3 refusal, in a call", conn("error reading server preface: " + refusedErr.Error()), true},
+		{"a call's failure wrapped", fmt.Errorf("client: %w", conn("transport: authentication handshake failed: "+certErr.Error())), true},
+		{"nil", nil, false},
+		{"another handshake failure, in a call", conn("transport: authentication handshake failed: remote error: tls: protocol version not supported"), false},
+		{"a node's INVALID_ARGUMENT quoting one", status.Error(codes.InvalidArgument, "bootstrap_from: "+certErr.Error()), false},
+		{"a node's FAILED_PRECONDITION quoting one", status.Error(codes.FailedPrecondition, "the primary b is out of reach: "+refusedErr.Error()), false},
+		{"a node's UNAVAILABLE quoting one", status.Error(codes.Unavailable, "replication: "+refusedErr.Error()), false},
+		{"a plain error holding the text", errors.New(certErr.Error()), false},
+	} {
+		if got := IsCertError(tc.err); got != tc.want {
+			t.Errorf("%s (%v): IsCertError says %v, want %v", tc.what, tc.err, got, tc.want)
+		}
 	}
 }
