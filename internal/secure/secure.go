@@ -314,34 +314,42 @@ const refusalWait = time.Second
 //
 // The typed errors are found with errors.As: a caller of ClientHandshake,
 // or of a connection's Read or Write, gets them. A call through gRPC gets
-// only their text, in the message of a status of code UNAVAILABLE: gRPC's
-// transport wraps the error of a connection in a ConnectionError, by its
-// text ("transport: authentication handshake failed: " and the error of
-// a failed handshake; "error reading server preface: " and a RefusedError,
-// which a TLS 1.3 node sends after the handshake), and a call turns that
-// into a status of its text alone, "connection error: desc = " and the
-// text quoted (a call that waited for a connection, picker_wrapper.go; a
-// call whose connection failed under it, http2_client.go Close). So the
-// text is looked for there and only there: in an UNAVAILABLE whose
-// message is such a ConnectionError's (connectionError). An error a node
-// answered that quotes the text, of any code (an INVALID_ARGUMENT or a
-// FAILED_PRECONDITION naming a peer's failure; an UNAVAILABLE saying its
-// own link to a peer failed, "replication: ..."), tells of no failure of
-// the caller's connection, and is not one.
+// only their text, as the message of a status of code UNAVAILABLE, which
+// gRPC (v1.85) makes of the error of the connection the call waited for
+// (picker_wrapper.go) or that failed under it (http2_client.go Close),
+// text alone. That error is, as it surfaces:
+//   - a ConnectionError of the transport, whose text is "connection
+//     error: desc = " and, quoted, a phrase of the transport's and the
+//     error it got: "transport: authentication handshake failed: " and
+//     the handshake's; "error reading server preface: " and the
+//     RefusedError of a TLS 1.3 node that refused the certificate after
+//     the handshake (refusalConn.Read);
+//   - the error itself, its text unchanged: the transport returns the
+//     error of the flush of its preface and settings as it is, which is
+//     a TLS 1.3 node's RefusedError when the node reset the connection
+//     before it (refusalConn.Write).
+//
+// So the text is looked for there and only there: in an UNAVAILABLE whose
+// message is such a ConnectionError's (connectionError), or starts with
+// the text. An error a node answered that quotes the text (an
+// INVALID_ARGUMENT or a FAILED_PRECONDITION naming a peer's failure; an
+// UNAVAILABLE saying its own link to a peer failed, "replication: ...")
+// tells of no failure of the caller's connection, and is not one.
 func IsCertError(err error) bool {
 	if errors.As(err, new(*CertError)) || errors.As(err, new(*RefusedError)) {
 		return true
 	}
 	var se interface{ GRPCStatus() *status.Status }
-	if !errors.As(err, &se) {
+	if !errors.As(err, &se) || se.GRPCStatus().Code() != codes.Unavailable {
 		return false
 	}
-	st := se.GRPCStatus()
-	msg := st.Message()
-	// The texts quoted hold no character %q escapes: they are found as
-	// they are.
-	return st.Code() == codes.Unavailable && strings.HasPrefix(msg, connectionError) &&
-		(strings.Contains(msg, certFailed) || strings.Contains(msg, refused))
+	msg := se.GRPCStatus().Message()
+	if strings.HasPrefix(msg, connectionError) {
+		// The texts quoted hold no character %q escapes: they are
+		// found as they are.
+		return strings.Contains(msg, certFailed) || strings.Contains(msg, refused)
+	}
+	return strings.HasPrefix(msg, certFailed) || strings.HasPrefix(msg, refused)
 }
 
 // connectionError starts the message of the status of a call that

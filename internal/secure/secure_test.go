@@ -122,6 +122,7 @@ func TestIsCertError(t *testing.T) {
 		{"a CertError wrapped", fmt.Errorf("fetch: %w", certErr), true},
 		{"a failed handshake, in a call", conn("transport: authentication handshake failed: " + certErr.Error()), true},
 		{"a TLS 1.3 refusal, in a call", conn("error reading server preface: " + refusedErr.Error()), true},
+		{"a TLS 1.3 refusal, failing the preface's flush, in a call", status.Error(codes.Unavailable, refusedErr.Error()), true},
 		{"a call's failure wrapped", fmt.Errorf("client: %w", conn("transport: authentication handshake failed: "+certErr.Error())), true},
 		{"nil", nil, false},
 		{"another handshake failure, in a call", conn("transport: authentication handshake failed: remote error: tls: protocol version not supported"), false},
