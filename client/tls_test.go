@@ -72,7 +72,9 @@ func TestTLSAndToken(t *testing.T) {
 // which requires client certificates, refuses the client's (none, or
 // one of another CA, refused in the handshake under TLS 1.2 and after
 // it under 1.3). Before, each was retried as a node found down, and
-// failed only after every attempt. A node that refuses the connection
+// failed only after every attempt; so was the lack of a certificate
+// under TLS 1.2 until the node's handshake_failure alert, which says no
+// more, was told apart by the node's having asked for one. A node that refuses the connection
 // is still moved on from.
 func TestCertificateFailuresFailFast(t *testing.T) {
 	dir := t.TempDir()
@@ -114,6 +116,7 @@ func TestCertificateFailuresFailFast(t *testing.T) {
 		{"a node's certificate of another CA", secure.Client(pair(ca), pool(other), "n1"), "did not verify"},
 		{"a node's certificate for another name", secure.Client(pair(ca), pool(ca), "n2"), "did not verify"},
 		{"no client certificate", secure.Client(nil, pool(ca), "n1"), "certificate required"},
+		{"no client certificate, TLS 1.2", tls12(secure.Client(nil, pool(ca), "n1")), "asked for one and got none"},
 		{"a client certificate of another CA", secure.Client(pair(other), pool(ca), "n1"), "unknown certificate authority"},
 		{"a client certificate of another CA, TLS 1.2", tls12(secure.Client(pair(other), pool(ca), "n1")), "unknown certificate authority"},
 	} {

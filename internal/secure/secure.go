@@ -188,7 +188,7 @@ type dialCreds struct {
 }
 
 func (d *dialCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	cfg := d.config()
+	cfg, none := presented(d.config())
 	conn, info, err := credentials.NewTLS(cfg).ClientHandshake(ctx, authority, raw)
 	if verr := (*tls.CertificateVerificationError)(nil); errors.As(err, &verr) {
 		name := cfg.ServerName
@@ -201,12 +201,12 @@ func (d *dialCreds) ClientHandshake(ctx context.Context, authority string, raw n
 		return nil, nil, &CertError{Name: name, Err: verr}
 	}
 	if err != nil {
-		return nil, nil, refusal(err)
+		return nil, nil, refusal(err, none.Load())
 	}
 	if t, ok := info.(credentials.TLSInfo); ok && t.State.Version >= tls.VersionTLS13 {
 		// A node checks the certificate presented after the handshake
 		// ends on this side; it refuses it with an alert.
-		conn = &refusalConn{Conn: conn}
+		conn = &refusalConn{Conn: conn, none: none.Load()}
 	}
 	return conn, info, nil
 }
@@ -239,9 +239,17 @@ const certFailed = "secure: the certificate of the node dialled did not verify"
 // the certificate, Err). Like a CertError it is not transient.
 type RefusedError struct {
 	Err error // the alert, a *net.OpError
+	// None says the node asked for a certificate and this side
+	// presented none.
+	None bool
 }
 
-func (e *RefusedError) Error() string { return refused + ": " + e.Err.Error() }
+func (e *RefusedError) Error() string {
+	if e.None {
+		return refused + " (it asked for one and got none): " + e.Err.Error()
+	}
+	return refused + ": " + e.Err.Error()
+}
 
 func (e *RefusedError) Unwrap() error { return e.Err }
 
@@ -259,13 +267,58 @@ var certAlerts = []string{
 }
 
 // refusal returns err as a *RefusedError when it is a TLS alert of
-// certAlerts from the node, else err.
-func refusal(err error) error {
+// certAlerts from the node, or, when the node asked for a certificate
+// and this side presented none (none, from presented), the alert
+// handshake_failure; else err.
+//
+// A node under TLS 1.2 that requires a certificate and gets none may say
+// so only with handshake_failure (RFC 5246 7.4.6 lets it; crypto/tls
+// does, and OpenSSL), which a node also sends when the two sides share
+// no cipher suite, curve or version: that alert is a refusal of the
+// certificate only once the node asked for one, which it does after it
+// chose those (its CertificateRequest follows its ServerHello), and
+// this side sent none. After that, crypto/tls checks the certificates it
+// got before anything else of this side's flight; what else it might
+// fail with that alert (a key exchange or Finished message it cannot
+// read) would fail every attempt alike too.
+func refusal(err error, none bool) error {
 	var alert *net.OpError
-	if errors.As(err, &alert) && alert.Op == "remote error" && slices.Contains(certAlerts, alert.Err.Error()) {
-		return &RefusedError{Err: alert}
+	if !errors.As(err, &alert) || alert.Op != "remote error" {
+		return err
+	}
+	if text := alert.Err.Error(); slices.Contains(certAlerts, text) || none && text == "tls: handshake failure" {
+		return &RefusedError{Err: alert, None: none}
 	}
 	return err
+}
+
+// presented returns a copy of cfg that notes, once a handshake with it
+// has asked for a client certificate (a node's CertificateRequest: only
+// then does crypto/tls call GetClientCertificate), whether it presented
+// none.
+func presented(cfg *tls.Config) (*tls.Config, *atomic.Bool) {
+	none := new(atomic.Bool)
+	cfg = cfg.Clone()
+	get := cfg.GetClientCertificate
+	if get == nil {
+		// crypto/tls's own choice from Certificates, which
+		// GetClientCertificate replaces.
+		certs := cfg.Certificates
+		get = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			for i := range certs {
+				if cri.SupportsCertificate(&certs[i]) == nil {
+					return &certs[i], nil
+				}
+			}
+			return new(tls.Certificate), nil
+		}
+	}
+	cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		c, err := get(cri)
+		none.Store(err == nil && (c == nil || len(c.Certificate) == 0))
+		return c, err
+	}
+	return cfg, none
 }
 
 // refusalConn is a TLS 1.3 connection whose node may yet refuse the
@@ -277,6 +330,7 @@ func refusal(err error) error {
 // alert the node sent before it reset.
 type refusalConn struct {
 	net.Conn
+	none  bool        // the node asked for a certificate and got none (presented)
 	taken atomic.Bool // a read returned data: the node took the certificate
 }
 
@@ -285,7 +339,7 @@ func (c *refusalConn) Read(b []byte) (int, error) {
 	if n > 0 && !c.taken.Load() {
 		c.taken.Store(true)
 	}
-	return n, refusal(err)
+	return n, refusal(err, c.none)
 }
 
 func (c *refusalConn) Write(b []byte) (int, error) {
@@ -299,7 +353,7 @@ func (c *refusalConn) Write(b []byte) (int, error) {
 	// A byte read here, of a connection lost, is lost with it.
 	if c.Conn.SetReadDeadline(time.Now().Add(refusalWait)) == nil {
 		_, rerr := c.Conn.Read(make([]byte, 1))
-		if r := (*RefusedError)(nil); errors.As(refusal(rerr), &r) {
+		if r := (*RefusedError)(nil); errors.As(refusal(rerr, c.none), &r) {
 			return n, r
 		}
 	}
