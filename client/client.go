@@ -25,7 +25,9 @@
 // nodes. A call fails, with an error that names the node's address, says
 // which certificate, and wraps ErrCertificate, once every node the client
 // knows has failed so, or when a standby names such a node as the primary
-// a write must go to.
+// a write must go to. A transaction's node found so after Begin fails
+// the transaction, as a node found down does: a transaction from Begin
+// fails with it, and Tx runs its function again on another node at once.
 //
 // The client keeps the addresses it was given (Options.Addrs) for its
 // life. Those it learns from redirects it keeps while they serve: one

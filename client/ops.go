@@ -241,7 +241,10 @@ func cloneScan(r *pb.ScanRequest) *pb.ScanRequest {
 
 // Tx is an interactive transaction, used by one goroutine. Its calls go
 // to the node that began it; they are not retried elsewhere, because the
-// transaction lives on that node.
+// transaction lives on that node. A call whose connection a certificate
+// failed in the TLS handshake (a node that came back with another) fails
+// wrapping ErrCertificate, and the node is passed over as the package doc
+// says: the transaction died with its connection.
 type Tx struct {
 	c    *Client
 	conn *grpc.ClientConn
@@ -251,10 +254,21 @@ type Tx struct {
 	id   uint64
 }
 
-// closedUnder returns err as UNAVAILABLE when it is the CANCELED of a
-// call whose connection the client closed under it, forgetting its node
-// (Client.closedUnder): the transaction died with its node.
-func (tx *Tx) closedUnder(err error) error { return tx.c.closedUnder(tx.ctx, tx.conn, err) }
+// failed returns err, the error of one of the transaction's calls, as
+// UNAVAILABLE when it is the CANCELED of a call whose connection the
+// client closed under it, forgetting its node (Client.closedUnder), and
+// wrapping ErrCertificate when a certificate failed the connection's
+// handshake, its node noted so (Client.certFailed): in both the
+// transaction died with its node.
+func (tx *Tx) failed(err error) error {
+	err = tx.c.closedUnder(tx.ctx, tx.conn, err)
+	if !secure.IsCertError(err) || errors.Is(err, ErrCertificate) {
+		return err
+	}
+	failure := certFailure(tx.addr, err)
+	tx.c.certFailed(tx.addr, failure)
+	return failure
+}
 
 // ID returns the transaction's id.
 func (tx *Tx) ID() uint64 { return tx.id }
@@ -270,37 +284,37 @@ func (tx *Tx) WithContext(ctx context.Context) *Tx {
 // Get reads a row by primary key in the transaction.
 func (tx *Tx) Get(table string, key ...*pb.Value) (Row, bool, error) {
 	r, err := tx.db.Get(tx.ctx, &pb.GetRequest{Table: table, Key: key, TxId: tx.id})
-	return Row(r.GetRow().GetValues()), r.GetFound(), tx.closedUnder(err)
+	return Row(r.GetRow().GetValues()), r.GetFound(), tx.failed(err)
 }
 
 // GetBy reads a row by a unique index key in the transaction.
 func (tx *Tx) GetBy(table, index string, key ...*pb.Value) (Row, bool, error) {
 	r, err := tx.db.Get(tx.ctx, &pb.GetRequest{Table: table, Index: index, Key: key, TxId: tx.id})
-	return Row(r.GetRow().GetValues()), r.GetFound(), tx.closedUnder(err)
+	return Row(r.GetRow().GetValues()), r.GetFound(), tx.failed(err)
 }
 
 // Insert adds a row in the transaction.
 func (tx *Tx) Insert(table string, row ...*pb.Value) error {
 	_, err := tx.db.Insert(tx.ctx, &pb.InsertRequest{Table: table, Row: &pb.Row{Values: row}, TxId: tx.id})
-	return tx.closedUnder(err)
+	return tx.failed(err)
 }
 
 // Upsert inserts or replaces a row in the transaction.
 func (tx *Tx) Upsert(table string, row ...*pb.Value) error {
 	_, err := tx.db.Upsert(tx.ctx, &pb.UpsertRequest{Table: table, Row: &pb.Row{Values: row}, TxId: tx.id})
-	return tx.closedUnder(err)
+	return tx.failed(err)
 }
 
 // Update sets columns of a row in the transaction.
 func (tx *Tx) Update(table string, key []*pb.Value, set ...Set) error {
 	_, err := tx.db.Update(tx.ctx, &pb.UpdateRequest{Table: table, Key: key, Set: sets(set), TxId: tx.id})
-	return tx.closedUnder(err)
+	return tx.failed(err)
 }
 
 // Delete removes a row in the transaction.
 func (tx *Tx) Delete(table string, key ...*pb.Value) error {
 	_, err := tx.db.Delete(tx.ctx, &pb.DeleteRequest{Table: table, Key: key, TxId: tx.id})
-	return tx.closedUnder(err)
+	return tx.failed(err)
 }
 
 // Scan reads an index range in the transaction (at most one page of
@@ -310,7 +324,7 @@ func (tx *Tx) Scan(req *pb.ScanRequest) ([]Row, error) {
 	req.TxId = tx.id
 	st, err := tx.db.Scan(tx.ctx, req)
 	if err != nil {
-		return nil, tx.closedUnder(err)
+		return nil, tx.failed(err)
 	}
 	var rows []Row
 	for {
@@ -319,7 +333,7 @@ func (tx *Tx) Scan(req *pb.ScanRequest) ([]Row, error) {
 			return rows, nil
 		}
 		if err != nil {
-			return rows, tx.closedUnder(err)
+			return rows, tx.failed(err)
 		}
 		for _, r := range m.GetRows() {
 			rows = append(rows, Row(r.GetValues()))
@@ -340,9 +354,13 @@ const maxTxAttempts = 100
 //   - after UNAVAILABLE, on the next node after a backoff, unless the
 //     commit had left the client and the UNAVAILABLE is not the node's
 //     refusal (the error then wraps ErrUnknownOutcome; see the package
-//     doc), or a certificate failed the connection's TLS handshake;
-//     nor after NOT_PRIMARY naming a node whose certificate failed so
-//     (see the package doc).
+//     doc);
+//   - after a certificate failed the TLS handshake of the connection to
+//     the node it ran on (the transaction died with that connection,
+//     as with a node found down), at once on another node whose
+//     certificate has not failed so, with the same exception; with
+//     none, the error wraps ErrCertificate. Not after NOT_PRIMARY naming
+//     a node whose certificate failed so (see the package doc).
 //
 // It stops when the commit succeeds, fails otherwise, or ctx ends, so fn
 // must be safe to run more than once. If fn returns an error the
@@ -361,7 +379,17 @@ func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) 
 		case code == codes.Aborted:
 			wait = time.Duration(rand.Int64N(int64(c.opts.MinBackoff) << min(attempt, 6)))
 		case addr != "" && secure.IsCertError(err): // Begin's says so already (addr empty)
-			return lsn, certFailure(addr, err)
+			// The transaction died with its connection: run it again
+			// on another node, as after UNAVAILABLE, but at once, as a
+			// call does (Client.call).
+			failure := err
+			if !errors.Is(err, ErrCertificate) { // fn's own error, or Begin's call's
+				failure = certFailure(addr, err)
+			}
+			if errors.Is(err, ErrUnknownOutcome) || !c.certFailed(addr, failure) || attempt >= c.opts.MaxAttempts {
+				return lsn, failure
+			}
+			c.log.Warn("a node's certificate failed the TLS handshake; running the transaction on the next", "addr", addr, "error", err)
 		case certErr != nil:
 			return lsn, certErr // the only node that takes the transaction
 		case primary != "" && c.follow(primary):
@@ -393,7 +421,7 @@ func (c *Client) tryTx(ctx context.Context, fn func(tx *Tx) error) (uint64, stri
 		// The transaction may already be gone (aborted, timed out); a failed
 		// rollback adds nothing to fn's error.
 		tx.rollbackWithin(ctx)
-		return 0, tx.addr, tx.closedUnder(err)
+		return 0, tx.addr, tx.failed(err)
 	}
 	lsn, err := tx.Commit()
 	if err != nil {
@@ -457,7 +485,7 @@ func (c *Client) Begin(ctx context.Context) (*Tx, error) {
 func (tx *Tx) Commit() (uint64, error) {
 	ctx, tr := traced(tx.ctx)
 	r, err := tx.db.Commit(ctx, &pb.CommitRequest{TxId: tx.id})
-	return r.GetLsn(), tr.outcome(tx.closedUnder(err))
+	return r.GetLsn(), tr.outcome(tx.failed(err))
 }
 
 // rollbackTimeout bounds a Rollback, which runs even after the

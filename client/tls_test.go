@@ -12,13 +12,16 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/certtest"
+	"github.com/mmdb/mmdb/internal/faultproxy"
 	"github.com/mmdb/mmdb/internal/grpctest"
 	"github.com/mmdb/mmdb/internal/secure"
+	"github.com/mmdb/mmdb/internal/servertest"
 	pb "github.com/mmdb/mmdb/proto/mmdb/v1"
 )
 
@@ -195,5 +198,91 @@ func TestCertificateFailuresFailFast(t *testing.T) {
 				t.Errorf("the standby was sent the write %d times", sb.calls)
 			}
 		})
+	}
+}
+
+// TestTxMovesOnFromACertificateFailure: a transaction whose node, after
+// Begin, fails the TLS handshake of a new connection on its certificate
+// (the node took another, of a CA the client does not trust) fails with
+// that connection, as with a node found down: Tx runs it again on the
+// client's other node, at once, and the failed call of the transaction
+// wraps ErrCertificate. Before, Tx returned the failure at once though
+// the other node served.
+func TestTxMovesOnFromACertificateFailure(t *testing.T) {
+	dir := t.TempDir()
+	ca, other := certtest.NewCA(t, dir, "ca"), certtest.NewCA(t, dir, "other")
+	cert, key := ca.Issue(t, "n1")
+	// Node a's own files, which the test replaces with a certificate of
+	// other.
+	aCert, aKey := filepath.Join(dir, "a.pem"), filepath.Join(dir, "a-key.pem")
+	copyFile(t, cert, aCert)
+	copyFile(t, key, aKey)
+	tlsOn := func(cert, key string) func(*conf.Config) {
+		return func(c *conf.Config) { c.Node, c.TLSCertFile, c.TLSKeyFile = "n1", cert, key }
+	}
+	a, aAddr := servertest.Start(t, tlsOn(aCert, aKey))
+	bAddr := serve(t, tlsOn(cert, key))
+	trusted, err := secure.LoadCA(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := secure.Client(nil, trusted.Pool(), "n1")
+	ctx := testCtx(t)
+	for _, addr := range []string{aAddr, bAddr} {
+		if _, err := newClientWith(t, Options{Addrs: []string{addr}, TLS: cfg}).CreateTable(ctx, counters); err != nil {
+			t.Fatal(err)
+		}
+	}
+	px := faultproxy.New(t, aAddr)
+	// Every attempt after a backoff waits it first: a Tx that returns
+	// sooner moved on at once.
+	const backoff = time.Second
+	c := newClientWith(t, Options{Addrs: []string{px.Addr(), bAddr}, TLS: cfg, MinBackoff: backoff, MaxBackoff: backoff})
+	var runs []string
+	var first error
+	start := time.Now()
+	lsn, err := c.Tx(ctx, func(tx *Tx) error {
+		runs = append(runs, tx.addr)
+		if len(runs) == 1 {
+			otherCert, otherKey := other.Issue(t, "n1")
+			copyFile(t, otherCert, aCert)
+			copyFile(t, otherKey, aKey)
+			if err := a.ReloadCredentials(); err != nil {
+				t.Fatal(err)
+			}
+			px.Cut() // the next call connects again
+			for tx.conn.GetState() == connectivity.Ready {
+				time.Sleep(time.Millisecond)
+			}
+			first = tx.Insert("counters", Uint64(1), String("x"), Int64(1), Null())
+			return first
+		}
+		return tx.Insert("counters", Uint64(1), String("x"), Int64(1), Null())
+	})
+	if err != nil || lsn == 0 {
+		t.Fatalf("Tx: LSN %d, %v; want it committed on %s (ran on %v)", lsn, err, bAddr, runs)
+	}
+	if took := time.Since(start); took >= backoff {
+		t.Errorf("Tx took %v, not moving on at once (backoff %v)", took, backoff)
+	}
+	if len(runs) != 2 || runs[0] != px.Addr() || runs[1] != bAddr {
+		t.Errorf("the transaction ran on %v, want on %s, then on %s", runs, px.Addr(), bAddr)
+	}
+	if !errors.Is(first, ErrCertificate) || !strings.Contains(first.Error(), px.Addr()) {
+		t.Errorf("the insert on the node whose certificate failed: %v, want it wrapping ErrCertificate, naming %s", first, px.Addr())
+	}
+	if _, found, err := newClientWith(t, Options{Addrs: []string{bAddr}, TLS: cfg}).Get(ctx, "counters", Uint64(1)); err != nil || !found {
+		t.Errorf("the row on %s: found %v, %v", bAddr, found, err)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
