@@ -80,13 +80,9 @@ func TestTLSAndToken(t *testing.T) {
 // more, was told apart by the node's having asked for one. A node that refuses the connection
 // is still moved on from.
 func TestCertificateFailuresFailFast(t *testing.T) {
-	dir := t.TempDir()
-	ca, other := certtest.NewCA(t, dir, "ca"), certtest.NewCA(t, dir, "other")
-	cert, key := ca.Issue(t, "n1")
-	addr := serve(t, func(c *conf.Config) {
-		c.Node = "n1"
-		c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.TLSClientAuth = cert, key, ca.File, true
-	})
+	m := certtest.NewMutual(t, "n1")
+	ca, other, cert, key := m.CA, m.Other, m.CertFile, m.KeyFile
+	addr := serve(t, m.Configure)
 	pool := func(ca *certtest.CA) *x509.CertPool {
 		loaded, err := secure.LoadCA(ca.File)
 		if err != nil {
@@ -143,8 +139,8 @@ func TestCertificateFailuresFailFast(t *testing.T) {
 	// take a pair whose other node serves down with it.
 	otherCert, otherKey := other.Issue(t, "n1")
 	bad := serve(t, func(c *conf.Config) {
-		c.Node = "n1"
-		c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.TLSClientAuth = otherCert, otherKey, ca.File, true
+		m.Configure(c)
+		c.TLSCertFile, c.TLSKeyFile = otherCert, otherKey
 	})
 	c = dial(secure.Client(pair(ca), pool(ca), "n1"), bad, addr)
 	err := within(t, backoff, "the call", func() error {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/certtest"
 )
 
@@ -105,18 +104,13 @@ func TestServerNameCoversLearnedAddresses(t *testing.T) {
 // the shell, whose client retried it as a node found down, took its
 // every attempt (over 6 s).
 func TestCertificateFailuresExitAtOnce(t *testing.T) {
-	dir := t.TempDir()
-	ca, other := certtest.NewCA(t, dir, "ca"), certtest.NewCA(t, dir, "other")
-	cert, key := ca.Issue(t, "n1")
-	addr := startNode(t, func(c *conf.Config) {
-		c.Node = "n1"
-		c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.TLSClientAuth = cert, key, ca.File, true
-	})
+	m := certtest.NewMutual(t, "n1")
+	addr := startNode(t, m.Configure)
 	for _, tc := range []struct {
 		what, caFile, want string
 	}{
-		{"a node's certificate of another CA", other.File, "did not verify"},
-		{"no certificate", ca.File, "certificate required"},
+		{"a node's certificate of another CA", m.Other.File, "did not verify"},
+		{"no certificate", m.CA.File, "certificate required"},
 	} {
 		for _, cmd := range [][]string{{"status"}, {"shell", "-c", "tables"}} {
 			args := append(cmd, "-addr", addr, "-tls-ca-file", tc.caFile, "-tls-server-name", "n1")

@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/mmdb/mmdb/conf"
 	"github.com/mmdb/mmdb/internal/secure"
 )
 
@@ -104,6 +105,33 @@ func (ca *CA) issue(t testing.TB, name string, ips []net.IP, notBefore, notAfter
 	writePEM(t, certFile, "CERTIFICATE", der)
 	writePEM(t, keyFile, "PRIVATE KEY", keyDER)
 	return certFile, keyFile
+}
+
+// Mutual is the set-up of a node that requires its callers'
+// certificates: CA signs the node's and those it accepts, and Other is a
+// second CA, whose certificates neither the node nor a side that trusts
+// CA accepts.
+type Mutual struct {
+	CA, Other         *CA
+	Node              string // the node's name, which its certificate names
+	CertFile, KeyFile string // the node's certificate and key, of CA
+}
+
+// NewMutual makes the two CAs, in a new directory of the test's, and the
+// certificate of node.
+func NewMutual(t testing.TB, node string) *Mutual {
+	t.Helper()
+	dir := t.TempDir()
+	m := &Mutual{CA: NewCA(t, dir, "ca"), Other: NewCA(t, dir, "other"), Node: node}
+	m.CertFile, m.KeyFile = m.CA.Issue(t, node)
+	return m
+}
+
+// Configure makes c the node's config: its name, certificate and key,
+// and CA, requiring callers' certificates.
+func (m *Mutual) Configure(c *conf.Config) {
+	c.Node = m.Node
+	c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.TLSClientAuth = m.CertFile, m.KeyFile, m.CA.File, true
 }
 
 // Dial connects to the node at addr over TLS, trusting ca for the
