@@ -245,6 +245,10 @@ type clientStats struct {
 	ops, ok []int64
 	errors  int64
 	lastErr error
+	// The operations that failed in the measured time, and their
+	// latencies: apart from those that returned without an error.
+	failed    int64
+	failedLat latencies
 	// With -rate: of the ops due in the measured time, how many started
 	// and how many had not by the end, and the latencies of those: how
 	// long each had waited when the client stopped. They have no kind (an
@@ -313,6 +317,7 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 		for k := range st.kinds {
 			st.kinds[k].init() // not while the run is measured
 		}
+		st.failedLat.init()
 		if o.rate > 0 {
 			st.missedLat.init()
 		}
@@ -378,8 +383,13 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 				if r.err != nil && opCtx.Err() != nil && ctx.Err() == nil {
 					r.err = fmt.Errorf("cancelled, still running %s after the run's end: %w", benchGrace, r.err)
 				}
+				measured := !now.Before(measureFrom)
 				// A failure counts in the warm-up too: the run's numbers
-				// stand only if nothing failed.
+				// stand only if nothing failed. In the measured time its
+				// latency is kept apart, so that ops that fail slowly (or
+				// fast) neither hide from the report nor skew the
+				// latencies of those that returned. A message that failed
+				// in part counts its other operations as they returned.
 				if r.err != nil {
 					failed := r.n
 					if r.failed > 0 {
@@ -387,9 +397,16 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 					}
 					st.errors += int64(failed)
 					st.lastErr = r.err
-					continue
+					if !measured {
+						continue
+					}
+					st.failed += int64(failed)
+					st.failedLat.record(r.lat, uint64(failed))
+					if r.n -= failed; r.n == 0 {
+						continue
+					}
 				}
-				if now.Before(measureFrom) {
+				if !measured {
 					continue
 				}
 				// The op's latency stands for each of its operations.
@@ -456,32 +473,33 @@ func progress(stderr io.Writer, o benchOpts, start, measureFrom, end time.Time, 
 
 // benchResult is a run's outcome; its JSON is `mmdbd bench -json`.
 type benchResult struct {
-	Workload     string       `json:"workload"`
-	Mode         string       `json:"mode"`
-	API          string       `json:"api"`
-	Clients      int          `json:"clients"`
-	DurationS    float64      `json:"duration_s"`
-	TxPerSec     float64      `json:"tx_per_sec"`
-	OKPerSec     float64      `json:"ok_per_sec"`
-	P50us        float64      `json:"p50_us"`
-	P90us        float64      `json:"p90_us"`
-	P99us        float64      `json:"p99_us"`
-	P999us       float64      `json:"p999_us"`
-	MaxUs        float64      `json:"max_us"`
-	LatencyFrom  string       `json:"latency_from"`
-	Rate         *rateResult  `json:"rate,omitempty"`
-	Errors       int64        `json:"errors"`
-	LastError    string       `json:"last_error,omitempty"`
-	Durability   string       `json:"durability,omitempty"`
-	SyncMode     string       `json:"sync_mode,omitempty"`
-	Log          *logResult   `json:"log,omitempty"`
-	Subscribers  uint64       `json:"subscribers,omitempty"`
-	Keys         uint64       `json:"keys,omitempty"`
-	ReadRatio    *float64     `json:"read_ratio,omitempty"`
-	ValueSize    *int         `json:"value_size,omitempty"`
-	Pipeline     int          `json:"pipeline,omitempty"`
-	Window       int          `json:"window,omitempty"`
-	Transactions []kindResult `json:"transactions"`
+	Workload     string        `json:"workload"`
+	Mode         string        `json:"mode"`
+	API          string        `json:"api"`
+	Clients      int           `json:"clients"`
+	DurationS    float64       `json:"duration_s"`
+	TxPerSec     float64       `json:"tx_per_sec"`
+	OKPerSec     float64       `json:"ok_per_sec"`
+	P50us        float64       `json:"p50_us"`
+	P90us        float64       `json:"p90_us"`
+	P99us        float64       `json:"p99_us"`
+	P999us       float64       `json:"p999_us"`
+	MaxUs        float64       `json:"max_us"`
+	LatencyFrom  string        `json:"latency_from"`
+	Rate         *rateResult   `json:"rate,omitempty"`
+	Errors       int64         `json:"errors"`
+	LastError    string        `json:"last_error,omitempty"`
+	Failed       *failedResult `json:"failed,omitempty"`
+	Durability   string        `json:"durability,omitempty"`
+	SyncMode     string        `json:"sync_mode,omitempty"`
+	Log          *logResult    `json:"log,omitempty"`
+	Subscribers  uint64        `json:"subscribers,omitempty"`
+	Keys         uint64        `json:"keys,omitempty"`
+	ReadRatio    *float64      `json:"read_ratio,omitempty"`
+	ValueSize    *int          `json:"value_size,omitempty"`
+	Pipeline     int           `json:"pipeline,omitempty"`
+	Window       int           `json:"window,omitempty"`
+	Transactions []kindResult  `json:"transactions"`
 }
 
 // What the latencies count from (benchResult.LatencyFrom): closed loop,
@@ -503,6 +521,16 @@ type rateResult struct {
 	Scheduled int64   `json:"scheduled"`
 	Started   int64   `json:"started"`
 	Missed    int64   `json:"missed"`
+}
+
+// failedResult is the operations that failed with an error in the
+// measured time: how many, and their latencies, from the same start as
+// the others' (latency_from), to the failure.
+type failedResult struct {
+	Count int64   `json:"count"`
+	P50us float64 `json:"p50_us"`
+	P99us float64 `json:"p99_us"`
+	MaxUs float64 `json:"max_us"`
 }
 
 // logResult is what the redo log did during an in-process run's
@@ -577,8 +605,16 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 	if o.rate > 0 {
 		res.Rate = &rateResult{PerSec: o.rate}
 	}
+	var failed latencies
 	for _, st := range stats {
 		res.Errors += st.errors
+		failed.merge(&st.failedLat)
+		if st.failed > 0 {
+			if res.Failed == nil {
+				res.Failed = &failedResult{}
+			}
+			res.Failed.Count += st.failed
+		}
 		if st.lastErr != nil {
 			res.LastError = st.lastErr.Error()
 		}
@@ -589,6 +625,9 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 	}
 	if res.Rate != nil {
 		res.Rate.Scheduled = res.Rate.Started + res.Rate.Missed
+	}
+	if res.Failed != nil {
+		res.Failed.P50us, res.Failed.P99us, res.Failed.MaxUs = failed.quantile(0.5), failed.quantile(0.99), failed.quantile(1)
 	}
 	res.TxPerSec, res.OKPerSec = float64(total)/d.Seconds(), float64(ok)/d.Seconds()
 	res.P50us, res.P90us, res.P99us, res.P999us, res.MaxUs = all.quantile(0.5), all.quantile(0.9), all.quantile(0.99), all.quantile(0.999), all.quantile(1)
@@ -610,6 +649,9 @@ func (r *benchResult) print(w io.Writer) error {
 	fmt.Fprintf(tw, "errors\t%d\n", r.Errors)
 	if r.LastError != "" {
 		fmt.Fprintf(tw, "last error\t%s\n", r.LastError)
+	}
+	if f := r.Failed; f != nil {
+		fmt.Fprintf(tw, "failed\t%d operations in the measured time, latency p50/p99/max %.1f / %.1f / %.1f µs (not in tx/s nor in the latencies below)\n", f.Count, f.P50us, f.P99us, f.MaxUs)
 	}
 	fmt.Fprintf(tw, "latency p50/p90/p99/p99.9/max\t%.1f / %.1f / %.1f / %.1f / %.1f µs", r.P50us, r.P90us, r.P99us, r.P999us, r.MaxUs)
 	if r.LatencyFrom == latencyFromSchedule {

@@ -523,6 +523,55 @@ func TestBenchCountsErrorsPerOperation(t *testing.T) {
 	if res.Errors != 3+16 {
 		t.Errorf("3 failed replies, then a message of 16 failed: %d errors", res.Errors)
 	}
+	// The 13 replies that returned count as the others do.
+	if n := res.Transactions[0].Count; n%16 != 13 || res.Failed == nil || res.Failed.Count != 3+16 {
+		t.Errorf("3 of a message's 16 replies failed, then a message of 16: %d operations counted, failed %+v", n, res.Failed)
+	}
+}
+
+// TestBenchReportsFailedLatency: the latencies of the ops that failed in
+// the measured time are reported apart, with their count, in text and
+// JSON; before, they were in no latency at all, so a run whose slow ops
+// failed reported only its fast ones.
+func TestBenchReportsFailedLatency(t *testing.T) {
+	const slow = 40 * time.Millisecond
+	w := &workload{kinds: []string{"flaky"}, close: func() error { return nil }, newOp: func(int) (op, error) {
+		calls := 0
+		return func(context.Context) opResult {
+			if calls++; calls%4 == 0 {
+				time.Sleep(slow) // a timeout, say
+				return opResult{n: 1, err: errors.New("deadline exceeded")}
+			}
+			time.Sleep(time.Millisecond)
+			return opResult{n: 1, ok: 1}
+		}, nil
+	}}
+	o := benchOpts{workload: "kv", api: "unary", clients: 2, duration: 300 * time.Millisecond}
+	res, err := runBench(context.Background(), o, w, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := res.Failed
+	if f == nil || f.Count < 2 || f.Count > res.Errors || f.P50us < float64(slow/time.Microsecond) || f.MaxUs < f.P99us {
+		t.Fatalf("ops failing after %s: failed %+v of %d errors", slow, f, res.Errors)
+	}
+	if res.P99us >= float64(slow/time.Microsecond) {
+		t.Errorf("the failed ops are in the latencies of those that returned: p99 %.0f µs", res.P99us)
+	}
+	var out strings.Builder
+	if err := res.print(&out); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%d operations in the measured time, latency p50/p99/max %.1f", f.Count, f.P50us); !strings.Contains(out.String(), want) {
+		t.Errorf("no %q in\n%s", want, &out)
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf(`"failed":{"count":%d,`, f.Count); !strings.Contains(string(b), want) {
+		t.Errorf("no %s in %s", want, b)
+	}
 }
 
 // TestBenchOverGRPCStatesNodeSettings: a run over gRPC reports the node's
