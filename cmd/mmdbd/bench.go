@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"slices"
@@ -66,6 +67,10 @@ type opResult struct {
 // client, and what to release at the end.
 type workload struct {
 	kinds []string
+	// mix is each kind's share of the ops, which a paced run's missed
+	// ops (that never drew their kind) are attributed by; nil for equal
+	// shares.
+	mix   []float64
 	newOp func(client int) (op, error)
 	close func() error
 	// subscribers is TATP's P: what the clients draw from, which over
@@ -249,12 +254,17 @@ type clientStats struct {
 	// latencies: apart from those that returned without an error.
 	failed    int64
 	failedLat latencies
-	// With -rate: of the ops due in the measured time, how many started
-	// and how many had not by the end, and the latencies of those: how
-	// long each had waited when the client stopped. They have no kind (an
-	// op draws its own when it runs).
-	started, missed int64
-	missedLat       latencies
+	// With -rate: how many ops started in the measured time, and of
+	// those how many were due in the warm-up (carried); how many due in
+	// the measured time had not started by the end, and the latencies
+	// of those: how
+	// long each had waited when the client stopped; and those split
+	// among the kinds by the mix, as an op draws its kind only when it
+	// runs (attributeMissed).
+	started, carried, missed int64
+	missedLat                latencies
+	missedKinds              []latencies
+	missedOf                 []int64 // per kind
 }
 
 // benchGrace is how long after the run's end an operation may still
@@ -330,8 +340,9 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 			// late counts its latency from when it was due, so a server
 			// that falls behind shows in the latency instead of slowing the
 			// load. Whether an op is measured goes by when it started, so
-			// tx/s is what ran in the measured time, not what was due, and
-			// a client behind its schedule stops at the end all the same.
+			// tx/s is what ran in the measured time, not what was due (an
+			// overloaded node's throughput, not 0), and a client behind
+			// its schedule stops at the end all the same.
 			// The ops due in the measured time that had not started by the
 			// end are the backlog the node left: they are counted as
 			// missed, not dropped unseen, and are in the latencies with how
@@ -367,12 +378,22 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 						var first time.Time
 						first, st.missed = dueIn(due, every, measureFrom, end)
 						st.missedLat.recordEvery(now.Sub(first), every, st.missed)
+						st.missedKinds, st.missedOf = make([]latencies, len(w.kinds)), make([]int64, len(w.kinds))
+						attributeMissed(st.missedKinds, st.missedOf, w.mix, now.Sub(first), every, st.missed,
+							rand.New(rand.NewPCG(o.seed, 0x6d6973736564^uint64(i))))
 					}
 					return
 				}
+				// An op is measured if it started in the measured time,
+				// paced or not: a paced one due in the warm-up that a
+				// backlog held into the measured time is carried.
+				measured := !now.Before(measureFrom)
 				if every > 0 {
-					if !due.Before(measureFrom) {
+					if measured {
 						st.started++
+						if due.Before(measureFrom) {
+							st.carried++
+						}
 					}
 					t0, due = due, due.Add(every)
 				}
@@ -383,7 +404,6 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 				if r.err != nil && opCtx.Err() != nil && ctx.Err() == nil {
 					r.err = fmt.Errorf("cancelled, still running %s after the run's end: %w", benchGrace, r.err)
 				}
-				measured := !now.Before(measureFrom)
 				// A failure counts in the warm-up too: the run's numbers
 				// stand only if nothing failed. In the measured time its
 				// latency is kept apart, so that ops that fail slowly (or
@@ -448,6 +468,54 @@ func dueIn(next time.Time, every time.Duration, from, to time.Time) (time.Time, 
 	return next, int64((to.Sub(next) + every - 1) / every)
 }
 
+// attributeMissed splits a client's n missed ops, due every apart, the
+// first of which had waited top when the run ended, among the kinds by
+// their shares of the mix (equal shares if mix is nil): a missed op never
+// drew its kind, as an op draws it when it runs. Each kind gets its share
+// of n rounded down, and the few left over are drawn from the mix with
+// r, so that a client that missed one op does not always give it to the
+// same kind. A kind's ops are recorded in its latencies (kinds) spread
+// evenly over the waits of all n, as its share of the mix would be, and
+// counted in missed.
+func attributeMissed(kinds []latencies, missed []int64, mix []float64, top, every time.Duration, n int64, r *rand.Rand) {
+	if len(mix) != len(kinds) {
+		mix = make([]float64, len(kinds))
+		for k := range mix {
+			mix[k] = 1
+		}
+	}
+	var sum float64
+	for _, s := range mix {
+		sum += s
+	}
+	counts := make([]int64, len(kinds))
+	left := n
+	for k, s := range mix {
+		counts[k] = min(int64(float64(n)*s/sum), left)
+		left -= counts[k]
+	}
+	for ; left > 0; left-- {
+		x, pick := r.Float64()*sum, -1
+		for k, s := range mix {
+			if s > 0 {
+				if pick = k; x < s {
+					break
+				}
+			}
+			x -= s
+		}
+		counts[pick]++
+	}
+	for k, c := range counts {
+		if c == 0 {
+			continue
+		}
+		step := time.Duration(float64(every) * float64(n) / float64(c))
+		kinds[k].recordEvery(top-(step-every)/2, step, c)
+		missed[k] += c
+	}
+}
+
 // progress prints a line a second until stop is closed.
 func progress(stderr io.Writer, o benchOpts, start, measureFrom, end time.Time, done *atomic.Int64, stop <-chan struct{}) {
 	t := time.NewTicker(time.Second)
@@ -510,16 +578,19 @@ const (
 	latencyFromSchedule = "schedule"
 )
 
-// rateResult is how an open-loop (-rate) run kept to its schedule: of
-// the ops due in the measured time, how many started, and how many had
-// not started by its end (the backlog, which tx/s does not count and the
-// overall latencies do, as waiting until the end). tx/s counts the ops
-// that started in the measured time, some of which may have been due in
-// the warm-up.
+// rateResult is how an open-loop (-rate) run kept to its schedule: how
+// many ops were due in the measured time (Scheduled); how many started
+// in it (Started, the ops tx/s counts and those that failed: the sum of
+// transactions[].count and failed.count), Carried of them due in the
+// warm-up (a backlog the node worked off); and how many due in it had
+// not started by its end (Missed, the backlog then, which tx/s does not
+// count and the latencies do, as waiting until the end). So
+// Started + Missed = Scheduled + Carried.
 type rateResult struct {
 	PerSec    float64 `json:"per_sec"`
 	Scheduled int64   `json:"scheduled"`
 	Started   int64   `json:"started"`
+	Carried   int64   `json:"carried"`
 	Missed    int64   `json:"missed"`
 }
 
@@ -561,11 +632,12 @@ func newLogResult(before, after logging.Stats) *logResult {
 
 // kindResult is one kind of operation's share of a run.
 type kindResult struct {
-	Name  string  `json:"name"`
-	Count int64   `json:"count"`
-	OK    int64   `json:"ok"`
-	P50us float64 `json:"p50_us"`
-	P99us float64 `json:"p99_us"`
+	Name   string  `json:"name"`
+	Count  int64   `json:"count"`
+	OK     int64   `json:"ok"`
+	Missed int64   `json:"missed"`
+	P50us  float64 `json:"p50_us"`
+	P99us  float64 `json:"p99_us"`
 }
 
 func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duration) *benchResult {
@@ -596,9 +668,16 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 			kr.Count += st.ops[k]
 			kr.OK += st.ok[k]
 		}
+		// The overall latencies have the missed ops' own waits.
+		all.merge(&ks)
+		for _, st := range stats {
+			if st.missedKinds != nil {
+				ks.merge(&st.missedKinds[k])
+				kr.Missed += st.missedOf[k]
+			}
+		}
 		kr.P50us, kr.P99us = ks.quantile(0.5), ks.quantile(0.99)
 		res.Transactions = append(res.Transactions, kr)
-		all.merge(&ks)
 		total += kr.Count
 		ok += kr.OK
 	}
@@ -620,11 +699,12 @@ func summarize(o benchOpts, kinds []string, stats []*clientStats, d time.Duratio
 		}
 		if res.Rate != nil {
 			res.Rate.Started += st.started
+			res.Rate.Carried += st.carried
 			res.Rate.Missed += st.missed
 		}
 	}
 	if res.Rate != nil {
-		res.Rate.Scheduled = res.Rate.Started + res.Rate.Missed
+		res.Rate.Scheduled = res.Rate.Started - res.Rate.Carried + res.Rate.Missed
 	}
 	if res.Failed != nil {
 		res.Failed.P50us, res.Failed.P99us, res.Failed.MaxUs = failed.quantile(0.5), failed.quantile(0.99), failed.quantile(1)
@@ -644,7 +724,7 @@ func (r *benchResult) print(w io.Writer) error {
 	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "tx/s\t%.0f\nok/s\t%.0f\n", r.TxPerSec, r.OKPerSec)
 	if rt := r.Rate; rt != nil {
-		fmt.Fprintf(tw, "rate\t%g/s asked: %d ops due, %d started, %d missed (not started by the end)\n", rt.PerSec, rt.Scheduled, rt.Started, rt.Missed)
+		fmt.Fprintf(tw, "rate\t%g/s asked: %d ops due, %d missed (not started by the end); %d started, %d of them due in the warm-up\n", rt.PerSec, rt.Scheduled, rt.Missed, rt.Started, rt.Carried)
 	}
 	fmt.Fprintf(tw, "errors\t%d\n", r.Errors)
 	if r.LastError != "" {
@@ -669,6 +749,14 @@ func (r *benchResult) print(w io.Writer) error {
 		fmt.Fprintf(tw, "log\t%d records, %d syncs (%.1f per group), %.1f bytes per commit, compression %.2fx\n", l.Records, l.Syncs, l.GroupSize, l.BytesPerCommit, l.CompressionRatio)
 	}
 	fmt.Fprintln(tw)
+	if r.Rate != nil {
+		// The missed, by the mix, are in the kinds' latencies.
+		fmt.Fprintln(tw, "kind\tcount\tok\tmissed\tp50 µs\tp99 µs")
+		for _, k := range r.Transactions {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.1f\t%.1f\n", strings.ToLower(k.Name), k.Count, k.OK, k.Missed, k.P50us, k.P99us)
+		}
+		return out.flush(tw)
+	}
 	fmt.Fprintln(tw, "kind\tcount\tok\tp50 µs\tp99 µs")
 	for _, k := range r.Transactions {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.1f\n", strings.ToLower(k.Name), k.Count, k.OK, k.P50us, k.P99us)

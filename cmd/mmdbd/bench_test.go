@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"reflect"
 	"regexp"
@@ -211,6 +212,122 @@ func TestBenchRateCountsMissedInLatency(t *testing.T) {
 	// Closed loop, the latencies still count from each op's start.
 	if res := summarize(benchOpts{}, nil, nil, time.Second); res.LatencyFrom != "start" {
 		t.Errorf("closed loop: latency from %q", res.LatencyFrom)
+	}
+}
+
+// TestBenchRateStartedIsWhatTxCounts: in a paced run, rate.started is
+// the ops tx/s counts (transactions[].count) and the failed, those that
+// started in the measured time, and rate.carried those of them due in
+// the warm-up, so that started + missed = scheduled + carried; before,
+// tx/s counted the ops that started in the measured time and
+// rate.started those due in it, so with a backlog from the warm-up the
+// two told of different ops.
+func TestBenchRateStartedIsWhatTxCounts(t *testing.T) {
+	w := &workload{kinds: []string{"slow"}, close: func() error { return nil }, newOp: func(int) (op, error) {
+		calls := 0
+		return func(context.Context) opResult {
+			time.Sleep(15 * time.Millisecond)
+			if calls++; calls%3 == 0 {
+				return opResult{n: 1, err: errors.New("aborted")}
+			}
+			return opResult{n: 1, ok: 1}
+		}, nil
+	}}
+	// An op due every 10 ms that takes 15: the measured time starts
+	// with a backlog from the warm-up.
+	o := benchOpts{workload: "kv", api: "unary", clients: 1, warmup: 100 * time.Millisecond, duration: 200 * time.Millisecond, rate: 100}
+	res, err := runBench(context.Background(), o, w, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Rate
+	var counted, failed int64
+	for _, k := range res.Transactions {
+		counted += k.Count
+	}
+	if res.Failed != nil {
+		failed = res.Failed.Count
+	}
+	if r == nil || r.Scheduled != 20 || r.Started+r.Missed != r.Scheduled+r.Carried || r.Started != counted+failed || r.Carried == 0 || failed == 0 {
+		t.Errorf("paced with a backlog: rate %+v, %d counted, %d failed", r, counted, failed)
+	}
+	if want := float64(counted) / o.duration.Seconds(); res.TxPerSec != want {
+		t.Errorf("tx/s %g, want %g", res.TxPerSec, want)
+	}
+}
+
+// TestBenchRateMissedInTheirKinds: in a paced run, the missed ops are
+// split among the kinds by the mix and are in each kind's latencies, and
+// the kinds' missed add up to rate.missed; before, they were in the
+// overall latencies only, so a kind whose every op was held up by a stall
+// reported no latency at all.
+func TestBenchRateMissedInTheirKinds(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	w := &workload{kinds: []string{"a", "b"}, mix: []float64{0.5, 0.5}, close: func() error { return nil }, newOp: func(int) (op, error) {
+		first := true
+		return func(context.Context) opResult {
+			if first {
+				first = false
+				time.Sleep(stall) // from the warm-up past the end
+			}
+			return opResult{n: 1, ok: 1}
+		}, nil
+	}}
+	// As in TestBenchRateCountsMissedInLatency: 10 ops due in the
+	// measured time, all missed, having waited 160 to 250 ms at least.
+	o := benchOpts{workload: "kv", api: "unary", clients: 1, warmup: 50 * time.Millisecond, duration: 100 * time.Millisecond, rate: 100}
+	res, err := runBench(context.Background(), o, w, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res.Rate; r == nil || r.Missed != 10 {
+		t.Fatalf("a stall from the warm-up past the end: %+v", r)
+	}
+	for _, k := range res.Transactions {
+		if k.Missed != 5 || k.P50us < 150_000 || k.P99us < k.P50us {
+			t.Errorf("kind %s of half the mix, 10 ops missed: %+v", k.Name, k)
+		}
+	}
+	var out strings.Builder
+	if err := res.print(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^kind +count +ok +missed +p50 µs +p99 µs\n(a|b) +0 +0 +5 +`).MatchString(out.String()) {
+		t.Errorf("the kinds' missed are not printed:\n%s", &out)
+	}
+}
+
+// TestAttributeMissed splits missed ops among kinds by the mix, spread
+// over the waits of all of them.
+func TestAttributeMissed(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	kinds, missed := make([]latencies, 3), make([]int64, 3)
+	// 1000 ops due a millisecond apart, having waited 1 s down to 1 ms.
+	attributeMissed(kinds, missed, []float64{0.8, 0.2, 0}, time.Second, time.Millisecond, 1000, r)
+	if missed[0] != 800 || missed[1] != 200 || missed[2] != 0 {
+		t.Errorf("1000 missed by a mix of 80%%, 20%%, 0%%: %v", missed)
+	}
+	for k := range 2 {
+		if p50 := kinds[k].quantile(0.5); math.Abs(p50-500_000) > 10_000 {
+			t.Errorf("kind %d: p50 %.0f µs of waits spread from 1 ms to 1 s", k, p50)
+		}
+	}
+	// One op missed, many times: the kind is drawn from the mix, not
+	// always the same.
+	got := make([]int64, 3)
+	for range 100 {
+		attributeMissed(make([]latencies, 3), got, []float64{0.35, 0.35, 0.3}, time.Second, time.Millisecond, 1, r)
+	}
+	if got[0] < 15 || got[1] < 15 || got[2] < 15 || got[0]+got[1]+got[2] != 100 {
+		t.Errorf("100 single missed ops by a mix of 35%%, 35%%, 30%%: %v", got)
+	}
+	// The mixes of the workloads add up.
+	var sum float64
+	for _, s := range tatpMix {
+		sum += s
+	}
+	if math.Abs(sum-1) > 1e-9 || len(tatpMix) != len(tatpKinds) {
+		t.Errorf("TATP's mix: %v", tatpMix)
 	}
 }
 

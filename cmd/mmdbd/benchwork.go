@@ -34,6 +34,18 @@ var tatpKinds = func() []string {
 	return k
 }()
 
+// tatpMix is each of tatpKinds' share of the mix.
+var tatpMix = func() []float64 {
+	var m []float64
+	for t := tatp.Tx(0); t < tatp.NumTx; t++ {
+		m = append(m, t.Share())
+	}
+	return m
+}()
+
+// kvMix is the kv workload's shares of gets and puts.
+func kvMix(o benchOpts) []float64 { return []float64{o.readRatio, 1 - o.readRatio} }
+
 // kvTable is the kv workload's table: a uint64 key and a bytes value.
 func kvTable(valueSize int) mem.TableDef {
 	return mem.TableDef{
@@ -115,7 +127,7 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 		if err != nil {
 			return nil, errors.Join(err, closeAll())
 		}
-		return &workload{kinds: tatpKinds, close: closeAll, subscribers: d.P, logStats: srv.LogStats, durability: cfg.Durability, newOp: func(i int) (op, error) {
+		return &workload{kinds: tatpKinds, mix: tatpMix, close: closeAll, subscribers: d.P, logStats: srv.LogStats, durability: cfg.Durability, newOp: func(i int) (op, error) {
 			c := d.NewClient(o.seed + uint64(i) + 1)
 			c.Wait = srv.WaitDurable
 			return func(ctx context.Context) opResult {
@@ -135,7 +147,7 @@ func inprocessWorkload(ctx context.Context, o benchOpts, flags *conf.Flags, stde
 		if err != nil {
 			return nil, errors.Join(err, closeAll())
 		}
-		return &workload{kinds: []string{"get", "put"}, close: closeAll, logStats: srv.LogStats, durability: cfg.Durability, newOp: func(i int) (op, error) {
+		return &workload{kinds: []string{"get", "put"}, mix: kvMix(o), close: closeAll, logStats: srv.LogStats, durability: cfg.Durability, newOp: func(i int) (op, error) {
 			d := newKVDraw(o, i)
 			key := make([]mem.Value, 1)
 			row := make([]mem.Value, 2)
@@ -318,7 +330,7 @@ func grpcOps(ctx context.Context, o benchOpts, db pb.DatabaseServiceClient, dial
 		if err != nil {
 			return nil, errors.Join(err, closeAll())
 		}
-		return &workload{kinds: tatpKinds, close: closeAll, subscribers: p, newOp: func(i int) (op, error) {
+		return &workload{kinds: tatpKinds, mix: tatpMix, close: closeAll, subscribers: p, newOp: func(i int) (op, error) {
 			var call tatp.Caller
 			if o.api == "session" {
 				s, err := session()
@@ -344,7 +356,7 @@ func grpcOps(ctx context.Context, o benchOpts, db pb.DatabaseServiceClient, dial
 		if err := prepareRemoteKV(ctx, db, o, stderr); err != nil {
 			return nil, errors.Join(err, closeAll())
 		}
-		return &workload{kinds: []string{"get", "put"}, close: closeAll, newOp: func(i int) (op, error) {
+		return &workload{kinds: []string{"get", "put"}, mix: kvMix(o), close: closeAll, newOp: func(i int) (op, error) {
 			if o.api == "session" {
 				s, err := session()
 				if err != nil {

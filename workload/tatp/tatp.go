@@ -37,6 +37,14 @@ var txNames = [NumTx]string{
 
 func (t Tx) String() string { return txNames[t] }
 
+// Share is t's share of the mix, between 0 and 1.
+func (t Tx) Share() float64 {
+	if t == 0 {
+		return float64(mix[0]) / 100
+	}
+	return float64(mix[t]-mix[t-1]) / 100
+}
+
 // mix is the cumulative share of each transaction, in percent.
 var mix = [NumTx]int{35, 45, 80, 82, 96, 98, 100}
 
