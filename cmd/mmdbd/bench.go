@@ -257,10 +257,9 @@ type clientStats struct {
 	// With -rate: how many ops started in the measured time, and of
 	// those how many were due in the warm-up (carried); how many due in
 	// the measured time had not started by the end, and the latencies
-	// of those: how
-	// long each had waited when the client stopped; and those split
-	// among the kinds by the mix, as an op draws its kind only when it
-	// runs (attributeMissed).
+	// of those (how long each had waited when the client stopped), also
+	// split among the kinds by the mix, as an op draws its kind only when
+	// it runs (attributeMissed).
 	started, carried, missed int64
 	missedLat                latencies
 	missedKinds              []latencies
