@@ -259,7 +259,9 @@ type Tx struct {
 // client closed under it, forgetting its node (Client.closedUnder), and
 // wrapping ErrCertificate when a certificate failed the connection's
 // handshake, its node noted so (Client.certFailed): in both the
-// transaction died with its node.
+// transaction died with its node. The certificate failure is a
+// *txCertFailure of tx, by which Tx tells it from one that fn met on
+// another connection.
 func (tx *Tx) failed(err error) error {
 	err = tx.c.closedUnder(tx.ctx, tx.conn, err)
 	if !secure.IsCertError(err) || errors.Is(err, ErrCertificate) {
@@ -267,8 +269,18 @@ func (tx *Tx) failed(err error) error {
 	}
 	failure := certFailure(tx.addr, err)
 	tx.c.certFailed(tx.addr, failure)
-	return failure
+	return &txCertFailure{tx: tx, err: failure}
 }
+
+// txCertFailure is the error of a call of transaction tx whose
+// connection a certificate failed (Tx.failed).
+type txCertFailure struct {
+	tx  *Tx
+	err error
+}
+
+func (e *txCertFailure) Error() string { return e.err.Error() }
+func (e *txCertFailure) Unwrap() error { return e.err }
 
 // ID returns the transaction's id.
 func (tx *Tx) ID() uint64 { return tx.id }
@@ -368,7 +380,7 @@ const maxTxAttempts = 100
 func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) {
 	backoff := c.opts.MinBackoff
 	for attempt := 1; ; attempt++ {
-		lsn, addr, err := c.tryTx(ctx, fn)
+		lsn, addr, lost, err := c.tryTx(ctx, fn)
 		if err == nil || ctx.Err() != nil || attempt == maxTxAttempts {
 			return lsn, err
 		}
@@ -378,18 +390,16 @@ func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) 
 		switch code := status.Code(err); {
 		case code == codes.Aborted:
 			wait = time.Duration(rand.Int64N(int64(c.opts.MinBackoff) << min(attempt, 6)))
-		case addr != "" && secure.IsCertError(err): // Begin's says so already (addr empty)
+		case lost: // Begin, which moves on by itself, fails with its own
 			// The transaction died with its connection: run it again
 			// on another node, as after UNAVAILABLE, but at once, as a
 			// call does (Client.call).
-			failure := err
-			if !errors.Is(err, ErrCertificate) { // fn's own error, or Begin's call's
-				failure = certFailure(addr, err)
-			}
-			if errors.Is(err, ErrUnknownOutcome) || !c.certFailed(addr, failure) || attempt >= c.opts.MaxAttempts {
-				return lsn, failure
+			if errors.Is(err, ErrUnknownOutcome) || !c.certFailed(addr, err) || attempt >= c.opts.MaxAttempts {
+				return lsn, err
 			}
 			c.log.Warn("a node's certificate failed the TLS handshake; running the transaction on the next", "addr", addr, "error", err)
+		case secure.IsCertError(err) || errors.Is(err, ErrCertificate):
+			return lsn, err // Begin's, or met by fn elsewhere: not this node's failure, nor one trying again mends
 		case certErr != nil:
 			return lsn, certErr // the only node that takes the transaction
 		case primary != "" && c.follow(primary):
@@ -412,22 +422,30 @@ func (c *Client) Tx(ctx context.Context, fn func(tx *Tx) error) (uint64, error) 
 }
 
 // tryTx runs fn in a transaction on the current node, which it returns.
-func (c *Client) tryTx(ctx context.Context, fn func(tx *Tx) error) (uint64, string, error) {
+// lost says a certificate failed the connection of one of the
+// transaction's own calls (Tx.failed); fn may return a certificate
+// failure it met elsewhere, which says nothing of this node.
+func (c *Client) tryTx(ctx context.Context, fn func(tx *Tx) error) (_ uint64, addr string, lost bool, _ error) {
 	tx, err := c.Begin(ctx)
 	if err != nil {
-		return 0, "", err
+		return 0, "", false, err
+	}
+	ours := func(err error) bool {
+		var f *txCertFailure
+		return errors.As(err, &f) && f.tx == tx
 	}
 	if err := fn(tx); err != nil {
 		// The transaction may already be gone (aborted, timed out); a failed
 		// rollback adds nothing to fn's error.
 		tx.rollbackWithin(ctx)
-		return 0, tx.addr, tx.failed(err)
+		err = c.closedUnder(tx.ctx, tx.conn, err)
+		return 0, tx.addr, ours(err), err
 	}
 	lsn, err := tx.Commit()
 	if err != nil {
 		tx.rollbackWithin(ctx) // a commit that never reached the node leaves it open
 	}
-	return lsn, tx.addr, err
+	return lsn, tx.addr, ours(err), err
 }
 
 // rollbackWithin sends Rollback and waits for it until ctx ends, not

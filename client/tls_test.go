@@ -282,3 +282,41 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestTxReturnsACertificateFailureMetElsewhere: a certificate failure
+// that fn met on another connection (another client's call) and
+// returned says nothing of the transaction's node: Tx rolls back and
+// returns it, as any error of fn's, and runs fn once. It took it for its
+// own node's, noted both of the client's healthy nodes as failed and ran
+// fn again on each.
+func TestTxReturnsACertificateFailureMetElsewhere(t *testing.T) {
+	dir := t.TempDir()
+	ca, other := certtest.NewCA(t, dir, "ca"), certtest.NewCA(t, dir, "other")
+	tlsOn := func(by *certtest.CA) func(*conf.Config) {
+		cert, key := by.Issue(t, "n1")
+		return func(c *conf.Config) { c.Node, c.TLSCertFile, c.TLSKeyFile = "n1", cert, key }
+	}
+	a1, a2, bad := serve(t, tlsOn(ca)), serve(t, tlsOn(ca)), serve(t, tlsOn(other))
+	trusted, err := secure.LoadCA(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := secure.Client(nil, trusted.Pool(), "n1")
+	ctx := testCtx(t)
+	c := newClientWith(t, Options{Addrs: []string{a1, a2}, TLS: cfg})
+	y := newClientWith(t, Options{Addrs: []string{bad}, TLS: cfg})
+	runs := 0
+	_, err = c.Tx(ctx, func(tx *Tx) error {
+		runs++
+		_, _, err := y.Get(ctx, "counters", Uint64(1))
+		return err
+	})
+	if !errors.Is(err, ErrCertificate) || !strings.Contains(err.Error(), bad) || runs != 1 {
+		t.Fatalf("Tx whose fn returned another node's certificate failure: %v after %d runs; want that failure after one", err, runs)
+	}
+	for _, addr := range []string{a1, a2} {
+		if f := c.certFailedAt(addr); f != nil {
+			t.Errorf("%s noted as failed: %v", addr, f)
+		}
+	}
+}
