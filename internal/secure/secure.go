@@ -397,7 +397,10 @@ func IsCertError(err error) bool {
 	if !errors.As(err, &se) || se.GRPCStatus().Code() != codes.Unavailable {
 		return false
 	}
-	msg := se.GRPCStatus().Message()
+	// A balancer other than pick_first (one a client's DialOptions
+	// chose) may put its own words before the error; round_robin's and
+	// the other base balancers' picker does (balancer/base).
+	msg := strings.TrimPrefix(se.GRPCStatus().Message(), "last connection error: ")
 	if strings.HasPrefix(msg, connectionError) {
 		// The texts quoted hold no character %q escapes: they are
 		// found as they are.

@@ -109,9 +109,8 @@ func TestIsCertError(t *testing.T) {
 	refusedErr := &RefusedError{Err: &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")}}
 	// What a gRPC call returns when its connection failed so (the texts
 	// of google.golang.org/grpc's transport.ConnectionError).
-	conn := func(desc string) error {
-		return status.Error(codes.Unavailable, fmt.Sprintf("connection error: desc = %q", desc))
-	}
+	connMsg := func(desc string) string { return fmt.Sprintf("connection error: desc = %q", desc) }
+	conn := func(desc string) error { return status.Error(codes.Unavailable, connMsg(desc)) }
 	for _, tc := range []struct {
 		what string
 		err  error
@@ -123,6 +122,7 @@ func TestIsCertError(t *testing.T) {
 		{"a failed handshake, in a call", conn("transport: authentication handshake failed: " + certErr.Error()), true},
 		{"a TLS 1.3 refusal, in a call", conn("error reading server preface: " + refusedErr.Error()), true},
 		{"a TLS 1.3 refusal, failing the preface's flush, in a call", status.Error(codes.Unavailable, refusedErr.Error()), true},
+		{"a failed handshake, through round_robin's picker", status.Error(codes.Unavailable, "last connection error: "+connMsg("transport: authentication handshake failed: "+certErr.Error())), true},
 		{"a call's failure wrapped", fmt.Errorf("client: %w", conn("transport: authentication handshake failed: "+certErr.Error())), true},
 		{"nil", nil, false},
 		{"another handshake failure, in a call", conn("transport: authentication handshake failed: remote error: tls: protocol version not supported"), false},
