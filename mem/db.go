@@ -109,6 +109,15 @@ func Open(opts Options) *DB {
 // lockDDL takes ddlMu, or gives up when ctx ends first: a schema change
 // waits for the one before it, which may be an index build of many
 // seconds, no longer than its caller does.
+// Created reports whether a table of id was created in this database,
+// though it may have been dropped since: false for one whose creation a
+// standby has not applied yet.
+func (db *DB) Created(id uint32) bool {
+	db.gate.RLock()
+	defer db.gate.RUnlock()
+	return uint64(id) < db.nextID
+}
+
 func (db *DB) lockDDL(ctx context.Context) error {
 	if err := db.ddlMu.Acquire(ctx, 1); err != nil {
 		return fmt.Errorf("mem: the schema change waited for the one before it (an index build?) until its caller gave up: %w", context.Cause(ctx))

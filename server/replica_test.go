@@ -676,6 +676,36 @@ func TestScanResumeAheadOfStandby(t *testing.T) {
 	if err != nil || len(rows) != 2 {
 		t.Fatalf("the next page with the table's own id: %d rows, %v", len(rows), err)
 	}
+	// A standby that applied the old table's drop but not the new one's
+	// creation holds no table of the name: the page is refused alike. It
+	// was NOT_FOUND, though the table is there on the primary.
+	_, err = recvAll(standby.db.Scan(c, &pb.ScanRequest{Table: "acct2", Limit: 2, After: page.GetResumeKey(), AfterTableId: page.GetResumeTableId() + 1}))
+	wantCode(t, toStatus(err), codes.Unavailable, `"acct2"`, "has not applied")
+	// A table it created, and dropped since: gone, NOT_FOUND.
+	_, err = recvAll(standby.db.Scan(c, &pb.ScanRequest{Table: "acct2", Limit: 2, After: page.GetResumeKey(), AfterTableId: page.GetResumeTableId()}))
+	wantCode(t, toStatus(err), codes.NotFound, `"acct2"`)
+}
+
+// TestScanResumeOfTableNeverCreated: a primary asked to resume a Scan in
+// a table of an id it never gave out (a failover, or a crash, lost the
+// creation the previous page was read from) says so, rather than that
+// the table was dropped and created again.
+func TestScanResumeOfTableNeverCreated(t *testing.T) {
+	primary, _ := startShipping(t, 5)
+	c := ctx(t)
+	page, err := recvAll(primary.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2}))
+	if err != nil || len(page) != 2 {
+		t.Fatalf("first page: %d rows, %v", len(page), err)
+	}
+	tb, err := primary.srv.db.Table("acct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = recvAll(primary.db.Scan(c, &pb.ScanRequest{Table: "acct", Limit: 2, After: key(page[1].GetValues()[0]), AfterTableId: tb.ID() + 100}))
+	wantCode(t, toStatus(err), codes.FailedPrecondition, `"acct"`, "never created", "start the scan anew")
+	if !hasReason(err, pb.ReasonTableRecreated) {
+		t.Fatalf("%v: no %s detail", err, pb.ReasonTableRecreated)
+	}
 }
 
 // TestRepairRowsTableRecreated: RepairRows finds its table in its

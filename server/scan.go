@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc"
@@ -81,6 +82,11 @@ func (s *dbService) Scan(req *pb.ScanRequest, stream grpc.ServerStreamingServer[
 		})
 	})
 	if err != nil {
+		if errors.Is(err, mem.ErrNoTable) {
+			if err := s.unapplied(req.GetTable(), req.GetAfterTableId()); err != nil {
+				return err
+			}
+		}
 		return toStatus(err)
 	}
 	return s.sendRows(stream, q, rows)
@@ -160,20 +166,34 @@ func (s *dbService) sendRows(stream grpc.ServerStreamingServer[pb.ScanResponse],
 	return stream.Send(msg)
 }
 
-// resumable checks that t is the table a Scan page's resume key came
-// from: id, the request's after_table_id (zero checks nothing). Table ids
-// are not used again, so another id means the table that had the name
-// was dropped, and the key, read from it, would page a table it never
-// was of as though it went on (even one over the same key columns, which
-// the key fits). A larger id than t's is of a table created after t:
-// a standby that has not applied that yet refuses the page, for the
-// client to read it from a node that has.
+// resumable checks that t, the table named so now, is the table a Scan
+// page's resume key came from: id, the request's after_table_id (zero
+// checks nothing). Table ids are not used again, so another id means the
+// table that had the name was dropped, and the key, read from it, would
+// page a table it never was of as though it went on (even one over the
+// same key columns, which the key fits).
 func (s *dbService) resumable(t *mem.Table, id uint32) error {
 	if id == 0 || id == t.ID() {
 		return nil
 	}
-	if _, _, standby := s.store.Standby(); standby && id > t.ID() {
-		return errorf(codes.Unavailable, "table %q: the scan's resume key is of the table created with id %d, whose creation this standby has not applied yet (its table %q has id %d): read the page from the primary, or again once the standby caught up", t.Name(), id, t.Name(), t.ID())
+	if err := s.unapplied(t.Name(), id); err != nil {
+		return err
+	}
+	if !s.db.Created(id) {
+		return withReason(codes.FailedPrecondition, pb.ReasonTableRecreated, fmt.Sprintf("table %q: the scan's resume key is of a table with id %d, which this node never created (its creation was lost, in a failover or a crash that lost commits), and the table now is id %d; start the scan anew (without after)", t.Name(), id, t.ID()), nil)
 	}
 	return withReason(codes.FailedPrecondition, pb.ReasonTableRecreated, fmt.Sprintf("table %q was dropped and created again since the scan's previous page: its resume key is of the table with id %d, and the table now is id %d; start the scan anew (without after)", t.Name(), id, t.ID()), nil)
+}
+
+// unapplied refuses, on a standby, a Scan page whose resume key is of a
+// table (id, after_table_id) whose creation the standby has not applied
+// yet: the node that answered the previous page was ahead of it (the
+// primary, which dropped and created the table again), and the client
+// reads the page from a node that is not, whether the standby holds the
+// name's older table or, having applied its drop, none.
+func (s *dbService) unapplied(table string, id uint32) error {
+	if _, _, standby := s.store.Standby(); !standby || id == 0 || s.db.Created(id) {
+		return nil
+	}
+	return errorf(codes.Unavailable, "table %q: the scan's resume key is of the table created with id %d, whose creation this standby has not applied yet: read the page from the primary, or again once the standby caught up", table, id)
 }

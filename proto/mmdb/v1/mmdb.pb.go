@@ -1714,8 +1714,10 @@ type ScanResponse struct {
 	ResumeKey []*Value `protobuf:"bytes,3,rep,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"`
 	// With resume_key: the id of the table the rows came from, to pass as
 	// after_table_id. A table dropped and created again under its name gets
-	// another id, and ids are not used again (only a failover that loses a
-	// table's creation, unconfirmed, may give its id to another).
+	// another id, and ids are not used again: only a node that lost a
+	// table's creation (a failover past an unconfirmed one, a restart that
+	// lost commits its durability level does not keep) may give its id to
+	// another.
 	ResumeTableId uint32 `protobuf:"varint,4,opt,name=resume_table_id,json=resumeTableId,proto3" json:"resume_table_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
