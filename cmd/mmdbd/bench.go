@@ -388,6 +388,9 @@ func runBench(ctx context.Context, o benchOpts, w *workload, stderr io.Writer) (
 				// backlog held into the measured time is carried.
 				measured := !now.Before(measureFrom)
 				if every > 0 {
+					// A paced op is one operation (-rate refuses -api
+					// session, whose messages hold several), so started
+					// adds up with the kinds' counts and failed.count.
 					if measured {
 						st.started++
 						if due.Before(measureFrom) {
