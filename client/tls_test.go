@@ -247,8 +247,10 @@ func TestTxMovesOnFromACertificateFailure(t *testing.T) {
 				t.Fatal(err)
 			}
 			px.Cut() // the next call connects again
-			for tx.conn.GetState() == connectivity.Ready {
-				time.Sleep(time.Millisecond)
+			for deadline := time.Now().Add(10 * time.Second); tx.conn.GetState() == connectivity.Ready; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the connection through the cut proxy stayed ready")
+				}
 			}
 			first = tx.Insert("counters", Uint64(1), String("x"), Int64(1), Null())
 			return first
