@@ -178,6 +178,21 @@ func TestDueIn(t *testing.T) {
 	}
 }
 
+// stallsOnce is a workload of kinds in equal shares, each client's first
+// op of which sleeps for stall, and every other returns at once.
+func stallsOnce(stall time.Duration, kinds ...string) *workload {
+	return &workload{kinds: kinds, close: func() error { return nil }, newOp: func(int) (op, error) {
+		first := true
+		return func(context.Context) opResult {
+			if first {
+				first = false
+				time.Sleep(stall)
+			}
+			return opResult{n: 1, ok: 1}
+		}, nil
+	}}
+}
+
 // TestBenchRateCountsMissedInLatency: in a paced run, the ops due in the
 // measured time that never started, because the op before them stalled
 // past the end, are in the latencies with how long they had waited when
@@ -185,17 +200,7 @@ func TestDueIn(t *testing.T) {
 // counted as missed, and a run whose every measured op was held up by a
 // stall reported latencies of 0.
 func TestBenchRateCountsMissedInLatency(t *testing.T) {
-	const stall = 300 * time.Millisecond
-	w := &workload{kinds: []string{"stalls once"}, close: func() error { return nil }, newOp: func(int) (op, error) {
-		first := true
-		return func(context.Context) opResult {
-			if first {
-				first = false
-				time.Sleep(stall) // from the warm-up past the end
-			}
-			return opResult{n: 1, ok: 1}
-		}, nil
-	}}
+	w := stallsOnce(300*time.Millisecond, "stalls once")
 	// An op due every 10 ms: the 10 due in the measured time, from 50 ms
 	// to 140 ms, wait until the stall ends at 300 ms at the earliest.
 	o := benchOpts{workload: "kv", api: "unary", clients: 1, warmup: 50 * time.Millisecond, duration: 100 * time.Millisecond, rate: 100}
@@ -262,17 +267,7 @@ func TestBenchRateStartedIsWhatTxCounts(t *testing.T) {
 // overall latencies only, so a kind whose every op was held up by a stall
 // reported no latency at all.
 func TestBenchRateMissedInTheirKinds(t *testing.T) {
-	const stall = 300 * time.Millisecond
-	w := &workload{kinds: []string{"a", "b"}, mix: []float64{0.5, 0.5}, close: func() error { return nil }, newOp: func(int) (op, error) {
-		first := true
-		return func(context.Context) opResult {
-			if first {
-				first = false
-				time.Sleep(stall) // from the warm-up past the end
-			}
-			return opResult{n: 1, ok: 1}
-		}, nil
-	}}
+	w := stallsOnce(300*time.Millisecond, "a", "b")
 	// As in TestBenchRateCountsMissedInLatency: 10 ops due in the
 	// measured time, all missed, having waited 160 to 250 ms at least.
 	o := benchOpts{workload: "kv", api: "unary", clients: 1, warmup: 50 * time.Millisecond, duration: 100 * time.Millisecond, rate: 100}
